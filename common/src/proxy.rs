@@ -1,0 +1,93 @@
+//! Client side of `org.pim.Manager1`. The daemon's `#[interface]` implements the same methods;
+//! keep the two in step (the end-to-end suite calls every method through this proxy).
+
+use crate::types::{
+    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
+    RoleInfo,
+};
+use crate::PimError;
+use zbus::proxy;
+
+#[proxy(
+    interface = "org.pim.Manager1",
+    default_service = "org.pim.Manager1",
+    default_path = "/org/pim/Manager1"
+)]
+pub trait Manager {
+    /// Roles the caller is eligible for, now.
+    fn list_roles(&self) -> Result<Vec<RoleInfo>, PimError>;
+
+    /// Activates `role` for `duration_secs` (0: the role's default), or files a request when the
+    /// role needs approval. Empty strings mean "not given".
+    fn activate(
+        &self,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+    ) -> Result<ActivateReply, PimError>;
+
+    /// Ends the caller's live grant for `role` now.
+    fn deactivate(&self, role: &str) -> Result<GrantInfo, PimError>;
+
+    /// Extends the caller's live grant so that it ends `duration_secs` from now.
+    fn extend(
+        &self,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        code: &str,
+    ) -> Result<GrantInfo, PimError>;
+
+    /// The caller's live grants and open requests.
+    fn status(&self) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError>;
+
+    /// Starts (or restarts) TOTP enrolment; returns the otpauth URI and the base32 secret.
+    fn mfa_enroll(&self) -> Result<(String, String), PimError>;
+
+    /// Confirms enrolment with a first code; returns the one-time recovery codes.
+    fn mfa_confirm(&self, code: &str) -> Result<Vec<String>, PimError>;
+
+    fn mfa_status(&self) -> Result<MfaStatusInfo, PimError>;
+
+    /// Audit records at or after `since` (0: all), filtered by subject user and role ("" for any).
+    /// Admins and auditors see every record; others only their own.
+    fn audit(&self, since: i64, user: &str, role: &str) -> Result<Vec<AuditRecord>, PimError>;
+
+    /// Open requests the caller may decide.
+    fn list_requests(&self) -> Result<Vec<RequestInfo>, PimError>;
+
+    fn approve(&self, id: i64, comment: &str, code: &str) -> Result<RequestInfo, PimError>;
+
+    fn deny(&self, id: i64, comment: &str, code: &str) -> Result<RequestInfo, PimError>;
+
+    fn cancel(&self, id: i64) -> Result<RequestInfo, PimError>;
+
+    /// Subscribes the calling connection to `Event` signals it may see; they are sent to it
+    /// alone (unicast), so nobody learns of others' requests by listening on the bus.
+    fn watch(&self) -> Result<(), PimError>;
+
+    #[zbus(signal)]
+    fn event(&self, event: EventInfo) -> zbus::Result<()>;
+
+    fn admin_grants(&self) -> Result<Vec<GrantInfo>, PimError>;
+
+    /// Makes `user` eligible for `role` from `not_before` until `not_after` (0: unbounded).
+    fn admin_assign(
+        &self,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<(), PimError>;
+
+    fn admin_unassign(&self, user: &str, role: &str) -> Result<(), PimError>;
+
+    fn admin_revoke(&self, user: &str, role: &str, reason: &str) -> Result<GrantInfo, PimError>;
+
+    fn admin_mfa_reset(&self, user: &str) -> Result<(), PimError>;
+
+    /// Root only (the PAM module): may `user`, who holds some of `groups`, use them now?
+    fn check_access(&self, user: &str, groups: Vec<String>) -> Result<AccessDecision, PimError>;
+}

@@ -1,0 +1,110 @@
+//! User-supplied text: bounds, control characters, and escaping for logs and terminals.
+
+/// Longest reason or comment accepted, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Longest ticket reference accepted, in bytes.
+pub const MAX_TICKET_BYTES: usize = 128;
+/// Longest user, group or role name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Checks a piece of user text: at most `max` bytes, no control characters (which could forge
+/// log lines or drive a terminal). `what` names the field in the error message.
+pub fn check(what: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.len() > max {
+        return Err(format!(
+            "{what} is {} bytes long; at most {max} are allowed",
+            text.len()
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{what} contains the control character {}; use plain text",
+            c.escape_unicode()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a user, group or role name: 1 to 64 bytes of letters, digits, `.`, `_`, `-` (and a
+/// trailing `$` as useradd allows), not starting with `-`.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && !name.starts_with('-')
+        && name
+            .char_indices()
+            .all(|(i, c)| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (c == '$' && i == name.len() - 1));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{}' is not a valid name (letters, digits, '.', '_', '-'; at most {MAX_NAME_BYTES} bytes)",
+            escape(name)
+        ))
+    }
+}
+
+/// Escapes control characters (and backslashes) so that text is safe in syslog and on a
+/// terminal: `\n` becomes `\x0a`, `\` becomes `\\`. Printable text is unchanged.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let code = c as u32;
+                if code <= 0xff {
+                    out.push_str(&format!("\\x{code:02x}"));
+                } else {
+                    out.push_str(&format!("\\u{{{code:x}}}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_plain_text_within_bound_then_accepted() {
+        assert_eq!(check("reason", "deploy hotfix for INC42", 1024), Ok(()));
+        assert_eq!(check("reason", "ünïcödé is fine", 1024), Ok(()));
+    }
+
+    #[test]
+    fn given_text_over_bound_then_refused_with_sizes() {
+        let err = check("reason", &"a".repeat(1025), 1024).unwrap_err();
+        assert!(err.contains("1025 bytes") && err.contains("at most 1024"), "{err}");
+    }
+
+    #[test]
+    fn given_control_characters_then_refused() {
+        for bad in ["a\nb", "a\rb", "\x1b[31mred", "tab\there", "nul\0", "del\x7f", "c1\u{9b}"] {
+            let err = check("reason", bad, 1024).unwrap_err();
+            assert!(err.contains("control character"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn given_names_then_only_safe_ones_pass() {
+        for good in ["alice", "svc_backup", "a.b-c", "machine$", "x"] {
+            assert_eq!(check_name("user", good), Ok(()), "{good}");
+        }
+        for bad in ["", "-rf", "a b", "a/b", "al$ice", "é", &"a".repeat(65), "a\n"] {
+            assert!(check_name("user", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn given_control_characters_then_escape_makes_them_visible() {
+        assert_eq!(escape("a\nb"), "a\\x0ab");
+        assert_eq!(escape("\x1b[0m"), "\\x1b[0m");
+        assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert_eq!(escape("c1\u{9b}"), "c1\\x9b");
+        assert_eq!(escape("plain ü"), "plain ü");
+    }
+}

@@ -1,0 +1,120 @@
+//! Wire types. D-Bus has no optional values, so "absent" is spelled `0` for timestamps and
+//! `""` for strings; every timestamp is seconds since the Unix epoch (UTC).
+
+use serde::{Deserialize, Serialize};
+use zbus::Type;
+
+/// A role as the caller sees it: what it grants and what activating it requires.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct RoleInfo {
+    pub name: String,
+    pub group: String,
+    pub description: String,
+    pub max_duration_secs: u64,
+    pub default_duration_secs: u64,
+    pub require_mfa: bool,
+    pub require_justification: bool,
+    pub min_justification: u32,
+    pub require_ticket: bool,
+    pub ticket_pattern: String,
+    pub require_approval: bool,
+    pub approvals_required: u32,
+    /// End of a time-bound assignment; 0 for standing eligibility.
+    pub eligible_until: i64,
+    /// End of the caller's live grant for this role; 0 when none.
+    pub active_until: i64,
+}
+
+/// A grant: a user holds a role's group from `started_at` until `ends_at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct GrantInfo {
+    pub id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub started_at: i64,
+    pub ends_at: i64,
+    pub reason: String,
+    pub ticket: String,
+}
+
+/// A request for a role that needs approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct RequestInfo {
+    pub id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub duration_secs: u64,
+    pub reason: String,
+    pub ticket: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// `pending`, `approved`, `denied`, `cancelled` or `expired`.
+    pub state: String,
+    pub approvals_required: u32,
+    pub approved_by: Vec<String>,
+}
+
+/// What `Activate` did: `state` is `active` (see `grant`) or `pending` (see `request`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ActivateReply {
+    pub state: String,
+    pub grant: GrantInfo,
+    pub request: RequestInfo,
+}
+
+/// The caller's MFA enrolment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct MfaStatusInfo {
+    pub enrolled: bool,
+    /// Enrolment started but not yet confirmed with a first code.
+    pub pending: bool,
+    /// Lockout end; 0 when not locked.
+    pub locked_until: i64,
+    pub recent_failures: u32,
+    pub recovery_codes_left: u32,
+}
+
+/// One row of the append-only audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    /// Who did it (a user name, or `pimd` for the daemon's own actions such as expiry).
+    pub actor: String,
+    /// What happened, e.g. `activate`, `expire`, `mfa-failure`, `admin-revoke`.
+    pub action: String,
+    /// Whose grant, request or enrolment it concerns.
+    pub user: String,
+    pub role: String,
+    /// `success`, `refused` or `error`.
+    pub outcome: String,
+    pub reason: String,
+    pub ticket: String,
+    /// Free text: the refusal's message, the duration, the request id, ...
+    pub detail: String,
+}
+
+/// The PAM module's question answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct AccessDecision {
+    pub allowed: bool,
+    /// One line for the user when refused (what expired and how to activate again).
+    pub message: String,
+}
+
+/// A notification for `pim watch` and `pim activate --wait`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct EventInfo {
+    /// `request-filed`, `request-approved`, `request-denied`, `request-cancelled`,
+    /// `request-expired`, `grant-started` or `grant-ended`.
+    pub kind: String,
+    pub at: i64,
+    pub user: String,
+    pub role: String,
+    pub request_id: i64,
+    pub grant_id: i64,
+    pub actor: String,
+    pub detail: String,
+}
