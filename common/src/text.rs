@@ -31,9 +31,11 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && !name.starts_with('-')
-        && name
-            .char_indices()
-            .all(|(i, c)| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (c == '$' && i == name.len() - 1));
+        && name.char_indices().all(|(i, c)| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '.' | '_' | '-')
+                || (c == '$' && i == name.len() - 1)
+        });
     if valid {
         Ok(())
     } else {
@@ -78,12 +80,23 @@ mod tests {
     #[test]
     fn given_text_over_bound_then_refused_with_sizes() {
         let err = check("reason", &"a".repeat(1025), 1024).unwrap_err();
-        assert!(err.contains("1025 bytes") && err.contains("at most 1024"), "{err}");
+        assert!(
+            err.contains("1025 bytes") && err.contains("at most 1024"),
+            "{err}"
+        );
     }
 
     #[test]
     fn given_control_characters_then_refused() {
-        for bad in ["a\nb", "a\rb", "\x1b[31mred", "tab\there", "nul\0", "del\x7f", "c1\u{9b}"] {
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "\x1b[31mred",
+            "tab\there",
+            "nul\0",
+            "del\x7f",
+            "c1\u{9b}",
+        ] {
             let err = check("reason", bad, 1024).unwrap_err();
             assert!(err.contains("control character"), "{bad:?}: {err}");
         }
@@ -94,7 +107,16 @@ mod tests {
         for good in ["alice", "svc_backup", "a.b-c", "machine$", "x"] {
             assert_eq!(check_name("user", good), Ok(()), "{good}");
         }
-        for bad in ["", "-rf", "a b", "a/b", "al$ice", "é", &"a".repeat(65), "a\n"] {
+        for bad in [
+            "",
+            "-rf",
+            "a b",
+            "a/b",
+            "al$ice",
+            "é",
+            &"a".repeat(65),
+            "a\n",
+        ] {
             assert!(check_name("user", bad).is_err(), "{bad:?}");
         }
     }

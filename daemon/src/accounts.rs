@@ -1,0 +1,207 @@
+//! The host's users and groups: lookups through NSS and membership changes through
+//! `/usr/sbin/gpasswd`, behind a trait so the domain logic can be tested without touching
+//! /etc/group.
+
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("could not run /usr/sbin/gpasswd: {0}")]
+    Spawn(std::io::Error),
+    #[error("/usr/sbin/gpasswd {action} {user} {group} failed: {detail}")]
+    Gpasswd {
+        action: &'static str,
+        user: String,
+        group: String,
+        detail: String,
+    },
+}
+
+pub trait Accounts: Send {
+    fn user_exists(&self, name: &str) -> bool;
+    fn user_name(&self, uid: u32) -> Option<String>;
+    fn group_exists(&self, name: &str) -> bool;
+    /// Whether `user` belongs to `group` at all: as its primary group or as a listed member.
+    fn in_group(&self, user: &str, group: &str) -> bool;
+    /// Whether `user` is listed as a supplementary member of `group` (what gpasswd edits).
+    fn listed_in_group(&self, user: &str, group: &str) -> bool;
+    fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
+    fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
+}
+
+/// The real thing: NSS lookups (re-read on every call, so edits are seen at once) and gpasswd.
+pub struct SystemAccounts;
+
+const GPASSWD: &str = "/usr/sbin/gpasswd";
+
+impl SystemAccounts {
+    fn gpasswd(action: &'static str, user: &str, group: &str) -> Result<(), AccountsError> {
+        // Absolute path, empty environment, no shell: nothing the caller controls reaches it.
+        // Names were checked against the strict name syntax before they got here.
+        let output = Command::new(GPASSWD)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg(action)
+            .arg(user)
+            .arg(group)
+            .output()
+            .map_err(AccountsError::Spawn)?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(AccountsError::Gpasswd {
+                action,
+                user: user.to_string(),
+                group: group.to_string(),
+                detail: format!(
+                    "{} ({})",
+                    String::from_utf8_lossy(&output.stderr).trim(),
+                    output.status
+                ),
+            })
+        }
+    }
+}
+
+impl Accounts for SystemAccounts {
+    fn user_exists(&self, name: &str) -> bool {
+        matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    }
+
+    fn user_name(&self, uid: u32) -> Option<String> {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    }
+
+    fn group_exists(&self, name: &str) -> bool {
+        matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    }
+
+    fn in_group(&self, user: &str, group: &str) -> bool {
+        let Ok(Some(grp)) = nix::unistd::Group::from_name(group) else {
+            return false;
+        };
+        if grp.mem.iter().any(|m| m == user) {
+            return true;
+        }
+        matches!(nix::unistd::User::from_name(user), Ok(Some(u)) if u.gid == grp.gid)
+    }
+
+    fn listed_in_group(&self, user: &str, group: &str) -> bool {
+        matches!(nix::unistd::Group::from_name(group), Ok(Some(g)) if g.mem.iter().any(|m| m == user))
+    }
+
+    fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
+        Self::gpasswd("-a", user, group)
+    }
+
+    fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
+        Self::gpasswd("-d", user, group)
+    }
+}
+
+impl crate::config::Directory for SystemAccounts {
+    fn user_exists(&self, name: &str) -> bool {
+        Accounts::user_exists(self, name)
+    }
+    fn group_exists(&self, name: &str) -> bool {
+        Accounts::group_exists(self, name)
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    use super::{Accounts, AccountsError};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct Db {
+        pub users: BTreeMap<String, (u32, String)>, // name -> (uid, primary group)
+        pub groups: BTreeMap<String, BTreeSet<String>>, // group -> listed members
+        pub fail_next_add: bool,
+        pub calls: Vec<String>,
+    }
+
+    /// In-memory users and groups; clones share the same database so a test can look inside.
+    #[derive(Clone, Default)]
+    pub struct FakeAccounts(pub Arc<Mutex<Db>>);
+
+    impl FakeAccounts {
+        pub fn add_user(&self, name: &str, uid: u32) {
+            let mut db = self.0.lock().unwrap();
+            db.users.insert(name.into(), (uid, name.into()));
+            db.groups.entry(name.into()).or_default();
+        }
+        pub fn add_group(&self, name: &str, members: &[&str]) {
+            let mut db = self.0.lock().unwrap();
+            db.groups
+                .insert(name.into(), members.iter().map(|m| m.to_string()).collect());
+        }
+        pub fn members(&self, group: &str) -> Vec<String> {
+            let db = self.0.lock().unwrap();
+            db.groups
+                .get(group)
+                .map(|m| m.iter().cloned().collect())
+                .unwrap_or_default()
+        }
+        pub fn fail_next_add(&self) {
+            self.0.lock().unwrap().fail_next_add = true;
+        }
+        pub fn calls(&self) -> Vec<String> {
+            self.0.lock().unwrap().calls.clone()
+        }
+    }
+
+    impl Accounts for FakeAccounts {
+        fn user_exists(&self, name: &str) -> bool {
+            self.0.lock().unwrap().users.contains_key(name)
+        }
+        fn user_name(&self, uid: u32) -> Option<String> {
+            let db = self.0.lock().unwrap();
+            db.users
+                .iter()
+                .find(|(_, (u, _))| *u == uid)
+                .map(|(n, _)| n.clone())
+        }
+        fn group_exists(&self, name: &str) -> bool {
+            self.0.lock().unwrap().groups.contains_key(name)
+        }
+        fn in_group(&self, user: &str, group: &str) -> bool {
+            let db = self.0.lock().unwrap();
+            db.users
+                .get(user)
+                .is_some_and(|(_, primary)| primary == group)
+                || db.groups.get(group).is_some_and(|m| m.contains(user))
+        }
+        fn listed_in_group(&self, user: &str, group: &str) -> bool {
+            let db = self.0.lock().unwrap();
+            db.groups.get(group).is_some_and(|m| m.contains(user))
+        }
+        fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
+            let mut db = self.0.lock().unwrap();
+            db.calls.push(format!("-a {user} {group}"));
+            if std::mem::take(&mut db.fail_next_add) {
+                return Err(AccountsError::Gpasswd {
+                    action: "-a",
+                    user: user.into(),
+                    group: group.into(),
+                    detail: "simulated failure".into(),
+                });
+            }
+            db.groups
+                .entry(group.into())
+                .or_default()
+                .insert(user.into());
+            Ok(())
+        }
+        fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
+            let mut db = self.0.lock().unwrap();
+            db.calls.push(format!("-d {user} {group}"));
+            db.groups.entry(group.into()).or_default().remove(user);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Time as the domain logic sees it: whole seconds since the Unix epoch, from a clock that
+//! tests can set.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub trait Clock: Send {
+    fn now(&self) -> i64;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    use super::Clock;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    /// A clock that only moves when told to; clones share the same time.
+    #[derive(Clone)]
+    pub struct FakeClock(Arc<AtomicI64>);
+
+    impl FakeClock {
+        pub fn at(now: i64) -> Self {
+            FakeClock(Arc::new(AtomicI64::new(now)))
+        }
+        pub fn advance(&self, secs: i64) {
+            self.0.fetch_add(secs, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+}
+
+/// `HH:MM UTC` on the day, or the full date when it is not today; for one-line messages.
+pub fn describe(at: i64, now: i64) -> String {
+    let (days, secs) = (at.div_euclid(86400), at.rem_euclid(86400));
+    let clock = format!("{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60);
+    if days == now.div_euclid(86400) {
+        clock
+    } else {
+        let (y, m, d) = civil_from_days(days);
+        format!("{y:04}-{m:02}-{d:02} {clock}")
+    }
+}
+
+/// Gregorian date of a day number (days since 1970-01-01), after Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_same_day_then_only_the_time_is_shown() {
+        // 2026-11-21 14:02:00 UTC
+        assert_eq!(describe(1_795_269_720, 1_795_269_600), "14:02 UTC");
+    }
+
+    #[test]
+    fn given_another_day_then_the_date_is_shown() {
+        assert_eq!(
+            describe(1_795_269_720, 1_795_269_720 + 86400),
+            "2026-11-21 14:02 UTC"
+        );
+        assert_eq!(describe(0, 86400 * 3), "1970-01-01 00:00 UTC");
+        assert_eq!(describe(951_782_400, 0), "2000-02-29 00:00 UTC");
+    }
+}

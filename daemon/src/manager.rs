@@ -1,0 +1,1922 @@
+//! The domain core: every operation pimd offers, as plain Rust over a store, the host's
+//! accounts and a clock. The D-Bus layer identifies the caller and delegates here; nothing in
+//! this module knows about the bus.
+//!
+//! Order of effects, so that a crash never leaves a membership PIM cannot account for:
+//! a grant and the record of the membership PIM is about to add are committed (with their
+//! audit rows) before `gpasswd -a` runs; a grant is ended in the database before `gpasswd -d`
+//! runs, and the membership record is only deleted after it succeeded. Reconciliation (at
+//! start and periodically) finishes whatever a crash interrupted.
+
+use crate::accounts::Accounts;
+use crate::clock::{describe, Clock};
+use crate::config::{Config, Role};
+use crate::mfa::{self, LockoutPolicy, TotpCheck, TotpSecret};
+use crate::policy::{self, Eligibility};
+use crate::store::{
+    Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState, Store,
+    StoreError, Tx,
+};
+use pim_common::duration;
+use pim_common::text;
+use pim_common::types::{
+    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
+    RoleInfo,
+};
+use pim_common::PimError;
+use std::sync::Arc;
+
+/// Who is asking, as the bus vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub name: String,
+}
+
+impl Caller {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
+const DAEMON: &str = "pimd";
+
+impl From<StoreError> for PimError {
+    fn from(e: StoreError) -> Self {
+        PimError::Internal(format!("{e}; nothing was changed"))
+    }
+}
+
+impl From<mfa::MfaError> for PimError {
+    fn from(e: mfa::MfaError) -> Self {
+        PimError::Internal(e.to_string())
+    }
+}
+
+/// What an operation leaves for the outside world once committed: audit lines for syslog and
+/// events for watchers and `notify_command`.
+#[derive(Default)]
+pub struct Outbox {
+    pub audit: Vec<AuditEntry>,
+    pub events: Vec<EventInfo>,
+}
+
+pub struct Manager {
+    config: Arc<Config>,
+    store: Store,
+    accounts: Box<dyn Accounts>,
+    clock: Box<dyn Clock>,
+    host: String,
+    outbox: Outbox,
+}
+
+/// The fields every audit record of one operation shares.
+#[derive(Clone)]
+struct Audit<'a> {
+    actor: &'a str,
+    action: &'a str,
+    user: &'a str,
+    role: &'a str,
+    reason: &'a str,
+    ticket: &'a str,
+}
+
+impl Audit<'_> {
+    fn entry(&self, at: i64, outcome: Outcome, detail: impl Into<String>) -> AuditEntry {
+        AuditEntry {
+            at,
+            actor: self.actor.to_string(),
+            action: self.action.to_string(),
+            user: self.user.to_string(),
+            role: self.role.to_string(),
+            outcome,
+            reason: self.reason.to_string(),
+            ticket: self.ticket.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+fn grant_info(g: &Grant) -> GrantInfo {
+    GrantInfo {
+        id: g.id,
+        user: g.user.clone(),
+        role: g.role.clone(),
+        group: g.group.clone(),
+        started_at: g.started_at,
+        ends_at: g.ends_at,
+        reason: g.reason.clone(),
+        ticket: g.ticket.clone(),
+    }
+}
+
+fn request_info(r: &Request, approved_by: Vec<String>) -> RequestInfo {
+    RequestInfo {
+        id: r.id,
+        user: r.user.clone(),
+        role: r.role.clone(),
+        group: r.group.clone(),
+        duration_secs: r.duration_secs,
+        reason: r.reason.clone(),
+        ticket: r.ticket.clone(),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        state: r.state.as_str().to_string(),
+        approvals_required: r.approvals_required,
+        approved_by,
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), PimError> {
+    text::check_name(what, name).map_err(PimError::InvalidArgument)
+}
+
+/// How an MFA code was proven, for the audit detail.
+enum MfaProof {
+    NotRequired,
+    Totp,
+    RecoveryCode { left: u32 },
+}
+
+impl MfaProof {
+    fn describe(&self) -> String {
+        match self {
+            MfaProof::NotRequired => "mfa not required".into(),
+            MfaProof::Totp => "mfa totp".into(),
+            MfaProof::RecoveryCode { left } => {
+                format!("mfa recovery code ({left} left)")
+            }
+        }
+    }
+}
+
+impl Manager {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        accounts: Box<dyn Accounts>,
+        clock: Box<dyn Clock>,
+        host: String,
+    ) -> Manager {
+        Manager {
+            config,
+            store,
+            accounts,
+            clock,
+            host,
+            outbox: Outbox::default(),
+        }
+    }
+
+    pub fn take_outbox(&mut self) -> Outbox {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Resolves a uid the bus gave us to a user name.
+    pub fn caller(&self, uid: u32) -> Result<Caller, PimError> {
+        let name = self.accounts.user_name(uid).ok_or_else(|| {
+            PimError::PermissionDenied(format!("uid {uid} has no user name on this host"))
+        })?;
+        Ok(Caller { uid, name })
+    }
+
+    fn commit<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, PimError>) -> Result<T, PimError> {
+        let (value, audited) = self.store.write(f)?;
+        self.outbox.audit.extend(audited);
+        Ok(value)
+    }
+
+    /// Audits a refusal (or failure) and hands the error back.
+    fn refused<T>(&mut self, audit: &Audit<'_>, err: PimError) -> Result<T, PimError> {
+        self.refused_about(audit, "", err)
+    }
+
+    /// Like `refused`, with `subject` (e.g. "request 7") before the message in the record.
+    fn refused_about<T>(
+        &mut self,
+        audit: &Audit<'_>,
+        subject: &str,
+        err: PimError,
+    ) -> Result<T, PimError> {
+        let outcome = match err {
+            PimError::Internal(_) | PimError::ZBus(_) => Outcome::Error,
+            _ => Outcome::Refused,
+        };
+        let detail = if subject.is_empty() {
+            err.message()
+        } else {
+            format!("{subject}: {}", err.message())
+        };
+        let entry = audit.entry(self.now(), outcome, detail);
+        self.commit(|tx| Ok(tx.audit(entry)?))?;
+        Err(err)
+    }
+
+    fn event(
+        &mut self,
+        kind: &str,
+        user: &str,
+        role: &str,
+        request_id: i64,
+        grant_id: i64,
+        actor: &str,
+        detail: String,
+    ) {
+        self.outbox.events.push(EventInfo {
+            kind: kind.into(),
+            at: self.now(),
+            user: user.into(),
+            role: role.into(),
+            request_id,
+            grant_id,
+            actor: actor.into(),
+            detail,
+        });
+    }
+
+    fn is_admin(&self, caller: &Caller) -> bool {
+        caller.is_root()
+            || policy::any_matches(&self.config.daemon.admins, &caller.name, &|g| {
+                self.accounts.in_group(&caller.name, g)
+            })
+    }
+
+    fn is_auditor(&self, caller: &Caller) -> bool {
+        self.is_admin(caller)
+            || policy::any_matches(&self.config.daemon.auditors, &caller.name, &|g| {
+                self.accounts.in_group(&caller.name, g)
+            })
+    }
+
+    fn is_approver(&self, user: &str, role: &Role) -> bool {
+        policy::any_matches(&role.approvers, user, &|g| self.accounts.in_group(user, g))
+    }
+
+    fn is_permanent(&self, user: &str, role: &Role) -> bool {
+        policy::any_matches(&role.permanent, user, &|g| self.accounts.in_group(user, g))
+    }
+
+    fn eligibility(&mut self, role: &Role, user: &str) -> Result<Eligibility, PimError> {
+        let assignment = self.store.read(|tx| tx.assignment(user, &role.name))?;
+        let now = self.now();
+        Ok(policy::eligibility(
+            role,
+            user,
+            assignment.as_ref(),
+            now,
+            &|g| self.accounts.in_group(user, g),
+        ))
+    }
+
+    /// The role, if `user` may activate it now; the same answer for "no such role" and "not
+    /// eligible", so roles cannot be probed.
+    fn eligible_role(&mut self, user: &str, name: &str) -> Result<(Role, Eligibility), PimError> {
+        let not_eligible = || {
+            PimError::NotEligible(format!(
+                "you are not eligible for a role named '{}'; run 'pim roles' to see yours",
+                text::escape(name)
+            ))
+        };
+        let role = self.config.role(name).cloned().ok_or_else(not_eligible)?;
+        match self.eligibility(&role, user)? {
+            Eligibility::No => Err(not_eligible()),
+            e => Ok((role, e)),
+        }
+    }
+
+    fn mfa_policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: self.config.mfa.max_failures,
+            window_secs: self.config.mfa.failure_window_secs,
+            lockout_secs: self.config.mfa.lockout_secs,
+        }
+    }
+
+    /// Checks a TOTP or recovery code inside `tx`. On success the code is spent (its step
+    /// recorded, or the recovery code marked used); the caller's audit record covers that.
+    /// On a wrong code the failure (and a lockout, if reached) is written and audited in
+    /// `tx`, which the caller must commit even though it returns the error.
+    fn verify_code(
+        tx: &Tx,
+        policy: &LockoutPolicy,
+        user: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<MfaProof, PimError> {
+        let record = tx.mfa(user)?.filter(|r| r.confirmed).ok_or_else(|| {
+            PimError::MfaNotEnrolled(
+                "you have no TOTP enrolment; run 'pim mfa enroll' and 'pim mfa confirm CODE' first"
+                    .into(),
+            )
+        })?;
+        let state = tx.failure_state(user)?;
+        if let Err(until) = policy.check(&state, now) {
+            return Err(PimError::MfaLockedOut(format!(
+                "too many wrong codes; your MFA is locked until {}",
+                describe(until, now)
+            )));
+        }
+        let code = code.trim();
+        if code.is_empty() {
+            return Err(PimError::MfaRequired(
+                "a TOTP code is required; give it with --code (or a recovery code)".into(),
+            ));
+        }
+        let proof = if mfa::looks_like_recovery_code(code) {
+            if tx.use_recovery_code(user, &mfa::hash_recovery_code(code), now)? {
+                Some(MfaProof::RecoveryCode {
+                    left: tx.recovery_codes_left(user)?,
+                })
+            } else {
+                None
+            }
+        } else {
+            let secret = TotpSecret::from_bytes(record.secret);
+            match mfa::verify_totp(&secret, code, now, record.last_step) {
+                TotpCheck::Accepted { step } => {
+                    tx.set_last_step(user, step)?;
+                    Some(MfaProof::Totp)
+                }
+                TotpCheck::Replayed | TotpCheck::Wrong => None,
+            }
+        };
+        if let Some(proof) = proof {
+            if state.failures > 0 {
+                tx.set_failure_state(user, &policy.record_success())?;
+            }
+            return Ok(proof);
+        }
+        let (next, newly_locked) = policy.record_failure(&state, now);
+        tx.set_failure_state(user, &next)?;
+        let audit = Audit {
+            actor: user,
+            action: "mfa-failure",
+            user,
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        tx.audit(audit.entry(
+            now,
+            Outcome::Refused,
+            format!(
+                "wrong or reused code ({} of {})",
+                next.failures, policy.max_failures
+            ),
+        ))?;
+        if newly_locked {
+            let lock = Audit {
+                action: "mfa-lockout",
+                ..audit
+            };
+            tx.audit(lock.entry(
+                now,
+                Outcome::Refused,
+                format!("locked until {}", describe(next.locked_until, now)),
+            ))?;
+            return Err(PimError::MfaLockedOut(format!(
+                "wrong code; too many wrong codes, your MFA is locked until {}",
+                describe(next.locked_until, now)
+            )));
+        }
+        Err(PimError::InvalidCode(
+            "wrong or already used code; wait for the next code and try again".into(),
+        ))
+    }
+
+    /// Runs `f` after an MFA check in one transaction: the check's failure bookkeeping is
+    /// committed even when the check fails; `f` runs only when it passes.
+    fn with_mfa<T>(
+        &mut self,
+        user: &str,
+        code: &str,
+        required: bool,
+        f: impl FnOnce(&Tx, MfaProof) -> Result<T, PimError>,
+    ) -> Result<T, PimError> {
+        let policy = self.mfa_policy();
+        let now = self.now();
+        self.commit(|tx| {
+            let proof = if required {
+                match Self::verify_code(tx, &policy, user, code, now) {
+                    Ok(proof) => proof,
+                    Err(e) => return Ok(Err(e)),
+                }
+            } else {
+                MfaProof::NotRequired
+            };
+            Ok(f(tx, proof))
+        })?
+    }
+
+    /// Refuses when the user already holds the group outside PIM: PIM must never take away a
+    /// membership it did not add.
+    fn check_unmanaged_membership(&mut self, user: &str, role: &Role) -> Result<(), PimError> {
+        if self.is_permanent(user, role) {
+            return Err(PimError::AlreadyMember(format!(
+                "you are a permanent member of role {}'s group {}; there is nothing to activate",
+                role.name, role.group
+            )));
+        }
+        if !self.accounts.group_exists(&role.group) {
+            return Err(PimError::Internal(format!(
+                "group {} of role {} does not exist on this host; ask an administrator to create it",
+                role.group, role.name
+            )));
+        }
+        let managed = self.store.read(|tx| tx.has_membership(user, &role.group))?;
+        if self.accounts.in_group(user, &role.group) && !managed {
+            return Err(PimError::AlreadyMember(format!(
+                "you are already a member of group {} outside PIM; PIM will neither grant nor remove it",
+                role.group
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds the membership for a grant just committed. On failure the grant is ended and
+    /// the error returned: nothing stays granted that the host does not reflect.
+    fn apply_grant(&mut self, grant: &Grant) -> Result<(), PimError> {
+        if self.accounts.listed_in_group(&grant.user, &grant.group) {
+            return Ok(());
+        }
+        if let Err(e) = self.accounts.add_member(&grant.user, &grant.group) {
+            let err = PimError::Internal(format!(
+                "could not add {} to group {}: {e}; nothing was granted",
+                grant.user, grant.group
+            ));
+            let now = self.now();
+            let audit = Audit {
+                actor: DAEMON,
+                action: "grant-failed",
+                user: &grant.user,
+                role: &grant.role,
+                reason: "",
+                ticket: "",
+            };
+            let entry = audit.entry(now, Outcome::Error, err.message());
+            self.commit(|tx| {
+                tx.end_grant(grant.id, now, "failed")?;
+                Ok(tx.audit(entry)?)
+            })?;
+            self.release_membership(&grant.user, &grant.group)?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Inserts a grant and the membership record in `tx`.
+    fn insert_grant(tx: &Tx, g: &NewGrant<'_>) -> Result<Grant, PimError> {
+        tx.add_membership(g.user, g.group, g.started_at)?;
+        let id = tx.insert_grant(g)?;
+        Ok(Grant {
+            id,
+            user: g.user.into(),
+            role: g.role.into(),
+            group: g.group.into(),
+            started_at: g.started_at,
+            ends_at: g.ends_at,
+            reason: g.reason.into(),
+            ticket: g.ticket.into(),
+            request_id: g.request_id,
+            ended_at: None,
+            end_reason: None,
+        })
+    }
+
+    /// A grant's end, capped by the end of a time-bound assignment.
+    fn grant_end(now: i64, secs: u64, eligibility: Eligibility) -> i64 {
+        let end = now.saturating_add(secs as i64);
+        match eligibility {
+            Eligibility::Assigned { until: Some(until) } => end.min(until),
+            _ => end,
+        }
+    }
+
+    // ----- requester operations -----
+
+    pub fn list_roles(&mut self, caller: &Caller) -> Result<Vec<RoleInfo>, PimError> {
+        let config = self.config.clone();
+        let mut roles = Vec::new();
+        for role in config.roles.values() {
+            let eligibility = self.eligibility(role, &caller.name)?;
+            if !eligibility.is_eligible() {
+                continue;
+            }
+            let live = self
+                .store
+                .read(|tx| tx.live_grant(&caller.name, &role.name))?;
+            roles.push(RoleInfo {
+                name: role.name.clone(),
+                group: role.group.clone(),
+                description: role.description.clone(),
+                max_duration_secs: role.max_duration_secs,
+                default_duration_secs: role.default_duration_secs,
+                require_mfa: role.require_mfa,
+                require_justification: role.require_justification,
+                min_justification: role.min_justification,
+                require_ticket: role.require_ticket,
+                ticket_pattern: role
+                    .ticket_pattern
+                    .as_ref()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default(),
+                require_approval: role.require_approval,
+                approvals_required: if role.require_approval {
+                    role.approvals_required
+                } else {
+                    0
+                },
+                eligible_until: match eligibility {
+                    Eligibility::Assigned { until: Some(t) } => t,
+                    _ => 0,
+                },
+                active_until: live.map(|g| g.ends_at).unwrap_or(0),
+            });
+        }
+        Ok(roles)
+    }
+
+    pub fn activate(
+        &mut self,
+        caller: &Caller,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+    ) -> Result<ActivateReply, PimError> {
+        let role_label = if text::check_name("role", role).is_ok() {
+            role
+        } else {
+            ""
+        };
+        let (reason_text, ticket_text) = (text::escape(reason), text::escape(ticket));
+        let audit = Audit {
+            actor: &caller.name,
+            action: "activate",
+            user: &caller.name,
+            role: role_label,
+            reason: &reason_text,
+            ticket: &ticket_text,
+        };
+        match self.try_activate(caller, role, duration_secs, reason, ticket, code) {
+            Ok(reply) => Ok(reply),
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    fn try_activate(
+        &mut self,
+        caller: &Caller,
+        role_name: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+    ) -> Result<ActivateReply, PimError> {
+        check_name("role", role_name)?;
+        let (role, eligibility) = self.eligible_role(&caller.name, role_name)?;
+        let secs = policy::duration(&role, duration_secs)?;
+        policy::check_reason(&role, reason)?;
+        policy::check_ticket(&role, ticket)?;
+        let user = caller.name.as_str();
+        if let Some(live) = self.store.read(|tx| tx.live_grant(user, &role.name))? {
+            return Err(PimError::Conflict(format!(
+                "role {} is already active until {}; use 'pim extend {}' to lengthen it",
+                role.name,
+                describe(live.ends_at, self.now()),
+                role.name
+            )));
+        }
+        self.check_unmanaged_membership(user, &role)?;
+        let now = self.now();
+        if role.require_approval {
+            return self.file_request(caller, &role, secs, reason, ticket, code);
+        }
+        let ends_at = Self::grant_end(now, secs, eligibility);
+        let audit = Audit {
+            actor: user,
+            action: "activate",
+            user,
+            role: &role.name,
+            reason,
+            ticket,
+        };
+        let grant = self.with_mfa(user, code, role.require_mfa, |tx, proof| {
+            let grant = Self::insert_grant(
+                tx,
+                &NewGrant {
+                    user,
+                    role: &role.name,
+                    group: &role.group,
+                    started_at: now,
+                    ends_at,
+                    reason,
+                    ticket,
+                    request_id: None,
+                },
+            )?;
+            tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "group {} for {}; {}",
+                    role.group,
+                    duration::format((ends_at - now) as u64),
+                    proof.describe()
+                ),
+            ))?;
+            Ok(grant)
+        })?;
+        self.apply_grant(&grant)?;
+        self.event(
+            "grant-started",
+            user,
+            &role.name,
+            0,
+            grant.id,
+            user,
+            String::new(),
+        );
+        Ok(ActivateReply {
+            state: "active".into(),
+            grant: grant_info(&grant),
+            request: RequestInfo::default(),
+        })
+    }
+
+    fn file_request(
+        &mut self,
+        caller: &Caller,
+        role: &Role,
+        secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+    ) -> Result<ActivateReply, PimError> {
+        let user = caller.name.as_str();
+        if let Some(open) = self.store.read(|tx| tx.pending_request(user, &role.name))? {
+            return Err(PimError::Conflict(format!(
+                "you already have request {} open for role {}; wait for it or 'pim cancel {}'",
+                open.id, role.name, open.id
+            )));
+        }
+        let now = self.now();
+        let mut request = Request {
+            id: 0,
+            user: user.into(),
+            role: role.name.clone(),
+            group: role.group.clone(),
+            duration_secs: secs,
+            reason: reason.into(),
+            ticket: ticket.into(),
+            created_at: now,
+            expires_at: now.saturating_add(role.request_ttl_secs as i64),
+            approvals_required: role.approvals_required,
+            state: RequestState::Pending,
+        };
+        let audit = Audit {
+            actor: user,
+            action: "request",
+            user,
+            role: &role.name,
+            reason,
+            ticket,
+        };
+        request.id = self.with_mfa(user, code, role.require_mfa, |tx, proof| {
+            let id = tx.insert_request(&request)?;
+            tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "request {id} for {}; needs {} approval(s); {}",
+                    duration::format(secs),
+                    role.approvals_required,
+                    proof.describe()
+                ),
+            ))?;
+            Ok(id)
+        })?;
+        self.event(
+            "request-filed",
+            user,
+            &role.name,
+            request.id,
+            0,
+            user,
+            reason.into(),
+        );
+        Ok(ActivateReply {
+            state: "pending".into(),
+            grant: GrantInfo::default(),
+            request: request_info(&request, vec![]),
+        })
+    }
+
+    pub fn deactivate(&mut self, caller: &Caller, role: &str) -> Result<GrantInfo, PimError> {
+        let audit = Audit {
+            actor: &caller.name,
+            action: "deactivate",
+            user: &caller.name,
+            role: if text::check_name("role", role).is_ok() {
+                role
+            } else {
+                ""
+            },
+            reason: "",
+            ticket: "",
+        };
+        let result = check_name("role", role).and_then(|_| {
+            self.store
+                .read(|tx| tx.live_grant(&caller.name, role))?
+                .ok_or_else(|| {
+                    PimError::NotFound(format!(
+                        "you have no live grant for role {role}; 'pim status' shows yours"
+                    ))
+                })
+        });
+        match result {
+            Ok(grant) => {
+                self.end_grant(&grant, &audit, "deactivated", String::new())?;
+                Ok(grant_info(&grant))
+            }
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    /// Ends a grant: database first (with its audit record), then the membership.
+    fn end_grant(
+        &mut self,
+        grant: &Grant,
+        audit: &Audit<'_>,
+        end_reason: &str,
+        detail: String,
+    ) -> Result<(), PimError> {
+        let now = self.now();
+        let entry = audit.entry(now, Outcome::Success, detail);
+        self.commit(|tx| {
+            tx.end_grant(grant.id, now, end_reason)?;
+            Ok(tx.audit(entry)?)
+        })?;
+        self.event(
+            "grant-ended",
+            &grant.user,
+            &grant.role,
+            grant.request_id.unwrap_or(0),
+            grant.id,
+            audit.actor,
+            end_reason.into(),
+        );
+        self.release_membership(&grant.user, &grant.group)
+    }
+
+    /// Takes back a membership PIM added, unless a live grant still needs it.
+    fn release_membership(&mut self, user: &str, group: &str) -> Result<(), PimError> {
+        let (managed, needed) = self.store.read(|tx| {
+            let managed = tx.has_membership(user, group)?;
+            let needed = tx.live_grants_of(user)?.iter().any(|g| g.group == group);
+            Ok::<_, PimError>((managed, needed))
+        })?;
+        if !managed || needed {
+            return Ok(());
+        }
+        let now = self.now();
+        let audit = Audit {
+            actor: DAEMON,
+            action: "membership-remove",
+            user,
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        if self.accounts.listed_in_group(user, group) {
+            if let Err(e) = self.accounts.remove_member(user, group) {
+                // The membership record stays, so reconciliation tries again.
+                let entry = audit.entry(now, Outcome::Error, e.to_string());
+                self.commit(|tx| Ok(tx.audit(entry)?))?;
+                return Err(PimError::Internal(format!(
+                    "{e}; pimd will retry at its next reconciliation"
+                )));
+            }
+        }
+        let entry = audit.entry(now, Outcome::Success, format!("removed from group {group}"));
+        self.commit(|tx| {
+            tx.remove_membership(user, group)?;
+            Ok(tx.audit(entry)?)
+        })
+    }
+
+    pub fn extend(
+        &mut self,
+        caller: &Caller,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        code: &str,
+    ) -> Result<GrantInfo, PimError> {
+        let reason_text = text::escape(reason);
+        let audit = Audit {
+            actor: &caller.name,
+            action: "extend",
+            user: &caller.name,
+            role: if text::check_name("role", role).is_ok() {
+                role
+            } else {
+                ""
+            },
+            reason: &reason_text,
+            ticket: "",
+        };
+        match self.try_extend(caller, role, duration_secs, reason, code) {
+            Ok(g) => Ok(g),
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    fn try_extend(
+        &mut self,
+        caller: &Caller,
+        role_name: &str,
+        duration_secs: u64,
+        reason: &str,
+        code: &str,
+    ) -> Result<GrantInfo, PimError> {
+        check_name("role", role_name)?;
+        let (role, eligibility) = self.eligible_role(&caller.name, role_name)?;
+        let user = caller.name.as_str();
+        let grant = self
+            .store
+            .read(|tx| tx.live_grant(user, &role.name))?
+            .ok_or_else(|| {
+                PimError::NotFound(format!(
+                    "you have no live grant for role {}; activate it with 'pim activate {}'",
+                    role.name, role.name
+                ))
+            })?;
+        if role.require_approval {
+            return Err(PimError::Conflict(format!(
+                "role {} needs approval, so it cannot be extended; file a new request with 'pim activate {}' when this grant ends",
+                role.name, role.name
+            )));
+        }
+        let secs = policy::duration(&role, duration_secs)?;
+        policy::check_reason(&role, reason)?;
+        let now = self.now();
+        let ends_at = Self::grant_end(now, secs, eligibility);
+        if ends_at <= grant.ends_at {
+            return Err(PimError::InvalidArgument(format!(
+                "your grant already ends at {}, which is not before the extension's end {}; ask for more with -d",
+                describe(grant.ends_at, now),
+                describe(ends_at, now)
+            )));
+        }
+        let audit = Audit {
+            actor: user,
+            action: "extend",
+            user,
+            role: &role.name,
+            reason,
+            ticket: "",
+        };
+        self.with_mfa(user, code, role.require_mfa, |tx, proof| {
+            tx.set_grant_end(grant.id, ends_at)?;
+            Ok(tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "grant {} now ends {} (was {}); {}",
+                    grant.id,
+                    describe(ends_at, now),
+                    describe(grant.ends_at, now),
+                    proof.describe()
+                ),
+            ))?)
+        })?;
+        Ok(grant_info(&Grant { ends_at, ..grant }))
+    }
+
+    pub fn status(
+        &mut self,
+        caller: &Caller,
+    ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
+        self.store.read(|tx| {
+            let grants = tx
+                .live_grants_of(&caller.name)?
+                .iter()
+                .map(grant_info)
+                .collect();
+            let mut requests = Vec::new();
+            for r in tx
+                .pending_requests()?
+                .into_iter()
+                .filter(|r| r.user == caller.name)
+            {
+                let approvers = tx.approvers_of(r.id)?;
+                requests.push(request_info(&r, approvers));
+            }
+            Ok((grants, requests))
+        })
+    }
+
+    // ----- MFA -----
+
+    pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
+        let user = caller.name.as_str();
+        let audit = Audit {
+            actor: user,
+            action: "mfa-enroll",
+            user,
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        let existing = self.store.read(|tx| tx.mfa(user))?;
+        if existing.is_some_and(|r| r.confirmed) {
+            return self.refused(
+                &audit,
+                PimError::Conflict(
+                    "you are already enrolled; to enrol a new device, ask an administrator to run 'pim admin mfa-reset' for you"
+                        .into(),
+                ),
+            );
+        }
+        let secret = TotpSecret::generate()?;
+        let account = format!("{user}@{}", self.host);
+        let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+        let now = self.now();
+        self.commit(|tx| {
+            tx.put_pending_mfa(user, secret.as_bytes(), now)?;
+            Ok(tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                "enrolment started; awaiting first code",
+            ))?)
+        })?;
+        Ok((uri, secret.base32()))
+    }
+
+    pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
+        let user = caller.name.as_str();
+        let audit = Audit {
+            actor: user,
+            action: "mfa-confirm",
+            user,
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        match self.try_mfa_confirm(user, code, &audit) {
+            Ok(codes) => Ok(codes),
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    fn try_mfa_confirm(
+        &mut self,
+        user: &str,
+        code: &str,
+        audit: &Audit<'_>,
+    ) -> Result<Vec<String>, PimError> {
+        let record = self.store.read(|tx| tx.mfa(user))?.ok_or_else(|| {
+            PimError::MfaNotEnrolled("no enrolment to confirm; run 'pim mfa enroll' first".into())
+        })?;
+        if record.confirmed {
+            return Err(PimError::Conflict(
+                "your enrolment is already confirmed".into(),
+            ));
+        }
+        let policy = self.mfa_policy();
+        let now = self.now();
+        let codes = mfa::generate_recovery_codes()?;
+        let secret = TotpSecret::from_bytes(record.secret);
+        self.commit(|tx| {
+            let state = tx.failure_state(user)?;
+            if let Err(until) = policy.check(&state, now) {
+                return Ok(Err(PimError::MfaLockedOut(format!(
+                    "too many wrong codes; your MFA is locked until {}",
+                    describe(until, now)
+                ))));
+            }
+            match mfa::verify_totp(&secret, code, now, None) {
+                TotpCheck::Accepted { step } => {
+                    tx.confirm_mfa(user)?;
+                    tx.set_last_step(user, step)?;
+                    let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
+                    tx.replace_recovery_codes(user, &hashes)?;
+                    tx.set_failure_state(user, &policy.record_success())?;
+                    tx.audit(audit.entry(
+                        now,
+                        Outcome::Success,
+                        format!("enrolled; {} recovery codes issued", hashes.len()),
+                    ))?;
+                    Ok(Ok(codes.iter().map(|c| c.plain.clone()).collect()))
+                }
+                TotpCheck::Replayed | TotpCheck::Wrong => {
+                    let (next, newly_locked) = policy.record_failure(&state, now);
+                    tx.set_failure_state(user, &next)?;
+                    let failure = Audit {
+                        action: if newly_locked {
+                            "mfa-lockout"
+                        } else {
+                            "mfa-failure"
+                        },
+                        ..audit.clone()
+                    };
+                    tx.audit(failure.entry(
+                        now,
+                        Outcome::Refused,
+                        "wrong code while confirming enrolment",
+                    ))?;
+                    Ok(Err(PimError::InvalidCode(
+                        "that code is wrong; check the device's clock and enter the current code"
+                            .into(),
+                    )))
+                }
+            }
+        })?
+    }
+
+    pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
+        let now = self.now();
+        let policy = self.mfa_policy();
+        self.store.read(|tx| {
+            let record = tx.mfa(&caller.name)?;
+            let state = tx.failure_state(&caller.name)?;
+            Ok(MfaStatusInfo {
+                enrolled: record.as_ref().is_some_and(|r| r.confirmed),
+                pending: record.as_ref().is_some_and(|r| !r.confirmed),
+                locked_until: policy.check(&state, now).err().unwrap_or(0),
+                recent_failures: if now < state.window_start + policy.window_secs as i64 {
+                    state.failures
+                } else {
+                    0
+                },
+                recovery_codes_left: tx.recovery_codes_left(&caller.name)?,
+            })
+        })
+    }
+
+    // ----- audit -----
+
+    pub fn audit(
+        &mut self,
+        caller: &Caller,
+        since: i64,
+        user: &str,
+        role: &str,
+    ) -> Result<Vec<AuditRecord>, PimError> {
+        if !user.is_empty() {
+            check_name("user", user)?;
+        }
+        if !role.is_empty() {
+            check_name("role", role)?;
+        }
+        let everything = self.is_auditor(caller);
+        if !everything && !user.is_empty() && user != caller.name {
+            return Err(PimError::PermissionDenied(
+                "only admins and auditors may read other people's audit records".into(),
+            ));
+        }
+        let query = AuditQuery {
+            since,
+            user: (!user.is_empty()).then_some(user),
+            role: (!role.is_empty()).then_some(role),
+            involving: (!everything).then_some(caller.name.as_str()),
+        };
+        self.store.read(|tx| Ok(tx.audit_records(&query)?))
+    }
+
+    // ----- approvals -----
+
+    pub fn list_requests(&mut self, caller: &Caller) -> Result<Vec<RequestInfo>, PimError> {
+        let now = self.now();
+        let pending = self.store.read(|tx| {
+            let mut out = Vec::new();
+            for r in tx.pending_requests()? {
+                let approvers = tx.approvers_of(r.id)?;
+                out.push((r, approvers));
+            }
+            Ok::<_, PimError>(out)
+        })?;
+        Ok(pending
+            .into_iter()
+            .filter(|(r, approved)| {
+                r.user != caller.name
+                    && r.expires_at > now
+                    && !approved.contains(&caller.name)
+                    && self
+                        .config
+                        .role(&r.role)
+                        .is_some_and(|role| self.is_approver(&caller.name, role))
+            })
+            .map(|(r, approved)| request_info(&r, approved))
+            .collect())
+    }
+
+    /// The request `id` in a state the caller may decide, or why not.
+    fn decidable_request(&mut self, caller: &Caller, id: i64) -> Result<(Request, Role), PimError> {
+        let request = self
+            .store
+            .read(|tx| tx.request(id))?
+            .ok_or_else(|| PimError::NotFound(format!("there is no request {id}")))?;
+        let role = self.config.role(&request.role).cloned();
+        let role = match role {
+            Some(role) if self.is_approver(&caller.name, &role) => role,
+            _ => {
+                return Err(PimError::PermissionDenied(format!(
+                    "you are not an approver for role {}",
+                    request.role
+                )))
+            }
+        };
+        if request.user == caller.name {
+            return Err(PimError::PermissionDenied(
+                "you cannot decide your own request; another approver must".into(),
+            ));
+        }
+        if request.state != RequestState::Pending {
+            return Err(PimError::Conflict(format!(
+                "request {id} is already {}",
+                request.state.as_str()
+            )));
+        }
+        if request.expires_at <= self.now() {
+            self.expire_request(&request)?;
+            return Err(PimError::Conflict(format!("request {id} has expired")));
+        }
+        Ok((request, role))
+    }
+
+    pub fn approve(
+        &mut self,
+        caller: &Caller,
+        id: i64,
+        comment: &str,
+        code: &str,
+    ) -> Result<RequestInfo, PimError> {
+        let comment_text = text::escape(comment);
+        let audit = Audit {
+            actor: &caller.name,
+            action: "approve",
+            user: "",
+            role: "",
+            reason: &comment_text,
+            ticket: "",
+        };
+        match self.try_approve(caller, id, comment, code) {
+            Ok(info) => Ok(info),
+            Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
+        }
+    }
+
+    fn try_approve(
+        &mut self,
+        caller: &Caller,
+        id: i64,
+        comment: &str,
+        code: &str,
+    ) -> Result<RequestInfo, PimError> {
+        policy::check_comment(comment)?;
+        let (request, role) = self.decidable_request(caller, id)?;
+        let already = self.store.read(|tx| tx.approvers_of(id))?;
+        if already.contains(&caller.name) {
+            return Err(PimError::Conflict(format!(
+                "you have already approved request {id}; it needs another approver"
+            )));
+        }
+        let approver = caller.name.as_str();
+        let now = self.now();
+        let audit = Audit {
+            actor: approver,
+            action: "approve",
+            user: &request.user,
+            role: &request.role,
+            reason: comment,
+            ticket: &request.ticket,
+        };
+        let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
+            tx.add_approval(id, approver, now, comment)?;
+            let approved_by = tx.approvers_of(id)?;
+            tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "request {id}: approval {} of {}; {}",
+                    approved_by.len(),
+                    request.approvals_required,
+                    proof.describe()
+                ),
+            ))?;
+            Ok(approved_by)
+        })?;
+        self.event(
+            "request-approved",
+            &request.user,
+            &request.role,
+            id,
+            0,
+            approver,
+            comment.into(),
+        );
+        if (approved_by.len() as u32) < request.approvals_required {
+            return Ok(request_info(&request, approved_by));
+        }
+        let state = self.complete_request(&request, &role, approver)?;
+        Ok(request_info(&Request { state, ..request }, approved_by))
+    }
+
+    /// Why a fully approved request cannot become a grant now, if anything stands in the way.
+    fn grant_obstacle(
+        &mut self,
+        request: &Request,
+        role: &Role,
+    ) -> Result<Option<String>, PimError> {
+        let user = request.user.as_str();
+        if !self.eligibility(role, user)?.is_eligible() {
+            return Ok(Some(format!(
+                "{user} is no longer eligible for role {}",
+                role.name
+            )));
+        }
+        if self
+            .store
+            .read(|tx| tx.live_grant(user, &role.name))?
+            .is_some()
+        {
+            return Ok(Some(format!(
+                "{user} already has role {} active",
+                role.name
+            )));
+        }
+        Ok(self
+            .check_unmanaged_membership(user, role)
+            .err()
+            .map(|e| format!("{} (for {user})", e.message())))
+    }
+
+    /// Turns a fully approved request into a grant, if the requester may still have it; the
+    /// grant lasts the requested duration from now.
+    fn complete_request(
+        &mut self,
+        request: &Request,
+        role: &Role,
+        approver: &str,
+    ) -> Result<RequestState, PimError> {
+        let user = request.user.as_str();
+        let now = self.now();
+        if let Some(obstacle) = self.grant_obstacle(request, role)? {
+            let audit = Audit {
+                actor: DAEMON,
+                action: "request-void",
+                user,
+                role: &role.name,
+                reason: "",
+                ticket: &request.ticket,
+            };
+            let entry = audit.entry(
+                now,
+                Outcome::Refused,
+                format!("request {}: {obstacle}", request.id),
+            );
+            self.commit(|tx| {
+                tx.decide_request(request.id, RequestState::Denied, now, DAEMON, &obstacle)?;
+                Ok(tx.audit(entry)?)
+            })?;
+            self.event(
+                "request-denied",
+                user,
+                &role.name,
+                request.id,
+                0,
+                DAEMON,
+                obstacle,
+            );
+            return Ok(RequestState::Denied);
+        }
+        let eligibility = self.eligibility(role, user)?;
+        let ends_at = Self::grant_end(now, request.duration_secs, eligibility);
+        let audit = Audit {
+            actor: approver,
+            action: "grant-start",
+            user,
+            role: &role.name,
+            reason: &request.reason,
+            ticket: &request.ticket,
+        };
+        let grant = self.commit(|tx| {
+            let grant = Self::insert_grant(
+                tx,
+                &NewGrant {
+                    user,
+                    role: &role.name,
+                    group: &role.group,
+                    started_at: now,
+                    ends_at,
+                    reason: &request.reason,
+                    ticket: &request.ticket,
+                    request_id: Some(request.id),
+                },
+            )?;
+            tx.decide_request(request.id, RequestState::Approved, now, approver, "")?;
+            tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "request {} approved; group {} for {}",
+                    request.id,
+                    role.group,
+                    duration::format((ends_at - now) as u64)
+                ),
+            ))?;
+            Ok(grant)
+        })?;
+        self.apply_grant(&grant)?;
+        self.event(
+            "grant-started",
+            user,
+            &role.name,
+            request.id,
+            grant.id,
+            approver,
+            String::new(),
+        );
+        Ok(RequestState::Approved)
+    }
+
+    pub fn deny(
+        &mut self,
+        caller: &Caller,
+        id: i64,
+        comment: &str,
+        code: &str,
+    ) -> Result<RequestInfo, PimError> {
+        let comment_text = text::escape(comment);
+        let audit = Audit {
+            actor: &caller.name,
+            action: "deny",
+            user: "",
+            role: "",
+            reason: &comment_text,
+            ticket: "",
+        };
+        match self.try_deny(caller, id, comment, code) {
+            Ok(info) => Ok(info),
+            Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
+        }
+    }
+
+    fn try_deny(
+        &mut self,
+        caller: &Caller,
+        id: i64,
+        comment: &str,
+        code: &str,
+    ) -> Result<RequestInfo, PimError> {
+        policy::check_comment(comment)?;
+        if comment.trim().is_empty() {
+            return Err(PimError::InvalidArgument(
+                "a denial needs a comment saying why; give one with -c".into(),
+            ));
+        }
+        let (request, _role) = self.decidable_request(caller, id)?;
+        let approver = caller.name.as_str();
+        let now = self.now();
+        let audit = Audit {
+            actor: approver,
+            action: "deny",
+            user: &request.user,
+            role: &request.role,
+            reason: comment,
+            ticket: &request.ticket,
+        };
+        let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
+            tx.decide_request(id, RequestState::Denied, now, approver, comment)?;
+            tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!("request {id} denied; {}", proof.describe()),
+            ))?;
+            Ok(tx.approvers_of(id)?)
+        })?;
+        self.event(
+            "request-denied",
+            &request.user,
+            &request.role,
+            id,
+            0,
+            approver,
+            comment.into(),
+        );
+        Ok(request_info(
+            &Request {
+                state: RequestState::Denied,
+                ..request
+            },
+            approved_by,
+        ))
+    }
+
+    pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
+        let audit = Audit {
+            actor: &caller.name,
+            action: "cancel",
+            user: &caller.name,
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        let request = match self.store.read(|tx| tx.request(id))? {
+            Some(r) if r.user == caller.name => r,
+            _ => {
+                return self.refused(
+                    &audit,
+                    PimError::NotFound(format!(
+                        "you have no request {id}; 'pim status' lists yours"
+                    )),
+                )
+            }
+        };
+        if request.state != RequestState::Pending {
+            return self.refused(
+                &audit,
+                PimError::Conflict(format!(
+                    "request {id} is already {}",
+                    request.state.as_str()
+                )),
+            );
+        }
+        let now = self.now();
+        let audit = Audit {
+            role: &request.role,
+            ..audit
+        };
+        let entry = audit.entry(now, Outcome::Success, format!("request {id} cancelled"));
+        let approved_by = self.commit(|tx| {
+            tx.decide_request(id, RequestState::Cancelled, now, &caller.name, "")?;
+            tx.audit(entry)?;
+            Ok(tx.approvers_of(id)?)
+        })?;
+        self.event(
+            "request-cancelled",
+            &caller.name,
+            &request.role,
+            id,
+            0,
+            &caller.name,
+            String::new(),
+        );
+        Ok(request_info(
+            &Request {
+                state: RequestState::Cancelled,
+                ..request
+            },
+            approved_by,
+        ))
+    }
+
+    fn expire_request(&mut self, request: &Request) -> Result<(), PimError> {
+        let now = self.now();
+        let audit = Audit {
+            actor: DAEMON,
+            action: "request-expire",
+            user: &request.user,
+            role: &request.role,
+            reason: "",
+            ticket: &request.ticket,
+        };
+        let entry = audit.entry(
+            now,
+            Outcome::Success,
+            format!("request {} expired undecided", request.id),
+        );
+        self.commit(|tx| {
+            tx.decide_request(request.id, RequestState::Expired, now, DAEMON, "")?;
+            Ok(tx.audit(entry)?)
+        })?;
+        self.event(
+            "request-expired",
+            &request.user,
+            &request.role,
+            request.id,
+            0,
+            DAEMON,
+            String::new(),
+        );
+        Ok(())
+    }
+
+    /// Whether `caller` may see `event` in `pim watch`: their own, those of roles they
+    /// approve, and everything for admins and auditors.
+    pub fn may_see(&self, caller: &Caller, event: &EventInfo) -> bool {
+        event.user == caller.name
+            || self.is_auditor(caller)
+            || self
+                .config
+                .role(&event.role)
+                .is_some_and(|r| self.is_approver(&caller.name, r))
+    }
+
+    /// Records that `notify_command` failed for an event; the decision itself stands.
+    pub fn audit_notify_failure(
+        &mut self,
+        event: &EventInfo,
+        detail: &str,
+    ) -> Result<(), PimError> {
+        let audit = Audit {
+            actor: DAEMON,
+            action: "notify-failed",
+            user: &event.user,
+            role: &event.role,
+            reason: "",
+            ticket: "",
+        };
+        let entry = audit.entry(self.now(), Outcome::Error, detail);
+        self.commit(|tx| Ok(tx.audit(entry)?))
+    }
+
+    // ----- administration -----
+
+    fn require_admin(&mut self, caller: &Caller, audit: &Audit<'_>) -> Result<(), PimError> {
+        if self.is_admin(caller) {
+            return Ok(());
+        }
+        self.refused(
+            audit,
+            PimError::PermissionDenied(
+                "this needs a pim administrator (root or a member of [daemon] admins)".into(),
+            ),
+        )
+    }
+
+    pub fn admin_grants(&mut self, caller: &Caller) -> Result<Vec<GrantInfo>, PimError> {
+        let audit = Audit {
+            actor: &caller.name,
+            action: "admin-grants",
+            user: "",
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        self.require_admin(caller, &audit)?;
+        let grants = self.store.read(|tx| tx.live_grants())?;
+        Ok(grants.iter().map(grant_info).collect())
+    }
+
+    pub fn admin_assign(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<(), PimError> {
+        let names_ok =
+            text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
+        let audit = Audit {
+            actor: &caller.name,
+            action: "admin-assign",
+            user: if names_ok { user } else { "" },
+            role: if names_ok { role } else { "" },
+            reason: "",
+            ticket: "",
+        };
+        self.require_admin(caller, &audit)?;
+        let checked = (|| {
+            check_name("user", user)?;
+            check_name("role", role)?;
+            if self.config.role(role).is_none() {
+                return Err(PimError::NotFound(format!(
+                    "there is no role {role} in the configuration"
+                )));
+            }
+            if !self.accounts.user_exists(user) {
+                return Err(PimError::NotFound(format!(
+                    "there is no user {user} on this host"
+                )));
+            }
+            if not_before < 0
+                || not_after < 0
+                || (not_before > 0 && not_after > 0 && not_after <= not_before)
+            {
+                return Err(PimError::InvalidArgument(
+                    "the assignment's end must come after its start".into(),
+                ));
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            return self.refused(&audit, e);
+        }
+        let now = self.now();
+        let window = match (not_before, not_after) {
+            (0, 0) => "without time limit".to_string(),
+            (0, b) => format!("until {}", describe(b, now)),
+            (a, 0) => format!("from {}", describe(a, now)),
+            (a, b) => format!("from {} until {}", describe(a, now), describe(b, now)),
+        };
+        let entry = audit.entry(now, Outcome::Success, format!("eligible {window}"));
+        let assignment = Assignment {
+            user: user.into(),
+            role: role.into(),
+            not_before: (not_before > 0).then_some(not_before),
+            not_after: (not_after > 0).then_some(not_after),
+        };
+        self.commit(|tx| {
+            tx.put_assignment(&assignment, &caller.name, now)?;
+            Ok(tx.audit(entry)?)
+        })
+    }
+
+    pub fn admin_unassign(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        role: &str,
+    ) -> Result<(), PimError> {
+        let names_ok =
+            text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
+        let audit = Audit {
+            actor: &caller.name,
+            action: "admin-unassign",
+            user: if names_ok { user } else { "" },
+            role: if names_ok { role } else { "" },
+            reason: "",
+            ticket: "",
+        };
+        self.require_admin(caller, &audit)?;
+        if let Err(e) = check_name("user", user).and(check_name("role", role)) {
+            return self.refused(&audit, e);
+        }
+        let now = self.now();
+        let entry = audit.entry(now, Outcome::Success, "assignment removed");
+        let removed = self.commit(|tx| {
+            if tx.delete_assignment(user, role)? {
+                tx.audit(entry)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        if removed {
+            Ok(())
+        } else {
+            self.refused(
+                &audit,
+                PimError::NotFound(format!("{user} has no assignment for role {role}")),
+            )
+        }
+    }
+
+    pub fn admin_revoke(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        role: &str,
+        reason: &str,
+    ) -> Result<GrantInfo, PimError> {
+        let names_ok =
+            text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
+        let reason_text = text::escape(reason);
+        let audit = Audit {
+            actor: &caller.name,
+            action: "admin-revoke",
+            user: if names_ok { user } else { "" },
+            role: if names_ok { role } else { "" },
+            reason: &reason_text,
+            ticket: "",
+        };
+        self.require_admin(caller, &audit)?;
+        let found = check_name("user", user)
+            .and(check_name("role", role))
+            .and(
+                text::check("the reason", reason, text::MAX_REASON_BYTES)
+                    .map_err(PimError::InvalidArgument),
+            )
+            .and_then(|_| {
+                self.store
+                    .read(|tx| tx.live_grant(user, role))?
+                    .ok_or_else(|| {
+                        PimError::NotFound(format!("{user} has no live grant for role {role}"))
+                    })
+            });
+        match found {
+            Ok(grant) => {
+                self.end_grant(
+                    &grant,
+                    &audit,
+                    "revoked",
+                    format!("grant {} revoked", grant.id),
+                )?;
+                Ok(grant_info(&grant))
+            }
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    pub fn admin_mfa_reset(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
+        let name_ok = text::check_name("user", user).is_ok();
+        let audit = Audit {
+            actor: &caller.name,
+            action: "admin-mfa-reset",
+            user: if name_ok { user } else { "" },
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        self.require_admin(caller, &audit)?;
+        if let Err(e) = check_name("user", user) {
+            return self.refused(&audit, e);
+        }
+        let now = self.now();
+        let entry = audit.entry(
+            now,
+            Outcome::Success,
+            "enrolment and recovery codes removed",
+        );
+        let removed = self.commit(|tx| {
+            if tx.delete_mfa(user)? {
+                tx.audit(entry)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        if removed {
+            Ok(())
+        } else {
+            self.refused(
+                &audit,
+                PimError::NotFound(format!("{user} has no MFA enrolment")),
+            )
+        }
+    }
+
+    // ----- the PAM module's question -----
+
+    /// Root only. Allowed when `user` has a live grant for a role of one of `groups`, or is a
+    /// permanent member of such a role. Denials are audited; successes are sudo's to log.
+    pub fn check_access(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        groups: &[String],
+    ) -> Result<AccessDecision, PimError> {
+        if !caller.is_root() {
+            return Err(PimError::PermissionDenied(
+                "only root may ask about another user's access".into(),
+            ));
+        }
+        check_name("user", user)?;
+        if groups.is_empty() {
+            return Err(PimError::InvalidArgument("no groups to check".into()));
+        }
+        for g in groups {
+            check_name("group", g)?;
+        }
+        let now = self.now();
+        let config = self.config.clone();
+        let roles_of_groups: Vec<&Role> = config
+            .roles
+            .values()
+            .filter(|r| groups.contains(&r.group))
+            .collect();
+        if roles_of_groups.iter().any(|r| self.is_permanent(user, r)) {
+            return Ok(AccessDecision {
+                allowed: true,
+                message: String::new(),
+            });
+        }
+        let live = self.store.read(|tx| tx.live_grants_of(user))?;
+        if live
+            .iter()
+            .any(|g| groups.contains(&g.group) && g.ends_at > now)
+        {
+            return Ok(AccessDecision {
+                allowed: true,
+                message: String::new(),
+            });
+        }
+        let ended = live
+            .into_iter()
+            .filter(|g| groups.contains(&g.group))
+            .min_by_key(|g| g.ends_at)
+            .map(|g| (g.role, g.ends_at));
+        let ended = match ended {
+            Some(e) => Some(e),
+            None => self
+                .store
+                .read(|tx| tx.last_ended_grant(user, groups))?
+                .map(|g| (g.role, g.ended_at.unwrap_or(g.ends_at))),
+        };
+        let message = match ended {
+            Some((role, at)) => format!(
+                "pim: your grant for role {role} ended at {}; run 'pim activate {role}'",
+                describe(at, now)
+            ),
+            None => {
+                let mut eligible = None;
+                for r in &roles_of_groups {
+                    if self.eligibility(r, user)?.is_eligible() {
+                        eligible = Some(r.name.clone());
+                        break;
+                    }
+                }
+                match eligible {
+                    Some(role) => format!(
+                        "pim: you hold group {} without a live grant; run 'pim activate {role}'",
+                        groups.join(",")
+                    ),
+                    None => format!(
+                        "pim: you hold group {} without a live grant, and no pim role grants it to you; ask an administrator",
+                        groups.join(",")
+                    ),
+                }
+            }
+        };
+        let audit = Audit {
+            actor: "pam",
+            action: "access-check",
+            user,
+            role: "",
+            reason: "",
+            ticket: "",
+        };
+        let entry = audit.entry(
+            now,
+            Outcome::Refused,
+            format!("groups {}: {message}", groups.join(",")),
+        );
+        self.commit(|tx| Ok(tx.audit(entry)?))?;
+        Ok(AccessDecision {
+            allowed: false,
+            message,
+        })
+    }
+
+    // ----- time-driven work -----
+
+    /// Ends grants and requests whose time has come and takes back memberships no live grant
+    /// needs (including those a crash left behind). Returns the first error after trying
+    /// everything.
+    pub fn reconcile(&mut self) -> Result<(), PimError> {
+        let now = self.now();
+        let mut first_error = None;
+        let due = self.store.read(|tx| tx.due_grants(now))?;
+        for grant in due {
+            let audit = Audit {
+                actor: DAEMON,
+                action: "expire",
+                user: &grant.user,
+                role: &grant.role,
+                reason: "",
+                ticket: "",
+            };
+            let detail = format!(
+                "grant {} ended at {}",
+                grant.id,
+                describe(grant.ends_at, now)
+            );
+            if let Err(e) = self.end_grant(&grant, &audit, "expired", detail) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let orphans = self.store.read(|tx| tx.orphaned_memberships())?;
+        for (user, group) in orphans {
+            if let Err(e) = self.release_membership(&user, &group) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let due_requests = self.store.read(|tx| tx.due_requests(now))?;
+        for request in due_requests {
+            if let Err(e) = self.expire_request(&request) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// When reconcile next has work: the earliest grant end or request expiry.
+    pub fn next_deadline(&mut self) -> Result<Option<i64>, PimError> {
+        self.store.read(|tx| {
+            let grants = tx.next_grant_end()?;
+            let requests = tx.next_request_expiry()?;
+            Ok(match (grants, requests) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

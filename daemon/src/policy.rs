@@ -1,0 +1,252 @@
+//! Pure policy decisions: who is eligible, and whether an activation's duration, reason and
+//! ticket satisfy a role. No I/O; group membership is asked through a closure.
+
+use crate::config::{Principal, Role};
+use crate::store::Assignment;
+use pim_common::text;
+use pim_common::PimError;
+
+/// Why a user may activate a role right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eligibility {
+    /// Listed in the role's `eligible` (directly or through a group).
+    Standing,
+    /// Through an admin assignment; `until` is its end, if any.
+    Assigned {
+        until: Option<i64>,
+    },
+    No,
+}
+
+impl Eligibility {
+    pub fn is_eligible(self) -> bool {
+        self != Eligibility::No
+    }
+}
+
+pub fn principal_matches(p: &Principal, user: &str, in_group: &dyn Fn(&str) -> bool) -> bool {
+    match p {
+        Principal::User(name) => name == user,
+        Principal::Group(group) => in_group(group),
+    }
+}
+
+pub fn any_matches(list: &[Principal], user: &str, in_group: &dyn Fn(&str) -> bool) -> bool {
+    list.iter().any(|p| principal_matches(p, user, in_group))
+}
+
+/// Standing eligibility wins over an assignment; an assignment counts only inside its window
+/// (`not_before` inclusive, `not_after` exclusive).
+pub fn eligibility(
+    role: &Role,
+    user: &str,
+    assignment: Option<&Assignment>,
+    now: i64,
+    in_group: &dyn Fn(&str) -> bool,
+) -> Eligibility {
+    if any_matches(&role.eligible, user, in_group) {
+        return Eligibility::Standing;
+    }
+    match assignment {
+        Some(a) if a.not_before.is_none_or(|t| now >= t) && a.not_after.is_none_or(|t| now < t) => {
+            Eligibility::Assigned { until: a.not_after }
+        }
+        _ => Eligibility::No,
+    }
+}
+
+/// The duration to grant: the role's default when none was asked for, refused above the cap.
+pub fn duration(role: &Role, requested_secs: u64) -> Result<u64, PimError> {
+    if requested_secs == 0 {
+        return Ok(role.default_duration_secs);
+    }
+    if requested_secs > role.max_duration_secs {
+        return Err(PimError::InvalidArgument(format!(
+            "{} is longer than role {}'s maximum of {}; ask for less with -d",
+            pim_common::duration::format(requested_secs),
+            role.name,
+            pim_common::duration::format(role.max_duration_secs)
+        )));
+    }
+    Ok(requested_secs)
+}
+
+pub fn check_reason(role: &Role, reason: &str) -> Result<(), PimError> {
+    text::check("the reason", reason, text::MAX_REASON_BYTES).map_err(PimError::InvalidArgument)?;
+    if role.require_justification {
+        let length = reason.trim().chars().count();
+        if length < role.min_justification as usize {
+            return Err(PimError::InvalidArgument(if length == 0 {
+                format!("role {} requires a reason; give one with -r", role.name)
+            } else {
+                format!(
+                    "role {} requires a reason of at least {} characters (yours has {length}); say more with -r",
+                    role.name, role.min_justification
+                )
+            }));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_ticket(role: &Role, ticket: &str) -> Result<(), PimError> {
+    text::check("the ticket", ticket, text::MAX_TICKET_BYTES).map_err(PimError::InvalidArgument)?;
+    if ticket.is_empty() {
+        if role.require_ticket {
+            return Err(PimError::InvalidArgument(format!(
+                "role {} requires a ticket reference; give one with -t",
+                role.name
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(pattern) = &role.ticket_pattern {
+        if !pattern.is_match(ticket) {
+            return Err(PimError::InvalidArgument(format!(
+                "ticket '{ticket}' does not match role {}'s pattern {}",
+                role.name,
+                pattern.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A comment on an approval or denial: bounded like a reason.
+pub fn check_comment(comment: &str) -> Result<(), PimError> {
+    text::check("the comment", comment, text::MAX_REASON_BYTES).map_err(PimError::InvalidArgument)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    pub fn role(name: &str) -> Role {
+        Role {
+            name: name.into(),
+            group: "sudo".into(),
+            description: String::new(),
+            eligible: vec![
+                Principal::User("alice".into()),
+                Principal::Group("ops".into()),
+            ],
+            permanent: vec![],
+            max_duration_secs: 7200,
+            default_duration_secs: 3600,
+            require_mfa: true,
+            require_justification: true,
+            min_justification: 10,
+            require_ticket: false,
+            ticket_pattern: None,
+            require_approval: false,
+            approvers: vec![],
+            approvals_required: 1,
+            request_ttl_secs: 86400,
+        }
+    }
+
+    fn in_ops(g: &str) -> bool {
+        g == "ops"
+    }
+    fn in_none(_: &str) -> bool {
+        false
+    }
+
+    fn assignment(not_before: Option<i64>, not_after: Option<i64>) -> Assignment {
+        Assignment {
+            user: "dave".into(),
+            role: "admin".into(),
+            not_before,
+            not_after,
+        }
+    }
+
+    #[test]
+    fn given_listed_user_or_group_member_then_standing_eligibility() {
+        let r = role("admin");
+        assert_eq!(
+            eligibility(&r, "alice", None, 0, &in_none),
+            Eligibility::Standing
+        );
+        assert_eq!(
+            eligibility(&r, "erin", None, 0, &in_ops),
+            Eligibility::Standing
+        );
+        assert_eq!(eligibility(&r, "erin", None, 0, &in_none), Eligibility::No);
+    }
+
+    #[test]
+    fn given_assignment_window_then_eligible_only_inside_it() {
+        let r = role("admin");
+        let a = assignment(Some(100), Some(200));
+        let at = |now| eligibility(&r, "dave", Some(&a), now, &in_none);
+        assert_eq!(at(99), Eligibility::No);
+        assert_eq!(at(100), Eligibility::Assigned { until: Some(200) });
+        assert_eq!(at(199), Eligibility::Assigned { until: Some(200) });
+        assert_eq!(at(200), Eligibility::No);
+        let open = assignment(None, None);
+        assert_eq!(
+            eligibility(&r, "dave", Some(&open), 5, &in_none),
+            Eligibility::Assigned { until: None }
+        );
+    }
+
+    #[test]
+    fn given_durations_then_default_cap_and_edges_apply() {
+        let r = role("admin");
+        assert_eq!(duration(&r, 0).unwrap(), 3600);
+        assert_eq!(duration(&r, 1).unwrap(), 1);
+        assert_eq!(duration(&r, 7200).unwrap(), 7200);
+        let err = duration(&r, 7201).unwrap_err().message();
+        assert!(err.contains("maximum of 2h"), "{err}");
+    }
+
+    #[test]
+    fn given_reasons_then_length_and_characters_are_checked() {
+        let r = role("admin");
+        assert!(check_reason(&r, "")
+            .unwrap_err()
+            .message()
+            .contains("requires a reason"));
+        assert!(check_reason(&r, "too short")
+            .unwrap_err()
+            .message()
+            .contains("at least 10"));
+        assert!(
+            check_reason(&r, "          x").is_err(),
+            "padding does not count"
+        );
+        assert!(check_reason(&r, "rotate the TLS keys").is_ok());
+        assert!(check_reason(&r, "rotate the\nTLS keys")
+            .unwrap_err()
+            .message()
+            .contains("control"));
+        assert!(check_reason(&r, &"x".repeat(1025))
+            .unwrap_err()
+            .message()
+            .contains("1025 bytes"));
+        let mut relaxed = role("admin");
+        relaxed.require_justification = false;
+        assert!(check_reason(&relaxed, "").is_ok());
+        assert!(check_reason(&relaxed, "bad\x1b[0m").is_err());
+    }
+
+    #[test]
+    fn given_tickets_then_requirement_and_pattern_apply() {
+        let mut r = role("admin");
+        assert!(check_ticket(&r, "").is_ok());
+        r.require_ticket = true;
+        assert!(check_ticket(&r, "")
+            .unwrap_err()
+            .message()
+            .contains("requires a ticket"));
+        r.ticket_pattern = Some(regex::Regex::new("^(?:(INC|CHG)[0-9]+)$").unwrap());
+        assert!(check_ticket(&r, "INC123").is_ok());
+        assert!(check_ticket(&r, "INC")
+            .unwrap_err()
+            .message()
+            .contains("does not match"));
+        assert!(check_ticket(&r, "xINC1").is_err());
+        assert!(check_ticket(&r, &"1".repeat(200)).is_err());
+    }
+}

@@ -1,0 +1,462 @@
+//! The D-Bus face of the manager: identify the caller from the bus, hand the call to the
+//! domain core on a blocking thread, then publish what it left behind (syslog lines, events
+//! for watchers, `notify_command`). No policy lives here.
+
+use crate::manager::{Caller, Manager, Outbox};
+use crate::store::{AuditEntry, Outcome};
+use crate::syslog::{Severity, Syslog};
+use pim_common::types::{
+    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
+    RoleInfo,
+};
+use pim_common::{PimError, INTERFACE, OBJECT_PATH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use zbus::message::Header;
+use zbus::names::{BusName, OwnedUniqueName};
+use zbus::{fdo, interface, Connection};
+
+/// Watchers beyond this are refused, so nobody can make pimd fan out without bound.
+const MAX_WATCHERS: usize = 256;
+
+/// State shared by the bus interface and the expiry task.
+pub struct Core {
+    manager: Mutex<Manager>,
+    syslog: Syslog,
+    watchers: Mutex<HashMap<OwnedUniqueName, Caller>>,
+    /// Wakes the expiry task when deadlines may have moved.
+    pub wake: tokio::sync::Notify,
+    connection: OnceLock<Connection>,
+    notify_command: Vec<String>,
+    notify_timeout: Duration,
+}
+
+impl Core {
+    pub fn new(manager: Manager) -> Arc<Core> {
+        let notify_command = manager.config().daemon.notify_command.clone();
+        let notify_timeout = Duration::from_secs(manager.config().daemon.notify_timeout_secs);
+        Arc::new(Core {
+            manager: Mutex::new(manager),
+            syslog: Syslog::new(),
+            watchers: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            connection: OnceLock::new(),
+            notify_command,
+            notify_timeout,
+        })
+    }
+
+    pub fn set_connection(&self, connection: Connection) {
+        let _ = self.connection.set(connection);
+    }
+
+    /// Runs `f` on the manager on a blocking thread (SQLite and gpasswd block), then publishes
+    /// its outbox. Calls are serialised: one code, one grant, one decision at a time.
+    pub async fn with_manager<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        let core = self.clone();
+        let (result, outbox) = tokio::task::spawn_blocking(move || {
+            // A panic in an earlier call leaves nothing half-done in memory (the state is in
+            // SQLite), so a poisoned lock is safe to take over.
+            let mut manager = core.manager.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = f(&mut manager);
+            (result, manager.take_outbox())
+        })
+        .await
+        .map_err(|e| PimError::Internal(format!("pimd worker failed: {e}; nothing was changed")))?;
+        self.publish(outbox).await;
+        result
+    }
+
+    /// Copies committed audit records to syslog. The database is the authoritative audit;
+    /// syslog may be absent, so failures to send are ignored.
+    fn log_audit(&self, entries: &[AuditEntry]) {
+        for entry in entries {
+            let severity = match entry.outcome {
+                Outcome::Success => Severity::Info,
+                Outcome::Refused => Severity::Notice,
+                Outcome::Error => Severity::Error,
+            };
+            let _ = self.syslog.send(severity, &syslog_message(entry));
+        }
+    }
+
+    async fn publish(self: &Arc<Self>, outbox: Outbox) {
+        self.log_audit(&outbox.audit);
+        if outbox.events.is_empty() {
+            return;
+        }
+        self.wake.notify_one();
+        for event in outbox.events {
+            self.signal_watchers(&event).await;
+            if !self.notify_command.is_empty() {
+                let core = self.clone();
+                tokio::spawn(async move { core.run_notify_command(event).await });
+            }
+        }
+    }
+
+    async fn signal_watchers(self: &Arc<Self>, event: &EventInfo) {
+        let Some(connection) = self.connection.get() else {
+            return;
+        };
+        let watchers: Vec<(OwnedUniqueName, Caller)> = self
+            .watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        for (name, caller) in watchers {
+            let visible = {
+                let manager = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+                manager.may_see(&caller, event)
+            };
+            if visible {
+                // Unicast: only this watcher receives it.
+                let _ = connection
+                    .emit_signal(
+                        Some(name.as_ref()),
+                        OBJECT_PATH,
+                        INTERFACE,
+                        "Event",
+                        &(event,),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Runs `notify_command` with the event as JSON on stdin, bounded by `notify_timeout`.
+    /// It never affects a decision; a failure is audited.
+    async fn run_notify_command(self: Arc<Self>, event: EventInfo) {
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        let program = &self.notify_command[0];
+        let attempt = async {
+            let mut child = tokio::process::Command::new(program)
+                .args(&self.notify_command[1..])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("could not start {program}: {e}"))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin
+                    .write_all(json.as_bytes())
+                    .await
+                    .map_err(|e| format!("could not write the event to {program}: {e}"))?;
+            }
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{program} exited with {status}"))
+            }
+        };
+        let failure = match tokio::time::timeout(self.notify_timeout, attempt).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(_) => format!(
+                "{program} did not finish within {}s and was killed",
+                self.notify_timeout.as_secs()
+            ),
+        };
+        let detail = format!(
+            "event {} for request {}: {failure}",
+            event.kind, event.request_id
+        );
+        // Not through with_manager: this audit produces no events, and must not notify again.
+        let core = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut manager = core.manager.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = manager.audit_notify_failure(&event, &detail) {
+                eprintln!(
+                    "pimd: cannot audit a notify_command failure: {}",
+                    e.message()
+                );
+            }
+            let outbox = manager.take_outbox();
+            drop(manager);
+            core.log_audit(&outbox.audit);
+        })
+        .await;
+    }
+
+    fn add_watcher(&self, name: OwnedUniqueName, caller: Caller) -> Result<(), PimError> {
+        let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if watchers.len() >= MAX_WATCHERS && !watchers.contains_key(&name) {
+            return Err(PimError::Conflict(
+                "too many watchers; try again later".into(),
+            ));
+        }
+        watchers.insert(name, caller);
+        Ok(())
+    }
+
+    /// Forgets watchers whose connection has gone.
+    pub fn remove_watcher(&self, name: &str) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n, _| n.as_str() != name);
+    }
+}
+
+/// One syslog line per audit record; user text is escaped by the syslog writer.
+fn syslog_message(e: &AuditEntry) -> String {
+    let mut line = format!(
+        "{} {}: actor={} user={} role={}",
+        e.action,
+        e.outcome.as_str(),
+        e.actor,
+        e.user,
+        e.role
+    );
+    for (key, value) in [
+        ("reason", &e.reason),
+        ("ticket", &e.ticket),
+        ("detail", &e.detail),
+    ] {
+        if !value.is_empty() {
+            line.push_str(&format!(" {key}=\"{value}\""));
+        }
+    }
+    line
+}
+
+pub struct ManagerService {
+    core: Arc<Core>,
+    bus: fdo::DBusProxy<'static>,
+}
+
+impl ManagerService {
+    pub fn new(core: Arc<Core>, bus: fdo::DBusProxy<'static>) -> Self {
+        ManagerService { core, bus }
+    }
+
+    /// The caller's uid, from the bus's record of the sending connection: never from
+    /// anything the caller says.
+    async fn caller_uid(&self, header: &Header<'_>) -> Result<u32, PimError> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?;
+        self.bus
+            .get_connection_unix_user(BusName::from(sender.clone()))
+            .await
+            .map_err(|e| PimError::PermissionDenied(format!("cannot identify the caller: {e}")))
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        let uid = self.caller_uid(header).await?;
+        self.core
+            .with_manager(move |m| {
+                let caller = m.caller(uid)?;
+                f(m, &caller)
+            })
+            .await
+    }
+}
+
+#[interface(name = "org.pim.Manager1")]
+impl ManagerService {
+    async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
+        self.call(&h, |m, c| m.list_roles(c)).await
+    }
+
+    async fn activate(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: String,
+        duration_secs: u64,
+        reason: String,
+        ticket: String,
+        code: String,
+    ) -> Result<ActivateReply, PimError> {
+        self.call(&h, move |m, c| {
+            m.activate(c, &role, duration_secs, &reason, &ticket, &code)
+        })
+        .await
+    }
+
+    async fn deactivate(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: String,
+    ) -> Result<GrantInfo, PimError> {
+        self.call(&h, move |m, c| m.deactivate(c, &role)).await
+    }
+
+    async fn extend(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: String,
+        duration_secs: u64,
+        reason: String,
+        code: String,
+    ) -> Result<GrantInfo, PimError> {
+        self.call(&h, move |m, c| {
+            m.extend(c, &role, duration_secs, &reason, &code)
+        })
+        .await
+    }
+
+    async fn status(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
+        self.call(&h, |m, c| m.status(c)).await
+    }
+
+    async fn mfa_enroll(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<(String, String), PimError> {
+        self.call(&h, |m, c| m.mfa_enroll(c)).await
+    }
+
+    async fn mfa_confirm(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        code: String,
+    ) -> Result<Vec<String>, PimError> {
+        self.call(&h, move |m, c| m.mfa_confirm(c, &code)).await
+    }
+
+    async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
+        self.call(&h, |m, c| m.mfa_status(c)).await
+    }
+
+    async fn audit(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        since: i64,
+        user: String,
+        role: String,
+    ) -> Result<Vec<AuditRecord>, PimError> {
+        self.call(&h, move |m, c| m.audit(c, since, &user, &role))
+            .await
+    }
+
+    async fn list_requests(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<RequestInfo>, PimError> {
+        self.call(&h, |m, c| m.list_requests(c)).await
+    }
+
+    async fn approve(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+        comment: String,
+        code: String,
+    ) -> Result<RequestInfo, PimError> {
+        self.call(&h, move |m, c| m.approve(c, id, &comment, &code))
+            .await
+    }
+
+    async fn deny(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+        comment: String,
+        code: String,
+    ) -> Result<RequestInfo, PimError> {
+        self.call(&h, move |m, c| m.deny(c, id, &comment, &code))
+            .await
+    }
+
+    async fn cancel(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+    ) -> Result<RequestInfo, PimError> {
+        self.call(&h, move |m, c| m.cancel(c, id)).await
+    }
+
+    async fn watch(&self, #[zbus(header)] h: Header<'_>) -> Result<(), PimError> {
+        let sender = h
+            .sender()
+            .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
+            .to_owned();
+        let caller = self.call(&h, |_, c| Ok(c.clone())).await?;
+        self.core.add_watcher(sender.into(), caller)
+    }
+
+    #[zbus(signal)]
+    async fn event(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        event: EventInfo,
+    ) -> zbus::Result<()>;
+
+    async fn admin_grants(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<GrantInfo>, PimError> {
+        self.call(&h, |m, c| m.admin_grants(c)).await
+    }
+
+    async fn admin_assign(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: String,
+        role: String,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<(), PimError> {
+        self.call(&h, move |m, c| {
+            m.admin_assign(c, &user, &role, not_before, not_after)
+        })
+        .await
+    }
+
+    async fn admin_unassign(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: String,
+        role: String,
+    ) -> Result<(), PimError> {
+        self.call(&h, move |m, c| m.admin_unassign(c, &user, &role))
+            .await
+    }
+
+    async fn admin_revoke(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: String,
+        role: String,
+        reason: String,
+    ) -> Result<GrantInfo, PimError> {
+        self.call(&h, move |m, c| m.admin_revoke(c, &user, &role, &reason))
+            .await
+    }
+
+    async fn admin_mfa_reset(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: String,
+    ) -> Result<(), PimError> {
+        self.call(&h, move |m, c| m.admin_mfa_reset(c, &user)).await
+    }
+
+    async fn check_access(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: String,
+        groups: Vec<String>,
+    ) -> Result<AccessDecision, PimError> {
+        self.call(&h, move |m, c| m.check_access(c, &user, &groups))
+            .await
+    }
+}

@@ -1,0 +1,1114 @@
+//! The state database: SQLite in WAL mode with `synchronous=FULL`, migrated on open.
+//!
+//! Every write goes through [`Store::write`], which hands the closure a [`Tx`] and commits only
+//! if each change in it was accompanied by an audit record: a state change and its audit row
+//! land together or not at all. The audit table refuses UPDATE and DELETE by trigger.
+
+use crate::mfa::FailureState;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::cell::{Cell, RefCell};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot prepare the state directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("refusing to commit a state change without its audit record")]
+    Unaudited,
+    #[error("the database schema version {0} is newer than this pimd understands; upgrade pimd")]
+    TooNew(i64),
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE grants (
+    id          INTEGER PRIMARY KEY,
+    user        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    grp         TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    ends_at     INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    ticket      TEXT NOT NULL,
+    request_id  INTEGER,
+    ended_at    INTEGER,
+    end_reason  TEXT
+);
+-- One live grant per user and role: concurrent activations cannot both win.
+CREATE UNIQUE INDEX grants_one_live ON grants(user, role) WHERE ended_at IS NULL;
+CREATE INDEX grants_live_end ON grants(ends_at) WHERE ended_at IS NULL;
+
+-- Group memberships PIM itself added (and so must take away); nothing else is ever removed.
+CREATE TABLE memberships (
+    user      TEXT NOT NULL,
+    grp       TEXT NOT NULL,
+    added_at  INTEGER NOT NULL,
+    PRIMARY KEY (user, grp)
+);
+
+CREATE TABLE assignments (
+    user         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    not_before   INTEGER,
+    not_after    INTEGER,
+    assigned_by  TEXT NOT NULL,
+    assigned_at  INTEGER NOT NULL,
+    PRIMARY KEY (user, role)
+);
+
+CREATE TABLE mfa (
+    user         TEXT PRIMARY KEY,
+    secret       BLOB NOT NULL,
+    confirmed    INTEGER NOT NULL,
+    last_step    INTEGER,
+    created_at   INTEGER NOT NULL
+);
+
+CREATE TABLE mfa_failures (
+    user          TEXT PRIMARY KEY,
+    failures      INTEGER NOT NULL,
+    window_start  INTEGER NOT NULL,
+    locked_until  INTEGER NOT NULL
+);
+
+CREATE TABLE recovery_codes (
+    user     TEXT NOT NULL,
+    hash     TEXT NOT NULL,
+    used_at  INTEGER,
+    PRIMARY KEY (user, hash)
+);
+
+CREATE TABLE requests (
+    id                  INTEGER PRIMARY KEY,
+    user                TEXT NOT NULL,
+    role                TEXT NOT NULL,
+    grp                 TEXT NOT NULL,
+    duration_secs       INTEGER NOT NULL,
+    reason              TEXT NOT NULL,
+    ticket              TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    expires_at          INTEGER NOT NULL,
+    approvals_required  INTEGER NOT NULL,
+    state               TEXT NOT NULL
+        CHECK (state IN ('pending', 'approved', 'denied', 'cancelled', 'expired')),
+    decided_at          INTEGER,
+    decided_by          TEXT,
+    comment             TEXT
+);
+CREATE UNIQUE INDEX requests_one_open ON requests(user, role) WHERE state = 'pending';
+
+CREATE TABLE approvals (
+    request_id  INTEGER NOT NULL REFERENCES requests(id),
+    approver    TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    comment     TEXT NOT NULL,
+    PRIMARY KEY (request_id, approver)
+);
+
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    role     TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    ticket   TEXT NOT NULL,
+    detail   TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub started_at: i64,
+    pub ends_at: i64,
+    pub reason: String,
+    pub ticket: String,
+    pub request_id: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGrant<'a> {
+    pub user: &'a str,
+    pub role: &'a str,
+    pub group: &'a str,
+    pub started_at: i64,
+    pub ends_at: i64,
+    pub reason: &'a str,
+    pub ticket: &'a str,
+    pub request_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub user: String,
+    pub role: String,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaRecord {
+    pub secret: Vec<u8>,
+    pub confirmed: bool,
+    pub last_step: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Denied,
+    Cancelled,
+    Expired,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "pending" => RequestState::Pending,
+            "approved" => RequestState::Approved,
+            "denied" => RequestState::Denied,
+            "cancelled" => RequestState::Cancelled,
+            "expired" => RequestState::Expired,
+            other => {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    format!("unknown request state {other}").into(),
+                ))
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub duration_secs: u64,
+    pub reason: String,
+    pub ticket: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub approvals_required: u32,
+    pub state: RequestState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Refused,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One audit record as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub user: String,
+    pub role: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub ticket: String,
+    pub detail: String,
+}
+
+/// Filter for reading the audit log.
+#[derive(Debug, Default, Clone)]
+pub struct AuditQuery<'a> {
+    pub since: i64,
+    pub user: Option<&'a str>,
+    pub role: Option<&'a str>,
+    /// Only records this person did or that concern them.
+    pub involving: Option<&'a str>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`; its directory is made 0700 and the
+    /// files 0600.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            prepare_directory(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        let store = Store::setup(conn)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{}", path.display(), suffix);
+            if Path::new(&file).exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |source| StoreError::Directory {
+                        path: file.clone(),
+                        source,
+                    },
+                )?;
+            }
+        }
+        Ok(store)
+    }
+
+    #[cfg(test)]
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew(version));
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction and commits it if `f` succeeds and every change it made has
+    /// an audit record. Returns the audit records written, for syslog and notifications.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<(T, Vec<AuditEntry>), E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let wrapped = Tx {
+            tx,
+            changed: Cell::new(false),
+            audited: RefCell::new(Vec::new()),
+        };
+        let value = f(&wrapped)?;
+        let Tx {
+            tx,
+            changed,
+            audited,
+        } = wrapped;
+        let audited = audited.into_inner();
+        if changed.get() && audited.is_empty() {
+            return Err(StoreError::Unaudited.into());
+        }
+        tx.commit().map_err(StoreError::from)?;
+        Ok((value, audited))
+    }
+
+    /// Runs `f` in a read transaction; a change attempted in it is refused.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.conn.transaction().map_err(StoreError::from)?;
+        let wrapped = Tx {
+            tx,
+            changed: Cell::new(false),
+            audited: RefCell::new(Vec::new()),
+        };
+        let value = f(&wrapped)?;
+        if wrapped.changed.get() || !wrapped.audited.borrow().is_empty() {
+            return Err(StoreError::Unaudited.into());
+        }
+        Ok(value)
+    }
+}
+
+fn prepare_directory(dir: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Directory {
+        path: dir.display().to_string(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// A transaction in progress. Mutating methods mark it changed; [`Tx::audit`] records why.
+pub struct Tx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    changed: Cell<bool>,
+    audited: RefCell<Vec<AuditEntry>>,
+}
+
+fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        role: r.get(2)?,
+        group: r.get(3)?,
+        started_at: r.get(4)?,
+        ends_at: r.get(5)?,
+        reason: r.get(6)?,
+        ticket: r.get(7)?,
+        request_id: r.get(8)?,
+        ended_at: r.get(9)?,
+        end_reason: r.get(10)?,
+    })
+}
+
+const GRANT_COLUMNS: &str =
+    "id, user, role, grp, started_at, ends_at, reason, ticket, request_id, ended_at, end_reason";
+
+fn request_from_row(r: &Row<'_>) -> rusqlite::Result<Request> {
+    Ok(Request {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        role: r.get(2)?,
+        group: r.get(3)?,
+        duration_secs: r.get::<_, i64>(4)? as u64,
+        reason: r.get(5)?,
+        ticket: r.get(6)?,
+        created_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        approvals_required: r.get::<_, i64>(9)? as u32,
+        state: RequestState::parse(&r.get::<_, String>(10)?)?,
+    })
+}
+
+const REQUEST_COLUMNS: &str = "id, user, role, grp, duration_secs, reason, ticket, created_at, \
+     expires_at, approvals_required, state";
+
+impl Tx<'_> {
+    fn changed(&self) {
+        self.changed.set(true);
+    }
+
+    fn grants_where(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> rusqlite::Result<Vec<Grant>> {
+        let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE {clause}");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, grant_from_row)?;
+        rows.collect()
+    }
+
+    fn requests_where(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> rusqlite::Result<Vec<Request>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE {clause}");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, request_from_row)?;
+        rows.collect()
+    }
+
+    // --- audit ---
+
+    pub fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.user,
+                entry.role,
+                entry.outcome.as_str(),
+                entry.reason,
+                entry.ticket,
+                entry.detail
+            ],
+        )?;
+        self.audited.borrow_mut().push(entry);
+        Ok(())
+    }
+
+    pub fn audit_records(
+        &self,
+        q: &AuditQuery<'_>,
+    ) -> Result<Vec<pim_common::types::AuditRecord>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, at, actor, action, user, role, outcome, reason, ticket, detail FROM audit
+             WHERE at >= ?1
+               AND (?2 IS NULL OR user = ?2)
+               AND (?3 IS NULL OR role = ?3)
+               AND (?4 IS NULL OR user = ?4 OR actor = ?4)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![q.since, q.user, q.role, q.involving], |r| {
+            Ok(pim_common::types::AuditRecord {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                user: r.get(4)?,
+                role: r.get(5)?,
+                outcome: r.get(6)?,
+                reason: r.get(7)?,
+                ticket: r.get(8)?,
+                detail: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // --- grants ---
+
+    pub fn insert_grant(&self, g: &NewGrant<'_>) -> Result<i64, StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO grants (user, role, grp, started_at, ends_at, reason, ticket, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                g.user,
+                g.role,
+                g.group,
+                g.started_at,
+                g.ends_at,
+                g.reason,
+                g.ticket,
+                g.request_id
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    pub fn live_grant(&self, user: &str, role: &str) -> Result<Option<Grant>, StoreError> {
+        Ok(self
+            .grants_where(
+                "user = ?1 AND role = ?2 AND ended_at IS NULL",
+                params![user, role],
+            )?
+            .pop())
+    }
+
+    pub fn live_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.grants_where("ended_at IS NULL ORDER BY ends_at, id", [])?)
+    }
+
+    pub fn live_grants_of(&self, user: &str) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.grants_where(
+            "user = ?1 AND ended_at IS NULL ORDER BY ends_at, id",
+            [user],
+        )?)
+    }
+
+    /// Live grants whose end has come.
+    pub fn due_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.grants_where(
+            "ended_at IS NULL AND ends_at <= ?1 ORDER BY ends_at, id",
+            [now],
+        )?)
+    }
+
+    /// The most recently ended grant of `user` for any of `groups`.
+    pub fn last_ended_grant(
+        &self,
+        user: &str,
+        groups: &[String],
+    ) -> Result<Option<Grant>, StoreError> {
+        let all = self.grants_where(
+            "user = ?1 AND ended_at IS NOT NULL ORDER BY ended_at DESC, id DESC LIMIT 50",
+            [user],
+        )?;
+        Ok(all.into_iter().find(|g| groups.contains(&g.group)))
+    }
+
+    pub fn end_grant(&self, id: i64, at: i64, reason: &str) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE grants SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, at, reason],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_grant_end(&self, id: i64, ends_at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE grants SET ends_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, ends_at],
+        )?;
+        Ok(())
+    }
+
+    /// When the next live grant ends.
+    pub fn next_grant_end(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT MIN(ends_at) FROM grants WHERE ended_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    // --- memberships PIM added ---
+
+    pub fn has_membership(&self, user: &str, group: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT 1 FROM memberships WHERE user = ?1 AND grp = ?2",
+                [user, group],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    pub fn add_membership(&self, user: &str, group: &str, at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT OR IGNORE INTO memberships (user, grp, added_at) VALUES (?1, ?2, ?3)",
+            params![user, group, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_membership(&self, user: &str, group: &str) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "DELETE FROM memberships WHERE user = ?1 AND grp = ?2",
+            [user, group],
+        )?;
+        Ok(())
+    }
+
+    /// Memberships PIM added that no live grant needs any more.
+    pub fn orphaned_memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT user, grp FROM memberships m WHERE NOT EXISTS (
+                 SELECT 1 FROM grants g
+                 WHERE g.user = m.user AND g.grp = m.grp AND g.ended_at IS NULL)
+             ORDER BY user, grp",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // --- eligibility assignments ---
+
+    pub fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (user, role) DO UPDATE SET not_before = ?3, not_after = ?4,
+                 assigned_by = ?5, assigned_at = ?6",
+            params![a.user, a.role, a.not_before, a.not_after, by, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_assignment(&self, user: &str, role: &str) -> Result<bool, StoreError> {
+        self.changed();
+        Ok(self.tx.execute(
+            "DELETE FROM assignments WHERE user = ?1 AND role = ?2",
+            [user, role],
+        )? > 0)
+    }
+
+    pub fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT user, role, not_before, not_after FROM assignments
+                 WHERE user = ?1 AND role = ?2",
+                [user, role],
+                |r| {
+                    Ok(Assignment {
+                        user: r.get(0)?,
+                        role: r.get(1)?,
+                        not_before: r.get(2)?,
+                        not_after: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    // --- MFA ---
+
+    pub fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT secret, confirmed, last_step FROM mfa WHERE user = ?1",
+                [user],
+                |r| {
+                    Ok(MfaRecord {
+                        secret: r.get(0)?,
+                        confirmed: r.get(1)?,
+                        last_step: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Starts (or restarts) an unconfirmed enrolment.
+    pub fn put_pending_mfa(&self, user: &str, secret: &[u8], at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO mfa (user, secret, confirmed, last_step, created_at)
+             VALUES (?1, ?2, 0, NULL, ?3)
+             ON CONFLICT (user) DO UPDATE SET secret = ?2, confirmed = 0, last_step = NULL,
+                 created_at = ?3",
+            params![user, secret, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn confirm_mfa(&self, user: &str) -> Result<(), StoreError> {
+        self.changed();
+        self.tx
+            .execute("UPDATE mfa SET confirmed = 1 WHERE user = ?1", [user])?;
+        Ok(())
+    }
+
+    /// Records the TOTP time step just accepted, so it and all earlier ones are dead.
+    pub fn set_last_step(&self, user: &str, step: u64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE mfa SET last_step = ?2 WHERE user = ?1",
+            params![user, step as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Drops the enrolment and its recovery codes. Returns whether there was one.
+    pub fn delete_mfa(&self, user: &str) -> Result<bool, StoreError> {
+        self.changed();
+        self.tx
+            .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
+        self.tx
+            .execute("DELETE FROM mfa_failures WHERE user = ?1", [user])?;
+        Ok(self.tx.execute("DELETE FROM mfa WHERE user = ?1", [user])? > 0)
+    }
+
+    pub fn failure_state(&self, user: &str) -> Result<FailureState, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT failures, window_start, locked_until FROM mfa_failures WHERE user = ?1",
+                [user],
+                |r| {
+                    Ok(FailureState {
+                        failures: r.get::<_, i64>(0)? as u32,
+                        window_start: r.get(1)?,
+                        locked_until: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    pub fn set_failure_state(&self, user: &str, s: &FailureState) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO mfa_failures (user, failures, window_start, locked_until)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user) DO UPDATE SET failures = ?2, window_start = ?3, locked_until = ?4",
+            params![user, s.failures as i64, s.window_start, s.locked_until],
+        )?;
+        Ok(())
+    }
+
+    pub fn replace_recovery_codes(&self, user: &str, hashes: &[String]) -> Result<(), StoreError> {
+        self.changed();
+        self.tx
+            .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
+        for hash in hashes {
+            self.tx.execute(
+                "INSERT INTO recovery_codes (user, hash, used_at) VALUES (?1, ?2, NULL)",
+                [user, hash],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Marks an unused recovery code used; false if there is no such unused code.
+    pub fn use_recovery_code(&self, user: &str, hash: &str, at: i64) -> Result<bool, StoreError> {
+        self.changed();
+        Ok(self.tx.execute(
+            "UPDATE recovery_codes SET used_at = ?3
+             WHERE user = ?1 AND hash = ?2 AND used_at IS NULL",
+            params![user, hash, at],
+        )? == 1)
+    }
+
+    pub fn recovery_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user = ?1 AND used_at IS NULL",
+            [user],
+            |r| r.get::<_, i64>(0),
+        )? as u32)
+    }
+
+    // --- requests ---
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_request(&self, r: &Request) -> Result<i64, StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO requests (user, role, grp, duration_secs, reason, ticket, created_at,
+                 expires_at, approvals_required, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+            params![
+                r.user,
+                r.role,
+                r.group,
+                r.duration_secs as i64,
+                r.reason,
+                r.ticket,
+                r.created_at,
+                r.expires_at,
+                r.approvals_required as i64
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    pub fn request(&self, id: i64) -> Result<Option<Request>, StoreError> {
+        Ok(self.requests_where("id = ?1", [id])?.pop())
+    }
+
+    pub fn pending_request(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
+        Ok(self
+            .requests_where(
+                "user = ?1 AND role = ?2 AND state = 'pending'",
+                [user, role],
+            )?
+            .pop())
+    }
+
+    pub fn pending_requests(&self) -> Result<Vec<Request>, StoreError> {
+        Ok(self.requests_where("state = 'pending' ORDER BY id", [])?)
+    }
+
+    pub fn due_requests(&self, now: i64) -> Result<Vec<Request>, StoreError> {
+        Ok(self.requests_where("state = 'pending' AND expires_at <= ?1 ORDER BY id", [now])?)
+    }
+
+    pub fn next_request_expiry(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT MIN(expires_at) FROM requests WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn decide_request(
+        &self,
+        id: i64,
+        state: RequestState,
+        at: i64,
+        by: &str,
+        comment: &str,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE requests SET state = ?2, decided_at = ?3, decided_by = ?4, comment = ?5
+             WHERE id = ?1 AND state = 'pending'",
+            params![id, state.as_str(), at, by, comment],
+        )?;
+        Ok(())
+    }
+
+    /// Records an approval; false if this approver had already approved.
+    pub fn add_approval(
+        &self,
+        id: i64,
+        approver: &str,
+        at: i64,
+        comment: &str,
+    ) -> Result<bool, StoreError> {
+        self.changed();
+        Ok(self.tx.execute(
+            "INSERT OR IGNORE INTO approvals (request_id, approver, at, comment)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![id, approver, at, comment],
+        )? == 1)
+    }
+
+    pub fn approvers_of(&self, id: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT approver FROM approvals WHERE request_id = ?1 ORDER BY at, approver",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            at: 100,
+            actor: "alice".into(),
+            action: action.into(),
+            user: "alice".into(),
+            role: "admin".into(),
+            outcome: Outcome::Success,
+            reason: String::new(),
+            ticket: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    fn grant<'a>(user: &'a str, role: &'a str) -> NewGrant<'a> {
+        NewGrant {
+            user,
+            role,
+            group: "sudo",
+            started_at: 100,
+            ends_at: 200,
+            reason: "r",
+            ticket: "",
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn given_a_change_without_audit_then_nothing_is_committed() {
+        let mut store = Store::open_in_memory().unwrap();
+        let err = store
+            .write(|tx| tx.insert_grant(&grant("alice", "admin")))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unaudited));
+        let live = store.read(|tx| tx.live_grants()).unwrap();
+        assert!(live.is_empty());
+    }
+
+    #[test]
+    fn given_a_change_with_audit_then_both_are_committed() {
+        let mut store = Store::open_in_memory().unwrap();
+        let (id, audited) = store
+            .write(|tx| {
+                let id = tx.insert_grant(&grant("alice", "admin"))?;
+                tx.audit(entry("activate"))?;
+                Ok::<_, StoreError>(id)
+            })
+            .unwrap();
+        assert_eq!(audited.len(), 1);
+        let live = store.read(|tx| tx.live_grants()).unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].id, id);
+        let records = store
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].action, "activate");
+    }
+
+    #[test]
+    fn given_a_failing_closure_then_audit_and_change_are_rolled_back() {
+        let mut store = Store::open_in_memory().unwrap();
+        let result: Result<((), _), StoreError> = store.write(|tx| {
+            tx.insert_grant(&grant("alice", "admin"))?;
+            tx.audit(entry("activate"))?;
+            Err(StoreError::Unaudited)
+        });
+        assert!(result.is_err());
+        assert!(store.read(|tx| tx.live_grants()).unwrap().is_empty());
+        assert!(store
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn given_audit_rows_then_update_and_delete_are_refused_by_the_database() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.write(|tx| tx.audit(entry("activate"))).unwrap();
+        for sql in ["UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"] {
+            let err = store.conn.execute(sql, []).unwrap_err().to_string();
+            assert!(err.contains("append-only"), "{sql}: {err}");
+        }
+    }
+
+    #[test]
+    fn given_a_live_grant_then_a_second_live_grant_for_the_same_role_is_refused() {
+        let mut store = Store::open_in_memory().unwrap();
+        let insert = |store: &mut Store| {
+            store.write(|tx| {
+                tx.insert_grant(&grant("alice", "admin"))?;
+                tx.audit(entry("activate"))
+            })
+        };
+        insert(&mut store).unwrap();
+        assert!(insert(&mut store).is_err());
+    }
+
+    #[test]
+    fn given_memberships_then_only_those_without_live_grants_are_orphaned() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .write(|tx| {
+                tx.insert_grant(&grant("alice", "admin"))?;
+                tx.add_membership("alice", "sudo", 100)?;
+                tx.add_membership("bob", "sudo", 100)?;
+                tx.audit(entry("activate"))
+            })
+            .unwrap();
+        let orphans = store.read(|tx| tx.orphaned_memberships()).unwrap();
+        assert_eq!(orphans, vec![("bob".to_string(), "sudo".to_string())]);
+    }
+
+    #[test]
+    fn given_a_recovery_code_then_it_works_once() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .write(|tx| {
+                tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()])?;
+                tx.audit(entry("mfa-confirm"))
+            })
+            .unwrap();
+        let first = store
+            .write(|tx| {
+                let ok = tx.use_recovery_code("alice", "h1", 5)?;
+                tx.audit(entry("mfa-recovery"))?;
+                Ok::<_, StoreError>(ok)
+            })
+            .unwrap()
+            .0;
+        let second = store
+            .write(|tx| {
+                let ok = tx.use_recovery_code("alice", "h1", 6)?;
+                tx.audit(entry("mfa-recovery"))?;
+                Ok::<_, StoreError>(ok)
+            })
+            .unwrap()
+            .0;
+        assert!(first && !second);
+        assert_eq!(store.read(|tx| tx.recovery_codes_left("alice")).unwrap(), 1);
+    }
+
+    #[test]
+    fn given_a_file_database_then_directory_and_files_are_private_and_schema_persists() {
+        let dir = std::env::temp_dir().join(format!("pim-store-test-{}", std::process::id()));
+        let path = dir.join("state").join("pim.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store.write(|tx| tx.audit(entry("x"))).unwrap();
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let mut again = Store::open(&path).unwrap();
+        let n = again
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap()
+            .len();
+        assert_eq!(n, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn given_audit_query_then_filters_apply() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .write(|tx| {
+                tx.audit(entry("a"))?;
+                let mut other = entry("b");
+                other.user = "bob".into();
+                other.actor = "bob".into();
+                other.at = 300;
+                tx.audit(other)
+            })
+            .unwrap();
+        let mut q = |q: AuditQuery| store.read(|tx| tx.audit_records(&q)).unwrap();
+        assert_eq!(
+            q(AuditQuery {
+                involving: Some("bob"),
+                ..Default::default()
+            })
+            .len(),
+            1
+        );
+        assert_eq!(
+            q(AuditQuery {
+                since: 200,
+                ..Default::default()
+            })
+            .len(),
+            1
+        );
+        assert_eq!(
+            q(AuditQuery {
+                user: Some("alice"),
+                ..Default::default()
+            })
+            .len(),
+            1
+        );
+        assert_eq!(
+            q(AuditQuery {
+                role: Some("none"),
+                ..Default::default()
+            })
+            .len(),
+            0
+        );
+    }
+}
