@@ -6,9 +6,9 @@ use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
-    #[error("could not run /usr/sbin/gpasswd: {0}")]
+    #[error("could not run gpasswd: {0}")]
     Spawn(std::io::Error),
-    #[error("/usr/sbin/gpasswd {action} {user} {group} failed: {detail}")]
+    #[error("gpasswd {action} {user} {group} failed: {detail}")]
     Gpasswd {
         action: &'static str,
         user: String,
@@ -32,13 +32,32 @@ pub trait Accounts: Send {
 /// The real thing: NSS lookups (re-read on every call, so edits are seen at once) and gpasswd.
 pub struct SystemAccounts;
 
-const GPASSWD: &str = "/usr/sbin/gpasswd";
+/// Where distributions put gpasswd (Debian and Fedora: /usr/bin; some others: /usr/sbin).
+/// A fixed list of absolute paths, never a PATH search.
+const GPASSWD_PATHS: [&str; 4] = [
+    "/usr/sbin/gpasswd",
+    "/usr/bin/gpasswd",
+    "/sbin/gpasswd",
+    "/bin/gpasswd",
+];
 
 impl SystemAccounts {
     fn gpasswd(action: &'static str, user: &str, group: &str) -> Result<(), AccountsError> {
+        let program = GPASSWD_PATHS
+            .iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .ok_or_else(|| {
+                AccountsError::Spawn(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "none of {} exists; install the passwd package",
+                        GPASSWD_PATHS.join(", ")
+                    ),
+                ))
+            })?;
         // Absolute path, empty environment, no shell: nothing the caller controls reaches it.
         // Names were checked against the strict name syntax before they got here.
-        let output = Command::new(GPASSWD)
+        let output = Command::new(program)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .arg(action)
