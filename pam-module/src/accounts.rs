@@ -1,0 +1,179 @@
+//! Which managed groups a user holds.
+//!
+//! A user holds a group when its gid is
+//! - the user's primary group (passwd entry),
+//! - among the user's groups in the group database (`getgrouplist`, which follows NSS),
+//! - or among the calling process's groups (`getgroups`, real and effective gid) *when the
+//!   process's real uid is the user's uid*: that is sudo's case (sudo is set-uid root, so its
+//!   real uid and its group vector are the invoking user's), and it is what makes expiry real —
+//!   a process keeps supplementary groups that /etc/group no longer lists;
+//!
+//! or when the user is in the group's member list (`getgrnam`). The process's groups are *not*
+//! counted for a process whose real uid is someone else's (sshd, login, cron, su run by root):
+//! those groups are the daemon's, not the user's, and counting them would refuse every login
+//! whenever root happens to sit in a managed group (as on distributions that put root in
+//! `wheel`).
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+
+use nix::unistd::{self, Gid, Group, User};
+
+use crate::decision::{Accounts, Held, UserEntry};
+
+/// The host's user and group databases and the calling process's credentials.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemAccounts;
+
+impl Accounts for SystemAccounts {
+    fn lookup(&self, user: &str) -> Result<Option<UserEntry>, String> {
+        if user.contains('\0') {
+            return Ok(None);
+        }
+        match User::from_name(user) {
+            Ok(Some(entry)) => Ok(Some(UserEntry {
+                uid: entry.uid.as_raw(),
+                gid: entry.gid.as_raw(),
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("user database lookup failed: {e}")),
+        }
+    }
+
+    fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String> {
+        let mut gids = vec![entry.gid];
+        let name = CString::new(user).map_err(|_| "user name contains NUL".to_string())?;
+        let listed = unistd::getgrouplist(&name, Gid::from_raw(entry.gid))
+            .map_err(|e| format!("getgrouplist failed: {e}"))?;
+        gids.extend(listed.into_iter().map(Gid::as_raw));
+        if unistd::getuid().as_raw() == entry.uid {
+            gids.extend(process_gids()?);
+        }
+        held_groups(user, &gids, managed, |group| {
+            Group::from_name(group)
+                .map(|found| found.map(|g| (g.gid.as_raw(), g.mem)))
+                .map_err(|e| format!("group database lookup of {group} failed: {e}"))
+        })
+    }
+}
+
+/// The calling process's real, effective and supplementary gids.
+fn process_gids() -> Result<Vec<u32>, String> {
+    let mut gids: Vec<u32> = unistd::getgroups()
+        .map_err(|e| format!("getgroups failed: {e}"))?
+        .into_iter()
+        .map(Gid::as_raw)
+        .collect();
+    gids.push(unistd::getgid().as_raw());
+    gids.push(unistd::getegid().as_raw());
+    Ok(gids)
+}
+
+/// The managed groups `user` holds, given the gids counted for the user and a group lookup
+/// (`Ok(None)` for a group that does not exist). Any failed lookup fails the whole answer: the
+/// module must not guess that a group is not held.
+pub fn held_groups(
+    user: &str,
+    gids: &[u32],
+    managed: &[String],
+    lookup: impl Fn(&str) -> Result<Option<(u32, Vec<String>)>, String>,
+) -> Result<Held, String> {
+    let mut held = Held::default();
+    for group in managed {
+        match lookup(group)? {
+            Some((gid, members)) => {
+                if gids.contains(&gid) || members.iter().any(|m| m == user) {
+                    held.groups.push(group.clone());
+                }
+            }
+            None => held.missing.push(group.clone()),
+        }
+    }
+    Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(group: &str) -> Result<Option<(u32, Vec<String>)>, String> {
+        match group {
+            "sudo" => Ok(Some((27, vec!["alice".into()]))),
+            "wheel" => Ok(Some((10, vec![]))),
+            "docker" => Ok(Some((998, vec!["bob".into()]))),
+            "broken" => Err("ldap is down".into()),
+            _ => Ok(None),
+        }
+    }
+
+    fn managed(groups: &[&str]) -> Vec<String> {
+        groups.iter().map(|g| g.to_string()).collect()
+    }
+
+    #[test]
+    fn given_member_list_then_group_is_held() {
+        let held = held_groups("alice", &[1000], &managed(&["sudo", "wheel"]), database).unwrap();
+        assert_eq!(held.groups, ["sudo"]);
+        assert!(held.missing.is_empty());
+    }
+
+    #[test]
+    fn given_gid_among_counted_gids_then_group_is_held() {
+        // e.g. a stale supplementary group of the process, or the primary group.
+        let held =
+            held_groups("carol", &[1000, 10], &managed(&["sudo", "wheel"]), database).unwrap();
+        assert_eq!(held.groups, ["wheel"]);
+    }
+
+    #[test]
+    fn given_no_gid_and_no_membership_then_nothing_held() {
+        let held = held_groups(
+            "carol",
+            &[1000],
+            &managed(&["sudo", "wheel", "docker"]),
+            database,
+        )
+        .unwrap();
+        assert!(held.groups.is_empty());
+    }
+
+    #[test]
+    fn given_a_group_that_does_not_exist_then_reported_missing() {
+        let held = held_groups("alice", &[], &managed(&["nosuch", "sudo"]), database).unwrap();
+        assert_eq!(held.groups, ["sudo"]);
+        assert_eq!(held.missing, ["nosuch"]);
+    }
+
+    #[test]
+    fn given_a_failed_group_lookup_then_error_not_a_guess() {
+        let err = held_groups("alice", &[], &managed(&["sudo", "broken"]), database).unwrap_err();
+        assert!(err.contains("ldap is down"), "{err}");
+    }
+
+    #[test]
+    fn given_root_on_this_host_then_lookup_finds_uid_0() {
+        let entry = SystemAccounts.lookup("root").unwrap().unwrap();
+        assert_eq!(entry.uid, 0);
+    }
+
+    #[test]
+    fn given_a_name_nobody_has_then_lookup_finds_none() {
+        assert_eq!(SystemAccounts.lookup("pim-no-such-user-x").unwrap(), None);
+        assert_eq!(SystemAccounts.lookup("nul\0name").unwrap(), None);
+    }
+
+    #[test]
+    fn given_root_then_its_primary_group_is_held_and_an_absent_group_is_missing() {
+        let root_group = Group::from_gid(Gid::from_raw(0)).unwrap().unwrap().name;
+        let entry = SystemAccounts.lookup("root").unwrap().unwrap();
+        let held = SystemAccounts
+            .held(
+                "root",
+                &entry,
+                &managed(&[&root_group, "pim-no-such-group-x"]),
+            )
+            .unwrap();
+        assert_eq!(held.groups, [root_group]);
+        assert_eq!(held.missing, ["pim-no-such-group-x"]);
+    }
+}

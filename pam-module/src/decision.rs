@@ -1,0 +1,780 @@
+//! The account decision, free of PAM and of the host: what the module returns, what it tells
+//! the user, and what it logs, given its arguments, the service, the user, the host's accounts
+//! and the daemon.
+//!
+//! | situation | result | daemon asked |
+//! | --- | --- | --- |
+//! | service not in `services=` | Ignore | no |
+//! | PAM_USER unset | UserUnknown | no |
+//! | user database lookup fails | SystemError | no |
+//! | user unknown to the user database (sound line) | Ignore | no |
+//! | uid 0 | Ignore (whatever the line says) | no |
+//! | line has errors, `groups=` unusable (absent or malformed) | Deny | no |
+//! | line has errors, user holds no managed group | Ignore | no |
+//! | line has errors, user holds a managed group | Deny | no |
+//! | group lookup fails | SystemError | no |
+//! | user holds no managed group | Ignore | no |
+//! | daemon allows | Allow | yes |
+//! | daemon refuses | Deny, with the daemon's message | yes |
+//! | daemon unreachable, erring or too slow, `fail=closed` | Deny | yes |
+//! | daemon unreachable, erring or too slow, `fail=open` | Ignore | yes |
+//!
+//! "Line has errors" means a malformed argument or a missing `groups=`; unknown arguments are
+//! only logged. A service filter that parsed keeps applying when another argument is malformed,
+//! so a broken `timeout=` on a line restricted to sudo cannot affect logins.
+#![forbid(unsafe_code)]
+
+use pim_common::text::escape;
+
+use crate::args::{FailMode, Parsed};
+use crate::daemon::Daemon;
+
+/// Longest message shown to the user, in bytes (PAM_MAX_MSG_SIZE is 512).
+pub const MAX_USER_MESSAGE_BYTES: usize = 400;
+
+/// A user's passwd entry, as much as the decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserEntry {
+    pub uid: u32,
+    /// Primary group.
+    pub gid: u32,
+}
+
+/// The managed groups a user holds, and those that do not exist on this host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub groups: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+/// The host's user and group databases (see `accounts::SystemAccounts`).
+pub trait Accounts {
+    /// The user's entry; `Ok(None)` when there is no such user.
+    fn lookup(&self, user: &str) -> Result<Option<UserEntry>, String>;
+    /// Which of `managed` the user holds.
+    fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String>;
+}
+
+/// What the module returns to PAM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// PAM_IGNORE: not this module's business.
+    Ignore,
+    /// PAM_SUCCESS: a live grant (or permanent membership) covers the held groups.
+    Allow,
+    /// PAM_PERM_DENIED, with one line for the user.
+    Deny(String),
+    /// PAM_USER_UNKNOWN: no user name to decide about.
+    UserUnknown,
+    /// PAM_SYSTEM_ERR: the host's databases failed.
+    SystemError,
+}
+
+/// Syslog priorities the module uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// One line for syslog. User-supplied parts are escaped already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: Level,
+    pub text: String,
+}
+
+/// The outcome and the log lines that explain it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub log: Vec<LogLine>,
+}
+
+struct Recorder {
+    debug: bool,
+    log: Vec<LogLine>,
+}
+
+impl Recorder {
+    fn line(&mut self, level: Level, text: String) {
+        if level != Level::Debug || self.debug {
+            self.log.push(LogLine { level, text });
+        }
+    }
+
+    fn done(self, outcome: Outcome) -> Decision {
+        Decision {
+            outcome,
+            log: self.log,
+        }
+    }
+}
+
+const MISCONFIGURED: &str =
+    "pim: access refused: pam_pim is misconfigured on this host; ask an administrator (details are in the system log)";
+
+/// Decides the account phase for `user` of `service`.
+pub fn decide(
+    parsed: &Parsed,
+    service: Option<&str>,
+    user: Option<&str>,
+    accounts: &dyn Accounts,
+    daemon: &dyn Daemon,
+) -> Decision {
+    let options = &parsed.options;
+    let mut rec = Recorder {
+        debug: options.debug,
+        log: Vec::new(),
+    };
+    for unknown in &parsed.unknown {
+        rec.line(
+            Level::Warning,
+            format!("ignoring unknown argument '{unknown}'"),
+        );
+    }
+    for error in &parsed.errors {
+        rec.line(Level::Error, format!("configuration error: {error}"));
+    }
+    let shown_service = service.map_or_else(|| "(unset)".to_string(), escape);
+
+    if !options.acts_for(service) {
+        rec.line(
+            Level::Debug,
+            format!("service {shown_service} is not in services=: ignoring"),
+        );
+        return rec.done(Outcome::Ignore);
+    }
+    let Some(user) = user else {
+        rec.line(
+            Level::Error,
+            format!("service {shown_service}: no user name (PAM_USER unset); cannot decide"),
+        );
+        return rec.done(Outcome::UserUnknown);
+    };
+    let shown_user = escape(user);
+
+    let entry = match accounts.lookup(user) {
+        Ok(entry) => entry,
+        Err(e) => {
+            rec.line(
+                Level::Error,
+                format!("user {shown_user}: cannot look the user up: {}", escape(&e)),
+            );
+            return rec.done(Outcome::SystemError);
+        }
+    };
+    if entry.is_some_and(|e| e.uid == 0) {
+        if parsed.is_sound() {
+            rec.line(
+                Level::Debug,
+                format!("user {shown_user} is uid 0: ignoring"),
+            );
+        } else {
+            rec.line(
+                Level::Notice,
+                format!(
+                    "user {shown_user} is uid 0: let through (PAM_IGNORE) despite the configuration errors, so that root is never locked out"
+                ),
+            );
+        }
+        return rec.done(Outcome::Ignore);
+    }
+
+    let Some(managed) = &options.groups else {
+        // Only a line with errors lacks usable groups.
+        rec.line(
+            Level::Error,
+            format!(
+                "user {shown_user} denied on {shown_service}: the module line has no usable groups=, so every user but root is refused"
+            ),
+        );
+        return rec.done(Outcome::Deny(MISCONFIGURED.to_string()));
+    };
+
+    let Some(entry) = entry else {
+        rec.line(
+            Level::Debug,
+            format!(
+                "user {shown_user} is not in the user database: holds no managed group, ignoring"
+            ),
+        );
+        return rec.done(Outcome::Ignore);
+    };
+
+    let held = match accounts.held(user, &entry, managed) {
+        Ok(held) => held,
+        Err(e) => {
+            rec.line(
+                Level::Error,
+                format!(
+                    "user {shown_user}: cannot tell which managed groups the user holds: {}",
+                    escape(&e)
+                ),
+            );
+            return rec.done(Outcome::SystemError);
+        }
+    };
+    if !held.missing.is_empty() {
+        let level = if held.missing.len() == managed.len() {
+            Level::Warning
+        } else {
+            Level::Debug
+        };
+        rec.line(
+            level,
+            format!(
+                "managed group(s) {} do not exist on this host; check groups=",
+                held.missing.join(",")
+            ),
+        );
+    }
+    if held.groups.is_empty() {
+        rec.line(
+            Level::Debug,
+            format!(
+                "user {shown_user} holds none of {}: ignoring",
+                managed.join(",")
+            ),
+        );
+        return rec.done(Outcome::Ignore);
+    }
+    let groups = held.groups.join(",");
+
+    if !parsed.is_sound() {
+        rec.line(
+            Level::Error,
+            format!(
+                "user {shown_user} denied on {shown_service}: holds managed group(s) {groups} and the module line has errors; pimd not asked"
+            ),
+        );
+        return rec.done(Outcome::Deny(MISCONFIGURED.to_string()));
+    }
+
+    rec.line(
+        Level::Debug,
+        format!(
+            "user {shown_user} holds {groups}: asking pimd (timeout {}ms)",
+            options.timeout.as_millis()
+        ),
+    );
+    match daemon.check_access(user, &held.groups) {
+        Ok(answer) if answer.allowed => {
+            rec.line(
+                Level::Debug,
+                format!("user {shown_user} allowed on {shown_service} for {groups} by pimd"),
+            );
+            rec.done(Outcome::Allow)
+        }
+        Ok(answer) => {
+            let message = user_message(&answer.message, &groups);
+            rec.line(
+                Level::Notice,
+                format!("user {shown_user} denied on {shown_service} for {groups}: {message}"),
+            );
+            rec.done(Outcome::Deny(message))
+        }
+        Err(failure) => {
+            let failure = escape(&failure.to_string());
+            match options.fail {
+                FailMode::Closed => {
+                    rec.line(
+                        Level::Error,
+                        format!(
+                            "user {shown_user} denied on {shown_service} for {groups}: {failure} (fail=closed)"
+                        ),
+                    );
+                    rec.done(Outcome::Deny(format!(
+                        "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
+                    )))
+                }
+                FailMode::Open => {
+                    rec.line(
+                        Level::Error,
+                        format!(
+                            "user {shown_user} on {shown_service} holds {groups}: {failure}; ignoring (fail=open)"
+                        ),
+                    );
+                    rec.done(Outcome::Ignore)
+                }
+            }
+        }
+    }
+}
+
+/// The daemon's refusal as one safe line: control characters escaped, bounded in length, and a
+/// fallback when the daemon said nothing.
+fn user_message(message: &str, groups: &str) -> String {
+    let message = escape(message.trim());
+    if message.is_empty() {
+        return format!(
+            "pim: no live grant for group {groups}; see 'pim roles', then 'pim activate ROLE'"
+        );
+    }
+    if message.len() <= MAX_USER_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_USER_MESSAGE_BYTES - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args;
+    use crate::daemon::DaemonFailure;
+    use pim_common::types::AccessDecision;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// alice (1000) is in sudo by member list; bob (1001) holds nothing; carol (1002) has
+    /// docker as primary group; root is uid 0 and in wheel (as on some distributions).
+    struct FakeAccounts {
+        fail_lookup: bool,
+        fail_groups: bool,
+    }
+
+    const OK_ACCOUNTS: FakeAccounts = FakeAccounts {
+        fail_lookup: false,
+        fail_groups: false,
+    };
+
+    impl Accounts for FakeAccounts {
+        fn lookup(&self, user: &str) -> Result<Option<UserEntry>, String> {
+            if self.fail_lookup {
+                return Err("sssd is down".into());
+            }
+            Ok(match user {
+                "root" => Some(UserEntry { uid: 0, gid: 0 }),
+                "alice" => Some(UserEntry {
+                    uid: 1000,
+                    gid: 1000,
+                }),
+                "bob" => Some(UserEntry {
+                    uid: 1001,
+                    gid: 1001,
+                }),
+                "carol" => Some(UserEntry {
+                    uid: 1002,
+                    gid: 998,
+                }),
+                _ => None,
+            })
+        }
+
+        fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String> {
+            if self.fail_groups {
+                return Err("ldap is down".into());
+            }
+            let db: HashMap<&str, (u32, Vec<&str>)> = HashMap::from([
+                ("sudo", (27, vec!["alice"])),
+                ("wheel", (10, vec!["root"])),
+                ("docker", (998, vec![])),
+            ]);
+            let mut held = Held::default();
+            for group in managed {
+                match db.get(group.as_str()) {
+                    Some((gid, members)) if *gid == entry.gid || members.contains(&user) => {
+                        held.groups.push(group.clone())
+                    }
+                    Some(_) => {}
+                    None => held.missing.push(group.clone()),
+                }
+            }
+            Ok(held)
+        }
+    }
+
+    /// Records every question; answers with `answer`.
+    struct FakeDaemon {
+        answer: Result<AccessDecision, DaemonFailure>,
+        calls: RefCell<Vec<(String, Vec<String>)>>,
+    }
+
+    impl FakeDaemon {
+        fn answering(answer: Result<AccessDecision, DaemonFailure>) -> Self {
+            FakeDaemon {
+                answer,
+                calls: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn allowing() -> Self {
+            Self::answering(Ok(AccessDecision {
+                allowed: true,
+                message: String::new(),
+            }))
+        }
+
+        fn refusing(message: &str) -> Self {
+            Self::answering(Ok(AccessDecision {
+                allowed: false,
+                message: message.into(),
+            }))
+        }
+
+        fn calls(&self) -> Vec<(String, Vec<String>)> {
+            self.calls.borrow().clone()
+        }
+    }
+
+    impl Daemon for FakeDaemon {
+        fn check_access(
+            &self,
+            user: &str,
+            groups: &[String],
+        ) -> Result<AccessDecision, DaemonFailure> {
+            self.calls
+                .borrow_mut()
+                .push((user.to_string(), groups.to_vec()));
+            self.answer.clone()
+        }
+    }
+
+    fn run(args: &[&str], service: &str, user: &str, daemon: &FakeDaemon) -> Decision {
+        decide(
+            &args::parse(args),
+            Some(service),
+            Some(user),
+            &OK_ACCOUNTS,
+            daemon,
+        )
+    }
+
+    fn logged(decision: &Decision, level: Level, needle: &str) -> bool {
+        decision
+            .log
+            .iter()
+            .any(|l| l.level == level && l.text.contains(needle))
+    }
+
+    const LINE: &[&str] = &["groups=sudo,wheel,docker", "services=sudo,sudo-i"];
+
+    #[test]
+    fn given_a_service_not_listed_then_ignore_without_asking() {
+        let daemon = FakeDaemon::allowing();
+        let decision = run(LINE, "sshd", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_no_services_argument_then_every_service_is_checked() {
+        let daemon = FakeDaemon::refusing("pim: no");
+        let decision = run(&["groups=sudo"], "sshd", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
+        assert_eq!(daemon.calls().len(), 1);
+    }
+
+    #[test]
+    fn given_a_user_without_managed_groups_then_ignore_and_daemon_not_called() {
+        let daemon = FakeDaemon::answering(Err(DaemonFailure::Unreachable("down".into())));
+        let decision = run(LINE, "sudo", "bob", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(
+            daemon.calls().is_empty(),
+            "break-glass must not depend on pimd"
+        );
+    }
+
+    #[test]
+    fn given_a_user_unknown_to_the_database_then_ignore_and_daemon_not_called() {
+        let daemon = FakeDaemon::allowing();
+        let decision = run(LINE, "sudo", "mallory", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_a_live_grant_then_allow_after_asking_with_held_groups_only() {
+        let daemon = FakeDaemon::allowing();
+        let decision = run(LINE, "sudo", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Allow);
+        assert_eq!(
+            daemon.calls(),
+            [("alice".to_string(), vec!["sudo".to_string()])]
+        );
+    }
+
+    #[test]
+    fn given_a_primary_group_that_is_managed_then_it_counts_as_held() {
+        let daemon = FakeDaemon::allowing();
+        run(LINE, "sudo", "carol", &daemon);
+        assert_eq!(
+            daemon.calls(),
+            [("carol".to_string(), vec!["docker".to_string()])]
+        );
+    }
+
+    #[test]
+    fn given_a_refusal_then_deny_with_the_daemons_message_and_a_log_line() {
+        let message = "pim: your grant for role admin ended at 14:02; run 'pim activate admin'";
+        let daemon = FakeDaemon::refusing(message);
+        let decision = run(LINE, "sudo", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Deny(message.into()));
+        assert!(logged(
+            &decision,
+            Level::Notice,
+            "user alice denied on sudo for sudo"
+        ));
+    }
+
+    #[test]
+    fn given_a_refusal_with_control_characters_then_message_is_escaped_to_one_line() {
+        let daemon = FakeDaemon::refusing("pim: expired\n\x1b[2Jroot ok");
+        let decision = run(LINE, "sudo", "alice", &daemon);
+        assert_eq!(
+            decision.outcome,
+            Outcome::Deny("pim: expired\\x0a\\x1b[2Jroot ok".into())
+        );
+        assert!(decision
+            .log
+            .iter()
+            .all(|l| !l.text.chars().any(char::is_control)));
+    }
+
+    #[test]
+    fn given_a_refusal_without_message_then_a_fallback_names_the_group() {
+        let daemon = FakeDaemon::refusing("  ");
+        let decision = run(LINE, "sudo", "alice", &daemon);
+        let Outcome::Deny(message) = decision.outcome else {
+            panic!("{decision:?}")
+        };
+        assert!(
+            message.contains("group sudo") && message.contains("pim activate"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn given_a_very_long_refusal_then_message_is_bounded() {
+        let daemon = FakeDaemon::refusing(&"é".repeat(1000));
+        let decision = run(LINE, "sudo", "alice", &daemon);
+        let Outcome::Deny(message) = decision.outcome else {
+            panic!("{decision:?}")
+        };
+        assert!(message.len() <= MAX_USER_MESSAGE_BYTES && message.ends_with("..."));
+    }
+
+    #[test]
+    fn given_daemon_unreachable_and_fail_closed_then_deny_and_log() {
+        let daemon =
+            FakeDaemon::answering(Err(DaemonFailure::Unreachable("no such socket".into())));
+        let decision = run(LINE, "sudo", "alice", &daemon);
+        let Outcome::Deny(message) = &decision.outcome else {
+            panic!("{decision:?}")
+        };
+        assert!(message.contains("could not confirm"), "{message}");
+        assert!(logged(&decision, Level::Error, "unreachable"));
+        assert!(logged(&decision, Level::Error, "fail=closed"));
+    }
+
+    #[test]
+    fn given_daemon_unreachable_and_fail_open_then_ignore_and_log() {
+        let daemon =
+            FakeDaemon::answering(Err(DaemonFailure::Unreachable("no such socket".into())));
+        let args = [LINE, &["fail=open"]].concat();
+        let decision = run(&args, "sudo", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(logged(&decision, Level::Error, "fail=open"));
+    }
+
+    #[test]
+    fn given_a_daemon_timeout_then_fail_mode_decides() {
+        let timeout = Err(DaemonFailure::Timeout(Duration::from_millis(500)));
+        let closed = run(
+            LINE,
+            "sudo",
+            "alice",
+            &FakeDaemon::answering(timeout.clone()),
+        );
+        assert!(matches!(closed.outcome, Outcome::Deny(_)));
+        assert!(logged(&closed, Level::Error, "within 500ms"));
+        let args = [LINE, &["fail=open"]].concat();
+        let open = run(&args, "sudo", "alice", &FakeDaemon::answering(timeout));
+        assert_eq!(open.outcome, Outcome::Ignore);
+    }
+
+    #[test]
+    fn given_a_daemon_error_then_fail_mode_decides() {
+        let error = Err(DaemonFailure::Error(
+            "only root may call CheckAccess".into(),
+        ));
+        let closed = run(LINE, "sudo", "alice", &FakeDaemon::answering(error.clone()));
+        assert!(matches!(closed.outcome, Outcome::Deny(_)));
+        let args = [LINE, &["fail=open"]].concat();
+        let open = run(&args, "sudo", "alice", &FakeDaemon::answering(error));
+        assert_eq!(open.outcome, Outcome::Ignore);
+    }
+
+    #[test]
+    fn given_root_with_malformed_arguments_then_ignore() {
+        for args in [
+            &["groups=sudo", "timeout=soon"][..],
+            &["grups=sudo"],
+            &[],
+            &["groups=", "services=sudo"],
+        ] {
+            let daemon = FakeDaemon::allowing();
+            let decision = run(args, "sudo", "root", &daemon);
+            assert_eq!(decision.outcome, Outcome::Ignore, "{args:?}");
+            assert!(daemon.calls().is_empty());
+            assert!(
+                logged(&decision, Level::Notice, "never locked out"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_root_holding_a_managed_group_with_a_sound_line_then_ignore() {
+        let daemon = FakeDaemon::answering(Err(DaemonFailure::Unreachable("down".into())));
+        let decision = run(LINE, "sudo", "root", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_non_root_holding_a_managed_group_with_malformed_arguments_then_deny_without_asking() {
+        let daemon = FakeDaemon::allowing();
+        let args = [LINE, &["timeout=soon", "fail=open"]].concat();
+        let decision = run(&args, "sudo", "alice", &daemon);
+        let Outcome::Deny(message) = &decision.outcome else {
+            panic!("{decision:?}")
+        };
+        assert!(message.contains("misconfigured"));
+        assert!(daemon.calls().is_empty());
+        assert!(logged(
+            &decision,
+            Level::Error,
+            "configuration error: 'timeout=soon'"
+        ));
+    }
+
+    #[test]
+    fn given_non_root_without_managed_group_and_malformed_arguments_then_ignore() {
+        let daemon = FakeDaemon::allowing();
+        let args = [LINE, &["timeout=soon"]].concat();
+        let decision = run(&args, "sudo", "bob", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_no_groups_argument_then_every_non_root_user_is_denied() {
+        for user in ["alice", "bob", "mallory"] {
+            let daemon = FakeDaemon::allowing();
+            let decision = run(&["services=sudo", "debug"], "sudo", user, &daemon);
+            assert!(matches!(decision.outcome, Outcome::Deny(_)), "{user}");
+            assert!(daemon.calls().is_empty());
+            assert!(logged(&decision, Level::Error, "lacks groups="));
+            assert!(logged(&decision, Level::Error, "no usable groups="));
+        }
+    }
+
+    #[test]
+    fn given_malformed_arguments_and_an_unlisted_service_then_ignore() {
+        let daemon = FakeDaemon::allowing();
+        let args = [LINE, &["timeout=soon"]].concat();
+        let decision = run(&args, "sshd", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(logged(&decision, Level::Error, "timeout=soon"));
+    }
+
+    #[test]
+    fn given_malformed_services_then_every_service_is_acted_for() {
+        let daemon = FakeDaemon::allowing();
+        let decision = run(&["groups=sudo", "services=a b"], "sshd", "alice", &daemon);
+        assert!(matches!(decision.outcome, Outcome::Deny(_)));
+    }
+
+    #[test]
+    fn given_unknown_arguments_then_logged_and_decision_unchanged() {
+        let daemon = FakeDaemon::allowing();
+        let args = [LINE, &["quiet"]].concat();
+        let decision = run(&args, "sudo", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Allow);
+        assert!(logged(
+            &decision,
+            Level::Warning,
+            "unknown argument 'quiet'"
+        ));
+    }
+
+    #[test]
+    fn given_no_user_name_then_user_unknown() {
+        let daemon = FakeDaemon::allowing();
+        let decision = decide(
+            &args::parse(LINE),
+            Some("sudo"),
+            None,
+            &OK_ACCOUNTS,
+            &daemon,
+        );
+        assert_eq!(decision.outcome, Outcome::UserUnknown);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_failing_user_database_then_system_error_without_asking() {
+        for accounts in [
+            FakeAccounts {
+                fail_lookup: true,
+                fail_groups: false,
+            },
+            FakeAccounts {
+                fail_lookup: false,
+                fail_groups: true,
+            },
+        ] {
+            let daemon = FakeDaemon::allowing();
+            let decision = decide(
+                &args::parse(LINE),
+                Some("sudo"),
+                Some("alice"),
+                &accounts,
+                &daemon,
+            );
+            assert_eq!(decision.outcome, Outcome::SystemError);
+            assert!(daemon.calls().is_empty());
+        }
+    }
+
+    #[test]
+    fn given_no_managed_group_exists_then_warned() {
+        let daemon = FakeDaemon::allowing();
+        let decision = run(&["groups=sudoo"], "sudo", "alice", &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(logged(&decision, Level::Warning, "sudoo do not exist"));
+    }
+
+    #[test]
+    fn given_debug_then_the_decision_path_is_logged_and_otherwise_not() {
+        let daemon = FakeDaemon::allowing();
+        let quiet = run(LINE, "sudo", "alice", &daemon);
+        assert!(quiet.log.is_empty(), "{:?}", quiet.log);
+        let args = [LINE, &["debug"]].concat();
+        let loud = run(&args, "sudo", "alice", &daemon);
+        assert!(logged(
+            &loud,
+            Level::Debug,
+            "holds sudo: asking pimd (timeout 2000ms)"
+        ));
+        assert!(logged(&loud, Level::Debug, "allowed on sudo"));
+    }
+
+    #[test]
+    fn given_a_hostile_user_name_then_logs_are_escaped() {
+        let daemon = FakeDaemon::allowing();
+        let args = [LINE, &["debug"]].concat();
+        let decision = run(&args, "sudo", "evil\nuser", &daemon);
+        assert!(logged(&decision, Level::Debug, "evil\\x0auser"));
+    }
+}
