@@ -1,0 +1,287 @@
+//! The command line (SPEC.md, "Command line").
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 done; 1 refused or failed; 2 usage error; 3 (activate) the request waits for
+approval.
+
+TOTP codes: --code CODE, or --code - to read one line from standard input; without --code the
+code is asked for on the terminal (not echoed) when the role needs one.
+
+With --json, stdout holds exactly one JSON document (pim watch: one document per line). Absent
+values are null. Every time is given twice: FIELD as an RFC 3339 UTC string
+(\"2026-11-21T14:00:00Z\") and FIELD_unix as seconds since the epoch. Durations are whole
+seconds in fields ending in _secs. Errors go to stderr as 'pim: ...' and nothing to stdout.";
+
+const TIME_HELP: &str = "RFC 3339 (2026-11-21T14:00:00Z), a date (2026-11-21, local midnight), \
+'YYYY-MM-DD HH:MM' (local), @UNIX, now, or relative: -2h, +30m, '2h ago'";
+
+/// Just-in-time Unix group membership: activate a role for a while, with MFA and approvals.
+#[derive(Debug, Parser)]
+#[command(name = "pim", version, after_long_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Print one JSON document on stdout instead of text (see --help)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Roles you are eligible for, with what each requires
+    Roles,
+    /// Activate a role, or file a request when the role needs approval
+    Activate(ActivateArgs),
+    /// End your grant of a role now
+    Deactivate {
+        /// The role
+        role: String,
+    },
+    /// Extend your live grant of a role, under the same policy
+    Extend(ExtendArgs),
+    /// Your live grants (with time left) and open requests
+    Status,
+    /// TOTP enrolment
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+    /// Open requests you may approve or deny
+    Requests,
+    /// Approve a request (approvers prove MFA too)
+    Approve(ApproveArgs),
+    /// Deny a request, saying why
+    Deny(DenyArgs),
+    /// Withdraw your own open request
+    Cancel {
+        /// The request's id
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
+    /// Follow the events you may see, one line each, until interrupted
+    Watch,
+    /// The audit log (admins and auditors see everything; others their own records)
+    Audit(AuditArgs),
+    /// Administration (admins; root always)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// The role to activate
+    pub role: String,
+    /// How long, e.g. 30m, 2h, 1h30m (default: the role's default)
+    #[arg(short, long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Why you need it (asked for when the role requires one and stdin is a terminal)
+    #[arg(short, long)]
+    pub reason: Option<String>,
+    /// Ticket reference (asked for when the role requires one and stdin is a terminal)
+    #[arg(short, long)]
+    pub ticket: Option<String>,
+    /// TOTP code, or - to read it from stdin
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+    /// When approval is needed, wait for the decision (exit 0 granted, 1 refused)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtendArgs {
+    /// The role whose grant to extend
+    pub role: String,
+    /// New time left from now, e.g. 1h (default: the role's default)
+    #[arg(short, long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Why you need more time (asked for when the role requires one and stdin is a terminal)
+    #[arg(short, long)]
+    pub reason: Option<String>,
+    /// TOTP code, or - to read it from stdin
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Start enrolment: prints the otpauth URI, the secret and a QR code
+    Enroll,
+    /// Finish enrolment with a first code; prints one-time recovery codes
+    Confirm {
+        /// The code your authenticator app shows, or - to read it from stdin
+        code: String,
+    },
+    /// Whether you are enrolled, locked out, and how many recovery codes are left
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The request's id (see 'pim requests')
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub id: i64,
+    /// A comment for the requester and the audit log
+    #[arg(short, long)]
+    pub comment: Option<String>,
+    /// Your TOTP code, or - to read it from stdin
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    /// The request's id (see 'pim requests')
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub id: i64,
+    /// Why (required)
+    #[arg(short, long)]
+    pub comment: String,
+    /// Your TOTP code, or - to read it from stdin
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records at or after this time
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    pub since: Option<String>,
+    /// Only records about this user
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only records about this role
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Print RFC 4180 CSV with a header row instead of text
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Every live grant on the host
+    Grants,
+    /// Make a user eligible for a role, optionally for a time window
+    Assign {
+        user: String,
+        role: String,
+        /// Eligible from (default: now)
+        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+        from: Option<String>,
+        /// Eligible until (default: no end)
+        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+        until: Option<String>,
+    },
+    /// Remove an assignment made with 'pim admin assign'
+    Unassign { user: String, role: String },
+    /// End someone's grant now
+    Revoke {
+        user: String,
+        role: String,
+        /// Why (recorded in the audit log)
+        #[arg(short, long)]
+        reason: Option<String>,
+    },
+    /// Drop a user's MFA enrolment (they enrol again with 'pim mfa enroll')
+    MfaReset { user: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pim").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn given_the_definition_then_clap_accepts_it() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn given_activate_with_every_flag_then_all_are_parsed() {
+        let cli = parse(&[
+            "activate", "admin", "-d", "1h", "-r", "deploy", "-t", "INC1", "--code", "-", "--wait",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Activate(a) = cli.command else {
+            panic!("not activate")
+        };
+        assert_eq!(a.role, "admin");
+        assert_eq!(a.duration.as_deref(), Some("1h"));
+        assert_eq!(a.reason.as_deref(), Some("deploy"));
+        assert_eq!(a.ticket.as_deref(), Some("INC1"));
+        assert_eq!(a.code.as_deref(), Some("-"));
+        assert!(a.wait);
+    }
+
+    #[test]
+    fn given_json_before_the_command_then_it_applies() {
+        assert!(parse(&["--json", "status"]).unwrap().json);
+    }
+
+    #[test]
+    fn given_deny_without_comment_then_usage_error() {
+        let err = parse(&["deny", "7"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(parse(&["deny", "7", "-c", "no"]).is_ok());
+    }
+
+    #[test]
+    fn given_bad_ids_then_usage_error() {
+        for args in [&["approve", "x"][..], &["cancel", "0"], &["cancel", "-1"]] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn given_csv_and_json_together_then_usage_error() {
+        assert_eq!(
+            parse(&["audit", "--csv", "--json"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert!(parse(&["audit", "--csv"]).is_ok());
+    }
+
+    #[test]
+    fn given_a_negative_relative_time_then_taken_as_a_value() {
+        let cli = parse(&["audit", "--since", "-2h"]).unwrap();
+        let Command::Audit(a) = cli.command else {
+            panic!("not audit")
+        };
+        assert_eq!(a.since.as_deref(), Some("-2h"));
+        let cli = parse(&[
+            "admin", "assign", "bob", "db", "--from", "-1h", "--until", "+2h",
+        ])
+        .unwrap();
+        let Command::Admin(AdminCommand::Assign { from, until, .. }) = cli.command else {
+            panic!("not assign")
+        };
+        assert_eq!(from.as_deref(), Some("-1h"));
+        assert_eq!(until.as_deref(), Some("+2h"));
+    }
+
+    #[test]
+    fn given_admin_mfa_reset_then_kebab_case_name() {
+        let cli = parse(&["admin", "mfa-reset", "bob"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminCommand::MfaReset { ref user }) if user == "bob"
+        ));
+    }
+
+    #[test]
+    fn given_unknown_command_or_missing_argument_then_usage_error() {
+        assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["activate"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["mfa", "confirm"]).unwrap_err().exit_code(), 2);
+    }
+}

@@ -1,0 +1,1021 @@
+//! Each command: check the command line, call the daemon, print the answer.
+//!
+//! Arguments are checked before the bus is touched, so a usage error (exit 2) never depends on
+//! the daemon being up.
+
+use crate::cli::{
+    ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, Cli, Command, DenyArgs, ExtendArgs,
+    MfaCommand,
+};
+use crate::error::{daemon_message, Failure, EXIT_OK, EXIT_PENDING};
+use crate::input::{self, Console, Terminal};
+use crate::output::{self, to_json};
+use crate::time::{self, Clock};
+use crate::{csv, error};
+use futures_util::StreamExt;
+use pim_common::proxy::{EventStream, ManagerProxy};
+use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
+use pim_common::types::{EventInfo, GrantInfo, RequestInfo, RoleInfo};
+use pim_common::{duration, PimError};
+use serde_json::{json, Value};
+use std::io::{self, Write};
+use std::time::Duration;
+
+/// How often `activate --wait` asks the daemon directly, in case an event was missed.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// A run that ended well: done, or (activate) waiting for approval.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Pending,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Done => EXIT_OK,
+            Outcome::Pending => EXIT_PENDING,
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
+    let json = cli.json;
+    let console = &mut Terminal;
+    match cli.command {
+        Command::Roles => roles(json).await,
+        Command::Activate(args) => activate(args, json, console).await,
+        Command::Deactivate { role } => deactivate(&role, json).await,
+        Command::Extend(args) => extend(args, json, console).await,
+        Command::Status => status(json).await,
+        Command::Mfa(MfaCommand::Enroll) => mfa_enroll(json).await,
+        Command::Mfa(MfaCommand::Confirm { code }) => mfa_confirm(&code, json, console).await,
+        Command::Mfa(MfaCommand::Status) => mfa_status(json).await,
+        Command::Requests => requests(json).await,
+        Command::Approve(args) => approve(args, json, console).await,
+        Command::Deny(args) => deny(args, json, console).await,
+        Command::Cancel { id } => cancel(id, json).await,
+        Command::Watch => watch(json).await,
+        Command::Audit(args) => audit(args, json).await,
+        Command::Admin(cmd) => admin(cmd, json).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing
+
+async fn connect() -> Result<ManagerProxy<'static>, Failure> {
+    let conn = zbus::Connection::system().await?;
+    Ok(ManagerProxy::new(&conn).await?)
+}
+
+fn write_out(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                Failure::Quiet(error::EXIT_FAILED)
+            } else {
+                Failure::Failed(format!("cannot write to standard output: {e}"))
+            }
+        })
+}
+
+/// Prints the JSON document or the text, whichever was asked for.
+fn emit(
+    json: bool,
+    doc: impl FnOnce() -> Value,
+    text: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    if json {
+        write_out(&to_json(&doc(), true))
+    } else {
+        write_out(&text())
+    }
+}
+
+/// A remark on stderr that is not the final error (progress, warnings).
+fn note(text: &str) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
+fn check_name(what: &str, value: &str) -> Result<(), Failure> {
+    text::check_name(what, value).map_err(Failure::Usage)
+}
+
+fn check_text(what: &str, value: Option<&str>, max: usize) -> Result<(), Failure> {
+    match value {
+        Some(v) => text::check(what, v, max).map_err(Failure::Usage),
+        None => Ok(()),
+    }
+}
+
+/// `-d`: seconds, or 0 for "the role's default".
+pub fn duration_arg(value: Option<&str>) -> Result<u64, Failure> {
+    match value {
+        None => Ok(0),
+        Some(v) => duration::parse(v).map_err(|e| Failure::Usage(format!("--duration: {e}"))),
+    }
+}
+
+/// `--since`, `--from`, `--until`: seconds since the epoch, or 0 when not given.
+pub fn time_arg(option: &str, value: Option<&str>, clock: &Clock) -> Result<i64, Failure> {
+    match value {
+        None => Ok(0),
+        Some(v) => time::parse(v, clock).map_err(|e| Failure::Usage(format!("{option}: {e}"))),
+    }
+}
+
+fn reason_prompt(role: &RoleInfo, doing: &str) -> String {
+    let name = escape(&role.name);
+    if role.min_justification > 0 {
+        format!(
+            "Reason for {doing} {name} (at least {} characters): ",
+            role.min_justification
+        )
+    } else {
+        format!("Reason for {doing} {name}: ")
+    }
+}
+
+fn ticket_prompt(role: &RoleInfo) -> String {
+    if role.ticket_pattern.is_empty() {
+        format!("Ticket for {}: ", escape(&role.name))
+    } else {
+        format!(
+            "Ticket for {} (matching {}): ",
+            escape(&role.name),
+            escape(&role.ticket_pattern)
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The caller's own roles
+
+async fn roles(json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let roles = proxy.list_roles().await?;
+    let clock = Clock::system();
+    emit(
+        json,
+        || json!({ "roles": roles.iter().map(output::role_json).collect::<Vec<_>>() }),
+        || output::roles_text(&roles, &clock),
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn activate(
+    a: ActivateArgs,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    check_name("role", &a.role)?;
+    let duration = duration_arg(a.duration.as_deref())?;
+    check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
+    check_text("ticket", a.ticket.as_deref(), MAX_TICKET_BYTES)?;
+
+    let proxy = connect().await?;
+    // The role's policy decides what to ask for. A role the caller cannot see gets no prompts:
+    // the daemon's refusal says why.
+    let role = proxy
+        .list_roles()
+        .await?
+        .into_iter()
+        .find(|r| r.name == a.role);
+    let reason_ask = role
+        .as_ref()
+        .filter(|r| r.require_justification)
+        .map(|r| reason_prompt(r, "activating"));
+    let reason = input::text_or_ask(
+        a.reason.as_deref(),
+        "reason",
+        MAX_REASON_BYTES,
+        reason_ask.as_deref(),
+        console,
+    )?;
+    let ticket_ask = role
+        .as_ref()
+        .filter(|r| r.require_ticket)
+        .map(ticket_prompt);
+    let ticket = input::text_or_ask(
+        a.ticket.as_deref(),
+        "ticket",
+        MAX_TICKET_BYTES,
+        ticket_ask.as_deref(),
+        console,
+    )?;
+    let needs_code = role.as_ref().is_some_and(|r| r.require_mfa);
+    let code = input::code(
+        a.code.as_deref(),
+        needs_code,
+        &input::current_user(),
+        console,
+    )?;
+
+    // Subscribe before filing the request, so that a quick decision is not missed.
+    let events = if a.wait && role.as_ref().is_none_or(|r| r.require_approval) {
+        subscribe(&proxy).await
+    } else {
+        None
+    };
+
+    let reply = proxy
+        .activate(&a.role, duration, &reason, &ticket, &code)
+        .await?;
+    let clock = Clock::system();
+    match reply.state.as_str() {
+        "active" => {
+            emit(
+                json,
+                || output::activate_json("active", Some(&reply.grant), None, clock.now),
+                || output::activated_text(&reply.grant, &clock),
+            )?;
+            Ok(Outcome::Done)
+        }
+        "pending" if !a.wait => {
+            emit(
+                json,
+                || output::activate_json("pending", None, Some(&reply.request), clock.now),
+                || output::pending_text(&reply.request, &clock),
+            )?;
+            Ok(Outcome::Pending)
+        }
+        "pending" => {
+            if !json {
+                write_out(&output::pending_text(&reply.request, &clock))?;
+            }
+            wait_for_decision(&proxy, events, reply.request, json).await
+        }
+        other => Err(Failure::Failed(format!(
+            "the daemon answered with the unknown state '{}'; see 'pim status'",
+            escape(other)
+        ))),
+    }
+}
+
+/// Asks the daemon for events; `None` (with a note) when that fails, since `--wait` can still
+/// poll.
+async fn subscribe(proxy: &ManagerProxy<'static>) -> Option<EventStream> {
+    let result = async {
+        let stream = proxy.receive_event().await?;
+        proxy.watch().await?;
+        Ok::<_, PimError>(stream)
+    }
+    .await;
+    match result {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            note(&format!(
+                "pim: cannot follow events ({}); asking every {}s instead",
+                daemon_message(&e),
+                RECHECK.as_secs()
+            ));
+            None
+        }
+    }
+}
+
+async fn next_event(events: &mut Option<EventStream>) -> Option<Option<EventInfo>> {
+    match events {
+        Some(stream) => Some(
+            stream
+                .next()
+                .await
+                .map(|signal| signal.args().map(|a| a.event).unwrap_or_default()),
+        ),
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a request stands, as `status()` tells.
+#[derive(Debug, PartialEq)]
+pub enum Standing {
+    Open,
+    Granted(GrantInfo),
+    Closed,
+}
+
+/// Reads `status()` for request `request`: still open, granted (a live grant of its role that
+/// started after it was filed, or the grant an event named), or closed without a grant.
+pub fn standing(
+    request: &RequestInfo,
+    grant_id: i64,
+    grants: &[GrantInfo],
+    requests: &[RequestInfo],
+) -> Standing {
+    if requests.iter().any(|r| r.id == request.id) {
+        return Standing::Open;
+    }
+    let granted = grants.iter().find(|g| {
+        g.role == request.role
+            && if grant_id != 0 {
+                g.id == grant_id
+            } else {
+                g.started_at >= request.created_at
+            }
+    });
+    match granted {
+        Some(g) => Standing::Granted(g.clone()),
+        None => Standing::Closed,
+    }
+}
+
+/// The end of `--wait` when no grant came: what to tell, and the JSON `state`.
+pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static str) {
+    let by = |e: &EventInfo| {
+        if e.actor.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", escape(&e.actor))
+        }
+    };
+    let why = |e: &EventInfo| {
+        if e.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", escape(&e.detail))
+        }
+    };
+    match event.map(|e| (e.kind.as_str(), e)) {
+        Some(("request-denied", e)) => (
+            format!("request {id} was denied{}{}", by(e), why(e)),
+            "denied",
+        ),
+        Some(("request-cancelled", e)) => (
+            format!("request {id} was cancelled{}{}", by(e), why(e)),
+            "cancelled",
+        ),
+        Some(("request-expired", _)) => (
+            format!("request {id} expired before enough approvals; file a new one with 'pim activate'"),
+            "expired",
+        ),
+        _ => (
+            format!(
+                "request {id} is no longer open and no grant started (denied, cancelled or expired); 'pim audit' tells which"
+            ),
+            "closed",
+        ),
+    }
+}
+
+async fn wait_for_decision(
+    proxy: &ManagerProxy<'static>,
+    mut events: Option<EventStream>,
+    mut request: RequestInfo,
+    json: bool,
+) -> Result<Outcome, Failure> {
+    let id = request.id;
+    note(&format!(
+        "waiting for approval of request {id} (Ctrl-C stops waiting; the request stays open)…"
+    ));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut last: Option<EventInfo> = None;
+    let mut grant_id = 0;
+    let mut unreachable = false;
+    loop {
+        let check = tokio::select! {
+            event = next_event(&mut events) => match event {
+                Some(Some(ev)) if ev.request_id == id => match ev.kind.as_str() {
+                    "request-approved" => {
+                        if !ev.actor.is_empty() && !request.approved_by.contains(&ev.actor) {
+                            request.approved_by.push(ev.actor.clone());
+                        }
+                        if !json {
+                            note(&format!(
+                                "request {id}: approval{} ({}/{})",
+                                if ev.actor.is_empty() { String::new() } else { format!(" from {}", escape(&ev.actor)) },
+                                request.approved_by.len(),
+                                request.approvals_required.max(1)
+                            ));
+                        }
+                        false
+                    }
+                    "grant-started" => {
+                        grant_id = ev.grant_id;
+                        true
+                    }
+                    "request-denied" | "request-cancelled" | "request-expired" => {
+                        last = Some(ev);
+                        true
+                    }
+                    _ => false,
+                },
+                Some(_) => false,
+                None => {
+                    events = None;
+                    note(&format!(
+                        "pim: the event stream ended; asking every {}s instead",
+                        RECHECK.as_secs()
+                    ));
+                    false
+                }
+            },
+            _ = tick.tick() => true,
+            _ = &mut ctrl_c => {
+                note(&format!(
+                    "stopped waiting; request {id} stays open: 'pim status' shows it, 'pim cancel {id}' withdraws it"
+                ));
+                if json {
+                    let now = Clock::system().now;
+                    write_out(&to_json(&output::activate_json("pending", None, Some(&request), now), true))?;
+                }
+                return Ok(Outcome::Pending);
+            }
+        };
+        if !check {
+            continue;
+        }
+        // Events only prompt a look: the daemon's own answer decides.
+        let (grants, open) = match proxy.status().await {
+            Ok(status) => status,
+            Err(e) => {
+                if !unreachable {
+                    note(&format!("pim: {}; still waiting", daemon_message(&e)));
+                }
+                unreachable = true;
+                continue;
+            }
+        };
+        if unreachable {
+            // The daemon may have restarted and forgotten the subscription.
+            unreachable = false;
+            let _ = proxy.watch().await;
+        }
+        let clock = Clock::system();
+        match standing(&request, grant_id, &grants, &open) {
+            Standing::Open => {
+                // An event said it was decided, yet it is open: not from the daemon, or early.
+                last = None;
+                grant_id = 0;
+            }
+            Standing::Granted(grant) => {
+                request.state = "approved".to_string();
+                emit(
+                    json,
+                    || output::activate_json("active", Some(&grant), Some(&request), clock.now),
+                    || output::activated_text(&grant, &clock),
+                )?;
+                return Ok(Outcome::Done);
+            }
+            Standing::Closed => {
+                let (message, state) = closed_message(id, last.as_ref());
+                if json {
+                    request.state = state.to_string();
+                    write_out(&to_json(
+                        &output::activate_json(state, None, Some(&request), clock.now),
+                        true,
+                    ))?;
+                }
+                return Err(Failure::Failed(message));
+            }
+        }
+    }
+}
+
+async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
+    check_name("role", role)?;
+    let proxy = connect().await?;
+    let grant = proxy.deactivate(role).await?;
+    let now = Clock::system().now;
+    emit(
+        json,
+        || json!({ "grant": output::grant_json(&grant, now) }),
+        || output::deactivated_text(&grant),
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<Outcome, Failure> {
+    check_name("role", &a.role)?;
+    let duration = duration_arg(a.duration.as_deref())?;
+    check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
+    let proxy = connect().await?;
+    // Ask only when there is a live grant to extend; otherwise the daemon's refusal says why.
+    let role = proxy
+        .list_roles()
+        .await?
+        .into_iter()
+        .find(|r| r.name == a.role && r.active_until != 0);
+    let reason_ask = role
+        .as_ref()
+        .filter(|r| r.require_justification)
+        .map(|r| reason_prompt(r, "extending"));
+    let reason = input::text_or_ask(
+        a.reason.as_deref(),
+        "reason",
+        MAX_REASON_BYTES,
+        reason_ask.as_deref(),
+        console,
+    )?;
+    let needs_code = role.as_ref().is_some_and(|r| r.require_mfa);
+    let code = input::code(
+        a.code.as_deref(),
+        needs_code,
+        &input::current_user(),
+        console,
+    )?;
+    let grant = proxy.extend(&a.role, duration, &reason, &code).await?;
+    let clock = Clock::system();
+    emit(
+        json,
+        || json!({ "grant": output::grant_json(&grant, clock.now) }),
+        || output::extended_text(&grant, &clock),
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn status(json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let (grants, requests) = proxy.status().await?;
+    let clock = Clock::system();
+    emit(
+        json,
+        || {
+            json!({
+                "grants": grants.iter().map(|g| output::grant_json(g, clock.now)).collect::<Vec<_>>(),
+                "requests": requests.iter().map(output::request_json).collect::<Vec<_>>(),
+            })
+        },
+        || output::status_text(&grants, &requests, &clock),
+    )?;
+    Ok(Outcome::Done)
+}
+
+// ---------------------------------------------------------------------------------------------
+// MFA
+
+async fn mfa_enroll(json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let (uri, secret) = proxy.mfa_enroll().await?;
+    emit(
+        json,
+        || json!({ "uri": uri, "secret": secret }),
+        || output::enroll_text(&uri, &secret),
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn mfa_confirm(
+    code: &str,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    let code = input::code(Some(code), true, &input::current_user(), console)?;
+    let proxy = connect().await?;
+    let codes = proxy.mfa_confirm(&code).await?;
+    emit(
+        json,
+        || json!({ "recovery_codes": codes }),
+        || output::recovery_codes_text(&codes),
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn mfa_status(json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let status = proxy.mfa_status().await?;
+    let clock = Clock::system();
+    emit(
+        json,
+        || output::mfa_status_json(&status),
+        || output::mfa_status_text(&status, &clock),
+    )?;
+    Ok(Outcome::Done)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approvers
+
+async fn requests(json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let requests = proxy.list_requests().await?;
+    let clock = Clock::system();
+    emit(
+        json,
+        || json!({ "requests": requests.iter().map(output::request_json).collect::<Vec<_>>() }),
+        || output::requests_text(&requests, &clock),
+    )?;
+    Ok(Outcome::Done)
+}
+
+fn print_request(json: bool, verb: &str, request: &RequestInfo) -> Result<Outcome, Failure> {
+    emit(
+        json,
+        || json!({ "request": output::request_json(request) }),
+        || output::decided_text(verb, request),
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn approve(
+    a: ApproveArgs,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    check_text("comment", a.comment.as_deref(), MAX_REASON_BYTES)?;
+    let proxy = connect().await?;
+    let code = input::code(a.code.as_deref(), true, &input::current_user(), console)?;
+    let request = proxy
+        .approve(a.id, a.comment.as_deref().unwrap_or(""), &code)
+        .await?;
+    print_request(json, "Approved", &request)
+}
+
+async fn deny(a: DenyArgs, json: bool, console: &mut dyn Console) -> Result<Outcome, Failure> {
+    let comment = a.comment.trim();
+    if comment.is_empty() {
+        return Err(Failure::Usage(
+            "deny needs a comment saying why: -c COMMENT".to_string(),
+        ));
+    }
+    check_text("comment", Some(comment), MAX_REASON_BYTES)?;
+    let proxy = connect().await?;
+    let code = input::code(a.code.as_deref(), true, &input::current_user(), console)?;
+    let request = proxy.deny(a.id, comment, &code).await?;
+    print_request(json, "Denied", &request)
+}
+
+async fn cancel(id: i64, json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let request = proxy.cancel(id).await?;
+    print_request(json, "Cancelled", &request)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and audit
+
+async fn watch(json: bool) -> Result<Outcome, Failure> {
+    let proxy = connect().await?;
+    let mut stream = proxy.receive_event().await?;
+    proxy.watch().await?;
+    if !json {
+        note("following events (Ctrl-C stops)…");
+    }
+    let clock = Clock::system();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            signal = stream.next() => {
+                let Some(signal) = signal else {
+                    return Err(Failure::Failed(
+                        "the event stream ended; check 'systemctl status pimd'".to_string(),
+                    ));
+                };
+                let Ok(args) = signal.args() else { continue };
+                let line = if json {
+                    to_json(&output::event_json(&args.event), false)
+                } else {
+                    output::event_line(&args.event, &clock)
+                };
+                write_out(&line)?;
+            }
+            _ = &mut ctrl_c => return Ok(Outcome::Done),
+        }
+    }
+}
+
+async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
+    let clock = Clock::system();
+    let since = time_arg("--since", a.since.as_deref(), &clock)?;
+    if let Some(user) = &a.user {
+        check_name("user", user)?;
+    }
+    if let Some(role) = &a.role {
+        check_name("role", role)?;
+    }
+    let proxy = connect().await?;
+    let records = proxy
+        .audit(
+            since,
+            a.user.as_deref().unwrap_or(""),
+            a.role.as_deref().unwrap_or(""),
+        )
+        .await?;
+    if a.csv {
+        write_out(&csv::render(&records))?;
+    } else {
+        emit(
+            json,
+            || json!({ "records": records.iter().map(output::audit_json).collect::<Vec<_>>() }),
+            || output::audit_text(&records, &clock),
+        )?;
+    }
+    Ok(Outcome::Done)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administration
+
+/// Checks `--from` and `--until` of `admin assign` (0 = unbounded).
+pub fn assignment_window(
+    from: Option<&str>,
+    until: Option<&str>,
+    clock: &Clock,
+) -> Result<(i64, i64), Failure> {
+    let from = time_arg("--from", from, clock)?;
+    let until = time_arg("--until", until, clock)?;
+    if until != 0 && until <= from.max(clock.now) {
+        return Err(Failure::Usage(format!(
+            "--until {} is not after {}; the assignment would never be in force",
+            time::local_minute(until, &clock.tz),
+            if from > clock.now {
+                format!("--from {}", time::local_minute(from, &clock.tz))
+            } else {
+                "now".to_string()
+            }
+        )));
+    }
+    Ok((from, until))
+}
+
+async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
+    match cmd {
+        AdminCommand::Grants => {
+            let proxy = connect().await?;
+            let grants = proxy.admin_grants().await?;
+            let clock = Clock::system();
+            emit(
+                json,
+                || json!({ "grants": grants.iter().map(|g| output::grant_json(g, clock.now)).collect::<Vec<_>>() }),
+                || output::admin_grants_text(&grants, &clock),
+            )?;
+        }
+        AdminCommand::Assign {
+            user,
+            role,
+            from,
+            until,
+        } => {
+            check_name("user", &user)?;
+            check_name("role", &role)?;
+            let clock = Clock::system();
+            let (from, until) = assignment_window(from.as_deref(), until.as_deref(), &clock)?;
+            let proxy = connect().await?;
+            proxy.admin_assign(&user, &role, from, until).await?;
+            emit(
+                json,
+                || output::assignment_json(&user, &role, from, until),
+                || output::assigned_text(&user, &role, from, until, &clock),
+            )?;
+        }
+        AdminCommand::Unassign { user, role } => {
+            check_name("user", &user)?;
+            check_name("role", &role)?;
+            let proxy = connect().await?;
+            proxy.admin_unassign(&user, &role).await?;
+            emit(
+                json,
+                || json!({ "user": user, "role": role }),
+                || {
+                    format!(
+                        "Removed the assignment of {} to {}.\n",
+                        escape(&role),
+                        escape(&user)
+                    )
+                },
+            )?;
+        }
+        AdminCommand::Revoke { user, role, reason } => {
+            check_name("user", &user)?;
+            check_name("role", &role)?;
+            check_text("reason", reason.as_deref(), MAX_REASON_BYTES)?;
+            let proxy = connect().await?;
+            let grant = proxy
+                .admin_revoke(&user, &role, reason.as_deref().unwrap_or(""))
+                .await?;
+            let now = Clock::system().now;
+            emit(
+                json,
+                || json!({ "grant": output::grant_json(&grant, now) }),
+                || {
+                    format!(
+                        "Revoked {}'s grant of {} (group {}).\n",
+                        escape(&grant.user),
+                        escape(&grant.role),
+                        escape(&grant.group)
+                    )
+                },
+            )?;
+        }
+        AdminCommand::MfaReset { user } => {
+            check_name("user", &user)?;
+            let proxy = connect().await?;
+            proxy.admin_mfa_reset(&user).await?;
+            emit(
+                json,
+                || json!({ "user": user }),
+                || {
+                    format!(
+                        "Dropped the MFA enrolment of {}; they enrol again with 'pim mfa enroll'.\n",
+                        escape(&user)
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::tz::TimeZone;
+
+    const NOW: i64 = 1_795_269_600;
+
+    fn clock() -> Clock {
+        Clock {
+            now: NOW,
+            tz: TimeZone::UTC,
+        }
+    }
+
+    #[test]
+    fn given_no_duration_then_zero_means_the_roles_default() {
+        assert_eq!(duration_arg(None).unwrap(), 0);
+    }
+
+    #[test]
+    fn given_durations_then_seconds() {
+        assert_eq!(duration_arg(Some("1h30m")).unwrap(), 5400);
+        assert_eq!(duration_arg(Some("45s")).unwrap(), 45);
+    }
+
+    #[test]
+    fn given_a_bad_or_zero_duration_then_usage_error_naming_it() {
+        for bad in ["5x", "0s", "", "1.5h"] {
+            let err = duration_arg(Some(bad)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            let m = err.message().unwrap();
+            assert!(m.starts_with("--duration: "), "{m}");
+        }
+        assert!(duration_arg(Some("5x"))
+            .unwrap_err()
+            .message()
+            .unwrap()
+            .contains("'5x'"));
+    }
+
+    #[test]
+    fn given_a_bad_time_then_usage_error_naming_option_and_value() {
+        let err = time_arg("--since", Some("yesterday"), &clock()).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let m = err.message().unwrap();
+        assert!(m.starts_with("--since: 'yesterday' is not a time"), "{m}");
+        assert_eq!(time_arg("--since", None, &clock()).unwrap(), 0);
+        assert_eq!(
+            time_arg("--since", Some("-1h"), &clock()).unwrap(),
+            NOW - 3600
+        );
+    }
+
+    #[test]
+    fn given_an_assignment_window_then_until_must_be_after_from_and_now() {
+        assert_eq!(assignment_window(None, None, &clock()).unwrap(), (0, 0));
+        assert_eq!(
+            assignment_window(Some("+1h"), Some("+2h"), &clock()).unwrap(),
+            (NOW + 3600, NOW + 7200)
+        );
+        for (from, until) in [
+            (Some("+2h"), Some("+1h")),
+            (None, Some("-1h")),
+            (None, Some("now")),
+        ] {
+            assert_eq!(
+                assignment_window(from, until, &clock())
+                    .unwrap_err()
+                    .exit_code(),
+                2,
+                "{from:?} {until:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_outcomes_then_exit_0_or_3() {
+        assert_eq!(Outcome::Done.exit_code(), 0);
+        assert_eq!(Outcome::Pending.exit_code(), 3);
+    }
+
+    fn request() -> RequestInfo {
+        RequestInfo {
+            id: 12,
+            role: "admin".into(),
+            created_at: NOW,
+            state: "pending".into(),
+            approvals_required: 1,
+            ..Default::default()
+        }
+    }
+
+    fn grant(id: i64, role: &str, started_at: i64) -> GrantInfo {
+        GrantInfo {
+            id,
+            role: role.into(),
+            started_at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn given_the_request_still_listed_then_it_is_open() {
+        let r = request();
+        assert_eq!(
+            standing(
+                &r,
+                0,
+                &[grant(1, "admin", NOW + 5)],
+                std::slice::from_ref(&r)
+            ),
+            Standing::Open
+        );
+    }
+
+    #[test]
+    fn given_a_new_grant_of_the_role_then_granted() {
+        let r = request();
+        let g = grant(3, "admin", NOW + 5);
+        assert_eq!(
+            standing(&r, 0, std::slice::from_ref(&g), &[]),
+            Standing::Granted(g.clone())
+        );
+        assert_eq!(
+            standing(&r, 3, std::slice::from_ref(&g), &[]),
+            Standing::Granted(g)
+        );
+    }
+
+    #[test]
+    fn given_no_matching_grant_then_closed() {
+        let r = request();
+        assert_eq!(
+            standing(&r, 0, &[grant(3, "other", NOW + 5)], &[]),
+            Standing::Closed
+        );
+        assert_eq!(
+            standing(&r, 0, &[grant(3, "admin", NOW - 5)], &[]),
+            Standing::Closed
+        );
+        assert_eq!(
+            standing(&r, 9, &[grant(3, "admin", NOW + 5)], &[]),
+            Standing::Closed
+        );
+    }
+
+    #[test]
+    fn given_closing_events_then_message_and_state_say_what_happened() {
+        let ev = EventInfo {
+            kind: "request-denied".into(),
+            request_id: 12,
+            actor: "bob".into(),
+            detail: "not during the freeze".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            closed_message(12, Some(&ev)),
+            (
+                "request 12 was denied by bob: not during the freeze".to_string(),
+                "denied"
+            )
+        );
+        let expired = EventInfo {
+            kind: "request-expired".into(),
+            ..Default::default()
+        };
+        assert_eq!(closed_message(12, Some(&expired)).1, "expired");
+        let cancelled = EventInfo {
+            kind: "request-cancelled".into(),
+            ..Default::default()
+        };
+        assert_eq!(closed_message(12, Some(&cancelled)).1, "cancelled");
+        let (m, state) = closed_message(12, None);
+        assert_eq!(state, "closed");
+        assert!(m.contains("pim audit"), "{m}");
+    }
+
+    #[test]
+    fn given_prompts_then_they_name_the_role_and_the_rule() {
+        let r = RoleInfo {
+            name: "admin".into(),
+            min_justification: 10,
+            ticket_pattern: "^INC[0-9]+$".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            reason_prompt(&r, "activating"),
+            "Reason for activating admin (at least 10 characters): "
+        );
+        assert_eq!(
+            ticket_prompt(&r),
+            "Ticket for admin (matching ^INC[0-9]+$): "
+        );
+    }
+}

@@ -1,0 +1,1107 @@
+//! Rendering: plain aligned text for people, JSON documents for scripts.
+//!
+//! Every piece of text that came from a user or the daemon goes through `text::escape` before
+//! it reaches a terminal. In JSON, absent values (0 / "" on the wire) are `null`, and each time
+//! `t` appears as `t` (RFC 3339 UTC) and `t_unix` (seconds).
+
+use crate::time::{self, rfc3339, Clock};
+use pim_common::duration;
+use pim_common::text::escape;
+use pim_common::types::{AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo};
+use serde_json::{json, Map, Value};
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+fn opt_str(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::String(s.to_string())
+    }
+}
+
+fn opt_id(id: i64) -> Value {
+    if id == 0 {
+        Value::Null
+    } else {
+        Value::from(id)
+    }
+}
+
+fn put_time(map: &mut Map<String, Value>, key: &str, unix: i64) {
+    map.insert(
+        key.to_string(),
+        rfc3339(unix).map_or(Value::Null, Value::String),
+    );
+    map.insert(format!("{key}_unix"), opt_id(unix));
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+pub fn role_json(r: &RoleInfo) -> Value {
+    let mut m = object(json!({
+        "name": r.name,
+        "group": opt_str(&r.group),
+        "description": opt_str(&r.description),
+        "max_duration_secs": r.max_duration_secs,
+        "default_duration_secs": r.default_duration_secs,
+        "require_mfa": r.require_mfa,
+        "require_justification": r.require_justification,
+        "min_justification": r.min_justification,
+        "require_ticket": r.require_ticket,
+        "ticket_pattern": opt_str(&r.ticket_pattern),
+        "require_approval": r.require_approval,
+        "approvals_required": r.approvals_required,
+    }));
+    put_time(&mut m, "eligible_until", r.eligible_until);
+    put_time(&mut m, "active_until", r.active_until);
+    Value::Object(m)
+}
+
+pub fn grant_json(g: &GrantInfo, now: i64) -> Value {
+    let mut m = object(json!({
+        "id": opt_id(g.id),
+        "user": opt_str(&g.user),
+        "role": opt_str(&g.role),
+        "group": opt_str(&g.group),
+        "remaining_secs": if g.ends_at == 0 { 0 } else { time::remaining(g.ends_at, now) },
+        "reason": opt_str(&g.reason),
+        "ticket": opt_str(&g.ticket),
+    }));
+    put_time(&mut m, "started_at", g.started_at);
+    put_time(&mut m, "ends_at", g.ends_at);
+    Value::Object(m)
+}
+
+pub fn request_json(r: &RequestInfo) -> Value {
+    let mut m = object(json!({
+        "id": opt_id(r.id),
+        "user": opt_str(&r.user),
+        "role": opt_str(&r.role),
+        "group": opt_str(&r.group),
+        "duration_secs": r.duration_secs,
+        "reason": opt_str(&r.reason),
+        "ticket": opt_str(&r.ticket),
+        "state": opt_str(&r.state),
+        "approvals_required": r.approvals_required,
+        "approvals": r.approved_by.len(),
+        "approved_by": r.approved_by,
+    }));
+    put_time(&mut m, "created_at", r.created_at);
+    put_time(&mut m, "expires_at", r.expires_at);
+    Value::Object(m)
+}
+
+pub fn mfa_status_json(s: &MfaStatusInfo) -> Value {
+    let mut m = object(json!({
+        "enrolled": s.enrolled,
+        "pending": s.pending,
+        "recent_failures": s.recent_failures,
+        "recovery_codes_left": s.recovery_codes_left,
+    }));
+    put_time(&mut m, "locked_until", s.locked_until);
+    Value::Object(m)
+}
+
+pub fn audit_json(a: &AuditRecord) -> Value {
+    let mut m = object(json!({
+        "id": a.id,
+        "actor": opt_str(&a.actor),
+        "action": opt_str(&a.action),
+        "user": opt_str(&a.user),
+        "role": opt_str(&a.role),
+        "outcome": opt_str(&a.outcome),
+        "reason": opt_str(&a.reason),
+        "ticket": opt_str(&a.ticket),
+        "detail": opt_str(&a.detail),
+    }));
+    put_time(&mut m, "at", a.at);
+    Value::Object(m)
+}
+
+pub fn event_json(e: &EventInfo) -> Value {
+    let mut m = object(json!({
+        "kind": e.kind,
+        "user": opt_str(&e.user),
+        "role": opt_str(&e.role),
+        "request_id": opt_id(e.request_id),
+        "grant_id": opt_id(e.grant_id),
+        "actor": opt_str(&e.actor),
+        "detail": opt_str(&e.detail),
+    }));
+    put_time(&mut m, "at", e.at);
+    Value::Object(m)
+}
+
+/// `activate`: `state` is `active`, `pending`, or after `--wait` also `denied`, `cancelled` or
+/// `expired`; `grant` and `request` are null when there is none.
+pub fn activate_json(
+    state: &str,
+    grant: Option<&GrantInfo>,
+    request: Option<&RequestInfo>,
+    now: i64,
+) -> Value {
+    json!({
+        "state": state,
+        "grant": grant.map_or(Value::Null, |g| grant_json(g, now)),
+        "request": request.map_or(Value::Null, request_json),
+    })
+}
+
+/// Serializes a document. serde_json leaves DEL and the C1 controls (U+007F..U+009F) raw;
+/// they are escaped too, so that no JSON we print can drive a terminal.
+pub fn to_json(value: &Value, pretty: bool) -> String {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    }
+    .unwrap_or_else(|_| "null".to_string());
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            // Only possible inside strings: structural JSON whitespace is \n and ' ' here,
+            // and serde_json already escaped every control below U+0020 in strings.
+            if c == '\n' {
+                out.push(c);
+            } else {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+/// Escaped, or "-" when absent.
+fn e(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        escape(s)
+    }
+}
+
+/// Columns separated by two spaces, left-aligned, no trailing blanks.
+pub fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = indent.to_string();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn dur(secs: u64) -> String {
+    if secs == 0 {
+        "-".to_string()
+    } else {
+        duration::format(secs)
+    }
+}
+
+/// What activating a role takes: `mfa, reason (10+ chars), ticket, 2 approvals`.
+pub fn requirements(r: &RoleInfo) -> String {
+    let mut parts = Vec::new();
+    if r.require_mfa {
+        parts.push("mfa".to_string());
+    }
+    if r.require_justification {
+        if r.min_justification > 0 {
+            parts.push(format!("reason ({}+ chars)", r.min_justification));
+        } else {
+            parts.push("reason".to_string());
+        }
+    }
+    if r.require_ticket {
+        if r.ticket_pattern.is_empty() {
+            parts.push("ticket".to_string());
+        } else {
+            parts.push(format!("ticket ({})", escape(&r.ticket_pattern)));
+        }
+    }
+    if r.require_approval {
+        parts.push(plural(
+            u64::from(r.approvals_required.max(1)),
+            "approval",
+            "approvals",
+        ));
+    }
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn roles_text(roles: &[RoleInfo], clock: &Clock) -> String {
+    if roles.is_empty() {
+        return "You are not eligible for any role.\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = roles
+        .iter()
+        .map(|r| {
+            let mut state = Vec::new();
+            if r.active_until != 0 {
+                state.push(format!(
+                    "active, {} left",
+                    time::span(time::remaining(r.active_until, clock.now))
+                ));
+            }
+            if r.eligible_until != 0 {
+                state.push(format!(
+                    "eligible until {}",
+                    time::local_minute(r.eligible_until, &clock.tz)
+                ));
+            }
+            vec![
+                e(&r.name),
+                e(&r.group),
+                dur(r.default_duration_secs),
+                dur(r.max_duration_secs),
+                requirements(r),
+                if state.is_empty() {
+                    "-".to_string()
+                } else {
+                    state.join("; ")
+                },
+                e(&r.description),
+            ]
+        })
+        .collect();
+    table(
+        "",
+        &[
+            "ROLE",
+            "GROUP",
+            "DEFAULT",
+            "MAX",
+            "REQUIRES",
+            "STATUS",
+            "DESCRIPTION",
+        ],
+        &rows,
+    )
+}
+
+/// After a grant started (right away, or after approval).
+pub fn activated_text(g: &GrantInfo, clock: &Clock) -> String {
+    let group = e(&g.group);
+    format!(
+        "Activated {role}: you are in group {group} until {until}.\n\
+         Sessions that are already open do not see the new group: start a new login shell,\n\
+         or run 'newgrp {group}' (or 'sg {group} -c COMMAND') in this one.\n",
+        role = e(&g.role),
+        until = time::local_with_relative(g.ends_at, clock),
+    )
+}
+
+/// After a request was filed for a role that needs approval.
+pub fn pending_text(r: &RequestInfo, clock: &Clock) -> String {
+    let needed = u64::from(r.approvals_required.max(1));
+    let mut out = format!(
+        "Request {id} filed: {role} for {dur} needs {approvals} from the approvers of {role}.\n",
+        id = r.id,
+        role = e(&r.role),
+        dur = dur(r.duration_secs),
+        approvals = plural(needed, "approval", "approvals"),
+    );
+    if r.expires_at != 0 {
+        out.push_str(&format!(
+            "It expires {} unless decided.\n",
+            time::local_with_relative(r.expires_at, clock)
+        ));
+    }
+    out.push_str(&format!(
+        "Follow it with 'pim status'; withdraw it with 'pim cancel {}'.\n",
+        r.id
+    ));
+    out
+}
+
+fn approvals(r: &RequestInfo) -> String {
+    format!("{}/{}", r.approved_by.len(), r.approvals_required.max(1))
+}
+
+fn grant_rows(grants: &[GrantInfo], clock: &Clock, with_user: bool) -> Vec<Vec<String>> {
+    grants
+        .iter()
+        .map(|g| {
+            let mut row = Vec::new();
+            if with_user {
+                row.push(g.id.to_string());
+                row.push(e(&g.user));
+            }
+            row.push(e(&g.role));
+            row.push(e(&g.group));
+            if with_user {
+                row.push(if g.started_at == 0 {
+                    "-".to_string()
+                } else {
+                    time::local_minute(g.started_at, &clock.tz)
+                });
+            }
+            row.push(if g.ends_at == 0 {
+                "-".to_string()
+            } else {
+                time::local_minute(g.ends_at, &clock.tz)
+            });
+            row.push(time::span(time::remaining(g.ends_at, clock.now)));
+            row.push(e(&g.ticket));
+            row.push(e(&g.reason));
+            row
+        })
+        .collect()
+}
+
+pub fn status_text(grants: &[GrantInfo], requests: &[RequestInfo], clock: &Clock) -> String {
+    let mut out = String::new();
+    if grants.is_empty() {
+        out.push_str("No live grants.\n");
+    } else {
+        out.push_str("Grants:\n");
+        out.push_str(&table(
+            "  ",
+            &["ROLE", "GROUP", "UNTIL", "LEFT", "TICKET", "REASON"],
+            &grant_rows(grants, clock, false),
+        ));
+    }
+    if requests.is_empty() {
+        out.push_str("No open requests.\n");
+    } else {
+        out.push_str("Open requests:\n");
+        let rows: Vec<Vec<String>> = requests
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    e(&r.role),
+                    dur(r.duration_secs),
+                    approvals(r),
+                    time::local_with_relative(r.expires_at, clock),
+                    e(&r.ticket),
+                    e(&r.reason),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            "  ",
+            &[
+                "ID",
+                "ROLE",
+                "FOR",
+                "APPROVALS",
+                "EXPIRES",
+                "TICKET",
+                "REASON",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+pub fn admin_grants_text(grants: &[GrantInfo], clock: &Clock) -> String {
+    if grants.is_empty() {
+        return "No live grants on this host.\n".to_string();
+    }
+    table(
+        "",
+        &[
+            "ID", "USER", "ROLE", "GROUP", "SINCE", "UNTIL", "LEFT", "TICKET", "REASON",
+        ],
+        &grant_rows(grants, clock, true),
+    )
+}
+
+pub fn requests_text(requests: &[RequestInfo], clock: &Clock) -> String {
+    if requests.is_empty() {
+        return "No open requests wait for your decision.\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = requests
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                e(&r.user),
+                e(&r.role),
+                dur(r.duration_secs),
+                approvals(r),
+                time::local_with_relative(r.expires_at, clock),
+                e(&r.ticket),
+                e(&r.reason),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        "",
+        &[
+            "ID",
+            "USER",
+            "ROLE",
+            "FOR",
+            "APPROVALS",
+            "EXPIRES",
+            "TICKET",
+            "REASON",
+        ],
+        &rows,
+    );
+    out.push_str("Decide with 'pim approve ID' or 'pim deny ID -c COMMENT'.\n");
+    out
+}
+
+pub fn deactivated_text(g: &GrantInfo) -> String {
+    format!(
+        "Ended your grant of {} (group {}).\n",
+        e(&g.role),
+        e(&g.group)
+    )
+}
+
+pub fn extended_text(g: &GrantInfo, clock: &Clock) -> String {
+    format!(
+        "Extended {} (group {}): now until {}.\n",
+        e(&g.role),
+        e(&g.group),
+        time::local_with_relative(g.ends_at, clock)
+    )
+}
+
+/// `approve`, `deny`, `cancel`: what the request looks like now.
+pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
+    let head = format!(
+        "{verb} request {} ({}, {} for {})",
+        r.id,
+        e(&r.user),
+        e(&r.role),
+        dur(r.duration_secs)
+    );
+    match r.state.as_str() {
+        "pending" => {
+            let have = r.approved_by.len() as u64;
+            let need = u64::from(r.approvals_required.max(1));
+            format!(
+                "{head}: {} so far; it needs {} more.\n",
+                approvals(r),
+                need.saturating_sub(have)
+            )
+        }
+        "approved" => format!("{head}: {}; the request is approved.\n", approvals(r)),
+        "" | "denied" | "cancelled" => format!("{head}.\n"),
+        state => format!("{head}; it is now {}.\n", escape(state)),
+    }
+}
+
+pub fn enroll_text(uri: &str, secret: &str) -> String {
+    let mut out = String::new();
+    if let Some(qr) = qr_code(uri) {
+        out.push_str("Scan this QR code with your authenticator app:\n\n");
+        out.push_str(&qr);
+        out.push('\n');
+        out.push_str("or enter the secret by hand: ");
+    } else {
+        out.push_str("Enter this secret in your authenticator app: ");
+    }
+    out.push_str(&format!(
+        "{}\notpauth URI: {}\n\nThen finish with 'pim mfa confirm CODE', giving the code the app shows.\n",
+        escape(secret),
+        escape(uri)
+    ));
+    out
+}
+
+/// The URI as a QR code in Unicode half blocks (two modules a character row), drawn light on
+/// dark so that it scans from a terminal with a dark background.
+pub fn qr_code(uri: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    let mut text = code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    text.push('\n');
+    Some(text)
+}
+
+pub fn recovery_codes_text(codes: &[String]) -> String {
+    let mut out = String::from("MFA enrolment confirmed.\n");
+    if codes.is_empty() {
+        return out;
+    }
+    out.push_str(
+        "\nRecovery codes (each works once, in place of a TOTP code, if you lose your device):\n\n",
+    );
+    for code in codes {
+        out.push_str(&format!("    {}\n", escape(code)));
+    }
+    out.push_str(
+        "\nStore them somewhere safe, away from this device (a password manager, or on paper).\n\
+         They are not shown again.\n",
+    );
+    out
+}
+
+pub fn mfa_status_text(s: &MfaStatusInfo, clock: &Clock) -> String {
+    let enrolled = if s.enrolled {
+        "yes".to_string()
+    } else if s.pending {
+        "no (enrolment started: finish it with 'pim mfa confirm CODE')".to_string()
+    } else {
+        "no (enrol with 'pim mfa enroll')".to_string()
+    };
+    let locked = if s.locked_until == 0 || s.locked_until <= clock.now {
+        "no".to_string()
+    } else {
+        format!("until {}", time::local_with_relative(s.locked_until, clock))
+    };
+    table(
+        "",
+        &["Enrolled:", &enrolled],
+        &[
+            vec!["Locked out:".to_string(), locked],
+            vec![
+                "Recent failures:".to_string(),
+                s.recent_failures.to_string(),
+            ],
+            vec![
+                "Recovery codes left:".to_string(),
+                s.recovery_codes_left.to_string(),
+            ],
+        ],
+    )
+}
+
+pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
+    if records.is_empty() {
+        return "No audit records match.\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|a| {
+            vec![
+                if a.at == 0 {
+                    "-".to_string()
+                } else {
+                    time::local_second(a.at, &clock.tz)
+                },
+                e(&a.actor),
+                e(&a.action),
+                e(&a.user),
+                e(&a.role),
+                e(&a.outcome),
+                e(&a.ticket),
+                e(&a.reason),
+                e(&a.detail),
+            ]
+        })
+        .collect();
+    table(
+        "",
+        &[
+            "TIME", "ACTOR", "ACTION", "USER", "ROLE", "OUTCOME", "TICKET", "REASON", "DETAIL",
+        ],
+        &rows,
+    )
+}
+
+/// One event, one line: `2026-11-21 14:00:05  request-approved  alice  admin  request 12  by bob: ok`.
+pub fn event_line(ev: &EventInfo, clock: &Clock) -> String {
+    let mut parts = vec![
+        if ev.at == 0 {
+            "-".to_string()
+        } else {
+            time::local_second(ev.at, &clock.tz)
+        },
+        e(&ev.kind),
+        e(&ev.user),
+        e(&ev.role),
+    ];
+    if ev.request_id != 0 {
+        parts.push(format!("request {}", ev.request_id));
+    }
+    if ev.grant_id != 0 {
+        parts.push(format!("grant {}", ev.grant_id));
+    }
+    if !ev.actor.is_empty() {
+        parts.push(format!("by {}", escape(&ev.actor)));
+    }
+    let mut line = parts.join("  ");
+    if !ev.detail.is_empty() {
+        line.push_str(": ");
+        line.push_str(&escape(&ev.detail));
+    }
+    line.push('\n');
+    line
+}
+
+pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Clock) -> String {
+    let from = if from == 0 {
+        "now".to_string()
+    } else {
+        time::local_minute(from, &clock.tz)
+    };
+    let until = if until == 0 {
+        "with no end".to_string()
+    } else {
+        format!("until {}", time::local_minute(until, &clock.tz))
+    };
+    format!(
+        "{} is eligible for {} from {from} {until}.\n",
+        escape(user),
+        escape(role)
+    )
+}
+
+pub fn assignment_json(user: &str, role: &str, from: i64, until: i64) -> Value {
+    let mut m = object(json!({ "user": user, "role": role }));
+    put_time(&mut m, "from", from);
+    put_time(&mut m, "until", until);
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::tz::TimeZone;
+
+    const NOW: i64 = 1_795_269_600; // 2026-11-21T14:00:00Z
+
+    fn clock() -> Clock {
+        Clock {
+            now: NOW,
+            tz: TimeZone::UTC,
+        }
+    }
+
+    fn role() -> RoleInfo {
+        RoleInfo {
+            name: "admin".into(),
+            group: "sudo".into(),
+            description: "Full administration through sudo".into(),
+            max_duration_secs: 7200,
+            default_duration_secs: 3600,
+            require_mfa: true,
+            require_justification: true,
+            min_justification: 10,
+            require_ticket: false,
+            ticket_pattern: String::new(),
+            require_approval: true,
+            approvals_required: 1,
+            eligible_until: 0,
+            active_until: NOW + 3599,
+        }
+    }
+
+    fn grant() -> GrantInfo {
+        GrantInfo {
+            id: 4,
+            user: "alice".into(),
+            role: "admin".into(),
+            group: "sudo".into(),
+            started_at: NOW - 60,
+            ends_at: NOW + 3540,
+            reason: "deploy hotfix".into(),
+            ticket: String::new(),
+        }
+    }
+
+    fn request() -> RequestInfo {
+        RequestInfo {
+            id: 12,
+            user: "alice".into(),
+            role: "admin".into(),
+            group: "sudo".into(),
+            duration_secs: 3600,
+            reason: "deploy hotfix".into(),
+            ticket: "INC42".into(),
+            created_at: NOW,
+            expires_at: NOW + 86400,
+            state: "pending".into(),
+            approvals_required: 2,
+            approved_by: vec!["bob".into()],
+        }
+    }
+
+    #[test]
+    fn given_a_role_then_json_has_nulls_for_absent_values() {
+        let v = role_json(&role());
+        assert_eq!(v["name"], "admin");
+        assert_eq!(v["ticket_pattern"], Value::Null);
+        assert_eq!(v["eligible_until"], Value::Null);
+        assert_eq!(v["eligible_until_unix"], Value::Null);
+        assert_eq!(v["active_until"], "2026-11-21T14:59:59Z");
+        assert_eq!(v["active_until_unix"], NOW + 3599);
+        assert_eq!(v["max_duration_secs"], 7200);
+        assert_eq!(v["require_mfa"], true);
+    }
+
+    #[test]
+    fn given_a_grant_then_json_has_times_twice_and_time_left() {
+        let v = grant_json(&grant(), NOW);
+        assert_eq!(v["id"], 4);
+        assert_eq!(v["started_at"], "2026-11-21T13:59:00Z");
+        assert_eq!(v["ends_at_unix"], NOW + 3540);
+        assert_eq!(v["remaining_secs"], 3540);
+        assert_eq!(v["ticket"], Value::Null);
+        assert_eq!(v["reason"], "deploy hotfix");
+    }
+
+    #[test]
+    fn given_an_empty_grant_then_every_optional_field_is_null() {
+        let v = grant_json(&GrantInfo::default(), NOW);
+        for key in [
+            "id",
+            "user",
+            "role",
+            "group",
+            "started_at",
+            "ends_at_unix",
+            "reason",
+        ] {
+            assert_eq!(v[key], Value::Null, "{key}");
+        }
+        assert_eq!(v["remaining_secs"], 0);
+    }
+
+    #[test]
+    fn given_a_request_then_json_counts_approvals() {
+        let v = request_json(&request());
+        assert_eq!(v["id"], 12);
+        assert_eq!(v["state"], "pending");
+        assert_eq!(v["approvals"], 1);
+        assert_eq!(v["approvals_required"], 2);
+        assert_eq!(v["approved_by"], json!(["bob"]));
+        assert_eq!(v["expires_at"], "2026-11-22T14:00:00Z");
+        assert_eq!(v["created_at_unix"], NOW);
+    }
+
+    #[test]
+    fn given_activation_replies_then_json_has_null_for_the_missing_half() {
+        let active = activate_json("active", Some(&grant()), None, NOW);
+        assert_eq!(active["state"], "active");
+        assert_eq!(active["request"], Value::Null);
+        assert_eq!(active["grant"]["role"], "admin");
+        let pending = activate_json("pending", None, Some(&request()), NOW);
+        assert_eq!(pending["grant"], Value::Null);
+        assert_eq!(pending["request"]["id"], 12);
+    }
+
+    #[test]
+    fn given_mfa_status_then_json_lock_is_null_when_not_locked() {
+        let s = MfaStatusInfo {
+            enrolled: true,
+            pending: false,
+            locked_until: 0,
+            recent_failures: 1,
+            recovery_codes_left: 9,
+        };
+        let v = mfa_status_json(&s);
+        assert_eq!(v["locked_until"], Value::Null);
+        assert_eq!(v["locked_until_unix"], Value::Null);
+        assert_eq!(v["recovery_codes_left"], 9);
+        assert_eq!(v["enrolled"], true);
+    }
+
+    #[test]
+    fn given_audit_and_event_records_then_json_maps_absent_to_null() {
+        let a = AuditRecord {
+            id: 1,
+            at: NOW,
+            actor: "pimd".into(),
+            action: "expire".into(),
+            user: "alice".into(),
+            role: "admin".into(),
+            outcome: "success".into(),
+            ..Default::default()
+        };
+        let v = audit_json(&a);
+        assert_eq!(v["at"], "2026-11-21T14:00:00Z");
+        assert_eq!(v["reason"], Value::Null);
+        assert_eq!(v["detail"], Value::Null);
+        let ev = EventInfo {
+            kind: "request-filed".into(),
+            at: NOW,
+            user: "alice".into(),
+            role: "admin".into(),
+            request_id: 12,
+            grant_id: 0,
+            actor: "alice".into(),
+            detail: String::new(),
+        };
+        let v = event_json(&ev);
+        assert_eq!(v["request_id"], 12);
+        assert_eq!(v["grant_id"], Value::Null);
+        assert_eq!(v["detail"], Value::Null);
+        assert_eq!(v["at_unix"], NOW);
+    }
+
+    #[test]
+    fn given_c1_controls_in_strings_then_json_escapes_them_and_stays_valid() {
+        let v = json!({ "reason": "a\u{9b}31mb\u{7f}\n\x1b" });
+        for pretty in [true, false] {
+            let text = to_json(&v, pretty);
+            assert!(
+                !text.trim_end().contains(['\u{9b}', '\u{7f}', '\x1b']),
+                "{text}"
+            );
+            let back: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, v);
+            assert!(text.ends_with('\n'));
+        }
+        assert_eq!(to_json(&json!([1]), false).lines().count(), 1);
+    }
+
+    #[test]
+    fn given_rows_then_table_aligns_columns_without_trailing_blanks() {
+        let t = table(
+            "",
+            &["ID", "NAME", "X"],
+            &[
+                vec!["1".into(), "alice".into(), "".into()],
+                vec!["100".into(), "b".into(), "z".into()],
+            ],
+        );
+        assert_eq!(t, "ID   NAME   X\n1    alice\n100  b      z\n");
+    }
+
+    #[test]
+    fn given_roles_then_text_lists_requirements_and_state() {
+        let text = roles_text(&[role()], &clock());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("ROLE   GROUP  DEFAULT  MAX  REQUIRES"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("mfa, reason (10+ chars), 1 approval"),
+            "{text}"
+        );
+        assert!(lines[1].contains("active, 59m left"), "{text}");
+        assert!(lines[1].contains("1h       2h"), "{text}");
+        assert_eq!(
+            roles_text(&[], &clock()),
+            "You are not eligible for any role.\n"
+        );
+    }
+
+    #[test]
+    fn given_a_role_with_nothing_required_then_requirements_is_a_dash() {
+        let r = RoleInfo {
+            name: "x".into(),
+            ..Default::default()
+        };
+        assert_eq!(requirements(&r), "-");
+    }
+
+    #[test]
+    fn given_a_ticket_pattern_then_requirements_show_it() {
+        let r = RoleInfo {
+            require_ticket: true,
+            ticket_pattern: "^INC[0-9]+$".into(),
+            require_approval: true,
+            approvals_required: 2,
+            ..Default::default()
+        };
+        assert_eq!(requirements(&r), "ticket (^INC[0-9]+$), 2 approvals");
+    }
+
+    #[test]
+    fn given_an_activated_grant_then_text_says_until_when_and_about_new_shells() {
+        let t = activated_text(&grant(), &clock());
+        assert!(
+            t.contains(
+                "Activated admin: you are in group sudo until 2026-11-21 14:59 UTC (in 59m)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("new login shell"), "{t}");
+        assert!(t.contains("newgrp sudo"), "{t}");
+        assert!(t.contains("sg sudo"), "{t}");
+    }
+
+    #[test]
+    fn given_a_pending_request_then_text_gives_id_and_next_steps() {
+        let t = pending_text(&request(), &clock());
+        assert!(
+            t.starts_with("Request 12 filed: admin for 1h needs 2 approvals"),
+            "{t}"
+        );
+        assert!(t.contains("pim status"), "{t}");
+        assert!(t.contains("pim cancel 12"), "{t}");
+        assert!(t.contains("(in 1d)"), "{t}");
+    }
+
+    #[test]
+    fn given_grants_and_requests_then_status_shows_both_with_approvals() {
+        let t = status_text(&[grant()], &[request()], &clock());
+        assert!(t.starts_with("Grants:\n  ROLE   GROUP  UNTIL"), "{t}");
+        assert!(t.contains("2026-11-21 14:59 UTC  59m"), "{t}");
+        assert!(t.contains("Open requests:"), "{t}");
+        assert!(t.contains("12  admin  1h   1/2"), "{t}");
+        let empty = status_text(&[], &[], &clock());
+        assert_eq!(empty, "No live grants.\nNo open requests.\n");
+    }
+
+    #[test]
+    fn given_control_characters_from_the_daemon_then_text_escapes_them() {
+        let mut g = grant();
+        g.reason = "evil\x1b]0;title\x07\nnext".into();
+        g.role = "ad\rmin".into();
+        for t in [
+            status_text(&[g.clone()], &[], &clock()),
+            admin_grants_text(&[g.clone()], &clock()),
+            activated_text(&g, &clock()),
+        ] {
+            assert!(!t.contains(['\x1b', '\x07', '\r']), "{t:?}");
+            assert!(t.contains("evil\\x1b]0;title\\x07\\x0anext") || t.contains("ad\\x0dmin"));
+        }
+        let ev = EventInfo {
+            kind: "request-denied".into(),
+            detail: "no\x1b[2J".into(),
+            actor: "b\nob".into(),
+            ..Default::default()
+        };
+        let line = event_line(&ev, &clock());
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(!line.contains('\x1b'));
+    }
+
+    #[test]
+    fn given_an_event_then_one_line_with_the_present_fields() {
+        let ev = EventInfo {
+            kind: "request-approved".into(),
+            at: NOW + 5,
+            user: "alice".into(),
+            role: "admin".into(),
+            request_id: 12,
+            grant_id: 0,
+            actor: "bob".into(),
+            detail: "ok".into(),
+        };
+        assert_eq!(
+            event_line(&ev, &clock()),
+            "2026-11-21 14:00:05  request-approved  alice  admin  request 12  by bob: ok\n"
+        );
+    }
+
+    #[test]
+    fn given_decisions_then_text_reflects_the_new_state() {
+        let r = request();
+        assert!(decided_text("Approved", &r).contains("1/2 so far; it needs 1 more"));
+        let mut done = r.clone();
+        done.state = "approved".into();
+        done.approved_by.push("carol".into());
+        assert!(decided_text("Approved", &done).contains("2/2; the request is approved"));
+        let mut denied = r;
+        denied.state = "denied".into();
+        assert_eq!(
+            decided_text("Denied", &denied),
+            "Denied request 12 (alice, admin for 1h).\n"
+        );
+    }
+
+    #[test]
+    fn given_mfa_status_then_text_says_what_to_do() {
+        let s = MfaStatusInfo {
+            enrolled: false,
+            pending: true,
+            locked_until: NOW + 600,
+            recent_failures: 5,
+            recovery_codes_left: 0,
+        };
+        let t = mfa_status_text(&s, &clock());
+        assert!(t.contains("pim mfa confirm CODE"), "{t}");
+        assert!(t.contains("until 2026-11-21 14:10 UTC (in 10m)"), "{t}");
+        assert!(t.contains("Recent failures:      5"), "{t}");
+    }
+
+    #[test]
+    fn given_an_enrolment_then_text_has_qr_secret_uri_and_next_step() {
+        let uri = "otpauth://totp/pim:alice@host?secret=JBSWY3DPEHPK3PXP&issuer=pim";
+        let t = enroll_text(uri, "JBSWY3DPEHPK3PXP");
+        assert!(t.contains('▀') || t.contains('▄') || t.contains('█'), "{t}");
+        assert!(t.contains("JBSWY3DPEHPK3PXP"));
+        assert!(t.contains(uri));
+        assert!(t.contains("pim mfa confirm CODE"));
+    }
+
+    #[test]
+    fn given_recovery_codes_then_each_listed_with_advice() {
+        let t = recovery_codes_text(&["aaaa-bbbb".into(), "cccc-dddd".into()]);
+        assert!(t.contains("    aaaa-bbbb\n    cccc-dddd\n"), "{t}");
+        assert!(t.contains("somewhere safe"));
+        assert!(t.contains("not shown again"));
+    }
+
+    #[test]
+    fn given_audit_records_then_text_table_has_local_seconds() {
+        let a = AuditRecord {
+            id: 1,
+            at: NOW + 7,
+            actor: "alice".into(),
+            action: "activate".into(),
+            outcome: "refused".into(),
+            detail: "wrong code".into(),
+            ..Default::default()
+        };
+        let t = audit_text(&[a], &clock());
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("2026-11-21 14:00:07  alice  activate  -"),
+            "{t}"
+        );
+        assert_eq!(audit_text(&[], &clock()), "No audit records match.\n");
+    }
+
+    #[test]
+    fn given_an_assignment_then_text_and_json_show_the_window() {
+        let t = assigned_text("bob", "db", 0, NOW + 86400, &clock());
+        assert_eq!(
+            t,
+            "bob is eligible for db from now until 2026-11-22 14:00 UTC.\n"
+        );
+        let v = assignment_json("bob", "db", 0, 0);
+        assert_eq!(v["from"], Value::Null);
+        assert_eq!(v["until_unix"], Value::Null);
+    }
+}
