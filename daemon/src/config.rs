@@ -163,6 +163,19 @@ pub struct Role {
     pub request_ttl_secs: u64,
 }
 
+impl Role {
+    /// The ticket pattern as the administrator wrote it, without the full-match wrapping.
+    pub fn ticket_pattern_text(&self) -> Option<&str> {
+        self.ticket_pattern.as_ref().map(|re| {
+            let wrapped = re.as_str();
+            wrapped
+                .strip_prefix("^(?:")
+                .and_then(|s| s.strip_suffix(")$"))
+                .unwrap_or(wrapped)
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub daemon: DaemonConfig,

@@ -221,6 +221,7 @@ impl Manager {
         Err(err)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,
         kind: &str,
@@ -413,7 +414,8 @@ impl Manager {
             } else {
                 MfaProof::NotRequired
             };
-            Ok(f(tx, proof))
+            // A failure in `f` rolls everything back, the spent code included.
+            f(tx, proof).map(Ok)
         })?
     }
 
@@ -524,11 +526,7 @@ impl Manager {
                 require_justification: role.require_justification,
                 min_justification: role.min_justification,
                 require_ticket: role.require_ticket,
-                ticket_pattern: role
-                    .ticket_pattern
-                    .as_ref()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default(),
+                ticket_pattern: role.ticket_pattern_text().unwrap_or_default().to_string(),
                 require_approval: role.require_approval,
                 approvals_required: if role.require_approval {
                     role.approvals_required
@@ -589,7 +587,13 @@ impl Manager {
         policy::check_reason(&role, reason)?;
         policy::check_ticket(&role, ticket)?;
         let user = caller.name.as_str();
-        if let Some(live) = self.store.read(|tx| tx.live_grant(user, &role.name))? {
+        let mut live = self.store.read(|tx| tx.live_grant(user, &role.name))?;
+        if live.as_ref().is_some_and(|g| g.ends_at <= self.now()) {
+            // Ended but not yet reconciled: finish that first, then activate afresh.
+            self.reconcile()?;
+            live = None;
+        }
+        if let Some(live) = live {
             return Err(PimError::Conflict(format!(
                 "role {} is already active until {}; use 'pim extend {}' to lengthen it",
                 role.name,
@@ -856,6 +860,8 @@ impl Manager {
         let grant = self
             .store
             .read(|tx| tx.live_grant(user, &role.name))?
+            // A grant past its end is over even before reconciliation records that.
+            .filter(|g| g.ends_at > self.now())
             .ok_or_else(|| {
                 PimError::NotFound(format!(
                     "you have no live grant for role {}; activate it with 'pim activate {}'",
@@ -1036,6 +1042,12 @@ impl Manager {
                         Outcome::Refused,
                         "wrong code while confirming enrolment",
                     ))?;
+                    if newly_locked {
+                        return Ok(Err(PimError::MfaLockedOut(format!(
+                            "wrong code; too many wrong codes, your MFA is locked until {}",
+                            describe(next.locked_until, now)
+                        ))));
+                    }
                     Ok(Err(PimError::InvalidCode(
                         "that code is wrong; check the device's clock and enter the current code"
                             .into(),
@@ -1082,9 +1094,20 @@ impl Manager {
         }
         let everything = self.is_auditor(caller);
         if !everything && !user.is_empty() && user != caller.name {
-            return Err(PimError::PermissionDenied(
-                "only admins and auditors may read other people's audit records".into(),
-            ));
+            let audit = Audit {
+                actor: &caller.name,
+                action: "audit-read",
+                user,
+                role,
+                reason: "",
+                ticket: "",
+            };
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied(
+                    "only admins and auditors may read other people's audit records".into(),
+                ),
+            );
         }
         let query = AuditQuery {
             since,
@@ -1771,9 +1794,22 @@ impl Manager {
         groups: &[String],
     ) -> Result<AccessDecision, PimError> {
         if !caller.is_root() {
-            return Err(PimError::PermissionDenied(
-                "only root may ask about another user's access".into(),
-            ));
+            let audit = Audit {
+                actor: &caller.name,
+                action: "access-check",
+                user: if text::check_name("user", user).is_ok() {
+                    user
+                } else {
+                    ""
+                },
+                role: "",
+                reason: "",
+                ticket: "",
+            };
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied("only root may ask about another user's access".into()),
+            );
         }
         check_name("user", user)?;
         if groups.is_empty() {

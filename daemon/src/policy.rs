@@ -100,12 +100,11 @@ pub fn check_ticket(role: &Role, ticket: &str) -> Result<(), PimError> {
         }
         return Ok(());
     }
-    if let Some(pattern) = &role.ticket_pattern {
+    if let (Some(pattern), Some(text)) = (&role.ticket_pattern, role.ticket_pattern_text()) {
         if !pattern.is_match(ticket) {
             return Err(PimError::InvalidArgument(format!(
                 "ticket '{ticket}' does not match role {}'s pattern {}",
-                role.name,
-                pattern.as_str()
+                role.name, text
             )));
         }
     }

@@ -658,11 +658,14 @@ impl Tx<'_> {
     }
 
     pub fn delete_assignment(&self, user: &str, role: &str) -> Result<bool, StoreError> {
-        self.changed();
-        Ok(self.tx.execute(
+        let deleted = self.tx.execute(
             "DELETE FROM assignments WHERE user = ?1 AND role = ?2",
             [user, role],
-        )? > 0)
+        )? > 0;
+        if deleted {
+            self.changed();
+        }
+        Ok(deleted)
     }
 
     pub fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, StoreError> {
@@ -735,12 +738,19 @@ impl Tx<'_> {
 
     /// Drops the enrolment and its recovery codes. Returns whether there was one.
     pub fn delete_mfa(&self, user: &str) -> Result<bool, StoreError> {
-        self.changed();
-        self.tx
-            .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
-        self.tx
-            .execute("DELETE FROM mfa_failures WHERE user = ?1", [user])?;
-        Ok(self.tx.execute("DELETE FROM mfa WHERE user = ?1", [user])? > 0)
+        // Only a deletion that removed something is a change: deleting nothing must not make
+        // the caller's commit demand an audit record for it.
+        let others = self
+            .tx
+            .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?
+            + self
+                .tx
+                .execute("DELETE FROM mfa_failures WHERE user = ?1", [user])?;
+        let had = self.tx.execute("DELETE FROM mfa WHERE user = ?1", [user])? > 0;
+        if had || others > 0 {
+            self.changed();
+        }
+        Ok(had)
     }
 
     pub fn failure_state(&self, user: &str) -> Result<FailureState, StoreError> {
