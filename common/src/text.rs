@@ -46,6 +46,25 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// User text as an audit record keeps it: unchanged when it would have been accepted (at most
+/// `max` bytes, no control characters), so one reason reads the same in every record; otherwise
+/// escaped and cut to `max` bytes, so a refused input can neither forge lines nor bloat the log.
+pub fn for_record(text: &str, max: usize) -> String {
+    if check("", text, max).is_ok() {
+        return text.to_string();
+    }
+    let mut escaped = escape(text);
+    if escaped.len() > max {
+        let mut cut = max;
+        while !escaped.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        escaped.truncate(cut);
+        escaped.push_str("...");
+    }
+    escaped
+}
+
 /// Escapes control characters (and backslashes) so that text is safe in syslog and on a
 /// terminal: `\n` becomes `\x0a`, `\` becomes `\\`. Printable text is unchanged.
 pub fn escape(text: &str) -> String {
@@ -119,6 +138,23 @@ mod tests {
         ] {
             assert!(check_name("user", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn given_acceptable_text_then_the_record_keeps_it_verbatim() {
+        assert_eq!(for_record("copy C:\\temp\\x0a", 1024), "copy C:\\temp\\x0a");
+    }
+
+    #[test]
+    fn given_refused_text_then_the_record_is_escaped_and_bounded() {
+        assert_eq!(for_record("a\nb", 1024), "a\\x0ab");
+        let long = for_record(&"\n".repeat(600), 1024);
+        assert!(
+            long.len() <= 1027 && long.ends_with("..."),
+            "{}",
+            long.len()
+        );
+        assert!(!long.chars().any(|c| c.is_control()));
     }
 
     #[test]

@@ -557,7 +557,10 @@ impl Manager {
         } else {
             ""
         };
-        let (reason_text, ticket_text) = (text::escape(reason), text::escape(ticket));
+        let (reason_text, ticket_text) = (
+            text::for_record(reason, text::MAX_REASON_BYTES),
+            text::for_record(ticket, text::MAX_TICKET_BYTES),
+        );
         let audit = Audit {
             actor: &caller.name,
             action: "activate",
@@ -827,7 +830,7 @@ impl Manager {
         reason: &str,
         code: &str,
     ) -> Result<GrantInfo, PimError> {
-        let reason_text = text::escape(reason);
+        let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit {
             actor: &caller.name,
             action: "extend",
@@ -1186,7 +1189,7 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let comment_text = text::escape(comment);
+        let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
         let audit = Audit {
             actor: &caller.name,
             action: "approve",
@@ -1382,7 +1385,7 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let comment_text = text::escape(comment);
+        let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
         let audit = Audit {
             actor: &caller.name,
             action: "deny",
@@ -1708,7 +1711,7 @@ impl Manager {
     ) -> Result<GrantInfo, PimError> {
         let names_ok =
             text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
-        let reason_text = text::escape(reason);
+        let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit {
             actor: &caller.name,
             action: "admin-revoke",
