@@ -66,7 +66,26 @@ pub enum Command {
     /// Administration (admins; root always)
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check that this host is set up for pim, and say how to fix what is not
+    Doctor(DoctorArgs),
 }
+
+#[derive(Debug, Args)]
+#[command(after_long_help = DOCTOR_HELP)]
+pub struct DoctorArgs {
+    /// The configuration to check (default /etc/pim/pim.toml)
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+const DOCTOR_HELP: &str = "\
+Checks: the daemon answers on the system bus; the bus policy and activation files, the PAM
+module and sudo's PAM stacks (sudo, sudo-i) are in place; group_source in /etc/sudo.conf; the
+service is enabled. As root also: the configuration (pimd --check-config), the database's
+permissions, that every role's group exists, that the groups pam_pim.so gates match the roles
+and sudoers, and which members of gated groups would be refused sudo.
+
+Exit status: 0 when no check failed (warnings and skipped checks do not count), 1 otherwise.";
 
 #[derive(Debug, Args)]
 pub struct ActivateArgs {
@@ -276,6 +295,24 @@ mod tests {
             cli.command,
             Command::Admin(AdminCommand::MfaReset { ref user }) if user == "bob"
         ));
+    }
+
+    #[test]
+    fn given_doctor_then_config_is_optional() {
+        let cli = parse(&["doctor", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(
+            cli.command,
+            Command::Doctor(DoctorArgs { config: None })
+        ));
+        let cli = parse(&["doctor", "--config", "/tmp/x.toml"]).unwrap();
+        let Command::Doctor(args) = cli.command else {
+            panic!("not doctor")
+        };
+        assert_eq!(
+            args.config.as_deref(),
+            Some(std::path::Path::new("/tmp/x.toml"))
+        );
     }
 
     #[test]

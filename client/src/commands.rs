@@ -20,6 +20,8 @@ use pim_common::{duration, PimError};
 use serde_json::{json, Value};
 use std::io::{self, Write};
 use std::time::Duration;
+use zbus::names::UniqueName;
+use zbus::proxy::OwnerChangedStream;
 
 /// How often `activate --wait` asks the daemon directly, in case an event was missed.
 const RECHECK: Duration = Duration::from_secs(30);
@@ -59,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Watch => watch(json).await,
         Command::Audit(args) => audit(args, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,
+        Command::Doctor(args) => crate::doctor::run(args, json).await,
     }
 }
 
@@ -217,10 +220,13 @@ async fn activate(
     )?;
 
     // Subscribe before filing the request, so that a quick decision is not missed.
-    let events = if a.wait && role.as_ref().is_none_or(|r| r.require_approval) {
-        subscribe(&proxy).await
+    let (events, owners) = if a.wait && role.as_ref().is_none_or(|r| r.require_approval) {
+        // Follow pimd's comings and goings first: a restarted pimd has forgotten the
+        // subscription, and the wait subscribes again when it is back.
+        let owners = proxy.inner().receive_owner_changed().await.ok();
+        (subscribe(&proxy).await, owners)
     } else {
-        None
+        (None, None)
     };
 
     let reply = proxy
@@ -248,7 +254,7 @@ async fn activate(
             if !json {
                 write_out(&output::pending_text(&reply.request, &clock))?;
             }
-            wait_for_decision(&proxy, events, reply.request, json).await
+            wait_for_decision(&proxy, events, owners, reply.request, json).await
         }
         other => Err(Failure::Failed(format!(
             "the daemon answered with the unknown state '{}'; see 'pim status'",
@@ -276,6 +282,17 @@ async fn subscribe(proxy: &ManagerProxy<'static>) -> Option<EventStream> {
             ));
             None
         }
+    }
+}
+
+/// The next change of owner of pimd's bus name: `Some(Some(_))` when a (re)started pimd took
+/// it, `Some(None)` when pimd left; pends forever without a stream.
+async fn next_owner(
+    owners: &mut Option<OwnerChangedStream<'static>>,
+) -> Option<Option<UniqueName<'static>>> {
+    match owners {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -365,6 +382,7 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
 async fn wait_for_decision(
     proxy: &ManagerProxy<'static>,
     mut events: Option<EventStream>,
+    mut owners: Option<OwnerChangedStream<'static>>,
     mut request: RequestInfo,
     json: bool,
 ) -> Result<Outcome, Failure> {
@@ -414,6 +432,19 @@ async fn wait_for_decision(
                         "pim: the event stream ended; asking every {}s instead",
                         RECHECK.as_secs()
                     ));
+                    false
+                }
+            },
+            owner = next_owner(&mut owners) => match owner {
+                // pimd is back: it has forgotten this subscription, and a decision may have
+                // come while nobody was subscribed.
+                Some(Some(_)) => {
+                    let _ = proxy.watch().await;
+                    true
+                }
+                Some(None) => false,
+                None => {
+                    owners = None;
                     false
                 }
             },
@@ -654,6 +685,8 @@ async fn cancel(id: i64, json: bool) -> Result<Outcome, Failure> {
 async fn watch(json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
     let mut stream = proxy.receive_event().await?;
+    // A restarted pimd has forgotten its watchers: subscribe again whenever it comes back.
+    let mut owners = Some(proxy.inner().receive_owner_changed().await?);
     proxy.watch().await?;
     if !json {
         note("following events (Ctrl-C stops)…");
@@ -677,6 +710,11 @@ async fn watch(json: bool) -> Result<Outcome, Failure> {
                 };
                 write_out(&line)?;
             }
+            owner = next_owner(&mut owners) => match owner {
+                Some(Some(_)) => proxy.watch().await?,
+                Some(None) => {}
+                None => owners = None,
+            },
             _ = &mut ctrl_c => return Ok(Outcome::Done),
         }
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod csv;
+mod doctor;
 mod error;
 mod input;
 mod output;

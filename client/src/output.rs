@@ -461,6 +461,11 @@ pub fn requests_text(requests: &[RequestInfo], clock: &Clock) -> String {
                 e(&r.user),
                 e(&r.role),
                 dur(r.duration_secs),
+                if r.created_at == 0 {
+                    "-".to_string()
+                } else {
+                    time::span(time::remaining(clock.now, r.created_at))
+                },
                 approvals(r),
                 time::local_with_relative(r.expires_at, clock),
                 e(&r.ticket),
@@ -475,6 +480,7 @@ pub fn requests_text(requests: &[RequestInfo], clock: &Clock) -> String {
             "USER",
             "ROLE",
             "FOR",
+            "AGE",
             "APPROVALS",
             "EXPIRES",
             "TICKET",
@@ -523,6 +529,12 @@ pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
             )
         }
         "approved" => format!("{head}: {}; the request is approved.\n", approvals(r)),
+        // The last approval came, but the daemon could not turn it into a grant.
+        "denied" if verb == "Approved" => format!(
+            "{head}: {}, but no grant could start (the requester may no longer be eligible or \
+             already holds the group); the request is now denied.\n",
+            approvals(r)
+        ),
         "" | "denied" | "cancelled" => format!("{head}.\n"),
         state => format!("{head}; it is now {}.\n", escape(state)),
     }
@@ -1036,6 +1048,23 @@ mod tests {
             decided_text("Denied", &denied),
             "Denied request 12 (alice, admin for 1h).\n"
         );
+        // The last approval of a request that could not become a grant says so.
+        let voided = decided_text("Approved", &denied);
+        assert!(voided.contains("but no grant could start"), "{voided}");
+        assert!(voided.contains("the request is now denied"), "{voided}");
+    }
+
+    #[test]
+    fn given_open_requests_then_approvers_see_who_what_and_how_old() {
+        let mut r = request();
+        r.created_at = NOW - 5400;
+        let t = requests_text(&[r], &clock());
+        assert!(
+            t.starts_with("ID  USER   ROLE   FOR  AGE    APPROVALS"),
+            "{t}"
+        );
+        assert!(t.contains("12  alice  admin  1h   1h30m  1/2"), "{t}");
+        assert!(t.contains("INC42") && t.contains("deploy hotfix"), "{t}");
     }
 
     #[test]

@@ -1182,6 +1182,34 @@ impl Manager {
         Ok((request, role))
     }
 
+    /// Audits a refused approval or denial against the request's requester and role (when
+    /// the request exists), so `pim audit --user REQUESTER` shows attempts on their requests.
+    fn audit_decision_refusal<T>(
+        &mut self,
+        caller: &Caller,
+        id: i64,
+        action: &str,
+        comment: &str,
+        result: Result<T, PimError>,
+    ) -> Result<T, PimError> {
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let request = self.store.read(|tx| tx.request(id)).ok().flatten();
+        let (user, role) = request.map(|r| (r.user, r.role)).unwrap_or_default();
+        let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
+        let audit = Audit {
+            actor: &caller.name,
+            action,
+            user: &user,
+            role: &role,
+            reason: &comment_text,
+            ticket: "",
+        };
+        self.refused_about(&audit, &format!("request {id}"), err)
+    }
+
     pub fn approve(
         &mut self,
         caller: &Caller,
@@ -1189,19 +1217,8 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
-        let audit = Audit {
-            actor: &caller.name,
-            action: "approve",
-            user: "",
-            role: "",
-            reason: &comment_text,
-            ticket: "",
-        };
-        match self.try_approve(caller, id, comment, code) {
-            Ok(info) => Ok(info),
-            Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
-        }
+        let result = self.try_approve(caller, id, comment, code);
+        self.audit_decision_refusal(caller, id, "approve", comment, result)
     }
 
     fn try_approve(
@@ -1385,19 +1402,8 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
-        let audit = Audit {
-            actor: &caller.name,
-            action: "deny",
-            user: "",
-            role: "",
-            reason: &comment_text,
-            ticket: "",
-        };
-        match self.try_deny(caller, id, comment, code) {
-            Ok(info) => Ok(info),
-            Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
-        }
+        let result = self.try_deny(caller, id, comment, code);
+        self.audit_decision_refusal(caller, id, "deny", comment, result)
     }
 
     fn try_deny(

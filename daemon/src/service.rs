@@ -14,12 +14,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::{fdo, interface, Connection};
 
 /// Watchers beyond this are refused, so nobody can make pimd fan out without bound.
 const MAX_WATCHERS: usize = 256;
+
+/// Events queued for `notify_command` beyond this are dropped (and audited), so a stuck
+/// notifier cannot make pimd hold events without bound.
+const NOTIFY_QUEUE_LENGTH: usize = 1024;
 
 /// State shared by the bus interface and the expiry task.
 pub struct Core {
@@ -31,13 +36,21 @@ pub struct Core {
     connection: OnceLock<Connection>,
     notify_command: Vec<String>,
     notify_timeout: Duration,
+    /// Events waiting for `notify_command`, run one at a time in the order they happened.
+    notify_queue: Option<mpsc::Sender<EventInfo>>,
 }
 
 impl Core {
     pub fn new(manager: Manager) -> Arc<Core> {
         let notify_command = manager.config().daemon.notify_command.clone();
         let notify_timeout = Duration::from_secs(manager.config().daemon.notify_timeout_secs);
-        Arc::new(Core {
+        let (queue, pending) = if notify_command.is_empty() {
+            (None, None)
+        } else {
+            let (sender, receiver) = mpsc::channel(NOTIFY_QUEUE_LENGTH);
+            (Some(sender), Some(receiver))
+        };
+        let core = Arc::new(Core {
             manager: Mutex::new(manager),
             syslog: Syslog::new(),
             watchers: Mutex::new(HashMap::new()),
@@ -45,7 +58,17 @@ impl Core {
             connection: OnceLock::new(),
             notify_command,
             notify_timeout,
-        })
+            notify_queue: queue,
+        });
+        if let Some(mut pending) = pending {
+            let worker = core.clone();
+            tokio::spawn(async move {
+                while let Some(event) = pending.recv().await {
+                    worker.run_notify_command(event).await;
+                }
+            });
+        }
+        core
     }
 
     pub fn set_connection(&self, connection: Connection) {
@@ -93,9 +116,18 @@ impl Core {
         self.wake.notify_one();
         for event in outbox.events {
             self.signal_watchers(&event).await;
-            if !self.notify_command.is_empty() {
-                let core = self.clone();
-                tokio::spawn(async move { core.run_notify_command(event).await });
+            if let Some(queue) = &self.notify_queue {
+                if let Err(e) = queue.try_send(event) {
+                    let event = match e {
+                        mpsc::error::TrySendError::Full(ev)
+                        | mpsc::error::TrySendError::Closed(ev) => ev,
+                    };
+                    self.audit_notify_failure(
+                        event,
+                        "notify queue full; event not delivered".into(),
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -133,7 +165,7 @@ impl Core {
 
     /// Runs `notify_command` with the event as JSON on stdin, bounded by `notify_timeout`.
     /// It never affects a decision; a failure is audited.
-    async fn run_notify_command(self: Arc<Self>, event: EventInfo) {
+    async fn run_notify_command(self: &Arc<Self>, event: EventInfo) {
         let json = serde_json::to_string(&event).unwrap_or_default();
         let program = &self.notify_command[0];
         let attempt = async {
@@ -172,7 +204,11 @@ impl Core {
             "event {} for request {}: {failure}",
             event.kind, event.request_id
         );
-        // Not through with_manager: this audit produces no events, and must not notify again.
+        self.audit_notify_failure(event, detail).await;
+    }
+
+    /// Not through `with_manager`: this audit produces no events, and must not notify again.
+    async fn audit_notify_failure(self: &Arc<Self>, event: EventInfo, detail: String) {
         let core = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let mut manager = core.manager.lock().unwrap_or_else(PoisonError::into_inner);

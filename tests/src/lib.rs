@@ -831,6 +831,23 @@ fi"#;
         totp_code(secret_base32, at_unix)
     }
 
+    /// Enrols `user` in TOTP (`pim --json mfa enroll`, then `pim mfa confirm` with a first
+    /// code) and returns their authenticator, which has spent that first code. Panics with
+    /// everything when either step fails. pimd must be running.
+    #[track_caller]
+    pub fn enroll_mfa(&self, user: &str) -> Authenticator {
+        let enroll = self.run(user, &["pim", "--json", "mfa", "enroll"]);
+        let doc = enroll.assert_success().json();
+        let Some(secret) = doc["secret"].as_str() else {
+            panic!("no secret in `pim mfa enroll`'s JSON:\n{enroll}");
+        };
+        let mut phone = Authenticator::new(secret);
+        let code = phone.next_code(self);
+        self.run(user, &["pim", "mfa", "confirm", &code])
+            .assert_success();
+        phone
+    }
+
     /// Polls `f` until it returns true; panics naming `what` (with pimd's log) after `timeout`.
     /// Returns as soon as the condition holds.
     #[track_caller]
