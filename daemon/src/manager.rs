@@ -82,7 +82,32 @@ struct Audit<'a> {
     ticket: &'a str,
 }
 
-impl Audit<'_> {
+impl<'a> Audit<'a> {
+    fn new(actor: &'a str, action: &'a str) -> Self {
+        Audit {
+            actor,
+            action,
+            user: "",
+            role: "",
+            reason: "",
+            ticket: "",
+        }
+    }
+
+    /// Whose grant, request or enrolment, and which role.
+    fn about(self, user: &'a str, role: &'a str) -> Self {
+        Audit { user, role, ..self }
+    }
+
+    /// The user's own words: reason (or comment) and ticket.
+    fn with_text(self, reason: &'a str, ticket: &'a str) -> Self {
+        Audit {
+            reason,
+            ticket,
+            ..self
+        }
+    }
+
     fn entry(&self, at: i64, outcome: Outcome, detail: impl Into<String>) -> AuditEntry {
         AuditEntry {
             at,
@@ -125,6 +150,15 @@ fn request_info(r: &Request, approved_by: Vec<String>) -> RequestInfo {
         state: r.state.as_str().to_string(),
         approvals_required: r.approvals_required,
         approved_by,
+    }
+}
+
+/// A name for an audit record: as given when valid, else nothing (the refusal says why).
+fn name_or_empty(name: &str) -> &str {
+    if text::check_name("name", name).is_ok() {
+        name
+    } else {
+        ""
     }
 }
 
@@ -358,14 +392,7 @@ impl Manager {
         }
         let (next, newly_locked) = policy.record_failure(&state, now);
         tx.set_failure_state(user, &next)?;
-        let audit = Audit {
-            actor: user,
-            action: "mfa-failure",
-            user,
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(user, "mfa-failure").about(user, "");
         tx.audit(audit.entry(
             now,
             Outcome::Refused,
@@ -456,14 +483,7 @@ impl Manager {
                 grant.user, grant.group
             ));
             let now = self.now();
-            let audit = Audit {
-                actor: DAEMON,
-                action: "grant-failed",
-                user: &grant.user,
-                role: &grant.role,
-                reason: "",
-                ticket: "",
-            };
+            let audit = Audit::new(DAEMON, "grant-failed").about(&grant.user, &grant.role);
             let entry = audit.entry(now, Outcome::Error, err.message());
             self.commit(|tx| {
                 tx.end_grant(grant.id, now, "failed")?;
@@ -552,23 +572,14 @@ impl Manager {
         ticket: &str,
         code: &str,
     ) -> Result<ActivateReply, PimError> {
-        let role_label = if text::check_name("role", role).is_ok() {
-            role
-        } else {
-            ""
-        };
+        let role_label = name_or_empty(role);
         let (reason_text, ticket_text) = (
             text::for_record(reason, text::MAX_REASON_BYTES),
             text::for_record(ticket, text::MAX_TICKET_BYTES),
         );
-        let audit = Audit {
-            actor: &caller.name,
-            action: "activate",
-            user: &caller.name,
-            role: role_label,
-            reason: &reason_text,
-            ticket: &ticket_text,
-        };
+        let audit = Audit::new(&caller.name, "activate")
+            .about(&caller.name, role_label)
+            .with_text(&reason_text, &ticket_text);
         match self.try_activate(caller, role, duration_secs, reason, ticket, code) {
             Ok(reply) => Ok(reply),
             Err(e) => self.refused(&audit, e),
@@ -610,14 +621,9 @@ impl Manager {
             return self.file_request(caller, &role, secs, reason, ticket, code);
         }
         let ends_at = Self::grant_end(now, secs, eligibility);
-        let audit = Audit {
-            actor: user,
-            action: "activate",
-            user,
-            role: &role.name,
-            reason,
-            ticket,
-        };
+        let audit = Audit::new(user, "activate")
+            .about(user, &role.name)
+            .with_text(reason, ticket);
         let grant = self.with_mfa(user, code, role.require_mfa, |tx, proof| {
             let grant = Self::insert_grant(
                 tx,
@@ -691,14 +697,9 @@ impl Manager {
             approvals_required: role.approvals_required,
             state: RequestState::Pending,
         };
-        let audit = Audit {
-            actor: user,
-            action: "request",
-            user,
-            role: &role.name,
-            reason,
-            ticket,
-        };
+        let audit = Audit::new(user, "request")
+            .about(user, &role.name)
+            .with_text(reason, ticket);
         request.id = self.with_mfa(user, code, role.require_mfa, |tx, proof| {
             let id = tx.insert_request(&request)?;
             tx.audit(audit.entry(
@@ -730,18 +731,7 @@ impl Manager {
     }
 
     pub fn deactivate(&mut self, caller: &Caller, role: &str) -> Result<GrantInfo, PimError> {
-        let audit = Audit {
-            actor: &caller.name,
-            action: "deactivate",
-            user: &caller.name,
-            role: if text::check_name("role", role).is_ok() {
-                role
-            } else {
-                ""
-            },
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "deactivate").about(&caller.name, name_or_empty(role));
         let result = check_name("role", role).and_then(|_| {
             self.store
                 .read(|tx| tx.live_grant(&caller.name, role))?
@@ -797,14 +787,7 @@ impl Manager {
             return Ok(());
         }
         let now = self.now();
-        let audit = Audit {
-            actor: DAEMON,
-            action: "membership-remove",
-            user,
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(DAEMON, "membership-remove").about(user, "");
         if self.accounts.listed_in_group(user, group) {
             if let Err(e) = self.accounts.remove_member(user, group) {
                 // The membership record stays, so reconciliation tries again.
@@ -831,18 +814,9 @@ impl Manager {
         code: &str,
     ) -> Result<GrantInfo, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit {
-            actor: &caller.name,
-            action: "extend",
-            user: &caller.name,
-            role: if text::check_name("role", role).is_ok() {
-                role
-            } else {
-                ""
-            },
-            reason: &reason_text,
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "extend")
+            .about(&caller.name, name_or_empty(role))
+            .with_text(&reason_text, "");
         match self.try_extend(caller, role, duration_secs, reason, code) {
             Ok(g) => Ok(g),
             Err(e) => self.refused(&audit, e),
@@ -888,14 +862,9 @@ impl Manager {
                 describe(ends_at, now)
             )));
         }
-        let audit = Audit {
-            actor: user,
-            action: "extend",
-            user,
-            role: &role.name,
-            reason,
-            ticket: "",
-        };
+        let audit = Audit::new(user, "extend")
+            .about(user, &role.name)
+            .with_text(reason, "");
         self.with_mfa(user, code, role.require_mfa, |tx, proof| {
             tx.set_grant_end(grant.id, ends_at)?;
             Ok(tx.audit(audit.entry(
@@ -940,14 +909,7 @@ impl Manager {
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
         let user = caller.name.as_str();
-        let audit = Audit {
-            actor: user,
-            action: "mfa-enroll",
-            user,
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(user, "mfa-enroll").about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
         if existing.is_some_and(|r| r.confirmed) {
             return self.refused(
@@ -975,14 +937,7 @@ impl Manager {
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
         let user = caller.name.as_str();
-        let audit = Audit {
-            actor: user,
-            action: "mfa-confirm",
-            user,
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(user, "mfa-confirm").about(user, "");
         match self.try_mfa_confirm(user, code, &audit) {
             Ok(codes) => Ok(codes),
             Err(e) => self.refused(&audit, e),
@@ -1097,14 +1052,7 @@ impl Manager {
         }
         let everything = self.is_auditor(caller);
         if !everything && !user.is_empty() && user != caller.name {
-            let audit = Audit {
-                actor: &caller.name,
-                action: "audit-read",
-                user,
-                role,
-                reason: "",
-                ticket: "",
-            };
+            let audit = Audit::new(&caller.name, "audit-read").about(user, role);
             return self.refused(
                 &audit,
                 PimError::PermissionDenied(
@@ -1199,14 +1147,9 @@ impl Manager {
         let request = self.store.read(|tx| tx.request(id)).ok().flatten();
         let (user, role) = request.map(|r| (r.user, r.role)).unwrap_or_default();
         let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
-        let audit = Audit {
-            actor: &caller.name,
-            action,
-            user: &user,
-            role: &role,
-            reason: &comment_text,
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, action)
+            .about(&user, &role)
+            .with_text(&comment_text, "");
         self.refused_about(&audit, &format!("request {id}"), err)
     }
 
@@ -1238,14 +1181,9 @@ impl Manager {
         }
         let approver = caller.name.as_str();
         let now = self.now();
-        let audit = Audit {
-            actor: approver,
-            action: "approve",
-            user: &request.user,
-            role: &request.role,
-            reason: comment,
-            ticket: &request.ticket,
-        };
+        let audit = Audit::new(approver, "approve")
+            .about(&request.user, &request.role)
+            .with_text(comment, &request.ticket);
         let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
             tx.add_approval(id, approver, now, comment)?;
             let approved_by = tx.approvers_of(id)?;
@@ -1317,14 +1255,9 @@ impl Manager {
         let user = request.user.as_str();
         let now = self.now();
         if let Some(obstacle) = self.grant_obstacle(request, role)? {
-            let audit = Audit {
-                actor: DAEMON,
-                action: "request-void",
-                user,
-                role: &role.name,
-                reason: "",
-                ticket: &request.ticket,
-            };
+            let audit = Audit::new(DAEMON, "request-void")
+                .about(user, &role.name)
+                .with_text("", &request.ticket);
             let entry = audit.entry(
                 now,
                 Outcome::Refused,
@@ -1347,14 +1280,9 @@ impl Manager {
         }
         let eligibility = self.eligibility(role, user)?;
         let ends_at = Self::grant_end(now, request.duration_secs, eligibility);
-        let audit = Audit {
-            actor: approver,
-            action: "grant-start",
-            user,
-            role: &role.name,
-            reason: &request.reason,
-            ticket: &request.ticket,
-        };
+        let audit = Audit::new(approver, "grant-start")
+            .about(user, &role.name)
+            .with_text(&request.reason, &request.ticket);
         let grant = self.commit(|tx| {
             let grant = Self::insert_grant(
                 tx,
@@ -1422,14 +1350,9 @@ impl Manager {
         let (request, _role) = self.decidable_request(caller, id)?;
         let approver = caller.name.as_str();
         let now = self.now();
-        let audit = Audit {
-            actor: approver,
-            action: "deny",
-            user: &request.user,
-            role: &request.role,
-            reason: comment,
-            ticket: &request.ticket,
-        };
+        let audit = Audit::new(approver, "deny")
+            .about(&request.user, &request.role)
+            .with_text(comment, &request.ticket);
         let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
             tx.decide_request(id, RequestState::Denied, now, approver, comment)?;
             tx.audit(audit.entry(
@@ -1458,14 +1381,7 @@ impl Manager {
     }
 
     pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
-        let audit = Audit {
-            actor: &caller.name,
-            action: "cancel",
-            user: &caller.name,
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "cancel").about(&caller.name, "");
         let request = match self.store.read(|tx| tx.request(id))? {
             Some(r) if r.user == caller.name => r,
             _ => {
@@ -1517,14 +1433,9 @@ impl Manager {
 
     fn expire_request(&mut self, request: &Request) -> Result<(), PimError> {
         let now = self.now();
-        let audit = Audit {
-            actor: DAEMON,
-            action: "request-expire",
-            user: &request.user,
-            role: &request.role,
-            reason: "",
-            ticket: &request.ticket,
-        };
+        let audit = Audit::new(DAEMON, "request-expire")
+            .about(&request.user, &request.role)
+            .with_text("", &request.ticket);
         let entry = audit.entry(
             now,
             Outcome::Success,
@@ -1563,14 +1474,7 @@ impl Manager {
         event: &EventInfo,
         detail: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit {
-            actor: DAEMON,
-            action: "notify-failed",
-            user: &event.user,
-            role: &event.role,
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(DAEMON, "notify-failed").about(&event.user, &event.role);
         let entry = audit.entry(self.now(), Outcome::Error, detail);
         self.commit(|tx| Ok(tx.audit(entry)?))
     }
@@ -1590,14 +1494,7 @@ impl Manager {
     }
 
     pub fn admin_grants(&mut self, caller: &Caller) -> Result<Vec<GrantInfo>, PimError> {
-        let audit = Audit {
-            actor: &caller.name,
-            action: "admin-grants",
-            user: "",
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "admin-grants");
         self.require_admin(caller, &audit)?;
         let grants = self.store.read(|tx| tx.live_grants())?;
         Ok(grants.iter().map(grant_info).collect())
@@ -1611,16 +1508,8 @@ impl Manager {
         not_before: i64,
         not_after: i64,
     ) -> Result<(), PimError> {
-        let names_ok =
-            text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
-        let audit = Audit {
-            actor: &caller.name,
-            action: "admin-assign",
-            user: if names_ok { user } else { "" },
-            role: if names_ok { role } else { "" },
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "admin-assign")
+            .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
         let checked = (|| {
             check_name("user", user)?;
@@ -1674,16 +1563,8 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(), PimError> {
-        let names_ok =
-            text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
-        let audit = Audit {
-            actor: &caller.name,
-            action: "admin-unassign",
-            user: if names_ok { user } else { "" },
-            role: if names_ok { role } else { "" },
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "admin-unassign")
+            .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
             return self.refused(&audit, e);
@@ -1715,17 +1596,10 @@ impl Manager {
         role: &str,
         reason: &str,
     ) -> Result<GrantInfo, PimError> {
-        let names_ok =
-            text::check_name("user", user).is_ok() && text::check_name("role", role).is_ok();
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit {
-            actor: &caller.name,
-            action: "admin-revoke",
-            user: if names_ok { user } else { "" },
-            role: if names_ok { role } else { "" },
-            reason: &reason_text,
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "admin-revoke")
+            .about(name_or_empty(user), name_or_empty(role))
+            .with_text(&reason_text, "");
         self.require_admin(caller, &audit)?;
         let found = check_name("user", user)
             .and(check_name("role", role))
@@ -1755,15 +1629,7 @@ impl Manager {
     }
 
     pub fn admin_mfa_reset(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
-        let name_ok = text::check_name("user", user).is_ok();
-        let audit = Audit {
-            actor: &caller.name,
-            action: "admin-mfa-reset",
-            user: if name_ok { user } else { "" },
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new(&caller.name, "admin-mfa-reset").about(name_or_empty(user), "");
         self.require_admin(caller, &audit)?;
         if let Err(e) = check_name("user", user) {
             return self.refused(&audit, e);
@@ -1803,18 +1669,7 @@ impl Manager {
         groups: &[String],
     ) -> Result<AccessDecision, PimError> {
         if !caller.is_root() {
-            let audit = Audit {
-                actor: &caller.name,
-                action: "access-check",
-                user: if text::check_name("user", user).is_ok() {
-                    user
-                } else {
-                    ""
-                },
-                role: "",
-                reason: "",
-                ticket: "",
-            };
+            let audit = Audit::new(&caller.name, "access-check").about(name_or_empty(user), "");
             return self.refused(
                 &audit,
                 PimError::PermissionDenied("only root may ask about another user's access".into()),
@@ -1887,14 +1742,7 @@ impl Manager {
                 }
             }
         };
-        let audit = Audit {
-            actor: "pam",
-            action: "access-check",
-            user,
-            role: "",
-            reason: "",
-            ticket: "",
-        };
+        let audit = Audit::new("pam", "access-check").about(user, "");
         let entry = audit.entry(
             now,
             Outcome::Refused,
@@ -1917,14 +1765,7 @@ impl Manager {
         let mut first_error = None;
         let due = self.store.read(|tx| tx.due_grants(now))?;
         for grant in due {
-            let audit = Audit {
-                actor: DAEMON,
-                action: "expire",
-                user: &grant.user,
-                role: &grant.role,
-                reason: "",
-                ticket: "",
-            };
+            let audit = Audit::new(DAEMON, "expire").about(&grant.user, &grant.role);
             let detail = format!(
                 "grant {} ended at {}",
                 grant.id,
