@@ -1,0 +1,698 @@
+//! `pam_pim.so` end to end: the real module in sudo's PAM stack (and driven by `pamtester`),
+//! the real `pimd` on the sandbox's system bus, real `gpasswd` and `sudo`.
+//!
+//! Every sandbox has the same host: role `admin` grants group `sudo` (no MFA, no approval, so
+//! that activating needs no TOTP step); `alice` is eligible, `paul` is a `permanent` member
+//! (in `sudo` at rest), `bob` is in no managed group but may use sudo through a sudoers rule of
+//! his own, `mallory` was put in `sudo` by hand and no role grants it to him, and root is in
+//! `sudo` too (uid 0 is never the module's business). sudoers: `%sudo NOPASSWD: ALL`,
+//! `Defaults !fqdn` (see `Sandbox::setup_sudo`).
+//!
+//! The hole the module closes: a process keeps the supplementary groups it logged in with, so
+//! a shell started during a grant still carries `sudo` after pimd took the user out of
+//! `/etc/group`. Such processes are made with `run_with_groups(user, &["sudo"], ...)` or are
+//! real shells `spawn`ed during the grant.
+
+use std::time::{Duration, Instant};
+
+use pim_e2e::{Background, Output, Sandbox, CONFIG_PATH};
+
+const CONFIG: &str = r#"
+[roles.admin]
+group = "sudo"
+description = "Full administration through sudo"
+eligible = ["alice"]
+permanent = ["paul"]
+require_mfa = false
+require_approval = false
+max_duration = "2h"
+default_duration = "1h"
+"#;
+
+/// sudoers rules beyond `%sudo` (which `setup_sudo` writes).
+const EXTRA_SUDOERS: &str = "bob ALL=(ALL:ALL) NOPASSWD: ALL\n";
+
+/// The module's line in the tests that are not about its arguments.
+const PAM_ARGS: &str = "groups=sudo services=sudo,sudo-i";
+
+/// What the fail-closed refusal says (pam-module/src/decision.rs).
+const UNCONFIRMED: &str = "pim: access refused: pimd could not confirm a live grant for group sudo";
+/// What a misconfigured line says to the users it refuses.
+const MISCONFIGURED: &str = "pim: access refused: pam_pim is misconfigured on this host";
+
+/// A sandbox with the users, the configuration and sudo (module line `pam_args`), without pimd.
+fn host(pam_args: &str) -> Sandbox {
+    let sb = Sandbox::start();
+    assert!(
+        sb.has_pam_module(),
+        "libpam_pim.so is not built: run `cargo build --workspace` first"
+    );
+    sb.add_user("alice", &[]);
+    sb.add_user("bob", &[]);
+    sb.add_user("paul", &["sudo"]);
+    sb.add_user("mallory", &["sudo"]);
+    sb.run("root", &["gpasswd", "-a", "root", "sudo"])
+        .assert_success();
+    sb.write_file(CONFIG_PATH, CONFIG, 0o644);
+    sb.setup_sudo(Some(pam_args));
+    sb.write_file("/etc/sudoers.d/pim-e2e-pam", EXTRA_SUDOERS, 0o440);
+    sb.run("root", &["visudo", "-c"]).assert_success();
+    sb
+}
+
+/// [`host`] with pimd running.
+fn host_with_pimd(pam_args: &str) -> Sandbox {
+    let sb = host(pam_args);
+    sb.start_pimd();
+    sb
+}
+
+/// Rewrites sudo's PAM stack with another module line (pimd keeps running).
+fn set_module_line(sb: &Sandbox, pam_args: &str) {
+    sb.setup_sudo(Some(pam_args));
+}
+
+/// `pim activate admin` as `user`, for `duration`.
+#[track_caller]
+fn activate(sb: &Sandbox, user: &str, duration: &str) {
+    sb.run(
+        user,
+        &[
+            "pim",
+            "activate",
+            "admin",
+            "-d",
+            duration,
+            "-r",
+            "end-to-end test of pam_pim",
+        ],
+    )
+    .assert_success();
+    assert!(
+        sb.is_member(user, "sudo"),
+        "{user} is not in sudo after activating"
+    );
+}
+
+/// `sudo -n true` as a fresh login of `user`.
+fn sudo_fresh(sb: &Sandbox, user: &str) -> Output {
+    sb.run(user, &["sudo", "-n", "true"])
+}
+
+/// `sudo -n true` from a process of `user` that still carries group `sudo` (logged in earlier).
+fn sudo_stale(sb: &Sandbox, user: &str) -> Output {
+    sb.run_with_groups(user, &["sudo"], &["sudo", "-n", "true"])
+}
+
+/// The account phase of the `sudo` stack for `user`, as root (pimd answers only root).
+fn pamtester(sb: &Sandbox, user: &str) -> Output {
+    sb.run("root", &["pamtester", "sudo", user, "acct_mgmt"])
+}
+
+/// The lines of stderr the module wrote (they all start with `pim: `).
+fn pim_lines(out: &Output) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("pim: "))
+        .collect()
+}
+
+/// Asserts that stderr has exactly one line from the module, starting with `prefix` and ending
+/// with `suffix` (whatever sudo or pamtester add around it).
+#[track_caller]
+fn assert_one_reason(out: &Output, prefix: &str, suffix: &str) {
+    let lines = pim_lines(out);
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(prefix) && lines[0].ends_with(suffix),
+        "expected exactly one line `{prefix}...{suffix}` on stderr, got {lines:?}:\n{out}"
+    );
+}
+
+/// Asserts the command failed and showed the module's one line `prefix...suffix`.
+#[track_caller]
+fn assert_refused_with(out: &Output, prefix: &str, suffix: &str) {
+    out.assert_failure();
+    assert_one_reason(out, prefix, suffix);
+}
+
+/// The reason shown for a grant that ended: `pim: your grant for role admin ended at HH:MM
+/// UTC; run 'pim activate admin'` (the date goes before the time when it was another day).
+#[track_caller]
+fn assert_grant_ended_reason(out: &Output) {
+    assert_one_reason(
+        out,
+        "pim: your grant for role admin ended at ",
+        " UTC; run 'pim activate admin'",
+    );
+}
+
+/// The command failed with the reason for a grant that ended.
+#[track_caller]
+fn assert_grant_ended(out: &Output) {
+    out.assert_failure();
+    assert_grant_ended_reason(out);
+}
+
+/// The `access-check` records in the audit log, as root sees them.
+fn access_checks(sb: &Sandbox) -> Vec<serde_json::Value> {
+    let doc = sb
+        .run("root", &["pim", "--json", "audit"])
+        .assert_success()
+        .json();
+    doc["records"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no records array in {doc}"))
+        .iter()
+        .filter(|r| r["action"] == "access-check")
+        .cloned()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grant's lifecycle
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sudo_needs_a_live_grant_and_a_shell_from_the_grant_is_refused_after_deactivation() {
+    let sb = host_with_pimd(PAM_ARGS);
+
+    // No grant: not in sudo, so sudoers itself refuses; carrying a stale `sudo` does not help.
+    sudo_fresh(&sb, "alice").assert_failure();
+    assert_refused_with(
+        &sudo_stale(&sb, "alice"),
+        "pim: you hold group sudo without a live grant; run 'pim activate admin'",
+        "",
+    );
+
+    // A live grant: a fresh login is in sudo and sudo lets it in.
+    activate(&sb, "alice", "1h");
+    sb.run("alice", &["sudo", "-n", "id", "-un"])
+        .assert_success()
+        .assert_stdout_contains("root");
+    sb.run("alice", &["sudo", "-i", "-n", "true"])
+        .assert_success();
+    sudo_stale(&sb, "alice").assert_success();
+
+    // A shell started during the grant: it carries `sudo` and sudo works in it, then it waits
+    // for the grant to end and tries again.
+    let script = r#"echo "groups: $(id -Gn)"
+if sudo -n true; then echo "during: allowed"; else echo "during: refused"; fi
+while [ ! -e /tmp/pim-e2e-go ]; do sleep 0.05; done
+echo "after: groups $(id -Gn)"
+sudo -n true
+echo "after: status $?"
+"#;
+    let mut shell = sb.spawn("alice", &["bash", "-c", script]);
+    shell.wait_for_stdout("during: ", Duration::from_secs(60));
+    let so_far = shell.stdout_so_far();
+    assert!(
+        so_far.contains("groups: alice sudo") && so_far.contains("during: allowed"),
+        "the shell started during the grant:\n{so_far}\n{}",
+        shell.stderr_so_far()
+    );
+
+    sb.run("alice", &["pim", "deactivate", "admin"])
+        .assert_success();
+    assert!(!sb.is_member("alice", "sudo"));
+    assert!(!sb.groups_of("alice").contains(&"sudo".to_string()));
+
+    sb.run("root", &["touch", "/tmp/pim-e2e-go"])
+        .assert_success();
+    let shell = shell.wait(Duration::from_secs(60));
+    shell.assert_success();
+    assert!(
+        shell.stdout.contains("after: groups alice sudo"),
+        "the shell lost its stale group?\n{shell}"
+    );
+    assert!(
+        shell.stdout.contains("after: status 1"),
+        "sudo in the stale shell was not refused:\n{shell}"
+    );
+    assert_grant_ended_reason(&shell);
+
+    // The same through run_with_groups, and a fresh login is refused by sudoers.
+    assert_grant_ended(&sudo_stale(&sb, "alice"));
+    sudo_fresh(&sb, "alice").assert_failure();
+}
+
+#[test]
+fn expiry_ends_sudo_for_a_shell_started_during_the_grant() {
+    let sb = host_with_pimd(PAM_ARGS);
+    // Long enough for the shell below to start and use sudo on a slow machine; the test waits
+    // for the expiry anyway.
+    activate(&sb, "alice", "20s");
+
+    let script = r#"echo "groups: $(id -Gn)"
+if sudo -n true; then echo "during: allowed"; else echo "during: refused"; fi
+while [ ! -e /tmp/pim-e2e-go ]; do sleep 0.05; done
+sudo -n true
+echo "after: status $?"
+"#;
+    let mut shell = sb.spawn("alice", &["bash", "-c", script]);
+    shell.wait_for_stdout("during: ", Duration::from_secs(60));
+    assert!(
+        shell.stdout_so_far().contains("groups: alice sudo"),
+        "{}",
+        shell.stdout_so_far()
+    );
+
+    sb.wait_until(
+        "the grant to expire and alice to leave sudo",
+        Duration::from_secs(120),
+        || !sb.is_member("alice", "sudo"),
+    );
+    sb.run("root", &["touch", "/tmp/pim-e2e-go"])
+        .assert_success();
+    let shell = shell.wait(Duration::from_secs(60));
+    assert!(
+        shell.stdout.contains("during: allowed"),
+        "sudo during the grant was refused:\n{shell}"
+    );
+    assert!(
+        shell.stdout.contains("after: status 1"),
+        "sudo after expiry was not refused:\n{shell}"
+    );
+    assert_grant_ended_reason(&shell);
+    assert_grant_ended(&sudo_stale(&sb, "alice"));
+}
+
+#[test]
+fn permanent_member_passes_without_a_grant() {
+    let sb = host_with_pimd(PAM_ARGS);
+    assert!(sb.groups_of("paul").contains(&"sudo".to_string()));
+    sb.run("paul", &["sudo", "-n", "id", "-un"])
+        .assert_success()
+        .assert_stdout_contains("root");
+    sudo_stale(&sb, "paul").assert_success();
+    pamtester(&sb, "paul").assert_success();
+    // pimd neither refused nor took the group away.
+    assert!(access_checks(&sb).is_empty());
+    assert!(sb.is_member("paul", "sudo"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who the module leaves alone
+// ---------------------------------------------------------------------------------------------
+
+/// `busctl --system monitor` in the background, with a way to put markers in its output.
+struct BusMonitor<'a> {
+    sb: &'a Sandbox,
+    monitor: Background<'a>,
+    markers: u32,
+}
+
+impl<'a> BusMonitor<'a> {
+    fn start(sb: &'a Sandbox) -> BusMonitor<'a> {
+        let monitor = sb.spawn("root", &["busctl", "--system", "--no-pager", "monitor"]);
+        let mut m = BusMonitor {
+            sb,
+            monitor,
+            markers: 0,
+        };
+        // Proves the monitor is up and shows what it sees.
+        m.mark();
+        m
+    }
+
+    /// Sends a message naming a new marker until the monitor has shown it; returns the marker.
+    fn mark(&mut self) -> String {
+        self.markers += 1;
+        let marker = format!("org.pim.E2eMarker{}", self.markers);
+        self.sb.wait_until(
+            &format!("busctl monitor to show {marker}"),
+            Duration::from_secs(60),
+            || {
+                self.sb.run(
+                    "root",
+                    &[
+                        "busctl",
+                        "--system",
+                        "call",
+                        "org.freedesktop.DBus",
+                        "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus",
+                        "NameHasOwner",
+                        "s",
+                        &marker,
+                    ],
+                );
+                self.monitor.stdout_so_far().contains(&marker)
+            },
+        );
+        marker
+    }
+
+    /// What the monitor printed between two markers.
+    fn between(&self, from: &str, to: &str) -> String {
+        let text = self.monitor.stdout_so_far();
+        let start = text.find(from).expect("first marker shown");
+        let end = text[start..].find(to).map_or(text.len(), |i| start + i);
+        text[start..end].to_string()
+    }
+}
+
+#[test]
+fn users_in_no_managed_group_and_root_cause_no_bus_traffic() {
+    let sb = host_with_pimd(PAM_ARGS);
+    assert!(sb.groups_of("root").contains(&"sudo".to_string()));
+    let mut bus = BusMonitor::start(&sb);
+    let before = bus.mark();
+    sudo_fresh(&sb, "bob").assert_success();
+    sudo_fresh(&sb, "root").assert_success();
+    sb.run("root", &["sudo", "-n", "-u", "bob", "true"])
+        .assert_success();
+    pamtester(&sb, "bob").assert_success();
+    pamtester(&sb, "root").assert_success();
+    let after = bus.mark();
+    let seen = bus.between(&before, &after);
+    assert!(
+        !seen.contains("CheckAccess") && !seen.contains("org.pim.Manager1"),
+        "calls for bob and root reached the bus:\n{seen}"
+    );
+
+    // The monitor does see the module's call when there is one: a holder's sudo.
+    let control = sudo_stale(&sb, "alice");
+    control.assert_failure();
+    let last = bus.mark();
+    let seen = bus.between(&after, &last);
+    assert!(
+        seen.contains("Member=CheckAccess") && seen.contains("\"alice\""),
+        "the monitor did not show alice's CheckAccess:\n{seen}"
+    );
+    drop(bus);
+    assert!(
+        access_checks(&sb).iter().all(|r| r["user"] == "alice"),
+        "{:?}",
+        access_checks(&sb)
+    );
+
+    // And without pimd at all, nothing changes for them.
+    sb.kill_pimd("TERM");
+    sudo_fresh(&sb, "bob").assert_success();
+    sudo_fresh(&sb, "root").assert_success();
+    pamtester(&sb, "bob").assert_success();
+    pamtester(&sb, "root").assert_success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// pimd unreachable or hung
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pimd_stopped_fail_closed_refuses_holders_at_once() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    sudo_fresh(&sb, "alice").assert_success();
+
+    sb.kill_pimd("TERM");
+    let started = Instant::now();
+    let out = sudo_fresh(&sb, "alice");
+    let took = started.elapsed();
+    assert_refused_with(&out, UNCONFIRMED, "");
+    // The default timeout= is 2 s; a missing name on the bus is answered at once.
+    assert!(took < Duration::from_secs(20), "took {took:?}:\n{out}");
+    assert_refused_with(&sudo_stale(&sb, "alice"), UNCONFIRMED, "");
+    assert_refused_with(&pamtester(&sb, "alice"), UNCONFIRMED, "");
+    // Holders without a grant are refused all the same; others are left alone.
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
+    sudo_fresh(&sb, "bob").assert_success();
+    sudo_fresh(&sb, "root").assert_success();
+
+    // fail=closed written out is the same.
+    set_module_line(&sb, "groups=sudo fail=closed");
+    assert_refused_with(&sudo_fresh(&sb, "alice"), UNCONFIRMED, "");
+
+    // pimd back: the grant is still live.
+    sb.start_pimd();
+    sudo_fresh(&sb, "alice").assert_success();
+}
+
+#[test]
+fn pimd_stopped_fail_open_leaves_holders_to_the_rest_of_the_stack() {
+    let sb = host(&format!("{PAM_ARGS} fail=open"));
+    // pimd never started: sudoers decides alone.
+    sudo_stale(&sb, "alice").assert_success();
+    sudo_fresh(&sb, "mallory").assert_success();
+    pamtester(&sb, "mallory").assert_success();
+    sudo_fresh(&sb, "alice").assert_failure(); // not in sudo: sudoers refuses
+    sudo_fresh(&sb, "bob").assert_success();
+
+    // With pimd running, fail=open changes nothing: its refusals stand.
+    sb.start_pimd();
+    assert_refused_with(
+        &sudo_fresh(&sb, "mallory"),
+        "pim: you hold group sudo without a live grant, and no pim role grants it to you",
+        "",
+    );
+}
+
+#[test]
+fn hung_pimd_is_bounded_by_the_module_timeout() {
+    let sb = host_with_pimd("groups=sudo timeout=1s");
+    activate(&sb, "alice", "1h");
+    sudo_fresh(&sb, "alice").assert_success();
+
+    // pimd keeps its name on the bus but answers nothing: the call waits in the bus until the
+    // module gives up after timeout=1s (D-Bus's own default method timeout is 25 s).
+    assert_eq!(sb.kill_pimd("STOP"), None);
+    let bound = Duration::from_secs(20);
+    let started = Instant::now();
+    let out = sudo_fresh(&sb, "alice");
+    let took = started.elapsed();
+    assert_refused_with(&out, UNCONFIRMED, "");
+    assert!(
+        took >= Duration::from_secs(1) && took < bound,
+        "took {took:?}, expected between timeout=1s and {bound:?}:\n{out}"
+    );
+
+    let started = Instant::now();
+    let out = pamtester(&sb, "alice");
+    let took = started.elapsed();
+    assert_refused_with(&out, UNCONFIRMED, "");
+    assert!(took >= Duration::from_secs(1) && took < bound, "{took:?}");
+
+    // fail=open: the same wait, then the rest of the stack decides.
+    set_module_line(&sb, "groups=sudo timeout=1s fail=open");
+    let started = Instant::now();
+    let out = sudo_stale(&sb, "mallory");
+    let took = started.elapsed();
+    out.assert_success();
+    assert!(took >= Duration::from_secs(1) && took < bound, "{took:?}");
+
+    // Others never wait for the daemon.
+    let started = Instant::now();
+    sudo_fresh(&sb, "bob").assert_success();
+    sudo_fresh(&sb, "root").assert_success();
+    assert!(started.elapsed() < bound);
+
+    // Woken up, pimd answers again.
+    assert_eq!(sb.kill_pimd("CONT"), None);
+    set_module_line(&sb, "groups=sudo timeout=1s");
+    sudo_fresh(&sb, "alice").assert_success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The environment cannot choose the bus
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dbus_system_bus_address_in_the_environment_changes_nothing() {
+    let sb = host_with_pimd(PAM_ARGS);
+    sb.write_file(
+        "/etc/sudoers.d/pim-e2e-env",
+        "Defaults env_keep += \"DBUS_SYSTEM_BUS_ADDRESS\"\n",
+        0o440,
+    );
+    sb.run("root", &["visudo", "-c"]).assert_success();
+
+    // A bus of alice's own, where nobody owns org.pim.Manager1, and a socket nobody listens on.
+    let mut fake = sb.spawn(
+        "alice",
+        &[
+            "dbus-daemon",
+            "--session",
+            "--nofork",
+            "--address=unix:path=/tmp/alice-bus",
+            "--print-address",
+        ],
+    );
+    fake.wait_for_stdout("unix:path=/tmp/alice-bus", Duration::from_secs(60));
+    let fakes = [
+        "unix:path=/tmp/alice-bus".to_string(),
+        "unix:path=/tmp/nobody-listens-here".to_string(),
+    ];
+
+    activate(&sb, "alice", "1h");
+    for address in &fakes {
+        let env = format!("DBUS_SYSTEM_BUS_ADDRESS={address}");
+        // The variable does reach sudo's command (env_keep), so it was in sudo's environment.
+        sb.run(
+            "alice",
+            &[
+                "env",
+                &env,
+                "sudo",
+                "-n",
+                "printenv",
+                "DBUS_SYSTEM_BUS_ADDRESS",
+            ],
+        )
+        .assert_success()
+        .assert_stdout_contains(address);
+        sb.run(
+            "root",
+            &["env", &env, "pamtester", "sudo", "alice", "acct_mgmt"],
+        )
+        .assert_success();
+        sb.run_with_groups("alice", &["sudo"], &["env", &env, "sudo", "-n", "true"])
+            .assert_success();
+    }
+
+    sb.run("alice", &["pim", "deactivate", "admin"])
+        .assert_success();
+    sb.run("root", &["gpasswd", "-a", "alice", "sudo"])
+        .assert_success();
+    for address in &fakes {
+        let env = format!("DBUS_SYSTEM_BUS_ADDRESS={address}");
+        // The refusal is pimd's own, not a fail-closed one from an unusable bus.
+        assert_grant_ended(&sb.run("alice", &["env", &env, "sudo", "-n", "true"]));
+        assert_grant_ended(&sb.run(
+            "root",
+            &["env", &env, "pamtester", "sudo", "alice", "acct_mgmt"],
+        ));
+    }
+    assert!(fake.is_running(), "alice's bus died");
+}
+
+// ---------------------------------------------------------------------------------------------
+// pamtester: the account phase alone
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pamtester_account_phase_allows_and_denies() {
+    let sb = host_with_pimd(PAM_ARGS);
+    // Not a holder: the module ignores, the stack passes.
+    pamtester(&sb, "alice").assert_success();
+    pamtester(&sb, "bob").assert_success();
+    pamtester(&sb, "root").assert_success();
+    // A permanent member passes.
+    pamtester(&sb, "paul").assert_success();
+    // A holder no role grants the group to.
+    assert_refused_with(
+        &pamtester(&sb, "mallory"),
+        "pim: you hold group sudo without a live grant, and no pim role grants it to you; ask an administrator",
+        "",
+    );
+
+    activate(&sb, "alice", "1h");
+    pamtester(&sb, "alice")
+        .assert_success()
+        .assert_stdout_contains("account management done");
+    sb.run("alice", &["pim", "deactivate", "admin"])
+        .assert_success();
+    // Put back in sudo by hand (as if the group file were restored from a backup).
+    sb.run("root", &["gpasswd", "-a", "alice", "sudo"])
+        .assert_success();
+    let out = pamtester(&sb, "alice");
+    assert_grant_ended(&out);
+    assert!(out.stderr.contains("Permission denied"), "{out}");
+
+    // The sudo-i stack has the module too.
+    assert_grant_ended(&sb.run("root", &["pamtester", "sudo-i", "alice", "acct_mgmt"]));
+    // A service not in services= is left alone (the stack falls through to `other`).
+    set_module_line(&sb, "groups=sudo services=sudo-i");
+    pamtester(&sb, "alice").assert_success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misconfiguration
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_line_without_groups_lets_root_through_and_refuses_everyone_else() {
+    let sb = host_with_pimd("services=sudo,sudo-i");
+    activate(&sb, "alice", "1h");
+    sudo_fresh(&sb, "root").assert_success();
+    pamtester(&sb, "root").assert_success();
+    assert_refused_with(&sudo_fresh(&sb, "alice"), MISCONFIGURED, "");
+    assert_refused_with(&sudo_fresh(&sb, "paul"), MISCONFIGURED, "");
+    assert_refused_with(&pamtester(&sb, "alice"), MISCONFIGURED, "");
+    // No usable groups=: the module cannot tell who holds a managed group, so bob too.
+    assert_refused_with(&sudo_fresh(&sb, "bob"), MISCONFIGURED, "");
+
+    // A typo in the key is the same as no groups= at all.
+    set_module_line(&sb, "grups=sudo");
+    sudo_fresh(&sb, "root").assert_success();
+    assert_refused_with(&sudo_fresh(&sb, "alice"), MISCONFIGURED, "");
+    // pimd was never asked.
+    assert!(access_checks(&sb).is_empty());
+}
+
+#[test]
+fn a_line_with_a_typo_in_a_value_fails_closed_for_holders_only() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    sudo_fresh(&sb, "alice").assert_success();
+    for line in [
+        "groups=sudo fail=closd",
+        "groups=sudo timeout=2",
+        "groups=sudo debug=yes",
+        "groups=sudo groups=wheel",
+    ] {
+        set_module_line(&sb, line);
+        // Root always passes; a holder, even with a live grant or permanent, is refused.
+        sudo_fresh(&sb, "root").assert_success();
+        assert_refused_with(&sudo_fresh(&sb, "alice"), MISCONFIGURED, "");
+        assert_refused_with(&sudo_fresh(&sb, "paul"), MISCONFIGURED, "");
+        // The line still names the managed groups: a non-holder is not the module's business.
+        sudo_fresh(&sb, "bob").assert_success();
+    }
+    // An unknown argument is only logged.
+    set_module_line(&sb, "groups=sudo colour=blue");
+    sudo_fresh(&sb, "alice").assert_success();
+    assert!(access_checks(&sb).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn denials_are_audited_and_successes_are_not() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    for _ in 0..3 {
+        sudo_fresh(&sb, "alice").assert_success();
+    }
+    pamtester(&sb, "alice").assert_success();
+    sudo_fresh(&sb, "paul").assert_success();
+    assert_eq!(access_checks(&sb), Vec::<serde_json::Value>::new());
+
+    sb.run("alice", &["pim", "deactivate", "admin"])
+        .assert_success();
+    assert_grant_ended(&sudo_stale(&sb, "alice"));
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), "pim: you hold group sudo", "");
+
+    let checks = access_checks(&sb);
+    assert_eq!(checks.len(), 2, "{checks:#?}");
+    let alice = checks
+        .iter()
+        .find(|r| r["user"] == "alice")
+        .unwrap_or_else(|| panic!("no access-check for alice: {checks:#?}"));
+    assert_eq!(alice["outcome"], "refused", "{alice}");
+    assert!(
+        alice["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("sudo") && d.contains("ended at")),
+        "{alice}"
+    );
+    assert!(checks
+        .iter()
+        .any(|r| r["user"] == "mallory" && r["outcome"] == "refused"));
+
+    // The human view shows it too, and a user sees their own.
+    sb.run("root", &["pim", "audit", "--user", "alice"])
+        .assert_success()
+        .assert_stdout_contains("access-check");
+}
