@@ -3,19 +3,36 @@
 //!
 //! The connection goes to the fixed socket [`pim_common::SYSTEM_BUS_SOCKET`], never to an
 //! address from the environment (sudo runs PAM with the invoking user's environment, so
-//! `DBUS_SYSTEM_BUS_ADDRESS` would let that user answer for pimd). Each check builds a
-//! current-thread Tokio runtime, connects, calls, and drops the connection and then the runtime
-//! before returning: no runtime, thread, task or socket outlives the call.
+//! `DBUS_SYSTEM_BUS_ADDRESS` would let that user answer for pimd).
+//!
+//! No threads, no runtime: one blocking socket per call, closed before returning. The whole
+//! exchange is one write and one round trip, pipelined as sd-bus and zbus pipeline their
+//! handshakes: the NUL byte, `AUTH EXTERNAL` with the effective uid (the one the kernel
+//! reports to the bus as the peer's), `BEGIN` without waiting for `OK`, then `Hello` (serial 1)
+//! and `CheckAccess` (serial 2) go out in one write. The bus handles a connection's input in
+//! order and answers `OK <guid>`, the reply to `Hello`, the `NameAcquired` signal, and then
+//! pimd's reply (or its own error) to serial 2. Only a METHOD_RETURN or ERROR for serial 2
+//! decides; anything else is skipped (see [`crate::wire`] for the encoding and the checks on
+//! what is read). If the bus refuses the authentication it says so instead of `OK`, and the
+//! check fails as unreachable: there is no other mechanism to fall back to.
+//!
+//! One deadline bounds everything: the connect (through `SO_SNDTIMEO`, which a blocking
+//! connect on a Unix socket honours when the bus's backlog is full), the write and each read.
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pim_common::proxy::ManagerProxy;
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use nix::sys::time::TimeVal;
 use pim_common::types::AccessDecision;
-use pim_common::PimError;
-use zbus::proxy::CacheProperties;
+
+use crate::wire::{self, Arg, Call, Message};
 
 /// Why the daemon gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,95 +88,599 @@ impl BusDaemon {
 
 impl Daemon for BusDaemon {
     fn check_access(&self, user: &str, groups: &[String]) -> Result<AccessDecision, DaemonFailure> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| DaemonFailure::Error(format!("cannot start an event loop: {e}")))?;
-        let outcome = runtime.block_on(async {
-            // The connection lives inside this future: it is dropped here, on the runtime, when
-            // the call completes or the timeout cancels it.
-            tokio::time::timeout(self.timeout, ask(&self.socket, user, groups)).await
+        let clock = Clock {
+            deadline: Instant::now().checked_add(self.timeout),
+            timeout: self.timeout,
+        };
+        let request = request(nix::unistd::geteuid().as_raw(), user, groups)
+            .map_err(|e| DaemonFailure::Error(format!("cannot encode the call: {e}")))?;
+        let stream = connect(&self.socket, &clock)?;
+        send_all(&stream, &request, &clock)?;
+        let mut bus = Incoming {
+            stream,
+            buf: Vec::with_capacity(READ_CHUNK),
+            clock,
+        };
+        // `bus`, and with it the socket, is dropped on every return below.
+        bus.auth_reply()?;
+        loop {
+            let message = bus.next_reply()?;
+            match message.reply_serial {
+                Some(CHECK_ACCESS_SERIAL) => return answer(&message),
+                Some(HELLO_SERIAL) if message.kind == wire::ERROR => {
+                    return Err(DaemonFailure::Error(format!(
+                        "the bus refused Hello: {}",
+                        error_summary(&message)
+                    )))
+                }
+                // The reply to Hello, or a reply that is none of ours.
+                _ => continue,
+            }
+        }
+    }
+}
+
+const HELLO_SERIAL: u32 = 1;
+const CHECK_ACCESS_SERIAL: u32 = 2;
+/// Bytes asked of the socket per read (the bus's answers are a few hundred bytes).
+const READ_CHUNK: usize = 4096;
+/// Longest error text carried into the log.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// Everything the module sends, in one buffer: SASL, `Hello`, `CheckAccess`.
+fn request(uid: u32, user: &str, groups: &[String]) -> Result<Vec<u8>, wire::WireError> {
+    let mut bytes = wire::auth_external(uid);
+    bytes.extend(wire::encode_method_call(
+        &Call {
+            destination: "org.freedesktop.DBus",
+            path: "/org/freedesktop/DBus",
+            interface: "org.freedesktop.DBus",
+            member: "Hello",
+            args: &[],
+        },
+        HELLO_SERIAL,
+    )?);
+    bytes.extend(wire::encode_method_call(
+        &Call {
+            destination: pim_common::BUS_NAME,
+            path: pim_common::OBJECT_PATH,
+            interface: pim_common::INTERFACE,
+            member: "CheckAccess",
+            args: &[Arg::Str(user), Arg::StrArray(groups)],
+        },
+        CHECK_ACCESS_SERIAL,
+    )?);
+    Ok(bytes)
+}
+
+/// The deadline of the whole check.
+struct Clock {
+    /// `None` when the timeout is too large to add to now (then each step gets the whole
+    /// timeout; `timeout=` is at most a minute, so this does not happen in the module).
+    deadline: Option<Instant>,
+    timeout: Duration,
+}
+
+impl Clock {
+    /// Time left, never zero (a zero socket timeout would mean "wait forever").
+    fn remaining(&self) -> Result<Duration, DaemonFailure> {
+        let Some(deadline) = self.deadline else {
+            return Ok(self.timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(self.expired())
+        } else {
+            Ok(left)
+        }
+    }
+
+    fn expired(&self) -> DaemonFailure {
+        DaemonFailure::Timeout(self.timeout)
+    }
+}
+
+fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
+    let unreachable =
+        |e: Errno| DaemonFailure::Unreachable(format!("system bus at {}: {e}", path.display()));
+    let address = UnixAddr::new(path).map_err(unreachable)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(unreachable)?;
+    loop {
+        // A connect blocks while the listener's backlog is full, for at most SO_SNDTIMEO, and
+        // then fails with EAGAIN.
+        let left = clock.remaining()?;
+        let micros = i64::try_from(left.as_micros().max(1)).unwrap_or(i64::MAX);
+        let timeval = TimeVal::new(micros / 1_000_000, micros % 1_000_000);
+        socket::setsockopt(&fd, socket::sockopt::SendTimeout, &timeval).map_err(unreachable)?;
+        match socket::connect(fd.as_raw_fd(), &address) {
+            Ok(()) => return Ok(UnixStream::from(fd)),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Err(clock.expired()),
+            Err(e) => return Err(unreachable(e)),
+        }
+    }
+}
+
+/// Writes all of `bytes` with MSG_NOSIGNAL: a bus that hung up must not SIGPIPE the host.
+fn send_all(stream: &UnixStream, bytes: &[u8], clock: &Clock) -> Result<(), DaemonFailure> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        stream
+            .set_write_timeout(Some(clock.remaining()?))
+            .map_err(|e| DaemonFailure::Unreachable(format!("bus socket: {e}")))?;
+        match socket::send(stream.as_raw_fd(), &bytes[sent..], MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => {
+                return Err(DaemonFailure::Unreachable(
+                    "the bus accepted no bytes".into(),
+                ))
+            }
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Err(clock.expired()),
+            Err(e) => {
+                return Err(DaemonFailure::Unreachable(format!(
+                    "cannot write to the bus: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the bus sends back, read under the deadline.
+struct Incoming {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    clock: Clock,
+}
+
+impl Incoming {
+    /// Appends at least one byte from the socket to `buf`.
+    fn read_more(&mut self) -> Result<(), DaemonFailure> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            self.stream
+                .set_read_timeout(Some(self.clock.remaining()?))
+                .map_err(|e| DaemonFailure::Unreachable(format!("bus socket: {e}")))?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(DaemonFailure::Unreachable(
+                        "the bus closed the connection".into(),
+                    ))
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(self.clock.expired())
+                }
+                Err(e) => {
+                    return Err(DaemonFailure::Unreachable(format!(
+                        "cannot read from the bus: {e}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Reads and checks the bus's reply to AUTH, `OK <guid>\r\n`.
+    fn auth_reply(&mut self) -> Result<(), DaemonFailure> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                wire::check_auth_reply(&self.buf[..end])
+                    .map_err(|e| DaemonFailure::Unreachable(e.to_string()))?;
+                self.buf.drain(..end + 2);
+                return Ok(());
+            }
+            if self.buf.len() > wire::MAX_AUTH_LINE {
+                return Err(DaemonFailure::Error(
+                    "the bus answered AUTH with an overlong line".into(),
+                ));
+            }
+            self.read_more()?;
+        }
+    }
+
+    /// The next METHOD_RETURN or ERROR, decoded. Signals and calls (which anyone on the bus may
+    /// send to our unique name) are skipped unread, whatever their size; replies are only
+    /// forwarded by the bus to the caller that asked, so they are held to our size limit.
+    fn next_reply(&mut self) -> Result<Message, DaemonFailure> {
+        let malformed = |e: wire::WireError| {
+            DaemonFailure::Error(format!("malformed message from the bus: {e}"))
+        };
+        loop {
+            let Some(frame) = wire::frame(&self.buf).map_err(malformed)? else {
+                self.read_more()?;
+                continue;
+            };
+            if !matches!(frame.kind, wire::METHOD_RETURN | wire::ERROR) {
+                self.skip(frame.len)?;
+                continue;
+            }
+            if frame.len > wire::MAX_MESSAGE_BYTES {
+                return Err(DaemonFailure::Error(format!(
+                    "a reply of {} bytes is more than the module accepts",
+                    frame.len
+                )));
+            }
+            while self.buf.len() < frame.len {
+                self.read_more()?;
+            }
+            let message = wire::decode(&self.buf[..frame.len]).map_err(malformed)?;
+            self.buf.drain(..frame.len);
+            return Ok(message);
+        }
+    }
+
+    /// Discards the next `len` bytes, buffered or not yet read.
+    fn skip(&mut self, mut len: usize) -> Result<(), DaemonFailure> {
+        loop {
+            if self.buf.len() >= len {
+                self.buf.drain(..len);
+                return Ok(());
+            }
+            len -= self.buf.len();
+            self.buf.clear();
+            self.read_more()?;
+        }
+    }
+}
+
+/// pimd's answer, or the error that came instead.
+fn answer(message: &Message) -> Result<AccessDecision, DaemonFailure> {
+    if message.kind == wire::ERROR {
+        let name = message.error_name.as_deref().unwrap_or("");
+        return Err(match name {
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner"
+            | "org.freedesktop.DBus.Error.NoServer" => DaemonFailure::Unreachable(format!(
+                "{} is not on the bus: {}",
+                pim_common::BUS_NAME,
+                error_summary(message)
+            )),
+            _ => DaemonFailure::Error(error_summary(message)),
         });
-        // Dropping the runtime cancels whatever the connection left spawned (its socket reader)
-        // and closes the socket. A current-thread runtime has no worker threads, and nothing
-        // here uses the blocking pool, so no thread is left behind either.
-        drop(runtime);
-        outcome.unwrap_or(Err(DaemonFailure::Timeout(self.timeout)))
     }
+    let (allowed, message) = message
+        .bool_and_string()
+        .map_err(|e| DaemonFailure::Error(format!("malformed reply from pimd: {e}")))?;
+    Ok(AccessDecision { allowed, message })
 }
 
-async fn ask(
-    socket: &Path,
-    user: &str,
-    groups: &[String],
-) -> Result<AccessDecision, DaemonFailure> {
-    let address = bus_address(socket)?;
-    let connection = zbus::connection::Builder::address(address.as_str())
-        .build()
-        .await
-        .map_err(|e| {
-            DaemonFailure::Unreachable(format!("system bus at {}: {e}", socket.display()))
-        })?;
-    let proxy = ManagerProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| DaemonFailure::Error(format!("cannot set up the pimd proxy: {e}")))?;
-    proxy
-        .check_access(user, groups.to_vec())
-        .await
-        .map_err(classify)
-}
-
-/// `unix:path=...` for `socket`, refusing paths that would need D-Bus address escaping (the
-/// fixed system socket never does).
-fn bus_address(socket: &Path) -> Result<String, DaemonFailure> {
-    let text = socket.to_str().unwrap_or("");
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
-    if plain {
-        Ok(format!("unix:path={text}"))
+/// `name: text` of an ERROR message, the text bounded in length (the caller escapes it).
+fn error_summary(message: &Message) -> String {
+    let name = message.error_name.as_deref().unwrap_or("(no name)");
+    let text = match message.error_text() {
+        Ok(text) => text,
+        Err(e) => format!("(unreadable text: {e})"),
+    };
+    let mut end = text.len().min(MAX_ERROR_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < text.len() {
+        format!("{name}: {}...", &text[..end])
     } else {
-        Err(DaemonFailure::Error(format!(
-            "socket path {} cannot be used as a bus address",
-            socket.display()
-        )))
-    }
-}
-
-fn classify(error: PimError) -> DaemonFailure {
-    use zbus::fdo::Error as Fdo;
-    match error {
-        PimError::ZBus(zbus::Error::FDO(fdo))
-            if matches!(
-                *fdo,
-                Fdo::ServiceUnknown(_) | Fdo::NameHasNoOwner(_) | Fdo::NoServer(_)
-            ) =>
-        {
-            DaemonFailure::Unreachable(format!("org.pim.Manager1 is not on the bus: {fdo}"))
-        }
-        PimError::ZBus(zbus::Error::InputOutput(e)) => {
-            DaemonFailure::Unreachable(format!("bus connection failed: {e}"))
-        }
-        PimError::ZBus(e) => DaemonFailure::Error(e.to_string()),
-        other => DaemonFailure::Error(pim_common::text::escape(&other.message())),
+        format!("{name}: {text}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::testing::{access_reply, reply, signal};
+    use crate::wire::{Endian, ERROR, METHOD_RETURN};
+    use std::io::Write;
     use std::os::unix::net::UnixListener;
-    use std::time::Instant;
+    use std::thread::JoinHandle;
+
+    const GUID: &[u8] = b"OK 0123456789abcdef0123456789abcdef\r\n";
 
     fn temp_socket(name: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("pam-pim-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         (dir.join("bus"), dir)
+    }
+
+    /// What the module sent: the SASL lines and the two calls.
+    struct Request {
+        auth: Vec<u8>,
+        hello: Message,
+        call: Message,
+    }
+
+    /// Reads what the module sends on a fresh connection.
+    fn read_request(stream: &mut UnixStream) -> Request {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let auth_end = loop {
+            if let Some(at) = buf.windows(7).position(|w| w == b"BEGIN\r\n") {
+                break at + 7;
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "client hung up during AUTH");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let auth = buf.drain(..auth_end).collect();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            match wire::frame(&buf).unwrap() {
+                Some(frame) if buf.len() >= frame.len => {
+                    messages.push(wire::decode(&buf[..frame.len]).unwrap());
+                    buf.drain(..frame.len);
+                }
+                _ => {
+                    let n = stream.read(&mut chunk).unwrap();
+                    assert!(n > 0, "client hung up before its calls");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        assert!(buf.is_empty(), "unexpected bytes after the calls");
+        let call = messages.pop().unwrap();
+        let hello = messages.pop().unwrap();
+        Request { auth, hello, call }
+    }
+
+    /// A bus at a temporary socket whose one connection is handled by `serve`.
+    struct FakeBus {
+        socket: PathBuf,
+        dir: PathBuf,
+        server: JoinHandle<()>,
+    }
+
+    impl FakeBus {
+        fn start(name: &str, serve: impl FnOnce(UnixStream) + Send + 'static) -> Self {
+            let (socket, dir) = temp_socket(name);
+            let listener = UnixListener::bind(&socket).unwrap();
+            let server = std::thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                serve(stream);
+            });
+            FakeBus {
+                socket,
+                dir,
+                server,
+            }
+        }
+
+        /// A bus that reads the request and answers `OK`, the Hello reply, NameAcquired, and
+        /// then `answer`.
+        fn answering(name: &str, answer: Vec<u8>) -> Self {
+            Self::start(name, move |mut stream| {
+                read_request(&mut stream);
+                let mut out = GUID.to_vec();
+                out.extend(hello_reply());
+                out.extend(signal(Endian::Little, "NameAcquired", 5));
+                out.extend(answer);
+                stream.write_all(&out).unwrap();
+                // Wait for the client to hang up.
+                let _ = stream.read(&mut [0u8; 16]);
+            })
+        }
+
+        fn check(self, timeout: Duration) -> Result<AccessDecision, DaemonFailure> {
+            let result = BusDaemon::at(&self.socket, timeout)
+                .check_access("alice", &["sudo".to_string(), "wheel".to_string()]);
+            self.server.join().unwrap();
+            std::fs::remove_dir_all(&self.dir).unwrap();
+            result
+        }
+    }
+
+    fn hello_reply() -> Vec<u8> {
+        reply(Endian::Little, METHOD_RETURN, 1, None, "s", |b| {
+            b.string(":1.42")
+        })
+    }
+
+    fn error(name: &str, text: &str) -> Vec<u8> {
+        reply(Endian::Little, ERROR, 2, Some(name), "s", |b| {
+            b.string(text)
+        })
+    }
+
+    #[test]
+    fn given_a_bus_then_one_write_carries_auth_hello_and_the_call() {
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+        let bus = FakeBus::start("request", move |mut stream| {
+            let request = read_request(&mut stream);
+            sent_tx.send(request).unwrap();
+            let mut out = GUID.to_vec();
+            out.extend(hello_reply());
+            out.extend(access_reply(Endian::Little, 1, ""));
+            stream.write_all(&out).unwrap();
+        });
+        let result = bus.check(Duration::from_secs(5));
+        assert_eq!(
+            result,
+            Ok(AccessDecision {
+                allowed: true,
+                message: String::new()
+            })
+        );
+        let request = sent_rx.recv().unwrap();
+        assert_eq!(
+            request.auth,
+            wire::auth_external(nix::unistd::geteuid().as_raw())
+        );
+        assert_eq!(request.hello.serial, 1);
+        assert_eq!(request.hello.member.as_deref(), Some("Hello"));
+        assert_eq!(
+            request.hello.destination.as_deref(),
+            Some("org.freedesktop.DBus")
+        );
+        let call = request.call;
+        assert_eq!(call.serial, 2);
+        assert_eq!(call.destination.as_deref(), Some("org.pim.Manager1"));
+        assert_eq!(call.path.as_deref(), Some("/org/pim/Manager1"));
+        assert_eq!(call.interface.as_deref(), Some("org.pim.Manager1"));
+        assert_eq!(call.member.as_deref(), Some("CheckAccess"));
+        assert_eq!(call.signature, "sas");
+        let expected = request_bytes_of_call("alice", &["sudo", "wheel"]);
+        assert_eq!(call.body, expected);
+    }
+
+    /// The body `sas` of CheckAccess, as the encoder writes it.
+    fn request_bytes_of_call(user: &str, groups: &[&str]) -> Vec<u8> {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let bytes = request(0, user, &groups).unwrap();
+        let auth = wire::auth_external(0).len();
+        let hello = wire::frame(&bytes[auth..]).unwrap().unwrap().len;
+        wire::decode(&bytes[auth + hello..]).unwrap().body
+    }
+
+    #[test]
+    fn given_pimd_answers_then_its_decision_is_returned() {
+        let refusal = "pim: your grant for role admin ended";
+        let result = FakeBus::answering("refused", access_reply(Endian::Little, 0, refusal))
+            .check(Duration::from_secs(5));
+        assert_eq!(
+            result,
+            Ok(AccessDecision {
+                allowed: false,
+                message: refusal.into()
+            })
+        );
+        let result = FakeBus::answering("big-endian", access_reply(Endian::Big, 1, ""))
+            .check(Duration::from_secs(5));
+        assert_eq!(result.map(|d| d.allowed), Ok(true));
+    }
+
+    #[test]
+    fn given_the_answer_in_single_bytes_then_it_is_reassembled() {
+        let bus = FakeBus::start("trickle", |mut stream| {
+            read_request(&mut stream);
+            let mut out = GUID.to_vec();
+            out.extend(hello_reply());
+            out.extend(signal(Endian::Big, "NameAcquired", 5));
+            out.extend(access_reply(Endian::Little, 1, "x"));
+            for byte in out {
+                stream.write_all(&[byte]).unwrap();
+                stream.flush().unwrap();
+            }
+            let _ = stream.read(&mut [0u8; 16]);
+        });
+        assert_eq!(
+            bus.check(Duration::from_secs(5)).map(|d| d.allowed),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn given_large_signals_before_the_reply_then_skipped() {
+        let bus = FakeBus::start("flood", |mut stream| {
+            read_request(&mut stream);
+            let mut out = GUID.to_vec();
+            out.extend(hello_reply());
+            for _ in 0..3 {
+                out.extend(signal(Endian::Little, "Junk", 3 * wire::MAX_MESSAGE_BYTES));
+            }
+            out.extend(access_reply(Endian::Little, 1, ""));
+            stream.write_all(&out).unwrap();
+            let _ = stream.read(&mut [0u8; 16]);
+        });
+        assert_eq!(
+            bus.check(Duration::from_secs(5)).map(|d| d.allowed),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn given_bus_errors_then_classified() {
+        for name in [
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+        ] {
+            let result =
+                FakeBus::answering("unknown", error(name, "no")).check(Duration::from_secs(5));
+            assert!(
+                matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains(name)),
+                "{result:?}"
+            );
+        }
+        let result = FakeBus::answering(
+            "denied",
+            error(
+                "org.pim.Manager1.Error.PermissionDenied",
+                "only root may\ncheck",
+            ),
+        )
+        .check(Duration::from_secs(5));
+        assert_eq!(
+            result,
+            Err(DaemonFailure::Error(
+                "org.pim.Manager1.Error.PermissionDenied: only root may\ncheck".into()
+            ))
+        );
+        let long = "é".repeat(1000);
+        let result =
+            FakeBus::answering("long", error("a.b.C", &long)).check(Duration::from_secs(5));
+        let Err(DaemonFailure::Error(why)) = result else {
+            panic!("{result:?}");
+        };
+        assert!(why.len() < 400 && why.ends_with("..."), "{why}");
+    }
+
+    #[test]
+    fn given_malformed_or_oversized_replies_then_errors() {
+        let result = FakeBus::answering("bool", access_reply(Endian::Little, 7, ""))
+            .check(Duration::from_secs(5));
+        assert!(matches!(result, Err(DaemonFailure::Error(_))), "{result:?}");
+        let wrong = reply(Endian::Little, METHOD_RETURN, 2, None, "b", |b| b.u32(1));
+        let result = FakeBus::answering("signature", wrong).check(Duration::from_secs(5));
+        assert!(matches!(result, Err(DaemonFailure::Error(_))), "{result:?}");
+        let huge = access_reply(Endian::Little, 1, &"x".repeat(wire::MAX_MESSAGE_BYTES));
+        let result = FakeBus::answering("huge", huge).check(Duration::from_secs(5));
+        assert!(matches!(result, Err(DaemonFailure::Error(_))), "{result:?}");
+        let mut garbage = access_reply(Endian::Little, 1, "");
+        garbage[0] = b'?';
+        let result = FakeBus::answering("garbage", garbage).check(Duration::from_secs(5));
+        assert!(matches!(result, Err(DaemonFailure::Error(_))), "{result:?}");
+    }
+
+    #[test]
+    fn given_authentication_refused_then_unreachable() {
+        let bus = FakeBus::start("rejected", |mut stream| {
+            read_request(&mut stream);
+            stream.write_all(b"REJECTED EXTERNAL\r\n").unwrap();
+        });
+        let result = bus.check(Duration::from_secs(5));
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("REJECTED")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn given_a_hello_error_then_error() {
+        let bus = FakeBus::start("hello", |mut stream| {
+            read_request(&mut stream);
+            let mut out = GUID.to_vec();
+            out.extend(reply(
+                Endian::Little,
+                ERROR,
+                1,
+                Some("org.freedesktop.DBus.Error.LimitsExceeded"),
+                "s",
+                |b| b.string("too many"),
+            ));
+            stream.write_all(&out).unwrap();
+        });
+        let result = bus.check(Duration::from_secs(5));
+        assert!(
+            matches!(&result, Err(DaemonFailure::Error(why)) if why.contains("LimitsExceeded")),
+            "{result:?}"
+        );
     }
 
     #[test]
@@ -177,13 +698,23 @@ mod tests {
     }
 
     #[test]
-    fn given_a_bus_that_never_answers_then_timeout_bounds_the_whole_check() {
-        let (socket, dir) = temp_socket("silent");
-        // Accepts connections (the kernel does, into the backlog) and never says a word.
-        let listener = UnixListener::bind(&socket).unwrap();
-        let timeout = Duration::from_millis(300);
-        let started = Instant::now();
-        let result = BusDaemon::at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
+    fn given_a_socket_nobody_listens_on_then_unreachable() {
+        let (socket, dir) = temp_socket("refused");
+        drop(UnixListener::bind(&socket).unwrap());
+        let result = BusDaemon::at(&socket, Duration::from_secs(5))
+            .check_access("alice", &["sudo".to_string()]);
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("ECONNREFUSED")),
+            "{result:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn assert_bounded(
+        result: Result<AccessDecision, DaemonFailure>,
+        timeout: Duration,
+        started: Instant,
+    ) {
         let elapsed = started.elapsed();
         assert_eq!(result, Err(DaemonFailure::Timeout(timeout)));
         assert!(elapsed >= timeout, "{elapsed:?}");
@@ -191,55 +722,113 @@ mod tests {
             elapsed < timeout + Duration::from_millis(700),
             "{elapsed:?}"
         );
+    }
+
+    #[test]
+    fn given_a_bus_that_never_answers_then_timeout_bounds_the_whole_check() {
+        let (socket, dir) = temp_socket("silent");
+        // Accepts connections (the kernel does, into the backlog) and never says a word.
+        let listener = UnixListener::bind(&socket).unwrap();
+        let timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let result = BusDaemon::at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
+        assert_bounded(result, timeout, started);
+        drop(listener);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_a_bus_that_stalls_mid_answer_then_timeout() {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let bus = FakeBus::start("stall", move |mut stream| {
+            read_request(&mut stream);
+            let mut out = GUID.to_vec();
+            out.extend(hello_reply());
+            let answer = access_reply(Endian::Little, 1, "");
+            out.extend_from_slice(&answer[..answer.len() - 3]);
+            stream.write_all(&out).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let result = BusDaemon::at(&bus.socket, timeout).check_access("alice", &["sudo".into()]);
+        assert_bounded(result, timeout, started);
+        drop(stop_tx);
+        bus.server.join().unwrap();
+        std::fs::remove_dir_all(&bus.dir).unwrap();
+    }
+
+    #[test]
+    fn given_a_full_backlog_then_timeout_bounds_the_connect() {
+        let (socket, dir) = temp_socket("backlog");
+        // A listener with a backlog of 0 takes one pending connection, never accepted; the
+        // next connect blocks in the kernel.
+        let listener = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        socket::bind(listener.as_raw_fd(), &UnixAddr::new(&socket).unwrap()).unwrap();
+        socket::listen(&listener, socket::Backlog::new(0).unwrap()).unwrap();
+        let mut pending = Vec::new();
+        // Fill the backlog with nonblocking connects until the kernel says it is full.
+        loop {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match socket::connect(fd.as_raw_fd(), &UnixAddr::new(&socket).unwrap()) {
+                Ok(()) => pending.push(fd),
+                Err(Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(pending.len() < 1000);
+        }
+        let timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let result = BusDaemon::at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
+        assert_bounded(result, timeout, started);
+        drop(pending);
         drop(listener);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn given_a_bus_that_hangs_up_then_unreachable() {
-        let (socket, dir) = temp_socket("hangup");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            drop(stream);
-        });
-        let result =
-            BusDaemon::at(&socket, Duration::from_secs(5)).check_access("alice", &["sudo".into()]);
-        server.join().unwrap();
+        let bus = FakeBus::start("hangup", drop);
+        let result = bus.check(Duration::from_secs(5));
         assert!(
             matches!(result, Err(DaemonFailure::Unreachable(_))),
             "{result:?}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        let bus = FakeBus::start("hangup-after-ok", |mut stream| {
+            read_request(&mut stream);
+            stream.write_all(GUID).unwrap();
+        });
+        let result = bus.check(Duration::from_secs(5));
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("closed")),
+            "{result:?}"
+        );
     }
 
     #[test]
     fn given_the_system_daemon_then_the_fixed_socket_is_used() {
         let daemon = BusDaemon::system(Duration::from_secs(2));
         assert_eq!(daemon.socket, Path::new("/run/dbus/system_bus_socket"));
-        assert_eq!(
-            bus_address(&daemon.socket).unwrap(),
-            "unix:path=/run/dbus/system_bus_socket"
-        );
     }
 
     #[test]
-    fn given_a_path_needing_escapes_then_refused() {
-        for bad in ["/tmp/a b", "/tmp/a,b", "/tmp/a=b", "/tmp/a;b", ""] {
-            assert!(bus_address(Path::new(bad)).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn given_daemon_errors_then_classified() {
-        let unknown = PimError::ZBus(zbus::Error::FDO(Box::new(
-            zbus::fdo::Error::ServiceUnknown("no".into()),
-        )));
-        assert!(matches!(classify(unknown), DaemonFailure::Unreachable(_)));
-        let denied = PimError::PermissionDenied("only root may\ncheck".into());
-        assert_eq!(
-            classify(denied),
-            DaemonFailure::Error("only root may\\x0acheck".into())
-        );
+    fn given_a_user_name_with_nul_then_error_without_connecting() {
+        let (socket, dir) = temp_socket("nul");
+        let result = BusDaemon::at(&socket, Duration::from_secs(1))
+            .check_access("al\0ice", &["sudo".into()]);
+        assert!(matches!(result, Err(DaemonFailure::Error(_))), "{result:?}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -17,9 +17,10 @@
 //! `pam_sm_chauthtok`) return PAM_IGNORE, so that a misplaced line breaks no stack. Only the
 //! `pam_sm_*` symbols are exported.
 //!
-//! The module keeps no state between calls: each check builds its own current-thread runtime
-//! and bus connection and drops both before returning. All `unsafe` code is in the private
-//! `ffi` module, behind `catch_unwind`.
+//! The module keeps no state between calls. It speaks D-Bus itself (see [`wire`]), without
+//! zbus or an async runtime: no threads, no runtime, one blocking socket per call, closed
+//! before returning, and the whole exchange with the bus in one write and one round trip. All
+//! `unsafe` code is in the private `ffi` module, behind `catch_unwind`.
 //!
 //! # End-to-end tests (to be written with the real daemon)
 //!
@@ -48,6 +49,7 @@ pub mod daemon;
 pub mod decision;
 #[allow(unsafe_code)]
 mod ffi;
+pub mod wire;
 
 /// The account check with the host's databases and pimd on the system bus: parses `args`,
 /// decides for `user` of `service`, and returns the decision with its log lines.
