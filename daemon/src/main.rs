@@ -116,8 +116,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the bus: a PAM check then never waits for a hand-over between worker
+    // threads. Whatever blocks (SQLite writes, gpasswd) runs on tokio's blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -161,7 +162,7 @@ async fn run(config: config::Config) -> Result<(), String> {
         .object_server()
         .at(
             pim_common::OBJECT_PATH,
-            ManagerService::new(core.clone(), bus.clone()),
+            ManagerService::new(core.clone(), bus),
         )
         .await
         .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
@@ -177,7 +178,6 @@ async fn run(config: config::Config) -> Result<(), String> {
         })?;
     eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
 
-    tokio::spawn(forget_departed_watchers(core.clone(), bus));
     tokio::spawn(expiry_loop(core.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -216,20 +216,6 @@ async fn expiry_loop(core: Arc<Core>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = core.wake.notified() => {}
-        }
-    }
-}
-
-async fn forget_departed_watchers(core: Arc<Core>, bus: zbus::fdo::DBusProxy<'static>) {
-    use futures_util::StreamExt;
-    let Ok(mut changes) = bus.receive_name_owner_changed().await else {
-        return;
-    };
-    while let Some(signal) = changes.next().await {
-        if let Ok(args) = signal.args() {
-            if args.new_owner().is_none() {
-                core.remove_watcher(args.name().as_str());
-            }
         }
     }
 }

@@ -1675,6 +1675,20 @@ impl Manager {
                 PimError::PermissionDenied("only root may ask about another user's access".into()),
             );
         }
+        let decision = self.access_decision(user, groups)?;
+        if !decision.allowed {
+            self.audit_access_denial(user, groups, &decision.message)?;
+        }
+        Ok(decision)
+    }
+
+    /// The answer `check_access` gives root, without auditing it. It only reads, so the D-Bus
+    /// layer may work it out while it is still asking the bus who the caller is.
+    pub fn access_decision(
+        &mut self,
+        user: &str,
+        groups: &[String],
+    ) -> Result<AccessDecision, PimError> {
         check_name("user", user)?;
         if groups.is_empty() {
             return Err(PimError::InvalidArgument("no groups to check".into()));
@@ -1742,17 +1756,26 @@ impl Manager {
                 }
             }
         };
-        let audit = Audit::new("pam", "access-check").about(user, "");
-        let entry = audit.entry(
-            now,
-            Outcome::Refused,
-            format!("groups {}: {message}", groups.join(",")),
-        );
-        self.commit(|tx| Ok(tx.audit(entry)?))?;
         Ok(AccessDecision {
             allowed: false,
             message,
         })
+    }
+
+    /// Records that the PAM check refused `user`.
+    pub fn audit_access_denial(
+        &mut self,
+        user: &str,
+        groups: &[String],
+        message: &str,
+    ) -> Result<(), PimError> {
+        let audit = Audit::new("pam", "access-check").about(user, "");
+        let entry = audit.entry(
+            self.now(),
+            Outcome::Refused,
+            format!("groups {}: {message}", groups.join(",")),
+        );
+        self.commit(|tx| Ok(tx.audit(entry)?))
     }
 
     // ----- time-driven work -----

@@ -108,6 +108,28 @@ impl Core {
         }
     }
 
+    /// Like `with_manager`, for short read-only work on the PAM path: runs on this thread when
+    /// the manager is free (saving the hop to the blocking pool), else waits its turn there.
+    pub async fn with_manager_quick<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        let inline = match self.manager.try_lock() {
+            Ok(mut manager) => {
+                let result = f(&mut manager);
+                Ok((result, manager.take_outbox()))
+            }
+            Err(_) => Err(f),
+        };
+        match inline {
+            Ok((result, outbox)) => {
+                self.publish(outbox).await;
+                result
+            }
+            Err(f) => self.with_manager(f).await,
+        }
+    }
+
     async fn publish(self: &Arc<Self>, outbox: Outbox) {
         self.log_audit(&outbox.audit);
         if outbox.events.is_empty() {
@@ -225,15 +247,15 @@ impl Core {
         .await;
     }
 
-    fn add_watcher(&self, name: OwnedUniqueName, caller: Caller) -> Result<(), PimError> {
+    /// Registers a watcher; true when it is new (and so needs its departure followed).
+    fn add_watcher(&self, name: OwnedUniqueName, caller: Caller) -> Result<bool, PimError> {
         let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
         if watchers.len() >= MAX_WATCHERS && !watchers.contains_key(&name) {
             return Err(PimError::Conflict(
                 "too many watchers; try again later".into(),
             ));
         }
-        watchers.insert(name, caller);
-        Ok(())
+        Ok(watchers.insert(name, caller).is_none())
     }
 
     /// Forgets watchers whose connection has gone.
@@ -265,6 +287,31 @@ fn syslog_message(e: &AuditEntry) -> String {
         }
     }
     line
+}
+
+/// Drops a watcher when its connection leaves the bus. The match rule names this one
+/// connection: a rule for every NameOwnerChanged would wake pimd for each PAM check's
+/// short-lived connection, on the path sudo waits on.
+async fn forget_when_gone(core: Arc<Core>, bus: fdo::DBusProxy<'static>, name: String) {
+    use futures_util::StreamExt;
+    if let Ok(mut changes) = bus
+        .receive_name_owner_changed_with_args(&[(0, name.as_str())])
+        .await
+    {
+        // It may have left before the rule was in place.
+        let present = match BusName::try_from(name.as_str()) {
+            Ok(bus_name) => matches!(bus.name_has_owner(bus_name).await, Ok(true)),
+            Err(_) => false,
+        };
+        if present {
+            while let Some(change) = changes.next().await {
+                if change.args().is_ok_and(|a| a.new_owner().is_none()) {
+                    break;
+                }
+            }
+        }
+    }
+    core.remove_watcher(&name);
 }
 
 pub struct ManagerService {
@@ -427,7 +474,14 @@ impl ManagerService {
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
             .to_owned();
         let caller = self.call(&h, |_, c| Ok(c.clone())).await?;
-        self.core.add_watcher(sender.into(), caller)
+        if self.core.add_watcher(sender.clone().into(), caller)? {
+            tokio::spawn(forget_when_gone(
+                self.core.clone(),
+                self.bus.clone(),
+                sender.to_string(),
+            ));
+        }
+        Ok(())
     }
 
     #[zbus(signal)]
@@ -492,7 +546,28 @@ impl ManagerService {
         user: String,
         groups: Vec<String>,
     ) -> Result<AccessDecision, PimError> {
-        self.call(&h, move |m, c| m.check_access(c, &user, &groups))
-            .await
+        // Sudo waits on this call. Who is calling (a round trip to the bus) and what the answer
+        // would be for root (a read) do not depend on each other: work both out at once, and
+        // use the answer only if the caller is root.
+        let speculative = {
+            let (user, groups) = (user.clone(), groups.clone());
+            self.core
+                .with_manager_quick(move |m| m.access_decision(&user, &groups))
+        };
+        let (uid, decision) = tokio::join!(self.caller_uid(&h), speculative);
+        if uid? != 0 {
+            // Refused and audited there.
+            return self
+                .call(&h, move |m, c| m.check_access(c, &user, &groups))
+                .await;
+        }
+        let decision = decision?;
+        if !decision.allowed {
+            let message = decision.message.clone();
+            self.core
+                .with_manager(move |m| m.audit_access_denial(&user, &groups, &message))
+                .await?;
+        }
+        Ok(decision)
     }
 }
