@@ -2,7 +2,6 @@
 //!
 //! A user holds a group when its gid is
 //! - the user's primary group (passwd entry),
-//! - among the user's groups in the group database (`getgrouplist`, which follows NSS),
 //! - or among the calling process's groups (`getgroups`, real and effective gid) *when the
 //!   process's real uid is the user's uid*: that is sudo's case (sudo is set-uid root, so its
 //!   real uid and its group vector are the invoking user's), and it is what makes expiry real —
@@ -14,8 +13,6 @@
 //! whenever root happens to sit in a managed group (as on distributions that put root in
 //! `wheel`).
 #![forbid(unsafe_code)]
-
-use std::ffi::CString;
 
 use nix::unistd::{self, Gid, Group, User};
 
@@ -41,11 +38,10 @@ impl Accounts for SystemAccounts {
     }
 
     fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String> {
+        // Group database membership is read below from each managed group's member list (one
+        // lookup per managed group, not a scan of every group as getgrouplist would do); the
+        // primary group and the process's own groups count by gid.
         let mut gids = vec![entry.gid];
-        let name = CString::new(user).map_err(|_| "user name contains NUL".to_string())?;
-        let listed = unistd::getgrouplist(&name, Gid::from_raw(entry.gid))
-            .map_err(|e| format!("getgrouplist failed: {e}"))?;
-        gids.extend(listed.into_iter().map(Gid::as_raw));
         if unistd::getuid().as_raw() == entry.uid {
             gids.extend(process_gids()?);
         }
