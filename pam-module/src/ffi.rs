@@ -243,80 +243,34 @@ pub unsafe extern "C" fn pam_sm_acct_mgmt(
     unsafe { entry(pamh, argc, argv, account) }
 }
 
-/// Not an authentication module: PAM_IGNORE, so that a misplaced line changes nothing.
-///
-/// # Safety
-/// Called by libpam with its handle and the module line's arguments.
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_authenticate(
-    pamh: *mut PamHandleT,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam passes its live handle and the line's argc/argv.
-    unsafe { entry(pamh, argc, argv, ignore) }
+/// The entry points of the other PAM phases. pam_pim is an account module only: each of these
+/// returns PAM_IGNORE, so that a line put in the wrong phase changes nothing.
+macro_rules! ignored_phases {
+    ($($name:ident),+ $(,)?) => {$(
+        /// PAM_IGNORE: pam_pim only acts in the account phase.
+        ///
+        /// # Safety
+        /// Called by libpam with its handle and the module line's arguments.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            pamh: *mut PamHandleT,
+            _flags: c_int,
+            argc: c_int,
+            argv: *const *const c_char,
+        ) -> c_int {
+            // SAFETY: libpam passes its live handle and the line's argc/argv.
+            unsafe { entry(pamh, argc, argv, ignore) }
+        }
+    )+};
 }
 
-/// PAM_IGNORE (see `pam_sm_authenticate`).
-///
-/// # Safety
-/// Called by libpam with its handle and the module line's arguments.
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_setcred(
-    pamh: *mut PamHandleT,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam passes its live handle and the line's argc/argv.
-    unsafe { entry(pamh, argc, argv, ignore) }
-}
-
-/// PAM_IGNORE (see `pam_sm_authenticate`).
-///
-/// # Safety
-/// Called by libpam with its handle and the module line's arguments.
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_open_session(
-    pamh: *mut PamHandleT,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam passes its live handle and the line's argc/argv.
-    unsafe { entry(pamh, argc, argv, ignore) }
-}
-
-/// PAM_IGNORE (see `pam_sm_authenticate`).
-///
-/// # Safety
-/// Called by libpam with its handle and the module line's arguments.
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_close_session(
-    pamh: *mut PamHandleT,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam passes its live handle and the line's argc/argv.
-    unsafe { entry(pamh, argc, argv, ignore) }
-}
-
-/// PAM_IGNORE (see `pam_sm_authenticate`).
-///
-/// # Safety
-/// Called by libpam with its handle and the module line's arguments.
-#[no_mangle]
-pub unsafe extern "C" fn pam_sm_chauthtok(
-    pamh: *mut PamHandleT,
-    _flags: c_int,
-    argc: c_int,
-    argv: *const *const c_char,
-) -> c_int {
-    // SAFETY: libpam passes its live handle and the line's argc/argv.
-    unsafe { entry(pamh, argc, argv, ignore) }
-}
+ignored_phases!(
+    pam_sm_authenticate,
+    pam_sm_setcred,
+    pam_sm_open_session,
+    pam_sm_close_session,
+    pam_sm_chauthtok,
+);
 
 #[cfg(test)]
 mod tests {

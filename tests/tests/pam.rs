@@ -696,3 +696,33 @@ fn denials_are_audited_and_successes_are_not() {
         .assert_success()
         .assert_stdout_contains("access-check");
 }
+
+#[test]
+fn a_line_in_another_phase_is_ignored() {
+    let sb = host_with_pimd(PAM_ARGS);
+    // mallory holds `sudo` without a grant: in the account phase the module refuses him.
+    pamtester(&sb, "mallory").assert_failure();
+    // `requisite` ends the stack on anything but success or ignore, so passing through to
+    // pam_permit proves each phase answered PAM_IGNORE.
+    let module = pim_e2e::PAM_MODULE;
+    let stack = format!(
+        "auth requisite {module} {PAM_ARGS}\nauth required pam_permit.so\n\
+         account required pam_permit.so\n\
+         password requisite {module} {PAM_ARGS}\npassword required pam_permit.so\n\
+         session requisite {module} {PAM_ARGS}\nsession required pam_permit.so\n"
+    );
+    sb.write_file("/etc/pam.d/sudo", &stack, 0o644);
+    sb.run(
+        "root",
+        &[
+            "pamtester",
+            "sudo",
+            "mallory",
+            "authenticate",
+            "chauthtok",
+            "open_session",
+            "close_session",
+        ],
+    )
+    .assert_success();
+}
