@@ -61,14 +61,9 @@ sb=/run/.sandbox
 mkdir -p "$sb"/{etc-upper,etc-work,var-upper,var-work,bin,lib}
 chmod 0755 "$sb" "$sb/bin" "$sb/lib"
 
-mount -t overlay sandbox-etc -o "lowerdir=/etc,upperdir=$sb/etc-upper,workdir=$sb/etc-work" /etc
-mount -t overlay sandbox-var -o "lowerdir=/var,upperdir=$sb/var-upper,workdir=$sb/var-work" /var
-mount -t tmpfs -o mode=0755 sandbox-home /home
-mount -t tmpfs -o mode=1777 sandbox-tmp /tmp
-mount -t tmpfs -o mode=1777 sandbox-shm /dev/shm
-mkdir -p /run/lock /run/user /run/sudo
-chmod 1777 /run/lock
-
+# Everything taken from the checkout is fixed in /run/.sandbox first: the checkout (or the
+# target directory) may live under /tmp or /home, which are hidden below.
+#
 # The binaries under test, each bind-mounted read-only under its own (or the given) name.
 bind_file() { # SPEC DIR, SPEC being PATH or NAME=PATH
     local spec=$1 dir=$2 name src
@@ -85,6 +80,23 @@ bind_file() { # SPEC DIR, SPEC being PATH or NAME=PATH
 for f in "${bins[@]}"; do bind_file "$f" "$sb/bin"; done
 for f in "${libs[@]}"; do bind_file "$f" "$sb/lib"; done
 install -m 0755 "$here/runas.sh" "$sb/runas"
+install -m 0644 "$policy" "$sb/policy.conf"
+# The checkout stays reachable at its own path, wherever it is (tests pass paths inside it).
+workspace=$(cd "$here/../.." && pwd)
+mkdir -p "$sb/workspace"
+mount --bind "$workspace" "$sb/workspace"
+
+mount -t overlay sandbox-etc -o "lowerdir=/etc,upperdir=$sb/etc-upper,workdir=$sb/etc-work" /etc
+mount -t overlay sandbox-var -o "lowerdir=/var,upperdir=$sb/var-upper,workdir=$sb/var-work" /var
+mount -t tmpfs -o mode=0755 sandbox-home /home
+mount -t tmpfs -o mode=1777 sandbox-tmp /tmp
+mount -t tmpfs -o mode=1777 sandbox-shm /dev/shm
+mkdir -p /run/lock /run/user /run/sudo
+chmod 1777 /run/lock
+if [[ ! -e $workspace/tests/sandbox/init.sh ]]; then
+    mkdir -p "$workspace"
+    mount --bind "$sb/workspace" "$workspace"
+fi
 
 # Users and groups come from the (overlaid) files only: no sssd, no systemd-userdb, no LDAP.
 cat >/etc/nsswitch.conf <<'EOF'
@@ -129,7 +141,7 @@ fi
 
 # The system bus, with our policy file exactly as packaged.
 mkdir -p /etc/dbus-1/system.d /run/dbus
-install -m 0644 "$policy" /etc/dbus-1/system.d/org.pim.Manager1.conf
+install -m 0644 "$sb/policy.conf" /etc/dbus-1/system.d/org.pim.Manager1.conf
 dbus-daemon --system --nofork --nopidfile --nosyslog >"$sb/dbus.log" 2>&1 &
 dbus_pid=$!
 
