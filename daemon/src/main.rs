@@ -128,7 +128,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, options.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pimd: {e}");
@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: config::Config) -> Result<(), String> {
+async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String> {
     let store = Store::open(&config.daemon.database).map_err(|e| e.to_string())?;
     let host = nix::unistd::gethostname()
         .ok()
@@ -180,14 +180,38 @@ async fn run(config: config::Config) -> Result<(), String> {
 
     tokio::spawn(expiry_loop(core.clone()));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hangup.recv() => reload(&core, &config_path).await,
+        }
     }
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
+}
+
+/// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
+/// otherwise keep the running one. Live grants and requests are untouched.
+async fn reload(core: &Arc<Core>, path: &std::path::Path) {
+    let (config, problems) = config::load(path, &SystemAccounts);
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    let Some(config) = config else {
+        eprintln!(
+            "pimd: {} has errors; keeping the running configuration",
+            path.display()
+        );
+        return;
+    };
+    match core.with_manager(move |m| m.replace_config(config)).await {
+        Ok(()) => eprintln!("pimd: configuration reloaded from {}", path.display()),
+        Err(e) => eprintln!("pimd: reload refused: {}", e.message()),
+    }
 }
 
 /// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up).

@@ -1468,6 +1468,25 @@ impl Manager {
                 .is_some_and(|r| self.is_approver(&caller.name, r))
     }
 
+    /// Takes a new configuration (SIGHUP). Settings fixed at start (database, notify_command)
+    /// must not change: those need a restart, and the reload is refused with that reason.
+    pub fn replace_config(&mut self, config: Config) -> Result<(), PimError> {
+        let old = &self.config.daemon;
+        if config.daemon.database != old.database
+            || config.daemon.notify_command != old.notify_command
+            || config.daemon.notify_timeout_secs != old.notify_timeout_secs
+        {
+            return Err(PimError::Conflict(
+                "[daemon] database, notify_command and notify_timeout take effect only at a restart; restart pimd".into(),
+            ));
+        }
+        let detail = format!("{} role(s)", config.roles.len());
+        let entry = Audit::new(DAEMON, "config-reload").entry(self.now(), Outcome::Success, detail);
+        self.commit(|tx| Ok(tx.audit(entry)?))?;
+        self.config = Arc::new(config);
+        Ok(())
+    }
+
     /// Records that `notify_command` failed for an event; the decision itself stands.
     pub fn audit_notify_failure(
         &mut self,

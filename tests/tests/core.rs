@@ -1657,3 +1657,49 @@ fn given_two_roles_granting_one_group_then_the_membership_lasts_until_the_last_g
     assert!(!sb.groups_of("alice").contains(&"docker".to_string()));
     assert!(all_grants(&sb).is_empty());
 }
+
+#[test]
+fn given_sighup_then_pimd_takes_a_valid_new_configuration_and_keeps_the_old_one_otherwise() {
+    let first = config(
+        "",
+        &[role("web", "www-data", &["alice"], "require_mfa = false")],
+    );
+    let sb = host(&first, &[], &[("alice", &[])]);
+    let roles = |sb: &Sandbox| -> Vec<String> {
+        let out = sb.run("alice", &["pim", "--json", "roles"]);
+        out.assert_success();
+        out.json()["roles"]
+            .as_array()
+            .expect("roles array")
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(roles(&sb), ["web"]);
+
+    let second = config(
+        "",
+        &[
+            role("web", "www-data", &["alice"], "require_mfa = false"),
+            role("backup", "backup", &["alice"], "require_mfa = false"),
+        ],
+    );
+    sb.write_file(CONFIG_PATH, &second, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until(
+        "pimd to take the new configuration",
+        COMMAND_DEADLINE,
+        || roles(&sb) == ["backup", "web"],
+    );
+    assert!(sb.pimd_running(), "SIGHUP must not stop pimd");
+    assert_audited(&audit(&sb, "root", &[]), &[("action", "config-reload")]);
+
+    // A broken file is reported and the running configuration stays.
+    sb.write_file(CONFIG_PATH, "[roles.web]\nmax_duration = \"48h\"\n", 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until("pimd to report the broken file", COMMAND_DEADLINE, || {
+        sb.pimd_log().contains("keeping the running configuration")
+    });
+    assert!(sb.pimd_running());
+    assert_eq!(roles(&sb), ["backup", "web"]);
+}

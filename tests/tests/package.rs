@@ -431,9 +431,17 @@ fn given_the_unit_file_then_systemd_analyze_verify_is_clean() {
     let sb = Sandbox::start();
     overlay_usr(&sb);
     let unit = workspace_root().join("systemd/pimd.service");
+    let man = workspace_root().join("packaging/man");
+    // What the unit points at must exist, as the package installs it: the binary and the
+    // manual pages named in Documentation= (verify runs `man` on each).
     let script = format!(
-        "set -e; install -m 0755 '{}' /usr/sbin/pimd; systemd-analyze verify '{}'",
+        "set -e; install -m 0755 '{}' /usr/sbin/pimd; \
+         for page in '{}'/*.[158]; do \
+           section=${{page##*.}}; install -d /usr/share/man/man$section; \
+           gzip -9nc \"$page\" >/usr/share/man/man$section/$(basename \"$page\").gz; \
+         done; systemd-analyze verify '{}'",
         pimd.display(),
+        man.display(),
         unit.display()
     );
     let out = installed(&sb, "root", &script);
