@@ -2223,3 +2223,32 @@ fn given_unknown_uid_then_no_caller() {
     let e = env();
     assert_err!(e.m.caller(4242), PermissionDenied);
 }
+
+#[test]
+fn given_a_reloaded_configuration_then_roles_change_but_startup_settings_cannot() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let accounts = e.accounts.clone();
+    let parse = |text: &str| {
+        let (config, problems) = config::parse(text, "pim.toml", &HostDirectory(accounts.clone()));
+        assert!(
+            problems.iter().all(|p| p.severity == config::Severity::Warning),
+            "{problems:?}"
+        );
+        config.unwrap()
+    };
+    let without_docker = CONFIG.replace("[roles.docker]", "[roles.docker-gone]");
+    e.m.replace_config(parse(&without_docker)).unwrap();
+    let names: Vec<String> =
+        e.m.list_roles(&alice)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+    assert!(!names.contains(&"docker".to_string()), "{names:?}");
+    assert!(e.audit_log().iter().any(|r| r.action == "config-reload"));
+
+    let moved =
+        format!("{CONFIG}\n").replacen("[daemon]", "[daemon]\ndatabase = \"/srv/pim.db\"", 1);
+    assert_err!(e.m.replace_config(parse(&moved)), Conflict);
+}
