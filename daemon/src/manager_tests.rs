@@ -2232,7 +2232,9 @@ fn given_a_reloaded_configuration_then_roles_change_but_startup_settings_cannot(
     let parse = |text: &str| {
         let (config, problems) = config::parse(text, "pim.toml", &HostDirectory(accounts.clone()));
         assert!(
-            problems.iter().all(|p| p.severity == config::Severity::Warning),
+            problems
+                .iter()
+                .all(|p| p.severity == config::Severity::Warning),
             "{problems:?}"
         );
         config.unwrap()
