@@ -2250,7 +2250,6 @@ fn given_a_reloaded_configuration_then_roles_change_but_startup_settings_cannot(
     assert!(!names.contains(&"docker".to_string()), "{names:?}");
     assert!(e.audit_log().iter().any(|r| r.action == "config-reload"));
 
-    let moved =
-        format!("{CONFIG}\n").replacen("[daemon]", "[daemon]\ndatabase = \"/srv/pim.db\"", 1);
+    let moved = CONFIG.replace("/nonexistent/pim.db", "/srv/pim/pim.db");
     assert_err!(e.m.replace_config(parse(&moved)), Conflict);
 }
