@@ -16,7 +16,7 @@ pub fn check(what: &str, text: &str, max: usize) -> Result<(), String> {
             text.len()
         ));
     }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
+    if let Some(c) = text.chars().find(|&c| is_unsafe(c)) {
         return Err(format!(
             "{what} contains the control character {}; use plain text",
             c.escape_unicode()
@@ -46,6 +46,19 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// Characters that must not reach a log or a terminal raw: control characters, and the
+/// invisible formatting ones that reorder or hide text (bidirectional overrides and isolates,
+/// zero-width characters, the byte order mark).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}')
+}
+
 /// User text as an audit record keeps it: unchanged when it would have been accepted (at most
 /// `max` bytes, no control characters), so one reason reads the same in every record; otherwise
 /// escaped and cut to `max` bytes, so a refused input can neither forge lines nor bloat the log.
@@ -72,7 +85,7 @@ pub fn escape(text: &str) -> String {
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
+            c if is_unsafe(c) => {
                 let code = c as u32;
                 if code <= 0xff {
                     out.push_str(&format!("\\x{code:02x}"));
@@ -155,6 +168,20 @@ mod tests {
             long.len()
         );
         assert!(!long.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn given_invisible_formatting_characters_then_refused_and_escaped() {
+        for bad in [
+            "abc\u{202E}fed",
+            "zero\u{200B}width",
+            "\u{2066}isolate",
+            "bom\u{FEFF}",
+        ] {
+            assert!(check("reason", bad, 1024).is_err(), "{bad:?}");
+            assert!(!escape(bad).chars().any(is_unsafe), "{bad:?}");
+        }
+        assert_eq!(escape("a\u{202E}b"), "a\\u{202e}b");
     }
 
     #[test]

@@ -39,6 +39,9 @@ impl Caller {
     }
 }
 
+/// Most groups one access check may name (a PAM line names a handful).
+pub const MAX_ACCESS_GROUPS: usize = 64;
+
 /// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
 const DAEMON: &str = "pimd";
 
@@ -602,10 +605,15 @@ impl Manager {
         policy::check_ticket(&role, ticket)?;
         let user = caller.name.as_str();
         let mut live = self.store.read(|tx| tx.live_grant(user, &role.name))?;
-        if live.as_ref().is_some_and(|g| g.ends_at <= self.now()) {
-            // Ended but not yet reconciled: finish that first, then activate afresh.
-            self.reconcile()?;
-            live = None;
+        if let Some(ended) = live.take_if(|g| g.ends_at <= self.now()) {
+            // Ended but not yet reconciled: expire it (only it) first, then activate afresh.
+            let audit = Audit::new(DAEMON, "expire").about(&ended.user, &ended.role);
+            let detail = format!(
+                "grant {} ended at {}",
+                ended.id,
+                describe(ended.ends_at, self.now())
+            );
+            self.end_grant(&ended, &audit, "expired", detail)?;
         }
         if let Some(live) = live {
             return Err(PimError::Conflict(format!(
@@ -1709,8 +1717,10 @@ impl Manager {
         groups: &[String],
     ) -> Result<AccessDecision, PimError> {
         check_name("user", user)?;
-        if groups.is_empty() {
-            return Err(PimError::InvalidArgument("no groups to check".into()));
+        if groups.is_empty() || groups.len() > MAX_ACCESS_GROUPS {
+            return Err(PimError::InvalidArgument(format!(
+                "give between 1 and {MAX_ACCESS_GROUPS} groups to check"
+            )));
         }
         for g in groups {
             check_name("group", g)?;

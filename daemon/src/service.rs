@@ -2,7 +2,7 @@
 //! domain core on a blocking thread, then publish what it left behind (syslog lines, events
 //! for watchers, `notify_command`). No policy lives here.
 
-use crate::manager::{Caller, Manager, Outbox};
+use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use pim_common::types::{
@@ -25,6 +25,14 @@ const MAX_WATCHERS: usize = 256;
 /// Events queued for `notify_command` beyond this are dropped (and audited), so a stuck
 /// notifier cannot make pimd hold events without bound.
 const NOTIFY_QUEUE_LENGTH: usize = 1024;
+
+/// What one call on the manager leaves for the outside world.
+struct Published {
+    audit: Vec<AuditEntry>,
+    events: Vec<EventInfo>,
+    /// Each event paired with each watcher allowed to see it.
+    deliveries: Vec<(OwnedUniqueName, EventInfo)>,
+}
 
 /// State shared by the bus interface and the expiry task.
 pub struct Core {
@@ -87,12 +95,34 @@ impl Core {
             // SQLite), so a poisoned lock is safe to take over.
             let mut manager = core.manager.lock().unwrap_or_else(PoisonError::into_inner);
             let result = f(&mut manager);
-            (result, manager.take_outbox())
+            (result, core.drain(&mut manager))
         })
         .await
         .map_err(|e| PimError::Internal(format!("pimd worker failed: {e}; nothing was changed")))?;
         self.publish(outbox).await;
         result
+    }
+
+    /// Takes what the manager left behind and, while its lock is still held, works out which
+    /// watcher may see which event: the async thread then never waits for the manager.
+    fn drain(&self, manager: &mut Manager) -> Published {
+        let Outbox { audit, events } = manager.take_outbox();
+        let mut deliveries = Vec::new();
+        if !events.is_empty() {
+            let watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+            for event in &events {
+                for (name, caller) in watchers.iter() {
+                    if manager.may_see(caller, event) {
+                        deliveries.push((name.clone(), event.clone()));
+                    }
+                }
+            }
+        }
+        Published {
+            audit,
+            events,
+            deliveries,
+        }
     }
 
     /// Copies committed audit records to syslog. The database is the authoritative audit;
@@ -117,7 +147,7 @@ impl Core {
         let inline = match self.manager.try_lock() {
             Ok(mut manager) => {
                 let result = f(&mut manager);
-                Ok((result, manager.take_outbox()))
+                Ok((result, self.drain(&mut manager)))
             }
             Err(_) => Err(f),
         };
@@ -130,14 +160,27 @@ impl Core {
         }
     }
 
-    async fn publish(self: &Arc<Self>, outbox: Outbox) {
-        self.log_audit(&outbox.audit);
-        if outbox.events.is_empty() {
+    async fn publish(self: &Arc<Self>, published: Published) {
+        self.log_audit(&published.audit);
+        if published.events.is_empty() {
             return;
         }
         self.wake.notify_one();
-        for event in outbox.events {
-            self.signal_watchers(&event).await;
+        if let Some(connection) = self.connection.get() {
+            for (name, event) in &published.deliveries {
+                // Unicast: only this watcher receives it.
+                let _ = connection
+                    .emit_signal(
+                        Some(name.as_ref()),
+                        OBJECT_PATH,
+                        INTERFACE,
+                        "Event",
+                        &(event,),
+                    )
+                    .await;
+            }
+        }
+        for event in published.events {
             if let Some(queue) = &self.notify_queue {
                 if let Err(e) = queue.try_send(event) {
                     let event = match e {
@@ -150,37 +193,6 @@ impl Core {
                     )
                     .await;
                 }
-            }
-        }
-    }
-
-    async fn signal_watchers(self: &Arc<Self>, event: &EventInfo) {
-        let Some(connection) = self.connection.get() else {
-            return;
-        };
-        let watchers: Vec<(OwnedUniqueName, Caller)> = self
-            .watchers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(n, c)| (n.clone(), c.clone()))
-            .collect();
-        for (name, caller) in watchers {
-            let visible = {
-                let manager = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
-                manager.may_see(&caller, event)
-            };
-            if visible {
-                // Unicast: only this watcher receives it.
-                let _ = connection
-                    .emit_signal(
-                        Some(name.as_ref()),
-                        OBJECT_PATH,
-                        INTERFACE,
-                        "Event",
-                        &(event,),
-                    )
-                    .await;
             }
         }
     }
@@ -240,9 +252,9 @@ impl Core {
                     e.message()
                 );
             }
-            let outbox = manager.take_outbox();
+            let published = core.drain(&mut manager);
             drop(manager);
-            core.log_audit(&outbox.audit);
+            core.log_audit(&published.audit);
         })
         .await;
     }
@@ -283,6 +295,10 @@ fn syslog_message(e: &AuditEntry) -> String {
         ("detail", &e.detail),
     ] {
         if !value.is_empty() {
+            // No quote from user text reaches the line, so it cannot end a value and forge the
+            // fields after it: a quote becomes \x22 (backslashes first doubled, so that a typed
+            // "\x22" stays distinguishable). The syslog writer then escapes the whole line.
+            let value = value.replace('\\', "\\\\").replace('"', "\\x22");
             line.push_str(&format!(" {key}=\"{value}\""));
         }
     }
@@ -546,6 +562,12 @@ impl ManagerService {
         user: String,
         groups: Vec<String>,
     ) -> Result<AccessDecision, PimError> {
+        if groups.len() > MAX_ACCESS_GROUPS {
+            // Refused (and audited for non-root callers) without any work on their behalf.
+            return self
+                .call(&h, move |m, c| m.check_access(c, &user, &groups))
+                .await;
+        }
         // Sudo waits on this call. Who is calling (a round trip to the bus) and what the answer
         // would be for root (a read) do not depend on each other: work both out at once, and
         // use the answer only if the caller is root.
@@ -569,5 +591,32 @@ impl ManagerService {
                 .await?;
         }
         Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_quotes_in_user_text_then_the_syslog_line_has_no_forged_field() {
+        let entry = AuditEntry {
+            at: 0,
+            actor: "alice".into(),
+            action: "activate".into(),
+            user: "alice".into(),
+            role: "admin".into(),
+            outcome: Outcome::Refused,
+            reason: r#"x" outcome=success detail="approved by bob"#.into(),
+            ticket: String::new(),
+            detail: r#"typed \x22 literally"#.into(),
+        };
+        let line = syslog_message(&entry);
+        assert_eq!(line.matches('"').count(), 4, "{line}");
+        assert!(
+            line.contains(r#"reason="x\x22 outcome=success detail=\x22approved by bob""#),
+            "{line}"
+        );
+        assert!(line.contains(r#"detail="typed \\x22 literally""#), "{line}");
     }
 }
