@@ -21,6 +21,8 @@ use zbus::{fdo, interface, Connection};
 
 /// Watchers beyond this are refused, so nobody can make pimd fan out without bound.
 const MAX_WATCHERS: usize = 256;
+/// And per user, so that one user cannot take every place.
+const MAX_WATCHERS_PER_USER: usize = 16;
 
 /// Events queued for `notify_command` beyond this are dropped (and audited), so a stuck
 /// notifier cannot make pimd hold events without bound.
@@ -262,10 +264,18 @@ impl Core {
     /// Registers a watcher; true when it is new (and so needs its departure followed).
     fn add_watcher(&self, name: OwnedUniqueName, caller: Caller) -> Result<bool, PimError> {
         let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
-        if watchers.len() >= MAX_WATCHERS && !watchers.contains_key(&name) {
-            return Err(PimError::Conflict(
-                "too many watchers; try again later".into(),
-            ));
+        if !watchers.contains_key(&name) {
+            let own = watchers.values().filter(|c| c.uid == caller.uid).count();
+            if own >= MAX_WATCHERS_PER_USER {
+                return Err(PimError::Conflict(format!(
+                    "you already have {own} 'pim watch' sessions; end one first"
+                )));
+            }
+            if watchers.len() >= MAX_WATCHERS {
+                return Err(PimError::Conflict(
+                    "too many watchers; try again later".into(),
+                ));
+            }
         }
         Ok(watchers.insert(name, caller).is_none())
     }
@@ -597,6 +607,63 @@ impl ManagerService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::fake::FakeAccounts;
+    use crate::clock::fake::FakeClock;
+    use crate::store::Store;
+
+    struct EmptyDirectory;
+
+    impl crate::config::Directory for EmptyDirectory {
+        fn user_exists(&self, _: &str) -> bool {
+            false
+        }
+        fn group_exists(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    fn core() -> Arc<Core> {
+        let accounts = FakeAccounts::default();
+        let (config, problems) = crate::config::parse("", "pim.toml", &EmptyDirectory);
+        assert!(problems
+            .iter()
+            .all(|p| p.severity == crate::config::Severity::Warning));
+        let manager = Manager::new(
+            Arc::new(config.unwrap()),
+            Store::open_in_memory().unwrap(),
+            Box::new(accounts),
+            Box::new(FakeClock::at(0)),
+            "host".into(),
+        );
+        Core::new(manager)
+    }
+
+    fn name(n: usize) -> OwnedUniqueName {
+        OwnedUniqueName::try_from(format!(":1.{n}")).unwrap()
+    }
+
+    #[test]
+    fn given_many_watch_sessions_then_one_user_cannot_take_every_place() {
+        let core = core();
+        let alice = Caller {
+            uid: 1000,
+            name: "alice".into(),
+        };
+        let bob = Caller {
+            uid: 1001,
+            name: "bob".into(),
+        };
+        for n in 0..MAX_WATCHERS_PER_USER {
+            assert_eq!(core.add_watcher(name(n), alice.clone()), Ok(true));
+        }
+        assert!(core.add_watcher(name(1000), alice.clone()).is_err());
+        assert_eq!(
+            core.add_watcher(name(0), alice),
+            Ok(false),
+            "re-subscribing is fine"
+        );
+        assert_eq!(core.add_watcher(name(2000), bob), Ok(true));
+    }
 
     #[test]
     fn given_quotes_in_user_text_then_the_syslog_line_has_no_forged_field() {
