@@ -58,7 +58,7 @@ pub fn describe(at: i64, now: i64) -> String {
 }
 
 /// Gregorian date of a day number (days since 1970-01-01), after Howard Hinnant's algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -2,7 +2,7 @@
 //! datagram socket. Best effort: the database's audit table is authoritative, so callers may
 //! ignore the errors returned here.
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{civil_from_days, Clock, SystemClock};
 use pim_common::text::escape;
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -49,7 +49,7 @@ impl Severity {
 /// and the escaped message is cut to `MAX_MESSAGE_BYTES` on a character boundary.
 pub fn format_line(severity: Severity, now: i64, pid: u32, message: &str) -> String {
     let pri = FACILITY_AUTHPRIV * 8 + severity.code();
-    let (month, day) = month_day(now.div_euclid(86_400));
+    let (_, month, day) = civil_from_days(now.div_euclid(86_400));
     let secs = now.rem_euclid(86_400);
     let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
     let mut message = escape(message);
@@ -60,22 +60,8 @@ pub fn format_line(severity: Severity, now: i64, pid: u32, message: &str) -> Str
     message.truncate(cut);
     format!(
         "<{pri}>{} {day:>2} {hh:02}:{mm:02}:{ss:02} {IDENT}[{pid}]: {message}",
-        MONTHS[month - 1]
+        MONTHS[month as usize - 1]
     )
-}
-
-/// Month (1-12) and day of month of the civil date `days` after 1970-01-01, by Howard
-/// Hinnant's `civil_from_days` (proleptic Gregorian calendar).
-fn month_day(days: i64) -> (usize, i64) {
-    let z = days + 719_468;
-    let doe = z.rem_euclid(146_097); // day of the 400-year era
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of the era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the year starting 1 March
-    let mp = (5 * doy + 2) / 153; // month starting from March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    // mp is in 0..=11, so month is in 1..=12.
-    (month as usize, day)
 }
 
 /// A syslog connection for the process, opened on first use and reopened when the syslog
