@@ -22,25 +22,13 @@
 //! before returning, and the whole exchange with the bus in one write and one round trip. All
 //! `unsafe` code is in the private `ffi` module, behind `catch_unwind`.
 //!
-//! # End-to-end tests (to be written with the real daemon)
+//! # Tests
 //!
-//! Run as root, with a private mount namespace binding a scratch directory over `/etc/pam.d`
-//! holding a service `pimtest`:
-//! `account required <target>/libpam_pim.so groups=<G> debug` then `account required pam_permit.so`,
-//! and drive it with `pamtester pimtest USER acct_mgmt`. With pimd running on the system bus:
-//! - a user eligible for a role of group `G` with a live grant passes; after `pim deactivate`
-//!   (or expiry) the same call fails with pimd's message on stderr
-//!   (`pim: your grant for role ... ; run 'pim activate ...'`) and a `denied` line in the
-//!   authpriv log;
-//! - a `permanent` member of the role passes;
-//! - a user who is not in `G` passes without any call reaching pimd (check pimd's audit log
-//!   or `dbus-monitor --system`);
-//! - pimd stopped: the holder is denied quickly (well under `timeout=`), and passes with
-//!   `fail=open`;
-//! - pimd stopped on its bus name but a process holding the socket that never answers:
-//!   the call returns after `timeout=` (e.g. `timeout=500ms`);
-//! - `DBUS_SYSTEM_BUS_ADDRESS` pointing at a bus the user controls changes nothing;
-//! - in sudo itself (`sudo -l` as the user), the refusal is printed and sudo exits non-zero.
+//! Unit tests here cover argument parsing, the decision table (with fake accounts and a fake
+//! daemon) and the wire format (checked against zbus in `tests/wire_zbus.rs`, and against a
+//! real dbus-daemon in `tests/real_bus.rs`). The behaviour inside sudo is tested end to end in
+//! `tests/tests/pam.rs` at the workspace root: real sudo and pamtester through a PAM stack
+//! holding this module, with pimd on a real system bus in a throwaway sandbox.
 #![deny(unsafe_code)]
 
 pub mod accounts;
