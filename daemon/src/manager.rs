@@ -44,6 +44,11 @@ pub const MAX_ACCESS_GROUPS: usize = 64;
 
 /// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
 const DAEMON: &str = "pimd";
+/// The actor of the PAM module's access checks (asked by root on a user's behalf).
+const PAM_CHECK: &str = "pam";
+/// Actor names that are not people: a local account that happens to have one of these names
+/// does not get to read these records as its own.
+const NOT_PEOPLE: [&str; 2] = [DAEMON, PAM_CHECK];
 
 impl From<StoreError> for PimError {
     fn from(e: StoreError) -> Self {
@@ -1068,11 +1073,13 @@ impl Manager {
                 ),
             );
         }
+        let own = (!everything).then_some(caller.name.as_str());
         let query = AuditQuery {
             since,
             user: (!user.is_empty()).then_some(user),
             role: (!role.is_empty()).then_some(role),
-            involving: (!everything).then_some(caller.name.as_str()),
+            involving: own,
+            by: own.filter(|name| !NOT_PEOPLE.contains(name)),
         };
         self.store.read(|tx| Ok(tx.audit_records(&query)?))
     }
@@ -1798,7 +1805,7 @@ impl Manager {
         groups: &[String],
         message: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new("pam", "access-check").about(user, "");
+        let audit = Audit::new(PAM_CHECK, "access-check").about(user, "");
         let entry = audit.entry(
             self.now(),
             Outcome::Refused,

@@ -1361,6 +1361,27 @@ fn given_non_admin_then_only_own_records_and_auditors_see_everything() {
 }
 
 #[test]
+fn given_local_users_named_like_the_daemons_actors_then_its_records_are_not_theirs() {
+    let mut e = env();
+    e.accounts.add_user("pimd", 1100);
+    e.accounts.add_user("pam", 1101);
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    e.advance(10 * HOUR);
+    e.m.reconcile().unwrap();
+    e.m.audit_access_denial("alice", &["docker".to_string()], "no grant")
+        .unwrap();
+    let log = e.audit_log();
+    for actor in ["pimd", "pam"] {
+        assert!(
+            log.iter().any(|r| r.actor == actor && r.user == "alice"),
+            "no {actor} record about alice: {log:#?}"
+        );
+        let theirs = e.m.audit(&e.who(actor), 0, "", "").unwrap();
+        assert!(theirs.is_empty(), "{actor} sees {theirs:#?}");
+    }
+}
+
+#[test]
 fn given_control_characters_then_the_audit_never_stores_them_raw() {
     let mut e = env();
     for user in ["alice", "bob", "carol"] {

@@ -263,8 +263,10 @@ pub struct AuditQuery<'a> {
     pub since: i64,
     pub user: Option<&'a str>,
     pub role: Option<&'a str>,
-    /// Only records this person did or that concern them.
+    /// Only records that concern this person (`user`) or, with `by`, that they did (`actor`).
     pub involving: Option<&'a str>,
+    /// With `involving`: also the records whose actor is this name.
+    pub by: Option<&'a str>,
 }
 
 pub struct Store {
@@ -502,10 +504,10 @@ impl Tx<'_> {
              WHERE at >= ?1
                AND (?2 IS NULL OR user = ?2)
                AND (?3 IS NULL OR role = ?3)
-               AND (?4 IS NULL OR user = ?4 OR actor = ?4)
+               AND (?4 IS NULL OR user = ?4 OR actor = ?5)
              ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![q.since, q.user, q.role, q.involving], |r| {
+        let rows = stmt.query_map(params![q.since, q.user, q.role, q.involving, q.by], |r| {
             Ok(pim_common::types::AuditRecord {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -1119,6 +1121,7 @@ mod tests {
         assert_eq!(
             q(AuditQuery {
                 involving: Some("bob"),
+                by: Some("bob"),
                 ..Default::default()
             })
             .len(),
