@@ -8,6 +8,7 @@ mod config;
 mod manager;
 mod mfa;
 mod policy;
+mod refusals;
 mod service;
 mod store;
 mod syslog;
@@ -189,6 +190,15 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
             _ = tokio::signal::ctrl_c() => break,
             _ = hangup.recv() => reload(&core, &config_path).await,
         }
+    }
+    if let Err(e) = core
+        .with_manager(|m| m.record_unrecorded_refusals(true))
+        .await
+    {
+        eprintln!(
+            "pimd: cannot record the refusals counted so far: {}",
+            e.message()
+        );
     }
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())

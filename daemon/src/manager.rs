@@ -13,6 +13,7 @@ use crate::clock::{describe, Clock};
 use crate::config::{Config, Role};
 use crate::mfa::{self, LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
+use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::store::{
     Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState, Store,
     StoreError, Tx,
@@ -77,6 +78,7 @@ pub struct Manager {
     clock: Box<dyn Clock>,
     host: String,
     outbox: Outbox,
+    refusals: RefusalLimiter,
 }
 
 /// The fields every audit record of one operation shares.
@@ -208,6 +210,7 @@ impl Manager {
             clock,
             host,
             outbox: Outbox::default(),
+            refusals: RefusalLimiter::default(),
         }
     }
 
@@ -259,8 +262,80 @@ impl Manager {
             format!("{subject}: {}", err.message())
         };
         let entry = audit.entry(self.now(), outcome, detail);
-        self.commit(|tx| Ok(tx.audit(entry)?))?;
+        if outcome == Outcome::Refused {
+            let cause = Cause {
+                actor: audit.actor.into(),
+                user: String::new(),
+            };
+            self.record_refusal(&cause, entry)?;
+        } else {
+            self.commit(|tx| Ok(tx.audit(entry)?))?;
+        }
         Err(err)
+    }
+
+    /// Writes a refusal's record unless its cause has used up its records for the minute
+    /// (then it is only counted; see [`crate::refusals`]).
+    fn record_refusal(&mut self, cause: &Cause, entry: AuditEntry) -> Result<(), PimError> {
+        let previous = match self.refusals.admit(cause, entry.at) {
+            Admission::Count => return Ok(()),
+            Admission::Record { previous } => previous,
+        };
+        let summary = previous.map(|p| self.unrecorded_entry(&p));
+        self.commit(|tx| {
+            if let Some(summary) = summary {
+                tx.audit(summary)?;
+            }
+            Ok(tx.audit(entry)?)
+        })
+    }
+
+    fn unrecorded_entry(&self, u: &Unrecorded) -> AuditEntry {
+        let now = self.now();
+        let user = if u.cause.user.is_empty() {
+            &u.cause.actor
+        } else {
+            &u.cause.user
+        };
+        Audit::new(&u.cause.actor, "refusals-unrecorded")
+            .about(user, "")
+            .entry(
+                now,
+                Outcome::Refused,
+                format!(
+                    "{} more refusal(s) between {} and {} were counted, not recorded one by one \
+                     (over {} in {} s)",
+                    u.count,
+                    describe(u.first, now),
+                    describe(u.last, now),
+                    refusals::RECORDS_PER_WINDOW,
+                    refusals::WINDOW_SECS
+                ),
+            )
+    }
+
+    /// Writes the summaries of refusals that were only counted: those of windows that are
+    /// over, or with `all` (pimd is stopping) every one.
+    pub fn record_unrecorded_refusals(&mut self, all: bool) -> Result<(), PimError> {
+        let now = self.now();
+        let unrecorded = if all {
+            self.refusals.take_all()
+        } else {
+            self.refusals.take_ended(now)
+        };
+        if unrecorded.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<AuditEntry> = unrecorded
+            .iter()
+            .map(|u| self.unrecorded_entry(u))
+            .collect();
+        self.commit(|tx| {
+            for entry in entries {
+                tx.audit(entry)?;
+            }
+            Ok(())
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1811,7 +1886,11 @@ impl Manager {
             Outcome::Refused,
             format!("groups {}: {message}", groups.join(",")),
         );
-        self.commit(|tx| Ok(tx.audit(entry)?))
+        let cause = Cause {
+            actor: PAM_CHECK.into(),
+            user: user.into(),
+        };
+        self.record_refusal(&cause, entry)
     }
 
     // ----- time-driven work -----
@@ -1821,7 +1900,7 @@ impl Manager {
     /// everything.
     pub fn reconcile(&mut self) -> Result<(), PimError> {
         let now = self.now();
-        let mut first_error = None;
+        let mut first_error = self.record_unrecorded_refusals(false).err();
         let due = self.store.read(|tx| tx.due_grants(now))?;
         for grant in due {
             let audit = Audit::new(DAEMON, "expire").about(&grant.user, &grant.role);

@@ -2274,3 +2274,145 @@ fn given_a_reloaded_configuration_then_roles_change_but_startup_settings_cannot(
     let moved = CONFIG.replace("/nonexistent/pim.db", "/srv/pim/pim.db");
     assert_err!(e.m.replace_config(parse(&moved)), Conflict);
 }
+
+// ----- refusal records under a flood -----
+
+#[test]
+fn given_a_user_looping_on_a_refused_call_then_every_call_is_refused_and_the_excess_summarised() {
+    let mut e = env();
+    let per_window = crate::refusals::RECORDS_PER_WINDOW as usize;
+    for _ in 0..50 {
+        assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+        e.advance(1);
+    }
+    let refused = e.audited("activate");
+    assert_eq!(refused.len(), per_window);
+    assert!(refused.iter().all(|r| r.actor == "hank"));
+    assert!(e.audited("refusals-unrecorded").is_empty());
+    // Someone else's refusals are not held back by hank's.
+    assert_err!(e.activate("dave", "admin", 0, REASON, "", ""), NotEligible);
+    assert_eq!(e.audited("activate").len(), per_window + 1);
+
+    e.advance(crate::refusals::WINDOW_SECS);
+    e.m.reconcile().unwrap();
+    let summary = e.audited("refusals-unrecorded");
+    assert_eq!(summary.len(), 1, "{summary:#?}");
+    let s = &summary[0];
+    assert_eq!(
+        (s.actor.as_str(), s.user.as_str(), s.outcome.as_str()),
+        ("hank", "hank", "refused")
+    );
+    let unrecorded = 50 - per_window;
+    assert!(
+        s.detail
+            .starts_with(&format!("{unrecorded} more refusal(s) between ")),
+        "{}",
+        s.detail
+    );
+    // Hank sees the summary as his own record; the next refusal is recorded again.
+    let hank = e.who("hank");
+    let own = e.m.audit(&hank, 0, "", "").unwrap();
+    assert!(own.iter().any(|r| r.action == "refusals-unrecorded"));
+    assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    assert_eq!(e.audited("activate").len(), per_window + 2);
+}
+
+#[test]
+fn given_a_refusal_after_the_window_then_its_summary_is_written_with_it() {
+    let mut e = env();
+    let per_window = crate::refusals::RECORDS_PER_WINDOW as usize;
+    for _ in 0..per_window + 3 {
+        assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    }
+    e.advance(crate::refusals::WINDOW_SECS);
+    // No sweep in between: the next refusal brings the count along.
+    assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    let log = e.audit_log();
+    let tail: Vec<&str> = log
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| r.action.as_str())
+        .collect();
+    assert_eq!(tail, ["activate", "refusals-unrecorded"]);
+    assert!(log[log.len() - 2].detail.starts_with("3 more refusal(s)"));
+    e.m.reconcile().unwrap();
+    assert_eq!(e.audited("refusals-unrecorded").len(), 1);
+}
+
+#[test]
+fn given_sudo_refused_in_a_loop_then_access_check_records_are_summarised_per_user() {
+    let mut e = env();
+    let per_window = crate::refusals::RECORDS_PER_WINDOW as usize;
+    let root = e.who("root");
+    for _ in 0..per_window + 10 {
+        let d =
+            e.m.check_access(&root, "alice", &groups(&["sudo"]))
+                .unwrap();
+        assert!(!d.allowed);
+    }
+    let bob = e.m.check_access(&root, "bob", &groups(&["sudo"])).unwrap();
+    assert!(!bob.allowed);
+    let checks = e.audited("access-check");
+    assert_eq!(
+        checks.iter().filter(|r| r.user == "alice").count(),
+        per_window
+    );
+    assert_eq!(checks.iter().filter(|r| r.user == "bob").count(), 1);
+
+    e.advance(crate::refusals::WINDOW_SECS);
+    e.m.record_unrecorded_refusals(false).unwrap();
+    let summary = e.audited("refusals-unrecorded");
+    assert_eq!(summary.len(), 1, "{summary:#?}");
+    assert_eq!(
+        (summary[0].actor.as_str(), summary[0].user.as_str()),
+        ("pam", "alice")
+    );
+    assert!(summary[0].detail.starts_with("10 more refusal(s)"));
+}
+
+#[test]
+fn given_refusals_being_counted_then_a_wrong_code_is_still_recorded_with_its_failure() {
+    let mut e = env();
+    e.enrol("alice");
+    let per_window = crate::refusals::RECORDS_PER_WINDOW as usize;
+    for _ in 0..per_window {
+        assert_err!(
+            e.activate("alice", "nosuch", 0, REASON, "", ""),
+            NotEligible
+        );
+    }
+    let wrong = e.wrong_code("alice");
+    assert_err!(
+        e.activate("alice", "admin", 0, REASON, "", &wrong),
+        InvalidCode
+    );
+    // The failure counts towards lockout: a state change, recorded with it.
+    let failures = e.audited("mfa-failure");
+    assert_eq!(failures.len(), 1);
+    assert_eq!(e.mfa_status("alice").recent_failures, 1);
+    // The refusal of the activation itself was only counted.
+    assert_eq!(e.audited("activate").len(), per_window);
+}
+
+#[test]
+fn given_pimd_stopping_then_open_windows_are_summarised_at_once() {
+    let mut e = env();
+    let per_window = crate::refusals::RECORDS_PER_WINDOW as usize;
+    for _ in 0..per_window + 4 {
+        assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    }
+    e.m.record_unrecorded_refusals(false).unwrap();
+    assert!(e.audited("refusals-unrecorded").is_empty());
+    e.m.record_unrecorded_refusals(true).unwrap();
+    let summary = e.audited("refusals-unrecorded");
+    assert_eq!(summary.len(), 1);
+    assert!(summary[0].detail.starts_with("4 more refusal(s)"));
+    let syslog: Vec<String> =
+        e.m.take_outbox()
+            .audit
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+    assert!(syslog.contains(&"refusals-unrecorded".to_string()));
+}
