@@ -2,7 +2,8 @@
 //! code, fresh logins holding the group, deactivation, expiry (also across a daemon killed
 //! with SIGKILL), replayed codes, lockout, administration, memberships PIM did not add,
 //! concurrency, input validation (through the client and straight over the bus), identity
-//! from the bus, the audit log, `pimd --check-config`, time-bound assignments and extension.
+//! from the bus, the audit log (and its summary of a flood of refusals), `pimd --check-config`,
+//! time-bound assignments and extension.
 //!
 //! Every test has its own sandbox and pimd, and drives everything as real users through the
 //! real `pim` client (or `busctl`/`dbus-send` where the client cannot express the attack).
@@ -1702,4 +1703,58 @@ fn given_sighup_then_pimd_takes_a_valid_new_configuration_and_keeps_the_old_one_
     });
     assert!(sb.pimd_running());
     assert_eq!(roles(&sb), ["backup", "web"]);
+}
+
+#[test]
+fn given_a_user_looping_on_a_refused_activation_then_every_call_is_refused_and_the_excess_is_summarised_when_pimd_stops(
+) {
+    let sb = host(
+        &config("", &[role("admin", "sudo", &["alice"], "")]),
+        &["sudo"],
+        &[("alice", &[]), ("mallory", &[])],
+    );
+    const ATTEMPTS: usize = 25;
+    for _ in 0..ATTEMPTS {
+        activate(&sb, "mallory", "admin", None, None)
+            .assert_status(1)
+            .assert_stderr_contains("not eligible");
+    }
+    let refused = |records: &[Value]| {
+        matching(
+            records,
+            &[
+                ("action", "activate"),
+                ("actor", "mallory"),
+                ("outcome", "refused"),
+            ],
+        )
+        .len()
+    };
+    // 20 a minute one by one (pimd's allowance per person); the rest only counted so far.
+    let records = audit(&sb, "root", &[]);
+    assert_eq!(refused(&records), 20, "{records:#?}");
+    assert!(matching(&records, &[("action", "refusals-unrecorded")]).is_empty());
+
+    // A clean stop writes the count down.
+    assert_eq!(sb.kill_pimd("TERM"), Some(0));
+    sb.start_pimd();
+    let records = audit(&sb, "root", &[]);
+    let summary = assert_audited(
+        &records,
+        &[
+            ("action", "refusals-unrecorded"),
+            ("actor", "mallory"),
+            ("user", "mallory"),
+            ("outcome", "refused"),
+        ],
+    );
+    let detail = summary["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!("{} more refusal(s) between ", ATTEMPTS - 20)),
+        "{summary:#}"
+    );
+    assert_eq!(refused(&records), 20);
+    // mallory reads it as her own.
+    let own = audit(&sb, "mallory", &[]);
+    assert_audited(&own, &[("action", "refusals-unrecorded")]);
 }
