@@ -12,12 +12,14 @@
 //! ```
 //!
 //! `init.sh` is PID 1 of the new PID namespace. It puts a tmpfs on `/run` (scratch space is
-//! `/run/.sandbox`), overlays `/etc` and `/var` with upper layers inside that tmpfs, puts tmpfs
-//! on `/home`, `/tmp` and `/dev/shm`, pins NSS to `files`, installs our bus policy file, starts
-//! `dbus-daemon --system`, brings `lo` up, prints `READY` and then blocks reading its stdin,
-//! whose write end only this process holds. Dropping the [`Sandbox`] (or the test process
-//! dying) closes it: PID 1 exits, the kernel kills everything in the namespace and the mounts
-//! vanish with it. Nothing is written on the host: `/usr` and `/dev` are not overlaid, and
+//! `/run/.sandbox`) and a private `/dev` (a tmpfs with the host's device nodes and devpts bound
+//! in), overlays `/etc` and `/var` with upper layers inside that tmpfs, puts tmpfs on `/home`,
+//! `/tmp` and `/dev/shm`, pins NSS to `files`, starts a syslog collector on `/dev/log` (read
+//! with [`Sandbox::syslog_lines`]), installs our bus policy file, starts `dbus-daemon
+//! --system`, brings `lo` up, prints `READY` and then blocks reading its stdin, whose write end
+//! only this process holds. Dropping the [`Sandbox`] (or the test process dying) closes it:
+//! PID 1 exits, the kernel kills everything in the namespace and the mounts vanish with it.
+//! Nothing is written on the host: `/usr` is not overlaid, `/dev` is the sandbox's own, and
 //! [`Sandbox::write_file`] refuses paths outside the private mounts.
 //!
 //! The test process itself never enters a namespace. Every command runs as
@@ -50,6 +52,9 @@ pub const BIN_DIR: &str = "/run/.sandbox/bin";
 pub const PAM_MODULE: &str = "/run/.sandbox/lib/pam_pim.so";
 /// `pimd`'s stdout and stderr, appended to across restarts.
 pub const PIMD_LOG: &str = "/run/.sandbox/pimd.log";
+/// What the sandbox's syslog collector received on `/dev/log`: each datagram, bytes unchanged,
+/// followed by a newline.
+pub const SYSLOG_LOG: &str = "/run/.sandbox/syslog.log";
 /// The configuration file [`Sandbox::start_pimd`] points `pimd` at.
 pub const CONFIG_PATH: &str = "/etc/pim/pim.toml";
 /// The daemon's well-known bus name.
@@ -89,6 +94,7 @@ const REQUIRED_TOOLS: &[(&str, &str)] = &[
     ("getent", "libc-bin"),
     ("ip", "iproute2"),
     ("oathtool", "oathtool"),
+    ("python3", "python3-minimal"),
 ];
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -848,6 +854,19 @@ fi"#;
         phone
     }
 
+    /// `pim --json audit ARGS...` as `user`: the records. Panics with everything when the
+    /// command fails or prints no `records` array.
+    #[track_caller]
+    pub fn audit_records(&self, user: &str, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut argv = vec!["pim", "--json", "audit"];
+        argv.extend_from_slice(args);
+        let out = self.run(user, &argv);
+        match out.assert_success().json()["records"].as_array() {
+            Some(records) => records.clone(),
+            None => panic!("no records array in `pim --json audit`:\n{out}"),
+        }
+    }
+
     /// Polls `f` until it returns true; panics naming `what` (with pimd's log) after `timeout`.
     /// Returns as soon as the condition holds.
     #[track_caller]
@@ -1018,11 +1037,49 @@ exec pimd "$@" >>{PIMD_LOG} 2>&1"#
         fs::read_to_string(self.host_path(&format!("{SANDBOX_DIR}/dbus.log"))).unwrap_or_default()
     }
 
+    /// Every syslog line sent to the sandbox's `/dev/log` so far (pimd, `pam_syslog`, sudo,
+    /// useradd...), oldest first: one datagram each, exactly as sent (`<PRI>` header
+    /// included), split only at the newline the collector adds after each datagram.
+    pub fn syslog_lines(&self) -> Vec<String> {
+        let bytes = fs::read(self.host_path(SYSLOG_LOG)).unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .split_terminator('\n')
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until a syslog line satisfies `matches` and returns the first that does; panics
+    /// naming `what` after `timeout` (the sandbox's diagnostics then show the syslog). Lines
+    /// arrive asynchronously (the collector is a process of its own): poll, never read once.
+    #[track_caller]
+    pub fn wait_for_syslog_line(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut found = None;
+        self.wait_until(&format!("a syslog line: {what}"), timeout, || {
+            found = self.syslog_lines().into_iter().find(|l| matches(l));
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
     /// Path through which the host may READ a file of ours in the sandbox's /run/.sandbox.
     /// Only used for files the harness itself creates there (no symlinks to follow).
     fn host_path(&self, sandbox_path: &str) -> PathBuf {
         assert!(sandbox_path.starts_with(SANDBOX_DIR));
         PathBuf::from(format!("/proc/{}/root{sandbox_path}", self.pid1))
+    }
+
+    /// `busctl --system call` of pimd's METHOD with SIGNATURE and ARGS as `user`: a call
+    /// straight to the daemon, past the client's own checks.
+    pub fn call_pimd(&self, user: &str, method: &str, signature: &str, args: &[&str]) -> Output {
+        let mut argv = vec!["busctl", "--system", "call", BUS_NAME, "/org/pim/Manager1"];
+        argv.extend([BUS_NAME, method, signature]);
+        argv.extend_from_slice(args);
+        self.run(user, &argv)
     }
 
     /// True when `name` has an owner on the sandbox's system bus.
@@ -1082,12 +1139,14 @@ exec pimd "$@" >>{PIMD_LOG} 2>&1"#
     fn diagnostics(&self) -> String {
         format!(
             "--- sandbox {} (PID 1 = host pid {}) ---\n--- sandbox setup output ---\n{}\n\
-             --- dbus-daemon log ---\n{}\n--- pimd log (tail) ---\n{}\n--- end ---",
+             --- dbus-daemon log ---\n{}\n--- pimd log (tail) ---\n{}\n\
+             --- syslog (tail) ---\n{}\n--- end ---",
             self.marker,
             self.pid1,
             lock(&self.init_output).trim_end(),
             self.dbus_log().trim_end(),
-            self.pimd_log_tail(80)
+            self.pimd_log_tail(80),
+            tail(&self.syslog_lines().join("\n"), 40)
         )
     }
 }

@@ -2,6 +2,7 @@
 //! seeing group changes, parallel sandboxes, sudo, background commands, and a clean teardown.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -358,6 +359,69 @@ fn teardown_leaves_nothing_behind() {
                 .map(|n| n.display().to_string() != pid_ns)
                 .unwrap_or(true)
         }
+    );
+}
+
+#[test]
+fn dev_is_the_sandboxs_own_with_a_syslog_socket_and_working_device_nodes() {
+    let host_log = |path: &str| fs::symlink_metadata(path).map(|m| (m.dev(), m.ino())).ok();
+    let log_before = host_log("/dev/log");
+    let sb = Sandbox::start();
+    sb.add_user("alice", &[]);
+    let mine = format!("/dev/{}", sb.marker());
+
+    // A tmpfs of its own: what is created there stays there.
+    sb.run("root", &["findmnt", "-n", "-o", "SOURCE,FSTYPE", "/dev"])
+        .assert_success()
+        .assert_stdout_contains("sandbox-dev tmpfs");
+    sb.run("root", &["touch", &mine]).assert_success();
+    assert!(
+        !std::path::Path::new(&mine).exists(),
+        "{mine} is on the host"
+    );
+    assert_eq!(
+        host_log("/dev/log"),
+        log_before,
+        "the host's /dev/log changed"
+    );
+
+    // /dev/log takes anyone's datagrams; each one is a line, as sent.
+    sb.run(
+        "alice",
+        &[
+            "logger",
+            "-p",
+            "authpriv.warning",
+            "-t",
+            "pim-e2e",
+            "hello from alice",
+        ],
+    )
+    .assert_success();
+    let line = sb.wait_for_syslog_line("logger's line", Duration::from_secs(60), |l| {
+        l.contains("pim-e2e")
+    });
+    assert!(
+        line.starts_with("<84>") && line.ends_with(": hello from alice"),
+        "{line}"
+    );
+
+    // The nodes programs need work for a user, and a pty gets a name in /dev/pts.
+    sb.sh(
+        "alice",
+        "echo x >/dev/null && head -c 3 /dev/zero | od -An -tx1 && head -c 8 /dev/urandom | wc -c \
+         && ls /dev/fd/ /dev/stdin /dev/stdout /dev/stderr >/dev/null && echo ok >/dev/shm/alice",
+    )
+    .assert_success()
+    .assert_stdout_contains("00 00 00\n8\n");
+    sb.run("alice", &["script", "-qec", "tty", "/dev/null"])
+        .assert_success()
+        .assert_stdout_contains("/dev/pts/");
+    drop(sb);
+    assert_eq!(
+        host_log("/dev/log"),
+        log_before,
+        "the host's /dev/log changed"
     );
 }
 
