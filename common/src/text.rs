@@ -79,12 +79,24 @@ pub fn for_record(text: &str, max: usize) -> String {
 }
 
 /// Escapes control characters (and backslashes) so that text is safe in syslog and on a
-/// terminal: `\n` becomes `\x0a`, `\` becomes `\\`. Printable text is unchanged.
+/// terminal: `\n` becomes `\x0a`, `\` becomes `\\`. Printable text is unchanged, and the
+/// result reads back unambiguously.
 pub fn escape(text: &str) -> String {
+    escape_with(text, true)
+}
+
+/// Escapes only the characters [`is_unsafe`] names, leaving backslashes alone: the last guard
+/// for a line whose user-given parts were already [`escape`]d (escaping their backslashes
+/// twice would only make them harder to read).
+pub fn escape_unsafe(text: &str) -> String {
+    escape_with(text, false)
+}
+
+fn escape_with(text: &str, backslashes: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslashes => out.push_str("\\\\"),
             c if is_unsafe(c) => {
                 let code = c as u32;
                 if code <= 0xff {

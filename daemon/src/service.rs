@@ -9,7 +9,7 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
 };
-use pim_common::{PimError, INTERFACE, OBJECT_PATH};
+use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -289,7 +289,7 @@ impl Core {
     }
 }
 
-/// One syslog line per audit record; user text is escaped by the syslog writer.
+/// One syslog line per audit record, with the user's words escaped.
 fn syslog_message(e: &AuditEntry) -> String {
     let mut line = format!(
         "{} {}: actor={} user={} role={}",
@@ -305,10 +305,11 @@ fn syslog_message(e: &AuditEntry) -> String {
         ("detail", &e.detail),
     ] {
         if !value.is_empty() {
-            // No quote from user text reaches the line, so it cannot end a value and forge the
-            // fields after it: a quote becomes \x22 (backslashes first doubled, so that a typed
-            // "\x22" stays distinguishable). The syslog writer then escapes the whole line.
-            let value = value.replace('\\', "\\\\").replace('"', "\\x22");
+            // No control character and no quote from user text reaches the line, so it can
+            // neither forge a line nor end a value and forge the fields after it: a quote
+            // becomes \x22, after `escape` has doubled backslashes (so that a typed "\x22"
+            // stays distinguishable).
+            let value = text::escape(value).replace('"', "\\x22");
             line.push_str(&format!(" {key}=\"{value}\""));
         }
     }
@@ -665,19 +666,27 @@ mod tests {
         assert_eq!(core.add_watcher(name(2000), bob), Ok(true));
     }
 
-    #[test]
-    fn given_quotes_in_user_text_then_the_syslog_line_has_no_forged_field() {
-        let entry = AuditEntry {
+    /// A refused activation by alice with `reason` and `detail`.
+    fn refusal(reason: &str, detail: &str) -> AuditEntry {
+        AuditEntry {
             at: 0,
             actor: "alice".into(),
             action: "activate".into(),
             user: "alice".into(),
             role: "admin".into(),
             outcome: Outcome::Refused,
-            reason: r#"x" outcome=success detail="approved by bob"#.into(),
+            reason: reason.into(),
             ticket: String::new(),
-            detail: r#"typed \x22 literally"#.into(),
-        };
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn given_quotes_in_user_text_then_the_syslog_line_has_no_forged_field() {
+        let entry = refusal(
+            r#"x" outcome=success detail="approved by bob"#,
+            r#"typed \x22 literally"#,
+        );
         let line = syslog_message(&entry);
         assert_eq!(line.matches('"').count(), 4, "{line}");
         assert!(
@@ -685,5 +694,20 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(r#"detail="typed \\x22 literally""#), "{line}");
+    }
+
+    #[test]
+    fn given_backslashes_and_control_characters_in_user_text_then_escaped_once() {
+        let entry = refusal("C:\\temp\nforged\u{1b}[0m", "");
+        let line = crate::syslog::format_line(
+            crate::syslog::Severity::Notice,
+            0,
+            1,
+            &syslog_message(&entry),
+        );
+        assert!(
+            line.ends_with(r#"reason="C:\\temp\x0aforged\x1b[0m""#),
+            "{line}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! ignore the errors returned here.
 
 use crate::clock::{civil_from_days, Clock, SystemClock};
-use pim_common::text::escape;
+use pim_common::text::escape_unsafe;
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -45,14 +45,15 @@ impl Severity {
 
 /// `<PRI>Mmm dd hh:mm:ss pimd[PID]: message`, RFC 3164 style. The timestamp is in UTC (the
 /// daemon does not read time zone files); journald and rsyslog stamp lines on receipt anyway.
-/// Control characters in `message` are escaped so a user-supplied reason cannot forge lines,
-/// and the escaped message is cut to `MAX_MESSAGE_BYTES` on a character boundary.
+/// Control characters left in `message` are escaped so that nothing can forge lines (the
+/// callers escape user text themselves, backslashes included, so those are left alone here),
+/// and the message is cut to `MAX_MESSAGE_BYTES` on a character boundary.
 pub fn format_line(severity: Severity, now: i64, pid: u32, message: &str) -> String {
     let pri = FACILITY_AUTHPRIV * 8 + severity.code();
     let (_, month, day) = civil_from_days(now.div_euclid(86_400));
     let secs = now.rem_euclid(86_400);
     let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    let mut message = escape(message);
+    let mut message = escape_unsafe(message);
     let mut cut = message.len().min(MAX_MESSAGE_BYTES);
     while !message.is_char_boundary(cut) {
         cut -= 1;

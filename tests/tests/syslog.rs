@@ -4,10 +4,10 @@
 //! pimd writes each audit record as `<PRI>Mmm dd hh:mm:ss pimd[PID]: ACTION OUTCOME: actor=..
 //! user=.. role=.. reason=".." ticket=".." detail=".."` at facility authpriv (10), severity
 //! info for a success and notice for a refusal (daemon/src/syslog.rs, `syslog_message` in
-//! daemon/src/service.rs). User text is escaped twice on the way: in a quoted value a `\`
-//! becomes `\\` and a `"` becomes `\x22`, then the whole message has every `\` doubled and
-//! control characters written as `\xNN`. So one typed `\` arrives as four, a typed `"` as
-//! `\\x22`, and the only `"` in a line are the ones around values.
+//! daemon/src/service.rs). User text is escaped once on the way: in a quoted value a `\`
+//! becomes `\\`, a control character `\xNN` and a `"` `\x22`; the writer then escapes any
+//! control character left in the whole message. So one typed `\` arrives as two, a typed `"`
+//! as `\x22`, and the only `"` in a line are the ones around values.
 //!
 //! Every sandbox: role `admin` grants group `sudo` to `alice` (no MFA, no approval, so that
 //! no TOTP step is waited for), sudo with `pam_pim.so groups=sudo` in its account stack.
@@ -198,8 +198,8 @@ fn given_a_reason_that_imitates_fields_with_quotes_backslashes_and_accents_then_
         .assert_success();
 
     let message = wait_for_one(&sb, AUTHPRIV_INFO, "activate success: ");
-    // `"` -> `\x22` -> `\\x22`; `\` -> `\\` -> `\\\\`; é stays é.
-    let escaped = r#"reason="hotfix\\x22 outcome=\\x22success\\x22 actor=\\x22root\\x22 from C:\\\\temp\\\\x22 for the café" "#;
+    // `"` -> `\x22`; `\` -> `\\`; é stays é.
+    let escaped = r#"reason="hotfix\x22 outcome=\x22success\x22 actor=\x22root\x22 from C:\\temp\\x22 for the café" "#;
     assert!(
         message.starts_with(&format!(
             "activate success: actor=alice user=alice role=admin {escaped}detail=\"group sudo for "
@@ -269,19 +269,19 @@ fn given_control_characters_in_a_reason_or_role_then_refused_clearly_and_syslog_
     // The four refusals, in the order they were made.
     let refusals = wait_for_pimd(&sb, AUTHPRIV_NOTICE, "activate refused: ", 4);
     assert_eq!(refusals.len(), 4, "{refusals:#?}");
-    // The reason as the record keeps it (`\x0a`), then escaped for syslog (`\\\\x0a`).
+    // The reason as the record keeps it (`\x0a`), then escaped for syslog (`\\x0a`).
     assert_eq!(
         refusals[0],
         format!(
-            r#"activate refused: actor=alice user=alice role=admin reason="deploy now\\\\x0a{forged_line}" detail="the reason contains the control character \\\\u{{a}}; use plain text""#
+            r#"activate refused: actor=alice user=alice role=admin reason="deploy now\\x0a{forged_line}" detail="the reason contains the control character \\u{{a}}; use plain text""#
         )
     );
     assert!(
-        refusals[1].contains(r#"reason="deploy \\\\x1b[2J after clearing the screen""#),
+        refusals[1].contains(r#"reason="deploy \\x1b[2J after clearing the screen""#),
         "{}",
         refusals[1]
     );
-    for (refusal, escaped) in refusals[2..].iter().zip([r"ad\\\\x1bmin", r"ad\\\\x0amin"]) {
+    for (refusal, escaped) in refusals[2..].iter().zip([r"ad\\x1bmin", r"ad\\x0amin"]) {
         assert!(
             refusal.starts_with("activate refused: actor=alice user=alice role= ")
                 && refusal.contains(&format!("detail=\"role '{escaped}' is not a valid name")),
