@@ -277,7 +277,7 @@ impl Manager {
     /// Writes a refusal's record unless its cause has used up its records for the minute
     /// (then it is only counted; see [`crate::refusals`]).
     fn record_refusal(&mut self, cause: &Cause, entry: AuditEntry) -> Result<(), PimError> {
-        let previous = match self.refusals.admit(cause, entry.at) {
+        let previous = match self.refusals.admit(cause, &entry.action, entry.at) {
             Admission::Count => return Ok(()),
             Admission::Record { previous } => previous,
         };
@@ -304,12 +304,17 @@ impl Manager {
                 Outcome::Refused,
                 format!(
                     "{} more refusal(s) between {} and {} were counted, not recorded one by one \
-                     (over {} in {} s)",
+                     (over {} in {} s): {}",
                     u.count,
                     describe(u.first, now),
                     describe(u.last, now),
                     refusals::RECORDS_PER_WINDOW,
-                    refusals::WINDOW_SECS
+                    refusals::WINDOW_SECS,
+                    u.actions
+                        .iter()
+                        .map(|(action, n)| format!("{action} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
     }

@@ -2309,6 +2309,11 @@ fn given_a_user_looping_on_a_refused_call_then_every_call_is_refused_and_the_exc
         "{}",
         s.detail
     );
+    assert!(
+        s.detail.ends_with(&format!(": activate {unrecorded}")),
+        "{}",
+        s.detail
+    );
     // Hank sees the summary as his own record; the next refusal is recorded again.
     let hank = e.who("hank");
     let own = e.m.audit(&hank, 0, "", "").unwrap();
@@ -2369,6 +2374,7 @@ fn given_sudo_refused_in_a_loop_then_access_check_records_are_summarised_per_use
         ("pam", "alice")
     );
     assert!(summary[0].detail.starts_with("10 more refusal(s)"));
+    assert!(summary[0].detail.ends_with(": access-check 10"));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! changes state (a wrong TOTP code counted towards lockout) is not a "refusal record" here:
 //! it is recorded with its change, always.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Records one cause writes one by one per window.
 pub const RECORDS_PER_WINDOW: u32 = 20;
@@ -28,6 +28,9 @@ pub struct Cause {
 pub struct Unrecorded {
     pub cause: Cause,
     pub count: u32,
+    /// How many of each action (the audit record's action names: a fixed, small set), so that
+    /// the summary still says what was tried.
+    pub actions: BTreeMap<String, u32>,
     pub first: i64,
     pub last: i64,
 }
@@ -68,7 +71,8 @@ impl Window {
 }
 
 impl RefusalLimiter {
-    pub fn admit(&mut self, cause: &Cause, now: i64) -> Admission {
+    /// Whether the refusal of `action` charged to `cause` at `now` gets its own record.
+    pub fn admit(&mut self, cause: &Cause, action: &str, now: i64) -> Admission {
         let Some(window) = self.windows.get_mut(cause) else {
             self.windows.insert(cause.clone(), Window::opening(now));
             return Admission::Record { previous: None };
@@ -84,10 +88,12 @@ impl RefusalLimiter {
         let unrecorded = window.unrecorded.get_or_insert_with(|| Unrecorded {
             cause: cause.clone(),
             count: 0,
+            actions: BTreeMap::new(),
             first: now,
             last: now,
         });
         unrecorded.count += 1;
+        *unrecorded.actions.entry(action.to_string()).or_default() += 1;
         unrecorded.last = now;
         Admission::Count
     }
@@ -134,7 +140,7 @@ mod tests {
     fn admit_n(limiter: &mut RefusalLimiter, cause: &Cause, n: u32, now: i64) -> (u32, u32) {
         let (mut recorded, mut counted) = (0, 0);
         for _ in 0..n {
-            match limiter.admit(cause, now) {
+            match limiter.admit(cause, "activate", now) {
                 Admission::Record { .. } => recorded += 1,
                 Admission::Count => counted += 1,
             }
@@ -153,6 +159,7 @@ mod tests {
             [Unrecorded {
                 cause: mallory.clone(),
                 count: 30,
+                actions: BTreeMap::from([("activate".to_string(), 30)]),
                 first: 1000,
                 last: 1000
             }]
@@ -167,14 +174,19 @@ mod tests {
         let mut limiter = RefusalLimiter::default();
         let mallory = cause("mallory", "");
         admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW, 1000);
-        assert_eq!(limiter.admit(&mallory, 1010), Admission::Count);
-        assert_eq!(limiter.admit(&mallory, 1020), Admission::Count);
+        assert_eq!(limiter.admit(&mallory, "approve", 1010), Admission::Count);
+        assert_eq!(limiter.admit(&mallory, "activate", 1015), Admission::Count);
+        assert_eq!(limiter.admit(&mallory, "approve", 1020), Admission::Count);
         assert_eq!(
-            limiter.admit(&mallory, 1000 + WINDOW_SECS),
+            limiter.admit(&mallory, "activate", 1000 + WINDOW_SECS),
             Admission::Record {
                 previous: Some(Unrecorded {
                     cause: mallory.clone(),
-                    count: 2,
+                    count: 3,
+                    actions: BTreeMap::from([
+                        ("activate".to_string(), 1),
+                        ("approve".to_string(), 2)
+                    ]),
                     first: 1010,
                     last: 1020
                 })
@@ -217,6 +229,6 @@ mod tests {
         let mut limiter = RefusalLimiter::default();
         let mallory = cause("mallory", "");
         admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW, 1000);
-        assert_eq!(limiter.admit(&mallory, 900), Admission::Count);
+        assert_eq!(limiter.admit(&mallory, "activate", 900), Admission::Count);
     }
 }

@@ -1750,7 +1750,8 @@ fn given_a_user_looping_on_a_refused_activation_then_every_call_is_refused_and_t
     );
     let detail = summary["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.starts_with(&format!("{} more refusal(s) between ", ATTEMPTS - 20)),
+        detail.starts_with(&format!("{} more refusal(s) between ", ATTEMPTS - 20))
+            && detail.ends_with(&format!(": activate {}", ATTEMPTS - 20)),
         "{summary:#}"
     );
     assert_eq!(refused(&records), 20);
