@@ -809,15 +809,41 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             check_name("role", &role)?;
             let proxy = connect().await?;
             proxy.admin_unassign(&user, &role).await?;
+            // Eligibility ends; a grant already running does not (it was capped at the
+            // assignment's end when it started). Say so, so the admin can revoke it too.
+            let running = proxy
+                .admin_grants()
+                .await?
+                .into_iter()
+                .find(|g| g.user == user && g.role == role);
+            let clock = Clock::system();
             emit(
                 json,
-                || json!({ "user": user, "role": role }),
                 || {
-                    format!(
+                    json!({
+                        "user": user,
+                        "role": role,
+                        "running_grant": running.as_ref().map(|g| output::grant_json(g, clock.now)),
+                    })
+                },
+                || {
+                    let mut text = format!(
                         "Removed the assignment of {} to {}.\n",
                         escape(&role),
                         escape(&user)
-                    )
+                    );
+                    if let Some(g) = &running {
+                        text.push_str(&format!(
+                            "{} still has role {} active until {}; \
+                             'pim admin revoke {} {} -r REASON' ends it now.\n",
+                            escape(&user),
+                            escape(&role),
+                            time::local_with_relative(g.ends_at, &clock),
+                            escape(&user),
+                            escape(&role)
+                        ));
+                    }
+                    text
                 },
             )?;
         }

@@ -1497,7 +1497,14 @@ fn given_a_time_bound_assignment_then_eligibility_follows_its_window() {
         .assert_success()
         .assert_stdout_contains("eligible until");
 
+    // Unassigning ends eligibility, not a grant already running: the admin is told.
+    granted(&activate(&sb, "dave", "admin", Some("10m"), None));
     sb.run("root", &["pim", "admin", "unassign", "dave", "admin"])
+        .assert_success()
+        .assert_stdout_contains("dave still has role admin active until")
+        .assert_stdout_contains("'pim admin revoke dave admin -r REASON' ends it now");
+    assert!(sb.is_member("dave", "sudo"));
+    sb.run("dave", &["pim", "deactivate", "admin"])
         .assert_success();
     assert!(roles().is_empty());
     activate(&sb, "dave", "admin", Some("10m"), None)
