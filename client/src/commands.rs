@@ -810,12 +810,13 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             let proxy = connect().await?;
             proxy.admin_unassign(&user, &role).await?;
             // Eligibility ends; a grant already running does not (it was capped at the
-            // assignment's end when it started). Say so, so the admin can revoke it too.
-            let running = proxy
-                .admin_grants()
-                .await?
-                .into_iter()
-                .find(|g| g.user == user && g.role == role);
+            // assignment's end when it started). Say so, so the admin can revoke it too. The
+            // assignment is gone either way: a failed look-up only loses the hint.
+            let running = proxy.admin_grants().await.ok().and_then(|grants| {
+                grants
+                    .into_iter()
+                    .find(|g| g.user == user && g.role == role)
+            });
             let clock = Clock::system();
             emit(
                 json,
