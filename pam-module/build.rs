@@ -11,7 +11,6 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=CC");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux")
         || std::env::var("CARGO_CFG_TARGET_ENV").as_deref() != Ok("gnu")
     {
@@ -29,11 +28,10 @@ fn main() {
     }
 }
 
-/// Where the C compiler keeps libgcc_eh.a (`cc -print-file-name` echoes the bare name when it
-/// has none).
+/// Where the target's C compiler keeps libgcc_eh.a (`cc -print-file-name` echoes the bare
+/// name when it has none).
 fn libgcc_eh_dir() -> Option<PathBuf> {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let out = Command::new(cc)
+    let out = Command::new(target_cc())
         .arg("-print-file-name=libgcc_eh.a")
         .output()
         .ok()?;
@@ -42,4 +40,23 @@ fn libgcc_eh_dir() -> Option<PathBuf> {
         return None;
     }
     path.parent().map(PathBuf::from)
+}
+
+/// The C compiler for the target, found the way the `cc` crate looks for it: `CC_<target>`,
+/// `TARGET_CC`, then `CC`; `cc` if none is set.
+fn target_cc() -> String {
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let names = [
+        format!("CC_{target}"),
+        format!("CC_{}", target.replace('-', "_")),
+        "TARGET_CC".to_string(),
+        "CC".to_string(),
+    ];
+    for name in &names {
+        println!("cargo:rerun-if-env-changed={name}");
+    }
+    names
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "cc".to_string())
 }

@@ -277,54 +277,83 @@ impl Manager {
     /// Writes a refusal's record unless its cause has used up its records for the minute
     /// (then it is only counted; see [`crate::refusals`]).
     fn record_refusal(&mut self, cause: &Cause, entry: AuditEntry) -> Result<(), PimError> {
-        let previous = match self.refusals.admit(cause, &entry.action, entry.at) {
+        let subject = if cause.user.is_empty() {
+            &cause.actor
+        } else {
+            &cause.user
+        };
+        let about = if entry.user == *subject {
+            ""
+        } else {
+            entry.user.as_str()
+        };
+        let previous = match self.refusals.admit(cause, &entry.action, about, entry.at) {
             Admission::Count => return Ok(()),
             Admission::Record { previous } => previous,
         };
-        let summary = previous.map(|p| self.unrecorded_entry(&p));
-        self.commit(|tx| {
-            if let Some(summary) = summary {
+        let summaries = previous
+            .as_ref()
+            .map(|p| self.unrecorded_entries(p))
+            .unwrap_or_default();
+        let written = self.commit(|tx| {
+            for summary in summaries {
                 tx.audit(summary)?;
             }
             Ok(tx.audit(entry)?)
-        })
+        });
+        if written.is_err() {
+            if let Some(previous) = previous {
+                self.refusals.restore(previous);
+            }
+        }
+        written
     }
 
-    fn unrecorded_entry(&self, u: &Unrecorded) -> AuditEntry {
+    /// The summary records of refusals that were only counted: one about each person they
+    /// were about (so that person sees them), one about the cause itself for the rest.
+    fn unrecorded_entries(&self, u: &Unrecorded) -> Vec<AuditEntry> {
         let now = self.now();
-        let user = if u.cause.user.is_empty() {
+        let subject = if u.cause.user.is_empty() {
             &u.cause.actor
         } else {
             &u.cause.user
         };
-        Audit::new(&u.cause.actor, "refusals-unrecorded")
-            .about(user, "")
-            .entry(
-                now,
-                Outcome::Refused,
-                format!(
-                    "{} more refusal(s) between {} and {} were counted, not recorded one by one \
-                     (over {} in {} s): {}",
-                    u.count,
-                    describe(u.first, now),
-                    describe(u.last, now),
-                    refusals::RECORDS_PER_WINDOW,
-                    refusals::WINDOW_SECS,
-                    u.actions
-                        .iter()
-                        .map(|(action, n)| format!("{action} {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
+        u.counts
+            .iter()
+            .map(|(about, actions)| {
+                let (user, whom) = match about.as_str() {
+                    "" => (subject.as_str(), String::new()),
+                    refusals::OTHERS => (subject.as_str(), " about other users".to_string()),
+                    named => (named, format!(" about {named}")),
+                };
+                let total = actions.values().fold(0u32, |t, n| t.saturating_add(*n));
+                let actions: Vec<String> =
+                    actions.iter().map(|(a, n)| format!("{a} {n}")).collect();
+                Audit::new(&u.cause.actor, "refusals-unrecorded")
+                    .about(user, "")
+                    .entry(
+                        now,
+                        Outcome::Refused,
+                        format!(
+                            "{total} more refusal(s){whom} between {} and {} were counted, not \
+                             recorded one by one (over {} in {} s): {}",
+                            describe(u.first, now),
+                            describe(u.last, now),
+                            refusals::RECORDS_PER_WINDOW,
+                            refusals::WINDOW_SECS,
+                            actions.join(", ")
+                        ),
+                    )
+            })
+            .collect()
     }
 
     /// Writes the summaries of refusals that were only counted: those of windows that are
-    /// over, or with `all` (pimd is stopping) every one.
-    pub fn record_unrecorded_refusals(&mut self, all: bool) -> Result<(), PimError> {
+    /// over, or with `stopping` every one (and from then on every refusal is recorded).
+    pub fn record_unrecorded_refusals(&mut self, stopping: bool) -> Result<(), PimError> {
         let now = self.now();
-        let unrecorded = if all {
-            self.refusals.take_all()
+        let unrecorded = if stopping {
+            self.refusals.close()
         } else {
             self.refusals.take_ended(now)
         };
@@ -333,14 +362,20 @@ impl Manager {
         }
         let entries: Vec<AuditEntry> = unrecorded
             .iter()
-            .map(|u| self.unrecorded_entry(u))
+            .flat_map(|u| self.unrecorded_entries(u))
             .collect();
-        self.commit(|tx| {
+        let written = self.commit(|tx| {
             for entry in entries {
                 tx.audit(entry)?;
             }
             Ok(())
-        })
+        });
+        if written.is_err() {
+            for u in unrecorded {
+                self.refusals.restore(u);
+            }
+        }
+        written
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -2421,4 +2421,67 @@ fn given_pimd_stopping_then_open_windows_are_summarised_at_once() {
             .map(|a| a.action)
             .collect();
     assert!(syslog.contains(&"refusals-unrecorded".to_string()));
+    // Nothing counted after this could be written: from now on every refusal is recorded.
+    for _ in 0..5 {
+        assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    }
+    assert_eq!(e.audited("activate").len(), per_window + 5);
+}
+
+#[test]
+fn given_a_flood_then_refusals_about_another_person_are_summarised_where_that_person_sees_them() {
+    let mut e = env();
+    e.enrol("dave");
+    let id = e.file_db_request("dave");
+    for _ in 0..crate::refusals::RECORDS_PER_WINDOW {
+        assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    }
+    // Past his allowance, hank goes after dave's request and grant: only counted now...
+    let hank = e.who("hank");
+    for _ in 0..5 {
+        assert!(e
+            .m
+            .approve(&hank, id, "looks fine to me", "000000")
+            .is_err());
+        assert_err!(
+            e.m.admin_revoke(&hank, "dave", "db", "not yours"),
+            PermissionDenied
+        );
+    }
+    assert_err!(e.activate("hank", "admin", 0, REASON, "", ""), NotEligible);
+    let dave = e.who("dave");
+    let summaries_seen_by = |e: &mut Env, who: &Caller| -> Vec<AuditRecord> {
+        e.m.audit(who, 0, "", "")
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == "refusals-unrecorded")
+            .collect()
+    };
+    assert!(summaries_seen_by(&mut e, &dave).is_empty());
+
+    // ...but summarised about dave, so dave sees what was tried against him.
+    e.advance(crate::refusals::WINDOW_SECS);
+    e.m.reconcile().unwrap();
+    let seen = summaries_seen_by(&mut e, &dave);
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    let s = &seen[0];
+    assert_eq!((s.actor.as_str(), s.user.as_str()), ("hank", "dave"));
+    assert!(
+        s.detail
+            .starts_with("10 more refusal(s) about dave between "),
+        "{}",
+        s.detail
+    );
+    assert!(
+        s.detail.ends_with(": admin-revoke 5, approve 5"),
+        "{}",
+        s.detail
+    );
+    // Hank's refusals about nobody else are summarised about him.
+    let own = summaries_seen_by(&mut e, &hank);
+    assert!(
+        own.iter()
+            .any(|r| r.user == "hank" && r.detail.ends_with(": activate 1")),
+        "{own:#?}"
+    );
 }

@@ -1,12 +1,14 @@
 //! How many refusal records one cause writes: the first few in a minute one by one, the rest
-//! counted and written as one summary record once that minute is over.
+//! counted and written as summary records once that minute is over.
 //!
 //! A local user looping on a refused call (a role they are not eligible for, `sudo` without a
 //! grant) would otherwise add a row, a synchronous commit and a syslog line per attempt: enough
 //! to fill a disk, bury the log and keep pimd busy while sudo's access checks wait behind it.
-//! The calls are still refused, every one; only their records are summarised. A refusal that
-//! changes state (a wrong TOTP code counted towards lockout) is not a "refusal record" here:
-//! it is recorded with its change, always.
+//! The calls are still refused, every one; only their records are summarised, by whom the
+//! refusals were about and by action, so that a flood hides neither what was tried nor, from
+//! the person it was tried against, that it was. A refusal that changes state (a wrong TOTP
+//! code counted towards lockout) is not a "refusal record" here: it is recorded with its
+//! change, always.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 pub const RECORDS_PER_WINDOW: u32 = 20;
 /// The window, in seconds, from a cause's first refusal.
 pub const WINDOW_SECS: i64 = 60;
+/// Other people one cause's summary names one by one; the rest are counted together under
+/// [`OTHERS`] (names come from the caller's arguments, so their number must be bounded).
+pub const MAX_NAMED: usize = 16;
+/// The `about` of refusals about people beyond [`MAX_NAMED`]; not a valid user name.
+pub const OTHERS: &str = "*";
 
 /// Who a refusal is charged to: the person who made the call, or, for the PAM check (asked by
 /// root), the user it was about.
@@ -27,12 +34,57 @@ pub struct Cause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unrecorded {
     pub cause: Cause,
-    pub count: u32,
-    /// How many of each action (the audit record's action names: a fixed, small set), so that
-    /// the summary still says what was tried.
-    pub actions: BTreeMap<String, u32>,
+    /// Counts by whom the refusal was about ("" for no one but the cause itself, [`OTHERS`])
+    /// and then by action (the audit record's action names: a small, fixed set).
+    pub counts: BTreeMap<String, BTreeMap<String, u32>>,
     pub first: i64,
     pub last: i64,
+}
+
+impl Unrecorded {
+    fn empty(cause: &Cause, now: i64) -> Unrecorded {
+        Unrecorded {
+            cause: cause.clone(),
+            counts: BTreeMap::new(),
+            first: now,
+            last: now,
+        }
+    }
+
+    fn add(&mut self, about: &str, action: &str, n: u32, at: i64) {
+        let named = self.counts.keys().filter(|k| !k.is_empty()).count();
+        let about = if about.is_empty() || self.counts.contains_key(about) || named < MAX_NAMED {
+            about
+        } else {
+            OTHERS
+        };
+        let n_action = self
+            .counts
+            .entry(about.to_string())
+            .or_default()
+            .entry(action.to_string())
+            .or_default();
+        *n_action = n_action.saturating_add(n);
+        self.first = self.first.min(at);
+        self.last = self.last.max(at);
+    }
+
+    fn merge(&mut self, other: Unrecorded) {
+        for (about, actions) in other.counts {
+            for (action, n) in actions {
+                self.add(&about, &action, n, other.first);
+            }
+        }
+        self.last = self.last.max(other.last);
+    }
+
+    /// How many refusals in all.
+    pub fn total(&self) -> u32 {
+        self.counts
+            .values()
+            .flat_map(BTreeMap::values)
+            .fold(0, |sum, n| sum.saturating_add(*n))
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +99,8 @@ pub enum Admission {
 #[derive(Default)]
 pub struct RefusalLimiter {
     windows: HashMap<Cause, Window>,
+    /// pimd is stopping and has written what was counted: record everything from now on.
+    closed: bool,
 }
 
 struct Window {
@@ -65,14 +119,20 @@ impl Window {
         }
     }
 
+    /// Over once its minute has passed, or when the clock went back before its start (a
+    /// window must not hold a cause's records back for longer than a minute).
     fn is_over(&self, now: i64) -> bool {
-        now >= self.started + WINDOW_SECS
+        now >= self.started + WINDOW_SECS || now < self.started
     }
 }
 
 impl RefusalLimiter {
-    /// Whether the refusal of `action` charged to `cause` at `now` gets its own record.
-    pub fn admit(&mut self, cause: &Cause, action: &str, now: i64) -> Admission {
+    /// Whether the refusal of `action` charged to `cause` at `now`, about `about` ("" for no
+    /// one but the cause itself), gets its own record.
+    pub fn admit(&mut self, cause: &Cause, action: &str, about: &str, now: i64) -> Admission {
+        if self.closed {
+            return Admission::Record { previous: None };
+        }
         let Some(window) = self.windows.get_mut(cause) else {
             self.windows.insert(cause.clone(), Window::opening(now));
             return Admission::Record { previous: None };
@@ -85,16 +145,10 @@ impl RefusalLimiter {
             window.recorded += 1;
             return Admission::Record { previous: None };
         }
-        let unrecorded = window.unrecorded.get_or_insert_with(|| Unrecorded {
-            cause: cause.clone(),
-            count: 0,
-            actions: BTreeMap::new(),
-            first: now,
-            last: now,
-        });
-        unrecorded.count += 1;
-        *unrecorded.actions.entry(action.to_string()).or_default() += 1;
-        unrecorded.last = now;
+        window
+            .unrecorded
+            .get_or_insert_with(|| Unrecorded::empty(cause, now))
+            .add(about, action, 1, now);
         Admission::Count
     }
 
@@ -114,8 +168,10 @@ impl RefusalLimiter {
         out
     }
 
-    /// Everything left unrecorded, windows over or not (pimd is stopping).
-    pub fn take_all(&mut self) -> Vec<Unrecorded> {
+    /// Everything left unrecorded, windows over or not, and from now on every refusal is
+    /// recorded (pimd is stopping: nothing counted later could be written).
+    pub fn close(&mut self) -> Vec<Unrecorded> {
+        self.closed = true;
         let mut out: Vec<Unrecorded> = self
             .windows
             .drain()
@@ -123,6 +179,27 @@ impl RefusalLimiter {
             .collect();
         out.sort_by_key(|u| u.first);
         out
+    }
+
+    /// Takes back counts whose summary could not be written (e.g. the disk is full), so that
+    /// a later sweep or refusal writes them instead of losing them.
+    pub fn restore(&mut self, unrecorded: Unrecorded) {
+        match self.windows.get_mut(&unrecorded.cause) {
+            Some(window) => match &mut window.unrecorded {
+                Some(kept) => kept.merge(unrecorded),
+                None => window.unrecorded = Some(unrecorded),
+            },
+            None => {
+                // A window that is already over: the next sweep hands it back again.
+                let cause = unrecorded.cause.clone();
+                let window = Window {
+                    started: unrecorded.last - WINDOW_SECS,
+                    recorded: RECORDS_PER_WINDOW,
+                    unrecorded: Some(unrecorded),
+                };
+                self.windows.insert(cause, window);
+            }
+        }
     }
 }
 
@@ -140,12 +217,22 @@ mod tests {
     fn admit_n(limiter: &mut RefusalLimiter, cause: &Cause, n: u32, now: i64) -> (u32, u32) {
         let (mut recorded, mut counted) = (0, 0);
         for _ in 0..n {
-            match limiter.admit(cause, "activate", now) {
+            match limiter.admit(cause, "activate", "", now) {
                 Admission::Record { .. } => recorded += 1,
                 Admission::Count => counted += 1,
             }
         }
         (recorded, counted)
+    }
+
+    fn counts(entries: &[(&str, &[(&str, u32)])]) -> BTreeMap<String, BTreeMap<String, u32>> {
+        entries
+            .iter()
+            .map(|(about, actions)| {
+                let actions = actions.iter().map(|(a, n)| (a.to_string(), *n)).collect();
+                (about.to_string(), actions)
+            })
+            .collect()
     }
 
     #[test]
@@ -158,8 +245,7 @@ mod tests {
             limiter.take_ended(1000 + WINDOW_SECS),
             [Unrecorded {
                 cause: mallory.clone(),
-                count: 30,
-                actions: BTreeMap::from([("activate".to_string(), 30)]),
+                counts: counts(&[("", &[("activate", 30)])]),
                 first: 1000,
                 last: 1000
             }]
@@ -174,26 +260,52 @@ mod tests {
         let mut limiter = RefusalLimiter::default();
         let mallory = cause("mallory", "");
         admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW, 1000);
-        assert_eq!(limiter.admit(&mallory, "approve", 1010), Admission::Count);
-        assert_eq!(limiter.admit(&mallory, "activate", 1015), Admission::Count);
-        assert_eq!(limiter.admit(&mallory, "approve", 1020), Admission::Count);
         assert_eq!(
-            limiter.admit(&mallory, "activate", 1000 + WINDOW_SECS),
-            Admission::Record {
-                previous: Some(Unrecorded {
-                    cause: mallory.clone(),
-                    count: 3,
-                    actions: BTreeMap::from([
-                        ("activate".to_string(), 1),
-                        ("approve".to_string(), 2)
-                    ]),
-                    first: 1010,
-                    last: 1020
-                })
-            }
+            limiter.admit(&mallory, "approve", "alice", 1010),
+            Admission::Count
+        );
+        assert_eq!(
+            limiter.admit(&mallory, "activate", "", 1015),
+            Admission::Count
+        );
+        assert_eq!(
+            limiter.admit(&mallory, "approve", "alice", 1020),
+            Admission::Count
+        );
+        let Admission::Record {
+            previous: Some(previous),
+        } = limiter.admit(&mallory, "activate", "", 1000 + WINDOW_SECS)
+        else {
+            panic!("the refusal after the window is recorded with the summary");
+        };
+        assert_eq!(
+            previous.counts,
+            counts(&[("", &[("activate", 1)]), ("alice", &[("approve", 2)])])
+        );
+        assert_eq!(
+            (previous.first, previous.last, previous.total()),
+            (1010, 1020, 3)
         );
         // Handed over once: nothing is left for the sweep.
         assert!(limiter.take_ended(5000).is_empty());
+    }
+
+    #[test]
+    fn given_refusals_about_many_people_then_the_first_are_named_and_the_rest_counted_together() {
+        let mut limiter = RefusalLimiter::default();
+        let mallory = cause("mallory", "");
+        admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW, 1000);
+        for n in 0..MAX_NAMED + 5 {
+            limiter.admit(&mallory, "admin-revoke", &format!("user{n}"), 1001);
+        }
+        limiter.admit(&mallory, "admin-revoke", "user0", 1002);
+        let [summary] = &limiter.take_ended(2000)[..] else {
+            panic!("one summary");
+        };
+        assert_eq!(summary.counts.len(), MAX_NAMED + 1);
+        assert_eq!(summary.counts["user0"]["admin-revoke"], 2);
+        assert_eq!(summary.counts[OTHERS]["admin-revoke"], 5);
+        assert_eq!(summary.total(), (MAX_NAMED + 6) as u32);
     }
 
     #[test]
@@ -208,27 +320,57 @@ mod tests {
         assert_eq!(admit_n(&mut limiter, &pam_alice, 21, 1001), (20, 1));
         assert_eq!(admit_n(&mut limiter, &pam_bob, 20, 1002), (20, 0));
         let ended = limiter.take_ended(2000);
-        let counts: Vec<(&Cause, u32)> = ended.iter().map(|u| (&u.cause, u.count)).collect();
-        assert_eq!(counts, [(&mallory, 5), (&pam_alice, 1)]);
+        let totals: Vec<(&Cause, u32)> = ended.iter().map(|u| (&u.cause, u.total())).collect();
+        assert_eq!(totals, [(&mallory, 5), (&pam_alice, 1)]);
     }
 
     #[test]
-    fn given_stop_then_every_open_window_hands_over_its_count() {
+    fn given_close_then_open_windows_hand_over_and_everything_later_is_recorded() {
         let mut limiter = RefusalLimiter::default();
         let mallory = cause("mallory", "");
         admit_n(&mut limiter, &mallory, 23, 1000);
         admit_n(&mut limiter, &cause("eve", ""), 3, 1000);
-        let all = limiter.take_all();
+        let all = limiter.close();
         assert_eq!(all.len(), 1);
-        assert_eq!((&all[0].cause, all[0].count), (&mallory, 3));
-        assert!(limiter.take_all().is_empty());
+        assert_eq!((&all[0].cause, all[0].total()), (&mallory, 3));
+        assert_eq!(admit_n(&mut limiter, &mallory, 30, 1001), (30, 0));
+        assert!(limiter.close().is_empty());
     }
 
     #[test]
-    fn given_a_clock_that_went_back_then_the_window_still_holds() {
+    fn given_a_summary_that_could_not_be_written_then_restore_keeps_it_for_later() {
         let mut limiter = RefusalLimiter::default();
         let mallory = cause("mallory", "");
-        admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW, 1000);
-        assert_eq!(limiter.admit(&mallory, "activate", 900), Admission::Count);
+        admit_n(&mut limiter, &mallory, 25, 1000);
+        let taken = limiter.take_ended(1000 + WINDOW_SECS);
+        assert_eq!(taken.len(), 1);
+        limiter.restore(taken[0].clone());
+        // The next sweep hands it back.
+        assert_eq!(limiter.take_ended(1000 + WINDOW_SECS + 1), taken);
+
+        // Restored into a window that is still open: merged with what it counts since.
+        limiter.restore(taken[0].clone());
+        assert!(matches!(
+            limiter.admit(&mallory, "activate", "", 2000),
+            Admission::Record { previous: Some(p) } if p.total() == 5
+        ));
+        admit_n(&mut limiter, &mallory, 21, 2001);
+        limiter.restore(taken[0].clone());
+        let [merged] = &limiter.take_ended(3000)[..] else {
+            panic!("one summary");
+        };
+        assert_eq!(merged.total(), 2 + 5);
+        assert_eq!((merged.first, merged.last), (1000, 2001));
+    }
+
+    #[test]
+    fn given_a_clock_that_went_back_then_the_window_starts_again() {
+        let mut limiter = RefusalLimiter::default();
+        let mallory = cause("mallory", "");
+        admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW + 2, 1000);
+        assert!(matches!(
+            limiter.admit(&mallory, "activate", "", 900),
+            Admission::Record { previous: Some(p) } if p.total() == 2
+        ));
     }
 }
