@@ -10,6 +10,7 @@ use pim_common::types::{
     RoleInfo,
 };
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -295,9 +296,9 @@ fn syslog_message(e: &AuditEntry) -> String {
         "{} {}: actor={} user={} role={}",
         e.action,
         e.outcome.as_str(),
-        e.actor,
-        e.user,
-        e.role
+        syslog_name(&e.actor),
+        syslog_name(&e.user),
+        syslog_name(&e.role)
     );
     for (key, value) in [
         ("reason", &e.reason),
@@ -305,15 +306,34 @@ fn syslog_message(e: &AuditEntry) -> String {
         ("detail", &e.detail),
     ] {
         if !value.is_empty() {
-            // No control character and no quote from user text reaches the line, so it can
-            // neither forge a line nor end a value and forge the fields after it: a quote
-            // becomes \x22, after `escape` has doubled backslashes (so that a typed "\x22"
-            // stays distinguishable).
-            let value = text::escape(value).replace('"', "\\x22");
-            line.push_str(&format!(" {key}=\"{value}\""));
+            line.push_str(&format!(" {key}={}", syslog_quoted(value)));
         }
     }
     line
+}
+
+/// A name (actor, user, role) for a syslog line: bare when it is made only of ASCII letters,
+/// digits and `._-$@` (every name useradd and the configuration accept, and `user@domain`),
+/// else quoted like user text. The actor is whatever NSS calls the caller and is never
+/// validated: a winbind or sssd name such as `DOMAIN\John Smith`, or one holding `=`, `"` or
+/// an invisible character, must not forge a field nor reach the log raw.
+fn syslog_name(name: &str) -> Cow<'_, str> {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$' | '@'));
+    if plain {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(syslog_quoted(name))
+    }
+}
+
+/// A value for a syslog line, in quotes. No control character and no quote from it reaches
+/// the line, so it can neither forge a line nor end the value and forge the fields after it:
+/// a quote becomes \x22, after `escape` has doubled backslashes (so that a typed "\x22" stays
+/// distinguishable).
+fn syslog_quoted(value: &str) -> String {
+    format!("\"{}\"", text::escape(value).replace('"', "\\x22"))
 }
 
 /// Drops a watcher when its connection leaves the bus. The match rule names this one
@@ -694,6 +714,100 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(r#"detail="typed \\x22 literally""#), "{line}");
+    }
+
+    /// A refused activation of `role` for `user`, asked by `actor`.
+    fn by(actor: &str, user: &str, role: &str) -> AuditEntry {
+        AuditEntry {
+            actor: actor.into(),
+            user: user.into(),
+            role: role.into(),
+            ..refusal("", "")
+        }
+    }
+
+    /// The `actor=.. user=.. role=..` part of the line for `entry`.
+    fn names_part(entry: &AuditEntry) -> String {
+        syslog_message(entry)
+            .strip_prefix("activate refused: ")
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn given_plain_names_then_the_syslog_line_keeps_them_bare() {
+        for (actor, user, role) in [
+            ("alice", "alice", "admin"),
+            ("svc_backup.2-x$", "machine$", "db-ops"),
+            ("john@ad.example.com", "ALICE01", "r.1"),
+            ("pam", "alice", ""),
+        ] {
+            assert_eq!(
+                names_part(&by(actor, user, role)),
+                format!("actor={actor} user={user} role={role}")
+            );
+        }
+    }
+
+    #[test]
+    fn given_a_name_with_a_space_and_a_field_then_it_is_quoted_and_forges_nothing() {
+        let entry = by("John Smith role=admin", "alice", "db");
+        assert_eq!(
+            names_part(&entry),
+            r#"actor="John Smith role=admin" user=alice role=db"#
+        );
+        let entry = by("alice", "x outcome=success", "db role=admin");
+        assert_eq!(
+            names_part(&entry),
+            r#"actor=alice user="x outcome=success" role="db role=admin""#
+        );
+    }
+
+    #[test]
+    fn given_a_name_with_a_backslash_then_it_is_quoted_and_escaped() {
+        assert_eq!(
+            names_part(&by(r"DOMAIN\John", "alice", "admin")),
+            r#"actor="DOMAIN\\John" user=alice role=admin"#
+        );
+        // Escaped once: the writer's last guard leaves the doubled backslash alone.
+        let line = crate::syslog::format_line(
+            crate::syslog::Severity::Notice,
+            0,
+            1,
+            &syslog_message(&by("DOM\\x22", "alice", "admin")),
+        );
+        assert!(
+            line.ends_with(r#"activate refused: actor="DOM\\x22" user=alice role=admin"#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn given_a_name_with_a_quote_then_it_cannot_end_its_value() {
+        let entry = by(r#"eve" user="root"#, "alice", "admin");
+        let line = syslog_message(&entry);
+        assert_eq!(
+            line,
+            r#"activate refused: actor="eve\x22 user=\x22root" user=alice role=admin"#
+        );
+        assert_eq!(line.matches('"').count(), 2, "{line}");
+    }
+
+    #[test]
+    fn given_unsafe_characters_in_a_name_then_quoted_and_escaped() {
+        for (actor, shown) in [
+            ("ad\u{202E}nimda", r#""ad\u{202e}nimda""#),
+            ("eve\nforged", r#""eve\x0aforged""#),
+            ("eve\u{2028}forged", r#""eve\u{2028}forged""#),
+            ("jos\u{E9} ", "\"jos\u{E9} \""),
+        ] {
+            let line = syslog_message(&by(actor, "alice", "admin"));
+            assert!(
+                line.contains(&format!("actor={shown} user=alice")),
+                "{line}"
+            );
+            assert!(!line.chars().any(text::is_unsafe), "{line:?}");
+        }
     }
 
     #[test]
