@@ -77,14 +77,6 @@ impl Unrecorded {
         }
         self.last = self.last.max(other.last);
     }
-
-    /// How many refusals in all.
-    pub fn total(&self) -> u32 {
-        self.counts
-            .values()
-            .flat_map(BTreeMap::values)
-            .fold(0, |sum, n| sum.saturating_add(*n))
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -223,6 +215,12 @@ mod tests {
             }
         }
         (recorded, counted)
+    }
+
+    impl Unrecorded {
+        fn total(&self) -> u32 {
+            self.counts.values().flat_map(BTreeMap::values).sum()
+        }
     }
 
     fn counts(entries: &[(&str, &[(&str, u32)])]) -> BTreeMap<String, BTreeMap<String, u32>> {
