@@ -6,7 +6,7 @@
 
 use crate::time::{self, rfc3339, Clock};
 use pim_common::duration;
-use pim_common::text::escape;
+use pim_common::text::{escape, is_unsafe};
 use pim_common::types::{AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo};
 use serde_json::{json, Map, Value};
 
@@ -154,8 +154,9 @@ pub fn activate_json(
     })
 }
 
-/// Serializes a document. serde_json leaves DEL and the C1 controls (U+007F..U+009F) raw;
-/// they are escaped too, so that no JSON we print can drive a terminal.
+/// Serializes a document. serde_json leaves DEL, the C1 controls and invisible format or
+/// separator characters (bidi overrides, U+2028...) raw; they are escaped too, so that no JSON
+/// we print can drive a terminal or hide what a record says.
 pub fn to_json(value: &Value, pretty: bool) -> String {
     let text = if pretty {
         serde_json::to_string_pretty(value)
@@ -165,13 +166,12 @@ pub fn to_json(value: &Value, pretty: bool) -> String {
     .unwrap_or_else(|_| "null".to_string());
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
-            // Only possible inside strings: structural JSON whitespace is \n and ' ' here,
-            // and serde_json already escaped every control below U+0020 in strings.
-            if c == '\n' {
-                out.push(c);
-            } else {
-                out.push_str(&format!("\\u{:04x}", c as u32));
+        // Only possible inside strings: structural JSON whitespace is \n and ' ' here, and
+        // serde_json already escaped every control below U+0020 in strings.
+        if c != '\n' && is_unsafe(c) {
+            // JSON's \u takes UTF-16 units: a pair of surrogates above U+FFFF.
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
             }
         } else {
             out.push(c);
@@ -887,13 +887,25 @@ mod tests {
 
     #[test]
     fn given_c1_controls_in_strings_then_json_escapes_them_and_stays_valid() {
-        let v = json!({ "reason": "a\u{9b}31mb\u{7f}\n\x1b" });
+        let v = json!({ "reason": "a\u{9b}31mb\u{7f}\n\x1b \u{202e}é\u{2028}\u{e0041}" });
         for pretty in [true, false] {
             let text = to_json(&v, pretty);
             assert!(
-                !text.trim_end().contains(['\u{9b}', '\u{7f}', '\x1b']),
+                !text.trim_end().contains([
+                    '\u{9b}',
+                    '\u{7f}',
+                    '\x1b',
+                    '\u{202e}',
+                    '\u{2028}',
+                    '\u{e0041}'
+                ]),
                 "{text}"
             );
+            assert!(
+                text.contains("\\u202e") && text.contains("\\udb40\\udc41"),
+                "{text}"
+            );
+            assert!(text.contains('é'), "{text}");
             let back: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(back, v);
             assert!(text.ends_with('\n'));

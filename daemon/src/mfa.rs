@@ -2,7 +2,7 @@
 //! and the lockout after repeated wrong codes. Pure: the caller passes the time in and keeps
 //! the state (last used step, failure counters) in the database.
 
-use pim_common::text::escape;
+use pim_common::text::{self, escape};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use totp_rs::{Algorithm, Builder};
@@ -69,7 +69,7 @@ impl fmt::Debug for TotpSecret {
 pub fn otpauth_uri(secret: &TotpSecret, issuer: &str, account: &str) -> Result<String, MfaError> {
     // ':' separates issuer from account in the label; control characters would show up
     // garbled in the authenticator app.
-    let usable = |s: &str| !s.is_empty() && !s.contains(':') && !s.chars().any(char::is_control);
+    let usable = |s: &str| !s.is_empty() && !s.contains(':') && !s.chars().any(text::is_unsafe);
     if !usable(issuer) {
         return Err(MfaError::InvalidIssuer(issuer.to_string()));
     }

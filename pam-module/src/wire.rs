@@ -10,6 +10,7 @@
 //! [`MAX_MESSAGE_BYTES`].
 #![forbid(unsafe_code)]
 
+use pim_common::text::is_unsafe;
 use std::fmt;
 
 /// Largest message this module encodes or decodes. Our calls and pimd's replies are a few
@@ -242,7 +243,7 @@ pub fn check_auth_reply(line: &[u8]) -> Result<(), WireError> {
     }
     let shown: String = String::from_utf8_lossy(&line[..line.len().min(80)])
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_unsafe(c) { '?' } else { c })
         .collect();
     bad(format!("the bus refused authentication: '{shown}'"))
 }
