@@ -425,6 +425,58 @@ fn given_the_deb_then_lintian_reports_no_errors() {
     }
 }
 
+/// The highest GLIBC_x.y among the version references of an ELF file (`objdump -p`): what the
+/// dynamic loader checks when it loads the file.
+fn glibc_needed(file: &Path) -> Option<String> {
+    let out = host("objdump", &["-p", &file.display().to_string()]);
+    out.assert_success();
+    let references = out.stdout.split("Version References:").nth(1)?;
+    references
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        .max_by_key(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u32>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
+        .map(str::to_string)
+}
+
+#[test]
+fn given_the_deb_then_its_libc6_dependency_covers_the_glibc_its_files_need() {
+    // A file that needs a newer glibc than the package declares installs and then fails to
+    // load: for pam_pim.so, every sudo through its line is refused.
+    let deb = deb();
+    let deb = deb.display().to_string();
+    let unpacked = std::env::temp_dir().join(format!("pim-deb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&unpacked);
+    host("dpkg-deb", &["-x", &deb, &unpacked.display().to_string()]).assert_success();
+    let depends = host("dpkg-deb", &["-f", &deb, "Depends"]);
+    let depends = depends.assert_success().stdout_trimmed();
+    // Every clause must hold; one with alternatives promises nothing.
+    let declared: Vec<&str> = depends
+        .split(',')
+        .filter_map(|clause| clause.trim().strip_prefix("libc6 (>= ")?.strip_suffix(')'))
+        .collect();
+    let files = ["/usr/sbin/pimd", "/usr/bin/pim", PAM_MODULE_PATH];
+    let needs: Vec<Option<String>> = files
+        .iter()
+        .map(|file| glibc_needed(&unpacked.join(&file[1..])))
+        .collect();
+    let _ = std::fs::remove_dir_all(&unpacked);
+    for (file, need) in files.iter().zip(needs) {
+        let need = need.unwrap_or_else(|| panic!("{file} in the package names no GLIBC version"));
+        assert!(
+            declared.iter().any(|minimum| {
+                host("dpkg", &["--compare-versions", minimum, "ge", &need]).status == 0
+            }),
+            "{file} needs glibc >= {need}, but the package's Depends only has {declared:?}: \
+             {depends}"
+        );
+    }
+}
+
 #[test]
 fn given_the_unit_file_then_systemd_analyze_verify_is_clean() {
     let pimd = binary("pimd");
