@@ -892,16 +892,7 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jiff::tz::TimeZone;
-
-    const NOW: i64 = 1_795_269_600;
-
-    fn clock() -> Clock {
-        Clock {
-            now: NOW,
-            tz: TimeZone::UTC,
-        }
-    }
+    use crate::time::tests::{utc as clock, NOW};
 
     #[test]
     fn given_no_duration_then_zero_means_the_roles_default() {

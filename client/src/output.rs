@@ -712,16 +712,7 @@ pub fn assignment_json(user: &str, role: &str, from: i64, until: i64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jiff::tz::TimeZone;
-
-    const NOW: i64 = 1_795_269_600; // 2026-11-21T14:00:00Z
-
-    fn clock() -> Clock {
-        Clock {
-            now: NOW,
-            tz: TimeZone::UTC,
-        }
-    }
+    use crate::time::tests::{utc as clock, NOW};
 
     fn role() -> RoleInfo {
         RoleInfo {

@@ -168,13 +168,14 @@ pub fn remaining(unix: i64, now: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// 2026-11-21T14:00:00Z
-    const NOW: i64 = 1_795_269_600;
+    /// 2026-11-21T14:00:00Z: "now" in the client's unit tests.
+    pub(crate) const NOW: i64 = 1_795_269_600;
 
-    fn utc() -> Clock {
+    /// A clock stopped at [`NOW`], in UTC.
+    pub(crate) fn utc() -> Clock {
         Clock {
             now: NOW,
             tz: TimeZone::UTC,
