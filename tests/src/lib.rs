@@ -1082,22 +1082,35 @@ exec pimd "$@" >>{PIMD_LOG} 2>&1"#
         self.run(user, &argv)
     }
 
+    /// `busctl --system call` of the bus's own METHOD (org.freedesktop.DBus) with SIGNATURE
+    /// ("" for none) and ARGS as `user`.
+    pub fn call_bus_driver(
+        &self,
+        user: &str,
+        method: &str,
+        signature: &str,
+        args: &[&str],
+    ) -> Output {
+        let bus = "org.freedesktop.DBus";
+        let mut argv = vec![
+            "busctl",
+            "--system",
+            "call",
+            bus,
+            "/org/freedesktop/DBus",
+            bus,
+        ];
+        argv.push(method);
+        if !signature.is_empty() {
+            argv.push(signature);
+        }
+        argv.extend_from_slice(args);
+        self.run(user, &argv)
+    }
+
     /// True when `name` has an owner on the sandbox's system bus.
     pub fn bus_name_owned(&self, name: &str) -> bool {
-        let out = self.run(
-            "root",
-            &[
-                "busctl",
-                "--system",
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "NameHasOwner",
-                "s",
-                name,
-            ],
-        );
+        let out = self.call_bus_driver("root", "NameHasOwner", "s", &[name]);
         out.success() && out.stdout.trim() == "b true"
     }
 

@@ -127,14 +127,6 @@ fn open_request(sb: &Sandbox, user: &str, id: i64) -> Option<Value> {
         .and_then(|rs| rs.iter().find(|r| r["id"] == id).cloned())
 }
 
-/// Every audit record, as root sees them.
-fn audit(sb: &Sandbox) -> Vec<Value> {
-    let doc = pim(sb, "root", &["--json", "audit"])
-        .assert_success()
-        .json();
-    doc["records"].as_array().cloned().unwrap_or_default()
-}
-
 /// The audit records of `action` by `actor` whose fields contain everything in `fields`
 /// (`detail` matched as a substring, the others exactly).
 fn records<'a>(
@@ -321,7 +313,7 @@ fn given_two_approvals_required_when_bob_then_carol_approve_then_the_grant_start
 
     // The audit tells the whole story, with who and the comments; the grant counts from the
     // last approval.
-    let all = audit(&sb);
+    let all = sb.audit_records("root", &[]);
     let filed = one_record(
         &all,
         "request",
@@ -450,7 +442,7 @@ fn given_a_denial_then_the_request_ends_wait_exits_1_and_later_approvals_are_ref
     assert_eq!(doc["requests"], serde_json::json!([]), "{doc}");
     assert_eq!(doc["grants"], serde_json::json!([]), "{doc}");
 
-    let all = audit(&sb);
+    let all = sb.audit_records("root", &[]);
     one_record(
         &all,
         "deny",
@@ -494,7 +486,7 @@ fn given_a_short_request_ttl_then_the_undecided_request_expires_and_cannot_be_ap
     assert_eq!(doc["request"]["id"], id, "{out}");
     assert_eq!(doc["request"]["state"], "expired", "{out}");
 
-    let all = audit(&sb);
+    let all = sb.audit_records("root", &[]);
     one_record(
         &all,
         "request-expire",
@@ -545,7 +537,7 @@ fn given_an_open_request_then_only_the_requester_can_cancel_it() {
         .assert_stderr_contains(&format!("request {id} is already cancelled"));
     assert!(!sb.is_member("alice", GROUP));
 
-    let all = audit(&sb);
+    let all = sb.audit_records("root", &[]);
     one_record(
         &all,
         "cancel",
@@ -652,7 +644,7 @@ fn given_a_notify_command_then_it_receives_each_event_as_json_on_stdin() {
     let started = kind(&all, "grant-started").unwrap();
     assert_eq!(started["user"], "alice", "{started}");
     assert!(started["grant_id"].as_i64().unwrap_or(0) > 0, "{started}");
-    assert!(records(&audit(&sb), "notify-failed", "pimd", &[]).is_empty());
+    assert!(records(&sb.audit_records("root", &[]), "notify-failed", "pimd", &[]).is_empty());
 }
 
 /// Fails on the request, hangs on everything after it.
@@ -686,11 +678,11 @@ fn given_a_failing_or_hanging_notify_command_then_decisions_stand_and_it_is_audi
     let failed = format!("event request-filed for request {id}: {NOTIFY_SCRIPT} exited with");
     let hung = format!("{NOTIFY_SCRIPT} did not finish within 1s and was killed");
     sb.wait_until("both notify failures in the audit", WAIT, || {
-        let all = audit(&sb);
+        let all = sb.audit_records("root", &[]);
         !records(&all, "notify-failed", "pimd", &[("detail", &failed)]).is_empty()
             && !records(&all, "notify-failed", "pimd", &[("detail", &hung)]).is_empty()
     });
-    let all = audit(&sb);
+    let all = sb.audit_records("root", &[]);
     let exit = one_record(&all, "notify-failed", "pimd", &[("detail", &failed)]);
     assert_eq!(exit["user"], "alice", "{exit}");
     assert_eq!(exit["outcome"], "error", "{exit}");
@@ -776,7 +768,7 @@ fn given_the_requester_loses_eligibility_before_the_last_approval_then_no_grant_
     assert_eq!(doc["grants"], serde_json::json!([]), "{doc}");
     assert_eq!(doc["requests"], serde_json::json!([]), "{doc}");
 
-    let all = audit(&sb);
+    let all = sb.audit_records("root", &[]);
     one_record(
         &all,
         "approve",

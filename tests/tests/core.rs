@@ -143,19 +143,6 @@ fn all_grants(sb: &Sandbox) -> Vec<Value> {
         .unwrap_or_else(|| panic!("no grants array:\n{out}"))
 }
 
-/// `pim --json audit FILTERS...` as `user`: the records.
-#[track_caller]
-fn audit(sb: &Sandbox, user: &str, filters: &[&str]) -> Vec<Value> {
-    let mut argv = vec!["pim", "--json", "audit"];
-    argv.extend_from_slice(filters);
-    let out = sb.run(user, &argv);
-    out.assert_success();
-    out.json()["records"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("no records array:\n{out}"))
-}
-
 /// The records whose string fields equal every `(field, value)` given.
 fn matching<'a>(records: &'a [Value], fields: &[(&str, &str)]) -> Vec<&'a Value> {
     records
@@ -244,22 +231,6 @@ fn enrol_keeping_recovery_codes(sb: &Sandbox, user: &str) -> (Authenticator, Vec
         .collect();
     assert!(!codes.is_empty(), "{confirm}");
     (phone, codes)
-}
-
-/// A `busctl --system call` of `method` with `signature` and `args` on the manager, as `user`.
-fn busctl(sb: &Sandbox, user: &str, method: &str, signature: &str, args: &[&str]) -> Output {
-    let mut argv = vec![
-        "busctl",
-        "--system",
-        "call",
-        "org.pim.Manager1",
-        "/org/pim/Manager1",
-        "org.pim.Manager1",
-        method,
-        signature,
-    ];
-    argv.extend_from_slice(args);
-    sb.run(user, &argv)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,7 +350,7 @@ fn given_an_enrolled_user_when_activating_with_reason_and_code_then_a_fresh_logi
     assert!(!sb.groups_of("alice").contains(&"sudo".to_string()));
     assert!(grants_of(&sb, "alice").is_empty());
 
-    let records = audit(&sb, "alice", &[]);
+    let records = sb.audit_records("alice", &[]);
     for action in ["mfa-enroll", "mfa-confirm", "activate", "deactivate"] {
         assert_audited(
             &records,
@@ -444,7 +415,7 @@ fn given_a_short_grant_then_the_membership_ends_by_itself_and_pimd_audits_the_ex
     assert!(!sb.groups_of("alice").contains(&"docker".to_string()));
     assert!(grants_of(&sb, "alice").is_empty());
 
-    let records = audit(&sb, "root", &["--user", "alice"]);
+    let records = sb.audit_records("root", &["--user", "alice"]);
     let expire = assert_audited(
         &records,
         &[
@@ -529,7 +500,7 @@ fn given_pimd_killed_while_a_grant_is_live_then_a_restart_after_its_end_removes_
     );
     assert!(!sb.groups_of("alice").contains(&"docker".to_string()));
     assert!(grants_of(&sb, "alice").is_empty());
-    let records = audit(&sb, "root", &["--user", "alice", "--role", "docker"]);
+    let records = sb.audit_records("root", &["--user", "alice", "--role", "docker"]);
     let expire = assert_audited(
         &records,
         &[
@@ -601,7 +572,7 @@ fn given_a_code_already_used_then_using_it_again_is_refused_and_so_is_a_spent_re
         .assert_stderr_contains("wrong or already used code");
     assert!(!sb.is_member("alice", "www-data"));
 
-    let records = audit(&sb, "alice", &[]);
+    let records = sb.audit_records("alice", &[]);
     assert_eq!(
         matching(&records, &[("action", "mfa-failure"), ("user", "alice")]).len(),
         3,
@@ -656,7 +627,7 @@ fn given_max_failures_wrong_codes_then_mfa_is_locked_even_for_the_right_code() {
         .assert_stdout_contains("Locked out:")
         .assert_stdout_contains("until");
 
-    let records = audit(&sb, "alice", &[]);
+    let records = sb.audit_records("alice", &[]);
     assert_eq!(
         matching(&records, &[("action", "mfa-failure"), ("user", "alice")]).len(),
         3,
@@ -746,7 +717,7 @@ fn given_a_non_admin_then_every_admin_call_is_refused_and_audited_while_root_and
     let carol_mfa = sb.run("carol", &["pim", "--json", "mfa", "status"]);
     assert_eq!(carol_mfa.assert_success().json()["pending"], true);
 
-    let records = audit(&sb, "root", &[]);
+    let records = sb.audit_records("root", &[]);
     for action in ADMIN_ACTIONS {
         assert_audited(
             &records,
@@ -758,7 +729,7 @@ fn given_a_non_admin_then_every_admin_call_is_refused_and_audited_while_root_and
         );
     }
     // mallory sees her own refusals too.
-    let own = audit(&sb, "mallory", &[]);
+    let own = sb.audit_records("mallory", &[]);
     assert_eq!(
         matching(&own, &[("actor", "mallory"), ("outcome", "refused")]).len(),
         ADMIN_ACTIONS.len(),
@@ -819,7 +790,7 @@ fn given_a_non_admin_then_every_admin_call_is_refused_and_audited_while_root_and
         );
 
         // Reading the grants is not audited; every change is.
-        let records = audit(&sb, "root", &[]);
+        let records = sb.audit_records("root", &[]);
         for action in &ADMIN_ACTIONS[1..] {
             assert_audited(
                 &records,
@@ -904,7 +875,7 @@ fn given_a_member_outside_pim_then_activation_is_refused_and_pim_never_removes_t
     );
     bob_in_docker("after a pimd restart and reconciliation");
 
-    let records = audit(&sb, "root", &["--user", "bob"]);
+    let records = sb.audit_records("root", &["--user", "bob"]);
     assert!(
         matching(&records, &[("action", "membership-remove")]).len() == 1
             && matching(
@@ -1074,7 +1045,7 @@ fn given_bad_input_on_the_command_line_then_clear_errors_with_exit_2_or_1_and_no
         assert!(!out.stderr.contains('\x1b'), "raw escape echoed:\n{out}");
     }
     assert!(
-        matching(&audit(&sb, "root", &[]), &[("action", "activate")]).is_empty(),
+        matching(&sb.audit_records("root", &[]), &[("action", "activate")]).is_empty(),
         "a usage error reached the daemon"
     );
 
@@ -1102,7 +1073,7 @@ fn given_bad_input_on_the_command_line_then_clear_errors_with_exit_2_or_1_and_no
     assert_nothing_granted(&sb);
     assert_eq!(
         matching(
-            &audit(&sb, "root", &[]),
+            &sb.audit_records("root", &[]),
             &[("action", "activate"), ("outcome", "refused")]
         )
         .len(),
@@ -1121,8 +1092,7 @@ fn given_bad_input_sent_straight_over_the_bus_then_the_daemon_refuses_each_and_n
     let long_reason = "x".repeat(1025);
     let long_ticket = format!("INC{}", "1".repeat(126));
     let call = |role: &str, secs: &str, reason: &str, ticket: &str| {
-        busctl(
-            &sb,
+        sb.call_pimd(
             "alice",
             "Activate",
             "stsss",
@@ -1173,7 +1143,7 @@ fn given_bad_input_sent_straight_over_the_bus_then_the_daemon_refuses_each_and_n
     }
     assert_nothing_granted(&sb);
     let refused = matching(
-        &audit(&sb, "root", &[]),
+        &sb.audit_records("root", &[]),
         &[("action", "activate"), ("outcome", "refused")],
     )
     .len();
@@ -1203,7 +1173,7 @@ fn given_a_user_calling_check_access_then_permission_denied_while_root_gets_an_a
         &["sudo"],
         &[("alice", &[]), ("bob", &[])],
     );
-    let check = |caller: &str| busctl(&sb, caller, "CheckAccess", "sas", &["alice", "1", "sudo"]);
+    let check = |caller: &str| sb.call_pimd(caller, "CheckAccess", "sas", &["alice", "1", "sudo"]);
 
     for caller in ["alice", "bob"] {
         check(caller)
@@ -1237,14 +1207,14 @@ fn given_a_user_calling_check_access_then_permission_denied_while_root_gets_an_a
     check("alice").assert_status(1);
 
     // bob cannot act as alice: his calls are about bob, whatever he sends.
-    busctl(&sb, "bob", "Deactivate", "s", &["admin"])
+    sb.call_pimd("bob", "Deactivate", "s", &["admin"])
         .assert_status(1)
         .assert_stderr_contains("no live grant");
     assert!(grants_of(&sb, "bob").is_empty());
     assert_eq!(grants_of(&sb, "alice").len(), 1);
     assert!(sb.is_member("alice", "sudo"));
 
-    let records = audit(&sb, "root", &[]);
+    let records = sb.audit_records("root", &[]);
     for caller in ["alice", "bob"] {
         assert_audited(
             &records,
@@ -1279,7 +1249,7 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
     granted(&activate(&sb, "bob", "web", Some("1h"), None));
 
     // A plain user: only records about or by themselves.
-    let alices = audit(&sb, "alice", &[]);
+    let alices = sb.audit_records("alice", &[]);
     assert!(!alices.is_empty());
     assert!(
         alices
@@ -1293,7 +1263,7 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
         .assert_stderr_contains("only admins and auditors");
 
     // An auditor: everybody's.
-    let all = audit(&sb, "audrey", &[]);
+    let all = sb.audit_records("audrey", &[]);
     for (user, role) in [("alice", "docker"), ("bob", "docker"), ("bob", "web")] {
         assert_audited(
             &all,
@@ -1306,19 +1276,19 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
         );
     }
     // --user and --role filter.
-    let bobs = audit(&sb, "audrey", &["--user", "bob"]);
+    let bobs = sb.audit_records("audrey", &["--user", "bob"]);
     assert!(
         bobs.len() >= 2 && bobs.iter().all(|r| r["user"] == "bob"),
         "{bobs:#?}"
     );
-    let dockers = audit(&sb, "audrey", &["--role", "docker"]);
+    let dockers = sb.audit_records("audrey", &["--role", "docker"]);
     assert!(
         dockers.iter().all(|r| r["role"] == "docker")
             && matching(&dockers, &[("user", "alice")]).len() == 1
             && matching(&dockers, &[("user", "bob")]).len() == 1,
         "{dockers:#?}"
     );
-    let both = audit(&sb, "audrey", &["--user", "bob", "--role", "web"]);
+    let both = sb.audit_records("audrey", &["--user", "bob", "--role", "web"]);
     assert_eq!(both.len(), 1, "{both:#?}");
 
     // --since: only what happened from then on.
@@ -1327,7 +1297,7 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
     sb.run("bob", &["pim", "deactivate", "web"])
         .assert_success();
     let since = format!("@{}", last + 1);
-    let recent = audit(&sb, "audrey", &["--since", &since]);
+    let recent = sb.audit_records("audrey", &["--since", &since]);
     assert!(
         !recent.is_empty() && recent.iter().all(|r| int(r, "at_unix") > last),
         "{recent:#?}"
@@ -1335,7 +1305,7 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
     assert_audited(&recent, &[("action", "deactivate"), ("user", "bob")]);
     assert!(matching(&recent, &[("action", "activate")]).is_empty());
     assert_eq!(
-        audit(&sb, "audrey", &["--since", "-1h"]).len(),
+        sb.audit_records("audrey", &["--since", "-1h"]).len(),
         all.len() + recent.len()
     );
 
@@ -1363,7 +1333,7 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
         "{csv}"
     );
     // The plain user's CSV holds only their rows.
-    let alices = audit(&sb, "alice", &[]);
+    let alices = sb.audit_records("alice", &[]);
     let alices_csv = sb.run("alice", &["pim", "audit", "--csv"]);
     assert_eq!(
         alices_csv
@@ -1614,7 +1584,7 @@ fn given_a_live_grant_then_extend_moves_its_end_but_not_beyond_the_role_maximum(
     assert!(sb.is_member("alice", "sudo"));
 
     assert_audited(
-        &audit(&sb, "alice", &[]),
+        &sb.audit_records("alice", &[]),
         &[
             ("action", "extend"),
             ("user", "alice"),
@@ -1700,7 +1670,10 @@ fn given_sighup_then_pimd_takes_a_valid_new_configuration_and_keeps_the_old_one_
         || roles(&sb) == ["backup", "web"],
     );
     assert!(sb.pimd_running(), "SIGHUP must not stop pimd");
-    assert_audited(&audit(&sb, "root", &[]), &[("action", "config-reload")]);
+    assert_audited(
+        &sb.audit_records("root", &[]),
+        &[("action", "config-reload")],
+    );
 
     // A broken file is reported and the running configuration stays.
     sb.write_file(CONFIG_PATH, "[roles.web]\nmax_duration = \"48h\"\n", 0o644);
@@ -1738,14 +1711,14 @@ fn given_a_user_looping_on_a_refused_activation_then_every_call_is_refused_and_t
         .len()
     };
     // 20 a minute one by one (pimd's allowance per person); the rest only counted so far.
-    let records = audit(&sb, "root", &[]);
+    let records = sb.audit_records("root", &[]);
     assert_eq!(refused(&records), 20, "{records:#?}");
     assert!(matching(&records, &[("action", "refusals-unrecorded")]).is_empty());
 
     // A clean stop writes the count down.
     assert_eq!(sb.kill_pimd("TERM"), Some(0));
     sb.start_pimd();
-    let records = audit(&sb, "root", &[]);
+    let records = sb.audit_records("root", &[]);
     let summary = assert_audited(
         &records,
         &[
@@ -1763,6 +1736,6 @@ fn given_a_user_looping_on_a_refused_activation_then_every_call_is_refused_and_t
     );
     assert_eq!(refused(&records), 20);
     // mallory reads it as her own.
-    let own = audit(&sb, "mallory", &[]);
+    let own = sb.audit_records("mallory", &[]);
     assert_audited(&own, &[("action", "refusals-unrecorded")]);
 }

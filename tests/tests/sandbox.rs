@@ -139,27 +139,17 @@ fn the_bus_answers_and_loads_our_policy_file() {
             .assert_stdout_contains("org.freedesktop.DBus");
     }
 
-    let request_name = [
-        "busctl",
-        "--system",
-        "call",
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "RequestName",
-        "su",
-        "org.pim.Manager1",
-        "0",
-    ];
+    let request_name =
+        |user: &str| sb.call_bus_driver(user, "RequestName", "su", &["org.pim.Manager1", "0"]);
     // Nobody but root may own the name ...
-    let denied = sb.run("alice", &request_name);
+    let denied = request_name("alice");
     denied.assert_failure();
     assert!(
         denied.stderr.contains("Access denied") || denied.stderr.contains("AccessDenied"),
         "expected AccessDenied:\n{denied}"
     );
     // ... and root may (1 = DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER).
-    sb.run("root", &request_name)
+    request_name("root")
         .assert_success()
         .assert_stdout_contains("u 1");
 
@@ -279,21 +269,10 @@ fn two_sandboxes_run_in_parallel_and_are_isolated() {
         .assert_status(2);
     // Separate buses: each sandbox runs its own dbus-daemon.
     let bus_id = |sb: &Sandbox| {
-        sb.run(
-            "root",
-            &[
-                "busctl",
-                "--system",
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "GetId",
-            ],
-        )
-        .assert_success()
-        .stdout_trimmed()
-        .to_string()
+        sb.call_bus_driver("root", "GetId", "", &[])
+            .assert_success()
+            .stdout_trimmed()
+            .to_string()
     };
     assert_ne!(bus_id(&a), bus_id(&b));
     // Separate PID namespaces: each sees only its own processes.
