@@ -277,12 +277,7 @@ impl Manager {
     /// Writes a refusal's record unless its cause has used up its records for the minute
     /// (then it is only counted; see [`crate::refusals`]).
     fn record_refusal(&mut self, cause: &Cause, entry: AuditEntry) -> Result<(), PimError> {
-        let subject = if cause.user.is_empty() {
-            &cause.actor
-        } else {
-            &cause.user
-        };
-        let about = if entry.user == *subject {
+        let about = if entry.user == cause.subject() {
             ""
         } else {
             entry.user.as_str()
@@ -313,17 +308,13 @@ impl Manager {
     /// were about (so that person sees them), one about the cause itself for the rest.
     fn unrecorded_entries(&self, u: &Unrecorded) -> Vec<AuditEntry> {
         let now = self.now();
-        let subject = if u.cause.user.is_empty() {
-            &u.cause.actor
-        } else {
-            &u.cause.user
-        };
+        let subject = u.cause.subject();
         u.counts
             .iter()
             .map(|(about, actions)| {
                 let (user, whom) = match about.as_str() {
-                    "" => (subject.as_str(), String::new()),
-                    refusals::OTHERS => (subject.as_str(), " about other users".to_string()),
+                    "" => (subject, String::new()),
+                    refusals::OTHERS => (subject, " about other users".to_string()),
                     named => (named, format!(" about {named}")),
                 };
                 let total = actions.values().fold(0u32, |t, n| t.saturating_add(*n));

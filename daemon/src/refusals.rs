@@ -30,6 +30,17 @@ pub struct Cause {
     pub user: String,
 }
 
+impl Cause {
+    /// Whom the cause's own refusals are about: the user checked, or else the actor.
+    pub fn subject(&self) -> &str {
+        if self.user.is_empty() {
+            &self.actor
+        } else {
+            &self.user
+        }
+    }
+}
+
 /// Refusals of one cause that were counted, not recorded one by one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unrecorded {
