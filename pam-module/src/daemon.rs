@@ -32,7 +32,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAd
 use nix::sys::time::TimeVal;
 use pim_common::types::AccessDecision;
 
-use crate::wire::{self, Arg, Call, Message};
+use crate::wire::{self, Arg, Message};
 
 /// Why the daemon gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,24 +130,9 @@ const MAX_ERROR_TEXT: usize = 300;
 /// Everything the module sends, in one buffer: SASL, `Hello`, `CheckAccess`.
 fn request(uid: u32, user: &str, groups: &[String]) -> Result<Vec<u8>, wire::WireError> {
     let mut bytes = wire::auth_external(uid);
+    bytes.extend(wire::encode_method_call(&wire::HELLO, HELLO_SERIAL)?);
     bytes.extend(wire::encode_method_call(
-        &Call {
-            destination: "org.freedesktop.DBus",
-            path: "/org/freedesktop/DBus",
-            interface: "org.freedesktop.DBus",
-            member: "Hello",
-            args: &[],
-        },
-        HELLO_SERIAL,
-    )?);
-    bytes.extend(wire::encode_method_call(
-        &Call {
-            destination: pim_common::BUS_NAME,
-            path: pim_common::OBJECT_PATH,
-            interface: pim_common::INTERFACE,
-            member: "CheckAccess",
-            args: &[Arg::Str(user), Arg::StrArray(groups)],
-        },
+        &wire::check_access_call(&[Arg::Str(user), Arg::StrArray(groups)]),
         CHECK_ACCESS_SERIAL,
     )?);
     Ok(bytes)

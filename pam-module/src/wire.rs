@@ -88,6 +88,26 @@ pub struct Call<'a> {
     pub args: &'a [Arg<'a>],
 }
 
+/// The bus's `Hello`, which must come first on every connection.
+pub const HELLO: Call<'static> = Call {
+    destination: "org.freedesktop.DBus",
+    path: "/org/freedesktop/DBus",
+    interface: "org.freedesktop.DBus",
+    member: "Hello",
+    args: &[],
+};
+
+/// pimd's `CheckAccess` with `args` (the user and the groups they hold).
+pub fn check_access_call<'a>(args: &'a [Arg<'a>]) -> Call<'a> {
+    Call {
+        destination: pim_common::BUS_NAME,
+        path: pim_common::OBJECT_PATH,
+        interface: pim_common::INTERFACE,
+        member: "CheckAccess",
+        args,
+    }
+}
+
 struct Writer {
     buf: Vec<u8>,
 }
@@ -894,16 +914,6 @@ mod tests {
     use super::testing::*;
     use super::*;
 
-    fn check_access_call<'a>(args: &'a [Arg<'a>]) -> Call<'a> {
-        Call {
-            destination: "org.pim.Manager1",
-            path: "/org/pim/Manager1",
-            interface: "org.pim.Manager1",
-            member: "CheckAccess",
-            args,
-        }
-    }
-
     fn sample() -> Vec<u8> {
         let groups = ["sudo".to_string(), "wheel".to_string()];
         let args = [Arg::Str("alice"), Arg::StrArray(&groups)];
@@ -968,14 +978,7 @@ mod tests {
         let args = [Arg::Str("alice"), Arg::StrArray(&[])];
         let bytes = encode_method_call(&check_access_call(&args), 2).unwrap();
         assert_eq!(decode(&bytes).unwrap().signature, "sas");
-        let hello = Call {
-            destination: "org.freedesktop.DBus",
-            path: "/org/freedesktop/DBus",
-            interface: "org.freedesktop.DBus",
-            member: "Hello",
-            args: &[],
-        };
-        let bytes = encode_method_call(&hello, 1).unwrap();
+        let bytes = encode_method_call(&HELLO, 1).unwrap();
         let message = decode(&bytes).unwrap();
         assert_eq!(message.signature, "");
         assert!(message.body.is_empty());

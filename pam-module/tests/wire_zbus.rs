@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 
-use pam_pim::wire::{self, Arg, Call};
+use pam_pim::wire::{self, Arg};
 use pim_common::types::AccessDecision;
 use zbus::message::{Message, Type};
 use zbus::wire::serialized::{Context, Data};
@@ -24,14 +24,7 @@ fn zbus_reads(bytes: &[u8]) -> Message {
 
 fn check_access(user: &str, groups: &[String]) -> Vec<u8> {
     let args = [Arg::Str(user), Arg::StrArray(groups)];
-    let call = Call {
-        destination: pim_common::BUS_NAME,
-        path: pim_common::OBJECT_PATH,
-        interface: pim_common::INTERFACE,
-        member: "CheckAccess",
-        args: &args,
-    };
-    wire::encode_method_call(&call, 2).unwrap()
+    wire::encode_method_call(&wire::check_access_call(&args), 2).unwrap()
 }
 
 #[test]
@@ -87,14 +80,7 @@ fn our_check_access_call_is_byte_for_byte_what_zbus_builds() {
 
 #[test]
 fn our_hello_is_byte_for_byte_what_zbus_builds() {
-    let hello = Call {
-        destination: "org.freedesktop.DBus",
-        path: "/org/freedesktop/DBus",
-        interface: "org.freedesktop.DBus",
-        member: "Hello",
-        args: &[],
-    };
-    let ours = wire::encode_method_call(&hello, 1).unwrap();
+    let ours = wire::encode_method_call(&wire::HELLO, 1).unwrap();
     let theirs = Message::method_call("/org/freedesktop/DBus", "Hello")
         .interface("org.freedesktop.DBus")
         .destination("org.freedesktop.DBus")
