@@ -171,6 +171,30 @@ async fn roles(json: bool) -> Result<Outcome, Failure> {
     Ok(Outcome::Done)
 }
 
+/// The reason: given, or asked for on the terminal when `role` requires one (`doing`, e.g.
+/// "activating", goes into the prompt).
+fn ask_reason(
+    role: Option<&RoleInfo>,
+    doing: &str,
+    given: Option<&str>,
+    console: &mut dyn Console,
+) -> Result<String, Failure> {
+    let ask = role
+        .filter(|r| r.require_justification)
+        .map(|r| reason_prompt(r, doing));
+    input::text_or_ask(given, "reason", MAX_REASON_BYTES, ask.as_deref(), console)
+}
+
+/// The TOTP code: given, or asked for on the terminal when `role` requires MFA.
+fn ask_code(
+    role: Option<&RoleInfo>,
+    given: Option<&str>,
+    console: &mut dyn Console,
+) -> Result<String, Failure> {
+    let needed = role.is_some_and(|r| r.require_mfa);
+    input::code(given, needed, &input::current_user(), console)
+}
+
 async fn activate(
     a: ActivateArgs,
     json: bool,
@@ -189,17 +213,7 @@ async fn activate(
         .await?
         .into_iter()
         .find(|r| r.name == a.role);
-    let reason_ask = role
-        .as_ref()
-        .filter(|r| r.require_justification)
-        .map(|r| reason_prompt(r, "activating"));
-    let reason = input::text_or_ask(
-        a.reason.as_deref(),
-        "reason",
-        MAX_REASON_BYTES,
-        reason_ask.as_deref(),
-        console,
-    )?;
+    let reason = ask_reason(role.as_ref(), "activating", a.reason.as_deref(), console)?;
     let ticket_ask = role
         .as_ref()
         .filter(|r| r.require_ticket)
@@ -211,13 +225,7 @@ async fn activate(
         ticket_ask.as_deref(),
         console,
     )?;
-    let needs_code = role.as_ref().is_some_and(|r| r.require_mfa);
-    let code = input::code(
-        a.code.as_deref(),
-        needs_code,
-        &input::current_user(),
-        console,
-    )?;
+    let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
 
     // Subscribe before filing the request, so that a quick decision is not missed.
     let (events, owners) = if a.wait && role.as_ref().is_none_or(|r| r.require_approval) {
@@ -534,24 +542,8 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         .await?
         .into_iter()
         .find(|r| r.name == a.role && r.active_until != 0);
-    let reason_ask = role
-        .as_ref()
-        .filter(|r| r.require_justification)
-        .map(|r| reason_prompt(r, "extending"));
-    let reason = input::text_or_ask(
-        a.reason.as_deref(),
-        "reason",
-        MAX_REASON_BYTES,
-        reason_ask.as_deref(),
-        console,
-    )?;
-    let needs_code = role.as_ref().is_some_and(|r| r.require_mfa);
-    let code = input::code(
-        a.code.as_deref(),
-        needs_code,
-        &input::current_user(),
-        console,
-    )?;
+    let reason = ask_reason(role.as_ref(), "extending", a.reason.as_deref(), console)?;
+    let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
     let grant = proxy.extend(&a.role, duration, &reason, &code).await?;
     let clock = Clock::system();
     emit(
