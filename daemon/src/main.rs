@@ -205,7 +205,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
 }
 
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
-/// otherwise keep the running one. Live grants and requests are untouched.
+/// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
+/// user the new configuration no longer makes eligible end there.
 async fn reload(core: &Arc<Core>, path: &std::path::Path) {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
@@ -218,8 +219,19 @@ async fn reload(core: &Arc<Core>, path: &std::path::Path) {
         );
         return;
     };
-    match core.with_manager(move |m| m.replace_config(config)).await {
-        Ok(()) => eprintln!("pimd: configuration reloaded from {}", path.display()),
+    let reloaded = core
+        .with_manager(move |m| {
+            m.replace_config(config)?;
+            Ok(m.reconcile())
+        })
+        .await;
+    match reloaded {
+        Ok(reconciled) => {
+            eprintln!("pimd: configuration reloaded from {}", path.display());
+            if let Err(e) = reconciled {
+                eprintln!("pimd: reconciliation: {}", e.message());
+            }
+        }
         Err(e) => eprintln!("pimd: reload refused: {}", e.message()),
     }
 }

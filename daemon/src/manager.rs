@@ -1005,23 +1005,31 @@ impl Manager {
         &mut self,
         caller: &Caller,
     ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
-        self.store.read(|tx| {
-            let grants = tx
-                .live_grants_of(&caller.name)?
-                .iter()
-                .map(grant_info)
-                .collect();
-            let mut requests = Vec::new();
-            for r in tx
-                .pending_requests()?
-                .into_iter()
-                .filter(|r| r.user == caller.name)
-            {
-                let approvers = tx.approvers_of(r.id)?;
-                requests.push(request_info(&r, approvers));
-            }
-            Ok((grants, requests))
-        })
+        self.store
+            .read(|tx| {
+                let grants = tx
+                    .live_grants_of(&caller.name)?
+                    .iter()
+                    .map(grant_info)
+                    .collect();
+                let mut requests = Vec::new();
+                for r in tx
+                    .pending_requests()?
+                    .into_iter()
+                    .filter(|r| r.user == caller.name)
+                {
+                    let approvers = tx.approvers_of(r.id)?;
+                    requests.push((r, approvers));
+                }
+                Ok::<_, PimError>((grants, requests))
+            })
+            .map(|(grants, requests)| {
+                let requests = requests
+                    .into_iter()
+                    .map(|(r, approved)| self.request_view(&r, approved))
+                    .collect();
+                (grants, requests)
+            })
     }
 
     // ----- MFA -----
@@ -1213,31 +1221,64 @@ impl Manager {
                         .role(&r.role)
                         .is_some_and(|role| self.is_approver(&caller.name, role))
             })
-            .map(|(r, approved)| request_info(&r, approved))
+            .map(|(r, approved)| self.request_view(&r, approved))
             .collect())
     }
 
-    /// The request `id` in a state the caller may decide, or why not.
+    /// Whether `approver`'s approval of `request` counts now: `role`, as currently
+    /// configured, still names them among its approvers, and they are not the requester.
+    fn approval_counts(&self, request: &Request, role: &Role, approver: &str) -> bool {
+        approver != request.user && self.is_approver(approver, role)
+    }
+
+    /// A request as it stands under the current configuration: only the approvals that
+    /// count now, against the role's current `approvals_required`.
+    fn request_view(&self, r: &Request, approved: Vec<String>) -> RequestInfo {
+        let role = self.config.role(&r.role);
+        let counted = approved
+            .into_iter()
+            .filter(|a| role.is_some_and(|role| self.approval_counts(r, role, a)))
+            .collect();
+        RequestInfo {
+            approvals_required: role.map_or(r.approvals_required, |role| role.approvals_required),
+            ..request_info(r, counted)
+        }
+    }
+
+    /// Whether `caller` may know of `request`: it is theirs, or its role (as currently
+    /// configured) names them among its approvers.
+    fn may_know_request(&self, caller: &Caller, request: &Request) -> bool {
+        request.user == caller.name
+            || self
+                .config
+                .role(&request.role)
+                .is_some_and(|role| self.is_approver(&caller.name, role))
+    }
+
+    /// The request `id` in a state the caller may decide, or why not. Whoever may not decide
+    /// it gets the answer a request that does not exist gets, word for word, so that request
+    /// ids cannot be probed for whose they are.
     fn decidable_request(&mut self, caller: &Caller, id: i64) -> Result<(Request, Role), PimError> {
+        let no_such_request = || {
+            PimError::NotFound(
+                "there is no such request that you may decide; 'pim requests' lists those you may"
+                    .into(),
+            )
+        };
         let request = self
             .store
             .read(|tx| tx.request(id))?
-            .ok_or_else(|| PimError::NotFound(format!("there is no request {id}")))?;
-        let role = self.config.role(&request.role).cloned();
-        let role = match role {
-            Some(role) if self.is_approver(&caller.name, &role) => role,
-            _ => {
-                return Err(PimError::PermissionDenied(format!(
-                    "you are not an approver for role {}",
-                    request.role
-                )))
-            }
-        };
+            .ok_or_else(no_such_request)?;
         if request.user == caller.name {
             return Err(PimError::PermissionDenied(
                 "you cannot decide your own request; another approver must".into(),
             ));
         }
+        let role = self.config.role(&request.role).cloned();
+        let role = match role {
+            Some(role) if self.is_approver(&caller.name, &role) => role,
+            _ => return Err(no_such_request()),
+        };
         if request.state != RequestState::Pending {
             return Err(PimError::Conflict(format!(
                 "request {id} is already {}",
@@ -1251,8 +1292,10 @@ impl Manager {
         Ok((request, role))
     }
 
-    /// Audits a refused approval or denial against the request's requester and role (when
-    /// the request exists), so `pim audit --user REQUESTER` shows attempts on their requests.
+    /// Audits a refused approval or denial against the request's requester and role when the
+    /// caller may know them (an approver of the role), so `pim audit --user REQUESTER` shows
+    /// those attempts. Otherwise the record is the one a request that does not exist gets:
+    /// callers read their own records, and must not learn from them whose request an id is.
     fn audit_decision_refusal<T>(
         &mut self,
         caller: &Caller,
@@ -1266,7 +1309,10 @@ impl Manager {
             Err(e) => e,
         };
         let request = self.store.read(|tx| tx.request(id)).ok().flatten();
-        let (user, role) = request.map(|r| (r.user, r.role)).unwrap_or_default();
+        let (user, role) = request
+            .filter(|r| self.may_know_request(caller, r))
+            .map(|r| (r.user, r.role))
+            .unwrap_or_default();
         let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, action)
             .about(&user, &role)
@@ -1301,24 +1347,40 @@ impl Manager {
             )));
         }
         let approver = caller.name.as_str();
+        // Only the approvals of approvers who still qualify count, against the role's current
+        // approvals_required: a reload that dropped an approver took their approval away.
+        let earlier = already.len();
+        let mut counted: Vec<String> = already
+            .into_iter()
+            .filter(|a| self.approval_counts(&request, &role, a))
+            .collect();
+        let not_counted = match earlier - counted.len() {
+            0 => String::new(),
+            n => {
+                format!(" ({n} earlier approval(s) by approvers who no longer qualify not counted)")
+            }
+        };
+        counted.push(approver.to_string());
+        let request = Request {
+            approvals_required: role.approvals_required,
+            ..request
+        };
         let now = self.now();
         let audit = Audit::new(approver, "approve")
             .about(&request.user, &request.role)
             .with_text(comment, &request.ticket);
-        let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
+        self.with_mfa(approver, code, true, |tx, proof| {
             tx.add_approval(id, approver, now, comment)?;
-            let approved_by = tx.approvers_of(id)?;
-            tx.audit(audit.entry(
+            Ok(tx.audit(audit.entry(
                 now,
                 Outcome::Success,
                 format!(
-                    "request {id}: approval {} of {}; {}",
-                    approved_by.len(),
+                    "request {id}: approval {} of {}{not_counted}; {}",
+                    counted.len(),
                     request.approvals_required,
                     proof.describe()
                 ),
-            ))?;
-            Ok(approved_by)
+            ))?)
         })?;
         self.event(
             "request-approved",
@@ -1329,11 +1391,11 @@ impl Manager {
             approver,
             comment.into(),
         );
-        if (approved_by.len() as u32) < request.approvals_required {
-            return Ok(request_info(&request, approved_by));
+        if (counted.len() as u32) < request.approvals_required {
+            return Ok(request_info(&request, counted));
         }
         let state = self.complete_request(&request, &role, approver)?;
-        Ok(request_info(&Request { state, ..request }, approved_by))
+        Ok(request_info(&Request { state, ..request }, counted))
     }
 
     /// Why a fully approved request cannot become a grant now, if anything stands in the way.
@@ -1469,6 +1531,15 @@ impl Manager {
             ));
         }
         let (request, _role) = self.decidable_request(caller, id)?;
+        if self
+            .store
+            .read(|tx| tx.approvers_of(id))?
+            .contains(&caller.name)
+        {
+            return Err(PimError::Conflict(format!(
+                "you have already approved request {id}; an approver decides once, so you cannot deny it now"
+            )));
+        }
         let approver = caller.name.as_str();
         let now = self.now();
         let audit = Audit::new(approver, "deny")
@@ -1492,7 +1563,7 @@ impl Manager {
             approver,
             comment.into(),
         );
-        Ok(request_info(
+        Ok(self.request_view(
             &Request {
                 state: RequestState::Denied,
                 ..request
@@ -1543,7 +1614,7 @@ impl Manager {
             &caller.name,
             String::new(),
         );
-        Ok(request_info(
+        Ok(self.request_view(
             &Request {
                 state: RequestState::Cancelled,
                 ..request
@@ -1591,6 +1662,12 @@ impl Manager {
 
     /// Takes a new configuration (SIGHUP). Settings fixed at start (database, notify_command)
     /// must not change: those need a restart, and the reload is refused with that reason.
+    /// The caller reconciles at once after it: that ends the grants whose user the new
+    /// configuration no longer makes eligible.
+    ///
+    /// A reload never completes a pending request, even one whose approvals now suffice
+    /// (fewer required): a grant starts only at an approver's own approval, and approvals
+    /// given towards a higher number did not vouch for the request alone.
     pub fn replace_config(&mut self, config: Config) -> Result<(), PimError> {
         let old = &self.config.daemon;
         if config.daemon.database != old.database
@@ -1694,7 +1771,9 @@ impl Manager {
         self.commit(|tx| {
             tx.put_assignment(&assignment, &caller.name, now)?;
             Ok(tx.audit(entry)?)
-        })
+        })?;
+        // A new window replaces the old one: a grant the old one allowed may have lost it.
+        self.end_grants_without_eligibility_of(user, role, &caller.name, None)
     }
 
     pub fn admin_unassign(
@@ -1719,14 +1798,113 @@ impl Manager {
                 Ok(false)
             }
         })?;
-        if removed {
-            Ok(())
-        } else {
-            self.refused(
+        if !removed {
+            return self.refused(
                 &audit,
                 PimError::NotFound(format!("{user} has no assignment for role {role}")),
-            )
+            );
         }
+        let why = format!("unassigned by {}", caller.name);
+        self.end_grants_without_eligibility_of(user, role, &caller.name, Some(&why))
+    }
+
+    // ----- the end of eligibility -----
+
+    /// Why `user` may no longer hold role `role_name`, or `None` while they may: eligible for
+    /// it in some way (standing, through a %group, or assigned), or a `permanent` member of
+    /// it, whom PIM never touches.
+    fn lost_eligibility(
+        &mut self,
+        user: &str,
+        role_name: &str,
+    ) -> Result<Option<String>, PimError> {
+        let Some(role) = self.config.role(role_name).cloned() else {
+            return Ok(Some(format!(
+                "role {role_name} is no longer in the configuration"
+            )));
+        };
+        if self.is_permanent(user, &role) || self.eligibility(&role, user)?.is_eligible() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let assignment = self.store.read(|tx| tx.assignment(user, role_name))?;
+        let window = assignment.map(|a| (a.not_before, a.not_after));
+        Ok(Some(match window {
+            Some((_, Some(end))) if end <= now => format!(
+                "the assignment of {user} to role {role_name} ended {}",
+                describe(end, now)
+            ),
+            Some((Some(start), _)) if start > now => format!(
+                "the assignment of {user} to role {role_name} starts only {}",
+                describe(start, now)
+            ),
+            _ => format!("{user} is no longer eligible for role {role_name}"),
+        }))
+    }
+
+    /// Ends those of `grants` (live, not yet at their end) whose user may no longer hold the
+    /// role, through the path of any other end (database and audit record first, then the
+    /// membership). The record, by `actor`, gives the reason "eligibility ended: ..." with
+    /// `why` when the caller knows what ended it, else what is missing. Returns the first
+    /// error after trying every grant.
+    fn end_grants_without_eligibility(
+        &mut self,
+        grants: Vec<Grant>,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<(), PimError> {
+        let mut first_error = None;
+        for grant in grants {
+            let lost = match self.lost_eligibility(&grant.user, &grant.role) {
+                Ok(Some(lost)) => lost,
+                Ok(None) => continue,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            let now = self.now();
+            let reason = format!("eligibility ended: {}", why.unwrap_or(&lost));
+            let audit = Audit::new(actor, "eligibility-end")
+                .about(&grant.user, &grant.role)
+                .with_text(&reason, "");
+            let detail = format!(
+                "grant {} of group {} ended; it was due to end {}",
+                grant.id,
+                grant.group,
+                describe(grant.ends_at, now)
+            );
+            if let Err(e) = self.end_grant(&grant, &audit, "eligibility-ended", detail) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// [`Self::end_grants_without_eligibility`] for `user`'s live grant of `role`, if any.
+    fn end_grants_without_eligibility_of(
+        &mut self,
+        user: &str,
+        role: &str,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<(), PimError> {
+        let now = self.now();
+        let live = self
+            .store
+            .read(|tx| tx.live_grant(user, role))?
+            .filter(|g| g.ends_at > now);
+        self.end_grants_without_eligibility(live.into_iter().collect(), actor, why)
+    }
+
+    /// Ends every live grant whose user may no longer hold its role: after a reload, at an
+    /// assignment's end, after a user left a %group, and at start for whatever happened while
+    /// pimd was down.
+    fn end_every_grant_without_eligibility(&mut self) -> Result<(), PimError> {
+        let now = self.now();
+        let live = self.store.read(|tx| tx.live_grants())?;
+        let live = live.into_iter().filter(|g| g.ends_at > now).collect();
+        self.end_grants_without_eligibility(live, DAEMON, None)
     }
 
     pub fn admin_revoke(
@@ -1926,9 +2104,9 @@ impl Manager {
 
     // ----- time-driven work -----
 
-    /// Ends grants and requests whose time has come and takes back memberships no live grant
-    /// needs (including those a crash left behind). Returns the first error after trying
-    /// everything.
+    /// Ends grants and requests whose time has come, and grants whose user may no longer hold
+    /// the role, and takes back memberships no live grant needs (including those a crash left
+    /// behind). Returns the first error after trying everything.
     pub fn reconcile(&mut self) -> Result<(), PimError> {
         let now = self.now();
         let mut first_error = self.record_unrecorded_refusals(false).err();
@@ -1943,6 +2121,9 @@ impl Manager {
             if let Err(e) = self.end_grant(&grant, &audit, "expired", detail) {
                 first_error.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.end_every_grant_without_eligibility() {
+            first_error.get_or_insert(e);
         }
         let orphans = self.store.read(|tx| tx.orphaned_memberships())?;
         for (user, group) in orphans {
@@ -1959,15 +2140,17 @@ impl Manager {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// When reconcile next has work: the earliest grant end or request expiry.
+    /// When reconcile next has work: the earliest grant end, request expiry, or end of an
+    /// assignment a live grant may depend on.
     pub fn next_deadline(&mut self) -> Result<Option<i64>, PimError> {
+        let now = self.now();
         self.store.read(|tx| {
-            let grants = tx.next_grant_end()?;
-            let requests = tx.next_request_expiry()?;
-            Ok(match (grants, requests) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            })
+            let deadlines = [
+                tx.next_grant_end()?,
+                tx.next_request_expiry()?,
+                tx.next_assignment_end(now)?,
+            ];
+            Ok(deadlines.into_iter().flatten().min())
         })
     }
 }

@@ -555,7 +555,10 @@ impl ManagerService {
         self.call(&h, move |m, c| {
             m.admin_assign(c, &user, &role, not_before, not_after)
         })
-        .await
+        .await?;
+        // The assignment's end may be reconciliation's next deadline.
+        self.core.wake.notify_one();
+        Ok(())
     }
 
     async fn admin_unassign(

@@ -700,6 +700,19 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    /// The earliest end after `now` of an assignment whose user holds a live grant of its
+    /// role: when such a grant may lose the eligibility it depends on.
+    pub fn next_assignment_end(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT MIN(a.not_after) FROM assignments a
+             WHERE a.not_after > ?1 AND EXISTS (
+                 SELECT 1 FROM grants g
+                 WHERE g.user = a.user AND g.role = a.role AND g.ended_at IS NULL)",
+            [now],
+            |r| r.get(0),
+        )?)
+    }
+
     // --- MFA ---
 
     pub fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
