@@ -800,15 +800,21 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             check_name("user", &user)?;
             check_name("role", &role)?;
             let proxy = connect().await?;
+            // pimd ends a grant that depended on the assignment, and keeps one the user is
+            // still eligible for another way. Which of the two happened is told from the live
+            // grants before and after; the assignment is gone either way, so a failed look-up
+            // only loses the hint.
+            let live_grant = || async {
+                proxy.admin_grants().await.ok().and_then(|grants| {
+                    grants
+                        .into_iter()
+                        .find(|g| g.user == user && g.role == role)
+                })
+            };
+            let before = live_grant().await;
             proxy.admin_unassign(&user, &role).await?;
-            // Eligibility ends; a grant already running does not (it was capped at the
-            // assignment's end when it started). Say so, so the admin can revoke it too. The
-            // assignment is gone either way: a failed look-up only loses the hint.
-            let running = proxy.admin_grants().await.ok().and_then(|grants| {
-                grants
-                    .into_iter()
-                    .find(|g| g.user == user && g.role == role)
-            });
+            let running = live_grant().await;
+            let ended = before.filter(|b| running.as_ref().is_none_or(|r| r.id != b.id));
             let clock = Clock::system();
             emit(
                 json,
@@ -816,6 +822,7 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
                     json!({
                         "user": user,
                         "role": role,
+                        "ended_grant": ended.as_ref().map(|g| output::grant_json(g, clock.now)),
                         "running_grant": running.as_ref().map(|g| output::grant_json(g, clock.now)),
                     })
                 },
@@ -825,10 +832,17 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
                         escape(&role),
                         escape(&user)
                     );
+                    if ended.is_some() {
+                        text.push_str(&format!(
+                            "Ended {}'s grant of {}, which depended on it.\n",
+                            escape(&user),
+                            escape(&role)
+                        ));
+                    }
                     if let Some(g) = &running {
                         text.push_str(&format!(
-                            "{} still has role {} active until {}; \
-                             'pim admin revoke {} {} -r REASON' ends it now.\n",
+                            "{} still has role {} active until {}: they are still eligible for \
+                             it another way; 'pim admin revoke {} {} -r REASON' ends it now.\n",
                             escape(&user),
                             escape(&role),
                             time::local_with_relative(g.ends_at, &clock),

@@ -795,3 +795,186 @@ fn given_the_requester_loses_eligibility_before_the_last_approval_then_no_grant_
         "{all:#?}"
     );
 }
+
+/// Writes `config` and sends pimd SIGHUP; returns once pimd says it took it.
+fn reload(sb: &Sandbox, config: &str) {
+    let reloads = |sb: &Sandbox| sb.pimd_log().matches("configuration reloaded").count();
+    let before = reloads(sb);
+    sb.write_file(CONFIG_PATH, config, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until("pimd to reload its configuration", WAIT, || {
+        reloads(sb) > before
+    });
+}
+
+#[test]
+fn given_an_approver_dropped_by_reload_then_their_approval_no_longer_counts() {
+    let sb = site(&config(2, "1h", ""));
+    let mut bob = sb.enroll_mfa("bob");
+    let mut carol = sb.enroll_mfa("carol");
+    let mut dave = sb.enroll_mfa("dave");
+    let id = file_request(&sb, "alice");
+    approve(&sb, "bob", &mut bob, id, "fine by me")
+        .assert_success()
+        .assert_stdout_contains("1/2 so far");
+
+    // bob is no longer an approver of db; dave is.
+    let approvers = "approvers = [\"alice\", \"bob\", \"carol\"]";
+    let first = config(2, "1h", "");
+    assert!(first.contains(approvers), "{first}");
+    reload(
+        &sb,
+        &first.replace(approvers, "approvers = [\"alice\", \"carol\", \"dave\"]"),
+    );
+    let mine = open_request(&sb, "alice", id).expect("still open after the reload");
+    assert_eq!(mine["approvals"], 0, "bob's approval went with him: {mine}");
+
+    // carol's approval is the first that counts, dave's the second.
+    approve(&sb, "carol", &mut carol, id, "agreed")
+        .assert_success()
+        .assert_stdout_contains("1/2 so far; it needs 1 more");
+    assert!(!sb.is_member("alice", GROUP));
+    assert!(!sb.groups_of("alice").contains(&GROUP.to_string()));
+    approve(&sb, "dave", &mut dave, id, "agreed too")
+        .assert_success()
+        .assert_stdout_contains("2/2; the request is approved");
+    assert!(sb.groups_of("alice").contains(&GROUP.to_string()));
+
+    let all = sb.audit_records("root", &[]);
+    one_record(
+        &all,
+        "approve",
+        "carol",
+        &[
+            ("outcome", "success"),
+            (
+                "detail",
+                "approval 1 of 2 (1 earlier approval(s) by approvers who no longer qualify not counted)",
+            ),
+        ],
+    );
+    one_record(
+        &all,
+        "grant-start",
+        "dave",
+        &[("user", "alice"), ("role", "db")],
+    );
+}
+
+#[test]
+fn given_an_approver_who_approved_then_denying_is_refused_and_the_approval_stands() {
+    let sb = site(&config(2, "1h", ""));
+    let mut bob = sb.enroll_mfa("bob");
+    let mut carol = sb.enroll_mfa("carol");
+    let id = file_request(&sb, "alice");
+    approve(&sb, "bob", &mut bob, id, "fine by me").assert_success();
+
+    // bob cannot turn his approval into a denial, through the client or the bus. (Refused
+    // before any code is looked at, so a dummy code spends none of bob's.)
+    pim(
+        &sb,
+        "bob",
+        &[
+            "deny",
+            &id.to_string(),
+            "-c",
+            "on second thoughts",
+            "--code",
+            "000000",
+        ],
+    )
+    .assert_status(1)
+    .assert_stderr_contains("already approved request")
+    .assert_stderr_contains("cannot deny it");
+    sb.call_pimd(
+        "bob",
+        "Deny",
+        "xss",
+        &[&id.to_string(), "on second thoughts", "000000"],
+    )
+    .assert_status(1)
+    .assert_stderr_contains("cannot deny it");
+    let mine = open_request(&sb, "alice", id).expect("still open");
+    assert_eq!(mine["state"], "pending", "{mine}");
+    assert_eq!(mine["approved_by"], serde_json::json!(["bob"]), "{mine}");
+
+    approve(&sb, "carol", &mut carol, id, "agreed")
+        .assert_success()
+        .assert_stdout_contains("2/2; the request is approved");
+    assert!(sb.groups_of("alice").contains(&GROUP.to_string()));
+    let all = sb.audit_records("root", &[]);
+    assert_eq!(
+        records(&all, "deny", "bob", &[("outcome", "refused")]).len(),
+        2,
+        "{all:#?}"
+    );
+    assert!(records(&all, "deny", "bob", &[("outcome", "success")]).is_empty());
+}
+
+#[test]
+fn given_a_user_probing_request_ids_then_someone_elses_request_and_a_missing_one_answer_alike() {
+    let sb = site(&config(2, "1h", ""));
+    let id = file_request(&sb, "alice");
+    let missing = id + 1000;
+
+    // dave decides no role's requests. Through the client, approve and deny alike:
+    for verb in ["approve", "deny"] {
+        let probe = |n: i64| {
+            pim(
+                &sb,
+                "dave",
+                &[verb, &n.to_string(), "-c", "probing", "--code", "123456"],
+            )
+        };
+        let (theirs, none) = (probe(id), probe(missing));
+        theirs.assert_status(1);
+        assert_eq!(
+            (theirs.status, &theirs.stdout, &theirs.stderr),
+            (none.status, &none.stdout, &none.stderr),
+            "{theirs}\n{none}"
+        );
+        for secret in ["alice", "db"] {
+            assert!(!theirs.stderr.contains(secret), "{theirs}");
+        }
+    }
+    // Straight over the bus: the same D-Bus error name and message, byte for byte.
+    for method in ["Approve", "Deny"] {
+        let probe = |n: i64| {
+            sb.run(
+                "dave",
+                &[
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=org.pim.Manager1",
+                    "/org/pim/Manager1",
+                    &format!("org.pim.Manager1.{method}"),
+                    &format!("int64:{n}"),
+                    "string:probing",
+                    "string:123456",
+                ],
+            )
+        };
+        let (theirs, none) = (probe(id), probe(missing));
+        theirs
+            .assert_failure()
+            .assert_stderr_contains("org.pim.Manager1.Error.NotFound");
+        assert_eq!(
+            (&theirs.stdout, &theirs.stderr),
+            (&none.stdout, &none.stderr),
+            "{theirs}\n{none}"
+        );
+    }
+
+    // dave reads his own audit records: they name no requester and no role either.
+    let own = sb.audit_records("dave", &[]);
+    let refused = records(&own, "approve", "dave", &[("outcome", "refused")]);
+    assert_eq!(refused.len(), 4, "{own:#?}");
+    let denied = records(&own, "deny", "dave", &[("outcome", "refused")]);
+    assert_eq!(denied.len(), 4, "{own:#?}");
+    for r in refused.iter().chain(&denied) {
+        assert!(r["user"].is_null() && r["role"].is_null(), "{r:#}");
+    }
+    let mine = open_request(&sb, "alice", id).expect("untouched");
+    assert_eq!(mine["approvals"], 0, "{mine}");
+}

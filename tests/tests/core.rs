@@ -1467,15 +1467,12 @@ fn given_a_time_bound_assignment_then_eligibility_follows_its_window() {
         .assert_success()
         .assert_stdout_contains("eligible until");
 
-    // Unassigning ends eligibility, not a grant already running: the admin is told.
+    // Unassigning ends eligibility, and the grant that depended on it: the admin is told.
     granted(&activate(&sb, "dave", "admin", Some("10m"), None));
     sb.run("root", &["pim", "admin", "unassign", "dave", "admin"])
         .assert_success()
-        .assert_stdout_contains("dave still has role admin active until")
-        .assert_stdout_contains("'pim admin revoke dave admin -r REASON' ends it now");
-    assert!(sb.is_member("dave", "sudo"));
-    sb.run("dave", &["pim", "deactivate", "admin"])
-        .assert_success();
+        .assert_stdout_contains("Ended dave's grant of admin, which depended on it.");
+    assert!(!sb.is_member("dave", "sudo"));
     assert!(roles().is_empty());
     activate(&sb, "dave", "admin", Some("10m"), None)
         .assert_status(1)
@@ -1738,4 +1735,244 @@ fn given_a_user_looping_on_a_refused_activation_then_every_call_is_refused_and_t
     // mallory reads it as her own.
     let own = sb.audit_records("mallory", &[]);
     assert_audited(&own, &[("action", "refusals-unrecorded")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16. When eligibility ends, so do the grants that depended on it
+// ---------------------------------------------------------------------------------------------
+
+/// The module line of these tests: sudo is gated on group `sudo`.
+const SUDO_PAM_ARGS: &str = "groups=sudo services=sudo,sudo-i";
+
+/// The eligibility-end records of `user`'s grants of `role`.
+fn eligibility_ends<'a>(records: &'a [Value], user: &str, role: &str) -> Vec<&'a Value> {
+    matching(
+        records,
+        &[
+            ("action", "eligibility-end"),
+            ("user", user),
+            ("role", role),
+            ("outcome", "success"),
+        ],
+    )
+}
+
+/// Asserts that `user` holds no grant, no `sudo` in the group database nor in a fresh login,
+/// and that sudo refuses both a fresh login and a shell that logged in during the grant.
+#[track_caller]
+fn assert_sudo_gone(sb: &Sandbox, user: &str) {
+    assert!(grants_of(sb, user).is_empty());
+    assert!(!sb.is_member(user, "sudo"));
+    assert!(!sb.groups_of(user).contains(&"sudo".to_string()));
+    sb.run(user, &["sudo", "-n", "true"]).assert_failure();
+    sb.run_with_groups(user, &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure()
+        .assert_stderr_contains("pim: ");
+}
+
+#[test]
+fn given_a_grant_that_stood_on_an_assignment_when_unassigned_then_it_ends_and_sudo_is_refused() {
+    let sb = host(
+        &config(
+            "",
+            &[role("admin", "sudo", &["alice"], "require_mfa = false")],
+        ),
+        &["sudo"],
+        &[("alice", &[]), ("dave", &[])],
+    );
+    sb.setup_sudo(Some(SUDO_PAM_ARGS));
+    for user in ["alice", "dave"] {
+        sb.run("root", &["pim", "admin", "assign", user, "admin"])
+            .assert_success();
+        granted(&activate(&sb, user, "admin", Some("1h"), None));
+        sb.run(user, &["sudo", "-n", "true"]).assert_success();
+    }
+
+    // dave was eligible through the assignment alone: his grant ends with it.
+    sb.run("root", &["pim", "admin", "unassign", "dave", "admin"])
+        .assert_success()
+        .assert_stdout_contains("Ended dave's grant of admin, which depended on it.");
+    assert_sudo_gone(&sb, "dave");
+
+    // alice is also in the role's eligible list: her grant stays, and the admin is told why.
+    let out = sb.run(
+        "root",
+        &["pim", "--json", "admin", "unassign", "alice", "admin"],
+    );
+    let doc = out.assert_success().json();
+    assert!(doc["ended_grant"].is_null(), "{out}");
+    assert_eq!(doc["running_grant"]["user"], "alice", "{out}");
+    assert_eq!(grants_of(&sb, "alice").len(), 1);
+    sb.run("alice", &["sudo", "-n", "true"]).assert_success();
+
+    let records = sb.audit_records("root", &[]);
+    let ends = eligibility_ends(&records, "dave", "admin");
+    assert_eq!(ends.len(), 1, "{records:#?}");
+    assert_eq!(ends[0]["actor"], "root", "{:#}", ends[0]);
+    assert_eq!(
+        ends[0]["reason"], "eligibility ended: unassigned by root",
+        "{:#}",
+        ends[0]
+    );
+    assert!(eligibility_ends(&records, "alice", "admin").is_empty());
+    assert_audited(
+        &records,
+        &[
+            ("action", "membership-remove"),
+            ("user", "dave"),
+            ("outcome", "success"),
+        ],
+    );
+}
+
+#[test]
+fn given_an_assignment_cut_to_seconds_then_the_grant_ends_at_its_end_even_with_pimd_down_then() {
+    let sb = host(
+        &config("", &[role("admin", "sudo", &[], "require_mfa = false")]),
+        &["sudo"],
+        &[("dave", &[])],
+    );
+    sb.setup_sudo(Some(SUDO_PAM_ARGS));
+    // An hour's grant on an open-ended assignment, which is then cut to end `until`.
+    let grant_then_cut = |until: &str| -> i64 {
+        sb.run("root", &["pim", "admin", "assign", "dave", "admin"])
+            .assert_success();
+        granted(&activate(&sb, "dave", "admin", Some("1h"), None));
+        let out = sb.run(
+            "root",
+            &[
+                "pim", "--json", "admin", "assign", "dave", "admin", "--until", until,
+            ],
+        );
+        int(&out.assert_success().json(), "until_unix")
+    };
+
+    // pimd running: the grant goes when the assignment ends, not an hour later.
+    let until = grant_then_cut("+4s");
+    assert_member_while_live(&sb, "dave", "sudo", until);
+    sb.wait_until(
+        "dave's grant to end with his assignment",
+        EXPIRY_DEADLINE,
+        || grants_of(&sb, "dave").is_empty(),
+    );
+    assert!(now_unix() >= until);
+    assert_sudo_gone(&sb, "dave");
+
+    // pimd dead when the assignment ends: the restarted pimd ends the grant at once. (The
+    // grant must still be live when SIGKILL lands; on a machine too slow, a longer one.)
+    let mut cut_at = None;
+    for secs in [10, 40, 120] {
+        let until = grant_then_cut(&format!("+{secs}s"));
+        assert_eq!(sb.kill_pimd("KILL"), Some(128 + 9));
+        if now_unix() < until {
+            cut_at = Some(until);
+            break;
+        }
+        sb.start_pimd();
+        sb.wait_until("the ended grant to be reconciled", EXPIRY_DEADLINE, || {
+            grants_of(&sb, "dave").is_empty()
+        });
+    }
+    let until = cut_at.expect("an assignment outlived the kill");
+    wait_for_clock_past(&sb, until);
+    assert!(sb.is_member("dave", "sudo"), "nobody but pimd removes it");
+    sb.start_pimd();
+    sb.wait_until(
+        "the restarted pimd to end dave's grant",
+        Duration::from_secs(20),
+        || !sb.is_member("dave", "sudo"),
+    );
+    assert_sudo_gone(&sb, "dave");
+
+    let records = sb.audit_records("root", &[]);
+    let ends = eligibility_ends(&records, "dave", "admin");
+    assert!(ends.len() >= 2, "{records:#?}");
+    for end in ends {
+        assert_eq!(end["actor"], "pimd", "{end:#}");
+        let reason = end["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("eligibility ended: the assignment of dave to role admin ended "),
+            "{end:#}"
+        );
+    }
+}
+
+#[test]
+fn given_a_reload_that_takes_eligibility_away_then_those_grants_end_and_the_still_eligible_keep_theirs(
+) {
+    // alice is eligible for admin by name and through %ops, erin by name only, carol through
+    // %ops only; web is alice's.
+    let first = config(
+        "",
+        &[
+            role(
+                "admin",
+                "sudo",
+                &["alice", "erin", "%ops"],
+                "require_mfa = false",
+            ),
+            role("web", "www-data", &["alice"], "require_mfa = false"),
+        ],
+    );
+    let sb = host(
+        &first,
+        &["sudo", "www-data", "ops"],
+        &[("alice", &["ops"]), ("erin", &[]), ("carol", &["ops"])],
+    );
+    sb.setup_sudo(Some(SUDO_PAM_ARGS));
+    for user in ["alice", "erin", "carol"] {
+        granted(&activate(&sb, user, "admin", Some("1h"), None));
+    }
+    granted(&activate(&sb, "alice", "web", Some("1h"), None));
+
+    // The names go from admin's list and role web goes: erin's grant and alice's web end;
+    // alice keeps admin through %ops, and so does carol.
+    let second = config(
+        "",
+        &[role("admin", "sudo", &["%ops"], "require_mfa = false")],
+    );
+    sb.write_file(CONFIG_PATH, &second, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until("the reload to end erin's grant", COMMAND_DEADLINE, || {
+        grants_of(&sb, "erin").is_empty()
+    });
+    assert_sudo_gone(&sb, "erin");
+    let alice: Vec<Value> = grants_of(&sb, "alice");
+    assert_eq!(alice.len(), 1, "{alice:#?}");
+    assert_eq!(alice[0]["role"], "admin");
+    assert!(!sb.is_member("alice", "www-data"));
+    for user in ["alice", "carol"] {
+        sb.run(user, &["sudo", "-n", "true"]).assert_success();
+    }
+
+    // carol leaves %ops: at the next reload (or reconciliation) her grant ends too.
+    sb.run("root", &["gpasswd", "-d", "carol", "ops"])
+        .assert_success();
+    sb.kill_pimd("HUP");
+    sb.wait_until("the reload to end carol's grant", COMMAND_DEADLINE, || {
+        grants_of(&sb, "carol").is_empty()
+    });
+    assert_sudo_gone(&sb, "carol");
+    sb.run("alice", &["sudo", "-n", "true"]).assert_success();
+
+    let records = sb.audit_records("root", &[]);
+    let reason_of = |user: &str, role: &str| -> String {
+        let ends = eligibility_ends(&records, user, role);
+        assert_eq!(ends.len(), 1, "{user} {role}: {records:#?}");
+        assert_eq!(ends[0]["actor"], "pimd", "{:#}", ends[0]);
+        ends[0]["reason"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        reason_of("erin", "admin"),
+        "eligibility ended: erin is no longer eligible for role admin"
+    );
+    assert_eq!(
+        reason_of("alice", "web"),
+        "eligibility ended: role web is no longer in the configuration"
+    );
+    assert_eq!(
+        reason_of("carol", "admin"),
+        "eligibility ended: carol is no longer eligible for role admin"
+    );
+    assert!(eligibility_ends(&records, "alice", "admin").is_empty());
 }
