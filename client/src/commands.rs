@@ -410,7 +410,15 @@ async fn wait_for_decision(
             event = next_event(&mut events) => match event {
                 Some(Some(ev)) if ev.request_id == id => match ev.kind.as_str() {
                     "request-approved" => {
-                        if !ev.actor.is_empty() && !request.approved_by.contains(&ev.actor) {
+                        // The daemon's count, which leaves out approvers who no longer
+                        // qualify; the event's own approver when it cannot be had.
+                        let counted = proxy.status().await.ok().and_then(|(_, open)| {
+                            open.into_iter().find(|r| r.id == id)
+                        });
+                        if let Some(now) = counted {
+                            request.approved_by = now.approved_by;
+                            request.approvals_required = now.approvals_required;
+                        } else if !ev.actor.is_empty() && !request.approved_by.contains(&ev.actor) {
                             request.approved_by.push(ev.actor.clone());
                         }
                         if !json {

@@ -813,10 +813,14 @@ fn given_an_approver_dropped_by_reload_then_their_approval_no_longer_counts() {
     let mut bob = sb.enroll_mfa("bob");
     let mut carol = sb.enroll_mfa("carol");
     let mut dave = sb.enroll_mfa("dave");
-    let id = file_request(&sb, "alice");
+    let (mut waiting, id) = wait_in_background(&sb, "alice", &[]);
     approve(&sb, "bob", &mut bob, id, "fine by me")
         .assert_success()
         .assert_stdout_contains("1/2 so far");
+    wait_for_stderr(
+        &mut waiting,
+        &format!("request {id}: approval from bob (1/2)"),
+    );
 
     // bob is no longer an approver of db; dave is.
     let approvers = "approvers = [\"alice\", \"bob\", \"carol\"]";
@@ -833,12 +837,20 @@ fn given_an_approver_dropped_by_reload_then_their_approval_no_longer_counts() {
     approve(&sb, "carol", &mut carol, id, "agreed")
         .assert_success()
         .assert_stdout_contains("1/2 so far; it needs 1 more");
+    wait_for_stderr(
+        &mut waiting,
+        &format!("request {id}: approval from carol (1/2)"),
+    );
     assert!(!sb.is_member("alice", GROUP));
     assert!(!sb.groups_of("alice").contains(&GROUP.to_string()));
     approve(&sb, "dave", &mut dave, id, "agreed too")
         .assert_success()
         .assert_stdout_contains("2/2; the request is approved");
     assert!(sb.groups_of("alice").contains(&GROUP.to_string()));
+    waiting
+        .wait(WAIT)
+        .assert_success()
+        .assert_stdout_contains("Activated db");
 
     let all = sb.audit_records("root", &[]);
     one_record(
