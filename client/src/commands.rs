@@ -808,21 +808,15 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             check_name("user", &user)?;
             check_name("role", &role)?;
             let proxy = connect().await?;
-            // pimd ends a grant that depended on the assignment, and keeps one the user is
-            // still eligible for another way. Which of the two happened is told from the live
-            // grants before and after; the assignment is gone either way, so a failed look-up
-            // only loses the hint.
-            let live_grant = || async {
-                proxy.admin_grants().await.ok().and_then(|grants| {
-                    grants
-                        .into_iter()
-                        .find(|g| g.user == user && g.role == role)
-                })
-            };
-            let before = live_grant().await;
-            proxy.admin_unassign(&user, &role).await?;
-            let running = live_grant().await;
-            let ended = before.filter(|b| running.as_ref().is_none_or(|r| r.id != b.id));
+            // pimd ends the grant that depended on the assignment and says which; one the user
+            // is still eligible for another way runs on. The assignment is gone either way, so
+            // a failed look-up of that one only loses the hint.
+            let ended = Some(proxy.admin_unassign(&user, &role).await?).filter(|g| g.id != 0);
+            let running = proxy.admin_grants().await.ok().and_then(|grants| {
+                grants
+                    .into_iter()
+                    .find(|g| g.user == user && g.role == role)
+            });
             let clock = Clock::system();
             emit(
                 json,

@@ -82,7 +82,9 @@ pub trait Manager {
         not_after: i64,
     ) -> Result<(), PimError>;
 
-    fn admin_unassign(&self, user: &str, role: &str) -> Result<(), PimError>;
+    /// Removes an assignment; gives the grant that ended with it (id 0 when none did: there
+    /// was none, or the user is still eligible for the role another way).
+    fn admin_unassign(&self, user: &str, role: &str) -> Result<GrantInfo, PimError>;
 
     fn admin_revoke(&self, user: &str, role: &str, reason: &str) -> Result<GrantInfo, PimError>;
 

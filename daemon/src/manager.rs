@@ -1773,15 +1773,18 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         // A new window replaces the old one: a grant the old one allowed may have lost it.
-        self.end_grants_without_eligibility_of(user, role, &caller.name, None)
+        self.end_grant_without_eligibility(user, role, &caller.name, None)
+            .map(|_| ())
     }
 
+    /// Removes an assignment and ends the grant that depended on it; returns that grant
+    /// (id 0 when none ended).
     pub fn admin_unassign(
         &mut self,
         caller: &Caller,
         user: &str,
         role: &str,
-    ) -> Result<(), PimError> {
+    ) -> Result<GrantInfo, PimError> {
         let audit = Audit::new(&caller.name, "admin-unassign")
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
@@ -1805,7 +1808,8 @@ impl Manager {
             );
         }
         let why = format!("unassigned by {}", caller.name);
-        self.end_grants_without_eligibility_of(user, role, &caller.name, Some(&why))
+        let ended = self.end_grant_without_eligibility(user, role, &caller.name, Some(&why))?;
+        Ok(ended.as_ref().map(grant_info).unwrap_or_default())
     }
 
     // ----- the end of eligibility -----
@@ -1846,14 +1850,15 @@ impl Manager {
     /// role, through the path of any other end (database and audit record first, then the
     /// membership). The record, by `actor`, gives the reason "eligibility ended: ..." with
     /// `why` when the caller knows what ended it, else what is missing. Returns the first
-    /// error after trying every grant.
+    /// error after trying every grant, else those it ended.
     fn end_grants_without_eligibility(
         &mut self,
         grants: Vec<Grant>,
         actor: &str,
         why: Option<&str>,
-    ) -> Result<(), PimError> {
+    ) -> Result<Vec<Grant>, PimError> {
         let mut first_error = None;
+        let mut ended = Vec::new();
         for grant in grants {
             let lost = match self.lost_eligibility(&grant.user, &grant.role) {
                 Ok(Some(lost)) => lost,
@@ -1874,27 +1879,32 @@ impl Manager {
                 grant.group,
                 describe(grant.ends_at, now)
             );
-            if let Err(e) = self.end_grant(&grant, &audit, "eligibility-ended", detail) {
-                first_error.get_or_insert(e);
+            match self.end_grant(&grant, &audit, "eligibility-ended", detail) {
+                Ok(()) => ended.push(grant),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(ended), Err)
     }
 
-    /// [`Self::end_grants_without_eligibility`] for `user`'s live grant of `role`, if any.
-    fn end_grants_without_eligibility_of(
+    /// [`Self::end_grants_without_eligibility`] for `user`'s live grant of `role`, if any;
+    /// returns it if it ended.
+    fn end_grant_without_eligibility(
         &mut self,
         user: &str,
         role: &str,
         actor: &str,
         why: Option<&str>,
-    ) -> Result<(), PimError> {
+    ) -> Result<Option<Grant>, PimError> {
         let now = self.now();
         let live = self
             .store
             .read(|tx| tx.live_grant(user, role))?
             .filter(|g| g.ends_at > now);
-        self.end_grants_without_eligibility(live.into_iter().collect(), actor, why)
+        let ended = self.end_grants_without_eligibility(live.into_iter().collect(), actor, why)?;
+        Ok(ended.into_iter().next())
     }
 
     /// Ends every live grant whose user may no longer hold its role: after a reload, at an
@@ -1905,6 +1915,7 @@ impl Manager {
         let live = self.store.read(|tx| tx.live_grants())?;
         let live = live.into_iter().filter(|g| g.ends_at > now).collect();
         self.end_grants_without_eligibility(live, DAEMON, None)
+            .map(|_| ())
     }
 
     pub fn admin_revoke(

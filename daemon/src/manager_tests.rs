@@ -1869,7 +1869,11 @@ fn given_unassign_then_the_grant_that_depended_on_it_ends_audited_and_the_member
     e.m.take_outbox();
 
     e.advance(60);
-    e.m.admin_unassign(&frank, "dave", "docker").unwrap();
+    let told = e.m.admin_unassign(&frank, "dave", "docker").unwrap();
+    assert_eq!(
+        told.id, grant.id,
+        "the grant that ended with the assignment"
+    );
     assert!(e.grants("dave").is_empty());
     assert!(e.accounts.members("docker").is_empty());
     assert!(!e.managed("dave", "docker"));
@@ -1914,7 +1918,8 @@ fn given_unassign_of_a_user_still_eligible_another_way_then_the_grant_stays() {
     // erin is eligible for docker through %ops, and assigned to it as well.
     e.m.admin_assign(&frank, "erin", "docker", 0, 0).unwrap();
     e.activate("erin", "docker", 0, "", "", "").unwrap();
-    e.m.admin_unassign(&frank, "erin", "docker").unwrap();
+    let ended = e.m.admin_unassign(&frank, "erin", "docker").unwrap();
+    assert_eq!(ended.id, 0, "{ended:?}");
     e.m.reconcile().unwrap();
     assert_eq!(e.grants("erin").len(), 1);
     assert_eq!(e.accounts.members("docker"), ["erin"]);

@@ -566,7 +566,7 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         user: String,
         role: String,
-    ) -> Result<(), PimError> {
+    ) -> Result<GrantInfo, PimError> {
         self.call(&h, move |m, c| m.admin_unassign(c, &user, &role))
             .await
     }
