@@ -8,7 +8,7 @@ use crate::mfa::FailureState;
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::{Cell, RefCell};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,12 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to keep the database in {path}: {why}; pimd makes the database's directory \
+         root's alone (0700), so it must be a directory of its own: set [daemon] database to a \
+         file in a new directory (pimd creates it) or in /var/lib/pim"
+    )]
+    SharedDirectory { path: String, why: String },
     #[error("refusing to commit a state change without its audit record")]
     Unaudited,
     #[error("the database schema version {0} is newer than this pimd understands; upgrade pimd")]
@@ -274,11 +280,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`; its directory is made 0700 and the
-    /// files 0600.
+    /// Opens (creating if needed) the database at `path`; its directory is made 0700 (see
+    /// [`prepare_directory`]) and the files 0600.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            prepare_directory(dir)?;
+            prepare_directory(dir, path)?;
         }
         let conn = Connection::open(path)?;
         let store = Store::setup(conn)?;
@@ -382,19 +388,125 @@ impl Store {
     }
 }
 
-fn prepare_directory(dir: &Path) -> Result<(), StoreError> {
+/// The unit's `StateDirectory=pim`: pimd's own, whatever its mode.
+const STATE_DIRECTORY: &str = "/var/lib/pim";
+
+/// Makes the database's directory root's alone (0700), creating it if needed. An existing
+/// directory is only tightened when it is pimd's: the state directory, or one that holds
+/// nothing but this database's files. One that others use (not root's, or open to others and
+/// holding other files, like /etc) is refused: making it 0700 would break them.
+fn prepare_directory(dir: &Path, database: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::Directory {
         path: dir.display().to_string(),
         source,
     };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+            return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(err);
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let others_entries = if meta.is_dir() {
+        other_entries(dir, database).map_err(err)?
+    } else {
+        Vec::new()
+    };
+    let facts = DirectoryFacts {
+        is_dir: meta.is_dir(),
+        owner: meta.uid(),
+        mode: meta.mode() & 0o7777,
+        is_state_directory: dir == Path::new(STATE_DIRECTORY),
+        other_entries: others_entries,
+    };
+    match directory_verdict(&facts, nix::unistd::geteuid().as_raw()) {
+        DirectoryVerdict::Keep => Ok(()),
+        DirectoryVerdict::Tighten => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+        }
+        DirectoryVerdict::Refuse(why) => Err(StoreError::SharedDirectory {
+            path: pim_common::text::escape(&dir.display().to_string()),
+            why,
+        }),
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Up to a few names in `dir` that are not `database`'s own files (the database, its WAL,
+/// shared memory and rollback journal).
+fn other_entries(dir: &Path, database: &Path) -> std::io::Result<Vec<String>> {
+    let own = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let is_own = own.as_deref().is_some_and(|own| {
+            ["", "-wal", "-shm", "-journal"]
+                .iter()
+                .any(|suffix| name == format!("{own}{suffix}"))
+        });
+        if !is_own {
+            others.push(name);
+            if others.len() == 3 {
+                break;
+            }
+        }
+    }
+    Ok(others)
+}
+
+/// What `prepare_directory` found about an existing directory.
+#[derive(Debug)]
+struct DirectoryFacts {
+    is_dir: bool,
+    owner: u32,
+    mode: u32,
+    is_state_directory: bool,
+    other_entries: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DirectoryVerdict {
+    /// Already root's alone.
+    Keep,
+    /// pimd's own: make it 0700.
+    Tighten,
+    Refuse(String),
+}
+
+fn directory_verdict(facts: &DirectoryFacts, pimd_uid: u32) -> DirectoryVerdict {
+    if !facts.is_dir {
+        return DirectoryVerdict::Refuse("it is not a directory".into());
+    }
+    if facts.owner != pimd_uid {
+        return DirectoryVerdict::Refuse(format!(
+            "it belongs to uid {}, who could replace the database",
+            facts.owner
+        ));
+    }
+    if facts.mode & 0o077 == 0 {
+        return DirectoryVerdict::Keep;
+    }
+    if facts.is_state_directory || facts.other_entries.is_empty() {
+        return DirectoryVerdict::Tighten;
+    }
+    let names: Vec<String> = facts
+        .other_entries
+        .iter()
+        .map(|n| pim_common::text::escape(n))
+        .collect();
+    DirectoryVerdict::Refuse(format!(
+        "it is mode {:04o} and holds other files ({}...), which making it 0700 would hide from \
+         everyone else",
+        facts.mode,
+        names.join(", ")
+    ))
 }
 
 /// A transaction in progress. Mutating methods mark it changed; [`Tx::audit`] records why.
@@ -1104,6 +1216,92 @@ mod tests {
             .len();
         assert_eq!(n, 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch_dir(name: &str, mode: u32) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn given_a_database_in_a_directory_others_use_then_it_is_refused_and_left_alone() {
+        let dir = scratch_dir("shared-dir", 0o755);
+        std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let err = Store::open(&dir.join("pim-state.db")).err().unwrap();
+        let message = err.to_string();
+        assert!(message.contains(&dir.display().to_string()), "{message}");
+        assert!(
+            message.contains("mode 0755 and holds other files (hosts"),
+            "{message}"
+        );
+        assert!(message.contains("set [daemon] database"), "{message}");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        assert!(!dir.join("pim-state.db").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn given_an_open_directory_holding_only_the_database_then_it_is_made_private() {
+        let dir = scratch_dir("own-dir", 0o755);
+        Store::open(&dir.join("pim.db")).unwrap();
+        Store::open(&dir.join("pim.db")).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn facts(owner: u32, mode: u32, others: &[&str]) -> DirectoryFacts {
+        DirectoryFacts {
+            is_dir: true,
+            owner,
+            mode,
+            is_state_directory: false,
+            other_entries: others.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn given_a_directory_of_another_owner_then_it_is_refused_even_when_private() {
+        let verdict = directory_verdict(&facts(1000, 0o700, &[]), 0);
+        assert_eq!(
+            verdict,
+            DirectoryVerdict::Refuse(
+                "it belongs to uid 1000, who could replace the database".into()
+            )
+        );
+    }
+
+    #[test]
+    fn given_directories_of_root_then_only_pimds_own_are_tightened() {
+        assert_eq!(
+            directory_verdict(&facts(0, 0o700, &["x"]), 0),
+            DirectoryVerdict::Keep
+        );
+        assert_eq!(
+            directory_verdict(&facts(0, 0o755, &[]), 0),
+            DirectoryVerdict::Tighten
+        );
+        let state = DirectoryFacts {
+            is_state_directory: true,
+            ..facts(0, 0o755, &["old"])
+        };
+        assert_eq!(directory_verdict(&state, 0), DirectoryVerdict::Tighten);
+        assert!(matches!(
+            directory_verdict(&facts(0, 0o755, &["passwd"]), 0),
+            DirectoryVerdict::Refuse(_)
+        ));
+        let file = DirectoryFacts {
+            is_dir: false,
+            ..facts(0, 0o644, &[])
+        };
+        assert_eq!(
+            directory_verdict(&file, 0),
+            DirectoryVerdict::Refuse("it is not a directory".into())
+        );
     }
 
     #[test]
