@@ -10,6 +10,7 @@ mod mfa;
 mod policy;
 mod refusals;
 mod service;
+mod setgid;
 mod store;
 mod syslog;
 
@@ -18,6 +19,7 @@ use clock::{Clock, SystemClock};
 use config::Severity;
 use manager::Manager;
 use service::{Core, ManagerService};
+use setgid::{SetgidFiles, SystemSetgidFiles};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -179,7 +181,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         })?;
     eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
 
-    tokio::spawn(expiry_loop(core.clone()));
+    let sweep_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(expiry_loop(core.clone(), sweep_wake.clone()));
+    tokio::spawn(setgid_sweep_loop(
+        core.clone(),
+        Arc::new(SystemSetgidFiles),
+        sweep_wake,
+    ));
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -224,8 +232,9 @@ async fn reload(core: &Arc<Core>, path: &std::path::Path) {
     }
 }
 
-/// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up).
-async fn expiry_loop(core: Arc<Core>) {
+/// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up). Each
+/// round wakes the set-group-ID sweep, which has work when a membership went.
+async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
     loop {
         let next = core
             .with_manager(|m| {
@@ -235,6 +244,7 @@ async fn expiry_loop(core: Arc<Core>) {
                 m.next_deadline()
             })
             .await;
+        sweep_wake.notify_one();
         let now = SystemClock.now();
         let wait = match next {
             Ok(Some(deadline)) => (deadline - now).clamp(0, RECONCILE_EVERY_SECS),
@@ -250,6 +260,60 @@ async fn expiry_loop(core: Arc<Core>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = core.wake.notified() => {}
+        }
+    }
+}
+
+/// Rounds of one sweep in a row, at most: a round that cleared files is followed at once by
+/// one that shows whether any is left.
+const SWEEP_ROUNDS: usize = 3;
+
+/// Looks for files users made set-group-ID for groups PIM took away from them (setgid.rs):
+/// after every reconciliation (and so at start-up, for sweeps a stop or crash interrupted)
+/// and at least once a minute. The walk runs on the blocking pool without the manager's
+/// lock, so calls and PAM checks never wait for it.
+async fn setgid_sweep_loop(
+    core: Arc<Core>,
+    files: Arc<dyn SetgidFiles>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        for _ in 0..SWEEP_ROUNDS {
+            let jobs = match core.with_manager(|m| m.setgid_sweeps_due()).await {
+                Ok(jobs) if jobs.is_empty() => break,
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    eprintln!("pimd: set-group-ID sweep: {}", e.message());
+                    break;
+                }
+            };
+            let walker = files.clone();
+            let results = match tokio::task::spawn_blocking(move || {
+                setgid::sweep_round(&*walker, jobs)
+            })
+            .await
+            {
+                Ok(results) => results,
+                Err(e) => {
+                    eprintln!("pimd: set-group-ID sweep failed: {e}");
+                    break;
+                }
+            };
+            match core
+                .with_manager(move |m| m.record_setgid_sweeps(results))
+                .await
+            {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    eprintln!("pimd: set-group-ID sweep: {}", e.message());
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(RECONCILE_EVERY_SECS as u64)) => {}
+            _ = wake.notified() => {}
         }
     }
 }

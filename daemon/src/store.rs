@@ -33,7 +33,8 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE grants (
     id          INTEGER PRIMARY KEY,
     user        TEXT NOT NULL,
@@ -135,7 +136,22 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"#];
+"#,
+    r#"
+-- The look for files a user made set-group-ID for a group PIM took away from them (see
+-- setgid.rs): every grant of user and grp that ended at or before swept_through is done;
+-- walked_at and failures describe the walks of the sweep under way. Grants that ended before
+-- this table existed have no row, so they are swept once too.
+CREATE TABLE setgid_sweeps (
+    user           TEXT NOT NULL,
+    grp            TEXT NOT NULL,
+    swept_through  INTEGER,
+    walked_at      INTEGER,
+    failures       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, grp)
+);
+"#,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -261,6 +277,19 @@ pub struct AuditEntry {
     pub reason: String,
     pub ticket: String,
     pub detail: String,
+}
+
+/// A sweep for set-group-ID files that is not done (see [`Tx::pending_setgid_sweeps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSweep {
+    pub user: String,
+    pub group: String,
+    /// The latest end of the user's grants of the group.
+    pub ended_through: i64,
+    /// The last walk of this sweep, if any.
+    pub walked_at: Option<i64>,
+    /// Walks in a row that failed.
+    pub failures: u32,
 }
 
 /// Filter for reading the audit log.
@@ -766,6 +795,69 @@ impl Tx<'_> {
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // --- set-group-ID sweeps ---
+
+    /// Users and groups whose membership PIM took away after a grant ended and whose sweep is
+    /// not done: none of theirs is in `memberships` (a live grant still needs it, or its
+    /// removal has not succeeded yet).
+    pub fn pending_setgid_sweeps(&self) -> Result<Vec<PendingSweep>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT g.user, g.grp, MAX(g.ended_at), s.walked_at, COALESCE(s.failures, 0)
+             FROM grants g LEFT JOIN setgid_sweeps s ON s.user = g.user AND s.grp = g.grp
+             WHERE g.ended_at IS NOT NULL
+               AND g.ended_at > COALESCE(s.swept_through, -1)
+               AND NOT EXISTS (SELECT 1 FROM memberships m
+                               WHERE m.user = g.user AND m.grp = g.grp)
+             GROUP BY g.user, g.grp
+             ORDER BY g.user, g.grp",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PendingSweep {
+                user: r.get(0)?,
+                group: r.get(1)?,
+                ended_through: r.get(2)?,
+                walked_at: r.get(3)?,
+                failures: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A walk of a sweep that is not done yet; `failed` counts towards the retry back-off.
+    pub fn setgid_sweep_walked(
+        &self,
+        user: &str,
+        group: &str,
+        at: i64,
+        failed: bool,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO setgid_sweeps (user, grp, walked_at, failures) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user, grp) DO UPDATE SET walked_at = ?3,
+                 failures = CASE WHEN ?4 = 0 THEN 0 ELSE failures + 1 END",
+            params![user, group, at, failed as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The sweep of every grant of `user` and `group` that ended by `through` is done.
+    pub fn setgid_sweep_done(
+        &self,
+        user: &str,
+        group: &str,
+        through: i64,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO setgid_sweeps (user, grp, swept_through) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user, grp) DO UPDATE SET swept_through = ?3, walked_at = NULL,
+                 failures = 0",
+            params![user, group, through],
+        )?;
+        Ok(())
     }
 
     // --- eligibility assignments ---
