@@ -156,6 +156,22 @@ fn given_a_setgid_copy_made_during_a_grant_then_deactivate_clears_it() {
     sb.run("alice", &["pim", "deactivate", "reader"])
         .assert_success();
     assert_swept(&sb, &bystanders);
+
+    // The sandbox's /home and /tmp are tmpfs without nosuid: `pim doctor` says so.
+    let doctor = sb.run("alice", &["pim", "--json", "doctor"]).json();
+    let nosuid: Vec<&Value> = doctor["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["check"] == "nosuid")
+        .collect();
+    assert_eq!(nosuid.len(), 1, "{doctor:#}");
+    assert_eq!(nosuid[0]["status"], "warn", "{doctor:#}");
+    let message = nosuid[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("/home") && message.contains("/tmp"),
+        "{message}"
+    );
 }
 
 /// pimd is killed during the grant and comes back after its end: start-up reconciliation
