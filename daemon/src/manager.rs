@@ -44,6 +44,11 @@ impl Caller {
 /// A sweep whose walk failed is tried again after this, doubling with each failure in a row.
 const SWEEP_RETRY_SECS: i64 = 60;
 
+/// Files cleared (and failures) of one sweep's walk recorded one by one; the sweep's own
+/// record counts the rest, so a user who made a million set-group-ID files cannot make pimd
+/// write a million records at once.
+const MAX_LISTED_SWEEP_RECORDS: usize = 1000;
+
 /// Most groups one access check may name (a PAM line names a handful).
 pub const MAX_ACCESS_GROUPS: usize = 64;
 
@@ -1965,13 +1970,16 @@ impl Manager {
 
     // ----- set-group-ID files after a membership went (setgid.rs) -----
 
-    /// The sweeps to run now: every one not done, except those whose last walk failed, which
+    /// The sweeps to run now: every one not done, except those of users who hold the group
+    /// again outside PIM (by hand, as a permanent member, as their primary group: their files
+    /// of the group are theirs to keep while they do) and those whose last walk failed, which
     /// wait a back-off (a minute, doubling up to an hour).
     pub fn setgid_sweeps_due(&mut self) -> Result<Vec<SweepJob>, PimError> {
         let now = self.now();
         let pending = self.store.read(|tx| tx.pending_setgid_sweeps())?;
         Ok(pending
             .into_iter()
+            .filter(|p| !self.accounts.in_group(&p.user, &p.group))
             .filter(|p| {
                 let wait = SWEEP_RETRY_SECS << p.failures.saturating_sub(1).min(6);
                 p.failures == 0 || p.walked_at.is_none_or(|w| now >= w + wait.min(3600))
@@ -2021,7 +2029,7 @@ impl Manager {
                     cleared,
                     failures,
                 } => {
-                    for c in &cleared {
+                    for c in cleared.iter().take(MAX_LISTED_SWEEP_RECORDS) {
                         entries.push(clear.entry(
                             now,
                             Outcome::Success,
@@ -2031,7 +2039,7 @@ impl Manager {
                             ),
                         ));
                     }
-                    for f in &failures {
+                    for f in failures.iter().take(MAX_LISTED_SWEEP_RECORDS) {
                         entries.push(clear.entry(
                             now,
                             Outcome::Error,
@@ -2064,6 +2072,13 @@ impl Manager {
                         Outcome::Success
                     } else {
                         Outcome::Error
+                    };
+                    let unlisted = cleared.len().saturating_sub(MAX_LISTED_SWEEP_RECORDS)
+                        + failures.len().saturating_sub(MAX_LISTED_SWEEP_RECORDS);
+                    let state = if unlisted > 0 {
+                        format!("{state} ({unlisted} more not listed one by one)")
+                    } else {
+                        state
                     };
                     entries.push(sweep.entry(now, outcome, state));
                     (done, !failures.is_empty())

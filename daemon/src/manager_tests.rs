@@ -2571,6 +2571,21 @@ mod setgid_sweeps {
     }
 
     #[test]
+    fn given_a_user_who_holds_the_group_again_outside_pim_then_no_sweep_until_they_do_not() {
+        let mut e = env();
+        let files = files();
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+        e.accounts.add_group("sudo", &["alice"]);
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
+        assert_eq!(files.mode(COPY), 0o2755);
+
+        e.accounts.add_group("sudo", &[]);
+        round(&mut e, &files);
+        assert_eq!(files.mode(COPY), 0o755);
+    }
+
+    #[test]
     fn given_an_expiry_then_the_sweep_is_due_like_after_deactivate() {
         let mut e = env();
         let files = files();

@@ -21,13 +21,15 @@
 //! runs outside the manager's lock, on the blocking pool.
 
 use std::collections::HashSet;
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::rc::Rc;
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
 const S_ISGID: u32 = 0o2000;
@@ -279,21 +281,55 @@ fn escape_path(path: &[u8]) -> String {
     pim_common::text::escape(&String::from_utf8_lossy(path))
 }
 
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = parent.to_vec();
-    if path.last() != Some(&b'/') {
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
+/// A directory being walked, open, with the way to it (names up to the mount point) for the
+/// audit. Each is kept open while entries of it wait on the stack: in a depth-first walk that
+/// is the directories above the current one.
+struct Node {
+    dir: Dir,
+    device: u64,
+    /// The mount point for a mount's root, else this directory's name in its parent.
+    name: Vec<u8>,
+    parent: Option<Rc<Node>>,
 }
+
+impl Node {
+    fn path(&self) -> Vec<u8> {
+        let mut names = vec![self.name.as_slice()];
+        let mut up = self.parent.as_deref();
+        while let Some(node) = up {
+            names.push(node.name.as_slice());
+            up = node.parent.as_deref();
+        }
+        let mut path = Vec::new();
+        for name in names.into_iter().rev() {
+            if !path.is_empty() && path.last() != Some(&b'/') {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+        }
+        path
+    }
+
+    fn path_of(&self, name: &CStr) -> Vec<u8> {
+        let mut path = self.path();
+        if path.last() != Some(&b'/') {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.to_bytes());
+        path
+    }
+}
+
+const DIRECTORY_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 /// One walk over several mounts.
 struct Walker<'a> {
     targets: &'a HashSet<Target>,
-    /// (device, inode) of every mount's root, and every mount point: where the walk stops.
+    /// (device, inode) of every mount's root: where a walk that reaches another mount stops.
     mount_roots: HashSet<(u64, u64)>,
-    mount_points: HashSet<Vec<u8>>,
     walk: Walk,
 }
 
@@ -308,113 +344,132 @@ impl Walker<'_> {
 
     fn walk_mount(&mut self, mount: &Mount) {
         let path = &mount.mount_point;
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let dir = match Dir::open(OsStr::from_bytes(path), flags, Mode::empty()) {
+        let dir = match Dir::open(OsStr::from_bytes(path), DIRECTORY_FLAGS, Mode::empty()) {
             Ok(dir) => dir,
             // Gone since mountinfo was read, or a file bind-mounted on a file: its own file
             // system, where it lives, is walked.
             Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return,
             Err(e) => return self.fail(None, path, e.desc()),
         };
-        // Depth first, one open directory per level.
-        let mut stack: Vec<(Dir, Vec<u8>, u64)> = Vec::new();
-        match fstat(dir.as_fd()) {
-            Ok(st) => stack.push((dir, path.clone(), st.st_dev)),
+        let device = match fstat(dir.as_fd()) {
+            Ok(st) => st.st_dev,
             Err(e) => return self.fail(None, path, e.desc()),
-        }
-        while let Some((mut dir, path, device)) = stack.pop() {
-            let mut entries = Vec::new();
-            for entry in dir.iter() {
-                match entry {
-                    Ok(entry) => entries.push((entry.file_name().to_owned(), entry.file_type())),
-                    Err(e) => {
-                        self.fail(None, &path, e.desc());
-                        break;
-                    }
-                }
-            }
-            let mut subdirs = Vec::new();
-            for (name, kind) in entries {
-                if name.as_c_str() == c"." || name.as_c_str() == c".." {
+        };
+        let root = Node {
+            dir,
+            device,
+            name: path.clone(),
+            parent: None,
+        };
+        // Depth first: (parent, name of a subdirectory still to walk).
+        let mut stack: Vec<(Rc<Node>, CString)> = Vec::new();
+        self.scan(root, &mut stack);
+        while let Some((parent, name)) = stack.pop() {
+            let child = match Dir::openat(
+                parent.dir.as_fd(),
+                name.as_c_str(),
+                DIRECTORY_FLAGS,
+                Mode::empty(),
+            ) {
+                Ok(child) => child,
+                // Gone, or replaced by something that is not a directory: nothing to see.
+                Err(
+                    nix::errno::Errno::ENOENT
+                    | nix::errno::Errno::ENOTDIR
+                    | nix::errno::Errno::ELOOP,
+                ) => continue,
+                Err(e) => {
+                    self.fail(None, &parent.path_of(&name), e.desc());
                     continue;
                 }
-                match kind {
-                    Some(Type::Directory) => subdirs.push(name),
-                    Some(Type::File) | None => self.look_at(&dir, &path, &name, &mut subdirs),
-                    // Symbolic links are not followed; devices, FIFOs and sockets cannot
-                    // make anyone anything.
-                    Some(_) => {}
-                }
-            }
-            for name in subdirs {
-                let child_path = join(&path, name.to_bytes());
-                if self.mount_points.contains(&child_path) {
+            };
+            let st = match fstat(child.as_fd()) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.fail(None, &parent.path_of(&name), e.desc());
                     continue;
                 }
-                let flags =
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                let child = match Dir::openat(dir.as_fd(), name.as_c_str(), flags, Mode::empty()) {
-                    Ok(child) => child,
-                    // Gone, or replaced by something that is not a directory: nothing to see.
-                    Err(
-                        nix::errno::Errno::ENOENT
-                        | nix::errno::Errno::ENOTDIR
-                        | nix::errno::Errno::ELOOP,
-                    ) => continue,
-                    Err(e) => {
-                        self.fail(None, &child_path, e.desc());
-                        continue;
-                    }
-                };
-                let st = match fstat(child.as_fd()) {
-                    Ok(st) => st,
-                    Err(e) => {
-                        self.fail(None, &child_path, e.desc());
-                        continue;
-                    }
-                };
-                // Another mount (its root, reached through its mount point): walked on its own
-                // if it may hold set-ID files.
-                if st.st_dev != device && self.mount_roots.contains(&(st.st_dev, st.st_ino)) {
-                    continue;
-                }
-                stack.push((child, child_path, device));
+            };
+            // Another mount, reached through its mount point: walked on its own if it may hold
+            // set-ID files. (A bind mount of the same file system is walked twice: harmless.)
+            if st.st_dev != parent.device && self.mount_roots.contains(&(st.st_dev, st.st_ino)) {
+                continue;
             }
+            let node = Node {
+                dir: child,
+                device: parent.device,
+                name: name.into_bytes(),
+                parent: Some(parent),
+            };
+            self.scan(node, &mut stack);
         }
     }
 
-    /// A regular file (or one whose type the directory did not say): cleared if it is a
-    /// target's and set-group-ID. Directories found this way join `subdirs`.
-    fn look_at(
-        &mut self,
-        dir: &Dir,
-        path: &[u8],
-        name: &CStr,
-        subdirs: &mut Vec<std::ffi::CString>,
-    ) {
-        let st = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(_) => return,
-        };
-        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-        if kind == SFlag::S_IFDIR {
-            subdirs.push(name.to_owned());
+    /// Reads a directory: clears what needs it among its files and puts its subdirectories on
+    /// the stack.
+    fn scan(&mut self, mut node: Node, stack: &mut Vec<(Rc<Node>, CString)>) {
+        let mut entries = Vec::new();
+        let mut error = None;
+        for entry in node.dir.iter() {
+            match entry {
+                Ok(entry) => entries.push((entry.file_name().to_owned(), entry.file_type())),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            self.fail(None, &node.path(), e.desc());
+        }
+        let mut subdirs = Vec::new();
+        for (name, kind) in entries {
+            if name.as_c_str() == c"." || name.as_c_str() == c".." {
+                continue;
+            }
+            match kind {
+                Some(Type::Directory) => subdirs.push(name),
+                Some(Type::File) | None => {
+                    if self.look_at(&node, &name) {
+                        subdirs.push(name);
+                    }
+                }
+                // Symbolic links are not followed; devices, FIFOs and sockets cannot make
+                // anyone anything.
+                Some(_) => {}
+            }
+        }
+        if subdirs.is_empty() {
             return;
         }
-        let Some(target) = self.match_target(&st) else {
-            return;
+        let node = Rc::new(node);
+        stack.extend(subdirs.into_iter().map(|name| (node.clone(), name)));
+    }
+
+    /// A regular file (or an entry whose type the directory did not say): cleared if it is a
+    /// target's and set-group-ID. Returns true for a directory.
+    fn look_at(&mut self, node: &Node, name: &CStr) -> bool {
+        let st = match fstatat(node.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(_) => return false,
         };
-        let file_path = join(path, name.to_bytes());
-        match clear_bit(dir, name, &st, target) {
+        if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+            return true;
+        }
+        let Some(target) = self.match_target(&st) else {
+            return false;
+        };
+        match clear_bit(&node.dir, name, &st, target) {
             Ok(Some((before, after))) => self.walk.cleared.push(Cleared {
                 target,
-                path: escape_path(&file_path),
+                path: escape_path(&node.path_of(name)),
                 mode_before: before,
                 mode_after: after,
             }),
             Ok(None) => {}
-            Err(e) => self.fail(Some(target), &file_path, e),
+            Err(e) => self.fail(Some(target), &node.path_of(name), e),
         }
+        false
     }
 
     fn match_target(&self, st: &FileStat) -> Option<Target> {
@@ -538,10 +593,13 @@ impl SetgidFiles for SystemSetgidFiles {
             }
         }
         let targets: HashSet<Target> = targets.iter().copied().collect();
+        // One open directory per level of the deepest tree: as many as the hard limit allows.
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
         let mut walker = Walker {
             targets: &targets,
             mount_roots,
-            mount_points: mounts.iter().map(|m| m.mount_point.clone()).collect(),
             walk: Walk::default(),
         };
         for mount in mounts_to_walk(&mounts) {
@@ -764,6 +822,11 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o2755)).unwrap();
         std::fs::set_permissions(dir.join("sub"), std::fs::Permissions::from_mode(0o2775)).unwrap();
         std::os::unix::fs::symlink(&file, dir.join("link")).unwrap();
+        let deep_dir = (0..40).fold(dir.clone(), |d, i| d.join(format!("d{i}")));
+        std::fs::create_dir_all(&deep_dir).unwrap();
+        let deep = deep_dir.join("deepcat");
+        std::fs::write(&deep, "x").unwrap();
+        std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o2711)).unwrap();
 
         let targets: HashSet<Target> = [Target {
             uid: me,
@@ -773,7 +836,6 @@ mod tests {
         let mut walker = Walker {
             targets: &targets,
             mount_roots: HashSet::new(),
-            mount_points: HashSet::new(),
             walk: Walk::default(),
         };
         let mount = Mount {
@@ -786,17 +848,28 @@ mod tests {
         };
         walker.walk_mount(&mount);
         assert_eq!(walker.walk.failures, []);
+        let me = Target {
+            uid: me,
+            gid: my_group,
+        };
+        let mut cleared = walker.walk.cleared.clone();
+        cleared.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(
-            walker.walk.cleared,
-            [Cleared {
-                target: Target {
-                    uid: me,
-                    gid: my_group
+            cleared,
+            [
+                Cleared {
+                    target: me,
+                    path: deep.display().to_string(),
+                    mode_before: 0o2711,
+                    mode_after: 0o711,
                 },
-                path: format!("{}/sub/mycat", dir.display()),
-                mode_before: 0o2755,
-                mode_after: 0o755,
-            }]
+                Cleared {
+                    target: me,
+                    path: format!("{}/sub/mycat", dir.display()),
+                    mode_before: 0o2755,
+                    mode_after: 0o755,
+                }
+            ]
         );
         assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o7777, 0o755);
         let sub = std::fs::metadata(dir.join("sub")).unwrap().mode() & 0o7777;
