@@ -264,6 +264,9 @@ async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
     }
 }
 
+/// While a sweep waits for processes that carry the group, it looks this often.
+const SWEEP_WAITING_SECS: u64 = 2;
+
 /// Rounds of one sweep in a row, at most: a round that cleared files is followed at once by
 /// one that shows whether any is left.
 const SWEEP_ROUNDS: usize = 3;
@@ -278,6 +281,7 @@ async fn setgid_sweep_loop(
     wake: Arc<tokio::sync::Notify>,
 ) {
     loop {
+        let mut waiting = false;
         for _ in 0..SWEEP_ROUNDS {
             let jobs = match core.with_manager(|m| m.setgid_sweeps_due()).await {
                 Ok(jobs) if jobs.is_empty() => break,
@@ -299,6 +303,7 @@ async fn setgid_sweep_loop(
                     break;
                 }
             };
+            waiting = results.iter().any(|(_, swept)| swept.waits_for_processes());
             match core
                 .with_manager(move |m| m.record_setgid_sweeps(results))
                 .await
@@ -311,8 +316,15 @@ async fn setgid_sweep_loop(
                 }
             }
         }
+        // A process that still carries a group usually ends soon (the very `pim deactivate`
+        // that ended the grant, a shell logging out): look at the processes more often then.
+        let pause = if waiting {
+            SWEEP_WAITING_SECS
+        } else {
+            RECONCILE_EVERY_SECS as u64
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(RECONCILE_EVERY_SECS as u64)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(pause)) => {}
             _ = wake.notified() => {}
         }
     }

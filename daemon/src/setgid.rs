@@ -101,6 +101,20 @@ pub enum Swept {
     },
 }
 
+impl Swept {
+    /// The sweep goes on once processes that carry the group are gone.
+    pub fn waits_for_processes(&self) -> bool {
+        matches!(
+            self,
+            Swept::Waiting
+                | Swept::Walked {
+                    carried_before: true,
+                    ..
+                }
+        )
+    }
+}
+
 /// One round: resolves each job, asks whether the group is still carried, walks once for all
 /// the jobs that need it and hands each job its share of the walk.
 pub fn sweep_round(files: &dyn SetgidFiles, jobs: Vec<SweepJob>) -> Vec<(SweepJob, Swept)> {
