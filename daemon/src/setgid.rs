@@ -9,9 +9,9 @@
 //! run anything with the group (the kernel strips S_ISGID from files that non-members create
 //! there).
 //!
-//! Where: every mount that honours set-ID bits (no `nosuid`), is writable and is a local file
-//! system (no proc, sysfs, cgroup, network or FUSE file systems), each walked once, without
-//! following symbolic links and without crossing into other mounts. A process of the user that
+//! Where: every mount that honours set-ID bits (no `nosuid`), whose file system is writable
+//! and local (no proc, sysfs, cgroup, network or FUSE file systems), each walked on its own,
+//! without following symbolic links and without entering other mounts. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
 //! time, so a sweep is done only after a walk that started while no such process was left
 //! and found nothing to clear.
