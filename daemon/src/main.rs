@@ -131,7 +131,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, options.config)) {
+    let result = runtime.block_on(run(config, options.config));
+    // A set-group-ID walk may still run on the blocking pool: its sweep's state is in the
+    // database and the next start goes on with it, so stopping does not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pimd: {e}");
