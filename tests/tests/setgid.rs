@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pim_e2e::{Sandbox, CONFIG_PATH};
+use pim_e2e::{Sandbox, BUS_NAME, CONFIG_PATH};
 use serde_json::Value;
 
 /// Generous limit for anything that should happen "at once" (it returns as soon as it does).
@@ -29,6 +29,12 @@ max_duration = "1h"
 
 /// alice and bob, group `secret` owning a 0640 file, pimd running.
 fn site() -> Sandbox {
+    let sb = site_without_pimd();
+    sb.start_pimd();
+    sb
+}
+
+fn site_without_pimd() -> Sandbox {
     let sb = Sandbox::start();
     sb.add_group(GROUP);
     sb.add_user("alice", &[]);
@@ -37,7 +43,6 @@ fn site() -> Sandbox {
     sb.write_file(SECRET_FILE, &format!("{SECRET}\n"), 0o640);
     sb.run("root", &["chgrp", GROUP, SECRET_FILE])
         .assert_success();
-    sb.start_pimd();
     sb
 }
 
@@ -172,6 +177,45 @@ fn given_a_setgid_copy_made_during_a_grant_then_deactivate_clears_it() {
         message.contains("/home") && message.contains("/tmp"),
         "{message}"
     );
+}
+
+/// pimd with no more privilege than pimd.service gives it (its capability bounding set, no
+/// new privileges): CAP_FOWNER is what lets it chmod alice's files (without it each clearing
+/// fails with EPERM, is audited as an error and retried).
+#[test]
+fn given_pimd_confined_to_the_units_capabilities_then_the_copy_is_still_cleared() {
+    let unit =
+        std::fs::read_to_string(pim_e2e::workspace_root().join("systemd/pimd.service")).unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l
+                == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_AUDIT_WRITE"),
+        "the unit's capability set changed: change it here too"
+    );
+    let sb = site_without_pimd();
+    let _pimd = sb.spawn(
+        "root",
+        &[
+            "setpriv",
+            "--no-new-privs",
+            "--bounding-set",
+            "-all,+chown,+dac_override,+fowner,+audit_write",
+            "--",
+            "pimd",
+            "--config",
+            CONFIG_PATH,
+        ],
+    );
+    sb.wait_until("the confined pimd to own its bus name", WAIT, || {
+        sb.bus_name_owned(BUS_NAME)
+    });
+    sb.run("alice", &["pim", "activate", "reader"])
+        .assert_success();
+    make_copies(&sb);
+    let bystanders = bystanders(&sb);
+    sb.run("alice", &["pim", "deactivate", "reader"])
+        .assert_success();
+    assert_swept(&sb, &bystanders);
 }
 
 /// pimd is killed during the grant and comes back after its end: start-up reconciliation
