@@ -2012,17 +2012,25 @@ impl Manager {
             let mut entries = Vec::new();
             let (done, failed) = match swept {
                 Swept::Waiting => continue,
-                Swept::Unknown(why) => {
+                Swept::Gone => {
                     entries.push(sweep.entry(
                         now,
                         Outcome::Error,
                         format!(
                             "cannot look for files {user} made set-group-ID for group {group}: \
-                             {why}; pimd gives up (find them with: find / -xdev -perm -2000 \
-                             -group GID)"
+                             the user or the group is gone from this host; pimd gives up (find \
+                             them with: find / -xdev -perm -2000 -uid UID -gid GID)"
                         ),
                     ));
-                    (true, true)
+                    (true, false)
+                }
+                Swept::Failed(why) => {
+                    entries.push(sweep.entry(
+                        now,
+                        Outcome::Error,
+                        format!("{why}; pimd tries again"),
+                    ));
+                    (false, true)
                 }
                 Swept::Walked {
                     carried_before,

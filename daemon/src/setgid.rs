@@ -66,8 +66,9 @@ pub struct Walk {
 }
 
 pub trait SetgidFiles: Send + Sync {
-    /// The uid of `user` and the gid of `group`, or why not.
-    fn target(&self, user: &str, group: &str) -> Result<Target, String>;
+    /// The uid of `user` and the gid of `group`; None when either is gone from the host, an
+    /// error when the lookup failed (the sweep then tries again).
+    fn target(&self, user: &str, group: &str) -> Result<Option<Target>, String>;
     /// Whether a process running as the target's uid (real, effective, saved or file system
     /// uid) carries its gid (real, effective, saved, file system or supplementary).
     fn carried(&self, target: Target) -> std::io::Result<bool>;
@@ -91,7 +92,9 @@ pub struct SweepJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Swept {
     /// The user or group is gone: nothing can be looked for.
-    Unknown(String),
+    Gone,
+    /// The user or group could not be looked up: try again.
+    Failed(String),
     /// Walked already, and a process still carries the group: walk again once none does.
     Waiting,
     Walked {
@@ -122,9 +125,13 @@ pub fn sweep_round(files: &dyn SetgidFiles, jobs: Vec<SweepJob>) -> Vec<(SweepJo
     let mut results = Vec::new();
     for job in jobs {
         let target = match files.target(&job.user, &job.group) {
-            Ok(target) => target,
+            Ok(Some(target)) => target,
+            Ok(None) => {
+                results.push((job, Swept::Gone));
+                continue;
+            }
             Err(why) => {
-                results.push((job, Swept::Unknown(why)));
+                results.push((job, Swept::Failed(why)));
                 continue;
             }
         };
@@ -554,18 +561,15 @@ fn status_carries(status: &str, target: Target) -> bool {
 }
 
 impl SetgidFiles for SystemSetgidFiles {
-    fn target(&self, user: &str, group: &str) -> Result<Target, String> {
-        let uid = match nix::unistd::User::from_name(user) {
-            Ok(Some(u)) => u.uid.as_raw(),
-            Ok(None) => return Err(format!("no user {user} on this host")),
-            Err(e) => return Err(format!("cannot look up user {user}: {}", e.desc())),
-        };
-        let gid = match nix::unistd::Group::from_name(group) {
-            Ok(Some(g)) => g.gid.as_raw(),
-            Ok(None) => return Err(format!("no group {group} on this host")),
-            Err(e) => return Err(format!("cannot look up group {group}: {}", e.desc())),
-        };
-        Ok(Target { uid, gid })
+    fn target(&self, user: &str, group: &str) -> Result<Option<Target>, String> {
+        let user = nix::unistd::User::from_name(user)
+            .map_err(|e| format!("cannot look up user {user}: {}", e.desc()))?;
+        let group = nix::unistd::Group::from_name(group)
+            .map_err(|e| format!("cannot look up group {group}: {}", e.desc()))?;
+        Ok(user.zip(group).map(|(u, g)| Target {
+            uid: u.uid.as_raw(),
+            gid: g.gid.as_raw(),
+        }))
     }
 
     fn carried(&self, target: Target) -> std::io::Result<bool> {
@@ -646,6 +650,7 @@ pub mod fake {
         pub carried: HashSet<Target>,
         /// Paths whose chmod fails.
         pub stuck: HashSet<String>,
+        pub lookups_fail: bool,
         pub walks: usize,
     }
 
@@ -678,11 +683,14 @@ pub mod fake {
     }
 
     impl SetgidFiles for FakeSetgidFiles {
-        fn target(&self, user: &str, group: &str) -> Result<Target, String> {
+        fn target(&self, user: &str, group: &str) -> Result<Option<Target>, String> {
             let state = self.state();
-            let uid = *state.users.get(user).ok_or(format!("no user {user}"))?;
-            let gid = *state.groups.get(group).ok_or(format!("no group {group}"))?;
-            Ok(Target { uid, gid })
+            if state.lookups_fail {
+                return Err("cannot look up user: the directory service is down".into());
+            }
+            let uid = state.users.get(user);
+            let gid = state.groups.get(group);
+            Ok(uid.zip(gid).map(|(&uid, &gid)| Target { uid, gid }))
         }
 
         fn carried(&self, target: Target) -> std::io::Result<bool> {
@@ -812,13 +820,17 @@ mod tests {
     }
 
     #[test]
-    fn given_an_unknown_user_then_the_round_says_so_without_walking() {
+    fn given_a_user_gone_or_a_failed_lookup_then_the_round_says_which_without_walking_for_it() {
         let files = fake();
         let mut gone = job(true);
         gone.user = "zed".into();
-        let results = sweep_round(&files, vec![gone]);
-        assert_eq!(results[0].1, Swept::Unknown("no user zed".into()));
-        assert_eq!(files.state().walks, 0);
+        let results = sweep_round(&files, vec![gone, job(true)]);
+        assert_eq!(results[0].1, Swept::Gone);
+        assert!(matches!(results[1].1, Swept::Walked { .. }));
+        files.state().lookups_fail = true;
+        let results = sweep_round(&files, vec![job(true)]);
+        assert!(matches!(&results[0].1, Swept::Failed(why) if why.contains("directory service")));
+        assert_eq!(files.state().walks, 1);
     }
 
     /// The real walk on a scratch directory: a set-group-ID file of the target is cleared,
