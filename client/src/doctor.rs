@@ -9,6 +9,7 @@
 //! | sudo-pam | the account stacks of `sudo` and `sudo-i` (following includes) run it, so that its refusal counts and its "not my business" does not | |
 //! | group-source | `Set group_source` in /etc/sudo.conf | |
 //! | service | pimd.service is enabled (when systemd runs) | |
+//! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid` | |
 //! | config | /etc/pim/pim.toml: owner, mode, `pimd --check-config` | yes |
 //! | database | the database's directory (0700) and files (0600), owned by root | yes |
 //! | groups | every role's group exists | yes |
@@ -169,6 +170,10 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         std::fs::read_to_string(SUDO_CONF).ok().as_deref(),
     ));
     findings.push(check_service());
+    findings.push(check_nosuid(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        &|path| std::fs::metadata(path).is_ok_and(|m| m.is_dir() && m.mode() & 0o002 != 0),
+    ));
 
     if root {
         let (config_findings, config) = check_config(&config_path);
@@ -1140,6 +1145,93 @@ fn judge_check_config(pimd: &Path, path: &Path) -> Finding {
     }
 }
 
+/// Places every user can write on a usual host.
+const USER_WRITABLE: [&str; 4] = ["/home", "/tmp", "/var/tmp", "/dev/shm"];
+
+/// A mount point as mountinfo writes it: the kernel escapes space, tab, newline and backslash.
+fn mount_point_field(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Warns about places a non-root user can write that are on mounts without `nosuid`: a copy
+/// of a program made set-group-ID there during a grant works for anyone who runs it. pimd
+/// clears such files when the grant ends; `nosuid` makes them useless from the start.
+/// `world_writable` says whether a mount point is a directory everyone may write.
+pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> Finding {
+    const CHECK: &str = "nosuid";
+    // (mount point, nosuid) of each mount, in mount order.
+    let mounts: Vec<(String, bool)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let options = fields.get(5)?;
+            Some((
+                mount_point_field(fields.get(4)?),
+                options.split(',').any(|o| o == "nosuid"),
+            ))
+        })
+        .collect();
+    if mounts.is_empty() {
+        return Finding::skip(CHECK, "cannot read /proc/self/mountinfo");
+    }
+    let holding = |path: &str| {
+        // The deepest mount point above the path; of several there, the last one mounted.
+        mounts
+            .iter()
+            .filter(|(point, _)| {
+                point == "/"
+                    || path == point
+                    || path
+                        .strip_prefix(point.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+            .max_by_key(|(point, _)| point.len())
+            .cloned()
+    };
+    let mut places: Vec<String> = USER_WRITABLE
+        .iter()
+        .filter(|p| Path::new(p).is_dir())
+        .map(|p| p.to_string())
+        .collect();
+    for (point, _) in &mounts {
+        if !places.contains(point) && world_writable(point) {
+            places.push(point.clone());
+        }
+    }
+    let open: Vec<String> = places
+        .iter()
+        .filter_map(|place| match holding(place) {
+            Some((point, false)) if &point == place => Some(escape(place)),
+            Some((point, false)) => Some(format!("{} (on {})", escape(place), escape(&point))),
+            _ => None,
+        })
+        .collect();
+    if open.is_empty() {
+        return Finding::pass(
+            CHECK,
+            format!(
+                "places users can write are mounted nosuid: {}",
+                list(&places)
+            ),
+        );
+    }
+    Finding::warn(
+        CHECK,
+        format!(
+            "users can write in {}, mounted without nosuid: a program a user makes \
+             set-group-ID there during a grant keeps the group for whoever runs it until pimd \
+             clears the bit at the grant's end",
+            open.join(", ")
+        ),
+        "mount them with nosuid (their options in /etc/fstab, or a tmpfs /tmp and /var/tmp \
+         with nosuid); a place on the root file system needs a mount of its own",
+    )
+}
+
 /// Whether a directory or file is root's alone.
 pub fn private_problem(uid: u32, mode: u32, want: u32) -> Option<String> {
     let mode = mode & 0o7777;
@@ -1846,6 +1938,41 @@ permanent = ["root2", "%breakglass"]
         let standing = standing_members(&config, &["sudo".into()], &members_of, &granted);
         assert_eq!(standing.len(), 1);
         assert_eq!(standing["sudo"], ["bob"]);
+    }
+
+    #[test]
+    fn given_user_writable_places_without_nosuid_then_a_warning_names_them() {
+        let mountinfo = "\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+30 27 0:27 / /dev/shm rw,nosuid,nodev - tmpfs tmpfs rw
+31 27 0:28 / /home rw,relatime - tmpfs tmpfs rw
+32 27 0:29 / /srv/drop\\040box rw,relatime - tmpfs tmpfs rw
+33 27 0:30 / /srv/safe rw,nosuid - tmpfs tmpfs rw
+";
+        let everyone = |p: &str| p == "/srv/drop box" || p == "/srv/safe";
+        let finding = check_nosuid(mountinfo, &everyone);
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        let message = &finding.message;
+        assert!(message.contains("/srv/drop box"), "{message}");
+        assert!(!message.contains("/srv/safe"), "{message}");
+        assert!(!message.contains("/dev/shm"), "{message}");
+        if Path::new("/home").is_dir() {
+            assert!(
+                message.contains("/home,") || message.contains("/home "),
+                "{message}"
+            );
+        }
+        if Path::new("/tmp").is_dir() {
+            assert!(message.contains("/tmp (on /)"), "{message}");
+        }
+    }
+
+    #[test]
+    fn given_every_user_writable_place_nosuid_then_the_check_passes() {
+        let mountinfo = "27 1 254:0 / / rw,nosuid - ext4 /dev/vda rw\n";
+        let finding = check_nosuid(mountinfo, &|_| false);
+        assert_eq!(finding.status, Status::Pass, "{finding:?}");
+        assert_eq!(check_nosuid("", &|_| false).status, Status::Skip);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod mfa;
 mod policy;
 mod refusals;
 mod service;
+mod setgid;
 mod store;
 mod syslog;
 
@@ -18,6 +19,7 @@ use clock::{Clock, SystemClock};
 use config::Severity;
 use manager::Manager;
 use service::{Core, ManagerService};
+use setgid::{SetgidFiles, SystemSetgidFiles};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -129,7 +131,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, options.config)) {
+    let result = runtime.block_on(run(config, options.config));
+    // A set-group-ID walk may still run on the blocking pool: its sweep's state is in the
+    // database and the next start goes on with it, so stopping does not wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pimd: {e}");
@@ -179,7 +185,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         })?;
     eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
 
-    tokio::spawn(expiry_loop(core.clone()));
+    let sweep_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(expiry_loop(core.clone(), sweep_wake.clone()));
+    tokio::spawn(setgid_sweep_loop(
+        core.clone(),
+        Arc::new(SystemSetgidFiles),
+        sweep_wake,
+    ));
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -236,8 +248,9 @@ async fn reload(core: &Arc<Core>, path: &std::path::Path) {
     }
 }
 
-/// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up).
-async fn expiry_loop(core: Arc<Core>) {
+/// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up). Each
+/// round wakes the set-group-ID sweep, which has work when a membership went.
+async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
     loop {
         let next = core
             .with_manager(|m| {
@@ -247,6 +260,7 @@ async fn expiry_loop(core: Arc<Core>) {
                 m.next_deadline()
             })
             .await;
+        sweep_wake.notify_one();
         let now = SystemClock.now();
         let wait = match next {
             Ok(Some(deadline)) => (deadline - now).clamp(0, RECONCILE_EVERY_SECS),
@@ -262,6 +276,72 @@ async fn expiry_loop(core: Arc<Core>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = core.wake.notified() => {}
+        }
+    }
+}
+
+/// While a sweep waits for processes that carry the group, it looks this often.
+const SWEEP_WAITING_SECS: u64 = 2;
+
+/// Rounds of one sweep in a row, at most: a round that cleared files is followed at once by
+/// one that shows whether any is left.
+const SWEEP_ROUNDS: usize = 3;
+
+/// Looks for files users made set-group-ID for groups PIM took away from them (setgid.rs):
+/// after every reconciliation (and so at start-up, for sweeps a stop or crash interrupted)
+/// and at least once a minute. The walk runs on the blocking pool without the manager's
+/// lock, so calls and PAM checks never wait for it.
+async fn setgid_sweep_loop(
+    core: Arc<Core>,
+    files: Arc<dyn SetgidFiles>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let mut waiting = false;
+        for _ in 0..SWEEP_ROUNDS {
+            let jobs = match core.with_manager(|m| m.setgid_sweeps_due()).await {
+                Ok(jobs) if jobs.is_empty() => break,
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    eprintln!("pimd: set-group-ID sweep: {}", e.message());
+                    break;
+                }
+            };
+            let walker = files.clone();
+            let results = match tokio::task::spawn_blocking(move || {
+                setgid::sweep_round(&*walker, jobs)
+            })
+            .await
+            {
+                Ok(results) => results,
+                Err(e) => {
+                    eprintln!("pimd: set-group-ID sweep failed: {e}");
+                    break;
+                }
+            };
+            waiting = results.iter().any(|(_, swept)| swept.waits_for_processes());
+            match core
+                .with_manager(move |m| m.record_setgid_sweeps(results))
+                .await
+            {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    eprintln!("pimd: set-group-ID sweep: {}", e.message());
+                    break;
+                }
+            }
+        }
+        // A process that still carries a group usually ends soon (the very `pim deactivate`
+        // that ended the grant, a shell logging out): look at the processes more often then.
+        let pause = if waiting {
+            SWEEP_WAITING_SECS
+        } else {
+            RECONCILE_EVERY_SECS as u64
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(pause)) => {}
+            _ = wake.notified() => {}
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::config::{Config, Role};
 use crate::mfa::{self, LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
+use crate::setgid::{SweepJob, Swept};
 use crate::store::{
     Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState, Store,
     StoreError, Tx,
@@ -39,6 +40,14 @@ impl Caller {
         self.uid == 0
     }
 }
+
+/// A sweep whose walk failed is tried again after this, doubling with each failure in a row.
+const SWEEP_RETRY_SECS: i64 = 60;
+
+/// Files cleared (and failures) of one sweep's walk recorded one by one; the sweep's own
+/// record counts the rest, so a user who made a million set-group-ID files cannot make pimd
+/// write a million records at once.
+const MAX_LISTED_SWEEP_RECORDS: usize = 1000;
 
 /// Most groups one access check may name (a PAM line names a handful).
 pub const MAX_ACCESS_GROUPS: usize = 64;
@@ -2149,6 +2158,148 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    // ----- set-group-ID files after a membership went (setgid.rs) -----
+
+    /// The sweeps to run now: every one not done, except those of users who hold the group
+    /// again outside PIM (by hand, as a permanent member, as their primary group: their files
+    /// of the group are theirs to keep while they do) and those whose last walk failed, which
+    /// wait a back-off (a minute, doubling up to an hour).
+    pub fn setgid_sweeps_due(&mut self) -> Result<Vec<SweepJob>, PimError> {
+        let now = self.now();
+        let pending = self.store.read(|tx| tx.pending_setgid_sweeps())?;
+        Ok(pending
+            .into_iter()
+            .filter(|p| !self.accounts.in_group(&p.user, &p.group))
+            .filter(|p| {
+                let wait = SWEEP_RETRY_SECS << p.failures.saturating_sub(1).min(6);
+                p.failures == 0 || p.walked_at.is_none_or(|w| now >= w + wait.min(3600))
+            })
+            .map(|p| SweepJob {
+                first: p.walked_at.is_none_or(|w| w < p.ended_through),
+                user: p.user,
+                group: p.group,
+                ended_through: p.ended_through,
+            })
+            .collect())
+    }
+
+    /// Records a round of sweeps: each file cleared and each failure, with the sweep's new
+    /// state, in one transaction per sweep. A sweep is done after a walk that began with no
+    /// process of the user carrying the group and found nothing to clear. Returns true when a
+    /// walk cleared files and no such process was left: walking again at once shows whether
+    /// that made the sweep done (a file cleared late could have been run meanwhile).
+    pub fn record_setgid_sweeps(
+        &mut self,
+        results: Vec<(SweepJob, Swept)>,
+    ) -> Result<bool, PimError> {
+        let now = self.now();
+        let mut again = false;
+        let mut first_error = None;
+        for (job, swept) in results {
+            let (user, group) = (job.user.as_str(), job.group.as_str());
+            let clear = Audit::new(DAEMON, "setgid-clear").about(user, "");
+            let sweep = Audit::new(DAEMON, "setgid-sweep").about(user, "");
+            let mut entries = Vec::new();
+            let (done, failed) = match swept {
+                Swept::Waiting => continue,
+                Swept::Gone => {
+                    entries.push(sweep.entry(
+                        now,
+                        Outcome::Error,
+                        format!(
+                            "cannot look for files {user} made set-group-ID for group {group}: \
+                             the user or the group is gone from this host; pimd gives up (find \
+                             them with: find / -xdev -perm -2000 -uid UID -gid GID)"
+                        ),
+                    ));
+                    (true, false)
+                }
+                Swept::Failed(why) => {
+                    entries.push(sweep.entry(
+                        now,
+                        Outcome::Error,
+                        format!("{why}; pimd tries again"),
+                    ));
+                    (false, true)
+                }
+                Swept::Walked {
+                    carried_before,
+                    cleared,
+                    failures,
+                } => {
+                    for c in cleared.iter().take(MAX_LISTED_SWEEP_RECORDS) {
+                        entries.push(clear.entry(
+                            now,
+                            Outcome::Success,
+                            format!(
+                                "{}: set-group-ID for group {group} cleared, mode {:04o} -> {:04o}",
+                                c.path, c.mode_before, c.mode_after
+                            ),
+                        ));
+                    }
+                    for f in failures.iter().take(MAX_LISTED_SWEEP_RECORDS) {
+                        entries.push(clear.entry(
+                            now,
+                            Outcome::Error,
+                            format!("{}: {}; pimd tries again", f.path, f.error),
+                        ));
+                    }
+                    let done = !carried_before && cleared.is_empty() && failures.is_empty();
+                    again |= !carried_before && !cleared.is_empty() && failures.is_empty();
+                    let state = if done {
+                        format!("no file of {user} is set-group-ID for group {group} any more")
+                    } else if !failures.is_empty() {
+                        format!(
+                            "{} file(s) cleared, {} failure(s); pimd tries again",
+                            cleared.len(),
+                            failures.len()
+                        )
+                    } else if carried_before {
+                        format!(
+                            "{} file(s) cleared; a process of {user} still carries group \
+                             {group} and could make more: pimd looks again once none does",
+                            cleared.len()
+                        )
+                    } else {
+                        format!(
+                            "{} file(s) cleared; pimd looks again to make sure none is left",
+                            cleared.len()
+                        )
+                    };
+                    let outcome = if failures.is_empty() {
+                        Outcome::Success
+                    } else {
+                        Outcome::Error
+                    };
+                    let unlisted = cleared.len().saturating_sub(MAX_LISTED_SWEEP_RECORDS)
+                        + failures.len().saturating_sub(MAX_LISTED_SWEEP_RECORDS);
+                    let state = if unlisted > 0 {
+                        format!("{state} ({unlisted} more not listed one by one)")
+                    } else {
+                        state
+                    };
+                    entries.push(sweep.entry(now, outcome, state));
+                    (done, !failures.is_empty())
+                }
+            };
+            let result = self.commit(|tx| {
+                if done {
+                    tx.setgid_sweep_done(user, group, job.ended_through)?;
+                } else {
+                    tx.setgid_sweep_walked(user, group, now, failed)?;
+                }
+                for entry in entries {
+                    tx.audit(entry)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(again), Err)
     }
 
     /// When reconcile next has work: the earliest grant end, request expiry, or end of an

@@ -2851,3 +2851,173 @@ fn given_a_flood_then_refusals_about_another_person_are_summarised_where_that_pe
         "{own:#?}"
     );
 }
+
+// ----- set-group-ID sweeps -----
+
+mod setgid_sweeps {
+    use super::*;
+    use crate::setgid::fake::FakeSetgidFiles;
+    use crate::setgid::{sweep_round, Target};
+
+    const SUDO_GID: u32 = 27;
+    const COPY: &str = "/home/alice/mycat";
+
+    /// alice's copy of cat, set-group-ID for sudo, and root's set-group-ID file of the group.
+    fn files() -> FakeSetgidFiles {
+        let files = FakeSetgidFiles::default();
+        files.state().users.insert("alice".into(), 1000);
+        files.state().groups.insert("sudo".into(), SUDO_GID);
+        files.add_file(COPY, 1000, SUDO_GID, 0o2755);
+        files.add_file("/usr/bin/rootcat", 0, SUDO_GID, 0o2755);
+        files
+    }
+
+    /// One round as the daemon runs it; returns whether it asks for another at once.
+    fn round(e: &mut Env, files: &FakeSetgidFiles) -> bool {
+        let jobs = e.m.setgid_sweeps_due().unwrap();
+        let results = sweep_round(files, jobs);
+        e.m.record_setgid_sweeps(results).unwrap()
+    }
+
+    fn details(e: &mut Env, action: &str) -> Vec<String> {
+        e.audited(action).into_iter().map(|r| r.detail).collect()
+    }
+
+    #[test]
+    fn given_a_grant_ended_then_the_copy_is_cleared_audited_and_the_sweep_done_after_a_clean_walk()
+    {
+        let mut e = env();
+        let files = files();
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty(), "live grant");
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+
+        assert!(
+            round(&mut e, &files),
+            "a walk that cleared something is checked again"
+        );
+        assert_eq!(files.mode(COPY), 0o755);
+        assert_eq!(files.mode("/usr/bin/rootcat"), 0o2755);
+        assert_eq!(
+            details(&mut e, "setgid-clear"),
+            [format!(
+                "{COPY}: set-group-ID for group sudo cleared, mode 2755 -> 0755"
+            )]
+        );
+        assert!(!round(&mut e, &files));
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
+        assert_eq!(
+            details(&mut e, "setgid-sweep"),
+            [
+                "1 file(s) cleared; pimd looks again to make sure none is left",
+                "no file of alice is set-group-ID for group sudo any more",
+            ]
+        );
+        assert_eq!(files.state().walks, 2);
+    }
+
+    #[test]
+    fn given_two_roles_sharing_a_group_then_no_sweep_while_the_other_grant_lives() {
+        let mut e = env();
+        let files = files();
+        e.enrol("alice");
+        e.activate_admin("alice", 600).unwrap();
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
+        assert_eq!(files.mode(COPY), 0o2755);
+
+        e.m.deactivate(&e.who("alice"), "admin").unwrap();
+        let jobs = e.m.setgid_sweeps_due().unwrap();
+        assert_eq!(jobs.len(), 1, "one sweep for the group: {jobs:?}");
+        assert_eq!(
+            (jobs[0].user.as_str(), jobs[0].group.as_str()),
+            ("alice", "sudo")
+        );
+    }
+
+    #[test]
+    fn given_a_user_who_holds_the_group_again_outside_pim_then_no_sweep_until_they_do_not() {
+        let mut e = env();
+        let files = files();
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+        e.accounts.add_group("sudo", &["alice"]);
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
+        assert_eq!(files.mode(COPY), 0o2755);
+
+        e.accounts.add_group("sudo", &[]);
+        round(&mut e, &files);
+        assert_eq!(files.mode(COPY), 0o755);
+    }
+
+    #[test]
+    fn given_an_expiry_then_the_sweep_is_due_like_after_deactivate() {
+        let mut e = env();
+        let files = files();
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.advance(601);
+        e.m.reconcile().unwrap();
+        round(&mut e, &files);
+        assert_eq!(files.mode(COPY), 0o755);
+    }
+
+    #[test]
+    fn given_a_process_still_carrying_the_group_then_the_sweep_waits_until_it_is_gone() {
+        let mut e = env();
+        let files = files();
+        let alice_sudo = Target {
+            uid: 1000,
+            gid: SUDO_GID,
+        };
+        files.state().carried.insert(alice_sudo);
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+
+        assert!(
+            !round(&mut e, &files),
+            "the old login could make more at once"
+        );
+        assert_eq!(files.mode(COPY), 0o755, "the first walk does not wait");
+        // The old login makes another copy: not looked for while it lives.
+        files.add_file("/tmp/late", 1000, SUDO_GID, 0o2755);
+        e.advance(60);
+        round(&mut e, &files);
+        assert_eq!(files.state().walks, 1);
+        assert_eq!(files.mode("/tmp/late"), 0o2755);
+
+        files.state().carried.clear();
+        e.advance(60);
+        while round(&mut e, &files) {}
+        assert_eq!(files.mode("/tmp/late"), 0o755);
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
+    }
+
+    #[test]
+    fn given_a_file_that_cannot_be_cleared_then_the_failure_is_audited_and_retried_later() {
+        let mut e = env();
+        let files = files();
+        files.state().stuck.insert(COPY.into());
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+
+        assert!(!round(&mut e, &files));
+        let failures: Vec<AuditRecord> = e
+            .audited("setgid-clear")
+            .into_iter()
+            .filter(|r| r.outcome == "error")
+            .collect();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(
+            failures[0].detail,
+            format!("{COPY}: Operation not permitted; pimd tries again")
+        );
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty(), "backing off");
+
+        files.state().stuck.clear();
+        e.advance(60);
+        while round(&mut e, &files) {}
+        assert_eq!(files.mode(COPY), 0o755);
+        assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
+    }
+}

@@ -8,7 +8,7 @@ use crate::mfa::FailureState;
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::{Cell, RefCell};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,12 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to keep the database in {path}: {why}; pimd makes the database's directory \
+         root's alone (0700), so it must be a directory of its own: set [daemon] database to a \
+         file in a new directory (pimd creates it) or in /var/lib/pim"
+    )]
+    SharedDirectory { path: String, why: String },
     #[error("refusing to commit a state change without its audit record")]
     Unaudited,
     #[error("the database schema version {0} is newer than this pimd understands; upgrade pimd")]
@@ -27,7 +33,8 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE grants (
     id          INTEGER PRIMARY KEY,
     user        TEXT NOT NULL,
@@ -129,7 +136,22 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"#];
+"#,
+    r#"
+-- The look for files a user made set-group-ID for a group PIM took away from them (see
+-- setgid.rs): every grant of user and grp that ended at or before swept_through is done;
+-- walked_at and failures describe the walks of the sweep under way. Grants that ended before
+-- this table existed have no row, so they are swept once too.
+CREATE TABLE setgid_sweeps (
+    user           TEXT NOT NULL,
+    grp            TEXT NOT NULL,
+    swept_through  INTEGER,
+    walked_at      INTEGER,
+    failures       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, grp)
+);
+"#,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -257,6 +279,19 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// A sweep for set-group-ID files that is not done (see [`Tx::pending_setgid_sweeps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSweep {
+    pub user: String,
+    pub group: String,
+    /// The latest end of the user's grants of the group.
+    pub ended_through: i64,
+    /// The last walk of this sweep, if any.
+    pub walked_at: Option<i64>,
+    /// Walks in a row that failed.
+    pub failures: u32,
+}
+
 /// Filter for reading the audit log.
 #[derive(Debug, Default, Clone)]
 pub struct AuditQuery<'a> {
@@ -274,11 +309,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`; its directory is made 0700 and the
-    /// files 0600.
+    /// Opens (creating if needed) the database at `path`; its directory is made 0700 (see
+    /// [`prepare_directory`]) and the files 0600.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            prepare_directory(dir)?;
+            prepare_directory(dir, path)?;
         }
         let conn = Connection::open(path)?;
         let store = Store::setup(conn)?;
@@ -382,19 +417,125 @@ impl Store {
     }
 }
 
-fn prepare_directory(dir: &Path) -> Result<(), StoreError> {
+/// The unit's `StateDirectory=pim`: pimd's own, whatever its mode.
+const STATE_DIRECTORY: &str = "/var/lib/pim";
+
+/// Makes the database's directory root's alone (0700), creating it if needed. An existing
+/// directory is only tightened when it is pimd's: the state directory, or one that holds
+/// nothing but this database's files. One that others use (not root's, or open to others and
+/// holding other files, like /etc) is refused: making it 0700 would break them.
+fn prepare_directory(dir: &Path, database: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::Directory {
         path: dir.display().to_string(),
         source,
     };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+            return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(err);
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let others_entries = if meta.is_dir() {
+        other_entries(dir, database).map_err(err)?
+    } else {
+        Vec::new()
+    };
+    let facts = DirectoryFacts {
+        is_dir: meta.is_dir(),
+        owner: meta.uid(),
+        mode: meta.mode() & 0o7777,
+        is_state_directory: dir == Path::new(STATE_DIRECTORY),
+        other_entries: others_entries,
+    };
+    match directory_verdict(&facts, nix::unistd::geteuid().as_raw()) {
+        DirectoryVerdict::Keep => Ok(()),
+        DirectoryVerdict::Tighten => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+        }
+        DirectoryVerdict::Refuse(why) => Err(StoreError::SharedDirectory {
+            path: pim_common::text::escape(&dir.display().to_string()),
+            why,
+        }),
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Up to a few names in `dir` that are not `database`'s own files (the database, its WAL,
+/// shared memory and rollback journal).
+fn other_entries(dir: &Path, database: &Path) -> std::io::Result<Vec<String>> {
+    let own = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let mut others = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let is_own = own.as_deref().is_some_and(|own| {
+            ["", "-wal", "-shm", "-journal"]
+                .iter()
+                .any(|suffix| name == format!("{own}{suffix}"))
+        });
+        if !is_own {
+            others.push(name);
+            if others.len() == 3 {
+                break;
+            }
+        }
+    }
+    Ok(others)
+}
+
+/// What `prepare_directory` found about an existing directory.
+#[derive(Debug)]
+struct DirectoryFacts {
+    is_dir: bool,
+    owner: u32,
+    mode: u32,
+    is_state_directory: bool,
+    other_entries: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DirectoryVerdict {
+    /// Already root's alone.
+    Keep,
+    /// pimd's own: make it 0700.
+    Tighten,
+    Refuse(String),
+}
+
+fn directory_verdict(facts: &DirectoryFacts, pimd_uid: u32) -> DirectoryVerdict {
+    if !facts.is_dir {
+        return DirectoryVerdict::Refuse("it is not a directory".into());
+    }
+    if facts.owner != pimd_uid {
+        return DirectoryVerdict::Refuse(format!(
+            "it belongs to uid {}, who could replace the database",
+            facts.owner
+        ));
+    }
+    if facts.mode & 0o077 == 0 {
+        return DirectoryVerdict::Keep;
+    }
+    if facts.is_state_directory || facts.other_entries.is_empty() {
+        return DirectoryVerdict::Tighten;
+    }
+    let names: Vec<String> = facts
+        .other_entries
+        .iter()
+        .map(|n| pim_common::text::escape(n))
+        .collect();
+    DirectoryVerdict::Refuse(format!(
+        "it is mode {:04o} and holds other files ({}...), which making it 0700 would hide from \
+         everyone else",
+        facts.mode,
+        names.join(", ")
+    ))
 }
 
 /// A transaction in progress. Mutating methods mark it changed; [`Tx::audit`] records why.
@@ -654,6 +795,69 @@ impl Tx<'_> {
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // --- set-group-ID sweeps ---
+
+    /// Users and groups whose membership PIM took away after a grant ended and whose sweep is
+    /// not done: none of theirs is in `memberships` (a live grant still needs it, or its
+    /// removal has not succeeded yet).
+    pub fn pending_setgid_sweeps(&self) -> Result<Vec<PendingSweep>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT g.user, g.grp, MAX(g.ended_at), s.walked_at, COALESCE(s.failures, 0)
+             FROM grants g LEFT JOIN setgid_sweeps s ON s.user = g.user AND s.grp = g.grp
+             WHERE g.ended_at IS NOT NULL
+               AND g.ended_at > COALESCE(s.swept_through, -1)
+               AND NOT EXISTS (SELECT 1 FROM memberships m
+                               WHERE m.user = g.user AND m.grp = g.grp)
+             GROUP BY g.user, g.grp
+             ORDER BY g.user, g.grp",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PendingSweep {
+                user: r.get(0)?,
+                group: r.get(1)?,
+                ended_through: r.get(2)?,
+                walked_at: r.get(3)?,
+                failures: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A walk of a sweep that is not done yet; `failed` counts towards the retry back-off.
+    pub fn setgid_sweep_walked(
+        &self,
+        user: &str,
+        group: &str,
+        at: i64,
+        failed: bool,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO setgid_sweeps (user, grp, walked_at, failures) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user, grp) DO UPDATE SET walked_at = ?3,
+                 failures = CASE WHEN ?4 = 0 THEN 0 ELSE failures + 1 END",
+            params![user, group, at, failed as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The sweep of every grant of `user` and `group` that ended by `through` is done.
+    pub fn setgid_sweep_done(
+        &self,
+        user: &str,
+        group: &str,
+        through: i64,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO setgid_sweeps (user, grp, swept_through) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user, grp) DO UPDATE SET swept_through = ?3, walked_at = NULL,
+                 failures = 0",
+            params![user, group, through],
+        )?;
+        Ok(())
     }
 
     // --- eligibility assignments ---
@@ -1117,6 +1321,92 @@ mod tests {
             .len();
         assert_eq!(n, 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch_dir(name: &str, mode: u32) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn given_a_database_in_a_directory_others_use_then_it_is_refused_and_left_alone() {
+        let dir = scratch_dir("shared-dir", 0o755);
+        std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let err = Store::open(&dir.join("pim-state.db")).err().unwrap();
+        let message = err.to_string();
+        assert!(message.contains(&dir.display().to_string()), "{message}");
+        assert!(
+            message.contains("mode 0755 and holds other files (hosts"),
+            "{message}"
+        );
+        assert!(message.contains("set [daemon] database"), "{message}");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        assert!(!dir.join("pim-state.db").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn given_an_open_directory_holding_only_the_database_then_it_is_made_private() {
+        let dir = scratch_dir("own-dir", 0o755);
+        Store::open(&dir.join("pim.db")).unwrap();
+        Store::open(&dir.join("pim.db")).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn facts(owner: u32, mode: u32, others: &[&str]) -> DirectoryFacts {
+        DirectoryFacts {
+            is_dir: true,
+            owner,
+            mode,
+            is_state_directory: false,
+            other_entries: others.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn given_a_directory_of_another_owner_then_it_is_refused_even_when_private() {
+        let verdict = directory_verdict(&facts(1000, 0o700, &[]), 0);
+        assert_eq!(
+            verdict,
+            DirectoryVerdict::Refuse(
+                "it belongs to uid 1000, who could replace the database".into()
+            )
+        );
+    }
+
+    #[test]
+    fn given_directories_of_root_then_only_pimds_own_are_tightened() {
+        assert_eq!(
+            directory_verdict(&facts(0, 0o700, &["x"]), 0),
+            DirectoryVerdict::Keep
+        );
+        assert_eq!(
+            directory_verdict(&facts(0, 0o755, &[]), 0),
+            DirectoryVerdict::Tighten
+        );
+        let state = DirectoryFacts {
+            is_state_directory: true,
+            ..facts(0, 0o755, &["old"])
+        };
+        assert_eq!(directory_verdict(&state, 0), DirectoryVerdict::Tighten);
+        assert!(matches!(
+            directory_verdict(&facts(0, 0o755, &["passwd"]), 0),
+            DirectoryVerdict::Refuse(_)
+        ));
+        let file = DirectoryFacts {
+            is_dir: false,
+            ..facts(0, 0o644, &[])
+        };
+        assert_eq!(
+            directory_verdict(&file, 0),
+            DirectoryVerdict::Refuse("it is not a directory".into())
+        );
     }
 
     #[test]

@@ -231,7 +231,8 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
     let unit = std::fs::read_to_string(workspace_root().join("systemd/pimd.service")).unwrap();
     assert!(
         unit.lines()
-            .any(|l| l == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_AUDIT_WRITE"),
+            .any(|l| l
+                == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_AUDIT_WRITE"),
         "the unit's capability set changed: change it here too"
     );
     let pimd = sb.spawn(
@@ -240,7 +241,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
             "setpriv",
             "--no-new-privs",
             "--bounding-set",
-            "-all,+chown,+dac_override,+audit_write",
+            "-all,+chown,+dac_override,+fowner,+audit_write",
             "--",
             "/usr/sbin/pimd",
         ],
