@@ -982,6 +982,34 @@ gpasswd -a "$1" sudo"#;
     .assert_success();
 }
 
+#[test]
+fn a_reloaded_configuration_reaches_the_access_check_at_once() {
+    let sb = host_with_pimd(PAM_ARGS);
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), "pim: you hold group sudo", "");
+    // The access check reads a snapshot of the configuration: a reload must swap it.
+    let with_mallory = CONFIG.replace(
+        r#"permanent = ["paul"]"#,
+        r#"permanent = ["paul", "mallory"]"#,
+    );
+    assert_ne!(with_mallory, CONFIG);
+    sb.write_file(CONFIG_PATH, &with_mallory, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until(
+        "pimd to take the new configuration",
+        Duration::from_secs(60),
+        || sb.pimd_log().contains("configuration reloaded"),
+    );
+    sudo_fresh(&sb, "mallory").assert_success();
+    sb.write_file(CONFIG_PATH, CONFIG, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until(
+        "pimd to take the old configuration back",
+        Duration::from_secs(60),
+        || sb.pimd_log().matches("configuration reloaded").count() == 2,
+    );
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), "pim: you hold group sudo", "");
+}
+
 /// The finding `check` of `pim --json doctor` run as root in the sandbox.
 fn doctor_check(sb: &Sandbox, check: &str) -> serde_json::Value {
     let report = sb.run("root", &["pim", "--json", "doctor"]).json();
