@@ -6,8 +6,9 @@
 //! | daemon | pimd owns `org.pim.Manager1` on the system bus (or the bus starts it) | |
 //! | bus-policy | the bus policy file, and the D-Bus activation file | |
 //! | pam-module | `pam_pim.so` in the distribution's PAM module directory | |
-//! | sudo-pam | the account stacks of `sudo` and `sudo-i` (following includes) run it, so that its refusal counts and its "not my business" does not | |
+//! | sudo-pam | the account stacks of `sudo` and `sudo-i` (following includes) run it, so that its refusal counts and its "not my business" does not, with a `groups=` that names existing groups | |
 //! | group-source | `Set group_source` in /etc/sudo.conf | |
+//! | sudoers | no `Defaults !pam_acct_mgmt` (sudo would skip the module); `targetpw`, `rootpw`, `runaspw` only with the module in sudo's stack (it judges the invoking user, not PAM_USER) | yes |
 //! | service | pimd.service is enabled (when systemd runs) | |
 //! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid` | |
 //! | config | /etc/pim/pim.toml: owner, mode, `pimd --check-config` | yes |
@@ -165,6 +166,9 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     let module_dirs = pam_module_dirs();
     findings.push(check_pam_module(&module_dirs));
     let (sudo_findings, gated) = check_sudo_pam(Path::new(PAM_DIR), &module_dirs);
+    let module_runs = sudo_findings
+        .iter()
+        .all(|f| matches!(f.status, Status::Pass | Status::Skip));
     findings.extend(sudo_findings);
     findings.push(check_group_source(
         std::fs::read_to_string(SUDO_CONF).ok().as_deref(),
@@ -176,6 +180,8 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     ));
 
     if root {
+        let sudoers = sudoers_texts();
+        findings.push(check_sudoers_defaults(&sudoers, module_runs));
         let (config_findings, config) = check_config(&config_path);
         findings.extend(config_findings);
         match &config {
@@ -184,8 +190,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
                 findings.push(check_groups(config, &|g| {
                     matches!(nix::unistd::Group::from_name(g), Ok(Some(_)))
                 }));
-                let sudoers = sudoers_groups();
-                findings.extend(check_pam_groups(config, &gated, &sudoers));
+                findings.extend(check_pam_groups(config, &gated, &sudoers_groups(&sudoers)));
                 findings.push(check_members(config, &gated, connection.as_ref()).await);
             }
             None => {
@@ -196,7 +201,14 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
             }
         }
     } else {
-        for check in ["config", "database", "groups", "pam-groups", "members"] {
+        for check in [
+            "sudoers",
+            "config",
+            "database",
+            "groups",
+            "pam-groups",
+            "members",
+        ] {
             findings.push(Finding::skip(check, NEEDS_ROOT));
         }
     }
@@ -681,6 +693,7 @@ pub fn judge_stack(
     service: &str,
     lines: &[PamLine],
     module_dirs: &[PathBuf],
+    group_exists: &dyn Fn(&str) -> bool,
 ) -> (Finding, Vec<String>) {
     const CHECK: &str = "sudo-pam";
     let enable = "pam-auth-update --enable pim (Debian, Ubuntu); elsewhere add \
@@ -759,6 +772,22 @@ pub fn judge_stack(
             Vec::new(),
         );
     }
+    let (groups, missing): (Vec<String>, Vec<String>) =
+        groups.into_iter().partition(|g| group_exists(g));
+    if groups.is_empty() {
+        return (
+            Finding::fail(
+                CHECK,
+                format!(
+                    "{service}: {place}: none of groups={} exists on this host (a typo?); the \
+                     module refuses everybody but root",
+                    list(&missing)
+                ),
+                "name the managed groups as they are in /etc/group: groups=sudo (or sudo,wheel, ...)",
+            ),
+            Vec::new(),
+        );
+    }
     if line.module.starts_with('/') {
         if !Path::new(&line.module).is_file() {
             return (
@@ -808,6 +837,21 @@ pub fn judge_stack(
             groups,
         );
     }
+    if !missing.is_empty() {
+        return (
+            Finding::warn(
+                CHECK,
+                format!(
+                    "{service}: {MODULE} gates groups {} ({place}), but {} in its groups= do(es) \
+                     not exist on this host: a typo leaves the group that was meant ungated",
+                    list(&groups),
+                    list(&missing)
+                ),
+                "correct groups= on that line, or drop the groups this host does not have",
+            ),
+            groups,
+        );
+    }
     (
         Finding::pass(
             CHECK,
@@ -823,12 +867,13 @@ pub fn judge_stack(
 /// Judges the stacks of sudo and sudo-i. Returns the findings and every gated group.
 fn check_sudo_pam(dir: &Path, module_dirs: &[PathBuf]) -> (Vec<Finding>, Vec<String>) {
     let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let exists = |g: &str| matches!(nix::unistd::Group::from_name(g), Ok(Some(_)));
     let mut findings = Vec::new();
     let mut gated = BTreeSet::new();
     for service in SUDO_SERVICES {
         match pam_stack(dir, service, "account", &read) {
             Ok(lines) => {
-                let (finding, groups) = judge_stack(service, &lines, module_dirs);
+                let (finding, groups) = judge_stack(service, &lines, module_dirs, &exists);
                 findings.push(finding);
                 gated.extend(groups);
             }
@@ -1361,8 +1406,8 @@ pub fn check_groups(config: &ConfigSummary, exists: &dyn Fn(&str) -> bool) -> Fi
     }
 }
 
-/// Groups named in sudoers (`%name`), read as root.
-fn sudoers_groups() -> BTreeSet<String> {
+/// The text of /etc/sudoers and of the files sudo reads from /etc/sudoers.d, read as root.
+fn sudoers_texts() -> Vec<(PathBuf, String)> {
     let mut files = vec![PathBuf::from(SUDOERS)];
     if let Ok(entries) = std::fs::read_dir(SUDOERS_DIR) {
         let mut extra: Vec<PathBuf> = entries
@@ -1377,13 +1422,110 @@ fn sudoers_groups() -> BTreeSet<String> {
         extra.sort();
         files.extend(extra);
     }
-    let mut groups = BTreeSet::new();
-    for file in files {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            groups.extend(sudoers_group_names(&text));
+    files
+        .into_iter()
+        .filter_map(|file| std::fs::read_to_string(&file).ok().map(|text| (file, text)))
+        .collect()
+}
+
+/// Groups named in sudoers (`%name`).
+fn sudoers_groups(sudoers: &[(PathBuf, String)]) -> BTreeSet<String> {
+    sudoers
+        .iter()
+        .flat_map(|(_, text)| sudoers_group_names(text))
+        .collect()
+}
+
+/// The options of the `Defaults` lines of sudoers text (`Defaults`, `Defaults:user`,
+/// `Defaults>runas`, ...), each with its line number, as written (`!pam_acct_mgmt`,
+/// `targetpw`, `env_keep+=...`). Comments are skipped, continued lines joined.
+pub fn sudoers_defaults(text: &str) -> Vec<(usize, String)> {
+    let mut options = Vec::new();
+    let mut logical = String::new();
+    let mut first = 0;
+    for (index, line) in text.lines().enumerate() {
+        if logical.is_empty() {
+            first = index + 1;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                logical.push_str(head);
+                logical.push(' ');
+                continue;
+            }
+            None => logical.push_str(line),
+        }
+        let code = std::mem::take(&mut logical);
+        let code = code.split('#').next().unwrap_or("");
+        let mut words = code.trim_start().splitn(2, char::is_whitespace);
+        let keyword = words.next().unwrap_or("");
+        let is_defaults = keyword == "Defaults"
+            || keyword
+                .strip_prefix("Defaults")
+                .is_some_and(|rest| rest.starts_with([':', '@', '>', '!']));
+        if !is_defaults {
+            continue;
+        }
+        for option in words.next().unwrap_or("").split(',') {
+            let option = option.trim();
+            if !option.is_empty() {
+                options.push((first, option.to_string()));
+            }
         }
     }
-    groups
+    options
+}
+
+/// sudoers Defaults that decide whom the module sees or whether it runs at all. `module_runs`:
+/// the sudo-pam check found pam_pim.so in sudo's account stack.
+pub fn check_sudoers_defaults(sudoers: &[(PathBuf, String)], module_runs: bool) -> Finding {
+    const CHECK: &str = "sudoers";
+    let mut target_options = Vec::new();
+    for (path, text) in sudoers {
+        for (line, option) in sudoers_defaults(text) {
+            let place = format!("{}:{line}", show(path));
+            let name = option.replace(char::is_whitespace, "");
+            if name == "!pam_acct_mgmt" {
+                return Finding::fail(
+                    CHECK,
+                    format!(
+                        "{place} sets Defaults !pam_acct_mgmt: sudo skips the PAM account phase, \
+                         so {MODULE} never runs and a shell that kept a managed group after its \
+                         grant ended keeps sudo"
+                    ),
+                    format!("remove !pam_acct_mgmt from {place}"),
+                );
+            }
+            if ["targetpw", "rootpw", "runaspw"].contains(&name.as_str()) {
+                target_options.push(format!("{name} ({place})"));
+            }
+        }
+    }
+    if target_options.is_empty() {
+        return Finding::pass(
+            CHECK,
+            "sudoers lets sudo run the PAM account phase and sets none of targetpw, rootpw, runaspw",
+        );
+    }
+    let options = target_options.join(", ");
+    if module_runs {
+        Finding::pass(
+            CHECK,
+            format!(
+                "sudoers sets {options}: PAM_USER is then the target account, but {MODULE} judges \
+                 the invoking user (sudo's real uid), so the check is unaffected"
+            ),
+        )
+    } else {
+        Finding::fail(
+            CHECK,
+            format!(
+                "sudoers sets {options}, which make PAM_USER the target (root), and {MODULE} is \
+                 not seen to run in sudo's account stack to judge the invoking user instead"
+            ),
+            "put pam_pim.so in sudo's account stack (see sudo-pam), or drop those Defaults",
+        )
+    }
 }
 
 /// The `%group` names in sudoers text (comments skipped; `#123` uids are not comments).
@@ -1739,7 +1881,7 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
             ),
         ];
         for service in ["sudo", "sudo-i"] {
-            let (finding, groups) = judge_stack(service, &lines, &dirs);
+            let (finding, groups) = judge_stack(service, &lines, &dirs, &every_group);
             assert_eq!(finding.status, Status::Pass, "{finding:?}");
             assert_eq!(groups, ["sudo"]);
         }
@@ -1784,7 +1926,7 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
             ),
         ];
         for (lines, expected) in cases {
-            let (finding, _) = judge_stack("sudo-i", &lines, &dirs);
+            let (finding, _) = judge_stack("sudo-i", &lines, &dirs, &every_group);
             assert_eq!(finding.status, Status::Fail, "{finding:?}");
             assert!(finding.message.contains(expected), "{finding:?}");
             assert!(finding.fix.is_some());
@@ -1793,9 +1935,76 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
             "sudo",
             &[line("required", "pam_pim.so", &["groups=sudo"])],
             &[],
+            &every_group,
         );
         assert_eq!(finding.status, Status::Fail);
         assert!(finding.message.contains("finds no"), "{finding:?}");
+    }
+
+    /// Every group exists.
+    fn every_group(_: &str) -> bool {
+        true
+    }
+
+    #[test]
+    fn given_groups_naming_no_existing_group_then_fail_and_a_partial_typo_warns() {
+        let (_dir, dirs) = module_dir();
+        let exists = |g: &str| ["sudo", "docker"].contains(&g);
+        let typo = [line("required", "pam_pim.so", &["groups=sduo"])];
+        let (finding, groups) = judge_stack("sudo", &typo, &dirs, &exists);
+        assert_eq!(finding.status, Status::Fail, "{finding:?}");
+        assert!(
+            finding.message.contains("none of groups=sduo exists")
+                && finding.message.contains("refuses everybody but root"),
+            "{finding:?}"
+        );
+        assert!(groups.is_empty());
+        let partial = [line("required", "pam_pim.so", &["groups=docker,sduo"])];
+        let (finding, groups) = judge_stack("sudo", &partial, &dirs, &exists);
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        assert!(finding.message.contains("sduo"), "{finding:?}");
+        assert_eq!(groups, ["docker"]);
+    }
+
+    #[test]
+    fn sudoers_defaults_are_read_with_their_lines() {
+        let text = "# Defaults !pam_acct_mgmt\nDefaults env_reset, !pam_acct_mgmt\n\
+                    Defaults:alice targetpw # why\nDefaults>root \\\n  rootpw,runaspw\n\
+                    alice ALL=(ALL) ALL\nDefaultsx foo\n";
+        assert_eq!(
+            sudoers_defaults(text),
+            [
+                (2, "env_reset".to_string()),
+                (2, "!pam_acct_mgmt".to_string()),
+                (3, "targetpw".to_string()),
+                (4, "rootpw".to_string()),
+                (4, "runaspw".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn given_sudoers_that_skip_or_retarget_the_account_check_then_doctor_judges_them() {
+        let file = |text: &str| vec![(PathBuf::from("/etc/sudoers.d/site"), text.to_string())];
+        let skipped = check_sudoers_defaults(&file("Defaults !pam_acct_mgmt\n"), true);
+        assert_eq!(skipped.status, Status::Fail, "{skipped:?}");
+        assert!(
+            skipped.message.contains("/etc/sudoers.d/site:1"),
+            "{skipped:?}"
+        );
+        let negated_twice = check_sudoers_defaults(&file("Defaults ! pam_acct_mgmt\n"), true);
+        assert_eq!(negated_twice.status, Status::Fail, "{negated_twice:?}");
+        for option in ["targetpw", "rootpw", "runaspw"] {
+            let text = format!("Defaults {option}\n");
+            let unseen = check_sudoers_defaults(&file(&text), false);
+            assert_eq!(unseen.status, Status::Fail, "{unseen:?}");
+            assert!(unseen.message.contains(option), "{unseen:?}");
+            let seen = check_sudoers_defaults(&file(&text), true);
+            assert_eq!(seen.status, Status::Pass, "{seen:?}");
+            assert!(seen.message.contains("invoking user"), "{seen:?}");
+        }
+        let plain = check_sudoers_defaults(&file("Defaults !targetpw, pam_acct_mgmt\n"), false);
+        assert_eq!(plain.status, Status::Pass, "{plain:?}");
     }
 
     #[test]
@@ -1805,7 +2014,7 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
             line("sufficient", "pam_succeed_if.so", &["uid", "<", "1000"]),
             line("required", "pam_pim.so", &["groups=sudo"]),
         ];
-        let (finding, groups) = judge_stack("sudo", &lines, &dirs);
+        let (finding, groups) = judge_stack("sudo", &lines, &dirs, &every_group);
         assert_eq!(finding.status, Status::Warn, "{finding:?}");
         assert_eq!(groups, ["sudo"]);
     }

@@ -90,6 +90,7 @@ pub trait Manager {
 
     fn admin_mfa_reset(&self, user: &str) -> Result<(), PimError>;
 
-    /// Root only (the PAM module): may `user`, who holds some of `groups`, use them now?
+    /// Root only (the PAM module): may `user`, who holds the gated `groups`, use them now? Yes
+    /// only when each of them is covered by its own live grant or `permanent` listing.
     fn check_access(&self, user: &str, groups: Vec<String>) -> Result<AccessDecision, PimError>;
 }

@@ -174,6 +174,16 @@ pub mod fake {
         }
     }
 
+    /// The configuration checker sees the same users and groups.
+    impl crate::config::Directory for FakeAccounts {
+        fn user_exists(&self, name: &str) -> bool {
+            Accounts::user_exists(self, name)
+        }
+        fn group_exists(&self, name: &str) -> bool {
+            Accounts::group_exists(self, name)
+        }
+    }
+
     impl Accounts for FakeAccounts {
         fn user_exists(&self, name: &str) -> bool {
             self.0.lock().unwrap().users.contains_key(name)

@@ -2,6 +2,7 @@
 //! its state in SQLite, and adds and removes Unix group memberships through gpasswd.
 #![forbid(unsafe_code)]
 
+mod access;
 mod accounts;
 mod clock;
 mod config;
@@ -14,6 +15,7 @@ mod setgid;
 mod store;
 mod syslog;
 
+use access::AccessReader;
 use accounts::SystemAccounts;
 use clock::{Clock, SystemClock};
 use config::Severity;
@@ -22,7 +24,7 @@ use service::{Core, ManagerService};
 use setgid::{SetgidFiles, SystemSetgidFiles};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use store::Store;
 
@@ -146,12 +148,20 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String> {
     let store = Store::open(&config.daemon.database).map_err(|e| e.to_string())?;
+    let config = Arc::new(config);
+    let reader = Store::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
+    let access = Arc::new(Mutex::new(AccessReader::new(
+        config.clone(),
+        reader,
+        Box::new(SystemAccounts),
+        Box::new(SystemClock),
+    )));
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
     let manager = Manager::new(
-        Arc::new(config),
+        config,
         store,
         Box::new(SystemAccounts),
         Box::new(SystemClock),
@@ -169,7 +179,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         .object_server()
         .at(
             pim_common::OBJECT_PATH,
-            ManagerService::new(core.clone(), bus),
+            ManagerService::new(core.clone(), bus, access.clone()),
         )
         .await
         .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
@@ -200,7 +210,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hangup.recv() => reload(&core, &config_path).await,
+            _ = hangup.recv() => reload(&core, &access, &config_path).await,
         }
     }
     if let Err(e) = core
@@ -219,7 +229,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
 /// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
 /// user the new configuration no longer makes eligible end there.
-async fn reload(core: &Arc<Core>, path: &std::path::Path) {
+async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &std::path::Path) {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
         eprintln!("{problem}");
@@ -234,11 +244,15 @@ async fn reload(core: &Arc<Core>, path: &std::path::Path) {
     let reloaded = core
         .with_manager(move |m| {
             m.replace_config(config)?;
-            Ok(m.reconcile())
+            Ok((m.config_snapshot(), m.reconcile()))
         })
         .await;
     match reloaded {
-        Ok(reconciled) => {
+        Ok((config, reconciled)) => {
+            access
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_config(config);
             eprintln!("pimd: configuration reloaded from {}", path.display());
             if let Err(e) = reconciled {
                 eprintln!("pimd: reconciliation: {}", e.message());

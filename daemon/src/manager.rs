@@ -8,6 +8,7 @@
 //! runs, and the membership record is only deleted after it succeeded. Reconciliation (at
 //! start and periodically) finishes whatever a crash interrupted.
 
+use crate::access;
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
 use crate::config::{Config, Role};
@@ -229,6 +230,11 @@ impl Manager {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The configuration in use, to share with the access check's read path.
+    pub fn config_snapshot(&self) -> Arc<Config> {
+        self.config.clone()
     }
 
     fn now(&self) -> i64 {
@@ -1998,8 +2004,8 @@ impl Manager {
 
     // ----- the PAM module's question -----
 
-    /// Root only. Allowed when `user` has a live grant for a role of one of `groups`, or is a
-    /// permanent member of such a role. Denials are audited; successes are sudo's to log.
+    /// Root only. Allowed when every one of `groups` is covered for `user` (see
+    /// [`crate::access`]). Denials are audited; successes are sudo's to log.
     pub fn check_access(
         &mut self,
         caller: &Caller,
@@ -2013,93 +2019,16 @@ impl Manager {
                 PimError::PermissionDenied("only root may ask about another user's access".into()),
             );
         }
-        let decision = self.access_decision(user, groups)?;
+        access::check_question(user, groups)?;
+        let now = self.now();
+        let (config, accounts) = (&self.config, &*self.accounts);
+        let decision = self
+            .store
+            .read(|tx| access::decide(config, tx, accounts, now, user, groups))?;
         if !decision.allowed {
             self.audit_access_denial(user, groups, &decision.message)?;
         }
         Ok(decision)
-    }
-
-    /// The answer `check_access` gives root, without auditing it. It only reads, so the D-Bus
-    /// layer may work it out while it is still asking the bus who the caller is.
-    pub fn access_decision(
-        &mut self,
-        user: &str,
-        groups: &[String],
-    ) -> Result<AccessDecision, PimError> {
-        check_name("user", user)?;
-        if groups.is_empty() || groups.len() > MAX_ACCESS_GROUPS {
-            return Err(PimError::InvalidArgument(format!(
-                "give between 1 and {MAX_ACCESS_GROUPS} groups to check"
-            )));
-        }
-        for g in groups {
-            check_name("group", g)?;
-        }
-        let now = self.now();
-        let config = self.config.clone();
-        let roles_of_groups: Vec<&Role> = config
-            .roles
-            .values()
-            .filter(|r| groups.contains(&r.group))
-            .collect();
-        if roles_of_groups.iter().any(|r| self.is_permanent(user, r)) {
-            return Ok(AccessDecision {
-                allowed: true,
-                message: String::new(),
-            });
-        }
-        let live = self.store.read(|tx| tx.live_grants_of(user))?;
-        if live
-            .iter()
-            .any(|g| groups.contains(&g.group) && g.ends_at > now)
-        {
-            return Ok(AccessDecision {
-                allowed: true,
-                message: String::new(),
-            });
-        }
-        let ended = live
-            .into_iter()
-            .filter(|g| groups.contains(&g.group))
-            .min_by_key(|g| g.ends_at)
-            .map(|g| (g.role, g.ends_at));
-        let ended = match ended {
-            Some(e) => Some(e),
-            None => self
-                .store
-                .read(|tx| tx.last_ended_grant(user, groups))?
-                .map(|g| (g.role, g.ended_at.unwrap_or(g.ends_at))),
-        };
-        let message = match ended {
-            Some((role, at)) => format!(
-                "pim: your grant for role {role} ended at {}; run 'pim activate {role}'",
-                describe(at, now)
-            ),
-            None => {
-                let mut eligible = None;
-                for r in &roles_of_groups {
-                    if self.eligibility(r, user)?.is_eligible() {
-                        eligible = Some(r.name.clone());
-                        break;
-                    }
-                }
-                match eligible {
-                    Some(role) => format!(
-                        "pim: you hold group {} without a live grant; run 'pim activate {role}'",
-                        groups.join(",")
-                    ),
-                    None => format!(
-                        "pim: you hold group {} without a live grant, and no pim role grants it to you; ask an administrator",
-                        groups.join(",")
-                    ),
-                }
-            }
-        };
-        Ok(AccessDecision {
-            allowed: false,
-            message,
-        })
     }
 
     /// Records that the PAM check refused `user`.

@@ -1745,7 +1745,7 @@ fn given_live_grant_then_access_is_allowed_and_not_audited() {
     e.activate("alice", "rescue", 0, "", "", "").unwrap();
     let before = e.audit_log().len();
     let decision =
-        e.m.check_access(&root, "alice", &groups(&["wheel", "sudo"]))
+        e.m.check_access(&root, "alice", &groups(&["sudo"]))
             .unwrap();
     assert_eq!(
         decision,
@@ -1760,6 +1760,111 @@ fn given_live_grant_then_access_is_allowed_and_not_audited() {
         e.m.check_access(&root, "alice", &groups(&["docker"]))
             .unwrap();
     assert!(!other.allowed);
+}
+
+#[test]
+fn given_a_live_grant_of_one_group_then_another_held_group_is_still_refused_by_name() {
+    // alice's admin grant (sudo) is revoked; she activates the cheap docker role. A shell from
+    // the admin grant holds sudo and docker: docker's grant must not vouch for sudo.
+    let mut e = env();
+    let root = e.who("root");
+    let frank = e.who("frank");
+    e.activate("alice", "rescue", 0, "", "", "").unwrap();
+    e.m.admin_revoke(&frank, "alice", "rescue", "rotation over")
+        .unwrap();
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    let decision =
+        e.m.check_access(&root, "alice", &groups(&["docker", "sudo"]))
+            .unwrap();
+    assert!(!decision.allowed);
+    assert!(
+        decision
+            .message
+            .starts_with("pim: your grant for role rescue (group sudo) ended at"),
+        "{}",
+        decision.message
+    );
+    assert!(decision.message.ends_with("run 'pim activate rescue'"));
+    // Each group covered on its own: allowed.
+    e.activate("alice", "rescue", 0, "", "", "").unwrap();
+    assert!(
+        e.m.check_access(&root, "alice", &groups(&["docker", "sudo"]))
+            .unwrap()
+            .allowed
+    );
+}
+
+#[test]
+fn given_permanent_in_one_role_then_another_held_group_is_refused_by_name() {
+    // paul is permanent in wheel only; a stale sudo must not ride on it.
+    let mut e = env();
+    let root = e.who("root");
+    let decision =
+        e.m.check_access(&root, "paul", &groups(&["wheel", "sudo"]))
+            .unwrap();
+    assert!(!decision.allowed);
+    assert!(
+        decision.message.contains("group sudo") && !decision.message.contains("wheel"),
+        "{}",
+        decision.message
+    );
+    let records = e.audited("access-check");
+    assert_eq!(records.len(), 1);
+}
+
+#[test]
+fn given_a_held_group_no_role_grants_then_refused_whatever_else_is_covered() {
+    let mut e = env();
+    let root = e.who("root");
+    e.activate("alice", "rescue", 0, "", "", "").unwrap();
+    let decision =
+        e.m.check_access(&root, "alice", &groups(&["sudo", "ops"]))
+            .unwrap();
+    assert!(!decision.allowed);
+    assert_eq!(
+        decision.message,
+        "pim: you hold group ops without a live grant, and no pim role grants it to you; ask an administrator"
+    );
+}
+
+#[test]
+fn given_a_name_from_nss_outside_useradd_syntax_then_it_is_judged() {
+    let mut e = env();
+    let root = e.who("root");
+    e.accounts.add_user("kim@corp", 1100);
+    e.accounts.add_group("sudo", &["kim@corp"]);
+    let decision =
+        e.m.check_access(&root, "kim@corp", &groups(&["sudo"]))
+            .unwrap();
+    assert!(!decision.allowed);
+    assert!(
+        decision.message.contains("without a live grant"),
+        "{}",
+        decision.message
+    );
+    // A name NSS does not know is refused, not an error.
+    let unknown =
+        e.m.check_access(&root, "nobody@corp", &groups(&["sudo"]))
+            .unwrap();
+    assert!(!unknown.allowed);
+    assert!(
+        unknown.message.contains("not in this host's user database"),
+        "{}",
+        unknown.message
+    );
+    // Still bounded and free of control characters.
+    assert_err!(
+        e.m.check_access(&root, "kim\ncorp", &groups(&["sudo"])),
+        InvalidArgument
+    );
+    assert_err!(
+        e.m.check_access(&root, &"k".repeat(257), &groups(&["sudo"])),
+        InvalidArgument
+    );
+    assert_err!(
+        e.m.check_access(&root, "", &groups(&["sudo"])),
+        InvalidArgument
+    );
 }
 
 #[test]

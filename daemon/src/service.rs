@@ -2,6 +2,7 @@
 //! domain core on a blocking thread, then publish what it left behind (syslog lines, events
 //! for watchers, `notify_command`). No policy lives here.
 
+use crate::access::AccessReader;
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
@@ -138,28 +139,6 @@ impl Core {
                 Outcome::Error => Severity::Error,
             };
             let _ = self.syslog.send(severity, &syslog_message(entry));
-        }
-    }
-
-    /// Like `with_manager`, for short read-only work on the PAM path: runs on this thread when
-    /// the manager is free (saving the hop to the blocking pool), else waits its turn there.
-    pub async fn with_manager_quick<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
-    ) -> Result<T, PimError> {
-        let inline = match self.manager.try_lock() {
-            Ok(mut manager) => {
-                let result = f(&mut manager);
-                Ok((result, self.drain(&mut manager)))
-            }
-            Err(_) => Err(f),
-        };
-        match inline {
-            Ok((result, outbox)) => {
-                self.publish(outbox).await;
-                result
-            }
-            Err(f) => self.with_manager(f).await,
         }
     }
 
@@ -364,11 +343,17 @@ async fn forget_when_gone(core: Arc<Core>, bus: fdo::DBusProxy<'static>, name: S
 pub struct ManagerService {
     core: Arc<Core>,
     bus: fdo::DBusProxy<'static>,
+    /// CheckAccess's read path, shared with the reload that swaps its configuration.
+    access: Arc<Mutex<AccessReader>>,
 }
 
 impl ManagerService {
-    pub fn new(core: Arc<Core>, bus: fdo::DBusProxy<'static>) -> Self {
-        ManagerService { core, bus }
+    pub fn new(
+        core: Arc<Core>,
+        bus: fdo::DBusProxy<'static>,
+        access: Arc<Mutex<AccessReader>>,
+    ) -> Self {
+        ManagerService { core, bus, access }
     }
 
     /// The caller's uid, from the bus's record of the sending connection: never from
@@ -602,13 +587,16 @@ impl ManagerService {
                 .call(&h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
-        // Sudo waits on this call. Who is calling (a round trip to the bus) and what the answer
-        // would be for root (a read) do not depend on each other: work both out at once, and
-        // use the answer only if the caller is root.
-        let speculative = {
-            let (user, groups) = (user.clone(), groups.clone());
-            self.core
-                .with_manager_quick(move |m| m.access_decision(&user, &groups))
+        // Sudo waits on this call, so it never waits behind other callers' work: the answer
+        // comes from the access check's own read path, which holds nothing the manager's
+        // writers hold. Who is calling (a round trip to the bus) and what the answer would be
+        // for root (a read) do not depend on each other: work both out at once, and use the
+        // answer only if the caller is root.
+        let speculative = async {
+            self.access
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .decide(&user, &groups)
         };
         let (uid, decision) = tokio::join!(self.caller_uid(&h), speculative);
         if uid? != 0 {
@@ -619,10 +607,16 @@ impl ManagerService {
         }
         let decision = decision?;
         if !decision.allowed {
-            let message = decision.message.clone();
-            self.core
-                .with_manager(move |m| m.audit_access_denial(&user, &groups, &message))
-                .await?;
+            // Queued to the manager; the answer does not wait for the record.
+            let (core, message) = (self.core.clone(), decision.message.clone());
+            tokio::spawn(async move {
+                if let Err(e) = core
+                    .with_manager(move |m| m.audit_access_denial(&user, &groups, &message))
+                    .await
+                {
+                    eprintln!("pimd: cannot record an access refusal: {}", e.message());
+                }
+            });
         }
         Ok(decision)
     }

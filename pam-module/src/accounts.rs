@@ -14,7 +14,7 @@
 //! `wheel`).
 #![forbid(unsafe_code)]
 
-use nix::unistd::{self, Gid, Group, User};
+use nix::unistd::{self, Gid, Group, Uid, User};
 
 use crate::decision::{Accounts, Held, UserEntry};
 
@@ -34,6 +34,20 @@ impl Accounts for SystemAccounts {
             })),
             Ok(None) => Ok(None),
             Err(e) => Err(format!("user database lookup failed: {e}")),
+        }
+    }
+
+    fn lookup_uid(&self, uid: u32) -> Result<Option<(String, UserEntry)>, String> {
+        match User::from_uid(Uid::from_raw(uid)) {
+            Ok(Some(entry)) => Ok(Some((
+                entry.name,
+                UserEntry {
+                    uid: entry.uid.as_raw(),
+                    gid: entry.gid.as_raw(),
+                },
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("user database lookup of uid {uid} failed: {e}")),
         }
     }
 
@@ -150,6 +164,9 @@ mod tests {
     fn given_root_on_this_host_then_lookup_finds_uid_0() {
         let entry = SystemAccounts.lookup("root").unwrap().unwrap();
         assert_eq!(entry.uid, 0);
+        let (name, by_uid) = SystemAccounts.lookup_uid(0).unwrap().unwrap();
+        assert_eq!((name.as_str(), by_uid), ("root", entry));
+        assert_eq!(SystemAccounts.lookup_uid(4_000_000_123).unwrap(), None);
     }
 
     #[test]

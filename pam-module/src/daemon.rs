@@ -37,7 +37,10 @@ use crate::wire::{self, Arg, Message};
 /// Why the daemon gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonFailure {
-    /// The bus could not be reached, or pimd is not on it.
+    /// Nothing listens: no bus socket, a socket nobody accepts on, or no owner of pimd's name on
+    /// the bus. The only failure `fail=open` lets through: no local user can bring it about.
+    Absent(String),
+    /// The bus was reached but the exchange broke down (refused authentication, hang-up).
     Unreachable(String),
     /// No answer within the bound on the whole check.
     Timeout(Duration),
@@ -48,6 +51,7 @@ pub enum DaemonFailure {
 impl fmt::Display for DaemonFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DaemonFailure::Absent(why) => write!(f, "pimd is absent: {why}"),
             DaemonFailure::Unreachable(why) => write!(f, "pimd is unreachable: {why}"),
             DaemonFailure::Timeout(after) => {
                 write!(f, "pimd did not answer within {}ms", after.as_millis())
@@ -187,6 +191,12 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
             Ok(()) => return Ok(UnixStream::from(fd)),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Err(clock.expired()),
+            Err(e @ (Errno::ENOENT | Errno::ECONNREFUSED)) => {
+                return Err(DaemonFailure::Absent(format!(
+                    "system bus at {}: {e}",
+                    path.display()
+                )))
+            }
             Err(e) => return Err(unreachable(e)),
         }
     }
@@ -324,9 +334,10 @@ fn answer(message: &Message) -> Result<AccessDecision, DaemonFailure> {
     if message.kind == wire::ERROR {
         let name = message.error_name.as_deref().unwrap_or("");
         return Err(match name {
+            // The bus's own word that nobody owns the name and it cannot be activated. Anything
+            // else (pimd's errors, NoReply, a failed activation) is an answer that denies.
             "org.freedesktop.DBus.Error.ServiceUnknown"
-            | "org.freedesktop.DBus.Error.NameHasNoOwner"
-            | "org.freedesktop.DBus.Error.NoServer" => DaemonFailure::Unreachable(format!(
+            | "org.freedesktop.DBus.Error.NameHasNoOwner" => DaemonFailure::Absent(format!(
                 "{} is not on the bus: {}",
                 pim_common::BUS_NAME,
                 error_summary(message)
@@ -589,7 +600,21 @@ mod tests {
             let result =
                 FakeBus::answering("unknown", error(name, "no")).check(Duration::from_secs(5));
             assert!(
-                matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains(name)),
+                matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains(name)),
+                "{result:?}"
+            );
+        }
+        // pimd owns the name but gave no answer, or its activation failed: not absent.
+        for name in [
+            "org.freedesktop.DBus.Error.NoReply",
+            "org.freedesktop.DBus.Error.NoServer",
+            "org.freedesktop.DBus.Error.Spawn.ChildExited",
+            "org.pim.Manager1.Error.InvalidArgument",
+        ] {
+            let result =
+                FakeBus::answering("answered", error(name, "no")).check(Duration::from_secs(5));
+            assert!(
+                matches!(&result, Err(DaemonFailure::Error(why)) if why.contains(name)),
                 "{result:?}"
             );
         }
@@ -669,13 +694,13 @@ mod tests {
     }
 
     #[test]
-    fn given_no_socket_then_unreachable_quickly() {
+    fn given_no_socket_then_absent_quickly() {
         let (socket, dir) = temp_socket("absent");
         let started = Instant::now();
         let result = BusDaemon::at(&socket, Duration::from_secs(5))
             .check_access("alice", &["sudo".to_string()]);
         assert!(
-            matches!(result, Err(DaemonFailure::Unreachable(_))),
+            matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains("ENOENT")),
             "{result:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -683,13 +708,13 @@ mod tests {
     }
 
     #[test]
-    fn given_a_socket_nobody_listens_on_then_unreachable() {
+    fn given_a_socket_nobody_listens_on_then_absent() {
         let (socket, dir) = temp_socket("refused");
         drop(UnixListener::bind(&socket).unwrap());
         let result = BusDaemon::at(&socket, Duration::from_secs(5))
             .check_access("alice", &["sudo".to_string()]);
         assert!(
-            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("ECONNREFUSED")),
+            matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains("ECONNREFUSED")),
             "{result:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();

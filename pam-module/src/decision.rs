@@ -1,33 +1,50 @@
 //! The account decision, free of PAM and of the host: what the module returns, what it tells
-//! the user, and what it logs, given its arguments, the service, the user, the host's accounts
-//! and the daemon.
+//! the user, and what it logs, given its arguments, who is asking, the host's accounts and the
+//! daemon.
+//!
+//! **Whom it judges** (the *judged user*): the person asking for privilege, never the account
+//! being switched to.
+//!
+//! | real uid of the process | PAM_RUSER | judged user |
+//! | --- | --- | --- |
+//! | not 0 (sudo and su are set-uid and keep the invoker's real uid) | anything | the real uid's user; a PAM_RUSER that names someone else is logged and ignored |
+//! | 0 | set | PAM_RUSER: a root process that says on whose behalf it asks (sudo and su run by root say `root`) |
+//! | 0 | unset | PAM_USER: a root daemon logging someone in (sshd, login, cron, pamtester run by root) |
+//!
+//! So sudo's `targetpw`, `rootpw` and `runaspw`, which make PAM_USER the target, change nothing:
+//! `sudo` by alice judges alice whatever the target is.
 //!
 //! | situation | result | daemon asked |
 //! | --- | --- | --- |
 //! | service not in `services=` | Ignore | no |
-//! | PAM_USER unset | UserUnknown | no |
+//! | no judged user name (PAM_USER and PAM_RUSER unset under real uid 0) | UserUnknown | no |
+//! | real uid (not 0) without a user name | UserUnknown | no |
 //! | user database lookup fails | SystemError | no |
-//! | user unknown to the user database (sound line) | Ignore | no |
-//! | uid 0 | Ignore (whatever the line says) | no |
+//! | judged user unknown to the user database (sound line) | Ignore | no |
+//! | judged user is uid 0 | Ignore (whatever the line says) | no |
 //! | line has errors, `groups=` unusable (absent or malformed) | Deny | no |
 //! | line has errors, user holds no managed group | Ignore | no |
 //! | line has errors, user holds a managed group | Deny | no |
 //! | group lookup fails | SystemError | no |
+//! | none of the groups in `groups=` exists (a typo) | Deny | no |
 //! | user holds no managed group | Ignore | no |
-//! | daemon allows | Allow | yes |
+//! | daemon allows (every held group covered) | Allow | yes |
 //! | daemon refuses | Deny, with the daemon's message | yes |
-//! | daemon unreachable, erring or too slow, `fail=closed` | Deny | yes |
-//! | daemon unreachable, erring or too slow, `fail=open` | Ignore | yes |
+//! | daemon absent (nothing listens), `fail=open` | Ignore | yes |
+//! | daemon absent, `fail=closed` | Deny | yes |
+//! | daemon too slow, erring, refusing the call, or the bus breaking down | Deny (whatever `fail=`) | yes |
 //!
 //! "Line has errors" means a malformed argument or a missing `groups=`; unknown arguments are
 //! only logged. A service filter that parsed keeps applying when another argument is malformed,
-//! so a broken `timeout=` on a line restricted to sudo cannot affect logins.
+//! so a broken `timeout=` on a line restricted to sudo cannot affect logins. `fail=open` applies
+//! only to an absent daemon: the checked user can slow pimd down or feed it a name it rejects,
+//! but cannot make it stop listening.
 #![forbid(unsafe_code)]
 
 use pim_common::text::escape;
 
 use crate::args::{FailMode, Parsed};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, DaemonFailure};
 
 /// Longest message shown to the user, in bytes (PAM_MAX_MSG_SIZE is 512).
 pub const MAX_USER_MESSAGE_BYTES: usize = 400;
@@ -47,10 +64,25 @@ pub struct Held {
     pub missing: Vec<String>,
 }
 
+/// Who is asking, as PAM and the kernel tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asker<'a> {
+    /// PAM_SERVICE.
+    pub service: Option<&'a str>,
+    /// PAM_USER: the account logged in to or switched to (root under sudo's `targetpw`).
+    pub user: Option<&'a str>,
+    /// PAM_RUSER: the invoking user's name, as the application says.
+    pub ruser: Option<&'a str>,
+    /// The real uid of the process running the PAM stack.
+    pub real_uid: u32,
+}
+
 /// The host's user and group databases (see `accounts::SystemAccounts`).
 pub trait Accounts {
     /// The user's entry; `Ok(None)` when there is no such user.
     fn lookup(&self, user: &str) -> Result<Option<UserEntry>, String>;
+    /// The name and entry of the user with `uid`; `Ok(None)` when there is none.
+    fn lookup_uid(&self, uid: u32) -> Result<Option<(String, UserEntry)>, String>;
     /// Which of `managed` the user holds.
     fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String>;
 }
@@ -117,11 +149,10 @@ impl Recorder {
 const MISCONFIGURED: &str =
     "pim: access refused: pam_pim is misconfigured on this host; ask an administrator (details are in the system log)";
 
-/// Decides the account phase for `user` of `service`.
+/// Decides the account phase for `asker`.
 pub fn decide(
     parsed: &Parsed,
-    service: Option<&str>,
-    user: Option<&str>,
+    asker: &Asker<'_>,
     accounts: &dyn Accounts,
     daemon: &dyn Daemon,
 ) -> Decision {
@@ -139,6 +170,7 @@ pub fn decide(
     for error in &parsed.errors {
         rec.line(Level::Error, format!("configuration error: {error}"));
     }
+    let service = asker.service;
     let shown_service = service.map_or_else(|| "(unset)".to_string(), escape);
 
     if !options.acts_for(service) {
@@ -148,25 +180,12 @@ pub fn decide(
         );
         return rec.done(Outcome::Ignore);
     }
-    let Some(user) = user else {
-        rec.line(
-            Level::Error,
-            format!("service {shown_service}: no user name (PAM_USER unset); cannot decide"),
-        );
-        return rec.done(Outcome::UserUnknown);
+    let (user, entry) = match judged_user(asker, accounts, &mut rec, &shown_service) {
+        Ok(judged) => judged,
+        Err(outcome) => return rec.done(outcome),
     };
+    let user = user.as_str();
     let shown_user = escape(user);
-
-    let entry = match accounts.lookup(user) {
-        Ok(entry) => entry,
-        Err(e) => {
-            rec.line(
-                Level::Error,
-                format!("user {shown_user}: cannot look the user up: {}", escape(&e)),
-            );
-            return rec.done(Outcome::SystemError);
-        }
-    };
     if entry.is_some_and(|e| e.uid == 0) {
         if parsed.is_sound() {
             rec.line(
@@ -218,14 +237,20 @@ pub fn decide(
             return rec.done(Outcome::SystemError);
         }
     };
-    if !held.missing.is_empty() {
-        let level = if held.missing.len() == managed.len() {
-            Level::Warning
-        } else {
-            Level::Debug
-        };
+    if held.missing.len() == managed.len() {
+        // A typo (groups=sduo) must not turn the module off for the group that was meant.
         rec.line(
-            level,
+            Level::Error,
+            format!(
+                "user {shown_user} denied on {shown_service}: none of the groups in groups= ({}) exists on this host, so every user but root is refused; check groups=",
+                held.missing.join(",")
+            ),
+        );
+        return rec.done(Outcome::Deny(MISCONFIGURED.to_string()));
+    }
+    if !held.missing.is_empty() {
+        rec.line(
+            Level::Debug,
             format!(
                 "managed group(s) {} do not exist on this host; check groups=",
                 held.missing.join(",")
@@ -278,30 +303,95 @@ pub fn decide(
             rec.done(Outcome::Deny(message))
         }
         Err(failure) => {
-            let failure = escape(&failure.to_string());
-            match options.fail {
-                FailMode::Closed => {
-                    rec.line(
-                        Level::Error,
-                        format!(
-                            "user {shown_user} denied on {shown_service} for {groups}: {failure} (fail=closed)"
-                        ),
-                    );
-                    rec.done(Outcome::Deny(format!(
-                        "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
-                    )))
-                }
-                FailMode::Open => {
-                    rec.line(
-                        Level::Error,
-                        format!(
-                            "user {shown_user} on {shown_service} holds {groups}: {failure}; ignoring (fail=open)"
-                        ),
-                    );
-                    rec.done(Outcome::Ignore)
-                }
+            let absent = matches!(failure, DaemonFailure::Absent(_));
+            let shown_failure = escape(&failure.to_string());
+            if absent && options.fail == FailMode::Open {
+                rec.line(
+                    Level::Error,
+                    format!(
+                        "user {shown_user} on {shown_service} holds {groups}: {shown_failure}; ignoring (fail=open)"
+                    ),
+                );
+                return rec.done(Outcome::Ignore);
             }
+            let why = match options.fail {
+                FailMode::Closed => "fail=closed",
+                FailMode::Open => "fail=open applies only when pimd is absent",
+            };
+            rec.line(
+                Level::Error,
+                format!(
+                    "user {shown_user} denied on {shown_service} for {groups}: {shown_failure} ({why})"
+                ),
+            );
+            rec.done(Outcome::Deny(format!(
+                "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
+            )))
         }
+    }
+}
+
+/// The judged user's name and entry (see the table at the top), or the outcome when there is
+/// nobody to judge. `None` for the entry: a name the user database does not know.
+fn judged_user(
+    asker: &Asker<'_>,
+    accounts: &dyn Accounts,
+    rec: &mut Recorder,
+    shown_service: &str,
+) -> Result<(String, Option<UserEntry>), Outcome> {
+    let database_failed = |rec: &mut Recorder, who: &str, e: &str| {
+        rec.line(
+            Level::Error,
+            format!("{who}: cannot look the user up: {}", escape(e)),
+        );
+        Outcome::SystemError
+    };
+    if asker.real_uid != 0 {
+        let uid = asker.real_uid;
+        let (name, entry) = match accounts.lookup_uid(uid) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                rec.line(
+                    Level::Error,
+                    format!("service {shown_service}: the invoking real uid {uid} has no user name; cannot decide"),
+                );
+                return Err(Outcome::UserUnknown);
+            }
+            Err(e) => return Err(database_failed(rec, &format!("uid {uid}"), &e)),
+        };
+        if let Some(ruser) = asker.ruser.filter(|r| !r.is_empty() && *r != name) {
+            rec.line(
+                Level::Notice,
+                format!(
+                    "PAM_RUSER {} is not the invoking user {} (real uid {uid}); judging {}",
+                    escape(ruser),
+                    escape(&name),
+                    escape(&name)
+                ),
+            );
+        }
+        if let Some(target) = asker.user.filter(|u| *u != name) {
+            rec.line(
+                Level::Debug,
+                format!(
+                    "judging the invoking user {}, not the target {}",
+                    escape(&name),
+                    escape(target)
+                ),
+            );
+        }
+        return Ok((name, Some(entry)));
+    }
+    let Some(name) = asker.ruser.filter(|r| !r.is_empty()).or(asker.user) else {
+        rec.line(
+            Level::Error,
+            format!("service {shown_service}: no user name (PAM_USER unset); cannot decide"),
+        );
+        return Err(Outcome::UserUnknown);
+    };
+    match accounts.lookup(name) {
+        Ok(entry) => Ok((name.to_string(), entry)),
+        Err(e) => Err(database_failed(rec, &format!("user {}", escape(name)), &e)),
     }
 }
 
@@ -367,6 +457,17 @@ mod tests {
                 }),
                 _ => None,
             })
+        }
+
+        fn lookup_uid(&self, uid: u32) -> Result<Option<(String, UserEntry)>, String> {
+            let name = match uid {
+                0 => "root",
+                1000 => "alice",
+                1001 => "bob",
+                1002 => "carol",
+                _ => return Ok(None),
+            };
+            Ok(self.lookup(name)?.map(|entry| (name.to_string(), entry)))
         }
 
         fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String> {
@@ -438,14 +539,26 @@ mod tests {
         }
     }
 
+    /// A root process asking about PAM_USER `user` (pamtester run by root, sshd).
     fn run(args: &[&str], service: &str, user: &str, daemon: &FakeDaemon) -> Decision {
-        decide(
-            &args::parse(args),
-            Some(service),
-            Some(user),
-            &OK_ACCOUNTS,
-            daemon,
-        )
+        let asker = Asker {
+            service: Some(service),
+            user: Some(user),
+            ruser: None,
+            real_uid: 0,
+        };
+        decide(&args::parse(args), &asker, &OK_ACCOUNTS, daemon)
+    }
+
+    /// sudo run by the user with real uid `real_uid`, PAM_USER `target` and PAM_RUSER `ruser`.
+    fn sudo_by(real_uid: u32, target: &str, ruser: Option<&str>, daemon: &FakeDaemon) -> Decision {
+        let asker = Asker {
+            service: Some("sudo"),
+            user: Some(target),
+            ruser,
+            real_uid,
+        };
+        decide(&args::parse(LINE), &asker, &OK_ACCOUNTS, daemon)
     }
 
     fn logged(decision: &Decision, level: Level, needle: &str) -> bool {
@@ -577,9 +690,8 @@ mod tests {
     }
 
     #[test]
-    fn given_daemon_unreachable_and_fail_open_then_ignore_and_log() {
-        let daemon =
-            FakeDaemon::answering(Err(DaemonFailure::Unreachable("no such socket".into())));
+    fn given_daemon_absent_and_fail_open_then_ignore_and_log() {
+        let daemon = FakeDaemon::answering(Err(DaemonFailure::Absent("no such socket".into())));
         let args = [LINE, &["fail=open"]].concat();
         let decision = run(&args, "sudo", "alice", &daemon);
         assert_eq!(decision.outcome, Outcome::Ignore);
@@ -587,7 +699,7 @@ mod tests {
     }
 
     #[test]
-    fn given_a_daemon_timeout_then_fail_mode_decides() {
+    fn given_a_daemon_timeout_then_deny_whatever_the_fail_mode() {
         let timeout = Err(DaemonFailure::Timeout(Duration::from_millis(500)));
         let closed = run(
             LINE,
@@ -599,19 +711,81 @@ mod tests {
         assert!(logged(&closed, Level::Error, "within 500ms"));
         let args = [LINE, &["fail=open"]].concat();
         let open = run(&args, "sudo", "alice", &FakeDaemon::answering(timeout));
-        assert_eq!(open.outcome, Outcome::Ignore);
+        assert!(matches!(open.outcome, Outcome::Deny(_)), "{open:?}");
+        assert!(logged(&open, Level::Error, "only when pimd is absent"));
     }
 
     #[test]
-    fn given_a_daemon_error_then_fail_mode_decides() {
-        let error = Err(DaemonFailure::Error(
-            "only root may call CheckAccess".into(),
+    fn given_a_daemon_error_or_a_broken_exchange_then_deny_whatever_the_fail_mode() {
+        for failure in [
+            DaemonFailure::Error("org.pim.Manager1.Error.InvalidArgument: bad name".into()),
+            DaemonFailure::Unreachable("the bus closed the connection".into()),
+        ] {
+            let error = Err(failure);
+            let closed = run(LINE, "sudo", "alice", &FakeDaemon::answering(error.clone()));
+            assert!(matches!(closed.outcome, Outcome::Deny(_)));
+            let args = [LINE, &["fail=open"]].concat();
+            let open = run(&args, "sudo", "alice", &FakeDaemon::answering(error));
+            assert!(matches!(open.outcome, Outcome::Deny(_)), "{open:?}");
+        }
+    }
+
+    #[test]
+    fn given_sudo_with_targetpw_then_the_invoking_user_is_judged_not_the_target() {
+        // sudo by alice (real uid 1000) with PAM_USER root, as targetpw, rootpw and runaspw make it.
+        let daemon = FakeDaemon::refusing("pim: no");
+        let decision = sudo_by(1000, "root", Some("alice"), &daemon);
+        assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
+        assert_eq!(
+            daemon.calls(),
+            [("alice".to_string(), vec!["sudo".to_string()])]
+        );
+        // And with any other target.
+        let daemon = FakeDaemon::refusing("pim: no");
+        sudo_by(1000, "bob", Some("alice"), &daemon);
+        assert_eq!(daemon.calls()[0].0, "alice");
+    }
+
+    #[test]
+    fn given_a_ruser_that_is_not_the_real_uids_user_then_the_real_uid_wins() {
+        let daemon = FakeDaemon::allowing();
+        let decision = sudo_by(1000, "alice", Some("root"), &daemon);
+        assert_eq!(daemon.calls()[0].0, "alice");
+        assert!(logged(
+            &decision,
+            Level::Notice,
+            "PAM_RUSER root is not the invoking user alice"
         ));
-        let closed = run(LINE, "sudo", "alice", &FakeDaemon::answering(error.clone()));
-        assert!(matches!(closed.outcome, Outcome::Deny(_)));
-        let args = [LINE, &["fail=open"]].concat();
-        let open = run(&args, "sudo", "alice", &FakeDaemon::answering(error));
-        assert_eq!(open.outcome, Outcome::Ignore);
+        // bob holds nothing: ignored however PAM_USER and PAM_RUSER name alice.
+        let daemon = FakeDaemon::allowing();
+        let decision = sudo_by(1001, "alice", Some("alice"), &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_root_invoking_then_ignore_whatever_the_target() {
+        // sudo or su run by root: real uid 0, PAM_RUSER root.
+        let daemon = FakeDaemon::allowing();
+        let decision = sudo_by(0, "alice", Some("root"), &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
+    }
+
+    #[test]
+    fn given_a_root_process_naming_the_invoker_in_ruser_then_that_user_is_judged() {
+        let daemon = FakeDaemon::refusing("pim: no");
+        let decision = sudo_by(0, "root", Some("alice"), &daemon);
+        assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
+        assert_eq!(daemon.calls()[0].0, "alice");
+    }
+
+    #[test]
+    fn given_a_real_uid_without_a_name_then_user_unknown_without_asking() {
+        let daemon = FakeDaemon::allowing();
+        let decision = sudo_by(4242, "root", Some("alice"), &daemon);
+        assert_eq!(decision.outcome, Outcome::UserUnknown);
+        assert!(daemon.calls().is_empty());
     }
 
     #[test]
@@ -711,13 +885,13 @@ mod tests {
     #[test]
     fn given_no_user_name_then_user_unknown() {
         let daemon = FakeDaemon::allowing();
-        let decision = decide(
-            &args::parse(LINE),
-            Some("sudo"),
-            None,
-            &OK_ACCOUNTS,
-            &daemon,
-        );
+        let asker = Asker {
+            service: Some("sudo"),
+            user: None,
+            ruser: None,
+            real_uid: 0,
+        };
+        let decision = decide(&args::parse(LINE), &asker, &OK_ACCOUNTS, &daemon);
         assert_eq!(decision.outcome, Outcome::UserUnknown);
         assert!(daemon.calls().is_empty());
     }
@@ -735,24 +909,60 @@ mod tests {
             },
         ] {
             let daemon = FakeDaemon::allowing();
-            let decision = decide(
-                &args::parse(LINE),
-                Some("sudo"),
-                Some("alice"),
-                &accounts,
-                &daemon,
-            );
+            let asker = Asker {
+                service: Some("sudo"),
+                user: Some("alice"),
+                ruser: None,
+                real_uid: 0,
+            };
+            let decision = decide(&args::parse(LINE), &asker, &accounts, &daemon);
             assert_eq!(decision.outcome, Outcome::SystemError);
             assert!(daemon.calls().is_empty());
         }
     }
 
     #[test]
-    fn given_no_managed_group_exists_then_warned() {
+    fn given_groups_naming_no_existing_group_then_everyone_but_root_is_denied() {
+        for user in ["alice", "bob", "carol"] {
+            let daemon = FakeDaemon::allowing();
+            let decision = run(&["groups=sduo"], "sudo", user, &daemon);
+            assert_eq!(
+                decision.outcome,
+                Outcome::Deny(MISCONFIGURED.into()),
+                "{user}"
+            );
+            assert!(daemon.calls().is_empty());
+            assert!(logged(
+                &decision,
+                Level::Error,
+                "none of the groups in groups= (sduo) exists"
+            ));
+        }
         let daemon = FakeDaemon::allowing();
-        let decision = run(&["groups=sudoo"], "sudo", "alice", &daemon);
+        let root = run(&["groups=sduo"], "sudo", "root", &daemon);
+        assert_eq!(root.outcome, Outcome::Ignore);
+    }
+
+    #[test]
+    fn given_some_managed_groups_missing_then_the_others_still_decide() {
+        let daemon = FakeDaemon::allowing();
+        let decision = run(&["groups=sudo,sduo", "debug"], "sudo", "bob", &daemon);
         assert_eq!(decision.outcome, Outcome::Ignore);
-        assert!(logged(&decision, Level::Warning, "sudoo do not exist"));
+        assert!(logged(&decision, Level::Debug, "sduo do not exist"));
+    }
+
+    #[test]
+    fn given_fail_open_and_an_absent_daemon_then_ignore() {
+        let daemon = FakeDaemon::answering(Err(DaemonFailure::Absent(
+            "org.freedesktop.DBus.Error.ServiceUnknown".into(),
+        )));
+        let args = [LINE, &["fail=open"]].concat();
+        assert_eq!(
+            run(&args, "sudo", "alice", &daemon).outcome,
+            Outcome::Ignore
+        );
+        let closed = run(LINE, "sudo", "alice", &daemon);
+        assert!(matches!(closed.outcome, Outcome::Deny(_)));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const PAM_IGNORE: c_int = 25;
 // Items for pam_get_item (_pam_types.h).
 const PAM_SERVICE: c_int = 1;
 const PAM_USER: c_int = 2;
+const PAM_RUSER: c_int = 8;
 
 // Message styles (_pam_types.h).
 const PAM_ERROR_MSG: c_int = 3;
@@ -56,13 +57,13 @@ struct PamHandle<'a> {
 }
 
 impl PamHandle<'_> {
-    /// A string item (PAM_SERVICE, PAM_USER): `None` when unset, `Some(Err(()))` when it is not
+    /// A string item (PAM_SERVICE, PAM_USER, PAM_RUSER): `None` when unset, `Some(Err(()))` when it is not
     /// UTF-8.
     fn string_item(&self, item_type: c_int) -> Option<Result<String, ()>> {
         let mut item: *const c_void = ptr::null();
         // SAFETY: `raw` is the live handle PAM passed to this call; `item` is a valid place for
         // pam_get_item to store a pointer. For PAM_SERVICE and PAM_USER the stored pointer is
-        // NULL or a NUL-terminated string owned by the handle.
+        // NULL or a NUL-terminated string owned by the handle; likewise PAM_RUSER.
         let status = unsafe { pam_get_item(self.raw.as_ptr(), item_type, &mut item) };
         if status != PAM_SUCCESS || item.is_null() {
             return None;
@@ -155,18 +156,32 @@ fn code(outcome: &Outcome) -> c_int {
     }
 }
 
+/// A user name item (PAM_USER, PAM_RUSER); `Err` (already logged) when it is not UTF-8.
+fn name_item(pamh: &PamHandle<'_>, item_type: c_int, what: &str) -> Result<Option<String>, ()> {
+    match pamh.string_item(item_type) {
+        Some(Ok(name)) => Ok(Some(name)),
+        Some(Err(())) => {
+            pamh.log(
+                Level::Error,
+                &format!("{what} is not valid UTF-8; refusing"),
+            );
+            Err(())
+        }
+        None => Ok(None),
+    }
+}
+
 /// The account check, on a handle.
 fn account(pamh: &PamHandle<'_>, args: &[String]) -> c_int {
     let service = pamh.string_item(PAM_SERVICE).and_then(Result::ok);
-    let user = match pamh.string_item(PAM_USER) {
-        Some(Ok(user)) => Some(user),
-        Some(Err(())) => {
-            pamh.log(Level::Error, "the user name is not valid UTF-8; refusing");
-            return PAM_USER_UNKNOWN;
-        }
-        None => None,
+    let (Ok(user), Ok(ruser)) = (
+        name_item(pamh, PAM_USER, "the user name"),
+        name_item(pamh, PAM_RUSER, "PAM_RUSER"),
+    ) else {
+        return PAM_USER_UNKNOWN;
     };
-    let decision = crate::check_account(args, service.as_deref(), user.as_deref());
+    let decision =
+        crate::check_account(args, service.as_deref(), user.as_deref(), ruser.as_deref());
     for line in &decision.log {
         pamh.log(line.level, &line.text);
     }

@@ -6,7 +6,8 @@
 //!
 //! Processes keep supplementary groups after pimd takes a user out of `/etc/group`, so a user
 //! whose grant ended may still carry `sudo`. In the account phase this module finds which of the
-//! managed `groups=` the user holds (see [`accounts`]); a user holding none is left alone
+//! managed `groups=` the invoking user holds (see [`accounts`]; for sudo and su the person who
+//! ran them, by real uid, never the target account); a user holding none is left alone
 //! (PAM_IGNORE, no bus traffic: break-glass accounts never depend on the daemon). Otherwise it
 //! asks pimd, over the fixed system bus socket, `CheckAccess(user, held groups)` (see
 //! [`daemon`]), and returns PAM_SUCCESS for a live grant or PAM_PERM_DENIED with pimd's one-line
@@ -40,13 +41,21 @@ mod ffi;
 pub mod wire;
 
 /// The account check with the host's databases and pimd on the system bus: parses `args`,
-/// decides for `user` of `service`, and returns the decision with its log lines.
+/// decides for the person asking in `service` (PAM_USER `user`, PAM_RUSER `ruser`, and this
+/// process's real uid), and returns the decision with its log lines.
 pub fn check_account(
     args: &[String],
     service: Option<&str>,
     user: Option<&str>,
+    ruser: Option<&str>,
 ) -> decision::Decision {
     let parsed = args::parse(args);
     let daemon = daemon::BusDaemon::system(parsed.options.timeout);
-    decision::decide(&parsed, service, user, &accounts::SystemAccounts, &daemon)
+    let asker = decision::Asker {
+        service,
+        user,
+        ruser,
+        real_uid: nix::unistd::getuid().as_raw(),
+    };
+    decision::decide(&parsed, &asker, &accounts::SystemAccounts, &daemon)
 }

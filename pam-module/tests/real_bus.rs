@@ -140,7 +140,7 @@ fn a_real_bus_without_pimd_answers_service_unknown_at_once() {
     let started = Instant::now();
     let result = check(&bus.socket, Duration::from_secs(5), "alice", &["sudo"]);
     assert!(
-        matches!(&result, Err(DaemonFailure::Unreachable(why))
+        matches!(&result, Err(DaemonFailure::Absent(why))
             if why.contains("org.freedesktop.DBus.Error.ServiceUnknown")),
         "{result:?}"
     );

@@ -286,7 +286,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
     });
     sb.run_with_groups("alice", &["sudo"], &["sudo", "-n", "true"])
         .assert_failure()
-        .assert_stderr_contains("pim: your grant for role admin ended");
+        .assert_stderr_contains("pim: your grant for role admin (group sudo) ended");
     sb.run("alice", &["sudo", "-n", "true"]).assert_failure();
 
     // --- pim doctor on the installed host.
@@ -307,6 +307,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
         "bus-policy",
         "activation",
         "pam-module",
+        "sudoers",
         "config",
         "database",
         "groups",
@@ -326,7 +327,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
         .iter()
         .filter(|c| c["status"] == "skip" && c["message"].as_str().unwrap_or("").contains("root"))
         .count();
-    assert_eq!(needs_root, 5, "{as_user}");
+    assert_eq!(needs_root, 6, "{as_user}");
 
     // --- D-Bus activation: with pimd gone, a call starts the installed pimd again.
     drop(pimd.kill());

@@ -136,13 +136,14 @@ fn assert_refused_with(out: &Output, prefix: &str, suffix: &str) {
     assert_one_reason(out, prefix, suffix);
 }
 
-/// The reason shown for a grant that ended: `pim: your grant for role admin ended at HH:MM
-/// UTC; run 'pim activate admin'` (the date goes before the time when it was another day).
+/// The reason shown for a grant that ended: `pim: your grant for role admin (group sudo) ended
+/// at HH:MM UTC; run 'pim activate admin'` (the date goes before the time when it was another
+/// day).
 #[track_caller]
 fn assert_grant_ended_reason(out: &Output) {
     assert_one_reason(
         out,
-        "pim: your grant for role admin ended at ",
+        "pim: your grant for role admin (group sudo) ended at ",
         " UTC; run 'pim activate admin'",
     );
 }
@@ -460,12 +461,13 @@ fn hung_pimd_is_bounded_by_the_module_timeout() {
     assert_refused_with(&out, UNCONFIRMED, "");
     assert!(took >= Duration::from_secs(1) && took < bound, "{took:?}");
 
-    // fail=open: the same wait, then the rest of the stack decides.
+    // fail=open: a daemon that holds its name but does not answer is not absent (the checked
+    // user could bring that about by flooding it): refused all the same.
     set_module_line(&sb, "groups=sudo timeout=1s fail=open");
     let started = Instant::now();
     let out = sudo_stale(&sb, "mallory");
     let took = started.elapsed();
-    out.assert_success();
+    assert_refused_with(&out, UNCONFIRMED, "");
     assert!(took >= Duration::from_secs(1) && took < bound, "{took:?}");
 
     // Others never wait for the daemon.
@@ -662,7 +664,16 @@ fn denials_are_audited_and_successes_are_not() {
     assert_grant_ended(&sudo_stale(&sb, "alice"));
     assert_refused_with(&sudo_fresh(&sb, "mallory"), "pim: you hold group sudo", "");
 
-    let checks = access_checks(&sb);
+    // The records are queued to pimd's writer: sudo's answer does not wait for them.
+    let mut checks = Vec::new();
+    sb.wait_until(
+        "both refusals in the audit",
+        Duration::from_secs(30),
+        || {
+            checks = access_checks(&sb);
+            checks.len() >= 2
+        },
+    );
     assert_eq!(checks.len(), 2, "{checks:#?}");
     let alice = checks
         .iter()
@@ -713,4 +724,298 @@ fn a_line_in_another_phase_is_ignored() {
         ],
     )
     .assert_success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks on whom and what the check judges
+// ---------------------------------------------------------------------------------------------
+
+/// Roles of three gated groups: `admin` (sudo) and the cheap `docker` for alice, and `db`
+/// (dbadmin) where dana is `permanent`.
+const CONFIG_THREE_GROUPS: &str = r#"
+[roles.admin]
+group = "sudo"
+eligible = ["alice"]
+require_mfa = false
+require_approval = false
+
+[roles.docker]
+group = "docker"
+eligible = ["alice"]
+require_mfa = false
+require_justification = false
+
+[roles.db]
+group = "dbadmin"
+permanent = ["dana"]
+require_mfa = false
+"#;
+
+#[test]
+fn a_live_grant_of_one_gated_group_does_not_vouch_for_another() {
+    let sb = host("groups=sudo,docker,dbadmin services=sudo,sudo-i");
+    sb.add_group("docker");
+    sb.add_user("dana", &["dbadmin"]);
+    sb.write_file(CONFIG_PATH, CONFIG_THREE_GROUPS, 0o644);
+    sb.start_pimd();
+
+    // alice's admin grant is revoked; she activates the cheap docker role. A shell she opened
+    // during the admin grant still carries sudo, and now docker too.
+    activate(&sb, "alice", "1h");
+    sb.run(
+        "root",
+        &[
+            "pim",
+            "admin",
+            "revoke",
+            "alice",
+            "admin",
+            "-r",
+            "rotation over",
+        ],
+    )
+    .assert_success();
+    sb.run(
+        "alice",
+        &[
+            "pim",
+            "activate",
+            "docker",
+            "-r",
+            "end-to-end test of pam_pim",
+        ],
+    )
+    .assert_success();
+    let stale = sb.run_with_groups("alice", &["sudo", "docker"], &["sudo", "-n", "true"]);
+    assert_refused_with(
+        &stale,
+        "pim: your grant for role admin (group sudo) ended at ",
+        " UTC; run 'pim activate admin'",
+    );
+
+    // dana is permanent in db's role only: a stale sudo does not ride on it.
+    let dana = sb.run_with_groups("dana", &["sudo", "dbadmin"], &["sudo", "-n", "true"]);
+    assert_refused_with(
+        &dana,
+        "pim: you hold group sudo without a live grant, and no pim role grants it to you",
+        "",
+    );
+    // With only the group it is permanent in, dana is covered.
+    pamtester(&sb, "dana").assert_success();
+
+    // Each held group covered by its own grant: allowed.
+    activate(&sb, "alice", "1h");
+    sb.run_with_groups("alice", &["sudo", "docker"], &["sudo", "-n", "true"])
+        .assert_success();
+}
+
+#[test]
+fn sudo_targetpw_rootpw_and_runaspw_judge_the_invoking_user_not_root() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    sb.run("alice", &["pim", "deactivate", "admin"])
+        .assert_success();
+    for option in ["targetpw", "rootpw", "runaspw"] {
+        // They make PAM_USER the target (root); with NOPASSWD sudo still runs the account
+        // phase, and a stale holder must be judged as herself there.
+        sb.write_file(
+            "/etc/sudoers.d/pim-e2e-target",
+            &format!("Defaults {option}\n"),
+            0o440,
+        );
+        sb.run("root", &["visudo", "-c"]).assert_success();
+        let out = sudo_stale(&sb, "alice");
+        out.assert_failure();
+        assert_grant_ended_reason(&out);
+        let mallory = sudo_fresh(&sb, "mallory");
+        assert_refused_with(
+            &mallory,
+            "pim: you hold group sudo without a live grant",
+            "",
+        );
+        // Root invoking gains nothing and loses nothing; bob holds no gated group.
+        sudo_fresh(&sb, "root").assert_success();
+        sudo_fresh(&sb, "bob").assert_success();
+        // And with a live grant alice passes.
+        activate(&sb, "alice", "1h");
+        sudo_stale(&sb, "alice").assert_success();
+        sb.run("alice", &["pim", "deactivate", "admin"])
+            .assert_success();
+
+        // doctor sees the option and that the module, in sudo's stack, judges the invoker.
+        let sudoers = doctor_check(&sb, "sudoers");
+        assert_eq!(sudoers["status"], "ok", "{sudoers}");
+        assert!(
+            sudoers["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(option)),
+            "{sudoers}"
+        );
+    }
+}
+
+#[test]
+fn sudoers_without_the_account_phase_fails_pim_doctor() {
+    let sb = host_with_pimd(PAM_ARGS);
+    assert_eq!(doctor_check(&sb, "sudoers")["status"], "ok");
+    sb.write_file(
+        "/etc/sudoers.d/pim-e2e-acct",
+        "Defaults !pam_acct_mgmt\n",
+        0o440,
+    );
+    sb.run("root", &["visudo", "-c"]).assert_success();
+    // What doctor warns about: sudo skips the account phase, so a stale holder gets root.
+    sudo_fresh(&sb, "mallory").assert_success();
+    let doctor = sb.run("root", &["pim", "doctor"]);
+    doctor.assert_status(1);
+    let sudoers = doctor_check(&sb, "sudoers");
+    assert_eq!(sudoers["status"], "fail", "{sudoers}");
+    assert!(
+        sudoers["message"].as_str().is_some_and(
+            |m| m.contains("/etc/sudoers.d/pim-e2e-acct:1") && m.contains("!pam_acct_mgmt")
+        ),
+        "{sudoers}"
+    );
+}
+
+#[test]
+fn a_groups_typo_refuses_everyone_but_root_and_fails_pim_doctor() {
+    let sb = host_with_pimd("groups=sduo services=sudo,sudo-i");
+    // mallory is in sudo outside pim: the module meant for sudo must not wave him through.
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), MISCONFIGURED, "");
+    assert_refused_with(&pamtester(&sb, "mallory"), MISCONFIGURED, "");
+    assert_refused_with(&sudo_fresh(&sb, "bob"), MISCONFIGURED, "");
+    sudo_fresh(&sb, "root").assert_success();
+    assert!(sb
+        .syslog_lines()
+        .iter()
+        .any(|l| l.contains("none of the groups in groups= (sduo) exists on this host")));
+
+    let sudo_pam = doctor_check(&sb, "sudo-pam");
+    assert_eq!(sudo_pam["status"], "fail", "{sudo_pam}");
+    assert!(
+        sudo_pam["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("none of groups=sduo exists")),
+        "{sudo_pam}"
+    );
+}
+
+#[test]
+fn fail_open_never_opens_for_a_stopped_pimd_or_an_error_reply() {
+    let sb = host_with_pimd(&format!("{PAM_ARGS} timeout=1s fail=open"));
+    // A name from NSS that useradd would not make (sssd style), in sudo outside pim: pimd used
+    // to reject it, and the error reply let it through under fail=open.
+    let kim = "kim@corp";
+    add_sudo_member_outside_useradd(&sb, kim, 2001);
+    assert_refused_with(
+        &pamtester(&sb, kim),
+        "pim: you hold group sudo without a live grant, and no pim role grants it to you",
+        "",
+    );
+    // A name pimd rejects outright (longer than any it takes): its error reply denies too.
+    let long = format!("k{}", "x".repeat(299));
+    add_sudo_member_outside_useradd(&sb, &long, 2002);
+    assert_refused_with(&pamtester(&sb, &long), UNCONFIRMED, "");
+
+    // Only an absent pimd (nothing owns the name) leaves the decision to the rest of the stack.
+    sb.kill_pimd("TERM");
+    sudo_fresh(&sb, "mallory").assert_success();
+
+    // pimd stopped but still owning its name: the call times out, and that denies.
+    sb.start_pimd();
+    assert_eq!(sb.kill_pimd("STOP"), None);
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
+    assert_eq!(sb.kill_pimd("CONT"), None);
+}
+
+#[test]
+fn a_holders_sudo_is_answered_while_another_user_keeps_pimd_busy() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    // Writes are slow (a root process holds the database's write lock, as a slow disk would
+    // make every commit wait), and bob keeps pimd's writer busy with enrolments that each wait
+    // on it for the whole busy timeout.
+    let mut lock = sb.spawn(
+        "root",
+        &[
+            "python3",
+            "-c",
+            "import sqlite3, time\n\
+             db = sqlite3.connect('/var/lib/pim/pim.db', isolation_level=None)\n\
+             db.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(600)\n",
+        ],
+    );
+    lock.wait_for_stdout("locked", Duration::from_secs(30));
+    let mut flood = sb.spawn(
+        "bob",
+        &[
+            "bash",
+            "-c",
+            "for i in 1 2 3; do (while :; do pim mfa enroll >/dev/null 2>&1; done) & done; \
+             echo started; wait",
+        ],
+    );
+    flood.wait_for_stdout("started", Duration::from_secs(30));
+    for _ in 0..3 {
+        sudo_fresh(&sb, "alice").assert_success();
+        sudo_stale(&sb, "alice").assert_success();
+    }
+    flood.kill();
+    lock.kill();
+}
+
+/// Adds `name` (uid and own group `uid`) straight to passwd, group and shadow, as a directory
+/// service (sssd, LDAP) would provide a name that useradd refuses, and puts it in `sudo`.
+fn add_sudo_member_outside_useradd(sb: &Sandbox, name: &str, uid: u32) {
+    let script = r#"set -e
+echo "$1:x:$2:$2::/tmp:/bin/sh" >>/etc/passwd
+echo "g$2:x:$2:" >>/etc/group
+echo "$1:*:19000:0:99999:7:::" >>/etc/shadow
+gpasswd -a "$1" sudo"#;
+    sb.run(
+        "root",
+        &["bash", "-c", script, "bash", name, &uid.to_string()],
+    )
+    .assert_success();
+}
+
+#[test]
+fn a_reloaded_configuration_reaches_the_access_check_at_once() {
+    let sb = host_with_pimd(PAM_ARGS);
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), "pim: you hold group sudo", "");
+    // The access check reads a snapshot of the configuration: a reload must swap it.
+    let with_mallory = CONFIG.replace(
+        r#"permanent = ["paul"]"#,
+        r#"permanent = ["paul", "mallory"]"#,
+    );
+    assert_ne!(with_mallory, CONFIG);
+    sb.write_file(CONFIG_PATH, &with_mallory, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until(
+        "pimd to take the new configuration",
+        Duration::from_secs(60),
+        || sb.pimd_log().contains("configuration reloaded"),
+    );
+    sudo_fresh(&sb, "mallory").assert_success();
+    sb.write_file(CONFIG_PATH, CONFIG, 0o644);
+    sb.kill_pimd("HUP");
+    sb.wait_until(
+        "pimd to take the old configuration back",
+        Duration::from_secs(60),
+        || sb.pimd_log().matches("configuration reloaded").count() == 2,
+    );
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), "pim: you hold group sudo", "");
+}
+
+/// The finding `check` of `pim --json doctor` run as root in the sandbox.
+fn doctor_check(sb: &Sandbox, check: &str) -> serde_json::Value {
+    let report = sb.run("root", &["pim", "--json", "doctor"]).json();
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["check"] == check))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {check} check in {report:#}"))
 }

@@ -1,0 +1,264 @@
+//! The PAM module's question, `CheckAccess(user, groups)`: may `user`, who holds the gated
+//! `groups`, use them now? Every held group must be covered on its own, by a live grant of a
+//! role of that group or by a `permanent` listing in such a role: a grant of one group never
+//! vouches for another, and a group no role grants cannot be covered at all.
+//!
+//! Sudo waits on this answer, so it has a read path of its own ([`AccessReader`]): its own
+//! read-only SQLite connection (WAL lets it read while the manager writes) and a snapshot of
+//! the configuration that a reload swaps. No lock that activations, MFA or audit writes hold is
+//! taken on the way.
+
+use crate::accounts::Accounts;
+use crate::clock::{describe, Clock};
+use crate::config::{Config, Role};
+use crate::manager::MAX_ACCESS_GROUPS;
+use crate::policy;
+use crate::store::{Store, Tx};
+use pim_common::text;
+use pim_common::types::AccessDecision;
+use pim_common::PimError;
+use std::sync::Arc;
+
+/// Longest user name taken: the module sends names from NSS, which (sssd's `kim@corp`, LDAP)
+/// need not fit useradd's syntax nor its 32 characters.
+pub const MAX_USER_NAME_BYTES: usize = 256;
+
+/// Refuses a question that is not worth any work: an empty or overlong user name, one with
+/// control or invisible characters, no groups or too many, or a malformed group name.
+pub fn check_question(user: &str, groups: &[String]) -> Result<(), PimError> {
+    if user.is_empty() {
+        return Err(PimError::InvalidArgument("the user name is empty".into()));
+    }
+    text::check("the user name", user, MAX_USER_NAME_BYTES).map_err(PimError::InvalidArgument)?;
+    if groups.is_empty() || groups.len() > MAX_ACCESS_GROUPS {
+        return Err(PimError::InvalidArgument(format!(
+            "give between 1 and {MAX_ACCESS_GROUPS} groups to check"
+        )));
+    }
+    for g in groups {
+        text::check_name("group", g).map_err(PimError::InvalidArgument)?;
+    }
+    Ok(())
+}
+
+/// The answer for `user` holding `groups` at `now`, read in `tx`. The question must have
+/// passed [`check_question`].
+pub fn decide(
+    config: &Config,
+    tx: &Tx,
+    accounts: &dyn Accounts,
+    now: i64,
+    user: &str,
+    groups: &[String],
+) -> Result<AccessDecision, PimError> {
+    if !accounts.user_exists(user) {
+        return Ok(refusal(format!(
+            "pim: your account is not in this host's user database, so pim cannot vouch for group {}; ask an administrator",
+            groups.join(",")
+        )));
+    }
+    let in_group = |g: &str| accounts.in_group(user, g);
+    let live = tx.live_grants_of(user)?;
+    for group in groups {
+        let roles: Vec<&Role> = config
+            .roles
+            .values()
+            .filter(|r| r.group == *group)
+            .collect();
+        let permanent = roles
+            .iter()
+            .any(|r| policy::any_matches(&r.permanent, user, &in_group));
+        let granted = live.iter().any(|g| g.group == *group && g.ends_at > now);
+        if !permanent && !granted {
+            return uncovered(tx, accounts, now, user, group, &roles, &live);
+        }
+    }
+    Ok(AccessDecision {
+        allowed: true,
+        message: String::new(),
+    })
+}
+
+fn refusal(message: String) -> AccessDecision {
+    AccessDecision {
+        allowed: false,
+        message,
+    }
+}
+
+/// The refusal for `group`, which nothing covers: the grant of it that ended last, else the
+/// role to activate, else that no role grants it.
+fn uncovered(
+    tx: &Tx,
+    accounts: &dyn Accounts,
+    now: i64,
+    user: &str,
+    group: &str,
+    roles: &[&Role],
+    live: &[crate::store::Grant],
+) -> Result<AccessDecision, PimError> {
+    let past_end = live
+        .iter()
+        .filter(|g| g.group == group)
+        .min_by_key(|g| g.ends_at)
+        .map(|g| (g.role.clone(), g.ends_at));
+    let ended = match past_end {
+        Some(e) => Some(e),
+        None => tx
+            .last_ended_grant(user, &[group.to_string()])?
+            .map(|g| (g.role, g.ended_at.unwrap_or(g.ends_at))),
+    };
+    if let Some((role, at)) = ended {
+        return Ok(refusal(format!(
+            "pim: your grant for role {role} (group {group}) ended at {}; run 'pim activate {role}'",
+            describe(at, now)
+        )));
+    }
+    for role in roles {
+        let assignment = tx.assignment(user, &role.name)?;
+        let eligible = policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
+            accounts.in_group(user, g)
+        });
+        if eligible.is_eligible() {
+            return Ok(refusal(format!(
+                "pim: you hold group {group} without a live grant; run 'pim activate {}'",
+                role.name
+            )));
+        }
+    }
+    Ok(refusal(format!(
+        "pim: you hold group {group} without a live grant, and no pim role grants it to you; ask an administrator"
+    )))
+}
+
+/// CheckAccess's own read path: a read-only connection to the database and the configuration
+/// as last loaded.
+pub struct AccessReader {
+    config: Arc<Config>,
+    store: Store,
+    accounts: Box<dyn Accounts>,
+    clock: Box<dyn Clock>,
+}
+
+impl AccessReader {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        accounts: Box<dyn Accounts>,
+        clock: Box<dyn Clock>,
+    ) -> AccessReader {
+        AccessReader {
+            config,
+            store,
+            accounts,
+            clock,
+        }
+    }
+
+    /// Takes the configuration a reload installed.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.config = config;
+    }
+
+    /// The answer for root's question about `user` (see [`decide`]); not audited here.
+    pub fn decide(&mut self, user: &str, groups: &[String]) -> Result<AccessDecision, PimError> {
+        check_question(user, groups)?;
+        let now = self.clock.now();
+        let (config, accounts) = (&self.config, &*self.accounts);
+        self.store
+            .read(|tx| decide(config, tx, accounts, now, user, groups))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::fake::FakeAccounts;
+    use crate::clock::fake::FakeClock;
+    use crate::config;
+    use crate::manager::{Caller, Manager};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn config(text: &str, accounts: &FakeAccounts) -> Arc<Config> {
+        let (config, problems) = config::parse(text, "pim.toml", accounts);
+        assert!(problems.is_empty(), "{problems:?}");
+        Arc::new(config.unwrap())
+    }
+
+    #[test]
+    fn given_a_writer_in_the_middle_of_a_transaction_then_the_reader_still_answers() {
+        let dir = std::env::temp_dir().join(format!("pim-access-test-{}", std::process::id()));
+        let path = dir.join("pim.db");
+        let accounts = FakeAccounts::default();
+        accounts.add_user("alice", 1000);
+        accounts.add_group("sudo", &[]);
+        accounts.add_group("docker", &[]);
+        let admin_only = "[roles.admin]\ngroup = \"sudo\"\neligible = [\"alice\"]\n\
+                          require_mfa = false\nrequire_justification = false\n";
+        let clock = FakeClock::at(NOW);
+        let mut manager = Manager::new(
+            config(admin_only, &accounts),
+            Store::open(&path).unwrap(),
+            Box::new(accounts.clone()),
+            Box::new(clock.clone()),
+            "host".into(),
+        );
+        let alice = Caller {
+            uid: 1000,
+            name: "alice".into(),
+        };
+        manager.activate(&alice, "admin", 0, "", "", "").unwrap();
+        let mut reader = AccessReader::new(
+            config(admin_only, &accounts),
+            Store::open_read_only(&path).unwrap(),
+            Box::new(accounts.clone()),
+            Box::new(clock),
+        );
+        // Another connection holds the write lock, as during an activation or an audit write:
+        // the access check neither waits for it nor fails.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let sudo = vec!["sudo".to_string()];
+        let answered = reader.decide("alice", &sudo).unwrap();
+        assert!(answered.allowed, "{answered:?}");
+        drop(other);
+
+        // A reloaded configuration is used from the next question on.
+        let both = vec!["sudo".to_string(), "docker".to_string()];
+        let refused = reader.decide("alice", &both).unwrap();
+        assert!(
+            refused.message.contains("group docker") && refused.message.contains("no pim role"),
+            "{refused:?}"
+        );
+        let with_docker = format!("{admin_only}[roles.docker]\neligible = [\"alice\"]\n");
+        reader.set_config(config(&with_docker, &accounts));
+        let refused = reader.decide("alice", &both).unwrap();
+        assert!(
+            refused.message.ends_with("run 'pim activate docker'"),
+            "{refused:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn given_a_malformed_question_then_refused_before_any_read() {
+        let long = "g".repeat(MAX_USER_NAME_BYTES + 1);
+        let sudo = vec!["sudo".to_string()];
+        for (user, groups) in [
+            ("", sudo.clone()),
+            (long.as_str(), sudo.clone()),
+            ("kim\u{1b}[2J", sudo.clone()),
+            ("kim@corp", vec![]),
+            ("kim@corp", vec!["su do".to_string()]),
+        ] {
+            assert!(
+                matches!(
+                    check_question(user, &groups),
+                    Err(PimError::InvalidArgument(_))
+                ),
+                "{user:?} {groups:?}"
+            );
+        }
+        assert!(check_question("kim@corp.example", &sudo).is_ok());
+    }
+}
