@@ -1412,7 +1412,7 @@ pub fn check_pam_groups(
                 list(&orphans)
             ),
             format!(
-                "add a role with group = \"{}\" to {} (list break-glass accounts in its \
+                "add a role with group = \"{}\" to {} (list standing members in its \
                  permanent), or take the group off the module's groups=",
                 escape(&orphans[0]),
                 show(&config.path)
@@ -1545,8 +1545,9 @@ async fn check_members(
              sudo: {}",
             described.join("; ")
         ),
-        "list break-glass accounts in the role's permanent; take the others out (gpasswd -d \
-         USER GROUP) and make them eligible instead",
+        "list standing members in the role's permanent; take the others out (gpasswd -d \
+         USER GROUP) and make them eligible instead; break-glass accounts belong outside the \
+         group, with a sudoers rule of their own (pam_pim(8))",
     )
 }
 
