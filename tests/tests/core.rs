@@ -1726,6 +1726,31 @@ fn given_a_reload_then_pimd_takes_a_valid_new_configuration_and_for_a_broken_one
 }
 
 #[test]
+fn given_the_bus_daemon_goes_away_then_pimd_ends_with_an_error_so_that_systemd_starts_one_on_the_new_bus(
+) {
+    let sb = host(
+        &config(
+            "",
+            &[role("web", "www-data", &["alice"], "require_mfa = false")],
+        ),
+        &[],
+        &[("alice", &[])],
+    );
+    // The sandbox's own dbus-daemon (its PID namespace holds only the sandbox's processes).
+    sb.sh("root", "kill -TERM \"$(pgrep -x dbus-daemon)\"")
+        .assert_success();
+    sb.wait_until("pimd to end after losing the bus", COMMAND_DEADLINE, || {
+        !sb.pimd_running()
+    });
+    let log = sb.pimd_log();
+    assert!(
+        log.contains("pimd: lost the connection to the system bus"),
+        "{log}"
+    );
+    assert!(!log.contains("pimd: stopping;"), "{log}");
+}
+
+#[test]
 fn given_a_user_looping_on_a_refused_activation_then_every_call_is_refused_and_the_excess_is_summarised_when_pimd_stops(
 ) {
     let sb = host(
