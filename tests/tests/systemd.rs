@@ -615,10 +615,16 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
 
     // --- A crash: pimd is back, the grant with it.
     let pid = guest.main_pid();
-    // (SIGABRT: a SIGSEGV sent by kill is swallowed once by Rust's stack overflow handler.)
-    guest.sh(&format!("kill -ABRT {pid}")).assert_success();
-    let pid = guest.wait_for_new_pimd(pid, "SIGABRT");
+    // SIGKILL, as the OOM killer would: a signal that dumps core could reach the host's
+    // core_pattern handler. A holder's sudo right after it waits, through D-Bus activation,
+    // for the new pimd (RestartSec is well under the module's timeout).
+    guest
+        .sh(&format!(
+            "kill -KILL {pid} && while kill -0 {pid} 2>/dev/null; do :; done"
+        ))
+        .assert_success();
     guest.sudo("alice").assert_success();
+    let pid = guest.wait_for_new_pimd(pid, "SIGKILL");
 
     // --- A crash loop, faster than the default start limit (5 in 10 s) allows.
     let restarts_before: u32 = guest.property("NRestarts").parse().unwrap_or(0);
