@@ -3,8 +3,8 @@
 //! dpkg, then: the unit as systemd sees it and pimd's confinement, D-Bus activation, its lines
 //! in the journal, recovery from a crash, from a crash loop and from a restart of the bus
 //! daemon, `systemctl reload` with a good and a broken file (and `pim doctor` on the latter),
-//! break-glass while pimd cannot start, enrol → activate → sudo → deactivate, an upgrade with
-//! a live grant, removal and purge.
+//! break-glass while pimd cannot start, enrol → activate → sudo → deactivate, an upgrade (to
+//! the package repacked as a next revision) with a live grant, removal and purge.
 //!
 //! The sandbox of the other suites has no systemd; this one boots it. nspawn runs in a mount
 //! namespace of its own, with a tmpfs over `/run` (its bookkeeping stays there) and the
@@ -706,10 +706,18 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
     assert_eq!(guest.doctor_check("reload")["status"], "ok");
     guest.sudo("alice").assert_success();
 
-    // --- Upgrade (the same package again: prerm upgrade, postinst configure) with a live
-    // grant: pimd is restarted, the grant lives on.
+    // --- Upgrade to a next revision (the same files, repacked with the revision raised) with a
+    // live grant: pimd is restarted, the grant lives on.
     let pid = guest.main_pid();
-    guest.sh("dpkg -i /root/pim.deb").assert_success();
+    guest
+        .sh("set -e
+             dpkg-deb -R /root/pim.deb /root/next
+             version=$(dpkg-deb -f /root/pim.deb Version)
+             sed -i \"s/^Version: .*/Version: $version+next/\" /root/next/DEBIAN/control
+             dpkg-deb -Znone -b /root/next /root/pim-next.deb >/dev/null
+             dpkg -i /root/pim-next.deb
+             dpkg-query -W -f='${Version}' pim | grep -q '+next$'")
+        .assert_success();
     guest.wait_for_new_pimd(pid, "the upgrade");
     guest
         .run_as("alice", &["pim", "status"])
