@@ -174,9 +174,11 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String> {
     // Whatever an earlier pimd said about a reload is moot: this one started with a valid file.
+    // (Left behind, it would only make `pim doctor` report that old reload: not worth refusing
+    // to start over.)
     if let Err(e) = std::fs::remove_file(LAST_RELOAD_PATH) {
         if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(format!("cannot remove {LAST_RELOAD_PATH}: {e}"));
+            eprintln!("pimd: cannot remove {LAST_RELOAD_PATH}: {e}");
         }
     }
     // Before the name is owned: systemd may send SIGHUP as soon as it is, and SIGHUP's
