@@ -569,6 +569,13 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
     assert!(guest
         .journal("pimd.service", 10)
         .contains("pimd: configuration reloaded from /etc/pim/pim.toml"));
+    // pimd's answer to the reload is root's alone.
+    let answer = guest.sh("stat -c '%a %U' /run/pim /run/pim/last-reload");
+    assert_eq!(
+        answer.assert_success().stdout,
+        "700 root\n600 root\n",
+        "{answer}"
+    );
     guest.sh("pam-auth-update --enable pim").assert_success();
 
     // --- D-Bus activation: with pimd stopped, a call starts pimd.service.
