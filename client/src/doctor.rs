@@ -27,6 +27,7 @@ use crate::commands::Outcome;
 use crate::error::{Failure, EXIT_FAILED};
 use crate::output::to_json;
 use pim_common::proxy::ManagerProxy;
+use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
 use pim_common::text::escape;
 use pim_common::{BUS_NAME, OBJECT_PATH};
 use serde_json::{json, Value};
@@ -184,6 +185,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         findings.push(check_sudoers_defaults(&sudoers, module_runs));
         let (config_findings, config) = check_config(&config_path);
         findings.extend(config_findings);
+        findings.push(check_reload(Path::new(LAST_RELOAD_PATH)));
         match &config {
             Some(config) => {
                 findings.push(check_database(config));
@@ -204,6 +206,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         for check in [
             "sudoers",
             "config",
+            "reload",
             "database",
             "groups",
             "pam-groups",
@@ -1148,18 +1151,6 @@ fn judge_check_config(pimd: &Path, path: &Path) -> Finding {
         .filter(|l| !l.is_empty())
         .map(escape)
         .collect();
-    let quoted = |lines: &[String]| {
-        let mut text = lines
-            .iter()
-            .take(MAX_QUOTED_LINES)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
-        if lines.len() > MAX_QUOTED_LINES {
-            text.push_str(&format!("; and {} more", lines.len() - MAX_QUOTED_LINES));
-        }
-        text
-    };
     if !output.status.success() {
         let errors: Vec<String> = problems
             .iter()
@@ -1275,6 +1266,70 @@ pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> F
         "mount them with nosuid (their options in /etc/fstab, or a tmpfs /tmp and /var/tmp \
          with nosuid); a place on the root file system needs a mount of its own",
     )
+}
+
+/// Up to [`MAX_QUOTED_LINES`] of pimd's lines, in one line.
+fn quoted(lines: &[String]) -> String {
+    let mut text = lines
+        .iter()
+        .take(MAX_QUOTED_LINES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if lines.len() > MAX_QUOTED_LINES {
+        text.push_str(&format!("; and {} more", lines.len() - MAX_QUOTED_LINES));
+    }
+    text
+}
+
+/// pimd's answer to the last reload, which it leaves at `path` (root's alone). A failed one
+/// means pimd runs another configuration than the file says, and, when the file has errors,
+/// that pimd would not start again (break-glass must not depend on it: see pam_pim(8)).
+fn check_reload(path: &Path) -> Finding {
+    const CHECK: &str = "reload";
+    let shown = show(path);
+    let (text, modified) = match std::fs::read_to_string(path).and_then(|text| {
+        let modified = std::fs::metadata(path)?.modified()?;
+        Ok((text, modified))
+    }) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Finding::pass(
+            CHECK,
+            "no failed reload: pimd runs the configuration it started or was last reloaded with",
+        ),
+        Err(e) => {
+            return Finding::fail(
+                CHECK,
+                format!("cannot read {shown}: {}", escape(&e.to_string())),
+                "make it readable by root, or restart pimd (systemctl restart pimd)",
+            )
+        }
+    };
+    let when = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| crate::time::rfc3339(d.as_secs() as i64))
+        .unwrap_or_else(|| "-".into());
+    match LastReload::parse(&text) {
+        Ok(reload) if reload.ok => {
+            Finding::pass(CHECK, format!("the last reload ({when}) succeeded"))
+        }
+        Ok(reload) => Finding::fail(
+            CHECK,
+            format!(
+                "the last reload ({when}) failed, so pimd still runs the configuration it had \
+                 before: {}",
+                quoted(&reload.messages)
+            ),
+            "fix what the message says ('pimd --check-config' lists the file's problems), then \
+             systemctl reload pimd",
+        ),
+        Err(e) => Finding::fail(
+            CHECK,
+            format!("{shown} is not pimd's answer to a reload: {}", escape(&e)),
+            "remove it, then systemctl reload pimd",
+        ),
+    }
 }
 
 /// Whether a directory or file is root's alone.
@@ -1585,7 +1640,7 @@ pub fn check_pam_groups(
                 list(&orphans)
             ),
             format!(
-                "add a role with group = \"{}\" to {} (list break-glass accounts in its \
+                "add a role with group = \"{}\" to {} (list standing members in its \
                  permanent), or take the group off the module's groups=",
                 escape(&orphans[0]),
                 show(&config.path)
@@ -1718,8 +1773,9 @@ async fn check_members(
              sudo: {}",
             described.join("; ")
         ),
-        "list break-glass accounts in the role's permanent; take the others out (gpasswd -d \
-         USER GROUP) and make them eligible instead",
+        "list standing members in the role's permanent; take the others out (gpasswd -d \
+         USER GROUP) and make them eligible instead; break-glass accounts belong outside the \
+         group, with a sudoers rule of their own (pam_pim(8))",
     )
 }
 
@@ -2213,6 +2269,53 @@ permanent = ["root2", "%breakglass"]
         assert_eq!(doc["checks"][0]["fix"], Value::Null);
         let ok = report_text(&[Finding::pass("daemon", "fine")]);
         assert!(ok.ends_with("No problems found (1 checks).\n"), "{ok}");
+    }
+
+    #[test]
+    fn given_pimd_answers_to_reloads_then_only_a_failed_or_unreadable_one_fails() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path.join("last-reload");
+        let none = check_reload(&path);
+        assert_eq!(none.status, Status::Pass, "{none:?}");
+
+        let failed = LastReload {
+            ok: false,
+            messages: vec![
+                "/etc/pim/pim.toml:2: roles.web.max_duration: 48h is over the 24h cap".into(),
+            ],
+        };
+        std::fs::write(&path, failed.to_text()).unwrap();
+        let finding = check_reload(&path);
+        assert_eq!(finding.status, Status::Fail, "{finding:?}");
+        assert!(
+            finding
+                .message
+                .contains("still runs the configuration it had"),
+            "{finding:?}"
+        );
+        assert!(
+            finding
+                .message
+                .contains("pim.toml:2: roles.web.max_duration"),
+            "{finding:?}"
+        );
+        assert!(finding
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("systemctl reload pimd"));
+
+        let ok = LastReload {
+            ok: true,
+            messages: vec![],
+        };
+        std::fs::write(&path, ok.to_text()).unwrap();
+        assert_eq!(check_reload(&path).status, Status::Pass);
+
+        std::fs::write(&path, "whatever\n").unwrap();
+        let garbage = check_reload(&path);
+        assert_eq!(garbage.status, Status::Fail, "{garbage:?}");
+        assert!(garbage.message.contains("'whatever'"), "{garbage:?}");
     }
 
     /// A scratch directory removed on drop (no extra crate for it).

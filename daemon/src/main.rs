@@ -20,33 +20,58 @@ use accounts::SystemAccounts;
 use clock::{Clock, SystemClock};
 use config::Severity;
 use manager::Manager;
+use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
 use service::{Core, ManagerService};
 use setgid::{SetgidFiles, SystemSetgidFiles};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::Store;
 
 /// Even with nothing due, reconcile this often: it catches memberships a crash left behind
 /// and clock jumps.
 const RECONCILE_EVERY_SECS: i64 = 60;
 
-const USAGE: &str = "usage: pimd [--config PATH] [--check-config]
+/// How long `pimd --reload` waits for the running pimd's answer. Loading looks users up (a
+/// directory service may be slow) and waits for the manager, which may be running gpasswd;
+/// systemd's own limit for ExecReload is 90 s.
+const RELOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Exit status when the configuration has errors (sysexits' EX_CONFIG): pimd.service does not
+/// restart on it (`RestartPreventExitStatus=78`), since a new start would only repeat them.
+const EXIT_CONFIG_ERRORS: u8 = 78;
+
+const USAGE: &str = "usage: pimd [--config PATH] [--check-config] [--reload PID]
 
   --config PATH    configuration file (default /etc/pim/pim.toml)
   --check-config   validate the configuration, print every problem, and exit
+  --reload PID     make the running pimd PID re-read its configuration (SIGHUP), wait for its
+                   answer and exit non-zero if it kept the old one (systemd's ExecReload)
   --version        print the version and exit";
 
 struct Options {
     config: PathBuf,
     check_only: bool,
+    reload: Option<nix::unistd::Pid>,
+}
+
+/// A process id to signal: a positive number, so that nothing reaches a process group.
+fn parse_pid(text: &str) -> Result<nix::unistd::Pid, String> {
+    match text.parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(nix::unistd::Pid::from_raw(pid)),
+        _ => Err(format!(
+            "--reload needs the process id of the running pimd, got '{}'",
+            pim_common::text::escape(text)
+        )),
+    }
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
     let mut options = Options {
         config: PathBuf::from(config::DEFAULT_PATH),
         check_only: false,
+        reload: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -61,6 +86,12 @@ fn parse_args() -> Result<Option<Options>, String> {
                 options.config = PathBuf::from(&s["--config=".len()..]);
             }
             "--check-config" => options.check_only = true,
+            "--reload" => {
+                let pid = args
+                    .next()
+                    .ok_or("--reload needs the process id of the running pimd")?;
+                options.reload = Some(parse_pid(&pid)?);
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -89,7 +120,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Everything pimd creates (database, journal files) is root's alone.
+    if let Some(pid) = options.reload {
+        return reload_running(pid);
+    }
+    // Everything pimd creates (database, journal files, /run/pim) is root's alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
     let (config, problems) = config::load(&options.config, &SystemAccounts);
@@ -118,7 +152,7 @@ fn main() -> ExitCode {
     }
     let Some(config) = config else {
         eprintln!("pimd: not starting: fix the configuration ({errors} error(s)); 'pimd --check-config' lists them");
-        return ExitCode::FAILURE;
+        return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 
     // One thread for the bus: a PAM check then never waits for a hand-over between worker
@@ -147,6 +181,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String> {
+    // Whatever an earlier pimd said about a reload is moot: this one started with a valid file.
+    // (Left behind, it would only make `pim doctor` report that old reload: not worth refusing
+    // to start over.)
+    if let Err(e) = std::fs::remove_file(LAST_RELOAD_PATH) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!("pimd: cannot remove {LAST_RELOAD_PATH}: {e}");
+        }
+    }
+    // Before the name is owned: systemd may send SIGHUP as soon as it is, and SIGHUP's
+    // default action would end pimd.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+
     let store = Store::open(&config.daemon.database).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     let reader = Store::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
@@ -203,14 +251,19 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         sweep_wake,
     ));
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut lost_bus = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hangup.recv() => reload(&core, &access, &config_path).await,
+            _ = hangup.recv() => record_reload(&reload(&core, &access, &config_path).await),
+            // The bus daemon went away (restarted, or killed): nobody can reach this pimd any
+            // more. End with an error, so that the service manager starts a new one that
+            // connects to the new bus.
+            _ = connection.closed() => {
+                lost_bus = true;
+                break;
+            }
         }
     }
     if let Err(e) = core
@@ -222,14 +275,22 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
             e.message()
         );
     }
+    if lost_bus {
+        return Err(
+            "lost the connection to the system bus; live grants stay recorded and end on \
+                    schedule after restart"
+                .into(),
+        );
+    }
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
 }
 
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
 /// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
-/// user the new configuration no longer makes eligible end there.
-async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &std::path::Path) {
+/// user the new configuration no longer makes eligible end there. Everything said goes to
+/// stderr (the journal) and, the errors, into the outcome.
+async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &Path) -> LastReload {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
         eprintln!("{problem}");
@@ -239,7 +300,14 @@ async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &std::path
             "pimd: {} has errors; keeping the running configuration",
             path.display()
         );
-        return;
+        return LastReload {
+            ok: false,
+            messages: problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .map(|p| p.to_string())
+                .collect(),
+        };
     };
     let reloaded = core
         .with_manager(move |m| {
@@ -257,8 +325,93 @@ async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &std::path
             if let Err(e) = reconciled {
                 eprintln!("pimd: reconciliation: {}", e.message());
             }
+            LastReload {
+                ok: true,
+                messages: vec![],
+            }
         }
-        Err(e) => eprintln!("pimd: reload refused: {}", e.message()),
+        Err(e) => {
+            let message = format!("reload refused: {}", e.message());
+            eprintln!("pimd: {message}");
+            LastReload {
+                ok: false,
+                messages: vec![message],
+            }
+        }
+    }
+}
+
+/// Leaves the outcome of a reload in [`LAST_RELOAD_PATH`], whole or not at all (written next to
+/// it, then renamed), for `pimd --reload` and `pim doctor`.
+fn record_reload(outcome: &LastReload) {
+    let path = Path::new(LAST_RELOAD_PATH);
+    let partial = path.with_extension("partial");
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&partial, outcome.to_text()))
+        .and_then(|()| std::fs::rename(&partial, path));
+    if let Err(e) = written {
+        eprintln!("pimd: cannot record the reload's outcome in {LAST_RELOAD_PATH}: {e}");
+    }
+}
+
+/// `pimd --reload PID`: SIGHUP to the running pimd, then its answer. The old answer is removed
+/// first, so that the file that appears is this reload's.
+fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
+    use nix::sys::signal::{kill, Signal};
+    let path = Path::new(LAST_RELOAD_PATH);
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!("pimd: cannot remove {LAST_RELOAD_PATH}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = kill(pid, Signal::SIGHUP) {
+        eprintln!("pimd: cannot signal pimd (pid {pid}): {e}");
+        return ExitCode::FAILURE;
+    }
+    let deadline = Instant::now() + RELOAD_ANSWER_TIMEOUT;
+    loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                return match LastReload::parse(&text) {
+                    Ok(answer) if answer.ok => {
+                        eprintln!("pimd: configuration reloaded (pid {pid})");
+                        ExitCode::SUCCESS
+                    }
+                    Ok(answer) => {
+                        eprintln!(
+                            "pimd: reload failed; pimd (pid {pid}) keeps running the \
+                             configuration it had: {}",
+                            answer.messages.join("; ")
+                        );
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("pimd: {LAST_RELOAD_PATH}: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                eprintln!("pimd: cannot read {LAST_RELOAD_PATH}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if kill(pid, None).is_err() {
+            eprintln!("pimd: pimd (pid {pid}) ended before it answered the reload");
+            return ExitCode::FAILURE;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "pimd: pimd (pid {pid}) did not answer the reload within {}s",
+                RELOAD_ANSWER_TIMEOUT.as_secs()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -356,6 +509,20 @@ async fn setgid_sweep_loop(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(pause)) => {}
             _ = wake.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pid;
+
+    #[test]
+    fn given_reload_pids_then_only_a_positive_one_is_signalled() {
+        assert_eq!(parse_pid("4242").unwrap().as_raw(), 4242);
+        for bad in ["0", "-1", "", "12x", "99999999999"] {
+            let e = parse_pid(bad).unwrap_err();
+            assert!(e.contains("--reload needs the process id"), "{bad}: {e}");
         }
     }
 }

@@ -112,6 +112,29 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or(manifest_dir)
 }
 
+/// The workspace's target directory (`$CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// `target/debian/pim.deb` (built by `scripts/package`), resolved; panics with what to do when
+/// it is missing.
+pub fn built_deb() -> PathBuf {
+    let link = target_dir().join("debian").join("pim.deb");
+    match fs::canonicalize(&link) {
+        Ok(path) if path.is_file() => path,
+        _ => panic!(
+            "{} is missing: build the package with scripts/package (scripts/test does that \
+             before cargo test)",
+            link.display()
+        ),
+    }
+}
+
 fn target_dir_candidates() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     // The profile directory this very test binary was built into: target/<profile>/deps/x.
@@ -249,6 +272,23 @@ fn tail(text: &str, max_lines: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(max_lines);
     lines[start..].join("\n")
+}
+
+/// Polls `f` (quickly at first, then every 200 ms) until it returns true, or `timeout` has
+/// passed: then false.
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,22 +910,13 @@ fi"#;
     /// Polls `f` until it returns true; panics naming `what` (with pimd's log) after `timeout`.
     /// Returns as soon as the condition holds.
     #[track_caller]
-    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(10);
-        loop {
-            if f() {
-                return;
-            }
-            if start.elapsed() >= timeout {
-                panic!(
-                    "timed out after {:?} waiting for {what}\n--- pimd log (tail) ---\n{}\n--- end ---",
-                    timeout,
-                    self.pimd_log_tail(60)
-                );
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
+    pub fn wait_until(&self, what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+        if !poll_until(timeout, f) {
+            panic!(
+                "timed out after {:?} waiting for {what}\n--- pimd log (tail) ---\n{}\n--- end ---",
+                timeout,
+                self.pimd_log_tail(60)
+            );
         }
     }
 

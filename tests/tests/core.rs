@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pim_e2e::{Authenticator, Output, Sandbox, CONFIG_PATH, TOTP_STEP};
+use pim_e2e::{Authenticator, Output, Sandbox, CONFIG_PATH, SANDBOX_DIR, TOTP_STEP};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -1634,7 +1634,8 @@ fn given_two_roles_granting_one_group_then_the_membership_lasts_until_the_last_g
 }
 
 #[test]
-fn given_sighup_then_pimd_takes_a_valid_new_configuration_and_keeps_the_old_one_otherwise() {
+fn given_a_reload_then_pimd_takes_a_valid_new_configuration_and_for_a_broken_one_keeps_the_old_fails_the_reload_and_doctor_says_so(
+) {
     let first = config(
         "",
         &[role("web", "www-data", &["alice"], "require_mfa = false")],
@@ -1672,14 +1673,78 @@ fn given_sighup_then_pimd_takes_a_valid_new_configuration_and_keeps_the_old_one_
         &[("action", "config-reload")],
     );
 
-    // A broken file is reported and the running configuration stays.
+    // A broken file: `pimd --reload` (systemd's ExecReload) fails with the error, pimd logs it
+    // and keeps the running configuration, and doctor says so until a reload succeeds.
+    let reload = |sb: &Sandbox| {
+        sb.run(
+            "root",
+            &[
+                "bash",
+                "-c",
+                &format!("pimd --reload \"$(cat {SANDBOX_DIR}/pimd.pid)\""),
+            ],
+        )
+    };
+    let doctor_reload = |sb: &Sandbox| -> Value {
+        let doctor = sb.run("root", &["pim", "--json", "doctor"]);
+        let report = doctor.json();
+        let checks = report["checks"].as_array().expect("checks").clone();
+        let found: Vec<Value> = checks
+            .into_iter()
+            .filter(|c| c["check"] == "reload")
+            .collect();
+        assert_eq!(found.len(), 1, "{doctor}");
+        found[0].clone()
+    };
+    assert_eq!(doctor_reload(&sb)["status"], "ok");
     sb.write_file(CONFIG_PATH, "[roles.web]\nmax_duration = \"48h\"\n", 0o644);
-    sb.kill_pimd("HUP");
-    sb.wait_until("pimd to report the broken file", COMMAND_DEADLINE, || {
-        sb.pimd_log().contains("keeping the running configuration")
-    });
+    let refused = reload(&sb);
+    refused
+        .assert_failure()
+        .assert_stderr_contains("reload failed")
+        .assert_stderr_contains(&format!("{CONFIG_PATH}:2: roles.web.max_duration: 48h"));
+    assert!(sb.pimd_log().contains("keeping the running configuration"));
     assert!(sb.pimd_running());
     assert_eq!(roles(&sb), ["backup", "web"]);
+    let finding = doctor_reload(&sb);
+    assert_eq!(finding["status"], "fail", "{finding}");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{CONFIG_PATH}:2: roles.web.max_duration")),
+        "{finding}"
+    );
+
+    sb.write_file(CONFIG_PATH, &first, 0o644);
+    reload(&sb).assert_success();
+    assert_eq!(roles(&sb), ["web"]);
+    assert_eq!(doctor_reload(&sb)["status"], "ok");
+}
+
+#[test]
+fn given_the_bus_daemon_goes_away_then_pimd_ends_with_an_error_so_that_systemd_starts_one_on_the_new_bus(
+) {
+    let sb = host(
+        &config(
+            "",
+            &[role("web", "www-data", &["alice"], "require_mfa = false")],
+        ),
+        &[],
+        &[("alice", &[])],
+    );
+    // The sandbox's own dbus-daemon (its PID namespace holds only the sandbox's processes).
+    sb.sh("root", "kill -TERM \"$(pgrep -x dbus-daemon)\"")
+        .assert_success();
+    sb.wait_until("pimd to end after losing the bus", COMMAND_DEADLINE, || {
+        !sb.pimd_running()
+    });
+    let log = sb.pimd_log();
+    assert!(
+        log.contains("pimd: lost the connection to the system bus"),
+        "{log}"
+    );
+    assert!(!log.contains("pimd: stopping;"), "{log}");
 }
 
 #[test]

@@ -8,11 +8,11 @@
 //! The package is built by `scripts/package` (scripts/test runs it before `cargo test`):
 //! these tests use `target/debian/pim.deb` and fail, saying so, when it is missing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pim_e2e::{binary, workspace_root, Output, Sandbox, BUS_NAME, CONFIG_PATH};
+use pim_e2e::{binary, built_deb, workspace_root, Output, Sandbox, BUS_NAME, CONFIG_PATH};
 
 /// PATH for commands that must use installed files only.
 const SYSTEM_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -32,27 +32,6 @@ permanent = ["breakglass"]
 max_duration = "1h"
 require_approval = false
 "#;
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => workspace_root().join(dir),
-        None => workspace_root().join("target"),
-    }
-}
-
-/// `target/debian/pim.deb`, resolved; panics with what to do when it is missing.
-fn deb() -> PathBuf {
-    let link = target_dir().join("debian").join("pim.deb");
-    match std::fs::canonicalize(&link) {
-        Ok(path) if path.is_file() => path,
-        _ => panic!(
-            "{} is missing: build the package with scripts/package (scripts/test does that \
-             before cargo test)",
-            link.display()
-        ),
-    }
-}
 
 fn host(program: &str, args: &[&str]) -> Output {
     let out = Command::new(program)
@@ -132,7 +111,7 @@ fn host_has_pim() -> bool {
 #[test]
 fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_and_removal_restores_pam(
 ) {
-    let deb = deb();
+    let deb = built_deb();
     let host_had_pim = host_has_pim();
     let sb = Sandbox::start();
     overlay_usr(&sb);
@@ -327,7 +306,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
         .iter()
         .filter(|c| c["status"] == "skip" && c["message"].as_str().unwrap_or("").contains("root"))
         .count();
-    assert_eq!(needs_root, 6, "{as_user}");
+    assert_eq!(needs_root, 7, "{as_user}");
 
     // --- D-Bus activation: with pimd gone, a call starts the installed pimd again.
     drop(pimd.kill());
@@ -394,7 +373,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
 
 #[test]
 fn given_the_deb_then_lintian_reports_no_errors() {
-    let deb = deb();
+    let deb = built_deb();
     let out = host(
         "lintian",
         &["--no-tag-display-limit", &deb.display().to_string()],
@@ -449,7 +428,7 @@ fn glibc_needed(file: &Path) -> Option<String> {
 fn given_the_deb_then_its_libc6_dependency_covers_the_glibc_its_files_need() {
     // A file that needs a newer glibc than the package declares installs and then fails to
     // load: for pam_pim.so, every sudo through its line is refused.
-    let deb = deb();
+    let deb = built_deb();
     let deb = deb.display().to_string();
     let unpacked = std::env::temp_dir().join(format!("pim-deb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&unpacked);
