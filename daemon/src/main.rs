@@ -12,6 +12,7 @@ mod refusals;
 mod service;
 mod store;
 mod syslog;
+mod throttle;
 
 use accounts::SystemAccounts;
 use clock::{Clock, SystemClock};

@@ -5,6 +5,7 @@
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
+use crate::throttle::CallKind;
 use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
@@ -29,6 +30,79 @@ const MAX_WATCHERS_PER_USER: usize = 16;
 /// notifier cannot make pimd hold events without bound.
 const NOTIFY_QUEUE_LENGTH: usize = 1024;
 
+/// Calls one user may have in progress at once. More are turned away at once (`Busy`), before
+/// any work and without waiting for anything, so that one user's flood queues nothing that
+/// others' calls would wait behind. root (the PAM check, administrators' tools) is never
+/// limited.
+const MAX_CALLS_IN_PROGRESS: u32 = 4;
+
+/// The calls of each user in progress, and those turned away since one was last let in.
+#[derive(Default)]
+struct InProgress(Mutex<HashMap<u32, Calls>>);
+
+#[derive(Default)]
+struct Calls {
+    running: u32,
+    turned_away: u32,
+}
+
+/// One call's place among its user's calls in progress, given back when dropped.
+struct Place<'a> {
+    in_progress: &'a InProgress,
+    uid: u32,
+}
+
+impl InProgress {
+    /// A place for a call by `uid` (none needed for root), with how many of the user's calls
+    /// were turned away since the last one let in (for the audit); or `Busy`.
+    fn enter(&self, uid: u32) -> Result<(Option<Place<'_>>, u32), PimError> {
+        if uid == 0 {
+            return Ok((None, 0));
+        }
+        let mut users = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let calls = users.entry(uid).or_default();
+        if calls.running >= MAX_CALLS_IN_PROGRESS {
+            calls.turned_away = calls.turned_away.saturating_add(1);
+            return Err(PimError::Busy(format!(
+                "you already have {} calls to pimd in progress; wait for them to finish and try again",
+                calls.running
+            )));
+        }
+        calls.running += 1;
+        let place = Place {
+            in_progress: self,
+            uid,
+        };
+        Ok((Some(place), std::mem::take(&mut calls.turned_away)))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut users = self
+            .in_progress
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(calls) = users.get_mut(&self.uid) {
+            calls.running = calls.running.saturating_sub(1);
+            if calls.running == 0 && calls.turned_away == 0 {
+                users.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Checks the length of each argument `(name, value, most bytes)` of a call: the first thing
+/// done with what a caller sends, before it is copied, escaped or waits for a lock.
+fn check_lengths(arguments: &[(&str, &str, usize)]) -> Result<(), PimError> {
+    for (name, value, max) in arguments {
+        text::check_len(&format!("argument '{name}'"), value, *max)
+            .map_err(PimError::InvalidArgument)?;
+    }
+    Ok(())
+}
+
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
@@ -49,6 +123,7 @@ pub struct Core {
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
     notify_queue: Option<mpsc::Sender<EventInfo>>,
+    in_progress: InProgress,
 }
 
 impl Core {
@@ -70,6 +145,7 @@ impl Core {
             notify_command,
             notify_timeout,
             notify_queue: queue,
+            in_progress: InProgress::default(),
         });
         if let Some(mut pending) = pending {
             let worker = core.clone();
@@ -383,15 +459,41 @@ impl ManagerService {
             .map_err(|e| PimError::PermissionDenied(format!("cannot identify the caller: {e}")))
     }
 
+    /// A call that only reads (its refusals aside) and takes no text.
     async fn call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
+        self.limited_call(header, "", None, Ok(()), f).await
+    }
+
+    /// Runs `f` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`] at once;
+    /// for a call that writes (of kind `writes`), at most the kind's calls a minute; and only
+    /// when `lengths` (from [`check_lengths`]) is fine. Else the call is refused as `action`
+    /// and the refusal audited.
+    async fn limited_call<T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        action: &'static str,
+        writes: Option<CallKind>,
+        lengths: Result<(), PimError>,
+        f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
         let uid = self.caller_uid(header).await?;
+        let (_place, turned_away) = self.core.in_progress.enter(uid)?;
         self.core
             .with_manager(move |m| {
                 let caller = m.caller(uid)?;
+                if turned_away > 0 {
+                    m.count_turned_away(&caller, turned_away);
+                }
+                if let Some(kind) = writes {
+                    m.admit_call(&caller, action, kind)?;
+                }
+                if let Err(e) = lengths {
+                    return m.refuse_call(&caller, action, e);
+                }
                 f(m, &caller)
             })
             .await
@@ -413,9 +515,19 @@ impl ManagerService {
         ticket: String,
         code: String,
     ) -> Result<ActivateReply, PimError> {
-        self.call(&h, move |m, c| {
-            m.activate(c, &role, duration_secs, &reason, &ticket, &code)
-        })
+        let lengths = check_lengths(&[
+            ("role", &role, text::MAX_NAME_BYTES),
+            ("reason", &reason, text::MAX_REASON_BYTES),
+            ("ticket", &ticket, text::MAX_TICKET_BYTES),
+            ("code", &code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "activate",
+            Some(CallKind::Grants),
+            lengths,
+            move |m, c| m.activate(c, &role, duration_secs, &reason, &ticket, &code),
+        )
         .await
     }
 
@@ -424,7 +536,15 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         role: String,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| m.deactivate(c, &role)).await
+        let lengths = check_lengths(&[("role", &role, text::MAX_NAME_BYTES)]);
+        self.limited_call(
+            &h,
+            "deactivate",
+            Some(CallKind::Grants),
+            lengths,
+            move |m, c| m.deactivate(c, &role),
+        )
+        .await
     }
 
     async fn extend(
@@ -435,9 +555,18 @@ impl ManagerService {
         reason: String,
         code: String,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| {
-            m.extend(c, &role, duration_secs, &reason, &code)
-        })
+        let lengths = check_lengths(&[
+            ("role", &role, text::MAX_NAME_BYTES),
+            ("reason", &reason, text::MAX_REASON_BYTES),
+            ("code", &code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "extend",
+            Some(CallKind::Grants),
+            lengths,
+            move |m, c| m.extend(c, &role, duration_secs, &reason, &code),
+        )
         .await
     }
 
@@ -452,7 +581,10 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.call(&h, |m, c| m.mfa_enroll(c)).await
+        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c| {
+            m.mfa_enroll(c)
+        })
+        .await
     }
 
     async fn mfa_confirm(
@@ -460,7 +592,15 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         code: String,
     ) -> Result<Vec<String>, PimError> {
-        self.call(&h, move |m, c| m.mfa_confirm(c, &code)).await
+        let lengths = check_lengths(&[("code", &code, text::MAX_CODE_BYTES)]);
+        self.limited_call(
+            &h,
+            "mfa-confirm",
+            Some(CallKind::Mfa),
+            lengths,
+            move |m, c| m.mfa_confirm(c, &code),
+        )
+        .await
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
@@ -474,8 +614,14 @@ impl ManagerService {
         user: String,
         role: String,
     ) -> Result<Vec<AuditRecord>, PimError> {
-        self.call(&h, move |m, c| m.audit(c, since, &user, &role))
-            .await
+        let lengths = check_lengths(&[
+            ("user", &user, text::MAX_NAME_BYTES),
+            ("role", &role, text::MAX_NAME_BYTES),
+        ]);
+        self.limited_call(&h, "audit-read", None, lengths, move |m, c| {
+            m.audit(c, since, &user, &role)
+        })
+        .await
     }
 
     async fn list_requests(
@@ -492,8 +638,18 @@ impl ManagerService {
         comment: String,
         code: String,
     ) -> Result<RequestInfo, PimError> {
-        self.call(&h, move |m, c| m.approve(c, id, &comment, &code))
-            .await
+        let lengths = check_lengths(&[
+            ("comment", &comment, text::MAX_REASON_BYTES),
+            ("code", &code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "approve",
+            Some(CallKind::Decisions),
+            lengths,
+            move |m, c| m.approve(c, id, &comment, &code),
+        )
+        .await
     }
 
     async fn deny(
@@ -503,8 +659,18 @@ impl ManagerService {
         comment: String,
         code: String,
     ) -> Result<RequestInfo, PimError> {
-        self.call(&h, move |m, c| m.deny(c, id, &comment, &code))
-            .await
+        let lengths = check_lengths(&[
+            ("comment", &comment, text::MAX_REASON_BYTES),
+            ("code", &code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "deny",
+            Some(CallKind::Decisions),
+            lengths,
+            move |m, c| m.deny(c, id, &comment, &code),
+        )
+        .await
     }
 
     async fn cancel(
@@ -512,7 +678,10 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<RequestInfo, PimError> {
-        self.call(&h, move |m, c| m.cancel(c, id)).await
+        self.limited_call(&h, "cancel", Some(CallKind::Grants), Ok(()), move |m, c| {
+            m.cancel(c, id)
+        })
+        .await
     }
 
     async fn watch(&self, #[zbus(header)] h: Header<'_>) -> Result<(), PimError> {
@@ -552,9 +721,17 @@ impl ManagerService {
         not_before: i64,
         not_after: i64,
     ) -> Result<(), PimError> {
-        self.call(&h, move |m, c| {
-            m.admin_assign(c, &user, &role, not_before, not_after)
-        })
+        let lengths = check_lengths(&[
+            ("user", &user, text::MAX_NAME_BYTES),
+            ("role", &role, text::MAX_NAME_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "admin-assign",
+            Some(CallKind::Admin),
+            lengths,
+            move |m, c| m.admin_assign(c, &user, &role, not_before, not_after),
+        )
         .await
     }
 
@@ -564,8 +741,18 @@ impl ManagerService {
         user: String,
         role: String,
     ) -> Result<(), PimError> {
-        self.call(&h, move |m, c| m.admin_unassign(c, &user, &role))
-            .await
+        let lengths = check_lengths(&[
+            ("user", &user, text::MAX_NAME_BYTES),
+            ("role", &role, text::MAX_NAME_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "admin-unassign",
+            Some(CallKind::Admin),
+            lengths,
+            move |m, c| m.admin_unassign(c, &user, &role),
+        )
+        .await
     }
 
     async fn admin_revoke(
@@ -575,8 +762,19 @@ impl ManagerService {
         role: String,
         reason: String,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| m.admin_revoke(c, &user, &role, &reason))
-            .await
+        let lengths = check_lengths(&[
+            ("user", &user, text::MAX_NAME_BYTES),
+            ("role", &role, text::MAX_NAME_BYTES),
+            ("reason", &reason, text::MAX_REASON_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            "admin-revoke",
+            Some(CallKind::Admin),
+            lengths,
+            move |m, c| m.admin_revoke(c, &user, &role, &reason),
+        )
+        .await
     }
 
     async fn admin_mfa_reset(
@@ -584,7 +782,15 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         user: String,
     ) -> Result<(), PimError> {
-        self.call(&h, move |m, c| m.admin_mfa_reset(c, &user)).await
+        let lengths = check_lengths(&[("user", &user, text::MAX_NAME_BYTES)]);
+        self.limited_call(
+            &h,
+            "admin-mfa-reset",
+            Some(CallKind::Admin),
+            lengths,
+            move |m, c| m.admin_mfa_reset(c, &user),
+        )
+        .await
     }
 
     async fn check_access(
@@ -684,6 +890,51 @@ mod tests {
             "re-subscribing is fine"
         );
         assert_eq!(core.add_watcher(name(2000), bob), Ok(true));
+    }
+
+    #[test]
+    fn given_more_calls_in_progress_than_allowed_then_busy_and_root_never() {
+        let in_progress = InProgress::default();
+        let places: Vec<_> = (0..MAX_CALLS_IN_PROGRESS)
+            .map(|_| in_progress.enter(1000).unwrap())
+            .collect();
+        for _ in 0..3 {
+            let Err(PimError::Busy(message)) = in_progress.enter(1000) else {
+                panic!("the fifth call is turned away");
+            };
+            assert!(message.contains("4 calls to pimd in progress"), "{message}");
+        }
+        assert!(in_progress.enter(1001).is_ok(), "others are not held back");
+        for _ in 0..100 {
+            assert!(matches!(in_progress.enter(0), Ok((None, 0))), "root");
+        }
+        drop(places);
+        let (place, turned_away) = in_progress.enter(1000).unwrap();
+        assert!(place.is_some());
+        assert_eq!(
+            turned_away, 3,
+            "handed to the first call let in, for the audit"
+        );
+        assert_eq!(in_progress.enter(1000).unwrap().1, 0);
+    }
+
+    #[test]
+    fn given_an_argument_too_long_then_refused_naming_it_and_the_limit() {
+        let huge = "x".repeat(30 << 20);
+        let refused = check_lengths(&[
+            ("role", "admin", text::MAX_NAME_BYTES),
+            ("reason", &huge, text::MAX_REASON_BYTES),
+        ]);
+        assert_eq!(
+            refused,
+            Err(PimError::InvalidArgument(
+                "argument 'reason' is 31457280 bytes long; at most 1024 are allowed".into()
+            ))
+        );
+        assert_eq!(
+            check_lengths(&[("code", "123456", text::MAX_CODE_BYTES)]),
+            Ok(())
+        );
     }
 
     /// A refused activation by alice with `reason` and `detail`.
