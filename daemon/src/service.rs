@@ -465,20 +465,22 @@ impl ManagerService {
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
-        self.limited_call(header, "", None, Ok(()), f).await
+        self.limited_call(header, "", None, Ok(()), |m, c, ()| f(m, c))
+            .await
     }
 
-    /// Runs `f` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`] at once;
-    /// for a call that writes (of kind `writes`), at most the kind's calls a minute; and only
-    /// when `lengths` (from [`check_lengths`]) is fine. Else the call is refused as `action`
-    /// and the refusal audited.
-    async fn limited_call<T: Send + 'static>(
+    /// Runs `f` on `args` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`]
+    /// at once; for a call that writes (of kind `writes`), at most the kind's calls a minute;
+    /// and only when `args` is not an error (the arguments' own copies, made once
+    /// [`check_lengths`] found them within bounds). Else the call is refused as `action` and
+    /// the refusal audited.
+    async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
         header: &Header<'_>,
         action: &'static str,
         writes: Option<CallKind>,
-        lengths: Result<(), PimError>,
-        f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
+        args: Result<A, PimError>,
+        f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
         let uid = self.caller_uid(header).await?;
         let (_place, turned_away) = self.core.in_progress.enter(uid)?;
@@ -491,10 +493,10 @@ impl ManagerService {
                 if let Some(kind) = writes {
                     m.admit_call(&caller, action, kind)?;
                 }
-                if let Err(e) = lengths {
-                    return m.refuse_call(&caller, action, e);
+                match args {
+                    Ok(args) => f(m, &caller, args),
+                    Err(e) => m.refuse_call(&caller, action, e),
                 }
-                f(m, &caller)
             })
             .await
     }
@@ -509,24 +511,35 @@ impl ManagerService {
     async fn activate(
         &self,
         #[zbus(header)] h: Header<'_>,
-        role: String,
+        role: &str,
         duration_secs: u64,
-        reason: String,
-        ticket: String,
-        code: String,
+        reason: &str,
+        ticket: &str,
+        code: &str,
     ) -> Result<ActivateReply, PimError> {
-        let lengths = check_lengths(&[
-            ("role", &role, text::MAX_NAME_BYTES),
-            ("reason", &reason, text::MAX_REASON_BYTES),
-            ("ticket", &ticket, text::MAX_TICKET_BYTES),
-            ("code", &code, text::MAX_CODE_BYTES),
-        ]);
+        // Borrowed from the message, and copied only once known to be within bounds.
+        let args = check_lengths(&[
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+            ("ticket", ticket, text::MAX_TICKET_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| {
+            (
+                role.to_owned(),
+                reason.to_owned(),
+                ticket.to_owned(),
+                code.to_owned(),
+            )
+        });
         self.limited_call(
             &h,
             "activate",
             Some(CallKind::Grants),
-            lengths,
-            move |m, c| m.activate(c, &role, duration_secs, &reason, &ticket, &code),
+            args,
+            move |m, c, (role, reason, ticket, code)| {
+                m.activate(c, &role, duration_secs, &reason, &ticket, &code)
+            },
         )
         .await
     }
@@ -534,15 +547,16 @@ impl ManagerService {
     async fn deactivate(
         &self,
         #[zbus(header)] h: Header<'_>,
-        role: String,
+        role: &str,
     ) -> Result<GrantInfo, PimError> {
-        let lengths = check_lengths(&[("role", &role, text::MAX_NAME_BYTES)]);
+        let args =
+            check_lengths(&[("role", role, text::MAX_NAME_BYTES)]).map(|()| (role.to_owned(),));
         self.limited_call(
             &h,
             "deactivate",
             Some(CallKind::Grants),
-            lengths,
-            move |m, c| m.deactivate(c, &role),
+            args,
+            move |m, c, (role,)| m.deactivate(c, &role),
         )
         .await
     }
@@ -550,22 +564,23 @@ impl ManagerService {
     async fn extend(
         &self,
         #[zbus(header)] h: Header<'_>,
-        role: String,
+        role: &str,
         duration_secs: u64,
-        reason: String,
-        code: String,
+        reason: &str,
+        code: &str,
     ) -> Result<GrantInfo, PimError> {
-        let lengths = check_lengths(&[
-            ("role", &role, text::MAX_NAME_BYTES),
-            ("reason", &reason, text::MAX_REASON_BYTES),
-            ("code", &code, text::MAX_CODE_BYTES),
-        ]);
+        let args = check_lengths(&[
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| (role.to_owned(), reason.to_owned(), code.to_owned()));
         self.limited_call(
             &h,
             "extend",
             Some(CallKind::Grants),
-            lengths,
-            move |m, c| m.extend(c, &role, duration_secs, &reason, &code),
+            args,
+            move |m, c, (role, reason, code)| m.extend(c, &role, duration_secs, &reason, &code),
         )
         .await
     }
@@ -581,7 +596,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c| {
+        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c, ()| {
             m.mfa_enroll(c)
         })
         .await
@@ -590,15 +605,16 @@ impl ManagerService {
     async fn mfa_confirm(
         &self,
         #[zbus(header)] h: Header<'_>,
-        code: String,
+        code: &str,
     ) -> Result<Vec<String>, PimError> {
-        let lengths = check_lengths(&[("code", &code, text::MAX_CODE_BYTES)]);
+        let args =
+            check_lengths(&[("code", code, text::MAX_CODE_BYTES)]).map(|()| (code.to_owned(),));
         self.limited_call(
             &h,
             "mfa-confirm",
             Some(CallKind::Mfa),
-            lengths,
-            move |m, c| m.mfa_confirm(c, &code),
+            args,
+            move |m, c, (code,)| m.mfa_confirm(c, &code),
         )
         .await
     }
@@ -611,14 +627,15 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
         since: i64,
-        user: String,
-        role: String,
+        user: &str,
+        role: &str,
     ) -> Result<Vec<AuditRecord>, PimError> {
-        let lengths = check_lengths(&[
-            ("user", &user, text::MAX_NAME_BYTES),
-            ("role", &role, text::MAX_NAME_BYTES),
-        ]);
-        self.limited_call(&h, "audit-read", None, lengths, move |m, c| {
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned()));
+        self.limited_call(&h, "audit-read", None, args, move |m, c, (user, role)| {
             m.audit(c, since, &user, &role)
         })
         .await
@@ -635,19 +652,20 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
         id: i64,
-        comment: String,
-        code: String,
+        comment: &str,
+        code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let lengths = check_lengths(&[
-            ("comment", &comment, text::MAX_REASON_BYTES),
-            ("code", &code, text::MAX_CODE_BYTES),
-        ]);
+        let args = check_lengths(&[
+            ("comment", comment, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| (comment.to_owned(), code.to_owned()));
         self.limited_call(
             &h,
             "approve",
             Some(CallKind::Decisions),
-            lengths,
-            move |m, c| m.approve(c, id, &comment, &code),
+            args,
+            move |m, c, (comment, code)| m.approve(c, id, &comment, &code),
         )
         .await
     }
@@ -656,19 +674,20 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
         id: i64,
-        comment: String,
-        code: String,
+        comment: &str,
+        code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let lengths = check_lengths(&[
-            ("comment", &comment, text::MAX_REASON_BYTES),
-            ("code", &code, text::MAX_CODE_BYTES),
-        ]);
+        let args = check_lengths(&[
+            ("comment", comment, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| (comment.to_owned(), code.to_owned()));
         self.limited_call(
             &h,
             "deny",
             Some(CallKind::Decisions),
-            lengths,
-            move |m, c| m.deny(c, id, &comment, &code),
+            args,
+            move |m, c, (comment, code)| m.deny(c, id, &comment, &code),
         )
         .await
     }
@@ -678,9 +697,13 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<RequestInfo, PimError> {
-        self.limited_call(&h, "cancel", Some(CallKind::Grants), Ok(()), move |m, c| {
-            m.cancel(c, id)
-        })
+        self.limited_call(
+            &h,
+            "cancel",
+            Some(CallKind::Grants),
+            Ok(()),
+            move |m, c, ()| m.cancel(c, id),
+        )
         .await
     }
 
@@ -716,21 +739,22 @@ impl ManagerService {
     async fn admin_assign(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        role: String,
+        user: &str,
+        role: &str,
         not_before: i64,
         not_after: i64,
     ) -> Result<(), PimError> {
-        let lengths = check_lengths(&[
-            ("user", &user, text::MAX_NAME_BYTES),
-            ("role", &role, text::MAX_NAME_BYTES),
-        ]);
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned()));
         self.limited_call(
             &h,
             "admin-assign",
             Some(CallKind::Admin),
-            lengths,
-            move |m, c| m.admin_assign(c, &user, &role, not_before, not_after),
+            args,
+            move |m, c, (user, role)| m.admin_assign(c, &user, &role, not_before, not_after),
         )
         .await
     }
@@ -738,19 +762,20 @@ impl ManagerService {
     async fn admin_unassign(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        role: String,
+        user: &str,
+        role: &str,
     ) -> Result<(), PimError> {
-        let lengths = check_lengths(&[
-            ("user", &user, text::MAX_NAME_BYTES),
-            ("role", &role, text::MAX_NAME_BYTES),
-        ]);
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned()));
         self.limited_call(
             &h,
             "admin-unassign",
             Some(CallKind::Admin),
-            lengths,
-            move |m, c| m.admin_unassign(c, &user, &role),
+            args,
+            move |m, c, (user, role)| m.admin_unassign(c, &user, &role),
         )
         .await
     }
@@ -758,21 +783,22 @@ impl ManagerService {
     async fn admin_revoke(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        role: String,
-        reason: String,
+        user: &str,
+        role: &str,
+        reason: &str,
     ) -> Result<GrantInfo, PimError> {
-        let lengths = check_lengths(&[
-            ("user", &user, text::MAX_NAME_BYTES),
-            ("role", &role, text::MAX_NAME_BYTES),
-            ("reason", &reason, text::MAX_REASON_BYTES),
-        ]);
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned(), reason.to_owned()));
         self.limited_call(
             &h,
             "admin-revoke",
             Some(CallKind::Admin),
-            lengths,
-            move |m, c| m.admin_revoke(c, &user, &role, &reason),
+            args,
+            move |m, c, (user, role, reason)| m.admin_revoke(c, &user, &role, &reason),
         )
         .await
     }
@@ -780,15 +806,16 @@ impl ManagerService {
     async fn admin_mfa_reset(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
+        user: &str,
     ) -> Result<(), PimError> {
-        let lengths = check_lengths(&[("user", &user, text::MAX_NAME_BYTES)]);
+        let args =
+            check_lengths(&[("user", user, text::MAX_NAME_BYTES)]).map(|()| (user.to_owned(),));
         self.limited_call(
             &h,
             "admin-mfa-reset",
             Some(CallKind::Admin),
-            lengths,
-            move |m, c| m.admin_mfa_reset(c, &user),
+            args,
+            move |m, c, (user,)| m.admin_mfa_reset(c, &user),
         )
         .await
     }
