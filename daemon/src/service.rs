@@ -36,7 +36,8 @@ const NOTIFY_QUEUE_LENGTH: usize = 1024;
 /// limited.
 const MAX_CALLS_IN_PROGRESS: u32 = 4;
 
-/// The calls of each user in progress, and those turned away since one was last let in.
+/// The calls of each user in progress, and those turned away that the audit has not counted
+/// yet.
 #[derive(Default)]
 struct InProgress(Mutex<HashMap<u32, Calls>>);
 
@@ -53,11 +54,10 @@ struct Place<'a> {
 }
 
 impl InProgress {
-    /// A place for a call by `uid` (none needed for root), with how many of the user's calls
-    /// were turned away since the last one let in (for the audit); or `Busy`.
-    fn enter(&self, uid: u32) -> Result<(Option<Place<'_>>, u32), PimError> {
+    /// A place for a call by `uid` (none needed for root), or `Busy`.
+    fn enter(&self, uid: u32) -> Result<Option<Place<'_>>, PimError> {
         if uid == 0 {
-            return Ok((None, 0));
+            return Ok(None);
         }
         let mut users = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let calls = users.entry(uid).or_default();
@@ -69,11 +69,23 @@ impl InProgress {
             )));
         }
         calls.running += 1;
-        let place = Place {
+        Ok(Some(Place {
             in_progress: self,
             uid,
+        }))
+    }
+
+    /// How many calls of `uid` were turned away since this was last asked.
+    fn take_turned_away(&self, uid: u32) -> u32 {
+        let mut users = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(calls) = users.get_mut(&uid) else {
+            return 0;
         };
-        Ok((Some(place), std::mem::take(&mut calls.turned_away)))
+        let turned_away = std::mem::take(&mut calls.turned_away);
+        if calls.running == 0 {
+            users.remove(&uid);
+        }
+        turned_away
     }
 }
 
@@ -483,13 +495,11 @@ impl ManagerService {
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
         let uid = self.caller_uid(header).await?;
-        let (_place, turned_away) = self.core.in_progress.enter(uid)?;
-        self.core
+        let place = self.core.in_progress.enter(uid)?;
+        let result = self
+            .core
             .with_manager(move |m| {
                 let caller = m.caller(uid)?;
-                if turned_away > 0 {
-                    m.count_turned_away(&caller, turned_away);
-                }
                 if let Some(kind) = writes {
                     m.admit_call(&caller, action, kind)?;
                 }
@@ -498,7 +508,25 @@ impl ManagerService {
                     Err(e) => m.refuse_call(&caller, action, e),
                 }
             })
-            .await
+            .await;
+        // Calls are turned away only while others run: each one that ends hands over those
+        // turned away meanwhile, so the last to end leaves none uncounted.
+        drop(place);
+        let turned_away = self.core.in_progress.take_turned_away(uid);
+        if turned_away > 0 {
+            let counted = self
+                .core
+                .with_manager(move |m| {
+                    let caller = m.caller(uid)?;
+                    m.count_turned_away(&caller, turned_away);
+                    Ok(())
+                })
+                .await;
+            if counted.is_err() {
+                eprintln!("pimd: {turned_away} call(s) of uid {uid} turned away went uncounted");
+            }
+        }
+        result
     }
 }
 
@@ -925,6 +953,7 @@ mod tests {
         let places: Vec<_> = (0..MAX_CALLS_IN_PROGRESS)
             .map(|_| in_progress.enter(1000).unwrap())
             .collect();
+        assert!(places.iter().all(Option::is_some));
         for _ in 0..3 {
             let Err(PimError::Busy(message)) = in_progress.enter(1000) else {
                 panic!("the fifth call is turned away");
@@ -933,16 +962,16 @@ mod tests {
         }
         assert!(in_progress.enter(1001).is_ok(), "others are not held back");
         for _ in 0..100 {
-            assert!(matches!(in_progress.enter(0), Ok((None, 0))), "root");
+            assert!(matches!(in_progress.enter(0), Ok(None)), "root");
         }
         drop(places);
-        let (place, turned_away) = in_progress.enter(1000).unwrap();
-        assert!(place.is_some());
-        assert_eq!(
-            turned_away, 3,
-            "handed to the first call let in, for the audit"
+        assert_eq!(in_progress.take_turned_away(1000), 3, "for the audit");
+        assert_eq!(in_progress.take_turned_away(1000), 0, "counted once");
+        assert!(in_progress.0.lock().unwrap().is_empty(), "nothing kept");
+        assert!(
+            in_progress.enter(1000).unwrap().is_some(),
+            "places given back"
         );
-        assert_eq!(in_progress.enter(1000).unwrap().1, 0);
     }
 
     #[test]

@@ -9,7 +9,8 @@ busctl, gdbus and dbus-send take arguments on their command line, which the kern
 messages), the way any local program may.
 
 Prints "connected" once every connection said Hello, then, at the end, one JSON document:
-{"calls": N, "errors": {ERROR_NAME: COUNT}, "messages": {ERROR_NAME: FIRST_MESSAGE}, "replies": R}
+{"calls": N, "errors": {ERROR_NAME: COUNT}, "messages": {ERROR_NAME: FIRST_MESSAGE},
+ "shapes": {MESSAGE_WITH_EACH_NUMBER_AS_N: COUNT}, "replies": R}
 (R counts method returns: a flood call that pimd accepted).
 
 usage: dbus_flood.py CONNECTIONS CALLS MIB STOP [METHOD]
@@ -17,6 +18,7 @@ usage: dbus_flood.py CONNECTIONS CALLS MIB STOP [METHOD]
 
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -151,7 +153,7 @@ def main():
     buses = [Connection() for _ in range(connections)]
     print("connected", flush=True)
     lock = threading.Lock()
-    result = {"calls": 0, "errors": {}, "messages": {}, "replies": 0}
+    result = {"calls": 0, "errors": {}, "messages": {}, "shapes": {}, "replies": 0}
 
     def flood(bus):
         for _ in range(calls):
@@ -164,6 +166,8 @@ def main():
                 if kind == ERROR:
                     result["errors"][name] = result["errors"].get(name, 0) + 1
                     result["messages"].setdefault(name, text[:300])
+                    shape = re.sub(r"[0-9]+", "N", text[:300])
+                    result["shapes"][shape] = result["shapes"].get(shape, 0) + 1
                 else:
                     result["replies"] += 1
 

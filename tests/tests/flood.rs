@@ -176,7 +176,7 @@ fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_gran
 }
 
 #[test]
-fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_grant_holder_succeeds_and_at_most_the_allowance_is_served(
+fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_grant_holder_succeeds_the_allowance_is_served_and_the_rest_counted(
 ) {
     let sb = host("");
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
@@ -198,6 +198,32 @@ fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_
     );
     let all = sb.audit_records("root", &[]);
     assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    // Those refused as too many in the minute: 20 recorded one by one, the rest counted; those
+    // turned away as too many at once: all counted.
+    let shapes = &result["shapes"];
+    let at_once = shapes
+        ["you already have N calls to pimd in progress; wait for them to finish and try again"]
+        .as_u64()
+        .unwrap_or(0);
+    let in_the_minute = busy.as_u64().unwrap_or(0) - at_once;
+    assert_eq!(
+        records(&all, "mfa-enroll", "mallory", "refused").len() as u64,
+        in_the_minute.min(20)
+    );
+    restart_pimd(&sb);
+    let all = sb.audit_records("root", &[]);
+    let detail = only_detail(&all, "refusals-unrecorded", "mallory");
+    let mut counted = Vec::new();
+    if at_once > 0 {
+        counted.push(format!("calls-in-progress {at_once}"));
+    }
+    if in_the_minute > 20 {
+        counted.push(format!("mfa-enroll {}", in_the_minute - 20));
+    }
+    assert!(
+        detail.ends_with(&format!(": {}", counted.join(", "))),
+        "{detail}\n{result}"
+    );
 }
 
 #[test]
