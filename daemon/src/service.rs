@@ -109,8 +109,7 @@ impl Drop for Place<'_> {
 /// done with what a caller sends, before it is copied, escaped or waits for a lock.
 fn check_lengths(arguments: &[(&str, &str, usize)]) -> Result<(), PimError> {
     for (name, value, max) in arguments {
-        text::check_len(&format!("argument '{name}'"), value, *max)
-            .map_err(PimError::InvalidArgument)?;
+        text::check_len(&format!("the {name}"), value, *max).map_err(PimError::InvalidArgument)?;
     }
     Ok(())
 }
@@ -984,7 +983,7 @@ mod tests {
         assert_eq!(
             refused,
             Err(PimError::InvalidArgument(
-                "argument 'reason' is 31457280 bytes long; at most 1024 are allowed".into()
+                "the reason is 31457280 bytes long; at most 1024 are allowed".into()
             ))
         );
         assert_eq!(

@@ -146,7 +146,7 @@ fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_gran
     }
     assert_eq!(
         result["messages"]["org.pim.Manager1.Error.InvalidArgument"],
-        "argument 'reason' is 31457280 bytes long; at most 1024 are allowed",
+        "the reason is 31457280 bytes long; at most 1024 are allowed",
         "{result}"
     );
     // What the messages being answered hold (30 MiB each, one or two per connection), not
@@ -164,7 +164,7 @@ fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_gran
     assert!(
         refused[0]["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("argument 'reason'")),
+            .is_some_and(|d| d.contains("the reason is 31457280 bytes long")),
         "{:#?}",
         refused[0]
     );
