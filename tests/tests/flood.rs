@@ -5,6 +5,7 @@
 //! approval), role `db` grants `dbadmin` to alice after bob's approval; mallory is eligible
 //! for nothing. sudo has `pam_pim.so groups=sudo` in its account stack.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use pim_e2e::{Sandbox, CONFIG_PATH};
@@ -33,6 +34,14 @@ const REASON: &str = "rotate the TLS keys on web1";
 
 /// The raw D-Bus client that floods pimd (see the script's own description).
 const FLOOD_SCRIPT: &str = include_str!("../sandbox/dbus_flood.py");
+
+/// The floods here load the machine: they run one at a time, so that one test's flood is not
+/// the load under which another test's sudo must be answered.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The host, with pimd running `daemon` (the `[daemon]` table's lines) and [`ROLES`].
 fn host(daemon: &str) -> Sandbox {
@@ -118,6 +127,7 @@ fn sudo_succeeds(sb: &Sandbox, times: usize) {
 #[test]
 fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_grant_holder_succeeds_and_pimd_stays_small(
 ) {
+    let _one = one_at_a_time();
     let sb = host("");
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
@@ -178,6 +188,7 @@ fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_gran
 #[test]
 fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_grant_holder_succeeds_the_allowance_is_served_and_the_rest_counted(
 ) {
+    let _one = one_at_a_time();
     let sb = host("");
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
@@ -229,6 +240,7 @@ fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_
 #[test]
 fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounded_number_of_rows_and_a_summary_counts_the_rest(
 ) {
+    let _one = one_at_a_time();
     let sb = host("");
     const CALLS: usize = 60;
     let out = sb.sh(
@@ -275,6 +287,7 @@ fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounde
 #[test]
 fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets_a_bounded_number_of_events_and_the_drop_is_audited(
 ) {
+    let _one = one_at_a_time();
     let sb = host("");
     let watch = sb.spawn("bob", &["pim", "watch"]);
     sb.wait_until("bob's watch to start", WAIT, || {
