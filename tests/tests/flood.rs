@@ -43,8 +43,9 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The host, with pimd running `daemon` (the `[daemon]` table's lines) and [`ROLES`].
-fn host(daemon: &str) -> Sandbox {
+/// The host, with pimd running [`ROLES`] (and every default of `[daemon]`, such as
+/// `calls_per_minute = 30`).
+fn host() -> Sandbox {
     let sb = Sandbox::start();
     assert!(
         sb.has_pam_module(),
@@ -54,7 +55,7 @@ fn host(daemon: &str) -> Sandbox {
     for user in ["alice", "bob", "mallory"] {
         sb.add_user(user, &[]);
     }
-    sb.write_file(CONFIG_PATH, &format!("[daemon]\n{daemon}\n{ROLES}"), 0o644);
+    sb.write_file(CONFIG_PATH, ROLES, 0o644);
     sb.setup_sudo(Some("groups=sudo"));
     sb.start_pimd();
     sb
@@ -128,7 +129,7 @@ fn sudo_succeeds(sb: &Sandbox, times: usize) {
 fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_grant_holder_succeeds_and_pimd_stays_small(
 ) {
     let _one = one_at_a_time();
-    let sb = host("");
+    let sb = host();
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
     sb.run("alice", &["sudo", "-n", "true"]).assert_success();
@@ -189,7 +190,7 @@ fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_gran
 fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_grant_holder_succeeds_the_allowance_is_served_and_the_rest_counted(
 ) {
     let _one = one_at_a_time();
-    let sb = host("");
+    let sb = host();
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
     // Eight connections, each calling again as soon as the previous call returned (the old pimd
@@ -241,7 +242,7 @@ fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_
 fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounded_number_of_rows_and_a_summary_counts_the_rest(
 ) {
     let _one = one_at_a_time();
-    let sb = host("");
+    let sb = host();
     const CALLS: usize = 60;
     let out = sb.sh(
         "mallory",
@@ -288,7 +289,7 @@ fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounde
 fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets_a_bounded_number_of_events_and_the_drop_is_audited(
 ) {
     let _one = one_at_a_time();
-    let sb = host("");
+    let sb = host();
     let watch = sb.spawn("bob", &["pim", "watch"]);
     sb.wait_until("bob's watch to start", WAIT, || {
         watch.stderr_so_far().contains("following events")
