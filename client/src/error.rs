@@ -97,7 +97,8 @@ fn hint(e: &PimError) -> Option<&'static str> {
         | PimError::PermissionDenied(_)
         | PimError::NotFound(_)
         | PimError::AlreadyMember(_)
-        | PimError::Conflict(_) => None,
+        | PimError::Conflict(_)
+        | PimError::Busy(_) => None,
     }
 }
 
@@ -127,6 +128,7 @@ mod tests {
             PimError::NotFound(m()),
             PimError::AlreadyMember(m()),
             PimError::Conflict(m()),
+            PimError::Busy(m()),
             PimError::Internal(m()),
         ]
     }

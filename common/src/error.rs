@@ -29,6 +29,9 @@ pub enum PimError {
     AlreadyMember(String),
     /// The request is in a state that does not allow this (already decided, expired, ...).
     Conflict(String),
+    /// Too many calls from this caller: in progress at once, or in the last minute. Nothing
+    /// was done; the message says when to try again.
+    Busy(String),
     /// Something failed inside the daemon; nothing was granted.
     Internal(String),
 }
@@ -48,6 +51,7 @@ impl PimError {
             | PimError::NotFound(m)
             | PimError::AlreadyMember(m)
             | PimError::Conflict(m)
+            | PimError::Busy(m)
             | PimError::Internal(m) => m.clone(),
         }
     }

@@ -6,17 +6,27 @@ pub const MAX_REASON_BYTES: usize = 1024;
 pub const MAX_TICKET_BYTES: usize = 128;
 /// Longest user, group or role name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
+/// Longest TOTP or recovery code argument accepted, in bytes (either is far shorter; this
+/// leaves room for spaces and dashes a person may type).
+pub const MAX_CODE_BYTES: usize = 64;
 
-/// Checks a piece of user text: at most `max` bytes, no control characters (which could forge
-/// log lines or drive a terminal) and no invisible formatting or separator characters (see
-/// [`is_unsafe`]). `what` names the field in the error message.
-pub fn check(what: &str, text: &str, max: usize) -> Result<(), String> {
+/// Checks only the length of `text`: at most `max` bytes. It reads nothing but the length, so
+/// it is the first check on anything a caller sends, before any other work on it.
+pub fn check_len(what: &str, text: &str, max: usize) -> Result<(), String> {
     if text.len() > max {
         return Err(format!(
             "{what} is {} bytes long; at most {max} are allowed",
             text.len()
         ));
     }
+    Ok(())
+}
+
+/// Checks a piece of user text: at most `max` bytes, no control characters (which could forge
+/// log lines or drive a terminal) and no invisible formatting or separator characters (see
+/// [`is_unsafe`]). `what` names the field in the error message.
+pub fn check(what: &str, text: &str, max: usize) -> Result<(), String> {
+    check_len(what, text, max)?;
     if let Some(c) = text.chars().find(|&c| is_unsafe(c)) {
         let kind = match c {
             '\u{2028}' => "line separator",
@@ -105,16 +115,28 @@ pub fn for_record(text: &str, max: usize) -> String {
     if check("", text, max).is_ok() {
         return text.to_string();
     }
-    let mut escaped = escape(text);
+    // Only the part that can show is escaped: escaping the whole of a huge refused input would
+    // cost time and memory in proportion to what the caller chose to send.
+    let shown = &text[..floor_char_boundary(text, max)];
+    let mut escaped = escape(shown);
+    let mut cut = shown.len() < text.len();
     if escaped.len() > max {
-        let mut cut = max;
-        while !escaped.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        escaped.truncate(cut);
+        escaped.truncate(floor_char_boundary(&escaped, max));
+        cut = true;
+    }
+    if cut {
         escaped.push_str("...");
     }
     escaped
+}
+
+/// The largest index at most `at` that starts a character of `text` (or its length).
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// Escapes control characters (and backslashes) so that text is safe in syslog and on a
@@ -219,6 +241,18 @@ mod tests {
             long.len()
         );
         assert!(!long.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn given_huge_plain_text_then_the_record_is_its_bounded_start() {
+        let huge = format!("é{}", "a".repeat(30 << 20));
+        let record = for_record(&huge, 1024);
+        assert_eq!(record.len(), 1024 + 3, "the first 1 KiB and '...'");
+        assert!(record.starts_with("éaaa") && record.ends_with("a..."));
+        assert_eq!(
+            for_record(&"é".repeat(600), 1024),
+            format!("{}...", "é".repeat(512))
+        );
     }
 
     #[test]

@@ -55,6 +55,9 @@ const OTHER_CAP: Cap = Cap {
 
 const DEFAULT_DATABASE: &str = "/var/lib/pim/pim.db";
 const DEFAULT_NOTIFY_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_CALLS_PER_MINUTE: u32 = 30;
+/// More than this a minute is no longer a bound on a loop.
+const MAX_CALLS_PER_MINUTE: u32 = 10_000;
 const DEFAULT_ISSUER: &str = "pim";
 const DEFAULT_MAX_FAILURES: u32 = 5;
 const DEFAULT_FAILURE_WINDOW_SECS: u64 = 5 * 60;
@@ -72,6 +75,7 @@ const DAEMON_KEYS: &[&str] = &[
     "auditors",
     "notify_command",
     "notify_timeout",
+    "calls_per_minute",
 ];
 const MFA_KEYS: &[&str] = &["issuer", "max_failures", "failure_window", "lockout"];
 const ROLE_KEYS: &[&str] = &[
@@ -132,6 +136,8 @@ pub struct DaemonConfig {
     /// Program and arguments run on events; empty when there is none.
     pub notify_command: Vec<String>,
     pub notify_timeout_secs: u64,
+    /// Writing calls of one kind one user may make a minute (see `throttle`).
+    pub calls_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -719,6 +725,7 @@ impl Checker<'_> {
         let auditors = self.principals(s, "auditors");
         let notify_command = self.command(s, "notify_command");
         let notify_timeout = self.duration(s, "notify_timeout", &OTHER_CAP);
+        let calls_per_minute = self.integer(s, "calls_per_minute", 1..=MAX_CALLS_PER_MINUTE);
         DaemonConfig {
             database: PathBuf::from(
                 value_or(&database, DEFAULT_DATABASE.to_string()).unwrap_or_default(),
@@ -727,6 +734,8 @@ impl Checker<'_> {
             auditors: value_or(&auditors, Vec::new()).unwrap_or_default(),
             notify_command: value_or(&notify_command, Vec::new()).unwrap_or_default(),
             notify_timeout_secs: value_or(&notify_timeout, DEFAULT_NOTIFY_TIMEOUT_SECS)
+                .unwrap_or_default(),
+            calls_per_minute: value_or(&calls_per_minute, DEFAULT_CALLS_PER_MINUTE)
                 .unwrap_or_default(),
         }
     }
@@ -1158,6 +1167,7 @@ request_ttl = "24h"              # an undecided request expires after this
         assert!(config.daemon.admins.is_empty() && config.daemon.auditors.is_empty());
         assert!(config.daemon.notify_command.is_empty());
         assert_eq!(config.daemon.notify_timeout_secs, 10);
+        assert_eq!(config.daemon.calls_per_minute, 30);
         assert_eq!(config.mfa.issuer, "pim");
         assert_eq!(config.mfa.max_failures, 5);
         assert_eq!(config.mfa.failure_window_secs, 300);
@@ -1290,6 +1300,20 @@ request_ttl = "24h"              # an undecided request expires after this
         assert!(problem.message.contains("7d cap"), "{problem}");
         // Exactly at the cap is fine.
         clean("[roles.admin]\ngroup = \"sudo\"\nmax_duration = \"1d\"\n");
+    }
+
+    #[test]
+    fn given_calls_per_minute_then_read_and_bounded() {
+        let (config, _) = check("[daemon]\ncalls_per_minute = 120\n");
+        assert_eq!(config.expect("valid").daemon.calls_per_minute, 120);
+        for bad in ["0", "10001", "\"30\""] {
+            let problem = one_error(&format!("[daemon]\ncalls_per_minute = {bad}\n"));
+            assert_eq!(
+                (problem.key.as_str(), problem.line),
+                ("daemon.calls_per_minute", Some(2)),
+                "{problem}"
+            );
+        }
     }
 
     #[test]

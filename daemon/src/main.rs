@@ -14,6 +14,7 @@ mod service;
 mod setgid;
 mod store;
 mod syslog;
+mod throttle;
 
 use access::AccessReader;
 use accounts::SystemAccounts;
@@ -220,7 +221,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
     let connection = zbus::Connection::system()
         .await
         .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-    let bus = zbus::fdo::DBusProxy::new(&connection)
+    // Questions to the bus daemon (who is calling, who left) on a connection of their own:
+    // their answers then never queue behind the calls waiting for pimd's name, which a local
+    // user can fill with large messages (sudo's check waited for them there).
+    let questions = zbus::Connection::system()
+        .await
+        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+    let bus = zbus::fdo::DBusProxy::new(&questions)
         .await
         .map_err(|e| format!("cannot talk to the bus daemon: {e}"))?;
     connection

@@ -20,6 +20,7 @@ use crate::store::{
     Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState, Store,
     StoreError, Tx,
 };
+use crate::throttle::{CallKind, CallLimiter};
 use pim_common::duration;
 use pim_common::text;
 use pim_common::types::{
@@ -52,6 +53,10 @@ const MAX_LISTED_SWEEP_RECORDS: usize = 1000;
 
 /// Most groups one access check may name (a PAM line names a handful).
 pub const MAX_ACCESS_GROUPS: usize = 64;
+
+/// Events one person's calls send to watchers and `notify_command` per window (of
+/// [`refusals::WINDOW_SECS`]); the rest are dropped, counted and summarised in the audit.
+pub const EVENTS_PER_WINDOW: u32 = 20;
 
 /// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
 const DAEMON: &str = "pimd";
@@ -89,6 +94,17 @@ pub struct Manager {
     host: String,
     outbox: Outbox,
     refusals: RefusalLimiter,
+    /// Events not sent because their actor's calls sent too many: the same windows and
+    /// summaries as refusals.
+    events: RefusalLimiter,
+    calls: CallLimiter,
+}
+
+/// What a summary record counts.
+#[derive(Clone, Copy)]
+enum Counted {
+    Refusals,
+    Events,
 }
 
 /// The fields every audit record of one operation shares.
@@ -221,6 +237,8 @@ impl Manager {
             host,
             outbox: Outbox::default(),
             refusals: RefusalLimiter::default(),
+            events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
+            calls: CallLimiter::default(),
         }
     }
 
@@ -253,6 +271,16 @@ impl Manager {
         let (value, audited) = self.store.write(f)?;
         self.outbox.audit.extend(audited);
         Ok(value)
+    }
+
+    /// Writes audit records that go with no change.
+    fn commit_audit(&mut self, entries: Vec<AuditEntry>) -> Result<(), PimError> {
+        self.commit(|tx| {
+            for entry in entries {
+                tx.audit(entry)?;
+            }
+            Ok(())
+        })
     }
 
     /// Audits a refusal (or failure) and hands the error back.
@@ -301,16 +329,12 @@ impl Manager {
             Admission::Count => return Ok(()),
             Admission::Record { previous } => previous,
         };
-        let summaries = previous
+        let mut entries = previous
             .as_ref()
-            .map(|p| self.unrecorded_entries(p))
+            .map(|p| self.unrecorded_entries(p, Counted::Refusals))
             .unwrap_or_default();
-        let written = self.commit(|tx| {
-            for summary in summaries {
-                tx.audit(summary)?;
-            }
-            Ok(tx.audit(entry)?)
-        });
+        entries.push(entry);
+        let written = self.commit_audit(entries);
         if written.is_err() {
             if let Some(previous) = previous {
                 self.refusals.restore(previous);
@@ -319,11 +343,19 @@ impl Manager {
         written
     }
 
-    /// The summary records of refusals that were only counted: one about each person they
-    /// were about (so that person sees them), one about the cause itself for the rest.
-    fn unrecorded_entries(&self, u: &Unrecorded) -> Vec<AuditEntry> {
+    /// The summary records of refusals (or events) that were only counted: one about each
+    /// person they were about (so that person sees them), one about the cause for the rest.
+    fn unrecorded_entries(&self, u: &Unrecorded, counted: Counted) -> Vec<AuditEntry> {
         let now = self.now();
         let subject = u.cause.subject();
+        let (action, what, allowance) = match counted {
+            Counted::Refusals => (
+                "refusals-unrecorded",
+                "refusal(s)",
+                refusals::RECORDS_PER_WINDOW,
+            ),
+            Counted::Events => ("events-undelivered", "event(s)", EVENTS_PER_WINDOW),
+        };
         u.counts
             .iter()
             .map(|(about, actions)| {
@@ -335,53 +367,105 @@ impl Manager {
                 let total = actions.values().fold(0u32, |t, n| t.saturating_add(*n));
                 let actions: Vec<String> =
                     actions.iter().map(|(a, n)| format!("{a} {n}")).collect();
-                Audit::new(&u.cause.actor, "refusals-unrecorded")
-                    .about(user, "")
-                    .entry(
-                        now,
-                        Outcome::Refused,
-                        format!(
-                            "{total} more refusal(s){whom} between {} and {} were counted, not \
-                             recorded one by one (over {} in {} s): {}",
-                            describe(u.first, now),
-                            describe(u.last, now),
-                            refusals::RECORDS_PER_WINDOW,
-                            refusals::WINDOW_SECS,
-                            actions.join(", ")
-                        ),
-                    )
+                let fate = match counted {
+                    Counted::Refusals => "were counted, not recorded one by one",
+                    Counted::Events => "were not sent to watchers or notify_command",
+                };
+                Audit::new(&u.cause.actor, action).about(user, "").entry(
+                    now,
+                    Outcome::Refused,
+                    format!(
+                        "{total} more {what}{whom} between {} and {} {fate} (over {allowance} in \
+                         {} s): {}",
+                        describe(u.first, now),
+                        describe(u.last, now),
+                        refusals::WINDOW_SECS,
+                        actions.join(", ")
+                    ),
+                )
             })
             .collect()
     }
 
-    /// Writes the summaries of refusals that were only counted: those of windows that are
-    /// over, or with `stopping` every one (and from then on every refusal is recorded).
+    /// Writes the summaries of refusals and events that were only counted: those of windows
+    /// that are over, or with `stopping` every one (and from then on every refusal is
+    /// recorded and every event sent).
     pub fn record_unrecorded_refusals(&mut self, stopping: bool) -> Result<(), PimError> {
         let now = self.now();
-        let unrecorded = if stopping {
-            self.refusals.close()
+        let (refusals, events) = if stopping {
+            (self.refusals.close(), self.events.close())
         } else {
-            self.refusals.take_ended(now)
+            (self.refusals.take_ended(now), self.events.take_ended(now))
         };
-        if unrecorded.is_empty() {
+        if refusals.is_empty() && events.is_empty() {
             return Ok(());
         }
-        let entries: Vec<AuditEntry> = unrecorded
+        let entries: Vec<AuditEntry> = refusals
             .iter()
-            .flat_map(|u| self.unrecorded_entries(u))
+            .flat_map(|u| self.unrecorded_entries(u, Counted::Refusals))
+            .chain(
+                events
+                    .iter()
+                    .flat_map(|u| self.unrecorded_entries(u, Counted::Events)),
+            )
             .collect();
-        let written = self.commit(|tx| {
-            for entry in entries {
-                tx.audit(entry)?;
-            }
-            Ok(())
-        });
+        let written = self.commit_audit(entries);
         if written.is_err() {
-            for u in unrecorded {
+            for u in refusals {
                 self.refusals.restore(u);
+            }
+            for u in events {
+                self.events.restore(u);
             }
         }
         written
+    }
+
+    /// Admits a writing call of `kind` (audited as `action`) unless the caller has made their
+    /// `[daemon] calls_per_minute` of that kind this minute; then it is refused, and the
+    /// refusal recorded like any other.
+    pub fn admit_call(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        kind: CallKind,
+    ) -> Result<(), PimError> {
+        let allowance = self.config.daemon.calls_per_minute;
+        match self.calls.admit(caller.uid, kind, allowance, self.now()) {
+            Ok(()) => Ok(()),
+            Err(wait) => self.refuse_call(
+                caller,
+                action,
+                PimError::Busy(format!(
+                    "too many {}: {allowance} a minute are allowed; try again in {wait} s",
+                    kind.describe()
+                )),
+            ),
+        }
+    }
+
+    /// Refuses a call of `action` by `caller` before any work on its arguments (e.g. one too
+    /// long), recording the refusal like any other.
+    pub fn refuse_call<T>(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        err: PimError,
+    ) -> Result<T, PimError> {
+        let audit = Audit::new(&caller.name, action).about(&caller.name, "");
+        self.refused(&audit, err)
+    }
+
+    /// Counts `n` calls of `caller` turned away because too many were in progress: they had
+    /// no record one by one (that would have meant waiting for this lock), so the summary of
+    /// the caller's refusals counts them as `calls-in-progress`.
+    pub fn count_turned_away(&mut self, caller: &Caller, n: u32) {
+        let cause = Cause {
+            actor: caller.name.clone(),
+            user: String::new(),
+        };
+        self.refusals
+            .count(&cause, "calls-in-progress", n, self.now());
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -395,6 +479,29 @@ impl Manager {
         actor: &str,
         detail: String,
     ) {
+        // One person's loop (request, cancel, request...) must not flood approvers' watchers
+        // and notifier: beyond the allowance events are dropped and counted. What pimd does
+        // by itself (expiry) is never dropped.
+        if actor != DAEMON {
+            let cause = Cause {
+                actor: actor.into(),
+                user: String::new(),
+            };
+            let about = if user == actor { "" } else { user };
+            match self.events.admit(&cause, kind, about, self.now()) {
+                Admission::Count => return,
+                Admission::Record {
+                    previous: Some(previous),
+                } => {
+                    let summaries = self.unrecorded_entries(&previous, Counted::Events);
+                    if self.commit_audit(summaries).is_err() {
+                        // Written by a later sweep instead.
+                        self.events.restore(previous);
+                    }
+                }
+                Admission::Record { previous: None } => {}
+            }
+        }
         self.outbox.events.push(EventInfo {
             kind: kind.into(),
             at: self.now(),
@@ -1053,17 +1160,27 @@ impl Manager {
         let user = caller.name.as_str();
         let audit = Audit::new(user, "mfa-enroll").about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
-        if existing.is_some_and(|r| r.confirmed) {
-            return self.refused(
-                &audit,
-                PimError::Conflict(
-                    "you are already enrolled; to enrol a new device, ask an administrator to run 'pim admin mfa-reset' for you"
-                        .into(),
-                ),
-            );
+        let account = format!("{user}@{}", self.host);
+        match existing {
+            Some(r) if r.confirmed => {
+                return self.refused(
+                    &audit,
+                    PimError::Conflict(
+                        "you are already enrolled; to enrol a new device, ask an administrator to run 'pim admin mfa-reset' for you"
+                            .into(),
+                    ),
+                )
+            }
+            Some(pending) => {
+                // Asked again before confirming (the QR code was lost, the terminal closed):
+                // the same secret again, and nothing written, so that a loop adds nothing.
+                let secret = TotpSecret::from_bytes(pending.secret);
+                let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+                return Ok((uri, secret.base32()));
+            }
+            None => {}
         }
         let secret = TotpSecret::generate()?;
-        let account = format!("{user}@{}", self.host);
         let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
         let now = self.now();
         self.commit(|tx| {

@@ -1615,28 +1615,39 @@ fn given_mfa_reset_then_the_user_is_unenrolled() {
 // ----- MFA -----
 
 #[test]
-fn given_enrol_twice_before_confirming_then_the_second_secret_replaces_the_first() {
+fn given_enrol_again_before_confirming_then_the_same_secret_and_nothing_written() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let (first_uri, first) = e.m.mfa_enroll(&alice).unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            e.m.mfa_enroll(&alice).unwrap(),
+            (first_uri.clone(), first.clone())
+        );
+    }
+    assert_eq!(
+        e.audited("mfa-enroll").len(),
+        1,
+        "one record, when it started"
+    );
+    let secret = totp_rs::Secret::try_from_base32(&first)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let codes =
+        e.m.mfa_confirm(&alice, &code_at(&secret, mfa::current_step(e.now())));
+    assert_eq!(codes.unwrap().len(), 10);
+    assert!(e.mfa_status("alice").enrolled);
+}
+
+#[test]
+fn given_a_pending_enrolment_reset_by_an_admin_then_enrolling_gives_a_new_secret() {
     let mut e = env();
     let alice = e.who("alice");
     let (_, first) = e.m.mfa_enroll(&alice).unwrap();
+    e.m.admin_mfa_reset(&e.who("root"), "alice").unwrap();
     let (_, second) = e.m.mfa_enroll(&alice).unwrap();
     assert_ne!(first, second);
-    let step = mfa::current_step(e.now());
-    let decode = |s: &str| {
-        totp_rs::Secret::try_from_base32(s)
-            .unwrap()
-            .as_bytes()
-            .to_vec()
-    };
-    let (first, second) = (decode(&first), decode(&second));
-    let old = code_at(&first, step);
-    let collides = (step - 1..=step + 1).any(|s| code_at(&second, s) == old);
-    if !collides {
-        assert_err!(e.m.mfa_confirm(&alice, &old), InvalidCode);
-    }
-    let codes = e.m.mfa_confirm(&alice, &code_at(&second, step)).unwrap();
-    assert_eq!(codes.len(), 10);
-    assert!(e.mfa_status("alice").enrolled);
     assert_eq!(e.audited("mfa-enroll").len(), 2);
 }
 
@@ -3125,4 +3136,95 @@ mod setgid_sweeps {
         assert_eq!(files.mode(COPY), 0o755);
         assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
     }
+}
+
+// ----- limits on calls and events -----
+
+#[test]
+fn given_more_writing_calls_than_the_allowance_then_busy_audited_and_root_never_limited() {
+    let mut e = env();
+    let alice = e.who("alice");
+    for _ in 0..30 {
+        e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa).unwrap();
+    }
+    let msg = assert_err!(e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa), Busy);
+    assert!(
+        msg.contains("30 a minute are allowed; try again in 60 s"),
+        "{msg}"
+    );
+    let refused = e.audited("mfa-enroll");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(
+        (refused[0].actor.as_str(), refused[0].outcome.as_str()),
+        ("alice", "refused")
+    );
+    assert!(
+        refused[0].detail.contains("too many mfa"),
+        "{:?}",
+        refused[0]
+    );
+    // Another kind has its own allowance, and the next minute a new one.
+    e.m.admit_call(&alice, "activate", CallKind::Grants)
+        .unwrap();
+    let root = e.who("root");
+    for _ in 0..100 {
+        e.m.admit_call(&root, "admin-revoke", CallKind::Admin)
+            .unwrap();
+    }
+    e.advance(crate::throttle::WINDOW_SECS);
+    e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa).unwrap();
+}
+
+#[test]
+fn given_calls_turned_away_then_the_summary_counts_them() {
+    let mut e = env();
+    let alice = e.who("alice");
+    e.m.count_turned_away(&alice, 7);
+    e.advance(crate::refusals::WINDOW_SECS);
+    e.m.record_unrecorded_refusals(false).unwrap();
+    let summary = e.audited("refusals-unrecorded");
+    assert_eq!(summary.len(), 1, "{summary:#?}");
+    assert!(
+        summary[0].detail.starts_with("7 more refusal(s) between ")
+            && summary[0].detail.ends_with(": calls-in-progress 7"),
+        "{}",
+        summary[0].detail
+    );
+}
+
+#[test]
+fn given_a_user_looping_on_activate_and_deactivate_then_watchers_get_the_allowance_and_the_rest_is_summarised(
+) {
+    let mut e = env();
+    let alice = e.who("alice");
+    e.m.take_outbox();
+    for _ in 0..15 {
+        e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
+        e.m.deactivate(&alice, "rescue").unwrap();
+    }
+    let events = e.m.take_outbox().events;
+    assert_eq!(events.len(), EVENTS_PER_WINDOW as usize);
+    assert!(e.audited("events-undelivered").is_empty());
+    // Every change is still audited.
+    assert_eq!(e.audited("activate").len(), 15);
+
+    e.advance(crate::refusals::WINDOW_SECS);
+    e.m.record_unrecorded_refusals(false).unwrap();
+    let summary = e.audited("events-undelivered");
+    assert_eq!(summary.len(), 1, "{summary:#?}");
+    assert_eq!(
+        (summary[0].actor.as_str(), summary[0].user.as_str()),
+        ("alice", "alice")
+    );
+    assert!(
+        summary[0].detail.starts_with("10 more event(s) between ")
+            && summary[0]
+                .detail
+                .ends_with(": grant-ended 5, grant-started 5"),
+        "{}",
+        summary[0].detail
+    );
+    // A new window, new events.
+    e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
+    assert_eq!(e.event_kinds(), ["grant-started"]);
 }

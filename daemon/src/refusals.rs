@@ -99,8 +99,11 @@ pub enum Admission {
     Count,
 }
 
-#[derive(Default)]
+/// Also what limits the events one person's calls send to watchers and `notify_command`
+/// (with an allowance of its own): the same windows, counts and summaries.
 pub struct RefusalLimiter {
+    /// Records one cause writes one by one per window.
+    allowance: u32,
     windows: HashMap<Cause, Window>,
     /// pimd is stopping and has written what was counted: record everything from now on.
     closed: bool,
@@ -129,7 +132,22 @@ impl Window {
     }
 }
 
+impl Default for RefusalLimiter {
+    fn default() -> Self {
+        RefusalLimiter::allowing(RECORDS_PER_WINDOW)
+    }
+}
+
 impl RefusalLimiter {
+    /// A limiter letting each cause have `allowance` records one by one per window.
+    pub fn allowing(allowance: u32) -> RefusalLimiter {
+        RefusalLimiter {
+            allowance,
+            windows: HashMap::new(),
+            closed: false,
+        }
+    }
+
     /// Whether the refusal of `action` charged to `cause` at `now`, about `about` ("" for no
     /// one but the cause itself), gets its own record.
     pub fn admit(&mut self, cause: &Cause, action: &str, about: &str, now: i64) -> Admission {
@@ -144,7 +162,7 @@ impl RefusalLimiter {
             let previous = std::mem::replace(window, Window::opening(now)).unrecorded;
             return Admission::Record { previous };
         }
-        if window.recorded < RECORDS_PER_WINDOW {
+        if window.recorded < self.allowance {
             window.recorded += 1;
             return Admission::Record { previous: None };
         }
@@ -153,6 +171,21 @@ impl RefusalLimiter {
             .get_or_insert_with(|| Unrecorded::empty(cause, now))
             .add(about, action, 1, now);
         Admission::Count
+    }
+
+    /// Counts `n` refusals of `action` charged to `cause` at `now` that get no record one by
+    /// one whatever the allowance (they were turned away before any work, such as a lock, that
+    /// recording takes): they appear in the cause's summary.
+    pub fn count(&mut self, cause: &Cause, action: &str, n: u32, now: i64) {
+        let window = self.windows.entry(cause.clone()).or_insert(Window {
+            started: now,
+            recorded: 0,
+            unrecorded: None,
+        });
+        window
+            .unrecorded
+            .get_or_insert_with(|| Unrecorded::empty(cause, now))
+            .add("", action, n, now);
     }
 
     /// Forgets the windows that are over and hands back what they left unrecorded.
@@ -197,7 +230,7 @@ impl RefusalLimiter {
                 let cause = unrecorded.cause.clone();
                 let window = Window {
                     started: unrecorded.last - WINDOW_SECS,
-                    recorded: RECORDS_PER_WINDOW,
+                    recorded: self.allowance,
                     unrecorded: Some(unrecorded),
                 };
                 self.windows.insert(cause, window);
@@ -370,6 +403,29 @@ mod tests {
         };
         assert_eq!(merged.total(), 2 + 5);
         assert_eq!((merged.first, merged.last), (1000, 2001));
+    }
+
+    #[test]
+    fn given_refusals_counted_without_records_then_they_are_in_the_summary_and_take_no_record() {
+        let mut limiter = RefusalLimiter::default();
+        let mallory = cause("mallory", "");
+        limiter.count(&mallory, "calls-in-progress", 7, 1000);
+        assert_eq!(admit_n(&mut limiter, &mallory, 20, 1001), (20, 0));
+        limiter.count(&mallory, "calls-in-progress", 3, 1002);
+        let [summary] = &limiter.take_ended(1000 + WINDOW_SECS)[..] else {
+            panic!("one summary");
+        };
+        assert_eq!(
+            summary.counts,
+            counts(&[("", &[("calls-in-progress", 10)])])
+        );
+        assert_eq!((summary.first, summary.last), (1000, 1002));
+    }
+
+    #[test]
+    fn given_another_allowance_then_it_is_the_number_recorded_one_by_one() {
+        let mut limiter = RefusalLimiter::allowing(3);
+        assert_eq!(admit_n(&mut limiter, &cause("bob", ""), 10, 1000), (3, 7));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! domain core on a blocking thread, then publish what it left behind (syslog lines, events
 //! for watchers, `notify_command`). No policy lives here.
 
-use crate::access::AccessReader;
+use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
+use crate::throttle::CallKind;
 use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
@@ -30,6 +31,90 @@ const MAX_WATCHERS_PER_USER: usize = 16;
 /// notifier cannot make pimd hold events without bound.
 const NOTIFY_QUEUE_LENGTH: usize = 1024;
 
+/// Calls one user may have in progress at once. More are turned away at once (`Busy`), before
+/// any work and without waiting for anything, so that one user's flood queues nothing that
+/// others' calls would wait behind. root (the PAM check, administrators' tools) is never
+/// limited.
+const MAX_CALLS_IN_PROGRESS: u32 = 4;
+
+/// The calls of each user in progress, and those turned away that the audit has not counted
+/// yet.
+#[derive(Default)]
+struct InProgress(Mutex<HashMap<u32, Calls>>);
+
+#[derive(Default)]
+struct Calls {
+    running: u32,
+    turned_away: u32,
+}
+
+/// One call's place among its user's calls in progress, given back when dropped.
+struct Place<'a> {
+    in_progress: &'a InProgress,
+    uid: u32,
+}
+
+impl InProgress {
+    /// A place for a call by `uid` (none needed for root), or `Busy`.
+    fn enter(&self, uid: u32) -> Result<Option<Place<'_>>, PimError> {
+        if uid == 0 {
+            return Ok(None);
+        }
+        let mut users = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let calls = users.entry(uid).or_default();
+        if calls.running >= MAX_CALLS_IN_PROGRESS {
+            calls.turned_away = calls.turned_away.saturating_add(1);
+            return Err(PimError::Busy(format!(
+                "you already have {} calls to pimd in progress; wait for them to finish and try again",
+                calls.running
+            )));
+        }
+        calls.running += 1;
+        Ok(Some(Place {
+            in_progress: self,
+            uid,
+        }))
+    }
+
+    /// How many calls of `uid` were turned away since this was last asked.
+    fn take_turned_away(&self, uid: u32) -> u32 {
+        let mut users = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(calls) = users.get_mut(&uid) else {
+            return 0;
+        };
+        let turned_away = std::mem::take(&mut calls.turned_away);
+        if calls.running == 0 {
+            users.remove(&uid);
+        }
+        turned_away
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut users = self
+            .in_progress
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(calls) = users.get_mut(&self.uid) {
+            calls.running = calls.running.saturating_sub(1);
+            if calls.running == 0 && calls.turned_away == 0 {
+                users.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Checks the length of each argument `(name, value, most bytes)` of a call: the first thing
+/// done with what a caller sends, before it is copied, escaped or waits for a lock.
+fn check_lengths(arguments: &[(&str, &str, usize)]) -> Result<(), PimError> {
+    for (name, value, max) in arguments {
+        text::check_len(&format!("the {name}"), value, *max).map_err(PimError::InvalidArgument)?;
+    }
+    Ok(())
+}
+
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
@@ -50,6 +135,7 @@ pub struct Core {
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
     notify_queue: Option<mpsc::Sender<EventInfo>>,
+    in_progress: InProgress,
 }
 
 impl Core {
@@ -71,6 +157,7 @@ impl Core {
             notify_command,
             notify_timeout,
             notify_queue: queue,
+            in_progress: InProgress::default(),
         });
         if let Some(mut pending) = pending {
             let worker = core.clone();
@@ -340,11 +427,22 @@ async fn forget_when_gone(core: Arc<Core>, bus: fdo::DBusProxy<'static>, name: S
     core.remove_watcher(&name);
 }
 
+/// Connections whose uid is kept; beyond this the record starts afresh.
+const KEPT_CALLER_UIDS: usize = 4096;
+/// How long pimd waits for the bus to say who a caller is. A bus whose queue to pimd is full
+/// (a flood of large messages) drops its answers: without a bound such a call would wait, and
+/// hold its message, for ever.
+const CALLER_UID_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct ManagerService {
     core: Arc<Core>,
     bus: fdo::DBusProxy<'static>,
     /// CheckAccess's read path, shared with the reload that swaps its configuration.
     access: Arc<Mutex<AccessReader>>,
+    /// The uid of each connection that called, as the bus said. A connection's credentials
+    /// are fixed when it connects and the bus never reuses a unique name, so what is kept
+    /// stays true; it saves a round trip to the bus on every call after a connection's first.
+    caller_uids: Mutex<HashMap<OwnedUniqueName, u32>>,
 }
 
 impl ManagerService {
@@ -353,7 +451,22 @@ impl ManagerService {
         bus: fdo::DBusProxy<'static>,
         access: Arc<Mutex<AccessReader>>,
     ) -> Self {
-        ManagerService { core, bus, access }
+        ManagerService {
+            core,
+            bus,
+            access,
+            caller_uids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The uid the bus gave for the sending connection at an earlier call, if any.
+    fn kept_uid(&self, header: &Header<'_>) -> Option<u32> {
+        let sender = header.sender()?;
+        self.caller_uids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sender.as_str())
+            .copied()
     }
 
     /// The caller's uid, from the bus's record of the sending connection: never from
@@ -362,24 +475,129 @@ impl ManagerService {
         let sender = header
             .sender()
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?;
-        self.bus
-            .get_connection_unix_user(BusName::from(sender.clone()))
+        if let Some(uid) = self.kept_uid(header) {
+            return Ok(uid);
+        }
+        let asked = self
+            .bus
+            .get_connection_unix_user(BusName::from(sender.clone()));
+        let uid = tokio::time::timeout(CALLER_UID_TIMEOUT, asked)
             .await
-            .map_err(|e| PimError::PermissionDenied(format!("cannot identify the caller: {e}")))
+            .map_err(|_| {
+                PimError::PermissionDenied(format!(
+                    "cannot identify the caller: the bus did not answer within {}s",
+                    CALLER_UID_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| PimError::PermissionDenied(format!("cannot identify the caller: {e}")))?;
+        let mut uids = self
+            .caller_uids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if uids.len() >= KEPT_CALLER_UIDS {
+            uids.clear();
+        }
+        uids.insert(sender.to_owned().into(), uid);
+        Ok(uid)
     }
 
+    /// The PAM module's question from a caller not yet known. Sudo waits on it, so it never
+    /// waits behind other callers' work: the answer comes from the access check's own read
+    /// path, which holds nothing the manager's writers hold. Who is calling (a round trip to
+    /// the bus, for a new connection, as each PAM check is) and what the answer would be for
+    /// root (a read) do not depend on each other: work both out at once, and use the answer
+    /// only if the caller is root.
+    async fn answer_access(
+        &self,
+        h: &Header<'_>,
+        user: String,
+        groups: Vec<String>,
+    ) -> Result<AccessDecision, PimError> {
+        let speculative = async {
+            self.access
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .decide(&user, &groups)
+        };
+        let (uid, decision) = tokio::join!(self.caller_uid(h), speculative);
+        if uid? != 0 {
+            // Refused and audited there.
+            return self
+                .call(h, move |m, c| m.check_access(c, &user, &groups))
+                .await;
+        }
+        let decision = decision?;
+        if !decision.allowed {
+            // Queued to the manager; the answer does not wait for the record.
+            let (core, message) = (self.core.clone(), decision.message.clone());
+            tokio::spawn(async move {
+                if let Err(e) = core
+                    .with_manager(move |m| m.audit_access_denial(&user, &groups, &message))
+                    .await
+                {
+                    eprintln!("pimd: cannot record an access refusal: {}", e.message());
+                }
+            });
+        }
+        Ok(decision)
+    }
+
+    /// A call that only reads (its refusals aside) and takes no text.
     async fn call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
+        self.limited_call(header, "", None, Ok(()), |m, c, ()| f(m, c))
+            .await
+    }
+
+    /// Runs `f` on `args` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`]
+    /// at once; for a call that writes (of kind `writes`), at most the kind's calls a minute;
+    /// and only when `args` is not an error (the arguments' own copies, made once
+    /// [`check_lengths`] found them within bounds). Else the call is refused as `action` and
+    /// the refusal audited.
+    async fn limited_call<A: Send + 'static, T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        action: &'static str,
+        writes: Option<CallKind>,
+        args: Result<A, PimError>,
+        f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
         let uid = self.caller_uid(header).await?;
-        self.core
+        let place = self.core.in_progress.enter(uid)?;
+        let result = self
+            .core
             .with_manager(move |m| {
                 let caller = m.caller(uid)?;
-                f(m, &caller)
+                if let Some(kind) = writes {
+                    m.admit_call(&caller, action, kind)?;
+                }
+                match args {
+                    Ok(args) => f(m, &caller, args),
+                    Err(e) => m.refuse_call(&caller, action, e),
+                }
             })
-            .await
+            .await;
+        // Calls are turned away only while others run: each one that ends hands over those
+        // turned away meanwhile, so the last to end leaves none uncounted.
+        drop(place);
+        let turned_away = self.core.in_progress.take_turned_away(uid);
+        if turned_away > 0 {
+            let counted = self
+                .core
+                .with_manager(move |m| {
+                    let caller = m.caller(uid)?;
+                    m.count_turned_away(&caller, turned_away);
+                    Ok(())
+                })
+                .await;
+            if counted.is_err() {
+                eprintln!("pimd: {turned_away} call(s) of uid {uid} turned away went uncounted");
+            }
+        }
+        result
     }
 }
 
@@ -392,37 +610,77 @@ impl ManagerService {
     async fn activate(
         &self,
         #[zbus(header)] h: Header<'_>,
-        role: String,
+        role: &str,
         duration_secs: u64,
-        reason: String,
-        ticket: String,
-        code: String,
+        reason: &str,
+        ticket: &str,
+        code: &str,
     ) -> Result<ActivateReply, PimError> {
-        self.call(&h, move |m, c| {
-            m.activate(c, &role, duration_secs, &reason, &ticket, &code)
-        })
+        // Borrowed from the message, and copied only once known to be within bounds.
+        let args = check_lengths(&[
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+            ("ticket", ticket, text::MAX_TICKET_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| {
+            (
+                role.to_owned(),
+                reason.to_owned(),
+                ticket.to_owned(),
+                code.to_owned(),
+            )
+        });
+        self.limited_call(
+            &h,
+            "activate",
+            Some(CallKind::Grants),
+            args,
+            move |m, c, (role, reason, ticket, code)| {
+                m.activate(c, &role, duration_secs, &reason, &ticket, &code)
+            },
+        )
         .await
     }
 
     async fn deactivate(
         &self,
         #[zbus(header)] h: Header<'_>,
-        role: String,
+        role: &str,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| m.deactivate(c, &role)).await
+        let args =
+            check_lengths(&[("role", role, text::MAX_NAME_BYTES)]).map(|()| (role.to_owned(),));
+        self.limited_call(
+            &h,
+            "deactivate",
+            Some(CallKind::Grants),
+            args,
+            move |m, c, (role,)| m.deactivate(c, &role),
+        )
+        .await
     }
 
     async fn extend(
         &self,
         #[zbus(header)] h: Header<'_>,
-        role: String,
+        role: &str,
         duration_secs: u64,
-        reason: String,
-        code: String,
+        reason: &str,
+        code: &str,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| {
-            m.extend(c, &role, duration_secs, &reason, &code)
-        })
+        let args = check_lengths(&[
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| (role.to_owned(), reason.to_owned(), code.to_owned()));
+        self.limited_call(
+            &h,
+            "extend",
+            Some(CallKind::Grants),
+            args,
+            move |m, c, (role, reason, code)| m.extend(c, &role, duration_secs, &reason, &code),
+        )
         .await
     }
 
@@ -437,15 +695,27 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.call(&h, |m, c| m.mfa_enroll(c)).await
+        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c, ()| {
+            m.mfa_enroll(c)
+        })
+        .await
     }
 
     async fn mfa_confirm(
         &self,
         #[zbus(header)] h: Header<'_>,
-        code: String,
+        code: &str,
     ) -> Result<Vec<String>, PimError> {
-        self.call(&h, move |m, c| m.mfa_confirm(c, &code)).await
+        let args =
+            check_lengths(&[("code", code, text::MAX_CODE_BYTES)]).map(|()| (code.to_owned(),));
+        self.limited_call(
+            &h,
+            "mfa-confirm",
+            Some(CallKind::Mfa),
+            args,
+            move |m, c, (code,)| m.mfa_confirm(c, &code),
+        )
+        .await
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
@@ -456,11 +726,18 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
         since: i64,
-        user: String,
-        role: String,
+        user: &str,
+        role: &str,
     ) -> Result<Vec<AuditRecord>, PimError> {
-        self.call(&h, move |m, c| m.audit(c, since, &user, &role))
-            .await
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned()));
+        self.limited_call(&h, "audit-read", None, args, move |m, c, (user, role)| {
+            m.audit(c, since, &user, &role)
+        })
+        .await
     }
 
     async fn list_requests(
@@ -474,22 +751,44 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
         id: i64,
-        comment: String,
-        code: String,
+        comment: &str,
+        code: &str,
     ) -> Result<RequestInfo, PimError> {
-        self.call(&h, move |m, c| m.approve(c, id, &comment, &code))
-            .await
+        let args = check_lengths(&[
+            ("comment", comment, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| (comment.to_owned(), code.to_owned()));
+        self.limited_call(
+            &h,
+            "approve",
+            Some(CallKind::Decisions),
+            args,
+            move |m, c, (comment, code)| m.approve(c, id, &comment, &code),
+        )
+        .await
     }
 
     async fn deny(
         &self,
         #[zbus(header)] h: Header<'_>,
         id: i64,
-        comment: String,
-        code: String,
+        comment: &str,
+        code: &str,
     ) -> Result<RequestInfo, PimError> {
-        self.call(&h, move |m, c| m.deny(c, id, &comment, &code))
-            .await
+        let args = check_lengths(&[
+            ("comment", comment, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .map(|()| (comment.to_owned(), code.to_owned()));
+        self.limited_call(
+            &h,
+            "deny",
+            Some(CallKind::Decisions),
+            args,
+            move |m, c, (comment, code)| m.deny(c, id, &comment, &code),
+        )
+        .await
     }
 
     async fn cancel(
@@ -497,7 +796,14 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<RequestInfo, PimError> {
-        self.call(&h, move |m, c| m.cancel(c, id)).await
+        self.limited_call(
+            &h,
+            "cancel",
+            Some(CallKind::Grants),
+            Ok(()),
+            move |m, c, ()| m.cancel(c, id),
+        )
+        .await
     }
 
     async fn watch(&self, #[zbus(header)] h: Header<'_>) -> Result<(), PimError> {
@@ -532,14 +838,23 @@ impl ManagerService {
     async fn admin_assign(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        role: String,
+        user: &str,
+        role: &str,
         not_before: i64,
         not_after: i64,
     ) -> Result<(), PimError> {
-        self.call(&h, move |m, c| {
-            m.admin_assign(c, &user, &role, not_before, not_after)
-        })
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned()));
+        self.limited_call(
+            &h,
+            "admin-assign",
+            Some(CallKind::Admin),
+            args,
+            move |m, c, (user, role)| m.admin_assign(c, &user, &role, not_before, not_after),
+        )
         .await?;
         // The assignment's end may be reconciliation's next deadline.
         self.core.wake.notify_one();
@@ -549,77 +864,108 @@ impl ManagerService {
     async fn admin_unassign(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        role: String,
+        user: &str,
+        role: &str,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| m.admin_unassign(c, &user, &role))
-            .await
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned()));
+        self.limited_call(
+            &h,
+            "admin-unassign",
+            Some(CallKind::Admin),
+            args,
+            move |m, c, (user, role)| m.admin_unassign(c, &user, &role),
+        )
+        .await
     }
 
     async fn admin_revoke(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        role: String,
-        reason: String,
+        user: &str,
+        role: &str,
+        reason: &str,
     ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| m.admin_revoke(c, &user, &role, &reason))
-            .await
+        let args = check_lengths(&[
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+        ])
+        .map(|()| (user.to_owned(), role.to_owned(), reason.to_owned()));
+        self.limited_call(
+            &h,
+            "admin-revoke",
+            Some(CallKind::Admin),
+            args,
+            move |m, c, (user, role, reason)| m.admin_revoke(c, &user, &role, &reason),
+        )
+        .await
     }
 
     async fn admin_mfa_reset(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
+        user: &str,
     ) -> Result<(), PimError> {
-        self.call(&h, move |m, c| m.admin_mfa_reset(c, &user)).await
+        let args =
+            check_lengths(&[("user", user, text::MAX_NAME_BYTES)]).map(|()| (user.to_owned(),));
+        self.limited_call(
+            &h,
+            "admin-mfa-reset",
+            Some(CallKind::Admin),
+            args,
+            move |m, c, (user,)| m.admin_mfa_reset(c, &user),
+        )
+        .await
     }
 
     async fn check_access(
         &self,
         #[zbus(header)] h: Header<'_>,
-        user: String,
-        groups: Vec<String>,
+        user: &str,
+        groups: Vec<&str>,
     ) -> Result<AccessDecision, PimError> {
-        if groups.len() > MAX_ACCESS_GROUPS {
-            // Refused (and audited for non-root callers) without any work on their behalf.
+        let oversized = user.len() > MAX_USER_NAME_BYTES
+            || groups.len() > MAX_ACCESS_GROUPS
+            || groups.iter().any(|g| g.len() > text::MAX_NAME_BYTES);
+        let known_not_root = self.kept_uid(&h).is_some_and(|uid| uid != 0);
+        if oversized || known_not_root {
+            // Refused (and audited for non-root callers) without any work on their behalf,
+            // from copies no longer than it takes to say what is wrong.
+            let (user, groups) = bounded_question(user, &groups);
             return self
                 .call(&h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
-        // Sudo waits on this call, so it never waits behind other callers' work: the answer
-        // comes from the access check's own read path, which holds nothing the manager's
-        // writers hold. Who is calling (a round trip to the bus) and what the answer would be
-        // for root (a read) do not depend on each other: work both out at once, and use the
-        // answer only if the caller is root.
-        let speculative = async {
-            self.access
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .decide(&user, &groups)
-        };
-        let (uid, decision) = tokio::join!(self.caller_uid(&h), speculative);
-        if uid? != 0 {
-            // Refused and audited there.
-            return self
-                .call(&h, move |m, c| m.check_access(c, &user, &groups))
-                .await;
-        }
-        let decision = decision?;
-        if !decision.allowed {
-            // Queued to the manager; the answer does not wait for the record.
-            let (core, message) = (self.core.clone(), decision.message.clone());
-            tokio::spawn(async move {
-                if let Err(e) = core
-                    .with_manager(move |m| m.audit_access_denial(&user, &groups, &message))
-                    .await
-                {
-                    eprintln!("pimd: cannot record an access refusal: {}", e.message());
-                }
-            });
-        }
-        Ok(decision)
+        let (user, groups) = (
+            user.to_owned(),
+            groups.iter().map(|g| g.to_string()).collect(),
+        );
+        self.answer_access(&h, user, groups).await
     }
+}
+
+/// At most one more group than may be asked about, and of each text at most a few bytes more
+/// than its bound: enough for the refusal to say what is too long, not a copy of a flood.
+fn bounded_question(user: &str, groups: &[&str]) -> (String, Vec<String>) {
+    let bounded = |s: &str, max: usize| -> String {
+        let mut end = s.len().min(max + 1);
+        while !s.is_char_boundary(end) {
+            end += 1;
+        }
+        s[..end].to_owned()
+    };
+    (
+        bounded(user, MAX_USER_NAME_BYTES),
+        groups
+            .iter()
+            .take(MAX_ACCESS_GROUPS + 1)
+            .map(|g| bounded(g, text::MAX_NAME_BYTES))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -681,6 +1027,52 @@ mod tests {
             "re-subscribing is fine"
         );
         assert_eq!(core.add_watcher(name(2000), bob), Ok(true));
+    }
+
+    #[test]
+    fn given_more_calls_in_progress_than_allowed_then_busy_and_root_never() {
+        let in_progress = InProgress::default();
+        let places: Vec<_> = (0..MAX_CALLS_IN_PROGRESS)
+            .map(|_| in_progress.enter(1000).unwrap())
+            .collect();
+        assert!(places.iter().all(Option::is_some));
+        for _ in 0..3 {
+            let Err(PimError::Busy(message)) = in_progress.enter(1000) else {
+                panic!("the fifth call is turned away");
+            };
+            assert!(message.contains("4 calls to pimd in progress"), "{message}");
+        }
+        assert!(in_progress.enter(1001).is_ok(), "others are not held back");
+        for _ in 0..100 {
+            assert!(matches!(in_progress.enter(0), Ok(None)), "root");
+        }
+        drop(places);
+        assert_eq!(in_progress.take_turned_away(1000), 3, "for the audit");
+        assert_eq!(in_progress.take_turned_away(1000), 0, "counted once");
+        assert!(in_progress.0.lock().unwrap().is_empty(), "nothing kept");
+        assert!(
+            in_progress.enter(1000).unwrap().is_some(),
+            "places given back"
+        );
+    }
+
+    #[test]
+    fn given_an_argument_too_long_then_refused_naming_it_and_the_limit() {
+        let huge = "x".repeat(30 << 20);
+        let refused = check_lengths(&[
+            ("role", "admin", text::MAX_NAME_BYTES),
+            ("reason", &huge, text::MAX_REASON_BYTES),
+        ]);
+        assert_eq!(
+            refused,
+            Err(PimError::InvalidArgument(
+                "the reason is 31457280 bytes long; at most 1024 are allowed".into()
+            ))
+        );
+        assert_eq!(
+            check_lengths(&[("code", "123456", text::MAX_CODE_BYTES)]),
+            Ok(())
+        );
     }
 
     /// A refused activation by alice with `reason` and `detail`.

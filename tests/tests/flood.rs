@@ -1,0 +1,330 @@
+//! Floods of pimd by local users, end to end: what one user sends as fast as they can must
+//! neither deny sudo to others nor grow pimd, the audit or approvers' screens without bound.
+//!
+//! Every sandbox has the same host: role `admin` grants group `sudo` to alice (no MFA, no
+//! approval), role `db` grants `dbadmin` to alice after bob's approval; mallory is eligible
+//! for nothing. sudo has `pam_pim.so groups=sudo` in its account stack.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use pim_e2e::{Sandbox, CONFIG_PATH};
+use serde_json::Value;
+
+/// How long anything here may take on a slow machine; never a measure of speed.
+const WAIT: Duration = Duration::from_secs(180);
+
+const ROLES: &str = r#"
+[roles.admin]
+group = "sudo"
+eligible = ["alice"]
+require_mfa = false
+max_duration = "2h"
+default_duration = "1h"
+
+[roles.db]
+group = "dbadmin"
+eligible = ["alice"]
+require_mfa = false
+require_approval = true
+approvers = ["bob"]
+"#;
+
+const REASON: &str = "rotate the TLS keys on web1";
+
+/// The raw D-Bus client that floods pimd (see the script's own description).
+const FLOOD_SCRIPT: &str = include_str!("../sandbox/dbus_flood.py");
+
+/// The floods here load the machine: they run one at a time, so that one test's flood is not
+/// the load under which another test's sudo must be answered.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The host, with pimd running [`ROLES`] (and every default of `[daemon]`, such as
+/// `calls_per_minute = 30`).
+fn host() -> Sandbox {
+    let sb = Sandbox::start();
+    assert!(
+        sb.has_pam_module(),
+        "libpam_pim.so is not built: run `cargo build --workspace` first"
+    );
+    sb.add_group("dbadmin");
+    for user in ["alice", "bob", "mallory"] {
+        sb.add_user(user, &[]);
+    }
+    sb.write_file(CONFIG_PATH, ROLES, 0o644);
+    sb.setup_sudo(Some("groups=sudo"));
+    sb.start_pimd();
+    sb
+}
+
+/// A line of pimd's `/proc/PID/status`, in kB (VmRSS: resident now; VmHWM: the peak).
+fn pimd_memory_kb(sb: &Sandbox, field: &str) -> u64 {
+    let out = sb.sh(
+        "root",
+        &format!("grep '^{field}:' /proc/$(cat /run/.sandbox/pimd.pid)/status"),
+    );
+    out.assert_success();
+    out.stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {:?}", out.stdout))
+}
+
+/// Records of `action` by `actor` with `outcome`.
+fn records<'a>(all: &'a [Value], action: &str, actor: &str, outcome: &str) -> Vec<&'a Value> {
+    all.iter()
+        .filter(|r| r["action"] == action && r["actor"] == actor && r["outcome"] == outcome)
+        .collect()
+}
+
+/// Stops pimd cleanly (which writes what was only counted) and starts it again.
+fn restart_pimd(sb: &Sandbox) {
+    assert_eq!(sb.kill_pimd("TERM"), Some(0));
+    sb.start_pimd();
+}
+
+/// The one record of `action` by `actor`, its detail.
+#[track_caller]
+fn only_detail(all: &[Value], action: &str, actor: &str) -> String {
+    let found = records(all, action, actor, "refused");
+    assert_eq!(found.len(), 1, "one {action} record by {actor}: {all:#?}");
+    found[0]["detail"].as_str().unwrap_or_default().to_string()
+}
+
+/// Floods pimd as mallory with [`FLOOD_SCRIPT`] (`args`: CONNECTIONS CALLS MIB, then METHOD
+/// if not Activate), runs `meanwhile` while the flood goes on, stops it and gives its result.
+fn flood(sb: &Sandbox, args: &[&str], meanwhile: impl FnOnce()) -> Value {
+    let (script, stop) = ("/tmp/dbus_flood.py", "/tmp/flood.stop");
+    sb.write_file(script, FLOOD_SCRIPT, 0o755);
+    let mut argv = vec!["python3", script];
+    argv.extend_from_slice(&args[..3]);
+    argv.push(stop);
+    argv.extend_from_slice(&args[3..]);
+    let mut running = sb.spawn("mallory", &argv);
+    running.wait_for_stdout("connected", WAIT);
+    meanwhile();
+    sb.write_file(stop, "", 0o644);
+    let out = running.wait(WAIT);
+    out.assert_success();
+    out.stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no result from the flood: {out:?}"))
+}
+
+/// `sudo -n true` as alice, `times` times: each must succeed.
+fn sudo_succeeds(sb: &Sandbox, times: usize) {
+    for _ in 0..times {
+        sb.run("alice", &["sudo", "-n", "true"]).assert_success();
+    }
+}
+
+#[test]
+fn given_a_user_flooding_activate_with_a_30_mib_reason_then_every_sudo_of_a_grant_holder_succeeds_and_pimd_stays_small(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    sb.run("alice", &["sudo", "-n", "true"]).assert_success();
+    let before_kb = pimd_memory_kb(&sb, "VmRSS");
+
+    // Three connections, each sending a 30 MiB reason as soon as the previous call returned.
+    let result = flood(&sb, &["3", "100", "30"], || sudo_succeeds(&sb, 10));
+
+    assert!(sb.pimd_running());
+    assert!(result["calls"].as_u64() > Some(0), "{result}");
+    assert_eq!(
+        result["replies"], 0,
+        "no call with a 30 MiB reason succeeds: {result}"
+    );
+    let errors = result["errors"].as_object().expect("errors");
+    for name in errors.keys() {
+        assert!(
+            [
+                "org.pim.Manager1.Error.InvalidArgument",
+                "org.pim.Manager1.Error.Busy"
+            ]
+            .contains(&name.as_str()),
+            "{result}"
+        );
+    }
+    assert_eq!(
+        result["messages"]["org.pim.Manager1.Error.InvalidArgument"],
+        "the reason is 31457280 bytes long; at most 1024 are allowed",
+        "{result}"
+    );
+    // What the messages being answered hold (30 MiB each, one or two per connection), not
+    // what a queue of them waiting for a lock, and their escaped copies, would.
+    let peak_kb = pimd_memory_kb(&sb, "VmHWM");
+    assert!(
+        peak_kb < before_kb + 256 * 1024,
+        "pimd's peak resident memory was {peak_kb} kB (from {before_kb} kB) during the flood"
+    );
+    eprintln!("pimd resident: {before_kb} kB before, peak {peak_kb} kB during: {result}");
+    // The refusals are audited, within mallory's allowance.
+    let all = sb.audit_records("root", &[]);
+    let refused = records(&all, "activate", "mallory", "refused");
+    assert!(!refused.is_empty() && refused.len() <= 20, "{all:#?}");
+    assert!(
+        refused[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("the reason is 31457280 bytes long")),
+        "{:#?}",
+        refused[0]
+    );
+    assert!(
+        refused[0]["reason"].as_str().unwrap_or_default().is_empty(),
+        "the 30 MiB reason is not copied into the record: {:#?}",
+        refused[0]
+    );
+}
+
+#[test]
+fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_grant_holder_succeeds_the_allowance_is_served_and_the_rest_counted(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    // Eight connections, each calling again as soon as the previous call returned (the old pimd
+    // served every call, each a new enrolment and a commit).
+    let result = flood(&sb, &["8", "5000", "0", "MfaEnroll"], || {
+        sudo_succeeds(&sb, 10)
+    });
+    assert!(sb.pimd_running());
+    // Every call answered: 30 served (the default `calls_per_minute`), the rest turned away
+    // as too many at once or in the minute.
+    let busy = &result["errors"]["org.pim.Manager1.Error.Busy"];
+    assert_eq!(result["replies"], 30, "{result}");
+    assert_eq!(
+        busy.as_u64(),
+        result["calls"].as_u64().map(|n| n - 30),
+        "{result}"
+    );
+    let all = sb.audit_records("root", &[]);
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    // Those refused as too many in the minute: 20 recorded one by one, the rest counted; those
+    // turned away as too many at once: all counted.
+    let shapes = &result["shapes"];
+    let at_once = shapes
+        ["you already have N calls to pimd in progress; wait for them to finish and try again"]
+        .as_u64()
+        .unwrap_or(0);
+    let in_the_minute = busy.as_u64().unwrap_or(0) - at_once;
+    assert_eq!(
+        records(&all, "mfa-enroll", "mallory", "refused").len() as u64,
+        in_the_minute.min(20)
+    );
+    restart_pimd(&sb);
+    let all = sb.audit_records("root", &[]);
+    let detail = only_detail(&all, "refusals-unrecorded", "mallory");
+    let mut counted = Vec::new();
+    if at_once > 0 {
+        counted.push(format!("calls-in-progress {at_once}"));
+    }
+    if in_the_minute > 20 {
+        counted.push(format!("mfa-enroll {}", in_the_minute - 20));
+    }
+    assert!(
+        detail.ends_with(&format!(": {}", counted.join(", "))),
+        "{detail}\n{result}"
+    );
+}
+
+#[test]
+fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounded_number_of_rows_and_a_summary_counts_the_rest(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    const CALLS: usize = 60;
+    let out = sb.sh(
+        "mallory",
+        &format!(
+            "for i in $(seq {CALLS}); do busctl --system call org.pim.Manager1 \
+             /org/pim/Manager1 org.pim.Manager1 MfaEnroll 2>&1 || true; done"
+        ),
+    );
+    out.assert_success();
+    // The enrolment pending from the first call, given again: one secret, one record.
+    let secrets: std::collections::BTreeSet<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ss "))
+        .collect();
+    assert_eq!(secrets.len(), 1, "{}", out.stdout);
+    // 30 calls a minute of a kind (the default `calls_per_minute`); the rest refused.
+    let busy = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("too many mfa enroll and confirm calls: 30 a minute"))
+        .count();
+    assert_eq!(busy, CALLS - 30, "{}", out.stdout);
+
+    let all = sb.audit_records("root", &[]);
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    // Refusals: 20 records one by one (the refusal allowance), the rest only counted...
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "refused").len(), 20);
+    assert!(records(&all, "refusals-unrecorded", "mallory", "refused").is_empty());
+
+    // ...and written down as a summary (at the latest when pimd stops).
+    restart_pimd(&sb);
+    let all = sb.audit_records("root", &[]);
+    let detail = only_detail(&all, "refusals-unrecorded", "mallory");
+    assert!(
+        detail.starts_with("10 more refusal(s) between ") && detail.ends_with(": mfa-enroll 10"),
+        "{detail}"
+    );
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "refused").len(), 20);
+}
+
+#[test]
+fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets_a_bounded_number_of_events_and_the_drop_is_audited(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    let watch = sb.spawn("bob", &["pim", "watch"]);
+    sb.wait_until("bob's watch to start", WAIT, || {
+        watch.stderr_so_far().contains("following events")
+    });
+    // 30 calls: what one person may make of a kind a minute, so that none is refused and the
+    // limit here is that of the events they send.
+    const CYCLES: usize = 15;
+    for _ in 0..CYCLES {
+        let filed = sb.run("alice", &["pim", "--json", "activate", "db", "-r", REASON]);
+        filed.assert_status(3);
+        let id = filed.json()["request"]["id"].to_string();
+        sb.run("alice", &["pim", "cancel", &id]).assert_success();
+    }
+    let events = |watch: &pim_e2e::Background<'_>| {
+        watch
+            .stdout_so_far()
+            .lines()
+            .filter(|l| l.contains("request-filed") || l.contains("request-cancelled"))
+            .count()
+    };
+    // 20 events a minute from one person (pimd's allowance); none after pimd stopped.
+    sb.wait_until("bob's watch to show the allowance", WAIT, || {
+        events(&watch) >= 20
+    });
+    restart_pimd(&sb);
+    assert_eq!(events(&watch), 20, "{}", watch.stdout_so_far());
+    watch.kill();
+
+    let all = sb.audit_records("root", &[]);
+    assert_eq!(records(&all, "request", "alice", "success").len(), CYCLES);
+    assert_eq!(records(&all, "cancel", "alice", "success").len(), CYCLES);
+    let detail = only_detail(&all, "events-undelivered", "alice");
+    assert!(
+        detail.starts_with("10 more event(s) between ")
+            && detail.ends_with(": request-cancelled 5, request-filed 5"),
+        "{detail}"
+    );
+}
