@@ -168,6 +168,12 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         .await
         .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
     core.set_connection(connection.clone());
+    // Before anyone can reach us: end what ended while pimd was down (grants past their end,
+    // assignments over, eligibility a new configuration took away), so the first PAM check
+    // is already answered from a reconciled state.
+    if let Err(e) = core.with_manager(|m| m.reconcile()).await {
+        eprintln!("pimd: reconciliation at start: {}", e.message());
+    }
     connection
         .request_name(pim_common::BUS_NAME)
         .await

@@ -551,14 +551,16 @@ impl ManagerService {
         role: String,
         not_before: i64,
         not_after: i64,
-    ) -> Result<(), PimError> {
-        self.call(&h, move |m, c| {
-            m.admin_assign(c, &user, &role, not_before, not_after)
-        })
-        .await?;
-        // The assignment's end may be reconciliation's next deadline.
+    ) -> Result<String, PimError> {
+        let warning = self
+            .call(&h, move |m, c| {
+                m.admin_assign(c, &user, &role, not_before, not_after)
+            })
+            .await?;
+        // The assignment's end may be reconciliation's next deadline, and reconciliation
+        // finishes what a warning says did not go through.
         self.core.wake.notify_one();
-        Ok(())
+        Ok(warning)
     }
 
     async fn admin_unassign(
@@ -566,9 +568,15 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         user: String,
         role: String,
-    ) -> Result<GrantInfo, PimError> {
-        self.call(&h, move |m, c| m.admin_unassign(c, &user, &role))
-            .await
+    ) -> Result<(GrantInfo, String), PimError> {
+        let reply = self
+            .call(&h, move |m, c| m.admin_unassign(c, &user, &role))
+            .await?;
+        if !reply.1.is_empty() {
+            // Reconciliation finishes what did not go through.
+            self.core.wake.notify_one();
+        }
+        Ok(reply)
     }
 
     async fn admin_revoke(
