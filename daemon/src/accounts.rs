@@ -28,7 +28,8 @@ pub trait Accounts: Send {
     /// A lookup that fails is an error, never a "no".
     fn in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError>;
     /// Whether `user` is listed as a supplementary member of `group` (what gpasswd edits).
-    fn listed_in_group(&self, user: &str, group: &str) -> bool;
+    /// A lookup that fails is an error, never a "no".
+    fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError>;
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
     fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
 }
@@ -86,6 +87,14 @@ impl SystemAccounts {
     }
 }
 
+/// `group`'s entry (`None`: there is no such group), or why NSS could not say.
+fn group_entry(group: &str) -> Result<Option<nix::unistd::Group>, AccountsError> {
+    nix::unistd::Group::from_name(group).map_err(|e| AccountsError::Lookup {
+        what: format!("group {group}"),
+        detail: e.to_string(),
+    })
+}
+
 impl Accounts for SystemAccounts {
     fn user_exists(&self, name: &str) -> bool {
         matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
@@ -103,26 +112,21 @@ impl Accounts for SystemAccounts {
     }
 
     fn in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
-        let failed = |what: String| {
-            move |e: nix::errno::Errno| AccountsError::Lookup {
-                what,
-                detail: e.to_string(),
-            }
-        };
-        let Some(grp) =
-            nix::unistd::Group::from_name(group).map_err(failed(format!("group {group}")))?
-        else {
+        let Some(grp) = group_entry(group)? else {
             return Ok(false);
         };
         if grp.mem.iter().any(|m| m == user) {
             return Ok(true);
         }
-        let account = nix::unistd::User::from_name(user).map_err(failed(format!("user {user}")))?;
+        let account = nix::unistd::User::from_name(user).map_err(|e| AccountsError::Lookup {
+            what: format!("user {user}"),
+            detail: e.to_string(),
+        })?;
         Ok(account.is_some_and(|u| u.gid == grp.gid))
     }
 
-    fn listed_in_group(&self, user: &str, group: &str) -> bool {
-        matches!(nix::unistd::Group::from_name(group), Ok(Some(g)) if g.mem.iter().any(|m| m == user))
+    fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
+        Ok(group_entry(group)?.is_some_and(|g| g.mem.iter().any(|m| m == user)))
     }
 
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
@@ -215,6 +219,16 @@ pub mod fake {
             self.0.lock().unwrap().groups.contains_key(name)
         }
         fn in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
+            if self.listed_in_group(user, group)? {
+                return Ok(true);
+            }
+            let db = self.0.lock().unwrap();
+            Ok(db
+                .users
+                .get(user)
+                .is_some_and(|(_, primary)| primary == group))
+        }
+        fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
             let db = self.0.lock().unwrap();
             if db.unreachable.contains(group) {
                 return Err(AccountsError::Lookup {
@@ -222,15 +236,7 @@ pub mod fake {
                     detail: "simulated directory outage".into(),
                 });
             }
-            Ok(db
-                .users
-                .get(user)
-                .is_some_and(|(_, primary)| primary == group)
-                || db.groups.get(group).is_some_and(|m| m.contains(user)))
-        }
-        fn listed_in_group(&self, user: &str, group: &str) -> bool {
-            let db = self.0.lock().unwrap();
-            db.groups.get(group).is_some_and(|m| m.contains(user))
+            Ok(db.groups.get(group).is_some_and(|m| m.contains(user)))
         }
         fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
             let mut db = self.0.lock().unwrap();

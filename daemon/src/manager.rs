@@ -614,7 +614,12 @@ impl Manager {
     /// Adds the membership for a grant just committed. On failure the grant is ended and
     /// the error returned: nothing stays granted that the host does not reflect.
     fn apply_grant(&mut self, grant: &Grant) -> Result<(), PimError> {
-        if self.accounts.listed_in_group(&grant.user, &grant.group) {
+        // Not known to be listed (the lookup failed): gpasswd -a adds the user, or finds them.
+        if self
+            .accounts
+            .listed_in_group(&grant.user, &grant.group)
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         if let Err(e) = self.accounts.add_member(&grant.user, &grant.group) {
@@ -949,7 +954,14 @@ impl Manager {
             });
         }
         let audit = Audit::new(DAEMON, "membership-remove").about(user, "");
-        if self.accounts.listed_in_group(user, group) {
+        let listed = self.accounts.listed_in_group(user, group).map_err(|e| {
+            // Not "not listed": the membership record stays, so reconciliation tries again.
+            PimError::Internal(format!(
+                "{e}; the membership of {user} stays until pimd can look again, at its next \
+                 reconciliation"
+            ))
+        })?;
+        if listed {
             if let Err(e) = self.accounts.remove_member(user, group) {
                 // The membership record stays, so reconciliation tries again.
                 let entry = audit.entry(now, Outcome::Error, e.to_string());

@@ -2222,6 +2222,26 @@ fn given_a_group_lookup_failing_then_nothing_is_granted_through_it() {
 }
 
 #[test]
+fn given_the_group_unreadable_when_a_grant_ends_then_pim_keeps_its_record_until_it_has_removed_the_member(
+) {
+    let mut e = env();
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    e.accounts.unreachable("docker");
+    let alice = e.who("alice");
+    let err = assert_err!(e.m.deactivate(&alice, "docker"), Internal);
+    assert!(err.contains("could not look up group docker"), "{err}");
+    assert!(e.grants("alice").is_empty());
+    // Not "not listed": nothing is recorded as removed, and PIM still knows it added her.
+    assert!(e.managed("alice", "docker"));
+    assert!(e.audited("membership-remove").is_empty());
+    e.accounts.reachable("docker");
+    e.m.reconcile().unwrap();
+    assert!(e.accounts.members("docker").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    assert_eq!(e.accounts.calls(), ["-a alice docker", "-d alice docker"]);
+}
+
+#[test]
 fn given_gpasswd_failing_at_unassign_then_it_succeeds_with_a_warning_and_reconcile_finishes() {
     let mut e = env();
     let frank = e.who("frank");
