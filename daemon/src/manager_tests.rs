@@ -2609,6 +2609,30 @@ fn given_approvers_dropped_by_reload_then_their_approvals_no_longer_count() {
 }
 
 #[test]
+fn given_an_approvers_group_that_cannot_be_looked_up_then_its_members_do_not_qualify() {
+    let (mut e, id) = with_db_request();
+    e.enrol("gina");
+    e.accounts.add_group("dbas", &["gina"]);
+    let text = replaced(
+        CONFIG,
+        "approvers = [\"bob\", \"carol\", \"alice\"]",
+        "approvers = [\"bob\", \"carol\", \"alice\", \"%dbas\"]",
+    );
+    e.reload(&text);
+    e.approve("gina", id, "").unwrap();
+    e.accounts.unreachable("dbas");
+    // While %dbas cannot be looked up, gina's approval does not count (fail closed).
+    assert!(e.requests_of("alice")[0].approved_by.is_empty());
+    let info = e.approve("bob", id, "").unwrap();
+    assert_eq!(
+        (info.state.as_str(), info.approved_by.clone()),
+        ("pending", vec!["bob".to_string()])
+    );
+    assert!(e.grants("alice").is_empty());
+    assert!(e.accounts.members("dbadmin").is_empty());
+}
+
+#[test]
 fn given_approvals_required_changed_by_reload_then_the_current_number_applies() {
     let (mut e, id) = with_db_request();
     e.enrol("gina");
