@@ -2067,9 +2067,9 @@ fn given_a_user_made_permanent_by_reload_then_the_end_of_their_grant_leaves_them
     assert!(matching(&records, &[("action", "membership-remove")]).is_empty());
 }
 
-#[test]
-fn given_an_assignment_end_in_the_past_then_the_client_refuses_it_and_over_the_bus_the_grant_ends_at_once(
-) {
+/// A sandbox where role admin (group sudo, gated by pam_pim.so) has no standing eligibility
+/// and dave holds it for an hour on an open-ended assignment.
+fn dave_holding_admin_on_an_assignment() -> Sandbox {
     let sb = host(
         &config("", &[role("admin", "sudo", &[], "require_mfa = false")]),
         &["sudo"],
@@ -2079,6 +2079,13 @@ fn given_an_assignment_end_in_the_past_then_the_client_refuses_it_and_over_the_b
     sb.run("root", &["pim", "admin", "assign", "dave", "admin"])
         .assert_success();
     granted(&activate(&sb, "dave", "admin", Some("1h"), None));
+    sb
+}
+
+#[test]
+fn given_an_assignment_end_in_the_past_then_the_client_refuses_it_and_over_the_bus_the_grant_ends_at_once(
+) {
+    let sb = dave_holding_admin_on_an_assignment();
 
     sb.run(
         "root",
@@ -2107,4 +2114,38 @@ fn given_an_assignment_end_in_the_past_then_the_client_refuses_it_and_over_the_b
         "{:#}",
         ends[0]
     );
+}
+
+#[test]
+fn given_gpasswd_failing_at_unassign_then_the_unassignment_succeeds_with_a_warning_and_pimd_finishes_later(
+) {
+    let sb = dave_holding_admin_on_an_assignment();
+
+    // /etc/group locked by a live process (the sandbox's init): gpasswd -d cannot edit it.
+    sb.write_file("/etc/group.lock", "1", 0o600);
+    sb.run("root", &["pim", "admin", "unassign", "dave", "admin"])
+        .assert_success()
+        .assert_stdout_contains("Ended dave's grant of admin, which depended on it.")
+        .assert_stderr_contains("pim: warning: ending dave's grant of admin did not complete: ")
+        .assert_stderr_contains("gpasswd -d dave sudo failed");
+    assert!(grants_of(&sb, "dave").is_empty());
+    assert!(
+        sb.is_member("dave", "sudo"),
+        "the removal waits for the lock"
+    );
+    sb.run_with_groups("dave", &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure()
+        .assert_stderr_contains("pim: ");
+    // The assignment is gone, which is what a second unassign says.
+    sb.run("root", &["pim", "admin", "unassign", "dave", "admin"])
+        .assert_failure()
+        .assert_stderr_contains("dave has no assignment for role admin");
+
+    // Once gpasswd can edit /etc/group, reconciliation (here: at a reload) finishes.
+    sb.sh("root", "rm -f /etc/group.lock").assert_success();
+    sb.kill_pimd("HUP");
+    sb.wait_until("pimd to take dave out of sudo", COMMAND_DEADLINE, || {
+        !sb.is_member("dave", "sudo")
+    });
+    assert_sudo_gone(&sb, "dave");
 }
