@@ -105,6 +105,13 @@ fn note(text: &str) {
     let _ = writeln!(err, "{text}");
 }
 
+/// What pimd says it could not finish after a change that stands (it says when it retries).
+fn warn_unfinished(warning: &str) {
+    if !warning.is_empty() {
+        note(&format!("pim: warning: {}", escape(warning.trim())));
+    }
+}
+
 fn check_name(what: &str, value: &str) -> Result<(), Failure> {
     text::check_name(what, value).map_err(Failure::Usage)
 }
@@ -797,7 +804,8 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             let clock = Clock::system();
             let (from, until) = assignment_window(from.as_deref(), until.as_deref(), &clock)?;
             let proxy = connect().await?;
-            proxy.admin_assign(&user, &role, from, until).await?;
+            let warning = proxy.admin_assign(&user, &role, from, until).await?;
+            warn_unfinished(&warning);
             emit(
                 json,
                 || output::assignment_json(&user, &role, from, until),
@@ -810,13 +818,19 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             let proxy = connect().await?;
             // pimd ends the grant that depended on the assignment and says which; one the user
             // is still eligible for another way runs on. The assignment is gone either way, so
-            // a failed look-up of that one only loses the hint.
-            let ended = Some(proxy.admin_unassign(&user, &role).await?).filter(|g| g.id != 0);
-            let running = proxy.admin_grants().await.ok().and_then(|grants| {
-                grants
-                    .into_iter()
-                    .find(|g| g.user == user && g.role == role)
-            });
+            // a failed look-up of that one only loses the hint. With a warning, a grant still
+            // running may be one pimd has yet to end: no hint then.
+            let (ended, warning) = proxy.admin_unassign(&user, &role).await?;
+            let ended = Some(ended).filter(|g| g.id != 0);
+            warn_unfinished(&warning);
+            let running = match (&ended, warning.is_empty()) {
+                (None, true) => proxy.admin_grants().await.ok().and_then(|grants| {
+                    grants
+                        .into_iter()
+                        .find(|g| g.user == user && g.role == role)
+                }),
+                _ => None,
+            };
             let clock = Clock::system();
             emit(
                 json,

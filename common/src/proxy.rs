@@ -74,17 +74,21 @@ pub trait Manager {
     fn admin_grants(&self) -> Result<Vec<GrantInfo>, PimError>;
 
     /// Makes `user` eligible for `role` from `not_before` until `not_after` (0: unbounded).
+    /// Gives a warning (empty when none) when ending a grant the new window no longer allows
+    /// did not go through: the assignment stands, and pimd finishes that at reconciliation.
     fn admin_assign(
         &self,
         user: &str,
         role: &str,
         not_before: i64,
         not_after: i64,
-    ) -> Result<(), PimError>;
+    ) -> Result<String, PimError>;
 
     /// Removes an assignment; gives the grant that ended with it (id 0 when none did: there
-    /// was none, or the user is still eligible for the role another way).
-    fn admin_unassign(&self, user: &str, role: &str) -> Result<GrantInfo, PimError>;
+    /// was none, or the user is still eligible for the role another way) and a warning
+    /// (empty when none) when ending it did not go through: the assignment is gone, and pimd
+    /// finishes that at reconciliation.
+    fn admin_unassign(&self, user: &str, role: &str) -> Result<(GrantInfo, String), PimError>;
 
     fn admin_revoke(&self, user: &str, role: &str, reason: &str) -> Result<GrantInfo, PimError>;
 

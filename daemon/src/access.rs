@@ -13,7 +13,7 @@ use crate::clock::{describe, Clock};
 use crate::config::{Config, Role};
 use crate::manager::MAX_ACCESS_GROUPS;
 use crate::policy;
-use crate::store::{Store, Tx};
+use crate::store::{Grant, Store, Tx};
 use pim_common::text;
 use pim_common::types::AccessDecision;
 use pim_common::PimError;
@@ -65,10 +65,17 @@ pub fn decide(
             .values()
             .filter(|r| r.group == *group)
             .collect();
+        // A lookup that fails covers nothing.
         let permanent = roles
             .iter()
-            .any(|r| policy::any_matches(&r.permanent, user, &in_group));
-        let granted = live.iter().any(|g| g.group == *group && g.ends_at > now);
+            .any(|r| matches!(policy::any_matches(&r.permanent, user, &in_group), Ok(true)));
+        let mut granted = false;
+        for grant in live.iter().filter(|g| g.group == *group && g.ends_at > now) {
+            if grant_stands(config, tx, &in_group, now, grant)? {
+                granted = true;
+                break;
+            }
+        }
         if !permanent && !granted {
             return uncovered(tx, accounts, now, user, group, &roles, &live);
         }
@@ -77,6 +84,33 @@ pub fn decide(
         allowed: true,
         message: String::new(),
     })
+}
+
+/// Whether a live grant still rests on what made it: its role, still of the grant's group,
+/// for which the user is still eligible or permanent. Reconciliation ends a grant that does
+/// not (audited); until it has, the answer must not wait for it, nor count on it.
+fn grant_stands(
+    config: &Config,
+    tx: &Tx,
+    in_group: &dyn Fn(&str) -> Result<bool, crate::accounts::AccountsError>,
+    now: i64,
+    grant: &Grant,
+) -> Result<bool, PimError> {
+    let Some(role) = config.role(&grant.role) else {
+        return Ok(false);
+    };
+    if role.group != grant.group {
+        return Ok(false);
+    }
+    if matches!(
+        policy::any_matches(&role.permanent, &grant.user, in_group),
+        Ok(true)
+    ) {
+        return Ok(true);
+    }
+    let assignment = tx.assignment(&grant.user, &role.name)?;
+    let eligible = policy::eligibility(role, &grant.user, assignment.as_ref(), now, in_group);
+    Ok(matches!(eligible, Ok(e) if e.is_eligible()))
 }
 
 fn refusal(message: String) -> AccessDecision {
@@ -95,7 +129,7 @@ fn uncovered(
     user: &str,
     group: &str,
     roles: &[&Role],
-    live: &[crate::store::Grant],
+    live: &[Grant],
 ) -> Result<AccessDecision, PimError> {
     let past_end = live
         .iter()
@@ -119,7 +153,7 @@ fn uncovered(
         let eligible = policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
             accounts.in_group(user, g)
         });
-        if eligible.is_eligible() {
+        if matches!(eligible, Ok(e) if e.is_eligible()) {
             return Ok(refusal(format!(
                 "pim: you hold group {group} without a live grant; run 'pim activate {}'",
                 role.name

@@ -15,6 +15,9 @@ pub enum AccountsError {
         group: String,
         detail: String,
     },
+    /// NSS could not answer (e.g. SSSD or LDAP down): no answer, not "no".
+    #[error("could not look up {what}: {detail}")]
+    Lookup { what: String, detail: String },
 }
 
 pub trait Accounts: Send {
@@ -22,9 +25,11 @@ pub trait Accounts: Send {
     fn user_name(&self, uid: u32) -> Option<String>;
     fn group_exists(&self, name: &str) -> bool;
     /// Whether `user` belongs to `group` at all: as its primary group or as a listed member.
-    fn in_group(&self, user: &str, group: &str) -> bool;
+    /// A lookup that fails is an error, never a "no".
+    fn in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError>;
     /// Whether `user` is listed as a supplementary member of `group` (what gpasswd edits).
-    fn listed_in_group(&self, user: &str, group: &str) -> bool;
+    /// A lookup that fails is an error, never a "no".
+    fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError>;
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
     fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
 }
@@ -82,6 +87,14 @@ impl SystemAccounts {
     }
 }
 
+/// `group`'s entry (`None`: there is no such group), or why NSS could not say.
+fn group_entry(group: &str) -> Result<Option<nix::unistd::Group>, AccountsError> {
+    nix::unistd::Group::from_name(group).map_err(|e| AccountsError::Lookup {
+        what: format!("group {group}"),
+        detail: e.to_string(),
+    })
+}
+
 impl Accounts for SystemAccounts {
     fn user_exists(&self, name: &str) -> bool {
         matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
@@ -98,18 +111,22 @@ impl Accounts for SystemAccounts {
         matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
     }
 
-    fn in_group(&self, user: &str, group: &str) -> bool {
-        let Ok(Some(grp)) = nix::unistd::Group::from_name(group) else {
-            return false;
+    fn in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
+        let Some(grp) = group_entry(group)? else {
+            return Ok(false);
         };
         if grp.mem.iter().any(|m| m == user) {
-            return true;
+            return Ok(true);
         }
-        matches!(nix::unistd::User::from_name(user), Ok(Some(u)) if u.gid == grp.gid)
+        let account = nix::unistd::User::from_name(user).map_err(|e| AccountsError::Lookup {
+            what: format!("user {user}"),
+            detail: e.to_string(),
+        })?;
+        Ok(account.is_some_and(|u| u.gid == grp.gid))
     }
 
-    fn listed_in_group(&self, user: &str, group: &str) -> bool {
-        matches!(nix::unistd::Group::from_name(group), Ok(Some(g)) if g.mem.iter().any(|m| m == user))
+    fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
+        Ok(group_entry(group)?.is_some_and(|g| g.mem.iter().any(|m| m == user)))
     }
 
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
@@ -141,6 +158,9 @@ pub mod fake {
         pub users: BTreeMap<String, (u32, String)>, // name -> (uid, primary group)
         pub groups: BTreeMap<String, BTreeSet<String>>, // group -> listed members
         pub fail_next_add: bool,
+        pub fail_next_remove: bool,
+        /// Groups whose lookups fail, as when NSS cannot reach the directory.
+        pub unreachable: BTreeSet<String>,
         pub calls: Vec<String>,
     }
 
@@ -168,6 +188,16 @@ pub mod fake {
         }
         pub fn fail_next_add(&self) {
             self.0.lock().unwrap().fail_next_add = true;
+        }
+        pub fn fail_next_remove(&self) {
+            self.0.lock().unwrap().fail_next_remove = true;
+        }
+        /// From now on, looking up `group` fails (`reachable` undoes it).
+        pub fn unreachable(&self, group: &str) {
+            self.0.lock().unwrap().unreachable.insert(group.into());
+        }
+        pub fn reachable(&self, group: &str) {
+            self.0.lock().unwrap().unreachable.remove(group);
         }
         pub fn calls(&self) -> Vec<String> {
             self.0.lock().unwrap().calls.clone()
@@ -198,16 +228,25 @@ pub mod fake {
         fn group_exists(&self, name: &str) -> bool {
             self.0.lock().unwrap().groups.contains_key(name)
         }
-        fn in_group(&self, user: &str, group: &str) -> bool {
+        fn in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
+            if self.listed_in_group(user, group)? {
+                return Ok(true);
+            }
             let db = self.0.lock().unwrap();
-            db.users
+            Ok(db
+                .users
                 .get(user)
-                .is_some_and(|(_, primary)| primary == group)
-                || db.groups.get(group).is_some_and(|m| m.contains(user))
+                .is_some_and(|(_, primary)| primary == group))
         }
-        fn listed_in_group(&self, user: &str, group: &str) -> bool {
+        fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
             let db = self.0.lock().unwrap();
-            db.groups.get(group).is_some_and(|m| m.contains(user))
+            if db.unreachable.contains(group) {
+                return Err(AccountsError::Lookup {
+                    what: format!("group {group}"),
+                    detail: "simulated directory outage".into(),
+                });
+            }
+            Ok(db.groups.get(group).is_some_and(|m| m.contains(user)))
         }
         fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
             let mut db = self.0.lock().unwrap();
@@ -229,6 +268,14 @@ pub mod fake {
         fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
             let mut db = self.0.lock().unwrap();
             db.calls.push(format!("-d {user} {group}"));
+            if std::mem::take(&mut db.fail_next_remove) {
+                return Err(AccountsError::Gpasswd {
+                    action: "-d",
+                    user: user.into(),
+                    group: group.into(),
+                    detail: "simulated failure".into(),
+                });
+            }
             db.groups.entry(group.into()).or_default().remove(user);
             Ok(())
         }

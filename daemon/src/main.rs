@@ -239,6 +239,12 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         .await
         .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
     core.set_connection(connection.clone());
+    // Before anyone can reach us: end what ended while pimd was down (grants past their end,
+    // assignments over, eligibility a new configuration took away), so the first PAM check
+    // is already answered from a reconciled state.
+    if let Err(e) = core.with_manager(|m| m.reconcile()).await {
+        eprintln!("pimd: reconciliation at start: {}", e.message());
+    }
     connection
         .request_name(pim_common::BUS_NAME)
         .await
@@ -297,7 +303,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
 /// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
 /// user the new configuration no longer makes eligible end there. Everything said goes to
 /// stderr (the journal) and, the errors, into the outcome.
-async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &Path) -> LastReload {
+async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path) -> LastReload {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
         eprintln!("{problem}");
@@ -316,18 +322,21 @@ async fn reload(core: &Arc<Core>, access: &Mutex<AccessReader>, path: &Path) -> 
                 .collect(),
         };
     };
+    // The access check takes the new configuration with the manager, before reconciliation
+    // (gpasswd runs) is done: a name taken out of `permanent` stops passing at once.
+    let reader = access.clone();
     let reloaded = core
         .with_manager(move |m| {
             m.replace_config(config)?;
-            Ok((m.config_snapshot(), m.reconcile()))
+            reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_config(m.config_snapshot());
+            Ok(m.reconcile())
         })
         .await;
     match reloaded {
-        Ok((config, reconciled)) => {
-            access
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .set_config(config);
+        Ok(reconciled) => {
             eprintln!("pimd: configuration reloaded from {}", path.display());
             if let Err(e) = reconciled {
                 eprintln!("pimd: reconciliation: {}", e.message());

@@ -11,7 +11,7 @@
 use crate::access;
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
-use crate::config::{Config, Role};
+use crate::config::{Config, Principal, Role};
 use crate::mfa::{self, LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
@@ -514,38 +514,60 @@ impl Manager {
         });
     }
 
+    /// Whether `user` is one of `list`; a group lookup that fails is an error, not a "no".
+    fn listed(&self, list: &[Principal], user: &str) -> Result<bool, PimError> {
+        policy::any_matches(list, user, &|g| self.in_group(user, g))
+    }
+
+    // A lookup that fails gives no power: not an admin, auditor or approver (fail closed).
+
     fn is_admin(&self, caller: &Caller) -> bool {
         caller.is_root()
-            || policy::any_matches(&self.config.daemon.admins, &caller.name, &|g| {
-                self.accounts.in_group(&caller.name, g)
-            })
+            || self
+                .listed(&self.config.daemon.admins, &caller.name)
+                .unwrap_or(false)
     }
 
     fn is_auditor(&self, caller: &Caller) -> bool {
         self.is_admin(caller)
-            || policy::any_matches(&self.config.daemon.auditors, &caller.name, &|g| {
-                self.accounts.in_group(&caller.name, g)
-            })
+            || self
+                .listed(&self.config.daemon.auditors, &caller.name)
+                .unwrap_or(false)
     }
 
     fn is_approver(&self, user: &str, role: &Role) -> bool {
-        policy::any_matches(&role.approvers, user, &|g| self.accounts.in_group(user, g))
+        self.listed(&role.approvers, user).unwrap_or(false)
     }
 
-    fn is_permanent(&self, user: &str, role: &Role) -> bool {
-        policy::any_matches(&role.permanent, user, &|g| self.accounts.in_group(user, g))
+    /// Whether `user` approves role `role_name` as currently configured (no such role: no).
+    fn approves(&self, user: &str, role_name: &str) -> bool {
+        self.config
+            .role(role_name)
+            .is_some_and(|role| self.is_approver(user, role))
     }
 
+    /// For the PAM check: a lookup that fails does not make anyone permanent (fail closed).
+    /// Where PIM is about to add or remove a membership it uses [`Self::permanent`], which
+    /// stops it instead.
+    fn permanent(&self, user: &str, role: &Role) -> Result<bool, PimError> {
+        self.listed(&role.permanent, user)
+    }
+
+    /// Whether `user` is in `group` outside whatever PIM knows; a failed lookup is an error.
+    fn in_group(&self, user: &str, group: &str) -> Result<bool, PimError> {
+        self.accounts
+            .in_group(user, group)
+            .map_err(|e| PimError::Internal(e.to_string()))
+    }
+
+    /// How `user` may activate `role` now. A group lookup that fails is an error: it refuses
+    /// an activation and keeps a running grant, never grants nor ends one.
     fn eligibility(&mut self, role: &Role, user: &str) -> Result<Eligibility, PimError> {
         let assignment = self.store.read(|tx| tx.assignment(user, &role.name))?;
         let now = self.now();
-        Ok(policy::eligibility(
-            role,
-            user,
-            assignment.as_ref(),
-            now,
-            &|g| self.accounts.in_group(user, g),
-        ))
+        policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
+            self.in_group(user, g)
+        })
     }
 
     /// The role, if `user` may activate it now; the same answer for "no such role" and "not
@@ -685,7 +707,7 @@ impl Manager {
     /// Refuses when the user already holds the group outside PIM: PIM must never take away a
     /// membership it did not add.
     fn check_unmanaged_membership(&mut self, user: &str, role: &Role) -> Result<(), PimError> {
-        if self.is_permanent(user, role) {
+        if self.permanent(user, role)? {
             return Err(PimError::AlreadyMember(format!(
                 "you are a permanent member of role {}'s group {}; there is nothing to activate",
                 role.name, role.group
@@ -698,7 +720,7 @@ impl Manager {
             )));
         }
         let managed = self.store.read(|tx| tx.has_membership(user, &role.group))?;
-        if self.accounts.in_group(user, &role.group) && !managed {
+        if self.in_group(user, &role.group)? && !managed {
             return Err(PimError::AlreadyMember(format!(
                 "you are already a member of group {} outside PIM; PIM will neither grant nor remove it",
                 role.group
@@ -710,7 +732,12 @@ impl Manager {
     /// Adds the membership for a grant just committed. On failure the grant is ended and
     /// the error returned: nothing stays granted that the host does not reflect.
     fn apply_grant(&mut self, grant: &Grant) -> Result<(), PimError> {
-        if self.accounts.listed_in_group(&grant.user, &grant.group) {
+        // Not known to be listed (the lookup failed): gpasswd -a adds the user, or finds them.
+        if self
+            .accounts
+            .listed_in_group(&grant.user, &grant.group)
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         if let Err(e) = self.accounts.add_member(&grant.user, &grant.group) {
@@ -1028,8 +1055,31 @@ impl Manager {
             return Ok(());
         }
         let now = self.now();
+        if let Some(role) = self.permanent_role_of(user, group)? {
+            // Made permanent (by a reload) while PIM held the membership: it is theirs now.
+            let audit = Audit::new(DAEMON, "membership-keep").about(user, &role);
+            let entry = audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "left in group {group}: {user} is now a permanent member of role {role}, \
+                     so PIM no longer manages the membership"
+                ),
+            );
+            return self.commit(|tx| {
+                tx.remove_membership(user, group)?;
+                Ok(tx.audit(entry)?)
+            });
+        }
         let audit = Audit::new(DAEMON, "membership-remove").about(user, "");
-        if self.accounts.listed_in_group(user, group) {
+        let listed = self.accounts.listed_in_group(user, group).map_err(|e| {
+            // Not "not listed": the membership record stays, so reconciliation tries again.
+            PimError::Internal(format!(
+                "{e}; the membership of {user} stays until pimd can look again, at its next \
+                 reconciliation"
+            ))
+        })?;
+        if listed {
             if let Err(e) = self.accounts.remove_member(user, group) {
                 // The membership record stays, so reconciliation tries again.
                 let entry = audit.entry(now, Outcome::Error, e.to_string());
@@ -1044,6 +1094,26 @@ impl Manager {
             tx.remove_membership(user, group)?;
             Ok(tx.audit(entry)?)
         })
+    }
+
+    /// A role of `group` that lists `user` as `permanent`, if any. A lookup that fails is an
+    /// error: PIM neither removes the membership nor lets go of it until it can tell.
+    fn permanent_role_of(&self, user: &str, group: &str) -> Result<Option<String>, PimError> {
+        for role in self.config.roles.values().filter(|r| r.group == group) {
+            let permanent = self.permanent(user, role).map_err(|e| {
+                PimError::Internal(format!(
+                    "cannot tell whether {user} is a permanent member of role {}: {}; the \
+                     membership of group {group} stays until pimd can, at a later \
+                     reconciliation",
+                    role.name,
+                    e.message()
+                ))
+            })?;
+            if permanent {
+                return Ok(Some(role.name.clone()));
+            }
+        }
+        Ok(None)
     }
 
     pub fn extend(
@@ -1348,10 +1418,7 @@ impl Manager {
                 r.user != caller.name
                     && r.expires_at > now
                     && !approved.contains(&caller.name)
-                    && self
-                        .config
-                        .role(&r.role)
-                        .is_some_and(|role| self.is_approver(&caller.name, role))
+                    && self.approves(&caller.name, &r.role)
             })
             .map(|(r, approved)| self.request_view(&r, approved))
             .collect())
@@ -1380,16 +1447,13 @@ impl Manager {
     /// Whether `caller` may know of `request`: it is theirs, or its role (as currently
     /// configured) names them among its approvers.
     fn may_know_request(&self, caller: &Caller, request: &Request) -> bool {
-        request.user == caller.name
-            || self
-                .config
-                .role(&request.role)
-                .is_some_and(|role| self.is_approver(&caller.name, role))
+        request.user == caller.name || self.approves(&caller.name, &request.role)
     }
 
-    /// The request `id` in a state the caller may decide, or why not. Whoever may not decide
-    /// it gets the answer a request that does not exist gets, word for word, so that request
-    /// ids cannot be probed for whose they are.
+    /// The request `id` in a state the caller may decide, or why not. Its requester is told
+    /// they cannot decide their own request (they know it is theirs); anyone else who may not
+    /// decide it gets the answer a request that does not exist gets, word for word, so that
+    /// request ids cannot be probed for whose they are.
     fn decidable_request(&mut self, caller: &Caller, id: i64) -> Result<(Request, Role), PimError> {
         let no_such_request = || {
             PimError::NotFound(
@@ -1537,11 +1601,21 @@ impl Manager {
         role: &Role,
     ) -> Result<Option<String>, PimError> {
         let user = request.user.as_str();
-        if !self.eligibility(role, user)?.is_eligible() {
-            return Ok(Some(format!(
-                "{user} is no longer eligible for role {}",
-                role.name
-            )));
+        match self.eligibility(role, user) {
+            Ok(eligibility) if eligibility.is_eligible() => {}
+            Ok(_) => {
+                return Ok(Some(format!(
+                    "{user} is no longer eligible for role {}",
+                    role.name
+                )))
+            }
+            Err(e) => {
+                return Ok(Some(format!(
+                    "cannot tell whether {user} is still eligible for role {}: {}",
+                    role.name,
+                    e.message()
+                )))
+            }
         }
         if self
             .store
@@ -1786,10 +1860,7 @@ impl Manager {
     pub fn may_see(&self, caller: &Caller, event: &EventInfo) -> bool {
         event.user == caller.name
             || self.is_auditor(caller)
-            || self
-                .config
-                .role(&event.role)
-                .is_some_and(|r| self.is_approver(&caller.name, r))
+            || self.approves(&caller.name, &event.role)
     }
 
     /// Takes a new configuration (SIGHUP). Settings fixed at start (database, notify_command)
@@ -1849,6 +1920,8 @@ impl Manager {
         Ok(grants.iter().map(grant_info).collect())
     }
 
+    /// Gives `user` an assignment to `role`; returns a warning (empty when none) when ending a
+    /// grant the new window no longer allows did not go through.
     pub fn admin_assign(
         &mut self,
         caller: &Caller,
@@ -1856,7 +1929,7 @@ impl Manager {
         role: &str,
         not_before: i64,
         not_after: i64,
-    ) -> Result<(), PimError> {
+    ) -> Result<String, PimError> {
         let audit = Audit::new(&caller.name, "admin-assign")
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
@@ -1905,18 +1978,18 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         // A new window replaces the old one: a grant the old one allowed may have lost it.
-        self.end_grant_without_eligibility(user, role, &caller.name, None)
-            .map(|_| ())
+        let (_, warning) = self.end_grant_after_assignment_change(user, role, &caller.name, None);
+        Ok(warning)
     }
 
-    /// Removes an assignment and ends the grant that depended on it; returns that grant
-    /// (id 0 when none ended).
+    /// Removes an assignment and ends the grant that depended on it; returns that grant (id 0
+    /// when none ended) and a warning when ending it did not go through (empty when it did).
     pub fn admin_unassign(
         &mut self,
         caller: &Caller,
         user: &str,
         role: &str,
-    ) -> Result<GrantInfo, PimError> {
+    ) -> Result<(GrantInfo, String), PimError> {
         let audit = Audit::new(&caller.name, "admin-unassign")
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
@@ -1940,26 +2013,31 @@ impl Manager {
             );
         }
         let why = format!("unassigned by {}", caller.name);
-        let ended = self.end_grant_without_eligibility(user, role, &caller.name, Some(&why))?;
-        Ok(ended.as_ref().map(grant_info).unwrap_or_default())
+        let (ended, warning) =
+            self.end_grant_after_assignment_change(user, role, &caller.name, Some(&why));
+        Ok((ended.as_ref().map(grant_info).unwrap_or_default(), warning))
     }
 
     // ----- the end of eligibility -----
 
-    /// Why `user` may no longer hold role `role_name`, or `None` while they may: eligible for
-    /// it in some way (standing, through a %group, or assigned), or a `permanent` member of
-    /// it, whom PIM never touches.
-    fn lost_eligibility(
-        &mut self,
-        user: &str,
-        role_name: &str,
-    ) -> Result<Option<String>, PimError> {
+    /// Why `grant` may no longer run, or `None` while it may: its role still grants its group
+    /// and its user is still eligible for it in some way (standing, through a %group, or
+    /// assigned), or a `permanent` member of it, whom PIM never touches. A lookup that fails
+    /// is an error, not an end: the grant runs on and the next reconciliation asks again.
+    fn lost_eligibility(&mut self, grant: &Grant) -> Result<Option<String>, PimError> {
+        let (user, role_name) = (grant.user.as_str(), grant.role.as_str());
         let Some(role) = self.config.role(role_name).cloned() else {
             return Ok(Some(format!(
                 "role {role_name} is no longer in the configuration"
             )));
         };
-        if self.is_permanent(user, &role) || self.eligibility(&role, user)?.is_eligible() {
+        if role.group != grant.group {
+            return Ok(Some(format!(
+                "role {role_name} now grants group {}, not {}",
+                role.group, grant.group
+            )));
+        }
+        if self.permanent(user, &role)? || self.eligibility(&role, user)?.is_eligible() {
             return Ok(None);
         }
         let now = self.now();
@@ -1978,29 +2056,36 @@ impl Manager {
         }))
     }
 
-    /// Ends those of `grants` (live, not yet at their end) whose user may no longer hold the
-    /// role, through the path of any other end (database and audit record first, then the
-    /// membership). The record, by `actor`, gives the reason "eligibility ended: ..." with
-    /// `why` when the caller knows what ended it, else what is missing. Returns the first
-    /// error after trying every grant, else those it ended.
+    /// Ends those of the live `grants` not yet at their end (expiry takes the others) whose
+    /// user may no longer hold the role, through the path of any other end (database and
+    /// audit record first, then the membership). The record, by `actor`, gives the reason
+    /// "eligibility ended: ..." with `why` when the caller knows what ended it, else what is
+    /// missing. Tries every grant; returns those it ended in the database (the membership may
+    /// still be left for reconciliation to take back) and the first error.
     fn end_grants_without_eligibility(
         &mut self,
         grants: Vec<Grant>,
         actor: &str,
         why: Option<&str>,
-    ) -> Result<Vec<Grant>, PimError> {
+    ) -> (Vec<Grant>, Result<(), PimError>) {
+        let now = self.now();
         let mut first_error = None;
         let mut ended = Vec::new();
-        for grant in grants {
-            let lost = match self.lost_eligibility(&grant.user, &grant.role) {
+        for grant in grants.into_iter().filter(|g| g.ends_at > now) {
+            let lost = match self.lost_eligibility(&grant) {
                 Ok(Some(lost)) => lost,
                 Ok(None) => continue,
                 Err(e) => {
-                    first_error.get_or_insert(e);
+                    first_error.get_or_insert(PimError::Internal(format!(
+                        "cannot tell whether {} may still hold role {}: {}; the grant runs on, \
+                         and pimd asks again at its next reconciliation",
+                        grant.user,
+                        grant.role,
+                        e.message()
+                    )));
                     continue;
                 }
             };
-            let now = self.now();
             let reason = format!("eligibility ended: {}", why.unwrap_or(&lost));
             let audit = Audit::new(actor, "eligibility-end")
                 .about(&grant.user, &grant.role)
@@ -2011,43 +2096,64 @@ impl Manager {
                 grant.group,
                 describe(grant.ends_at, now)
             );
-            match self.end_grant(&grant, &audit, "eligibility-ended", detail) {
-                Ok(()) => ended.push(grant),
+            let is_over = match self.end_grant(&grant, &audit, "eligibility-ended", detail) {
+                Ok(()) => true,
                 Err(e) => {
                     first_error.get_or_insert(e);
+                    // A failure after the end was committed (taking back the membership)
+                    // still ended the grant.
+                    self.store
+                        .read(|tx| tx.live_grant(&grant.user, &grant.role))
+                        .is_ok_and(|live| live.is_none_or(|g| g.id != grant.id))
                 }
+            };
+            if is_over {
+                ended.push(grant);
             }
         }
-        first_error.map_or(Ok(ended), Err)
+        (ended, first_error.map_or(Ok(()), Err))
     }
 
-    /// [`Self::end_grants_without_eligibility`] for `user`'s live grant of `role`, if any;
-    /// returns it if it ended.
-    fn end_grant_without_eligibility(
+    /// What an admin's change of `user`'s assignment to `role` did to the grant that stood on
+    /// it: the grant it ended, if any, and a warning when that did not go through. The
+    /// assignment is committed by then, so a failure here is no failure of the call:
+    /// reconciliation finishes what is left.
+    fn end_grant_after_assignment_change(
         &mut self,
         user: &str,
         role: &str,
         actor: &str,
         why: Option<&str>,
-    ) -> Result<Option<Grant>, PimError> {
-        let now = self.now();
-        let live = self
-            .store
-            .read(|tx| tx.live_grant(user, role))?
-            .filter(|g| g.ends_at > now);
-        let ended = self.end_grants_without_eligibility(live.into_iter().collect(), actor, why)?;
-        Ok(ended.into_iter().next())
+    ) -> (Option<Grant>, String) {
+        let live = match self.store.read(|tx| tx.live_grant(user, role)) {
+            Ok(live) => live,
+            Err(e) => {
+                return (
+                    None,
+                    format!(
+                        "could not check {user}'s grant of {role}: {e}; pimd checks it again \
+                         at its next reconciliation"
+                    ),
+                )
+            }
+        };
+        let (ended, result) =
+            self.end_grants_without_eligibility(live.into_iter().collect(), actor, why);
+        let warning = result.err().map_or(String::new(), |e| {
+            format!(
+                "ending {user}'s grant of {role} did not complete: {}",
+                e.message()
+            )
+        });
+        (ended.into_iter().next(), warning)
     }
 
     /// Ends every live grant whose user may no longer hold its role: after a reload, at an
     /// assignment's end, after a user left a %group, and at start for whatever happened while
     /// pimd was down.
     fn end_every_grant_without_eligibility(&mut self) -> Result<(), PimError> {
-        let now = self.now();
         let live = self.store.read(|tx| tx.live_grants())?;
-        let live = live.into_iter().filter(|g| g.ends_at > now).collect();
-        self.end_grants_without_eligibility(live, DAEMON, None)
-            .map(|_| ())
+        self.end_grants_without_eligibility(live, DAEMON, None).1
     }
 
     pub fn admin_revoke(
@@ -2217,7 +2323,8 @@ impl Manager {
         let pending = self.store.read(|tx| tx.pending_setgid_sweeps())?;
         Ok(pending
             .into_iter()
-            .filter(|p| !self.accounts.in_group(&p.user, &p.group))
+            // A failed lookup does not hold the sweep back: clearing a bit is the safe side.
+            .filter(|p| !matches!(self.accounts.in_group(&p.user, &p.group), Ok(true)))
             .filter(|p| {
                 let wait = SWEEP_RETRY_SECS << p.failures.saturating_sub(1).min(6);
                 p.failures == 0 || p.walked_at.is_none_or(|w| now >= w + wait.min(3600))

@@ -336,6 +336,7 @@ impl Env {
 
     /// What SIGHUP does with `text`: takes it as the configuration, then reconciles at once.
     fn reload(&mut self, text: &str) {
+        assert_ne!(text, CONFIG, "a reload test must change the configuration");
         let (config, problems) =
             config::parse(text, "pim.toml", &HostDirectory(self.accounts.clone()));
         assert!(problems.is_empty(), "{problems:?}");
@@ -360,6 +361,13 @@ impl Env {
             .map(|r| r.id)
             .collect()
     }
+}
+
+/// `text` with `from` replaced by `to`. `from` must be there: otherwise a test of the change
+/// would pass without the change being made.
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in the configuration");
+    text.replace(from, to)
 }
 
 fn names(roles: Vec<RoleInfo>) -> Vec<String> {
@@ -1806,6 +1814,46 @@ fn given_a_live_grant_of_one_group_then_another_held_group_is_still_refused_by_n
 }
 
 #[test]
+fn given_eligibility_gone_before_any_reconcile_then_the_live_grant_no_longer_covers() {
+    // erin holds docker through %ops. She leaves ops (or the directory cannot say) and a
+    // reload moves the role to another group: the PAM check must not wait for reconciliation
+    // to end the grant before it stops counting it.
+    let mut e = env();
+    let root = e.who("root");
+    e.activate("erin", "docker", 0, "", "", "").unwrap();
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    let docker = groups(&["docker"]);
+    assert!(e.m.check_access(&root, "erin", &docker).unwrap().allowed);
+
+    e.accounts.unreachable("ops");
+    assert!(
+        !e.m.check_access(&root, "erin", &docker).unwrap().allowed,
+        "a failed lookup vouches for nothing"
+    );
+    e.accounts.reachable("ops");
+    e.accounts.add_group("ops", &[]);
+    let refused = e.m.check_access(&root, "erin", &docker).unwrap();
+    assert!(!refused.allowed, "{refused:?}");
+    assert!(
+        refused.message.contains("group docker"),
+        "{}",
+        refused.message
+    );
+    assert!(e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+
+    // The role now grants another group: its grant of the old one covers nothing.
+    let moved = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\ngroup = \"deploy\"\n",
+    );
+    let (config, problems) = config::parse(&moved, "pim.toml", &HostDirectory(e.accounts.clone()));
+    assert!(problems.is_empty(), "{problems:?}");
+    e.m.replace_config(config.unwrap()).unwrap();
+    assert!(!e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+}
+
+#[test]
 fn given_permanent_in_one_role_then_another_held_group_is_refused_by_name() {
     // paul is permanent in wheel only; a stale sudo must not ride on it.
     let mut e = env();
@@ -1985,11 +2033,12 @@ fn given_unassign_then_the_grant_that_depended_on_it_ends_audited_and_the_member
     e.m.take_outbox();
 
     e.advance(60);
-    let told = e.m.admin_unassign(&frank, "dave", "docker").unwrap();
+    let (told, warning) = e.m.admin_unassign(&frank, "dave", "docker").unwrap();
     assert_eq!(
         told.id, grant.id,
         "the grant that ended with the assignment"
     );
+    assert_eq!(warning, "");
     assert!(e.grants("dave").is_empty());
     assert!(e.accounts.members("docker").is_empty());
     assert!(!e.managed("dave", "docker"));
@@ -2034,8 +2083,8 @@ fn given_unassign_of_a_user_still_eligible_another_way_then_the_grant_stays() {
     // erin is eligible for docker through %ops, and assigned to it as well.
     e.m.admin_assign(&frank, "erin", "docker", 0, 0).unwrap();
     e.activate("erin", "docker", 0, "", "", "").unwrap();
-    let ended = e.m.admin_unassign(&frank, "erin", "docker").unwrap();
-    assert_eq!(ended.id, 0, "{ended:?}");
+    let (ended, warning) = e.m.admin_unassign(&frank, "erin", "docker").unwrap();
+    assert_eq!((ended.id, warning.as_str()), (0, ""), "{ended:?}");
     e.m.reconcile().unwrap();
     assert_eq!(e.grants("erin").len(), 1);
     assert_eq!(e.accounts.members("docker"), ["erin"]);
@@ -2110,12 +2159,11 @@ fn given_a_reload_that_removes_a_role_or_a_user_then_their_grants_end_and_others
     e.enrol("alice");
     e.activate_admin("alice", 0).unwrap();
     // rescue is gone; docker no longer names %ops (erin's way in); admin is unchanged.
-    let text = CONFIG
-        .replace("[roles.rescue]", "[roles.rescue-renamed]")
-        .replace(
-            "[roles.docker]\neligible = [\"alice\", \"%ops\"]",
-            "[roles.docker]\neligible = [\"alice\"]",
-        );
+    let text = replaced(
+        &replaced(CONFIG, "[roles.rescue]", "[roles.rescue-renamed]"),
+        "[roles.docker]\neligible = [\"alice\", \"%ops\"]",
+        "[roles.docker]\neligible = [\"alice\"]",
+    );
     e.reload(&text);
     let live = |e: &mut Env, user: &str| -> Vec<String> {
         e.grants(user).into_iter().map(|g| g.role).collect()
@@ -2147,15 +2195,151 @@ fn given_a_reload_that_removes_a_role_or_a_user_then_their_grants_end_and_others
 }
 
 #[test]
-fn given_a_user_taken_out_of_the_eligible_group_then_reconcile_ends_the_grant() {
+fn given_a_user_made_permanent_by_reload_then_the_grant_runs_on_and_its_end_leaves_the_membership_alone(
+) {
     let mut e = env();
-    e.activate("erin", "docker", 0, "", "", "").unwrap();
+    let grant = e.activate("alice", "wheel", 0, "", "", "").unwrap().grant;
+    let text = replaced(
+        CONFIG,
+        "eligible = [\"alice\", \"paul\"]\npermanent = [\"paul\"]",
+        "eligible = [\"paul\"]\npermanent = [\"paul\", \"alice\"]",
+    );
+    e.reload(&text);
+    assert_eq!(e.grants("alice").len(), 1);
+    assert!(e.accounts.members("wheel").contains(&"alice".to_string()));
+    assert!(e.eligibility_ends().is_empty());
+
+    // At its natural end the grant goes, the membership stays: alice is a permanent member
+    // now, and PIM never removes one; it lets go of the membership instead.
+    e.set(grant.ends_at);
     e.m.reconcile().unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert_eq!(
+        e.last_ended("alice", "wheel").end_reason.as_deref(),
+        Some("expired")
+    );
+    assert_eq!(e.accounts.members("wheel"), ["alice", "paul"]);
+    assert!(!e.managed("alice", "wheel"));
+    assert_eq!(e.accounts.calls(), ["-a alice wheel"]);
+    assert!(e.audited("membership-remove").is_empty());
+    let kept = e.audited("membership-keep");
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    assert_eq!(
+        (
+            kept[0].actor.as_str(),
+            kept[0].user.as_str(),
+            kept[0].role.as_str()
+        ),
+        ("pimd", "alice", "wheel")
+    );
+    assert!(
+        kept[0]
+            .detail
+            .contains("left in group wheel: alice is now a permanent member of role wheel"),
+        "{kept:#?}"
+    );
+    let root = e.who("root");
+    let decision =
+        e.m.check_access(&root, "alice", &groups(&["wheel"]))
+            .unwrap();
+    assert!(decision.allowed, "{decision:?}");
+    e.m.reconcile().unwrap();
+    assert_eq!(e.accounts.members("wheel"), ["alice", "paul"]);
+}
+
+#[test]
+fn given_a_permanent_listing_that_cannot_be_looked_up_at_the_grants_end_then_the_membership_waits()
+{
+    let mut e = env();
+    e.accounts.add_group("oncall", &["alice"]);
+    let grant = e.activate("alice", "wheel", 0, "", "", "").unwrap().grant;
+    let text = replaced(
+        CONFIG,
+        "permanent = [\"paul\"]",
+        "permanent = [\"paul\", \"%oncall\"]",
+    );
+    e.reload(&text);
+    e.set(grant.ends_at);
+    // Whether alice is permanent cannot be told: her membership is neither removed nor let go.
+    e.accounts.unreachable("oncall");
+    let err = assert_err!(e.m.reconcile(), Internal);
+    assert!(
+        err.contains("cannot tell whether alice is a permanent member of role wheel"),
+        "{err}"
+    );
+    assert!(e.grants("alice").is_empty());
+    assert!(e.managed("alice", "wheel"));
+    assert_eq!(e.accounts.calls(), ["-a alice wheel"]);
+    // Once it can, she is: PIM lets go of the membership untouched.
+    e.accounts.reachable("oncall");
+    e.m.reconcile().unwrap();
+    assert!(!e.managed("alice", "wheel"));
+    assert_eq!(e.accounts.members("wheel"), ["alice", "paul"]);
+    assert_eq!(e.audited("membership-keep").len(), 1);
+}
+
+#[test]
+fn given_a_reload_that_moves_a_role_to_another_group_then_the_grant_of_the_old_group_ends() {
+    let mut e = env();
+    e.accounts.add_group("docker-ng", &[]);
+    let grant = e.activate("alice", "docker", 0, "", "", "").unwrap().grant;
+    assert_eq!(grant.group, "docker");
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\ngroup = \"docker-ng\"\n",
+    );
+    e.reload(&text);
+    // alice is still eligible for docker, but docker no longer grants group docker.
+    assert!(e.grants("alice").is_empty());
+    assert!(e.accounts.members("docker").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    assert_eq!(
+        e.eligibility_ends(),
+        [end_record(
+            "pimd",
+            "alice",
+            "docker",
+            "role docker now grants group docker-ng, not docker"
+        )]
+    );
+    // A shell still carrying group docker gets no sudo through it.
+    let root = e.who("root");
+    let decision =
+        e.m.check_access(&root, "alice", &groups(&["docker"]))
+            .unwrap();
+    assert!(!decision.allowed, "{decision:?}");
+    // Activating again grants the new group.
+    let again = e.activate("alice", "docker", 0, "", "", "").unwrap().grant;
+    assert_eq!(again.group, "docker-ng");
+    assert_eq!(e.accounts.members("docker-ng"), ["alice"]);
+}
+
+#[test]
+fn given_a_user_taken_out_of_the_eligible_group_then_reconcile_ends_the_grant_but_not_on_a_failed_lookup(
+) {
+    let mut e = env();
+    // erin is eligible for docker through %ops, alice by name.
+    e.activate("erin", "docker", 0, "", "", "").unwrap();
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    e.accounts.unreachable("ops");
+    let err = assert_err!(e.m.reconcile(), Internal);
+    assert!(
+        err.contains("cannot tell whether erin may still hold role docker")
+            && err.contains("could not look up group ops"),
+        "{err}"
+    );
     assert_eq!(e.grants("erin").len(), 1);
+    assert_eq!(e.grants("alice").len(), 1);
+    assert_eq!(e.accounts.members("docker"), ["alice", "erin"]);
+    assert!(e.eligibility_ends().is_empty());
+
+    // When the directory answers again, its answer counts: erin has left %ops meanwhile.
     e.accounts.add_group("ops", &[]);
+    e.accounts.reachable("ops");
     e.m.reconcile().unwrap();
     assert!(e.grants("erin").is_empty());
-    assert!(e.accounts.members("docker").is_empty());
+    assert_eq!(e.accounts.members("docker"), ["alice"]);
     assert_eq!(
         e.eligibility_ends(),
         [end_record(
@@ -2168,17 +2352,123 @@ fn given_a_user_taken_out_of_the_eligible_group_then_reconcile_ends_the_grant() 
 }
 
 #[test]
-fn given_a_user_made_permanent_by_reload_then_their_grant_is_left_alone() {
+fn given_a_group_lookup_failing_then_nothing_is_granted_through_it() {
     let mut e = env();
-    e.activate("alice", "wheel", 0, "", "", "").unwrap();
-    let text = CONFIG.replace(
-        "eligible = [\"alice\", \"paul\"]\npermanent = [\"paul\"]",
-        "eligible = [\"paul\"]\npermanent = [\"paul\", \"alice\"]",
+    e.accounts.unreachable("ops");
+    // erin could only be eligible through %ops: refused, saying what failed.
+    let err = assert_err!(e.activate("erin", "docker", 0, "", "", ""), Internal);
+    assert!(err.contains("could not look up group ops"), "{err}");
+    assert!(e.grants("erin").is_empty());
+    assert!(e.accounts.members("docker").is_empty());
+    // alice is listed by name: the outage does not concern her.
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+
+    // The role's group itself cannot be read: PIM cannot tell whether alice holds it outside
+    // PIM, so it grants nothing.
+    e.accounts.unreachable("deploy");
+    let err = assert_err!(e.activate("alice", "ticketed", 0, "", "INC1", ""), Internal);
+    assert!(err.contains("could not look up group deploy"), "{err}");
+    assert!(e.grants("alice").iter().all(|g| g.role != "ticketed"));
+    assert!(e.accounts.members("deploy").is_empty());
+
+    // frank is an admin through %pim-admins: while it cannot be looked up, he is not.
+    e.accounts.unreachable("pim-admins");
+    let frank = e.who("frank");
+    assert_err!(e.m.admin_grants(&frank), PermissionDenied);
+}
+
+#[test]
+fn given_the_group_unreadable_when_a_grant_ends_then_pim_keeps_its_record_until_it_has_removed_the_member(
+) {
+    let mut e = env();
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    e.accounts.unreachable("docker");
+    let alice = e.who("alice");
+    let err = assert_err!(e.m.deactivate(&alice, "docker"), Internal);
+    assert!(err.contains("could not look up group docker"), "{err}");
+    assert!(e.grants("alice").is_empty());
+    // Not "not listed": nothing is recorded as removed, and PIM still knows it added her.
+    assert!(e.managed("alice", "docker"));
+    assert!(e.audited("membership-remove").is_empty());
+    e.accounts.reachable("docker");
+    e.m.reconcile().unwrap();
+    assert!(e.accounts.members("docker").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    assert_eq!(e.accounts.calls(), ["-a alice docker", "-d alice docker"]);
+}
+
+#[test]
+fn given_gpasswd_failing_at_unassign_then_it_succeeds_with_a_warning_and_reconcile_finishes() {
+    let mut e = env();
+    let frank = e.who("frank");
+    e.m.admin_assign(&frank, "dave", "docker", 0, 0).unwrap();
+    let grant = e.activate("dave", "docker", 0, "", "", "").unwrap().grant;
+    e.accounts.fail_next_remove();
+    let (ended, warning) = e.m.admin_unassign(&frank, "dave", "docker").unwrap();
+    assert_eq!(ended.id, grant.id, "the grant ended in the database");
+    assert!(
+        warning.contains("ending dave's grant of docker did not complete")
+            && warning.contains("gpasswd -d dave docker failed"),
+        "{warning}"
     );
-    e.reload(&text);
-    assert_eq!(e.grants("alice").len(), 1);
-    assert!(e.accounts.members("wheel").contains(&"alice".to_string()));
-    assert!(e.eligibility_ends().is_empty());
+    assert!(e.grants("dave").is_empty());
+    assert_eq!(e.accounts.members("docker"), ["dave"]);
+    assert!(e.managed("dave", "docker"));
+    // The assignment is gone: that is what a second unassign says.
+    assert_err!(e.m.admin_unassign(&frank, "dave", "docker"), NotFound);
+    e.m.reconcile().unwrap();
+    assert!(e.accounts.members("docker").is_empty());
+    assert!(!e.managed("dave", "docker"));
+}
+
+#[test]
+fn given_gpasswd_failing_when_assign_moves_the_window_then_it_succeeds_with_a_warning() {
+    let mut e = env();
+    let frank = e.who("frank");
+    e.m.admin_assign(&frank, "dave", "docker", 0, 0).unwrap();
+    e.activate("dave", "docker", 0, "", "", "").unwrap();
+    e.accounts.fail_next_remove();
+    let warning =
+        e.m.admin_assign(&frank, "dave", "docker", T0 + HOUR, 0)
+            .unwrap();
+    assert!(
+        warning.contains("ending dave's grant of docker did not complete"),
+        "{warning}"
+    );
+    let assignment =
+        e.m.store
+            .read(|tx| tx.assignment("dave", "docker"))
+            .unwrap();
+    assert_eq!(assignment.and_then(|a| a.not_before), Some(T0 + HOUR));
+    assert!(e.grants("dave").is_empty());
+    e.m.reconcile().unwrap();
+    assert!(e.accounts.members("docker").is_empty());
+}
+
+#[test]
+fn given_an_assignment_end_in_the_past_then_the_grant_on_it_ends_at_once() {
+    let mut e = env();
+    let frank = e.who("frank");
+    e.m.admin_assign(&frank, "dave", "docker", 0, 0).unwrap();
+    e.activate("dave", "docker", 0, "", "", "").unwrap();
+    e.advance(600);
+    // The client refuses an --until in the past; straight over the bus it ends the grant now.
+    let warning =
+        e.m.admin_assign(&frank, "dave", "docker", 0, T0 + 60)
+            .unwrap();
+    assert_eq!(warning, "");
+    assert!(e.grants("dave").is_empty());
+    assert!(e.accounts.members("docker").is_empty());
+    assert_eq!(
+        e.eligibility_ends(),
+        [end_record(
+            "frank",
+            "dave",
+            "docker",
+            "the assignment of dave to role docker ended 08:01 UTC"
+        )]
+    );
+    assert_err!(e.activate("dave", "docker", 0, "", "", ""), NotEligible);
 }
 
 // ----- approvals -----
@@ -2357,35 +2647,24 @@ fn given_a_denial_then_the_request_ends() {
     e.file_db_request("alice");
 }
 
-#[test]
-fn given_non_approver_then_the_answer_of_a_request_that_does_not_exist() {
-    let (mut e, id) = with_db_request();
-    e.enrol("dave");
+/// `prober`, who may not decide request `id`, approves and denies it and a request that does
+/// not exist: the answers are the same word for word, and so are `prober`'s own records of
+/// them (they read those), which name no requester and no role. Returns the answer.
+fn assert_probing_tells_nothing(e: &mut Env, prober: &str, id: i64) -> String {
     let missing = id + 100;
-    // dave approves no role: alice's request and a request that does not exist get the same
-    // error, word for word, whether he approves or denies.
-    let mine = e.approve("dave", id, "");
-    let none = e.approve("dave", missing, "");
-    let msg = assert_err!(mine, NotFound);
-    assert_eq!(msg, assert_err!(none, NotFound));
-    assert!(!msg.contains(&id.to_string()), "{msg}");
-    assert!(!msg.contains("alice") && !msg.contains("db"), "{msg}");
+    let msg = assert_err!(e.approve(prober, id, ""), NotFound);
+    assert_eq!(msg, assert_err!(e.approve(prober, missing, ""), NotFound));
     assert_eq!(
-        assert_err!(e.deny("dave", id, "no"), NotFound),
-        assert_err!(e.deny("dave", missing, "no"), NotFound)
+        assert_err!(e.deny(prober, id, "no"), NotFound),
+        assert_err!(e.deny(prober, missing, "no"), NotFound)
     );
-    // bob approves db but not a request that does not exist: the same answer again.
-    assert_eq!(assert_err!(e.approve("bob", missing, ""), NotFound), msg);
     assert_eq!(e.request(id).state, RequestState::Pending);
-
-    // dave's own records (he reads them) say no more about alice's request than about the
-    // missing one: no requester, no role.
-    let dave = e.who("dave");
+    let caller = e.who(prober);
     let refusals: Vec<AuditRecord> =
-        e.m.audit(&dave, 0, "", "")
+        e.m.audit(&caller, 0, "", "")
             .unwrap()
             .into_iter()
-            .filter(|r| r.actor == "dave" && r.outcome == "refused")
+            .filter(|r| r.actor == prober && r.outcome == "refused")
             .collect();
     assert_eq!(refusals.len(), 4, "{refusals:#?}");
     let shape = |r: &AuditRecord, n: i64| {
@@ -2403,6 +2682,35 @@ fn given_non_approver_then_the_answer_of_a_request_that_does_not_exist() {
         ("", "")
     );
     assert!(refusals[0].detail.starts_with(&format!("request {id}:")));
+    msg
+}
+
+#[test]
+fn given_non_approver_then_the_answer_of_a_request_that_does_not_exist() {
+    let (mut e, id) = with_db_request();
+    e.enrol("dave");
+    // dave approves no role.
+    let msg = assert_probing_tells_nothing(&mut e, "dave", id);
+    assert!(!msg.contains(&id.to_string()), "{msg}");
+    assert!(!msg.contains("alice") && !msg.contains("db"), "{msg}");
+    // bob approves db but not a request that does not exist: the same answer again.
+    assert_eq!(assert_err!(e.approve("bob", id + 100, ""), NotFound), msg);
+}
+
+#[test]
+fn given_an_approver_of_another_role_then_the_answer_of_a_request_that_does_not_exist() {
+    let (mut e, id) = with_db_request();
+    // gina approves role web, not db.
+    let text = replaced(
+        CONFIG,
+        "[roles.wheel]",
+        "[roles.web]\ngroup = \"deploy\"\neligible = [\"dave\"]\nrequire_approval = true\n\
+         approvers = [\"gina\"]\napprovals_required = 1\n\n[roles.wheel]",
+    );
+    e.reload(&text);
+    e.enrol("gina");
+    assert_probing_tells_nothing(&mut e, "gina", id);
+    assert!(e.list_requests("gina").is_empty());
 }
 
 #[test]
@@ -2414,7 +2722,8 @@ fn given_approvers_dropped_by_reload_then_their_approvals_no_longer_count() {
     e.accounts.add_group("dbas", &["gina", "hank"]);
     e.approve("bob", id, "").unwrap();
     // bob is no longer an approver; gina and hank are, through %dbas.
-    let text = CONFIG.replace(
+    let text = replaced(
+        CONFIG,
         "approvers = [\"bob\", \"carol\", \"alice\"]",
         "approvers = [\"carol\", \"alice\", \"%dbas\"]",
     );
@@ -2456,10 +2765,35 @@ fn given_approvers_dropped_by_reload_then_their_approvals_no_longer_count() {
 }
 
 #[test]
+fn given_an_approvers_group_that_cannot_be_looked_up_then_its_members_do_not_qualify() {
+    let (mut e, id) = with_db_request();
+    e.enrol("gina");
+    e.accounts.add_group("dbas", &["gina"]);
+    let text = replaced(
+        CONFIG,
+        "approvers = [\"bob\", \"carol\", \"alice\"]",
+        "approvers = [\"bob\", \"carol\", \"alice\", \"%dbas\"]",
+    );
+    e.reload(&text);
+    e.approve("gina", id, "").unwrap();
+    e.accounts.unreachable("dbas");
+    // While %dbas cannot be looked up, gina's approval does not count (fail closed).
+    assert!(e.requests_of("alice")[0].approved_by.is_empty());
+    let info = e.approve("bob", id, "").unwrap();
+    assert_eq!(
+        (info.state.as_str(), info.approved_by.clone()),
+        ("pending", vec!["bob".to_string()])
+    );
+    assert!(e.grants("alice").is_empty());
+    assert!(e.accounts.members("dbadmin").is_empty());
+}
+
+#[test]
 fn given_approvals_required_changed_by_reload_then_the_current_number_applies() {
     let (mut e, id) = with_db_request();
     e.enrol("gina");
-    let text = CONFIG.replace(
+    let text = replaced(
+        CONFIG,
         "approvers = [\"bob\", \"carol\", \"alice\"]\napprovals_required = 2",
         "approvers = [\"bob\", \"carol\", \"alice\", \"gina\"]\napprovals_required = 3",
     );
@@ -2481,7 +2815,7 @@ fn given_approvals_required_changed_by_reload_then_the_current_number_applies() 
 fn given_approvals_required_lowered_by_reload_then_the_reload_completes_nothing() {
     let (mut e, id) = with_db_request();
     e.approve("bob", id, "one of two").unwrap();
-    let text = CONFIG.replace("approvals_required = 2", "approvals_required = 1");
+    let text = replaced(CONFIG, "approvals_required = 2", "approvals_required = 1");
     e.reload(&text);
     // bob's approval would now be enough, but he gave it as one of two: the request waits
     // for the next approver's own decision.
@@ -2745,7 +3079,7 @@ fn given_a_reloaded_configuration_then_roles_change_but_startup_settings_cannot(
         );
         config.unwrap()
     };
-    let without_docker = CONFIG.replace("[roles.docker]", "[roles.docker-gone]");
+    let without_docker = replaced(CONFIG, "[roles.docker]", "[roles.docker-gone]");
     e.m.replace_config(parse(&without_docker)).unwrap();
     let names: Vec<String> =
         e.m.list_roles(&alice)
@@ -2756,7 +3090,7 @@ fn given_a_reloaded_configuration_then_roles_change_but_startup_settings_cannot(
     assert!(!names.contains(&"docker".to_string()), "{names:?}");
     assert!(e.audit_log().iter().any(|r| r.action == "config-reload"));
 
-    let moved = CONFIG.replace("/nonexistent/pim.db", "/srv/pim/pim.db");
+    let moved = replaced(CONFIG, "/nonexistent/pim.db", "/srv/pim/pim.db");
     assert_err!(e.m.replace_config(parse(&moved)), Conflict);
 }
 

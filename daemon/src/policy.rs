@@ -24,34 +24,49 @@ impl Eligibility {
     }
 }
 
-pub fn principal_matches(p: &Principal, user: &str, in_group: &dyn Fn(&str) -> bool) -> bool {
-    match p {
-        Principal::User(name) => name == user,
-        Principal::Group(group) => in_group(group),
+/// Whether `user` is one of `list`. A principal that matches settles it even when the lookup
+/// of another failed; without a match, a failed lookup is the answer (no answer, not "no").
+pub fn any_matches<E>(
+    list: &[Principal],
+    user: &str,
+    in_group: &dyn Fn(&str) -> Result<bool, E>,
+) -> Result<bool, E> {
+    let mut failed = None;
+    for p in list {
+        match p {
+            Principal::User(name) if name == user => return Ok(true),
+            Principal::User(_) => {}
+            Principal::Group(group) => match in_group(group) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            },
+        }
     }
-}
-
-pub fn any_matches(list: &[Principal], user: &str, in_group: &dyn Fn(&str) -> bool) -> bool {
-    list.iter().any(|p| principal_matches(p, user, in_group))
+    failed.map_or(Ok(false), Err)
 }
 
 /// Standing eligibility wins over an assignment; an assignment counts only inside its window
-/// (`not_before` inclusive, `not_after` exclusive).
-pub fn eligibility(
+/// (`not_before` inclusive, `not_after` exclusive). When a group lookup fails, an assignment in
+/// force still answers; without one the failure is the answer.
+pub fn eligibility<E>(
     role: &Role,
     user: &str,
     assignment: Option<&Assignment>,
     now: i64,
-    in_group: &dyn Fn(&str) -> bool,
-) -> Eligibility {
-    if any_matches(&role.eligible, user, in_group) {
-        return Eligibility::Standing;
+    in_group: &dyn Fn(&str) -> Result<bool, E>,
+) -> Result<Eligibility, E> {
+    let standing = any_matches(&role.eligible, user, in_group);
+    if let Ok(true) = standing {
+        return Ok(Eligibility::Standing);
     }
     match assignment {
         Some(a) if a.not_before.is_none_or(|t| now >= t) && a.not_after.is_none_or(|t| now < t) => {
-            Eligibility::Assigned { until: a.not_after }
+            Ok(Eligibility::Assigned { until: a.not_after })
         }
-        _ => Eligibility::No,
+        _ => standing.map(|_| Eligibility::No),
     }
 }
 
@@ -144,11 +159,14 @@ pub mod tests {
         }
     }
 
-    fn in_ops(g: &str) -> bool {
-        g == "ops"
+    fn in_ops(g: &str) -> Result<bool, String> {
+        Ok(g == "ops")
     }
-    fn in_none(_: &str) -> bool {
-        false
+    fn in_none(_: &str) -> Result<bool, String> {
+        Ok(false)
+    }
+    fn unreachable(g: &str) -> Result<bool, String> {
+        Err(format!("cannot look up {g}"))
     }
 
     fn assignment(not_before: Option<i64>, not_after: Option<i64>) -> Assignment {
@@ -165,20 +183,23 @@ pub mod tests {
         let r = role("admin");
         assert_eq!(
             eligibility(&r, "alice", None, 0, &in_none),
-            Eligibility::Standing
+            Ok(Eligibility::Standing)
         );
         assert_eq!(
             eligibility(&r, "erin", None, 0, &in_ops),
-            Eligibility::Standing
+            Ok(Eligibility::Standing)
         );
-        assert_eq!(eligibility(&r, "erin", None, 0, &in_none), Eligibility::No);
+        assert_eq!(
+            eligibility(&r, "erin", None, 0, &in_none),
+            Ok(Eligibility::No)
+        );
     }
 
     #[test]
     fn given_assignment_window_then_eligible_only_inside_it() {
         let r = role("admin");
         let a = assignment(Some(100), Some(200));
-        let at = |now| eligibility(&r, "dave", Some(&a), now, &in_none);
+        let at = |now| eligibility(&r, "dave", Some(&a), now, &in_none).unwrap();
         assert_eq!(at(99), Eligibility::No);
         assert_eq!(at(100), Eligibility::Assigned { until: Some(200) });
         assert_eq!(at(199), Eligibility::Assigned { until: Some(200) });
@@ -186,8 +207,30 @@ pub mod tests {
         let open = assignment(None, None);
         assert_eq!(
             eligibility(&r, "dave", Some(&open), 5, &in_none),
-            Eligibility::Assigned { until: None }
+            Ok(Eligibility::Assigned { until: None })
         );
+    }
+
+    #[test]
+    fn given_a_group_lookup_that_fails_then_no_answer_unless_a_name_or_assignment_settles_it() {
+        let r = role("admin");
+        // alice is listed by name: the failed lookup of %ops does not matter.
+        assert_eq!(
+            eligibility(&r, "alice", None, 0, &unreachable),
+            Ok(Eligibility::Standing)
+        );
+        // erin could only be eligible through %ops: no answer, never "not eligible".
+        assert_eq!(
+            eligibility(&r, "erin", None, 0, &unreachable),
+            Err("cannot look up ops".to_string())
+        );
+        // dave's assignment is in force whatever %ops says.
+        let a = assignment(None, Some(200));
+        assert_eq!(
+            eligibility(&r, "dave", Some(&a), 100, &unreachable),
+            Ok(Eligibility::Assigned { until: Some(200) })
+        );
+        assert!(eligibility(&r, "dave", Some(&a), 200, &unreachable).is_err());
     }
 
     #[test]

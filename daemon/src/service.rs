@@ -842,23 +842,25 @@ impl ManagerService {
         role: &str,
         not_before: i64,
         not_after: i64,
-    ) -> Result<(), PimError> {
+    ) -> Result<String, PimError> {
         let args = check_lengths(&[
             ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
         ])
         .map(|()| (user.to_owned(), role.to_owned()));
-        self.limited_call(
-            &h,
-            "admin-assign",
-            Some(CallKind::Admin),
-            args,
-            move |m, c, (user, role)| m.admin_assign(c, &user, &role, not_before, not_after),
-        )
-        .await?;
-        // The assignment's end may be reconciliation's next deadline.
+        let warning = self
+            .limited_call(
+                &h,
+                "admin-assign",
+                Some(CallKind::Admin),
+                args,
+                move |m, c, (user, role)| m.admin_assign(c, &user, &role, not_before, not_after),
+            )
+            .await?;
+        // The assignment's end may be reconciliation's next deadline, and reconciliation
+        // finishes what a warning says did not go through.
         self.core.wake.notify_one();
-        Ok(())
+        Ok(warning)
     }
 
     async fn admin_unassign(
@@ -866,20 +868,26 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         user: &str,
         role: &str,
-    ) -> Result<GrantInfo, PimError> {
+    ) -> Result<(GrantInfo, String), PimError> {
         let args = check_lengths(&[
             ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
         ])
         .map(|()| (user.to_owned(), role.to_owned()));
-        self.limited_call(
-            &h,
-            "admin-unassign",
-            Some(CallKind::Admin),
-            args,
-            move |m, c, (user, role)| m.admin_unassign(c, &user, &role),
-        )
-        .await
+        let reply = self
+            .limited_call(
+                &h,
+                "admin-unassign",
+                Some(CallKind::Admin),
+                args,
+                move |m, c, (user, role)| m.admin_unassign(c, &user, &role),
+            )
+            .await?;
+        if !reply.1.is_empty() {
+            // Reconciliation finishes what did not go through.
+            self.core.wake.notify_one();
+        }
+        Ok(reply)
     }
 
     async fn admin_revoke(
