@@ -7,12 +7,20 @@
 //!   real uid and its group vector are the invoking user's), and it is what makes expiry real —
 //!   a process keeps supplementary groups that /etc/group no longer lists;
 //!
-//! or when the user is in the group's member list (`getgrnam`). The process's groups are *not*
+//! - or among the gids the group database gives the user (`getgrouplist`, as `initgroups` at
+//!   login would): matched by gid, not by name in the group's member list, so that members
+//!   that `getgrnam` does not list (sssd's `ignore_group_members`, nested directory groups)
+//!   and groups sharing a managed group's gid count.
+//!
+//! Each managed group is looked up by name (`getgrnam`) for its gid; a failed lookup is an
+//! error, never "not held". The process's groups are *not*
 //! counted for a process whose real uid is someone else's (sshd, login, cron, su run by root):
 //! those groups are the daemon's, not the user's, and counting them would refuse every login
 //! whenever root happens to sit in a managed group (as on distributions that put root in
 //! `wheel`).
 #![forbid(unsafe_code)]
+
+use std::ffi::CString;
 
 use nix::unistd::{self, Gid, Group, Uid, User};
 
@@ -51,20 +59,34 @@ impl Accounts for SystemAccounts {
         }
     }
 
-    fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String> {
-        // Group database membership is read below from each managed group's member list (one
-        // lookup per managed group, not a scan of every group as getgrouplist would do); the
-        // primary group and the process's own groups count by gid.
-        let mut gids = vec![entry.gid];
-        if unistd::getuid().as_raw() == entry.uid {
+    fn held(
+        &self,
+        user: &str,
+        entry: &UserEntry,
+        managed: &[String],
+        real_uid: u32,
+    ) -> Result<Held, String> {
+        let mut gids = group_list(user, entry.gid)?;
+        if real_uid == entry.uid {
             gids.extend(process_gids()?);
         }
-        held_groups(user, &gids, managed, |group| {
+        held_groups(&gids, managed, |group| {
             Group::from_name(group)
-                .map(|found| found.map(|g| (g.gid.as_raw(), g.mem)))
+                .map(|found| found.map(|g| g.gid.as_raw()))
                 .map_err(|e| format!("group database lookup of {group} failed: {e}"))
         })
     }
+}
+
+/// The gids the group database gives `user` (with `primary`), as `initgroups` would set them:
+/// by gid, so that a member the group's own entry does not list (sssd's
+/// `ignore_group_members`, nested directory groups) and a group sharing the gid of a managed
+/// one count.
+fn group_list(user: &str, primary: u32) -> Result<Vec<u32>, String> {
+    let name = CString::new(user).map_err(|_| format!("user name {user:?} contains NUL"))?;
+    let gids = unistd::getgrouplist(&name, Gid::from_raw(primary))
+        .map_err(|e| format!("group database lookup of the groups of {user} failed: {e}"))?;
+    Ok(gids.into_iter().map(Gid::as_raw).collect())
 }
 
 /// The calling process's real, effective and supplementary gids.
@@ -79,20 +101,19 @@ fn process_gids() -> Result<Vec<u32>, String> {
     Ok(gids)
 }
 
-/// The managed groups `user` holds, given the gids counted for the user and a group lookup
-/// (`Ok(None)` for a group that does not exist). Any failed lookup fails the whole answer: the
-/// module must not guess that a group is not held.
+/// The managed groups held, given the gids counted for the user and a group lookup giving a
+/// group's gid (`Ok(None)` for a group that does not exist). Any failed lookup fails the whole
+/// answer: the module must not guess that a group is not held.
 pub fn held_groups(
-    user: &str,
     gids: &[u32],
     managed: &[String],
-    lookup: impl Fn(&str) -> Result<Option<(u32, Vec<String>)>, String>,
+    lookup: impl Fn(&str) -> Result<Option<u32>, String>,
 ) -> Result<Held, String> {
     let mut held = Held::default();
     for group in managed {
         match lookup(group)? {
-            Some((gid, members)) => {
-                if gids.contains(&gid) || members.iter().any(|m| m == user) {
+            Some(gid) => {
+                if gids.contains(&gid) {
                     held.groups.push(group.clone());
                 }
             }
@@ -106,11 +127,11 @@ pub fn held_groups(
 mod tests {
     use super::*;
 
-    fn database(group: &str) -> Result<Option<(u32, Vec<String>)>, String> {
+    fn database(group: &str) -> Result<Option<u32>, String> {
         match group {
-            "sudo" => Ok(Some((27, vec!["alice".into()]))),
-            "wheel" => Ok(Some((10, vec![]))),
-            "docker" => Ok(Some((998, vec!["bob".into()]))),
+            "sudo" => Ok(Some(27)),
+            "wheel" => Ok(Some(10)),
+            "docker" => Ok(Some(998)),
             "broken" => Err("ldap is down".into()),
             _ => Ok(None),
         }
@@ -121,42 +142,31 @@ mod tests {
     }
 
     #[test]
-    fn given_member_list_then_group_is_held() {
-        let held = held_groups("alice", &[1000], &managed(&["sudo", "wheel"]), database).unwrap();
+    fn given_a_gid_from_the_group_list_then_the_group_is_held() {
+        // The group database gave 27 (a member of sudo, whether sudo's entry lists the user
+        // or not: sssd's ignore_group_members, a nested directory group, an alias group
+        // sharing gid 27).
+        let held = held_groups(&[1000, 27], &managed(&["sudo", "wheel"]), database).unwrap();
         assert_eq!(held.groups, ["sudo"]);
         assert!(held.missing.is_empty());
     }
 
     #[test]
-    fn given_gid_among_counted_gids_then_group_is_held() {
-        // e.g. a stale supplementary group of the process, or the primary group.
-        let held =
-            held_groups("carol", &[1000, 10], &managed(&["sudo", "wheel"]), database).unwrap();
-        assert_eq!(held.groups, ["wheel"]);
-    }
-
-    #[test]
-    fn given_no_gid_and_no_membership_then_nothing_held() {
-        let held = held_groups(
-            "carol",
-            &[1000],
-            &managed(&["sudo", "wheel", "docker"]),
-            database,
-        )
-        .unwrap();
+    fn given_no_gid_of_a_managed_group_then_nothing_held() {
+        let held = held_groups(&[1000], &managed(&["sudo", "wheel", "docker"]), database).unwrap();
         assert!(held.groups.is_empty());
     }
 
     #[test]
     fn given_a_group_that_does_not_exist_then_reported_missing() {
-        let held = held_groups("alice", &[], &managed(&["nosuch", "sudo"]), database).unwrap();
+        let held = held_groups(&[27], &managed(&["nosuch", "sudo"]), database).unwrap();
         assert_eq!(held.groups, ["sudo"]);
         assert_eq!(held.missing, ["nosuch"]);
     }
 
     #[test]
     fn given_a_failed_group_lookup_then_error_not_a_guess() {
-        let err = held_groups("alice", &[], &managed(&["sudo", "broken"]), database).unwrap_err();
+        let err = held_groups(&[], &managed(&["sudo", "broken"]), database).unwrap_err();
         assert!(err.contains("ldap is down"), "{err}");
     }
 
@@ -184,6 +194,7 @@ mod tests {
                 "root",
                 &entry,
                 &managed(&[&root_group, "pim-no-such-group-x"]),
+                4_000_000_123,
             )
             .unwrap();
         assert_eq!(held.groups, [root_group]);

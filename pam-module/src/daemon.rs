@@ -23,6 +23,7 @@
 use std::fmt;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,8 +38,9 @@ use crate::wire::{self, Arg, Message};
 /// Why the daemon gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonFailure {
-    /// Nothing listens: no bus socket, a socket nobody accepts on, or no owner of pimd's name on
-    /// the bus. The only failure `fail=open` lets through: no local user can bring it about.
+    /// Nothing listens: no bus socket, a socket nobody accepts on, or the bus daemon's own
+    /// ServiceUnknown for pimd's name, all seen from PID 1's mount namespace. The only failure
+    /// `fail=open` lets through: no local user can bring it about.
     Absent(String),
     /// The bus was reached but the exchange broke down (refused authentication, hang-up).
     Unreachable(String),
@@ -73,7 +75,14 @@ pub trait Daemon {
 pub struct BusDaemon {
     socket: PathBuf,
     timeout: Duration,
+    /// PID 1's mount namespace (see [`BusDaemon::in_init_mount_namespace`]).
+    init_mount_namespace: PathBuf,
 }
+
+/// The mount namespace of PID 1: the one in which the system bus socket is where it is.
+const INIT_MOUNT_NAMESPACE: &str = "/proc/1/ns/mnt";
+/// This process's mount namespace.
+const OWN_MOUNT_NAMESPACE: &str = "/proc/self/ns/mnt";
 
 impl BusDaemon {
     /// The daemon on the system bus socket, with `timeout` bounding each whole check.
@@ -86,12 +95,59 @@ impl BusDaemon {
         BusDaemon {
             socket: socket.to_path_buf(),
             timeout,
+            init_mount_namespace: PathBuf::from(INIT_MOUNT_NAMESPACE),
+        }
+    }
+
+    /// The same, taking `namespace` for PID 1's mount namespace; for tests only (a test
+    /// process may not be allowed to read PID 1's, or may want to be elsewhere).
+    pub fn with_init_mount_namespace(mut self, namespace: &Path) -> Self {
+        self.init_mount_namespace = namespace.to_path_buf();
+        self
+    }
+
+    /// Whether this process sees the mounts PID 1 sees. A missing socket, or a socket nobody
+    /// accepts on, means pimd is absent only there: a set-uid sandbox (firejail without
+    /// `nonewprivs`, `--blacklist=/run/dbus`) can hide or replace the bus in a mount namespace
+    /// of the user's own while sudo still works in it. `Err` says why it cannot tell (reading
+    /// PID 1's namespace needs root).
+    fn in_init_mount_namespace(&self) -> Result<bool, String> {
+        let identity = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| (m.dev(), m.ino()))
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        Ok(identity(Path::new(OWN_MOUNT_NAMESPACE))? == identity(&self.init_mount_namespace)?)
+    }
+
+    /// `failure`, unless it says pimd is absent where that cannot be trusted: then the bus is
+    /// unreachable (which denies under `fail=open` too).
+    fn checked_absence(&self, failure: DaemonFailure) -> DaemonFailure {
+        let DaemonFailure::Absent(why) = failure else {
+            return failure;
+        };
+        match self.in_init_mount_namespace() {
+            Ok(true) => DaemonFailure::Absent(why),
+            Ok(false) => DaemonFailure::Unreachable(format!(
+                "{why}, seen from a mount namespace other than PID 1's, where the bus may be hidden rather than absent"
+            )),
+            Err(e) => DaemonFailure::Unreachable(format!(
+                "{why}, and whether this is PID 1's mount namespace is unknown ({e})"
+            )),
         }
     }
 }
 
 impl Daemon for BusDaemon {
     fn check_access(&self, user: &str, groups: &[String]) -> Result<AccessDecision, DaemonFailure> {
+        self.exchange(user, groups)
+            .map_err(|failure| self.checked_absence(failure))
+    }
+}
+
+impl BusDaemon {
+    /// The whole exchange with the bus (see the module's documentation).
+    fn exchange(&self, user: &str, groups: &[String]) -> Result<AccessDecision, DaemonFailure> {
         let clock = Clock {
             deadline: Instant::now().checked_add(self.timeout),
             timeout: self.timeout,
@@ -124,6 +180,9 @@ impl Daemon for BusDaemon {
     }
 }
 
+/// The bus daemon's own name, the sender of the errors it makes itself.
+const BUS_DAEMON_NAME: &str = "org.freedesktop.DBus";
+const SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";
 const HELLO_SERIAL: u32 = 1;
 const CHECK_ACCESS_SERIAL: u32 = 2;
 /// Bytes asked of the socket per read (the bus's answers are a few hundred bytes).
@@ -191,15 +250,21 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
             Ok(()) => return Ok(UnixStream::from(fd)),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Err(clock.expired()),
-            Err(e @ (Errno::ENOENT | Errno::ECONNREFUSED)) => {
-                return Err(DaemonFailure::Absent(format!(
-                    "system bus at {}: {e}",
-                    path.display()
-                )))
-            }
+            // Nothing there, or a socket nobody accepts on (the bus daemon is gone): absent. A
+            // refused connect on anything but a socket is not the bus's doing.
+            Err(e @ Errno::ENOENT) => return Err(absent(path, e)),
+            Err(e @ Errno::ECONNREFUSED) if is_socket(path) => return Err(absent(path, e)),
             Err(e) => return Err(unreachable(e)),
         }
     }
+}
+
+fn absent(path: &Path, e: Errno) -> DaemonFailure {
+    DaemonFailure::Absent(format!("system bus at {}: {e}", path.display()))
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Writes all of `bytes` with MSG_NOSIGNAL: a bus that hung up must not SIGPIPE the host.
@@ -333,16 +398,20 @@ impl Incoming {
 fn answer(message: &Message) -> Result<AccessDecision, DaemonFailure> {
     if message.kind == wire::ERROR {
         let name = message.error_name.as_deref().unwrap_or("");
-        return Err(match name {
-            // The bus's own word that nobody owns the name and it cannot be activated. Anything
-            // else (pimd's errors, NoReply, a failed activation) is an answer that denies.
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-            | "org.freedesktop.DBus.Error.NameHasNoOwner" => DaemonFailure::Absent(format!(
+        let from_bus = message.sender.as_deref() == Some(BUS_DAEMON_NAME);
+        return Err(if name == SERVICE_UNKNOWN && from_bus {
+            // The bus's own word that nobody owns the name and none can be activated. Anything
+            // else denies: pimd's errors, NoReply, and a failed activation, which dbus-daemon
+            // reports as Spawn.* and dbus-broker as NameHasNoOwner ("Could not activate remote
+            // peer ...: startup job failed"; the module never sets NO_AUTO_START, so that name
+            // never means "nobody there" here).
+            DaemonFailure::Absent(format!(
                 "{} is not on the bus: {}",
                 pim_common::BUS_NAME,
                 error_summary(message)
-            )),
-            _ => DaemonFailure::Error(error_summary(message)),
+            ))
+        } else {
+            DaemonFailure::Error(error_summary(message))
         });
     }
     let (allowed, message) = message
@@ -372,13 +441,19 @@ fn error_summary(message: &Message) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testing::{access_reply, reply, signal};
+    use crate::wire::testing::{access_reply, reply, reply_from, signal};
     use crate::wire::{Endian, ERROR, METHOD_RETURN};
     use std::io::Write;
     use std::os::unix::net::UnixListener;
     use std::thread::JoinHandle;
 
     const GUID: &[u8] = b"OK 0123456789abcdef0123456789abcdef\r\n";
+
+    /// The daemon at `socket`, in PID 1's mount namespace as far as it can tell (this
+    /// process's own: a test may not read PID 1's).
+    fn bus_at(socket: &Path, timeout: Duration) -> BusDaemon {
+        BusDaemon::at(socket, timeout).with_init_mount_namespace(Path::new(OWN_MOUNT_NAMESPACE))
+    }
 
     fn temp_socket(name: &str) -> (PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("pam-pim-test-{}-{name}", std::process::id()));
@@ -465,7 +540,7 @@ mod tests {
         }
 
         fn check(self, timeout: Duration) -> Result<AccessDecision, DaemonFailure> {
-            let result = BusDaemon::at(&self.socket, timeout)
+            let result = bus_at(&self.socket, timeout)
                 .check_access("alice", &["sudo".to_string(), "wheel".to_string()]);
             self.server.join().unwrap();
             std::fs::remove_dir_all(&self.dir).unwrap();
@@ -479,10 +554,24 @@ mod tests {
         })
     }
 
+    /// An error for the call from pimd (`:1.7`).
     fn error(name: &str, text: &str) -> Vec<u8> {
         reply(Endian::Little, ERROR, 2, Some(name), "s", |b| {
             b.string(text)
         })
+    }
+
+    /// An error for the call from the bus daemon itself.
+    fn bus_error(name: &str, text: &str) -> Vec<u8> {
+        reply_from(
+            BUS_DAEMON_NAME,
+            Endian::Little,
+            ERROR,
+            2,
+            Some(name),
+            "s",
+            |b| b.string(text),
+        )
     }
 
     #[test]
@@ -593,14 +682,15 @@ mod tests {
 
     #[test]
     fn given_bus_errors_then_classified() {
-        for name in [
-            "org.freedesktop.DBus.Error.ServiceUnknown",
-            "org.freedesktop.DBus.Error.NameHasNoOwner",
+        // dbus-daemon's and dbus-broker's words for a name nobody owns and none can activate.
+        for text in [
+            "The name org.pim.Manager1 was not provided by any .service files",
+            "The name is not activatable",
         ] {
-            let result =
-                FakeBus::answering("unknown", error(name, "no")).check(Duration::from_secs(5));
+            let result = FakeBus::answering("unknown", bus_error(SERVICE_UNKNOWN, text))
+                .check(Duration::from_secs(5));
             assert!(
-                matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains(name)),
+                matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains(SERVICE_UNKNOWN)),
                 "{result:?}"
             );
         }
@@ -639,6 +729,83 @@ mod tests {
             panic!("{result:?}");
         };
         assert!(why.len() < 400 && why.ends_with("..."), "{why}");
+    }
+
+    #[test]
+    fn given_a_failed_activation_on_dbus_broker_then_an_error_not_absent() {
+        // dbus-broker answers a call whose activation failed (pimd crashing at start) with
+        // NameHasNoOwner; the module never sets NO_AUTO_START, so it never means absent.
+        let result = FakeBus::answering(
+            "broker-activation",
+            bus_error(
+                "org.freedesktop.DBus.Error.NameHasNoOwner",
+                "Could not activate remote peer 'org.pim.Manager1': startup job failed",
+            ),
+        )
+        .check(Duration::from_secs(5));
+        assert!(
+            matches!(&result, Err(DaemonFailure::Error(why)) if why.contains("startup job failed")),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn given_service_unknown_from_anyone_but_the_bus_then_an_error_not_absent() {
+        let result = FakeBus::answering(
+            "forged",
+            error(SERVICE_UNKNOWN, "The name is not activatable"),
+        )
+        .check(Duration::from_secs(5));
+        assert!(
+            matches!(&result, Err(DaemonFailure::Error(why)) if why.contains(SERVICE_UNKNOWN)),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn given_another_mount_namespace_than_pid_1s_then_a_missing_bus_is_unreachable() {
+        // A set-uid sandbox that hides /run/dbus in a mount namespace of the user's: the
+        // module cannot tell "absent" from "hidden", so fail=open must not apply.
+        let (socket, dir) = temp_socket("elsewhere");
+        let not_a_socket = dir.join("file");
+        std::fs::write(&not_a_socket, b"").unwrap();
+        for namespace in ["/proc/self/ns/net", "/nonexistent/ns/mnt"] {
+            for path in [&socket, &not_a_socket] {
+                let result = BusDaemon::at(path, Duration::from_secs(5))
+                    .with_init_mount_namespace(Path::new(namespace))
+                    .check_access("alice", &["sudo".to_string()]);
+                assert!(
+                    matches!(&result, Err(DaemonFailure::Unreachable(_))),
+                    "{namespace} {}: {result:?}",
+                    path.display()
+                );
+            }
+        }
+        // The bus's service errors seen from elsewhere are no proof of absence either.
+        let bus = FakeBus::answering("elsewhere-unknown", bus_error(SERVICE_UNKNOWN, "no"));
+        let result = BusDaemon::at(&bus.socket, Duration::from_secs(5))
+            .with_init_mount_namespace(Path::new("/proc/self/ns/net"))
+            .check_access("alice", &["sudo".to_string()]);
+        bus.server.join().unwrap();
+        std::fs::remove_dir_all(&bus.dir).unwrap();
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(_))),
+            "{result:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_a_refused_connect_on_something_that_is_not_a_socket_then_unreachable() {
+        let (_, dir) = temp_socket("file");
+        let file = dir.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let result = bus_at(&file, Duration::from_secs(5)).check_access("alice", &["sudo".into()]);
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("ECONNREFUSED")),
+            "{result:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -697,8 +864,8 @@ mod tests {
     fn given_no_socket_then_absent_quickly() {
         let (socket, dir) = temp_socket("absent");
         let started = Instant::now();
-        let result = BusDaemon::at(&socket, Duration::from_secs(5))
-            .check_access("alice", &["sudo".to_string()]);
+        let result =
+            bus_at(&socket, Duration::from_secs(5)).check_access("alice", &["sudo".to_string()]);
         assert!(
             matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains("ENOENT")),
             "{result:?}"
@@ -711,8 +878,8 @@ mod tests {
     fn given_a_socket_nobody_listens_on_then_absent() {
         let (socket, dir) = temp_socket("refused");
         drop(UnixListener::bind(&socket).unwrap());
-        let result = BusDaemon::at(&socket, Duration::from_secs(5))
-            .check_access("alice", &["sudo".to_string()]);
+        let result =
+            bus_at(&socket, Duration::from_secs(5)).check_access("alice", &["sudo".to_string()]);
         assert!(
             matches!(&result, Err(DaemonFailure::Absent(why)) if why.contains("ECONNREFUSED")),
             "{result:?}"
@@ -741,7 +908,7 @@ mod tests {
         let listener = UnixListener::bind(&socket).unwrap();
         let timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let result = BusDaemon::at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
+        let result = bus_at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
         assert_bounded(result, timeout, started);
         drop(listener);
         std::fs::remove_dir_all(dir).unwrap();
@@ -761,7 +928,7 @@ mod tests {
         });
         let timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let result = BusDaemon::at(&bus.socket, timeout).check_access("alice", &["sudo".into()]);
+        let result = bus_at(&bus.socket, timeout).check_access("alice", &["sudo".into()]);
         assert_bounded(result, timeout, started);
         drop(stop_tx);
         bus.server.join().unwrap();
@@ -801,7 +968,7 @@ mod tests {
         }
         let timeout = Duration::from_millis(300);
         let started = Instant::now();
-        let result = BusDaemon::at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
+        let result = bus_at(&socket, timeout).check_access("alice", &["sudo".to_string()]);
         assert_bounded(result, timeout, started);
         drop(pending);
         drop(listener);
@@ -836,8 +1003,8 @@ mod tests {
     #[test]
     fn given_a_user_name_with_nul_then_error_without_connecting() {
         let (socket, dir) = temp_socket("nul");
-        let result = BusDaemon::at(&socket, Duration::from_secs(1))
-            .check_access("al\0ice", &["sudo".into()]);
+        let result =
+            bus_at(&socket, Duration::from_secs(1)).check_access("al\0ice", &["sudo".into()]);
         assert!(matches!(result, Err(DaemonFailure::Error(_))), "{result:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -5,11 +5,21 @@
 //! **Whom it judges** (the *judged user*): the person asking for privilege, never the account
 //! being switched to.
 //!
-//! | real uid of the process | PAM_RUSER | judged user |
+//! | real uid of the process | PAM_RUSER | judged users |
 //! | --- | --- | --- |
-//! | not 0 (sudo and su are set-uid and keep the invoker's real uid) | anything | the real uid's user; a PAM_RUSER that names someone else is logged and ignored |
-//! | 0 | set | PAM_RUSER: a root process that says on whose behalf it asks (sudo and su run by root say `root`) |
-//! | 0 | unset | PAM_USER: a root daemon logging someone in (sshd, login, cron, pamtester run by root) |
+//! | not 0 | the real uid's user (sudo and su are set-uid and keep the invoker's real uid) | the real uid's user; PAM_USER is the target, not judged |
+//! | not 0 | unset, or someone else | the real uid's user and PAM_USER: a set-uid helper started by a service account (cockpit-session, polkit-agent-helper-1) authenticates PAM_USER |
+//! | 0 | a uid-0 user, on service sudo, sudo-i, su, su-l, runuser or runuser-l | nobody (Ignore): root switching user |
+//! | 0 | another user the database knows | PAM_USER and PAM_RUSER |
+//! | 0 | unset, unknown, not UTF-8, or uid 0 on another service | PAM_USER: a root daemon logging someone in (sshd, login, cron, rshd, pamtester run by root) |
+//!
+//! Every judged user must pass (any refusal decides; uid 0 and users holding no managed group
+//! pass). A root daemon may take PAM_RUSER from the network (rshd and rlogind copy the client's
+//! name into it), so PAM_RUSER can add a user to judge but never takes PAM_USER away, except
+//! to recognise root running sudo, su or runuser, which name root there. sudo run by a user
+//! calls the account phase while its real uid is still the invoker's, so a real uid of 0 under
+//! sudo is root's own sudo (with sudo's `!pam_ruser`, PAM_RUSER is unset and root's `sudo -u
+//! alice` judges alice: fail closed, and root needs no sudo).
 //!
 //! So sudo's `targetpw`, `rootpw` and `runaspw`, which make PAM_USER the target, change nothing:
 //! `sudo` by alice judges alice whatever the target is.
@@ -17,7 +27,8 @@
 //! | situation | result | daemon asked |
 //! | --- | --- | --- |
 //! | service not in `services=` | Ignore | no |
-//! | no judged user name (PAM_USER and PAM_RUSER unset under real uid 0) | UserUnknown | no |
+//! | no judged user name (PAM_USER unset and no known PAM_RUSER under real uid 0) | UserUnknown | no |
+//! | PAM_USER needed but not UTF-8 | UserUnknown | no |
 //! | real uid (not 0) without a user name | UserUnknown | no |
 //! | user database lookup fails | SystemError | no |
 //! | judged user unknown to the user database (sound line) | Ignore | no |
@@ -27,6 +38,7 @@
 //! | line has errors, user holds a managed group | Deny | no |
 //! | group lookup fails | SystemError | no |
 //! | none of the groups in `groups=` exists (a typo) | Deny | no |
+//! | some of the groups in `groups=` do not exist | a Warning, the others decide | |
 //! | user holds no managed group | Ignore | no |
 //! | daemon allows (every held group covered) | Allow | yes |
 //! | daemon refuses | Deny, with the daemon's message | yes |
@@ -64,15 +76,31 @@ pub struct Held {
     pub missing: Vec<String>,
 }
 
+/// A PAM string item as the application set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item<'a> {
+    Unset,
+    Text(&'a str),
+    /// Set, but not UTF-8 (so no user name this module can look up).
+    NotUtf8,
+}
+
+impl<'a> From<Option<&'a str>> for Item<'a> {
+    fn from(text: Option<&'a str>) -> Self {
+        text.map_or(Item::Unset, Item::Text)
+    }
+}
+
 /// Who is asking, as PAM and the kernel tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Asker<'a> {
     /// PAM_SERVICE.
     pub service: Option<&'a str>,
     /// PAM_USER: the account logged in to or switched to (root under sudo's `targetpw`).
-    pub user: Option<&'a str>,
-    /// PAM_RUSER: the invoking user's name, as the application says.
-    pub ruser: Option<&'a str>,
+    pub user: Item<'a>,
+    /// PAM_RUSER: the invoking user's name, as the application says (a root daemon may have
+    /// it from the network: rshd, rlogind).
+    pub ruser: Item<'a>,
     /// The real uid of the process running the PAM stack.
     pub real_uid: u32,
 }
@@ -83,8 +111,15 @@ pub trait Accounts {
     fn lookup(&self, user: &str) -> Result<Option<UserEntry>, String>;
     /// The name and entry of the user with `uid`; `Ok(None)` when there is none.
     fn lookup_uid(&self, uid: u32) -> Result<Option<(String, UserEntry)>, String>;
-    /// Which of `managed` the user holds.
-    fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String>;
+    /// Which of `managed` the user holds, for a process running with `real_uid` (its own groups
+    /// count for the user whose uid that is).
+    fn held(
+        &self,
+        user: &str,
+        entry: &UserEntry,
+        managed: &[String],
+        real_uid: u32,
+    ) -> Result<Held, String>;
 }
 
 /// What the module returns to PAM.
@@ -180,11 +215,44 @@ pub fn decide(
         );
         return rec.done(Outcome::Ignore);
     }
-    let (user, entry) = match judged_user(asker, accounts, &mut rec, &shown_service) {
+    let judged = match judged_users(asker, accounts, &mut rec, &shown_service) {
         Ok(judged) => judged,
         Err(outcome) => return rec.done(outcome),
     };
-    let user = user.as_str();
+    // Every judged user must pass: one refusal decides; Allow when someone was allowed.
+    let mut outcome = Outcome::Ignore;
+    for (user, entry) in judged {
+        match judge(
+            parsed,
+            &user,
+            entry,
+            asker.real_uid,
+            &shown_service,
+            accounts,
+            daemon,
+            &mut rec,
+        ) {
+            Outcome::Ignore => {}
+            Outcome::Allow => outcome = Outcome::Allow,
+            refused => return rec.done(refused),
+        }
+    }
+    rec.done(outcome)
+}
+
+/// The outcome for one judged user.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    parsed: &Parsed,
+    user: &str,
+    entry: Option<UserEntry>,
+    real_uid: u32,
+    shown_service: &str,
+    accounts: &dyn Accounts,
+    daemon: &dyn Daemon,
+    rec: &mut Recorder,
+) -> Outcome {
+    let options = &parsed.options;
     let shown_user = escape(user);
     if entry.is_some_and(|e| e.uid == 0) {
         if parsed.is_sound() {
@@ -200,7 +268,7 @@ pub fn decide(
                 ),
             );
         }
-        return rec.done(Outcome::Ignore);
+        return Outcome::Ignore;
     }
 
     let Some(managed) = &options.groups else {
@@ -211,7 +279,7 @@ pub fn decide(
                 "user {shown_user} denied on {shown_service}: the module line has no usable groups=, so every user but root is refused"
             ),
         );
-        return rec.done(Outcome::Deny(MISCONFIGURED.to_string()));
+        return Outcome::Deny(MISCONFIGURED.to_string());
     };
 
     let Some(entry) = entry else {
@@ -221,10 +289,10 @@ pub fn decide(
                 "user {shown_user} is not in the user database: holds no managed group, ignoring"
             ),
         );
-        return rec.done(Outcome::Ignore);
+        return Outcome::Ignore;
     };
 
-    let held = match accounts.held(user, &entry, managed) {
+    let held = match accounts.held(user, &entry, managed, real_uid) {
         Ok(held) => held,
         Err(e) => {
             rec.line(
@@ -234,7 +302,7 @@ pub fn decide(
                     escape(&e)
                 ),
             );
-            return rec.done(Outcome::SystemError);
+            return Outcome::SystemError;
         }
     };
     if held.missing.len() == managed.len() {
@@ -246,11 +314,11 @@ pub fn decide(
                 held.missing.join(",")
             ),
         );
-        return rec.done(Outcome::Deny(MISCONFIGURED.to_string()));
+        return Outcome::Deny(MISCONFIGURED.to_string());
     }
     if !held.missing.is_empty() {
         rec.line(
-            Level::Debug,
+            Level::Warning,
             format!(
                 "managed group(s) {} do not exist on this host; check groups=",
                 held.missing.join(",")
@@ -265,7 +333,7 @@ pub fn decide(
                 managed.join(",")
             ),
         );
-        return rec.done(Outcome::Ignore);
+        return Outcome::Ignore;
     }
     let groups = held.groups.join(",");
 
@@ -276,7 +344,7 @@ pub fn decide(
                 "user {shown_user} denied on {shown_service}: holds managed group(s) {groups} and the module line has errors; pimd not asked"
             ),
         );
-        return rec.done(Outcome::Deny(MISCONFIGURED.to_string()));
+        return Outcome::Deny(MISCONFIGURED.to_string());
     }
 
     rec.line(
@@ -292,7 +360,7 @@ pub fn decide(
                 Level::Debug,
                 format!("user {shown_user} allowed on {shown_service} for {groups} by pimd"),
             );
-            rec.done(Outcome::Allow)
+            Outcome::Allow
         }
         Ok(answer) => {
             let message = user_message(&answer.message, &groups);
@@ -300,7 +368,7 @@ pub fn decide(
                 Level::Notice,
                 format!("user {shown_user} denied on {shown_service} for {groups}: {message}"),
             );
-            rec.done(Outcome::Deny(message))
+            Outcome::Deny(message)
         }
         Err(failure) => {
             let absent = matches!(failure, DaemonFailure::Absent(_));
@@ -312,7 +380,7 @@ pub fn decide(
                         "user {shown_user} on {shown_service} holds {groups}: {shown_failure}; ignoring (fail=open)"
                     ),
                 );
-                return rec.done(Outcome::Ignore);
+                return Outcome::Ignore;
             }
             let why = match options.fail {
                 FailMode::Closed => "fail=closed",
@@ -324,27 +392,52 @@ pub fn decide(
                     "user {shown_user} denied on {shown_service} for {groups}: {shown_failure} ({why})"
                 ),
             );
-            rec.done(Outcome::Deny(format!(
+            Outcome::Deny(format!(
                 "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
-            )))
+            ))
         }
     }
 }
 
-/// The judged user's name and entry (see the table at the top), or the outcome when there is
-/// nobody to judge. `None` for the entry: a name the user database does not know.
-fn judged_user(
+/// The services through which root switches user itself (sudo, su and runuser run by root). At
+/// real uid 0 a PAM_RUSER of uid 0 on one of them says root is invoking: nothing to judge.
+const ROOT_SWITCH_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "runuser", "runuser-l"];
+
+/// The judged users' names and entries (see the table at the top), in the order they are
+/// judged, or the outcome when there is nobody to judge. `None` for an entry: a name the user
+/// database does not know.
+fn judged_users(
     asker: &Asker<'_>,
     accounts: &dyn Accounts,
     rec: &mut Recorder,
     shown_service: &str,
-) -> Result<(String, Option<UserEntry>), Outcome> {
+) -> Result<Vec<(String, Option<UserEntry>)>, Outcome> {
     let database_failed = |rec: &mut Recorder, who: &str, e: &str| {
         rec.line(
             Level::Error,
             format!("{who}: cannot look the user up: {}", escape(e)),
         );
         Outcome::SystemError
+    };
+    let lookup = |rec: &mut Recorder, name: &str| match accounts.lookup(name) {
+        Ok(entry) => Ok((name.to_string(), entry)),
+        Err(e) => Err(database_failed(rec, &format!("user {}", escape(name)), &e)),
+    };
+    let pam_user = |rec: &mut Recorder| match asker.user {
+        Item::Unset => Ok(None),
+        Item::Text(user) => Ok(Some(user)),
+        Item::NotUtf8 => {
+            rec.line(
+                Level::Error,
+                format!("service {shown_service}: the user name (PAM_USER) is not valid UTF-8; refusing"),
+            );
+            Err(Outcome::UserUnknown)
+        }
+    };
+    let ruser = match asker.ruser {
+        Item::Text(r) if !r.is_empty() => Some(Ok(r)),
+        Item::NotUtf8 => Some(Err(())),
+        _ => None,
     };
     if asker.real_uid != 0 {
         let uid = asker.real_uid;
@@ -359,40 +452,113 @@ fn judged_user(
             }
             Err(e) => return Err(database_failed(rec, &format!("uid {uid}"), &e)),
         };
-        if let Some(ruser) = asker.ruser.filter(|r| !r.is_empty() && *r != name) {
+        let mut judged = vec![(name.clone(), Some(entry))];
+        if ruser == Some(Ok(name.as_str())) {
+            // sudo and su: PAM_RUSER is the invoker, PAM_USER the target, never judged.
+            match asker.user {
+                Item::Text(target) if target != name => rec.line(
+                    Level::Debug,
+                    format!(
+                        "judging the invoking user {}, not the target {}",
+                        escape(&name),
+                        escape(target)
+                    ),
+                ),
+                _ => {}
+            }
+            return Ok(judged);
+        }
+        // A set-uid helper started by a service account (cockpit-session, polkit's agent
+        // helper) authenticates someone else: PAM_USER is judged as well.
+        let shown_ruser = match ruser {
+            Some(Ok(r)) => escape(r),
+            Some(Err(())) => "(not valid UTF-8)".to_string(),
+            None => "(unset)".to_string(),
+        };
+        if let Some(user) = pam_user(rec)?.filter(|u| *u != name) {
+            rec.line(
+                Level::Debug,
+                format!(
+                    "PAM_RUSER {shown_ruser} does not name the invoking user {} (real uid {uid}): judging both {} and PAM_USER {}",
+                    escape(&name),
+                    escape(&name),
+                    escape(user)
+                ),
+            );
+            judged.push(lookup(rec, user)?);
+        } else if ruser.is_some() {
             rec.line(
                 Level::Notice,
                 format!(
-                    "PAM_RUSER {} is not the invoking user {} (real uid {uid}); judging {}",
-                    escape(ruser),
+                    "PAM_RUSER {shown_ruser} is not the invoking user {} (real uid {uid}); judging {}",
                     escape(&name),
                     escape(&name)
                 ),
             );
         }
-        if let Some(target) = asker.user.filter(|u| *u != name) {
-            rec.line(
-                Level::Debug,
-                format!(
-                    "judging the invoking user {}, not the target {}",
-                    escape(&name),
-                    escape(target)
+        return Ok(judged);
+    }
+    // A root process: PAM_USER is the account it logs in to. PAM_RUSER may come from the
+    // network (rshd, rlogind), so it can add a user to judge but never take PAM_USER away,
+    // except to recognise root itself switching user.
+    let mut judged = Vec::new();
+    match ruser {
+        Some(Ok(r)) => {
+            let found = lookup(rec, r)?;
+            match found.1 {
+                Some(entry) if entry.uid == 0 => {
+                    if service_is(asker.service, ROOT_SWITCH_SERVICES) {
+                        rec.line(
+                            Level::Debug,
+                            format!("root ({}) invoking {shown_service}: ignoring", escape(r)),
+                        );
+                        return Err(Outcome::Ignore);
+                    }
+                    rec.line(
+                        Level::Debug,
+                        format!(
+                            "PAM_RUSER {} is uid 0 on {shown_service}, which is not root switching user: judging PAM_USER",
+                            escape(r)
+                        ),
+                    );
+                }
+                Some(_) => judged.push(found),
+                None => rec.line(
+                    Level::Notice,
+                    format!(
+                        "PAM_RUSER {} is not in the user database: judging PAM_USER",
+                        escape(r)
+                    ),
                 ),
-            );
+            }
         }
-        return Ok((name, Some(entry)));
+        Some(Err(())) => rec.line(
+            Level::Notice,
+            "PAM_RUSER is not valid UTF-8: judging PAM_USER".to_string(),
+        ),
+        None => {}
     }
-    let Some(name) = asker.ruser.filter(|r| !r.is_empty()).or(asker.user) else {
-        rec.line(
-            Level::Error,
-            format!("service {shown_service}: no user name (PAM_USER unset); cannot decide"),
-        );
-        return Err(Outcome::UserUnknown);
-    };
-    match accounts.lookup(name) {
-        Ok(entry) => Ok((name.to_string(), entry)),
-        Err(e) => Err(database_failed(rec, &format!("user {}", escape(name)), &e)),
+    match pam_user(rec)? {
+        Some(user) if judged.iter().all(|(name, _)| name != user) => {
+            judged.insert(0, lookup(rec, user)?);
+        }
+        Some(_) => {}
+        None if judged.is_empty() => {
+            rec.line(
+                Level::Error,
+                format!("service {shown_service}: no user name (PAM_USER unset); cannot decide"),
+            );
+            return Err(Outcome::UserUnknown);
+        }
+        None => {}
     }
+    Ok(judged)
+}
+
+/// Whether `service` is one of `names` (PAM service names are matched without case, as
+/// `services=` is).
+fn service_is(service: Option<&str>, names: &[&str]) -> bool {
+    service.is_some_and(|s| names.iter().any(|n| n.eq_ignore_ascii_case(s)))
 }
 
 /// The daemon's refusal as one safe line: control characters escaped, bounded in length, and a
@@ -424,16 +590,20 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    /// alice (1000) is in sudo by member list; bob (1001) holds nothing; carol (1002) has
-    /// docker as primary group; root is uid 0 and in wheel (as on some distributions).
+    /// alice (1000) is in sudo; bob (1001) holds nothing; carol (1002) has docker as primary
+    /// group; cockpit-ws (990) is a service account holding nothing; root is uid 0 and in
+    /// wheel (as on some distributions). The process's groups are `process_gids`, counted for
+    /// the user whose uid is the real uid.
     struct FakeAccounts {
         fail_lookup: bool,
         fail_groups: bool,
+        process_gids: &'static [u32],
     }
 
     const OK_ACCOUNTS: FakeAccounts = FakeAccounts {
         fail_lookup: false,
         fail_groups: false,
+        process_gids: &[],
     };
 
     impl Accounts for FakeAccounts {
@@ -455,6 +625,7 @@ mod tests {
                     uid: 1002,
                     gid: 998,
                 }),
+                "cockpit-ws" => Some(UserEntry { uid: 990, gid: 990 }),
                 _ => None,
             })
         }
@@ -465,12 +636,19 @@ mod tests {
                 1000 => "alice",
                 1001 => "bob",
                 1002 => "carol",
+                990 => "cockpit-ws",
                 _ => return Ok(None),
             };
             Ok(self.lookup(name)?.map(|entry| (name.to_string(), entry)))
         }
 
-        fn held(&self, user: &str, entry: &UserEntry, managed: &[String]) -> Result<Held, String> {
+        fn held(
+            &self,
+            user: &str,
+            entry: &UserEntry,
+            managed: &[String],
+            real_uid: u32,
+        ) -> Result<Held, String> {
             if self.fail_groups {
                 return Err("ldap is down".into());
             }
@@ -479,10 +657,19 @@ mod tests {
                 ("wheel", (10, vec!["root"])),
                 ("docker", (998, vec![])),
             ]);
+            let process = if real_uid == entry.uid {
+                self.process_gids
+            } else {
+                &[]
+            };
             let mut held = Held::default();
             for group in managed {
                 match db.get(group.as_str()) {
-                    Some((gid, members)) if *gid == entry.gid || members.contains(&user) => {
+                    Some((gid, members))
+                        if *gid == entry.gid
+                            || process.contains(gid)
+                            || members.contains(&user) =>
+                    {
                         held.groups.push(group.clone())
                     }
                     Some(_) => {}
@@ -543,8 +730,8 @@ mod tests {
     fn run(args: &[&str], service: &str, user: &str, daemon: &FakeDaemon) -> Decision {
         let asker = Asker {
             service: Some(service),
-            user: Some(user),
-            ruser: None,
+            user: Item::Text(user),
+            ruser: Item::Unset,
             real_uid: 0,
         };
         decide(&args::parse(args), &asker, &OK_ACCOUNTS, daemon)
@@ -552,13 +739,36 @@ mod tests {
 
     /// sudo run by the user with real uid `real_uid`, PAM_USER `target` and PAM_RUSER `ruser`.
     fn sudo_by(real_uid: u32, target: &str, ruser: Option<&str>, daemon: &FakeDaemon) -> Decision {
+        asking(
+            LINE,
+            "sudo",
+            real_uid,
+            Item::Text(target),
+            ruser.into(),
+            daemon,
+        )
+    }
+
+    /// `service` run with real uid `real_uid`, PAM_USER `user` and PAM_RUSER `ruser`.
+    fn asking(
+        args: &[&str],
+        service: &str,
+        real_uid: u32,
+        user: Item<'_>,
+        ruser: Item<'_>,
+        daemon: &FakeDaemon,
+    ) -> Decision {
         let asker = Asker {
-            service: Some("sudo"),
-            user: Some(target),
+            service: Some(service),
+            user,
             ruser,
             real_uid,
         };
-        decide(&args::parse(LINE), &asker, &OK_ACCOUNTS, daemon)
+        decide(&args::parse(args), &asker, &OK_ACCOUNTS, daemon)
+    }
+
+    fn judged(daemon: &FakeDaemon) -> Vec<String> {
+        daemon.calls().into_iter().map(|(user, _)| user).collect()
     }
 
     fn logged(decision: &Decision, level: Level, needle: &str) -> bool {
@@ -750,34 +960,202 @@ mod tests {
     fn given_a_ruser_that_is_not_the_real_uids_user_then_the_real_uid_wins() {
         let daemon = FakeDaemon::allowing();
         let decision = sudo_by(1000, "alice", Some("root"), &daemon);
-        assert_eq!(daemon.calls()[0].0, "alice");
+        assert_eq!(judged(&daemon), ["alice"]);
         assert!(logged(
             &decision,
             Level::Notice,
             "PAM_RUSER root is not the invoking user alice"
         ));
-        // bob holds nothing: ignored however PAM_USER and PAM_RUSER name alice.
-        let daemon = FakeDaemon::allowing();
+    }
+
+    #[test]
+    fn given_a_process_of_one_user_naming_another_in_pam_user_then_both_are_judged() {
+        // bob's process (holding nothing) naming alice, who holds sudo, in PAM_USER and
+        // PAM_RUSER: alice is judged too, and her refusal stands.
+        let daemon = FakeDaemon::refusing("pim: no");
         let decision = sudo_by(1001, "alice", Some("alice"), &daemon);
+        assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
+        assert_eq!(judged(&daemon), ["alice"]);
+    }
+
+    #[test]
+    fn given_a_setuid_helper_run_by_a_service_account_then_pam_user_is_judged_too() {
+        // cockpit-session or polkit-agent-helper-1, started by cockpit-ws (real uid 990, holds
+        // nothing), authenticating alice: alice is judged.
+        for ruser in [Item::Unset, Item::Text("cockpit-ws2"), Item::NotUtf8] {
+            let daemon = FakeDaemon::refusing("pim: no");
+            let decision = asking(
+                &["groups=sudo"],
+                "cockpit",
+                990,
+                Item::Text("alice"),
+                ruser,
+                &daemon,
+            );
+            assert_eq!(
+                decision.outcome,
+                Outcome::Deny("pim: no".into()),
+                "{ruser:?}"
+            );
+            assert_eq!(judged(&daemon), ["alice"], "{ruser:?}");
+        }
+        // PAM_RUSER naming the real uid's user is the sudo and su pattern: PAM_USER is the
+        // target and is not judged.
+        let daemon = FakeDaemon::refusing("pim: no");
+        let decision = asking(
+            &["groups=sudo"],
+            "su",
+            990,
+            Item::Text("alice"),
+            Item::Text("cockpit-ws"),
+            &daemon,
+        );
         assert_eq!(decision.outcome, Outcome::Ignore);
         assert!(daemon.calls().is_empty());
     }
 
     #[test]
     fn given_root_invoking_then_ignore_whatever_the_target() {
-        // sudo or su run by root: real uid 0, PAM_RUSER root.
-        let daemon = FakeDaemon::allowing();
-        let decision = sudo_by(0, "alice", Some("root"), &daemon);
-        assert_eq!(decision.outcome, Outcome::Ignore);
-        assert!(daemon.calls().is_empty());
+        // sudo, su and runuser run by root: real uid 0, PAM_RUSER root.
+        for service in ["sudo", "sudo-i", "su", "su-l", "runuser", "runuser-l"] {
+            let daemon = FakeDaemon::allowing();
+            let decision = asking(
+                LINE,
+                service,
+                0,
+                Item::Text("alice"),
+                Item::Text("root"),
+                &daemon,
+            );
+            assert_eq!(decision.outcome, Outcome::Ignore, "{service}");
+            assert!(daemon.calls().is_empty(), "{service}");
+        }
     }
 
     #[test]
-    fn given_a_root_process_naming_the_invoker_in_ruser_then_that_user_is_judged() {
+    fn given_a_root_daemon_with_a_remote_user_from_the_network_then_pam_user_is_judged() {
+        // rshd or rlogind (real uid 0) logging in to alice, PAM_RUSER the name the client sent;
+        // the module in common-account without services=.
+        for ruser in [
+            Item::Text("nosuch"),
+            Item::Text("bob"),
+            Item::Text("root"),
+            Item::Text(""),
+            Item::NotUtf8,
+            Item::Unset,
+        ] {
+            let daemon = FakeDaemon::refusing("pim: no");
+            let decision = asking(
+                &["groups=sudo"],
+                "rsh",
+                0,
+                Item::Text("alice"),
+                ruser,
+                &daemon,
+            );
+            assert_eq!(
+                decision.outcome,
+                Outcome::Deny("pim: no".into()),
+                "{ruser:?}"
+            );
+            assert_eq!(judged(&daemon), ["alice"], "{ruser:?}");
+        }
+    }
+
+    #[test]
+    fn given_a_root_daemon_naming_a_holder_in_ruser_then_both_are_judged() {
+        // Logging in to bob (holds nothing) on behalf of alice (holds sudo): alice is judged.
         let daemon = FakeDaemon::refusing("pim: no");
-        let decision = sudo_by(0, "root", Some("alice"), &daemon);
+        let decision = asking(
+            &["groups=sudo"],
+            "rsh",
+            0,
+            Item::Text("bob"),
+            Item::Text("alice"),
+            &daemon,
+        );
         assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
-        assert_eq!(daemon.calls()[0].0, "alice");
+        assert_eq!(judged(&daemon), ["alice"]);
+        // Both holders: both asked, and both must be allowed.
+        let daemon = FakeDaemon::allowing();
+        let decision = asking(
+            &["groups=sudo,docker"],
+            "rsh",
+            0,
+            Item::Text("carol"),
+            Item::Text("alice"),
+            &daemon,
+        );
+        assert_eq!(decision.outcome, Outcome::Allow);
+        assert_eq!(judged(&daemon), ["carol", "alice"]);
+        // A root daemon with PAM_USER unset and a known PAM_RUSER judges PAM_RUSER.
+        let daemon = FakeDaemon::refusing("pim: no");
+        let decision = asking(
+            &["groups=sudo"],
+            "rsh",
+            0,
+            Item::Unset,
+            Item::Text("alice"),
+            &daemon,
+        );
+        assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
+    }
+
+    #[test]
+    fn given_a_name_that_is_not_utf8_then_user_unknown_only_when_it_is_needed() {
+        for (user, ruser) in [
+            (Item::NotUtf8, Item::Unset),
+            (Item::Text("alice"), Item::NotUtf8),
+        ] {
+            // A service the line does not act for: ignored before any name is read.
+            let daemon = FakeDaemon::allowing();
+            let decision = asking(LINE, "sshd", 0, user, ruser, &daemon);
+            assert_eq!(decision.outcome, Outcome::Ignore);
+        }
+        // sudo by alice: PAM_USER is the target, not needed.
+        let daemon = FakeDaemon::allowing();
+        let decision = asking(
+            LINE,
+            "sudo",
+            1000,
+            Item::NotUtf8,
+            Item::Text("alice"),
+            &daemon,
+        );
+        assert_eq!(decision.outcome, Outcome::Allow);
+        // A root daemon needs PAM_USER.
+        let daemon = FakeDaemon::allowing();
+        let decision = asking(LINE, "sudo", 0, Item::NotUtf8, Item::Unset, &daemon);
+        assert_eq!(decision.outcome, Outcome::UserUnknown);
+        assert!(logged(&decision, Level::Error, "not valid UTF-8"));
+    }
+
+    #[test]
+    fn given_the_process_groups_then_they_count_only_for_the_real_uids_user() {
+        // A process carrying sudo (gid 27) that the group database no longer gives bob.
+        let accounts = FakeAccounts {
+            process_gids: &[27],
+            ..OK_ACCOUNTS
+        };
+        let decide_for = |real_uid: u32, ruser: Option<&str>, daemon: &FakeDaemon| {
+            let asker = Asker {
+                service: Some("sudo"),
+                user: Item::Text("bob"),
+                ruser: ruser.into(),
+                real_uid,
+            };
+            decide(&args::parse(LINE), &asker, &accounts, daemon)
+        };
+        let daemon = FakeDaemon::refusing("pim: no");
+        assert_eq!(
+            decide_for(1001, Some("bob"), &daemon).outcome,
+            Outcome::Deny("pim: no".into())
+        );
+        assert_eq!(judged(&daemon), ["bob"]);
+        // A root process's groups are root's, not bob's.
+        let daemon = FakeDaemon::refusing("pim: no");
+        assert_eq!(decide_for(0, None, &daemon).outcome, Outcome::Ignore);
+        assert!(daemon.calls().is_empty());
     }
 
     #[test]
@@ -887,8 +1265,8 @@ mod tests {
         let daemon = FakeDaemon::allowing();
         let asker = Asker {
             service: Some("sudo"),
-            user: None,
-            ruser: None,
+            user: Item::Unset,
+            ruser: Item::Unset,
             real_uid: 0,
         };
         let decision = decide(&args::parse(LINE), &asker, &OK_ACCOUNTS, &daemon);
@@ -901,18 +1279,18 @@ mod tests {
         for accounts in [
             FakeAccounts {
                 fail_lookup: true,
-                fail_groups: false,
+                ..OK_ACCOUNTS
             },
             FakeAccounts {
-                fail_lookup: false,
                 fail_groups: true,
+                ..OK_ACCOUNTS
             },
         ] {
             let daemon = FakeDaemon::allowing();
             let asker = Asker {
                 service: Some("sudo"),
-                user: Some("alice"),
-                ruser: None,
+                user: Item::Text("alice"),
+                ruser: Item::Unset,
                 real_uid: 0,
             };
             let decision = decide(&args::parse(LINE), &asker, &accounts, &daemon);
@@ -944,11 +1322,11 @@ mod tests {
     }
 
     #[test]
-    fn given_some_managed_groups_missing_then_the_others_still_decide() {
+    fn given_some_managed_groups_missing_then_the_others_still_decide_and_a_warning_says_so() {
         let daemon = FakeDaemon::allowing();
-        let decision = run(&["groups=sudo,sduo", "debug"], "sudo", "bob", &daemon);
+        let decision = run(&["groups=sudo,sduo"], "sudo", "bob", &daemon);
         assert_eq!(decision.outcome, Outcome::Ignore);
-        assert!(logged(&decision, Level::Debug, "sduo do not exist"));
+        assert!(logged(&decision, Level::Warning, "sduo do not exist"));
     }
 
     #[test]

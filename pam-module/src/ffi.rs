@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
-use crate::decision::{Level, Outcome};
+use crate::decision::{Item, Level, Outcome};
 
 // Return values (_pam_types.h).
 pub const PAM_SUCCESS: c_int = 0;
@@ -156,32 +156,14 @@ fn code(outcome: &Outcome) -> c_int {
     }
 }
 
-/// A user name item (PAM_USER, PAM_RUSER); `Err` (already logged) when it is not UTF-8.
-fn name_item(pamh: &PamHandle<'_>, item_type: c_int, what: &str) -> Result<Option<String>, ()> {
-    match pamh.string_item(item_type) {
-        Some(Ok(name)) => Ok(Some(name)),
-        Some(Err(())) => {
-            pamh.log(
-                Level::Error,
-                &format!("{what} is not valid UTF-8; refusing"),
-            );
-            Err(())
-        }
-        None => Ok(None),
-    }
-}
-
-/// The account check, on a handle.
+/// The account check, on a handle. PAM_USER and PAM_RUSER are passed as they are (a name that
+/// is not UTF-8 included): the decision tells whether it needs them, after the `services=`
+/// filter.
 fn account(pamh: &PamHandle<'_>, args: &[String]) -> c_int {
     let service = pamh.string_item(PAM_SERVICE).and_then(Result::ok);
-    let (Ok(user), Ok(ruser)) = (
-        name_item(pamh, PAM_USER, "the user name"),
-        name_item(pamh, PAM_RUSER, "PAM_RUSER"),
-    ) else {
-        return PAM_USER_UNKNOWN;
-    };
-    let decision =
-        crate::check_account(args, service.as_deref(), user.as_deref(), ruser.as_deref());
+    let user = pamh.string_item(PAM_USER);
+    let ruser = pamh.string_item(PAM_RUSER);
+    let decision = crate::check_account(args, service.as_deref(), item(&user), item(&ruser));
     for line in &decision.log {
         pamh.log(line.level, &line.text);
     }
@@ -195,6 +177,15 @@ fn account(pamh: &PamHandle<'_>, args: &[String]) -> c_int {
         }
     }
     code(&decision.outcome)
+}
+
+/// A string item as the decision takes it.
+fn item(value: &Option<Result<String, ()>>) -> Item<'_> {
+    match value {
+        None => Item::Unset,
+        Some(Ok(text)) => Item::Text(text),
+        Some(Err(())) => Item::NotUtf8,
+    }
 }
 
 /// Shared shape of every entry point: validate the handle, run `body` guarded, log a panic.

@@ -46,8 +46,8 @@ pub mod wire;
 pub fn check_account(
     args: &[String],
     service: Option<&str>,
-    user: Option<&str>,
-    ruser: Option<&str>,
+    user: decision::Item<'_>,
+    ruser: decision::Item<'_>,
 ) -> decision::Decision {
     let parsed = args::parse(args);
     let daemon = daemon::BusDaemon::system(parsed.options.timeout);

@@ -862,9 +862,22 @@ pub(crate) mod testing {
         sig: &str,
         body: impl FnOnce(&mut Build),
     ) -> Vec<u8> {
+        reply_from(":1.7", endian, kind, reply_to, error_name, sig, body)
+    }
+
+    /// The same from `sender`.
+    pub(crate) fn reply_from(
+        sender: &str,
+        endian: Endian,
+        kind: u8,
+        reply_to: u32,
+        error_name: Option<&str>,
+        sig: &str,
+        body: impl FnOnce(&mut Build),
+    ) -> Vec<u8> {
         let mut b = Build::new(endian, kind, 7);
         b.field_u32(FIELD_REPLY_SERIAL, reply_to);
-        b.field_str(FIELD_SENDER, b's', ":1.7");
+        b.field_str(FIELD_SENDER, b's', sender);
         if let Some(name) = error_name {
             b.field_str(FIELD_ERROR_NAME, b's', name);
         }
