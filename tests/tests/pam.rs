@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use pim_e2e::{Background, Output, Sandbox, CONFIG_PATH};
+use pim_e2e::{Background, Output, Sandbox, CONFIG_PATH, PAM_MODULE};
 
 const CONFIG: &str = r#"
 [roles.admin]
@@ -1018,4 +1018,159 @@ fn doctor_check(sb: &Sandbox, check: &str) -> serde_json::Value {
         .and_then(|checks| checks.iter().find(|c| c["check"] == check))
         .cloned()
         .unwrap_or_else(|| panic!("no {check} check in {report:#}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whom a process that is not sudo judges, and names it cannot be fooled by
+// ---------------------------------------------------------------------------------------------
+
+/// What pimd tells a holder of `sudo` whom no role grants it (mallory).
+const NOT_GRANTED: &str =
+    "pim: you hold group sudo without a live grant, and no pim role grants it to you";
+
+/// A PAM service `name` whose account phase is pam_pim with `pam_args` and then pam_permit (as
+/// `common-account` ends), so that PAM_IGNORE from pam_pim lets the account through.
+fn write_service(sb: &Sandbox, name: &str, pam_args: &str) {
+    sb.write_file(
+        &format!("/etc/pam.d/{name}"),
+        &format!(
+            "#%PAM-1.0\naccount    required   {PAM_MODULE} {pam_args}\n\
+             account    required   pam_permit.so\n"
+        ),
+        0o644,
+    );
+}
+
+#[test]
+fn a_root_daemon_taking_the_remote_user_from_the_network_judges_the_local_account() {
+    // rshd and rlogind run as root and copy the client's user name into PAM_RUSER; the
+    // module sits in common-account without services=. mallory logs in to mallory claiming
+    // to be a user nobody has, a user holding nothing, or root.
+    let sb = host_with_pimd(PAM_ARGS);
+    write_service(&sb, "rsh", "groups=sudo");
+    for remote in ["nosuch", "bob", "root"] {
+        let out = sb.run(
+            "root",
+            &[
+                "pamtester",
+                "-I",
+                &format!("ruser={remote}"),
+                "rsh",
+                "mallory",
+                "acct_mgmt",
+            ],
+        );
+        assert_refused_with(&out, NOT_GRANTED, "");
+    }
+    // Logging in to bob (who holds nothing) on mallory's behalf judges mallory too.
+    let out = sb.run(
+        "root",
+        &[
+            "pamtester",
+            "-I",
+            "ruser=mallory",
+            "rsh",
+            "bob",
+            "acct_mgmt",
+        ],
+    );
+    assert_refused_with(&out, NOT_GRANTED, "");
+    // Root's own sudo names root in PAM_RUSER: let through, as without it.
+    sb.run(
+        "root",
+        &[
+            "pamtester",
+            "-I",
+            "ruser=root",
+            "sudo",
+            "mallory",
+            "acct_mgmt",
+        ],
+    )
+    .assert_success();
+    sb.run("root", &["sudo", "-n", "-u", "mallory", "true"])
+        .assert_success();
+    // A non-holder with a non-holder's name stays untouched.
+    sb.run(
+        "root",
+        &["pamtester", "-I", "ruser=nosuch", "rsh", "bob", "acct_mgmt"],
+    )
+    .assert_success();
+}
+
+#[test]
+fn a_process_of_a_service_account_authenticating_a_holder_judges_the_holder() {
+    // A helper run by bob (who holds nothing), as cockpit-session or polkit-agent-helper-1
+    // run for their service accounts, doing the account phase for mallory: mallory is judged
+    // (pimd answers only root about someone else, so the check cannot pass).
+    let sb = host_with_pimd(PAM_ARGS);
+    write_service(&sb, "cockpit", "groups=sudo");
+    let out = sb.run("bob", &["pamtester", "cockpit", "mallory", "acct_mgmt"]);
+    assert_refused_with(&out, UNCONFIRMED, "");
+    sb.run("bob", &["pamtester", "cockpit", "bob", "acct_mgmt"])
+        .assert_success();
+}
+
+#[test]
+fn a_remote_user_that_is_not_utf8_changes_nothing_on_a_service_not_listed() {
+    let sb = host_with_pimd(PAM_ARGS);
+    write_service(&sb, "pimtest", "groups=sudo services=sudo");
+    let script = r#"pamtester -I "ruser=$(printf 'x\377')" "$1" mallory acct_mgmt"#;
+    // Not in services=: left alone, whatever PAM_RUSER holds.
+    sb.run("root", &["bash", "-c", script, "bash", "pimtest"])
+        .assert_success();
+    // Where the module acts, the name counts for nothing: mallory is judged.
+    write_service(&sb, "pimtest", "groups=sudo");
+    assert_refused_with(
+        &sb.run("root", &["bash", "-c", script, "bash", "pimtest"]),
+        NOT_GRANTED,
+        "",
+    );
+}
+
+#[test]
+fn a_member_by_gid_only_is_a_holder() {
+    // eve is in an alias group sharing sudo's gid, which sudo's own entry does not list.
+    let sb = host_with_pimd(PAM_ARGS);
+    sb.sh(
+        "root",
+        "set -e; groupadd -o -g \"$(getent group sudo | cut -d: -f3)\" sudoalias",
+    )
+    .assert_success();
+    sb.add_user("eve", &["sudoalias"]);
+    assert!(!sb.is_member("eve", "sudo"));
+    assert_refused_with(&pamtester(&sb, "eve"), NOT_GRANTED, "");
+    assert_refused_with(&sudo_fresh(&sb, "eve"), NOT_GRANTED, "");
+}
+
+#[test]
+fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
+    // A set-uid sandbox that keeps set-uid working (firejail without nonewprivs,
+    // --blacklist=/run/dbus) hides the bus socket, or puts a dead one in its place, while pimd
+    // runs: nothing listens there, but pimd is not absent.
+    let sb = host_with_pimd(&format!("{PAM_ARGS} fail=open"));
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    for hide in [
+        "mount -t tmpfs tmpfs /run/dbus",
+        "mount -t tmpfs tmpfs /run/dbus && python3 -c \
+         'import socket; socket.socket(socket.AF_UNIX).bind(\"/run/dbus/system_bus_socket\")'",
+    ] {
+        let script = format!("set -e; {hide}; exec /run/.sandbox/runas mallory sudo -n true");
+        let out = sb.run(
+            "root",
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                &script,
+            ],
+        );
+        assert_refused_with(&out, UNCONFIRMED, "");
+    }
+    // Stopped for real, pimd is absent from PID 1's namespace: fail=open applies.
+    sb.kill_pimd("TERM");
+    sudo_fresh(&sb, "mallory").assert_success();
 }
