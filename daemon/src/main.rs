@@ -22,11 +22,11 @@ use clock::{Clock, SystemClock};
 use config::Severity;
 use manager::Manager;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
-use service::{Core, ManagerService};
+use service::{AccessReaders, Core, ManagerService};
 use setgid::{SetgidFiles, SystemSetgidFiles};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::Store;
 
@@ -198,13 +198,16 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
 
     let store = Store::open(&config.daemon.database).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
-    let reader = Store::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
-    let access = Arc::new(Mutex::new(AccessReader::new(
-        config.clone(),
-        reader,
-        Box::new(SystemAccounts),
-        Box::new(SystemClock),
-    )));
+    let reader = || -> Result<AccessReader, String> {
+        let store = Store::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
+        Ok(AccessReader::new(
+            config.clone(),
+            store,
+            Box::new(SystemAccounts),
+            Box::new(SystemClock),
+        ))
+    };
+    let access = AccessReaders::new(reader()?, reader()?);
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -279,6 +282,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
             }
         }
     }
+    core.finish_denial_audit().await;
     if let Err(e) = core
         .with_manager(|m| m.record_unrecorded_refusals(true))
         .await
@@ -303,7 +307,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
 /// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
 /// user the new configuration no longer makes eligible end there. Everything said goes to
 /// stderr (the journal) and, the errors, into the outcome.
-async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path) -> LastReload {
+async fn reload(core: &Arc<Core>, access: &Arc<AccessReaders>, path: &Path) -> LastReload {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
         eprintln!("{problem}");
@@ -328,10 +332,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
     let reloaded = core
         .with_manager(move |m| {
             m.replace_config(config)?;
-            reader
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .set_config(m.config_snapshot());
+            reader.set_config(m.config_snapshot());
             Ok(m.reconcile())
         })
         .await;

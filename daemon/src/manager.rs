@@ -2274,6 +2274,17 @@ impl Manager {
         self.record_refusal(&cause, entry)
     }
 
+    /// Counts `n` refusals of the PAM check about `user` that get no record one by one (the
+    /// audit's queue was full): they appear in the refusal summaries.
+    pub fn count_access_denials(&mut self, user: &str, n: u32) {
+        let cause = Cause {
+            actor: PAM_CHECK.into(),
+            user: user.into(),
+        };
+        let now = self.now();
+        self.refusals.count(&cause, "access-check", n, now);
+    }
+
     // ----- time-driven work -----
 
     /// Ends grants and requests whose time has come, and grants whose user may no longer hold

@@ -3,6 +3,7 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
+use crate::config::Config;
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
@@ -17,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinHandle;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::{fdo, interface, Connection};
@@ -30,6 +32,12 @@ const MAX_WATCHERS_PER_USER: usize = 16;
 /// Events queued for `notify_command` beyond this are dropped (and audited), so a stuck
 /// notifier cannot make pimd hold events without bound.
 const NOTIFY_QUEUE_LENGTH: usize = 1024;
+
+/// Access denials waiting for the audit beyond this are only counted (into the refusal
+/// summaries), so that a burst of refused sudo calls holds nothing without bound.
+const DENIAL_QUEUE_LENGTH: usize = 256;
+/// Users whose overflowing denials are counted by name; the rest are counted together.
+const MAX_OVERFLOW_USERS: usize = 1024;
 
 /// Calls one user may have in progress at once. More are turned away at once (`Busy`), before
 /// any work and without waiting for anything, so that one user's flood queues nothing that
@@ -115,6 +123,24 @@ fn check_lengths(arguments: &[(&str, &str, usize)]) -> Result<(), PimError> {
     Ok(())
 }
 
+/// An access denial for the audit.
+struct Denial {
+    user: String,
+    groups: Vec<String>,
+    message: String,
+}
+
+/// The access check's denials, on their way to the one task that audits them: the answer to
+/// sudo never waits for the manager, and what waits is bounded.
+struct DenialAudit {
+    queue: mpsc::Sender<Denial>,
+    /// Denials that found the queue full, by user: counted into the refusal summaries.
+    overflow: Mutex<HashMap<String, u32>>,
+    /// pimd is stopping: the writer takes what is queued and ends.
+    stop: Notify,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
@@ -136,6 +162,7 @@ pub struct Core {
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
     notify_queue: Option<mpsc::Sender<EventInfo>>,
     in_progress: InProgress,
+    denials: DenialAudit,
 }
 
 impl Core {
@@ -148,6 +175,7 @@ impl Core {
             let (sender, receiver) = mpsc::channel(NOTIFY_QUEUE_LENGTH);
             (Some(sender), Some(receiver))
         };
+        let (denial_queue, queued_denials) = mpsc::channel(DENIAL_QUEUE_LENGTH);
         let core = Arc::new(Core {
             manager: Mutex::new(manager),
             syslog: Syslog::new(),
@@ -158,7 +186,19 @@ impl Core {
             notify_timeout,
             notify_queue: queue,
             in_progress: InProgress::default(),
+            denials: DenialAudit {
+                queue: denial_queue,
+                overflow: Mutex::new(HashMap::new()),
+                stop: Notify::new(),
+                writer: Mutex::new(None),
+            },
         });
+        let writer = tokio::spawn(core.clone().write_denials(queued_denials));
+        *core
+            .denials
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(writer);
         if let Some(mut pending) = pending {
             let worker = core.clone();
             tokio::spawn(async move {
@@ -168,6 +208,83 @@ impl Core {
             });
         }
         core
+    }
+
+    /// Hands an access denial to the audit writer, or counts it when the queue is full.
+    fn queue_denial(&self, denial: Denial) {
+        let Err(e) = self.denials.queue.try_send(denial) else {
+            return;
+        };
+        let (mpsc::error::TrySendError::Full(denial) | mpsc::error::TrySendError::Closed(denial)) =
+            e;
+        let mut overflow = self
+            .denials
+            .overflow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let user = if overflow.contains_key(&denial.user) || overflow.len() < MAX_OVERFLOW_USERS {
+            denial.user
+        } else {
+            crate::refusals::OTHERS.to_string()
+        };
+        *overflow.entry(user).or_default() += 1;
+    }
+
+    /// The audit writer: one denial at a time, each with the count of those that overflowed
+    /// meanwhile; when pimd stops, what is queued and what was counted.
+    async fn write_denials(self: Arc<Self>, mut queued: mpsc::Receiver<Denial>) {
+        loop {
+            let denial = tokio::select! {
+                biased;
+                () = self.denials.stop.notified() => {
+                    // Refuse new ones (they are counted) and take the rest.
+                    queued.close();
+                    continue;
+                }
+                denial = queued.recv() => denial,
+            };
+            let last = denial.is_none();
+            let overflow = std::mem::take(
+                &mut *self
+                    .denials
+                    .overflow
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            let written = self
+                .with_manager(move |m| {
+                    for (user, n) in overflow {
+                        m.count_access_denials(&user, n);
+                    }
+                    match denial {
+                        Some(d) => m.audit_access_denial(&d.user, &d.groups, &d.message),
+                        None => Ok(()),
+                    }
+                })
+                .await;
+            if let Err(e) = written {
+                eprintln!("pimd: cannot record an access refusal: {}", e.message());
+            }
+            if last {
+                // Closed and empty: what overflowed was counted above.
+                return;
+            }
+        }
+    }
+
+    /// Writes the access denials still queued or counted (pimd is stopping): after this, the
+    /// refusal summaries hold every denial.
+    pub async fn finish_denial_audit(&self) {
+        self.denials.stop.notify_one();
+        let writer = self
+            .denials
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
     }
 
     pub fn set_connection(&self, connection: Connection) {
@@ -438,7 +555,7 @@ pub struct ManagerService {
     core: Arc<Core>,
     bus: fdo::DBusProxy<'static>,
     /// CheckAccess's read path, shared with the reload that swaps its configuration.
-    access: Arc<Mutex<AccessReader>>,
+    access: Arc<AccessReaders>,
     /// The uid of each connection that called, as the bus said. A connection's credentials
     /// are fixed when it connects and the bus never reuses a unique name, so what is kept
     /// stays true; it saves a round trip to the bus on every call after a connection's first.
@@ -446,11 +563,7 @@ pub struct ManagerService {
 }
 
 impl ManagerService {
-    pub fn new(
-        core: Arc<Core>,
-        bus: fdo::DBusProxy<'static>,
-        access: Arc<Mutex<AccessReader>>,
-    ) -> Self {
+    pub fn new(core: Arc<Core>, bus: fdo::DBusProxy<'static>, access: Arc<AccessReaders>) -> Self {
         ManagerService {
             core,
             bus,
@@ -503,43 +616,25 @@ impl ManagerService {
 
     /// The PAM module's question from a caller not yet known. Sudo waits on it, so it never
     /// waits behind other callers' work: the answer comes from the access check's own read
-    /// path, which holds nothing the manager's writers hold. Who is calling (a round trip to
-    /// the bus, for a new connection, as each PAM check is) and what the answer would be for
-    /// root (a read) do not depend on each other: work both out at once, and use the answer
-    /// only if the caller is root.
+    /// path, which holds nothing the manager's writers hold, off the async thread. Who is
+    /// calling (a round trip to the bus, for a new connection, as each PAM check is) and what
+    /// the answer would be for root (a read) do not depend on each other: both are worked out
+    /// at once when no other such guess is in progress, and the answer is used only if the
+    /// caller is root; otherwise root's answer is read once the bus has said who it is.
     async fn answer_access(
         &self,
         h: &Header<'_>,
         user: String,
         groups: Vec<String>,
     ) -> Result<AccessDecision, PimError> {
-        let speculative = async {
-            self.access
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .decide(&user, &groups)
-        };
-        let (uid, decision) = tokio::join!(self.caller_uid(h), speculative);
-        if uid? != 0 {
-            // Refused and audited there.
+        let guess = self.access.guess(&user, &groups);
+        if self.caller_uid(h).await? != 0 {
+            // Refused and audited there; a guess in progress finishes on its own.
             return self
                 .call(h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
-        let decision = decision?;
-        if !decision.allowed {
-            // Queued to the manager; the answer does not wait for the record.
-            let (core, message) = (self.core.clone(), decision.message.clone());
-            tokio::spawn(async move {
-                if let Err(e) = core
-                    .with_manager(move |m| m.audit_access_denial(&user, &groups, &message))
-                    .await
-                {
-                    eprintln!("pimd: cannot record an access refusal: {}", e.message());
-                }
-            });
-        }
-        Ok(decision)
+        answer_root(&self.core, &self.access, guess, user, groups).await
     }
 
     /// A call that only reads (its refusals aside) and takes no text.
@@ -956,6 +1051,106 @@ impl ManagerService {
     }
 }
 
+/// Root's answer to the PAM module's question: `guess` if one was made, else read on the
+/// reader only root's questions use. Never waits for the manager: a denial is queued for the
+/// audit.
+async fn answer_root(
+    core: &Core,
+    access: &Arc<AccessReaders>,
+    guess: Option<JoinHandle<Result<AccessDecision, PimError>>>,
+    user: String,
+    groups: Vec<String>,
+) -> Result<AccessDecision, PimError> {
+    let decision = match guess {
+        Some(guess) => guess.await.map_err(worker_failed)??,
+        None => access.answer_root(user.clone(), groups.clone()).await?,
+    };
+    if !decision.allowed {
+        core.queue_denial(Denial {
+            user,
+            groups,
+            message: decision.message.clone(),
+        });
+    }
+    Ok(decision)
+}
+
+fn worker_failed(e: tokio::task::JoinError) -> PimError {
+    PimError::Internal(format!("pimd worker failed: {e}"))
+}
+
+/// Reads for CheckAccess at once on behalf of callers whose uid is not known yet: an unknown
+/// caller may be anyone, and each read may wait on NSS (names of the caller's choosing defeat
+/// sssd's negative cache) and SQLite. Callers beyond it wait for the bus to say who they are.
+const GUESSES_AT_ONCE: usize = 1;
+
+/// CheckAccess's read path: one reader for guesses on behalf of callers not known yet, one
+/// that only questions from root use, each on a blocking thread. A caller that is not root
+/// can keep the first busy, never the second.
+pub struct AccessReaders {
+    guessing: Arc<Mutex<AccessReader>>,
+    guesses: Arc<Semaphore>,
+    root: Arc<Mutex<AccessReader>>,
+}
+
+impl AccessReaders {
+    pub fn new(guessing: AccessReader, root: AccessReader) -> Arc<AccessReaders> {
+        Arc::new(AccessReaders {
+            guessing: Arc::new(Mutex::new(guessing)),
+            guesses: Arc::new(Semaphore::new(GUESSES_AT_ONCE)),
+            root: Arc::new(Mutex::new(root)),
+        })
+    }
+
+    /// Takes the configuration a reload installed.
+    pub fn set_config(&self, config: Arc<Config>) {
+        for reader in [&self.guessing, &self.root] {
+            reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_config(config.clone());
+        }
+    }
+
+    /// Starts reading root's answer for a caller not known yet, unless another such read is in
+    /// progress.
+    fn guess(
+        &self,
+        user: &str,
+        groups: &[String],
+    ) -> Option<JoinHandle<Result<AccessDecision, PimError>>> {
+        let place = self.guesses.clone().try_acquire_owned().ok()?;
+        let (reader, user, groups) = (self.guessing.clone(), user.to_owned(), groups.to_vec());
+        Some(tokio::task::spawn_blocking(move || {
+            let _place = place;
+            read(&reader, &user, &groups)
+        }))
+    }
+
+    /// Root's answer, read on the reader no other caller uses.
+    async fn answer_root(
+        &self,
+        user: String,
+        groups: Vec<String>,
+    ) -> Result<AccessDecision, PimError> {
+        let reader = self.root.clone();
+        tokio::task::spawn_blocking(move || read(&reader, &user, &groups))
+            .await
+            .map_err(worker_failed)?
+    }
+}
+
+fn read(
+    reader: &Mutex<AccessReader>,
+    user: &str,
+    groups: &[String],
+) -> Result<AccessDecision, PimError> {
+    reader
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .decide(user, groups)
+}
+
 /// At most one more group than may be asked about, and of each text at most a few bytes more
 /// than its bound: enough for the refusal to say what is too long, not a copy of a flood.
 fn bounded_question(user: &str, groups: &[&str]) -> (String, Vec<String>) {
@@ -1010,12 +1205,177 @@ mod tests {
         Core::new(manager)
     }
 
+    /// A host with role admin (group sudo) that alice is eligible for and has not activated,
+    /// its database in a file of its own: a core on it and the access check's readers.
+    struct AccessHost {
+        dir: std::path::PathBuf,
+        core: Arc<Core>,
+        access: Arc<AccessReaders>,
+    }
+
+    impl AccessHost {
+        fn new(name: &str) -> AccessHost {
+            let dir = std::env::temp_dir()
+                .join(format!("pim-service-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("pim.db");
+            let accounts = FakeAccounts::default();
+            accounts.add_user("root", 0);
+            accounts.add_user("alice", 1000);
+            accounts.add_group("sudo", &[]);
+            let text = "[roles.admin]\ngroup = \"sudo\"\neligible = [\"alice\"]\n\
+                        require_mfa = false\nrequire_justification = false\n";
+            let (config, problems) = crate::config::parse(text, "pim.toml", &accounts);
+            assert!(problems.is_empty(), "{problems:?}");
+            let config = Arc::new(config.unwrap());
+            let manager = Manager::new(
+                config.clone(),
+                Store::open(&path).unwrap(),
+                Box::new(accounts.clone()),
+                Box::new(FakeClock::at(1_800_000_000)),
+                "host".into(),
+            );
+            let reader = || {
+                AccessReader::new(
+                    config.clone(),
+                    Store::open_read_only(&path).unwrap(),
+                    Box::new(accounts.clone()),
+                    Box::new(FakeClock::at(1_800_000_000)),
+                )
+            };
+            let access = AccessReaders::new(reader(), reader());
+            AccessHost {
+                dir,
+                core: Core::new(manager),
+                access,
+            }
+        }
+
+        /// The access check's records in the audit, one by one and counted in summaries.
+        async fn access_denials_audited(&self) -> (usize, u32) {
+            self.core.finish_denial_audit().await;
+            let root = Caller {
+                uid: 0,
+                name: "root".into(),
+            };
+            let records = self
+                .core
+                .with_manager(move |m| {
+                    m.record_unrecorded_refusals(true)?;
+                    m.audit(&root, 0, "", "")
+                })
+                .await
+                .unwrap();
+            let one_by_one = records
+                .iter()
+                .filter(|r| r.action == "access-check" && r.actor == "pam")
+                .count();
+            let counted = records
+                .iter()
+                .filter(|r| r.action == "refusals-unrecorded" && r.actor == "pam")
+                .map(|r| {
+                    let n = r.detail.split(' ').next().unwrap();
+                    n.parse::<u32>().unwrap()
+                })
+                .sum();
+            (one_by_one, counted)
+        }
+    }
+
+    impl Drop for AccessHost {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Bounds a step that must not wait for the manager: a deadlock fails instead of hanging.
+    async fn without_waiting<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), step)
+            .await
+            .unwrap_or_else(|_| panic!("{what} waited for the manager"))
+    }
+
+    #[tokio::test]
+    // Holding the lock while the access path runs is the point.
+    #[allow(clippy::await_holding_lock)]
+    async fn given_the_manager_held_busy_then_roots_access_check_is_answered_and_audited_after() {
+        let host = AccessHost::new("busy");
+        let sudo = vec!["sudo".to_string()];
+        let busy = host.core.manager.lock().unwrap();
+        // With a guess made for a caller not known yet, and without one.
+        for guess in [host.access.guess("alice", &sudo), None] {
+            let decision = without_waiting(
+                "the access check",
+                answer_root(
+                    &host.core,
+                    &host.access,
+                    guess,
+                    "alice".into(),
+                    sudo.clone(),
+                ),
+            )
+            .await
+            .unwrap();
+            assert!(!decision.allowed);
+            assert!(
+                decision.message.contains("run 'pim activate admin'"),
+                "{decision:?}"
+            );
+        }
+        drop(busy);
+        assert_eq!(host.access_denials_audited().await, (2, 0));
+    }
+
+    #[tokio::test]
+    async fn given_more_denials_than_the_queue_holds_then_the_rest_are_counted_in_the_summary() {
+        let host = AccessHost::new("overflow");
+        let busy = host.core.manager.lock().unwrap();
+        let total = DENIAL_QUEUE_LENGTH + 40;
+        for _ in 0..total {
+            host.core.queue_denial(Denial {
+                user: "alice".into(),
+                groups: vec!["sudo".into()],
+                message: "pim: no".into(),
+            });
+        }
+        assert!(!host.core.denials.overflow.lock().unwrap().is_empty());
+        drop(busy);
+        let (one_by_one, counted) = host.access_denials_audited().await;
+        assert_eq!(one_by_one, crate::refusals::RECORDS_PER_WINDOW as usize);
+        assert_eq!(one_by_one + counted as usize, total);
+    }
+
+    #[tokio::test]
+    // Holding the lock while the access path runs is the point.
+    #[allow(clippy::await_holding_lock)]
+    async fn given_a_guess_in_progress_then_the_next_unknown_caller_waits_and_root_is_answered() {
+        let host = AccessHost::new("guesses");
+        let sudo = vec!["sudo".to_string()];
+        // A guess held up (NSS or SQLite slow for a name of a flooder's choosing).
+        let slow = host.access.guessing.lock().unwrap();
+        let held_up = host.access.guess("nosuch-1", &sudo);
+        assert!(held_up.is_some());
+        assert!(host.access.guess("nosuch-2", &sudo).is_none());
+        let decision = without_waiting(
+            "root's access check",
+            answer_root(&host.core, &host.access, None, "alice".into(), sudo.clone()),
+        )
+        .await
+        .unwrap();
+        assert!(!decision.allowed, "{decision:?}");
+        drop(slow);
+        let guessed = held_up.unwrap().await.unwrap().unwrap();
+        assert!(guessed.message.contains("not in this host's user database"));
+        assert!(host.access.guess("nosuch-3", &sudo).is_some());
+    }
+
     fn name(n: usize) -> OwnedUniqueName {
         OwnedUniqueName::try_from(format!(":1.{n}")).unwrap()
     }
 
-    #[test]
-    fn given_many_watch_sessions_then_one_user_cannot_take_every_place() {
+    #[tokio::test]
+    async fn given_many_watch_sessions_then_one_user_cannot_take_every_place() {
         let core = core();
         let alice = Caller {
             uid: 1000,

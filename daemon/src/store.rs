@@ -338,7 +338,9 @@ impl Store {
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The access check's: well below the PAM module's timeout (2 s by default), so that a
+        // read that cannot start is an error pimd answers, not a check that times out.
+        conn.busy_timeout(std::time::Duration::from_millis(250))?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(Store { conn })

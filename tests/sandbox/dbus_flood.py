@@ -2,7 +2,10 @@
 """A local user's flood of pimd: CONNECTIONS connections to the system bus, each calling
 org.pim.Manager1.Activate("admin", 0, REASON, "", "") with a REASON of MIB mebibytes (or, with
 METHOD MfaEnroll, org.pim.Manager1.MfaEnroll()), one call after the other, until the file STOP
-exists (or CALLS calls each).
+exists (or CALLS calls each). With METHOD CheckAccess, each of CONNECTIONS loops calls
+org.pim.Manager1.CheckAccess(NAME, ["sudo"]) with a random NAME nobody has, each call on a
+connection of its own, opened for it and closed after (so that pimd never knows the caller
+beforehand).
 
 busctl, gdbus and dbus-send take arguments on their command line, which the kernel limits to
 128 KiB an argument: this speaks the D-Bus wire protocol itself (SASL EXTERNAL, little-endian
@@ -45,6 +48,11 @@ def body(signature, args):
             buf = string(buf, arg if isinstance(arg, bytes) else arg.encode())
         elif kind == "t":
             buf = pad(buf, 8) + struct.pack("<Q", arg)
+        elif kind == "a":  # "as": an array of strings
+            items = b""
+            for item in arg:
+                items = string(items, item.encode())
+            buf = pad(buf, 4) + struct.pack("<I", len(items)) + items
         else:
             raise ValueError(kind)
     return buf
@@ -146,6 +154,7 @@ def main():
     connections, calls, mib = (int(arg) for arg in sys.argv[1:4])
     stop = sys.argv[4]
     method = sys.argv[5] if len(sys.argv) > 5 else "Activate"
+    fresh = method == "CheckAccess"
     if method == "Activate":
         signature, payload = "stsss", body("stsss", ["admin", 0, b"x" * (mib << 20), "", ""])
     else:
@@ -159,8 +168,14 @@ def main():
         for _ in range(calls):
             if os.path.exists(stop):
                 return
+            if fresh:
+                bus = Connection()
+                name = "u" + os.urandom(12).hex()
+                signature, payload = "sas", body("sa", [name, ["sudo"]])
             kind, name, text = bus.call("org.pim.Manager1", "/org/pim/Manager1",
                                         "org.pim.Manager1", method, signature, payload)
+            if fresh:
+                bus.sock.close()
             with lock:
                 result["calls"] += 1
                 if kind == ERROR:

@@ -328,3 +328,31 @@ fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets
         "{detail}"
     );
 }
+
+#[test]
+fn given_a_user_asking_check_access_about_random_names_on_a_fresh_connection_each_time_then_every_sudo_of_a_grant_holder_succeeds(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    // Six loops, each call on a new connection (pimd does not know the caller yet, so it may
+    // start on root's answer while it asks the bus who it is) about a name nobody has (NSS
+    // looks each up afresh).
+    let result = flood(&sb, &["6", "100000", "0", "CheckAccess"], || {
+        sudo_succeeds(&sb, 10)
+    });
+    assert!(sb.pimd_running());
+    // None of the flood's questions was answered: only root may ask about another user.
+    assert_eq!(result["replies"], 0, "{result}");
+    assert!(result["calls"].as_u64().unwrap_or(0) > 0, "{result}");
+    let errors = result["errors"].as_object().cloned().unwrap_or_default();
+    assert!(
+        errors.keys().all(|name| [
+            "org.pim.Manager1.Error.PermissionDenied",
+            "org.pim.Manager1.Error.Busy"
+        ]
+        .contains(&name.as_str())),
+        "{result}"
+    );
+}
