@@ -8,7 +8,7 @@
 //! | pam-module | `pam_pim.so` in the distribution's PAM module directory | |
 //! | sudo-pam | the account stacks of `sudo` and `sudo-i` (following includes) run it, so that its refusal counts and its "not my business" does not, with a `groups=` that names existing groups | |
 //! | group-source | `Set group_source` in /etc/sudo.conf | |
-//! | sudoers | no `Defaults !pam_acct_mgmt` (sudo would skip the module); `targetpw`, `rootpw`, `runaspw` only with the module in sudo's stack (it judges the invoking user, not PAM_USER) | yes |
+//! | sudoers | no `Defaults !pam_acct_mgmt` (sudo would skip the module), whatever it is bound to, in every file sudo reads (includes followed); `targetpw`, `rootpw`, `runaspw` only with the module seen to run in sudo's stack (it judges the invoking user, not PAM_USER); a warning when nsswitch.conf takes sudoers rules from sources doctor cannot read | yes |
 //! | service | pimd.service is enabled (when systemd runs) | |
 //! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid` | |
 //! | config | /etc/pim/pim.toml: owner, mode, `pimd --check-config` | yes |
@@ -46,6 +46,9 @@ const PAM_DIR: &str = "/etc/pam.d";
 const SUDO_CONF: &str = "/etc/sudo.conf";
 const SUDOERS: &str = "/etc/sudoers";
 const SUDOERS_DIR: &str = "/etc/sudoers.d";
+const NSSWITCH: &str = "/etc/nsswitch.conf";
+/// sudo's own bound on nested includes.
+const MAX_SUDOERS_DEPTH: usize = 128;
 /// The PAM services the module is meant for (SPEC: `services=sudo,sudo-i`).
 const SUDO_SERVICES: [&str; 2] = ["sudo", "sudo-i"];
 const MODULE: &str = "pam_pim.so";
@@ -167,9 +170,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     let module_dirs = pam_module_dirs();
     findings.push(check_pam_module(&module_dirs));
     let (sudo_findings, gated) = check_sudo_pam(Path::new(PAM_DIR), &module_dirs);
-    let module_runs = sudo_findings
-        .iter()
-        .all(|f| matches!(f.status, Status::Pass | Status::Skip));
+    let module_runs = module_seen_to_run(&sudo_findings);
     findings.extend(sudo_findings);
     findings.push(check_group_source(
         std::fs::read_to_string(SUDO_CONF).ok().as_deref(),
@@ -182,7 +183,9 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
 
     if root {
         let sudoers = sudoers_texts();
-        findings.push(check_sudoers_defaults(&sudoers, module_runs));
+        let elsewhere =
+            sudoers_sources_elsewhere(&std::fs::read_to_string(NSSWITCH).unwrap_or_default());
+        findings.push(check_sudoers_defaults(&sudoers, module_runs, &elsewhere));
         let (config_findings, config) = check_config(&config_path);
         findings.extend(config_findings);
         findings.push(check_reload(Path::new(LAST_RELOAD_PATH)));
@@ -1461,25 +1464,130 @@ pub fn check_groups(config: &ConfigSummary, exists: &dyn Fn(&str) -> bool) -> Fi
     }
 }
 
-/// The text of /etc/sudoers and of the files sudo reads from /etc/sudoers.d, read as root.
+/// Whether the sudo-pam check saw pam_pim.so run in sudo's account stack: a pass for at least
+/// one service and nothing worse for any (a skip alone has seen nothing).
+fn module_seen_to_run(sudo_findings: &[Finding]) -> bool {
+    sudo_findings
+        .iter()
+        .all(|f| matches!(f.status, Status::Pass | Status::Skip))
+        && sudo_findings.iter().any(|f| f.status == Status::Pass)
+}
+
+/// The text of /etc/sudoers, of the files sudo reads from /etc/sudoers.d, and of every file
+/// an `@include`/`#include` or `@includedir`/`#includedir` brings in, wherever it is; read as
+/// root.
 fn sudoers_texts() -> Vec<(PathBuf, String)> {
-    let mut files = vec![PathBuf::from(SUDOERS)];
-    if let Ok(entries) = std::fs::read_dir(SUDOERS_DIR) {
-        let mut extra: Vec<PathBuf> = entries
-            .flatten()
-            .filter(|e| {
-                // sudo skips names that contain a dot or end in ~.
-                let name = e.file_name().to_string_lossy().into_owned();
-                !name.contains('.') && !name.ends_with('~')
-            })
-            .map(|e| e.path())
-            .collect();
-        extra.sort();
-        files.extend(extra);
+    let mut files = sudoers_files(
+        Path::new(SUDOERS),
+        &|path| std::fs::read_to_string(path).ok(),
+        &included_dir,
+    );
+    for path in included_dir(Path::new(SUDOERS_DIR)) {
+        if !files.iter().any(|(seen, _)| *seen == path) {
+            files.extend(sudoers_files(
+                &path,
+                &|path| std::fs::read_to_string(path).ok(),
+                &included_dir,
+            ));
+        }
     }
     files
-        .into_iter()
-        .filter_map(|file| std::fs::read_to_string(&file).ok().map(|text| (file, text)))
+}
+
+/// The files of `dir` that sudo reads for `@includedir`, in its order: it skips names that
+/// contain a dot or end in ~.
+fn included_dir(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !name.contains('.') && !name.ends_with('~')
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// `first` and the files its include directives bring in, depth first as sudo reads them,
+/// each once. A relative path is relative to the including file's directory.
+pub fn sudoers_files(
+    first: &Path,
+    read: &dyn Fn(&Path) -> Option<String>,
+    list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
+) -> Vec<(PathBuf, String)> {
+    fn visit(
+        path: &Path,
+        depth: usize,
+        read: &dyn Fn(&Path) -> Option<String>,
+        list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
+        out: &mut Vec<(PathBuf, String)>,
+    ) {
+        if depth > MAX_SUDOERS_DEPTH || out.iter().any(|(seen, _)| seen == path) {
+            return;
+        }
+        let Some(text) = read(path) else { return };
+        out.push((path.to_path_buf(), text.clone()));
+        let base = path.parent().unwrap_or(Path::new("/"));
+        for (directive, target) in sudoers_includes(&text) {
+            let target = base.join(target);
+            if directive == "includedir" {
+                for file in list_dir(&target) {
+                    visit(&file, depth + 1, read, list_dir, out);
+                }
+            } else {
+                visit(&target, depth + 1, read, list_dir, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(first, 0, read, list_dir, &mut out);
+    out
+}
+
+/// The include directives of sudoers text: (`include` or `includedir`, path), from
+/// `@include`, `#include`, `@includedir` and `#includedir` lines (a path may be quoted).
+pub fn sudoers_includes(text: &str) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let Some(rest) = line.strip_prefix('@').or_else(|| line.strip_prefix('#')) else {
+            continue;
+        };
+        let (directive, path) = if let Some(path) = rest.strip_prefix("includedir") {
+            ("includedir", path)
+        } else if let Some(path) = rest.strip_prefix("include") {
+            ("include", path)
+        } else {
+            continue;
+        };
+        if !path.starts_with(char::is_whitespace) {
+            continue;
+        }
+        let path = path.trim();
+        let path = path
+            .strip_prefix('"')
+            .and_then(|p| p.strip_suffix('"'))
+            .unwrap_or(path);
+        if !path.is_empty() {
+            found.push((directive, path.to_string()));
+        }
+    }
+    found
+}
+
+/// The sources other than files that nsswitch.conf's `sudoers:` line names (sss, ldap, ...):
+/// rules doctor cannot read.
+pub fn sudoers_sources_elsewhere(nsswitch: &str) -> Vec<String> {
+    nsswitch
+        .lines()
+        .filter_map(|line| line.split('#').next()?.trim().strip_prefix("sudoers:"))
+        .flat_map(|sources| sources.split_whitespace())
+        .filter(|source| *source != "files" && !source.starts_with('['))
+        .map(str::to_string)
         .collect()
 }
 
@@ -1491,9 +1599,22 @@ fn sudoers_groups(sudoers: &[(PathBuf, String)]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The code of a sudoers line: up to a `#` that starts a comment (`#1000`, a uid, does not).
+fn sudoers_code(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'#' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            return &line[..i];
+        }
+    }
+    line
+}
+
 /// The options of the `Defaults` lines of sudoers text (`Defaults`, `Defaults:user`,
 /// `Defaults>runas`, ...), each with its line number, as written (`!pam_acct_mgmt`,
-/// `targetpw`, `env_keep+=...`). Comments are skipped, continued lines joined.
+/// `targetpw`, `env_keep+=...`). Comments are skipped, continued lines joined. A binding may
+/// be a uid (`Defaults:#1000`) and, as sudo takes it, a list with blanks (`Defaults: alice`,
+/// `Defaults:alice, bob`).
 pub fn sudoers_defaults(text: &str) -> Vec<(usize, String)> {
     let mut options = Vec::new();
     let mut logical = String::new();
@@ -1511,17 +1632,17 @@ pub fn sudoers_defaults(text: &str) -> Vec<(usize, String)> {
             None => logical.push_str(line),
         }
         let code = std::mem::take(&mut logical);
-        let code = code.split('#').next().unwrap_or("");
-        let mut words = code.trim_start().splitn(2, char::is_whitespace);
-        let keyword = words.next().unwrap_or("");
-        let is_defaults = keyword == "Defaults"
-            || keyword
-                .strip_prefix("Defaults")
-                .is_some_and(|rest| rest.starts_with([':', '@', '>', '!']));
-        if !is_defaults {
+        let Some(rest) = sudoers_code(&code).trim_start().strip_prefix("Defaults") else {
             continue;
-        }
-        for option in words.next().unwrap_or("").split(',') {
+        };
+        let settings = if rest.starts_with([':', '@', '>', '!']) {
+            after_binding(&rest[1..])
+        } else if rest.starts_with(char::is_whitespace) {
+            rest
+        } else {
+            continue;
+        };
+        for option in settings.split(',') {
             let option = option.trim();
             if !option.is_empty() {
                 options.push((first, option.to_string()));
@@ -1531,9 +1652,34 @@ pub fn sudoers_defaults(text: &str) -> Vec<(usize, String)> {
     options
 }
 
+/// What follows a Defaults binding list (`alice`, `alice, bob`, ` #1000`, `"x y"`): items
+/// separated by commas, blanks allowed around them.
+fn after_binding(text: &str) -> &str {
+    let mut rest = text.trim_start();
+    loop {
+        // One item: a quoted string, or up to a blank or a comma.
+        let end = if let Some(quoted) = rest.strip_prefix('"') {
+            quoted.find('"').map_or(rest.len(), |at| at + 2)
+        } else {
+            rest.find(|c: char| c.is_whitespace() || c == ',')
+                .unwrap_or(rest.len())
+        };
+        let after = rest[end..].trim_start();
+        match after.strip_prefix(',') {
+            Some(next) => rest = next.trim_start(),
+            None => return after,
+        }
+    }
+}
+
 /// sudoers Defaults that decide whom the module sees or whether it runs at all. `module_runs`:
-/// the sudo-pam check found pam_pim.so in sudo's account stack.
-pub fn check_sudoers_defaults(sudoers: &[(PathBuf, String)], module_runs: bool) -> Finding {
+/// the sudo-pam check found pam_pim.so in sudo's account stack. `elsewhere`: sources of
+/// sudoers rules other than files (nsswitch.conf), which doctor cannot read.
+pub fn check_sudoers_defaults(
+    sudoers: &[(PathBuf, String)],
+    module_runs: bool,
+    elsewhere: &[String],
+) -> Finding {
     const CHECK: &str = "sudoers";
     let mut target_options = Vec::new();
     for (path, text) in sudoers {
@@ -1556,14 +1702,33 @@ pub fn check_sudoers_defaults(sudoers: &[(PathBuf, String)], module_runs: bool) 
             }
         }
     }
-    if target_options.is_empty() {
-        return Finding::pass(
+    let unseen = (!elsewhere.is_empty()).then(|| {
+        Finding::warn(
             CHECK,
-            "sudoers lets sudo run the PAM account phase and sets none of targetpw, rootpw, runaspw",
-        );
+            format!(
+                "nsswitch.conf takes sudoers rules from {} too, which doctor cannot read: a \
+                 Defaults !pam_acct_mgmt there would make sudo skip {MODULE}",
+                list(elsewhere)
+            ),
+            format!(
+                "check the sudoers rules in {} for !pam_acct_mgmt (and targetpw, rootpw, runaspw)",
+                list(elsewhere)
+            ),
+        )
+    });
+    if target_options.is_empty() {
+        return unseen.unwrap_or_else(|| {
+            Finding::pass(
+                CHECK,
+                "sudoers lets sudo run the PAM account phase and sets none of targetpw, rootpw, runaspw",
+            )
+        });
     }
     let options = target_options.join(", ");
     if module_runs {
+        if let Some(unseen) = unseen {
+            return unseen;
+        }
         Finding::pass(
             CHECK,
             format!(
@@ -1587,15 +1752,7 @@ pub fn check_sudoers_defaults(sudoers: &[(PathBuf, String)], module_runs: bool) 
 pub fn sudoers_group_names(text: &str) -> BTreeSet<String> {
     let mut groups = BTreeSet::new();
     for line in text.lines() {
-        let mut code = line;
-        let bytes = line.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == b'#' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                code = &line[..i];
-                break;
-            }
-        }
-        let mut rest = code;
+        let mut rest = sudoers_code(line);
         while let Some(at) = rest.find('%') {
             let after = &rest[at + 1..];
             let name: String = after
@@ -2040,26 +2197,139 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
     }
 
     #[test]
+    fn given_defaults_bound_to_a_uid_or_to_a_list_with_blanks_then_their_options_are_read() {
+        let text = "Defaults:#1000 !pam_acct_mgmt\nDefaults>#0 targetpw\n\
+                    Defaults: alice !pam_acct_mgmt\nDefaults:alice, bob rootpw\n\
+                    Defaults:alice,bob ,  carol runaspw, env_reset # why\n\
+                    Defaults@\"host one\" !pam_acct_mgmt\n";
+        assert_eq!(
+            sudoers_defaults(text),
+            [
+                (1, "!pam_acct_mgmt".to_string()),
+                (2, "targetpw".to_string()),
+                (3, "!pam_acct_mgmt".to_string()),
+                (4, "rootpw".to_string()),
+                (5, "runaspw".to_string()),
+                (5, "env_reset".to_string()),
+                (6, "!pam_acct_mgmt".to_string()),
+            ]
+        );
+        let file = vec![(
+            PathBuf::from("/etc/sudoers"),
+            "Defaults:#1000 !pam_acct_mgmt\n".to_string(),
+        )];
+        let skipped = check_sudoers_defaults(&file, true, &[]);
+        assert_eq!(skipped.status, Status::Fail, "{skipped:?}");
+    }
+
+    #[test]
+    fn given_include_directives_then_the_files_they_name_are_read_wherever_they_are() {
+        let fs = files(&[
+            (
+                "/etc/sudoers",
+                "@include /opt/site/sudoers\n#include local\n@includedir /srv/rules\n\
+                 #includedir /etc/sudoers.d\n@include /etc/sudoers\n",
+            ),
+            ("/opt/site/sudoers", "Defaults !pam_acct_mgmt\n"),
+            ("/etc/local", "Defaults targetpw\n"),
+            ("/srv/rules/a", "Defaults rootpw\n"),
+            ("/etc/sudoers.d/b", "@include \"/opt/site/quoted file\"\n"),
+            ("/opt/site/quoted file", "Defaults runaspw\n"),
+        ]);
+        let read = |path: &Path| fs.get(path).cloned();
+        let list_dir = |dir: &Path| {
+            let mut found: Vec<PathBuf> = fs
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .cloned()
+                .collect();
+            found.sort();
+            found
+        };
+        let read_files: Vec<PathBuf> = sudoers_files(Path::new("/etc/sudoers"), &read, &list_dir)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(
+            read_files,
+            [
+                "/etc/sudoers",
+                "/opt/site/sudoers",
+                "/etc/local",
+                "/srv/rules/a",
+                "/etc/sudoers.d/b",
+                "/opt/site/quoted file",
+            ]
+            .map(PathBuf::from)
+        );
+        let sudoers = sudoers_files(Path::new("/etc/sudoers"), &read, &list_dir);
+        let finding = check_sudoers_defaults(&sudoers, true, &[]);
+        assert_eq!(finding.status, Status::Fail, "{finding:?}");
+        assert!(
+            finding.message.contains("/opt/site/sudoers:1"),
+            "{finding:?}"
+        );
+    }
+
+    #[test]
+    fn given_sudoers_rules_from_sssd_or_ldap_then_a_warning_says_doctor_cannot_see_them() {
+        let nsswitch =
+            "passwd: files sss\n# sudoers: ldap\nsudoers:  files sss [NOTFOUND=return] ldap\n";
+        assert_eq!(sudoers_sources_elsewhere(nsswitch), ["sss", "ldap"]);
+        assert!(sudoers_sources_elsewhere("sudoers: files\n").is_empty());
+        assert!(sudoers_sources_elsewhere("passwd: files\n").is_empty());
+        let file = |text: &str| vec![(PathBuf::from("/etc/sudoers"), text.to_string())];
+        let elsewhere = ["sss".to_string()];
+        for text in ["Defaults env_reset\n", "Defaults targetpw\n"] {
+            let finding = check_sudoers_defaults(&file(text), true, &elsewhere);
+            assert_eq!(finding.status, Status::Warn, "{finding:?}");
+            assert!(finding.message.contains("sss"), "{finding:?}");
+        }
+        // What doctor can read still fails first.
+        let finding = check_sudoers_defaults(&file("Defaults !pam_acct_mgmt\n"), true, &elsewhere);
+        assert_eq!(finding.status, Status::Fail, "{finding:?}");
+    }
+
+    #[test]
+    fn given_only_skipped_sudo_stacks_then_the_module_is_not_seen_to_run() {
+        let skip = Finding::skip("sudo-pam", "no /etc/pam.d/sudo-i");
+        let pass = Finding::pass("sudo-pam", "sudo runs pam_pim.so");
+        let fail = Finding::fail("sudo-pam", "no", "fix");
+        assert!(!module_seen_to_run(&[]));
+        assert!(!module_seen_to_run(&[skip.clone(), skip.clone()]));
+        assert!(module_seen_to_run(&[pass.clone(), skip.clone()]));
+        assert!(!module_seen_to_run(&[pass, fail]));
+        // So targetpw is not passed on the strength of skips alone.
+        let file = vec![(
+            PathBuf::from("/etc/sudoers"),
+            "Defaults targetpw\n".to_string(),
+        )];
+        let finding = check_sudoers_defaults(&file, module_seen_to_run(&[skip]), &[]);
+        assert_eq!(finding.status, Status::Fail, "{finding:?}");
+    }
+
+    #[test]
     fn given_sudoers_that_skip_or_retarget_the_account_check_then_doctor_judges_them() {
         let file = |text: &str| vec![(PathBuf::from("/etc/sudoers.d/site"), text.to_string())];
-        let skipped = check_sudoers_defaults(&file("Defaults !pam_acct_mgmt\n"), true);
+        let skipped = check_sudoers_defaults(&file("Defaults !pam_acct_mgmt\n"), true, &[]);
         assert_eq!(skipped.status, Status::Fail, "{skipped:?}");
         assert!(
             skipped.message.contains("/etc/sudoers.d/site:1"),
             "{skipped:?}"
         );
-        let negated_twice = check_sudoers_defaults(&file("Defaults ! pam_acct_mgmt\n"), true);
+        let negated_twice = check_sudoers_defaults(&file("Defaults ! pam_acct_mgmt\n"), true, &[]);
         assert_eq!(negated_twice.status, Status::Fail, "{negated_twice:?}");
         for option in ["targetpw", "rootpw", "runaspw"] {
             let text = format!("Defaults {option}\n");
-            let unseen = check_sudoers_defaults(&file(&text), false);
+            let unseen = check_sudoers_defaults(&file(&text), false, &[]);
             assert_eq!(unseen.status, Status::Fail, "{unseen:?}");
             assert!(unseen.message.contains(option), "{unseen:?}");
-            let seen = check_sudoers_defaults(&file(&text), true);
+            let seen = check_sudoers_defaults(&file(&text), true, &[]);
             assert_eq!(seen.status, Status::Pass, "{seen:?}");
             assert!(seen.message.contains("invoking user"), "{seen:?}");
         }
-        let plain = check_sudoers_defaults(&file("Defaults !targetpw, pam_acct_mgmt\n"), false);
+        let plain =
+            check_sudoers_defaults(&file("Defaults !targetpw, pam_acct_mgmt\n"), false, &[]);
         assert_eq!(plain.status, Status::Pass, "{plain:?}");
     }
 
