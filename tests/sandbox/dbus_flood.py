@@ -168,12 +168,13 @@ def main():
         for _ in range(calls):
             if os.path.exists(stop):
                 return
+            call_signature, call_payload = signature, payload
             if fresh:
                 bus = Connection()
-                name = "u" + os.urandom(12).hex()
-                signature, payload = "sas", body("sa", [name, ["sudo"]])
+                nobody = "u" + os.urandom(12).hex()
+                call_signature, call_payload = "sas", body("sa", [nobody, ["sudo"]])
             kind, name, text = bus.call("org.pim.Manager1", "/org/pim/Manager1",
-                                        "org.pim.Manager1", method, signature, payload)
+                                        "org.pim.Manager1", method, call_signature, call_payload)
             if fresh:
                 bus.sock.close()
             with lock:
