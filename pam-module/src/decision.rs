@@ -219,19 +219,17 @@ pub fn decide(
         Ok(judged) => judged,
         Err(outcome) => return rec.done(outcome),
     };
+    let judging = Judging {
+        parsed,
+        real_uid: asker.real_uid,
+        shown_service: &shown_service,
+        accounts,
+        daemon,
+    };
     // Every judged user must pass: one refusal decides; Allow when someone was allowed.
     let mut outcome = Outcome::Ignore;
     for (user, entry) in judged {
-        match judge(
-            parsed,
-            &user,
-            entry,
-            asker.real_uid,
-            &shown_service,
-            accounts,
-            daemon,
-            &mut rec,
-        ) {
+        match judging.judge(&user, entry, &mut rec) {
             Outcome::Ignore => {}
             Outcome::Allow => outcome = Outcome::Allow,
             refused => return rec.done(refused),
@@ -240,161 +238,171 @@ pub fn decide(
     rec.done(outcome)
 }
 
-/// The outcome for one judged user.
-#[allow(clippy::too_many_arguments)]
-fn judge(
-    parsed: &Parsed,
-    user: &str,
-    entry: Option<UserEntry>,
+/// What judging each user takes: the line, the process's real uid, the service, the host's
+/// databases and the daemon.
+#[derive(Clone, Copy)]
+struct Judging<'a> {
+    parsed: &'a Parsed,
     real_uid: u32,
-    shown_service: &str,
-    accounts: &dyn Accounts,
-    daemon: &dyn Daemon,
-    rec: &mut Recorder,
-) -> Outcome {
-    let options = &parsed.options;
-    let shown_user = escape(user);
-    if entry.is_some_and(|e| e.uid == 0) {
-        if parsed.is_sound() {
-            rec.line(
-                Level::Debug,
-                format!("user {shown_user} is uid 0: ignoring"),
-            );
-        } else {
-            rec.line(
+    shown_service: &'a str,
+    accounts: &'a dyn Accounts,
+    daemon: &'a dyn Daemon,
+}
+
+impl Judging<'_> {
+    /// The outcome for one judged user.
+    fn judge(&self, user: &str, entry: Option<UserEntry>, rec: &mut Recorder) -> Outcome {
+        let Judging {
+            parsed,
+            real_uid,
+            shown_service,
+            accounts,
+            daemon,
+        } = *self;
+        let options = &parsed.options;
+        let shown_user = escape(user);
+        if entry.is_some_and(|e| e.uid == 0) {
+            if parsed.is_sound() {
+                rec.line(
+                    Level::Debug,
+                    format!("user {shown_user} is uid 0: ignoring"),
+                );
+            } else {
+                rec.line(
                 Level::Notice,
                 format!(
                     "user {shown_user} is uid 0: let through (PAM_IGNORE) despite the configuration errors, so that root is never locked out"
                 ),
             );
+            }
+            return Outcome::Ignore;
         }
-        return Outcome::Ignore;
-    }
 
-    let Some(managed) = &options.groups else {
-        // Only a line with errors lacks usable groups.
-        rec.line(
+        let Some(managed) = &options.groups else {
+            // Only a line with errors lacks usable groups.
+            rec.line(
             Level::Error,
             format!(
                 "user {shown_user} denied on {shown_service}: the module line has no usable groups=, so every user but root is refused"
             ),
         );
-        return Outcome::Deny(MISCONFIGURED.to_string());
-    };
+            return Outcome::Deny(MISCONFIGURED.to_string());
+        };
 
-    let Some(entry) = entry else {
-        rec.line(
-            Level::Debug,
-            format!(
+        let Some(entry) = entry else {
+            rec.line(
+                Level::Debug,
+                format!(
                 "user {shown_user} is not in the user database: holds no managed group, ignoring"
             ),
-        );
-        return Outcome::Ignore;
-    };
-
-    let held = match accounts.held(user, &entry, managed, real_uid) {
-        Ok(held) => held,
-        Err(e) => {
-            rec.line(
-                Level::Error,
-                format!(
-                    "user {shown_user}: cannot tell which managed groups the user holds: {}",
-                    escape(&e)
-                ),
             );
-            return Outcome::SystemError;
-        }
-    };
-    if held.missing.len() == managed.len() {
-        // A typo (groups=sduo) must not turn the module off for the group that was meant.
-        rec.line(
+            return Outcome::Ignore;
+        };
+
+        let held = match accounts.held(user, &entry, managed, real_uid) {
+            Ok(held) => held,
+            Err(e) => {
+                rec.line(
+                    Level::Error,
+                    format!(
+                        "user {shown_user}: cannot tell which managed groups the user holds: {}",
+                        escape(&e)
+                    ),
+                );
+                return Outcome::SystemError;
+            }
+        };
+        if held.missing.len() == managed.len() {
+            // A typo (groups=sduo) must not turn the module off for the group that was meant.
+            rec.line(
             Level::Error,
             format!(
                 "user {shown_user} denied on {shown_service}: none of the groups in groups= ({}) exists on this host, so every user but root is refused; check groups=",
                 held.missing.join(",")
             ),
         );
-        return Outcome::Deny(MISCONFIGURED.to_string());
-    }
-    if !held.missing.is_empty() {
-        rec.line(
-            Level::Warning,
-            format!(
-                "managed group(s) {} do not exist on this host; check groups=",
-                held.missing.join(",")
-            ),
-        );
-    }
-    if held.groups.is_empty() {
-        rec.line(
-            Level::Debug,
-            format!(
-                "user {shown_user} holds none of {}: ignoring",
-                managed.join(",")
-            ),
-        );
-        return Outcome::Ignore;
-    }
-    let groups = held.groups.join(",");
+            return Outcome::Deny(MISCONFIGURED.to_string());
+        }
+        if !held.missing.is_empty() {
+            rec.line(
+                Level::Warning,
+                format!(
+                    "managed group(s) {} do not exist on this host; check groups=",
+                    held.missing.join(",")
+                ),
+            );
+        }
+        if held.groups.is_empty() {
+            rec.line(
+                Level::Debug,
+                format!(
+                    "user {shown_user} holds none of {}: ignoring",
+                    managed.join(",")
+                ),
+            );
+            return Outcome::Ignore;
+        }
+        let groups = held.groups.join(",");
 
-    if !parsed.is_sound() {
-        rec.line(
+        if !parsed.is_sound() {
+            rec.line(
             Level::Error,
             format!(
                 "user {shown_user} denied on {shown_service}: holds managed group(s) {groups} and the module line has errors; pimd not asked"
             ),
         );
-        return Outcome::Deny(MISCONFIGURED.to_string());
-    }
+            return Outcome::Deny(MISCONFIGURED.to_string());
+        }
 
-    rec.line(
-        Level::Debug,
-        format!(
-            "user {shown_user} holds {groups}: asking pimd (timeout {}ms)",
-            options.timeout.as_millis()
-        ),
-    );
-    match daemon.check_access(user, &held.groups) {
-        Ok(answer) if answer.allowed => {
-            rec.line(
-                Level::Debug,
-                format!("user {shown_user} allowed on {shown_service} for {groups} by pimd"),
-            );
-            Outcome::Allow
-        }
-        Ok(answer) => {
-            let message = user_message(&answer.message, &groups);
-            rec.line(
-                Level::Notice,
-                format!("user {shown_user} denied on {shown_service} for {groups}: {message}"),
-            );
-            Outcome::Deny(message)
-        }
-        Err(failure) => {
-            let absent = matches!(failure, DaemonFailure::Absent(_));
-            let shown_failure = escape(&failure.to_string());
-            if absent && options.fail == FailMode::Open {
+        rec.line(
+            Level::Debug,
+            format!(
+                "user {shown_user} holds {groups}: asking pimd (timeout {}ms)",
+                options.timeout.as_millis()
+            ),
+        );
+        match daemon.check_access(user, &held.groups) {
+            Ok(answer) if answer.allowed => {
                 rec.line(
+                    Level::Debug,
+                    format!("user {shown_user} allowed on {shown_service} for {groups} by pimd"),
+                );
+                Outcome::Allow
+            }
+            Ok(answer) => {
+                let message = user_message(&answer.message, &groups);
+                rec.line(
+                    Level::Notice,
+                    format!("user {shown_user} denied on {shown_service} for {groups}: {message}"),
+                );
+                Outcome::Deny(message)
+            }
+            Err(failure) => {
+                let absent = matches!(failure, DaemonFailure::Absent(_));
+                let shown_failure = escape(&failure.to_string());
+                if absent && options.fail == FailMode::Open {
+                    rec.line(
                     Level::Error,
                     format!(
                         "user {shown_user} on {shown_service} holds {groups}: {shown_failure}; ignoring (fail=open)"
                     ),
                 );
-                return Outcome::Ignore;
-            }
-            let why = match options.fail {
-                FailMode::Closed => "fail=closed",
-                FailMode::Open => "fail=open applies only when pimd is absent",
-            };
-            rec.line(
+                    return Outcome::Ignore;
+                }
+                let why = match options.fail {
+                    FailMode::Closed => "fail=closed",
+                    FailMode::Open => "fail=open applies only when pimd is absent",
+                };
+                rec.line(
                 Level::Error,
                 format!(
                     "user {shown_user} denied on {shown_service} for {groups}: {shown_failure} ({why})"
                 ),
             );
-            Outcome::Deny(format!(
+                Outcome::Deny(format!(
                 "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
             ))
+            }
         }
     }
 }
