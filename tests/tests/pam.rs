@@ -1174,3 +1174,29 @@ fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
     sb.kill_pimd("TERM");
     sudo_fresh(&sb, "mallory").assert_success();
 }
+
+#[test]
+fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_by_a_stopping_pimd()
+{
+    let sb = host_with_pimd(PAM_ARGS);
+    // mallory tries sudo over and over: each is refused; 20 a minute get a record of their own.
+    let tries = 25;
+    for _ in 0..tries {
+        assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    }
+    // A stopping pimd writes what is queued, then what was counted.
+    assert_eq!(sb.kill_pimd("TERM"), Some(0));
+    sb.start_pimd();
+    let all = sb.audit_records("root", &[]);
+    let one_by_one = all
+        .iter()
+        .filter(|r| r["action"] == "access-check" && r["user"] == "mallory")
+        .count();
+    let counted: u64 = all
+        .iter()
+        .filter(|r| r["action"] == "refusals-unrecorded" && r["actor"] == "pam")
+        .filter_map(|r| r["detail"].as_str()?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(one_by_one, 20, "{all:#?}");
+    assert_eq!(one_by_one as u64 + counted, tries, "{all:#?}");
+}
