@@ -8,7 +8,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use pim_e2e::{Sandbox, CONFIG_PATH};
+use pim_e2e::{Background, Sandbox, CONFIG_PATH};
 use serde_json::Value;
 
 /// How long anything here may take on a slow machine; never a measure of speed.
@@ -329,16 +329,60 @@ fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets
     );
 }
 
+/// Makes the user database slow to say that a name does not exist, as sssd or LDAP are for a
+/// name never asked before (random names defeat sssd's negative cache): passwd comes from
+/// files, then from Hesiod, whose DNS questions go to a server on 127.0.0.1 that never answers
+/// (each lookup of an unknown name waits for the resolver's timeout). Known names are found in
+/// files at once. pimd is restarted to read the new nsswitch.conf.
+fn slow_lookups_of_unknown_names(sb: &Sandbox) -> Background<'_> {
+    let mut silent_dns = sb.spawn(
+        "root",
+        &[
+            "python3",
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('127.0.0.1', 53))\n\
+             print('listening', flush=True)\n\
+             while True: s.recv(4096)\n",
+        ],
+    );
+    silent_dns.wait_for_stdout("listening", WAIT);
+    sb.write_file(
+        "/etc/resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:3 attempts:2\n",
+        0o644,
+    );
+    sb.write_file(
+        "/etc/hesiod.conf",
+        "lhs=.ns\nrhs=.pim.invalid\nclasses=IN\n",
+        0o644,
+    );
+    sb.sh(
+        "root",
+        "sed -i 's/^passwd:.*/passwd:         files hesiod/' /etc/nsswitch.conf",
+    )
+    .assert_success();
+    // The lookup goes to the silent server (and fails once the resolver gives up).
+    sb.run("root", &["getent", "passwd", "nosuch-name"])
+        .assert_failure();
+    sb.run("root", &["getent", "passwd", "alice"])
+        .assert_success();
+    restart_pimd(sb);
+    silent_dns
+}
+
 #[test]
 fn given_a_user_asking_check_access_about_random_names_on_a_fresh_connection_each_time_then_every_sudo_of_a_grant_holder_succeeds(
 ) {
     let _one = one_at_a_time();
     let sb = host();
+    let silent_dns = slow_lookups_of_unknown_names(&sb);
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
     // Six loops, each call on a new connection (pimd does not know the caller yet, so it may
-    // start on root's answer while it asks the bus who it is) about a name nobody has (NSS
-    // looks each up afresh).
+    // start on root's answer while it asks the bus who it is) about a name nobody has, which
+    // the user database takes seconds to say.
     let result = flood(&sb, &["6", "100000", "0", "CheckAccess"], || {
         sudo_succeeds(&sb, 10)
     });
@@ -355,4 +399,5 @@ fn given_a_user_asking_check_access_about_random_names_on_a_fresh_connection_eac
         .contains(&name.as_str())),
         "{result}"
     );
+    silent_dns.kill();
 }
