@@ -269,11 +269,11 @@ impl Judging<'_> {
                 );
             } else {
                 rec.line(
-                Level::Notice,
-                format!(
-                    "user {shown_user} is uid 0: let through (PAM_IGNORE) despite the configuration errors, so that root is never locked out"
-                ),
-            );
+                    Level::Notice,
+                    format!(
+                        "user {shown_user} is uid 0: let through (PAM_IGNORE) despite the configuration errors, so that root is never locked out"
+                    ),
+                );
             }
             return Outcome::Ignore;
         }
@@ -281,11 +281,11 @@ impl Judging<'_> {
         let Some(managed) = &options.groups else {
             // Only a line with errors lacks usable groups.
             rec.line(
-            Level::Error,
-            format!(
-                "user {shown_user} denied on {shown_service}: the module line has no usable groups=, so every user but root is refused"
-            ),
-        );
+                Level::Error,
+                format!(
+                    "user {shown_user} denied on {shown_service}: the module line has no usable groups=, so every user but root is refused"
+                ),
+            );
             return Outcome::Deny(MISCONFIGURED.to_string());
         };
 
@@ -293,8 +293,8 @@ impl Judging<'_> {
             rec.line(
                 Level::Debug,
                 format!(
-                "user {shown_user} is not in the user database: holds no managed group, ignoring"
-            ),
+                    "user {shown_user} is not in the user database: holds no managed group, ignoring"
+                ),
             );
             return Outcome::Ignore;
         };
@@ -315,12 +315,12 @@ impl Judging<'_> {
         if held.missing.len() == managed.len() {
             // A typo (groups=sduo) must not turn the module off for the group that was meant.
             rec.line(
-            Level::Error,
-            format!(
-                "user {shown_user} denied on {shown_service}: none of the groups in groups= ({}) exists on this host, so every user but root is refused; check groups=",
-                held.missing.join(",")
-            ),
-        );
+                Level::Error,
+                format!(
+                    "user {shown_user} denied on {shown_service}: none of the groups in groups= ({}) exists on this host, so every user but root is refused; check groups=",
+                    held.missing.join(",")
+                ),
+            );
             return Outcome::Deny(MISCONFIGURED.to_string());
         }
         if !held.missing.is_empty() {
@@ -346,11 +346,11 @@ impl Judging<'_> {
 
         if !parsed.is_sound() {
             rec.line(
-            Level::Error,
-            format!(
-                "user {shown_user} denied on {shown_service}: holds managed group(s) {groups} and the module line has errors; pimd not asked"
-            ),
-        );
+                Level::Error,
+                format!(
+                    "user {shown_user} denied on {shown_service}: holds managed group(s) {groups} and the module line has errors; pimd not asked"
+                ),
+            );
             return Outcome::Deny(MISCONFIGURED.to_string());
         }
 
@@ -382,11 +382,11 @@ impl Judging<'_> {
                 let shown_failure = escape(&failure.to_string());
                 if absent && options.fail == FailMode::Open {
                     rec.line(
-                    Level::Error,
-                    format!(
-                        "user {shown_user} on {shown_service} holds {groups}: {shown_failure}; ignoring (fail=open)"
-                    ),
-                );
+                        Level::Error,
+                        format!(
+                            "user {shown_user} on {shown_service} holds {groups}: {shown_failure}; ignoring (fail=open)"
+                        ),
+                    );
                     return Outcome::Ignore;
                 }
                 let why = match options.fail {
@@ -394,14 +394,14 @@ impl Judging<'_> {
                     FailMode::Open => "fail=open applies only when pimd is absent",
                 };
                 rec.line(
-                Level::Error,
-                format!(
-                    "user {shown_user} denied on {shown_service} for {groups}: {shown_failure} ({why})"
-                ),
-            );
+                    Level::Error,
+                    format!(
+                        "user {shown_user} denied on {shown_service} for {groups}: {shown_failure} ({why})"
+                    ),
+                );
                 Outcome::Deny(format!(
-                "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
-            ))
+                    "pim: access refused: pimd could not confirm a live grant for group {groups}; try again, and ask an administrator if this persists"
+                ))
             }
         }
     }
