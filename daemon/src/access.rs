@@ -6,7 +6,8 @@
 //! Sudo waits on this answer, so it has a read path of its own ([`AccessReader`]): its own
 //! read-only SQLite connection (WAL lets it read while the manager writes) and a snapshot of
 //! the configuration that a reload swaps. No lock that activations, MFA or audit writes hold is
-//! taken on the way.
+//! taken on the way. pimd keeps two, used off its async thread (`service::AccessReaders`):
+//! one for answers guessed while the bus says who a new caller is, one for root's alone.
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
