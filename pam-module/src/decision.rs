@@ -9,14 +9,15 @@
 //! | --- | --- | --- |
 //! | not 0 | the real uid's user (sudo and su are set-uid and keep the invoker's real uid) | the real uid's user; PAM_USER is the target, not judged |
 //! | not 0 | unset, or someone else | the real uid's user and PAM_USER: a set-uid helper started by a service account (cockpit-session, polkit-agent-helper-1) authenticates PAM_USER |
-//! | 0 | a uid-0 user, on service sudo, sudo-i, su, su-l, runuser or runuser-l | nobody (Ignore): root switching user |
-//! | 0 | another user the database knows | PAM_USER and PAM_RUSER |
-//! | 0 | unset, unknown, not UTF-8, or uid 0 on another service | PAM_USER: a root daemon logging someone in (sshd, login, cron, rshd, pamtester run by root) |
+//! | 0, on service su, su-l, runuser or runuser-l | anything (util-linux su sets it from getlogin()) | nobody (Ignore): root switching user |
+//! | 0, on service sudo or sudo-i | a uid-0 user (sudo names the invoker there) | nobody (Ignore): root's own sudo |
+//! | 0, not su or runuser | another user the database knows | PAM_USER and PAM_RUSER |
+//! | 0, not su or runuser | unset, unknown, not UTF-8, or (not on sudo) a uid-0 user | PAM_USER: a root daemon logging someone in (sshd, login, cron, rshd, pamtester run by root) |
 //!
 //! Every judged user must pass (any refusal decides; uid 0 and users holding no managed group
 //! pass). A root daemon may take PAM_RUSER from the network (rshd and rlogind copy the client's
-//! name into it), so PAM_RUSER can add a user to judge but never takes PAM_USER away, except
-//! to recognise root running sudo, su or runuser, which name root there. sudo run by a user
+//! name into it), so PAM_RUSER can add a user to judge but never takes PAM_USER away; only the
+//! service tells root's own sudo, su or runuser. sudo run by a user
 //! calls the account phase while its real uid is still the invoker's, so a real uid of 0 under
 //! sudo is root's own sudo (with sudo's `!pam_ruser`, PAM_RUSER is unset and root's `sudo -u
 //! alice` judges alice: fail closed, and root needs no sudo).
@@ -411,6 +412,9 @@ impl Judging<'_> {
 /// real uid 0 a PAM_RUSER of uid 0 on one of them says root is invoking: nothing to judge.
 const ROOT_SWITCH_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "runuser", "runuser-l"];
 
+/// Those of [`ROOT_SWITCH_SERVICES`] whose PAM_RUSER does not name the invoker.
+const ROOT_SU_SERVICES: &[&str] = &["su", "su-l", "runuser", "runuser-l"];
+
 /// The judged users' names and entries (see the table at the top), in the order they are
 /// judged, or the outcome when there is nobody to judge. `None` for an entry: a name the user
 /// database does not know.
@@ -509,6 +513,17 @@ fn judged_users(
     // A root process: PAM_USER is the account it logs in to. PAM_RUSER may come from the
     // network (rshd, rlogind), so it can add a user to judge but never take PAM_USER away,
     // except to recognise root itself switching user.
+    // su keeps the invoker's real uid and runuser is root's alone, so at real uid 0 on one of
+    // them root itself is switching user, whatever PAM_RUSER says (util-linux su takes it from
+    // getlogin(): the terminal's login, not the invoker). sudo names the invoker in PAM_RUSER
+    // itself, so there a uid-0 PAM_RUSER says so (below).
+    if service_is(asker.service, ROOT_SU_SERVICES) {
+        rec.line(
+            Level::Debug,
+            format!("root invoking {shown_service}: ignoring"),
+        );
+        return Err(Outcome::Ignore);
+    }
     let mut judged = Vec::new();
     match ruser {
         Some(Ok(r)) => {
@@ -1037,6 +1052,25 @@ mod tests {
             );
             assert_eq!(decision.outcome, Outcome::Ignore, "{service}");
             assert!(daemon.calls().is_empty(), "{service}");
+        }
+    }
+
+    #[test]
+    fn given_root_running_su_from_a_terminal_someone_else_logged_in_to_then_ignore() {
+        // util-linux su run by root takes PAM_RUSER from getlogin(): bob logged in, became
+        // root, and root runs `su - alice`. Root invoking gains nothing; neither alice (the
+        // target) nor bob (not the invoker) is judged.
+        for ruser in [
+            Item::Text("bob"),
+            Item::Text("nosuch"),
+            Item::NotUtf8,
+            Item::Unset,
+        ] {
+            let daemon = FakeDaemon::refusing("pim: no");
+            let line = &["groups=sudo", "services=su,su-l"];
+            let decision = asking(line, "su-l", 0, Item::Text("alice"), ruser, &daemon);
+            assert_eq!(decision.outcome, Outcome::Ignore, "{ruser:?}");
+            assert!(daemon.calls().is_empty(), "{ruser:?}");
         }
     }
 
