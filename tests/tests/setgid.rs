@@ -17,6 +17,11 @@ const SECRET_FILE: &str = "/var/secret/plans.txt";
 const SECRET: &str = "the launch codes";
 const HOME_COPY: &str = "/home/alice/mycat";
 const TMP_COPY: &str = "/tmp/alicecat";
+/// Set-user-ID (alice) and set-group-ID: pimd.service's RestrictSUIDSGID= refuses any chmod
+/// whose new mode keeps either bit, so both must go.
+const BOTH_COPY: &str = "/home/alice/bothcat";
+/// A directory of the group, set-group-ID: files made in it get the group.
+const SHARED_DIR: &str = "/home/alice/shared";
 
 const CONFIG: &str = r#"
 [roles.reader]
@@ -75,6 +80,19 @@ fn make_copies(sb: &Sandbox) {
         cp /bin/cat ~/owncat; chmod 2755 ~/owncat"
     );
     sb.sh("alice", &script).assert_success();
+    sb.sh(
+        "alice",
+        &format!(
+            "set -e; cp /bin/cat {BOTH_COPY}; chgrp {GROUP} {BOTH_COPY}; chmod 6755 {BOTH_COPY}
+            mkdir {SHARED_DIR}; chgrp {GROUP} {SHARED_DIR}; chmod 2775 {SHARED_DIR}"
+        ),
+    )
+    .assert_success();
+    assert_eq!(mode(sb, BOTH_COPY), "6755");
+    assert_eq!(mode(sb, SHARED_DIR), "2775");
+    read_with(sb, BOTH_COPY)
+        .assert_success()
+        .assert_stdout_contains(SECRET);
     for copy in [HOME_COPY, TMP_COPY] {
         assert_eq!(mode(sb, copy), "2755");
         read_with(sb, copy)
@@ -128,7 +146,9 @@ fn assert_swept(sb: &Sandbox, bystanders: &[(String, String)]) {
     sb.wait_until("alice's copies to lose set-group-ID", WAIT, || {
         mode(sb, HOME_COPY) == "755" && mode(sb, TMP_COPY) == "755"
     });
-    for copy in [HOME_COPY, TMP_COPY] {
+    assert_eq!(mode(sb, BOTH_COPY), "755");
+    assert_eq!(mode(sb, SHARED_DIR), "775");
+    for copy in [HOME_COPY, TMP_COPY, BOTH_COPY] {
         let out = read_with(sb, copy);
         out.assert_failure()
             .assert_stderr_contains("Permission denied");
@@ -138,10 +158,31 @@ fn assert_swept(sb: &Sandbox, bystanders: &[(String, String)]) {
         !records_of(&records, "setgid-sweep", "no file of alice is set-group-ID").is_empty()
     });
     let records = sb.audit_records("root", &["--user", "alice"]);
-    for copy in [HOME_COPY, TMP_COPY] {
-        let detail = format!("{copy}: set-group-ID for group {GROUP} cleared, mode 2755 -> 0755");
-        let found = records_of(&records, "setgid-clear", &detail);
-        assert_eq!(found.len(), 1, "no single record for {copy}: {records:#?}");
+    let cleared = [
+        (HOME_COPY, "set-group-ID cleared, mode 2755 -> 0755"),
+        (TMP_COPY, "set-group-ID cleared, mode 2755 -> 0755"),
+        (
+            BOTH_COPY,
+            "set-user-ID and set-group-ID cleared, mode 6755 -> 0755",
+        ),
+        (SHARED_DIR, "set-group-ID cleared, mode 2775 -> 0775"),
+    ];
+    for (path, what) in cleared {
+        let found: Vec<&Value> =
+            records_of(&records, "setgid-clear", &format!("\"{path}\" (device "))
+                .into_iter()
+                .filter(|r| {
+                    let detail = r["detail"].as_str().unwrap_or("");
+                    detail
+                        .strip_prefix(&format!("group {GROUP}: "))
+                        .is_some_and(|items| {
+                            items.split("; ").any(|item| {
+                                item.starts_with(&format!("\"{path}\"")) && item.ends_with(what)
+                            })
+                        })
+                })
+                .collect();
+        assert_eq!(found.len(), 1, "no single record for {path}: {records:#?}");
         assert_eq!(found[0]["actor"], "pimd");
         assert_eq!(found[0]["outcome"], "success");
     }
@@ -180,8 +221,11 @@ fn given_a_setgid_copy_made_during_a_grant_then_deactivate_clears_it() {
 }
 
 /// pimd with no more privilege than pimd.service gives it (its capability bounding set, no
-/// new privileges): CAP_FOWNER is what lets it chmod alice's files (without it each clearing
-/// fails with EPERM, is audited as an error and retried).
+/// new privileges, 1024 open files at most): CAP_FOWNER is what lets it chmod alice's files
+/// (without it each clearing fails with EPERM, is audited as an error and retried), and a
+/// tree deeper than its open-file limit still has its copy cleared. (The unit's seccomp
+/// filters are not applied here; the mode pimd sets keeps no set-ID bit, which
+/// RestrictSUIDSGID= requires: see setgid.rs's cleared_mode.)
 #[test]
 fn given_pimd_confined_to_the_units_capabilities_then_the_copy_is_still_cleared() {
     let unit =
@@ -193,9 +237,14 @@ fn given_pimd_confined_to_the_units_capabilities_then_the_copy_is_still_cleared(
         "the unit's capability set changed: change it here too"
     );
     let sb = site_without_pimd();
+    // The unit sets no LimitNOFILE=, so pimd has systemd's soft limit of 1024, which its
+    // system call filter (~@resources) keeps it from raising: a hard limit of 1024 here.
     let _pimd = sb.spawn(
         "root",
         &[
+            "prlimit",
+            "--nofile=1024:1024",
+            "--",
             "setpriv",
             "--no-new-privs",
             "--bounding-set",
@@ -212,10 +261,21 @@ fn given_pimd_confined_to_the_units_capabilities_then_the_copy_is_still_cleared(
     sb.run("alice", &["pim", "activate", "reader"])
         .assert_success();
     make_copies(&sb);
+    // A copy at the bottom of a tree deeper than the descriptors pimd may have open.
+    let depth = 1100;
+    let deep_copy = format!("/home/alice/deep/{}cat", "d/".repeat(depth));
+    let script = format!(
+        "set -e; mkdir ~/deep; cd ~/deep
+        for i in $(seq {depth}); do mkdir d; cd d; done
+        cp /bin/cat cat; chgrp {GROUP} cat; chmod 2755 cat"
+    );
+    sb.sh("alice", &script).assert_success();
+    assert_eq!(mode(&sb, &deep_copy), "2755");
     let bystanders = bystanders(&sb);
     sb.run("alice", &["pim", "deactivate", "reader"])
         .assert_success();
     assert_swept(&sb, &bystanders);
+    assert_eq!(mode(&sb, &deep_copy), "755");
 }
 
 /// pimd is killed during the grant and comes back after its end: start-up reconciliation
