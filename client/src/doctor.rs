@@ -10,7 +10,7 @@
 //! | group-source | `Set group_source` in /etc/sudo.conf | |
 //! | sudoers | no `Defaults !pam_acct_mgmt` (sudo would skip the module); `targetpw`, `rootpw`, `runaspw` only with the module in sudo's stack (it judges the invoking user, not PAM_USER) | yes |
 //! | service | pimd.service is enabled (when systemd runs) | |
-//! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid` | |
+//! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid`, and no network, FUSE or ramfs mount (never swept by pimd) allows set-ID bits | |
 //! | config | /etc/pim/pim.toml: owner, mode, `pimd --check-config` | yes |
 //! | database | the database's directory (0700) and files (0600), owned by root | yes |
 //! | groups | every role's group exists | yes |

@@ -427,6 +427,14 @@ mod tests {
     }
 
     #[test]
+    fn given_bytes_not_utf8_then_escape_bytes_shows_each_and_keeps_the_rest() {
+        assert_eq!(
+            escape_bytes(b"caf\xc3\xa9 \xff\xfe\n\\"),
+            "caf\u{e9} \\xff\\xfe\\x0a\\\\"
+        );
+    }
+
+    #[test]
     fn given_control_characters_then_escape_makes_them_visible() {
         assert_eq!(escape("a\nb"), "a\\x0ab");
         assert_eq!(escape("\x1b[0m"), "\\x1b[0m");

@@ -3,18 +3,21 @@
 //! `cat` made set-group-ID during a grant keeps reading the group's files for good.
 //!
 //! The fingerprint: a non-root user can chmod only files they own and chgrp only to groups
-//! they are in, so a regular file owned by the user, of the group, with S_ISGID is one they
-//! made so during the membership. Only the bit is cleared; the file stays. Directories keep
-//! theirs: a set-group-ID directory only gives new files in it the group, which lets nobody
-//! run anything with the group (the kernel strips S_ISGID from files that non-members create
-//! there).
+//! they are in, so a regular file or directory owned by the user, of the group, with S_ISGID
+//! is one they made so during the membership. The set-ID bits are cleared (S_ISUID with
+//! S_ISGID: the unit's RestrictSUIDSGID= refuses a chmod whose new mode keeps either); the
+//! file stays. Directories lose the bit too: files made in them would take the group.
 //!
 //! Where: every mount that honours set-ID bits (no `nosuid`), whose file system is writable
-//! and local (no proc, sysfs, cgroup, network or FUSE file systems), each walked on its own,
-//! without following symbolic links and without entering other mounts. A process of the user that
+//! and local (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
+//! not searched), each walked on its own, without following symbolic links and without
+//! entering other mounts, holding one open directory at a time. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
 //! time, so a sweep is done only after a walk that started while no such process was left
-//! and found nothing to clear.
+//! and found nothing to clear, and saw no entry vanish (it may have been moved into a part
+//! already walked). What no walk sees (a copy kept open by a process outside the group and
+//! linked back later) is why done sweeps are walked again for a while, and why `nosuid` is
+//! the real closure.
 //!
 //! This module is the port: finding and clearing such files, and whether a process still
 //! carries a group. The decisions (when to sweep, what to record) are the manager's; the walk
