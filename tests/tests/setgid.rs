@@ -359,3 +359,78 @@ fn given_an_old_login_that_makes_a_copy_after_the_end_then_it_is_cleared_once_th
         "{records:#?}"
     );
 }
+
+/// Run by alice's set-group-ID copy of python (effective gid `secret`): one thread keeps that
+/// gid while the main thread drops it with the raw setresgid system call (glibc's would change
+/// every thread), then both wait for a word on ~/go.
+const KEEPER: &str = r#"
+import ctypes, os, threading
+SETRESGID = {"x86_64": 119, "aarch64": 149}[os.uname().machine]
+go = threading.Event()
+keeper = threading.Thread(target=go.wait)
+keeper.start()
+gid = os.getgid()
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.syscall(SETRESGID, gid, gid, gid) != 0:
+    raise OSError(ctypes.get_errno(), "setresgid")
+for task in sorted(os.listdir("/proc/self/task")):
+    with open(f"/proc/self/task/{task}/status") as status:
+        print(task, [l for l in status if l.startswith("Gid:")][0].split(), flush=True)
+print("dropped", flush=True)
+open(os.path.expanduser("~alice/go")).read()
+go.set()
+keeper.join()
+"#;
+
+/// Credentials are per thread: a process whose main thread dropped the group while another
+/// thread kept it still carries it (that thread can make a new copy at any time), so the sweep
+/// is not done while it lives, and is once it has gone.
+#[test]
+fn given_a_thread_keeping_the_group_its_main_thread_dropped_then_the_sweep_waits_for_it() {
+    let sb = site();
+    sb.run("alice", &["pim", "activate", "reader"])
+        .assert_success();
+    sb.write_file("/home/alice/keeper.py", KEEPER, 0o644);
+    sb.sh(
+        "alice",
+        &format!(
+            "set -e; cp /usr/bin/python3 ~/py; chgrp {GROUP} ~/py; chmod 2755 ~/py; mkfifo ~/go"
+        ),
+    )
+    .assert_success();
+    // Started without alice's supplementary groups: only the copy's bit gives it the group.
+    let mut keeper = sb.spawn(
+        "root",
+        &[
+            "setpriv",
+            "--reuid=alice",
+            "--regid=alice",
+            "--clear-groups",
+            "--",
+            "/home/alice/py",
+            "/home/alice/keeper.py",
+        ],
+    );
+    keeper.wait_for_stdout("dropped", WAIT);
+
+    sb.run("alice", &["pim", "deactivate", "reader"])
+        .assert_success();
+    sb.wait_until("the sweep to wait for the thread", WAIT, || {
+        let records = sb.audit_records("root", &["--user", "alice"]);
+        !records_of(&records, "setgid-sweep", "still carries group secret").is_empty()
+    });
+    let records = sb.audit_records("root", &["--user", "alice"]);
+    assert!(
+        records_of(&records, "setgid-sweep", "no file of alice is set-group-ID").is_empty(),
+        "done while a thread still carries the group: {records:#?}"
+    );
+    assert_eq!(mode(&sb, "/home/alice/py"), "755");
+
+    sb.run("root", &["bash", "-c", "echo go >/home/alice/go"])
+        .assert_success();
+    keeper.wait(WAIT).assert_success();
+    sb.wait_until("the sweep to be done once the thread is gone", WAIT, || {
+        let records = sb.audit_records("root", &["--user", "alice"]);
+        !records_of(&records, "setgid-sweep", "no file of alice is set-group-ID").is_empty()
+    });
+}
