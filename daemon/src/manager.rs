@@ -125,9 +125,9 @@ pub struct Manager {
     /// summaries as refusals.
     events: RefusalLimiter,
     calls: CallLimiter,
-    /// When this pimd started: every done sweep still within its look-again period is walked
-    /// again once after each start.
-    started_at: i64,
+    /// No round of set-group-ID sweeps since this pimd started: the first one walks again
+    /// every done sweep still within its look-again period.
+    recheck_at_start: bool,
 }
 
 /// What a summary record counts.
@@ -259,9 +259,8 @@ impl Manager {
         clock: Box<dyn Clock>,
         host: String,
     ) -> Manager {
-        let started_at = clock.now();
         Manager {
-            started_at,
+            recheck_at_start: true,
             config,
             store,
             accounts,
@@ -2376,7 +2375,7 @@ impl Manager {
     /// all, so they all go with it).
     pub fn setgid_sweeps_due(&mut self) -> Result<Vec<SweepJob>, PimError> {
         let now = self.now();
-        let started_at = self.started_at;
+        let at_start = std::mem::take(&mut self.recheck_at_start);
         let since = now - SWEEP_RECHECK_DAYS * DAY_SECS;
         let (pending, rechecks, ids) = self.store.read(|tx| {
             let pending = tx.pending_setgid_sweeps()?;
@@ -2392,10 +2391,10 @@ impl Manager {
             }
             Ok::<_, crate::store::StoreError>((pending, rechecks, ids))
         })?;
-        let recheck_due = rechecks.iter().any(|r| {
-            r.rechecked_at
-                .is_none_or(|at| at < started_at || now >= at + DAY_SECS)
-        });
+        let recheck_due = at_start
+            || rechecks
+                .iter()
+                .any(|r| r.rechecked_at.is_none_or(|at| now >= at + DAY_SECS));
         let ids_of = |user: &str, group: &str| -> Vec<Target> {
             ids.get(&(user.to_string(), group.to_string()))
                 .into_iter()

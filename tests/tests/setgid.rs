@@ -413,7 +413,8 @@ fn given_a_thread_keeping_the_group_its_main_thread_dropped_then_the_sweep_waits
     );
     keeper.wait_for_stdout("dropped", WAIT);
 
-    sb.run("alice", &["pim", "deactivate", "reader"])
+    // From a process without the group: only the keeper's thread carries it.
+    sb.run_with_groups("alice", &["alice"], &["pim", "deactivate", "reader"])
         .assert_success();
     sb.wait_until("the sweep to wait for the thread", WAIT, || {
         let records = sb.audit_records("root", &["--user", "alice"]);
@@ -432,5 +433,36 @@ fn given_a_thread_keeping_the_group_its_main_thread_dropped_then_the_sweep_waits
     sb.wait_until("the sweep to be done once the thread is gone", WAIT, || {
         let records = sb.audit_records("root", &["--user", "alice"]);
         !records_of(&records, "setgid-sweep", "no file of alice is set-group-ID").is_empty()
+    });
+}
+
+/// A copy that comes back after the sweep is done (an unlinked copy kept open by a process
+/// outside the group and linked back later: root puts one in place here, which is the same to
+/// pimd) is cleared by the walk at pimd's next start, and audited.
+#[test]
+fn given_a_copy_back_after_the_sweep_was_done_then_the_next_start_of_pimd_clears_it() {
+    let sb = site();
+    sb.run("alice", &["pim", "activate", "reader"])
+        .assert_success();
+    make_copies(&sb);
+    let bystanders = bystanders(&sb);
+    sb.run("alice", &["pim", "deactivate", "reader"])
+        .assert_success();
+    assert_swept(&sb, &bystanders);
+
+    let back = "/home/alice/back";
+    sb.sh(
+        "root",
+        &format!("cp /bin/cat {back} && chown alice:{GROUP} {back} && chmod 2755 {back}"),
+    )
+    .assert_success();
+    sb.kill_pimd("TERM");
+    sb.start_pimd();
+    sb.wait_until("the copy back to lose set-group-ID", WAIT, || {
+        mode(&sb, back) == "755"
+    });
+    sb.wait_until("the look again to be recorded", WAIT, || {
+        let records = sb.audit_records("root", &["--user", "alice"]);
+        !records_of(&records, "setgid-clear", &format!("\"{back}\" (device ")).is_empty()
     });
 }
