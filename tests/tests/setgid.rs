@@ -191,17 +191,21 @@ fn assert_swept(sb: &Sandbox, bystanders: &[(String, String)]) {
     }
 }
 
+/// alice's grant, her copies, `pim deactivate` and the sweep that clears them.
+fn copies_made_then_swept(sb: &Sandbox) {
+    sb.run("alice", &["pim", "activate", "reader"])
+        .assert_success();
+    make_copies(sb);
+    let bystanders = bystanders(sb);
+    sb.run("alice", &["pim", "deactivate", "reader"])
+        .assert_success();
+    assert_swept(sb, &bystanders);
+}
+
 #[test]
 fn given_a_setgid_copy_made_during_a_grant_then_deactivate_clears_it() {
     let sb = site();
-    sb.run("alice", &["pim", "activate", "reader"])
-        .assert_success();
-    make_copies(&sb);
-    let bystanders = bystanders(&sb);
-
-    sb.run("alice", &["pim", "deactivate", "reader"])
-        .assert_success();
-    assert_swept(&sb, &bystanders);
+    copies_made_then_swept(&sb);
 
     // The sandbox's /home and /tmp are tmpfs without nosuid: `pim doctor` says so.
     let doctor = sb.run("alice", &["pim", "--json", "doctor"]).json();
@@ -442,13 +446,7 @@ fn given_a_thread_keeping_the_group_its_main_thread_dropped_then_the_sweep_waits
 #[test]
 fn given_a_copy_back_after_the_sweep_was_done_then_the_next_start_of_pimd_clears_it() {
     let sb = site();
-    sb.run("alice", &["pim", "activate", "reader"])
-        .assert_success();
-    make_copies(&sb);
-    let bystanders = bystanders(&sb);
-    sb.run("alice", &["pim", "deactivate", "reader"])
-        .assert_success();
-    assert_swept(&sb, &bystanders);
+    copies_made_then_swept(&sb);
 
     let back = "/home/alice/back";
     sb.sh(
