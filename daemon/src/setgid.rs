@@ -497,12 +497,14 @@ impl Walker<'_> {
         };
         while let Some(top) = frames.last_mut() {
             let Some(name) = top.subdirs.pop() else {
-                frames.pop();
+                let done = frames.pop().map(|f| f.name).unwrap_or_default();
                 let Some(parent) = frames.last() else { break };
                 current = match self.up(&current, parent) {
                     Some(fd) => fd,
                     None => {
-                        let moved = path_of(&frames, &[]);
+                        // It was moved elsewhere while walked: the rest of its parent is
+                        // reached again from the root.
+                        let moved = path_of(&frames, &[&done]);
                         self.fail(None, &moved, VANISHED);
                         match self.reach(root, &mut frames) {
                             Some(fd) => fd,
@@ -1355,6 +1357,49 @@ mod tests {
                 (quoted("moved-file"), VANISHED.to_string())
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory moved elsewhere while its subtree was walked: `..` no longer leads back,
+    /// which is recorded, and the walk reaches the rest of the parent again from the root.
+    #[test]
+    fn given_a_directory_moved_while_walked_then_recorded_and_the_rest_is_still_walked() {
+        let dir = scratch("moved");
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let file = dir.join("b/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        // As if the walk were in "a" (its descriptor is the root's here, whose `..` is not
+        // the root), with "b" still to walk.
+        let frames = vec![
+            Frame {
+                name: mount.mount_point.clone(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                subdirs: vec![c"b".to_owned()],
+            },
+            Frame {
+                name: b"a".to_vec(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                subdirs: Vec::new(),
+            },
+        ];
+        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames));
+        let failures: Vec<(String, String)> = walk
+            .failures
+            .iter()
+            .map(|f| (f.path.clone(), f.error.clone()))
+            .collect();
+        assert_eq!(
+            failures,
+            [(format!("\"{}/a\"", dir.display()), VANISHED.to_string())]
+        );
+        assert_eq!(walk.cleared.len(), 1, "{walk:?}");
+        assert_eq!(mode_of(&file), 0o755);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
