@@ -464,3 +464,39 @@ fn given_a_copy_back_after_the_sweep_was_done_then_the_next_start_of_pimd_clears
         !records_of(&records, "setgid-clear", &format!("\"{back}\" (device ")).is_empty()
     });
 }
+
+/// A copy whose name reads like the end of its record and another one about a file "bobcat",
+/// on a line of its own, shows up quoted and escaped: the audit cannot be made to say
+/// something about another file.
+#[test]
+fn given_a_copy_named_like_a_record_about_another_file_then_its_record_is_quoted_and_escaped() {
+    let sb = site();
+    sb.run("alice", &["pim", "activate", "reader"])
+        .assert_success();
+    let forged =
+        "/tmp/x\" (device 0:0, inode 1): set-group-ID cleared, mode 2755 -> 0755; \n\"bobcat";
+    sb.sh(
+        "alice",
+        &format!(
+            "set -e; f=$'{}'; cp /bin/cat \"$f\"; chgrp {GROUP} \"$f\"; chmod 2755 \"$f\"",
+            forged.replace('\n', "\\n").replace('"', "\\\"")
+        ),
+    )
+    .assert_success();
+    sb.run("alice", &["pim", "deactivate", "reader"])
+        .assert_success();
+    let escaped = "\"/tmp/x\\x22 (device 0:0, inode 1): set-group-ID cleared, mode 2755 -> 0755; \\x0a\\x22bobcat\" (device ";
+    sb.wait_until("the forged name's record", WAIT, || {
+        let records = sb.audit_records("root", &["--user", "alice"]);
+        !records_of(&records, "setgid-clear", escaped).is_empty()
+    });
+    let records = sb.audit_records("root", &["--user", "alice"]);
+    let forged_items: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            let detail = r["detail"].as_str().unwrap_or("");
+            detail.contains("; \"bobcat") || detail.contains('\n')
+        })
+        .collect();
+    assert!(forged_items.is_empty(), "{forged_items:#?}");
+}
