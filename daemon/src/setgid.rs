@@ -380,6 +380,8 @@ struct Frame {
     name: Vec<u8>,
     dev: u64,
     ino: u64,
+    /// A target could rename entries out of it (see [`Walker::renamable`]).
+    renamable: bool,
     subdirs: Vec<CString>,
 }
 
@@ -482,10 +484,11 @@ impl Walker<'_> {
             name: path.clone(),
             dev: st.st_dev,
             ino: st.st_ino,
+            renamable: self.renamable(&st),
             subdirs: Vec::new(),
         }];
         self.clear_directory(&root, &st, &frames, &[]);
-        frames[0].subdirs = self.scan(&root, &frames, &[]);
+        frames[0].subdirs = self.scan(&root, &st, &frames, &[]);
         self.walk_below(&root, frames);
     }
 
@@ -519,9 +522,14 @@ impl Walker<'_> {
                 match nix::fcntl::openat(&current, name.as_c_str(), DIRECTORY_FLAGS, Mode::empty())
                 {
                     Ok(child) => child,
+                    Err(e) if vanished(e) => {
+                        if frames.last().is_some_and(|f| f.renamable) {
+                            self.fail(None, &path_of(&frames, &[name_bytes]), VANISHED);
+                        }
+                        continue;
+                    }
                     Err(e) => {
-                        let error = if vanished(e) { VANISHED } else { e.desc() };
-                        self.fail(None, &path_of(&frames, &[name_bytes]), error);
+                        self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
                         continue;
                     }
                 };
@@ -539,7 +547,7 @@ impl Walker<'_> {
                 continue;
             }
             self.clear_directory(&child, &st, &frames, &[name_bytes]);
-            let subdirs = self.scan(&child, &frames, &[name_bytes]);
+            let subdirs = self.scan(&child, &st, &frames, &[name_bytes]);
             if subdirs.is_empty() {
                 continue;
             }
@@ -547,6 +555,7 @@ impl Walker<'_> {
                 name: name.into_bytes(),
                 dev: st.st_dev,
                 ino: st.st_ino,
+                renamable: self.renamable(&st),
                 subdirs,
             });
             current = child;
@@ -595,7 +604,14 @@ impl Walker<'_> {
 
     /// Reads a directory's entries (closing its stream before anything else is opened),
     /// clears what needs it among its files and returns its subdirectories.
-    fn scan(&mut self, dir: &OwnedFd, frames: &[Frame], names: &[&[u8]]) -> Vec<CString> {
+    fn scan(
+        &mut self,
+        dir: &OwnedFd,
+        dir_st: &FileStat,
+        frames: &[Frame],
+        names: &[&[u8]],
+    ) -> Vec<CString> {
+        let renamable = self.renamable(dir_st);
         let mut entries = Vec::new();
         match Dir::openat(dir, c".", DIRECTORY_FLAGS, Mode::empty()) {
             Ok(mut stream) => {
@@ -624,7 +640,7 @@ impl Walker<'_> {
             match kind {
                 Some(Type::Directory) => subdirs.push(name),
                 Some(Type::File) | None => {
-                    if self.look_at(dir, &name, frames, names) {
+                    if self.look_at(dir, renamable, &name, frames, names) {
                         subdirs.push(name);
                     }
                 }
@@ -638,7 +654,14 @@ impl Walker<'_> {
 
     /// A regular file (or an entry whose type the directory did not say): cleared if it is a
     /// target's and set-group-ID. Returns true for a directory.
-    fn look_at(&mut self, dir: &OwnedFd, name: &CStr, frames: &[Frame], names: &[&[u8]]) -> bool {
+    fn look_at(
+        &mut self,
+        dir: &OwnedFd,
+        renamable: bool,
+        name: &CStr,
+        frames: &[Frame],
+        names: &[&[u8]],
+    ) -> bool {
         let here = |frames: &[Frame]| {
             let mut all = names.to_vec();
             all.push(name.to_bytes());
@@ -646,9 +669,14 @@ impl Walker<'_> {
         };
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
+            Err(e) if vanished(e) => {
+                if renamable {
+                    self.fail(None, &here(frames), VANISHED);
+                }
+                return false;
+            }
             Err(e) => {
-                let error = if vanished(e) { VANISHED } else { e.desc() };
-                self.fail(None, &here(frames), error);
+                self.fail(None, &here(frames), e.desc());
                 return false;
             }
         };
@@ -681,6 +709,14 @@ impl Walker<'_> {
             Ok(()) => self.cleared(target, &path_of(frames, names), st, before, after),
             Err(e) => self.fail(Some(target), &path_of(frames, names), e.desc()),
         }
+    }
+
+    /// Whether a target could have renamed an entry out of this directory: renaming needs
+    /// write permission on it, so only one the target owns, or that its group class (an ACL's
+    /// mask included) or others may write. An entry gone from any other directory (a daemon's
+    /// files coming and going) says nothing about a target's files.
+    fn renamable(&self, dir: &FileStat) -> bool {
+        dir.st_mode & 0o022 != 0 || self.targets.iter().any(|t| t.uid == dir.st_uid)
     }
 
     fn cleared(&mut self, target: Target, path: &[u8], st: &FileStat, before: u32, after: u32) {
@@ -1333,16 +1369,22 @@ mod tests {
         let mount = mount_at(&dir);
         let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
         let st = fstat(&root).unwrap();
-        let frame = |subdirs| Frame {
+        let frame = |subdirs, renamable| Frame {
             name: mount.mount_point.clone(),
             dev: st.st_dev,
             ino: st.st_ino,
+            renamable,
             subdirs,
         };
         // As if readdir had listed a subdirectory and a file that were then moved away.
         let walk = walk_with(&mount, |walker| {
-            walker.walk_below(&root, vec![frame(vec![c"moved-dir".to_owned()])]);
-            assert!(!walker.look_at(&root, c"moved-file", &[frame(Vec::new())], &[]));
+            walker.walk_below(&root, vec![frame(vec![c"moved-dir".to_owned()], true)]);
+            let frames = [frame(Vec::new(), true)];
+            assert!(!walker.look_at(&root, true, c"moved-file", &frames, &[]));
+            // From a directory no target may write, an entry going is none of theirs.
+            walker.walk_below(&root, vec![frame(vec![c"daemon-dir".to_owned()], false)]);
+            let frames = [frame(Vec::new(), false)];
+            assert!(!walker.look_at(&root, false, c"daemon-file", &frames, &[]));
         });
         let failures: Vec<(String, String)> = walk
             .failures
@@ -1358,6 +1400,29 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn given_directory_modes_then_only_those_a_target_may_write_count_entries_that_vanish() {
+        let mut st = fstat(nix::fcntl::open("/", DIRECTORY_FLAGS, Mode::empty()).unwrap()).unwrap();
+        let targets: HashSet<Target> = [Target { uid: 1000, gid: 27 }].into();
+        let walker = Walker {
+            targets: &targets,
+            mount_roots: HashSet::new(),
+            mounts: &[],
+            walk: Walk::default(),
+        };
+        let renamable = |st: &FileStat| walker.renamable(st);
+        st.st_uid = 0;
+        st.st_mode = 0o40755;
+        assert!(!renamable(&st), "root's 0755 directory");
+        st.st_mode = 0o41777;
+        assert!(renamable(&st), "/tmp");
+        st.st_mode = 0o42775;
+        assert!(renamable(&st), "a group's (or an ACL's) writable directory");
+        st.st_mode = 0o40700;
+        st.st_uid = 1000;
+        assert!(renamable(&st), "the target's own");
     }
 
     /// A directory moved elsewhere while its subtree was walked: `..` no longer leads back,
@@ -1379,12 +1444,14 @@ mod tests {
                 name: mount.mount_point.clone(),
                 dev: st.st_dev,
                 ino: st.st_ino,
+                renamable: true,
                 subdirs: vec![c"b".to_owned()],
             },
             Frame {
                 name: b"a".to_vec(),
                 dev: st.st_dev,
                 ino: st.st_ino,
+                renamable: true,
                 subdirs: Vec::new(),
             },
         ];
