@@ -2375,7 +2375,7 @@ impl Manager {
     /// all, so they all go with it).
     pub fn setgid_sweeps_due(&mut self) -> Result<Vec<SweepJob>, PimError> {
         let now = self.now();
-        let at_start = std::mem::take(&mut self.recheck_at_start);
+        let at_start = self.recheck_at_start;
         let since = now - SWEEP_RECHECK_DAYS * DAY_SECS;
         let (pending, rechecks, ids) = self.store.read(|tx| {
             let pending = tx.pending_setgid_sweeps()?;
@@ -2391,6 +2391,7 @@ impl Manager {
             }
             Ok::<_, crate::store::StoreError>((pending, rechecks, ids))
         })?;
+        self.recheck_at_start = false;
         let recheck_due = at_start
             || rechecks
                 .iter()
