@@ -10,7 +10,7 @@
 //! | group-source | `Set group_source` in /etc/sudo.conf | |
 //! | sudoers | no `Defaults !pam_acct_mgmt` (sudo would skip the module), whatever it is bound to, in every file sudo reads (includes followed); `targetpw`, `rootpw`, `runaspw` only with the module seen to run in sudo's stack (it judges the invoking user, not PAM_USER); a warning when nsswitch.conf takes sudoers rules from sources doctor cannot read | yes |
 //! | service | pimd.service is enabled (when systemd runs) | |
-//! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid` | |
+//! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid`, and no network, FUSE or ramfs mount (never swept by pimd) allows set-ID bits | |
 //! | config | /etc/pim/pim.toml: owner, mode, `pimd --check-config` | yes |
 //! | database | the database's directory (0700) and files (0600), owned by root | yes |
 //! | groups | every role's group exists | yes |
@@ -1198,19 +1198,23 @@ fn mount_point_field(field: &str) -> String {
 
 /// Warns about places a non-root user can write that are on mounts without `nosuid`: a copy
 /// of a program made set-group-ID there during a grant works for anyone who runs it. pimd
-/// clears such files when the grant ends; `nosuid` makes them useless from the start.
-/// `world_writable` says whether a mount point is a directory everyone may write.
+/// clears such files when the grant ends, but its walks can be outrun (a user with a process
+/// outside the group and a descriptor kept open can link a copy back later) and it never
+/// walks network, FUSE or ramfs file systems; `nosuid` makes such files useless from the
+/// start. `world_writable` says whether a mount point is a directory everyone may write.
 pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> Finding {
     const CHECK: &str = "nosuid";
-    // (mount point, nosuid) of each mount, in mount order.
-    let mounts: Vec<(String, bool)> = mountinfo
+    // (mount point, nosuid, file system type) of each mount, in mount order.
+    let mounts: Vec<(String, bool, String)> = mountinfo
         .lines()
         .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
             let options = fields.get(5)?;
             Some((
                 mount_point_field(fields.get(4)?),
                 options.split(',').any(|o| o == "nosuid"),
+                right.split(' ').next()?.to_string(),
             ))
         })
         .collect();
@@ -1221,14 +1225,14 @@ pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> F
         // The deepest mount point above the path; of several there, the last one mounted.
         mounts
             .iter()
-            .filter(|(point, _)| {
+            .filter(|(point, _, _)| {
                 point == "/"
                     || path == point
                     || path
                         .strip_prefix(point.as_str())
                         .is_some_and(|r| r.starts_with('/'))
             })
-            .max_by_key(|(point, _)| point.len())
+            .max_by_key(|(point, _, _)| point.len())
             .cloned()
     };
     let mut places: Vec<String> = USER_WRITABLE
@@ -1236,7 +1240,7 @@ pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> F
         .filter(|p| Path::new(p).is_dir())
         .map(|p| p.to_string())
         .collect();
-    for (point, _) in &mounts {
+    for (point, _, _) in &mounts {
         if !places.contains(point) && world_writable(point) {
             places.push(point.clone());
         }
@@ -1244,12 +1248,17 @@ pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> F
     let open: Vec<String> = places
         .iter()
         .filter_map(|place| match holding(place) {
-            Some((point, false)) if &point == place => Some(escape(place)),
-            Some((point, false)) => Some(format!("{} (on {})", escape(place), escape(&point))),
+            Some((point, false, _)) if &point == place => Some(escape(place)),
+            Some((point, false, _)) => Some(format!("{} (on {})", escape(place), escape(&point))),
             _ => None,
         })
         .collect();
-    if open.is_empty() {
+    let not_swept: Vec<String> = mounts
+        .iter()
+        .filter(|(_, nosuid, fs_type)| !nosuid && pim_common::mounts::never_swept(fs_type))
+        .map(|(point, _, fs_type)| format!("{} ({})", escape(point), escape(fs_type)))
+        .collect();
+    if open.is_empty() && not_swept.is_empty() {
         return Finding::pass(
             CHECK,
             format!(
@@ -1258,16 +1267,29 @@ pub fn check_nosuid(mountinfo: &str, world_writable: &dyn Fn(&str) -> bool) -> F
             ),
         );
     }
-    Finding::warn(
-        CHECK,
-        format!(
+    let mut problems = Vec::new();
+    if !open.is_empty() {
+        problems.push(format!(
             "users can write in {}, mounted without nosuid: a program a user makes \
              set-group-ID there during a grant keeps the group for whoever runs it until pimd \
-             clears the bit at the grant's end",
+             clears the bit at the grant's end, and a user who keeps a process outside the \
+             group with the file open can bring one back after pimd's walks",
             open.join(", ")
-        ),
-        "mount them with nosuid (their options in /etc/fstab, or a tmpfs /tmp and /var/tmp \
-         with nosuid); a place on the root file system needs a mount of its own",
+        ));
+    }
+    if !not_swept.is_empty() {
+        problems.push(format!(
+            "{} allow set-ID bits, and pimd never walks such file systems: set-group-ID \
+             files there are not swept at a grant's end",
+            not_swept.join(", ")
+        ));
+    }
+    Finding::warn(
+        CHECK,
+        problems.join("; "),
+        "mount them with nosuid, the only real closure (their options in /etc/fstab, or a \
+         tmpfs /tmp and /var/tmp with nosuid); a place on the root file system needs a mount \
+         of its own",
     )
 }
 
@@ -2500,6 +2522,33 @@ permanent = ["root2", "%breakglass"]
         if Path::new("/tmp").is_dir() {
             assert!(message.contains("/tmp (on /)"), "{message}");
         }
+    }
+
+    #[test]
+    fn given_network_or_fuse_mounts_without_nosuid_then_the_warning_says_they_are_not_swept() {
+        let mountinfo = "\
+27 1 254:0 / / rw,nosuid - ext4 /dev/vda rw
+36 27 0:41 / /net rw - nfs4 server:/ rw
+37 27 0:42 / /mnt/fs rw - fuse.sshfs alice@host: rw
+38 27 0:43 / /mnt/safe rw,nosuid - cifs //server/share rw
+";
+        let finding = check_nosuid(mountinfo, &|_| false);
+        assert_eq!(finding.status, Status::Warn, "{finding:?}");
+        let message = &finding.message;
+        assert!(
+            message.contains("/net (nfs4), /mnt/fs (fuse.sshfs) allow set-ID bits")
+                && message.contains("not swept"),
+            "{message}"
+        );
+        assert!(!message.contains("/mnt/safe"), "{message}");
+        assert!(
+            finding
+                .fix
+                .as_deref()
+                .unwrap_or("")
+                .contains("only real closure"),
+            "{finding:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod mounts;
 pub mod proxy;
 pub mod reload;
 pub mod text;

@@ -146,6 +146,19 @@ pub fn escape(text: &str) -> String {
     escape_with(text, true)
 }
 
+/// Like [`escape`] for bytes that need not be UTF-8 (a file name): each byte that is not
+/// part of a UTF-8 character becomes `\xNN`, so no two names read the same.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Escapes only the characters [`is_unsafe`] names, leaving backslashes alone: the last guard
 /// for a line whose user-given parts were already [`escape`]d (escaping their backslashes
 /// twice would only make them harder to read).
@@ -411,6 +424,14 @@ mod tests {
         ] {
             assert!(!is_unsafe(c), "{:04X}", c as u32);
         }
+    }
+
+    #[test]
+    fn given_bytes_not_utf8_then_escape_bytes_shows_each_and_keeps_the_rest() {
+        assert_eq!(
+            escape_bytes(b"caf\xc3\xa9 \xff\xfe\n\\"),
+            "caf\u{e9} \\xff\\xfe\\x0a\\\\"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub trait Accounts: Send {
     /// Whether `user` is listed as a supplementary member of `group` (what gpasswd edits).
     /// A lookup that fails is an error, never a "no".
     fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError>;
+    /// The uid of `user` and the gid of `group`; None when either does not exist. A lookup
+    /// that fails is an error.
+    fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError>;
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
     fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
 }
@@ -129,6 +132,17 @@ impl Accounts for SystemAccounts {
         Ok(group_entry(group)?.is_some_and(|g| g.mem.iter().any(|m| m == user)))
     }
 
+    fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError> {
+        let Some(grp) = group_entry(group)? else {
+            return Ok(None);
+        };
+        let account = nix::unistd::User::from_name(user).map_err(|e| AccountsError::Lookup {
+            what: format!("user {user}"),
+            detail: e.to_string(),
+        })?;
+        Ok(account.map(|u| (u.uid.as_raw(), grp.gid.as_raw())))
+    }
+
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
         Self::gpasswd("-a", user, group)
     }
@@ -157,6 +171,8 @@ pub mod fake {
     pub struct Db {
         pub users: BTreeMap<String, (u32, String)>, // name -> (uid, primary group)
         pub groups: BTreeMap<String, BTreeSet<String>>, // group -> listed members
+        /// Group ids set by a test; any other group's is 5000 plus its rank by name.
+        pub gids: BTreeMap<String, u32>,
         pub fail_next_add: bool,
         pub fail_next_remove: bool,
         /// Groups whose lookups fail, as when NSS cannot reach the directory.
@@ -178,6 +194,12 @@ pub mod fake {
             let mut db = self.0.lock().unwrap();
             db.groups
                 .insert(name.into(), members.iter().map(|m| m.to_string()).collect());
+        }
+        pub fn set_gid(&self, group: &str, gid: u32) {
+            self.0.lock().unwrap().gids.insert(group.into(), gid);
+        }
+        pub fn remove_user(&self, name: &str) {
+            self.0.lock().unwrap().users.remove(name);
         }
         pub fn members(&self, group: &str) -> Vec<String> {
             let db = self.0.lock().unwrap();
@@ -247,6 +269,15 @@ pub mod fake {
                 });
             }
             Ok(db.groups.get(group).is_some_and(|m| m.contains(user)))
+        }
+        fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError> {
+            self.listed_in_group(user, group)?;
+            let db = self.0.lock().unwrap();
+            let gid = db.gids.get(group).copied().or_else(|| {
+                let rank = db.groups.keys().position(|g| g == group)?;
+                Some(5000 + rank as u32)
+            });
+            Ok(db.users.get(user).map(|(uid, _)| *uid).zip(gid))
         }
         fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
             let mut db = self.0.lock().unwrap();

@@ -472,8 +472,8 @@ const SWEEP_WAITING_SECS: u64 = 2;
 const SWEEP_ROUNDS: usize = 3;
 
 /// Looks for files users made set-group-ID for groups PIM took away from them (setgid.rs):
-/// after every reconciliation (and so at start-up, for sweeps a stop or crash interrupted)
-/// and at least once a minute. The walk runs on the blocking pool without the manager's
+/// after every reconciliation (and so at start-up, for sweeps a stop or crash interrupted,
+/// and to look again at the recent done ones) and at least once a minute. The walk runs on the blocking pool without the manager's
 /// lock, so calls and PAM checks never wait for it.
 async fn setgid_sweep_loop(
     core: Arc<Core>,

@@ -15,7 +15,7 @@ use crate::config::{Config, Principal, Role};
 use crate::mfa::{self, LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
-use crate::setgid::{SweepJob, Swept};
+use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{
     Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState, Store,
     StoreError, Tx,
@@ -46,10 +46,37 @@ impl Caller {
 /// A sweep whose walk failed is tried again after this, doubling with each failure in a row.
 const SWEEP_RETRY_SECS: i64 = 60;
 
-/// Files cleared (and failures) of one sweep's walk recorded one by one; the sweep's own
-/// record counts the rest, so a user who made a million set-group-ID files cannot make pimd
-/// write a million records at once.
-const MAX_LISTED_SWEEP_RECORDS: usize = 1000;
+/// Files cleared (or failures) one audit record of a sweep lists: every one is listed, in as
+/// many records as it takes, each bounded (a listed path is at most about 1 KiB).
+const SWEEP_RECORD_ITEMS: usize = 32;
+
+/// After a sweep is done, it is looked at again (see `setgid_sweeps_due`) until this many
+/// days after the grant's end.
+const SWEEP_RECHECK_DAYS: i64 = 30;
+
+const DAY_SECS: i64 = 86_400;
+
+/// What a round makes of a sweep.
+#[derive(Clone, Copy)]
+enum SweepState {
+    /// Nothing left to look for.
+    Done,
+    /// A done sweep looked at again, and still nothing.
+    Rechecked,
+    /// Walked; another walk follows.
+    Walked,
+    /// Failed; another walk follows after a back-off.
+    Failed,
+}
+
+/// `items` in groups of [`SWEEP_RECORD_ITEMS`].
+fn chunks(items: impl Iterator<Item = String>) -> Vec<Vec<String>> {
+    let items: Vec<String> = items.collect();
+    items
+        .chunks(SWEEP_RECORD_ITEMS)
+        .map(<[String]>::to_vec)
+        .collect()
+}
 
 /// Most groups one access check may name (a PAM line names a handful).
 pub const MAX_ACCESS_GROUPS: usize = 64;
@@ -98,6 +125,9 @@ pub struct Manager {
     /// summaries as refusals.
     events: RefusalLimiter,
     calls: CallLimiter,
+    /// No round of set-group-ID sweeps since this pimd started: the first one walks again
+    /// every done sweep still within its look-again period.
+    recheck_at_start: bool,
 }
 
 /// What a summary record counts.
@@ -230,6 +260,7 @@ impl Manager {
         host: String,
     ) -> Manager {
         Manager {
+            recheck_at_start: true,
             config,
             store,
             accounts,
@@ -758,9 +789,26 @@ impl Manager {
         Ok(())
     }
 
+    /// The uid and gid the user and group have as a grant starts, recorded with it: the
+    /// set-group-ID sweep at its end looks for files of these numbers (setgid.rs), even if the
+    /// user is gone by then or the group's name means another gid. A failed lookup refuses
+    /// the grant.
+    fn ids_for_grant(&self, user: &str, group: &str) -> Result<(u32, u32), PimError> {
+        match self.accounts.ids(user, group) {
+            Ok(Some(ids)) => Ok(ids),
+            Ok(None) => Err(PimError::Internal(format!(
+                "user {user} or group {group} does not exist; nothing was granted"
+            ))),
+            Err(e) => Err(PimError::Internal(format!(
+                "cannot look up the ids of {user} and group {group}: {e}; nothing was granted"
+            ))),
+        }
+    }
+
     /// Inserts a grant and the membership record in `tx`.
-    fn insert_grant(tx: &Tx, g: &NewGrant<'_>) -> Result<Grant, PimError> {
+    fn insert_grant(tx: &Tx, g: &NewGrant<'_>, (uid, gid): (u32, u32)) -> Result<Grant, PimError> {
         tx.add_membership(g.user, g.group, g.started_at)?;
+        tx.record_setgid_ids(g.user, g.group, uid, gid)?;
         let id = tx.insert_grant(g)?;
         Ok(Grant {
             id,
@@ -892,6 +940,7 @@ impl Manager {
         let audit = Audit::new(user, "activate")
             .about(user, &role.name)
             .with_text(reason, ticket);
+        let ids = self.ids_for_grant(user, &role.group)?;
         let grant = self.with_mfa(user, code, role.require_mfa, |tx, proof| {
             let grant = Self::insert_grant(
                 tx,
@@ -905,6 +954,7 @@ impl Manager {
                     ticket,
                     request_id: None,
                 },
+                ids,
             )?;
             tx.audit(audit.entry(
                 now,
@@ -1672,6 +1722,7 @@ impl Manager {
         let audit = Audit::new(approver, "grant-start")
             .about(user, &role.name)
             .with_text(&request.reason, &request.ticket);
+        let ids = self.ids_for_grant(user, &role.group)?;
         let grant = self.commit(|tx| {
             let grant = Self::insert_grant(
                 tx,
@@ -1685,6 +1736,7 @@ impl Manager {
                     ticket: &request.ticket,
                     request_id: Some(request.id),
                 },
+                ids,
             )?;
             tx.decide_request(request.id, RequestState::Approved, now, approver, "")?;
             tx.audit(audit.entry(
@@ -2328,32 +2380,79 @@ impl Manager {
     /// The sweeps to run now: every one not done, except those of users who hold the group
     /// again outside PIM (by hand, as a permanent member, as their primary group: their files
     /// of the group are theirs to keep while they do) and those whose last walk failed, which
-    /// wait a back-off (a minute, doubling up to an hour).
+    /// wait a back-off (a minute, doubling up to an hour). And the done ones to look at again,
+    /// whose grants ended less than [`SWEEP_RECHECK_DAYS`] ago: all of them once after each
+    /// start of pimd and whenever one has not been looked at for a day (one walk serves them
+    /// all, so they all go with it).
     pub fn setgid_sweeps_due(&mut self) -> Result<Vec<SweepJob>, PimError> {
         let now = self.now();
-        let pending = self.store.read(|tx| tx.pending_setgid_sweeps())?;
-        Ok(pending
+        let at_start = self.recheck_at_start;
+        let since = now - SWEEP_RECHECK_DAYS * DAY_SECS;
+        let (pending, rechecks, ids) = self.store.read(|tx| {
+            let pending = tx.pending_setgid_sweeps()?;
+            let rechecks = tx.setgid_rechecks(since)?;
+            let mut ids = std::collections::HashMap::new();
+            let pairs = pending
+                .iter()
+                .map(|p| (&p.user, &p.group))
+                .chain(rechecks.iter().map(|r| (&r.user, &r.group)));
+            for (user, group) in pairs {
+                let found = tx.setgid_ids(user, group)?;
+                ids.insert((user.clone(), group.clone()), found);
+            }
+            Ok::<_, crate::store::StoreError>((pending, rechecks, ids))
+        })?;
+        self.recheck_at_start = false;
+        let recheck_due = at_start
+            || rechecks
+                .iter()
+                .any(|r| r.rechecked_at.is_none_or(|at| now >= at + DAY_SECS));
+        let ids_of = |user: &str, group: &str| -> Vec<Target> {
+            ids.get(&(user.to_string(), group.to_string()))
+                .into_iter()
+                .flatten()
+                .map(|&(uid, gid)| Target { uid, gid })
+                .collect()
+        };
+        let pending = pending
             .into_iter()
-            // A failed lookup does not hold the sweep back: clearing a bit is the safe side.
-            .filter(|p| !matches!(self.accounts.in_group(&p.user, &p.group), Ok(true)))
             .filter(|p| {
                 let wait = SWEEP_RETRY_SECS << p.failures.saturating_sub(1).min(6);
                 p.failures == 0 || p.walked_at.is_none_or(|w| now >= w + wait.min(3600))
             })
             .map(|p| SweepJob {
+                ids: ids_of(&p.user, &p.group),
                 first: p.walked_at.is_none_or(|w| w < p.ended_through),
                 user: p.user,
                 group: p.group,
                 ended_through: p.ended_through,
-            })
+                recheck: false,
+            });
+        let rechecks = rechecks
+            .into_iter()
+            .filter(|_| recheck_due)
+            .map(|r| SweepJob {
+                ids: ids_of(&r.user, &r.group),
+                user: r.user,
+                group: r.group,
+                ended_through: r.ended_through,
+                first: false,
+                recheck: true,
+            });
+        Ok(pending
+            .chain(rechecks)
+            // A failed lookup does not hold the sweep back: clearing a bit is the safe side.
+            .filter(|j| !matches!(self.accounts.in_group(&j.user, &j.group), Ok(true)))
             .collect())
     }
 
-    /// Records a round of sweeps: each file cleared and each failure, with the sweep's new
-    /// state, in one transaction per sweep. A sweep is done after a walk that began with no
-    /// process of the user carrying the group and found nothing to clear. Returns true when a
-    /// walk cleared files and no such process was left: walking again at once shows whether
-    /// that made the sweep done (a file cleared late could have been run meanwhile).
+    /// Records a round of sweeps: the files cleared and the failures (every one, in records
+    /// of [`SWEEP_RECORD_ITEMS`]), the mounts not searched, with the sweep's new state, in one
+    /// transaction per sweep. A sweep is done after a walk that began with no process of the
+    /// user carrying the group and found nothing to clear; a look again at a done sweep that
+    /// finds anything makes it not done. Returns true when a walk cleared files and no such
+    /// process was left: walking again at once shows whether that made the sweep done (a file
+    /// cleared late could have been run meanwhile).
     pub fn record_setgid_sweeps(
         &mut self,
         results: Vec<(SweepJob, Swept)>,
@@ -2366,7 +2465,7 @@ impl Manager {
             let clear = Audit::new(DAEMON, "setgid-clear").about(user, "");
             let sweep = Audit::new(DAEMON, "setgid-sweep").about(user, "");
             let mut entries = Vec::new();
-            let (done, failed) = match swept {
+            let state = match swept {
                 Swept::Waiting => continue,
                 Swept::Gone => {
                     entries.push(sweep.entry(
@@ -2374,11 +2473,16 @@ impl Manager {
                         Outcome::Error,
                         format!(
                             "cannot look for files {user} made set-group-ID for group {group}: \
-                             the user or the group is gone from this host; pimd gives up (find \
-                             them with: find / -xdev -perm -2000 -uid UID -gid GID)"
+                             no uid and gid were recorded and the user or the group is gone \
+                             from this host; pimd gives up (find them with: find / -xdev -perm \
+                             -2000 -uid UID -gid GID)"
                         ),
                     ));
-                    (true, false)
+                    if job.recheck {
+                        SweepState::Rechecked
+                    } else {
+                        SweepState::Done
+                    }
                 }
                 Swept::Failed(why) => {
                     entries.push(sweep.entry(
@@ -2386,50 +2490,91 @@ impl Manager {
                         Outcome::Error,
                         format!("{why}; pimd tries again"),
                     ));
-                    (false, true)
+                    SweepState::Failed
                 }
                 Swept::Walked {
                     carried_before,
                     cleared,
                     failures,
+                    not_searched,
                 } => {
-                    for c in cleared.iter().take(MAX_LISTED_SWEEP_RECORDS) {
+                    let listed = cleared.iter().map(|c| {
+                        let bits = if c.mode_before & 0o4000 != 0 {
+                            "set-user-ID and set-group-ID"
+                        } else {
+                            "set-group-ID"
+                        };
+                        format!(
+                            "{} (device {}, inode {}): {bits} cleared, mode {:04o} -> {:04o}",
+                            c.path, c.device, c.inode, c.mode_before, c.mode_after
+                        )
+                    });
+                    for chunk in chunks(listed) {
                         entries.push(clear.entry(
                             now,
                             Outcome::Success,
-                            format!(
-                                "{}: set-group-ID for group {group} cleared, mode {:04o} -> {:04o}",
-                                c.path, c.mode_before, c.mode_after
-                            ),
+                            format!("group {group}: {}", chunk.join("; ")),
                         ));
                     }
-                    for f in failures.iter().take(MAX_LISTED_SWEEP_RECORDS) {
+                    let listed = failures.iter().map(|f| format!("{}: {}", f.path, f.error));
+                    for chunk in chunks(listed) {
                         entries.push(clear.entry(
                             now,
                             Outcome::Error,
-                            format!("{}: {}; pimd tries again", f.path, f.error),
+                            format!("group {group}: {}; pimd tries again", chunk.join("; ")),
                         ));
                     }
-                    let done = !carried_before && cleared.is_empty() && failures.is_empty();
+                    if !not_searched.is_empty() {
+                        entries.push(sweep.entry(
+                            now,
+                            Outcome::Error,
+                            format!(
+                                "not searched, as pimd never walks these file systems, though \
+                                 they allow set-ID bits (mount them nosuid): {}",
+                                not_searched.join(", ")
+                            ),
+                        ));
+                    }
+                    let clean = cleared.is_empty() && failures.is_empty();
                     again |= !carried_before && !cleared.is_empty() && failures.is_empty();
-                    let state = if done {
-                        format!("no file of {user} is set-group-ID for group {group} any more")
+                    let (text, state) = if job.recheck && clean {
+                        (
+                            format!(
+                                "looked again: no file of {user} is set-group-ID for group \
+                                 {group}"
+                            ),
+                            SweepState::Rechecked,
+                        )
+                    } else if clean && !carried_before {
+                        (
+                            format!("no file of {user} is set-group-ID for group {group} any more"),
+                            SweepState::Done,
+                        )
                     } else if !failures.is_empty() {
-                        format!(
-                            "{} file(s) cleared, {} failure(s); pimd tries again",
-                            cleared.len(),
-                            failures.len()
+                        (
+                            format!(
+                                "{} file(s) cleared, {} failure(s); pimd tries again",
+                                cleared.len(),
+                                failures.len()
+                            ),
+                            SweepState::Failed,
                         )
                     } else if carried_before {
-                        format!(
-                            "{} file(s) cleared; a process of {user} still carries group \
-                             {group} and could make more: pimd looks again once none does",
-                            cleared.len()
+                        (
+                            format!(
+                                "{} file(s) cleared; a process of {user} still carries group \
+                                 {group} and could make more: pimd looks again once none does",
+                                cleared.len()
+                            ),
+                            SweepState::Walked,
                         )
                     } else {
-                        format!(
-                            "{} file(s) cleared; pimd looks again to make sure none is left",
-                            cleared.len()
+                        (
+                            format!(
+                                "{} file(s) cleared; pimd looks again to make sure none is left",
+                                cleared.len()
+                            ),
+                            SweepState::Walked,
                         )
                     };
                     let outcome = if failures.is_empty() {
@@ -2437,22 +2582,19 @@ impl Manager {
                     } else {
                         Outcome::Error
                     };
-                    let unlisted = cleared.len().saturating_sub(MAX_LISTED_SWEEP_RECORDS)
-                        + failures.len().saturating_sub(MAX_LISTED_SWEEP_RECORDS);
-                    let state = if unlisted > 0 {
-                        format!("{state} ({unlisted} more not listed one by one)")
-                    } else {
-                        state
-                    };
-                    entries.push(sweep.entry(now, outcome, state));
-                    (done, !failures.is_empty())
+                    entries.push(sweep.entry(now, outcome, text));
+                    state
                 }
             };
             let result = self.commit(|tx| {
-                if done {
-                    tx.setgid_sweep_done(user, group, job.ended_through)?;
-                } else {
-                    tx.setgid_sweep_walked(user, group, now, failed)?;
+                match state {
+                    SweepState::Done => {
+                        tx.setgid_sweep_done(user, group, job.ended_through, now)?
+                    }
+                    SweepState::Rechecked => tx.setgid_sweep_rechecked(user, group, now)?,
+                    _ if job.recheck => tx.setgid_sweep_reopened(user, group, now)?,
+                    SweepState::Failed => tx.setgid_sweep_walked(user, group, now, true)?,
+                    SweepState::Walked => tx.setgid_sweep_walked(user, group, now, false)?,
                 }
                 for entry in entries {
                     tx.audit(entry)?;

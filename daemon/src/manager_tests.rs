@@ -126,6 +126,11 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with(Store::open_in_memory().unwrap(), FakeClock::at(T0))
+}
+
+/// An environment on `store` at the time of `clock`: a pimd started then.
+fn env_with(store: Store, clock: FakeClock) -> Env {
     let accounts = FakeAccounts::default();
     for (name, uid) in USERS {
         accounts.add_user(name, *uid);
@@ -139,10 +144,9 @@ fn env() -> Env {
     let (config, problems) = config::parse(CONFIG, "pim.toml", &HostDirectory(accounts.clone()));
     assert!(problems.is_empty(), "{problems:?}");
     let config = config.expect("the fixture configuration is valid");
-    let clock = FakeClock::at(T0);
     let m = Manager::new(
         Arc::new(config),
-        Store::open_in_memory().unwrap(),
+        store,
         Box::new(accounts.clone()),
         Box::new(clock.clone()),
         "host".into(),
@@ -3322,6 +3326,13 @@ mod setgid_sweeps {
         files
     }
 
+    /// The fixture with sudo's gid as the files have it.
+    fn setup() -> (Env, FakeSetgidFiles) {
+        let e = env();
+        e.accounts.set_gid("sudo", SUDO_GID);
+        (e, files())
+    }
+
     /// One round as the daemon runs it; returns whether it asks for another at once.
     fn round(e: &mut Env, files: &FakeSetgidFiles) -> bool {
         let jobs = e.m.setgid_sweeps_due().unwrap();
@@ -3336,8 +3347,7 @@ mod setgid_sweeps {
     #[test]
     fn given_a_grant_ended_then_the_copy_is_cleared_audited_and_the_sweep_done_after_a_clean_walk()
     {
-        let mut e = env();
-        let files = files();
+        let (mut e, files) = setup();
         e.activate("alice", "rescue", 600, "", "", "").unwrap();
         assert!(e.m.setgid_sweeps_due().unwrap().is_empty(), "live grant");
         e.m.deactivate(&e.who("alice"), "rescue").unwrap();
@@ -3351,7 +3361,8 @@ mod setgid_sweeps {
         assert_eq!(
             details(&mut e, "setgid-clear"),
             [format!(
-                "{COPY}: set-group-ID for group sudo cleared, mode 2755 -> 0755"
+                "group sudo: \"{COPY}\" (device 254:0, inode 7): set-group-ID cleared, mode \
+                 2755 -> 0755"
             )]
         );
         assert!(!round(&mut e, &files));
@@ -3368,8 +3379,7 @@ mod setgid_sweeps {
 
     #[test]
     fn given_two_roles_sharing_a_group_then_no_sweep_while_the_other_grant_lives() {
-        let mut e = env();
-        let files = files();
+        let (mut e, files) = setup();
         e.enrol("alice");
         e.activate_admin("alice", 600).unwrap();
         e.activate("alice", "rescue", 600, "", "", "").unwrap();
@@ -3388,8 +3398,7 @@ mod setgid_sweeps {
 
     #[test]
     fn given_a_user_who_holds_the_group_again_outside_pim_then_no_sweep_until_they_do_not() {
-        let mut e = env();
-        let files = files();
+        let (mut e, files) = setup();
         e.activate("alice", "rescue", 600, "", "", "").unwrap();
         e.m.deactivate(&e.who("alice"), "rescue").unwrap();
         e.accounts.add_group("sudo", &["alice"]);
@@ -3403,8 +3412,7 @@ mod setgid_sweeps {
 
     #[test]
     fn given_an_expiry_then_the_sweep_is_due_like_after_deactivate() {
-        let mut e = env();
-        let files = files();
+        let (mut e, files) = setup();
         e.activate("alice", "rescue", 600, "", "", "").unwrap();
         e.advance(601);
         e.m.reconcile().unwrap();
@@ -3414,8 +3422,7 @@ mod setgid_sweeps {
 
     #[test]
     fn given_a_process_still_carrying_the_group_then_the_sweep_waits_until_it_is_gone() {
-        let mut e = env();
-        let files = files();
+        let (mut e, files) = setup();
         let alice_sudo = Target {
             uid: 1000,
             gid: SUDO_GID,
@@ -3445,8 +3452,7 @@ mod setgid_sweeps {
 
     #[test]
     fn given_a_file_that_cannot_be_cleared_then_the_failure_is_audited_and_retried_later() {
-        let mut e = env();
-        let files = files();
+        let (mut e, files) = setup();
         files.state().stuck.insert(COPY.into());
         e.activate("alice", "rescue", 600, "", "", "").unwrap();
         e.m.deactivate(&e.who("alice"), "rescue").unwrap();
@@ -3460,7 +3466,7 @@ mod setgid_sweeps {
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(
             failures[0].detail,
-            format!("{COPY}: Operation not permitted; pimd tries again")
+            format!("group sudo: \"{COPY}\": Operation not permitted; pimd tries again")
         );
         assert!(e.m.setgid_sweeps_due().unwrap().is_empty(), "backing off");
 
@@ -3470,8 +3476,170 @@ mod setgid_sweeps {
         assert_eq!(files.mode(COPY), 0o755);
         assert!(e.m.setgid_sweeps_due().unwrap().is_empty());
     }
-}
 
+    /// Ends alice's grant of sudo and runs rounds until none asks for another.
+    fn grant_and_end(e: &mut Env, files: &FakeSetgidFiles) {
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+        while round(e, files) {}
+    }
+
+    fn sweep_done(e: &mut Env) -> bool {
+        details(e, "setgid-sweep")
+            .last()
+            .is_some_and(|d| d.starts_with("no file of alice"))
+    }
+
+    #[test]
+    fn given_a_copy_set_user_and_set_group_id_then_both_bits_are_cleared_and_audited() {
+        let (mut e, files) = setup();
+        files.add_file("/home/alice/both", 1000, SUDO_GID, 0o6755);
+        grant_and_end(&mut e, &files);
+        assert_eq!(files.mode("/home/alice/both"), 0o755);
+        let both = details(&mut e, "setgid-clear")
+            .into_iter()
+            .find(|d| d.contains("both"))
+            .unwrap();
+        assert!(
+            both.contains(
+                "\"/home/alice/both\" (device 254:0, inode 7): set-user-ID and set-group-ID \
+                 cleared, mode 6755 -> 0755"
+            ),
+            "{both}"
+        );
+    }
+
+    /// 1000 decoys do not hide the interesting file: every file is listed, in bounded records.
+    #[test]
+    fn given_more_files_than_one_record_holds_then_every_one_is_listed_in_several_records() {
+        let (mut e, files) = setup();
+        for i in 0..1100 {
+            files.add_file(&format!("/tmp/decoy{i:04}"), 1000, SUDO_GID, 0o2755);
+        }
+        files.add_file("/srv/zz-interesting", 1000, SUDO_GID, 0o2755);
+        grant_and_end(&mut e, &files);
+        let records = details(&mut e, "setgid-clear");
+        assert_eq!(records.len(), 1102_usize.div_ceil(SWEEP_RECORD_ITEMS));
+        assert!(records.iter().all(|r| r.len() < 64 * 1024));
+        let listed: usize = records
+            .iter()
+            .map(|r| r.matches("set-group-ID cleared").count())
+            .sum();
+        assert_eq!(listed, 1102);
+        assert!(records
+            .iter()
+            .any(|r| r.contains("\"/srv/zz-interesting\"")));
+    }
+
+    /// alice is offboarded and the group recreated with another gid: the sweep still looks for
+    /// the numbers the grant had, never the new group's.
+    #[test]
+    fn given_the_user_gone_and_the_group_recreated_then_the_recorded_ids_are_swept() {
+        let (mut e, files) = setup();
+        e.activate("alice", "rescue", 600, "", "", "").unwrap();
+        e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+        files.state().users.clear();
+        files.state().groups.insert("sudo".into(), 4242);
+        files.add_file("/home/carol/new-sudo", 1000, 4242, 0o2755);
+        e.accounts.remove_user("alice");
+        e.accounts.set_gid("sudo", 4242);
+        while round(&mut e, &files) {}
+        assert_eq!(files.mode(COPY), 0o755);
+        assert_eq!(files.mode("/home/carol/new-sudo"), 0o2755);
+        assert!(sweep_done(&mut e));
+        // And a directory outage changes nothing either.
+        assert_eq!(
+            files.state().walks_for[0],
+            [Target {
+                uid: 1000,
+                gid: SUDO_GID
+            }]
+        );
+    }
+
+    #[test]
+    fn given_an_entry_vanishing_during_the_walk_then_the_sweep_is_not_done() {
+        let (mut e, files) = setup();
+        files.state().vanishing.push("/tmp/moved".into());
+        grant_and_end(&mut e, &files);
+        assert!(!sweep_done(&mut e));
+        let failures = details(&mut e, "setgid-clear");
+        assert!(
+            failures
+                .iter()
+                .any(|d| d.contains("\"/tmp/moved\": moved or removed during the walk")),
+            "{failures:?}"
+        );
+        files.state().vanishing.clear();
+        e.advance(60);
+        while round(&mut e, &files) {}
+        assert!(sweep_done(&mut e));
+    }
+
+    #[test]
+    fn given_mounts_never_searched_then_each_sweep_audits_them() {
+        let (mut e, files) = setup();
+        files.state().not_searched.push("\"/net\" (nfs4)".into());
+        grant_and_end(&mut e, &files);
+        let sweep = details(&mut e, "setgid-sweep");
+        assert!(
+            sweep
+                .iter()
+                .any(|d| d.contains("not searched") && d.contains("\"/net\" (nfs4)")),
+            "{sweep:?}"
+        );
+        assert!(
+            sweep_done(&mut e),
+            "what cannot be searched does not hold the sweep"
+        );
+    }
+
+    /// A copy that comes back after a sweep is done (linked back from a descriptor kept open,
+    /// or moved ahead of the walk) is found by the looks again: daily for 30 days after the
+    /// end, and at each start of pimd.
+    #[test]
+    fn given_a_done_sweep_then_it_is_walked_again_daily_and_at_each_start_for_30_days() {
+        let dir = std::env::temp_dir().join(format!("pim-recheck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = dir.join("pim.db");
+        let mut e = env_with(Store::open(&db).unwrap(), FakeClock::at(T0));
+        e.accounts.set_gid("sudo", SUDO_GID);
+        let files = files();
+        grant_and_end(&mut e, &files);
+        assert!(sweep_done(&mut e));
+        assert!(
+            e.m.setgid_sweeps_due().unwrap().is_empty(),
+            "not again within a day"
+        );
+
+        files.add_file("/tmp/linked-back", 1000, SUDO_GID, 0o2755);
+        e.advance(DAY_SECS);
+        while round(&mut e, &files) {}
+        assert_eq!(files.mode("/tmp/linked-back"), 0o755);
+        assert!(sweep_done(&mut e), "found, cleared, and done again");
+
+        // A restart looks again at once.
+        files.add_file("/tmp/after-restart", 1000, SUDO_GID, 0o2755);
+        while round(&mut e, &files) {}
+        assert_eq!(files.mode("/tmp/after-restart"), 0o2755);
+        let mut e = env_with(Store::open(&db).unwrap(), e.clock.clone());
+        e.accounts.set_gid("sudo", SUDO_GID);
+        while round(&mut e, &files) {}
+        assert_eq!(files.mode("/tmp/after-restart"), 0o755);
+
+        e.advance(SWEEP_RECHECK_DAYS * DAY_SECS);
+        while round(&mut e, &files) {}
+        files.add_file("/tmp/too-late", 1000, SUDO_GID, 0o2755);
+        let walks = files.state().walks;
+        e.advance(DAY_SECS);
+        assert!(
+            e.m.setgid_sweeps_due().unwrap().is_empty(),
+            "30 days are over"
+        );
+        assert_eq!(files.state().walks, walks);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
 // ----- limits on calls and events -----
 
 #[test]

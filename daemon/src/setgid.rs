@@ -3,18 +3,21 @@
 //! `cat` made set-group-ID during a grant keeps reading the group's files for good.
 //!
 //! The fingerprint: a non-root user can chmod only files they own and chgrp only to groups
-//! they are in, so a regular file owned by the user, of the group, with S_ISGID is one they
-//! made so during the membership. Only the bit is cleared; the file stays. Directories keep
-//! theirs: a set-group-ID directory only gives new files in it the group, which lets nobody
-//! run anything with the group (the kernel strips S_ISGID from files that non-members create
-//! there).
+//! they are in, so a regular file or directory owned by the user, of the group, with S_ISGID
+//! is one they made so during the membership. The set-ID bits are cleared (S_ISUID with
+//! S_ISGID: the unit's RestrictSUIDSGID= refuses a chmod whose new mode keeps either); the
+//! file stays. Directories lose the bit too: files made in them would take the group.
 //!
 //! Where: every mount that honours set-ID bits (no `nosuid`), whose file system is writable
-//! and local (no proc, sysfs, cgroup, network or FUSE file systems), each walked on its own,
-//! without following symbolic links and without entering other mounts. A process of the user that
+//! and local (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
+//! not searched), each walked on its own, without following symbolic links and without
+//! entering other mounts, holding one open directory at a time. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
 //! time, so a sweep is done only after a walk that started while no such process was left
-//! and found nothing to clear.
+//! and found nothing to clear, and saw no entry vanish (it may have been moved into a part
+//! already walked). What no walk sees (a copy kept open by a process outside the group and
+//! linked back later) is why done sweeps are walked again for a while, and why `nosuid` is
+//! the real closure.
 //!
 //! This module is the port: finding and clearing such files, and whether a process still
 //! carries a group. The decisions (when to sweep, what to record) are the manager's; the walk
@@ -22,17 +25,18 @@
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::rc::Rc;
+use std::path::Path;
 
 use nix::dir::{Dir, Type};
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+use nix::sys::stat::{fchmod, fstat, fstatat, major, minor, FileStat, Mode, SFlag};
 
 const S_ISGID: u32 = 0o2000;
+const S_ISUID: u32 = 0o4000;
 
 /// Whose files to look for: the user's uid and the group's gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,17 +45,21 @@ pub struct Target {
     pub gid: u32,
 }
 
-/// A file whose set-group-ID bit was cleared. `path` is escaped for the audit.
+/// A file or directory whose set-ID bits were cleared. `path` is as [`record_path`] makes
+/// it; `device` (major:minor) and `inode` say which file it is however long the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cleared {
     pub target: Target,
     pub path: String,
+    pub device: String,
+    pub inode: u64,
     pub mode_before: u32,
     pub mode_after: u32,
 }
 
 /// Something the walk could not do: a file it could not clear (`target` known) or a directory
-/// or mount it could not read, which may hide files of any target. `path` is escaped.
+/// or mount it could not read, or an entry that went while it was walked, which may hide
+/// files of any target. `path` is as [`record_path`] makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub target: Option<Target>,
@@ -63,6 +71,9 @@ pub struct Failure {
 pub struct Walk {
     pub cleared: Vec<Cleared>,
     pub failures: Vec<Failure>,
+    /// Mounts that allow set-ID bits on file systems never walked (see [`UNSEARCHED_TYPES`]),
+    /// as `"mount point" (type)`.
+    pub not_searched: Vec<String>,
 }
 
 pub trait SetgidFiles: Send + Sync {
@@ -82,18 +93,27 @@ pub trait SetgidFiles: Send + Sync {
 pub struct SweepJob {
     pub user: String,
     pub group: String,
+    /// The uid and gid the user and group had when PIM added the membership: the walk looks
+    /// for these numbers, whatever became of the names since. Empty for memberships added
+    /// before pimd recorded them: then looked up by name.
+    pub ids: Vec<Target>,
     /// The latest end of the user's grants of the group that this sweep covers.
     pub ended_through: i64,
     /// No walk since that end yet: walk even if a process still carries the group.
     pub first: bool,
+    /// The sweep is done and this is one of the later looks (at every start of pimd, and
+    /// daily for a while after the end) for a file that came back by a way no walk sees: one
+    /// moved ahead of the walk, or linked back from a descriptor kept open. Walks whether or
+    /// not a process carries the group.
+    pub recheck: bool,
 }
 
 /// What one round did for a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Swept {
-    /// The user or group is gone: nothing can be looked for.
+    /// No ids were recorded and the user or group is gone: nothing can be looked for.
     Gone,
-    /// The user or group could not be looked up: try again.
+    /// No ids were recorded and the user or group could not be looked up: try again.
     Failed(String),
     /// Walked already, and a process still carries the group: walk again once none does.
     Waiting,
@@ -101,6 +121,7 @@ pub enum Swept {
         carried_before: bool,
         cleared: Vec<Cleared>,
         failures: Vec<Failure>,
+        not_searched: Vec<String>,
     },
 }
 
@@ -124,41 +145,47 @@ pub fn sweep_round(files: &dyn SetgidFiles, jobs: Vec<SweepJob>) -> Vec<(SweepJo
     let mut resolved = Vec::new();
     let mut results = Vec::new();
     for job in jobs {
-        let target = match files.target(&job.user, &job.group) {
-            Ok(Some(target)) => target,
-            Ok(None) => {
-                results.push((job, Swept::Gone));
-                continue;
+        let targets = if job.ids.is_empty() {
+            match files.target(&job.user, &job.group) {
+                Ok(Some(target)) => vec![target],
+                Ok(None) => {
+                    results.push((job, Swept::Gone));
+                    continue;
+                }
+                Err(why) => {
+                    results.push((job, Swept::Failed(why)));
+                    continue;
+                }
             }
-            Err(why) => {
-                results.push((job, Swept::Failed(why)));
-                continue;
-            }
+        } else {
+            job.ids.clone()
         };
         // Unreadable process information counts as carried: the sweep is not done.
-        let carried = files.carried(target).unwrap_or(true);
-        if carried && !job.first {
+        let carried = targets
+            .iter()
+            .any(|&target| files.carried(target).unwrap_or(true));
+        if carried && !job.first && !job.recheck {
             results.push((job, Swept::Waiting));
         } else {
-            resolved.push((job, target, carried));
+            resolved.push((job, targets, carried));
         }
     }
     if resolved.is_empty() {
         return results;
     }
-    let targets: Vec<Target> = resolved.iter().map(|(_, t, _)| *t).collect();
-    let walk = files.clear(&targets);
-    for (job, target, carried_before) in resolved {
+    let all: Vec<Target> = resolved.iter().flat_map(|(_, t, _)| t.clone()).collect();
+    let walk = files.clear(&all);
+    for (job, targets, carried_before) in resolved {
         let cleared = walk
             .cleared
             .iter()
-            .filter(|c| c.target == target)
+            .filter(|c| targets.contains(&c.target))
             .cloned()
             .collect();
         let failures = walk
             .failures
             .iter()
-            .filter(|f| f.target.is_none_or(|t| t == target))
+            .filter(|f| f.target.is_none_or(|t| targets.contains(&t)))
             .cloned()
             .collect();
         results.push((
@@ -167,6 +194,7 @@ pub fn sweep_round(files: &dyn SetgidFiles, jobs: Vec<SweepJob>) -> Vec<(SweepJo
                 carried_before,
                 cleared,
                 failures,
+                not_searched: walk.not_searched.clone(),
             },
         ));
     }
@@ -176,11 +204,9 @@ pub fn sweep_round(files: &dyn SetgidFiles, jobs: Vec<SweepJob>) -> Vec<(SweepJo
 /// The real thing: NSS for names, /proc for processes, /proc/self/mountinfo for mounts.
 pub struct SystemSetgidFiles;
 
-/// File system types never walked: kernel pseudo file systems (nothing a user writes lives
-/// there), network file systems (root may not be root there) and FUSE (user-mounted, and
-/// mounted nosuid by fusermount anyway). `pim doctor` warns about user-writable places on
-/// mounts without nosuid.
-const SKIPPED_TYPES: &[&str] = &[
+/// Kernel pseudo file systems: nothing a user writes lives there, never walked. The file
+/// systems users may write but the walk does not enter are [`pim_common::mounts`]'s.
+const PSEUDO_TYPES: &[&str] = &[
     "proc",
     "sysfs",
     "cgroup",
@@ -202,23 +228,13 @@ const SKIPPED_TYPES: &[&str] = &[
     "selinuxfs",
     "rpc_pipefs",
     "nsfs",
-    "ramfs",
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-    "smbfs",
-    "ceph",
-    "glusterfs",
-    "9p",
-    "afs",
-    "fuse",
-    "fuseblk",
 ];
 
 /// One line of /proc/self/mountinfo, as far as the walk needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// The mount id, as /proc/self/fdinfo shows it for a descriptor on this mount.
+    pub id: u32,
     pub device: String,
     /// The directory of the file system mounted here (not "/" for a bind mount of a subtree).
     pub root: Vec<u8>,
@@ -231,11 +247,20 @@ pub struct Mount {
 impl Mount {
     /// Set-ID bits work here and a user may have written here. Only the super block's `ro`
     /// counts: under the unit's ProtectSystem=strict every mount looks read-only to pimd.
-    pub fn may_hold_setgid(&self) -> bool {
+    fn allows_setid(&self) -> bool {
         !self.mount_options.iter().any(|o| o == "nosuid")
             && !self.super_options.iter().any(|o| o == "ro")
-            && !SKIPPED_TYPES.contains(&self.fs_type.as_str())
-            && !self.fs_type.starts_with("fuse.")
+            && !PSEUDO_TYPES.contains(&self.fs_type.as_str())
+    }
+
+    /// A mount the sweep walks.
+    pub fn may_hold_setgid(&self) -> bool {
+        self.allows_setid() && !pim_common::mounts::never_swept(&self.fs_type)
+    }
+
+    /// A mount where set-ID files may be that the sweep does not walk.
+    pub fn not_searched(&self) -> bool {
+        self.allows_setid() && pim_common::mounts::never_swept(&self.fs_type)
     }
 }
 
@@ -274,6 +299,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             }
             let options = |field: &str| field.split(',').map(str::to_string).collect();
             Some(Mount {
+                id: left[0].parse().ok()?,
                 device: left[2].to_string(),
                 root: unescape(left[3]),
                 mount_point: unescape(left[4]),
@@ -298,47 +324,35 @@ pub fn mounts_to_walk(mounts: &[Mount]) -> Vec<Mount> {
         .collect()
 }
 
-fn escape_path(path: &[u8]) -> String {
-    pim_common::text::escape(&String::from_utf8_lossy(path))
+/// Longest path an audit record shows, in bytes of its escaped form: the start and the end
+/// of a longer one (the end names the file), with the device and inode saying which it is.
+const MAX_RECORDED_PATH: usize = 1024;
+
+/// A path as an audit record shows it: in double quotes, with control characters, bytes that
+/// are not UTF-8, backslashes and double quotes escaped (`\xNN`), so that no file name can
+/// make a record read as if it were about another file; cut in the middle when longer than
+/// [`MAX_RECORDED_PATH`].
+pub fn record_path(path: &[u8]) -> String {
+    let escaped = pim_common::text::escape_bytes(path).replace('"', "\\x22");
+    let shown = if escaped.len() <= MAX_RECORDED_PATH {
+        escaped
+    } else {
+        let head = floor_boundary(&escaped, MAX_RECORDED_PATH / 4);
+        let mut tail = escaped.len() - (MAX_RECORDED_PATH - head);
+        while !escaped.is_char_boundary(tail) {
+            tail += 1;
+        }
+        format!("{}...{}", &escaped[..head], &escaped[tail..])
+    };
+    format!("\"{shown}\"")
 }
 
-/// A directory being walked, open, with the way to it (names up to the mount point) for the
-/// audit. Each is kept open while entries of it wait on the stack: in a depth-first walk that
-/// is the directories above the current one.
-struct Node {
-    dir: Dir,
-    device: u64,
-    /// The mount point for a mount's root, else this directory's name in its parent.
-    name: Vec<u8>,
-    parent: Option<Rc<Node>>,
-}
-
-impl Node {
-    fn path(&self) -> Vec<u8> {
-        let mut names = vec![self.name.as_slice()];
-        let mut up = self.parent.as_deref();
-        while let Some(node) = up {
-            names.push(node.name.as_slice());
-            up = node.parent.as_deref();
-        }
-        let mut path = Vec::new();
-        for name in names.into_iter().rev() {
-            if !path.is_empty() && path.last() != Some(&b'/') {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name);
-        }
-        path
+fn floor_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
     }
-
-    fn path_of(&self, name: &CStr) -> Vec<u8> {
-        let mut path = self.path();
-        if path.last() != Some(&b'/') {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name.to_bytes());
-        path
-    }
+    at
 }
 
 const DIRECTORY_FLAGS: OFlag = OFlag::O_RDONLY
@@ -346,11 +360,79 @@ const DIRECTORY_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
+/// What an entry that readdir listed and that is gone (or another file) when looked at is
+/// recorded as: it may have been moved into a part of the tree already walked, so the walk
+/// does not count as having found everything.
+const VANISHED: &str = "moved or removed during the walk; pimd walks again";
+
+fn vanished(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ENOENT | Errno::ESTALE | Errno::ENOTDIR | Errno::ELOOP
+    )
+}
+
+/// A directory on the way down from a mount's root to where the walk is: its name (the mount
+/// point for the root), its identity (to check that `..` leads back to it) and its
+/// subdirectories still to walk. The walk holds one open directory at a time, however deep
+/// the tree, and closes each directory stream once its entries are read.
+struct Frame {
+    name: Vec<u8>,
+    dev: u64,
+    ino: u64,
+    /// A target could rename entries out of it (see [`Walker::renamable`]).
+    renamable: bool,
+    subdirs: Vec<CString>,
+}
+
+/// The path of `frames` and then `names`, for the audit.
+fn path_of(frames: &[Frame], names: &[&[u8]]) -> Vec<u8> {
+    let mut path = Vec::new();
+    for name in frames
+        .iter()
+        .map(|f| f.name.as_slice())
+        .chain(names.iter().copied())
+    {
+        if !path.is_empty() && path.last() != Some(&b'/') {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+    }
+    path
+}
+
+/// The mount id the kernel gives the mount `fd` is on (the first field of mountinfo).
+fn mount_id(fd: &OwnedFd) -> Result<u32, String> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("cannot read its fdinfo: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|id| id.trim().parse().ok())
+        .ok_or_else(|| "its fdinfo names no mount".to_string())
+}
+
+/// Opens a mount's root without following any symbolic link on the way (openat2 with
+/// RESOLVE_NO_SYMLINKS; O_NOFOLLOW on the last component where openat2 is missing or
+/// filtered), then checks that it is the mount mountinfo named, so a directory renamed or
+/// replaced on the way since mountinfo was read is never walked in its place.
+fn open_mount_root(mount: &Mount) -> Result<OwnedFd, Errno> {
+    let path = OsStr::from_bytes(&mount.mount_point);
+    let how = OpenHow::new()
+        .flags(DIRECTORY_FLAGS)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(AT_FDCWD, path, how) {
+        Err(Errno::ENOSYS | Errno::EPERM) => nix::fcntl::open(path, DIRECTORY_FLAGS, Mode::empty()),
+        other => other,
+    }
+}
+
 /// One walk over several mounts.
 struct Walker<'a> {
     targets: &'a HashSet<Target>,
     /// (device, inode) of every mount's root: where a walk that reaches another mount stops.
     mount_roots: HashSet<(u64, u64)>,
+    /// Every mount of mountinfo, to tell a mount point covered by another mount.
+    mounts: &'a [Mount],
     walk: Walk,
 }
 
@@ -358,90 +440,197 @@ impl Walker<'_> {
     fn fail(&mut self, target: Option<Target>, path: &[u8], error: impl ToString) {
         self.walk.failures.push(Failure {
             target,
-            path: escape_path(path),
+            path: record_path(path),
             error: error.to_string(),
         });
     }
 
     fn walk_mount(&mut self, mount: &Mount) {
         let path = &mount.mount_point;
-        let dir = match Dir::open(OsStr::from_bytes(path), DIRECTORY_FLAGS, Mode::empty()) {
-            Ok(dir) => dir,
+        let root = match open_mount_root(mount) {
+            Ok(root) => root,
             // Gone since mountinfo was read, or a file bind-mounted on a file: its own file
             // system, where it lives, is walked.
-            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return,
             Err(e) => return self.fail(None, path, e.desc()),
         };
-        let device = match fstat(dir.as_fd()) {
-            Ok(st) => st.st_dev,
-            Err(e) => return self.fail(None, path, e.desc()),
-        };
-        let root = Node {
-            dir,
-            device,
-            name: path.clone(),
-            parent: None,
-        };
-        // Depth first: (parent, name of a subdirectory still to walk).
-        let mut stack: Vec<(Rc<Node>, CString)> = Vec::new();
-        self.scan(root, &mut stack);
-        while let Some((parent, name)) = stack.pop() {
-            let child = match Dir::openat(
-                parent.dir.as_fd(),
-                name.as_c_str(),
-                DIRECTORY_FLAGS,
-                Mode::empty(),
-            ) {
-                Ok(child) => child,
-                // Gone, or replaced by something that is not a directory: nothing to see.
-                Err(
-                    nix::errno::Errno::ENOENT
-                    | nix::errno::Errno::ENOTDIR
-                    | nix::errno::Errno::ELOOP,
-                ) => continue,
-                Err(e) => {
-                    self.fail(None, &parent.path_of(&name), e.desc());
-                    continue;
+        match mount_id(&root) {
+            Ok(id) if id == mount.id => {}
+            Ok(id) => {
+                let covered = self
+                    .mounts
+                    .iter()
+                    .any(|m| m.id == id && m.mount_point == mount.mount_point);
+                if covered {
+                    // Stacked mounts: only the top one can be reached, and it is walked.
+                    return;
                 }
+                return self.fail(
+                    None,
+                    path,
+                    format!(
+                        "is mount {id}, not mount {} (moved since it was read)",
+                        mount.id
+                    ),
+                );
+            }
+            Err(e) => return self.fail(None, path, e),
+        }
+        let st = match fstat(&root) {
+            Ok(st) => st,
+            Err(e) => return self.fail(None, path, e.desc()),
+        };
+        let mut frames = vec![Frame {
+            name: path.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            renamable: self.renamable(&st),
+            subdirs: Vec::new(),
+        }];
+        self.clear_directory(&root, &st, &frames, &[]);
+        frames[0].subdirs = self.scan(&root, &st, &frames, &[]);
+        self.walk_below(&root, frames);
+    }
+
+    /// Walks the subdirectories `frames` hold, depth first; `frames` is the mount's root.
+    fn walk_below(&mut self, root: &OwnedFd, mut frames: Vec<Frame>) {
+        let mut current = match root.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => return self.fail(None, &frames[0].name.clone(), e),
+        };
+        while let Some(top) = frames.last_mut() {
+            let Some(name) = top.subdirs.pop() else {
+                let done = frames.pop().map(|f| f.name).unwrap_or_default();
+                let Some(parent) = frames.last() else { break };
+                current = match self.up(&current, parent) {
+                    Some(fd) => fd,
+                    None => {
+                        // It was moved elsewhere while walked: the rest of its parent is
+                        // reached again from the root.
+                        let moved = path_of(&frames, &[&done]);
+                        self.fail(None, &moved, VANISHED);
+                        match self.reach(root, &mut frames) {
+                            Some(fd) => fd,
+                            None => break,
+                        }
+                    }
+                };
+                continue;
             };
-            let st = match fstat(child.as_fd()) {
+            let name_bytes = name.to_bytes();
+            let child =
+                match nix::fcntl::openat(&current, name.as_c_str(), DIRECTORY_FLAGS, Mode::empty())
+                {
+                    Ok(child) => child,
+                    Err(e) if vanished(e) => {
+                        if frames.last().is_some_and(|f| f.renamable) {
+                            self.fail(None, &path_of(&frames, &[name_bytes]), VANISHED);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
+                        continue;
+                    }
+                };
+            let st = match fstat(&child) {
                 Ok(st) => st,
                 Err(e) => {
-                    self.fail(None, &parent.path_of(&name), e.desc());
+                    self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
                     continue;
                 }
             };
             // Another mount, reached through its mount point: walked on its own if it may hold
             // set-ID files. (A bind mount of the same file system is walked twice: harmless.)
-            if st.st_dev != parent.device && self.mount_roots.contains(&(st.st_dev, st.st_ino)) {
+            let mount_dev = frames[0].dev;
+            if st.st_dev != mount_dev && self.mount_roots.contains(&(st.st_dev, st.st_ino)) {
                 continue;
             }
-            let node = Node {
-                dir: child,
-                device: parent.device,
+            self.clear_directory(&child, &st, &frames, &[name_bytes]);
+            let subdirs = self.scan(&child, &st, &frames, &[name_bytes]);
+            if subdirs.is_empty() {
+                continue;
+            }
+            frames.push(Frame {
                 name: name.into_bytes(),
-                parent: Some(parent),
-            };
-            self.scan(node, &mut stack);
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable: self.renamable(&st),
+                subdirs,
+            });
+            current = child;
         }
     }
 
-    /// Reads a directory: clears what needs it among its files and puts its subdirectories on
-    /// the stack.
-    fn scan(&mut self, mut node: Node, stack: &mut Vec<(Rc<Node>, CString)>) {
-        let mut entries = Vec::new();
-        let mut error = None;
-        for entry in node.dir.iter() {
-            match entry {
-                Ok(entry) => entries.push((entry.file_name().to_owned(), entry.file_type())),
-                Err(e) => {
-                    error = Some(e);
+    /// The parent of `dir`, reached through `..`, if it is still `parent` (the directory was
+    /// not moved elsewhere meanwhile).
+    fn up(&self, dir: &OwnedFd, parent: &Frame) -> Option<OwnedFd> {
+        let fd = nix::fcntl::openat(dir, c"..", DIRECTORY_FLAGS, Mode::empty()).ok()?;
+        let st = fstat(&fd).ok()?;
+        (st.st_dev == parent.dev && st.st_ino == parent.ino).then_some(fd)
+    }
+
+    /// Opens the deepest of `frames` again from the mount's root, by name, checking each
+    /// directory on the way is the one walked; where one is not, the frames below it (whose
+    /// rest can no longer be reached) are dropped, recorded as vanished. None when not even
+    /// the root's descriptor can be duplicated: the rest of this mount is not walked.
+    fn reach(&mut self, root: &OwnedFd, frames: &mut Vec<Frame>) -> Option<OwnedFd> {
+        let mut fd = match root.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.fail(None, &frames[0].name.clone(), e);
+                return None;
+            }
+        };
+        for depth in 1..frames.len() {
+            let frame = &frames[depth];
+            let next = CString::new(frame.name.clone()).ok().and_then(|name| {
+                let child = openat(&fd, name.as_c_str(), DIRECTORY_FLAGS, Mode::empty()).ok()?;
+                let st = fstat(&child).ok()?;
+                (st.st_dev == frame.dev && st.st_ino == frame.ino).then_some(child)
+            });
+            match next {
+                Some(child) => fd = child,
+                None => {
+                    let lost = path_of(&frames[..=depth], &[]);
+                    self.fail(None, &lost, VANISHED);
+                    frames.truncate(depth);
                     break;
                 }
             }
         }
-        if let Some(e) = error {
-            self.fail(None, &node.path(), e.desc());
+        Some(fd)
+    }
+
+    /// Reads a directory's entries (closing its stream before anything else is opened),
+    /// clears what needs it among its files and returns its subdirectories.
+    fn scan(
+        &mut self,
+        dir: &OwnedFd,
+        dir_st: &FileStat,
+        frames: &[Frame],
+        names: &[&[u8]],
+    ) -> Vec<CString> {
+        let renamable = self.renamable(dir_st);
+        let mut entries = Vec::new();
+        match Dir::openat(dir, c".", DIRECTORY_FLAGS, Mode::empty()) {
+            Ok(mut stream) => {
+                for entry in stream.iter() {
+                    match entry {
+                        Ok(entry) => {
+                            entries.push((entry.file_name().to_owned(), entry.file_type()))
+                        }
+                        Err(e) => {
+                            self.fail(None, &path_of(frames, names), e.desc());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.fail(None, &path_of(frames, names), e.desc());
+                return Vec::new();
+            }
         }
         let mut subdirs = Vec::new();
         for (name, kind) in entries {
@@ -451,7 +640,7 @@ impl Walker<'_> {
             match kind {
                 Some(Type::Directory) => subdirs.push(name),
                 Some(Type::File) | None => {
-                    if self.look_at(&node, &name) {
+                    if self.look_at(dir, renamable, &name, frames, names) {
                         subdirs.push(name);
                     }
                 }
@@ -460,42 +649,89 @@ impl Walker<'_> {
                 Some(_) => {}
             }
         }
-        if subdirs.is_empty() {
-            return;
-        }
-        let node = Rc::new(node);
-        stack.extend(subdirs.into_iter().map(|name| (node.clone(), name)));
+        subdirs
     }
 
     /// A regular file (or an entry whose type the directory did not say): cleared if it is a
     /// target's and set-group-ID. Returns true for a directory.
-    fn look_at(&mut self, node: &Node, name: &CStr) -> bool {
-        let st = match fstatat(node.dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(_) => return false,
+    fn look_at(
+        &mut self,
+        dir: &OwnedFd,
+        renamable: bool,
+        name: &CStr,
+        frames: &[Frame],
+        names: &[&[u8]],
+    ) -> bool {
+        let here = |frames: &[Frame]| {
+            let mut all = names.to_vec();
+            all.push(name.to_bytes());
+            path_of(frames, &all)
         };
-        if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if vanished(e) => {
+                if renamable {
+                    self.fail(None, &here(frames), VANISHED);
+                }
+                return false;
+            }
+            Err(e) => {
+                self.fail(None, &here(frames), e.desc());
+                return false;
+            }
+        };
+        if kind_of(&st) == SFlag::S_IFDIR {
             return true;
         }
-        let Some(target) = self.match_target(&st) else {
+        let Some(target) = self.match_target(&st, SFlag::S_IFREG) else {
             return false;
         };
-        match clear_bit(&node.dir, name, &st, target) {
-            Ok(Some((before, after))) => self.walk.cleared.push(Cleared {
-                target,
-                path: escape_path(&node.path_of(name)),
-                mode_before: before,
-                mode_after: after,
-            }),
-            Ok(None) => {}
-            Err(e) => self.fail(Some(target), &node.path_of(name), e),
+        match clear_file_bits(dir, name, &st, target) {
+            Ok(FileOutcome::Done(before, after)) => {
+                self.cleared(target, &here(frames), &st, before, after)
+            }
+            Ok(FileOutcome::Unchanged) => {}
+            Ok(FileOutcome::Vanished) => self.fail(Some(target), &here(frames), VANISHED),
+            Err(e) => self.fail(Some(target), &here(frames), e),
         }
         false
     }
 
-    fn match_target(&self, st: &FileStat) -> Option<Target> {
-        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-        if kind != SFlag::S_IFREG || st.st_mode & S_ISGID == 0 {
+    /// A target's set-group-ID directory, open as `dir`, loses the bit: files created in it
+    /// would otherwise get the group (and kernels before 5.x kept their set-group-ID bit
+    /// when a non-member created them there).
+    fn clear_directory(&mut self, dir: &OwnedFd, st: &FileStat, frames: &[Frame], names: &[&[u8]]) {
+        let Some(target) = self.match_target(st, SFlag::S_IFDIR) else {
+            return;
+        };
+        let (before, after) = cleared_mode(st.st_mode);
+        match fchmod(dir, Mode::from_bits_truncate(after)) {
+            Ok(()) => self.cleared(target, &path_of(frames, names), st, before, after),
+            Err(e) => self.fail(Some(target), &path_of(frames, names), e.desc()),
+        }
+    }
+
+    /// Whether a target could have renamed an entry out of this directory: renaming needs
+    /// write permission on it, so only one the target owns, or that its group class (an ACL's
+    /// mask included) or others may write. An entry gone from any other directory (a daemon's
+    /// files coming and going) says nothing about a target's files.
+    fn renamable(&self, dir: &FileStat) -> bool {
+        dir.st_mode & 0o022 != 0 || self.targets.iter().any(|t| t.uid == dir.st_uid)
+    }
+
+    fn cleared(&mut self, target: Target, path: &[u8], st: &FileStat, before: u32, after: u32) {
+        self.walk.cleared.push(Cleared {
+            target,
+            path: record_path(path),
+            device: format!("{}:{}", major(st.st_dev), minor(st.st_dev)),
+            inode: st.st_ino,
+            mode_before: before,
+            mode_after: after,
+        });
+    }
+
+    fn match_target(&self, st: &FileStat, kind: SFlag) -> Option<Target> {
+        if kind_of(st) != kind || st.st_mode & S_ISGID == 0 {
             return None;
         }
         let target = Target {
@@ -506,41 +742,61 @@ impl Walker<'_> {
     }
 }
 
-/// Clears S_ISGID on `name` in `dir` if it is still the file that was looked at: opened
-/// without following a symbolic link and checked again through the descriptor, so a file
-/// swapped in meanwhile is never touched. Returns the modes before and after, or None when
-/// the file changed or went.
-fn clear_bit(
-    dir: &Dir,
+fn kind_of(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// The permission bits before and after clearing: set-group-ID goes, and set-user-ID with
+/// it. A file that is both is as much the group's as one that is only set-group-ID, and the
+/// unit's RestrictSUIDSGID= refuses any chmod whose new mode keeps either bit: clearing only
+/// S_ISGID of a 6755 file would fail for good.
+pub fn cleared_mode(mode: u32) -> (u32, u32) {
+    let before = mode & 0o7777;
+    (before, before & !(S_ISUID | S_ISGID))
+}
+
+/// What became of a file to clear.
+enum FileOutcome {
+    Done(u32, u32),
+    /// The same file, no longer a target's set-group-ID file: nothing to do.
+    Unchanged,
+    /// Gone, or another file in its place: it may have been moved.
+    Vanished,
+}
+
+/// Clears the set-ID bits of `name` in `dir` if it is still the file that was looked at:
+/// opened without following a symbolic link and checked again through the descriptor, so a
+/// file swapped in meanwhile is never touched.
+fn clear_file_bits(
+    dir: &OwnedFd,
     name: &CStr,
     seen: &FileStat,
     target: Target,
-) -> Result<Option<(u32, u32)>, String> {
+) -> Result<FileOutcome, String> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd: OwnedFd = match nix::fcntl::openat(dir.as_fd(), name, flags, Mode::empty()) {
+    let fd = match openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) if vanished(e) => return Ok(FileOutcome::Vanished),
         Err(e) => return Err(e.desc().to_string()),
     };
-    let st = fstat(fd.as_fd()).map_err(|e| e.desc().to_string())?;
-    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-    let same = st.st_dev == seen.st_dev
-        && st.st_ino == seen.st_ino
-        && kind == SFlag::S_IFREG
+    let st = fstat(&fd).map_err(|e| e.desc().to_string())?;
+    if st.st_dev != seen.st_dev || st.st_ino != seen.st_ino {
+        return Ok(FileOutcome::Vanished);
+    }
+    let same = kind_of(&st) == SFlag::S_IFREG
         && st.st_uid == target.uid
         && st.st_gid == target.gid
         && st.st_mode & S_ISGID != 0;
     if !same {
-        return Ok(None);
+        return Ok(FileOutcome::Unchanged);
     }
-    let before = st.st_mode & 0o7777;
-    let after = before & !S_ISGID;
+    let (before, after) = cleared_mode(st.st_mode);
     // chmod through the descriptor's /proc link reaches exactly the inode checked above
     // (fchmod does not work on an O_PATH descriptor).
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
     std::fs::set_permissions(&link, std::fs::Permissions::from_mode(after))
         .map_err(|e| e.to_string())?;
-    Ok(Some((before, after)))
+    Ok(FileOutcome::Done(before, after))
 }
 
 /// The ids of /proc/PID/status that say whom a process acts as and for which groups.
@@ -573,20 +829,7 @@ impl SetgidFiles for SystemSetgidFiles {
     }
 
     fn carried(&self, target: Target) -> std::io::Result<bool> {
-        for entry in std::fs::read_dir("/proc")? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if !name.as_bytes().iter().all(u8::is_ascii_digit) {
-                continue;
-            }
-            // A process that went meanwhile carries nothing.
-            if let Ok(status) = std::fs::read_to_string(entry.path().join("status")) {
-                if status_carries(&status, target) {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+        carried_in(Path::new("/proc"), target)
     }
 
     fn clear(&self, targets: &[Target]) -> Walk {
@@ -594,12 +837,12 @@ impl SetgidFiles for SystemSetgidFiles {
             Ok(text) => text,
             Err(e) => {
                 return Walk {
-                    cleared: Vec::new(),
                     failures: vec![Failure {
                         target: None,
-                        path: "/proc/self/mountinfo".into(),
+                        path: record_path(b"/proc/self/mountinfo"),
                         error: e.to_string(),
                     }],
+                    ..Walk::default()
                 }
             }
         };
@@ -611,20 +854,47 @@ impl SetgidFiles for SystemSetgidFiles {
             }
         }
         let targets: HashSet<Target> = targets.iter().copied().collect();
-        // One open directory per level of the deepest tree: as many as the hard limit allows.
-        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
         let mut walker = Walker {
             targets: &targets,
             mount_roots,
+            mounts: &mounts,
             walk: Walk::default(),
         };
         for mount in mounts_to_walk(&mounts) {
             walker.walk_mount(&mount);
         }
+        walker.walk.not_searched = mounts
+            .iter()
+            .filter(|m| m.not_searched())
+            .map(|m| format!("{} ({})", record_path(&m.mount_point), m.fs_type))
+            .collect();
         walker.walk
     }
+}
+
+/// Whether a process under `proc` (a /proc) carries the target. Credentials are per thread:
+/// one thread may keep the group while the others, the main thread among them, dropped it,
+/// so every thread's status counts.
+fn carried_in(proc: &Path, target: Target) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(proc)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !name.as_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        // A process (or thread) that went meanwhile carries nothing.
+        let Ok(tasks) = std::fs::read_dir(entry.path().join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+                if status_carries(&status, target) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -651,6 +921,12 @@ pub mod fake {
         /// Paths whose chmod fails.
         pub stuck: HashSet<String>,
         pub lookups_fail: bool,
+        /// Paths the next walks find vanished (moved or removed while walked).
+        pub vanishing: Vec<String>,
+        /// Mounts reported as not searched.
+        pub not_searched: Vec<String>,
+        /// The targets of each walk.
+        pub walks_for: Vec<Vec<Target>>,
         pub walks: usize,
     }
 
@@ -700,8 +976,19 @@ pub mod fake {
         fn clear(&self, targets: &[Target]) -> Walk {
             let mut state = self.state();
             state.walks += 1;
+            state.walks_for.push(targets.to_vec());
             let stuck = state.stuck.clone();
-            let mut walk = Walk::default();
+            let mut walk = Walk {
+                not_searched: state.not_searched.clone(),
+                ..Walk::default()
+            };
+            for path in &state.vanishing {
+                walk.failures.push(Failure {
+                    target: None,
+                    path: record_path(path.as_bytes()),
+                    error: VANISHED.into(),
+                });
+            }
             for file in state.files.iter_mut() {
                 let target = Target {
                     uid: file.uid,
@@ -713,18 +1000,20 @@ pub mod fake {
                 if stuck.contains(&file.path) {
                     walk.failures.push(Failure {
                         target: Some(target),
-                        path: file.path.clone(),
+                        path: record_path(file.path.as_bytes()),
                         error: "Operation not permitted".into(),
                     });
                     continue;
                 }
-                let before = file.mode;
-                file.mode &= !S_ISGID;
+                let (before, after) = cleared_mode(file.mode);
+                file.mode = after;
                 walk.cleared.push(Cleared {
                     target,
-                    path: file.path.clone(),
+                    path: record_path(file.path.as_bytes()),
+                    device: "254:0".into(),
+                    inode: 7,
                     mode_before: before,
-                    mode_after: file.mode,
+                    mode_after: after,
                 });
             }
             walk
@@ -800,8 +1089,10 @@ mod tests {
         SweepJob {
             user: "alice".into(),
             group: "sudo".into(),
+            ids: Vec::new(),
             ended_through: 100,
             first,
+            recheck: false,
         }
     }
 
@@ -833,73 +1124,377 @@ mod tests {
         assert_eq!(files.state().walks, 1);
     }
 
-    /// The real walk on a scratch directory: a set-group-ID file of the target is cleared,
-    /// others (another group, a directory, a symbolic link to a target's file) are not.
     #[test]
-    fn given_files_on_disk_then_only_the_targets_setgid_regular_files_are_cleared() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = std::env::temp_dir().join(format!("pim-setgid-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        let me = nix::unistd::getuid().as_raw();
-        let my_group = nix::unistd::getgid().as_raw();
-        let file = dir.join("sub/mycat");
-        std::fs::write(&file, "x").unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o2755)).unwrap();
-        std::fs::set_permissions(dir.join("sub"), std::fs::Permissions::from_mode(0o2775)).unwrap();
-        std::os::unix::fs::symlink(&file, dir.join("link")).unwrap();
-        let deep_dir = (0..40).fold(dir.clone(), |d, i| d.join(format!("d{i}")));
-        std::fs::create_dir_all(&deep_dir).unwrap();
-        let deep = deep_dir.join("deepcat");
-        std::fs::write(&deep, "x").unwrap();
-        std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o2711)).unwrap();
+    fn given_a_file_both_set_user_and_set_group_id_then_both_bits_go() {
+        // RestrictSUIDSGID= refuses a chmod whose new mode keeps either bit.
+        assert_eq!(cleared_mode(0o106755), (0o6755, 0o755));
+        assert_eq!(cleared_mode(0o2711), (0o2711, 0o711));
+        assert_eq!(cleared_mode(0o42775), (0o2775, 0o775));
+    }
 
-        let targets: HashSet<Target> = [Target {
-            uid: me,
-            gid: my_group,
-        }]
-        .into();
-        let mut walker = Walker {
-            targets: &targets,
-            mount_roots: HashSet::new(),
-            walk: Walk::default(),
+    #[test]
+    fn given_recorded_ids_then_the_walk_uses_them_even_with_the_names_gone() {
+        let files = fake();
+        files.state().users.clear();
+        files.state().groups.clear();
+        files.add_file("/home/alice/old", 1000, 500, 0o2755);
+        let mut job = job(true);
+        job.ids = vec![
+            Target { uid: 1000, gid: 27 },
+            Target {
+                uid: 1000,
+                gid: 500,
+            },
+        ];
+        let results = sweep_round(&files, vec![job]);
+        assert!(
+            matches!(&results[0].1, Swept::Walked { cleared, .. } if cleared.len() == 2),
+            "{results:?}"
+        );
+        assert_eq!(files.mode("/home/alice/mycat"), 0o755);
+        assert_eq!(files.mode("/home/alice/old"), 0o755);
+    }
+
+    #[test]
+    fn given_jobs_for_several_users_then_one_walk_serves_them_all() {
+        let files = fake();
+        let mut bob = job(false);
+        bob.user = "bob".into();
+        bob.ids = vec![Target { uid: 1001, gid: 27 }];
+        bob.recheck = true;
+        let mut alice = job(true);
+        alice.ids = vec![Target { uid: 1000, gid: 27 }];
+        sweep_round(&files, vec![alice, bob]);
+        assert_eq!(
+            files.state().walks_for,
+            [vec![
+                Target { uid: 1000, gid: 27 },
+                Target { uid: 1001, gid: 27 }
+            ]]
+        );
+    }
+
+    #[test]
+    fn given_a_path_with_quotes_controls_and_bytes_not_utf8_then_the_record_shows_it_unambiguously()
+    {
+        let forged = b"/tmp/x\": set-group-ID for group sudo cleared\n\xff\\";
+        assert_eq!(
+            record_path(forged),
+            r#""/tmp/x\x22: set-group-ID for group sudo cleared\x0a\xff\\""#
+        );
+        let long = format!("/tmp/{}cat", "d/".repeat(5000));
+        let shown = record_path(long.as_bytes());
+        assert!(shown.len() <= MAX_RECORDED_PATH + 5, "{}", shown.len());
+        assert!(
+            shown.starts_with("\"/tmp/d/d/") && shown.ends_with("d/d/cat\""),
+            "{shown}"
+        );
+        assert!(shown.contains("..."));
+    }
+
+    /// A thread of a process can keep the group while its main thread dropped it.
+    #[test]
+    fn given_only_a_secondary_thread_carrying_the_group_then_the_process_carries_it() {
+        let proc = scratch("proc");
+        let status = |gid: u32| {
+            format!("Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t{gid}\t{gid}\t{gid}\nGroups:\t1000\n")
         };
-        let mount = Mount {
+        for (task, gid) in [("4242", 1000), ("4243", 27)] {
+            let dir = proc.join("4242/task").join(task);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("status"), status(gid)).unwrap();
+        }
+        std::fs::write(proc.join("4242/status"), status(1000)).unwrap();
+        assert!(carried_in(&proc, Target { uid: 1000, gid: 27 }).unwrap());
+        assert!(!carried_in(&proc, Target { uid: 1000, gid: 28 }).unwrap());
+        std::fs::remove_dir_all(&proc).unwrap();
+    }
+
+    #[test]
+    fn given_mountinfo_then_network_and_fuse_mounts_allowing_setid_are_reported_not_searched() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        let not_searched: Vec<&[u8]> = mounts
+            .iter()
+            .filter(|m| m.not_searched())
+            .map(|m| m.mount_point.as_slice())
+            .collect();
+        // The sshfs mount is nosuid; /proc is a pseudo file system.
+        assert_eq!(not_searched, [b"/net".as_slice()]);
+    }
+
+    /// A fresh directory for a test.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pim-setgid-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn me() -> Target {
+        Target {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        }
+    }
+
+    /// `dir` as the mount it would be, with its real mount id.
+    fn mount_at(dir: &Path) -> Mount {
+        let fd = nix::fcntl::open(dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        Mount {
+            id: mount_id(&fd).unwrap(),
             device: "0:0".into(),
             root: b"/".to_vec(),
             mount_point: dir.as_os_str().as_bytes().to_vec(),
             fs_type: "tmpfs".into(),
             mount_options: vec!["rw".into()],
             super_options: vec!["rw".into()],
+        }
+    }
+
+    /// Walks `mount` for [`me`] as the real walk does.
+    fn walk(mount: &Mount) -> Walk {
+        walk_with(mount, |walker| walker.walk_mount(mount))
+    }
+
+    /// What `run` makes a walker for [`me`] on `mount` find.
+    fn walk_with(mount: &Mount, run: impl FnOnce(&mut Walker)) -> Walk {
+        let targets: HashSet<Target> = [me()].into();
+        let mounts = [mount.clone()];
+        let mut walker = Walker {
+            targets: &targets,
+            mount_roots: HashSet::new(),
+            mounts: &mounts,
+            walk: Walk::default(),
         };
-        walker.walk_mount(&mount);
-        assert_eq!(walker.walk.failures, []);
-        let me = Target {
-            uid: me,
-            gid: my_group,
+        run(&mut walker);
+        walker.walk
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// The real walk on a scratch directory: the target's set-group-ID files (set-user-ID
+    /// too or not) and directories lose their set-ID bits; a symbolic link is not followed.
+    #[test]
+    fn given_files_on_disk_then_the_targets_setgid_files_and_directories_are_cleared() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = scratch("files");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let file = dir.join("sub/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        let both = dir.join("both");
+        std::fs::write(&both, "x").unwrap();
+        chmod(&both, 0o6755);
+        chmod(&dir.join("sub"), 0o2775);
+        std::os::unix::fs::symlink(&file, dir.join("link")).unwrap();
+        let deep_dir = (0..40).fold(dir.clone(), |d, i| d.join(format!("d{i}")));
+        std::fs::create_dir_all(&deep_dir).unwrap();
+        let deep = deep_dir.join("deepcat");
+        std::fs::write(&deep, "x").unwrap();
+        chmod(&deep, 0o2711);
+
+        let walk = walk(&mount_at(&dir));
+        assert_eq!(walk.failures, []);
+        let mut cleared: Vec<(String, u32, u32)> = walk
+            .cleared
+            .iter()
+            .map(|c| (c.path.clone(), c.mode_before, c.mode_after))
+            .collect();
+        cleared.sort();
+        let quoted = |p: &Path| format!("\"{}\"", p.display());
+        let mut expected = vec![
+            (quoted(&deep), 0o2711, 0o711),
+            (quoted(&both), 0o6755, 0o755),
+            (quoted(&dir.join("sub")), 0o2775, 0o775),
+            (quoted(&file), 0o2755, 0o755),
+        ];
+        expected.sort();
+        assert_eq!(cleared, expected);
+        let inode = std::fs::metadata(&both).unwrap().ino();
+        assert!(walk.cleared.iter().any(|c| c.inode == inode));
+        assert_eq!(mode_of(&file), 0o755);
+        assert_eq!(mode_of(&both), 0o755);
+        assert_eq!(mode_of(&dir.join("sub")), 0o775);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Deeper than the descriptors a process may have open: the walk holds one open directory
+    /// at a time, so it reaches the bottom, and nothing is dropped recursively.
+    #[test]
+    fn given_a_tree_deeper_than_the_open_file_limit_then_the_file_at_the_bottom_is_cleared() {
+        use nix::sys::stat::mkdirat;
+        use nix::unistd::{unlinkat, UnlinkatFlags};
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let depth = (soft + 100).clamp(5000, 30_000);
+        let dir = scratch("deep");
+        let flags = DIRECTORY_FLAGS;
+        let mut fd = nix::fcntl::open(&dir, flags, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            mkdirat(&fd, c"d", Mode::from_bits_truncate(0o755)).unwrap();
+            fd = openat(&fd, c"d", flags, Mode::empty()).unwrap();
+        }
+        let create = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+        let bottom = openat(&fd, c"cat", create, Mode::from_bits_truncate(0o755)).unwrap();
+        fchmod(&bottom, Mode::from_bits_truncate(0o2755)).unwrap();
+        drop(bottom);
+
+        let walk = walk(&mount_at(&dir));
+        assert_eq!(walk.failures, []);
+        assert_eq!(walk.cleared.len(), 1, "{:?}", walk.cleared);
+        assert!(walk.cleared[0].path.ends_with("/d/d/cat\""));
+        let st = fstatat(&fd, c"cat", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o755);
+
+        unlinkat(&fd, c"cat", UnlinkatFlags::NoRemoveDir).unwrap();
+        for _ in 0..depth {
+            fd = openat(&fd, c"..", flags, Mode::empty()).unwrap();
+            unlinkat(&fd, c"d", UnlinkatFlags::RemoveDir).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An entry readdir listed that is gone when looked at may have been moved into a part
+    /// already walked: the walk says so, which keeps the sweep from being done.
+    #[test]
+    fn given_entries_that_vanish_during_the_walk_then_the_walk_is_unclean() {
+        let dir = scratch("vanish");
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let frame = |subdirs, renamable| Frame {
+            name: mount.mount_point.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            renamable,
+            subdirs,
         };
-        let mut cleared = walker.walk.cleared.clone();
-        cleared.sort_by(|a, b| a.path.cmp(&b.path));
+        // As if readdir had listed a subdirectory and a file that were then moved away.
+        let walk = walk_with(&mount, |walker| {
+            walker.walk_below(&root, vec![frame(vec![c"moved-dir".to_owned()], true)]);
+            let frames = [frame(Vec::new(), true)];
+            assert!(!walker.look_at(&root, true, c"moved-file", &frames, &[]));
+            // From a directory no target may write, an entry going is none of theirs.
+            walker.walk_below(&root, vec![frame(vec![c"daemon-dir".to_owned()], false)]);
+            let frames = [frame(Vec::new(), false)];
+            assert!(!walker.look_at(&root, false, c"daemon-file", &frames, &[]));
+        });
+        let failures: Vec<(String, String)> = walk
+            .failures
+            .iter()
+            .map(|f| (f.path.clone(), f.error.clone()))
+            .collect();
+        let quoted = |name: &str| format!("\"{}/{name}\"", dir.display());
         assert_eq!(
-            cleared,
+            failures,
             [
-                Cleared {
-                    target: me,
-                    path: deep.display().to_string(),
-                    mode_before: 0o2711,
-                    mode_after: 0o711,
-                },
-                Cleared {
-                    target: me,
-                    path: format!("{}/sub/mycat", dir.display()),
-                    mode_before: 0o2755,
-                    mode_after: 0o755,
-                }
+                (quoted("moved-dir"), VANISHED.to_string()),
+                (quoted("moved-file"), VANISHED.to_string())
             ]
         );
-        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o7777, 0o755);
-        let sub = std::fs::metadata(dir.join("sub")).unwrap().mode() & 0o7777;
-        assert_eq!(sub, 0o2775, "directories keep their bit");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn given_directory_modes_then_only_those_a_target_may_write_count_entries_that_vanish() {
+        let mut st = fstat(nix::fcntl::open("/", DIRECTORY_FLAGS, Mode::empty()).unwrap()).unwrap();
+        let targets: HashSet<Target> = [Target { uid: 1000, gid: 27 }].into();
+        let walker = Walker {
+            targets: &targets,
+            mount_roots: HashSet::new(),
+            mounts: &[],
+            walk: Walk::default(),
+        };
+        let renamable = |st: &FileStat| walker.renamable(st);
+        st.st_uid = 0;
+        st.st_mode = 0o40755;
+        assert!(!renamable(&st), "root's 0755 directory");
+        st.st_mode = 0o41777;
+        assert!(renamable(&st), "/tmp");
+        st.st_mode = 0o42775;
+        assert!(renamable(&st), "a group's (or an ACL's) writable directory");
+        st.st_mode = 0o40700;
+        st.st_uid = 1000;
+        assert!(renamable(&st), "the target's own");
+    }
+
+    /// A directory moved elsewhere while its subtree was walked: `..` no longer leads back,
+    /// which is recorded, and the walk reaches the rest of the parent again from the root.
+    #[test]
+    fn given_a_directory_moved_while_walked_then_recorded_and_the_rest_is_still_walked() {
+        let dir = scratch("moved");
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let file = dir.join("b/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        // As if the walk were in "a" (its descriptor is the root's here, whose `..` is not
+        // the root), with "b" still to walk.
+        let frames = vec![
+            Frame {
+                name: mount.mount_point.clone(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable: true,
+                subdirs: vec![c"b".to_owned()],
+            },
+            Frame {
+                name: b"a".to_vec(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable: true,
+                subdirs: Vec::new(),
+            },
+        ];
+        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames));
+        let failures: Vec<(String, String)> = walk
+            .failures
+            .iter()
+            .map(|f| (f.path.clone(), f.error.clone()))
+            .collect();
+        assert_eq!(
+            failures,
+            [(format!("\"{}/a\"", dir.display()), VANISHED.to_string())]
+        );
+        assert_eq!(walk.cleared.len(), 1, "{walk:?}");
+        assert_eq!(mode_of(&file), 0o755);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A mount point reached through a symbolic link, or a path that leads to another mount
+    /// than mountinfo said, is not walked.
+    #[test]
+    fn given_a_mount_point_that_is_a_symlink_or_another_mount_then_it_is_not_walked() {
+        let dir = scratch("symlinked");
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let file = dir.join("real/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let mut mount = mount_at(&dir.join("real"));
+        mount.mount_point = dir.join("link/").as_os_str().as_bytes().to_vec();
+        let through_link = walk(&mount);
+        assert_eq!(through_link.cleared, []);
+        assert_eq!(through_link.failures.len(), 1, "{through_link:?}");
+
+        let mut other = mount_at(&dir.join("real"));
+        other.id += 1_000_000;
+        let other_mount = walk(&other);
+        assert_eq!(other_mount.cleared, []);
+        assert!(
+            other_mount.failures[0].error.contains("not mount"),
+            "{other_mount:?}"
+        );
+        assert_eq!(mode_of(&file), 0o2755);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -151,6 +151,19 @@ CREATE TABLE setgid_sweeps (
     PRIMARY KEY (user, grp)
 );
 "#,
+    r#"
+-- The uid and gid of each user and group when PIM added the membership: the set-group-ID
+-- sweep looks for these numbers, whatever became of the names. rechecked_at: the last of the
+-- walks that look again after a sweep is done (at each start of pimd, and daily for 30 days).
+CREATE TABLE setgid_ids (
+    user  TEXT NOT NULL,
+    grp   TEXT NOT NULL,
+    uid   INTEGER NOT NULL,
+    gid   INTEGER NOT NULL,
+    PRIMARY KEY (user, grp, uid, gid)
+);
+ALTER TABLE setgid_sweeps ADD COLUMN rechecked_at INTEGER;
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +303,16 @@ pub struct PendingSweep {
     pub walked_at: Option<i64>,
     /// Walks in a row that failed.
     pub failures: u32,
+}
+
+/// A done sweep whose grant ended recently enough to be looked at again (see
+/// [`Tx::setgid_rechecks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepRecheck {
+    pub user: String,
+    pub group: String,
+    pub ended_through: i64,
+    pub rechecked_at: Option<i64>,
 }
 
 /// Filter for reading the audit log.
@@ -858,21 +881,103 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The sweep of every grant of `user` and `group` that ended by `through` is done.
+    /// The sweep of every grant of `user` and `group` that ended by `through` is done, by a
+    /// walk at `at` (the first look again at it is due a day later, or at the next start).
     pub fn setgid_sweep_done(
         &self,
         user: &str,
         group: &str,
         through: i64,
+        at: i64,
     ) -> Result<(), StoreError> {
         self.changed();
         self.tx.execute(
-            "INSERT INTO setgid_sweeps (user, grp, swept_through) VALUES (?1, ?2, ?3)
+            "INSERT INTO setgid_sweeps (user, grp, swept_through, rechecked_at)
+                 VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user, grp) DO UPDATE SET swept_through = ?3, walked_at = NULL,
-                 failures = 0",
-            params![user, group, through],
+                 failures = 0, rechecked_at = ?4",
+            params![user, group, through, at],
         )?;
         Ok(())
+    }
+
+    /// Done sweeps of grants that ended at or after `since`, for users and groups of which
+    /// no membership is PIM's now.
+    pub fn setgid_rechecks(&self, since: i64) -> Result<Vec<SweepRecheck>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT s.user, s.grp, s.swept_through, s.rechecked_at FROM setgid_sweeps s
+             WHERE s.swept_through >= ?1
+               AND s.swept_through >= (SELECT MAX(g.ended_at) FROM grants g
+                                       WHERE g.user = s.user AND g.grp = s.grp)
+               AND NOT EXISTS (SELECT 1 FROM memberships m
+                               WHERE m.user = s.user AND m.grp = s.grp)
+             ORDER BY s.user, s.grp",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok(SweepRecheck {
+                user: r.get(0)?,
+                group: r.get(1)?,
+                ended_through: r.get(2)?,
+                rechecked_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A done sweep was walked again and that walk found nothing.
+    pub fn setgid_sweep_rechecked(
+        &self,
+        user: &str,
+        group: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE setgid_sweeps SET rechecked_at = ?3 WHERE user = ?1 AND grp = ?2",
+            params![user, group, at],
+        )?;
+        Ok(())
+    }
+
+    /// A done sweep was walked again and found something: it is not done any more.
+    pub fn setgid_sweep_reopened(
+        &self,
+        user: &str,
+        group: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE setgid_sweeps SET swept_through = NULL, walked_at = ?3, rechecked_at = ?3
+             WHERE user = ?1 AND grp = ?2",
+            params![user, group, at],
+        )?;
+        Ok(())
+    }
+
+    /// The uid and gid `user` and `group` have as PIM adds the membership.
+    pub fn record_setgid_ids(
+        &self,
+        user: &str,
+        group: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT OR IGNORE INTO setgid_ids (user, grp, uid, gid) VALUES (?1, ?2, ?3, ?4)",
+            params![user, group, uid, gid],
+        )?;
+        Ok(())
+    }
+
+    /// Every (uid, gid) recorded for `user` and `group`.
+    pub fn setgid_ids(&self, user: &str, group: &str) -> Result<Vec<(u32, u32)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT uid, gid FROM setgid_ids WHERE user = ?1 AND grp = ?2 ORDER BY uid, gid",
+        )?;
+        let rows = stmt.query_map([user, group], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     // --- eligibility assignments ---
