@@ -42,6 +42,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/pim/pim.toml";
 const DEFAULT_DATABASE: &str = "/var/lib/pim/pim.db";
 /// The directory the systemd unit makes writable for the database (StateDirectory=pim).
 const STATE_DIRECTORY: &str = "/var/lib/pim";
+/// What pimd.service keeps read-only to pimd (ProtectSystem=true, ReadOnlyPaths=/run).
+const READ_ONLY_TO_PIMD: [&str; 4] = ["/usr", "/boot", "/efi", "/run"];
 const PAM_DIR: &str = "/etc/pam.d";
 const SUDO_CONF: &str = "/etc/sudo.conf";
 const SUDOERS: &str = "/etc/sudoers";
@@ -1390,18 +1392,19 @@ fn check_database(config: &ConfigSummary) -> Finding {
             files.push(file);
         }
     }
-    let under_state = db.starts_with(STATE_DIRECTORY);
-    if !under_state && Path::new("/run/systemd/system").is_dir() {
+    let read_only = READ_ONLY_TO_PIMD.iter().find(|top| db.starts_with(top));
+    if let Some(top) = read_only.filter(|_| Path::new("/run/systemd/system").is_dir()) {
         return Finding::warn(
             CHECK,
             format!(
-                "the database is outside {STATE_DIRECTORY}, which is the only state directory \
-                 pimd.service may write"
+                "the database is under {top}, which pimd.service keeps read-only to pimd{}",
+                if *top == "/run" {
+                    " (all but /run/pim, which goes when pimd stops)"
+                } else {
+                    ""
+                }
             ),
-            format!(
-                "systemctl edit pimd, and add under [Service]: ReadWritePaths={}",
-                show(dir)
-            ),
+            format!("set [daemon] database to a file in {STATE_DIRECTORY}"),
         );
     }
     if files.is_empty() {
