@@ -1346,6 +1346,13 @@ pub fn private_problem(uid: u32, mode: u32, want: u32) -> Option<String> {
     }
 }
 
+/// The top directory of `path` that pimd.service keeps read-only, if any.
+fn read_only_to_pimd(path: &Path) -> Option<&'static str> {
+    READ_ONLY_TO_PIMD
+        .into_iter()
+        .find(|top| path.starts_with(top))
+}
+
 fn check_database(config: &ConfigSummary) -> Finding {
     const CHECK: &str = "database";
     let db = &config.database;
@@ -1392,13 +1399,13 @@ fn check_database(config: &ConfigSummary) -> Finding {
             files.push(file);
         }
     }
-    let read_only = READ_ONLY_TO_PIMD.iter().find(|top| db.starts_with(top));
+    let read_only = read_only_to_pimd(db);
     if let Some(top) = read_only.filter(|_| Path::new("/run/systemd/system").is_dir()) {
         return Finding::warn(
             CHECK,
             format!(
                 "the database is under {top}, which pimd.service keeps read-only to pimd{}",
-                if *top == "/run" {
+                if top == "/run" {
                     " (all but /run/pim, which goes when pimd stops)"
                 } else {
                     ""
@@ -1814,6 +1821,31 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
 
     const DEBIAN_SUDO: &str = "#%PAM-1.0\n\nsession    required   pam_limits.so\n\n\
         @include common-auth\n@include common-account\n@include common-session-noninteractive\n";
+
+    #[test]
+    fn given_the_units_read_only_places_then_a_database_there_is_found_and_elsewhere_not() {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/pimd.service"),
+        )
+        .unwrap();
+        for line in ["ProtectSystem=true", "ReadOnlyPaths=/run"] {
+            assert!(
+                unit.lines().any(|l| l == line),
+                "the unit no longer has {line}: change READ_ONLY_TO_PIMD too"
+            );
+        }
+        assert_eq!(
+            read_only_to_pimd(Path::new("/usr/local/pim/pim.db")),
+            Some("/usr")
+        );
+        assert_eq!(
+            read_only_to_pimd(Path::new("/run/pim/pim.db")),
+            Some("/run")
+        );
+        for writable in ["/var/lib/pim/pim.db", "/srv/pim/pim.db", "/usrdata/pim.db"] {
+            assert_eq!(read_only_to_pimd(Path::new(writable)), None, "{writable}");
+        }
+    }
 
     #[test]
     fn given_debian_sudo_then_the_include_is_followed_to_the_module() {
