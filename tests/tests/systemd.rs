@@ -553,6 +553,18 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
             "nsenter -t {pid} -m -- test -e /tmp/.pim-host-tmp && rm /tmp/.pim-host-tmp"
         ))
         .assert_success();
+    // systemd remounts what it confines nosuid in pimd's view (NoNewPrivileges), and the
+    // set-group-ID sweep skips nosuid mounts as pimd sees them: the root file system, with
+    // /home, /tmp, /var and /srv in this guest, must not be one of them.
+    let root_options = guest
+        .sh(&format!("nsenter -t {pid} -m -- findmnt -n -o OPTIONS /"))
+        .assert_success()
+        .stdout_trimmed()
+        .to_string();
+    assert!(
+        !root_options.split(',').any(|o| o == "nosuid"),
+        "pimd sees / mounted {root_options}: the sweep would skip it"
+    );
     for dir in [
         "/run",
         "/run/lock",
