@@ -121,3 +121,24 @@ fn given_a_link_planted_where_pimds_new_directory_goes_then_pimd_refuses_it() {
     sb.run("root", &["test", "!", "-e", "/srv/pim.db"])
         .assert_success();
 }
+
+/// Finding D2: a link at /var/lib/pim (to /srv, empty and root's) counted as the state
+/// directory, which pimd makes 0700, and was followed. It is refused; /srv keeps its mode.
+#[test]
+fn given_a_state_directory_that_is_a_link_then_pimd_refuses_it() {
+    let sb = Sandbox::start();
+    fresh_srv(&sb);
+    sb.write_file(CONFIG_PATH, "", 0o644);
+    sb.run("root", &["rm", "-rf", "/var/lib/pim"])
+        .assert_success();
+    sb.run("root", &["ln", "-s", "/srv", "/var/lib/pim"])
+        .assert_success();
+
+    let out = sb.run("root", &["pimd", "--config", CONFIG_PATH]);
+    out.assert_failure().assert_stderr_contains(
+        "refusing to keep the database under /var/lib/pim: it is a symbolic link",
+    );
+    assert_eq!(mode_and_owner(&sb, "/srv"), "755 root");
+    sb.run("root", &["test", "!", "-e", "/srv/pim.db"])
+        .assert_success();
+}
