@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("cannot prepare the state directory {path}: {source}")]
+    #[error("cannot prepare {path} for the database: {source}")]
     Directory {
         path: String,
         source: std::io::Error,
