@@ -803,7 +803,8 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         .assert_success();
     let modes = format!("stat -c %a {}", copies.join(" "));
     let cleared = poll_until(DEADLINE, || {
-        guest.sh(&modes).stdout.lines().all(|mode| mode == "755")
+        let out = guest.sh(&modes);
+        out.success() && out.stdout.lines().filter(|mode| *mode == "755").count() == copies.len()
     });
     assert!(
         cleared,
@@ -811,17 +812,22 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         guest.sh(&modes),
         guest.sh("findmnt -o TARGET,FSTYPE,OPTIONS")
     );
-    let audit = guest.sh("pim --json audit --user alice");
-    let records = audit.assert_success().json()["records"].clone();
-    for copy in copies {
+    // The audit records land after the chmods: wait for them, then there is one for each.
+    let clear_records = |copy: &str| {
         let detail = format!("{copy}: set-group-ID for group sudo cleared, mode 2755 -> 0755");
-        let found = records
+        let audit = guest.sh("pim --json audit --user alice");
+        let found = audit.assert_success().json()["records"]
             .as_array()
             .expect("records")
             .iter()
             .filter(|r| r["action"] == "setgid-clear" && r["detail"] == detail.as_str())
             .count();
-        assert_eq!(found, 1, "{detail}: {audit}");
+        (found, audit)
+    };
+    let audited = poll_until(DEADLINE, || copies.iter().all(|c| clear_records(c).0 > 0));
+    for copy in copies {
+        let (found, audit) = clear_records(copy);
+        assert!(audited && found == 1, "{copy}: {found} records\n{audit}");
     }
     guest
         .run_with_groups("alice", "sudo", &["sudo", "-n", "true"])
