@@ -42,6 +42,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/pim/pim.toml";
 const DEFAULT_DATABASE: &str = "/var/lib/pim/pim.db";
 /// The directory the systemd unit makes writable for the database (StateDirectory=pim).
 const STATE_DIRECTORY: &str = "/var/lib/pim";
+/// What pimd.service keeps read-only to pimd (ProtectSystem=true, ReadOnlyPaths=/run).
+const READ_ONLY_TO_PIMD: [&str; 4] = ["/usr", "/boot", "/efi", "/run"];
 const PAM_DIR: &str = "/etc/pam.d";
 const SUDO_CONF: &str = "/etc/sudo.conf";
 const SUDOERS: &str = "/etc/sudoers";
@@ -1369,6 +1371,13 @@ pub fn private_problem(uid: u32, mode: u32, want: u32) -> Option<String> {
     }
 }
 
+/// The top directory of `path` that pimd.service keeps read-only, if any.
+fn read_only_to_pimd(path: &Path) -> Option<&'static str> {
+    READ_ONLY_TO_PIMD
+        .into_iter()
+        .find(|top| path.starts_with(top))
+}
+
 fn check_database(config: &ConfigSummary) -> Finding {
     const CHECK: &str = "database";
     let db = &config.database;
@@ -1415,18 +1424,19 @@ fn check_database(config: &ConfigSummary) -> Finding {
             files.push(file);
         }
     }
-    let under_state = db.starts_with(STATE_DIRECTORY);
-    if !under_state && Path::new("/run/systemd/system").is_dir() {
+    let read_only = read_only_to_pimd(db);
+    if let Some(top) = read_only.filter(|_| Path::new("/run/systemd/system").is_dir()) {
         return Finding::warn(
             CHECK,
             format!(
-                "the database is outside {STATE_DIRECTORY}, which is the only state directory \
-                 pimd.service may write"
+                "the database is under {top}, which pimd.service keeps read-only to pimd{}",
+                if top == "/run" {
+                    " (all but /run/pim, which goes when pimd stops)"
+                } else {
+                    ""
+                }
             ),
-            format!(
-                "systemctl edit pimd, and add under [Service]: ReadWritePaths={}",
-                show(dir)
-            ),
+            format!("set [daemon] database to a file in {STATE_DIRECTORY}"),
         );
     }
     if files.is_empty() {
@@ -1990,6 +2000,31 @@ account\trequisite\tpam_pim.so groups=sudo services=sudo,sudo-i
 
     const DEBIAN_SUDO: &str = "#%PAM-1.0\n\nsession    required   pam_limits.so\n\n\
         @include common-auth\n@include common-account\n@include common-session-noninteractive\n";
+
+    #[test]
+    fn given_the_units_read_only_places_then_a_database_there_is_found_and_elsewhere_not() {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/pimd.service"),
+        )
+        .unwrap();
+        for line in ["ProtectSystem=true", "ReadOnlyPaths=/run"] {
+            assert!(
+                unit.lines().any(|l| l == line),
+                "the unit no longer has {line}: change READ_ONLY_TO_PIMD too"
+            );
+        }
+        assert_eq!(
+            read_only_to_pimd(Path::new("/usr/local/pim/pim.db")),
+            Some("/usr")
+        );
+        assert_eq!(
+            read_only_to_pimd(Path::new("/run/pim/pim.db")),
+            Some("/run")
+        );
+        for writable in ["/var/lib/pim/pim.db", "/srv/pim/pim.db", "/usrdata/pim.db"] {
+            assert_eq!(read_only_to_pimd(Path::new(writable)), None, "{writable}");
+        }
+    }
 
     #[test]
     fn given_debian_sudo_then_the_include_is_followed_to_the_module() {

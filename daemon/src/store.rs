@@ -8,24 +8,29 @@ use crate::mfa::FailureState;
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::{Cell, RefCell};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("cannot prepare the state directory {path}: {source}")]
+    #[error("cannot prepare {path} for the database: {source}")]
     Directory {
         path: String,
         source: std::io::Error,
     },
     #[error(
-        "refusing to keep the database in {path}: {why}; pimd makes the database's directory \
-         root's alone (0700), so it must be a directory of its own: set [daemon] database to a \
-         file in a new directory (pimd creates it) or in /var/lib/pim"
+        "refusing to keep the database under {path}: {why}; set [daemon] database to a file in \
+         a new directory (pimd creates it, root's alone) below directories only root may \
+         change, or in /var/lib/pim"
     )]
-    SharedDirectory { path: String, why: String },
+    UnsafeDirectory { path: String, why: String },
+    #[error(
+        "refusing to open the database file {path}: {why}; pimd opens only regular files of \
+         its own with one link (remove it if pimd did not make it)"
+    )]
+    UnsafeFile { path: String, why: String },
     #[error("refusing to commit a state change without its audit record")]
     Unaudited,
     #[error("the database schema version {0} is newer than this pimd understands; upgrade pimd")]
@@ -332,24 +337,39 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`; its directory is made 0700 (see
-    /// [`prepare_directory`]) and the files 0600.
+    /// Opens (creating if needed) the database at `path`. Its directory, and each one on the
+    /// way to it, must be safe from everyone but root (see [`prepare_directory`]); the
+    /// database's files must be regular, root's and of one link, and are made 0600.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
-            prepare_directory(dir, path)?;
+            prepare_directory(dir)?;
         }
-        let conn = Connection::open(path)?;
-        let store = Store::setup(conn)?;
-        for suffix in ["", "-wal", "-shm"] {
-            let file = format!("{}{}", path.display(), suffix);
-            if Path::new(&file).exists() {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
-                    |source| StoreError::Directory {
-                        path: file.clone(),
-                        source,
-                    },
-                )?;
+        for file in database_files(path) {
+            if let Some(meta) = existing(&file, std::fs::symlink_metadata(&file))? {
+                check_database_file(&file, &meta)?;
             }
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let store = Store::setup(conn)?;
+        for file in database_files(path) {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(&file);
+            let Some(opened) = existing(&file, opened)? else {
+                continue;
+            };
+            let meta = opened.metadata().map_err(io_error(&file))?;
+            check_database_file(&file, &meta)?;
+            opened
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io_error(&file))?;
         }
         Ok(store)
     }
@@ -359,7 +379,9 @@ impl Store {
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open_with_flags(
             path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         // The access check's: well below the PAM module's timeout (2 s by default), so that a
         // read that cannot start is an error pimd answers, not a check that times out.
@@ -455,125 +477,195 @@ impl Store {
     }
 }
 
-/// The unit's `StateDirectory=pim`: pimd's own, whatever its mode.
+/// The unit's `StateDirectory=pim`: pimd's own.
 const STATE_DIRECTORY: &str = "/var/lib/pim";
 
-/// Makes the database's directory root's alone (0700), creating it if needed. An existing
-/// directory is only tightened when it is pimd's: the state directory, or one that holds
-/// nothing but this database's files. One that others use (not root's, or open to others and
-/// holding other files, like /etc) is refused: making it 0700 would break them.
-fn prepare_directory(dir: &Path, database: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Directory {
-        path: dir.display().to_string(),
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Directory {
+        path: pim_common::text::escape(&path.display().to_string()),
         source,
-    };
-    let meta = match std::fs::metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(err)?;
-            return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(err);
-        }
-        Err(e) => return Err(err(e)),
-    };
-    let others_entries = if meta.is_dir() {
-        other_entries(dir, database).map_err(err)?
-    } else {
-        Vec::new()
-    };
-    let facts = DirectoryFacts {
-        is_dir: meta.is_dir(),
-        owner: meta.uid(),
-        mode: meta.mode() & 0o7777,
-        is_state_directory: dir == Path::new(STATE_DIRECTORY),
-        other_entries: others_entries,
-    };
-    match directory_verdict(&facts, nix::unistd::geteuid().as_raw()) {
-        DirectoryVerdict::Keep => Ok(()),
-        DirectoryVerdict::Tighten => {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
-        }
-        DirectoryVerdict::Refuse(why) => Err(StoreError::SharedDirectory {
-            path: pim_common::text::escape(&dir.display().to_string()),
-            why,
-        }),
     }
 }
 
-/// Up to a few names in `dir` that are not `database`'s own files (the database, its WAL,
-/// shared memory and rollback journal).
-fn other_entries(dir: &Path, database: &Path) -> std::io::Result<Vec<String>> {
-    let own = database
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    let mut others = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let is_own = own.as_deref().is_some_and(|own| {
-            ["", "-wal", "-shm", "-journal"]
-                .iter()
-                .any(|suffix| name == format!("{own}{suffix}"))
-        });
-        if !is_own {
-            others.push(name);
-            if others.len() == 3 {
-                break;
+/// `Some` of what was found at `path`, `None` if nothing is there.
+fn existing<T>(path: &Path, found: std::io::Result<T>) -> Result<Option<T>, StoreError> {
+    match found {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// The database's own files: the database, its WAL, shared memory and rollback journal.
+fn database_files(database: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| {
+            let mut name = database.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// A file of the database must be pimd's own: not a link to another file someone planted
+/// (which a chmod would follow), not a second name of another file.
+fn check_database_file(file: &Path, meta: &std::fs::Metadata) -> Result<(), StoreError> {
+    let why = if meta.file_type().is_symlink() {
+        "it is a symbolic link".to_string()
+    } else if !meta.file_type().is_file() {
+        "it is not a regular file".to_string()
+    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+        format!("it belongs to uid {}", meta.uid())
+    } else if meta.nlink() != 1 {
+        format!("it has {} links", meta.nlink())
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::UnsafeFile {
+        path: pim_common::text::escape(&file.display().to_string()),
+        why,
+    })
+}
+
+/// Makes sure that nobody but root can change the database's directory or any directory on
+/// the way to it, creating the missing ones (one `mkdir` at a time, each root's alone: 0700).
+/// The mode of an existing directory is never changed (it may be /srv, or a fresh /tmp), save
+/// the state directory's, which is pimd's by the unit and the package: the database's
+/// directory must already be root's alone, and each one above it root's, writable by nobody
+/// else unless sticky (others cannot rename or remove what root made in /tmp). No symbolic
+/// link is followed: each step is looked at with lstat, and changed through a descriptor
+/// opened with O_NOFOLLOW.
+fn prepare_directory(dir: &Path) -> Result<(), StoreError> {
+    let pimd_uid = nix::unistd::geteuid().as_raw();
+    let mut path = PathBuf::new();
+    let mut components = dir.components().peekable();
+    while let Some(component) = components.next() {
+        path.push(component);
+        let place = if components.peek().is_some() {
+            Place::Above
+        } else {
+            Place::DatabaseDirectory {
+                is_state_directory: path == Path::new(STATE_DIRECTORY),
+            }
+        };
+        let created = match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        let verdict = if created {
+            Verdict::Tighten
+        } else {
+            let meta = std::fs::symlink_metadata(&path).map_err(io_error(&path))?;
+            let kind = if meta.file_type().is_symlink() {
+                EntryKind::Symlink
+            } else if meta.is_dir() {
+                EntryKind::Directory
+            } else {
+                EntryKind::Other
+            };
+            let entry = Entry {
+                kind,
+                owner: meta.uid(),
+                mode: meta.mode() & 0o7777,
+            };
+            verdict(&entry, place, pimd_uid)
+        };
+        match verdict {
+            Verdict::Keep => {}
+            // Through a descriptor of this very directory: umask may have taken bits from
+            // the mkdir, and a state directory is made root's alone.
+            Verdict::Tighten => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+                .open(&path)
+                .and_then(|opened| opened.set_permissions(std::fs::Permissions::from_mode(0o700)))
+                .map_err(io_error(&path))?,
+            Verdict::Refuse(why) => {
+                return Err(StoreError::UnsafeDirectory {
+                    path: pim_common::text::escape(&path.display().to_string()),
+                    why,
+                })
             }
         }
     }
-    Ok(others)
+    Ok(())
 }
 
-/// What `prepare_directory` found about an existing directory.
+/// An existing step on the way to the database, as lstat saw it.
 #[derive(Debug)]
-struct DirectoryFacts {
-    is_dir: bool,
+struct Entry {
+    kind: EntryKind,
     owner: u32,
     mode: u32,
-    is_state_directory: bool,
-    other_entries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Directory,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A directory above the database's.
+    Above,
+    DatabaseDirectory {
+        is_state_directory: bool,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum DirectoryVerdict {
-    /// Already root's alone.
+enum Verdict {
     Keep,
-    /// pimd's own: make it 0700.
+    /// Make it 0700: pimd created it, or it is the state directory.
     Tighten,
     Refuse(String),
 }
 
-fn directory_verdict(facts: &DirectoryFacts, pimd_uid: u32) -> DirectoryVerdict {
-    if !facts.is_dir {
-        return DirectoryVerdict::Refuse("it is not a directory".into());
+fn verdict(entry: &Entry, place: Place, pimd_uid: u32) -> Verdict {
+    match entry.kind {
+        EntryKind::Directory => {}
+        EntryKind::Symlink => {
+            return Verdict::Refuse(
+                "it is a symbolic link, which pimd does not follow on the way to its database \
+                 (name the directory it points to)"
+                    .into(),
+            )
+        }
+        EntryKind::Other => return Verdict::Refuse("it is not a directory".into()),
     }
-    if facts.owner != pimd_uid {
-        return DirectoryVerdict::Refuse(format!(
+    if entry.owner != pimd_uid {
+        return Verdict::Refuse(format!(
             "it belongs to uid {}, who could replace the database",
-            facts.owner
+            entry.owner
         ));
     }
-    if facts.mode & 0o077 == 0 {
-        return DirectoryVerdict::Keep;
+    let open_to_others = entry.mode & 0o077 != 0;
+    match place {
+        Place::Above if entry.mode & 0o022 != 0 && entry.mode & 0o1000 == 0 => {
+            Verdict::Refuse(format!(
+                "it is mode {:04o}: others may write in it, and without the sticky bit they \
+                 could put a directory of their own in place of the database's",
+                entry.mode
+            ))
+        }
+        Place::Above => Verdict::Keep,
+        Place::DatabaseDirectory { .. } if !open_to_others => Verdict::Keep,
+        Place::DatabaseDirectory {
+            is_state_directory: true,
+        } => Verdict::Tighten,
+        Place::DatabaseDirectory {
+            is_state_directory: false,
+        } => Verdict::Refuse(format!(
+            "it is mode {:04o}, open to others, and pimd did not create it (pimd changes the \
+             mode of no directory it did not create, and keeps its database only in one that \
+             is root's alone)",
+            entry.mode
+        )),
     }
-    if facts.is_state_directory || facts.other_entries.is_empty() {
-        return DirectoryVerdict::Tighten;
-    }
-    let names: Vec<String> = facts
-        .other_entries
-        .iter()
-        .map(|n| pim_common::text::escape(n))
-        .collect();
-    DirectoryVerdict::Refuse(format!(
-        "it is mode {:04o} and holds other files ({}...), which making it 0700 would hide from \
-         everyone else",
-        facts.mode,
-        names.join(", ")
-    ))
 }
 
 /// A transaction in progress. Mutating methods mark it changed; [`Tx::audit`] records why.
@@ -1451,82 +1543,208 @@ mod tests {
         dir
     }
 
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
     #[test]
     fn given_a_database_in_a_directory_others_use_then_it_is_refused_and_left_alone() {
         let dir = scratch_dir("shared-dir", 0o755);
         std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
         let err = Store::open(&dir.join("pim-state.db")).err().unwrap();
         let message = err.to_string();
-        assert!(message.contains(&dir.display().to_string()), "{message}");
         assert!(
-            message.contains("mode 0755 and holds other files (hosts"),
+            message.contains(&format!(
+                "refusing to keep the database under {}: it is mode 0755, open to others, and \
+                 pimd did not create it",
+                dir.display()
+            )),
             "{message}"
         );
         assert!(message.contains("set [daemon] database"), "{message}");
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o755);
+        assert_eq!(mode_of(&dir), 0o755);
         assert!(!dir.join("pim-state.db").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// D1: `database = "/srv/pim.db"` (or /mnt, or a fresh /tmp) used to make that existing,
+    /// empty directory 0700.
     #[test]
-    fn given_an_open_directory_holding_only_the_database_then_it_is_made_private() {
-        let dir = scratch_dir("own-dir", 0o755);
-        Store::open(&dir.join("pim.db")).unwrap();
-        Store::open(&dir.join("pim.db")).unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o700);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn facts(owner: u32, mode: u32, others: &[&str]) -> DirectoryFacts {
-        DirectoryFacts {
-            is_dir: true,
-            owner,
-            mode,
-            is_state_directory: false,
-            other_entries: others.iter().map(|s| s.to_string()).collect(),
+    fn given_an_existing_empty_open_directory_then_it_is_refused_and_its_mode_kept() {
+        for mode in [0o755, 0o1777] {
+            let dir = scratch_dir("srv-like", mode);
+            let err = Store::open(&dir.join("pim.db")).err().unwrap();
+            assert!(matches!(err, StoreError::UnsafeDirectory { .. }), "{err}");
+            assert_eq!(mode_of(&dir), mode);
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+            std::fs::remove_dir_all(&dir).unwrap();
         }
     }
 
     #[test]
-    fn given_a_directory_of_another_owner_then_it_is_refused_even_when_private() {
-        let verdict = directory_verdict(&facts(1000, 0o700, &[]), 0);
-        assert_eq!(
-            verdict,
-            DirectoryVerdict::Refuse(
-                "it belongs to uid 1000, who could replace the database".into()
-            )
+    fn given_an_existing_directory_root_alone_then_it_is_used_as_it_is() {
+        let dir = scratch_dir("private-dir", 0o700);
+        Store::open(&dir.join("pim.db")).unwrap();
+        Store::open_read_only(&dir.join("pim.db")).unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+        assert_eq!(mode_of(&dir.join("pim.db")), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// D2: a link where the database's directory should be: its target was made 0700.
+    #[test]
+    fn given_a_symlinked_database_directory_then_it_is_refused_and_the_target_left_alone() {
+        let dir = scratch_dir("symlinked-dir", 0o700);
+        let target = dir.join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
+        let err = Store::open(&dir.join("link").join("pim.db")).err().unwrap();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "under {}: it is a symbolic link",
+                dir.join("link").display()
+            )),
+            "{message}"
         );
+        assert_eq!(mode_of(&target), 0o755);
+        assert!(!target.join("pim.db").exists());
+        // A link further up is refused too.
+        let err = Store::open(&dir.join("link").join("new").join("pim.db"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("it is a symbolic link"), "{err}");
+        assert!(!target.join("new").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// D2: a `-wal` planted as a link to another file: the chmod 0600 of the database's files
+    /// followed it.
+    #[test]
+    fn given_a_planted_wal_symlink_then_the_database_is_refused_and_the_target_left_alone() {
+        let dir = scratch_dir("planted-wal", 0o700);
+        let victim = dir.join("passwd");
+        std::fs::write(&victim, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("pim.db-wal")).unwrap();
+        let err = Store::open(&dir.join("pim.db")).err().unwrap();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "refusing to open the database file {}: it is a symbolic link",
+                dir.join("pim.db-wal").display()
+            )),
+            "{message}"
+        );
+        assert_eq!(mode_of(&victim), 0o644);
+        assert!(!dir.join("pim.db").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn given_directories_of_root_then_only_pimds_own_are_tightened() {
-        assert_eq!(
-            directory_verdict(&facts(0, 0o700, &["x"]), 0),
-            DirectoryVerdict::Keep
+    fn given_a_database_that_is_a_symlink_or_a_hard_link_then_it_is_refused() {
+        let dir = scratch_dir("linked-db", 0o700);
+        let elsewhere = dir.join("elsewhere.db");
+        Store::open(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("sym.db")).unwrap();
+        let err = Store::open(&dir.join("sym.db")).err().unwrap();
+        assert!(err.to_string().contains("it is a symbolic link"), "{err}");
+        // SQLite itself refuses the link for the read-only connection.
+        assert!(Store::open_read_only(&dir.join("sym.db")).is_err());
+        std::fs::hard_link(&elsewhere, dir.join("hard.db")).unwrap();
+        let err = Store::open(&dir.join("hard.db")).err().unwrap();
+        assert!(err.to_string().contains("it has 2 links"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// D2: in a directory others may write (not sticky), another user could move pimd's
+    /// directory away and put their own in its place.
+    #[test]
+    fn given_a_parent_others_may_write_then_the_database_is_refused_and_nothing_created() {
+        let parent = scratch_dir("writable-parent", 0o777);
+        let err = Store::open(&parent.join("state").join("pim.db"))
+            .err()
+            .unwrap();
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "under {}: it is mode 0777: others may write in it",
+                parent.display()
+            )),
+            "{message}"
         );
-        assert_eq!(
-            directory_verdict(&facts(0, 0o755, &[]), 0),
-            DirectoryVerdict::Tighten
-        );
-        let state = DirectoryFacts {
-            is_state_directory: true,
-            ..facts(0, 0o755, &["old"])
-        };
-        assert_eq!(directory_verdict(&state, 0), DirectoryVerdict::Tighten);
+        assert!(!parent.join("state").exists());
+        assert_eq!(mode_of(&parent), 0o777);
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    /// Like /tmp: others may write there, but cannot move what root made; pimd creates its
+    /// directory there, 0700.
+    #[test]
+    fn given_a_sticky_parent_then_pimd_creates_its_own_directory_in_it() {
+        let parent = scratch_dir("sticky-parent", 0o1777);
+        let path = parent.join("state").join("pim.db");
+        Store::open(&path).unwrap();
+        assert_eq!(mode_of(&parent.join("state")), 0o700);
+        assert_eq!(mode_of(&parent), 0o1777);
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    fn found(kind: EntryKind, owner: u32, mode: u32) -> Entry {
+        Entry { kind, owner, mode }
+    }
+
+    const DATABASE_DIRECTORY: Place = Place::DatabaseDirectory {
+        is_state_directory: false,
+    };
+    const STATE: Place = Place::DatabaseDirectory {
+        is_state_directory: true,
+    };
+
+    #[test]
+    fn given_a_directory_of_another_owner_then_it_is_refused_even_when_private() {
+        for place in [Place::Above, DATABASE_DIRECTORY, STATE] {
+            assert_eq!(
+                verdict(&found(EntryKind::Directory, 1000, 0o700), place, 0),
+                Verdict::Refuse("it belongs to uid 1000, who could replace the database".into())
+            );
+        }
+    }
+
+    #[test]
+    fn given_existing_directories_of_root_then_only_the_state_directory_is_tightened() {
+        let dir = |mode| found(EntryKind::Directory, 0, mode);
+        assert_eq!(verdict(&dir(0o700), DATABASE_DIRECTORY, 0), Verdict::Keep);
+        assert_eq!(verdict(&dir(0o700), STATE, 0), Verdict::Keep);
+        assert_eq!(verdict(&dir(0o755), STATE, 0), Verdict::Tighten);
         assert!(matches!(
-            directory_verdict(&facts(0, 0o755, &["passwd"]), 0),
-            DirectoryVerdict::Refuse(_)
+            verdict(&dir(0o755), DATABASE_DIRECTORY, 0),
+            Verdict::Refuse(_)
         ));
-        let file = DirectoryFacts {
-            is_dir: false,
-            ..facts(0, 0o644, &[])
-        };
-        assert_eq!(
-            directory_verdict(&file, 0),
-            DirectoryVerdict::Refuse("it is not a directory".into())
-        );
+        assert!(matches!(
+            verdict(&dir(0o1777), DATABASE_DIRECTORY, 0),
+            Verdict::Refuse(_)
+        ));
+        assert_eq!(verdict(&dir(0o755), Place::Above, 0), Verdict::Keep);
+        assert_eq!(verdict(&dir(0o1777), Place::Above, 0), Verdict::Keep);
+        assert!(matches!(
+            verdict(&dir(0o775), Place::Above, 0),
+            Verdict::Refuse(_)
+        ));
+        // A symlinked /var/lib/pim is not the state directory.
+        for kind in [EntryKind::Symlink, EntryKind::Other] {
+            for place in [Place::Above, DATABASE_DIRECTORY, STATE] {
+                assert!(matches!(
+                    verdict(&found(kind, 0, 0o700), place, 0),
+                    Verdict::Refuse(_)
+                ));
+            }
+        }
     }
 
     #[test]

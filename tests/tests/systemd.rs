@@ -4,12 +4,16 @@
 //! in the journal, recovery from a crash, from a crash loop and from a restart of the bus
 //! daemon, `systemctl reload` with a good and a broken file (and `pim doctor` on the latter),
 //! break-glass while pimd cannot start, enrol → activate → sudo → deactivate, an upgrade (to
-//! the package repacked as a next revision) with a live grant, removal and purge.
+//! the package repacked as a next revision) with a live grant, the set-group-ID sweep at the
+//! grant's end in every place a user may write, removal and purge.
 //!
 //! The sandbox of the other suites has no systemd; this one boots it. nspawn runs in a mount
 //! namespace of its own, with a tmpfs over `/run` (its bookkeeping stays there) and the
 //! unified cgroup hierarchy mounted over `/sys/fs/cgroup`, in a cgroup of its own below this
-//! process's, removed afterwards; the guest has no network (`--private-network`). Nothing on
+//! process's, removed afterwards; the guest has no network (`--private-network`) and its /tmp
+//! is a directory of its root file system, as on a Debian 12 host (not the tmpfs, mounted
+//! nosuid, that nspawn puts there by default: the set-group-ID sweep skips nosuid mounts,
+//! where the bit does nothing). Nothing on
 //! the host changes but `target/nspawn-cache/`. Commands reach the guest through `nsenter`
 //! into the namespaces of its PID 1.
 //!
@@ -198,7 +202,7 @@ cgroup=$parent/pim-nspawn-$$
 mkdir "$cgroup"
 echo $$ >"$cgroup/cgroup.procs"
 status=0
-SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --quiet --register=no --keep-unit \
+SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 SYSTEMD_NSPAWN_TMPFS_TMP=0 systemd-nspawn --quiet --register=no --keep-unit \
     --private-network --link-journal=no --console=pipe --machine=pim-guest \
     --directory="$1" --boot </dev/null >"$3" 2>&1 || status=$?
 echo $$ >"$parent/cgroup.procs"
@@ -512,8 +516,9 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         assert!(!allowed.contains(&denied), "pimd may call {denied}");
     }
 
-    // --- Confinement of the running pimd: writable only /etc, its state and runtime
-    // directories (and its private /tmp); /run and the rest are read-only.
+    // --- Confinement of the running pimd: /usr, /boot and /run are read-only; /etc, its state
+    // and runtime directories and every place a user may write (the set-group-ID sweep
+    // chmods files there) are writable, /tmp the host's own.
     let pid = guest.main_pid();
     let status = guest
         .sh(&format!("cat /proc/{pid}/status"))
@@ -522,21 +527,50 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         .clone();
     assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
     assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
-    for dir in ["/etc", "/var/lib/pim", "/run/pim", "/tmp"] {
+    guest
+        .sh("touch /tmp/.pim-host-tmp && mkdir -p /var/crash && chmod 1777 /var/crash")
+        .assert_success();
+    for dir in [
+        "/etc",
+        "/var/lib/pim",
+        "/run/pim",
+        "/tmp",
+        "/var/tmp",
+        "/var/crash",
+        "/home",
+        "/srv",
+        "/opt",
+        "/var",
+    ] {
         guest
             .sh(&format!(
                 "nsenter -t {pid} -m -- sh -c 'touch {dir}/.pim-probe && rm {dir}/.pim-probe'"
             ))
             .assert_success();
     }
+    guest
+        .sh(&format!(
+            "nsenter -t {pid} -m -- test -e /tmp/.pim-host-tmp && rm /tmp/.pim-host-tmp"
+        ))
+        .assert_success();
+    // systemd remounts what it confines nosuid in pimd's view (NoNewPrivileges), and the
+    // set-group-ID sweep skips nosuid mounts as pimd sees them: the root file system, with
+    // /home, /tmp, /var and /srv in this guest, must not be one of them.
+    let root_options = guest
+        .sh(&format!("nsenter -t {pid} -m -- findmnt -n -o OPTIONS /"))
+        .assert_success()
+        .stdout_trimmed()
+        .to_string();
+    assert!(
+        !root_options.split(',').any(|o| o == "nosuid"),
+        "pimd sees / mounted {root_options}: the sweep would skip it"
+    );
     for dir in [
         "/run",
         "/run/lock",
         "/run/systemd",
         "/run/dbus",
         "/usr",
-        "/var",
-        "/var/log",
         "/boot",
     ] {
         guest
@@ -732,10 +766,69 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         .assert_stdout_contains("admin");
     guest.sudo("alice").assert_success();
 
-    // --- Deactivate: a shell that kept the group is refused sudo, so is a new login.
+    // --- During the grant alice makes copies of cat set-group-ID for sudo wherever she can
+    // write: her home, /tmp, /var/tmp, /var/crash (1777, as on Ubuntu) and a directory of her
+    // own under /srv, the last two read-only to pimd under ProtectSystem=strict.
+    guest
+        .sh("install -d -o alice -m 0755 /srv/alice")
+        .assert_success();
+    let copies = [
+        "/home/alice/sudocat",
+        "/tmp/sudocat",
+        "/var/tmp/sudocat",
+        "/var/crash/sudocat",
+        "/srv/alice/sudocat",
+    ];
+    for copy in copies {
+        guest
+            .run_as(
+                "alice",
+                &[
+                    "sh",
+                    "-c",
+                    &format!("cp /bin/cat {copy} && chgrp sudo {copy} && chmod g+s {copy}"),
+                ],
+            )
+            .assert_success();
+        guest
+            .sh(&format!("stat -c '%a %G' {copy}"))
+            .assert_success()
+            .assert_stdout_contains("2755 sudo");
+    }
+
+    // --- Deactivate: a shell that kept the group is refused sudo, so is a new login, and the
+    // set-group-ID bit of each copy is cleared and audited.
     guest
         .run_as("alice", &["pim", "deactivate", "admin"])
         .assert_success();
+    let modes = format!("stat -c %a {}", copies.join(" "));
+    let cleared = poll_until(DEADLINE, || {
+        let out = guest.sh(&modes);
+        out.success() && out.stdout.lines().filter(|mode| *mode == "755").count() == copies.len()
+    });
+    assert!(
+        cleared,
+        "{}\n{}",
+        guest.sh(&modes),
+        guest.sh("findmnt -o TARGET,FSTYPE,OPTIONS")
+    );
+    // The audit records land after the chmods: wait for them, then there is one for each.
+    let clear_records = |copy: &str| {
+        let detail = format!("{copy}: set-group-ID for group sudo cleared, mode 2755 -> 0755");
+        let audit = guest.sh("pim --json audit --user alice");
+        let found = audit.assert_success().json()["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .filter(|r| r["action"] == "setgid-clear" && r["detail"] == detail.as_str())
+            .count();
+        (found, audit)
+    };
+    let audited = poll_until(DEADLINE, || copies.iter().all(|c| clear_records(c).0 > 0));
+    for copy in copies {
+        let (found, audit) = clear_records(copy);
+        assert!(audited && found == 1, "{copy}: {found} records\n{audit}");
+    }
     guest
         .run_with_groups("alice", "sudo", &["sudo", "-n", "true"])
         .assert_failure()
