@@ -8,8 +8,8 @@
 //! S_ISGID: the unit's RestrictSUIDSGID= refuses a chmod whose new mode keeps either); the
 //! file stays. Directories lose the bit too: files made in them would take the group.
 //!
-//! Where: every mount that honours set-ID bits (no `nosuid`), whose file system is writable
-//! and local (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
+//! Where: every mount whose file system is writable and local, `nosuid` ones too (pimd's own
+//! view of a mount's options is not the host's, and a remount can bring the bits back) (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
 //! not searched), each walked on its own, without following symbolic links and without
 //! entering other mounts, holding one open directory at a time. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
@@ -245,11 +245,13 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// Set-ID bits work here and a user may have written here. Only the super block's `ro`
-    /// counts: under the unit's ProtectSystem=strict every mount looks read-only to pimd.
+    /// A user may have written here, and set-ID bits may work here now or later. `nosuid`
+    /// does not count: systemd remounts what it confines `nosuid` in pimd's view alone (with
+    /// NoNewPrivileges=), so pimd cannot tell from its own mount table whether the host honours
+    /// the bits, and a remount without `nosuid` would bring them back. Only the super block's
+    /// `ro` counts, for the same reason (a bind mount can look read-only to pimd alone).
     fn allows_setid(&self) -> bool {
-        !self.mount_options.iter().any(|o| o == "nosuid")
-            && !self.super_options.iter().any(|o| o == "ro")
+        !self.super_options.iter().any(|o| o == "ro")
             && !PSEUDO_TYPES.contains(&self.fs_type.as_str())
     }
 
@@ -258,9 +260,12 @@ impl Mount {
         self.allows_setid() && !pim_common::mounts::never_swept(&self.fs_type)
     }
 
-    /// A mount where set-ID files may be that the sweep does not walk.
+    /// A mount where set-ID files may work that the sweep does not walk (reported: a user's
+    /// own FUSE mounts, always `nosuid`, are not).
     pub fn not_searched(&self) -> bool {
-        self.allows_setid() && pim_common::mounts::never_swept(&self.fs_type)
+        self.allows_setid()
+            && !self.mount_options.iter().any(|o| o == "nosuid")
+            && pim_common::mounts::never_swept(&self.fs_type)
     }
 }
 
@@ -1048,9 +1053,13 @@ mod tests {
             .iter()
             .map(|m| String::from_utf8_lossy(&m.mount_point).into_owned())
             .collect();
-        // /usr is read-only for this mount only (as everything is under ProtectSystem=strict);
-        // /boot's file system is read-only; /srv/a-again is /srv/a again.
-        assert_eq!(walked, ["/", "/dev/shm", "/mnt/my data", "/usr", "/srv/a"]);
+        // /tmp is nosuid, in pimd's view at least: walked all the same. /usr is read-only for
+        // this mount only (as a confined pimd may see it); /boot's file system is read-only;
+        // /srv/a-again is /srv/a again; sshfs and nfs are not walked.
+        assert_eq!(
+            walked,
+            ["/", "/dev/shm", "/tmp", "/mnt/my data", "/usr", "/srv/a"]
+        );
     }
 
     #[test]
