@@ -8,8 +8,9 @@
 //! S_ISGID: the unit's RestrictSUIDSGID= refuses a chmod whose new mode keeps either); the
 //! file stays. Directories lose the bit too: files made in them would take the group.
 //!
-//! Where: every mount whose file system is writable and local, `nosuid` ones too (pimd's own
-//! view of a mount's options is not the host's, and a remount can bring the bits back) (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
+//! Where: every mount whose file system is writable and local and that is not `nosuid` in the
+//! host's mount table (PID 1's: systemd remounts what it confines `nosuid` in pimd's view
+//! alone) (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
 //! not searched), each walked on its own, without following symbolic links and without
 //! entering other mounts, holding one open directory at a time. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
@@ -245,11 +246,10 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// A user may have written here, and set-ID bits may work here now or later. `nosuid`
-    /// does not count: systemd remounts what it confines `nosuid` in pimd's view alone (with
-    /// NoNewPrivileges=), so pimd cannot tell from its own mount table whether the host honours
-    /// the bits, and a remount without `nosuid` would bring them back. Only the super block's
-    /// `ro` counts, for the same reason (a bind mount can look read-only to pimd alone).
+    /// A user may have written here. `nosuid` in pimd's own table does not say set-ID bits do
+    /// nothing: systemd remounts what it confines `nosuid` in pimd's view alone (with
+    /// NoNewPrivileges=); the host's table decides that ([`mounts_to_walk`]). Only the super
+    /// block's `ro` counts, for the same reason (a bind mount can look read-only to pimd alone).
     fn allows_setid(&self) -> bool {
         !self.super_options.iter().any(|o| o == "ro")
             && !PSEUDO_TYPES.contains(&self.fs_type.as_str())
@@ -319,11 +319,21 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 /// The mounts to walk: those that may hold set-ID files, each subtree once. Every mount is
 /// walked on its own and no walk enters another mount, so a bind mount of part of a file
 /// system (ReadWritePaths=, for one) is walked as its own mount.
-pub fn mounts_to_walk(mounts: &[Mount]) -> Vec<Mount> {
+///
+/// `host` is the mount table of PID 1 (the host's, where a confined pimd's differs): a mount
+/// that is `nosuid` there too (`/run/lock`, `/run/user/UID`, a `nosuid` `/tmp`) is skipped, as
+/// set-ID bits do nothing there; one `nosuid` only in pimd's view is walked.
+pub fn mounts_to_walk(mounts: &[Mount], host: &[Mount]) -> Vec<Mount> {
+    let nosuid_on_host: HashSet<(&str, &[u8])> = host
+        .iter()
+        .filter(|m| m.mount_options.iter().any(|o| o == "nosuid"))
+        .map(|m| (m.device.as_str(), m.mount_point.as_slice()))
+        .collect();
     let mut seen = HashSet::new();
     mounts
         .iter()
         .filter(|m| m.may_hold_setgid())
+        .filter(|m| !nosuid_on_host.contains(&(m.device.as_str(), m.mount_point.as_slice())))
         .filter(|m| seen.insert((m.device.clone(), m.root.clone())))
         .cloned()
         .collect()
@@ -865,7 +875,11 @@ impl SetgidFiles for SystemSetgidFiles {
             mounts: &mounts,
             walk: Walk::default(),
         };
-        for mount in mounts_to_walk(&mounts) {
+        // Unreadable, the host's table leaves every mount to walk.
+        let host = std::fs::read_to_string("/proc/1/mountinfo")
+            .map(|text| parse_mountinfo(&text))
+            .unwrap_or_default();
+        for mount in mounts_to_walk(&mounts, &host) {
             walker.walk_mount(&mount);
         }
         walker.walk.not_searched = mounts
@@ -1049,15 +1063,28 @@ mod tests {
         let mounts = parse_mountinfo(MOUNTINFO);
         assert_eq!(mounts.len(), 11);
         assert_eq!(mounts[4].mount_point, b"/mnt/my data");
-        let walked: Vec<String> = mounts_to_walk(&mounts)
-            .iter()
-            .map(|m| String::from_utf8_lossy(&m.mount_point).into_owned())
-            .collect();
-        // /tmp is nosuid, in pimd's view at least: walked all the same. /usr is read-only for
-        // this mount only (as a confined pimd may see it); /boot's file system is read-only;
-        // /srv/a-again is /srv/a again; sshfs and nfs are not walked.
+        let walked = |host: &[Mount]| -> Vec<String> {
+            mounts_to_walk(&mounts, host)
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.mount_point).into_owned())
+                .collect()
+        };
+        // /tmp is nosuid in pimd's view, but not on the host (PID 1's table): walked. /usr is
+        // read-only for this mount only (as a confined pimd may see it); /boot's file system
+        // is read-only; /srv/a-again is /srv/a again; sshfs and nfs are not walked.
+        let host_tmp_suid = MOUNTINFO.replace("/tmp rw,nosuid,nodev", "/tmp rw,nodev");
         assert_eq!(
-            walked,
+            walked(&parse_mountinfo(&host_tmp_suid)),
+            ["/", "/dev/shm", "/tmp", "/mnt/my data", "/usr", "/srv/a"]
+        );
+        // nosuid on the host too: set-ID bits do nothing there.
+        assert_eq!(
+            walked(&mounts),
+            ["/", "/dev/shm", "/mnt/my data", "/usr", "/srv/a"]
+        );
+        // Without the host's table, everything is walked.
+        assert_eq!(
+            walked(&[]),
             ["/", "/dev/shm", "/tmp", "/mnt/my data", "/usr", "/srv/a"]
         );
     }
