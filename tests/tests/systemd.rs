@@ -215,6 +215,8 @@ struct Guest {
     boot: Child,
     nspawn: u32,
     leader: u32,
+    /// The PID namespace of the guest's PID 1, as found at boot.
+    leader_pid_ns: Option<std::path::PathBuf>,
     dir: PathBuf,
 }
 
@@ -252,6 +254,7 @@ impl Guest {
         let mut guest = Guest {
             nspawn: 0,
             leader: 0,
+            leader_pid_ns: None,
             boot,
             dir,
         };
@@ -266,6 +269,7 @@ impl Guest {
             let comm = std::fs::read_to_string(format!("/proc/{leader}/comm")).unwrap_or_default();
             guest.nspawn = nspawn;
             guest.leader = leader;
+            guest.leader_pid_ns = std::fs::read_link(format!("/proc/{leader}/ns/pid")).ok();
             comm.trim() == "systemd"
         });
         assert!(
@@ -304,7 +308,32 @@ impl Guest {
         output
     }
 
+    /// Whether the recorded leader is still the guest's PID 1: in the PID namespace found at
+    /// boot, which is not ours.
+    fn leader_alive(&self) -> bool {
+        let pid_ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let leader_ns = pid_ns(&self.leader.to_string());
+        self.leader != 0
+            && leader_ns.is_some()
+            && leader_ns == self.leader_pid_ns
+            && leader_ns != pid_ns("self")
+    }
+
+    /// Whether the recorded nspawn PID is still the boot script's nspawn.
+    fn nspawn_alive(&mut self) -> bool {
+        self.nspawn != 0
+            && matches!(self.boot.try_wait(), Ok(None))
+            && std::fs::read_to_string(format!("/proc/{}/comm", self.nspawn))
+                .is_ok_and(|comm| comm.trim() == "systemd-nspawn")
+    }
+
     fn bare_sh(&self, script: &str) -> Output {
+        // A command meant for the guest must never run on the host.
+        assert!(
+            self.leader_alive(),
+            "the guest's PID 1 ({}) is gone; not running: {script}",
+            self.leader
+        );
         let leader = self.leader.to_string();
         let limit = GUEST_COMMAND_SECS.to_string();
         let out = Command::new("nsenter")
@@ -409,7 +438,7 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        if std::thread::panicking() && self.leader != 0 {
+        if std::thread::panicking() && self.leader_alive() {
             eprintln!(
                 "--- the guest's journal (tail) ---\n{}\n--- console ---\n{}",
                 self.sh("journalctl -b --no-pager -n 150").stdout,
@@ -418,13 +447,15 @@ impl Drop for Guest {
         }
         // nspawn turns SIGTERM into a clean shutdown of the guest; a second one, or SIGKILL
         // when that hangs, ends it at once.
-        if self.nspawn != 0 {
+        // Only while the boot script runs is the recorded PID still nspawn's (a PID freed
+        // since could be any host process's).
+        if self.nspawn_alive() {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.nspawn.to_string()])
                 .status();
         }
         let done = poll_until(DEADLINE, || matches!(self.boot.try_wait(), Ok(Some(_))));
-        if !done && self.nspawn != 0 {
+        if !done && self.nspawn_alive() {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.nspawn.to_string()])
                 .status();
