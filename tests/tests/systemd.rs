@@ -843,15 +843,22 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         guest.sh(&modes),
         guest.sh("findmnt -o TARGET,FSTYPE,OPTIONS")
     );
-    // The audit records land after the chmods: wait for them, then there is one for each.
+    // The audit records land after the chmods: wait for them, then each copy is named once
+    // (records list the files of a group, quoted, with device and inode).
     let clear_records = |copy: &str| {
-        let detail = format!("{copy}: set-group-ID for group sudo cleared, mode 2755 -> 0755");
+        let named = format!("\"{copy}\" (device ");
         let audit = guest.sh("pim --json audit --user alice");
         let found = audit.assert_success().json()["records"]
             .as_array()
             .expect("records")
             .iter()
-            .filter(|r| r["action"] == "setgid-clear" && r["detail"] == detail.as_str())
+            .filter(|r| r["action"] == "setgid-clear")
+            .filter_map(|r| r["detail"].as_str())
+            .filter(|d| d.starts_with("group sudo: "))
+            .flat_map(|d| d.split("; "))
+            .filter(|f| {
+                f.contains(&named) && f.ends_with("set-group-ID cleared, mode 2755 -> 0755")
+            })
             .count();
         (found, audit)
     };
