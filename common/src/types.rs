@@ -108,7 +108,8 @@ pub struct AccessDecision {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct EventInfo {
     /// `request-filed`, `request-approved`, `request-denied`, `request-cancelled`,
-    /// `request-expired`, `grant-started` or `grant-ended`.
+    /// `request-expired`, `grant-started`, `grant-ended`, or `events-dropped` (more events of
+    /// that kind about that role by that actor are not sent for up to a minute).
     pub kind: String,
     pub at: i64,
     pub user: String,

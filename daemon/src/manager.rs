@@ -54,9 +54,13 @@ const MAX_LISTED_SWEEP_RECORDS: usize = 1000;
 /// Most groups one access check may name (a PAM line names a handful).
 pub const MAX_ACCESS_GROUPS: usize = 64;
 
-/// Events one person's calls send to watchers and `notify_command` per window (of
-/// [`refusals::WINDOW_SECS`]); the rest are dropped, counted and summarised in the audit.
+/// Events of one kind about one role that one person's calls send to watchers and
+/// `notify_command` per window (of [`refusals::WINDOW_SECS`]); the rest are dropped, counted
+/// and summarised in the audit.
 pub const EVENTS_PER_WINDOW: u32 = 20;
+/// The kind of the event that tells watchers and `notify_command` that events like the one
+/// it names are being dropped.
+pub const EVENTS_DROPPED: &str = "events-dropped";
 
 /// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
 const DAEMON: &str = "pimd";
@@ -308,7 +312,7 @@ impl Manager {
         if outcome == Outcome::Refused {
             let cause = Cause {
                 actor: audit.actor.into(),
-                user: String::new(),
+                ..Cause::default()
             };
             self.record_refusal(&cause, entry)?;
         } else {
@@ -326,7 +330,7 @@ impl Manager {
             entry.user.as_str()
         };
         let previous = match self.refusals.admit(cause, &entry.action, about, entry.at) {
-            Admission::Count => return Ok(()),
+            Admission::Count { .. } => return Ok(()),
             Admission::Record { previous } => previous,
         };
         let mut entries = previous
@@ -371,10 +375,12 @@ impl Manager {
                     Counted::Refusals => "were counted, not recorded one by one",
                     Counted::Events => "were not sent to watchers or notify_command",
                 };
-                Audit::new(&u.cause.actor, action).about(user, "").entry(
-                    now,
-                    Outcome::Refused,
-                    format!(
+                Audit::new(&u.cause.actor, action)
+                    .about(user, &u.cause.role)
+                    .entry(
+                        now,
+                        Outcome::Refused,
+                        format!(
                         "{total} more {what}{whom} between {} and {} {fate} (over {allowance} in \
                          {} s): {}",
                         describe(u.first, now),
@@ -382,7 +388,7 @@ impl Manager {
                         refusals::WINDOW_SECS,
                         actions.join(", ")
                     ),
-                )
+                    )
             })
             .collect()
     }
@@ -462,7 +468,7 @@ impl Manager {
     pub fn count_turned_away(&mut self, caller: &Caller, n: u32) {
         let cause = Cause {
             actor: caller.name.clone(),
-            user: String::new(),
+            ..Cause::default()
         };
         self.refusals
             .count(&cause, "calls-in-progress", n, self.now());
@@ -480,16 +486,37 @@ impl Manager {
         detail: String,
     ) {
         // One person's loop (request, cancel, request...) must not flood approvers' watchers
-        // and notifier: beyond the allowance events are dropped and counted. What pimd does
-        // by itself (expiry) is never dropped.
+        // and notifier: beyond the allowance of that actor, kind and role, events are dropped
+        // and counted, and the first drop is announced at once to whoever would have seen
+        // them. What pimd does by itself (expiry) is never dropped.
         if actor != DAEMON {
             let cause = Cause {
                 actor: actor.into(),
-                user: String::new(),
+                kind: kind.into(),
+                role: role.into(),
+                ..Cause::default()
             };
             let about = if user == actor { "" } else { user };
             match self.events.admit(&cause, kind, about, self.now()) {
-                Admission::Count => return,
+                Admission::Count { first: false } => return,
+                Admission::Count { first: true } => {
+                    self.outbox.events.push(EventInfo {
+                        kind: EVENTS_DROPPED.into(),
+                        at: self.now(),
+                        user: user.into(),
+                        role: role.into(),
+                        request_id: 0,
+                        grant_id: 0,
+                        actor: actor.into(),
+                        detail: format!(
+                            "more than {EVENTS_PER_WINDOW} {kind} events about role {role} by \
+                             {actor} in {} s: the next ones are not sent for up to a minute; \
+                             'pim audit' counts them (events-undelivered)",
+                            refusals::WINDOW_SECS
+                        ),
+                    });
+                    return;
+                }
                 Admission::Record {
                     previous: Some(previous),
                 } => {
@@ -2270,6 +2297,7 @@ impl Manager {
         let cause = Cause {
             actor: PAM_CHECK.into(),
             user: user.into(),
+            ..Cause::default()
         };
         self.record_refusal(&cause, entry)
     }

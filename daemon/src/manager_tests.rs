@@ -3532,33 +3532,131 @@ fn given_a_user_looping_on_activate_and_deactivate_then_watchers_get_the_allowan
     let mut e = env();
     let alice = e.who("alice");
     e.m.take_outbox();
-    for _ in 0..15 {
+    for _ in 0..25 {
         e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
         e.m.deactivate(&alice, "rescue").unwrap();
     }
     let events = e.m.take_outbox().events;
-    assert_eq!(events.len(), EVENTS_PER_WINDOW as usize);
+    let kinds = |kind: &str| events.iter().filter(|ev| ev.kind == kind).count();
+    // Each kind has its allowance, and its first drop is announced.
+    assert_eq!(kinds("grant-started"), EVENTS_PER_WINDOW as usize);
+    assert_eq!(kinds("grant-ended"), EVENTS_PER_WINDOW as usize);
+    let dropped: Vec<&EventInfo> = events
+        .iter()
+        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .collect();
+    assert_eq!(dropped.len(), 2, "{dropped:#?}");
+    assert_eq!(
+        (dropped[0].user.as_str(), dropped[0].role.as_str()),
+        ("alice", "rescue")
+    );
+    assert!(
+        dropped[0]
+            .detail
+            .contains("grant-started events about role rescue by alice"),
+        "{}",
+        dropped[0].detail
+    );
     assert!(e.audited("events-undelivered").is_empty());
     // Every change is still audited.
-    assert_eq!(e.audited("activate").len(), 15);
+    assert_eq!(e.audited("activate").len(), 25);
 
     e.advance(crate::refusals::WINDOW_SECS);
     e.m.record_unrecorded_refusals(false).unwrap();
     let summary = e.audited("events-undelivered");
-    assert_eq!(summary.len(), 1, "{summary:#?}");
-    assert_eq!(
-        (summary[0].actor.as_str(), summary[0].user.as_str()),
-        ("alice", "alice")
-    );
+    assert_eq!(summary.len(), 2, "{summary:#?}");
+    for record in &summary {
+        assert_eq!(
+            (
+                record.actor.as_str(),
+                record.user.as_str(),
+                record.role.as_str()
+            ),
+            ("alice", "alice", "rescue")
+        );
+    }
+    let mut details: Vec<&str> = summary.iter().map(|r| r.detail.as_str()).collect();
+    details.sort_by_key(|d| d.ends_with("grant-started 5"));
     assert!(
-        summary[0].detail.starts_with("10 more event(s) between ")
-            && summary[0]
-                .detail
-                .ends_with(": grant-ended 5, grant-started 5"),
-        "{}",
-        summary[0].detail
+        details[0].starts_with("5 more event(s) between ")
+            && details[0].ends_with(": grant-ended 5")
+            && details[1].ends_with(": grant-started 5"),
+        "{details:?}"
     );
     // A new window, new events.
     e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
     assert_eq!(e.event_kinds(), ["grant-started"]);
+}
+
+/// Alice activates and deactivates `rescue` (no MFA) until its events' allowances are used.
+fn flood_rescue_events(e: &mut Env) {
+    let alice = e.who("alice");
+    for _ in 0..EVENTS_PER_WINDOW + 5 {
+        e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
+        e.m.deactivate(&alice, "rescue").unwrap();
+    }
+    e.m.take_outbox();
+}
+
+#[test]
+fn given_a_flood_of_one_roles_events_then_another_roles_activation_still_reaches_watchers() {
+    let mut e = env();
+    e.enrol("alice");
+    flood_rescue_events(&mut e);
+    e.activate_admin("alice", 0).unwrap();
+    let started: Vec<EventInfo> =
+        e.m.take_outbox()
+            .events
+            .into_iter()
+            .filter(|ev| ev.kind == "grant-started")
+            .collect();
+    assert_eq!(started.len(), 1, "{started:#?}");
+    assert_eq!(started[0].role, "admin");
+}
+
+#[test]
+fn given_a_flood_of_one_roles_events_then_a_request_still_reaches_the_approvers() {
+    let mut e = env();
+    e.enrol("alice");
+    flood_rescue_events(&mut e);
+    let id = e.file_db_request("alice");
+    let bob = e.who("bob");
+    let events = e.m.take_outbox().events;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.kind == "request-filed" && ev.request_id == id && e.m.may_see(&bob, ev)),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn given_events_dropped_then_the_notice_reaches_the_watchers_who_would_have_seen_them() {
+    let mut e = env();
+    let alice = e.who("alice");
+    e.m.take_outbox();
+    for _ in 0..EVENTS_PER_WINDOW + 3 {
+        e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
+        e.m.deactivate(&alice, "rescue").unwrap();
+    }
+    let events = e.m.take_outbox().events;
+    let notices: Vec<&EventInfo> = events
+        .iter()
+        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .collect();
+    // One per kind, however many were dropped.
+    assert_eq!(notices.len(), 2, "{notices:#?}");
+    let (audra, erin) = (e.who("audra"), e.who("erin"));
+    for notice in notices {
+        assert_eq!(
+            (notice.user.as_str(), notice.role.as_str()),
+            ("alice", "rescue")
+        );
+        assert!(e.m.may_see(&alice, notice), "her own");
+        assert!(e.m.may_see(&audra, notice), "an auditor");
+        assert!(
+            !e.m.may_see(&erin, notice),
+            "erin has nothing to do with rescue"
+        );
+    }
 }
