@@ -62,6 +62,10 @@ pub const EVENTS_PER_WINDOW: u32 = 20;
 /// it names are being dropped.
 pub const EVENTS_DROPPED: &str = "events-dropped";
 
+/// How long after its creation a pending enrolment's secret is shown again by `pim mfa enroll`;
+/// after that a new one replaces it.
+pub const PENDING_SECRET_SHOWN_SECS: i64 = 600;
+
 /// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
 const DAEMON: &str = "pimd";
 /// The actor of the PAM module's access checks (asked by root on a user's behalf).
@@ -1257,6 +1261,7 @@ impl Manager {
         let user = caller.name.as_str();
         let audit = Audit::new(user, "mfa-enroll").about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
+        let replaced_from = existing.as_ref().map(|r| r.created_at);
         let account = format!("{user}@{}", self.host);
         match existing {
             Some(r) if r.confirmed => {
@@ -1268,27 +1273,49 @@ impl Manager {
                     ),
                 )
             }
-            Some(pending) => {
-                // Asked again before confirming (the QR code was lost, the terminal closed):
-                // the same secret again, and nothing written, so that a loop adds nothing.
+            Some(pending) if Self::reshown(pending.created_at, self.now()) => {
+                // Asked again soon after (the QR code was lost, the terminal closed): the same
+                // secret again. Each disclosure is audited; calls_per_minute bounds them.
                 let secret = TotpSecret::from_bytes(pending.secret);
                 let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+                let now = self.now();
+                let entry = audit.entry(
+                    now,
+                    Outcome::Success,
+                    format!(
+                        "the pending secret (from {}) shown again; awaiting first code",
+                        describe(pending.created_at, now)
+                    ),
+                );
+                self.commit(|tx| Ok(tx.audit(entry)?))?;
                 return Ok((uri, secret.base32()));
             }
-            None => {}
+            Some(_) | None => {}
         }
         let secret = TotpSecret::generate()?;
         let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
         let now = self.now();
+        let detail = match replaced_from {
+            Some(from) => format!(
+                "enrolment started again with a new secret (the pending one, from {}, is shown \
+                 again for {} minutes only); awaiting first code",
+                describe(from, now),
+                PENDING_SECRET_SHOWN_SECS / 60
+            ),
+            None => "enrolment started; awaiting first code".into(),
+        };
         self.commit(|tx| {
             tx.put_pending_mfa(user, secret.as_bytes(), now)?;
-            Ok(tx.audit(audit.entry(
-                now,
-                Outcome::Success,
-                "enrolment started; awaiting first code",
-            ))?)
+            Ok(tx.audit(audit.entry(now, Outcome::Success, detail))?)
         })?;
         Ok((uri, secret.base32()))
+    }
+
+    /// Whether a pending enrolment's secret, made at `created`, may be shown again at `now`:
+    /// only within [`PENDING_SECRET_SHOWN_SECS`], so that a secret once seen by someone else
+    /// (a shared screen, a program that enrolled first) is not handed out for good.
+    fn reshown(created: i64, now: i64) -> bool {
+        (created..created + PENDING_SECRET_SHOWN_SECS).contains(&now)
     }
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {

@@ -1623,20 +1623,28 @@ fn given_mfa_reset_then_the_user_is_unenrolled() {
 // ----- MFA -----
 
 #[test]
-fn given_enrol_again_before_confirming_then_the_same_secret_and_nothing_written() {
+fn given_enrol_again_soon_before_confirming_then_the_same_secret_and_each_disclosure_audited() {
     let mut e = env();
     let alice = e.who("alice");
     let (first_uri, first) = e.m.mfa_enroll(&alice).unwrap();
     for _ in 0..5 {
+        e.advance(60);
         assert_eq!(
             e.m.mfa_enroll(&alice).unwrap(),
             (first_uri.clone(), first.clone())
         );
     }
+    let records = e.audited("mfa-enroll");
     assert_eq!(
-        e.audited("mfa-enroll").len(),
-        1,
-        "one record, when it started"
+        records.len(),
+        6,
+        "one record per secret shown: {records:#?}"
+    );
+    assert!(
+        records[1..]
+            .iter()
+            .all(|r| r.outcome == "success" && r.detail.contains("pending secret (from ")),
+        "{records:#?}"
     );
     let secret = totp_rs::Secret::try_from_base32(&first)
         .unwrap()
@@ -1646,6 +1654,47 @@ fn given_enrol_again_before_confirming_then_the_same_secret_and_nothing_written(
         e.m.mfa_confirm(&alice, &code_at(&secret, mfa::current_step(e.now())));
     assert_eq!(codes.unwrap().len(), 10);
     assert!(e.mfa_status("alice").enrolled);
+}
+
+#[test]
+fn given_a_pending_enrolment_older_than_ten_minutes_then_enrolling_replaces_its_secret() {
+    let mut e = env();
+    let alice = e.who("alice");
+    // Planted (or seen on a shared screen) and left pending.
+    let (_, planted) = e.m.mfa_enroll(&alice).unwrap();
+    e.advance(PENDING_SECRET_SHOWN_SECS - 1);
+    assert_eq!(e.m.mfa_enroll(&alice).unwrap().1, planted);
+    e.advance(1);
+    let (_, fresh) = e.m.mfa_enroll(&alice).unwrap();
+    assert_ne!(fresh, planted);
+    // The new secret's own ten minutes start now.
+    e.advance(PENDING_SECRET_SHOWN_SECS - 1);
+    assert_eq!(e.m.mfa_enroll(&alice).unwrap().1, fresh);
+    let records = e.audited("mfa-enroll");
+    assert_eq!(records.len(), 4, "{records:#?}");
+    assert!(
+        records[2]
+            .detail
+            .starts_with("enrolment started again with a new secret"),
+        "{records:#?}"
+    );
+    // The planted secret no longer confirms anything.
+    let planted = totp_rs::Secret::try_from_base32(&planted)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let code = code_at(&planted, mfa::current_step(e.now()));
+    assert!(e.m.mfa_confirm(&alice, &code).is_err());
+    assert!(!e.mfa_status("alice").enrolled);
+}
+
+#[test]
+fn given_a_clock_that_went_back_then_the_pending_secret_is_not_shown_again() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let (_, first) = e.m.mfa_enroll(&alice).unwrap();
+    e.set(T0 - HOUR);
+    assert_ne!(e.m.mfa_enroll(&alice).unwrap().1, first);
 }
 
 #[test]

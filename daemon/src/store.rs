@@ -193,6 +193,8 @@ pub struct MfaRecord {
     pub secret: Vec<u8>,
     pub confirmed: bool,
     pub last_step: Option<u64>,
+    /// When the enrolment (its secret) was made.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -936,13 +938,14 @@ impl Tx<'_> {
         Ok(self
             .tx
             .query_row(
-                "SELECT secret, confirmed, last_step FROM mfa WHERE user = ?1",
+                "SELECT secret, confirmed, last_step, created_at FROM mfa WHERE user = ?1",
                 [user],
                 |r| {
                     Ok(MfaRecord {
                         secret: r.get(0)?,
                         confirmed: r.get(1)?,
                         last_step: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+                        created_at: r.get(3)?,
                     })
                 },
             )
