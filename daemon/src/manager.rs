@@ -431,8 +431,8 @@ impl Manager {
         written
     }
 
-    /// Admits a writing call of `kind` (audited as `action`) unless the caller has made their
-    /// `[daemon] calls_per_minute` of that kind this minute; then it is refused, and the
+    /// Admits a call of `kind` (audited as `action`) unless the caller has made their
+    /// allowance of that kind (from `[daemon] calls_per_minute`) this minute; then it is refused, and the
     /// refusal recorded like any other.
     pub fn admit_call(
         &mut self,
@@ -440,7 +440,7 @@ impl Manager {
         action: &str,
         kind: CallKind,
     ) -> Result<(), PimError> {
-        let allowance = self.config.daemon.calls_per_minute;
+        let allowance = kind.allowance(self.config.daemon.calls_per_minute);
         match self.calls.admit(caller.uid, kind, allowance, self.now()) {
             Ok(()) => Ok(()),
             Err(wait) => self.refuse_call(

@@ -4,6 +4,7 @@ use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::config::{self, Directory};
+use pim_common::types::MAX_AUDIT_RECORDS;
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
 const T0: i64 = 1_800_000_000;
@@ -3707,5 +3708,60 @@ fn given_events_dropped_then_the_notice_reaches_the_watchers_who_would_have_seen
             !e.m.may_see(&erin, notice),
             "erin has nothing to do with rescue"
         );
+    }
+}
+
+#[test]
+fn given_more_audit_records_than_one_reply_holds_then_audit_returns_the_oldest_that_fit() {
+    let mut e = env();
+    let now = e.now();
+    e.m.commit(|tx| {
+        for n in 0..MAX_AUDIT_RECORDS + 5 {
+            let entry = Audit::new("alice", "activate")
+                .about("alice", "rescue")
+                .entry(now + i64::from(n), Outcome::Success, format!("record {n}"));
+            tx.audit(entry)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let alice = e.who("alice");
+    let first = e.m.audit(&alice, 0, "", "").unwrap();
+    assert_eq!(first.len(), MAX_AUDIT_RECORDS as usize);
+    assert_eq!(first[0].detail, "record 0");
+    // Asking again from the last one's time gives the rest.
+    let last = first.last().unwrap().at;
+    let next = e.m.audit(&alice, last, "", "").unwrap();
+    let details: Vec<&str> = next.iter().map(|r| r.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        [
+            "record 999",
+            "record 1000",
+            "record 1001",
+            "record 1002",
+            "record 1003",
+            "record 1004"
+        ]
+    );
+}
+
+#[test]
+fn given_reads_in_a_loop_then_four_times_calls_per_minute_are_served_and_the_rest_refused() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let allowance = 4 * e.m.config.daemon.calls_per_minute;
+    for _ in 0..allowance {
+        e.m.admit_call(&alice, "status", CallKind::Reads).unwrap();
+    }
+    let msg = assert_err!(e.m.admit_call(&alice, "status", CallKind::Reads), Busy);
+    assert!(msg.contains(&format!("{allowance} a minute")), "{msg}");
+    // Writes keep their own allowance, and root is never limited.
+    e.m.admit_call(&alice, "activate", CallKind::Grants)
+        .unwrap();
+    let root = e.who("root");
+    for _ in 0..2 * allowance {
+        e.m.admit_call(&root, "audit-read", CallKind::Reads)
+            .unwrap();
     }
 }

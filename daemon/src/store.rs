@@ -653,6 +653,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The records matching `q`, oldest first, at most [`pim_common::types::MAX_AUDIT_RECORDS`].
     pub fn audit_records(
         &self,
         q: &AuditQuery<'_>,
@@ -663,9 +664,11 @@ impl Tx<'_> {
                AND (?2 IS NULL OR user = ?2)
                AND (?3 IS NULL OR role = ?3)
                AND (?4 IS NULL OR user = ?4 OR actor = ?5)
-             ORDER BY id",
+             ORDER BY id LIMIT ?6",
         )?;
-        let rows = stmt.query_map(params![q.since, q.user, q.role, q.involving, q.by], |r| {
+        let limit = pim_common::types::MAX_AUDIT_RECORDS;
+        let params = params![q.since, q.user, q.role, q.involving, q.by, limit];
+        let rows = stmt.query_map(params, |r| {
             Ok(pim_common::types::AuditRecord {
                 id: r.get(0)?,
                 at: r.get(1)?,

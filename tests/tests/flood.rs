@@ -384,3 +384,34 @@ fn given_a_user_flooding_one_roles_events_then_their_activation_of_another_role_
     });
     watch.kill();
 }
+
+#[test]
+fn given_a_user_looping_on_reads_then_four_times_calls_per_minute_are_served_and_the_rest_refused_while_sudo_still_succeeds(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    // The old pimd served every one, each holding the manager (an audit since 0 scanning the
+    // whole log) while expiry and every other call waited.
+    const CALLS: usize = 150;
+    let out = sb.sh(
+        "mallory",
+        &format!(
+            "for i in $(seq {CALLS}); do busctl --system call org.pim.Manager1 \
+             /org/pim/Manager1 org.pim.Manager1 Audit xss 0 '' '' >/dev/null 2>&1 \
+             && echo served || echo refused; done"
+        ),
+    );
+    out.assert_success();
+    let served = out.stdout.lines().filter(|l| *l == "served").count();
+    assert_eq!(served, 120, "4 × calls_per_minute (30): {}", out.stdout);
+    let busy = sb.sh(
+        "mallory",
+        "busctl --system call org.pim.Manager1 /org/pim/Manager1 org.pim.Manager1 Status 2>&1",
+    );
+    assert!(busy.stdout.contains("too many reading calls"), "{busy:?}");
+    sudo_succeeds(&sb, 3);
+    // Others' reads are their own.
+    sb.run("alice", &["pim", "status"]).assert_success();
+}
