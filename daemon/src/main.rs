@@ -24,6 +24,7 @@ use manager::Manager;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
 use service::{Core, ManagerService};
 use setgid::{SetgidFiles, SystemSetgidFiles};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,6 +43,41 @@ const RELOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Exit status when the configuration has errors (sysexits' EX_CONFIG): pimd.service does not
 /// restart on it (`RestartPreventExitStatus=78`), since a new start would only repeat them.
 const EXIT_CONFIG_ERRORS: u8 = 78;
+
+/// How long pimd waits before exiting when it cannot start (configuration errors, a database
+/// it cannot open, a name it cannot own). D-Bus activation starts pimd for any call to its
+/// name, which any local user can make, and the unit does not limit restarts (so that pimd
+/// always comes back): without this pause a loop of calls would be tens of starts a second,
+/// each printing every problem to the journal. While a failed start waits, the calls waiting
+/// for the name all wait for it, and its exit answers them together.
+const START_FAILURE_PAUSE: Duration = Duration::from_secs(10);
+
+/// Why [`run`] ended with an error.
+enum RunError {
+    /// Before pimd owned its name: a new start would most likely fail the same way.
+    NotStarted(String),
+    /// After it served: a new start is what is needed.
+    Stopped(String),
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> Self {
+        RunError::NotStarted(message)
+    }
+}
+
+/// Waits [`START_FAILURE_PAUSE`] before a failed start exits, unless a person runs pimd on a
+/// terminal (they want the answer now, and are no loop).
+fn pause_before_failing(stderr_is_terminal: bool) {
+    if stderr_is_terminal {
+        return;
+    }
+    eprintln!(
+        "pimd: waiting {} s before exiting, so that the calls waiting for pimd share this failed start",
+        START_FAILURE_PAUSE.as_secs()
+    );
+    std::thread::sleep(START_FAILURE_PAUSE);
+}
 
 const USAGE: &str = "usage: pimd [--config PATH] [--check-config] [--reload PID]
 
@@ -153,6 +189,7 @@ fn main() -> ExitCode {
     }
     let Some(config) = config else {
         eprintln!("pimd: not starting: fix the configuration ({errors} error(s)); 'pimd --check-config' lists them");
+        pause_before_failing(std::io::stderr().is_terminal());
         return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 
@@ -174,14 +211,19 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(RunError::NotStarted(e)) => {
+            eprintln!("pimd: not starting: {e}");
+            pause_before_failing(std::io::stderr().is_terminal());
+            ExitCode::FAILURE
+        }
+        Err(RunError::Stopped(e)) => {
             eprintln!("pimd: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String> {
+async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunError> {
     // Whatever an earlier pimd said about a reload is moot: this one started with a valid file.
     // (Left behind, it would only make `pim doctor` report that old reload: not worth refusing
     // to start over.)
@@ -289,11 +331,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         );
     }
     if lost_bus {
-        return Err(
+        return Err(RunError::Stopped(
             "lost the connection to the system bus; live grants stay recorded and end on \
                     schedule after restart"
                 .into(),
-        );
+        ));
     }
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())

@@ -1395,12 +1395,19 @@ fn given_a_bad_config_then_check_config_names_each_key_and_line_and_pimd_refuses
         }
         out.assert_stderr_contains("24h")
             .assert_stderr_contains("no approvers");
+        // A check is asked for by a person: answered at once.
+        assert!(!out.stderr.contains("waiting"), "{}", out.stderr);
     }
 
+    // A start, as D-Bus activation makes for any local user's call: it waits before it exits,
+    // so that a loop of calls is not a loop of starts (it exits 78, which stops restarts).
     let start = sb.run("root", &["pimd", "--config", CONFIG_PATH]);
     start
-        .assert_failure()
-        .assert_stderr_contains("not starting");
+        .assert_status(78)
+        .assert_stderr_contains("not starting")
+        .assert_stderr_contains(
+            "waiting 10 s before exiting, so that the calls waiting for pimd share this failed start",
+        );
     for line in &expected {
         start.assert_stderr_contains(line);
     }
@@ -1417,6 +1424,21 @@ fn given_a_bad_config_then_check_config_names_each_key_and_line_and_pimd_refuses
     );
     sb.run("root", &["pimd", "--check-config"]).assert_success();
     sb.start_pimd();
+
+    // Any other start that cannot serve (here: a database that cannot be made) waits likewise.
+    let config = sb.read_file(CONFIG_PATH);
+    let elsewhere = "/etc/pim/other.toml";
+    sb.write_file(
+        elsewhere,
+        &config.replace("[daemon]\n", "[daemon]\ndatabase = \"/proc/pim/pim.db\"\n"),
+        0o644,
+    );
+    let failed = sb.run("root", &["pimd", "--config", elsewhere]);
+    failed
+        .assert_status(1)
+        .assert_stderr_contains("pimd: not starting: ")
+        .assert_stderr_contains("waiting 10 s before exiting");
+    assert!(sb.pimd_running());
 }
 
 // ---------------------------------------------------------------------------------------------
