@@ -2280,6 +2280,7 @@ permanent = ["root2", "%breakglass"]
 
         let failed = LastReload {
             ok: false,
+            received: 1,
             messages: vec![
                 "/etc/pim/pim.toml:2: roles.web.max_duration: 48h is over the 24h cap".into(),
             ],
@@ -2307,6 +2308,7 @@ permanent = ["root2", "%breakglass"]
 
         let ok = LastReload {
             ok: true,
+            received: 2,
             messages: vec![],
         };
         std::fs::write(&path, ok.to_text()).unwrap();

@@ -311,7 +311,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hangup.recv() => record_reload(&reload(&core, &access, &config_path).await),
+            _ = hangup.recv() => {
+                let received = monotonic_ns();
+                let outcome = reload(&core, &access, &config_path).await;
+                record_reload(&LastReload { received, ..outcome });
+            }
             // The bus daemon went away (restarted, or killed): nobody can reach this pimd any
             // more. End with an error, so that the service manager starts a new one that
             // connects to the new bus.
@@ -342,7 +346,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
 }
 
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
-/// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
+/// otherwise keep the running one (the outcome's `received` is the caller's to fill in). Then reconcile at once, in the same turn: grants whose
 /// user the new configuration no longer makes eligible end there. Everything said goes to
 /// stderr (the journal) and, the errors, into the outcome.
 async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path) -> LastReload {
@@ -357,6 +361,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
         );
         return LastReload {
             ok: false,
+            received: 0,
             messages: problems
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
@@ -385,6 +390,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
             }
             LastReload {
                 ok: true,
+                received: 0,
                 messages: vec![],
             }
         }
@@ -393,6 +399,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
             eprintln!("pimd: {message}");
             LastReload {
                 ok: false,
+                received: 0,
                 messages: vec![message],
             }
         }
@@ -414,17 +421,62 @@ fn record_reload(outcome: &LastReload) {
     }
 }
 
-/// `pimd --reload PID`: SIGHUP to the running pimd, then its answer. The old answer is removed
-/// first, so that the file that appears is this reload's.
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: the same clock in every process, which no
+/// setting of the time moves (0 if it cannot be read, which no answer is taken for).
+fn monotonic_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec() as u64)
+    })
+}
+
+/// The program the running pimd was started from, by the links of `/proc`: that of process
+/// `pid` must be the same file as this one's (or `/usr/sbin/pimd`, replaced by an upgrade
+/// since it started), so that `--reload` with a wrong PID signals nothing else.
+fn check_is_pimd(pid: nix::unistd::Pid) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let target = std::fs::read_link(&exe)
+        .map_err(|e| format!("cannot tell which program process {pid} runs: {e}"))?;
+    let same_file = match (std::fs::metadata(&exe), std::fs::metadata("/proc/self/exe")) {
+        (Ok(theirs), Ok(ours)) => (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()),
+        _ => false,
+    };
+    let installed = ["/usr/sbin/pimd", "/usr/sbin/pimd (deleted)"]
+        .iter()
+        .any(|p| target == Path::new(p));
+    if same_file || installed {
+        Ok(())
+    } else {
+        Err(format!(
+            "process {pid} runs {}, not pimd; not signalling it",
+            pim_common::text::escape(&target.to_string_lossy())
+        ))
+    }
+}
+
+/// The answer in `text` if it is that to a SIGHUP sent at `sent` (received at or after it);
+/// `None` for an earlier reload's answer, this one's being still to come.
+fn answer_to(text: &str, sent: u64) -> Option<Result<LastReload, String>> {
+    match LastReload::parse(text) {
+        Ok(answer) if answer.received < sent || sent == 0 => None,
+        parsed => Some(parsed),
+    }
+}
+
+/// `pimd --reload PID`: SIGHUP to the running pimd, then its answer: the first answer to a
+/// SIGHUP received after this one was sent (one from an earlier reload that finishes late, a
+/// manual `kill -HUP`, is not this reload's).
 fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
     use nix::sys::signal::{kill, Signal};
     let path = Path::new(LAST_RELOAD_PATH);
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            eprintln!("pimd: cannot remove {LAST_RELOAD_PATH}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(e) = check_is_pimd(pid) {
+        eprintln!("pimd: {e}");
+        return ExitCode::FAILURE;
     }
+    let sent = monotonic_ns();
     if let Err(e) = kill(pid, Signal::SIGHUP) {
         eprintln!("pimd: cannot signal pimd (pid {pid}): {e}");
         return ExitCode::FAILURE;
@@ -432,26 +484,25 @@ fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
     let deadline = Instant::now() + RELOAD_ANSWER_TIMEOUT;
     loop {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                return match LastReload::parse(&text) {
-                    Ok(answer) if answer.ok => {
-                        eprintln!("pimd: configuration reloaded (pid {pid})");
-                        ExitCode::SUCCESS
-                    }
-                    Ok(answer) => {
-                        eprintln!(
-                            "pimd: reload failed; pimd (pid {pid}) keeps running the \
-                             configuration it had: {}",
-                            answer.messages.join("; ")
-                        );
-                        ExitCode::FAILURE
-                    }
-                    Err(e) => {
-                        eprintln!("pimd: {LAST_RELOAD_PATH}: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
+            Ok(text) => match answer_to(&text, sent) {
+                None => {}
+                Some(Ok(answer)) if answer.ok => {
+                    eprintln!("pimd: configuration reloaded (pid {pid})");
+                    return ExitCode::SUCCESS;
+                }
+                Some(Ok(answer)) => {
+                    eprintln!(
+                        "pimd: reload failed; pimd (pid {pid}) keeps running the \
+                         configuration it had: {}",
+                        answer.messages.join("; ")
+                    );
+                    return ExitCode::FAILURE;
+                }
+                Some(Err(e)) => {
+                    eprintln!("pimd: {LAST_RELOAD_PATH}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 eprintln!("pimd: cannot read {LAST_RELOAD_PATH}: {e}");
@@ -573,7 +624,51 @@ async fn setgid_sweep_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_pid;
+    use super::{answer_to, check_is_pimd, monotonic_ns, parse_pid};
+    use nix::unistd::Pid;
+    use pim_common::reload::LastReload;
+
+    fn answer(ok: bool, received: u64) -> String {
+        LastReload {
+            ok,
+            received,
+            messages: vec![],
+        }
+        .to_text()
+    }
+
+    #[test]
+    fn given_an_answer_to_a_signal_received_before_this_one_was_sent_then_it_is_not_taken() {
+        let sent = monotonic_ns();
+        assert!(sent > 0);
+        // A reload in progress (an earlier --reload that timed out, a kill -HUP) ends late.
+        assert_eq!(answer_to(&answer(true, sent - 1), sent), None);
+        let ours = answer_to(&answer(false, sent + 1), sent).expect("taken");
+        assert!(!ours.unwrap().ok);
+        assert!(answer_to(&answer(true, sent), sent).is_some());
+        assert!(answer_to("garbage\n", sent).unwrap().is_err());
+        // A clock that could not be read takes no answer.
+        assert_eq!(answer_to(&answer(true, 5), 0), None);
+    }
+
+    #[test]
+    fn given_a_pid_then_only_a_process_of_this_program_is_taken_for_pimd() {
+        // This test's own process runs this very program.
+        check_is_pimd(Pid::this()).unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(other.id() as i32);
+        let refused = check_is_pimd(pid);
+        let _ = other.kill();
+        let _ = other.wait();
+        let e = refused.unwrap_err();
+        assert!(e.contains("not pimd; not signalling it"), "{e}");
+        assert!(e.contains("sleep"), "{e}");
+        let gone = check_is_pimd(pid).unwrap_err();
+        assert!(gone.contains("cannot tell which program"), "{gone}");
+    }
 
     #[test]
     fn given_reload_pids_then_only_a_positive_one_is_signalled() {

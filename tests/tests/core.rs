@@ -1742,6 +1742,18 @@ fn given_a_reload_then_pimd_takes_a_valid_new_configuration_and_for_a_broken_one
     reload(&sb).assert_success();
     assert_eq!(roles(&sb), ["web"]);
     assert_eq!(doctor_reload(&sb)["status"], "ok");
+
+    // A PID that is not pimd's (a wrong $MAINPID, one reused): nothing is signalled (SIGHUP
+    // would have ended this sleep).
+    let wrong = sb.sh(
+        "root",
+        "sleep 600 >/dev/null 2>&1 & pid=$!; pimd --reload $pid; rc=$?; \
+         kill -0 $pid && echo still running; kill $pid; exit $rc",
+    );
+    wrong
+        .assert_failure()
+        .assert_stderr_contains("sleep, not pimd; not signalling it")
+        .assert_stdout_contains("still running");
 }
 
 #[test]
