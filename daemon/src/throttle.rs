@@ -7,8 +7,8 @@
 //! the call is refused (and the refusal audited, within the allowance of
 //! [`crate::refusals`]). Calls that only read (status, the audit...) write nothing but each
 //! holds the manager, which expiry and every other call wait for: they get an allowance of
-//! their own, [`READS_PER_CALL_ALLOWANCE`] times as large. root is never limited: the PAM check and the administrator's tools
-//! must always get through.
+//! their own, [`READS_PER_CALL_ALLOWANCE`] times as large. root is never limited: the PAM
+//! check and the administrator's tools must always get through.
 
 use std::collections::HashMap;
 
@@ -21,7 +21,7 @@ pub const READS_PER_CALL_ALLOWANCE: u32 = 4;
 /// Users with a window kept before the windows that are over are forgotten.
 const KEPT_WINDOWS: usize = 1024;
 
-/// Kinds of writing call, each with its own allowance: a burst of approvals does not use up
+/// Kinds of call, each with its own allowance: a burst of approvals does not use up
 /// the approver's own activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallKind {
