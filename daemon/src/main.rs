@@ -68,8 +68,8 @@ impl From<String> for RunError {
 
 /// Waits [`START_FAILURE_PAUSE`] before a failed start exits, unless a person runs pimd on a
 /// terminal (they want the answer now, and are no loop).
-fn pause_before_failing(stderr_is_terminal: bool) {
-    if stderr_is_terminal {
+fn pause_before_failing() {
+    if std::io::stderr().is_terminal() {
         return;
     }
     eprintln!(
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
     }
     let Some(config) = config else {
         eprintln!("pimd: not starting: fix the configuration ({errors} error(s)); 'pimd --check-config' lists them");
-        pause_before_failing(std::io::stderr().is_terminal());
+        pause_before_failing();
         return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::NotStarted(e)) => {
             eprintln!("pimd: not starting: {e}");
-            pause_before_failing(std::io::stderr().is_terminal());
+            pause_before_failing();
             ExitCode::FAILURE
         }
         Err(RunError::Stopped(e)) => {
@@ -313,8 +313,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             _ = tokio::signal::ctrl_c() => break,
             _ = hangup.recv() => {
                 let received = monotonic_ns();
-                let outcome = reload(&core, &access, &config_path).await;
-                record_reload(&LastReload { received, ..outcome });
+                record_reload(&reload(&core, &access, &config_path, received).await);
             }
             // The bus daemon went away (restarted, or killed): nobody can reach this pimd any
             // more. End with an error, so that the service manager starts a new one that
@@ -346,10 +345,16 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
 }
 
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
-/// otherwise keep the running one (the outcome's `received` is the caller's to fill in). Then reconcile at once, in the same turn: grants whose
-/// user the new configuration no longer makes eligible end there. Everything said goes to
-/// stderr (the journal) and, the errors, into the outcome.
-async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path) -> LastReload {
+/// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
+/// user the new configuration no longer makes eligible end there. The outcome carries when
+/// the signal was `received`. Everything said goes to stderr (the journal) and, the errors,
+/// into the outcome.
+async fn reload(
+    core: &Arc<Core>,
+    access: &Arc<Mutex<AccessReader>>,
+    path: &Path,
+    received: u64,
+) -> LastReload {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
         eprintln!("{problem}");
@@ -361,7 +366,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
         );
         return LastReload {
             ok: false,
-            received: 0,
+            received,
             messages: problems
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
@@ -390,7 +395,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
             }
             LastReload {
                 ok: true,
-                received: 0,
+                received,
                 messages: vec![],
             }
         }
@@ -399,7 +404,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<Mutex<AccessReader>>, path: &Path
             eprintln!("pimd: {message}");
             LastReload {
                 ok: false,
-                received: 0,
+                received,
                 messages: vec![message],
             }
         }

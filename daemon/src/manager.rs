@@ -379,12 +379,11 @@ impl Manager {
                     Counted::Refusals => "were counted, not recorded one by one",
                     Counted::Events => "were not sent to watchers or notify_command",
                 };
-                Audit::new(&u.cause.actor, action)
-                    .about(user, &u.cause.role)
-                    .entry(
-                        now,
-                        Outcome::Refused,
-                        format!(
+                let audit = Audit::new(&u.cause.actor, action).about(user, &u.cause.role);
+                audit.entry(
+                    now,
+                    Outcome::Refused,
+                    format!(
                         "{total} more {what}{whom} between {} and {} {fate} (over {allowance} in \
                          {} s): {}",
                         describe(u.first, now),
@@ -392,7 +391,7 @@ impl Manager {
                         refusals::WINDOW_SECS,
                         actions.join(", ")
                     ),
-                    )
+                )
             })
             .collect()
     }
@@ -432,8 +431,8 @@ impl Manager {
     }
 
     /// Admits a call of `kind` (audited as `action`) unless the caller has made their
-    /// allowance of that kind (from `[daemon] calls_per_minute`) this minute; then it is refused, and the
-    /// refusal recorded like any other.
+    /// allowance of that kind (from `[daemon] calls_per_minute`) this minute; then it is
+    /// refused, and the refusal recorded like any other.
     pub fn admit_call(
         &mut self,
         caller: &Caller,
