@@ -66,6 +66,9 @@ impl From<String> for RunError {
     }
 }
 
+/// How often a start that waits for its configuration to be fixed looks at the file.
+const CONFIG_POLL: Duration = Duration::from_millis(250);
+
 /// Waits [`START_FAILURE_PAUSE`] before a failed start exits, unless a person runs pimd on a
 /// terminal (they want the answer now, and are no loop).
 fn pause_before_failing() {
@@ -77,6 +80,54 @@ fn pause_before_failing() {
         START_FAILURE_PAUSE.as_secs()
     );
     std::thread::sleep(START_FAILURE_PAUSE);
+}
+
+/// What tells that a file was written: its inode, size and modification time.
+fn file_stamp(path: &Path) -> Option<(u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+/// Like [`pause_before_failing`] for a configuration with errors, but a file fixed meanwhile
+/// ends the wait: its configuration is returned and this start goes on with it. (An
+/// administrator who fixes the file and runs `systemctl start` would otherwise join this
+/// failing start, and see it fail.) The file is read once it has held still for a poll, so
+/// that one being written is not taken half-way.
+fn wait_for_fixed_config(path: &Path) -> Option<config::Config> {
+    if std::io::stderr().is_terminal() {
+        return None;
+    }
+    eprintln!(
+        "pimd: waiting {} s before exiting, so that the calls waiting for pimd share this failed \
+         start; fixed meanwhile, {} is used",
+        START_FAILURE_PAUSE.as_secs(),
+        path.display()
+    );
+    let deadline = Instant::now() + START_FAILURE_PAUSE;
+    let mut stamp = file_stamp(path);
+    let mut changed = false;
+    while Instant::now() < deadline {
+        std::thread::sleep(CONFIG_POLL);
+        let now = file_stamp(path);
+        if now != stamp {
+            (stamp, changed) = (now, true);
+            continue;
+        }
+        if !changed {
+            continue;
+        }
+        changed = false;
+        let (config, problems) = config::load(path, &SystemAccounts);
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        if config.is_some() {
+            eprintln!("pimd: {} is fixed; starting", path.display());
+            return config;
+        }
+    }
+    None
 }
 
 const USAGE: &str = "usage: pimd [--config PATH] [--check-config] [--reload PID]
@@ -187,9 +238,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let Some(config) = config else {
+    let Some(config) = config.or_else(|| {
         eprintln!("pimd: not starting: fix the configuration ({errors} error(s)); 'pimd --check-config' lists them");
-        pause_before_failing();
+        wait_for_fixed_config(&options.config)
+    }) else {
         return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 

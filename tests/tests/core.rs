@@ -1407,13 +1407,19 @@ fn given_a_bad_config_then_check_config_names_each_key_and_line_and_pimd_refuses
         .assert_stderr_contains("not starting")
         .assert_stderr_contains(
             "waiting 10 s before exiting, so that the calls waiting for pimd share this failed start",
-        );
+        )
+        .assert_stderr_contains("fixed meanwhile, /etc/pim/pim.toml is used");
     for line in &expected {
         start.assert_stderr_contains(line);
     }
     assert!(!sb.bus_name_owned("org.pim.Manager1"));
 
-    // Fixed, it checks clean and starts.
+    // Fixed while a start waits (an administrator fixes the file and runs systemctl start,
+    // which joins that start): that start takes the file and serves.
+    let waiting = sb.spawn("root", &["pimd", "--config", CONFIG_PATH]);
+    sb.wait_until("the start to wait", COMMAND_DEADLINE, || {
+        waiting.stderr_so_far().contains("fixed meanwhile")
+    });
     sb.write_file(
         CONFIG_PATH,
         &BAD_CONFIG
@@ -1422,6 +1428,22 @@ fn given_a_bad_config_then_check_config_names_each_key_and_line_and_pimd_refuses
             .replace("require_approval = true", "require_approval = false"),
         0o644,
     );
+    sb.wait_until("the waiting start to serve", COMMAND_DEADLINE, || {
+        sb.bus_name_owned("org.pim.Manager1")
+    });
+    let served = waiting.kill();
+    assert!(
+        served
+            .stderr
+            .contains("pimd: /etc/pim/pim.toml is fixed; starting"),
+        "{}",
+        served.stderr
+    );
+    sb.wait_until("that pimd to be gone", COMMAND_DEADLINE, || {
+        !sb.bus_name_owned("org.pim.Manager1")
+    });
+
+    // Fixed, it checks clean and starts.
     sb.run("root", &["pimd", "--check-config"]).assert_success();
     sb.start_pimd();
 
