@@ -753,6 +753,10 @@ async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
             || output::audit_text(&records, &clock),
         )?;
     }
+    if let Some(note_text) = output::audit_truncated(&records, a.user.as_deref(), a.role.as_deref())
+    {
+        note(&note_text);
+    }
     Ok(Outcome::Done)
 }
 

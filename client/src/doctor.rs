@@ -167,6 +167,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     let mut findings = Vec::new();
 
     let (daemon, connection) = check_daemon().await;
+    let pimd_running = daemon.status == Status::Pass;
     findings.push(daemon);
     findings.extend(check_bus_files());
     let module_dirs = pam_module_dirs();
@@ -190,7 +191,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         findings.push(check_sudoers_defaults(&sudoers, module_runs, &elsewhere));
         let (config_findings, config) = check_config(&config_path);
         findings.extend(config_findings);
-        findings.push(check_reload(Path::new(LAST_RELOAD_PATH)));
+        findings.push(check_reload(Path::new(LAST_RELOAD_PATH), pimd_running));
         match &config {
             Some(config) => {
                 findings.push(check_database(config));
@@ -1312,8 +1313,16 @@ fn quoted(lines: &[String]) -> String {
 /// pimd's answer to the last reload, which it leaves at `path` (root's alone). A failed one
 /// means pimd runs another configuration than the file says, and, when the file has errors,
 /// that pimd would not start again (break-glass must not depend on it: see pam_pim(8)).
-fn check_reload(path: &Path) -> Finding {
+fn check_reload(path: &Path, pimd_running: bool) -> Finding {
     const CHECK: &str = "reload";
+    if !pimd_running {
+        // No configuration is running: the next start reads the file as it is now.
+        return Finding::skip(
+            CHECK,
+            "skipped: pimd is not running (see the daemon check); its next start reads the \
+             configuration file as it is",
+        );
+    }
     let shown = show(path);
     let (text, modified) = match std::fs::read_to_string(path).and_then(|text| {
         let modified = std::fs::metadata(path)?.modified()?;
@@ -2629,17 +2638,18 @@ permanent = ["root2", "%breakglass"]
     fn given_pimd_answers_to_reloads_then_only_a_failed_or_unreadable_one_fails() {
         let dir = tempdir::Dir::new();
         let path = dir.path.join("last-reload");
-        let none = check_reload(&path);
+        let none = check_reload(&path, true);
         assert_eq!(none.status, Status::Pass, "{none:?}");
 
         let failed = LastReload {
             ok: false,
+            received: 1,
             messages: vec![
                 "/etc/pim/pim.toml:2: roles.web.max_duration: 48h is over the 24h cap".into(),
             ],
         };
         std::fs::write(&path, failed.to_text()).unwrap();
-        let finding = check_reload(&path);
+        let finding = check_reload(&path, true);
         assert_eq!(finding.status, Status::Fail, "{finding:?}");
         assert!(
             finding
@@ -2661,15 +2671,30 @@ permanent = ["root2", "%breakglass"]
 
         let ok = LastReload {
             ok: true,
+            received: 2,
             messages: vec![],
         };
         std::fs::write(&path, ok.to_text()).unwrap();
-        assert_eq!(check_reload(&path).status, Status::Pass);
+        assert_eq!(check_reload(&path, true).status, Status::Pass);
 
         std::fs::write(&path, "whatever\n").unwrap();
-        let garbage = check_reload(&path);
+        let garbage = check_reload(&path, true);
         assert_eq!(garbage.status, Status::Fail, "{garbage:?}");
         assert!(garbage.message.contains("'whatever'"), "{garbage:?}");
+    }
+
+    #[test]
+    fn given_pimd_not_running_then_the_reload_check_says_so_instead_of_passing() {
+        let dir = tempdir::Dir::new();
+        // No /run/pim (pimd is down), or an answer left behind by the pimd that ended.
+        let none = check_reload(&dir.path.join("pim/last-reload"), false);
+        assert_eq!(none.status, Status::Skip, "{none:?}");
+        assert!(none.message.contains("pimd is not running"), "{none:?}");
+        let path = dir.path.join("last-reload");
+        std::fs::write(&path, "ok\nreceived 1\n").unwrap();
+        let left = check_reload(&path, false);
+        assert_eq!(left.status, Status::Skip, "{left:?}");
+        assert!(!left.message.contains("runs the configuration"), "{left:?}");
     }
 
     /// A scratch directory removed on drop (no extra crate for it).

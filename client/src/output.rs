@@ -7,7 +7,9 @@
 use crate::time::{self, rfc3339, Clock};
 use pim_common::duration;
 use pim_common::text::{escape, is_unsafe};
-use pim_common::types::{AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo};
+use pim_common::types::{
+    AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo, MAX_AUDIT_RECORDS,
+};
 use serde_json::{json, Map, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -654,6 +656,31 @@ pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
     )
 }
 
+/// What to tell the reader when pimd sent as many records as it sends in one reply: there
+/// may be more, and how to ask for the next ones (the last one's second again: `--since` is
+/// inclusive, so none is missed).
+pub fn audit_truncated(
+    records: &[AuditRecord],
+    user: Option<&str>,
+    role: Option<&str>,
+) -> Option<String> {
+    if records.len() < MAX_AUDIT_RECORDS as usize {
+        return None;
+    }
+    let last = records.last()?;
+    let mut next = format!("pim audit --since @{}", last.at);
+    if let Some(user) = user {
+        next.push_str(&format!(" --user {}", escape(user)));
+    }
+    if let Some(role) = role {
+        next.push_str(&format!(" --role {}", escape(role)));
+    }
+    Some(format!(
+        "pim: only the first {MAX_AUDIT_RECORDS} matching records are shown (pimd sends at most \
+         that many a call); for the next ones: {next}"
+    ))
+}
+
 /// One event, one line: `2026-11-21 14:00:05  request-approved  alice  admin  request 12  by bob: ok`.
 pub fn event_line(ev: &EventInfo, clock: &Clock) -> String {
     let mut parts = vec![
@@ -1017,6 +1044,27 @@ mod tests {
         let line = event_line(&ev, &clock());
         assert_eq!(line.matches('\n').count(), 1);
         assert!(!line.contains('\x1b'));
+    }
+
+    #[test]
+    fn given_a_full_audit_reply_then_the_note_says_how_to_ask_for_the_next_records() {
+        let records: Vec<AuditRecord> = (0..MAX_AUDIT_RECORDS)
+            .map(|n| AuditRecord {
+                at: 1_800_000_000 + i64::from(n),
+                ..Default::default()
+            })
+            .collect();
+        let short = &records[..records.len() - 1];
+        assert_eq!(audit_truncated(short, None, None), None);
+        let note = audit_truncated(&records, Some("alice"), None).expect("a note");
+        assert!(
+            note.contains("only the first 1000 matching records are shown"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with("pim audit --since @1800000999 --user alice"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! answer and fail the reload, and `pim doctor` can say that pimd runs an older configuration
 //! than the file.
 //!
-//! The file: a first line `ok` or `failed`, then what pimd said, one printable line each.
+//! The file: a first line `ok` or `failed`, a second `received NS` (when pimd received the
+//! SIGHUP it answers, in nanoseconds of `CLOCK_MONOTONIC`, which every process reads alike:
+//! `pimd --reload` takes only an answer to a signal received after it sent its own, not that
+//! of an earlier reload finishing late), then what pimd said, one printable line each.
 
 /// Where pimd leaves the outcome (systemd's `RuntimeDirectory=pim`).
 pub const LAST_RELOAD_PATH: &str = "/run/pim/last-reload";
@@ -12,6 +15,8 @@ pub const LAST_RELOAD_PATH: &str = "/run/pim/last-reload";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastReload {
     pub ok: bool,
+    /// When pimd received the SIGHUP this answers (`CLOCK_MONOTONIC`, nanoseconds).
+    pub received: u64,
     /// The configuration's problems or the refusal, each one line without control characters.
     pub messages: Vec<String>,
 }
@@ -19,6 +24,7 @@ pub struct LastReload {
 impl LastReload {
     pub fn to_text(&self) -> String {
         let mut text = String::from(if self.ok { "ok\n" } else { "failed\n" });
+        text.push_str(&format!("received {}\n", self.received));
         for message in &self.messages {
             for line in message.lines() {
                 text.push_str(&crate::text::escape_unsafe(line));
@@ -41,8 +47,14 @@ impl LastReload {
             }
             None => return Err("the file is empty".into()),
         };
+        let received = lines
+            .next()
+            .and_then(|line| line.strip_prefix("received "))
+            .and_then(|ns| ns.parse().ok())
+            .ok_or("the second line is not 'received' and a time")?;
         Ok(LastReload {
             ok,
+            received,
             messages: lines.map(crate::text::escape_unsafe).collect(),
         })
     }
@@ -56,6 +68,7 @@ mod tests {
     fn given_a_failed_reload_then_its_text_parses_back_with_control_characters_escaped() {
         let written = LastReload {
             ok: false,
+            received: 1234,
             messages: vec![
                 "/etc/pim/pim.toml:3: roles.admin.group: missing".into(),
                 "two\nlines and a \u{1b}[31m escape".into(),
@@ -63,6 +76,7 @@ mod tests {
         };
         let read = LastReload::parse(&written.to_text()).unwrap();
         assert!(!read.ok);
+        assert_eq!(read.received, 1234);
         assert_eq!(read.messages.len(), 3);
         assert_eq!(read.messages[0], written.messages[0]);
         assert!(read.messages.iter().all(|m| !m.contains('\u{1b}')));
@@ -72,14 +86,16 @@ mod tests {
     fn given_a_success_then_ok_and_no_messages() {
         let text = LastReload {
             ok: true,
+            received: 5,
             messages: vec![],
         }
         .to_text();
-        assert_eq!(text, "ok\n");
+        assert_eq!(text, "ok\nreceived 5\n");
         assert_eq!(
             LastReload::parse(&text).unwrap(),
             LastReload {
                 ok: true,
+                received: 5,
                 messages: vec![]
             }
         );
@@ -91,5 +107,11 @@ mod tests {
         assert!(LastReload::parse("maybe\n")
             .unwrap_err()
             .contains("'maybe'"));
+        assert!(LastReload::parse("ok\n")
+            .unwrap_err()
+            .contains("second line"));
+        assert!(LastReload::parse("ok\nreceived soon\n")
+            .unwrap_err()
+            .contains("second line"));
     }
 }

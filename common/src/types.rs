@@ -76,6 +76,11 @@ pub struct MfaStatusInfo {
     pub recovery_codes_left: u32,
 }
 
+/// Records one `Audit` call returns at most: the oldest that match, so that asking again with
+/// `since` at the last one's time gives the next (a reply is bounded, and so is the manager's
+/// time on it).
+pub const MAX_AUDIT_RECORDS: u32 = 1000;
+
 /// One row of the append-only audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct AuditRecord {
@@ -108,7 +113,8 @@ pub struct AccessDecision {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct EventInfo {
     /// `request-filed`, `request-approved`, `request-denied`, `request-cancelled`,
-    /// `request-expired`, `grant-started` or `grant-ended`.
+    /// `request-expired`, `grant-started`, `grant-ended`, or `events-dropped` (more events of
+    /// that kind about that role by that actor are not sent for up to a minute).
     pub kind: String,
     pub at: i64,
     pub user: String,

@@ -24,6 +24,7 @@ use manager::Manager;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
 use service::{AccessReaders, Core, ManagerService};
 use setgid::{SetgidFiles, SystemSetgidFiles};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +43,92 @@ const RELOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Exit status when the configuration has errors (sysexits' EX_CONFIG): pimd.service does not
 /// restart on it (`RestartPreventExitStatus=78`), since a new start would only repeat them.
 const EXIT_CONFIG_ERRORS: u8 = 78;
+
+/// How long pimd waits before exiting when it cannot start (configuration errors, a database
+/// it cannot open, a name it cannot own). D-Bus activation starts pimd for any call to its
+/// name, which any local user can make, and the unit does not limit restarts (so that pimd
+/// always comes back): without this pause a loop of calls would be tens of starts a second,
+/// each printing every problem to the journal. While a failed start waits, the calls waiting
+/// for the name all wait for it, and its exit answers them together.
+const START_FAILURE_PAUSE: Duration = Duration::from_secs(10);
+
+/// Why [`run`] ended with an error.
+enum RunError {
+    /// Before pimd owned its name: a new start would most likely fail the same way.
+    NotStarted(String),
+    /// After it served: a new start is what is needed.
+    Stopped(String),
+}
+
+impl From<String> for RunError {
+    fn from(message: String) -> Self {
+        RunError::NotStarted(message)
+    }
+}
+
+/// How often a start that waits for its configuration to be fixed looks at the file.
+const CONFIG_POLL: Duration = Duration::from_millis(250);
+
+/// Waits [`START_FAILURE_PAUSE`] before a failed start exits, unless a person runs pimd on a
+/// terminal (they want the answer now, and are no loop).
+fn pause_before_failing() {
+    if std::io::stderr().is_terminal() {
+        return;
+    }
+    eprintln!(
+        "pimd: waiting {} s before exiting, so that the calls waiting for pimd share this failed start",
+        START_FAILURE_PAUSE.as_secs()
+    );
+    std::thread::sleep(START_FAILURE_PAUSE);
+}
+
+/// What tells that a file was written: its inode, size and modification time.
+fn file_stamp(path: &Path) -> Option<(u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+/// Like [`pause_before_failing`] for a configuration with errors, but a file fixed meanwhile
+/// ends the wait: its configuration is returned and this start goes on with it. (An
+/// administrator who fixes the file and runs `systemctl start` would otherwise join this
+/// failing start, and see it fail.) The file is read once it has held still for a poll, so
+/// that one being written is not taken half-way.
+fn wait_for_fixed_config(path: &Path) -> Option<config::Config> {
+    if std::io::stderr().is_terminal() {
+        return None;
+    }
+    eprintln!(
+        "pimd: waiting {} s before exiting, so that the calls waiting for pimd share this failed \
+         start; fixed meanwhile, {} is used",
+        START_FAILURE_PAUSE.as_secs(),
+        path.display()
+    );
+    let deadline = Instant::now() + START_FAILURE_PAUSE;
+    let mut stamp = file_stamp(path);
+    let mut changed = false;
+    while Instant::now() < deadline {
+        std::thread::sleep(CONFIG_POLL);
+        let now = file_stamp(path);
+        if now != stamp {
+            (stamp, changed) = (now, true);
+            continue;
+        }
+        if !changed {
+            continue;
+        }
+        changed = false;
+        let (config, problems) = config::load(path, &SystemAccounts);
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        if config.is_some() {
+            eprintln!("pimd: {} is fixed; starting", path.display());
+            return config;
+        }
+    }
+    None
+}
 
 const USAGE: &str = "usage: pimd [--config PATH] [--check-config] [--reload PID]
 
@@ -151,8 +238,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         };
     }
-    let Some(config) = config else {
+    let Some(config) = config.or_else(|| {
         eprintln!("pimd: not starting: fix the configuration ({errors} error(s)); 'pimd --check-config' lists them");
+        wait_for_fixed_config(&options.config)
+    }) else {
         return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 
@@ -174,14 +263,19 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(RunError::NotStarted(e)) => {
+            eprintln!("pimd: not starting: {e}");
+            pause_before_failing();
+            ExitCode::FAILURE
+        }
+        Err(RunError::Stopped(e)) => {
             eprintln!("pimd: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String> {
+async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunError> {
     // Whatever an earlier pimd said about a reload is moot: this one started with a valid file.
     // (Left behind, it would only make `pim doctor` report that old reload: not worth refusing
     // to start over.)
@@ -272,7 +366,10 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hangup.recv() => record_reload(&reload(&core, &access, &config_path).await),
+            _ = hangup.recv() => {
+                let received = monotonic_ns();
+                record_reload(&reload(&core, &access, &config_path, received).await);
+            }
             // The bus daemon went away (restarted, or killed): nobody can reach this pimd any
             // more. End with an error, so that the service manager starts a new one that
             // connects to the new bus.
@@ -293,11 +390,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
         );
     }
     if lost_bus {
-        return Err(
+        return Err(RunError::Stopped(
             "lost the connection to the system bus; live grants stay recorded and end on \
                     schedule after restart"
                 .into(),
-        );
+        ));
     }
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
@@ -305,9 +402,15 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), String>
 
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;
 /// otherwise keep the running one. Then reconcile at once, in the same turn: grants whose
-/// user the new configuration no longer makes eligible end there. Everything said goes to
-/// stderr (the journal) and, the errors, into the outcome.
-async fn reload(core: &Arc<Core>, access: &Arc<AccessReaders>, path: &Path) -> LastReload {
+/// user the new configuration no longer makes eligible end there. The outcome carries when
+/// the signal was `received`. Everything said goes to stderr (the journal) and, the errors,
+/// into the outcome.
+async fn reload(
+    core: &Arc<Core>,
+    access: &Arc<AccessReaders>,
+    path: &Path,
+    received: u64,
+) -> LastReload {
     let (config, problems) = config::load(path, &SystemAccounts);
     for problem in &problems {
         eprintln!("{problem}");
@@ -319,6 +422,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<AccessReaders>, path: &Path) -> L
         );
         return LastReload {
             ok: false,
+            received,
             messages: problems
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
@@ -344,6 +448,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<AccessReaders>, path: &Path) -> L
             }
             LastReload {
                 ok: true,
+                received,
                 messages: vec![],
             }
         }
@@ -352,6 +457,7 @@ async fn reload(core: &Arc<Core>, access: &Arc<AccessReaders>, path: &Path) -> L
             eprintln!("pimd: {message}");
             LastReload {
                 ok: false,
+                received,
                 messages: vec![message],
             }
         }
@@ -373,17 +479,62 @@ fn record_reload(outcome: &LastReload) {
     }
 }
 
-/// `pimd --reload PID`: SIGHUP to the running pimd, then its answer. The old answer is removed
-/// first, so that the file that appears is this reload's.
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: the same clock in every process, which no
+/// setting of the time moves (0 if it cannot be read, which no answer is taken for).
+fn monotonic_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec() as u64)
+    })
+}
+
+/// The program the running pimd was started from, by the links of `/proc`: that of process
+/// `pid` must be the same file as this one's (or `/usr/sbin/pimd`, replaced by an upgrade
+/// since it started), so that `--reload` with a wrong PID signals nothing else.
+fn check_is_pimd(pid: nix::unistd::Pid) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let target = std::fs::read_link(&exe)
+        .map_err(|e| format!("cannot tell which program process {pid} runs: {e}"))?;
+    let same_file = match (std::fs::metadata(&exe), std::fs::metadata("/proc/self/exe")) {
+        (Ok(theirs), Ok(ours)) => (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()),
+        _ => false,
+    };
+    let installed = ["/usr/sbin/pimd", "/usr/sbin/pimd (deleted)"]
+        .iter()
+        .any(|p| target == Path::new(p));
+    if same_file || installed {
+        Ok(())
+    } else {
+        Err(format!(
+            "process {pid} runs {}, not pimd; not signalling it",
+            pim_common::text::escape(&target.to_string_lossy())
+        ))
+    }
+}
+
+/// The answer in `text` if it is that to a SIGHUP sent at `sent` (received at or after it);
+/// `None` for an earlier reload's answer, this one's being still to come.
+fn answer_to(text: &str, sent: u64) -> Option<Result<LastReload, String>> {
+    match LastReload::parse(text) {
+        Ok(answer) if answer.received < sent || sent == 0 => None,
+        parsed => Some(parsed),
+    }
+}
+
+/// `pimd --reload PID`: SIGHUP to the running pimd, then its answer: the first answer to a
+/// SIGHUP received after this one was sent (one from an earlier reload that finishes late, a
+/// manual `kill -HUP`, is not this reload's).
 fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
     use nix::sys::signal::{kill, Signal};
     let path = Path::new(LAST_RELOAD_PATH);
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            eprintln!("pimd: cannot remove {LAST_RELOAD_PATH}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(e) = check_is_pimd(pid) {
+        eprintln!("pimd: {e}");
+        return ExitCode::FAILURE;
     }
+    let sent = monotonic_ns();
     if let Err(e) = kill(pid, Signal::SIGHUP) {
         eprintln!("pimd: cannot signal pimd (pid {pid}): {e}");
         return ExitCode::FAILURE;
@@ -391,26 +542,25 @@ fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
     let deadline = Instant::now() + RELOAD_ANSWER_TIMEOUT;
     loop {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                return match LastReload::parse(&text) {
-                    Ok(answer) if answer.ok => {
-                        eprintln!("pimd: configuration reloaded (pid {pid})");
-                        ExitCode::SUCCESS
-                    }
-                    Ok(answer) => {
-                        eprintln!(
-                            "pimd: reload failed; pimd (pid {pid}) keeps running the \
-                             configuration it had: {}",
-                            answer.messages.join("; ")
-                        );
-                        ExitCode::FAILURE
-                    }
-                    Err(e) => {
-                        eprintln!("pimd: {LAST_RELOAD_PATH}: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
+            Ok(text) => match answer_to(&text, sent) {
+                None => {}
+                Some(Ok(answer)) if answer.ok => {
+                    eprintln!("pimd: configuration reloaded (pid {pid})");
+                    return ExitCode::SUCCESS;
+                }
+                Some(Ok(answer)) => {
+                    eprintln!(
+                        "pimd: reload failed; pimd (pid {pid}) keeps running the \
+                         configuration it had: {}",
+                        answer.messages.join("; ")
+                    );
+                    return ExitCode::FAILURE;
+                }
+                Some(Err(e)) => {
+                    eprintln!("pimd: {LAST_RELOAD_PATH}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 eprintln!("pimd: cannot read {LAST_RELOAD_PATH}: {e}");
@@ -532,7 +682,51 @@ async fn setgid_sweep_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_pid;
+    use super::{answer_to, check_is_pimd, monotonic_ns, parse_pid};
+    use nix::unistd::Pid;
+    use pim_common::reload::LastReload;
+
+    fn answer(ok: bool, received: u64) -> String {
+        LastReload {
+            ok,
+            received,
+            messages: vec![],
+        }
+        .to_text()
+    }
+
+    #[test]
+    fn given_an_answer_to_a_signal_received_before_this_one_was_sent_then_it_is_not_taken() {
+        let sent = monotonic_ns();
+        assert!(sent > 0);
+        // A reload in progress (an earlier --reload that timed out, a kill -HUP) ends late.
+        assert_eq!(answer_to(&answer(true, sent - 1), sent), None);
+        let ours = answer_to(&answer(false, sent + 1), sent).expect("taken");
+        assert!(!ours.unwrap().ok);
+        assert!(answer_to(&answer(true, sent), sent).is_some());
+        assert!(answer_to("garbage\n", sent).unwrap().is_err());
+        // A clock that could not be read takes no answer.
+        assert_eq!(answer_to(&answer(true, 5), 0), None);
+    }
+
+    #[test]
+    fn given_a_pid_then_only_a_process_of_this_program_is_taken_for_pimd() {
+        // This test's own process runs this very program.
+        check_is_pimd(Pid::this()).unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(other.id() as i32);
+        let refused = check_is_pimd(pid);
+        let _ = other.kill();
+        let _ = other.wait();
+        let e = refused.unwrap_err();
+        assert!(e.contains("not pimd; not signalling it"), "{e}");
+        assert!(e.contains("sleep"), "{e}");
+        let gone = check_is_pimd(pid).unwrap_err();
+        assert!(gone.contains("cannot tell which program"), "{gone}");
+    }
 
     #[test]
     fn given_reload_pids_then_only_a_positive_one_is_signalled() {

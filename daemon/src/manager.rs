@@ -81,9 +81,17 @@ fn chunks(items: impl Iterator<Item = String>) -> Vec<Vec<String>> {
 /// Most groups one access check may name (a PAM line names a handful).
 pub const MAX_ACCESS_GROUPS: usize = 64;
 
-/// Events one person's calls send to watchers and `notify_command` per window (of
-/// [`refusals::WINDOW_SECS`]); the rest are dropped, counted and summarised in the audit.
+/// Events of one kind about one role that one person's calls send to watchers and
+/// `notify_command` per window (of [`refusals::WINDOW_SECS`]); the rest are dropped, counted
+/// and summarised in the audit.
 pub const EVENTS_PER_WINDOW: u32 = 20;
+/// The kind of the event that tells watchers and `notify_command` that events like the one
+/// it names are being dropped.
+pub const EVENTS_DROPPED: &str = "events-dropped";
+
+/// How long after its creation a pending enrolment's secret is shown again by `pim mfa enroll`;
+/// after that a new one replaces it.
+pub const PENDING_SECRET_SHOWN_SECS: i64 = 600;
 
 /// The daemon's own name in audit records for what it does by itself (expiry, reconciliation).
 const DAEMON: &str = "pimd";
@@ -339,7 +347,7 @@ impl Manager {
         if outcome == Outcome::Refused {
             let cause = Cause {
                 actor: audit.actor.into(),
-                user: String::new(),
+                ..Cause::default()
             };
             self.record_refusal(&cause, entry)?;
         } else {
@@ -357,7 +365,7 @@ impl Manager {
             entry.user.as_str()
         };
         let previous = match self.refusals.admit(cause, &entry.action, about, entry.at) {
-            Admission::Count => return Ok(()),
+            Admission::Count { .. } => return Ok(()),
             Admission::Record { previous } => previous,
         };
         let mut entries = previous
@@ -402,7 +410,8 @@ impl Manager {
                     Counted::Refusals => "were counted, not recorded one by one",
                     Counted::Events => "were not sent to watchers or notify_command",
                 };
-                Audit::new(&u.cause.actor, action).about(user, "").entry(
+                let audit = Audit::new(&u.cause.actor, action).about(user, &u.cause.role);
+                audit.entry(
                     now,
                     Outcome::Refused,
                     format!(
@@ -452,16 +461,16 @@ impl Manager {
         written
     }
 
-    /// Admits a writing call of `kind` (audited as `action`) unless the caller has made their
-    /// `[daemon] calls_per_minute` of that kind this minute; then it is refused, and the
-    /// refusal recorded like any other.
+    /// Admits a call of `kind` (audited as `action`) unless the caller has made their
+    /// allowance of that kind (from `[daemon] calls_per_minute`) this minute; then it is
+    /// refused, and the refusal recorded like any other.
     pub fn admit_call(
         &mut self,
         caller: &Caller,
         action: &str,
         kind: CallKind,
     ) -> Result<(), PimError> {
-        let allowance = self.config.daemon.calls_per_minute;
+        let allowance = kind.allowance(self.config.daemon.calls_per_minute);
         match self.calls.admit(caller.uid, kind, allowance, self.now()) {
             Ok(()) => Ok(()),
             Err(wait) => self.refuse_call(
@@ -493,7 +502,7 @@ impl Manager {
     pub fn count_turned_away(&mut self, caller: &Caller, n: u32) {
         let cause = Cause {
             actor: caller.name.clone(),
-            user: String::new(),
+            ..Cause::default()
         };
         self.refusals
             .count(&cause, "calls-in-progress", n, self.now());
@@ -511,16 +520,37 @@ impl Manager {
         detail: String,
     ) {
         // One person's loop (request, cancel, request...) must not flood approvers' watchers
-        // and notifier: beyond the allowance events are dropped and counted. What pimd does
-        // by itself (expiry) is never dropped.
+        // and notifier: beyond the allowance of that actor, kind and role, events are dropped
+        // and counted, and the first drop is announced at once to whoever would have seen
+        // them. What pimd does by itself (expiry) is never dropped.
         if actor != DAEMON {
             let cause = Cause {
                 actor: actor.into(),
-                user: String::new(),
+                kind: kind.into(),
+                role: role.into(),
+                ..Cause::default()
             };
             let about = if user == actor { "" } else { user };
             match self.events.admit(&cause, kind, about, self.now()) {
-                Admission::Count => return,
+                Admission::Count { first: false } => return,
+                Admission::Count { first: true } => {
+                    self.outbox.events.push(EventInfo {
+                        kind: EVENTS_DROPPED.into(),
+                        at: self.now(),
+                        user: user.into(),
+                        role: role.into(),
+                        request_id: 0,
+                        grant_id: 0,
+                        actor: actor.into(),
+                        detail: format!(
+                            "more than {EVENTS_PER_WINDOW} {kind} events about role {role} by \
+                             {actor} in {} s: the next ones are not sent for up to a minute; \
+                             'pim audit' counts them (events-undelivered)",
+                            refusals::WINDOW_SECS
+                        ),
+                    });
+                    return;
+                }
                 Admission::Record {
                     previous: Some(previous),
                 } => {
@@ -1280,6 +1310,7 @@ impl Manager {
         let user = caller.name.as_str();
         let audit = Audit::new(user, "mfa-enroll").about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
+        let replaced_from = existing.as_ref().map(|r| r.created_at);
         let account = format!("{user}@{}", self.host);
         match existing {
             Some(r) if r.confirmed => {
@@ -1291,27 +1322,49 @@ impl Manager {
                     ),
                 )
             }
-            Some(pending) => {
-                // Asked again before confirming (the QR code was lost, the terminal closed):
-                // the same secret again, and nothing written, so that a loop adds nothing.
+            Some(pending) if Self::reshown(pending.created_at, self.now()) => {
+                // Asked again soon after (the QR code was lost, the terminal closed): the same
+                // secret again. Each disclosure is audited; calls_per_minute bounds them.
                 let secret = TotpSecret::from_bytes(pending.secret);
                 let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+                let now = self.now();
+                let entry = audit.entry(
+                    now,
+                    Outcome::Success,
+                    format!(
+                        "the pending secret (from {}) shown again; awaiting first code",
+                        describe(pending.created_at, now)
+                    ),
+                );
+                self.commit(|tx| Ok(tx.audit(entry)?))?;
                 return Ok((uri, secret.base32()));
             }
-            None => {}
+            Some(_) | None => {}
         }
         let secret = TotpSecret::generate()?;
         let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
         let now = self.now();
+        let detail = match replaced_from {
+            Some(from) => format!(
+                "enrolment started again with a new secret (the pending one, from {}, is shown \
+                 again for {} minutes only); awaiting first code",
+                describe(from, now),
+                PENDING_SECRET_SHOWN_SECS / 60
+            ),
+            None => "enrolment started; awaiting first code".into(),
+        };
         self.commit(|tx| {
             tx.put_pending_mfa(user, secret.as_bytes(), now)?;
-            Ok(tx.audit(audit.entry(
-                now,
-                Outcome::Success,
-                "enrolment started; awaiting first code",
-            ))?)
+            Ok(tx.audit(audit.entry(now, Outcome::Success, detail))?)
         })?;
         Ok((uri, secret.base32()))
+    }
+
+    /// Whether a pending enrolment's secret, made at `created`, may be shown again at `now`:
+    /// only within [`PENDING_SECRET_SHOWN_SECS`], so that a secret once seen by someone else
+    /// (a shared screen, a program that enrolled first) is not handed out for good.
+    fn reshown(created: i64, now: i64) -> bool {
+        (created..created + PENDING_SECRET_SHOWN_SECS).contains(&now)
     }
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
@@ -2322,6 +2375,7 @@ impl Manager {
         let cause = Cause {
             actor: PAM_CHECK.into(),
             user: user.into(),
+            ..Cause::default()
         };
         self.record_refusal(&cause, entry)
     }
@@ -2332,6 +2386,7 @@ impl Manager {
         let cause = Cause {
             actor: PAM_CHECK.into(),
             user: user.into(),
+            ..Cause::default()
         };
         let now = self.now();
         self.refusals.count(&cause, "access-check", n, now);

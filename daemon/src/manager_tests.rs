@@ -4,6 +4,7 @@ use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::config::{self, Directory};
+use pim_common::types::MAX_AUDIT_RECORDS;
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
 const T0: i64 = 1_800_000_000;
@@ -1627,20 +1628,28 @@ fn given_mfa_reset_then_the_user_is_unenrolled() {
 // ----- MFA -----
 
 #[test]
-fn given_enrol_again_before_confirming_then_the_same_secret_and_nothing_written() {
+fn given_enrol_again_soon_before_confirming_then_the_same_secret_and_each_disclosure_audited() {
     let mut e = env();
     let alice = e.who("alice");
     let (first_uri, first) = e.m.mfa_enroll(&alice).unwrap();
     for _ in 0..5 {
+        e.advance(60);
         assert_eq!(
             e.m.mfa_enroll(&alice).unwrap(),
             (first_uri.clone(), first.clone())
         );
     }
+    let records = e.audited("mfa-enroll");
     assert_eq!(
-        e.audited("mfa-enroll").len(),
-        1,
-        "one record, when it started"
+        records.len(),
+        6,
+        "one record per secret shown: {records:#?}"
+    );
+    assert!(
+        records[1..]
+            .iter()
+            .all(|r| r.outcome == "success" && r.detail.contains("pending secret (from ")),
+        "{records:#?}"
     );
     let secret = totp_rs::Secret::try_from_base32(&first)
         .unwrap()
@@ -1650,6 +1659,47 @@ fn given_enrol_again_before_confirming_then_the_same_secret_and_nothing_written(
         e.m.mfa_confirm(&alice, &code_at(&secret, mfa::current_step(e.now())));
     assert_eq!(codes.unwrap().len(), 10);
     assert!(e.mfa_status("alice").enrolled);
+}
+
+#[test]
+fn given_a_pending_enrolment_older_than_ten_minutes_then_enrolling_replaces_its_secret() {
+    let mut e = env();
+    let alice = e.who("alice");
+    // Planted (or seen on a shared screen) and left pending.
+    let (_, planted) = e.m.mfa_enroll(&alice).unwrap();
+    e.advance(PENDING_SECRET_SHOWN_SECS - 1);
+    assert_eq!(e.m.mfa_enroll(&alice).unwrap().1, planted);
+    e.advance(1);
+    let (_, fresh) = e.m.mfa_enroll(&alice).unwrap();
+    assert_ne!(fresh, planted);
+    // The new secret's own ten minutes start now.
+    e.advance(PENDING_SECRET_SHOWN_SECS - 1);
+    assert_eq!(e.m.mfa_enroll(&alice).unwrap().1, fresh);
+    let records = e.audited("mfa-enroll");
+    assert_eq!(records.len(), 4, "{records:#?}");
+    assert!(
+        records[2]
+            .detail
+            .starts_with("enrolment started again with a new secret"),
+        "{records:#?}"
+    );
+    // The planted secret no longer confirms anything.
+    let planted = totp_rs::Secret::try_from_base32(&planted)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let code = code_at(&planted, mfa::current_step(e.now()));
+    assert!(e.m.mfa_confirm(&alice, &code).is_err());
+    assert!(!e.mfa_status("alice").enrolled);
+}
+
+#[test]
+fn given_a_clock_that_went_back_then_the_pending_secret_is_not_shown_again() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let (_, first) = e.m.mfa_enroll(&alice).unwrap();
+    e.set(T0 - HOUR);
+    assert_ne!(e.m.mfa_enroll(&alice).unwrap().1, first);
 }
 
 #[test]
@@ -3700,33 +3750,186 @@ fn given_a_user_looping_on_activate_and_deactivate_then_watchers_get_the_allowan
     let mut e = env();
     let alice = e.who("alice");
     e.m.take_outbox();
-    for _ in 0..15 {
+    for _ in 0..25 {
         e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
         e.m.deactivate(&alice, "rescue").unwrap();
     }
     let events = e.m.take_outbox().events;
-    assert_eq!(events.len(), EVENTS_PER_WINDOW as usize);
+    let kinds = |kind: &str| events.iter().filter(|ev| ev.kind == kind).count();
+    // Each kind has its allowance, and its first drop is announced.
+    assert_eq!(kinds("grant-started"), EVENTS_PER_WINDOW as usize);
+    assert_eq!(kinds("grant-ended"), EVENTS_PER_WINDOW as usize);
+    let dropped: Vec<&EventInfo> = events
+        .iter()
+        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .collect();
+    assert_eq!(dropped.len(), 2, "{dropped:#?}");
+    assert_eq!(
+        (dropped[0].user.as_str(), dropped[0].role.as_str()),
+        ("alice", "rescue")
+    );
+    assert!(
+        dropped[0]
+            .detail
+            .contains("grant-started events about role rescue by alice"),
+        "{}",
+        dropped[0].detail
+    );
     assert!(e.audited("events-undelivered").is_empty());
     // Every change is still audited.
-    assert_eq!(e.audited("activate").len(), 15);
+    assert_eq!(e.audited("activate").len(), 25);
 
     e.advance(crate::refusals::WINDOW_SECS);
     e.m.record_unrecorded_refusals(false).unwrap();
     let summary = e.audited("events-undelivered");
-    assert_eq!(summary.len(), 1, "{summary:#?}");
-    assert_eq!(
-        (summary[0].actor.as_str(), summary[0].user.as_str()),
-        ("alice", "alice")
-    );
+    assert_eq!(summary.len(), 2, "{summary:#?}");
+    for record in &summary {
+        assert_eq!(
+            (
+                record.actor.as_str(),
+                record.user.as_str(),
+                record.role.as_str()
+            ),
+            ("alice", "alice", "rescue")
+        );
+    }
+    let mut details: Vec<&str> = summary.iter().map(|r| r.detail.as_str()).collect();
+    details.sort_by_key(|d| d.ends_with("grant-started 5"));
     assert!(
-        summary[0].detail.starts_with("10 more event(s) between ")
-            && summary[0]
-                .detail
-                .ends_with(": grant-ended 5, grant-started 5"),
-        "{}",
-        summary[0].detail
+        details[0].starts_with("5 more event(s) between ")
+            && details[0].ends_with(": grant-ended 5")
+            && details[1].ends_with(": grant-started 5"),
+        "{details:?}"
     );
     // A new window, new events.
     e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
     assert_eq!(e.event_kinds(), ["grant-started"]);
+}
+
+/// Alice activates and deactivates `rescue` (no MFA) until its events' allowances are used.
+fn flood_rescue_events(e: &mut Env) {
+    let alice = e.who("alice");
+    for _ in 0..EVENTS_PER_WINDOW + 5 {
+        e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
+        e.m.deactivate(&alice, "rescue").unwrap();
+    }
+    e.m.take_outbox();
+}
+
+#[test]
+fn given_a_flood_of_one_roles_events_then_another_roles_activation_still_reaches_watchers() {
+    let mut e = env();
+    e.enrol("alice");
+    flood_rescue_events(&mut e);
+    e.activate_admin("alice", 0).unwrap();
+    let started: Vec<EventInfo> =
+        e.m.take_outbox()
+            .events
+            .into_iter()
+            .filter(|ev| ev.kind == "grant-started")
+            .collect();
+    assert_eq!(started.len(), 1, "{started:#?}");
+    assert_eq!(started[0].role, "admin");
+}
+
+#[test]
+fn given_a_flood_of_one_roles_events_then_a_request_still_reaches_the_approvers() {
+    let mut e = env();
+    e.enrol("alice");
+    flood_rescue_events(&mut e);
+    let id = e.file_db_request("alice");
+    let bob = e.who("bob");
+    let events = e.m.take_outbox().events;
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev.kind == "request-filed" && ev.request_id == id && e.m.may_see(&bob, ev)),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn given_events_dropped_then_the_notice_reaches_the_watchers_who_would_have_seen_them() {
+    let mut e = env();
+    let alice = e.who("alice");
+    e.m.take_outbox();
+    for _ in 0..EVENTS_PER_WINDOW + 3 {
+        e.m.activate(&alice, "rescue", 0, "", "", "").unwrap();
+        e.m.deactivate(&alice, "rescue").unwrap();
+    }
+    let events = e.m.take_outbox().events;
+    let notices: Vec<&EventInfo> = events
+        .iter()
+        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .collect();
+    // One per kind, however many were dropped.
+    assert_eq!(notices.len(), 2, "{notices:#?}");
+    let (audra, erin) = (e.who("audra"), e.who("erin"));
+    for notice in notices {
+        assert_eq!(
+            (notice.user.as_str(), notice.role.as_str()),
+            ("alice", "rescue")
+        );
+        assert!(e.m.may_see(&alice, notice), "her own");
+        assert!(e.m.may_see(&audra, notice), "an auditor");
+        assert!(
+            !e.m.may_see(&erin, notice),
+            "erin has nothing to do with rescue"
+        );
+    }
+}
+
+#[test]
+fn given_more_audit_records_than_one_reply_holds_then_audit_returns_the_oldest_that_fit() {
+    let mut e = env();
+    let now = e.now();
+    e.m.commit(|tx| {
+        for n in 0..MAX_AUDIT_RECORDS + 5 {
+            let entry = Audit::new("alice", "activate")
+                .about("alice", "rescue")
+                .entry(now + i64::from(n), Outcome::Success, format!("record {n}"));
+            tx.audit(entry)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let alice = e.who("alice");
+    let first = e.m.audit(&alice, 0, "", "").unwrap();
+    assert_eq!(first.len(), MAX_AUDIT_RECORDS as usize);
+    assert_eq!(first[0].detail, "record 0");
+    // Asking again from the last one's time gives the rest.
+    let last = first.last().unwrap().at;
+    let next = e.m.audit(&alice, last, "", "").unwrap();
+    let details: Vec<&str> = next.iter().map(|r| r.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        [
+            "record 999",
+            "record 1000",
+            "record 1001",
+            "record 1002",
+            "record 1003",
+            "record 1004"
+        ]
+    );
+}
+
+#[test]
+fn given_reads_in_a_loop_then_four_times_calls_per_minute_are_served_and_the_rest_refused() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let allowance = 4 * e.m.config.daemon.calls_per_minute;
+    for _ in 0..allowance {
+        e.m.admit_call(&alice, "status", CallKind::Reads).unwrap();
+    }
+    let msg = assert_err!(e.m.admit_call(&alice, "status", CallKind::Reads), Busy);
+    assert!(msg.contains(&format!("{allowance} a minute")), "{msg}");
+    // Writes keep their own allowance, and root is never limited.
+    e.m.admit_call(&alice, "activate", CallKind::Grants)
+        .unwrap();
+    let root = e.who("root");
+    for _ in 0..2 * allowance {
+        e.m.admit_call(&root, "audit-read", CallKind::Reads)
+            .unwrap();
+    }
 }

@@ -24,10 +24,15 @@ pub const OTHERS: &str = "*";
 
 /// Who a refusal is charged to: the person who made the call, or, for the PAM check (asked by
 /// root), the user it was about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Cause {
     pub actor: String,
     pub user: String,
+    /// For events: their kind and role, each pair with an allowance of its own, so that a
+    /// flood of one role's events (activate, deactivate, activate...) never drops another
+    /// role's, nor another kind's. Empty for refusals.
+    pub kind: String,
+    pub role: String,
 }
 
 impl Cause {
@@ -95,8 +100,9 @@ pub enum Admission {
     /// Write this refusal's record, after the summary of the cause's previous window if it
     /// left refusals unrecorded.
     Record { previous: Option<Unrecorded> },
-    /// Only count it: the cause has used its records for this window.
-    Count,
+    /// Only count it: the cause has used its records for this window. `first` for the first
+    /// one counted in the window.
+    Count { first: bool },
 }
 
 /// Also what limits the events one person's calls send to watchers and `notify_command`
@@ -166,11 +172,12 @@ impl RefusalLimiter {
             window.recorded += 1;
             return Admission::Record { previous: None };
         }
+        let first = window.unrecorded.is_none();
         window
             .unrecorded
             .get_or_insert_with(|| Unrecorded::empty(cause, now))
             .add(about, action, 1, now);
-        Admission::Count
+        Admission::Count { first }
     }
 
     /// Counts `n` refusals of `action` charged to `cause` at `now` that get no record one by
@@ -247,6 +254,7 @@ mod tests {
         Cause {
             actor: actor.into(),
             user: user.into(),
+            ..Cause::default()
         }
     }
 
@@ -255,7 +263,7 @@ mod tests {
         for _ in 0..n {
             match limiter.admit(cause, "activate", "", now) {
                 Admission::Record { .. } => recorded += 1,
-                Admission::Count => counted += 1,
+                Admission::Count { .. } => counted += 1,
             }
         }
         (recorded, counted)
@@ -304,15 +312,15 @@ mod tests {
         admit_n(&mut limiter, &mallory, RECORDS_PER_WINDOW, 1000);
         assert_eq!(
             limiter.admit(&mallory, "approve", "alice", 1010),
-            Admission::Count
+            Admission::Count { first: true }
         );
         assert_eq!(
             limiter.admit(&mallory, "activate", "", 1015),
-            Admission::Count
+            Admission::Count { first: false }
         );
         assert_eq!(
             limiter.admit(&mallory, "approve", "alice", 1020),
-            Admission::Count
+            Admission::Count { first: false }
         );
         let Admission::Record {
             previous: Some(previous),

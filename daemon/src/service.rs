@@ -651,8 +651,22 @@ impl ManagerService {
             .await
     }
 
+    /// A call of the clients that only reads and takes no text, refused as `action` beyond the
+    /// caller's reads a minute (it holds the manager, which expiry and other calls wait for).
+    async fn read_call<T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        action: &'static str,
+        f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        self.limited_call(header, action, Some(CallKind::Reads), Ok(()), |m, c, ()| {
+            f(m, c)
+        })
+        .await
+    }
+
     /// Runs `f` on `args` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`]
-    /// at once; for a call that writes (of kind `writes`), at most the kind's calls a minute;
+    /// at once; for a call of kind `limit`, at most the kind's calls a minute;
     /// and only when `args` is not an error (the arguments' own copies, made once
     /// [`check_lengths`] found them within bounds). Else the call is refused as `action` and
     /// the refusal audited.
@@ -660,7 +674,7 @@ impl ManagerService {
         &self,
         header: &Header<'_>,
         action: &'static str,
-        writes: Option<CallKind>,
+        limit: Option<CallKind>,
         args: Result<A, PimError>,
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
@@ -670,7 +684,7 @@ impl ManagerService {
             .core
             .with_manager(move |m| {
                 let caller = m.caller(uid)?;
-                if let Some(kind) = writes {
+                if let Some(kind) = limit {
                     m.admit_call(&caller, action, kind)?;
                 }
                 match args {
@@ -703,7 +717,8 @@ impl ManagerService {
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
-        self.call(&h, |m, c| m.list_roles(c)).await
+        self.read_call(&h, "list-roles", |m, c| m.list_roles(c))
+            .await
     }
 
     async fn activate(
@@ -787,7 +802,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
-        self.call(&h, |m, c| m.status(c)).await
+        self.read_call(&h, "status", |m, c| m.status(c)).await
     }
 
     async fn mfa_enroll(
@@ -818,7 +833,8 @@ impl ManagerService {
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
-        self.call(&h, |m, c| m.mfa_status(c)).await
+        self.read_call(&h, "mfa-status", |m, c| m.mfa_status(c))
+            .await
     }
 
     async fn audit(
@@ -833,9 +849,13 @@ impl ManagerService {
             ("role", role, text::MAX_NAME_BYTES),
         ])
         .map(|()| (user.to_owned(), role.to_owned()));
-        self.limited_call(&h, "audit-read", None, args, move |m, c, (user, role)| {
-            m.audit(c, since, &user, &role)
-        })
+        self.limited_call(
+            &h,
+            "audit-read",
+            Some(CallKind::Reads),
+            args,
+            move |m, c, (user, role)| m.audit(c, since, &user, &role),
+        )
         .await
     }
 
@@ -843,7 +863,8 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<RequestInfo>, PimError> {
-        self.call(&h, |m, c| m.list_requests(c)).await
+        self.read_call(&h, "list-requests", |m, c| m.list_requests(c))
+            .await
     }
 
     async fn approve(
@@ -910,7 +931,7 @@ impl ManagerService {
             .sender()
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
             .to_owned();
-        let caller = self.call(&h, |_, c| Ok(c.clone())).await?;
+        let caller = self.read_call(&h, "watch", |_, c| Ok(c.clone())).await?;
         if self.core.add_watcher(sender.clone().into(), caller)? {
             tokio::spawn(forget_when_gone(
                 self.core.clone(),
@@ -931,7 +952,8 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<GrantInfo>, PimError> {
-        self.call(&h, |m, c| m.admin_grants(c)).await
+        self.read_call(&h, "admin-grants", |m, c| m.admin_grants(c))
+            .await
     }
 
     async fn admin_assign(
@@ -1222,7 +1244,7 @@ mod tests {
             let dir = std::env::temp_dir()
                 .join(format!("pim-service-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            // Store::open makes it, root's alone, as pimd's database directory must be.
             let path = dir.join("pim.db");
             let accounts = FakeAccounts::default();
             accounts.add_user("root", 0);

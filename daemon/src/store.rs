@@ -211,6 +211,8 @@ pub struct MfaRecord {
     pub secret: Vec<u8>,
     pub confirmed: bool,
     pub last_step: Option<u64>,
+    /// When the enrolment (its secret) was made.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -768,6 +770,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The records matching `q`, oldest first, at most [`pim_common::types::MAX_AUDIT_RECORDS`].
     pub fn audit_records(
         &self,
         q: &AuditQuery<'_>,
@@ -778,9 +781,11 @@ impl Tx<'_> {
                AND (?2 IS NULL OR user = ?2)
                AND (?3 IS NULL OR role = ?3)
                AND (?4 IS NULL OR user = ?4 OR actor = ?5)
-             ORDER BY id",
+             ORDER BY id LIMIT ?6",
         )?;
-        let rows = stmt.query_map(params![q.since, q.user, q.role, q.involving, q.by], |r| {
+        let limit = pim_common::types::MAX_AUDIT_RECORDS;
+        let params = params![q.since, q.user, q.role, q.involving, q.by, limit];
+        let rows = stmt.query_map(params, |r| {
             Ok(pim_common::types::AuditRecord {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -1135,13 +1140,14 @@ impl Tx<'_> {
         Ok(self
             .tx
             .query_row(
-                "SELECT secret, confirmed, last_step FROM mfa WHERE user = ?1",
+                "SELECT secret, confirmed, last_step, created_at FROM mfa WHERE user = ?1",
                 [user],
                 |r| {
                     Ok(MfaRecord {
                         secret: r.get(0)?,
                         confirmed: r.get(1)?,
                         last_step: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+                        created_at: r.get(3)?,
                     })
                 },
             )

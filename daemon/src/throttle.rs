@@ -1,21 +1,27 @@
-//! How many writing calls one user may make a minute, per kind of call.
+//! How many calls one user may make a minute, per kind of call.
 //!
 //! A call that succeeds writes audit rows and syslog lines, may run gpasswd and tells watchers
 //! and `notify_command`: looped as fast as a local user can (enrolment restarted, request and
 //! cancel, activate and deactivate), it fills the disk, buries the log and floods approvers.
 //! Each kind of writing call gets `[daemon] calls_per_minute` a minute per user; beyond that
 //! the call is refused (and the refusal audited, within the allowance of
-//! [`crate::refusals`]). root is never limited: the PAM check and the administrator's tools
-//! must always get through.
+//! [`crate::refusals`]). Calls that only read (status, the audit...) write nothing but each
+//! holds the manager, which expiry and every other call wait for: they get an allowance of
+//! their own, [`READS_PER_CALL_ALLOWANCE`] times as large. root is never limited: the PAM
+//! check and the administrator's tools must always get through.
 
 use std::collections::HashMap;
 
 /// The window, in seconds, from a user's first call of a kind.
 pub const WINDOW_SECS: i64 = 60;
+/// How many times `calls_per_minute` reading calls one user may make a minute: reads are
+/// cheaper than writes, and a client may need several for one command (`pim doctor`,
+/// `pim activate --wait` asking again).
+pub const READS_PER_CALL_ALLOWANCE: u32 = 4;
 /// Users with a window kept before the windows that are over are forgotten.
 const KEPT_WINDOWS: usize = 1024;
 
-/// Kinds of writing call, each with its own allowance: a burst of approvals does not use up
+/// Kinds of call, each with its own allowance: a burst of approvals does not use up
 /// the approver's own activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallKind {
@@ -27,6 +33,9 @@ pub enum CallKind {
     Mfa,
     /// The admin calls.
     Admin,
+    /// The calls that only read: list roles, status, mfa status, audit, list requests, admin
+    /// grants.
+    Reads,
 }
 
 impl CallKind {
@@ -37,6 +46,16 @@ impl CallKind {
             CallKind::Decisions => "approve and deny calls",
             CallKind::Mfa => "mfa enroll and confirm calls",
             CallKind::Admin => "admin calls",
+            CallKind::Reads => "reading calls (roles, status, requests, audit, mfa status, grants)",
+        }
+    }
+
+    /// The calls of this kind one user may make a minute, `calls_per_minute` being the
+    /// configured allowance of a writing kind.
+    pub fn allowance(self, calls_per_minute: u32) -> u32 {
+        match self {
+            CallKind::Reads => calls_per_minute.saturating_mul(READS_PER_CALL_ALLOWANCE),
+            _ => calls_per_minute,
         }
     }
 }
@@ -113,6 +132,19 @@ mod tests {
             30
         );
         assert_eq!(admitted(&mut limiter, 1001, CallKind::Grants, 40, 5000), 30);
+    }
+
+    #[test]
+    fn given_reads_then_their_allowance_is_four_times_the_writes_and_their_own() {
+        assert_eq!(CallKind::Reads.allowance(30), 120);
+        assert_eq!(CallKind::Grants.allowance(30), 30);
+        assert_eq!(CallKind::Reads.allowance(u32::MAX), u32::MAX);
+        let mut limiter = CallLimiter::default();
+        assert_eq!(admitted(&mut limiter, 1000, CallKind::Grants, 40, 5000), 30);
+        let reads = (0..200)
+            .filter(|_| limiter.admit(1000, CallKind::Reads, 120, 5000).is_ok())
+            .count();
+        assert_eq!(reads, 120);
     }
 
     #[test]

@@ -1395,18 +1395,31 @@ fn given_a_bad_config_then_check_config_names_each_key_and_line_and_pimd_refuses
         }
         out.assert_stderr_contains("24h")
             .assert_stderr_contains("no approvers");
+        // A check is asked for by a person: answered at once.
+        assert!(!out.stderr.contains("waiting"), "{}", out.stderr);
     }
 
+    // A start, as D-Bus activation makes for any local user's call: it waits before it exits,
+    // so that a loop of calls is not a loop of starts (it exits 78, which stops restarts).
     let start = sb.run("root", &["pimd", "--config", CONFIG_PATH]);
     start
-        .assert_failure()
-        .assert_stderr_contains("not starting");
+        .assert_status(78)
+        .assert_stderr_contains("not starting")
+        .assert_stderr_contains(
+            "waiting 10 s before exiting, so that the calls waiting for pimd share this failed start",
+        )
+        .assert_stderr_contains("fixed meanwhile, /etc/pim/pim.toml is used");
     for line in &expected {
         start.assert_stderr_contains(line);
     }
     assert!(!sb.bus_name_owned("org.pim.Manager1"));
 
-    // Fixed, it checks clean and starts.
+    // Fixed while a start waits (an administrator fixes the file and runs systemctl start,
+    // which joins that start): that start takes the file and serves.
+    let waiting = sb.spawn("root", &["pimd", "--config", CONFIG_PATH]);
+    sb.wait_until("the start to wait", COMMAND_DEADLINE, || {
+        waiting.stderr_so_far().contains("fixed meanwhile")
+    });
     sb.write_file(
         CONFIG_PATH,
         &BAD_CONFIG
@@ -1415,8 +1428,39 @@ fn given_a_bad_config_then_check_config_names_each_key_and_line_and_pimd_refuses
             .replace("require_approval = true", "require_approval = false"),
         0o644,
     );
+    sb.wait_until("the waiting start to serve", COMMAND_DEADLINE, || {
+        sb.bus_name_owned("org.pim.Manager1")
+    });
+    let served = waiting.kill();
+    assert!(
+        served
+            .stderr
+            .contains("pimd: /etc/pim/pim.toml is fixed; starting"),
+        "{}",
+        served.stderr
+    );
+    sb.wait_until("that pimd to be gone", COMMAND_DEADLINE, || {
+        !sb.bus_name_owned("org.pim.Manager1")
+    });
+
+    // Fixed, it checks clean and starts.
     sb.run("root", &["pimd", "--check-config"]).assert_success();
     sb.start_pimd();
+
+    // Any other start that cannot serve (here: a database that cannot be made) waits likewise.
+    let config = sb.read_file(CONFIG_PATH);
+    let elsewhere = "/etc/pim/other.toml";
+    sb.write_file(
+        elsewhere,
+        &config.replace("[daemon]\n", "[daemon]\ndatabase = \"/proc/pim/pim.db\"\n"),
+        0o644,
+    );
+    let failed = sb.run("root", &["pimd", "--config", elsewhere]);
+    failed
+        .assert_status(1)
+        .assert_stderr_contains("pimd: not starting: ")
+        .assert_stderr_contains("waiting 10 s before exiting");
+    assert!(sb.pimd_running());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1720,6 +1764,18 @@ fn given_a_reload_then_pimd_takes_a_valid_new_configuration_and_for_a_broken_one
     reload(&sb).assert_success();
     assert_eq!(roles(&sb), ["web"]);
     assert_eq!(doctor_reload(&sb)["status"], "ok");
+
+    // A PID that is not pimd's (a wrong $MAINPID, one reused): nothing is signalled (SIGHUP
+    // would have ended this sleep).
+    let wrong = sb.sh(
+        "root",
+        "sleep 600 >/dev/null 2>&1 & pid=$!; pimd --reload $pid; rc=$?; \
+         kill -0 $pid && echo still running; kill $pid; exit $rc",
+    );
+    wrong
+        .assert_failure()
+        .assert_stderr_contains("sleep, not pimd; not signalling it")
+        .assert_stdout_contains("still running");
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! neither deny sudo to others nor grow pimd, the audit or approvers' screens without bound.
 //!
 //! Every sandbox has the same host: role `admin` grants group `sudo` to alice (no MFA, no
-//! approval), role `db` grants `dbadmin` to alice after bob's approval; mallory is eligible
-//! for nothing. sudo has `pam_pim.so groups=sudo` in its account stack.
+//! approval), role `backup` grants the system's `backup` group to alice
+//! (likewise), role `db` grants `dbadmin`
+//! to alice after bob's approval; mallory is eligible for nothing. sudo has `pam_pim.so groups=sudo` in its account stack.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -21,6 +22,12 @@ eligible = ["alice"]
 require_mfa = false
 max_duration = "2h"
 default_duration = "1h"
+
+[roles.backup]
+group = "backup"
+eligible = ["alice"]
+require_mfa = false
+require_justification = false
 
 [roles.db]
 group = "dbadmin"
@@ -209,7 +216,8 @@ fn given_a_user_flooding_mfa_enroll_from_eight_connections_then_every_sudo_of_a_
         "{result}"
     );
     let all = sb.audit_records("root", &[]);
-    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    // One record for each secret shown.
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 30);
     // Those refused as too many in the minute: 20 recorded one by one, the rest counted; those
     // turned away as too many at once: all counted.
     let shapes = &result["shapes"];
@@ -252,7 +260,8 @@ fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounde
         ),
     );
     out.assert_success();
-    // The enrolment pending from the first call, given again: one secret, one record.
+    // The enrolment pending from the first call, given again: one secret, a record each time
+    // it is shown.
     let secrets: std::collections::BTreeSet<&str> = out
         .stdout
         .lines()
@@ -268,7 +277,7 @@ fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounde
     assert_eq!(busy, CALLS - 30, "{}", out.stdout);
 
     let all = sb.audit_records("root", &[]);
-    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 30);
     // Refusals: 20 records one by one (the refusal allowance), the rest only counted...
     assert_eq!(records(&all, "mfa-enroll", "mallory", "refused").len(), 20);
     assert!(records(&all, "refusals-unrecorded", "mallory", "refused").is_empty());
@@ -281,51 +290,72 @@ fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounde
         detail.starts_with("10 more refusal(s) between ") && detail.ends_with(": mfa-enroll 10"),
         "{detail}"
     );
-    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 1);
+    assert_eq!(records(&all, "mfa-enroll", "mallory", "success").len(), 30);
     assert_eq!(records(&all, "mfa-enroll", "mallory", "refused").len(), 20);
 }
 
 #[test]
-fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets_a_bounded_number_of_events_and_the_drop_is_audited(
+fn given_a_requester_looping_on_request_and_cancel_then_the_approvers_watch_gets_a_bounded_number_of_events_a_notice_and_the_drop_is_audited(
 ) {
     let _one = one_at_a_time();
     let sb = host();
+    // Enough calls a minute for more events of one kind than their allowance (20).
+    sb.write_file(
+        CONFIG_PATH,
+        &format!("[daemon]\ncalls_per_minute = 60\n{ROLES}"),
+        0o644,
+    );
+    restart_pimd(&sb);
     let watch = sb.spawn("bob", &["pim", "watch"]);
     sb.wait_until("bob's watch to start", WAIT, || {
         watch.stderr_so_far().contains("following events")
     });
-    // 30 calls: what one person may make of a kind a minute, so that none is refused and the
-    // limit here is that of the events they send.
-    const CYCLES: usize = 15;
+    const CYCLES: usize = 25;
     for _ in 0..CYCLES {
         let filed = sb.run("alice", &["pim", "--json", "activate", "db", "-r", REASON]);
         filed.assert_status(3);
         let id = filed.json()["request"]["id"].to_string();
         sb.run("alice", &["pim", "cancel", &id]).assert_success();
     }
-    let events = |watch: &pim_e2e::Background<'_>| {
+    let lines = |watch: &pim_e2e::Background<'_>, kind: &str| {
         watch
             .stdout_so_far()
             .lines()
-            .filter(|l| l.contains("request-filed") || l.contains("request-cancelled"))
+            .filter(|l| l.contains(&format!("  {kind}  ")))
             .count()
     };
-    // 20 events a minute from one person (pimd's allowance); none after pimd stopped.
-    sb.wait_until("bob's watch to show the allowance", WAIT, || {
-        events(&watch) >= 20
+    // 20 events of a kind a minute from one person (pimd's allowance), and one notice each
+    // that the rest are dropped; none after pimd stopped.
+    sb.wait_until("bob's watch to show the allowances", WAIT, || {
+        lines(&watch, "request-filed") >= 20
+            && lines(&watch, "request-cancelled") >= 20
+            && lines(&watch, "events-dropped") >= 2
     });
     restart_pimd(&sb);
-    assert_eq!(events(&watch), 20, "{}", watch.stdout_so_far());
+    let seen = watch.stdout_so_far();
+    assert_eq!(lines(&watch, "request-filed"), 20, "{seen}");
+    assert_eq!(lines(&watch, "request-cancelled"), 20, "{seen}");
+    assert_eq!(lines(&watch, "events-dropped"), 2, "{seen}");
+    assert!(
+        seen.contains("events-dropped  alice  db  by alice: more than 20 request-filed events"),
+        "{seen}"
+    );
     watch.kill();
 
     let all = sb.audit_records("root", &[]);
     assert_eq!(records(&all, "request", "alice", "success").len(), CYCLES);
     assert_eq!(records(&all, "cancel", "alice", "success").len(), CYCLES);
-    let detail = only_detail(&all, "events-undelivered", "alice");
+    let mut details: Vec<String> = records(&all, "events-undelivered", "alice", "refused")
+        .iter()
+        .map(|r| r["detail"].as_str().unwrap_or_default().to_string())
+        .collect();
+    details.sort();
+    assert_eq!(details.len(), 2, "{all:#?}");
     assert!(
-        detail.starts_with("10 more event(s) between ")
-            && detail.ends_with(": request-cancelled 5, request-filed 5"),
-        "{detail}"
+        details[0].starts_with("5 more event(s) between ")
+            && details[0].ends_with(": request-cancelled 5")
+            && details[1].ends_with(": request-filed 5"),
+        "{details:?}"
     );
 }
 
@@ -400,4 +430,61 @@ fn given_a_user_asking_check_access_about_random_names_on_a_fresh_connection_eac
         "{result}"
     );
     silent_dns.kill();
+}
+
+#[test]
+fn given_a_user_flooding_one_roles_events_then_their_activation_of_another_role_still_reaches_the_watchers(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    let watch = sb.spawn("root", &["pim", "watch"]);
+    sb.wait_until("root's watch to start", WAIT, || {
+        watch.stderr_so_far().contains("following events")
+    });
+    // 20 events of role backup, within the 30 calls a minute a user may make.
+    for _ in 0..10 {
+        sb.run("alice", &["pim", "activate", "backup"])
+            .assert_success();
+        sb.run("alice", &["pim", "deactivate", "backup"])
+            .assert_success();
+    }
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    sb.wait_until("root's watch to show alice's sudo", WAIT, || {
+        watch
+            .stdout_so_far()
+            .contains("grant-started  alice  admin")
+    });
+    watch.kill();
+}
+
+#[test]
+fn given_a_user_looping_on_reads_then_four_times_calls_per_minute_are_served_and_the_rest_refused_while_sudo_still_succeeds(
+) {
+    let _one = one_at_a_time();
+    let sb = host();
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    // The old pimd served every one, each holding the manager (an audit since 0 scanning the
+    // whole log) while expiry and every other call waited.
+    const CALLS: usize = 150;
+    let out = sb.sh(
+        "mallory",
+        &format!(
+            "for i in $(seq {CALLS}); do busctl --system call org.pim.Manager1 \
+             /org/pim/Manager1 org.pim.Manager1 Audit xss 0 '' '' >/dev/null 2>&1 \
+             && echo served || echo refused; done"
+        ),
+    );
+    out.assert_success();
+    let served = out.stdout.lines().filter(|l| *l == "served").count();
+    assert_eq!(served, 120, "4 × calls_per_minute (30): {}", out.stdout);
+    let busy = sb.sh(
+        "mallory",
+        "busctl --system call org.pim.Manager1 /org/pim/Manager1 org.pim.Manager1 Status 2>&1",
+    );
+    assert!(busy.stdout.contains("too many reading calls"), "{busy:?}");
+    sudo_succeeds(&sb, 3);
+    // Others' reads are their own.
+    sb.run("alice", &["pim", "status"]).assert_success();
 }
