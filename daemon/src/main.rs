@@ -30,6 +30,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::Store;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 /// Even with nothing due, reconcile this often: it catches memberships a crash left behind
 /// and clock jumps.
@@ -336,21 +337,41 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .await
         .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
     core.set_connection(connection.clone());
+    // Another pimd serving already: this one must change nothing (not even reconcile).
+    let another = || {
+        format!(
+            "cannot own {}: another pimd is running",
+            pim_common::BUS_NAME
+        )
+    };
+    let owned = zbus::fdo::DBusProxy::new(&connection)
+        .await
+        .map_err(|e| format!("cannot talk to the bus daemon: {e}"))?
+        .name_has_owner(
+            pim_common::BUS_NAME
+                .try_into()
+                .map_err(|e| format!("{e}"))?,
+        )
+        .await
+        .map_err(|e| format!("cannot ask the bus about {}: {e}", pim_common::BUS_NAME))?;
+    if owned {
+        return Err(another().into());
+    }
     // Before anyone can reach us: end what ended while pimd was down (grants past their end,
     // assignments over, eligibility a new configuration took away), so the first PAM check
     // is already answered from a reconciled state.
     if let Err(e) = core.with_manager(|m| m.reconcile()).await {
         eprintln!("pimd: reconciliation at start: {}", e.message());
     }
-    connection
-        .request_name(pim_common::BUS_NAME)
+    // zbus's default flags would let a second pimd take the name from this one (and this one
+    // give it up to a later one), leaving two writers: neither replace nor allow replacement.
+    let reply = connection
+        .request_name_with_flags(pim_common::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE.into())
         .await
-        .map_err(|e| {
-            format!(
-                "cannot own {} (is another pimd running?): {e}",
-                pim_common::BUS_NAME
-            )
-        })?;
+        .map_err(|e| format!("cannot own {}: {e}", pim_common::BUS_NAME))?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(another().into());
+    }
     eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
 
     let sweep_wake = Arc::new(tokio::sync::Notify::new());

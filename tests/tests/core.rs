@@ -2270,3 +2270,33 @@ fn given_gpasswd_failing_at_unassign_then_the_unassignment_succeeds_with_a_warni
     });
     assert_sudo_gone(&sb, "dave");
 }
+
+#[test]
+fn given_pimd_serving_then_a_second_pimd_takes_nothing_and_changes_nothing() {
+    // zbus's default name flags let a later owner replace an earlier one: a second pimd
+    // started by hand took the name and left two writers (and reconciled before asking).
+    let sb = host(
+        &config(
+            "",
+            &[role("admin", "sudo", &["alice"], "require_mfa = false")],
+        ),
+        &["sudo"],
+        &[("alice", &[])],
+    );
+    let owner = || {
+        sb.call_bus_driver("root", "GetNameOwner", "s", &[pim_e2e::BUS_NAME])
+            .assert_success()
+            .stdout
+            .clone()
+    };
+    let first = owner();
+    let second = sb.run("root", &["pimd", "--config", CONFIG_PATH]);
+    second
+        .assert_failure()
+        .assert_stderr_contains("another pimd is running");
+    assert!(sb.pimd_running());
+    assert_eq!(owner(), first, "the name stays with the first pimd");
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    assert!(sb.is_member("alice", "sudo"));
+}
