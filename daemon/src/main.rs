@@ -366,7 +366,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     // zbus's default flags would let a second pimd take the name from this one (and this one
     // give it up to a later one), leaving two writers: neither replace nor allow replacement.
     let reply = connection
-        .request_name_with_flags(pim_common::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE.into())
+        .request_name_with_flags(pim_common::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
         .await
         .map_err(|e| format!("cannot own {}: {e}", pim_common::BUS_NAME))?;
     if reply != RequestNameReply::PrimaryOwner {
