@@ -7,8 +7,9 @@
 //!
 //! | real uid of the process | PAM_RUSER | judged users |
 //! | --- | --- | --- |
-//! | not 0 | the real uid's user (sudo and su are set-uid and keep the invoker's real uid) | the real uid's user; PAM_USER is the target, not judged |
-//! | not 0 | unset, or someone else | the real uid's user and PAM_USER: a set-uid helper started by a service account (cockpit-session, polkit-agent-helper-1) authenticates PAM_USER |
+//! | not 0, on sudo, sudo-i, su, su-l, runuser or runuser-l | anything (sudo and su are set-uid and keep the invoker's real uid) | the real uid's user; PAM_USER is the target, not judged |
+//! | not 0, another service | the real uid's user | the real uid's user |
+//! | not 0, another service | unset, or someone else | the real uid's user and PAM_USER: a set-uid helper started by a service account (cockpit-session, polkit-agent-helper-1) authenticates PAM_USER |
 //! | 0, on service su, su-l, runuser or runuser-l | anything (util-linux su sets it from getlogin()) | nobody (Ignore): root switching user |
 //! | 0, on service sudo or sudo-i | a uid-0 user (sudo names the invoker there) | nobody (Ignore): root's own sudo |
 //! | 0, not su or runuser | another user the database knows | PAM_USER and PAM_RUSER |
@@ -465,8 +466,11 @@ fn judged_users(
             Err(e) => return Err(database_failed(rec, &format!("uid {uid}"), &e)),
         };
         let mut judged = vec![(name.clone(), Some(entry))];
-        if ruser == Some(Ok(name.as_str())) {
-            // sudo and su: PAM_RUSER is the invoker, PAM_USER the target, never judged.
+        // sudo, su and runuser keep the invoker's real uid: PAM_USER is the target, never
+        // judged, whatever PAM_RUSER says (unset with sudo's !pam_ruser; util-linux su takes it
+        // from getlogin(), the terminal's login). Elsewhere PAM_RUSER naming the invoker says
+        // the same.
+        if ruser == Some(Ok(name.as_str())) || service_is(asker.service, ROOT_SWITCH_SERVICES) {
             match asker.user {
                 Item::Text(target) if target != name => rec.line(
                     Level::Debug,
@@ -982,21 +986,34 @@ mod tests {
     #[test]
     fn given_a_ruser_that_is_not_the_real_uids_user_then_the_real_uid_wins() {
         let daemon = FakeDaemon::allowing();
-        let decision = sudo_by(1000, "alice", Some("root"), &daemon);
+        sudo_by(1000, "alice", Some("root"), &daemon);
         assert_eq!(judged(&daemon), ["alice"]);
-        assert!(logged(
-            &decision,
-            Level::Notice,
-            "PAM_RUSER root is not the invoking user alice"
-        ));
     }
 
     #[test]
-    fn given_a_process_of_one_user_naming_another_in_pam_user_then_both_are_judged() {
-        // bob's process (holding nothing) naming alice, who holds sudo, in PAM_USER and
-        // PAM_RUSER: alice is judged too, and her refusal stands.
+    fn given_sudo_by_a_user_naming_another_in_pam_user_and_ruser_then_only_the_invoker_is_judged() {
+        // bob (holding nothing) runs sudo; PAM_USER and PAM_RUSER name alice, who holds sudo:
+        // alice is the target, never judged, and bob needs no grant.
         let daemon = FakeDaemon::refusing("pim: no");
         let decision = sudo_by(1001, "alice", Some("alice"), &daemon);
+        assert_eq!(decision.outcome, Outcome::Ignore);
+        assert!(judged(&daemon).is_empty());
+    }
+
+    #[test]
+    fn given_a_process_of_one_user_naming_another_on_another_service_then_both_are_judged() {
+        // bob's set-uid helper on a service that does not switch user, naming alice in
+        // PAM_USER and PAM_RUSER: alice is judged, and her refusal stands.
+        let daemon = FakeDaemon::refusing("pim: no");
+        let line = &["groups=sudo"];
+        let decision = asking(
+            line,
+            "cockpit",
+            1001,
+            Item::Text("alice"),
+            Item::Text("alice"),
+            &daemon,
+        );
         assert_eq!(decision.outcome, Outcome::Deny("pim: no".into()));
         assert_eq!(judged(&daemon), ["alice"]);
     }
@@ -1052,6 +1069,22 @@ mod tests {
             );
             assert_eq!(decision.outcome, Outcome::Ignore, "{service}");
             assert!(daemon.calls().is_empty(), "{service}");
+        }
+    }
+
+    #[test]
+    fn given_su_or_sudo_by_a_user_then_the_target_is_never_judged_whatever_ruser_says() {
+        // alice runs `su - bob` from a terminal root (or carol) logged in to: util-linux su
+        // sets PAM_RUSER from getlogin(); sudo with !pam_ruser leaves it unset. bob is the
+        // target: only alice (uid 1000, the real uid) is judged.
+        for service in ["su", "su-l", "sudo", "sudo-i"] {
+            for ruser in [Item::Text("root"), Item::Text("carol"), Item::Unset] {
+                let daemon = FakeDaemon::allowing();
+                let line = &["groups=sudo", "services=su,su-l,sudo,sudo-i"];
+                let decision = asking(line, service, 1000, Item::Text("bob"), ruser, &daemon);
+                assert_eq!(decision.outcome, Outcome::Allow, "{service} {ruser:?}");
+                assert_eq!(judged(&daemon), ["alice"], "{service} {ruser:?}");
+            }
         }
     }
 
