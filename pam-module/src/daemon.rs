@@ -247,7 +247,17 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
         let timeval = TimeVal::new(micros / 1_000_000, micros % 1_000_000);
         socket::setsockopt(&fd, socket::sockopt::SendTimeout, &timeval).map_err(unreachable)?;
         match socket::connect(fd.as_raw_fd(), &address) {
-            Ok(()) => return Ok(UnixStream::from(fd)),
+            Ok(()) => {
+                let peer = socket::getsockopt(&fd, socket::sockopt::PeerCredentials)
+                    .map_err(unreachable)?;
+                return match untrusted_listener(peer.uid(), &bus_user_uids()) {
+                    None => Ok(UnixStream::from(fd)),
+                    Some(why) => Err(DaemonFailure::Unreachable(format!(
+                        "system bus at {}: {why}",
+                        path.display()
+                    ))),
+                };
+            }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Err(clock.expired()),
             // Nothing there, or a socket nobody accepts on (the bus daemon is gone): absent. A
@@ -256,6 +266,31 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
             Err(e @ Errno::ECONNREFUSED) if is_socket(path) => return Err(absent(path, e)),
             Err(e) => return Err(unreachable(e)),
         }
+    }
+}
+
+/// The accounts the system bus daemon runs as (Debian's `messagebus`, Fedora's `dbus`).
+const BUS_USERS: &[&str] = &["messagebus", "dbus"];
+
+fn bus_user_uids() -> Vec<u32> {
+    BUS_USERS
+        .iter()
+        .filter_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .map(|user| user.uid.as_raw())
+        .collect()
+}
+
+/// Why a listener running as `uid` is not the system bus, or `None` when it may be: root or
+/// the bus daemon's own account. Whatever answers at the socket path in the caller's mount
+/// namespace is what the module trusts, and a sandbox a user starts (a D-Bus proxy of their
+/// own, say) could put something of theirs there.
+fn untrusted_listener(uid: u32, bus_uids: &[u32]) -> Option<String> {
+    if uid == 0 || bus_uids.contains(&uid) {
+        None
+    } else {
+        Some(format!(
+            "the listener runs as uid {uid}, neither root nor the bus daemon's account"
+        ))
     }
 }
 
@@ -574,6 +609,14 @@ mod tests {
         )
     }
 
+    #[test]
+    fn given_a_listener_of_another_account_then_not_the_bus() {
+        assert_eq!(untrusted_listener(0, &[]), None);
+        assert_eq!(untrusted_listener(101, &[101]), None);
+        let why = untrusted_listener(1000, &[101]).expect("a user's listener");
+        assert!(why.contains("uid 1000"), "{why}");
+        assert!(untrusted_listener(101, &[]).is_some());
+    }
     #[test]
     fn given_a_bus_then_one_write_carries_auth_hello_and_the_call() {
         let (sent_tx, sent_rx) = std::sync::mpsc::channel();

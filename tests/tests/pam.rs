@@ -1175,6 +1175,41 @@ fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
     sudo_fresh(&sb, "mallory").assert_success();
 }
 
+/// A listener that answers every call with pimd's "allowed" (tests/sandbox/fake_bus.py).
+const FAKE_BUS: &str = include_str!("../sandbox/fake_bus.py");
+
+#[test]
+fn a_listener_of_a_users_own_at_the_bus_path_is_not_taken_for_the_bus() {
+    // In a mount namespace where set-uid still works (a sandbox a user may start), mallory puts
+    // a listener of hers at the system bus's path that answers pimd's "allowed": sudo must not
+    // take it, with fail=closed or fail=open.
+    for fail in ["", " fail=open"] {
+        let sb = host_with_pimd(&format!("{PAM_ARGS}{fail}"));
+        assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+        sb.write_file("/tmp/fake_bus.py", FAKE_BUS, 0o644);
+        let script = "set -e; mount -t tmpfs -o mode=1777 tmpfs /run/dbus; \
+             /run/.sandbox/runas mallory python3 /tmp/fake_bus.py /run/dbus/system_bus_socket \
+               >/tmp/fake_bus.out 2>&1 & \
+             for _ in $(seq 100); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.05; done; \
+             exec /run/.sandbox/runas mallory sudo -n true";
+        let out = sb.run(
+            "root",
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                script,
+            ],
+        );
+        assert_refused_with(&out, UNCONFIRMED, "");
+        let fake = sb.sh("root", "cat /tmp/fake_bus.out");
+        assert!(fake.stdout.contains("listening"), "{fake}");
+    }
+}
+
 #[test]
 fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_by_a_stopping_pimd()
 {
