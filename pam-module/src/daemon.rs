@@ -250,7 +250,7 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
             Ok(()) => {
                 let peer = socket::getsockopt(&fd, socket::sockopt::PeerCredentials)
                     .map_err(unreachable)?;
-                return match untrusted_listener(peer.uid(), &bus_user_uids()) {
+                return match untrusted_listener(peer.uid(), &bus_account_uid) {
                     None => Ok(UnixStream::from(fd)),
                     Some(why) => Err(DaemonFailure::Unreachable(format!(
                         "system bus at {}: {why}",
@@ -272,20 +272,21 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
 /// The accounts the system bus daemon runs as (Debian's `messagebus`, Fedora's `dbus`).
 const BUS_USERS: &[&str] = &["messagebus", "dbus"];
 
-fn bus_user_uids() -> Vec<u32> {
-    BUS_USERS
-        .iter()
-        .filter_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+fn bus_account_uid(name: &str) -> Option<u32> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
         .map(|user| user.uid.as_raw())
-        .collect()
 }
 
 /// Why a listener running as `uid` is not the system bus, or `None` when it may be: root or
 /// the bus daemon's own account. Whatever answers at the socket path in the caller's mount
 /// namespace is what the module trusts, and a sandbox a user starts (a D-Bus proxy of their
 /// own, say) could put something of theirs there.
-fn untrusted_listener(uid: u32, bus_uids: &[u32]) -> Option<String> {
-    if uid == 0 || bus_uids.contains(&uid) {
+/// `uid_of` looks an account up, and only as far as needed: root's listener needs none, and
+/// the first bus account that matches ends the search.
+fn untrusted_listener(uid: u32, uid_of: &dyn Fn(&str) -> Option<u32>) -> Option<String> {
+    if uid == 0 || BUS_USERS.iter().any(|name| uid_of(name) == Some(uid)) {
         None
     } else {
         Some(format!(
@@ -611,11 +612,16 @@ mod tests {
 
     #[test]
     fn given_a_listener_of_another_account_then_not_the_bus() {
-        assert_eq!(untrusted_listener(0, &[]), None);
-        assert_eq!(untrusted_listener(101, &[101]), None);
-        let why = untrusted_listener(1000, &[101]).expect("a user's listener");
+        let debian = |name: &str| (name == "messagebus").then_some(101);
+        let fedora = |name: &str| (name == "dbus").then_some(81);
+        let nobody = |_: &str| None;
+        assert_eq!(untrusted_listener(0, &nobody), None);
+        assert_eq!(untrusted_listener(101, &debian), None);
+        assert_eq!(untrusted_listener(81, &fedora), None);
+        let why = untrusted_listener(1000, &debian).expect("a user's listener");
         assert!(why.contains("uid 1000"), "{why}");
-        assert!(untrusted_listener(101, &[]).is_some());
+        assert!(untrusted_listener(101, &nobody).is_some());
+        assert!(untrusted_listener(81, &debian).is_some());
     }
     #[test]
     fn given_a_bus_then_one_write_carries_auth_hello_and_the_call() {
