@@ -16,7 +16,8 @@
 //! still carries the group (a login from before the end) could make a new such file at any
 //! time, so a sweep is done only after a walk that started while no such process was left
 //! and found nothing to clear, and saw no entry vanish (it may have been moved into a part
-//! already walked). What no walk sees (a copy kept open by a process outside the group and
+//! already walked) or lead to another file or directory than the listing's inode number (one
+//! moved or exchanged into its place). What no walk sees (a copy kept open by a process outside the group and
 //! linked back later) is why done sweeps are walked again for a while, and why `nosuid` is
 //! the real closure.
 //!
@@ -397,7 +398,15 @@ struct Frame {
     ino: u64,
     /// A target could rename entries out of it (see [`Walker::renamable`]).
     renamable: bool,
-    subdirs: Vec<CString>,
+    subdirs: Vec<Listed>,
+}
+
+/// A subdirectory as its parent's listing showed it. What is opened by that name later (after
+/// the subtrees of its siblings) may be another directory, moved or exchanged into its place
+/// while this one went into a part already walked: the inode number tells.
+struct Listed {
+    name: CString,
+    ino: u64,
 }
 
 /// The path of `frames` and then `names`, for the audit.
@@ -444,9 +453,10 @@ fn open_mount_root(mount: &Mount) -> Result<OwnedFd, Errno> {
 /// One walk over several mounts.
 struct Walker<'a> {
     targets: &'a HashSet<Target>,
-    /// (device, inode) of every mount's root: where a walk that reaches another mount stops.
-    mount_roots: HashSet<(u64, u64)>,
-    /// Every mount of mountinfo, to tell a mount point covered by another mount.
+    /// The id of the mount being walked: a subdirectory on another is not entered.
+    walking: u32,
+    /// Every mount of mountinfo, to tell a mount point covered by another mount, and a mount
+    /// reached through its mount point from one made since mountinfo was read.
     mounts: &'a [Mount],
     walk: Walk,
 }
@@ -495,6 +505,7 @@ impl Walker<'_> {
             Ok(st) => st,
             Err(e) => return self.fail(None, path, e.desc()),
         };
+        self.walking = mount.id;
         let mut frames = vec![Frame {
             name: path.clone(),
             dev: st.st_dev,
@@ -514,7 +525,8 @@ impl Walker<'_> {
             Err(e) => return self.fail(None, &frames[0].name.clone(), e),
         };
         while let Some(top) = frames.last_mut() {
-            let Some(name) = top.subdirs.pop() else {
+            let renamable = top.renamable;
+            let Some(listed) = top.subdirs.pop() else {
                 let done = frames.pop().map(|f| f.name).unwrap_or_default();
                 let Some(parent) = frames.last() else { break };
                 current = match self.up(&current, parent) {
@@ -532,33 +544,54 @@ impl Walker<'_> {
                 };
                 continue;
             };
-            let name_bytes = name.to_bytes();
-            let child =
-                match nix::fcntl::openat(&current, name.as_c_str(), DIRECTORY_FLAGS, Mode::empty())
-                {
-                    Ok(child) => child,
-                    Err(e) if vanished(e) => {
-                        if frames.last().is_some_and(|f| f.renamable) {
-                            self.fail(None, &path_of(&frames, &[name_bytes]), VANISHED);
-                        }
-                        continue;
+            let name_bytes = listed.name.to_bytes();
+            let here = path_of(&frames, &[name_bytes]);
+            let child = match openat(
+                &current,
+                listed.name.as_c_str(),
+                DIRECTORY_FLAGS,
+                Mode::empty(),
+            ) {
+                Ok(child) => child,
+                Err(e) if vanished(e) => {
+                    if renamable {
+                        self.fail(None, &here, VANISHED);
                     }
-                    Err(e) => {
-                        self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
-                        continue;
-                    }
-                };
-            let st = match fstat(&child) {
-                Ok(st) => st,
+                    continue;
+                }
                 Err(e) => {
-                    self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
+                    self.fail(None, &here, e.desc());
                     continue;
                 }
             };
-            // Another mount, reached through its mount point: walked on its own if it may hold
-            // set-ID files. (A bind mount of the same file system is walked twice: harmless.)
-            let mount_dev = frames[0].dev;
-            if st.st_dev != mount_dev && self.mount_roots.contains(&(st.st_dev, st.st_ino)) {
+            let st = match fstat(&child) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.fail(None, &here, e.desc());
+                    continue;
+                }
+            };
+            match mount_id(&child) {
+                Ok(id) if id == self.walking => {}
+                // Another mount, reached through its mount point: walked on its own if it may
+                // hold set-ID files. (A mount point cannot be renamed, so it is what was listed.)
+                Ok(id) if self.mounts.iter().any(|m| m.id == id) => continue,
+                // A mount made since mountinfo was read, over what was listed here.
+                Ok(_) => {
+                    if renamable {
+                        self.fail(None, &here, VANISHED);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(None, &here, e);
+                    continue;
+                }
+            }
+            if st.st_ino != listed.ino {
+                if renamable {
+                    self.fail(None, &here, VANISHED);
+                }
                 continue;
             }
             self.clear_directory(&child, &st, &frames, &[name_bytes]);
@@ -567,7 +600,7 @@ impl Walker<'_> {
                 continue;
             }
             frames.push(Frame {
-                name: name.into_bytes(),
+                name: listed.name.into_bytes(),
                 dev: st.st_dev,
                 ino: st.st_ino,
                 renamable: self.renamable(&st),
@@ -625,7 +658,7 @@ impl Walker<'_> {
         dir_st: &FileStat,
         frames: &[Frame],
         names: &[&[u8]],
-    ) -> Vec<CString> {
+    ) -> Vec<Listed> {
         let renamable = self.renamable(dir_st);
         let mut entries = Vec::new();
         match Dir::openat(dir, c".", DIRECTORY_FLAGS, Mode::empty()) {
@@ -633,7 +666,8 @@ impl Walker<'_> {
                 for entry in stream.iter() {
                     match entry {
                         Ok(entry) => {
-                            entries.push((entry.file_name().to_owned(), entry.file_type()))
+                            let name = entry.file_name().to_owned();
+                            entries.push((name, entry.file_type(), entry.ino()))
                         }
                         Err(e) => {
                             self.fail(None, &path_of(frames, names), e.desc());
@@ -648,15 +682,15 @@ impl Walker<'_> {
             }
         }
         let mut subdirs = Vec::new();
-        for (name, kind) in entries {
+        for (name, kind, ino) in entries {
             if name.as_c_str() == c"." || name.as_c_str() == c".." {
                 continue;
             }
             match kind {
-                Some(Type::Directory) => subdirs.push(name),
+                Some(Type::Directory) => subdirs.push(Listed { name, ino }),
                 Some(Type::File) | None => {
-                    if self.look_at(dir, renamable, &name, frames, names) {
-                        subdirs.push(name);
+                    if self.look_at(dir, renamable, &name, ino, frames, names) {
+                        subdirs.push(Listed { name, ino });
                     }
                 }
                 // Symbolic links are not followed; devices, FIFOs and sockets cannot make
@@ -668,12 +702,14 @@ impl Walker<'_> {
     }
 
     /// A regular file (or an entry whose type the directory did not say): cleared if it is a
-    /// target's and set-group-ID. Returns true for a directory.
+    /// target's and set-group-ID. Returns true for a directory. Another file than the one
+    /// listed (inode `ino`) under that name counts as the listed one vanished.
     fn look_at(
         &mut self,
         dir: &OwnedFd,
         renamable: bool,
         name: &CStr,
+        ino: u64,
         frames: &[Frame],
         names: &[&[u8]],
     ) -> bool {
@@ -695,6 +731,12 @@ impl Walker<'_> {
                 return false;
             }
         };
+        if st.st_ino != ino {
+            if renamable {
+                self.fail(None, &here(frames), VANISHED);
+            }
+            return false;
+        }
         if kind_of(&st) == SFlag::S_IFDIR {
             return true;
         }
@@ -862,16 +904,10 @@ impl SetgidFiles for SystemSetgidFiles {
             }
         };
         let mounts = parse_mountinfo(&text);
-        let mut mount_roots = HashSet::new();
-        for mount in &mounts {
-            if let Ok(st) = nix::sys::stat::stat(OsStr::from_bytes(&mount.mount_point)) {
-                mount_roots.insert((st.st_dev, st.st_ino));
-            }
-        }
         let targets: HashSet<Target> = targets.iter().copied().collect();
         let mut walker = Walker {
             targets: &targets,
-            mount_roots,
+            walking: 0,
             mounts: &mounts,
             walk: Walk::default(),
         };
@@ -1298,12 +1334,24 @@ mod tests {
         let mounts = [mount.clone()];
         let mut walker = Walker {
             targets: &targets,
-            mount_roots: HashSet::new(),
+            walking: mount.id,
             mounts: &mounts,
             walk: Walk::default(),
         };
         run(&mut walker);
         walker.walk
+    }
+
+    fn listed(name: &CStr, ino: u64) -> Listed {
+        Listed {
+            name: name.to_owned(),
+            ino,
+        }
+    }
+
+    fn ino_of(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).unwrap().ino()
     }
 
     fn mode_of(path: &Path) -> u32 {
@@ -1414,13 +1462,13 @@ mod tests {
         };
         // As if readdir had listed a subdirectory and a file that were then moved away.
         let walk = walk_with(&mount, |walker| {
-            walker.walk_below(&root, vec![frame(vec![c"moved-dir".to_owned()], true)]);
+            walker.walk_below(&root, vec![frame(vec![listed(c"moved-dir", 1)], true)]);
             let frames = [frame(Vec::new(), true)];
-            assert!(!walker.look_at(&root, true, c"moved-file", &frames, &[]));
+            assert!(!walker.look_at(&root, true, c"moved-file", 1, &frames, &[]));
             // From a directory no target may write, an entry going is none of theirs.
-            walker.walk_below(&root, vec![frame(vec![c"daemon-dir".to_owned()], false)]);
+            walker.walk_below(&root, vec![frame(vec![listed(c"daemon-dir", 1)], false)]);
             let frames = [frame(Vec::new(), false)];
-            assert!(!walker.look_at(&root, false, c"daemon-file", &frames, &[]));
+            assert!(!walker.look_at(&root, false, c"daemon-file", 1, &frames, &[]));
         });
         let failures: Vec<(String, String)> = walk
             .failures
@@ -1438,13 +1486,68 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// alice moves ~/a, holding her copy, into ~/b, already walked, and makes a new ~/a
+    /// between the listing and the open: the name leads to another directory, which counts as
+    /// the listed one vanished. The same for a file replaced between listing and look.
+    #[test]
+    fn given_a_directory_or_file_replaced_after_the_listing_then_the_walk_is_unclean() {
+        let dir = scratch("swapped");
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let file = dir.join("a/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        std::fs::write(dir.join("f"), "x").unwrap();
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let listed_a = listed(c"a", ino_of(&dir.join("a")));
+        let listed_f = ino_of(&dir.join("f"));
+        std::fs::rename(dir.join("a"), dir.join("b/x")).unwrap();
+        std::fs::create_dir(dir.join("a")).unwrap();
+        std::fs::rename(dir.join("f"), dir.join("b/f")).unwrap();
+        std::fs::write(dir.join("f"), "y").unwrap();
+        let frames = vec![Frame {
+            name: mount.mount_point.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            renamable: true,
+            subdirs: vec![listed_a],
+        }];
+        let walk = walk_with(&mount, |walker| {
+            walker.walk_below(&root, frames);
+            let frames = [Frame {
+                name: mount.mount_point.clone(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable: true,
+                subdirs: Vec::new(),
+            }];
+            assert!(!walker.look_at(&root, true, c"f", listed_f, &frames, &[]));
+        });
+        let failures: Vec<(String, String)> = walk
+            .failures
+            .iter()
+            .map(|f| (f.path.clone(), f.error.clone()))
+            .collect();
+        let quoted = |name: &str| format!("\"{}/{name}\"", dir.display());
+        assert_eq!(
+            failures,
+            [
+                (quoted("a"), VANISHED.to_string()),
+                (quoted("f"), VANISHED.to_string())
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn given_directory_modes_then_only_those_a_target_may_write_count_entries_that_vanish() {
         let mut st = fstat(nix::fcntl::open("/", DIRECTORY_FLAGS, Mode::empty()).unwrap()).unwrap();
         let targets: HashSet<Target> = [Target { uid: 1000, gid: 27 }].into();
         let walker = Walker {
             targets: &targets,
-            mount_roots: HashSet::new(),
+            walking: 0,
             mounts: &[],
             walk: Walk::default(),
         };
@@ -1481,7 +1584,7 @@ mod tests {
                 dev: st.st_dev,
                 ino: st.st_ino,
                 renamable: true,
-                subdirs: vec![c"b".to_owned()],
+                subdirs: vec![listed(c"b", ino_of(&dir.join("b")))],
             },
             Frame {
                 name: b"a".to_vec(),
