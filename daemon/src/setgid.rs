@@ -17,7 +17,8 @@
 //! time, so a sweep is done only after a walk that started while no such process was left
 //! and found nothing to clear, and saw no entry vanish (it may have been moved into a part
 //! already walked) or lead to another file or directory than the listing's inode number (one
-//! moved or exchanged into its place). What no walk sees (a copy kept open by a process outside the group and
+//! moved or exchanged into its place), in a directory a target could rename it out of (in a
+//! sticky one, only the target's own entries: anyone's churn in `/tmp` says nothing). What no walk sees (a copy kept open by a process outside the group and
 //! linked back later) is why done sweeps are walked again for a while, and why `nosuid` is
 //! the real closure.
 //!
@@ -381,6 +382,9 @@ const DIRECTORY_FLAGS: OFlag = OFlag::O_RDONLY
 /// does not count as having found everything.
 const VANISHED: &str = "moved or removed during the walk; pimd walks again";
 
+/// How many entries that vanished one walk lists; the rest are counted.
+const MAX_VANISHED_LISTED: usize = 32;
+
 fn vanished(e: Errno) -> bool {
     matches!(
         e,
@@ -396,9 +400,17 @@ struct Frame {
     name: Vec<u8>,
     dev: u64,
     ino: u64,
-    /// A target could rename entries out of it (see [`Walker::renamable`]).
-    renamable: bool,
+    renamable: Renamable,
     subdirs: Vec<Listed>,
+}
+
+/// Which entries a target could rename out of a directory (see [`Walker::renamable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renamable {
+    No,
+    Any,
+    /// A sticky directory others may write (`/tmp`): only the target's own entries.
+    TargetsOwn,
 }
 
 /// A subdirectory as its parent's listing showed it. What is opened by that name later (after
@@ -407,6 +419,8 @@ struct Frame {
 struct Listed {
     name: CString,
     ino: u64,
+    /// Its owner's uid, looked up when listed in a [`Renamable::TargetsOwn`] directory.
+    owner: Option<u32>,
 }
 
 /// The path of `frames` and then `names`, for the audit.
@@ -458,6 +472,8 @@ struct Walker<'a> {
     /// Every mount of mountinfo, to tell a mount point covered by another mount, and a mount
     /// reached through its mount point from one made since mountinfo was read.
     mounts: &'a [Mount],
+    /// Entries found vanished so far, listed or not (see [`MAX_VANISHED_LISTED`]).
+    vanished: usize,
     walk: Walk,
 }
 
@@ -470,7 +486,40 @@ impl Walker<'_> {
         });
     }
 
+    /// Records an entry that vanished, up to [`MAX_VANISHED_LISTED`] per walk.
+    fn vanish(&mut self, target: Option<Target>, path: &[u8]) {
+        self.vanished += 1;
+        if self.vanished <= MAX_VANISHED_LISTED {
+            self.fail(target, path, VANISHED);
+        }
+    }
+
+    /// Whether an entry owned by `owner` (None: not known) going from a directory is one a
+    /// target may have moved.
+    fn counts(&self, renamable: Renamable, owner: Option<u32>) -> bool {
+        match renamable {
+            Renamable::No => false,
+            Renamable::Any => true,
+            Renamable::TargetsOwn => {
+                owner.is_none_or(|uid| self.targets.iter().any(|t| t.uid == uid))
+            }
+        }
+    }
+
     fn walk_mount(&mut self, mount: &Mount) {
+        let vanished_before = self.vanished.max(MAX_VANISHED_LISTED);
+        self.walk_mount_listed(mount);
+        let unlisted = self.vanished.max(MAX_VANISHED_LISTED) - vanished_before;
+        if unlisted > 0 {
+            self.fail(
+                None,
+                &mount.mount_point,
+                format!("{unlisted} more entries below it {VANISHED}"),
+            );
+        }
+    }
+
+    fn walk_mount_listed(&mut self, mount: &Mount) {
         let path = &mount.mount_point;
         let root = match open_mount_root(mount) {
             Ok(root) => root,
@@ -535,7 +584,7 @@ impl Walker<'_> {
                         // It was moved elsewhere while walked: the rest of its parent is
                         // reached again from the root.
                         let moved = path_of(&frames, &[&done]);
-                        self.fail(None, &moved, VANISHED);
+                        self.vanish(None, &moved);
                         match self.reach(root, &mut frames) {
                             Some(fd) => fd,
                             None => break,
@@ -554,8 +603,8 @@ impl Walker<'_> {
             ) {
                 Ok(child) => child,
                 Err(e) if vanished(e) => {
-                    if renamable {
-                        self.fail(None, &here, VANISHED);
+                    if self.counts(renamable, listed.owner) {
+                        self.vanish(None, &here);
                     }
                     continue;
                 }
@@ -578,8 +627,8 @@ impl Walker<'_> {
                 Ok(id) if self.mounts.iter().any(|m| m.id == id) => continue,
                 // A mount made since mountinfo was read, over what was listed here.
                 Ok(_) => {
-                    if renamable {
-                        self.fail(None, &here, VANISHED);
+                    if self.counts(renamable, listed.owner) {
+                        self.vanish(None, &here);
                     }
                     continue;
                 }
@@ -589,8 +638,8 @@ impl Walker<'_> {
                 }
             }
             if st.st_ino != listed.ino {
-                if renamable {
-                    self.fail(None, &here, VANISHED);
+                if self.counts(renamable, listed.owner) {
+                    self.vanish(None, &here);
                 }
                 continue;
             }
@@ -641,7 +690,7 @@ impl Walker<'_> {
                 Some(child) => fd = child,
                 None => {
                     let lost = path_of(&frames[..=depth], &[]);
-                    self.fail(None, &lost, VANISHED);
+                    self.vanish(None, &lost);
                     frames.truncate(depth);
                     break;
                 }
@@ -687,10 +736,16 @@ impl Walker<'_> {
                 continue;
             }
             match kind {
-                Some(Type::Directory) => subdirs.push(Listed { name, ino }),
+                Some(Type::Directory) => {
+                    let owner = (renamable == Renamable::TargetsOwn)
+                        .then(|| fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW))
+                        .and_then(|st| Some(st.ok()?.st_uid));
+                    subdirs.push(Listed { name, ino, owner })
+                }
                 Some(Type::File) | None => {
-                    if self.look_at(dir, renamable, &name, ino, frames, names) {
-                        subdirs.push(Listed { name, ino });
+                    if let Some(owner) = self.look_at(dir, renamable, &name, ino, frames, names) {
+                        let owner = Some(owner);
+                        subdirs.push(Listed { name, ino, owner });
                     }
                 }
                 // Symbolic links are not followed; devices, FIFOs and sockets cannot make
@@ -702,17 +757,18 @@ impl Walker<'_> {
     }
 
     /// A regular file (or an entry whose type the directory did not say): cleared if it is a
-    /// target's and set-group-ID. Returns true for a directory. Another file than the one
-    /// listed (inode `ino`) under that name counts as the listed one vanished.
+    /// target's and set-group-ID. Returns a directory's owner. Another file than the one
+    /// listed (inode `ino`) under that name counts as the listed one vanished (whose owner,
+    /// in a sticky directory, is not known then: it counts).
     fn look_at(
         &mut self,
         dir: &OwnedFd,
-        renamable: bool,
+        renamable: Renamable,
         name: &CStr,
         ino: u64,
         frames: &[Frame],
         names: &[&[u8]],
-    ) -> bool {
+    ) -> Option<u32> {
         let here = |frames: &[Frame]| {
             let mut all = names.to_vec();
             all.push(name.to_bytes());
@@ -721,37 +777,35 @@ impl Walker<'_> {
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(e) if vanished(e) => {
-                if renamable {
-                    self.fail(None, &here(frames), VANISHED);
+                if self.counts(renamable, None) {
+                    self.vanish(None, &here(frames));
                 }
-                return false;
+                return None;
             }
             Err(e) => {
                 self.fail(None, &here(frames), e.desc());
-                return false;
+                return None;
             }
         };
         if st.st_ino != ino {
-            if renamable {
-                self.fail(None, &here(frames), VANISHED);
+            if self.counts(renamable, None) {
+                self.vanish(None, &here(frames));
             }
-            return false;
+            return None;
         }
         if kind_of(&st) == SFlag::S_IFDIR {
-            return true;
+            return Some(st.st_uid);
         }
-        let Some(target) = self.match_target(&st, SFlag::S_IFREG) else {
-            return false;
-        };
+        let target = self.match_target(&st, SFlag::S_IFREG)?;
         match clear_file_bits(dir, name, &st, target) {
             Ok(FileOutcome::Done(before, after)) => {
                 self.cleared(target, &here(frames), &st, before, after)
             }
             Ok(FileOutcome::Unchanged) => {}
-            Ok(FileOutcome::Vanished) => self.fail(Some(target), &here(frames), VANISHED),
+            Ok(FileOutcome::Vanished) => self.vanish(Some(target), &here(frames)),
             Err(e) => self.fail(Some(target), &here(frames), e),
         }
-        false
+        None
     }
 
     /// A target's set-group-ID directory, open as `dir`, loses the bit: files created in it
@@ -770,10 +824,19 @@ impl Walker<'_> {
 
     /// Whether a target could have renamed an entry out of this directory: renaming needs
     /// write permission on it, so only one the target owns, or that its group class (an ACL's
-    /// mask included) or others may write. An entry gone from any other directory (a daemon's
-    /// files coming and going) says nothing about a target's files.
-    fn renamable(&self, dir: &FileStat) -> bool {
-        dir.st_mode & 0o022 != 0 || self.targets.iter().any(|t| t.uid == dir.st_uid)
+    /// mask included) or others may write; in a sticky one of those (`/tmp`) only the
+    /// target's own entries. An entry gone from any other directory (a daemon's files coming
+    /// and going, anyone's in `/tmp`) says nothing about a target's files.
+    fn renamable(&self, dir: &FileStat) -> Renamable {
+        if self.targets.iter().any(|t| t.uid == dir.st_uid) {
+            Renamable::Any
+        } else if dir.st_mode & 0o022 == 0 {
+            Renamable::No
+        } else if dir.st_mode & 0o1000 != 0 {
+            Renamable::TargetsOwn
+        } else {
+            Renamable::Any
+        }
     }
 
     fn cleared(&mut self, target: Target, path: &[u8], st: &FileStat, before: u32, after: u32) {
@@ -909,6 +972,7 @@ impl SetgidFiles for SystemSetgidFiles {
             targets: &targets,
             walking: 0,
             mounts: &mounts,
+            vanished: 0,
             walk: Walk::default(),
         };
         // Unreadable, the host's table leaves every mount to walk.
@@ -1336,6 +1400,7 @@ mod tests {
             targets: &targets,
             walking: mount.id,
             mounts: &mounts,
+            vanished: 0,
             walk: Walk::default(),
         };
         run(&mut walker);
@@ -1346,7 +1411,16 @@ mod tests {
         Listed {
             name: name.to_owned(),
             ino,
+            owner: None,
         }
+    }
+
+    /// (path, error) of each failure of `walk`.
+    fn failures_of(walk: &Walk) -> Vec<(String, String)> {
+        walk.failures
+            .iter()
+            .map(|f| (f.path.clone(), f.error.clone()))
+            .collect()
     }
 
     fn ino_of(path: &Path) -> u64 {
@@ -1462,25 +1536,35 @@ mod tests {
         };
         // As if readdir had listed a subdirectory and a file that were then moved away.
         let walk = walk_with(&mount, |walker| {
-            walker.walk_below(&root, vec![frame(vec![listed(c"moved-dir", 1)], true)]);
-            let frames = [frame(Vec::new(), true)];
-            assert!(!walker.look_at(&root, true, c"moved-file", 1, &frames, &[]));
+            let any = Renamable::Any;
+            walker.walk_below(&root, vec![frame(vec![listed(c"moved-dir", 1)], any)]);
+            let frames = [frame(Vec::new(), any)];
+            let look = walker.look_at(&root, any, c"moved-file", 1, &frames, &[]);
+            assert_eq!(look, None);
             // From a directory no target may write, an entry going is none of theirs.
-            walker.walk_below(&root, vec![frame(vec![listed(c"daemon-dir", 1)], false)]);
-            let frames = [frame(Vec::new(), false)];
-            assert!(!walker.look_at(&root, false, c"daemon-file", 1, &frames, &[]));
+            let no = Renamable::No;
+            walker.walk_below(&root, vec![frame(vec![listed(c"daemon-dir", 1)], no)]);
+            let frames = [frame(Vec::new(), no)];
+            assert_eq!(
+                walker.look_at(&root, no, c"daemon-file", 1, &frames, &[]),
+                None
+            );
+            // From /tmp, only a target's own entry going counts.
+            let own = Renamable::TargetsOwn;
+            let mut bobs = listed(c"bobs-dir", 1);
+            bobs.owner = Some(me().uid + 1);
+            let mut mine = listed(c"my-dir", 1);
+            mine.owner = Some(me().uid);
+            walker.walk_below(&root, vec![frame(vec![bobs, mine], own)]);
         });
-        let failures: Vec<(String, String)> = walk
-            .failures
-            .iter()
-            .map(|f| (f.path.clone(), f.error.clone()))
-            .collect();
+        let failures = failures_of(&walk);
         let quoted = |name: &str| format!("\"{}/{name}\"", dir.display());
         assert_eq!(
             failures,
             [
                 (quoted("moved-dir"), VANISHED.to_string()),
-                (quoted("moved-file"), VANISHED.to_string())
+                (quoted("moved-file"), VANISHED.to_string()),
+                (quoted("my-dir"), VANISHED.to_string())
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1511,7 +1595,7 @@ mod tests {
             name: mount.mount_point.clone(),
             dev: st.st_dev,
             ino: st.st_ino,
-            renamable: true,
+            renamable: Renamable::Any,
             subdirs: vec![listed_a],
         }];
         let walk = walk_with(&mount, |walker| {
@@ -1520,16 +1604,13 @@ mod tests {
                 name: mount.mount_point.clone(),
                 dev: st.st_dev,
                 ino: st.st_ino,
-                renamable: true,
+                renamable: Renamable::Any,
                 subdirs: Vec::new(),
             }];
-            assert!(!walker.look_at(&root, true, c"f", listed_f, &frames, &[]));
+            let look = walker.look_at(&root, Renamable::Any, c"f", listed_f, &frames, &[]);
+            assert_eq!(look, None);
         });
-        let failures: Vec<(String, String)> = walk
-            .failures
-            .iter()
-            .map(|f| (f.path.clone(), f.error.clone()))
-            .collect();
+        let failures = failures_of(&walk);
         let quoted = |name: &str| format!("\"{}/{name}\"", dir.display());
         assert_eq!(
             failures,
@@ -1541,6 +1622,33 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Beyond [`MAX_VANISHED_LISTED`], entries that vanished are counted, not listed.
+    #[test]
+    fn given_many_entries_vanishing_then_the_first_are_listed_and_the_rest_counted() {
+        let dir = scratch("churn");
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let names: Vec<CString> = (0..40)
+            .map(|i| CString::new(format!("gone{i}")).unwrap())
+            .collect();
+        let frames = vec![Frame {
+            name: mount.mount_point.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            renamable: Renamable::Any,
+            subdirs: names.iter().map(|n| listed(n, 1)).collect(),
+        }];
+        let mut vanished = 0;
+        let walk = walk_with(&mount, |walker| {
+            walker.walk_below(&root, frames);
+            vanished = walker.vanished;
+        });
+        assert_eq!(walk.failures.len(), MAX_VANISHED_LISTED);
+        assert_eq!(vanished, 40);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn given_directory_modes_then_only_those_a_target_may_write_count_entries_that_vanish() {
         let mut st = fstat(nix::fcntl::open("/", DIRECTORY_FLAGS, Mode::empty()).unwrap()).unwrap();
@@ -1549,19 +1657,25 @@ mod tests {
             targets: &targets,
             walking: 0,
             mounts: &[],
+            vanished: 0,
             walk: Walk::default(),
         };
         let renamable = |st: &FileStat| walker.renamable(st);
         st.st_uid = 0;
         st.st_mode = 0o40755;
-        assert!(!renamable(&st), "root's 0755 directory");
+        assert_eq!(renamable(&st), Renamable::No, "root's 0755 directory");
         st.st_mode = 0o41777;
-        assert!(renamable(&st), "/tmp");
+        assert_eq!(renamable(&st), Renamable::TargetsOwn, "/tmp");
         st.st_mode = 0o42775;
-        assert!(renamable(&st), "a group's (or an ACL's) writable directory");
-        st.st_mode = 0o40700;
+        let group = "a group's (or an ACL's) writable directory";
+        assert_eq!(renamable(&st), Renamable::Any, "{group}");
+        st.st_mode = 0o41700;
         st.st_uid = 1000;
-        assert!(renamable(&st), "the target's own");
+        assert_eq!(
+            renamable(&st),
+            Renamable::Any,
+            "the target's own, sticky or not"
+        );
     }
 
     /// A directory moved elsewhere while its subtree was walked: `..` no longer leads back,
@@ -1583,23 +1697,19 @@ mod tests {
                 name: mount.mount_point.clone(),
                 dev: st.st_dev,
                 ino: st.st_ino,
-                renamable: true,
+                renamable: Renamable::Any,
                 subdirs: vec![listed(c"b", ino_of(&dir.join("b")))],
             },
             Frame {
                 name: b"a".to_vec(),
                 dev: st.st_dev,
                 ino: st.st_ino,
-                renamable: true,
+                renamable: Renamable::Any,
                 subdirs: Vec::new(),
             },
         ];
         let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames));
-        let failures: Vec<(String, String)> = walk
-            .failures
-            .iter()
-            .map(|f| (f.path.clone(), f.error.clone()))
-            .collect();
+        let failures = failures_of(&walk);
         assert_eq!(
             failures,
             [(format!("\"{}/a\"", dir.display()), VANISHED.to_string())]
