@@ -12,7 +12,9 @@
 //! host's mount table (PID 1's: systemd remounts what it confines `nosuid` in pimd's view
 //! alone) (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
 //! not searched), each walked on its own, without following symbolic links and without
-//! entering other mounts, holding one open directory at a time. A process of the user that
+//! entering other mounts (told by mount id; a mount point in a directory no target may write
+//! is not even opened, so an automount point or a dead network server does not hold the
+//! walk), holding one open directory at a time. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
 //! time, so a sweep is done only after a walk that started while no such process was left
 //! and found nothing to clear, and saw no entry vanish (it may have been moved into a part
@@ -595,6 +597,14 @@ impl Walker<'_> {
             };
             let name_bytes = listed.name.to_bytes();
             let here = path_of(&frames, &[name_bytes]);
+            // The mount point of another mount, as mountinfo names it, in a directory no target
+            // may write (so the name is still it): not opened, for an automount point would
+            // mount and a dead network server hang the walk. Elsewhere the name may lead to
+            // another directory by now: opened, and told by its mount id.
+            let other_mount = |m: &Mount| m.id != self.walking && m.mount_point == here;
+            if renamable == Renamable::No && self.mounts.iter().any(other_mount) {
+                continue;
+            }
             let child = match openat(
                 &current,
                 listed.name.as_c_str(),
@@ -1619,6 +1629,55 @@ mod tests {
                 (quoted("f"), VANISHED.to_string())
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A subdirectory on another mount is not entered: one mountinfo names is skipped (without
+    /// opening it where no target may write the parent), one made since counts as vanished.
+    #[test]
+    fn given_a_subdirectory_on_another_mount_then_it_is_not_entered() {
+        let dir = scratch("mounts");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let file = dir.join("sub/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        let here = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let mut nfs = here.clone();
+        nfs.id = here.id + 1_000_000;
+        nfs.mount_point = dir.join("sub").as_os_str().as_bytes().to_vec();
+        let targets: HashSet<Target> = [me()].into();
+        let walk_as = |walking: u32, mounts: &[Mount], renamable: Renamable| {
+            let mut walker = Walker {
+                targets: &targets,
+                walking,
+                mounts,
+                vanished: 0,
+                walk: Walk::default(),
+            };
+            let frames = vec![Frame {
+                name: here.mount_point.clone(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable,
+                subdirs: vec![listed(c"sub", ino_of(&dir.join("sub")))],
+            }];
+            walker.walk_below(&root, frames);
+            walker.walk
+        };
+        // sub is where mountinfo says another mount is, in a directory no target may write.
+        let skipped = walk_as(here.id, &[here.clone(), nfs.clone()], Renamable::No);
+        assert_eq!((skipped.cleared, skipped.failures), (vec![], vec![]));
+        // sub is on a mount mountinfo names (walked on its own), or on one made since.
+        let other = here.id + 1_000_000;
+        let known = walk_as(other, std::slice::from_ref(&here), Renamable::Any);
+        assert_eq!((known.cleared, known.failures), (vec![], vec![]));
+        let made_since = walk_as(other, &[], Renamable::Any);
+        assert_eq!(made_since.cleared, []);
+        let quoted = format!("\"{}/sub\"", dir.display());
+        assert_eq!(failures_of(&made_since), [(quoted, VANISHED.to_string())]);
+        assert_eq!(mode_of(&file), 0o2755);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
