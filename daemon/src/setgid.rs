@@ -263,14 +263,26 @@ impl Mount {
     pub fn may_hold_setgid(&self) -> bool {
         self.allows_setid() && !pim_common::mounts::never_swept(&self.fs_type)
     }
+}
 
-    /// A mount where set-ID files may work that the sweep does not walk (reported: a user's
-    /// own FUSE mounts, always `nosuid`, are not).
-    pub fn not_searched(&self) -> bool {
-        self.allows_setid()
-            && !self.mount_options.iter().any(|o| o == "nosuid")
-            && pim_common::mounts::never_swept(&self.fs_type)
-    }
+/// (device, mount point) of each mount `nosuid` in `host`, a mount table.
+fn nosuid_in(host: &[Mount]) -> HashSet<(&str, &[u8])> {
+    host.iter()
+        .filter(|m| m.mount_options.iter().any(|o| o == "nosuid"))
+        .map(|m| (m.device.as_str(), m.mount_point.as_slice()))
+        .collect()
+}
+
+/// The mounts where set-ID files may work, per `host` (PID 1's table, as for
+/// [`mounts_to_walk`]), that the sweep does not walk (reported: a user's own FUSE mounts,
+/// always `nosuid`, are not).
+pub fn mounts_not_searched<'a>(mounts: &'a [Mount], host: &[Mount]) -> Vec<&'a Mount> {
+    let nosuid_on_host = nosuid_in(host);
+    mounts
+        .iter()
+        .filter(|m| m.allows_setid() && pim_common::mounts::never_swept(&m.fs_type))
+        .filter(|m| !nosuid_on_host.contains(&(m.device.as_str(), m.mount_point.as_slice())))
+        .collect()
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space and so on).
@@ -328,11 +340,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 /// that is `nosuid` there too (`/run/lock`, `/run/user/UID`, a `nosuid` `/tmp`) is skipped, as
 /// set-ID bits do nothing there; one `nosuid` only in pimd's view is walked.
 pub fn mounts_to_walk(mounts: &[Mount], host: &[Mount]) -> Vec<Mount> {
-    let nosuid_on_host: HashSet<(&str, &[u8])> = host
-        .iter()
-        .filter(|m| m.mount_options.iter().any(|o| o == "nosuid"))
-        .map(|m| (m.device.as_str(), m.mount_point.as_slice()))
-        .collect();
+    let nosuid_on_host = nosuid_in(host);
     let mut seen = HashSet::new();
     mounts
         .iter()
@@ -992,9 +1000,8 @@ impl SetgidFiles for SystemSetgidFiles {
         for mount in mounts_to_walk(&mounts, &host) {
             walker.walk_mount(&mount);
         }
-        walker.walk.not_searched = mounts
+        walker.walk.not_searched = mounts_not_searched(&mounts, &host)
             .iter()
-            .filter(|m| m.not_searched())
             .map(|m| format!("{} ({})", record_path(&m.mount_point), m.fs_type))
             .collect();
         walker.walk
@@ -1359,13 +1366,17 @@ mod tests {
     #[test]
     fn given_mountinfo_then_network_and_fuse_mounts_allowing_setid_are_reported_not_searched() {
         let mounts = parse_mountinfo(MOUNTINFO);
-        let not_searched: Vec<&[u8]> = mounts
-            .iter()
-            .filter(|m| m.not_searched())
-            .map(|m| m.mount_point.as_slice())
-            .collect();
+        let not_searched = |mounts: &[Mount], host: &[Mount]| -> Vec<Vec<u8>> {
+            mounts_not_searched(mounts, host)
+                .iter()
+                .map(|m| m.mount_point.clone())
+                .collect()
+        };
         // The sshfs mount is nosuid; /proc is a pseudo file system.
-        assert_eq!(not_searched, [b"/net".as_slice()]);
+        assert_eq!(not_searched(&mounts, &mounts), [b"/net".to_vec()]);
+        // nosuid in a confined pimd's view alone: set-ID files work there all the same.
+        let confined = parse_mountinfo(&MOUNTINFO.replace("/net rw -", "/net rw,nosuid -"));
+        assert_eq!(not_searched(&confined, &mounts), [b"/net".to_vec()]);
     }
 
     /// A fresh directory for a test.
