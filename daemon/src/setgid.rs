@@ -517,15 +517,18 @@ impl Walker<'_> {
     }
 
     fn walk_mount(&mut self, mount: &Mount) {
-        let vanished_before = self.vanished.max(MAX_VANISHED_LISTED);
+        let vanished_before = self.vanished;
         self.walk_mount_listed(mount);
-        let unlisted = self.vanished.max(MAX_VANISHED_LISTED) - vanished_before;
+        self.count_unlisted(&mount.mount_point, vanished_before);
+    }
+
+    /// Records how many entries below `path` vanished unlisted since `vanished_before`.
+    fn count_unlisted(&mut self, path: &[u8], vanished_before: usize) {
+        let unlisted =
+            self.vanished.max(MAX_VANISHED_LISTED) - vanished_before.max(MAX_VANISHED_LISTED);
         if unlisted > 0 {
-            self.fail(
-                None,
-                &mount.mount_point,
-                format!("{unlisted} more entries below it {VANISHED}"),
-            );
+            let error = format!("{unlisted} more entries below it {VANISHED}");
+            self.fail(None, path, error);
         }
     }
 
@@ -1709,13 +1712,16 @@ mod tests {
             renamable: Renamable::Any,
             subdirs: names.iter().map(|n| listed(n, 1)).collect(),
         }];
-        let mut vanished = 0;
         let walk = walk_with(&mount, |walker| {
             walker.walk_below(&root, frames);
-            vanished = walker.vanished;
+            walker.count_unlisted(&mount.mount_point, 0);
         });
-        assert_eq!(walk.failures.len(), MAX_VANISHED_LISTED);
-        assert_eq!(vanished, 40);
+        assert_eq!(walk.failures.len(), MAX_VANISHED_LISTED + 1);
+        let summary = (
+            format!("\"{}\"", dir.display()),
+            format!("8 more entries below it {VANISHED}"),
+        );
+        assert_eq!(failures_of(&walk).last(), Some(&summary));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
