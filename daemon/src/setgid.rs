@@ -411,6 +411,8 @@ struct Frame {
     dev: u64,
     ino: u64,
     renamable: Renamable,
+    /// A target could have moved it (see [`Walker::counts`]): its going counts as vanished.
+    counts: bool,
     subdirs: Vec<Listed>,
 }
 
@@ -573,6 +575,7 @@ impl Walker<'_> {
             dev: st.st_dev,
             ino: st.st_ino,
             renamable: self.renamable(&st),
+            counts: true,
             subdirs: Vec::new(),
         }];
         self.clear_directory(&root, &st, &frames, &[]);
@@ -589,15 +592,17 @@ impl Walker<'_> {
         while let Some(top) = frames.last_mut() {
             let renamable = top.renamable;
             let Some(listed) = top.subdirs.pop() else {
-                let done = frames.pop().map(|f| f.name).unwrap_or_default();
+                let Some(done) = frames.pop() else { break };
                 let Some(parent) = frames.last() else { break };
                 current = match self.up(&current, parent) {
                     Some(fd) => fd,
                     None => {
                         // It was moved elsewhere while walked: the rest of its parent is
                         // reached again from the root.
-                        let moved = path_of(&frames, &[&done]);
-                        self.vanish(None, &moved);
+                        if done.counts {
+                            let moved = path_of(&frames, &[&done.name]);
+                            self.vanish(None, &moved);
+                        }
                         match self.reach(root, &mut frames) {
                             Some(fd) => fd,
                             None => break,
@@ -674,6 +679,7 @@ impl Walker<'_> {
                 dev: st.st_dev,
                 ino: st.st_ino,
                 renamable: self.renamable(&st),
+                counts: self.counts(renamable, listed.owner),
                 subdirs,
             });
             current = child;
@@ -710,8 +716,10 @@ impl Walker<'_> {
             match next {
                 Some(child) => fd = child,
                 None => {
-                    let lost = path_of(&frames[..=depth], &[]);
-                    self.vanish(None, &lost);
+                    if frames[depth..].iter().any(|f| f.counts) {
+                        let lost = path_of(&frames[..=depth], &[]);
+                        self.vanish(None, &lost);
+                    }
                     frames.truncate(depth);
                     break;
                 }
@@ -1556,6 +1564,7 @@ mod tests {
             dev: st.st_dev,
             ino: st.st_ino,
             renamable,
+            counts: true,
             subdirs,
         };
         // As if readdir had listed a subdirectory and a file that were then moved away.
@@ -1620,6 +1629,7 @@ mod tests {
             dev: st.st_dev,
             ino: st.st_ino,
             renamable: Renamable::Any,
+            counts: true,
             subdirs: vec![listed_a],
         }];
         let walk = walk_with(&mount, |walker| {
@@ -1629,6 +1639,7 @@ mod tests {
                 dev: st.st_dev,
                 ino: st.st_ino,
                 renamable: Renamable::Any,
+                counts: true,
                 subdirs: Vec::new(),
             }];
             let look = walker.look_at(&root, Renamable::Any, c"f", listed_f, &frames, &[]);
@@ -1675,6 +1686,7 @@ mod tests {
                 dev: st.st_dev,
                 ino: st.st_ino,
                 renamable,
+                counts: true,
                 subdirs: vec![listed(c"sub", ino_of(&dir.join("sub")))],
             }];
             walker.walk_below(&root, frames);
@@ -1710,6 +1722,7 @@ mod tests {
             dev: st.st_dev,
             ino: st.st_ino,
             renamable: Renamable::Any,
+            counts: true,
             subdirs: names.iter().map(|n| listed(n, 1)).collect(),
         }];
         let walk = walk_with(&mount, |walker| {
@@ -1768,23 +1781,32 @@ mod tests {
         let st = fstat(&root).unwrap();
         // As if the walk were in "a" (its descriptor is the root's here, whose `..` is not
         // the root), with "b" still to walk.
-        let frames = vec![
-            Frame {
-                name: mount.mount_point.clone(),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                renamable: Renamable::Any,
-                subdirs: vec![listed(c"b", ino_of(&dir.join("b")))],
-            },
-            Frame {
-                name: b"a".to_vec(),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                renamable: Renamable::Any,
-                subdirs: Vec::new(),
-            },
-        ];
-        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames));
+        let frames = |a_counts| {
+            vec![
+                Frame {
+                    name: mount.mount_point.clone(),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    renamable: Renamable::Any,
+                    counts: true,
+                    subdirs: vec![listed(c"b", ino_of(&dir.join("b")))],
+                },
+                Frame {
+                    name: b"a".to_vec(),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    renamable: Renamable::Any,
+                    counts: a_counts,
+                    subdirs: Vec::new(),
+                },
+            ]
+        };
+        // Someone else's directory in /tmp: its going is none of a target's doing.
+        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames(false)));
+        assert_eq!(walk.failures, []);
+        assert_eq!(walk.cleared.len(), 1, "{walk:?}");
+        chmod(&file, 0o2755);
+        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames(true)));
         let failures = failures_of(&walk);
         assert_eq!(
             failures,
