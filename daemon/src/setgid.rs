@@ -12,11 +12,15 @@
 //! host's mount table (PID 1's: systemd remounts what it confines `nosuid` in pimd's view
 //! alone) (no kernel pseudo file systems; network, FUSE and ramfs mounts are reported as
 //! not searched), each walked on its own, without following symbolic links and without
-//! entering other mounts, holding one open directory at a time. A process of the user that
+//! entering other mounts (told by mount id; a mount point in a directory no target may write
+//! is not even opened, so an automount point or a dead network server does not hold the
+//! walk), holding one open directory at a time. A process of the user that
 //! still carries the group (a login from before the end) could make a new such file at any
 //! time, so a sweep is done only after a walk that started while no such process was left
 //! and found nothing to clear, and saw no entry vanish (it may have been moved into a part
-//! already walked). What no walk sees (a copy kept open by a process outside the group and
+//! already walked) or lead to another file or directory than the listing's inode number (one
+//! moved or exchanged into its place), in a directory a target could rename it out of (in a
+//! sticky one, only the target's own entries: anyone's churn in `/tmp` says nothing). What no walk sees (a copy kept open by a process outside the group and
 //! linked back later) is why done sweeps are walked again for a while, and why `nosuid` is
 //! the real closure.
 //!
@@ -259,14 +263,26 @@ impl Mount {
     pub fn may_hold_setgid(&self) -> bool {
         self.allows_setid() && !pim_common::mounts::never_swept(&self.fs_type)
     }
+}
 
-    /// A mount where set-ID files may work that the sweep does not walk (reported: a user's
-    /// own FUSE mounts, always `nosuid`, are not).
-    pub fn not_searched(&self) -> bool {
-        self.allows_setid()
-            && !self.mount_options.iter().any(|o| o == "nosuid")
-            && pim_common::mounts::never_swept(&self.fs_type)
-    }
+/// (device, mount point) of each mount `nosuid` in `host`, a mount table.
+fn nosuid_in(host: &[Mount]) -> HashSet<(&str, &[u8])> {
+    host.iter()
+        .filter(|m| m.mount_options.iter().any(|o| o == "nosuid"))
+        .map(|m| (m.device.as_str(), m.mount_point.as_slice()))
+        .collect()
+}
+
+/// The mounts where set-ID files may work, per `host` (PID 1's table, as for
+/// [`mounts_to_walk`]), that the sweep does not walk (reported: a user's own FUSE mounts,
+/// always `nosuid`, are not).
+pub fn mounts_not_searched<'a>(mounts: &'a [Mount], host: &[Mount]) -> Vec<&'a Mount> {
+    let nosuid_on_host = nosuid_in(host);
+    mounts
+        .iter()
+        .filter(|m| m.allows_setid() && pim_common::mounts::never_swept(&m.fs_type))
+        .filter(|m| !nosuid_on_host.contains(&(m.device.as_str(), m.mount_point.as_slice())))
+        .collect()
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space and so on).
@@ -324,11 +340,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 /// that is `nosuid` there too (`/run/lock`, `/run/user/UID`, a `nosuid` `/tmp`) is skipped, as
 /// set-ID bits do nothing there; one `nosuid` only in pimd's view is walked.
 pub fn mounts_to_walk(mounts: &[Mount], host: &[Mount]) -> Vec<Mount> {
-    let nosuid_on_host: HashSet<(&str, &[u8])> = host
-        .iter()
-        .filter(|m| m.mount_options.iter().any(|o| o == "nosuid"))
-        .map(|m| (m.device.as_str(), m.mount_point.as_slice()))
-        .collect();
+    let nosuid_on_host = nosuid_in(host);
     let mut seen = HashSet::new();
     mounts
         .iter()
@@ -380,6 +392,9 @@ const DIRECTORY_FLAGS: OFlag = OFlag::O_RDONLY
 /// does not count as having found everything.
 const VANISHED: &str = "moved or removed during the walk; pimd walks again";
 
+/// How many entries that vanished one walk lists; the rest are counted.
+const MAX_VANISHED_LISTED: usize = 32;
+
 fn vanished(e: Errno) -> bool {
     matches!(
         e,
@@ -395,9 +410,29 @@ struct Frame {
     name: Vec<u8>,
     dev: u64,
     ino: u64,
-    /// A target could rename entries out of it (see [`Walker::renamable`]).
-    renamable: bool,
-    subdirs: Vec<CString>,
+    renamable: Renamable,
+    /// A target could have moved it (see [`Walker::counts`]): its going counts as vanished.
+    counts: bool,
+    subdirs: Vec<Listed>,
+}
+
+/// Which entries a target could rename out of a directory (see [`Walker::renamable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renamable {
+    No,
+    Any,
+    /// A sticky directory others may write (`/tmp`): only the target's own entries.
+    TargetsOwn,
+}
+
+/// A subdirectory as its parent's listing showed it. What is opened by that name later (after
+/// the subtrees of its siblings) may be another directory, moved or exchanged into its place
+/// while this one went into a part already walked: the inode number tells.
+struct Listed {
+    name: CString,
+    ino: u64,
+    /// Its owner's uid, looked up when listed in a [`Renamable::TargetsOwn`] directory.
+    owner: Option<u32>,
 }
 
 /// The path of `frames` and then `names`, for the audit.
@@ -444,10 +479,13 @@ fn open_mount_root(mount: &Mount) -> Result<OwnedFd, Errno> {
 /// One walk over several mounts.
 struct Walker<'a> {
     targets: &'a HashSet<Target>,
-    /// (device, inode) of every mount's root: where a walk that reaches another mount stops.
-    mount_roots: HashSet<(u64, u64)>,
-    /// Every mount of mountinfo, to tell a mount point covered by another mount.
+    /// The id of the mount being walked: a subdirectory on another is not entered.
+    walking: u32,
+    /// Every mount of mountinfo, to tell a mount point covered by another mount, and a mount
+    /// reached through its mount point from one made since mountinfo was read.
     mounts: &'a [Mount],
+    /// Entries found vanished so far, listed or not (see [`MAX_VANISHED_LISTED`]).
+    vanished: usize,
     walk: Walk,
 }
 
@@ -460,7 +498,43 @@ impl Walker<'_> {
         });
     }
 
+    /// Records an entry that vanished, up to [`MAX_VANISHED_LISTED`] per walk.
+    fn vanish(&mut self, target: Option<Target>, path: &[u8]) {
+        self.vanished += 1;
+        if self.vanished <= MAX_VANISHED_LISTED {
+            self.fail(target, path, VANISHED);
+        }
+    }
+
+    /// Whether an entry owned by `owner` (None: not known) going from a directory is one a
+    /// target may have moved.
+    fn counts(&self, renamable: Renamable, owner: Option<u32>) -> bool {
+        match renamable {
+            Renamable::No => false,
+            Renamable::Any => true,
+            Renamable::TargetsOwn => {
+                owner.is_none_or(|uid| self.targets.iter().any(|t| t.uid == uid))
+            }
+        }
+    }
+
     fn walk_mount(&mut self, mount: &Mount) {
+        let vanished_before = self.vanished;
+        self.walk_mount_listed(mount);
+        self.count_unlisted(&mount.mount_point, vanished_before);
+    }
+
+    /// Records how many entries below `path` vanished unlisted since `vanished_before`.
+    fn count_unlisted(&mut self, path: &[u8], vanished_before: usize) {
+        let unlisted =
+            self.vanished.max(MAX_VANISHED_LISTED) - vanished_before.max(MAX_VANISHED_LISTED);
+        if unlisted > 0 {
+            let error = format!("{unlisted} more entries below it {VANISHED}");
+            self.fail(None, path, error);
+        }
+    }
+
+    fn walk_mount_listed(&mut self, mount: &Mount) {
         let path = &mount.mount_point;
         let root = match open_mount_root(mount) {
             Ok(root) => root,
@@ -495,11 +569,13 @@ impl Walker<'_> {
             Ok(st) => st,
             Err(e) => return self.fail(None, path, e.desc()),
         };
+        self.walking = mount.id;
         let mut frames = vec![Frame {
             name: path.clone(),
             dev: st.st_dev,
             ino: st.st_ino,
             renamable: self.renamable(&st),
+            counts: true,
             subdirs: Vec::new(),
         }];
         self.clear_directory(&root, &st, &frames, &[]);
@@ -514,16 +590,19 @@ impl Walker<'_> {
             Err(e) => return self.fail(None, &frames[0].name.clone(), e),
         };
         while let Some(top) = frames.last_mut() {
-            let Some(name) = top.subdirs.pop() else {
-                let done = frames.pop().map(|f| f.name).unwrap_or_default();
+            let renamable = top.renamable;
+            let Some(listed) = top.subdirs.pop() else {
+                let Some(done) = frames.pop() else { break };
                 let Some(parent) = frames.last() else { break };
                 current = match self.up(&current, parent) {
                     Some(fd) => fd,
                     None => {
                         // It was moved elsewhere while walked: the rest of its parent is
                         // reached again from the root.
-                        let moved = path_of(&frames, &[&done]);
-                        self.fail(None, &moved, VANISHED);
+                        if done.counts {
+                            let moved = path_of(&frames, &[&done.name]);
+                            self.vanish(None, &moved);
+                        }
                         match self.reach(root, &mut frames) {
                             Some(fd) => fd,
                             None => break,
@@ -532,33 +611,62 @@ impl Walker<'_> {
                 };
                 continue;
             };
-            let name_bytes = name.to_bytes();
-            let child =
-                match nix::fcntl::openat(&current, name.as_c_str(), DIRECTORY_FLAGS, Mode::empty())
-                {
-                    Ok(child) => child,
-                    Err(e) if vanished(e) => {
-                        if frames.last().is_some_and(|f| f.renamable) {
-                            self.fail(None, &path_of(&frames, &[name_bytes]), VANISHED);
-                        }
-                        continue;
+            let name_bytes = listed.name.to_bytes();
+            let here = path_of(&frames, &[name_bytes]);
+            // The mount point of another mount, as mountinfo names it, in a directory no target
+            // may write (so the name is still it): not opened, for an automount point would
+            // mount and a dead network server hang the walk. Elsewhere the name may lead to
+            // another directory by now: opened, and told by its mount id.
+            let other_mount = |m: &Mount| m.id != self.walking && m.mount_point == here;
+            if renamable == Renamable::No && self.mounts.iter().any(other_mount) {
+                continue;
+            }
+            let child = match openat(
+                &current,
+                listed.name.as_c_str(),
+                DIRECTORY_FLAGS,
+                Mode::empty(),
+            ) {
+                Ok(child) => child,
+                Err(e) if vanished(e) => {
+                    if self.counts(renamable, listed.owner) {
+                        self.vanish(None, &here);
                     }
-                    Err(e) => {
-                        self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
-                        continue;
-                    }
-                };
-            let st = match fstat(&child) {
-                Ok(st) => st,
+                    continue;
+                }
                 Err(e) => {
-                    self.fail(None, &path_of(&frames, &[name_bytes]), e.desc());
+                    self.fail(None, &here, e.desc());
                     continue;
                 }
             };
-            // Another mount, reached through its mount point: walked on its own if it may hold
-            // set-ID files. (A bind mount of the same file system is walked twice: harmless.)
-            let mount_dev = frames[0].dev;
-            if st.st_dev != mount_dev && self.mount_roots.contains(&(st.st_dev, st.st_ino)) {
+            let st = match fstat(&child) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.fail(None, &here, e.desc());
+                    continue;
+                }
+            };
+            match mount_id(&child) {
+                Ok(id) if id == self.walking => {}
+                // Another mount, reached through its mount point: walked on its own if it may
+                // hold set-ID files. (A mount point cannot be renamed, so it is what was listed.)
+                Ok(id) if self.mounts.iter().any(|m| m.id == id) => continue,
+                // A mount made since mountinfo was read, over what was listed here.
+                Ok(_) => {
+                    if self.counts(renamable, listed.owner) {
+                        self.vanish(None, &here);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.fail(None, &here, e);
+                    continue;
+                }
+            }
+            if st.st_ino != listed.ino {
+                if self.counts(renamable, listed.owner) {
+                    self.vanish(None, &here);
+                }
                 continue;
             }
             self.clear_directory(&child, &st, &frames, &[name_bytes]);
@@ -567,10 +675,11 @@ impl Walker<'_> {
                 continue;
             }
             frames.push(Frame {
-                name: name.into_bytes(),
+                name: listed.name.into_bytes(),
                 dev: st.st_dev,
                 ino: st.st_ino,
                 renamable: self.renamable(&st),
+                counts: self.counts(renamable, listed.owner),
                 subdirs,
             });
             current = child;
@@ -607,8 +716,10 @@ impl Walker<'_> {
             match next {
                 Some(child) => fd = child,
                 None => {
-                    let lost = path_of(&frames[..=depth], &[]);
-                    self.fail(None, &lost, VANISHED);
+                    if frames[depth..].iter().any(|f| f.counts) {
+                        let lost = path_of(&frames[..=depth], &[]);
+                        self.vanish(None, &lost);
+                    }
                     frames.truncate(depth);
                     break;
                 }
@@ -625,7 +736,7 @@ impl Walker<'_> {
         dir_st: &FileStat,
         frames: &[Frame],
         names: &[&[u8]],
-    ) -> Vec<CString> {
+    ) -> Vec<Listed> {
         let renamable = self.renamable(dir_st);
         let mut entries = Vec::new();
         match Dir::openat(dir, c".", DIRECTORY_FLAGS, Mode::empty()) {
@@ -633,7 +744,8 @@ impl Walker<'_> {
                 for entry in stream.iter() {
                     match entry {
                         Ok(entry) => {
-                            entries.push((entry.file_name().to_owned(), entry.file_type()))
+                            let name = entry.file_name().to_owned();
+                            entries.push((name, entry.file_type(), entry.ino()))
                         }
                         Err(e) => {
                             self.fail(None, &path_of(frames, names), e.desc());
@@ -648,15 +760,21 @@ impl Walker<'_> {
             }
         }
         let mut subdirs = Vec::new();
-        for (name, kind) in entries {
+        for (name, kind, ino) in entries {
             if name.as_c_str() == c"." || name.as_c_str() == c".." {
                 continue;
             }
             match kind {
-                Some(Type::Directory) => subdirs.push(name),
+                Some(Type::Directory) => {
+                    let owner = (renamable == Renamable::TargetsOwn)
+                        .then(|| fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW))
+                        .and_then(|st| Some(st.ok()?.st_uid));
+                    subdirs.push(Listed { name, ino, owner })
+                }
                 Some(Type::File) | None => {
-                    if self.look_at(dir, renamable, &name, frames, names) {
-                        subdirs.push(name);
+                    if let Some(owner) = self.look_at(dir, renamable, &name, ino, frames, names) {
+                        let owner = Some(owner);
+                        subdirs.push(Listed { name, ino, owner });
                     }
                 }
                 // Symbolic links are not followed; devices, FIFOs and sockets cannot make
@@ -668,15 +786,18 @@ impl Walker<'_> {
     }
 
     /// A regular file (or an entry whose type the directory did not say): cleared if it is a
-    /// target's and set-group-ID. Returns true for a directory.
+    /// target's and set-group-ID. Returns a directory's owner. Another file than the one
+    /// listed (inode `ino`) under that name counts as the listed one vanished (whose owner,
+    /// in a sticky directory, is not known then: it counts).
     fn look_at(
         &mut self,
         dir: &OwnedFd,
-        renamable: bool,
+        renamable: Renamable,
         name: &CStr,
+        ino: u64,
         frames: &[Frame],
         names: &[&[u8]],
-    ) -> bool {
+    ) -> Option<u32> {
         let here = |frames: &[Frame]| {
             let mut all = names.to_vec();
             all.push(name.to_bytes());
@@ -685,31 +806,35 @@ impl Walker<'_> {
         let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(e) if vanished(e) => {
-                if renamable {
-                    self.fail(None, &here(frames), VANISHED);
+                if self.counts(renamable, None) {
+                    self.vanish(None, &here(frames));
                 }
-                return false;
+                return None;
             }
             Err(e) => {
                 self.fail(None, &here(frames), e.desc());
-                return false;
+                return None;
             }
         };
-        if kind_of(&st) == SFlag::S_IFDIR {
-            return true;
+        if st.st_ino != ino {
+            if self.counts(renamable, None) {
+                self.vanish(None, &here(frames));
+            }
+            return None;
         }
-        let Some(target) = self.match_target(&st, SFlag::S_IFREG) else {
-            return false;
-        };
+        if kind_of(&st) == SFlag::S_IFDIR {
+            return Some(st.st_uid);
+        }
+        let target = self.match_target(&st, SFlag::S_IFREG)?;
         match clear_file_bits(dir, name, &st, target) {
             Ok(FileOutcome::Done(before, after)) => {
                 self.cleared(target, &here(frames), &st, before, after)
             }
             Ok(FileOutcome::Unchanged) => {}
-            Ok(FileOutcome::Vanished) => self.fail(Some(target), &here(frames), VANISHED),
+            Ok(FileOutcome::Vanished) => self.vanish(Some(target), &here(frames)),
             Err(e) => self.fail(Some(target), &here(frames), e),
         }
-        false
+        None
     }
 
     /// A target's set-group-ID directory, open as `dir`, loses the bit: files created in it
@@ -728,10 +853,19 @@ impl Walker<'_> {
 
     /// Whether a target could have renamed an entry out of this directory: renaming needs
     /// write permission on it, so only one the target owns, or that its group class (an ACL's
-    /// mask included) or others may write. An entry gone from any other directory (a daemon's
-    /// files coming and going) says nothing about a target's files.
-    fn renamable(&self, dir: &FileStat) -> bool {
-        dir.st_mode & 0o022 != 0 || self.targets.iter().any(|t| t.uid == dir.st_uid)
+    /// mask included) or others may write; in a sticky one of those (`/tmp`) only the
+    /// target's own entries. An entry gone from any other directory (a daemon's files coming
+    /// and going, anyone's in `/tmp`) says nothing about a target's files.
+    fn renamable(&self, dir: &FileStat) -> Renamable {
+        if self.targets.iter().any(|t| t.uid == dir.st_uid) {
+            Renamable::Any
+        } else if dir.st_mode & 0o022 == 0 {
+            Renamable::No
+        } else if dir.st_mode & 0o1000 != 0 {
+            Renamable::TargetsOwn
+        } else {
+            Renamable::Any
+        }
     }
 
     fn cleared(&mut self, target: Target, path: &[u8], st: &FileStat, before: u32, after: u32) {
@@ -862,17 +996,12 @@ impl SetgidFiles for SystemSetgidFiles {
             }
         };
         let mounts = parse_mountinfo(&text);
-        let mut mount_roots = HashSet::new();
-        for mount in &mounts {
-            if let Ok(st) = nix::sys::stat::stat(OsStr::from_bytes(&mount.mount_point)) {
-                mount_roots.insert((st.st_dev, st.st_ino));
-            }
-        }
         let targets: HashSet<Target> = targets.iter().copied().collect();
         let mut walker = Walker {
             targets: &targets,
-            mount_roots,
+            walking: 0,
             mounts: &mounts,
+            vanished: 0,
             walk: Walk::default(),
         };
         // Unreadable, the host's table leaves every mount to walk.
@@ -882,9 +1011,8 @@ impl SetgidFiles for SystemSetgidFiles {
         for mount in mounts_to_walk(&mounts, &host) {
             walker.walk_mount(&mount);
         }
-        walker.walk.not_searched = mounts
+        walker.walk.not_searched = mounts_not_searched(&mounts, &host)
             .iter()
-            .filter(|m| m.not_searched())
             .map(|m| format!("{} ({})", record_path(&m.mount_point), m.fs_type))
             .collect();
         walker.walk
@@ -1249,13 +1377,17 @@ mod tests {
     #[test]
     fn given_mountinfo_then_network_and_fuse_mounts_allowing_setid_are_reported_not_searched() {
         let mounts = parse_mountinfo(MOUNTINFO);
-        let not_searched: Vec<&[u8]> = mounts
-            .iter()
-            .filter(|m| m.not_searched())
-            .map(|m| m.mount_point.as_slice())
-            .collect();
+        let not_searched = |mounts: &[Mount], host: &[Mount]| -> Vec<Vec<u8>> {
+            mounts_not_searched(mounts, host)
+                .iter()
+                .map(|m| m.mount_point.clone())
+                .collect()
+        };
         // The sshfs mount is nosuid; /proc is a pseudo file system.
-        assert_eq!(not_searched, [b"/net".as_slice()]);
+        assert_eq!(not_searched(&mounts, &mounts), [b"/net".to_vec()]);
+        // nosuid in a confined pimd's view alone: set-ID files work there all the same.
+        let confined = parse_mountinfo(&MOUNTINFO.replace("/net rw -", "/net rw,nosuid -"));
+        assert_eq!(not_searched(&confined, &mounts), [b"/net".to_vec()]);
     }
 
     /// A fresh directory for a test.
@@ -1298,12 +1430,34 @@ mod tests {
         let mounts = [mount.clone()];
         let mut walker = Walker {
             targets: &targets,
-            mount_roots: HashSet::new(),
+            walking: mount.id,
             mounts: &mounts,
+            vanished: 0,
             walk: Walk::default(),
         };
         run(&mut walker);
         walker.walk
+    }
+
+    fn listed(name: &CStr, ino: u64) -> Listed {
+        Listed {
+            name: name.to_owned(),
+            ino,
+            owner: None,
+        }
+    }
+
+    /// (path, error) of each failure of `walk`.
+    fn failures_of(walk: &Walk) -> Vec<(String, String)> {
+        walk.failures
+            .iter()
+            .map(|f| (f.path.clone(), f.error.clone()))
+            .collect()
+    }
+
+    fn ino_of(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).unwrap().ino()
     }
 
     fn mode_of(path: &Path) -> u32 {
@@ -1410,31 +1564,177 @@ mod tests {
             dev: st.st_dev,
             ino: st.st_ino,
             renamable,
+            counts: true,
             subdirs,
         };
         // As if readdir had listed a subdirectory and a file that were then moved away.
         let walk = walk_with(&mount, |walker| {
-            walker.walk_below(&root, vec![frame(vec![c"moved-dir".to_owned()], true)]);
-            let frames = [frame(Vec::new(), true)];
-            assert!(!walker.look_at(&root, true, c"moved-file", &frames, &[]));
+            let any = Renamable::Any;
+            walker.walk_below(&root, vec![frame(vec![listed(c"moved-dir", 1)], any)]);
+            let frames = [frame(Vec::new(), any)];
+            let look = walker.look_at(&root, any, c"moved-file", 1, &frames, &[]);
+            assert_eq!(look, None);
             // From a directory no target may write, an entry going is none of theirs.
-            walker.walk_below(&root, vec![frame(vec![c"daemon-dir".to_owned()], false)]);
-            let frames = [frame(Vec::new(), false)];
-            assert!(!walker.look_at(&root, false, c"daemon-file", &frames, &[]));
+            let no = Renamable::No;
+            walker.walk_below(&root, vec![frame(vec![listed(c"daemon-dir", 1)], no)]);
+            let frames = [frame(Vec::new(), no)];
+            assert_eq!(
+                walker.look_at(&root, no, c"daemon-file", 1, &frames, &[]),
+                None
+            );
+            // From /tmp, only a target's own entry going counts.
+            let own = Renamable::TargetsOwn;
+            let mut bobs = listed(c"bobs-dir", 1);
+            bobs.owner = Some(me().uid + 1);
+            let mut mine = listed(c"my-dir", 1);
+            mine.owner = Some(me().uid);
+            walker.walk_below(&root, vec![frame(vec![bobs, mine], own)]);
         });
-        let failures: Vec<(String, String)> = walk
-            .failures
-            .iter()
-            .map(|f| (f.path.clone(), f.error.clone()))
-            .collect();
+        let failures = failures_of(&walk);
         let quoted = |name: &str| format!("\"{}/{name}\"", dir.display());
         assert_eq!(
             failures,
             [
                 (quoted("moved-dir"), VANISHED.to_string()),
-                (quoted("moved-file"), VANISHED.to_string())
+                (quoted("moved-file"), VANISHED.to_string()),
+                (quoted("my-dir"), VANISHED.to_string())
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// alice moves ~/a, holding her copy, into ~/b, already walked, and makes a new ~/a
+    /// between the listing and the open: the name leads to another directory, which counts as
+    /// the listed one vanished. The same for a file replaced between listing and look.
+    #[test]
+    fn given_a_directory_or_file_replaced_after_the_listing_then_the_walk_is_unclean() {
+        let dir = scratch("swapped");
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let file = dir.join("a/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        std::fs::write(dir.join("f"), "x").unwrap();
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let listed_a = listed(c"a", ino_of(&dir.join("a")));
+        let listed_f = ino_of(&dir.join("f"));
+        std::fs::rename(dir.join("a"), dir.join("b/x")).unwrap();
+        std::fs::create_dir(dir.join("a")).unwrap();
+        std::fs::rename(dir.join("f"), dir.join("b/f")).unwrap();
+        std::fs::write(dir.join("f"), "y").unwrap();
+        let frames = vec![Frame {
+            name: mount.mount_point.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            renamable: Renamable::Any,
+            counts: true,
+            subdirs: vec![listed_a],
+        }];
+        let walk = walk_with(&mount, |walker| {
+            walker.walk_below(&root, frames);
+            let frames = [Frame {
+                name: mount.mount_point.clone(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable: Renamable::Any,
+                counts: true,
+                subdirs: Vec::new(),
+            }];
+            let look = walker.look_at(&root, Renamable::Any, c"f", listed_f, &frames, &[]);
+            assert_eq!(look, None);
+        });
+        let failures = failures_of(&walk);
+        let quoted = |name: &str| format!("\"{}/{name}\"", dir.display());
+        assert_eq!(
+            failures,
+            [
+                (quoted("a"), VANISHED.to_string()),
+                (quoted("f"), VANISHED.to_string())
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A subdirectory on another mount is not entered: one mountinfo names is skipped (without
+    /// opening it where no target may write the parent), one made since counts as vanished.
+    #[test]
+    fn given_a_subdirectory_on_another_mount_then_it_is_not_entered() {
+        let dir = scratch("mounts");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let file = dir.join("sub/mycat");
+        std::fs::write(&file, "x").unwrap();
+        chmod(&file, 0o2755);
+        let here = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let mut nfs = here.clone();
+        nfs.id = here.id + 1_000_000;
+        nfs.mount_point = dir.join("sub").as_os_str().as_bytes().to_vec();
+        let targets: HashSet<Target> = [me()].into();
+        let walk_as = |walking: u32, mounts: &[Mount], renamable: Renamable| {
+            let mut walker = Walker {
+                targets: &targets,
+                walking,
+                mounts,
+                vanished: 0,
+                walk: Walk::default(),
+            };
+            let frames = vec![Frame {
+                name: here.mount_point.clone(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                renamable,
+                counts: true,
+                subdirs: vec![listed(c"sub", ino_of(&dir.join("sub")))],
+            }];
+            walker.walk_below(&root, frames);
+            walker.walk
+        };
+        // sub is where mountinfo says another mount is, in a directory no target may write.
+        let skipped = walk_as(here.id, &[here.clone(), nfs.clone()], Renamable::No);
+        assert_eq!((skipped.cleared, skipped.failures), (vec![], vec![]));
+        // sub is on a mount mountinfo names (walked on its own), or on one made since.
+        let other = here.id + 1_000_000;
+        let known = walk_as(other, std::slice::from_ref(&here), Renamable::Any);
+        assert_eq!((known.cleared, known.failures), (vec![], vec![]));
+        let made_since = walk_as(other, &[], Renamable::Any);
+        assert_eq!(made_since.cleared, []);
+        let quoted = format!("\"{}/sub\"", dir.display());
+        assert_eq!(failures_of(&made_since), [(quoted, VANISHED.to_string())]);
+        assert_eq!(mode_of(&file), 0o2755);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Beyond [`MAX_VANISHED_LISTED`], entries that vanished are counted, not listed.
+    #[test]
+    fn given_many_entries_vanishing_then_the_first_are_listed_and_the_rest_counted() {
+        let dir = scratch("churn");
+        let mount = mount_at(&dir);
+        let root = nix::fcntl::open(&dir, DIRECTORY_FLAGS, Mode::empty()).unwrap();
+        let st = fstat(&root).unwrap();
+        let names: Vec<CString> = (0..40)
+            .map(|i| CString::new(format!("gone{i}")).unwrap())
+            .collect();
+        let frames = vec![Frame {
+            name: mount.mount_point.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            renamable: Renamable::Any,
+            counts: true,
+            subdirs: names.iter().map(|n| listed(n, 1)).collect(),
+        }];
+        let walk = walk_with(&mount, |walker| {
+            walker.walk_below(&root, frames);
+            walker.count_unlisted(&mount.mount_point, 0);
+        });
+        assert_eq!(walk.failures.len(), MAX_VANISHED_LISTED + 1);
+        let summary = (
+            format!("\"{}\"", dir.display()),
+            format!("8 more entries below it {VANISHED}"),
+        );
+        assert_eq!(failures_of(&walk).last(), Some(&summary));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1444,21 +1744,27 @@ mod tests {
         let targets: HashSet<Target> = [Target { uid: 1000, gid: 27 }].into();
         let walker = Walker {
             targets: &targets,
-            mount_roots: HashSet::new(),
+            walking: 0,
             mounts: &[],
+            vanished: 0,
             walk: Walk::default(),
         };
         let renamable = |st: &FileStat| walker.renamable(st);
         st.st_uid = 0;
         st.st_mode = 0o40755;
-        assert!(!renamable(&st), "root's 0755 directory");
+        assert_eq!(renamable(&st), Renamable::No, "root's 0755 directory");
         st.st_mode = 0o41777;
-        assert!(renamable(&st), "/tmp");
+        assert_eq!(renamable(&st), Renamable::TargetsOwn, "/tmp");
         st.st_mode = 0o42775;
-        assert!(renamable(&st), "a group's (or an ACL's) writable directory");
-        st.st_mode = 0o40700;
+        let group = "a group's (or an ACL's) writable directory";
+        assert_eq!(renamable(&st), Renamable::Any, "{group}");
+        st.st_mode = 0o41700;
         st.st_uid = 1000;
-        assert!(renamable(&st), "the target's own");
+        assert_eq!(
+            renamable(&st),
+            Renamable::Any,
+            "the target's own, sticky or not"
+        );
     }
 
     /// A directory moved elsewhere while its subtree was walked: `..` no longer leads back,
@@ -1475,28 +1781,33 @@ mod tests {
         let st = fstat(&root).unwrap();
         // As if the walk were in "a" (its descriptor is the root's here, whose `..` is not
         // the root), with "b" still to walk.
-        let frames = vec![
-            Frame {
-                name: mount.mount_point.clone(),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                renamable: true,
-                subdirs: vec![c"b".to_owned()],
-            },
-            Frame {
-                name: b"a".to_vec(),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                renamable: true,
-                subdirs: Vec::new(),
-            },
-        ];
-        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames));
-        let failures: Vec<(String, String)> = walk
-            .failures
-            .iter()
-            .map(|f| (f.path.clone(), f.error.clone()))
-            .collect();
+        let frames = |a_counts| {
+            vec![
+                Frame {
+                    name: mount.mount_point.clone(),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    renamable: Renamable::Any,
+                    counts: true,
+                    subdirs: vec![listed(c"b", ino_of(&dir.join("b")))],
+                },
+                Frame {
+                    name: b"a".to_vec(),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    renamable: Renamable::Any,
+                    counts: a_counts,
+                    subdirs: Vec::new(),
+                },
+            ]
+        };
+        // Someone else's directory in /tmp: its going is none of a target's doing.
+        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames(false)));
+        assert_eq!(walk.failures, []);
+        assert_eq!(walk.cleared.len(), 1, "{walk:?}");
+        chmod(&file, 0o2755);
+        let walk = walk_with(&mount, |walker| walker.walk_below(&root, frames(true)));
+        let failures = failures_of(&walk);
         assert_eq!(
             failures,
             [(format!("\"{}/a\"", dir.display()), VANISHED.to_string())]
