@@ -250,7 +250,8 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
             Ok(()) => {
                 let peer = socket::getsockopt(&fd, socket::sockopt::PeerCredentials)
                     .map_err(unreachable)?;
-                return match untrusted_listener(peer.uid(), &bus_account_uid) {
+                let own_euid = nix::unistd::geteuid().as_raw();
+                return match untrusted_listener(peer.uid(), own_euid) {
                     None => Ok(UnixStream::from(fd)),
                     Some(why) => Err(DaemonFailure::Unreachable(format!(
                         "system bus at {}: {why}",
@@ -269,28 +270,19 @@ fn connect(path: &Path, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
     }
 }
 
-/// The accounts the system bus daemon runs as (Debian's `messagebus`, Fedora's `dbus`).
-const BUS_USERS: &[&str] = &["messagebus", "dbus"];
-
-fn bus_account_uid(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|user| user.uid.as_raw())
-}
-
-/// Why a listener running as `uid` is not the system bus, or `None` when it may be: root or
-/// the bus daemon's own account. Whatever answers at the socket path in the caller's mount
-/// namespace is what the module trusts, and a sandbox a user starts (a D-Bus proxy of their
-/// own, say) could put something of theirs there.
-/// `uid_of` looks an account up, and only as far as needed: root's listener needs none, and
-/// the first bus account that matches ends the search.
-fn untrusted_listener(uid: u32, uid_of: &dyn Fn(&str) -> Option<u32>) -> Option<String> {
-    if uid == 0 || BUS_USERS.iter().any(|name| uid_of(name) == Some(uid)) {
+/// Why a listener running as `uid` is not the system bus, or `None` when it may be: a socket
+/// root listens on (the bus daemon's, whether systemd's socket unit or dbus-daemon itself
+/// created it before dropping root), or one of the process's own effective uid, which can
+/// tell it nothing it could gain by (under sudo, that is root again). Whatever answers at the
+/// socket path in the caller's mount namespace is what the module trusts, and a sandbox a user
+/// starts (a D-Bus proxy of their own, say) could put something of theirs there. No account
+/// is looked up by name: a directory user called `messagebus` must not be trusted.
+fn untrusted_listener(uid: u32, own_euid: u32) -> Option<String> {
+    if uid == 0 || uid == own_euid {
         None
     } else {
         Some(format!(
-            "the listener runs as uid {uid}, neither root nor the bus daemon's account"
+            "the listener runs as uid {uid}, not root: it is not the system bus"
         ))
     }
 }
@@ -612,16 +604,17 @@ mod tests {
 
     #[test]
     fn given_a_listener_of_another_account_then_not_the_bus() {
-        let debian = |name: &str| (name == "messagebus").then_some(101);
-        let fedora = |name: &str| (name == "dbus").then_some(81);
-        let nobody = |_: &str| None;
-        assert_eq!(untrusted_listener(0, &nobody), None);
-        assert_eq!(untrusted_listener(101, &debian), None);
-        assert_eq!(untrusted_listener(81, &fedora), None);
-        let why = untrusted_listener(1000, &debian).expect("a user's listener");
+        // Under sudo (effective uid 0) only root's listener is the bus.
+        assert_eq!(untrusted_listener(0, 0), None);
+        let why = untrusted_listener(1000, 0).expect("a user's listener");
         assert!(why.contains("uid 1000"), "{why}");
-        assert!(untrusted_listener(101, &nobody).is_some());
-        assert!(untrusted_listener(81, &debian).is_some());
+        assert!(
+            untrusted_listener(101, 0).is_some(),
+            "messagebus by name is not trusted"
+        );
+        // A process of alice's own trusts root's and her own, which can give her nothing.
+        assert_eq!(untrusted_listener(1000, 1000), None);
+        assert!(untrusted_listener(1001, 1000).is_some());
     }
     #[test]
     fn given_a_bus_then_one_write_carries_auth_hello_and_the_call() {

@@ -409,8 +409,9 @@ impl Judging<'_> {
     }
 }
 
-/// The services through which root switches user itself (sudo, su and runuser run by root). At
-/// real uid 0 a PAM_RUSER of uid 0 on one of them says root is invoking: nothing to judge.
+/// The services through which a user switches to another account (sudo, su and runuser): at a
+/// user's real uid only the invoker is judged, never the target; at real uid 0 a PAM_RUSER of
+/// uid 0 on one of them says root is invoking (see also [`ROOT_SU_SERVICES`]).
 const ROOT_SWITCH_SERVICES: &[&str] = &["sudo", "sudo-i", "su", "su-l", "runuser", "runuser-l"];
 
 /// Those of [`ROOT_SWITCH_SERVICES`] whose PAM_RUSER does not name the invoker.
