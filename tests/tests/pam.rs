@@ -1143,6 +1143,23 @@ fn a_member_by_gid_only_is_a_holder() {
     assert_refused_with(&sudo_fresh(&sb, "eve"), NOT_GRANTED, "");
 }
 
+/// `script` run by bash as root in a mount namespace of its own (private propagation), as a
+/// set-uid sandbox would give a user: what it mounts there is seen by nobody else.
+fn in_mount_namespace_of_its_own(sb: &Sandbox, script: &str) -> Output {
+    sb.run(
+        "root",
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+        ],
+    )
+}
+
 #[test]
 fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
     // A set-uid sandbox that keeps set-uid working (firejail without nonewprivs,
@@ -1155,18 +1172,9 @@ fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
         "mount -t tmpfs tmpfs /run/dbus && python3 -c \
          'import socket; socket.socket(socket.AF_UNIX).bind(\"/run/dbus/system_bus_socket\")'",
     ] {
-        let script = format!("set -e; {hide}; exec /run/.sandbox/runas mallory sudo -n true");
-        let out = sb.run(
-            "root",
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                &script,
-            ],
+        let out = in_mount_namespace_of_its_own(
+            &sb,
+            &format!("set -e; {hide}; exec /run/.sandbox/runas mallory sudo -n true"),
         );
         assert_refused_with(&out, UNCONFIRMED, "");
     }
@@ -1192,18 +1200,7 @@ fn a_listener_of_a_users_own_at_the_bus_path_is_not_taken_for_the_bus() {
                >/tmp/fake_bus.out 2>&1 & \
              for _ in $(seq 100); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.05; done; \
              exec /run/.sandbox/runas mallory sudo -n true";
-        let out = sb.run(
-            "root",
-            &[
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                script,
-            ],
-        );
+        let out = in_mount_namespace_of_its_own(&sb, script);
         assert_refused_with(&out, UNCONFIRMED, "");
         let fake = sb.sh("root", "cat /tmp/fake_bus.out");
         assert!(fake.stdout.contains("listening"), "{fake}");
