@@ -114,13 +114,16 @@ impl Drop for Place<'_> {
     }
 }
 
-/// Checks the length of each argument `(name, value, most bytes)` of a call: the first thing
-/// done with what a caller sends, before it is copied, escaped or waits for a lock.
-fn check_lengths(arguments: &[(&str, &str, usize)]) -> Result<(), PimError> {
-    for (name, value, max) in arguments {
+/// Checks the length of each argument `(name, value, most bytes)` of a call and only then
+/// copies them: the first thing done with what a caller sends, before anything is escaped or
+/// waits for a lock.
+fn bounded_copies<const N: usize>(
+    arguments: [(&str, &str, usize); N],
+) -> Result<[String; N], PimError> {
+    for (name, value, max) in &arguments {
         text::check_len(&format!("the {name}"), value, *max).map_err(PimError::InvalidArgument)?;
     }
-    Ok(())
+    Ok(arguments.map(|(_, value, _)| value.to_owned()))
 }
 
 /// An access denial for the audit.
@@ -668,7 +671,7 @@ impl ManagerService {
     /// Runs `f` on `args` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`]
     /// at once; for a call of kind `limit`, at most the kind's calls a minute;
     /// and only when `args` is not an error (the arguments' own copies, made once
-    /// [`check_lengths`] found them within bounds). Else the call is refused as `action` and
+    /// [`bounded_copies`] made them within bounds). Else the call is refused as `action` and
     /// the refusal audited.
     async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
@@ -731,26 +734,18 @@ impl ManagerService {
         code: &str,
     ) -> Result<ActivateReply, PimError> {
         // Borrowed from the message, and copied only once known to be within bounds.
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("role", role, text::MAX_NAME_BYTES),
             ("reason", reason, text::MAX_REASON_BYTES),
             ("ticket", ticket, text::MAX_TICKET_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
-        ])
-        .map(|()| {
-            (
-                role.to_owned(),
-                reason.to_owned(),
-                ticket.to_owned(),
-                code.to_owned(),
-            )
-        });
+        ]);
         self.limited_call(
             &h,
             "activate",
             Some(CallKind::Grants),
             args,
-            move |m, c, (role, reason, ticket, code)| {
+            move |m, c, [role, reason, ticket, code]| {
                 m.activate(c, &role, duration_secs, &reason, &ticket, &code)
             },
         )
@@ -762,14 +757,13 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         role: &str,
     ) -> Result<GrantInfo, PimError> {
-        let args =
-            check_lengths(&[("role", role, text::MAX_NAME_BYTES)]).map(|()| (role.to_owned(),));
+        let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
             "deactivate",
             Some(CallKind::Grants),
             args,
-            move |m, c, (role,)| m.deactivate(c, &role),
+            move |m, c, [role]| m.deactivate(c, &role),
         )
         .await
     }
@@ -782,18 +776,17 @@ impl ManagerService {
         reason: &str,
         code: &str,
     ) -> Result<GrantInfo, PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("role", role, text::MAX_NAME_BYTES),
             ("reason", reason, text::MAX_REASON_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
-        ])
-        .map(|()| (role.to_owned(), reason.to_owned(), code.to_owned()));
+        ]);
         self.limited_call(
             &h,
             "extend",
             Some(CallKind::Grants),
             args,
-            move |m, c, (role, reason, code)| m.extend(c, &role, duration_secs, &reason, &code),
+            move |m, c, [role, reason, code]| m.extend(c, &role, duration_secs, &reason, &code),
         )
         .await
     }
@@ -820,14 +813,13 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         code: &str,
     ) -> Result<Vec<String>, PimError> {
-        let args =
-            check_lengths(&[("code", code, text::MAX_CODE_BYTES)]).map(|()| (code.to_owned(),));
+        let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
         self.limited_call(
             &h,
             "mfa-confirm",
             Some(CallKind::Mfa),
             args,
-            move |m, c, (code,)| m.mfa_confirm(c, &code),
+            move |m, c, [code]| m.mfa_confirm(c, &code),
         )
         .await
     }
@@ -844,17 +836,16 @@ impl ManagerService {
         user: &str,
         role: &str,
     ) -> Result<Vec<AuditRecord>, PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
-        ])
-        .map(|()| (user.to_owned(), role.to_owned()));
+        ]);
         self.limited_call(
             &h,
             "audit-read",
             Some(CallKind::Reads),
             args,
-            move |m, c, (user, role)| m.audit(c, since, &user, &role),
+            move |m, c, [user, role]| m.audit(c, since, &user, &role),
         )
         .await
     }
@@ -874,17 +865,16 @@ impl ManagerService {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("comment", comment, text::MAX_REASON_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
-        ])
-        .map(|()| (comment.to_owned(), code.to_owned()));
+        ]);
         self.limited_call(
             &h,
             "approve",
             Some(CallKind::Decisions),
             args,
-            move |m, c, (comment, code)| m.approve(c, id, &comment, &code),
+            move |m, c, [comment, code]| m.approve(c, id, &comment, &code),
         )
         .await
     }
@@ -896,17 +886,16 @@ impl ManagerService {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("comment", comment, text::MAX_REASON_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
-        ])
-        .map(|()| (comment.to_owned(), code.to_owned()));
+        ]);
         self.limited_call(
             &h,
             "deny",
             Some(CallKind::Decisions),
             args,
-            move |m, c, (comment, code)| m.deny(c, id, &comment, &code),
+            move |m, c, [comment, code]| m.deny(c, id, &comment, &code),
         )
         .await
     }
@@ -964,18 +953,17 @@ impl ManagerService {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
-        ])
-        .map(|()| (user.to_owned(), role.to_owned()));
+        ]);
         let warning = self
             .limited_call(
                 &h,
                 "admin-assign",
                 Some(CallKind::Admin),
                 args,
-                move |m, c, (user, role)| m.admin_assign(c, &user, &role, not_before, not_after),
+                move |m, c, [user, role]| m.admin_assign(c, &user, &role, not_before, not_after),
             )
             .await?;
         // The assignment's end may be reconciliation's next deadline, and reconciliation
@@ -990,18 +978,17 @@ impl ManagerService {
         user: &str,
         role: &str,
     ) -> Result<(GrantInfo, String), PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
-        ])
-        .map(|()| (user.to_owned(), role.to_owned()));
+        ]);
         let reply = self
             .limited_call(
                 &h,
                 "admin-unassign",
                 Some(CallKind::Admin),
                 args,
-                move |m, c, (user, role)| m.admin_unassign(c, &user, &role),
+                move |m, c, [user, role]| m.admin_unassign(c, &user, &role),
             )
             .await?;
         if !reply.1.is_empty() {
@@ -1018,18 +1005,17 @@ impl ManagerService {
         role: &str,
         reason: &str,
     ) -> Result<GrantInfo, PimError> {
-        let args = check_lengths(&[
+        let args = bounded_copies([
             ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
             ("reason", reason, text::MAX_REASON_BYTES),
-        ])
-        .map(|()| (user.to_owned(), role.to_owned(), reason.to_owned()));
+        ]);
         self.limited_call(
             &h,
             "admin-revoke",
             Some(CallKind::Admin),
             args,
-            move |m, c, (user, role, reason)| m.admin_revoke(c, &user, &role, &reason),
+            move |m, c, [user, role, reason]| m.admin_revoke(c, &user, &role, &reason),
         )
         .await
     }
@@ -1039,14 +1025,13 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         user: &str,
     ) -> Result<(), PimError> {
-        let args =
-            check_lengths(&[("user", user, text::MAX_NAME_BYTES)]).map(|()| (user.to_owned(),));
+        let args = bounded_copies([("user", user, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
             "admin-mfa-reset",
             Some(CallKind::Admin),
             args,
-            move |m, c, (user,)| m.admin_mfa_reset(c, &user),
+            move |m, c, [user]| m.admin_mfa_reset(c, &user),
         )
         .await
     }
@@ -1453,7 +1438,7 @@ mod tests {
     #[test]
     fn given_an_argument_too_long_then_refused_naming_it_and_the_limit() {
         let huge = "x".repeat(30 << 20);
-        let refused = check_lengths(&[
+        let refused = bounded_copies([
             ("role", "admin", text::MAX_NAME_BYTES),
             ("reason", &huge, text::MAX_REASON_BYTES),
         ]);
@@ -1464,8 +1449,8 @@ mod tests {
             ))
         );
         assert_eq!(
-            check_lengths(&[("code", "123456", text::MAX_CODE_BYTES)]),
-            Ok(())
+            bounded_copies([("code", "123456", text::MAX_CODE_BYTES)]),
+            Ok(["123456".to_string()])
         );
     }
 
