@@ -1,4 +1,7 @@
-//! The module's arguments, as written after `pam_pim.so` on its line in `/etc/pam.d/*`.
+//! The arguments of `pam_pim.so`, as written after it on its line in `/etc/pam.d/*`: one pure
+//! grammar that the module (which acts on it) and `pim doctor` (which judges the line with it)
+//! share, so doctor never calls a line sound that the module refuses, or the reverse. It stays a
+//! crate of its own with no dependency beyond `pim-common`, since the module is loaded into sudo.
 //!
 //! ```text
 //! argument := "services=" list      the PAM services acted for (default: every service)
