@@ -39,41 +39,133 @@ fn chunks(items: impl Iterator<Item = String>) -> Vec<Vec<String>> {
         .collect()
 }
 
-impl Manager {
-    /// Ends grants and requests whose time has come, and grants whose user may no longer hold
-    /// the role, and takes back memberships no live grant needs (including those a crash left
-    /// behind). Returns the first error after trying everything.
-    pub fn reconcile(&mut self) -> Result<(), PimError> {
-        let now = self.now();
-        let mut first_error = self.record_unrecorded_refusals(false).err();
-        let due = self.store.read(|tx| tx.due_grants(now))?;
-        for grant in due {
+/// One piece of time-driven work: reconciliation runs every job in [`JOBS`] in turn, and
+/// sleeps until the earliest of their next deadlines (or the periodic tick of `startup`,
+/// which also catches what has no deadline: memberships a crash left behind, clock jumps).
+/// A coming kind of work is one more job and one more entry in the list. (The set-group-ID
+/// sweeps below are not one: their walk of the file systems runs outside the manager, on the
+/// blocking pool, so that calls and PAM checks never wait for it; `startup`'s sweep loop asks
+/// for the due ones after each reconciliation and records what the walk found.)
+pub(super) trait Job {
+    /// Does what is due at `now`; the first error is returned after trying everything.
+    fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError>;
+
+    /// When this job next has work, if a time is known.
+    fn next_deadline(&self, _m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
+        Ok(None)
+    }
+}
+
+/// The jobs, in the order they run: grants end before memberships no live grant needs are
+/// taken back.
+const JOBS: &[&dyn Job] = &[
+    &RecordUnrecordedRefusals,
+    &ExpireGrants,
+    &EndLostEligibility,
+    &ReleaseOrphanedMemberships,
+    &ExpireRequests,
+];
+
+/// Does `f` with every one of `items`, even after one failed; the first error is returned.
+fn try_each<T>(
+    items: impl IntoIterator<Item = T>,
+    mut f: impl FnMut(T) -> Result<(), PimError>,
+) -> Result<(), PimError> {
+    let mut first_error = None;
+    for item in items {
+        if let Err(e) = f(item) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Writes the summaries of refusal and event windows that are over.
+struct RecordUnrecordedRefusals;
+
+impl Job for RecordUnrecordedRefusals {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.record_unrecorded_refusals(false)
+    }
+}
+
+/// Ends the grants whose time has come.
+struct ExpireGrants;
+
+impl Job for ExpireGrants {
+    fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError> {
+        let due = m.store.read(|tx| tx.due_grants(now))?;
+        try_each(due, |grant| {
             let audit = Audit::new(DAEMON, "expire").about(&grant.user, &grant.role);
             let detail = format!(
                 "grant {} ended at {}",
                 grant.id,
                 describe(grant.ends_at, now)
             );
-            if let Err(e) = self.end_grant(&grant, &audit, "expired", detail) {
-                first_error.get_or_insert(e);
-            }
+            m.end_grant(&grant, &audit, "expired", detail)
+        })
+    }
+
+    fn next_deadline(&self, m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
+        Ok(m.store.read(|tx| tx.next_grant_end())?)
+    }
+}
+
+/// Ends the grants whose user may no longer hold the role (an assignment over, a user out of
+/// an eligible group).
+struct EndLostEligibility;
+
+impl Job for EndLostEligibility {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.end_every_grant_without_eligibility()
+    }
+
+    /// The end of an assignment a live grant may depend on.
+    fn next_deadline(&self, m: &mut Manager, now: i64) -> Result<Option<i64>, PimError> {
+        Ok(m.store.read(|tx| tx.next_assignment_end(now))?)
+    }
+}
+
+/// Takes back memberships no live grant needs (including those a crash left behind).
+struct ReleaseOrphanedMemberships;
+
+impl Job for ReleaseOrphanedMemberships {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        let orphans = m.store.read(|tx| tx.orphaned_memberships())?;
+        try_each(orphans, |(user, group)| m.release_membership(&user, &group))
+    }
+}
+
+/// Ends the requests left undecided past their time.
+struct ExpireRequests;
+
+impl Job for ExpireRequests {
+    fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError> {
+        let due = m.store.read(|tx| tx.due_requests(now))?;
+        try_each(due, |request| m.expire_request(&request))
+    }
+
+    fn next_deadline(&self, m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
+        Ok(m.store.read(|tx| tx.next_request_expiry())?)
+    }
+}
+
+impl Manager {
+    /// Runs every job of [`JOBS`]: ends what is due, and takes back memberships no live grant
+    /// needs. Returns the first error after trying everything.
+    pub fn reconcile(&mut self) -> Result<(), PimError> {
+        let now = self.now();
+        try_each(JOBS, |job| job.run(self, now))
+    }
+
+    /// When reconcile next has work: the earliest of its jobs' deadlines.
+    pub fn next_deadline(&mut self) -> Result<Option<i64>, PimError> {
+        let now = self.now();
+        let mut deadlines = Vec::with_capacity(JOBS.len());
+        for job in JOBS {
+            deadlines.push(job.next_deadline(self, now)?);
         }
-        if let Err(e) = self.end_every_grant_without_eligibility() {
-            first_error.get_or_insert(e);
-        }
-        let orphans = self.store.read(|tx| tx.orphaned_memberships())?;
-        for (user, group) in orphans {
-            if let Err(e) = self.release_membership(&user, &group) {
-                first_error.get_or_insert(e);
-            }
-        }
-        let due_requests = self.store.read(|tx| tx.due_requests(now))?;
-        for request in due_requests {
-            if let Err(e) = self.expire_request(&request) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        Ok(deadlines.into_iter().flatten().min())
     }
 
     /// The sweeps to run now: every one not done, except those of users who hold the group
@@ -305,20 +397,6 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(again), Err)
-    }
-
-    /// When reconcile next has work: the earliest grant end, request expiry, or end of an
-    /// assignment a live grant may depend on.
-    pub fn next_deadline(&mut self) -> Result<Option<i64>, PimError> {
-        let now = self.now();
-        self.store.read(|tx| {
-            let deadlines = [
-                tx.next_grant_end()?,
-                tx.next_request_expiry()?,
-                tx.next_assignment_end(now)?,
-            ];
-            Ok(deadlines.into_iter().flatten().min())
-        })
     }
 }
 
