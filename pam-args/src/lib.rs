@@ -20,8 +20,8 @@
 //! An argument whose key is not one of these is *unknown*: it is reported (so that it gets
 //! logged) and otherwise ignored. A known key with a bad value, without its `=value`, with a
 //! value where none belongs (`debug=1`), or given twice is *malformed*: it is reported as a
-//! configuration error, and the module's decision then fails closed (see `pam_pim::decision`). So is a line
-//! without `groups=`.
+//! configuration error, and the module's decision then fails closed (see
+//! `pam_pim::decision`). So is a line without `groups=`.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
