@@ -34,7 +34,6 @@ mod reconcile;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
-use crate::config::{Config, Principal, Role};
 use crate::mfa::{LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
@@ -51,6 +50,7 @@ use pim_common::types::{
     RoleInfo,
 };
 use pim_common::PimError;
+use pim_config::{Config, Principal, Role};
 use std::sync::Arc;
 
 /// Who is asking, as the bus vouches for it.

@@ -5,8 +5,8 @@
 use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
-use crate::config::{self, Directory};
 use crate::mfa;
+use pim_config::{self as config, Directory};
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
 pub(super) const T0: i64 = 1_800_000_000;
