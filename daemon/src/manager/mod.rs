@@ -228,6 +228,15 @@ fn check_name(what: &str, name: &str) -> Result<(), PimError> {
     text::check_name(what, name).map_err(PimError::InvalidArgument)
 }
 
+/// The refusal of a role `name` the caller may not activate: the same for "no such role" and
+/// "not eligible", so that roles cannot be probed.
+fn not_eligible(name: &str) -> PimError {
+    PimError::NotEligible(format!(
+        "you are not eligible for a role named '{}'; run 'pim roles' to see yours",
+        text::escape(name)
+    ))
+}
+
 /// How an MFA code was proven, for the audit detail.
 enum MfaProof {
     NotRequired,
@@ -622,15 +631,13 @@ impl Manager {
     /// The role, if `user` may activate it now; the same answer for "no such role" and "not
     /// eligible", so roles cannot be probed.
     fn eligible_role(&mut self, user: &str, name: &str) -> Result<(Role, Eligibility), PimError> {
-        let not_eligible = || {
-            PimError::NotEligible(format!(
-                "you are not eligible for a role named '{}'; run 'pim roles' to see yours",
-                text::escape(name)
-            ))
-        };
-        let role = self.config.role(name).cloned().ok_or_else(not_eligible)?;
+        let role = self
+            .config
+            .role(name)
+            .cloned()
+            .ok_or_else(|| not_eligible(name))?;
         match self.eligibility(&role, user)? {
-            Eligibility::No => Err(not_eligible()),
+            Eligibility::No => Err(not_eligible(name)),
             e => Ok((role, e)),
         }
     }
