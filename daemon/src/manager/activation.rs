@@ -16,7 +16,7 @@ pub(super) struct ActivationAsk<'a> {
     pub code: &'a str,
 }
 
-/// What the store holds that an activation depends on, read in one transaction.
+/// What the store holds that an activation or extension depends on, read in one transaction.
 struct StoredFacts {
     assignment: Option<Assignment>,
     live: Option<Grant>,
@@ -26,7 +26,7 @@ struct StoredFacts {
     failures: FailureState,
 }
 
-/// Everything deciding one activation needs, gathered before anything is decided: the
+/// Everything deciding one activation (or extension) needs, gathered before anything is decided: the
 /// lookups of the host's accounts are kept as their results, since a failed one refuses only
 /// where the decision gets to it.
 pub(super) struct ActivationFacts {
@@ -98,12 +98,7 @@ pub(super) fn decide_activation(
     membership_obstacle(role, facts.permanent?, facts.group_exists, || {
         Ok(in_group? && !managed)
     })?;
-    let check_code = || -> Result<Option<CodeCheck>, PimError> {
-        if !role.require_mfa {
-            return Ok(None);
-        }
-        Manager::check_code(facts.mfa.as_ref(), facts.failures, lockout, ask.code, now).map(Some)
-    };
+    let check_code = || code_check(role, facts.mfa.as_ref(), facts.failures, ask, now, lockout);
     if role.require_approval {
         if let Some(open) = facts.pending {
             return Err(PimError::Conflict(format!(
@@ -123,6 +118,72 @@ pub(super) fn decide_activation(
         ids,
         mfa: check_code()?,
     })
+}
+
+/// Decides an extension on the same facts, in the order of its refusals: eligibility, a
+/// grant to extend, a role that needs approval, the duration and reason, an end that would
+/// not be later, then the MFA code. Returns the grant, its new end and the code's check.
+pub(super) fn decide_extension(
+    facts: ActivationFacts,
+    ask: &ActivationAsk<'_>,
+    now: i64,
+    lockout: &LockoutPolicy,
+) -> Result<(Grant, i64, Option<CodeCheck>), PimError> {
+    let role = &facts.role;
+    let eligibility = match facts.eligibility? {
+        Eligibility::No => return Err(not_eligible(ask.role)),
+        eligibility => eligibility,
+    };
+    let grant = facts
+        .live
+        // A grant past its end is over even before reconciliation records that.
+        .filter(|g| g.ends_at > now)
+        .ok_or_else(|| {
+            PimError::NotFound(format!(
+                "you have no live grant for role {}; activate it with 'pim activate {}'",
+                role.name, role.name
+            ))
+        })?;
+    if role.require_approval {
+        return Err(PimError::Conflict(format!(
+            "role {} needs approval, so it cannot be extended; file a new request with 'pim activate {}' when this grant ends",
+            role.name, role.name
+        )));
+    }
+    let secs = policy::duration(role, ask.duration_secs)?;
+    policy::check_reason(role, ask.reason)?;
+    let ends_at = Manager::grant_end(now, secs, eligibility);
+    if ends_at <= grant.ends_at {
+        return Err(PimError::InvalidArgument(format!(
+            "your grant already ends at {}, which is not before the extension's end {}; ask for more with -d",
+            describe(grant.ends_at, now),
+            describe(ends_at, now)
+        )));
+    }
+    let mfa = code_check(
+        &facts.role,
+        facts.mfa.as_ref(),
+        facts.failures,
+        ask,
+        now,
+        lockout,
+    )?;
+    Ok((grant, ends_at, mfa))
+}
+
+/// The check of the code asked with, on what was read; none when the role needs no MFA.
+fn code_check(
+    role: &Role,
+    record: Option<&MfaRecord>,
+    failures: FailureState,
+    ask: &ActivationAsk<'_>,
+    now: i64,
+    lockout: &LockoutPolicy,
+) -> Result<Option<CodeCheck>, PimError> {
+    if !role.require_mfa {
+        return Ok(None);
+    }
+    Manager::check_code(record, failures, lockout, ask.code, now).map(Some)
 }
 
 impl Manager {
@@ -448,40 +509,22 @@ impl Manager {
         code: &str,
     ) -> Result<GrantInfo, PimError> {
         check_name("role", role_name)?;
-        let (role, eligibility) = self.eligible_role(&caller.name, role_name)?;
         let user = caller.name.as_str();
-        let grant = self
-            .store
-            .read(|tx| tx.live_grant(user, &role.name))?
-            // A grant past its end is over even before reconciliation records that.
-            .filter(|g| g.ends_at > self.now())
-            .ok_or_else(|| {
-                PimError::NotFound(format!(
-                    "you have no live grant for role {}; activate it with 'pim activate {}'",
-                    role.name, role.name
-                ))
-            })?;
-        if role.require_approval {
-            return Err(PimError::Conflict(format!(
-                "role {} needs approval, so it cannot be extended; file a new request with 'pim activate {}' when this grant ends",
-                role.name, role.name
-            )));
-        }
-        let secs = policy::duration(&role, duration_secs)?;
-        policy::check_reason(&role, reason)?;
+        let ask = ActivationAsk {
+            role: role_name,
+            duration_secs,
+            reason,
+            ticket: "",
+            code,
+        };
+        let facts = self.activation_facts(user, role_name)?;
+        let role = facts.role.clone();
         let now = self.now();
-        let ends_at = Self::grant_end(now, secs, eligibility);
-        if ends_at <= grant.ends_at {
-            return Err(PimError::InvalidArgument(format!(
-                "your grant already ends at {}, which is not before the extension's end {}; ask for more with -d",
-                describe(grant.ends_at, now),
-                describe(ends_at, now)
-            )));
-        }
+        let (grant, ends_at, mfa) = decide_extension(facts, &ask, now, &self.mfa_policy())?;
         let audit = Audit::new(user, "extend")
             .about(user, &role.name)
             .with_text(reason, "");
-        self.with_mfa(user, code, role.require_mfa, |tx, proof| {
+        self.with_checked_code(user, mfa, |tx, proof| {
             tx.set_grant_end(grant.id, ends_at)?;
             Ok(tx.audit(audit.entry(
                 now,

@@ -628,20 +628,6 @@ impl Manager {
         })
     }
 
-    /// The role, if `user` may activate it now; the same answer for "no such role" and "not
-    /// eligible", so roles cannot be probed.
-    fn eligible_role(&mut self, user: &str, name: &str) -> Result<(Role, Eligibility), PimError> {
-        let role = self
-            .config
-            .role(name)
-            .cloned()
-            .ok_or_else(|| not_eligible(name))?;
-        match self.eligibility(&role, user)? {
-            Eligibility::No => Err(not_eligible(name)),
-            e => Ok((role, e)),
-        }
-    }
-
     /// Takes a new configuration (SIGHUP). Settings fixed at start (database, notify_command)
     /// must not change: those need a restart, and the reload is refused with that reason.
     /// The caller reconciles at once after it: that ends the grants whose user the new

@@ -1085,4 +1085,75 @@ mod decision {
             }
         ));
     }
+
+    fn extend(
+        facts: ActivationFacts,
+        ask: &ActivationAsk<'_>,
+    ) -> Result<(i64, Option<CodeCheck>), PimError> {
+        decide_extension(facts, ask, NOW, &lockout()).map(|(grant, ends_at, mfa)| {
+            assert_eq!(grant, grant_until(NOW + 60));
+            (ends_at, mfa)
+        })
+    }
+
+    #[test]
+    fn given_a_live_grant_then_an_extension_to_the_duration_asked_from_now() {
+        let f = ActivationFacts {
+            live: Some(grant_until(NOW + 60)),
+            ..facts(role())
+        };
+        assert_eq!(extend(f, &ask("")).unwrap(), (NOW + HOUR, None));
+        let f = ActivationFacts {
+            live: Some(grant_until(NOW + 60)),
+            eligibility: Ok(Eligibility::Assigned {
+                until: Some(NOW + 600),
+            }),
+            ..facts(mfa_role())
+        };
+        let step = mfa::current_step(NOW);
+        let (ends_at, mfa) = extend(f, &ask(&code_at(SECRET, step))).unwrap();
+        assert_eq!(ends_at, NOW + 600);
+        assert_eq!(mfa.unwrap().outcome, CodeOutcome::Totp { step });
+    }
+
+    #[test]
+    fn given_an_extension_then_refused_in_the_order_eligibility_grant_approval_asked_end_code() {
+        let asked = ActivationAsk {
+            reason: "",
+            ..ask("")
+        };
+        let f = ActivationFacts {
+            eligibility: Ok(Eligibility::No),
+            ..everything_in_the_way(approval_role())
+        };
+        assert_err!(extend(f, &asked), NotEligible);
+        let f = ActivationFacts {
+            live: Some(grant_until(NOW)),
+            ..everything_in_the_way(approval_role())
+        };
+        let e = assert_err!(extend(f, &asked), NotFound);
+        assert!(e.contains("no live grant"), "{e}");
+        let mut approval = everything_in_the_way(approval_role());
+        approval.role.require_mfa = true;
+        let e = assert_err!(extend(approval, &asked), Conflict);
+        assert!(e.contains("needs approval"), "{e}");
+        let e = assert_err!(
+            extend(everything_in_the_way(mfa_role()), &asked),
+            InvalidArgument
+        );
+        assert!(e.contains("requires a reason"), "{e}");
+        let sooner = ActivationAsk {
+            duration_secs: 60,
+            ..ask("")
+        };
+        let e = assert_err!(
+            extend(everything_in_the_way(mfa_role()), &sooner),
+            InvalidArgument
+        );
+        assert!(e.contains("not before the extension's end"), "{e}");
+        assert_err!(
+            extend(everything_in_the_way(mfa_role()), &ask("")),
+            MfaNotEnrolled
+        );
+    }
 }
