@@ -1,5 +1,10 @@
 //! Activation: the roles a user may take, activating one (a grant, or a request where the
 //! role needs approval), extending and ending one's own grant, and one's status.
+//!
+//! Activating and extending read what they decide on in one step ([`ActivationFacts`]: one
+//! store transaction, then the account lookups), decide in pure code ([`decide_activation`],
+//! [`decide_extension`]: no store, no accounts, no clock) and write once: the grant, request
+//! or new end with its audit record and the MFA code's bookkeeping in one transaction.
 
 use super::grants::membership_obstacle;
 use super::mfa::CodeCheck;

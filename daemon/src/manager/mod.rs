@@ -12,13 +12,14 @@
 //! - this file: `Manager`, `Caller`, `Outbox`, and what every capability uses: `commit`, the
 //!   `Audit` record builder, refusal records and their summaries under a flood, call admission,
 //!   events, the permission predicates (admin, auditor, approver) and eligibility;
-//! - `activation`: roles, activate (or file a request), extend, deactivate, status;
+//! - `activation`: roles, activate (or file a request), extend, deactivate, status; read the
+//!   facts once, decide in pure code, write once;
 //! - `approvals`: requests, approve, deny, cancel, requests expiring;
 //! - `mfa`: enrolment, MFA status, code verification (`with_mfa`);
 //! - `admin`: the administrators' calls, and the end of grants whose eligibility went;
 //! - `access`: the PAM module's question and the audit of its denials;
-//! - `reconcile`: time-driven work (expiry, orphaned memberships, set-group-ID sweeps, the
-//!   next deadline);
+//! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
+//!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
