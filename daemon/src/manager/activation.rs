@@ -12,7 +12,7 @@ use super::*;
 use crate::mfa::FailureState;
 use crate::store::MfaRecord;
 
-/// What a caller asks of `activate`.
+/// What a caller asks of `activate` (or of `extend`, with no ticket).
 pub(super) struct ActivationAsk<'a> {
     pub role: &'a str,
     pub duration_secs: u64,
@@ -31,9 +31,9 @@ struct StoredFacts {
     failures: FailureState,
 }
 
-/// Everything deciding one activation (or extension) needs, gathered before anything is decided: the
-/// lookups of the host's accounts are kept as their results, since a failed one refuses only
-/// where the decision gets to it.
+/// Everything deciding one activation (or extension) needs, gathered before anything is
+/// decided: the lookups of the host's accounts are kept as their results, since a failed one
+/// refuses only where the decision gets to it.
 pub(super) struct ActivationFacts {
     pub role: Role,
     /// How the user may hold the role now.

@@ -1,4 +1,5 @@
-//! Tests of activation, over the shared environment of `test_support`.
+//! Tests of activation, over the shared environment of `test_support`, and of its pure
+//! decisions on plain facts (`decision`).
 
 use super::*;
 use crate::manager::test_support::*;
