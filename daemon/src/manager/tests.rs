@@ -1,4 +1,5 @@
-//! Tests of what every capability shares: callers, reloads, refusal records under a flood, limits on calls and events, over the shared environment of `test_support`.
+//! Tests of what every capability shares (callers, reloads, refusal records under a flood,
+//! limits on calls and events), over the shared environment of `test_support`.
 
 use super::*;
 use crate::manager::test_support::*;
