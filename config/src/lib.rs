@@ -224,6 +224,9 @@ role_keys! {
     approvals_required => approvals_required: u32 = 1, integer(1..=u32::MAX);
     /// How long a request waits for its approvals before it lapses (at most 7d).
     request_ttl => request_ttl_secs: u64 = DEFAULT_REQUEST_TTL_SECS, duration(&REQUEST_TTL_CAP);
+    /// Who governs the role (users and `%groups`): may assign, unassign, grant, revoke, review
+    /// and decide renewals for this role only, as admins may for every role.
+    owners => owners: Vec<Principal> = Vec::new(), principals();
 }
 
 impl Role {

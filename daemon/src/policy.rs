@@ -156,6 +156,7 @@ pub mod tests {
             approvers: vec![],
             approvals_required: 1,
             request_ttl_secs: 86400,
+            owners: vec![],
         }
     }
 

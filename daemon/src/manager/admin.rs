@@ -1,6 +1,8 @@
 //! Administration: the calls of pim administrators (grants, assign, unassign, revoke, MFA
 //! reset), and the end of grants whose eligibility went (an assignment removed or moved, a
-//! reloaded configuration).
+//! reloaded configuration). Assign, unassign and revoke are governance calls: a role's
+//! `owners` may make them for that role (`may_govern`); `admin grants` shows an owner the
+//! grants of the roles they own.
 
 use super::*;
 
@@ -19,9 +21,24 @@ impl Manager {
 
     pub fn admin_grants(&mut self, caller: &Caller) -> Result<Vec<GrantInfo>, PimError> {
         let audit = Audit::new(&caller.name, "admin-grants");
-        self.require_admin(caller, &audit)?;
+        let governed = self.governed_roles(caller);
+        if !self.is_admin(caller) && governed.is_empty() {
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied(
+                    "this needs a pim administrator (root or a member of [daemon] admins) or \
+                     an owner of a role (its owners = [...])"
+                        .into(),
+                ),
+            );
+        }
+        let admin = self.is_admin(caller);
         let grants = self.store.read(|tx| tx.live_grants())?;
-        Ok(grants.iter().map(grant_info).collect())
+        Ok(grants
+            .iter()
+            .filter(|g| admin || governed.contains(&g.role))
+            .map(grant_info)
+            .collect())
     }
 
     /// Gives `user` an assignment to `role`; returns a warning (empty when none) when ending a
@@ -36,7 +53,7 @@ impl Manager {
     ) -> Result<String, PimError> {
         let audit = Audit::new(&caller.name, "admin-assign")
             .about(name_or_empty(user), name_or_empty(role));
-        self.require_admin(caller, &audit)?;
+        self.require_governor(caller, role, &audit)?;
         let checked = (|| {
             check_name("user", user)?;
             check_name("role", role)?;
@@ -96,7 +113,7 @@ impl Manager {
     ) -> Result<(GrantInfo, String), PimError> {
         let audit = Audit::new(&caller.name, "admin-unassign")
             .about(name_or_empty(user), name_or_empty(role));
-        self.require_admin(caller, &audit)?;
+        self.require_governor(caller, role, &audit)?;
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
             return self.refused(&audit, e);
         }
@@ -269,7 +286,7 @@ impl Manager {
         let audit = Audit::new(&caller.name, "admin-revoke")
             .about(name_or_empty(user), name_or_empty(role))
             .with_text(&reason_text, "");
-        self.require_admin(caller, &audit)?;
+        self.require_governor(caller, role, &audit)?;
         let found = check_name("user", user)
             .and(check_name("role", role))
             .and(
