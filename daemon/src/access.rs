@@ -13,8 +13,9 @@ use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
 use crate::config::{Config, Role};
 use crate::manager::MAX_ACCESS_GROUPS;
+use crate::model::Grant;
 use crate::policy;
-use crate::store::{Grant, Store, Tx};
+use crate::store::{ReadStore, Tx};
 use pim_common::text;
 use pim_common::types::AccessDecision;
 use pim_common::PimError;
@@ -170,7 +171,7 @@ fn uncovered(
 /// as last loaded.
 pub struct AccessReader {
     config: Arc<Config>,
-    store: Store,
+    store: Box<dyn ReadStore>,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
 }
@@ -178,13 +179,13 @@ pub struct AccessReader {
 impl AccessReader {
     pub fn new(
         config: Arc<Config>,
-        store: Store,
+        store: impl ReadStore + 'static,
         accounts: Box<dyn Accounts>,
         clock: Box<dyn Clock>,
     ) -> AccessReader {
         AccessReader {
             config,
-            store,
+            store: Box::new(store),
             accounts,
             clock,
         }
@@ -212,6 +213,7 @@ mod tests {
     use crate::clock::fake::FakeClock;
     use crate::config;
     use crate::manager::{Caller, Manager};
+    use crate::store::sqlite::SqliteStore;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -234,7 +236,7 @@ mod tests {
         let clock = FakeClock::at(NOW);
         let mut manager = Manager::new(
             config(admin_only, &accounts),
-            Store::open(&path).unwrap(),
+            SqliteStore::open(&path).unwrap(),
             Box::new(accounts.clone()),
             Box::new(clock.clone()),
             "host".into(),
@@ -246,7 +248,7 @@ mod tests {
         manager.activate(&alice, "admin", 0, "", "", "").unwrap();
         let mut reader = AccessReader::new(
             config(admin_only, &accounts),
-            Store::open_read_only(&path).unwrap(),
+            SqliteStore::open_read_only(&path).unwrap(),
             Box::new(accounts.clone()),
             Box::new(clock),
         );

@@ -8,6 +8,7 @@ mod clock;
 mod config;
 mod manager;
 mod mfa;
+mod model;
 mod policy;
 mod refusals;
 mod service;
@@ -29,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::Store;
+use store::sqlite::SqliteStore;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 /// Even with nothing due, reconcile this often: it catches memberships a crash left behind
@@ -291,10 +292,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
-    let store = Store::open(&config.daemon.database).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&config.daemon.database).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     let reader = || -> Result<AccessReader, String> {
-        let store = Store::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
+        let store =
+            SqliteStore::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
         Ok(AccessReader::new(
             config.clone(),
             store,

@@ -4,6 +4,7 @@ use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::config::{self, Directory};
+use crate::store::sqlite::SqliteStore;
 use pim_common::types::MAX_AUDIT_RECORDS;
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
@@ -127,11 +128,11 @@ struct Env {
 }
 
 fn env() -> Env {
-    env_with(Store::open_in_memory().unwrap(), FakeClock::at(T0))
+    env_with(SqliteStore::open_in_memory().unwrap(), FakeClock::at(T0))
 }
 
 /// An environment on `store` at the time of `clock`: a pimd started then.
-fn env_with(store: Store, clock: FakeClock) -> Env {
+fn env_with(store: SqliteStore, clock: FakeClock) -> Env {
     let accounts = FakeAccounts::default();
     for (name, uid) in USERS {
         accounts.add_user(name, *uid);
@@ -189,7 +190,7 @@ impl Env {
         codes
     }
 
-    fn mfa_record(&mut self, user: &str) -> crate::store::MfaRecord {
+    fn mfa_record(&mut self, user: &str) -> crate::model::MfaRecord {
         self.m
             .store
             .read(|tx| tx.mfa(user))
@@ -3652,7 +3653,7 @@ mod setgid_sweeps {
         let dir = std::env::temp_dir().join(format!("pim-recheck-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let db = dir.join("pim.db");
-        let mut e = env_with(Store::open(&db).unwrap(), FakeClock::at(T0));
+        let mut e = env_with(SqliteStore::open(&db).unwrap(), FakeClock::at(T0));
         e.accounts.set_gid("sudo", SUDO_GID);
         let files = files();
         grant_and_end(&mut e, &files);
@@ -3672,7 +3673,7 @@ mod setgid_sweeps {
         files.add_file("/tmp/after-restart", 1000, SUDO_GID, 0o2755);
         while round(&mut e, &files) {}
         assert_eq!(files.mode("/tmp/after-restart"), 0o2755);
-        let mut e = env_with(Store::open(&db).unwrap(), e.clock.clone());
+        let mut e = env_with(SqliteStore::open(&db).unwrap(), e.clock.clone());
         e.accounts.set_gid("sudo", SUDO_GID);
         while round(&mut e, &files) {}
         assert_eq!(files.mode("/tmp/after-restart"), 0o755);

@@ -2,7 +2,7 @@
 //! ticket satisfy a role. No I/O; group membership is asked through a closure.
 
 use crate::config::{Principal, Role};
-use crate::store::Assignment;
+use crate::model::Assignment;
 use pim_common::text;
 use pim_common::PimError;
 
