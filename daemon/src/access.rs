@@ -4,8 +4,9 @@
 //! vouches for another, and a group no role grants cannot be covered at all.
 //!
 //! Sudo waits on this answer, so it has a read path of its own ([`AccessReader`]): its own
-//! read-only SQLite connection (WAL lets it read while the manager writes) and a snapshot of
-//! the configuration that a reload swaps. No lock that activations, MFA or audit writes hold is
+//! read-only handle on the store ([`ReadStore`]; with SQLite, a read-only connection that WAL
+//! lets read while the manager writes) and a snapshot of the configuration that a reload
+//! swaps. No lock that activations, MFA or audit writes hold is
 //! taken on the way. pimd keeps two, used off its async thread (`service::AccessReaders`):
 //! one for answers guessed while the bus says who a new caller is, one for root's alone.
 
