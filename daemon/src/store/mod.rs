@@ -1,6 +1,7 @@
 //! The store's port: what pimd asks of the database that keeps its state, whatever database
 //! that is. SQLite ([`sqlite`]) is the one backend today; a shared one (PostgreSQL for a
-//! fleet) is one more implementation of these traits, which must pass [`conformance`].
+//! fleet) is one more implementation of these traits, which must pass
+//! the conformance suite (`store/conformance.rs`).
 //!
 //! - [`ReadStore`]: a handle that only reads. The access check's read path
 //!   ([`crate::access::AccessReader`]) holds one of its own, so that sudo's question never
@@ -11,8 +12,8 @@
 //! - [`Transaction`]: one backend transaction: the reads and writes of the model
 //!   ([`crate::model`]), the append of an audit record, the commit. Dropping one uncommitted
 //!   rolls it back. Only this module begins and commits one (both take a [`Key`]).
-//! - [`Tx`]: the transaction as callers see it, in [`Store::write`] and [`ReadStore::read`]
-//!   (methods of `dyn Store` and `dyn ReadStore`, so no backend provides its own). It holds the
+//! - [`Tx`]: the transaction as callers see it, in `write` and `read` (methods of `dyn Store`
+//!   and `dyn ReadStore`, not of the traits, so no backend provides its own). It holds the
 //!   rule "no committed change without its audit row" for every backend: each write marks it
 //!   changed, [`Tx::audit`] records why, and `write` refuses to commit a change that carries no
 //!   audit record ([`StoreError::Unaudited`]); in `read`, a change or an audit record is
@@ -21,7 +22,10 @@
 //! The handles are trait objects (`Box<dyn Store>`), not a type parameter of the manager: the
 //! backend is chosen when pimd starts (from its configuration, once there are two), the
 //! manager and its tests stay one type, and the cost (one allocation and a virtual call per
-//! operation) is nothing beside a database round trip.
+//! operation) is nothing beside a database round trip. (An associated transaction type,
+//! `type Txn<'a>` as in kanidm's resolver cache, would rule out `dyn`.) The traits are
+//! synchronous: the manager and the access check already run off the async thread
+//! (`spawn_blocking`), so a network backend may use a blocking client there.
 //!
 //! # What a shared, multi-host backend will need
 //!
