@@ -43,7 +43,8 @@
 //! - **A host column on memberships.** `memberships` records what PIM added to this host's
 //!   group database; with one database for many hosts each row must say which host's, and
 //!   reconciliation (orphans, set-group-ID sweeps and their ids) must read only its own host's
-//!   rows. Grants and requests say where they apply too, once a role can span hosts.
+//!   rows. Audit records say which host wrote them; grants and requests say where they apply,
+//!   once a role can span hosts.
 //! - **Per-host refusal limits.** The refusal and call limiters ([`crate::refusals`],
 //!   [`crate::throttle`]) live in each pimd's memory: they bound what one host writes and
 //!   logs. They stay per host; only the MFA lockout (`mfa_failures`) is shared, so wrong codes
@@ -52,6 +53,8 @@
 //!   `expires_at` and lockouts from its own clock; across hosts whose clocks disagree, a grant
 //!   would end at different times on each. A shared backend takes "now" for these from the
 //!   database (`now()` in the transaction) and compares due grants and requests against it.
+//!   (The access check still compares a grant's end with the host's clock, which must keep to
+//!   the database's: a host whose clock is behind keeps a grant alive for sudo that long.)
 //!
 //! "One live grant per user and role" and "one open request per user and role" are partial
 //! unique indexes here: any backend must refuse the second one in the database itself, not by
