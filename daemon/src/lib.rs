@@ -3,13 +3,13 @@
 //!
 //! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
 //! `model` the plain types of pimd's state, `store` the storage port (traits, the audit rule)
-//! and its SQLite backend, `startup` what runs it; `main.rs` reads the arguments.
+//! and its SQLite backend, `startup` what runs it; `main.rs` reads the arguments. The
+//! configuration model is the `pim-config` crate, which `pim doctor` uses too.
 #![forbid(unsafe_code)]
 
 mod access;
 mod accounts;
 mod clock;
-mod config;
 mod manager;
 mod mfa;
 mod model;
@@ -22,5 +22,5 @@ mod store;
 mod syslog;
 mod throttle;
 
-pub use config::DEFAULT_PATH;
+pub use pim_config::DEFAULT_PATH;
 pub use startup::{reload_running, start};

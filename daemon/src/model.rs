@@ -124,7 +124,8 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// A sweep for set-group-ID files that is not done (see [`crate::store::Tx::pending_setgid_sweeps`]).
+/// A sweep for set-group-ID files that is not done (see
+/// [`crate::store::Tx::pending_setgid_sweeps`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSweep {
     pub user: String,
