@@ -2,7 +2,8 @@
 //! its state in SQLite, and adds and removes Unix group memberships through gpasswd.
 //!
 //! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
-//! `store` the SQLite state, `startup` what runs it; `main.rs` reads the arguments. The
+//! `model` the plain types of pimd's state, `store` the storage port (traits, the audit rule)
+//! and its SQLite backend, `startup` what runs it; `main.rs` reads the arguments. The
 //! configuration model is the `pim-config` crate, which `pim doctor` uses too.
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,7 @@ mod accounts;
 mod clock;
 mod manager;
 mod mfa;
+mod model;
 mod policy;
 mod refusals;
 mod service;
