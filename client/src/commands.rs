@@ -62,18 +62,20 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Audit(args) => audit(args, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,
         Command::Doctor(args) => crate::doctor::run(args, json).await,
+        Command::Reviews => crate::reviews::reviews(json).await,
+        Command::Review(cmd) => crate::reviews::decide(cmd, json, console).await,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Plumbing
 
-async fn connect() -> Result<ManagerProxy<'static>, Failure> {
+pub(crate) async fn connect() -> Result<ManagerProxy<'static>, Failure> {
     let conn = zbus::Connection::system().await?;
     Ok(ManagerProxy::new(&conn).await?)
 }
 
-fn write_out(text: &str) -> Result<(), Failure> {
+pub(crate) fn write_out(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -87,7 +89,7 @@ fn write_out(text: &str) -> Result<(), Failure> {
 }
 
 /// Prints the JSON document or the text, whichever was asked for.
-fn emit(
+pub(crate) fn emit(
     json: bool,
     doc: impl FnOnce() -> Value,
     text: impl FnOnce() -> String,
@@ -112,11 +114,11 @@ fn warn_unfinished(warning: &str) {
     }
 }
 
-fn check_name(what: &str, value: &str) -> Result<(), Failure> {
+pub(crate) fn check_name(what: &str, value: &str) -> Result<(), Failure> {
     text::check_name(what, value).map_err(Failure::Usage)
 }
 
-fn check_text(what: &str, value: Option<&str>, max: usize) -> Result<(), Failure> {
+pub(crate) fn check_text(what: &str, value: Option<&str>, max: usize) -> Result<(), Failure> {
     match value {
         Some(v) => text::check(what, v, max).map_err(Failure::Usage),
         None => Ok(()),
@@ -169,11 +171,17 @@ fn ticket_prompt(role: &RoleInfo) -> String {
 async fn roles(json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
     let roles = proxy.list_roles().await?;
+    let decides = proxy.decided_roles().await?;
     let clock = Clock::system();
     emit(
         json,
-        || json!({ "roles": roles.iter().map(output::role_json).collect::<Vec<_>>() }),
-        || output::roles_text(&roles, &clock),
+        || {
+            json!({
+                "roles": roles.iter().map(output::role_json).collect::<Vec<_>>(),
+                "decides_for": decides.iter().map(crate::reviews::decided_json).collect::<Vec<_>>(),
+            })
+        },
+        || crate::reviews::roles_with_decisions_text(&roles, &decides, &clock),
     )?;
     Ok(Outcome::Done)
 }
@@ -895,6 +903,10 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
                     )
                 },
             )?;
+        }
+        AdminCommand::Review(cmd) => return crate::reviews::admin_review(cmd, json).await,
+        AdminCommand::Reinstate { user, role } => {
+            return crate::reviews::reinstate(&user, &role, json).await
         }
         AdminCommand::MfaReset { user } => {
             check_name("user", &user)?;

@@ -124,3 +124,7 @@ pub struct EventInfo {
     pub actor: String,
     pub detail: String,
 }
+
+#[path = "types/review.rs"]
+mod review;
+pub use review::{DecidedRole, ReviewInfo, ReviewItemInfo};

@@ -237,7 +237,7 @@ impl Manager {
     /// it: the grant it ended, if any, and a warning when that did not go through. The
     /// assignment is committed by then, so a failure here is no failure of the call:
     /// reconciliation finishes what is left.
-    fn end_grant_after_assignment_change(
+    pub(super) fn end_grant_after_assignment_change(
         &mut self,
         user: &str,
         role: &str,
@@ -326,22 +326,12 @@ impl Manager {
             Outcome::Success,
             "enrolment and recovery codes removed",
         );
-        let removed = self.commit(|tx| {
-            if tx.delete_mfa(user)? {
-                tx.audit(entry)?;
-                Ok(true)
-            } else {
-                Ok(false)
-            }
-        })?;
-        if removed {
-            Ok(())
-        } else {
-            self.refused(
-                &audit,
-                PimError::NotFound(format!("{user} has no MFA enrolment")),
-            )
-        }
+        self.remove_or_refuse(
+            &audit,
+            entry,
+            |tx| tx.delete_mfa(user),
+            PimError::NotFound(format!("{user} has no MFA enrolment")),
+        )
     }
 }
 

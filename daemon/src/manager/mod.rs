@@ -25,6 +25,8 @@
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `reviews`: access reviews (start, decide, the end applied, recurrence), suspensions of
+//!   standing eligibility and their reinstatement, and the roles a caller decides for;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
 
 mod access;
@@ -36,6 +38,7 @@ mod grants;
 mod mfa;
 mod owners;
 mod reconcile;
+mod reviews;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
@@ -312,6 +315,30 @@ impl Manager {
         let (value, audited) = self.store.write(f)?;
         self.outbox.audit.extend(audited);
         Ok(value)
+    }
+
+    /// Runs `remove` (a removal that says whether there was anything to remove) with `entry`
+    /// in one transaction; when there was nothing, the call is refused with `missing`.
+    fn remove_or_refuse(
+        &mut self,
+        audit: &Audit<'_>,
+        entry: AuditEntry,
+        remove: impl FnOnce(&Tx) -> Result<bool, StoreError>,
+        missing: PimError,
+    ) -> Result<(), PimError> {
+        let removed = self.commit(|tx| {
+            if remove(tx)? {
+                tx.audit(entry)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        if removed {
+            Ok(())
+        } else {
+            self.refused(audit, missing)
+        }
     }
 
     /// Writes audit records that go with no change.
@@ -626,9 +653,14 @@ impl Manager {
     /// How `user` may activate `role` now. A group lookup that fails is an error: it refuses
     /// an activation and keeps a running grant, never grants nor ends one.
     fn eligibility(&mut self, role: &Role, user: &str) -> Result<Eligibility, PimError> {
-        let assignment = self.store.read(|tx| tx.assignment(user, &role.name))?;
+        let (assignment, suspended) = self.store.read(|tx| {
+            Ok::<_, StoreError>((
+                tx.assignment(user, &role.name)?,
+                tx.suspended(user, &role.name)?,
+            ))
+        })?;
         let now = self.now();
-        policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
+        policy::eligibility(role, user, assignment.as_ref(), suspended, now, &|g| {
             self.in_group(user, g)
         })
     }
