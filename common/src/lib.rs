@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod error;
 pub mod mounts;
+pub mod pam_socket;
 pub mod proxy;
 pub mod reload;
 pub mod text;

@@ -46,7 +46,7 @@
 //! | daemon refuses | Deny, with the daemon's message | yes |
 //! | daemon absent (nothing listens), `fail=open` | Ignore | yes |
 //! | daemon absent, `fail=closed` | Deny | yes |
-//! | daemon too slow, erring, refusing the call, or the bus breaking down | Deny (whatever `fail=`) | yes |
+//! | daemon too slow, erring, refusing the call, or the socket breaking down | Deny (whatever `fail=`) | yes |
 //!
 //! "Line has errors" means a malformed argument or a missing `groups=`; unknown arguments are
 //! only logged. A service filter that parsed keeps applying when another argument is malformed,
@@ -58,7 +58,7 @@
 use pim_common::text::escape;
 
 use crate::args::{FailMode, Parsed};
-use crate::daemon::{Daemon, DaemonFailure};
+use crate::pimd::{Daemon, DaemonFailure};
 
 /// Longest message shown to the user, in bytes (PAM_MAX_MSG_SIZE is 512).
 pub const MAX_USER_MESSAGE_BYTES: usize = 400;
@@ -612,7 +612,7 @@ fn user_message(message: &str, groups: &str) -> String {
 mod tests {
     use super::*;
     use crate::args;
-    use crate::daemon::DaemonFailure;
+    use crate::pimd::DaemonFailure;
     use pim_common::types::AccessDecision;
     use std::cell::RefCell;
     use std::collections::HashMap;
