@@ -301,14 +301,18 @@ fn permanent_member_passes_without_a_grant() {
 const FAKE_PIMD: &str = include_str!("../sandbox/fake_pimd.py");
 
 /// Stops pimd and puts `fake_pimd.py MODE` at its socket path, as `user` (the directory made
-/// writable for them when not root); returns it, listening.
+/// everyone's for a user who is not root); returns it, listening.
 fn fake_pimd_in_place<'a>(sb: &'a Sandbox, user: &str, mode: &str) -> Background<'a> {
     if sb.pimd_running() {
         sb.kill_pimd("TERM");
     }
     sb.write_file("/tmp/fake_pimd.py", FAKE_PIMD, 0o644);
-    sb.sh("root", "mkdir -p /run/pim && chmod 0700 /run/pim")
-        .assert_success();
+    let dir_mode = if user == "root" { "0700" } else { "1777" };
+    sb.sh(
+        "root",
+        &format!("mkdir -p /run/pim && chmod {dir_mode} /run/pim"),
+    )
+    .assert_success();
     let mut fake = sb.spawn(
         user,
         &["python3", "/tmp/fake_pimd.py", mode, "/run/pim/pam.socket"],
@@ -1180,19 +1184,7 @@ fn a_listener_of_a_users_own_at_pimds_socket_path_is_not_taken_for_pimd() {
         assert!(fake.stdout.contains("connection from uid 0"), "{fake}");
 
         // The same in PID 1's namespace: pimd stopped and /run/pim made everyone's.
-        sb.kill_pimd("TERM");
-        sb.sh("root", "mkdir -p /run/pim && chmod 1777 /run/pim")
-            .assert_success();
-        let mut fake = sb.spawn(
-            "mallory",
-            &[
-                "python3",
-                "/tmp/fake_pimd.py",
-                "allow",
-                "/run/pim/pam.socket",
-            ],
-        );
-        fake.wait_for_stdout("listening", Duration::from_secs(60));
+        let fake = fake_pimd_in_place(&sb, "mallory", "allow");
         assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
         assert!(fake.stdout_so_far().contains("connection from uid 0"));
     }
@@ -1335,4 +1327,36 @@ fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_b
         .sum();
     assert_eq!(one_by_one, 20, "{all:#?}");
     assert_eq!(one_by_one as u64 + counted, tries, "{all:#?}");
+}
+
+#[test]
+fn pim_doctor_checks_pimds_socket() {
+    let sb = host_with_pimd(PAM_ARGS);
+    let ok = doctor_check(&sb, "pam-socket");
+    assert_eq!(ok["status"], "ok", "{ok}");
+    // A directory others may enter: the module would not trust what is in it.
+    sb.sh("root", "chmod 0755 /run/pim").assert_success();
+    let open = doctor_check(&sb, "pam-socket");
+    assert_eq!(open["status"], "fail", "{open}");
+    assert!(
+        open["message"].as_str().unwrap_or("").contains("mode 755"),
+        "{open}"
+    );
+    sb.sh("root", "chmod 0700 /run/pim").assert_success();
+    // A listener that is not root's at the socket's path.
+    let _fake = fake_pimd_in_place(&sb, "mallory", "allow");
+    sb.sh(
+        "root",
+        "chmod 0700 /run/pim && chown root /run/pim/pam.socket && chmod 0600 /run/pim/pam.socket",
+    )
+    .assert_success();
+    let foreign = doctor_check(&sb, "pam-socket");
+    assert_eq!(foreign["status"], "fail", "{foreign}");
+    assert!(
+        foreign["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not root"),
+        "{foreign}"
+    );
 }
