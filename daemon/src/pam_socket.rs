@@ -35,10 +35,14 @@ use tokio::sync::mpsc;
 
 pub use pim_common::pam_socket::{PAM_SOCKET, PAM_SOCKET_DIR};
 
-/// Threads answering the socket, each with its own reader.
-pub const WORKERS: usize = 2;
-/// How long a connection may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Threads answering the socket, each with its own reader: more than the cores sudo runs on
+/// here, so that a few connections slow to send their request (a holder can stop their own
+/// sudo with SIGSTOP right after it connected) do not hold up the others.
+pub const WORKERS: usize = 4;
+/// How long a connection may take to send its request. The module writes it whole right after
+/// connecting, so this only bounds a stopped or broken client; it is what a stalled connection
+/// can cost the one behind it.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// Refusals of callers that are not root waiting for the audit; beyond, only counted.
 const REFUSAL_QUEUE_LENGTH: usize = 64;
 /// Callers whose overflowing refusals are counted by uid; beyond, they go uncounted (and said
