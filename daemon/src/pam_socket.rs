@@ -183,7 +183,14 @@ fn serve(listener: &UnixListener, reader: &Mutex<AccessReader>, core: &Core, ref
             refusals.refuse(uid);
             continue;
         }
-        answer(stream, reader, core);
+        // A panic while answering loses that connection (the module then denies), not the
+        // thread: a thread gone would be one fewer for every later sudo.
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer(stream, reader, core)
+        }));
+        if answered.is_err() {
+            eprintln!("pimd: answering on {PAM_SOCKET} failed (a panic); the check was denied");
+        }
     }
 }
 
