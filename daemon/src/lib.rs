@@ -3,13 +3,13 @@
 //!
 //! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
 //! `pam_socket` the PAM module's own root-only socket, `store` the SQLite state, `startup`
-//! what runs it; `main.rs` reads the arguments.
+//! what runs it; `main.rs` reads the arguments. The configuration model is the `pim-config`
+//! crate, which `pim doctor` uses too.
 #![forbid(unsafe_code)]
 
 mod access;
 mod accounts;
 mod clock;
-mod config;
 mod manager;
 mod mfa;
 mod pam_socket;
@@ -22,5 +22,5 @@ mod store;
 mod syslog;
 mod throttle;
 
-pub use config::DEFAULT_PATH;
+pub use pim_config::DEFAULT_PATH;
 pub use startup::{reload_running, start};

@@ -2,7 +2,8 @@
 //! alone (a socket of mode 0600 or stricter in a directory of mode 0700) and pimd listens on
 //! it as root.
 
-use super::{show, Finding};
+use crate::doctor::findings::Finding;
+use crate::doctor::show;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
@@ -109,8 +110,8 @@ pub fn check_pam_socket(dir: &Path, socket: &Path, pimd_running: bool) -> Findin
 
 #[cfg(test)]
 mod tests {
-    use super::super::Status;
     use super::*;
+    use crate::doctor::findings::Status;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
