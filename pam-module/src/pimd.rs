@@ -83,6 +83,8 @@ const INIT_MOUNT_NAMESPACE: &str = "/proc/1/ns/mnt";
 const OWN_MOUNT_NAMESPACE: &str = "/proc/self/ns/mnt";
 /// How long to wait before connecting again while nothing listens.
 const ABSENT_RETRY: Duration = Duration::from_millis(20);
+/// Time kept in hand for the last try while nothing listens (a sleep may overshoot).
+const RETRY_MARGIN: Duration = Duration::from_millis(10);
 
 impl SocketDaemon {
     /// pimd at its fixed socket, with `timeout` bounding each whole check.
@@ -160,10 +162,22 @@ impl SocketDaemon {
             .map_err(|e| DaemonFailure::Error(format!("cannot encode the question: {e}")))?;
         let mut stream = loop {
             match connect(&self.socket, &clock) {
-                Err(DaemonFailure::Absent(why)) => match clock.remaining() {
-                    Ok(left) if left > ABSENT_RETRY => std::thread::sleep(ABSENT_RETRY),
-                    _ => return Err(DaemonFailure::Absent(why)),
-                },
+                // Tried again while there is time to; the last try is made with
+                // RETRY_MARGIN left, so that it cannot run out of time itself: at the
+                // deadline pimd is absent, not late.
+                Err(DaemonFailure::Absent(why)) => {
+                    let left = clock.remaining().unwrap_or_default();
+                    if left <= RETRY_MARGIN {
+                        return Err(DaemonFailure::Absent(why));
+                    }
+                    std::thread::sleep(ABSENT_RETRY.min(left - RETRY_MARGIN));
+                    if clock
+                        .remaining()
+                        .map_or(true, |left| left < RETRY_MARGIN / 2)
+                    {
+                        return Err(DaemonFailure::Absent(why));
+                    }
+                }
                 connected => break connected?,
             }
         };
