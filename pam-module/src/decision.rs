@@ -957,7 +957,7 @@ mod tests {
     fn given_a_daemon_error_or_a_broken_exchange_then_deny_whatever_the_fail_mode() {
         for failure in [
             DaemonFailure::Error("org.pim.Manager1.Error.InvalidArgument: bad name".into()),
-            DaemonFailure::Unreachable("the bus closed the connection".into()),
+            DaemonFailure::Unreachable("pimd closed the connection".into()),
         ] {
             let error = Err(failure);
             let closed = run(LINE, "sudo", "alice", &FakeDaemon::answering(error.clone()));
@@ -1408,7 +1408,7 @@ mod tests {
     #[test]
     fn given_fail_open_and_an_absent_daemon_then_ignore() {
         let daemon = FakeDaemon::answering(Err(DaemonFailure::Absent(
-            "org.freedesktop.DBus.Error.ServiceUnknown".into(),
+            "/run/pim/pam.socket: ENOENT".into(),
         )));
         let args = [LINE, &["fail=open"]].concat();
         assert_eq!(
