@@ -384,7 +384,7 @@ mod tests {
             user: user.into(),
             access: "standing,assignment".into(),
             recommendation: "remove".into(),
-            recommendation_why: "never activated: remove".into(),
+            recommendation_why: "never activated".into(),
             decision: decision.into(),
             decided_by: if decision.is_empty() { "" } else { "carol" }.into(),
             decided_at: if decision.is_empty() {

@@ -63,12 +63,9 @@ pub(super) fn recommend(last: Option<i64>, live: bool, now: i64) -> (ReviewDecis
         ),
         Some(at) => (
             ReviewDecision::Remove,
-            format!(
-                "no activation in 30 days (last {}): remove",
-                describe(at, now)
-            ),
+            format!("no activation in 30 days (last {})", describe(at, now)),
         ),
-        None => (ReviewDecision::Remove, "never activated: remove".into()),
+        None => (ReviewDecision::Remove, "never activated".into()),
     }
 }
 
