@@ -157,6 +157,8 @@ pub mod tests {
             approvals_required: 1,
             request_ttl_secs: 86400,
             owners: vec![],
+            max_eligible_assignment_secs: None,
+            max_active_assignment_secs: Some(30 * 86400),
         }
     }
 
@@ -176,6 +178,7 @@ pub mod tests {
             role: "admin".into(),
             not_before,
             not_after,
+            ..Assignment::default()
         }
     }
 
