@@ -519,12 +519,17 @@ pub fn extended_text(g: &GrantInfo, clock: &Clock) -> String {
 
 /// `approve`, `deny`, `cancel`: what the request looks like now.
 pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
+    // A renewal request asks for no duration (its new end is in 'pim show').
+    let what = if r.duration_secs == 0 {
+        "renewal".to_string()
+    } else {
+        format!("for {}", dur(r.duration_secs))
+    };
     let head = format!(
-        "{verb} request {} ({}, {} for {})",
+        "{verb} request {} ({}, {} {what})",
         r.id,
         e(&r.user),
         e(&r.role),
-        dur(r.duration_secs)
     );
     match r.state.as_str() {
         "pending" => {

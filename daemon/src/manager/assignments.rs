@@ -687,7 +687,6 @@ impl Manager {
             return Err(PimError::Conflict(format!("request {id}: {why}")));
         };
         let old_end = assignment.not_after;
-        let lapsed = old_end.is_some_and(|e| e <= now);
         let live_grant = match assignment.grant_id.filter(|_| assignment.active) {
             Some(gid) => self
                 .store
@@ -710,7 +709,11 @@ impl Manager {
         let detail_until = renewal
             .until
             .map_or("no end".to_string(), |t| describe(t, now));
-        let was = old_end.map_or("no end".to_string(), |t| describe(t, now));
+        let was = match old_end {
+            None => "had no end".to_string(),
+            Some(t) if t <= now => format!("lapsed {}", describe(t, now)),
+            Some(t) => format!("was to end {}", describe(t, now)),
+        };
         self.with_mfa(approver, code, true, |tx, proof| {
             tx.add_approval(id, approver, now, comment)?;
             tx.decide_request(id, RequestState::Approved, now, approver, comment)?;
@@ -722,10 +725,8 @@ impl Manager {
                 now,
                 Outcome::Success,
                 format!(
-                    "request {id}: {} assignment renewed until {detail_until} (it ended {was}{}); \
-                     {}",
+                    "request {id}: {} assignment renewed until {detail_until} (it {was}); {}",
                     kind_name(assignment.active),
-                    if lapsed { ", lapsed" } else { "" },
                     proof.describe()
                 ),
             ))?)
