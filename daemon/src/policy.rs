@@ -168,6 +168,8 @@ pub mod tests {
             review_duration_secs: pim_config::DEFAULT_REVIEW_DURATION_SECS,
             reviewers: vec![pim_config::Reviewer::Owners],
             review_default: pim_config::ReviewDefault::Remove,
+            max_eligible_assignment_secs: None,
+            max_active_assignment_secs: Some(30 * 86400),
         }
     }
 
@@ -187,6 +189,7 @@ pub mod tests {
             role: "admin".into(),
             not_before,
             not_after,
+            ..Assignment::default()
         }
     }
 

@@ -41,8 +41,9 @@ impl Manager {
             .collect())
     }
 
-    /// Gives `user` an assignment to `role`; returns a warning (empty when none) when ending a
-    /// grant the new window no longer allows did not go through.
+    /// Gives `user` an eligible assignment to `role` (see `assignments`); returns a warning
+    /// (empty when none) when ending a grant the new window no longer allows did not go
+    /// through.
     pub fn admin_assign(
         &mut self,
         caller: &Caller,
@@ -51,56 +52,21 @@ impl Manager {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
-        let audit = Audit::new(&caller.name, "admin-assign")
-            .about(name_or_empty(user), name_or_empty(role));
-        self.require_governor(caller, role, &audit)?;
-        let checked = (|| {
-            check_name("user", user)?;
-            check_name("role", role)?;
-            if self.config.role(role).is_none() {
-                return Err(PimError::NotFound(format!(
-                    "there is no role {role} in the configuration"
-                )));
-            }
-            if !self.accounts.user_exists(user) {
-                return Err(PimError::NotFound(format!(
-                    "there is no user {user} on this host"
-                )));
-            }
-            if not_before < 0
-                || not_after < 0
-                || (not_before > 0 && not_after > 0 && not_after <= not_before)
-            {
-                return Err(PimError::InvalidArgument(
-                    "the assignment's end must come after its start".into(),
-                ));
-            }
-            Ok(())
-        })();
-        if let Err(e) = checked {
-            return self.refused(&audit, e);
-        }
-        let now = self.now();
-        let window = match (not_before, not_after) {
-            (0, 0) => "without time limit".to_string(),
-            (0, b) => format!("until {}", describe(b, now)),
-            (a, 0) => format!("from {}", describe(a, now)),
-            (a, b) => format!("from {} until {}", describe(a, now), describe(b, now)),
-        };
-        let entry = audit.entry(now, Outcome::Success, format!("eligible {window}"));
-        let assignment = Assignment {
-            user: user.into(),
-            role: role.into(),
-            not_before: (not_before > 0).then_some(not_before),
-            not_after: (not_after > 0).then_some(not_after),
-        };
-        self.commit(|tx| {
-            tx.put_assignment(&assignment, &caller.name, now)?;
-            Ok(tx.audit(entry)?)
-        })?;
-        // A new window replaces the old one: a grant the old one allowed may have lost it.
-        let (_, warning) = self.end_grant_after_assignment_change(user, role, &caller.name, None);
-        Ok(warning)
+        self.assign(caller, user, role, not_before, not_after, false, "")
+    }
+
+    /// Gives `user` an active assignment to `role`: the group for the window without
+    /// activation (see `assignments`).
+    pub fn admin_assign_active(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+        reason: &str,
+    ) -> Result<String, PimError> {
+        self.assign(caller, user, role, not_before, not_after, true, reason)
     }
 
     /// Removes an assignment and ends the grant that depended on it; returns that grant (id 0
@@ -120,23 +86,40 @@ impl Manager {
         let now = self.now();
         let entry = audit.entry(now, Outcome::Success, "assignment removed");
         let removed = self.commit(|tx| {
+            let before = tx.assignment(user, role)?;
             if tx.delete_assignment(user, role)? {
                 tx.audit(entry)?;
-                Ok(true)
+                Ok(before)
             } else {
-                Ok(false)
+                Ok(None)
             }
         })?;
-        if !removed {
+        let Some(removed) = removed else {
             return self.refused(
                 &audit,
                 PimError::NotFound(format!("{user} has no assignment for role {role}")),
             );
+        };
+        let mut warnings = Vec::new();
+        let live_before = self.store.read(|tx| tx.live_grant(user, role))?;
+        if let Err(e) = self.end_grant_of_removed_assignment(&removed, &caller.name) {
+            warnings.push(format!(
+                "ending the active assignment's grant did not complete: {}",
+                e.message()
+            ));
         }
         let why = format!("unassigned by {}", caller.name);
         let (ended, warning) =
             self.end_grant_after_assignment_change(user, role, &caller.name, Some(&why));
-        Ok((ended.as_ref().map(grant_info).unwrap_or_default(), warning))
+        if !warning.is_empty() {
+            warnings.push(warning);
+        }
+        let ended = ended
+            .or_else(|| live_before.filter(|g| removed.active && removed.grant_id == Some(g.id)));
+        Ok((
+            ended.as_ref().map(grant_info).unwrap_or_default(),
+            warnings.join("; "),
+        ))
     }
 
     /// Why `grant` may no longer run, or `None` while it may: its role still grants its group

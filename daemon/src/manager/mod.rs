@@ -19,6 +19,8 @@
 //! - `mfa`: enrolment, MFA status, code verification (`with_mfa`);
 //! - `owners`: `may_govern`, the one predicate of governance (root, admins, or an owner of the
 //!   role), and its refusal;
+//! - `assignments`: eligible and active assignments, their caps, the notices before their end,
+//!   renewal, and `pim show` of any request;
 //! - `admin`: the administrators' calls, and the end of grants whose eligibility went;
 //! - `access`: the PAM module's question and the audit of its denials;
 //! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
@@ -33,6 +35,7 @@ mod access;
 mod activation;
 mod admin;
 mod approvals;
+mod assignments;
 mod audit;
 mod grants;
 mod mfa;

@@ -16,7 +16,7 @@
 //! gets.
 
 use super::*;
-use crate::model::{Review, ReviewDecision, ReviewItem};
+use crate::model::{Assignment, Review, ReviewDecision, ReviewItem};
 use pim_common::types::{DecidedRole, ReviewInfo, ReviewItemInfo};
 use pim_config::{ReviewDefault, Reviewer};
 use std::collections::BTreeSet;
@@ -79,11 +79,15 @@ pub(super) fn default_for(default: ReviewDefault, item: &ReviewItem) -> ReviewDe
 }
 
 fn item_info(i: &ReviewItem) -> ReviewItemInfo {
-    let access: Vec<&str> = [("standing", i.standing), ("assignment", i.assigned)]
-        .into_iter()
-        .filter(|(_, on)| *on)
-        .map(|(name, _)| name)
-        .collect();
+    let access: Vec<&str> = [
+        ("standing", i.standing),
+        ("assignment", i.assigned && !i.active),
+        ("active assignment", i.active),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name)
+    .collect();
     ReviewItemInfo {
         user: i.user.clone(),
         access: access.join(","),
@@ -149,7 +153,12 @@ impl Manager {
     /// an error: a review must not leave anyone out.
     fn review_items_now(&mut self, role: &Role) -> Result<Vec<ReviewItem>, PimError> {
         let now = self.now();
-        let assignments = self.store.read(|tx| tx.assignments_of_role(&role.name))?;
+        let assignments: Vec<Assignment> = self
+            .store
+            .read(|tx| tx.assignments())?
+            .into_iter()
+            .filter(|a| a.role == role.name)
+            .collect();
         let mut candidates: BTreeSet<String> = BTreeSet::new();
         for p in &role.eligible {
             match p {
@@ -187,9 +196,11 @@ impl Manager {
                 ))
             })?;
             let standing = !suspended && self.listed(&role.eligible, &user)?;
-            let assigned = assignments
+            let assignment = assignments
                 .iter()
-                .any(|a| a.user == user && a.not_after.is_none_or(|end| end > now));
+                .find(|a| a.user == user && a.not_after.is_none_or(|end| end > now));
+            let assigned = assignment.is_some();
+            let active = assignment.is_some_and(|a| a.active);
             if !standing && !assigned {
                 continue;
             }
@@ -199,6 +210,7 @@ impl Manager {
                 user,
                 standing,
                 assigned,
+                active,
                 recommendation,
                 recommendation_why: why,
                 decision: None,
@@ -523,7 +535,8 @@ impl Manager {
                 ReviewDecision::Remove => {
                     let what: Vec<&str> = [
                         ("standing entry suspended", item.standing),
-                        ("assignment removed", item.assigned),
+                        ("assignment removed", item.assigned && !item.active),
+                        ("active assignment removed", item.active),
                     ]
                     .into_iter()
                     .filter(|(_, on)| *on)
@@ -551,10 +564,14 @@ impl Manager {
                     removed.len()
                 ),
             );
-        self.commit(|tx| {
+        let deleted = self.commit(|tx| {
+            let mut deleted = Vec::new();
             for item in &removed {
                 if item.assigned {
-                    tx.delete_assignment(&item.user, &review.role)?;
+                    if let Some(a) = tx.assignment(&item.user, &review.role)? {
+                        tx.delete_assignment(&item.user, &review.role)?;
+                        deleted.push(a);
+                    }
                 }
                 if item.standing {
                     tx.suspend(&item.user, &review.role, id, now)?;
@@ -567,7 +584,8 @@ impl Manager {
             for entry in entries {
                 tx.audit(entry)?;
             }
-            Ok(tx.audit(summary)?)
+            tx.audit(summary)?;
+            Ok(deleted)
         })?;
         self.event(
             "review-ended",
@@ -584,6 +602,13 @@ impl Manager {
         );
         let why = format!("removed by access review {id}");
         let mut first_error = None;
+        // An active assignment's grant ends with it, even where the user is still eligible
+        // another way (it was no activation of theirs).
+        for a in &deleted {
+            if let Err(e) = self.end_grant_of_removed_assignment(a, DAEMON) {
+                first_error.get_or_insert(e);
+            }
+        }
         for item in removed {
             let (_, warning) = self.end_grant_after_assignment_change(
                 &item.user,

@@ -429,3 +429,25 @@ impl Manager {
         .unwrap();
     }
 }
+
+#[test]
+fn given_an_active_assignment_removed_by_a_review_then_its_grant_ends_with_it() {
+    let mut e = reviewed("");
+    let gina = e.who("gina");
+    // hank holds docker's group by an active assignment; he is eligible no other way.
+    e.m.admin_assign_active(&gina, "hank", "docker", 0, e.now() + 2 * HOUR, "on call")
+        .unwrap();
+    assert!(e.managed("hank", "docker"));
+    let r = start(&mut e, "gina", 600, &[]).unwrap();
+    let hank = r.items.iter().find(|i| i.user == "hank").expect("an item");
+    assert_eq!(hank.access, "active assignment");
+    decide(&mut e, "gina", r.id, "hank", "remove").unwrap();
+    e.set(r.ends_at);
+    e.m.reconcile().unwrap();
+    assert_eq!(
+        result_of(&show(&mut e, r.id), "hank"),
+        "removed: active assignment removed (decided by gina)"
+    );
+    assert!(!e.managed("hank", "docker"));
+    assert!(e.grants("hank").is_empty());
+}

@@ -1,7 +1,7 @@
 //! The SQLite rows of access reviews, their items and the suspensions of standing
 //! eligibility they leave (tables `reviews`, `review_items`, `suspensions`).
 
-use crate::model::{Assignment, Review, ReviewDecision, ReviewItem};
+use crate::model::{Review, ReviewDecision, ReviewItem};
 use crate::store::StoreError;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
@@ -54,6 +54,7 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<ReviewItem> {
         decided_at: r.get(8)?,
         comment: r.get(9)?,
         result: r.get(10)?,
+        active: r.get(11)?,
     })
 }
 
@@ -100,28 +101,10 @@ pub fn last_recurring_review(
 pub fn review_items(tx: &Transaction<'_>, id: i64) -> Result<Vec<ReviewItem>, StoreError> {
     let mut stmt = tx.prepare_cached(
         "SELECT review_id, user, standing, assigned, recommendation, recommendation_why,
-                decision, decided_by, decided_at, comment, result
+                decision, decided_by, decided_at, comment, result, active
          FROM review_items WHERE review_id = ?1 ORDER BY user",
     )?;
     let rows = stmt.query_map([id], item_from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-pub fn assignments_of_role(
-    tx: &Transaction<'_>,
-    role: &str,
-) -> Result<Vec<Assignment>, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT user, role, not_before, not_after FROM assignments WHERE role = ?1 ORDER BY user",
-    )?;
-    let rows = stmt.query_map([role], |r| {
-        Ok(Assignment {
-            user: r.get(0)?,
-            role: r.get(1)?,
-            not_before: r.get(2)?,
-            not_after: r.get(3)?,
-        })
-    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -168,14 +151,15 @@ pub fn insert_review(tx: &Transaction<'_>, r: &Review) -> Result<i64, StoreError
 
 pub fn insert_review_item(tx: &Transaction<'_>, i: &ReviewItem) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO review_items (review_id, user, standing, assigned, recommendation,
+        "INSERT INTO review_items (review_id, user, standing, assigned, active, recommendation,
                                    recommendation_why)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             i.review_id,
             i.user,
             i.standing,
             i.assigned,
+            i.active,
             i.recommendation.as_str(),
             i.recommendation_why
         ],
