@@ -102,12 +102,25 @@ fn result_of(review: &Value, user: &str) -> String {
         .to_string()
 }
 
+/// `sudo -n true` as `user` from a shell that still carries the role's group (a login from
+/// while the grant was live): the PAM module's check.
+fn sudo_with_the_group(sb: &Sandbox, user: &str) -> Output {
+    sb.run_with_groups(user, &[GROUP], &["sudo", "-n", "true"])
+}
+
 #[test]
 fn a_short_review_keeps_removes_and_defaults_then_a_suspended_entry_is_reinstated() {
     let sb = site();
+    sb.setup_sudo(Some(&format!("groups={GROUP}")));
+    sb.write_file(
+        "/etc/sudoers.d/deployers",
+        &format!("%{GROUP} ALL=(ALL:ALL) NOPASSWD: ALL\n"),
+        0o440,
+    );
     for user in ["alice", "dave", "erin"] {
         activate(&sb, user).assert_success();
         assert!(sb.is_member(user, GROUP), "{user} holds the group");
+        sudo_with_the_group(&sb, user).assert_success();
     }
     let mut phone = sb.enroll_mfa("gina");
     let id = start_review(&sb, "gina", &["--duration", "75s"]);
@@ -168,10 +181,13 @@ fn a_short_review_keeps_removes_and_defaults_then_a_suspended_entry_is_reinstate
         !sb.is_member("dave", GROUP) && !sb.is_member("erin", GROUP)
     });
     assert!(sb.is_member("alice", GROUP));
+    sudo_with_the_group(&sb, "alice").assert_success();
     for user in ["dave", "erin"] {
         activate(&sb, user)
             .assert_failure()
             .assert_stderr_contains("not eligible");
+        // A shell from before keeps the group; sudo refuses it (no live grant covers it).
+        sudo_with_the_group(&sb, user).assert_failure();
     }
     let csv = pim(&sb, "audra", &["admin", "review", "show", &ids, "--csv"]);
     let text = csv.assert_success().stdout_trimmed().to_string();
@@ -195,6 +211,7 @@ fn a_short_review_keeps_removes_and_defaults_then_a_suspended_entry_is_reinstate
     pim(&sb, "gina", &["admin", "reinstate", "erin", "docker"]).assert_success();
     activate(&sb, "erin").assert_success();
     assert!(sb.is_member("erin", GROUP));
+    sudo_with_the_group(&sb, "erin").assert_success();
     // dave's assignment is gone for good: reinstating does not apply to it.
     pim(&sb, "gina", &["admin", "reinstate", "dave", "docker"]).assert_failure();
 }

@@ -451,3 +451,19 @@ fn given_an_active_assignment_removed_by_a_review_then_its_grant_ends_with_it() 
     assert!(!e.managed("hank", "docker"));
     assert!(e.grants("hank").is_empty());
 }
+
+#[test]
+fn given_review_events_then_the_roles_owners_see_them_and_others_do_not() {
+    let mut e = reviewed("");
+    e.m.take_outbox();
+    start(&mut e, "gina", 600, &[]).unwrap();
+    let events = e.m.take_outbox().events;
+    let started = events
+        .iter()
+        .find(|ev| ev.kind == "review-started")
+        .expect("an event");
+    assert!(e.m.may_see(&e.who("gina"), started));
+    assert!(e.m.may_see(&e.who("audra"), started));
+    assert!(!e.m.may_see(&e.who("hank"), started));
+    assert!(!e.m.may_see(&e.who("alice"), started));
+}
