@@ -47,6 +47,13 @@ const REQUEST_TTL_CAP: Cap = Cap {
     text: "7d",
     why: "for an undecided request",
 };
+/// A process that ignores SIGTERM is killed this long after it, at most.
+pub const MAX_END_GRACE_SECS: u64 = 300;
+const END_GRACE_CAP: Cap = Cap {
+    secs: MAX_END_GRACE_SECS,
+    text: "5m",
+    why: "for end_grace",
+};
 const OTHER_CAP: Cap = Cap {
     secs: MAX_OTHER_SECS,
     text: "365d",
@@ -67,6 +74,10 @@ const DEFAULT_MAX_DURATION_SECS: u64 = 8 * 3600;
 const DEFAULT_DURATION_SECS: u64 = 3600;
 const DEFAULT_MIN_JUSTIFICATION: u32 = 10;
 const DEFAULT_REQUEST_TTL_SECS: u64 = 86400;
+const DEFAULT_END_GRACE_SECS: u64 = 10;
+const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
+/// More warnings than this before one end would only be noise.
+const MAX_WARNINGS: usize = 8;
 
 const TOP_KEYS: &[&str] = &["daemon", "mfa", "roles"];
 const DAEMON_KEYS: &[&str] = &[
@@ -94,6 +105,9 @@ const ROLE_KEYS: &[&str] = &[
     "approvers",
     "approvals_required",
     "request_ttl",
+    "on_end",
+    "end_grace",
+    "warn_before",
 ];
 
 /// Someone named in the configuration: a user (`alice`) or every member of a group (`%ops`),
@@ -148,6 +162,15 @@ pub struct MfaConfig {
     pub lockout_secs: u64,
 }
 
+/// What becomes of a user's processes that still carry the group when a grant ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnEnd {
+    /// SIGTERM, then SIGKILL after `end_grace`, until none is left.
+    Terminate,
+    /// Left running (the PAM module still refuses sudo).
+    Keep,
+}
+
 #[derive(Debug, Clone)]
 pub struct Role {
     pub name: String,
@@ -167,6 +190,10 @@ pub struct Role {
     pub approvers: Vec<Principal>,
     pub approvals_required: u32,
     pub request_ttl_secs: u64,
+    pub on_end: OnEnd,
+    pub end_grace_secs: u64,
+    /// Lead times of the warnings before a grant's end, longest first, without repeats.
+    pub warn_before_secs: Vec<u64>,
 }
 
 impl Role {
@@ -314,6 +341,20 @@ fn value_or<T: Clone>(read: &Read<T>, default: T) -> Option<T> {
         Ok(Some(value)) => Some(value.get_ref().clone()),
         Ok(None) => Some(default),
         Err(Reported) => None,
+    }
+}
+
+/// `written` as seconds, or why it is not a duration of at most `cap`.
+fn capped_duration(written: &str, cap: &Cap) -> Result<u64, String> {
+    match duration::parse(written) {
+        Ok(secs) if secs <= cap.secs => Ok(secs),
+        Ok(_) => Err(format!(
+            "{} is over the {} cap {}",
+            text::escape(written.trim()),
+            cap.text,
+            cap.why
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -552,41 +593,100 @@ impl Checker<'_> {
             self.error(key, &span, message);
             return Err(Reported);
         };
-        match duration::parse(written) {
-            Ok(secs) if secs <= cap.secs => Ok(Some(Spanned::new(span, secs))),
-            Ok(_) => {
-                let message = format!(
-                    "{} is over the {} cap {}",
-                    text::escape(written.trim()),
-                    cap.text,
-                    cap.why
-                );
+        match capped_duration(written, cap) {
+            Ok(secs) => Ok(Some(Spanned::new(span, secs))),
+            Err(message) => {
                 self.error(key, &span, message);
                 Err(Reported)
             }
-            Err(e) => {
-                self.error(key, &span, e.to_string());
+        }
+    }
+
+    /// The value of `name` and its items, if it is there; a value that is not a list is an
+    /// error (`example` completes "expected a list ...").
+    #[allow(clippy::type_complexity)]
+    fn list<'t, 'i>(
+        &mut self,
+        section: &Section<'t, 'i>,
+        name: &str,
+        example: &str,
+    ) -> Result<Option<(&'t Spanned<DeValue<'i>>, &'t [Spanned<DeValue<'i>>])>, Reported> {
+        let Some(value) = section.get(name) else {
+            return Ok(None);
+        };
+        match value.get_ref().as_array() {
+            Some(items) => Ok(Some((value, items))),
+            None => {
+                let found = value.get_ref().type_str();
+                self.error(
+                    section.key(name),
+                    &value.span(),
+                    format!("expected a list {example}, found {found}"),
+                );
                 Err(Reported)
             }
+        }
+    }
+
+    /// A list of at most `most` duration strings, each at most `cap`.
+    fn durations(
+        &mut self,
+        section: &Section<'_, '_>,
+        name: &str,
+        cap: &Cap,
+        most: usize,
+    ) -> Read<Vec<u64>> {
+        let Some((value, items)) =
+            self.list(section, name, "of durations such as [\"5m\", \"1m\"]")?
+        else {
+            return Ok(None);
+        };
+        let key = section.key(name);
+        if items.len() > most {
+            self.error(
+                key,
+                &value.span(),
+                format!(
+                    "lists {} durations; at most {most} are allowed",
+                    items.len()
+                ),
+            );
+            return Err(Reported);
+        }
+        let mut secs = Vec::new();
+        let mut wrong = false;
+        for item in items {
+            let span = item.span();
+            let parsed = match item.get_ref().as_str() {
+                None => Err(format!(
+                    "expected a duration string such as \"5m\", found {}",
+                    item.get_ref().type_str()
+                )),
+                Some(written) => capped_duration(written, cap),
+            };
+            match parsed {
+                Ok(n) => secs.push(n),
+                Err(message) => {
+                    self.error(key.clone(), &span, message);
+                    wrong = true;
+                }
+            }
+        }
+        if wrong {
+            Err(Reported)
+        } else {
+            Ok(Some(Spanned::new(value.span(), secs)))
         }
     }
 
     /// A list of users and `%groups`. Bad names are errors; names the directory does not know
     /// are warnings (the account may come later, e.g. from LDAP).
     fn principals(&mut self, section: &Section<'_, '_>, name: &str) -> Read<Vec<Principal>> {
-        let Some(value) = section.get(name) else {
+        let Some((value, items)) = self.list(section, name, "such as [\"alice\", \"%ops\"]")?
+        else {
             return Ok(None);
         };
         let key = section.key(name);
-        let Some(items) = value.get_ref().as_array() else {
-            let found = value.get_ref().type_str();
-            self.error(
-                key,
-                &value.span(),
-                format!("expected a list such as [\"alice\", \"%ops\"], found {found}"),
-            );
-            return Err(Reported);
-        };
         let mut principals = Vec::new();
         let mut wrong = false;
         for item in items {
@@ -904,6 +1004,25 @@ impl Checker<'_> {
             &request_ttl,
         );
 
+        let on_end = self.string(s, "on_end");
+        let on_end = self.valid(s, "on_end", on_end, |v| match v.as_str() {
+            "terminate" | "keep" => Ok(()),
+            other => Err(format!(
+                "'{}' is not a choice; write \"terminate\" (the default) or \"keep\"",
+                text::escape(other)
+            )),
+        });
+        let on_end = match value_or(&on_end, "terminate".to_string()).as_deref() {
+            Some("keep") => OnEnd::Keep,
+            _ => OnEnd::Terminate,
+        };
+        let end_grace = self.duration(s, "end_grace", &END_GRACE_CAP);
+        let warn_before = self.durations(s, "warn_before", &ROLE_CAP, MAX_WARNINGS);
+        let mut warn_before_secs =
+            value_or(&warn_before, DEFAULT_WARN_BEFORE_SECS.to_vec()).unwrap_or_default();
+        warn_before_secs.sort_unstable_by(|a, b| b.cmp(a));
+        warn_before_secs.dedup();
+
         Role {
             name: name.to_string(),
             group: group.map(|(_, g)| g).unwrap_or_default(),
@@ -922,6 +1041,9 @@ impl Checker<'_> {
             approvers: value_or(&approvers, Vec::new()).unwrap_or_default(),
             approvals_required: value_or(&approvals_required, 1).unwrap_or_default(),
             request_ttl_secs: value_or(&request_ttl, DEFAULT_REQUEST_TTL_SECS).unwrap_or_default(),
+            on_end,
+            end_grace_secs: value_or(&end_grace, DEFAULT_END_GRACE_SECS).unwrap_or_default(),
+            warn_before_secs,
         }
     }
 
@@ -1197,6 +1319,58 @@ request_ttl = "24h"              # an undecided request expires after this
         assert!(role.approvers.is_empty());
         assert_eq!(role.approvals_required, 1);
         assert_eq!(role.request_ttl_secs, 86400);
+    }
+
+    #[test]
+    fn given_a_bare_role_then_processes_are_terminated_after_10s_with_warnings_at_5m_and_1m() {
+        let config = clean("[roles.sudo]\n");
+        let role = config.role("sudo").expect("role");
+        assert_eq!(role.on_end, OnEnd::Terminate);
+        assert_eq!(role.end_grace_secs, 10);
+        assert_eq!(role.warn_before_secs, vec![300, 60]);
+    }
+
+    #[test]
+    fn given_end_keys_then_they_are_read_and_warnings_sorted_longest_first() {
+        let config = clean(
+            "[roles.docker]\ngroup = \"sudo\"\non_end = \"keep\"\nend_grace = \"5m\"\nwarn_before = [\"1m\", \"10m\", \"1m\"]\n\n[roles.sudo]\nwarn_before = []\n",
+        );
+        let docker = config.role("docker").expect("role");
+        assert_eq!(docker.on_end, OnEnd::Keep);
+        assert_eq!(docker.end_grace_secs, 300);
+        assert_eq!(docker.warn_before_secs, vec![600, 60]);
+        assert!(config
+            .role("sudo")
+            .expect("role")
+            .warn_before_secs
+            .is_empty());
+    }
+
+    #[test]
+    fn given_bad_end_keys_then_each_error_names_key_and_line() {
+        let found = errors(
+            "[roles.docker]\non_end = \"kill\"\nend_grace = \"6m\"\nwarn_before = \"5m\"\n\n[roles.other]\nwarn_before = [\"5m\", 3, \"25h\"]\nend_grace = 10\non_end = true\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                ("roles.docker.on_end".to_string(), Some(2)),
+                ("roles.docker.end_grace".to_string(), Some(3)),
+                ("roles.docker.warn_before".to_string(), Some(4)),
+                ("roles.other.warn_before".to_string(), Some(7)),
+                ("roles.other.warn_before".to_string(), Some(7)),
+                ("roles.other.end_grace".to_string(), Some(8)),
+                ("roles.other.on_end".to_string(), Some(9)),
+            ]
+        );
+        let problem = one_error("[roles.docker]\non_end = \"kill\"\n");
+        assert!(problem.message.contains("\"terminate\""), "{problem:?}");
+        let problem = one_error("[roles.docker]\nend_grace = \"6m\"\n");
+        assert!(problem.message.contains("5m cap"), "{problem:?}");
+        let problem = one_error(
+            "[roles.docker]\nwarn_before = [\"1s\",\"2s\",\"3s\",\"4s\",\"5s\",\"6s\",\"7s\",\"8s\",\"9s\"]\n",
+        );
+        assert!(problem.message.contains("at most 8"), "{problem:?}");
     }
 
     #[test]

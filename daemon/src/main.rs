@@ -6,9 +6,11 @@ mod access;
 mod accounts;
 mod clock;
 mod config;
+mod ending;
 mod manager;
 mod mfa;
 mod policy;
+mod processes;
 mod refusals;
 mod service;
 mod setgid;
@@ -22,6 +24,8 @@ use clock::{Clock, SystemClock};
 use config::Severity;
 use manager::Manager;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
+use pim_common::PimError;
+use processes::{ProcessTable, SystemProcesses};
 use service::{AccessReaders, Core, ManagerService};
 use setgid::{SetgidFiles, SystemSetgidFiles};
 use std::io::IsTerminal;
@@ -375,7 +379,16 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
 
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(expiry_loop(core.clone(), sweep_wake.clone()));
+    let end_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(expiry_loop(
+        core.clone(),
+        [sweep_wake.clone(), end_wake.clone()],
+    ));
+    tokio::spawn(ending_loop(
+        core.clone(),
+        Arc::new(SystemProcesses),
+        end_wake,
+    ));
     tokio::spawn(setgid_sweep_loop(
         core.clone(),
         Arc::new(SystemSetgidFiles),
@@ -604,8 +617,9 @@ fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
 }
 
 /// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up). Each
-/// round wakes the set-group-ID sweep, which has work when a membership went.
-async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
+/// round wakes the set-group-ID sweep, which has work when a membership went, and the
+/// ending of processes, which has work when a grant ended.
+async fn expiry_loop(core: Arc<Core>, wakes: [Arc<tokio::sync::Notify>; 2]) {
     loop {
         let next = core
             .with_manager(|m| {
@@ -615,7 +629,9 @@ async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
                 m.next_deadline()
             })
             .await;
-        sweep_wake.notify_one();
+        for wake in &wakes {
+            wake.notify_one();
+        }
         let now = SystemClock.now();
         let wait = match next {
             Ok(Some(deadline)) => (deadline - now).clamp(0, RECONCILE_EVERY_SECS),
@@ -634,6 +650,104 @@ async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
         }
     }
 }
+
+/// Ends the processes that still carry a group after a grant of it ended, and warns before
+/// grants end (ending.rs, manager_ends.rs): after every reconciliation, at each step's
+/// deadline (a SIGKILL after `end_grace`, a warning's lead time) and at least once a minute.
+/// The work on processes runs on the blocking pool without the manager's lock, so calls and
+/// PAM checks never wait for it, nor for a grace.
+async fn ending_loop(
+    core: Arc<Core>,
+    table: Arc<dyn ProcessTable>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        // A kill step that left some (or a table that could not be read) goes on soon.
+        let again = run_steps(
+            &core,
+            &table,
+            "ending processes",
+            |m| m.endings_due(),
+            |job, table| job.run(table),
+            |(job, step)| step.as_ref().map_or(true, |s| job.kill && s.left > 0),
+            |m, results| m.record_endings(results),
+        )
+        .await;
+        run_steps(
+            &core,
+            &table,
+            "warnings before a grant's end",
+            |m| m.warnings_due(),
+            |job, table| job.run(table),
+            |_| false,
+            |m, results| m.record_warnings(results),
+        )
+        .await;
+        let next = core.with_manager(|m| m.next_end_deadline()).await;
+        let wait = match next {
+            _ if again => ENDING_AGAIN,
+            Ok(Some(deadline)) => Duration::from_secs(
+                (deadline - SystemClock.now()).clamp(0, RECONCILE_EVERY_SECS) as u64,
+            )
+            .max(ENDING_AGAIN),
+            Ok(None) => Duration::from_secs(RECONCILE_EVERY_SECS as u64),
+            Err(e) => {
+                eprintln!("pimd: cannot read the endings' deadlines: {}", e.message());
+                Duration::from_secs(RECONCILE_EVERY_SECS as u64)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// One round of steps: `due` (under the manager's lock), `run` on each (on the blocking pool,
+/// without it), then `record`. Returns whether any result asks to go on soon.
+async fn run_steps<J: Send + 'static, R: Send + 'static>(
+    core: &Arc<Core>,
+    table: &Arc<dyn ProcessTable>,
+    what: &'static str,
+    due: impl FnOnce(&mut Manager) -> Result<Vec<J>, PimError> + Send + 'static,
+    run: impl Fn(&J, &dyn ProcessTable) -> R + Send + 'static,
+    soon: impl Fn(&(J, R)) -> bool,
+    record: impl FnOnce(&mut Manager, Vec<(J, R)>) -> Result<(), PimError> + Send + 'static,
+) -> bool {
+    let jobs = match core.with_manager(due).await {
+        Ok(jobs) if jobs.is_empty() => return false,
+        Ok(jobs) => jobs,
+        Err(e) => {
+            eprintln!("pimd: {what}: {}", e.message());
+            return false;
+        }
+    };
+    let table = table.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|job| {
+                let result = run(&job, &*table);
+                (job, result)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("pimd: {what} failed: {e}");
+            return true;
+        }
+    };
+    let again = results.iter().any(soon);
+    if let Err(e) = core.with_manager(move |m| record(m, results)).await {
+        eprintln!("pimd: {what}: {}", e.message());
+    }
+    again
+}
+
+/// An ending that left processes behind looks again after this; also the shortest pause.
+const ENDING_AGAIN: Duration = Duration::from_millis(500);
 
 /// While a sweep waits for processes that carry the group, it looks this often.
 const SWEEP_WAITING_SECS: u64 = 2;

@@ -1108,8 +1108,12 @@ impl Manager {
     ) -> Result<(), PimError> {
         let now = self.now();
         let entry = audit.entry(now, Outcome::Success, detail);
+        let grace = self.ending_grace(&grant.role);
         self.commit(|tx| {
             tx.end_grant(grant.id, now, end_reason)?;
+            if let Some(grace) = grace {
+                tx.add_ending(grant, grace)?;
+            }
             Ok(tx.audit(entry)?)
         })?;
         self.event(
@@ -2677,6 +2681,9 @@ impl Manager {
         })
     }
 }
+
+#[path = "manager_ends.rs"]
+mod ends;
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

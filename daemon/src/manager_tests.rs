@@ -3933,3 +3933,8 @@ fn given_reads_in_a_loop_then_four_times_calls_per_minute_are_served_and_the_res
             .unwrap();
     }
 }
+
+// ----- processes at a grant's end, and warnings before it -----
+
+#[path = "manager_ends_tests.rs"]
+mod endings;
