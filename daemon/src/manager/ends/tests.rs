@@ -1,7 +1,7 @@
 //! The manager's side of ending processes at a grant's end (manager_ends.rs), over the fake
 //! process table.
 
-use super::*;
+use crate::manager::test_support::*;
 use crate::processes::fake::FakeProcesses;
 use crate::processes::ProcessTable;
 use rustix::process::Signal;

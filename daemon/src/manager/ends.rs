@@ -374,3 +374,6 @@ impl Manager {
         Ok(step.into_iter().chain(warnings).min())
     }
 }
+
+#[cfg(test)]
+mod tests;
