@@ -219,10 +219,8 @@ fn given_deactivate_then_terminate_ends_the_login_and_keep_leaves_the_other() {
     activate(&sb, "alice", "keeper", "30m");
     let mut ended = start_with_groups(&sb, "alice", "alice,sockets", "/tmp/ended.pid");
     let _kept = start_with_groups(&sb, "alice", "alice,kept", "/tmp/kept.pid");
-    sb.run("alice", &["pim", "deactivate", "keeper"])
-        .assert_success();
-    sb.run("alice", &["pim", "deactivate", "docker"])
-        .assert_success();
+    deactivate(&sb, "keeper");
+    deactivate(&sb, "docker");
     sb.wait_until("the docker login ends", WAIT, || !ended.is_running());
     sb.wait_until("the ending is done", WAIT, || {
         endings(&sb, "alice")
@@ -296,8 +294,7 @@ fn given_a_fork_loop_carrying_the_group_then_none_of_it_survives() {
     sb.wait_until("the loop is forking", WAIT, || {
         carrying(&sb, "alice", GROUP) > 10
     });
-    sb.run("alice", &["pim", "deactivate", "docker"])
-        .assert_success();
+    deactivate(&sb, "docker");
     sb.wait_until("none of the loop is left", WAIT, || {
         carrying(&sb, "alice", GROUP) == 0
     });
