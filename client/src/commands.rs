@@ -419,7 +419,7 @@ async fn wait_for_decision(
                     "request-approved" => {
                         // The daemon's count, which leaves out approvers who no longer
                         // qualify; the event's own approver when it cannot be had.
-                        let counted = proxy.status().await.ok().and_then(|(_, open)| {
+                        let counted = proxy.status().await.ok().and_then(|(_, open, _)| {
                             open.into_iter().find(|r| r.id == id)
                         });
                         if let Some(now) = counted {
@@ -488,7 +488,7 @@ async fn wait_for_decision(
         }
         // Events only prompt a look: the daemon's own answer decides.
         let (grants, open) = match proxy.status().await {
-            Ok(status) => status,
+            Ok((grants, open, _)) => (grants, open),
             Err(e) => {
                 if !unreachable {
                     note(&format!("pim: {}; still waiting", daemon_message(&e)));
@@ -571,17 +571,17 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
 
 async fn status(json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
-    let (grants, requests) = proxy.status().await?;
+    let (grants, requests, ends) = proxy.status().await?;
     let clock = Clock::system();
     emit(
         json,
         || {
             json!({
-                "grants": grants.iter().map(|g| output::grant_json(g, clock.now)).collect::<Vec<_>>(),
+                "grants": grants.iter().map(|g| output::status_grant_json(g, &ends, clock.now)).collect::<Vec<_>>(),
                 "requests": requests.iter().map(output::request_json).collect::<Vec<_>>(),
             })
         },
-        || output::status_text(&grants, &requests, &clock),
+        || output::status_text(&grants, &requests, &ends, &clock),
     )?;
     Ok(Outcome::Done)
 }

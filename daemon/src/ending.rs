@@ -69,6 +69,11 @@ fn carrying(table: &dyn ProcessTable, target: Target) -> std::io::Result<Vec<Pro
         .collect())
 }
 
+/// How many of the user's processes carry the group now.
+pub fn count(table: &dyn ProcessTable, target: Target) -> std::io::Result<usize> {
+    Ok(carrying(table, target)?.len())
+}
+
 /// Step 1: SIGTERM and SIGCONT to every process of the user that carries the group.
 pub fn terminate(table: &dyn ProcessTable, target: Target) -> std::io::Result<Step> {
     let mut signalled = Vec::new();

@@ -222,6 +222,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         store,
         Box::new(SystemAccounts),
         Box::new(SystemClock),
+        Box::new(SystemProcesses),
         host,
     );
     let core = Core::new(manager);

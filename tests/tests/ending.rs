@@ -219,6 +219,34 @@ fn given_deactivate_then_terminate_ends_the_login_and_keep_leaves_the_other() {
     activate(&sb, "alice", "keeper", "30m");
     let mut ended = start_with_groups(&sb, "alice", "alice,sockets", "/tmp/ended.pid");
     let _kept = start_with_groups(&sb, "alice", "alice,kept", "/tmp/kept.pid");
+    // Asked from a process without either group, which is then not counted.
+    let status = sb
+        .run_with_groups("alice", &["alice"], &["pim", "--json", "status"])
+        .assert_success()
+        .json();
+    let told: Vec<(String, i64, String)> = status["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["role"].as_str().unwrap().to_string(),
+                g["processes"].as_i64().unwrap(),
+                g["on_end"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("docker".to_string(), 1, "terminate".to_string()),
+            ("keeper".to_string(), 1, "keep".to_string())
+        ]
+    );
+    sb.run_with_groups("alice", &["alice"], &["pim", "status"])
+        .assert_success()
+        .assert_stdout_contains("1 process ended (2s grace)")
+        .assert_stdout_contains("1 process kept");
     deactivate(&sb, "keeper");
     deactivate(&sb, "docker");
     sb.wait_until("the docker login ends", WAIT, || !ended.is_running());

@@ -2,10 +2,11 @@
 //! before it: which endings and warnings are due, and their records. The work on processes
 //! runs without the manager's lock (main.rs), between `*_due` and `record_*`.
 
-use super::{Audit, Manager, DAEMON};
+use super::{Audit, Caller, Manager, DAEMON};
 use crate::config::OnEnd;
 use crate::ending::{self, Step, Target};
 use crate::store::{AuditEntry, Ending, Outcome, StoreError, Tx};
+use pim_common::types::GrantEnd;
 use pim_common::PimError;
 
 /// Processes one record lists; the rest are counted.
@@ -372,6 +373,29 @@ impl Manager {
                 .filter(|&at| at > now)
         });
         Ok(step.into_iter().chain(warnings).min())
+    }
+
+    /// For each of the caller's live grants, how many of their processes carry the group now
+    /// and what becomes of them at the end (`pim status`). A table that cannot be read
+    /// leaves the count at -1, never 0.
+    pub fn grant_ends(&mut self, caller: &Caller) -> Result<Vec<GrantEnd>, PimError> {
+        let live = self.store.read(|tx| tx.live_grants_of(&caller.name))?;
+        let mut ends = Vec::new();
+        for g in live {
+            let grace = self.ending_grace(&g.role);
+            let targets = self.targets(&g.user, &g.group)?;
+            let counted: std::io::Result<Vec<usize>> = targets
+                .iter()
+                .map(|&t| ending::count(&*self.processes, t))
+                .collect();
+            ends.push(GrantEnd {
+                grant_id: g.id,
+                processes: counted.map_or(-1, |c| c.iter().sum::<usize>() as i64),
+                on_end: if grace.is_some() { "terminate" } else { "keep" }.into(),
+                end_grace_secs: grace.unwrap_or(0),
+            });
+        }
+        Ok(ends)
     }
 }
 

@@ -40,6 +40,7 @@ use crate::clock::{describe, Clock};
 use crate::config::{Config, Principal, Role};
 use crate::mfa::{LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
+use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{
@@ -117,6 +118,8 @@ pub struct Manager {
     store: Store,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
+    /// The host's processes, counted for `status` (the ending's work runs outside, ends.rs).
+    processes: Box<dyn ProcessTable>,
     host: String,
     outbox: Outbox,
     refusals: RefusalLimiter,
@@ -256,9 +259,11 @@ impl Manager {
         store: Store,
         accounts: Box<dyn Accounts>,
         clock: Box<dyn Clock>,
+        processes: Box<dyn ProcessTable>,
         host: String,
     ) -> Manager {
         Manager {
+            processes,
             recheck_at_start: true,
             config,
             store,

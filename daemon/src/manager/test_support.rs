@@ -7,6 +7,7 @@ use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::config::{self, Directory};
 use crate::mfa;
+use crate::processes::fake::FakeProcesses;
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
 pub(super) const T0: i64 = 1_800_000_000;
@@ -128,6 +129,9 @@ pub(super) struct Env {
     pub(super) m: Manager,
     pub(super) accounts: FakeAccounts,
     pub(super) clock: FakeClock,
+    /// The host's processes as `status` counts them (the ending's steps take a table of
+    /// their own, see ends/tests.rs).
+    pub(super) processes: FakeProcesses,
 }
 
 pub(super) fn env() -> Env {
@@ -137,6 +141,7 @@ pub(super) fn env() -> Env {
 /// An environment on `store` at the time of `clock`: a pimd started then.
 pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
     let accounts = FakeAccounts::default();
+    let processes = FakeProcesses::default();
     for (name, uid) in USERS {
         accounts.add_user(name, *uid);
     }
@@ -154,9 +159,15 @@ pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
         store,
         Box::new(accounts.clone()),
         Box::new(clock.clone()),
+        Box::new(processes.clone()),
         "host".into(),
     );
-    Env { m, accounts, clock }
+    Env {
+        m,
+        accounts,
+        clock,
+        processes,
+    }
 }
 
 impl Env {

@@ -293,3 +293,27 @@ fn given_another_users_or_a_foreign_terminal_then_no_warning_is_written_there() 
     assert!(t.state().written.is_empty());
     assert!(t.list().unwrap().len() > 2);
 }
+
+#[test]
+fn given_live_grants_then_status_counts_the_processes_carrying_each_group_and_tells_their_end() {
+    let (mut e, _) = setup();
+    for (pid, uid, groups) in [
+        (100, ALICE, vec![DOCKER_GID]),
+        (101, ALICE, vec![DOCKER_GID]),
+        (103, BOB, vec![DOCKER_GID]),
+    ] {
+        e.processes.add(pid, uid, uid, &groups, "bash");
+    }
+    activate(&mut e, "docker", 600);
+    e.reload(&CONFIG.replace("[roles.rescue]\n", "[roles.rescue]\non_end = \"keep\"\n"));
+    activate(&mut e, "rescue", 600);
+    let ends = e.m.grant_ends(&e.who("alice")).unwrap();
+    let told: Vec<(i64, i64, &str, u64)> = ends
+        .iter()
+        .map(|g| (g.grant_id, g.processes, g.on_end.as_str(), g.end_grace_secs))
+        .collect();
+    assert_eq!(told, [(1, 2, "terminate", 10), (2, 0, "keep", 0)]);
+    e.processes.state().fail_list = true;
+    let ends = e.m.grant_ends(&e.who("alice")).unwrap();
+    assert_eq!(ends[0].processes, -1, "not counted is not none");
+}
