@@ -370,3 +370,61 @@ fn given_warn_before_then_the_warning_shows_in_a_script_typescript_before_the_en
         .unwrap()
         .contains("warned on 1 terminal(s)"));
 }
+
+/// Receives one descriptor on a Unix socket, says so, and reads from it once /tmp/go exists.
+const RECEIVER: &str = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("/tmp/fdpass.sock"); s.listen(1)
+print("listening", flush=True)
+conn, _ = s.accept()
+_, fds, _, _ = socket.recv_fds(conn, 16, 1)
+print("got", flush=True)
+while not os.path.exists("/tmp/go"):
+    time.sleep(0.05)
+print(os.pread(fds[0], 4096, 0).decode(), flush=True)
+"#;
+/// Opens the socket file (the group's) and hands the descriptor over.
+const SENDER: &str = r#"
+import socket
+f = open("/var/run-sockets/docker.sock", "rb")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect("/tmp/fdpass.sock")
+socket.send_fds(s, [b"x"], [f.fileno()])
+"#;
+
+/// The caveat the documentation states, measured: pimd ends the processes that carry the
+/// group, but a descriptor is not a group. One opened during the grant (a file, or a
+/// connection to the docker socket) and handed to a process of the user without the group
+/// (or to anyone) still works after the end: the kernel checked the group at open() or
+/// connect() only.
+#[test]
+fn given_a_descriptor_opened_during_the_grant_and_passed_on_then_it_still_reads_after_the_end() {
+    let sb = site();
+    let mut receiver = sb.spawn(
+        "root",
+        &[
+            "/run/.sandbox/runas",
+            "alice",
+            "--groups",
+            "alice",
+            "--",
+            "python3",
+            "-c",
+            RECEIVER,
+        ],
+    );
+    receiver.wait_for_stdout("listening", WAIT);
+    activate(&sb, "alice", "docker", "30m");
+    sb.run("alice", &["python3", "-c", SENDER]).assert_success();
+    receiver.wait_for_stdout("got", WAIT);
+    deactivate(&sb, "docker");
+    sb.wait_until("the ending is done", WAIT, || {
+        endings(&sb, "alice")
+            .iter()
+            .any(|d| d.contains("none left"))
+    });
+    assert_eq!(carrying(&sb, "alice", GROUP), 0);
+    sb.write_file("/tmp/go", "", 0o644);
+    receiver.wait_for_stdout(CONTENTS, WAIT);
+}
