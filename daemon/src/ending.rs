@@ -93,10 +93,17 @@ pub fn kill(table: &dyn ProcessTable, target: Target) -> std::io::Result<Step> {
     let same = |a: &Process, b: &Process| a.pid == b.pid && a.start_time == b.start_time;
     let mut stopped: Vec<Process> = Vec::new();
     let mut signalled: Vec<Signalled> = Vec::new();
-    for _ in 0..KILL_ROUNDS {
+    for round in 1..=KILL_ROUNDS {
         let found = carrying(table, target)?;
         if found.is_empty() {
             return Ok(Step { signalled, left: 0 });
+        }
+        if round == KILL_ROUNDS {
+            // Never settled (a tracer that does not carry the group may keep continuing a
+            // process pimd stopped): kill what there is, and go on at the next step.
+            stopped.extend(found.iter().cloned());
+            kill_stopped(table, target, &mut stopped, &mut signalled)?;
+            break;
         }
         let mut settled = true;
         for process in &found {
@@ -110,19 +117,29 @@ pub fn kill(table: &dyn ProcessTable, target: Target) -> std::io::Result<Step> {
                 settled = false;
             }
         }
-        if !settled {
-            continue;
-        }
-        for process in stopped.drain(..) {
-            if table.signal(&process, target.uid, target.gid, Signal::KILL)? == Sent::Delivered
-                && !signalled.iter().any(|s| s.pid == process.pid)
-            {
-                signalled.push(Signalled::from(&process));
-            }
+        if settled {
+            kill_stopped(table, target, &mut stopped, &mut signalled)?;
         }
     }
     let left = carrying(table, target)?.len();
     Ok(Step { signalled, left })
+}
+
+/// SIGKILL to every process of `stopped` (emptied), each new one added to `signalled`.
+fn kill_stopped(
+    table: &dyn ProcessTable,
+    target: Target,
+    stopped: &mut Vec<Process>,
+    signalled: &mut Vec<Signalled>,
+) -> std::io::Result<()> {
+    for process in stopped.drain(..) {
+        if table.signal(&process, target.uid, target.gid, Signal::KILL)? == Sent::Delivered
+            && !signalled.iter().any(|s| s.pid == process.pid)
+        {
+            signalled.push(Signalled::from(&process));
+        }
+    }
+    Ok(())
 }
 
 /// The processes of a record: `pid 'command'`, escaped (processes.rs), comma-separated, at most
@@ -262,6 +279,16 @@ mod tests {
             .position(|s| s.1 == Signal::KILL.as_raw())
             .unwrap();
         assert!(last_stop < first_kill, "{signals:?}");
+    }
+
+    #[test]
+    fn given_a_process_that_never_shows_stopped_then_it_is_killed_anyway() {
+        let t = FakeProcesses::default();
+        t.add(250, ALICE, ALICE_GROUP, &[DOCKER], "traced");
+        t.state().unstoppable.push(250);
+        let step = kill(&t, TARGET).unwrap();
+        assert_eq!(step.left, 0);
+        assert!(!t.alive(250));
     }
 
     #[test]

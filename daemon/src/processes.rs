@@ -119,6 +119,23 @@ pub fn parse_stat(stat: &[u8]) -> Option<(char, u64, u64)> {
     Some((state, start, tty as u32 as u64))
 }
 
+/// A zombie or a dead task: it runs no code and holds nothing.
+fn is_dead(state: char) -> bool {
+    matches!(state, 'Z' | 'X' | 'x')
+}
+
+/// Stopped by a signal, or by a tracer.
+fn is_stopped(state: char) -> bool {
+    matches!(state, 'T' | 't')
+}
+
+/// The state letter of a /proc/PID/status ("State:\tS (sleeping)").
+fn status_state(status: &[u8]) -> Option<char> {
+    let text = String::from_utf8_lossy(status);
+    let rest = text.lines().find_map(|l| l.strip_prefix("State:"))?;
+    rest.trim_start().chars().next()
+}
+
 /// The credentials in a /proc/PID/status (or task status); None if any is missing.
 pub fn parse_status(status: &[u8]) -> Option<Credentials> {
     let text = String::from_utf8_lossy(status);
@@ -172,10 +189,10 @@ fn terminal_path(device: u64) -> Option<String> {
 /// Reads one process through its /proc directory; None when it is gone or a zombie.
 fn read_process(dir: &OwnedFd, pid: u32) -> Option<Process> {
     let (state, start_time, tty) = parse_stat(&read_bounded(dir, "stat", MAX_STAT_BYTES).ok()?)?;
-    if matches!(state, 'Z' | 'X' | 'x') {
-        return None;
-    }
+    // Every live thread: a main thread that exited (pthread_exit) leaves the process listed
+    // as a zombie while its other threads run on, with the group.
     let mut threads = Vec::new();
+    let mut all_stopped = true;
     if let Ok(tasks) = rustix::fs::openat(
         dir,
         "task",
@@ -188,17 +205,29 @@ fn read_process(dir: &OwnedFd, pid: u32) -> Option<Process> {
                 .filter_map(|e| e.file_name().to_str().ok()?.parse::<u32>().ok())
                 .take(MAX_THREADS);
             for tid in names {
-                let status = read_bounded(&tasks, &format!("{tid}/status"), MAX_STATUS_BYTES);
-                if let Some(creds) = status.ok().and_then(|s| parse_status(&s)) {
+                let Ok(status) = read_bounded(&tasks, &format!("{tid}/status"), MAX_STATUS_BYTES)
+                else {
+                    continue;
+                };
+                let thread_state = status_state(&status);
+                if thread_state.is_none_or(is_dead) {
+                    continue;
+                }
+                if let Some(creds) = parse_status(&status) {
+                    all_stopped &= thread_state.is_some_and(is_stopped);
                     threads.push(creds);
                 }
             }
         }
     }
     if threads.is_empty() {
+        if is_dead(state) {
+            return None;
+        }
         threads.push(parse_status(
             &read_bounded(dir, "status", MAX_STATUS_BYTES).ok()?,
         )?);
+        all_stopped = is_stopped(state);
     }
     let mut terminals = Vec::new();
     if tty != 0 && is_terminal_device(tty) {
@@ -223,7 +252,7 @@ fn read_process(dir: &OwnedFd, pid: u32) -> Option<Process> {
     Some(Process {
         pid,
         start_time,
-        stopped: matches!(state, 'T' | 't'),
+        stopped: all_stopped,
         threads,
         terminals,
         command,
@@ -320,6 +349,8 @@ pub mod fake {
         /// while not stopped.
         pub forking: Vec<u32>,
         pub stopped: Vec<u32>,
+        /// Pids whose SIGSTOP never shows (a tracer of theirs continues them).
+        pub unstoppable: Vec<u32>,
         /// (device, uid, line) written.
         pub written: Vec<(u64, u32, String)>,
         /// Devices and the uid that owns each.
@@ -422,7 +453,7 @@ pub mod fake {
                 || (signal == Signal::TERM && !s.ignore_term.contains(&process.pid));
             if ends {
                 s.processes.remove(at);
-            } else if signal == Signal::STOP {
+            } else if signal == Signal::STOP && !s.unstoppable.contains(&process.pid) {
                 s.stopped.push(process.pid);
             }
             Ok(Sent::Delivered)
@@ -468,6 +499,8 @@ mod tests {
         assert!(!creds.carries(1000, 5));
         assert!(!creds.carries(0, 27));
         assert_eq!(parse_status(b"Name:\tbash\nUid:\t1000\n"), None);
+        assert_eq!(status_state(b"Name:\tx\nState:\tT (stopped)\n"), Some('T'));
+        assert!(is_dead('Z') && is_stopped('t') && !is_stopped('S'));
     }
 
     #[test]

@@ -428,3 +428,37 @@ fn given_a_descriptor_opened_during_the_grant_and_passed_on_then_it_still_reads_
     sb.write_file("/tmp/go", "", 0o644);
     receiver.wait_for_stdout(CONTENTS, WAIT);
 }
+
+/// Opens the socket file, leaves a second thread holding it, and ends its main thread: the
+/// process is then listed as a zombie (its leader) while the other thread runs with the group.
+const MAIN_THREAD_GONE: &str = r#"
+import ctypes, os, threading, time
+f = open("/var/run-sockets/docker.sock", "rb")
+def hold():
+    while True:
+        time.sleep(1)
+threading.Thread(target=hold).start()
+print(os.getpid(), flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"#;
+
+#[test]
+fn given_a_process_whose_main_thread_exited_then_its_other_threads_are_ended_too() {
+    let sb = site();
+    activate(&sb, "alice", "docker", "30m");
+    let mut holder = sb.spawn("alice", &["python3", "-c", MAIN_THREAD_GONE]);
+    holder.wait_for_stdout("\n", WAIT);
+    let pid = holder.stdout_so_far().trim().to_string();
+    sb.wait_until("its main thread is a zombie", WAIT, || {
+        sb.read_file(&format!("/proc/{pid}/stat")).contains(") Z ")
+    });
+    assert_eq!(
+        carrying(&sb, "alice", GROUP),
+        0,
+    );
+    deactivate(&sb, "docker");
+    sb.wait_until("the process is gone", WAIT, || !holder.is_running());
+    sb.wait_until("the ending is done", WAIT, || {
+        endings(&sb, "alice").iter().any(|d| d.contains(&pid))
+    });
+}
