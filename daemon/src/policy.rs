@@ -1,10 +1,10 @@
 //! Pure policy decisions: who is eligible, and whether an activation's duration, reason and
 //! ticket satisfy a role. No I/O; group membership is asked through a closure.
 
-use crate::config::{Principal, Role};
 use crate::store::Assignment;
 use pim_common::text;
 use pim_common::PimError;
+use pim_config::{Principal, Role};
 
 /// Why a user may activate a role right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,7 @@ pub mod tests {
             approvers: vec![],
             approvals_required: 1,
             request_ttl_secs: 86400,
-            on_end: crate::config::OnEnd::Terminate,
+            on_end: pim_config::OnEnd::Terminate,
             end_grace_secs: 10,
             warn_before_secs: vec![300, 60],
         }

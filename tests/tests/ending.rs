@@ -452,10 +452,7 @@ fn given_a_process_whose_main_thread_exited_then_its_other_threads_are_ended_too
     sb.wait_until("its main thread is a zombie", WAIT, || {
         sb.read_file(&format!("/proc/{pid}/stat")).contains(") Z ")
     });
-    assert_eq!(
-        carrying(&sb, "alice", GROUP),
-        0,
-    );
+    assert_eq!(carrying(&sb, "alice", GROUP), 0,);
     deactivate(&sb, "docker");
     sb.wait_until("the process is gone", WAIT, || !holder.is_running());
     sb.wait_until("the ending is done", WAIT, || {

@@ -3,11 +3,11 @@
 //! runs without the manager's lock (main.rs), between `*_due` and `record_*`.
 
 use super::{Audit, Caller, Manager, DAEMON};
-use crate::config::OnEnd;
 use crate::ending::{self, Step, Target};
 use crate::store::{AuditEntry, Ending, Outcome, StoreError, Tx};
 use pim_common::types::GrantEnd;
 use pim_common::PimError;
+use pim_config::OnEnd;
 
 /// Processes one record lists; the rest are counted.
 const LISTED_PROCESSES: usize = 32;
