@@ -533,9 +533,18 @@ async fn wait_for_decision(
     }
 }
 
+/// From here on SIGTERM is caught (and ignored), not fatal: ending a grant ends the caller's
+/// processes that carry its group (`on_end = "terminate"`), this `pim` among them when it runs
+/// in a login of the grant, and it must live to print the answer. It exits by itself right
+/// after; the SIGKILL that follows `end_grace` would find it gone.
+fn outlive_the_grants_end() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+}
+
 async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
     check_name("role", role)?;
     let proxy = connect().await?;
+    let _term = outlive_the_grants_end();
     let grant = proxy.deactivate(role).await?;
     let now = Clock::system().now;
     emit(
@@ -879,6 +888,7 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             check_name("role", &role)?;
             check_text("reason", reason.as_deref(), MAX_REASON_BYTES)?;
             let proxy = connect().await?;
+            let _term = outlive_the_grants_end();
             let grant = proxy
                 .admin_revoke(&user, &role, reason.as_deref().unwrap_or(""))
                 .await?;
