@@ -317,3 +317,17 @@ fn given_live_grants_then_status_counts_the_processes_carrying_each_group_and_te
     let ends = e.m.grant_ends(&e.who("alice")).unwrap();
     assert_eq!(ends[0].processes, -1, "not counted is not none");
 }
+
+#[test]
+fn given_eligibility_ends_then_the_grants_processes_are_ended_too() {
+    let (mut e, t) = setup();
+    const DAVE: u32 = 1003;
+    t.add(400, DAVE, DAVE, &[DOCKER_GID], "bash -l");
+    let frank = e.who("frank");
+    e.m.admin_assign(&frank, "dave", "docker", 0, 0).unwrap();
+    e.activate("dave", "docker", 600, "", "", "").unwrap();
+    e.m.admin_unassign(&frank, "dave", "docker").unwrap();
+    assert_eq!(round(&mut e, &t), vec![(false, 0)]);
+    assert!(!t.alive(400));
+    assert!(t.alive(100), "alice's processes are not dave's");
+}
