@@ -1,6 +1,6 @@
 //! A grant's end for the processes that still carry its group (ending.rs), and the warnings
 //! before it: which endings and warnings are due, and their records. The work on processes
-//! runs without the manager's lock (main.rs), between `*_due` and `record_*`.
+//! runs without the manager's lock (startup.rs), between `*_due` and `record_*`.
 
 use super::{Audit, Caller, Manager, DAEMON};
 use crate::ending::{self, Step, Target};
