@@ -569,18 +569,19 @@ async fn ending_loop(
     wake: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        // A kill step that left some (or a table that could not be read) goes on soon.
-        let again = run_steps(
+        // A kill step that left some goes on soon; what failed (a table that could not be
+        // read, a lookup that failed) is tried again after a pause.
+        let endings = run_steps(
             &core,
             &table,
             "ending processes",
             |m| m.endings_due(),
             |job, table| job.run(table),
-            |(job, step)| step.as_ref().map_or(true, |s| job.kill && s.left > 0),
+            |(job, step)| step.as_ref().is_ok_and(|s| job.kill && s.left > 0),
             |m, results| m.record_endings(results),
         )
         .await;
-        run_steps(
+        let warnings = run_steps(
             &core,
             &table,
             "warnings before a grant's end",
@@ -592,7 +593,8 @@ async fn ending_loop(
         .await;
         let next = core.with_manager(|m| m.next_end_deadline()).await;
         let wait = match next {
-            _ if again => ENDING_AGAIN,
+            _ if endings == Round::Failed || warnings == Round::Failed => ENDING_RETRY,
+            _ if endings == Round::Again => ENDING_AGAIN,
             Ok(Some(deadline)) => Duration::from_secs(
                 (deadline - SystemClock.now()).clamp(0, RECONCILE_EVERY_SECS) as u64,
             )
@@ -610,25 +612,43 @@ async fn ending_loop(
     }
 }
 
+/// What a round of steps asks for next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Nothing until the next deadline.
+    Done,
+    /// Go on soon (processes left after a kill step).
+    Again,
+    /// Something failed: try again after [`ENDING_RETRY`].
+    Failed,
+}
+
 /// One round of steps: `due` (under the manager's lock), `run` on each (on the blocking pool,
-/// without it), then `record`. Returns whether any result asks to go on soon.
+/// without it), then `record`.
 async fn run_steps<J: Send + 'static, R: Send + 'static>(
     core: &Arc<Core>,
     table: &Arc<dyn ProcessTable>,
     what: &'static str,
-    due: impl FnOnce(&mut Manager) -> Result<Vec<J>, PimError> + Send + 'static,
+    due: impl FnOnce(&mut Manager) -> Result<(Vec<J>, Option<PimError>), PimError> + Send + 'static,
     run: impl Fn(&J, &dyn ProcessTable) -> R + Send + 'static,
     soon: impl Fn(&(J, R)) -> bool,
     record: impl FnOnce(&mut Manager, Vec<(J, R)>) -> Result<(), PimError> + Send + 'static,
-) -> bool {
-    let jobs = match core.with_manager(due).await {
-        Ok(jobs) if jobs.is_empty() => return false,
-        Ok(jobs) => jobs,
+) -> Round {
+    let (jobs, failure) = match core.with_manager(due).await {
+        Ok(due) => due,
         Err(e) => {
             eprintln!("pimd: {what}: {}", e.message());
-            return false;
+            return Round::Failed;
         }
     };
+    // One job's failure (a lookup) holds back only that job.
+    if let Some(e) = &failure {
+        eprintln!("pimd: {what}: {}", e.message());
+    }
+    let failed = failure.is_some();
+    if jobs.is_empty() {
+        return if failed { Round::Failed } else { Round::Done };
+    }
     let table = table.clone();
     let results = tokio::task::spawn_blocking(move || {
         jobs.into_iter()
@@ -643,15 +663,24 @@ async fn run_steps<J: Send + 'static, R: Send + 'static>(
         Ok(results) => results,
         Err(e) => {
             eprintln!("pimd: {what} failed: {e}");
-            return true;
+            return Round::Failed;
         }
     };
     let again = results.iter().any(soon);
-    if let Err(e) = core.with_manager(move |m| record(m, results)).await {
-        eprintln!("pimd: {what}: {}", e.message());
+    match core.with_manager(move |m| record(m, results)).await {
+        Err(e) => {
+            eprintln!("pimd: {what}: {}", e.message());
+            Round::Failed
+        }
+        Ok(()) if failed => Round::Failed,
+        Ok(()) if again => Round::Again,
+        Ok(()) => Round::Done,
     }
-    again
 }
+
+/// After a failure (the process table, a user or group lookup), the endings and warnings are
+/// tried again after this: often enough not to keep processes long, not a log line a moment.
+const ENDING_RETRY: Duration = Duration::from_secs(5);
 
 /// An ending that left processes behind looks again after this; also the shortest pause.
 const ENDING_AGAIN: Duration = Duration::from_millis(500);

@@ -119,9 +119,10 @@ impl Manager {
         Ok(None)
     }
 
-    /// The steps of endings due now. Endings that must not touch anything are closed here,
-    /// each with its record.
-    pub fn endings_due(&mut self) -> Result<Vec<EndJob>, PimError> {
+    /// The steps of endings due now, and the first lookup that failed (its ending waits; the
+    /// others go on). Endings that must not touch anything are closed here, each with its
+    /// record.
+    pub fn endings_due(&mut self) -> Result<(Vec<EndJob>, Option<PimError>), PimError> {
         let now = self.now();
         let open = self.store.read(|tx| tx.open_endings())?;
         let mut jobs = Vec::new();
@@ -172,7 +173,7 @@ impl Manager {
                 kill: e.term_at.is_some(),
             });
         }
-        first_error.map_or(Ok(jobs), Err)
+        Ok((jobs, first_error))
     }
 
     /// Records the steps run: the processes signalled, in the audit and as an event, with the
@@ -267,7 +268,7 @@ impl Manager {
     /// lead time already reached and not yet sent for this end. A grant no longer than a
     /// lead time gets no warning for it. Lead times passed while pimd was down are recorded
     /// as sent with the one that goes, so each goes at most once.
-    pub fn warnings_due(&mut self) -> Result<Vec<WarnJob>, PimError> {
+    pub fn warnings_due(&mut self) -> Result<(Vec<WarnJob>, Option<PimError>), PimError> {
         let now = self.now();
         let live = self.store.read(|tx| tx.live_grants())?;
         let mut jobs = Vec::new();
@@ -305,7 +306,7 @@ impl Manager {
                 lead_secs: lead,
             });
         }
-        Ok(jobs)
+        Ok((jobs, None))
     }
 
     /// Records the warnings written (each lead time reached counts as sent), with an event.

@@ -29,7 +29,8 @@ fn setup() -> (Env, FakeProcesses) {
 
 /// One round of the ending loop as the daemon runs it; the steps that ran, as (kill, left).
 fn round(e: &mut Env, t: &FakeProcesses) -> Vec<(bool, usize)> {
-    let jobs = e.m.endings_due().unwrap();
+    let (jobs, failed) = e.m.endings_due().unwrap();
+    assert!(failed.is_none(), "{failed:?}");
     let results: Vec<_> = jobs
         .into_iter()
         .map(|job| {
@@ -61,7 +62,7 @@ fn given_a_grant_expires_then_processes_carrying_the_group_get_sigterm_then_sigk
 ) {
     let (mut e, t) = setup();
     let id = activate(&mut e, "docker", 600);
-    assert!(e.m.endings_due().unwrap().is_empty(), "live grant");
+    assert!(e.m.endings_due().unwrap().0.is_empty(), "live grant");
     e.advance(600);
     e.m.reconcile().unwrap();
     e.m.take_outbox();
@@ -169,7 +170,8 @@ fn given_an_unreadable_process_table_then_the_ending_stays_open_and_runs_again()
     activate(&mut e, "docker", 600);
     e.m.deactivate(&e.who("alice"), "docker").unwrap();
     t.state().fail_list = true;
-    let jobs = e.m.endings_due().unwrap();
+    let (jobs, failed) = e.m.endings_due().unwrap();
+    assert!(failed.is_none(), "{failed:?}");
     let results: Vec<_> = jobs
         .into_iter()
         .map(|j| {
@@ -208,7 +210,7 @@ fn given_a_fork_loop_carrying_the_group_then_none_survives_the_kill_step() {
 
 /// One round of warnings; how many terminals took each.
 fn warn_round(e: &mut Env, t: &FakeProcesses) -> Vec<usize> {
-    let jobs = e.m.warnings_due().unwrap();
+    let (jobs, _) = e.m.warnings_due().unwrap();
     let results: Vec<_> = jobs
         .into_iter()
         .map(|job| {
@@ -330,4 +332,25 @@ fn given_eligibility_ends_then_the_grants_processes_are_ended_too() {
     assert_eq!(round(&mut e, &t), vec![(false, 0)]);
     assert!(!t.alive(400));
     assert!(t.alive(100), "alice's processes are not dave's");
+}
+
+#[test]
+fn given_a_lookup_failing_for_one_ending_then_it_waits_and_the_others_go_on() {
+    let (mut e, t) = setup();
+    activate(&mut e, "docker", 600);
+    activate(&mut e, "rescue", 600);
+    e.m.deactivate(&e.who("alice"), "rescue").unwrap();
+    e.m.deactivate(&e.who("alice"), "docker").unwrap();
+    e.accounts.unreachable("sudo");
+    let (jobs, failed) = e.m.endings_due().unwrap();
+    assert!(failed.unwrap().message().contains("sudo"));
+    assert_eq!(
+        jobs.iter().map(|j| j.group.as_str()).collect::<Vec<_>>(),
+        ["docker"]
+    );
+    assert!(t.alive(104), "sudo's ending waits for the lookup");
+    e.accounts.reachable("sudo");
+    let (jobs, failed) = e.m.endings_due().unwrap();
+    assert!(failed.is_none());
+    assert_eq!(jobs.len(), 2);
 }
