@@ -112,7 +112,7 @@ impl Checker<'_> {
         let read = self.name_list(
             section,
             name,
-            "[\"owners\", \"%secops\"]",
+            "such as [\"owners\", \"%secops\"]",
             "a reviewer",
             Reviewer::parse,
             |r| match r {

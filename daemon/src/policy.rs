@@ -170,6 +170,9 @@ pub mod tests {
             review_default: pim_config::ReviewDefault::Remove,
             max_eligible_assignment_secs: None,
             max_active_assignment_secs: Some(30 * 86400),
+            on_end: pim_config::OnEnd::Terminate,
+            end_grace_secs: 10,
+            warn_before_secs: vec![300, 60],
         }
     }
 

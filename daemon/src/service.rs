@@ -8,8 +8,8 @@ use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantInfo,
-    MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
+    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
+    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
@@ -848,8 +848,12 @@ impl ManagerService {
     async fn status(
         &self,
         #[zbus(header)] h: Header<'_>,
-    ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
-        self.read_call(&h, "status", |m, c| m.status(c)).await
+    ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError> {
+        self.read_call(&h, "status", |m, c| {
+            let (grants, requests) = m.status(c)?;
+            Ok((grants, requests, m.grant_ends(c)?))
+        })
+        .await
     }
 
     async fn mfa_enroll(
@@ -1430,6 +1434,7 @@ mod tests {
             SqliteStore::open_in_memory().unwrap(),
             Box::new(accounts),
             Box::new(FakeClock::at(0)),
+            Box::new(crate::processes::fake::FakeProcesses::default()),
             "host".into(),
         );
         Core::new(manager)
@@ -1464,6 +1469,7 @@ mod tests {
                 SqliteStore::open(&path).unwrap(),
                 Box::new(accounts.clone()),
                 Box::new(FakeClock::at(1_800_000_000)),
+                Box::new(crate::processes::fake::FakeProcesses::default()),
                 "host".into(),
             );
             let reader = || {
