@@ -1139,7 +1139,13 @@ impl Checker<'_> {
             }
         }
 
-        self.check_review(s, &keys.review_every_secs, &keys.review_duration_secs);
+        self.check_review(
+            s,
+            &keys.review_every_secs,
+            &keys.review_duration_secs,
+            &keys.reviewers,
+            &keys.owners,
+        );
         self.check_approval(
             s,
             &keys.require_approval,

@@ -148,13 +148,36 @@ impl Checker<'_> {
         }
     }
 
-    /// A recurring review must end before the next one starts.
+    /// A recurring review must end before the next one starts, and must have someone to
+    /// decide it: reviewers that are only "owners" on a role without owners would leave every
+    /// item to the default (by default, removal) at each review.
     pub(crate) fn check_review(
         &mut self,
         s: &Section<'_, '_>,
         every: &Read<Option<u64>>,
         length: &Read<u64>,
+        reviewers: &Read<Vec<Reviewer>>,
+        owners: &Read<Vec<Principal>>,
     ) {
+        let every_span = match every {
+            Ok(Some(every)) if every.get_ref().is_some() => Some(every.span()),
+            _ => None,
+        };
+        let only_owners = match reviewers {
+            Ok(Some(list)) => list.get_ref().iter().all(|r| *r == Reviewer::Owners),
+            Ok(None) => true,
+            Err(Reported) => false,
+        };
+        let no_owners =
+            matches!(owners, Ok(None)) || matches!(owners, Ok(Some(o)) if o.get_ref().is_empty());
+        if let Some(span) = every_span.filter(|_| only_owners && no_owners) {
+            self.error(
+                s.key("review_every"),
+                &span,
+                "the role's reviews would have no reviewer: reviewers is [\"owners\"] and the \
+                 role has no owners; name owners, or other reviewers (\"admins\", users, %groups)",
+            );
+        }
         let every = match every {
             Ok(Some(every)) => *every.get_ref(),
             _ => None,
@@ -247,8 +270,13 @@ mod tests {
             ("review_every = \"0s\"\n", "roles.db.review_every"),
             ("review_every = \"400d\"\n", "roles.db.review_every"),
             (
-                "review_every = \"1d\"\nreview_duration = \"2d\"\n",
+                "review_every = \"1d\"\nreview_duration = \"2d\"\nreviewers = [\"admins\"]\n",
                 "roles.db.review_duration",
+            ),
+            ("review_every = \"1d\"\n", "roles.db.review_every"),
+            (
+                "review_every = \"1d\"\nreviewers = [\"owners\"]\nowners = []\n",
+                "roles.db.review_every",
             ),
         ] {
             let (config, problems) = role(keys);
