@@ -5,8 +5,9 @@ use super::*;
 use crate::output::{object, put_time};
 use pim_common::types::{AssignmentInfo, RequestDetail};
 
-/// How often `pim wait` asks again while a request is pending.
-const WAIT_POLL: Duration = Duration::from_secs(1);
+/// How often `pim wait` asks again while a request is pending (well within the reads a
+/// minute pimd allows one user).
+const WAIT_POLL: Duration = Duration::from_secs(2);
 
 pub(super) async fn assign_active(
     user: &str,

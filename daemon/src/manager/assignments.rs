@@ -217,6 +217,18 @@ impl Manager {
             .with_text(&reason_text, "");
         self.require_governor(caller, role, &audit)?;
         let now = self.now();
+        if user == caller.name && !self.is_admin(caller) {
+            // An owner holding the role by their own word would skip its activation policy
+            // (MFA, approval): another owner or an admin must assign them.
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied(format!(
+                    "an owner cannot assign role '{}' to themselves; another owner or a pim \
+                     administrator must",
+                    text::escape(role)
+                )),
+            );
+        }
         let checked = (|| {
             check_name("user", user)?;
             check_name("role", role)?;
@@ -346,6 +358,9 @@ impl Manager {
                     && a.grant_id.is_none()
                     && a.not_before.is_none_or(|t| t <= now)
                     && a.not_after.is_none_or(|t| t > now)
+                    // A role removed from the configuration grants nothing (its assignment
+                    // stays, in case the role comes back).
+                    && self.config.role(&a.role).is_some()
             })
             .collect();
         let mut first_error = None;
@@ -490,7 +505,12 @@ impl Manager {
             .store
             .read(|tx| tx.assignments())?
             .into_iter()
-            .filter(|a| a.active && a.grant_id.is_none() && a.not_after.is_none_or(|t| t > now))
+            .filter(|a| {
+                a.active
+                    && a.grant_id.is_none()
+                    && a.not_after.is_none_or(|t| t > now)
+                    && self.config.role(&a.role).is_some()
+            })
             .map(|a| deadline(a.not_before.unwrap_or(now), now))
             .min())
     }
