@@ -479,3 +479,52 @@ fn given_a_renewal_then_an_owner_may_deny_it_with_a_comment() {
             .unwrap();
     assert_eq!(a.not_after, Some(T0 + 3 * DAY), "the end stays");
 }
+
+#[test]
+fn given_an_active_assignment_replaced_then_its_grant_follows_the_new_one() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(
+        &gina,
+        "alice",
+        "docker",
+        0,
+        T0 + 10 * DAY,
+        "incident response",
+    )
+    .unwrap();
+    let first = e.grants("alice")[0].clone();
+    // A shorter active one takes the same grant over, with its end: no membership flap.
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident, shorter")
+        .unwrap();
+    let grants = e.grants("alice");
+    assert_eq!((grants[0].id, grants[0].ends_at), (first.id, T0 + DAY));
+    // An eligible one replaces it: the grant ends, though alice is standing eligible.
+    e.m.admin_assign(&gina, "alice", "docker", 0, T0 + 20 * DAY)
+        .unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    assert!(e.docker_role_of("alice").is_some(), "still eligible");
+}
+
+#[test]
+fn given_an_active_assignment_deleted_by_another_path_then_reconciliation_ends_its_grant() {
+    // As an access review's removal does: the row goes, whoever deletes it.
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let entry = Audit::new("test", "review-remove")
+        .about("alice", "docker")
+        .entry(e.now(), Outcome::Success, "removed");
+    e.m.commit(|tx| {
+        tx.delete_assignment("alice", "docker")?;
+        Ok(tx.audit(entry)?)
+    })
+    .unwrap();
+    e.m.reconcile().unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    let ends = e.eligibility_ends();
+    assert!(ends[0].3.contains("active assignment"), "{ends:?}");
+}
