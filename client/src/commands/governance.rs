@@ -36,10 +36,7 @@ pub(super) async fn assign_active(
             m.insert("reason".into(), Value::String(reason.into()));
             Value::Object(m)
         },
-        || {
-            output::assigned_text(user, role, from, until, clock)
-                .replace(" is eligible for ", " holds (active assignment) ")
-        },
+        || active_assigned_text(user, role, from, until, clock),
     )?;
     Ok(Outcome::Done)
 }
@@ -113,6 +110,21 @@ pub(super) async fn wait(id: i64, json: bool) -> Result<Outcome, Failure> {
             escape(&request.state)
         )))
     }
+}
+
+pub fn active_assigned_text(
+    user: &str,
+    role: &str,
+    from: i64,
+    until: i64,
+    clock: &Clock,
+) -> String {
+    let (from, until) = output::window_words(from, until, clock);
+    format!(
+        "{} holds role {} (active assignment, no activation needed) from {from} {until}.\n",
+        escape(user),
+        escape(role)
+    )
 }
 
 fn print_detail(request: &RequestDetail, json: bool) -> Result<(), Failure> {

@@ -711,6 +711,11 @@ impl Manager {
             })?;
             return Err(PimError::Conflict(format!("request {id}: {why}")));
         };
+        // The cap as configured now (a reload may have lowered it since the request).
+        if let Some(role) = self.config.role(&request.role) {
+            check_cap(role, assignment.active, Some(now), renewal.until, now)
+                .map_err(|e| PimError::Conflict(format!("request {id}: {}", e.message())))?;
+        }
         let old_end = assignment.not_after;
         let live_grant = match assignment.grant_id.filter(|_| assignment.active) {
             Some(gid) => self
