@@ -577,21 +577,23 @@ impl Manager {
         let now = self.now();
         let checked = (|| {
             check_name("role", role_name)?;
+            // The same answer for "no such role" and "no assignment": roles cannot be probed.
+            let nothing_to_renew = || {
+                PimError::NotEligible(format!(
+                    "you have no assignment to a role named '{}' to renew; 'pim roles' lists \
+                     yours",
+                    text::escape(role_name)
+                ))
+            };
             let role = self
                 .config
                 .role(role_name)
                 .cloned()
-                .ok_or_else(|| not_eligible(role_name))?;
+                .ok_or_else(nothing_to_renew)?;
             let assignment = self
                 .store
                 .read(|tx| tx.assignment(&caller.name, role_name))?
-                .ok_or_else(|| {
-                    PimError::NotEligible(format!(
-                        "you have no assignment to a role named '{}' to renew; 'pim roles' \
-                         lists yours",
-                        text::escape(role_name)
-                    ))
-                })?;
+                .ok_or_else(nothing_to_renew)?;
             text::check("the reason", reason, text::MAX_REASON_BYTES)
                 .map_err(PimError::InvalidArgument)?;
             if reason.trim().is_empty() {

@@ -411,7 +411,9 @@ fn given_a_renewal_too_long_for_the_cap_or_without_an_assignment_then_refused() 
         InvalidArgument
     );
     assert!(m.contains("max_eligible_assignment"), "{m}");
-    assert_err!(e.m.renew(&dave, "admin", 0, "no assignment"), NotEligible);
+    let none = assert_err!(e.m.renew(&dave, "admin", 0, "no assignment"), NotEligible);
+    let missing = assert_err!(e.m.renew(&dave, "nosuch", 0, "no assignment"), NotEligible);
+    assert_eq!(none.replace("admin", "X"), missing.replace("nosuch", "X"));
     // Without --until: the cap from now.
     let filed = e.m.renew(&dave, "docker", 0, "still on the team").unwrap();
     assert_eq!(filed.renew_until, T0 + 180 * DAY);
