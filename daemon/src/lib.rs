@@ -11,11 +11,13 @@
 mod access;
 mod accounts;
 mod clock;
+mod ending;
 mod manager;
 mod mfa;
 mod model;
 mod pam_socket;
 mod policy;
+mod processes;
 mod refusals;
 mod service;
 mod setgid;

@@ -159,6 +159,9 @@ pub mod tests {
             owners: vec![],
             max_eligible_assignment_secs: None,
             max_active_assignment_secs: Some(30 * 86400),
+            on_end: pim_config::OnEnd::Terminate,
+            end_grace_secs: 10,
+            warn_before_secs: vec![300, 60],
         }
     }
 

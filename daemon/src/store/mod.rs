@@ -67,8 +67,8 @@ pub mod conformance;
 
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditEntry, AuditQuery, Grant, MfaRecord, NewGrant, PendingSweep, Renewal, Request,
-    RequestState, SweepRecheck,
+    Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Renewal,
+    Request, RequestState, SweepRecheck,
 };
 use pim_common::types::AuditRecord;
 use std::cell::{Cell, RefCell};
@@ -280,6 +280,13 @@ operations! {
         /// The earliest end after `now` of an assignment whose user holds a live grant of
         /// its role: when such a grant may lose the eligibility it depends on.
         fn next_assignment_end(now: i64) -> Option<i64>;
+        /// Endings not done, oldest first.
+        fn open_endings() -> Vec<Ending>;
+        /// When the next ending is due to go from SIGTERM to SIGKILL; an ending not started
+        /// yet is due now.
+        fn next_ending_step() -> Option<i64>;
+        /// Whether the warning `lead` seconds before grant `grant_id`'s end `ends_at` went.
+        fn warning_sent(grant_id: i64, ends_at: i64, lead: u64) -> bool;
         /// Whether grant `id` is (or was) the grant of an active assignment.
         fn grant_by_assignment(id: i64) -> bool;
         /// Every assignment (eligible and active), by user and role.
@@ -331,6 +338,15 @@ operations! {
         fn record_setgid_ids(user: &str, group: &str, uid: u32, gid: u32) -> ();
         /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`.
         fn put_assignment(a: &Assignment, by: &str, at: i64) -> ();
+        /// The end of grant `grant`'s processes is to be done (`on_end = "terminate"`), with
+        /// `grace_secs` between SIGTERM and SIGKILL (kept if already recorded).
+        fn add_ending(grant: &Grant, grace_secs: u64) -> ();
+        /// SIGTERM went to the processes of grant `grant_id`'s ending at `at`.
+        fn ending_terminated(grant_id: i64, at: i64) -> ();
+        /// Grant `grant_id`'s ending is done (none left, or it was not needed).
+        fn ending_done(grant_id: i64, at: i64) -> ();
+        /// The warning `lead` seconds before grant `grant_id`'s end `ends_at` went at `at`.
+        fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
         /// Marks grant `id` as the grant of an active assignment.
         fn mark_grant_by_assignment(id: i64) -> ();
         /// Records the grant active assignment `user`/`role` materialised as.

@@ -530,3 +530,49 @@ fn given_an_active_assignment_deleted_by_another_path_then_reconciliation_ends_i
     let ends = e.eligibility_ends();
     assert!(ends[0].3.contains("active assignment"), "{ends:?}");
 }
+
+#[test]
+fn given_an_active_assignment_then_the_warnings_and_on_end_of_grants_apply_to_it() {
+    use crate::processes::fake::FakeProcesses;
+    let mut e = governed();
+    e.accounts.set_gid("docker", 999);
+    let t = FakeProcesses::default();
+    t.add_on_terminal(300, 1003, 1003, &[999], "bash", &[34816]);
+    t.state().terminals.push((34816, 1003));
+    let gina = e.who("gina");
+    let end = T0 + 600;
+    e.m.admin_assign_active(&gina, "dave", "docker", 0, end, "on call this week")
+        .unwrap();
+    // The warning 5 minutes before the end, on dave's terminal.
+    e.set(end - 300);
+    let (jobs, _) = e.m.warnings_due().unwrap();
+    assert_eq!(jobs.len(), 1);
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let n = j.run(&t);
+            (j, n)
+        })
+        .collect();
+    e.m.record_warnings(results).unwrap();
+    assert_eq!(e.audited("end-warning").len(), 1);
+    // At the end: expiry, then on_end = "terminate" for the process still carrying docker.
+    e.set(end);
+    e.m.reconcile().unwrap();
+    assert!(!e.managed("dave", "docker"));
+    let (jobs, _) = e.m.endings_due().unwrap();
+    assert_eq!(jobs.len(), 1, "an ending of the assignment's grant");
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let s = j.run(&t);
+            (j, s)
+        })
+        .collect();
+    e.m.record_endings(results).unwrap();
+    assert!(
+        t.state().signals.iter().any(|s| s.0 == 300),
+        "{:?}",
+        t.state().signals
+    );
+}
