@@ -768,7 +768,8 @@ pub fn event_line(ev: &EventInfo, clock: &Clock) -> String {
     line
 }
 
-pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Clock) -> String {
+/// An assignment's window in words: "now" or its start, and "with no end" or "until END".
+pub fn window_words(from: i64, until: i64, clock: &Clock) -> (String, String) {
     let from = if from == 0 {
         "now".to_string()
     } else {
@@ -779,6 +780,11 @@ pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Cloc
     } else {
         format!("until {}", time::local_minute(until, &clock.tz))
     };
+    (from, until)
+}
+
+pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Clock) -> String {
+    let (from, until) = window_words(from, until, clock);
     format!(
         "{} is eligible for {} from {from} {until}.\n",
         escape(user),

@@ -147,7 +147,8 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The end of the processes of a grant that ended (see [`crate::store::Tx::open_endings`]).
+/// The end of the processes of a grant that ended (see
+/// [`crate::store::Tx::open_endings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ending {
     pub grant_id: i64,

@@ -5,8 +5,9 @@ use super::*;
 use crate::output::{object, put_time};
 use pim_common::types::{AssignmentInfo, RequestDetail};
 
-/// How often `pim wait` asks again while a request is pending.
-const WAIT_POLL: Duration = Duration::from_secs(1);
+/// How often `pim wait` asks again while a request is pending (well within the reads a
+/// minute pimd allows one user).
+const WAIT_POLL: Duration = Duration::from_secs(2);
 
 pub(super) async fn assign_active(
     user: &str,
@@ -35,10 +36,7 @@ pub(super) async fn assign_active(
             m.insert("reason".into(), Value::String(reason.into()));
             Value::Object(m)
         },
-        || {
-            output::assigned_text(user, role, from, until, clock)
-                .replace(" is eligible for ", " holds (active assignment) ")
-        },
+        || active_assigned_text(user, role, from, until, clock),
     )?;
     Ok(Outcome::Done)
 }
@@ -112,6 +110,21 @@ pub(super) async fn wait(id: i64, json: bool) -> Result<Outcome, Failure> {
             escape(&request.state)
         )))
     }
+}
+
+pub fn active_assigned_text(
+    user: &str,
+    role: &str,
+    from: i64,
+    until: i64,
+    clock: &Clock,
+) -> String {
+    let (from, until) = output::window_words(from, until, clock);
+    format!(
+        "{} holds role {} (active assignment, no activation needed) from {from} {until}.\n",
+        escape(user),
+        escape(role)
+    )
 }
 
 fn print_detail(request: &RequestDetail, json: bool) -> Result<(), Failure> {

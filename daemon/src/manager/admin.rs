@@ -86,45 +86,30 @@ impl Manager {
         let now = self.now();
         let entry = audit.entry(now, Outcome::Success, "assignment removed");
         let removed = self.commit(|tx| {
-            let before = tx.assignment(user, role)?;
             if tx.delete_assignment(user, role)? {
                 tx.audit(entry)?;
-                Ok(before)
+                Ok(true)
             } else {
-                Ok(None)
+                Ok(false)
             }
         })?;
-        let Some(removed) = removed else {
+        if !removed {
             return self.refused(
                 &audit,
                 PimError::NotFound(format!("{user} has no assignment for role {role}")),
             );
-        };
-        let mut warnings = Vec::new();
-        let live_before = self.store.read(|tx| tx.live_grant(user, role))?;
-        if let Err(e) = self.end_grant_of_removed_assignment(&removed, &caller.name) {
-            warnings.push(format!(
-                "ending the active assignment's grant did not complete: {}",
-                e.message()
-            ));
         }
+        // The grant of an active assignment ends with it (see `lost_eligibility`).
         let why = format!("unassigned by {}", caller.name);
         let (ended, warning) =
             self.end_grant_after_assignment_change(user, role, &caller.name, Some(&why));
-        if !warning.is_empty() {
-            warnings.push(warning);
-        }
-        let ended = ended
-            .or_else(|| live_before.filter(|g| removed.active && removed.grant_id == Some(g.id)));
-        Ok((
-            ended.as_ref().map(grant_info).unwrap_or_default(),
-            warnings.join("; "),
-        ))
+        Ok((ended.as_ref().map(grant_info).unwrap_or_default(), warning))
     }
 
-    /// Why `grant` may no longer run, or `None` while it may: its role still grants its group
-    /// and its user is still eligible for it in some way (standing, through a %group, or
-    /// assigned), or a `permanent` member of it, whom PIM never touches. A lookup that fails
+    /// Why `grant` may no longer run, or `None` while it may: its role still grants its group,
+    /// the active assignment it stands for (if it is one's) still points to it, and its user is
+    /// still eligible for it in some way (standing, through a %group, or assigned), or a
+    /// `permanent` member of it, whom PIM never touches. A lookup that fails
     /// is an error, not an end: the grant runs on and the next reconciliation asks again.
     fn lost_eligibility(&mut self, grant: &Grant) -> Result<Option<String>, PimError> {
         let (user, role_name) = (grant.user.as_str(), grant.role.as_str());
@@ -138,6 +123,9 @@ impl Manager {
                 "role {role_name} now grants group {}, not {}",
                 role.group, grant.group
             )));
+        }
+        if let Some(lost) = self.lost_active_assignment(grant)? {
+            return Ok(Some(lost));
         }
         if self.permanent(user, &role)? || self.eligibility(&role, user)?.is_eligible() {
             return Ok(None);

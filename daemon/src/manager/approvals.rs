@@ -35,6 +35,18 @@ impl Manager {
     /// A request as it stands under the current configuration: only the approvals that
     /// count now, against the role's current `approvals_required`.
     pub(super) fn request_view(&self, r: &Request, approved: Vec<String>) -> RequestInfo {
+        if r.duration_secs == 0 {
+            // A renewal (the only request without a duration): one approval by whoever
+            // governs the role.
+            let counted = approved
+                .into_iter()
+                .filter(|a| *a != r.user && self.governs_by_name(a, &r.role))
+                .collect();
+            return RequestInfo {
+                approvals_required: 1,
+                ..request_info(r, counted)
+            };
+        }
         let role = self.config.role(&r.role);
         let counted = approved
             .into_iter()

@@ -4,7 +4,7 @@
 //! **Active assignments** (`pim admin assign --active`). An active assignment is a row of the
 //! assignments (`active`) that, once its start has come, *materialises as a grant*: an
 //! ordinary live grant (no request), ending at the assignment's end, whose id the assignment
-//! keeps (`grant_id`, the marker). So everything a grant has applies to it unchanged: the
+//! keeps (`grant_id`; the grant is marked `by_assignment` too). So everything a grant has applies to it unchanged: the
 //! membership is added and taken back by `grants`, expiry ends it on time, PAM's access check
 //! covers the group while it is live (the per-group rule of `access` is untouched), `on_end`
 //! and the warnings before the end apply, `pim status` and `pim admin grants` list it, and
@@ -13,6 +13,9 @@
 //! assignment also makes its user eligible for the role within its window, so a user who
 //! ended it early (`pim deactivate`) may activate the role under its own policy; it is not
 //! materialised twice. An assignment without an end gets a grant ending at [`NO_END`].
+//! Whatever removes or replaces an active assignment (unassign, a review, a new assignment),
+//! its grant ends through lost eligibility (`lost_active_assignment`): a marked grant no
+//! active assignment points to may not run, even for a user eligible another way.
 //!
 //! **Caps** (`max_eligible_assignment`, `max_active_assignment`) bound the length from the
 //! assignment's start, or from now when it starts earlier, to its end; with a cap an
@@ -217,6 +220,18 @@ impl Manager {
             .with_text(&reason_text, "");
         self.require_governor(caller, role, &audit)?;
         let now = self.now();
+        if user == caller.name && !self.is_admin(caller) {
+            // An owner holding the role by their own word would skip its activation policy
+            // (MFA, approval): another owner or an admin must assign them.
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied(format!(
+                    "an owner cannot assign role '{}' to themselves; another owner or a pim \
+                     administrator must",
+                    text::escape(role)
+                )),
+            );
+        }
         let checked = (|| {
             check_name("user", user)?;
             check_name("role", role)?;
@@ -257,7 +272,6 @@ impl Manager {
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }
-        let previous = self.store.read(|tx| tx.assignment(user, role))?;
         let assignment = Assignment {
             user: user.into(),
             role: role.into(),
@@ -283,12 +297,9 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         let mut warnings = Vec::new();
-        // The grant an earlier active assignment materialised as stood on it alone.
-        if let Some(old_grant) = previous.and_then(|p| p.grant_id.filter(|_| p.active)) {
-            if let Err(e) = self.end_assignment_grant(old_grant, &caller.name, "reassigned") {
-                warnings.push(e.message());
-            }
-        }
+        // A live grant of the user's for the role (an earlier active assignment's included)
+        // is taken over by a new active assignment; otherwise the grant of an earlier active
+        // assignment, which no assignment points to now, ends below.
         if active {
             if let Err(e) = self.start_active_assignments() {
                 warnings.push(format!(
@@ -306,31 +317,27 @@ impl Manager {
         Ok(warnings.join("; "))
     }
 
-    /// Ends grant `id` if it is still live, as the end of the active assignment it stood for.
-    fn end_assignment_grant(&mut self, id: i64, actor: &str, why: &str) -> Result<(), PimError> {
-        let live = self.store.read(|tx| tx.live_grants())?;
-        let Some(grant) = live.into_iter().find(|g| g.id == id) else {
-            return Ok(());
-        };
-        let reason = format!("active assignment {why}");
-        let audit = Audit::new(actor, "assignment-end")
-            .about(&grant.user, &grant.role)
-            .with_text(&reason, "");
-        let detail = format!("grant {} of group {} ended", grant.id, grant.group);
-        self.end_grant(&grant, &audit, "assignment-ended", detail)
-    }
-
-    /// After an unassign: the grant of an active assignment ends with it, even where the user
-    /// is still eligible another way (it was no activation of theirs).
-    pub(super) fn end_grant_of_removed_assignment(
+    /// Why `grant`, the grant of an active assignment, may no longer run: no active
+    /// assignment points to it any more (removed by unassign or a review, replaced, turned
+    /// into an eligible one). `None` for every other grant. Whatever removes an assignment,
+    /// its grant ends through the common path of lost eligibility.
+    pub(super) fn lost_active_assignment(
         &mut self,
-        removed: &Assignment,
-        actor: &str,
-    ) -> Result<(), PimError> {
-        match removed.grant_id.filter(|_| removed.active) {
-            Some(id) => self.end_assignment_grant(id, actor, "removed"),
-            None => Ok(()),
+        grant: &Grant,
+    ) -> Result<Option<String>, PimError> {
+        let (marked, assignment) = self.store.read(|tx| {
+            Ok::<_, PimError>((
+                tx.grant_by_assignment(grant.id)?,
+                tx.assignment(&grant.user, &grant.role)?,
+            ))
+        })?;
+        if !marked || assignment.is_some_and(|a| a.active && a.grant_id == Some(grant.id)) {
+            return Ok(None);
         }
+        Ok(Some(format!(
+            "the active assignment of {} to role {} it stood for is gone",
+            grant.user, grant.role
+        )))
     }
 
     /// Materialises every active assignment whose start has come and that has no grant yet;
@@ -346,6 +353,9 @@ impl Manager {
                     && a.grant_id.is_none()
                     && a.not_before.is_none_or(|t| t <= now)
                     && a.not_after.is_none_or(|t| t > now)
+                    // A role removed from the configuration grants nothing (its assignment
+                    // stays, in case the role comes back).
+                    && self.config.role(&a.role).is_some()
             })
             .collect();
         let mut first_error = None;
@@ -358,7 +368,8 @@ impl Manager {
     }
 
     /// The grant of one active assignment: a live grant of the user's for the role is taken
-    /// over (its end moved to the assignment's when that is later); otherwise a new grant,
+    /// over (its end moved to the assignment's: exactly for an earlier assignment's grant,
+    /// only when later for the user's own activation); otherwise a new grant,
     /// added like any other. Refusals (the user holds the group outside PIM, the role is
     /// gone) are audited and the assignment waits for the next reconciliation.
     fn start_active_assignment(&mut self, a: &Assignment) -> Result<(), PimError> {
@@ -375,7 +386,14 @@ impl Manager {
         };
         let live = self.store.read(|tx| tx.live_grant(&a.user, &a.role))?;
         if let Some(grant) = live {
-            let ends_at = grant.ends_at.max(end);
+            // An earlier assignment's grant takes this one's end; the user's own activation
+            // is not cut short.
+            let earlier_assignment = self.store.read(|tx| tx.grant_by_assignment(grant.id))?;
+            let ends_at = if earlier_assignment {
+                end
+            } else {
+                grant.ends_at.max(end)
+            };
             let entry = audit.entry(
                 now,
                 Outcome::Success,
@@ -387,6 +405,7 @@ impl Manager {
             );
             return self.commit(|tx| {
                 tx.set_grant_end(grant.id, ends_at)?;
+                tx.mark_grant_by_assignment(grant.id)?;
                 tx.set_assignment_grant(&a.user, &a.role, grant.id)?;
                 Ok(tx.audit(entry)?)
             });
@@ -419,6 +438,7 @@ impl Manager {
                 },
                 ids,
             )?;
+            tx.mark_grant_by_assignment(grant.id)?;
             tx.set_assignment_grant(&a.user, &a.role, grant.id)?;
             tx.audit(entry)?;
             Ok(grant)
@@ -490,7 +510,12 @@ impl Manager {
             .store
             .read(|tx| tx.assignments())?
             .into_iter()
-            .filter(|a| a.active && a.grant_id.is_none() && a.not_after.is_none_or(|t| t > now))
+            .filter(|a| {
+                a.active
+                    && a.grant_id.is_none()
+                    && a.not_after.is_none_or(|t| t > now)
+                    && self.config.role(&a.role).is_some()
+            })
             .map(|a| deadline(a.not_before.unwrap_or(now), now))
             .min())
     }
@@ -552,21 +577,23 @@ impl Manager {
         let now = self.now();
         let checked = (|| {
             check_name("role", role_name)?;
+            // The same answer for "no such role" and "no assignment": roles cannot be probed.
+            let nothing_to_renew = || {
+                PimError::NotEligible(format!(
+                    "you have no assignment to a role named '{}' to renew; 'pim roles' lists \
+                     yours",
+                    text::escape(role_name)
+                ))
+            };
             let role = self
                 .config
                 .role(role_name)
                 .cloned()
-                .ok_or_else(|| not_eligible(role_name))?;
+                .ok_or_else(nothing_to_renew)?;
             let assignment = self
                 .store
                 .read(|tx| tx.assignment(&caller.name, role_name))?
-                .ok_or_else(|| {
-                    PimError::NotEligible(format!(
-                        "you have no assignment to a role named '{}' to renew; 'pim roles' \
-                         lists yours",
-                        text::escape(role_name)
-                    ))
-                })?;
+                .ok_or_else(nothing_to_renew)?;
             text::check("the reason", reason, text::MAX_REASON_BYTES)
                 .map_err(PimError::InvalidArgument)?;
             if reason.trim().is_empty() {
@@ -686,6 +713,11 @@ impl Manager {
             })?;
             return Err(PimError::Conflict(format!("request {id}: {why}")));
         };
+        // The cap as configured now (a reload may have lowered it since the request).
+        if let Some(role) = self.config.role(&request.role) {
+            check_cap(role, assignment.active, Some(now), renewal.until, now)
+                .map_err(|e| PimError::Conflict(format!("request {id}: {}", e.message())))?;
+        }
         let old_end = assignment.not_after;
         let live_grant = match assignment.grant_id.filter(|_| assignment.active) {
             Some(gid) => self

@@ -38,12 +38,12 @@ impl Manager {
     }
 
     /// Whether `caller` may see `event` in `pim watch`: their own, those of roles they
-    /// approve, the access reviews of roles they own, and everything for admins and auditors.
+    /// approve or own, and everything for admins and auditors.
     pub fn may_see(&self, caller: &Caller, event: &EventInfo) -> bool {
         event.user == caller.name
             || self.is_auditor(caller)
             || self.approves(&caller.name, &event.role)
-            || (event.kind.starts_with("review-") && self.owns(&caller.name, &event.role))
+            || self.owns(&caller.name, &event.role)
     }
 }
 

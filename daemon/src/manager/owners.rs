@@ -23,6 +23,16 @@ impl Manager {
         self.is_admin(caller) || self.owns(&caller.name, role_name)
     }
 
+    /// [`Self::may_govern`] for a user known by name only (an approval recorded earlier):
+    /// an admin (root included, by name) or an owner of the role.
+    pub(super) fn governs_by_name(&self, user: &str, role_name: &str) -> bool {
+        user == "root"
+            || self
+                .listed(&self.config.daemon.admins, user)
+                .unwrap_or(false)
+            || self.owns(user, role_name)
+    }
+
     /// Refuses (and audits, as `audit` describes) a governance call on `role_name` by someone
     /// who may not govern it; the same answer whether or not the role exists, so that roles
     /// cannot be probed.

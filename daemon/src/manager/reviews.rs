@@ -564,14 +564,11 @@ impl Manager {
                     removed.len()
                 ),
             );
-        let deleted = self.commit(|tx| {
-            let mut deleted = Vec::new();
+        // An active assignment's grant ends with it below (its grant is the assignment's).
+        self.commit(|tx| {
             for item in &removed {
                 if item.assigned {
-                    if let Some(a) = tx.assignment(&item.user, &review.role)? {
-                        tx.delete_assignment(&item.user, &review.role)?;
-                        deleted.push(a);
-                    }
+                    tx.delete_assignment(&item.user, &review.role)?;
                 }
                 if item.standing {
                     tx.suspend(&item.user, &review.role, id, now)?;
@@ -584,8 +581,7 @@ impl Manager {
             for entry in entries {
                 tx.audit(entry)?;
             }
-            tx.audit(summary)?;
-            Ok(deleted)
+            Ok(tx.audit(summary)?)
         })?;
         self.event(
             "review-ended",
@@ -602,13 +598,6 @@ impl Manager {
         );
         let why = format!("removed by access review {id}");
         let mut first_error = None;
-        // An active assignment's grant ends with it, even where the user is still eligible
-        // another way (it was no activation of theirs).
-        for a in &deleted {
-            if let Err(e) = self.end_grant_of_removed_assignment(a, DAEMON) {
-                first_error.get_or_insert(e);
-            }
-        }
         for item in removed {
             let (_, warning) = self.end_grant_after_assignment_change(
                 &item.user,

@@ -287,6 +287,8 @@ operations! {
         /// The earliest end after `now` of an assignment whose user holds a live grant of
         /// its role: when such a grant may lose the eligibility it depends on.
         fn next_assignment_end(now: i64) -> Option<i64>;
+        /// Whether grant `id` is (or was) the grant of an active assignment.
+        fn grant_by_assignment(id: i64) -> bool;
         /// Every assignment (eligible and active), by user and role.
         fn assignments() -> Vec<Assignment>;
         fn mfa(user: &str) -> Option<MfaRecord>;
@@ -358,6 +360,8 @@ operations! {
         fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
         /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`.
         fn put_assignment(a: &Assignment, by: &str, at: i64) -> ();
+        /// Marks grant `id` as the grant of an active assignment.
+        fn mark_grant_by_assignment(id: i64) -> ();
         /// Records the grant active assignment `user`/`role` materialised as.
         fn set_assignment_grant(user: &str, role: &str, grant_id: i64) -> ();
         /// Records the notices of its end sent (bits of [`crate::model::NOTICE_14D`], ...).

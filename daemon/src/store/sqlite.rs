@@ -191,6 +191,7 @@ ALTER TABLE assignments ADD COLUMN active INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE assignments ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE assignments ADD COLUMN grant_id INTEGER;
 ALTER TABLE assignments ADD COLUMN notices_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN by_assignment INTEGER NOT NULL DEFAULT 0;
 -- Renewal requests share the requests' ids and life (approve, deny, cancel, expiry); one open
 -- request per user, role and kind.
 ALTER TABLE requests ADD COLUMN kind TEXT NOT NULL DEFAULT 'activation';
@@ -1079,6 +1080,24 @@ impl Transaction for SqliteTx<'_> {
             params![user, role, grant_id],
         )?;
         Ok(())
+    }
+
+    fn mark_grant_by_assignment(&self, id: i64) -> Result<(), StoreError> {
+        self.tx
+            .execute("UPDATE grants SET by_assignment = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn grant_by_assignment(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT by_assignment FROM grants WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
     }
 
     fn set_assignment_notices(&self, user: &str, role: &str, sent: u32) -> Result<(), StoreError> {

@@ -411,7 +411,9 @@ fn given_a_renewal_too_long_for_the_cap_or_without_an_assignment_then_refused() 
         InvalidArgument
     );
     assert!(m.contains("max_eligible_assignment"), "{m}");
-    assert_err!(e.m.renew(&dave, "admin", 0, "no assignment"), NotEligible);
+    let none = assert_err!(e.m.renew(&dave, "admin", 0, "no assignment"), NotEligible);
+    let missing = assert_err!(e.m.renew(&dave, "nosuch", 0, "no assignment"), NotEligible);
+    assert_eq!(none.replace("admin", "X"), missing.replace("nosuch", "X"));
     // Without --until: the cap from now.
     let filed = e.m.renew(&dave, "docker", 0, "still on the team").unwrap();
     assert_eq!(filed.renew_until, T0 + 180 * DAY);
@@ -478,4 +480,99 @@ fn given_a_renewal_then_an_owner_may_deny_it_with_a_comment() {
             .unwrap()
             .unwrap();
     assert_eq!(a.not_after, Some(T0 + 3 * DAY), "the end stays");
+}
+
+#[test]
+fn given_an_active_assignment_replaced_then_its_grant_follows_the_new_one() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(
+        &gina,
+        "alice",
+        "docker",
+        0,
+        T0 + 10 * DAY,
+        "incident response",
+    )
+    .unwrap();
+    let first = e.grants("alice")[0].clone();
+    // A shorter active one takes the same grant over, with its end: no membership flap.
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident, shorter")
+        .unwrap();
+    let grants = e.grants("alice");
+    assert_eq!((grants[0].id, grants[0].ends_at), (first.id, T0 + DAY));
+    // An eligible one replaces it: the grant ends, though alice is standing eligible.
+    e.m.admin_assign(&gina, "alice", "docker", 0, T0 + 20 * DAY)
+        .unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    assert!(e.docker_role_of("alice").is_some(), "still eligible");
+}
+
+#[test]
+fn given_an_active_assignment_deleted_by_another_path_then_reconciliation_ends_its_grant() {
+    // As an access review's removal does: the row goes, whoever deletes it.
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let entry = Audit::new("test", "review-remove")
+        .about("alice", "docker")
+        .entry(e.now(), Outcome::Success, "removed");
+    e.m.commit(|tx| {
+        tx.delete_assignment("alice", "docker")?;
+        Ok(tx.audit(entry)?)
+    })
+    .unwrap();
+    e.m.reconcile().unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    let ends = e.eligibility_ends();
+    assert!(ends[0].3.contains("active assignment"), "{ends:?}");
+}
+
+#[test]
+fn given_an_active_assignment_then_the_warnings_and_on_end_of_grants_apply_to_it() {
+    use crate::processes::fake::FakeProcesses;
+    let mut e = governed();
+    e.accounts.set_gid("docker", 999);
+    let t = FakeProcesses::default();
+    t.add_on_terminal(300, 1003, 1003, &[999], "bash", &[34816]);
+    t.state().terminals.push((34816, 1003));
+    let gina = e.who("gina");
+    let end = T0 + 600;
+    e.m.admin_assign_active(&gina, "dave", "docker", 0, end, "on call this week")
+        .unwrap();
+    // The warning 5 minutes before the end, on dave's terminal.
+    e.set(end - 300);
+    let (jobs, _) = e.m.warnings_due().unwrap();
+    assert_eq!(jobs.len(), 1);
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let n = j.run(&t);
+            (j, n)
+        })
+        .collect();
+    e.m.record_warnings(results).unwrap();
+    assert_eq!(e.audited("end-warning").len(), 1);
+    // At the end: expiry, then on_end = "terminate" for the process still carrying docker.
+    e.set(end);
+    e.m.reconcile().unwrap();
+    assert!(!e.managed("dave", "docker"));
+    let (jobs, _) = e.m.endings_due().unwrap();
+    assert_eq!(jobs.len(), 1, "an ending of the assignment's grant");
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let s = j.run(&t);
+            (j, s)
+        })
+        .collect();
+    e.m.record_endings(results).unwrap();
+    assert!(
+        t.state().signals.iter().any(|s| s.0 == 300),
+        "{:?}",
+        t.state().signals
+    );
 }

@@ -149,3 +149,35 @@ fn given_a_non_owner_non_admin_then_every_governance_call_is_refused_the_same_wa
         .count();
     assert_eq!(refused, 4);
 }
+
+#[test]
+fn given_an_owner_then_they_cannot_assign_their_role_to_themselves_but_an_admin_may() {
+    let mut e = owned();
+    let gina = e.who("gina");
+    let m = assert_err!(
+        e.m.admin_assign(&gina, "gina", "docker", 0, 0),
+        PermissionDenied
+    );
+    assert!(m.contains("themselves"), "{m}");
+    assert_err!(
+        e.m.admin_assign_active(&gina, "gina", "docker", 0, T0 + HOUR, "self service"),
+        PermissionDenied
+    );
+    assert!(e.grants("gina").is_empty());
+    let frank = e.who("frank");
+    e.m.admin_assign(&frank, "frank", "docker", 0, 0).unwrap();
+}
+
+#[test]
+fn given_an_owner_then_they_watch_the_events_of_their_role_only() {
+    let e = owned();
+    let gina = e.who("gina");
+    let event = |role: &str| EventInfo {
+        kind: "request-filed".into(),
+        user: "dave".into(),
+        role: role.into(),
+        ..EventInfo::default()
+    };
+    assert!(e.m.may_see(&gina, &event("docker")));
+    assert!(!e.m.may_see(&gina, &event("admin")));
+}
