@@ -2,6 +2,7 @@
 //! errors with their stable D-Bus names, the wire types and the duration syntax.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod duration;
 pub mod error;
 pub mod mounts;
