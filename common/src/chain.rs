@@ -245,6 +245,9 @@ pub struct Verifier {
     /// A record that failed, waiting for the next one to tell an insertion from an edit.
     suspect: Option<AuditRecord>,
     broken: bool,
+    /// A copy that may start anywhere (an export since some time): a start that is neither
+    /// the genesis nor accounted for by a checkpoint is not a break.
+    slice: bool,
 }
 
 impl Verifier {
@@ -258,6 +261,15 @@ impl Verifier {
             checkpoint: None,
             suspect: None,
             broken: false,
+            slice: false,
+        }
+    }
+
+    /// A walk over a copy that may start anywhere (see `slice`).
+    pub fn for_slice(heads: Vec<KeptHead>) -> Verifier {
+        Verifier {
+            slice: true,
+            ..Verifier::new(heads)
         }
     }
 
@@ -453,7 +465,14 @@ impl Verifier {
         if let Some(suspect) = self.suspect.take() {
             self.judge(suspect, None);
         }
-        if let Some(anchor) = self.anchor.clone() {
+        let anchor = self.anchor.clone().filter(|a| {
+            !self.slice
+                || self
+                    .checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.id + 1 == a.id && c.hash == a.hash)
+        });
+        if let Some(anchor) = anchor {
             // The start is judged when the walk reached a checkpoint, or when it is whole.
             match self.checkpoint.clone() {
                 Some(c) if c.id + 1 == anchor.id && c.hash == anchor.hash => {

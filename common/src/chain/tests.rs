@@ -313,3 +313,23 @@ fn given_head_text_then_only_id_colon_hash_parses() {
         assert!(bad.parse::<Head>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn given_a_slice_of_a_chain_then_its_links_and_heads_are_checked_not_its_start() {
+    let records = chain(10);
+    let head = records[9].hash.clone();
+    let mut v = Verifier::for_slice(vec![kept(10, &head)]);
+    for r in records[3..].iter().cloned() {
+        v.push(r);
+    }
+    let v = v.finish();
+    assert!(v.ok(), "{v:?}");
+    assert_eq!((v.first, v.checked), (4, 7));
+    let mut tampered = records[3..].to_vec();
+    tampered.remove(2);
+    let mut v = Verifier::for_slice(Vec::new());
+    for r in tampered {
+        v.push(r);
+    }
+    assert_eq!(broke(&v.finish()), ("deleted", 6));
+}

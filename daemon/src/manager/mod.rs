@@ -22,6 +22,7 @@
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `recipients`: whom an event names for `notify_command`;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
 
 mod access;
@@ -32,6 +33,9 @@ mod audit;
 mod grants;
 mod mfa;
 mod reconcile;
+mod recipients;
+
+pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
