@@ -67,7 +67,7 @@ fn verify_file(path: &std::path::Path, head: Option<Head>) -> Result<Verificatio
         .into_iter()
         .map(|head| KeptHead {
             head,
-            source: "argument".into(),
+            source: "--head".into(),
         })
         .collect();
     let mut verifier = Verifier::for_slice(heads);

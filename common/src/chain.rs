@@ -14,8 +14,9 @@
 //! each field written as a netstring: its length in bytes (decimal ASCII), `:`, its bytes
 //! (UTF-8), `,`. `id` and `at` are decimal integers (`at` in seconds since the epoch, UTC,
 //! with a `-` if negative), `outcome` is `success`, `refused` or `error`, and `prev` is the
-//! hash of the record before it: 64 `0`s for the chain's first record (the genesis, action
-//! [`GENESIS_ACTION`]). Nothing of SQLite is in it: the same fields, from any backend or from
+//! hash of the record before it: 64 `0`s for the chain's first record (the genesis: a new
+//! database's first record; in one with records from before the chain, a record of its own
+//! after them, action [`GENESIS_ACTION`]). Nothing of SQLite is in it: the same fields, from any backend or from
 //! an export, give the same hash. In Python:
 //!
 //! ```text
@@ -46,7 +47,8 @@ use zbus::Type;
 
 use crate::types::AuditRecord;
 
-/// The action of the chain's first record.
+/// The action of the record that starts the chain after records written before it (in a
+/// database an older pimd made).
 pub const GENESIS_ACTION: &str = "audit-chain-start";
 /// The action of the record retention writes when it removes old records: its detail ends
 /// with the last removed record's `ID:HASH` (see [`checkpoint_detail`]).
@@ -188,7 +190,7 @@ impl BreakKind {
     }
 }
 
-/// A head to check the chain against, and where it came from (`file`, `argument`).
+/// A head to check the chain against, and where it came from (`the head file`, `--head`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptHead {
     pub head: Head,
@@ -308,7 +310,7 @@ impl Verifier {
         for kept in &self.heads {
             if kept.head.id == r.id && kept.head.hash != r.hash {
                 rewritten = Some(format!(
-                    "record {} has hash {}, not {} as the head kept in the {} says: the chain \
+                    "record {} has hash {}, not {} as the head from {} says: the chain \
                      was rewritten at or before it (or cut there and written again)",
                     r.id, r.hash, kept.head.hash, kept.source
                 ));
@@ -362,7 +364,7 @@ impl Verifier {
             return;
         }
         let self_ok = hash(&r) == r.hash;
-        if r.action == GENESIS_ACTION && r.prev == GENESIS_PREV {
+        if r.prev == GENESIS_PREV {
             if let Some(before) = self.last_unchained {
                 if r.id > before + 1 {
                     self.fail(
@@ -538,7 +540,7 @@ impl Verifier {
                             BreakKind::MissingTail,
                             from,
                             format!(
-                                "the log ends at record {}, but the head kept in the {} names \
+                                "the log ends at record {}, but the head from {} names \
                                  record {}: records {from} to {} are missing",
                                 last.as_ref().map_or(0, |l| l.id),
                                 kept.source,

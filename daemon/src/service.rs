@@ -147,6 +147,8 @@ struct DenialAudit {
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
+    /// Lines that are not audit records (the audit chain's head).
+    syslog: Vec<(Severity, String)>,
     /// Each event with whom it is for, when there is a `notify_command` to tell.
     events: Vec<(EventInfo, Vec<Recipient>)>,
     /// Each event paired with each watcher allowed to see it.
@@ -327,7 +329,11 @@ impl Core {
     /// Takes what the manager left behind and, while its lock is still held, works out which
     /// watcher may see which event: the async thread then never waits for the manager.
     fn drain(&self, manager: &mut Manager) -> Published {
-        let Outbox { audit, events } = manager.take_outbox();
+        let Outbox {
+            audit,
+            events,
+            syslog,
+        } = manager.take_outbox();
         let mut deliveries = Vec::new();
         if !events.is_empty() {
             let watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -354,6 +360,7 @@ impl Core {
             .collect();
         Published {
             audit,
+            syslog,
             events,
             deliveries,
         }
@@ -372,8 +379,16 @@ impl Core {
         }
     }
 
-    async fn publish(self: &Arc<Self>, published: Published) {
+    /// Sends what the manager left for syslog: audit records, then the other lines.
+    fn log_published(&self, published: &Published) {
         self.log_audit(&published.audit);
+        for (severity, line) in &published.syslog {
+            let _ = self.syslog.send(*severity, line);
+        }
+    }
+
+    async fn publish(self: &Arc<Self>, published: Published) {
+        self.log_published(&published);
         if published.events.is_empty() {
             return;
         }
@@ -466,7 +481,7 @@ impl Core {
             }
             let published = core.drain(&mut manager);
             drop(manager);
-            core.log_audit(&published.audit);
+            core.log_published(&published);
         })
         .await;
     }
@@ -884,6 +899,24 @@ impl ManagerService {
             Some(CallKind::Reads),
             args,
             move |m, c, [user, role]| m.audit(c, since, &user, &role),
+        )
+        .await
+    }
+
+    /// Walks the audit chain (admins and auditors): see `manager/chain.rs`.
+    async fn verify_audit(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        head: &str,
+    ) -> Result<pim_common::chain::Verification, PimError> {
+        // ID:HASH is at most 20 digits, ':' and 64 hex digits.
+        let args = bounded_copies([("head", head, 128)]);
+        self.limited_call(
+            &h,
+            "audit-verify",
+            Some(CallKind::Reads),
+            args,
+            move |m, c, [head]| m.verify_audit(c, &head),
         )
         .await
     }

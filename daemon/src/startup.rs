@@ -220,13 +220,15 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    let manager = Manager::new(
+    let head_file = crate::manager::head_file_of(&config.daemon.database);
+    let mut manager = Manager::new(
         config,
         store,
         Box::new(SystemAccounts),
         Box::new(SystemClock),
         host,
     );
+    manager.set_head_file(head_file);
     let core = Core::new(manager);
 
     let connection = zbus::Connection::system()
@@ -276,6 +278,14 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     if let Err(e) = core.with_manager(|m| m.reconcile()).await {
         eprintln!("pimd: reconciliation at start: {}", e.message());
     }
+    // The audit chain's head as this pimd finds it (and a break against the head file, if
+    // one happened while pimd was down).
+    let _ = core
+        .with_manager(|m| {
+            m.publish_head(true);
+            Ok(())
+        })
+        .await;
     // The PAM module's socket answers from here on, but is put at its fixed path only once
     // the name is this pimd's.
     let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;

@@ -55,7 +55,7 @@ fn given_an_untouched_export_then_it_verifies_against_its_head() {
     assert_eq!(report.checked, 5);
     let text = report_text(&report, Some("x.json"));
     assert!(text.starts_with("the audit chain in x.json holds: 5 record(s) checked, 1 to 5\n"), "{text}");
-    assert!(text.contains("matches the head kept: argument 5:"), "{text}");
+    assert!(text.contains("matches the head kept: --head 5:"), "{text}");
 }
 
 #[test]

@@ -43,7 +43,7 @@ fn kept(id: i64, hash: &str) -> KeptHead {
             id,
             hash: hash.into(),
         },
-        source: "file".into(),
+        source: "the head file".into(),
     }
 }
 
@@ -100,7 +100,7 @@ fn given_an_untouched_chain_then_it_verifies_with_its_count() {
     let v = verify(records, vec![kept(10, &head)]);
     assert!(v.ok(), "{v:?}");
     assert_eq!((v.checked, v.first, v.last, v.genesis), (10, 1, 10, 1));
-    assert_eq!(v.heads_checked, vec![format!("file 10:{head}")]);
+    assert_eq!(v.heads_checked, vec![format!("the head file 10:{head}")]);
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn given_a_pruned_chain_then_an_old_head_is_reported_as_pruned_not_broken() {
     let old = all[2].hash.clone();
     let v = verify(pruned(all, 4), vec![kept(3, &old)]);
     assert!(v.ok(), "{v:?}");
-    assert_eq!(v.heads_pruned, vec![format!("file 3:{old}")]);
+    assert_eq!(v.heads_pruned, vec![format!("the head file 3:{old}")]);
 }
 
 #[test]
