@@ -4,8 +4,8 @@
 //! the daemon being up.
 
 use crate::cli::{
-    ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, AuditCommand, Cli, Command, DenyArgs, ExtendArgs,
-    MfaCommand,
+    ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, AuditCommand, Cli, Command, DenyArgs,
+    ExtendArgs, MfaCommand,
 };
 use crate::error::{daemon_message, Failure, EXIT_OK, EXIT_PENDING};
 use crate::input::{self, Console, Terminal};

@@ -151,7 +151,10 @@ pub fn checkpoint_detail(first: i64, last: &Head, why: &str) -> String {
             last.id
         )
     } else {
-        format!("records {first} to {} removed ({why}){CHECKPOINT_MARK}{last}", last.id)
+        format!(
+            "records {first} to {} removed ({why}){CHECKPOINT_MARK}{last}",
+            last.id
+        )
     }
 }
 
@@ -336,7 +339,12 @@ impl Verifier {
         };
         if r.id > last.id + 1 {
             let detail = if r.id == last.id + 2 {
-                format!("record {} is missing (between {} and {})", last.id + 1, last.id, r.id)
+                format!(
+                    "record {} is missing (between {} and {})",
+                    last.id + 1,
+                    last.id,
+                    r.id
+                )
             } else {
                 format!(
                     "records {} to {} are missing (between {} and {})",
@@ -370,7 +378,11 @@ impl Verifier {
                     self.fail(
                         BreakKind::Deleted,
                         before + 1,
-                        format!("records {} to {} are missing (before the genesis)", before + 1, r.id - 1),
+                        format!(
+                            "records {} to {} are missing (before the genesis)",
+                            before + 1,
+                            r.id - 1
+                        ),
                     );
                     return;
                 }
@@ -436,7 +448,10 @@ impl Verifier {
                 self.fail(
                     BreakKind::Edited,
                     s.id,
-                    format!("record {} was changed: its contents do not match its hash", s.id),
+                    format!(
+                        "record {} was changed: its contents do not match its hash",
+                        s.id
+                    ),
                 );
             }
         } else if next_follows_last {

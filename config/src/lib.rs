@@ -1310,10 +1310,7 @@ request_ttl = "24h"              # an undecided request expires after this
             errors("[audit]\nkept = \"1d\"\n"),
             vec![("audit.kept".to_string(), Some(2))]
         );
-        assert_eq!(
-            errors("audit = 1\n"),
-            vec![("audit".to_string(), Some(1))]
-        );
+        assert_eq!(errors("audit = 1\n"), vec![("audit".to_string(), Some(1))]);
     }
 
     #[test]

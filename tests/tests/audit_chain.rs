@@ -48,8 +48,11 @@ fn host(extra: &str) -> Sandbox {
 /// `rounds` activations and deactivations by alice: two records each.
 fn activity(sb: &Sandbox, rounds: usize) {
     for _ in 0..rounds {
-        sb.run("alice", &["pim", "activate", "admin", "-r", REASON, "-d", "10m"])
-            .assert_success();
+        sb.run(
+            "alice",
+            &["pim", "activate", "admin", "-r", REASON, "-d", "10m"],
+        )
+        .assert_success();
         sb.run("alice", &["pim", "deactivate", "admin"])
             .assert_success();
     }
@@ -85,7 +88,10 @@ fn broken(out: &Output) -> (String, i64, String) {
     (
         doc["break"]["kind"].as_str().unwrap().to_string(),
         doc["break"]["record"].as_i64().unwrap(),
-        doc["break"]["detail"].as_str().unwrap_or_default().to_string(),
+        doc["break"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -120,7 +126,10 @@ fn given_an_untouched_store_then_verify_passes_and_says_how_many_records_it_chec
 fn given_a_row_edited_with_sqlite3_then_verify_exits_1_naming_it() {
     let sb = host("");
     activity(&sb, 3);
-    tamper(&sb, "UPDATE audit SET reason = 'nothing to see' WHERE id = 3;");
+    tamper(
+        &sb,
+        "UPDATE audit SET reason = 'nothing to see' WHERE id = 3;",
+    );
     let (kind, record, _) = broken(&verify(&sb, "audra", &[]));
     assert_eq!((kind.as_str(), record), ("edited", 3));
     sb.run("audra", &["pim", "audit", "verify"])
@@ -138,12 +147,21 @@ fn given_a_row_deleted_with_sqlite3_then_verify_exits_1_naming_the_missing_recor
     assert!(detail.contains("record 4 is missing"), "{detail}");
 }
 
-/// The head pimd logged (`audit-head ID:HASH`), from the sandbox's syslog.
-fn logged_head(sb: &Sandbox) -> (i64, String) {
+/// Some activity, then a restart of pimd, which logs its head at start (as it does every
+/// 100 records and every 5 minutes): the head it logged to syslog, `(ID, "ID:HASH")`.
+fn head_after_restart(sb: &Sandbox) -> (i64, String) {
+    activity(sb, 4);
+    sb.kill_pimd("TERM");
+    sb.start_pimd();
     let line = sb.wait_for_syslog_line("pimd's audit-head", DEADLINE, |l| {
         l.contains("pimd[") && l.contains("audit-head ")
     });
-    let head = line.rsplit("audit-head ").next().unwrap().trim().to_string();
+    let head = line
+        .rsplit("audit-head ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
     let id = head.split(':').next().unwrap().parse().unwrap();
     (id, head)
 }
@@ -151,28 +169,25 @@ fn logged_head(sb: &Sandbox) -> (i64, String) {
 #[test]
 fn given_a_tail_truncated_and_the_head_file_removed_then_the_head_in_syslog_catches_it() {
     let sb = host("");
-    activity(&sb, 4);
-    // pimd logs its head at start (and every 100 records, and every 5 minutes).
-    sb.kill_pimd("TERM");
-    sb.start_pimd();
-    let (id, head) = logged_head(&sb);
+    let (id, head) = head_after_restart(&sb);
     assert_eq!(id, *record_ids(&sb).last().unwrap());
     assert_eq!(sb.read_file(HEAD_FILE).trim(), head);
     // Root cuts the last three records and removes pimd's own copy of the head.
     tamper(&sb, &format!("DELETE FROM audit WHERE id > {};", id - 3));
     sb.run("root", &["rm", "-f", HEAD_FILE]).assert_success();
     let (kind, record, detail) = broken(&verify(&sb, "audra", &["--head", &head]));
-    assert_eq!((kind.as_str(), record), ("missing-tail", id - 2), "{detail}");
+    assert_eq!(
+        (kind.as_str(), record),
+        ("missing-tail", id - 2),
+        "{detail}"
+    );
     assert!(detail.contains("--head"), "{detail}");
 }
 
 #[test]
 fn given_a_tail_truncated_then_the_head_file_catches_it_and_pimd_keeps_the_file() {
     let sb = host("");
-    activity(&sb, 4);
-    sb.kill_pimd("TERM");
-    sb.start_pimd();
-    let (id, head) = logged_head(&sb);
+    let (id, head) = head_after_restart(&sb);
     sb.kill_pimd("TERM");
     tamper(&sb, &format!("DELETE FROM audit WHERE id > {};", id - 2));
     sb.start_pimd();
@@ -182,7 +197,11 @@ fn given_a_tail_truncated_then_the_head_file_catches_it_and_pimd_keeps_the_file(
     });
     assert_eq!(sb.read_file(HEAD_FILE).trim(), head);
     let (kind, record, detail) = broken(&verify(&sb, "audra", &[]));
-    assert_eq!((kind.as_str(), record), ("missing-tail", id - 1), "{detail}");
+    assert_eq!(
+        (kind.as_str(), record),
+        ("missing-tail", id - 1),
+        "{detail}"
+    );
     assert!(detail.contains("the head file"), "{detail}");
 }
 
@@ -200,7 +219,9 @@ fn given_keep_then_old_records_are_pruned_with_a_checkpoint_and_the_chain_verifi
     let before = record_ids(&sb);
     let last_old = *before.last().unwrap();
     let made = now_unix();
-    sb.wait_until("the records to be older than keep", DEADLINE, || now_unix() > made + 3);
+    sb.wait_until("the records to be older than keep", DEADLINE, || {
+        now_unix() > made + 3
+    });
     // A reload reconciles at once (else the next round, within a minute).
     sb.kill_pimd("HUP");
     sb.wait_until("retention's checkpoint", DEADLINE, || {
@@ -210,7 +231,10 @@ fn given_keep_then_old_records_are_pruned_with_a_checkpoint_and_the_chain_verifi
     });
     let records = sb.audit_records("audra", &[]);
     assert!(records[0]["id"].as_i64().unwrap() > last_old, "{records:?}");
-    let checkpoint = records.iter().find(|r| r["action"] == "audit-pruned").unwrap();
+    let checkpoint = records
+        .iter()
+        .find(|r| r["action"] == "audit-pruned")
+        .unwrap();
     assert!(
         checkpoint["detail"]
             .as_str()
@@ -233,7 +257,8 @@ fn given_someone_neither_admin_nor_auditor_then_verify_is_refused() {
         .assert_stderr_contains("only admins and auditors may verify the audit log");
     // Straight over the bus, past the client: the same.
     let out = sb.call_pimd("hank", "VerifyAudit", "s", &[""]);
-    out.assert_failure().assert_stderr_contains("admins and auditors");
+    out.assert_failure()
+        .assert_stderr_contains("admins and auditors");
     // The refusal is audited.
     assert!(sb
         .audit_records("audra", &[])
@@ -251,15 +276,39 @@ fn given_an_export_then_a_copy_verifies_without_pimd_and_an_edited_copy_does_not
     let (_, head) = {
         let last = &export.json()["records"].as_array().unwrap().clone();
         let last = last.last().unwrap();
-        (0, format!("{}:{}", last["id"], last["hash"].as_str().unwrap()))
+        (
+            0,
+            format!("{}:{}", last["id"], last["hash"].as_str().unwrap()),
+        )
     };
     sb.kill_pimd("TERM");
-    sb.run("hank", &["pim", "audit", "verify", "--file", "/tmp/export.json", "--head", &head])
-        .assert_success()
-        .assert_stdout_contains("the audit chain in /tmp/export.json holds");
+    sb.run(
+        "hank",
+        &[
+            "pim",
+            "audit",
+            "verify",
+            "--file",
+            "/tmp/export.json",
+            "--head",
+            &head,
+        ],
+    )
+    .assert_success()
+    .assert_stdout_contains("the audit chain in /tmp/export.json holds");
     let edited = export.stdout.replacen(REASON, "nothing to see", 1);
     sb.write_file("/tmp/edited.json", &edited, 0o644);
-    let out = sb.run("hank", &["pim", "--json", "audit", "verify", "--file", "/tmp/edited.json"]);
+    let out = sb.run(
+        "hank",
+        &[
+            "pim",
+            "--json",
+            "audit",
+            "verify",
+            "--file",
+            "/tmp/edited.json",
+        ],
+    );
     let (kind, _, _) = broken(&out);
     assert_eq!(kind, "edited");
 }

@@ -83,14 +83,29 @@ fn given_the_mail_adapter_then_a_request_reaches_its_recipients_as_a_well_formed
     sb.write_file(CONFIG_PATH, &config(), 0o644);
     sb.start_pimd();
 
-    let out = sb.run("alice", &["pim", "--json", "activate", "db", "-d", "30m", "-r", REASON]);
+    let out = sb.run(
+        "alice",
+        &["pim", "--json", "activate", "db", "-d", "30m", "-r", REASON],
+    );
     out.assert_status(3);
     let id = out.json()["request"]["id"].as_i64().unwrap();
     sb.wait_until("the request's mail", DEADLINE, || !mail(&sb).is_empty());
     let (args, message) = mail(&sb).remove(0);
-    assert_eq!(args.trim(), "-t -oi", "recipients from the headers; a lone dot is no end");
+    assert_eq!(
+        args.trim(),
+        "-t -oi",
+        "recipients from the headers; a lone dot is no end"
+    );
     // Headers: the ones a mail needs, each once, one line each.
-    for name in ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"] {
+    for name in [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+    ] {
         let count = message
             .split_once("\n\n")
             .unwrap()

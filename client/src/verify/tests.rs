@@ -16,7 +16,9 @@ fn chain(n: i64) -> Vec<AuditRecord> {
             reason: "line one\nline \"two\" é".into(),
             ticket: String::new(),
             detail: String::new(),
-            prev: out.last().map_or(GENESIS_PREV.to_string(), |p| p.hash.clone()),
+            prev: out
+                .last()
+                .map_or(GENESIS_PREV.to_string(), |p| p.hash.clone()),
             hash: String::new(),
         };
         r.hash = hash(&r);
@@ -54,7 +56,10 @@ fn given_an_untouched_export_then_it_verifies_against_its_head() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.checked, 5);
     let text = report_text(&report, Some("x.json"));
-    assert!(text.starts_with("the audit chain in x.json holds: 5 record(s) checked, 1 to 5\n"), "{text}");
+    assert!(
+        text.starts_with("the audit chain in x.json holds: 5 record(s) checked, 1 to 5\n"),
+        "{text}"
+    );
     assert!(text.contains("matches the head kept: --head 5:"), "{text}");
 }
 
@@ -69,7 +74,9 @@ fn given_an_edited_export_then_the_record_is_named_and_json_says_so() {
     assert_eq!(doc["ok"], json!(false));
     assert_eq!(doc["break"]["kind"], json!("edited"));
     assert_eq!(doc["break"]["record"], json!(3));
-    assert!(report_text(&report, None).starts_with("the audit chain is broken at record 3 (edited)"));
+    assert!(
+        report_text(&report, None).starts_with("the audit chain is broken at record 3 (edited)")
+    );
 }
 
 #[test]

@@ -90,7 +90,11 @@ fn given_fields_that_shift_between_neighbours_then_the_hashes_differ() {
     assert_ne!(hash(&a), hash(&b));
     let mut c = a.clone();
     c.id = 3;
-    assert_ne!(hash(&a), hash(&c), "the id is hashed: a record cannot be moved");
+    assert_ne!(
+        hash(&a),
+        hash(&c),
+        "the id is hashed: a record cannot be moved"
+    );
 }
 
 #[test]
@@ -160,7 +164,11 @@ fn given_a_deleted_record_then_the_missing_id_is_named() {
     records.remove(4);
     let v = verify(records, Vec::new());
     assert_eq!(broke(&v), ("deleted", 5));
-    assert!(v.break_detail.contains("record 5 is missing"), "{}", v.break_detail);
+    assert!(
+        v.break_detail.contains("record 5 is missing"),
+        "{}",
+        v.break_detail
+    );
 }
 
 #[test]
@@ -228,7 +236,10 @@ fn given_a_cut_tail_written_again_then_the_head_names_a_rewrite() {
         let prev = again.last().unwrap().hash.clone();
         again.push(record(id, "deactivate", &prev));
     }
-    assert_eq!(broke(&verify(again, vec![kept(10, &head)])), ("rewritten", 10));
+    assert_eq!(
+        broke(&verify(again, vec![kept(10, &head)])),
+        ("rewritten", 10)
+    );
 }
 
 #[test]
@@ -237,7 +248,10 @@ fn given_a_head_older_than_the_tail_then_it_is_checked_on_its_record() {
     let head = records[4].hash.clone();
     let v = verify(records.clone(), vec![kept(5, &head)]);
     assert!(v.ok(), "{v:?}");
-    assert_eq!(broke(&verify(records, vec![kept(5, &"a".repeat(64))])), ("rewritten", 5));
+    assert_eq!(
+        broke(&verify(records, vec![kept(5, &"a".repeat(64))])),
+        ("rewritten", 5)
+    );
 }
 
 /// Records 1..=through removed, with a checkpoint appended after the rest.
@@ -263,7 +277,10 @@ fn given_a_pruned_chain_then_it_verifies_from_its_checkpoint() {
     let records = pruned(chain(10), 4);
     let v = verify(records, Vec::new());
     assert!(v.ok(), "{v:?}");
-    assert_eq!((v.checked, v.first, v.pruned_through, v.genesis), (7, 5, 4, 0));
+    assert_eq!(
+        (v.checked, v.first, v.pruned_through, v.genesis),
+        (7, 5, 4, 0)
+    );
 }
 
 #[test]
@@ -301,7 +318,10 @@ fn given_a_checkpoint_detail_then_its_last_removed_record_is_read_back() {
         id: 3,
         hash: String::new(),
     };
-    assert_eq!(checkpoint_head(&checkpoint_detail(1, &unchained, "x")), None);
+    assert_eq!(
+        checkpoint_head(&checkpoint_detail(1, &unchained, "x")),
+        None
+    );
 }
 
 #[test]
@@ -309,7 +329,14 @@ fn given_head_text_then_only_id_colon_hash_parses() {
     let hash = "AB".repeat(32);
     let head: Head = format!(" 12:{hash}\n").parse().unwrap();
     assert_eq!(head.to_string(), format!("12:{}", "ab".repeat(32)));
-    for bad in ["12", "x:aa", "0:aa", &format!("-1:{hash}"), "12:abc", &format!("12:{hash}0")] {
+    for bad in [
+        "12",
+        "x:aa",
+        "0:aa",
+        &format!("-1:{hash}"),
+        "12:abc",
+        &format!("12:{hash}0"),
+    ] {
         assert!(bad.parse::<Head>().is_err(), "{bad}");
     }
 }

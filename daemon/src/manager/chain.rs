@@ -104,7 +104,10 @@ impl Manager {
             Ok(Some(tip)) => tip,
             Ok(None) => return,
             Err(e) => {
-                self.head_notice(Severity::Error, format!("audit chain: cannot read its head: {e}"));
+                self.head_notice(
+                    Severity::Error,
+                    format!("audit chain: cannot read its head: {e}"),
+                );
                 return;
             }
         };
@@ -117,7 +120,8 @@ impl Manager {
             hash: tip.hash,
         };
         let moved = self.head.published.as_ref() != Some(&head);
-        if !force && !(moved || now >= self.head.published_at + HEAD_AGAIN_SECS) {
+        let due = moved || now >= self.head.published_at + HEAD_AGAIN_SECS;
+        if !force && !due {
             return;
         }
         self.head.since = 0;
@@ -148,7 +152,10 @@ impl Manager {
         if let Err(e) = write_head_file(&file, &head) {
             self.head_notice(
                 Severity::Error,
-                format!("audit chain: cannot write its head to {}: {e}", file.display()),
+                format!(
+                    "audit chain: cannot write its head to {}: {e}",
+                    file.display()
+                ),
             );
         }
     }
@@ -268,7 +275,6 @@ impl reconcile::Job for PublishAuditHead {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

@@ -34,14 +34,13 @@ mod audit;
 mod chain;
 mod grants;
 mod mfa;
-mod reconcile;
 mod recipients;
+mod reconcile;
 
 pub use chain::head_file_of;
 pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
-use crate::syslog::Severity;
 use crate::clock::{describe, Clock};
 use crate::mfa::{LockoutPolicy, TotpCheck, TotpSecret};
 use crate::model::{
@@ -51,6 +50,7 @@ use crate::policy::{self, Eligibility};
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{Store, StoreError, Tx};
+use crate::syslog::Severity;
 use crate::throttle::{CallKind, CallLimiter};
 use pim_common::duration;
 use pim_common::text;

@@ -48,7 +48,10 @@ pub fn verify(store: &mut dyn Store) -> pim_common::chain::Verification {
 
 /// An audit record of `action` at `at`.
 fn entry_at(action: &str, at: i64) -> AuditEntry {
-    AuditEntry { at, ..entry(action) }
+    AuditEntry {
+        at,
+        ..entry(action)
+    }
 }
 
 pub fn given_audit_records_then_each_is_chained_to_the_one_before(store: &mut dyn Store) {
@@ -79,17 +82,25 @@ pub fn given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_res
     store: &mut dyn Store,
 ) {
     for at in [10, 20, 30, 40] {
-        store.write(|tx| tx.audit(entry_at("activate", at))).unwrap();
+        store
+            .write(|tx| tx.audit(entry_at("activate", at)))
+            .unwrap();
     }
     let (pruned, audited) = store
         .write(|tx| tx.prune_audit(25, 50, "older than 1d"))
         .unwrap();
     assert_eq!(pruned, Some(super::Pruned { first: 1, last: 2 }));
-    assert_eq!(audited.len(), 1, "the checkpoint is the removal's audit record");
+    assert_eq!(
+        audited.len(),
+        1,
+        "the checkpoint is the removal's audit record"
+    );
     let records = audit_log(store);
     assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4, 5]);
     assert_eq!(records[2].action, pim_common::chain::CHECKPOINT_ACTION);
-    assert!(records[2].detail.starts_with("records 1 to 2 removed (older than 1d)"));
+    assert!(records[2]
+        .detail
+        .starts_with("records 1 to 2 removed (older than 1d)"));
     let v = verify(store);
     assert!(v.ok(), "{v:?}");
     assert_eq!((v.pruned_through, v.checked), (2, 3));
@@ -97,7 +108,9 @@ pub fn given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_res
     let (again, audited) = store.write(|tx| tx.prune_audit(25, 60, "x")).unwrap();
     assert_eq!((again, audited.len()), (None, 0));
     // A second round, past the first checkpoint: still verifies.
-    store.write(|tx| tx.prune_audit(55, 70, "older than 1d")).unwrap();
+    store
+        .write(|tx| tx.prune_audit(55, 70, "older than 1d"))
+        .unwrap();
     let v = verify(store);
     assert!(v.ok(), "{v:?}");
     assert_eq!(v.pruned_through, 5);
@@ -109,7 +122,9 @@ pub fn given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there(
 ) {
     // The clock went back between 2 and 3: 3 is older than the cut, but 2 is not.
     for at in [10, 40, 15] {
-        store.write(|tx| tx.audit(entry_at("activate", at))).unwrap();
+        store
+            .write(|tx| tx.audit(entry_at("activate", at)))
+            .unwrap();
     }
     let (pruned, _) = store.write(|tx| tx.prune_audit(25, 50, "x")).unwrap();
     assert_eq!(pruned, Some(super::Pruned { first: 1, last: 1 }));

@@ -283,7 +283,12 @@ impl<'a> Tx<'a> {
     /// is removed only with all those before it), and appends the checkpoint that names the
     /// last one removed, with `why` (e.g. "older than 400d"), so that the rest still
     /// verifies. Nothing to remove: nothing is written.
-    pub fn prune_audit(&self, before: i64, at: i64, why: &str) -> Result<Option<Pruned>, StoreError> {
+    pub fn prune_audit(
+        &self,
+        before: i64,
+        at: i64,
+        why: &str,
+    ) -> Result<Option<Pruned>, StoreError> {
         let Some((first, last)) = self.txn.audit_prunable(before)? else {
             return Ok(None);
         };

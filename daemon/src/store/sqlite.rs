@@ -11,8 +11,8 @@
 use super::{Key, ReadStore, Store, StoreError, Transaction};
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditQuery, Grant, MfaRecord, NewGrant, PendingSweep, Request,
-    RequestState, SweepRecheck,
+    Assignment, AuditQuery, Grant, MfaRecord, NewGrant, PendingSweep, Request, RequestState,
+    SweepRecheck,
 };
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -658,7 +658,9 @@ impl Transaction for SqliteTx<'_> {
 
     fn delete_audit_through(&self, last: i64) -> Result<bool, StoreError> {
         self.tx.execute_batch("DROP TRIGGER audit_no_delete")?;
-        let removed = self.tx.execute("DELETE FROM audit WHERE id <= ?1", [last])?;
+        let removed = self
+            .tx
+            .execute("DELETE FROM audit WHERE id <= ?1", [last])?;
         self.tx.execute_batch(AUDIT_NO_DELETE)?;
         Ok(removed > 0)
     }
@@ -1245,9 +1247,16 @@ mod tests {
             .read(|tx| tx.audit_records(&AuditQuery::default()))
             .unwrap();
         let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
-        assert_eq!(actions, ["activate", "activate", "audit-chain-start", "extend"]);
+        assert_eq!(
+            actions,
+            ["activate", "activate", "audit-chain-start", "extend"]
+        );
         assert_eq!(records[2].prev, pim_common::chain::GENESIS_PREV);
-        assert!(records[2].detail.contains("up to 2"), "{}", records[2].detail);
+        assert!(
+            records[2].detail.contains("up to 2"),
+            "{}",
+            records[2].detail
+        );
         let v = crate::store::conformance::verify(store);
         assert!(v.ok(), "{v:?}");
         assert_eq!((v.unchained, v.checked, v.genesis), (2, 2, 3));

@@ -38,7 +38,11 @@ fn given_an_auditor_then_verify_counts_the_records_and_is_audited() {
     let done = e.audited("audit-verify");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].outcome, "success");
-    assert!(done[0].detail.contains(&format!("{before} record(s)")), "{}", done[0].detail);
+    assert!(
+        done[0].detail.contains(&format!("{before} record(s)")),
+        "{}",
+        done[0].detail
+    );
     // The record of the verification is chained too.
     assert!(e.m.verify_audit(&audra, "").unwrap().ok());
 }
@@ -64,7 +68,11 @@ fn given_a_head_argument_beyond_the_log_then_verify_reports_the_missing_tail() {
     let head = format!("99:{}", "ab".repeat(32));
     let report = e.m.verify_audit(&audra, &head).unwrap();
     assert_eq!(report.break_kind, "missing-tail");
-    assert!(report.break_detail.contains("--head"), "{}", report.break_detail);
+    assert!(
+        report.break_detail.contains("--head"),
+        "{}",
+        report.break_detail
+    );
     assert_eq!(e.audited("audit-verify")[0].outcome, "error");
     assert_err!(e.m.verify_audit(&audra, "not-a-head"), InvalidArgument);
 }
@@ -85,7 +93,10 @@ fn given_a_hundred_records_then_the_head_goes_to_syslog_and_the_head_file() {
     let kept = read_head_file(&file).unwrap();
     assert_eq!(format!("audit-head {kept}"), expected);
     let mode = std::fs::metadata(&file).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     // And the verification checks against it.
     let report = e.m.verify_audit(&audra, "").unwrap();
     assert_eq!(report.heads_checked, vec![format!("the head file {kept}")]);
@@ -109,7 +120,10 @@ fn given_a_head_file_the_log_no_longer_holds_then_it_is_kept_and_the_break_logge
     e.m.publish_head(true);
     assert_eq!(head_lines(&mut e).len(), 1);
     let audra = e.who("audra");
-    assert_eq!(e.m.verify_audit(&audra, "").unwrap().break_kind, "missing-tail");
+    assert_eq!(
+        e.m.verify_audit(&audra, "").unwrap().break_kind,
+        "missing-tail"
+    );
     std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
 }
 

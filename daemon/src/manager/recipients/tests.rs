@@ -57,7 +57,10 @@ fn given_an_admin_group_that_cannot_be_looked_up_then_the_others_are_still_named
     let e = env();
     e.accounts.unreachable("pim-admins");
     let recipients = e.m.recipients(&event("grant-ended", "pimd", "docker", 0));
-    assert!(recipients.is_empty(), "pimd is not a person: {recipients:?}");
+    assert!(
+        recipients.is_empty(),
+        "pimd is not a person: {recipients:?}"
+    );
     let recipients = e.m.recipients(&event("grant-ended", "erin", "docker", 0));
     assert_eq!(named(&recipients), vec![("erin".to_string(), vec!["user"])]);
 }
