@@ -343,6 +343,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             e.message()
         );
     }
+    // The last head this pimd wrote, to syslog and the head file (if it moved).
+    let _ = core
+        .with_manager(|m| {
+            m.publish_head(false);
+            Ok(())
+        })
+        .await;
     if lost_bus {
         return Err(RunError::Stopped(
             "lost the connection to the system bus; live grants stay recorded and end on \

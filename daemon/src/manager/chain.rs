@@ -3,8 +3,8 @@
 //! the database, `pim audit verify`, and retention (`[audit] keep`).
 //!
 //! The head (`ID:HASH` of the last record) goes out at start, after every
-//! [`HEAD_EVERY_RECORDS`] records, and by a reconcile job when it has moved for
-//! [`HEAD_EVERY_SECS`] (and hourly when it has not): to syslog as `audit-head ID:HASH`, where
+//! [`HEAD_EVERY_RECORDS`] records, by a reconcile job when it has moved for
+//! [`HEAD_EVERY_SECS`] (and hourly when it has not), and when pimd stops (if it moved): to syslog as `audit-head ID:HASH`, where
 //! a remote log keeps it beyond root's reach on this host, and to the head file
 //! (`DATABASE.audit-head`, 0600, replaced atomically). Before replacing the file, pimd checks
 //! that the head it holds is still in the log; when it is not (records were removed or
