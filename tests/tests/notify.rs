@@ -138,3 +138,98 @@ fn given_the_mail_adapter_then_a_request_reaches_its_recipients_as_a_well_formed
         .iter()
         .any(|r| r["action"] == "notify-failed"));
 }
+
+const WEBHOOK: &str = "/etc/pim/pim-notify-webhook";
+const HOOKS: &str = "/var/log/fake-hook";
+
+/// A stand-in endpoint on 127.0.0.1:8089: each POST's headers and body, in a file of its own.
+const FAKE_ENDPOINT: &str = r#"
+import http.server, json, os, time
+os.makedirs("/var/log/fake-hook", exist_ok=True)
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        seen = {"path": self.path, "headers": dict(self.headers), "body": json.loads(body)}
+        name = "/var/log/fake-hook/%d" % time.time_ns()
+        with open(name + ".tmp", "w") as f:
+            json.dump(seen, f)
+        os.rename(name + ".tmp", name + ".json")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+print("listening", flush=True)
+http.server.HTTPServer(("127.0.0.1", 8089), Hook).serve_forever()
+"#;
+
+#[test]
+fn given_the_webhook_adapter_then_a_request_is_posted_as_json_with_its_text_and_token() {
+    let sb = Sandbox::start();
+    for group in ["pim-admins", "dbleads", "dbadmin"] {
+        sb.add_group(group);
+    }
+    sb.add_user("alice", &[]);
+    sb.add_user("bob", &[]);
+    sb.run("root", &["ip", "link", "set", "lo", "up"])
+        .assert_success();
+    let mut endpoint = sb.spawn("root", &["python3", "-c", FAKE_ENDPOINT]);
+    endpoint.wait_for_stdout("listening", DEADLINE);
+    sb.write_file(
+        WEBHOOK,
+        include_str!("../../packaging/notify/pim-notify-webhook"),
+        0o755,
+    );
+    sb.write_file(
+        "/etc/pim/hook-headers",
+        "Authorization: Bearer s3cret\n",
+        0o600,
+    );
+    let config = config().replace(
+        &format!(
+            "notify_command = [\"{ADAPTER}\", \"--domain\", \"example.org\", \"--host\", \
+             \"web7\", \"--sendmail\", \"{SENDMAIL}\"]"
+        ),
+        &format!(
+            "notify_command = [\"{WEBHOOK}\", \"http://127.0.0.1:8089/hook\", \
+             \"--header-file\", \"/etc/pim/hook-headers\", \"--host\", \"web7\"]"
+        ),
+    );
+    assert!(config.contains(WEBHOOK), "{config}");
+    sb.write_file(CONFIG_PATH, &config, 0o644);
+    sb.start_pimd();
+
+    let out = sb.run(
+        "alice",
+        &["pim", "--json", "activate", "db", "-d", "30m", "-r", REASON],
+    );
+    out.assert_status(3);
+    let id = out.json()["request"]["id"].as_i64().unwrap();
+    let first_post = || {
+        sb.sh(
+            "root",
+            &format!("ls {HOOKS}/*.json 2>/dev/null | sort | head -n 1"),
+        )
+        .stdout
+        .trim()
+        .to_string()
+    };
+    sb.wait_until("the request's POST", DEADLINE, || !first_post().is_empty());
+    let seen: serde_json::Value = serde_json::from_str(&sb.read_file(&first_post())).unwrap();
+    assert_eq!(seen["path"], "/hook");
+    assert_eq!(seen["headers"]["Authorization"], "Bearer s3cret", "{seen}");
+    assert_eq!(
+        seen["headers"]["Content-Type"], "application/json",
+        "{seen}"
+    );
+    let body = &seen["body"];
+    assert_eq!(body["kind"], "request-filed", "{body}");
+    assert_eq!(body["request_id"], id, "{body}");
+    assert_eq!(body["host"], "web7", "{body}");
+    assert_eq!(
+        body["text"],
+        format!("[pim web7] request-filed alice db request {id}: {REASON} (for alice, bob)"),
+        "{body}"
+    );
+    assert_eq!(body["recipients"][1]["name"], "bob", "{body}");
+    endpoint.kill();
+}
