@@ -399,14 +399,16 @@ impl Verifier {
             self.accept(&r);
             return;
         }
-        if self.last_unchained.is_some() {
+        if let Some(before) = self.last_unchained {
             self.fail(
                 BreakKind::Deleted,
-                r.id,
+                before + 1,
                 format!(
-                    "record {} is chained but no genesis comes before it: the chain's start was \
-                     removed",
-                    r.id
+                    "record {} is chained but no genesis comes before it: the chain's start \
+                     (records {} to {}) was removed",
+                    r.id,
+                    before + 1,
+                    r.id - 1
                 ),
             );
             return;

@@ -360,3 +360,16 @@ fn given_a_slice_of_a_chain_then_its_links_and_heads_are_checked_not_its_start()
     }
     assert_eq!(broke(&v.finish()), ("deleted", 6));
 }
+
+#[test]
+fn given_records_before_the_chain_and_its_genesis_removed_then_the_genesis_is_named() {
+    let mut records: Vec<AuditRecord> = (1..=2)
+        .map(|id| AuditRecord {
+            hash: String::new(),
+            ..record(id, "activate", "")
+        })
+        .collect();
+    let genesis = record(3, GENESIS_ACTION, GENESIS_PREV);
+    records.push(record(4, "activate", &genesis.hash));
+    assert_eq!(broke(&verify(records, Vec::new())), ("deleted", 3));
+}
