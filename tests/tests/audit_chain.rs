@@ -147,6 +147,20 @@ fn given_a_row_deleted_with_sqlite3_then_verify_exits_1_naming_the_missing_recor
     assert!(detail.contains("record 4 is missing"), "{detail}");
 }
 
+#[test]
+fn given_a_row_inserted_with_sqlite3_then_verify_exits_1_naming_it() {
+    let sb = host("");
+    activity(&sb, 2);
+    let last = *record_ids(&sb).last().unwrap();
+    tamper(
+        &sb,
+        "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail) \
+         VALUES (strftime('%s'), 'bob', 'approve', 'alice', 'admin', 'success', 'ok', '', '');",
+    );
+    let (kind, record, _) = broken(&verify(&sb, "audra", &[]));
+    assert_eq!((kind.as_str(), record), ("inserted", last + 1));
+}
+
 /// Some activity, then a restart of pimd, which logs its head at start (as it does every
 /// 100 records and every 5 minutes): the head it logged to syslog, `(ID, "ID:HASH")`.
 fn head_after_restart(sb: &Sandbox) -> (i64, String) {
