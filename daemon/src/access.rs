@@ -240,6 +240,7 @@ mod tests {
             SqliteStore::open(&path).unwrap(),
             Box::new(accounts.clone()),
             Box::new(clock.clone()),
+            Box::new(crate::processes::fake::FakeProcesses::default()),
             "host".into(),
         );
         let alice = Caller {

@@ -124,6 +124,17 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// The end of the processes of a grant that ended (see [`crate::store::Tx::open_endings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub grant_id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub grace_secs: i64,
+    pub term_at: Option<i64>,
+}
+
 /// A sweep for set-group-ID files that is not done (see
 /// [`crate::store::Tx::pending_setgid_sweeps`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

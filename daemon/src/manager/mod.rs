@@ -24,6 +24,8 @@
 //! - `chain`: the audit chain's head (syslog, head file), `pim audit verify`, retention;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
 //! - `recipients`: whom an event names for `notify_command`;
+//! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
+//!   and the warnings before it;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
 
 mod access;
@@ -32,6 +34,7 @@ mod admin;
 mod approvals;
 mod audit;
 mod chain;
+mod ends;
 mod grants;
 mod mfa;
 mod recipients;
@@ -47,6 +50,7 @@ use crate::model::{
     Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState,
 };
 use crate::policy::{self, Eligibility};
+use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{Store, StoreError, Tx};
@@ -125,6 +129,8 @@ pub struct Manager {
     store: Box<dyn Store>,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
+    /// The host's processes, counted for `status` (the ending's work runs outside, ends.rs).
+    processes: Box<dyn ProcessTable>,
     host: String,
     outbox: Outbox,
     refusals: RefusalLimiter,
@@ -275,9 +281,11 @@ impl Manager {
         store: impl Store + 'static,
         accounts: Box<dyn Accounts>,
         clock: Box<dyn Clock>,
+        processes: Box<dyn ProcessTable>,
         host: String,
     ) -> Manager {
         Manager {
+            processes,
             recheck_at_start: true,
             config,
             store: Box::new(store),

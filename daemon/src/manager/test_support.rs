@@ -6,6 +6,7 @@ use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::mfa;
+use crate::processes::fake::FakeProcesses;
 use crate::store::sqlite::SqliteStore;
 use pim_config::{self as config, Directory};
 
@@ -129,6 +130,9 @@ pub(super) struct Env {
     pub(super) m: Manager,
     pub(super) accounts: FakeAccounts,
     pub(super) clock: FakeClock,
+    /// The host's processes as `status` counts them (the ending's steps take a table of
+    /// their own, see ends/tests.rs).
+    pub(super) processes: FakeProcesses,
 }
 
 pub(super) fn env() -> Env {
@@ -139,14 +143,21 @@ pub(super) fn env() -> Env {
 pub(super) fn env_with(store: SqliteStore, clock: FakeClock) -> Env {
     let accounts = fixture_accounts();
     let config = fixture_config(&accounts);
+    let processes = FakeProcesses::default();
     let m = Manager::new(
         Arc::new(config),
         store,
         Box::new(accounts.clone()),
         Box::new(clock.clone()),
+        Box::new(processes.clone()),
         "host".into(),
     );
-    Env { m, accounts, clock }
+    Env {
+        m,
+        accounts,
+        clock,
+        processes,
+    }
 }
 
 /// The host's users and groups of the fixture.
