@@ -193,9 +193,10 @@ pub struct VerifyArgs {
     /// Also check against this head (ID:HASH), as pimd logged it to syslog (a remote copy)
     #[arg(long, value_name = "ID:HASH")]
     pub head: Option<String>,
-    /// Verify an export ('pim --json audit' saved to FILE) here, without pimd
+    /// Verify an export ('pim --json audit' saved to FILE) here, without pimd; repeat it for
+    /// the pages of a longer export, in order (the records they share are taken once)
     #[arg(long, value_name = "FILE")]
-    pub file: Option<std::path::PathBuf>,
+    pub file: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

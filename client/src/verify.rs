@@ -17,16 +17,16 @@ pub async fn run(a: VerifyArgs, json: bool) -> Result<Outcome, Failure> {
         Some(text) => Some(text.parse::<Head>().map_err(Failure::Usage)?),
         None => None,
     };
-    let report = match &a.file {
-        Some(path) => verify_file(path, head)?,
-        None => {
-            let proxy = connect().await?;
-            proxy
-                .verify_audit(&head.map(|h| h.to_string()).unwrap_or_default())
-                .await?
-        }
+    let report = if a.file.is_empty() {
+        let proxy = connect().await?;
+        proxy
+            .verify_audit(&head.map(|h| h.to_string()).unwrap_or_default())
+            .await?
+    } else {
+        verify_files(&a.file, head)?
     };
-    let source = a.file.as_ref().map(|p| p.display().to_string());
+    let shown: Vec<String> = a.file.iter().map(|p| p.display().to_string()).collect();
+    let source = (!shown.is_empty()).then(|| shown.join(", "));
     emit(
         json,
         || report_json(&report),
@@ -39,8 +39,47 @@ pub async fn run(a: VerifyArgs, json: bool) -> Result<Outcome, Failure> {
     }
 }
 
-/// Walks the records of a `pim --json audit` export.
-fn verify_file(path: &std::path::Path, head: Option<Head>) -> Result<Verification, Failure> {
+/// Walks the records of `pim --json audit` exports, in the order given: the pages of one
+/// export (`--since` the last one's time again) share records, which are taken once.
+fn verify_files(paths: &[std::path::PathBuf], head: Option<Head>) -> Result<Verification, Failure> {
+    let heads = head
+        .into_iter()
+        .map(|head| KeptHead {
+            head,
+            source: "--head".into(),
+        })
+        .collect();
+    let mut verifier = Verifier::for_slice(heads);
+    let mut seen: std::collections::HashMap<i64, AuditRecord> = Default::default();
+    let mut last_id = 0;
+    for path in paths {
+        for record in read_export(path)? {
+            if record.id <= last_id {
+                // Pages overlap by the records of their boundary's second: those are taken
+                // once, and anything else out of order is refused.
+                if seen.get(&record.id) == Some(&record) {
+                    continue;
+                }
+                return Err(Failure::Failed(format!(
+                    "{} is not in id order at record {}; give the output of 'pim --json audit', \
+                     its pages in order",
+                    escape(&path.display().to_string()),
+                    record.id
+                )));
+            }
+            last_id = record.id;
+            seen.insert(record.id, record.clone());
+            verifier.push(record);
+            if verifier.done() {
+                return Ok(verifier.finish());
+            }
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// The records of one `pim --json audit` export.
+fn read_export(path: &std::path::Path) -> Result<Vec<AuditRecord>, Failure> {
     let shown = escape(&path.display().to_string());
     let size = std::fs::metadata(path)
         .map_err(|e| Failure::Failed(format!("cannot read {shown}: {e}")))?
@@ -63,35 +102,19 @@ fn verify_file(path: &std::path::Path, head: Option<Head>) -> Result<Verificatio
             "{shown} has no \"records\" list; give the output of 'pim --json audit'"
         ))
     })?;
-    let heads = head
-        .into_iter()
-        .map(|head| KeptHead {
-            head,
-            source: "--head".into(),
+    records
+        .iter()
+        .enumerate()
+        .map(|(n, value)| {
+            record_of(value).ok_or_else(|| {
+                Failure::Failed(format!(
+                    "record {} of {shown} is not an audit record as 'pim --json audit' writes \
+                     them",
+                    n + 1
+                ))
+            })
         })
-        .collect();
-    let mut verifier = Verifier::for_slice(heads);
-    let mut last_id = 0;
-    for (n, value) in records.iter().enumerate() {
-        let record = record_of(value).ok_or_else(|| {
-            Failure::Failed(format!(
-                "record {} of {shown} is not an audit record as 'pim --json audit' writes them",
-                n + 1
-            ))
-        })?;
-        if record.id <= last_id {
-            return Err(Failure::Failed(format!(
-                "{shown} is not in id order at record {}; give the output of 'pim --json audit'",
-                record.id
-            )));
-        }
-        last_id = record.id;
-        verifier.push(record);
-        if verifier.done() {
-            break;
-        }
-    }
-    Ok(verifier.finish())
+        .collect()
 }
 
 /// The record `pim --json audit` wrote as `value` (absent strings are null, `at` is

@@ -29,11 +29,9 @@ fn chain(n: i64) -> Vec<AuditRecord> {
 
 fn export(records: &[AuditRecord]) -> std::path::PathBuf {
     let doc = json!({ "records": records.iter().map(audit_json).collect::<Vec<_>>() });
-    let path = std::env::temp_dir().join(format!(
-        "pim-verify-{}-{}.json",
-        std::process::id(),
-        records.len()
-    ));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("pim-verify-{}-{n}.json", std::process::id()));
     std::fs::write(&path, crate::output::to_json(&doc, true)).unwrap();
     path
 }
@@ -51,7 +49,7 @@ fn given_an_untouched_export_then_it_verifies_against_its_head() {
     let records = chain(5);
     let head: Head = format!("5:{}", records[4].hash).parse().unwrap();
     let path = export(&records);
-    let report = verify_file(&path, Some(head)).unwrap();
+    let report = verify_files(std::slice::from_ref(&path), Some(head)).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.checked, 5);
@@ -68,7 +66,7 @@ fn given_an_edited_export_then_the_record_is_named_and_json_says_so() {
     let mut records = chain(5);
     records[2].reason = "edited".into();
     let path = export(&records);
-    let report = verify_file(&path, None).unwrap();
+    let report = verify_files(std::slice::from_ref(&path), None).unwrap();
     std::fs::remove_file(&path).unwrap();
     let doc = report_json(&report);
     assert_eq!(doc["ok"], json!(false));
@@ -83,7 +81,19 @@ fn given_an_edited_export_then_the_record_is_named_and_json_says_so() {
 fn given_a_file_that_is_not_an_export_then_the_failure_says_what_to_give() {
     let path = std::env::temp_dir().join(format!("pim-verify-{}-bad.json", std::process::id()));
     std::fs::write(&path, "{\"roles\": []}").unwrap();
-    let err = verify_file(&path, None).unwrap_err();
+    let err = verify_files(std::slice::from_ref(&path), None).unwrap_err();
     std::fs::remove_file(&path).unwrap();
     assert!(format!("{err:?}").contains("pim --json audit"), "{err:?}");
+}
+
+#[test]
+fn given_the_pages_of_an_export_that_overlap_then_they_verify_as_one() {
+    let records = chain(8);
+    let pages = [export(&records[..5]), export(&records[3..])];
+    let report = verify_files(&pages, None).unwrap();
+    for page in &pages {
+        std::fs::remove_file(page).unwrap();
+    }
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.first, report.last, report.checked), (1, 8, 8));
 }
