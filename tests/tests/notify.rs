@@ -23,11 +23,12 @@ cat >/var/log/fake-mail/$n.tmp
 mv /var/log/fake-mail/$n.tmp /var/log/fake-mail/$n.eml
 "#;
 
-fn config() -> String {
+/// `notify_command` is `notify` (a TOML list).
+fn config(notify: &str) -> String {
     format!(
         r#"[daemon]
 admins = ["%pim-admins"]
-notify_command = ["{ADAPTER}", "--domain", "example.org", "--host", "web7", "--sendmail", "{SENDMAIL}"]
+notify_command = {notify}
 
 [roles.db]
 group = "dbadmin"
@@ -37,6 +38,33 @@ require_approval = true
 approvers = ["bob", "%dbleads"]
 "#
     )
+}
+
+/// A sandbox with alice (who asks for db), bob (its approver), erin (an approver through
+/// %dbleads) and frank (an admin through %pim-admins), and `files` (path, contents, mode).
+fn site(files: &[(&str, &str, u32)]) -> Sandbox {
+    let sb = Sandbox::start();
+    for group in ["pim-admins", "dbleads", "dbadmin"] {
+        sb.add_group(group);
+    }
+    sb.add_user("alice", &[]);
+    sb.add_user("bob", &[]);
+    sb.add_user("erin", &["dbleads"]);
+    sb.add_user("frank", &["pim-admins"]);
+    for (path, contents, mode) in files {
+        sb.write_file(path, contents, *mode);
+    }
+    sb
+}
+
+/// alice asks for db (exit 3: waiting for approval); the request's id.
+fn request(sb: &Sandbox) -> i64 {
+    let out = sb.run(
+        "alice",
+        &["pim", "--json", "activate", "db", "-d", "30m", "-r", REASON],
+    );
+    out.assert_status(3);
+    out.json()["request"]["id"].as_i64().unwrap()
 }
 
 /// The messages the stand-in got, in the order it got them: (arguments, message).
@@ -66,29 +94,21 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn given_the_mail_adapter_then_a_request_reaches_its_recipients_as_a_well_formed_message() {
-    let sb = Sandbox::start();
-    for group in ["pim-admins", "dbleads", "dbadmin"] {
-        sb.add_group(group);
-    }
-    sb.add_user("alice", &[]);
-    sb.add_user("bob", &[]);
-    sb.add_user("erin", &["dbleads"]);
-    sb.add_user("frank", &["pim-admins"]);
-    sb.write_file(
-        ADAPTER,
-        include_str!("../../packaging/notify/pim-notify-mail"),
-        0o755,
+    let sb = site(&[
+        (
+            ADAPTER,
+            include_str!("../../packaging/notify/pim-notify-mail"),
+            0o755,
+        ),
+        (SENDMAIL, FAKE_SENDMAIL, 0o755),
+    ]);
+    let notify = format!(
+        "[\"{ADAPTER}\", \"--domain\", \"example.org\", \"--host\", \"web7\", \"--sendmail\", \
+         \"{SENDMAIL}\"]"
     );
-    sb.write_file(SENDMAIL, FAKE_SENDMAIL, 0o755);
-    sb.write_file(CONFIG_PATH, &config(), 0o644);
+    sb.write_file(CONFIG_PATH, &config(&notify), 0o644);
     sb.start_pimd();
-
-    let out = sb.run(
-        "alice",
-        &["pim", "--json", "activate", "db", "-d", "30m", "-r", REASON],
-    );
-    out.assert_status(3);
-    let id = out.json()["request"]["id"].as_i64().unwrap();
+    let id = request(&sb);
     sb.wait_until("the request's mail", DEADLINE, || !mail(&sb).is_empty());
     let (args, message) = mail(&sb).remove(0);
     assert_eq!(
@@ -164,46 +184,29 @@ http.server.HTTPServer(("127.0.0.1", 8089), Hook).serve_forever()
 
 #[test]
 fn given_the_webhook_adapter_then_a_request_is_posted_as_json_with_its_text_and_token() {
-    let sb = Sandbox::start();
-    for group in ["pim-admins", "dbleads", "dbadmin"] {
-        sb.add_group(group);
-    }
-    sb.add_user("alice", &[]);
-    sb.add_user("bob", &[]);
+    let sb = site(&[
+        (
+            WEBHOOK,
+            include_str!("../../packaging/notify/pim-notify-webhook"),
+            0o755,
+        ),
+        (
+            "/etc/pim/hook-headers",
+            "Authorization: Bearer s3cret\n",
+            0o600,
+        ),
+    ]);
     sb.run("root", &["ip", "link", "set", "lo", "up"])
         .assert_success();
     let mut endpoint = sb.spawn("root", &["python3", "-c", FAKE_ENDPOINT]);
     endpoint.wait_for_stdout("listening", DEADLINE);
-    sb.write_file(
-        WEBHOOK,
-        include_str!("../../packaging/notify/pim-notify-webhook"),
-        0o755,
+    let notify = format!(
+        "[\"{WEBHOOK}\", \"http://127.0.0.1:8089/hook\", \"--header-file\", \
+         \"/etc/pim/hook-headers\", \"--host\", \"web7\"]"
     );
-    sb.write_file(
-        "/etc/pim/hook-headers",
-        "Authorization: Bearer s3cret\n",
-        0o600,
-    );
-    let config = config().replace(
-        &format!(
-            "notify_command = [\"{ADAPTER}\", \"--domain\", \"example.org\", \"--host\", \
-             \"web7\", \"--sendmail\", \"{SENDMAIL}\"]"
-        ),
-        &format!(
-            "notify_command = [\"{WEBHOOK}\", \"http://127.0.0.1:8089/hook\", \
-             \"--header-file\", \"/etc/pim/hook-headers\", \"--host\", \"web7\"]"
-        ),
-    );
-    assert!(config.contains(WEBHOOK), "{config}");
-    sb.write_file(CONFIG_PATH, &config, 0o644);
+    sb.write_file(CONFIG_PATH, &config(&notify), 0o644);
     sb.start_pimd();
-
-    let out = sb.run(
-        "alice",
-        &["pim", "--json", "activate", "db", "-d", "30m", "-r", REASON],
-    );
-    out.assert_status(3);
-    let id = out.json()["request"]["id"].as_i64().unwrap();
+    let id = request(&sb);
     let first_post = || {
         sb.sh(
             "root",
@@ -227,7 +230,10 @@ fn given_the_webhook_adapter_then_a_request_is_posted_as_json_with_its_text_and_
     assert_eq!(body["host"], "web7", "{body}");
     assert_eq!(
         body["text"],
-        format!("[pim web7] request-filed alice db request {id}: {REASON} (for alice, bob)"),
+        format!(
+            "[pim web7] request-filed alice db request {id}: {REASON} (for alice, bob, erin, \
+             frank)"
+        ),
         "{body}"
     );
     assert_eq!(body["recipients"][1]["name"], "bob", "{body}");
