@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
 use pim_common::types::{EventInfo, GrantInfo, RequestInfo, RoleInfo};
+use pim_common::vocab::{ActivationState, EventKind, RequestState};
 use pim_common::{duration, PimError};
 use serde_json::{json, Value};
 use std::io::{self, Write};
@@ -248,8 +249,8 @@ async fn activate(
         .activate(&a.role, duration, &reason, &ticket, &code)
         .await?;
     let clock = Clock::system();
-    match reply.state.as_str() {
-        "active" => {
+    match reply.state {
+        ActivationState::Active => {
             emit(
                 json,
                 || output::activate_json("active", Some(&reply.grant), None, clock.now),
@@ -257,7 +258,7 @@ async fn activate(
             )?;
             Ok(Outcome::Done)
         }
-        "pending" if !a.wait => {
+        ActivationState::Pending if !a.wait => {
             emit(
                 json,
                 || output::activate_json("pending", None, Some(&reply.request), clock.now),
@@ -265,16 +266,12 @@ async fn activate(
             )?;
             Ok(Outcome::Pending)
         }
-        "pending" => {
+        ActivationState::Pending => {
             if !json {
                 write_out(&output::pending_text(&reply.request, &clock))?;
             }
             wait_for_decision(&proxy, events, owners, reply.request, json).await
         }
-        other => Err(Failure::Failed(format!(
-            "the daemon answered with the unknown state '{}'; see 'pim status'",
-            escape(other)
-        ))),
     }
 }
 
@@ -372,20 +369,28 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
             format!(": {}", escape(&e.detail))
         }
     };
-    match event.map(|e| (e.kind.as_str(), e)) {
-        Some(("request-denied", e)) => (
+    match event.map(|e| (e.kind, e)) {
+        Some((EventKind::RequestDenied, e)) => (
             format!("request {id} was denied{}{}", by(e), why(e)),
             "denied",
         ),
-        Some(("request-cancelled", e)) => (
+        Some((EventKind::RequestCancelled, e)) => (
             format!("request {id} was cancelled{}{}", by(e), why(e)),
             "cancelled",
         ),
-        Some(("request-expired", _)) => (
+        Some((EventKind::RequestExpired, _)) => (
             format!("request {id} expired before enough approvals; file a new one with 'pim activate'"),
             "expired",
         ),
-        _ => (
+        Some((
+            EventKind::RequestFiled
+            | EventKind::RequestApproved
+            | EventKind::GrantStarted
+            | EventKind::GrantEnded
+            | EventKind::EventsDropped,
+            _,
+        ))
+        | None => (
             format!(
                 "request {id} is no longer open and no grant started (denied, cancelled or expired); 'pim audit' tells which"
             ),
@@ -415,8 +420,8 @@ async fn wait_for_decision(
     loop {
         let check = tokio::select! {
             event = next_event(&mut events) => match event {
-                Some(Some(ev)) if ev.request_id == id => match ev.kind.as_str() {
-                    "request-approved" => {
+                Some(Some(ev)) if ev.request_id == id => match ev.kind {
+                    EventKind::RequestApproved => {
                         // The daemon's count, which leaves out approvers who no longer
                         // qualify; the event's own approver when it cannot be had.
                         let counted = proxy.status().await.ok().and_then(|(_, open)| {
@@ -438,15 +443,19 @@ async fn wait_for_decision(
                         }
                         false
                     }
-                    "grant-started" => {
+                    EventKind::GrantStarted => {
                         grant_id = ev.grant_id;
                         true
                     }
-                    "request-denied" | "request-cancelled" | "request-expired" => {
+                    EventKind::RequestDenied
+                    | EventKind::RequestCancelled
+                    | EventKind::RequestExpired => {
                         last = Some(ev);
                         true
                     }
-                    _ => false,
+                    EventKind::RequestFiled | EventKind::GrantEnded | EventKind::EventsDropped => {
+                        false
+                    }
                 },
                 Some(_) => false,
                 None => {
@@ -510,7 +519,7 @@ async fn wait_for_decision(
                 grant_id = 0;
             }
             Standing::Granted(grant) => {
-                request.state = "approved".to_string();
+                request.state = RequestState::Approved;
                 emit(
                     json,
                     || output::activate_json("active", Some(&grant), Some(&request), clock.now),
@@ -521,11 +530,7 @@ async fn wait_for_decision(
             Standing::Closed => {
                 let (message, state) = closed_message(id, last.as_ref());
                 if json {
-                    request.state = state.to_string();
-                    write_out(&to_json(
-                        &output::activate_json(state, None, Some(&request), clock.now),
-                        true,
-                    ))?;
+                    write_out(&to_json(&output::closed_json(state, &request), true))?;
                 }
                 return Err(Failure::Failed(message));
             }
@@ -992,7 +997,7 @@ mod tests {
             id: 12,
             role: "admin".into(),
             created_at: NOW,
-            state: "pending".into(),
+            state: RequestState::Pending,
             approvals_required: 1,
             ..Default::default()
         }
@@ -1055,7 +1060,7 @@ mod tests {
     #[test]
     fn given_closing_events_then_message_and_state_say_what_happened() {
         let ev = EventInfo {
-            kind: "request-denied".into(),
+            kind: EventKind::RequestDenied,
             request_id: 12,
             actor: "bob".into(),
             detail: "not during the freeze".into(),
@@ -1069,12 +1074,12 @@ mod tests {
             )
         );
         let expired = EventInfo {
-            kind: "request-expired".into(),
+            kind: EventKind::RequestExpired,
             ..Default::default()
         };
         assert_eq!(closed_message(12, Some(&expired)).1, "expired");
         let cancelled = EventInfo {
-            kind: "request-cancelled".into(),
+            kind: EventKind::RequestCancelled,
             ..Default::default()
         };
         assert_eq!(closed_message(12, Some(&cancelled)).1, "cancelled");

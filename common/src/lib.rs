@@ -1,5 +1,6 @@
 //! What pimd, pim and pam_pim.so agree on: the bus names, the interface (as a proxy), the
-//! errors with their stable D-Bus names, the wire types and the duration syntax.
+//! errors with their stable D-Bus names, the wire types, the vocabulary of their enumerated
+//! values and the duration syntax.
 #![forbid(unsafe_code)]
 
 pub mod duration;
@@ -9,6 +10,7 @@ pub mod proxy;
 pub mod reload;
 pub mod text;
 pub mod types;
+pub mod vocab;
 
 pub use error::PimError;
 

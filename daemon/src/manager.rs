@@ -27,6 +27,7 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
 };
+use pim_common::vocab::{ActivationState, AuditAction, EventKind};
 use pim_common::PimError;
 use std::sync::Arc;
 
@@ -85,9 +86,6 @@ pub const MAX_ACCESS_GROUPS: usize = 64;
 /// `notify_command` per window (of [`refusals::WINDOW_SECS`]); the rest are dropped, counted
 /// and summarised in the audit.
 pub const EVENTS_PER_WINDOW: u32 = 20;
-/// The kind of the event that tells watchers and `notify_command` that events like the one
-/// it names are being dropped.
-pub const EVENTS_DROPPED: &str = "events-dropped";
 
 /// How long after its creation a pending enrolment's secret is shown again by `pim mfa enroll`;
 /// after that a new one replaces it.
@@ -149,7 +147,7 @@ enum Counted {
 #[derive(Clone)]
 struct Audit<'a> {
     actor: &'a str,
-    action: &'a str,
+    action: AuditAction,
     user: &'a str,
     role: &'a str,
     reason: &'a str,
@@ -157,7 +155,7 @@ struct Audit<'a> {
 }
 
 impl<'a> Audit<'a> {
-    fn new(actor: &'a str, action: &'a str) -> Self {
+    fn new(actor: &'a str, action: AuditAction) -> Self {
         Audit {
             actor,
             action,
@@ -186,7 +184,7 @@ impl<'a> Audit<'a> {
         AuditEntry {
             at,
             actor: self.actor.to_string(),
-            action: self.action.to_string(),
+            action: self.action,
             user: self.user.to_string(),
             role: self.role.to_string(),
             outcome,
@@ -221,7 +219,7 @@ fn request_info(r: &Request, approved_by: Vec<String>) -> RequestInfo {
         ticket: r.ticket.clone(),
         created_at: r.created_at,
         expires_at: r.expires_at,
-        state: r.state.as_str().to_string(),
+        state: r.state,
         approvals_required: r.approvals_required,
         approved_by,
     }
@@ -364,7 +362,10 @@ impl Manager {
         } else {
             entry.user.as_str()
         };
-        let previous = match self.refusals.admit(cause, &entry.action, about, entry.at) {
+        let previous = match self
+            .refusals
+            .admit(cause, entry.action.as_str(), about, entry.at)
+        {
             Admission::Count { .. } => return Ok(()),
             Admission::Record { previous } => previous,
         };
@@ -389,11 +390,15 @@ impl Manager {
         let subject = u.cause.subject();
         let (action, what, allowance) = match counted {
             Counted::Refusals => (
-                "refusals-unrecorded",
+                AuditAction::RefusalsUnrecorded,
                 "refusal(s)",
                 refusals::RECORDS_PER_WINDOW,
             ),
-            Counted::Events => ("events-undelivered", "event(s)", EVENTS_PER_WINDOW),
+            Counted::Events => (
+                AuditAction::EventsUndelivered,
+                "event(s)",
+                EVENTS_PER_WINDOW,
+            ),
         };
         u.counts
             .iter()
@@ -467,7 +472,7 @@ impl Manager {
     pub fn admit_call(
         &mut self,
         caller: &Caller,
-        action: &str,
+        action: AuditAction,
         kind: CallKind,
     ) -> Result<(), PimError> {
         let allowance = kind.allowance(self.config.daemon.calls_per_minute);
@@ -489,7 +494,7 @@ impl Manager {
     pub fn refuse_call<T>(
         &mut self,
         caller: &Caller,
-        action: &str,
+        action: AuditAction,
         err: PimError,
     ) -> Result<T, PimError> {
         let audit = Audit::new(&caller.name, action).about(&caller.name, "");
@@ -511,7 +516,7 @@ impl Manager {
     #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,
-        kind: &str,
+        kind: EventKind,
         user: &str,
         role: &str,
         request_id: i64,
@@ -526,16 +531,16 @@ impl Manager {
         if actor != DAEMON {
             let cause = Cause {
                 actor: actor.into(),
-                kind: kind.into(),
+                kind: kind.to_string(),
                 role: role.into(),
                 ..Cause::default()
             };
             let about = if user == actor { "" } else { user };
-            match self.events.admit(&cause, kind, about, self.now()) {
+            match self.events.admit(&cause, kind.as_str(), about, self.now()) {
                 Admission::Count { first: false } => return,
                 Admission::Count { first: true } => {
                     self.outbox.events.push(EventInfo {
-                        kind: EVENTS_DROPPED.into(),
+                        kind: EventKind::EventsDropped,
                         at: self.now(),
                         user: user.into(),
                         role: role.into(),
@@ -564,7 +569,7 @@ impl Manager {
             }
         }
         self.outbox.events.push(EventInfo {
-            kind: kind.into(),
+            kind,
             at: self.now(),
             user: user.into(),
             role: role.into(),
@@ -711,7 +716,7 @@ impl Manager {
         }
         let (next, newly_locked) = policy.record_failure(&state, now);
         tx.set_failure_state(user, &next)?;
-        let audit = Audit::new(user, "mfa-failure").about(user, "");
+        let audit = Audit::new(user, AuditAction::MfaFailure).about(user, "");
         tx.audit(audit.entry(
             now,
             Outcome::Refused,
@@ -722,7 +727,7 @@ impl Manager {
         ))?;
         if newly_locked {
             let lock = Audit {
-                action: "mfa-lockout",
+                action: AuditAction::MfaLockout,
                 ..audit
             };
             tx.audit(lock.entry(
@@ -807,7 +812,8 @@ impl Manager {
                 grant.user, grant.group
             ));
             let now = self.now();
-            let audit = Audit::new(DAEMON, "grant-failed").about(&grant.user, &grant.role);
+            let audit =
+                Audit::new(DAEMON, AuditAction::GrantFailed).about(&grant.user, &grant.role);
             let entry = audit.entry(now, Outcome::Error, err.message());
             self.commit(|tx| {
                 tx.end_grant(grant.id, now, "failed")?;
@@ -918,7 +924,7 @@ impl Manager {
             text::for_record(reason, text::MAX_REASON_BYTES),
             text::for_record(ticket, text::MAX_TICKET_BYTES),
         );
-        let audit = Audit::new(&caller.name, "activate")
+        let audit = Audit::new(&caller.name, AuditAction::Activate)
             .about(&caller.name, role_label)
             .with_text(&reason_text, &ticket_text);
         match self.try_activate(caller, role, duration_secs, reason, ticket, code) {
@@ -945,7 +951,7 @@ impl Manager {
         let mut live = self.store.read(|tx| tx.live_grant(user, &role.name))?;
         if let Some(ended) = live.take_if(|g| g.ends_at <= self.now()) {
             // Ended but not yet reconciled: expire it (only it) first, then activate afresh.
-            let audit = Audit::new(DAEMON, "expire").about(&ended.user, &ended.role);
+            let audit = Audit::new(DAEMON, AuditAction::Expire).about(&ended.user, &ended.role);
             let detail = format!(
                 "grant {} ended at {}",
                 ended.id,
@@ -967,7 +973,7 @@ impl Manager {
             return self.file_request(caller, &role, secs, reason, ticket, code);
         }
         let ends_at = Self::grant_end(now, secs, eligibility);
-        let audit = Audit::new(user, "activate")
+        let audit = Audit::new(user, AuditAction::Activate)
             .about(user, &role.name)
             .with_text(reason, ticket);
         let ids = self.ids_for_grant(user, &role.group)?;
@@ -1000,7 +1006,7 @@ impl Manager {
         })?;
         self.apply_grant(&grant)?;
         self.event(
-            "grant-started",
+            EventKind::GrantStarted,
             user,
             &role.name,
             0,
@@ -1009,7 +1015,7 @@ impl Manager {
             String::new(),
         );
         Ok(ActivateReply {
-            state: "active".into(),
+            state: ActivationState::Active,
             grant: grant_info(&grant),
             request: RequestInfo::default(),
         })
@@ -1045,7 +1051,7 @@ impl Manager {
             approvals_required: role.approvals_required,
             state: RequestState::Pending,
         };
-        let audit = Audit::new(user, "request")
+        let audit = Audit::new(user, AuditAction::Request)
             .about(user, &role.name)
             .with_text(reason, ticket);
         request.id = self.with_mfa(user, code, role.require_mfa, |tx, proof| {
@@ -1063,7 +1069,7 @@ impl Manager {
             Ok(id)
         })?;
         self.event(
-            "request-filed",
+            EventKind::RequestFiled,
             user,
             &role.name,
             request.id,
@@ -1072,14 +1078,15 @@ impl Manager {
             reason.into(),
         );
         Ok(ActivateReply {
-            state: "pending".into(),
+            state: ActivationState::Pending,
             grant: GrantInfo::default(),
             request: request_info(&request, vec![]),
         })
     }
 
     pub fn deactivate(&mut self, caller: &Caller, role: &str) -> Result<GrantInfo, PimError> {
-        let audit = Audit::new(&caller.name, "deactivate").about(&caller.name, name_or_empty(role));
+        let audit = Audit::new(&caller.name, AuditAction::Deactivate)
+            .about(&caller.name, name_or_empty(role));
         let result = check_name("role", role).and_then(|_| {
             self.store
                 .read(|tx| tx.live_grant(&caller.name, role))?
@@ -1113,7 +1120,7 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         self.event(
-            "grant-ended",
+            EventKind::GrantEnded,
             &grant.user,
             &grant.role,
             grant.request_id.unwrap_or(0),
@@ -1137,7 +1144,7 @@ impl Manager {
         let now = self.now();
         if let Some(role) = self.permanent_role_of(user, group)? {
             // Made permanent (by a reload) while PIM held the membership: it is theirs now.
-            let audit = Audit::new(DAEMON, "membership-keep").about(user, &role);
+            let audit = Audit::new(DAEMON, AuditAction::MembershipKeep).about(user, &role);
             let entry = audit.entry(
                 now,
                 Outcome::Success,
@@ -1151,7 +1158,7 @@ impl Manager {
                 Ok(tx.audit(entry)?)
             });
         }
-        let audit = Audit::new(DAEMON, "membership-remove").about(user, "");
+        let audit = Audit::new(DAEMON, AuditAction::MembershipRemove).about(user, "");
         let listed = self.accounts.listed_in_group(user, group).map_err(|e| {
             // Not "not listed": the membership record stays, so reconciliation tries again.
             PimError::Internal(format!(
@@ -1205,7 +1212,7 @@ impl Manager {
         code: &str,
     ) -> Result<GrantInfo, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit::new(&caller.name, "extend")
+        let audit = Audit::new(&caller.name, AuditAction::Extend)
             .about(&caller.name, name_or_empty(role))
             .with_text(&reason_text, "");
         match self.try_extend(caller, role, duration_secs, reason, code) {
@@ -1253,7 +1260,7 @@ impl Manager {
                 describe(ends_at, now)
             )));
         }
-        let audit = Audit::new(user, "extend")
+        let audit = Audit::new(user, AuditAction::Extend)
             .about(user, &role.name)
             .with_text(reason, "");
         self.with_mfa(user, code, role.require_mfa, |tx, proof| {
@@ -1308,7 +1315,7 @@ impl Manager {
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
         let user = caller.name.as_str();
-        let audit = Audit::new(user, "mfa-enroll").about(user, "");
+        let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
         let replaced_from = existing.as_ref().map(|r| r.created_at);
         let account = format!("{user}@{}", self.host);
@@ -1369,7 +1376,7 @@ impl Manager {
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
         let user = caller.name.as_str();
-        let audit = Audit::new(user, "mfa-confirm").about(user, "");
+        let audit = Audit::new(user, AuditAction::MfaConfirm).about(user, "");
         match self.try_mfa_confirm(user, code, &audit) {
             Ok(codes) => Ok(codes),
             Err(e) => self.refused(&audit, e),
@@ -1421,9 +1428,9 @@ impl Manager {
                     tx.set_failure_state(user, &next)?;
                     let failure = Audit {
                         action: if newly_locked {
-                            "mfa-lockout"
+                            AuditAction::MfaLockout
                         } else {
-                            "mfa-failure"
+                            AuditAction::MfaFailure
                         },
                         ..audit.clone()
                     };
@@ -1484,7 +1491,7 @@ impl Manager {
         }
         let everything = self.is_auditor(caller);
         if !everything && !user.is_empty() && user != caller.name {
-            let audit = Audit::new(&caller.name, "audit-read").about(user, role);
+            let audit = Audit::new(&caller.name, AuditAction::AuditRead).about(user, role);
             return self.refused(
                 &audit,
                 PimError::PermissionDenied(
@@ -1599,7 +1606,7 @@ impl Manager {
         &mut self,
         caller: &Caller,
         id: i64,
-        action: &str,
+        action: AuditAction,
         comment: &str,
         result: Result<T, PimError>,
     ) -> Result<T, PimError> {
@@ -1627,7 +1634,7 @@ impl Manager {
         code: &str,
     ) -> Result<RequestInfo, PimError> {
         let result = self.try_approve(caller, id, comment, code);
-        self.audit_decision_refusal(caller, id, "approve", comment, result)
+        self.audit_decision_refusal(caller, id, AuditAction::Approve, comment, result)
     }
 
     fn try_approve(
@@ -1665,7 +1672,7 @@ impl Manager {
             ..request
         };
         let now = self.now();
-        let audit = Audit::new(approver, "approve")
+        let audit = Audit::new(approver, AuditAction::Approve)
             .about(&request.user, &request.role)
             .with_text(comment, &request.ticket);
         self.with_mfa(approver, code, true, |tx, proof| {
@@ -1682,7 +1689,7 @@ impl Manager {
             ))?)
         })?;
         self.event(
-            "request-approved",
+            EventKind::RequestApproved,
             &request.user,
             &request.role,
             id,
@@ -1747,7 +1754,7 @@ impl Manager {
         let user = request.user.as_str();
         let now = self.now();
         if let Some(obstacle) = self.grant_obstacle(request, role)? {
-            let audit = Audit::new(DAEMON, "request-void")
+            let audit = Audit::new(DAEMON, AuditAction::RequestVoid)
                 .about(user, &role.name)
                 .with_text("", &request.ticket);
             let entry = audit.entry(
@@ -1760,7 +1767,7 @@ impl Manager {
                 Ok(tx.audit(entry)?)
             })?;
             self.event(
-                "request-denied",
+                EventKind::RequestDenied,
                 user,
                 &role.name,
                 request.id,
@@ -1772,7 +1779,7 @@ impl Manager {
         }
         let eligibility = self.eligibility(role, user)?;
         let ends_at = Self::grant_end(now, request.duration_secs, eligibility);
-        let audit = Audit::new(approver, "grant-start")
+        let audit = Audit::new(approver, AuditAction::GrantStart)
             .about(user, &role.name)
             .with_text(&request.reason, &request.ticket);
         let ids = self.ids_for_grant(user, &role.group)?;
@@ -1806,7 +1813,7 @@ impl Manager {
         })?;
         self.apply_grant(&grant)?;
         self.event(
-            "grant-started",
+            EventKind::GrantStarted,
             user,
             &role.name,
             request.id,
@@ -1825,7 +1832,7 @@ impl Manager {
         code: &str,
     ) -> Result<RequestInfo, PimError> {
         let result = self.try_deny(caller, id, comment, code);
-        self.audit_decision_refusal(caller, id, "deny", comment, result)
+        self.audit_decision_refusal(caller, id, AuditAction::Deny, comment, result)
     }
 
     fn try_deny(
@@ -1853,7 +1860,7 @@ impl Manager {
         }
         let approver = caller.name.as_str();
         let now = self.now();
-        let audit = Audit::new(approver, "deny")
+        let audit = Audit::new(approver, AuditAction::Deny)
             .about(&request.user, &request.role)
             .with_text(comment, &request.ticket);
         let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
@@ -1866,7 +1873,7 @@ impl Manager {
             Ok(tx.approvers_of(id)?)
         })?;
         self.event(
-            "request-denied",
+            EventKind::RequestDenied,
             &request.user,
             &request.role,
             id,
@@ -1884,7 +1891,7 @@ impl Manager {
     }
 
     pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
-        let audit = Audit::new(&caller.name, "cancel").about(&caller.name, "");
+        let audit = Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, "");
         let request = match self.store.read(|tx| tx.request(id))? {
             Some(r) if r.user == caller.name => r,
             _ => {
@@ -1917,7 +1924,7 @@ impl Manager {
             Ok(tx.approvers_of(id)?)
         })?;
         self.event(
-            "request-cancelled",
+            EventKind::RequestCancelled,
             &caller.name,
             &request.role,
             id,
@@ -1936,7 +1943,7 @@ impl Manager {
 
     fn expire_request(&mut self, request: &Request) -> Result<(), PimError> {
         let now = self.now();
-        let audit = Audit::new(DAEMON, "request-expire")
+        let audit = Audit::new(DAEMON, AuditAction::RequestExpire)
             .about(&request.user, &request.role)
             .with_text("", &request.ticket);
         let entry = audit.entry(
@@ -1949,7 +1956,7 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         self.event(
-            "request-expired",
+            EventKind::RequestExpired,
             &request.user,
             &request.role,
             request.id,
@@ -1987,7 +1994,11 @@ impl Manager {
             ));
         }
         let detail = format!("{} role(s)", config.roles.len());
-        let entry = Audit::new(DAEMON, "config-reload").entry(self.now(), Outcome::Success, detail);
+        let entry = Audit::new(DAEMON, AuditAction::ConfigReload).entry(
+            self.now(),
+            Outcome::Success,
+            detail,
+        );
         self.commit(|tx| Ok(tx.audit(entry)?))?;
         self.config = Arc::new(config);
         Ok(())
@@ -1999,7 +2010,7 @@ impl Manager {
         event: &EventInfo,
         detail: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new(DAEMON, "notify-failed").about(&event.user, &event.role);
+        let audit = Audit::new(DAEMON, AuditAction::NotifyFailed).about(&event.user, &event.role);
         let entry = audit.entry(self.now(), Outcome::Error, detail);
         self.commit(|tx| Ok(tx.audit(entry)?))
     }
@@ -2019,7 +2030,7 @@ impl Manager {
     }
 
     pub fn admin_grants(&mut self, caller: &Caller) -> Result<Vec<GrantInfo>, PimError> {
-        let audit = Audit::new(&caller.name, "admin-grants");
+        let audit = Audit::new(&caller.name, AuditAction::AdminGrants);
         self.require_admin(caller, &audit)?;
         let grants = self.store.read(|tx| tx.live_grants())?;
         Ok(grants.iter().map(grant_info).collect())
@@ -2035,7 +2046,7 @@ impl Manager {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
-        let audit = Audit::new(&caller.name, "admin-assign")
+        let audit = Audit::new(&caller.name, AuditAction::AdminAssign)
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
         let checked = (|| {
@@ -2095,7 +2106,7 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(GrantInfo, String), PimError> {
-        let audit = Audit::new(&caller.name, "admin-unassign")
+        let audit = Audit::new(&caller.name, AuditAction::AdminUnassign)
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
@@ -2192,7 +2203,7 @@ impl Manager {
                 }
             };
             let reason = format!("eligibility ended: {}", why.unwrap_or(&lost));
-            let audit = Audit::new(actor, "eligibility-end")
+            let audit = Audit::new(actor, AuditAction::EligibilityEnd)
                 .about(&grant.user, &grant.role)
                 .with_text(&reason, "");
             let detail = format!(
@@ -2269,7 +2280,7 @@ impl Manager {
         reason: &str,
     ) -> Result<GrantInfo, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit::new(&caller.name, "admin-revoke")
+        let audit = Audit::new(&caller.name, AuditAction::AdminRevoke)
             .about(name_or_empty(user), name_or_empty(role))
             .with_text(&reason_text, "");
         self.require_admin(caller, &audit)?;
@@ -2301,7 +2312,8 @@ impl Manager {
     }
 
     pub fn admin_mfa_reset(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
-        let audit = Audit::new(&caller.name, "admin-mfa-reset").about(name_or_empty(user), "");
+        let audit =
+            Audit::new(&caller.name, AuditAction::AdminMfaReset).about(name_or_empty(user), "");
         self.require_admin(caller, &audit)?;
         if let Err(e) = check_name("user", user) {
             return self.refused(&audit, e);
@@ -2341,7 +2353,8 @@ impl Manager {
         groups: &[String],
     ) -> Result<AccessDecision, PimError> {
         if !caller.is_root() {
-            let audit = Audit::new(&caller.name, "access-check").about(name_or_empty(user), "");
+            let audit =
+                Audit::new(&caller.name, AuditAction::AccessCheck).about(name_or_empty(user), "");
             return self.refused(
                 &audit,
                 PimError::PermissionDenied("only root may ask about another user's access".into()),
@@ -2366,7 +2379,7 @@ impl Manager {
         groups: &[String],
         message: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new(PAM_CHECK, "access-check").about(user, "");
+        let audit = Audit::new(PAM_CHECK, AuditAction::AccessCheck).about(user, "");
         let entry = audit.entry(
             self.now(),
             Outcome::Refused,
@@ -2389,7 +2402,8 @@ impl Manager {
             ..Cause::default()
         };
         let now = self.now();
-        self.refusals.count(&cause, "access-check", n, now);
+        self.refusals
+            .count(&cause, AuditAction::AccessCheck.as_str(), n, now);
     }
 
     // ----- time-driven work -----
@@ -2402,7 +2416,7 @@ impl Manager {
         let mut first_error = self.record_unrecorded_refusals(false).err();
         let due = self.store.read(|tx| tx.due_grants(now))?;
         for grant in due {
-            let audit = Audit::new(DAEMON, "expire").about(&grant.user, &grant.role);
+            let audit = Audit::new(DAEMON, AuditAction::Expire).about(&grant.user, &grant.role);
             let detail = format!(
                 "grant {} ended at {}",
                 grant.id,
@@ -2517,8 +2531,8 @@ impl Manager {
         let mut first_error = None;
         for (job, swept) in results {
             let (user, group) = (job.user.as_str(), job.group.as_str());
-            let clear = Audit::new(DAEMON, "setgid-clear").about(user, "");
-            let sweep = Audit::new(DAEMON, "setgid-sweep").about(user, "");
+            let clear = Audit::new(DAEMON, AuditAction::SetgidClear).about(user, "");
+            let sweep = Audit::new(DAEMON, AuditAction::SetgidSweep).about(user, "");
             let mut entries = Vec::new();
             let state = match swept {
                 Swept::Waiting => continue,

@@ -5,6 +5,7 @@ use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::config::{self, Directory};
 use pim_common::types::MAX_AUDIT_RECORDS;
+use pim_common::vocab::{AuditAction, EventKind};
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
 const T0: i64 = 1_800_000_000;
@@ -279,7 +280,7 @@ impl Env {
             .take_outbox()
             .events
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.kind.to_string())
             .collect()
     }
 
@@ -514,8 +515,8 @@ fn given_unassign_then_eligibility_is_gone() {
     let records: Vec<(String, String, String, String, String)> = e
         .audit_log()
         .into_iter()
-        .filter(|r| r.action.starts_with("admin-"))
-        .map(|r| (r.actor, r.action, r.user, r.role, r.outcome))
+        .filter(|r| r.action.as_str().starts_with("admin-"))
+        .map(|r| (r.actor, r.action.into(), r.user, r.role, r.outcome.into()))
         .collect();
     let row = |a: &str, o: &str| {
         (
@@ -882,7 +883,7 @@ fn given_live_grant_then_a_second_activation_conflicts_and_one_grant_remains() {
     let outcomes: Vec<String> = e
         .audited("activate")
         .into_iter()
-        .map(|r| r.outcome)
+        .map(|r| r.outcome.to_string())
         .collect();
     assert_eq!(outcomes, ["success", "refused"]);
 }
@@ -1092,7 +1093,7 @@ fn given_orphaned_membership_then_reconcile_removes_it() {
     let entry = AuditEntry {
         at: T0,
         actor: "test".into(),
-        action: "simulated-crash".into(),
+        action: AuditAction::Activate,
         user: "bob".into(),
         role: "docker".into(),
         outcome: Outcome::Success,
@@ -1149,7 +1150,7 @@ fn given_deactivate_then_the_grant_ends_early() {
     let outcomes: Vec<String> = e
         .audited("deactivate")
         .into_iter()
-        .map(|r| r.outcome)
+        .map(|r| r.outcome.to_string())
         .collect();
     assert_eq!(outcomes, ["success", "refused"]);
     // Reconciling at the original end finds nothing to do.
@@ -1192,7 +1193,11 @@ fn given_live_grant_then_extend_lengthens_it_within_policy() {
     e.m.reconcile().unwrap();
     assert!(e.accounts.members("docker").is_empty());
 
-    let outcomes: Vec<String> = e.audited("extend").into_iter().map(|r| r.outcome).collect();
+    let outcomes: Vec<String> = e
+        .audited("extend")
+        .into_iter()
+        .map(|r| r.outcome.to_string())
+        .collect();
     assert_eq!(
         outcomes,
         ["success", "refused", "refused", "refused", "refused"]
@@ -1330,7 +1335,7 @@ fn given_a_session_then_every_step_is_audited_with_actor_user_role_and_outcome()
     let rows: Vec<[String; 5]> = e
         .audit_log()
         .into_iter()
-        .map(|r| [r.actor, r.action, r.user, r.role, r.outcome])
+        .map(|r| [r.actor, r.action.into(), r.user, r.role, r.outcome.into()])
         .collect();
     let row = |actor: &str, action: &str, user: &str, role: &str, outcome: &str| {
         [actor, action, user, role, outcome].map(String::from)
@@ -1463,7 +1468,13 @@ fn given_control_characters_then_the_audit_never_stores_them_raw() {
     assert!(log.len() >= 15, "{}", log.len());
     for r in &log {
         for field in [
-            &r.actor, &r.action, &r.user, &r.role, &r.reason, &r.ticket, &r.detail,
+            &r.actor,
+            &r.action.to_string(),
+            &r.user,
+            &r.role,
+            &r.reason,
+            &r.ticket,
+            &r.detail,
         ] {
             assert!(!field.chars().any(char::is_control), "{r:?}");
         }
@@ -1515,7 +1526,7 @@ fn given_non_admin_then_every_admin_call_is_refused_and_audited() {
             .audit_log()
             .into_iter()
             .filter(|r| r.actor == who && r.outcome == "refused")
-            .map(|r| r.action)
+            .map(|r| r.action.to_string())
             .collect();
         assert_eq!(
             refused,
@@ -1557,8 +1568,8 @@ fn given_root_or_pim_admins_member_then_admin_calls_are_allowed() {
     let actors: Vec<(String, String)> = e
         .audit_log()
         .into_iter()
-        .filter(|r| r.action.starts_with("admin-"))
-        .map(|r| (r.actor, r.outcome))
+        .filter(|r| r.action.as_str().starts_with("admin-"))
+        .map(|r| (r.actor, r.outcome.into()))
         .collect();
     assert!(actors.iter().all(|(_, o)| o == "success"), "{actors:?}");
     assert_eq!(actors.len(), 4, "listing grants is not audited: {actors:?}");
@@ -1725,7 +1736,7 @@ fn given_confirmed_enrolment_then_enrolling_again_conflicts() {
     let outcomes: Vec<String> = e
         .audited("mfa-enroll")
         .into_iter()
-        .map(|r| r.outcome)
+        .map(|r| r.outcome.to_string())
         .collect();
     assert_eq!(outcomes, ["success", "refused"]);
     assert_err!(e.m.mfa_confirm(&alice, "123456"), Conflict);
@@ -2110,7 +2121,7 @@ fn given_unassign_then_the_grant_that_depended_on_it_ends_audited_and_the_member
         .audit_log()
         .into_iter()
         .skip_while(|r| r.action != "admin-unassign")
-        .map(|r| r.action)
+        .map(|r| r.action.to_string())
         .collect();
     assert_eq!(
         actions,
@@ -2634,7 +2645,7 @@ fn given_two_approvals_needed_then_the_grant_starts_at_the_second() {
     let approvals: Vec<(String, String)> = e
         .audited("approve")
         .into_iter()
-        .map(|r| (r.actor, r.outcome))
+        .map(|r| (r.actor, r.outcome.into()))
         .collect();
     let pair = |a: &str, o: &str| (a.to_string(), o.to_string());
     assert_eq!(
@@ -2723,7 +2734,7 @@ fn assert_probing_tells_nothing(e: &mut Env, prober: &str, id: i64) -> String {
     assert_eq!(refusals.len(), 4, "{refusals:#?}");
     let shape = |r: &AuditRecord, n: i64| {
         (
-            r.action.clone(),
+            r.action,
             r.user.clone(),
             r.role.clone(),
             r.detail.replace(&n.to_string(), "N"),
@@ -2921,7 +2932,7 @@ fn given_cancel_then_only_the_requester_may() {
     let outcomes: Vec<(String, String)> = e
         .audited("cancel")
         .into_iter()
-        .map(|r| (r.actor, r.outcome))
+        .map(|r| (r.actor, r.outcome.into()))
         .collect();
     let pair = |a: &str, o: &str| (a.to_string(), o.to_string());
     assert_eq!(
@@ -3291,7 +3302,7 @@ fn given_pimd_stopping_then_open_windows_are_summarised_at_once() {
         e.m.take_outbox()
             .audit
             .into_iter()
-            .map(|a| a.action)
+            .map(|a| a.action.to_string())
             .collect();
     assert!(syslog.contains(&"refusals-unrecorded".to_string()));
     // Nothing counted after this could be written: from now on every refusal is recorded.
@@ -3697,9 +3708,13 @@ fn given_more_writing_calls_than_the_allowance_then_busy_audited_and_root_never_
     let mut e = env();
     let alice = e.who("alice");
     for _ in 0..30 {
-        e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa).unwrap();
+        e.m.admit_call(&alice, AuditAction::MfaEnroll, CallKind::Mfa)
+            .unwrap();
     }
-    let msg = assert_err!(e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa), Busy);
+    let msg = assert_err!(
+        e.m.admit_call(&alice, AuditAction::MfaEnroll, CallKind::Mfa),
+        Busy
+    );
     assert!(
         msg.contains("30 a minute are allowed; try again in 60 s"),
         "{msg}"
@@ -3716,15 +3731,16 @@ fn given_more_writing_calls_than_the_allowance_then_busy_audited_and_root_never_
         refused[0]
     );
     // Another kind has its own allowance, and the next minute a new one.
-    e.m.admit_call(&alice, "activate", CallKind::Grants)
+    e.m.admit_call(&alice, AuditAction::Activate, CallKind::Grants)
         .unwrap();
     let root = e.who("root");
     for _ in 0..100 {
-        e.m.admit_call(&root, "admin-revoke", CallKind::Admin)
+        e.m.admit_call(&root, AuditAction::AdminRevoke, CallKind::Admin)
             .unwrap();
     }
     e.advance(crate::throttle::WINDOW_SECS);
-    e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa).unwrap();
+    e.m.admit_call(&alice, AuditAction::MfaEnroll, CallKind::Mfa)
+        .unwrap();
 }
 
 #[test]
@@ -3761,7 +3777,7 @@ fn given_a_user_looping_on_activate_and_deactivate_then_watchers_get_the_allowan
     assert_eq!(kinds("grant-ended"), EVENTS_PER_WINDOW as usize);
     let dropped: Vec<&EventInfo> = events
         .iter()
-        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .filter(|ev| ev.kind == EventKind::EventsDropped)
         .collect();
     assert_eq!(dropped.len(), 2, "{dropped:#?}");
     assert_eq!(
@@ -3860,7 +3876,7 @@ fn given_events_dropped_then_the_notice_reaches_the_watchers_who_would_have_seen
     let events = e.m.take_outbox().events;
     let notices: Vec<&EventInfo> = events
         .iter()
-        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .filter(|ev| ev.kind == EventKind::EventsDropped)
         .collect();
     // One per kind, however many were dropped.
     assert_eq!(notices.len(), 2, "{notices:#?}");
@@ -3885,7 +3901,7 @@ fn given_more_audit_records_than_one_reply_holds_then_audit_returns_the_oldest_t
     let now = e.now();
     e.m.commit(|tx| {
         for n in 0..MAX_AUDIT_RECORDS + 5 {
-            let entry = Audit::new("alice", "activate")
+            let entry = Audit::new("alice", AuditAction::Activate)
                 .about("alice", "rescue")
                 .entry(now + i64::from(n), Outcome::Success, format!("record {n}"));
             tx.audit(entry)?;
@@ -3920,16 +3936,20 @@ fn given_reads_in_a_loop_then_four_times_calls_per_minute_are_served_and_the_res
     let alice = e.who("alice");
     let allowance = 4 * e.m.config.daemon.calls_per_minute;
     for _ in 0..allowance {
-        e.m.admit_call(&alice, "status", CallKind::Reads).unwrap();
+        e.m.admit_call(&alice, AuditAction::Status, CallKind::Reads)
+            .unwrap();
     }
-    let msg = assert_err!(e.m.admit_call(&alice, "status", CallKind::Reads), Busy);
+    let msg = assert_err!(
+        e.m.admit_call(&alice, AuditAction::Status, CallKind::Reads),
+        Busy
+    );
     assert!(msg.contains(&format!("{allowance} a minute")), "{msg}");
     // Writes keep their own allowance, and root is never limited.
-    e.m.admit_call(&alice, "activate", CallKind::Grants)
+    e.m.admit_call(&alice, AuditAction::Activate, CallKind::Grants)
         .unwrap();
     let root = e.who("root");
     for _ in 0..2 * allowance {
-        e.m.admit_call(&root, "audit-read", CallKind::Reads)
+        e.m.admit_call(&root, AuditAction::AuditRead, CallKind::Reads)
             .unwrap();
     }
 }

@@ -12,6 +12,7 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
 };
+use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -638,19 +639,21 @@ impl ManagerService {
         if self.caller_uid(h).await? != 0 {
             // Refused and audited there; a guess in progress finishes on its own.
             return self
-                .call(h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         answer_root(&self.core, &self.access, guess, user, groups).await
     }
 
-    /// A call that only reads (its refusals aside) and takes no text.
-    async fn call<T: Send + 'static>(
+    /// An access check the manager answers itself (asked by a caller other than root, or with
+    /// arguments too long): no call limit applies; a refusal is audited as `access-check`.
+    async fn access_check_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
-        self.limited_call(header, "", None, Ok(()), |m, c, ()| f(m, c))
+        let action = AuditAction::AccessCheck;
+        self.limited_call(header, action, None, Ok(()), |m, c, ()| f(m, c))
             .await
     }
 
@@ -659,7 +662,7 @@ impl ManagerService {
     async fn read_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
         self.limited_call(header, action, Some(CallKind::Reads), Ok(()), |m, c, ()| {
@@ -676,7 +679,7 @@ impl ManagerService {
     async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         limit: Option<CallKind>,
         args: Result<A, PimError>,
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
@@ -720,7 +723,7 @@ impl ManagerService {
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
-        self.read_call(&h, "list-roles", |m, c| m.list_roles(c))
+        self.read_call(&h, AuditAction::ListRoles, |m, c| m.list_roles(c))
             .await
     }
 
@@ -742,7 +745,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "activate",
+            AuditAction::Activate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, ticket, code]| {
@@ -760,7 +763,7 @@ impl ManagerService {
         let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "deactivate",
+            AuditAction::Deactivate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role]| m.deactivate(c, &role),
@@ -783,7 +786,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "extend",
+            AuditAction::Extend,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, code]| m.extend(c, &role, duration_secs, &reason, &code),
@@ -795,16 +798,21 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
-        self.read_call(&h, "status", |m, c| m.status(c)).await
+        self.read_call(&h, AuditAction::Status, |m, c| m.status(c))
+            .await
     }
 
     async fn mfa_enroll(
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c, ()| {
-            m.mfa_enroll(c)
-        })
+        self.limited_call(
+            &h,
+            AuditAction::MfaEnroll,
+            Some(CallKind::Mfa),
+            Ok(()),
+            |m, c, ()| m.mfa_enroll(c),
+        )
         .await
     }
 
@@ -816,7 +824,7 @@ impl ManagerService {
         let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
         self.limited_call(
             &h,
-            "mfa-confirm",
+            AuditAction::MfaConfirm,
             Some(CallKind::Mfa),
             args,
             move |m, c, [code]| m.mfa_confirm(c, &code),
@@ -825,7 +833,7 @@ impl ManagerService {
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
-        self.read_call(&h, "mfa-status", |m, c| m.mfa_status(c))
+        self.read_call(&h, AuditAction::MfaStatus, |m, c| m.mfa_status(c))
             .await
     }
 
@@ -842,7 +850,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "audit-read",
+            AuditAction::AuditRead,
             Some(CallKind::Reads),
             args,
             move |m, c, [user, role]| m.audit(c, since, &user, &role),
@@ -854,7 +862,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<RequestInfo>, PimError> {
-        self.read_call(&h, "list-requests", |m, c| m.list_requests(c))
+        self.read_call(&h, AuditAction::ListRequests, |m, c| m.list_requests(c))
             .await
     }
 
@@ -871,7 +879,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "approve",
+            AuditAction::Approve,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.approve(c, id, &comment, &code),
@@ -892,7 +900,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "deny",
+            AuditAction::Deny,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.deny(c, id, &comment, &code),
@@ -907,7 +915,7 @@ impl ManagerService {
     ) -> Result<RequestInfo, PimError> {
         self.limited_call(
             &h,
-            "cancel",
+            AuditAction::Cancel,
             Some(CallKind::Grants),
             Ok(()),
             move |m, c, ()| m.cancel(c, id),
@@ -920,7 +928,9 @@ impl ManagerService {
             .sender()
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
             .to_owned();
-        let caller = self.read_call(&h, "watch", |_, c| Ok(c.clone())).await?;
+        let caller = self
+            .read_call(&h, AuditAction::Watch, |_, c| Ok(c.clone()))
+            .await?;
         if self.core.add_watcher(sender.clone().into(), caller)? {
             tokio::spawn(forget_when_gone(
                 self.core.clone(),
@@ -941,7 +951,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<GrantInfo>, PimError> {
-        self.read_call(&h, "admin-grants", |m, c| m.admin_grants(c))
+        self.read_call(&h, AuditAction::AdminGrants, |m, c| m.admin_grants(c))
             .await
     }
 
@@ -960,7 +970,7 @@ impl ManagerService {
         let warning = self
             .limited_call(
                 &h,
-                "admin-assign",
+                AuditAction::AdminAssign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_assign(c, &user, &role, not_before, not_after),
@@ -985,7 +995,7 @@ impl ManagerService {
         let reply = self
             .limited_call(
                 &h,
-                "admin-unassign",
+                AuditAction::AdminUnassign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_unassign(c, &user, &role),
@@ -1012,7 +1022,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "admin-revoke",
+            AuditAction::AdminRevoke,
             Some(CallKind::Admin),
             args,
             move |m, c, [user, role, reason]| m.admin_revoke(c, &user, &role, &reason),
@@ -1028,7 +1038,7 @@ impl ManagerService {
         let args = bounded_copies([("user", user, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "admin-mfa-reset",
+            AuditAction::AdminMfaReset,
             Some(CallKind::Admin),
             args,
             move |m, c, [user]| m.admin_mfa_reset(c, &user),
@@ -1051,7 +1061,7 @@ impl ManagerService {
             // from copies no longer than it takes to say what is wrong.
             let (user, groups) = bounded_question(user, &groups);
             return self
-                .call(&h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(&h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         let (user, groups) = (
@@ -1280,11 +1290,11 @@ mod tests {
                 .unwrap();
             let one_by_one = records
                 .iter()
-                .filter(|r| r.action == "access-check" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::AccessCheck && r.actor == "pam")
                 .count();
             let counted = records
                 .iter()
-                .filter(|r| r.action == "refusals-unrecorded" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::RefusalsUnrecorded && r.actor == "pam")
                 .map(|r| {
                     let n = r.detail.split(' ').next().unwrap();
                     n.parse::<u32>().unwrap()
@@ -1459,7 +1469,7 @@ mod tests {
         AuditEntry {
             at: 0,
             actor: "alice".into(),
-            action: "activate".into(),
+            action: AuditAction::Activate,
             user: "alice".into(),
             role: "admin".into(),
             outcome: Outcome::Refused,

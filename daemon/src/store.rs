@@ -5,6 +5,7 @@
 //! land together or not at all. The audit table refuses UPDATE and DELETE by trigger.
 
 use crate::mfa::FailureState;
+pub use pim_common::vocab::{AuditAction, Outcome, RequestState};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::{Cell, RefCell};
@@ -215,44 +216,6 @@ pub struct MfaRecord {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestState {
-    Pending,
-    Approved,
-    Denied,
-    Cancelled,
-    Expired,
-}
-
-impl RequestState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Approved => "approved",
-            RequestState::Denied => "denied",
-            RequestState::Cancelled => "cancelled",
-            RequestState::Expired => "expired",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "pending" => RequestState::Pending,
-            "approved" => RequestState::Approved,
-            "denied" => RequestState::Denied,
-            "cancelled" => RequestState::Cancelled,
-            "expired" => RequestState::Expired,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unknown request state {other}").into(),
-                ))
-            }
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: i64,
@@ -268,29 +231,12 @@ pub struct Request {
     pub state: RequestState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Refused,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Refused => "refused",
-            Outcome::Error => "error",
-        }
-    }
-}
-
 /// One audit record as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub at: i64,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub user: String,
     pub role: String,
     pub outcome: Outcome,
@@ -677,6 +623,18 @@ pub struct Tx<'c> {
     audited: RefCell<Vec<AuditEntry>>,
 }
 
+/// Column `i` as one of a vocabulary's names (a request state, an audit action...); a name the
+/// vocabulary does not know is a conversion error, like a wrong type.
+fn named<T: std::str::FromStr<Err = pim_common::vocab::UnknownName>>(
+    r: &Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let name: String = r.get(i)?;
+    name.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
     Ok(Grant {
         id: r.get(0)?,
@@ -708,7 +666,7 @@ fn request_from_row(r: &Row<'_>) -> rusqlite::Result<Request> {
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
         approvals_required: r.get::<_, i64>(9)? as u32,
-        state: RequestState::parse(&r.get::<_, String>(10)?)?,
+        state: named(r, 10)?,
     })
 }
 
@@ -758,7 +716,7 @@ impl Tx<'_> {
             .execute(params![
                 entry.at,
                 entry.actor,
-                entry.action,
+                entry.action.as_str(),
                 entry.user,
                 entry.role,
                 entry.outcome.as_str(),
@@ -790,10 +748,10 @@ impl Tx<'_> {
                 id: r.get(0)?,
                 at: r.get(1)?,
                 actor: r.get(2)?,
-                action: r.get(3)?,
+                action: named(r, 3)?,
                 user: r.get(4)?,
                 role: r.get(5)?,
-                outcome: r.get(6)?,
+                outcome: named(r, 6)?,
                 reason: r.get(7)?,
                 ticket: r.get(8)?,
                 detail: r.get(9)?,
@@ -1364,7 +1322,7 @@ mod tests {
         AuditEntry {
             at: 100,
             actor: "alice".into(),
-            action: action.into(),
+            action: action.parse().expect("an audit action"),
             user: "alice".into(),
             role: "admin".into(),
             outcome: Outcome::Success,
@@ -1504,7 +1462,7 @@ mod tests {
         let first = store
             .write(|tx| {
                 let ok = tx.use_recovery_code("alice", "h1", 5)?;
-                tx.audit(entry("mfa-recovery"))?;
+                tx.audit(entry("mfa-confirm"))?;
                 Ok::<_, StoreError>(ok)
             })
             .unwrap()
@@ -1512,7 +1470,7 @@ mod tests {
         let second = store
             .write(|tx| {
                 let ok = tx.use_recovery_code("alice", "h1", 6)?;
-                tx.audit(entry("mfa-recovery"))?;
+                tx.audit(entry("mfa-confirm"))?;
                 Ok::<_, StoreError>(ok)
             })
             .unwrap()
@@ -1527,7 +1485,7 @@ mod tests {
         let path = dir.join("state").join("pim.db");
         {
             let mut store = Store::open(&path).unwrap();
-            store.write(|tx| tx.audit(entry("x"))).unwrap();
+            store.write(|tx| tx.audit(entry("activate"))).unwrap();
         }
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(path.parent().unwrap()), 0o700);
@@ -1754,12 +1712,33 @@ mod tests {
     }
 
     #[test]
+    fn given_a_record_of_an_unknown_action_then_reading_the_audit_fails_naming_it() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail)
+                 VALUES (1, 'alice', 'activate-forever', 'alice', 'admin', 'success', '', '', '')",
+                [],
+            )
+            .unwrap();
+        let err = store
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown audit action \"activate-forever\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn given_audit_query_then_filters_apply() {
         let mut store = Store::open_in_memory().unwrap();
         store
             .write(|tx| {
-                tx.audit(entry("a"))?;
-                let mut other = entry("b");
+                tx.audit(entry("activate"))?;
+                let mut other = entry("expire");
                 other.user = "bob".into();
                 other.actor = "bob".into();
                 other.at = 300;
