@@ -5,6 +5,8 @@
 
 pub mod duration;
 pub mod error;
+#[cfg(any(test, feature = "introspection"))]
+pub mod introspection;
 pub mod mounts;
 pub mod proxy;
 pub mod reload;

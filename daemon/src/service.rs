@@ -1193,6 +1193,9 @@ fn bounded_question(user: &str, groups: &[&str]) -> (String, Vec<String>) {
 }
 
 #[cfg(test)]
+mod interface_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
@@ -1228,14 +1231,14 @@ mod tests {
 
     /// A host with role admin (group sudo) that alice is eligible for and has not activated,
     /// its database in a file of its own: a core on it and the access check's readers.
-    struct AccessHost {
+    pub(super) struct AccessHost {
         dir: std::path::PathBuf,
-        core: Arc<Core>,
-        access: Arc<AccessReaders>,
+        pub(super) core: Arc<Core>,
+        pub(super) access: Arc<AccessReaders>,
     }
 
     impl AccessHost {
-        fn new(name: &str) -> AccessHost {
+        pub(super) fn new(name: &str) -> AccessHost {
             let dir = std::env::temp_dir()
                 .join(format!("pim-service-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);

@@ -33,7 +33,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAd
 use nix::sys::time::TimeVal;
 use pim_common::types::AccessDecision;
 
-use crate::wire::{self, Arg, Message};
+use crate::wire::{self, Message};
 
 /// Why the daemon gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +195,7 @@ fn request(uid: u32, user: &str, groups: &[String]) -> Result<Vec<u8>, wire::Wir
     let mut bytes = wire::auth_external(uid);
     bytes.extend(wire::encode_method_call(&wire::HELLO, HELLO_SERIAL)?);
     bytes.extend(wire::encode_method_call(
-        &wire::check_access_call(&[Arg::Str(user), Arg::StrArray(groups)]),
+        &wire::check_access_call(&wire::check_access_args(user, groups)),
         CHECK_ACCESS_SERIAL,
     )?);
     Ok(bytes)

@@ -97,7 +97,12 @@ pub const HELLO: Call<'static> = Call {
     args: &[],
 };
 
-/// pimd's `CheckAccess` with `args` (the user and the groups they hold).
+/// The arguments of `CheckAccess`: the user and the groups they hold.
+pub fn check_access_args<'a>(user: &'a str, groups: &'a [String]) -> [Arg<'a>; 2] {
+    [Arg::Str(user), Arg::StrArray(groups)]
+}
+
+/// pimd's `CheckAccess` with `args` (see [`check_access_args`]).
 pub fn check_access_call<'a>(args: &'a [Arg<'a>]) -> Call<'a> {
     Call {
         destination: pim_common::BUS_NAME,
@@ -921,6 +926,9 @@ pub(crate) mod testing {
         b.finish(body_start)
     }
 }
+
+#[cfg(test)]
+mod interface_tests;
 
 #[cfg(test)]
 mod tests {
