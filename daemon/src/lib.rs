@@ -1,0 +1,24 @@
+//! pimd: the just-in-time privilege daemon. Owns `org.pim.Manager1` on the system bus, keeps
+//! its state in SQLite, and adds and removes Unix group memberships through gpasswd.
+//!
+//! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
+//! `store` the SQLite state, `startup` what runs it; `main.rs` reads the arguments.
+#![forbid(unsafe_code)]
+
+mod access;
+mod accounts;
+mod clock;
+mod config;
+mod manager;
+mod mfa;
+mod policy;
+mod refusals;
+mod service;
+mod setgid;
+mod startup;
+mod store;
+mod syslog;
+mod throttle;
+
+pub use config::DEFAULT_PATH;
+pub use startup::{reload_running, start};

@@ -1,0 +1,289 @@
+//! MFA: enrolment (enrol, confirm, status) and the verification of a TOTP or recovery code
+//! that guards the calls which need one (`with_mfa`).
+
+use super::*;
+use crate::mfa;
+
+impl Manager {
+    fn mfa_policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: self.config.mfa.max_failures,
+            window_secs: self.config.mfa.failure_window_secs,
+            lockout_secs: self.config.mfa.lockout_secs,
+        }
+    }
+
+    /// Checks a TOTP or recovery code inside `tx`. On success the code is spent (its step
+    /// recorded, or the recovery code marked used); the caller's audit record covers that.
+    /// On a wrong code the failure (and a lockout, if reached) is written and audited in
+    /// `tx`, which the caller must commit even though it returns the error.
+    fn verify_code(
+        tx: &Tx,
+        policy: &LockoutPolicy,
+        user: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<MfaProof, PimError> {
+        let record = tx.mfa(user)?.filter(|r| r.confirmed).ok_or_else(|| {
+            PimError::MfaNotEnrolled(
+                "you have no TOTP enrolment; run 'pim mfa enroll' and 'pim mfa confirm CODE' first"
+                    .into(),
+            )
+        })?;
+        let state = tx.failure_state(user)?;
+        if let Err(until) = policy.check(&state, now) {
+            return Err(PimError::MfaLockedOut(format!(
+                "too many wrong codes; your MFA is locked until {}",
+                describe(until, now)
+            )));
+        }
+        let code = code.trim();
+        if code.is_empty() {
+            return Err(PimError::MfaRequired(
+                "a TOTP code is required; give it with --code (or a recovery code)".into(),
+            ));
+        }
+        let proof = if mfa::looks_like_recovery_code(code) {
+            if tx.use_recovery_code(user, &mfa::hash_recovery_code(code), now)? {
+                Some(MfaProof::RecoveryCode {
+                    left: tx.recovery_codes_left(user)?,
+                })
+            } else {
+                None
+            }
+        } else {
+            let secret = TotpSecret::from_bytes(record.secret);
+            match mfa::verify_totp(&secret, code, now, record.last_step) {
+                TotpCheck::Accepted { step } => {
+                    tx.set_last_step(user, step)?;
+                    Some(MfaProof::Totp)
+                }
+                TotpCheck::Replayed | TotpCheck::Wrong => None,
+            }
+        };
+        if let Some(proof) = proof {
+            if state.failures > 0 {
+                tx.set_failure_state(user, &policy.record_success())?;
+            }
+            return Ok(proof);
+        }
+        let (next, newly_locked) = policy.record_failure(&state, now);
+        tx.set_failure_state(user, &next)?;
+        let audit = Audit::new(user, AuditAction::MfaFailure).about(user, "");
+        tx.audit(audit.entry(
+            now,
+            Outcome::Refused,
+            format!(
+                "wrong or reused code ({} of {})",
+                next.failures, policy.max_failures
+            ),
+        ))?;
+        if newly_locked {
+            let lock = Audit {
+                action: AuditAction::MfaLockout,
+                ..audit
+            };
+            tx.audit(lock.entry(
+                now,
+                Outcome::Refused,
+                format!("locked until {}", describe(next.locked_until, now)),
+            ))?;
+            return Err(PimError::MfaLockedOut(format!(
+                "wrong code; too many wrong codes, your MFA is locked until {}",
+                describe(next.locked_until, now)
+            )));
+        }
+        Err(PimError::InvalidCode(
+            "wrong or already used code; wait for the next code and try again".into(),
+        ))
+    }
+
+    /// Runs `f` after an MFA check in one transaction: the check's failure bookkeeping is
+    /// committed even when the check fails; `f` runs only when it passes.
+    pub(super) fn with_mfa<T>(
+        &mut self,
+        user: &str,
+        code: &str,
+        required: bool,
+        f: impl FnOnce(&Tx, MfaProof) -> Result<T, PimError>,
+    ) -> Result<T, PimError> {
+        let policy = self.mfa_policy();
+        let now = self.now();
+        self.commit(|tx| {
+            let proof = if required {
+                match Self::verify_code(tx, &policy, user, code, now) {
+                    Ok(proof) => proof,
+                    Err(e) => return Ok(Err(e)),
+                }
+            } else {
+                MfaProof::NotRequired
+            };
+            // A failure in `f` rolls everything back, the spent code included.
+            f(tx, proof).map(Ok)
+        })?
+    }
+
+    pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
+        let user = caller.name.as_str();
+        let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
+        let existing = self.store.read(|tx| tx.mfa(user))?;
+        let replaced_from = existing.as_ref().map(|r| r.created_at);
+        let account = format!("{user}@{}", self.host);
+        match existing {
+            Some(r) if r.confirmed => {
+                return self.refused(
+                    &audit,
+                    PimError::Conflict(
+                        "you are already enrolled; to enrol a new device, ask an administrator to run 'pim admin mfa-reset' for you"
+                            .into(),
+                    ),
+                )
+            }
+            Some(pending) if Self::reshown(pending.created_at, self.now()) => {
+                // Asked again soon after (the QR code was lost, the terminal closed): the same
+                // secret again. Each disclosure is audited; calls_per_minute bounds them.
+                let secret = TotpSecret::from_bytes(pending.secret);
+                let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+                let now = self.now();
+                let entry = audit.entry(
+                    now,
+                    Outcome::Success,
+                    format!(
+                        "the pending secret (from {}) shown again; awaiting first code",
+                        describe(pending.created_at, now)
+                    ),
+                );
+                self.commit(|tx| Ok(tx.audit(entry)?))?;
+                return Ok((uri, secret.base32()));
+            }
+            Some(_) | None => {}
+        }
+        let secret = TotpSecret::generate()?;
+        let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+        let now = self.now();
+        let detail = match replaced_from {
+            Some(from) => format!(
+                "enrolment started again with a new secret (the pending one, from {}, is shown \
+                 again for {} minutes only); awaiting first code",
+                describe(from, now),
+                PENDING_SECRET_SHOWN_SECS / 60
+            ),
+            None => "enrolment started; awaiting first code".into(),
+        };
+        self.commit(|tx| {
+            tx.put_pending_mfa(user, secret.as_bytes(), now)?;
+            Ok(tx.audit(audit.entry(now, Outcome::Success, detail))?)
+        })?;
+        Ok((uri, secret.base32()))
+    }
+
+    /// Whether a pending enrolment's secret, made at `created`, may be shown again at `now`:
+    /// only within [`PENDING_SECRET_SHOWN_SECS`], so that a secret once seen by someone else
+    /// (a shared screen, a program that enrolled first) is not handed out for good.
+    fn reshown(created: i64, now: i64) -> bool {
+        (created..created + PENDING_SECRET_SHOWN_SECS).contains(&now)
+    }
+
+    pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
+        let user = caller.name.as_str();
+        let audit = Audit::new(user, AuditAction::MfaConfirm).about(user, "");
+        match self.try_mfa_confirm(user, code, &audit) {
+            Ok(codes) => Ok(codes),
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    fn try_mfa_confirm(
+        &mut self,
+        user: &str,
+        code: &str,
+        audit: &Audit<'_>,
+    ) -> Result<Vec<String>, PimError> {
+        let record = self.store.read(|tx| tx.mfa(user))?.ok_or_else(|| {
+            PimError::MfaNotEnrolled("no enrolment to confirm; run 'pim mfa enroll' first".into())
+        })?;
+        if record.confirmed {
+            return Err(PimError::Conflict(
+                "your enrolment is already confirmed".into(),
+            ));
+        }
+        let policy = self.mfa_policy();
+        let now = self.now();
+        let codes = mfa::generate_recovery_codes()?;
+        let secret = TotpSecret::from_bytes(record.secret);
+        self.commit(|tx| {
+            let state = tx.failure_state(user)?;
+            if let Err(until) = policy.check(&state, now) {
+                return Ok(Err(PimError::MfaLockedOut(format!(
+                    "too many wrong codes; your MFA is locked until {}",
+                    describe(until, now)
+                ))));
+            }
+            match mfa::verify_totp(&secret, code, now, None) {
+                TotpCheck::Accepted { step } => {
+                    tx.confirm_mfa(user)?;
+                    tx.set_last_step(user, step)?;
+                    let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
+                    tx.replace_recovery_codes(user, &hashes)?;
+                    tx.set_failure_state(user, &policy.record_success())?;
+                    tx.audit(audit.entry(
+                        now,
+                        Outcome::Success,
+                        format!("enrolled; {} recovery codes issued", hashes.len()),
+                    ))?;
+                    Ok(Ok(codes.iter().map(|c| c.plain.clone()).collect()))
+                }
+                TotpCheck::Replayed | TotpCheck::Wrong => {
+                    let (next, newly_locked) = policy.record_failure(&state, now);
+                    tx.set_failure_state(user, &next)?;
+                    let failure = Audit {
+                        action: if newly_locked {
+                            AuditAction::MfaLockout
+                        } else {
+                            AuditAction::MfaFailure
+                        },
+                        ..audit.clone()
+                    };
+                    tx.audit(failure.entry(
+                        now,
+                        Outcome::Refused,
+                        "wrong code while confirming enrolment",
+                    ))?;
+                    if newly_locked {
+                        return Ok(Err(PimError::MfaLockedOut(format!(
+                            "wrong code; too many wrong codes, your MFA is locked until {}",
+                            describe(next.locked_until, now)
+                        ))));
+                    }
+                    Ok(Err(PimError::InvalidCode(
+                        "that code is wrong; check the device's clock and enter the current code"
+                            .into(),
+                    )))
+                }
+            }
+        })?
+    }
+
+    pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
+        let now = self.now();
+        let policy = self.mfa_policy();
+        self.store.read(|tx| {
+            let record = tx.mfa(&caller.name)?;
+            let state = tx.failure_state(&caller.name)?;
+            Ok(MfaStatusInfo {
+                enrolled: record.as_ref().is_some_and(|r| r.confirmed),
+                pending: record.as_ref().is_some_and(|r| !r.confirmed),
+                locked_until: policy.check(&state, now).err().unwrap_or(0),
+                recent_failures: if now < state.window_start + policy.window_secs as i64 {
+                    state.failures
+                } else {
+                    0
+                },
+                recovery_codes_left: tx.recovery_codes_left(&caller.name)?,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
