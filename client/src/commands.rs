@@ -538,10 +538,22 @@ async fn wait_for_decision(
     }
 }
 
+/// The daemon's "no live grant" (`NotFound`) for a command about the caller's own grant, with
+/// what to run next for that command.
+fn no_live_grant_then(e: PimError, next: &str) -> PimError {
+    match e {
+        PimError::NotFound(message) => PimError::NotFound(format!("{message}; {next}")),
+        other => other,
+    }
+}
+
 async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
     check_name("role", role)?;
     let proxy = connect().await?;
-    let grant = proxy.deactivate(role).await?;
+    let grant = proxy
+        .deactivate(role)
+        .await
+        .map_err(|e| no_live_grant_then(e, "'pim status' shows yours"))?;
     let now = Clock::system().now;
     emit(
         json,
@@ -564,7 +576,11 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         .find(|r| r.name == a.role && r.active_until != 0);
     let reason = ask_reason(role.as_ref(), "extending", a.reason.as_deref(), console)?;
     let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
-    let grant = proxy.extend(&a.role, duration, &reason, &code).await?;
+    let next = format!("activate it with 'pim activate {}'", a.role);
+    let grant = proxy
+        .extend(&a.role, duration, &reason, &code)
+        .await
+        .map_err(|e| no_live_grant_then(e, &next))?;
     let clock = Clock::system();
     emit(
         json,
@@ -1104,5 +1120,18 @@ mod tests {
             ticket_prompt(&r),
             "Ticket for admin (matching ^INC[0-9]+$): "
         );
+    }
+
+    #[test]
+    fn given_no_live_grant_then_the_message_names_the_next_command() {
+        let refused = PimError::NotFound("you have no live grant for role docker".into());
+        let next = "activate it with 'pim activate docker'";
+        let m = daemon_message(&no_live_grant_then(refused, next));
+        assert_eq!(
+            m,
+            "you have no live grant for role docker; activate it with 'pim activate docker'"
+        );
+        let other = || PimError::Conflict("role docker needs approval".into());
+        assert_eq!(no_live_grant_then(other(), next), other());
     }
 }

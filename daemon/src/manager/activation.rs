@@ -222,11 +222,7 @@ impl Manager {
         let result = check_name("role", role).and_then(|_| {
             self.store
                 .read(|tx| tx.live_grant(&caller.name, role))?
-                .ok_or_else(|| {
-                    PimError::NotFound(format!(
-                        "you have no live grant for role {role}; 'pim status' shows yours"
-                    ))
-                })
+                .ok_or_else(|| no_live_grant(role))
         });
         match result {
             Ok(grant) => {
@@ -271,12 +267,7 @@ impl Manager {
             .read(|tx| tx.live_grant(user, &role.name))?
             // A grant past its end is over even before reconciliation records that.
             .filter(|g| g.ends_at > self.now())
-            .ok_or_else(|| {
-                PimError::NotFound(format!(
-                    "you have no live grant for role {}; activate it with 'pim activate {}'",
-                    role.name, role.name
-                ))
-            })?;
+            .ok_or_else(|| no_live_grant(&role.name))?;
         if role.require_approval {
             return Err(PimError::Conflict(format!(
                 "role {} needs approval, so it cannot be extended; file a new request with 'pim activate {}' when this grant ends",
@@ -348,3 +339,9 @@ impl Manager {
 
 #[cfg(test)]
 mod tests;
+
+/// The caller holds no live grant of `role`. What to run next depends on what they tried, so
+/// the client says it (`pim extend` and `pim deactivate` add their own next step).
+fn no_live_grant(role: &str) -> PimError {
+    PimError::NotFound(format!("you have no live grant for role {role}"))
+}

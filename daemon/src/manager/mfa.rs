@@ -39,8 +39,9 @@ impl Manager {
         }
         let code = code.trim();
         if code.is_empty() {
+            // The client says how to give one (its --code option).
             return Err(PimError::MfaRequired(
-                "a TOTP code is required; give it with --code (or a recovery code)".into(),
+                "a TOTP code (or a recovery code) is required".into(),
             ));
         }
         let proof = if mfa::looks_like_recovery_code(code) {
