@@ -538,12 +538,14 @@ async fn wait_for_decision(
     }
 }
 
-/// The daemon's "no live grant" (`NotFound`) for a command about the caller's own grant, with
-/// what to run next for that command.
-fn no_live_grant_then(e: PimError, next: &str) -> PimError {
-    match e {
-        PimError::NotFound(message) => PimError::NotFound(format!("{message}; {next}")),
-        other => other,
+/// A refusal of the kind `refusal` makes, which says what is wrong, with what to run next:
+/// that depends on the command, so pim says it rather than pimd.
+fn with_next_step(e: PimError, refusal: fn(String) -> PimError, next: &str) -> PimError {
+    let same_kind = std::mem::discriminant(&e) == std::mem::discriminant(&refusal(String::new()));
+    if same_kind {
+        refusal(format!("{}; {next}", e.message()))
+    } else {
+        e
     }
 }
 
@@ -553,7 +555,7 @@ async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
     let grant = proxy
         .deactivate(role)
         .await
-        .map_err(|e| no_live_grant_then(e, "'pim status' shows yours"))?;
+        .map_err(|e| with_next_step(e, PimError::NotFound, "'pim status' shows yours"))?;
     let now = Clock::system().now;
     emit(
         json,
@@ -580,7 +582,7 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
     let grant = proxy
         .extend(&a.role, duration, &reason, &code)
         .await
-        .map_err(|e| no_live_grant_then(e, &next))?;
+        .map_err(|e| with_next_step(e, PimError::NotFound, &next))?;
     let clock = Clock::system();
     emit(
         json,
@@ -683,8 +685,14 @@ async fn approve(
     let code = input::code(a.code.as_deref(), true, &input::current_user(), console)?;
     let request = proxy
         .approve(a.id, a.comment.as_deref().unwrap_or(""), &code)
-        .await?;
+        .await
+        .map_err(undecidable)?;
     print_request(json, "Approved", &request)
+}
+
+/// No request by that id that the caller may decide.
+fn undecidable(e: PimError) -> PimError {
+    with_next_step(e, PimError::NotFound, "'pim requests' lists those you may")
 }
 
 async fn deny(a: DenyArgs, json: bool, console: &mut dyn Console) -> Result<Outcome, Failure> {
@@ -697,13 +705,19 @@ async fn deny(a: DenyArgs, json: bool, console: &mut dyn Console) -> Result<Outc
     check_text("comment", Some(comment), MAX_REASON_BYTES)?;
     let proxy = connect().await?;
     let code = input::code(a.code.as_deref(), true, &input::current_user(), console)?;
-    let request = proxy.deny(a.id, comment, &code).await?;
+    let request = proxy
+        .deny(a.id, comment, &code)
+        .await
+        .map_err(undecidable)?;
     print_request(json, "Denied", &request)
 }
 
 async fn cancel(id: i64, json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
-    let request = proxy.cancel(id).await?;
+    let request = proxy
+        .cancel(id)
+        .await
+        .map_err(|e| with_next_step(e, PimError::NotFound, "'pim status' lists yours"))?;
     print_request(json, "Cancelled", &request)
 }
 
@@ -1126,12 +1140,12 @@ mod tests {
     fn given_no_live_grant_then_the_message_names_the_next_command() {
         let refused = PimError::NotFound("you have no live grant for role docker".into());
         let next = "activate it with 'pim activate docker'";
-        let m = daemon_message(&no_live_grant_then(refused, next));
+        let m = daemon_message(&with_next_step(refused, PimError::NotFound, next));
         assert_eq!(
             m,
             "you have no live grant for role docker; activate it with 'pim activate docker'"
         );
         let other = || PimError::Conflict("role docker needs approval".into());
-        assert_eq!(no_live_grant_then(other(), next), other());
+        assert_eq!(with_next_step(other(), PimError::NotFound, next), other());
     }
 }

@@ -58,10 +58,8 @@ impl Manager {
     /// request ids cannot be probed for whose they are.
     fn decidable_request(&mut self, caller: &Caller, id: i64) -> Result<(Request, Role), PimError> {
         let no_such_request = || {
-            PimError::NotFound(
-                "there is no such request that you may decide; 'pim requests' lists those you may"
-                    .into(),
-            )
+            // The client says where to find those one may decide ('pim requests').
+            PimError::NotFound("there is no such request that you may decide".into())
         };
         let request = self
             .store
@@ -389,9 +387,7 @@ impl Manager {
             _ => {
                 return self.refused(
                     &audit,
-                    PimError::NotFound(format!(
-                        "you have no request {id}; 'pim status' lists yours"
-                    )),
+                    PimError::NotFound(format!("you have no request {id}")),
                 )
             }
         };

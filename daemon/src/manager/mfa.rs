@@ -25,10 +25,8 @@ impl Manager {
         now: i64,
     ) -> Result<MfaProof, PimError> {
         let record = tx.mfa(user)?.filter(|r| r.confirmed).ok_or_else(|| {
-            PimError::MfaNotEnrolled(
-                "you have no TOTP enrolment; run 'pim mfa enroll' and 'pim mfa confirm CODE' first"
-                    .into(),
-            )
+            // The client says how to enrol ('pim mfa enroll').
+            PimError::MfaNotEnrolled("you have no TOTP enrolment".into())
         })?;
         let state = tx.failure_state(user)?;
         if let Err(until) = policy.check(&state, now) {
@@ -200,9 +198,10 @@ impl Manager {
         code: &str,
         audit: &Audit<'_>,
     ) -> Result<Vec<String>, PimError> {
-        let record = self.store.read(|tx| tx.mfa(user))?.ok_or_else(|| {
-            PimError::MfaNotEnrolled("no enrolment to confirm; run 'pim mfa enroll' first".into())
-        })?;
+        let record = self
+            .store
+            .read(|tx| tx.mfa(user))?
+            .ok_or_else(|| PimError::MfaNotEnrolled("no enrolment to confirm".into()))?;
         if record.confirmed {
             return Err(PimError::Conflict(
                 "your enrolment is already confirmed".into(),

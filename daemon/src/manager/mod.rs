@@ -628,8 +628,9 @@ impl Manager {
     /// eligible", so roles cannot be probed.
     fn eligible_role(&mut self, user: &str, name: &str) -> Result<(Role, Eligibility), PimError> {
         let not_eligible = || {
+            // The client says where to see one's roles ('pim roles').
             PimError::NotEligible(format!(
-                "you are not eligible for a role named '{}'; run 'pim roles' to see yours",
+                "you are not eligible for a role named '{}'",
                 text::escape(name)
             ))
         };

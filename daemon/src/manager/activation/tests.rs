@@ -68,7 +68,11 @@ fn given_not_eligible_or_unknown_role_then_the_same_refusal() {
         known.replace("docker", "ROLE"),
         unknown.replace("nosuch", "ROLE")
     );
-    assert!(known.contains("pim roles"), "{known}");
+    // Where to see one's roles ('pim roles') is the client's to say: client/src/error.rs.
+    assert!(
+        known.contains("not eligible for a role named 'docker'"),
+        "{known}"
+    );
     assert!(e.accounts.calls().is_empty());
     let refused = e.audited("activate");
     assert_eq!(refused.len(), 2);
@@ -271,7 +275,8 @@ fn given_mfa_role_then_missing_code_or_enrolment_is_refused() {
         e.activate("erin", "admin", 0, REASON, "", "123456"),
         MfaNotEnrolled
     );
-    assert!(msg.contains("pim mfa enroll"), "{msg}");
+    // How to enrol ('pim mfa enroll') is the client's to say: client/src/error.rs's tests.
+    assert!(msg.contains("no TOTP enrolment"), "{msg}");
     // Started but unconfirmed is not enrolled either.
     let erin = e.who("erin");
     e.m.mfa_enroll(&erin).unwrap();
