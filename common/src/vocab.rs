@@ -17,12 +17,8 @@ pub struct UnknownName {
 
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown {} {:?}",
-            self.vocabulary,
-            crate::text::escape_unsafe(&self.name)
-        )
+        let name = crate::text::escape_unsafe(&self.name);
+        write!(f, "unknown {} '{name}'", self.vocabulary)
     }
 }
 
@@ -263,7 +259,7 @@ mod tests {
     #[test]
     fn given_unknown_name_then_error_names_vocabulary_and_escapes_it() {
         let err = "granted\n".parse::<RequestState>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown request state \"granted\\\\x0a\"");
+        assert_eq!(err.to_string(), "unknown request state 'granted\\x0a'");
         let json = serde_json::from_str::<EventKind>("\"grant-renewed\"").unwrap_err();
         assert!(json.to_string().contains("unknown event kind"), "{json}");
     }

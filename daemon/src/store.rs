@@ -1727,7 +1727,7 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("unknown audit action \"activate-forever\""),
+                .contains("unknown audit action 'activate-forever'"),
             "{err}"
         );
     }
