@@ -578,11 +578,16 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         .find(|r| r.name == a.role && r.active_until != 0);
     let reason = ask_reason(role.as_ref(), "extending", a.reason.as_deref(), console)?;
     let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
-    let next = format!("activate it with 'pim activate {}'", a.role);
+    let activate = format!("'pim activate {}'", a.role);
     let grant = proxy
         .extend(&a.role, duration, &reason, &code)
         .await
-        .map_err(|e| with_next_step(e, PimError::NotFound, &next))?;
+        .map_err(|e| {
+            let no_grant = format!("activate it with {activate}");
+            let approval = format!("file a new request with {activate} when this grant ends");
+            let e = with_next_step(e, PimError::NotFound, &no_grant);
+            with_next_step(e, PimError::Conflict, &approval)
+        })?;
     let clock = Clock::system();
     emit(
         json,

@@ -269,9 +269,10 @@ impl Manager {
             .filter(|g| g.ends_at > self.now())
             .ok_or_else(|| no_live_grant(&role.name))?;
         if role.require_approval {
+            // The client says what to do instead (a new request with 'pim activate').
             return Err(PimError::Conflict(format!(
-                "role {} needs approval, so it cannot be extended; file a new request with 'pim activate {}' when this grant ends",
-                role.name, role.name
+                "role {} needs approval, so it cannot be extended",
+                role.name
             )));
         }
         let secs = policy::duration(&role, duration_secs)?;
