@@ -11,13 +11,13 @@
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
-use crate::config::{Config, Role};
 use crate::manager::MAX_ACCESS_GROUPS;
 use crate::policy;
 use crate::store::{Grant, Store, Tx};
 use pim_common::text;
 use pim_common::types::AccessDecision;
 use pim_common::PimError;
+use pim_config::{Config, Role};
 use std::sync::Arc;
 
 /// Longest user name taken: the module sends names from NSS, which (sssd's `kim@corp`, LDAP)
@@ -210,8 +210,8 @@ mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
     use crate::clock::fake::FakeClock;
-    use crate::config;
     use crate::manager::{Caller, Manager};
+    use pim_config as config;
 
     const NOW: i64 = 1_800_000_000;
 

@@ -152,7 +152,7 @@ impl Accounts for SystemAccounts {
     }
 }
 
-impl crate::config::Directory for SystemAccounts {
+impl pim_config::Directory for SystemAccounts {
     fn user_exists(&self, name: &str) -> bool {
         Accounts::user_exists(self, name)
     }
@@ -227,7 +227,7 @@ pub mod fake {
     }
 
     /// The configuration checker sees the same users and groups.
-    impl crate::config::Directory for FakeAccounts {
+    impl pim_config::Directory for FakeAccounts {
         fn user_exists(&self, name: &str) -> bool {
             Accounts::user_exists(self, name)
         }

@@ -2,13 +2,13 @@
 //! its state in SQLite, and adds and removes Unix group memberships through gpasswd.
 //!
 //! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
-//! `store` the SQLite state, `startup` what runs it; `main.rs` reads the arguments.
+//! `store` the SQLite state, `startup` what runs it; `main.rs` reads the arguments. The
+//! configuration model is the `pim-config` crate, which `pim doctor` uses too.
 #![forbid(unsafe_code)]
 
 mod access;
 mod accounts;
 mod clock;
-mod config;
 mod manager;
 mod mfa;
 mod policy;
@@ -20,5 +20,5 @@ mod store;
 mod syslog;
 mod throttle;
 
-pub use config::DEFAULT_PATH;
+pub use pim_config::DEFAULT_PATH;
 pub use startup::{reload_running, start};

@@ -1,10 +1,10 @@
 //! Pure policy decisions: who is eligible, and whether an activation's duration, reason and
 //! ticket satisfy a role. No I/O; group membership is asked through a closure.
 
-use crate::config::{Principal, Role};
 use crate::store::Assignment;
 use pim_common::text;
 use pim_common::PimError;
+use pim_config::{Principal, Role};
 
 /// Why a user may activate a role right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
-use crate::config::Config;
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
@@ -14,6 +13,7 @@ use pim_common::types::{
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
+use pim_config::Config;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -1204,7 +1204,7 @@ mod tests {
 
     struct EmptyDirectory;
 
-    impl crate::config::Directory for EmptyDirectory {
+    impl pim_config::Directory for EmptyDirectory {
         fn user_exists(&self, _: &str) -> bool {
             false
         }
@@ -1215,10 +1215,10 @@ mod tests {
 
     fn core() -> Arc<Core> {
         let accounts = FakeAccounts::default();
-        let (config, problems) = crate::config::parse("", "pim.toml", &EmptyDirectory);
+        let (config, problems) = pim_config::parse("", "pim.toml", &EmptyDirectory);
         assert!(problems
             .iter()
-            .all(|p| p.severity == crate::config::Severity::Warning));
+            .all(|p| p.severity == pim_config::Severity::Warning));
         let manager = Manager::new(
             Arc::new(config.unwrap()),
             Store::open_in_memory().unwrap(),
@@ -1250,7 +1250,7 @@ mod tests {
             accounts.add_group("sudo", &[]);
             let text = "[roles.admin]\ngroup = \"sudo\"\neligible = [\"alice\"]\n\
                         require_mfa = false\nrequire_justification = false\n";
-            let (config, problems) = crate::config::parse(text, "pim.toml", &accounts);
+            let (config, problems) = pim_config::parse(text, "pim.toml", &accounts);
             assert!(problems.is_empty(), "{problems:?}");
             let config = Arc::new(config.unwrap());
             let manager = Manager::new(

@@ -5,12 +5,12 @@
 use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Severity};
 use crate::manager::Manager;
 use crate::service::{AccessReaders, Core, ManagerService};
 use crate::setgid::{self, SetgidFiles, SystemSetgidFiles};
 use crate::store::Store;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
+use pim_config::{self as config, Severity};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -33,7 +33,7 @@
 #![deny(unsafe_code)]
 
 pub mod accounts;
-pub mod args;
+pub use pim_pam_args as args;
 pub mod daemon;
 pub mod decision;
 #[allow(unsafe_code)]

@@ -901,6 +901,35 @@ fn a_groups_typo_refuses_everyone_but_root_and_fails_pim_doctor() {
     );
 }
 
+/// Lines `pim doctor` once judged otherwise than the module: service names in capitals (the
+/// module acts for them), a second `groups=` and a bad `timeout=` (the module refuses every
+/// holder). Doctor now reads the line with the module's own grammar.
+#[test]
+fn pim_doctor_judges_the_module_line_as_the_module_reads_it() {
+    let sb = host_with_pimd("groups=sudo services=SUDO,Sudo-I");
+    // Linux-PAM's service names compare without regard to case: the module acts for sudo.
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    let sudo_pam = doctor_check(&sb, "sudo-pam");
+    assert_eq!(sudo_pam["status"], "ok", "{sudo_pam}");
+
+    for args in [
+        "groups=sudo groups=wheel services=sudo,sudo-i",
+        "groups=sudo services=sudo,sudo-i timeout=soon",
+    ] {
+        set_module_line(&sb, args);
+        // Even paul, a permanent member, is refused: the line has an error.
+        assert_refused_with(&sudo_fresh(&sb, "paul"), MISCONFIGURED, "");
+        let sudo_pam = doctor_check(&sb, "sudo-pam");
+        assert_eq!(sudo_pam["status"], "fail", "{args}: {sudo_pam}");
+        assert!(
+            sudo_pam["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("refuses sudo to everyone who holds sudo")),
+            "{args}: {sudo_pam}"
+        );
+    }
+}
+
 #[test]
 fn fail_open_never_opens_for_a_stopped_pimd_or_an_error_reply() {
     let sb = host_with_pimd(&format!("{PAM_ARGS} timeout=1s fail=open"));

@@ -4,6 +4,36 @@
 
 use super::*;
 
+/// Why `role` cannot be granted to a user who is a `permanent` member of it, or whose group
+/// does not exist, or who holds the group outside PIM (`held_outside`, asked last, as it
+/// may need a lookup).
+pub(super) fn membership_obstacle(
+    role: &Role,
+    permanent: bool,
+    group_exists: bool,
+    held_outside: impl FnOnce() -> Result<bool, PimError>,
+) -> Result<(), PimError> {
+    if permanent {
+        return Err(PimError::AlreadyMember(format!(
+            "you are a permanent member of role {}'s group {}; there is nothing to activate",
+            role.name, role.group
+        )));
+    }
+    if !group_exists {
+        return Err(PimError::Internal(format!(
+            "group {} of role {} does not exist on this host; ask an administrator to create it",
+            role.group, role.name
+        )));
+    }
+    if held_outside()? {
+        return Err(PimError::AlreadyMember(format!(
+            "you are already a member of group {} outside PIM; PIM will neither grant nor remove it",
+            role.group
+        )));
+    }
+    Ok(())
+}
+
 impl Manager {
     /// Refuses when the user already holds the group outside PIM: PIM must never take away a
     /// membership it did not add.
@@ -12,26 +42,12 @@ impl Manager {
         user: &str,
         role: &Role,
     ) -> Result<(), PimError> {
-        if self.permanent(user, role)? {
-            return Err(PimError::AlreadyMember(format!(
-                "you are a permanent member of role {}'s group {}; there is nothing to activate",
-                role.name, role.group
-            )));
-        }
-        if !self.accounts.group_exists(&role.group) {
-            return Err(PimError::Internal(format!(
-                "group {} of role {} does not exist on this host; ask an administrator to create it",
-                role.group, role.name
-            )));
-        }
-        let managed = self.store.read(|tx| tx.has_membership(user, &role.group))?;
-        if self.in_group(user, &role.group)? && !managed {
-            return Err(PimError::AlreadyMember(format!(
-                "you are already a member of group {} outside PIM; PIM will neither grant nor remove it",
-                role.group
-            )));
-        }
-        Ok(())
+        let permanent = self.permanent(user, role)?;
+        let group_exists = self.accounts.group_exists(&role.group);
+        membership_obstacle(role, permanent, group_exists, || {
+            let managed = self.store.read(|tx| tx.has_membership(user, &role.group))?;
+            Ok(self.in_group(user, &role.group)? && !managed)
+        })
     }
 
     /// Adds the membership for a grant just committed. On failure the grant is ended and

@@ -2,10 +2,30 @@
 //! that guards the calls which need one (`with_mfa`).
 
 use super::*;
-use crate::mfa;
+use crate::mfa::{self, FailureState};
+use crate::store::MfaRecord;
+
+/// A code judged on the enrolment and failure state read before the write.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct CodeCheck {
+    pub(super) outcome: CodeOutcome,
+    /// The failure state the judgement was made on, which a wrong code adds to.
+    pub(super) state: FailureState,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum CodeOutcome {
+    /// A TOTP code accepted for `step`.
+    Totp { step: u64 },
+    /// Shaped like a recovery code: whether it is one of the user's unused ones is for the
+    /// write to find out, as it marks it used.
+    Recovery { hash: String },
+    /// Wrong, or a TOTP code already used.
+    Wrong,
+}
 
 impl Manager {
-    fn mfa_policy(&self) -> LockoutPolicy {
+    pub(super) fn mfa_policy(&self) -> LockoutPolicy {
         LockoutPolicy {
             max_failures: self.config.mfa.max_failures,
             window_secs: self.config.mfa.failure_window_secs,
@@ -13,22 +33,20 @@ impl Manager {
         }
     }
 
-    /// Checks a TOTP or recovery code inside `tx`. On success the code is spent (its step
-    /// recorded, or the recovery code marked used); the caller's audit record covers that.
-    /// On a wrong code the failure (and a lockout, if reached) is written and audited in
-    /// `tx`, which the caller must commit even though it returns the error.
-    fn verify_code(
-        tx: &Tx,
+    /// The MFA check of `code`, as far as what was read decides it: no confirmed enrolment,
+    /// a lockout or no code at all are refused with nothing written; otherwise what the code
+    /// is, for [`Self::spend_code`] to write.
+    pub(super) fn check_code(
+        record: Option<&MfaRecord>,
+        state: FailureState,
         policy: &LockoutPolicy,
-        user: &str,
         code: &str,
         now: i64,
-    ) -> Result<MfaProof, PimError> {
-        let record = tx.mfa(user)?.filter(|r| r.confirmed).ok_or_else(|| {
-            // The client says how to enrol ('pim mfa enroll').
-            PimError::MfaNotEnrolled("you have no TOTP enrolment".into())
-        })?;
-        let state = tx.failure_state(user)?;
+    ) -> Result<CodeCheck, PimError> {
+        // The client says how to enrol ('pim mfa enroll').
+        let record = record
+            .filter(|r| r.confirmed)
+            .ok_or_else(|| PimError::MfaNotEnrolled("you have no TOTP enrolment".into()))?;
         if let Err(until) = policy.check(&state, now) {
             return Err(PimError::MfaLockedOut(format!(
                 "too many wrong codes; your MFA is locked until {}",
@@ -42,23 +60,47 @@ impl Manager {
                 "a TOTP code (or a recovery code) is required".into(),
             ));
         }
-        let proof = if mfa::looks_like_recovery_code(code) {
-            if tx.use_recovery_code(user, &mfa::hash_recovery_code(code), now)? {
-                Some(MfaProof::RecoveryCode {
-                    left: tx.recovery_codes_left(user)?,
-                })
-            } else {
-                None
+        let outcome = if mfa::looks_like_recovery_code(code) {
+            CodeOutcome::Recovery {
+                hash: mfa::hash_recovery_code(code),
             }
         } else {
-            let secret = TotpSecret::from_bytes(record.secret);
+            let secret = TotpSecret::from_bytes(record.secret.clone());
             match mfa::verify_totp(&secret, code, now, record.last_step) {
-                TotpCheck::Accepted { step } => {
-                    tx.set_last_step(user, step)?;
-                    Some(MfaProof::Totp)
-                }
-                TotpCheck::Replayed | TotpCheck::Wrong => None,
+                TotpCheck::Accepted { step } => CodeOutcome::Totp { step },
+                TotpCheck::Replayed | TotpCheck::Wrong => CodeOutcome::Wrong,
             }
+        };
+        Ok(CodeCheck { outcome, state })
+    }
+
+    /// Writes what `check` makes of a code inside `tx`. A good code is spent (its step
+    /// recorded, or the recovery code marked used); the caller's audit record covers that.
+    /// On a wrong code the failure (and a lockout, if reached) is written and audited in
+    /// `tx`, which the caller must commit even though it returns the error.
+    fn spend_code(
+        tx: &Tx,
+        policy: &LockoutPolicy,
+        user: &str,
+        check: CodeCheck,
+        now: i64,
+    ) -> Result<MfaProof, PimError> {
+        let state = check.state;
+        let proof = match check.outcome {
+            CodeOutcome::Recovery { hash } => {
+                if tx.use_recovery_code(user, &hash, now)? {
+                    Some(MfaProof::RecoveryCode {
+                        left: tx.recovery_codes_left(user)?,
+                    })
+                } else {
+                    None
+                }
+            }
+            CodeOutcome::Totp { step } => {
+                tx.set_last_step(user, step)?;
+                Some(MfaProof::Totp)
+            }
+            CodeOutcome::Wrong => None,
         };
         if let Some(proof) = proof {
             if state.failures > 0 {
@@ -97,8 +139,9 @@ impl Manager {
         ))
     }
 
-    /// Runs `f` after an MFA check in one transaction: the check's failure bookkeeping is
-    /// committed even when the check fails; `f` runs only when it passes.
+    /// Runs `f` after an MFA check of `code` (when `required`): the enrolment and failure
+    /// state are read, the code judged on them, then the code's bookkeeping and `f` are
+    /// written in one transaction (see [`Self::with_checked_code`]).
     pub(super) fn with_mfa<T>(
         &mut self,
         user: &str,
@@ -106,16 +149,42 @@ impl Manager {
         required: bool,
         f: impl FnOnce(&Tx, MfaProof) -> Result<T, PimError>,
     ) -> Result<T, PimError> {
+        let check = if required {
+            let (record, state) = self
+                .store
+                .read(|tx| Ok::<_, StoreError>((tx.mfa(user)?, tx.failure_state(user)?)))?;
+            let policy = self.mfa_policy();
+            Some(Self::check_code(
+                record.as_ref(),
+                state,
+                &policy,
+                code,
+                self.now(),
+            )?)
+        } else {
+            None
+        };
+        self.with_checked_code(user, check, f)
+    }
+
+    /// Writes a judged code (`None`: no MFA needed) and runs `f` in one transaction: the
+    /// code's failure bookkeeping is committed even when it was wrong; `f` runs only when it
+    /// was good.
+    pub(super) fn with_checked_code<T>(
+        &mut self,
+        user: &str,
+        check: Option<CodeCheck>,
+        f: impl FnOnce(&Tx, MfaProof) -> Result<T, PimError>,
+    ) -> Result<T, PimError> {
         let policy = self.mfa_policy();
         let now = self.now();
         self.commit(|tx| {
-            let proof = if required {
-                match Self::verify_code(tx, &policy, user, code, now) {
+            let proof = match check {
+                Some(check) => match Self::spend_code(tx, &policy, user, check, now) {
                     Ok(proof) => proof,
                     Err(e) => return Ok(Err(e)),
-                }
-            } else {
-                MfaProof::NotRequired
+                },
+                None => MfaProof::NotRequired,
             };
             // A failure in `f` rolls everything back, the spent code included.
             f(tx, proof).map(Ok)

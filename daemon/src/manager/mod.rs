@@ -12,13 +12,14 @@
 //! - this file: `Manager`, `Caller`, `Outbox`, and what every capability uses: `commit`, the
 //!   `Audit` record builder, refusal records and their summaries under a flood, call admission,
 //!   events, the permission predicates (admin, auditor, approver) and eligibility;
-//! - `activation`: roles, activate (or file a request), extend, deactivate, status;
+//! - `activation`: roles, activate (or file a request), extend, deactivate, status; read the
+//!   facts once, decide in pure code, write once;
 //! - `approvals`: requests, approve, deny, cancel, requests expiring;
 //! - `mfa`: enrolment, MFA status, code verification (`with_mfa`);
 //! - `admin`: the administrators' calls, and the end of grants whose eligibility went;
 //! - `access`: the PAM module's question and the audit of its denials;
-//! - `reconcile`: time-driven work (expiry, orphaned memberships, set-group-ID sweeps, the
-//!   next deadline);
+//! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
+//!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
@@ -34,7 +35,6 @@ mod reconcile;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
-use crate::config::{Config, Principal, Role};
 use crate::mfa::{LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
@@ -52,6 +52,7 @@ use pim_common::types::{
 };
 use pim_common::vocab::{ActivationState, AuditAction, EventKind};
 use pim_common::PimError;
+use pim_config::{Config, Principal, Role};
 use std::sync::Arc;
 
 /// Who is asking, as the bus vouches for it.
@@ -224,6 +225,16 @@ fn name_or_empty(name: &str) -> &str {
 
 fn check_name(what: &str, name: &str) -> Result<(), PimError> {
     text::check_name(what, name).map_err(PimError::InvalidArgument)
+}
+
+/// The refusal of a role `name` the caller may not activate: the same for "no such role" and
+/// "not eligible", so that roles cannot be probed. The client says where to see one's roles
+/// ('pim roles').
+fn not_eligible(name: &str) -> PimError {
+    PimError::NotEligible(format!(
+        "you are not eligible for a role named '{}'",
+        text::escape(name)
+    ))
 }
 
 /// How an MFA code was proven, for the audit detail.
@@ -622,23 +633,6 @@ impl Manager {
         policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
             self.in_group(user, g)
         })
-    }
-
-    /// The role, if `user` may activate it now; the same answer for "no such role" and "not
-    /// eligible", so roles cannot be probed.
-    fn eligible_role(&mut self, user: &str, name: &str) -> Result<(Role, Eligibility), PimError> {
-        let not_eligible = || {
-            // The client says where to see one's roles ('pim roles').
-            PimError::NotEligible(format!(
-                "you are not eligible for a role named '{}'",
-                text::escape(name)
-            ))
-        };
-        let role = self.config.role(name).cloned().ok_or_else(not_eligible)?;
-        match self.eligibility(&role, user)? {
-            Eligibility::No => Err(not_eligible()),
-            e => Ok((role, e)),
-        }
     }
 
     /// Takes a new configuration (SIGHUP). Settings fixed at start (database, notify_command)

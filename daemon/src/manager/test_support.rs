@@ -5,8 +5,8 @@
 use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
-use crate::config::{self, Directory};
 use crate::mfa;
+use pim_config::{self as config, Directory};
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
 pub(super) const T0: i64 = 1_800_000_000;
@@ -136,6 +136,20 @@ pub(super) fn env() -> Env {
 
 /// An environment on `store` at the time of `clock`: a pimd started then.
 pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
+    let accounts = fixture_accounts();
+    let config = fixture_config(&accounts);
+    let m = Manager::new(
+        Arc::new(config),
+        store,
+        Box::new(accounts.clone()),
+        Box::new(clock.clone()),
+        "host".into(),
+    );
+    Env { m, accounts, clock }
+}
+
+/// The host's users and groups of the fixture.
+pub(super) fn fixture_accounts() -> FakeAccounts {
     let accounts = FakeAccounts::default();
     for (name, uid) in USERS {
         accounts.add_user(name, *uid);
@@ -146,17 +160,14 @@ pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
     accounts.add_group("wheel", &["paul"]);
     accounts.add_group("ops", &["erin"]);
     accounts.add_group("pim-admins", &["frank"]);
+    accounts
+}
+
+/// [`CONFIG`], checked against `accounts`.
+pub(super) fn fixture_config(accounts: &FakeAccounts) -> Config {
     let (config, problems) = config::parse(CONFIG, "pim.toml", &HostDirectory(accounts.clone()));
     assert!(problems.is_empty(), "{problems:?}");
-    let config = config.expect("the fixture configuration is valid");
-    let m = Manager::new(
-        Arc::new(config),
-        store,
-        Box::new(accounts.clone()),
-        Box::new(clock.clone()),
-        "host".into(),
-    );
-    Env { m, accounts, clock }
+    config.expect("the fixture configuration is valid")
 }
 
 impl Env {

@@ -1,8 +1,9 @@
-//! Tests of what every capability shares: callers, reloads, refusal records under a flood, limits on calls and events, over the shared environment of `test_support`.
+//! Tests of what every capability shares (callers, reloads, refusal records under a flood,
+//! limits on calls and events), over the shared environment of `test_support`.
 
 use super::*;
-use crate::config;
 use crate::manager::test_support::*;
+use pim_config as config;
 
 /// Alice activates and deactivates `rescue` (no MFA) until its events' allowances are used.
 fn flood_rescue_events(e: &mut Env) {

@@ -1,8 +1,8 @@
 //! Tests of the PAM module's question, over the shared environment of `test_support`.
 
 use super::*;
-use crate::config;
 use crate::manager::test_support::*;
+use pim_config as config;
 
 #[test]
 fn given_non_root_caller_then_check_access_is_refused() {

@@ -1,4 +1,5 @@
-//! Tests of activation, over the shared environment of `test_support`.
+//! Tests of activation, over the shared environment of `test_support`, and of its pure
+//! decisions on plain facts (`decision`).
 
 use super::*;
 use crate::manager::test_support::*;
@@ -661,7 +662,7 @@ fn given_grant_past_its_end_then_extend_refuses_even_before_reconcile() {
     let grant = e.activate("alice", "docker", 0, "", "", "").unwrap().grant;
     e.set(grant.ends_at);
     let msg = assert_err!(e.m.extend(&alice, "docker", 3600, "", ""), NotFound);
-    // What to run next ('pim activate docker') is the client's to say: no_live_grant_then.
+    // What to run next ('pim activate docker') is the client's to say (its with_next_step).
     assert!(msg.contains("no live grant for role docker"), "{msg}");
     e.m.reconcile().unwrap();
     assert!(e.accounts.members("docker").is_empty());
@@ -717,4 +718,454 @@ fn given_approval_role_grant_then_extend_conflicts() {
         Conflict
     );
     assert!(msg.contains("needs approval"), "{msg}");
+}
+
+/// The activation's decision alone, on plain facts: no store, no accounts, no clock.
+mod decision {
+    use super::*;
+    use crate::manager::mfa::CodeOutcome;
+    use crate::mfa::FailureState;
+
+    const NOW: i64 = T0;
+    const SECRET: &[u8] = b"12345678901234567890";
+
+    /// The fixture's `admin` role (up to two hours, one by default, a reason of ten
+    /// characters), without MFA.
+    fn role() -> Role {
+        let config = fixture_config(&fixture_accounts());
+        Role {
+            require_mfa: false,
+            ..config
+                .role("admin")
+                .expect("the fixture's admin role")
+                .clone()
+        }
+    }
+
+    fn mfa_role() -> Role {
+        Role {
+            require_mfa: true,
+            ..role()
+        }
+    }
+
+    fn approval_role() -> Role {
+        Role {
+            require_approval: true,
+            approvals_required: 1,
+            ..role()
+        }
+    }
+
+    fn enrolment() -> MfaRecord {
+        MfaRecord {
+            secret: SECRET.to_vec(),
+            confirmed: true,
+            last_step: None,
+            created_at: NOW - HOUR,
+        }
+    }
+
+    /// A user who may activate `role` and nothing stands in the way.
+    fn facts(role: Role) -> ActivationFacts {
+        ActivationFacts {
+            role,
+            eligibility: Ok(Eligibility::Standing),
+            live: None,
+            permanent: Ok(false),
+            group_exists: true,
+            in_group: Ok(false),
+            managed: false,
+            pending: None,
+            ids: Ok((1000, 27)),
+            mfa: Some(enrolment()),
+            failures: FailureState::default(),
+        }
+    }
+
+    fn ask(code: &str) -> ActivationAsk<'_> {
+        ActivationAsk {
+            role: "admin",
+            duration_secs: 0,
+            reason: REASON,
+            ticket: "",
+            code,
+        }
+    }
+
+    fn lockout() -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: 3,
+            window_secs: 300,
+            lockout_secs: 900,
+        }
+    }
+
+    fn decide(facts: ActivationFacts, ask: &ActivationAsk<'_>) -> Result<ActivationPlan, PimError> {
+        decide_activation(facts, ask, NOW, &lockout())
+    }
+
+    fn grant_until(ends_at: i64) -> Grant {
+        Grant {
+            id: 7,
+            user: "alice".into(),
+            role: "admin".into(),
+            group: "sudo".into(),
+            started_at: NOW - HOUR,
+            ends_at,
+            reason: REASON.into(),
+            ticket: String::new(),
+            request_id: None,
+            ended_at: None,
+            end_reason: None,
+        }
+    }
+
+    fn open_request() -> Request {
+        Request {
+            id: 12,
+            user: "alice".into(),
+            role: "admin".into(),
+            group: "sudo".into(),
+            duration_secs: HOUR as u64,
+            reason: REASON.into(),
+            ticket: String::new(),
+            created_at: NOW - 60,
+            expires_at: NOW + HOUR,
+            approvals_required: 1,
+            state: RequestState::Pending,
+        }
+    }
+
+    fn lookup_failed() -> PimError {
+        PimError::Internal("the directory does not answer".into())
+    }
+
+    #[test]
+    fn given_nothing_in_the_way_then_a_grant_of_the_default_duration_without_a_code_check() {
+        let plan = decide(facts(role()), &ask("")).unwrap();
+        assert_eq!(
+            plan,
+            ActivationPlan::StartGrant {
+                ends_at: NOW + HOUR,
+                ids: (1000, 27),
+                mfa: None,
+            }
+        );
+        let asked = ActivationAsk {
+            duration_secs: 2 * HOUR as u64,
+            ..ask("")
+        };
+        let plan = decide(facts(role()), &asked).unwrap();
+        assert!(
+            matches!(plan, ActivationPlan::StartGrant { ends_at, .. } if ends_at == NOW + 2 * HOUR)
+        );
+    }
+
+    #[test]
+    fn given_an_assignment_that_ends_first_then_the_grant_ends_with_it() {
+        let mut f = facts(role());
+        f.eligibility = Ok(Eligibility::Assigned {
+            until: Some(NOW + 600),
+        });
+        let plan = decide(f, &ask("")).unwrap();
+        assert!(matches!(plan, ActivationPlan::StartGrant { ends_at, .. } if ends_at == NOW + 600));
+        let mut f = facts(role());
+        f.eligibility = Ok(Eligibility::Assigned { until: None });
+        let plan = decide(f, &ask("")).unwrap();
+        assert!(
+            matches!(plan, ActivationPlan::StartGrant { ends_at, .. } if ends_at == NOW + HOUR)
+        );
+    }
+
+    /// Facts where everything after eligibility would refuse too.
+    fn everything_in_the_way(role: Role) -> ActivationFacts {
+        ActivationFacts {
+            live: Some(grant_until(NOW + 60)),
+            permanent: Err(lookup_failed()),
+            group_exists: false,
+            in_group: Err(lookup_failed()),
+            pending: Some(open_request()),
+            ids: Err(lookup_failed()),
+            mfa: None,
+            ..facts(role)
+        }
+    }
+
+    #[test]
+    fn given_not_eligible_then_refused_first_with_the_name_asked_and_a_failed_lookup_is_an_error() {
+        let mut f = everything_in_the_way(mfa_role());
+        f.eligibility = Ok(Eligibility::No);
+        let bad = ActivationAsk {
+            duration_secs: 100 * HOUR as u64,
+            reason: "",
+            ..ask("")
+        };
+        let e = assert_err!(decide(f, &bad), NotEligible);
+        assert!(e.contains("'admin'"), "{e}");
+        let mut f = everything_in_the_way(role());
+        f.eligibility = Err(lookup_failed());
+        let e = assert_err!(decide(f, &bad), Internal);
+        assert_eq!(e, "the directory does not answer");
+    }
+
+    #[test]
+    fn given_a_bad_duration_reason_or_ticket_then_refused_before_the_grants_and_memberships() {
+        let too_long = ActivationAsk {
+            duration_secs: 3 * HOUR as u64,
+            ..ask("")
+        };
+        let short = ActivationAsk {
+            reason: "fix",
+            ..ask("")
+        };
+        let ticketed = Role {
+            require_ticket: true,
+            ..role()
+        };
+        for (role, asked, says) in [
+            (role(), too_long, "maximum"),
+            (role(), short, "at least 10 characters"),
+            (ticketed, ask(""), "requires a ticket"),
+        ] {
+            let e = assert_err!(decide(everything_in_the_way(role), &asked), InvalidArgument);
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn given_a_live_grant_then_conflict_and_one_past_its_end_is_to_be_expired_first() {
+        let mut f = facts(role());
+        f.live = Some(grant_until(NOW + 60));
+        let e = assert_err!(decide(f, &ask("")), Conflict);
+        assert!(e.contains("already active"), "{e}");
+        let mut f = everything_in_the_way(role());
+        f.live = Some(grant_until(NOW));
+        assert_eq!(
+            decide(f, &ask("")).unwrap(),
+            ActivationPlan::ExpireFirst(grant_until(NOW))
+        );
+    }
+
+    #[test]
+    fn given_a_membership_pim_does_not_own_then_refused_in_the_order_permanent_group_held() {
+        let blocked = || ActivationFacts {
+            live: None,
+            ..everything_in_the_way(role())
+        };
+        let f = ActivationFacts {
+            permanent: Ok(true),
+            ..blocked()
+        };
+        let e = assert_err!(decide(f, &ask("")), AlreadyMember);
+        assert!(e.contains("permanent member"), "{e}");
+        let e = assert_err!(decide(blocked(), &ask("")), Internal);
+        assert_eq!(e, "the directory does not answer");
+        let f = ActivationFacts {
+            permanent: Ok(false),
+            ..blocked()
+        };
+        let e = assert_err!(decide(f, &ask("")), Internal);
+        assert!(e.contains("does not exist on this host"), "{e}");
+        let f = ActivationFacts {
+            permanent: Ok(false),
+            group_exists: true,
+            ..blocked()
+        };
+        let e = assert_err!(decide(f, &ask("")), Internal);
+        assert_eq!(e, "the directory does not answer");
+        let mut f = facts(role());
+        f.in_group = Ok(true);
+        let e = assert_err!(decide(f, &ask("")), AlreadyMember);
+        assert!(e.contains("outside PIM"), "{e}");
+        // In the group because PIM put them there (a grant of another role): no obstacle.
+        let mut f = facts(role());
+        (f.in_group, f.managed) = (Ok(true), true);
+        assert!(matches!(
+            decide(f, &ask("")).unwrap(),
+            ActivationPlan::StartGrant { .. }
+        ));
+    }
+
+    #[test]
+    fn given_an_approval_role_then_a_request_unless_one_is_open_and_no_ids_are_needed() {
+        let mut f = facts(approval_role());
+        f.ids = Err(lookup_failed());
+        assert_eq!(
+            decide(f, &ask("")).unwrap(),
+            ActivationPlan::FileRequest {
+                secs: HOUR as u64,
+                mfa: None
+            }
+        );
+        let mut f = facts(approval_role());
+        f.pending = Some(open_request());
+        f.mfa = None;
+        let e = assert_err!(decide(f, &ask("")), Conflict);
+        assert!(e.contains("request 12 open"), "{e}");
+    }
+
+    #[test]
+    fn given_ids_that_cannot_be_looked_up_then_no_grant_and_the_code_is_not_judged() {
+        let mut f = facts(mfa_role());
+        f.ids = Err(lookup_failed());
+        f.mfa = None;
+        assert_eq!(
+            assert_err!(decide(f, &ask("")), Internal),
+            "the directory does not answer"
+        );
+    }
+
+    #[test]
+    fn given_an_mfa_role_then_no_enrolment_a_lockout_or_no_code_refuse_in_that_order() {
+        let locked = FailureState {
+            failures: 3,
+            window_start: NOW - 10,
+            locked_until: NOW + 100,
+        };
+        let mut f = facts(mfa_role());
+        (f.mfa, f.failures) = (None, locked);
+        assert_err!(decide(f, &ask("")), MfaNotEnrolled);
+        let mut f = facts(mfa_role());
+        f.mfa.as_mut().unwrap().confirmed = false;
+        f.failures = locked;
+        assert_err!(decide(f, &ask("")), MfaNotEnrolled);
+        let mut f = facts(mfa_role());
+        f.failures = locked;
+        assert_err!(decide(f, &ask("")), MfaLockedOut);
+        assert_err!(decide(facts(mfa_role()), &ask("  ")), MfaRequired);
+        // Without MFA, whatever the enrolment, no code is judged.
+        let mut f = facts(role());
+        (f.mfa, f.failures) = (None, locked);
+        assert!(matches!(
+            decide(f, &ask("123456")).unwrap(),
+            ActivationPlan::StartGrant { mfa: None, .. }
+        ));
+    }
+
+    /// The code check a grant of the MFA role carries for `code`, on `f`.
+    fn judged(f: ActivationFacts, code: &str) -> CodeCheck {
+        match decide(f, &ask(code)).unwrap() {
+            ActivationPlan::StartGrant { mfa: Some(c), .. } => c,
+            other => panic!("expected a grant with a code check, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn given_a_code_then_the_plan_says_what_it_is_for_the_write_to_spend_or_count() {
+        let step = mfa::current_step(NOW);
+        let counted = FailureState {
+            failures: 1,
+            window_start: NOW - 10,
+            locked_until: 0,
+        };
+        let mut f = facts(mfa_role());
+        f.failures = counted;
+        assert_eq!(
+            judged(f, &code_at(SECRET, step)),
+            CodeCheck {
+                outcome: CodeOutcome::Totp { step },
+                state: counted
+            }
+        );
+        let mut f = facts(mfa_role());
+        f.mfa.as_mut().unwrap().last_step = Some(step);
+        assert_eq!(
+            judged(f, &code_at(SECRET, step)).outcome,
+            CodeOutcome::Wrong
+        );
+        assert_eq!(
+            judged(facts(mfa_role()), &code_at(SECRET, step + 5)).outcome,
+            CodeOutcome::Wrong
+        );
+        assert_eq!(
+            judged(facts(mfa_role()), "abcde23456").outcome,
+            CodeOutcome::Recovery {
+                hash: mfa::hash_recovery_code("abcde23456")
+            }
+        );
+        let mut f = facts(approval_role());
+        f.role.require_mfa = true;
+        assert!(matches!(
+            decide(f, &ask(&code_at(SECRET, step))).unwrap(),
+            ActivationPlan::FileRequest {
+                mfa: Some(CodeCheck {
+                    outcome: CodeOutcome::Totp { .. },
+                    ..
+                }),
+                ..
+            }
+        ));
+    }
+
+    fn extend(
+        facts: ActivationFacts,
+        ask: &ActivationAsk<'_>,
+    ) -> Result<(i64, Option<CodeCheck>), PimError> {
+        decide_extension(facts, ask, NOW, &lockout()).map(|(grant, ends_at, mfa)| {
+            assert_eq!(grant, grant_until(NOW + 60));
+            (ends_at, mfa)
+        })
+    }
+
+    #[test]
+    fn given_a_live_grant_then_an_extension_to_the_duration_asked_from_now() {
+        let f = ActivationFacts {
+            live: Some(grant_until(NOW + 60)),
+            ..facts(role())
+        };
+        assert_eq!(extend(f, &ask("")).unwrap(), (NOW + HOUR, None));
+        let f = ActivationFacts {
+            live: Some(grant_until(NOW + 60)),
+            eligibility: Ok(Eligibility::Assigned {
+                until: Some(NOW + 600),
+            }),
+            ..facts(mfa_role())
+        };
+        let step = mfa::current_step(NOW);
+        let (ends_at, mfa) = extend(f, &ask(&code_at(SECRET, step))).unwrap();
+        assert_eq!(ends_at, NOW + 600);
+        assert_eq!(mfa.unwrap().outcome, CodeOutcome::Totp { step });
+    }
+
+    #[test]
+    fn given_an_extension_then_refused_in_the_order_eligibility_grant_approval_asked_end_code() {
+        let asked = ActivationAsk {
+            reason: "",
+            ..ask("")
+        };
+        let f = ActivationFacts {
+            eligibility: Ok(Eligibility::No),
+            ..everything_in_the_way(approval_role())
+        };
+        assert_err!(extend(f, &asked), NotEligible);
+        let f = ActivationFacts {
+            live: Some(grant_until(NOW)),
+            ..everything_in_the_way(approval_role())
+        };
+        let e = assert_err!(extend(f, &asked), NotFound);
+        assert!(e.contains("no live grant"), "{e}");
+        let mut approval = everything_in_the_way(approval_role());
+        approval.role.require_mfa = true;
+        let e = assert_err!(extend(approval, &asked), Conflict);
+        assert!(e.contains("needs approval"), "{e}");
+        let e = assert_err!(
+            extend(everything_in_the_way(mfa_role()), &asked),
+            InvalidArgument
+        );
+        assert!(e.contains("requires a reason"), "{e}");
+        let sooner = ActivationAsk {
+            duration_secs: 60,
+            ..ask("")
+        };
+        let e = assert_err!(
+            extend(everything_in_the_way(mfa_role()), &sooner),
+            InvalidArgument
+        );
+        assert!(e.contains("not before the extension's end"), "{e}");
+        assert_err!(
+            extend(everything_in_the_way(mfa_role()), &ask("")),
+            MfaNotEnrolled
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Tests of administration and the end of eligibility, over the shared environment of `test_support`.
+//! Tests of administration and the end of eligibility, over the shared environment of
+//! `test_support`.
 
 use super::*;
 use crate::manager::test_support::*;

@@ -1,4 +1,5 @@
-//! Tests of time-driven work (expiry, orphans, deadlines, set-group-ID sweeps), over the shared environment of `test_support`.
+//! Tests of time-driven work (expiry, orphans, deadlines, set-group-ID sweeps), over the
+//! shared environment of `test_support`.
 
 use super::*;
 use crate::clock::fake::FakeClock;

@@ -1,4 +1,7 @@
-//! The module's arguments, as written after `pam_pim.so` on its line in `/etc/pam.d/*`.
+//! The arguments of `pam_pim.so`, as written after it on its line in `/etc/pam.d/*`: one pure
+//! grammar that the module (which acts on it) and `pim doctor` (which judges the line with it)
+//! share, so doctor never calls a line sound that the module refuses, or the reverse. It stays a
+//! crate of its own with no dependency beyond `pim-common`, since the module is loaded into sudo.
 //!
 //! ```text
 //! argument := "services=" list      the PAM services acted for (default: every service)
@@ -17,8 +20,8 @@
 //! An argument whose key is not one of these is *unknown*: it is reported (so that it gets
 //! logged) and otherwise ignored. A known key with a bad value, without its `=value`, with a
 //! value where none belongs (`debug=1`), or given twice is *malformed*: it is reported as a
-//! configuration error, and the decision then fails closed (see `decision`). So is a line
-//! without `groups=`.
+//! configuration error, and the module's decision then fails closed (see
+//! `pam_pim::decision`). So is a line without `groups=`.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;

@@ -1,8 +1,16 @@
-//! `pim.toml`: reading, defaults and validation.
+//! `pim.toml`: the configuration model (`Config`, `Role`, `Principal`), its defaults and its
+//! checks, in one crate that both `pimd` (which runs on it) and `pim doctor` (which judges the
+//! host with it) use, so that the two never read the file differently.
 //!
 //! The document is first parsed into a span-preserving table, then every section and role is
 //! read key by key, so that one pass reports every problem (as `pimd --check-config` must)
 //! with the dotted key and line it concerns. Serde's derive would stop at the first wrong key.
+//!
+//! Every role key is declared once, in the `role_keys!` table below: its name, the `Role`
+//! field it fills, its type, how it is read (with its cap or check), its default and its
+//! documentation. Checks across keys (a default above the maximum, approval without
+//! approvers) follow the table in `Checker::role`.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -78,23 +86,6 @@ const DAEMON_KEYS: &[&str] = &[
     "calls_per_minute",
 ];
 const MFA_KEYS: &[&str] = &["issuer", "max_failures", "failure_window", "lockout"];
-const ROLE_KEYS: &[&str] = &[
-    "group",
-    "description",
-    "eligible",
-    "permanent",
-    "max_duration",
-    "default_duration",
-    "require_mfa",
-    "require_justification",
-    "min_justification",
-    "require_ticket",
-    "ticket_pattern",
-    "require_approval",
-    "approvers",
-    "approvals_required",
-    "request_ttl",
-];
 
 /// Someone named in the configuration: a user (`alice`) or every member of a group (`%ops`),
 /// as in sudoers.
@@ -148,25 +139,91 @@ pub struct MfaConfig {
     pub lockout_secs: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct Role {
-    pub name: String,
-    pub group: String,
-    pub description: String,
-    pub eligible: Vec<Principal>,
-    pub permanent: Vec<Principal>,
-    pub max_duration_secs: u64,
-    pub default_duration_secs: u64,
-    pub require_mfa: bool,
-    pub require_justification: bool,
-    pub min_justification: u32,
-    pub require_ticket: bool,
-    /// Compiled as a full match (`^(?:pattern)$`), whatever anchors the file has.
-    pub ticket_pattern: Option<Regex>,
-    pub require_approval: bool,
-    pub approvers: Vec<Principal>,
-    pub approvals_required: u32,
-    pub request_ttl_secs: u64,
+/// Declares every key of a `[roles.NAME]` table, one line each:
+///
+/// ```text
+/// /// doc line (becomes the field's documentation)
+/// key => field: Type = default, reader(cap or check);
+/// ```
+///
+/// and makes of them the `Role` struct (the role's `name`, then one field per key), the list
+/// of known keys (for "unknown key" errors), the reading of every key with its `Checker`
+/// reader, and the role with each absent key's default. Behaviour across keys (a defaulted
+/// group, default against max duration, the approval keys) is in `Checker::role`.
+macro_rules! role_keys {
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident => $field:ident: $ty:ty = $default:expr, $reader:ident($($arg:expr),*);
+    )*) => {
+        /// One role as the configuration defines it.
+        #[derive(Debug, Clone)]
+        pub struct Role {
+            /// The name of its `[roles.NAME]` table, used on the command line.
+            pub name: String,
+            $($(#[doc = $doc])* pub $field: $ty,)*
+        }
+
+        /// The keys a role table may hold, in the order the table declares them.
+        const ROLE_KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        /// Each key of one role table as read: absent, wrong (reported), or its value.
+        struct RoleKeys {
+            $($field: Read<$ty>,)*
+        }
+
+        impl Checker<'_> {
+            fn role_keys(&mut self, s: &Section<'_, '_>) -> RoleKeys {
+                RoleKeys {
+                    $($field: self.$reader(s, stringify!($key) $(, $arg)*),)*
+                }
+            }
+        }
+
+        impl RoleKeys {
+            /// The role with the declared default for every absent key. A wrong key gets the
+            /// type's zero value: it was reported, so the configuration is discarded.
+            fn role(&self, name: &str) -> Role {
+                Role {
+                    name: name.to_string(),
+                    $($field: value_or(&self.$field, $default).unwrap_or_default(),)*
+                }
+            }
+        }
+    };
+}
+
+role_keys! {
+    /// The Unix group granted; when absent, the role's name.
+    group => group: String = String::new(), checked_string(check_group);
+    /// Shown by `pim roles`.
+    description => description: String = String::new(), checked_string(check_description);
+    /// Who may activate the role without an assignment (users and `%groups`).
+    eligible => eligible: Vec<Principal> = Vec::new(), principals();
+    /// Members PIM never adds nor removes and never blocks.
+    permanent => permanent: Vec<Principal> = Vec::new(), principals();
+    /// The longest grant (default 8h; no role above 24h).
+    max_duration => max_duration_secs: u64 = DEFAULT_MAX_DURATION_SECS, duration(&ROLE_CAP);
+    /// A grant's length when none is asked for: 1h, or `max_duration` when that is shorter.
+    default_duration => default_duration_secs: u64 = DEFAULT_DURATION_SECS, duration(&ROLE_CAP);
+    /// Whether activation asks for a TOTP code.
+    require_mfa => require_mfa: bool = true, boolean();
+    /// Whether activation asks for a reason.
+    require_justification => require_justification: bool = true, boolean();
+    /// The shortest reason accepted, in characters.
+    min_justification => min_justification: u32 = DEFAULT_MIN_JUSTIFICATION, integer(0..=text::MAX_REASON_BYTES as u32);
+    /// Whether activation asks for a ticket.
+    require_ticket => require_ticket: bool = false, boolean();
+    /// What a ticket must look like; compiled as a full match (`^(?:pattern)$`), whatever
+    /// anchors the file has.
+    ticket_pattern => ticket_pattern: Option<Regex> = None, ticket_pattern();
+    /// Whether an activation waits for approvers.
+    require_approval => require_approval: bool = false, boolean();
+    /// Who may approve (users and `%groups`).
+    approvers => approvers: Vec<Principal> = Vec::new(), principals();
+    /// How many distinct approvers must approve.
+    approvals_required => approvals_required: u32 = 1, integer(1..=u32::MAX);
+    /// How long a request waits for its approvals before it lapses (at most 7d).
+    request_ttl => request_ttl_secs: u64 = DEFAULT_REQUEST_TTL_SECS, duration(&REQUEST_TTL_CAP);
 }
 
 impl Role {
@@ -503,6 +560,32 @@ impl Checker<'_> {
         })
     }
 
+    /// A string that `check` accepts.
+    fn checked_string(
+        &mut self,
+        section: &Section<'_, '_>,
+        name: &str,
+        check: impl FnOnce(&str) -> Result<(), String>,
+    ) -> Read<String> {
+        let read = self.string(section, name);
+        self.valid(section, name, read, |value| check(value))
+    }
+
+    /// A ticket pattern, compiled (see `compile_ticket_pattern`).
+    fn ticket_pattern(&mut self, section: &Section<'_, '_>, name: &str) -> Read<Option<Regex>> {
+        let pattern = match self.string(section, name)? {
+            Some(pattern) => pattern,
+            None => return Ok(None),
+        };
+        match compile_ticket_pattern(pattern.get_ref()) {
+            Ok(regex) => Ok(Some(Spanned::new(pattern.span(), Some(regex)))),
+            Err(message) => {
+                self.error(section.key(name), &pattern.span(), message);
+                Err(Reported)
+            }
+        }
+    }
+
     fn boolean(&mut self, section: &Section<'_, '_>, name: &str) -> Read<bool> {
         self.typed(section, name, "true or false", |v| v.as_bool())
     }
@@ -820,56 +903,51 @@ impl Checker<'_> {
 
     fn role(&mut self, name: &str, name_ok: bool, s: &Section<'_, '_>) -> Role {
         self.check_keys(s, ROLE_KEYS);
+        let keys = self.role_keys(s);
+        let mut role = keys.role(name);
 
-        let group = self.string(s, "group");
-        let group = self.valid(s, "group", group, |g| text::check_name("group", g));
         // A defaulted group is the role's name, already checked (and reported) as such.
-        let group = match group {
-            Ok(Some(g)) => Some((g.span(), g.into_inner())),
-            Ok(None) => name_ok.then(|| (s.span.clone(), name.to_string())),
-            Err(Reported) => None,
+        let group_span = match &keys.group {
+            Ok(Some(group)) => Some(group.span()),
+            Ok(None) if name_ok => {
+                role.group = name.to_string();
+                Some(s.span.clone())
+            }
+            Ok(None) | Err(Reported) => None,
         };
-        if let Some((span, group)) = &group {
-            if !self.directory.group_exists(group) {
+        if let Some(span) = group_span {
+            if !self.directory.group_exists(&role.group) {
                 self.warn(
                     s.key("group"),
-                    span,
-                    format!("no group '{group}' on this host; create it before anyone activates this role"),
-                );
-            }
-        }
-
-        let description = self.string(s, "description");
-        let description = self.valid(s, "description", description, |d| {
-            text::check("the description", d, MAX_DESCRIPTION_BYTES)
-        });
-        let eligible = self.principals(s, "eligible");
-        let permanent = self.principals(s, "permanent");
-
-        let max_duration = self.duration(s, "max_duration", &ROLE_CAP);
-        let max = value_or(&max_duration, DEFAULT_MAX_DURATION_SECS);
-        let default_duration = self.duration(s, "default_duration", &ROLE_CAP);
-        if let (Ok(Some(default)), Some(max)) = (&default_duration, max) {
-            if *default.get_ref() > max {
-                self.error(
-                    s.key("default_duration"),
-                    &default.span(),
+                    &span,
                     format!(
-                        "{} is longer than max_duration {}",
-                        duration::format(*default.get_ref()),
-                        duration::format(max)
+                        "no group '{}' on this host; create it before anyone activates this role",
+                        role.group
                     ),
                 );
             }
         }
-        let default =
-            max.and_then(|max| value_or(&default_duration, DEFAULT_DURATION_SECS.min(max)));
 
-        let require_mfa = self.boolean(s, "require_mfa");
-        let require_justification = self.boolean(s, "require_justification");
-        let min_justification =
-            self.integer(s, "min_justification", 0..=text::MAX_REASON_BYTES as u32);
-        if let (Ok(Some(required)), Ok(Some(min))) = (&require_justification, &min_justification) {
+        let max = value_or(&keys.max_duration_secs, DEFAULT_MAX_DURATION_SECS);
+        match (&keys.default_duration_secs, max) {
+            (Ok(Some(default)), Some(max)) if *default.get_ref() > max => self.error(
+                s.key("default_duration"),
+                &default.span(),
+                format!(
+                    "{} is longer than max_duration {}",
+                    duration::format(*default.get_ref()),
+                    duration::format(max)
+                ),
+            ),
+            (Ok(None), _) => {
+                role.default_duration_secs = DEFAULT_DURATION_SECS.min(role.max_duration_secs)
+            }
+            _ => {}
+        }
+
+        if let (Ok(Some(required)), Ok(Some(min))) =
+            (&keys.require_justification, &keys.min_justification)
+        {
             if !*required.get_ref() {
                 self.warn(
                     s.key("min_justification"),
@@ -879,50 +957,14 @@ impl Checker<'_> {
             }
         }
 
-        let require_ticket = self.boolean(s, "require_ticket");
-        let ticket_pattern = self.string(s, "ticket_pattern");
-        let ticket_regex = match ticket_pattern {
-            Ok(Some(pattern)) => match compile_ticket_pattern(pattern.get_ref()) {
-                Ok(regex) => Some(regex),
-                Err(message) => {
-                    self.error(s.key("ticket_pattern"), &pattern.span(), message);
-                    None
-                }
-            },
-            _ => None,
-        };
-
-        let require_approval = self.boolean(s, "require_approval");
-        let approvers = self.principals(s, "approvers");
-        let approvals_required = self.integer(s, "approvals_required", 1..=u32::MAX);
-        let request_ttl = self.duration(s, "request_ttl", &REQUEST_TTL_CAP);
         self.check_approval(
             s,
-            &require_approval,
-            &approvers,
-            &approvals_required,
-            &request_ttl,
+            &keys.require_approval,
+            &keys.approvers,
+            &keys.approvals_required,
+            &keys.request_ttl_secs,
         );
-
-        Role {
-            name: name.to_string(),
-            group: group.map(|(_, g)| g).unwrap_or_default(),
-            description: value_or(&description, String::new()).unwrap_or_default(),
-            eligible: value_or(&eligible, Vec::new()).unwrap_or_default(),
-            permanent: value_or(&permanent, Vec::new()).unwrap_or_default(),
-            max_duration_secs: max.unwrap_or_default(),
-            default_duration_secs: default.unwrap_or_default(),
-            require_mfa: value_or(&require_mfa, true).unwrap_or_default(),
-            require_justification: value_or(&require_justification, true).unwrap_or_default(),
-            min_justification: value_or(&min_justification, DEFAULT_MIN_JUSTIFICATION)
-                .unwrap_or_default(),
-            require_ticket: value_or(&require_ticket, false).unwrap_or_default(),
-            ticket_pattern: ticket_regex,
-            require_approval: value_or(&require_approval, false).unwrap_or_default(),
-            approvers: value_or(&approvers, Vec::new()).unwrap_or_default(),
-            approvals_required: value_or(&approvals_required, 1).unwrap_or_default(),
-            request_ttl_secs: value_or(&request_ttl, DEFAULT_REQUEST_TTL_SECS).unwrap_or_default(),
-        }
+        role
     }
 
     /// Approval without approvers, or more approvals than listed users, could never be granted;
@@ -997,6 +1039,14 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+fn check_group(group: &str) -> Result<(), String> {
+    text::check_name("group", group)
+}
+
+fn check_description(description: &str) -> Result<(), String> {
+    text::check("the description", description, MAX_DESCRIPTION_BYTES)
 }
 
 /// Compiles a ticket pattern as a full match, so that "INC[0-9]+" cannot be met by
@@ -1766,5 +1816,21 @@ request_ttl = "24h"              # an undecided request expires after this
         assert_eq!(problems[0].source, path.display().to_string());
         assert_eq!(problems[0].line, Some(2));
         assert_eq!(DEFAULT_PATH, "/etc/pim/pim.toml");
+    }
+
+    #[test]
+    fn given_the_role_key_table_then_the_manual_documents_every_key_in_its_roles_section() {
+        let manual = include_str!("../../packaging/man/pim.toml.5");
+        let roles = manual
+            .split_once(".SH [roles.NAME]")
+            .and_then(|(_, rest)| rest.split_once("\n.SH "))
+            .map(|(section, _)| section)
+            .expect("pim.toml.5 has a [roles.NAME] section");
+        for key in ROLE_KEYS {
+            assert!(
+                roles.contains(&format!(".TP\n.B {key}\n")),
+                "pim.toml.5 does not document roles.NAME.{key}"
+            );
+        }
     }
 }

@@ -1,0 +1,29 @@
+//! The checks that are neither PAM stacks nor sudoers, one file each with its tests:
+//!
+//! | module | checks |
+//! | --- | --- |
+//! | [`bus`] | daemon, bus-policy, activation |
+//! | [`unit`] | service |
+//! | [`nosuid`] | nosuid |
+//! | [`config`] | config (judged by `pim-config`, pimd's own model), reload |
+//! | [`database`] | database |
+//! | [`roles`] | groups, pam-groups, members: the configuration's roles against the host |
+
+pub mod bus;
+pub mod config;
+pub mod database;
+pub mod nosuid;
+pub mod roles;
+pub mod unit;
+
+/// This host's users and groups (NSS), as pimd looks them up to check the configuration.
+pub struct HostAccounts;
+
+impl pim_config::Directory for HostAccounts {
+    fn user_exists(&self, name: &str) -> bool {
+        matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    }
+    fn group_exists(&self, name: &str) -> bool {
+        matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    }
+}

@@ -1,0 +1,300 @@
+//! The configuration's roles against the host: their groups exist, the groups the module gates
+//! have roles (and sudoers' groups are gated), and who holds a gated group without a grant.
+
+use super::config::ConfigFile;
+use crate::doctor::findings::Finding;
+use crate::doctor::{list, show, BUS_TIMEOUT, MODULE};
+use pim_common::proxy::ManagerProxy;
+use pim_common::text::escape;
+use pim_config::Principal;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn check_groups(config: &ConfigFile, exists: &dyn Fn(&str) -> bool) -> Finding {
+    const CHECK: &str = "groups";
+    if config.model.roles.is_empty() {
+        return Finding::warn(
+            CHECK,
+            format!(
+                "{} defines no roles: nobody can activate anything",
+                show(&config.path)
+            ),
+            "add a [roles.NAME] table (the shipped file has commented examples)",
+        );
+    }
+    let missing: Vec<String> = config
+        .model
+        .roles
+        .values()
+        .filter(|role| !exists(&role.group))
+        .map(|role| format!("{} (role {})", escape(&role.group), escape(&role.name)))
+        .collect();
+    if missing.is_empty() {
+        let groups: BTreeSet<&String> = config.model.roles.values().map(|r| &r.group).collect();
+        Finding::pass(
+            CHECK,
+            format!(
+                "every role's group exists: {}",
+                groups
+                    .into_iter()
+                    .map(|g| escape(g))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else {
+        Finding::fail(
+            CHECK,
+            format!("missing groups: {}", missing.join(", ")),
+            "create each with groupadd NAME, or fix the role's group =",
+        )
+    }
+}
+
+pub fn check_pam_groups(
+    config: &ConfigFile,
+    gated: &[String],
+    sudoers: &BTreeSet<String>,
+) -> Vec<Finding> {
+    const CHECK: &str = "pam-groups";
+    let role_groups: BTreeSet<&String> = config.model.roles.values().map(|r| &r.group).collect();
+    let mut findings = Vec::new();
+    if gated.is_empty() {
+        findings.push(Finding::skip(
+            CHECK,
+            format!("{MODULE} is not in sudo's stack (see sudo-pam)"),
+        ));
+        return findings;
+    }
+    let orphans: Vec<String> = gated
+        .iter()
+        .filter(|g| !role_groups.contains(g))
+        .cloned()
+        .collect();
+    if !orphans.is_empty() {
+        findings.push(Finding::fail(
+            CHECK,
+            format!(
+                "{MODULE} gates {} for sudo but no role grants it: every member is refused sudo \
+                 (no grant is possible)",
+                list(&orphans)
+            ),
+            format!(
+                "add a role with group = \"{}\" to {} (list standing members in its \
+                 permanent), or take the group off the module's groups=",
+                escape(&orphans[0]),
+                show(&config.path)
+            ),
+        ));
+    }
+    let escaping: Vec<String> = role_groups
+        .iter()
+        .filter(|g| sudoers.contains(g.as_str()) && !gated.contains(g))
+        .map(|g| g.to_string())
+        .collect();
+    if !escaping.is_empty() {
+        findings.push(Finding::fail(
+            CHECK,
+            format!(
+                "sudoers gives rights to {} through a role, but {MODULE} does not gate it: \
+                 shells opened during a grant keep sudo after it ends",
+                escaping
+                    .iter()
+                    .map(|g| format!("%{}", escape(g)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                "add {} to groups= on the {MODULE} line (with pam-auth-update: disable the pim \
+                 profile and install your own profile with that line, see pam-auth-update(8))",
+                list(&escaping)
+            ),
+        ));
+    }
+    if findings.is_empty() {
+        findings.push(Finding::pass(
+            CHECK,
+            format!("every group {MODULE} gates has a role: {}", list(gated)),
+        ));
+    }
+    findings
+}
+
+/// Members of gated groups who would be refused sudo: neither a live grant nor `permanent`.
+pub fn standing_members(
+    config: &ConfigFile,
+    gated: &[String],
+    members_of: &dyn Fn(&str) -> Vec<String>,
+    granted: &BTreeSet<(String, String)>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut standing = BTreeMap::new();
+    for group in gated {
+        let mut permanent = BTreeSet::new();
+        for role in config.model.roles.values().filter(|r| &r.group == group) {
+            for principal in &role.permanent {
+                match principal {
+                    Principal::Group(unix_group) => permanent.extend(members_of(unix_group)),
+                    Principal::User(user) => {
+                        permanent.insert(user.clone());
+                    }
+                }
+            }
+        }
+        let left: Vec<String> = members_of(group)
+            .into_iter()
+            .filter(|m| !permanent.contains(m) && !granted.contains(&(m.clone(), group.clone())))
+            .collect();
+        if !left.is_empty() {
+            standing.insert(group.clone(), left);
+        }
+    }
+    standing
+}
+
+pub async fn check_members(
+    config: &ConfigFile,
+    gated: &[String],
+    connection: Option<&zbus::Connection>,
+) -> Finding {
+    const CHECK: &str = "members";
+    if gated.is_empty() {
+        return Finding::skip(
+            CHECK,
+            format!("{MODULE} is not in sudo's stack (see sudo-pam)"),
+        );
+    }
+    let Some(connection) = connection else {
+        return Finding::skip(CHECK, "the daemon is not reachable (see daemon)");
+    };
+    let grants = async {
+        let proxy = ManagerProxy::new(connection).await?;
+        proxy.admin_grants().await.map_err(|e| match e {
+            pim_common::PimError::ZBus(z) => z,
+            other => zbus::Error::Failure(other.message().to_string()),
+        })
+    };
+    let grants = match tokio::time::timeout(BUS_TIMEOUT, grants).await {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => {
+            return Finding::skip(
+                CHECK,
+                format!("cannot list the live grants: {}", escape(&e.to_string())),
+            )
+        }
+        Err(_) => return Finding::skip(CHECK, "pimd did not list the live grants within 10 s"),
+    };
+    let granted: BTreeSet<(String, String)> =
+        grants.into_iter().map(|g| (g.user, g.group)).collect();
+    let members_of = |group: &str| match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => g.mem,
+        _ => Vec::new(),
+    };
+    let standing = standing_members(config, gated, &members_of, &granted);
+    if standing.is_empty() {
+        return Finding::pass(
+            CHECK,
+            format!(
+                "every member of {} has a live grant or is permanent",
+                list(gated)
+            ),
+        );
+    }
+    let described: Vec<String> = standing
+        .iter()
+        .map(|(group, users)| format!("{}: {}", escape(group), list(users)))
+        .collect();
+    Finding::warn(
+        CHECK,
+        format!(
+            "members with neither a live grant nor a permanent listing, whom {MODULE} refuses \
+             sudo: {}",
+            described.join("; ")
+        ),
+        "list standing members in the role's permanent; take the others out (gpasswd -d \
+         USER GROUP) and make them eligible instead; break-glass accounts belong outside the \
+         group, with a sudoers rule of their own (pam_pim(8))",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::findings::Status;
+    use std::path::PathBuf;
+
+    /// A configuration of roles (name, group, permanent), read as pimd reads it.
+    fn summary(roles: &[(&str, &str, &[&str])]) -> ConfigFile {
+        let text: String = roles
+            .iter()
+            .map(|(role, group, permanent)| {
+                format!("[roles.{role}]\ngroup = \"{group}\"\npermanent = {permanent:?}\n")
+            })
+            .collect();
+        let (model, problems) = pim_config::parse(&text, "/etc/pim/pim.toml", &EveryAccount);
+        ConfigFile {
+            path: PathBuf::from("/etc/pim/pim.toml"),
+            model: model.unwrap_or_else(|| panic!("{problems:?}")),
+        }
+    }
+
+    /// Every user and group exists.
+    struct EveryAccount;
+
+    impl pim_config::Directory for EveryAccount {
+        fn user_exists(&self, _: &str) -> bool {
+            true
+        }
+        fn group_exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn missing_groups_fail_and_no_roles_warns() {
+        let config = summary(&[("admin", "sudo", &[]), ("db", "dbadmin", &[])]);
+        let f = check_groups(&config, &|g| g == "sudo");
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.message.contains("dbadmin (role db)"), "{f:?}");
+        assert_eq!(check_groups(&config, &|_| true).status, Status::Pass);
+        assert_eq!(check_groups(&summary(&[]), &|_| true).status, Status::Warn);
+    }
+
+    #[test]
+    fn gated_groups_must_have_roles_and_sudoers_groups_must_be_gated() {
+        let config = summary(&[("admin", "sudo", &[]), ("ops", "wheel", &[])]);
+        let sudoers: BTreeSet<String> = ["sudo", "wheel"].iter().map(|s| s.to_string()).collect();
+        let findings = check_pam_groups(&config, &["sudo".into()], &sudoers);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].status, Status::Fail);
+        assert!(findings[0].message.contains("%wheel"), "{findings:?}");
+
+        let findings = check_pam_groups(&summary(&[]), &["sudo".into()], &sudoers);
+        assert_eq!(findings[0].status, Status::Fail);
+        assert!(findings[0].message.contains("no role grants it"));
+
+        let findings = check_pam_groups(&config, &["sudo".into(), "wheel".into()], &sudoers);
+        assert_eq!(findings[0].status, Status::Pass, "{findings:?}");
+    }
+
+    #[test]
+    fn standing_members_are_those_without_grant_or_permanence() {
+        let config = summary(&[("admin", "sudo", &["breakglass", "%oncall"])]);
+        let members_of = |g: &str| -> Vec<String> {
+            match g {
+                "sudo" => vec![
+                    "alice".into(),
+                    "bob".into(),
+                    "breakglass".into(),
+                    "carol".into(),
+                ],
+                "oncall" => vec!["carol".into()],
+                _ => vec![],
+            }
+        };
+        let granted: BTreeSet<(String, String)> = [("alice".to_string(), "sudo".to_string())]
+            .into_iter()
+            .collect();
+        let standing = standing_members(&config, &["sudo".into()], &members_of, &granted);
+        assert_eq!(standing.len(), 1);
+        assert_eq!(standing["sudo"], ["bob"]);
+    }
+}
