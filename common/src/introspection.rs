@@ -1,8 +1,8 @@
 //! The interface `org.pim.Manager1` as committed (`common/interface/org.pim.Manager1.xml`),
 //! and a reader for the part of the D-Bus introspection format it is written in. Tests hold
-//! each side that speaks the interface against it: pimd's `#[interface]` (daemon), the proxy
-//! (here), the PAM module's own calls (pam-module), so a method added to one side only fails.
-//! Built for tests only (feature `introspection`).
+//! each side that speaks the interface against it, pimd's `#[interface]` (daemon) and the
+//! proxy (here), so a method added to one side only fails. Built for tests only (feature
+//! `introspection`).
 
 /// The committed description of `org.pim.Manager1`.
 pub const MANAGER1_XML: &str = include_str!("../interface/org.pim.Manager1.xml");
