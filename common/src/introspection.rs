@@ -188,7 +188,7 @@ pub fn member_name(rust_name: &str) -> String {
 mod tests {
     use super::*;
     use crate::types::{
-        AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo,
+        AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantEnd, GrantInfo, MfaStatusInfo,
         RequestInfo, RoleInfo,
     };
     use zbus::Type;
@@ -259,6 +259,7 @@ mod tests {
                     "AuditRecord" => AuditRecord::SIGNATURE.to_string(),
                     "AccessDecision" => AccessDecision::SIGNATURE.to_string(),
                     "EventInfo" => EventInfo::SIGNATURE.to_string(),
+                    "GrantEnd" => GrantEnd::SIGNATURE.to_string(),
                     other => panic!("type {other} in the proxy: add it to this test's table"),
                 }
             }

@@ -3,8 +3,8 @@
 //! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
-    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
-    RoleInfo,
+    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantEnd, GrantInfo, MfaStatusInfo,
+    RequestInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -41,8 +41,9 @@ pub trait Manager {
         code: &str,
     ) -> Result<GrantInfo, PimError>;
 
-    /// The caller's live grants and open requests.
-    fn status(&self) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError>;
+    /// The caller's live grants and open requests, and what each grant's end does to the
+    /// processes that carry its group.
+    fn status(&self) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError>;
 
     /// Starts (or restarts) TOTP enrolment; returns the otpauth URI and the base32 secret.
     fn mfa_enroll(&self) -> Result<(String, String), PimError>;

@@ -126,6 +126,8 @@ vocabulary! {
         Deny = "deny",
         /// A grant ended because its assignment no longer allows it.
         EligibilityEnd = "eligibility-end",
+        /// A grant's holder warned that it ends soon.
+        EndWarning = "end-warning",
         /// Summary of events not sent because their actor sent too many.
         EventsUndelivered = "events-undelivered",
         Expire = "expire",
@@ -144,6 +146,8 @@ vocabulary! {
         MfaLockout = "mfa-lockout",
         MfaStatus = "mfa-status",
         NotifyFailed = "notify-failed",
+        /// The processes that still carried an ended grant's group, ended.
+        ProcessesEnd = "processes-end",
         /// Summary of refusals counted, not recorded one by one.
         RefusalsUnrecorded = "refusals-unrecorded",
         Request = "request",
@@ -190,6 +194,10 @@ vocabulary! {
         RequestExpired = "request-expired",
         GrantStarted = "grant-started",
         GrantEnded = "grant-ended",
+        /// A grant ends soon (`warn_before`).
+        GrantEnding = "grant-ending",
+        /// The processes that still carried an ended grant's group were ended.
+        ProcessesEnded = "processes-ended",
         /// More events of that kind about that role by that actor are not sent for up to a
         /// minute.
         EventsDropped = "events-dropped",
