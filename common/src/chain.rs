@@ -46,13 +46,14 @@ use std::str::FromStr;
 use zbus::Type;
 
 use crate::types::AuditRecord;
+use crate::vocab::AuditAction;
 
 /// The action of the record that starts the chain after records written before it (in a
 /// database an older pimd made).
-pub const GENESIS_ACTION: &str = "audit-chain-start";
+pub const GENESIS_ACTION: AuditAction = AuditAction::AuditChainStart;
 /// The action of the record retention writes when it removes old records: its detail ends
 /// with the last removed record's `ID:HASH` (see [`checkpoint_detail`]).
-pub const CHECKPOINT_ACTION: &str = "audit-pruned";
+pub const CHECKPOINT_ACTION: AuditAction = AuditAction::AuditPruned;
 /// The `prev` of the genesis.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// What the encoding starts with; a new encoding would get a new version.
@@ -70,10 +71,10 @@ pub fn encode(r: &AuditRecord) -> Vec<u8> {
         id.as_bytes(),
         at.as_bytes(),
         r.actor.as_bytes(),
-        r.action.as_bytes(),
+        r.action.as_str().as_bytes(),
         r.user.as_bytes(),
         r.role.as_bytes(),
-        r.outcome.as_bytes(),
+        r.outcome.as_str().as_bytes(),
         r.reason.as_bytes(),
         r.ticket.as_bytes(),
         r.detail.as_bytes(),

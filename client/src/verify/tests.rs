@@ -9,10 +9,14 @@ fn chain(n: i64) -> Vec<AuditRecord> {
             id,
             at: 1_800_000_000 + id,
             actor: "alice".into(),
-            action: if id == 1 { GENESIS_ACTION } else { "activate" }.into(),
+            action: if id == 1 {
+                GENESIS_ACTION
+            } else {
+                pim_common::vocab::AuditAction::Activate
+            },
             user: "alice".into(),
             role: if id == 1 { "" } else { "admin" }.into(),
-            outcome: "success".into(),
+            outcome: pim_common::vocab::Outcome::Success,
             reason: "line one\nline \"two\" é".into(),
             ticket: String::new(),
             detail: String::new(),

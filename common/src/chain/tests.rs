@@ -1,14 +1,14 @@
 use super::*;
 
-fn record(id: i64, action: &str, prev: &str) -> AuditRecord {
+fn record(id: i64, action: AuditAction, prev: &str) -> AuditRecord {
     let mut r = AuditRecord {
         id,
         at: 1_700_000_000 + id,
         actor: "alice".into(),
-        action: action.into(),
+        action,
         user: "alice".into(),
         role: "admin".into(),
-        outcome: "success".into(),
+        outcome: crate::vocab::Outcome::Success,
         reason: format!("reason {id}"),
         ticket: String::new(),
         detail: String::new(),
@@ -24,7 +24,7 @@ fn chain(n: i64) -> Vec<AuditRecord> {
     let mut out = vec![record(1, GENESIS_ACTION, GENESIS_PREV)];
     for id in 2..=n {
         let prev = out.last().unwrap().hash.clone();
-        out.push(record(id, "activate", &prev));
+        out.push(record(id, AuditAction::Activate, &prev));
     }
     out
 }
@@ -57,10 +57,10 @@ fn given_a_record_then_its_encoding_is_the_documented_netstrings() {
         id: 7,
         at: 1_700_000_000,
         actor: "bob".into(),
-        action: "approve".into(),
+        action: AuditAction::Approve,
         user: "alice".into(),
         role: "admin".into(),
-        outcome: "success".into(),
+        outcome: crate::vocab::Outcome::Success,
         reason: "ok, é".into(),
         ticket: "".into(),
         detail: "request 3".into(),
@@ -81,7 +81,7 @@ fn given_a_record_then_its_encoding_is_the_documented_netstrings() {
 
 #[test]
 fn given_fields_that_shift_between_neighbours_then_the_hashes_differ() {
-    let mut a = record(2, "activate", GENESIS_PREV);
+    let mut a = record(2, AuditAction::Activate, GENESIS_PREV);
     let mut b = a.clone();
     a.reason = "ab".into();
     a.ticket = "c".into();
@@ -118,14 +118,14 @@ fn given_an_empty_log_then_it_verifies_with_nothing_checked() {
 fn given_records_before_the_genesis_then_they_are_counted_unchained() {
     let mut records: Vec<AuditRecord> = (1..=3)
         .map(|id| {
-            let mut r = record(id, "activate", "");
+            let mut r = record(id, AuditAction::Activate, "");
             r.hash = String::new();
             r
         })
         .collect();
     let mut next = vec![record(4, GENESIS_ACTION, GENESIS_PREV)];
     let prev = next[0].hash.clone();
-    next.push(record(5, "activate", &prev));
+    next.push(record(5, AuditAction::Activate, &prev));
     records.extend(next);
     let v = verify(records, Vec::new());
     assert!(v.ok(), "{v:?}");
@@ -182,7 +182,7 @@ fn given_several_deleted_records_then_the_first_missing_id_is_named() {
 fn given_a_record_inserted_between_others_then_it_is_named_as_inserted() {
     // Ids shifted up to make room, as an insertion in the middle must.
     let records = chain(10);
-    let mut forged = record(6, "activate", &records[4].hash);
+    let mut forged = record(6, AuditAction::Activate, &records[4].hash);
     forged.reason = "forged".into();
     forged.hash = String::new();
     let mut tampered: Vec<AuditRecord> = records[..5].to_vec();
@@ -198,7 +198,7 @@ fn given_a_record_inserted_between_others_then_it_is_named_as_inserted() {
 #[test]
 fn given_an_inserted_record_with_a_valid_hash_then_it_is_named_as_inserted() {
     let records = chain(10);
-    let forged = record(6, "activate", &records[3].hash);
+    let forged = record(6, AuditAction::Activate, &records[3].hash);
     let mut tampered: Vec<AuditRecord> = records[..5].to_vec();
     tampered.push(forged);
     // The next record, renumbered with its link kept.
@@ -211,7 +211,7 @@ fn given_an_inserted_record_with_a_valid_hash_then_it_is_named_as_inserted() {
 #[test]
 fn given_a_row_appended_outside_pimd_then_it_is_named_as_inserted() {
     let mut records = chain(5);
-    let mut row = record(6, "activate", "");
+    let mut row = record(6, AuditAction::Activate, "");
     row.hash = String::new();
     records.push(row);
     assert_eq!(broke(&verify(records, Vec::new())), ("inserted", 6));
@@ -234,7 +234,7 @@ fn given_a_cut_tail_written_again_then_the_head_names_a_rewrite() {
     let mut again = records[..7].to_vec();
     for id in 8..=10 {
         let prev = again.last().unwrap().hash.clone();
-        again.push(record(id, "deactivate", &prev));
+        again.push(record(id, AuditAction::Deactivate, &prev));
     }
     assert_eq!(
         broke(&verify(again, vec![kept(10, &head)])),
@@ -366,10 +366,10 @@ fn given_records_before_the_chain_and_its_genesis_removed_then_the_genesis_is_na
     let mut records: Vec<AuditRecord> = (1..=2)
         .map(|id| AuditRecord {
             hash: String::new(),
-            ..record(id, "activate", "")
+            ..record(id, AuditAction::Activate, "")
         })
         .collect();
     let genesis = record(3, GENESIS_ACTION, GENESIS_PREV);
-    records.push(record(4, "activate", &genesis.hash));
+    records.push(record(4, AuditAction::Activate, &genesis.hash));
     assert_eq!(broke(&verify(records, Vec::new())), ("deleted", 3));
 }

@@ -181,7 +181,7 @@ impl Manager {
     /// `pim audit verify`: walks the chain against the head file and `head` (`ID:HASH`, or
     /// empty). Admins and auditors only.
     pub fn verify_audit(&mut self, caller: &Caller, head: &str) -> Result<Verification, PimError> {
-        let audit = Audit::new(&caller.name, "audit-verify");
+        let audit = Audit::new(&caller.name, AuditAction::AuditVerify);
         if !self.is_auditor(caller) {
             return self.refused(
                 &audit,

@@ -32,7 +32,7 @@ impl Manager {
             let rank = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
             found.entry(name.to_string()).or_default().insert(rank);
         };
-        let about = if event.request_id != 0 || event.kind.starts_with("request-") {
+        let about = if event.request_id != 0 || event.kind.as_str().starts_with("request-") {
             "requester"
         } else {
             "user"

@@ -223,7 +223,7 @@ impl<'a> Tx<'a> {
             let genesis = AuditEntry {
                 at: entry.at,
                 actor: DAEMON.into(),
-                action: GENESIS_ACTION.into(),
+                action: GENESIS_ACTION,
                 user: String::new(),
                 role: String::new(),
                 outcome: crate::model::Outcome::Success,
@@ -262,7 +262,7 @@ impl<'a> Tx<'a> {
             action: entry.action.clone(),
             user: entry.user.clone(),
             role: entry.role.clone(),
-            outcome: entry.outcome.as_str().to_string(),
+            outcome: entry.outcome,
             reason: entry.reason.clone(),
             ticket: entry.ticket.clone(),
             detail: entry.detail.clone(),
@@ -301,7 +301,7 @@ impl<'a> Tx<'a> {
         let entry = AuditEntry {
             at,
             actor: DAEMON.into(),
-            action: CHECKPOINT_ACTION.into(),
+            action: CHECKPOINT_ACTION,
             user: String::new(),
             role: String::new(),
             outcome: crate::model::Outcome::Success,

@@ -5,7 +5,7 @@ use crate::manager::test_support::*;
 
 fn event(kind: &str, user: &str, role: &str, request_id: i64) -> EventInfo {
     EventInfo {
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         at: T0,
         user: user.into(),
         role: role.into(),
