@@ -259,7 +259,7 @@ impl<'a> Tx<'a> {
             id,
             at: entry.at,
             actor: entry.actor.clone(),
-            action: entry.action.clone(),
+            action: entry.action,
             user: entry.user.clone(),
             role: entry.role.clone(),
             outcome: entry.outcome,
