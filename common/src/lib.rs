@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod reload;
 pub mod text;
 pub mod types;
+pub mod vantage;
 
 pub use error::PimError;
 

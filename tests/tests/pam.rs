@@ -1500,6 +1500,37 @@ fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_b
 }
 
 #[test]
+fn pim_doctor_asks_pimds_socket_a_real_question_and_says_what_fail_open_does_here() {
+    let sb = host_with_pimd(&format!("{PAM_ARGS} fail=open"));
+    // The sandbox is a PID namespace of its own: fail=open does not apply in it, and doctor
+    // says so rather than "refuses holders (fail=closed)" or a plain pass.
+    let here = doctor_check(&sb, "pam-socket");
+    assert_eq!(here["status"], "warn", "{here}");
+    let message = here["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("pimd answers") && message.contains("fail=open does not apply"),
+        "{here}"
+    );
+    // A root listener that takes the question and never answers is not pimd answering; doctor
+    // does not hang on it either (its own timeout, well under the command's).
+    set_module_line(&sb, PAM_ARGS);
+    let _stuck = fake_pimd_in_place(&sb, "root", "stall");
+    sb.sh("root", "chmod 0600 /run/pim/pam.socket")
+        .assert_success();
+    let started = Instant::now();
+    let stuck = doctor_check(&sb, "pam-socket");
+    assert_eq!(stuck["status"], "fail", "{stuck}");
+    assert!(
+        stuck["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing answers"),
+        "{stuck}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
 fn pim_doctor_checks_pimds_socket() {
     let sb = host_with_pimd(PAM_ARGS);
     let ok = doctor_check(&sb, "pam-socket");
