@@ -10,10 +10,12 @@
 mod access;
 mod accounts;
 mod clock;
+mod ending;
 mod manager;
 mod mfa;
 mod pam_socket;
 mod policy;
+mod processes;
 mod refusals;
 mod service;
 mod setgid;
