@@ -276,17 +276,17 @@ operations! {
         fn setgid_rechecks(since: i64) -> Vec<SweepRecheck>;
         /// Every (uid, gid) recorded for `user` and `group`.
         fn setgid_ids(user: &str, group: &str) -> Vec<(u32, u32)>;
-        fn assignment(user: &str, role: &str) -> Option<Assignment>;
-        /// The earliest end after `now` of an assignment whose user holds a live grant of
-        /// its role: when such a grant may lose the eligibility it depends on.
-        fn next_assignment_end(now: i64) -> Option<i64>;
         /// Endings not done, oldest first.
         fn open_endings() -> Vec<Ending>;
         /// When the next ending is due to go from SIGTERM to SIGKILL; an ending not started
         /// yet is due now.
         fn next_ending_step() -> Option<i64>;
-        /// Whether the warning `lead` seconds before grant `grant_id`'s end `ends_at` went.
+        /// Whether the warning `lead` seconds before `ends_at` of grant `grant_id` went.
         fn warning_sent(grant_id: i64, ends_at: i64, lead: u64) -> bool;
+        fn assignment(user: &str, role: &str) -> Option<Assignment>;
+        /// The earliest end after `now` of an assignment whose user holds a live grant of
+        /// its role: when such a grant may lose the eligibility it depends on.
+        fn next_assignment_end(now: i64) -> Option<i64>;
         /// Whether grant `id` is (or was) the grant of an active assignment.
         fn grant_by_assignment(id: i64) -> bool;
         /// Every assignment (eligible and active), by user and role.
@@ -336,17 +336,17 @@ operations! {
         fn setgid_sweep_reopened(user: &str, group: &str, at: i64) -> ();
         /// The uid and gid `user` and `group` have as PIM adds the membership.
         fn record_setgid_ids(user: &str, group: &str, uid: u32, gid: u32) -> ();
+        /// The processes of ended `grant` are to be ended, SIGKILL `grace_secs` after SIGTERM
+        /// (kept if already recorded).
+        fn add_ending(grant: &Grant, grace_secs: u64) -> ();
+        /// SIGTERM went to the processes of grant `grant_id` at `at`.
+        fn ending_terminated(grant_id: i64, at: i64) -> ();
+        /// No process of grant `grant_id` was left at `at`, or ending them was not needed.
+        fn ending_done(grant_id: i64, at: i64) -> ();
+        /// The warning `lead` seconds before `ends_at` of grant `grant_id` went at `at`.
+        fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
         /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`.
         fn put_assignment(a: &Assignment, by: &str, at: i64) -> ();
-        /// The end of grant `grant`'s processes is to be done (`on_end = "terminate"`), with
-        /// `grace_secs` between SIGTERM and SIGKILL (kept if already recorded).
-        fn add_ending(grant: &Grant, grace_secs: u64) -> ();
-        /// SIGTERM went to the processes of grant `grant_id`'s ending at `at`.
-        fn ending_terminated(grant_id: i64, at: i64) -> ();
-        /// Grant `grant_id`'s ending is done (none left, or it was not needed).
-        fn ending_done(grant_id: i64, at: i64) -> ();
-        /// The warning `lead` seconds before grant `grant_id`'s end `ends_at` went at `at`.
-        fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
         /// Marks grant `id` as the grant of an active assignment.
         fn mark_grant_by_assignment(id: i64) -> ();
         /// Records the grant active assignment `user`/`role` materialised as.
