@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod reload;
 pub mod text;
 pub mod types;
+pub mod vantage;
 pub mod vocab;
 
 pub use error::PimError;

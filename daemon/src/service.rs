@@ -16,7 +16,7 @@ use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -160,7 +160,8 @@ pub struct Core {
     watchers: Mutex<HashMap<OwnedUniqueName, Caller>>,
     /// Wakes the expiry task when deadlines may have moved.
     pub wake: tokio::sync::Notify,
-    connection: OnceLock<Connection>,
+    /// The bus connection of the moment (a new one after the bus came back).
+    connection: Mutex<Option<Connection>>,
     notify_command: Vec<String>,
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
@@ -185,7 +186,7 @@ impl Core {
             syslog: Syslog::new(),
             watchers: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
-            connection: OnceLock::new(),
+            connection: Mutex::new(None),
             notify_command,
             notify_timeout,
             notify_queue: queue,
@@ -300,8 +301,12 @@ impl Core {
         }
     }
 
+    /// The connection events go out on; the bus's next connection replaces the last.
     pub fn set_connection(&self, connection: Connection) {
-        let _ = self.connection.set(connection);
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection);
     }
 
     /// Runs `f` on the manager on a blocking thread (SQLite and gpasswd block), then publishes
@@ -365,7 +370,12 @@ impl Core {
             return;
         }
         self.wake.notify_one();
-        if let Some(connection) = self.connection.get() {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(connection) = connection {
             for (name, event) in &published.deliveries {
                 // Unicast: only this watcher receives it.
                 let _ = connection
