@@ -10,6 +10,7 @@ mod input;
 mod output;
 mod reviews;
 mod time;
+mod verify;
 
 use clap::Parser;
 use std::io::Write;

@@ -1,5 +1,6 @@
-//! Client side of `org.pim.Manager1`. The daemon's `#[interface]` implements the same methods;
-//! keep the two in step (the end-to-end suite calls every method through this proxy).
+//! Client side of `org.pim.Manager1`. The daemon's `#[interface]` implements the same methods:
+//! both are held against the committed `common/interface/org.pim.Manager1.xml` by unit tests
+//! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
     AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
@@ -55,6 +56,10 @@ pub trait Manager {
     /// Audit records at or after `since` (0: all), filtered by subject user and role ("" for any).
     /// Admins and auditors see every record; others only their own.
     fn audit(&self, since: i64, user: &str, role: &str) -> Result<Vec<AuditRecord>, PimError>;
+
+    /// Walks the audit chain (admins and auditors): against the head pimd keeps in its head
+    /// file and, unless empty, against `head` (`ID:HASH`, e.g. from a remote syslog).
+    fn verify_audit(&self, head: &str) -> Result<crate::chain::Verification, PimError>;
 
     /// Open requests the caller may decide.
     fn list_requests(&self) -> Result<Vec<RequestInfo>, PimError>;

@@ -30,12 +30,12 @@ pub trait Accounts: Send {
     /// Whether `user` is listed as a supplementary member of `group` (what gpasswd edits).
     /// A lookup that fails is an error, never a "no".
     fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError>;
-    /// The supplementary members `group` lists (none when there is no such group). A lookup
-    /// that fails is an error.
-    fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError>;
     /// The uid of `user` and the gid of `group`; None when either does not exist. A lookup
     /// that fails is an error.
     fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError>;
+    /// The users listed as supplementary members of `group` (none when there is no such
+    /// group). A lookup that fails is an error.
+    fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError>;
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
     fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
 }
@@ -277,14 +277,15 @@ pub mod fake {
             }
             Ok(db.groups.get(group).is_some_and(|m| m.contains(user)))
         }
+
         fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError> {
-            self.listed_in_group("", group)?;
-            let db = self.0.lock().unwrap();
-            Ok(db
-                .groups
-                .get(group)
-                .map(|m| m.iter().cloned().collect())
-                .unwrap_or_default())
+            if self.0.lock().unwrap().unreachable.contains(group) {
+                return Err(AccountsError::Lookup {
+                    what: format!("group {group}"),
+                    detail: "simulated directory outage".into(),
+                });
+            }
+            Ok(self.members(group))
         }
         fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError> {
             self.listed_in_group(user, group)?;

@@ -3,7 +3,7 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
-use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
+use crate::manager::{Caller, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
 use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
@@ -11,11 +11,12 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
     GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
+use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -149,7 +150,10 @@ struct DenialAudit {
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
-    events: Vec<EventInfo>,
+    /// Lines that are not audit records (the audit chain's head).
+    syslog: Vec<(Severity, String)>,
+    /// Each event with whom it is for, when there is a `notify_command` to tell.
+    events: Vec<(EventInfo, Vec<Recipient>)>,
     /// Each event paired with each watcher allowed to see it.
     deliveries: Vec<(OwnedUniqueName, EventInfo)>,
 }
@@ -161,11 +165,12 @@ pub struct Core {
     watchers: Mutex<HashMap<OwnedUniqueName, Caller>>,
     /// Wakes the expiry task when deadlines may have moved.
     pub wake: tokio::sync::Notify,
-    connection: OnceLock<Connection>,
+    /// The bus connection of the moment (a new one after the bus came back).
+    connection: Mutex<Option<Connection>>,
     notify_command: Vec<String>,
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
-    notify_queue: Option<mpsc::Sender<EventInfo>>,
+    notify_queue: Option<mpsc::Sender<(EventInfo, Vec<Recipient>)>>,
     in_progress: InProgress,
     denials: DenialAudit,
 }
@@ -186,7 +191,7 @@ impl Core {
             syslog: Syslog::new(),
             watchers: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
-            connection: OnceLock::new(),
+            connection: Mutex::new(None),
             notify_command,
             notify_timeout,
             notify_queue: queue,
@@ -207,8 +212,8 @@ impl Core {
         if let Some(mut pending) = pending {
             let worker = core.clone();
             tokio::spawn(async move {
-                while let Some(event) = pending.recv().await {
-                    worker.run_notify_command(event).await;
+                while let Some((event, recipients)) = pending.recv().await {
+                    worker.run_notify_command(event, recipients).await;
                 }
             });
         }
@@ -301,8 +306,12 @@ impl Core {
         }
     }
 
+    /// The connection events go out on; the bus's next connection replaces the last.
     pub fn set_connection(&self, connection: Connection) {
-        let _ = self.connection.set(connection);
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection);
     }
 
     /// Runs `f` on the manager on a blocking thread (SQLite and gpasswd block), then publishes
@@ -328,7 +337,11 @@ impl Core {
     /// Takes what the manager left behind and, while its lock is still held, works out which
     /// watcher may see which event: the async thread then never waits for the manager.
     fn drain(&self, manager: &mut Manager) -> Published {
-        let Outbox { audit, events } = manager.take_outbox();
+        let Outbox {
+            audit,
+            events,
+            syslog,
+        } = manager.take_outbox();
         let mut deliveries = Vec::new();
         if !events.is_empty() {
             let watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -340,8 +353,22 @@ impl Core {
                 }
             }
         }
+        // Whom each event is for, while the configuration and accounts are at hand.
+        let notifying = self.notify_queue.is_some();
+        let events = events
+            .into_iter()
+            .map(|event| {
+                let recipients = if notifying {
+                    manager.recipients(&event)
+                } else {
+                    Vec::new()
+                };
+                (event, recipients)
+            })
+            .collect();
         Published {
             audit,
+            syslog,
             events,
             deliveries,
         }
@@ -360,13 +387,26 @@ impl Core {
         }
     }
 
-    async fn publish(self: &Arc<Self>, published: Published) {
+    /// Sends what the manager left for syslog: audit records, then the other lines.
+    fn log_published(&self, published: &Published) {
         self.log_audit(&published.audit);
+        for (severity, line) in &published.syslog {
+            let _ = self.syslog.send(*severity, line);
+        }
+    }
+
+    async fn publish(self: &Arc<Self>, published: Published) {
+        self.log_published(&published);
         if published.events.is_empty() {
             return;
         }
         self.wake.notify_one();
-        if let Some(connection) = self.connection.get() {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(connection) = connection {
             for (name, event) in &published.deliveries {
                 // Unicast: only this watcher receives it.
                 let _ = connection
@@ -380,12 +420,12 @@ impl Core {
                     .await;
             }
         }
-        for event in published.events {
+        for notice in published.events {
             if let Some(queue) = &self.notify_queue {
-                if let Err(e) = queue.try_send(event) {
-                    let event = match e {
-                        mpsc::error::TrySendError::Full(ev)
-                        | mpsc::error::TrySendError::Closed(ev) => ev,
+                if let Err(e) = queue.try_send(notice) {
+                    let (event, _) = match e {
+                        mpsc::error::TrySendError::Full(notice)
+                        | mpsc::error::TrySendError::Closed(notice) => notice,
                     };
                     self.audit_notify_failure(
                         event,
@@ -397,10 +437,10 @@ impl Core {
         }
     }
 
-    /// Runs `notify_command` with the event as JSON on stdin, bounded by `notify_timeout`.
-    /// It never affects a decision; a failure is audited.
-    async fn run_notify_command(self: &Arc<Self>, event: EventInfo) {
-        let json = serde_json::to_string(&event).unwrap_or_default();
+    /// Runs `notify_command` with the event as JSON on stdin (see [`notify_json`]), bounded
+    /// by `notify_timeout`. It never affects a decision; a failure is audited.
+    async fn run_notify_command(self: &Arc<Self>, event: EventInfo, recipients: Vec<Recipient>) {
+        let json = notify_json(&event, &recipients);
         let program = &self.notify_command[0];
         let attempt = async {
             let mut child = tokio::process::Command::new(program)
@@ -454,7 +494,7 @@ impl Core {
             }
             let published = core.drain(&mut manager);
             drop(manager);
-            core.log_audit(&published.audit);
+            core.log_published(&published);
         })
         .await;
     }
@@ -485,6 +525,21 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|n, _| n.as_str() != name);
     }
+}
+
+/// What `notify_command` reads on its standard input: one JSON object, the event's fields as
+/// they always were (`kind`, `at`, `user`, `role`, `request_id`, `grant_id`, `actor`,
+/// `detail`) and `recipients`, whom it is for: `[{"name": "bob", "as": ["approver"]}, ...]`
+/// (see `manager/recipients.rs` and `packaging/notify/README.md`).
+fn notify_json(event: &EventInfo, recipients: &[Recipient]) -> String {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "recipients".into(),
+            serde_json::to_value(recipients).unwrap_or_default(),
+        );
+    }
+    value.to_string()
 }
 
 /// One syslog line per audit record, with the user's words escaped.
@@ -649,19 +704,21 @@ impl ManagerService {
         if self.caller_uid(h).await? != 0 {
             // Refused and audited there; a guess in progress finishes on its own.
             return self
-                .call(h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         answer_root(&self.core, &self.access, guess, user, groups).await
     }
 
-    /// A call that only reads (its refusals aside) and takes no text.
-    async fn call<T: Send + 'static>(
+    /// An access check the manager answers itself (asked by a caller other than root, or with
+    /// arguments too long): no call limit applies; a refusal is audited as `access-check`.
+    async fn access_check_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
-        self.limited_call(header, "", None, Ok(()), |m, c, ()| f(m, c))
+        let action = AuditAction::AccessCheck;
+        self.limited_call(header, action, None, Ok(()), |m, c, ()| f(m, c))
             .await
     }
 
@@ -670,7 +727,7 @@ impl ManagerService {
     async fn read_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
         self.limited_call(header, action, Some(CallKind::Reads), Ok(()), |m, c, ()| {
@@ -687,7 +744,7 @@ impl ManagerService {
     async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         limit: Option<CallKind>,
         args: Result<A, PimError>,
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
@@ -745,9 +802,9 @@ impl ManagerService {
             ("reason", reason, text::MAX_REASON_BYTES),
         ]);
         let action = if active {
-            "admin-assign-active"
+            AuditAction::AdminAssignActive
         } else {
-            "admin-assign"
+            AuditAction::AdminAssign
         };
         let warning = self
             .limited_call(
@@ -774,7 +831,7 @@ impl ManagerService {
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
-        self.read_call(&h, "list-roles", |m, c| m.list_roles(c))
+        self.read_call(&h, AuditAction::ListRoles, |m, c| m.list_roles(c))
             .await
     }
 
@@ -796,7 +853,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "activate",
+            AuditAction::Activate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, ticket, code]| {
@@ -814,7 +871,7 @@ impl ManagerService {
         let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "deactivate",
+            AuditAction::Deactivate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role]| m.deactivate(c, &role),
@@ -837,7 +894,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "extend",
+            AuditAction::Extend,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, code]| m.extend(c, &role, duration_secs, &reason, &code),
@@ -849,7 +906,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError> {
-        self.read_call(&h, "status", |m, c| {
+        self.read_call(&h, AuditAction::Status, |m, c| {
             let (grants, requests) = m.status(c)?;
             Ok((grants, requests, m.grant_ends(c)?))
         })
@@ -860,9 +917,13 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c, ()| {
-            m.mfa_enroll(c)
-        })
+        self.limited_call(
+            &h,
+            AuditAction::MfaEnroll,
+            Some(CallKind::Mfa),
+            Ok(()),
+            |m, c, ()| m.mfa_enroll(c),
+        )
         .await
     }
 
@@ -874,7 +935,7 @@ impl ManagerService {
         let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
         self.limited_call(
             &h,
-            "mfa-confirm",
+            AuditAction::MfaConfirm,
             Some(CallKind::Mfa),
             args,
             move |m, c, [code]| m.mfa_confirm(c, &code),
@@ -883,7 +944,7 @@ impl ManagerService {
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
-        self.read_call(&h, "mfa-status", |m, c| m.mfa_status(c))
+        self.read_call(&h, AuditAction::MfaStatus, |m, c| m.mfa_status(c))
             .await
     }
 
@@ -900,10 +961,28 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "audit-read",
+            AuditAction::AuditRead,
             Some(CallKind::Reads),
             args,
             move |m, c, [user, role]| m.audit(c, since, &user, &role),
+        )
+        .await
+    }
+
+    /// Walks the audit chain (admins and auditors): see `manager/chain.rs`.
+    async fn verify_audit(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        head: &str,
+    ) -> Result<pim_common::chain::Verification, PimError> {
+        // ID:HASH is at most 20 digits, ':' and 64 hex digits.
+        let args = bounded_copies([("head", head, 128)]);
+        self.limited_call(
+            &h,
+            AuditAction::AuditVerify,
+            Some(CallKind::Reads),
+            args,
+            move |m, c, [head]| m.verify_audit(c, &head),
         )
         .await
     }
@@ -912,7 +991,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<RequestInfo>, PimError> {
-        self.read_call(&h, "list-requests", |m, c| m.list_requests(c))
+        self.read_call(&h, AuditAction::ListRequests, |m, c| m.list_requests(c))
             .await
     }
 
@@ -929,7 +1008,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "approve",
+            AuditAction::Approve,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.approve(c, id, &comment, &code),
@@ -950,7 +1029,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "deny",
+            AuditAction::Deny,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.deny(c, id, &comment, &code),
@@ -965,7 +1044,7 @@ impl ManagerService {
     ) -> Result<RequestInfo, PimError> {
         self.limited_call(
             &h,
-            "cancel",
+            AuditAction::Cancel,
             Some(CallKind::Grants),
             Ok(()),
             move |m, c, ()| m.cancel(c, id),
@@ -978,7 +1057,9 @@ impl ManagerService {
             .sender()
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
             .to_owned();
-        let caller = self.read_call(&h, "watch", |_, c| Ok(c.clone())).await?;
+        let caller = self
+            .read_call(&h, AuditAction::Watch, |_, c| Ok(c.clone()))
+            .await?;
         if self.core.add_watcher(sender.clone().into(), caller)? {
             tokio::spawn(forget_when_gone(
                 self.core.clone(),
@@ -999,7 +1080,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<GrantInfo>, PimError> {
-        self.read_call(&h, "admin-grants", |m, c| m.admin_grants(c))
+        self.read_call(&h, AuditAction::AdminGrants, |m, c| m.admin_grants(c))
             .await
     }
 
@@ -1042,7 +1123,7 @@ impl ManagerService {
         let reply = self
             .limited_call(
                 &h,
-                "renew-request",
+                AuditAction::RenewRequest,
                 Some(CallKind::Grants),
                 args,
                 move |m, c, [role, reason]| m.renew(c, &role, until, &reason),
@@ -1057,15 +1138,17 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<RequestDetail, PimError> {
-        self.read_call(&h, "show-request", move |m, c| m.show_request(c, id))
-            .await
+        self.read_call(&h, AuditAction::ShowRequest, move |m, c| {
+            m.show_request(c, id)
+        })
+        .await
     }
 
     async fn my_assignments(
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<AssignmentInfo>, PimError> {
-        self.read_call(&h, "assignments", |m, c| m.my_assignments(c))
+        self.read_call(&h, AuditAction::Assignments, |m, c| m.my_assignments(c))
             .await
     }
 
@@ -1082,7 +1165,7 @@ impl ManagerService {
         let reply = self
             .limited_call(
                 &h,
-                "admin-unassign",
+                AuditAction::AdminUnassign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_unassign(c, &user, &role),
@@ -1109,7 +1192,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "admin-revoke",
+            AuditAction::AdminRevoke,
             Some(CallKind::Admin),
             args,
             move |m, c, [user, role, reason]| m.admin_revoke(c, &user, &role, &reason),
@@ -1125,7 +1208,7 @@ impl ManagerService {
         let args = bounded_copies([("user", user, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "admin-mfa-reset",
+            AuditAction::AdminMfaReset,
             Some(CallKind::Admin),
             args,
             move |m, c, [user]| m.admin_mfa_reset(c, &user),
@@ -1139,7 +1222,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<DecidedRole>, PimError> {
-        self.read_call(&h, "list-roles", |m, c| m.decided_roles(c))
+        self.read_call(&h, AuditAction::ListRoles, |m, c| m.decided_roles(c))
             .await
     }
 
@@ -1165,7 +1248,7 @@ impl ManagerService {
         let reply = self
             .limited_call(
                 &h,
-                "review-start",
+                AuditAction::ReviewStart,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, (role, reviewers)| {
@@ -1182,7 +1265,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<ReviewInfo>, PimError> {
-        self.read_call(&h, "list-reviews", |m, c| m.list_reviews(c))
+        self.read_call(&h, AuditAction::ListReviews, |m, c| m.list_reviews(c))
             .await
     }
 
@@ -1203,7 +1286,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "review-decide",
+            AuditAction::ReviewDecide,
             Some(CallKind::Decisions),
             args,
             move |m, c, [user, decision, comment, code]| {
@@ -1218,8 +1301,10 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<ReviewInfo, PimError> {
-        self.read_call(&h, "review-show", move |m, c| m.admin_review_show(c, id))
-            .await
+        self.read_call(&h, AuditAction::ReviewShow, move |m, c| {
+            m.admin_review_show(c, id)
+        })
+        .await
     }
 
     async fn admin_reinstate(
@@ -1234,7 +1319,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "admin-reinstate",
+            AuditAction::AdminReinstate,
             Some(CallKind::Admin),
             args,
             move |m, c, [user, role]| m.admin_reinstate(c, &user, &role),
@@ -1256,7 +1341,7 @@ impl ManagerService {
             // from copies no longer than it takes to say what is wrong.
             let (user, groups) = bounded_question(user, &groups);
             return self
-                .call(&h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(&h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         let (user, groups) = (
@@ -1406,6 +1491,9 @@ fn bounded_question(user: &str, groups: &[&str]) -> (String, Vec<String>) {
 }
 
 #[cfg(test)]
+mod interface_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
@@ -1442,14 +1530,14 @@ mod tests {
 
     /// A host with role admin (group sudo) that alice is eligible for and has not activated,
     /// its database in a file of its own: a core on it and the access check's readers.
-    struct AccessHost {
+    pub(super) struct AccessHost {
         dir: std::path::PathBuf,
-        core: Arc<Core>,
-        access: Arc<AccessReaders>,
+        pub(super) core: Arc<Core>,
+        pub(super) access: Arc<AccessReaders>,
     }
 
     impl AccessHost {
-        fn new(name: &str) -> AccessHost {
+        pub(super) fn new(name: &str) -> AccessHost {
             let dir = std::env::temp_dir()
                 .join(format!("pim-service-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -1505,11 +1593,11 @@ mod tests {
                 .unwrap();
             let one_by_one = records
                 .iter()
-                .filter(|r| r.action == "access-check" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::AccessCheck && r.actor == "pam")
                 .count();
             let counted = records
                 .iter()
-                .filter(|r| r.action == "refusals-unrecorded" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::RefusalsUnrecorded && r.actor == "pam")
                 .map(|r| {
                     let n = r.detail.split(' ').next().unwrap();
                     n.parse::<u32>().unwrap()
@@ -1684,7 +1772,7 @@ mod tests {
         AuditEntry {
             at: 0,
             actor: "alice".into(),
-            action: "activate".into(),
+            action: AuditAction::Activate,
             user: "alice".into(),
             role: "admin".into(),
             outcome: Outcome::Refused,

@@ -211,9 +211,9 @@ impl Manager {
     ) -> Result<String, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let action = if active {
-            "admin-assign-active"
+            AuditAction::AdminAssignActive
         } else {
-            "admin-assign"
+            AuditAction::AdminAssign
         };
         let audit = Audit::new(&caller.name, action)
             .about(name_or_empty(user), name_or_empty(role))
@@ -375,7 +375,7 @@ impl Manager {
     fn start_active_assignment(&mut self, a: &Assignment) -> Result<(), PimError> {
         let now = self.now();
         let end = a.not_after.unwrap_or(NO_END);
-        let audit = Audit::new(DAEMON, "grant-start")
+        let audit = Audit::new(DAEMON, AuditAction::GrantStart)
             .about(&a.user, &a.role)
             .with_text(&a.reason, "");
         let Some(role) = self.config.role(&a.role).cloned() else {
@@ -445,7 +445,7 @@ impl Manager {
         })?;
         self.apply_grant(&grant)?;
         self.event(
-            "grant-started",
+            EventKind::GrantStarted,
             &a.user,
             &role.name,
             0,
@@ -479,14 +479,22 @@ impl Manager {
                 describe(end, now),
                 a.role
             );
-            let entry = Audit::new(DAEMON, "assignment-notice")
+            let entry = Audit::new(DAEMON, AuditAction::AssignmentNotice)
                 .about(&a.user, &a.role)
                 .entry(now, Outcome::Success, detail.clone());
             self.commit(|tx| {
                 tx.set_assignment_notices(&a.user, &a.role, a.notices_sent | bits)?;
                 Ok(tx.audit(entry)?)
             })?;
-            self.event("assignment-ending", &a.user, &a.role, 0, 0, DAEMON, detail);
+            self.event(
+                EventKind::AssignmentEnding,
+                &a.user,
+                &a.role,
+                0,
+                0,
+                DAEMON,
+                detail,
+            );
         }
         Ok(())
     }
@@ -571,7 +579,7 @@ impl Manager {
         reason: &str,
     ) -> Result<RequestDetail, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit::new(&caller.name, "renew-request")
+        let audit = Audit::new(&caller.name, AuditAction::RenewRequest)
             .about(&caller.name, name_or_empty(role_name))
             .with_text(&reason_text, "");
         let now = self.now();
@@ -659,7 +667,7 @@ impl Manager {
             Ok(id)
         })?;
         self.event(
-            "request-filed",
+            EventKind::RequestFiled,
             &caller.name,
             &role.name,
             id,
@@ -700,7 +708,7 @@ impl Manager {
         let assignment = self
             .store
             .read(|tx| tx.assignment(&request.user, &request.role))?;
-        let audit = Audit::new(approver, "renew-approve")
+        let audit = Audit::new(approver, AuditAction::RenewApprove)
             .about(&request.user, &request.role)
             .with_text(comment, "");
         let Some(assignment) = assignment else {
@@ -764,7 +772,7 @@ impl Manager {
             ))?)
         })?;
         self.event(
-            "request-approved",
+            EventKind::RequestApproved,
             &request.user,
             &request.role,
             id,
@@ -864,7 +872,8 @@ impl Manager {
         match visible {
             Some((r, renewal, approved)) => Ok(self.request_detail(&r, renewal.as_ref(), approved)),
             None => {
-                let audit = Audit::new(&caller.name, "show-request").about(&caller.name, "");
+                let audit =
+                    Audit::new(&caller.name, AuditAction::ShowRequest).about(&caller.name, "");
                 self.refused_about(
                     &audit,
                     &format!("request {id}"),

@@ -26,7 +26,9 @@
 //! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
+//! - `chain`: the audit chain's head (syslog, head file), `pim audit verify`, retention;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `recipients`: whom an event names for `notify_command`;
 //! - `reviews`: access reviews (start, decide, the end applied, recurrence), suspensions of
 //!   standing eligibility and their reinstatement, and the roles a caller decides for;
 //! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
@@ -39,12 +41,17 @@ mod admin;
 mod approvals;
 mod assignments;
 mod audit;
+mod chain;
 mod ends;
 mod grants;
 mod mfa;
 mod owners;
+mod recipients;
 mod reconcile;
 mod reviews;
+
+pub use chain::head_file_of;
+pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
@@ -57,6 +64,7 @@ use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{Store, StoreError, Tx};
+use crate::syslog::Severity;
 use crate::throttle::{CallKind, CallLimiter};
 use pim_common::duration;
 use pim_common::text;
@@ -64,6 +72,7 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
 };
+use pim_common::vocab::{ActivationState, AuditAction, EventKind};
 use pim_common::PimError;
 use pim_config::{Config, Principal, Role};
 use std::sync::Arc;
@@ -88,9 +97,6 @@ pub const MAX_ACCESS_GROUPS: usize = 64;
 /// `notify_command` per window (of [`refusals::WINDOW_SECS`]); the rest are dropped, counted
 /// and summarised in the audit.
 pub const EVENTS_PER_WINDOW: u32 = 20;
-/// The kind of the event that tells watchers and `notify_command` that events like the one
-/// it names are being dropped.
-pub const EVENTS_DROPPED: &str = "events-dropped";
 
 /// How long after its creation a pending enrolment's secret is shown again by `pim mfa enroll`;
 /// after that a new one replaces it.
@@ -122,6 +128,8 @@ impl From<crate::mfa::MfaError> for PimError {
 pub struct Outbox {
     pub audit: Vec<AuditEntry>,
     pub events: Vec<EventInfo>,
+    /// Lines for syslog that are not audit records (the audit chain's head).
+    pub syslog: Vec<(Severity, String)>,
 }
 
 pub struct Manager {
@@ -141,6 +149,8 @@ pub struct Manager {
     /// No round of set-group-ID sweeps since this pimd started: the first one walks again
     /// every done sweep still within its look-again period.
     recheck_at_start: bool,
+    /// The audit chain's head, as published.
+    head: chain::HeadKeeper,
 }
 
 /// What a summary record counts.
@@ -154,7 +164,7 @@ enum Counted {
 #[derive(Clone)]
 struct Audit<'a> {
     actor: &'a str,
-    action: &'a str,
+    action: AuditAction,
     user: &'a str,
     role: &'a str,
     reason: &'a str,
@@ -162,7 +172,7 @@ struct Audit<'a> {
 }
 
 impl<'a> Audit<'a> {
-    fn new(actor: &'a str, action: &'a str) -> Self {
+    fn new(actor: &'a str, action: AuditAction) -> Self {
         Audit {
             actor,
             action,
@@ -191,7 +201,7 @@ impl<'a> Audit<'a> {
         AuditEntry {
             at,
             actor: self.actor.to_string(),
-            action: self.action.to_string(),
+            action: self.action,
             user: self.user.to_string(),
             role: self.role.to_string(),
             outcome,
@@ -226,7 +236,7 @@ fn request_info(r: &Request, approved_by: Vec<String>) -> RequestInfo {
         ticket: r.ticket.clone(),
         created_at: r.created_at,
         expires_at: r.expires_at,
-        state: r.state.as_str().to_string(),
+        state: r.state,
         approvals_required: r.approvals_required,
         approved_by,
     }
@@ -246,10 +256,11 @@ fn check_name(what: &str, name: &str) -> Result<(), PimError> {
 }
 
 /// The refusal of a role `name` the caller may not activate: the same for "no such role" and
-/// "not eligible", so that roles cannot be probed.
+/// "not eligible", so that roles cannot be probed. The client says where to see one's roles
+/// ('pim roles').
 fn not_eligible(name: &str) -> PimError {
     PimError::NotEligible(format!(
-        "you are not eligible for a role named '{}'; run 'pim roles' to see yours",
+        "you are not eligible for a role named '{}'",
         text::escape(name)
     ))
 }
@@ -294,6 +305,7 @@ impl Manager {
             refusals: RefusalLimiter::default(),
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
+            head: chain::HeadKeeper::default(),
         }
     }
 
@@ -324,7 +336,9 @@ impl Manager {
 
     fn commit<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, PimError>) -> Result<T, PimError> {
         let (value, audited) = self.store.write(f)?;
+        let n = audited.len();
         self.outbox.audit.extend(audited);
+        self.count_audited(n);
         Ok(value)
     }
 
@@ -404,7 +418,10 @@ impl Manager {
         } else {
             entry.user.as_str()
         };
-        let previous = match self.refusals.admit(cause, &entry.action, about, entry.at) {
+        let previous = match self
+            .refusals
+            .admit(cause, entry.action.as_str(), about, entry.at)
+        {
             Admission::Count { .. } => return Ok(()),
             Admission::Record { previous } => previous,
         };
@@ -429,11 +446,15 @@ impl Manager {
         let subject = u.cause.subject();
         let (action, what, allowance) = match counted {
             Counted::Refusals => (
-                "refusals-unrecorded",
+                AuditAction::RefusalsUnrecorded,
                 "refusal(s)",
                 refusals::RECORDS_PER_WINDOW,
             ),
-            Counted::Events => ("events-undelivered", "event(s)", EVENTS_PER_WINDOW),
+            Counted::Events => (
+                AuditAction::EventsUndelivered,
+                "event(s)",
+                EVENTS_PER_WINDOW,
+            ),
         };
         u.counts
             .iter()
@@ -507,7 +528,7 @@ impl Manager {
     pub fn admit_call(
         &mut self,
         caller: &Caller,
-        action: &str,
+        action: AuditAction,
         kind: CallKind,
     ) -> Result<(), PimError> {
         let allowance = kind.allowance(self.config.daemon.calls_per_minute);
@@ -529,7 +550,7 @@ impl Manager {
     pub fn refuse_call<T>(
         &mut self,
         caller: &Caller,
-        action: &str,
+        action: AuditAction,
         err: PimError,
     ) -> Result<T, PimError> {
         let audit = Audit::new(&caller.name, action).about(&caller.name, "");
@@ -551,7 +572,7 @@ impl Manager {
     #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,
-        kind: &str,
+        kind: EventKind,
         user: &str,
         role: &str,
         request_id: i64,
@@ -566,16 +587,16 @@ impl Manager {
         if actor != DAEMON {
             let cause = Cause {
                 actor: actor.into(),
-                kind: kind.into(),
+                kind: kind.to_string(),
                 role: role.into(),
                 ..Cause::default()
             };
             let about = if user == actor { "" } else { user };
-            match self.events.admit(&cause, kind, about, self.now()) {
+            match self.events.admit(&cause, kind.as_str(), about, self.now()) {
                 Admission::Count { first: false } => return,
                 Admission::Count { first: true } => {
                     self.outbox.events.push(EventInfo {
-                        kind: EVENTS_DROPPED.into(),
+                        kind: EventKind::EventsDropped,
                         at: self.now(),
                         user: user.into(),
                         role: role.into(),
@@ -604,7 +625,7 @@ impl Manager {
             }
         }
         self.outbox.events.push(EventInfo {
-            kind: kind.into(),
+            kind,
             at: self.now(),
             user: user.into(),
             role: role.into(),
@@ -695,7 +716,11 @@ impl Manager {
             ));
         }
         let detail = format!("{} role(s)", config.roles.len());
-        let entry = Audit::new(DAEMON, "config-reload").entry(self.now(), Outcome::Success, detail);
+        let entry = Audit::new(DAEMON, AuditAction::ConfigReload).entry(
+            self.now(),
+            Outcome::Success,
+            detail,
+        );
         self.commit(|tx| Ok(tx.audit(entry)?))?;
         self.config = Arc::new(config);
         Ok(())
@@ -707,7 +732,7 @@ impl Manager {
         event: &EventInfo,
         detail: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new(DAEMON, "notify-failed").about(&event.user, &event.role);
+        let audit = Audit::new(DAEMON, AuditAction::NotifyFailed).about(&event.user, &event.role);
         let entry = audit.entry(self.now(), Outcome::Error, detail);
         self.commit(|tx| Ok(tx.audit(entry)?))
     }

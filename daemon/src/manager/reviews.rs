@@ -260,7 +260,7 @@ impl Manager {
             Ok((id, written))
         })?;
         self.event(
-            "review-started",
+            EventKind::ReviewStarted,
             "",
             &role.name,
             0,
@@ -281,7 +281,8 @@ impl Manager {
         duration_secs: u64,
         reviewers: &[String],
     ) -> Result<ReviewInfo, PimError> {
-        let audit = Audit::new(&caller.name, "review-start").about("", name_or_empty(role_name));
+        let audit =
+            Audit::new(&caller.name, AuditAction::ReviewStart).about("", name_or_empty(role_name));
         if let Err(e) = check_name("role", role_name) {
             return self.refused(&audit, e);
         }
@@ -382,7 +383,7 @@ impl Manager {
             .map(|r| (name_or_empty(user).to_string(), r.role))
             .unwrap_or_default();
         let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
-        let audit = Audit::new(&caller.name, "review-decide")
+        let audit = Audit::new(&caller.name, AuditAction::ReviewDecide)
             .about(&about, &role)
             .with_text(&comment_text, "");
         self.refused_about(&audit, &format!("review {id}"), err)
@@ -442,7 +443,7 @@ impl Manager {
             )));
         }
         let reviewer = caller.name.as_str();
-        let audit = Audit::new(reviewer, "review-decide")
+        let audit = Audit::new(reviewer, AuditAction::ReviewDecide)
             .about(&item.user, &review.role)
             .with_text(comment, "");
         let replaced = match (&item.decision, &item.decided_by) {
@@ -473,7 +474,7 @@ impl Manager {
     /// `pim admin review show REVIEW`: the auditor's record. Auditors, admins and the role's
     /// owners; anyone else gets the answer a review that does not exist gets.
     pub fn admin_review_show(&mut self, caller: &Caller, id: i64) -> Result<ReviewInfo, PimError> {
-        let audit = Audit::new(&caller.name, "review-show");
+        let audit = Audit::new(&caller.name, AuditAction::ReviewShow);
         let found = self
             .store
             .read(|tx| Ok::<_, StoreError>((tx.review(id)?, tx.review_items(id)?)))?;
@@ -493,7 +494,7 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new(&caller.name, "admin-reinstate")
+        let audit = Audit::new(&caller.name, AuditAction::AdminReinstate)
             .about(name_or_empty(user), name_or_empty(role));
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
             return self.refused(&audit, e);
@@ -546,14 +547,14 @@ impl Manager {
                     format!("removed: {} ({how})", what.join(", "))
                 }
             };
-            let audit = Audit::new(DAEMON, "review-apply")
+            let audit = Audit::new(DAEMON, AuditAction::ReviewApply)
                 .about(&item.user, &review.role)
                 .with_text(&item.comment, "");
             entries.push(audit.entry(now, Outcome::Success, format!("review {id}: {result}")));
             results.push((item.user.clone(), result));
         }
         let kept = items.len() - removed.len();
-        let summary = Audit::new(DAEMON, "review-end")
+        let summary = Audit::new(DAEMON, AuditAction::ReviewEnd)
             .about("", &review.role)
             .entry(
                 now,
@@ -584,7 +585,7 @@ impl Manager {
             Ok(tx.audit(summary)?)
         })?;
         self.event(
-            "review-ended",
+            EventKind::ReviewEnded,
             "",
             &review.role,
             0,
@@ -649,7 +650,7 @@ impl Manager {
             started_by: DAEMON.into(),
             completed_at: None,
         };
-        let audit = Audit::new(DAEMON, "review-start").about("", &role.name);
+        let audit = Audit::new(DAEMON, AuditAction::ReviewStart).about("", &role.name);
         self.start_review(role, review, &audit).map(|_| ())
     }
 

@@ -220,7 +220,7 @@ fn given_caps_then_a_too_long_or_endless_assignment_is_refused_naming_the_cap_an
         .audit_log()
         .into_iter()
         .filter(|r| r.actor == "gina" && r.outcome == "refused")
-        .map(|r| r.action)
+        .map(|r| r.action.as_str().to_string())
         .collect();
     assert_eq!(
         refused,
@@ -516,7 +516,7 @@ fn given_an_active_assignment_deleted_by_another_path_then_reconciliation_ends_i
     let gina = e.who("gina");
     e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
         .unwrap();
-    let entry = Audit::new("test", "review-remove")
+    let entry = Audit::new("test", AuditAction::AdminUnassign)
         .about("alice", "docker")
         .entry(e.now(), Outcome::Success, "removed");
     e.m.commit(|tx| {

@@ -85,7 +85,7 @@ fn given_an_owner_then_they_assign_unassign_and_revoke_their_role_and_are_refuse
         .audit_log()
         .into_iter()
         .filter(|r| r.actor == "gina" && r.outcome == "refused")
-        .map(|r| (r.action, r.user, r.role))
+        .map(|r| (r.action.as_str().to_string(), r.user, r.role))
         .collect();
     let row = |a: &str, u: &str, r: &str| (a.to_string(), u.to_string(), r.to_string());
     assert_eq!(
@@ -173,7 +173,7 @@ fn given_an_owner_then_they_watch_the_events_of_their_role_only() {
     let e = owned();
     let gina = e.who("gina");
     let event = |role: &str| EventInfo {
-        kind: "request-filed".into(),
+        kind: EventKind::RequestFiled,
         user: "dave".into(),
         role: role.into(),
         ..EventInfo::default()

@@ -340,7 +340,12 @@ fn given_a_suspended_standing_entry_then_pam_refuses_and_reinstate_lets_the_user
     let gina = e.who("gina");
     e.m.admin_reinstate(&gina, "alice", "docker").unwrap();
     assert!(e.activate("alice", "docker", 0, "", "", "").is_ok());
-    assert_eq!(e.audited("admin-reinstate").len(), 1);
+    let reinstated = e.audited("admin-reinstate");
+    assert_eq!(
+        reinstated.iter().filter(|r| r.actor == "gina").count(),
+        1,
+        "{reinstated:?}"
+    );
     let again = assert_err!(e.m.admin_reinstate(&gina, "alice", "docker"), NotFound);
     assert!(again.contains("not suspended"), "{again}");
 }
@@ -412,7 +417,8 @@ fn given_an_auditor_then_they_read_the_record_but_start_nothing() {
 
 impl Manager {
     fn suspend_for_test(&mut self, user: &str, role: &str) {
-        let entry = Audit::new("test", "test").entry(self.now(), Outcome::Success, "");
+        let entry =
+            Audit::new("test", AuditAction::ReviewApply).entry(self.now(), Outcome::Success, "");
         self.commit(|tx| {
             tx.suspend(user, role, 0, 0)?;
             Ok(tx.audit(entry)?)
@@ -421,7 +427,8 @@ impl Manager {
     }
 
     fn reinstate_for_test(&mut self, user: &str, role: &str) {
-        let entry = Audit::new("test", "test").entry(self.now(), Outcome::Success, "");
+        let entry =
+            Audit::new("test", AuditAction::AdminReinstate).entry(self.now(), Outcome::Success, "");
         self.commit(|tx| {
             tx.reinstate(user, role)?;
             Ok(tx.audit(entry)?)
