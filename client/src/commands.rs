@@ -636,7 +636,13 @@ async fn mfa_enroll(json: bool) -> Result<Outcome, Failure> {
     emit(
         json,
         || json!({ "uri": uri, "secret": secret }),
-        || output::enroll_text(&uri, &secret),
+        || {
+            output::enroll_text(
+                &uri,
+                &secret,
+                std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            )
+        },
     )?;
     Ok(Outcome::Done)
 }

@@ -602,36 +602,74 @@ pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
     }
 }
 
-pub fn enroll_text(uri: &str, secret: &str) -> String {
-    let mut out = String::new();
-    if let Some(qr) = qr_code(uri) {
-        out.push_str("Scan this QR code with your authenticator app:\n\n");
-        out.push_str(&qr);
-        out.push('\n');
-        out.push_str("or enter the secret by hand: ");
+/// The enrolment text; `colour` draws the QR code in explicit black on white (for a terminal),
+/// otherwise plain (dark modules as ink, for a file or paper). The QR code comes last, so that
+/// on an 80x24 terminal it stays on screen above the next prompt.
+pub fn enroll_text(uri: &str, secret: &str, colour: bool) -> String {
+    let qr = qr_code(uri, colour);
+    let mut out = String::from(if qr.is_some() {
+        "Scan the QR code below with your authenticator app, or enter the secret by hand: "
     } else {
-        out.push_str("Enter this secret in your authenticator app: ");
-    }
+        "Enter this secret in your authenticator app: "
+    });
     out.push_str(&format!(
-        "{}\notpauth URI: {}\n\nThen finish with 'pim mfa confirm CODE', giving the code the app shows.\n",
+        "{}\notpauth URI: {}\nThen finish with 'pim mfa confirm CODE', giving the code the app shows.\n",
         escape(secret),
         escape(uri)
     ));
+    if let Some(qr) = qr {
+        out.push('\n');
+        out.push_str(&qr);
+    }
     out
 }
 
-/// The URI as a QR code in Unicode half blocks (two modules a character row), drawn light on
-/// dark so that it scans from a terminal with a dark background.
-pub fn qr_code(uri: &str) -> Option<String> {
-    use qrcode::render::unicode::Dense1x2;
-    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    let mut text = code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build();
-    text.push('\n');
+/// The most rows the QR code may take, so that it and the prompt after it fit an 80x24 terminal.
+pub const QR_MAX_ROWS: usize = 23;
+
+/// Black foreground on a white background, whatever the terminal's own colours (the way
+/// google-authenticator-libpam draws its code), and the reset after each row.
+const QR_INK_ON_PAPER: &str = "\x1b[30;47m";
+const QR_RESET: &str = "\x1b[0m";
+
+/// The URI as a QR code in Unicode half blocks (two modules a character row), error correction
+/// L (the smallest code) and a quiet zone of two modules (one if two would not fit
+/// [`QR_MAX_ROWS`]). With `colour` every row carries its own colours, so the code reads the same
+/// on light and dark terminals; without, dark modules are drawn as ink (for a light page).
+pub fn qr_code(uri: &str, colour: bool) -> Option<String> {
+    use qrcode::{Color, EcLevel, QrCode};
+    let code = QrCode::with_error_correction_level(uri.as_bytes(), EcLevel::L).ok()?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let rows = |quiet: usize| (width + 2 * quiet).div_ceil(2);
+    let quiet = if rows(2) <= QR_MAX_ROWS { 2 } else { 1 };
+    let side = (width + 2 * quiet) as isize;
+    let dark = |x: isize, y: isize| {
+        let (x, y) = (x - quiet as isize, y - quiet as isize);
+        (0..width as isize).contains(&x)
+            && (0..width as isize).contains(&y)
+            && colors[y as usize * width + x as usize] == Color::Dark
+    };
+    let mut text = String::new();
+    let mut y = 0;
+    while y < side {
+        if colour {
+            text.push_str(QR_INK_ON_PAPER);
+        }
+        for x in 0..side {
+            text.push(match (dark(x, y), y + 1 < side && dark(x, y + 1)) {
+                (true, true) => '█',
+                (true, false) => '▀',
+                (false, true) => '▄',
+                (false, false) => ' ',
+            });
+        }
+        if colour {
+            text.push_str(QR_RESET);
+        }
+        text.push('\n');
+        y += 2;
+    }
     Some(text)
 }
 
@@ -1220,11 +1258,119 @@ mod tests {
     #[test]
     fn given_an_enrolment_then_text_has_qr_secret_uri_and_next_step() {
         let uri = "otpauth://totp/pim:alice@host?secret=JBSWY3DPEHPK3PXP&issuer=pim";
-        let t = enroll_text(uri, "JBSWY3DPEHPK3PXP");
+        let t = enroll_text(uri, "JBSWY3DPEHPK3PXP", false);
         assert!(t.contains('▀') || t.contains('▄') || t.contains('█'), "{t}");
         assert!(t.contains("JBSWY3DPEHPK3PXP"));
         assert!(t.contains(uri));
         assert!(t.contains("pim mfa confirm CODE"));
+    }
+
+    /// Rasterises terminal text the way a terminal shows it: `light_terminal` says whether the
+    /// terminal's own background is light (its foreground then dark); SGR 30 and 47 set black
+    /// ink and a white background, 0 resets to the terminal's own. Each character cell is
+    /// `scale` pixels wide and two modules of `scale` pixels high, on an 80-column screen.
+    fn rasterise(text: &str, light_terminal: bool, scale: usize) -> (usize, usize, Vec<bool>) {
+        let (def_fg_dark, def_bg_dark) = (light_terminal, !light_terminal);
+        let lines: Vec<&str> = text.lines().collect();
+        let (cols, rows) = (80, lines.len() + 4);
+        let (w, h) = (cols * scale, rows * 2 * scale);
+        let mut px = vec![def_bg_dark; w * h];
+        for (row, line) in lines.iter().enumerate() {
+            let (mut fg_dark, mut bg_dark) = (def_fg_dark, def_bg_dark);
+            let mut col = 0;
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    assert_eq!(chars.next(), Some('['));
+                    let mut params = String::new();
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                        params.push(c);
+                    }
+                    for p in params.split(';') {
+                        match p {
+                            "0" | "" => (fg_dark, bg_dark) = (def_fg_dark, def_bg_dark),
+                            "30" => fg_dark = true,
+                            "47" => bg_dark = false,
+                            other => panic!("unexpected SGR {other}"),
+                        }
+                    }
+                    continue;
+                }
+                let (top, bottom) = match c {
+                    '█' => (fg_dark, fg_dark),
+                    '▀' => (fg_dark, bg_dark),
+                    '▄' => (bg_dark, fg_dark),
+                    _ => (bg_dark, bg_dark),
+                };
+                for (half, dark) in [(0, top), (1, bottom)] {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let y = ((row + 2) * 2 + half) * scale + dy;
+                            px[y * w + (col + 2) * scale + dx] = dark;
+                        }
+                    }
+                }
+                col += 1;
+            }
+        }
+        (w, h, px)
+    }
+
+    /// Decodes a bitmap with zbar's `zbarimg` (Debian's zbar-tools, installed by scripts/deps).
+    fn zbar_decode(name: &str, (w, h, px): (usize, usize, Vec<bool>)) -> String {
+        let path = std::env::temp_dir().join(format!("pim-qr-{}-{name}.pbm", std::process::id()));
+        let mut pbm = format!("P1\n{w} {h}\n").into_bytes();
+        for row in px.chunks(w) {
+            for &dark in row {
+                pbm.push(if dark { b'1' } else { b'0' });
+            }
+            pbm.push(b'\n');
+        }
+        std::fs::write(&path, pbm).unwrap();
+        let out = std::process::Command::new("zbarimg")
+            .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
+            .arg(&path)
+            .output()
+            .expect("zbarimg (zbar-tools) is needed for this test: run scripts/deps");
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "zbarimg could not read the {name} rendering: {out:?}"
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    #[test]
+    fn given_an_enrolment_qr_then_it_decodes_on_light_and_dark_terminals_within_24_rows() {
+        // As pimd makes it (daemon/src/mfa.rs), for a host name of 16 characters.
+        let uri = "otpauth://totp/pim:alice%40web01.example.org?\
+                   secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=pim\
+                   &algorithm=SHA1&digits=6&period=30";
+        let qr = qr_code(uri, true).unwrap();
+        assert!(
+            qr.lines().count() <= QR_MAX_ROWS,
+            "{} rows",
+            qr.lines().count()
+        );
+        let shown = enroll_text(uri, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", true);
+        assert!(shown.ends_with(&qr), "the QR code comes last: {shown}");
+        for (name, light) in [("light", true), ("dark", false)] {
+            assert_eq!(
+                zbar_decode(name, rasterise(&qr, light, 4)),
+                uri,
+                "{name} terminal"
+            );
+        }
+        // Without colour (a file, paper): dark modules are ink, which reads on a light page.
+        let plain = qr_code(uri, false).unwrap();
+        assert!(!plain.contains('\x1b'));
+        assert_eq!(zbar_decode("plain", rasterise(&plain, true, 4)), uri);
     }
 
     #[test]
