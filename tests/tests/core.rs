@@ -538,7 +538,10 @@ fn given_a_code_already_used_then_using_it_again_is_refused_and_so_is_a_spent_re
     let replay = activate(&sb, "alice", "web", Some("10m"), Some(&code));
     replay
         .assert_status(1)
-        .assert_stderr_contains("wrong or already used code");
+        .assert_stderr_contains("wrong or already used code")
+        .assert_stderr_contains("the next code appears in ")
+        .assert_stderr_contains("attempts left before your MFA locks");
+    assert_eq!(replay.stderr.matches("clock").count(), 1, "{replay}");
     assert!(!sb.is_member("alice", "www-data"));
 
     // ... or for the same role again after deactivating.
@@ -567,9 +570,11 @@ fn given_a_code_already_used_then_using_it_again_is_refused_and_so_is_a_spent_re
     assert_eq!(left(&sb), recovery.len() as i64 - 1);
     sb.run("alice", &["pim", "deactivate", "web"])
         .assert_success();
-    activate(&sb, "alice", "web", Some("10m"), Some(&recovery[0]))
-        .assert_status(1)
-        .assert_stderr_contains("wrong or already used code");
+    let used = activate(&sb, "alice", "web", Some("10m"), Some(&recovery[0]));
+    used.assert_status(1)
+        .assert_stderr_contains("wrong or already used code")
+        .assert_stderr_contains("not one of your unused recovery codes");
+    assert!(!used.stderr.contains("next code"), "{used}");
     assert!(!sb.is_member("alice", "www-data"));
 
     let records = sb.audit_records("alice", &[]);
@@ -600,7 +605,13 @@ fn given_max_failures_wrong_codes_then_mfa_is_locked_even_for_the_right_code() {
     for attempt in 1..=2 {
         let out = activate(&sb, "alice", "admin", Some("10m"), Some(&wrong));
         out.assert_status(1)
-            .assert_stderr_contains("wrong or already used code");
+            .assert_stderr_contains("wrong or already used code")
+            .assert_stderr_contains(
+                [
+                    "2 attempts left before your MFA locks",
+                    "1 attempt left before your MFA locks",
+                ][attempt - 1],
+            );
         assert!(!out.stderr.contains("locked"), "attempt {attempt}:\n{out}");
     }
     activate(&sb, "alice", "admin", Some("10m"), Some(&wrong))
