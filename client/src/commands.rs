@@ -17,7 +17,7 @@ use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
 use pim_common::types::{EventInfo, GrantInfo, RequestInfo, RoleInfo};
 use pim_common::vocab::{ActivationState, EventKind, RequestState};
-use pim_common::{duration, PimError};
+use pim_common::{duration, limits, PimError};
 use serde_json::{json, Value};
 use std::io::{self, Write};
 use std::time::Duration;
@@ -221,7 +221,26 @@ async fn activate(
         .await?
         .into_iter()
         .find(|r| r.name == a.role);
+    // What the role's data and the caller's enrolment already refuse is said before any
+    // prompt: a duration above the role's maximum, no enrolment for a role that needs a code.
+    if let Some(role) = &role {
+        limits::check_duration(&role.name, duration, role.max_duration_secs)
+            .map_err(PimError::InvalidArgument)?;
+        if role.require_mfa && !proxy.mfa_status().await?.enrolled {
+            return Err(PimError::MfaNotEnrolled("you have no TOTP enrolment".into()).into());
+        }
+    }
     let reason = ask_reason(role.as_ref(), "activating", a.reason.as_deref(), console)?;
+    // A reason too short is refused before the code is asked for.
+    if let Some(role) = &role {
+        limits::check_reason(
+            &role.name,
+            role.require_justification,
+            role.min_justification,
+            &reason,
+        )
+        .map_err(PimError::InvalidArgument)?;
+    }
     let ticket_ask = role
         .as_ref()
         .filter(|r| r.require_ticket)

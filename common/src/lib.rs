@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 #[cfg(any(test, feature = "introspection"))]
 pub mod introspection;
+pub mod limits;
 pub mod mounts;
 pub mod pam_socket;
 pub mod proxy;

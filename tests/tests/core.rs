@@ -2311,3 +2311,43 @@ fn given_pimd_serving_then_a_second_pimd_takes_nothing_and_changes_nothing() {
         .assert_success();
     assert!(sb.is_member("alice", "sudo"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prompt order: what the role's data and the enrolment refuse is said before a code is read
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn given_no_enrolment_a_long_duration_or_a_short_reason_then_refused_before_the_code_is_read() {
+    let sb = host(
+        &config(
+            "",
+            &[role(
+                "admin",
+                "sudo",
+                &["alice", "bob"],
+                "require_mfa = true\nmax_duration = \"2h\"\nrequire_justification = true\n\
+                 min_justification = 20",
+            )],
+        ),
+        &["sudo"],
+        &[("alice", &[]), ("bob", &[])],
+    );
+    sb.enroll_mfa("bob");
+    // `--code -` reads the code from stdin, which is empty: reaching it would fail on that.
+    let ask = |user: &str, extra: &[&str]| {
+        let mut argv = vec!["pim", "activate", "admin", "--code", "-"];
+        argv.extend(extra);
+        sb.run_with_stdin(user, &argv, "")
+    };
+    let long_reason = "rotate the TLS certificates of the web tier";
+    ask("alice", &["-r", long_reason])
+        .assert_status(1)
+        .assert_stderr_contains("you have no TOTP enrolment; run 'pim mfa enroll' first");
+    ask("bob", &["-r", long_reason, "-d", "3h"])
+        .assert_status(1)
+        .assert_stderr_contains("3h is longer than role admin's maximum of 2h");
+    ask("bob", &["-r", "tls"])
+        .assert_status(1)
+        .assert_stderr_contains("requires a reason of at least 20 characters (yours has 3)");
+    assert!(!sb.is_member("bob", "sudo"));
+}
