@@ -173,6 +173,16 @@ pub struct AuditArgs {
     /// Only records about this role
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
+    /// Only records before this time
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    pub until: Option<String>,
+    /// Only records of this action (as `pim --json audit` names them: activate, approve,
+    /// mfa-failure, ...)
+    #[arg(long, value_name = "A")]
+    pub action: Option<String>,
+    /// Only the last N records that match
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     /// Print RFC 4180 CSV with a header row instead of text
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,

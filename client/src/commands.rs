@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
 use pim_common::types::{EventInfo, GrantInfo, RequestInfo, RoleInfo};
-use pim_common::vocab::{ActivationState, EventKind, RequestState};
+use pim_common::vocab::{ActivationState, AuditAction, EventKind, RequestState};
 use pim_common::{duration, limits, PimError};
 use serde_json::{json, Value};
 use std::io::{self, Write};
@@ -808,6 +808,26 @@ async fn watch(json: bool) -> Result<Outcome, Failure> {
 async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
     let clock = Clock::system();
     let since = time_arg("--since", a.since.as_deref(), &clock)?;
+    let until = time_arg("--until", a.until.as_deref(), &clock)?;
+    if json && a.csv {
+        return Err(Failure::Usage(
+            "--csv and --json ask for two formats; give one".into(),
+        ));
+    }
+    let action = match a.action.as_deref() {
+        None => None,
+        Some(name) => Some(name.parse::<AuditAction>().map_err(|_| {
+            Failure::Usage(format!(
+                "--action: unknown action {:?}; one of: {}",
+                escape(name),
+                AuditAction::ALL
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
     if let Some(user) = &a.user {
         check_name("user", user)?;
     }
@@ -822,6 +842,17 @@ async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
             a.role.as_deref().unwrap_or(""),
         )
         .await?;
+    // Whether pimd's reply was cut, judged on the reply (the filters below are the client's).
+    let truncated = output::audit_truncated(&records, a.user.as_deref(), a.role.as_deref());
+    // pimd filters by time from, user and role; the rest is filtered here.
+    let mut records: Vec<_> = records
+        .into_iter()
+        .filter(|r| until == 0 || r.at < until)
+        .filter(|r| action.is_none_or(|a| r.action == a))
+        .collect();
+    if let Some(limit) = a.limit {
+        records.drain(..records.len().saturating_sub(limit));
+    }
     if a.csv {
         write_out(&csv::render(&records))?;
     } else {
@@ -831,8 +862,7 @@ async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
             || output::audit_text(&records, &clock),
         )?;
     }
-    if let Some(note_text) = output::audit_truncated(&records, a.user.as_deref(), a.role.as_deref())
-    {
+    if let Some(note_text) = truncated {
         note(&note_text);
     }
     Ok(Outcome::Done)

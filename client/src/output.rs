@@ -721,10 +721,68 @@ pub fn mfa_status_text(s: &MfaStatusInfo, clock: &Clock) -> String {
     )
 }
 
+/// The widest line of `pim audit`'s table.
+pub const AUDIT_WIDTH: usize = 100;
+/// The widest a name cell (actor, user, role) gets before it is cut with `…`.
+const AUDIT_NAME_WIDTH: usize = 12;
+/// The most lines a record's ticket, reason and detail take below its row (`--json` and
+/// `--csv` give them whole).
+const AUDIT_NOTE_LINES: usize = 4;
+
+/// `text` cut to `width` characters, the last one `…` when cut.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `text` wrapped at spaces into lines of at most `width` characters (a longer word is split),
+/// at most `max_lines` of them, the last ending in `…` when some was left out.
+fn wrap(text: &str, width: usize, max_lines: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = line.chars().count();
+            let room = if used == 0 { width } else { width - used - 1 };
+            if word.len() <= room {
+                if used > 0 {
+                    line.push(' ');
+                }
+                line.extend(&word);
+                break;
+            }
+            if used == 0 {
+                let rest = word.split_off(width);
+                lines.push(word.into_iter().collect());
+                word = rest;
+            } else {
+                lines.push(std::mem::take(&mut line));
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    if lines.len() > max_lines {
+        lines.truncate(max_lines);
+        let last = lines.pop().unwrap_or_default();
+        lines.push(cut(&format!("{last} …"), width));
+    }
+    lines
+}
+
+/// The audit table, within [`AUDIT_WIDTH`] columns: one row a record (times in the zone the
+/// header names, long names cut), its ticket, reason and detail wrapped below it.
 pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
     if records.is_empty() {
         return "No audit records match.\n".to_string();
     }
+    let name = |s: &str| cut(&e(s), AUDIT_NAME_WIDTH);
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|a| {
@@ -734,24 +792,54 @@ pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
                 } else {
                     time::local_second(a.at, &clock.tz)
                 },
-                e(&a.actor),
+                name(&a.actor),
                 a.action.to_string(),
-                e(&a.user),
-                e(&a.role),
+                name(&a.user),
+                name(&a.role),
                 a.outcome.to_string(),
-                e(&a.ticket),
-                e(&a.reason),
-                e(&a.detail),
             ]
         })
         .collect();
-    table(
+    let zone = records
+        .iter()
+        .rev()
+        .find(|a| a.at != 0)
+        .map(|a| time::zone_abbreviation(a.at, &clock.tz))
+        .unwrap_or_else(|| "UTC".to_string());
+    let time_header = format!("TIME ({zone})");
+    let table = table(
         "",
-        &[
-            "TIME", "ACTOR", "ACTION", "USER", "ROLE", "OUTCOME", "TICKET", "REASON", "DETAIL",
-        ],
+        &[&time_header, "ACTOR", "ACTION", "USER", "ROLE", "OUTCOME"],
         &rows,
-    )
+    );
+    let mut lines = table.lines();
+    let mut out = format!("{}\n", lines.next().unwrap_or_default());
+    const INDENT: &str = "    ";
+    for (a, row) in records.iter().zip(lines) {
+        out.push_str(row);
+        out.push('\n');
+        for (label, text) in [
+            ("ticket", &a.ticket),
+            ("reason", &a.reason),
+            ("detail", &a.detail),
+        ] {
+            if text.is_empty() || text == "-" {
+                continue;
+            }
+            let head = format!("{INDENT}{label}: ");
+            let width = AUDIT_WIDTH - head.chars().count();
+            for (i, line) in wrap(&e(text), width, AUDIT_NOTE_LINES).iter().enumerate() {
+                if i == 0 {
+                    out.push_str(&head);
+                } else {
+                    out.extend(std::iter::repeat_n(' ', head.chars().count()));
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// What to tell the reader when pimd sent as many records as it sends in one reply: there
@@ -1401,6 +1489,37 @@ mod tests {
             "{t}"
         );
         assert_eq!(audit_text(&[], &clock()), "No audit records match.\n");
+    }
+
+    #[test]
+    fn given_a_record_with_a_1_kib_reason_then_the_audit_table_fits_100_columns_with_its_zone() {
+        let word = "certificate-rotation ";
+        let a = AuditRecord {
+            id: 1,
+            at: NOW,
+            actor: "a-very-long-actor-name".into(),
+            action: AuditAction::AdminMfaReset,
+            user: "a-very-long-user-name".into(),
+            role: "a-very-long-role-name".into(),
+            outcome: Outcome::Success,
+            ticket: "INC-".repeat(40),
+            reason: word.repeat(1024 / word.len() + 1)[..1024].to_string(),
+            detail: "x".repeat(300),
+        };
+        let t = audit_text(&[a.clone(), a], &clock());
+        for line in t.lines() {
+            assert!(
+                line.chars().count() <= AUDIT_WIDTH,
+                "{} > 100: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(t.starts_with("TIME (UTC)"), "{t}");
+        assert!(
+            t.contains("    reason: certificate-rotation certificate-rotation"),
+            "{t}"
+        );
+        assert!(t.contains('…'), "{t}");
     }
 
     #[test]

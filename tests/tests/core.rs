@@ -2351,3 +2351,40 @@ fn given_no_enrolment_a_long_duration_or_a_short_reason_then_refused_before_the_
         .assert_stderr_contains("requires a reason of at least 20 characters (yours has 3)");
     assert!(!sb.is_member("bob", "sudo"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// pim audit's filters and formats
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn given_audit_filters_then_limit_until_and_action_select_and_bad_ones_are_usage_errors() {
+    let sb = host(
+        &config(
+            "",
+            &[role("docker", "docker", &["alice"], "require_mfa = false")],
+        ),
+        &["docker"],
+        &[("alice", &[])],
+    );
+    for _ in 0..2 {
+        granted(&activate(&sb, "alice", "docker", Some("10m"), None));
+        sb.run("alice", &["pim", "deactivate", "docker"])
+            .assert_success();
+    }
+    let activations = sb.audit_records("root", &["--action", "activate"]);
+    assert_eq!(activations.len(), 2, "{activations:#?}");
+    assert!(activations.iter().all(|r| r["action"] == "activate"));
+    let last = sb.audit_records("root", &["--action", "activate", "--limit", "1"]);
+    assert_eq!(last, activations[1..].to_vec());
+    assert!(sb
+        .audit_records("root", &["--until", "2000-01-01"])
+        .is_empty());
+    sb.run("root", &["pim", "audit", "--action", "bogus"])
+        .assert_status(2)
+        .assert_stderr_contains("--action: unknown action \"bogus\"; one of: ");
+    sb.run("root", &["pim", "--json", "audit", "--csv"])
+        .assert_status(2)
+        .assert_stderr_contains("--csv and --json");
+    let text = sb.run("root", &["pim", "audit", "--limit", "3"]);
+    assert!(text.assert_success().stdout.starts_with("TIME ("), "{text}");
+}
