@@ -158,6 +158,8 @@ pub fn audit_json(a: &AuditRecord) -> Value {
         "reason": opt_str(&a.reason),
         "ticket": opt_str(&a.ticket),
         "detail": opt_str(&a.detail),
+        "prev": opt_str(&a.prev),
+        "hash": opt_str(&a.hash),
     }));
     put_time(&mut m, "at", a.at);
     Value::Object(m)
@@ -1505,6 +1507,7 @@ mod tests {
             ticket: "INC-".repeat(40),
             reason: word.repeat(1024 / word.len() + 1)[..1024].to_string(),
             detail: "x".repeat(300),
+            ..Default::default()
         };
         let t = audit_text(&[a.clone(), a], &clock());
         for line in t.lines() {

@@ -3,6 +3,7 @@
 //! vocabulary of their enumerated values and the duration syntax.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod code_refusal;
 pub mod duration;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod proxy;
 pub mod reload;
 pub mod text;
 pub mod types;
+pub mod vantage;
 pub mod vocab;
 
 pub use error::PimError;

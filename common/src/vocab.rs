@@ -119,7 +119,13 @@ vocabulary! {
         AdminRevoke = "admin-revoke",
         AdminUnassign = "admin-unassign",
         Approve = "approve",
+        /// The audit chain's start after records from before it (`chain.rs`).
+        AuditChainStart = "audit-chain-start",
+        /// Retention's checkpoint: the oldest records removed (`chain.rs`).
+        AuditPruned = "audit-pruned",
         AuditRead = "audit-read",
+        /// `pim audit verify`, and what it found.
+        AuditVerify = "audit-verify",
         Cancel = "cancel",
         ConfigReload = "config-reload",
         Deactivate = "deactivate",

@@ -64,6 +64,8 @@ const JOBS: &[&dyn Job] = &[
     &EndLostEligibility,
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
+    &chain::PruneAudit,
+    &chain::PublishAuditHead,
 ];
 
 /// Does `f` with every one of `items`, even after one failed; the first error is returned.
