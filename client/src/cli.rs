@@ -29,6 +29,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The shells `pim completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Roles you are eligible for, with what each requires
@@ -68,6 +76,11 @@ pub enum Command {
     Admin(AdminCommand),
     /// Check that this host is set up for pim, and say how to fix what is not
     Doctor(DoctorArgs),
+    /// Print a completion script for a shell, e.g. `pim completions bash > /etc/bash_completion.d/pim`
+    Completions {
+        /// The shell: bash, zsh or fish
+        shell: CompletionShell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +143,16 @@ pub enum MfaCommand {
     /// Finish enrolment with a first code; prints one-time recovery codes
     Confirm {
         /// The code your authenticator app shows, or - to read it from stdin
-        code: String,
+        #[arg(required_unless_present = "code_flag")]
+        code: Option<String>,
+        /// The same as CODE, spelt as everywhere else
+        #[arg(
+            long = "code",
+            value_name = "CODE",
+            conflicts_with = "code",
+            allow_hyphen_values = true
+        )]
+        code_flag: Option<String>,
     },
     /// Whether you are enrolled, locked out, and how many recovery codes are left
     Status,
@@ -317,6 +339,29 @@ mod tests {
         };
         assert_eq!(from.as_deref(), Some("-1h"));
         assert_eq!(until.as_deref(), Some("+2h"));
+    }
+
+    #[test]
+    fn given_mfa_confirm_then_the_code_is_positional_or_code_but_not_both() {
+        for argv in [
+            &["mfa", "confirm", "123456"][..],
+            &["mfa", "confirm", "--code", "123456"],
+        ] {
+            let cli = parse(argv).unwrap();
+            let Command::Mfa(MfaCommand::Confirm { code, code_flag }) = cli.command else {
+                panic!("not confirm")
+            };
+            assert_eq!(code.or(code_flag).as_deref(), Some("123456"), "{argv:?}");
+        }
+        assert!(parse(&["mfa", "confirm", "1", "--code", "2"]).is_err());
+    }
+
+    #[test]
+    fn given_completions_then_bash_zsh_and_fish_are_accepted() {
+        for shell in ["bash", "zsh", "fish"] {
+            assert!(parse(&["completions", shell]).is_ok(), "{shell}");
+        }
+        assert!(parse(&["completions", "tcsh"]).is_err());
     }
 
     #[test]

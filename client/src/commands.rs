@@ -53,7 +53,9 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Extend(args) => extend(args, json, console).await,
         Command::Status => status(json).await,
         Command::Mfa(MfaCommand::Enroll) => mfa_enroll(json).await,
-        Command::Mfa(MfaCommand::Confirm { code }) => mfa_confirm(&code, json, console).await,
+        Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
+            mfa_confirm(code.or(code_flag).as_deref(), json, console).await
+        }
         Command::Mfa(MfaCommand::Status) => mfa_status(json).await,
         Command::Requests => requests(json).await,
         Command::Approve(args) => approve(args, json, console).await,
@@ -67,7 +69,26 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Audit(args) => audit(args, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,
         Command::Doctor(args) => crate::doctor::run(args, json).await,
+        Command::Completions { shell } => {
+            write_out(&completions(shell))?;
+            Ok(Outcome::Done)
+        }
     }
+}
+
+/// The completion script of `pim` for `shell`, from its clap definition.
+pub fn completions(shell: crate::cli::CompletionShell) -> String {
+    use crate::cli::CompletionShell;
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "pim", &mut script);
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,11 +692,11 @@ async fn mfa_enroll(json: bool) -> Result<Outcome, Failure> {
 }
 
 async fn mfa_confirm(
-    code: &str,
+    code: Option<&str>,
     json: bool,
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
-    let code = input::code(Some(code), true, &input::current_user(), console)?;
+    let code = input::code(code, true, &input::current_user(), console)?;
     let proxy = connect().await?;
     let codes = proxy.mfa_confirm(&code).await?;
     emit(
@@ -1032,6 +1053,31 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
 mod tests {
     use super::*;
     use crate::time::tests::{utc as clock, NOW};
+
+    #[test]
+    fn given_pim_completions_then_bash_parses_the_script_and_each_shell_names_the_commands() {
+        use crate::cli::CompletionShell;
+        let bash = completions(CompletionShell::Bash);
+        let path = std::env::temp_dir().join(format!("pim-completion-{}.bash", std::process::id()));
+        std::fs::write(&path, &bash).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "bash -n: {out:?}");
+        for shell in [
+            CompletionShell::Bash,
+            CompletionShell::Zsh,
+            CompletionShell::Fish,
+        ] {
+            let script = completions(shell);
+            for word in ["activate", "audit", "doctor", "completions"] {
+                assert!(script.contains(word), "{shell:?} lacks {word}");
+            }
+        }
+    }
 
     #[test]
     fn given_no_duration_then_zero_means_the_roles_default() {
