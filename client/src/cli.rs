@@ -14,8 +14,16 @@ values are null. Every time is given twice: FIELD as an RFC 3339 UTC string
 (\"2026-11-21T14:00:00Z\") and FIELD_unix as seconds since the epoch. Durations are whole
 seconds in fields ending in _secs. Errors go to stderr as 'pim: ...' and nothing to stdout.";
 
-const TIME_HELP: &str = "RFC 3339 (2026-11-21T14:00:00Z), a date (2026-11-21, local midnight), \
-'YYYY-MM-DD HH:MM' (local), @UNIX, now, or relative: -2h, +30m, '2h ago'";
+/// The long help of a time option: its description, then the time syntax.
+macro_rules! time_help {
+    ($what:literal) => {
+        concat!(
+            $what,
+            ".\n\nT is RFC 3339 (2026-11-21T14:00:00Z), a date (2026-11-21, local midnight), \
+             'YYYY-MM-DD HH:MM' (local), @UNIX, now, or relative: -2h, +30m, '2h ago'"
+        )
+    };
+}
 
 /// Just-in-time Unix group membership: activate a role for a while, with MFA and approvals.
 #[derive(Debug, Parser)]
@@ -190,7 +198,7 @@ pub struct AuditArgs {
     #[command(subcommand)]
     pub command: Option<AuditCommand>,
     /// Only records at or after this time
-    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Only records at or after this time"))]
     pub since: Option<String>,
     /// Only records about this user
     #[arg(long, value_name = "USER")]
@@ -199,7 +207,7 @@ pub struct AuditArgs {
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
     /// Only records before this time
-    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Only records before this time"))]
     pub until: Option<String>,
     /// Only records of this action (as `pim --json audit` names them: activate, approve,
     /// mfa-failure, ...)
@@ -208,7 +216,8 @@ pub struct AuditArgs {
     /// Only the last N records that match
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Print RFC 4180 CSV with a header row instead of text
+    /// Print RFC 4180 CSV with a header row instead of text (clap sees --json only after
+    /// `audit`; `pim --json audit --csv` is refused by `pim audit` itself)
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,
 }
@@ -237,27 +246,39 @@ pub enum AdminCommand {
     Grants,
     /// Make a user eligible for a role, optionally for a time window
     Assign {
+        /// The user to make eligible (a login name)
         user: String,
+        /// The role, as pim.toml names it
         role: String,
         /// Eligible from (default: now)
-        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Eligible from (default: now)"))]
         from: Option<String>,
         /// Eligible until (default: no end)
-        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Eligible until (default: no end)"))]
         until: Option<String>,
     },
     /// Remove an assignment made with 'pim admin assign'
-    Unassign { user: String, role: String },
+    Unassign {
+        /// The user whose assignment ends
+        user: String,
+        /// The role of the assignment
+        role: String,
+    },
     /// End someone's grant now
     Revoke {
+        /// The user whose grant ends
         user: String,
+        /// The role of the grant
         role: String,
         /// Why (recorded in the audit log)
         #[arg(short, long)]
         reason: Option<String>,
     },
     /// Drop a user's MFA enrolment (they enrol again with 'pim mfa enroll')
-    MfaReset { user: String },
+    MfaReset {
+        /// The user whose enrolment is dropped
+        user: String,
+    },
 }
 
 #[cfg(test)]
@@ -362,6 +383,44 @@ mod tests {
             assert!(parse(&["completions", shell]).is_ok(), "{shell}");
         }
         assert!(parse(&["completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn given_long_help_then_time_options_keep_their_description_and_admin_arguments_have_one() {
+        let mut cli = Cli::command();
+        cli.build();
+        let help = |cli: &mut clap::Command, path: &[&str]| {
+            let mut cmd = cli.clone();
+            for name in path {
+                cmd = cmd.find_subcommand(name).unwrap().clone();
+            }
+            cmd.render_long_help().to_string()
+        };
+        let audit = help(&mut cli, &["audit"]);
+        assert!(
+            audit.contains("Only records at or after this time."),
+            "{audit}"
+        );
+        assert!(audit.contains("Only records before this time."), "{audit}");
+        let assign = help(&mut cli, &["admin", "assign"]);
+        assert!(assign.contains("Eligible from (default: now)."), "{assign}");
+        assert!(
+            assign.contains("Eligible until (default: no end)."),
+            "{assign}"
+        );
+        for path in [
+            &["admin", "assign"][..],
+            &["admin", "unassign"],
+            &["admin", "revoke"],
+            &["admin", "mfa-reset"],
+        ] {
+            let cmd = path.iter().fold(cli.clone(), |c, name| {
+                c.find_subcommand(name).unwrap().clone()
+            });
+            for arg in cmd.get_positionals() {
+                assert!(arg.get_help().is_some(), "{path:?} {}", arg.get_id());
+            }
+        }
     }
 
     #[test]
