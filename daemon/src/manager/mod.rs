@@ -11,11 +11,16 @@
 //! One `impl Manager` per capability, each file with its tests beside it (`x.rs`, `x/tests.rs`):
 //! - this file: `Manager`, `Caller`, `Outbox`, and what every capability uses: `commit`, the
 //!   `Audit` record builder, refusal records and their summaries under a flood, call admission,
-//!   events, the permission predicates (admin, auditor, approver) and eligibility;
+//!   events, the permission predicates (admin, auditor, approver, `may_govern`: admin or
+//!   owner of the role) and eligibility;
 //! - `activation`: roles, activate (or file a request), extend, deactivate, status; read the
 //!   facts once, decide in pure code, write once;
 //! - `approvals`: requests, approve, deny, cancel, requests expiring;
 //! - `mfa`: enrolment, MFA status, code verification (`with_mfa`);
+//! - `owners`: `may_govern`, the one predicate of governance (root, admins, or an owner of the
+//!   role), and its refusal;
+//! - `assignments`: eligible and active assignments, their caps, the notices before their end,
+//!   renewal, and `pim show` of any request;
 //! - `admin`: the administrators' calls, and the end of grants whose eligibility went;
 //! - `access`: the PAM module's question and the audit of its denials;
 //! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
@@ -32,11 +37,13 @@ mod access;
 mod activation;
 mod admin;
 mod approvals;
+mod assignments;
 mod audit;
 mod chain;
 mod ends;
 mod grants;
 mod mfa;
+mod owners;
 mod recipients;
 mod reconcile;
 
