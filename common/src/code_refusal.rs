@@ -39,19 +39,22 @@ pub struct CodeRefusal {
 const TAG: &str = "code-refused";
 
 impl CodeRefusal {
-    /// The message pimd sends: `code-refused kind=K attempts-left=N next-code-in=S`.
+    /// The message pimd sends: `code-refused kind=K attempts-left=N next-code-in=S -- SENTENCE`,
+    /// the data for the client, the sentence for any other reader (busctl).
     pub fn to_message(&self) -> String {
         format!(
-            "{TAG} kind={} attempts-left={} next-code-in={}",
+            "{TAG} kind={} attempts-left={} next-code-in={} -- {}",
             self.kind.as_str(),
             self.attempts_left,
-            self.next_code_in
+            self.next_code_in,
+            self.sentence()
         )
     }
 
     /// The refusal a message carries, `None` for any other message (an older pimd's sentence).
     pub fn from_message(message: &str) -> Option<Self> {
-        let mut words = message.split_whitespace();
+        let data = message.split(" -- ").next().unwrap_or_default();
+        let mut words = data.split_whitespace();
         if words.next() != Some(TAG) {
             return None;
         }
