@@ -3,7 +3,7 @@
 //! runs without the manager's lock (startup.rs), between `*_due` and `record_*`.
 
 use super::{Audit, Caller, Manager, DAEMON};
-use crate::ending::{self, Step, Target};
+use crate::ending::{self, Failed, Step, Target};
 use crate::store::{AuditEntry, Ending, Outcome, StoreError, Tx};
 use pim_common::types::GrantEnd;
 use pim_common::PimError;
@@ -28,19 +28,35 @@ pub struct EndJob {
 
 impl EndJob {
     /// Runs the step for every uid and gid of the user and group (ending.rs).
-    pub fn run(&self, table: &dyn crate::processes::ProcessTable) -> std::io::Result<Step> {
+    /// A failure part way returns what was done before it, with the error.
+    pub fn run(&self, table: &dyn crate::processes::ProcessTable) -> Result<Step, Failed> {
         let mut all = Step {
             signalled: Vec::new(),
             left: 0,
         };
-        for &target in &self.targets {
+        for target in &self.targets {
+            // Processes under the user's subordinate uids (rootless containers) are theirs.
+            let mut target = target.clone();
+            target.subuids = table
+                .subuids(&self.user, target.uid)
+                .map_err(Failed::from)?;
             let step = if self.kill {
-                ending::kill(table, target)?
+                ending::kill(table, target)
             } else {
-                ending::terminate(table, target)?
+                ending::terminate(table, target)
             };
-            all.signalled.extend(step.signalled);
-            all.left += step.left;
+            match step {
+                Ok(step) => {
+                    all.signalled.extend(step.signalled);
+                    all.left += step.left;
+                }
+                Err(mut failed) => {
+                    all.signalled.append(&mut failed.step.signalled);
+                    all.left += failed.step.left.max(1);
+                    failed.step = all;
+                    return Err(failed);
+                }
+            }
         }
         Ok(all)
     }
@@ -62,8 +78,8 @@ impl WarnJob {
     /// Writes the line on the user's terminals; how many took it.
     pub fn run(&self, table: &dyn crate::processes::ProcessTable) -> std::io::Result<usize> {
         let mut written = 0;
-        for &target in &self.targets {
-            written += ending::warn(table, target, &self.line)?;
+        for target in &self.targets {
+            written += ending::warn(table, target.clone(), &self.line)?;
         }
         Ok(written)
     }
@@ -81,11 +97,13 @@ impl Manager {
     }
 
     /// The uids and gids an ending or a warning is about: those recorded when PIM added the
-    /// membership, whatever became of the names since.
+    /// membership, less a uid that now names another user (renumbered: its processes are
+    /// someone else's).
     fn targets(&mut self, user: &str, group: &str) -> Result<Vec<Target>, PimError> {
         let ids = self.store.read(|tx| tx.setgid_ids(user, group))?;
         Ok(ids
             .into_iter()
+            .filter(|&(uid, _)| self.accounts.user_name(uid).is_none_or(|name| name == user))
             .filter_map(|(uid, gid)| Target::new(uid, gid))
             .collect())
     }
@@ -181,18 +199,31 @@ impl Manager {
     /// nothing: the step runs again.
     pub fn record_endings(
         &mut self,
-        results: Vec<(EndJob, std::io::Result<Step>)>,
+        results: Vec<(EndJob, Result<Step, Failed>)>,
     ) -> Result<(), PimError> {
         let now = self.now();
         let mut first_error = None;
         for (job, result) in results {
             let step = match result {
                 Ok(step) => step,
-                Err(e) => {
-                    first_error.get_or_insert(PimError::Internal(format!(
-                        "cannot end the processes of {} carrying group {}: {e}; pimd tries again",
-                        job.user, job.group
-                    )));
+                Err(failed) => {
+                    // Recorded as an error, with what was signalled before it; the ending
+                    // stays as it was and the step runs again.
+                    let message = format!(
+                        "cannot end the processes of {} carrying group {}: {}; pimd tries again",
+                        job.user, job.group, failed.error
+                    );
+                    let detail = format!(
+                        "grant {}: {message}; signalled before: {}",
+                        job.grant_id,
+                        ending::describe(&failed.step.signalled, LISTED_PROCESSES)
+                    );
+                    let audit = Audit::new(DAEMON, "processes-end").about(&job.user, &job.role);
+                    let entry = audit.entry(now, Outcome::Error, detail);
+                    if let Err(e) = self.commit(|tx| Ok(tx.audit(entry)?)) {
+                        first_error.get_or_insert(e);
+                    }
+                    first_error.get_or_insert(PimError::Internal(message));
                     continue;
                 }
             };
@@ -344,9 +375,19 @@ impl Manager {
                 .collect();
             let audit = Audit::new(DAEMON, "end-warning").about(&job.user, &job.role);
             let entry = audit.entry(now, outcome, detail);
+            // A warning that could not go is not marked sent: it is tried again.
+            let sent = outcome == Outcome::Success;
+            if !sent {
+                first_error.get_or_insert(PimError::Internal(format!(
+                    "the warning of grant {} could not be written; pimd tries again",
+                    job.grant_id
+                )));
+            }
             let result = self.commit_and_tell("grant-ending", job.grant_id, entry, |tx| {
-                for &lead in leads.iter().chain([&job.lead_secs]) {
-                    tx.record_warning(job.grant_id, job.ends_at, lead, now)?;
+                if sent {
+                    for &lead in leads.iter().chain([&job.lead_secs]) {
+                        tx.record_warning(job.grant_id, job.ends_at, lead, now)?;
+                    }
                 }
                 Ok(())
             });
@@ -355,6 +396,16 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Audits (as an error) that pimd cannot see every process (processes.rs, hidepid).
+    pub fn audit_proc_problem(&mut self, problem: &str) -> Result<(), PimError> {
+        let entry = Audit::new(DAEMON, "processes-end").entry(
+            self.now(),
+            Outcome::Error,
+            format!("at start: {problem}"),
+        );
+        self.commit(|tx| Ok(tx.audit(entry)?))
     }
 
     /// When endings or warnings next have work: the next SIGKILL step, or the next lead
@@ -387,7 +438,7 @@ impl Manager {
             let targets = self.targets(&g.user, &g.group)?;
             let counted: std::io::Result<Vec<usize>> = targets
                 .iter()
-                .map(|&t| ending::count(&*self.processes, t))
+                .map(|t| ending::count(&*self.processes, t.clone()))
                 .collect();
             ends.push(GrantEnd {
                 grant_id: g.id,
