@@ -127,7 +127,25 @@ pub fn count(table: &dyn ProcessTable, target: Target) -> std::io::Result<usize>
 /// Step 1: SIGTERM and SIGCONT to every process of the user that carries the group. When
 /// none is left, the freeze of [`kill`] confirms it (a scan of running processes may miss a
 /// fork-and-exit chain).
+#[cfg(test)]
 pub fn terminate(table: &dyn ProcessTable, target: Target) -> Result<Step, Failed> {
+    terminate_unless(table, target, &|| false)
+}
+
+/// Why a step stops when `abort` says so: a grant of the group started meanwhile.
+fn aborted() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Interrupted,
+        "a grant of the group started while the step ran; what pimd stopped runs again",
+    )
+}
+
+/// [`terminate`], which stops before any signal if `abort()` says so.
+pub fn terminate_unless(
+    table: &dyn ProcessTable,
+    target: Target,
+    abort: &dyn Fn() -> bool,
+) -> Result<Step, Failed> {
     let owner = target.owner();
     let mut signalled = Vec::new();
     let found = carrying(table, &target)?;
@@ -138,6 +156,9 @@ pub fn terminate(table: &dyn ProcessTable, target: Target) -> Result<Step, Faile
         },
         error,
     };
+    if abort() {
+        return Err(aborted().into());
+    }
     for process in found {
         match table.signal(&process, &owner, Some(target.gid), Signal::TERM) {
             Ok(Sent::Delivered) => {
@@ -157,7 +178,7 @@ pub fn terminate(table: &dyn ProcessTable, target: Target) -> Result<Step, Faile
     if left > 0 {
         return Ok(Step { signalled, left });
     }
-    match kill(table, target) {
+    match kill_unless(table, target, abort) {
         Ok(step) => {
             signalled.extend(step.signalled);
             Ok(Step {
@@ -178,11 +199,29 @@ pub fn terminate(table: &dyn ProcessTable, target: Target) -> Result<Step, Faile
 /// subordinate uids too), again until a scan shows all of them stopped; then SIGKILL to those
 /// that carry the group, and SIGCONT to the others pimd stopped (not to those already
 /// stopped before). "None left" is concluded only from such a frozen scan.
+#[cfg(test)]
 pub fn kill(table: &dyn ProcessTable, target: Target) -> Result<Step, Failed> {
+    kill_unless(table, target, &|| false)
+}
+
+/// [`kill`], which stops (continuing what it stopped) between rounds and before any SIGKILL
+/// if `abort()` says so.
+pub fn kill_unless(
+    table: &dyn ProcessTable,
+    target: Target,
+    abort: &dyn Fn() -> bool,
+) -> Result<Step, Failed> {
     let owner = target.owner();
     let mut signalled: Vec<Signalled> = Vec::new();
     let mut stopped_by_pimd: Vec<Process> = Vec::new();
-    let result = freeze_and_kill(table, &target, &owner, &mut signalled, &mut stopped_by_pimd);
+    let result = freeze_and_kill(
+        table,
+        &target,
+        &owner,
+        abort,
+        &mut signalled,
+        &mut stopped_by_pimd,
+    );
     // Whatever happened, what pimd stopped and did not kill runs again.
     let mut resume_error = None;
     for process in &stopped_by_pimd {
@@ -208,12 +247,16 @@ fn freeze_and_kill(
     table: &dyn ProcessTable,
     target: &Target,
     owner: &Owner,
+    abort: &dyn Fn() -> bool,
     signalled: &mut Vec<Signalled>,
     stopped_by_pimd: &mut Vec<Process>,
 ) -> std::io::Result<usize> {
     let same = |a: &Process, b: &Process| a.pid == b.pid && a.start_time == b.start_time;
     let mut left = 1;
     for _ in 0..KILL_ATTEMPTS {
+        if abort() {
+            return Err(aborted());
+        }
         // Which of the user's processes were stopped already (a job the user stopped):
         // those stay stopped.
         let before = table.list()?;
@@ -257,6 +300,9 @@ fn freeze_and_kill(
             for p in mine.iter().filter(|p| !p.stopped) {
                 table.signal(p, owner, None, Signal::STOP)?;
             }
+        }
+        if abort() {
+            return Err(aborted());
         }
         let carriers = carrying_in(&now, target, owner);
         for process in &carriers {
@@ -642,5 +688,23 @@ mod tests {
         assert!(failed.step.left > 0, "never none left on an error");
         assert!(t.alive(100));
         assert!(t.state().stopped.is_empty(), "what pimd stopped runs again");
+    }
+
+    #[test]
+    fn given_a_new_grant_of_the_group_while_the_step_runs_then_nothing_is_killed_and_all_run() {
+        let t = table();
+        t.state().ignore_term.push(100);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        // The grant starts after the step's first look.
+        let abort = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1;
+        let failed = kill_unless(&t, TARGET, &abort).unwrap_err();
+        assert_eq!(failed.error.kind(), std::io::ErrorKind::Interrupted);
+        assert!(t.alive(100) && t.alive(101));
+        assert!(t.state().stopped.is_empty(), "what pimd stopped runs again");
+        assert!(!t
+            .state()
+            .signals
+            .iter()
+            .any(|s| s.1 == Signal::KILL.as_raw()));
     }
 }

@@ -24,6 +24,32 @@ pub struct EndJob {
     pub grace_secs: i64,
     pub targets: Vec<Target>,
     pub kill: bool,
+    /// The grant starts of the user and group when the step was handed out: one more
+    /// meanwhile aborts it (a new live grant may cover the group again).
+    pub starts: GrantStarts,
+    pub starts_seen: u64,
+}
+
+/// How many grants of each (user, group) this pimd started, shared with the steps that run
+/// outside the manager's lock.
+#[derive(Debug, Clone, Default)]
+pub struct GrantStarts(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), u64>>>,
+);
+
+impl GrantStarts {
+    pub fn get(&self, user: &str, group: &str) -> u64 {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(user.to_string(), group.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn bump(&self, user: &str, group: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((user.to_string(), group.to_string()))
+            .or_insert(0) += 1;
+    }
 }
 
 impl EndJob {
@@ -40,10 +66,11 @@ impl EndJob {
             target.subuids = table
                 .subuids(&self.user, target.uid)
                 .map_err(Failed::from)?;
+            let abort = || self.starts.get(&self.user, &self.group) != self.starts_seen;
             let step = if self.kill {
-                ending::kill(table, target)
+                ending::kill_unless(table, target, &abort)
             } else {
-                ending::terminate(table, target)
+                ending::terminate_unless(table, target, &abort)
             };
             match step {
                 Ok(step) => {
@@ -183,12 +210,14 @@ impl Manager {
             }
             jobs.push(EndJob {
                 grant_id: e.grant_id,
-                user: e.user,
                 role: e.role,
-                group: e.group,
                 grace_secs: e.grace_secs,
                 targets,
                 kill: e.term_at.is_some(),
+                starts_seen: self.grant_starts.get(&e.user, &e.group),
+                starts: self.grant_starts.clone(),
+                user: e.user,
+                group: e.group,
             });
         }
         Ok((jobs, first_error))
