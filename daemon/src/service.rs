@@ -4,18 +4,19 @@
 
 use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
-use crate::store::{AuditEntry, Outcome};
+use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantEnd, GrantInfo, MfaStatusInfo,
     RequestInfo, RoleInfo,
 };
+use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -159,7 +160,8 @@ pub struct Core {
     watchers: Mutex<HashMap<OwnedUniqueName, Caller>>,
     /// Wakes the expiry task when deadlines may have moved.
     pub wake: tokio::sync::Notify,
-    connection: OnceLock<Connection>,
+    /// The bus connection of the moment (a new one after the bus came back).
+    connection: Mutex<Option<Connection>>,
     notify_command: Vec<String>,
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
@@ -184,7 +186,7 @@ impl Core {
             syslog: Syslog::new(),
             watchers: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
-            connection: OnceLock::new(),
+            connection: Mutex::new(None),
             notify_command,
             notify_timeout,
             notify_queue: queue,
@@ -299,8 +301,12 @@ impl Core {
         }
     }
 
+    /// The connection events go out on; the bus's next connection replaces the last.
     pub fn set_connection(&self, connection: Connection) {
-        let _ = self.connection.set(connection);
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection);
     }
 
     /// Runs `f` on the manager on a blocking thread (SQLite and gpasswd block), then publishes
@@ -364,7 +370,12 @@ impl Core {
             return;
         }
         self.wake.notify_one();
-        if let Some(connection) = self.connection.get() {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(connection) = connection {
             for (name, event) in &published.deliveries {
                 // Unicast: only this watcher receives it.
                 let _ = connection
@@ -647,19 +658,21 @@ impl ManagerService {
         if self.caller_uid(h).await? != 0 {
             // Refused and audited there; a guess in progress finishes on its own.
             return self
-                .call(h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         answer_root(&self.core, &self.access, guess, user, groups).await
     }
 
-    /// A call that only reads (its refusals aside) and takes no text.
-    async fn call<T: Send + 'static>(
+    /// An access check the manager answers itself (asked by a caller other than root, or with
+    /// arguments too long): no call limit applies; a refusal is audited as `access-check`.
+    async fn access_check_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
-        self.limited_call(header, "", None, Ok(()), |m, c, ()| f(m, c))
+        let action = AuditAction::AccessCheck;
+        self.limited_call(header, action, None, Ok(()), |m, c, ()| f(m, c))
             .await
     }
 
@@ -668,7 +681,7 @@ impl ManagerService {
     async fn read_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
         self.limited_call(header, action, Some(CallKind::Reads), Ok(()), |m, c, ()| {
@@ -685,7 +698,7 @@ impl ManagerService {
     async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         limit: Option<CallKind>,
         args: Result<A, PimError>,
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
@@ -729,7 +742,7 @@ impl ManagerService {
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
-        self.read_call(&h, "list-roles", |m, c| m.list_roles(c))
+        self.read_call(&h, AuditAction::ListRoles, |m, c| m.list_roles(c))
             .await
     }
 
@@ -751,7 +764,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "activate",
+            AuditAction::Activate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, ticket, code]| {
@@ -769,7 +782,7 @@ impl ManagerService {
         let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "deactivate",
+            AuditAction::Deactivate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role]| m.deactivate(c, &role),
@@ -792,7 +805,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "extend",
+            AuditAction::Extend,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, code]| m.extend(c, &role, duration_secs, &reason, &code),
@@ -804,7 +817,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError> {
-        self.read_call(&h, "status", |m, c| {
+        self.read_call(&h, AuditAction::Status, |m, c| {
             let (grants, requests) = m.status(c)?;
             Ok((grants, requests, m.grant_ends(c)?))
         })
@@ -815,9 +828,13 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c, ()| {
-            m.mfa_enroll(c)
-        })
+        self.limited_call(
+            &h,
+            AuditAction::MfaEnroll,
+            Some(CallKind::Mfa),
+            Ok(()),
+            |m, c, ()| m.mfa_enroll(c),
+        )
         .await
     }
 
@@ -829,7 +846,7 @@ impl ManagerService {
         let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
         self.limited_call(
             &h,
-            "mfa-confirm",
+            AuditAction::MfaConfirm,
             Some(CallKind::Mfa),
             args,
             move |m, c, [code]| m.mfa_confirm(c, &code),
@@ -838,7 +855,7 @@ impl ManagerService {
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
-        self.read_call(&h, "mfa-status", |m, c| m.mfa_status(c))
+        self.read_call(&h, AuditAction::MfaStatus, |m, c| m.mfa_status(c))
             .await
     }
 
@@ -855,7 +872,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "audit-read",
+            AuditAction::AuditRead,
             Some(CallKind::Reads),
             args,
             move |m, c, [user, role]| m.audit(c, since, &user, &role),
@@ -867,7 +884,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<RequestInfo>, PimError> {
-        self.read_call(&h, "list-requests", |m, c| m.list_requests(c))
+        self.read_call(&h, AuditAction::ListRequests, |m, c| m.list_requests(c))
             .await
     }
 
@@ -884,7 +901,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "approve",
+            AuditAction::Approve,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.approve(c, id, &comment, &code),
@@ -905,7 +922,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "deny",
+            AuditAction::Deny,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.deny(c, id, &comment, &code),
@@ -920,7 +937,7 @@ impl ManagerService {
     ) -> Result<RequestInfo, PimError> {
         self.limited_call(
             &h,
-            "cancel",
+            AuditAction::Cancel,
             Some(CallKind::Grants),
             Ok(()),
             move |m, c, ()| m.cancel(c, id),
@@ -933,7 +950,9 @@ impl ManagerService {
             .sender()
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
             .to_owned();
-        let caller = self.read_call(&h, "watch", |_, c| Ok(c.clone())).await?;
+        let caller = self
+            .read_call(&h, AuditAction::Watch, |_, c| Ok(c.clone()))
+            .await?;
         if self.core.add_watcher(sender.clone().into(), caller)? {
             tokio::spawn(forget_when_gone(
                 self.core.clone(),
@@ -954,7 +973,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<GrantInfo>, PimError> {
-        self.read_call(&h, "admin-grants", |m, c| m.admin_grants(c))
+        self.read_call(&h, AuditAction::AdminGrants, |m, c| m.admin_grants(c))
             .await
     }
 
@@ -973,7 +992,7 @@ impl ManagerService {
         let warning = self
             .limited_call(
                 &h,
-                "admin-assign",
+                AuditAction::AdminAssign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_assign(c, &user, &role, not_before, not_after),
@@ -998,7 +1017,7 @@ impl ManagerService {
         let reply = self
             .limited_call(
                 &h,
-                "admin-unassign",
+                AuditAction::AdminUnassign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_unassign(c, &user, &role),
@@ -1025,7 +1044,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "admin-revoke",
+            AuditAction::AdminRevoke,
             Some(CallKind::Admin),
             args,
             move |m, c, [user, role, reason]| m.admin_revoke(c, &user, &role, &reason),
@@ -1041,7 +1060,7 @@ impl ManagerService {
         let args = bounded_copies([("user", user, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "admin-mfa-reset",
+            AuditAction::AdminMfaReset,
             Some(CallKind::Admin),
             args,
             move |m, c, [user]| m.admin_mfa_reset(c, &user),
@@ -1064,7 +1083,7 @@ impl ManagerService {
             // from copies no longer than it takes to say what is wrong.
             let (user, groups) = bounded_question(user, &groups);
             return self
-                .call(&h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(&h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         let (user, groups) = (
@@ -1214,11 +1233,14 @@ fn bounded_question(user: &str, groups: &[&str]) -> (String, Vec<String>) {
 }
 
 #[cfg(test)]
+mod interface_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
     use crate::clock::fake::FakeClock;
-    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
 
     struct EmptyDirectory;
 
@@ -1239,7 +1261,7 @@ mod tests {
             .all(|p| p.severity == pim_config::Severity::Warning));
         let manager = Manager::new(
             Arc::new(config.unwrap()),
-            Store::open_in_memory().unwrap(),
+            SqliteStore::open_in_memory().unwrap(),
             Box::new(accounts),
             Box::new(FakeClock::at(0)),
             Box::new(crate::processes::fake::FakeProcesses::default()),
@@ -1250,18 +1272,18 @@ mod tests {
 
     /// A host with role admin (group sudo) that alice is eligible for and has not activated,
     /// its database in a file of its own: a core on it and the access check's readers.
-    struct AccessHost {
+    pub(super) struct AccessHost {
         dir: std::path::PathBuf,
-        core: Arc<Core>,
-        access: Arc<AccessReaders>,
+        pub(super) core: Arc<Core>,
+        pub(super) access: Arc<AccessReaders>,
     }
 
     impl AccessHost {
-        fn new(name: &str) -> AccessHost {
+        pub(super) fn new(name: &str) -> AccessHost {
             let dir = std::env::temp_dir()
                 .join(format!("pim-service-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            // Store::open makes it, root's alone, as pimd's database directory must be.
+            // SqliteStore::open makes it, root's alone, as pimd's database directory must be.
             let path = dir.join("pim.db");
             let accounts = FakeAccounts::default();
             accounts.add_user("root", 0);
@@ -1274,7 +1296,7 @@ mod tests {
             let config = Arc::new(config.unwrap());
             let manager = Manager::new(
                 config.clone(),
-                Store::open(&path).unwrap(),
+                SqliteStore::open(&path).unwrap(),
                 Box::new(accounts.clone()),
                 Box::new(FakeClock::at(1_800_000_000)),
                 Box::new(crate::processes::fake::FakeProcesses::default()),
@@ -1283,7 +1305,7 @@ mod tests {
             let reader = || {
                 AccessReader::new(
                     config.clone(),
-                    Store::open_read_only(&path).unwrap(),
+                    SqliteStore::open_read_only(&path).unwrap(),
                     Box::new(accounts.clone()),
                     Box::new(FakeClock::at(1_800_000_000)),
                 )
@@ -1313,11 +1335,11 @@ mod tests {
                 .unwrap();
             let one_by_one = records
                 .iter()
-                .filter(|r| r.action == "access-check" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::AccessCheck && r.actor == "pam")
                 .count();
             let counted = records
                 .iter()
-                .filter(|r| r.action == "refusals-unrecorded" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::RefusalsUnrecorded && r.actor == "pam")
                 .map(|r| {
                     let n = r.detail.split(' ').next().unwrap();
                     n.parse::<u32>().unwrap()
@@ -1492,7 +1514,7 @@ mod tests {
         AuditEntry {
             at: 0,
             actor: "alice".into(),
-            action: "activate".into(),
+            action: AuditAction::Activate,
             user: "alice".into(),
             role: "admin".into(),
             outcome: Outcome::Refused,

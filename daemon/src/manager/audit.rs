@@ -18,7 +18,7 @@ impl Manager {
         }
         let everything = self.is_auditor(caller);
         if !everything && !user.is_empty() && user != caller.name {
-            let audit = Audit::new(&caller.name, "audit-read").about(user, role);
+            let audit = Audit::new(&caller.name, AuditAction::AuditRead).about(user, role);
             return self.refused(
                 &audit,
                 PimError::PermissionDenied(
