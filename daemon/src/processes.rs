@@ -180,6 +180,9 @@ pub fn parse_subuid(text: &str, user: &str, uid: u32) -> Vec<(u32, u32)> {
 /// The helper's group when the user's primary one cannot be told.
 const NOGROUP: u32 = 65534;
 
+/// How long the freeze helper may take.
+const FREEZE_HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// pimd's hidden argument that makes it the freeze helper ([`freeze_as`]).
 pub const FREEZE_ARG: &str = "--freeze-uid";
 
@@ -548,12 +551,28 @@ impl ProcessTable for SystemProcesses {
             _ if gid != 0 => gid,
             _ => NOGROUP,
         };
-        let status = std::process::Command::new("/proc/self/exe")
+        let mut child = std::process::Command::new("/proc/self/exe")
             .args([FREEZE_ARG, &uid.to_string(), &gid.to_string()])
             .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .status()?;
+            .spawn()?;
+        // Once it is the user, the user may signal it (stop it, say): never wait for it long.
+        let deadline = std::time::Instant::now() + FREEZE_HELPER_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the helper stopping the processes of uid {uid} did not finish"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        };
         if status.success() {
             Ok(())
         } else {
