@@ -3,6 +3,7 @@
 //! vocabulary of their enumerated values and the duration syntax.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod duration;
 pub mod error;
 #[cfg(any(test, feature = "introspection"))]

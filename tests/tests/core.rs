@@ -1315,7 +1315,7 @@ fn given_several_users_activity_then_users_see_their_own_audit_and_auditors_all_
     let lines: Vec<&str> = csv.stdout.split_terminator("\r\n").collect();
     assert_eq!(
         lines.first().copied(),
-        Some("id,at,at_unix,actor,action,user,role,outcome,reason,ticket,detail"),
+        Some("id,at,at_unix,actor,action,user,role,outcome,reason,ticket,detail,prev,hash"),
         "{csv}"
     );
     assert_eq!(lines.len() - 1, all.len() + recent.len(), "{csv}");
