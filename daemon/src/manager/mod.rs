@@ -43,8 +43,8 @@ mod chain;
 mod ends;
 mod grants;
 mod mfa;
-mod recipients;
 mod owners;
+mod recipients;
 mod reconcile;
 
 pub use chain::head_file_of;
