@@ -295,6 +295,8 @@ impl Manager {
             .about(user, &role.name)
             .with_text(&request.reason, &request.ticket);
         let ids = self.ids_for_grant(user, &role.group)?;
+        // Before the grant exists: an ending's step running outside the lock stops.
+        self.grant_starts.bump(user, &role.group);
         let grant = self.commit(|tx| {
             let grant = Self::insert_grant(
                 tx,

@@ -149,6 +149,8 @@ pub struct Manager {
     /// No round of set-group-ID sweeps since this pimd started: the first one walks again
     /// every done sweep still within its look-again period.
     recheck_at_start: bool,
+    /// Grants started, per user and group: a step of an ending that runs meanwhile stops.
+    grant_starts: ends::GrantStarts,
     /// The audit chain's head, as published.
     head: chain::HeadKeeper,
 }
@@ -296,6 +298,7 @@ impl Manager {
         Manager {
             processes,
             recheck_at_start: true,
+            grant_starts: ends::GrantStarts::default(),
             config,
             store: Box::new(store),
             accounts,
