@@ -116,6 +116,11 @@ impl SocketDaemon {
         if let Some(untrusted) = untrusted_directory(&self.socket) {
             return DaemonFailure::Unreachable(format!("{why}, but {untrusted}"));
         }
+        if let Some(hidden) = self.places.hidden_from_here(&self.socket) {
+            return DaemonFailure::Unreachable(format!(
+                "{why}, but {hidden}: pimd may be hidden from here rather than absent"
+            ));
+        }
         match self.places.look().distrust() {
             None => DaemonFailure::Absent(why),
             Some(distrust) => DaemonFailure::Unreachable(format!(
@@ -608,6 +613,40 @@ mod tests {
                 );
             }
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_a_chroot_into_a_bind_mount_of_root_then_a_socket_init_still_sees_is_unreachable() {
+        // mount --rbind / X; chroot X with a /run/pim of its own: / has the host's device,
+        // inode (and here namespaces); only PID 1's root shows that the socket is still there.
+        let (socket, dir) = temp_socket("bind-chroot");
+        let init_root = dir.join("init-root");
+        let through_init = init_root.join(socket.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(through_init.parent().unwrap()).unwrap();
+        let places = VantagePlaces {
+            init_root: init_root.clone(),
+            ..as_init()
+        };
+        let daemon = SocketDaemon::at(&socket, Duration::from_millis(60));
+        let absent = daemon
+            .clone()
+            .with_vantage_places(places.clone())
+            .check_access("alice", &["sudo".to_string()]);
+        // (init_root stands for PID 1's root here, so the root check also objects; what
+        // matters is that only the file seen through it makes "PID 1 sees" the reason.)
+        assert!(
+            matches!(&absent, Err(DaemonFailure::Unreachable(why)) if !why.contains("PID 1 sees")),
+            "{absent:?}"
+        );
+        let _listener = UnixListener::bind(&through_init).unwrap();
+        let result = daemon
+            .with_vantage_places(places)
+            .check_access("alice", &["sudo".to_string()]);
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("PID 1 sees")),
+            "{result:?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
