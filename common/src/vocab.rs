@@ -114,12 +114,24 @@ vocabulary! {
         #[default]
         Activate = "activate",
         AdminAssign = "admin-assign",
+        /// An active assignment given (`pim admin assign --active`).
+        AdminAssignActive = "admin-assign-active",
         AdminGrants = "admin-grants",
         AdminMfaReset = "admin-mfa-reset",
         AdminRevoke = "admin-revoke",
         AdminUnassign = "admin-unassign",
         Approve = "approve",
+        /// The notice 14 days or 1 day before an assignment's end.
+        AssignmentNotice = "assignment-notice",
+        /// The caller's assignments read (`pim status`).
+        Assignments = "assignments",
+        /// The audit chain's start after records from before it (`chain.rs`).
+        AuditChainStart = "audit-chain-start",
+        /// Retention's checkpoint: the oldest records removed (`chain.rs`).
+        AuditPruned = "audit-pruned",
         AuditRead = "audit-read",
+        /// `pim audit verify`, and what it found.
+        AuditVerify = "audit-verify",
         Cancel = "cancel",
         ConfigReload = "config-reload",
         Deactivate = "deactivate",
@@ -150,12 +162,18 @@ vocabulary! {
         ProcessesEnd = "processes-end",
         /// Summary of refusals counted, not recorded one by one.
         RefusalsUnrecorded = "refusals-unrecorded",
+        /// A renewal request approved: the assignment's end moved.
+        RenewApprove = "renew-approve",
+        /// A renewal request filed (`pim renew`).
+        RenewRequest = "renew-request",
         Request = "request",
         RequestExpire = "request-expire",
         /// A request left without effect (its role or eligibility went away).
         RequestVoid = "request-void",
         SetgidClear = "setgid-clear",
         SetgidSweep = "setgid-sweep",
+        /// A request read in full (`pim show`, `pim wait`).
+        ShowRequest = "show-request",
         Status = "status",
         Watch = "watch",
     }
@@ -198,6 +216,8 @@ vocabulary! {
         GrantEnding = "grant-ending",
         /// The processes that still carried an ended grant's group were ended.
         ProcessesEnded = "processes-ended",
+        /// An assignment ends in 14 days or 1 day (`pim renew` asks for more).
+        AssignmentEnding = "assignment-ending",
         /// More events of that kind about that role by that actor are not sent for up to a
         /// minute.
         EventsDropped = "events-dropped",

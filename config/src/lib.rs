@@ -12,6 +12,9 @@
 //! approvers) follow the table in `Checker::role`.
 #![forbid(unsafe_code)]
 
+mod audit;
+pub use audit::AuditConfig;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::ops::{Range, RangeInclusive};
@@ -82,12 +85,13 @@ const DEFAULT_MAX_DURATION_SECS: u64 = 8 * 3600;
 const DEFAULT_DURATION_SECS: u64 = 3600;
 const DEFAULT_MIN_JUSTIFICATION: u32 = 10;
 const DEFAULT_REQUEST_TTL_SECS: u64 = 86400;
+const DEFAULT_MAX_ACTIVE_ASSIGNMENT_SECS: u64 = 30 * 86400;
 const DEFAULT_END_GRACE_SECS: u64 = 10;
 const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
 /// More warnings than this before one end would only be noise.
 const MAX_WARNINGS: usize = 8;
 
-const TOP_KEYS: &[&str] = &["daemon", "mfa", "roles"];
+const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "roles"];
 const DAEMON_KEYS: &[&str] = &[
     "database",
     "admins",
@@ -245,6 +249,15 @@ role_keys! {
     approvals_required => approvals_required: u32 = 1, integer(1..=u32::MAX);
     /// How long a request waits for its approvals before it lapses (at most 7d).
     request_ttl => request_ttl_secs: u64 = DEFAULT_REQUEST_TTL_SECS, duration(&REQUEST_TTL_CAP);
+    /// Who governs the role (users and `%groups`): may assign, unassign, grant, revoke, review
+    /// and decide renewals for this role only, as admins may for every role.
+    owners => owners: Vec<Principal> = Vec::new(), principals();
+    /// The longest eligible assignment, from its start (or from now, when that is later) to
+    /// its end; `None` ("permanent", the default): no cap, and an assignment may have no end.
+    max_eligible_assignment => max_eligible_assignment_secs: Option<u64> = None, duration_or_permanent(&OTHER_CAP);
+    /// The longest active assignment, measured the same way (default 30d); `None` only where
+    /// the file says "permanent".
+    max_active_assignment => max_active_assignment_secs: Option<u64> = Some(DEFAULT_MAX_ACTIVE_ASSIGNMENT_SECS), duration_or_permanent(&OTHER_CAP);
     /// What becomes of the user's processes that carry the group at a grant's end.
     on_end => on_end: OnEnd = OnEnd::Terminate, on_end();
     /// How long those processes have between SIGTERM and SIGKILL (at most 5m).
@@ -270,6 +283,7 @@ impl Role {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub mfa: MfaConfig,
+    pub audit: AuditConfig,
     pub roles: BTreeMap<String, Role>,
 }
 
@@ -731,6 +745,23 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration as [`Self::duration`] reads it, or `"permanent"` (`None`: no cap).
+    fn duration_or_permanent(
+        &mut self,
+        section: &Section<'_, '_>,
+        name: &str,
+        cap: &Cap,
+    ) -> Read<Option<u64>> {
+        if let Some(value) = section.get(name) {
+            if value.get_ref().as_str().map(str::trim) == Some("permanent") {
+                return Ok(Some(Spanned::new(value.span(), None)));
+            }
+        }
+        Ok(self
+            .duration(section, name, cap)?
+            .map(|secs| Spanned::new(secs.span(), Some(secs.into_inner()))))
+    }
+
     /// A list of at most `most` duration strings, each at most `cap`; longest first, each
     /// once.
     fn durations(
@@ -910,9 +941,11 @@ impl Checker<'_> {
         self.check_keys(&top, TOP_KEYS);
         let daemon = self.section(&top, "daemon");
         let mfa = self.section(&top, "mfa");
+        let audit = self.section(&top, "audit");
         Config {
             daemon: self.daemon(&daemon),
             mfa: self.mfa(&mfa),
+            audit: self.audit(&audit),
             roles: self.roles(&top),
         }
     }
@@ -1459,6 +1492,30 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     #[test]
+    fn given_an_audit_section_then_keep_is_read_and_its_mistakes_name_key_and_line() {
+        assert_eq!(clean("[roles.sudo]\n").audit.keep_secs, None);
+        let config = clean("[audit]\nkeep = \"400d\"\n[roles.sudo]\n");
+        assert_eq!(config.audit.keep_secs, Some(400 * 86_400));
+        assert_eq!(
+            errors("[audit]\nkeep = 400\n"),
+            vec![("audit.keep".to_string(), Some(2))]
+        );
+        assert_eq!(
+            errors("[audit]\n\nkeep = \"40000d\"\n"),
+            vec![("audit.keep".to_string(), Some(3))]
+        );
+        assert_eq!(
+            errors("[audit]\nkeep = \"0s\"\n"),
+            vec![("audit.keep".to_string(), Some(2))]
+        );
+        assert_eq!(
+            errors("[audit]\nkept = \"1d\"\n"),
+            vec![("audit.kept".to_string(), Some(2))]
+        );
+        assert_eq!(errors("audit = 1\n"), vec![("audit".to_string(), Some(1))]);
+    }
+
+    #[test]
     fn given_wrong_types_then_each_error_names_key_and_line() {
         let text = "[daemon]\n\
                     database = 5\n\
@@ -1572,6 +1629,29 @@ request_ttl = "24h"              # an undecided request expires after this
         let problem =
             one_error("[roles.sudo]\nmax_duration = \"48h\"\ndefault_duration = \"10h\"\n");
         assert_eq!(problem.key, "roles.sudo.max_duration");
+    }
+
+    #[test]
+    fn given_assignment_caps_then_permanent_durations_and_defaults_are_read() {
+        let config = clean("[roles.a]\ngroup = \"sudo\"\n[roles.b]\ngroup = \"sudo\"\nmax_eligible_assignment = \"180d\"\nmax_active_assignment = \"permanent\"\nowners = [\"bob\", \"%secops\"]\n");
+        let a = config.role("a").unwrap();
+        assert_eq!(a.max_eligible_assignment_secs, None, "no cap by default");
+        assert_eq!(
+            a.max_active_assignment_secs,
+            Some(30 * 86400),
+            "30d by default"
+        );
+        assert!(a.owners.is_empty());
+        let b = config.role("b").unwrap();
+        assert_eq!(b.max_eligible_assignment_secs, Some(180 * 86400));
+        assert_eq!(b.max_active_assignment_secs, None);
+        assert_eq!(b.owners, vec![user("bob"), group("secops")]);
+        let problem = one_error("[roles.a]\ngroup = \"sudo\"\nmax_active_assignment = \"400d\"\n");
+        assert_eq!(problem.key, "roles.a.max_active_assignment");
+        assert!(problem.message.contains("365d"), "{problem}");
+        let problem =
+            one_error("[roles.a]\ngroup = \"sudo\"\nmax_eligible_assignment = \"forever\"\n");
+        assert_eq!(problem.key, "roles.a.max_eligible_assignment");
     }
 
     #[test]

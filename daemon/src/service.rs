@@ -3,13 +3,13 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
-use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
+use crate::manager::{Caller, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
 use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantEnd, GrantInfo, MfaStatusInfo,
-    RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
+    MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -148,7 +148,10 @@ struct DenialAudit {
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
-    events: Vec<EventInfo>,
+    /// Lines that are not audit records (the audit chain's head).
+    syslog: Vec<(Severity, String)>,
+    /// Each event with whom it is for, when there is a `notify_command` to tell.
+    events: Vec<(EventInfo, Vec<Recipient>)>,
     /// Each event paired with each watcher allowed to see it.
     deliveries: Vec<(OwnedUniqueName, EventInfo)>,
 }
@@ -165,7 +168,7 @@ pub struct Core {
     notify_command: Vec<String>,
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
-    notify_queue: Option<mpsc::Sender<EventInfo>>,
+    notify_queue: Option<mpsc::Sender<(EventInfo, Vec<Recipient>)>>,
     in_progress: InProgress,
     denials: DenialAudit,
 }
@@ -207,8 +210,8 @@ impl Core {
         if let Some(mut pending) = pending {
             let worker = core.clone();
             tokio::spawn(async move {
-                while let Some(event) = pending.recv().await {
-                    worker.run_notify_command(event).await;
+                while let Some((event, recipients)) = pending.recv().await {
+                    worker.run_notify_command(event, recipients).await;
                 }
             });
         }
@@ -332,7 +335,11 @@ impl Core {
     /// Takes what the manager left behind and, while its lock is still held, works out which
     /// watcher may see which event: the async thread then never waits for the manager.
     fn drain(&self, manager: &mut Manager) -> Published {
-        let Outbox { audit, events } = manager.take_outbox();
+        let Outbox {
+            audit,
+            events,
+            syslog,
+        } = manager.take_outbox();
         let mut deliveries = Vec::new();
         if !events.is_empty() {
             let watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -344,8 +351,22 @@ impl Core {
                 }
             }
         }
+        // Whom each event is for, while the configuration and accounts are at hand.
+        let notifying = self.notify_queue.is_some();
+        let events = events
+            .into_iter()
+            .map(|event| {
+                let recipients = if notifying {
+                    manager.recipients(&event)
+                } else {
+                    Vec::new()
+                };
+                (event, recipients)
+            })
+            .collect();
         Published {
             audit,
+            syslog,
             events,
             deliveries,
         }
@@ -364,8 +385,16 @@ impl Core {
         }
     }
 
-    async fn publish(self: &Arc<Self>, published: Published) {
+    /// Sends what the manager left for syslog: audit records, then the other lines.
+    fn log_published(&self, published: &Published) {
         self.log_audit(&published.audit);
+        for (severity, line) in &published.syslog {
+            let _ = self.syslog.send(*severity, line);
+        }
+    }
+
+    async fn publish(self: &Arc<Self>, published: Published) {
+        self.log_published(&published);
         if published.events.is_empty() {
             return;
         }
@@ -389,12 +418,12 @@ impl Core {
                     .await;
             }
         }
-        for event in published.events {
+        for notice in published.events {
             if let Some(queue) = &self.notify_queue {
-                if let Err(e) = queue.try_send(event) {
-                    let event = match e {
-                        mpsc::error::TrySendError::Full(ev)
-                        | mpsc::error::TrySendError::Closed(ev) => ev,
+                if let Err(e) = queue.try_send(notice) {
+                    let (event, _) = match e {
+                        mpsc::error::TrySendError::Full(notice)
+                        | mpsc::error::TrySendError::Closed(notice) => notice,
                     };
                     self.audit_notify_failure(
                         event,
@@ -406,10 +435,10 @@ impl Core {
         }
     }
 
-    /// Runs `notify_command` with the event as JSON on stdin, bounded by `notify_timeout`.
-    /// It never affects a decision; a failure is audited.
-    async fn run_notify_command(self: &Arc<Self>, event: EventInfo) {
-        let json = serde_json::to_string(&event).unwrap_or_default();
+    /// Runs `notify_command` with the event as JSON on stdin (see [`notify_json`]), bounded
+    /// by `notify_timeout`. It never affects a decision; a failure is audited.
+    async fn run_notify_command(self: &Arc<Self>, event: EventInfo, recipients: Vec<Recipient>) {
+        let json = notify_json(&event, &recipients);
         let program = &self.notify_command[0];
         let attempt = async {
             let mut child = tokio::process::Command::new(program)
@@ -463,7 +492,7 @@ impl Core {
             }
             let published = core.drain(&mut manager);
             drop(manager);
-            core.log_audit(&published.audit);
+            core.log_published(&published);
         })
         .await;
     }
@@ -494,6 +523,21 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|n, _| n.as_str() != name);
     }
+}
+
+/// What `notify_command` reads on its standard input: one JSON object, the event's fields as
+/// they always were (`kind`, `at`, `user`, `role`, `request_id`, `grant_id`, `actor`,
+/// `detail`) and `recipients`, whom it is for: `[{"name": "bob", "as": ["approver"]}, ...]`
+/// (see `manager/recipients.rs` and `packaging/notify/README.md`).
+fn notify_json(event: &EventInfo, recipients: &[Recipient]) -> String {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "recipients".into(),
+            serde_json::to_value(recipients).unwrap_or_default(),
+        );
+    }
+    value.to_string()
 }
 
 /// One syslog line per audit record, with the user's words escaped.
@@ -739,6 +783,49 @@ impl ManagerService {
     }
 }
 
+impl ManagerService {
+    /// `AdminAssign` and `AdminAssignActive`: `[user, role, reason]` (no reason for an
+    /// eligible one).
+    async fn assign_call(
+        &self,
+        h: &Header<'_>,
+        [user, role, reason]: [&str; 3],
+        not_before: i64,
+        not_after: i64,
+        active: bool,
+    ) -> Result<String, PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+        ]);
+        let action = if active {
+            AuditAction::AdminAssignActive
+        } else {
+            AuditAction::AdminAssign
+        };
+        let warning = self
+            .limited_call(
+                h,
+                action,
+                Some(CallKind::Admin),
+                args,
+                move |m, c, [user, role, reason]| {
+                    if active {
+                        m.admin_assign_active(c, &user, &role, not_before, not_after, &reason)
+                    } else {
+                        m.admin_assign(c, &user, &role, not_before, not_after)
+                    }
+                },
+            )
+            .await?;
+        // The assignment's start, end and notices may be reconciliation's next deadline, and
+        // reconciliation finishes what a warning says did not go through.
+        self.core.wake.notify_one();
+        Ok(warning)
+    }
+}
+
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
@@ -880,6 +967,24 @@ impl ManagerService {
         .await
     }
 
+    /// Walks the audit chain (admins and auditors): see `manager/chain.rs`.
+    async fn verify_audit(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        head: &str,
+    ) -> Result<pim_common::chain::Verification, PimError> {
+        // ID:HASH is at most 20 digits, ':' and 64 hex digits.
+        let args = bounded_copies([("head", head, 128)]);
+        self.limited_call(
+            &h,
+            AuditAction::AuditVerify,
+            Some(CallKind::Reads),
+            args,
+            move |m, c, [head]| m.verify_audit(c, &head),
+        )
+        .await
+    }
+
     async fn list_requests(
         &self,
         #[zbus(header)] h: Header<'_>,
@@ -985,23 +1090,64 @@ impl ManagerService {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
+        self.assign_call(&h, [user, role, ""], not_before, not_after, false)
+            .await
+    }
+
+    async fn admin_assign_active(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+        reason: &str,
+    ) -> Result<String, PimError> {
+        self.assign_call(&h, [user, role, reason], not_before, not_after, true)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: &str,
+        until: i64,
+        reason: &str,
+    ) -> Result<RequestDetail, PimError> {
         let args = bounded_copies([
-            ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
         ]);
-        let warning = self
+        let reply = self
             .limited_call(
                 &h,
-                AuditAction::AdminAssign,
-                Some(CallKind::Admin),
+                AuditAction::RenewRequest,
+                Some(CallKind::Grants),
                 args,
-                move |m, c, [user, role]| m.admin_assign(c, &user, &role, not_before, not_after),
+                move |m, c, [role, reason]| m.renew(c, &role, until, &reason),
             )
             .await?;
-        // The assignment's end may be reconciliation's next deadline, and reconciliation
-        // finishes what a warning says did not go through.
         self.core.wake.notify_one();
-        Ok(warning)
+        Ok(reply)
+    }
+
+    async fn show_request(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+    ) -> Result<RequestDetail, PimError> {
+        self.read_call(&h, AuditAction::ShowRequest, move |m, c| {
+            m.show_request(c, id)
+        })
+        .await
+    }
+
+    async fn my_assignments(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<AssignmentInfo>, PimError> {
+        self.read_call(&h, AuditAction::Assignments, |m, c| m.my_assignments(c))
+            .await
     }
 
     async fn admin_unassign(

@@ -216,7 +216,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    let manager = Manager::new(
+    let head_file = crate::manager::head_file_of(&config.daemon.database);
+    let mut manager = Manager::new(
         config,
         store,
         Box::new(SystemAccounts),
@@ -224,6 +225,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Box::new(SystemProcesses),
         host,
     );
+    manager.set_head_file(head_file);
     let core = Core::new(manager);
 
     // One pimd at a time, decided by a lock of root's in /run/pim rather than by the bus
@@ -236,6 +238,14 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     if let Err(e) = core.with_manager(|m| m.reconcile()).await {
         eprintln!("pimd: reconciliation at start: {}", e.message());
     }
+    // The audit chain's head as this pimd finds it (and a break against the head file, if
+    // one happened while pimd was down).
+    let _ = core
+        .with_manager(|m| {
+            m.publish_head(true);
+            Ok(())
+        })
+        .await;
     // The PAM module's socket answers from here on, whatever becomes of the bus.
     let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;
     pam_socket.publish()?;
@@ -245,6 +255,15 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     );
     notify_ready();
 
+    if let Some(problem) = crate::processes::proc_problem() {
+        eprintln!("pimd: warning: {problem}");
+        let audited = core
+            .with_manager(move |m| m.audit_proc_problem(&problem))
+            .await;
+        if let Err(e) = audited {
+            eprintln!("pimd: cannot audit: {}", e.message());
+        }
+    }
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
     let end_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(expiry_loop(
@@ -285,6 +304,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             e.message()
         );
     }
+    // The last head this pimd wrote, to syslog and the head file (if it moved).
+    let _ = core
+        .with_manager(|m| {
+            m.publish_head(false);
+            Ok(())
+        })
+        .await;
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
 }

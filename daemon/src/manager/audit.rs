@@ -38,11 +38,12 @@ impl Manager {
     }
 
     /// Whether `caller` may see `event` in `pim watch`: their own, those of roles they
-    /// approve, and everything for admins and auditors.
+    /// approve or own, and everything for admins and auditors.
     pub fn may_see(&self, caller: &Caller, event: &EventInfo) -> bool {
         event.user == caller.name
             || self.is_auditor(caller)
             || self.approves(&caller.name, &event.role)
+            || self.owns(&caller.name, &event.role)
     }
 }
 

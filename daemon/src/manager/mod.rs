@@ -11,17 +11,24 @@
 //! One `impl Manager` per capability, each file with its tests beside it (`x.rs`, `x/tests.rs`):
 //! - this file: `Manager`, `Caller`, `Outbox`, and what every capability uses: `commit`, the
 //!   `Audit` record builder, refusal records and their summaries under a flood, call admission,
-//!   events, the permission predicates (admin, auditor, approver) and eligibility;
+//!   events, the permission predicates (admin, auditor, approver, `may_govern`: admin or
+//!   owner of the role) and eligibility;
 //! - `activation`: roles, activate (or file a request), extend, deactivate, status; read the
 //!   facts once, decide in pure code, write once;
 //! - `approvals`: requests, approve, deny, cancel, requests expiring;
 //! - `mfa`: enrolment, MFA status, code verification (`with_mfa`);
+//! - `owners`: `may_govern`, the one predicate of governance (root, admins, or an owner of the
+//!   role), and its refusal;
+//! - `assignments`: eligible and active assignments, their caps, the notices before their end,
+//!   renewal, and `pim show` of any request;
 //! - `admin`: the administrators' calls, and the end of grants whose eligibility went;
 //! - `access`: the PAM module's question and the audit of its denials;
 //! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
+//! - `chain`: the audit chain's head (syslog, head file), `pim audit verify`, retention;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `recipients`: whom an event names for `notify_command`;
 //! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
 //!   and the warnings before it;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
@@ -30,11 +37,18 @@ mod access;
 mod activation;
 mod admin;
 mod approvals;
+mod assignments;
 mod audit;
+mod chain;
 mod ends;
 mod grants;
 mod mfa;
+mod owners;
+mod recipients;
 mod reconcile;
+
+pub use chain::head_file_of;
+pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
@@ -47,6 +61,7 @@ use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{Store, StoreError, Tx};
+use crate::syslog::Severity;
 use crate::throttle::{CallKind, CallLimiter};
 use pim_common::duration;
 use pim_common::text;
@@ -110,6 +125,8 @@ impl From<crate::mfa::MfaError> for PimError {
 pub struct Outbox {
     pub audit: Vec<AuditEntry>,
     pub events: Vec<EventInfo>,
+    /// Lines for syslog that are not audit records (the audit chain's head).
+    pub syslog: Vec<(Severity, String)>,
 }
 
 pub struct Manager {
@@ -129,6 +146,10 @@ pub struct Manager {
     /// No round of set-group-ID sweeps since this pimd started: the first one walks again
     /// every done sweep still within its look-again period.
     recheck_at_start: bool,
+    /// Grants started, per user and group: a step of an ending that runs meanwhile stops.
+    grant_starts: ends::GrantStarts,
+    /// The audit chain's head, as published.
+    head: chain::HeadKeeper,
 }
 
 /// What a summary record counts.
@@ -274,6 +295,7 @@ impl Manager {
         Manager {
             processes,
             recheck_at_start: true,
+            grant_starts: ends::GrantStarts::default(),
             config,
             store: Box::new(store),
             accounts,
@@ -283,6 +305,7 @@ impl Manager {
             refusals: RefusalLimiter::default(),
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
+            head: chain::HeadKeeper::default(),
         }
     }
 
@@ -313,7 +336,9 @@ impl Manager {
 
     fn commit<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, PimError>) -> Result<T, PimError> {
         let (value, audited) = self.store.write(f)?;
+        let n = audited.len();
         self.outbox.audit.extend(audited);
+        self.count_audited(n);
         Ok(value)
     }
 

@@ -64,6 +64,10 @@ const JOBS: &[&dyn Job] = &[
     &EndLostEligibility,
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
+    &chain::PruneAudit,
+    &chain::PublishAuditHead,
+    &super::assignments::StartActiveAssignments,
+    &super::assignments::AssignmentNotices,
 ];
 
 /// Does `f` with every one of `items`, even after one failed; the first error is returned.

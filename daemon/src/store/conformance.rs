@@ -4,7 +4,9 @@
 //! (a new case is a function here and its name in [`suite!`]'s list).
 
 use super::{Store, StoreError};
-use crate::model::{AuditEntry, AuditQuery, NewGrant, Outcome};
+use crate::model::{
+    Assignment, AuditEntry, AuditQuery, NewGrant, Outcome, Renewal, Request, RequestState,
+};
 use pim_common::types::AuditRecord;
 
 /// An audit record of `action` by alice about herself.
@@ -34,6 +36,104 @@ pub fn grant<'a>(user: &'a str, role: &'a str) -> NewGrant<'a> {
         ticket: "",
         request_id: None,
     }
+}
+
+/// The walk of `pim audit verify` over the whole log.
+pub fn verify(store: &mut dyn Store) -> pim_common::chain::Verification {
+    let records = store.read(|tx| tx.audit_chain(0, u32::MAX)).unwrap();
+    let mut verifier = pim_common::chain::Verifier::new(Vec::new());
+    for r in records {
+        verifier.push(r);
+    }
+    verifier.finish()
+}
+
+/// An audit record of `action` at `at`.
+fn entry_at(action: &str, at: i64) -> AuditEntry {
+    AuditEntry {
+        at,
+        ..entry(action)
+    }
+}
+
+pub fn given_audit_records_then_each_is_chained_to_the_one_before(store: &mut dyn Store) {
+    store
+        .write(|tx| {
+            tx.audit(entry("activate"))?;
+            tx.audit(entry("extend"))
+        })
+        .unwrap();
+    store.write(|tx| tx.audit(entry("deactivate"))).unwrap();
+    let records = audit_log(store);
+    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(records[0].prev, pim_common::chain::GENESIS_PREV);
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash);
+    }
+    for r in &records {
+        assert_eq!(r.hash, pim_common::chain::hash(r));
+    }
+    let tip = store.read(|tx| tx.audit_tip()).unwrap().unwrap();
+    assert_eq!((tip.id, tip.hash.as_str()), (3, records[2].hash.as_str()));
+    let v = verify(store);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.checked, 3);
+}
+
+pub fn given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies(
+    store: &mut dyn Store,
+) {
+    for at in [10, 20, 30, 40] {
+        store
+            .write(|tx| tx.audit(entry_at("activate", at)))
+            .unwrap();
+    }
+    let (pruned, audited) = store
+        .write(|tx| tx.prune_audit(25, 50, "older than 1d"))
+        .unwrap();
+    assert_eq!(pruned, Some(super::Pruned { first: 1, last: 2 }));
+    assert_eq!(
+        audited.len(),
+        1,
+        "the checkpoint is the removal's audit record"
+    );
+    let records = audit_log(store);
+    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(records[2].action, pim_common::chain::CHECKPOINT_ACTION);
+    assert!(records[2]
+        .detail
+        .starts_with("records 1 to 2 removed (older than 1d)"));
+    let v = verify(store);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!((v.pruned_through, v.checked), (2, 3));
+    // Nothing older left: nothing removed, nothing written.
+    let (again, audited) = store.write(|tx| tx.prune_audit(25, 60, "x")).unwrap();
+    assert_eq!((again, audited.len()), (None, 0));
+    // A second round, past the first checkpoint: still verifies.
+    store
+        .write(|tx| tx.prune_audit(55, 70, "older than 1d"))
+        .unwrap();
+    let v = verify(store);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.pruned_through, 5);
+    assert_eq!(audit_log(store).len(), 1);
+}
+
+pub fn given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there(
+    store: &mut dyn Store,
+) {
+    // The clock went back between 2 and 3: 3 is older than the cut, but 2 is not.
+    for at in [10, 40, 15] {
+        store
+            .write(|tx| tx.audit(entry_at("activate", at)))
+            .unwrap();
+    }
+    let (pruned, _) = store.write(|tx| tx.prune_audit(25, 50, "x")).unwrap();
+    assert_eq!(pruned, Some(super::Pruned { first: 1, last: 1 }));
+    assert_eq!(
+        audit_log(store).iter().map(|r| r.id).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
 }
 
 /// The whole audit log, oldest first.
@@ -214,6 +314,92 @@ pub fn given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_somethin
     assert!(store.read(|tx| tx.mfa("alice")).unwrap().is_some());
 }
 
+pub fn given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip(
+    store: &mut dyn Store,
+) {
+    let a = Assignment {
+        user: "alice".into(),
+        role: "admin".into(),
+        not_before: Some(100),
+        not_after: Some(200),
+        active: true,
+        reason: "on call".into(),
+        grant_id: None,
+        notices_sent: 0,
+    };
+    let (id, _) = store
+        .write(|tx| {
+            tx.put_assignment(&a, "carol", 50)?;
+            let id = tx.insert_grant(&grant("alice", "admin"))?;
+            tx.mark_grant_by_assignment(id)?;
+            tx.set_assignment_grant("alice", "admin", id)?;
+            tx.set_assignment_notices("alice", "admin", 3)?;
+            tx.audit(entry("admin-assign-active"))?;
+            Ok::<_, StoreError>(id)
+        })
+        .unwrap();
+    let read = store
+        .read(|tx| tx.assignment("alice", "admin"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read,
+        Assignment {
+            grant_id: Some(id),
+            notices_sent: 3,
+            ..a
+        }
+    );
+    assert_eq!(store.read(|tx| tx.assignments()).unwrap(), vec![read]);
+    assert!(store.read(|tx| tx.grant_by_assignment(id)).unwrap());
+    assert!(!store.read(|tx| tx.grant_by_assignment(id + 1)).unwrap());
+}
+
+pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation(
+    store: &mut dyn Store,
+) {
+    let request = Request {
+        id: 0,
+        user: "alice".into(),
+        role: "admin".into(),
+        group: "sudo".into(),
+        duration_secs: 3600,
+        reason: "r".into(),
+        ticket: String::new(),
+        created_at: 100,
+        expires_at: 200,
+        approvals_required: 1,
+        state: RequestState::Pending,
+    };
+    let ((activation, renewal), _) = store
+        .write(|tx| {
+            let activation = tx.insert_request(&request)?;
+            let renewal = tx.insert_renewal(&request, Some(5000))?;
+            tx.audit(entry("renew-request"))?;
+            Ok::<_, StoreError>((activation, renewal))
+        })
+        .unwrap();
+    store
+        .read(|tx| {
+            assert_eq!(
+                tx.pending_request("alice", "admin")?.unwrap().id,
+                activation
+            );
+            assert_eq!(tx.pending_renewal("alice", "admin")?.unwrap().id, renewal);
+            assert_eq!(tx.renewal(renewal)?, Some(Renewal { until: Some(5000) }));
+            assert_eq!(tx.renewal(activation)?, None);
+            assert_eq!(tx.pending_requests()?.len(), 2);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    // A second open renewal of the same role is refused by the database itself.
+    let second = store.write(|tx| {
+        tx.insert_renewal(&request, None)?;
+        tx.audit(entry("renew-request"))
+    });
+    assert!(second.is_err());
+}
+
 /// One `#[test]` per case of this suite, each on the fresh store `$open` makes.
 macro_rules! suite {
     ($open:expr) => {
@@ -227,6 +413,11 @@ macro_rules! suite {
             given_audit_query_then_filters_apply,
             given_a_change_in_a_read_transaction_then_it_is_refused,
             given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_something,
+            given_audit_records_then_each_is_chained_to_the_one_before,
+            given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies,
+            given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there,
+            given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip,
+            given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {

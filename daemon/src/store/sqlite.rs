@@ -11,7 +11,7 @@
 use super::{Key, ReadStore, Store, StoreError, Transaction};
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Request,
+    Assignment, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Renewal, Request,
     RequestState, SweepRecheck,
 };
 use rusqlite::config::DbConfig;
@@ -180,7 +180,55 @@ CREATE TABLE end_warnings (
     PRIMARY KEY (grant_id, ends_at, lead)
 );
 "#,
+    r#"
+-- The audit chain (pim_common::chain): each record's predecessor's hash and its own, made by
+-- the store's port. Records from before this migration keep NULLs: the chain starts after
+-- them, at a genesis record the port writes.
+ALTER TABLE audit ADD COLUMN prev TEXT;
+ALTER TABLE audit ADD COLUMN hash TEXT;
+"#,
+    r#"
+-- Active assignments (issue 13): the user holds the group for the window without activating;
+-- at its start it materialises as a grant (grant_id), so every end path applies to it.
+-- notices_sent: the notices of its end sent (1: 14 days before, 2: 1 day before).
+ALTER TABLE assignments ADD COLUMN active INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE assignments ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE assignments ADD COLUMN grant_id INTEGER;
+ALTER TABLE assignments ADD COLUMN notices_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN by_assignment INTEGER NOT NULL DEFAULT 0;
+-- Renewal requests share the requests' ids and life (approve, deny, cancel, expiry); one open
+-- request per user, role and kind.
+ALTER TABLE requests ADD COLUMN kind TEXT NOT NULL DEFAULT 'activation';
+ALTER TABLE requests ADD COLUMN renew_until INTEGER;
+DROP INDEX requests_one_open;
+CREATE UNIQUE INDEX requests_one_open ON requests(user, role, kind) WHERE state = 'pending';
+"#,
 ];
+
+/// The audit table's guard against deletion, which retention lifts for its own removal
+/// alone, in its transaction.
+const AUDIT_NO_DELETE: &str = "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;";
+
+const AUDIT_COLUMNS: &str =
+    "id, at, actor, action, user, role, outcome, reason, ticket, detail, prev, hash";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<pim_common::types::AuditRecord> {
+    Ok(pim_common::types::AuditRecord {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: named(r, 3)?,
+        user: r.get(4)?,
+        role: r.get(5)?,
+        outcome: named(r, 6)?,
+        reason: r.get(7)?,
+        ticket: r.get(8)?,
+        detail: r.get(9)?,
+        prev: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+        hash: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+    })
+}
 
 /// The manager's connection, which writes.
 pub struct SqliteStore {
@@ -555,6 +603,22 @@ fn named<T: std::str::FromStr<Err = pim_common::vocab::UnknownName>>(
     })
 }
 
+const ASSIGNMENT_COLUMNS: &str =
+    "user, role, not_before, not_after, active, reason, grant_id, notices_sent";
+
+fn assignment_from_row(r: &Row<'_>) -> rusqlite::Result<Assignment> {
+    Ok(Assignment {
+        user: r.get(0)?,
+        role: r.get(1)?,
+        not_before: r.get(2)?,
+        not_after: r.get(3)?,
+        active: r.get(4)?,
+        reason: r.get(5)?,
+        grant_id: r.get(6)?,
+        notices_sent: r.get(7)?,
+    })
+}
+
 const REQUEST_COLUMNS: &str = "id, user, role, grp, duration_secs, reason, ticket, created_at, \
      expires_at, approvals_required, state";
 
@@ -590,54 +654,120 @@ impl SqliteTx<'_> {
 impl Transaction for SqliteTx<'_> {
     // --- audit ---
 
-    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+    fn append_audit(&self, r: &pim_common::types::AuditRecord) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO audit (id, at, actor, action, user, role, outcome, reason, ticket,
+                                    detail, prev, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
-                entry.at,
-                entry.actor,
-                entry.action.as_str(),
-                entry.user,
-                entry.role,
-                entry.outcome.as_str(),
-                entry.reason,
-                entry.ticket,
-                entry.detail
+                r.id,
+                r.at,
+                r.actor,
+                r.action.as_str(),
+                r.user,
+                r.role,
+                r.outcome.as_str(),
+                r.reason,
+                r.ticket,
+                r.detail,
+                r.prev,
+                r.hash
             ])?;
         Ok(())
+    }
+
+    fn audit_tip(&self) -> Result<Option<super::AuditTip>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| {
+                Ok(super::AuditTip {
+                    id: r.get(0)?,
+                    hash: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                })
+            })
+            .optional()?)
+    }
+
+    fn audit_prunable(
+        &self,
+        before: i64,
+    ) -> Result<Option<(i64, pim_common::chain::Head)>, StoreError> {
+        let first: Option<i64> = self
+            .tx
+            .query_row("SELECT MIN(id) FROM audit", [], |r| r.get(0))?;
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        // The last record before the first one that is not old enough (or the last of all).
+        let last: Option<(i64, Option<String>)> = self
+            .tx
+            .query_row(
+                "SELECT id, hash FROM audit
+                 WHERE id < COALESCE((SELECT MIN(id) FROM audit WHERE at >= ?1), 9223372036854775807)
+                 ORDER BY id DESC LIMIT 1",
+                [before],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(last.map(|(id, hash)| {
+            (
+                first,
+                pim_common::chain::Head {
+                    id,
+                    hash: hash.unwrap_or_default(),
+                },
+            )
+        }))
+    }
+
+    fn delete_audit_through(&self, last: i64) -> Result<bool, StoreError> {
+        self.tx.execute_batch("DROP TRIGGER audit_no_delete")?;
+        let removed = self
+            .tx
+            .execute("DELETE FROM audit WHERE id <= ?1", [last])?;
+        self.tx.execute_batch(AUDIT_NO_DELETE)?;
+        Ok(removed > 0)
+    }
+
+    fn audit_chain(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<pim_common::types::AuditRecord>, StoreError> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![after, limit], audit_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_record(&self, id: i64) -> Result<Option<pim_common::types::AuditRecord>, StoreError> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id = ?1");
+        Ok(self
+            .tx
+            .prepare_cached(&sql)?
+            .query_row([id], audit_from_row)
+            .optional()?)
     }
 
     fn audit_records(
         &self,
         q: &AuditQuery<'_>,
     ) -> Result<Vec<pim_common::types::AuditRecord>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id, at, actor, action, user, role, outcome, reason, ticket, detail FROM audit
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit
              WHERE at >= ?1
                AND (?2 IS NULL OR user = ?2)
                AND (?3 IS NULL OR role = ?3)
                AND (?4 IS NULL OR user = ?4 OR actor = ?5)
-             ORDER BY id LIMIT ?6",
-        )?;
+             ORDER BY id LIMIT ?6"
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
         let limit = pim_common::types::MAX_AUDIT_RECORDS;
         let params = params![q.since, q.user, q.role, q.involving, q.by, limit];
-        let rows = stmt.query_map(params, |r| {
-            Ok(pim_common::types::AuditRecord {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: named(r, 3)?,
-                user: r.get(4)?,
-                role: r.get(5)?,
-                outcome: named(r, 6)?,
-                reason: r.get(7)?,
-                ticket: r.get(8)?,
-                detail: r.get(9)?,
-            })
-        })?;
+        let rows = stmt.query_map(params, audit_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -966,11 +1096,71 @@ impl Transaction for SqliteTx<'_> {
 
     fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at,
+                 active, reason, grant_id, notices_sent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (user, role) DO UPDATE SET not_before = ?3, not_after = ?4,
-                 assigned_by = ?5, assigned_at = ?6",
-            params![a.user, a.role, a.not_before, a.not_after, by, at],
+                 assigned_by = ?5, assigned_at = ?6, active = ?7, reason = ?8, grant_id = ?9,
+                 notices_sent = ?10",
+            params![
+                a.user,
+                a.role,
+                a.not_before,
+                a.not_after,
+                by,
+                at,
+                a.active,
+                a.reason,
+                a.grant_id,
+                a.notices_sent
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn assignments(&self) -> Result<Vec<Assignment>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments ORDER BY user, role"
+        ))?;
+        let rows = stmt.query_map([], assignment_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn set_assignment_grant(
+        &self,
+        user: &str,
+        role: &str,
+        grant_id: i64,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE assignments SET grant_id = ?3 WHERE user = ?1 AND role = ?2",
+            params![user, role, grant_id],
+        )?;
+        Ok(())
+    }
+
+    fn mark_grant_by_assignment(&self, id: i64) -> Result<(), StoreError> {
+        self.tx
+            .execute("UPDATE grants SET by_assignment = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn grant_by_assignment(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT by_assignment FROM grants WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    fn set_assignment_notices(&self, user: &str, role: &str, sent: u32) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE assignments SET notices_sent = ?3 WHERE user = ?1 AND role = ?2",
+            params![user, role, sent],
         )?;
         Ok(())
     }
@@ -987,17 +1177,11 @@ impl Transaction for SqliteTx<'_> {
         Ok(self
             .tx
             .query_row(
-                "SELECT user, role, not_before, not_after FROM assignments
-                 WHERE user = ?1 AND role = ?2",
+                &format!(
+                    "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ?1 AND role = ?2"
+                ),
                 [user, role],
-                |r| {
-                    Ok(Assignment {
-                        user: r.get(0)?,
-                        role: r.get(1)?,
-                        not_before: r.get(2)?,
-                        not_after: r.get(3)?,
-                    })
-                },
+                assignment_from_row,
             )
             .optional()?)
     }
@@ -1154,10 +1338,50 @@ impl Transaction for SqliteTx<'_> {
     fn pending_request(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
         Ok(self
             .requests_where(
-                "user = ?1 AND role = ?2 AND state = 'pending'",
+                "user = ?1 AND role = ?2 AND state = 'pending' AND kind = 'activation'",
                 [user, role],
             )?
             .pop())
+    }
+
+    fn pending_renewal(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
+        Ok(self
+            .requests_where(
+                "user = ?1 AND role = ?2 AND state = 'pending' AND kind = 'renewal'",
+                [user, role],
+            )?
+            .pop())
+    }
+
+    fn renewal(&self, id: i64) -> Result<Option<Renewal>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT renew_until FROM requests WHERE id = ?1 AND kind = 'renewal'",
+                [id],
+                |r| Ok(Renewal { until: r.get(0)? }),
+            )
+            .optional()?)
+    }
+
+    fn insert_renewal(&self, r: &Request, until: Option<i64>) -> Result<i64, StoreError> {
+        self.tx.execute(
+            "INSERT INTO requests (user, role, grp, duration_secs, reason, ticket, created_at,
+                 expires_at, approvals_required, state, kind, renew_until)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, 'pending', 'renewal', ?9)",
+            params![
+                r.user,
+                r.role,
+                r.group,
+                r.reason,
+                r.ticket,
+                r.created_at,
+                r.expires_at,
+                r.approvals_required as i64,
+                until
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
     }
 
     fn pending_requests(&self) -> Result<Vec<Request>, StoreError> {
@@ -1268,6 +1492,53 @@ mod tests {
             .prepare_cached(&grants_sql(LIVE_GRANTS_OF_USER))
             .unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    #[test]
+    fn given_a_database_with_records_from_before_the_chain_then_a_genesis_starts_it() {
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        // As an older pimd left it: rows without prev and hash.
+        for n in 1..=2 {
+            sqlite
+                .conn
+                .execute(
+                    "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket,
+                                        detail)
+                     VALUES (?1, 'alice', 'activate', 'alice', 'admin', 'success', '', '', '')",
+                    [n],
+                )
+                .unwrap();
+        }
+        let store: &mut dyn Store = &mut sqlite;
+        let (_, audited) = store.write(|tx| tx.audit(entry("extend"))).unwrap();
+        assert_eq!(audited.len(), 2, "the genesis goes to syslog too");
+        let records = store
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap();
+        let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["activate", "activate", "audit-chain-start", "extend"]
+        );
+        assert_eq!(records[2].prev, pim_common::chain::GENESIS_PREV);
+        assert!(
+            records[2].detail.contains("up to 2"),
+            "{}",
+            records[2].detail
+        );
+        let v = crate::store::conformance::verify(store);
+        assert!(v.ok(), "{v:?}");
+        assert_eq!((v.unchained, v.checked, v.genesis), (2, 2, 3));
+    }
+
+    #[test]
+    fn given_pruning_then_the_guard_against_deletion_is_back_after_it() {
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        let store: &mut dyn Store = &mut sqlite;
+        store.write(|tx| tx.audit(entry("activate"))).unwrap();
+        store.write(|tx| tx.prune_audit(1000, 1000, "x")).unwrap();
+        let err = sqlite.conn.execute("DELETE FROM audit", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
     }
 
     #[test]
