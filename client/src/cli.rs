@@ -104,6 +104,61 @@ pub enum Command {
         /// The shell: bash, zsh or fish
         shell: CompletionShell,
     },
+    /// Open access reviews and the items you may decide
+    Reviews,
+    /// Decide one item of an access review: keep or remove a user's access
+    #[command(subcommand)]
+    Review(ReviewCommand),
+}
+
+/// `pim review keep|remove REVIEW USER`.
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Keep the user's access to the review's role
+    Keep(ReviewDecideArgs),
+    /// Remove it at the review's end (an assignment is deleted, a standing entry suspended)
+    Remove(ReviewDecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewDecideArgs {
+    /// The review's id ('pim reviews')
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub review: i64,
+    /// Whose access
+    pub user: String,
+    /// A comment for the record
+    #[arg(short, long)]
+    pub comment: Option<String>,
+    /// The code your authenticator app shows, or - to read it from stdin
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
+}
+
+/// `pim admin review start|show`.
+#[derive(Debug, Subcommand)]
+pub enum AdminReviewCommand {
+    /// Start a one-off access review of a role (admins and the role's owners); prints its id
+    Start {
+        /// The role to review, as pim.toml names it
+        role: String,
+        /// How long reviewers have (default: the role's review_duration)
+        #[arg(long, value_name = "D")]
+        duration: Option<String>,
+        /// Who reviews, comma-separated: self, owners, admins, users, %groups (default: the
+        /// role's reviewers)
+        #[arg(long, value_name = "LIST", value_delimiter = ',')]
+        reviewers: Vec<String>,
+    },
+    /// A review's items, decisions and results (auditors, admins, the role's owners)
+    Show {
+        /// The review's id (printed by 'pim admin review start')
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        review: i64,
+        /// RFC 4180 CSV, one row per item
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -314,6 +369,16 @@ pub enum AdminCommand {
         /// The user whose enrolment is dropped
         user: String,
     },
+    /// Access reviews: start a one-off review, show a review's record
+    #[command(subcommand)]
+    Review(AdminReviewCommand),
+    /// Lift an access review's suspension of a user's standing eligibility for a role
+    Reinstate {
+        /// The user whose standing eligibility was suspended
+        user: String,
+        /// The role of the suspension
+        role: String,
+    },
 }
 
 #[cfg(test)]
@@ -488,6 +553,52 @@ mod tests {
             cli.command,
             Command::Admin(AdminCommand::MfaReset { ref user }) if user == "bob"
         ));
+    }
+
+    #[test]
+    fn given_review_commands_then_their_arguments_are_parsed() {
+        let cli = parse(&["review", "remove", "3", "bob", "-c", "left", "--code", "-"]).unwrap();
+        let Command::Review(ReviewCommand::Remove(a)) = cli.command else {
+            panic!("not review remove")
+        };
+        assert_eq!((a.review, a.user.as_str()), (3, "bob"));
+        assert_eq!(a.comment.as_deref(), Some("left"));
+        let cli = parse(&[
+            "admin",
+            "review",
+            "start",
+            "db",
+            "--duration",
+            "30s",
+            "--reviewers",
+            "carol,%secops,self,owners",
+        ])
+        .unwrap();
+        let Command::Admin(AdminCommand::Review(AdminReviewCommand::Start {
+            role,
+            duration,
+            reviewers,
+        })) = cli.command
+        else {
+            panic!("not admin review start")
+        };
+        assert_eq!(role, "db");
+        assert_eq!(duration.as_deref(), Some("30s"));
+        assert_eq!(reviewers, ["carol", "%secops", "self", "owners"]);
+        assert!(parse(&["admin", "review", "show", "3", "--csv"]).is_ok());
+        assert_eq!(
+            parse(&["admin", "review", "show", "3", "--csv", "--json"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(
+            parse(&["review", "maybe", "3", "bob"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert!(parse(&["admin", "reinstate", "bob", "db"]).is_ok());
     }
 
     #[test]

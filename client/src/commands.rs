@@ -74,6 +74,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Wait { id } => governance::wait(id, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,
         Command::Doctor(args) => crate::doctor::run(args, json).await,
+        Command::Reviews => crate::reviews::reviews(json).await,
+        Command::Review(cmd) => crate::reviews::decide(cmd, json, console).await,
         Command::Completions { shell } => {
             write_out(&completions(shell))?;
             Ok(Outcome::Done)
@@ -104,7 +106,7 @@ pub(crate) async fn connect() -> Result<ManagerProxy<'static>, Failure> {
     Ok(ManagerProxy::new(&conn).await?)
 }
 
-fn write_out(text: &str) -> Result<(), Failure> {
+pub(crate) fn write_out(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -143,11 +145,11 @@ fn warn_unfinished(warning: &str) {
     }
 }
 
-fn check_name(what: &str, value: &str) -> Result<(), Failure> {
+pub(crate) fn check_name(what: &str, value: &str) -> Result<(), Failure> {
     text::check_name(what, value).map_err(Failure::Usage)
 }
 
-fn check_text(what: &str, value: Option<&str>, max: usize) -> Result<(), Failure> {
+pub(crate) fn check_text(what: &str, value: Option<&str>, max: usize) -> Result<(), Failure> {
     match value {
         Some(v) => text::check(what, v, max).map_err(Failure::Usage),
         None => Ok(()),
@@ -200,11 +202,17 @@ fn ticket_prompt(role: &RoleInfo) -> String {
 async fn roles(json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
     let roles = proxy.list_roles().await?;
+    let decides = proxy.decided_roles().await?;
     let clock = Clock::system();
     emit(
         json,
-        || json!({ "roles": roles.iter().map(output::role_json).collect::<Vec<_>>() }),
-        || output::roles_text(&roles, &clock),
+        || {
+            json!({
+                "roles": roles.iter().map(output::role_json).collect::<Vec<_>>(),
+                "decides_for": decides.iter().map(crate::reviews::decided_json).collect::<Vec<_>>(),
+            })
+        },
+        || crate::reviews::roles_with_decisions_text(&roles, &decides, &clock),
     )?;
     Ok(Outcome::Done)
 }
@@ -439,6 +447,8 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
             | EventKind::GrantEnding
             | EventKind::ProcessesEnded
             | EventKind::AssignmentEnding
+            | EventKind::ReviewStarted
+            | EventKind::ReviewEnded
             | EventKind::EventsDropped,
             _,
         ))
@@ -510,6 +520,8 @@ async fn wait_for_decision(
                     | EventKind::GrantEnding
                     | EventKind::ProcessesEnded
                     | EventKind::AssignmentEnding
+                    | EventKind::ReviewStarted
+                    | EventKind::ReviewEnded
                     | EventKind::EventsDropped => false,
                 },
                 Some(_) => false,
@@ -1056,6 +1068,10 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
                     )
                 },
             )?;
+        }
+        AdminCommand::Review(cmd) => return crate::reviews::admin_review(cmd, json).await,
+        AdminCommand::Reinstate { user, role } => {
+            return crate::reviews::reinstate(&user, &role, json).await
         }
         AdminCommand::MfaReset { user } => {
             check_name("user", &user)?;

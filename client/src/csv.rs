@@ -30,7 +30,7 @@ fn quote(cell: &str) -> String {
     }
 }
 
-fn row(cells: &[String]) -> String {
+pub(crate) fn row(cells: &[String]) -> String {
     let mut line = cells.join(",");
     line.push_str("\r\n");
     line

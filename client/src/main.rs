@@ -8,6 +8,7 @@ mod doctor;
 mod error;
 mod input;
 mod output;
+mod reviews;
 mod time;
 mod verify;
 

@@ -188,8 +188,9 @@ pub fn member_name(rust_name: &str) -> String {
 mod tests {
     use super::*;
     use crate::types::{
-        AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
-        MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
+        AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
+        GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo,
+        RoleInfo,
     };
     use zbus::Type;
 
@@ -263,6 +264,9 @@ mod tests {
                     "Verification" => crate::chain::Verification::SIGNATURE.to_string(),
                     "AssignmentInfo" => AssignmentInfo::SIGNATURE.to_string(),
                     "RequestDetail" => RequestDetail::SIGNATURE.to_string(),
+                    "DecidedRole" => DecidedRole::SIGNATURE.to_string(),
+                    "ReviewInfo" => ReviewInfo::SIGNATURE.to_string(),
+                    "ReviewItemInfo" => ReviewItemInfo::SIGNATURE.to_string(),
                     other => panic!("type {other} in the proxy: add it to this test's table"),
                 }
             }

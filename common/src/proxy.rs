@@ -3,8 +3,8 @@
 //! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
-    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
-    MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
+    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -121,6 +121,38 @@ pub trait Manager {
     fn my_assignments(&self) -> Result<Vec<AssignmentInfo>, PimError>;
 
     fn admin_mfa_reset(&self, user: &str) -> Result<(), PimError>;
+
+    /// Roles the caller decides for other than by being eligible: as approver, owner, admin
+    /// or reviewer of an open review.
+    fn decided_roles(&self) -> Result<Vec<DecidedRole>, PimError>;
+
+    /// Starts a one-off access review of `role` lasting `duration_secs` (0: the role's
+    /// `review_duration`) with `reviewers` (empty: the role's); admins and the role's owners.
+    fn admin_review_start(
+        &self,
+        role: &str,
+        duration_secs: u64,
+        reviewers: Vec<String>,
+    ) -> Result<ReviewInfo, PimError>;
+
+    /// Open reviews with the items the caller may decide.
+    fn list_reviews(&self) -> Result<Vec<ReviewInfo>, PimError>;
+
+    /// Decides `user`'s item of review `id`: `decision` is `keep` or `remove`.
+    fn review_decide(
+        &self,
+        id: i64,
+        user: &str,
+        decision: &str,
+        comment: &str,
+        code: &str,
+    ) -> Result<ReviewItemInfo, PimError>;
+
+    /// A review's record in full (auditors, admins, the role's owners).
+    fn admin_review_show(&self, id: i64) -> Result<ReviewInfo, PimError>;
+
+    /// Lifts a review's suspension of `user`'s standing eligibility for `role`.
+    fn admin_reinstate(&self, user: &str, role: &str) -> Result<(), PimError>;
 
     /// Root only (the PAM module): may `user`, who holds the gated `groups`, use them now? Yes
     /// only when each of them is covered by its own live grant or `permanent` listing.

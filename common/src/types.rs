@@ -137,6 +137,9 @@ pub struct EventInfo {
     pub detail: String,
 }
 
+#[path = "types/review.rs"]
+mod review;
+pub use review::{DecidedRole, ReviewInfo, ReviewItemInfo};
 /// The end of a grant that has none: an active assignment without an end (where the role's
 /// `max_active_assignment` is "permanent"). 9999-12-31T23:59:59Z, far from overflow.
 pub const NO_END: i64 = 253_402_300_799;

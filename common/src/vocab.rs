@@ -118,6 +118,8 @@ vocabulary! {
         AdminAssignActive = "admin-assign-active",
         AdminGrants = "admin-grants",
         AdminMfaReset = "admin-mfa-reset",
+        /// A suspension of standing eligibility lifted (`pim admin reinstate`).
+        AdminReinstate = "admin-reinstate",
         AdminRevoke = "admin-revoke",
         AdminUnassign = "admin-unassign",
         Approve = "approve",
@@ -149,6 +151,8 @@ vocabulary! {
         /// The grant an approved request started.
         GrantStart = "grant-start",
         ListRequests = "list-requests",
+        /// The caller's open review items read (`pim reviews`).
+        ListReviews = "list-reviews",
         ListRoles = "list-roles",
         MembershipKeep = "membership-keep",
         MembershipRemove = "membership-remove",
@@ -170,6 +174,16 @@ vocabulary! {
         RequestExpire = "request-expire",
         /// A request left without effect (its role or eligibility went away).
         RequestVoid = "request-void",
+        /// A review item's result applied at the review's end (kept, removed, suspended).
+        ReviewApply = "review-apply",
+        /// A reviewer's decision on an item (`pim review keep|remove`).
+        ReviewDecide = "review-decide",
+        /// A review ended: the summary of what it applied.
+        ReviewEnd = "review-end",
+        /// A review read in full (`pim admin review show`).
+        ReviewShow = "review-show",
+        /// A review started (`pim admin review start`, or recurrence).
+        ReviewStart = "review-start",
         SetgidClear = "setgid-clear",
         SetgidSweep = "setgid-sweep",
         /// A request read in full (`pim show`, `pim wait`).
@@ -218,6 +232,10 @@ vocabulary! {
         ProcessesEnded = "processes-ended",
         /// An assignment ends in 14 days or 1 day (`pim renew` asks for more).
         AssignmentEnding = "assignment-ending",
+        /// An access review started: its reviewers have items to decide.
+        ReviewStarted = "review-started",
+        /// An access review ended and its results were applied.
+        ReviewEnded = "review-ended",
         /// More events of that kind about that role by that actor are not sent for up to a
         /// minute.
         EventsDropped = "events-dropped",

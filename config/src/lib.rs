@@ -25,6 +25,9 @@ use regex::{Regex, RegexBuilder};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+mod review;
+pub use review::{ReviewDefault, Reviewer, DEFAULT_REVIEW_DURATION_SECS};
+
 pub const DEFAULT_PATH: &str = "/etc/pim/pim.toml";
 /// No role grants its group for longer than a day.
 pub const MAX_ROLE_SECS: u64 = 86400;
@@ -252,6 +255,14 @@ role_keys! {
     /// Who governs the role (users and `%groups`): may assign, unassign, grant, revoke, review
     /// and decide renewals for this role only, as admins may for every role.
     owners => owners: Vec<Principal> = Vec::new(), principals();
+    /// How often a recurring access review of the role starts (default: none).
+    review_every => review_every_secs: Option<u64> = None, optional_duration(&OTHER_CAP);
+    /// How long reviewers have to decide (default 14d).
+    review_duration => review_duration_secs: u64 = DEFAULT_REVIEW_DURATION_SECS, duration(&OTHER_CAP);
+    /// Who decides a review's items: "self", "owners", "admins", users and `%groups`.
+    reviewers => reviewers: Vec<Reviewer> = vec![Reviewer::Owners], reviewers();
+    /// What an undecided item gets at the review's end: "remove", "keep" or "recommendation".
+    review_default => review_default: ReviewDefault = ReviewDefault::Remove, review_default();
     /// The longest eligible assignment, from its start (or from now, when that is later) to
     /// its end; `None` ("permanent", the default): no cap, and an assignment may have no end.
     max_eligible_assignment => max_eligible_assignment_secs: Option<u64> = None, duration_or_permanent(&OTHER_CAP);
@@ -819,12 +830,32 @@ impl Checker<'_> {
     /// A list of users and `%groups`. Bad names are errors; names the directory does not know
     /// are warnings (the account may come later, e.g. from LDAP).
     fn principals(&mut self, section: &Section<'_, '_>, name: &str) -> Read<Vec<Principal>> {
-        let Some((value, items)) = self.list(section, name, "such as [\"alice\", \"%ops\"]")?
-        else {
+        self.name_list(
+            section,
+            name,
+            "such as [\"alice\", \"%ops\"]",
+            "a user or %group name",
+            Principal::parse,
+            |p| Some(p),
+        )
+    }
+
+    /// A list of strings each of which `parse` makes a `T` (e.g. a principal); the users and
+    /// groups among them (`principal`) that the directory does not know are warnings.
+    pub(crate) fn name_list<T>(
+        &mut self,
+        section: &Section<'_, '_>,
+        name: &str,
+        example: &str,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+        principal: fn(&T) -> Option<&Principal>,
+    ) -> Read<Vec<T>> {
+        let Some((value, items)) = self.list(section, name, example)? else {
             return Ok(None);
         };
         let key = section.key(name);
-        let mut principals = Vec::new();
+        let mut parsed = Vec::new();
         let mut wrong = false;
         for item in items {
             let span = item.span();
@@ -833,23 +864,24 @@ impl Checker<'_> {
                 self.error(
                     key.clone(),
                     &span,
-                    format!("expected a user or %group name as a string, found {found}"),
+                    format!("expected {what} as a string, found {found}"),
                 );
                 wrong = true;
                 continue;
             };
-            match Principal::parse(written) {
-                Ok(principal) => {
-                    let unknown = match &principal {
-                        Principal::User(user) => (!self.directory.user_exists(user))
+            match parse(written) {
+                Ok(value) => {
+                    let unknown = match principal(&value) {
+                        Some(Principal::User(user)) => (!self.directory.user_exists(user))
                             .then(|| format!("no user '{user}' on this host")),
-                        Principal::Group(group) => (!self.directory.group_exists(group))
+                        Some(Principal::Group(group)) => (!self.directory.group_exists(group))
                             .then(|| format!("no group '{group}' on this host")),
+                        None => None,
                     };
                     if let Some(message) = unknown {
                         self.warn(key.clone(), &span, message);
                     }
-                    principals.push(principal);
+                    parsed.push(value);
                 }
                 Err(message) => {
                     self.error(key.clone(), &span, message);
@@ -860,7 +892,7 @@ impl Checker<'_> {
         if wrong {
             Err(Reported)
         } else {
-            Ok(Some(Spanned::new(value.span(), principals)))
+            Ok(Some(Spanned::new(value.span(), parsed)))
         }
     }
 
@@ -1113,6 +1145,13 @@ impl Checker<'_> {
             }
         }
 
+        self.check_review(
+            s,
+            &keys.review_every_secs,
+            &keys.review_duration_secs,
+            &keys.reviewers,
+            &keys.owners,
+        );
         self.check_approval(
             s,
             &keys.require_approval,

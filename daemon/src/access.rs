@@ -112,7 +112,15 @@ fn grant_stands(
         return Ok(true);
     }
     let assignment = tx.assignment(&grant.user, &role.name)?;
-    let eligible = policy::eligibility(role, &grant.user, assignment.as_ref(), now, in_group);
+    let suspended = tx.suspended(&grant.user, &role.name)?;
+    let eligible = policy::eligibility(
+        role,
+        &grant.user,
+        assignment.as_ref(),
+        suspended,
+        now,
+        in_group,
+    );
     Ok(matches!(eligible, Ok(e) if e.is_eligible()))
 }
 
@@ -153,7 +161,8 @@ fn uncovered(
     }
     for role in roles {
         let assignment = tx.assignment(user, &role.name)?;
-        let eligible = policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
+        let suspended = tx.suspended(user, &role.name)?;
+        let eligible = policy::eligibility(role, user, assignment.as_ref(), suspended, now, &|g| {
             accounts.in_group(user, g)
         });
         if matches!(eligible, Ok(e) if e.is_eligible()) {

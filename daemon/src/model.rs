@@ -146,3 +146,70 @@ pub struct AuditQuery<'a> {
     /// With `involving`: also the records whose actor is this name.
     pub by: Option<&'a str>,
 }
+
+/// A reviewer's decision on one item of an access review, or what the default made of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewDecision {
+    Keep,
+    Remove,
+}
+
+impl ReviewDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewDecision::Keep => "keep",
+            ReviewDecision::Remove => "remove",
+        }
+    }
+
+    /// The decision [`ReviewDecision::as_str`] names; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "keep" => Some(ReviewDecision::Keep),
+            "remove" => Some(ReviewDecision::Remove),
+            _ => None,
+        }
+    }
+}
+
+/// An access review of one role: who reviews, until when, and what an undecided item gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// Unused when inserting.
+    pub id: i64,
+    pub role: String,
+    pub started_at: i64,
+    pub ends_at: i64,
+    /// As written: "self", "owners", "admins", user names and `%groups`.
+    pub reviewers: Vec<String>,
+    /// "remove", "keep" or "recommendation".
+    pub default_decision: String,
+    /// Started by the role's `review_every` (else one-off).
+    pub recurring: bool,
+    pub started_by: String,
+    /// When its decisions were applied; `None` while it is open.
+    pub completed_at: Option<i64>,
+}
+
+/// One user's access to a review's role, as it stood when the review started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewItem {
+    pub review_id: i64,
+    pub user: String,
+    /// Eligible through the role's `eligible` entries (directly or by a %group).
+    pub standing: bool,
+    /// Through an assignment (eligible or active).
+    pub assigned: bool,
+    /// That assignment is an active one (the group without activation).
+    pub active: bool,
+    pub recommendation: ReviewDecision,
+    /// Why, e.g. "no activation in 30 days".
+    pub recommendation_why: String,
+    /// The last reviewer's decision (last one wins while the review is open).
+    pub decision: Option<ReviewDecision>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub comment: String,
+    /// What the review's end did, e.g. "kept (decided)", "removed (default)".
+    pub result: Option<String>,
+}

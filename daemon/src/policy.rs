@@ -50,15 +50,22 @@ pub fn any_matches<E>(
 
 /// Standing eligibility wins over an assignment; an assignment counts only inside its window
 /// (`not_before` inclusive, `not_after` exclusive). When a group lookup fails, an assignment in
-/// force still answers; without one the failure is the answer.
+/// force still answers; without one the failure is the answer. `suspended`: an access review
+/// removed the user's standing eligibility, so the role's `eligible` entries do not count for
+/// them (until `pim admin reinstate`).
 pub fn eligibility<E>(
     role: &Role,
     user: &str,
     assignment: Option<&Assignment>,
+    suspended: bool,
     now: i64,
     in_group: &dyn Fn(&str) -> Result<bool, E>,
 ) -> Result<Eligibility, E> {
-    let standing = any_matches(&role.eligible, user, in_group);
+    let standing = if suspended {
+        Ok(false)
+    } else {
+        any_matches(&role.eligible, user, in_group)
+    };
     if let Ok(true) = standing {
         return Ok(Eligibility::Standing);
     }
@@ -145,6 +152,10 @@ pub mod tests {
             approvals_required: 1,
             request_ttl_secs: 86400,
             owners: vec![],
+            review_every_secs: None,
+            review_duration_secs: pim_config::DEFAULT_REVIEW_DURATION_SECS,
+            reviewers: vec![pim_config::Reviewer::Owners],
+            review_default: pim_config::ReviewDefault::Remove,
             max_eligible_assignment_secs: None,
             max_active_assignment_secs: Some(30 * 86400),
             on_end: pim_config::OnEnd::Terminate,
@@ -177,16 +188,34 @@ pub mod tests {
     fn given_listed_user_or_group_member_then_standing_eligibility() {
         let r = role("admin");
         assert_eq!(
-            eligibility(&r, "alice", None, 0, &in_none),
+            eligibility(&r, "alice", None, false, 0, &in_none),
             Ok(Eligibility::Standing)
         );
         assert_eq!(
-            eligibility(&r, "erin", None, 0, &in_ops),
+            eligibility(&r, "erin", None, false, 0, &in_ops),
             Ok(Eligibility::Standing)
         );
         assert_eq!(
-            eligibility(&r, "erin", None, 0, &in_none),
+            eligibility(&r, "erin", None, false, 0, &in_none),
             Ok(Eligibility::No)
+        );
+    }
+
+    #[test]
+    fn given_a_suspended_standing_entry_then_only_an_assignment_makes_the_user_eligible() {
+        let r = role("admin");
+        assert_eq!(
+            eligibility(&r, "alice", None, true, 0, &in_none),
+            Ok(Eligibility::No)
+        );
+        assert_eq!(
+            eligibility(&r, "erin", None, true, 0, &in_ops),
+            Ok(Eligibility::No)
+        );
+        let a = assignment(None, None);
+        assert_eq!(
+            eligibility(&r, "alice", Some(&a), true, 0, &in_none),
+            Ok(Eligibility::Assigned { until: None })
         );
     }
 
@@ -194,14 +223,14 @@ pub mod tests {
     fn given_assignment_window_then_eligible_only_inside_it() {
         let r = role("admin");
         let a = assignment(Some(100), Some(200));
-        let at = |now| eligibility(&r, "dave", Some(&a), now, &in_none).unwrap();
+        let at = |now| eligibility(&r, "dave", Some(&a), false, now, &in_none).unwrap();
         assert_eq!(at(99), Eligibility::No);
         assert_eq!(at(100), Eligibility::Assigned { until: Some(200) });
         assert_eq!(at(199), Eligibility::Assigned { until: Some(200) });
         assert_eq!(at(200), Eligibility::No);
         let open = assignment(None, None);
         assert_eq!(
-            eligibility(&r, "dave", Some(&open), 5, &in_none),
+            eligibility(&r, "dave", Some(&open), false, 5, &in_none),
             Ok(Eligibility::Assigned { until: None })
         );
     }
@@ -211,21 +240,21 @@ pub mod tests {
         let r = role("admin");
         // alice is listed by name: the failed lookup of %ops does not matter.
         assert_eq!(
-            eligibility(&r, "alice", None, 0, &unreachable),
+            eligibility(&r, "alice", None, false, 0, &unreachable),
             Ok(Eligibility::Standing)
         );
         // erin could only be eligible through %ops: no answer, never "not eligible".
         assert_eq!(
-            eligibility(&r, "erin", None, 0, &unreachable),
+            eligibility(&r, "erin", None, false, 0, &unreachable),
             Err("cannot look up ops".to_string())
         );
         // dave's assignment is in force whatever %ops says.
         let a = assignment(None, Some(200));
         assert_eq!(
-            eligibility(&r, "dave", Some(&a), 100, &unreachable),
+            eligibility(&r, "dave", Some(&a), false, 100, &unreachable),
             Ok(Eligibility::Assigned { until: Some(200) })
         );
-        assert!(eligibility(&r, "dave", Some(&a), 200, &unreachable).is_err());
+        assert!(eligibility(&r, "dave", Some(&a), false, 200, &unreachable).is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
-    MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
+    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -25,6 +25,8 @@ use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::{fdo, interface, Connection};
 
+/// Most reviewers a one-off review may name.
+const MAX_REVIEWERS: usize = 64;
 /// Watchers beyond this are refused, so nobody can make pimd fan out without bound.
 const MAX_WATCHERS: usize = 256;
 /// And per user, so that one user cannot take every place.
@@ -1214,6 +1216,116 @@ impl ManagerService {
         .await
     }
 
+    /// Roles the caller decides for other than by being eligible (approver, owner, admin,
+    /// reviewer).
+    async fn decided_roles(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<DecidedRole>, PimError> {
+        self.read_call(&h, AuditAction::ListRoles, |m, c| m.decided_roles(c))
+            .await
+    }
+
+    async fn admin_review_start(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: &str,
+        duration_secs: u64,
+        reviewers: Vec<String>,
+    ) -> Result<ReviewInfo, PimError> {
+        let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]).and_then(|[role]| {
+            if reviewers.len() > MAX_REVIEWERS {
+                return Err(PimError::InvalidArgument(format!(
+                    "at most {MAX_REVIEWERS} reviewers"
+                )));
+            }
+            for r in &reviewers {
+                text::check_len("a reviewer", r, text::MAX_NAME_BYTES + 1)
+                    .map_err(PimError::InvalidArgument)?;
+            }
+            Ok((role, reviewers))
+        });
+        let reply = self
+            .limited_call(
+                &h,
+                AuditAction::ReviewStart,
+                Some(CallKind::Admin),
+                args,
+                move |m, c, (role, reviewers)| {
+                    m.admin_review_start(c, &role, duration_secs, &reviewers)
+                },
+            )
+            .await?;
+        // Its end is a new deadline for reconciliation.
+        self.core.wake.notify_one();
+        Ok(reply)
+    }
+
+    async fn list_reviews(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<ReviewInfo>, PimError> {
+        self.read_call(&h, AuditAction::ListReviews, |m, c| m.list_reviews(c))
+            .await
+    }
+
+    async fn review_decide(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+        user: &str,
+        decision: &str,
+        comment: &str,
+        code: &str,
+    ) -> Result<ReviewItemInfo, PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("decision", decision, text::MAX_NAME_BYTES),
+            ("comment", comment, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::ReviewDecide,
+            Some(CallKind::Decisions),
+            args,
+            move |m, c, [user, decision, comment, code]| {
+                m.review_decide(c, id, &user, &decision, &comment, &code)
+            },
+        )
+        .await
+    }
+
+    async fn admin_review_show(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+    ) -> Result<ReviewInfo, PimError> {
+        self.read_call(&h, AuditAction::ReviewShow, move |m, c| {
+            m.admin_review_show(c, id)
+        })
+        .await
+    }
+
+    async fn admin_reinstate(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+        role: &str,
+    ) -> Result<(), PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::AdminReinstate,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [user, role]| m.admin_reinstate(c, &user, &role),
+        )
+        .await
+    }
     async fn check_access(
         &self,
         #[zbus(header)] h: Header<'_>,

@@ -24,6 +24,8 @@ pub(super) struct ActivationAsk<'a> {
 /// What the store holds that an activation or extension depends on, read in one transaction.
 struct StoredFacts {
     assignment: Option<Assignment>,
+    /// A review suspended the user's standing eligibility.
+    suspended: bool,
     live: Option<Grant>,
     managed: bool,
     pending: Option<Request>,
@@ -321,6 +323,7 @@ impl Manager {
         let read = self.store.read(|tx| {
             Ok::<_, StoreError>(StoredFacts {
                 assignment: tx.assignment(user, &role.name)?,
+                suspended: tx.suspended(user, &role.name)?,
                 live: tx.live_grant(user, &role.name)?,
                 managed: tx.has_membership(user, &role.group)?,
                 pending: tx.pending_request(user, &role.name)?,
@@ -329,9 +332,14 @@ impl Manager {
             })
         })?;
         let now = self.now();
-        let eligibility = policy::eligibility(&role, user, read.assignment.as_ref(), now, &|g| {
-            self.in_group(user, g)
-        });
+        let eligibility = policy::eligibility(
+            &role,
+            user,
+            read.assignment.as_ref(),
+            read.suspended,
+            now,
+            &|g| self.in_group(user, g),
+        );
         Ok(ActivationFacts {
             eligibility,
             permanent: self.permanent(user, &role),

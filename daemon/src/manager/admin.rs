@@ -298,22 +298,12 @@ impl Manager {
             Outcome::Success,
             "enrolment and recovery codes removed",
         );
-        let removed = self.commit(|tx| {
-            if tx.delete_mfa(user)? {
-                tx.audit(entry)?;
-                Ok(true)
-            } else {
-                Ok(false)
-            }
-        })?;
-        if removed {
-            Ok(())
-        } else {
-            self.refused(
-                &audit,
-                PimError::NotFound(format!("{user} has no MFA enrolment")),
-            )
-        }
+        self.remove_or_refuse(
+            &audit,
+            entry,
+            |tx| tx.delete_mfa(user),
+            PimError::NotFound(format!("{user} has no MFA enrolment")),
+        )
     }
 }
 

@@ -29,6 +29,8 @@
 //! - `chain`: the audit chain's head (syslog, head file), `pim audit verify`, retention;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
 //! - `recipients`: whom an event names for `notify_command`;
+//! - `reviews`: access reviews (start, decide, the end applied, recurrence), suspensions of
+//!   standing eligibility and their reinstatement, and the roles a caller decides for;
 //! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
 //!   and the warnings before it;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
@@ -46,6 +48,7 @@ mod mfa;
 mod owners;
 mod recipients;
 mod reconcile;
+mod reviews;
 
 pub use chain::head_file_of;
 pub use recipients::Recipient;
@@ -340,6 +343,30 @@ impl Manager {
         self.outbox.audit.extend(audited);
         self.count_audited(n);
         Ok(value)
+    }
+
+    /// Runs `remove` (a removal that says whether there was anything to remove) with `entry`
+    /// in one transaction; when there was nothing, the call is refused with `missing`.
+    fn remove_or_refuse(
+        &mut self,
+        audit: &Audit<'_>,
+        entry: AuditEntry,
+        remove: impl FnOnce(&Tx) -> Result<bool, StoreError>,
+        missing: PimError,
+    ) -> Result<(), PimError> {
+        let removed = self.commit(|tx| {
+            if remove(tx)? {
+                tx.audit(entry)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        if removed {
+            Ok(())
+        } else {
+            self.refused(audit, missing)
+        }
     }
 
     /// Writes audit records that go with no change.
@@ -661,9 +688,14 @@ impl Manager {
     /// How `user` may activate `role` now. A group lookup that fails is an error: it refuses
     /// an activation and keeps a running grant, never grants nor ends one.
     fn eligibility(&mut self, role: &Role, user: &str) -> Result<Eligibility, PimError> {
-        let assignment = self.store.read(|tx| tx.assignment(user, &role.name))?;
+        let (assignment, suspended) = self.store.read(|tx| {
+            Ok::<_, StoreError>((
+                tx.assignment(user, &role.name)?,
+                tx.suspended(user, &role.name)?,
+            ))
+        })?;
         let now = self.now();
-        policy::eligibility(role, user, assignment.as_ref(), now, &|g| {
+        policy::eligibility(role, user, assignment.as_ref(), suspended, now, &|g| {
             self.in_group(user, g)
         })
     }

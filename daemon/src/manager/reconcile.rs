@@ -66,6 +66,8 @@ const JOBS: &[&dyn Job] = &[
     &ExpireRequests,
     &chain::PruneAudit,
     &chain::PublishAuditHead,
+    &CompleteReviews,
+    &StartRecurringReviews,
     &super::assignments::StartActiveAssignments,
     &super::assignments::AssignmentNotices,
 ];
@@ -151,6 +153,46 @@ impl Job for ExpireRequests {
 
     fn next_deadline(&self, m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
         Ok(m.store.read(|tx| tx.next_request_expiry())?)
+    }
+}
+
+/// Applies the decisions and default of the access reviews whose end has come.
+struct CompleteReviews;
+
+impl Job for CompleteReviews {
+    fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError> {
+        let due: Vec<_> = m
+            .store
+            .read(|tx| tx.open_reviews())?
+            .into_iter()
+            .filter(|r| r.ends_at <= now)
+            .collect();
+        try_each(due, |review| m.complete_review(&review))
+    }
+
+    fn next_deadline(&self, m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
+        Ok(m.store.read(|tx| tx.next_review_end())?)
+    }
+}
+
+/// Starts the recurring access reviews that are due (a role's `review_every`).
+struct StartRecurringReviews;
+
+impl Job for StartRecurringReviews {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        let config = m.config.clone();
+        try_each(config.roles.values(), |role| m.start_recurring_review(role))
+    }
+
+    fn next_deadline(&self, m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
+        let config = m.config.clone();
+        let mut next = None;
+        for role in config.roles.values() {
+            if let Some(due) = m.next_recurring_review(role)? {
+                next = Some(next.map_or(due, |n: i64| n.min(due)));
+            }
+        }
+        Ok(next)
     }
 }
 

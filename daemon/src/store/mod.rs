@@ -74,7 +74,7 @@ pub mod conformance;
 use crate::mfa::FailureState;
 use crate::model::{
     Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Renewal,
-    Request, RequestState, SweepRecheck,
+    Request, RequestState, Review, ReviewDecision, ReviewItem, SweepRecheck,
 };
 use pim_common::chain::{self, Head, CHECKPOINT_ACTION, GENESIS_ACTION, GENESIS_PREV};
 use pim_common::types::AuditRecord;
@@ -449,6 +449,19 @@ operations! {
         fn next_request_expiry() -> Option<i64>;
         /// Who approved request `id`, in the order they did.
         fn approvers_of(id: i64) -> Vec<String>;
+        fn review(id: i64) -> Option<Review>;
+        /// Reviews not completed yet, the soonest to end first.
+        fn open_reviews() -> Vec<Review>;
+        /// When the next open review ends.
+        fn next_review_end() -> Option<i64>;
+        /// The latest review `role`'s `review_every` started.
+        fn last_recurring_review(role: &str) -> Option<Review>;
+        /// The items of review `id`, by user name.
+        fn review_items(id: i64) -> Vec<ReviewItem>;
+        /// When `user`'s latest grant of `role` started.
+        fn last_grant_start(user: &str, role: &str) -> Option<i64>;
+        /// Whether a review suspended `user`'s standing eligibility for `role`.
+        fn suspended(user: &str, role: &str) -> bool;
     }
     writes {
         /// A new live grant; refused if `g.user` already holds a live grant of `g.role`.
@@ -512,6 +525,20 @@ operations! {
         fn decide_request(id: i64, state: RequestState, at: i64, by: &str, comment: &str) -> ();
         /// Records an approval; false if this approver had already approved.
         fn add_approval(id: i64, approver: &str, at: i64, comment: &str) -> bool;
+        /// A new access review (`r.id` and `r.completed_at` are not used); returns its id.
+        fn insert_review(r: &Review) -> i64;
+        /// One item of a review, undecided.
+        fn insert_review_item(item: &ReviewItem) -> ();
+        /// A reviewer's decision on an item; it replaces an earlier one (last one wins).
+        fn decide_review_item(
+            id: i64, user: &str, decision: ReviewDecision, by: &str, at: i64, comment: &str
+        ) -> ();
+        /// What the review's end did to an item.
+        fn set_review_item_result(id: i64, user: &str, result: &str) -> ();
+        /// The review's decisions are applied: it is closed.
+        fn complete_review(id: i64, at: i64) -> ();
+        /// `user`'s standing eligibility for `role` no longer counts (kept if already so).
+        fn suspend(user: &str, role: &str, review_id: i64, at: i64) -> ();
     }
     removals {
         /// Removes the assignment of `user` to `role`; returns whether there was one.
@@ -519,5 +546,8 @@ operations! {
         /// Drops the enrolment, its recovery codes and its failure state. Returns whether
         /// there was an enrolment.
         fn delete_mfa(user: &str) -> bool;
+        /// Lifts a review's suspension of `user`'s standing eligibility for `role`; returns
+        /// whether there was one.
+        fn reinstate(user: &str, role: &str) -> bool;
     }
 }

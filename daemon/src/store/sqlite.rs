@@ -9,11 +9,14 @@
 //! that pimd did not create (save /var/lib/pim).
 
 use super::{Key, ReadStore, Store, StoreError, Transaction};
+
+mod reviews;
 use crate::mfa::FailureState;
 use crate::model::{
     Assignment, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Renewal, Request,
     RequestState, SweepRecheck,
 };
+use crate::model::{Review, ReviewDecision, ReviewItem};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -202,6 +205,46 @@ ALTER TABLE requests ADD COLUMN kind TEXT NOT NULL DEFAULT 'activation';
 ALTER TABLE requests ADD COLUMN renew_until INTEGER;
 DROP INDEX requests_one_open;
 CREATE UNIQUE INDEX requests_one_open ON requests(user, role, kind) WHERE state = 'pending';
+"#,
+    r#"
+-- Access reviews: one per role and start; items are the users whose access it reviews, as it
+-- stood at the start. decision is the last reviewer's (last one wins); result what the end
+-- applied. A suspension keeps a standing `eligible` entry of the configuration from making
+-- its user eligible until an administrator or owner reinstates it.
+CREATE TABLE reviews (
+    id                INTEGER PRIMARY KEY,
+    role              TEXT NOT NULL,
+    started_at        INTEGER NOT NULL,
+    ends_at           INTEGER NOT NULL,
+    reviewers         TEXT NOT NULL,
+    default_decision  TEXT NOT NULL,
+    recurring         INTEGER NOT NULL,
+    started_by        TEXT NOT NULL,
+    completed_at      INTEGER
+);
+CREATE INDEX reviews_open ON reviews(ends_at) WHERE completed_at IS NULL;
+CREATE TABLE review_items (
+    review_id           INTEGER NOT NULL REFERENCES reviews(id),
+    user                TEXT NOT NULL,
+    standing            INTEGER NOT NULL,
+    assigned            INTEGER NOT NULL,
+    active              INTEGER NOT NULL,
+    recommendation      TEXT NOT NULL,
+    recommendation_why  TEXT NOT NULL,
+    decision            TEXT,
+    decided_by          TEXT,
+    decided_at          INTEGER,
+    comment             TEXT NOT NULL DEFAULT '',
+    result              TEXT,
+    PRIMARY KEY (review_id, user)
+);
+CREATE TABLE suspensions (
+    user       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    review_id  INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (user, role)
+);
 "#,
 ];
 
@@ -1436,6 +1479,73 @@ impl Transaction for SqliteTx<'_> {
         )?;
         let rows = stmt.query_map([id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // --- access reviews (reviews.rs) ---
+
+    fn review(&self, id: i64) -> Result<Option<Review>, StoreError> {
+        reviews::review(&self.tx, id)
+    }
+
+    fn open_reviews(&self) -> Result<Vec<Review>, StoreError> {
+        reviews::open_reviews(&self.tx)
+    }
+
+    fn next_review_end(&self) -> Result<Option<i64>, StoreError> {
+        reviews::next_review_end(&self.tx)
+    }
+
+    fn last_recurring_review(&self, role: &str) -> Result<Option<Review>, StoreError> {
+        reviews::last_recurring_review(&self.tx, role)
+    }
+
+    fn review_items(&self, id: i64) -> Result<Vec<ReviewItem>, StoreError> {
+        reviews::review_items(&self.tx, id)
+    }
+
+    fn last_grant_start(&self, user: &str, role: &str) -> Result<Option<i64>, StoreError> {
+        reviews::last_grant_start(&self.tx, user, role)
+    }
+
+    fn suspended(&self, user: &str, role: &str) -> Result<bool, StoreError> {
+        reviews::suspended(&self.tx, user, role)
+    }
+
+    fn insert_review(&self, r: &Review) -> Result<i64, StoreError> {
+        reviews::insert_review(&self.tx, r)
+    }
+
+    fn insert_review_item(&self, item: &ReviewItem) -> Result<(), StoreError> {
+        reviews::insert_review_item(&self.tx, item)
+    }
+
+    fn decide_review_item(
+        &self,
+        id: i64,
+        user: &str,
+        decision: ReviewDecision,
+        by: &str,
+        at: i64,
+        comment: &str,
+    ) -> Result<(), StoreError> {
+        reviews::decide_review_item(&self.tx, id, user, decision, by, at, comment)
+    }
+
+    fn set_review_item_result(&self, id: i64, user: &str, result: &str) -> Result<(), StoreError> {
+        reviews::set_review_item_result(&self.tx, id, user, result)
+    }
+
+    fn complete_review(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        reviews::complete_review(&self.tx, id, at)
+    }
+
+    fn suspend(&self, user: &str, role: &str, review_id: i64, at: i64) -> Result<(), StoreError> {
+        reviews::suspend(&self.tx, user, role, review_id, at)
+    }
+
+    fn reinstate(&self, user: &str, role: &str) -> Result<(bool, bool), StoreError> {
+        let removed = reviews::reinstate(&self.tx, user, role)?;
+        Ok((removed, removed))
     }
 
     fn commit(self: Box<Self>, _: Key) -> Result<(), StoreError> {
