@@ -60,10 +60,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use sudoers::{
-    check_group_source, check_sudoers_defaults, sudoers_groups, sudoers_sources_elsewhere,
-    sudoers_texts,
-};
+use sudoers::{check_group_source, check_sudoers_defaults, sudoers_sources_elsewhere};
 
 const PAM_DIR: &str = "/etc/pam.d";
 const SUDO_CONF: &str = "/etc/sudo.conf";
@@ -113,7 +110,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     ));
 
     if root {
-        let sudoers = sudoers_texts();
+        let sudoers = pim_sudoers::read_system();
         let elsewhere =
             sudoers_sources_elsewhere(&std::fs::read_to_string(NSSWITCH).unwrap_or_default());
         findings.push(check_sudoers_defaults(&sudoers, module_runs, &elsewhere));
@@ -124,7 +121,11 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
             Some(config) => {
                 findings.push(check_database(config));
                 findings.push(check_groups(config, &|g| HostAccounts.group_exists(g)));
-                findings.extend(check_pam_groups(config, &gated, &sudoers_groups(&sudoers)));
+                findings.extend(check_pam_groups(
+                    config,
+                    &gated,
+                    &pim_sudoers::groups(&sudoers),
+                ));
                 findings.push(check_members(config, &gated, connection.as_ref()).await);
             }
             None => {
