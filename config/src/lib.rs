@@ -22,6 +22,9 @@ use regex::{Regex, RegexBuilder};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+mod alerts;
+pub use alerts::AlertsConfig;
+
 pub const DEFAULT_PATH: &str = "/etc/pim/pim.toml";
 /// No role grants its group for longer than a day.
 pub const MAX_ROLE_SECS: u64 = 86400;
@@ -76,7 +79,7 @@ const DEFAULT_DURATION_SECS: u64 = 3600;
 const DEFAULT_MIN_JUSTIFICATION: u32 = 10;
 const DEFAULT_REQUEST_TTL_SECS: u64 = 86400;
 
-const TOP_KEYS: &[&str] = &["daemon", "mfa", "roles"];
+const TOP_KEYS: &[&str] = &["daemon", "mfa", "roles", "alerts"];
 const DAEMON_KEYS: &[&str] = &[
     "database",
     "admins",
@@ -244,6 +247,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub mfa: MfaConfig,
     pub roles: BTreeMap<String, Role>,
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -787,10 +791,12 @@ impl Checker<'_> {
         self.check_keys(&top, TOP_KEYS);
         let daemon = self.section(&top, "daemon");
         let mfa = self.section(&top, "mfa");
+        let alerts = self.section(&top, "alerts");
         Config {
             daemon: self.daemon(&daemon),
             mfa: self.mfa(&mfa),
             roles: self.roles(&top),
+            alerts: self.alerts(&alerts),
         }
     }
 
@@ -1136,7 +1142,7 @@ approvals_required = 1           # N distinct approvers
 request_ttl = "24h"              # an undecided request expires after this
 "#;
 
-    fn check(text: &str) -> (Option<Config>, Vec<Problem>) {
+    pub(crate) fn check(text: &str) -> (Option<Config>, Vec<Problem>) {
         parse(text, SOURCE, &HOST)
     }
 
@@ -1145,7 +1151,7 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     /// The config, asserting that it loaded without any problem at all.
-    fn clean(text: &str) -> Config {
+    pub(crate) fn clean(text: &str) -> Config {
         let (config, problems) = check(text);
         assert!(problems.is_empty(), "{problems:#?}");
         config.expect("config")
@@ -1162,7 +1168,7 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     /// The one error in `text`.
-    fn one_error(text: &str) -> Problem {
+    pub(crate) fn one_error(text: &str) -> Problem {
         let (config, problems) = check(text);
         assert!(config.is_none());
         let errors = of(&problems, Severity::Error);
