@@ -8,6 +8,7 @@
 
 mod access;
 mod accounts;
+mod alerts;
 mod clock;
 mod manager;
 mod mfa;
