@@ -1,10 +1,12 @@
-//! What pimd, pim and pam_pim.so agree on: the bus names, the interface (as a proxy), the
-//! errors with their stable D-Bus names, the wire types and the duration syntax.
+//! What pimd, pim and pam_pim.so agree on: the bus names, the interface (as a proxy), the PAM
+//! socket (its path and framing), the errors with their stable D-Bus names, the wire types and
+//! the duration syntax.
 #![forbid(unsafe_code)]
 
 pub mod duration;
 pub mod error;
 pub mod mounts;
+pub mod pam_socket;
 pub mod proxy;
 pub mod reload;
 pub mod text;
@@ -18,6 +20,3 @@ pub const BUS_NAME: &str = "org.pim.Manager1";
 pub const OBJECT_PATH: &str = "/org/pim/Manager1";
 /// Interface name (also the prefix of every error name).
 pub const INTERFACE: &str = "org.pim.Manager1";
-/// The system bus socket. The PAM module connects here and nowhere else, whatever the
-/// environment says: sudo runs PAM with the invoking user's environment.
-pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";

@@ -2,8 +2,9 @@
 //! its state in SQLite, and adds and removes Unix group memberships through gpasswd.
 //!
 //! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
-//! `store` the SQLite state, `startup` what runs it; `main.rs` reads the arguments. The
-//! configuration model is the `pim-config` crate, which `pim doctor` uses too.
+//! `pam_socket` the PAM module's own root-only socket, `store` the SQLite state, `startup`
+//! what runs it; `main.rs` reads the arguments. The configuration model is the `pim-config`
+//! crate, which `pim doctor` uses too.
 #![forbid(unsafe_code)]
 
 mod access;
@@ -12,6 +13,7 @@ mod alerts;
 mod clock;
 mod manager;
 mod mfa;
+mod pam_socket;
 mod policy;
 mod refusals;
 mod service;

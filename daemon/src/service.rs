@@ -213,6 +213,15 @@ impl Core {
         core
     }
 
+    /// Hands the PAM socket's denial of `user` to the same bounded audit as the bus's.
+    pub fn queue_access_denial(&self, user: String, groups: Vec<String>, message: String) {
+        self.queue_denial(Denial {
+            user,
+            groups,
+            message,
+        });
+    }
+
     /// Hands an access denial to the audit writer, or counts it when the queue is full.
     fn queue_denial(&self, denial: Denial) {
         let Err(e) = self.denials.queue.try_send(denial) else {
@@ -1097,25 +1106,43 @@ const GUESSES_AT_ONCE: usize = 1;
 
 /// CheckAccess's read path: one reader for guesses on behalf of callers not known yet, one
 /// that only questions from root use, each on a blocking thread. A caller that is not root
-/// can keep the first busy, never the second.
+/// can keep the first busy, never the second. And one for each thread of the PAM socket
+/// ([`crate::pam_socket`]), which only that thread uses.
 pub struct AccessReaders {
     guessing: Arc<Mutex<AccessReader>>,
     guesses: Arc<Semaphore>,
     root: Arc<Mutex<AccessReader>>,
+    pam_socket: Vec<Arc<Mutex<AccessReader>>>,
 }
 
 impl AccessReaders {
-    pub fn new(guessing: AccessReader, root: AccessReader) -> Arc<AccessReaders> {
+    pub fn new(
+        guessing: AccessReader,
+        root: AccessReader,
+        pam_socket: Vec<AccessReader>,
+    ) -> Arc<AccessReaders> {
         Arc::new(AccessReaders {
             guessing: Arc::new(Mutex::new(guessing)),
             guesses: Arc::new(Semaphore::new(GUESSES_AT_ONCE)),
             root: Arc::new(Mutex::new(root)),
+            pam_socket: pam_socket
+                .into_iter()
+                .map(|r| Arc::new(Mutex::new(r)))
+                .collect(),
         })
+    }
+
+    /// The PAM socket's readers, one for each of its threads.
+    pub fn pam_socket_readers(&self) -> Vec<Arc<Mutex<AccessReader>>> {
+        self.pam_socket.clone()
     }
 
     /// Takes the configuration a reload installed.
     pub fn set_config(&self, config: Arc<Config>) {
-        for reader in [&self.guessing, &self.root] {
+        for reader in [&self.guessing, &self.root]
+            .into_iter()
+            .chain(&self.pam_socket)
+        {
             reader
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -1255,7 +1282,7 @@ mod tests {
                     Box::new(FakeClock::at(1_800_000_000)),
                 )
             };
-            let access = AccessReaders::new(reader(), reader());
+            let access = AccessReaders::new(reader(), reader(), vec![]);
             AccessHost {
                 dir,
                 core: Core::new(manager),

@@ -6,6 +6,7 @@ use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
 use crate::clock::{Clock, SystemClock};
 use crate::manager::Manager;
+use crate::pam_socket;
 use crate::service::{AccessReaders, Core, ManagerService};
 use crate::setgid::{self, SetgidFiles, SystemSetgidFiles};
 use crate::store::Store;
@@ -210,7 +211,10 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             Box::new(SystemClock),
         ))
     };
-    let access = AccessReaders::new(reader()?, reader()?);
+    let pam_socket_readers = (0..pam_socket::WORKERS)
+        .map(|_| reader())
+        .collect::<Result<_, _>>()?;
+    let access = AccessReaders::new(reader()?, reader()?, pam_socket_readers);
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -271,6 +275,9 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     if let Err(e) = core.with_manager(|m| m.reconcile()).await {
         eprintln!("pimd: reconciliation at start: {}", e.message());
     }
+    // The PAM module's socket answers from here on, but is put at its fixed path only once
+    // the name is this pimd's.
+    let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;
     // zbus's default flags would let a second pimd take the name from this one (and this one
     // give it up to a later one), leaving two writers: neither replace nor allow replacement.
     let reply = connection
@@ -280,7 +287,12 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     if reply != RequestNameReply::PrimaryOwner {
         return Err(another().into());
     }
-    eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
+    pam_socket.publish()?;
+    eprintln!(
+        "pimd: serving {} on the system bus, and the PAM module on {}",
+        pim_common::BUS_NAME,
+        pam_socket::PAM_SOCKET
+    );
 
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(expiry_loop(core.clone(), sweep_wake.clone()));
@@ -308,6 +320,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             }
         }
     }
+    // Gone before the last denials are written: none comes after.
+    drop(pam_socket);
     core.finish_denial_audit().await;
     if let Err(e) = core
         .with_manager(|m| m.record_unrecorded_refusals(true))

@@ -46,7 +46,7 @@
 //! | daemon refuses | Deny, with the daemon's message | yes |
 //! | daemon absent (nothing listens), `fail=open` | Ignore | yes |
 //! | daemon absent, `fail=closed` | Deny | yes |
-//! | daemon too slow, erring, refusing the call, or the bus breaking down | Deny (whatever `fail=`) | yes |
+//! | daemon too slow, erring, refusing the call, or the socket breaking down | Deny (whatever `fail=`) | yes |
 //!
 //! "Line has errors" means a malformed argument or a missing `groups=`; unknown arguments are
 //! only logged. A service filter that parsed keeps applying when another argument is malformed,
@@ -58,7 +58,7 @@
 use pim_common::text::escape;
 
 use crate::args::{FailMode, Parsed};
-use crate::daemon::{Daemon, DaemonFailure};
+use crate::pimd::{Daemon, DaemonFailure};
 
 /// Longest message shown to the user, in bytes (PAM_MAX_MSG_SIZE is 512).
 pub const MAX_USER_MESSAGE_BYTES: usize = 400;
@@ -612,7 +612,7 @@ fn user_message(message: &str, groups: &str) -> String {
 mod tests {
     use super::*;
     use crate::args;
-    use crate::daemon::DaemonFailure;
+    use crate::pimd::DaemonFailure;
     use pim_common::types::AccessDecision;
     use std::cell::RefCell;
     use std::collections::HashMap;
@@ -957,7 +957,7 @@ mod tests {
     fn given_a_daemon_error_or_a_broken_exchange_then_deny_whatever_the_fail_mode() {
         for failure in [
             DaemonFailure::Error("org.pim.Manager1.Error.InvalidArgument: bad name".into()),
-            DaemonFailure::Unreachable("the bus closed the connection".into()),
+            DaemonFailure::Unreachable("pimd closed the connection".into()),
         ] {
             let error = Err(failure);
             let closed = run(LINE, "sudo", "alice", &FakeDaemon::answering(error.clone()));
@@ -1408,7 +1408,7 @@ mod tests {
     #[test]
     fn given_fail_open_and_an_absent_daemon_then_ignore() {
         let daemon = FakeDaemon::answering(Err(DaemonFailure::Absent(
-            "org.freedesktop.DBus.Error.ServiceUnknown".into(),
+            "/run/pim/pam.socket: ENOENT".into(),
         )));
         let args = [LINE, &["fail=open"]].concat();
         assert_eq!(

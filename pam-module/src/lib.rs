@@ -8,9 +8,9 @@
 //! whose grant ended may still carry `sudo`. In the account phase this module finds which of the
 //! managed `groups=` the invoking user holds (see [`accounts`]; for sudo and su the person who
 //! ran them, by real uid, never the target account); a user holding none is left alone
-//! (PAM_IGNORE, no bus traffic: break-glass accounts never depend on the daemon). Otherwise it
-//! asks pimd, over the fixed system bus socket, `CheckAccess(user, held groups)` (see
-//! [`daemon`]), and returns PAM_SUCCESS for a live grant or PAM_PERM_DENIED with pimd's one-line
+//! (PAM_IGNORE, no call to pimd: break-glass accounts never depend on the daemon). Otherwise it
+//! asks pimd, over pimd's own root-only socket at a fixed path, whether the user may use the
+//! held groups (see [`pimd`]), and returns PAM_SUCCESS for a live grant or PAM_PERM_DENIED with pimd's one-line
 //! reason shown to the user. The full decision table is in [`decision`], the argument grammar in
 //! [`args`].
 //!
@@ -18,29 +18,27 @@
 //! `pam_sm_chauthtok`) return PAM_IGNORE, so that a misplaced line breaks no stack. Only the
 //! `pam_sm_*` symbols are exported.
 //!
-//! The module keeps no state between calls. It speaks D-Bus itself (see [`wire`]), without
-//! zbus or an async runtime: no threads, no runtime, one blocking socket per call, closed
-//! before returning, and the whole exchange with the bus in one write and one round trip. All
-//! `unsafe` code is in the private `ffi` module, behind `catch_unwind`.
+//! The module keeps no state between calls and does not speak D-Bus: no threads, no runtime,
+//! one blocking socket per call, closed before returning, one write and one read of a small
+//! fixed-header frame. All `unsafe` code is in the private `ffi` module, behind `catch_unwind`.
 //!
 //! # Tests
 //!
 //! Unit tests here cover argument parsing, the decision table (with fake accounts and a fake
-//! daemon) and the wire format (checked against zbus in `tests/wire_zbus.rs`, and against a
-//! real dbus-daemon in `tests/real_bus.rs`). The behaviour inside sudo is tested end to end in
+//! daemon) and the exchange with pimd (against fake listeners at a temporary socket). The
+//! behaviour inside sudo is tested end to end in
 //! `tests/tests/pam.rs` at the workspace root: real sudo and pamtester through a PAM stack
-//! holding this module, with pimd on a real system bus in a throwaway sandbox.
+//! holding this module, with pimd running in a throwaway sandbox.
 #![deny(unsafe_code)]
 
 pub mod accounts;
 pub use pim_pam_args as args;
-pub mod daemon;
 pub mod decision;
 #[allow(unsafe_code)]
 mod ffi;
-pub mod wire;
+pub mod pimd;
 
-/// The account check with the host's databases and pimd on the system bus: parses `args`,
+/// The account check with the host's databases and pimd on its socket: parses `args`,
 /// decides for the person asking in `service` (PAM_USER `user`, PAM_RUSER `ruser`, and this
 /// process's real uid), and returns the decision with its log lines.
 pub fn check_account(
@@ -50,7 +48,7 @@ pub fn check_account(
     ruser: decision::Item<'_>,
 ) -> decision::Decision {
     let parsed = args::parse(args);
-    let daemon = daemon::BusDaemon::system(parsed.options.timeout);
+    let daemon = pimd::SocketDaemon::system(parsed.options.timeout);
     let asker = decision::Asker {
         service,
         user,

@@ -296,88 +296,60 @@ fn permanent_member_passes_without_a_grant() {
 // Who the module leaves alone
 // ---------------------------------------------------------------------------------------------
 
-/// `busctl --system monitor` in the background, with a way to put markers in its output.
-struct BusMonitor<'a> {
-    sb: &'a Sandbox,
-    monitor: Background<'a>,
-    markers: u32,
-}
+/// A listener of root's at pimd's socket path in place of pimd (tests/sandbox/fake_pimd.py):
+/// reports each connection, then answers "allowed" (`allow`) or nothing (`stall`).
+const FAKE_PIMD: &str = include_str!("../sandbox/fake_pimd.py");
 
-impl<'a> BusMonitor<'a> {
-    fn start(sb: &'a Sandbox) -> BusMonitor<'a> {
-        let monitor = sb.spawn("root", &["busctl", "--system", "--no-pager", "monitor"]);
-        let mut m = BusMonitor {
-            sb,
-            monitor,
-            markers: 0,
-        };
-        // Proves the monitor is up and shows what it sees.
-        m.mark();
-        m
+/// Stops pimd and puts `fake_pimd.py MODE` at its socket path, as `user` (the directory made
+/// everyone's for a user who is not root); returns it, listening.
+fn fake_pimd_in_place<'a>(sb: &'a Sandbox, user: &str, mode: &str) -> Background<'a> {
+    if sb.pimd_running() {
+        sb.kill_pimd("TERM");
     }
-
-    /// Sends a message naming a new marker until the monitor has shown it; returns the marker.
-    fn mark(&mut self) -> String {
-        self.markers += 1;
-        let marker = format!("org.pim.E2eMarker{}", self.markers);
-        self.sb.wait_until(
-            &format!("busctl monitor to show {marker}"),
-            Duration::from_secs(60),
-            || {
-                // Any bus call naming the marker shows up in the monitor.
-                self.sb.bus_name_owned(&marker);
-                self.monitor.stdout_so_far().contains(&marker)
-            },
-        );
-        marker
-    }
-
-    /// What the monitor printed between two markers.
-    fn between(&self, from: &str, to: &str) -> String {
-        let text = self.monitor.stdout_so_far();
-        let start = text.find(from).expect("first marker shown");
-        let end = text[start..].find(to).map_or(text.len(), |i| start + i);
-        text[start..end].to_string()
-    }
+    sb.write_file("/tmp/fake_pimd.py", FAKE_PIMD, 0o644);
+    let dir_mode = if user == "root" { "0700" } else { "1777" };
+    sb.sh(
+        "root",
+        &format!("mkdir -p /run/pim && chmod {dir_mode} /run/pim"),
+    )
+    .assert_success();
+    let mut fake = sb.spawn(
+        user,
+        &["python3", "/tmp/fake_pimd.py", mode, "/run/pim/pam.socket"],
+    );
+    fake.wait_for_stdout("listening", Duration::from_secs(60));
+    fake
 }
 
 #[test]
-fn users_in_no_managed_group_and_root_cause_no_bus_traffic() {
+fn users_in_no_managed_group_and_root_cause_no_call_to_pimd() {
     let sb = host_with_pimd(PAM_ARGS);
     assert!(sb.groups_of("root").contains(&"sudo".to_string()));
-    let mut bus = BusMonitor::start(&sb);
-    let before = bus.mark();
+    // A listener that reports every connection stands in for pimd.
+    let fake = fake_pimd_in_place(&sb, "root", "allow");
     sudo_fresh(&sb, "bob").assert_success();
     sudo_fresh(&sb, "root").assert_success();
     sb.run("root", &["sudo", "-n", "-u", "bob", "true"])
         .assert_success();
     pamtester(&sb, "bob").assert_success();
     pamtester(&sb, "root").assert_success();
-    let after = bus.mark();
-    let seen = bus.between(&before, &after);
+    let seen = fake.stdout_so_far();
     assert!(
-        !seen.contains("CheckAccess") && !seen.contains("org.pim.Manager1"),
-        "calls for bob and root reached the bus:\n{seen}"
+        !seen.contains("connection"),
+        "calls for bob and root reached pimd's socket:\n{seen}"
     );
 
-    // The monitor does see the module's call when there is one: a holder's sudo.
-    let control = sudo_stale(&sb, "alice");
-    control.assert_failure();
-    let last = bus.mark();
-    let seen = bus.between(&after, &last);
+    // The listener does see the module's call when there is one: a holder's sudo.
+    sudo_stale(&sb, "mallory").assert_success();
+    let seen = fake.stdout_so_far();
     assert!(
-        seen.contains("Member=CheckAccess") && seen.contains("\"alice\""),
-        "the monitor did not show alice's CheckAccess:\n{seen}"
+        seen.contains("connection from uid 0"),
+        "the listener did not see mallory's check:\n{seen}"
     );
-    drop(bus);
-    assert!(
-        access_checks(&sb).iter().all(|r| r["user"] == "alice"),
-        "{:?}",
-        access_checks(&sb)
-    );
+    drop(fake);
 
     // And without pimd at all, nothing changes for them.
-    sb.kill_pimd("TERM");
+    sb.sh("root", "rm -f /run/pim/pam.socket").assert_success();
     sudo_fresh(&sb, "bob").assert_success();
     sudo_fresh(&sb, "root").assert_success();
     pamtester(&sb, "bob").assert_success();
@@ -436,6 +408,21 @@ fn pimd_stopped_fail_open_leaves_holders_to_the_rest_of_the_stack() {
     );
 }
 
+/// Asserts that `user`'s sudo is refused as unconfirmed, no sooner than the module's
+/// `timeout=1s` and well within a bound, which it returns.
+fn assert_refused_after_the_timeout(sb: &Sandbox, user: &str) -> Duration {
+    let bound = Duration::from_secs(20);
+    let started = Instant::now();
+    let out = sudo_fresh(sb, user);
+    let took = started.elapsed();
+    assert_refused_with(&out, UNCONFIRMED, "");
+    assert!(
+        took >= Duration::from_secs(1) && took < bound,
+        "took {took:?}, expected between timeout=1s and {bound:?}:\n{out}"
+    );
+    bound
+}
+
 #[test]
 fn hung_pimd_is_bounded_by_the_module_timeout() {
     let sb = host_with_pimd("groups=sudo timeout=1s");
@@ -445,15 +432,7 @@ fn hung_pimd_is_bounded_by_the_module_timeout() {
     // pimd keeps its name on the bus but answers nothing: the call waits in the bus until the
     // module gives up after timeout=1s (D-Bus's own default method timeout is 25 s).
     assert_eq!(sb.kill_pimd("STOP"), None);
-    let bound = Duration::from_secs(20);
-    let started = Instant::now();
-    let out = sudo_fresh(&sb, "alice");
-    let took = started.elapsed();
-    assert_refused_with(&out, UNCONFIRMED, "");
-    assert!(
-        took >= Duration::from_secs(1) && took < bound,
-        "took {took:?}, expected between timeout=1s and {bound:?}:\n{out}"
-    );
+    let bound = assert_refused_after_the_timeout(&sb, "alice");
 
     let started = Instant::now();
     let out = pamtester(&sb, "alice");
@@ -1190,16 +1169,17 @@ fn in_mount_namespace_of_its_own(sb: &Sandbox, script: &str) -> Output {
 }
 
 #[test]
-fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
+fn fail_open_does_not_open_for_pimds_socket_hidden_in_a_mount_namespace_of_ones_own() {
     // A set-uid sandbox that keeps set-uid working (firejail without nonewprivs,
-    // --blacklist=/run/dbus) hides the bus socket, or puts a dead one in its place, while pimd
+    // --blacklist=/run/pim) hides pimd's socket, or puts a dead one in its place, while pimd
     // runs: nothing listens there, but pimd is not absent.
-    let sb = host_with_pimd(&format!("{PAM_ARGS} fail=open"));
+    let sb = host_with_pimd(&format!("{PAM_ARGS} timeout=1s fail=open"));
     assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
     for hide in [
-        "mount -t tmpfs tmpfs /run/dbus",
-        "mount -t tmpfs tmpfs /run/dbus && python3 -c \
-         'import socket; socket.socket(socket.AF_UNIX).bind(\"/run/dbus/system_bus_socket\")'",
+        "mount -t tmpfs -o mode=0700 tmpfs /run/pim",
+        "mount -t tmpfs tmpfs /run/pim",
+        "mount -t tmpfs -o mode=0700 tmpfs /run/pim && python3 -c \
+         'import socket; socket.socket(socket.AF_UNIX).bind(\"/run/pim/pam.socket\")'",
     ] {
         let out = in_mount_namespace_of_its_own(
             &sb,
@@ -1212,28 +1192,144 @@ fn fail_open_does_not_open_for_a_bus_hidden_in_a_mount_namespace_of_ones_own() {
     sudo_fresh(&sb, "mallory").assert_success();
 }
 
-/// A listener that answers every call with pimd's "allowed" (tests/sandbox/fake_bus.py).
-const FAKE_BUS: &str = include_str!("../sandbox/fake_bus.py");
-
 #[test]
-fn a_listener_of_a_users_own_at_the_bus_path_is_not_taken_for_the_bus() {
-    // In a mount namespace where set-uid still works (a sandbox a user may start), mallory puts
-    // a listener of hers at the system bus's path that answers pimd's "allowed": sudo must not
-    // take it, with fail=closed or fail=open.
+fn a_listener_of_a_users_own_at_pimds_socket_path_is_not_taken_for_pimd() {
+    // mallory puts a listener of hers at pimd's socket path that answers pimd's "allowed" to
+    // each request's id: in a mount namespace where set-uid still works (a sandbox a user may
+    // start), and on the host should /run/pim be left writable. sudo must not take it, with
+    // fail=closed or fail=open.
     for fail in ["", " fail=open"] {
         let sb = host_with_pimd(&format!("{PAM_ARGS}{fail}"));
         assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
-        sb.write_file("/tmp/fake_bus.py", FAKE_BUS, 0o644);
-        let script = "set -e; mount -t tmpfs -o mode=1777 tmpfs /run/dbus; \
-             /run/.sandbox/runas mallory python3 /tmp/fake_bus.py /run/dbus/system_bus_socket \
-               >/tmp/fake_bus.out 2>&1 & \
-             for _ in $(seq 100); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.05; done; \
+        sb.write_file("/tmp/fake_pimd.py", FAKE_PIMD, 0o644);
+        let script = "set -e; mount -t tmpfs -o mode=1777 tmpfs /run/pim; \
+             /run/.sandbox/runas mallory python3 /tmp/fake_pimd.py allow /run/pim/pam.socket \
+               >/tmp/fake_pimd.out 2>&1 & \
+             for _ in $(seq 100); do [ -S /run/pim/pam.socket ] && break; sleep 0.05; done; \
              exec /run/.sandbox/runas mallory sudo -n true";
         let out = in_mount_namespace_of_its_own(&sb, script);
         assert_refused_with(&out, UNCONFIRMED, "");
-        let fake = sb.sh("root", "cat /tmp/fake_bus.out");
-        assert!(fake.stdout.contains("listening"), "{fake}");
+        let fake = sb.sh("root", "cat /tmp/fake_pimd.out");
+        assert!(fake.stdout.contains("connection from uid 0"), "{fake}");
+
+        // The same in PID 1's namespace: pimd stopped and /run/pim made everyone's.
+        let fake = fake_pimd_in_place(&sb, "mallory", "allow");
+        assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
+        assert!(fake.stdout_so_far().contains("connection from uid 0"));
     }
+}
+
+#[test]
+fn a_stuck_listener_at_pimds_socket_is_bounded_by_the_module_timeout() {
+    for fail in ["", " fail=open"] {
+        let sb = host_with_pimd(&format!("groups=sudo timeout=1s{fail}"));
+        activate(&sb, "alice", "1h");
+        // Root's listener (as pimd is) that takes each request and never answers.
+        let fake = fake_pimd_in_place(&sb, "root", "stall");
+        assert_refused_after_the_timeout(&sb, "alice");
+        assert!(fake.stdout_so_far().contains("connection from uid 0"));
+    }
+}
+
+/// A request for `user` holding `sudo`, as the module frames it, sent by `python3` from a
+/// process of `who` that may bypass file permissions (CAP_DAC_OVERRIDE, as some services run
+/// with): prints what pimd answered, or "hung up".
+fn ask_pimds_socket_with_dac_override(sb: &Sandbox, who: &str, user: &str) -> Output {
+    let script = r#"
+import socket, struct, sys
+user = sys.argv[1].encode()
+body = struct.pack("<H", len(user)) + user + struct.pack("<H", 4) + b"sudo"
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect("/run/pim/pam.socket")
+try:
+    s.sendall(struct.pack("<4sQI", b"PIMq", 42, len(body)) + body)
+    reply = s.recv(4096)
+except (BrokenPipeError, ConnectionResetError):
+    reply = b""
+print("answered %r" % reply if reply else "hung up")
+"#;
+    sb.run(
+        "root",
+        &[
+            "setpriv",
+            &format!("--reuid={who}"),
+            &format!("--regid={who}"),
+            "--init-groups",
+            "--inh-caps=+dac_override",
+            "--ambient-caps=+dac_override",
+            "python3",
+            "-c",
+            script,
+            user,
+        ],
+    )
+}
+
+#[test]
+fn a_process_that_is_not_root_connecting_to_pimds_socket_is_refused_and_audited() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    // Without the capability the socket's permissions keep bob out.
+    let out = sb.run(
+        "bob",
+        &[
+            "python3",
+            "-c",
+            "import socket; socket.socket(socket.AF_UNIX).connect('/run/pim/pam.socket')",
+        ],
+    );
+    assert!(out.stderr.contains("PermissionError"), "{out}");
+    // With it, he connects, and pimd hangs up before answering anything.
+    for _ in 0..3 {
+        let out = ask_pimds_socket_with_dac_override(&sb, "bob", "alice");
+        assert_eq!(out.assert_success().stdout.trim(), "hung up", "{out}");
+    }
+    // Root asking the same way gets pimd's answer, with the request's id.
+    let out = ask_pimds_socket_with_dac_override(&sb, "root", "alice");
+    assert!(out.assert_success().stdout.contains("PIMa*"), "{out}");
+    // Each refusal is audited against bob.
+    sb.wait_until(
+        "bob's refusals in the audit",
+        Duration::from_secs(60),
+        || {
+            access_checks(&sb)
+                .iter()
+                .filter(|r| {
+                    r["actor"] == "bob"
+                        && r["outcome"] == "refused"
+                        && r["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.contains("only root may ask"))
+                })
+                .count()
+                == 3
+        },
+    );
+    sudo_fresh(&sb, "alice").assert_success();
+}
+
+#[test]
+fn with_dbus_daemon_stopped_a_holder_with_a_live_grant_passes_and_one_without_is_refused() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    // The sandbox's own dbus-daemon (its PID namespace holds only the sandbox's processes),
+    // stopped: every call on the bus hangs, pimd's socket does not.
+    sb.sh("root", "kill -STOP \"$(pgrep -x dbus-daemon)\"")
+        .assert_success();
+    sudo_fresh(&sb, "alice").assert_success();
+    sudo_stale(&sb, "alice").assert_success();
+    pamtester(&sb, "alice").assert_success();
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    assert_refused_with(&pamtester(&sb, "mallory"), NOT_GRANTED, "");
+    sb.sh("root", "kill -CONT \"$(pgrep -x dbus-daemon)\"")
+        .assert_success();
+    // The denials were audited meanwhile.
+    assert!(
+        access_checks(&sb).iter().any(|r| r["user"] == "mallory"),
+        "{:?}",
+        access_checks(&sb)
+    );
 }
 
 #[test]
@@ -1260,4 +1356,36 @@ fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_b
         .sum();
     assert_eq!(one_by_one, 20, "{all:#?}");
     assert_eq!(one_by_one as u64 + counted, tries, "{all:#?}");
+}
+
+#[test]
+fn pim_doctor_checks_pimds_socket() {
+    let sb = host_with_pimd(PAM_ARGS);
+    let ok = doctor_check(&sb, "pam-socket");
+    assert_eq!(ok["status"], "ok", "{ok}");
+    // A directory others may enter: the module would not trust what is in it.
+    sb.sh("root", "chmod 0755 /run/pim").assert_success();
+    let open = doctor_check(&sb, "pam-socket");
+    assert_eq!(open["status"], "fail", "{open}");
+    assert!(
+        open["message"].as_str().unwrap_or("").contains("mode 755"),
+        "{open}"
+    );
+    sb.sh("root", "chmod 0700 /run/pim").assert_success();
+    // A listener that is not root's at the socket's path.
+    let _fake = fake_pimd_in_place(&sb, "mallory", "allow");
+    sb.sh(
+        "root",
+        "chmod 0700 /run/pim && chown root /run/pim/pam.socket && chmod 0600 /run/pim/pam.socket",
+    )
+    .assert_success();
+    let foreign = doctor_check(&sb, "pam-socket");
+    assert_eq!(foreign["status"], "fail", "{foreign}");
+    assert!(
+        foreign["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not root"),
+        "{foreign}"
+    );
 }

@@ -688,8 +688,8 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
     // --- A crash: pimd is back, the grant with it.
     let pid = guest.main_pid();
     // SIGKILL, as the OOM killer would: a signal that dumps core could reach the host's
-    // core_pattern handler. A holder's sudo right after it waits, through D-Bus activation,
-    // for the new pimd (RestartSec is well under the module's timeout).
+    // core_pattern handler. A holder's sudo right after it waits for the new pimd: the module
+    // tries pimd's socket again until its timeout, and RestartSec is well under it.
     guest
         .sh(&format!(
             "kill -KILL {pid} && while kill -0 {pid} 2>/dev/null; do :; done"

@@ -117,6 +117,11 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         let (config_findings, config) = check_config(&config_path);
         findings.extend(config_findings);
         findings.push(check_reload(Path::new(LAST_RELOAD_PATH), pimd_running));
+        findings.push(checks::pam_socket::check_pam_socket(
+            Path::new(pim_common::pam_socket::PAM_SOCKET_DIR),
+            Path::new(pim_common::pam_socket::PAM_SOCKET),
+            pimd_running,
+        ));
         match &config {
             Some(config) => {
                 findings.push(check_database(config));

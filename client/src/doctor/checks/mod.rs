@@ -7,12 +7,14 @@
 //! | [`nosuid`] | nosuid |
 //! | [`config`] | config (judged by `pim-config`, pimd's own model), reload |
 //! | [`database`] | database |
+//! | [`pam_socket`] | pam-socket: pimd's socket for the module |
 //! | [`roles`] | groups, pam-groups, members: the configuration's roles against the host |
 
 pub mod bus;
 pub mod config;
 pub mod database;
 pub mod nosuid;
+pub mod pam_socket;
 pub mod roles;
 pub mod unit;
 
