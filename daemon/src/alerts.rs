@@ -11,6 +11,8 @@
 //! alert. `break-glass-used` is an event, not a state: it stays open until dismissed, and a
 //! use after the dismissal raises a new one.
 
+pub mod host;
+
 use pim_sudoers::{RootRule, Who};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -130,7 +132,8 @@ pub struct ProcessFact {
 /// evaluated: a failed read neither raises nor resolves).
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
-    /// Members listed in /etc/group (the supplementary lists) of each managed group.
+    /// Members listed in /etc/group (the supplementary lists) of each group looked at: the
+    /// managed ones and those the roles' `eligible` and `permanent` lists name.
     pub members: Option<BTreeMap<String, BTreeSet<String>>>,
     /// The gid of each managed group.
     pub gids: BTreeMap<String, u32>,
