@@ -63,6 +63,8 @@ pub enum Command {
     Watch,
     /// The audit log (admins and auditors see everything; others their own records)
     Audit(AuditArgs),
+    /// Open alerts: drift from just-in-time access (admins and auditors)
+    Alerts(AlertsArgs),
     /// Administration (admins; root always)
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -176,6 +178,29 @@ pub struct AuditArgs {
     /// Print RFC 4180 CSV with a header row instead of text
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AlertsArgs {
+    /// Include resolved and dismissed alerts
+    #[arg(long)]
+    pub all: bool,
+    #[command(subcommand)]
+    pub command: Option<AlertsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Dismiss an open alert (admins): it does not come back while its cause persists
+    Dismiss {
+        /// The alert's id
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+        /// Why it may be left as it is
+        #[arg(short, long, value_name = "REASON")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

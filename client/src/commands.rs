@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Cancel { id } => cancel(id, json).await,
         Command::Watch => watch(json).await,
         Command::Audit(args) => audit(args, json).await,
+        Command::Alerts(args) => crate::alerts::run(args, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,
         Command::Doctor(args) => crate::doctor::run(args, json).await,
     }
@@ -68,7 +69,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
 // ---------------------------------------------------------------------------------------------
 // Plumbing
 
-async fn connect() -> Result<ManagerProxy<'static>, Failure> {
+pub(crate) async fn connect() -> Result<ManagerProxy<'static>, Failure> {
     let conn = zbus::Connection::system().await?;
     Ok(ManagerProxy::new(&conn).await?)
 }
@@ -87,7 +88,7 @@ fn write_out(text: &str) -> Result<(), Failure> {
 }
 
 /// Prints the JSON document or the text, whichever was asked for.
-fn emit(
+pub(crate) fn emit(
     json: bool,
     doc: impl FnOnce() -> Value,
     text: impl FnOnce() -> String,
