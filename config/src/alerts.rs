@@ -153,4 +153,20 @@ mod tests {
         let (config, _) = check("[alerts]\nstale_eligibility = \"400d\"\n");
         assert!(config.is_none());
     }
+
+    #[test]
+    fn given_the_alerts_keys_then_the_manual_documents_each_in_its_section() {
+        let manual = include_str!("../../packaging/man/pim.toml.5");
+        let section = manual
+            .split_once(".SH [alerts]")
+            .and_then(|(_, rest)| rest.split_once("\n.SH "))
+            .map(|(section, _)| section)
+            .expect("pim.toml.5 has an [alerts] section");
+        for key in super::ALERTS_KEYS {
+            assert!(
+                section.contains(&format!(".TP\n.B {key}\n")),
+                "pim.toml.5 does not document alerts.{key}"
+            );
+        }
+    }
 }

@@ -42,19 +42,6 @@ pub fn check_question(user: &str, groups: &[String]) -> Result<(), PimError> {
     Ok(())
 }
 
-/// The answer for `user` holding `groups` at `now`, read in `tx`. The question must have
-/// passed [`check_question`].
-pub fn decide(
-    config: &Config,
-    tx: &Tx,
-    accounts: &dyn Accounts,
-    now: i64,
-    user: &str,
-    groups: &[String],
-) -> Result<AccessDecision, PimError> {
-    Ok(decide_why(config, tx, accounts, now, user, groups)?.answer)
-}
-
 /// A group the check let through because the user is listed `permanent` in a role of it:
 /// what the `break-glass-used` alert is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +65,9 @@ pub trait PassWatcher: Send + Sync {
     fn permanent_passed(&self, passes: Vec<PermanentPass>);
 }
 
-/// [`decide`], saying which groups a `permanent` listing covered.
-pub fn decide_why(
+/// The answer for `user` holding `groups` at `now`, read in `tx`, and which groups a
+/// `permanent` listing covered. The question must have passed [`check_question`].
+pub fn decide(
     config: &Config,
     tx: &Tx,
     accounts: &dyn Accounts,
@@ -262,7 +250,7 @@ impl AccessReader {
         let (config, accounts) = (&self.config, &*self.accounts);
         let decided = self
             .store
-            .read(|tx| decide_why(config, tx, accounts, now, user, groups))?;
+            .read(|tx| decide(config, tx, accounts, now, user, groups))?;
         if let Some(watcher) = &self.watcher {
             if decided.answer.allowed && !decided.permanent.is_empty() {
                 watcher.permanent_passed(decided.permanent);

@@ -2,14 +2,14 @@
 //! domain core on a blocking thread, then publish what it left behind (syslog lines, events
 //! for watchers, `notify_command`). No policy lives here.
 
-use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
+use crate::access::{AccessReader, PassWatcher, PermanentPass, MAX_USER_NAME_BYTES};
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
 use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
-    RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo,
+    RequestInfo, RoleInfo,
 };
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
@@ -126,6 +126,12 @@ fn bounded_copies<const N: usize>(
     Ok(arguments.map(|(_, value, _)| value.to_owned()))
 }
 
+impl PassWatcher for Core {
+    fn permanent_passed(&self, passes: Vec<PermanentPass>) {
+        let _ = self.passes.try_send(passes);
+    }
+}
+
 /// An access denial for the audit.
 struct Denial {
     user: String,
@@ -166,6 +172,10 @@ pub struct Core {
     notify_queue: Option<mpsc::Sender<EventInfo>>,
     in_progress: InProgress,
     denials: DenialAudit,
+    /// PAM checks a `permanent` listing let through, on their way to the alerts
+    /// (`break-glass-used`): the answer never waits for the manager; beyond the queue's
+    /// length they are dropped (the alert is raised once anyway).
+    passes: mpsc::Sender<Vec<PermanentPass>>,
 }
 
 impl Core {
@@ -179,6 +189,7 @@ impl Core {
             (Some(sender), Some(receiver))
         };
         let (denial_queue, queued_denials) = mpsc::channel(DENIAL_QUEUE_LENGTH);
+        let (passes, queued_passes) = mpsc::channel(DENIAL_QUEUE_LENGTH);
         let core = Arc::new(Core {
             manager: Mutex::new(manager),
             syslog: Syslog::new(),
@@ -195,7 +206,9 @@ impl Core {
                 stop: Notify::new(),
                 writer: Mutex::new(None),
             },
+            passes,
         });
+        tokio::spawn(core.clone().raise_break_glass(queued_passes));
         let writer = tokio::spawn(core.clone().write_denials(queued_denials));
         *core
             .denials
@@ -211,6 +224,15 @@ impl Core {
             });
         }
         core
+    }
+
+    /// Raises `break-glass-used` for each permanent pass, one batch at a time.
+    async fn raise_break_glass(self: Arc<Self>, mut queued: mpsc::Receiver<Vec<PermanentPass>>) {
+        while let Some(passes) = queued.recv().await {
+            if let Err(e) = self.with_manager(move |m| m.break_glass_used(passes)).await {
+                eprintln!("pimd: cannot raise break-glass-used: {}", e.message());
+            }
+        }
     }
 
     /// Hands the PAM socket's denial of `user` to the same bounded audit as the bus's.
@@ -1045,6 +1067,32 @@ impl ManagerService {
         .await
     }
 
+    async fn list_alerts(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        all: bool,
+    ) -> Result<Vec<AlertInfo>, PimError> {
+        self.read_call(&h, "list-alerts", move |m, c| m.list_alerts(c, all))
+            .await
+    }
+
+    async fn dismiss_alert(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+        reason: &str,
+    ) -> Result<AlertInfo, PimError> {
+        let args = bounded_copies([("reason", reason, text::MAX_REASON_BYTES)]);
+        self.limited_call(
+            &h,
+            "alert-dismiss",
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [reason]| m.dismiss_alert(c, id, &reason),
+        )
+        .await
+    }
+
     async fn check_access(
         &self,
         #[zbus(header)] h: Header<'_>,
@@ -1135,6 +1183,20 @@ impl AccessReaders {
     /// The PAM socket's readers, one for each of its threads.
     pub fn pam_socket_readers(&self) -> Vec<Arc<Mutex<AccessReader>>> {
         self.pam_socket.clone()
+    }
+
+    /// From now on every reader tells `watcher` of the checks a `permanent` listing let
+    /// through.
+    pub fn watch_passes(&self, watcher: Arc<dyn PassWatcher>) {
+        for reader in [&self.guessing, &self.root]
+            .into_iter()
+            .chain(&self.pam_socket)
+        {
+            reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .watch_passes(watcher.clone());
+        }
     }
 
     /// Takes the configuration a reload installed.

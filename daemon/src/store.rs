@@ -169,6 +169,27 @@ CREATE TABLE setgid_ids (
 );
 ALTER TABLE setgid_sweeps ADD COLUMN rechecked_at INTEGER;
 "#,
+    r#"
+-- Alerts (see alerts.rs): one row per alert raised. holds_key: this row stands for its key
+-- (open, or dismissed while its cause persists), so the same cause is raised once; a
+-- resolved alert, or a dismissed one whose cause went, lets it go.
+CREATE TABLE alerts (
+    id              INTEGER PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('open', 'resolved', 'dismissed')),
+    user            TEXT NOT NULL,
+    role            TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    raised_at       INTEGER NOT NULL,
+    closed_at       INTEGER,
+    dismissed_by    TEXT NOT NULL DEFAULT '',
+    dismiss_reason  TEXT NOT NULL DEFAULT '',
+    holds_key       INTEGER NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX alerts_one_per_key ON alerts(key) WHERE holds_key = 1;
+CREATE INDEX alerts_open ON alerts(state) WHERE state = 'open';
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +217,87 @@ pub struct NewGrant<'a> {
     pub reason: &'a str,
     pub ticket: &'a str,
     pub request_id: Option<i64>,
+}
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Open,
+    Resolved,
+    Dismissed,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Resolved => "resolved",
+            AlertState::Dismissed => "dismissed",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "open" => AlertState::Open,
+            "resolved" => AlertState::Resolved,
+            "dismissed" => AlertState::Dismissed,
+            other => {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    format!("unknown alert state {other}").into(),
+                ))
+            }
+        })
+    }
+}
+
+/// One alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub kind: String,
+    pub key: String,
+    pub state: AlertState,
+    pub user: String,
+    pub role: String,
+    pub detail: String,
+    pub raised_at: i64,
+    pub closed_at: Option<i64>,
+    pub dismissed_by: String,
+    pub dismiss_reason: String,
+    /// It stands for its key (open, or dismissed while its cause persists).
+    pub holds_key: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert<'a> {
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub user: &'a str,
+    pub role: &'a str,
+    pub detail: &'a str,
+    pub at: i64,
+}
+
+const ALERT_COLUMNS: &str = "id, kind, key, state, user, role, detail, raised_at, closed_at, \
+                             dismissed_by, dismiss_reason, holds_key";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        key: r.get(2)?,
+        state: AlertState::parse(&r.get::<_, String>(3)?)?,
+        user: r.get(4)?,
+        role: r.get(5)?,
+        detail: r.get(6)?,
+        raised_at: r.get(7)?,
+        closed_at: r.get(8)?,
+        dismissed_by: r.get(9)?,
+        dismiss_reason: r.get(10)?,
+        holds_key: r.get(11)?,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1132,6 +1234,154 @@ impl Tx<'_> {
             [now],
             |r| r.get(0),
         )?)
+    }
+
+    // --- alerts ---
+
+    /// Every membership PIM added, as (user, group).
+    pub fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT user, grp FROM memberships ORDER BY user, grp")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every assignment, with when it was made.
+    pub fn assignments(&self) -> Result<Vec<(Assignment, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT user, role, not_before, not_after, assigned_at FROM assignments
+             ORDER BY user, role",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                Assignment {
+                    user: r.get(0)?,
+                    role: r.get(1)?,
+                    not_before: r.get(2)?,
+                    not_after: r.get(3)?,
+                },
+                r.get(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The start of every grant that started at or after `since`, as (user, role, at).
+    pub fn grant_starts_since(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT user, role, started_at FROM grants WHERE started_at >= ?1
+             ORDER BY started_at",
+        )?;
+        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The last start of a grant of each user and role, as (user, role, at).
+    pub fn last_grant_starts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT user, role, MAX(started_at) FROM grants GROUP BY user, role")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The time of the oldest audit record: since when pimd has been watching this host.
+    pub fn first_audit_at(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_row("SELECT MIN(at) FROM audit", [], |r| r.get(0))?)
+    }
+
+    /// The alerts that hold their keys (open, or dismissed while their cause persists).
+    pub fn current_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE holds_key = 1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], alert_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The alert that holds `key`, if one does.
+    pub fn current_alert(&self, key: &str) -> Result<Option<AlertRow>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE holds_key = 1 AND key = ?1"),
+                [key],
+                alert_row,
+            )
+            .optional()?)
+    }
+
+    pub fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+                [id],
+                alert_row,
+            )
+            .optional()?)
+    }
+
+    /// The open alerts, or with `all` every one; newest first, at most `limit`.
+    pub fn alerts(&self, all: bool, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE ?1 OR state = 'open'
+             ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![all, limit], alert_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A new open alert holding its key; refused if another holds it. Returns its id.
+    pub fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT INTO alerts (kind, key, state, user, role, detail, raised_at, holds_key)
+             VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, 1)",
+            params![a.kind, a.key, a.user, a.role, a.detail, a.at],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Open alert `id` is resolved at `at`: its cause went, and its key is free.
+    pub fn resolve_alert(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE alerts SET state = 'resolved', closed_at = ?2, holds_key = 0
+             WHERE id = ?1 AND state = 'open'",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// Open alert `id` is dismissed by `by` at `at` for `reason`; it keeps its key while its
+    /// cause persists.
+    pub fn dismiss_alert(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE alerts SET state = 'dismissed', closed_at = ?2, dismissed_by = ?3,
+                 dismiss_reason = ?4
+             WHERE id = ?1 AND state = 'open'",
+            params![id, at, by, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Dismissed alert `id`'s cause went: its key is free for the cause's return.
+    pub fn release_alert(&self, id: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx
+            .execute("UPDATE alerts SET holds_key = 0 WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     // --- MFA ---

@@ -232,16 +232,19 @@ fn plan_raises_once_resolves_when_the_cause_goes_and_keeps_dismissed_ones_quiet(
         standing: Standing::Open,
     };
     // Raised once: the same cause again changes nothing.
-    assert!(plan(&[open.clone()], &evaluation).is_empty());
+    assert!(plan(std::slice::from_ref(&open), &evaluation).is_empty());
     // Dismissed while the cause persists: not raised again.
     let dismissed = Current {
         standing: Standing::Dismissed,
         ..open.clone()
     };
-    assert!(plan(&[dismissed.clone()], &evaluation).is_empty());
+    assert!(plan(std::slice::from_ref(&dismissed), &evaluation).is_empty());
     // The cause goes: the open one resolves, the dismissed one lets its key go.
     let fixed = evaluate(&facts());
-    assert_eq!(plan(&[open.clone()], &fixed), [Change::Resolve { id: 7 }]);
+    assert_eq!(
+        plan(std::slice::from_ref(&open), &fixed),
+        [Change::Resolve { id: 7 }]
+    );
     assert_eq!(plan(&[dismissed], &fixed), [Change::Release { id: 7 }]);
     // A kind that could not be judged is left alone; so is an event kind.
     let mut unjudged = fixed.clone();

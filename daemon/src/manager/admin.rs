@@ -83,6 +83,7 @@ impl Manager {
         })?;
         // A new window replaces the old one: a grant the old one allowed may have lost it.
         let (_, warning) = self.end_grant_after_assignment_change(user, role, &caller.name, None);
+        self.alerts_after_change();
         Ok(warning)
     }
 
@@ -119,6 +120,7 @@ impl Manager {
         let why = format!("unassigned by {}", caller.name);
         let (ended, warning) =
             self.end_grant_after_assignment_change(user, role, &caller.name, Some(&why));
+        self.alerts_after_change();
         Ok((ended.as_ref().map(grant_info).unwrap_or_default(), warning))
     }
 

@@ -76,6 +76,7 @@ impl Manager {
             self.release_membership(&grant.user, &grant.group)?;
             return Err(err);
         }
+        self.alerts_after_change();
         Ok(())
     }
 
@@ -151,7 +152,9 @@ impl Manager {
             audit.actor,
             end_reason.into(),
         );
-        self.release_membership(&grant.user, &grant.group)
+        let released = self.release_membership(&grant.user, &grant.group);
+        self.alerts_after_change();
+        released
     }
 
     /// Takes back a membership PIM added, unless a live grant still needs it.

@@ -22,11 +22,14 @@
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `alerts`: the alerts' facts, their evaluation written with its audit, listing and
+//!   dismissing;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
 
 mod access;
 mod activation;
 mod admin;
+mod alerts;
 mod approvals;
 mod audit;
 mod grants;
@@ -125,6 +128,9 @@ pub struct Manager {
     /// No round of set-group-ID sweeps since this pimd started: the first one walks again
     /// every done sweep still within its look-again period.
     recheck_at_start: bool,
+    /// The last look at the host the alerts were evaluated with (nothing known before the
+    /// first: the kinds that need it are not judged).
+    host_look: crate::alerts::HostFacts,
 }
 
 /// What a summary record counts.
@@ -276,6 +282,7 @@ impl Manager {
             refusals: RefusalLimiter::default(),
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
+            host_look: crate::alerts::HostFacts::default(),
         }
     }
 

@@ -64,6 +64,7 @@ const JOBS: &[&dyn Job] = &[
     &EndLostEligibility,
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
+    &EvaluateAlerts,
 ];
 
 /// Does `f` with every one of `items`, even after one failed; the first error is returned.
@@ -147,6 +148,17 @@ impl Job for ExpireRequests {
 
     fn next_deadline(&self, m: &mut Manager, _now: i64) -> Result<Option<i64>, PimError> {
         Ok(m.store.read(|tx| tx.next_request_expiry())?)
+    }
+}
+
+/// Evaluates the alerts (see `manager/alerts.rs`) on the store and the last look at the host,
+/// after the jobs above have ended what was due; the look itself is made outside the manager
+/// (`startup`'s alert loop), like the set-group-ID sweep's walk.
+struct EvaluateAlerts;
+
+impl Job for EvaluateAlerts {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.evaluate_alerts()
     }
 }
 

@@ -138,13 +138,17 @@ pub(super) fn env() -> Env {
 pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
     let accounts = fixture_accounts();
     let config = fixture_config(&accounts);
-    let m = Manager::new(
+    let mut m = Manager::new(
         Arc::new(config),
         store,
         Box::new(accounts.clone()),
         Box::new(clock.clone()),
         "host".into(),
     );
+    // As pimd does at start: the alerts the fixture calls for (its weak roles) are raised
+    // before the test begins, and their records and events are not the test's.
+    m.evaluate_alerts().unwrap();
+    m.take_outbox();
     Env { m, accounts, clock }
 }
 
