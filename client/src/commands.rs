@@ -420,7 +420,7 @@ async fn wait_for_decision(
                     "request-approved" => {
                         // The daemon's count, which leaves out approvers who no longer
                         // qualify; the event's own approver when it cannot be had.
-                        let counted = proxy.status().await.ok().and_then(|(_, open)| {
+                        let counted = proxy.status().await.ok().and_then(|(_, open, _)| {
                             open.into_iter().find(|r| r.id == id)
                         });
                         if let Some(now) = counted {
@@ -489,7 +489,7 @@ async fn wait_for_decision(
         }
         // Events only prompt a look: the daemon's own answer decides.
         let (grants, open) = match proxy.status().await {
-            Ok(status) => status,
+            Ok((grants, open, _)) => (grants, open),
             Err(e) => {
                 if !unreachable {
                     note(&format!("pim: {}; still waiting", daemon_message(&e)));
@@ -534,9 +534,18 @@ async fn wait_for_decision(
     }
 }
 
+/// From here on SIGTERM is caught (and ignored), not fatal: ending a grant ends the caller's
+/// processes that carry its group (`on_end = "terminate"`), this `pim` among them when it runs
+/// in a login of the grant, and it must live to print the answer. It exits by itself right
+/// after; the SIGKILL that follows `end_grace` would find it gone.
+fn outlive_the_grants_end() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+}
+
 async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
     check_name("role", role)?;
     let proxy = connect().await?;
+    let _term = outlive_the_grants_end();
     let grant = proxy.deactivate(role).await?;
     let now = Clock::system().now;
     emit(
@@ -572,17 +581,17 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
 
 async fn status(json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
-    let (grants, requests) = proxy.status().await?;
+    let (grants, requests, ends) = proxy.status().await?;
     let clock = Clock::system();
     emit(
         json,
         || {
             json!({
-                "grants": grants.iter().map(|g| output::grant_json(g, clock.now)).collect::<Vec<_>>(),
+                "grants": grants.iter().map(|g| output::status_grant_json(g, &ends, clock.now)).collect::<Vec<_>>(),
                 "requests": requests.iter().map(output::request_json).collect::<Vec<_>>(),
             })
         },
-        || output::status_text(&grants, &requests, &clock),
+        || output::status_text(&grants, &requests, &ends, &clock),
     )?;
     Ok(Outcome::Done)
 }
@@ -880,6 +889,7 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
             check_name("role", &role)?;
             check_text("reason", reason.as_deref(), MAX_REASON_BYTES)?;
             let proxy = connect().await?;
+            let _term = outlive_the_grants_end();
             let grant = proxy
                 .admin_revoke(&user, &role, reason.as_deref().unwrap_or(""))
                 .await?;

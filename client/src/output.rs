@@ -8,7 +8,8 @@ use crate::time::{self, rfc3339, Clock};
 use pim_common::duration;
 use pim_common::text::{escape, is_unsafe};
 use pim_common::types::{
-    AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo, MAX_AUDIT_RECORDS,
+    AuditRecord, EventInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo,
+    MAX_AUDIT_RECORDS,
 };
 use serde_json::{json, Map, Value};
 
@@ -79,6 +80,40 @@ pub fn grant_json(g: &GrantInfo, now: i64) -> Value {
     put_time(&mut m, "started_at", g.started_at);
     put_time(&mut m, "ends_at", g.ends_at);
     Value::Object(m)
+}
+
+/// A grant as `pim status` shows it: with how many of the caller's processes carry the group
+/// (`processes`, null when pimd could not tell) and what its end does to them (`on_end`,
+/// with `end_grace_secs` when they are terminated).
+pub fn status_grant_json(g: &GrantInfo, ends: &[GrantEnd], now: i64) -> Value {
+    let mut v = grant_json(g, now);
+    if let (Some(end), Value::Object(m)) = (ends.iter().find(|e| e.grant_id == g.id), &mut v) {
+        let processes = (end.processes >= 0).then_some(end.processes);
+        m.insert("processes".into(), json!(processes));
+        m.insert("on_end".into(), json!(end.on_end));
+        if end.on_end == "terminate" {
+            m.insert("end_grace_secs".into(), json!(end.end_grace_secs));
+        }
+    }
+    v
+}
+
+/// What a grant's end does to the processes that carry its group: how many there are now,
+/// and whether they are ended (after what grace) or kept.
+fn at_end(end: Option<&GrantEnd>) -> String {
+    let Some(end) = end else {
+        return "-".into();
+    };
+    let count = match end.processes {
+        n if n < 0 => "? processes".to_string(),
+        1 => "1 process".to_string(),
+        n => format!("{n} processes"),
+    };
+    if end.on_end == "keep" {
+        format!("{count} kept")
+    } else {
+        format!("{count} ended ({} grace)", dur(end.end_grace_secs))
+    }
 }
 
 pub fn request_json(r: &RequestInfo) -> Value {
@@ -391,16 +426,27 @@ fn grant_rows(grants: &[GrantInfo], clock: &Clock, with_user: bool) -> Vec<Vec<S
         .collect()
 }
 
-pub fn status_text(grants: &[GrantInfo], requests: &[RequestInfo], clock: &Clock) -> String {
+pub fn status_text(
+    grants: &[GrantInfo],
+    requests: &[RequestInfo],
+    ends: &[GrantEnd],
+    clock: &Clock,
+) -> String {
     let mut out = String::new();
     if grants.is_empty() {
         out.push_str("No live grants.\n");
     } else {
         out.push_str("Grants:\n");
+        let mut rows = grant_rows(grants, clock, false);
+        for (row, g) in rows.iter_mut().zip(grants) {
+            row.insert(4, at_end(ends.iter().find(|e| e.grant_id == g.id)));
+        }
         out.push_str(&table(
             "  ",
-            &["ROLE", "GROUP", "UNTIL", "LEFT", "TICKET", "REASON"],
-            &grant_rows(grants, clock, false),
+            &[
+                "ROLE", "GROUP", "UNTIL", "LEFT", "AT END", "TICKET", "REASON",
+            ],
+            &rows,
         ));
     }
     if requests.is_empty() {
@@ -1012,13 +1058,36 @@ mod tests {
     }
 
     #[test]
+    fn given_what_grants_ends_do_then_status_shows_the_processes_and_their_fate() {
+        let end = |processes, on_end: &str| GrantEnd {
+            grant_id: 4,
+            processes,
+            on_end: on_end.into(),
+            end_grace_secs: 10,
+        };
+        let t = status_text(&[grant()], &[], &[end(2, "terminate")], &clock());
+        assert!(t.contains("AT END"), "{t}");
+        assert!(t.contains("59m   2 processes ended (10s grace)"), "{t}");
+        let t = status_text(&[grant()], &[], &[end(-1, "keep")], &clock());
+        assert!(t.contains("? processes kept"), "{t}");
+        let v = status_grant_json(&grant(), &[end(1, "terminate")], NOW);
+        assert_eq!(
+            (&v["processes"], &v["on_end"], &v["end_grace_secs"]),
+            (&json!(1), &json!("terminate"), &json!(10))
+        );
+        let v = status_grant_json(&grant(), &[end(-1, "keep")], NOW);
+        assert_eq!(v["processes"], Value::Null);
+        assert_eq!(v["end_grace_secs"], Value::Null);
+    }
+
+    #[test]
     fn given_grants_and_requests_then_status_shows_both_with_approvals() {
-        let t = status_text(&[grant()], &[request()], &clock());
+        let t = status_text(&[grant()], &[request()], &[], &clock());
         assert!(t.starts_with("Grants:\n  ROLE   GROUP  UNTIL"), "{t}");
         assert!(t.contains("2026-11-21 14:59 UTC  59m"), "{t}");
         assert!(t.contains("Open requests:"), "{t}");
         assert!(t.contains("12  admin  1h   1/2"), "{t}");
-        let empty = status_text(&[], &[], &clock());
+        let empty = status_text(&[], &[], &[], &clock());
         assert_eq!(empty, "No live grants.\nNo open requests.\n");
     }
 
@@ -1028,7 +1097,7 @@ mod tests {
         g.reason = "evil\x1b]0;title\x07\nnext".into();
         g.role = "ad\rmin".into();
         for t in [
-            status_text(&[g.clone()], &[], &clock()),
+            status_text(&[g.clone()], &[], &[], &clock()),
             admin_grants_text(&[g.clone()], &clock()),
             activated_text(&g, &clock()),
         ] {

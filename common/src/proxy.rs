@@ -2,8 +2,8 @@
 //! keep the two in step (the end-to-end suite calls every method through this proxy).
 
 use crate::types::{
-    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo,
-    RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
+    MfaStatusInfo, RequestInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -40,8 +40,9 @@ pub trait Manager {
         code: &str,
     ) -> Result<GrantInfo, PimError>;
 
-    /// The caller's live grants and open requests.
-    fn status(&self) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError>;
+    /// The caller's live grants and open requests, and what each grant's end does to the
+    /// processes that carry its group.
+    fn status(&self) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError>;
 
     /// Starts (or restarts) TOTP enrolment; returns the otpauth URI and the base32 secret.
     fn mfa_enroll(&self) -> Result<(String, String), PimError>;

@@ -38,6 +38,17 @@ pub struct GrantInfo {
     pub ticket: String,
 }
 
+/// What a live grant's end does to the processes of its user that carry the group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct GrantEnd {
+    pub grant_id: i64,
+    /// How many carry it now; -1 when the process table could not be read.
+    pub processes: i64,
+    /// "terminate" (SIGTERM, then SIGKILL after `end_grace_secs`) or "keep".
+    pub on_end: String,
+    pub end_grace_secs: u64,
+}
+
 /// A request for a role that needs approval.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct RequestInfo {

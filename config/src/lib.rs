@@ -58,6 +58,13 @@ const REQUEST_TTL_CAP: Cap = Cap {
     text: "7d",
     why: "for an undecided request",
 };
+/// A process that ignores SIGTERM is killed this long after it, at most.
+pub const MAX_END_GRACE_SECS: u64 = 300;
+const END_GRACE_CAP: Cap = Cap {
+    secs: MAX_END_GRACE_SECS,
+    text: "5m",
+    why: "for end_grace",
+};
 const OTHER_CAP: Cap = Cap {
     secs: MAX_OTHER_SECS,
     text: "365d",
@@ -78,6 +85,10 @@ const DEFAULT_MAX_DURATION_SECS: u64 = 8 * 3600;
 const DEFAULT_DURATION_SECS: u64 = 3600;
 const DEFAULT_MIN_JUSTIFICATION: u32 = 10;
 const DEFAULT_REQUEST_TTL_SECS: u64 = 86400;
+const DEFAULT_END_GRACE_SECS: u64 = 10;
+const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
+/// More warnings than this before one end would only be noise.
+const MAX_WARNINGS: usize = 8;
 
 const TOP_KEYS: &[&str] = &["daemon", "mfa", "roles", "alerts"];
 const DAEMON_KEYS: &[&str] = &[
@@ -140,6 +151,16 @@ pub struct MfaConfig {
     pub max_failures: u32,
     pub failure_window_secs: u64,
     pub lockout_secs: u64,
+}
+
+/// What becomes of a user's processes that still carry the group when a grant ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnEnd {
+    /// SIGTERM, then SIGKILL after `end_grace`, until none is left.
+    #[default]
+    Terminate,
+    /// Left running (the PAM module still refuses sudo).
+    Keep,
 }
 
 /// Declares every key of a `[roles.NAME]` table, one line each:
@@ -227,6 +248,12 @@ role_keys! {
     approvals_required => approvals_required: u32 = 1, integer(1..=u32::MAX);
     /// How long a request waits for its approvals before it lapses (at most 7d).
     request_ttl => request_ttl_secs: u64 = DEFAULT_REQUEST_TTL_SECS, duration(&REQUEST_TTL_CAP);
+    /// What becomes of the user's processes that carry the group at a grant's end.
+    on_end => on_end: OnEnd = OnEnd::Terminate, on_end();
+    /// How long those processes have between SIGTERM and SIGKILL (at most 5m).
+    end_grace => end_grace_secs: u64 = DEFAULT_END_GRACE_SECS, duration(&END_GRACE_CAP);
+    /// Lead times of the warnings before a grant's end, longest first, without repeats.
+    warn_before => warn_before_secs: Vec<u64> = DEFAULT_WARN_BEFORE_SECS.to_vec(), durations(&ROLE_CAP, MAX_WARNINGS);
 }
 
 impl Role {
@@ -375,6 +402,20 @@ fn value_or<T: Clone>(read: &Read<T>, default: T) -> Option<T> {
         Ok(Some(value)) => Some(value.get_ref().clone()),
         Ok(None) => Some(default),
         Err(Reported) => None,
+    }
+}
+
+/// `written` as seconds, or why it is not a duration of at most `cap`.
+fn capped_duration(written: &str, cap: &Cap) -> Result<u64, String> {
+    match duration::parse(written) {
+        Ok(secs) if secs <= cap.secs => Ok(secs),
+        Ok(_) => Err(format!(
+            "{} is over the {} cap {}",
+            text::escape(written.trim()),
+            cap.text,
+            cap.why
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -576,6 +617,26 @@ impl Checker<'_> {
     }
 
     /// A ticket pattern, compiled (see `compile_ticket_pattern`).
+    /// `"terminate"` or `"keep"`.
+    fn on_end(&mut self, section: &Section<'_, '_>, name: &str) -> Read<OnEnd> {
+        let Some(written) = self.string(section, name)? else {
+            return Ok(None);
+        };
+        let span = written.span();
+        match written.get_ref().as_str() {
+            "terminate" => Ok(Some(Spanned::new(span, OnEnd::Terminate))),
+            "keep" => Ok(Some(Spanned::new(span, OnEnd::Keep))),
+            other => {
+                let message = format!(
+                    "'{}' is not a choice; write \"terminate\" (the default) or \"keep\"",
+                    text::escape(other)
+                );
+                self.error(section.key(name), &span, message);
+                Err(Reported)
+            }
+        }
+    }
+
     fn ticket_pattern(&mut self, section: &Section<'_, '_>, name: &str) -> Read<Option<Regex>> {
         let pattern = match self.string(section, name)? {
             Some(pattern) => pattern,
@@ -639,41 +700,103 @@ impl Checker<'_> {
             self.error(key, &span, message);
             return Err(Reported);
         };
-        match duration::parse(written) {
-            Ok(secs) if secs <= cap.secs => Ok(Some(Spanned::new(span, secs))),
-            Ok(_) => {
-                let message = format!(
-                    "{} is over the {} cap {}",
-                    text::escape(written.trim()),
-                    cap.text,
-                    cap.why
-                );
+        match capped_duration(written, cap) {
+            Ok(secs) => Ok(Some(Spanned::new(span, secs))),
+            Err(message) => {
                 self.error(key, &span, message);
                 Err(Reported)
             }
-            Err(e) => {
-                self.error(key, &span, e.to_string());
+        }
+    }
+
+    /// The value of `name` and its items, if it is there; a value that is not a list is an
+    /// error (`example` completes "expected a list ...").
+    #[allow(clippy::type_complexity)]
+    fn list<'t, 'i>(
+        &mut self,
+        section: &Section<'t, 'i>,
+        name: &str,
+        example: &str,
+    ) -> Result<Option<(&'t Spanned<DeValue<'i>>, &'t [Spanned<DeValue<'i>>])>, Reported> {
+        let Some(value) = section.get(name) else {
+            return Ok(None);
+        };
+        match value.get_ref().as_array() {
+            Some(items) => Ok(Some((value, items))),
+            None => {
+                let found = value.get_ref().type_str();
+                self.error(
+                    section.key(name),
+                    &value.span(),
+                    format!("expected a list {example}, found {found}"),
+                );
                 Err(Reported)
             }
+        }
+    }
+
+    /// A list of at most `most` duration strings, each at most `cap`; longest first, each
+    /// once.
+    fn durations(
+        &mut self,
+        section: &Section<'_, '_>,
+        name: &str,
+        cap: &Cap,
+        most: usize,
+    ) -> Read<Vec<u64>> {
+        let Some((value, items)) =
+            self.list(section, name, "of durations such as [\"5m\", \"1m\"]")?
+        else {
+            return Ok(None);
+        };
+        let key = section.key(name);
+        if items.len() > most {
+            self.error(
+                key,
+                &value.span(),
+                format!(
+                    "lists {} durations; at most {most} are allowed",
+                    items.len()
+                ),
+            );
+            return Err(Reported);
+        }
+        let mut secs = Vec::new();
+        let mut wrong = false;
+        for item in items {
+            let span = item.span();
+            let parsed = match item.get_ref().as_str() {
+                None => Err(format!(
+                    "expected a duration string such as \"5m\", found {}",
+                    item.get_ref().type_str()
+                )),
+                Some(written) => capped_duration(written, cap),
+            };
+            match parsed {
+                Ok(n) => secs.push(n),
+                Err(message) => {
+                    self.error(key.clone(), &span, message);
+                    wrong = true;
+                }
+            }
+        }
+        if wrong {
+            Err(Reported)
+        } else {
+            secs.sort_unstable_by(|a, b| b.cmp(a));
+            secs.dedup();
+            Ok(Some(Spanned::new(value.span(), secs)))
         }
     }
 
     /// A list of users and `%groups`. Bad names are errors; names the directory does not know
     /// are warnings (the account may come later, e.g. from LDAP).
     fn principals(&mut self, section: &Section<'_, '_>, name: &str) -> Read<Vec<Principal>> {
-        let Some(value) = section.get(name) else {
+        let Some((value, items)) = self.list(section, name, "such as [\"alice\", \"%ops\"]")?
+        else {
             return Ok(None);
         };
         let key = section.key(name);
-        let Some(items) = value.get_ref().as_array() else {
-            let found = value.get_ref().type_str();
-            self.error(
-                key,
-                &value.span(),
-                format!("expected a list such as [\"alice\", \"%ops\"], found {found}"),
-            );
-            return Err(Reported);
-        };
         let mut principals = Vec::new();
         let mut wrong = false;
         for item in items {
@@ -1253,6 +1376,58 @@ request_ttl = "24h"              # an undecided request expires after this
         assert!(role.approvers.is_empty());
         assert_eq!(role.approvals_required, 1);
         assert_eq!(role.request_ttl_secs, 86400);
+    }
+
+    #[test]
+    fn given_a_bare_role_then_processes_are_terminated_after_10s_with_warnings_at_5m_and_1m() {
+        let config = clean("[roles.sudo]\n");
+        let role = config.role("sudo").expect("role");
+        assert_eq!(role.on_end, OnEnd::Terminate);
+        assert_eq!(role.end_grace_secs, 10);
+        assert_eq!(role.warn_before_secs, vec![300, 60]);
+    }
+
+    #[test]
+    fn given_end_keys_then_they_are_read_and_warnings_sorted_longest_first() {
+        let config = clean(
+            "[roles.docker]\ngroup = \"sudo\"\non_end = \"keep\"\nend_grace = \"5m\"\nwarn_before = [\"1m\", \"10m\", \"1m\"]\n\n[roles.sudo]\nwarn_before = []\n",
+        );
+        let docker = config.role("docker").expect("role");
+        assert_eq!(docker.on_end, OnEnd::Keep);
+        assert_eq!(docker.end_grace_secs, 300);
+        assert_eq!(docker.warn_before_secs, vec![600, 60]);
+        assert!(config
+            .role("sudo")
+            .expect("role")
+            .warn_before_secs
+            .is_empty());
+    }
+
+    #[test]
+    fn given_bad_end_keys_then_each_error_names_key_and_line() {
+        let found = errors(
+            "[roles.docker]\non_end = \"kill\"\nend_grace = \"6m\"\nwarn_before = \"5m\"\n\n[roles.other]\nwarn_before = [\"5m\", 3, \"25h\"]\nend_grace = 10\non_end = true\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                ("roles.docker.on_end".to_string(), Some(2)),
+                ("roles.docker.end_grace".to_string(), Some(3)),
+                ("roles.docker.warn_before".to_string(), Some(4)),
+                ("roles.other.warn_before".to_string(), Some(7)),
+                ("roles.other.warn_before".to_string(), Some(7)),
+                ("roles.other.end_grace".to_string(), Some(8)),
+                ("roles.other.on_end".to_string(), Some(9)),
+            ]
+        );
+        let problem = one_error("[roles.docker]\non_end = \"kill\"\n");
+        assert!(problem.message.contains("\"terminate\""), "{problem:?}");
+        let problem = one_error("[roles.docker]\nend_grace = \"6m\"\n");
+        assert!(problem.message.contains("5m cap"), "{problem:?}");
+        let problem = one_error(
+            "[roles.docker]\nwarn_before = [\"1s\",\"2s\",\"3s\",\"4s\",\"5s\",\"6s\",\"7s\",\"8s\",\"9s\"]\n",
+        );
+        assert!(problem.message.contains("at most 8"), "{problem:?}");
     }
 
     #[test]

@@ -292,6 +292,7 @@ mod tests {
             Store::open(&path).unwrap(),
             Box::new(accounts.clone()),
             Box::new(clock.clone()),
+            Box::new(crate::processes::fake::FakeProcesses::default()),
             "host".into(),
         );
         let alice = Caller {

@@ -156,6 +156,9 @@ pub mod tests {
             approvers: vec![],
             approvals_required: 1,
             request_ttl_secs: 86400,
+            on_end: pim_config::OnEnd::Terminate,
+            end_grace_secs: 10,
+            warn_before_secs: vec![300, 60],
         }
     }
 

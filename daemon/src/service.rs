@@ -8,8 +8,8 @@ use crate::store::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo,
-    RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
+    MfaStatusInfo, RequestInfo, RoleInfo,
 };
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
@@ -825,8 +825,12 @@ impl ManagerService {
     async fn status(
         &self,
         #[zbus(header)] h: Header<'_>,
-    ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>), PimError> {
-        self.read_call(&h, "status", |m, c| m.status(c)).await
+    ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError> {
+        self.read_call(&h, "status", |m, c| {
+            let (grants, requests) = m.status(c)?;
+            Ok((grants, requests, m.grant_ends(c)?))
+        })
+        .await
     }
 
     async fn mfa_enroll(
@@ -1300,6 +1304,7 @@ mod tests {
             Store::open_in_memory().unwrap(),
             Box::new(accounts),
             Box::new(FakeClock::at(0)),
+            Box::new(crate::processes::fake::FakeProcesses::default()),
             "host".into(),
         );
         Core::new(manager)
@@ -1334,6 +1339,7 @@ mod tests {
                 Store::open(&path).unwrap(),
                 Box::new(accounts.clone()),
                 Box::new(FakeClock::at(1_800_000_000)),
+                Box::new(crate::processes::fake::FakeProcesses::default()),
                 "host".into(),
             );
             let reader = || {

@@ -4,14 +4,16 @@
 
 use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
-use crate::alerts::{self, host::ProcProcesses, host::ProcessList};
+use crate::alerts;
 use crate::clock::{Clock, SystemClock};
 use crate::manager::Manager;
 use crate::pam_socket;
+use crate::processes::{ProcessTable, SystemProcesses};
 use crate::service::{AccessReaders, Core, ManagerService};
 use crate::setgid::{self, SetgidFiles, SystemSetgidFiles};
 use crate::store::Store;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
+use pim_common::PimError;
 use pim_config::{self as config, Severity};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -225,6 +227,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         store,
         Box::new(SystemAccounts),
         Box::new(SystemClock),
+        Box::new(SystemProcesses),
         host,
     );
     let core = Core::new(manager);
@@ -297,13 +300,22 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     );
 
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
+    let end_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(expiry_loop(
+        core.clone(),
+        [sweep_wake.clone(), end_wake.clone()],
+    ));
+    tokio::spawn(ending_loop(
+        core.clone(),
+        Arc::new(SystemProcesses),
+        end_wake,
+    ));
     let alert_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(alert_look_loop(
         core.clone(),
-        Arc::new(ProcProcesses),
+        Arc::new(SystemProcesses),
         alert_wake.clone(),
     ));
-    tokio::spawn(expiry_loop(core.clone(), sweep_wake.clone()));
     tokio::spawn(setgid_sweep_loop(
         core.clone(),
         Arc::new(SystemSetgidFiles),
@@ -536,8 +548,9 @@ pub fn reload_running(pid: nix::unistd::Pid) -> ExitCode {
 }
 
 /// Ends what is due, then sleeps until the next deadline (or a minute, or a wake-up). Each
-/// round wakes the set-group-ID sweep, which has work when a membership went.
-async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
+/// round wakes the set-group-ID sweep, which has work when a membership went, and the
+/// ending of processes, which has work when a grant ended.
+async fn expiry_loop(core: Arc<Core>, wakes: [Arc<tokio::sync::Notify>; 2]) {
     loop {
         let next = core
             .with_manager(|m| {
@@ -547,7 +560,9 @@ async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
                 m.next_deadline()
             })
             .await;
-        sweep_wake.notify_one();
+        for wake in &wakes {
+            wake.notify_one();
+        }
         let now = SystemClock.now();
         let wait = match next {
             Ok(Some(deadline)) => (deadline - now).clamp(0, RECONCILE_EVERY_SECS),
@@ -567,6 +582,60 @@ async fn expiry_loop(core: Arc<Core>, sweep_wake: Arc<tokio::sync::Notify>) {
     }
 }
 
+/// Ends the processes that still carry a group after a grant of it ended, and warns before
+/// grants end (ending.rs, manager_ends.rs): after every reconciliation, at each step's
+/// deadline (a SIGKILL after `end_grace`, a warning's lead time) and at least once a minute.
+/// The work on processes runs on the blocking pool without the manager's lock, so calls and
+/// PAM checks never wait for it, nor for a grace.
+async fn ending_loop(
+    core: Arc<Core>,
+    table: Arc<dyn ProcessTable>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        // A kill step that left some goes on soon; what failed (a table that could not be
+        // read, a lookup that failed) is tried again after a pause.
+        let endings = run_steps(
+            &core,
+            &table,
+            "ending processes",
+            |m| m.endings_due(),
+            |job, table| job.run(table),
+            |(job, step)| step.as_ref().is_ok_and(|s| job.kill && s.left > 0),
+            |m, results| m.record_endings(results),
+        )
+        .await;
+        let warnings = run_steps(
+            &core,
+            &table,
+            "warnings before a grant's end",
+            |m| m.warnings_due(),
+            |job, table| job.run(table),
+            |_| false,
+            |m, results| m.record_warnings(results),
+        )
+        .await;
+        let next = core.with_manager(|m| m.next_end_deadline()).await;
+        let wait = match next {
+            _ if endings == Round::Failed || warnings == Round::Failed => ENDING_RETRY,
+            _ if endings == Round::Again => ENDING_AGAIN,
+            Ok(Some(deadline)) => Duration::from_secs(
+                (deadline - SystemClock.now()).clamp(0, RECONCILE_EVERY_SECS) as u64,
+            )
+            .max(ENDING_AGAIN),
+            Ok(None) => Duration::from_secs(RECONCILE_EVERY_SECS as u64),
+            Err(e) => {
+                eprintln!("pimd: cannot read the endings' deadlines: {}", e.message());
+                Duration::from_secs(RECONCILE_EVERY_SECS as u64)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
 /// The host is looked at for the alerts at least this often (and at start, and after a
 /// reload).
 const ALERT_LOOK_EVERY: Duration = Duration::from_secs(60);
@@ -576,7 +645,7 @@ const ALERT_LOOK_EVERY: Duration = Duration::from_secs(60);
 /// evaluates the alerts with it.
 async fn alert_look_loop(
     core: Arc<Core>,
-    processes: Arc<dyn ProcessList>,
+    processes: Arc<dyn ProcessTable>,
     wake: Arc<tokio::sync::Notify>,
 ) {
     loop {
@@ -610,6 +679,79 @@ async fn alert_look_loop(
         }
     }
 }
+
+/// What a round of steps asks for next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Nothing until the next deadline.
+    Done,
+    /// Go on soon (processes left after a kill step).
+    Again,
+    /// Something failed: try again after [`ENDING_RETRY`].
+    Failed,
+}
+
+/// One round of steps: `due` (under the manager's lock), `run` on each (on the blocking pool,
+/// without it), then `record`.
+async fn run_steps<J: Send + 'static, R: Send + 'static>(
+    core: &Arc<Core>,
+    table: &Arc<dyn ProcessTable>,
+    what: &'static str,
+    due: impl FnOnce(&mut Manager) -> Result<(Vec<J>, Option<PimError>), PimError> + Send + 'static,
+    run: impl Fn(&J, &dyn ProcessTable) -> R + Send + 'static,
+    soon: impl Fn(&(J, R)) -> bool,
+    record: impl FnOnce(&mut Manager, Vec<(J, R)>) -> Result<(), PimError> + Send + 'static,
+) -> Round {
+    let (jobs, failure) = match core.with_manager(due).await {
+        Ok(due) => due,
+        Err(e) => {
+            eprintln!("pimd: {what}: {}", e.message());
+            return Round::Failed;
+        }
+    };
+    // One job's failure (a lookup) holds back only that job.
+    if let Some(e) = &failure {
+        eprintln!("pimd: {what}: {}", e.message());
+    }
+    let failed = failure.is_some();
+    if jobs.is_empty() {
+        return if failed { Round::Failed } else { Round::Done };
+    }
+    let table = table.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|job| {
+                let result = run(&job, &*table);
+                (job, result)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("pimd: {what} failed: {e}");
+            return Round::Failed;
+        }
+    };
+    let again = results.iter().any(soon);
+    match core.with_manager(move |m| record(m, results)).await {
+        Err(e) => {
+            eprintln!("pimd: {what}: {}", e.message());
+            Round::Failed
+        }
+        Ok(()) if failed => Round::Failed,
+        Ok(()) if again => Round::Again,
+        Ok(()) => Round::Done,
+    }
+}
+
+/// After a failure (the process table, a user or group lookup), the endings and warnings are
+/// tried again after this: often enough not to keep processes long, not a log line a moment.
+const ENDING_RETRY: Duration = Duration::from_secs(5);
+
+/// An ending that left processes behind looks again after this; also the shortest pause.
+const ENDING_AGAIN: Duration = Duration::from_millis(500);
 
 /// While a sweep waits for processes that carry the group, it looks this often.
 const SWEEP_WAITING_SECS: u64 = 2;

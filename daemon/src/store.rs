@@ -170,6 +170,29 @@ CREATE TABLE setgid_ids (
 ALTER TABLE setgid_sweeps ADD COLUMN rechecked_at INTEGER;
 "#,
     r#"
+-- The end of the processes that still carry a group after a grant of it ended (ending.rs):
+-- one row per ended grant of a role with on_end = "terminate", written with the grant's end.
+-- term_at: when SIGTERM went; done_at: when none was left, or the ending was not needed.
+CREATE TABLE endings (
+    grant_id  INTEGER PRIMARY KEY,
+    user      TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    grp       TEXT NOT NULL,
+    grace     INTEGER NOT NULL,
+    term_at   INTEGER,
+    done_at   INTEGER
+);
+CREATE INDEX endings_open ON endings(grant_id) WHERE done_at IS NULL;
+-- Warnings sent before a grant's end, one per grant, end and lead time: never repeated.
+CREATE TABLE end_warnings (
+    grant_id  INTEGER NOT NULL,
+    ends_at   INTEGER NOT NULL,
+    lead      INTEGER NOT NULL,
+    sent_at   INTEGER NOT NULL,
+    PRIMARY KEY (grant_id, ends_at, lead)
+);
+"#,
+    r#"
 -- Alerts (see alerts.rs): one row per alert raised. holds_key: this row stands for its key
 -- (open, or dismissed while its cause persists), so the same cause is raised once; a
 -- resolved alert, or a dismissed one whose cause went, lets it go.
@@ -399,6 +422,17 @@ pub struct AuditEntry {
     pub reason: String,
     pub ticket: String,
     pub detail: String,
+}
+
+/// The end of the processes of a grant that ended (see [`Tx::open_endings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub grant_id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub grace_secs: i64,
+    pub term_at: Option<i64>,
 }
 
 /// A sweep for set-group-ID files that is not done (see [`Tx::pending_setgid_sweeps`]).
@@ -1177,6 +1211,99 @@ impl Tx<'_> {
         )?;
         let rows = stmt.query_map([user, group], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // --- the end of processes carrying a group (ending.rs) ---
+
+    pub fn add_ending(&self, grant: &Grant, grace_secs: u64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT OR IGNORE INTO endings (grant_id, user, role, grp, grace)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                grant.id,
+                grant.user,
+                grant.role,
+                grant.group,
+                grace_secs as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Endings not done, oldest first.
+    pub fn open_endings(&self) -> Result<Vec<Ending>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT grant_id, user, role, grp, grace, term_at FROM endings
+             WHERE done_at IS NULL ORDER BY grant_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Ending {
+                grant_id: r.get(0)?,
+                user: r.get(1)?,
+                role: r.get(2)?,
+                group: r.get(3)?,
+                grace_secs: r.get(4)?,
+                term_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn ending_terminated(&self, grant_id: i64, at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE endings SET term_at = ?2 WHERE grant_id = ?1 AND term_at IS NULL",
+            params![grant_id, at],
+        )?;
+        Ok(())
+    }
+
+    pub fn ending_done(&self, grant_id: i64, at: i64) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "UPDATE endings SET done_at = ?2 WHERE grant_id = ?1 AND done_at IS NULL",
+            params![grant_id, at],
+        )?;
+        Ok(())
+    }
+
+    /// When the next ending is due to go from SIGTERM to SIGKILL; an ending not started yet is
+    /// due now.
+    pub fn next_ending_step(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT MIN(COALESCE(term_at + grace, 0)) FROM endings WHERE done_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn warning_sent(&self, grant_id: i64, ends_at: i64, lead: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT 1 FROM end_warnings WHERE grant_id = ?1 AND ends_at = ?2 AND lead = ?3",
+                params![grant_id, ends_at, lead as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    pub fn record_warning(
+        &self,
+        grant_id: i64,
+        ends_at: i64,
+        lead: u64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.changed();
+        self.tx.execute(
+            "INSERT OR IGNORE INTO end_warnings (grant_id, ends_at, lead, sent_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![grant_id, ends_at, lead as i64, at],
+        )?;
+        Ok(())
     }
 
     // --- eligibility assignments ---

@@ -27,6 +27,9 @@ require_mfa = false
 require_approval = false
 max_duration = "2h"
 default_duration = "1h"
+# Shells of the grant are kept after its end: here the module is what refuses them sudo
+# (the default, "terminate", would end them: tests/tests/ending.rs).
+on_end = "keep"
 "#;
 
 /// sudoers rules beyond `%sudo` (which `setup_sudo` writes).

@@ -558,6 +558,12 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         .clone();
     assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
     assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    // CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_KILL (ending processes at a grant's end)
+    // and CAP_AUDIT_WRITE: bits 0, 1, 3, 5 and 29, nothing more.
+    assert!(
+        status.lines().any(|l| l == "CapBnd:\t000000002000002b"),
+        "{status}"
+    );
     guest
         .sh("touch /tmp/.pim-host-tmp && mkdir -p /var/crash && chmod 1777 /var/crash")
         .assert_success();
@@ -827,11 +833,30 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
             .assert_stdout_contains("2755 sudo");
     }
 
+    // A process of alice's that carries sudo, as a login of the grant would: pimd ends it at
+    // the grant's end (on_end = "terminate" by default), under the unit's confinement
+    // (CAP_KILL, the system call filter, PrivateDevices).
+    let carrier = guest
+        .sh(
+            "setsid setpriv --reuid=alice --regid=alice --groups=sudo -- sleep 1000 \
+             </dev/null >/dev/null 2>&1 & echo $!",
+        )
+        .assert_success()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(guest.sh(&format!("kill -0 {carrier}")).success());
+
     // --- Deactivate: a shell that kept the group is refused sudo, so is a new login, and the
-    // set-group-ID bit of each copy is cleared and audited.
+    // set-group-ID bit of each copy is cleared and audited; the process that carried the
+    // group is ended.
     guest
         .run_as("alice", &["pim", "deactivate", "admin"])
         .assert_success();
+    let ended = poll_until(DEADLINE, || {
+        !guest.sh(&format!("test -d /proc/{carrier}")).success()
+    });
+    assert!(ended, "{}", guest.sh("pim --json audit --user alice"));
     let modes = format!("stat -c %a {}", copies.join(" "));
     let cleared = poll_until(DEADLINE, || {
         let out = guest.sh(&modes);

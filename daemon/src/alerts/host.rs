@@ -1,18 +1,13 @@
 //! The look at the host the alerts need, made outside the manager's lock (like the set-group-ID
-//! sweep's walk): the groups in /etc/group (through NSS), the process table, the sudoers
-//! files. Each part that cannot be read is left `None`, so its kind is not judged.
+//! sweep's walk): the groups in /etc/group (through NSS), the process table (the `processes`
+//! port: /proc, or its fake), the sudoers files. Each part that cannot be read is left
+//! `None`, so its kind is not judged.
 
 use super::{HostFacts, ProcessFact};
 use crate::accounts::Accounts;
+use crate::processes::{Process, ProcessTable};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::path::PathBuf;
-
-/// The processes of the host, as the alerts see them.
-pub trait ProcessList: Send + Sync {
-    /// Every live process; only an unreadable /proc is an error.
-    fn list(&self) -> io::Result<Vec<ProcessFact>>;
-}
 
 /// Where the sudoers files are read from.
 pub type SudoersSource = dyn Fn() -> Vec<(PathBuf, String)> + Send + Sync;
@@ -21,7 +16,7 @@ pub type SudoersSource = dyn Fn() -> Vec<(PathBuf, String)> + Send + Sync;
 /// processes and the names of the users they run as, and the sudoers rules that give root.
 pub fn look(
     accounts: &dyn Accounts,
-    processes: &dyn ProcessList,
+    processes: &dyn ProcessTable,
     sudoers: &SudoersSource,
     groups: &BTreeSet<String>,
 ) -> HostFacts {
@@ -44,7 +39,8 @@ pub fn look(
     if let Ok(list) = processes.list() {
         let managed: BTreeSet<u32> = facts.gids.values().copied().collect();
         let carrying: Vec<ProcessFact> = list
-            .into_iter()
+            .iter()
+            .flat_map(process_facts)
             .filter(|p| p.gids.iter().any(|g| managed.contains(g)))
             .collect();
         for process in &carrying {
@@ -62,93 +58,30 @@ pub fn look(
     facts
 }
 
-/// The process table from /proc: each process's real uid and every gid its status lists
-/// (real, effective, saved, file system and supplementary).
-pub struct ProcProcesses;
-
-impl ProcessList for ProcProcesses {
-    fn list(&self) -> io::Result<Vec<ProcessFact>> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc")?.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            // A process that ended meanwhile is simply not listed.
-            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-                continue;
-            };
-            if let Some(process) = parse_status(pid, &status) {
-                found.push(process);
-            }
-        }
-        Ok(found)
+/// A process as the alerts see it: per real uid its threads act as (a thread may have
+/// changed its own), every gid they carry (real, effective, saved, supplementary).
+fn process_facts(process: &Process) -> Vec<ProcessFact> {
+    let mut by_uid: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    for thread in &process.threads {
+        let gids = by_uid.entry(thread.uids[0]).or_default();
+        gids.extend(thread.gids);
+        gids.extend(thread.groups.iter().copied());
     }
-}
-
-/// A process from the text of its /proc/PID/status; None for a zombie or a status without
-/// its ids.
-pub fn parse_status(pid: u32, status: &str) -> Option<ProcessFact> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .filter_map(|n| n.parse::<u32>().ok())
-            })
-    };
-    let state = status.lines().find_map(|l| l.strip_prefix("State:"))?;
-    if matches!(state.trim_start().chars().next(), Some('Z' | 'X')) {
-        return None;
-    }
-    let uid = field("Uid:")?.next()?;
-    let mut gids: BTreeSet<u32> = field("Gid:")?.collect();
-    gids.extend(field("Groups:").into_iter().flatten());
-    Some(ProcessFact { pid, uid, gids })
-}
-
-#[cfg(test)]
-pub mod fake {
-    use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// Processes a test sets; `None` makes the listing fail.
-    #[derive(Clone, Default)]
-    pub struct FakeProcesses(pub Arc<Mutex<Option<Vec<ProcessFact>>>>);
-
-    impl ProcessList for FakeProcesses {
-        fn list(&self) -> io::Result<Vec<ProcessFact>> {
-            self.0
-                .lock()
-                .unwrap()
-                .clone()
-                .ok_or_else(|| io::Error::other("simulated: /proc unreadable"))
-        }
-    }
+    by_uid
+        .into_iter()
+        .map(|(uid, gids)| ProcessFact {
+            pid: process.pid,
+            uid,
+            gids,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fake::FakeProcesses;
     use super::*;
     use crate::accounts::fake::FakeAccounts;
-    use std::sync::{Arc, Mutex};
-
-    #[test]
-    fn given_a_proc_status_then_uid_and_every_gid_are_read() {
-        let status = "Name:\tbash\nState:\tS (sleeping)\nUid:\t1001\t1001\t1001\t1001\n\
-                      Gid:\t1001\t1001\t1001\t1001\nGroups:\t27 1001 \n";
-        let process = parse_status(42, status).unwrap();
-        assert_eq!(process.uid, 1001);
-        assert_eq!(process.gids, [27, 1001].into());
-        let zombie = status.replace("S (sleeping)", "Z (zombie)");
-        assert_eq!(parse_status(42, &zombie), None);
-        assert_eq!(parse_status(42, "State:\tR\n"), None);
-    }
+    use crate::processes::fake::FakeProcesses;
 
     #[test]
     fn given_the_host_then_groups_processes_and_sudoers_are_looked_at() {
@@ -156,18 +89,11 @@ mod tests {
         accounts.add_user("bob", 1001);
         accounts.add_group("sudo", &["bob"]);
         accounts.set_gid("sudo", 27);
-        let processes = FakeProcesses(Arc::new(Mutex::new(Some(vec![
-            ProcessFact {
-                pid: 10,
-                uid: 1001,
-                gids: [27].into(),
-            },
-            ProcessFact {
-                pid: 11,
-                uid: 1001,
-                gids: [1001].into(),
-            },
-        ]))));
+        let processes = FakeProcesses::default();
+        processes.add(10, 1001, 1001, &[27], "bash");
+        processes.add(11, 1001, 1001, &[1001], "bash");
+        // A process whose primary (real, effective, saved) gid is the group carries it too.
+        processes.add(12, 1001, 27, &[], "sg sudo bash");
         let sudoers = || {
             vec![(
                 PathBuf::from("/etc/sudoers.d/x"),
@@ -180,12 +106,12 @@ mod tests {
         assert_eq!(facts.gids["sudo"], 27);
         // Only the processes carrying a managed group are kept.
         let pids: Vec<u32> = facts.processes.unwrap().iter().map(|p| p.pid).collect();
-        assert_eq!(pids, [10]);
+        assert_eq!(pids, [10, 12]);
         assert_eq!(facts.user_names[&1001], "bob");
         assert_eq!(facts.sudoers.unwrap().len(), 1);
         // A directory outage or an unreadable /proc leaves its part unjudged.
         accounts.unreachable("sudo");
-        *processes.0.lock().unwrap() = None;
+        processes.state().fail_list = true;
         let facts = look(&accounts, &processes, &sudoers, &groups);
         assert!(facts.members.is_none() && facts.processes.is_none());
     }

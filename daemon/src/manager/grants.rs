@@ -139,8 +139,12 @@ impl Manager {
     ) -> Result<(), PimError> {
         let now = self.now();
         let entry = audit.entry(now, Outcome::Success, detail);
+        let grace = self.ending_grace(&grant.role);
         self.commit(|tx| {
             tx.end_grant(grant.id, now, end_reason)?;
+            if let Some(grace) = grace {
+                tx.add_ending(grant, grace)?;
+            }
             Ok(tx.audit(entry)?)
         })?;
         self.event(
@@ -211,7 +215,11 @@ impl Manager {
 
     /// A role of `group` that lists `user` as `permanent`, if any. A lookup that fails is an
     /// error: PIM neither removes the membership nor lets go of it until it can tell.
-    fn permanent_role_of(&self, user: &str, group: &str) -> Result<Option<String>, PimError> {
+    pub(super) fn permanent_role_of(
+        &self,
+        user: &str,
+        group: &str,
+    ) -> Result<Option<String>, PimError> {
         for role in self.config.roles.values().filter(|r| r.group == group) {
             let permanent = self.permanent(user, role).map_err(|e| {
                 PimError::Internal(format!(

@@ -22,6 +22,8 @@
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
+//!   and the warnings before it;
 //! - `alerts`: the alerts' facts, their evaluation written with its audit, listing and
 //!   dismissing;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
@@ -32,6 +34,7 @@ mod admin;
 mod alerts;
 mod approvals;
 mod audit;
+mod ends;
 mod grants;
 mod mfa;
 mod reconcile;
@@ -40,6 +43,7 @@ use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
 use crate::mfa::{LockoutPolicy, TotpCheck, TotpSecret};
 use crate::policy::{self, Eligibility};
+use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{
@@ -118,6 +122,8 @@ pub struct Manager {
     store: Store,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
+    /// The host's processes, counted for `status` (the ending's work runs outside, ends.rs).
+    processes: Box<dyn ProcessTable>,
     host: String,
     outbox: Outbox,
     refusals: RefusalLimiter,
@@ -269,9 +275,11 @@ impl Manager {
         store: Store,
         accounts: Box<dyn Accounts>,
         clock: Box<dyn Clock>,
+        processes: Box<dyn ProcessTable>,
         host: String,
     ) -> Manager {
         Manager {
+            processes,
             recheck_at_start: true,
             config,
             store,

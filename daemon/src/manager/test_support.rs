@@ -6,6 +6,7 @@ use super::*;
 use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::mfa;
+use crate::processes::fake::FakeProcesses;
 use pim_config::{self as config, Directory};
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
@@ -128,6 +129,9 @@ pub(super) struct Env {
     pub(super) m: Manager,
     pub(super) accounts: FakeAccounts,
     pub(super) clock: FakeClock,
+    /// The host's processes as `status` counts them (the ending's steps take a table of
+    /// their own, see ends/tests.rs).
+    pub(super) processes: FakeProcesses,
 }
 
 pub(super) fn env() -> Env {
@@ -138,18 +142,25 @@ pub(super) fn env() -> Env {
 pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
     let accounts = fixture_accounts();
     let config = fixture_config(&accounts);
+    let processes = FakeProcesses::default();
     let mut m = Manager::new(
         Arc::new(config),
         store,
         Box::new(accounts.clone()),
         Box::new(clock.clone()),
+        Box::new(processes.clone()),
         "host".into(),
     );
     // As pimd does at start: the alerts the fixture calls for (its weak roles) are raised
     // before the test begins, and their records and events are not the test's.
     m.evaluate_alerts().unwrap();
     m.take_outbox();
-    Env { m, accounts, clock }
+    Env {
+        m,
+        accounts,
+        clock,
+        processes,
+    }
 }
 
 /// The host's users and groups of the fixture.

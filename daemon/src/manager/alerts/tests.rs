@@ -4,16 +4,21 @@
 //! process table and sudoers text.
 
 use super::*;
-use crate::alerts::host::{self, fake::FakeProcesses};
-use crate::alerts::ProcessFact;
+use crate::alerts::host;
 use crate::manager::test_support::*;
+use crate::processes::fake::FakeProcesses;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
-/// Looks at the fake host (its processes, and `sudoers` as /etc/sudoers.d/local) and
+/// A process of the fake host: (pid, uid, supplementary gids).
+type Proc = (u32, u32, &'static [u32]);
+
+/// Looks at the fake host (these processes, and `sudoers` as /etc/sudoers.d/local) and
 /// evaluates.
-fn look(e: &mut Env, processes: Vec<ProcessFact>, sudoers: &str) {
-    let processes = FakeProcesses(Arc::new(Mutex::new(Some(processes))));
+fn look(e: &mut Env, listed: Vec<Proc>, sudoers: &str) {
+    let processes = FakeProcesses::default();
+    for (pid, uid, groups) in listed {
+        processes.add(pid, uid, uid, groups, "sh");
+    }
     let text = sudoers.to_string();
     let read = move || vec![(PathBuf::from("/etc/sudoers.d/local"), text.clone())];
     let groups = e.m.alert_groups();
@@ -177,12 +182,7 @@ fn given_a_member_added_by_hand_then_member_outside_pim_until_they_are_out() {
 fn given_a_process_carrying_a_managed_gid_without_a_grant_then_process_outside_grant() {
     let mut e = env();
     e.accounts.set_gid("sudo", 27);
-    let bob_shell = ProcessFact {
-        pid: 4242,
-        uid: 1001,
-        gids: [1001, 27].into(),
-    };
-    look(&mut e, vec![bob_shell.clone()], "");
+    look(&mut e, vec![(4242, 1001, &[1001, 27])], "");
     let key = "process-outside-grant:sudo:bob";
     assert!(open_keys(&mut e).contains(&key.to_string()));
     let alert = alerts(&mut e, false)
@@ -196,12 +196,7 @@ fn given_a_process_carrying_a_managed_gid_without_a_grant_then_process_outside_g
     assert!(!open_keys(&mut e).contains(&key.to_string()));
     // alice's with a grant is not one.
     e.activate("alice", "rescue", 0, "", "", "").unwrap();
-    let alice_shell = ProcessFact {
-        pid: 5000,
-        uid: 1000,
-        gids: [27].into(),
-    };
-    look(&mut e, vec![alice_shell], "");
+    look(&mut e, vec![(5000, 1000, &[27])], "");
     assert!(!open_keys(&mut e).iter().any(|k| k.starts_with("process")));
 }
 
