@@ -16,6 +16,7 @@
 //! | groups | every role's group exists | yes |
 //! | pam-groups | every group pam_pim.so gates has a role; no role's group that sudoers names escapes the module | yes |
 //! | members | members of gated groups with neither a live grant nor a `permanent` listing | yes |
+//! | alerts | the alerts pimd has open (`pim alerts`) | yes |
 //!
 //! Exit status 0 when nothing failed (warnings and skipped checks included), 1 otherwise.
 //! Without root the checks that read root-only files are skipped, and say so.
@@ -140,6 +141,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
                 }
             }
         }
+        findings.push(checks::alerts::check_alerts(connection.as_ref()).await);
     } else {
         for check in [
             "sudoers",
@@ -149,6 +151,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
             "groups",
             "pam-groups",
             "members",
+            "alerts",
         ] {
             findings.push(Finding::skip(check, NEEDS_ROOT));
         }
