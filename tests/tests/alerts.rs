@@ -320,7 +320,7 @@ fn given_a_plain_user_then_the_alerts_are_refused_through_the_client_and_the_bus
     sb.call_pimd("carl", "ListAlerts", "b", &["true"])
         .assert_failure();
     // Watching, carl sees no alert event; audra does.
-    let mut carl = sb.spawn("carl", &["pim", "watch"]);
+    let carl = sb.spawn("carl", &["pim", "watch"]);
     let mut audra = sb.spawn("audra", &["pim", "watch"]);
     // Both watch once pim says so on stderr.
     for watch in [&carl, &audra] {
