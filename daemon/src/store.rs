@@ -212,6 +212,10 @@ CREATE TABLE alerts (
 );
 CREATE UNIQUE INDEX alerts_one_per_key ON alerts(key) WHERE holds_key = 1;
 CREATE INDEX alerts_open ON alerts(state) WHERE state = 'open';
+-- The alerts read grants by start: those of the last frequent_activation.within, and the
+-- last start of each user and role.
+CREATE INDEX grants_started ON grants(started_at);
+CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 "#,
 ];
 
@@ -1762,6 +1766,72 @@ mod tests {
             ticket: "",
             request_id: None,
         }
+    }
+
+    #[test]
+    fn given_alerts_then_one_holds_each_key_until_resolved_or_released() {
+        let mut store = Store::open_in_memory().unwrap();
+        let alert = |key: &'static str| NewAlert {
+            kind: "weak-role",
+            key,
+            user: "",
+            role: "lab",
+            detail: "no MFA",
+            at: 100,
+        };
+        let write = |store: &mut Store, f: &dyn Fn(&Tx) -> Result<(), StoreError>| {
+            store
+                .write(|tx| {
+                    f(tx)?;
+                    tx.audit(entry("alert"))
+                })
+                .map(|_| ())
+        };
+        let mut id = 0;
+        store
+            .write(|tx| {
+                id = tx.insert_alert(&alert("weak-role:lab"))?;
+                tx.audit(entry("alert-raise"))
+            })
+            .unwrap();
+        // A second alert of a held key is refused by the database itself.
+        let twice = write(&mut store, &|tx| {
+            tx.insert_alert(&alert("weak-role:lab")).map(|_| ())
+        });
+        assert!(twice.is_err());
+        let held = store.read(|tx| tx.current_alert("weak-role:lab")).unwrap();
+        assert_eq!(held.unwrap().id, id);
+        // Dismissed: it keeps the key, and is no longer listed as open.
+        write(&mut store, &|tx| {
+            tx.dismiss_alert(id, "frank", "known", 150)
+        })
+        .unwrap();
+        let row = store.read(|tx| tx.alert(id)).unwrap().unwrap();
+        assert_eq!(row.state, AlertState::Dismissed);
+        assert_eq!(
+            (row.dismissed_by.as_str(), row.closed_at),
+            ("frank", Some(150))
+        );
+        assert!(row.holds_key);
+        assert!(store.read(|tx| tx.alerts(false, 10)).unwrap().is_empty());
+        assert_eq!(store.read(|tx| tx.alerts(true, 10)).unwrap().len(), 1);
+        // Released: the key is free for a new one, which resolves.
+        write(&mut store, &|tx| tx.release_alert(id)).unwrap();
+        assert!(store.read(|tx| tx.current_alerts()).unwrap().is_empty());
+        let mut again = 0;
+        store
+            .write(|tx| {
+                again = tx.insert_alert(&alert("weak-role:lab"))?;
+                tx.audit(entry("alert-raise"))
+            })
+            .unwrap();
+        assert_ne!(again, id);
+        write(&mut store, &|tx| tx.resolve_alert(again, 200)).unwrap();
+        let row = store.read(|tx| tx.alert(again)).unwrap().unwrap();
+        assert_eq!((row.state, row.holds_key), (AlertState::Resolved, false));
+        // Newest first.
+        let all = store.read(|tx| tx.alerts(true, 10)).unwrap();
+        assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [again, id]);
     }
 
     #[test]
