@@ -285,6 +285,36 @@ mod tests {
     }
 
     #[test]
+    fn given_alerts_then_listing_and_dismissing_parse_and_a_dismissal_needs_id_and_reason() {
+        let cli = parse(&["alerts", "--all", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(
+            cli.command,
+            Command::Alerts(AlertsArgs {
+                all: true,
+                command: None
+            })
+        ));
+        let cli = parse(&["alerts", "dismiss", "7", "-r", "known break-glass rule"]).unwrap();
+        let Command::Alerts(AlertsArgs {
+            command: Some(AlertsCommand::Dismiss { id, reason }),
+            ..
+        }) = cli.command
+        else {
+            panic!("not a dismissal");
+        };
+        assert_eq!((id, reason.as_str()), (7, "known break-glass rule"));
+        for bad in [
+            &["alerts", "dismiss", "7"][..],
+            &["alerts", "dismiss", "-r", "x"],
+            &["alerts", "dismiss", "0", "-r", "x"],
+            &["alerts", "--all", "dismiss", "7", "-r", "x"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn given_csv_and_json_together_then_usage_error() {
         assert_eq!(
             parse(&["audit", "--csv", "--json"])
