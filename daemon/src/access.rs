@@ -4,16 +4,18 @@
 //! vouches for another, and a group no role grants cannot be covered at all.
 //!
 //! Sudo waits on this answer, so it has a read path of its own ([`AccessReader`]): its own
-//! read-only SQLite connection (WAL lets it read while the manager writes) and a snapshot of
-//! the configuration that a reload swaps. No lock that activations, MFA or audit writes hold is
+//! read-only handle on the store ([`ReadStore`]; with SQLite, a read-only connection that WAL
+//! lets read while the manager writes) and a snapshot of the configuration that a reload
+//! swaps. No lock that activations, MFA or audit writes hold is
 //! taken on the way. pimd keeps two, used off its async thread (`service::AccessReaders`):
 //! one for answers guessed while the bus says who a new caller is, one for root's alone.
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
 use crate::manager::MAX_ACCESS_GROUPS;
+use crate::model::Grant;
 use crate::policy;
-use crate::store::{Grant, Store, Tx};
+use crate::store::{ReadStore, Tx};
 use pim_common::text;
 use pim_common::types::AccessDecision;
 use pim_common::PimError;
@@ -211,7 +213,7 @@ fn uncovered(
 /// as last loaded.
 pub struct AccessReader {
     config: Arc<Config>,
-    store: Store,
+    store: Box<dyn ReadStore>,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
     watcher: Option<Arc<dyn PassWatcher>>,
@@ -220,13 +222,13 @@ pub struct AccessReader {
 impl AccessReader {
     pub fn new(
         config: Arc<Config>,
-        store: Store,
+        store: impl ReadStore + 'static,
         accounts: Box<dyn Accounts>,
         clock: Box<dyn Clock>,
     ) -> AccessReader {
         AccessReader {
             config,
-            store,
+            store: Box::new(store),
             accounts,
             clock,
             watcher: None,
@@ -266,6 +268,7 @@ mod tests {
     use crate::accounts::fake::FakeAccounts;
     use crate::clock::fake::FakeClock;
     use crate::manager::{Caller, Manager};
+    use crate::store::sqlite::SqliteStore;
     use pim_config as config;
 
     const NOW: i64 = 1_800_000_000;
@@ -289,7 +292,7 @@ mod tests {
         let clock = FakeClock::at(NOW);
         let mut manager = Manager::new(
             config(admin_only, &accounts),
-            Store::open(&path).unwrap(),
+            SqliteStore::open(&path).unwrap(),
             Box::new(accounts.clone()),
             Box::new(clock.clone()),
             Box::new(crate::processes::fake::FakeProcesses::default()),
@@ -302,7 +305,7 @@ mod tests {
         manager.activate(&alice, "admin", 0, "", "", "").unwrap();
         let mut reader = AccessReader::new(
             config(admin_only, &accounts),
-            Store::open_read_only(&path).unwrap(),
+            SqliteStore::open_read_only(&path).unwrap(),
             Box::new(accounts.clone()),
             Box::new(clock),
         );

@@ -2,9 +2,10 @@
 //! its state in SQLite, and adds and removes Unix group memberships through gpasswd.
 //!
 //! `manager` is the domain (one file per capability), `service` the D-Bus layer over it,
-//! `pam_socket` the PAM module's own root-only socket, `store` the SQLite state, `startup`
-//! what runs it; `main.rs` reads the arguments. The configuration model is the `pim-config`
-//! crate, which `pim doctor` uses too.
+//! `pam_socket` the PAM module's own root-only socket, `model` the plain types of pimd's state,
+//! `store` the storage port (traits, the audit rule) and its SQLite backend, `startup` what
+//! runs it; `main.rs` reads the arguments. The configuration model is the `pim-config` crate,
+//! which `pim doctor` uses too.
 #![forbid(unsafe_code)]
 
 mod access;
@@ -14,6 +15,7 @@ mod clock;
 mod ending;
 mod manager;
 mod mfa;
+mod model;
 mod pam_socket;
 mod policy;
 mod processes;

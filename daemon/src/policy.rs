@@ -1,7 +1,7 @@
 //! Pure policy decisions: who is eligible, and whether an activation's duration, reason and
 //! ticket satisfy a role. No I/O; group membership is asked through a closure.
 
-use crate::store::Assignment;
+use crate::model::Assignment;
 use pim_common::text;
 use pim_common::PimError;
 use pim_config::{Principal, Role};

@@ -4,7 +4,7 @@
 
 use crate::access::{AccessReader, PassWatcher, PermanentPass, MAX_USER_NAME_BYTES};
 use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
-use crate::store::{AuditEntry, Outcome};
+use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
@@ -1280,7 +1280,7 @@ mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
     use crate::clock::fake::FakeClock;
-    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
 
     struct EmptyDirectory;
 
@@ -1301,7 +1301,7 @@ mod tests {
             .all(|p| p.severity == pim_config::Severity::Warning));
         let manager = Manager::new(
             Arc::new(config.unwrap()),
-            Store::open_in_memory().unwrap(),
+            SqliteStore::open_in_memory().unwrap(),
             Box::new(accounts),
             Box::new(FakeClock::at(0)),
             Box::new(crate::processes::fake::FakeProcesses::default()),
@@ -1323,7 +1323,7 @@ mod tests {
             let dir = std::env::temp_dir()
                 .join(format!("pim-service-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            // Store::open makes it, root's alone, as pimd's database directory must be.
+            // SqliteStore::open makes it, root's alone, as pimd's database directory must be.
             let path = dir.join("pim.db");
             let accounts = FakeAccounts::default();
             accounts.add_user("root", 0);
@@ -1336,7 +1336,7 @@ mod tests {
             let config = Arc::new(config.unwrap());
             let manager = Manager::new(
                 config.clone(),
-                Store::open(&path).unwrap(),
+                SqliteStore::open(&path).unwrap(),
                 Box::new(accounts.clone()),
                 Box::new(FakeClock::at(1_800_000_000)),
                 Box::new(crate::processes::fake::FakeProcesses::default()),
@@ -1345,7 +1345,7 @@ mod tests {
             let reader = || {
                 AccessReader::new(
                     config.clone(),
-                    Store::open_read_only(&path).unwrap(),
+                    SqliteStore::open_read_only(&path).unwrap(),
                     Box::new(accounts.clone()),
                     Box::new(FakeClock::at(1_800_000_000)),
                 )

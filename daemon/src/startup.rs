@@ -11,7 +11,7 @@ use crate::pam_socket;
 use crate::processes::{ProcessTable, SystemProcesses};
 use crate::service::{AccessReaders, Core, ManagerService};
 use crate::setgid::{self, SetgidFiles, SystemSetgidFiles};
-use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use pim_common::reload::{LastReload, LAST_RELOAD_PATH};
 use pim_common::PimError;
 use pim_config::{self as config, Severity};
@@ -203,10 +203,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
-    let store = Store::open(&config.daemon.database).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&config.daemon.database).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     let reader = || -> Result<AccessReader, String> {
-        let store = Store::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
+        let store =
+            SqliteStore::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?;
         Ok(AccessReader::new(
             config.clone(),
             store,

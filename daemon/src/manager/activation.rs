@@ -10,7 +10,7 @@ use super::grants::membership_obstacle;
 use super::mfa::CodeCheck;
 use super::*;
 use crate::mfa::FailureState;
-use crate::store::MfaRecord;
+use crate::model::MfaRecord;
 
 /// What a caller asks of `activate` (or of `extend`, with no ticket).
 pub(super) struct ActivationAsk<'a> {

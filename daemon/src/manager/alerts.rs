@@ -7,7 +7,7 @@
 use super::*;
 use crate::access::PermanentPass;
 use crate::alerts::{self, AlertKind, Change, Current, Facts, Finding, HostFacts, RoleFacts};
-use crate::store::{AlertRow, AlertState, NewAlert};
+use crate::model::{AlertRow, AlertState, NewAlert};
 use pim_common::types::AlertInfo;
 use std::collections::{BTreeMap, BTreeSet};
 

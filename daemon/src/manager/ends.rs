@@ -4,7 +4,8 @@
 
 use super::{Audit, Caller, Manager, DAEMON};
 use crate::ending::{self, Step, Target};
-use crate::store::{AuditEntry, Ending, Outcome, StoreError, Tx};
+use crate::model::{AuditEntry, Ending, Outcome};
+use crate::store::{StoreError, Tx};
 use pim_common::types::GrantEnd;
 use pim_common::PimError;
 use pim_config::OnEnd;

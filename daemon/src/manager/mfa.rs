@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::mfa::{self, FailureState};
-use crate::store::MfaRecord;
+use crate::model::MfaRecord;
 
 /// A code judged on the enrolment and failure state read before the write.
 #[derive(Debug, PartialEq, Eq)]

@@ -42,14 +42,14 @@ mod reconcile;
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
 use crate::mfa::{LockoutPolicy, TotpCheck, TotpSecret};
+use crate::model::{
+    Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState,
+};
 use crate::policy::{self, Eligibility};
 use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
-use crate::store::{
-    Assignment, AuditEntry, AuditQuery, Grant, NewGrant, Outcome, Request, RequestState, Store,
-    StoreError, Tx,
-};
+use crate::store::{Store, StoreError, Tx};
 use crate::throttle::{CallKind, CallLimiter};
 use pim_common::duration;
 use pim_common::text;
@@ -119,7 +119,7 @@ pub struct Outbox {
 
 pub struct Manager {
     config: Arc<Config>,
-    store: Store,
+    store: Box<dyn Store>,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
     /// The host's processes, counted for `status` (the ending's work runs outside, ends.rs).
@@ -272,7 +272,7 @@ impl MfaProof {
 impl Manager {
     pub fn new(
         config: Arc<Config>,
-        store: Store,
+        store: impl Store + 'static,
         accounts: Box<dyn Accounts>,
         clock: Box<dyn Clock>,
         processes: Box<dyn ProcessTable>,
@@ -282,7 +282,7 @@ impl Manager {
             processes,
             recheck_at_start: true,
             config,
-            store,
+            store: Box::new(store),
             accounts,
             clock,
             host,

@@ -7,6 +7,7 @@ use crate::accounts::fake::FakeAccounts;
 use crate::clock::fake::FakeClock;
 use crate::mfa;
 use crate::processes::fake::FakeProcesses;
+use crate::store::sqlite::SqliteStore;
 use pim_config::{self as config, Directory};
 
 /// A whole TOTP step (1_800_000_000 / 30 = 60_000_000), so times read easily.
@@ -135,11 +136,11 @@ pub(super) struct Env {
 }
 
 pub(super) fn env() -> Env {
-    env_with(Store::open_in_memory().unwrap(), FakeClock::at(T0))
+    env_with(SqliteStore::open_in_memory().unwrap(), FakeClock::at(T0))
 }
 
 /// An environment on `store` at the time of `clock`: a pimd started then.
-pub(super) fn env_with(store: Store, clock: FakeClock) -> Env {
+pub(super) fn env_with(store: SqliteStore, clock: FakeClock) -> Env {
     let accounts = fixture_accounts();
     let config = fixture_config(&accounts);
     let processes = FakeProcesses::default();
@@ -219,7 +220,7 @@ impl Env {
         codes
     }
 
-    pub(super) fn mfa_record(&mut self, user: &str) -> crate::store::MfaRecord {
+    pub(super) fn mfa_record(&mut self, user: &str) -> crate::model::MfaRecord {
         self.m
             .store
             .read(|tx| tx.mfa(user))

@@ -4,6 +4,7 @@
 use super::*;
 use crate::clock::fake::FakeClock;
 use crate::manager::test_support::*;
+use crate::store::sqlite::SqliteStore;
 
 #[test]
 fn given_live_grant_then_reconcile_removes_membership_exactly_at_its_end() {
@@ -435,7 +436,7 @@ mod setgid_sweeps {
         let dir = std::env::temp_dir().join(format!("pim-recheck-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let db = dir.join("pim.db");
-        let mut e = env_with(Store::open(&db).unwrap(), FakeClock::at(T0));
+        let mut e = env_with(SqliteStore::open(&db).unwrap(), FakeClock::at(T0));
         e.accounts.set_gid("sudo", SUDO_GID);
         let files = files();
         grant_and_end(&mut e, &files);
@@ -455,7 +456,7 @@ mod setgid_sweeps {
         files.add_file("/tmp/after-restart", 1000, SUDO_GID, 0o2755);
         while round(&mut e, &files) {}
         assert_eq!(files.mode("/tmp/after-restart"), 0o2755);
-        let mut e = env_with(Store::open(&db).unwrap(), e.clock.clone());
+        let mut e = env_with(SqliteStore::open(&db).unwrap(), e.clock.clone());
         e.accounts.set_gid("sudo", SUDO_GID);
         while round(&mut e, &files) {}
         assert_eq!(files.mode("/tmp/after-restart"), 0o755);

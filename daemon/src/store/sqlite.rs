@@ -1,40 +1,28 @@
-//! The state database: SQLite in WAL mode with `synchronous=FULL`, migrated on open.
+//! The SQLite backend of the store's port ([`super`]): one file in WAL mode with
+//! `synchronous=FULL`, migrated on open. [`SqliteStore`] is the manager's connection; each
+//! write transaction is `BEGIN IMMEDIATE`, so it holds the write lock from its first read.
+//! [`SqliteReader`] is a second, read-only connection for the access check, which WAL lets
+//! read while the other writes. The audit table refuses UPDATE and DELETE by trigger.
 //!
-//! Every write goes through [`Store::write`], which hands the closure a [`Tx`] and commits only
-//! if each change in it was accompanied by an audit record: a state change and its audit row
-//! land together or not at all. The audit table refuses UPDATE and DELETE by trigger.
+//! The database's directory and files are checked before SQLite opens them (see
+//! [`prepare_directory`]): root's alone, no link followed, the mode of no directory changed
+//! that pimd did not create (save /var/lib/pim).
 
+use super::{Key, ReadStore, Store, StoreError, Transaction};
 use crate::mfa::FailureState;
+use crate::model::{
+    AlertRow, AlertState, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert,
+    NewGrant, PendingSweep, Request, RequestState, SweepRecheck,
+};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::cell::{Cell, RefCell};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot prepare {path} for the database: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "refusing to keep the database under {path}: {why}; set [daemon] database to a file in \
-         a new directory (pimd creates it, root's alone) below directories only root may \
-         change, or in /var/lib/pim"
-    )]
-    UnsafeDirectory { path: String, why: String },
-    #[error(
-        "refusing to open the database file {path}: {why}; pimd opens only regular files of \
-         its own with one link (remove it if pimd did not make it)"
-    )]
-    UnsafeFile { path: String, why: String },
-    #[error("refusing to commit a state change without its audit record")]
-    Unaudited,
-    #[error("the database schema version {0} is newer than this pimd understands; upgrade pimd")]
-    TooNew(i64),
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -219,270 +207,16 @@ CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 "#,
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub id: i64,
-    pub user: String,
-    pub role: String,
-    pub group: String,
-    pub started_at: i64,
-    pub ends_at: i64,
-    pub reason: String,
-    pub ticket: String,
-    pub request_id: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub end_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewGrant<'a> {
-    pub user: &'a str,
-    pub role: &'a str,
-    pub group: &'a str,
-    pub started_at: i64,
-    pub ends_at: i64,
-    pub reason: &'a str,
-    pub ticket: &'a str,
-    pub request_id: Option<i64>,
-}
-
-/// Where an alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertState {
-    Open,
-    Resolved,
-    Dismissed,
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Open => "open",
-            AlertState::Resolved => "resolved",
-            AlertState::Dismissed => "dismissed",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "open" => AlertState::Open,
-            "resolved" => AlertState::Resolved,
-            "dismissed" => AlertState::Dismissed,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unknown alert state {other}").into(),
-                ))
-            }
-        })
-    }
-}
-
-/// One alert as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertRow {
-    pub id: i64,
-    pub kind: String,
-    pub key: String,
-    pub state: AlertState,
-    pub user: String,
-    pub role: String,
-    pub detail: String,
-    pub raised_at: i64,
-    pub closed_at: Option<i64>,
-    pub dismissed_by: String,
-    pub dismiss_reason: String,
-    /// It stands for its key (open, or dismissed while its cause persists).
-    pub holds_key: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAlert<'a> {
-    pub kind: &'a str,
-    pub key: &'a str,
-    pub user: &'a str,
-    pub role: &'a str,
-    pub detail: &'a str,
-    pub at: i64,
-}
-
-const ALERT_COLUMNS: &str = "id, kind, key, state, user, role, detail, raised_at, closed_at, \
-                             dismissed_by, dismiss_reason, holds_key";
-
-fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
-    Ok(AlertRow {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        key: r.get(2)?,
-        state: AlertState::parse(&r.get::<_, String>(3)?)?,
-        user: r.get(4)?,
-        role: r.get(5)?,
-        detail: r.get(6)?,
-        raised_at: r.get(7)?,
-        closed_at: r.get(8)?,
-        dismissed_by: r.get(9)?,
-        dismiss_reason: r.get(10)?,
-        holds_key: r.get(11)?,
-    })
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
-    pub user: String,
-    pub role: String,
-    pub not_before: Option<i64>,
-    pub not_after: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MfaRecord {
-    pub secret: Vec<u8>,
-    pub confirmed: bool,
-    pub last_step: Option<u64>,
-    /// When the enrolment (its secret) was made.
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestState {
-    Pending,
-    Approved,
-    Denied,
-    Cancelled,
-    Expired,
-}
-
-impl RequestState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Approved => "approved",
-            RequestState::Denied => "denied",
-            RequestState::Cancelled => "cancelled",
-            RequestState::Expired => "expired",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "pending" => RequestState::Pending,
-            "approved" => RequestState::Approved,
-            "denied" => RequestState::Denied,
-            "cancelled" => RequestState::Cancelled,
-            "expired" => RequestState::Expired,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unknown request state {other}").into(),
-                ))
-            }
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub id: i64,
-    pub user: String,
-    pub role: String,
-    pub group: String,
-    pub duration_secs: u64,
-    pub reason: String,
-    pub ticket: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub approvals_required: u32,
-    pub state: RequestState,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Refused,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Refused => "refused",
-            Outcome::Error => "error",
-        }
-    }
-}
-
-/// One audit record as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub user: String,
-    pub role: String,
-    pub outcome: Outcome,
-    pub reason: String,
-    pub ticket: String,
-    pub detail: String,
-}
-
-/// The end of the processes of a grant that ended (see [`Tx::open_endings`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
-    pub grant_id: i64,
-    pub user: String,
-    pub role: String,
-    pub group: String,
-    pub grace_secs: i64,
-    pub term_at: Option<i64>,
-}
-
-/// A sweep for set-group-ID files that is not done (see [`Tx::pending_setgid_sweeps`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingSweep {
-    pub user: String,
-    pub group: String,
-    /// The latest end of the user's grants of the group.
-    pub ended_through: i64,
-    /// The last walk of this sweep, if any.
-    pub walked_at: Option<i64>,
-    /// Walks in a row that failed.
-    pub failures: u32,
-}
-
-/// A done sweep whose grant ended recently enough to be looked at again (see
-/// [`Tx::setgid_rechecks`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SweepRecheck {
-    pub user: String,
-    pub group: String,
-    pub ended_through: i64,
-    pub rechecked_at: Option<i64>,
-}
-
-/// Filter for reading the audit log.
-#[derive(Debug, Default, Clone)]
-pub struct AuditQuery<'a> {
-    pub since: i64,
-    pub user: Option<&'a str>,
-    pub role: Option<&'a str>,
-    /// Only records that concern this person (`user`) or, with `by`, that they did (`actor`).
-    pub involving: Option<&'a str>,
-    /// With `involving`: also the records whose actor is this name.
-    pub by: Option<&'a str>,
-}
-
-pub struct Store {
+/// The manager's connection, which writes.
+pub struct SqliteStore {
     conn: Connection,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path`. Its directory, and each one on the
     /// way to it, must be safe from everyone but root (see [`prepare_directory`]); the
     /// database's files must be regular, root's and of one link, and are made 0600.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             prepare_directory(dir)?;
         }
@@ -498,7 +232,7 @@ impl Store {
                 | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW
                 | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let store = Store::setup(conn)?;
+        let store = SqliteStore::setup(conn)?;
         for file in database_files(path) {
             let opened = std::fs::OpenOptions::new()
                 .read(true)
@@ -516,9 +250,9 @@ impl Store {
         Ok(store)
     }
 
-    /// A second, read-only connection to the database at `path`, which [`Store::open`] has
-    /// created and migrated: in WAL mode it reads while the other connection writes.
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    /// A second, read-only connection to the database at `path`, which [`SqliteStore::open`]
+    /// has created and migrated: in WAL mode it reads while the other connection writes.
+    pub fn open_read_only(path: &Path) -> Result<SqliteReader, StoreError> {
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -530,15 +264,15 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_millis(250))?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(Store { conn })
+        Ok(SqliteReader { conn })
     }
 
     #[cfg(test)]
-    pub fn open_in_memory() -> Result<Store, StoreError> {
-        Store::setup(Connection::open_in_memory()?)
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::setup(Connection::open_in_memory()?)
     }
 
-    fn setup(conn: Connection) -> Result<Store, StoreError> {
+    fn setup(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -550,7 +284,7 @@ impl Store {
         // Room for every statement pimd caches (each `grants_where`/`requests_where` clause is
         // one: close to twenty in all), so none is evicted and compiled again.
         conn.set_prepared_statement_cache_capacity(64);
-        let mut store = Store { conn };
+        let mut store = SqliteStore { conn };
         store.migrate()?;
         Ok(store)
     }
@@ -570,52 +304,36 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    /// Runs `f` in one transaction and commits it if `f` succeeds and every change it made has
-    /// an audit record. Returns the audit records written, for syslog and notifications.
-    pub fn write<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx) -> Result<T, E>,
-    ) -> Result<(T, Vec<AuditEntry>), E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let wrapped = Tx {
-            tx,
-            changed: Cell::new(false),
-            audited: RefCell::new(Vec::new()),
-        };
-        let value = f(&wrapped)?;
-        let Tx {
-            tx,
-            changed,
-            audited,
-        } = wrapped;
-        let audited = audited.into_inner();
-        if changed.get() && audited.is_empty() {
-            return Err(StoreError::Unaudited.into());
-        }
-        tx.commit().map_err(StoreError::from)?;
-        Ok((value, audited))
+impl ReadStore for SqliteStore {
+    fn begin_read(&mut self, _: Key) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        Ok(Box::new(SqliteTx {
+            tx: self.conn.transaction()?,
+        }))
     }
+}
 
-    /// Runs `f` in a read transaction; a change attempted in it is refused.
-    pub fn read<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Tx) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let tx = self.conn.transaction().map_err(StoreError::from)?;
-        let wrapped = Tx {
-            tx,
-            changed: Cell::new(false),
-            audited: RefCell::new(Vec::new()),
-        };
-        let value = f(&wrapped)?;
-        if wrapped.changed.get() || !wrapped.audited.borrow().is_empty() {
-            return Err(StoreError::Unaudited.into());
-        }
-        Ok(value)
+impl Store for SqliteStore {
+    fn begin_write(&mut self, _: Key) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        Ok(Box::new(SqliteTx {
+            tx: self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
+        }))
+    }
+}
+
+/// The access check's connection (see [`SqliteStore::open_read_only`]).
+pub struct SqliteReader {
+    conn: Connection,
+}
+
+impl ReadStore for SqliteReader {
+    fn begin_read(&mut self, _: Key) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        Ok(Box::new(SqliteTx {
+            tx: self.conn.transaction()?,
+        }))
     }
 }
 
@@ -810,11 +528,39 @@ fn verdict(entry: &Entry, place: Place, pimd_uid: u32) -> Verdict {
     }
 }
 
-/// A transaction in progress. Mutating methods mark it changed; [`Tx::audit`] records why.
-pub struct Tx<'c> {
+/// One transaction on a connection; dropped uncommitted, rusqlite rolls it back.
+fn alert_state(s: &str) -> rusqlite::Result<AlertState> {
+    AlertState::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown alert state {s}").into(),
+        )
+    })
+}
+
+const ALERT_COLUMNS: &str = "id, kind, key, state, user, role, detail, raised_at, closed_at, \
+                             dismissed_by, dismiss_reason, holds_key";
+
+fn alert_row(r: &Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        key: r.get(2)?,
+        state: alert_state(&r.get::<_, String>(3)?)?,
+        user: r.get(4)?,
+        role: r.get(5)?,
+        detail: r.get(6)?,
+        raised_at: r.get(7)?,
+        closed_at: r.get(8)?,
+        dismissed_by: r.get(9)?,
+        dismiss_reason: r.get(10)?,
+        holds_key: r.get(11)?,
+    })
+}
+
+struct SqliteTx<'c> {
     tx: rusqlite::Transaction<'c>,
-    changed: Cell<bool>,
-    audited: RefCell<Vec<AuditEntry>>,
 }
 
 fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
@@ -848,7 +594,17 @@ fn request_from_row(r: &Row<'_>) -> rusqlite::Result<Request> {
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
         approvals_required: r.get::<_, i64>(9)? as u32,
-        state: RequestState::parse(&r.get::<_, String>(10)?)?,
+        state: request_state(&r.get::<_, String>(10)?)?,
+    })
+}
+
+fn request_state(s: &str) -> rusqlite::Result<RequestState> {
+    RequestState::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown request state {s}").into(),
+        )
     })
 }
 
@@ -861,11 +617,7 @@ fn grants_sql(clause: &str) -> String {
 
 const LIVE_GRANTS_OF_USER: &str = "user = ?1 AND ended_at IS NULL ORDER BY ends_at, id";
 
-impl Tx<'_> {
-    fn changed(&self) {
-        self.changed.set(true);
-    }
-
+impl SqliteTx<'_> {
     fn grants_where(
         &self,
         clause: &str,
@@ -886,10 +638,12 @@ impl Tx<'_> {
         let rows = stmt.query_map(args, request_from_row)?;
         rows.collect()
     }
+}
 
+impl Transaction for SqliteTx<'_> {
     // --- audit ---
 
-    pub fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail)
@@ -906,12 +660,10 @@ impl Tx<'_> {
                 entry.ticket,
                 entry.detail
             ])?;
-        self.audited.borrow_mut().push(entry);
         Ok(())
     }
 
-    /// The records matching `q`, oldest first, at most [`pim_common::types::MAX_AUDIT_RECORDS`].
-    pub fn audit_records(
+    fn audit_records(
         &self,
         q: &AuditQuery<'_>,
     ) -> Result<Vec<pim_common::types::AuditRecord>, StoreError> {
@@ -944,8 +696,7 @@ impl Tx<'_> {
 
     // --- grants ---
 
-    pub fn insert_grant(&self, g: &NewGrant<'_>) -> Result<i64, StoreError> {
-        self.changed();
+    fn insert_grant(&self, g: &NewGrant<'_>) -> Result<i64, StoreError> {
         self.tx.execute(
             "INSERT INTO grants (user, role, grp, started_at, ends_at, reason, ticket, request_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -963,7 +714,7 @@ impl Tx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    pub fn live_grant(&self, user: &str, role: &str) -> Result<Option<Grant>, StoreError> {
+    fn live_grant(&self, user: &str, role: &str) -> Result<Option<Grant>, StoreError> {
         Ok(self
             .grants_where(
                 "user = ?1 AND role = ?2 AND ended_at IS NULL",
@@ -972,28 +723,22 @@ impl Tx<'_> {
             .pop())
     }
 
-    pub fn live_grants(&self) -> Result<Vec<Grant>, StoreError> {
+    fn live_grants(&self) -> Result<Vec<Grant>, StoreError> {
         Ok(self.grants_where("ended_at IS NULL ORDER BY ends_at, id", [])?)
     }
 
-    pub fn live_grants_of(&self, user: &str) -> Result<Vec<Grant>, StoreError> {
+    fn live_grants_of(&self, user: &str) -> Result<Vec<Grant>, StoreError> {
         Ok(self.grants_where(LIVE_GRANTS_OF_USER, [user])?)
     }
 
-    /// Live grants whose end has come.
-    pub fn due_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
+    fn due_grants(&self, now: i64) -> Result<Vec<Grant>, StoreError> {
         Ok(self.grants_where(
             "ended_at IS NULL AND ends_at <= ?1 ORDER BY ends_at, id",
             [now],
         )?)
     }
 
-    /// The most recently ended grant of `user` for any of `groups`.
-    pub fn last_ended_grant(
-        &self,
-        user: &str,
-        groups: &[String],
-    ) -> Result<Option<Grant>, StoreError> {
+    fn last_ended_grant(&self, user: &str, groups: &[String]) -> Result<Option<Grant>, StoreError> {
         let all = self.grants_where(
             "user = ?1 AND ended_at IS NOT NULL ORDER BY ended_at DESC, id DESC LIMIT 50",
             [user],
@@ -1001,8 +746,7 @@ impl Tx<'_> {
         Ok(all.into_iter().find(|g| groups.contains(&g.group)))
     }
 
-    pub fn end_grant(&self, id: i64, at: i64, reason: &str) -> Result<(), StoreError> {
-        self.changed();
+    fn end_grant(&self, id: i64, at: i64, reason: &str) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE grants SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
             params![id, at, reason],
@@ -1010,8 +754,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn set_grant_end(&self, id: i64, ends_at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn set_grant_end(&self, id: i64, ends_at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE grants SET ends_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
             params![id, ends_at],
@@ -1019,8 +762,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// When the next live grant ends.
-    pub fn next_grant_end(&self) -> Result<Option<i64>, StoreError> {
+    fn next_grant_end(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.tx.query_row(
             "SELECT MIN(ends_at) FROM grants WHERE ended_at IS NULL",
             [],
@@ -1030,7 +772,7 @@ impl Tx<'_> {
 
     // --- memberships PIM added ---
 
-    pub fn has_membership(&self, user: &str, group: &str) -> Result<bool, StoreError> {
+    fn has_membership(&self, user: &str, group: &str) -> Result<bool, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1042,8 +784,7 @@ impl Tx<'_> {
             .is_some())
     }
 
-    pub fn add_membership(&self, user: &str, group: &str, at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn add_membership(&self, user: &str, group: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT OR IGNORE INTO memberships (user, grp, added_at) VALUES (?1, ?2, ?3)",
             params![user, group, at],
@@ -1051,8 +792,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn remove_membership(&self, user: &str, group: &str) -> Result<(), StoreError> {
-        self.changed();
+    fn remove_membership(&self, user: &str, group: &str) -> Result<(), StoreError> {
         self.tx.execute(
             "DELETE FROM memberships WHERE user = ?1 AND grp = ?2",
             [user, group],
@@ -1060,8 +800,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Memberships PIM added that no live grant needs any more.
-    pub fn orphaned_memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+    fn orphaned_memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT user, grp FROM memberships m WHERE NOT EXISTS (
                  SELECT 1 FROM grants g
@@ -1074,10 +813,7 @@ impl Tx<'_> {
 
     // --- set-group-ID sweeps ---
 
-    /// Users and groups whose membership PIM took away after a grant ended and whose sweep is
-    /// not done: none of theirs is in `memberships` (a live grant still needs it, or its
-    /// removal has not succeeded yet).
-    pub fn pending_setgid_sweeps(&self) -> Result<Vec<PendingSweep>, StoreError> {
+    fn pending_setgid_sweeps(&self) -> Result<Vec<PendingSweep>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT g.user, g.grp, MAX(g.ended_at), s.walked_at, COALESCE(s.failures, 0)
              FROM grants g LEFT JOIN setgid_sweeps s ON s.user = g.user AND s.grp = g.grp
@@ -1100,15 +836,13 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A walk of a sweep that is not done yet; `failed` counts towards the retry back-off.
-    pub fn setgid_sweep_walked(
+    fn setgid_sweep_walked(
         &self,
         user: &str,
         group: &str,
         at: i64,
         failed: bool,
     ) -> Result<(), StoreError> {
-        self.changed();
         self.tx.execute(
             "INSERT INTO setgid_sweeps (user, grp, walked_at, failures) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user, grp) DO UPDATE SET walked_at = ?3,
@@ -1118,16 +852,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The sweep of every grant of `user` and `group` that ended by `through` is done, by a
-    /// walk at `at` (the first look again at it is due a day later, or at the next start).
-    pub fn setgid_sweep_done(
+    fn setgid_sweep_done(
         &self,
         user: &str,
         group: &str,
         through: i64,
         at: i64,
     ) -> Result<(), StoreError> {
-        self.changed();
         self.tx.execute(
             "INSERT INTO setgid_sweeps (user, grp, swept_through, rechecked_at)
                  VALUES (?1, ?2, ?3, ?4)
@@ -1138,9 +869,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Done sweeps of grants that ended at or after `since`, for users and groups of which
-    /// no membership is PIM's now.
-    pub fn setgid_rechecks(&self, since: i64) -> Result<Vec<SweepRecheck>, StoreError> {
+    fn setgid_rechecks(&self, since: i64) -> Result<Vec<SweepRecheck>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT s.user, s.grp, s.swept_through, s.rechecked_at FROM setgid_sweeps s
              WHERE s.swept_through >= ?1
@@ -1161,14 +890,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A done sweep was walked again and that walk found nothing.
-    pub fn setgid_sweep_rechecked(
-        &self,
-        user: &str,
-        group: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        self.changed();
+    fn setgid_sweep_rechecked(&self, user: &str, group: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE setgid_sweeps SET rechecked_at = ?3 WHERE user = ?1 AND grp = ?2",
             params![user, group, at],
@@ -1176,14 +898,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// A done sweep was walked again and found something: it is not done any more.
-    pub fn setgid_sweep_reopened(
-        &self,
-        user: &str,
-        group: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        self.changed();
+    fn setgid_sweep_reopened(&self, user: &str, group: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE setgid_sweeps SET swept_through = NULL, walked_at = ?3, rechecked_at = ?3
              WHERE user = ?1 AND grp = ?2",
@@ -1192,15 +907,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The uid and gid `user` and `group` have as PIM adds the membership.
-    pub fn record_setgid_ids(
+    fn record_setgid_ids(
         &self,
         user: &str,
         group: &str,
         uid: u32,
         gid: u32,
     ) -> Result<(), StoreError> {
-        self.changed();
         self.tx.execute(
             "INSERT OR IGNORE INTO setgid_ids (user, grp, uid, gid) VALUES (?1, ?2, ?3, ?4)",
             params![user, group, uid, gid],
@@ -1208,8 +921,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Every (uid, gid) recorded for `user` and `group`.
-    pub fn setgid_ids(&self, user: &str, group: &str) -> Result<Vec<(u32, u32)>, StoreError> {
+    fn setgid_ids(&self, user: &str, group: &str) -> Result<Vec<(u32, u32)>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT uid, gid FROM setgid_ids WHERE user = ?1 AND grp = ?2 ORDER BY uid, gid",
         )?;
@@ -1219,8 +931,7 @@ impl Tx<'_> {
 
     // --- the end of processes carrying a group (ending.rs) ---
 
-    pub fn add_ending(&self, grant: &Grant, grace_secs: u64) -> Result<(), StoreError> {
-        self.changed();
+    fn add_ending(&self, grant: &Grant, grace_secs: u64) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT OR IGNORE INTO endings (grant_id, user, role, grp, grace)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1235,8 +946,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Endings not done, oldest first.
-    pub fn open_endings(&self) -> Result<Vec<Ending>, StoreError> {
+    fn open_endings(&self) -> Result<Vec<Ending>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT grant_id, user, role, grp, grace, term_at FROM endings
              WHERE done_at IS NULL ORDER BY grant_id",
@@ -1254,8 +964,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn ending_terminated(&self, grant_id: i64, at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn ending_terminated(&self, grant_id: i64, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE endings SET term_at = ?2 WHERE grant_id = ?1 AND term_at IS NULL",
             params![grant_id, at],
@@ -1263,8 +972,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn ending_done(&self, grant_id: i64, at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn ending_done(&self, grant_id: i64, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE endings SET done_at = ?2 WHERE grant_id = ?1 AND done_at IS NULL",
             params![grant_id, at],
@@ -1272,9 +980,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// When the next ending is due to go from SIGTERM to SIGKILL; an ending not started yet is
-    /// due now.
-    pub fn next_ending_step(&self) -> Result<Option<i64>, StoreError> {
+    fn next_ending_step(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.tx.query_row(
             "SELECT MIN(COALESCE(term_at + grace, 0)) FROM endings WHERE done_at IS NULL",
             [],
@@ -1282,7 +988,7 @@ impl Tx<'_> {
         )?)
     }
 
-    pub fn warning_sent(&self, grant_id: i64, ends_at: i64, lead: u64) -> Result<bool, StoreError> {
+    fn warning_sent(&self, grant_id: i64, ends_at: i64, lead: u64) -> Result<bool, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1294,14 +1000,13 @@ impl Tx<'_> {
             .is_some())
     }
 
-    pub fn record_warning(
+    fn record_warning(
         &self,
         grant_id: i64,
         ends_at: i64,
         lead: u64,
         at: i64,
     ) -> Result<(), StoreError> {
-        self.changed();
         self.tx.execute(
             "INSERT OR IGNORE INTO end_warnings (grant_id, ends_at, lead, sent_at)
              VALUES (?1, ?2, ?3, ?4)",
@@ -1312,8 +1017,7 @@ impl Tx<'_> {
 
     // --- eligibility assignments ---
 
-    pub fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -1324,18 +1028,15 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn delete_assignment(&self, user: &str, role: &str) -> Result<bool, StoreError> {
+    fn delete_assignment(&self, user: &str, role: &str) -> Result<(bool, bool), StoreError> {
         let deleted = self.tx.execute(
             "DELETE FROM assignments WHERE user = ?1 AND role = ?2",
             [user, role],
         )? > 0;
-        if deleted {
-            self.changed();
-        }
-        Ok(deleted)
+        Ok((deleted, deleted))
     }
 
-    pub fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, StoreError> {
+    fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1354,9 +1055,7 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// The earliest end after `now` of an assignment whose user holds a live grant of its
-    /// role: when such a grant may lose the eligibility it depends on.
-    pub fn next_assignment_end(&self, now: i64) -> Result<Option<i64>, StoreError> {
+    fn next_assignment_end(&self, now: i64) -> Result<Option<i64>, StoreError> {
         Ok(self.tx.query_row(
             "SELECT MIN(a.not_after) FROM assignments a
              WHERE a.not_after > ?1 AND EXISTS (
@@ -1369,8 +1068,7 @@ impl Tx<'_> {
 
     // --- alerts ---
 
-    /// Every membership PIM added, as (user, group).
-    pub fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+    fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self
             .tx
             .prepare_cached("SELECT user, grp FROM memberships ORDER BY user, grp")?;
@@ -1378,8 +1076,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Every assignment, with when it was made.
-    pub fn assignments(&self) -> Result<Vec<(Assignment, i64)>, StoreError> {
+    fn assignments(&self) -> Result<Vec<(Assignment, i64)>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT user, role, not_before, not_after, assigned_at FROM assignments
              ORDER BY user, role",
@@ -1398,8 +1095,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The start of every grant that started at or after `since`, as (user, role, at).
-    pub fn grant_starts_since(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+    fn grant_starts_since(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT user, role, started_at FROM grants WHERE started_at >= ?1
              ORDER BY started_at",
@@ -1408,8 +1104,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The last start of a grant of each user and role, as (user, role, at).
-    pub fn last_grant_starts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    fn last_grant_starts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let mut stmt = self
             .tx
             .prepare_cached("SELECT user, role, MAX(started_at) FROM grants GROUP BY user, role")?;
@@ -1417,15 +1112,13 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The time of the oldest audit record: since when pimd has been watching this host.
-    pub fn first_audit_at(&self) -> Result<Option<i64>, StoreError> {
+    fn first_audit_at(&self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .tx
             .query_row("SELECT MIN(at) FROM audit", [], |r| r.get(0))?)
     }
 
-    /// The alerts that hold their keys (open, or dismissed while their cause persists).
-    pub fn current_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+    fn current_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE holds_key = 1 ORDER BY id"
         ))?;
@@ -1433,8 +1126,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The alert that holds `key`, if one does.
-    pub fn current_alert(&self, key: &str) -> Result<Option<AlertRow>, StoreError> {
+    fn current_alert(&self, key: &str) -> Result<Option<AlertRow>, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1445,7 +1137,7 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    pub fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
+    fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1456,8 +1148,7 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// The open alerts, or with `all` every one; newest first, at most `limit`.
-    pub fn alerts(&self, all: bool, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+    fn alerts(&self, all: bool, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE ?1 OR state = 'open'
              ORDER BY id DESC LIMIT ?2"
@@ -1466,9 +1157,7 @@ impl Tx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// A new open alert holding its key; refused if another holds it. Returns its id.
-    pub fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, StoreError> {
-        self.changed();
+    fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, StoreError> {
         self.tx.execute(
             "INSERT INTO alerts (kind, key, state, user, role, detail, raised_at, holds_key)
              VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, 1)",
@@ -1477,9 +1166,7 @@ impl Tx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// Open alert `id` is resolved at `at`: its cause went, and its key is free.
-    pub fn resolve_alert(&self, id: i64, at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn resolve_alert(&self, id: i64, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE alerts SET state = 'resolved', closed_at = ?2, holds_key = 0
              WHERE id = ?1 AND state = 'open'",
@@ -1488,16 +1175,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Open alert `id` is dismissed by `by` at `at` for `reason`; it keeps its key while its
-    /// cause persists.
-    pub fn dismiss_alert(
-        &self,
-        id: i64,
-        by: &str,
-        reason: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        self.changed();
+    fn dismiss_alert(&self, id: i64, by: &str, reason: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE alerts SET state = 'dismissed', closed_at = ?2, dismissed_by = ?3,
                  dismiss_reason = ?4
@@ -1507,9 +1185,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Dismissed alert `id`'s cause went: its key is free for the cause's return.
-    pub fn release_alert(&self, id: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn release_alert(&self, id: i64) -> Result<(), StoreError> {
         self.tx
             .execute("UPDATE alerts SET holds_key = 0 WHERE id = ?1", [id])?;
         Ok(())
@@ -1517,7 +1193,7 @@ impl Tx<'_> {
 
     // --- MFA ---
 
-    pub fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
+    fn mfa(&self, user: &str) -> Result<Option<MfaRecord>, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1535,9 +1211,7 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// Starts (or restarts) an unconfirmed enrolment.
-    pub fn put_pending_mfa(&self, user: &str, secret: &[u8], at: i64) -> Result<(), StoreError> {
-        self.changed();
+    fn put_pending_mfa(&self, user: &str, secret: &[u8], at: i64) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO mfa (user, secret, confirmed, last_step, created_at)
              VALUES (?1, ?2, 0, NULL, ?3)
@@ -1548,16 +1222,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn confirm_mfa(&self, user: &str) -> Result<(), StoreError> {
-        self.changed();
+    fn confirm_mfa(&self, user: &str) -> Result<(), StoreError> {
         self.tx
             .execute("UPDATE mfa SET confirmed = 1 WHERE user = ?1", [user])?;
         Ok(())
     }
 
-    /// Records the TOTP time step just accepted, so it and all earlier ones are dead.
-    pub fn set_last_step(&self, user: &str, step: u64) -> Result<(), StoreError> {
-        self.changed();
+    fn set_last_step(&self, user: &str, step: u64) -> Result<(), StoreError> {
         self.tx.execute(
             "UPDATE mfa SET last_step = ?2 WHERE user = ?1",
             params![user, step as i64],
@@ -1565,10 +1236,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Drops the enrolment and its recovery codes. Returns whether there was one.
-    pub fn delete_mfa(&self, user: &str) -> Result<bool, StoreError> {
-        // Only a deletion that removed something is a change: deleting nothing must not make
-        // the caller's commit demand an audit record for it.
+    fn delete_mfa(&self, user: &str) -> Result<(bool, bool), StoreError> {
         let others = self
             .tx
             .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?
@@ -1576,13 +1244,10 @@ impl Tx<'_> {
                 .tx
                 .execute("DELETE FROM mfa_failures WHERE user = ?1", [user])?;
         let had = self.tx.execute("DELETE FROM mfa WHERE user = ?1", [user])? > 0;
-        if had || others > 0 {
-            self.changed();
-        }
-        Ok(had)
+        Ok((had, had || others > 0))
     }
 
-    pub fn failure_state(&self, user: &str) -> Result<FailureState, StoreError> {
+    fn failure_state(&self, user: &str) -> Result<FailureState, StoreError> {
         Ok(self
             .tx
             .query_row(
@@ -1600,8 +1265,7 @@ impl Tx<'_> {
             .unwrap_or_default())
     }
 
-    pub fn set_failure_state(&self, user: &str, s: &FailureState) -> Result<(), StoreError> {
-        self.changed();
+    fn set_failure_state(&self, user: &str, s: &FailureState) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO mfa_failures (user, failures, window_start, locked_until)
              VALUES (?1, ?2, ?3, ?4)
@@ -1611,8 +1275,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn replace_recovery_codes(&self, user: &str, hashes: &[String]) -> Result<(), StoreError> {
-        self.changed();
+    fn replace_recovery_codes(&self, user: &str, hashes: &[String]) -> Result<(), StoreError> {
         self.tx
             .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
         for hash in hashes {
@@ -1624,9 +1287,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Marks an unused recovery code used; false if there is no such unused code.
-    pub fn use_recovery_code(&self, user: &str, hash: &str, at: i64) -> Result<bool, StoreError> {
-        self.changed();
+    fn use_recovery_code(&self, user: &str, hash: &str, at: i64) -> Result<bool, StoreError> {
         Ok(self.tx.execute(
             "UPDATE recovery_codes SET used_at = ?3
              WHERE user = ?1 AND hash = ?2 AND used_at IS NULL",
@@ -1634,7 +1295,7 @@ impl Tx<'_> {
         )? == 1)
     }
 
-    pub fn recovery_codes_left(&self, user: &str) -> Result<u32, StoreError> {
+    fn recovery_codes_left(&self, user: &str) -> Result<u32, StoreError> {
         Ok(self.tx.query_row(
             "SELECT COUNT(*) FROM recovery_codes WHERE user = ?1 AND used_at IS NULL",
             [user],
@@ -1644,9 +1305,7 @@ impl Tx<'_> {
 
     // --- requests ---
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert_request(&self, r: &Request) -> Result<i64, StoreError> {
-        self.changed();
+    fn insert_request(&self, r: &Request) -> Result<i64, StoreError> {
         self.tx.execute(
             "INSERT INTO requests (user, role, grp, duration_secs, reason, ticket, created_at,
                  expires_at, approvals_required, state)
@@ -1666,11 +1325,11 @@ impl Tx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    pub fn request(&self, id: i64) -> Result<Option<Request>, StoreError> {
+    fn request(&self, id: i64) -> Result<Option<Request>, StoreError> {
         Ok(self.requests_where("id = ?1", [id])?.pop())
     }
 
-    pub fn pending_request(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
+    fn pending_request(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
         Ok(self
             .requests_where(
                 "user = ?1 AND role = ?2 AND state = 'pending'",
@@ -1679,15 +1338,15 @@ impl Tx<'_> {
             .pop())
     }
 
-    pub fn pending_requests(&self) -> Result<Vec<Request>, StoreError> {
+    fn pending_requests(&self) -> Result<Vec<Request>, StoreError> {
         Ok(self.requests_where("state = 'pending' ORDER BY id", [])?)
     }
 
-    pub fn due_requests(&self, now: i64) -> Result<Vec<Request>, StoreError> {
+    fn due_requests(&self, now: i64) -> Result<Vec<Request>, StoreError> {
         Ok(self.requests_where("state = 'pending' AND expires_at <= ?1 ORDER BY id", [now])?)
     }
 
-    pub fn next_request_expiry(&self) -> Result<Option<i64>, StoreError> {
+    fn next_request_expiry(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.tx.query_row(
             "SELECT MIN(expires_at) FROM requests WHERE state = 'pending'",
             [],
@@ -1695,7 +1354,7 @@ impl Tx<'_> {
         )?)
     }
 
-    pub fn decide_request(
+    fn decide_request(
         &self,
         id: i64,
         state: RequestState,
@@ -1703,7 +1362,6 @@ impl Tx<'_> {
         by: &str,
         comment: &str,
     ) -> Result<(), StoreError> {
-        self.changed();
         self.tx.execute(
             "UPDATE requests SET state = ?2, decided_at = ?3, decided_by = ?4, comment = ?5
              WHERE id = ?1 AND state = 'pending'",
@@ -1712,15 +1370,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records an approval; false if this approver had already approved.
-    pub fn add_approval(
+    fn add_approval(
         &self,
         id: i64,
         approver: &str,
         at: i64,
         comment: &str,
     ) -> Result<bool, StoreError> {
-        self.changed();
         Ok(self.tx.execute(
             "INSERT OR IGNORE INTO approvals (request_id, approver, at, comment)
              VALUES (?1, ?2, ?3, ?4)",
@@ -1728,147 +1384,32 @@ impl Tx<'_> {
         )? == 1)
     }
 
-    pub fn approvers_of(&self, id: i64) -> Result<Vec<String>, StoreError> {
+    fn approvers_of(&self, id: i64) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT approver FROM approvals WHERE request_id = ?1 ORDER BY at, approver",
         )?;
         let rows = stmt.query_map([id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    fn commit(self: Box<Self>, _: Key) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::conformance::{entry, grant};
 
-    fn entry(action: &str) -> AuditEntry {
-        AuditEntry {
-            at: 100,
-            actor: "alice".into(),
-            action: action.into(),
-            user: "alice".into(),
-            role: "admin".into(),
-            outcome: Outcome::Success,
-            reason: String::new(),
-            ticket: String::new(),
-            detail: String::new(),
-        }
-    }
-
-    fn grant<'a>(user: &'a str, role: &'a str) -> NewGrant<'a> {
-        NewGrant {
-            user,
-            role,
-            group: "sudo",
-            started_at: 100,
-            ends_at: 200,
-            reason: "r",
-            ticket: "",
-            request_id: None,
-        }
-    }
-
-    #[test]
-    fn given_alerts_then_one_holds_each_key_until_resolved_or_released() {
-        let mut store = Store::open_in_memory().unwrap();
-        let alert = |key: &'static str| NewAlert {
-            kind: "weak-role",
-            key,
-            user: "",
-            role: "lab",
-            detail: "no MFA",
-            at: 100,
-        };
-        let write = |store: &mut Store, f: &dyn Fn(&Tx) -> Result<(), StoreError>| {
-            store
-                .write(|tx| {
-                    f(tx)?;
-                    tx.audit(entry("alert"))
-                })
-                .map(|_| ())
-        };
-        let mut id = 0;
-        store
-            .write(|tx| {
-                id = tx.insert_alert(&alert("weak-role:lab"))?;
-                tx.audit(entry("alert-raise"))
-            })
-            .unwrap();
-        // A second alert of a held key is refused by the database itself.
-        let twice = write(&mut store, &|tx| {
-            tx.insert_alert(&alert("weak-role:lab")).map(|_| ())
-        });
-        assert!(twice.is_err());
-        let held = store.read(|tx| tx.current_alert("weak-role:lab")).unwrap();
-        assert_eq!(held.unwrap().id, id);
-        // Dismissed: it keeps the key, and is no longer listed as open.
-        write(&mut store, &|tx| {
-            tx.dismiss_alert(id, "frank", "known", 150)
-        })
-        .unwrap();
-        let row = store.read(|tx| tx.alert(id)).unwrap().unwrap();
-        assert_eq!(row.state, AlertState::Dismissed);
-        assert_eq!(
-            (row.dismissed_by.as_str(), row.closed_at),
-            ("frank", Some(150))
-        );
-        assert!(row.holds_key);
-        assert!(store.read(|tx| tx.alerts(false, 10)).unwrap().is_empty());
-        assert_eq!(store.read(|tx| tx.alerts(true, 10)).unwrap().len(), 1);
-        // Released: the key is free for a new one, which resolves.
-        write(&mut store, &|tx| tx.release_alert(id)).unwrap();
-        assert!(store.read(|tx| tx.current_alerts()).unwrap().is_empty());
-        let mut again = 0;
-        store
-            .write(|tx| {
-                again = tx.insert_alert(&alert("weak-role:lab"))?;
-                tx.audit(entry("alert-raise"))
-            })
-            .unwrap();
-        assert_ne!(again, id);
-        write(&mut store, &|tx| tx.resolve_alert(again, 200)).unwrap();
-        let row = store.read(|tx| tx.alert(again)).unwrap().unwrap();
-        assert_eq!((row.state, row.holds_key), (AlertState::Resolved, false));
-        // Newest first.
-        let all = store.read(|tx| tx.alerts(true, 10)).unwrap();
-        assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [again, id]);
-    }
-
-    #[test]
-    fn given_a_change_without_audit_then_nothing_is_committed() {
-        let mut store = Store::open_in_memory().unwrap();
-        let err = store
-            .write(|tx| tx.insert_grant(&grant("alice", "admin")))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Unaudited));
-        let live = store.read(|tx| tx.live_grants()).unwrap();
-        assert!(live.is_empty());
-    }
-
-    #[test]
-    fn given_a_change_with_audit_then_both_are_committed() {
-        let mut store = Store::open_in_memory().unwrap();
-        let (id, audited) = store
-            .write(|tx| {
-                let id = tx.insert_grant(&grant("alice", "admin"))?;
-                tx.audit(entry("activate"))?;
-                Ok::<_, StoreError>(id)
-            })
-            .unwrap();
-        assert_eq!(audited.len(), 1);
-        let live = store.read(|tx| tx.live_grants()).unwrap();
-        assert_eq!(live.len(), 1);
-        assert_eq!(live[0].id, id);
-        let records = store
-            .read(|tx| tx.audit_records(&AuditQuery::default()))
-            .unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].action, "activate");
+    mod conformance {
+        crate::store::conformance::suite!(super::SqliteStore::open_in_memory().unwrap());
     }
 
     #[test]
     fn given_reads_for_different_users_then_the_cached_statement_is_not_recompiled() {
-        let mut store = Store::open_in_memory().unwrap();
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        let store: &mut dyn Store = &mut sqlite;
         store
             .write(|tx| {
                 tx.insert_grant(&grant("alice", "admin"))?;
@@ -1878,7 +1419,7 @@ mod tests {
         for user in ["alice", "bob", "alice", "carol"] {
             store.read(|tx| tx.live_grants_of(user)).unwrap();
         }
-        let stmt = store
+        let stmt = sqlite
             .conn
             .prepare_cached(&grants_sql(LIVE_GRANTS_OF_USER))
             .unwrap();
@@ -1886,86 +1427,14 @@ mod tests {
     }
 
     #[test]
-    fn given_a_failing_closure_then_audit_and_change_are_rolled_back() {
-        let mut store = Store::open_in_memory().unwrap();
-        let result: Result<((), _), StoreError> = store.write(|tx| {
-            tx.insert_grant(&grant("alice", "admin"))?;
-            tx.audit(entry("activate"))?;
-            Err(StoreError::Unaudited)
-        });
-        assert!(result.is_err());
-        assert!(store.read(|tx| tx.live_grants()).unwrap().is_empty());
-        assert!(store
-            .read(|tx| tx.audit_records(&AuditQuery::default()))
-            .unwrap()
-            .is_empty());
-    }
-
-    #[test]
     fn given_audit_rows_then_update_and_delete_are_refused_by_the_database() {
-        let mut store = Store::open_in_memory().unwrap();
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        let store: &mut dyn Store = &mut sqlite;
         store.write(|tx| tx.audit(entry("activate"))).unwrap();
         for sql in ["UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"] {
-            let err = store.conn.execute(sql, []).unwrap_err().to_string();
+            let err = sqlite.conn.execute(sql, []).unwrap_err().to_string();
             assert!(err.contains("append-only"), "{sql}: {err}");
         }
-    }
-
-    #[test]
-    fn given_a_live_grant_then_a_second_live_grant_for_the_same_role_is_refused() {
-        let mut store = Store::open_in_memory().unwrap();
-        let insert = |store: &mut Store| {
-            store.write(|tx| {
-                tx.insert_grant(&grant("alice", "admin"))?;
-                tx.audit(entry("activate"))
-            })
-        };
-        insert(&mut store).unwrap();
-        assert!(insert(&mut store).is_err());
-    }
-
-    #[test]
-    fn given_memberships_then_only_those_without_live_grants_are_orphaned() {
-        let mut store = Store::open_in_memory().unwrap();
-        store
-            .write(|tx| {
-                tx.insert_grant(&grant("alice", "admin"))?;
-                tx.add_membership("alice", "sudo", 100)?;
-                tx.add_membership("bob", "sudo", 100)?;
-                tx.audit(entry("activate"))
-            })
-            .unwrap();
-        let orphans = store.read(|tx| tx.orphaned_memberships()).unwrap();
-        assert_eq!(orphans, vec![("bob".to_string(), "sudo".to_string())]);
-    }
-
-    #[test]
-    fn given_a_recovery_code_then_it_works_once() {
-        let mut store = Store::open_in_memory().unwrap();
-        store
-            .write(|tx| {
-                tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()])?;
-                tx.audit(entry("mfa-confirm"))
-            })
-            .unwrap();
-        let first = store
-            .write(|tx| {
-                let ok = tx.use_recovery_code("alice", "h1", 5)?;
-                tx.audit(entry("mfa-recovery"))?;
-                Ok::<_, StoreError>(ok)
-            })
-            .unwrap()
-            .0;
-        let second = store
-            .write(|tx| {
-                let ok = tx.use_recovery_code("alice", "h1", 6)?;
-                tx.audit(entry("mfa-recovery"))?;
-                Ok::<_, StoreError>(ok)
-            })
-            .unwrap()
-            .0;
-        assert!(first && !second);
-        assert_eq!(store.read(|tx| tx.recovery_codes_left("alice")).unwrap(), 1);
     }
 
     #[test]
@@ -1973,13 +1442,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pim-store-test-{}", std::process::id()));
         let path = dir.join("state").join("pim.db");
         {
-            let mut store = Store::open(&path).unwrap();
+            let store: &mut dyn Store = &mut SqliteStore::open(&path).unwrap();
             store.write(|tx| tx.audit(entry("x"))).unwrap();
         }
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         assert_eq!(mode(&path), 0o600);
-        let mut again = Store::open(&path).unwrap();
+        let again: &mut dyn Store = &mut SqliteStore::open(&path).unwrap();
         let n = again
             .read(|tx| tx.audit_records(&AuditQuery::default()))
             .unwrap()
@@ -2008,7 +1477,7 @@ mod tests {
     fn given_a_database_in_a_directory_others_use_then_it_is_refused_and_left_alone() {
         let dir = scratch_dir("shared-dir", 0o755);
         std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
-        let err = Store::open(&dir.join("pim-state.db")).err().unwrap();
+        let err = SqliteStore::open(&dir.join("pim-state.db")).err().unwrap();
         let message = err.to_string();
         assert!(
             message.contains(&format!(
@@ -2030,7 +1499,7 @@ mod tests {
     fn given_an_existing_empty_open_directory_then_it_is_refused_and_its_mode_kept() {
         for mode in [0o755, 0o1777] {
             let dir = scratch_dir("srv-like", mode);
-            let err = Store::open(&dir.join("pim.db")).err().unwrap();
+            let err = SqliteStore::open(&dir.join("pim.db")).err().unwrap();
             assert!(matches!(err, StoreError::UnsafeDirectory { .. }), "{err}");
             assert_eq!(mode_of(&dir), mode);
             assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
@@ -2041,8 +1510,8 @@ mod tests {
     #[test]
     fn given_an_existing_directory_root_alone_then_it_is_used_as_it_is() {
         let dir = scratch_dir("private-dir", 0o700);
-        Store::open(&dir.join("pim.db")).unwrap();
-        Store::open_read_only(&dir.join("pim.db")).unwrap();
+        SqliteStore::open(&dir.join("pim.db")).unwrap();
+        SqliteStore::open_read_only(&dir.join("pim.db")).unwrap();
         assert_eq!(mode_of(&dir), 0o700);
         assert_eq!(mode_of(&dir.join("pim.db")), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -2056,7 +1525,9 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
-        let err = Store::open(&dir.join("link").join("pim.db")).err().unwrap();
+        let err = SqliteStore::open(&dir.join("link").join("pim.db"))
+            .err()
+            .unwrap();
         let message = err.to_string();
         assert!(
             message.contains(&format!(
@@ -2068,7 +1539,7 @@ mod tests {
         assert_eq!(mode_of(&target), 0o755);
         assert!(!target.join("pim.db").exists());
         // A link further up is refused too.
-        let err = Store::open(&dir.join("link").join("new").join("pim.db"))
+        let err = SqliteStore::open(&dir.join("link").join("new").join("pim.db"))
             .err()
             .unwrap();
         assert!(err.to_string().contains("it is a symbolic link"), "{err}");
@@ -2085,7 +1556,7 @@ mod tests {
         std::fs::write(&victim, "root:x:0:0::/root:/bin/sh\n").unwrap();
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::symlink(&victim, dir.join("pim.db-wal")).unwrap();
-        let err = Store::open(&dir.join("pim.db")).err().unwrap();
+        let err = SqliteStore::open(&dir.join("pim.db")).err().unwrap();
         let message = err.to_string();
         assert!(
             message.contains(&format!(
@@ -2103,14 +1574,14 @@ mod tests {
     fn given_a_database_that_is_a_symlink_or_a_hard_link_then_it_is_refused() {
         let dir = scratch_dir("linked-db", 0o700);
         let elsewhere = dir.join("elsewhere.db");
-        Store::open(&elsewhere).unwrap();
+        SqliteStore::open(&elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, dir.join("sym.db")).unwrap();
-        let err = Store::open(&dir.join("sym.db")).err().unwrap();
+        let err = SqliteStore::open(&dir.join("sym.db")).err().unwrap();
         assert!(err.to_string().contains("it is a symbolic link"), "{err}");
         // SQLite itself refuses the link for the read-only connection.
-        assert!(Store::open_read_only(&dir.join("sym.db")).is_err());
+        assert!(SqliteStore::open_read_only(&dir.join("sym.db")).is_err());
         std::fs::hard_link(&elsewhere, dir.join("hard.db")).unwrap();
-        let err = Store::open(&dir.join("hard.db")).err().unwrap();
+        let err = SqliteStore::open(&dir.join("hard.db")).err().unwrap();
         assert!(err.to_string().contains("it has 2 links"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -2120,7 +1591,7 @@ mod tests {
     #[test]
     fn given_a_parent_others_may_write_then_the_database_is_refused_and_nothing_created() {
         let parent = scratch_dir("writable-parent", 0o777);
-        let err = Store::open(&parent.join("state").join("pim.db"))
+        let err = SqliteStore::open(&parent.join("state").join("pim.db"))
             .err()
             .unwrap();
         let message = err.to_string();
@@ -2142,7 +1613,7 @@ mod tests {
     fn given_a_sticky_parent_then_pimd_creates_its_own_directory_in_it() {
         let parent = scratch_dir("sticky-parent", 0o1777);
         let path = parent.join("state").join("pim.db");
-        Store::open(&path).unwrap();
+        SqliteStore::open(&path).unwrap();
         assert_eq!(mode_of(&parent.join("state")), 0o700);
         assert_eq!(mode_of(&parent), 0o1777);
         std::fs::remove_dir_all(&parent).unwrap();
@@ -2198,54 +1669,5 @@ mod tests {
                 ));
             }
         }
-    }
-
-    #[test]
-    fn given_audit_query_then_filters_apply() {
-        let mut store = Store::open_in_memory().unwrap();
-        store
-            .write(|tx| {
-                tx.audit(entry("a"))?;
-                let mut other = entry("b");
-                other.user = "bob".into();
-                other.actor = "bob".into();
-                other.at = 300;
-                tx.audit(other)
-            })
-            .unwrap();
-        let mut q = |q: AuditQuery| store.read(|tx| tx.audit_records(&q)).unwrap();
-        assert_eq!(
-            q(AuditQuery {
-                involving: Some("bob"),
-                by: Some("bob"),
-                ..Default::default()
-            })
-            .len(),
-            1
-        );
-        assert_eq!(
-            q(AuditQuery {
-                since: 200,
-                ..Default::default()
-            })
-            .len(),
-            1
-        );
-        assert_eq!(
-            q(AuditQuery {
-                user: Some("alice"),
-                ..Default::default()
-            })
-            .len(),
-            1
-        );
-        assert_eq!(
-            q(AuditQuery {
-                role: Some("none"),
-                ..Default::default()
-            })
-            .len(),
-            0
-        );
     }
 }

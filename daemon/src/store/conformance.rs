@@ -1,0 +1,304 @@
+//! The conformance suite of the store's port: what every backend must do, as functions over
+//! a fresh, empty [`Store`]. A backend runs all of them with one line in its tests:
+//! `crate::store::conformance::suite!(MyStore::open_empty_for_tests().unwrap());`
+//! (a new case is a function here and its name in [`suite!`]'s list).
+
+use super::{Store, StoreError, Tx};
+use crate::model::{AlertState, AuditEntry, AuditQuery, NewAlert, NewGrant, Outcome};
+use pim_common::types::AuditRecord;
+
+/// An audit record of `action` by alice about herself.
+pub fn entry(action: &str) -> AuditEntry {
+    AuditEntry {
+        at: 100,
+        actor: "alice".into(),
+        action: action.into(),
+        user: "alice".into(),
+        role: "admin".into(),
+        outcome: Outcome::Success,
+        reason: String::new(),
+        ticket: String::new(),
+        detail: String::new(),
+    }
+}
+
+/// A grant of group sudo from 100 to 200.
+pub fn grant<'a>(user: &'a str, role: &'a str) -> NewGrant<'a> {
+    NewGrant {
+        user,
+        role,
+        group: "sudo",
+        started_at: 100,
+        ends_at: 200,
+        reason: "r",
+        ticket: "",
+        request_id: None,
+    }
+}
+
+/// The whole audit log, oldest first.
+fn audit_log(store: &mut dyn Store) -> Vec<AuditRecord> {
+    store
+        .read(|tx| tx.audit_records(&AuditQuery::default()))
+        .unwrap()
+}
+
+pub fn given_a_change_without_audit_then_nothing_is_committed(store: &mut dyn Store) {
+    let err = store
+        .write(|tx| tx.insert_grant(&grant("alice", "admin")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unaudited));
+    let live = store.read(|tx| tx.live_grants()).unwrap();
+    assert!(live.is_empty());
+}
+
+pub fn given_a_change_with_audit_then_both_are_committed(store: &mut dyn Store) {
+    let (id, audited) = store
+        .write(|tx| {
+            let id = tx.insert_grant(&grant("alice", "admin"))?;
+            tx.audit(entry("activate"))?;
+            Ok::<_, StoreError>(id)
+        })
+        .unwrap();
+    assert_eq!(audited.len(), 1);
+    let live = store.read(|tx| tx.live_grants()).unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].id, id);
+    let records = audit_log(store);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, "activate");
+}
+
+pub fn given_a_failing_closure_then_audit_and_change_are_rolled_back(store: &mut dyn Store) {
+    let result: Result<((), _), StoreError> = store.write(|tx| {
+        tx.insert_grant(&grant("alice", "admin"))?;
+        tx.audit(entry("activate"))?;
+        Err(StoreError::Unaudited)
+    });
+    assert!(result.is_err());
+    assert!(store.read(|tx| tx.live_grants()).unwrap().is_empty());
+    assert!(audit_log(store).is_empty());
+}
+
+pub fn given_a_live_grant_then_a_second_live_grant_for_the_same_role_is_refused(
+    store: &mut dyn Store,
+) {
+    let insert = |store: &mut dyn Store| {
+        store.write(|tx| {
+            tx.insert_grant(&grant("alice", "admin"))?;
+            tx.audit(entry("activate"))
+        })
+    };
+    insert(store).unwrap();
+    assert!(insert(store).is_err());
+}
+
+pub fn given_memberships_then_only_those_without_live_grants_are_orphaned(store: &mut dyn Store) {
+    store
+        .write(|tx| {
+            tx.insert_grant(&grant("alice", "admin"))?;
+            tx.add_membership("alice", "sudo", 100)?;
+            tx.add_membership("bob", "sudo", 100)?;
+            tx.audit(entry("activate"))
+        })
+        .unwrap();
+    let orphans = store.read(|tx| tx.orphaned_memberships()).unwrap();
+    assert_eq!(orphans, vec![("bob".to_string(), "sudo".to_string())]);
+}
+
+pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
+    store
+        .write(|tx| {
+            tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()])?;
+            tx.audit(entry("mfa-confirm"))
+        })
+        .unwrap();
+    let first = store
+        .write(|tx| {
+            let ok = tx.use_recovery_code("alice", "h1", 5)?;
+            tx.audit(entry("mfa-recovery"))?;
+            Ok::<_, StoreError>(ok)
+        })
+        .unwrap()
+        .0;
+    let second = store
+        .write(|tx| {
+            let ok = tx.use_recovery_code("alice", "h1", 6)?;
+            tx.audit(entry("mfa-recovery"))?;
+            Ok::<_, StoreError>(ok)
+        })
+        .unwrap()
+        .0;
+    assert!(first && !second);
+    assert_eq!(store.read(|tx| tx.recovery_codes_left("alice")).unwrap(), 1);
+}
+
+pub fn given_audit_query_then_filters_apply(store: &mut dyn Store) {
+    store
+        .write(|tx| {
+            tx.audit(entry("a"))?;
+            let mut other = entry("b");
+            other.user = "bob".into();
+            other.actor = "bob".into();
+            other.at = 300;
+            tx.audit(other)
+        })
+        .unwrap();
+    let mut q = |q: AuditQuery| store.read(|tx| tx.audit_records(&q)).unwrap();
+    assert_eq!(
+        q(AuditQuery {
+            involving: Some("bob"),
+            by: Some("bob"),
+            ..Default::default()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            since: 200,
+            ..Default::default()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            user: Some("alice"),
+            ..Default::default()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            role: Some("none"),
+            ..Default::default()
+        })
+        .len(),
+        0
+    );
+}
+
+pub fn given_a_change_in_a_read_transaction_then_it_is_refused(store: &mut dyn Store) {
+    let err = store
+        .read(|tx| tx.add_membership("alice", "sudo", 100))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unaudited));
+    let err = store.read(|tx| tx.audit(entry("activate"))).unwrap_err();
+    assert!(matches!(err, StoreError::Unaudited));
+    assert!(!store.read(|tx| tx.has_membership("alice", "sudo")).unwrap());
+    assert!(audit_log(store).is_empty());
+}
+
+pub fn given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_something(
+    store: &mut dyn Store,
+) {
+    let (removed, audited) = store
+        .write(|tx| {
+            Ok::<_, StoreError>((
+                tx.delete_mfa("alice")?,
+                tx.delete_assignment("alice", "admin")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!((removed, audited.len()), ((false, false), 0));
+    store
+        .write(|tx| {
+            tx.put_pending_mfa("alice", b"secret", 100)?;
+            tx.audit(entry("mfa-enroll"))
+        })
+        .unwrap();
+    let err = store.write(|tx| tx.delete_mfa("alice")).unwrap_err();
+    assert!(matches!(err, StoreError::Unaudited));
+    assert!(store.read(|tx| tx.mfa("alice")).unwrap().is_some());
+}
+
+pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &mut dyn Store) {
+    let alert = |key: &'static str| NewAlert {
+        kind: "weak-role",
+        key,
+        user: "",
+        role: "lab",
+        detail: "no MFA",
+        at: 100,
+    };
+    let write = |store: &mut dyn Store, f: &dyn Fn(&Tx) -> Result<(), StoreError>| {
+        store
+            .write(|tx| {
+                f(tx)?;
+                tx.audit(entry("alert"))
+            })
+            .map(|_| ())
+    };
+    let mut id = 0;
+    store
+        .write(|tx| {
+            id = tx.insert_alert(&alert("weak-role:lab"))?;
+            tx.audit(entry("alert-raise"))
+        })
+        .unwrap();
+    // A second alert of a held key is refused by the database itself.
+    let twice = write(store, &|tx| {
+        tx.insert_alert(&alert("weak-role:lab")).map(|_| ())
+    });
+    assert!(twice.is_err());
+    let held = store.read(|tx| tx.current_alert("weak-role:lab")).unwrap();
+    assert_eq!(held.unwrap().id, id);
+    // Dismissed: it keeps the key, and is no longer listed as open.
+    write(store, &|tx| tx.dismiss_alert(id, "frank", "known", 150)).unwrap();
+    let row = store.read(|tx| tx.alert(id)).unwrap().unwrap();
+    assert_eq!(row.state, AlertState::Dismissed);
+    assert_eq!(
+        (row.dismissed_by.as_str(), row.closed_at),
+        ("frank", Some(150))
+    );
+    assert!(row.holds_key);
+    assert!(store.read(|tx| tx.alerts(false, 10)).unwrap().is_empty());
+    assert_eq!(store.read(|tx| tx.alerts(true, 10)).unwrap().len(), 1);
+    // Released: the key is free for a new one, which resolves.
+    write(store, &|tx| tx.release_alert(id)).unwrap();
+    assert!(store.read(|tx| tx.current_alerts()).unwrap().is_empty());
+    let mut again = 0;
+    store
+        .write(|tx| {
+            again = tx.insert_alert(&alert("weak-role:lab"))?;
+            tx.audit(entry("alert-raise"))
+        })
+        .unwrap();
+    assert_ne!(again, id);
+    write(store, &|tx| tx.resolve_alert(again, 200)).unwrap();
+    let row = store.read(|tx| tx.alert(again)).unwrap().unwrap();
+    assert_eq!((row.state, row.holds_key), (AlertState::Resolved, false));
+    // Newest first.
+    let all = store.read(|tx| tx.alerts(true, 10)).unwrap();
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [again, id]);
+}
+
+/// One `#[test]` per case of this suite, each on the fresh store `$open` makes.
+macro_rules! suite {
+    ($open:expr) => {
+        $crate::store::conformance::suite!(@cases $open;
+            given_a_change_without_audit_then_nothing_is_committed,
+            given_a_change_with_audit_then_both_are_committed,
+            given_a_failing_closure_then_audit_and_change_are_rolled_back,
+            given_a_live_grant_then_a_second_live_grant_for_the_same_role_is_refused,
+            given_memberships_then_only_those_without_live_grants_are_orphaned,
+            given_a_recovery_code_then_it_works_once,
+            given_audit_query_then_filters_apply,
+            given_a_change_in_a_read_transaction_then_it_is_refused,
+            given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_something,
+            given_alerts_then_one_holds_each_key_until_resolved_or_released,
+        );
+    };
+    (@cases $open:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let mut store = $open;
+                $crate::store::conformance::$case(&mut store);
+            }
+        )*
+    };
+}
+pub(crate) use suite;

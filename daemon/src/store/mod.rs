@@ -1,0 +1,393 @@
+//! The store's port: what pimd asks of the database that keeps its state, whatever database
+//! that is. SQLite ([`sqlite`]) is the one backend today; a shared one (PostgreSQL for a
+//! fleet) is one more implementation of these traits, which must pass
+//! the conformance suite (`store/conformance.rs`).
+//!
+//! - [`ReadStore`]: a handle that only reads. The access check's read path
+//!   ([`crate::access::AccessReader`]) holds one of its own, so that sudo's question never
+//!   waits behind a writer: a backend gives it a connection of its own, read-only, whose wait
+//!   for a read to start is bounded well below the PAM module's timeout, and shares no lock
+//!   with the writers.
+//! - [`Store`]: a handle that also writes (the manager's).
+//! - [`Transaction`]: one backend transaction: the reads and writes of the model
+//!   ([`crate::model`]), the append of an audit record, the commit. Dropping one uncommitted
+//!   rolls it back. Only this module begins and commits one (both take a [`Key`]).
+//! - [`Tx`]: the transaction as callers see it, in `write` and `read` (methods of `dyn Store`
+//!   and `dyn ReadStore`, not of the traits, so no backend provides its own). It holds the
+//!   rule "no committed change without its audit row" for every backend: each write marks it
+//!   changed, [`Tx::audit`] records why, and `write` refuses to commit a change that carries no
+//!   audit record ([`StoreError::Unaudited`]); in `read`, a change or an audit record is
+//!   refused the same way. A backend only stores what it is given.
+//!
+//! The handles are trait objects (`Box<dyn Store>`), not a type parameter of the manager: the
+//! backend is chosen when pimd starts (from its configuration, once there are two), the
+//! manager and its tests stay one type, and the cost (one allocation and a virtual call per
+//! operation) is nothing beside a database round trip. (An associated transaction type,
+//! `type Txn<'a>` as in kanidm's resolver cache, would rule out `dyn`.) The traits are
+//! synchronous: the manager and the access check already run off the async thread
+//! (`spawn_blocking`), so a network backend may use a blocking client there.
+//!
+//! # What a shared, multi-host backend will need
+//!
+//! SQLite serves one pimd: its writes are serialised by the database's single writer (each
+//! write transaction takes the write lock at its start) and by the manager's process-wide
+//! mutex. Several pimds on one database need, beyond these traits:
+//!
+//! - **Row locks for single-use TOTP.** A code is checked against `mfa.last_step` and the
+//!   failure count read in the same transaction that records the step; two hosts checking the
+//!   same code at once must not both read the old step. The write transaction must lock the
+//!   user's `mfa` and `mfa_failures` rows as it reads them (`SELECT ... FOR UPDATE`, or a
+//!   conditional `UPDATE ... WHERE last_step < $step` whose row count decides), instead of
+//!   counting on the process-wide mutex. The same goes for recovery codes (already a
+//!   conditional update) and approvals.
+//! - **A host column on memberships.** `memberships` records what PIM added to this host's
+//!   group database; with one database for many hosts each row must say which host's, and
+//!   reconciliation (orphans, set-group-ID sweeps and their ids) must read only its own host's
+//!   rows. Audit records say which host wrote them; grants and requests say where they apply,
+//!   once a role can span hosts.
+//! - **Per-host refusal limits.** The refusal and call limiters ([`crate::refusals`],
+//!   [`crate::throttle`]) live in each pimd's memory: they bound what one host writes and
+//!   logs. They stay per host; only the MFA lockout (`mfa_failures`) is shared, so wrong codes
+//!   on one host count on all.
+//! - **The database's clock for end times.** Each pimd stamps `started_at`, `ends_at`,
+//!   `expires_at` and lockouts from its own clock; across hosts whose clocks disagree, a grant
+//!   would end at different times on each. A shared backend takes "now" for these from the
+//!   database (`now()` in the transaction) and compares due grants and requests against it.
+//!   (The access check still compares a grant's end with the host's clock, which must keep to
+//!   the database's: a host whose clock is behind keeps a grant alive for sudo that long.)
+//!
+//! "One live grant per user and role" and "one open request per user and role" are partial
+//! unique indexes here: any backend must refuse the second one in the database itself, not by
+//! reading first, or two hosts activating at once both win.
+
+pub mod sqlite;
+
+#[cfg(test)]
+pub mod conformance;
+
+use crate::mfa::FailureState;
+use crate::model::{
+    AlertRow, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
+    PendingSweep, Request, RequestState, SweepRecheck,
+};
+use pim_common::types::AuditRecord;
+use std::cell::{Cell, RefCell};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot prepare {path} for the database: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to keep the database under {path}: {why}; set [daemon] database to a file in \
+         a new directory (pimd creates it, root's alone) below directories only root may \
+         change, or in /var/lib/pim"
+    )]
+    UnsafeDirectory { path: String, why: String },
+    #[error(
+        "refusing to open the database file {path}: {why}; pimd opens only regular files of \
+         its own with one link (remove it if pimd did not make it)"
+    )]
+    UnsafeFile { path: String, why: String },
+    #[error("refusing to commit a state change without its audit record")]
+    Unaudited,
+    #[error("the database schema version {0} is newer than this pimd understands; upgrade pimd")]
+    TooNew(i64),
+}
+
+/// Only this module (and the backends below it) can make one: beginning and committing a
+/// [`Transaction`] is [`Tx`]'s business, so no caller commits around the audit rule.
+pub struct Key(());
+
+/// A handle on the database that reads (see the module's doc).
+pub trait ReadStore: Send {
+    /// A transaction that only reads: one consistent view of the database.
+    fn begin_read(&mut self, key: Key) -> Result<Box<dyn Transaction + '_>, StoreError>;
+}
+
+/// A handle on the database that reads and writes (see the module's doc).
+pub trait Store: ReadStore {
+    /// A transaction that will write: it holds what it needs to write from its start, so that
+    /// what it read stays true until it commits.
+    fn begin_write(&mut self, key: Key) -> Result<Box<dyn Transaction + '_>, StoreError>;
+}
+
+impl dyn Store + '_ {
+    /// Runs `f` in one transaction and commits it if `f` succeeds and every change it made has
+    /// an audit record. Returns the audit records written, for syslog and notifications.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<(T, Vec<AuditEntry>), E> {
+        let tx = Tx::new(self.begin_write(Key(()))?);
+        let value = f(&tx)?;
+        let Tx {
+            txn,
+            changed,
+            audited,
+        } = tx;
+        let audited = audited.into_inner();
+        if changed.get() && audited.is_empty() {
+            return Err(StoreError::Unaudited.into());
+        }
+        txn.commit(Key(()))?;
+        Ok((value, audited))
+    }
+
+    /// Runs `f` in a read transaction; a change attempted in it is refused.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        read_in(self.begin_read(Key(()))?, f)
+    }
+}
+
+impl dyn ReadStore + '_ {
+    /// Runs `f` in a read transaction; a change attempted in it is refused.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        read_in(self.begin_read(Key(()))?, f)
+    }
+}
+
+fn read_in<T, E: From<StoreError>>(
+    txn: Box<dyn Transaction + '_>,
+    f: impl FnOnce(&Tx) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx = Tx::new(txn);
+    let value = f(&tx)?;
+    if tx.changed.get() || !tx.audited.borrow().is_empty() {
+        return Err(StoreError::Unaudited.into());
+    }
+    Ok(value)
+}
+
+/// A transaction in progress. Its writes mark it changed; [`Tx::audit`] records why.
+pub struct Tx<'a> {
+    txn: Box<dyn Transaction + 'a>,
+    changed: Cell<bool>,
+    audited: RefCell<Vec<AuditEntry>>,
+}
+
+impl<'a> Tx<'a> {
+    fn new(txn: Box<dyn Transaction + 'a>) -> Tx<'a> {
+        Tx {
+            txn,
+            changed: Cell::new(false),
+            audited: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Appends `entry` to the audit log, in this transaction.
+    pub fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.txn.append_audit(&entry)?;
+        self.audited.borrow_mut().push(entry);
+        Ok(())
+    }
+}
+
+/// Declares each operation of a transaction once: as a method of [`Transaction`], which a
+/// backend implements, and as the method of [`Tx`] that callers use, which marks the
+/// transaction changed for a write (for a removal, when it removed anything) and forwards.
+macro_rules! operations {
+    (
+        reads { $( $(#[$rdoc:meta])* fn $read:ident($($rarg:ident: $rty:ty),*) -> $rout:ty; )* }
+        writes { $( $(#[$wdoc:meta])* fn $write:ident($($warg:ident: $wty:ty),*) -> $wout:ty; )* }
+        removals {
+            $( $(#[$ddoc:meta])* fn $remove:ident($($darg:ident: $dty:ty),*) -> $dout:ty; )*
+        }
+    ) => {
+        /// One transaction of a backend (see the module's doc). Each removal returns, beside
+        /// its value, whether it removed anything: removing nothing is no change to audit.
+        pub trait Transaction {
+            $( $(#[$rdoc])* fn $read(&self, $($rarg: $rty),*) -> Result<$rout, StoreError>; )*
+            $( $(#[$wdoc])* fn $write(&self, $($warg: $wty),*) -> Result<$wout, StoreError>; )*
+            $(
+                $(#[$ddoc])*
+                fn $remove(&self, $($darg: $dty),*) -> Result<($dout, bool), StoreError>;
+            )*
+            /// Appends one record to the audit log, which is append-only.
+            fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+            /// Makes every change of this transaction durable, or none of them.
+            fn commit(self: Box<Self>, key: Key) -> Result<(), StoreError>;
+        }
+
+        impl Tx<'_> {
+            $(
+                $(#[$rdoc])*
+                pub fn $read(&self, $($rarg: $rty),*) -> Result<$rout, StoreError> {
+                    self.txn.$read($($rarg),*)
+                }
+            )*
+            $(
+                $(#[$wdoc])*
+                pub fn $write(&self, $($warg: $wty),*) -> Result<$wout, StoreError> {
+                    self.changed.set(true);
+                    self.txn.$write($($warg),*)
+                }
+            )*
+            $(
+                $(#[$ddoc])*
+                pub fn $remove(&self, $($darg: $dty),*) -> Result<$dout, StoreError> {
+                    let (value, removed) = self.txn.$remove($($darg),*)?;
+                    if removed {
+                        self.changed.set(true);
+                    }
+                    Ok(value)
+                }
+            )*
+        }
+    };
+}
+
+operations! {
+    reads {
+        /// The records matching `q`, oldest first, at most
+        /// [`pim_common::types::MAX_AUDIT_RECORDS`].
+        fn audit_records(q: &AuditQuery<'_>) -> Vec<AuditRecord>;
+        fn live_grant(user: &str, role: &str) -> Option<Grant>;
+        /// Every live grant, the soonest to end first.
+        fn live_grants() -> Vec<Grant>;
+        /// The live grants of `user`, the soonest to end first.
+        fn live_grants_of(user: &str) -> Vec<Grant>;
+        /// Live grants whose end has come.
+        fn due_grants(now: i64) -> Vec<Grant>;
+        /// The most recently ended grant of `user` for any of `groups`.
+        fn last_ended_grant(user: &str, groups: &[String]) -> Option<Grant>;
+        /// When the next live grant ends.
+        fn next_grant_end() -> Option<i64>;
+        /// Whether PIM added `user` to `group` (and so must take the membership away).
+        fn has_membership(user: &str, group: &str) -> bool;
+        /// Memberships PIM added that no live grant needs any more, as (user, group).
+        fn orphaned_memberships() -> Vec<(String, String)>;
+        /// Users and groups whose membership PIM took away after a grant ended and whose
+        /// sweep is not done: none of theirs is in the memberships PIM added (a live grant
+        /// still needs it, or its removal has not succeeded yet).
+        fn pending_setgid_sweeps() -> Vec<PendingSweep>;
+        /// Done sweeps of grants that ended at or after `since`, for users and groups of
+        /// which no membership is PIM's now.
+        fn setgid_rechecks(since: i64) -> Vec<SweepRecheck>;
+        /// Every (uid, gid) recorded for `user` and `group`.
+        fn setgid_ids(user: &str, group: &str) -> Vec<(u32, u32)>;
+        /// Endings not done, oldest first.
+        fn open_endings() -> Vec<Ending>;
+        /// When the next ending is due to go from SIGTERM to SIGKILL; an ending not started
+        /// yet is due now.
+        fn next_ending_step() -> Option<i64>;
+        /// Whether the warning `lead` seconds before `ends_at` of grant `grant_id` went.
+        fn warning_sent(grant_id: i64, ends_at: i64, lead: u64) -> bool;
+        fn assignment(user: &str, role: &str) -> Option<Assignment>;
+        /// The earliest end after `now` of an assignment whose user holds a live grant of
+        /// its role: when such a grant may lose the eligibility it depends on.
+        fn next_assignment_end(now: i64) -> Option<i64>;
+        fn mfa(user: &str) -> Option<MfaRecord>;
+        /// The user's wrong codes and lockout; the default if none is recorded.
+        fn failure_state(user: &str) -> FailureState;
+        fn recovery_codes_left(user: &str) -> u32;
+        fn request(id: i64) -> Option<Request>;
+        fn pending_request(user: &str, role: &str) -> Option<Request>;
+        /// Every pending request, oldest first.
+        fn pending_requests() -> Vec<Request>;
+        /// Pending requests whose time to be decided has run out.
+        fn due_requests(now: i64) -> Vec<Request>;
+        /// When the next pending request expires.
+        fn next_request_expiry() -> Option<i64>;
+        /// Who approved request `id`, in the order they did.
+        fn approvers_of(id: i64) -> Vec<String>;
+        /// Every membership PIM added, as (user, group).
+        fn memberships() -> Vec<(String, String)>;
+        /// Every assignment, with when it was made.
+        fn assignments() -> Vec<(Assignment, i64)>;
+        /// The start of every grant that started at or after `since`, as (user, role, at).
+        fn grant_starts_since(since: i64) -> Vec<(String, String, i64)>;
+        /// The last start of a grant of each user and role, as (user, role, at).
+        fn last_grant_starts() -> Vec<(String, String, i64)>;
+        /// The time of the oldest audit record: since when pimd has been watching this host.
+        fn first_audit_at() -> Option<i64>;
+        /// The alerts that hold their keys (open, or dismissed while their cause persists).
+        fn current_alerts() -> Vec<AlertRow>;
+        /// The alert that holds `key`, if one does.
+        fn current_alert(key: &str) -> Option<AlertRow>;
+        fn alert(id: i64) -> Option<AlertRow>;
+        /// The open alerts, or with `all` every one; newest first, at most `limit`.
+        fn alerts(all: bool, limit: u32) -> Vec<AlertRow>;
+    }
+    writes {
+        /// A new live grant; refused if `g.user` already holds a live grant of `g.role`.
+        /// Returns its id.
+        fn insert_grant(g: &NewGrant<'_>) -> i64;
+        /// Ends grant `id` (if live) at `at`, for `reason`.
+        fn end_grant(id: i64, at: i64, reason: &str) -> ();
+        /// Moves the end of live grant `id`.
+        fn set_grant_end(id: i64, ends_at: i64) -> ();
+        /// PIM is adding `user` to `group` (kept if already recorded).
+        fn add_membership(user: &str, group: &str, at: i64) -> ();
+        /// PIM has taken `user` out of `group`.
+        fn remove_membership(user: &str, group: &str) -> ();
+        /// A walk of a sweep that is not done yet; `failed` counts towards the retry
+        /// back-off.
+        fn setgid_sweep_walked(user: &str, group: &str, at: i64, failed: bool) -> ();
+        /// The sweep of every grant of `user` and `group` that ended by `through` is done, by
+        /// a walk at `at` (the first look again at it is due a day later, or at the next
+        /// start).
+        fn setgid_sweep_done(user: &str, group: &str, through: i64, at: i64) -> ();
+        /// A done sweep was walked again and that walk found nothing.
+        fn setgid_sweep_rechecked(user: &str, group: &str, at: i64) -> ();
+        /// A done sweep was walked again and found something: it is not done any more.
+        fn setgid_sweep_reopened(user: &str, group: &str, at: i64) -> ();
+        /// The uid and gid `user` and `group` have as PIM adds the membership.
+        fn record_setgid_ids(user: &str, group: &str, uid: u32, gid: u32) -> ();
+        /// The processes of ended `grant` are to be ended, SIGKILL `grace_secs` after SIGTERM
+        /// (kept if already recorded).
+        fn add_ending(grant: &Grant, grace_secs: u64) -> ();
+        /// SIGTERM went to the processes of grant `grant_id` at `at`.
+        fn ending_terminated(grant_id: i64, at: i64) -> ();
+        /// No process of grant `grant_id` was left at `at`, or ending them was not needed.
+        fn ending_done(grant_id: i64, at: i64) -> ();
+        /// The warning `lead` seconds before `ends_at` of grant `grant_id` went at `at`.
+        fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
+        /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`.
+        fn put_assignment(a: &Assignment, by: &str, at: i64) -> ();
+        /// Starts (or restarts) an unconfirmed enrolment.
+        fn put_pending_mfa(user: &str, secret: &[u8], at: i64) -> ();
+        fn confirm_mfa(user: &str) -> ();
+        /// Records the TOTP time step just accepted, so it and all earlier ones are dead.
+        fn set_last_step(user: &str, step: u64) -> ();
+        fn set_failure_state(user: &str, s: &FailureState) -> ();
+        /// The user's recovery codes (their hashes) become `hashes`, all unused.
+        fn replace_recovery_codes(user: &str, hashes: &[String]) -> ();
+        /// Marks an unused recovery code used; false if there is no such unused code.
+        fn use_recovery_code(user: &str, hash: &str, at: i64) -> bool;
+        /// A new pending request (`r.id` and `r.state` are not used); returns its id.
+        /// Refused if `r.user` already has a pending request for `r.role`.
+        fn insert_request(r: &Request) -> i64;
+        /// Decides request `id`, if it is still pending.
+        fn decide_request(id: i64, state: RequestState, at: i64, by: &str, comment: &str) -> ();
+        /// Records an approval; false if this approver had already approved.
+        fn add_approval(id: i64, approver: &str, at: i64, comment: &str) -> bool;
+        /// A new open alert holding its key; refused if another alert holds it. Returns its
+        /// id.
+        fn insert_alert(a: &NewAlert<'_>) -> i64;
+        /// Open alert `id` is resolved at `at`: its cause went, and its key is free.
+        fn resolve_alert(id: i64, at: i64) -> ();
+        /// Open alert `id` is dismissed by `by` at `at` for `reason`; it keeps its key while
+        /// its cause persists.
+        fn dismiss_alert(id: i64, by: &str, reason: &str, at: i64) -> ();
+        /// Dismissed alert `id`'s cause went: its key is free for the cause's return.
+        fn release_alert(id: i64) -> ();
+    }
+    removals {
+        /// Removes the assignment of `user` to `role`; returns whether there was one.
+        fn delete_assignment(user: &str, role: &str) -> bool;
+        /// Drops the enrolment, its recovery codes and its failure state. Returns whether
+        /// there was an enrolment.
+        fn delete_mfa(user: &str) -> bool;
+    }
+}
