@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
 use pim_common::types::{EventInfo, GrantInfo, RequestInfo, RoleInfo};
+use pim_common::vocab::{ActivationState, EventKind, RequestState};
 use pim_common::{duration, PimError};
 use serde_json::{json, Value};
 use std::io::{self, Write};
@@ -249,8 +250,8 @@ async fn activate(
         .activate(&a.role, duration, &reason, &ticket, &code)
         .await?;
     let clock = Clock::system();
-    match reply.state.as_str() {
-        "active" => {
+    match reply.state {
+        ActivationState::Active => {
             emit(
                 json,
                 || output::activate_json("active", Some(&reply.grant), None, clock.now),
@@ -258,7 +259,7 @@ async fn activate(
             )?;
             Ok(Outcome::Done)
         }
-        "pending" if !a.wait => {
+        ActivationState::Pending if !a.wait => {
             emit(
                 json,
                 || output::activate_json("pending", None, Some(&reply.request), clock.now),
@@ -266,16 +267,12 @@ async fn activate(
             )?;
             Ok(Outcome::Pending)
         }
-        "pending" => {
+        ActivationState::Pending => {
             if !json {
                 write_out(&output::pending_text(&reply.request, &clock))?;
             }
             wait_for_decision(&proxy, events, owners, reply.request, json).await
         }
-        other => Err(Failure::Failed(format!(
-            "the daemon answered with the unknown state '{}'; see 'pim status'",
-            escape(other)
-        ))),
     }
 }
 
@@ -373,20 +370,33 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
             format!(": {}", escape(&e.detail))
         }
     };
-    match event.map(|e| (e.kind.as_str(), e)) {
-        Some(("request-denied", e)) => (
+    match event.map(|e| (e.kind, e)) {
+        Some((EventKind::RequestDenied, e)) => (
             format!("request {id} was denied{}{}", by(e), why(e)),
             "denied",
         ),
-        Some(("request-cancelled", e)) => (
+        Some((EventKind::RequestCancelled, e)) => (
             format!("request {id} was cancelled{}{}", by(e), why(e)),
             "cancelled",
         ),
-        Some(("request-expired", _)) => (
+        Some((EventKind::RequestExpired, _)) => (
             format!("request {id} expired before enough approvals; file a new one with 'pim activate'"),
             "expired",
         ),
-        _ => (
+        Some((
+            EventKind::RequestFiled
+            | EventKind::RequestApproved
+            | EventKind::GrantStarted
+            | EventKind::GrantEnded
+            | EventKind::GrantEnding
+            | EventKind::ProcessesEnded
+            | EventKind::EventsDropped
+            | EventKind::AlertRaised
+            | EventKind::AlertResolved
+            | EventKind::AlertDismissed,
+            _,
+        ))
+        | None => (
             format!(
                 "request {id} is no longer open and no grant started (denied, cancelled or expired); 'pim audit' tells which"
             ),
@@ -416,8 +426,8 @@ async fn wait_for_decision(
     loop {
         let check = tokio::select! {
             event = next_event(&mut events) => match event {
-                Some(Some(ev)) if ev.request_id == id => match ev.kind.as_str() {
-                    "request-approved" => {
+                Some(Some(ev)) if ev.request_id == id => match ev.kind {
+                    EventKind::RequestApproved => {
                         // The daemon's count, which leaves out approvers who no longer
                         // qualify; the event's own approver when it cannot be had.
                         let counted = proxy.status().await.ok().and_then(|(_, open, _)| {
@@ -439,15 +449,24 @@ async fn wait_for_decision(
                         }
                         false
                     }
-                    "grant-started" => {
+                    EventKind::GrantStarted => {
                         grant_id = ev.grant_id;
                         true
                     }
-                    "request-denied" | "request-cancelled" | "request-expired" => {
+                    EventKind::RequestDenied
+                    | EventKind::RequestCancelled
+                    | EventKind::RequestExpired => {
                         last = Some(ev);
                         true
                     }
-                    _ => false,
+                    EventKind::RequestFiled
+                    | EventKind::GrantEnded
+                    | EventKind::GrantEnding
+                    | EventKind::ProcessesEnded
+                    | EventKind::EventsDropped
+                    | EventKind::AlertRaised
+                    | EventKind::AlertResolved
+                    | EventKind::AlertDismissed => false,
                 },
                 Some(_) => false,
                 None => {
@@ -511,7 +530,7 @@ async fn wait_for_decision(
                 grant_id = 0;
             }
             Standing::Granted(grant) => {
-                request.state = "approved".to_string();
+                request.state = RequestState::Approved;
                 emit(
                     json,
                     || output::activate_json("active", Some(&grant), Some(&request), clock.now),
@@ -522,15 +541,22 @@ async fn wait_for_decision(
             Standing::Closed => {
                 let (message, state) = closed_message(id, last.as_ref());
                 if json {
-                    request.state = state.to_string();
-                    write_out(&to_json(
-                        &output::activate_json(state, None, Some(&request), clock.now),
-                        true,
-                    ))?;
+                    write_out(&to_json(&output::closed_json(state, &request), true))?;
                 }
                 return Err(Failure::Failed(message));
             }
         }
+    }
+}
+
+/// A refusal of the kind `refusal` makes, which says what is wrong, with what to run next:
+/// that depends on the command, so pim says it rather than pimd.
+fn with_next_step(e: PimError, refusal: fn(String) -> PimError, next: &str) -> PimError {
+    let same_kind = std::mem::discriminant(&e) == std::mem::discriminant(&refusal(String::new()));
+    if same_kind {
+        refusal(format!("{}; {next}", e.message()))
+    } else {
+        e
     }
 }
 
@@ -546,7 +572,10 @@ async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
     check_name("role", role)?;
     let proxy = connect().await?;
     let _term = outlive_the_grants_end();
-    let grant = proxy.deactivate(role).await?;
+    let grant = proxy
+        .deactivate(role)
+        .await
+        .map_err(|e| with_next_step(e, PimError::NotFound, "'pim status' shows yours"))?;
     let now = Clock::system().now;
     emit(
         json,
@@ -569,7 +598,16 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         .find(|r| r.name == a.role && r.active_until != 0);
     let reason = ask_reason(role.as_ref(), "extending", a.reason.as_deref(), console)?;
     let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
-    let grant = proxy.extend(&a.role, duration, &reason, &code).await?;
+    let activate = format!("'pim activate {}'", a.role);
+    let grant = proxy
+        .extend(&a.role, duration, &reason, &code)
+        .await
+        .map_err(|e| {
+            let no_grant = format!("activate it with {activate}");
+            let approval = format!("file a new request with {activate} when this grant ends");
+            let e = with_next_step(e, PimError::NotFound, &no_grant);
+            with_next_step(e, PimError::Conflict, &approval)
+        })?;
     let clock = Clock::system();
     emit(
         json,
@@ -672,8 +710,14 @@ async fn approve(
     let code = input::code(a.code.as_deref(), true, &input::current_user(), console)?;
     let request = proxy
         .approve(a.id, a.comment.as_deref().unwrap_or(""), &code)
-        .await?;
+        .await
+        .map_err(undecidable)?;
     print_request(json, "Approved", &request)
+}
+
+/// No request by that id that the caller may decide.
+fn undecidable(e: PimError) -> PimError {
+    with_next_step(e, PimError::NotFound, "'pim requests' lists those you may")
 }
 
 async fn deny(a: DenyArgs, json: bool, console: &mut dyn Console) -> Result<Outcome, Failure> {
@@ -686,13 +730,19 @@ async fn deny(a: DenyArgs, json: bool, console: &mut dyn Console) -> Result<Outc
     check_text("comment", Some(comment), MAX_REASON_BYTES)?;
     let proxy = connect().await?;
     let code = input::code(a.code.as_deref(), true, &input::current_user(), console)?;
-    let request = proxy.deny(a.id, comment, &code).await?;
+    let request = proxy
+        .deny(a.id, comment, &code)
+        .await
+        .map_err(undecidable)?;
     print_request(json, "Denied", &request)
 }
 
 async fn cancel(id: i64, json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
-    let request = proxy.cancel(id).await?;
+    let request = proxy
+        .cancel(id)
+        .await
+        .map_err(|e| with_next_step(e, PimError::NotFound, "'pim status' lists yours"))?;
     print_request(json, "Cancelled", &request)
 }
 
@@ -1003,7 +1053,7 @@ mod tests {
             id: 12,
             role: "admin".into(),
             created_at: NOW,
-            state: "pending".into(),
+            state: RequestState::Pending,
             approvals_required: 1,
             ..Default::default()
         }
@@ -1066,7 +1116,7 @@ mod tests {
     #[test]
     fn given_closing_events_then_message_and_state_say_what_happened() {
         let ev = EventInfo {
-            kind: "request-denied".into(),
+            kind: EventKind::RequestDenied,
             request_id: 12,
             actor: "bob".into(),
             detail: "not during the freeze".into(),
@@ -1080,12 +1130,12 @@ mod tests {
             )
         );
         let expired = EventInfo {
-            kind: "request-expired".into(),
+            kind: EventKind::RequestExpired,
             ..Default::default()
         };
         assert_eq!(closed_message(12, Some(&expired)).1, "expired");
         let cancelled = EventInfo {
-            kind: "request-cancelled".into(),
+            kind: EventKind::RequestCancelled,
             ..Default::default()
         };
         assert_eq!(closed_message(12, Some(&cancelled)).1, "cancelled");
@@ -1110,5 +1160,18 @@ mod tests {
             ticket_prompt(&r),
             "Ticket for admin (matching ^INC[0-9]+$): "
         );
+    }
+
+    #[test]
+    fn given_no_live_grant_then_the_message_names_the_next_command() {
+        let refused = PimError::NotFound("you have no live grant for role docker".into());
+        let next = "activate it with 'pim activate docker'";
+        let m = daemon_message(&with_next_step(refused, PimError::NotFound, next));
+        assert_eq!(
+            m,
+            "you have no live grant for role docker; activate it with 'pim activate docker'"
+        );
+        let other = || PimError::Conflict("role docker needs approval".into());
+        assert_eq!(with_next_step(other(), PimError::NotFound, next), other());
     }
 }

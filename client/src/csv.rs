@@ -49,10 +49,10 @@ pub fn render(records: &[AuditRecord]) -> String {
                 r.at.to_string()
             },
             text_cell(&r.actor),
-            text_cell(&r.action),
+            text_cell(r.action.as_str()),
             text_cell(&r.user),
             text_cell(&r.role),
-            text_cell(&r.outcome),
+            text_cell(r.outcome.as_str()),
             text_cell(&r.reason),
             text_cell(&r.ticket),
             text_cell(&r.detail),
@@ -64,6 +64,7 @@ pub fn render(records: &[AuditRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pim_common::vocab::{AuditAction, Outcome};
 
     #[test]
     fn given_plain_text_then_cell_is_unchanged() {
@@ -108,10 +109,10 @@ mod tests {
                 id: 7,
                 at: 1_795_269_600,
                 actor: "alice".into(),
-                action: "activate".into(),
+                action: AuditAction::Activate,
                 user: "alice".into(),
                 role: "admin".into(),
-                outcome: "success".into(),
+                outcome: Outcome::Success,
                 reason: "deploy, then check".into(),
                 ticket: "INC42".into(),
                 detail: "=cmd|' /C calc'!A0".into(),
@@ -119,7 +120,7 @@ mod tests {
             AuditRecord {
                 id: 8,
                 actor: "pimd".into(),
-                action: "expire".into(),
+                action: AuditAction::Expire,
                 ..Default::default()
             },
         ];
@@ -133,7 +134,8 @@ mod tests {
             lines[1],
             "7,2026-11-21T14:00:00Z,1795269600,alice,activate,alice,admin,success,\"deploy, then check\",INC42,'=cmd|' /C calc'!A0"
         );
-        assert_eq!(lines[2], "8,,,pimd,expire,,,,,,");
+        // Every record has an outcome (`success` by default), so only the free texts are empty.
+        assert_eq!(lines[2], "8,,,pimd,expire,,,success,,,");
         assert_eq!(lines.len(), 3);
         assert!(csv.ends_with("\r\n"));
         assert!(!csv.replace("\r\n", "").contains('\n'));

@@ -11,6 +11,7 @@ use pim_common::types::{
     AuditRecord, EventInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestInfo, RoleInfo,
     MAX_AUDIT_RECORDS,
 };
+use pim_common::vocab::RequestState;
 use serde_json::{json, Map, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ pub fn request_json(r: &RequestInfo) -> Value {
         "duration_secs": r.duration_secs,
         "reason": opt_str(&r.reason),
         "ticket": opt_str(&r.ticket),
-        "state": opt_str(&r.state),
+        "state": r.state.as_str(),
         "approvals_required": r.approvals_required,
         "approvals": r.approved_by.len(),
         "approved_by": r.approved_by,
@@ -150,10 +151,10 @@ pub fn audit_json(a: &AuditRecord) -> Value {
     let mut m = object(json!({
         "id": a.id,
         "actor": opt_str(&a.actor),
-        "action": opt_str(&a.action),
+        "action": a.action.as_str(),
         "user": opt_str(&a.user),
         "role": opt_str(&a.role),
-        "outcome": opt_str(&a.outcome),
+        "outcome": a.outcome.as_str(),
         "reason": opt_str(&a.reason),
         "ticket": opt_str(&a.ticket),
         "detail": opt_str(&a.detail),
@@ -164,7 +165,7 @@ pub fn audit_json(a: &AuditRecord) -> Value {
 
 pub fn event_json(e: &EventInfo) -> Value {
     let mut m = object(json!({
-        "kind": e.kind,
+        "kind": e.kind.as_str(),
         "user": opt_str(&e.user),
         "role": opt_str(&e.role),
         "request_id": opt_id(e.request_id),
@@ -188,6 +189,19 @@ pub fn activate_json(
         "state": state,
         "grant": grant.map_or(Value::Null, |g| grant_json(g, now)),
         "request": request.map_or(Value::Null, request_json),
+    })
+}
+
+/// The end of `activate --wait` when the request closed without a grant: its `state`, and the
+/// request's, is `state` (`denied`, `cancelled`, `expired`, or `closed` when the client cannot
+/// tell which).
+pub fn closed_json(state: &str, request: &RequestInfo) -> Value {
+    let mut request = request_json(request);
+    request["state"] = Value::from(state);
+    json!({
+        "state": state,
+        "grant": Value::Null,
+        "request": request,
     })
 }
 
@@ -566,8 +580,8 @@ pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
         e(&r.role),
         dur(r.duration_secs)
     );
-    match r.state.as_str() {
-        "pending" => {
+    match r.state {
+        RequestState::Pending => {
             let have = r.approved_by.len() as u64;
             let need = u64::from(r.approvals_required.max(1));
             format!(
@@ -576,15 +590,15 @@ pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
                 need.saturating_sub(have)
             )
         }
-        "approved" => format!("{head}: {}; the request is approved.\n", approvals(r)),
+        RequestState::Approved => format!("{head}: {}; the request is approved.\n", approvals(r)),
         // The last approval came, but the daemon could not turn it into a grant.
-        "denied" if verb == "Approved" => format!(
+        RequestState::Denied if verb == "Approved" => format!(
             "{head}: {}, but no grant could start (the requester may no longer be eligible or \
              already holds the group); the request is now denied.\n",
             approvals(r)
         ),
-        "" | "denied" | "cancelled" => format!("{head}.\n"),
-        state => format!("{head}; it is now {}.\n", escape(state)),
+        RequestState::Denied | RequestState::Cancelled => format!("{head}.\n"),
+        RequestState::Expired => format!("{head}; it is now {}.\n", r.state),
     }
 }
 
@@ -683,10 +697,10 @@ pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
                     time::local_second(a.at, &clock.tz)
                 },
                 e(&a.actor),
-                e(&a.action),
+                a.action.to_string(),
                 e(&a.user),
                 e(&a.role),
-                e(&a.outcome),
+                a.outcome.to_string(),
                 e(&a.ticket),
                 e(&a.reason),
                 e(&a.detail),
@@ -735,7 +749,7 @@ pub fn event_line(ev: &EventInfo, clock: &Clock) -> String {
         } else {
             time::local_second(ev.at, &clock.tz)
         },
-        e(&ev.kind),
+        ev.kind.to_string(),
         e(&ev.user),
         e(&ev.role),
     ];
@@ -786,6 +800,7 @@ pub fn assignment_json(user: &str, role: &str, from: i64, until: i64) -> Value {
 mod tests {
     use super::*;
     use crate::time::tests::{utc as clock, NOW};
+    use pim_common::vocab::{AuditAction, EventKind, Outcome};
 
     fn role() -> RoleInfo {
         RoleInfo {
@@ -830,7 +845,7 @@ mod tests {
             ticket: "INC42".into(),
             created_at: NOW,
             expires_at: NOW + 86400,
-            state: "pending".into(),
+            state: RequestState::Pending,
             approvals_required: 2,
             approved_by: vec!["bob".into()],
         }
@@ -922,10 +937,10 @@ mod tests {
             id: 1,
             at: NOW,
             actor: "pimd".into(),
-            action: "expire".into(),
+            action: AuditAction::Expire,
             user: "alice".into(),
             role: "admin".into(),
-            outcome: "success".into(),
+            outcome: Outcome::Success,
             ..Default::default()
         };
         let v = audit_json(&a);
@@ -933,7 +948,7 @@ mod tests {
         assert_eq!(v["reason"], Value::Null);
         assert_eq!(v["detail"], Value::Null);
         let ev = EventInfo {
-            kind: "request-filed".into(),
+            kind: EventKind::RequestFiled,
             at: NOW,
             user: "alice".into(),
             role: "admin".into(),
@@ -1105,7 +1120,7 @@ mod tests {
             assert!(t.contains("evil\\x1b]0;title\\x07\\x0anext") || t.contains("ad\\x0dmin"));
         }
         let ev = EventInfo {
-            kind: "request-denied".into(),
+            kind: EventKind::RequestDenied,
             detail: "no\x1b[2J".into(),
             actor: "b\nob".into(),
             ..Default::default()
@@ -1139,7 +1154,7 @@ mod tests {
     #[test]
     fn given_an_event_then_one_line_with_the_present_fields() {
         let ev = EventInfo {
-            kind: "request-approved".into(),
+            kind: EventKind::RequestApproved,
             at: NOW + 5,
             user: "alice".into(),
             role: "admin".into(),
@@ -1159,11 +1174,11 @@ mod tests {
         let r = request();
         assert!(decided_text("Approved", &r).contains("1/2 so far; it needs 1 more"));
         let mut done = r.clone();
-        done.state = "approved".into();
+        done.state = RequestState::Approved;
         done.approved_by.push("carol".into());
         assert!(decided_text("Approved", &done).contains("2/2; the request is approved"));
         let mut denied = r;
-        denied.state = "denied".into();
+        denied.state = RequestState::Denied;
         assert_eq!(
             decided_text("Denied", &denied),
             "Denied request 12 (alice, admin for 1h).\n"
@@ -1226,8 +1241,8 @@ mod tests {
             id: 1,
             at: NOW + 7,
             actor: "alice".into(),
-            action: "activate".into(),
-            outcome: "refused".into(),
+            action: AuditAction::Activate,
+            outcome: Outcome::Refused,
             detail: "wrong code".into(),
             ..Default::default()
         };

@@ -1,16 +1,19 @@
 //! What pimd, pim and pam_pim.so agree on: the bus names, the interface (as a proxy), the PAM
-//! socket (its path and framing), the errors with their stable D-Bus names, the wire types and
-//! the duration syntax.
+//! socket (its path and framing), the errors with their stable D-Bus names, the wire types, the
+//! vocabulary of their enumerated values and the duration syntax.
 #![forbid(unsafe_code)]
 
 pub mod duration;
 pub mod error;
+#[cfg(any(test, feature = "introspection"))]
+pub mod introspection;
 pub mod mounts;
 pub mod pam_socket;
 pub mod proxy;
 pub mod reload;
 pub mod text;
 pub mod types;
+pub mod vocab;
 
 pub use error::PimError;
 

@@ -1,5 +1,6 @@
-//! Client side of `org.pim.Manager1`. The daemon's `#[interface]` implements the same methods;
-//! keep the two in step (the end-to-end suite calls every method through this proxy).
+//! Client side of `org.pim.Manager1`. The daemon's `#[interface]` implements the same methods:
+//! both are held against the committed `common/interface/org.pim.Manager1.xml` by unit tests
+//! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
     AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,

@@ -1,6 +1,7 @@
 //! Wire types. D-Bus has no optional values, so "absent" is spelled `0` for timestamps and
 //! `""` for strings; every timestamp is seconds since the Unix epoch (UTC).
 
+use crate::vocab::{ActivationState, AuditAction, EventKind, Outcome, RequestState};
 use serde::{Deserialize, Serialize};
 use zbus::Type;
 
@@ -61,16 +62,16 @@ pub struct RequestInfo {
     pub ticket: String,
     pub created_at: i64,
     pub expires_at: i64,
-    /// `pending`, `approved`, `denied`, `cancelled` or `expired`.
-    pub state: String,
+    pub state: RequestState,
     pub approvals_required: u32,
     pub approved_by: Vec<String>,
 }
 
-/// What `Activate` did: `state` is `active` (see `grant`) or `pending` (see `request`).
+/// What `Activate` did: `state` is `active` (see `grant`) or `pending` (see `request`); the
+/// other one is a default value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct ActivateReply {
-    pub state: String,
+    pub state: ActivationState,
     pub grant: GrantInfo,
     pub request: RequestInfo,
 }
@@ -99,13 +100,11 @@ pub struct AuditRecord {
     pub at: i64,
     /// Who did it (a user name, or `pimd` for the daemon's own actions such as expiry).
     pub actor: String,
-    /// What happened, e.g. `activate`, `expire`, `mfa-failure`, `admin-revoke`.
-    pub action: String,
+    pub action: AuditAction,
     /// Whose grant, request or enrolment it concerns.
     pub user: String,
     pub role: String,
-    /// `success`, `refused` or `error`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub reason: String,
     pub ticket: String,
     /// Free text: the refusal's message, the duration, the request id, ...
@@ -123,10 +122,7 @@ pub struct AccessDecision {
 /// A notification for `pim watch` and `pim activate --wait`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct EventInfo {
-    /// `request-filed`, `request-approved`, `request-denied`, `request-cancelled`,
-    /// `request-expired`, `grant-started`, `grant-ended`, or `events-dropped` (more events of
-    /// that kind about that role by that actor are not sent for up to a minute).
-    pub kind: String,
+    pub kind: EventKind,
     pub at: i64,
     pub user: String,
     pub role: String,

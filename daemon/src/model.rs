@@ -1,6 +1,9 @@
 //! The model: what pimd keeps, as plain values with no storage in them. The store's port
 //! ([`crate::store`]) reads and writes these; every backend maps them to its own rows.
 
+/// The vocabulary's enums the model is made of (their names are what the rows hold).
+pub use pim_common::vocab::{AuditAction, Outcome, RequestState};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub id: i64,
@@ -45,39 +48,6 @@ pub struct MfaRecord {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestState {
-    Pending,
-    Approved,
-    Denied,
-    Cancelled,
-    Expired,
-}
-
-impl RequestState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Approved => "approved",
-            RequestState::Denied => "denied",
-            RequestState::Cancelled => "cancelled",
-            RequestState::Expired => "expired",
-        }
-    }
-
-    /// The state [`RequestState::as_str`] names; `None` for any other text.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => RequestState::Pending,
-            "approved" => RequestState::Approved,
-            "denied" => RequestState::Denied,
-            "cancelled" => RequestState::Cancelled,
-            "expired" => RequestState::Expired,
-            _ => return None,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: i64,
@@ -93,29 +63,12 @@ pub struct Request {
     pub state: RequestState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Refused,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Refused => "refused",
-            Outcome::Error => "error",
-        }
-    }
-}
-
 /// One audit record as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub at: i64,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub user: String,
     pub role: String,
     pub outcome: Outcome,

@@ -23,6 +23,7 @@ use crate::access::AccessReader;
 use crate::service::Core;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use pim_common::pam_socket::{self, Answer, Request, HEADER_BYTES};
+use pim_common::vocab::AuditAction;
 use pim_common::PimError;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -299,7 +300,7 @@ impl Refusals {
                         let caller = m.caller(uid)?;
                         m.refuse_call::<()>(
                             &caller,
-                            "access-check",
+                            AuditAction::AccessCheck,
                             PimError::PermissionDenied(format!(
                                 "only root may ask pimd's PAM socket ({PAM_SOCKET})"
                             )),

@@ -11,6 +11,7 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
     MfaStatusInfo, RequestInfo, RoleInfo,
 };
+use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
 use std::borrow::Cow;
@@ -669,19 +670,21 @@ impl ManagerService {
         if self.caller_uid(h).await? != 0 {
             // Refused and audited there; a guess in progress finishes on its own.
             return self
-                .call(h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         answer_root(&self.core, &self.access, guess, user, groups).await
     }
 
-    /// A call that only reads (its refusals aside) and takes no text.
-    async fn call<T: Send + 'static>(
+    /// An access check the manager answers itself (asked by a caller other than root, or with
+    /// arguments too long): no call limit applies; a refusal is audited as `access-check`.
+    async fn access_check_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
-        self.limited_call(header, "", None, Ok(()), |m, c, ()| f(m, c))
+        let action = AuditAction::AccessCheck;
+        self.limited_call(header, action, None, Ok(()), |m, c, ()| f(m, c))
             .await
     }
 
@@ -690,7 +693,7 @@ impl ManagerService {
     async fn read_call<T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         f: impl FnOnce(&mut Manager, &Caller) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
         self.limited_call(header, action, Some(CallKind::Reads), Ok(()), |m, c, ()| {
@@ -707,7 +710,7 @@ impl ManagerService {
     async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
         header: &Header<'_>,
-        action: &'static str,
+        action: AuditAction,
         limit: Option<CallKind>,
         args: Result<A, PimError>,
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
@@ -751,7 +754,7 @@ impl ManagerService {
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
-        self.read_call(&h, "list-roles", |m, c| m.list_roles(c))
+        self.read_call(&h, AuditAction::ListRoles, |m, c| m.list_roles(c))
             .await
     }
 
@@ -773,7 +776,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "activate",
+            AuditAction::Activate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, ticket, code]| {
@@ -791,7 +794,7 @@ impl ManagerService {
         let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "deactivate",
+            AuditAction::Deactivate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role]| m.deactivate(c, &role),
@@ -814,7 +817,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "extend",
+            AuditAction::Extend,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, code]| m.extend(c, &role, duration_secs, &reason, &code),
@@ -826,7 +829,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(Vec<GrantInfo>, Vec<RequestInfo>, Vec<GrantEnd>), PimError> {
-        self.read_call(&h, "status", |m, c| {
+        self.read_call(&h, AuditAction::Status, |m, c| {
             let (grants, requests) = m.status(c)?;
             Ok((grants, requests, m.grant_ends(c)?))
         })
@@ -837,9 +840,13 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.limited_call(&h, "mfa-enroll", Some(CallKind::Mfa), Ok(()), |m, c, ()| {
-            m.mfa_enroll(c)
-        })
+        self.limited_call(
+            &h,
+            AuditAction::MfaEnroll,
+            Some(CallKind::Mfa),
+            Ok(()),
+            |m, c, ()| m.mfa_enroll(c),
+        )
         .await
     }
 
@@ -851,7 +858,7 @@ impl ManagerService {
         let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
         self.limited_call(
             &h,
-            "mfa-confirm",
+            AuditAction::MfaConfirm,
             Some(CallKind::Mfa),
             args,
             move |m, c, [code]| m.mfa_confirm(c, &code),
@@ -860,7 +867,7 @@ impl ManagerService {
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
-        self.read_call(&h, "mfa-status", |m, c| m.mfa_status(c))
+        self.read_call(&h, AuditAction::MfaStatus, |m, c| m.mfa_status(c))
             .await
     }
 
@@ -877,7 +884,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "audit-read",
+            AuditAction::AuditRead,
             Some(CallKind::Reads),
             args,
             move |m, c, [user, role]| m.audit(c, since, &user, &role),
@@ -889,7 +896,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<RequestInfo>, PimError> {
-        self.read_call(&h, "list-requests", |m, c| m.list_requests(c))
+        self.read_call(&h, AuditAction::ListRequests, |m, c| m.list_requests(c))
             .await
     }
 
@@ -906,7 +913,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "approve",
+            AuditAction::Approve,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.approve(c, id, &comment, &code),
@@ -927,7 +934,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "deny",
+            AuditAction::Deny,
             Some(CallKind::Decisions),
             args,
             move |m, c, [comment, code]| m.deny(c, id, &comment, &code),
@@ -942,7 +949,7 @@ impl ManagerService {
     ) -> Result<RequestInfo, PimError> {
         self.limited_call(
             &h,
-            "cancel",
+            AuditAction::Cancel,
             Some(CallKind::Grants),
             Ok(()),
             move |m, c, ()| m.cancel(c, id),
@@ -955,7 +962,9 @@ impl ManagerService {
             .sender()
             .ok_or_else(|| PimError::PermissionDenied("message without a sender".into()))?
             .to_owned();
-        let caller = self.read_call(&h, "watch", |_, c| Ok(c.clone())).await?;
+        let caller = self
+            .read_call(&h, AuditAction::Watch, |_, c| Ok(c.clone()))
+            .await?;
         if self.core.add_watcher(sender.clone().into(), caller)? {
             tokio::spawn(forget_when_gone(
                 self.core.clone(),
@@ -976,7 +985,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<GrantInfo>, PimError> {
-        self.read_call(&h, "admin-grants", |m, c| m.admin_grants(c))
+        self.read_call(&h, AuditAction::AdminGrants, |m, c| m.admin_grants(c))
             .await
     }
 
@@ -995,7 +1004,7 @@ impl ManagerService {
         let warning = self
             .limited_call(
                 &h,
-                "admin-assign",
+                AuditAction::AdminAssign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_assign(c, &user, &role, not_before, not_after),
@@ -1020,7 +1029,7 @@ impl ManagerService {
         let reply = self
             .limited_call(
                 &h,
-                "admin-unassign",
+                AuditAction::AdminUnassign,
                 Some(CallKind::Admin),
                 args,
                 move |m, c, [user, role]| m.admin_unassign(c, &user, &role),
@@ -1047,7 +1056,7 @@ impl ManagerService {
         ]);
         self.limited_call(
             &h,
-            "admin-revoke",
+            AuditAction::AdminRevoke,
             Some(CallKind::Admin),
             args,
             move |m, c, [user, role, reason]| m.admin_revoke(c, &user, &role, &reason),
@@ -1063,7 +1072,7 @@ impl ManagerService {
         let args = bounded_copies([("user", user, text::MAX_NAME_BYTES)]);
         self.limited_call(
             &h,
-            "admin-mfa-reset",
+            AuditAction::AdminMfaReset,
             Some(CallKind::Admin),
             args,
             move |m, c, [user]| m.admin_mfa_reset(c, &user),
@@ -1076,8 +1085,10 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         all: bool,
     ) -> Result<Vec<AlertInfo>, PimError> {
-        self.read_call(&h, "list-alerts", move |m, c| m.list_alerts(c, all))
-            .await
+        self.read_call(&h, AuditAction::ListAlerts, move |m, c| {
+            m.list_alerts(c, all)
+        })
+        .await
     }
 
     async fn dismiss_alert(
@@ -1089,7 +1100,7 @@ impl ManagerService {
         let args = bounded_copies([("reason", reason, text::MAX_REASON_BYTES)]);
         self.limited_call(
             &h,
-            "alert-dismiss",
+            AuditAction::AlertDismiss,
             Some(CallKind::Admin),
             args,
             move |m, c, [reason]| m.dismiss_alert(c, id, &reason),
@@ -1112,7 +1123,7 @@ impl ManagerService {
             // from copies no longer than it takes to say what is wrong.
             let (user, groups) = bounded_question(user, &groups);
             return self
-                .call(&h, move |m, c| m.check_access(c, &user, &groups))
+                .access_check_call(&h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
         let (user, groups) = (
@@ -1276,6 +1287,9 @@ fn bounded_question(user: &str, groups: &[&str]) -> (String, Vec<String>) {
 }
 
 #[cfg(test)]
+mod interface_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
@@ -1312,14 +1326,14 @@ mod tests {
 
     /// A host with role admin (group sudo) that alice is eligible for and has not activated,
     /// its database in a file of its own: a core on it and the access check's readers.
-    struct AccessHost {
+    pub(super) struct AccessHost {
         dir: std::path::PathBuf,
-        core: Arc<Core>,
-        access: Arc<AccessReaders>,
+        pub(super) core: Arc<Core>,
+        pub(super) access: Arc<AccessReaders>,
     }
 
     impl AccessHost {
-        fn new(name: &str) -> AccessHost {
+        pub(super) fn new(name: &str) -> AccessHost {
             let dir = std::env::temp_dir()
                 .join(format!("pim-service-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -1375,11 +1389,11 @@ mod tests {
                 .unwrap();
             let one_by_one = records
                 .iter()
-                .filter(|r| r.action == "access-check" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::AccessCheck && r.actor == "pam")
                 .count();
             let counted = records
                 .iter()
-                .filter(|r| r.action == "refusals-unrecorded" && r.actor == "pam")
+                .filter(|r| r.action == AuditAction::RefusalsUnrecorded && r.actor == "pam")
                 .map(|r| {
                     let n = r.detail.split(' ').next().unwrap();
                     n.parse::<u32>().unwrap()
@@ -1554,7 +1568,7 @@ mod tests {
         AuditEntry {
             at: 0,
             actor: "alice".into(),
-            action: "activate".into(),
+            action: AuditAction::Activate,
             user: "alice".into(),
             role: "admin".into(),
             outcome: Outcome::Refused,

@@ -1,10 +1,13 @@
-//! Audit lines to syslog (facility authpriv, ident `pimd`), sent straight to the `/dev/log`
-//! datagram socket. Best effort: the database's audit table is authoritative, so callers may
-//! ignore the errors returned here.
+//! Audit lines to syslog (facility authpriv, ident `pimd`) through the `syslog` crate's
+//! datagram transport to `/dev/log`, with pimd's own line format: control characters escaped
+//! and the message cut, so nothing from a user can forge a line, and a socket whose sends wait
+//! at most [`SEND_TIMEOUT`], so a stuck syslog daemon cannot stall pimd. Best effort: the
+//! database's audit table is authoritative, so callers may ignore the errors returned here.
 
 use crate::clock::{civil_from_days, Clock, SystemClock};
+use ::syslog::{Facility, LogFormat, Logger, LoggerBackend};
 use pim_common::text::escape_unsafe;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -13,7 +16,7 @@ use std::time::Duration;
 /// The local syslog socket (journald or rsyslog listen here).
 pub const DEV_LOG: &str = "/dev/log";
 /// authpriv: security messages that only root may read.
-const FACILITY_AUTHPRIV: u8 = 10;
+const FACILITY: Facility = Facility::LOG_AUTHPRIV;
 const IDENT: &str = "pimd";
 /// Longest message part, in bytes; longer ones are cut. Keeps every datagram well under
 /// the sizes syslog daemons accept.
@@ -33,44 +36,65 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// The syslog severity number (RFC 5424 table 2).
-    fn code(self) -> u8 {
+    fn level(self) -> ::syslog::Severity {
         match self {
-            Severity::Error => 3,
-            Severity::Notice => 5,
-            Severity::Info => 6,
+            Severity::Error => ::syslog::Severity::LOG_ERR,
+            Severity::Notice => ::syslog::Severity::LOG_NOTICE,
+            Severity::Info => ::syslog::Severity::LOG_INFO,
         }
     }
 }
 
-/// `<PRI>Mmm dd hh:mm:ss pimd[PID]: message`, RFC 3164 style. The timestamp is in UTC (the
-/// daemon does not read time zone files); journald and rsyslog stamp lines on receipt anyway.
-/// Control characters left in `message` are escaped so that nothing can forge lines (the
-/// callers escape user text themselves, backslashes included, so those are left alone here),
-/// and the message is cut to `MAX_MESSAGE_BYTES` on a character boundary.
-pub fn format_line(severity: Severity, now: i64, pid: u32, message: &str) -> String {
-    let pri = FACILITY_AUTHPRIV * 8 + severity.code();
-    let (_, month, day) = civil_from_days(now.div_euclid(86_400));
-    let secs = now.rem_euclid(86_400);
-    let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    let mut message = escape_unsafe(message);
-    let mut cut = message.len().min(MAX_MESSAGE_BYTES);
-    while !message.is_char_boundary(cut) {
-        cut -= 1;
+/// pimd's lines, `<PRI>Mmm dd hh:mm:ss pimd[PID]: message`, RFC 3164 style, stamped `now`.
+/// The crate's own formatter is not used: it neither escapes nor bounds the message.
+struct PimdFormat {
+    now: i64,
+    pid: u32,
+}
+
+impl LogFormat<&str> for PimdFormat {
+    /// The timestamp is in UTC (the daemon does not read time zone files); journald and
+    /// rsyslog stamp lines on receipt anyway. Control characters left in `message` are
+    /// escaped so that nothing can forge lines (the callers escape user text themselves,
+    /// backslashes included, so those are left alone here), and the message is cut to
+    /// `MAX_MESSAGE_BYTES` on a character boundary. One `write!`: one datagram.
+    fn format<W: Write>(
+        &self,
+        w: &mut W,
+        severity: ::syslog::Severity,
+        message: &str,
+    ) -> ::syslog::Result<()> {
+        let pri = FACILITY as u8 | severity as u8;
+        let (_, month, day) = civil_from_days(self.now.div_euclid(86_400));
+        let secs = self.now.rem_euclid(86_400);
+        let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        let mut message = escape_unsafe(message);
+        let mut cut = message.len().min(MAX_MESSAGE_BYTES);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        write!(
+            w,
+            "<{pri}>{} {day:>2} {hh:02}:{mm:02}:{ss:02} {IDENT}[{}]: {message}",
+            MONTHS[month as usize - 1],
+            self.pid
+        )
+        .map_err(::syslog::Error::Write)
     }
-    message.truncate(cut);
-    format!(
-        "<{pri}>{} {day:>2} {hh:02}:{mm:02}:{ss:02} {IDENT}[{pid}]: {message}",
-        MONTHS[month as usize - 1]
-    )
 }
 
 /// A syslog connection for the process, opened on first use and reopened when the syslog
 /// daemon has restarted.
-#[derive(Debug)]
 pub struct Syslog {
     path: PathBuf,
-    socket: Mutex<Option<UnixDatagram>>,
+    logger: Mutex<Option<Logger<LoggerBackend, PimdFormat>>>,
+}
+
+impl std::fmt::Debug for Syslog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syslog").field("path", &self.path).finish()
+    }
 }
 
 impl Default for Syslog {
@@ -88,18 +112,22 @@ impl Syslog {
     fn at(path: PathBuf) -> Self {
         Self {
             path,
-            socket: Mutex::new(None),
+            logger: Mutex::new(None),
         }
     }
 
     /// Sends `message` at `severity`, stamped with the current time and this process's id.
     pub fn send(&self, severity: Severity, message: &str) -> io::Result<()> {
-        let line = format_line(severity, SystemClock.now(), std::process::id(), message);
+        let format = || PimdFormat {
+            now: SystemClock.now(),
+            pid: std::process::id(),
+        };
         // The Option is valid whatever a panicking holder was doing, so poison is harmless.
-        let mut socket = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = socket.as_ref() {
-            match open.send(line.as_bytes()) {
-                Ok(_) => return Ok(()),
+        let mut logger = self.logger.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = logger.as_mut() {
+            open.formatter = format();
+            match log(open, severity, message) {
+                Ok(()) => return Ok(()),
                 // The receiver is alive but busy: reconnecting would not help.
                 Err(e)
                     if matches!(
@@ -110,27 +138,53 @@ impl Syslog {
                     return Err(e)
                 }
                 // Typically ECONNREFUSED: the syslog daemon restarted and bound a new socket.
-                Err(_) => *socket = None,
+                Err(_) => *logger = None,
             }
         }
-        let fresh = connect(&self.path)?;
-        fresh.send(line.as_bytes())?;
-        *socket = Some(fresh);
+        let mut fresh = Logger::new(connect(&self.path)?, format());
+        log(&mut fresh, severity, message)?;
+        *logger = Some(fresh);
         Ok(())
     }
+}
+
+fn log(
+    logger: &mut Logger<LoggerBackend, PimdFormat>,
+    severity: Severity,
+    message: &str,
+) -> io::Result<()> {
+    let sent = logger
+        .formatter
+        .format(&mut logger.backend, severity.level(), message);
+    sent.map_err(|e| match e {
+        ::syslog::Error::Write(e) | ::syslog::Error::Io(e) => e,
+        ::syslog::Error::Initialization(e) => io::Error::other(e),
+    })
+}
+
+/// The line pimd sends for `message` at `severity`, stamped `now`, from process `pid`.
+#[cfg(test)]
+pub fn format_line(severity: Severity, now: i64, pid: u32, message: &str) -> String {
+    let mut line = Vec::new();
+    PimdFormat { now, pid }
+        .format(&mut line, severity.level(), message)
+        .unwrap();
+    String::from_utf8(line).unwrap()
 }
 
 /// Sends one already formatted line to the datagram socket at `path`.
 #[cfg(test)]
 fn send_to(path: &Path, line: &str) -> io::Result<()> {
-    connect(path)?.send(line.as_bytes()).map(drop)
+    connect(path)?.write_all(line.as_bytes())
 }
 
-fn connect(path: &Path) -> io::Result<UnixDatagram> {
+/// The crate's datagram transport on a socket of our own: `syslog::unix_custom` connects
+/// without a send timeout, and falls back to a stream socket whose connect can block.
+fn connect(path: &Path) -> io::Result<LoggerBackend> {
     let socket = UnixDatagram::unbound()?;
     socket.set_write_timeout(Some(SEND_TIMEOUT))?;
     socket.connect(path)?;
-    Ok(socket)
+    Ok(LoggerBackend::Unix(socket))
 }
 
 #[cfg(test)]
@@ -263,6 +317,24 @@ mod tests {
         ));
         assert!(send_to(&path, "x").is_err());
         assert!(Syslog::at(path).send(Severity::Info, "x").is_err());
+    }
+
+    #[test]
+    fn given_a_receiver_that_never_reads_then_send_gives_up_with_an_error() {
+        // A stuck syslog daemon: its queue fills, and then each send waits at most
+        // SEND_TIMEOUT and fails instead of blocking pimd.
+        let receiver = Receiver::new();
+        let syslog = Syslog::at(receiver.path.clone());
+        let failed = (0..100_000)
+            .find_map(|_| syslog.send(Severity::Info, "x").err())
+            .expect("a send that fails once the queue is full");
+        assert!(
+            matches!(
+                failed.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{failed:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ impl Manager {
         groups: &[String],
     ) -> Result<AccessDecision, PimError> {
         if !caller.is_root() {
-            let audit = Audit::new(&caller.name, "access-check").about(name_or_empty(user), "");
+            let audit =
+                Audit::new(&caller.name, AuditAction::AccessCheck).about(name_or_empty(user), "");
             return self.refused(
                 &audit,
                 PimError::PermissionDenied("only root may ask about another user's access".into()),
@@ -44,7 +45,7 @@ impl Manager {
         groups: &[String],
         message: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new(PAM_CHECK, "access-check").about(user, "");
+        let audit = Audit::new(PAM_CHECK, AuditAction::AccessCheck).about(user, "");
         let entry = audit.entry(
             self.now(),
             Outcome::Refused,
@@ -67,7 +68,8 @@ impl Manager {
             ..Cause::default()
         };
         let now = self.now();
-        self.refusals.count(&cause, "access-check", n, now);
+        self.refusals
+            .count(&cause, AuditAction::AccessCheck.as_str(), n, now);
     }
 }
 

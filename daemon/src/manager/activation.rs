@@ -143,16 +143,12 @@ pub(super) fn decide_extension(
         .live
         // A grant past its end is over even before reconciliation records that.
         .filter(|g| g.ends_at > now)
-        .ok_or_else(|| {
-            PimError::NotFound(format!(
-                "you have no live grant for role {}; activate it with 'pim activate {}'",
-                role.name, role.name
-            ))
-        })?;
+        .ok_or_else(|| no_live_grant(&role.name))?;
     if role.require_approval {
+        // The client says what to do instead (a new request with 'pim activate').
         return Err(PimError::Conflict(format!(
-            "role {} needs approval, so it cannot be extended; file a new request with 'pim activate {}' when this grant ends",
-            role.name, role.name
+            "role {} needs approval, so it cannot be extended",
+            role.name
         )));
     }
     let secs = policy::duration(role, ask.duration_secs)?;
@@ -244,7 +240,7 @@ impl Manager {
             text::for_record(reason, text::MAX_REASON_BYTES),
             text::for_record(ticket, text::MAX_TICKET_BYTES),
         );
-        let audit = Audit::new(&caller.name, "activate")
+        let audit = Audit::new(&caller.name, AuditAction::Activate)
             .about(&caller.name, role_label)
             .with_text(&reason_text, &ticket_text);
         match self.try_activate(caller, role, duration_secs, reason, ticket, code) {
@@ -275,7 +271,7 @@ impl Manager {
             (_, ActivationPlan::ExpireFirst(ended)) => {
                 // Ended but not yet reconciled: expire it (only it) first, then decide afresh
                 // on what that left.
-                let audit = Audit::new(DAEMON, "expire").about(&ended.user, &ended.role);
+                let audit = Audit::new(DAEMON, AuditAction::Expire).about(&ended.user, &ended.role);
                 let detail = format!(
                     "grant {} ended at {}",
                     ended.id,
@@ -363,7 +359,7 @@ impl Manager {
     ) -> Result<ActivateReply, PimError> {
         let (reason, ticket) = (ask.reason, ask.ticket);
         let now = self.now();
-        let audit = Audit::new(user, "activate")
+        let audit = Audit::new(user, AuditAction::Activate)
             .about(user, &role.name)
             .with_text(reason, ticket);
         let grant = self.with_checked_code(user, mfa, |tx, proof| {
@@ -395,7 +391,7 @@ impl Manager {
         })?;
         self.apply_grant(&grant)?;
         self.event(
-            "grant-started",
+            EventKind::GrantStarted,
             user,
             &role.name,
             0,
@@ -404,7 +400,7 @@ impl Manager {
             String::new(),
         );
         Ok(ActivateReply {
-            state: "active".into(),
+            state: ActivationState::Active,
             grant: grant_info(&grant),
             request: RequestInfo::default(),
         })
@@ -434,7 +430,7 @@ impl Manager {
             approvals_required: role.approvals_required,
             state: RequestState::Pending,
         };
-        let audit = Audit::new(user, "request")
+        let audit = Audit::new(user, AuditAction::Request)
             .about(user, &role.name)
             .with_text(reason, ticket);
         request.id = self.with_checked_code(user, mfa, |tx, proof| {
@@ -452,7 +448,7 @@ impl Manager {
             Ok(id)
         })?;
         self.event(
-            "request-filed",
+            EventKind::RequestFiled,
             user,
             &role.name,
             request.id,
@@ -461,22 +457,19 @@ impl Manager {
             reason.into(),
         );
         Ok(ActivateReply {
-            state: "pending".into(),
+            state: ActivationState::Pending,
             grant: GrantInfo::default(),
             request: request_info(&request, vec![]),
         })
     }
 
     pub fn deactivate(&mut self, caller: &Caller, role: &str) -> Result<GrantInfo, PimError> {
-        let audit = Audit::new(&caller.name, "deactivate").about(&caller.name, name_or_empty(role));
+        let audit = Audit::new(&caller.name, AuditAction::Deactivate)
+            .about(&caller.name, name_or_empty(role));
         let result = check_name("role", role).and_then(|_| {
             self.store
                 .read(|tx| tx.live_grant(&caller.name, role))?
-                .ok_or_else(|| {
-                    PimError::NotFound(format!(
-                        "you have no live grant for role {role}; 'pim status' shows yours"
-                    ))
-                })
+                .ok_or_else(|| no_live_grant(role))
         });
         match result {
             Ok(grant) => {
@@ -496,7 +489,7 @@ impl Manager {
         code: &str,
     ) -> Result<GrantInfo, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit::new(&caller.name, "extend")
+        let audit = Audit::new(&caller.name, AuditAction::Extend)
             .about(&caller.name, name_or_empty(role))
             .with_text(&reason_text, "");
         match self.try_extend(caller, role, duration_secs, reason, code) {
@@ -526,7 +519,7 @@ impl Manager {
         let role = facts.role.clone();
         let now = self.now();
         let (grant, ends_at, mfa) = decide_extension(facts, &ask, now, &self.mfa_policy())?;
-        let audit = Audit::new(user, "extend")
+        let audit = Audit::new(user, AuditAction::Extend)
             .about(user, &role.name)
             .with_text(reason, "");
         self.with_checked_code(user, mfa, |tx, proof| {
@@ -580,3 +573,9 @@ impl Manager {
 
 #[cfg(test)]
 mod tests;
+
+/// The caller holds no live grant of `role`. What to run next depends on what they tried, so
+/// the client says it (`pim extend` and `pim deactivate` add their own next step).
+fn no_live_grant(role: &str) -> PimError {
+    PimError::NotFound(format!("you have no live grant for role {role}"))
+}

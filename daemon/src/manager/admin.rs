@@ -18,7 +18,7 @@ impl Manager {
     }
 
     pub fn admin_grants(&mut self, caller: &Caller) -> Result<Vec<GrantInfo>, PimError> {
-        let audit = Audit::new(&caller.name, "admin-grants");
+        let audit = Audit::new(&caller.name, AuditAction::AdminGrants);
         self.require_admin(caller, &audit)?;
         let grants = self.store.read(|tx| tx.live_grants())?;
         Ok(grants.iter().map(grant_info).collect())
@@ -34,7 +34,7 @@ impl Manager {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
-        let audit = Audit::new(&caller.name, "admin-assign")
+        let audit = Audit::new(&caller.name, AuditAction::AdminAssign)
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
         let checked = (|| {
@@ -95,7 +95,7 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(GrantInfo, String), PimError> {
-        let audit = Audit::new(&caller.name, "admin-unassign")
+        let audit = Audit::new(&caller.name, AuditAction::AdminUnassign)
             .about(name_or_empty(user), name_or_empty(role));
         self.require_admin(caller, &audit)?;
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
@@ -191,7 +191,7 @@ impl Manager {
                 }
             };
             let reason = format!("eligibility ended: {}", why.unwrap_or(&lost));
-            let audit = Audit::new(actor, "eligibility-end")
+            let audit = Audit::new(actor, AuditAction::EligibilityEnd)
                 .about(&grant.user, &grant.role)
                 .with_text(&reason, "");
             let detail = format!(
@@ -268,7 +268,7 @@ impl Manager {
         reason: &str,
     ) -> Result<GrantInfo, PimError> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
-        let audit = Audit::new(&caller.name, "admin-revoke")
+        let audit = Audit::new(&caller.name, AuditAction::AdminRevoke)
             .about(name_or_empty(user), name_or_empty(role))
             .with_text(&reason_text, "");
         self.require_admin(caller, &audit)?;
@@ -300,7 +300,8 @@ impl Manager {
     }
 
     pub fn admin_mfa_reset(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
-        let audit = Audit::new(&caller.name, "admin-mfa-reset").about(name_or_empty(user), "");
+        let audit =
+            Audit::new(&caller.name, AuditAction::AdminMfaReset).about(name_or_empty(user), "");
         self.require_admin(caller, &audit)?;
         if let Err(e) = check_name("user", user) {
             return self.refused(&audit, e);

@@ -188,15 +188,15 @@ impl Manager {
     /// Writes one change of the plan with its audit record, and sends its event.
     fn write_alert_change(&mut self, change: Change) -> Result<(), PimError> {
         let now = self.now();
-        let (action, row) = match change {
-            Change::Raise(finding) => ("alert-raise", self.raise_alert(&finding, now)?),
+        let (kind, row) = match change {
+            Change::Raise(finding) => (EventKind::AlertRaised, self.raise_alert(&finding, now)?),
             Change::Resolve { id } => {
                 let row = self.commit(|tx| {
                     let Some(row) = tx.alert(id)?.filter(|a| a.state == AlertState::Open) else {
                         return Ok(None);
                     };
                     tx.resolve_alert(id, now)?;
-                    let entry = Audit::new(ALERTS, "alert-resolve")
+                    let entry = Audit::new(ALERTS, AuditAction::AlertResolve)
                         .about(&row.user, &row.role)
                         .entry(
                             now,
@@ -209,7 +209,7 @@ impl Manager {
                     tx.audit(entry)?;
                     Ok(tx.alert(id)?)
                 })?;
-                ("alert-resolve", row)
+                (EventKind::AlertResolved, row)
             }
             Change::Release { id } => {
                 // A dismissed alert whose cause went: nothing anyone sees changes, but its
@@ -219,7 +219,7 @@ impl Manager {
                         return Ok(());
                     };
                     tx.release_alert(id)?;
-                    let entry = Audit::new(ALERTS, "alert-release")
+                    let entry = Audit::new(ALERTS, AuditAction::AlertRelease)
                         .about(&row.user, &row.role)
                         .entry(
                             now,
@@ -237,7 +237,7 @@ impl Manager {
             }
         };
         if let Some(row) = row {
-            self.alert_event(action, &row);
+            self.alert_event(kind, &row);
         }
         Ok(())
     }
@@ -256,7 +256,7 @@ impl Manager {
                 detail: &finding.detail,
                 at: now,
             })?;
-            let entry = Audit::new(ALERTS, "alert-raise")
+            let entry = Audit::new(ALERTS, AuditAction::AlertRaise)
                 .about(&finding.user, &finding.role)
                 .entry(
                     now,
@@ -268,12 +268,7 @@ impl Manager {
         })
     }
 
-    fn alert_event(&mut self, action: &str, row: &AlertRow) {
-        let kind = match action {
-            "alert-raise" => "alert-raised",
-            "alert-resolve" => "alert-resolved",
-            _ => "alert-dismissed",
-        };
+    fn alert_event(&mut self, kind: EventKind, row: &AlertRow) {
         self.event(
             kind,
             &row.user,
@@ -302,7 +297,7 @@ impl Manager {
                     self.write_alert_change(Change::Release { id: held.id })?;
                 }
                 if let Some(row) = self.raise_alert(&finding, now)? {
-                    self.alert_event("alert-raise", &row);
+                    self.alert_event(EventKind::AlertRaised, &row);
                 }
                 Ok::<(), PimError>(())
             })();
@@ -316,7 +311,7 @@ impl Manager {
     /// Admins and auditors: the open alerts, or with `all` every one, newest first.
     pub fn list_alerts(&mut self, caller: &Caller, all: bool) -> Result<Vec<AlertInfo>, PimError> {
         if !self.is_auditor(caller) {
-            let audit = Audit::new(&caller.name, "list-alerts");
+            let audit = Audit::new(&caller.name, AuditAction::ListAlerts);
             return self.refused(
                 &audit,
                 PimError::PermissionDenied(
@@ -335,7 +330,7 @@ impl Manager {
         id: i64,
         reason: &str,
     ) -> Result<AlertInfo, PimError> {
-        let audit = Audit::new(&caller.name, "alert-dismiss").with_text(reason, "");
+        let audit = Audit::new(&caller.name, AuditAction::AlertDismiss).with_text(reason, "");
         if !self.is_admin(caller) {
             return self.refused_about(
                 &audit,
@@ -358,7 +353,7 @@ impl Manager {
                 return Ok(None);
             };
             tx.dismiss_alert(id, &caller.name, reason, now)?;
-            let entry = Audit::new(&caller.name, "alert-dismiss")
+            let entry = Audit::new(&caller.name, AuditAction::AlertDismiss)
                 .about(&row.user, &row.role)
                 .with_text(reason, "")
                 .entry(
@@ -371,7 +366,7 @@ impl Manager {
         })?;
         match dismissed {
             Some(row) => {
-                self.alert_event("alert-dismiss", &row);
+                self.alert_event(EventKind::AlertDismissed, &row);
                 Ok(alert_info(&row))
             }
             None => self.refused_about(

@@ -58,10 +58,8 @@ impl Manager {
     /// request ids cannot be probed for whose they are.
     fn decidable_request(&mut self, caller: &Caller, id: i64) -> Result<(Request, Role), PimError> {
         let no_such_request = || {
-            PimError::NotFound(
-                "there is no such request that you may decide; 'pim requests' lists those you may"
-                    .into(),
-            )
+            // The client says where to find those one may decide ('pim requests').
+            PimError::NotFound("there is no such request that you may decide".into())
         };
         let request = self
             .store
@@ -98,7 +96,7 @@ impl Manager {
         &mut self,
         caller: &Caller,
         id: i64,
-        action: &str,
+        action: AuditAction,
         comment: &str,
         result: Result<T, PimError>,
     ) -> Result<T, PimError> {
@@ -126,7 +124,7 @@ impl Manager {
         code: &str,
     ) -> Result<RequestInfo, PimError> {
         let result = self.try_approve(caller, id, comment, code);
-        self.audit_decision_refusal(caller, id, "approve", comment, result)
+        self.audit_decision_refusal(caller, id, AuditAction::Approve, comment, result)
     }
 
     fn try_approve(
@@ -164,7 +162,7 @@ impl Manager {
             ..request
         };
         let now = self.now();
-        let audit = Audit::new(approver, "approve")
+        let audit = Audit::new(approver, AuditAction::Approve)
             .about(&request.user, &request.role)
             .with_text(comment, &request.ticket);
         self.with_mfa(approver, code, true, |tx, proof| {
@@ -181,7 +179,7 @@ impl Manager {
             ))?)
         })?;
         self.event(
-            "request-approved",
+            EventKind::RequestApproved,
             &request.user,
             &request.role,
             id,
@@ -246,7 +244,7 @@ impl Manager {
         let user = request.user.as_str();
         let now = self.now();
         if let Some(obstacle) = self.grant_obstacle(request, role)? {
-            let audit = Audit::new(DAEMON, "request-void")
+            let audit = Audit::new(DAEMON, AuditAction::RequestVoid)
                 .about(user, &role.name)
                 .with_text("", &request.ticket);
             let entry = audit.entry(
@@ -259,7 +257,7 @@ impl Manager {
                 Ok(tx.audit(entry)?)
             })?;
             self.event(
-                "request-denied",
+                EventKind::RequestDenied,
                 user,
                 &role.name,
                 request.id,
@@ -271,7 +269,7 @@ impl Manager {
         }
         let eligibility = self.eligibility(role, user)?;
         let ends_at = Self::grant_end(now, request.duration_secs, eligibility);
-        let audit = Audit::new(approver, "grant-start")
+        let audit = Audit::new(approver, AuditAction::GrantStart)
             .about(user, &role.name)
             .with_text(&request.reason, &request.ticket);
         let ids = self.ids_for_grant(user, &role.group)?;
@@ -305,7 +303,7 @@ impl Manager {
         })?;
         self.apply_grant(&grant)?;
         self.event(
-            "grant-started",
+            EventKind::GrantStarted,
             user,
             &role.name,
             request.id,
@@ -324,7 +322,7 @@ impl Manager {
         code: &str,
     ) -> Result<RequestInfo, PimError> {
         let result = self.try_deny(caller, id, comment, code);
-        self.audit_decision_refusal(caller, id, "deny", comment, result)
+        self.audit_decision_refusal(caller, id, AuditAction::Deny, comment, result)
     }
 
     fn try_deny(
@@ -352,7 +350,7 @@ impl Manager {
         }
         let approver = caller.name.as_str();
         let now = self.now();
-        let audit = Audit::new(approver, "deny")
+        let audit = Audit::new(approver, AuditAction::Deny)
             .about(&request.user, &request.role)
             .with_text(comment, &request.ticket);
         let approved_by = self.with_mfa(approver, code, true, |tx, proof| {
@@ -365,7 +363,7 @@ impl Manager {
             Ok(tx.approvers_of(id)?)
         })?;
         self.event(
-            "request-denied",
+            EventKind::RequestDenied,
             &request.user,
             &request.role,
             id,
@@ -383,15 +381,13 @@ impl Manager {
     }
 
     pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
-        let audit = Audit::new(&caller.name, "cancel").about(&caller.name, "");
+        let audit = Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, "");
         let request = match self.store.read(|tx| tx.request(id))? {
             Some(r) if r.user == caller.name => r,
             _ => {
                 return self.refused(
                     &audit,
-                    PimError::NotFound(format!(
-                        "you have no request {id}; 'pim status' lists yours"
-                    )),
+                    PimError::NotFound(format!("you have no request {id}")),
                 )
             }
         };
@@ -416,7 +412,7 @@ impl Manager {
             Ok(tx.approvers_of(id)?)
         })?;
         self.event(
-            "request-cancelled",
+            EventKind::RequestCancelled,
             &caller.name,
             &request.role,
             id,
@@ -435,7 +431,7 @@ impl Manager {
 
     pub(super) fn expire_request(&mut self, request: &Request) -> Result<(), PimError> {
         let now = self.now();
-        let audit = Audit::new(DAEMON, "request-expire")
+        let audit = Audit::new(DAEMON, AuditAction::RequestExpire)
             .about(&request.user, &request.role)
             .with_text("", &request.ticket);
         let entry = audit.entry(
@@ -448,7 +444,7 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         self.event(
-            "request-expired",
+            EventKind::RequestExpired,
             &request.user,
             &request.role,
             request.id,

@@ -18,7 +18,7 @@ impl Manager {
         }
         let everything = self.is_auditor(caller);
         if !everything && !user.is_empty() && user != caller.name {
-            let audit = Audit::new(&caller.name, "audit-read").about(user, role);
+            let audit = Audit::new(&caller.name, AuditAction::AuditRead).about(user, role);
             return self.refused(
                 &audit,
                 PimError::PermissionDenied(
@@ -41,7 +41,7 @@ impl Manager {
     /// approve, and everything for admins and auditors. Alerts are for admins and auditors
     /// alone, even the ones about the caller.
     pub fn may_see(&self, caller: &Caller, event: &EventInfo) -> bool {
-        if event.kind.starts_with("alert-") {
+        if event.kind.is_alert() {
             return self.is_auditor(caller);
         }
         event.user == caller.name

@@ -7,6 +7,7 @@ use crate::ending::{self, Step, Target};
 use crate::model::{AuditEntry, Ending, Outcome};
 use crate::store::{StoreError, Tx};
 use pim_common::types::GrantEnd;
+use pim_common::vocab::{AuditAction, EventKind};
 use pim_common::PimError;
 use pim_config::OnEnd;
 
@@ -132,7 +133,7 @@ impl Manager {
             if e.term_at.is_some_and(|at| now < at + e.grace_secs) {
                 continue;
             }
-            let audit = Audit::new(DAEMON, "processes-end").about(&e.user, &e.role);
+            let audit = Audit::new(DAEMON, AuditAction::ProcessesEnd).about(&e.user, &e.role);
             let spare = match self.reason_to_spare(&e) {
                 Ok(spare) => spare,
                 Err(err) => {
@@ -230,17 +231,18 @@ impl Manager {
                     step.left
                 ),
             };
-            let audit = Audit::new(DAEMON, "processes-end").about(user, &job.role);
+            let audit = Audit::new(DAEMON, AuditAction::ProcessesEnd).about(user, &job.role);
             let entry = audit.entry(now, Outcome::Success, detail);
-            let result = self.commit_and_tell("processes-ended", job.grant_id, entry, |tx| {
-                if !job.kill {
-                    tx.ending_terminated(job.grant_id, now)?;
-                }
-                if done {
-                    tx.ending_done(job.grant_id, now)?;
-                }
-                Ok(())
-            });
+            let result =
+                self.commit_and_tell(EventKind::ProcessesEnded, job.grant_id, entry, |tx| {
+                    if !job.kill {
+                        tx.ending_terminated(job.grant_id, now)?;
+                    }
+                    if done {
+                        tx.ending_done(job.grant_id, now)?;
+                    }
+                    Ok(())
+                });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
             }
@@ -251,7 +253,7 @@ impl Manager {
     /// Commits `change` with `entry`, then sends the event of kind `kind` that tells it.
     fn commit_and_tell(
         &mut self,
-        kind: &str,
+        kind: EventKind,
         grant_id: i64,
         entry: AuditEntry,
         change: impl FnOnce(&Tx) -> Result<(), StoreError>,
@@ -343,9 +345,9 @@ impl Manager {
                 .into_iter()
                 .filter(|&lead| lead >= job.lead_secs)
                 .collect();
-            let audit = Audit::new(DAEMON, "end-warning").about(&job.user, &job.role);
+            let audit = Audit::new(DAEMON, AuditAction::EndWarning).about(&job.user, &job.role);
             let entry = audit.entry(now, outcome, detail);
-            let result = self.commit_and_tell("grant-ending", job.grant_id, entry, |tx| {
+            let result = self.commit_and_tell(EventKind::GrantEnding, job.grant_id, entry, |tx| {
                 for &lead in leads.iter().chain([&job.lead_secs]) {
                     tx.record_warning(job.grant_id, job.ends_at, lead, now)?;
                 }

@@ -67,7 +67,8 @@ impl Manager {
                 grant.user, grant.group
             ));
             let now = self.now();
-            let audit = Audit::new(DAEMON, "grant-failed").about(&grant.user, &grant.role);
+            let audit =
+                Audit::new(DAEMON, AuditAction::GrantFailed).about(&grant.user, &grant.role);
             let entry = audit.entry(now, Outcome::Error, err.message());
             self.commit(|tx| {
                 tx.end_grant(grant.id, now, "failed")?;
@@ -148,7 +149,7 @@ impl Manager {
             Ok(tx.audit(entry)?)
         })?;
         self.event(
-            "grant-ended",
+            EventKind::GrantEnded,
             &grant.user,
             &grant.role,
             grant.request_id.unwrap_or(0),
@@ -174,7 +175,7 @@ impl Manager {
         let now = self.now();
         if let Some(role) = self.permanent_role_of(user, group)? {
             // Made permanent (by a reload) while PIM held the membership: it is theirs now.
-            let audit = Audit::new(DAEMON, "membership-keep").about(user, &role);
+            let audit = Audit::new(DAEMON, AuditAction::MembershipKeep).about(user, &role);
             let entry = audit.entry(
                 now,
                 Outcome::Success,
@@ -188,7 +189,7 @@ impl Manager {
                 Ok(tx.audit(entry)?)
             });
         }
-        let audit = Audit::new(DAEMON, "membership-remove").about(user, "");
+        let audit = Audit::new(DAEMON, AuditAction::MembershipRemove).about(user, "");
         let listed = self.accounts.listed_in_group(user, group).map_err(|e| {
             // Not "not listed": the membership record stays, so reconciliation tries again.
             PimError::Internal(format!(

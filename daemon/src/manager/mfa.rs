@@ -43,12 +43,10 @@ impl Manager {
         code: &str,
         now: i64,
     ) -> Result<CodeCheck, PimError> {
-        let record = record.filter(|r| r.confirmed).ok_or_else(|| {
-            PimError::MfaNotEnrolled(
-                "you have no TOTP enrolment; run 'pim mfa enroll' and 'pim mfa confirm CODE' first"
-                    .into(),
-            )
-        })?;
+        // The client says how to enrol ('pim mfa enroll').
+        let record = record
+            .filter(|r| r.confirmed)
+            .ok_or_else(|| PimError::MfaNotEnrolled("you have no TOTP enrolment".into()))?;
         if let Err(until) = policy.check(&state, now) {
             return Err(PimError::MfaLockedOut(format!(
                 "too many wrong codes; your MFA is locked until {}",
@@ -57,8 +55,9 @@ impl Manager {
         }
         let code = code.trim();
         if code.is_empty() {
+            // The client says how to give one (its --code option).
             return Err(PimError::MfaRequired(
-                "a TOTP code is required; give it with --code (or a recovery code)".into(),
+                "a TOTP code (or a recovery code) is required".into(),
             ));
         }
         let outcome = if mfa::looks_like_recovery_code(code) {
@@ -111,7 +110,7 @@ impl Manager {
         }
         let (next, newly_locked) = policy.record_failure(&state, now);
         tx.set_failure_state(user, &next)?;
-        let audit = Audit::new(user, "mfa-failure").about(user, "");
+        let audit = Audit::new(user, AuditAction::MfaFailure).about(user, "");
         tx.audit(audit.entry(
             now,
             Outcome::Refused,
@@ -122,7 +121,7 @@ impl Manager {
         ))?;
         if newly_locked {
             let lock = Audit {
-                action: "mfa-lockout",
+                action: AuditAction::MfaLockout,
                 ..audit
             };
             tx.audit(lock.entry(
@@ -194,7 +193,7 @@ impl Manager {
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
         let user = caller.name.as_str();
-        let audit = Audit::new(user, "mfa-enroll").about(user, "");
+        let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
         let replaced_from = existing.as_ref().map(|r| r.created_at);
         let account = format!("{user}@{}", self.host);
@@ -255,7 +254,7 @@ impl Manager {
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
         let user = caller.name.as_str();
-        let audit = Audit::new(user, "mfa-confirm").about(user, "");
+        let audit = Audit::new(user, AuditAction::MfaConfirm).about(user, "");
         match self.try_mfa_confirm(user, code, &audit) {
             Ok(codes) => Ok(codes),
             Err(e) => self.refused(&audit, e),
@@ -268,9 +267,10 @@ impl Manager {
         code: &str,
         audit: &Audit<'_>,
     ) -> Result<Vec<String>, PimError> {
-        let record = self.store.read(|tx| tx.mfa(user))?.ok_or_else(|| {
-            PimError::MfaNotEnrolled("no enrolment to confirm; run 'pim mfa enroll' first".into())
-        })?;
+        let record = self
+            .store
+            .read(|tx| tx.mfa(user))?
+            .ok_or_else(|| PimError::MfaNotEnrolled("no enrolment to confirm".into()))?;
         if record.confirmed {
             return Err(PimError::Conflict(
                 "your enrolment is already confirmed".into(),
@@ -307,9 +307,9 @@ impl Manager {
                     tx.set_failure_state(user, &next)?;
                     let failure = Audit {
                         action: if newly_locked {
-                            "mfa-lockout"
+                            AuditAction::MfaLockout
                         } else {
-                            "mfa-failure"
+                            AuditAction::MfaFailure
                         },
                         ..audit.clone()
                     };

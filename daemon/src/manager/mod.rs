@@ -57,6 +57,7 @@ use pim_common::types::{
     AccessDecision, ActivateReply, AuditRecord, EventInfo, GrantInfo, MfaStatusInfo, RequestInfo,
     RoleInfo,
 };
+use pim_common::vocab::{ActivationState, AuditAction, EventKind};
 use pim_common::PimError;
 use pim_config::{Config, Principal, Role};
 use std::sync::Arc;
@@ -81,9 +82,6 @@ pub const MAX_ACCESS_GROUPS: usize = 64;
 /// `notify_command` per window (of [`refusals::WINDOW_SECS`]); the rest are dropped, counted
 /// and summarised in the audit.
 pub const EVENTS_PER_WINDOW: u32 = 20;
-/// The kind of the event that tells watchers and `notify_command` that events like the one
-/// it names are being dropped.
-pub const EVENTS_DROPPED: &str = "events-dropped";
 
 /// How long after its creation a pending enrolment's secret is shown again by `pim mfa enroll`;
 /// after that a new one replaces it.
@@ -150,7 +148,7 @@ enum Counted {
 #[derive(Clone)]
 struct Audit<'a> {
     actor: &'a str,
-    action: &'a str,
+    action: AuditAction,
     user: &'a str,
     role: &'a str,
     reason: &'a str,
@@ -158,7 +156,7 @@ struct Audit<'a> {
 }
 
 impl<'a> Audit<'a> {
-    fn new(actor: &'a str, action: &'a str) -> Self {
+    fn new(actor: &'a str, action: AuditAction) -> Self {
         Audit {
             actor,
             action,
@@ -187,7 +185,7 @@ impl<'a> Audit<'a> {
         AuditEntry {
             at,
             actor: self.actor.to_string(),
-            action: self.action.to_string(),
+            action: self.action,
             user: self.user.to_string(),
             role: self.role.to_string(),
             outcome,
@@ -222,7 +220,7 @@ fn request_info(r: &Request, approved_by: Vec<String>) -> RequestInfo {
         ticket: r.ticket.clone(),
         created_at: r.created_at,
         expires_at: r.expires_at,
-        state: r.state.as_str().to_string(),
+        state: r.state,
         approvals_required: r.approvals_required,
         approved_by,
     }
@@ -242,10 +240,11 @@ fn check_name(what: &str, name: &str) -> Result<(), PimError> {
 }
 
 /// The refusal of a role `name` the caller may not activate: the same for "no such role" and
-/// "not eligible", so that roles cannot be probed.
+/// "not eligible", so that roles cannot be probed. The client says where to see one's roles
+/// ('pim roles').
 fn not_eligible(name: &str) -> PimError {
     PimError::NotEligible(format!(
-        "you are not eligible for a role named '{}'; run 'pim roles' to see yours",
+        "you are not eligible for a role named '{}'",
         text::escape(name)
     ))
 }
@@ -377,7 +376,10 @@ impl Manager {
         } else {
             entry.user.as_str()
         };
-        let previous = match self.refusals.admit(cause, &entry.action, about, entry.at) {
+        let previous = match self
+            .refusals
+            .admit(cause, entry.action.as_str(), about, entry.at)
+        {
             Admission::Count { .. } => return Ok(()),
             Admission::Record { previous } => previous,
         };
@@ -402,11 +404,15 @@ impl Manager {
         let subject = u.cause.subject();
         let (action, what, allowance) = match counted {
             Counted::Refusals => (
-                "refusals-unrecorded",
+                AuditAction::RefusalsUnrecorded,
                 "refusal(s)",
                 refusals::RECORDS_PER_WINDOW,
             ),
-            Counted::Events => ("events-undelivered", "event(s)", EVENTS_PER_WINDOW),
+            Counted::Events => (
+                AuditAction::EventsUndelivered,
+                "event(s)",
+                EVENTS_PER_WINDOW,
+            ),
         };
         u.counts
             .iter()
@@ -480,7 +486,7 @@ impl Manager {
     pub fn admit_call(
         &mut self,
         caller: &Caller,
-        action: &str,
+        action: AuditAction,
         kind: CallKind,
     ) -> Result<(), PimError> {
         let allowance = kind.allowance(self.config.daemon.calls_per_minute);
@@ -502,7 +508,7 @@ impl Manager {
     pub fn refuse_call<T>(
         &mut self,
         caller: &Caller,
-        action: &str,
+        action: AuditAction,
         err: PimError,
     ) -> Result<T, PimError> {
         let audit = Audit::new(&caller.name, action).about(&caller.name, "");
@@ -524,7 +530,7 @@ impl Manager {
     #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,
-        kind: &str,
+        kind: EventKind,
         user: &str,
         role: &str,
         request_id: i64,
@@ -539,16 +545,16 @@ impl Manager {
         if actor != DAEMON {
             let cause = Cause {
                 actor: actor.into(),
-                kind: kind.into(),
+                kind: kind.to_string(),
                 role: role.into(),
                 ..Cause::default()
             };
             let about = if user == actor { "" } else { user };
-            match self.events.admit(&cause, kind, about, self.now()) {
+            match self.events.admit(&cause, kind.as_str(), about, self.now()) {
                 Admission::Count { first: false } => return,
                 Admission::Count { first: true } => {
                     self.outbox.events.push(EventInfo {
-                        kind: EVENTS_DROPPED.into(),
+                        kind: EventKind::EventsDropped,
                         at: self.now(),
                         user: user.into(),
                         role: role.into(),
@@ -577,7 +583,7 @@ impl Manager {
             }
         }
         self.outbox.events.push(EventInfo {
-            kind: kind.into(),
+            kind,
             at: self.now(),
             user: user.into(),
             role: role.into(),
@@ -663,7 +669,11 @@ impl Manager {
             ));
         }
         let detail = format!("{} role(s)", config.roles.len());
-        let entry = Audit::new(DAEMON, "config-reload").entry(self.now(), Outcome::Success, detail);
+        let entry = Audit::new(DAEMON, AuditAction::ConfigReload).entry(
+            self.now(),
+            Outcome::Success,
+            detail,
+        );
         self.commit(|tx| Ok(tx.audit(entry)?))?;
         self.config = Arc::new(config);
         Ok(())
@@ -675,7 +685,7 @@ impl Manager {
         event: &EventInfo,
         detail: &str,
     ) -> Result<(), PimError> {
-        let audit = Audit::new(DAEMON, "notify-failed").about(&event.user, &event.role);
+        let audit = Audit::new(DAEMON, AuditAction::NotifyFailed).about(&event.user, &event.role);
         let entry = audit.entry(self.now(), Outcome::Error, detail);
         self.commit(|tx| Ok(tx.audit(entry)?))
     }

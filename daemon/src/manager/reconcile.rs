@@ -97,7 +97,7 @@ impl Job for ExpireGrants {
     fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError> {
         let due = m.store.read(|tx| tx.due_grants(now))?;
         try_each(due, |grant| {
-            let audit = Audit::new(DAEMON, "expire").about(&grant.user, &grant.role);
+            let audit = Audit::new(DAEMON, AuditAction::Expire).about(&grant.user, &grant.role);
             let detail = format!(
                 "grant {} ended at {}",
                 grant.id,
@@ -265,8 +265,8 @@ impl Manager {
         let mut first_error = None;
         for (job, swept) in results {
             let (user, group) = (job.user.as_str(), job.group.as_str());
-            let clear = Audit::new(DAEMON, "setgid-clear").about(user, "");
-            let sweep = Audit::new(DAEMON, "setgid-sweep").about(user, "");
+            let clear = Audit::new(DAEMON, AuditAction::SetgidClear).about(user, "");
+            let sweep = Audit::new(DAEMON, AuditAction::SetgidSweep).about(user, "");
             let mut entries = Vec::new();
             let state = match swept {
                 Swept::Waiting => continue,

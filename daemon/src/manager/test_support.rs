@@ -310,7 +310,7 @@ impl Env {
             .take_outbox()
             .events
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.kind.to_string())
             .collect()
     }
 

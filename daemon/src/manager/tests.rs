@@ -160,7 +160,7 @@ fn given_pimd_stopping_then_open_windows_are_summarised_at_once() {
         e.m.take_outbox()
             .audit
             .into_iter()
-            .map(|a| a.action)
+            .map(|a| a.action.to_string())
             .collect();
     assert!(syslog.contains(&"refusals-unrecorded".to_string()));
     // Nothing counted after this could be written: from now on every refusal is recorded.
@@ -230,9 +230,13 @@ fn given_more_writing_calls_than_the_allowance_then_busy_audited_and_root_never_
     let mut e = env();
     let alice = e.who("alice");
     for _ in 0..30 {
-        e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa).unwrap();
+        e.m.admit_call(&alice, AuditAction::MfaEnroll, CallKind::Mfa)
+            .unwrap();
     }
-    let msg = assert_err!(e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa), Busy);
+    let msg = assert_err!(
+        e.m.admit_call(&alice, AuditAction::MfaEnroll, CallKind::Mfa),
+        Busy
+    );
     assert!(
         msg.contains("30 a minute are allowed; try again in 60 s"),
         "{msg}"
@@ -249,15 +253,16 @@ fn given_more_writing_calls_than_the_allowance_then_busy_audited_and_root_never_
         refused[0]
     );
     // Another kind has its own allowance, and the next minute a new one.
-    e.m.admit_call(&alice, "activate", CallKind::Grants)
+    e.m.admit_call(&alice, AuditAction::Activate, CallKind::Grants)
         .unwrap();
     let root = e.who("root");
     for _ in 0..100 {
-        e.m.admit_call(&root, "admin-revoke", CallKind::Admin)
+        e.m.admit_call(&root, AuditAction::AdminRevoke, CallKind::Admin)
             .unwrap();
     }
     e.advance(crate::throttle::WINDOW_SECS);
-    e.m.admit_call(&alice, "mfa-enroll", CallKind::Mfa).unwrap();
+    e.m.admit_call(&alice, AuditAction::MfaEnroll, CallKind::Mfa)
+        .unwrap();
 }
 
 #[test]
@@ -294,7 +299,7 @@ fn given_a_user_looping_on_activate_and_deactivate_then_watchers_get_the_allowan
     assert_eq!(kinds("grant-ended"), EVENTS_PER_WINDOW as usize);
     let dropped: Vec<&EventInfo> = events
         .iter()
-        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .filter(|ev| ev.kind == EventKind::EventsDropped)
         .collect();
     assert_eq!(dropped.len(), 2, "{dropped:#?}");
     assert_eq!(
@@ -383,7 +388,7 @@ fn given_events_dropped_then_the_notice_reaches_the_watchers_who_would_have_seen
     let events = e.m.take_outbox().events;
     let notices: Vec<&EventInfo> = events
         .iter()
-        .filter(|ev| ev.kind == EVENTS_DROPPED)
+        .filter(|ev| ev.kind == EventKind::EventsDropped)
         .collect();
     // One per kind, however many were dropped.
     assert_eq!(notices.len(), 2, "{notices:#?}");
@@ -408,16 +413,20 @@ fn given_reads_in_a_loop_then_four_times_calls_per_minute_are_served_and_the_res
     let alice = e.who("alice");
     let allowance = 4 * e.m.config.daemon.calls_per_minute;
     for _ in 0..allowance {
-        e.m.admit_call(&alice, "status", CallKind::Reads).unwrap();
+        e.m.admit_call(&alice, AuditAction::Status, CallKind::Reads)
+            .unwrap();
     }
-    let msg = assert_err!(e.m.admit_call(&alice, "status", CallKind::Reads), Busy);
+    let msg = assert_err!(
+        e.m.admit_call(&alice, AuditAction::Status, CallKind::Reads),
+        Busy
+    );
     assert!(msg.contains(&format!("{allowance} a minute")), "{msg}");
     // Writes keep their own allowance, and root is never limited.
-    e.m.admit_call(&alice, "activate", CallKind::Grants)
+    e.m.admit_call(&alice, AuditAction::Activate, CallKind::Grants)
         .unwrap();
     let root = e.who("root");
     for _ in 0..2 * allowance {
-        e.m.admit_call(&root, "audit-read", CallKind::Reads)
+        e.m.admit_call(&root, AuditAction::AuditRead, CallKind::Reads)
             .unwrap();
     }
 }

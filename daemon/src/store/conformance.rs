@@ -12,7 +12,7 @@ pub fn entry(action: &str) -> AuditEntry {
     AuditEntry {
         at: 100,
         actor: "alice".into(),
-        action: action.into(),
+        action: action.parse().expect("an audit action"),
         user: "alice".into(),
         role: "admin".into(),
         outcome: Outcome::Success,
@@ -116,7 +116,7 @@ pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
     let first = store
         .write(|tx| {
             let ok = tx.use_recovery_code("alice", "h1", 5)?;
-            tx.audit(entry("mfa-recovery"))?;
+            tx.audit(entry("mfa-confirm"))?;
             Ok::<_, StoreError>(ok)
         })
         .unwrap()
@@ -124,7 +124,7 @@ pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
     let second = store
         .write(|tx| {
             let ok = tx.use_recovery_code("alice", "h1", 6)?;
-            tx.audit(entry("mfa-recovery"))?;
+            tx.audit(entry("mfa-confirm"))?;
             Ok::<_, StoreError>(ok)
         })
         .unwrap()
@@ -136,8 +136,8 @@ pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
 pub fn given_audit_query_then_filters_apply(store: &mut dyn Store) {
     store
         .write(|tx| {
-            tx.audit(entry("a"))?;
-            let mut other = entry("b");
+            tx.audit(entry("activate"))?;
+            let mut other = entry("expire");
             other.user = "bob".into();
             other.actor = "bob".into();
             other.at = 300;
@@ -227,7 +227,7 @@ pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &m
         store
             .write(|tx| {
                 f(tx)?;
-                tx.audit(entry("alert"))
+                tx.audit(entry("alert-resolve"))
             })
             .map(|_| ())
     };

@@ -594,17 +594,19 @@ fn request_from_row(r: &Row<'_>) -> rusqlite::Result<Request> {
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
         approvals_required: r.get::<_, i64>(9)? as u32,
-        state: request_state(&r.get::<_, String>(10)?)?,
+        state: named(r, 10)?,
     })
 }
 
-fn request_state(s: &str) -> rusqlite::Result<RequestState> {
-    RequestState::parse(s).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("unknown request state {s}").into(),
-        )
+/// Column `i` as one of a vocabulary's names (a request state, an audit action...); a name the
+/// vocabulary does not know is a conversion error, like a wrong type.
+fn named<T: std::str::FromStr<Err = pim_common::vocab::UnknownName>>(
+    r: &Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let name: String = r.get(i)?;
+    name.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
@@ -652,7 +654,7 @@ impl Transaction for SqliteTx<'_> {
             .execute(params![
                 entry.at,
                 entry.actor,
-                entry.action,
+                entry.action.as_str(),
                 entry.user,
                 entry.role,
                 entry.outcome.as_str(),
@@ -682,10 +684,10 @@ impl Transaction for SqliteTx<'_> {
                 id: r.get(0)?,
                 at: r.get(1)?,
                 actor: r.get(2)?,
-                action: r.get(3)?,
+                action: named(r, 3)?,
                 user: r.get(4)?,
                 role: r.get(5)?,
-                outcome: r.get(6)?,
+                outcome: named(r, 6)?,
                 reason: r.get(7)?,
                 ticket: r.get(8)?,
                 detail: r.get(9)?,
@@ -1407,6 +1409,28 @@ mod tests {
     }
 
     #[test]
+    fn given_a_record_of_an_unknown_action_then_reading_the_audit_fails_naming_it() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail)
+                 VALUES (1, 'alice', 'activate-forever', 'alice', 'admin', 'success', '', '', '')",
+                [],
+            )
+            .unwrap();
+        let store: &mut dyn Store = &mut store;
+        let err = store
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown audit action 'activate-forever'"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn given_reads_for_different_users_then_the_cached_statement_is_not_recompiled() {
         let mut sqlite = SqliteStore::open_in_memory().unwrap();
         let store: &mut dyn Store = &mut sqlite;
@@ -1443,7 +1467,7 @@ mod tests {
         let path = dir.join("state").join("pim.db");
         {
             let store: &mut dyn Store = &mut SqliteStore::open(&path).unwrap();
-            store.write(|tx| tx.audit(entry("x"))).unwrap();
+            store.write(|tx| tx.audit(entry("activate"))).unwrap();
         }
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(path.parent().unwrap()), 0o700);

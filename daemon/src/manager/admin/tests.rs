@@ -26,8 +26,8 @@ fn given_unassign_then_eligibility_is_gone() {
     let records: Vec<(String, String, String, String, String)> = e
         .audit_log()
         .into_iter()
-        .filter(|r| r.action.starts_with("admin-"))
-        .map(|r| (r.actor, r.action, r.user, r.role, r.outcome))
+        .filter(|r| r.action.as_str().starts_with("admin-"))
+        .map(|r| (r.actor, r.action.into(), r.user, r.role, r.outcome.into()))
         .collect();
     let row = |a: &str, o: &str| {
         (
@@ -124,7 +124,7 @@ fn given_non_admin_then_every_admin_call_is_refused_and_audited() {
             .audit_log()
             .into_iter()
             .filter(|r| r.actor == who && r.outcome == "refused")
-            .map(|r| r.action)
+            .map(|r| r.action.to_string())
             .collect();
         assert_eq!(
             refused,
@@ -166,8 +166,8 @@ fn given_root_or_pim_admins_member_then_admin_calls_are_allowed() {
     let actors: Vec<(String, String)> = e
         .audit_log()
         .into_iter()
-        .filter(|r| r.action.starts_with("admin-"))
-        .map(|r| (r.actor, r.outcome))
+        .filter(|r| r.action.as_str().starts_with("admin-"))
+        .map(|r| (r.actor, r.outcome.into()))
         .collect();
     assert!(actors.iter().all(|(_, o)| o == "success"), "{actors:?}");
     assert_eq!(actors.len(), 4, "listing grants is not audited: {actors:?}");
@@ -267,7 +267,7 @@ fn given_unassign_then_the_grant_that_depended_on_it_ends_audited_and_the_member
         .audit_log()
         .into_iter()
         .skip_while(|r| r.action != "admin-unassign")
-        .map(|r| r.action)
+        .map(|r| r.action.to_string())
         .collect();
     assert_eq!(
         actions,

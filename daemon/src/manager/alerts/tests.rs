@@ -42,8 +42,8 @@ fn alert_events(e: &mut Env) -> Vec<(String, String)> {
     e.m.take_outbox()
         .events
         .into_iter()
-        .filter(|ev| ev.kind.starts_with("alert-"))
-        .map(|ev| (ev.kind, ev.detail))
+        .filter(|ev| ev.kind.is_alert())
+        .map(|ev| (ev.kind.to_string(), ev.detail))
         .collect()
 }
 

@@ -25,7 +25,7 @@ fn assert_probing_tells_nothing(e: &mut Env, prober: &str, id: i64) -> String {
     assert_eq!(refusals.len(), 4, "{refusals:#?}");
     let shape = |r: &AuditRecord, n: i64| {
         (
-            r.action.clone(),
+            r.action,
             r.user.clone(),
             r.role.clone(),
             r.detail.replace(&n.to_string(), "N"),
@@ -148,7 +148,7 @@ fn given_two_approvals_needed_then_the_grant_starts_at_the_second() {
     let approvals: Vec<(String, String)> = e
         .audited("approve")
         .into_iter()
-        .map(|r| (r.actor, r.outcome))
+        .map(|r| (r.actor, r.outcome.into()))
         .collect();
     let pair = |a: &str, o: &str| (a.to_string(), o.to_string());
     assert_eq!(
@@ -397,7 +397,7 @@ fn given_cancel_then_only_the_requester_may() {
     let outcomes: Vec<(String, String)> = e
         .audited("cancel")
         .into_iter()
-        .map(|r| (r.actor, r.outcome))
+        .map(|r| (r.actor, r.outcome.into()))
         .collect();
     let pair = |a: &str, o: &str| (a.to_string(), o.to_string());
     assert_eq!(

@@ -3,6 +3,7 @@
 use super::*;
 use crate::manager::test_support::*;
 use pim_common::types::MAX_AUDIT_RECORDS;
+use pim_common::vocab::AuditAction;
 
 #[test]
 fn given_a_session_then_every_step_is_audited_with_actor_user_role_and_outcome() {
@@ -19,12 +20,12 @@ fn given_a_session_then_every_step_is_audited_with_actor_user_role_and_outcome()
     let log: Vec<AuditRecord> = e
         .audit_log()
         .into_iter()
-        .filter(|r| r.action != "alert-raise")
+        .filter(|r| r.action != AuditAction::AlertRaise)
         .collect();
     let rows: Vec<[String; 5]> = log
         .clone()
         .into_iter()
-        .map(|r| [r.actor, r.action, r.user, r.role, r.outcome])
+        .map(|r| [r.actor, r.action.into(), r.user, r.role, r.outcome.into()])
         .collect();
     let row = |actor: &str, action: &str, user: &str, role: &str, outcome: &str| {
         [actor, action, user, role, outcome].map(String::from)
@@ -156,7 +157,13 @@ fn given_control_characters_then_the_audit_never_stores_them_raw() {
     assert!(log.len() >= 15, "{}", log.len());
     for r in &log {
         for field in [
-            &r.actor, &r.action, &r.user, &r.role, &r.reason, &r.ticket, &r.detail,
+            &r.actor,
+            &r.action.to_string(),
+            &r.user,
+            &r.role,
+            &r.reason,
+            &r.ticket,
+            &r.detail,
         ] {
             assert!(!field.chars().any(char::is_control), "{r:?}");
         }
@@ -216,7 +223,7 @@ fn given_more_audit_records_than_one_reply_holds_then_audit_returns_the_oldest_t
     let now = e.now();
     e.m.commit(|tx| {
         for n in 0..MAX_AUDIT_RECORDS + 5 {
-            let entry = Audit::new("alice", "activate")
+            let entry = Audit::new("alice", AuditAction::Activate)
                 .about("alice", "rescue")
                 .entry(now + i64::from(n), Outcome::Success, format!("record {n}"));
             tx.audit(entry)?;

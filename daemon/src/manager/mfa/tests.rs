@@ -102,7 +102,7 @@ fn given_confirmed_enrolment_then_enrolling_again_conflicts() {
     let outcomes: Vec<String> = e
         .audited("mfa-enroll")
         .into_iter()
-        .map(|r| r.outcome)
+        .map(|r| r.outcome.to_string())
         .collect();
     assert_eq!(outcomes, ["success", "refused"]);
     assert_err!(e.m.mfa_confirm(&alice, "123456"), Conflict);

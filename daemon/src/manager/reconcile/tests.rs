@@ -108,7 +108,7 @@ fn given_orphaned_membership_then_reconcile_removes_it() {
     let entry = AuditEntry {
         at: T0,
         actor: "test".into(),
-        action: "simulated-crash".into(),
+        action: AuditAction::Activate,
         user: "bob".into(),
         role: "docker".into(),
         outcome: Outcome::Success,

@@ -1,0 +1,297 @@
+//! The enumerated values pimd and its clients exchange: audit actions and outcomes, request
+//! states, event kinds and what an activation did. Each is listed once here with its name;
+//! on the bus (signature `s`), in JSON, in the audit table and in syslog it travels as that
+//! name, so the wire and the audit format stay as they were when these were plain strings.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A name that is not one of a vocabulary's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// Which vocabulary, e.g. `request state`.
+    pub vocabulary: &'static str,
+    pub name: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = crate::text::escape_unsafe(&self.name);
+        write!(f, "unknown {} '{name}'", self.vocabulary)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// Declares a unit enum whose variants each have one name: `as_str`, `FromStr`, `Display`,
+/// `ALL`, and serde and D-Bus (`s`) representations by that name. One variant is marked
+/// `#[default]`: the wire structs have defaults (D-Bus spells "absent" as a default value).
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        $name:ident ($what:literal) {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, zbus::Type)]
+        #[zbus(signature = "s")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The name it travels and is stored as.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownName {
+                        vocabulary: $what,
+                        name: other.to_owned(),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.as_str().to_owned()
+            }
+        }
+
+        /// By name: `value == "pending"` reads as the record or the wire says it.
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                name.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// What an audit record says happened.
+    AuditAction ("audit action") {
+        AccessCheck = "access-check",
+        #[default]
+        Activate = "activate",
+        AdminAssign = "admin-assign",
+        AdminGrants = "admin-grants",
+        AdminMfaReset = "admin-mfa-reset",
+        AdminRevoke = "admin-revoke",
+        AdminUnassign = "admin-unassign",
+        /// An alert dismissed by an admin.
+        AlertDismiss = "alert-dismiss",
+        /// An alert raised (pimd, on what it saw).
+        AlertRaise = "alert-raise",
+        /// A dismissed alert whose cause went: its key is free for the cause's return.
+        AlertRelease = "alert-release",
+        /// An open alert whose cause went.
+        AlertResolve = "alert-resolve",
+        Approve = "approve",
+        AuditRead = "audit-read",
+        Cancel = "cancel",
+        ConfigReload = "config-reload",
+        Deactivate = "deactivate",
+        Deny = "deny",
+        /// A grant ended because its assignment no longer allows it.
+        EligibilityEnd = "eligibility-end",
+        /// A grant's holder warned that it ends soon.
+        EndWarning = "end-warning",
+        /// Summary of events not sent because their actor sent too many.
+        EventsUndelivered = "events-undelivered",
+        Expire = "expire",
+        Extend = "extend",
+        /// A grant whose membership could not be added, ended.
+        GrantFailed = "grant-failed",
+        /// The grant an approved request started.
+        GrantStart = "grant-start",
+        ListAlerts = "list-alerts",
+        ListRequests = "list-requests",
+        ListRoles = "list-roles",
+        MembershipKeep = "membership-keep",
+        MembershipRemove = "membership-remove",
+        MfaConfirm = "mfa-confirm",
+        MfaEnroll = "mfa-enroll",
+        MfaFailure = "mfa-failure",
+        MfaLockout = "mfa-lockout",
+        MfaStatus = "mfa-status",
+        NotifyFailed = "notify-failed",
+        /// The processes that still carried an ended grant's group, ended.
+        ProcessesEnd = "processes-end",
+        /// Summary of refusals counted, not recorded one by one.
+        RefusalsUnrecorded = "refusals-unrecorded",
+        Request = "request",
+        RequestExpire = "request-expire",
+        /// A request left without effect (its role or eligibility went away).
+        RequestVoid = "request-void",
+        SetgidClear = "setgid-clear",
+        SetgidSweep = "setgid-sweep",
+        Status = "status",
+        Watch = "watch",
+    }
+}
+
+vocabulary! {
+    /// How an audited action ended.
+    Outcome ("audit outcome") {
+        #[default]
+        Success = "success",
+        Refused = "refused",
+        Error = "error",
+    }
+}
+
+vocabulary! {
+    /// Where a request for an approval-bound role stands.
+    RequestState ("request state") {
+        #[default]
+        Pending = "pending",
+        Approved = "approved",
+        Denied = "denied",
+        Cancelled = "cancelled",
+        Expired = "expired",
+    }
+}
+
+vocabulary! {
+    /// What an `Event` signal (and `notify_command`) tells.
+    EventKind ("event kind") {
+        #[default]
+        RequestFiled = "request-filed",
+        RequestApproved = "request-approved",
+        RequestDenied = "request-denied",
+        RequestCancelled = "request-cancelled",
+        RequestExpired = "request-expired",
+        GrantStarted = "grant-started",
+        GrantEnded = "grant-ended",
+        /// A grant ends soon (`warn_before`).
+        GrantEnding = "grant-ending",
+        /// The processes that still carried an ended grant's group were ended.
+        ProcessesEnded = "processes-ended",
+        /// An alert was raised, resolved or dismissed (admins and auditors alone see these).
+        AlertRaised = "alert-raised",
+        AlertResolved = "alert-resolved",
+        AlertDismissed = "alert-dismissed",
+        /// More events of that kind about that role by that actor are not sent for up to a
+        /// minute.
+        EventsDropped = "events-dropped",
+    }
+}
+
+impl EventKind {
+    /// An alert's event: for admins and auditors alone.
+    pub fn is_alert(self) -> bool {
+        matches!(
+            self,
+            EventKind::AlertRaised | EventKind::AlertResolved | EventKind::AlertDismissed
+        )
+    }
+}
+
+vocabulary! {
+    /// What `Activate` did: a grant started, or a request was filed.
+    ActivationState ("activation state") {
+        #[default]
+        Active = "active",
+        Pending = "pending",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::wire::{serialized::Context, to_bytes, LE};
+    use zbus::Type;
+
+    fn round_trips<T>(all: &[T])
+    where
+        T: Copy + fmt::Debug + PartialEq + FromStr<Err = UnknownName> + Serialize + Type,
+        T: for<'de> Deserialize<'de> + fmt::Display,
+    {
+        assert_eq!(T::SIGNATURE, "s");
+        for &value in all {
+            let name = value.to_string();
+            assert_eq!(name.parse::<T>(), Ok(value));
+            // On the bus: the same bytes as the name as a plain string.
+            let ctxt = Context::new(LE, 0);
+            let encoded = to_bytes(ctxt, &value).unwrap();
+            assert_eq!(encoded.bytes(), to_bytes(ctxt, &name).unwrap().bytes());
+            let decoded: T = encoded.deserialize().unwrap().0;
+            assert_eq!(decoded, value);
+            // In JSON: the name as a string.
+            assert_eq!(
+                serde_json::to_string(&value).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+    }
+
+    #[test]
+    fn given_each_vocabulary_then_names_round_trip_as_plain_strings() {
+        round_trips(AuditAction::ALL);
+        round_trips(Outcome::ALL);
+        round_trips(RequestState::ALL);
+        round_trips(EventKind::ALL);
+        round_trips(ActivationState::ALL);
+    }
+
+    #[test]
+    fn given_todays_names_then_they_are_the_vocabulary() {
+        let names = |all: &[RequestState]| all.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+        assert_eq!(
+            names(RequestState::ALL),
+            ["pending", "approved", "denied", "cancelled", "expired"]
+        );
+        assert_eq!(Outcome::Refused.as_str(), "refused");
+        assert_eq!(EventKind::EventsDropped.as_str(), "events-dropped");
+        assert_eq!(ActivationState::Pending.as_str(), "pending");
+        assert_eq!(AuditAction::AdminMfaReset.as_str(), "admin-mfa-reset");
+    }
+
+    #[test]
+    fn given_unknown_name_then_error_names_vocabulary_and_escapes_it() {
+        let err = "granted\n".parse::<RequestState>().unwrap_err();
+        assert_eq!(err.to_string(), "unknown request state 'granted\\x0a'");
+        let json = serde_json::from_str::<EventKind>("\"grant-renewed\"").unwrap_err();
+        assert!(json.to_string().contains("unknown event kind"), "{json}");
+    }
+}
