@@ -133,6 +133,11 @@ fn given_a_role_without_mfa_then_weak_role_at_start() {
         .assert_stdout_contains("weak-role");
     sb.run("root", &["pim", "--json", "doctor"])
         .assert_stdout_contains("weak-role");
+    // The role strengthened (a reload): resolved.
+    let strong = CONFIG.replace("require_mfa = false\nrequire_justification = false\n", "");
+    sb.write_file(CONFIG_PATH, &strong, 0o644);
+    look_again(&sb);
+    wait_state(&sb, id(&alert), "resolved");
 }
 
 #[test]
@@ -286,6 +291,15 @@ fn given_activations_in_a_row_then_frequent_activation() {
         alert["detail"].as_str().unwrap().contains("3 times"),
         "{alert}"
     );
+    // With a window of 20 s, they fall out of it: resolved at the next evaluation.
+    let short = CONFIG.replace("within = \"1h\"", "within = \"20s\"");
+    sb.write_file(CONFIG_PATH, &short, 0o644);
+    sb.wait_until("the activations to fall out of the window", WAIT, || {
+        look_again(&sb);
+        alerts(&sb, true)
+            .iter()
+            .any(|a| a["id"] == id(&alert) && a["state"] == "resolved")
+    });
 }
 
 #[test]
@@ -306,6 +320,24 @@ fn given_a_permanent_members_sudo_then_break_glass_used() {
         1,
         "{all:?}"
     );
+    // It does not resolve by itself; dismissed, the next use is a new alert.
+    let alert_id = id(&alert).to_string();
+    sb.run(
+        "frank",
+        &[
+            "pim",
+            "alerts",
+            "dismiss",
+            &alert_id,
+            "-r",
+            "paul's quarterly drill",
+        ],
+    )
+    .assert_success();
+    wait_state(&sb, id(&alert), "dismissed");
+    sb.run("paul", &["sudo", "-n", "true"]).assert_success();
+    let again = wait_open(&sb, "break-glass-used:sudo:paul");
+    assert_ne!(id(&again), id(&alert));
 }
 
 #[test]
