@@ -165,7 +165,10 @@ pub struct DenyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// Only records at or after this time
     #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
     pub since: Option<String>,
@@ -201,6 +204,24 @@ pub enum AlertsCommand {
         #[arg(short, long, value_name = "REASON")]
         reason: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit chain: report the first record where it breaks (exit 1), or how many
+    /// records hold
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also check against this head (ID:HASH), as pimd logged it to syslog (a remote copy)
+    #[arg(long, value_name = "ID:HASH")]
+    pub head: Option<String>,
+    /// Verify an export ('pim --json audit' saved to FILE) here, without pimd; repeat it for
+    /// the pages of a longer export, in order (the records they share are taken once)
+    #[arg(long, value_name = "FILE")]
+    pub file: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,8 +4,8 @@
 //! the daemon being up.
 
 use crate::cli::{
-    ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, Cli, Command, DenyArgs, ExtendArgs,
-    MfaCommand,
+    ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, AuditCommand, Cli, Command, DenyArgs,
+    ExtendArgs, MfaCommand,
 };
 use crate::error::{daemon_message, Failure, EXIT_OK, EXIT_PENDING};
 use crate::input::{self, Console, Terminal};
@@ -60,6 +60,10 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Deny(args) => deny(args, json, console).await,
         Command::Cancel { id } => cancel(id, json).await,
         Command::Watch => watch(json).await,
+        Command::Audit(AuditArgs {
+            command: Some(AuditCommand::Verify(args)),
+            ..
+        }) => crate::verify::run(args, json).await,
         Command::Audit(args) => audit(args, json).await,
         Command::Alerts(args) => crate::alerts::run(args, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,

@@ -5,9 +5,9 @@ use crate::time::rfc3339;
 use pim_common::text::escape;
 use pim_common::types::AuditRecord;
 
-pub const HEADER: [&str; 11] = [
+pub const HEADER: [&str; 13] = [
     "id", "at", "at_unix", "actor", "action", "user", "role", "outcome", "reason", "ticket",
-    "detail",
+    "detail", "prev", "hash",
 ];
 
 /// One text cell: control characters escaped (`\x0a`), a leading `=`, `+`, `-` or `@`
@@ -56,6 +56,8 @@ pub fn render(records: &[AuditRecord]) -> String {
             text_cell(&r.reason),
             text_cell(&r.ticket),
             text_cell(&r.detail),
+            r.prev.clone(),
+            r.hash.clone(),
         ]));
     }
     out
@@ -116,6 +118,8 @@ mod tests {
                 reason: "deploy, then check".into(),
                 ticket: "INC42".into(),
                 detail: "=cmd|' /C calc'!A0".into(),
+                prev: "0".repeat(64),
+                hash: "ab".repeat(32),
             },
             AuditRecord {
                 id: 8,
@@ -128,14 +132,18 @@ mod tests {
         let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
         assert_eq!(
             lines[0],
-            "id,at,at_unix,actor,action,user,role,outcome,reason,ticket,detail"
+            "id,at,at_unix,actor,action,user,role,outcome,reason,ticket,detail,prev,hash"
         );
         assert_eq!(
             lines[1],
-            "7,2026-11-21T14:00:00Z,1795269600,alice,activate,alice,admin,success,\"deploy, then check\",INC42,'=cmd|' /C calc'!A0"
+            format!(
+                "7,2026-11-21T14:00:00Z,1795269600,alice,activate,alice,admin,success,\"deploy, then check\",INC42,'=cmd|' /C calc'!A0,{},{}",
+                "0".repeat(64),
+                "ab".repeat(32)
+            )
         );
         // Every record has an outcome (`success` by default), so only the free texts are empty.
-        assert_eq!(lines[2], "8,,,pimd,expire,,,success,,,");
+        assert_eq!(lines[2], "8,,,pimd,expire,,,success,,,,,");
         assert_eq!(lines.len(), 3);
         assert!(csv.ends_with("\r\n"));
         assert!(!csv.replace("\r\n", "").contains('\n'));

@@ -10,6 +10,7 @@ mod error;
 mod input;
 mod output;
 mod time;
+mod verify;
 
 use clap::Parser;
 use std::io::Write;

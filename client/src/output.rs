@@ -158,6 +158,8 @@ pub fn audit_json(a: &AuditRecord) -> Value {
         "reason": opt_str(&a.reason),
         "ticket": opt_str(&a.ticket),
         "detail": opt_str(&a.detail),
+        "prev": opt_str(&a.prev),
+        "hash": opt_str(&a.hash),
     }));
     put_time(&mut m, "at", a.at);
     Value::Object(m)

@@ -260,6 +260,7 @@ mod tests {
                     "AccessDecision" => AccessDecision::SIGNATURE.to_string(),
                     "EventInfo" => EventInfo::SIGNATURE.to_string(),
                     "GrantEnd" => GrantEnd::SIGNATURE.to_string(),
+                    "Verification" => crate::chain::Verification::SIGNATURE.to_string(),
                     "AlertInfo" => AlertInfo::SIGNATURE.to_string(),
                     other => panic!("type {other} in the proxy: add it to this test's table"),
                 }

@@ -3,6 +3,7 @@
 //! vocabulary of their enumerated values and the duration syntax.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod duration;
 pub mod error;
 #[cfg(any(test, feature = "introspection"))]
@@ -13,6 +14,7 @@ pub mod proxy;
 pub mod reload;
 pub mod text;
 pub mod types;
+pub mod vantage;
 pub mod vocab;
 
 pub use error::PimError;

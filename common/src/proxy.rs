@@ -57,6 +57,10 @@ pub trait Manager {
     /// Admins and auditors see every record; others only their own.
     fn audit(&self, since: i64, user: &str, role: &str) -> Result<Vec<AuditRecord>, PimError>;
 
+    /// Walks the audit chain (admins and auditors): against the head pimd keeps in its head
+    /// file and, unless empty, against `head` (`ID:HASH`, e.g. from a remote syslog).
+    fn verify_audit(&self, head: &str) -> Result<crate::chain::Verification, PimError>;
+
     /// Open requests the caller may decide.
     fn list_requests(&self) -> Result<Vec<RequestInfo>, PimError>;
 

@@ -109,6 +109,11 @@ pub struct AuditRecord {
     pub ticket: String,
     /// Free text: the refusal's message, the duration, the request id, ...
     pub detail: String,
+    /// The hash of the record before it in the audit chain (see [`crate::chain`]); "" for a
+    /// record written before the chain began.
+    pub prev: String,
+    /// This record's hash over its fields and `prev`; "" before the chain began.
+    pub hash: String,
 }
 
 /// The PAM module's question answered.

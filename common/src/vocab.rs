@@ -127,7 +127,13 @@ vocabulary! {
         /// An open alert whose cause went.
         AlertResolve = "alert-resolve",
         Approve = "approve",
+        /// The audit chain's start after records from before it (`chain.rs`).
+        AuditChainStart = "audit-chain-start",
+        /// Retention's checkpoint: the oldest records removed (`chain.rs`).
+        AuditPruned = "audit-pruned",
         AuditRead = "audit-read",
+        /// `pim audit verify`, and what it found.
+        AuditVerify = "audit-verify",
         Cancel = "cancel",
         ConfigReload = "config-reload",
         Deactivate = "deactivate",

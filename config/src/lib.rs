@@ -12,6 +12,9 @@
 //! approvers) follow the table in `Checker::role`.
 #![forbid(unsafe_code)]
 
+mod audit;
+pub use audit::AuditConfig;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::ops::{Range, RangeInclusive};
@@ -90,7 +93,7 @@ const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
 /// More warnings than this before one end would only be noise.
 const MAX_WARNINGS: usize = 8;
 
-const TOP_KEYS: &[&str] = &["daemon", "mfa", "roles", "alerts"];
+const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "roles", "alerts"];
 const DAEMON_KEYS: &[&str] = &[
     "database",
     "admins",
@@ -273,6 +276,7 @@ impl Role {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub mfa: MfaConfig,
+    pub audit: AuditConfig,
     pub roles: BTreeMap<String, Role>,
     pub alerts: AlertsConfig,
 }
@@ -914,10 +918,12 @@ impl Checker<'_> {
         self.check_keys(&top, TOP_KEYS);
         let daemon = self.section(&top, "daemon");
         let mfa = self.section(&top, "mfa");
+        let audit = self.section(&top, "audit");
         let alerts = self.section(&top, "alerts");
         Config {
             daemon: self.daemon(&daemon),
             mfa: self.mfa(&mfa),
+            audit: self.audit(&audit),
             roles: self.roles(&top),
             alerts: self.alerts(&alerts),
         }
@@ -1462,6 +1468,30 @@ request_ttl = "24h"              # an undecided request expires after this
             problem.message.contains("issuer"),
             "lists the known keys: {problem}"
         );
+    }
+
+    #[test]
+    fn given_an_audit_section_then_keep_is_read_and_its_mistakes_name_key_and_line() {
+        assert_eq!(clean("[roles.sudo]\n").audit.keep_secs, None);
+        let config = clean("[audit]\nkeep = \"400d\"\n[roles.sudo]\n");
+        assert_eq!(config.audit.keep_secs, Some(400 * 86_400));
+        assert_eq!(
+            errors("[audit]\nkeep = 400\n"),
+            vec![("audit.keep".to_string(), Some(2))]
+        );
+        assert_eq!(
+            errors("[audit]\n\nkeep = \"40000d\"\n"),
+            vec![("audit.keep".to_string(), Some(3))]
+        );
+        assert_eq!(
+            errors("[audit]\nkeep = \"0s\"\n"),
+            vec![("audit.keep".to_string(), Some(2))]
+        );
+        assert_eq!(
+            errors("[audit]\nkept = \"1d\"\n"),
+            vec![("audit.kept".to_string(), Some(2))]
+        );
+        assert_eq!(errors("audit = 1\n"), vec![("audit".to_string(), Some(1))]);
     }
 
     #[test]

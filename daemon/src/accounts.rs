@@ -33,6 +33,9 @@ pub trait Accounts: Send {
     /// The uid of `user` and the gid of `group`; None when either does not exist. A lookup
     /// that fails is an error.
     fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError>;
+    /// The users listed as supplementary members of `group` (none when there is no such
+    /// group). A lookup that fails is an error.
+    fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError>;
     /// The gid of `group` and the members its entry lists (what gpasswd edits); None when
     /// there is no such group. A lookup that fails is an error.
     fn group(&self, group: &str) -> Result<Option<(u32, Vec<String>)>, AccountsError>;
@@ -133,6 +136,10 @@ impl Accounts for SystemAccounts {
 
     fn listed_in_group(&self, user: &str, group: &str) -> Result<bool, AccountsError> {
         Ok(group_entry(group)?.is_some_and(|g| g.mem.iter().any(|m| m == user)))
+    }
+
+    fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError> {
+        Ok(group_entry(group)?.map(|g| g.mem).unwrap_or_default())
     }
 
     fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError> {
@@ -276,6 +283,16 @@ pub mod fake {
                 });
             }
             Ok(db.groups.get(group).is_some_and(|m| m.contains(user)))
+        }
+
+        fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError> {
+            if self.0.lock().unwrap().unreachable.contains(group) {
+                return Err(AccountsError::Lookup {
+                    what: format!("group {group}"),
+                    detail: "simulated directory outage".into(),
+                });
+            }
+            Ok(self.members(group))
         }
         fn ids(&self, user: &str, group: &str) -> Result<Option<(u32, u32)>, AccountsError> {
             self.listed_in_group(user, group)?;

@@ -2,16 +2,19 @@
 //! [`PAM_SOCKET`], off the bus (see [`pim_common::pam_socket`] for the framing).
 //!
 //! The socket is bound in `/run/pim` (root's, mode 0700) with mode 0600, under a temporary
-//! name renamed over the fixed one only once pimd owns its bus name: a second pimd that loses
-//! the name never replaces the first's socket, and a restarted pimd replaces the one a crash
-//! left behind without a moment where the path is missing.
+//! name renamed over the fixed one once pimd holds [`LOCK_FILE`] (one pimd at a time, decided
+//! without the bus, so the socket is published before the bus is reached and stays while the
+//! bus is away): a second pimd never replaces the first's socket, and a restarted pimd replaces
+//! the one a crash left behind without a moment where the path is missing.
 //!
-//! [`WORKERS`] threads of their own each accept on the socket and answer one connection at a
-//! time, each with its own read-only [`AccessReader`]: nothing they take is shared with the
+//! One thread polls the listener and the accepted connections whose request is incomplete
+//! (bounded in number and in time, see [`Server`]); [`WORKERS`] threads decide the complete
+//! requests, each with its own read-only [`AccessReader`]: nothing they take is shared with the
 //! manager (activations, MFA, audit writes) or the async runtime, so sudo's answer never waits
-//! behind other callers' work. What is more waits in the kernel's backlog (bounded; the
-//! module's `timeout=` bounds its connect there), so a flood of connections costs pimd no
-//! memory and no threads. Each connection's request must arrive within [`REQUEST_TIMEOUT`].
+//! behind other callers' work, and a client that connects and sends nothing holds no worker.
+//! What is more waits in the kernel's backlog (bounded; the module's `timeout=` bounds its
+//! connect there). At stop, the threads are stopped and joined before the denial audit is
+//! finished, so that no denial comes after it.
 //!
 //! Only root may ask (`SO_PEERCRED`; the module runs in sudo as root). Anyone else who gets to
 //! connect (the socket's mode says nobody can, but a process with CAP_DAC_OVERRIDE can) is
@@ -21,34 +24,72 @@
 
 use crate::access::AccessReader;
 use crate::service::Core;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use pim_common::pam_socket::{self, Answer, Request, HEADER_BYTES};
+use pim_common::pam_socket::{self, Answer, Request, HEADER_BYTES, MAX_REQUEST_BODY};
 use pim_common::vocab::AuditAction;
 use pim_common::PimError;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub use pim_common::pam_socket::{PAM_SOCKET, PAM_SOCKET_DIR};
 
-/// Threads answering the socket, each with its own reader: more than the cores sudo runs on
-/// here, so that a few connections slow to send their request (a holder can stop their own
-/// sudo with SIGSTOP right after it connected) do not hold up the others.
+/// Threads deciding the complete requests, each with its own reader: a decision takes no lock
+/// shared with the manager, and a stalled client never holds one of them (see [`Server`]).
 pub const WORKERS: usize = 4;
-/// How long a connection may take to send its request. The module writes it whole right after
-/// connecting, so this only bounds a stopped or broken client; it is what a stalled connection
-/// can cost the one behind it.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a connection may take to send its whole request after it was accepted. The module
+/// writes it whole right after connecting, so this only bounds a stopped or broken client;
+/// while it waits it holds no thread, only a place among [`MAX_PENDING`].
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+/// Connections accepted whose request is not complete yet; one more evicts the oldest.
+const MAX_PENDING: usize = 64;
+/// Complete requests waiting for a worker; beyond, a connection is hung up on (the module
+/// denies).
+const MAX_QUEUED: usize = 256;
+/// How long writing an answer may take (it fits the socket's buffer: it never waits in
+/// practice).
+const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Refusals of callers that are not root waiting for the audit; beyond, only counted.
 const REFUSAL_QUEUE_LENGTH: usize = 64;
 /// Callers whose overflowing refusals are counted by uid; beyond, they go uncounted (and said
 /// so in the journal).
 const MAX_OVERFLOW_UIDS: usize = 1024;
+/// The lock that makes one pimd at a time (see [`lock_single_pimd`]).
+pub const LOCK_FILE: &str = "/run/pim/pimd.lock";
+
+/// Takes the lock that makes this pimd the only one: an exclusive `flock` on [`LOCK_FILE`]
+/// (root's, in root's 0700 `/run/pim`), held for as long as the returned value lives; the
+/// kernel lets go of it when pimd ends, however it ends. Fails when another pimd holds it.
+/// The bus name is not what decides: the PAM module's socket is published before the bus is
+/// reached, and stays while the bus is away.
+pub fn lock_single_pimd() -> Result<Flock<std::fs::File>, String> {
+    secure_directory(Path::new(PAM_SOCKET_DIR))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(LOCK_FILE)
+        .map_err(|e| format!("cannot open {LOCK_FILE}: {e}"))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        Errno::EWOULDBLOCK => format!(
+            "cannot own {}: another pimd is running (it holds {LOCK_FILE})",
+            pim_common::BUS_NAME
+        ),
+        e => format!("cannot lock {LOCK_FILE}: {e}"),
+    })
+}
 
 /// pimd's listening socket for the PAM module.
 pub struct PamSocket {
@@ -59,12 +100,13 @@ pub struct PamSocket {
     /// replaced it since.
     inode: u64,
     published: bool,
+    server: Option<Server>,
 }
 
 impl PamSocket {
     /// Binds the socket under a temporary name in `/run/pim` (made root's and 0700 if it is
-    /// not), and starts the threads that answer it, one per reader of `readers`. Callers that
-    /// are not root are refused in the audit through `core`'s manager.
+    /// not), and starts the threads that answer it, one worker per reader of `readers`.
+    /// Callers that are not root are refused in the audit through `core`'s manager.
     pub fn start(
         core: Arc<Core>,
         readers: Vec<Arc<Mutex<AccessReader>>>,
@@ -87,26 +129,30 @@ impl PamSocket {
             .map_err(|e| format!("cannot read {}: {e}", bound_at.display()))?
             .ino();
         let refusals = Refusals::start(core.clone());
-        for reader in readers {
-            let listener = listener
-                .try_clone()
-                .map_err(|e| format!("cannot share {}: {e}", bound_at.display()))?;
-            let (core, refusals) = (core.clone(), refusals.clone());
-            std::thread::Builder::new()
-                .name("pam-socket".into())
-                .spawn(move || serve(&listener, &reader, &core, &refusals))
-                .map_err(|e| format!("cannot start the PAM socket's threads: {e}"))?;
-        }
+        let deciders = readers
+            .into_iter()
+            .map(|reader| {
+                let core = core.clone();
+                Box::new(move |request: Request| decide(&reader, &core, request)) as Decider
+            })
+            .collect();
+        let server = Server::start(
+            listener,
+            0,
+            deciders,
+            Box::new(move |uid| refusals.refuse(uid)),
+        )?;
         Ok(PamSocket {
             bound_at,
             path,
             inode,
             published: false,
+            server: Some(server),
         })
     }
 
     /// Puts the socket at its fixed path, replacing whatever is there (a socket a crashed pimd
-    /// left behind). Called once pimd owns its bus name.
+    /// left behind; the lock says no other pimd runs).
     pub fn publish(&mut self) -> Result<(), String> {
         std::fs::rename(&self.bound_at, &self.path).map_err(|e| {
             format!(
@@ -118,12 +164,19 @@ impl PamSocket {
         self.published = true;
         Ok(())
     }
-}
 
-impl Drop for PamSocket {
-    /// Removes the socket, at the fixed path only while it is this one: a stopped pimd is
-    /// absent (nothing there) to the module.
-    fn drop(&mut self) {
+    /// Removes the socket (a stopped pimd is absent to the module), then stops its threads
+    /// and waits for them: every denial they decided is queued for the audit when this
+    /// returns.
+    pub fn stop(&mut self) {
+        self.unlink();
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+    }
+
+    /// Removes the socket, at the fixed path only while it is this one.
+    fn unlink(&self) {
         let path = if self.published {
             &self.path
         } else {
@@ -132,6 +185,12 @@ impl Drop for PamSocket {
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+impl Drop for PamSocket {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -160,16 +219,252 @@ fn secure_directory(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// One thread's work: accept, check the caller, answer, hang up; for ever.
-fn serve(listener: &UnixListener, reader: &Mutex<AccessReader>, core: &Core, refusals: &Refusals) {
+/// Root's question answered by one reader; a denial goes to the audit.
+fn decide(reader: &Mutex<AccessReader>, core: &Core, request: Request) -> Answer {
+    let decided = reader
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .decide(&request.user, &request.groups);
+    match decided {
+        Ok(decision) if decision.allowed => Answer::Allowed,
+        Ok(decision) => {
+            core.queue_access_denial(request.user, request.groups, decision.message.clone());
+            Answer::Refused(decision.message)
+        }
+        Err(e) => Answer::Error(e.message()),
+    }
+}
+
+/// What a worker does with a complete request.
+type Decider = Box<dyn FnMut(Request) -> Answer + Send>;
+/// What is done with a connection of a uid that may not ask.
+type Refuser = Box<dyn Fn(u32) + Send>;
+
+/// The threads behind the socket. One collector polls the listener and every accepted
+/// connection whose request is incomplete (at most [`MAX_PENDING`], each for at most
+/// [`REQUEST_TIMEOUT`]; one more evicts the oldest): a client that connects and sends nothing
+/// (a holder can SIGSTOP their own sudo right after it connected) holds no thread. Complete
+/// requests go to the workers, which only decide and answer.
+pub struct Server {
+    /// Written to (or dropped) to stop the collector.
+    stop: UnixStream,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A complete request on its connection.
+struct Job {
+    stream: UnixStream,
+    request: Request,
+}
+
+impl Server {
+    /// Serves `listener`: requests of `allowed_uid` (root, for pimd) are decided by the
+    /// `deciders`, one worker thread each; connections of anyone else go to `refuse`.
+    pub fn start(
+        listener: UnixListener,
+        allowed_uid: u32,
+        deciders: Vec<Decider>,
+        refuse: Refuser,
+    ) -> Result<Server, String> {
+        let failed = |e: std::io::Error| format!("cannot start the PAM socket's threads: {e}");
+        listener.set_nonblocking(true).map_err(failed)?;
+        let (stop, stopped) = UnixStream::pair().map_err(failed)?;
+        stopped.set_nonblocking(true).map_err(failed)?;
+        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(MAX_QUEUED);
+        let queued = Arc::new(Mutex::new(queued));
+        let mut threads = Vec::new();
+        for mut decider in deciders {
+            let queued = queued.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("pam-socket".into())
+                    .spawn(move || work(&queued, &mut decider))
+                    .map_err(failed)?,
+            );
+        }
+        threads.push(
+            std::thread::Builder::new()
+                .name("pam-socket-poll".into())
+                .spawn(move || collect(&listener, &stopped, allowed_uid, &jobs, &refuse))
+                .map_err(failed)?,
+        );
+        Ok(Server { stop, threads })
+    }
+
+    /// Stops the collector (no connection is accepted after), lets the workers answer what is
+    /// queued, and waits for every thread.
+    pub fn stop(self) {
+        let Server { stop, threads } = self;
+        let _ = (&stop).write_all(b"x");
+        drop(stop);
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A worker: decides and answers queued requests until the collector is gone and the queue
+/// empty.
+fn work(queued: &Mutex<std::sync::mpsc::Receiver<Job>>, decider: &mut Decider) {
+    loop {
+        let job = queued.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(Job {
+            mut stream,
+            request,
+        }) = job
+        else {
+            return;
+        };
+        // A panic while deciding loses that connection (the module then denies), not the
+        // thread: a thread gone would be one fewer for every later sudo.
+        let id = request.id;
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decider(request)));
+        match answered {
+            Ok(answer) => {
+                let _ = write_reply(&mut stream, id, &answer);
+            }
+            Err(_) => {
+                eprintln!("pimd: answering on {PAM_SOCKET} failed (a panic); the check was denied")
+            }
+        }
+    }
+}
+
+/// A connection whose request is still coming.
+struct Pending {
+    stream: UnixStream,
+    received: Vec<u8>,
+    deadline: Instant,
+}
+
+/// What the bytes received so far make.
+enum Progress {
+    Incomplete,
+    Complete(Request),
+    /// Malformed (the request's id, 0 when the header itself is wrong; why).
+    Malformed(u64, String),
+}
+
+/// The request in `received`, if it is whole.
+fn progress(received: &[u8]) -> Progress {
+    let Some(head) = received.get(..HEADER_BYTES) else {
+        return Progress::Incomplete;
+    };
+    let head: &[u8; HEADER_BYTES] = head.try_into().expect("HEADER_BYTES long");
+    let header = match pam_socket::parse_request_header(head) {
+        Ok(header) => header,
+        Err(e) => return Progress::Malformed(0, e.to_string()),
+    };
+    let Some(body) = received.get(HEADER_BYTES..HEADER_BYTES + header.body_len) else {
+        return Progress::Incomplete;
+    };
+    match pam_socket::decode_request(header.id, body) {
+        Ok(request) => Progress::Complete(request),
+        Err(e) => Progress::Malformed(header.id, e.to_string()),
+    }
+}
+
+/// The collector (see [`Server`]): accepts, checks the caller, gathers each request, hands it
+/// on; until `stopped` becomes readable or closes.
+fn collect(
+    listener: &UnixListener,
+    stopped: &UnixStream,
+    allowed_uid: u32,
+    jobs: &std::sync::mpsc::SyncSender<Job>,
+    refuse: &Refuser,
+) {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    loop {
+        let now = Instant::now();
+        // Past their deadline: hung up on.
+        pending.retain(|p| p.deadline > now);
+        let wait = pending
+            .iter()
+            .map(|p| p.deadline.saturating_duration_since(now))
+            .min()
+            .map_or(1000, |left| left.as_millis().clamp(1, 1000) as u16);
+        let (stop_ready, listener_ready, ready) = {
+            let mut fds = Vec::with_capacity(pending.len() + 2);
+            fds.push(PollFd::new(stopped.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            fds.extend(
+                pending
+                    .iter()
+                    .map(|p| PollFd::new(p.stream.as_fd(), PollFlags::POLLIN)),
+            );
+            match poll(&mut fds, PollTimeout::from(wait)) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("pimd: cannot poll {PAM_SOCKET}: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (
+                ready(&fds[0]),
+                ready(&fds[1]),
+                fds[2..].iter().map(ready).collect::<Vec<_>>(),
+            )
+        };
+        if stop_ready {
+            return;
+        }
+        // Read what came, newest indexes first so that removing keeps the others in place.
+        for index in (0..ready.len()).rev() {
+            if !ready[index] {
+                continue;
+            }
+            match read_some(&mut pending[index]) {
+                Ok(()) => {}
+                Err(()) => {
+                    pending.remove(index);
+                    continue;
+                }
+            }
+            match progress(&pending[index].received) {
+                Progress::Incomplete => {}
+                Progress::Complete(request) => {
+                    let Some(Pending { stream, .. }) = pending.remove(index) else {
+                        continue;
+                    };
+                    if let Err(TrySendError::Full(_)) = jobs.try_send(Job { stream, request }) {
+                        eprintln!(
+                            "pimd: {MAX_QUEUED} checks on {PAM_SOCKET} wait already; one hung up on"
+                        );
+                    }
+                }
+                Progress::Malformed(id, why) => {
+                    if let Some(Pending { mut stream, .. }) = pending.remove(index) {
+                        let _ = write_reply(&mut stream, id, &Answer::Error(why));
+                    }
+                }
+            }
+        }
+        if listener_ready {
+            accept_all(listener, allowed_uid, refuse, &mut pending);
+        }
+    }
+}
+
+/// Accepts what waits in the backlog.
+fn accept_all(
+    listener: &UnixListener,
+    allowed_uid: u32,
+    refuse: &Refuser,
+    pending: &mut VecDeque<Pending>,
+) {
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                // EMFILE and the like: wait a little rather than spin.
+                // EMFILE and the like: the backlog keeps them; wait a little rather than spin.
                 eprintln!("pimd: cannot accept on {PAM_SOCKET}: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+                std::thread::sleep(Duration::from_millis(10));
+                return;
             }
         };
         let uid = match getsockopt(&stream, PeerCredentials) {
@@ -179,96 +474,50 @@ fn serve(listener: &UnixListener, reader: &Mutex<AccessReader>, core: &Core, ref
                 continue;
             }
         };
-        if uid != 0 {
+        if uid != allowed_uid {
             drop(stream);
-            refusals.refuse(uid);
+            refuse(uid);
             continue;
         }
-        // A panic while answering loses that connection (the module then denies), not the
-        // thread: a thread gone would be one fewer for every later sudo.
-        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            answer(stream, reader, core)
-        }));
-        if answered.is_err() {
-            eprintln!("pimd: answering on {PAM_SOCKET} failed (a panic); the check was denied");
+        if stream.set_nonblocking(true).is_err() {
+            continue;
         }
+        if pending.len() >= MAX_PENDING {
+            // The oldest incomplete request goes: a client that sends nothing must not keep
+            // out the ones that do.
+            pending.pop_front();
+        }
+        pending.push_back(Pending {
+            stream,
+            received: Vec::with_capacity(256),
+            deadline: Instant::now() + REQUEST_TIMEOUT,
+        });
     }
 }
 
-/// Reads root's question and writes the answer; a connection that breaks down is dropped.
-fn answer(mut stream: UnixStream, reader: &Mutex<AccessReader>, core: &Core) {
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let request = match read_request(&mut stream, deadline) {
-        Ok(request) => request,
-        Err(Unanswered::Gone) => return,
-        Err(Unanswered::Malformed(id, why)) => {
-            let _ = write_reply(&mut stream, id, &Answer::Error(why), deadline);
-            return;
-        }
-    };
-    let decided = reader
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .decide(&request.user, &request.groups);
-    let reply = match decided {
-        Ok(decision) if decision.allowed => Answer::Allowed,
-        Ok(decision) => {
-            core.queue_access_denial(request.user, request.groups, decision.message.clone());
-            Answer::Refused(decision.message)
-        }
-        Err(e) => Answer::Error(e.message()),
-    };
-    let _ = write_reply(&mut stream, request.id, &reply, deadline);
-}
-
-/// Why a connection gets no decision.
-enum Unanswered {
-    /// It hung up, broke down or took too long: nobody to answer.
-    Gone,
-    /// Its request (of that id, 0 when the header itself is wrong) is malformed.
-    Malformed(u64, String),
-}
-
-fn read_request(stream: &mut UnixStream, deadline: Instant) -> Result<Request, Unanswered> {
-    let mut head = [0u8; HEADER_BYTES];
-    read_exact(stream, &mut head, deadline)?;
-    let header = pam_socket::parse_request_header(&head)
-        .map_err(|e| Unanswered::Malformed(0, e.to_string()))?;
-    let mut body = vec![0u8; header.body_len];
-    read_exact(stream, &mut body, deadline)?;
-    pam_socket::decode_request(header.id, &body)
-        .map_err(|e| Unanswered::Malformed(header.id, e.to_string()))
-}
-
-fn read_exact(
-    stream: &mut UnixStream,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> Result<(), Unanswered> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return Err(Unanswered::Gone);
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return Err(Unanswered::Gone),
-            Ok(n) => filled += n,
+/// Reads what is there; `Err` when the connection is to be dropped (hung up, broken, or more
+/// than a request can be).
+fn read_some(pending: &mut Pending) -> Result<(), ()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match pending.stream.read(&mut buf) {
+            Ok(0) => return Err(()),
+            Ok(n) => {
+                pending.received.extend_from_slice(&buf[..n]);
+                if pending.received.len() > HEADER_BYTES + MAX_REQUEST_BODY {
+                    return Err(());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return Err(Unanswered::Gone),
+            Err(_) => return Err(()),
         }
     }
-    Ok(())
 }
 
-fn write_reply(
-    stream: &mut UnixStream,
-    id: u64,
-    answer: &Answer,
-    deadline: Instant,
-) -> std::io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+fn write_reply(stream: &mut UnixStream, id: u64, answer: &Answer) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
     stream.write_all(&pam_socket::encode_reply(id, answer))
 }
 
@@ -331,5 +580,157 @@ impl Refusals {
         } else {
             eprintln!("pimd: a connection of uid {uid} to {PAM_SOCKET} refused, uncounted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A server on a socket in a fresh temporary directory, answering "allowed" for the uid
+    /// of this test process, and counting its decisions.
+    fn server(name: &str) -> (Server, PathBuf, Arc<AtomicUsize>) {
+        slow_server(name, Duration::ZERO, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// [`server`] whose decisions take `delay`, counting those begun in `begun`.
+    fn slow_server(
+        name: &str,
+        delay: Duration,
+        begun: Arc<AtomicUsize>,
+    ) -> (Server, PathBuf, Arc<AtomicUsize>) {
+        let dir = std::env::temp_dir().join(format!("pimd-pam-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pam.socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let decided = Arc::new(AtomicUsize::new(0));
+        let deciders = (0..WORKERS)
+            .map(|_| {
+                let (decided, begun) = (decided.clone(), begun.clone());
+                Box::new(move |_: Request| {
+                    begun.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    decided.fetch_add(1, Ordering::SeqCst);
+                    Answer::Allowed
+                }) as Decider
+            })
+            .collect();
+        let uid = nix::unistd::getuid().as_raw();
+        let server = Server::start(listener, uid, deciders, Box::new(|_| {})).unwrap();
+        (server, path, decided)
+    }
+
+    /// The module's exchange, bounded by `timeout` as its `timeout=` bounds it.
+    fn ask(path: &Path, timeout: Duration) -> std::io::Result<Answer> {
+        let mut stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(&pam_socket::encode_request(7, "alice", &["sudo".into()]).unwrap())?;
+        let mut head = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut head)?;
+        let header = pam_socket::parse_reply_header(&head).unwrap();
+        assert_eq!(header.id, 7);
+        let mut body = vec![0u8; header.body_len];
+        stream.read_exact(&mut body)?;
+        Ok(pam_socket::decode_reply(&body).unwrap())
+    }
+
+    #[test]
+    fn given_many_connections_that_never_send_then_a_holder_is_answered_within_its_timeout() {
+        let (server, path, _) = server("silent");
+        // More silent connections than workers, and than the pending places: none holds a
+        // worker, and the holder's connection evicts the oldest when they are all taken.
+        let silent: Vec<UnixStream> = (0..MAX_PENDING + 3 * WORKERS)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(ask(&path, Duration::from_secs(2)).unwrap(), Answer::Allowed);
+        }
+        // A half-sent request does not hold a worker either.
+        let mut half = UnixStream::connect(&path).unwrap();
+        let request = pam_socket::encode_request(9, "bob", &["sudo".into()]).unwrap();
+        half.write_all(&request[..HEADER_BYTES + 1]).unwrap();
+        assert_eq!(ask(&path, Duration::from_secs(2)).unwrap(), Answer::Allowed);
+        drop(silent);
+        drop(half);
+        server.stop();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn given_a_request_in_pieces_then_it_is_answered() {
+        let (server, path, _) = server("pieces");
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = pam_socket::encode_request(11, "alice", &["sudo".into()]).unwrap();
+        for byte in &request {
+            stream.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut head = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(pam_socket::parse_reply_header(&head).unwrap().id, 11);
+        server.stop();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn given_a_malformed_header_then_an_error_reply() {
+        let (server, path, decided) = server("malformed");
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(&[b'?'; HEADER_BYTES]).unwrap();
+        let mut head = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut head).unwrap();
+        let header = pam_socket::parse_reply_header(&head).unwrap();
+        let mut body = vec![0u8; header.body_len];
+        stream.read_exact(&mut body).unwrap();
+        assert!(matches!(
+            pam_socket::decode_reply(&body).unwrap(),
+            Answer::Error(_)
+        ));
+        assert_eq!(decided.load(Ordering::SeqCst), 0);
+        server.stop();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn given_a_stop_then_every_thread_is_joined_after_the_last_decision() {
+        let (server, path, decided) = server("stop");
+        for _ in 0..5 {
+            ask(&path, Duration::from_secs(5)).unwrap();
+        }
+        // A connection waiting in the backlog at the stop is not answered, and the stop
+        // returns (it waits for no client).
+        let waiting = UnixStream::connect(&path).unwrap();
+        server.stop();
+        assert_eq!(decided.load(Ordering::SeqCst), 5);
+        drop(waiting);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn given_a_decision_under_way_at_the_stop_then_the_stop_waits_for_it() {
+        // pimd finishes the denial audit after the stop: a denial decided meanwhile must be
+        // queued by then.
+        let begun = Arc::new(AtomicUsize::new(0));
+        let (server, path, decided) =
+            slow_server("under-way", Duration::from_millis(300), begun.clone());
+        let asker = {
+            let path = path.clone();
+            std::thread::spawn(move || ask(&path, Duration::from_secs(5)))
+        };
+        while begun.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.stop();
+        assert_eq!(decided.load(Ordering::SeqCst), 1);
+        assert_eq!(asker.join().unwrap().unwrap(), Answer::Allowed);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, PassWatcher, PermanentPass, MAX_USER_NAME_BYTES};
-use crate::manager::{Caller, Manager, Outbox, MAX_ACCESS_GROUPS};
+use crate::manager::{Caller, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
 use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
@@ -16,7 +16,7 @@ use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
 use pim_config::Config;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -154,7 +154,10 @@ struct DenialAudit {
 /// What one call on the manager leaves for the outside world.
 struct Published {
     audit: Vec<AuditEntry>,
-    events: Vec<EventInfo>,
+    /// Lines that are not audit records (the audit chain's head).
+    syslog: Vec<(Severity, String)>,
+    /// Each event with whom it is for, when there is a `notify_command` to tell.
+    events: Vec<(EventInfo, Vec<Recipient>)>,
     /// Each event paired with each watcher allowed to see it.
     deliveries: Vec<(OwnedUniqueName, EventInfo)>,
 }
@@ -166,11 +169,12 @@ pub struct Core {
     watchers: Mutex<HashMap<OwnedUniqueName, Caller>>,
     /// Wakes the expiry task when deadlines may have moved.
     pub wake: tokio::sync::Notify,
-    connection: OnceLock<Connection>,
+    /// The bus connection of the moment (a new one after the bus came back).
+    connection: Mutex<Option<Connection>>,
     notify_command: Vec<String>,
     notify_timeout: Duration,
     /// Events waiting for `notify_command`, run one at a time in the order they happened.
-    notify_queue: Option<mpsc::Sender<EventInfo>>,
+    notify_queue: Option<mpsc::Sender<(EventInfo, Vec<Recipient>)>>,
     in_progress: InProgress,
     denials: DenialAudit,
     /// PAM checks a `permanent` listing let through, on their way to the alerts
@@ -196,7 +200,7 @@ impl Core {
             syslog: Syslog::new(),
             watchers: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
-            connection: OnceLock::new(),
+            connection: Mutex::new(None),
             notify_command,
             notify_timeout,
             notify_queue: queue,
@@ -219,8 +223,8 @@ impl Core {
         if let Some(mut pending) = pending {
             let worker = core.clone();
             tokio::spawn(async move {
-                while let Some(event) = pending.recv().await {
-                    worker.run_notify_command(event).await;
+                while let Some((event, recipients)) = pending.recv().await {
+                    worker.run_notify_command(event, recipients).await;
                 }
             });
         }
@@ -322,8 +326,12 @@ impl Core {
         }
     }
 
+    /// The connection events go out on; the bus's next connection replaces the last.
     pub fn set_connection(&self, connection: Connection) {
-        let _ = self.connection.set(connection);
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(connection);
     }
 
     /// Runs `f` on the manager on a blocking thread (SQLite and gpasswd block), then publishes
@@ -349,7 +357,11 @@ impl Core {
     /// Takes what the manager left behind and, while its lock is still held, works out which
     /// watcher may see which event: the async thread then never waits for the manager.
     fn drain(&self, manager: &mut Manager) -> Published {
-        let Outbox { audit, events } = manager.take_outbox();
+        let Outbox {
+            audit,
+            events,
+            syslog,
+        } = manager.take_outbox();
         let mut deliveries = Vec::new();
         if !events.is_empty() {
             let watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -361,8 +373,22 @@ impl Core {
                 }
             }
         }
+        // Whom each event is for, while the configuration and accounts are at hand.
+        let notifying = self.notify_queue.is_some();
+        let events = events
+            .into_iter()
+            .map(|event| {
+                let recipients = if notifying {
+                    manager.recipients(&event)
+                } else {
+                    Vec::new()
+                };
+                (event, recipients)
+            })
+            .collect();
         Published {
             audit,
+            syslog,
             events,
             deliveries,
         }
@@ -381,13 +407,26 @@ impl Core {
         }
     }
 
-    async fn publish(self: &Arc<Self>, published: Published) {
+    /// Sends what the manager left for syslog: audit records, then the other lines.
+    fn log_published(&self, published: &Published) {
         self.log_audit(&published.audit);
+        for (severity, line) in &published.syslog {
+            let _ = self.syslog.send(*severity, line);
+        }
+    }
+
+    async fn publish(self: &Arc<Self>, published: Published) {
+        self.log_published(&published);
         if published.events.is_empty() {
             return;
         }
         self.wake.notify_one();
-        if let Some(connection) = self.connection.get() {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(connection) = connection {
             for (name, event) in &published.deliveries {
                 // Unicast: only this watcher receives it.
                 let _ = connection
@@ -401,12 +440,12 @@ impl Core {
                     .await;
             }
         }
-        for event in published.events {
+        for notice in published.events {
             if let Some(queue) = &self.notify_queue {
-                if let Err(e) = queue.try_send(event) {
-                    let event = match e {
-                        mpsc::error::TrySendError::Full(ev)
-                        | mpsc::error::TrySendError::Closed(ev) => ev,
+                if let Err(e) = queue.try_send(notice) {
+                    let (event, _) = match e {
+                        mpsc::error::TrySendError::Full(notice)
+                        | mpsc::error::TrySendError::Closed(notice) => notice,
                     };
                     self.audit_notify_failure(
                         event,
@@ -418,10 +457,10 @@ impl Core {
         }
     }
 
-    /// Runs `notify_command` with the event as JSON on stdin, bounded by `notify_timeout`.
-    /// It never affects a decision; a failure is audited.
-    async fn run_notify_command(self: &Arc<Self>, event: EventInfo) {
-        let json = serde_json::to_string(&event).unwrap_or_default();
+    /// Runs `notify_command` with the event as JSON on stdin (see [`notify_json`]), bounded
+    /// by `notify_timeout`. It never affects a decision; a failure is audited.
+    async fn run_notify_command(self: &Arc<Self>, event: EventInfo, recipients: Vec<Recipient>) {
+        let json = notify_json(&event, &recipients);
         let program = &self.notify_command[0];
         let attempt = async {
             let mut child = tokio::process::Command::new(program)
@@ -475,7 +514,7 @@ impl Core {
             }
             let published = core.drain(&mut manager);
             drop(manager);
-            core.log_audit(&published.audit);
+            core.log_published(&published);
         })
         .await;
     }
@@ -506,6 +545,21 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|n, _| n.as_str() != name);
     }
+}
+
+/// What `notify_command` reads on its standard input: one JSON object, the event's fields as
+/// they always were (`kind`, `at`, `user`, `role`, `request_id`, `grant_id`, `actor`,
+/// `detail`) and `recipients`, whom it is for: `[{"name": "bob", "as": ["approver"]}, ...]`
+/// (see `manager/recipients.rs` and `packaging/notify/README.md`).
+fn notify_json(event: &EventInfo, recipients: &[Recipient]) -> String {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "recipients".into(),
+            serde_json::to_value(recipients).unwrap_or_default(),
+        );
+    }
+    value.to_string()
 }
 
 /// One syslog line per audit record, with the user's words escaped.
@@ -888,6 +942,24 @@ impl ManagerService {
             Some(CallKind::Reads),
             args,
             move |m, c, [user, role]| m.audit(c, since, &user, &role),
+        )
+        .await
+    }
+
+    /// Walks the audit chain (admins and auditors): see `manager/chain.rs`.
+    async fn verify_audit(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        head: &str,
+    ) -> Result<pim_common::chain::Verification, PimError> {
+        // ID:HASH is at most 20 digits, ':' and 64 hex digits.
+        let args = bounded_copies([("head", head, 128)]);
+        self.limited_call(
+            &h,
+            AuditAction::AuditVerify,
+            Some(CallKind::Reads),
+            args,
+            move |m, c, [head]| m.verify_audit(c, &head),
         )
         .await
     }

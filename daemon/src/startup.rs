@@ -47,8 +47,6 @@ const START_FAILURE_PAUSE: Duration = Duration::from_secs(10);
 enum RunError {
     /// Before pimd owned its name: a new start would most likely fail the same way.
     NotStarted(String),
-    /// After it served: a new start is what is needed.
-    Stopped(String),
 }
 
 impl From<String> for RunError {
@@ -181,10 +179,6 @@ pub fn start(config_path: &Path, check_only: bool) -> ExitCode {
             pause_before_failing();
             ExitCode::FAILURE
         }
-        Err(RunError::Stopped(e)) => {
-            eprintln!("pimd: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -223,7 +217,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    let manager = Manager::new(
+    let head_file = crate::manager::head_file_of(&config.daemon.database);
+    let mut manager = Manager::new(
         config,
         store,
         Box::new(SystemAccounts),
@@ -231,74 +226,36 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Box::new(SystemProcesses),
         host,
     );
+    manager.set_head_file(head_file);
     let core = Core::new(manager);
     access.watch_passes(core.clone());
 
-    let connection = zbus::Connection::system()
-        .await
-        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-    // Questions to the bus daemon (who is calling, who left) on a connection of their own:
-    // their answers then never queue behind the calls waiting for pimd's name, which a local
-    // user can fill with large messages (sudo's check waited for them there).
-    let questions = zbus::Connection::system()
-        .await
-        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-    let bus = zbus::fdo::DBusProxy::new(&questions)
-        .await
-        .map_err(|e| format!("cannot talk to the bus daemon: {e}"))?;
-    connection
-        .object_server()
-        .at(
-            pim_common::OBJECT_PATH,
-            ManagerService::new(core.clone(), bus, access.clone()),
-        )
-        .await
-        .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
-    core.set_connection(connection.clone());
-    // Another pimd serving already: this one must change nothing (not even reconcile).
-    let another = || {
-        format!(
-            "cannot own {}: another pimd is running",
-            pim_common::BUS_NAME
-        )
-    };
-    let owned = zbus::fdo::DBusProxy::new(&connection)
-        .await
-        .map_err(|e| format!("cannot talk to the bus daemon: {e}"))?
-        .name_has_owner(
-            pim_common::BUS_NAME
-                .try_into()
-                .map_err(|e| format!("{e}"))?,
-        )
-        .await
-        .map_err(|e| format!("cannot ask the bus about {}: {e}", pim_common::BUS_NAME))?;
-    if owned {
-        return Err(another().into());
-    }
+    // One pimd at a time, decided by a lock of root's in /run/pim rather than by the bus
+    // name: the PAM module's socket must not wait for the bus (nor go with it). Another pimd
+    // serving already: this one must change nothing (not even reconcile).
+    let _single = pam_socket::lock_single_pimd()?;
     // Before anyone can reach us: end what ended while pimd was down (grants past their end,
     // assignments over, eligibility a new configuration took away), so the first PAM check
     // is already answered from a reconciled state.
     if let Err(e) = core.with_manager(|m| m.reconcile()).await {
         eprintln!("pimd: reconciliation at start: {}", e.message());
     }
-    // The PAM module's socket answers from here on, but is put at its fixed path only once
-    // the name is this pimd's.
+    // The audit chain's head as this pimd finds it (and a break against the head file, if
+    // one happened while pimd was down).
+    let _ = core
+        .with_manager(|m| {
+            m.publish_head(true);
+            Ok(())
+        })
+        .await;
+    // The PAM module's socket answers from here on, whatever becomes of the bus.
     let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;
-    // zbus's default flags would let a second pimd take the name from this one (and this one
-    // give it up to a later one), leaving two writers: neither replace nor allow replacement.
-    let reply = connection
-        .request_name_with_flags(pim_common::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
-        .await
-        .map_err(|e| format!("cannot own {}: {e}", pim_common::BUS_NAME))?;
-    if reply != RequestNameReply::PrimaryOwner {
-        return Err(another().into());
-    }
     pam_socket.publish()?;
     eprintln!(
-        "pimd: serving {} on the system bus, and the PAM module on {}",
-        pim_common::BUS_NAME,
+        "pimd: answering the PAM module on {}",
         pam_socket::PAM_SOCKET
     );
+    notify_ready();
 
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
     let end_wake = Arc::new(tokio::sync::Notify::new());
@@ -322,8 +279,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Arc::new(SystemSetgidFiles),
         sweep_wake,
     ));
+    tokio::spawn(bus_loop(core.clone(), access.clone()));
 
-    let mut lost_bus = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -334,17 +291,10 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
                 // The alerts with the new configuration, the host looked at again.
                 alert_wake.notify_one();
             }
-            // The bus daemon went away (restarted, or killed): nobody can reach this pimd any
-            // more. End with an error, so that the service manager starts a new one that
-            // connects to the new bus.
-            _ = connection.closed() => {
-                lost_bus = true;
-                break;
-            }
         }
     }
-    // Gone before the last denials are written: none comes after.
-    drop(pam_socket);
+    // The socket's threads stopped before the last denials are written: none comes after.
+    pam_socket.stop();
     core.finish_denial_audit().await;
     if let Err(e) = core
         .with_manager(|m| m.record_unrecorded_refusals(true))
@@ -355,15 +305,117 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             e.message()
         );
     }
-    if lost_bus {
-        return Err(RunError::Stopped(
-            "lost the connection to the system bus; live grants stay recorded and end on \
-                    schedule after restart"
-                .into(),
-        ));
-    }
+    // The last head this pimd wrote, to syslog and the head file (if it moved).
+    let _ = core
+        .with_manager(|m| {
+            m.publish_head(false);
+            Ok(())
+        })
+        .await;
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
+}
+
+/// The first pause before connecting to the bus again; it doubles up to [`BUS_RETRY_MAX`].
+const BUS_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between two tries to reach the bus.
+const BUS_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Serves pimd's name on the system bus for as long as pimd runs: connects, serves the
+/// interface, owns the name; when the bus goes away (dbus-daemon restarted or killed), connects
+/// again, with a growing pause, until a bus answers. Meanwhile the PAM module's socket and
+/// the expiry work go on: sudo never depends on the bus.
+async fn bus_loop(core: Arc<Core>, access: Arc<AccessReaders>) {
+    let mut pause = BUS_RETRY_FIRST;
+    let mut failing = false;
+    loop {
+        match serve_on_bus(&core, &access).await {
+            Ok(connection) => {
+                eprintln!("pimd: serving {} on the system bus", pim_common::BUS_NAME);
+                (pause, failing) = (BUS_RETRY_FIRST, false);
+                connection.closed().await;
+                eprintln!(
+                    "pimd: lost the connection to the system bus; still answering the PAM \
+                     module on {}, and connecting to the bus again",
+                    pam_socket::PAM_SOCKET
+                );
+            }
+            Err(e) => {
+                // Said once for each outage, not at every try.
+                if !failing {
+                    eprintln!(
+                        "pimd: {e}; still answering the PAM module on {}, and trying again",
+                        pam_socket::PAM_SOCKET
+                    );
+                    failing = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(BUS_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Connects to the system bus, serves the interface there and owns pimd's name: the
+/// connection, once all that is done.
+async fn serve_on_bus(
+    core: &Arc<Core>,
+    access: &Arc<AccessReaders>,
+) -> Result<zbus::Connection, String> {
+    let connection = zbus::Connection::system()
+        .await
+        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+    // Questions to the bus daemon (who is calling, who left) on a connection of their own:
+    // their answers then never queue behind the calls waiting for pimd's name, which a local
+    // user can fill with large messages.
+    let questions = zbus::Connection::system()
+        .await
+        .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
+    let bus = zbus::fdo::DBusProxy::new(&questions)
+        .await
+        .map_err(|e| format!("cannot talk to the bus daemon: {e}"))?;
+    connection
+        .object_server()
+        .at(
+            pim_common::OBJECT_PATH,
+            ManagerService::new(core.clone(), bus, access.clone()),
+        )
+        .await
+        .map_err(|e| format!("cannot serve {}: {e}", pim_common::OBJECT_PATH))?;
+    // zbus's default flags would let another process take the name from this one:
+    // neither replace nor allow replacement.
+    let reply = connection
+        .request_name_with_flags(pim_common::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .map_err(|e| format!("cannot own {}: {e}", pim_common::BUS_NAME))?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(format!(
+            "cannot own {}: another process owns it",
+            pim_common::BUS_NAME
+        ));
+    }
+    core.set_connection(connection.clone());
+    Ok(connection)
+}
+
+/// Tells the service manager that pimd is ready (`Type=notify`: the PAM module's socket is
+/// published), when it runs under one (`$NOTIFY_SOCKET`, a path or an abstract name after `@`).
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let address = match target.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&target),
+    };
+    let sent =
+        address.and_then(|address| UnixDatagram::unbound()?.send_to_addr(b"READY=1", &address));
+    if let Err(e) = sent {
+        eprintln!("pimd: cannot tell the service manager that pimd is ready: {e}");
+    }
 }
 
 /// SIGHUP (`systemctl reload pimd`): read the configuration again and use it if it is valid;

@@ -31,12 +31,13 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAd
 use nix::sys::time::TimeVal;
 use pim_common::pam_socket::{self, Answer, HEADER_BYTES};
 use pim_common::types::AccessDecision;
+use pim_common::vantage::VantagePlaces;
 
 /// Why the daemon gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonFailure {
     /// Nothing listens: no socket, or a socket nobody accepts on, in a directory only root can
-    /// change, seen from PID 1's mount namespace, until the deadline. The only failure
+    /// change, seen as the host's init sees the file systems (see [`VantagePlaces`]), until the deadline. The only failure
     /// `fail=open` lets through: no local user can bring it about.
     Absent(String),
     /// The socket was reached but the exchange broke down (a listener that is not root's, a
@@ -73,14 +74,11 @@ pub trait Daemon {
 pub struct SocketDaemon {
     socket: PathBuf,
     timeout: Duration,
-    /// PID 1's mount namespace (see [`SocketDaemon::in_init_mount_namespace`]).
-    init_mount_namespace: PathBuf,
+    /// Where the module looks to tell whether it sees the host as PID 1 does (see
+    /// [`Vantage`]).
+    places: VantagePlaces,
 }
 
-/// The mount namespace of PID 1: the one in which pimd's socket is where it is.
-const INIT_MOUNT_NAMESPACE: &str = "/proc/1/ns/mnt";
-/// This process's mount namespace.
-const OWN_MOUNT_NAMESPACE: &str = "/proc/self/ns/mnt";
 /// How long to wait before connecting again while nothing listens.
 const ABSENT_RETRY: Duration = Duration::from_millis(20);
 /// Time kept in hand for the last try while nothing listens (a sleep may overshoot).
@@ -97,29 +95,16 @@ impl SocketDaemon {
         SocketDaemon {
             socket: socket.to_path_buf(),
             timeout,
-            init_mount_namespace: PathBuf::from(INIT_MOUNT_NAMESPACE),
+            places: VantagePlaces::system(),
         }
     }
 
-    /// The same, taking `namespace` for PID 1's mount namespace; for tests only (a test
-    /// process may not be allowed to read PID 1's, or may want to be elsewhere).
-    pub fn with_init_mount_namespace(mut self, namespace: &Path) -> Self {
-        self.init_mount_namespace = namespace.to_path_buf();
+    /// The same, looking at `places` to tell where it is; for tests only (a test process may
+    /// not be allowed to read PID 1's files, may run in a container, or may want to be
+    /// elsewhere).
+    pub fn with_vantage_places(mut self, places: VantagePlaces) -> Self {
+        self.places = places;
         self
-    }
-
-    /// Whether this process sees the mounts PID 1 sees. A missing socket, or a socket nobody
-    /// accepts on, means pimd is absent only there: a set-uid sandbox (firejail without
-    /// `nonewprivs`, `--blacklist=/run/pim`) can hide or replace the socket in a mount
-    /// namespace of the user's own while sudo still works in it. `Err` says why it cannot tell
-    /// (reading PID 1's namespace needs root).
-    fn in_init_mount_namespace(&self) -> Result<bool, String> {
-        let identity = |path: &Path| {
-            std::fs::metadata(path)
-                .map(|m| (m.dev(), m.ino()))
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
-        Ok(identity(Path::new(OWN_MOUNT_NAMESPACE))? == identity(&self.init_mount_namespace)?)
     }
 
     /// `failure`, unless it says pimd is absent where that cannot be trusted: then pimd is
@@ -131,13 +116,10 @@ impl SocketDaemon {
         if let Some(untrusted) = untrusted_directory(&self.socket) {
             return DaemonFailure::Unreachable(format!("{why}, but {untrusted}"));
         }
-        match self.in_init_mount_namespace() {
-            Ok(true) => DaemonFailure::Absent(why),
-            Ok(false) => DaemonFailure::Unreachable(format!(
-                "{why}, seen from a mount namespace other than PID 1's, where pimd may be hidden rather than absent"
-            )),
-            Err(e) => DaemonFailure::Unreachable(format!(
-                "{why}, and whether this is PID 1's mount namespace is unknown ({e})"
+        match self.places.look().distrust() {
+            None => DaemonFailure::Absent(why),
+            Some(distrust) => DaemonFailure::Unreachable(format!(
+                "{why}, but {distrust}: pimd may be hidden from here rather than absent"
             )),
         }
     }
@@ -399,10 +381,23 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::thread::JoinHandle;
 
-    /// The daemon at `socket`, in PID 1's mount namespace as far as it can tell (this
-    /// process's own: a test may not read PID 1's).
+    /// Places that make this test process look like the host's init: its own PID namespace
+    /// taken for the initial one, its own mount namespace and root for PID 1's (a test may not
+    /// read PID 1's files, and may run in a container).
+    fn as_init() -> VantagePlaces {
+        let own = VantagePlaces::system();
+        let pid_namespace = std::fs::metadata(&own.pid_namespace).unwrap().ino();
+        VantagePlaces {
+            initial_pid_namespace: pid_namespace,
+            init_mount_namespace: own.mount_namespace.clone(),
+            init_root: own.root.clone(),
+            ..own
+        }
+    }
+
+    /// The daemon at `socket`, seen as from the host's init (see [`as_init`]).
     fn pimd_at(socket: &Path, timeout: Duration) -> SocketDaemon {
-        SocketDaemon::at(socket, timeout).with_init_mount_namespace(Path::new(OWN_MOUNT_NAMESPACE))
+        SocketDaemon::at(socket, timeout).with_vantage_places(as_init())
     }
 
     fn temp_socket(name: &str) -> (PathBuf, PathBuf) {
@@ -566,25 +561,68 @@ mod tests {
     }
 
     #[test]
-    fn given_another_mount_namespace_than_pid_1s_then_a_missing_socket_is_unreachable() {
-        // A set-uid sandbox that hides /run/pim in a mount namespace of the user's: the
-        // module cannot tell "absent" from "hidden", so fail=open must not apply.
+    fn given_another_vantage_than_pid_1s_then_a_missing_socket_is_unreachable() {
+        // A set-uid sandbox that hides /run/pim in a mount namespace of the user's, with a PID
+        // namespace and a /proc of its own, or a chroot: the module cannot tell "absent" from
+        // "hidden", so fail=open must not apply.
         let (socket, dir) = temp_socket("elsewhere");
         let not_a_socket = dir.join("file");
         std::fs::write(&not_a_socket, b"").unwrap();
-        for namespace in ["/proc/self/ns/net", "/nonexistent/ns/mnt"] {
+        let init = as_init();
+        let elsewhere = [
+            VantagePlaces {
+                init_mount_namespace: "/proc/self/ns/net".into(),
+                ..init.clone()
+            },
+            VantagePlaces {
+                init_mount_namespace: "/nonexistent/ns/mnt".into(),
+                ..init.clone()
+            },
+            VantagePlaces {
+                initial_pid_namespace: init.initial_pid_namespace ^ 1,
+                ..init.clone()
+            },
+            VantagePlaces {
+                pid_namespace: "/nonexistent/ns/pid".into(),
+                ..init.clone()
+            },
+            VantagePlaces {
+                init_root: dir.clone(),
+                ..init.clone()
+            },
+            VantagePlaces {
+                proc: dir.clone(),
+                ..init.clone()
+            },
+        ];
+        for places in elsewhere {
             for path in [&socket, &not_a_socket] {
                 let result = SocketDaemon::at(path, Duration::from_millis(100))
-                    .with_init_mount_namespace(Path::new(namespace))
+                    .with_vantage_places(places.clone())
                     .check_access("alice", &["sudo".to_string()]);
                 assert!(
-                    matches!(&result, Err(DaemonFailure::Unreachable(_))),
-                    "{namespace} {}: {result:?}",
+                    matches!(&result, Err(DaemonFailure::Unreachable(why))
+                        if path == &not_a_socket || why.contains("hidden")),
+                    "{places:?} {}: {result:?}",
                     path.display()
                 );
             }
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_this_process_then_the_places_can_be_read() {
+        // Whatever the test runs in, this process's own places are readable and /proc is a
+        // procfs.
+        let seen = VantagePlaces::system().look();
+        assert_eq!(seen.proc_is_procfs, Ok(true));
+        assert!(seen.pid_namespace.is_ok(), "{seen:?}");
+        assert!(
+            seen.mount_namespace.is_ok() && seen.root.is_ok(),
+            "{seen:?}"
+        );
+        assert_eq!(as_init().look().distrust(), None);
     }
 
     #[test]

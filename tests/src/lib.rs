@@ -1063,6 +1063,20 @@ exec pimd "$@" >>{PIMD_LOG} 2>&1"#
         tail(&self.pimd_log(), lines)
     }
 
+    /// Starts a new system bus, as `tests/sandbox/init.sh` does, after the first was killed
+    /// (its log appended to [`Sandbox::dbus_log`]'s).
+    #[track_caller]
+    pub fn start_new_bus(&self) {
+        self.sh(
+            "root",
+            &format!(
+                "rm -f /run/dbus/system_bus_socket; \
+                 dbus-daemon --system --fork --nopidfile --nosyslog >>{SANDBOX_DIR}/dbus.log 2>&1"
+            ),
+        )
+        .assert_success();
+    }
+
     /// The bus daemon's own log.
     pub fn dbus_log(&self) -> String {
         fs::read_to_string(self.host_path(&format!("{SANDBOX_DIR}/dbus.log"))).unwrap_or_default()

@@ -632,6 +632,16 @@ fn given_a_notify_command_then_it_receives_each_event_as_json_on_stdin() {
     assert_eq!(filed["request_id"], id, "{filed}");
     assert_eq!(filed["actor"], "alice", "{filed}");
     assert_eq!(filed["detail"], REASON, "{filed}");
+    // Whom it is for, by name (the event's fields above are as they always were).
+    assert_eq!(
+        filed["recipients"],
+        serde_json::json!([
+            {"name": "alice", "as": ["requester", "approver"]},
+            {"name": "bob", "as": ["approver"]},
+            {"name": "carol", "as": ["approver"]},
+        ]),
+        "{filed}"
+    );
 
     approve(&sb, "bob", &mut bob, id, "go").assert_success();
     sb.wait_until("notify_command to get grant-started", WAIT, || {

@@ -135,6 +135,9 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
         "/usr/share/dbus-1/system-services/org.pim.Manager1.service",
         "/usr/share/pam-configs/pim",
         "/etc/pim/pim.toml",
+        "/usr/libexec/pim/pim-notify-mail",
+        "/usr/libexec/pim/pim-notify-webhook",
+        "/usr/share/doc/pim/notify/README.md",
     ] {
         assert!(
             listed.lines().any(|l| l == path),
@@ -148,10 +151,12 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
     let modes = installed(
         &sb,
         "root",
-        "stat -c '%a %U %n' /etc/pim/pim.toml /usr/sbin/pimd /usr/bin/pim",
+        "stat -c '%a %U %n' /etc/pim/pim.toml /usr/sbin/pimd /usr/bin/pim \
+         /usr/libexec/pim/pim-notify-mail",
     );
     modes
         .assert_success()
+        .assert_stdout_contains("755 root /usr/libexec/pim/pim-notify-mail")
         .assert_stdout_contains("600 root /etc/pim/pim.toml")
         .assert_stdout_contains("755 root /usr/sbin/pimd")
         .assert_stdout_contains("755 root /usr/bin/pim");

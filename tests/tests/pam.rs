@@ -392,15 +392,34 @@ fn pimd_stopped_fail_closed_refuses_holders_at_once() {
     sudo_fresh(&sb, "alice").assert_success();
 }
 
+/// What the module logs when it does not believe pimd absent because the sandbox (as every
+/// container) is a PID namespace of its own.
+const NOT_INITIAL_PID_NAMESPACE: &str = "this is not the initial PID namespace";
+
+/// Whether the module logged, to syslog, a denial that names `why`.
+fn module_logged(sb: &Sandbox, why: &str) -> bool {
+    sb.syslog_lines()
+        .iter()
+        .any(|l| l.contains("pam_pim") && l.contains(why))
+}
+
 #[test]
 fn pimd_stopped_fail_open_leaves_holders_to_the_rest_of_the_stack() {
     let sb = host(&format!("{PAM_ARGS} fail=open"));
-    // pimd never started: sudoers decides alone.
-    sudo_stale(&sb, "alice").assert_success();
-    sudo_fresh(&sb, "mallory").assert_success();
-    pamtester(&sb, "mallory").assert_success();
+    // pimd never started. fail=open lets an absent pimd through only where the module sees
+    // the host as its init does, in the initial PID namespace: the sandbox is a PID namespace
+    // of its own (as a firejail sandbox or a container is), so holders are refused there,
+    // whether their grant is live or not; everyone else is left to sudoers.
+    assert_refused_with(&sudo_stale(&sb, "alice"), UNCONFIRMED, "");
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
+    assert_refused_with(&pamtester(&sb, "mallory"), UNCONFIRMED, "");
     sudo_fresh(&sb, "alice").assert_failure(); // not in sudo: sudoers refuses
     sudo_fresh(&sb, "bob").assert_success();
+    sb.wait_until(
+        "the module's reason in syslog",
+        Duration::from_secs(30),
+        || module_logged(&sb, NOT_INITIAL_PID_NAMESPACE),
+    );
 
     // With pimd running, fail=open changes nothing: its refusals stand.
     sb.start_pimd();
@@ -929,9 +948,11 @@ fn fail_open_never_opens_for_a_stopped_pimd_or_an_error_reply() {
     add_sudo_member_outside_useradd(&sb, &long, 2002);
     assert_refused_with(&pamtester(&sb, &long), UNCONFIRMED, "");
 
-    // Only an absent pimd (nothing owns the name) leaves the decision to the rest of the stack.
+    // Only an absent pimd, seen from the initial PID namespace, would leave the decision to
+    // the rest of the stack; the sandbox is a PID namespace of its own, so it denies here too
+    // (see pimd_stopped_fail_open_...).
     sb.kill_pimd("TERM");
-    sudo_fresh(&sb, "mallory").assert_success();
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
 
     // pimd stopped but still owning its name: the call times out, and that denies.
     sb.start_pimd();
@@ -1190,9 +1211,70 @@ fn fail_open_does_not_open_for_pimds_socket_hidden_in_a_mount_namespace_of_ones_
         );
         assert_refused_with(&out, UNCONFIRMED, "");
     }
-    // Stopped for real, pimd is absent from PID 1's namespace: fail=open applies.
+    // Stopped for real, pimd is absent; but the sandbox is not the initial PID namespace, so
+    // fail=open does not apply here either (see pimd_stopped_fail_open_...).
     sb.kill_pimd("TERM");
-    sudo_fresh(&sb, "mallory").assert_success();
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), UNCONFIRMED, "");
+}
+
+#[test]
+fn fail_open_does_not_open_for_a_pid_namespace_with_a_proc_of_its_own() {
+    // firejail's default (`firejail --noprofile --blacklist=/run/pim sudo -i`): a mount and a
+    // PID namespace of the user's, a fresh /proc whose PID 1 is the sandbox's own (so "PID 1's
+    // mount namespace" is the sandbox's), and /run/pim an empty root 0700 directory there.
+    let sb = host_with_pimd(&format!("{PAM_ARGS} timeout=1s fail=open"));
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    let out = sb.run(
+        "root",
+        &[
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            "set -e; mount -t tmpfs -o mode=0700 tmpfs /run/pim; \
+             exec /run/.sandbox/runas mallory sudo -n true",
+        ],
+    );
+    assert_refused_with(&out, UNCONFIRMED, "");
+    sb.wait_until(
+        "the module's reason in syslog",
+        Duration::from_secs(30),
+        || module_logged(&sb, NOT_INITIAL_PID_NAMESPACE),
+    );
+}
+
+#[test]
+fn fail_open_does_not_open_in_a_chroot_that_hides_pimds_socket() {
+    // A chroot keeps the mount namespace (PID 1's, here): a tree of the whole file system
+    // bound elsewhere, with /proc in it and an empty root 0700 /run/pim.
+    let sb = host_with_pimd(&format!("{PAM_ARGS} timeout=1s fail=open"));
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    sb.sh(
+        "root",
+        "set -e; mkdir -p /tmp/croot; mount --rbind / /tmp/croot; \
+         mount --rbind /proc /tmp/croot/proc; \
+         mount -t tmpfs -o mode=0700 tmpfs /tmp/croot/run/pim; \
+         [ -S /run/pim/pam.socket ] && [ ! -e /tmp/croot/run/pim/pam.socket ]",
+    )
+    .assert_success();
+    let out = sb.run(
+        "root",
+        &[
+            "chroot",
+            "/tmp/croot",
+            "/run/.sandbox/runas",
+            "mallory",
+            "sudo",
+            "-n",
+            "true",
+        ],
+    );
+    assert_refused_with(&out, UNCONFIRMED, "");
 }
 
 #[test]
@@ -1336,6 +1418,65 @@ fn with_dbus_daemon_stopped_a_holder_with_a_live_grant_passes_and_one_without_is
 }
 
 #[test]
+fn with_dbus_daemon_killed_pimd_keeps_answering_and_comes_back_on_a_new_bus() {
+    let sb = host_with_pimd(PAM_ARGS);
+    activate(&sb, "alice", "1h");
+    // Killed, not stopped: pimd's connection to the bus closes. pimd used to end with it
+    // (and its socket with it), leaving every holder without sudo until a new pimd owned its
+    // name on a new bus.
+    sb.sh("root", "kill -KILL \"$(pgrep -x dbus-daemon)\"")
+        .assert_success();
+    sb.wait_until("pimd to see the bus gone", Duration::from_secs(60), || {
+        sb.pimd_log()
+            .contains("pimd: lost the connection to the system bus")
+    });
+    assert!(sb.pimd_running(), "{}", sb.pimd_log_tail(20));
+    sudo_fresh(&sb, "alice").assert_success();
+    sudo_stale(&sb, "alice").assert_success();
+    assert_refused_with(&sudo_fresh(&sb, "mallory"), NOT_GRANTED, "");
+    // A new bus: pimd serves it again.
+    sb.start_new_bus();
+    sb.wait_until("pimd back on the bus", Duration::from_secs(60), || {
+        sb.bus_name_owned(pim_e2e::BUS_NAME)
+    });
+    sb.run("alice", &["pim", "status"])
+        .assert_success()
+        .assert_stdout_contains("admin");
+    sudo_fresh(&sb, "alice").assert_success();
+}
+
+#[test]
+fn connections_that_never_send_do_not_delay_a_holders_answer() {
+    let sb = host_with_pimd(&format!("{PAM_ARGS} timeout=2s"));
+    activate(&sb, "alice", "1h");
+    // A holder's sudo stopped between connect and send holds a connection open; root's
+    // python stands in for many of them at once, more than pimd has workers, renewed as
+    // pimd hangs up on them.
+    let script = r#"
+import socket, sys, time
+held = []
+deadline = time.time() + 30
+print("holding", flush=True)
+while time.time() < deadline:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect("/run/pim/pam.socket")
+        held.append(s)
+    except OSError:
+        pass
+    held = held[-200:]
+    time.sleep(0.005)
+"#;
+    sb.write_file("/tmp/silent.py", script, 0o644);
+    let mut silent = sb.spawn("root", &["python3", "/tmp/silent.py"]);
+    silent.wait_for_stdout("holding", Duration::from_secs(60));
+    for _ in 0..5 {
+        sudo_fresh(&sb, "alice").assert_success();
+    }
+    silent.kill();
+}
+
+#[test]
 fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_by_a_stopping_pimd()
 {
     let sb = host_with_pimd(PAM_ARGS);
@@ -1359,6 +1500,37 @@ fn denials_beyond_the_records_of_a_minute_are_counted_and_every_one_is_written_b
         .sum();
     assert_eq!(one_by_one, 20, "{all:#?}");
     assert_eq!(one_by_one as u64 + counted, tries, "{all:#?}");
+}
+
+#[test]
+fn pim_doctor_asks_pimds_socket_a_real_question_and_says_what_fail_open_does_here() {
+    let sb = host_with_pimd(&format!("{PAM_ARGS} fail=open"));
+    // The sandbox is a PID namespace of its own: fail=open does not apply in it, and doctor
+    // says so rather than "refuses holders (fail=closed)" or a plain pass.
+    let here = doctor_check(&sb, "pam-socket");
+    assert_eq!(here["status"], "warn", "{here}");
+    let message = here["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("pimd answers") && message.contains("fail=open does not apply"),
+        "{here}"
+    );
+    // A root listener that takes the question and never answers is not pimd answering; doctor
+    // does not hang on it either (its own timeout, well under the command's).
+    set_module_line(&sb, PAM_ARGS);
+    let _stuck = fake_pimd_in_place(&sb, "root", "stall");
+    sb.sh("root", "chmod 0600 /run/pim/pam.socket")
+        .assert_success();
+    let started = Instant::now();
+    let stuck = doctor_check(&sb, "pam-socket");
+    assert_eq!(stuck["status"], "fail", "{stuck}");
+    assert!(
+        stuck["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing answers"),
+        "{stuck}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[test]

@@ -526,7 +526,8 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
     assert_eq!(guest.active_state(), "active");
 
     // --- The unit as systemd reads it: restarted always, at once, without a start limit.
-    assert_eq!(guest.property("Type"), "dbus");
+    // Not Type=dbus: systemd would stop pimd whenever its name leaves the bus (issue 12).
+    assert_eq!(guest.property("Type"), "notify");
     assert_eq!(guest.property("Restart"), "always");
     assert_eq!(guest.property("StartLimitIntervalUSec"), "0");
     let restart_delay = systemd_span(&guest.property("RestartUSec"));
@@ -721,12 +722,32 @@ fn given_the_deb_on_a_booted_debian_12_then_the_unit_activation_recovery_reload_
         .assert_success()
         .assert_stdout_contains("admin");
 
-    // --- The bus daemon restarts: pimd ends with it and a new one serves the new bus.
+    // --- The bus daemon restarts: pimd keeps running (and answering sudo), and serves the
+    // new bus by itself (issue 12: it used to end with the bus).
     guest.sh("systemctl restart dbus.service").assert_success();
-    let pid = guest.wait_for_new_pimd(pid, "systemctl restart dbus");
+    guest.sudo("alice").assert_success();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !guest
+        .journal("pimd.service", 40)
+        .contains("pimd: lost the connection to the system bus")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(guest
         .journal("pimd.service", 40)
         .contains("pimd: lost the connection to the system bus"));
+    assert_eq!(guest.main_pid(), pid, "pimd must survive the bus's restart");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !guest.run_as("alice", &["pim", "status"]).success()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    guest
+        .run_as("alice", &["pim", "status"])
+        .assert_success()
+        .assert_stdout_contains("admin");
     guest.sudo("alice").assert_success();
 
     // --- Reload with a broken file: systemctl reload fails, the journal has the error, pimd

@@ -122,6 +122,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
             Path::new(pim_common::pam_socket::PAM_SOCKET_DIR),
             Path::new(pim_common::pam_socket::PAM_SOCKET),
             pimd_running,
+            &checks::pam_socket::FailOpen::of_host(Path::new(PAM_DIR)),
         ));
         match &config {
             Some(config) => {

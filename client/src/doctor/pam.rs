@@ -481,6 +481,20 @@ pub fn check_sudo_pam(dir: &Path, module_dirs: &[PathBuf]) -> (Vec<Finding>, Vec
     (findings, gated.into_iter().collect())
 }
 
+/// Whether a pam_pim.so line in the account stacks of sudo and sudo-i under `dir` says
+/// `fail=open` (as the module itself reads its arguments).
+pub fn configured_fail_open(dir: &Path) -> bool {
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    SUDO_SERVICES.iter().any(|service| {
+        pam_stack(dir, service, "account", &read).is_ok_and(|lines| {
+            lines
+                .iter()
+                .filter(|l| l.is_pim())
+                .any(|l| l.module_args().options.fail == pim_pam_args::FailMode::Open)
+        })
+    })
+}
+
 /// Whether the sudo-pam check saw pam_pim.so run in sudo's account stack: a pass for at least
 /// one service and nothing worse for any (a skip alone has seen nothing).
 pub fn module_seen_to_run(sudo_findings: &[Finding]) -> bool {

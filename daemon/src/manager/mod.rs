@@ -21,7 +21,9 @@
 //! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
 //!   memberships, ...), each with its next deadline, and the set-group-ID sweeps;
 //! - `audit`: reading the audit trail, and which events a watcher may see;
+//! - `chain`: the audit chain's head (syslog, head file), `pim audit verify`, retention;
 //! - `grants`: starting and ending grants and the memberships they stand for (gpasswd);
+//! - `recipients`: whom an event names for `notify_command`;
 //! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
 //!   and the warnings before it;
 //! - `alerts`: the alerts' facts, their evaluation written with its audit, listing and
@@ -34,10 +36,15 @@ mod admin;
 mod alerts;
 mod approvals;
 mod audit;
+mod chain;
 mod ends;
 mod grants;
 mod mfa;
+mod recipients;
 mod reconcile;
+
+pub use chain::head_file_of;
+pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
@@ -50,6 +57,7 @@ use crate::processes::ProcessTable;
 use crate::refusals::{self, Admission, Cause, RefusalLimiter, Unrecorded};
 use crate::setgid::{SweepJob, Swept, Target};
 use crate::store::{Store, StoreError, Tx};
+use crate::syslog::Severity;
 use crate::throttle::{CallKind, CallLimiter};
 use pim_common::duration;
 use pim_common::text;
@@ -113,6 +121,8 @@ impl From<crate::mfa::MfaError> for PimError {
 pub struct Outbox {
     pub audit: Vec<AuditEntry>,
     pub events: Vec<EventInfo>,
+    /// Lines for syslog that are not audit records (the audit chain's head).
+    pub syslog: Vec<(Severity, String)>,
 }
 
 pub struct Manager {
@@ -132,6 +142,8 @@ pub struct Manager {
     /// No round of set-group-ID sweeps since this pimd started: the first one walks again
     /// every done sweep still within its look-again period.
     recheck_at_start: bool,
+    /// The audit chain's head, as published.
+    head: chain::HeadKeeper,
     /// The last look at the host the alerts were evaluated with (nothing known before the
     /// first: the kinds that need it are not judged).
     host_look: crate::alerts::HostFacts,
@@ -289,6 +301,7 @@ impl Manager {
             refusals: RefusalLimiter::default(),
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
+            head: chain::HeadKeeper::default(),
             host_look: crate::alerts::HostFacts::default(),
         }
     }
@@ -320,7 +333,9 @@ impl Manager {
 
     fn commit<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, PimError>) -> Result<T, PimError> {
         let (value, audited) = self.store.write(f)?;
+        let n = audited.len();
         self.outbox.audit.extend(audited);
+        self.count_audited(n);
         Ok(value)
     }
 

@@ -64,6 +64,8 @@ const JOBS: &[&dyn Job] = &[
     &EndLostEligibility,
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
+    &chain::PruneAudit,
+    &chain::PublishAuditHead,
     &EvaluateAlerts,
 ];
 

@@ -36,6 +36,104 @@ pub fn grant<'a>(user: &'a str, role: &'a str) -> NewGrant<'a> {
     }
 }
 
+/// The walk of `pim audit verify` over the whole log.
+pub fn verify(store: &mut dyn Store) -> pim_common::chain::Verification {
+    let records = store.read(|tx| tx.audit_chain(0, u32::MAX)).unwrap();
+    let mut verifier = pim_common::chain::Verifier::new(Vec::new());
+    for r in records {
+        verifier.push(r);
+    }
+    verifier.finish()
+}
+
+/// An audit record of `action` at `at`.
+fn entry_at(action: &str, at: i64) -> AuditEntry {
+    AuditEntry {
+        at,
+        ..entry(action)
+    }
+}
+
+pub fn given_audit_records_then_each_is_chained_to_the_one_before(store: &mut dyn Store) {
+    store
+        .write(|tx| {
+            tx.audit(entry("activate"))?;
+            tx.audit(entry("extend"))
+        })
+        .unwrap();
+    store.write(|tx| tx.audit(entry("deactivate"))).unwrap();
+    let records = audit_log(store);
+    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(records[0].prev, pim_common::chain::GENESIS_PREV);
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash);
+    }
+    for r in &records {
+        assert_eq!(r.hash, pim_common::chain::hash(r));
+    }
+    let tip = store.read(|tx| tx.audit_tip()).unwrap().unwrap();
+    assert_eq!((tip.id, tip.hash.as_str()), (3, records[2].hash.as_str()));
+    let v = verify(store);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.checked, 3);
+}
+
+pub fn given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies(
+    store: &mut dyn Store,
+) {
+    for at in [10, 20, 30, 40] {
+        store
+            .write(|tx| tx.audit(entry_at("activate", at)))
+            .unwrap();
+    }
+    let (pruned, audited) = store
+        .write(|tx| tx.prune_audit(25, 50, "older than 1d"))
+        .unwrap();
+    assert_eq!(pruned, Some(super::Pruned { first: 1, last: 2 }));
+    assert_eq!(
+        audited.len(),
+        1,
+        "the checkpoint is the removal's audit record"
+    );
+    let records = audit_log(store);
+    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(records[2].action, pim_common::chain::CHECKPOINT_ACTION);
+    assert!(records[2]
+        .detail
+        .starts_with("records 1 to 2 removed (older than 1d)"));
+    let v = verify(store);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!((v.pruned_through, v.checked), (2, 3));
+    // Nothing older left: nothing removed, nothing written.
+    let (again, audited) = store.write(|tx| tx.prune_audit(25, 60, "x")).unwrap();
+    assert_eq!((again, audited.len()), (None, 0));
+    // A second round, past the first checkpoint: still verifies.
+    store
+        .write(|tx| tx.prune_audit(55, 70, "older than 1d"))
+        .unwrap();
+    let v = verify(store);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.pruned_through, 5);
+    assert_eq!(audit_log(store).len(), 1);
+}
+
+pub fn given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there(
+    store: &mut dyn Store,
+) {
+    // The clock went back between 2 and 3: 3 is older than the cut, but 2 is not.
+    for at in [10, 40, 15] {
+        store
+            .write(|tx| tx.audit(entry_at("activate", at)))
+            .unwrap();
+    }
+    let (pruned, _) = store.write(|tx| tx.prune_audit(25, 50, "x")).unwrap();
+    assert_eq!(pruned, Some(super::Pruned { first: 1, last: 1 }));
+    assert_eq!(
+        audit_log(store).iter().map(|r| r.id).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+}
+
 /// The whole audit log, oldest first.
 fn audit_log(store: &mut dyn Store) -> Vec<AuditRecord> {
     store
@@ -288,6 +386,9 @@ macro_rules! suite {
             given_audit_query_then_filters_apply,
             given_a_change_in_a_read_transaction_then_it_is_refused,
             given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_something,
+            given_audit_records_then_each_is_chained_to_the_one_before,
+            given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies,
+            given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there,
             given_alerts_then_one_holds_each_key_until_resolved_or_released,
         );
     };

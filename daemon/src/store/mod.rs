@@ -18,6 +18,12 @@
 //!   changed, [`Tx::audit`] records why, and `write` refuses to commit a change that carries no
 //!   audit record ([`StoreError::Unaudited`]); in `read`, a change or an audit record is
 //!   refused the same way. A backend only stores what it is given.
+//! - The audit chain ([`pim_common::chain`]) is made here too, in [`Tx::audit`], for every
+//!   backend: each record gets the next id after the chain's tip, the tip's hash as `prev`,
+//!   and its own hash over the canonical encoding, all before the backend stores it. The
+//!   first record after records from before the chain (a database an older pimd made) is a
+//!   genesis record of its own ([`pim_common::chain::GENESIS_ACTION`]). [`Tx::prune_audit`]
+//!   removes the oldest records with the checkpoint that lets the rest verify.
 //!
 //! The handles are trait objects (`Box<dyn Store>`), not a type parameter of the manager: the
 //! backend is chosen when pimd starts (from its configuration, once there are two), the
@@ -70,6 +76,7 @@ use crate::model::{
     AlertRow, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
     PendingSweep, Request, RequestState, SweepRecheck,
 };
+use pim_common::chain::{self, Head, CHECKPOINT_ACTION, GENESIS_ACTION, GENESIS_PREV};
 use pim_common::types::AuditRecord;
 use std::cell::{Cell, RefCell};
 
@@ -129,6 +136,7 @@ impl dyn Store + '_ {
             txn,
             changed,
             audited,
+            ..
         } = tx;
         let audited = audited.into_inner();
         if changed.get() && audited.is_empty() {
@@ -174,7 +182,27 @@ pub struct Tx<'a> {
     txn: Box<dyn Transaction + 'a>,
     changed: Cell<bool>,
     audited: RefCell<Vec<AuditEntry>>,
+    /// The chain's last record as this transaction left it, once read.
+    tip: RefCell<Option<Option<AuditTip>>>,
 }
+
+/// The last record of the audit log: its id, and its hash ("" for a record from before the
+/// chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditTip {
+    pub id: i64,
+    pub hash: String,
+}
+
+/// What [`Tx::prune_audit`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub first: i64,
+    pub last: i64,
+}
+
+/// The actor of the records the port writes by itself (the genesis).
+const DAEMON: &str = "pimd";
 
 impl<'a> Tx<'a> {
     fn new(txn: Box<dyn Transaction + 'a>) -> Tx<'a> {
@@ -182,14 +210,110 @@ impl<'a> Tx<'a> {
             txn,
             changed: Cell::new(false),
             audited: RefCell::new(Vec::new()),
+            tip: RefCell::new(None),
         }
     }
 
-    /// Appends `entry` to the audit log, in this transaction.
+    /// Appends `entry` to the audit log, in this transaction, chained to the record before it
+    /// (see the module's doc).
     pub fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.txn.append_audit(&entry)?;
+        let tip = self.tip()?;
+        if let Some(tip) = tip.as_ref().filter(|t| t.hash.is_empty()) {
+            // Records from before the chain: it starts with a record of its own.
+            let genesis = AuditEntry {
+                at: entry.at,
+                actor: DAEMON.into(),
+                action: GENESIS_ACTION,
+                user: String::new(),
+                role: String::new(),
+                outcome: crate::model::Outcome::Success,
+                reason: String::new(),
+                ticket: String::new(),
+                detail: format!(
+                    "the audit chain starts here; the records up to {}, written before it, are \
+                     not chained",
+                    tip.id
+                ),
+            };
+            self.append_chained(genesis, tip.id + 1, GENESIS_PREV)?;
+        }
+        let tip = self.tip()?;
+        let (id, prev) = match &tip {
+            Some(t) => (t.id + 1, t.hash.clone()),
+            None => (1, GENESIS_PREV.to_string()),
+        };
+        self.append_chained(entry, id, &prev)
+    }
+
+    fn tip(&self) -> Result<Option<AuditTip>, StoreError> {
+        if let Some(tip) = self.tip.borrow().as_ref() {
+            return Ok(tip.clone());
+        }
+        let tip = self.txn.audit_tip()?;
+        *self.tip.borrow_mut() = Some(tip.clone());
+        Ok(tip)
+    }
+
+    fn append_chained(&self, entry: AuditEntry, id: i64, prev: &str) -> Result<(), StoreError> {
+        let mut record = AuditRecord {
+            id,
+            at: entry.at,
+            actor: entry.actor.clone(),
+            action: entry.action,
+            user: entry.user.clone(),
+            role: entry.role.clone(),
+            outcome: entry.outcome,
+            reason: entry.reason.clone(),
+            ticket: entry.ticket.clone(),
+            detail: entry.detail.clone(),
+            prev: prev.to_string(),
+            hash: String::new(),
+        };
+        record.hash = chain::hash(&record);
+        self.txn.append_audit(&record)?;
+        *self.tip.borrow_mut() = Some(Some(AuditTip {
+            id,
+            hash: record.hash,
+        }));
         self.audited.borrow_mut().push(entry);
         Ok(())
+    }
+
+    /// Removes the records older than `before` that run from the start of the log (a record
+    /// is removed only with all those before it), and appends the checkpoint that names the
+    /// last one removed, with `why` (e.g. "older than 400d"), so that the rest still
+    /// verifies. Nothing to remove: nothing is written.
+    pub fn prune_audit(
+        &self,
+        before: i64,
+        at: i64,
+        why: &str,
+    ) -> Result<Option<Pruned>, StoreError> {
+        let Some((first, last)) = self.txn.audit_prunable(before)? else {
+            return Ok(None);
+        };
+        // The checkpoint goes after the tip as it was, whatever is removed.
+        self.tip()?;
+        if !self.txn.delete_audit_through(last.id)? {
+            return Ok(None);
+        }
+        self.changed.set(true);
+        let entry = AuditEntry {
+            at,
+            actor: DAEMON.into(),
+            action: CHECKPOINT_ACTION,
+            user: String::new(),
+            role: String::new(),
+            outcome: crate::model::Outcome::Success,
+            reason: String::new(),
+            ticket: String::new(),
+            detail: chain::checkpoint_detail(first, &last, why),
+        };
+        self.audit(entry)?;
+        Ok(Some(Pruned {
+            first,
+            last: last.id,
+        }))
     }
 }
 
@@ -213,8 +337,16 @@ macro_rules! operations {
                 $(#[$ddoc])*
                 fn $remove(&self, $($darg: $dty),*) -> Result<($dout, bool), StoreError>;
             )*
-            /// Appends one record to the audit log, which is append-only.
-            fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+            /// Appends one record to the audit log, which is append-only, as given: its id,
+            /// `prev` and `hash` are the port's (see [`Tx::audit`]).
+            fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+            /// The run of records from the start of the log that are all older than `before`:
+            /// the first one's id, and the last one's id and hash ("" if from before the
+            /// chain). None if the first record is not older.
+            fn audit_prunable(&self, before: i64) -> Result<Option<(i64, Head)>, StoreError>;
+            /// Removes the audit records up to `last` (retention's alone: see
+            /// [`Tx::prune_audit`]); whether it removed any.
+            fn delete_audit_through(&self, last: i64) -> Result<bool, StoreError>;
             /// Makes every change of this transaction durable, or none of them.
             fn commit(self: Box<Self>, key: Key) -> Result<(), StoreError>;
         }
@@ -252,6 +384,13 @@ operations! {
         /// The records matching `q`, oldest first, at most
         /// [`pim_common::types::MAX_AUDIT_RECORDS`].
         fn audit_records(q: &AuditQuery<'_>) -> Vec<AuditRecord>;
+        /// At most `limit` records with ids above `after`, in id order, whatever their
+        /// subject: the walk of `pim audit verify`.
+        fn audit_chain(after: i64, limit: u32) -> Vec<AuditRecord>;
+        /// The record `id`, if it is there.
+        fn audit_record(id: i64) -> Option<AuditRecord>;
+        /// The last record of the audit log, if any: where the chain goes on.
+        fn audit_tip() -> Option<AuditTip>;
         fn live_grant(user: &str, role: &str) -> Option<Grant>;
         /// Every live grant, the soonest to end first.
         fn live_grants() -> Vec<Grant>;

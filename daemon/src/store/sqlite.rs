@@ -11,8 +11,8 @@
 use super::{Key, ReadStore, Store, StoreError, Transaction};
 use crate::mfa::FailureState;
 use crate::model::{
-    AlertRow, AlertState, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert,
-    NewGrant, PendingSweep, Request, RequestState, SweepRecheck,
+    AlertRow, AlertState, Assignment, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
+    PendingSweep, Request, RequestState, SweepRecheck,
 };
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -181,6 +181,13 @@ CREATE TABLE end_warnings (
 );
 "#,
     r#"
+-- The audit chain (pim_common::chain): each record's predecessor's hash and its own, made by
+-- the store's port. Records from before this migration keep NULLs: the chain starts after
+-- them, at a genesis record the port writes.
+ALTER TABLE audit ADD COLUMN prev TEXT;
+ALTER TABLE audit ADD COLUMN hash TEXT;
+"#,
+    r#"
 -- Alerts (see alerts.rs): one row per alert raised. holds_key: this row stands for its key
 -- (open, or dismissed while its cause persists), so the same cause is raised once; a
 -- resolved alert, or a dismissed one whose cause went, lets it go.
@@ -206,6 +213,31 @@ CREATE INDEX grants_started ON grants(started_at);
 CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 "#,
 ];
+
+/// The audit table's guard against deletion, which retention lifts for its own removal
+/// alone, in its transaction.
+const AUDIT_NO_DELETE: &str = "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;";
+
+const AUDIT_COLUMNS: &str =
+    "id, at, actor, action, user, role, outcome, reason, ticket, detail, prev, hash";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<pim_common::types::AuditRecord> {
+    Ok(pim_common::types::AuditRecord {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: named(r, 3)?,
+        user: r.get(4)?,
+        role: r.get(5)?,
+        outcome: named(r, 6)?,
+        reason: r.get(7)?,
+        ticket: r.get(8)?,
+        detail: r.get(9)?,
+        prev: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+        hash: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+    })
+}
 
 /// The manager's connection, which writes.
 pub struct SqliteStore {
@@ -645,54 +677,120 @@ impl SqliteTx<'_> {
 impl Transaction for SqliteTx<'_> {
     // --- audit ---
 
-    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+    fn append_audit(&self, r: &pim_common::types::AuditRecord) -> Result<(), StoreError> {
         self.tx
             .prepare_cached(
-                "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO audit (id, at, actor, action, user, role, outcome, reason, ticket,
+                                    detail, prev, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
-                entry.at,
-                entry.actor,
-                entry.action.as_str(),
-                entry.user,
-                entry.role,
-                entry.outcome.as_str(),
-                entry.reason,
-                entry.ticket,
-                entry.detail
+                r.id,
+                r.at,
+                r.actor,
+                r.action.as_str(),
+                r.user,
+                r.role,
+                r.outcome.as_str(),
+                r.reason,
+                r.ticket,
+                r.detail,
+                r.prev,
+                r.hash
             ])?;
         Ok(())
+    }
+
+    fn audit_tip(&self) -> Result<Option<super::AuditTip>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| {
+                Ok(super::AuditTip {
+                    id: r.get(0)?,
+                    hash: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                })
+            })
+            .optional()?)
+    }
+
+    fn audit_prunable(
+        &self,
+        before: i64,
+    ) -> Result<Option<(i64, pim_common::chain::Head)>, StoreError> {
+        let first: Option<i64> = self
+            .tx
+            .query_row("SELECT MIN(id) FROM audit", [], |r| r.get(0))?;
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        // The last record before the first one that is not old enough (or the last of all).
+        let last: Option<(i64, Option<String>)> = self
+            .tx
+            .query_row(
+                "SELECT id, hash FROM audit
+                 WHERE id < COALESCE((SELECT MIN(id) FROM audit WHERE at >= ?1), 9223372036854775807)
+                 ORDER BY id DESC LIMIT 1",
+                [before],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(last.map(|(id, hash)| {
+            (
+                first,
+                pim_common::chain::Head {
+                    id,
+                    hash: hash.unwrap_or_default(),
+                },
+            )
+        }))
+    }
+
+    fn delete_audit_through(&self, last: i64) -> Result<bool, StoreError> {
+        self.tx.execute_batch("DROP TRIGGER audit_no_delete")?;
+        let removed = self
+            .tx
+            .execute("DELETE FROM audit WHERE id <= ?1", [last])?;
+        self.tx.execute_batch(AUDIT_NO_DELETE)?;
+        Ok(removed > 0)
+    }
+
+    fn audit_chain(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<pim_common::types::AuditRecord>, StoreError> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2");
+        let mut stmt = self.tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![after, limit], audit_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_record(&self, id: i64) -> Result<Option<pim_common::types::AuditRecord>, StoreError> {
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id = ?1");
+        Ok(self
+            .tx
+            .prepare_cached(&sql)?
+            .query_row([id], audit_from_row)
+            .optional()?)
     }
 
     fn audit_records(
         &self,
         q: &AuditQuery<'_>,
     ) -> Result<Vec<pim_common::types::AuditRecord>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id, at, actor, action, user, role, outcome, reason, ticket, detail FROM audit
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit
              WHERE at >= ?1
                AND (?2 IS NULL OR user = ?2)
                AND (?3 IS NULL OR role = ?3)
                AND (?4 IS NULL OR user = ?4 OR actor = ?5)
-             ORDER BY id LIMIT ?6",
-        )?;
+             ORDER BY id LIMIT ?6"
+        );
+        let mut stmt = self.tx.prepare_cached(&sql)?;
         let limit = pim_common::types::MAX_AUDIT_RECORDS;
         let params = params![q.since, q.user, q.role, q.involving, q.by, limit];
-        let rows = stmt.query_map(params, |r| {
-            Ok(pim_common::types::AuditRecord {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: named(r, 3)?,
-                user: r.get(4)?,
-                role: r.get(5)?,
-                outcome: named(r, 6)?,
-                reason: r.get(7)?,
-                ticket: r.get(8)?,
-                detail: r.get(9)?,
-            })
-        })?;
+        let rows = stmt.query_map(params, audit_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -1448,6 +1546,53 @@ mod tests {
             .prepare_cached(&grants_sql(LIVE_GRANTS_OF_USER))
             .unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    #[test]
+    fn given_a_database_with_records_from_before_the_chain_then_a_genesis_starts_it() {
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        // As an older pimd left it: rows without prev and hash.
+        for n in 1..=2 {
+            sqlite
+                .conn
+                .execute(
+                    "INSERT INTO audit (at, actor, action, user, role, outcome, reason, ticket,
+                                        detail)
+                     VALUES (?1, 'alice', 'activate', 'alice', 'admin', 'success', '', '', '')",
+                    [n],
+                )
+                .unwrap();
+        }
+        let store: &mut dyn Store = &mut sqlite;
+        let (_, audited) = store.write(|tx| tx.audit(entry("extend"))).unwrap();
+        assert_eq!(audited.len(), 2, "the genesis goes to syslog too");
+        let records = store
+            .read(|tx| tx.audit_records(&AuditQuery::default()))
+            .unwrap();
+        let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["activate", "activate", "audit-chain-start", "extend"]
+        );
+        assert_eq!(records[2].prev, pim_common::chain::GENESIS_PREV);
+        assert!(
+            records[2].detail.contains("up to 2"),
+            "{}",
+            records[2].detail
+        );
+        let v = crate::store::conformance::verify(store);
+        assert!(v.ok(), "{v:?}");
+        assert_eq!((v.unchained, v.checked, v.genesis), (2, 2, 3));
+    }
+
+    #[test]
+    fn given_pruning_then_the_guard_against_deletion_is_back_after_it() {
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        let store: &mut dyn Store = &mut sqlite;
+        store.write(|tx| tx.audit(entry("activate"))).unwrap();
+        store.write(|tx| tx.prune_audit(1000, 1000, "x")).unwrap();
+        let err = sqlite.conn.execute("DELETE FROM audit", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
     }
 
     #[test]
