@@ -65,7 +65,22 @@ pub enum Command {
     Audit(AuditArgs),
     /// Open alerts: drift from just-in-time access (admins and auditors)
     Alerts(AlertsArgs),
-    /// Administration (admins; root always)
+    /// Ask for a longer eligible or active assignment (from 14 days before its end up to 30
+    /// days after it); the role's owners or admins decide
+    Renew(RenewArgs),
+    /// One request in full (activation or renewal), with who decides it
+    Show {
+        /// The request's id
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
+    /// Wait for a request's decision (exit 0 approved, 1 otherwise)
+    Wait {
+        /// The request's id
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
+    /// Administration (admins, and a role's owners for that role; root always)
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Check that this host is set up for pim, and say how to fix what is not
@@ -108,6 +123,18 @@ pub struct ActivateArgs {
     /// When approval is needed, wait for the decision (exit 0 granted, 1 refused)
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// The role whose assignment to renew
+    pub role: String,
+    /// The new end (default: the role's longest assignment from now, or 90 days)
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    pub until: Option<String>,
+    /// Why you still need it
+    #[arg(short, long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -228,16 +255,24 @@ pub struct VerifyArgs {
 pub enum AdminCommand {
     /// Every live grant on the host
     Grants,
-    /// Make a user eligible for a role, optionally for a time window
+    /// Make a user eligible for a role (or, with --active, hold it), optionally for a time
+    /// window
     Assign {
         user: String,
         role: String,
-        /// Eligible from (default: now)
+        /// Eligible (or active) from (default: now)
         #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
         from: Option<String>,
-        /// Eligible until (default: no end)
+        /// Eligible (or active) until (default: no end, where the role's cap allows it)
         #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
         until: Option<String>,
+        /// An active assignment: the user holds the role's group for the window without
+        /// activating
+        #[arg(long, requires = "reason")]
+        active: bool,
+        /// Why (required with --active; recorded in the audit log)
+        #[arg(short, long, requires = "active")]
+        reason: Option<String>,
     },
     /// Remove an assignment made with 'pim admin assign'
     Unassign { user: String, role: String },
@@ -284,6 +319,29 @@ mod tests {
         assert_eq!(a.ticket.as_deref(), Some("INC1"));
         assert_eq!(a.code.as_deref(), Some("-"));
         assert!(a.wait);
+    }
+
+    #[test]
+    fn given_governance_commands_then_active_needs_a_reason_and_renew_one_too() {
+        let cli = parse(&[
+            "admin", "assign", "dave", "docker", "--active", "--until", "+2h", "-r", "on call",
+        ])
+        .unwrap();
+        let Command::Admin(AdminCommand::Assign { active, reason, .. }) = cli.command else {
+            panic!("not assign")
+        };
+        assert!(active);
+        assert_eq!(reason.as_deref(), Some("on call"));
+        assert_eq!(
+            parse(&["admin", "assign", "dave", "docker", "--active"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(parse(&["renew", "docker"]).unwrap_err().exit_code(), 2);
+        assert!(parse(&["renew", "docker", "--until", "+30d", "-r", "still needed"]).is_ok());
+        assert!(parse(&["show", "7"]).is_ok() && parse(&["wait", "7", "--json"]).is_ok());
+        assert_eq!(parse(&["show", "0"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn opt_id(id: i64) -> Value {
     }
 }
 
-fn put_time(map: &mut Map<String, Value>, key: &str, unix: i64) {
+pub(crate) fn put_time(map: &mut Map<String, Value>, key: &str, unix: i64) {
     map.insert(
         key.to_string(),
         rfc3339(unix).map_or(Value::Null, Value::String),
@@ -41,7 +41,7 @@ fn put_time(map: &mut Map<String, Value>, key: &str, unix: i64) {
     map.insert(format!("{key}_unix"), opt_id(unix));
 }
 
-fn object(value: Value) -> Map<String, Value> {
+pub(crate) fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -429,12 +429,18 @@ fn grant_rows(grants: &[GrantInfo], clock: &Clock, with_user: bool) -> Vec<Vec<S
                     time::local_minute(g.started_at, &clock.tz)
                 });
             }
-            row.push(if g.ends_at == 0 {
-                "-".to_string()
+            if g.ends_at >= pim_common::types::NO_END {
+                // An active assignment without an end.
+                row.push("no end".to_string());
+                row.push("-".to_string());
             } else {
-                time::local_minute(g.ends_at, &clock.tz)
-            });
-            row.push(time::span(time::remaining(g.ends_at, clock.now)));
+                row.push(if g.ends_at == 0 {
+                    "-".to_string()
+                } else {
+                    time::local_minute(g.ends_at, &clock.tz)
+                });
+                row.push(time::span(time::remaining(g.ends_at, clock.now)));
+            }
             row.push(e(&g.ticket));
             row.push(e(&g.reason));
             row
@@ -575,12 +581,17 @@ pub fn extended_text(g: &GrantInfo, clock: &Clock) -> String {
 
 /// `approve`, `deny`, `cancel`: what the request looks like now.
 pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
+    // A renewal request asks for no duration (its new end is in 'pim show').
+    let what = if r.duration_secs == 0 {
+        "renewal".to_string()
+    } else {
+        format!("for {}", dur(r.duration_secs))
+    };
     let head = format!(
-        "{verb} request {} ({}, {} for {})",
+        "{verb} request {} ({}, {} {what})",
         r.id,
         e(&r.user),
         e(&r.role),
-        dur(r.duration_secs)
     );
     match r.state {
         RequestState::Pending => {
@@ -773,7 +784,8 @@ pub fn event_line(ev: &EventInfo, clock: &Clock) -> String {
     line
 }
 
-pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Clock) -> String {
+/// An assignment's window in words: "now" or its start, and "with no end" or "until END".
+pub fn window_words(from: i64, until: i64, clock: &Clock) -> (String, String) {
     let from = if from == 0 {
         "now".to_string()
     } else {
@@ -784,6 +796,11 @@ pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Cloc
     } else {
         format!("until {}", time::local_minute(until, &clock.tz))
     };
+    (from, until)
+}
+
+pub fn assigned_text(user: &str, role: &str, from: i64, until: i64, clock: &Clock) -> String {
+    let (from, until) = window_words(from, until, clock);
     format!(
         "{} is eligible for {} from {from} {until}.\n",
         escape(user),

@@ -188,8 +188,8 @@ pub fn member_name(rust_name: &str) -> String {
 mod tests {
     use super::*;
     use crate::types::{
-        AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
-        MfaStatusInfo, RequestInfo, RoleInfo,
+        AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, EventInfo, GrantEnd,
+        GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
     };
     use zbus::Type;
 
@@ -262,6 +262,8 @@ mod tests {
                     "GrantEnd" => GrantEnd::SIGNATURE.to_string(),
                     "Verification" => crate::chain::Verification::SIGNATURE.to_string(),
                     "AlertInfo" => AlertInfo::SIGNATURE.to_string(),
+                    "AssignmentInfo" => AssignmentInfo::SIGNATURE.to_string(),
+                    "RequestDetail" => RequestDetail::SIGNATURE.to_string(),
                     other => panic!("type {other} in the proxy: add it to this test's table"),
                 }
             }

@@ -24,3 +24,28 @@ const UNSEARCHED_TYPES: &[&str] = &[
 pub fn never_swept(fs_type: &str) -> bool {
     UNSEARCHED_TYPES.contains(&fs_type) || fs_type.starts_with("fuse.")
 }
+
+/// The hidepid= option of the /proc mount in a
+/// /proc/self/mountinfo, if it hides processes: with it, pimd sees only the processes it may
+/// ptrace, so it could not find the user's.
+pub fn proc_hidepid(mountinfo: &str) -> Option<String> {
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if left.split_whitespace().nth(4) != Some("/proc") {
+            continue;
+        }
+        let mut fields = right.split_whitespace();
+        if fields.next() != Some("proc") {
+            continue;
+        }
+        let options = fields.nth(1).unwrap_or_default();
+        if let Some(value) = options.split(',').find_map(|o| o.strip_prefix("hidepid=")) {
+            if !matches!(value, "0" | "off") {
+                return Some(format!("hidepid={value}"));
+            }
+        }
+    }
+    None
+}

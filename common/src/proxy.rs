@@ -3,8 +3,8 @@
 //! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
-    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
-    MfaStatusInfo, RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, EventInfo, GrantEnd,
+    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -97,6 +97,28 @@ pub trait Manager {
     fn admin_unassign(&self, user: &str, role: &str) -> Result<(GrantInfo, String), PimError>;
 
     fn admin_revoke(&self, user: &str, role: &str, reason: &str) -> Result<GrantInfo, PimError>;
+
+    /// Gives `user` an active assignment to `role` from `not_before` until `not_after` (0:
+    /// unbounded): the group for that window without activation. `reason` is required. Admins
+    /// and the role's owners. Gives a warning as `admin_assign` does.
+    fn admin_assign_active(
+        &self,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+        reason: &str,
+    ) -> Result<String, PimError>;
+
+    /// Asks for the caller's assignment to `role` to end at `until` (0: the role's longest);
+    /// files a renewal request that the role's owners or admins decide.
+    fn renew(&self, role: &str, until: i64, reason: &str) -> Result<RequestDetail, PimError>;
+
+    /// Request `id` in full, for whoever may see it (else the not-found answer).
+    fn show_request(&self, id: i64) -> Result<RequestDetail, PimError>;
+
+    /// The caller's assignments, with the notice `pim status` shows near their end.
+    fn my_assignments(&self) -> Result<Vec<AssignmentInfo>, PimError>;
 
     fn admin_mfa_reset(&self, user: &str) -> Result<(), PimError>;
 

@@ -162,3 +162,48 @@ pub struct AlertInfo {
     pub dismissed_by: String,
     pub dismiss_reason: String,
 }
+
+/// The end of a grant that has none: an active assignment without an end (where the role's
+/// `max_active_assignment` is "permanent"). 9999-12-31T23:59:59Z, far from overflow.
+pub const NO_END: i64 = 253_402_300_799;
+
+/// One of the caller's assignments to a role (`pim status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct AssignmentInfo {
+    pub user: String,
+    pub role: String,
+    /// An active assignment (the group without activation); else eligible.
+    pub active: bool,
+    /// Start and end; 0 when none.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub reason: String,
+    /// A line for `pim status` within 14 days of its end (or 30 after it); empty otherwise.
+    pub notice: String,
+}
+
+/// One request in full (`pim show`, `pim wait`): an activation or a renewal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct RequestDetail {
+    pub id: i64,
+    /// `activation` or `renewal`.
+    pub kind: String,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    /// `pending`, `approved`, `denied`, `cancelled` or `expired`.
+    pub state: String,
+    /// An activation's duration; 0 for a renewal.
+    pub duration_secs: u64,
+    /// A renewal's new end; 0 for an activation, or a renewal asking for no end.
+    pub renew_until: i64,
+    pub reason: String,
+    pub ticket: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub approvals_required: u32,
+    pub approved_by: Vec<String>,
+    /// Who decides it, as the configuration names them (users and %groups; for a renewal,
+    /// the role's owners, the administrators and root).
+    pub deciders: Vec<String>,
+}

@@ -114,6 +114,8 @@ vocabulary! {
         #[default]
         Activate = "activate",
         AdminAssign = "admin-assign",
+        /// An active assignment given (`pim admin assign --active`).
+        AdminAssignActive = "admin-assign-active",
         AdminGrants = "admin-grants",
         AdminMfaReset = "admin-mfa-reset",
         AdminRevoke = "admin-revoke",
@@ -127,6 +129,10 @@ vocabulary! {
         /// An open alert whose cause went.
         AlertResolve = "alert-resolve",
         Approve = "approve",
+        /// The notice 14 days or 1 day before an assignment's end.
+        AssignmentNotice = "assignment-notice",
+        /// The caller's assignments read (`pim status`).
+        Assignments = "assignments",
         /// The audit chain's start after records from before it (`chain.rs`).
         AuditChainStart = "audit-chain-start",
         /// Retention's checkpoint: the oldest records removed (`chain.rs`).
@@ -165,12 +171,18 @@ vocabulary! {
         ProcessesEnd = "processes-end",
         /// Summary of refusals counted, not recorded one by one.
         RefusalsUnrecorded = "refusals-unrecorded",
+        /// A renewal request approved: the assignment's end moved.
+        RenewApprove = "renew-approve",
+        /// A renewal request filed (`pim renew`).
+        RenewRequest = "renew-request",
         Request = "request",
         RequestExpire = "request-expire",
         /// A request left without effect (its role or eligibility went away).
         RequestVoid = "request-void",
         SetgidClear = "setgid-clear",
         SetgidSweep = "setgid-sweep",
+        /// A request read in full (`pim show`, `pim wait`).
+        ShowRequest = "show-request",
         Status = "status",
         Watch = "watch",
     }
@@ -217,6 +229,8 @@ vocabulary! {
         AlertRaised = "alert-raised",
         AlertResolved = "alert-resolved",
         AlertDismissed = "alert-dismissed",
+        /// An assignment ends in 14 days or 1 day (`pim renew` asks for more).
+        AssignmentEnding = "assignment-ending",
         /// More events of that kind about that role by that actor are not sent for up to a
         /// minute.
         EventsDropped = "events-dropped",

@@ -88,6 +88,7 @@ const DEFAULT_MAX_DURATION_SECS: u64 = 8 * 3600;
 const DEFAULT_DURATION_SECS: u64 = 3600;
 const DEFAULT_MIN_JUSTIFICATION: u32 = 10;
 const DEFAULT_REQUEST_TTL_SECS: u64 = 86400;
+const DEFAULT_MAX_ACTIVE_ASSIGNMENT_SECS: u64 = 30 * 86400;
 const DEFAULT_END_GRACE_SECS: u64 = 10;
 const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
 /// More warnings than this before one end would only be noise.
@@ -251,6 +252,15 @@ role_keys! {
     approvals_required => approvals_required: u32 = 1, integer(1..=u32::MAX);
     /// How long a request waits for its approvals before it lapses (at most 7d).
     request_ttl => request_ttl_secs: u64 = DEFAULT_REQUEST_TTL_SECS, duration(&REQUEST_TTL_CAP);
+    /// Who governs the role (users and `%groups`): may assign, unassign, grant, revoke, review
+    /// and decide renewals for this role only, as admins may for every role.
+    owners => owners: Vec<Principal> = Vec::new(), principals();
+    /// The longest eligible assignment, from its start (or from now, when that is later) to
+    /// its end; `None` ("permanent", the default): no cap, and an assignment may have no end.
+    max_eligible_assignment => max_eligible_assignment_secs: Option<u64> = None, duration_or_permanent(&OTHER_CAP);
+    /// The longest active assignment, measured the same way (default 30d); `None` only where
+    /// the file says "permanent".
+    max_active_assignment => max_active_assignment_secs: Option<u64> = Some(DEFAULT_MAX_ACTIVE_ASSIGNMENT_SECS), duration_or_permanent(&OTHER_CAP);
     /// What becomes of the user's processes that carry the group at a grant's end.
     on_end => on_end: OnEnd = OnEnd::Terminate, on_end();
     /// How long those processes have between SIGTERM and SIGKILL (at most 5m).
@@ -737,6 +747,23 @@ impl Checker<'_> {
                 Err(Reported)
             }
         }
+    }
+
+    /// A duration as [`Self::duration`] reads it, or `"permanent"` (`None`: no cap).
+    fn duration_or_permanent(
+        &mut self,
+        section: &Section<'_, '_>,
+        name: &str,
+        cap: &Cap,
+    ) -> Read<Option<u64>> {
+        if let Some(value) = section.get(name) {
+            if value.get_ref().as_str().map(str::trim) == Some("permanent") {
+                return Ok(Some(Spanned::new(value.span(), None)));
+            }
+        }
+        Ok(self
+            .duration(section, name, cap)?
+            .map(|secs| Spanned::new(secs.span(), Some(secs.into_inner()))))
     }
 
     /// A list of at most `most` duration strings, each at most `cap`; longest first, each
@@ -1608,6 +1635,29 @@ request_ttl = "24h"              # an undecided request expires after this
         let problem =
             one_error("[roles.sudo]\nmax_duration = \"48h\"\ndefault_duration = \"10h\"\n");
         assert_eq!(problem.key, "roles.sudo.max_duration");
+    }
+
+    #[test]
+    fn given_assignment_caps_then_permanent_durations_and_defaults_are_read() {
+        let config = clean("[roles.a]\ngroup = \"sudo\"\n[roles.b]\ngroup = \"sudo\"\nmax_eligible_assignment = \"180d\"\nmax_active_assignment = \"permanent\"\nowners = [\"bob\", \"%secops\"]\n");
+        let a = config.role("a").unwrap();
+        assert_eq!(a.max_eligible_assignment_secs, None, "no cap by default");
+        assert_eq!(
+            a.max_active_assignment_secs,
+            Some(30 * 86400),
+            "30d by default"
+        );
+        assert!(a.owners.is_empty());
+        let b = config.role("b").unwrap();
+        assert_eq!(b.max_eligible_assignment_secs, Some(180 * 86400));
+        assert_eq!(b.max_active_assignment_secs, None);
+        assert_eq!(b.owners, vec![user("bob"), group("secops")]);
+        let problem = one_error("[roles.a]\ngroup = \"sudo\"\nmax_active_assignment = \"400d\"\n");
+        assert_eq!(problem.key, "roles.a.max_active_assignment");
+        assert!(problem.message.contains("365d"), "{problem}");
+        let problem =
+            one_error("[roles.a]\ngroup = \"sudo\"\nmax_eligible_assignment = \"forever\"\n");
+        assert_eq!(problem.key, "roles.a.max_eligible_assignment");
     }
 
     #[test]

@@ -28,4 +28,5 @@ mod syslog;
 mod throttle;
 
 pub use pim_config::DEFAULT_PATH;
+pub use processes::{freeze_as, FREEZE_ARG};
 pub use startup::{reload_running, start};

@@ -73,7 +73,31 @@ fn parse_args() -> Result<Option<Options>, String> {
     Ok(Some(options))
 }
 
+/// `pimd --freeze-uid UID GID`: the short-lived helper pimd runs at a grant's end to stop
+/// every process of the user at once (processes.rs, `freeze_as`). Not for people.
+fn freeze_helper(args: &[String]) -> ExitCode {
+    let ids: Option<(u32, u32)> = match args {
+        [uid, gid] => uid.parse().ok().zip(gid.parse().ok()),
+        _ => None,
+    };
+    let Some((uid, gid)) = ids else {
+        eprintln!("pimd: {} needs a uid and a gid", pim_daemon::FREEZE_ARG);
+        return ExitCode::from(2);
+    };
+    match pim_daemon::freeze_as(uid, gid) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pimd {}: {e}", pim_daemon::FREEZE_ARG);
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(pim_daemon::FREEZE_ARG) {
+        return freeze_helper(&args[2..]);
+    }
     let options = match parse_args() {
         Ok(Some(o)) => o,
         Ok(None) => return ExitCode::SUCCESS,

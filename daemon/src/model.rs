@@ -31,12 +31,35 @@ pub struct NewGrant<'a> {
     pub request_id: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
     pub user: String,
     pub role: String,
     pub not_before: Option<i64>,
     pub not_after: Option<i64>,
+    /// An active assignment: the user holds the role's group for the window without
+    /// activating (it also makes them eligible for the role in that window).
+    pub active: bool,
+    /// Why it was made, as given (active assignments).
+    pub reason: String,
+    /// The grant an active assignment materialised as once its start came; `None` before.
+    pub grant_id: Option<i64>,
+    /// The notices of its end already sent, for its current end ([`NOTICE_14D`],
+    /// [`NOTICE_1D`]); moving the end clears them.
+    pub notices_sent: u32,
+}
+
+/// [`Assignment::notices_sent`]: the notice 14 days before the end went out.
+pub const NOTICE_14D: u32 = 1;
+/// [`Assignment::notices_sent`]: the notice 1 day before the end went out.
+pub const NOTICE_1D: u32 = 2;
+
+/// What a renewal request (a row of the requests, so that it shares their ids, `pim approve`,
+/// `pim deny`, `pim show` and expiry) asks beyond a request: the assignment's new end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// The new end; `None`: no end (only where the role's cap is "permanent").
+    pub until: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -156,6 +156,9 @@ pub mod tests {
             approvers: vec![],
             approvals_required: 1,
             request_ttl_secs: 86400,
+            owners: vec![],
+            max_eligible_assignment_secs: None,
+            max_active_assignment_secs: Some(30 * 86400),
             on_end: pim_config::OnEnd::Terminate,
             end_grace_secs: 10,
             warn_before_secs: vec![300, 60],
@@ -178,6 +181,7 @@ pub mod tests {
             role: "admin".into(),
             not_before,
             not_after,
+            ..Assignment::default()
         }
     }
 

@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::process::Signal;
 
 /// The ids one thread acts with.
@@ -26,8 +26,34 @@ pub struct Credentials {
 impl Credentials {
     /// Acts as `uid` (real, effective or saved) and carries `gid` (real, effective, saved or
     /// supplementary).
+    #[cfg(test)]
     pub fn carries(&self, uid: u32, gid: u32) -> bool {
-        self.uids.contains(&uid) && (self.gids.contains(&gid) || self.groups.contains(&gid))
+        self.uids.contains(&uid) && self.has_gid(gid)
+    }
+
+    /// Carries `gid` (real, effective, saved or supplementary).
+    pub fn has_gid(&self, gid: u32) -> bool {
+        self.gids.contains(&gid) || self.groups.contains(&gid)
+    }
+}
+
+/// Whose processes an ending is about: a user's uid and the subordinate uids /etc/subuid
+/// gives them (rootless containers run under those).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Owner {
+    pub uid: u32,
+    /// (first uid, count) ranges of /etc/subuid; never one holding uid 0.
+    pub subuids: Vec<(u32, u32)>,
+}
+
+impl Owner {
+    /// `uid` is the user's or one of their subordinate uids.
+    pub fn has(&self, uid: u32) -> bool {
+        uid == self.uid
+            || self
+                .subuids
+                .iter()
+                .any(|&(first, count)| uid >= first && uid - first < count)
     }
 }
 
@@ -41,16 +67,40 @@ pub struct Process {
     /// One entry per thread: credentials are per thread, and one thread may keep a group the
     /// others dropped.
     pub threads: Vec<Credentials>,
-    /// Terminal devices (st_rdev) it runs on: its controlling terminal and those of its
-    /// standard descriptors (a process without a controlling terminal may still write to one).
+    /// Terminal devices (st_rdev) it runs on: its controlling terminal (tty_nr of
+    /// /proc/PID/stat). Its standard descriptors are not looked at: that needs ptrace access
+    /// (which pimd lacks) and could block on a FUSE or NFS file.
     pub terminals: Vec<u64>,
     /// Its command line, escaped (no control characters) and at most [`MAX_COMMAND_BYTES`].
     pub command: String,
+    /// For a process in a user namespace other than pimd's: the host uids its namespace's
+    /// uid_map maps to (the first outside uid of each line). Empty in pimd's namespace.
+    pub userns_outside: Vec<u32>,
+    /// It has more threads than [`MAX_THREADS`]; those beyond were not looked at.
+    pub unexamined_threads: bool,
 }
 
 impl Process {
+    #[cfg(test)]
     pub fn carries(&self, uid: u32, gid: u32) -> bool {
         self.threads.iter().any(|t| t.carries(uid, gid))
+            || (self.unexamined_threads && self.threads.iter().any(|t| t.uids.contains(&uid)))
+    }
+
+    /// The process is `owner`'s: one of its threads acts as the user or a subordinate uid
+    /// (real, effective or saved), or its user namespace maps to one of those.
+    pub fn belongs_to(&self, owner: &Owner) -> bool {
+        self.userns_outside.iter().any(|&u| owner.has(u))
+            || self
+                .threads
+                .iter()
+                .any(|t| t.uids.iter().any(|&u| owner.has(u)))
+    }
+
+    /// `owner`'s and carrying `gid` (in any thread).
+    pub fn carries_for(&self, owner: &Owner, gid: u32) -> bool {
+        self.belongs_to(owner)
+            && (self.unexamined_threads || self.threads.iter().any(|t| t.has_gid(gid)))
     }
 }
 
@@ -75,9 +125,29 @@ pub trait ProcessTable: Send + Sync {
     /// Every live process (zombies, which can do nothing, are left out). A process that ends
     /// while the table is read is simply not listed; only an unreadable /proc is an error.
     fn list(&self) -> io::Result<Vec<Process>>;
-    /// Sends `signal` to `process` if it is still that process and still carries
-    /// (`uid`, `gid`).
-    fn signal(&self, process: &Process, uid: u32, gid: u32, signal: Signal) -> io::Result<Sent>;
+    /// Sends `signal` to `process` if it is still that process, still `owner`'s and (with a
+    /// gid) still carries `gid`.
+    fn signal(
+        &self,
+        process: &Process,
+        owner: &Owner,
+        gid: Option<u32>,
+        signal: Signal,
+    ) -> io::Result<Sent>;
+    /// SIGCONT to a process of `owner` that pimd stopped (no gid asked).
+    fn resume(&self, process: &Process, owner: &Owner) -> io::Result<Sent> {
+        self.signal(process, owner, None, Signal::CONT)
+    }
+    /// SIGSTOP to every process of `uid` at once: kill(-1, SIGSTOP) from a helper acting as
+    /// `uid` (with `gid` as its only group), which the kernel makes atomic with respect to
+    /// fork. It reaches the processes whose real or saved uid is `uid`, and those in user
+    /// namespaces `uid` owns.
+    fn freeze(&self, uid: u32, gid: u32) -> io::Result<()>;
+    /// The subordinate uid ranges of `user` (uid `uid`) in /etc/subuid, by name or uid.
+    fn subuids(&self, user: &str, uid: u32) -> io::Result<Vec<(u32, u32)>> {
+        let _ = (user, uid);
+        Ok(Vec::new())
+    }
     /// Writes `line` to the terminal device `device` if it is a terminal owned by `uid`,
     /// never becoming its controlling terminal and never waiting on it.
     fn write_terminal(&self, device: u64, uid: u32, line: &str) -> io::Result<()>;
@@ -86,25 +156,123 @@ pub trait ProcessTable: Send + Sync {
 /// The real thing: /proc.
 pub struct SystemProcesses;
 
-/// Reads at most `max` bytes of `name` below the directory `dir`.
+/// How much of /etc/subuid is read.
+const MAX_SUBUID_BYTES: u64 = 1 << 20;
+
+/// The ranges of `user` (by name or uid) in an /etc/subuid text ("name:first:count"); never a
+/// range holding uid 0.
+pub fn parse_subuid(text: &str, user: &str, uid: u32) -> Vec<(u32, u32)> {
+    let uid_text = uid.to_string();
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.trim().split(':');
+            let (who, first, count) = (f.next()?, f.next()?, f.next()?);
+            if who != user && who != uid_text {
+                return None;
+            }
+            let (first, count): (u32, u32) = (first.parse().ok()?, count.parse().ok()?);
+            (first > 0 && count > 0 && first.checked_add(count - 1).is_some())
+                .then_some((first, count))
+        })
+        .collect()
+}
+
+/// The helper's group when the user's primary one cannot be told.
+const NOGROUP: u32 = 65534;
+
+/// How long the freeze helper may take.
+const FREEZE_HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// pimd's hidden argument that makes it the freeze helper ([`freeze_as`]).
+pub const FREEZE_ARG: &str = "--freeze-uid";
+
+/// The freeze helper (`pimd --freeze-uid UID GID`): drops every group and becomes UID (real,
+/// effective and saved; with root's capabilities gone, as setresuid from root to a non-zero
+/// uid drops them), then sends SIGSTOP to every process it may signal: kill(-1) is atomic
+/// with respect to fork, so no child of the user's is born unstopped after it.
+pub fn freeze_as(uid: u32, gid: u32) -> Result<(), String> {
+    use nix::unistd::{Gid, Uid};
+    if uid == 0 {
+        return Err("never root".into());
+    }
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setresgid(g, g, g).map_err(|e| format!("setresgid {gid}: {e}"))?;
+    nix::unistd::setresuid(u, u, u).map_err(|e| format!("setresuid {uid}: {e}"))?;
+    let ids = nix::unistd::getresuid().map_err(|e| e.to_string())?;
+    if [ids.real, ids.effective, ids.saved] != [u; 3]
+        || nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok()
+    {
+        return Err(format!("could not become uid {uid} for good"));
+    }
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGSTOP,
+    ) {
+        // No process of the user's at all.
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(format!("kill(-1, SIGSTOP): {e}")),
+    }
+}
+
+/// Reads at most `max` bytes of `name` below the directory `dir`, into a buffer that grows
+/// only as far as the file goes.
 fn read_bounded(dir: impl AsFd, name: &str, max: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
     let fd = rustix::fs::openat(
         dir,
         name,
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )?;
-    let mut out = vec![0u8; max];
-    let mut filled = 0;
-    while filled < max {
-        let n = rustix::io::read(&fd, &mut out[filled..])?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    out.truncate(filled);
+    let mut out = Vec::with_capacity(4096.min(max));
+    std::fs::File::from(fd)
+        .take(max as u64)
+        .read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// What a read of a process's /proc files gives: an error that only says it ended meanwhile
+/// (ENOENT, ESRCH) makes it absent; any other (EACCES, EPERM under hidepid, say) is an error
+/// of the whole scan, never a process silently left out.
+fn or_gone<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if vanished(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub use pim_common::mounts::proc_hidepid;
+
+/// Whether this process has CAP_SYS_PTRACE (bit 19 of CapEff), which sees through hidepid.
+fn can_ptrace() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 19) != 0)
+}
+
+/// The problem with reading every process here, if there is one: /proc mounted with hidepid
+/// while pimd cannot ptrace (logged at start, reported by `pim doctor`, and an error of every
+/// ending's step).
+pub fn proc_problem() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let hidden = proc_hidepid(&mountinfo)?;
+    (!can_ptrace()).then(|| {
+        format!(
+            "/proc is mounted with {hidden}: pimd cannot see other users' processes, so it \
+             cannot end those that carry a group at a grant's end (mount /proc without \
+             hidepid, or give pimd CAP_SYS_PTRACE)"
+        )
+    })
 }
 
 /// The (start time, tty_nr) of /proc/PID/stat. The command name (field 2) may hold spaces
@@ -186,77 +354,116 @@ fn terminal_path(device: u64) -> Option<String> {
     }
 }
 
-/// Reads one process through its /proc directory; None when it is gone or a zombie.
-fn read_process(dir: &OwnedFd, pid: u32) -> Option<Process> {
-    let (state, start_time, tty) = parse_stat(&read_bounded(dir, "stat", MAX_STAT_BYTES).ok()?)?;
+/// The first outside uid of each line of a uid_map, unless it is the identity map of pimd's
+/// own namespace.
+pub fn parse_uid_map(map: &[u8]) -> Vec<u32> {
+    let text = String::from_utf8_lossy(map);
+    let lines: Vec<Vec<u64>> = text
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .filter(|v: &Vec<u64>| v.len() == 3)
+        .collect();
+    if lines.len() == 1 && lines[0] == [0, 0, 4_294_967_295] {
+        return Vec::new();
+    }
+    lines.iter().map(|v| v[1] as u32).collect()
+}
+
+/// Reads one process through its /proc directory; None when it is gone or a zombie, an
+/// error when something other than its end keeps it from being read.
+fn read_process(dir: &OwnedFd, pid: u32) -> io::Result<Option<Process>> {
+    let Some(stat) = or_gone(read_bounded(dir, "stat", MAX_STAT_BYTES))? else {
+        return Ok(None);
+    };
+    let Some((state, start_time, tty)) = parse_stat(&stat) else {
+        return Ok(None);
+    };
     // Every live thread: a main thread that exited (pthread_exit) leaves the process listed
     // as a zombie while its other threads run on, with the group.
     let mut threads = Vec::new();
     let mut all_stopped = true;
-    if let Ok(tasks) = rustix::fs::openat(
-        dir,
-        "task",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        if let Ok(names) = rustix::fs::Dir::read_from(&tasks) {
-            let names = names
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().ok()?.parse::<u32>().ok())
-                .take(MAX_THREADS);
-            for tid in names {
-                let Ok(status) = read_bounded(&tasks, &format!("{tid}/status"), MAX_STATUS_BYTES)
-                else {
-                    continue;
-                };
-                let thread_state = status_state(&status);
-                if thread_state.is_none_or(is_dead) {
-                    continue;
-                }
-                if let Some(creds) = parse_status(&status) {
-                    all_stopped &= thread_state.is_some_and(is_stopped);
-                    threads.push(creds);
-                }
+    let tasks = or_gone(
+        rustix::fs::openat(
+            dir,
+            "task",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from),
+    )?;
+    let mut at_limit = false;
+    if let Some(tasks) = tasks {
+        let names = or_gone(rustix::fs::Dir::read_from(&tasks).map_err(io::Error::from))?;
+        for (n, tid) in names
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().ok()?.parse::<u32>().ok())
+            .enumerate()
+        {
+            if n == MAX_THREADS {
+                at_limit = true;
+                break;
+            }
+            let Some(status) = or_gone(read_bounded(
+                &tasks,
+                &format!("{tid}/status"),
+                MAX_STATUS_BYTES,
+            ))?
+            else {
+                continue;
+            };
+            let thread_state = status_state(&status);
+            if thread_state.is_none_or(is_dead) {
+                continue;
+            }
+            if let Some(creds) = parse_status(&status) {
+                all_stopped &= thread_state.is_some_and(is_stopped);
+                threads.push(creds);
             }
         }
     }
     if threads.is_empty() {
         if is_dead(state) {
-            return None;
+            return Ok(None);
         }
-        threads.push(parse_status(
-            &read_bounded(dir, "status", MAX_STATUS_BYTES).ok()?,
-        )?);
+        let Some(status) = or_gone(read_bounded(dir, "status", MAX_STATUS_BYTES))? else {
+            return Ok(None);
+        };
+        let Some(creds) = parse_status(&status) else {
+            return Ok(None);
+        };
+        threads.push(creds);
         all_stopped = is_stopped(state);
     }
     let mut terminals = Vec::new();
     if tty != 0 && is_terminal_device(tty) {
         terminals.push(tty);
     }
-    for fd in ["fd/0", "fd/1", "fd/2"] {
-        if let Ok(st) = rustix::fs::statat(dir, fd, AtFlags::empty()) {
-            let device = st.st_rdev;
-            if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
-                && is_terminal_device(device)
-                && !terminals.contains(&device)
-            {
-                terminals.push(device);
-            }
-        }
-    }
-    let command = match read_bounded(dir, "cmdline", MAX_CMDLINE_BYTES) {
-        Ok(cmdline) if !cmdline.is_empty() => command_text(&cmdline),
+    let command = match or_gone(read_bounded(dir, "cmdline", MAX_CMDLINE_BYTES))? {
+        Some(cmdline) if !cmdline.is_empty() => command_text(&cmdline),
         // A kernel thread, or one that cleared its arguments.
         _ => format!("[pid {pid}]"),
     };
-    Some(Process {
+    let userns_outside = or_gone(read_bounded(dir, "uid_map", MAX_STAT_BYTES))?
+        .map(|m| parse_uid_map(&m))
+        .unwrap_or_default();
+    Ok(Some(Process {
         pid,
         start_time,
         stopped: all_stopped,
         threads,
         terminals,
         command,
-    })
+        userns_outside,
+        // More threads than are looked at: the rest may carry any group, so the process
+        // counts as carrying every one (it is still ended only if it is the user's).
+        unexamined_threads: at_limit,
+    }))
 }
 
 fn open_proc_dir(pid: u32) -> io::Result<OwnedFd> {
@@ -277,34 +484,101 @@ fn vanished(e: &io::Error) -> bool {
 
 impl ProcessTable for SystemProcesses {
     fn list(&self) -> io::Result<Vec<Process>> {
+        if let Some(problem) = proc_problem() {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, problem));
+        }
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc")? {
             let entry = entry?;
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            if let Some(process) = open_proc_dir(pid).ok().and_then(|d| read_process(&d, pid)) {
+            let Some(dir) = or_gone(open_proc_dir(pid))? else {
+                continue;
+            };
+            if let Some(process) = read_process(&dir, pid)? {
                 out.push(process);
             }
         }
         Ok(out)
     }
 
-    fn signal(&self, process: &Process, uid: u32, gid: u32, signal: Signal) -> io::Result<Sent> {
-        let dir = match open_proc_dir(process.pid) {
-            Ok(dir) => dir,
-            Err(e) if vanished(&e) => return Ok(Sent::Gone),
-            Err(e) => return Err(e),
+    fn signal(
+        &self,
+        process: &Process,
+        owner: &Owner,
+        gid: Option<u32>,
+        signal: Signal,
+    ) -> io::Result<Sent> {
+        let Some(dir) = or_gone(open_proc_dir(process.pid))? else {
+            return Ok(Sent::Gone);
         };
         // Read through the descriptor, which stays with the process it was opened for.
-        match read_process(&dir, process.pid) {
-            Some(now) if now.start_time == process.start_time && now.carries(uid, gid) => {}
+        match read_process(&dir, process.pid)? {
+            Some(now)
+                if now.start_time == process.start_time
+                    && now.belongs_to(owner)
+                    && gid.is_none_or(|g| now.carries_for(owner, g)) => {}
             _ => return Ok(Sent::Gone),
         }
         match rustix::process::pidfd_send_signal(&dir, signal) {
             Ok(()) => Ok(Sent::Delivered),
             Err(rustix::io::Errno::SRCH) => Ok(Sent::Gone),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    fn subuids(&self, user: &str, uid: u32) -> io::Result<Vec<(u32, u32)>> {
+        use std::io::Read;
+        let mut text = String::new();
+        match std::fs::File::open("/etc/subuid") {
+            Ok(f) => f.take(MAX_SUBUID_BYTES).read_to_string(&mut text)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(parse_subuid(&text, user, uid))
+    }
+
+    fn freeze(&self, uid: u32, gid: u32) -> io::Result<()> {
+        if uid == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "never root"));
+        }
+        // pimd itself, again: it forbids unsafe code, so the helper is a fresh exec, not a
+        // fork with code run before exec (see main.rs, --freeze-uid).
+        // The helper's only group: the user's primary one (any but root's would do).
+        let gid = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) if u.gid.as_raw() != 0 => u.gid.as_raw(),
+            _ if gid != 0 => gid,
+            _ => NOGROUP,
+        };
+        let mut child = std::process::Command::new("/proc/self/exe")
+            .args([FREEZE_ARG, &uid.to_string(), &gid.to_string()])
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        // Once it is the user, the user may signal it (stop it, say): never wait for it long.
+        let deadline = std::time::Instant::now() + FREEZE_HELPER_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the helper stopping the processes of uid {uid} did not finish"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        };
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "the helper stopping the processes of uid {uid} failed ({status})"
+            )))
         }
     }
 
@@ -357,6 +631,16 @@ pub mod fake {
         pub terminals: Vec<(u64, u32)>,
         pub next_pid: u32,
         pub fail_list: bool,
+        /// Uids frozen (kill(-1, SIGSTOP) as the uid), in order.
+        pub freezes: Vec<u32>,
+        /// Pids pimd continued (SIGCONT after a freeze), in order.
+        pub resumed: Vec<u32>,
+        /// Pids that, whenever listed while not stopped, continue every stopped process of
+        /// their uid (a `kill(-1, SIGCONT)` loop).
+        pub continuing: Vec<u32>,
+        /// Pids that fork a child and exit whenever listed while not stopped (a
+        /// fork-and-exit chain: a listed pid is always gone by the time it is signalled).
+        pub chain: Vec<u32>,
     }
 
     /// Processes in memory; clones share them. Signals act as the kernel would: SIGKILL ends,
@@ -394,6 +678,8 @@ pub mod fake {
                 }],
                 terminals: terminals.to_vec(),
                 command: command.into(),
+                userns_outside: Vec::new(),
+                unexamined_threads: false,
             });
         }
 
@@ -428,23 +714,62 @@ pub mod fake {
                 s.forking.push(child.pid);
                 s.processes.push(child);
             }
+            // A member of a chain that runs forks its successor and exits; the list shows
+            // the member, which is gone once pimd signals it (the successor is not listed).
+            let running_chain: Vec<Process> = s
+                .processes
+                .iter()
+                .filter(|p| s.chain.contains(&p.pid) && !s.stopped.contains(&p.pid))
+                .cloned()
+                .collect();
+            // A SIGCONT loop that runs continues every stopped process of its uid.
+            let continuing: Vec<u32> = s
+                .processes
+                .iter()
+                .filter(|p| s.continuing.contains(&p.pid) && !s.stopped.contains(&p.pid))
+                .map(|p| p.threads[0].uids[0])
+                .collect();
+            for uid in continuing {
+                let theirs: Vec<u32> = s
+                    .processes
+                    .iter()
+                    .filter(|p| p.threads[0].uids[0] == uid)
+                    .map(|p| p.pid)
+                    .collect();
+                s.stopped.retain(|pid| !theirs.contains(pid));
+            }
             let stopped = s.stopped.clone();
             for p in &mut s.processes {
                 p.stopped = stopped.contains(&p.pid);
             }
-            Ok(s.processes.clone())
+            let listed = s.processes.clone();
+            for member in running_chain {
+                s.next_pid = s.next_pid.max(10_000) + 1;
+                let next = Process {
+                    pid: s.next_pid,
+                    start_time: u64::from(s.next_pid),
+                    ..member.clone()
+                };
+                s.chain.push(next.pid);
+                s.processes.retain(|p| p.pid != member.pid);
+                s.processes.push(next);
+            }
+            Ok(listed)
         }
 
         fn signal(
             &self,
             process: &Process,
-            uid: u32,
-            gid: u32,
+            owner: &Owner,
+            gid: Option<u32>,
             signal: Signal,
         ) -> io::Result<Sent> {
             let mut s = self.state();
             let Some(at) = s.processes.iter().position(|p| {
-                p.pid == process.pid && p.start_time == process.start_time && p.carries(uid, gid)
+                p.pid == process.pid
+                    && p.start_time == process.start_time
+                    && p.belongs_to(owner)
+                    && gid.is_none_or(|g| p.carries_for(owner, g))
             }) else {
                 return Ok(Sent::Gone);
             };
@@ -453,10 +778,47 @@ pub mod fake {
                 || (signal == Signal::TERM && !s.ignore_term.contains(&process.pid));
             if ends {
                 s.processes.remove(at);
+                s.stopped.retain(|&pid| pid != process.pid);
             } else if signal == Signal::STOP && !s.unstoppable.contains(&process.pid) {
                 s.stopped.push(process.pid);
+            } else if signal == Signal::CONT {
+                s.stopped.retain(|&pid| pid != process.pid);
             }
             Ok(Sent::Delivered)
+        }
+
+        fn resume(&self, process: &Process, owner: &Owner) -> io::Result<Sent> {
+            let mut s = self.state();
+            let here = s.processes.iter().any(|p| {
+                p.pid == process.pid && p.start_time == process.start_time && p.belongs_to(owner)
+            });
+            if !here {
+                return Ok(Sent::Gone);
+            }
+            s.resumed.push(process.pid);
+            s.stopped.retain(|&pid| pid != process.pid);
+            Ok(Sent::Delivered)
+        }
+
+        /// As the kernel's kill(-1) from `uid`: every process whose real or saved uid is
+        /// `uid`, or whose user namespace maps to it, at once.
+        fn freeze(&self, uid: u32, _gid: u32) -> io::Result<()> {
+            let mut s = self.state();
+            s.freezes.push(uid);
+            let reached: Vec<u32> = s
+                .processes
+                .iter()
+                .filter(|p| {
+                    p.userns_outside.contains(&uid)
+                        || p.threads
+                            .iter()
+                            .any(|t| t.uids[0] == uid || t.uids[2] == uid)
+                })
+                .map(|p| p.pid)
+                .filter(|pid| !s.unstoppable.contains(pid) && !s.stopped.contains(pid))
+                .collect();
+            s.stopped.extend(reached);
+            Ok(())
         }
 
         fn write_terminal(&self, device: u64, uid: u32, line: &str) -> io::Result<()> {
@@ -538,5 +900,68 @@ mod tests {
             "{}",
             this.command
         );
+    }
+
+    #[test]
+    fn given_proc_mounted_with_hidepid_then_it_is_a_problem_and_plain_proc_is_not() {
+        let plain = "22 28 0:5 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n";
+        assert_eq!(proc_hidepid(plain), None);
+        let hidden = "22 28 0:5 / /proc rw,nosuid shared:12 - proc proc rw,hidepid=invisible\n";
+        assert_eq!(proc_hidepid(hidden).as_deref(), Some("hidepid=invisible"));
+        let two = "22 28 0:5 / /proc rw - proc proc rw,hidepid=2,gid=4\n";
+        assert_eq!(proc_hidepid(two).as_deref(), Some("hidepid=2"));
+        let off = "22 28 0:5 / /proc rw - proc proc rw,hidepid=0\n";
+        assert_eq!(proc_hidepid(off), None);
+        let elsewhere = "30 28 0:5 / /mnt/proc rw - proc proc rw,hidepid=2\n";
+        assert_eq!(proc_hidepid(elsewhere), None);
+    }
+
+    #[test]
+    fn given_read_errors_then_only_a_process_that_ended_is_left_out() {
+        let gone = io::Error::from_raw_os_error(libc_errno::ENOENT);
+        let dead = io::Error::from_raw_os_error(libc_errno::ESRCH);
+        let denied = io::Error::from_raw_os_error(libc_errno::EACCES);
+        let perm = io::Error::from_raw_os_error(libc_errno::EPERM);
+        assert!(or_gone::<()>(Err(gone)).unwrap().is_none());
+        assert!(or_gone::<()>(Err(dead)).unwrap().is_none());
+        assert!(
+            or_gone::<()>(Err(denied)).is_err(),
+            "hidepid: an error, not none"
+        );
+        assert!(or_gone::<()>(Err(perm)).is_err());
+    }
+
+    mod libc_errno {
+        pub const EPERM: i32 = 1;
+        pub const ENOENT: i32 = 2;
+        pub const ESRCH: i32 = 3;
+        pub const EACCES: i32 = 13;
+    }
+
+    #[test]
+    fn given_an_etc_subuid_then_the_users_ranges_are_read_by_name_or_uid() {
+        let text = "alice:100000:65536\nbob:165536:65536\n1000:300000:10\nroot:0:5\nbad line\n";
+        assert_eq!(
+            parse_subuid(text, "alice", 1000),
+            vec![(100000, 65536), (300000, 10)]
+        );
+        assert_eq!(parse_subuid(text, "root", 0), vec![]);
+    }
+
+    #[test]
+    fn given_uid_maps_then_the_host_uids_of_a_namespace_are_read() {
+        assert_eq!(
+            parse_uid_map(b"         0          0 4294967295\n"),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            parse_uid_map(b"0 1000 1\n1 100000 65536\n"),
+            vec![1000, 100000]
+        );
+        let owner = Owner {
+            uid: 1000,
+            subuids: vec![(100_000, 65_536)],
+        };
+        assert!(owner.has(1000) && owner.has(165_535) && !owner.has(165_536) && !owner.has(0));
     }
 }

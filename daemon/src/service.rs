@@ -8,8 +8,8 @@ use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AlertInfo, AuditRecord, EventInfo, GrantEnd, GrantInfo,
-    MfaStatusInfo, RequestInfo, RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, EventInfo, GrantEnd,
+    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -805,6 +805,49 @@ impl ManagerService {
     }
 }
 
+impl ManagerService {
+    /// `AdminAssign` and `AdminAssignActive`: `[user, role, reason]` (no reason for an
+    /// eligible one).
+    async fn assign_call(
+        &self,
+        h: &Header<'_>,
+        [user, role, reason]: [&str; 3],
+        not_before: i64,
+        not_after: i64,
+        active: bool,
+    ) -> Result<String, PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+        ]);
+        let action = if active {
+            AuditAction::AdminAssignActive
+        } else {
+            AuditAction::AdminAssign
+        };
+        let warning = self
+            .limited_call(
+                h,
+                action,
+                Some(CallKind::Admin),
+                args,
+                move |m, c, [user, role, reason]| {
+                    if active {
+                        m.admin_assign_active(c, &user, &role, not_before, not_after, &reason)
+                    } else {
+                        m.admin_assign(c, &user, &role, not_before, not_after)
+                    }
+                },
+            )
+            .await?;
+        // The assignment's start, end and notices may be reconciliation's next deadline, and
+        // reconciliation finishes what a warning says did not go through.
+        self.core.wake.notify_one();
+        Ok(warning)
+    }
+}
+
 #[interface(name = "org.pim.Manager1")]
 impl ManagerService {
     async fn list_roles(&self, #[zbus(header)] h: Header<'_>) -> Result<Vec<RoleInfo>, PimError> {
@@ -1069,23 +1112,64 @@ impl ManagerService {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
+        self.assign_call(&h, [user, role, ""], not_before, not_after, false)
+            .await
+    }
+
+    async fn admin_assign_active(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+        reason: &str,
+    ) -> Result<String, PimError> {
+        self.assign_call(&h, [user, role, reason], not_before, not_after, true)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: &str,
+        until: i64,
+        reason: &str,
+    ) -> Result<RequestDetail, PimError> {
         let args = bounded_copies([
-            ("user", user, text::MAX_NAME_BYTES),
             ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
         ]);
-        let warning = self
+        let reply = self
             .limited_call(
                 &h,
-                AuditAction::AdminAssign,
-                Some(CallKind::Admin),
+                AuditAction::RenewRequest,
+                Some(CallKind::Grants),
                 args,
-                move |m, c, [user, role]| m.admin_assign(c, &user, &role, not_before, not_after),
+                move |m, c, [role, reason]| m.renew(c, &role, until, &reason),
             )
             .await?;
-        // The assignment's end may be reconciliation's next deadline, and reconciliation
-        // finishes what a warning says did not go through.
         self.core.wake.notify_one();
-        Ok(warning)
+        Ok(reply)
+    }
+
+    async fn show_request(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+    ) -> Result<RequestDetail, PimError> {
+        self.read_call(&h, AuditAction::ShowRequest, move |m, c| {
+            m.show_request(c, id)
+        })
+        .await
+    }
+
+    async fn my_assignments(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<AssignmentInfo>, PimError> {
+        self.read_call(&h, AuditAction::Assignments, |m, c| m.my_assignments(c))
+            .await
     }
 
     async fn admin_unassign(

@@ -257,6 +257,15 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     );
     notify_ready();
 
+    if let Some(problem) = crate::processes::proc_problem() {
+        eprintln!("pimd: warning: {problem}");
+        let audited = core
+            .with_manager(move |m| m.audit_proc_problem(&problem))
+            .await;
+        if let Err(e) = audited {
+            eprintln!("pimd: cannot audit: {}", e.message());
+        }
+    }
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
     let end_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(expiry_loop(

@@ -309,6 +309,16 @@ fn given_pimd_killed_during_a_grant_then_its_start_after_the_end_ends_the_proces
     assert!(!sb.is_member("alice", GROUP));
 }
 
+/// Until no process of alice's carries the group and her ending is recorded done.
+fn wait_until_none_left(sb: &Sandbox) {
+    sb.wait_until("none of alice's processes carries the group", WAIT, || {
+        carrying(sb, "alice", GROUP) == 0
+    });
+    sb.wait_until("the ending is done", WAIT, || {
+        endings(sb, "alice").iter().any(|d| d.contains("none left"))
+    });
+}
+
 #[test]
 fn given_a_fork_loop_carrying_the_group_then_none_of_it_survives() {
     let sb = site();
@@ -326,14 +336,7 @@ fn given_a_fork_loop_carrying_the_group_then_none_of_it_survives() {
     sb.run("alice", &["pim", "deactivate", "docker"])
         .assert_success()
         .assert_stdout_contains("docker");
-    sb.wait_until("none of the loop is left", WAIT, || {
-        carrying(&sb, "alice", GROUP) == 0
-    });
-    sb.wait_until("the ending is done", WAIT, || {
-        endings(&sb, "alice")
-            .iter()
-            .any(|d| d.contains("none left"))
-    });
+    wait_until_none_left(&sb);
     assert_eq!(carrying(&sb, "alice", GROUP), 0);
 }
 
@@ -460,5 +463,83 @@ fn given_a_process_whose_main_thread_exited_then_its_other_threads_are_ended_too
     sb.wait_until("the process is gone", WAIT, || !holder.is_running());
     sb.wait_until("the ending is done", WAIT, || {
         endings(&sb, "alice").iter().any(|d| d.contains(&pid))
+    });
+}
+
+/// The state letter of process `pid` (R, S, T, ...), empty when it is gone.
+fn state_of(sb: &Sandbox, pid: &str) -> String {
+    sb.sh(
+        "root",
+        &format!("sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -c1"),
+    )
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn given_a_fast_fork_and_exit_chain_ignoring_sigterm_then_none_of_it_survives() {
+    let sb = site();
+    let _before = start_with_groups(&sb, "alice", "alice", "/tmp/before.pid");
+    activate(&sb, "alice", "docker", "30m");
+    // Each member forks its successor and exits at once: any pid a scan lists is gone when
+    // it is signalled (too fast for the shell's scan here too). Every 2000th member writes
+    // the count so far (inherited through the forks) to a file: the chain runs while it grows.
+    let chain = "$SIG{TERM} = 'IGNORE'; $| = 1; print \"ready\\n\"; my $n = 0; \
+                 while (1) { my $p = fork(); next unless defined $p; exit 0 if $p > 0; \
+                 if (++$n % 2000 == 0) { open(my $f, '>', '/tmp/chain.count'); print $f $n; \
+                 close $f } }";
+    let mut forker = sb.spawn("alice", &["perl", "-e", chain]);
+    forker.wait_for_stdout("ready", WAIT);
+    let count = || sb.sh("root", "cat /tmp/chain.count 2>/dev/null").stdout;
+    let runs = || {
+        let first = count();
+        std::thread::sleep(Duration::from_secs(2));
+        first != count()
+    };
+    sb.wait_until("the chain runs", WAIT, || !count().is_empty() && runs());
+    deactivate(&sb, "docker");
+    wait_until_none_left(&sb);
+    sb.wait_until("the chain stopped", WAIT, || !runs());
+    assert!(!runs(), "the chain is gone: {:?}", endings(&sb, "alice"));
+    assert_eq!(carrying(&sb, "alice", GROUP), 0);
+    let before = read_pid(&sb, "/tmp/before.pid");
+    assert!(
+        alive(&sb, &before),
+        "alice's process from before the grant lives"
+    );
+    assert_ne!(state_of(&sb, &before), "T", "and is not left stopped");
+}
+
+#[test]
+fn given_a_sigcont_loop_of_the_user_then_it_does_not_save_a_carrier() {
+    let sb = site();
+    let _before = start_with_groups(&sb, "alice", "alice", "/tmp/before.pid");
+    // A helper of alice's without the group continues everything of hers, all the time.
+    let _helper = sb.spawn(
+        "root",
+        &[
+            "/run/.sandbox/runas",
+            "alice",
+            "--groups",
+            "alice",
+            "--",
+            "bash",
+            "-c",
+            "echo $$ > /tmp/helper.pid; while :; do kill -CONT -1 2>/dev/null; done",
+        ],
+    );
+    activate(&sb, "alice", "docker", "30m");
+    let _login = login_with_stubborn_child(&sb, "alice", "/tmp/child.pid");
+    let child = read_pid(&sb, "/tmp/child.pid");
+    deactivate(&sb, "docker");
+    sb.wait_until("the stubborn child is gone", WAIT, || !alive(&sb, &child));
+    sb.wait_until("none carries the group", WAIT, || {
+        carrying(&sb, "alice", GROUP) == 0
+    });
+    let before = read_pid(&sb, "/tmp/before.pid");
+    assert!(alive(&sb, &before));
+    sb.wait_until("alice's process from before runs", WAIT, || {
+        state_of(&sb, &before) != "T"
     });
 }

@@ -216,7 +216,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
     assert!(
         unit.lines()
             .any(|l| l
-                == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL CAP_AUDIT_WRITE"),
+                == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE"),
         "the unit's capability set changed: change it here too"
     );
     let pimd = sb.spawn(

@@ -240,7 +240,7 @@ fn given_pimd_confined_to_the_units_capabilities_then_the_copy_is_still_cleared(
     assert!(
         unit.lines()
             .any(|l| l
-                == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL CAP_AUDIT_WRITE"),
+                == "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL CAP_SETUID CAP_SETGID CAP_AUDIT_WRITE"),
         "the unit's capability set changed: change it here too"
     );
     let sb = site_without_pimd();

@@ -10,6 +10,7 @@
 //! | group-source | `Set group_source` in /etc/sudo.conf | |
 //! | sudoers | no `Defaults !pam_acct_mgmt` (sudo would skip the module), whatever it is bound to, in every file sudo reads (includes followed); `targetpw`, `rootpw`, `runaspw` only with the module seen to run in sudo's stack (it judges the invoking user, not PAM_USER); a warning when nsswitch.conf takes sudoers rules from sources doctor cannot read | yes |
 //! | service | pimd.service is enabled (when systemd runs) | |
+//! | hidepid | /proc is not mounted `hidepid` (pimd could not see the processes it ends at a grant's end) | |
 //! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid`, and no network, FUSE or ramfs mount (never swept by pimd) allows set-ID bits | |
 //! | config | /etc/pim/pim.toml: owner, mode, and what `pimd --check-config` says of it (the same reader, `pim-config`) | yes |
 //! | database | the database's directory (0700) and files (0600), owned by root | yes |
@@ -48,6 +49,7 @@ use crate::output::to_json;
 use checks::bus::{check_bus_files, check_daemon};
 use checks::config::{check_config, check_reload};
 use checks::database::check_database;
+use checks::hidepid::check_hidepid;
 use checks::nosuid::check_nosuid;
 use checks::roles::{check_groups, check_members, check_pam_groups};
 use checks::unit::check_service;
@@ -105,6 +107,9 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         std::fs::read_to_string(SUDO_CONF).ok().as_deref(),
     ));
     findings.push(check_service());
+    findings.push(check_hidepid(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    ));
     findings.push(check_nosuid(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
         &|path| std::fs::metadata(path).is_ok_and(|m| m.is_dir() && m.mode() & 0o002 != 0),

@@ -362,6 +362,8 @@ impl Manager {
         let audit = Audit::new(user, AuditAction::Activate)
             .about(user, &role.name)
             .with_text(reason, ticket);
+        // Before the grant exists: an ending's step running outside the lock stops.
+        self.grant_starts.bump(user, &role.group);
         let grant = self.with_checked_code(user, mfa, |tx, proof| {
             let grant = Self::insert_grant(
                 tx,

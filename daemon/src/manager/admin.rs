@@ -1,6 +1,8 @@
 //! Administration: the calls of pim administrators (grants, assign, unassign, revoke, MFA
 //! reset), and the end of grants whose eligibility went (an assignment removed or moved, a
-//! reloaded configuration).
+//! reloaded configuration). Assign, unassign and revoke are governance calls: a role's
+//! `owners` may make them for that role (`may_govern`); `admin grants` shows an owner the
+//! grants of the roles they own.
 
 use super::*;
 
@@ -19,13 +21,29 @@ impl Manager {
 
     pub fn admin_grants(&mut self, caller: &Caller) -> Result<Vec<GrantInfo>, PimError> {
         let audit = Audit::new(&caller.name, AuditAction::AdminGrants);
-        self.require_admin(caller, &audit)?;
+        let governed = self.governed_roles(caller);
+        if !self.is_admin(caller) && governed.is_empty() {
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied(
+                    "this needs a pim administrator (root or a member of [daemon] admins) or \
+                     an owner of a role (its owners = [...])"
+                        .into(),
+                ),
+            );
+        }
+        let admin = self.is_admin(caller);
         let grants = self.store.read(|tx| tx.live_grants())?;
-        Ok(grants.iter().map(grant_info).collect())
+        Ok(grants
+            .iter()
+            .filter(|g| admin || governed.contains(&g.role))
+            .map(grant_info)
+            .collect())
     }
 
-    /// Gives `user` an assignment to `role`; returns a warning (empty when none) when ending a
-    /// grant the new window no longer allows did not go through.
+    /// Gives `user` an eligible assignment to `role` (see `assignments`); returns a warning
+    /// (empty when none) when ending a grant the new window no longer allows did not go
+    /// through.
     pub fn admin_assign(
         &mut self,
         caller: &Caller,
@@ -34,57 +52,21 @@ impl Manager {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
-        let audit = Audit::new(&caller.name, AuditAction::AdminAssign)
-            .about(name_or_empty(user), name_or_empty(role));
-        self.require_admin(caller, &audit)?;
-        let checked = (|| {
-            check_name("user", user)?;
-            check_name("role", role)?;
-            if self.config.role(role).is_none() {
-                return Err(PimError::NotFound(format!(
-                    "there is no role {role} in the configuration"
-                )));
-            }
-            if !self.accounts.user_exists(user) {
-                return Err(PimError::NotFound(format!(
-                    "there is no user {user} on this host"
-                )));
-            }
-            if not_before < 0
-                || not_after < 0
-                || (not_before > 0 && not_after > 0 && not_after <= not_before)
-            {
-                return Err(PimError::InvalidArgument(
-                    "the assignment's end must come after its start".into(),
-                ));
-            }
-            Ok(())
-        })();
-        if let Err(e) = checked {
-            return self.refused(&audit, e);
-        }
-        let now = self.now();
-        let window = match (not_before, not_after) {
-            (0, 0) => "without time limit".to_string(),
-            (0, b) => format!("until {}", describe(b, now)),
-            (a, 0) => format!("from {}", describe(a, now)),
-            (a, b) => format!("from {} until {}", describe(a, now), describe(b, now)),
-        };
-        let entry = audit.entry(now, Outcome::Success, format!("eligible {window}"));
-        let assignment = Assignment {
-            user: user.into(),
-            role: role.into(),
-            not_before: (not_before > 0).then_some(not_before),
-            not_after: (not_after > 0).then_some(not_after),
-        };
-        self.commit(|tx| {
-            tx.put_assignment(&assignment, &caller.name, now)?;
-            Ok(tx.audit(entry)?)
-        })?;
-        // A new window replaces the old one: a grant the old one allowed may have lost it.
-        let (_, warning) = self.end_grant_after_assignment_change(user, role, &caller.name, None);
-        self.alerts_after_change();
-        Ok(warning)
+        self.assign(caller, user, role, not_before, not_after, false, "")
+    }
+
+    /// Gives `user` an active assignment to `role`: the group for the window without
+    /// activation (see `assignments`).
+    pub fn admin_assign_active(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        role: &str,
+        not_before: i64,
+        not_after: i64,
+        reason: &str,
+    ) -> Result<String, PimError> {
+        self.assign(caller, user, role, not_before, not_after, true, reason)
     }
 
     /// Removes an assignment and ends the grant that depended on it; returns that grant (id 0
@@ -97,7 +79,7 @@ impl Manager {
     ) -> Result<(GrantInfo, String), PimError> {
         let audit = Audit::new(&caller.name, AuditAction::AdminUnassign)
             .about(name_or_empty(user), name_or_empty(role));
-        self.require_admin(caller, &audit)?;
+        self.require_governor(caller, role, &audit)?;
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
             return self.refused(&audit, e);
         }
@@ -117,6 +99,7 @@ impl Manager {
                 PimError::NotFound(format!("{user} has no assignment for role {role}")),
             );
         }
+        // The grant of an active assignment ends with it (see `lost_eligibility`).
         let why = format!("unassigned by {}", caller.name);
         let (ended, warning) =
             self.end_grant_after_assignment_change(user, role, &caller.name, Some(&why));
@@ -124,9 +107,10 @@ impl Manager {
         Ok((ended.as_ref().map(grant_info).unwrap_or_default(), warning))
     }
 
-    /// Why `grant` may no longer run, or `None` while it may: its role still grants its group
-    /// and its user is still eligible for it in some way (standing, through a %group, or
-    /// assigned), or a `permanent` member of it, whom PIM never touches. A lookup that fails
+    /// Why `grant` may no longer run, or `None` while it may: its role still grants its group,
+    /// the active assignment it stands for (if it is one's) still points to it, and its user is
+    /// still eligible for it in some way (standing, through a %group, or assigned), or a
+    /// `permanent` member of it, whom PIM never touches. A lookup that fails
     /// is an error, not an end: the grant runs on and the next reconciliation asks again.
     fn lost_eligibility(&mut self, grant: &Grant) -> Result<Option<String>, PimError> {
         let (user, role_name) = (grant.user.as_str(), grant.role.as_str());
@@ -140,6 +124,9 @@ impl Manager {
                 "role {role_name} now grants group {}, not {}",
                 role.group, grant.group
             )));
+        }
+        if let Some(lost) = self.lost_active_assignment(grant)? {
+            return Ok(Some(lost));
         }
         if self.permanent(user, &role)? || self.eligibility(&role, user)?.is_eligible() {
             return Ok(None);
@@ -222,7 +209,7 @@ impl Manager {
     /// it: the grant it ended, if any, and a warning when that did not go through. The
     /// assignment is committed by then, so a failure here is no failure of the call:
     /// reconciliation finishes what is left.
-    fn end_grant_after_assignment_change(
+    pub(super) fn end_grant_after_assignment_change(
         &mut self,
         user: &str,
         role: &str,
@@ -271,7 +258,7 @@ impl Manager {
         let audit = Audit::new(&caller.name, AuditAction::AdminRevoke)
             .about(name_or_empty(user), name_or_empty(role))
             .with_text(&reason_text, "");
-        self.require_admin(caller, &audit)?;
+        self.require_governor(caller, role, &audit)?;
         let found = check_name("user", user)
             .and(check_name("role", role))
             .and(

@@ -111,7 +111,7 @@ impl Manager {
                 Ok::<_, crate::store::StoreError>((
                     tx.live_grants()?,
                     tx.memberships()?,
-                    tx.assignments()?,
+                    tx.dated_assignments()?,
                     tx.grant_starts_since(since)?,
                     tx.last_grant_starts()?,
                     tx.first_audit_at()?,

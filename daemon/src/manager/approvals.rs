@@ -10,19 +10,19 @@ impl Manager {
             let mut out = Vec::new();
             for r in tx.pending_requests()? {
                 let approvers = tx.approvers_of(r.id)?;
-                out.push((r, approvers));
+                let renewal = tx.renewal(r.id)?.is_some();
+                out.push((r, approvers, renewal));
             }
             Ok::<_, PimError>(out)
         })?;
         Ok(pending
             .into_iter()
-            .filter(|(r, approved)| {
-                r.user != caller.name
-                    && r.expires_at > now
+            .filter(|(r, approved, renewal)| {
+                r.expires_at > now
                     && !approved.contains(&caller.name)
-                    && self.approves(&caller.name, &r.role)
+                    && self.may_decide(caller, r, *renewal)
             })
-            .map(|(r, approved)| self.request_view(&r, approved))
+            .map(|(r, approved, _)| self.request_view(&r, approved))
             .collect())
     }
 
@@ -35,6 +35,18 @@ impl Manager {
     /// A request as it stands under the current configuration: only the approvals that
     /// count now, against the role's current `approvals_required`.
     pub(super) fn request_view(&self, r: &Request, approved: Vec<String>) -> RequestInfo {
+        if r.duration_secs == 0 {
+            // A renewal (the only request without a duration): one approval by whoever
+            // governs the role.
+            let counted = approved
+                .into_iter()
+                .filter(|a| *a != r.user && self.governs_by_name(a, &r.role))
+                .collect();
+            return RequestInfo {
+                approvals_required: 1,
+                ..request_info(r, counted)
+            };
+        }
         let role = self.config.role(&r.role);
         let counted = approved
             .into_iter()
@@ -48,8 +60,12 @@ impl Manager {
 
     /// Whether `caller` may know of `request`: it is theirs, or its role (as currently
     /// configured) names them among its approvers.
-    fn may_know_request(&self, caller: &Caller, request: &Request) -> bool {
-        request.user == caller.name || self.approves(&caller.name, &request.role)
+    fn may_know_request(&mut self, caller: &Caller, request: &Request) -> bool {
+        let renewal = self
+            .store
+            .read(|tx| tx.renewal(request.id))
+            .is_ok_and(|r| r.is_some());
+        request.user == caller.name || self.may_decide(caller, request, renewal)
     }
 
     /// The request `id` in a state the caller may decide, or why not. Its requester is told
@@ -70,9 +86,10 @@ impl Manager {
                 "you cannot decide your own request; another approver must".into(),
             ));
         }
+        let renewal = self.store.read(|tx| tx.renewal(id))?.is_some();
         let role = self.config.role(&request.role).cloned();
         let role = match role {
-            Some(role) if self.is_approver(&caller.name, &role) => role,
+            Some(role) if self.may_decide(caller, &request, renewal) => role,
             _ => return Err(no_such_request()),
         };
         if request.state != RequestState::Pending {
@@ -104,11 +121,13 @@ impl Manager {
             Ok(value) => return Ok(value),
             Err(e) => e,
         };
-        let request = self.store.read(|tx| tx.request(id)).ok().flatten();
-        let (user, role) = request
-            .filter(|r| self.may_know_request(caller, r))
-            .map(|r| (r.user, r.role))
-            .unwrap_or_default();
+        let request = self
+            .store
+            .read(|tx| tx.request(id))
+            .ok()
+            .flatten()
+            .filter(|r| self.may_know_request(caller, r));
+        let (user, role) = request.map(|r| (r.user, r.role)).unwrap_or_default();
         let comment_text = text::for_record(comment, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, action)
             .about(&user, &role)
@@ -141,6 +160,9 @@ impl Manager {
             return Err(PimError::Conflict(format!(
                 "you have already approved request {id}; it needs another approver"
             )));
+        }
+        if let Some(renewal) = self.store.read(|tx| tx.renewal(id))? {
+            return self.approve_renewal(caller, request, renewal, comment, code);
         }
         let approver = caller.name.as_str();
         // Only the approvals of approvers who still qualify count, against the role's current
@@ -273,6 +295,8 @@ impl Manager {
             .about(user, &role.name)
             .with_text(&request.reason, &request.ticket);
         let ids = self.ids_for_grant(user, &role.group)?;
+        // Before the grant exists: an ending's step running outside the lock stops.
+        self.grant_starts.bump(user, &role.group);
         let grant = self.commit(|tx| {
             let grant = Self::insert_grant(
                 tx,

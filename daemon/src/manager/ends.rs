@@ -3,7 +3,7 @@
 //! runs without the manager's lock (startup.rs), between `*_due` and `record_*`.
 
 use super::{Audit, Caller, Manager, DAEMON};
-use crate::ending::{self, Step, Target};
+use crate::ending::{self, Failed, Step, Target};
 use crate::model::{AuditEntry, Ending, Outcome};
 use crate::store::{StoreError, Tx};
 use pim_common::types::GrantEnd;
@@ -26,23 +26,66 @@ pub struct EndJob {
     pub grace_secs: i64,
     pub targets: Vec<Target>,
     pub kill: bool,
+    /// The grant starts of the user and group when the step was handed out: one more
+    /// meanwhile aborts it (a new live grant may cover the group again).
+    pub starts: GrantStarts,
+    pub starts_seen: u64,
+}
+
+/// How many grants of each (user, group) this pimd started, shared with the steps that run
+/// outside the manager's lock.
+#[derive(Debug, Clone, Default)]
+pub struct GrantStarts(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), u64>>>,
+);
+
+impl GrantStarts {
+    pub fn get(&self, user: &str, group: &str) -> u64 {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(user.to_string(), group.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn bump(&self, user: &str, group: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((user.to_string(), group.to_string()))
+            .or_insert(0) += 1;
+    }
 }
 
 impl EndJob {
     /// Runs the step for every uid and gid of the user and group (ending.rs).
-    pub fn run(&self, table: &dyn crate::processes::ProcessTable) -> std::io::Result<Step> {
+    /// A failure part way returns what was done before it, with the error.
+    pub fn run(&self, table: &dyn crate::processes::ProcessTable) -> Result<Step, Failed> {
         let mut all = Step {
             signalled: Vec::new(),
             left: 0,
         };
-        for &target in &self.targets {
+        for target in &self.targets {
+            // Processes under the user's subordinate uids (rootless containers) are theirs.
+            let mut target = target.clone();
+            target.subuids = table
+                .subuids(&self.user, target.uid)
+                .map_err(Failed::from)?;
+            let abort = || self.starts.get(&self.user, &self.group) != self.starts_seen;
             let step = if self.kill {
-                ending::kill(table, target)?
+                ending::kill_unless(table, target, &abort)
             } else {
-                ending::terminate(table, target)?
+                ending::terminate_unless(table, target, &abort)
             };
-            all.signalled.extend(step.signalled);
-            all.left += step.left;
+            match step {
+                Ok(step) => {
+                    all.signalled.extend(step.signalled);
+                    all.left += step.left;
+                }
+                Err(mut failed) => {
+                    all.signalled.append(&mut failed.step.signalled);
+                    all.left += failed.step.left.max(1);
+                    failed.step = all;
+                    return Err(failed);
+                }
+            }
         }
         Ok(all)
     }
@@ -64,8 +107,8 @@ impl WarnJob {
     /// Writes the line on the user's terminals; how many took it.
     pub fn run(&self, table: &dyn crate::processes::ProcessTable) -> std::io::Result<usize> {
         let mut written = 0;
-        for &target in &self.targets {
-            written += ending::warn(table, target, &self.line)?;
+        for target in &self.targets {
+            written += ending::warn(table, target.clone(), &self.line)?;
         }
         Ok(written)
     }
@@ -83,11 +126,13 @@ impl Manager {
     }
 
     /// The uids and gids an ending or a warning is about: those recorded when PIM added the
-    /// membership, whatever became of the names since.
+    /// membership, less a uid that now names another user (renumbered: its processes are
+    /// someone else's).
     fn targets(&mut self, user: &str, group: &str) -> Result<Vec<Target>, PimError> {
         let ids = self.store.read(|tx| tx.setgid_ids(user, group))?;
         Ok(ids
             .into_iter()
+            .filter(|&(uid, _)| self.accounts.user_name(uid).is_none_or(|name| name == user))
             .filter_map(|(uid, gid)| Target::new(uid, gid))
             .collect())
     }
@@ -167,12 +212,14 @@ impl Manager {
             }
             jobs.push(EndJob {
                 grant_id: e.grant_id,
-                user: e.user,
                 role: e.role,
-                group: e.group,
                 grace_secs: e.grace_secs,
                 targets,
                 kill: e.term_at.is_some(),
+                starts_seen: self.grant_starts.get(&e.user, &e.group),
+                starts: self.grant_starts.clone(),
+                user: e.user,
+                group: e.group,
             });
         }
         Ok((jobs, first_error))
@@ -183,18 +230,32 @@ impl Manager {
     /// nothing: the step runs again.
     pub fn record_endings(
         &mut self,
-        results: Vec<(EndJob, std::io::Result<Step>)>,
+        results: Vec<(EndJob, Result<Step, Failed>)>,
     ) -> Result<(), PimError> {
         let now = self.now();
         let mut first_error = None;
         for (job, result) in results {
             let step = match result {
                 Ok(step) => step,
-                Err(e) => {
-                    first_error.get_or_insert(PimError::Internal(format!(
-                        "cannot end the processes of {} carrying group {}: {e}; pimd tries again",
-                        job.user, job.group
-                    )));
+                Err(failed) => {
+                    // Recorded as an error, with what was signalled before it; the ending
+                    // stays as it was and the step runs again.
+                    let message = format!(
+                        "cannot end the processes of {} carrying group {}: {}; pimd tries again",
+                        job.user, job.group, failed.error
+                    );
+                    let detail = format!(
+                        "grant {}: {message}; signalled before: {}",
+                        job.grant_id,
+                        ending::describe(&failed.step.signalled, LISTED_PROCESSES)
+                    );
+                    let audit =
+                        Audit::new(DAEMON, AuditAction::ProcessesEnd).about(&job.user, &job.role);
+                    let entry = audit.entry(now, Outcome::Error, detail);
+                    if let Err(e) = self.commit(|tx| Ok(tx.audit(entry)?)) {
+                        first_error.get_or_insert(e);
+                    }
+                    first_error.get_or_insert(PimError::Internal(message));
                     continue;
                 }
             };
@@ -347,9 +408,19 @@ impl Manager {
                 .collect();
             let audit = Audit::new(DAEMON, AuditAction::EndWarning).about(&job.user, &job.role);
             let entry = audit.entry(now, outcome, detail);
+            // A warning that could not go is not marked sent: it is tried again.
+            let sent = outcome == Outcome::Success;
+            if !sent {
+                first_error.get_or_insert(PimError::Internal(format!(
+                    "the warning of grant {} could not be written; pimd tries again",
+                    job.grant_id
+                )));
+            }
             let result = self.commit_and_tell(EventKind::GrantEnding, job.grant_id, entry, |tx| {
-                for &lead in leads.iter().chain([&job.lead_secs]) {
-                    tx.record_warning(job.grant_id, job.ends_at, lead, now)?;
+                if sent {
+                    for &lead in leads.iter().chain([&job.lead_secs]) {
+                        tx.record_warning(job.grant_id, job.ends_at, lead, now)?;
+                    }
                 }
                 Ok(())
             });
@@ -358,6 +429,16 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Audits (as an error) that pimd cannot see every process (processes.rs, hidepid).
+    pub fn audit_proc_problem(&mut self, problem: &str) -> Result<(), PimError> {
+        let entry = Audit::new(DAEMON, AuditAction::ProcessesEnd).entry(
+            self.now(),
+            Outcome::Error,
+            format!("at start: {problem}"),
+        );
+        self.commit(|tx| Ok(tx.audit(entry)?))
     }
 
     /// When endings or warnings next have work: the next SIGKILL step, or the next lead
@@ -390,7 +471,7 @@ impl Manager {
             let targets = self.targets(&g.user, &g.group)?;
             let counted: std::io::Result<Vec<usize>> = targets
                 .iter()
-                .map(|&t| ending::count(&*self.processes, t))
+                .map(|t| ending::count(&*self.processes, t.clone()))
                 .collect();
             ends.push(GrantEnd {
                 grant_id: g.id,

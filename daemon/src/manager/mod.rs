@@ -11,11 +11,16 @@
 //! One `impl Manager` per capability, each file with its tests beside it (`x.rs`, `x/tests.rs`):
 //! - this file: `Manager`, `Caller`, `Outbox`, and what every capability uses: `commit`, the
 //!   `Audit` record builder, refusal records and their summaries under a flood, call admission,
-//!   events, the permission predicates (admin, auditor, approver) and eligibility;
+//!   events, the permission predicates (admin, auditor, approver, `may_govern`: admin or
+//!   owner of the role) and eligibility;
 //! - `activation`: roles, activate (or file a request), extend, deactivate, status; read the
 //!   facts once, decide in pure code, write once;
 //! - `approvals`: requests, approve, deny, cancel, requests expiring;
 //! - `mfa`: enrolment, MFA status, code verification (`with_mfa`);
+//! - `owners`: `may_govern`, the one predicate of governance (root, admins, or an owner of the
+//!   role), and its refusal;
+//! - `assignments`: eligible and active assignments, their caps, the notices before their end,
+//!   renewal, and `pim show` of any request;
 //! - `admin`: the administrators' calls, and the end of grants whose eligibility went;
 //! - `access`: the PAM module's question and the audit of its denials;
 //! - `reconcile`: time-driven work as a list of jobs (expiry, lost eligibility, orphaned
@@ -35,11 +40,13 @@ mod activation;
 mod admin;
 mod alerts;
 mod approvals;
+mod assignments;
 mod audit;
 mod chain;
 mod ends;
 mod grants;
 mod mfa;
+mod owners;
 mod recipients;
 mod reconcile;
 
@@ -142,6 +149,8 @@ pub struct Manager {
     /// No round of set-group-ID sweeps since this pimd started: the first one walks again
     /// every done sweep still within its look-again period.
     recheck_at_start: bool,
+    /// Grants started, per user and group: a step of an ending that runs meanwhile stops.
+    grant_starts: ends::GrantStarts,
     /// The audit chain's head, as published.
     head: chain::HeadKeeper,
     /// The last look at the host the alerts were evaluated with (nothing known before the
@@ -292,6 +301,7 @@ impl Manager {
         Manager {
             processes,
             recheck_at_start: true,
+            grant_starts: ends::GrantStarts::default(),
             config,
             store: Box::new(store),
             accounts,

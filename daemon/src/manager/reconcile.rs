@@ -66,6 +66,8 @@ const JOBS: &[&dyn Job] = &[
     &ExpireRequests,
     &chain::PruneAudit,
     &chain::PublishAuditHead,
+    &super::assignments::StartActiveAssignments,
+    &super::assignments::AssignmentNotices,
     &EvaluateAlerts,
 ];
 

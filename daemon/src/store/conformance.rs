@@ -4,7 +4,10 @@
 //! (a new case is a function here and its name in [`suite!`]'s list).
 
 use super::{Store, StoreError, Tx};
-use crate::model::{AlertState, AuditEntry, AuditQuery, NewAlert, NewGrant, Outcome};
+use crate::model::{
+    AlertState, Assignment, AuditEntry, AuditQuery, NewAlert, NewGrant, Outcome, Renewal, Request,
+    RequestState,
+};
 use pim_common::types::AuditRecord;
 
 /// An audit record of `action` by alice about herself.
@@ -373,6 +376,92 @@ pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &m
     assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [again, id]);
 }
 
+pub fn given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip(
+    store: &mut dyn Store,
+) {
+    let a = Assignment {
+        user: "alice".into(),
+        role: "admin".into(),
+        not_before: Some(100),
+        not_after: Some(200),
+        active: true,
+        reason: "on call".into(),
+        grant_id: None,
+        notices_sent: 0,
+    };
+    let (id, _) = store
+        .write(|tx| {
+            tx.put_assignment(&a, "carol", 50)?;
+            let id = tx.insert_grant(&grant("alice", "admin"))?;
+            tx.mark_grant_by_assignment(id)?;
+            tx.set_assignment_grant("alice", "admin", id)?;
+            tx.set_assignment_notices("alice", "admin", 3)?;
+            tx.audit(entry("admin-assign-active"))?;
+            Ok::<_, StoreError>(id)
+        })
+        .unwrap();
+    let read = store
+        .read(|tx| tx.assignment("alice", "admin"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read,
+        Assignment {
+            grant_id: Some(id),
+            notices_sent: 3,
+            ..a
+        }
+    );
+    assert_eq!(store.read(|tx| tx.assignments()).unwrap(), vec![read]);
+    assert!(store.read(|tx| tx.grant_by_assignment(id)).unwrap());
+    assert!(!store.read(|tx| tx.grant_by_assignment(id + 1)).unwrap());
+}
+
+pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation(
+    store: &mut dyn Store,
+) {
+    let request = Request {
+        id: 0,
+        user: "alice".into(),
+        role: "admin".into(),
+        group: "sudo".into(),
+        duration_secs: 3600,
+        reason: "r".into(),
+        ticket: String::new(),
+        created_at: 100,
+        expires_at: 200,
+        approvals_required: 1,
+        state: RequestState::Pending,
+    };
+    let ((activation, renewal), _) = store
+        .write(|tx| {
+            let activation = tx.insert_request(&request)?;
+            let renewal = tx.insert_renewal(&request, Some(5000))?;
+            tx.audit(entry("renew-request"))?;
+            Ok::<_, StoreError>((activation, renewal))
+        })
+        .unwrap();
+    store
+        .read(|tx| {
+            assert_eq!(
+                tx.pending_request("alice", "admin")?.unwrap().id,
+                activation
+            );
+            assert_eq!(tx.pending_renewal("alice", "admin")?.unwrap().id, renewal);
+            assert_eq!(tx.renewal(renewal)?, Some(Renewal { until: Some(5000) }));
+            assert_eq!(tx.renewal(activation)?, None);
+            assert_eq!(tx.pending_requests()?.len(), 2);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    // A second open renewal of the same role is refused by the database itself.
+    let second = store.write(|tx| {
+        tx.insert_renewal(&request, None)?;
+        tx.audit(entry("renew-request"))
+    });
+    assert!(second.is_err());
+}
+
 /// One `#[test]` per case of this suite, each on the fresh store `$open` makes.
 macro_rules! suite {
     ($open:expr) => {
@@ -390,6 +479,8 @@ macro_rules! suite {
             given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies,
             given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there,
             given_alerts_then_one_holds_each_key_until_resolved_or_released,
+            given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip,
+            given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {

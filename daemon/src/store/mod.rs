@@ -74,7 +74,7 @@ pub mod conformance;
 use crate::mfa::FailureState;
 use crate::model::{
     AlertRow, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
-    PendingSweep, Request, RequestState, SweepRecheck,
+    PendingSweep, Renewal, Request, RequestState, SweepRecheck,
 };
 use pim_common::chain::{self, Head, CHECKPOINT_ACTION, GENESIS_ACTION, GENESIS_PREV};
 use pim_common::types::AuditRecord;
@@ -426,12 +426,21 @@ operations! {
         /// The earliest end after `now` of an assignment whose user holds a live grant of
         /// its role: when such a grant may lose the eligibility it depends on.
         fn next_assignment_end(now: i64) -> Option<i64>;
+        /// Whether grant `id` is (or was) the grant of an active assignment.
+        fn grant_by_assignment(id: i64) -> bool;
+        /// Every assignment (eligible and active), by user and role.
+        fn assignments() -> Vec<Assignment>;
         fn mfa(user: &str) -> Option<MfaRecord>;
         /// The user's wrong codes and lockout; the default if none is recorded.
         fn failure_state(user: &str) -> FailureState;
         fn recovery_codes_left(user: &str) -> u32;
         fn request(id: i64) -> Option<Request>;
+        /// The user's pending activation request for `role` (renewals are not counted).
         fn pending_request(user: &str, role: &str) -> Option<Request>;
+        /// The user's pending renewal request for `role`.
+        fn pending_renewal(user: &str, role: &str) -> Option<Request>;
+        /// What request `id` asks as a renewal; `None` for an activation request.
+        fn renewal(id: i64) -> Option<Renewal>;
         /// Every pending request, oldest first.
         fn pending_requests() -> Vec<Request>;
         /// Pending requests whose time to be decided has run out.
@@ -442,8 +451,8 @@ operations! {
         fn approvers_of(id: i64) -> Vec<String>;
         /// Every membership PIM added, as (user, group).
         fn memberships() -> Vec<(String, String)>;
-        /// Every assignment, with when it was made.
-        fn assignments() -> Vec<(Assignment, i64)>;
+        /// Every assignment (as `assignments`), with when it was made.
+        fn dated_assignments() -> Vec<(Assignment, i64)>;
         /// The start of every grant that started at or after `since`, as (user, role, at).
         fn grant_starts_since(since: i64) -> Vec<(String, String, i64)>;
         /// The last start of a grant of each user and role, as (user, role, at).
@@ -494,6 +503,15 @@ operations! {
         fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
         /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`.
         fn put_assignment(a: &Assignment, by: &str, at: i64) -> ();
+        /// Marks grant `id` as the grant of an active assignment.
+        fn mark_grant_by_assignment(id: i64) -> ();
+        /// Records the grant active assignment `user`/`role` materialised as.
+        fn set_assignment_grant(user: &str, role: &str, grant_id: i64) -> ();
+        /// Records the notices of its end sent (bits of [`crate::model::NOTICE_14D`], ...).
+        fn set_assignment_notices(user: &str, role: &str, sent: u32) -> ();
+        /// A new pending renewal request (as `insert_request`) asking `until`; returns its
+        /// id. Refused if `r.user` already has a pending renewal for `r.role`.
+        fn insert_renewal(r: &Request, until: Option<i64>) -> i64;
         /// Starts (or restarts) an unconfirmed enrolment.
         fn put_pending_mfa(user: &str, secret: &[u8], at: i64) -> ();
         fn confirm_mfa(user: &str) -> ();

@@ -12,7 +12,7 @@ use super::{Key, ReadStore, Store, StoreError, Transaction};
 use crate::mfa::FailureState;
 use crate::model::{
     AlertRow, AlertState, Assignment, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
-    PendingSweep, Request, RequestState, SweepRecheck,
+    PendingSweep, Renewal, Request, RequestState, SweepRecheck,
 };
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -186,6 +186,22 @@ CREATE TABLE end_warnings (
 -- them, at a genesis record the port writes.
 ALTER TABLE audit ADD COLUMN prev TEXT;
 ALTER TABLE audit ADD COLUMN hash TEXT;
+"#,
+    r#"
+-- Active assignments (issue 13): the user holds the group for the window without activating;
+-- at its start it materialises as a grant (grant_id), so every end path applies to it.
+-- notices_sent: the notices of its end sent (1: 14 days before, 2: 1 day before).
+ALTER TABLE assignments ADD COLUMN active INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE assignments ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE assignments ADD COLUMN grant_id INTEGER;
+ALTER TABLE assignments ADD COLUMN notices_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN by_assignment INTEGER NOT NULL DEFAULT 0;
+-- Renewal requests share the requests' ids and life (approve, deny, cancel, expiry); one open
+-- request per user, role and kind.
+ALTER TABLE requests ADD COLUMN kind TEXT NOT NULL DEFAULT 'activation';
+ALTER TABLE requests ADD COLUMN renew_until INTEGER;
+DROP INDEX requests_one_open;
+CREATE UNIQUE INDEX requests_one_open ON requests(user, role, kind) WHERE state = 'pending';
 "#,
     r#"
 -- Alerts (see alerts.rs): one row per alert raised. holds_key: this row stands for its key
@@ -639,6 +655,22 @@ fn named<T: std::str::FromStr<Err = pim_common::vocab::UnknownName>>(
     let name: String = r.get(i)?;
     name.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const ASSIGNMENT_COLUMNS: &str =
+    "user, role, not_before, not_after, active, reason, grant_id, notices_sent";
+
+fn assignment_from_row(r: &Row<'_>) -> rusqlite::Result<Assignment> {
+    Ok(Assignment {
+        user: r.get(0)?,
+        role: r.get(1)?,
+        not_before: r.get(2)?,
+        not_after: r.get(3)?,
+        active: r.get(4)?,
+        reason: r.get(5)?,
+        grant_id: r.get(6)?,
+        notices_sent: r.get(7)?,
     })
 }
 
@@ -1119,11 +1151,71 @@ impl Transaction for SqliteTx<'_> {
 
     fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at,
+                 active, reason, grant_id, notices_sent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (user, role) DO UPDATE SET not_before = ?3, not_after = ?4,
-                 assigned_by = ?5, assigned_at = ?6",
-            params![a.user, a.role, a.not_before, a.not_after, by, at],
+                 assigned_by = ?5, assigned_at = ?6, active = ?7, reason = ?8, grant_id = ?9,
+                 notices_sent = ?10",
+            params![
+                a.user,
+                a.role,
+                a.not_before,
+                a.not_after,
+                by,
+                at,
+                a.active,
+                a.reason,
+                a.grant_id,
+                a.notices_sent
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn assignments(&self) -> Result<Vec<Assignment>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments ORDER BY user, role"
+        ))?;
+        let rows = stmt.query_map([], assignment_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn set_assignment_grant(
+        &self,
+        user: &str,
+        role: &str,
+        grant_id: i64,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE assignments SET grant_id = ?3 WHERE user = ?1 AND role = ?2",
+            params![user, role, grant_id],
+        )?;
+        Ok(())
+    }
+
+    fn mark_grant_by_assignment(&self, id: i64) -> Result<(), StoreError> {
+        self.tx
+            .execute("UPDATE grants SET by_assignment = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    fn grant_by_assignment(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT by_assignment FROM grants WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    fn set_assignment_notices(&self, user: &str, role: &str, sent: u32) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE assignments SET notices_sent = ?3 WHERE user = ?1 AND role = ?2",
+            params![user, role, sent],
         )?;
         Ok(())
     }
@@ -1140,17 +1232,11 @@ impl Transaction for SqliteTx<'_> {
         Ok(self
             .tx
             .query_row(
-                "SELECT user, role, not_before, not_after FROM assignments
-                 WHERE user = ?1 AND role = ?2",
+                &format!(
+                    "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ?1 AND role = ?2"
+                ),
                 [user, role],
-                |r| {
-                    Ok(Assignment {
-                        user: r.get(0)?,
-                        role: r.get(1)?,
-                        not_before: r.get(2)?,
-                        not_after: r.get(3)?,
-                    })
-                },
+                assignment_from_row,
             )
             .optional()?)
     }
@@ -1176,22 +1262,11 @@ impl Transaction for SqliteTx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn assignments(&self) -> Result<Vec<(Assignment, i64)>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT user, role, not_before, not_after, assigned_at FROM assignments
-             ORDER BY user, role",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                Assignment {
-                    user: r.get(0)?,
-                    role: r.get(1)?,
-                    not_before: r.get(2)?,
-                    not_after: r.get(3)?,
-                },
-                r.get(4)?,
-            ))
-        })?;
+    fn dated_assignments(&self) -> Result<Vec<(Assignment, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS}, assigned_at FROM assignments ORDER BY user, role"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((assignment_from_row(r)?, r.get(8)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -1432,10 +1507,50 @@ impl Transaction for SqliteTx<'_> {
     fn pending_request(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
         Ok(self
             .requests_where(
-                "user = ?1 AND role = ?2 AND state = 'pending'",
+                "user = ?1 AND role = ?2 AND state = 'pending' AND kind = 'activation'",
                 [user, role],
             )?
             .pop())
+    }
+
+    fn pending_renewal(&self, user: &str, role: &str) -> Result<Option<Request>, StoreError> {
+        Ok(self
+            .requests_where(
+                "user = ?1 AND role = ?2 AND state = 'pending' AND kind = 'renewal'",
+                [user, role],
+            )?
+            .pop())
+    }
+
+    fn renewal(&self, id: i64) -> Result<Option<Renewal>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT renew_until FROM requests WHERE id = ?1 AND kind = 'renewal'",
+                [id],
+                |r| Ok(Renewal { until: r.get(0)? }),
+            )
+            .optional()?)
+    }
+
+    fn insert_renewal(&self, r: &Request, until: Option<i64>) -> Result<i64, StoreError> {
+        self.tx.execute(
+            "INSERT INTO requests (user, role, grp, duration_secs, reason, ticket, created_at,
+                 expires_at, approvals_required, state, kind, renew_until)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, 'pending', 'renewal', ?9)",
+            params![
+                r.user,
+                r.role,
+                r.group,
+                r.reason,
+                r.ticket,
+                r.created_at,
+                r.expires_at,
+                r.approvals_required as i64,
+                until
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
     }
 
     fn pending_requests(&self) -> Result<Vec<Request>, StoreError> {

@@ -6,6 +6,7 @@
 //! | [`bus`] | daemon, bus-policy, activation |
 //! | [`unit`] | service |
 //! | [`nosuid`] | nosuid |
+//! | [`hidepid`] | hidepid: /proc shows pimd every process |
 //! | [`config`] | config (judged by `pim-config`, pimd's own model), reload |
 //! | [`database`] | database |
 //! | [`pam_socket`] | pam-socket: pimd's socket for the module |
@@ -15,6 +16,7 @@ pub mod alerts;
 pub mod bus;
 pub mod config;
 pub mod database;
+pub mod hidepid;
 pub mod nosuid;
 pub mod pam_socket;
 pub mod roles;

@@ -354,3 +354,42 @@ fn given_a_lookup_failing_for_one_ending_then_it_waits_and_the_others_go_on() {
     assert!(failed.is_none());
     assert_eq!(jobs.len(), 2);
 }
+
+#[test]
+fn given_the_users_uid_now_names_someone_else_then_that_uid_is_not_ended() {
+    let (mut e, t) = setup();
+    activate(&mut e, "docker", 600);
+    // alice's uid is renumbered and her old uid given to erin, whose shell carries docker as
+    // a member outside PIM.
+    e.accounts.remove_user("alice");
+    e.accounts.add_user("alice", 1500);
+    e.accounts.add_user("erin", ALICE);
+    e.m.deactivate(&e.who("alice"), "docker").unwrap();
+    for _ in 0..3 {
+        round(&mut e, &t);
+    }
+    assert!(
+        t.alive(100) && t.alive(101),
+        "erin's processes are left alone"
+    );
+}
+
+#[test]
+fn given_a_warning_that_could_not_be_written_then_it_is_not_marked_sent_and_goes_later() {
+    let (mut e, t) = setup();
+    on_terminal(&t);
+    activate(&mut e, "docker", 600);
+    let end = e.now() + 600;
+    e.set(end - 300);
+    t.state().fail_list = true;
+    let (jobs, _) = e.m.warnings_due().unwrap();
+    let results: Vec<_> = jobs.into_iter().map(|j| (j.clone(), j.run(&t))).collect();
+    assert!(results[0].1.is_err());
+    assert!(e.m.record_warnings(results).is_err(), "tried again");
+    t.state().fail_list = false;
+    assert_eq!(
+        warn_round(&mut e, &t),
+        vec![1],
+        "it goes once the table reads"
+    );
+}

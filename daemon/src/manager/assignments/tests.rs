@@ -1,0 +1,578 @@
+//! Assignments with a fake clock: caps, active assignments starting and ending on time,
+//! notices sent once, renewal windows and decisions, `pim show` scoping.
+
+use super::*;
+use crate::manager::test_support::*;
+
+const DAY: i64 = 86_400;
+
+/// The fixture with gina owning docker; docker caps eligible assignments at 180d and keeps
+/// the default 30d for active ones; wheel allows permanent active assignments.
+fn governed() -> Env {
+    let mut e = env();
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\nowners = [\"gina\"]\nmax_eligible_assignment = \"180d\"\n",
+    );
+    let text = replaced(
+        &text,
+        "[roles.wheel]\n",
+        "[roles.wheel]\nmax_active_assignment = \"permanent\"\n",
+    );
+    e.reload(&text);
+    e.m.take_outbox();
+    e
+}
+
+fn docker_role() -> Role {
+    let mut role = crate::policy::tests::role("docker");
+    role.max_eligible_assignment_secs = Some(180 * DAY as u64);
+    role
+}
+
+#[test]
+fn given_caps_then_windows_are_measured_from_start_or_now_and_a_missing_end_is_refused() {
+    let now = T0;
+    let role = docker_role();
+    // Eligible, capped at 180d.
+    let m = assert_err!(check_cap(&role, false, None, None, now), InvalidArgument);
+    assert!(
+        m.contains("max_eligible_assignment") && m.contains("--until"),
+        "{m}"
+    );
+    assert!(check_cap(&role, false, None, Some(now + 180 * DAY), now).is_ok());
+    let m = assert_err!(
+        check_cap(&role, false, None, Some(now + 181 * DAY), now),
+        InvalidArgument
+    );
+    assert!(
+        m.contains("at most 180d") && m.contains("max_eligible_assignment"),
+        "{m}"
+    );
+    // A start in the past counts from now; one in the future from itself.
+    assert!(check_cap(
+        &role,
+        false,
+        Some(now - 30 * DAY),
+        Some(now + 180 * DAY),
+        now
+    )
+    .is_ok());
+    assert!(check_cap(
+        &role,
+        false,
+        Some(now + 10 * DAY),
+        Some(now + 190 * DAY),
+        now
+    )
+    .is_ok());
+    // Active: 30d by default, no end refused.
+    let m = assert_err!(check_cap(&role, true, None, None, now), InvalidArgument);
+    assert!(m.contains("max_active_assignment"), "{m}");
+    assert!(check_cap(&role, true, None, Some(now + 30 * DAY), now).is_ok());
+    assert_err!(
+        check_cap(&role, true, None, Some(now + 31 * DAY), now),
+        InvalidArgument
+    );
+    // No cap: anything, without an end too.
+    let mut open = docker_role();
+    open.max_eligible_assignment_secs = None;
+    open.max_active_assignment_secs = None;
+    assert!(check_cap(&open, false, None, None, now).is_ok());
+    assert!(check_cap(&open, true, None, None, now).is_ok());
+}
+
+#[test]
+fn given_an_end_then_notices_fall_due_14_days_and_1_day_before_each_once() {
+    let end = T0 + 20 * DAY;
+    assert_eq!(notice_due(end, 0, T0), None, "20 days left");
+    assert_eq!(next_notice_at(end, 0), Some(end - 14 * DAY));
+    assert_eq!(notice_due(end, 0, end - 14 * DAY), Some(NOTICE_14D));
+    assert_eq!(notice_due(end, NOTICE_14D, end - 13 * DAY), None, "sent");
+    assert_eq!(next_notice_at(end, NOTICE_14D), Some(end - DAY));
+    assert_eq!(
+        notice_due(end, NOTICE_14D, end - DAY),
+        Some(NOTICE_1D | NOTICE_14D)
+    );
+    assert_eq!(notice_due(end, NOTICE_14D | NOTICE_1D, end - 60), None);
+    assert_eq!(next_notice_at(end, NOTICE_14D | NOTICE_1D), None);
+    // Both due at once (pimd was down): one notice, the late one.
+    assert_eq!(notice_due(end, 0, end - 3600), Some(NOTICE_1D | NOTICE_14D));
+    assert_eq!(notice_due(end, 0, end), None, "over");
+}
+
+#[test]
+fn given_an_end_then_renewal_is_open_from_14_days_before_to_30_days_after() {
+    let end = T0 + 20 * DAY;
+    let m = assert_err!(check_renewal_window("docker", Some(end), T0), Conflict);
+    assert!(
+        m.contains("14 days before") && m.contains("30 days after"),
+        "{m}"
+    );
+    assert!(check_renewal_window("docker", Some(end), end - 14 * DAY).is_ok());
+    assert!(check_renewal_window("docker", Some(end), end).is_ok());
+    assert!(check_renewal_window("docker", Some(end), end + 30 * DAY).is_ok());
+    assert_err!(
+        check_renewal_window("docker", Some(end), end + 30 * DAY + 1),
+        Conflict
+    );
+    let m = assert_err!(check_renewal_window("docker", None, T0), Conflict);
+    assert!(m.contains("no end"), "{m}");
+}
+
+#[test]
+fn given_an_active_assignment_now_then_the_group_is_held_at_once_and_taken_at_its_end() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let root = e.who("root");
+    let until = T0 + 2 * HOUR;
+    let warning =
+        e.m.admin_assign_active(&gina, "dave", "docker", 0, until, "on call this week")
+            .unwrap();
+    assert_eq!(warning, "");
+    assert!(e.managed("dave", "docker"));
+    assert!(e.accounts.members("docker").contains(&"dave".to_string()));
+    let grants = e.grants("dave");
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].ends_at, until);
+    assert_eq!(grants[0].reason, "on call this week");
+    let access =
+        e.m.check_access(&root, "dave", &groups(&["docker"]))
+            .unwrap();
+    assert!(access.allowed, "{access:?}");
+    let listed = e.m.admin_grants(&gina).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(e.audited("admin-assign-active").len(), 1);
+    assert_eq!(e.audited("grant-start").len(), 1);
+
+    e.set(until);
+    e.m.reconcile().unwrap();
+    assert!(!e.managed("dave", "docker"));
+    assert!(!e.accounts.members("docker").contains(&"dave".to_string()));
+    let access =
+        e.m.check_access(&root, "dave", &groups(&["docker"]))
+            .unwrap();
+    assert!(!access.allowed);
+    assert_eq!(e.audited("expire").len(), 1);
+    // Not started again.
+    e.advance(60);
+    e.m.reconcile().unwrap();
+    assert!(e.grants("dave").is_empty());
+}
+
+#[test]
+fn given_a_scheduled_active_assignment_then_it_starts_at_its_start_with_that_deadline() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let from = T0 + HOUR;
+    let until = T0 + 3 * HOUR;
+    e.m.admin_assign_active(&gina, "dave", "docker", from, until, "maintenance window")
+        .unwrap();
+    assert!(e.grants("dave").is_empty(), "not before its start");
+    assert_eq!(e.m.next_deadline().unwrap(), Some(from));
+    e.set(from - 1);
+    e.m.reconcile().unwrap();
+    assert!(e.grants("dave").is_empty());
+    e.set(from);
+    e.m.reconcile().unwrap();
+    let grants = e.grants("dave");
+    assert_eq!(grants.len(), 1);
+    assert_eq!((grants[0].started_at, grants[0].ends_at), (from, until));
+    assert!(e.event_kinds().contains(&"grant-started".to_string()));
+    assert_eq!(e.m.next_deadline().unwrap(), Some(until));
+    e.set(until);
+    e.m.reconcile().unwrap();
+    assert!(e.grants("dave").is_empty());
+}
+
+#[test]
+fn given_caps_then_a_too_long_or_endless_assignment_is_refused_naming_the_cap_and_audited() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let m = assert_err!(
+        e.m.admin_assign_active(
+            &gina,
+            "dave",
+            "docker",
+            0,
+            T0 + 31 * DAY,
+            "a long holiday cover"
+        ),
+        InvalidArgument
+    );
+    assert!(
+        m.contains("max_active_assignment") && m.contains("30d"),
+        "{m}"
+    );
+    let m = assert_err!(
+        e.m.admin_assign(&gina, "dave", "docker", 0, 0),
+        InvalidArgument
+    );
+    assert!(m.contains("max_eligible_assignment"), "{m}");
+    assert_err!(
+        e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 200 * DAY),
+        InvalidArgument
+    );
+    assert!(e.grants("dave").is_empty());
+    assert!(e.docker_role_of("dave").is_none());
+    let refused: Vec<String> = e
+        .audit_log()
+        .into_iter()
+        .filter(|r| r.actor == "gina" && r.outcome == "refused")
+        .map(|r| r.action.as_str().to_string())
+        .collect();
+    assert_eq!(
+        refused,
+        ["admin-assign-active", "admin-assign", "admin-assign"]
+    );
+    // An active assignment needs a reason; "permanent" where the role allows it.
+    let frank = e.who("frank");
+    assert_err!(
+        e.m.admin_assign_active(&frank, "dave", "docker", 0, T0 + DAY, ""),
+        InvalidArgument
+    );
+    e.m.admin_assign_active(
+        &frank,
+        "alice",
+        "wheel",
+        0,
+        0,
+        "standing wheel for the lead",
+    )
+    .unwrap();
+    assert_eq!(e.grants("alice")[0].ends_at, NO_END);
+}
+
+#[test]
+fn given_unassign_of_an_active_assignment_then_its_grant_ends_even_if_eligible_otherwise() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    // alice is standing eligible for docker: the assignment's grant still ends with it.
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    assert!(e.managed("alice", "docker"));
+    let (ended, warning) = e.m.admin_unassign(&gina, "alice", "docker").unwrap();
+    assert_eq!(warning, "");
+    assert!(ended.id > 0);
+    assert!(!e.managed("alice", "docker"));
+    assert!(e.grants("alice").is_empty());
+}
+
+#[test]
+fn given_an_assignment_near_its_end_then_one_notice_each_at_14_days_and_1_day_and_a_status_line() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 20 * DAY;
+    e.m.admin_assign(&gina, "dave", "docker", 0, end).unwrap();
+    e.m.take_outbox();
+    e.m.reconcile().unwrap();
+    assert!(!e.event_kinds().contains(&"assignment-ending".to_string()));
+    assert_eq!(e.m.next_deadline().unwrap(), Some(end - 14 * DAY));
+    let dave = e.who("dave");
+    assert_eq!(e.m.my_assignments(&dave).unwrap()[0].notice, "");
+
+    e.set(end - 14 * DAY);
+    e.m.reconcile().unwrap();
+    let kinds = e.event_kinds();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "assignment-ending").count(),
+        1
+    );
+    e.advance(3600);
+    e.m.reconcile().unwrap();
+    assert!(
+        !e.event_kinds().contains(&"assignment-ending".to_string()),
+        "sent once"
+    );
+    let notice = e.m.my_assignments(&dave).unwrap()[0].notice.clone();
+    assert!(notice.contains("pim renew docker"), "{notice}");
+
+    e.set(end - DAY);
+    e.m.reconcile().unwrap();
+    assert_eq!(
+        e.event_kinds()
+            .iter()
+            .filter(|k| *k == "assignment-ending")
+            .count(),
+        1
+    );
+    e.m.reconcile().unwrap();
+    assert!(!e.event_kinds().contains(&"assignment-ending".to_string()));
+    assert_eq!(e.audited("assignment-notice").len(), 2);
+}
+
+#[test]
+fn given_notices_sent_then_they_are_persisted_and_one_already_passed_is_never_sent() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 10 * DAY;
+    e.m.admin_assign(&gina, "dave", "docker", 0, end).unwrap();
+    e.m.reconcile().unwrap();
+    assert!(
+        e.audited("assignment-notice").is_empty(),
+        "10 days: no 14-day notice"
+    );
+    assert_eq!(e.m.next_deadline().unwrap(), Some(end - DAY));
+    e.set(end - DAY);
+    e.m.reconcile().unwrap();
+    assert_eq!(e.audited("assignment-notice").len(), 1);
+    let dave =
+        e.m.store
+            .read(|tx| tx.assignment("dave", "docker"))
+            .unwrap()
+            .unwrap();
+    assert_eq!(dave.notices_sent, NOTICE_14D | NOTICE_1D, "persisted");
+    // A pimd started on the same database sends nothing again.
+    e.m.reconcile().unwrap();
+    assert_eq!(e.audited("assignment-notice").len(), 1);
+}
+
+#[test]
+fn given_a_renewal_then_an_owner_approves_it_and_the_end_moves() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 20 * DAY;
+    e.m.admin_assign(&gina, "dave", "docker", 0, end).unwrap();
+    let dave = e.who("dave");
+    let m = assert_err!(e.m.renew(&dave, "docker", 0, "still on the team"), Conflict);
+    assert!(m.contains("14 days before"), "{m}");
+
+    e.set(end - 5 * DAY);
+    let new_end = end + 60 * DAY;
+    let filed =
+        e.m.renew(&dave, "docker", new_end, "still on the team")
+            .unwrap();
+    assert_eq!(
+        (filed.kind.as_str(), filed.state.as_str()),
+        ("renewal", "pending")
+    );
+    assert!(
+        filed.deciders.contains(&"gina".to_string()),
+        "{:?}",
+        filed.deciders
+    );
+    assert_err!(e.m.renew(&dave, "docker", new_end, "again"), Conflict);
+    // Others: not found, like a request that does not exist.
+    let hank = e.who("hank");
+    let missing = assert_err!(e.m.show_request(&hank, 999), NotFound);
+    let hidden = assert_err!(e.m.show_request(&hank, filed.id), NotFound);
+    assert_eq!(
+        hidden.replace(&filed.id.to_string(), "N"),
+        missing.replace("999", "N")
+    );
+    assert_eq!(e.list_requests("hank"), Vec::<i64>::new());
+    assert_eq!(
+        e.list_requests("bob"),
+        Vec::<i64>::new(),
+        "an approver of db only"
+    );
+    assert_eq!(e.list_requests("gina"), vec![filed.id]);
+    assert_eq!(e.m.show_request(&dave, filed.id).unwrap().id, filed.id);
+    // A non-owner approver of another role cannot decide it.
+    e.enrol("bob");
+    let code = e.code("bob");
+    assert_err!(e.m.approve(&e.who("bob"), filed.id, "", &code), NotFound);
+    // The requester cannot decide their own.
+    assert_err!(e.m.approve(&dave, filed.id, "", ""), PermissionDenied);
+
+    e.enrol("gina");
+    let code = e.code("gina");
+    let approved = e.m.approve(&gina, filed.id, "ok", &code).unwrap();
+    assert_eq!(approved.state, "approved");
+    let a =
+        e.m.store
+            .read(|tx| tx.assignment("dave", "docker"))
+            .unwrap()
+            .unwrap();
+    assert_eq!(a.not_after, Some(new_end));
+    assert_eq!(a.notices_sent, 0, "notices start again for the new end");
+    assert_eq!(e.audited("renew-approve").len(), 1);
+    // Decided once: no deny after the approval.
+    let code = e.code("gina");
+    assert_err!(
+        e.m.deny(&gina, filed.id, "changed my mind", &code),
+        Conflict
+    );
+    let shown = e.m.show_request(&gina, filed.id).unwrap();
+    assert_eq!(shown.approved_by, ["gina"]);
+    assert_eq!(shown.renew_until, new_end);
+}
+
+#[test]
+fn given_a_renewal_too_long_for_the_cap_or_without_an_assignment_then_refused() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 10 * DAY;
+    e.m.admin_assign(&gina, "dave", "docker", 0, end).unwrap();
+    let dave = e.who("dave");
+    let m = assert_err!(
+        e.m.renew(&dave, "docker", T0 + 200 * DAY, "still on the team"),
+        InvalidArgument
+    );
+    assert!(m.contains("max_eligible_assignment"), "{m}");
+    let none = assert_err!(e.m.renew(&dave, "admin", 0, "no assignment"), NotEligible);
+    let missing = assert_err!(e.m.renew(&dave, "nosuch", 0, "no assignment"), NotEligible);
+    assert_eq!(none.replace("admin", "X"), missing.replace("nosuch", "X"));
+    // Without --until: the cap from now.
+    let filed = e.m.renew(&dave, "docker", 0, "still on the team").unwrap();
+    assert_eq!(filed.renew_until, T0 + 180 * DAY);
+}
+
+#[test]
+fn given_a_lapsed_active_assignment_then_an_approved_renewal_starts_it_again() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + DAY;
+    e.m.admin_assign_active(&gina, "dave", "docker", 0, end, "on call this week")
+        .unwrap();
+    e.set(end + DAY);
+    e.m.reconcile().unwrap();
+    assert!(e.grants("dave").is_empty());
+    let dave = e.who("dave");
+    let filed =
+        e.m.renew(&dave, "docker", end + 10 * DAY, "on call again")
+            .unwrap();
+    e.enrol("gina");
+    let code = e.code("gina");
+    e.m.approve(&gina, filed.id, "", &code).unwrap();
+    let grants = e.grants("dave");
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].ends_at, end + 10 * DAY);
+    assert!(e.managed("dave", "docker"));
+}
+
+#[test]
+fn given_a_live_active_assignment_then_an_approved_renewal_moves_its_grant_end() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 10 * DAY;
+    e.m.admin_assign_active(&gina, "dave", "docker", 0, end, "on call this week")
+        .unwrap();
+    let dave = e.who("dave");
+    let filed =
+        e.m.renew(&dave, "docker", end + 5 * DAY, "on call longer")
+            .unwrap();
+    let frank = e.who("frank");
+    e.enrol("frank");
+    let code = e.code("frank");
+    e.m.approve(&frank, filed.id, "", &code).unwrap();
+    assert_eq!(e.grants("dave")[0].ends_at, end + 5 * DAY);
+}
+
+#[test]
+fn given_a_renewal_then_an_owner_may_deny_it_with_a_comment() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 3 * DAY)
+        .unwrap();
+    let dave = e.who("dave");
+    let filed =
+        e.m.renew(&dave, "docker", T0 + 30 * DAY, "still on the team")
+            .unwrap();
+    e.enrol("gina");
+    let code = e.code("gina");
+    let denied = e.m.deny(&gina, filed.id, "moved teams", &code).unwrap();
+    assert_eq!(denied.state, "denied");
+    let a =
+        e.m.store
+            .read(|tx| tx.assignment("dave", "docker"))
+            .unwrap()
+            .unwrap();
+    assert_eq!(a.not_after, Some(T0 + 3 * DAY), "the end stays");
+}
+
+#[test]
+fn given_an_active_assignment_replaced_then_its_grant_follows_the_new_one() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(
+        &gina,
+        "alice",
+        "docker",
+        0,
+        T0 + 10 * DAY,
+        "incident response",
+    )
+    .unwrap();
+    let first = e.grants("alice")[0].clone();
+    // A shorter active one takes the same grant over, with its end: no membership flap.
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident, shorter")
+        .unwrap();
+    let grants = e.grants("alice");
+    assert_eq!((grants[0].id, grants[0].ends_at), (first.id, T0 + DAY));
+    // An eligible one replaces it: the grant ends, though alice is standing eligible.
+    e.m.admin_assign(&gina, "alice", "docker", 0, T0 + 20 * DAY)
+        .unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    assert!(e.docker_role_of("alice").is_some(), "still eligible");
+}
+
+#[test]
+fn given_an_active_assignment_deleted_by_another_path_then_reconciliation_ends_its_grant() {
+    // As an access review's removal does: the row goes, whoever deletes it.
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let entry = Audit::new("test", AuditAction::AdminUnassign)
+        .about("alice", "docker")
+        .entry(e.now(), Outcome::Success, "removed");
+    e.m.commit(|tx| {
+        tx.delete_assignment("alice", "docker")?;
+        Ok(tx.audit(entry)?)
+    })
+    .unwrap();
+    e.m.reconcile().unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+    let ends = e.eligibility_ends();
+    assert!(ends[0].3.contains("active assignment"), "{ends:?}");
+}
+
+#[test]
+fn given_an_active_assignment_then_the_warnings_and_on_end_of_grants_apply_to_it() {
+    use crate::processes::fake::FakeProcesses;
+    let mut e = governed();
+    e.accounts.set_gid("docker", 999);
+    let t = FakeProcesses::default();
+    t.add_on_terminal(300, 1003, 1003, &[999], "bash", &[34816]);
+    t.state().terminals.push((34816, 1003));
+    let gina = e.who("gina");
+    let end = T0 + 600;
+    e.m.admin_assign_active(&gina, "dave", "docker", 0, end, "on call this week")
+        .unwrap();
+    // The warning 5 minutes before the end, on dave's terminal.
+    e.set(end - 300);
+    let (jobs, _) = e.m.warnings_due().unwrap();
+    assert_eq!(jobs.len(), 1);
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let n = j.run(&t);
+            (j, n)
+        })
+        .collect();
+    e.m.record_warnings(results).unwrap();
+    assert_eq!(e.audited("end-warning").len(), 1);
+    // At the end: expiry, then on_end = "terminate" for the process still carrying docker.
+    e.set(end);
+    e.m.reconcile().unwrap();
+    assert!(!e.managed("dave", "docker"));
+    let (jobs, _) = e.m.endings_due().unwrap();
+    assert_eq!(jobs.len(), 1, "an ending of the assignment's grant");
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            let s = j.run(&t);
+            (j, s)
+        })
+        .collect();
+    e.m.record_endings(results).unwrap();
+    assert!(
+        t.state().signals.iter().any(|s| s.0 == 300),
+        "{:?}",
+        t.state().signals
+    );
+}
