@@ -14,8 +14,16 @@ values are null. Every time is given twice: FIELD as an RFC 3339 UTC string
 (\"2026-11-21T14:00:00Z\") and FIELD_unix as seconds since the epoch. Durations are whole
 seconds in fields ending in _secs. Errors go to stderr as 'pim: ...' and nothing to stdout.";
 
-const TIME_HELP: &str = "RFC 3339 (2026-11-21T14:00:00Z), a date (2026-11-21, local midnight), \
-'YYYY-MM-DD HH:MM' (local), @UNIX, now, or relative: -2h, +30m, '2h ago'";
+/// The long help of a time option: its description, then the time syntax.
+macro_rules! time_help {
+    ($what:literal) => {
+        concat!(
+            $what,
+            ".\n\nT is RFC 3339 (2026-11-21T14:00:00Z), a date (2026-11-21, local midnight), \
+             'YYYY-MM-DD HH:MM' (local), @UNIX, now, or relative: -2h, +30m, '2h ago'"
+        )
+    };
+}
 
 /// Just-in-time Unix group membership: activate a role for a while, with MFA and approvals.
 #[derive(Debug, Parser)]
@@ -27,6 +35,14 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The shells `pim completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +101,11 @@ pub enum Command {
     Admin(AdminCommand),
     /// Check that this host is set up for pim, and say how to fix what is not
     Doctor(DoctorArgs),
+    /// Print a completion script for a shell, e.g. `pim completions bash > /etc/bash_completion.d/pim`
+    Completions {
+        /// The shell: bash, zsh or fish
+        shell: CompletionShell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +151,7 @@ pub struct RenewArgs {
     /// The role whose assignment to renew
     pub role: String,
     /// The new end (default: the role's longest assignment from now, or 90 days)
-    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("The new end (default: the role's longest assignment from now, or 90 days)"))]
     pub until: Option<String>,
     /// Why you still need it
     #[arg(short, long)]
@@ -159,7 +180,16 @@ pub enum MfaCommand {
     /// Finish enrolment with a first code; prints one-time recovery codes
     Confirm {
         /// The code your authenticator app shows, or - to read it from stdin
-        code: String,
+        #[arg(required_unless_present = "code_flag")]
+        code: Option<String>,
+        /// The same as CODE, spelt as everywhere else
+        #[arg(
+            long = "code",
+            value_name = "CODE",
+            conflicts_with = "code",
+            allow_hyphen_values = true
+        )]
+        code_flag: Option<String>,
     },
     /// Whether you are enrolled, locked out, and how many recovery codes are left
     Status,
@@ -197,7 +227,7 @@ pub struct AuditArgs {
     #[command(subcommand)]
     pub command: Option<AuditCommand>,
     /// Only records at or after this time
-    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Only records at or after this time"))]
     pub since: Option<String>,
     /// Only records about this user
     #[arg(long, value_name = "USER")]
@@ -205,7 +235,18 @@ pub struct AuditArgs {
     /// Only records about this role
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
-    /// Print RFC 4180 CSV with a header row instead of text
+    /// Only records before this time
+    #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Only records before this time"))]
+    pub until: Option<String>,
+    /// Only records of this action (as `pim --json audit` names them: activate, approve,
+    /// mfa-failure, ...)
+    #[arg(long, value_name = "A")]
+    pub action: Option<String>,
+    /// Only the last N records that match
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print RFC 4180 CSV with a header row instead of text (clap sees --json only after
+    /// `audit`; `pim --json audit --csv` is refused by `pim audit` itself)
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,
 }
@@ -258,13 +299,15 @@ pub enum AdminCommand {
     /// Make a user eligible for a role (or, with --active, hold it), optionally for a time
     /// window
     Assign {
+        /// The user to make eligible (a login name)
         user: String,
+        /// The role, as pim.toml names it
         role: String,
         /// Eligible (or active) from (default: now)
-        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Eligible (or active) from (default: now)"))]
         from: Option<String>,
         /// Eligible (or active) until (default: no end, where the role's cap allows it)
-        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = TIME_HELP)]
+        #[arg(long, value_name = "T", allow_hyphen_values = true, long_help = time_help!("Eligible (or active) until (default: no end, where the role's cap allows it)"))]
         until: Option<String>,
         /// An active assignment: the user holds the role's group for the window without
         /// activating
@@ -275,17 +318,27 @@ pub enum AdminCommand {
         reason: Option<String>,
     },
     /// Remove an assignment made with 'pim admin assign'
-    Unassign { user: String, role: String },
+    Unassign {
+        /// The user whose assignment ends
+        user: String,
+        /// The role of the assignment
+        role: String,
+    },
     /// End someone's grant now
     Revoke {
+        /// The user whose grant ends
         user: String,
+        /// The role of the grant
         role: String,
         /// Why (recorded in the audit log)
         #[arg(short, long)]
         reason: Option<String>,
     },
     /// Drop a user's MFA enrolment (they enrol again with 'pim mfa enroll')
-    MfaReset { user: String },
+    MfaReset {
+        /// The user whose enrolment is dropped
+        user: String,
+    },
 }
 
 #[cfg(test)]
@@ -420,6 +473,67 @@ mod tests {
         };
         assert_eq!(from.as_deref(), Some("-1h"));
         assert_eq!(until.as_deref(), Some("+2h"));
+    }
+
+    #[test]
+    fn given_mfa_confirm_then_the_code_is_positional_or_code_but_not_both() {
+        for argv in [
+            &["mfa", "confirm", "123456"][..],
+            &["mfa", "confirm", "--code", "123456"],
+        ] {
+            let cli = parse(argv).unwrap();
+            let Command::Mfa(MfaCommand::Confirm { code, code_flag }) = cli.command else {
+                panic!("not confirm")
+            };
+            assert_eq!(code.or(code_flag).as_deref(), Some("123456"), "{argv:?}");
+        }
+        assert!(parse(&["mfa", "confirm", "1", "--code", "2"]).is_err());
+    }
+
+    #[test]
+    fn given_completions_then_bash_zsh_and_fish_are_accepted() {
+        for shell in ["bash", "zsh", "fish"] {
+            assert!(parse(&["completions", shell]).is_ok(), "{shell}");
+        }
+        assert!(parse(&["completions", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn given_long_help_then_time_options_keep_their_description_and_admin_arguments_have_one() {
+        let mut cli = Cli::command();
+        cli.build();
+        let help = |cli: &mut clap::Command, path: &[&str]| {
+            let mut cmd = cli.clone();
+            for name in path {
+                cmd = cmd.find_subcommand(name).unwrap().clone();
+            }
+            cmd.render_long_help().to_string()
+        };
+        let audit = help(&mut cli, &["audit"]);
+        assert!(
+            audit.contains("Only records at or after this time."),
+            "{audit}"
+        );
+        assert!(audit.contains("Only records before this time."), "{audit}");
+        let assign = help(&mut cli, &["admin", "assign"]);
+        assert!(
+            assign.contains("Eligible (or active) from (default: now)."),
+            "{assign}"
+        );
+        assert!(assign.contains("Eligible (or active) until"), "{assign}");
+        for path in [
+            &["admin", "assign"][..],
+            &["admin", "unassign"],
+            &["admin", "revoke"],
+            &["admin", "mfa-reset"],
+        ] {
+            let cmd = path.iter().fold(cli.clone(), |c, name| {
+                c.find_subcommand(name).unwrap().clone()
+            });
+            for arg in cmd.get_positionals() {
+                assert!(arg.get_help().is_some(), "{path:?} {}", arg.get_id());
+            }
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
 use pim_common::types::{EventInfo, GrantInfo, RequestInfo, RoleInfo};
-use pim_common::vocab::{ActivationState, EventKind, RequestState};
-use pim_common::{duration, PimError};
+use pim_common::vocab::{ActivationState, AuditAction, EventKind, RequestState};
+use pim_common::{duration, limits, PimError};
 use serde_json::{json, Value};
 use std::io::{self, Write};
 use std::time::Duration;
@@ -55,7 +55,9 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Extend(args) => extend(args, json, console).await,
         Command::Status => status(json).await,
         Command::Mfa(MfaCommand::Enroll) => mfa_enroll(json).await,
-        Command::Mfa(MfaCommand::Confirm { code }) => mfa_confirm(&code, json, console).await,
+        Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
+            mfa_confirm(code.or(code_flag).as_deref(), json, console).await
+        }
         Command::Mfa(MfaCommand::Status) => mfa_status(json).await,
         Command::Requests => requests(json).await,
         Command::Approve(args) => approve(args, json, console).await,
@@ -73,7 +75,26 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Wait { id } => governance::wait(id, json).await,
         Command::Admin(cmd) => admin(cmd, json).await,
         Command::Doctor(args) => crate::doctor::run(args, json).await,
+        Command::Completions { shell } => {
+            write_out(&completions(shell))?;
+            Ok(Outcome::Done)
+        }
     }
+}
+
+/// The completion script of `pim` for `shell`, from its clap definition.
+pub fn completions(shell: crate::cli::CompletionShell) -> String {
+    use crate::cli::CompletionShell;
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "pim", &mut script);
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,7 +252,26 @@ async fn activate(
         .await?
         .into_iter()
         .find(|r| r.name == a.role);
+    // What the role's data and the caller's enrolment already refuse is said before any
+    // prompt: a duration above the role's maximum, no enrolment for a role that needs a code.
+    if let Some(role) = &role {
+        limits::check_duration(&role.name, duration, role.max_duration_secs)
+            .map_err(PimError::InvalidArgument)?;
+        if role.require_mfa && !proxy.mfa_status().await?.enrolled {
+            return Err(PimError::MfaNotEnrolled("you have no TOTP enrolment".into()).into());
+        }
+    }
     let reason = ask_reason(role.as_ref(), "activating", a.reason.as_deref(), console)?;
+    // A reason too short is refused before the code is asked for.
+    if let Some(role) = &role {
+        limits::check_reason(
+            &role.name,
+            role.require_justification,
+            role.min_justification,
+            &reason,
+        )
+        .map_err(PimError::InvalidArgument)?;
+    }
     let ticket_ask = role
         .as_ref()
         .filter(|r| r.require_ticket)
@@ -660,17 +700,23 @@ async fn mfa_enroll(json: bool) -> Result<Outcome, Failure> {
     emit(
         json,
         || json!({ "uri": uri, "secret": secret }),
-        || output::enroll_text(&uri, &secret),
+        || {
+            output::enroll_text(
+                &uri,
+                &secret,
+                std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            )
+        },
     )?;
     Ok(Outcome::Done)
 }
 
 async fn mfa_confirm(
-    code: &str,
+    code: Option<&str>,
     json: bool,
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
-    let code = input::code(Some(code), true, &input::current_user(), console)?;
+    let code = input::code(code, true, &input::current_user(), console)?;
     let proxy = connect().await?;
     let codes = proxy.mfa_confirm(&code).await?;
     emit(
@@ -807,6 +853,26 @@ async fn watch(json: bool) -> Result<Outcome, Failure> {
 async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
     let clock = Clock::system();
     let since = time_arg("--since", a.since.as_deref(), &clock)?;
+    let until = time_arg("--until", a.until.as_deref(), &clock)?;
+    if json && a.csv {
+        return Err(Failure::Usage(
+            "--csv and --json ask for two formats; give one".into(),
+        ));
+    }
+    let action = match a.action.as_deref() {
+        None => None,
+        Some(name) => Some(name.parse::<AuditAction>().map_err(|_| {
+            Failure::Usage(format!(
+                "--action: unknown action {:?}; one of: {}",
+                escape(name),
+                AuditAction::ALL
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
     if let Some(user) = &a.user {
         check_name("user", user)?;
     }
@@ -821,6 +887,17 @@ async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
             a.role.as_deref().unwrap_or(""),
         )
         .await?;
+    // Whether pimd's reply was cut, judged on the reply (the filters below are the client's).
+    let truncated = output::audit_truncated(&records, a.user.as_deref(), a.role.as_deref());
+    // pimd filters by time from, user and role; the rest is filtered here.
+    let mut records: Vec<_> = records
+        .into_iter()
+        .filter(|r| until == 0 || r.at < until)
+        .filter(|r| action.is_none_or(|a| r.action == a))
+        .collect();
+    if let Some(limit) = a.limit {
+        records.drain(..records.len().saturating_sub(limit));
+    }
     if a.csv {
         write_out(&csv::render(&records))?;
     } else {
@@ -830,8 +907,7 @@ async fn audit(a: AuditArgs, json: bool) -> Result<Outcome, Failure> {
             || output::audit_text(&records, &clock),
         )?;
     }
-    if let Some(note_text) = output::audit_truncated(&records, a.user.as_deref(), a.role.as_deref())
-    {
+    if let Some(note_text) = truncated {
         note(&note_text);
     }
     Ok(Outcome::Done)
@@ -1011,6 +1087,31 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
 mod tests {
     use super::*;
     use crate::time::tests::{utc as clock, NOW};
+
+    #[test]
+    fn given_pim_completions_then_bash_parses_the_script_and_each_shell_names_the_commands() {
+        use crate::cli::CompletionShell;
+        let bash = completions(CompletionShell::Bash);
+        let path = std::env::temp_dir().join(format!("pim-completion-{}.bash", std::process::id()));
+        std::fs::write(&path, &bash).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "bash -n: {out:?}");
+        for shell in [
+            CompletionShell::Bash,
+            CompletionShell::Zsh,
+            CompletionShell::Fish,
+        ] {
+            let script = completions(shell);
+            for word in ["activate", "audit", "doctor", "completions"] {
+                assert!(script.contains(word), "{shell:?} lacks {word}");
+            }
+        }
+    }
 
     #[test]
     fn given_no_duration_then_zero_means_the_roles_default() {

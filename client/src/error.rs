@@ -64,6 +64,12 @@ pub fn daemon_message(e: &PimError) -> String {
             escape(&inner.to_string())
         );
     }
+    if let PimError::InvalidCode(m) = e {
+        if let Some(refusal) = pim_common::code_refusal::CodeRefusal::from_message(m) {
+            // Its sentence holds the advice: no hint after it.
+            return refusal.sentence();
+        }
+    }
     let message = escape(e.message().trim());
     let message = message.trim_end_matches('.');
     let message = if message.is_empty() {
@@ -190,6 +196,27 @@ mod tests {
             daemon_message(&PimError::Internal("database locked".into()))
                 .contains("journalctl -u pimd")
         );
+    }
+
+    #[test]
+    fn given_a_refused_code_then_its_advice_is_said_once_with_attempts_left() {
+        use pim_common::code_refusal::{CodeKind, CodeRefusal};
+        let refusal = |kind| CodeRefusal {
+            kind,
+            attempts_left: 2,
+            next_code_in: 9,
+        };
+        let totp = daemon_message(&PimError::InvalidCode(refusal(CodeKind::Totp).to_message()));
+        assert_eq!(totp, refusal(CodeKind::Totp).sentence());
+        assert!(totp.contains("the next code appears in 9 s"), "{totp}");
+        assert_eq!(totp.matches("clock").count(), 1, "{totp}");
+        assert!(totp.contains("2 attempts left"), "{totp}");
+        let recovery = daemon_message(&PimError::InvalidCode(
+            refusal(CodeKind::Recovery).to_message(),
+        ));
+        assert!(!recovery.contains("next code"), "{recovery}");
+        // An older pimd's sentence is shown as it was, with the hint.
+        assert!(daemon_message(&PimError::InvalidCode("wrong code".into())).contains("clock"));
     }
 
     #[test]

@@ -615,36 +615,74 @@ pub fn decided_text(verb: &str, r: &RequestInfo) -> String {
     }
 }
 
-pub fn enroll_text(uri: &str, secret: &str) -> String {
-    let mut out = String::new();
-    if let Some(qr) = qr_code(uri) {
-        out.push_str("Scan this QR code with your authenticator app:\n\n");
-        out.push_str(&qr);
-        out.push('\n');
-        out.push_str("or enter the secret by hand: ");
+/// The enrolment text; `colour` draws the QR code in explicit black on white (for a terminal),
+/// otherwise plain (dark modules as ink, for a file or paper). The QR code comes last, so that
+/// on an 80x24 terminal it stays on screen above the next prompt.
+pub fn enroll_text(uri: &str, secret: &str, colour: bool) -> String {
+    let qr = qr_code(uri, colour);
+    let mut out = String::from(if qr.is_some() {
+        "Scan the QR code below with your authenticator app, or enter the secret by hand: "
     } else {
-        out.push_str("Enter this secret in your authenticator app: ");
-    }
+        "Enter this secret in your authenticator app: "
+    });
     out.push_str(&format!(
-        "{}\notpauth URI: {}\n\nThen finish with 'pim mfa confirm CODE', giving the code the app shows.\n",
+        "{}\notpauth URI: {}\nThen finish with 'pim mfa confirm CODE', giving the code the app shows.\n",
         escape(secret),
         escape(uri)
     ));
+    if let Some(qr) = qr {
+        out.push('\n');
+        out.push_str(&qr);
+    }
     out
 }
 
-/// The URI as a QR code in Unicode half blocks (two modules a character row), drawn light on
-/// dark so that it scans from a terminal with a dark background.
-pub fn qr_code(uri: &str) -> Option<String> {
-    use qrcode::render::unicode::Dense1x2;
-    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    let mut text = code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build();
-    text.push('\n');
+/// The most rows the QR code may take, so that it and the prompt after it fit an 80x24 terminal.
+pub const QR_MAX_ROWS: usize = 23;
+
+/// Black foreground on a white background, whatever the terminal's own colours (the way
+/// google-authenticator-libpam draws its code), and the reset after each row.
+const QR_INK_ON_PAPER: &str = "\x1b[30;47m";
+const QR_RESET: &str = "\x1b[0m";
+
+/// The URI as a QR code in Unicode half blocks (two modules a character row), error correction
+/// L (the smallest code) and a quiet zone of two modules (one if two would not fit
+/// [`QR_MAX_ROWS`]). With `colour` every row carries its own colours, so the code reads the same
+/// on light and dark terminals; without, dark modules are drawn as ink (for a light page).
+pub fn qr_code(uri: &str, colour: bool) -> Option<String> {
+    use qrcode::{Color, EcLevel, QrCode};
+    let code = QrCode::with_error_correction_level(uri.as_bytes(), EcLevel::L).ok()?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let rows = |quiet: usize| (width + 2 * quiet).div_ceil(2);
+    let quiet = if rows(2) <= QR_MAX_ROWS { 2 } else { 1 };
+    let side = (width + 2 * quiet) as isize;
+    let dark = |x: isize, y: isize| {
+        let (x, y) = (x - quiet as isize, y - quiet as isize);
+        (0..width as isize).contains(&x)
+            && (0..width as isize).contains(&y)
+            && colors[y as usize * width + x as usize] == Color::Dark
+    };
+    let mut text = String::new();
+    let mut y = 0;
+    while y < side {
+        if colour {
+            text.push_str(QR_INK_ON_PAPER);
+        }
+        for x in 0..side {
+            text.push(match (dark(x, y), y + 1 < side && dark(x, y + 1)) {
+                (true, true) => '█',
+                (true, false) => '▀',
+                (false, true) => '▄',
+                (false, false) => ' ',
+            });
+        }
+        if colour {
+            text.push_str(QR_RESET);
+        }
+        text.push('\n');
+        y += 2;
+    }
     Some(text)
 }
 
@@ -696,10 +734,68 @@ pub fn mfa_status_text(s: &MfaStatusInfo, clock: &Clock) -> String {
     )
 }
 
+/// The widest line of `pim audit`'s table.
+pub const AUDIT_WIDTH: usize = 100;
+/// The widest a name cell (actor, user, role) gets before it is cut with `…`.
+const AUDIT_NAME_WIDTH: usize = 12;
+/// The most lines a record's ticket, reason and detail take below its row (`--json` and
+/// `--csv` give them whole).
+const AUDIT_NOTE_LINES: usize = 4;
+
+/// `text` cut to `width` characters, the last one `…` when cut.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `text` wrapped at spaces into lines of at most `width` characters (a longer word is split),
+/// at most `max_lines` of them, the last ending in `…` when some was left out.
+fn wrap(text: &str, width: usize, max_lines: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = line.chars().count();
+            let room = if used == 0 { width } else { width - used - 1 };
+            if word.len() <= room {
+                if used > 0 {
+                    line.push(' ');
+                }
+                line.extend(&word);
+                break;
+            }
+            if used == 0 {
+                let rest = word.split_off(width);
+                lines.push(word.into_iter().collect());
+                word = rest;
+            } else {
+                lines.push(std::mem::take(&mut line));
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    if lines.len() > max_lines {
+        lines.truncate(max_lines);
+        let last = lines.pop().unwrap_or_default();
+        lines.push(cut(&format!("{last} …"), width));
+    }
+    lines
+}
+
+/// The audit table, within [`AUDIT_WIDTH`] columns: one row a record (times in the zone the
+/// header names, long names cut), its ticket, reason and detail wrapped below it.
 pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
     if records.is_empty() {
         return "No audit records match.\n".to_string();
     }
+    let name = |s: &str| cut(&e(s), AUDIT_NAME_WIDTH);
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|a| {
@@ -709,24 +805,54 @@ pub fn audit_text(records: &[AuditRecord], clock: &Clock) -> String {
                 } else {
                     time::local_second(a.at, &clock.tz)
                 },
-                e(&a.actor),
+                name(&a.actor),
                 a.action.to_string(),
-                e(&a.user),
-                e(&a.role),
+                name(&a.user),
+                name(&a.role),
                 a.outcome.to_string(),
-                e(&a.ticket),
-                e(&a.reason),
-                e(&a.detail),
             ]
         })
         .collect();
-    table(
+    let zone = records
+        .iter()
+        .rev()
+        .find(|a| a.at != 0)
+        .map(|a| time::zone_abbreviation(a.at, &clock.tz))
+        .unwrap_or_else(|| "UTC".to_string());
+    let time_header = format!("TIME ({zone})");
+    let table = table(
         "",
-        &[
-            "TIME", "ACTOR", "ACTION", "USER", "ROLE", "OUTCOME", "TICKET", "REASON", "DETAIL",
-        ],
+        &[&time_header, "ACTOR", "ACTION", "USER", "ROLE", "OUTCOME"],
         &rows,
-    )
+    );
+    let mut lines = table.lines();
+    let mut out = format!("{}\n", lines.next().unwrap_or_default());
+    const INDENT: &str = "    ";
+    for (a, row) in records.iter().zip(lines) {
+        out.push_str(row);
+        out.push('\n');
+        for (label, text) in [
+            ("ticket", &a.ticket),
+            ("reason", &a.reason),
+            ("detail", &a.detail),
+        ] {
+            if text.is_empty() || text == "-" {
+                continue;
+            }
+            let head = format!("{INDENT}{label}: ");
+            let width = AUDIT_WIDTH - head.chars().count();
+            for (i, line) in wrap(&e(text), width, AUDIT_NOTE_LINES).iter().enumerate() {
+                if i == 0 {
+                    out.push_str(&head);
+                } else {
+                    out.extend(std::iter::repeat_n(' ', head.chars().count()));
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// What to tell the reader when pimd sent as many records as it sends in one reply: there
@@ -1239,11 +1365,119 @@ mod tests {
     #[test]
     fn given_an_enrolment_then_text_has_qr_secret_uri_and_next_step() {
         let uri = "otpauth://totp/pim:alice@host?secret=JBSWY3DPEHPK3PXP&issuer=pim";
-        let t = enroll_text(uri, "JBSWY3DPEHPK3PXP");
+        let t = enroll_text(uri, "JBSWY3DPEHPK3PXP", false);
         assert!(t.contains('▀') || t.contains('▄') || t.contains('█'), "{t}");
         assert!(t.contains("JBSWY3DPEHPK3PXP"));
         assert!(t.contains(uri));
         assert!(t.contains("pim mfa confirm CODE"));
+    }
+
+    /// Rasterises terminal text the way a terminal shows it: `light_terminal` says whether the
+    /// terminal's own background is light (its foreground then dark); SGR 30 and 47 set black
+    /// ink and a white background, 0 resets to the terminal's own. Each character cell is
+    /// `scale` pixels wide and two modules of `scale` pixels high, on an 80-column screen.
+    fn rasterise(text: &str, light_terminal: bool, scale: usize) -> (usize, usize, Vec<bool>) {
+        let (def_fg_dark, def_bg_dark) = (light_terminal, !light_terminal);
+        let lines: Vec<&str> = text.lines().collect();
+        let (cols, rows) = (80, lines.len() + 4);
+        let (w, h) = (cols * scale, rows * 2 * scale);
+        let mut px = vec![def_bg_dark; w * h];
+        for (row, line) in lines.iter().enumerate() {
+            let (mut fg_dark, mut bg_dark) = (def_fg_dark, def_bg_dark);
+            let mut col = 0;
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    assert_eq!(chars.next(), Some('['));
+                    let mut params = String::new();
+                    for c in chars.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                        params.push(c);
+                    }
+                    for p in params.split(';') {
+                        match p {
+                            "0" | "" => (fg_dark, bg_dark) = (def_fg_dark, def_bg_dark),
+                            "30" => fg_dark = true,
+                            "47" => bg_dark = false,
+                            other => panic!("unexpected SGR {other}"),
+                        }
+                    }
+                    continue;
+                }
+                let (top, bottom) = match c {
+                    '█' => (fg_dark, fg_dark),
+                    '▀' => (fg_dark, bg_dark),
+                    '▄' => (bg_dark, fg_dark),
+                    _ => (bg_dark, bg_dark),
+                };
+                for (half, dark) in [(0, top), (1, bottom)] {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let y = ((row + 2) * 2 + half) * scale + dy;
+                            px[y * w + (col + 2) * scale + dx] = dark;
+                        }
+                    }
+                }
+                col += 1;
+            }
+        }
+        (w, h, px)
+    }
+
+    /// Decodes a bitmap with zbar's `zbarimg` (Debian's zbar-tools, installed by scripts/deps).
+    fn zbar_decode(name: &str, (w, h, px): (usize, usize, Vec<bool>)) -> String {
+        let path = std::env::temp_dir().join(format!("pim-qr-{}-{name}.pbm", std::process::id()));
+        let mut pbm = format!("P1\n{w} {h}\n").into_bytes();
+        for row in px.chunks(w) {
+            for &dark in row {
+                pbm.push(if dark { b'1' } else { b'0' });
+            }
+            pbm.push(b'\n');
+        }
+        std::fs::write(&path, pbm).unwrap();
+        let out = std::process::Command::new("zbarimg")
+            .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
+            .arg(&path)
+            .output()
+            .expect("zbarimg (zbar-tools) is needed for this test: run scripts/deps");
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "zbarimg could not read the {name} rendering: {out:?}"
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    #[test]
+    fn given_an_enrolment_qr_then_it_decodes_on_light_and_dark_terminals_within_24_rows() {
+        // As pimd makes it (daemon/src/mfa.rs), for a host name of 16 characters.
+        let uri = "otpauth://totp/pim:alice%40web01.example.org?\
+                   secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=pim\
+                   &algorithm=SHA1&digits=6&period=30";
+        let qr = qr_code(uri, true).unwrap();
+        assert!(
+            qr.lines().count() <= QR_MAX_ROWS,
+            "{} rows",
+            qr.lines().count()
+        );
+        let shown = enroll_text(uri, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", true);
+        assert!(shown.ends_with(&qr), "the QR code comes last: {shown}");
+        for (name, light) in [("light", true), ("dark", false)] {
+            assert_eq!(
+                zbar_decode(name, rasterise(&qr, light, 4)),
+                uri,
+                "{name} terminal"
+            );
+        }
+        // Without colour (a file, paper): dark modules are ink, which reads on a light page.
+        let plain = qr_code(uri, false).unwrap();
+        assert!(!plain.contains('\x1b'));
+        assert_eq!(zbar_decode("plain", rasterise(&plain, true, 4)), uri);
     }
 
     #[test]
@@ -1274,6 +1508,38 @@ mod tests {
             "{t}"
         );
         assert_eq!(audit_text(&[], &clock()), "No audit records match.\n");
+    }
+
+    #[test]
+    fn given_a_record_with_a_1_kib_reason_then_the_audit_table_fits_100_columns_with_its_zone() {
+        let word = "certificate-rotation ";
+        let a = AuditRecord {
+            id: 1,
+            at: NOW,
+            actor: "a-very-long-actor-name".into(),
+            action: AuditAction::AdminMfaReset,
+            user: "a-very-long-user-name".into(),
+            role: "a-very-long-role-name".into(),
+            outcome: Outcome::Success,
+            ticket: "INC-".repeat(40),
+            reason: word.repeat(1024 / word.len() + 1)[..1024].to_string(),
+            detail: "x".repeat(300),
+            ..Default::default()
+        };
+        let t = audit_text(&[a.clone(), a], &clock());
+        for line in t.lines() {
+            assert!(
+                line.chars().count() <= AUDIT_WIDTH,
+                "{} > 100: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(t.starts_with("TIME (UTC)"), "{t}");
+        assert!(
+            t.contains("    reason: certificate-rotation certificate-rotation"),
+            "{t}"
+        );
+        assert!(t.contains('…'), "{t}");
     }
 
     #[test]

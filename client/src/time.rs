@@ -110,6 +110,11 @@ pub fn local_minute(unix: i64, tz: &TimeZone) -> String {
     local(unix, tz, "%Y-%m-%d %H:%M %Z")
 }
 
+/// The zone's abbreviation at `unix`: `CET`, `UTC`.
+pub fn zone_abbreviation(unix: i64, tz: &TimeZone) -> String {
+    local(unix, tz, "%Z")
+}
+
 /// Local time to the second, for logs: `2026-11-21 15:00:05`.
 pub fn local_second(unix: i64, tz: &TimeZone) -> String {
     local(unix, tz, "%Y-%m-%d %H:%M:%S")

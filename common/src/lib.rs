@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 pub mod chain;
+pub mod code_refusal;
 pub mod duration;
 pub mod error;
 #[cfg(any(test, feature = "introspection"))]
 pub mod introspection;
+pub mod limits;
 pub mod mounts;
 pub mod pam_socket;
 pub mod proxy;

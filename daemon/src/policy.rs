@@ -75,32 +75,20 @@ pub fn duration(role: &Role, requested_secs: u64) -> Result<u64, PimError> {
     if requested_secs == 0 {
         return Ok(role.default_duration_secs);
     }
-    if requested_secs > role.max_duration_secs {
-        return Err(PimError::InvalidArgument(format!(
-            "{} is longer than role {}'s maximum of {}; ask for less with -d",
-            pim_common::duration::format(requested_secs),
-            role.name,
-            pim_common::duration::format(role.max_duration_secs)
-        )));
-    }
+    pim_common::limits::check_duration(&role.name, requested_secs, role.max_duration_secs)
+        .map_err(PimError::InvalidArgument)?;
     Ok(requested_secs)
 }
 
 pub fn check_reason(role: &Role, reason: &str) -> Result<(), PimError> {
     text::check("the reason", reason, text::MAX_REASON_BYTES).map_err(PimError::InvalidArgument)?;
-    if role.require_justification {
-        let length = reason.trim().chars().count();
-        if length < role.min_justification as usize {
-            return Err(PimError::InvalidArgument(if length == 0 {
-                format!("role {} requires a reason; give one with -r", role.name)
-            } else {
-                format!(
-                    "role {} requires a reason of at least {} characters (yours has {length}); say more with -r",
-                    role.name, role.min_justification
-                )
-            }));
-        }
-    }
+    pim_common::limits::check_reason(
+        &role.name,
+        role.require_justification,
+        role.min_justification,
+        reason,
+    )
+    .map_err(PimError::InvalidArgument)?;
     Ok(())
 }
 

@@ -538,7 +538,10 @@ fn given_a_code_already_used_then_using_it_again_is_refused_and_so_is_a_spent_re
     let replay = activate(&sb, "alice", "web", Some("10m"), Some(&code));
     replay
         .assert_status(1)
-        .assert_stderr_contains("wrong or already used code");
+        .assert_stderr_contains("wrong or already used code")
+        .assert_stderr_contains("the next code appears in ")
+        .assert_stderr_contains("attempts left before your MFA locks");
+    assert_eq!(replay.stderr.matches("clock").count(), 1, "{replay}");
     assert!(!sb.is_member("alice", "www-data"));
 
     // ... or for the same role again after deactivating.
@@ -567,9 +570,11 @@ fn given_a_code_already_used_then_using_it_again_is_refused_and_so_is_a_spent_re
     assert_eq!(left(&sb), recovery.len() as i64 - 1);
     sb.run("alice", &["pim", "deactivate", "web"])
         .assert_success();
-    activate(&sb, "alice", "web", Some("10m"), Some(&recovery[0]))
-        .assert_status(1)
-        .assert_stderr_contains("wrong or already used code");
+    let used = activate(&sb, "alice", "web", Some("10m"), Some(&recovery[0]));
+    used.assert_status(1)
+        .assert_stderr_contains("wrong or already used code")
+        .assert_stderr_contains("not one of your unused recovery codes");
+    assert!(!used.stderr.contains("next code"), "{used}");
     assert!(!sb.is_member("alice", "www-data"));
 
     let records = sb.audit_records("alice", &[]);
@@ -600,7 +605,13 @@ fn given_max_failures_wrong_codes_then_mfa_is_locked_even_for_the_right_code() {
     for attempt in 1..=2 {
         let out = activate(&sb, "alice", "admin", Some("10m"), Some(&wrong));
         out.assert_status(1)
-            .assert_stderr_contains("wrong or already used code");
+            .assert_stderr_contains("wrong or already used code")
+            .assert_stderr_contains(
+                [
+                    "2 attempts left before your MFA locks",
+                    "1 attempt left before your MFA locks",
+                ][attempt - 1],
+            );
         assert!(!out.stderr.contains("locked"), "attempt {attempt}:\n{out}");
     }
     activate(&sb, "alice", "admin", Some("10m"), Some(&wrong))
@@ -2316,4 +2327,81 @@ fn given_pimd_serving_then_a_second_pimd_takes_nothing_and_changes_nothing() {
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
     assert!(sb.is_member("alice", "sudo"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prompt order: what the role's data and the enrolment refuse is said before a code is read
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn given_no_enrolment_a_long_duration_or_a_short_reason_then_refused_before_the_code_is_read() {
+    let sb = host(
+        &config(
+            "",
+            &[role(
+                "admin",
+                "sudo",
+                &["alice", "bob"],
+                "require_mfa = true\nmax_duration = \"2h\"\nrequire_justification = true\n\
+                 min_justification = 20",
+            )],
+        ),
+        &["sudo"],
+        &[("alice", &[]), ("bob", &[])],
+    );
+    sb.enroll_mfa("bob");
+    // `--code -` reads the code from stdin, which is empty: reaching it would fail on that.
+    let ask = |user: &str, extra: &[&str]| {
+        let mut argv = vec!["pim", "activate", "admin", "--code", "-"];
+        argv.extend(extra);
+        sb.run_with_stdin(user, &argv, "")
+    };
+    let long_reason = "rotate the TLS certificates of the web tier";
+    ask("alice", &["-r", long_reason])
+        .assert_status(1)
+        .assert_stderr_contains("you have no TOTP enrolment; run 'pim mfa enroll' first");
+    ask("bob", &["-r", long_reason, "-d", "3h"])
+        .assert_status(1)
+        .assert_stderr_contains("3h is longer than role admin's maximum of 2h");
+    ask("bob", &["-r", "tls"])
+        .assert_status(1)
+        .assert_stderr_contains("requires a reason of at least 20 characters (yours has 3)");
+    assert!(!sb.is_member("bob", "sudo"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// pim audit's filters and formats
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn given_audit_filters_then_limit_until_and_action_select_and_bad_ones_are_usage_errors() {
+    let sb = host(
+        &config(
+            "",
+            &[role("docker", "docker", &["alice"], "require_mfa = false")],
+        ),
+        &["docker"],
+        &[("alice", &[])],
+    );
+    for _ in 0..2 {
+        granted(&activate(&sb, "alice", "docker", Some("10m"), None));
+        sb.run("alice", &["pim", "deactivate", "docker"])
+            .assert_success();
+    }
+    let activations = sb.audit_records("root", &["--action", "activate"]);
+    assert_eq!(activations.len(), 2, "{activations:#?}");
+    assert!(activations.iter().all(|r| r["action"] == "activate"));
+    let last = sb.audit_records("root", &["--action", "activate", "--limit", "1"]);
+    assert_eq!(last, activations[1..].to_vec());
+    assert!(sb
+        .audit_records("root", &["--until", "2000-01-01"])
+        .is_empty());
+    sb.run("root", &["pim", "audit", "--action", "bogus"])
+        .assert_status(2)
+        .assert_stderr_contains("--action: unknown action \"bogus\"; one of: ");
+    sb.run("root", &["pim", "--json", "audit", "--csv"])
+        .assert_status(2)
+        .assert_stderr_contains("--csv and --json");
+    let text = sb.run("root", &["pim", "audit", "--limit", "3"]);
+    assert!(text.assert_success().stdout.starts_with("TIME ("), "{text}");
 }

@@ -55,7 +55,9 @@ use checks::roles::{check_groups, check_members, check_pam_groups};
 use checks::unit::check_service;
 use checks::HostAccounts;
 use findings::{report_json, report_text, Finding, Status};
-use pam::{check_pam_module, check_sudo_pam, module_seen_to_run, pam_module_dirs};
+use pam::{
+    absolute_module_paths, check_pam_module, check_sudo_pam, module_seen_to_run, pam_module_dirs,
+};
 use pim_common::reload::LAST_RELOAD_PATH;
 use pim_common::text::escape;
 use pim_config::Directory;
@@ -99,7 +101,10 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     findings.push(daemon);
     findings.extend(check_bus_files());
     let module_dirs = pam_module_dirs();
-    findings.push(check_pam_module(&module_dirs));
+    findings.push(check_pam_module(
+        &module_dirs,
+        &absolute_module_paths(Path::new(PAM_DIR)),
+    ));
     let (sudo_findings, gated) = check_sudo_pam(Path::new(PAM_DIR), &module_dirs);
     let module_runs = module_seen_to_run(&sudo_findings);
     findings.extend(sudo_findings);

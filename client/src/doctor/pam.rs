@@ -45,11 +45,39 @@ pub fn pam_module_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-pub fn check_pam_module(dirs: &[PathBuf]) -> Finding {
+/// The module files that the sudo stacks in `dir` name by an absolute path, where they exist.
+pub fn absolute_module_paths(dir: &Path) -> Vec<PathBuf> {
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let mut paths: Vec<PathBuf> = SUDO_SERVICES
+        .iter()
+        .filter_map(|service| pam_stack(dir, service, "account", &read).ok())
+        .flatten()
+        .map(|line| PathBuf::from(line.module))
+        .filter(|m| m.is_absolute() && m.file_name().is_some_and(|f| f == MODULE) && m.is_file())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Where pam_pim.so is: in the distribution's module directory, or (as the demo and the test
+/// sandbox load it) at an absolute path that a PAM line names, which PAM loads as it is.
+pub fn check_pam_module(dirs: &[PathBuf], absolute: &[PathBuf]) -> Finding {
     const CHECK: &str = "pam-module";
     let found: Vec<&PathBuf> = dirs.iter().filter(|d| d.join(MODULE).is_file()).collect();
     let distribution = dirs.iter().find(|d| d.join("pam_unix.so").is_file());
     match (found.first(), distribution) {
+        (None, _) if !absolute.is_empty() => Finding::pass(
+            CHECK,
+            format!(
+                "{} (named by its absolute path in sudo's PAM stack)",
+                absolute
+                    .iter()
+                    .map(|p| show(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
         (None, _) => Finding::fail(
             CHECK,
             format!(

@@ -4,6 +4,7 @@
 use super::*;
 use crate::mfa::{self, FailureState};
 use crate::model::MfaRecord;
+use pim_common::code_refusal::{CodeKind, CodeRefusal};
 
 /// A code judged on the enrolment and failure state read before the write.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +23,25 @@ pub(super) enum CodeOutcome {
     Recovery { hash: String },
     /// Wrong, or a TOTP code already used.
     Wrong,
+}
+
+/// A wrong code's refusal, as data the client formats: its kind, the wrong codes left before a
+/// lockout (after this one) and the seconds to the next TOTP step.
+fn code_refused(
+    kind: CodeKind,
+    policy: &LockoutPolicy,
+    after: &FailureState,
+    now: i64,
+) -> PimError {
+    let step = mfa::STEP_SECS;
+    PimError::InvalidCode(
+        CodeRefusal {
+            kind,
+            attempts_left: policy.max_failures.saturating_sub(after.failures),
+            next_code_in: step - u64::try_from(now).unwrap_or(0) % step,
+        }
+        .to_message(),
+    )
 }
 
 impl Manager {
@@ -86,6 +106,10 @@ impl Manager {
         now: i64,
     ) -> Result<MfaProof, PimError> {
         let state = check.state;
+        let kind = match check.outcome {
+            CodeOutcome::Recovery { .. } => CodeKind::Recovery,
+            CodeOutcome::Totp { .. } | CodeOutcome::Wrong => CodeKind::Totp,
+        };
         let proof = match check.outcome {
             CodeOutcome::Recovery { hash } => {
                 if tx.use_recovery_code(user, &hash, now)? {
@@ -134,9 +158,7 @@ impl Manager {
                 describe(next.locked_until, now)
             )));
         }
-        Err(PimError::InvalidCode(
-            "wrong or already used code; wait for the next code and try again".into(),
-        ))
+        Err(code_refused(kind, policy, &next, now))
     }
 
     /// Runs `f` after an MFA check of `code` (when `required`): the enrolment and failure
@@ -324,10 +346,7 @@ impl Manager {
                             describe(next.locked_until, now)
                         ))));
                     }
-                    Ok(Err(PimError::InvalidCode(
-                        "that code is wrong; check the device's clock and enter the current code"
-                            .into(),
-                    )))
+                    Ok(Err(code_refused(CodeKind::Totp, &policy, &next, now)))
                 }
             }
         })?
