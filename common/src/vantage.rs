@@ -2,7 +2,11 @@
 //! does. pam_pim believes pimd absent (for `fail=open`) only then, and `pim doctor` says
 //! whether it would.
 
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
 use nix::sys::statfs::{statfs, PROC_SUPER_MAGIC};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -66,8 +70,54 @@ impl VantagePlaces {
             init_mount_namespace: identity(&self.init_mount_namespace),
             root: identity(&self.root),
             init_root: identity(&self.init_root),
+            root_mount: mount_id(&self.root),
+            init_root_mount: mount_id(&self.init_root),
         }
     }
+
+    /// Why `socket` (an absolute path), missing or dead as seen from here, may still be pimd's
+    /// as PID 1 sees it, or `None`: the path is looked up through [`VantagePlaces::init_root`]
+    /// (`/proc/1/root`, resolved in init's mount tree whatever this process's root), and
+    /// what is there must be what this process sees at `socket` (nothing, or the same file).
+    /// A chroot into a bind mount of `/` has `/`'s device and inode, yet a `/run/pim` of its
+    /// own (a tmpfs, or not bound at all).
+    pub fn hidden_from_here(&self, socket: &Path) -> Option<String> {
+        let relative = socket.strip_prefix("/").unwrap_or(socket);
+        let through_init = self.init_root.join(relative);
+        let identity = |path: &Path| match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some((m.dev(), m.ino()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        };
+        match (identity(socket), identity(&through_init)) {
+            (Ok(here), Ok(init)) if here == init => None,
+            (Ok(_), Ok(_)) => Some(format!(
+                "PID 1 sees {} otherwise than this process does ({})",
+                socket.display(),
+                through_init.display()
+            )),
+            (Err(e), _) | (_, Err(e)) => Some(e),
+        }
+    }
+}
+
+/// The mount id of the mount `path` is on (`mnt_id:` in `/proc/self/fdinfo/N` of an `O_PATH`
+/// descriptor of it): a bind mount of `/` has `/`'s device and inode but a mount of its own.
+fn mount_id(path: &Path) -> Result<u64, String> {
+    let cannot =
+        |e: &dyn std::fmt::Display| format!("cannot read the mount of {}: {e}", path.display());
+    let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| cannot(&e))?;
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| cannot(&e))?;
+    parse_mount_id(&fdinfo).ok_or_else(|| cannot(&"no mnt_id in its fdinfo"))
+}
+
+/// The `mnt_id:` of an fdinfo text.
+fn parse_mount_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 /// What [`VantagePlaces::look`] found: device and inode of each place, or why not.
@@ -80,6 +130,10 @@ pub struct Vantage {
     pub init_mount_namespace: Result<(u64, u64), String>,
     pub root: Result<(u64, u64), String>,
     pub init_root: Result<(u64, u64), String>,
+    /// The mount id of this process's root, which must be ...
+    pub root_mount: Result<u64, String>,
+    /// ... that of PID 1's (a chroot into a bind mount of `/` has `/`'s device and inode).
+    pub init_root_mount: Result<u64, String>,
 }
 
 impl Vantage {
@@ -109,8 +163,15 @@ impl Vantage {
             (Err(e), _) | (_, Err(e)) => return Some(e.clone()),
         }
         match (&self.root, &self.init_root) {
+            (Ok(own), Ok(init)) if own == init => {}
+            (Ok(_), Ok(_)) => return Some("the root directory is not PID 1's (a chroot)".into()),
+            (Err(e), _) | (_, Err(e)) => return Some(e.clone()),
+        }
+        match (&self.root_mount, &self.init_root_mount) {
             (Ok(own), Ok(init)) if own == init => None,
-            (Ok(_), Ok(_)) => Some("the root directory is not PID 1's (a chroot)".into()),
+            (Ok(own), Ok(init)) => Some(format!(
+                "the root directory is on mount {own}, not PID 1's {init} (a chroot into a bind mount)"
+            )),
             (Err(e), _) | (_, Err(e)) => Some(e.clone()),
         }
     }
@@ -129,6 +190,8 @@ mod tests {
             init_mount_namespace: Ok((4, 4026531840)),
             root: Ok((2049, 2)),
             init_root: Ok((2049, 2)),
+            root_mount: Ok(29),
+            init_root_mount: Ok(29),
         }
     }
 
@@ -175,6 +238,22 @@ mod tests {
                 "chroot",
             ),
             (
+                "mount --rbind / X; chroot X: / has the same device and inode, on another mount",
+                Vantage {
+                    root_mount: Ok(412),
+                    ..init.clone()
+                },
+                "bind mount",
+            ),
+            (
+                "the mount of PID 1's root unreadable",
+                Vantage {
+                    init_root_mount: Err("cannot read the mount of /proc/1/root: EACCES".into()),
+                    ..init.clone()
+                },
+                "EACCES",
+            ),
+            (
                 "a tmpfs on /proc",
                 Vantage {
                     proc_is_procfs: Ok(false),
@@ -215,5 +294,50 @@ mod tests {
                 "{name}: {distrust:?}"
             );
         }
+    }
+
+    #[test]
+    fn given_an_fdinfo_then_its_mount_id_is_read() {
+        let fdinfo = "pos:\t0\nflags:\t012000000\nmnt_id:\t412\nino:\t2\n";
+        assert_eq!(parse_mount_id(fdinfo), Some(412));
+        assert_eq!(parse_mount_id("pos:\t0\n"), None);
+        let own = VantagePlaces::system();
+        assert!(mount_id(&own.root).is_ok());
+        assert_eq!(mount_id(&own.root), mount_id(&own.root));
+    }
+
+    #[test]
+    fn given_the_socket_through_init_s_root_then_it_must_be_what_is_seen_here() {
+        let dir = std::env::temp_dir().join(format!("pim-vantage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let init_root = dir.join("init-root");
+        let here = dir.join("here");
+        std::fs::create_dir_all(&here).unwrap();
+        let socket = here.join("pam.socket");
+        let through_init = init_root.join(socket.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(through_init.parent().unwrap()).unwrap();
+        let places = VantagePlaces {
+            init_root: init_root.clone(),
+            ..VantagePlaces::system()
+        };
+        // Nothing here, nothing for init: absent.
+        assert_eq!(places.hidden_from_here(&socket), None);
+        // Nothing here, something for init (a /run/pim of the chroot's own): hidden.
+        std::fs::write(&through_init, b"").unwrap();
+        let hidden = places.hidden_from_here(&socket);
+        assert!(
+            hidden.as_deref().is_some_and(|h| h.contains("PID 1 sees")),
+            "{hidden:?}"
+        );
+        // Another file here than init's: hidden.
+        std::fs::write(&socket, b"").unwrap();
+        assert!(places.hidden_from_here(&socket).is_some());
+        // The same file (init's root is this process's): a stale socket, absent.
+        let same = VantagePlaces {
+            init_root: "/".into(),
+            ..VantagePlaces::system()
+        };
+        assert_eq!(same.hidden_from_here(&socket), None);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

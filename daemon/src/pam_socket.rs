@@ -285,7 +285,11 @@ impl Server {
         threads.push(
             std::thread::Builder::new()
                 .name("pam-socket-poll".into())
-                .spawn(move || collect(&listener, &stopped, allowed_uid, &jobs, &refuse))
+                .spawn(move || {
+                    abort_on_panic("the PAM socket's collector", || {
+                        collect(&listener, &stopped, allowed_uid, &jobs, &refuse)
+                    })
+                })
                 .map_err(failed)?,
         );
         Ok(Server { stop, threads })
@@ -361,6 +365,19 @@ fn progress(received: &[u8]) -> Progress {
     match pam_socket::decode_request(header.id, body) {
         Ok(request) => Progress::Complete(request),
         Err(e) => Progress::Malformed(header.id, e.to_string()),
+    }
+}
+
+/// Runs `f`; a panic in it aborts the process. A dead collector would leave the socket file
+/// with nobody accepting, which the module takes for an absent pimd: better that pimd dies
+/// and systemd restarts it.
+fn abort_on_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => value,
+        Err(_) => {
+            eprintln!("pimd: {what} panicked; aborting so that pimd is restarted");
+            std::process::abort()
+        }
     }
 }
 

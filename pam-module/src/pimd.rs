@@ -116,6 +116,11 @@ impl SocketDaemon {
         if let Some(untrusted) = untrusted_directory(&self.socket) {
             return DaemonFailure::Unreachable(format!("{why}, but {untrusted}"));
         }
+        if let Some(hidden) = self.places.hidden_from_here(&self.socket) {
+            return DaemonFailure::Unreachable(format!(
+                "{why}, but {hidden}: pimd may be hidden from here rather than absent"
+            ));
+        }
         match self.places.look().distrust() {
             None => DaemonFailure::Absent(why),
             Some(distrust) => DaemonFailure::Unreachable(format!(
@@ -133,17 +138,10 @@ impl Daemon for SocketDaemon {
 }
 
 impl SocketDaemon {
-    /// The whole exchange (see the module's documentation).
-    fn exchange(&self, user: &str, groups: &[String]) -> Result<AccessDecision, DaemonFailure> {
-        let clock = Clock {
-            deadline: Instant::now().checked_add(self.timeout),
-            timeout: self.timeout,
-        };
-        let id = request_id();
-        let request = pam_socket::encode_request(id, user, groups)
-            .map_err(|e| DaemonFailure::Error(format!("cannot encode the question: {e}")))?;
-        let mut stream = loop {
-            match connect(&self.socket, &clock) {
+    /// A connection to pimd; while nothing listens, tried again until the deadline.
+    fn connect_retrying(&self, clock: &Clock) -> Result<UnixStream, DaemonFailure> {
+        loop {
+            match connect(&self.socket, clock) {
                 // Tried again while there is time to; the last try is made with
                 // RETRY_MARGIN left, so that it cannot run out of time itself: at the
                 // deadline pimd is absent, not late.
@@ -160,13 +158,50 @@ impl SocketDaemon {
                         return Err(DaemonFailure::Absent(why));
                     }
                 }
-                connected => break connected?,
+                connected => return connected,
+            }
+        }
+    }
+
+    /// The whole exchange (see the module's documentation).
+    fn exchange(&self, user: &str, groups: &[String]) -> Result<AccessDecision, DaemonFailure> {
+        let clock = Clock {
+            deadline: Instant::now().checked_add(self.timeout),
+            timeout: self.timeout,
+        };
+        let id = request_id();
+        let request = pam_socket::encode_request(id, user, groups)
+            .map_err(|e| DaemonFailure::Error(format!("cannot encode the question: {e}")))?;
+        // A connection dropped before any reply byte (pimd stopping for a restart) is tried
+        // again like a missing pimd, within the deadline; but the end stays closed: after a
+        // hang-up, a pimd gone at the deadline is unreachable, not absent.
+        let mut hung_up: Option<DaemonFailure> = None;
+        let (stream, head) = loop {
+            let stream = match self.connect_retrying(&clock) {
+                Err(DaemonFailure::Absent(why)) => {
+                    return Err(hung_up.unwrap_or(DaemonFailure::Absent(why)))
+                }
+                connected => connected?,
+            };
+            // `stream`, and with it the socket, is dropped on every return below.
+            send_all(&stream, &request, &clock)?;
+            let mut head = [0u8; HEADER_BYTES];
+            let mut reading = &stream;
+            match read_exact(&mut reading, &mut head, &clock) {
+                Err(DaemonFailure::Unreachable(why)) if why == HUNG_UP_BEFORE_ANSWERING => {
+                    let left = clock.remaining().unwrap_or_default();
+                    if left <= RETRY_MARGIN {
+                        return Err(DaemonFailure::Unreachable(why));
+                    }
+                    hung_up = Some(DaemonFailure::Unreachable(why));
+                    std::thread::sleep(ABSENT_RETRY.min(left - RETRY_MARGIN));
+                }
+                read => {
+                    read?;
+                    break (stream, head);
+                }
             }
         };
-        // `stream`, and with it the socket, is dropped on every return below.
-        send_all(&stream, &request, &clock)?;
-        let mut head = [0u8; HEADER_BYTES];
-        read_exact(&mut stream, &mut head, &clock)?;
         let malformed = |e: pam_socket::FrameError| {
             DaemonFailure::Error(format!("malformed reply from pimd: {e}"))
         };
@@ -178,7 +213,7 @@ impl SocketDaemon {
             )));
         }
         let mut body = vec![0u8; header.body_len];
-        read_exact(&mut stream, &mut body, &clock)?;
+        read_exact(&mut &stream, &mut body, &clock)?;
         match pam_socket::decode_reply(&body).map_err(malformed)? {
             Answer::Allowed => Ok(AccessDecision {
                 allowed: true,
@@ -346,21 +381,35 @@ fn send_all(stream: &UnixStream, bytes: &[u8], clock: &Clock) -> Result<(), Daem
     Ok(())
 }
 
+/// What [`read_exact`] says when pimd hung up before sending anything.
+const HUNG_UP_BEFORE_ANSWERING: &str = "pimd closed the connection before answering";
+
 /// Fills `buf` from the socket under the deadline.
-fn read_exact(stream: &mut UnixStream, buf: &mut [u8], clock: &Clock) -> Result<(), DaemonFailure> {
+fn read_exact(
+    stream: &mut &UnixStream,
+    buf: &mut [u8],
+    clock: &Clock,
+) -> Result<(), DaemonFailure> {
     let mut filled = 0;
     while filled < buf.len() {
         stream
             .set_read_timeout(Some(clock.remaining()?))
             .map_err(|e| DaemonFailure::Unreachable(format!("pimd's socket: {e}")))?;
         match stream.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => {
+                return Err(DaemonFailure::Unreachable(HUNG_UP_BEFORE_ANSWERING.into()))
+            }
             Ok(0) => {
                 return Err(DaemonFailure::Unreachable(
-                    "pimd closed the connection before answering".into(),
+                    "pimd closed the connection in the middle of its answer".into(),
                 ))
             }
             Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // A pimd stopping with the request unread resets the connection.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset && filled == 0 => {
+                return Err(DaemonFailure::Unreachable(HUNG_UP_BEFORE_ANSWERING.into()))
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(clock.expired())
             }
@@ -612,6 +661,40 @@ mod tests {
     }
 
     #[test]
+    fn given_a_chroot_into_a_bind_mount_of_root_then_a_socket_init_still_sees_is_unreachable() {
+        // mount --rbind / X; chroot X with a /run/pim of its own: / has the host's device,
+        // inode (and here namespaces); only PID 1's root shows that the socket is still there.
+        let (socket, dir) = temp_socket("bind-chroot");
+        let init_root = dir.join("init-root");
+        let through_init = init_root.join(socket.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(through_init.parent().unwrap()).unwrap();
+        let places = VantagePlaces {
+            init_root: init_root.clone(),
+            ..as_init()
+        };
+        let daemon = SocketDaemon::at(&socket, Duration::from_millis(60));
+        let absent = daemon
+            .clone()
+            .with_vantage_places(places.clone())
+            .check_access("alice", &["sudo".to_string()]);
+        // (init_root stands for PID 1's root here, so the root check also objects; what
+        // matters is that only the file seen through it makes "PID 1 sees" the reason.)
+        assert!(
+            matches!(&absent, Err(DaemonFailure::Unreachable(why)) if !why.contains("PID 1 sees")),
+            "{absent:?}"
+        );
+        let _listener = UnixListener::bind(&through_init).unwrap();
+        let result = daemon
+            .with_vantage_places(places)
+            .check_access("alice", &["sudo".to_string()]);
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why.contains("PID 1 sees")),
+            "{result:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn given_this_process_then_the_places_can_be_read() {
         // Whatever the test runs in, this process's own places are readable and /proc is a
         // procfs.
@@ -777,7 +860,41 @@ mod tests {
 
     #[test]
     fn given_a_pimd_that_hangs_up_then_unreachable() {
-        let result = FakePimd::start("hangup", drop).check(Duration::from_secs(5));
+        // Tried again until the deadline (the socket stays, nobody accepts), and still closed:
+        // unreachable, not absent.
+        let result = FakePimd::start("hangup", drop).check(Duration::from_millis(300));
+        assert!(
+            matches!(&result, Err(DaemonFailure::Unreachable(why)) if why == HUNG_UP_BEFORE_ANSWERING),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn given_a_restart_that_drops_the_connection_before_answering_then_the_new_pimd_is_asked() {
+        let (socket, dir) = temp_socket("restart-drop");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            drop(listener.accept().unwrap());
+            let (mut stream, _) = listener.accept().unwrap();
+            let request = read_request(&mut stream);
+            stream
+                .write_all(&pam_socket::encode_reply(request.id, &Answer::Allowed))
+                .unwrap();
+        });
+        let result =
+            pimd_at(&socket, Duration::from_secs(5)).check_access("alice", &["sudo".into()]);
+        server.join().unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(result.map(|d| d.allowed), Ok(true));
+    }
+
+    #[test]
+    fn given_a_pimd_that_hangs_up_mid_answer_then_unreachable_at_once() {
+        let result = FakePimd::start("hangup-mid", |mut stream| {
+            let _ = read_request(&mut stream);
+            stream.write_all(&[0u8; 3]).unwrap();
+        })
+        .check(Duration::from_secs(5));
         assert!(
             matches!(result, Err(DaemonFailure::Unreachable(_))),
             "{result:?}"

@@ -404,7 +404,7 @@ fn module_logged(sb: &Sandbox, why: &str) -> bool {
 }
 
 #[test]
-fn pimd_stopped_fail_open_leaves_holders_to_the_rest_of_the_stack() {
+fn pimd_stopped_fail_open_in_a_sandbox_refuses_holders_as_absence_cannot_be_trusted() {
     let sb = host(&format!("{PAM_ARGS} fail=open"));
     // pimd never started. fail=open lets an absent pimd through only where the module sees
     // the host as its init does, in the initial PID namespace: the sandbox is a PID namespace
