@@ -10,7 +10,6 @@
 
 mod access;
 mod accounts;
-mod alerts;
 mod clock;
 mod ending;
 mod manager;

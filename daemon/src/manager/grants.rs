@@ -77,7 +77,6 @@ impl Manager {
             self.release_membership(&grant.user, &grant.group)?;
             return Err(err);
         }
-        self.alerts_after_change();
         Ok(())
     }
 
@@ -157,9 +156,7 @@ impl Manager {
             audit.actor,
             end_reason.into(),
         );
-        let released = self.release_membership(&grant.user, &grant.group);
-        self.alerts_after_change();
-        released
+        self.release_membership(&grant.user, &grant.group)
     }
 
     /// Takes back a membership PIM added, unless a live grant still needs it.

@@ -37,16 +37,8 @@ impl Manager {
         } else {
             "user"
         };
-        // An alert is for admins alone (as in `pim watch`, where auditors see it too), not
-        // for the user it is about nor the role's approvers.
-        if !event.kind.is_alert() {
-            add(&event.user, about);
-        }
-        if let Some(role) = self
-            .config
-            .role(&event.role)
-            .filter(|_| !event.kind.is_alert())
-        {
+        add(&event.user, about);
+        if let Some(role) = self.config.role(&event.role) {
             for name in self.names(&role.approvers) {
                 add(&name, "approver");
             }

@@ -2,7 +2,6 @@
 //!
 //! | module | checks |
 //! | --- | --- |
-//! | [`alerts`] | alerts: the ones pimd has open |
 //! | [`bus`] | daemon, bus-policy, activation |
 //! | [`unit`] | service |
 //! | [`nosuid`] | nosuid |
@@ -12,7 +11,6 @@
 //! | [`pam_socket`] | pam-socket: pimd's socket for the module |
 //! | [`roles`] | groups, pam-groups, members: the configuration's roles against the host |
 
-pub mod alerts;
 pub mod bus;
 pub mod config;
 pub mod database;
