@@ -180,6 +180,9 @@ pub enum BreakKind {
     MissingTail,
     /// The chain holds the head's record, with another hash: it was rewritten at or before it.
     Rewritten,
+    /// A slice that starts after a head's record without linking to it: nothing in it
+    /// shows the head is part of the same chain.
+    HeadNotCovered,
 }
 
 impl BreakKind {
@@ -190,6 +193,7 @@ impl BreakKind {
             BreakKind::Inserted => "inserted",
             BreakKind::MissingTail => "missing-tail",
             BreakKind::Rewritten => "rewritten",
+            BreakKind::HeadNotCovered => "head-not-covered",
         }
     }
 }
@@ -238,6 +242,8 @@ impl Verification {
 /// then [`Verifier::finish`].
 pub struct Verifier {
     heads: Vec<KeptHead>,
+    /// For each head, whether the walk reached its record and found its hash.
+    heads_walked: Vec<bool>,
     report: Verification,
     /// The last record accepted.
     last: Option<Head>,
@@ -259,6 +265,7 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(heads: Vec<KeptHead>) -> Verifier {
         Verifier {
+            heads_walked: vec![false; heads.len()],
             heads,
             report: Verification::default(),
             last: None,
@@ -311,7 +318,10 @@ impl Verifier {
             hash: r.hash.clone(),
         });
         let mut rewritten = None;
-        for kept in &self.heads {
+        for (kept, walked) in self.heads.iter().zip(self.heads_walked.iter_mut()) {
+            if kept.head.id == r.id && kept.head.hash == r.hash {
+                *walked = true;
+            }
             if kept.head.id == r.id && kept.head.hash != r.hash {
                 rewritten = Some(format!(
                     "record {} has hash {}, not {} as the head from {} says: the chain \
@@ -541,15 +551,51 @@ impl Verifier {
         if !self.broken {
             let last = self.last.clone();
             let start = self.report.pruned_through;
-            for kept in std::mem::take(&mut self.heads) {
+            let walked = std::mem::take(&mut self.heads_walked);
+            for (kept, walked) in std::mem::take(&mut self.heads).into_iter().zip(walked) {
                 let line = format!("{} {}", kept.source, kept.head);
+                // The first record walked, when it is not the genesis, names its
+                // predecessor's hash: a head on that predecessor is covered by the link.
+                let linked = self.anchor.as_ref().filter(|a| a.id == kept.head.id + 1);
                 match &last {
                     Some(last) if kept.head.id <= last.id => {
                         if kept.head.id <= start {
                             self.report.heads_pruned.push(line);
-                        } else {
-                            // Its record was checked against it in `accept`.
+                        } else if walked {
                             self.report.heads_checked.push(line);
+                        } else if let Some(anchor) = linked {
+                            if anchor.hash == kept.head.hash {
+                                self.report.heads_checked.push(line);
+                            } else {
+                                self.fail(
+                                    BreakKind::Rewritten,
+                                    kept.head.id,
+                                    format!(
+                                        "record {} is chained to a record {} with hash {}, \
+                                         not {} as the head from {} says: this copy is not \
+                                         the chain that head was kept from",
+                                        anchor.id,
+                                        kept.head.id,
+                                        anchor.hash,
+                                        kept.head.hash,
+                                        kept.source
+                                    ),
+                                );
+                                break;
+                            }
+                        } else {
+                            self.fail(
+                                BreakKind::HeadNotCovered,
+                                kept.head.id,
+                                format!(
+                                    "the head from {} names record {}, which this copy does \
+                                     not hold (it starts at record {}) and its first record \
+                                     is not chained to: the head is not covered by this \
+                                     export; export from record {} or earlier",
+                                    kept.source, kept.head.id, self.report.first, kept.head.id
+                                ),
+                            );
+                            break;
                         }
                     }
                     _ => {

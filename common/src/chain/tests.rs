@@ -373,3 +373,44 @@ fn given_records_before_the_chain_and_its_genesis_removed_then_the_genesis_is_na
     records.push(record(4, AuditAction::Activate, &genesis.hash));
     assert_eq!(broke(&verify(records, Vec::new())), ("deleted", 3));
 }
+
+fn verify_slice(records: &[AuditRecord], heads: Vec<KeptHead>) -> Verification {
+    let mut v = Verifier::for_slice(heads);
+    for r in records.iter().cloned() {
+        v.push(r);
+    }
+    v.finish()
+}
+
+#[test]
+fn given_a_fabricated_export_starting_after_the_head_then_the_head_is_not_counted_checked() {
+    let genuine = chain(10);
+    let head = genuine[9].hash.clone();
+    // A forger's records 11.. chained to a `prev` of their choosing, not to the head.
+    let mut forged = vec![record(11, AuditAction::Activate, &"f".repeat(64))];
+    forged.push(record(12, AuditAction::Activate, &forged[0].hash.clone()));
+    let v = verify_slice(&forged, vec![kept(10, &head)]);
+    assert!(!v.ok(), "{v:?}");
+    assert_eq!(broke(&v), ("rewritten", 10));
+    assert!(v.heads_checked.is_empty(), "{v:?}");
+    // A copy that starts later still is not covering the head either.
+    let mut later = vec![record(12, AuditAction::Activate, &"f".repeat(64))];
+    later.push(record(13, AuditAction::Activate, &later[0].hash.clone()));
+    let v = verify_slice(&later, vec![kept(10, &head)]);
+    assert_eq!(broke(&v), ("head-not-covered", 10));
+    assert!(
+        v.break_detail.contains("not covered by this export"),
+        "{v:?}"
+    );
+    assert!(v.heads_checked.is_empty(), "{v:?}");
+}
+
+#[test]
+fn given_a_genuine_slice_starting_right_after_the_head_then_the_head_is_checked() {
+    let mut records = chain(10);
+    let head = records[5].hash.clone();
+    let v = verify_slice(&records.split_off(6), vec![kept(6, &head)]);
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.first, 7);
+    assert_eq!(v.heads_checked, ["the head file 6:".to_string() + &head]);
+}

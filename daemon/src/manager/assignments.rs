@@ -163,8 +163,8 @@ pub(super) fn check_renewal_window(role: &str, end: Option<i64>, now: i64) -> Re
             "your assignment to role {role} has no end; there is nothing to renew"
         )));
     };
-    let opens = end - NOTICE_EARLY_SECS;
-    let closes = end + RENEW_AFTER_END_SECS;
+    let opens = end.saturating_sub(NOTICE_EARLY_SECS);
+    let closes = end.saturating_add(RENEW_AFTER_END_SECS);
     if now < opens || now > closes {
         return Err(PimError::Conflict(format!(
             "a renewal of role {role} may be asked from 14 days before the assignment's end up \
@@ -184,6 +184,18 @@ fn window_text(not_before: Option<i64>, not_after: Option<i64>, now: i64) -> Str
         (None, Some(b)) => format!("until {}", describe(b, now)),
         (Some(a), None) => format!("from {}", describe(a, now)),
         (Some(a), Some(b)) => format!("from {} until {}", describe(a, now), describe(b, now)),
+    }
+}
+
+/// A time from the bus (`0`: none): refused when negative or past [`NO_END`], so the
+/// arithmetic on it cannot overflow. The refusal names the argument.
+fn check_time(argument: &str, t: i64) -> Result<(), PimError> {
+    if (0..=NO_END).contains(&t) {
+        Ok(())
+    } else {
+        Err(PimError::InvalidArgument(format!(
+            "{argument} must be a time between the epoch and the year 9999, not {t}"
+        )))
     }
 }
 
@@ -245,10 +257,9 @@ impl Manager {
                     "there is no user {user} on this host"
                 )));
             }
-            if not_before < 0
-                || not_after < 0
-                || (not_before > 0 && not_after > 0 && not_after <= not_before)
-            {
+            check_time("not_before (--from)", not_before)?;
+            check_time("not_after (--until)", not_after)?;
+            if not_before > 0 && not_after > 0 && not_after <= not_before {
                 return Err(PimError::InvalidArgument(
                     "the assignment's end must come after its start".into(),
                 ));
@@ -585,6 +596,7 @@ impl Manager {
         let now = self.now();
         let checked = (|| {
             check_name("role", role_name)?;
+            check_time("until (--until)", until)?;
             // The same answer for "no such role" and "no assignment": roles cannot be probed.
             let nothing_to_renew = || {
                 PimError::NotEligible(format!(

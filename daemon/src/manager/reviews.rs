@@ -500,6 +500,18 @@ impl Manager {
             return self.refused(&audit, e);
         }
         self.require_governor(caller, role, &audit)?;
+        if user == caller.name && !self.is_admin(caller) {
+            // An owner a review suspended would overrule the review by their own word:
+            // another owner or an admin must reinstate them.
+            return self.refused(
+                &audit,
+                PimError::PermissionDenied(format!(
+                    "an owner cannot reinstate themselves for role '{}'; another owner or a pim \
+                     administrator must",
+                    text::escape(role)
+                )),
+            );
+        }
         let now = self.now();
         let entry = audit.entry(now, Outcome::Success, "standing eligibility reinstated");
         self.remove_or_refuse(

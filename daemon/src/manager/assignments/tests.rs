@@ -122,6 +122,39 @@ fn given_an_end_then_renewal_is_open_from_14_days_before_to_30_days_after() {
 }
 
 #[test]
+fn given_times_past_no_end_or_negative_then_assign_and_renew_refuse_naming_the_argument() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    for (from, until, named) in [
+        (0, i64::MAX, "not_after"),
+        (0, NO_END + 1, "not_after"),
+        (i64::MAX, 0, "not_before"),
+        (-1, T0 + DAY, "not_before"),
+        (0, -5, "not_after"),
+    ] {
+        let m = assert_err!(
+            e.m.admin_assign(&gina, "dave", "docker", from, until),
+            InvalidArgument
+        );
+        assert!(m.contains(named) && m.contains("year 9999"), "{m}");
+    }
+    assert!(e.docker_role_of("dave").is_none(), "nothing was assigned");
+    e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 10 * DAY)
+        .unwrap();
+    let dave = e.who("dave");
+    for until in [i64::MAX, NO_END + 1, -1] {
+        let m = assert_err!(
+            e.m.renew(&dave, "docker", until, "still on the team"),
+            InvalidArgument
+        );
+        assert!(m.contains("until") && m.contains("year 9999"), "{m}");
+    }
+    // The window's arithmetic saturates rather than overflowing on an end stored earlier.
+    assert_err!(check_renewal_window("docker", Some(i64::MAX), T0), Conflict);
+    assert!(check_renewal_window("docker", Some(i64::MIN), T0).is_err());
+}
+
+#[test]
 fn given_an_active_assignment_now_then_the_group_is_held_at_once_and_taken_at_its_end() {
     let mut e = governed();
     let gina = e.who("gina");

@@ -351,6 +351,50 @@ fn given_a_suspended_standing_entry_then_pam_refuses_and_reinstate_lets_the_user
 }
 
 #[test]
+fn given_an_owner_suspended_by_a_review_then_reinstating_themselves_is_refused_and_audited() {
+    let mut e = env();
+    // alice owns docker and is also one of its standing entries.
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\nowners = [\"alice\", \"gina\"]\n",
+    );
+    e.reload(&text);
+    e.enrol("gina");
+    let r = start(&mut e, "gina", 60, &[]).unwrap();
+    e.advance(60);
+    e.m.reconcile().unwrap();
+    assert!(result_of(&show(&mut e, r.id), "alice").starts_with("removed"));
+
+    let alice = e.who("alice");
+    let m = assert_err!(
+        e.m.admin_reinstate(&alice, "alice", "docker"),
+        PermissionDenied
+    );
+    assert!(m.contains("cannot reinstate themselves"), "{m}");
+    assert_err!(e.activate("alice", "docker", 0, "", "", ""), NotEligible);
+    let refused: Vec<AuditRecord> = e
+        .audited("admin-reinstate")
+        .into_iter()
+        .filter(|r| r.actor == "alice")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].outcome, "refused");
+    assert_eq!(
+        (refused[0].user.as_str(), refused[0].role.as_str()),
+        ("alice", "docker")
+    );
+
+    // Another owner may; so may an administrator.
+    let gina = e.who("gina");
+    e.m.admin_reinstate(&gina, "alice", "docker").unwrap();
+    assert!(e.activate("alice", "docker", 0, "", "", "").is_ok());
+    e.m.suspend_for_test("alice", "docker");
+    let root = e.who("root");
+    e.m.admin_reinstate(&root, "alice", "docker").unwrap();
+}
+
+#[test]
 fn given_review_every_then_reviews_recur_from_the_previous_start() {
     let mut e = reviewed("review_every = \"1d\"\nreview_duration = \"1h\"\n");
     let t0 = e.now();
