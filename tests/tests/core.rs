@@ -1965,8 +1965,19 @@ fn given_a_grant_that_stood_on_an_assignment_when_unassigned_then_it_ends_and_su
 
 #[test]
 fn given_an_assignment_cut_to_seconds_then_the_grant_ends_at_its_end_even_with_pimd_down_then() {
+    // on_end = "keep": dave's `pim status` polls run across the grant's end, and one started
+    // while /etc/group still listed him would carry sudo's gid and be ended with the grant;
+    // this test is about when the grant ends, not about its processes (ending.rs is).
     let sb = host(
-        &config("", &[role("admin", "sudo", &[], "require_mfa = false")]),
+        &config(
+            "",
+            &[role(
+                "admin",
+                "sudo",
+                &[],
+                "require_mfa = false\non_end = \"keep\"",
+            )],
+        ),
         &["sudo"],
         &[("dave", &[])],
     );
