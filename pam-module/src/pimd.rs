@@ -371,6 +371,11 @@ fn send_all(stream: &UnixStream, bytes: &[u8], clock: &Clock) -> Result<(), Daem
             Ok(n) => sent += n,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Err(clock.expired()),
+            // pimd closed before reading the request (a stop, a restart): nothing was
+            // answered, so this is the hang-up that is tried again within the timeout.
+            Err(Errno::EPIPE | Errno::ECONNRESET) => {
+                return Err(DaemonFailure::Unreachable(HUNG_UP_BEFORE_ANSWERING.into()))
+            }
             Err(e) => {
                 return Err(DaemonFailure::Unreachable(format!(
                     "cannot write to pimd: {e}"
