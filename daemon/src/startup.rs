@@ -4,6 +4,7 @@
 
 use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
+use crate::alerts;
 use crate::clock::{Clock, SystemClock};
 use crate::manager::Manager;
 use crate::pam_socket;
@@ -227,6 +228,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     );
     manager.set_head_file(head_file);
     let core = Core::new(manager);
+    access.watch_passes(core.clone());
 
     // One pimd at a time, decided by a lock of root's in /run/pim rather than by the bus
     // name: the PAM module's socket must not wait for the bus (nor go with it). Another pimd
@@ -275,6 +277,12 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Arc::new(SystemProcesses),
         end_wake,
     ));
+    let alert_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(alert_look_loop(
+        core.clone(),
+        Arc::new(SystemProcesses),
+        alert_wake.clone(),
+    ));
     tokio::spawn(setgid_sweep_loop(
         core.clone(),
         Arc::new(SystemSetgidFiles),
@@ -289,6 +297,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             _ = hangup.recv() => {
                 let received = monotonic_ns();
                 record_reload(&reload(&core, &access, &config_path, received).await);
+                // The alerts with the new configuration, the host looked at again.
+                alert_wake.notify_one();
             }
         }
     }
@@ -683,6 +693,50 @@ async fn ending_loop(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// The host is looked at for the alerts at least this often (and at start, and after a
+/// reload).
+const ALERT_LOOK_EVERY: Duration = Duration::from_secs(60);
+
+/// The alerts' look at the host (/etc/group, /proc, the sudoers files), on the blocking pool
+/// and outside the manager, so that calls and PAM checks never wait for it; the manager then
+/// evaluates the alerts with it.
+async fn alert_look_loop(
+    core: Arc<Core>,
+    processes: Arc<dyn ProcessTable>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        match core.with_manager(|m| Ok(m.alert_groups())).await {
+            Ok(groups) => {
+                let processes = processes.clone();
+                let looked = tokio::task::spawn_blocking(move || {
+                    alerts::host::look(
+                        &SystemAccounts,
+                        &*processes,
+                        &pim_sudoers::read_system,
+                        &groups,
+                    )
+                })
+                .await;
+                match looked {
+                    Ok(facts) => {
+                        if let Err(e) = core.with_manager(move |m| m.record_host_look(facts)).await
+                        {
+                            eprintln!("pimd: alerts: {}", e.message());
+                        }
+                    }
+                    Err(e) => eprintln!("pimd: alerts: the look at the host failed: {e}"),
+                }
+            }
+            Err(e) => eprintln!("pimd: alerts: {}", e.message()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ALERT_LOOK_EVERY) => {}
             _ = wake.notified() => {}
         }
     }

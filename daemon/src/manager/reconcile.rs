@@ -70,6 +70,7 @@ const JOBS: &[&dyn Job] = &[
     &StartRecurringReviews,
     &super::assignments::StartActiveAssignments,
     &super::assignments::AssignmentNotices,
+    &EvaluateAlerts,
 ];
 
 /// Does `f` with every one of `items`, even after one failed; the first error is returned.
@@ -193,6 +194,17 @@ impl Job for StartRecurringReviews {
             }
         }
         Ok(next)
+    }
+}
+
+/// Evaluates the alerts (see `manager/alerts.rs`) on the store and the last look at the host,
+/// after the jobs above have ended what was due; the look itself is made outside the manager
+/// (`startup`'s alert loop), like the set-group-ID sweep's walk.
+struct EvaluateAlerts;
+
+impl Job for EvaluateAlerts {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.evaluate_alerts()
     }
 }
 

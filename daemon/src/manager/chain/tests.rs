@@ -83,7 +83,14 @@ fn given_a_hundred_records_then_the_head_goes_to_syslog_and_the_head_file() {
     let file = temp_head_file("hundred");
     e.m.set_head_file(file.clone());
     let audra = e.who("audra");
-    for _ in 0..HEAD_EVERY_RECORDS {
+    // The fixture's alerts (raised as the environment starts) are records already.
+    let before =
+        e.m.store
+            .read(|tx| tx.audit_tip())
+            .unwrap()
+            .map_or(0, |t| t.id);
+    let to_go = HEAD_EVERY_RECORDS as i64 - before % HEAD_EVERY_RECORDS as i64;
+    for _ in 0..to_go {
         e.m.verify_audit(&audra, "").unwrap();
     }
     let lines = head_lines(&mut e);
