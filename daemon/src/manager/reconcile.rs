@@ -65,12 +65,13 @@ const JOBS: &[&dyn Job] = &[
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
     &chain::PruneAudit,
-    &chain::PublishAuditHead,
     &CompleteReviews,
     &StartRecurringReviews,
     &super::assignments::StartActiveAssignments,
     &super::assignments::AssignmentNotices,
     &EvaluateAlerts,
+    // Last: a head it publishes covers what this round wrote.
+    &chain::PublishAuditHead,
 ];
 
 /// Does `f` with every one of `items`, even after one failed; the first error is returned.
