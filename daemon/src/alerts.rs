@@ -4,8 +4,8 @@
 //! facts call for; [`plan`] compares them with the alerts on record and says what to raise,
 //! resolve or release; `manager/alerts.rs` writes that, audited, and sends the events.
 //!
-//! Each alert has a stable key (its kind and its subject: user, role, group, sudoers file),
-//! so that a cause seen again and again is one alert. An open alert whose cause is gone is
+//! Each alert has a stable key (its kind and its subject: user, role, group, sudoers file
+//! and the rule's fingerprint), so that a cause seen again and again is one alert. An open alert whose cause is gone is
 //! resolved; a dismissed one stays dismissed while its cause persists, and once the cause is
 //! gone it is released (the key is free again), so that the cause coming back raises a new
 //! alert. `break-glass-used` is an event, not a state: it stays open until dismissed, and a
@@ -14,6 +14,7 @@
 pub mod host;
 
 use pim_sudoers::{RootRule, Who};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Above this a role's `max_duration` makes it `weak-role` (SPEC: "max_duration over 8h").
@@ -21,6 +22,9 @@ pub const WEAK_MAX_DURATION_SECS: u64 = 8 * 3600;
 
 /// Process ids listed in one alert's detail, at most.
 const MAX_PIDS_SHOWN: usize = 8;
+
+/// Bytes of SHA-256 kept in a sudoers rule's fingerprint (see [`rule_fingerprint`]).
+const RULE_FINGERPRINT_BYTES: usize = 16;
 
 /// The kinds of alert, by their stable names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -399,6 +403,19 @@ fn processes_outside_grant(facts: &Facts, out: &mut Evaluation) {
     }
 }
 
+/// What a dismissal of a `sudoers-outside-pim` alert covers: the rule as it was seen, its
+/// text and the definitions of the aliases it uses. Another rule for the same subject in the
+/// same file, the rule edited, or an alias it uses redefined, is another fingerprint and so a
+/// new alert; the rule moving to another line is not.
+fn rule_fingerprint(rule: &RootRule) -> String {
+    let mut seen = rule.text.clone();
+    for alias in &rule.aliases {
+        seen.push('\n');
+        seen.push_str(alias);
+    }
+    pim_common::chain::hex(&Sha256::digest(seen.as_bytes())[..RULE_FINGERPRINT_BYTES])
+}
+
 /// Whether a sudoers subject gets root only through a managed group (or is root itself).
 fn through_pim(who: &Who, groups: &BTreeSet<&str>, gids: &BTreeSet<u32>) -> bool {
     match who {
@@ -424,6 +441,7 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
         .collect();
     for rule in rules {
         let file = rule.file.display().to_string();
+        let fingerprint = rule_fingerprint(rule);
         for who in rule.who.iter().filter(|w| !through_pim(w, &groups, &gids)) {
             let subject = who.to_string();
             let user = match who {
@@ -432,7 +450,7 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
             };
             out.findings.push(Finding::new(
                 AlertKind::SudoersOutsidePim,
-                &[&file, &subject],
+                &[&file, &subject, &fingerprint],
                 user,
                 "",
                 format!(

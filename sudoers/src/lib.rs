@@ -306,7 +306,8 @@ impl Who {
 }
 
 /// A rule that lets the users it names run commands as root: where it is, whom it names (the
-/// items that match positively, aliases expanded) and its text.
+/// items that match positively, aliases expanded), its text, and the definitions of the
+/// aliases it uses (what it grants depends on them as much as on its text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RootRule {
     pub file: PathBuf,
@@ -314,6 +315,9 @@ pub struct RootRule {
     pub line: usize,
     pub who: Vec<Who>,
     pub text: String,
+    /// The aliases its text uses, directly or through other aliases, each as
+    /// `Kind NAME = items`, sorted.
+    pub aliases: Vec<String>,
 }
 
 /// The aliases of one kind: name to its items as written.
@@ -363,10 +367,38 @@ pub fn root_rules(files: &[(PathBuf, String)]) -> Vec<RootRule> {
                 file,
                 line,
                 who,
+                aliases: aliases_used(&text, &aliases),
                 text,
             })
         })
         .collect()
+}
+
+/// The definitions of the aliases `text` uses, directly or through other aliases, as
+/// `Kind NAME = items`, sorted. A name may be an alias of several kinds (sudo keeps them
+/// apart): each is taken.
+fn aliases_used(text: &str, aliases: &AllAliases) -> Vec<String> {
+    let tables = [
+        ("User_Alias", &aliases.user),
+        ("Runas_Alias", &aliases.runas),
+        ("Cmnd_Alias", &aliases.cmnd),
+    ];
+    let mut used = BTreeSet::new();
+    let mut to_read = vec![text.to_string()];
+    while let Some(text) = to_read.pop() {
+        let names =
+            text.split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'));
+        for name in names.filter(|n| !n.is_empty()) {
+            for (kind, table) in tables {
+                if let Some(items) = table.get(name) {
+                    if used.insert(format!("{kind} {name} = {}", items.join(", "))) {
+                        to_read.push(items.join(", "));
+                    }
+                }
+            }
+        }
+    }
+    used.into_iter().collect()
 }
 
 /// `NAME = a, b : NAME2 = c` into `table`.

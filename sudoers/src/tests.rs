@@ -88,6 +88,35 @@ fn given_aliases_then_they_are_expanded_with_their_negations() {
 }
 
 #[test]
+fn given_a_rule_using_aliases_then_it_carries_their_definitions_through_nested_ones() {
+    let text = "Cmnd_Alias WEB = /usr/bin/systemctl restart nginx, LOGS\n\
+                Cmnd_Alias LOGS = /usr/bin/journalctl\n\
+                Cmnd_Alias UNUSED = ALL\n\
+                User_Alias WEBOPS = alice\n\
+                Runas_Alias ROOT = root\n\
+                WEBOPS ALL = (ROOT) NOPASSWD: WEB\n\
+                bob ALL = ALL\n";
+    let rules = root_rules(&one(text));
+    assert_eq!(rules.len(), 2);
+    assert_eq!(
+        rules[0].aliases,
+        [
+            "Cmnd_Alias LOGS = /usr/bin/journalctl",
+            "Cmnd_Alias WEB = /usr/bin/systemctl restart nginx, LOGS",
+            "Runas_Alias ROOT = root",
+            "User_Alias WEBOPS = alice",
+        ]
+    );
+    // A rule that names no alias carries none (ALL is a word of sudo's, not one).
+    assert!(rules[1].aliases.is_empty());
+    // The alias redefined: the same text, other definitions.
+    let stronger = text.replace("LOGS = /usr/bin/journalctl", "LOGS = ALL");
+    let again = root_rules(&one(&stronger));
+    assert_eq!(again[0].text, rules[0].text);
+    assert_ne!(again[0].aliases, rules[0].aliases);
+}
+
+#[test]
 fn given_negated_users_and_commands_then_what_is_left_counts() {
     assert_eq!(who("%sudo, !alice ALL = ALL\n"), [["%sudo"]]);
     assert!(who("alice, !alice ALL = ALL\n").is_empty());

@@ -78,12 +78,27 @@ fn find(alerts: &[Value], key: &str) -> Option<Value> {
 
 /// Waits until an open alert of `key` is listed; returns it.
 fn wait_open(sb: &Sandbox, key: &str) -> Value {
+    wait_open_where(sb, key, |a| a["key"] == key)
+}
+
+/// Waits until an open alert that `matches` is listed; returns it.
+fn wait_open_where(sb: &Sandbox, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
     let mut found = None;
-    sb.wait_until(&format!("alert {key}"), WAIT, || {
-        found = find(&alerts(sb, false), key);
+    sb.wait_until(&format!("alert {what}"), WAIT, || {
+        found = alerts(sb, false).into_iter().find(&matches);
         found.is_some()
     });
     found.unwrap()
+}
+
+/// The start of the keys of the sudoers-outside-pim alerts about `subject` in `file` (the
+/// rule's fingerprint follows).
+fn sudoers_key(file: &str, subject: &str) -> String {
+    format!("sudoers-outside-pim:{file}:{subject}:")
+}
+
+fn key_starts(alert: &Value, prefix: &str) -> bool {
+    alert["key"].as_str().unwrap_or("").starts_with(prefix)
 }
 
 /// Waits until the alert `id` is in `state` (in `--all`).
@@ -249,7 +264,8 @@ fn given_a_sudoers_file_giving_alice_root_then_sudoers_outside_pim_with_file_and
     // A file sudo skips (a dot in its name) is not read.
     sb.write_file("/etc/sudoers.d/old.bak", "carl ALL=(ALL) ALL\n", 0o440);
     look_again(&sb);
-    let alert = wait_open(&sb, "sudoers-outside-pim:/etc/sudoers.d/local:alice");
+    let alice = sudoers_key("/etc/sudoers.d/local", "alice");
+    let alert = wait_open_where(&sb, &alice, |a| key_starts(a, &alice));
     assert!(
         alert["detail"]
             .as_str()
@@ -268,11 +284,65 @@ fn given_a_sudoers_file_giving_alice_root_then_sudoers_outside_pim_with_file_and
     // The managed group's rule (pim-e2e's %sudo) and root's are not alerts.
     assert!(!open
         .iter()
-        .any(|a| a["key"] == "sudoers-outside-pim:/etc/sudoers:root"));
+        .any(|a| key_starts(a, &sudoers_key("/etc/sudoers", "root"))));
     sb.run("root", &["rm", "/etc/sudoers.d/local"])
         .assert_success();
     look_again(&sb);
     wait_state(&sb, id(&alert), "resolved");
+}
+
+#[test]
+fn given_a_dismissed_sudoers_alert_then_a_stronger_rule_for_the_same_user_in_the_same_file_raises_again(
+) {
+    let sb = host();
+    let file = "/etc/sudoers.d/web";
+    let narrow = "alice ALL = (root) /usr/bin/systemctl restart nginx\n";
+    sb.write_file(file, narrow, 0o440);
+    look_again(&sb);
+    let alice = sudoers_key(file, "alice");
+    let seen = wait_open_where(&sb, &alice, |a| key_starts(a, &alice));
+    sb.run(
+        "frank",
+        &[
+            "pim",
+            "alerts",
+            "dismiss",
+            &id(&seen).to_string(),
+            "-r",
+            "alice restarts nginx",
+        ],
+    )
+    .assert_success();
+    wait_state(&sb, id(&seen), "dismissed");
+    // The rule dismissed stays: quiet.
+    look_again(&sb);
+    assert!(!alerts(&sb, false).iter().any(|a| key_starts(a, &alice)));
+    // Root then writes alice everything into the same file, for the same user: the dismissal
+    // covered the rule it saw, not this one.
+    sb.write_file(
+        file,
+        &format!("{narrow}alice ALL = (ALL) NOPASSWD: ALL\n"),
+        0o440,
+    );
+    look_again(&sb);
+    let stronger = wait_open_where(&sb, &alice, |a| key_starts(a, &alice));
+    assert_ne!(id(&stronger), id(&seen));
+    assert!(
+        stronger["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{file}:2:")),
+        "{stronger}"
+    );
+    assert!(
+        stronger["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NOPASSWD: ALL"),
+        "{stronger}"
+    );
+    // The first stays dismissed: its rule is still there.
+    wait_state(&sb, id(&seen), "dismissed");
 }
 
 #[test]

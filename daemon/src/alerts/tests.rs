@@ -114,9 +114,10 @@ fn given_sudoers_rules_then_only_those_around_managed_groups_alert_with_file_and
     let files = vec![(PathBuf::from("/etc/sudoers.d/local"), text.to_string())];
     f.host.sudoers = Some(pim_sudoers::root_rules(&files));
     let found = evaluate(&f).findings;
+    // Keyed by file, subject and the rule's fingerprint.
     let got: Vec<(&str, &str)> = found
         .iter()
-        .map(|f| (f.key.as_str(), f.user.as_str()))
+        .map(|f| (f.key.rsplit_once(':').unwrap().0, f.user.as_str()))
         .collect();
     assert_eq!(
         got,
@@ -125,10 +126,40 @@ fn given_sudoers_rules_then_only_those_around_managed_groups_alert_with_file_and
             ("sudoers-outside-pim:/etc/sudoers.d/local:alice", "alice"),
         ]
     );
+    let fingerprint = found[1].key.rsplit_once(':').unwrap().1;
+    assert_eq!(fingerprint.len(), 32, "{fingerprint}");
+    assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(
         found[1].detail.starts_with("/etc/sudoers.d/local:4: "),
         "{found:?}"
     );
+}
+
+/// The keys of the sudoers alerts `text` (as /etc/sudoers.d/local) calls for.
+fn sudoers_keys(text: &str) -> Vec<String> {
+    let mut f = facts();
+    let files = vec![(PathBuf::from("/etc/sudoers.d/local"), text.to_string())];
+    f.host.sudoers = Some(pim_sudoers::root_rules(&files));
+    keys(&f)
+}
+
+#[test]
+fn given_a_sudoers_rule_then_its_key_is_its_content_not_its_line() {
+    let narrow = "alice ALL = (root) /usr/bin/systemctl restart nginx\n";
+    let seen = sudoers_keys(narrow);
+    assert_eq!(seen.len(), 1);
+    // Moved down a line (a comment above it): the same rule, the same key.
+    assert_eq!(sudoers_keys(&format!("# web\n{narrow}")), seen);
+    // A stronger rule for alice beside it: one more key, the first kept.
+    let both = sudoers_keys(&format!("{narrow}alice ALL = (ALL) NOPASSWD: ALL\n"));
+    assert_eq!(both.len(), 2);
+    assert!(both.contains(&seen[0]), "{both:?}");
+    // The rule itself made stronger: another key.
+    let edited = sudoers_keys("alice ALL = (root) NOPASSWD: /usr/bin/systemctl restart nginx\n");
+    assert_ne!(edited, seen);
+    // An alias it uses redefined: the text is the same, the key is not.
+    let alias = |cmd: &str| sudoers_keys(&format!("Cmnd_Alias WEB = {cmd}\nalice ALL = WEB\n"));
+    assert_ne!(alias("/usr/bin/systemctl restart nginx"), alias("ALL"));
 }
 
 #[test]

@@ -208,18 +208,55 @@ fn given_a_sudoers_rule_around_the_managed_groups_then_sudoers_outside_pim_with_
         vec![],
         "%sudo ALL=(ALL:ALL) ALL\n\nalice ALL=(ALL) ALL\n",
     );
-    let key = "sudoers-outside-pim:/etc/sudoers.d/local:alice";
-    assert!(open_keys(&mut e).contains(&key.to_string()));
-    let alert = alerts(&mut e, false)
-        .into_iter()
-        .find(|a| a.key == key)
-        .unwrap();
+    let alert = sudoers_alert(&mut e, "alice");
     assert!(
         alert.detail.starts_with("/etc/sudoers.d/local:3:"),
         "{alert:?}"
     );
     look(&mut e, vec![], "%sudo ALL=(ALL:ALL) ALL\n");
     assert!(!open_keys(&mut e).iter().any(|k| k.starts_with("sudoers")));
+}
+
+/// The one open sudoers-outside-pim alert about `subject` in /etc/sudoers.d/local.
+fn sudoers_alert(e: &mut Env, subject: &str) -> AlertInfo {
+    let prefix = format!("sudoers-outside-pim:/etc/sudoers.d/local:{subject}:");
+    let mut found: Vec<AlertInfo> = alerts(e, false)
+        .into_iter()
+        .filter(|a| a.key.starts_with(&prefix))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
+#[test]
+fn given_a_dismissed_sudoers_alert_then_a_stronger_rule_in_the_same_file_raises_a_new_one() {
+    let mut e = env();
+    let narrow = "alice ALL = (root) /usr/bin/systemctl restart nginx\n";
+    look(&mut e, vec![], narrow);
+    let seen = sudoers_alert(&mut e, "alice");
+    let frank = e.who("frank");
+    e.m.dismiss_alert(&frank, seen.id, "alice restarts the web server")
+        .unwrap();
+    look(&mut e, vec![], narrow);
+    assert!(!open_keys(&mut e).iter().any(|k| k.starts_with("sudoers")));
+    // The same file, the same subject, a rule that gives her everything: a new alert; the
+    // dismissed one still covers the rule it was dismissed for.
+    let stronger = format!("{narrow}alice ALL = (ALL) NOPASSWD: ALL\n");
+    look(&mut e, vec![], &stronger);
+    let new = sudoers_alert(&mut e, "alice");
+    assert_ne!(new.id, seen.id);
+    assert!(new.detail.contains("NOPASSWD: ALL"), "{new:?}");
+    assert_eq!(e.audited("alert-release").len(), 0);
+    // The dismissed rule itself made stronger in place: it goes (released), and its new
+    // text is an alert of its own.
+    let edited = "alice ALL = (root) /usr/bin/systemctl\nalice ALL = (ALL) NOPASSWD: ALL\n";
+    look(&mut e, vec![], edited);
+    assert_eq!(e.audited("alert-release").len(), 1);
+    let open: Vec<String> = open_keys(&mut e)
+        .into_iter()
+        .filter(|k| k.starts_with("sudoers"))
+        .collect();
+    assert_eq!(open.len(), 2, "{open:?}");
 }
 
 #[test]
