@@ -160,6 +160,9 @@ pub struct Facts {
     pub activations: BTreeMap<(String, String), Vec<i64>>,
     /// The last activation of each (user, role), however old.
     pub last_activation: BTreeMap<(String, String), i64>,
+    /// When each `frequent-activation` alert (by key) was last dismissed: the dismissal saw
+    /// to the activations made until then, so only later ones count towards raising it again.
+    pub frequent_dismissed: BTreeMap<String, i64>,
     /// `None` until the host has been looked at once.
     pub host: HostFacts,
 }
@@ -246,27 +249,41 @@ fn too_many_privileged(facts: &Facts, out: &mut Evaluation) {
     }
 }
 
+/// `count` activations within `within`, not counting those a dismissal of the alert saw to:
+/// after a dismissal at D, it is raised again when `count` activations made at or after D
+/// fall within `within` (one made in D's second counts: the safe side).
 fn frequent_activation(facts: &Facts, out: &mut Evaluation) {
     out.judged.insert(AlertKind::FrequentActivation);
     let t = &facts.thresholds;
-    let since = facts.now.saturating_sub(t.frequent_within_secs as i64);
+    let window_start = facts.now.saturating_sub(t.frequent_within_secs as i64);
     for ((user, role), times) in &facts.activations {
+        let finding = Finding::new(
+            AlertKind::FrequentActivation,
+            &[role, user],
+            user,
+            role,
+            String::new(),
+        );
+        let dismissed = facts.frequent_dismissed.get(&finding.key).copied();
         let recent = times
             .iter()
-            .filter(|&&at| at > since && at <= facts.now)
+            .filter(|&&at| at > window_start && at <= facts.now)
+            .filter(|&&at| dismissed.is_none_or(|d| at >= d))
             .count();
         if recent >= t.frequent_count as usize {
-            out.findings.push(Finding::new(
-                AlertKind::FrequentActivation,
-                &[role, user],
-                user,
-                role,
-                format!(
-                    "{user} activated role {role} {recent} times within {} (threshold {})",
+            let since_dismissal = match dismissed {
+                Some(_) => " since its last dismissal",
+                None => "",
+            };
+            out.findings.push(Finding {
+                detail: format!(
+                    "{user} activated role {role} {recent} times within {}{since_dismissal} \
+                     (threshold {})",
                     pim_common::duration::format(t.frequent_within_secs),
                     t.frequent_count
                 ),
-            ));
+                ..finding
+            });
         }
     }
 }

@@ -117,6 +117,23 @@ fn id(alert: &Value) -> i64 {
     alert["id"].as_i64().unwrap()
 }
 
+/// frank (an admin) dismisses `alert` for `reason`; waits until it is listed dismissed.
+fn dismiss(sb: &Sandbox, alert: &Value, reason: &str) {
+    sb.run(
+        "frank",
+        &[
+            "pim",
+            "alerts",
+            "dismiss",
+            &id(alert).to_string(),
+            "-r",
+            reason,
+        ],
+    )
+    .assert_success();
+    wait_state(sb, id(alert), "dismissed");
+}
+
 #[test]
 fn given_a_role_without_mfa_then_weak_role_at_start() {
     let sb = host();
@@ -301,19 +318,7 @@ fn given_a_dismissed_sudoers_alert_then_a_stronger_rule_for_the_same_user_in_the
     look_again(&sb);
     let alice = sudoers_key(file, "alice");
     let seen = wait_open_where(&sb, &alice, |a| key_starts(a, &alice));
-    sb.run(
-        "frank",
-        &[
-            "pim",
-            "alerts",
-            "dismiss",
-            &id(&seen).to_string(),
-            "-r",
-            "alice restarts nginx",
-        ],
-    )
-    .assert_success();
-    wait_state(&sb, id(&seen), "dismissed");
+    dismiss(&sb, &seen, "alice restarts nginx");
     // The rule dismissed stays: quiet.
     look_again(&sb);
     assert!(!alerts(&sb, false).iter().any(|a| key_starts(a, &alice)));
@@ -348,12 +353,7 @@ fn given_a_dismissed_sudoers_alert_then_a_stronger_rule_for_the_same_user_in_the
 #[test]
 fn given_activations_in_a_row_then_frequent_activation() {
     let sb = host();
-    for _ in 0..3 {
-        sb.run("alice", &["pim", "activate", "lab"])
-            .assert_success();
-        sb.run("alice", &["pim", "deactivate", "lab"])
-            .assert_success();
-    }
+    activations(&sb, 3);
     // Raised on the activation itself: no look at the host needed.
     let alert = wait_open(&sb, "frequent-activation:lab:alice");
     assert_eq!(alert["user"], "alice");
@@ -370,6 +370,46 @@ fn given_activations_in_a_row_then_frequent_activation() {
             .iter()
             .any(|a| a["id"] == id(&alert) && a["state"] == "resolved")
     });
+}
+
+/// `n` activations and deactivations of `lab` by alice.
+fn activations(sb: &Sandbox, n: usize) {
+    for _ in 0..n {
+        sb.run("alice", &["pim", "activate", "lab"])
+            .assert_success();
+        sb.run("alice", &["pim", "deactivate", "lab"])
+            .assert_success();
+    }
+}
+
+#[test]
+fn given_a_dismissed_frequent_activation_then_a_new_burst_raises_it_again() {
+    let sb = host();
+    let key = "frequent-activation:lab:alice";
+    activations(&sb, 3);
+    let first = wait_open(&sb, key);
+    dismiss(&sb, &first, "alice is testing the lab images");
+    // Two more within the hour: with the three the dismissal saw, five, but only two since.
+    activations(&sb, 2);
+    look_again(&sb);
+    assert!(find(&alerts(&sb, false), key).is_none());
+    // The third since the dismissal: a new alert.
+    activations(&sb, 1);
+    let again = wait_open(&sb, key);
+    assert_ne!(id(&again), id(&first));
+    assert!(
+        again["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3 times within 1h since its last dismissal"),
+        "{again}"
+    );
+    wait_state(&sb, id(&first), "dismissed");
+    let released = sb.audit_records("audra", &["--user", "alice"]);
+    assert!(
+        released.iter().any(|r| r["action"] == "alert-release"),
+        "{released:?}"
+    );
 }
 
 #[test]

@@ -180,6 +180,42 @@ fn given_count_activations_within_the_window_then_frequent_activation() {
 }
 
 #[test]
+fn given_a_dismissed_frequent_activation_then_only_activations_after_the_dismissal_raise_it_again()
+{
+    let mut f = facts();
+    f.thresholds.frequent_count = 3;
+    f.thresholds.frequent_within_secs = 3600;
+    let pair = ("alice".to_string(), "admin".to_string());
+    let key = "frequent-activation:admin:alice".to_string();
+    f.activations
+        .insert(pair.clone(), vec![NOW - 300, NOW - 200, NOW - 100]);
+    // Dismissed after the third: those three are seen to.
+    f.frequent_dismissed.insert(key.clone(), NOW - 90);
+    assert!(keys(&f).is_empty());
+    // Two more within the hour: still under the threshold once the three are left out.
+    f.activations
+        .get_mut(&pair)
+        .unwrap()
+        .extend([NOW - 60, NOW - 30]);
+    assert!(keys(&f).is_empty());
+    // A third after the dismissal: raised again, and the detail says since when it counts.
+    f.activations.get_mut(&pair).unwrap().push(NOW);
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, key);
+    assert!(
+        found[0]
+            .detail
+            .contains("3 times within 1h since its last dismissal"),
+        "{found:?}"
+    );
+    // One made in the dismissal's own second counts (order within a second is unknown).
+    f.activations
+        .insert(pair, vec![NOW - 90, NOW - 60, NOW - 30]);
+    assert_eq!(keys(&f), [key]);
+}
+
+#[test]
 fn given_no_activation_for_the_stale_period_then_stale_eligibility() {
     let mut f = facts();
     let key = ("alice".to_string(), "admin".to_string());

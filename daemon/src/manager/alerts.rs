@@ -106,7 +106,7 @@ impl Manager {
         let now = self.now();
         let thresholds = self.config.alerts.clone();
         let since = now.saturating_sub(thresholds.frequent_within_secs as i64);
-        let (live, memberships, assignments, starts, last_starts, first_record) =
+        let (live, memberships, assignments, starts, last_starts, first_record, dismissed) =
             self.store.read(|tx| {
                 Ok::<_, crate::store::StoreError>((
                     tx.live_grants()?,
@@ -115,6 +115,7 @@ impl Manager {
                     tx.grant_starts_since(since)?,
                     tx.last_grant_starts()?,
                     tx.first_audit_at()?,
+                    tx.alert_dismissals(AlertKind::FrequentActivation.as_str())?,
                 ))
             })?;
         let watching_since = first_record.unwrap_or(now);
@@ -181,6 +182,7 @@ impl Manager {
                 .into_iter()
                 .map(|(user, role, at)| ((user, role), at))
                 .collect(),
+            frequent_dismissed: dismissed.into_iter().collect(),
             host,
         })
     }
@@ -219,16 +221,18 @@ impl Manager {
                         return Ok(());
                     };
                     tx.release_alert(id)?;
+                    let why = if row.kind == AlertKind::FrequentActivation.as_str() {
+                        "the activations it saw are seen to; it is raised again when enough \
+                         activations after its dismissal fall within the window"
+                    } else {
+                        "its cause is gone; it is raised again if the cause comes back"
+                    };
                     let entry = Audit::new(ALERTS, AuditAction::AlertRelease)
                         .about(&row.user, &row.role)
                         .entry(
                             now,
                             Outcome::Success,
-                            format!(
-                                "dismissed alert {id} ({}): its cause is gone; it is raised \
-                                 again if the cause comes back",
-                                row.kind
-                            ),
+                            format!("dismissed alert {id} ({}): {why}", row.kind),
                         );
                     tx.audit(entry)?;
                     Ok(())

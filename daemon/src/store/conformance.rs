@@ -332,13 +332,17 @@ pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &m
             })
             .map(|_| ())
     };
-    let mut id = 0;
-    store
-        .write(|tx| {
-            id = tx.insert_alert(&alert("weak-role:lab"))?;
-            tx.audit(entry("alert-raise"))
-        })
-        .unwrap();
+    let raise = |store: &mut dyn Store| {
+        let mut id = 0;
+        store
+            .write(|tx| {
+                id = tx.insert_alert(&alert("weak-role:lab"))?;
+                tx.audit(entry("alert-raise"))
+            })
+            .unwrap();
+        id
+    };
+    let id = raise(store);
     // A second alert of a held key is refused by the database itself.
     let twice = write(store, &|tx| {
         tx.insert_alert(&alert("weak-role:lab")).map(|_| ())
@@ -360,13 +364,7 @@ pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &m
     // Released: the key is free for a new one, which resolves.
     write(store, &|tx| tx.release_alert(id)).unwrap();
     assert!(store.read(|tx| tx.current_alerts()).unwrap().is_empty());
-    let mut again = 0;
-    store
-        .write(|tx| {
-            again = tx.insert_alert(&alert("weak-role:lab"))?;
-            tx.audit(entry("alert-raise"))
-        })
-        .unwrap();
+    let again = raise(store);
     assert_ne!(again, id);
     write(store, &|tx| tx.resolve_alert(again, 200)).unwrap();
     let row = store.read(|tx| tx.alert(again)).unwrap().unwrap();
@@ -374,6 +372,21 @@ pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &m
     // Newest first.
     let all = store.read(|tx| tx.alerts(true, 10)).unwrap();
     assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [again, id]);
+    // The last dismissal of each key of a kind: the one at 150 (the resolved one is none);
+    // dismissed again later, the later one.
+    let dismissals =
+        |store: &mut dyn Store, kind: &str| store.read(|tx| tx.alert_dismissals(kind)).unwrap();
+    assert_eq!(
+        dismissals(store, "weak-role"),
+        [("weak-role:lab".into(), 150)]
+    );
+    assert!(dismissals(store, "frequent-activation").is_empty());
+    let third = raise(store);
+    write(store, &|tx| tx.dismiss_alert(third, "frank", "again", 300)).unwrap();
+    assert_eq!(
+        dismissals(store, "weak-role"),
+        [("weak-role:lab".into(), 300)]
+    );
 }
 
 pub fn given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip(

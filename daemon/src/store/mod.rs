@@ -479,6 +479,8 @@ operations! {
         fn alert(id: i64) -> Option<AlertRow>;
         /// The open alerts, or with `all` every one; newest first, at most `limit`.
         fn alerts(all: bool, limit: u32) -> Vec<AlertRow>;
+        /// The last dismissal of each key among the alerts of `kind`, as (key, at).
+        fn alert_dismissals(kind: &str) -> Vec<(String, i64)>;
     }
     writes {
         /// A new live grant; refused if `g.user` already holds a live grant of `g.role`.

@@ -1375,6 +1375,16 @@ impl Transaction for SqliteTx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn alert_dismissals(&self, kind: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT key, MAX(closed_at) FROM alerts
+             WHERE kind = ?1 AND state = 'dismissed' AND closed_at IS NOT NULL
+             GROUP BY key ORDER BY key",
+        )?;
+        let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, StoreError> {
         self.tx.execute(
             "INSERT INTO alerts (kind, key, state, user, role, detail, raised_at, holds_key)

@@ -277,6 +277,44 @@ fn given_count_activations_within_the_window_then_frequent_activation_then_resol
 }
 
 #[test]
+fn given_a_dismissed_frequent_activation_then_a_new_burst_raises_it_again() {
+    let mut e = env();
+    let alice = e.who("alice");
+    let burst = |e: &mut Env| {
+        for _ in 0..5 {
+            e.activate("alice", "docker", 0, "", "", "").unwrap();
+            e.m.deactivate(&alice, "docker").unwrap();
+            e.advance(60);
+        }
+    };
+    burst(&mut e);
+    let key = "frequent-activation:docker:alice";
+    let first = id_of(&mut e, key);
+    let frank = e.who("frank");
+    e.m.dismiss_alert(&frank, first, "alice is migrating the registry")
+        .unwrap();
+    // The activations it saw no longer count: its key is let go, nothing is raised.
+    e.m.reconcile().unwrap();
+    assert!(!open_keys(&mut e).contains(&key.to_string()));
+    assert_eq!(e.audited("alert-release").len(), 1);
+    // Four more within the day: under the threshold on their own.
+    e.advance(60);
+    for _ in 0..4 {
+        e.activate("alice", "docker", 0, "", "", "").unwrap();
+        e.m.deactivate(&alice, "docker").unwrap();
+        e.advance(60);
+    }
+    assert!(!open_keys(&mut e).contains(&key.to_string()));
+    // The fifth after the dismissal: a new alert, on the activation itself.
+    e.activate("alice", "docker", 0, "", "", "").unwrap();
+    let again = id_of(&mut e, key);
+    assert_ne!(again, first);
+    let all = alerts(&mut e, true);
+    let dismissed = all.iter().find(|a| a.id == first).unwrap();
+    assert_eq!(dismissed.state, "dismissed");
+}
+
+#[test]
 fn given_an_eligible_user_who_never_activates_then_stale_eligibility() {
     let mut e = env();
     look(&mut e, vec![], "");
