@@ -1,7 +1,10 @@
 //! Alerts (issue 14), end to end: each kind raised by a real cause on the sandbox's host (a
 //! `gpasswd -a` by hand, a process started with a managed gid by a user without a grant, a
 //! sudoers.d file giving alice root, activations in a row, a role without MFA, a permanent
-//! member's sudo), visible in `pim alerts --json`, dismissed, resolved when the cause goes;
+//! member's sudo, an eligibility unused for the stale period, an eligible group grown past
+//! the maximum), visible in `pim alerts --json`, dismissed, resolved when the cause goes;
+//! a dismissal covers what it saw (a stronger sudoers rule, a new burst of activations
+//! raise again);
 //! listing and dismissing refused to those who may not, through the client and straight over
 //! the bus.
 //!
@@ -410,6 +413,82 @@ fn given_a_dismissed_frequent_activation_then_a_new_burst_raises_it_again() {
         released.iter().any(|r| r["action"] == "alert-release"),
         "{released:?}"
     );
+}
+
+/// The sandbox's configuration with `[alerts]` given `extra` keys too, loaded (SIGHUP).
+fn reload_with_alerts(sb: &Sandbox, extra: &str, config: &str) {
+    let alerts = "[alerts]\n";
+    assert!(config.contains(alerts));
+    sb.write_file(
+        CONFIG_PATH,
+        &config.replacen(alerts, &format!("{alerts}{extra}\n"), 1),
+        0o644,
+    );
+    look_again(sb);
+}
+
+#[test]
+fn given_an_eligible_user_who_does_not_activate_for_the_stale_period_then_stale_eligibility() {
+    let sb = host();
+    // Two seconds without an activation is stale here: alice is eligible for both roles and
+    // has activated neither since pimd began watching.
+    reload_with_alerts(&sb, "stale_eligibility = \"2s\"", CONFIG);
+    let mut lab = None;
+    sb.wait_until("alice's eligibility for lab to go stale", WAIT, || {
+        look_again(&sb);
+        lab = find(&alerts(&sb, false), "stale-eligibility:lab:alice");
+        lab.is_some()
+    });
+    let lab = lab.unwrap();
+    assert_eq!(
+        (lab["user"].as_str(), lab["role"].as_str()),
+        (Some("alice"), Some("lab"))
+    );
+    assert!(
+        lab["detail"]
+            .as_str()
+            .unwrap()
+            .contains("has never activated it"),
+        "{lab}"
+    );
+    let admin = wait_open(&sb, "stale-eligibility:admin:alice");
+    // paul is permanent in admin: never stale.
+    assert!(find(&alerts(&sb, true), "stale-eligibility:admin:paul").is_none());
+    // alice activates lab: that one resolves, on the activation itself; admin's stays.
+    sb.run("alice", &["pim", "activate", "lab"])
+        .assert_success();
+    wait_state(&sb, id(&lab), "resolved");
+    wait_state(&sb, id(&admin), "open");
+}
+
+#[test]
+fn given_more_users_in_an_eligible_group_than_max_privileged_then_too_many_privileged() {
+    let sb = host();
+    sb.add_user("olga", &["ops"]);
+    sb.add_user("oscar", &["ops"]);
+    // lab: alice, and the members of ops (olga, oscar): three, over a maximum of two.
+    // admin has two (alice eligible, paul permanent): not over.
+    let config = CONFIG.replace(
+        "[roles.lab]\ngroup = \"docker\"\neligible = [\"alice\"]",
+        "[roles.lab]\ngroup = \"docker\"\neligible = [\"alice\", \"%ops\"]",
+    );
+    assert_ne!(config, CONFIG);
+    reload_with_alerts(&sb, "max_privileged = 2", &config);
+    let alert = wait_open(&sb, "too-many-privileged:lab");
+    assert_eq!(alert["role"], "lab");
+    assert!(
+        alert["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3 privileged users"),
+        "{alert}"
+    );
+    assert!(find(&alerts(&sb, true), "too-many-privileged:admin").is_none());
+    // oscar leaves ops: two are left, and the alert resolves at the next look.
+    sb.run("root", &["gpasswd", "-d", "oscar", "ops"])
+        .assert_success();
+    look_again(&sb);
+    wait_state(&sb, id(&alert), "resolved");
 }
 
 #[test]
