@@ -250,8 +250,9 @@ fn too_many_privileged(facts: &Facts, out: &mut Evaluation) {
 }
 
 /// `count` activations within `within`, not counting those a dismissal of the alert saw to:
-/// after a dismissal at D, it is raised again when `count` activations made at or after D
-/// fall within `within` (one made in D's second counts: the safe side).
+/// after a dismissal at D, it is raised again when `count` activations made after D fall
+/// within `within`. Times are whole seconds: the activations of D's own second are taken as
+/// seen by it (counting them would raise it again at once for those made just before it).
 fn frequent_activation(facts: &Facts, out: &mut Evaluation) {
     out.judged.insert(AlertKind::FrequentActivation);
     let t = &facts.thresholds;
@@ -268,7 +269,7 @@ fn frequent_activation(facts: &Facts, out: &mut Evaluation) {
         let recent = times
             .iter()
             .filter(|&&at| at > window_start && at <= facts.now)
-            .filter(|&&at| dismissed.is_none_or(|d| at >= d))
+            .filter(|&&at| dismissed.is_none_or(|d| at > d))
             .count();
         if recent >= t.frequent_count as usize {
             let since_dismissal = match dismissed {

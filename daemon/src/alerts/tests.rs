@@ -209,10 +209,10 @@ fn given_a_dismissed_frequent_activation_then_only_activations_after_the_dismiss
             .contains("3 times within 1h since its last dismissal"),
         "{found:?}"
     );
-    // One made in the dismissal's own second counts (order within a second is unknown).
+    // Those of the dismissal's own second were seen by it (times are whole seconds).
     f.activations
         .insert(pair, vec![NOW - 90, NOW - 60, NOW - 30]);
-    assert_eq!(keys(&f), [key]);
+    assert!(keys(&f).is_empty());
 }
 
 #[test]
