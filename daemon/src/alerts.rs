@@ -258,7 +258,8 @@ fn frequent_activation(facts: &Facts, out: &mut Evaluation) {
     let t = &facts.thresholds;
     let window_start = facts.now.saturating_sub(t.frequent_within_secs as i64);
     for ((user, role), times) in &facts.activations {
-        let finding = Finding::new(
+        // Its detail, once the activations are counted.
+        let mut finding = Finding::new(
             AlertKind::FrequentActivation,
             &[role, user],
             user,
@@ -276,15 +277,13 @@ fn frequent_activation(facts: &Facts, out: &mut Evaluation) {
                 Some(_) => " since its last dismissal",
                 None => "",
             };
-            out.findings.push(Finding {
-                detail: format!(
-                    "{user} activated role {role} {recent} times within {}{since_dismissal} \
-                     (threshold {})",
-                    pim_common::duration::format(t.frequent_within_secs),
-                    t.frequent_count
-                ),
-                ..finding
-            });
+            finding.detail = format!(
+                "{user} activated role {role} {recent} times within {}{since_dismissal} \
+                 (threshold {})",
+                pim_common::duration::format(t.frequent_within_secs),
+                t.frequent_count
+            );
+            out.findings.push(finding);
         }
     }
 }
