@@ -296,6 +296,7 @@ impl Manager {
             },
             grant_id: None,
             notices_sent: notices_passed(given(not_after), now),
+            revision: 0,
         };
         let detail = format!(
             "{} {}",
@@ -640,6 +641,10 @@ impl Manager {
                 )));
             }
             check_cap(&role, assignment.active, Some(now), until, now)?;
+            let renewal = Renewal {
+                until,
+                revision: assignment.revision,
+            };
             if let Some(open) = self
                 .store
                 .read(|tx| tx.pending_renewal(&caller.name, role_name))?
@@ -650,9 +655,9 @@ impl Manager {
                     open.id, open.id
                 )));
             }
-            Ok((role, until))
+            Ok((role, renewal))
         })();
-        let (role, until) = match checked {
+        let (role, renewal) = match checked {
             Ok(v) => v,
             Err(e) => return self.refused(&audit, e),
         };
@@ -671,10 +676,10 @@ impl Manager {
         };
         let detail = format!(
             "renewal requested until {}",
-            until.map_or("no end".into(), |t| describe(t, now))
+            renewal.until.map_or("no end".into(), |t| describe(t, now))
         );
         let id = self.commit(|tx| {
-            let id = tx.insert_renewal(&request, until)?;
+            let id = tx.insert_renewal(&request, &renewal)?;
             tx.audit(audit.entry(now, Outcome::Success, format!("request {id}: {detail}")))?;
             Ok(id)
         })?;
@@ -688,7 +693,7 @@ impl Manager {
             "renewal".into(),
         );
         let request = Request { id, ..request };
-        Ok(self.request_detail(&request, Some(&Renewal { until }), Vec::new()))
+        Ok(self.request_detail(&request, Some(&renewal), Vec::new()))
     }
 
     /// Whether `caller` may decide `request`: for a renewal, whoever governs its role; for an
@@ -723,15 +728,28 @@ impl Manager {
         let audit = Audit::new(approver, AuditAction::RenewApprove)
             .about(&request.user, &request.role)
             .with_text(comment, "");
-        let Some(assignment) = assignment else {
+        let assignment = match assignment {
+            Some(a) if a.revision == renewal.revision => a,
             // Unassigned (or removed by a review) since: nothing to renew.
-            let why = "the assignment is gone; nothing to renew".to_string();
-            let entry = audit.entry(now, Outcome::Refused, format!("request {id}: {why}"));
-            self.commit(|tx| {
-                tx.decide_request(id, RequestState::Denied, now, DAEMON, &why)?;
-                Ok(tx.audit(entry)?)
-            })?;
-            return Err(PimError::Conflict(format!("request {id}: {why}")));
+            None => {
+                return self.end_stale_renewal(
+                    &audit,
+                    &request,
+                    "the assignment is gone; nothing to renew",
+                )
+            }
+            // Changed since (re-assigned, its end moved, unassigned and assigned again): the
+            // request asked about terms that no longer hold, and would overwrite the change.
+            Some(a) => {
+                let why = format!(
+                    "the assignment was changed after the renewal was filed (it is now {} {});                      nothing was renewed, and {} may ask again with 'pim renew {}'",
+                    kind_name(a.active),
+                    window_text(a.not_before, a.not_after, now),
+                    request.user,
+                    request.role
+                );
+                return self.end_stale_renewal(&audit, &request, &why);
+            }
         };
         // The cap as configured now (a reload may have lowered it since the request).
         if let Some(role) = self.config.role(&request.role) {
@@ -803,6 +821,33 @@ impl Manager {
             },
             vec![approver.to_string()],
         ))
+    }
+
+    /// Ends renewal `request` as stale, `why`: denied by pimd, audited (as `audit`, refused)
+    /// in the same transaction, and the approver told.
+    fn end_stale_renewal<T>(
+        &mut self,
+        audit: &Audit<'_>,
+        request: &Request,
+        why: &str,
+    ) -> Result<T, PimError> {
+        let (id, now) = (request.id, self.now());
+        let why = format!("stale: {why}");
+        let entry = audit.entry(now, Outcome::Refused, format!("request {id}: {why}"));
+        self.commit(|tx| {
+            tx.decide_request(id, RequestState::Denied, now, DAEMON, &why)?;
+            Ok(tx.audit(entry)?)
+        })?;
+        self.event(
+            EventKind::RequestDenied,
+            &request.user,
+            &request.role,
+            id,
+            0,
+            DAEMON,
+            why.clone(),
+        );
+        Err(PimError::Conflict(format!("request {id} is {why}")))
     }
 
     /// Who decides `request`, as the configuration names them: the role's approvers for an

@@ -609,3 +609,105 @@ fn given_an_active_assignment_then_the_warnings_and_on_end_of_grants_apply_to_it
         t.state().signals
     );
 }
+
+#[test]
+fn given_the_assignment_changed_after_a_renewal_was_filed_then_approving_it_is_refused_as_stale() {
+    // Each change an owner or admin may make between the filing and the approval: the
+    // approval must not put the renewal's end over it.
+    const END: i64 = T0 + 10 * DAY;
+    let (end, asked) = (END, END + 60 * DAY);
+    type Change = fn(&mut Env, &Caller);
+    let changes: [(&str, Change); 4] = [
+        ("its end moved", |e, gina| {
+            e.m.admin_assign(gina, "dave", "docker", 0, T0 + 2 * DAY)
+                .unwrap();
+        }),
+        ("re-assigned as an active one", |e, gina| {
+            e.m.admin_assign_active(gina, "dave", "docker", 0, T0 + 2 * DAY, "on call")
+                .unwrap();
+        }),
+        ("unassigned and assigned again, same terms", |e, gina| {
+            e.m.admin_unassign(gina, "dave", "docker").unwrap();
+            e.m.admin_assign(gina, "dave", "docker", 0, END).unwrap();
+        }),
+        ("assigned again, same terms", |e, gina| {
+            e.m.admin_assign(gina, "dave", "docker", 0, END).unwrap();
+        }),
+    ];
+    for (change, make) in changes {
+        let mut e = governed();
+        let gina = e.who("gina");
+        e.m.admin_assign(&gina, "dave", "docker", 0, end).unwrap();
+        let dave = e.who("dave");
+        let filed =
+            e.m.renew(&dave, "docker", asked, "still on the team")
+                .unwrap();
+        e.advance(HOUR);
+        make(&mut e, &gina);
+        let before =
+            e.m.store
+                .read(|tx| tx.assignment("dave", "docker"))
+                .unwrap()
+                .unwrap();
+        e.enrol("frank");
+        let code = e.code("frank");
+        let m = assert_err!(
+            e.m.approve(&e.who("frank"), filed.id, "ok", &code),
+            Conflict
+        );
+        assert!(
+            m.contains("stale") && m.contains("changed after the renewal was filed"),
+            "{change}: {m}"
+        );
+        assert!(m.contains("pim renew docker"), "{change}: {m}");
+        let after =
+            e.m.store
+                .read(|tx| tx.assignment("dave", "docker"))
+                .unwrap()
+                .unwrap();
+        assert_eq!(after, before, "{change}: the change stands");
+        assert_ne!(after.not_after, Some(asked), "{change}");
+        // The request ends as stale, audited; it cannot be approved later.
+        assert_eq!(e.request(filed.id).state, RequestState::Denied, "{change}");
+        let records = e.audited("renew-approve");
+        assert_eq!(records.len(), 1, "{change}");
+        assert_eq!(records[0].outcome, "refused", "{change}");
+        assert!(records[0].detail.contains("stale"), "{change}");
+        let code = e.code("frank");
+        assert_err!(
+            e.m.approve(&e.who("frank"), filed.id, "ok", &code),
+            Conflict
+        );
+        // dave may ask again, against the assignment as it is now.
+        e.set(e.now().max(after.not_after.unwrap() - 5 * DAY));
+        let again =
+            e.m.renew(&dave, "docker", after.not_after.unwrap() + 5 * DAY, "again")
+                .unwrap();
+        let code = e.code("frank");
+        e.m.approve(&e.who("frank"), again.id, "ok", &code).unwrap();
+    }
+}
+
+#[test]
+fn given_the_assignment_unchanged_since_the_renewal_then_its_notices_and_grant_do_not_make_it_stale(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 20 * DAY;
+    e.m.admin_assign_active(&gina, "dave", "docker", T0 + DAY, end, "on call")
+        .unwrap();
+    e.set(end - 14 * DAY);
+    let dave = e.who("dave");
+    let filed =
+        e.m.renew(&dave, "docker", end + 10 * DAY, "on call longer")
+            .unwrap();
+    // Its start comes (materialised as a grant) and a notice goes out meanwhile.
+    e.advance(HOUR);
+    e.m.reconcile().unwrap();
+    assert_eq!(e.grants("dave").len(), 1);
+    assert_eq!(e.audited("assignment-notice").len(), 1);
+    e.enrol("gina");
+    let code = e.code("gina");
+    e.m.approve(&gina, filed.id, "ok", &code).unwrap();
+    assert_eq!(e.grants("dave")[0].ends_at, end + 10 * DAY);
+}
