@@ -313,3 +313,72 @@ fn a_non_owner_non_admin_is_refused_every_governance_call_through_the_bus() {
         "each refusal audited: {refused:?}"
     );
 }
+
+/// dave's `eligible_until_unix` for role web, as `pim roles` tells him.
+fn web_until(sb: &Sandbox) -> Value {
+    let roles = pim(sb, "dave", &["--json", "roles"])
+        .assert_success()
+        .json();
+    roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .unwrap_or_else(|| panic!("{roles}"))["eligible_until_unix"]
+        .clone()
+}
+
+#[test]
+fn a_renewal_filed_before_the_owner_changed_the_assignment_is_refused_as_stale() {
+    let sb = site();
+    pim(
+        &sb,
+        "bob",
+        &["admin", "assign", "dave", "web", "--until", "+2d"],
+    )
+    .assert_success();
+    let filed = pim(
+        &sb,
+        "dave",
+        &[
+            "--json",
+            "renew",
+            "web",
+            "--until",
+            "+25d",
+            "-r",
+            "still on the web team",
+        ],
+    )
+    .assert_success()
+    .json();
+    let id = filed["request"]["id"].as_i64().expect("an id").to_string();
+    // The owner shortens the assignment after the renewal was filed.
+    pim(
+        &sb,
+        "bob",
+        &["admin", "assign", "dave", "web", "--until", "+1d"],
+    )
+    .assert_success();
+    let shortened = web_until(&sb);
+    let mut phone: Authenticator = sb.enroll_mfa("bob");
+    let code = phone.next_code(&sb);
+    pim(&sb, "bob", &["approve", &id, "--code", &code])
+        .assert_failure()
+        .assert_stderr_contains("stale")
+        .assert_stderr_contains("changed after the renewal was filed");
+    assert_eq!(web_until(&sb), shortened, "the owner's change stands");
+    let shown = pim(&sb, "dave", &["--json", "show", &id])
+        .assert_success()
+        .json();
+    assert_eq!(shown["request"]["state"], "denied", "{shown}");
+    let stale = sb
+        .audit_records("root", &["--user", "dave"])
+        .into_iter()
+        .any(|r| {
+            r["action"] == "renew-approve"
+                && r["outcome"] == "refused"
+                && r["detail"].as_str().is_some_and(|d| d.contains("stale"))
+        });
+    assert!(stale, "the stale approval is audited");
+}
