@@ -15,7 +15,10 @@
 //! materialised twice. An assignment without an end gets a grant ending at [`NO_END`].
 //! Whatever removes or replaces an active assignment (unassign, a review, a new assignment),
 //! its grant ends through lost eligibility (`lost_active_assignment`): a marked grant no
-//! active assignment points to may not run, even for a user eligible another way.
+//! active assignment points to may not run, even for a user eligible another way, and PAM's
+//! access check does not count it meanwhile (`policy::assignment_grant_holds`, one rule for
+//! both). Only an active assignment that replaces the one a live grant belongs to, starting
+//! at once, carries that grant on; a grant nothing points at is never taken over again.
 //!
 //! **Caps** (`max_eligible_assignment`, `max_active_assignment`) bound the length from the
 //! assignment's start, or from now when it starts earlier, to its end; with a cap an
@@ -283,6 +286,21 @@ impl Manager {
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }
+        // An active assignment that replaces one whose grant is live, and starts now, carries
+        // that grant on with its own end: no membership flap. Only the grant the replaced
+        // assignment points at: one no assignment points at (an unassign whose end of it did
+        // not go through) is never revived.
+        let carried = if active && given(not_before).is_none_or(|t| t <= now) {
+            self.store.read(|tx| {
+                let replaced = tx.assignment(user, role)?;
+                let live = tx.live_grant(user, role)?;
+                Ok::<_, StoreError>(
+                    live.filter(|g| replaced.is_some_and(|r| r.active && r.grant_id == Some(g.id))),
+                )
+            })?
+        } else {
+            None
+        };
         let assignment = Assignment {
             user: user.into(),
             role: role.into(),
@@ -294,7 +312,7 @@ impl Manager {
             } else {
                 String::new()
             },
-            grant_id: None,
+            grant_id: carried.as_ref().map(|g| g.id),
             notices_sent: notices_passed(given(not_after), now),
             revision: 0,
         };
@@ -304,14 +322,35 @@ impl Manager {
             window_text(assignment.not_before, assignment.not_after, now)
         );
         let entry = audit.entry(now, Outcome::Success, detail);
+        let end = assignment.not_after.unwrap_or(NO_END);
+        let carried_entry = carried.as_ref().map(|g| {
+            Audit::new(&caller.name, AuditAction::GrantStart)
+                .about(user, role)
+                .with_text(reason, "")
+                .entry(
+                    now,
+                    Outcome::Success,
+                    format!(
+                        "active assignment: live grant {} of the one it replaces carried on, \
+                         ends {}",
+                        g.id,
+                        describe(end, now)
+                    ),
+                )
+        });
         self.commit(|tx| {
             tx.put_assignment(&assignment, &caller.name, now)?;
-            Ok(tx.audit(entry)?)
+            tx.audit(entry)?;
+            if let (Some(grant), Some(entry)) = (&carried, carried_entry) {
+                tx.set_grant_end(grant.id, end)?;
+                tx.audit(entry)?;
+            }
+            Ok(())
         })?;
         let mut warnings = Vec::new();
-        // A live grant of the user's for the role (an earlier active assignment's included)
-        // is taken over by a new active assignment; otherwise the grant of an earlier active
-        // assignment, which no assignment points to now, ends below.
+        // The user's own live grant is taken over by a new active assignment; the grant of an
+        // earlier active assignment, which no assignment points to now, ends (below, or
+        // before the new one's grant starts).
         if active {
             if let Err(e) = self.start_active_assignments() {
                 warnings.push(format!(
@@ -343,7 +382,7 @@ impl Manager {
                 tx.assignment(&grant.user, &grant.role)?,
             ))
         })?;
-        if !marked || assignment.is_some_and(|a| a.active && a.grant_id == Some(grant.id)) {
+        if policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
             return Ok(None);
         }
         Ok(Some(format!(
@@ -379,11 +418,12 @@ impl Manager {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The grant of one active assignment: a live grant of the user's for the role is taken
-    /// over (its end moved to the assignment's: exactly for an earlier assignment's grant,
-    /// only when later for the user's own activation); otherwise a new grant,
-    /// added like any other. Refusals (the user holds the group outside PIM, the role is
-    /// gone) are audited and the assignment waits for the next reconciliation.
+    /// The grant of one active assignment: the user's own live grant of the role (their
+    /// activation) is taken over, its end moved to the assignment's when that is later;
+    /// otherwise a new grant, added like any other. A live grant of an earlier assignment,
+    /// which nothing points at any more, ends first: it is never revived. Refusals (the user
+    /// holds the group outside PIM, the role is gone) are audited and the assignment waits
+    /// for the next reconciliation.
     fn start_active_assignment(&mut self, a: &Assignment) -> Result<(), PimError> {
         let now = self.now();
         let end = a.not_after.unwrap_or(NO_END);
@@ -396,16 +436,24 @@ impl Manager {
                 PimError::NotFound(format!("role {} is no longer configured", a.role)),
             );
         };
-        let live = self.store.read(|tx| tx.live_grant(&a.user, &a.role))?;
+        let live = match self.store.read(|tx| tx.live_grant(&a.user, &a.role))? {
+            Some(orphan) if self.store.read(|tx| tx.grant_by_assignment(orphan.id))? => {
+                let (ended, warning) =
+                    self.end_grant_after_assignment_change(&a.user, &a.role, DAEMON, None);
+                if ended.is_none() {
+                    return Err(PimError::Internal(format!(
+                        "grant {} of an earlier assignment of {} to role {} has not ended \
+                         ({warning}); the new one's grant waits for it",
+                        orphan.id, a.user, a.role
+                    )));
+                }
+                None
+            }
+            own => own,
+        };
         if let Some(grant) = live {
-            // An earlier assignment's grant takes this one's end; the user's own activation
-            // is not cut short.
-            let earlier_assignment = self.store.read(|tx| tx.grant_by_assignment(grant.id))?;
-            let ends_at = if earlier_assignment {
-                end
-            } else {
-                grant.ends_at.max(end)
-            };
+            // The user's own activation is not cut short.
+            let ends_at = grant.ends_at.max(end);
             let entry = audit.entry(
                 now,
                 Outcome::Success,

@@ -711,3 +711,88 @@ fn given_the_assignment_unchanged_since_the_renewal_then_its_notices_and_grant_d
     e.m.approve(&gina, filed.id, "ok", &code).unwrap();
     assert_eq!(e.grants("dave")[0].ends_at, end + 10 * DAY);
 }
+
+/// Commits `change` with an audit record, as a path whose end of the grant did not go
+/// through would leave things: the assignment changed, the grant still live.
+fn change_assignment_only(e: &mut Env, change: impl FnOnce(&Tx) -> Result<(), StoreError>) {
+    let entry = Audit::new("test", AuditAction::AdminUnassign)
+        .about("alice", "docker")
+        .entry(e.now(), Outcome::Success, "changed");
+    e.m.commit(|tx| {
+        change(tx)?;
+        Ok(tx.audit(entry)?)
+    })
+    .unwrap();
+}
+
+#[test]
+fn given_an_active_assignment_unassigned_then_assigned_again_then_its_old_grant_neither_stands_nor_revives(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let root = e.who("root");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let old = e.grants("alice")[0].clone();
+    let docker = groups(&["docker"]);
+    assert!(e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+    // Unassigned, its grant still live (its end did not go through): alice is standing
+    // eligible for docker, yet the grant stood on the assignment alone.
+    change_assignment_only(&mut e, |tx| {
+        tx.delete_assignment("alice", "docker").map(|_| ())
+    });
+    let refused = e.m.check_access(&root, "alice", &docker).unwrap();
+    assert!(!refused.allowed, "{refused:?}");
+    // Assigned again, eligible: nothing points at the old grant.
+    let eligible = Assignment {
+        user: "alice".into(),
+        role: "docker".into(),
+        not_after: Some(T0 + DAY),
+        ..Assignment::default()
+    };
+    change_assignment_only(&mut e, |tx| {
+        tx.put_assignment(&eligible, "gina", T0).map(|_| ())
+    });
+    assert!(!e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+    // Assigned again, active: the new one points at no grant until its own starts.
+    let active = Assignment {
+        active: true,
+        reason: "incident again".into(),
+        ..eligible
+    };
+    change_assignment_only(&mut e, |tx| {
+        tx.put_assignment(&active, "gina", T0).map(|_| ())
+    });
+    assert!(!e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+    // Reconciliation ends the old grant and starts the new one's own: never the old one.
+    e.m.reconcile().unwrap();
+    let grants = e.grants("alice");
+    assert_eq!(grants.len(), 1);
+    assert_ne!(grants[0].id, old.id, "the old grant is not revived");
+    assert_eq!(e.last_ended("alice", "docker").id, old.id);
+    assert!(e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+}
+
+#[test]
+fn given_an_orphaned_grant_of_an_earlier_assignment_then_a_new_active_assignment_does_not_take_it_over(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let old = e.grants("alice")[0].clone();
+    change_assignment_only(&mut e, |tx| {
+        tx.delete_assignment("alice", "docker").map(|_| ())
+    });
+    // The owner assigns again at once, through the call: the old grant ends, a new one starts.
+    let warning =
+        e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 2 * DAY, "incident again")
+            .unwrap();
+    assert_eq!(warning, "");
+    let grants = e.grants("alice");
+    assert_eq!(grants.len(), 1);
+    assert_ne!(grants[0].id, old.id);
+    assert_eq!(grants[0].ends_at, T0 + 2 * DAY);
+    assert_eq!(e.last_ended("alice", "docker").id, old.id);
+    assert!(e.managed("alice", "docker"));
+}
