@@ -382,3 +382,30 @@ fn a_renewal_filed_before_the_owner_changed_the_assignment_is_refused_as_stale()
         });
     assert!(stale, "the stale approval is audited");
 }
+
+/// The id of dave's live grant, as `pim status` tells him.
+fn grant_id_of_dave(sb: &Sandbox) -> i64 {
+    let status = pim(sb, "dave", &["--json", "status"])
+        .assert_success()
+        .json();
+    status["grants"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no grant: {status}"))
+}
+
+#[test]
+fn an_active_assignment_unassigned_and_given_again_gets_a_grant_of_its_own() {
+    let sb = site();
+    assign_active(&sb, "carol", "dave", &["--until", "+30m"], "on call").assert_success();
+    let first = grant_id_of_dave(&sb);
+    sb.run("dave", &["sudo", "-n", "true"]).assert_success();
+    pim(&sb, "carol", &["admin", "unassign", "dave", "admin"]).assert_success();
+    assert!(!sb.is_member("dave", "sudo"));
+    // A shell from before still carries the group: the old grant covers nothing.
+    sb.run_with_groups("dave", &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure();
+    assign_active(&sb, "carol", "dave", &["--until", "+30m"], "on call again").assert_success();
+    let second = grant_id_of_dave(&sb);
+    assert_ne!(second, first, "the old grant is not revived");
+    sb.run("dave", &["sudo", "-n", "true"]).assert_success();
+}
