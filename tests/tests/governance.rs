@@ -409,3 +409,57 @@ fn an_active_assignment_unassigned_and_given_again_gets_a_grant_of_its_own() {
     assert_ne!(second, first, "the old grant is not revived");
     sb.run("dave", &["sudo", "-n", "true"]).assert_success();
 }
+
+#[test]
+fn an_owners_one_second_review_is_refused_naming_the_minimum_and_nobody_is_suspended() {
+    let sb = site();
+    pim(
+        &sb,
+        "carol",
+        &["admin", "assign", "dave", "admin", "--until", "+2d"],
+    )
+    .assert_success();
+    // Its default (remove) would take dave's assignment before anyone could look.
+    pim(
+        &sb,
+        "carol",
+        &["admin", "review", "start", "admin", "--duration", "1s"],
+    )
+    .assert_failure()
+    .assert_stderr_contains("at least 1h ([daemon] min_review_duration)");
+    // Straight through the bus, past pim's checks; and longer than a year.
+    sb.call_pimd("carol", "AdminReviewStart", "stas", &["admin", "1", "0"])
+        .assert_failure()
+        .assert_stderr_contains("min_review_duration");
+    sb.call_pimd(
+        "carol",
+        "AdminReviewStart",
+        "stas",
+        &["admin", "31622400", "0"],
+    )
+    .assert_failure()
+    .assert_stderr_contains("at most 365d");
+    let refused = refusals_of(&sb, "carol");
+    assert_eq!(
+        refused,
+        vec![("review-start".to_string(), "admin".to_string()); 3],
+        "each refusal audited"
+    );
+    let roles = pim(&sb, "dave", &["--json", "roles"])
+        .assert_success()
+        .json();
+    assert!(
+        roles["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "admin"),
+        "dave's assignment stands: {roles}"
+    );
+    pim(
+        &sb,
+        "carol",
+        &["admin", "review", "start", "admin", "--duration", "1h"],
+    )
+    .assert_success();
+}

@@ -20,6 +20,8 @@ const CONFIG: &str = r#"
 [daemon]
 admins = ["%pim-admins"]
 auditors = ["audra"]
+# The short review below lasts 75 s.
+min_review_duration = "30s"
 
 [roles.docker]
 group = "deployers"

@@ -104,6 +104,18 @@ pub(super) fn check_cap(
     Ok(())
 }
 
+/// The end `a` must take to hold its role's cap as configured now (`role`, lowered since it
+/// was made or renewed): its start, or now when that is later, plus the cap. `None` when it
+/// holds it already, or is over.
+pub(super) fn capped_end(role: &Role, a: &Assignment, now: i64) -> Option<i64> {
+    let cap = i64::try_from(cap_of(role, a.active).0?).unwrap_or(i64::MAX);
+    let limit = a.not_before.unwrap_or(now).max(now).saturating_add(cap);
+    match a.not_after {
+        Some(end) if end <= now || end <= limit => None,
+        _ => Some(limit),
+    }
+}
+
 /// Which notice is due for an assignment ending at `end`, given those sent: the bits to
 /// record and the time left, or `None`.
 pub(super) fn notice_due(end: i64, sent: u32, now: i64) -> Option<u32> {
@@ -514,6 +526,77 @@ impl Manager {
             "active assignment".into(),
         );
         Ok(())
+    }
+
+    /// Brings every assignment within its role's cap as configured now (a reload, or a start
+    /// with a new configuration, may have lowered it): see [`Self::hold_to_cap`].
+    pub(super) fn hold_assignments_to_caps(&mut self) -> Result<(), PimError> {
+        let now = self.now();
+        let over: Vec<(Assignment, i64)> = self
+            .store
+            .read(|tx| tx.assignments())?
+            .into_iter()
+            .filter_map(|a| {
+                let end = capped_end(self.config.role(&a.role)?, &a, now)?;
+                Some((a, end))
+            })
+            .collect();
+        let mut first_error = None;
+        for (a, end) in over {
+            if let Err(e) = self.hold_to_cap(&a, end) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Moves the end of `a`, longer than its role's cap allows now, to `end`: the live grant
+    /// of an active one with it, audited in the same transaction. Its notices start again for
+    /// the new end (the notice job sends the one due at once), and a renewal filed before is
+    /// stale, as after any other change of the assignment.
+    fn hold_to_cap(&mut self, a: &Assignment, end: i64) -> Result<(), PimError> {
+        let now = self.now();
+        let live = match a.grant_id.filter(|_| a.active) {
+            Some(id) => self
+                .store
+                .read(|tx| tx.live_grant(&a.user, &a.role))?
+                .filter(|g| g.id == id && g.ends_at > end),
+            None => None,
+        };
+        let (cap, key) = cap_of(
+            self.config.role(&a.role).ok_or_else(|| {
+                PimError::NotFound(format!("role {} is no longer configured", a.role))
+            })?,
+            a.active,
+        );
+        let was = a.not_after.map_or("had no end".to_string(), |t| {
+            format!("was to end {}", describe(t, now))
+        });
+        let detail = format!(
+            "the {} assignment of {} to role {} ends {} ({key} is now {}; it {was}){}",
+            kind_name(a.active),
+            a.user,
+            a.role,
+            describe(end, now),
+            cap.map_or("permanent".to_string(), duration::format),
+            live.as_ref()
+                .map_or(String::new(), |g| format!("; grant {} ends with it", g.id))
+        );
+        let entry = Audit::new(DAEMON, AuditAction::AssignmentCapped)
+            .about(&a.user, &a.role)
+            .entry(now, Outcome::Success, detail);
+        let capped = Assignment {
+            not_after: Some(end),
+            notices_sent: 0,
+            ..a.clone()
+        };
+        self.commit(|tx| {
+            tx.put_assignment(&capped, DAEMON, now)?;
+            if let Some(grant) = &live {
+                tx.set_grant_end(grant.id, end)?;
+            }
+            Ok(tx.audit(entry)?)
+        })
     }
 
     /// Sends the notices that are due (14 days and 1 day before an assignment's end), each
@@ -1002,6 +1085,17 @@ impl reconcile::Job for StartActiveAssignments {
 
     fn next_deadline(&self, m: &mut Manager, now: i64) -> Result<Option<i64>, PimError> {
         m.next_active_start(now)
+    }
+}
+
+/// Brings assignments within their role's cap when the configuration lowered it. It has no
+/// deadline: a cap changes only with the configuration, and reconciliation runs at once
+/// after a reload and at start.
+pub(super) struct HoldAssignmentsToCaps;
+
+impl reconcile::Job for HoldAssignmentsToCaps {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.hold_assignments_to_caps()
     }
 }
 

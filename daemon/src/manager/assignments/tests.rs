@@ -796,3 +796,182 @@ fn given_an_orphaned_grant_of_an_earlier_assignment_then_a_new_active_assignment
     assert_eq!(e.last_ended("alice", "docker").id, old.id);
     assert!(e.managed("alice", "docker"));
 }
+
+#[test]
+fn given_a_cap_then_the_end_an_assignment_must_take_counts_from_its_start_or_now() {
+    let mut role = docker_role(); // eligible capped at 180d, active at 30d
+    let a = |not_before, not_after, active| Assignment {
+        not_before,
+        not_after,
+        active,
+        ..Assignment::default()
+    };
+    let now = T0;
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now + 180 * DAY), false), now),
+        None
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now + 181 * DAY), false), now),
+        Some(now + 180 * DAY)
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, None, false), now),
+        Some(now + 180 * DAY),
+        "no end: the cap's"
+    );
+    assert_eq!(
+        capped_end(
+            &role,
+            &a(Some(now - 10 * DAY), Some(now + 200 * DAY), false),
+            now
+        ),
+        Some(now + 180 * DAY),
+        "started: from now"
+    );
+    assert_eq!(
+        capped_end(
+            &role,
+            &a(Some(now + 10 * DAY), Some(now + 200 * DAY), false),
+            now
+        ),
+        Some(now + 190 * DAY),
+        "to come: from its start"
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now + 31 * DAY), true), now),
+        Some(now + 30 * DAY),
+        "active: its own cap"
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now - DAY), false), now),
+        None,
+        "over"
+    );
+    role.max_eligible_assignment_secs = None;
+    assert_eq!(
+        capped_end(&role, &a(None, None, false), now),
+        None,
+        "no cap"
+    );
+}
+
+#[test]
+fn given_a_reload_that_lowers_the_caps_then_longer_assignments_are_brought_within_them() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 170 * DAY)
+        .unwrap();
+    e.m.admin_assign(&gina, "erin", "docker", T0 + 10 * DAY, T0 + 170 * DAY)
+        .unwrap();
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 20 * DAY, "migration")
+        .unwrap();
+    e.m.admin_assign(&gina, "hank", "docker", 0, T0 + 25 * DAY)
+        .unwrap();
+    e.m.admin_assign(&e.who("root"), "dave", "db", 0, 0)
+        .unwrap();
+    let grant = e.grants("alice")[0].clone();
+    // alice asked for more before the caps were lowered.
+    e.set(T0 + 6 * DAY + 1);
+    let alice = e.who("alice");
+    let filed =
+        e.m.renew(&alice, "docker", T0 + 30 * DAY, "migration goes on")
+            .unwrap();
+    let now = e.now();
+    e.m.take_outbox();
+
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\nowners = [\"gina\"]\nmax_eligible_assignment = \"30d\"\n\
+         max_active_assignment = \"7d\"\n",
+    );
+    let text = replaced(
+        &text,
+        "[roles.db]\n",
+        "[roles.db]\nmax_eligible_assignment = \"10d\"\n",
+    );
+    e.reload(&text);
+    let end_of = |e: &mut Env, user: &str, role: &str| {
+        e.m.store
+            .read(|tx| tx.assignment(user, role))
+            .unwrap()
+            .unwrap()
+            .not_after
+    };
+    assert_eq!(end_of(&mut e, "dave", "docker"), Some(now + 30 * DAY));
+    assert_eq!(
+        end_of(&mut e, "erin", "docker"),
+        Some(T0 + 40 * DAY),
+        "from its start"
+    );
+    assert_eq!(end_of(&mut e, "alice", "docker"), Some(now + 7 * DAY));
+    assert_eq!(
+        end_of(&mut e, "hank", "docker"),
+        Some(T0 + 25 * DAY),
+        "within"
+    );
+    assert_eq!(
+        end_of(&mut e, "dave", "db"),
+        Some(now + 10 * DAY),
+        "had no end"
+    );
+    // The live grant of the active one ends with it; and the rest is as any end.
+    let grants = e.grants("alice");
+    assert_eq!((grants[0].id, grants[0].ends_at), (grant.id, now + 7 * DAY));
+    let capped = e.audited("assignment-capped");
+    let who: Vec<(&str, &str)> = capped
+        .iter()
+        .map(|r| (r.user.as_str(), r.role.as_str()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("alice", "docker"),
+            ("dave", "db"),
+            ("dave", "docker"),
+            ("erin", "docker")
+        ]
+    );
+    assert!(
+        capped
+            .iter()
+            .all(|r| r.actor == "pimd" && r.outcome == "success"),
+        "{capped:?}"
+    );
+    assert!(
+        capped[0].detail.contains("max_active_assignment is now 7d"),
+        "{}",
+        capped[0].detail
+    );
+    assert!(capped[0]
+        .detail
+        .contains(&format!("grant {} ends with it", grant.id)));
+    // Notices as usual: those whose new end is within 14 days get theirs at once.
+    let notices: Vec<(String, String)> = e
+        .audited("assignment-notice")
+        .into_iter()
+        .map(|r| (r.user, r.role))
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            ("alice".to_string(), "docker".to_string()),
+            ("dave".to_string(), "db".to_string())
+        ]
+    );
+    // alice's renewal was filed against the assignment as it was: stale.
+    e.enrol("gina");
+    let code = e.code("gina");
+    let m = assert_err!(e.m.approve(&gina, filed.id, "", &code), Conflict);
+    assert!(m.contains("stale"), "{m}");
+    // Once within the cap, it stays as it is.
+    e.advance(DAY);
+    e.m.reconcile().unwrap();
+    assert_eq!(e.audited("assignment-capped").len(), 4);
+    // The grant ends at the capped end.
+    e.set(now + 7 * DAY);
+    e.m.reconcile().unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
+}
