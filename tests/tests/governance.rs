@@ -463,3 +463,52 @@ fn an_owners_one_second_review_is_refused_naming_the_minimum_and_nobody_is_suspe
     )
     .assert_success();
 }
+
+#[test]
+fn a_reload_that_lowers_the_caps_brings_longer_assignments_within_them() {
+    let sb = site();
+    pim(
+        &sb,
+        "bob",
+        &["admin", "assign", "dave", "web", "--until", "+20d"],
+    )
+    .assert_success();
+    assign_active(&sb, "carol", "dave", &["--until", "+50m"], "on call").assert_success();
+    assert!(sb.is_member("dave", "sudo"));
+    let before = web_until(&sb).as_i64().expect("an end");
+
+    let lowered = CONFIG
+        .replace(
+            "max_active_assignment = \"1h\"",
+            "max_active_assignment = \"10s\"",
+        )
+        .replace(
+            "max_eligible_assignment = \"30d\"",
+            "max_eligible_assignment = \"1d\"",
+        );
+    assert_ne!(lowered, CONFIG);
+    sb.write_file(CONFIG_PATH, &lowered, 0o644);
+    sb.kill_pimd("HUP");
+    let capped = || {
+        sb.audit_records("root", &["--user", "dave"])
+            .into_iter()
+            .filter(|r| r["action"] == "assignment-capped")
+            .count()
+    };
+    sb.wait_until("both assignments capped", WAIT, || capped() == 2);
+    let after = web_until(&sb).as_i64().expect("an end");
+    assert!(
+        after < before && after <= before - 18 * 86_400,
+        "{after} {before}"
+    );
+    // dave is told (his end is within 14 days now), and the active one ends with its cap.
+    pim(&sb, "dave", &["status"])
+        .assert_success()
+        .assert_stdout_contains("'pim renew web -r REASON'");
+    sb.wait_until("the capped active assignment's end", WAIT, || {
+        !sb.is_member("dave", "sudo")
+    });
+    sb.run_with_groups("dave", &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure();
+    assert_eq!(capped(), 2, "once each");
+}
