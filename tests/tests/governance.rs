@@ -275,7 +275,7 @@ fn a_non_owner_non_admin_is_refused_every_governance_call_through_the_bus() {
     .json();
     let id = renewal["request"]["id"].as_i64().unwrap().to_string();
     let far = "4102444800"; // 2100-01-01
-    let calls: [(&str, &str, Vec<&str>); 6] = [
+    let calls: [(&str, &str, Vec<&str>); 7] = [
         ("AdminAssign", "ssxx", vec!["erin", "admin", "0", far]),
         (
             "AdminAssignActive",
@@ -286,6 +286,7 @@ fn a_non_owner_non_admin_is_refused_every_governance_call_through_the_bus() {
         ("AdminRevoke", "sss", vec!["dave", "admin", "no reason"]),
         ("AdminGrants", "", vec![]),
         ("Approve", "xss", vec![&id, "", "000000"]),
+        ("Deny", "xss", vec![&id, "not yours", "000000"]),
     ];
     for (method, signature, args) in &calls {
         let out = sb.call_pimd("erin", method, signature, args);

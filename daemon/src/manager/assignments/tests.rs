@@ -402,10 +402,12 @@ fn given_a_renewal_then_an_owner_approves_it_and_the_end_moves() {
     );
     assert_eq!(e.list_requests("gina"), vec![filed.id]);
     assert_eq!(e.m.show_request(&dave, filed.id).unwrap().id, filed.id);
-    // A non-owner approver of another role cannot decide it.
+    // A non-owner approver of another role cannot decide it, either way.
     e.enrol("bob");
     let code = e.code("bob");
     assert_err!(e.m.approve(&e.who("bob"), filed.id, "", &code), NotFound);
+    let code = e.code("bob");
+    assert_err!(e.m.deny(&e.who("bob"), filed.id, "no", &code), NotFound);
     // The requester cannot decide their own.
     assert_err!(e.m.approve(&dave, filed.id, "", ""), PermissionDenied);
 
