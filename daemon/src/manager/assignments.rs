@@ -532,29 +532,31 @@ impl Manager {
     /// with a new configuration, may have lowered it): see [`Self::hold_to_cap`].
     pub(super) fn hold_assignments_to_caps(&mut self) -> Result<(), PimError> {
         let now = self.now();
-        let over: Vec<(Assignment, i64)> = self
+        let config = self.config.clone();
+        let over: Vec<(&Role, Assignment, i64)> = self
             .store
             .read(|tx| tx.assignments())?
             .into_iter()
             .filter_map(|a| {
-                let end = capped_end(self.config.role(&a.role)?, &a, now)?;
-                Some((a, end))
+                let role = config.role(&a.role)?;
+                let end = capped_end(role, &a, now)?;
+                Some((role, a, end))
             })
             .collect();
         let mut first_error = None;
-        for (a, end) in over {
-            if let Err(e) = self.hold_to_cap(&a, end) {
+        for (role, a, end) in over {
+            if let Err(e) = self.hold_to_cap(role, &a, end) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Moves the end of `a`, longer than its role's cap allows now, to `end`: the live grant
-    /// of an active one with it, audited in the same transaction. Its notices start again for
-    /// the new end (the notice job sends the one due at once), and a renewal filed before is
-    /// stale, as after any other change of the assignment.
-    fn hold_to_cap(&mut self, a: &Assignment, end: i64) -> Result<(), PimError> {
+    /// Moves the end of `a`, longer than the cap of `role` allows now, to `end`: the live
+    /// grant of an active one with it, audited in the same transaction. Its notices start
+    /// again for the new end (the notice job sends the one due at once), and a renewal filed
+    /// before is stale, as after any other change of the assignment.
+    fn hold_to_cap(&mut self, role: &Role, a: &Assignment, end: i64) -> Result<(), PimError> {
         let now = self.now();
         let live = match a.grant_id.filter(|_| a.active) {
             Some(id) => self
@@ -563,12 +565,7 @@ impl Manager {
                 .filter(|g| g.id == id && g.ends_at > end),
             None => None,
         };
-        let (cap, key) = cap_of(
-            self.config.role(&a.role).ok_or_else(|| {
-                PimError::NotFound(format!("role {} is no longer configured", a.role))
-            })?,
-            a.active,
-        );
+        let (cap, key) = cap_of(role, a.active);
         let was = a.not_after.map_or("had no end".to_string(), |t| {
             format!("was to end {}", describe(t, now))
         });
