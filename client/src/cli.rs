@@ -228,8 +228,15 @@ pub struct ExtendArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MfaCommand {
-    /// Start enrolment: prints the otpauth URI, the secret and a QR code
-    Enroll,
+    /// Start enrolment, or move an enrolment to a new device: prints the otpauth URI, the
+    /// secret and a QR code
+    #[command(after_long_help = ENROLL_HELP)]
+    Enroll {
+        /// When already enrolled: a code of your current device (or a recovery code), or - to
+        /// read it from stdin; asked for on the terminal otherwise
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
     /// Finish enrolment with a first code; prints one-time recovery codes
     Confirm {
         /// The code your authenticator app shows, or - to read it from stdin
@@ -246,7 +253,24 @@ pub enum MfaCommand {
     },
     /// Whether you are enrolled, locked out, and how many recovery codes are left
     Status,
+    /// Replace your recovery codes with ten new ones (the old ones stop working)
+    RecoveryCodes {
+        /// Your TOTP code (or a recovery code), or - to read it from stdin; asked for on the
+        /// terminal otherwise
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
 }
+
+const ENROLL_HELP: &str = "\
+Already enrolled, 'pim mfa enroll' moves your enrolment to a new device: it asks for a code of
+the current one (or a recovery code, if the device is lost) and shows a new secret. The current
+device keeps working until 'pim mfa confirm' takes a first code of the new one; your recovery
+codes stay. Without any code left, an administrator's 'pim admin mfa-reset' starts over.
+
+Examples:
+  pim mfa enroll                # scan the QR code, then:
+  pim mfa confirm               # type the code the app shows";
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
@@ -367,6 +391,11 @@ pub enum AdminCommand {
     /// Drop a user's MFA enrolment (they enrol again with 'pim mfa enroll')
     MfaReset {
         /// The user whose enrolment is dropped
+        user: String,
+    },
+    /// End a user's MFA lockout after too many wrong codes, keeping their enrolment
+    MfaUnlock {
+        /// The user whose lockout ends
         user: String,
     },
     /// Access reviews: start a one-off review, show a review's record
@@ -536,6 +565,7 @@ mod tests {
             &["admin", "unassign"],
             &["admin", "revoke"],
             &["admin", "mfa-reset"],
+            &["admin", "mfa-unlock"],
         ] {
             let cmd = path.iter().fold(cli.clone(), |c, name| {
                 c.find_subcommand(name).unwrap().clone()
@@ -553,6 +583,36 @@ mod tests {
             cli.command,
             Command::Admin(AdminCommand::MfaReset { ref user }) if user == "bob"
         ));
+    }
+
+    #[test]
+    fn given_the_mfa_lifecycle_commands_then_their_arguments_are_parsed() {
+        let cli = parse(&["mfa", "enroll", "--code", "-"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mfa(MfaCommand::Enroll { code: Some(ref c) }) if c == "-"
+        ));
+        assert!(matches!(
+            parse(&["mfa", "enroll"]).unwrap().command,
+            Command::Mfa(MfaCommand::Enroll { code: None })
+        ));
+        let cli = parse(&["mfa", "recovery-codes", "--code", "123456"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mfa(MfaCommand::RecoveryCodes { code: Some(ref c) }) if c == "123456"
+        ));
+        let cli = parse(&["admin", "mfa-unlock", "bob"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminCommand::MfaUnlock { ref user }) if user == "bob"
+        ));
+        assert_eq!(parse(&["admin", "mfa-unlock"]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            parse(&["mfa", "recovery-codes", "123456"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 
     #[test]

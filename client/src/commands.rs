@@ -4,6 +4,7 @@
 //! the daemon being up.
 
 mod governance;
+mod mfa;
 
 use crate::cli::{
     ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, AuditCommand, Cli, Command, DenyArgs,
@@ -54,11 +55,16 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Deactivate { role } => deactivate(&role, json).await,
         Command::Extend(args) => extend(args, json, console).await,
         Command::Status => status(json).await,
-        Command::Mfa(MfaCommand::Enroll) => mfa_enroll(json).await,
-        Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
-            mfa_confirm(code.or(code_flag).as_deref(), json, console).await
+        Command::Mfa(MfaCommand::Enroll { code }) => {
+            mfa::enroll(code.as_deref(), json, console).await
         }
-        Command::Mfa(MfaCommand::Status) => mfa_status(json).await,
+        Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
+            mfa::confirm(code.or(code_flag).as_deref(), json, console).await
+        }
+        Command::Mfa(MfaCommand::Status) => mfa::status(json).await,
+        Command::Mfa(MfaCommand::RecoveryCodes { code }) => {
+            mfa::recovery_codes(code.as_deref(), json, console).await
+        }
         Command::Requests => requests(json).await,
         Command::Approve(args) => approve(args, json, console).await,
         Command::Deny(args) => deny(args, json, console).await,
@@ -697,54 +703,6 @@ async fn status(json: bool) -> Result<Outcome, Failure> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// MFA
-
-async fn mfa_enroll(json: bool) -> Result<Outcome, Failure> {
-    let proxy = connect().await?;
-    let (uri, secret) = proxy.mfa_enroll().await?;
-    emit(
-        json,
-        || json!({ "uri": uri, "secret": secret }),
-        || {
-            output::enroll_text(
-                &uri,
-                &secret,
-                std::io::IsTerminal::is_terminal(&std::io::stdout()),
-            )
-        },
-    )?;
-    Ok(Outcome::Done)
-}
-
-async fn mfa_confirm(
-    code: Option<&str>,
-    json: bool,
-    console: &mut dyn Console,
-) -> Result<Outcome, Failure> {
-    let code = input::code(code, true, &input::current_user(), console)?;
-    let proxy = connect().await?;
-    let codes = proxy.mfa_confirm(&code).await?;
-    emit(
-        json,
-        || json!({ "recovery_codes": codes }),
-        || output::recovery_codes_text(&codes),
-    )?;
-    Ok(Outcome::Done)
-}
-
-async fn mfa_status(json: bool) -> Result<Outcome, Failure> {
-    let proxy = connect().await?;
-    let status = proxy.mfa_status().await?;
-    let clock = Clock::system();
-    emit(
-        json,
-        || output::mfa_status_json(&status),
-        || output::mfa_status_text(&status, &clock),
-    )?;
-    Ok(Outcome::Done)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Approvers
 
 async fn requests(json: bool) -> Result<Outcome, Failure> {
@@ -1073,6 +1031,7 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
         AdminCommand::Reinstate { user, role } => {
             return crate::reviews::reinstate(&user, &role, json).await
         }
+        AdminCommand::MfaUnlock { user } => return mfa::admin_unlock(&user, json).await,
         AdminCommand::MfaReset { user } => {
             check_name("user", &user)?;
             let proxy = connect().await?;

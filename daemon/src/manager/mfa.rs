@@ -45,6 +45,16 @@ fn code_refused(
     )
 }
 
+/// The refusal while MFA is locked until `until`; `just_now` when this wrong code locked it.
+fn locked_out(just_now: bool, until: i64, now: i64) -> PimError {
+    PimError::MfaLockedOut(format!(
+        "{}too many wrong codes, your MFA is locked until {} (an administrator can end it sooner \
+         with 'pim admin mfa-unlock')",
+        if just_now { "wrong code; " } else { "" },
+        describe(until, now)
+    ))
+}
+
 impl Manager {
     pub(super) fn mfa_policy(&self) -> LockoutPolicy {
         LockoutPolicy {
@@ -69,10 +79,7 @@ impl Manager {
             .filter(|r| r.confirmed)
             .ok_or_else(|| PimError::MfaNotEnrolled("you have no TOTP enrolment".into()))?;
         if let Err(until) = policy.check(&state, now) {
-            return Err(PimError::MfaLockedOut(format!(
-                "too many wrong codes; your MFA is locked until {}",
-                describe(until, now)
-            )));
+            return Err(locked_out(false, until, now));
         }
         let code = code.trim();
         if code.is_empty() {
@@ -154,10 +161,7 @@ impl Manager {
                 Outcome::Refused,
                 format!("locked until {}", describe(next.locked_until, now)),
             ))?;
-            return Err(PimError::MfaLockedOut(format!(
-                "wrong code; too many wrong codes, your MFA is locked until {}",
-                describe(next.locked_until, now)
-            )));
+            return Err(locked_out(true, next.locked_until, now));
         }
         Err(code_refused(kind, policy, &next, now))
     }
@@ -357,10 +361,7 @@ impl Manager {
         self.commit(|tx| {
             let state = tx.failure_state(user)?;
             if let Err(until) = policy.check(&state, now) {
-                return Ok(Err(PimError::MfaLockedOut(format!(
-                    "too many wrong codes; your MFA is locked until {}",
-                    describe(until, now)
-                ))));
+                return Ok(Err(locked_out(false, until, now)));
             }
             let TotpCheck::Accepted { step } = mfa::verify_totp(secret, code, now, None) else {
                 let (next, newly_locked) = policy.record_failure(&state, now);
@@ -375,10 +376,7 @@ impl Manager {
                 };
                 tx.audit(failure.entry(now, Outcome::Refused, wrong))?;
                 if newly_locked {
-                    return Ok(Err(PimError::MfaLockedOut(format!(
-                        "wrong code; too many wrong codes, your MFA is locked until {}",
-                        describe(next.locked_until, now)
-                    ))));
+                    return Ok(Err(locked_out(true, next.locked_until, now)));
                 }
                 return Ok(Err(code_refused(CodeKind::Totp, &policy, &next, now)));
             };
