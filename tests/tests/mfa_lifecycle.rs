@@ -125,7 +125,11 @@ fn given_an_enrolled_user_then_a_change_of_device_needs_the_current_code_and_the
     .assert_stderr_contains("attempts left");
     pim(&sb, "alice", &["mfa", "enroll"])
         .assert_status(1)
+        .assert_stderr_contains("already enrolled")
         .assert_stderr_contains("--code");
+    // Straight to pimd, past the client.
+    sb.call_pimd("alice", "MfaRotate", "s", &[""])
+        .assert_failure();
     let status = mfa_status(&sb, "alice");
     assert_eq!(
         (&status["enrolled"], &status["pending"]),

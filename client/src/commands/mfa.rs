@@ -14,6 +14,13 @@ pub(super) async fn enroll(
     let proxy = connect().await?;
     let new_device = proxy.mfa_status().await?.enrolled;
     let (uri, secret) = if new_device {
+        if code.is_none() && !console.interactive() {
+            return Err(Failure::Failed(
+                "you are already enrolled; to move to a new device, give a code of your current \
+                 one (or a recovery code) with --code CODE, or --code - to read it from stdin"
+                    .into(),
+            ));
+        }
         let code = input::code(code, true, &input::current_user(), console)?;
         proxy.mfa_rotate(&code).await?
     } else {
