@@ -180,8 +180,8 @@ Exit status: 0 when no check failed (warnings and skipped checks do not count), 
 
 #[derive(Debug, Args)]
 pub struct ActivateArgs {
-    /// The role to activate
-    pub role: String,
+    /// The role to activate (without it: the roles you can activate)
+    pub role: Option<String>,
     /// How long, e.g. 30m, 2h, 1h30m (default: the role's default)
     #[arg(short, long, value_name = "DURATION")]
     pub duration: Option<String>,
@@ -197,6 +197,10 @@ pub struct ActivateArgs {
     /// When approval is needed, wait for the decision (exit 0 granted, 1 refused)
     #[arg(long)]
     pub wait: bool,
+    /// Once granted, start a shell on this terminal that carries the role's group (newgrp
+    /// GROUP); with --wait, after the approval. Not with --json
+    #[arg(long)]
+    pub shell: bool,
 }
 
 #[derive(Debug, Args)]
@@ -435,7 +439,7 @@ mod tests {
         let Command::Activate(a) = cli.command else {
             panic!("not activate")
         };
-        assert_eq!(a.role, "admin");
+        assert_eq!(a.role.as_deref(), Some("admin"));
         assert_eq!(a.duration.as_deref(), Some("1h"));
         assert_eq!(a.reason.as_deref(), Some("deploy"));
         assert_eq!(a.ticket.as_deref(), Some("INC1"));
@@ -682,7 +686,11 @@ mod tests {
     #[test]
     fn given_unknown_command_or_missing_argument_then_usage_error() {
         assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
-        assert_eq!(parse(&["activate"]).unwrap_err().exit_code(), 2);
+        // `pim activate` alone lists the caller's roles, then exits 2 (commands::activate).
+        assert!(matches!(
+            parse(&["activate"]).unwrap().command,
+            Command::Activate(ActivateArgs { role: None, .. })
+        ));
         assert_eq!(parse(&["mfa", "confirm"]).unwrap_err().exit_code(), 2);
     }
 }

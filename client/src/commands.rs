@@ -14,7 +14,7 @@ use crate::error::{daemon_message, Failure, EXIT_OK, EXIT_PENDING};
 use crate::input::{self, Console, Terminal};
 use crate::output::{self, to_json};
 use crate::time::{self, Clock};
-use crate::{csv, error};
+use crate::{csv, error, groups};
 use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
@@ -252,10 +252,19 @@ async fn activate(
     json: bool,
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
-    check_name("role", &a.role)?;
+    let Some(role_name) = a.role.as_deref() else {
+        return Err(name_a_role().await);
+    };
+    check_name("role", role_name)?;
     let duration = duration_arg(a.duration.as_deref())?;
     check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
     check_text("ticket", a.ticket.as_deref(), MAX_TICKET_BYTES)?;
+    if a.shell && json {
+        // A shell after the JSON document is nothing a script could read.
+        return Err(Failure::Usage(
+            "--shell starts an interactive shell: not with --json".into(),
+        ));
+    }
 
     let proxy = connect().await?;
     // The role's policy decides what to ask for. A role the caller cannot see gets no prompts:
@@ -264,7 +273,7 @@ async fn activate(
         .list_roles()
         .await?
         .into_iter()
-        .find(|r| r.name == a.role);
+        .find(|r| r.name == role_name);
     // What the role's data and the caller's enrolment already refuse is said before any
     // prompt: a duration above the role's maximum, no enrolment for a role that needs a code.
     if let Some(role) = &role {
@@ -309,7 +318,7 @@ async fn activate(
     };
 
     let reply = proxy
-        .activate(&a.role, duration, &reason, &ticket, &code)
+        .activate(role_name, duration, &reason, &ticket, &code)
         .await?;
     let clock = Clock::system();
     match reply.state {
@@ -319,6 +328,9 @@ async fn activate(
                 || output::activate_json("active", Some(&reply.grant), None, clock.now),
                 || output::activated_text(&reply.grant, &clock),
             )?;
+            if a.shell {
+                return Err(groups::exec_shell(&reply.grant.group));
+            }
             Ok(Outcome::Done)
         }
         ActivationState::Pending if !a.wait => {
@@ -327,15 +339,34 @@ async fn activate(
                 || output::activate_json("pending", None, Some(&reply.request), clock.now),
                 || output::pending_text(&reply.request, &clock),
             )?;
+            if a.shell {
+                note("no shell yet: the request waits for approval ('pim activate --wait --shell' starts one once it is granted)");
+            }
             Ok(Outcome::Pending)
         }
         ActivationState::Pending => {
             if !json {
                 write_out(&output::pending_text(&reply.request, &clock))?;
             }
-            wait_for_decision(&proxy, events, owners, reply.request, json).await
+            let group = reply.request.group.clone();
+            let outcome = wait_for_decision(&proxy, events, owners, reply.request, json).await?;
+            if a.shell && outcome == Outcome::Done {
+                return Err(groups::exec_shell(&group));
+            }
+            Ok(outcome)
         }
     }
+}
+
+/// `pim activate` without a role: the roles the caller can activate (on stderr, beside the
+/// usage error: nothing was activated), when pimd answers.
+async fn name_a_role() -> Failure {
+    if let Ok(proxy) = connect().await {
+        if let Ok(roles) = proxy.list_roles().await {
+            note(output::roles_text(&roles, &Clock::system()).trim_end());
+        }
+    }
+    Failure::Usage("name the role to activate: pim activate ROLE (see 'pim roles')".into())
 }
 
 /// Asks the daemon for events; `None` (with a note) when that fails, since `--wait` can still
@@ -685,17 +716,26 @@ async fn status(json: bool) -> Result<Outcome, Failure> {
     // A pimd older than assignments' notices has no such call: the rest of status stands.
     let assignments = proxy.my_assignments().await.unwrap_or_default();
     let clock = Clock::system();
+    let carried = groups::carried();
+    let missing = groups::missing(&grants, &carried, groups::gid_of);
     emit(
         json,
         || {
+            let grant_json = |g: &GrantInfo| {
+                let mut m = output::object(output::status_grant_json(g, &ends, clock.now));
+                let has = groups::gid_of(&g.group).map(|gid| carried.contains(&gid));
+                m.insert("this_process_has_group".into(), json!(has));
+                Value::Object(m)
+            };
             json!({
-                "grants": grants.iter().map(|g| output::status_grant_json(g, &ends, clock.now)).collect::<Vec<_>>(),
+                "grants": grants.iter().map(grant_json).collect::<Vec<_>>(),
                 "requests": requests.iter().map(output::request_json).collect::<Vec<_>>(),
                 "assignments": assignments.iter().map(governance::assignment_json).collect::<Vec<_>>(),
             })
         },
         || {
             output::status_text(&grants, &requests, &ends, &clock)
+                + &groups::missing_text(&missing)
                 + &governance::notices_text(&assignments)
         },
     )?;

@@ -1,0 +1,93 @@
+//! What a first-time user meets (issue 15), end to end: `pim activate` without a role; a shell
+//! from before a grant, which `pim status` notices (the caller's own process groups) and `pim
+//! activate --shell` replaces with one that carries the group.
+
+use pim_e2e::{Sandbox, CONFIG_PATH};
+
+const CONFIG: &str = r#"
+[roles.deploy]
+group = "deploy"
+eligible = ["alice"]
+require_mfa = false
+require_justification = false
+require_approval = false
+"#;
+
+fn site() -> Sandbox {
+    let sb = Sandbox::start();
+    sb.add_group("deploy");
+    sb.add_user("alice", &[]);
+    sb.write_file(CONFIG_PATH, CONFIG, 0o644);
+    sb.start_pimd();
+    sb
+}
+
+const MISSING: &str = "This shell does not carry group deploy";
+
+#[test]
+fn given_a_shell_from_before_the_grant_then_status_says_so_and_names_the_command_to_get_the_group()
+{
+    let sb = site();
+    sb.run("alice", &["pim", "activate", "deploy"])
+        .assert_success();
+
+    // A process that logged in before the grant.
+    let stale = sb.run_with_groups("alice", &[], &["pim", "status"]);
+    stale
+        .assert_success()
+        .assert_stdout_contains(MISSING)
+        .assert_stdout_contains("run 'newgrp deploy'");
+    let doc = sb
+        .run_with_groups("alice", &[], &["pim", "--json", "status"])
+        .assert_success()
+        .json();
+    assert_eq!(doc["grants"][0]["this_process_has_group"], false, "{doc}");
+
+    // A fresh login carries it: nothing to say.
+    let fresh = sb.run("alice", &["pim", "status"]);
+    assert!(!fresh.assert_success().stdout.contains(MISSING), "{fresh}");
+    let doc = sb.run("alice", &["pim", "--json", "status"]).json();
+    assert_eq!(doc["grants"][0]["this_process_has_group"], true, "{doc}");
+}
+
+#[test]
+fn given_activate_shell_then_the_shell_it_starts_carries_the_group() {
+    let sb = site();
+    // The login starts without the group; the shell after the grant reads its commands from
+    // standard input.
+    let out = sb.run_with_stdin(
+        "alice",
+        &["pim", "activate", "deploy", "--shell"],
+        "id -Gn\npim status\n",
+    );
+    out.assert_success().assert_stdout_contains("deploy");
+    // `id -Gn` of the new shell: newgrp makes the group its first.
+    assert!(
+        out.stdout.lines().any(|l| {
+            let groups: Vec<&str> = l.split_whitespace().collect();
+            groups.contains(&"alice") && groups.contains(&"deploy") && groups.len() == 2
+        }),
+        "no id -Gn line with alice and deploy:\n{out}"
+    );
+    assert!(!out.stdout.contains(MISSING), "{out}");
+    // Not with --json: a shell after a JSON document is nothing a script can read.
+    for argv in [
+        &["pim", "--json", "activate", "deploy", "--shell"][..],
+        &["pim", "activate", "deploy", "--shell", "--json"],
+    ] {
+        sb.run("alice", argv)
+            .assert_status(2)
+            .assert_stderr_contains("not with --json");
+    }
+}
+
+#[test]
+fn given_activate_without_a_role_then_the_callers_roles_are_listed_and_nothing_is_activated() {
+    let sb = site();
+    sb.run("alice", &["pim", "activate"])
+        .assert_status(2)
+        .assert_stderr_contains("deploy")
+        .assert_stderr_contains("pim activate ROLE");
+    let doc = sb.run("alice", &["pim", "--json", "status"]).json();
+    assert_eq!(doc["grants"], serde_json::json!([]), "{doc}");
+}
