@@ -3,6 +3,14 @@
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
+Examples:
+  pim roles                                   what you may activate, and what each requires
+  pim activate admin -d 30m -r \"rotate the TLS keys\"   asks for the code
+  pim status                                  your grants, with the time left
+  pim deactivate admin
+
+Colour: errors and warnings are coloured when they go to a terminal, unless NO_COLOR is set.
+
 Exit status: 0 done; 1 refused or failed; 2 usage error; 3 (activate) the request waits for
 approval.
 
@@ -178,7 +186,18 @@ and sudoers, and which members of gated groups would be refused sudo.
 
 Exit status: 0 when no check failed (warnings and skipped checks do not count), 1 otherwise.";
 
+const ACTIVATE_HELP: &str = "\
+Examples:
+  pim activate                                 the roles you can activate
+  pim activate admin -d 30m -r \"rotate the TLS keys on web1\"
+                                               asks for the TOTP code on the terminal
+  printf '%s\\n' \"$code\" | pim --json activate admin -r \"nightly job\" --code -
+  pim activate db -d 1h -r \"restore the orders table\" -t CHG1234 --wait
+                                               waits for the approvers' decision
+  pim activate docker --shell                  then a shell that carries group docker";
+
 #[derive(Debug, Args)]
+#[command(after_help = ACTIVATE_HELP)]
 pub struct ActivateArgs {
     /// The role to activate (without it: the roles you can activate)
     pub role: Option<String>,
@@ -587,6 +606,24 @@ mod tests {
             cli.command,
             Command::Admin(AdminCommand::MfaReset { ref user }) if user == "bob"
         ));
+    }
+
+    #[test]
+    fn given_help_then_examples_are_shown() {
+        let mut cli = Cli::command();
+        cli.build();
+        let top = cli.render_long_help().to_string();
+        assert!(top.contains("Examples:\n  pim roles"), "{top}");
+        assert!(top.contains("NO_COLOR"), "{top}");
+        let activate = cli.find_subcommand_mut("activate").unwrap();
+        for help in [
+            activate.render_help().to_string(),
+            activate.render_long_help().to_string(),
+        ] {
+            assert!(help.contains("Examples:"), "{help}");
+            assert!(help.contains("pim activate docker --shell"), "{help}");
+            assert!(help.contains("--code -"), "{help}");
+        }
     }
 
     #[test]

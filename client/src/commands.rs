@@ -14,7 +14,7 @@ use crate::error::{daemon_message, Failure, EXIT_OK, EXIT_PENDING};
 use crate::input::{self, Console, Terminal};
 use crate::output::{self, to_json};
 use crate::time::{self, Clock};
-use crate::{csv, error, groups};
+use crate::{colour, csv, error, groups};
 use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
@@ -735,7 +735,11 @@ async fn status(json: bool) -> Result<Outcome, Failure> {
         },
         || {
             output::status_text(&grants, &requests, &ends, &clock)
-                + &groups::missing_text(&missing)
+                + &colour::paint(
+                    &groups::missing_text(&missing),
+                    colour::Style::Warning,
+                    colour::stdout(),
+                )
                 + &governance::notices_text(&assignments)
         },
     )?;

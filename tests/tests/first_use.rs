@@ -91,3 +91,30 @@ fn given_activate_without_a_role_then_the_callers_roles_are_listed_and_nothing_i
     let doc = sb.run("alice", &["pim", "--json", "status"]).json();
     assert_eq!(doc["grants"], serde_json::json!([]), "{doc}");
 }
+
+#[test]
+fn given_a_terminal_then_an_error_is_coloured_unless_no_color_is_set() {
+    let sb = site();
+    // `script` gives the command a terminal of its own and copies what it shows to stdout.
+    let on_terminal = |env: &str| {
+        sb.sh(
+            "alice",
+            &format!("{env} script -qec 'pim deactivate deploy' /dev/null"),
+        )
+    };
+    let coloured = on_terminal("");
+    assert!(
+        coloured
+            .stdout
+            .contains("\x1b[1;31mpim:\x1b[0m you have no live grant"),
+        "{coloured}"
+    );
+    let plain = on_terminal("NO_COLOR=1");
+    assert!(
+        plain.stdout.contains("pim: ") && !plain.stdout.contains('\x1b'),
+        "{plain}"
+    );
+    let piped = sb.run("alice", &["pim", "deactivate", "deploy"]);
+    piped.assert_status(1).assert_stderr_contains("pim: ");
+    assert!(!piped.stderr.contains('\x1b'), "{piped}");
+}
