@@ -238,7 +238,8 @@ pub struct RenewArgs {
 pub struct ExtendArgs {
     /// The role whose grant to extend
     pub role: String,
-    /// New time left from now, e.g. 1h (default: the role's default)
+    /// New time left from now, e.g. 1h, or +30m for 30 minutes after the current end
+    /// (default: the role's default)
     #[arg(short, long, value_name = "DURATION")]
     pub duration: Option<String>,
     /// Why you need more time (asked for when the role requires one and stdin is a terminal)

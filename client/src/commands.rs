@@ -680,7 +680,8 @@ async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
 
 async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<Outcome, Failure> {
     check_name("role", &a.role)?;
-    let duration = duration_arg(a.duration.as_deref())?;
+    let more = a.duration.as_deref().and_then(|d| d.strip_prefix('+'));
+    let duration = duration_arg(more.or(a.duration.as_deref()))?;
     check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
     let proxy = connect().await?;
     // Ask only when there is a live grant to extend; otherwise the daemon's refusal says why.
@@ -689,6 +690,10 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         .await?
         .into_iter()
         .find(|r| r.name == a.role && r.active_until != 0);
+    let duration = match more {
+        Some(_) => time_left_after(&a.role, role.as_ref(), duration, Clock::system().now)?,
+        None => duration,
+    };
     let reason = ask_reason(role.as_ref(), "extending", a.reason.as_deref(), console)?;
     let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
     let activate = format!("'pim activate {}'", a.role);
@@ -708,6 +713,27 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         || output::extended_text(&grant, &clock),
     )?;
     Ok(Outcome::Done)
+}
+
+/// `extend -d +D`: the time left from `now` that ends the live grant `role` D later than it
+/// ends now.
+fn time_left_after(
+    name: &str,
+    role: Option<&RoleInfo>,
+    more: u64,
+    now: i64,
+) -> Result<u64, Failure> {
+    let Some(ends) = role.map(|r| r.active_until) else {
+        return Err(PimError::NotFound(format!(
+            "you have no live grant of role {} to extend; activate it with 'pim activate {}'",
+            escape(name),
+            escape(name)
+        ))
+        .into());
+    };
+    Ok(u64::try_from(ends.saturating_sub(now))
+        .unwrap_or(0)
+        .saturating_add(more))
 }
 
 async fn status(json: bool) -> Result<Outcome, Failure> {
@@ -1123,6 +1149,25 @@ mod tests {
                 assert!(script.contains(word), "{shell:?} lacks {word}");
             }
         }
+    }
+
+    #[test]
+    fn given_extend_by_plus_a_duration_then_the_time_left_grows_by_it() {
+        let role = RoleInfo {
+            name: "admin".into(),
+            active_until: 10_000 + 600,
+            ..RoleInfo::default()
+        };
+        assert_eq!(
+            time_left_after("admin", Some(&role), 1800, 10_000).unwrap(),
+            2400
+        );
+        let err = time_left_after("admin", None, 1800, 10_000).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.message().unwrap().contains("pim activate admin"),
+            "{err:?}"
+        );
     }
 
     #[test]

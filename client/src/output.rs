@@ -1189,7 +1189,8 @@ mod tests {
             lines[1].contains("mfa, reason (10+ chars), 1 approval"),
             "{text}"
         );
-        assert!(lines[1].contains("active, 59m left"), "{text}");
+        // 3599 s left: the nearest minute (issue 15, point 14), as activate said "in 1h".
+        assert!(lines[1].contains("active, 1h left"), "{text}");
         assert!(lines[1].contains("1h       2h"), "{text}");
         assert_eq!(
             roles_text(&[], &clock()),

@@ -118,3 +118,67 @@ fn given_a_terminal_then_an_error_is_coloured_unless_no_color_is_set() {
     piped.assert_status(1).assert_stderr_contains("pim: ");
     assert!(!piped.stderr.contains('\x1b'), "{piped}");
 }
+
+#[test]
+fn given_sudo_refused_by_pim_then_a_line_after_the_reason_says_sudos_own_message_can_be_ignored() {
+    let sb = Sandbox::start();
+    sb.add_user("alice", &[]);
+    sb.write_file(
+        CONFIG_PATH,
+        "[roles.admin]\ngroup = \"sudo\"\neligible = [\"alice\"]\nrequire_mfa = false\n\
+         require_justification = false\n",
+        0o644,
+    );
+    sb.setup_sudo(Some("groups=sudo"));
+    sb.start_pimd();
+    // A shell that still carries group sudo, without a grant.
+    let out = sb.run_with_groups("alice", &["sudo"], &["sudo", "-n", "true"]);
+    out.assert_failure();
+    let lines: Vec<&str> = out.stderr.lines().map(str::trim).collect();
+    let reason = lines.iter().position(|l| l.starts_with("pim: "));
+    let afterword = lines
+        .iter()
+        .position(|l| l.starts_with("(sudo's own message after this line"));
+    let sudo_says = lines.iter().position(|l| l.starts_with("sudo: "));
+    assert!(
+        matches!((reason, afterword, sudo_says), (Some(r), Some(a), Some(s)) if r < a && a < s),
+        "the reason, then the line about sudo's message, then sudo's:\n{out}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("pim: ")).count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn given_extend_with_a_plus_duration_then_the_grant_ends_that_much_later() {
+    let sb = site();
+    // Nothing to extend yet: said before anything else, naming how to start.
+    sb.run("alice", &["pim", "extend", "deploy", "-d", "+30m"])
+        .assert_status(1)
+        .assert_stderr_contains("pim activate deploy");
+    let grant = sb
+        .run(
+            "alice",
+            &["pim", "--json", "activate", "deploy", "-d", "10m"],
+        )
+        .assert_success()
+        .json()["grant"]
+        .clone();
+    let before = grant["ends_at_unix"].as_i64().unwrap();
+    let out = sb.run(
+        "alice",
+        &["pim", "--json", "extend", "deploy", "-d", "+30m"],
+    );
+    let after = out.assert_success().json()["grant"]["ends_at_unix"]
+        .as_i64()
+        .unwrap();
+    // pim and pimd each read the clock once: a second apart at most.
+    assert!(
+        (after - (before + 1800)).abs() <= 1,
+        "{before} + 30m, got {after}:\n{out}"
+    );
+    sb.run("alice", &["pim", "extend", "deploy", "-d", "+0s"])
+        .assert_status(2);
+}
