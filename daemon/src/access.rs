@@ -89,9 +89,10 @@ pub fn decide(
     })
 }
 
-/// Whether a live grant still rests on what made it: its role, still of the grant's group,
-/// for which the user is still eligible or permanent. Reconciliation ends a grant that does
-/// not (audited); until it has, the answer must not wait for it, nor count on it.
+/// Whether a live grant still rests on what made it: its role, still of the grant's group;
+/// for the grant of an active assignment, that assignment, still pointing at it; and the
+/// user, still eligible or permanent. Reconciliation ends a grant that does not (audited);
+/// until it has, the answer must not wait for it, nor count on it.
 fn grant_stands(
     config: &Config,
     tx: &Tx,
@@ -112,6 +113,10 @@ fn grant_stands(
         return Ok(true);
     }
     let assignment = tx.assignment(&grant.user, &role.name)?;
+    let marked = tx.grant_by_assignment(grant.id)?;
+    if !policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
+        return Ok(false);
+    }
     let suspended = tx.suspended(&grant.user, &role.name)?;
     let eligible = policy::eligibility(
         role,
