@@ -162,7 +162,8 @@ fn given_an_enrolled_user_then_a_change_of_device_needs_the_current_code_and_the
         &["mfa", "confirm"],
         &current_code(&sb, &old_secret),
     )
-    .assert_status(1);
+    .assert_status(1)
+    .assert_stderr_contains("a code of the new device");
 
     let confirm = pim_with_code(&sb, "alice", &["mfa", "confirm"], &new_phone.next_code(&sb));
     confirm

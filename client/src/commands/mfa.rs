@@ -60,7 +60,22 @@ pub(super) async fn confirm(
 ) -> Result<Outcome, Failure> {
     let code = input::code(code, true, &input::current_user(), console)?;
     let proxy = connect().await?;
-    let codes = proxy.mfa_confirm(&code).await?;
+    let codes = match proxy.mfa_confirm(&code).await {
+        Ok(codes) => codes,
+        Err(e) => {
+            let rotating = proxy
+                .mfa_status()
+                .await
+                .is_ok_and(|s| s.enrolled && s.pending);
+            if rotating && matches!(e, PimError::InvalidCode(_)) {
+                note(
+                    "(a change of device is confirmed by a code of the new device, from the \
+                     secret 'pim mfa enroll' showed last; the current device's codes do not count)",
+                );
+            }
+            return Err(e.into());
+        }
+    };
     // A change of device keeps the recovery codes: pimd gives none then.
     let new_device = codes.is_empty();
     emit(
