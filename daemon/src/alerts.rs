@@ -145,6 +145,10 @@ pub struct HostFacts {
     /// User names of the uids the processes run as.
     pub user_names: BTreeMap<u32, String>,
     pub sudoers: Option<Vec<RootRule>>,
+    /// Sudoers files that should have been read and could not be, with why: while there is
+    /// one, what sudo grants is unknown, so `sudoers-outside-pim` is not judged (its alerts
+    /// stay as they are) and each such file is an alert of its own.
+    pub sudoers_unreadable: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Everything one evaluation looks at.
@@ -449,7 +453,23 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
     let Some(rules) = &facts.host.sudoers else {
         return;
     };
-    out.judged.insert(AlertKind::SudoersOutsidePim);
+    for (path, why) in &facts.host.sudoers_unreadable {
+        let file = pim_common::text::escape(&path.display().to_string());
+        out.findings.push(Finding::new(
+            AlertKind::SudoersOutsidePim,
+            &[&file, "unreadable"],
+            "",
+            "",
+            format!(
+                "{file}: pim cannot read this sudoers file ({}), so it cannot tell what sudo \
+                 grants: the sudoers alerts stay as they are until it can",
+                pim_common::text::escape(why)
+            ),
+        ));
+    }
+    if facts.host.sudoers_unreadable.is_empty() {
+        out.judged.insert(AlertKind::SudoersOutsidePim);
+    }
     let managed = managed_groups(facts);
     let groups: BTreeSet<&str> = managed.keys().copied().collect();
     let gids: BTreeSet<u32> = groups
@@ -457,7 +477,7 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
         .filter_map(|g| facts.host.gids.get(*g).copied())
         .collect();
     for rule in rules {
-        let file = rule.file.display().to_string();
+        let file = pim_common::text::escape(&rule.file.display().to_string());
         let fingerprint = rule_fingerprint(rule);
         for who in rule.who.iter().filter(|w| !through_pim(w, &groups, &gids)) {
             let subject = who.to_string();

@@ -20,23 +20,79 @@ const MAX_DEPTH: usize = 128;
 /// Alias expansion deeper than this is a loop (sudo refuses such files; we stop).
 const MAX_ALIAS_DEPTH: usize = 64;
 
+/// Bytes of one sudoers file pim reads, at most: a larger one is not read (and so the view
+/// is not judged), so that a huge file cannot hold the look at the host.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The sudoers files as read: the text of each file sudo reads, and the files that should
+/// have been read and could not be (what they grant is unknown: the view is not judged).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sudoers {
+    pub files: Vec<(PathBuf, String)>,
+    /// Each file that could not be read, with why.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// What reading one file gave.
+pub enum FileRead {
+    Text(String),
+    /// Not a file sudo reads (missing, or not a regular file: sudo requires one): it grants
+    /// nothing.
+    Skipped,
+    /// It could not be read, for this reason.
+    Failed(String),
+}
+
 /// The text of /etc/sudoers, of the files sudo reads from /etc/sudoers.d, and of every file
-/// an include directive brings in, wherever it is; read as root (unreadable files are left
-/// out).
-pub fn read_system() -> Vec<(PathBuf, String)> {
+/// an include directive brings in, wherever it is; read as root.
+pub fn read_system() -> Sudoers {
     read_from(Path::new(SUDOERS), Path::new(SUDOERS_DIR))
 }
 
+/// One sudoers file as sudo would take it: opened without waiting (a FIFO must not hold the
+/// reader), only a regular file, at most [`MAX_FILE_BYTES`], bytes that are not UTF-8
+/// replaced (a rule around them is still read).
+pub fn read_file(path: &Path) -> FileRead {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileRead::Skipped,
+        Err(e) => return FileRead::Failed(e.to_string()),
+    };
+    match file.metadata() {
+        Ok(meta) if !meta.is_file() => return FileRead::Skipped,
+        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+            return FileRead::Failed(format!("it is larger than {MAX_FILE_BYTES} bytes"))
+        }
+        Ok(_) => {}
+        Err(e) => return FileRead::Failed(e.to_string()),
+    }
+    let mut bytes = Vec::new();
+    match file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 > MAX_FILE_BYTES => {
+            FileRead::Failed(format!("it is larger than {MAX_FILE_BYTES} bytes"))
+        }
+        Ok(_) => FileRead::Text(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => FileRead::Failed(e.to_string()),
+    }
+}
+
 /// [`read_system`] with other places for /etc/sudoers and /etc/sudoers.d (tests, sandboxes).
-pub fn read_from(sudoers: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
-    let read = |path: &Path| std::fs::read_to_string(path).ok();
-    let mut found = files(sudoers, &read, &included_dir);
+pub fn read_from(sudoers: &Path, dir: &Path) -> Sudoers {
+    let mut found = files(sudoers, &read_file, &included_dir);
     // Debian's /etc/sudoers ends with `@includedir /etc/sudoers.d`; one without the directive
     // does not read the directory, but a file put there is still worth an alert (a later edit
     // of /etc/sudoers brings it in), so the directory is always read, after.
     for path in included_dir(dir) {
-        if !found.iter().any(|(seen, _)| *seen == path) {
-            found.extend(files(&path, &read, &included_dir));
+        if !found.files.iter().any(|(seen, _)| *seen == path) {
+            let more = files(&path, &read_file, &included_dir);
+            found.files.extend(more.files);
+            found.unreadable.extend(more.unreadable);
         }
     }
     found
@@ -64,24 +120,32 @@ pub fn read_in_dir(name: &str) -> bool {
 }
 
 /// `first` and the files its include directives bring in, depth first as sudo reads them,
-/// each once. A relative path is relative to the including file's directory.
+/// each once, and those that could not be read. A relative path is relative to the including
+/// file's directory.
 pub fn files(
     first: &Path,
-    read: &dyn Fn(&Path) -> Option<String>,
+    read: &dyn Fn(&Path) -> FileRead,
     list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
-) -> Vec<(PathBuf, String)> {
+) -> Sudoers {
     fn visit(
         path: &Path,
         depth: usize,
-        read: &dyn Fn(&Path) -> Option<String>,
+        read: &dyn Fn(&Path) -> FileRead,
         list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
-        out: &mut Vec<(PathBuf, String)>,
+        out: &mut Sudoers,
     ) {
-        if depth > MAX_DEPTH || out.iter().any(|(seen, _)| seen == path) {
+        if depth > MAX_DEPTH || out.files.iter().any(|(seen, _)| seen == path) {
             return;
         }
-        let Some(text) = read(path) else { return };
-        out.push((path.to_path_buf(), text.clone()));
+        let text = match read(path) {
+            FileRead::Text(text) => text,
+            FileRead::Skipped => return,
+            FileRead::Failed(why) => {
+                out.unreadable.push((path.to_path_buf(), why));
+                return;
+            }
+        };
+        out.files.push((path.to_path_buf(), text.clone()));
         let base = path.parent().unwrap_or(Path::new("/"));
         for (directive, target) in includes(&text) {
             let target = base.join(target);
@@ -94,7 +158,7 @@ pub fn files(
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out = Sudoers::default();
     visit(first, 0, read, list_dir, &mut out);
     out
 }

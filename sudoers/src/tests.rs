@@ -199,7 +199,11 @@ fn given_include_directives_then_the_files_they_name_are_read_wherever_they_are(
     .into_iter()
     .map(|(p, t)| (PathBuf::from(p), t.to_string()))
     .collect();
-    let read = |path: &Path| fs.get(path).cloned();
+    let read = |path: &Path| {
+        fs.get(path)
+            .cloned()
+            .map_or(FileRead::Skipped, FileRead::Text)
+    };
     let list_dir = |dir: &Path| {
         let mut found: Vec<PathBuf> = fs
             .keys()
@@ -210,6 +214,7 @@ fn given_include_directives_then_the_files_they_name_are_read_wherever_they_are(
         found
     };
     let read_files: Vec<PathBuf> = files(Path::new("/etc/sudoers"), &read, &list_dir)
+        .files
         .into_iter()
         .map(|(path, _)| path)
         .collect();
@@ -249,4 +254,75 @@ fn sudoers_group_names_skip_comments_but_not_uids() {
                 Defaults iolog_dir=/var/log/sudo-io/%{user}\n";
     let names: Vec<String> = group_names(text).into_iter().collect();
     assert_eq!(names, ["sudo", "wheel"]);
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pim-sudoers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn given_a_fifo_in_the_directory_then_reading_does_not_wait_and_skips_it() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(dir.join("rules"), "alice ALL=(ALL) ALL\n").unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let paths: Vec<&PathBuf> = read.files.iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, [&dir.join("rules")]);
+    assert!(read.unreadable.is_empty(), "{read:?}");
+}
+
+#[test]
+fn given_a_file_over_the_size_cap_then_it_is_unreadable_not_left_out() {
+    let dir = temp_dir("big");
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(read.files.is_empty());
+    assert_eq!(read.unreadable.len(), 1, "{read:?}");
+    assert_eq!(read.unreadable[0].0, big);
+    assert!(read.unreadable[0].1.contains("larger than"), "{read:?}");
+}
+
+#[test]
+fn given_bytes_that_are_not_utf8_then_the_file_and_its_rules_are_still_read() {
+    let dir = temp_dir("latin1");
+    let mut text = b"# caf\xe9\nmallory ALL=(ALL) ALL\n@include ".to_vec();
+    text.extend(dir.join("more.rules").to_string_lossy().as_bytes());
+    text.push(b'\n');
+    std::fs::write(dir.join("site"), text).unwrap();
+    std::fs::write(dir.join("more.rules"), b"eve ALL=(ALL) ALL # \xff\n").unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let who: Vec<String> = root_rules(&read.files)
+        .iter()
+        .flat_map(|r| r.who.iter().map(Who::to_string))
+        .collect();
+    assert_eq!(who, ["mallory", "eve"]);
+}
+
+#[test]
+fn given_an_include_that_cannot_be_read_then_it_is_named_as_unreadable() {
+    let read = |path: &Path| match path.to_str() {
+        Some("/etc/sudoers") => FileRead::Text("@include /etc/secret\n".into()),
+        _ => FileRead::Failed("Permission denied".into()),
+    };
+    let read = files(Path::new("/etc/sudoers"), &read, &|_| Vec::new());
+    assert_eq!(read.files.len(), 1);
+    assert_eq!(
+        read.unreadable,
+        [(
+            PathBuf::from("/etc/secret"),
+            "Permission denied".to_string()
+        )]
+    );
 }

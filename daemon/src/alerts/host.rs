@@ -7,10 +7,9 @@ use super::{HostFacts, ProcessFact};
 use crate::accounts::Accounts;
 use crate::processes::{Process, ProcessTable};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 /// Where the sudoers files are read from.
-pub type SudoersSource = dyn Fn() -> Vec<(PathBuf, String)> + Send + Sync;
+pub type SudoersSource = dyn Fn() -> pim_sudoers::Sudoers + Send + Sync;
 
 /// Looks at the host: `groups` (the managed ones and those the roles' lists name), the
 /// processes and the names of the users they run as, and the sudoers rules that give root.
@@ -54,7 +53,9 @@ pub fn look(
         }
         facts.processes = Some(carrying);
     }
-    facts.sudoers = Some(pim_sudoers::root_rules(&sudoers()));
+    let read = sudoers();
+    facts.sudoers = Some(pim_sudoers::root_rules(&read.files));
+    facts.sudoers_unreadable = read.unreadable;
     facts
 }
 
@@ -82,6 +83,7 @@ mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
     use crate::processes::fake::FakeProcesses;
+    use std::path::PathBuf;
 
     #[test]
     fn given_the_host_then_groups_processes_and_sudoers_are_looked_at() {
@@ -94,11 +96,12 @@ mod tests {
         processes.add(11, 1001, 1001, &[1001], "bash");
         // A process whose primary (real, effective, saved) gid is the group carries it too.
         processes.add(12, 1001, 27, &[], "sg sudo bash");
-        let sudoers = || {
-            vec![(
+        let sudoers = || pim_sudoers::Sudoers {
+            files: vec![(
                 PathBuf::from("/etc/sudoers.d/x"),
                 "bob ALL=(ALL) ALL\n".to_string(),
-            )]
+            )],
+            unreadable: Vec::new(),
         };
         let groups: BTreeSet<String> = ["sudo".to_string()].into();
         let facts = look(&accounts, &processes, &sudoers, &groups);

@@ -33,6 +33,7 @@ fn facts() -> Facts {
             processes: Some(Vec::new()),
             user_names: [(1000, "alice".to_string()), (1001, "bob".to_string())].into(),
             sudoers: Some(Vec::new()),
+            sudoers_unreadable: Vec::new(),
         },
         ..Facts::default()
     }
@@ -133,6 +134,59 @@ fn given_sudoers_rules_then_only_those_around_managed_groups_alert_with_file_and
         found[1].detail.starts_with("/etc/sudoers.d/local:4: "),
         "{found:?}"
     );
+}
+
+#[test]
+fn given_an_unreadable_sudoers_file_then_its_own_alert_and_the_open_sudoers_alerts_stay() {
+    let mut f = facts();
+    let files = vec![(
+        PathBuf::from("/etc/sudoers.d/local"),
+        "alice ALL=(ALL) ALL\n".to_string(),
+    )];
+    f.host.sudoers = Some(pim_sudoers::root_rules(&files));
+    let before = evaluate(&f);
+    let alice = before.findings[0].key.clone();
+    let open = [Current {
+        id: 1,
+        kind: AlertKind::SudoersOutsidePim,
+        key: alice,
+        standing: Standing::Open,
+    }];
+    // The file now cannot be read: its rules are not seen, but that is not "rules gone".
+    f.host.sudoers = Some(Vec::new());
+    f.host.sudoers_unreadable = vec![(
+        PathBuf::from("/etc/sudoers.d/local"),
+        "Permission denied".into(),
+    )];
+    let evaluation = evaluate(&f);
+    assert!(!evaluation.judged.contains(&AlertKind::SudoersOutsidePim));
+    assert_eq!(
+        keys(&f),
+        ["sudoers-outside-pim:/etc/sudoers.d/local:unreadable"]
+    );
+    assert!(
+        evaluation.findings[0].detail.contains("Permission denied"),
+        "{evaluation:?}"
+    );
+    let changes = plan(&open, &evaluation);
+    assert!(
+        matches!(&changes[..], [Change::Raise(f)] if f.key.ends_with(":unreadable")),
+        "{changes:?}"
+    );
+}
+
+#[test]
+fn given_a_sudoers_file_name_with_control_characters_then_key_and_detail_are_escaped() {
+    let mut f = facts();
+    let files = vec![(
+        PathBuf::from("/etc/sudoers.d/x\x1b[2Jy"),
+        "alice ALL=(ALL) ALL\n".to_string(),
+    )];
+    f.host.sudoers = Some(pim_sudoers::root_rules(&files));
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].key.contains('\x1b'), "{found:?}");
+    assert!(!found[0].detail.contains('\x1b'), "{found:?}");
 }
 
 /// The keys of the sudoers alerts `text` (as /etc/sudoers.d/local) calls for.
