@@ -149,6 +149,9 @@ pub struct HostFacts {
     /// one, what sudo grants is unknown, so `sudoers-outside-pim` is not judged (its alerts
     /// stay as they are) and each such file is an alert of its own.
     pub sudoers_unreadable: Vec<(std::path::PathBuf, String)>,
+    /// Lines of the sudoers files pim cannot read with sudo's grammar: each an alert (what
+    /// sudo makes of it may be root for someone).
+    pub sudoers_unparsed: Vec<pim_sudoers::Unparsed>,
 }
 
 /// Everything one evaluation looks at.
@@ -469,6 +472,22 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
     }
     if facts.host.sudoers_unreadable.is_empty() {
         out.judged.insert(AlertKind::SudoersOutsidePim);
+    }
+    for line in &facts.host.sudoers_unparsed {
+        let file = pim_common::text::escape(&line.file.display().to_string());
+        let fingerprint =
+            pim_common::chain::hex(&Sha256::digest(line.text.as_bytes())[..RULE_FINGERPRINT_BYTES]);
+        out.findings.push(Finding::new(
+            AlertKind::SudoersOutsidePim,
+            &[&file, "unparsed", &fingerprint],
+            "",
+            "",
+            format!(
+                "{file}:{}: a sudoers line pim cannot read (it may give root): {}",
+                line.line,
+                pim_common::text::escape(&line.text)
+            ),
+        ));
     }
     let managed = managed_groups(facts);
     let groups: BTreeSet<&str> = managed.keys().copied().collect();

@@ -194,20 +194,26 @@ pub fn includes(text: &str) -> Vec<(&'static str, String)> {
     found
 }
 
-/// The code of a sudoers line: up to a `#` that starts a comment (`#1000`, a uid, does not;
-/// nor does an escaped `\#`).
+/// The code of a sudoers line: up to a `#` that starts a comment (`#1000` and `#-1`, uids, do
+/// not; nor does an escaped `\#`).
 pub fn code(line: &str) -> &str {
     let bytes = line.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 1,
-            b'#' if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => return &line[..i],
+            b'#' if !is_uid(&bytes[i + 1..]) => return &line[..i],
             _ => {}
         }
         i += 1;
     }
     line
+}
+
+/// Whether what follows a `#` makes it a uid: digits, after an optional `-` (sudo's `#-1`).
+fn is_uid(after: &[u8]) -> bool {
+    let digits = after.strip_prefix(b"-").unwrap_or(after);
+    digits.first().is_some_and(u8::is_ascii_digit)
 }
 
 /// The logical lines of sudoers text: comments dropped, lines ending in `\` joined with the
@@ -221,7 +227,8 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
             first = index + 1;
         }
         let line = code(line);
-        match line.strip_suffix('\\') {
+        // `\` then blanks at the end of a line continues it, as in sudo.
+        match line.trim_end_matches([' ', '\t']).strip_suffix('\\') {
             Some(head) => {
                 logical.push_str(head);
                 logical.push(' ');
@@ -401,41 +408,82 @@ struct AllAliases {
 /// anywhere in the files (sudo requires definition before use; a file that breaks that is
 /// refused by visudo, and reported here anyway).
 pub fn root_rules(files: &[(PathBuf, String)]) -> Vec<RootRule> {
+    read_rules(files).root
+}
+
+/// A logical line pim cannot read with sudo's grammar: what sudo makes of it is unknown (it
+/// may give root), so it is reported rather than passed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unparsed {
+    pub file: PathBuf,
+    pub line: usize,
+    pub text: String,
+}
+
+/// What the rules of the files are: those that give root ([`root_rules`]), and the lines
+/// that are neither a `Defaults` line, an alias definition, an include nor a rule pim reads
+/// to the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub root: Vec<RootRule>,
+    pub unparsed: Vec<Unparsed>,
+}
+
+/// Whether a logical line is a `Defaults` line: the keyword alone, or followed by a blank or
+/// a binding (`:`, `@`, `>`, `!`); `Defaultsx` is a user name (sudo takes the longest word).
+fn is_defaults(code: &str) -> bool {
+    code.strip_prefix("Defaults").is_some_and(|rest| {
+        rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace() || ":@>!".contains(c))
+    })
+}
+
+/// [`root_rules`], and the lines pim cannot read.
+pub fn read_rules(files: &[(PathBuf, String)]) -> Rules {
     let mut aliases = AllAliases::default();
     let mut specs = Vec::new();
+    let mut out = Rules::default();
     for (path, text) in files {
         for (line, code) in logical_lines(text) {
             let word = code.split_whitespace().next().unwrap_or("");
+            let mut host_aliases = Aliases::new();
             let table = match word {
-                "User_Alias" => Some(&mut aliases.user),
-                "Runas_Alias" => Some(&mut aliases.runas),
-                "Cmnd_Alias" | "Cmd_Alias" => Some(&mut aliases.cmnd),
-                "Host_Alias" => None,
+                "User_Alias" => &mut aliases.user,
+                "Runas_Alias" => &mut aliases.runas,
+                "Cmnd_Alias" | "Cmd_Alias" => &mut aliases.cmnd,
+                "Host_Alias" => &mut host_aliases,
                 _ => {
-                    if !word.starts_with("Defaults") && !code.starts_with('@') {
+                    let include = ["@include ", "@includedir ", "@include\"", "@includedir\""]
+                        .iter()
+                        .any(|d| code.starts_with(d));
+                    if !is_defaults(&code) && !include {
                         specs.push((path.clone(), line, code));
                     }
                     continue;
                 }
             };
-            if let Some(table) = table {
-                define_aliases(&code[word.len()..], table);
+            if !define_aliases(&code[word.len()..], table) {
+                out.unparsed.push(Unparsed {
+                    file: path.clone(),
+                    line,
+                    text: code,
+                });
             }
         }
     }
-    specs
-        .into_iter()
-        .filter_map(|(file, line, text)| {
-            let who = root_grant(&text, &aliases)?;
-            Some(RootRule {
+    for (file, line, text) in specs {
+        match root_grant(&text, &aliases) {
+            None => out.unparsed.push(Unparsed { file, line, text }),
+            Some(who) if who.is_empty() => {}
+            Some(who) => out.root.push(RootRule {
                 file,
                 line,
                 who,
                 aliases: aliases_used(&text, &aliases),
                 text,
-            })
-        })
-        .collect()
+            }),
+        }
+    }
+    out
 }
 
 /// The definitions of the aliases `text` uses, directly or through other aliases, as
@@ -465,18 +513,33 @@ fn aliases_used(text: &str, aliases: &AllAliases) -> Vec<String> {
     used.into_iter().collect()
 }
 
-/// `NAME = a, b : NAME2 = c` into `table`.
-fn define_aliases(text: &str, table: &mut Aliases) {
+/// `NAME = a, b : NAME2 = c` into `table`; false when a definition is not `NAME = items`
+/// (NAME in capitals, digits and `_`, starting with a capital). A name defined again keeps
+/// its first definition, as sudo does.
+fn define_aliases(text: &str, table: &mut Aliases) -> bool {
+    let mut read = true;
     for definition in split_outside(text, ':') {
-        if let Some((name, items)) = definition.split_once('=') {
-            let items = split_outside(items, ',')
-                .into_iter()
-                .map(|i| i.trim().to_string())
-                .filter(|i| !i.is_empty())
-                .collect();
-            table.insert(name.trim().to_string(), items);
+        let Some((name, items)) = definition.split_once('=') else {
+            read = false;
+            continue;
+        };
+        let name = name.trim();
+        let well_named = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        let items: Vec<String> = split_outside(items, ',')
+            .into_iter()
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty())
+            .collect();
+        if !well_named || items.is_empty() {
+            read = false;
+            continue;
         }
+        table.entry(name.to_string()).or_insert(items);
     }
+    read
 }
 
 /// `text` split at `sep`, except where escaped with `\`, inside parentheses or quotes.
@@ -625,114 +688,276 @@ const OPTIONS: &[&str] = &[
     "LIMITPRIVS=",
 ];
 
-/// Strips options, tags (`NOPASSWD:` and the like) and digests (`sha256:...`) from the front
-/// of a command.
-fn strip_tags(mut command: &str) -> &str {
-    loop {
-        command = command.trim_start();
-        let word_end = command.find(char::is_whitespace).unwrap_or(command.len());
-        let word = &command[..word_end];
-        if OPTIONS.iter().any(|o| word.starts_with(o)) {
-            command = &command[word_end..];
-            continue;
+/// sudo's tags: only these, followed by `:`, are tags (`ALL:` is not one; there a `:`
+/// separates host specifications).
+const TAGS: &[&str] = &[
+    "NOPASSWD",
+    "PASSWD",
+    "NOEXEC",
+    "EXEC",
+    "SETENV",
+    "NOSETENV",
+    "LOG_INPUT",
+    "NOLOG_INPUT",
+    "LOG_OUTPUT",
+    "NOLOG_OUTPUT",
+    "MAIL",
+    "NOMAIL",
+    "FOLLOW",
+    "NOFOLLOW",
+    "INTERCEPT",
+    "NOINTERCEPT",
+];
+
+const DIGESTS: &[&str] = &["sha224", "sha256", "sha384", "sha512"];
+
+/// One command of a rule: its run-as list (users, and groups after `:`) if it gives one, and
+/// the command as written (escapes removed), with its `!`s.
+struct CmndSpec {
+    runas: Option<(Vec<String>, Vec<String>)>,
+    command: String,
+}
+
+/// A cursor over what follows a user list, read with sudo's grammar:
+/// `hosts = cmndspec, cmndspec : hosts = cmndspec`, a cmndspec being
+/// `[(runas)] [options] [tags] [digest] [!]command [args]`.
+struct Scan<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn blanks(&mut self) {
+        while self.text.get(self.at).is_some_and(u8::is_ascii_whitespace) {
+            self.at += 1;
         }
-        if let Some(colon) = command.find(':') {
-            let tag = &command[..colon];
-            let is_tag = !tag.is_empty() && tag.chars().all(|c| c.is_ascii_uppercase() || c == '_');
-            let is_digest = ["sha224", "sha256", "sha384", "sha512"].contains(&tag);
-            if is_tag {
-                command = &command[colon + 1..];
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.blanks();
+        if self.peek() == Some(c) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A word: up to a blank or one of `stop`, `\` escaping the next character; as written.
+    fn word(&mut self, stop: &[u8]) -> &str {
+        self.blanks();
+        let start = self.at;
+        while let Some(c) = self.peek() {
+            if c == b'\\' {
+                self.at = (self.at + 2).min(self.text.len());
                 continue;
             }
-            if is_digest {
-                let rest = command[colon + 1..].trim_start();
-                let digest_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                command = &rest[digest_end..];
-                continue;
+            if c.is_ascii_whitespace() || stop.contains(&c) {
+                break;
+            }
+            self.at += 1;
+        }
+        std::str::from_utf8(&self.text[start..self.at]).unwrap_or("")
+    }
+
+    /// Whether `keyword`, then blanks, then `:` follow; if so they are consumed.
+    fn keyword_colon(&mut self, keyword: &str) -> bool {
+        let rest = &self.text[self.at..];
+        if !rest.starts_with(keyword.as_bytes()) {
+            return false;
+        }
+        let mut end = keyword.len();
+        while rest.get(end).is_some_and(u8::is_ascii_whitespace) {
+            end += 1;
+        }
+        if rest.get(end) == Some(&b':') {
+            self.at += end + 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A list of words separated by `,` (each maybe with `!`s), as written.
+    fn list(&mut self, stop: &[u8]) -> Option<Vec<String>> {
+        let mut items = Vec::new();
+        loop {
+            let mut item = String::new();
+            while self.eat(b'!') {
+                item.push('!');
+            }
+            let word = self.word(stop);
+            if word.is_empty() {
+                return None;
+            }
+            item.push_str(&unescape(word));
+            items.push(item);
+            if !self.eat(b',') {
+                return Some(items);
             }
         }
-        return command;
+    }
+
+    fn cmndspec(&mut self) -> Option<CmndSpec> {
+        let mut spec = CmndSpec {
+            runas: None,
+            command: String::new(),
+        };
+        if self.eat(b'(') {
+            let mut users = Vec::new();
+            let mut groups = Vec::new();
+            self.blanks();
+            if !matches!(self.peek(), Some(b':' | b')')) {
+                users = self.list(b",:()=")?;
+            }
+            if self.eat(b':') {
+                self.blanks();
+                if self.peek() != Some(b')') {
+                    groups = self.list(b",:()=")?;
+                }
+            }
+            if !self.eat(b')') {
+                return None;
+            }
+            spec.runas = Some((users, groups));
+        }
+        loop {
+            self.blanks();
+            let rest = &self.text[self.at..];
+            if let Some(option) = OPTIONS.iter().find(|o| rest.starts_with(o.as_bytes())) {
+                self.at += option.len();
+                if self.word(b",:=").is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            if TAGS.iter().any(|t| self.keyword_colon(t)) {
+                continue;
+            }
+            if DIGESTS.iter().any(|d| self.keyword_colon(d)) {
+                if self.word(b",:=").is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            break;
+        }
+        while self.eat(b'!') {
+            spec.command.push('!');
+        }
+        // The command and its arguments: quotes and parentheses are ordinary characters here;
+        // an unescaped `,` or `:` ends it (`=` may not appear unescaped).
+        self.blanks();
+        let start = self.at;
+        while let Some(c) = self.peek() {
+            match c {
+                b'\\' => self.at = (self.at + 2).min(self.text.len()),
+                b',' | b':' | b'=' => break,
+                _ => self.at += 1,
+            }
+        }
+        let written = std::str::from_utf8(&self.text[start..self.at])
+            .ok()?
+            .trim_end();
+        if written.is_empty() {
+            return None;
+        }
+        spec.command.push_str(&unescape(written));
+        Some(spec)
+    }
+
+    /// The privileges: for each host specification, its commands; None when the text is not
+    /// what sudo's grammar allows.
+    fn privileges(&mut self) -> Option<Vec<Vec<CmndSpec>>> {
+        let mut privileges = Vec::new();
+        loop {
+            self.list(b",:=()")?;
+            if !self.eat(b'=') {
+                return None;
+            }
+            let mut commands = Vec::new();
+            loop {
+                commands.push(self.cmndspec()?);
+                if !self.eat(b',') {
+                    break;
+                }
+            }
+            privileges.push(commands);
+            self.blanks();
+            match self.peek() {
+                None => return Some(privileges),
+                Some(b':') => self.at += 1,
+                Some(_) => return None,
+            }
+        }
     }
 }
 
-/// Whom a user specification lets run a command as root, or None when it lets nobody.
+/// A word as sudo reads it: `\x41` is the byte 0x41, `\c` is `c`.
+fn unescape(word: &str) -> String {
+    let bytes = word.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 1 < bytes.len() {
+            let hex = bytes
+                .get(i + 2..i + 4)
+                .filter(|_| bytes[i + 1] == b'x')
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 4;
+                }
+                None => {
+                    out.push(bytes[i + 1]);
+                    i += 2;
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a user specification is: None when pim cannot read it with sudo's grammar;
+/// otherwise whom it lets run a command as root (empty: nobody).
 fn root_grant(spec: &str, aliases: &AllAliases) -> Option<Vec<Who>> {
     let (users, rest) = user_list(spec);
-    if users.iter().all(|u| u.is_empty()) || rest.is_empty() {
+    if users.iter().any(|u| u.is_empty()) || rest.is_empty() {
         return None;
     }
-    let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
-    // Host specs: `HOSTS = cmnds : HOSTS = cmnds`; a `:` that separates them is one followed
-    // by a host list and `=`.
+    let users: Vec<String> = users.iter().map(|u| unescape(u)).collect();
+    let privileges = Scan {
+        text: rest.as_bytes(),
+        at: 0,
+    }
+    .privileges()?;
     let mut granted = false;
-    for host_spec in host_specs(rest) {
-        let Some((_, commands)) = host_spec.split_once('=') else {
-            continue;
-        };
+    for commands in privileges {
         // The run-as list carries over to the next commands until another is given.
         let mut root = true;
-        for command in split_outside(commands, ',') {
-            let mut command = command.trim_start();
-            if let Some(inner) = command.strip_prefix('(') {
-                let close = inner.find(')').unwrap_or(inner.len());
-                let runas = &inner[..close];
-                let (users_part, _groups) = runas.split_once(':').unwrap_or((runas, ""));
-                let items: Vec<String> = split_outside(users_part, ',')
-                    .into_iter()
-                    .map(|i| i.trim().to_string())
-                    .filter(|i| !i.is_empty())
-                    .collect();
+        for spec in commands {
+            if let Some((users, _groups)) = &spec.runas {
                 // `()` and `(:group)` run as the invoking user; `(root)`, `(ALL)` as root.
-                root = runas_root(&items, &aliases.runas);
-                command = inner.get(close + 1..).unwrap_or("");
+                root = runas_root(users, &aliases.runas);
             }
-            if root && command_granted(strip_tags(command), &aliases.cmnd, 0) {
+            if root && command_granted(&spec.command, &aliases.cmnd, 0) {
                 granted = true;
             }
         }
     }
     if !granted {
-        return None;
+        return Some(Vec::new());
     }
-    let who = matching(&users, &aliases.user);
-    (!who.is_empty()).then_some(who)
-}
-
-/// The host specifications of what follows a user list: split at each `:` (outside
-/// parentheses, not escaped, not ending a tag or a digest) that is followed by `HOSTS =`.
-fn host_specs(rest: &str) -> Vec<&str> {
-    let mut specs = Vec::new();
-    let mut start = 0;
-    let mut depth = 0usize;
-    let bytes = rest.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'(' => depth += 1,
-            b')' => depth = depth.saturating_sub(1),
-            b':' if depth == 0 => {
-                let before = rest[start..i]
-                    .rsplit(|c: char| c.is_whitespace() || c == ',')
-                    .next()
-                    .unwrap_or("");
-                let tag = !before.is_empty()
-                    && (before.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-                        || before.starts_with("sha"));
-                let after = &rest[i + 1..];
-                let next_spec = after.split(',').next().unwrap_or("").contains('=')
-                    && rest[start..i].contains('=');
-                if !tag && next_spec {
-                    specs.push(&rest[start..i]);
-                    start = i + 1;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    specs.push(&rest[start..]);
-    specs
+    Some(matching(&users, &aliases.user))
 }
 
 #[cfg(test)]

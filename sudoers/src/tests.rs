@@ -326,3 +326,97 @@ fn given_an_include_that_cannot_be_read_then_it_is_named_as_unreadable() {
         )]
     );
 }
+
+/// The lines of `text` pim cannot read, by line number.
+fn unparsed(text: &str) -> Vec<usize> {
+    read_rules(&one(text))
+        .unparsed
+        .iter()
+        .map(|u| u.line)
+        .collect()
+}
+
+/// Lines sudo reads as rules giving root (as the attacks of the review wrote them), each
+/// with whom pim must see getting root.
+const ATTACKS: &[(&str, &[&str])] = &[
+    // Only sudo's tag keywords are tags: here `:` starts a second host spec.
+    ("attacker ALL=(nobody) ALL:ALL=(ALL) ALL", &["attacker"]),
+    // Quotes are ordinary in a command's arguments; `,` ends the command.
+    (
+        "attacker ALL=(nobody) /bin/echo \", (root) /bin/sh",
+        &["attacker"],
+    ),
+    // `#-1` is a uid, not a comment.
+    ("#-1,attacker ALL=(ALL) ALL", &["#-1", "attacker"]),
+    // The longest word: Defaultsx is a user name.
+    (
+        "Defaultsx,attacker ALL=(ALL) ALL",
+        &["Defaultsx", "attacker"],
+    ),
+    // A backslash is taken away when reading a word.
+    ("attacker ALL=(r\\oot) ALL", &["attacker"]),
+    ("attacker ALL=(r\\x6fot) ALL", &["attacker"]),
+];
+
+#[test]
+fn given_lines_sudo_reads_as_root_rules_then_pim_reads_them_so() {
+    for (line, expected) in ATTACKS {
+        assert_eq!(who(&format!("{line}\n")), [expected.to_vec()], "{line}");
+        assert!(unparsed(&format!("{line}\n")).is_empty(), "{line}");
+    }
+}
+
+#[test]
+fn given_a_continuation_with_blanks_after_the_backslash_then_the_lines_are_joined() {
+    assert_eq!(
+        who("attacker ALL=(nobody) ALL, \\  \n (root) /bin/sh\n"),
+        [["attacker"]]
+    );
+}
+
+#[test]
+fn given_an_alias_defined_twice_then_the_first_definition_holds() {
+    let text = "Runas_Alias R = root\nRunas_Alias R = nobody\nattacker ALL=(R) ALL\n";
+    assert_eq!(who(text), [["attacker"]]);
+}
+
+#[test]
+fn given_lines_pim_cannot_read_then_each_is_reported_with_its_line() {
+    let text = "Defaults env_reset\nalice ALL=(ALL) ALL\nthis is not sudoers\n\
+                User_Alias lower = bob\nbob ALL = (root\ncarl ALL=(ALL) /bin/a = b\n\
+                @include /etc/x\n";
+    let mut lines = unparsed(text);
+    lines.sort_unstable();
+    assert_eq!(lines, [3, 4, 5, 6]);
+    let rules = read_rules(&one(text));
+    assert!(rules
+        .unparsed
+        .iter()
+        .any(|u| u.text == "this is not sudoers"));
+    assert_eq!(rules.root.len(), 1);
+}
+
+/// sudo's own parser agrees that each attack line is a valid rule (so pim must read it).
+#[test]
+fn given_visudo_then_it_accepts_every_attack_line() {
+    if !Path::new("/usr/sbin/visudo").exists() {
+        eprintln!("visudo is not installed: skipped");
+        return;
+    }
+    let dir = temp_dir("visudo");
+    for (index, (line, _)) in ATTACKS.iter().enumerate() {
+        let file = dir.join(format!("case{index}"));
+        std::fs::write(&file, format!("{line}\n")).unwrap();
+        let out = std::process::Command::new("/usr/sbin/visudo")
+            .args(["-c", "-q", "-f"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "visudo refuses {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -54,7 +54,9 @@ pub fn look(
         facts.processes = Some(carrying);
     }
     let read = sudoers();
-    facts.sudoers = Some(pim_sudoers::root_rules(&read.files));
+    let rules = pim_sudoers::read_rules(&read.files);
+    facts.sudoers = Some(rules.root);
+    facts.sudoers_unparsed = rules.unparsed;
     facts.sudoers_unreadable = read.unreadable;
     facts
 }

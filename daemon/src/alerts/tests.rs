@@ -34,6 +34,7 @@ fn facts() -> Facts {
             user_names: [(1000, "alice".to_string()), (1001, "bob".to_string())].into(),
             sudoers: Some(Vec::new()),
             sudoers_unreadable: Vec::new(),
+            sudoers_unparsed: Vec::new(),
         },
         ..Facts::default()
     }
@@ -187,6 +188,32 @@ fn given_a_sudoers_file_name_with_control_characters_then_key_and_detail_are_esc
     assert_eq!(found.len(), 1);
     assert!(!found[0].key.contains('\x1b'), "{found:?}");
     assert!(!found[0].detail.contains('\x1b'), "{found:?}");
+}
+
+#[test]
+fn given_a_sudoers_line_pim_cannot_read_then_it_is_an_alert_of_its_own() {
+    let mut f = facts();
+    let files = vec![(
+        PathBuf::from("/etc/sudoers.d/local"),
+        "# x\nalice ALL=(ALL) ALL junk = here\n".to_string(),
+    )];
+    let rules = pim_sudoers::read_rules(&files);
+    f.host.sudoers = Some(rules.root);
+    f.host.sudoers_unparsed = rules.unparsed;
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .key
+            .starts_with("sudoers-outside-pim:/etc/sudoers.d/local:unparsed:"),
+        "{found:?}"
+    );
+    assert!(
+        found[0]
+            .detail
+            .starts_with("/etc/sudoers.d/local:2: a sudoers line pim cannot read"),
+        "{found:?}"
+    );
 }
 
 /// The keys of the sudoers alerts `text` (as /etc/sudoers.d/local) calls for.
