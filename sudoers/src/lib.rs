@@ -437,8 +437,14 @@ fn is_defaults(code: &str) -> bool {
     })
 }
 
-/// [`root_rules`], and the lines pim cannot read.
+/// [`root_rules`], and the lines pim cannot read; a run-as group counts as root (see
+/// [`read_rules_knowing`]).
 pub fn read_rules(files: &[(PathBuf, String)]) -> Rules {
+    read_rules_knowing(files, &|_| false)
+}
+
+/// [`read_rules`], knowing which run-as groups root is provably not in.
+pub fn read_rules_knowing(files: &[(PathBuf, String)], root_outside: &RootOutside<'_>) -> Rules {
     let mut aliases = AllAliases::default();
     let mut specs = Vec::new();
     let mut out = Rules::default();
@@ -471,7 +477,7 @@ pub fn read_rules(files: &[(PathBuf, String)]) -> Rules {
         }
     }
     for (file, line, text) in specs {
-        match root_grant(&text, &aliases) {
+        match root_grant(&text, &aliases, root_outside) {
             None => out.unparsed.push(Unparsed { file, line, text }),
             Some(who) if who.is_empty() => {}
             Some(who) => out.root.push(RootRule {
@@ -645,14 +651,28 @@ fn matching(items: &[String], aliases: &Aliases) -> Vec<Who> {
 
 /// Whether a run-as user list lets the command run as root: the last item that matches root
 /// (`ALL`, `root`, `#0`) decides, as in sudo.
-fn runas_root(items: &[String], aliases: &Aliases) -> bool {
+///
+/// A group, netgroup or plugin group (`%wheel`, `%#0`, `%:admins`, `+ops`) lets `sudo -u
+/// root` work when root is in it: it counts as root unless `root_outside` says root is
+/// provably not in it. A negated one is not taken to leave root out (root may not be in it).
+fn runas_root(items: &[String], aliases: &Aliases, root_outside: &RootOutside<'_>) -> bool {
     let mut expanded = Vec::new();
     expand_who(items, aliases, 0, &mut expanded);
     expanded
         .into_iter()
-        .rfind(|(w, _)| matches!(w, Who::All | Who::Uid(0)) || *w == Who::User("root".into()))
+        .rfind(|(w, positive)| match w {
+            Who::All | Who::Uid(0) => true,
+            Who::User(name) => name == "root",
+            Who::Group(_) | Who::Gid(_) | Who::NonUnixGroup(_) | Who::Netgroup(_) => {
+                *positive && !root_outside(w)
+            }
+            Who::Uid(_) => false,
+        })
         .is_some_and(|(_, positive)| positive)
 }
+
+/// Whether root is provably not a member of a group (or netgroup) a run-as list names.
+pub type RootOutside<'a> = dyn Fn(&Who) -> bool + 'a;
 
 /// Whether a command list item (after its run-as, options and tags) is a command granted
 /// (not negated, not an alias of negated commands only).
@@ -929,7 +949,11 @@ fn unescape(word: &str) -> String {
 
 /// What a user specification is: None when pim cannot read it with sudo's grammar;
 /// otherwise whom it lets run a command as root (empty: nobody).
-fn root_grant(spec: &str, aliases: &AllAliases) -> Option<Vec<Who>> {
+fn root_grant(
+    spec: &str,
+    aliases: &AllAliases,
+    root_outside: &RootOutside<'_>,
+) -> Option<Vec<Who>> {
     let (users, rest) = user_list(spec);
     if users.iter().any(|u| u.is_empty()) || rest.is_empty() {
         return None;
@@ -947,7 +971,7 @@ fn root_grant(spec: &str, aliases: &AllAliases) -> Option<Vec<Who>> {
         for spec in commands {
             if let Some((users, _groups)) = &spec.runas {
                 // `()` and `(:group)` run as the invoking user; `(root)`, `(ALL)` as root.
-                root = runas_root(users, &aliases.runas);
+                root = runas_root(users, &aliases.runas, root_outside);
             }
             if root && command_granted(&spec.command, &aliases.cmnd, 0) {
                 granted = true;

@@ -420,3 +420,24 @@ fn given_visudo_then_it_accepts_every_attack_line() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn given_a_run_as_group_then_it_counts_as_root_unless_root_is_provably_outside() {
+    for line in [
+        "attacker ALL=(%root) ALL\n",
+        "attacker ALL=(%#0) ALL\n",
+        "attacker ALL=(%wheel) ALL\n",
+        "attacker ALL=(%:admins) ALL\n",
+        "attacker ALL=(+ops) ALL\n",
+        "attacker ALL=(ALL, !%wheel) ALL\n",
+    ] {
+        assert_eq!(who(line), [["attacker"]], "{line}");
+    }
+    // Told that root is not in wheel: not a root rule.
+    let outside = |w: &Who| *w == Who::Group("wheel".into());
+    let rules = read_rules_knowing(&one("attacker ALL=(%wheel) ALL\n"), &outside);
+    assert!(
+        rules.root.is_empty() && rules.unparsed.is_empty(),
+        "{rules:?}"
+    );
+}

@@ -6,6 +6,7 @@
 use super::{HostFacts, ProcessFact};
 use crate::accounts::Accounts;
 use crate::processes::{Process, ProcessTable};
+use pim_sudoers::Who;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where the sudoers files are read from.
@@ -54,7 +55,16 @@ pub fn look(
         facts.processes = Some(carrying);
     }
     let read = sudoers();
-    let rules = pim_sudoers::read_rules(&read.files);
+    // A run-as `%group` lets `sudo -u root` work when root is in the group: only a group
+    // that is found, is not root's gid 0 and does not list root is known to leave root out.
+    let root_outside = |who: &Who| match who {
+        Who::Group(name) => matches!(
+            accounts.group(name),
+            Ok(Some((gid, listed))) if gid != 0 && !listed.iter().any(|u| u == "root")
+        ),
+        _ => false,
+    };
+    let rules = pim_sudoers::read_rules_knowing(&read.files, &root_outside);
     facts.sudoers = Some(rules.root);
     facts.sudoers_unparsed = rules.unparsed;
     facts.sudoers_unreadable = read.unreadable;
@@ -119,5 +129,31 @@ mod tests {
         processes.state().fail_list = true;
         let facts = look(&accounts, &processes, &sudoers, &groups);
         assert!(facts.members.is_none() && facts.processes.is_none());
+    }
+
+    #[test]
+    fn given_a_run_as_group_then_it_gives_root_when_root_is_in_it() {
+        let accounts = FakeAccounts::default();
+        accounts.add_user("root", 0);
+        accounts.add_group("wheel", &["root"]);
+        accounts.set_gid("wheel", 10);
+        accounts.add_group("staff", &["bob"]);
+        accounts.set_gid("staff", 50);
+        let processes = FakeProcesses::default();
+        let sudoers = || pim_sudoers::Sudoers {
+            files: vec![(
+                PathBuf::from("/etc/sudoers.d/x"),
+                "eve ALL=(%wheel) ALL\nmallory ALL=(%staff) ALL\n".to_string(),
+            )],
+            unreadable: Vec::new(),
+        };
+        let facts = look(&accounts, &processes, &sudoers, &BTreeSet::new());
+        let who: Vec<String> = facts
+            .sudoers
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.who.iter().map(Who::to_string))
+            .collect();
+        assert_eq!(who, ["eve"]);
     }
 }
