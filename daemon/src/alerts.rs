@@ -496,6 +496,28 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
         .filter_map(|g| facts.host.gids.get(*g).copied())
         .collect();
     for rule in rules {
+        // The groups pim manages (or every group) it lets commands run with, without pim.
+        let managed_given: Vec<String> = rule
+            .groups
+            .iter()
+            .filter(|g| match g {
+                Who::All => true,
+                Who::Group(name) => groups.contains(name.as_str()),
+                Who::Gid(gid) => gids.contains(gid),
+                _ => false,
+            })
+            .map(|g| match g {
+                Who::All => "ALL".to_string(),
+                Who::Group(name) => name.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let gives = match (rule.root, managed_given.is_empty()) {
+            (true, true) => "root".to_string(),
+            (true, false) => format!("root and group {}", managed_given.join(", ")),
+            (false, false) => format!("group {} (sudo -g)", managed_given.join(", ")),
+            (false, true) => continue,
+        };
         let file = pim_common::text::escape(&rule.file.display().to_string());
         let fingerprint = rule_fingerprint(rule);
         for who in rule.who.iter().filter(|w| !through_pim(w, &groups, &gids)) {
@@ -510,8 +532,8 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
                 user,
                 "",
                 format!(
-                    "{file}:{}: sudoers gives root to {subject} other than through a group pim \
-                     manages: {}",
+                    "{file}:{}: sudoers gives {gives} to {subject} other than through a group \
+                     pim manages: {}",
                     rule.line,
                     pim_common::text::escape(&rule.text)
                 ),

@@ -376,7 +376,8 @@ impl Who {
     }
 }
 
-/// A rule that lets the users it names run commands as root: where it is, whom it names (the
+/// A rule that lets the users it names run commands as root, or with a group (`sudo -g`):
+/// where it is, whom it names (the
 /// items that match positively, aliases expanded), its text, and the definitions of the
 /// aliases it uses (what it grants depends on them as much as on its text).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -385,6 +386,11 @@ pub struct RootRule {
     /// 1-based, the line the rule starts on.
     pub line: usize,
     pub who: Vec<Who>,
+    /// Whether it gives root; when not, it gives `groups`.
+    pub root: bool,
+    /// The groups its run-as group lists let its commands run with (`sudo -g`): `ALL`, a
+    /// group (`Who::Group`) or a gid (`Who::Gid`, written `#gid` there).
+    pub groups: Vec<Who>,
     pub text: String,
     /// The aliases its text uses, directly or through other aliases, each as
     /// `Kind NAME = items`, sorted.
@@ -408,7 +414,11 @@ struct AllAliases {
 /// anywhere in the files (sudo requires definition before use; a file that breaks that is
 /// refused by visudo, and reported here anyway).
 pub fn root_rules(files: &[(PathBuf, String)]) -> Vec<RootRule> {
-    read_rules(files).root
+    read_rules(files)
+        .root
+        .into_iter()
+        .filter(|r| r.root)
+        .collect()
 }
 
 /// A logical line pim cannot read with sudo's grammar: what sudo makes of it is unknown (it
@@ -420,7 +430,8 @@ pub struct Unparsed {
     pub text: String,
 }
 
-/// What the rules of the files are: those that give root ([`root_rules`]), and the lines
+/// What the rules of the files are: those that give root ([`root_rules`]) or a run-as group,
+/// and the lines
 /// that are neither a `Defaults` line, an alias definition, an include nor a rule pim reads
 /// to the end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -479,11 +490,13 @@ pub fn read_rules_knowing(files: &[(PathBuf, String)], root_outside: &RootOutsid
     for (file, line, text) in specs {
         match root_grant(&text, &aliases, root_outside) {
             None => out.unparsed.push(Unparsed { file, line, text }),
-            Some(who) if who.is_empty() => {}
-            Some(who) => out.root.push(RootRule {
+            Some(grant) if grant.who.is_empty() || !grant.root && grant.groups.is_empty() => {}
+            Some(grant) => out.root.push(RootRule {
                 file,
                 line,
-                who,
+                who: grant.who,
+                root: grant.root,
+                groups: grant.groups,
                 aliases: aliases_used(&text, &aliases),
                 text,
             }),
@@ -947,13 +960,16 @@ fn unescape(word: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What a user specification is: None when pim cannot read it with sudo's grammar;
-/// otherwise whom it lets run a command as root (empty: nobody).
-fn root_grant(
-    spec: &str,
-    aliases: &AllAliases,
-    root_outside: &RootOutside<'_>,
-) -> Option<Vec<Who>> {
+/// What a user specification gives: whom, whether root, and the groups a run-as group list
+/// lets its commands run with (`sudo -g`: `ALL`, a name or `#gid`).
+struct Grant {
+    who: Vec<Who>,
+    root: bool,
+    groups: Vec<Who>,
+}
+
+/// What a user specification gives; None when pim cannot read it with sudo's grammar.
+fn root_grant(spec: &str, aliases: &AllAliases, root_outside: &RootOutside<'_>) -> Option<Grant> {
     let (users, rest) = user_list(spec);
     if users.iter().any(|u| u.is_empty()) || rest.is_empty() {
         return None;
@@ -964,24 +980,40 @@ fn root_grant(
         at: 0,
     }
     .privileges()?;
-    let mut granted = false;
+    let mut root_granted = false;
+    let mut groups = Vec::new();
     for commands in privileges {
         // The run-as list carries over to the next commands until another is given.
         let mut root = true;
+        let mut runas_groups: Vec<Who> = Vec::new();
         for spec in commands {
-            if let Some((users, _groups)) = &spec.runas {
+            if let Some((users, group_items)) = &spec.runas {
                 // `()` and `(:group)` run as the invoking user; `(root)`, `(ALL)` as root.
                 root = runas_root(users, &aliases.runas, root_outside);
+                runas_groups = matching(group_items, &aliases.runas)
+                    .into_iter()
+                    .map(|w| match w {
+                        Who::User(name) => Who::Group(name),
+                        Who::Uid(gid) => Who::Gid(gid),
+                        other => other,
+                    })
+                    .collect();
             }
-            if root && command_granted(&spec.command, &aliases.cmnd, 0) {
-                granted = true;
+            if command_granted(&spec.command, &aliases.cmnd, 0) {
+                root_granted |= root;
+                for group in &runas_groups {
+                    if !groups.contains(group) {
+                        groups.push(group.clone());
+                    }
+                }
             }
         }
     }
-    if !granted {
-        return Some(Vec::new());
-    }
-    Some(matching(&users, &aliases.user))
+    Some(Grant {
+        who: matching(&users, &aliases.user),
+        root: root_granted,
+        groups,
+    })
 }
 
 #[cfg(test)]

@@ -152,6 +152,7 @@ mod tests {
             .sudoers
             .unwrap()
             .iter()
+            .filter(|r| r.root)
             .flat_map(|r| r.who.iter().map(Who::to_string))
             .collect();
         assert_eq!(who, ["eve"]);

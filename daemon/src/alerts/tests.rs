@@ -216,6 +216,24 @@ fn given_a_sudoers_line_pim_cannot_read_then_it_is_an_alert_of_its_own() {
     );
 }
 
+#[test]
+fn given_a_rule_giving_a_managed_group_or_any_group_through_sudo_g_then_sudoers_outside_pim() {
+    let mut f = facts();
+    let text = "alice ALL=(:sudo) ALL\nbob ALL=(:ALL) /bin/ls\ncarl ALL=(:#27) ALL\n\
+                dave ALL=(:video) ALL\n";
+    let files = vec![(PathBuf::from("/etc/sudoers.d/local"), text.to_string())];
+    f.host.sudoers = Some(pim_sudoers::read_rules(&files).root);
+    let found = evaluate(&f).findings;
+    let users: Vec<&str> = found.iter().map(|f| f.user.as_str()).collect();
+    assert_eq!(users, ["alice", "bob", "carl"], "{found:?}");
+    assert!(
+        found[0]
+            .detail
+            .contains("gives group sudo (sudo -g) to alice"),
+        "{found:?}"
+    );
+}
+
 /// The keys of the sudoers alerts `text` (as /etc/sudoers.d/local) calls for.
 fn sudoers_keys(text: &str) -> Vec<String> {
     let mut f = facts();
