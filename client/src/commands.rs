@@ -486,7 +486,8 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
             | EventKind::AssignmentEnding
             | EventKind::ReviewStarted
             | EventKind::ReviewEnded
-            | EventKind::EventsDropped,
+            | EventKind::EventsDropped
+            | EventKind::MfaDeviceChangeByRecoveryCode,
             _,
         ))
         | None => (
@@ -559,7 +560,8 @@ async fn wait_for_decision(
                     | EventKind::AssignmentEnding
                     | EventKind::ReviewStarted
                     | EventKind::ReviewEnded
-                    | EventKind::EventsDropped => false,
+                    | EventKind::EventsDropped
+                    | EventKind::MfaDeviceChangeByRecoveryCode => false,
                 },
                 Some(_) => false,
                 None => {

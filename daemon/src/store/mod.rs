@@ -518,9 +518,12 @@ operations! {
         /// Starts (or restarts) a change of a confirmed enrolment's device: `secret` waits for
         /// its first code beside the enrolment's, which keeps working.
         fn put_mfa_rotation(user: &str, secret: &[u8], at: i64) -> ();
-        /// The change of device is confirmed: its secret becomes the enrolment's, with `step`
-        /// (the confirming code's) as the last used step. False if there was none to finish.
-        fn finish_mfa_rotation(user: &str, step: u64) -> bool;
+        /// The change of device is confirmed: its `secret` (the one the confirming code was
+        /// checked against) becomes the enrolment's, with `step` (the code's) as the last used
+        /// step. False if there was no change with that secret to finish.
+        fn finish_mfa_rotation(user: &str, secret: &[u8], step: u64) -> bool;
+        /// Drops the user's change of device in progress; false if there was none.
+        fn delete_mfa_rotation(user: &str) -> bool;
         /// Records the TOTP time step just accepted, so it and all earlier ones are dead.
         fn set_last_step(user: &str, step: u64) -> ();
         fn set_failure_state(user: &str, s: &FailureState) -> ();

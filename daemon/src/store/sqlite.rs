@@ -1338,19 +1338,34 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    fn finish_mfa_rotation(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+    fn finish_mfa_rotation(
+        &self,
+        user: &str,
+        secret: &[u8],
+        step: u64,
+    ) -> Result<bool, StoreError> {
         let moved = self.tx.execute(
             "UPDATE mfa SET
-                 secret = (SELECT secret FROM mfa_rotations WHERE user = ?1),
-                 created_at = (SELECT created_at FROM mfa_rotations WHERE user = ?1),
+                 secret = ?3,
+                 created_at = (SELECT created_at FROM mfa_rotations
+                               WHERE user = ?1 AND secret = ?3),
                  last_step = ?2
              WHERE user = ?1 AND confirmed = 1
-                 AND EXISTS (SELECT 1 FROM mfa_rotations WHERE user = ?1)",
-            params![user, step as i64],
+                 AND EXISTS (SELECT 1 FROM mfa_rotations WHERE user = ?1 AND secret = ?3)",
+            params![user, step as i64, secret],
         )?;
-        self.tx
-            .execute("DELETE FROM mfa_rotations WHERE user = ?1", [user])?;
+        self.tx.execute(
+            "DELETE FROM mfa_rotations WHERE user = ?1 AND secret = ?2",
+            params![user, secret],
+        )?;
         Ok(moved == 1)
+    }
+
+    fn delete_mfa_rotation(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .execute("DELETE FROM mfa_rotations WHERE user = ?1", [user])?
+            > 0)
     }
 
     fn delete_mfa(&self, user: &str) -> Result<(bool, bool), StoreError> {
