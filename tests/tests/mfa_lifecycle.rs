@@ -330,8 +330,25 @@ fn given_a_leaked_recovery_code_then_it_gives_no_new_recovery_codes_and_a_change
             .contains("PROVED BY A RECOVERY CODE")),
         "{rotate:#?}"
     );
+    // `pim mfa status` shows the change waiting, until when, and when the codes were issued.
     let status = mfa_status(&sb, "alice");
     assert_eq!(status["recovery_codes_left"], 9, "{status}");
+    assert!(
+        status["device_change_until_unix"]
+            .as_i64()
+            .is_some_and(|t| t > now_unix()),
+        "{status}"
+    );
+    assert!(
+        status["recovery_codes_issued_at_unix"]
+            .as_i64()
+            .is_some_and(|t| t <= now_unix()),
+        "{status}"
+    );
+    pim(&sb, "alice", &["mfa", "status"])
+        .assert_success()
+        .assert_stdout_contains("a new device waits for its first code until")
+        .assert_stdout_contains("Recovery codes from:");
     let mallory_saw = mallory_watch.kill();
     assert!(
         !mallory_saw.stdout.contains("mfa-device-change"),

@@ -326,6 +326,7 @@ impl Manager {
         }
         let codes = mfa::generate_recovery_codes()?;
         let secret = TotpSecret::from_bytes(record.secret);
+        let now = self.now();
         self.confirm_first_code(
             user,
             code,
@@ -336,7 +337,7 @@ impl Manager {
                 tx.confirm_mfa(user)?;
                 tx.set_last_step(user, step)?;
                 let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
-                tx.replace_recovery_codes(user, &hashes)?;
+                tx.replace_recovery_codes(user, &hashes, now)?;
                 Ok((
                     format!("enrolled; {} recovery codes issued", hashes.len()),
                     codes.iter().map(|c| c.plain.clone()).collect(),
@@ -557,7 +558,7 @@ impl Manager {
         let now = self.now();
         self.with_mfa(user, code, true, |tx, proof| {
             let void = tx.recovery_codes_left(user)?;
-            tx.replace_recovery_codes(user, &hashes)?;
+            tx.replace_recovery_codes(user, &hashes, now)?;
             Ok(tx.audit(audit.entry(
                 now,
                 Outcome::Success,
@@ -630,13 +631,17 @@ impl Manager {
             let record = tx.mfa(&caller.name)?;
             let state = tx.failure_state(&caller.name)?;
             let enrolled = record.as_ref().is_some_and(|r| r.confirmed);
+            let device_change_until = match tx.mfa_rotation(&caller.name)? {
+                Some(r) if enrolled && Self::pending_fresh(r.created_at, now) => {
+                    r.created_at + PENDING_SECRET_SHOWN_SECS
+                }
+                _ => 0,
+            };
             Ok(MfaStatusInfo {
                 enrolled,
-                pending: record.as_ref().is_some_and(|r| !r.confirmed)
-                    || (enrolled
-                        && tx
-                            .mfa_rotation(&caller.name)?
-                            .is_some_and(|r| Self::pending_fresh(r.created_at, now))),
+                pending: record.as_ref().is_some_and(|r| !r.confirmed) || device_change_until > 0,
+                device_change_until,
+                recovery_codes_issued_at: tx.recovery_codes_issued_at(&caller.name)?,
                 locked_until: policy.check(&state, now).err().unwrap_or(0),
                 recent_failures: if now < state.window_start + policy.window_secs as i64 {
                     state.failures

@@ -209,10 +209,20 @@ pub fn given_memberships_then_only_those_without_live_grants_are_orphaned(store:
 pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
     store
         .write(|tx| {
-            tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()])?;
+            tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()], 3)?;
             tx.audit(entry("mfa-confirm"))
         })
         .unwrap();
+    assert_eq!(
+        store
+            .read(|tx| tx.recovery_codes_issued_at("alice"))
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store.read(|tx| tx.recovery_codes_issued_at("bob")).unwrap(),
+        0
+    );
     let first = store
         .write(|tx| {
             let ok = tx.use_recovery_code("alice", "h1", 5)?;

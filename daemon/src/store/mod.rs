@@ -436,6 +436,9 @@ operations! {
         /// The user's wrong codes and lockout; the default if none is recorded.
         fn failure_state(user: &str) -> FailureState;
         fn recovery_codes_left(user: &str) -> u32;
+        /// When the user's recovery codes were issued; 0 if they have none, or if they were
+        /// issued before pim recorded it.
+        fn recovery_codes_issued_at(user: &str) -> i64;
         fn request(id: i64) -> Option<Request>;
         /// The user's pending activation request for `role` (renewals are not counted).
         fn pending_request(user: &str, role: &str) -> Option<Request>;
@@ -528,7 +531,7 @@ operations! {
         fn set_last_step(user: &str, step: u64) -> ();
         fn set_failure_state(user: &str, s: &FailureState) -> ();
         /// The user's recovery codes (their hashes) become `hashes`, all unused.
-        fn replace_recovery_codes(user: &str, hashes: &[String]) -> ();
+        fn replace_recovery_codes(user: &str, hashes: &[String], at: i64) -> ();
         /// Marks an unused recovery code used; false if there is no such unused code.
         fn use_recovery_code(user: &str, hash: &str, at: i64) -> bool;
         /// A new pending request (`r.id` and `r.state` are not used); returns its id.

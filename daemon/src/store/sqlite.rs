@@ -266,6 +266,11 @@ CREATE TABLE mfa_rotations (
     created_at  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- When a user's recovery codes were issued (`pim mfa status` shows it); 0 for codes issued
+-- before this migration.
+ALTER TABLE recovery_codes ADD COLUMN issued_at INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The audit table's guard against deletion, which retention lifts for its own removal
@@ -1410,16 +1415,30 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    fn replace_recovery_codes(&self, user: &str, hashes: &[String]) -> Result<(), StoreError> {
+    fn replace_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+        at: i64,
+    ) -> Result<(), StoreError> {
         self.tx
             .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
         for hash in hashes {
             self.tx.execute(
-                "INSERT INTO recovery_codes (user, hash, used_at) VALUES (?1, ?2, NULL)",
-                [user, hash],
+                "INSERT INTO recovery_codes (user, hash, used_at, issued_at)
+                 VALUES (?1, ?2, NULL, ?3)",
+                params![user, hash, at],
             )?;
         }
         Ok(())
+    }
+
+    fn recovery_codes_issued_at(&self, user: &str) -> Result<i64, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT COALESCE(MAX(issued_at), 0) FROM recovery_codes WHERE user = ?1",
+            [user],
+            |r| r.get::<_, i64>(0),
+        )?)
     }
 
     fn use_recovery_code(&self, user: &str, hash: &str, at: i64) -> Result<bool, StoreError> {

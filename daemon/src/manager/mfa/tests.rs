@@ -151,6 +151,7 @@ fn given_mfa_status_then_its_fields_follow_the_enrolment() {
         MfaStatusInfo {
             enrolled: true,
             recovery_codes_left: 10,
+            recovery_codes_issued_at: e.now(),
             ..Default::default()
         }
     );
@@ -483,8 +484,10 @@ fn given_a_leaked_recovery_code_then_it_cannot_replace_the_recovery_codes_and_is
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].outcome, "refused", "{records:#?}");
     // The device's code still can.
+    e.advance(HOUR);
     let code = e.code("alice");
     assert_eq!(e.m.mfa_recovery_codes(&alice, &code).unwrap().len(), 10);
+    assert_eq!(e.mfa_status("alice").recovery_codes_issued_at, e.now());
 }
 
 #[test]
@@ -530,10 +533,19 @@ fn given_a_change_of_device_older_than_ten_minutes_then_confirm_refuses_drops_an
     let mut e = env();
     let new = rotating_alice(&mut e);
     let old = e.mfa_record("alice").secret;
+    let until = e.now() + PENDING_SECRET_SHOWN_SECS;
     e.advance(PENDING_SECRET_SHOWN_SECS - 1);
-    assert!(e.mfa_status("alice").pending);
+    let status = e.mfa_status("alice");
+    assert!(
+        status.pending && status.device_change_until == until,
+        "{status:?}"
+    );
     e.advance(1);
-    assert!(!e.mfa_status("alice").pending);
+    let status = e.mfa_status("alice");
+    assert!(
+        !status.pending && status.device_change_until == 0,
+        "{status:?}"
+    );
     let code = code_at(&new, mfa::current_step(e.now()));
     let msg = assert_err!(e.m.mfa_confirm(&e.who("alice"), &code), Conflict);
     assert!(
