@@ -152,6 +152,9 @@ pub struct HostFacts {
     /// Lines of the sudoers files pim cannot read with sudo's grammar: each an alert (what
     /// sudo makes of it may be root for someone).
     pub sudoers_unparsed: Vec<pim_sudoers::Unparsed>,
+    /// Sudoers files sudo refuses (owner or mode), with why: they grant nothing, but someone
+    /// put them there (and a fix of the mode brings their rules in).
+    pub sudoers_refused: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Everything one evaluation looks at.
@@ -472,6 +475,20 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
     }
     if facts.host.sudoers_unreadable.is_empty() {
         out.judged.insert(AlertKind::SudoersOutsidePim);
+    }
+    for (path, why) in &facts.host.sudoers_refused {
+        let file = pim_common::text::escape(&path.display().to_string());
+        out.findings.push(Finding::new(
+            AlertKind::SudoersOutsidePim,
+            &[&file, "refused"],
+            "",
+            "",
+            format!(
+                "{file}: sudo refuses this sudoers file ({}); it grants nothing as it is, but \
+                 someone put it there",
+                pim_common::text::escape(why)
+            ),
+        ));
     }
     for line in &facts.host.sudoers_unparsed {
         let file = pim_common::text::escape(&line.file.display().to_string());

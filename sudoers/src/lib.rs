@@ -31,6 +31,9 @@ pub struct Sudoers {
     pub files: Vec<(PathBuf, String)>,
     /// Each file that could not be read, with why.
     pub unreadable: Vec<(PathBuf, String)>,
+    /// Each file sudo refuses to read (its owner or mode), with why: it grants nothing, but
+    /// someone put it there.
+    pub refused: Vec<(PathBuf, String)>,
 }
 
 /// What reading one file gave.
@@ -41,6 +44,22 @@ pub enum FileRead {
     Skipped,
     /// It could not be read, for this reason.
     Failed(String),
+    /// sudo refuses it (owner or mode), for this reason.
+    Refused(String),
+}
+
+/// Why sudo refuses a sudoers file of this owner, group and mode (its `sudo_secure_file`):
+/// not owned by root, writable by all, or writable by a group other than root's.
+pub fn refused_for(uid: u32, gid: u32, mode: u32) -> Option<String> {
+    if uid != 0 {
+        Some(format!("it is owned by uid {uid}, not root"))
+    } else if mode & 0o002 != 0 {
+        Some("it is writable by everyone".into())
+    } else if mode & 0o020 != 0 && gid != 0 {
+        Some(format!("it is writable by group {gid}"))
+    } else {
+        None
+    }
 }
 
 /// The text of /etc/sudoers, of the files sudo reads from /etc/sudoers.d, and of every file
@@ -54,7 +73,7 @@ pub fn read_system() -> Sudoers {
 /// replaced (a rule around them is still read).
 pub fn read_file(path: &Path) -> FileRead {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -64,13 +83,18 @@ pub fn read_file(path: &Path) -> FileRead {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileRead::Skipped,
         Err(e) => return FileRead::Failed(e.to_string()),
     };
-    match file.metadata() {
-        Ok(meta) if !meta.is_file() => return FileRead::Skipped,
-        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-            return FileRead::Failed(format!("it is larger than {MAX_FILE_BYTES} bytes"))
-        }
-        Ok(_) => {}
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
         Err(e) => return FileRead::Failed(e.to_string()),
+    };
+    if !meta.is_file() {
+        return FileRead::Skipped;
+    }
+    if let Some(why) = refused_for(meta.uid(), meta.gid(), meta.mode()) {
+        return FileRead::Refused(why);
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return FileRead::Failed(format!("it is larger than {MAX_FILE_BYTES} bytes"));
     }
     let mut bytes = Vec::new();
     match file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
@@ -93,6 +117,7 @@ pub fn read_from(sudoers: &Path, dir: &Path) -> Sudoers {
             let more = files(&path, &read_file, &included_dir);
             found.files.extend(more.files);
             found.unreadable.extend(more.unreadable);
+            found.refused.extend(more.refused);
         }
     }
     found
@@ -142,6 +167,10 @@ pub fn files(
             FileRead::Skipped => return,
             FileRead::Failed(why) => {
                 out.unreadable.push((path.to_path_buf(), why));
+                return;
+            }
+            FileRead::Refused(why) => {
+                out.refused.push((path.to_path_buf(), why));
                 return;
             }
         };

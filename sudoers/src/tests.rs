@@ -441,3 +441,29 @@ fn given_a_run_as_group_then_it_counts_as_root_unless_root_is_provably_outside()
         "{rules:?}"
     );
 }
+
+#[test]
+fn given_owners_and_modes_then_those_sudo_refuses_are_refused() {
+    assert_eq!(refused_for(0, 0, 0o100440), None);
+    assert_eq!(refused_for(0, 0, 0o100660), None);
+    assert!(refused_for(1000, 0, 0o100440).unwrap().contains("uid 1000"));
+    assert!(refused_for(0, 0, 0o100446).unwrap().contains("everyone"));
+    assert!(refused_for(0, 27, 0o100460).unwrap().contains("group 27"));
+}
+
+#[test]
+fn given_a_file_sudo_refuses_then_it_is_left_out_and_named() {
+    let dir = temp_dir("refused");
+    let file = dir.join("open");
+    std::fs::write(&file, "alice ALL=(ALL) ALL\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        read.files.is_empty() && read.unreadable.is_empty(),
+        "{read:?}"
+    );
+    assert_eq!(read.refused.len(), 1, "{read:?}");
+    assert!(read.refused[0].1.contains("everyone"), "{read:?}");
+}

@@ -68,6 +68,7 @@ pub fn look(
     facts.sudoers = Some(rules.root);
     facts.sudoers_unparsed = rules.unparsed;
     facts.sudoers_unreadable = read.unreadable;
+    facts.sudoers_refused = read.refused;
     facts
 }
 
@@ -113,7 +114,7 @@ mod tests {
                 PathBuf::from("/etc/sudoers.d/x"),
                 "bob ALL=(ALL) ALL\n".to_string(),
             )],
-            unreadable: Vec::new(),
+            ..Default::default()
         };
         let groups: BTreeSet<String> = ["sudo".to_string()].into();
         let facts = look(&accounts, &processes, &sudoers, &groups);
@@ -145,7 +146,7 @@ mod tests {
                 PathBuf::from("/etc/sudoers.d/x"),
                 "eve ALL=(%wheel) ALL\nmallory ALL=(%staff) ALL\n".to_string(),
             )],
-            unreadable: Vec::new(),
+            ..Default::default()
         };
         let facts = look(&accounts, &processes, &sudoers, &BTreeSet::new());
         let who: Vec<String> = facts

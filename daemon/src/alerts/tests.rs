@@ -35,6 +35,7 @@ fn facts() -> Facts {
             sudoers: Some(Vec::new()),
             sudoers_unreadable: Vec::new(),
             sudoers_unparsed: Vec::new(),
+            sudoers_refused: Vec::new(),
         },
         ..Facts::default()
     }
@@ -231,6 +232,27 @@ fn given_a_rule_giving_a_managed_group_or_any_group_through_sudo_g_then_sudoers_
             .detail
             .contains("gives group sudo (sudo -g) to alice"),
         "{found:?}"
+    );
+}
+
+#[test]
+fn given_a_sudoers_file_sudo_refuses_then_an_alert_says_it_is_there_and_the_view_is_judged() {
+    let mut f = facts();
+    f.host.sudoers_refused = vec![(
+        PathBuf::from("/etc/sudoers.d/open"),
+        "it is writable by everyone".into(),
+    )];
+    let evaluation = evaluate(&f);
+    assert!(evaluation.judged.contains(&AlertKind::SudoersOutsidePim));
+    assert_eq!(
+        keys(&f),
+        ["sudoers-outside-pim:/etc/sudoers.d/open:refused"]
+    );
+    assert!(
+        evaluation.findings[0]
+            .detail
+            .contains("writable by everyone"),
+        "{evaluation:?}"
     );
 }
 

@@ -22,7 +22,7 @@ fn look(e: &mut Env, listed: Vec<Proc>, sudoers: &str) {
     let text = sudoers.to_string();
     let read = move || pim_sudoers::Sudoers {
         files: vec![(PathBuf::from("/etc/sudoers.d/local"), text.clone())],
-        unreadable: Vec::new(),
+        ..Default::default()
     };
     let groups = e.m.alert_groups();
     let facts = host::look(&e.accounts, &processes, &read, &groups);
