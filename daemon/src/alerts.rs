@@ -459,36 +459,36 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
     let Some(rules) = &facts.host.sudoers else {
         return;
     };
-    for (path, why) in &facts.host.sudoers_unreadable {
-        let file = pim_common::text::escape(&path.display().to_string());
-        out.findings.push(Finding::new(
-            AlertKind::SudoersOutsidePim,
-            &[&file, "unreadable"],
-            "",
-            "",
-            format!(
-                "{file}: pim cannot read this sudoers file ({}), so it cannot tell what sudo \
-                 grants: the sudoers alerts stay as they are until it can",
-                pim_common::text::escape(why)
-            ),
-        ));
+    // Files pim cannot read (the view is then not judged) and files sudo refuses.
+    let problems = [
+        (
+            &facts.host.sudoers_unreadable,
+            "unreadable",
+            "pim cannot read this sudoers file",
+            "so it cannot tell what sudo grants: the sudoers alerts stay as they are until it can",
+        ),
+        (
+            &facts.host.sudoers_refused,
+            "refused",
+            "sudo refuses this sudoers file",
+            "it grants nothing as it is, but someone put it there",
+        ),
+    ];
+    for (files, tag, what, meaning) in problems {
+        for (path, why) in files {
+            let file = pim_common::text::escape(&path.display().to_string());
+            let why = pim_common::text::escape(why);
+            out.findings.push(Finding::new(
+                AlertKind::SudoersOutsidePim,
+                &[&file, tag],
+                "",
+                "",
+                format!("{file}: {what} ({why}); {meaning}"),
+            ));
+        }
     }
     if facts.host.sudoers_unreadable.is_empty() {
         out.judged.insert(AlertKind::SudoersOutsidePim);
-    }
-    for (path, why) in &facts.host.sudoers_refused {
-        let file = pim_common::text::escape(&path.display().to_string());
-        out.findings.push(Finding::new(
-            AlertKind::SudoersOutsidePim,
-            &[&file, "refused"],
-            "",
-            "",
-            format!(
-                "{file}: sudo refuses this sudoers file ({}); it grants nothing as it is, but \
-                 someone put it there",
-                pim_common::text::escape(why)
-            ),
-        ));
     }
     for line in &facts.host.sudoers_unparsed {
         let file = pim_common::text::escape(&line.file.display().to_string());
