@@ -367,6 +367,7 @@ pub fn parse(
         source,
         directory,
         problems: Vec::new(),
+        min_review_duration_secs: DEFAULT_MIN_REVIEW_DURATION_SECS,
     };
     let config = checker.document(doc.get_ref());
 
@@ -506,6 +507,9 @@ struct Checker<'a> {
     source: &'a str,
     directory: &'a dyn Directory,
     problems: Vec<Problem>,
+    /// `[daemon] min_review_duration`, read before the roles: a role's `review_duration`
+    /// shorter than it is worth a warning.
+    min_review_duration_secs: u64,
 }
 
 impl Checker<'_> {
@@ -980,8 +984,10 @@ impl Checker<'_> {
         let daemon = self.section(&top, "daemon");
         let mfa = self.section(&top, "mfa");
         let audit = self.section(&top, "audit");
+        let daemon = self.daemon(&daemon);
+        self.min_review_duration_secs = daemon.min_review_duration_secs;
         Config {
-            daemon: self.daemon(&daemon),
+            daemon,
             mfa: self.mfa(&mfa),
             audit: self.audit(&audit),
             roles: self.roles(&top),
