@@ -370,6 +370,7 @@ pub fn parse(
         source,
         directory,
         problems: Vec::new(),
+        min_review_duration_secs: DEFAULT_MIN_REVIEW_DURATION_SECS,
     };
     let config = checker.document(doc.get_ref());
 
@@ -509,6 +510,9 @@ struct Checker<'a> {
     source: &'a str,
     directory: &'a dyn Directory,
     problems: Vec<Problem>,
+    /// `[daemon] min_review_duration`, read before the roles: a role's `review_duration`
+    /// shorter than it is worth a warning.
+    min_review_duration_secs: u64,
 }
 
 impl Checker<'_> {
@@ -984,8 +988,10 @@ impl Checker<'_> {
         let mfa = self.section(&top, "mfa");
         let audit = self.section(&top, "audit");
         let alerts = self.section(&top, "alerts");
+        let daemon = self.daemon(&daemon);
+        self.min_review_duration_secs = daemon.min_review_duration_secs;
         Config {
-            daemon: self.daemon(&daemon),
+            daemon,
             mfa: self.mfa(&mfa),
             audit: self.audit(&audit),
             roles: self.roles(&top),

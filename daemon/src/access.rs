@@ -147,16 +147,17 @@ fn grant_stands(
     if role.group != grant.group {
         return Ok(false);
     }
+    // In the order of the manager's `lost_eligibility`, which ends the grants that do not.
+    let assignment = tx.assignment(&grant.user, &role.name)?;
+    let marked = tx.grant_by_assignment(grant.id)?;
+    if !policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
+        return Ok(false);
+    }
     if matches!(
         policy::any_matches(&role.permanent, &grant.user, in_group),
         Ok(true)
     ) {
         return Ok(true);
-    }
-    let assignment = tx.assignment(&grant.user, &role.name)?;
-    let marked = tx.grant_by_assignment(grant.id)?;
-    if !policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
-        return Ok(false);
     }
     let suspended = tx.suspended(&grant.user, &role.name)?;
     let eligible = policy::eligibility(

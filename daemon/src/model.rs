@@ -216,6 +216,8 @@ pub struct ReviewItem {
     pub assigned: bool,
     /// That assignment is an active one (the group without activation).
     pub active: bool,
+    /// That assignment's revision: the end removes it only while it is unchanged.
+    pub revision: Option<i64>,
     pub recommendation: ReviewDecision,
     /// Why, e.g. "no activation in 30 days".
     pub recommendation_why: String,

@@ -129,6 +129,7 @@ impl Manager {
                 role.group, grant.group
             )));
         }
+        // In the order of the PAM check's `grant_stands`, which must not count what this ends.
         if let Some(lost) = self.lost_active_assignment(grant)? {
             return Ok(Some(lost));
         }

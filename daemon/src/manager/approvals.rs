@@ -142,17 +142,23 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let result = self.try_approve(caller, id, comment, code);
-        self.audit_decision_refusal(caller, id, AuditAction::Approve, comment, result)
+        match self.try_approve(caller, id, comment, code) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.audit_decision_refusal(caller, id, AuditAction::Approve, comment, Err(e))
+            }
+        }
     }
 
+    /// The approval's answer, or (`Err`) a refusal still to audit. A refusal inside `Ok` is
+    /// audited already, with what it changed (a stale renewal ends denied): once is enough.
     fn try_approve(
         &mut self,
         caller: &Caller,
         id: i64,
         comment: &str,
         code: &str,
-    ) -> Result<RequestInfo, PimError> {
+    ) -> Result<Result<RequestInfo, PimError>, PimError> {
         policy::check_comment(comment)?;
         let (request, role) = self.decidable_request(caller, id)?;
         let already = self.store.read(|tx| tx.approvers_of(id))?;
@@ -210,10 +216,10 @@ impl Manager {
             comment.into(),
         );
         if (counted.len() as u32) < request.approvals_required {
-            return Ok(request_info(&request, counted));
+            return Ok(Ok(request_info(&request, counted)));
         }
         let state = self.complete_request(&request, &role, approver)?;
-        Ok(request_info(&Request { state, ..request }, counted))
+        Ok(Ok(request_info(&Request { state, ..request }, counted)))
     }
 
     /// Why a fully approved request cannot become a grant now, if anything stands in the way.

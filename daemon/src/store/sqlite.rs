@@ -296,6 +296,24 @@ CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 -- before this migration.
 ALTER TABLE recovery_codes ADD COLUMN issued_at INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- A review item keeps the revision of the assignment it reviews: the review's end removes
+-- the assignment only while it is unchanged. Items of reviews still open take the revision
+-- their assignment has now (what the end removed before this migration).
+ALTER TABLE review_items ADD COLUMN revision INTEGER;
+UPDATE review_items SET revision = (
+    SELECT a.revision FROM assignments a JOIN reviews r ON r.id = review_items.review_id
+    WHERE a.user = review_items.user AND a.role = r.role)
+WHERE assigned = 1 AND review_id IN (SELECT id FROM reviews WHERE completed_at IS NULL);
+-- A pending renewal filed before revisions existed (revision 0) against an assignment made
+-- or changed after it was filed asked about terms that no longer hold: stale (-1 is no
+-- assignment's revision).
+UPDATE requests SET renew_revision = -1
+WHERE kind = 'renewal' AND state = 'pending' AND renew_revision = 0 AND EXISTS (
+    SELECT 1 FROM assignments a
+    WHERE a.user = requests.user AND a.role = requests.role
+      AND a.assigned_at > requests.created_at);
+"#,
 ];
 
 /// The audit table's guard against deletion, which retention lifts for its own removal
@@ -1929,6 +1947,50 @@ mod tests {
         let v = crate::store::conformance::verify(store);
         assert!(v.ok(), "{v:?}");
         assert_eq!((v.unchained, v.checked, v.genesis), (2, 2, 3));
+    }
+
+    #[test]
+    fn given_a_renewal_filed_before_revisions_against_terms_changed_since_then_the_upgrade_makes_it_stale(
+    ) {
+        // A database as the pimd before review-item revisions (the 12th migration) left it.
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 11).unwrap();
+        conn.execute_batch(
+            "INSERT INTO assignments (user, role, assigned_by, assigned_at)
+                 VALUES ('dave', 'docker', 'gina', 300), ('erin', 'docker', 'gina', 50);
+             INSERT INTO requests (id, user, role, grp, duration_secs, reason, ticket, created_at,
+                                   expires_at, approvals_required, state, kind, renew_until)
+                 VALUES (1, 'dave', 'docker', 'docker', 0, 'r', '', 100, 999, 1, 'pending',
+                         'renewal', 500),
+                        (2, 'erin', 'docker', 'docker', 0, 'r', '', 100, 999, 1, 'pending',
+                         'renewal', 500);
+             INSERT INTO reviews (id, role, started_at, ends_at, reviewers, default_decision,
+                                  recurring, started_by)
+                 VALUES (1, 'docker', 60, 900, 'owners', 'remove', 0, 'gina');
+             INSERT INTO review_items (review_id, user, standing, assigned, active,
+                                       recommendation, recommendation_why)
+                 VALUES (1, 'erin', 0, 1, 0, 'remove', 'never activated');",
+        )
+        .unwrap();
+        let mut sqlite = SqliteStore::setup(conn).unwrap();
+        let store: &mut dyn Store = &mut sqlite;
+        let revision =
+            |store: &mut dyn Store, id| store.read(|tx| tx.renewal(id)).unwrap().unwrap();
+        assert_eq!(
+            revision(store, 1).revision,
+            -1,
+            "dave's assignment was made after his renewal: stale"
+        );
+        assert_eq!(revision(store, 2).revision, 0, "erin's is unchanged since");
+        let items = store.read(|tx| tx.review_items(1)).unwrap();
+        assert_eq!(
+            items[0].revision,
+            Some(0),
+            "the open review's item, as it is now"
+        );
     }
 
     #[test]
