@@ -4,3 +4,4 @@
 //! `authority` is the seam to the database (trait and PostgreSQL implementation).
 
 pub mod authority;
+pub mod conninfo;
