@@ -97,6 +97,7 @@ const REQUIRED_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3-minimal"),
 ];
 
+pub mod fleet;
 pub mod postgres;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

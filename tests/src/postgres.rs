@@ -329,21 +329,9 @@ printf '%s' "$2" >"$4/pg_hba.conf""#;
     /// database's namespaces as root: 127.0.0.1 and [`Postgres::address`] are reachable,
     /// the socket is [`PG_DIR`]`/socket` (`host=/run/pg/socket` from here).
     pub fn psql(&self, conninfo: &str, sql: &str) -> Output {
-        self.run_as_stdin(
-            "root",
-            &[
-                &format!("{PG_BIN}/psql"),
-                "--no-psqlrc",
-                "--set",
-                "ON_ERROR_STOP=1",
-                "--tuples-only",
-                "--no-align",
-                "--quiet",
-                "--dbname",
-                conninfo,
-            ],
-            sql,
-        )
+        let argv = psql_argv(conninfo);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.run_as_stdin("root", &argv, sql)
     }
 
     /// `sql` as the superuser on the socket in [`PG_DATABASE`]; panics with everything when
@@ -436,6 +424,25 @@ impl Drop for Postgres {
             let _ = holder.wait();
         }
     }
+}
+
+/// `psql` connecting with `conninfo`, reading its SQL from stdin: stops at the first error,
+/// prints bare values (one row a line, `|` between columns).
+pub fn psql_argv(conninfo: &str) -> Vec<String> {
+    [
+        &format!("{PG_BIN}/psql"),
+        "--no-psqlrc",
+        "--set",
+        "ON_ERROR_STOP=1",
+        "--tuples-only",
+        "--no-align",
+        "--quiet",
+        "--dbname",
+        conninfo,
+    ]
+    .iter()
+    .map(|w| w.to_string())
+    .collect()
 }
 
 /// A libpq conninfo value, quoted when needed.

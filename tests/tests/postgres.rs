@@ -1,11 +1,13 @@
 //! The fleet's PostgreSQL harness itself (tests/src/postgres.rs): a cluster of our own in its
 //! own namespaces answers its superuser on the socket, wants a password over TCP, survives a
-//! restart and a crash with its data, and leaves nothing behind.
+//! restart and a crash with its data, and leaves nothing behind; the fleet's hosts reach it
+//! over their own links (tests/src/fleet.rs), each of which can be cut alone.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use pim_e2e::fleet::{Fleet, HostSpec};
 use pim_e2e::postgres::{Postgres, PG_BIN, PG_DIR};
 
 #[test]
@@ -80,4 +82,31 @@ fn given_a_fresh_cluster_then_it_answers_keeps_its_data_across_restarts_and_want
     let root = format!("/proc/{}/root{PG_DIR}", pg.host_pid());
     drop(pg);
     assert!(!Path::new(&root).exists(), "{root} outlived the cluster");
+}
+
+#[test]
+fn given_a_fleet_then_each_host_reaches_the_database_and_a_cut_link_cuts_that_host_alone() {
+    let fleet = Fleet::start(&[
+        HostSpec::new("web1", &["web"]),
+        HostSpec::new("db1", &["db"]),
+    ]);
+    fleet.add_user("alice", &["ops"]);
+    for host in &fleet.hosts {
+        assert!(fleet.reaches_database(&host.name), "{}", host.name);
+        let out = host.psql(&fleet.db.admin_conninfo_tcp(), "SELECT inet_client_addr()");
+        assert_eq!(out.assert_success().stdout_trimmed(), host.address);
+    }
+
+    fleet.link_down("db1");
+    fleet.wait_until("db1 to lose the database", Duration::from_secs(30), || {
+        !fleet.reaches_database("db1")
+    });
+    assert!(fleet.reaches_database("web1"));
+
+    fleet.link_up("db1");
+    fleet.wait_until(
+        "db1 to reach the database again",
+        Duration::from_secs(30),
+        || fleet.reaches_database("db1"),
+    );
 }
