@@ -64,8 +64,8 @@ pub struct FleetHost {
 }
 
 impl FleetHost {
-    /// Its database login (`pim_host_<name>` as `--add-host` made it) and password, from its
-    /// pgpass file; panics before [`Fleet::add_host`].
+    /// Its database login (as `--add-host` made it) and password; panics before
+    /// [`Fleet::add_host`].
     pub fn login(&self) -> (String, String) {
         crate::lock(&self.login)
             .clone()
@@ -228,7 +228,15 @@ impl Fleet {
         let out = self.hosts[0].sb.run("root", &argv);
         out.assert_success();
         let password = printed_password(&out);
-        let login = format!("pim_host_{}", host.name);
+        let login = self
+            .db
+            .admin_sql(&format!(
+                "SELECT login FROM pim.hosts WHERE name = '{}'",
+                host.name
+            ))
+            .trim()
+            .to_string();
+        assert!(!login.is_empty(), "host {} is not in pim.hosts", host.name);
         host.sb.write_file(
             PGPASS_PATH,
             &format!(
