@@ -144,10 +144,12 @@ fn tls_mode(value: &str) -> Result<TlsMode, String> {
         "require" => TlsMode::Require,
         "verify-ca" => TlsMode::VerifyCa,
         "verify-full" => TlsMode::VerifyFull,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "sslmode '{}' is not supported: use disable, prefer, require, verify-ca or verify-full",
             pim_common::text::escape(other)
-        )),
+        ))
+        }
     })
 }
 
