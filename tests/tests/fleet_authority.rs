@@ -11,7 +11,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::Duration;
 
+use pim_common::types::AuditRecord;
+use pim_common::PimError;
+use pim_daemon::authority::{
+    Activated, ActivationAsk, AdminProof, Authority as _, AuthorityError, Decided, Decision,
+    PgAuthority, PgWakeup, Wakeup as _,
+};
+use pim_daemon::conninfo::ConnInfo;
 use pim_e2e::binary;
 use pim_e2e::postgres::Postgres;
 use pim_e2e::{totp_code, TOTP_STEP};
@@ -23,7 +31,7 @@ use serde_json::Value;
 fn policy() -> String {
     let mut text = String::from(
         r#"[daemon]
-admins = ["root"]
+admins = ["root", "ann"]
 
 [mfa]
 max_failures = 3
@@ -118,20 +126,28 @@ impl Authority {
     }
 
     fn try_login(&self, login: &str, password: &str) -> Result<Client, postgres::Error> {
-        let conninfo = self.pg.admin_conninfo().replace(
+        Client::connect(&self.conninfo(login, password), NoTls)
+    }
+
+    /// The libpq string of `login` with `password`, over the socket.
+    fn conninfo(&self, login: &str, password: &str) -> String {
+        self.pg.admin_conninfo().replace(
             "user=postgres",
             &format!("user={login} password='{password}'"),
-        );
-        Client::connect(&conninfo, NoTls)
+        )
+    }
+
+    /// pimd's own authority (the PostgreSQL implementation of the seam) as host `name`.
+    fn pimd_authority(&self, name: &str, password: &str) -> (PgAuthority, PgWakeup) {
+        let conninfo = ConnInfo::parse(&self.conninfo(&format!("pim_host_{name}"), password))
+            .expect("host conninfo");
+        (PgAuthority::new(conninfo.clone()), PgWakeup::new(conninfo))
     }
 
     /// `user` enrolled and confirmed (arranged as the administrator, so that each test
     /// spends its codes only where it means to); returns the secret in base32.
     fn enrolled(&self, user: &str) -> String {
-        let secret = pim_e2e::postgres::random_hex(20);
-        let bytes: Vec<u8> = (0..20)
-            .map(|i| u8::from_str_radix(&secret[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
+        let bytes = random_secret();
         self.admin()
             .execute(
                 "INSERT INTO pim.mfa (\"user\", secret, confirmed, enrolled_at) \
@@ -151,6 +167,13 @@ impl Drop for Authority {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn random_secret() -> Vec<u8> {
+    let hex = pim_e2e::postgres::random_hex(20);
+    (0..20)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
 }
 
 fn base32(bytes: &[u8]) -> String {
@@ -745,4 +768,260 @@ fn given_setup_run_again_then_schema_policy_and_hosts_are_kept() {
     assert!(!broken.status.success(), "{broken:?}");
     assert!(String::from_utf8_lossy(&broken.stderr).contains("nothing was changed"));
     assert_eq!(authority.count("SELECT count(*) FROM pim.policies"), 1);
+}
+
+#[test]
+fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stopped_one_is_unreachable(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let (mut db1, _) = authority.pimd_authority("db1", &passwords[0]);
+    let (mut web7, mut web7_wake) = authority.pimd_authority("web7", &passwords[1]);
+    let step = now_step();
+    let no_groups: Vec<String> = Vec::new();
+    // A fresh LISTEN connection counts as a wake: what was sent before it is unknown.
+    assert!(web7_wake.wait(Duration::from_secs(5)).unwrap());
+
+    // Enrolment through one host; then no host can swap in a secret of its own.
+    let bob_secret = random_secret();
+    let bob = base32(&bob_secret);
+    db1.enrol("bob", &bob_secret).unwrap();
+    assert!(!web7.mfa_enrolled("bob").unwrap());
+    db1.confirm_enrolment("bob", &code(&bob, step)).unwrap();
+    assert!(web7.mfa_enrolled("bob").unwrap());
+    let swapped = web7.enrol("bob", &random_secret());
+    assert!(
+        matches!(swapped, Err(AuthorityError::Refused(PimError::Conflict(_)))),
+        "{swapped:?}"
+    );
+
+    let bob_groups = vec!["dbas".to_string()];
+    fn ask<'a>(
+        user: &'a str,
+        user_groups: &'a [String],
+        role: &'a str,
+        code: &'a str,
+    ) -> ActivationAsk<'a> {
+        ActivationAsk {
+            user,
+            user_groups,
+            role,
+            duration_secs: 600,
+            reason: "rotate the keys",
+            ticket: "",
+            code,
+            only_host: None,
+        }
+    }
+    let fresh = code(&bob, step + 1);
+    let grant = match db1
+        .activate(&ask("bob", &bob_groups, "dba", &fresh))
+        .unwrap()
+    {
+        Activated::Granted(grant) => grant,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (grant.group.as_str(), grant.ends_at - grant.started_at),
+        ("postgres", 600)
+    );
+    let replayed = web7.activate(&ask("bob", &bob_groups, "dba", &fresh));
+    assert!(
+        matches!(replayed, Err(AuthorityError::Refused(_))),
+        "{replayed:?}"
+    );
+    // The grant's commit woke web7, though the grant is not for it.
+    assert!(web7_wake.wait(Duration::from_secs(10)).unwrap());
+    let snapshot = db1.snapshot().unwrap();
+    assert_eq!(
+        (snapshot.host.as_str(), snapshot.policy_version),
+        ("db1", 1)
+    );
+    assert_eq!(snapshot.grants, vec![grant.clone()]);
+    assert!(web7.snapshot().unwrap().grants.is_empty());
+    let hosts = web7.hosts().unwrap();
+    let db1_info = hosts.iter().find(|h| h.name == "db1").unwrap();
+    assert_eq!(db1_info.tags, vec!["db".to_string()]);
+    assert!(
+        db1_info.last_sync.is_some() && db1_info.skew_ms.is_some(),
+        "{db1_info:?}"
+    );
+    assert_eq!(db1.policy(1).unwrap().text, policy());
+    assert_eq!(db1.deactivate("bob", "dba").unwrap(), vec![grant.id]);
+    let again = db1.deactivate("bob", "dba");
+    assert!(
+        matches!(again, Err(AuthorityError::Refused(PimError::NotFound(_)))),
+        "{again:?}"
+    );
+
+    // Requests, approvals, a denial, a revocation.
+    let alice = authority.enrolled("alice");
+    let carol = authority.enrolled("carol");
+    let dave = authority.enrolled("dave");
+    let erin = authority.enrolled("erin");
+    let root = authority.enrolled("root");
+    let ann = authority.enrolled("ann");
+    let pending = |outcome| match outcome {
+        Activated::Pending {
+            request_id,
+            approvals_required: 2,
+        } => request_id,
+        other => panic!("{other:?}"),
+    };
+    let first = pending(
+        db1.activate(&ask("alice", &no_groups, "ops", &code(&alice, step)))
+            .unwrap(),
+    );
+    let second = pending(
+        db1.activate(&ask("alice", &no_groups, "ops", &code(&alice, step + 1)))
+            .unwrap(),
+    );
+    let open: Vec<i64> = web7
+        .requests_for("carol", &no_groups)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(open, vec![first, second]);
+    assert!(web7.requests_for("alice", &no_groups).unwrap().is_empty());
+    fn decision<'a>(
+        request_id: i64,
+        approver: &'a str,
+        approver_groups: &'a [String],
+        code: &'a str,
+    ) -> Decision<'a> {
+        Decision {
+            request_id,
+            approver,
+            approver_groups,
+            code,
+            comment: "ok",
+        }
+    }
+    web7.deny(&decision(second, "dave", &no_groups, &code(&dave, step)))
+        .unwrap();
+    let cancelled = db1.cancel("alice", second);
+    assert!(
+        matches!(
+            cancelled,
+            Err(AuthorityError::Refused(PimError::Conflict(_)))
+        ),
+        "{cancelled:?}"
+    );
+    let carol_code = code(&carol, step);
+    let half = web7
+        .approve(&decision(first, "carol", &no_groups, &carol_code))
+        .unwrap();
+    assert_eq!(
+        half,
+        Decided::StillPending {
+            approvals: 1,
+            required: 2
+        }
+    );
+    let leads = vec!["leads".to_string()];
+    let ops = match web7
+        .approve(&decision(first, "erin", &leads, &code(&erin, step)))
+        .unwrap()
+    {
+        Decided::Granted(grant) => grant,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((ops.user.as_str(), ops.request_id), ("alice", Some(first)));
+    assert_eq!(web7.snapshot().unwrap().grants, vec![ops.clone()]);
+    let not_admin = web7.revoke(
+        &AdminProof {
+            actor: "carol",
+            code: &code(&carol, step + 1),
+        },
+        "alice",
+        "ops",
+        "r",
+    );
+    assert!(
+        matches!(
+            not_admin,
+            Err(AuthorityError::Refused(PimError::PermissionDenied(_)))
+        ),
+        "{not_admin:?}"
+    );
+    let root_proof = AdminProof {
+        actor: "root",
+        code: &code(&root, step),
+    };
+    assert_eq!(
+        web7.revoke(&root_proof, "alice", "ops", "left the team")
+            .unwrap(),
+        vec![ops.id]
+    );
+    assert!(db1.expire_due().unwrap().is_empty());
+
+    // Administration: a policy push, a host, an enrolment reset.
+    let normalized = serde_json::json!({"admins": ["root", "ann"], "roles": {}});
+    let pushed = db1.push_policy(
+        &AdminProof {
+            actor: "ann",
+            code: &code(&ann, step),
+        },
+        "new",
+        &normalized,
+    );
+    assert_eq!(pushed.unwrap(), 2);
+    assert_eq!(web7.snapshot().unwrap().policy_version, 2);
+    let web9 = db1
+        .add_host(
+            &AdminProof {
+                actor: "ann",
+                code: &code(&ann, step + 1),
+            },
+            "web9",
+            &["web".to_string()],
+        )
+        .unwrap();
+    assert!(authority.try_login("pim_host_web9", &web9).is_ok());
+    db1.mfa_reset(
+        &AdminProof {
+            actor: "root",
+            code: &code(&root, step + 1),
+        },
+        "bob",
+    )
+    .unwrap();
+    assert!(!db1.mfa_enrolled("bob").unwrap());
+
+    // Local audit records shipped twice are held once.
+    let records: Vec<AuditRecord> = (1..=3)
+        .map(|id| AuditRecord {
+            id,
+            at: 1_800_000_000 + id,
+            actor: "alice".into(),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(db1.ship_audit(&records).unwrap(), 3);
+    assert_eq!(db1.ship_audit(&records).unwrap(), 3);
+    let shipped = "SELECT count(*) FROM pim.audit WHERE host = 'db1' AND local_id IS NOT NULL";
+    assert_eq!(authority.count(shipped), 3);
+
+    // The database stops: every call, and the wait for a wake, fails as unreachable.
+    while web7_wake.wait(Duration::from_millis(100)).unwrap() {}
+    authority.pg.stop();
+    let down = db1.snapshot();
+    assert!(
+        matches!(down, Err(AuthorityError::Unreachable(_))),
+        "{down:?}"
+    );
+    let waited = web7_wake.wait(Duration::from_secs(10));
+    assert!(
+        matches!(waited, Err(AuthorityError::Unreachable(_))),
+        "{waited:?}"
+    );
+    let refused_while_down = db1.activate(&ask("alice", &no_groups, "dba", "123456"));
+    assert!(matches!(
+        refused_while_down,
+        Err(AuthorityError::Unreachable(_))
+    ));
+    // Back up: the next call reconnects, and the new LISTEN counts as a wake.
+    authority.pg.start_again();
+    assert_eq!(db1.snapshot().unwrap().host, "db1");
+    assert!(web7_wake.wait(Duration::from_secs(10)).unwrap());
 }
