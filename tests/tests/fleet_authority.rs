@@ -1025,3 +1025,169 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
     assert_eq!(db1.snapshot().unwrap().host, "db1");
     assert!(web7_wake.wait(Duration::from_secs(10)).unwrap());
 }
+
+/// Runs `openssl ARGS` in `dir`; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA and a server certificate it signed for IP 127.0.0.1 (`ca.crt`, `server.crt`,
+/// `server.key`), and another CA that signed nothing (`other.crt`), in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    for ca in ["ca", "other"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=pim test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=pim-db",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+#[test]
+fn given_tls_modes_then_only_a_trusted_certificate_for_the_host_connects_when_verified() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let dir = authority.dir.clone();
+    make_certificates(&dir);
+    // The server's key and certificate, in its namespace's /run/pg, the postgres user's.
+    let pid = authority.pg.host_pid();
+    for name in ["server.crt", "server.key"] {
+        let target = format!("/proc/{pid}/root/run/pg/{name}");
+        std::fs::copy(dir.join(name), &target).unwrap();
+        let out =
+            authority
+                .pg
+                .run_root(&["chown", "postgres:postgres", &format!("/run/pg/{name}")]);
+        assert!(out.success(), "{out}");
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    authority.pg.admin_sql(
+        "ALTER SYSTEM SET ssl_cert_file = '/run/pg/server.crt'; \
+         ALTER SYSTEM SET ssl_key_file = '/run/pg/server.key'; \
+         ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf()",
+    );
+    authority
+        .pg
+        .wait_until("TLS to be on", Duration::from_secs(30), || {
+            authority.pg.admin_sql("SHOW ssl").trim() == "on"
+        });
+
+    // TCP to 127.0.0.1 exists only in the database's network namespace: connect from a
+    // thread moved there.
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let password = passwords[0].clone();
+    let ca = dir.join("ca.crt").display().to_string();
+    let other = dir.join("other.crt").display().to_string();
+    let admin_conninfo = authority.pg.admin_conninfo();
+    let (outcomes, over_tls) = thread::spawn(move || {
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let connect = |host: &str, tls: &str| {
+            let conninfo = format!(
+                "host={host} port=5432 dbname=pim user=pim_host_db1 password='{password}' {tls}"
+            );
+            PgAuthority::new(ConnInfo::parse(&conninfo).unwrap())
+        };
+        let attempt = |host: &str, tls: &str| connect(host, tls).snapshot().map(|s| s.host);
+        // While this verified connection is open, the server says it is TLS.
+        let mut verified = connect(
+            "127.0.0.1",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        );
+        let first = verified.snapshot().map(|s| s.host);
+        let over_tls: i64 = Client::connect(&admin_conninfo, NoTls)
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl AND usename = 'pim_host_db1'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let outcomes = [
+            first,
+            attempt("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+            attempt("127.0.0.1", "sslmode=require"),
+            attempt(
+                "127.0.0.1",
+                &format!("sslmode=verify-full sslrootcert={other}"),
+            ),
+            attempt("127.0.0.1", &format!("sslmode=require sslrootcert={other}")),
+            // The certificate names 127.0.0.1, not localhost.
+            attempt(
+                "localhost",
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
+            attempt("localhost", &format!("sslmode=verify-ca sslrootcert={ca}")),
+        ];
+        (outcomes, over_tls)
+    })
+    .join()
+    .unwrap();
+    let connected: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    assert_eq!(
+        connected,
+        [true, true, true, false, false, false, true],
+        "{outcomes:?}"
+    );
+    for refused in [&outcomes[3], &outcomes[4], &outcomes[5]] {
+        assert!(
+            matches!(refused, Err(AuthorityError::Unreachable(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(over_tls, 1);
+}
