@@ -8,4 +8,7 @@
 //!   back-off while it does not answer, and the thread that waits for its NOTIFY.
 
 pub mod authority;
+#[cfg(test)]
+pub mod fake;
 pub mod mirror;
+pub mod policy;
