@@ -2,12 +2,15 @@
 //! and audit; each pimd mirrors its host's slice locally and enforces it there.
 //!
 //! - `authority`: the seam to the database (trait and PostgreSQL implementation);
+//! - `conninfo`: the `[fleet] database` string made a connection (TLS, passfile, timeouts);
+//! - `policy`: the normalized policy the database checks (made from a checked Config);
 //! - `mirror`: whether the host is fresh enough to count fleet grants, and what makes the
 //!   local grants equal a snapshot (pure, with the clock passed in);
 //! - `sync`: the rounds with the authority (snapshot, expire_due, the audit spool), their
 //!   back-off while it does not answer, and the thread that waits for its NOTIFY.
 
 pub mod authority;
+pub mod conninfo;
 #[cfg(test)]
 pub mod fake;
 pub mod mirror;

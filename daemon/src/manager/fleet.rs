@@ -662,7 +662,7 @@ impl Manager {
             return self.refused(&audit, e);
         }
         let policy = self.check_policy(policy_text)?;
-        let normalized = crate::fleet::policy::normalized(&policy);
+        let normalized = crate::fleet::policy::normalize(&policy);
         let proof = AdminProof {
             actor: &caller.name,
             code,
