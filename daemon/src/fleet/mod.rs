@@ -15,3 +15,4 @@ pub mod conninfo;
 pub mod fake;
 pub mod mirror;
 pub mod policy;
+pub mod sync;

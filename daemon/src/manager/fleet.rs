@@ -69,8 +69,10 @@ pub struct Fleet {
     max_staleness: u64,
     /// This host's pim.toml: `[daemon]`'s host settings, `[audit]`, `[fleet]`.
     local: Config,
-    /// The policy version the running configuration comes from (0: none yet).
+    /// The policy version the running configuration comes from (0: none yet), and that
+    /// policy (`None`: none yet, so no roles).
     policy_version: i64,
+    policy: Option<Config>,
     /// Fleet grants this host does not start, already audited (once each, not every round).
     ignored: BTreeSet<(i64, String)>,
 }
@@ -91,6 +93,7 @@ impl Fleet {
             max_staleness,
             local,
             policy_version: 0,
+            policy: None,
             ignored: BTreeSet::new(),
         }
     }
@@ -103,8 +106,6 @@ pub struct Mirrored {
     pub ended: usize,
     /// Why fleet grants do not count now, if they do not.
     pub stale: Option<String>,
-    /// The authority's policy version differs from the running one: fetch and apply it.
-    pub policy_changed: Option<i64>,
 }
 
 fn fleet_grant_info(g: &FleetGrant) -> GrantInfo {
@@ -712,7 +713,7 @@ impl Manager {
         let Some(fleet) = self.fleet.as_ref() else {
             return Ok(Mirrored::default());
         };
-        let (max_staleness, running_version) = (fleet.max_staleness, fleet.policy_version);
+        let max_staleness = fleet.max_staleness;
         let now = self.now();
         if let Some(s) = snapshot {
             let sync = FleetSync {
@@ -737,9 +738,6 @@ impl Manager {
         let mut first_error = None;
         let mut report = Mirrored {
             stale,
-            policy_changed: snapshot
-                .map(|s| s.policy_version)
-                .filter(|v| *v != running_version),
             ..Mirrored::default()
         };
         for (grant, why) in &plan.end {
@@ -906,9 +904,30 @@ impl Manager {
         self.config = Arc::new(config);
         if let Some(fleet) = self.fleet.as_mut() {
             fleet.policy_version = version;
+            fleet.policy = Some(policy);
             fleet.ignored.clear();
         }
         Ok(())
+    }
+
+    /// The policy version the running configuration comes from (0: none yet).
+    pub fn fleet_policy_version(&self) -> i64 {
+        self.fleet.as_ref().map_or(0, |f| f.policy_version)
+    }
+
+    /// A reloaded host file (SIGHUP) in fleet mode: its host settings with the running
+    /// policy's roles, administrators and `[mfa]`.
+    pub(super) fn with_fleet_policy(&mut self, local: Config) -> Config {
+        match self.fleet.as_mut() {
+            Some(fleet) => {
+                fleet.local = local.clone();
+                match &fleet.policy {
+                    Some(policy) => local.in_fleet(policy),
+                    None => local,
+                }
+            }
+            None => local,
+        }
     }
 
     /// Local audit records not shipped to the fleet yet, oldest first, at most

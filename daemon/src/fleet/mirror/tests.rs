@@ -204,3 +204,14 @@ fn given_a_mirrored_grant_whose_role_left_the_policy_then_it_ends_even_if_the_fl
     );
     assert!(plan.start.is_empty());
 }
+
+#[test]
+fn given_no_policy_yet_and_no_snapshot_then_mirrored_grants_end() {
+    let mirrored = vec![(10, local(1, "alice", "admin", NOW + 600))];
+    let (empty, _) = pim_config::parse_policy("", "policy.toml", &Everyone);
+    let plan = plan(&empty.unwrap(), &mirrored, None, Ok(()), NOW);
+    assert_eq!(
+        plan.end,
+        vec![(mirrored[0].1.clone(), EndWhy::GoneFromFleet)]
+    );
+}
