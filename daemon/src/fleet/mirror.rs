@@ -78,7 +78,8 @@ pub fn freshness(sync: Option<&FleetSync>, now: i64, max_staleness: u64) -> Resu
 /// Why a mirrored grant ends locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndWhy {
-    /// The fleet no longer holds it for this host (deactivated, revoked, ended, out of scope).
+    /// The fleet no longer holds it for this host (deactivated, revoked, ended, out of scope),
+    /// or the policy no longer has its role for its group.
     GoneFromFleet,
     /// The host is stale: it comes back on resync while it is still live.
     Stale(Stale),
@@ -105,7 +106,8 @@ impl Plan {
 
 /// What to do at `now` with the local grants `mirrored` (each with its fleet id): with a
 /// snapshot (`Some`), the mirror is made to equal it while the host is fresh; without one
-/// (the authority did not answer), nothing starts and a stale host ends every mirrored grant.
+/// (the authority did not answer), nothing starts, a stale host ends every mirrored grant and
+/// a fresh one only those whose role the running policy lacks.
 pub fn plan(
     config: &Config,
     mirrored: &[(i64, Grant)],
@@ -121,10 +123,19 @@ pub fn plan(
             .collect();
         return plan;
     }
+    // A grant whose role the running policy does not have (for its group) ends, snapshot or
+    // not: a pimd started while the database is down has no policy yet, and holds nothing.
+    let (in_policy, out_of_policy): (Vec<_>, Vec<_>) = mirrored
+        .iter()
+        .partition(|(_, g)| config.role(&g.role).is_some_and(|r| r.group == g.group));
+    plan.end = out_of_policy
+        .into_iter()
+        .map(|(_, g)| (g.clone(), EndWhy::GoneFromFleet))
+        .collect();
     let Some(snapshot) = snapshot else {
         return plan;
     };
-    for (fleet_id, local) in mirrored {
+    for (fleet_id, local) in in_policy {
         match snapshot.iter().find(|g| g.id == *fleet_id) {
             None => plan.end.push((local.clone(), EndWhy::GoneFromFleet)),
             Some(g) if g.ends_at != local.ends_at => plan.moved.push((local.clone(), g.ends_at)),

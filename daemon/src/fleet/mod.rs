@@ -12,6 +12,9 @@
 
 pub mod authority;
 pub mod conninfo;
+#[cfg(test)]
+pub mod fake;
 pub mod mirror;
 pub mod policy;
 pub mod setup;
+pub mod sync;
