@@ -687,7 +687,7 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
     let alice = authority.enrolled("alice");
     let mut db1 = authority.host("db1", &passwords[0]);
     let step = now_step();
-    let normalized = r#"{"admins": ["root"], "roles": {}}"#;
+    let normalized = r#"{"admins": ["root", "ann"], "roles": {}}"#;
     let push = |client: &mut Client, actor: &str, code: &str| {
         call(
             client,
@@ -715,6 +715,23 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
         &[&code(&root, step + 1)],
     );
     assert_eq!(sqlstate(&orphan), "PM002", "{orphan:?}");
+    // A role whose require_mfa is missing would read as no MFA: refused.
+    let lax = call(
+        &mut db1,
+        "pim_api.push_policy('root', $1, 't', $2::text::jsonb)",
+        &[
+            &code(&root, step + 1),
+            &r#"{"admins": ["root"], "roles": {"x": {"group": "x", "hosts": [],
+                "eligible_users": ["alice"], "eligible_groups": [], "approver_users": [],
+                "approver_groups": [], "require_approval": false, "approvals_required": 1,
+                "max_duration_secs": 60, "request_ttl_secs": 60}}}"#,
+        ],
+    );
+    assert_eq!(sqlstate(&lax), "PM002", "{lax:?}");
+    assert!(
+        format!("{lax:?}").contains("lacks or mistypes require_mfa"),
+        "{lax:?}"
+    );
 
     // Adding a host takes the same proof; the new login works at once.
     let refused_add = call(
