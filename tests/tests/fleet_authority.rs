@@ -1208,3 +1208,40 @@ fn given_tls_modes_then_only_a_trusted_certificate_for_the_host_connects_when_ve
     }
     assert_eq!(over_tls, 1);
 }
+
+#[test]
+fn given_a_call_stuck_behind_a_lock_then_it_ends_unreachable_within_the_statement_timeout() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let alice = authority.enrolled("alice");
+    let (mut db1, _) = authority.pimd_authority("db1", &passwords[0]);
+    // Someone holds alice's MFA row (as a stuck transaction of a dying database would).
+    let mut admin = authority.admin();
+    let mut stuck = admin.transaction().unwrap();
+    stuck
+        .execute(
+            "SELECT FROM pim.mfa WHERE \"user\" = 'alice' FOR UPDATE",
+            &[],
+        )
+        .unwrap();
+    let no_groups: Vec<String> = Vec::new();
+    let ask = ActivationAsk {
+        user: "alice",
+        user_groups: &no_groups,
+        role: "dba",
+        duration_secs: 600,
+        reason: "rotate the keys",
+        ticket: "",
+        code: &code(&alice, now_step()),
+        only_host: None,
+    };
+    // pimd's default statement_timeout ends the wait: unreachable, nothing granted.
+    let result = db1.activate(&ask);
+    assert!(
+        matches!(result, Err(AuthorityError::Unreachable(_))),
+        "{result:?}"
+    );
+    stuck.rollback().unwrap();
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+    // The connection is usable again and the code was not spent.
+    assert!(matches!(db1.activate(&ask), Ok(Activated::Granted(_))));
+}
