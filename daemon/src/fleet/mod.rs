@@ -4,6 +4,7 @@
 //! - `authority`: the seam to the database (trait and PostgreSQL implementation);
 //! - `conninfo`: the `[fleet] database` string made a connection (TLS, passfile, timeouts);
 //! - `policy`: the normalized policy the database checks (made from a checked Config);
+//! - `setup`: `pimd --fleet-setup` (schema, first policy, first hosts);
 //! - `mirror`: whether the host is fresh enough to count fleet grants, and what makes the
 //!   local grants equal a snapshot (pure, with the clock passed in);
 //! - `sync`: the rounds with the authority (snapshot, expire_due, the audit spool), their
@@ -15,4 +16,5 @@ pub mod conninfo;
 pub mod fake;
 pub mod mirror;
 pub mod policy;
+pub mod setup;
 pub mod sync;
