@@ -12,6 +12,8 @@ mod access;
 mod accounts;
 mod clock;
 mod ending;
+#[allow(dead_code)] // used by the fleet manager paths (branch fleetd)
+mod fleet;
 mod manager;
 mod mfa;
 mod model;
@@ -26,6 +28,7 @@ mod store;
 mod syslog;
 mod throttle;
 
+pub use fleet::setup::{run as fleet_setup, USAGE as FLEET_SETUP_USAGE};
 pub use pim_config::DEFAULT_PATH;
 pub use processes::{freeze_as, FREEZE_ARG};
 pub use startup::{reload_running, start};
