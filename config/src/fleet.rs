@@ -199,11 +199,11 @@ impl Checker<'_> {
                 ),
             };
             if let Some(value) = section.get(name) {
-                let what = POLICY_ONLY
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map_or(key, |(_, what)| what);
-                self.error(section.key(name), &value.span(), format!("{what}: {why}"));
+                let message = match POLICY_ONLY.iter().find(|(k, _)| *k == key) {
+                    Some((_, what)) if kind == Kind::Host => format!("{what}: {why}"),
+                    _ => why.to_string(),
+                };
+                self.error(section.key(name), &value.span(), message);
             }
         }
     }

@@ -1000,7 +1000,7 @@ impl Checker<'_> {
             mfa: self.mfa(&mfa),
             audit: self.audit(&audit),
             // A fleet host's roles are the policy's: none here, and no warning about that.
-            roles: if fleet.is_some() {
+            roles: if fleet.is_some() && self.kind == fleet::Kind::Host {
                 BTreeMap::new()
             } else {
                 self.roles(&top)

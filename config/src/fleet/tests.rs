@@ -144,9 +144,8 @@ fn given_a_policy_then_host_settings_in_it_are_errors_and_roles_are_read() {
     assert!(config.is_none());
     let errors = errors(&problems);
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0]
-        .contains("policy.toml:3: daemon.database: daemon.database: is each host's own setting"));
-    assert!(errors[1].contains(":4: fleet: fleet: is each host's own setting"));
+    assert!(errors[0].contains("policy.toml:3: daemon.database: is each host's own setting"));
+    assert!(errors[1].contains(":4: fleet: is each host's own setting"));
 }
 
 #[test]

@@ -78,7 +78,8 @@ pub fn freshness(sync: Option<&FleetSync>, now: i64, max_staleness: u64) -> Resu
 /// Why a mirrored grant ends locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndWhy {
-    /// The fleet no longer holds it for this host (deactivated, revoked, ended, out of scope).
+    /// The fleet no longer holds it for this host (deactivated, revoked, ended, out of scope),
+    /// or the policy no longer has its role for its group.
     GoneFromFleet,
     /// The host is stale: it comes back on resync while it is still live.
     Stale(Stale),
@@ -125,7 +126,11 @@ pub fn plan(
         return plan;
     };
     for (fleet_id, local) in mirrored {
+        let in_policy = config
+            .role(&local.role)
+            .is_some_and(|r| r.group == local.group);
         match snapshot.iter().find(|g| g.id == *fleet_id) {
+            _ if !in_policy => plan.end.push((local.clone(), EndWhy::GoneFromFleet)),
             None => plan.end.push((local.clone(), EndWhy::GoneFromFleet)),
             Some(g) if g.ends_at != local.ends_at => plan.moved.push((local.clone(), g.ends_at)),
             Some(_) => {}

@@ -12,6 +12,8 @@
 
 pub mod authority;
 pub mod conninfo;
+#[cfg(test)]
+pub mod fake;
 pub mod mirror;
 pub mod policy;
 pub mod setup;

@@ -214,6 +214,9 @@ impl Manager {
     }
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_enroll(caller);
+        }
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
@@ -275,6 +278,9 @@ impl Manager {
     }
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_confirm(caller, code);
+        }
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaConfirm).about(user, "");
         match self.try_mfa_confirm(user, code, &audit) {
@@ -353,6 +359,9 @@ impl Manager {
     }
 
     pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_status(caller);
+        }
         let now = self.now();
         let policy = self.mfa_policy();
         self.store.read(|tx| {

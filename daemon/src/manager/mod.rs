@@ -43,6 +43,7 @@ mod assignments;
 mod audit;
 mod chain;
 mod ends;
+mod fleet;
 mod grants;
 mod mfa;
 mod owners;
@@ -51,6 +52,7 @@ mod reconcile;
 mod reviews;
 
 pub use chain::head_file_of;
+pub use fleet::{Connector, Fleet, Mirrored};
 pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
@@ -153,6 +155,8 @@ pub struct Manager {
     grant_starts: ends::GrantStarts,
     /// The audit chain's head, as published.
     head: chain::HeadKeeper,
+    /// `[fleet]`: the link to the fleet's authority; `None` for a host on its own.
+    fleet: Option<fleet::Fleet>,
 }
 
 /// What a summary record counts.
@@ -309,6 +313,7 @@ impl Manager {
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
             head: chain::HeadKeeper::default(),
+            fleet: None,
         }
     }
 

@@ -191,3 +191,16 @@ fn given_two_fleet_grants_of_one_user_and_role_then_only_the_first_starts() {
     assert_eq!(plan.start, vec![snapshot[0].clone()]);
     assert_eq!(plan.ignored.len(), 1);
 }
+
+#[test]
+fn given_a_mirrored_grant_whose_role_left_the_policy_then_it_ends_even_if_the_fleet_still_lists_it()
+{
+    let mirrored = vec![(10, local(1, "alice", "gone", NOW + 600))];
+    let snapshot = vec![fleet_grant(10, "alice", "gone", "sudo", NOW + 600)];
+    let plan = plan(&policy(), &mirrored, Some(&snapshot), Ok(()), NOW);
+    assert_eq!(
+        plan.end,
+        vec![(mirrored[0].1.clone(), EndWhy::GoneFromFleet)]
+    );
+    assert!(plan.start.is_empty());
+}
