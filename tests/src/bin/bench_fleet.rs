@@ -9,10 +9,11 @@
 //! 2. **Database load** with `--simulated M` (default 2,000) simulated hosts, each a
 //!    connection of its own login that `LISTEN`s on `pim_wake` and calls
 //!    `pim_api.snapshot()` every 30 s (first call at a random point of the first 30 s) and on
-//!    every wake, for `--window S` seconds (default 240), beside one real host: the
+//!    every wake, for `--window S` seconds (default 240), beside one real host's login: the
 //!    PostgreSQL processes' CPU and memory over a minute at rest (periodic snapshots only)
-//!    and, for grants made on the real host every 15 s after that, the time from the grant's
-//!    commit to its presence in each simulated host's snapshot.
+//!    and, for grants made through the real host's login every 15 s after that
+//!    (`pim_api.activate`, as its pimd calls it), the time from the grant's commit to its
+//!    presence in each simulated host's snapshot.
 //!
 //! Both use the debug binaries the end-to-end suite uses (`cargo build --workspace`).
 #![forbid(unsafe_code)]
@@ -29,7 +30,7 @@ use pim_e2e::fleet::{Fleet, HostSpec};
 use pim_e2e::Authenticator;
 use postgres::fallible_iterator::FallibleIterator;
 
-const REASON: &str = "benchmark the fleet's propagation";
+const REASON: &str = "benchmark the propagation of grants";
 const APPROVERS: usize = 10;
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 /// Simulated hosts logging in at the same time.
@@ -175,7 +176,6 @@ fn propagation(hosts: usize, rounds: usize) {
             .join(", ")
     );
     fleet.setup(&policy, "10m");
-    fleet.start_pimds();
     let filer = &fleet.hosts[0].sb;
     let decider = &fleet.hosts[1].sb;
     let mut phones: Vec<Authenticator> = approvers.iter().map(|a| decider.enroll_mfa(a)).collect();
@@ -317,11 +317,10 @@ fn database_load(simulated: usize, window: u64) {
     fleet.add_group("ops");
     fleet.add_user("alice", &[]);
     fleet.setup(
-        "[roles.ops]\ngroup = \"ops\"\nhosts = [\"tag:db\"]\neligible = [\"alice\"]\n\
+        "[daemon]\nadmins = [\"alice\"]\n\n[roles.ops]\ngroup = \"ops\"\nhosts = [\"tag:db\"]\neligible = [\"alice\"]\n\
          require_mfa = false\nrequire_approval = false\nmax_duration = \"1h\"\n",
         "10m",
     );
-    fleet.start_pimds();
     say("creating the simulated hosts' logins");
     let logins = fleet.db.admin_sql(&format!(
         "SELECT 'pim_host_' || name FROM (SELECT name, \
@@ -368,24 +367,25 @@ fn database_load(simulated: usize, window: u64) {
     thread::sleep(SNAPSHOT_EVERY * 2);
     let (cpu1, pss) = namespace_usage(fleet.db.host_pid());
     let rest = rest_started.elapsed().as_secs_f64();
-    // Then grants, each waking every simulated host, until 20 s before the end.
-    let real = &fleet.hosts[0].sb;
+    // Then grants, each waking every simulated host, until 35 s before the end: made by the
+    // real host's login through pim_api.activate, as its pimd would.
+    let real = &fleet.hosts[0];
+    let real_login = real.conninfo(&fleet.db);
     let mut grants = Vec::new();
     while sim_started.elapsed() + Duration::from_secs(35) < Duration::from_secs(window) {
-        real.run(
-            "alice",
-            &["pim", "activate", "ops", "-d", "10m", "-r", REASON],
-        )
-        .assert_success();
-        let id: i64 = fleet
-            .db
-            .admin_sql("SELECT max(id) FROM pim.grants WHERE \"user\" = 'alice'")
-            .trim()
+        let made = real.psql(
+            &real_login,
+            "SELECT pim_api.activate('alice', ARRAY[]::text[], 'ops', 600, \
+             'benchmark the database load', '', '', NULL) -> 'granted' ->> 'id'",
+        );
+        let id: i64 = made
+            .assert_success()
+            .stdout_trimmed()
             .parse()
-            .unwrap();
+            .unwrap_or_else(|_| panic!("pim_api.activate made no grant:\n{made}"));
         grants.push((id, commit_time(&fleet, &format!("id = {id}"))));
         thread::sleep(Duration::from_secs(10));
-        real.run("alice", &["pim", "deactivate", "ops"])
+        real.psql(&real_login, "SELECT pim_api.deactivate('alice', 'ops')")
             .assert_success();
         thread::sleep(Duration::from_secs(5));
     }
