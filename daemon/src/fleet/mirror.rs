@@ -98,15 +98,10 @@ pub struct Plan {
     pub ignored: Vec<(FleetGrant, String)>,
 }
 
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.start.is_empty() && self.end.is_empty() && self.moved.is_empty()
-    }
-}
-
 /// What to do at `now` with the local grants `mirrored` (each with its fleet id): with a
 /// snapshot (`Some`), the mirror is made to equal it while the host is fresh; without one
-/// (the authority did not answer), nothing starts and a stale host ends every mirrored grant.
+/// (the authority did not answer), nothing starts, a stale host ends every mirrored grant and
+/// a fresh one only those whose role the running policy lacks.
 pub fn plan(
     config: &Config,
     mirrored: &[(i64, Grant)],
@@ -122,15 +117,20 @@ pub fn plan(
             .collect();
         return plan;
     }
+    // A grant whose role the running policy does not have (for its group) ends, snapshot or
+    // not: a pimd started while the database is down has no policy yet, and holds nothing.
+    let (in_policy, out_of_policy): (Vec<_>, Vec<_>) = mirrored
+        .iter()
+        .partition(|(_, g)| config.role(&g.role).is_some_and(|r| r.group == g.group));
+    plan.end = out_of_policy
+        .into_iter()
+        .map(|(_, g)| (g.clone(), EndWhy::GoneFromFleet))
+        .collect();
     let Some(snapshot) = snapshot else {
         return plan;
     };
-    for (fleet_id, local) in mirrored {
-        let in_policy = config
-            .role(&local.role)
-            .is_some_and(|r| r.group == local.group);
+    for (fleet_id, local) in in_policy {
         match snapshot.iter().find(|g| g.id == *fleet_id) {
-            _ if !in_policy => plan.end.push((local.clone(), EndWhy::GoneFromFleet)),
             None => plan.end.push((local.clone(), EndWhy::GoneFromFleet)),
             Some(g) if g.ends_at != local.ends_at => plan.moved.push((local.clone(), g.ends_at)),
             Some(_) => {}

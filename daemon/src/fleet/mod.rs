@@ -17,3 +17,4 @@ pub mod fake;
 pub mod mirror;
 pub mod policy;
 pub mod setup;
+pub mod sync;

@@ -14,8 +14,9 @@ use crate::fleet::authority::{
     self as fa, Activated, AdminProof, Authority, AuthorityError, Decided, Decision, FleetGrant,
     FleetRequest, HostInfo, Snapshot,
 };
-use crate::fleet::mirror::{self, EndWhy, Stale};
+use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
+use pim_common::types::FleetHostInfo;
 use std::collections::BTreeSet;
 
 /// Opens connections to the fleet's authority: the PostgreSQL one in pimd, a fake in tests.
@@ -69,8 +70,10 @@ pub struct Fleet {
     max_staleness: u64,
     /// This host's pim.toml: `[daemon]`'s host settings, `[audit]`, `[fleet]`.
     local: Config,
-    /// The policy version the running configuration comes from (0: none yet).
+    /// The policy version the running configuration comes from (0: none yet), and that
+    /// policy (`None`: none yet, so no roles).
     policy_version: i64,
+    policy: Option<Config>,
     /// Fleet grants this host does not start, already audited (once each, not every round).
     ignored: BTreeSet<(i64, String)>,
 }
@@ -91,6 +94,7 @@ impl Fleet {
             max_staleness,
             local,
             policy_version: 0,
+            policy: None,
             ignored: BTreeSet::new(),
         }
     }
@@ -103,8 +107,6 @@ pub struct Mirrored {
     pub ended: usize,
     /// Why fleet grants do not count now, if they do not.
     pub stale: Option<String>,
-    /// The authority's policy version differs from the running one: fetch and apply it.
-    pub policy_changed: Option<i64>,
 }
 
 fn fleet_grant_info(g: &FleetGrant) -> GrantInfo {
@@ -135,6 +137,16 @@ fn fleet_request_info(r: &FleetRequest, group: &str) -> RequestInfo {
         approvals_required: r.approvals_required,
         // The database counts approvals; their names stay in its audit.
         approved_by: vec![String::new(); r.approvals as usize],
+    }
+}
+
+fn fleet_host_info(h: &HostInfo) -> FleetHostInfo {
+    FleetHostInfo {
+        name: h.name.clone(),
+        tags: h.tags.clone(),
+        last_seen: h.last_seen.unwrap_or(0),
+        last_sync: h.last_sync.unwrap_or(0),
+        skew_ms: h.skew_ms.unwrap_or(0),
     }
 }
 
@@ -339,6 +351,33 @@ impl Manager {
             }
             Err(e) => self.refused(&audit, e),
         }
+    }
+
+    /// `pim activate ROLE --host H`: only in fleet mode.
+    #[allow(clippy::too_many_arguments)]
+    pub fn activate_on_host(
+        &mut self,
+        caller: &Caller,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+        host: &str,
+    ) -> Result<ActivateReply, PimError> {
+        if !self.in_fleet() {
+            let audit = Audit::new(&caller.name, AuditAction::Activate)
+                .about(&caller.name, name_or_empty(role));
+            return self.refused(
+                &audit,
+                PimError::InvalidArgument(
+                    "--host narrows a grant to one host of a fleet; this host is not in a fleet,                      so leave --host out"
+                        .into(),
+                ),
+            );
+        }
+        let only_host = (!host.is_empty()).then_some(host);
+        self.fleet_activate(caller, role, duration_secs, reason, ticket, code, only_host)
     }
 
     /// A snapshot right after a change this host asked for, so that the caller's answer
@@ -575,7 +614,7 @@ impl Manager {
     }
 
     /// `pim admin hosts`: the fleet's hosts, for admins and auditors of the policy.
-    pub fn fleet_hosts(&mut self, caller: &Caller) -> Result<Vec<HostInfo>, PimError> {
+    pub fn fleet_hosts(&mut self, caller: &Caller) -> Result<Vec<FleetHostInfo>, PimError> {
         let audit = Audit::new(&caller.name, AuditAction::FleetHosts).about(&caller.name, "");
         if !self.in_fleet() {
             return self.refused(&audit, not_a_fleet_host());
@@ -589,7 +628,7 @@ impl Manager {
             );
         }
         match self.on_authority(|a| a.hosts()) {
-            Ok(hosts) => Ok(hosts),
+            Ok(hosts) => Ok(hosts.iter().map(fleet_host_info).collect()),
             Err(e) => self.refused(&audit, e),
         }
     }
@@ -712,7 +751,7 @@ impl Manager {
         let Some(fleet) = self.fleet.as_ref() else {
             return Ok(Mirrored::default());
         };
-        let (max_staleness, running_version) = (fleet.max_staleness, fleet.policy_version);
+        let max_staleness = fleet.max_staleness;
         let now = self.now();
         if let Some(s) = snapshot {
             let sync = FleetSync {
@@ -737,9 +776,6 @@ impl Manager {
         let mut first_error = None;
         let mut report = Mirrored {
             stale,
-            policy_changed: snapshot
-                .map(|s| s.policy_version)
-                .filter(|v| *v != running_version),
             ..Mirrored::default()
         };
         for (grant, why) in &plan.end {
@@ -906,9 +942,30 @@ impl Manager {
         self.config = Arc::new(config);
         if let Some(fleet) = self.fleet.as_mut() {
             fleet.policy_version = version;
+            fleet.policy = Some(policy);
             fleet.ignored.clear();
         }
         Ok(())
+    }
+
+    /// The policy version the running configuration comes from (0: none yet).
+    pub fn fleet_policy_version(&self) -> i64 {
+        self.fleet.as_ref().map_or(0, |f| f.policy_version)
+    }
+
+    /// A reloaded host file (SIGHUP) in fleet mode: its host settings with the running
+    /// policy's roles, administrators and `[mfa]`.
+    pub(super) fn with_fleet_policy(&mut self, local: Config) -> Config {
+        match self.fleet.as_mut() {
+            Some(fleet) => {
+                fleet.local = local.clone();
+                match &fleet.policy {
+                    Some(policy) => local.in_fleet(policy),
+                    None => local,
+                }
+            }
+            None => local,
+        }
     }
 
     /// Local audit records not shipped to the fleet yet, oldest first, at most
@@ -920,17 +977,8 @@ impl Manager {
 
     /// Records that the local audit up to `through` is in the fleet's.
     pub fn audit_shipped(&mut self, through: i64) -> Result<(), PimError> {
-        Ok(self.store.write(|tx| tx.set_audit_shipped(through))?.0)
-    }
-
-    /// Whether fleet grants count now (`Err`: why not), for `pim admin hosts` and tests.
-    pub fn fleet_freshness(&mut self) -> Result<Result<(), Stale>, PimError> {
-        let max_staleness = self
-            .fleet
-            .as_ref()
-            .map_or(pim_config::DEFAULT_MAX_STALENESS_SECS, |f| f.max_staleness);
-        let sync = self.store.read(|tx| tx.fleet_sync())?;
-        Ok(mirror::freshness(sync.as_ref(), self.now(), max_staleness))
+        self.store.write(|tx| tx.set_audit_shipped(through))?;
+        Ok(())
     }
 }
 

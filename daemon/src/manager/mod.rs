@@ -52,7 +52,7 @@ mod reconcile;
 mod reviews;
 
 pub use chain::head_file_of;
-pub use fleet::{Connector, Fleet, Mirrored};
+pub use fleet::{Connector, Fleet, Mirrored, MAX_HOST_TAGS, MAX_POLICY_BYTES, SHIP_BATCH};
 pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
@@ -723,6 +723,12 @@ impl Manager {
                 "[daemon] database, notify_command and notify_timeout take effect only at a restart; restart pimd".into(),
             ));
         }
+        if config.fleet != self.config.fleet {
+            return Err(PimError::Conflict(
+                "[fleet] takes effect only at a restart; restart pimd".into(),
+            ));
+        }
+        let config = self.with_fleet_policy(config);
         let detail = format!("{} role(s)", config.roles.len());
         let entry = Audit::new(DAEMON, AuditAction::ConfigReload).entry(
             self.now(),

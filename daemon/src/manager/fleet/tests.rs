@@ -2,6 +2,27 @@ use super::super::test_support::*;
 use super::*;
 use crate::fleet::fake::FakeAuthority;
 use crate::fleet::mirror::MAX_SKEW_SECS;
+use crate::fleet::sync::{self, Managed, RoundError};
+use std::cell::{Cell, RefCell};
+
+/// The manager reached directly, as the sync thread reaches it through pimd's core.
+struct Direct<'a> {
+    manager: RefCell<&'a mut Manager>,
+    config_changes: Cell<u32>,
+}
+
+impl Managed for Direct<'_> {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        f(&mut self.manager.borrow_mut())
+    }
+
+    fn config_changed(&self) {
+        self.config_changes.set(self.config_changes.get() + 1);
+    }
+}
 
 const LOCAL: &str = r#"
 [daemon]
@@ -69,11 +90,21 @@ fn fleet_grant(id: i64, user: &str, role: &str, group: &str, ends_at: i64) -> Fl
 }
 
 impl Fleet {
-    /// One round as the sync loop does it: a snapshot if the authority answers, then the
-    /// mirror.
+    /// The mirror of a snapshot if the authority answers, else the staleness rule alone.
     fn sync(&mut self) -> Mirrored {
         let snapshot = self.fake.clone().snapshot().ok();
         self.e.m.mirror(snapshot.as_ref()).unwrap()
+    }
+
+    /// One whole round of the sync thread; also how many times the configuration changed.
+    fn round(&mut self) -> (Result<sync::RoundReport, RoundError>, u32) {
+        let direct = Direct {
+            manager: RefCell::new(&mut self.e.m),
+            config_changes: Cell::new(0),
+        };
+        let mut authority = self.fake.clone();
+        let outcome = sync::round(&mut authority, &direct);
+        (outcome, direct.config_changes.get())
     }
 
     fn sudo_allowed(&mut self, user: &str) -> AccessDecision {
@@ -382,17 +413,16 @@ fn given_fleet_mode_then_what_it_does_not_do_yet_is_refused_naming_the_limitatio
 }
 
 #[test]
-fn given_a_new_policy_version_then_the_sync_reports_it_and_applying_it_changes_the_roles() {
+fn given_a_new_policy_version_then_applying_it_changes_the_roles_and_a_reload_keeps_them() {
     let mut f = fleet_env();
-    f.fake.fleet().policy_version = 2;
-    assert_eq!(f.sync().policy_changed, Some(2));
+    assert_eq!(f.e.m.fleet_policy_version(), 1);
     let next = POLICY.replace(
         "[roles.docker]",
         "[roles.deploy]\ngroup = \"deploy\"\neligible = [\"bob\"]\n\n[roles.docker]",
     );
     f.e.m.apply_policy(2, &next).unwrap();
     assert!(f.e.m.config().role("deploy").is_some());
-    assert_eq!(f.sync().policy_changed, None);
+    assert_eq!(f.e.m.fleet_policy_version(), 2);
     let reload = f.e.audited("config-reload");
     assert!(reload
         .last()
@@ -407,6 +437,16 @@ fn given_a_new_policy_version_then_the_sync_reports_it_and_applying_it_changes_t
     );
     assert!(e.contains("roles.x.bogus: unknown key"), "{e}");
     assert!(f.e.m.config().role("deploy").is_some());
+
+    // SIGHUP re-reads the host's file: its settings change, the policy's roles stay.
+    let directory = HostDirectory(f.e.accounts.clone());
+    let local = LOCAL.replace("[fleet]", "calls_per_minute = 7\n\n[fleet]");
+    let (local, problems) = pim_config::parse(&local, "pim.toml", &directory);
+    assert!(problems.is_empty(), "{problems:?}");
+    f.e.m.replace_config(local.unwrap()).unwrap();
+    assert_eq!(f.e.m.config().daemon.calls_per_minute, 7);
+    assert!(f.e.m.config().role("deploy").is_some());
+    assert_eq!(f.e.m.config().daemon.admins.len(), 1);
 }
 
 #[test]
@@ -507,4 +547,114 @@ fn given_no_fleet_then_nothing_routes_and_fleet_calls_say_so() {
     let e2 = assert_err!(e.m.fleet_hosts(&frank), Conflict);
     assert!(e2.contains("this host is not in a fleet"), "{e2}");
     assert_eq!(e.m.mirror(None).unwrap(), Mirrored::default());
+}
+
+#[test]
+fn given_a_round_with_a_new_policy_then_it_is_taken_before_the_mirror_and_the_spool_is_shipped_in_order(
+) {
+    let mut f = fleet_env();
+    let next = POLICY.replace(
+        "[roles.docker]",
+        "[roles.deploy]\ngroup = \"deploy\"\neligible = [\"bob\"]\n\n[roles.docker]",
+    );
+    {
+        let mut fleet = f.fake.fleet();
+        fleet.policy_version = 2;
+        fleet.policy_text = next;
+        // Of a role only the new policy has: it starts in the same round.
+        fleet.grants = vec![fleet_grant(5, "bob", "deploy", "deploy", T0 + HOUR)];
+    }
+    let (outcome, changes) = f.round();
+    let report = outcome.unwrap();
+    assert_eq!(
+        (report.policy, changes, report.mirrored.started),
+        (Some(2), 1, 1)
+    );
+    assert!(f.e.accounts.members("deploy").contains(&"bob".to_string()));
+    let calls = f.fake.fleet().calls.clone();
+    assert_eq!(
+        &calls[..4],
+        ["snapshot", "policy 2", "expire_due", &calls[3]]
+    );
+    assert!(calls[3].starts_with("ship "), "{calls:?}");
+
+    // Shipped: every local record, in chain order, once; the next round ships nothing new.
+    let local: Vec<i64> = f.e.audit_log().iter().map(|r| r.id).collect();
+    let shipped: Vec<i64> = f.fake.fleet().shipped.iter().map(|r| r.id).collect();
+    assert_eq!(shipped, local);
+    assert_eq!(report.shipped, local.len());
+    let (again, changes) = f.round();
+    assert_eq!((again.unwrap().shipped, changes), (0, 0));
+}
+
+#[test]
+fn given_a_partial_ship_then_the_next_round_ships_the_rest_without_duplicates() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    f.fake.fleet().ship_limit = Some(1);
+    let first = f.round().0.unwrap();
+    assert_eq!(first.shipped, 1);
+    f.fake.fleet().ship_limit = None;
+    f.round().0.unwrap();
+    let shipped: Vec<i64> = f.fake.fleet().shipped.iter().map(|r| r.id).collect();
+    let local: Vec<i64> = f.e.audit_log().iter().map(|r| r.id).collect();
+    assert_eq!(shipped, local);
+}
+
+#[test]
+fn given_a_partition_then_rounds_fail_records_are_spooled_and_shipped_on_reconnect_and_grants_come_back(
+) {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.round().0.unwrap();
+    let shipped_before = f.fake.fleet().shipped.len();
+
+    f.fake.fleet().reachable = false;
+    f.advance(601);
+    // PAM refuses meanwhile (a local record of the partition), the round fails and ends the
+    // grant locally.
+    assert!(!f.sudo_allowed("alice").allowed);
+    assert!(matches!(f.round().0, Err(RoundError::Unreachable(_))));
+    assert!(!f.in_sudo("alice"));
+    assert_eq!(f.fake.fleet().shipped.len(), shipped_before);
+
+    f.fake.fleet().reachable = true;
+    let report = f.round().0.unwrap();
+    assert_eq!(report.mirrored.started, 1);
+    assert!(f.in_sudo("alice"));
+    let shipped: Vec<String> = f
+        .fake
+        .fleet()
+        .shipped
+        .iter()
+        .map(|r| r.action.to_string())
+        .collect();
+    for action in ["access-check", "fleet-end", "membership-remove"] {
+        assert!(
+            shipped.contains(&action.to_string()),
+            "{action}: {shipped:?}"
+        );
+    }
+    let ids: Vec<i64> = f.fake.fleet().shipped.iter().map(|r| r.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[test]
+fn given_a_policy_version_that_does_not_check_then_the_round_goes_on_with_the_running_one() {
+    let mut f = fleet_env();
+    {
+        let mut fleet = f.fake.fleet();
+        fleet.policy_version = 2;
+        fleet.policy_text = "[roles.admin]\nbogus = 1\n".into();
+        fleet.grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    }
+    let (outcome, changes) = f.round();
+    let report = outcome.unwrap();
+    assert_eq!((report.policy, changes), (None, 0));
+    assert!(
+        report.problems[0].contains("policy version 2 not taken"),
+        "{report:?}"
+    );
+    assert_eq!(report.mirrored.started, 1);
+    assert_eq!(f.e.m.fleet_policy_version(), 1);
 }
