@@ -165,6 +165,14 @@ pub trait Authority: Send {
         tags: &[String],
     ) -> Result<String, AuthorityError>;
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError>;
+    /// Removes `user`'s enrolment (a lost device) on an administrator's proof. Added after
+    /// the seam was fixed: the default refuses, so that implementations without it build.
+    fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
+        let _ = (proof, user);
+        Err(AuthorityError::Refused(PimError::Conflict(
+            "this authority cannot reset an enrolment".into(),
+        )))
+    }
 }
 
 /// Blocks up to `timeout` for a NOTIFY on `pim_wake` (its own connection); Ok(true) if woken.
@@ -459,6 +467,14 @@ impl Authority for PgAuthority {
 
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
         decode(self.call_json("SELECT pim_api.hosts()", &[])?)
+    }
+
+    fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
+        self.call_json(
+            "SELECT pim_api.mfa_reset($1, $2, $3)",
+            &[&proof.actor, &proof.code, &user],
+        )
+        .map(drop)
     }
 }
 

@@ -580,6 +580,28 @@ BEGIN
 END
 $$;
 
+-- An administrator removes `who`'s enrolment (a lost device): the user enrols again.
+CREATE OR REPLACE FUNCTION pim_api.mfa_reset(actor text, code text, who text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    refused jsonb;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    IF NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who) THEN
+        PERFORM pim.refuse('PM008', format('%s has no enrolment', who));
+    END IF;
+    refused := pim.admin_proof(actor, code, h.name);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    DELETE FROM pim.mfa WHERE "user" = who;
+    PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success', 'enrolment removed');
+    RETURN '{}';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pim_api.mfa_enrolled(who text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$

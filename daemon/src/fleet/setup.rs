@@ -36,7 +36,8 @@ pub struct SetupArgs {
     pub conninfo: String,
     pub policy: Option<PathBuf>,
     pub add_host: Option<String>,
-    pub tags: Vec<String>,
+    /// `None`: not given (a host already there keeps its tags).
+    pub tags: Option<Vec<String>>,
 }
 
 /// The arguments after `--fleet-setup`.
@@ -51,9 +52,8 @@ pub fn parse_args(args: &[String]) -> Result<SetupArgs, String> {
         conninfo,
         policy: None,
         add_host: None,
-        tags: Vec::new(),
+        tags: None,
     };
-    let mut tags_given = false;
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
             args.next()
@@ -64,13 +64,9 @@ pub fn parse_args(args: &[String]) -> Result<SetupArgs, String> {
             "--policy" => parsed.policy = Some(PathBuf::from(value("a file")?)),
             "--add-host" => parsed.add_host = Some(value("a host name")?),
             "--tags" => {
-                tags_given = true;
-                parsed.tags = value("a comma-separated list of tags")?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect();
+                let list = value("a comma-separated list of tags")?;
+                let tags = list.split(',').map(str::trim).filter(|t| !t.is_empty());
+                parsed.tags = Some(tags.map(String::from).collect());
             }
             other => {
                 return Err(format!(
@@ -80,7 +76,7 @@ pub fn parse_args(args: &[String]) -> Result<SetupArgs, String> {
             }
         }
     }
-    if tags_given && parsed.add_host.is_none() {
+    if parsed.tags.is_some() && parsed.add_host.is_none() {
         return Err("--tags goes with --add-host NAME".into());
     }
     Ok(parsed)
@@ -170,22 +166,32 @@ fn setup(args: &SetupArgs) -> Result<Vec<String>, String> {
     }
 
     if let Some(name) = &args.add_host {
-        let updated = tx
-            .execute(
-                "UPDATE pim.hosts SET tags = pim.check_names('a tag', $2) WHERE name = $1",
-                &[name, &args.tags],
-            )
-            .map_err(db)?;
-        if updated == 1 {
+        let exists = tx
+            .query_opt("SELECT FROM pim.hosts WHERE name = $1", &[name])
+            .map_err(db)?
+            .is_some();
+        if exists {
+            if let Some(tags) = &args.tags {
+                tx.execute(
+                    "UPDATE pim.hosts SET tags = pim.check_names('a tag', $2) WHERE name = $1",
+                    &[name, tags],
+                )
+                .map_err(db)?;
+            }
+            let tags: Vec<String> = tx
+                .query_one("SELECT tags FROM pim.hosts WHERE name = $1", &[name])
+                .map_err(db)?
+                .get(0);
             report.push(format!(
-                "host {name} is already in the fleet; its tags are now [{}] and its password is unchanged",
-                args.tags.join(",")
+                "host {name} is already in the fleet (tags [{}]); its password is unchanged",
+                tags.join(",")
             ));
         } else {
+            let tags = args.tags.clone().unwrap_or_default();
             let password: String = tx
                 .query_one(
                     "SELECT pim.create_host($1, $2, $3, $3)",
-                    &[name, &args.tags, &SETUP_ACTOR],
+                    &[name, &tags, &SETUP_ACTOR],
                 )
                 .map_err(db)?
                 .get(0);

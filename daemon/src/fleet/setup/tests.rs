@@ -22,7 +22,7 @@ fn given_setup_arguments_then_they_are_read() {
             conninfo: "host=/run/pg user=postgres".into(),
             policy: Some(PathBuf::from("/etc/pim/policy.toml")),
             add_host: Some("web7".into()),
-            tags: vec!["db".into(), "web".into()],
+            tags: Some(vec!["db".into(), "web".into()]),
         }
     );
 }
