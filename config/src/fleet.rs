@@ -233,7 +233,9 @@ fn check_conninfo(conninfo: &str) -> Result<(), String> {
     }
     text::check("the connection string", conninfo, MAX_CONNINFO_BYTES)?;
     let lower = conninfo.to_ascii_lowercase();
-    if lower.trim_start().starts_with("postgres://") || lower.trim_start().starts_with("postgresql://") {
+    if lower.trim_start().starts_with("postgres://")
+        || lower.trim_start().starts_with("postgresql://")
+    {
         return Err(
             "is a URL; write it in libpq's key=value form, e.g. \"host=db.example dbname=pim \
              user=pim_host_web7 passfile=/etc/pim/pgpass\""

@@ -89,7 +89,10 @@ fn given_a_fleet_without_database_then_it_is_an_error_naming_the_key() {
 
 #[test]
 fn given_a_password_in_the_connection_string_then_it_is_refused_for_a_passfile() {
-    for conninfo in ["host=db dbname=pim password=secret", "host=db password = secret"] {
+    for conninfo in [
+        "host=db dbname=pim password=secret",
+        "host=db password = secret",
+    ] {
         let (config, problems) = host_file(&format!("[fleet]\ndatabase = \"{conninfo}\"\n"));
         assert!(config.is_none(), "{conninfo}");
         let errors = errors(&problems);
@@ -107,7 +110,10 @@ fn given_a_url_then_it_is_refused_for_the_key_value_form() {
     let (config, problems) = host_file("[fleet]\ndatabase = \"postgresql://web7:secret@db/pim\"\n");
     assert!(config.is_none());
     let errors = errors(&problems);
-    assert!(errors[0].contains("fleet.database: is a URL; write it in libpq's key=value form"), "{errors:?}");
+    assert!(
+        errors[0].contains("fleet.database: is a URL; write it in libpq's key=value form"),
+        "{errors:?}"
+    );
 }
 
 #[test]
