@@ -12,7 +12,6 @@ mod access;
 mod accounts;
 mod clock;
 mod ending;
-#[allow(dead_code)] // used by the fleet manager paths (branch fleetd)
 mod fleet;
 mod manager;
 mod mfa;

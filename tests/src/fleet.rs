@@ -368,16 +368,16 @@ fn cable(db: &Postgres, host: &FleetHost) {
         .assert_success();
 }
 
-/// The password `pimd --fleet-setup --add-host` printed: the last word of its last non-empty
-/// line of stdout.
+/// The password `pimd --fleet-setup --add-host` printed: the word after "password" in
+/// "host NAME added: database login LOGIN, password PASSWORD (shown once: ...)".
 #[track_caller]
 fn printed_password(out: &Output) -> String {
-    out.stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| l.split_whitespace().last())
-        .map(str::to_string)
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == "password")
+        .map(|w| w[1].trim_end_matches([',', ')', ';']).to_string())
+        .filter(|p| !p.is_empty())
         .unwrap_or_else(|| panic!("no password printed:\n{out}"))
 }
 

@@ -267,6 +267,21 @@ printf '%s' "$2" >"$4/pg_hba.conf""#;
         self.start_server();
     }
 
+    /// Lets every role log in over 127.0.0.1 without a password, and reloads. For
+    /// `scripts/bench-fleet`'s simulated hosts only, which connect from the database's own
+    /// namespace: their login stays their own (what the functions go by), and thousands of
+    /// scram-sha-256 logins (thousands of hashes each in the debug client) stay out of what
+    /// is measured.
+    #[track_caller]
+    pub fn trust_loopback(&self) {
+        let script = r#"set -e
+{ echo 'host all all 127.0.0.1/32 trust'; cat "$1/pg_hba.conf"; } >"$1/pg_hba.conf.new"
+mv "$1/pg_hba.conf.new" "$1/pg_hba.conf""#;
+        self.run_as("postgres", &["bash", "-c", script, "bash", DATA_DIR])
+            .assert_success();
+        self.admin_sql("SELECT pg_reload_conf()");
+    }
+
     /// True when the server accepts connections (`pg_isready` on the socket).
     pub fn is_ready(&self) -> bool {
         self.run_as(

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use pim_e2e::fleet::{Fleet, HostSpec};
-use pim_e2e::{Authenticator, Output, Sandbox};
+use pim_e2e::{Authenticator, Output, Sandbox, CONFIG_PATH};
 use serde_json::Value;
 
 /// Generous limit for what a wake-up should bring at once (it returns as soon as it does).
@@ -175,6 +175,86 @@ fn sudo_with_groups(sb: &Sandbox, user: &str, groups: &[&str]) -> Output {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn given_the_bootstrap_then_each_host_logs_in_as_itself_and_setup_runs_again_safely() {
+    let fleet = Fleet::start(&three_hosts());
+    for user in USERS {
+        fleet.add_user(user, &[]);
+    }
+    for group in ["ops", "ops2", "dbops"] {
+        fleet.add_group(group);
+    }
+    fleet.setup(POLICY, "10m");
+    // Each host's pim.toml passes the checker, and its login (from its root-only pgpass, as
+    // pimd reads it) is its own: the database names it.
+    for host in &fleet.hosts {
+        host.sb
+            .run("root", &["pimd", "--check-config", "--config", CONFIG_PATH])
+            .assert_success();
+        let (login, _) = host.login();
+        let by_passfile = format!(
+            "host={} port=5432 dbname=pim user={login} passfile={}",
+            fleet.db.address(),
+            pim_e2e::fleet::PGPASS_PATH
+        );
+        let snapshot = host.psql(&by_passfile, "SELECT pim_api.snapshot(0) ->> 'host'");
+        assert_eq!(snapshot.assert_success().stdout_trimmed(), host.name);
+    }
+    let tags = fleet
+        .db
+        .admin_sql("SELECT name || ':' || array_to_string(tags, ',') FROM pim.hosts ORDER BY name");
+    assert_eq!(tags.trim(), "db1:db\ndb2:db\nweb1:web");
+    // Setup again (an upgrade): nothing changes, the policy is not stored twice, a host
+    // already there keeps its password.
+    let first = &fleet.hosts[0].sb;
+    let admin = fleet.db.admin_conninfo_tcp();
+    let policy_path = pim_e2e::fleet::POLICY_PATH;
+    for argv in [
+        vec!["pimd", "--fleet-setup", &admin, "--policy", policy_path],
+        vec![
+            "pimd",
+            "--fleet-setup",
+            &admin,
+            "--add-host",
+            "db1",
+            "--tags",
+            "db",
+        ],
+    ] {
+        first.run("root", &argv).assert_success();
+    }
+    assert_eq!(
+        fleet
+            .db
+            .admin_sql("SELECT count(*) FROM pim.policies")
+            .trim(),
+        "1"
+    );
+    let db1 = fleet.host("db1");
+    db1.psql(&db1.conninfo(&fleet.db), "SELECT 1")
+        .assert_success();
+    // A host's own login is no administrator: it cannot run the setup.
+    first
+        .run(
+            "root",
+            &[
+                "pimd",
+                "--fleet-setup",
+                &fleet.hosts[0].conninfo(&fleet.db),
+                "--policy",
+                policy_path,
+            ],
+        )
+        .assert_failure();
+    assert_eq!(
+        fleet
+            .db
+            .admin_sql("SELECT count(*) FROM pim.policies")
+            .trim(),
+        "1"
+    );
+}
 
 #[test]
 fn given_an_approval_on_one_host_then_every_in_scope_host_grants_and_no_other() {

@@ -258,17 +258,3 @@ fn end_where(f: &mut FakeFleet, which: impl Fn(&FleetGrant) -> bool) -> Vec<i64>
     f.grants.retain(|g| !which(g));
     ended
 }
-
-/// A wake-up that is told when to fire.
-#[derive(Clone, Default)]
-pub struct FakeWakeup(pub Arc<Mutex<Vec<Result<bool, String>>>>);
-
-impl Wakeup for FakeWakeup {
-    fn wait(&mut self, _timeout: std::time::Duration) -> Result<bool, AuthorityError> {
-        match self.0.lock().unwrap().pop() {
-            Some(Ok(woken)) => Ok(woken),
-            Some(Err(why)) => Err(AuthorityError::Unreachable(why)),
-            None => Ok(false),
-        }
-    }
-}

@@ -98,12 +98,6 @@ pub struct Plan {
     pub ignored: Vec<(FleetGrant, String)>,
 }
 
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.start.is_empty() && self.end.is_empty() && self.moved.is_empty()
-    }
-}
-
 /// What to do at `now` with the local grants `mirrored` (each with its fleet id): with a
 /// snapshot (`Some`), the mirror is made to equal it while the host is fresh; without one
 /// (the authority did not answer), nothing starts, a stale host ends every mirrored grant and

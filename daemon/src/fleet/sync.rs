@@ -6,7 +6,8 @@
 //! the spool), never while it waits for the network: PAM checks (which take no lock of the
 //! manager's at all), expiry and calls go on whatever the database does.
 
-use super::authority::{Authority, AuthorityError, Wakeup};
+use super::authority::{Authority, AuthorityError, PgAuthority, Wakeup};
+use super::conninfo::ConnInfo;
 use crate::manager::{Connector, Manager, Mirrored};
 use pim_common::PimError;
 use std::sync::Arc;
@@ -186,6 +187,16 @@ pub fn round(
         }
     }
     Ok(report)
+}
+
+/// Connections to the fleet's PostgreSQL, as `[fleet] database` names it (each connects on
+/// its first call, so pimd starts and enforces its mirror while the database is down).
+pub struct PgConnector(pub ConnInfo);
+
+impl Connector for PgConnector {
+    fn connect(&self) -> Result<Box<dyn Authority>, AuthorityError> {
+        Ok(Box::new(PgAuthority::new(self.0.clone())))
+    }
 }
 
 /// The sync thread: a round, then a wait for a NOTIFY (on its own connection) until the

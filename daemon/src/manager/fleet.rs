@@ -14,8 +14,9 @@ use crate::fleet::authority::{
     self as fa, Activated, AdminProof, Authority, AuthorityError, Decided, Decision, FleetGrant,
     FleetRequest, HostInfo, Snapshot,
 };
-use crate::fleet::mirror::{self, EndWhy, Stale};
+use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
+use pim_common::types::FleetHostInfo;
 use std::collections::BTreeSet;
 
 /// Opens connections to the fleet's authority: the PostgreSQL one in pimd, a fake in tests.
@@ -136,6 +137,16 @@ fn fleet_request_info(r: &FleetRequest, group: &str) -> RequestInfo {
         approvals_required: r.approvals_required,
         // The database counts approvals; their names stay in its audit.
         approved_by: vec![String::new(); r.approvals as usize],
+    }
+}
+
+fn fleet_host_info(h: &HostInfo) -> FleetHostInfo {
+    FleetHostInfo {
+        name: h.name.clone(),
+        tags: h.tags.clone(),
+        last_seen: h.last_seen.unwrap_or(0),
+        last_sync: h.last_sync.unwrap_or(0),
+        skew_ms: h.skew_ms.unwrap_or(0),
     }
 }
 
@@ -340,6 +351,33 @@ impl Manager {
             }
             Err(e) => self.refused(&audit, e),
         }
+    }
+
+    /// `pim activate ROLE --host H`: only in fleet mode.
+    #[allow(clippy::too_many_arguments)]
+    pub fn activate_on_host(
+        &mut self,
+        caller: &Caller,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+        host: &str,
+    ) -> Result<ActivateReply, PimError> {
+        if !self.in_fleet() {
+            let audit = Audit::new(&caller.name, AuditAction::Activate)
+                .about(&caller.name, name_or_empty(role));
+            return self.refused(
+                &audit,
+                PimError::InvalidArgument(
+                    "--host narrows a grant to one host of a fleet; this host is not in a fleet,                      so leave --host out"
+                        .into(),
+                ),
+            );
+        }
+        let only_host = (!host.is_empty()).then_some(host);
+        self.fleet_activate(caller, role, duration_secs, reason, ticket, code, only_host)
     }
 
     /// A snapshot right after a change this host asked for, so that the caller's answer
@@ -576,7 +614,7 @@ impl Manager {
     }
 
     /// `pim admin hosts`: the fleet's hosts, for admins and auditors of the policy.
-    pub fn fleet_hosts(&mut self, caller: &Caller) -> Result<Vec<HostInfo>, PimError> {
+    pub fn fleet_hosts(&mut self, caller: &Caller) -> Result<Vec<FleetHostInfo>, PimError> {
         let audit = Audit::new(&caller.name, AuditAction::FleetHosts).about(&caller.name, "");
         if !self.in_fleet() {
             return self.refused(&audit, not_a_fleet_host());
@@ -590,7 +628,7 @@ impl Manager {
             );
         }
         match self.on_authority(|a| a.hosts()) {
-            Ok(hosts) => Ok(hosts),
+            Ok(hosts) => Ok(hosts.iter().map(fleet_host_info).collect()),
             Err(e) => self.refused(&audit, e),
         }
     }
@@ -939,17 +977,8 @@ impl Manager {
 
     /// Records that the local audit up to `through` is in the fleet's.
     pub fn audit_shipped(&mut self, through: i64) -> Result<(), PimError> {
-        Ok(self.store.write(|tx| tx.set_audit_shipped(through))?.0)
-    }
-
-    /// Whether fleet grants count now (`Err`: why not), for `pim admin hosts` and tests.
-    pub fn fleet_freshness(&mut self) -> Result<Result<(), Stale>, PimError> {
-        let max_staleness = self
-            .fleet
-            .as_ref()
-            .map_or(pim_config::DEFAULT_MAX_STALENESS_SECS, |f| f.max_staleness);
-        let sync = self.store.read(|tx| tx.fleet_sync())?;
-        Ok(mirror::freshness(sync.as_ref(), self.now(), max_staleness))
+        self.store.write(|tx| tx.set_audit_shipped(through))?;
+        Ok(())
     }
 }
 

@@ -9,17 +9,17 @@
 //! 2. **Database load** with `--simulated M` (default 2,000) simulated hosts, each a
 //!    connection of its own login that `LISTEN`s on `pim_wake` and calls
 //!    `pim_api.snapshot()` every 30 s (first call at a random point of the first 30 s) and on
-//!    every wake, for `--window S` seconds (default 240), beside one real host: the
+//!    every wake, for `--window S` seconds (default 240), beside one real host's login: the
 //!    PostgreSQL processes' CPU and memory over a minute at rest (periodic snapshots only)
-//!    and, for grants made on the real host every 15 s after that, the time from the grant's
-//!    commit to its presence in each simulated host's snapshot.
+//!    and, for grants made through the real host's login every 15 s after that
+//!    (`pim_api.activate`, as its pimd calls it), the time from the grant's commit to its
+//!    presence in each simulated host's snapshot.
 //!
 //! Both use the debug binaries the end-to-end suite uses (`cargo build --workspace`).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,9 +30,11 @@ use pim_e2e::fleet::{Fleet, HostSpec};
 use pim_e2e::Authenticator;
 use postgres::fallible_iterator::FallibleIterator;
 
-const REASON: &str = "benchmark the fleet's propagation";
+const REASON: &str = "benchmark the propagation of grants";
 const APPROVERS: usize = 10;
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+/// Simulated hosts logging in at the same time.
+const CONNECTING_AT_ONCE: usize = 4;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -174,7 +176,6 @@ fn propagation(hosts: usize, rounds: usize) {
             .join(", ")
     );
     fleet.setup(&policy, "10m");
-    fleet.start_pimds();
     let filer = &fleet.hosts[0].sb;
     let decider = &fleet.hosts[1].sb;
     let mut phones: Vec<Authenticator> = approvers.iter().map(|a| decider.enroll_mfa(a)).collect();
@@ -316,28 +317,20 @@ fn database_load(simulated: usize, window: u64) {
     fleet.add_group("ops");
     fleet.add_user("alice", &[]);
     fleet.setup(
-        "[roles.ops]\ngroup = \"ops\"\nhosts = [\"tag:db\"]\neligible = [\"alice\"]\n\
+        "[daemon]\nadmins = [\"alice\"]\n\n[roles.ops]\ngroup = \"ops\"\nhosts = [\"tag:db\"]\neligible = [\"alice\"]\n\
          require_mfa = false\nrequire_approval = false\nmax_duration = \"1h\"\n",
         "10m",
     );
-    fleet.start_pimds();
     say("creating the simulated hosts' logins");
     let logins = fleet.db.admin_sql(&format!(
-        "SELECT 'pim_host_' || name, pim.create_host(name, ARRAY['db'], 'bench', 'bench') \
+        "SELECT 'pim_host_' || name FROM (SELECT name, \
+             pim.create_host(name, ARRAY['db'], 'bench', 'bench') \
          FROM (SELECT 'sim' || lpad(i::text, 4, '0') AS name \
-               FROM generate_series(1, {simulated}) i) s"
+               FROM generate_series(1, {simulated}) i) s) made"
     ));
+    fleet.db.trust_loopback();
     let credentials = std::env::temp_dir().join(format!("pim-bench-fleet-{}", std::process::id()));
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&credentials)
-            .expect("credentials file");
-        f.write_all(logins.as_bytes()).unwrap();
-    }
+    fs::write(&credentials, logins).expect("the list of logins");
     // The simulator runs in the database's network namespace (its address is there).
     let sim = Command::new("nsenter")
         .arg("--target")
@@ -346,15 +339,14 @@ fn database_load(simulated: usize, window: u64) {
         .arg(std::env::current_exe().unwrap())
         .arg("simulate")
         .arg(&credentials)
-        .arg(fleet.db.address())
+        .arg("127.0.0.1")
         .arg(window.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .expect("cannot start the simulator");
-    let sim_started = Instant::now();
     fleet.db.wait_until(
         "every simulated host to connect",
-        Duration::from_secs(60),
+        Duration::from_secs(900),
         || {
             fleet
                 .db
@@ -367,6 +359,7 @@ fn database_load(simulated: usize, window: u64) {
                 >= simulated
         },
     );
+    let sim_started = Instant::now();
     // One period for every simulated host's first snapshot, then two at rest.
     thread::sleep(SNAPSHOT_EVERY);
     let (cpu0, _) = namespace_usage(fleet.db.host_pid());
@@ -374,24 +367,25 @@ fn database_load(simulated: usize, window: u64) {
     thread::sleep(SNAPSHOT_EVERY * 2);
     let (cpu1, pss) = namespace_usage(fleet.db.host_pid());
     let rest = rest_started.elapsed().as_secs_f64();
-    // Then grants, each waking every simulated host, until 20 s before the end.
-    let real = &fleet.hosts[0].sb;
+    // Then grants, each waking every simulated host, until 35 s before the end: made by the
+    // real host's login through pim_api.activate, as its pimd would.
+    let real = &fleet.hosts[0];
+    let real_login = real.conninfo(&fleet.db);
     let mut grants = Vec::new();
     while sim_started.elapsed() + Duration::from_secs(35) < Duration::from_secs(window) {
-        real.run(
-            "alice",
-            &["pim", "activate", "ops", "-d", "10m", "-r", REASON],
-        )
-        .assert_success();
-        let id: i64 = fleet
-            .db
-            .admin_sql("SELECT max(id) FROM pim.grants WHERE \"user\" = 'alice'")
-            .trim()
+        let made = real.psql(
+            &real_login,
+            "SELECT pim_api.activate('alice', ARRAY[]::text[], 'ops', 600, \
+             'benchmark the database load', '', '', NULL) -> 'granted' ->> 'id'",
+        );
+        let id: i64 = made
+            .assert_success()
+            .stdout_trimmed()
             .parse()
-            .unwrap();
+            .unwrap_or_else(|_| panic!("pim_api.activate made no grant:\n{made}"));
         grants.push((id, commit_time(&fleet, &format!("id = {id}"))));
         thread::sleep(Duration::from_secs(10));
-        real.run("alice", &["pim", "deactivate", "ops"])
+        real.psql(&real_login, "SELECT pim_api.deactivate('alice', 'ops')")
             .assert_success();
         thread::sleep(Duration::from_secs(5));
     }
@@ -452,35 +446,64 @@ struct Stats {
     failures: usize,
 }
 
-/// `bench_fleet simulate CREDENTIALS ADDRESS SECONDS`: one thread a simulated host, each
-/// with its own login; prints a JSON report on stdout.
+/// `bench_fleet simulate LOGINS ADDRESS SECONDS`: one thread a simulated host, each with
+/// its own login (one a line in the file LOGINS; no password: see
+/// [`pim_e2e::postgres::Postgres::trust_loopback`]), for SECONDS once all are connected; prints a JSON report on stdout.
 fn simulate(args: &[String]) {
     let [credentials, address, seconds] = args else {
-        usage("simulate CREDENTIALS ADDRESS SECONDS")
+        usage("simulate LOGINS ADDRESS SECONDS")
     };
     let window = Duration::from_secs(seconds.parse().unwrap_or_else(|_| usage("SECONDS")));
-    let logins: Vec<(String, String)> = fs::read_to_string(credentials)
-        .expect("credentials")
+    let logins: Vec<String> = fs::read_to_string(credentials)
+        .expect("the list of logins")
         .lines()
-        .filter_map(|l| l.split_once('|'))
-        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .map(str::to_string)
         .collect();
     let stats = Arc::new(Mutex::new(Stats::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    // Logins a few at a time: scram-sha-256 costs both sides thousands of hashes, and
+    // PostgreSQL drops a login that takes longer than authentication_timeout.
+    let connecting = Instant::now();
+    let next_login = std::sync::atomic::AtomicUsize::new(0);
+    let clients: Mutex<Vec<postgres::Client>> = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..CONNECTING_AT_ONCE {
+            s.spawn(|| loop {
+                let i = next_login.fetch_add(1, Ordering::Relaxed);
+                let Some(user) = logins.get(i) else {
+                    break;
+                };
+                let conninfo =
+                    format!("host={address} port=5432 dbname=pim user={user} connect_timeout=30");
+                let client = postgres::Client::connect(&conninfo, postgres::NoTls)
+                    .and_then(|mut c| c.batch_execute("LISTEN pim_wake").map(|()| c));
+                match client {
+                    Ok(c) => clients.lock().unwrap().push(c),
+                    Err(e) => {
+                        eprintln!("simulated host {user}: cannot connect: {e}");
+                        stats.lock().unwrap().failures += 1;
+                    }
+                }
+            });
+        }
+    });
+    let clients = clients.into_inner().unwrap();
+    eprintln!(
+        "bench-fleet: {} simulated hosts connected in {:.1} s",
+        clients.len(),
+        connecting.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
-    let n = logins.len();
+    let n = clients.len();
     let mut threads = Vec::new();
-    for (i, (user, password)) in logins.into_iter().enumerate() {
+    for (i, client) in clients.into_iter().enumerate() {
         let stats = Arc::clone(&stats);
         let stop = Arc::clone(&stop);
-        let conninfo = format!(
-            "host={address} port=5432 dbname=pim user={user} password={password} connect_timeout=30"
-        );
         // First periodic snapshot spread over the first period.
         let offset = SNAPSHOT_EVERY.mul_f64(i as f64 / n as f64);
         let t = thread::Builder::new()
             .stack_size(256 * 1024)
-            .spawn(move || simulated_host(&conninfo, offset, &stats, &stop))
+            .spawn(move || simulated_host(client, offset, &stats, &stop))
             .expect("a thread");
         threads.push(t);
     }
@@ -500,19 +523,12 @@ fn simulate(args: &[String]) {
     println!("{report}");
 }
 
-fn simulated_host(conninfo: &str, offset: Duration, stats: &Mutex<Stats>, stop: &AtomicBool) {
-    let mut client = match postgres::Client::connect(conninfo, postgres::NoTls) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("simulated host: cannot connect: {e}");
-            stats.lock().unwrap().failures += 1;
-            return;
-        }
-    };
-    if client.batch_execute("LISTEN pim_wake").is_err() {
-        stats.lock().unwrap().failures += 1;
-        return;
-    }
+fn simulated_host(
+    mut client: postgres::Client,
+    offset: Duration,
+    stats: &Mutex<Stats>,
+    stop: &AtomicBool,
+) {
     let mut seen: Vec<i64> = Vec::new();
     let mut next = Instant::now() + offset;
     while !stop.load(Ordering::Relaxed) {
