@@ -83,7 +83,7 @@ fn three_hosts() -> Vec<HostSpec> {
 }
 
 /// A fleet of `specs` with `users` (and USERS) on every host, groups ops, ops2 and dbops,
-/// sudo gated by pam_pim (groups sudo and ops), set up with [`POLICY`] and `max_staleness`,
+/// sudo for members of sudo and of ops, gated by pam_pim (groups sudo and ops), set up with [`POLICY`] and `max_staleness`,
 /// pimd running everywhere.
 fn fleet_with(specs: &[HostSpec], users: &[&str], max_staleness: &str) -> Fleet {
     let fleet = Fleet::start(specs);
@@ -93,7 +93,15 @@ fn fleet_with(specs: &[HostSpec], users: &[&str], max_staleness: &str) -> Fleet 
     for user in USERS.iter().chain(users) {
         fleet.add_user(user, &[]);
     }
-    fleet.on_every_host(|h| h.sb.setup_sudo(Some("groups=sudo,ops")));
+    fleet.on_every_host(|h| {
+        h.sb.setup_sudo(Some("groups=sudo,ops"));
+        // ops is a gated group of its own: its members may sudo too, while a grant holds.
+        h.sb.write_file(
+            "/etc/sudoers.d/pim-e2e-ops",
+            "%ops ALL=(ALL:ALL) NOPASSWD: ALL\n",
+            0o440,
+        );
+    });
     fleet.setup(POLICY, max_staleness);
     fleet.start_pimds();
     fleet
@@ -410,25 +418,56 @@ fn given_the_same_code_from_two_hosts_at_once_then_it_is_accepted_exactly_once_m
 }
 
 #[test]
-fn given_a_deactivation_or_a_revocation_on_one_host_then_every_host_ends_the_grant() {
+fn given_a_deactivation_on_one_host_then_every_host_ends_the_grant() {
     let fleet = fleet_with(&three_hosts(), &[], "10m");
     let mut alice = fleet.sb("web1").enroll_mfa("alice");
-    let mut carol = fleet.sb("db1").enroll_mfa("carol");
     let everywhere = names(&fleet, &["web1", "db1", "db2"]);
 
     activate(fleet.sb("web1"), "alice", &mut alice, "ops", "30m").assert_success();
     fleet.wait_until("alice in ops everywhere", WAIT, || {
         hosts_with(&fleet, "alice", "ops") == everywhere
     });
+    for host in &fleet.hosts {
+        sudo_with_groups(&host.sb, "alice", &["ops"]).assert_success();
+    }
     pim(fleet.sb("db2"), "alice", &["deactivate", "ops"]).assert_success();
     fleet.wait_until("alice out of ops everywhere", WAIT, || {
         hosts_with(&fleet, "alice", "ops").is_empty()
     });
+    // A shell still carrying ops gets no sudo on any host.
+    for host in &fleet.hosts {
+        sudo_with_groups(&host.sb, "alice", &["ops"]).assert_failure();
+    }
+}
+
+#[test]
+fn given_a_revocation_on_one_host_then_every_host_ends_the_grant() {
+    let fleet = fleet_with(&three_hosts(), &[], "10m");
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut carol = fleet.sb("db1").enroll_mfa("carol");
+    let everywhere = names(&fleet, &["web1", "db1", "db2"]);
 
     activate(fleet.sb("db1"), "alice", &mut alice, "ops", "30m").assert_success();
-    fleet.wait_until("alice in ops everywhere again", WAIT, || {
+    fleet.wait_until("alice in ops everywhere", WAIT, || {
         hosts_with(&fleet, "alice", "ops") == everywhere
     });
+    // The database checks the admin's code: without one, or with bob's, nothing ends.
+    pim(
+        fleet.sb("web1"),
+        "bob",
+        &[
+            "admin",
+            "revoke",
+            "alice",
+            "ops",
+            "-r",
+            "not mine to end",
+            "--code",
+            "123456",
+        ],
+    )
+    .assert_failure();
+    assert_eq!(hosts_with(&fleet, "alice", "ops"), everywhere);
     let code = carol.next_code(fleet.sb("web1"));
     pim(
         fleet.sb("web1"),
@@ -450,9 +489,8 @@ fn given_a_deactivation_or_a_revocation_on_one_host_then_every_host_ends_the_gra
         WAIT,
         || hosts_with(&fleet, "alice", "ops").is_empty(),
     );
-    // A stale shell still carrying ops gets no sudo on any host.
     for host in &fleet.hosts {
-        sudo_with_groups(&host.sb, "alice", &["sudo", "ops"]).assert_failure();
+        sudo_with_groups(&host.sb, "alice", &["ops"]).assert_failure();
     }
 }
 
@@ -477,6 +515,8 @@ fn given_a_cut_host_then_it_fails_closed_and_catches_up_and_ships_its_audit_on_r
             .all(|h| h.sb.is_member("alice", "sudo") && h.sb.is_member("alice", "ops"))
     });
 
+    sudo_with_groups(fleet.sb("web2"), "alice", &["ops"]).assert_success();
+    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_success();
     fleet.link_down("web2");
     let cut_at = db_now(&fleet);
 
@@ -490,7 +530,7 @@ fn given_a_cut_host_then_it_fails_closed_and_catches_up_and_ships_its_audit_on_r
     fleet.wait_until("alice's ops to end on web2 while cut", SLOW_WAIT, || {
         !fleet.sb("web2").is_member("alice", "ops")
     });
-    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo", "ops"]).assert_failure();
+    sudo_with_groups(fleet.sb("web2"), "alice", &["ops"]).assert_failure();
 
     // Meanwhile bob's new grant reaches web1 only.
     activate(fleet.sb("web1"), "bob", &mut bob, "ops", "30m").assert_success();

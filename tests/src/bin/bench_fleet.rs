@@ -176,6 +176,7 @@ fn propagation(hosts: usize, rounds: usize) {
             .join(", ")
     );
     fleet.setup(&policy, "10m");
+    fleet.start_pimds();
     let filer = &fleet.hosts[0].sb;
     let decider = &fleet.hosts[1].sb;
     let mut phones: Vec<Authenticator> = approvers.iter().map(|a| decider.enroll_mfa(a)).collect();
