@@ -6,6 +6,7 @@ mod commands;
 mod csv;
 mod doctor;
 mod error;
+mod fleet;
 mod input;
 mod output;
 mod reviews;

@@ -123,6 +123,8 @@ vocabulary! {
         AdminRevoke = "admin-revoke",
         AdminUnassign = "admin-unassign",
         Approve = "approve",
+        /// An assignment's end brought within its role's cap, lowered since it was made.
+        AssignmentCapped = "assignment-capped",
         /// The notice 14 days or 1 day before an assignment's end.
         AssignmentNotice = "assignment-notice",
         /// The caller's assignments read (`pim status`).

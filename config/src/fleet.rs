@@ -233,15 +233,19 @@ fn check_conninfo(conninfo: &str) -> Result<(), String> {
     }
     text::check("the connection string", conninfo, MAX_CONNINFO_BYTES)?;
     let lower = conninfo.to_ascii_lowercase();
-    // `password = x` (key/value form) or postgresql://user:secret@host/... (URI form).
-    let key_value = lower
-        .split(|c: char| c.is_whitespace() || c == '=' || c == '&' || c == '?')
+    if lower.trim_start().starts_with("postgres://")
+        || lower.trim_start().starts_with("postgresql://")
+    {
+        return Err(
+            "is a URL; write it in libpq's key=value form, e.g. \"host=db.example dbname=pim \
+             user=pim_host_web7 passfile=/etc/pim/pgpass\""
+                .into(),
+        );
+    }
+    // `password=x`, `password = x`.
+    let has_password = lower
+        .split(|c: char| c.is_whitespace() || c == '=')
         .any(|word| word == "password");
-    let uri_secret = lower
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-    let has_password = key_value || uri_secret;
     if has_password {
         return Err(
             "holds a password; keep it in a root-only pgpass file named by passfile=... (or \

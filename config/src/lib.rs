@@ -79,6 +79,8 @@ const OTHER_CAP: Cap = Cap {
 const DEFAULT_DATABASE: &str = "/var/lib/pim/pim.db";
 const DEFAULT_NOTIFY_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_CALLS_PER_MINUTE: u32 = 30;
+/// A one-off review shorter than an hour would apply its default before anyone could look.
+const DEFAULT_MIN_REVIEW_DURATION_SECS: u64 = 3600;
 /// More than this a minute is no longer a bound on a loop.
 const MAX_CALLS_PER_MINUTE: u32 = 10_000;
 const DEFAULT_ISSUER: &str = "pim";
@@ -104,6 +106,7 @@ const DAEMON_KEYS: &[&str] = &[
     "notify_command",
     "notify_timeout",
     "calls_per_minute",
+    "min_review_duration",
 ];
 const MFA_KEYS: &[&str] = &["issuer", "max_failures", "failure_window", "lockout"];
 
@@ -149,6 +152,9 @@ pub struct DaemonConfig {
     pub notify_timeout_secs: u64,
     /// Writing calls of one kind one user may make a minute (see `throttle`).
     pub calls_per_minute: u32,
+    /// The shortest one-off access review one may start with `--duration`: reviewers (and
+    /// the reviewed) get at least this long before its default applies.
+    pub min_review_duration_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1024,6 +1030,7 @@ impl Checker<'_> {
         let notify_command = self.command(s, "notify_command");
         let notify_timeout = self.duration(s, "notify_timeout", &OTHER_CAP);
         let calls_per_minute = self.integer(s, "calls_per_minute", 1..=MAX_CALLS_PER_MINUTE);
+        let min_review_duration = self.duration(s, "min_review_duration", &OTHER_CAP);
         DaemonConfig {
             database: PathBuf::from(
                 value_or(&database, DEFAULT_DATABASE.to_string()).unwrap_or_default(),
@@ -1035,6 +1042,11 @@ impl Checker<'_> {
                 .unwrap_or_default(),
             calls_per_minute: value_or(&calls_per_minute, DEFAULT_CALLS_PER_MINUTE)
                 .unwrap_or_default(),
+            min_review_duration_secs: value_or(
+                &min_review_duration,
+                DEFAULT_MIN_REVIEW_DURATION_SECS,
+            )
+            .unwrap_or_default(),
         }
     }
 
@@ -1660,6 +1672,21 @@ request_ttl = "24h"              # an undecided request expires after this
                 (problem.key.as_str(), problem.line),
                 ("daemon.calls_per_minute", Some(2)),
                 "{problem}"
+            );
+        }
+    }
+
+    #[test]
+    fn given_min_review_duration_then_read_defaulting_to_an_hour_and_bounded() {
+        let (config, _) = check("[daemon]\n");
+        assert_eq!(config.expect("valid").daemon.min_review_duration_secs, 3600);
+        let (config, _) = check("[daemon]\nmin_review_duration = \"30s\"\n");
+        assert_eq!(config.expect("valid").daemon.min_review_duration_secs, 30);
+        for bad in ["\"0s\"", "\"400d\"", "60"] {
+            let problem = one_error(&format!("[daemon]\nmin_review_duration = {bad}\n"));
+            assert_eq!(
+                problem.key, "daemon.min_review_duration",
+                "{bad}: {problem}"
             );
         }
     }

@@ -108,9 +108,10 @@ struct FleetVantage {
     fresh: Result<(), Stale>,
 }
 
-/// Whether a live grant still rests on what made it: its role, still of the grant's group,
-/// for which the user is still eligible or permanent. Reconciliation ends a grant that does
-/// not (audited); until it has, the answer must not wait for it, nor count on it.
+/// Whether a live grant still rests on what made it: its role, still of the grant's group;
+/// for the grant of an active assignment, that assignment, still pointing at it; and the
+/// user, still eligible or permanent. Reconciliation ends a grant that does not (audited);
+/// until it has, the answer must not wait for it, nor count on it.
 ///
 /// A grant that mirrors the fleet's rests on the fleet's decision instead of local
 /// eligibility (the database checked it), and counts only while the host is fresh
@@ -142,6 +143,10 @@ fn grant_stands(
         return Ok(true);
     }
     let assignment = tx.assignment(&grant.user, &role.name)?;
+    let marked = tx.grant_by_assignment(grant.id)?;
+    if !policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
+        return Ok(false);
+    }
     let suspended = tx.suspended(&grant.user, &role.name)?;
     let eligible = policy::eligibility(
         role,

@@ -47,6 +47,9 @@ pub struct Assignment {
     /// The notices of its end already sent, for its current end ([`NOTICE_14D`],
     /// [`NOTICE_1D`]); moving the end clears them.
     pub notices_sent: u32,
+    /// Which version of the assignment this is: the store gives every `put_assignment` a
+    /// number no version of any assignment had before (see `Renewal::revision`).
+    pub revision: i64,
 }
 
 /// [`Assignment::notices_sent`]: the notice 14 days before the end went out.
@@ -60,6 +63,9 @@ pub const NOTICE_1D: u32 = 2;
 pub struct Renewal {
     /// The new end; `None`: no end (only where the role's cap is "permanent").
     pub until: Option<i64>,
+    /// The revision of the assignment it was filed against: once the assignment changed
+    /// (re-assigned, its end moved, unassigned and assigned again), it is stale.
+    pub revision: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

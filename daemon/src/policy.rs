@@ -77,6 +77,19 @@ pub fn eligibility<E>(
     }
 }
 
+/// Whether grant `grant_id` may still run on the active assignment it was materialised from:
+/// a grant `marked` as an active assignment's stands only while the user's assignment to its
+/// role (`assignment`) is active and points at that very grant. Removed, replaced by an
+/// eligible one, or made again (a new assignment points at no grant until its own starts),
+/// the old grant stands on nothing. A grant no assignment made: yes.
+pub fn assignment_grant_holds(
+    grant_id: i64,
+    marked: bool,
+    assignment: Option<&Assignment>,
+) -> bool {
+    !marked || assignment.is_some_and(|a| a.active && a.grant_id == Some(grant_id))
+}
+
 /// The duration to grant: the role's default when none was asked for, refused above the cap.
 pub fn duration(role: &Role, requested_secs: u64) -> Result<u64, PimError> {
     if requested_secs == 0 {

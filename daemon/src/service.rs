@@ -130,6 +130,23 @@ fn bounded_copies<const N: usize>(
     Ok(arguments.map(|(_, value, _)| value.to_owned()))
 }
 
+/// [`bounded_copies`] for AdminReviewStart's list of reviewers, which the call borrows from
+/// the message: how many, then the length of each, and only then copies.
+fn bounded_reviewers(reviewers: &[&str]) -> Result<Vec<String>, PimError> {
+    if reviewers.len() > MAX_REVIEWERS {
+        return Err(PimError::InvalidArgument(format!(
+            "the reviewers name {} entries; at most {MAX_REVIEWERS} are allowed",
+            reviewers.len()
+        )));
+    }
+    for r in reviewers {
+        // "%" and a group name.
+        text::check_len("a reviewer", r, text::MAX_NAME_BYTES + 1)
+            .map_err(PimError::InvalidArgument)?;
+    }
+    Ok(reviewers.iter().map(|r| r.to_string()).collect())
+}
+
 /// An access denial for the audit.
 struct Denial {
     user: String,
@@ -1232,18 +1249,10 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         role: &str,
         duration_secs: u64,
-        reviewers: Vec<String>,
+        reviewers: Vec<&str>,
     ) -> Result<ReviewInfo, PimError> {
-        let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]).and_then(|[role]| {
-            if reviewers.len() > MAX_REVIEWERS {
-                return Err(PimError::InvalidArgument(format!(
-                    "at most {MAX_REVIEWERS} reviewers"
-                )));
-            }
-            for r in &reviewers {
-                text::check_len("a reviewer", r, text::MAX_NAME_BYTES + 1)
-                    .map_err(PimError::InvalidArgument)?;
-            }
+        let args = bounded_reviewers(&reviewers).and_then(|reviewers| {
+            let [role] = bounded_copies([("role", role, text::MAX_NAME_BYTES)])?;
             Ok((role, reviewers))
         });
         let reply = self
@@ -1886,6 +1895,25 @@ mod tests {
             bounded_copies([("code", "123456", text::MAX_CODE_BYTES)]),
             Ok(["123456".to_string()])
         );
+    }
+
+    #[test]
+    fn given_too_many_or_too_long_reviewers_then_refused_naming_the_bound_before_any_copy() {
+        let many = vec!["carol"; 100_000];
+        assert_eq!(
+            bounded_reviewers(&many),
+            Err(PimError::InvalidArgument(
+                "the reviewers name 100000 entries; at most 64 are allowed".into()
+            ))
+        );
+        let long = "x".repeat(1 << 20);
+        let m = match bounded_reviewers(&["owners", &long]) {
+            Err(PimError::InvalidArgument(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(m.starts_with("a reviewer is 1048576 bytes long"), "{m}");
+        let fine = vec!["%secops"; MAX_REVIEWERS];
+        assert_eq!(bounded_reviewers(&fine).unwrap().len(), MAX_REVIEWERS);
     }
 
     /// A refused activation by alice with `reason` and `detail`.

@@ -687,7 +687,7 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
     let alice = authority.enrolled("alice");
     let mut db1 = authority.host("db1", &passwords[0]);
     let step = now_step();
-    let normalized = r#"{"admins": ["root"], "roles": {}}"#;
+    let normalized = r#"{"admins": ["root", "ann"], "roles": {}}"#;
     let push = |client: &mut Client, actor: &str, code: &str| {
         call(
             client,
@@ -715,6 +715,23 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
         &[&code(&root, step + 1)],
     );
     assert_eq!(sqlstate(&orphan), "PM002", "{orphan:?}");
+    // A role whose require_mfa is missing would read as no MFA: refused.
+    let lax = call(
+        &mut db1,
+        "pim_api.push_policy('root', $1, 't', $2::text::jsonb)",
+        &[
+            &code(&root, step + 1),
+            &r#"{"admins": ["root"], "roles": {"x": {"group": "x", "hosts": [],
+                "eligible_users": ["alice"], "eligible_groups": [], "approver_users": [],
+                "approver_groups": [], "require_approval": false, "approvals_required": 1,
+                "max_duration_secs": 60, "request_ttl_secs": 60}}}"#,
+        ],
+    );
+    assert_eq!(sqlstate(&lax), "PM002", "{lax:?}");
+    assert!(
+        format!("{lax:?}").contains("lacks or mistypes require_mfa"),
+        "{lax:?}"
+    );
 
     // Adding a host takes the same proof; the new login works at once.
     let refused_add = call(
@@ -1190,4 +1207,41 @@ fn given_tls_modes_then_only_a_trusted_certificate_for_the_host_connects_when_ve
         );
     }
     assert_eq!(over_tls, 1);
+}
+
+#[test]
+fn given_a_call_stuck_behind_a_lock_then_it_ends_unreachable_within_the_statement_timeout() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let alice = authority.enrolled("alice");
+    let (mut db1, _) = authority.pimd_authority("db1", &passwords[0]);
+    // Someone holds alice's MFA row (as a stuck transaction of a dying database would).
+    let mut admin = authority.admin();
+    let mut stuck = admin.transaction().unwrap();
+    stuck
+        .execute(
+            "SELECT FROM pim.mfa WHERE \"user\" = 'alice' FOR UPDATE",
+            &[],
+        )
+        .unwrap();
+    let no_groups: Vec<String> = Vec::new();
+    let ask = ActivationAsk {
+        user: "alice",
+        user_groups: &no_groups,
+        role: "dba",
+        duration_secs: 600,
+        reason: "rotate the keys",
+        ticket: "",
+        code: &code(&alice, now_step()),
+        only_host: None,
+    };
+    // pimd's default statement_timeout ends the wait: unreachable, nothing granted.
+    let result = db1.activate(&ask);
+    assert!(
+        matches!(result, Err(AuthorityError::Unreachable(_))),
+        "{result:?}"
+    );
+    stuck.rollback().unwrap();
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+    // The connection is usable again and the code was not spent.
+    assert!(matches!(db1.activate(&ask), Ok(Activated::Granted(_))));
 }

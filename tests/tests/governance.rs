@@ -275,7 +275,7 @@ fn a_non_owner_non_admin_is_refused_every_governance_call_through_the_bus() {
     .json();
     let id = renewal["request"]["id"].as_i64().unwrap().to_string();
     let far = "4102444800"; // 2100-01-01
-    let calls: [(&str, &str, Vec<&str>); 6] = [
+    let calls: [(&str, &str, Vec<&str>); 7] = [
         ("AdminAssign", "ssxx", vec!["erin", "admin", "0", far]),
         (
             "AdminAssignActive",
@@ -286,6 +286,7 @@ fn a_non_owner_non_admin_is_refused_every_governance_call_through_the_bus() {
         ("AdminRevoke", "sss", vec!["dave", "admin", "no reason"]),
         ("AdminGrants", "", vec![]),
         ("Approve", "xss", vec![&id, "", "000000"]),
+        ("Deny", "xss", vec![&id, "not yours", "000000"]),
     ];
     for (method, signature, args) in &calls {
         let out = sb.call_pimd("erin", method, signature, args);
@@ -312,4 +313,203 @@ fn a_non_owner_non_admin_is_refused_every_governance_call_through_the_bus() {
         calls.len(),
         "each refusal audited: {refused:?}"
     );
+}
+
+/// dave's `eligible_until_unix` for role web, as `pim roles` tells him.
+fn web_until(sb: &Sandbox) -> Value {
+    let roles = pim(sb, "dave", &["--json", "roles"])
+        .assert_success()
+        .json();
+    roles["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .unwrap_or_else(|| panic!("{roles}"))["eligible_until_unix"]
+        .clone()
+}
+
+#[test]
+fn a_renewal_filed_before_the_owner_changed_the_assignment_is_refused_as_stale() {
+    let sb = site();
+    pim(
+        &sb,
+        "bob",
+        &["admin", "assign", "dave", "web", "--until", "+2d"],
+    )
+    .assert_success();
+    let filed = pim(
+        &sb,
+        "dave",
+        &[
+            "--json",
+            "renew",
+            "web",
+            "--until",
+            "+25d",
+            "-r",
+            "still on the web team",
+        ],
+    )
+    .assert_success()
+    .json();
+    let id = filed["request"]["id"].as_i64().expect("an id").to_string();
+    // The owner shortens the assignment after the renewal was filed.
+    pim(
+        &sb,
+        "bob",
+        &["admin", "assign", "dave", "web", "--until", "+1d"],
+    )
+    .assert_success();
+    let shortened = web_until(&sb);
+    let mut phone: Authenticator = sb.enroll_mfa("bob");
+    let code = phone.next_code(&sb);
+    pim(&sb, "bob", &["approve", &id, "--code", &code])
+        .assert_failure()
+        .assert_stderr_contains("stale")
+        .assert_stderr_contains("changed after the renewal was filed");
+    assert_eq!(web_until(&sb), shortened, "the owner's change stands");
+    let shown = pim(&sb, "dave", &["--json", "show", &id])
+        .assert_success()
+        .json();
+    assert_eq!(shown["request"]["state"], "denied", "{shown}");
+    let stale = sb
+        .audit_records("root", &["--user", "dave"])
+        .into_iter()
+        .any(|r| {
+            r["action"] == "renew-approve"
+                && r["outcome"] == "refused"
+                && r["detail"].as_str().is_some_and(|d| d.contains("stale"))
+        });
+    assert!(stale, "the stale approval is audited");
+}
+
+/// The id of dave's live grant, as `pim status` tells him.
+fn grant_id_of_dave(sb: &Sandbox) -> i64 {
+    let status = pim(sb, "dave", &["--json", "status"])
+        .assert_success()
+        .json();
+    status["grants"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no grant: {status}"))
+}
+
+#[test]
+fn an_active_assignment_unassigned_and_given_again_gets_a_grant_of_its_own() {
+    let sb = site();
+    assign_active(&sb, "carol", "dave", &["--until", "+30m"], "on call").assert_success();
+    let first = grant_id_of_dave(&sb);
+    sb.run("dave", &["sudo", "-n", "true"]).assert_success();
+    pim(&sb, "carol", &["admin", "unassign", "dave", "admin"]).assert_success();
+    assert!(!sb.is_member("dave", "sudo"));
+    // A shell from before still carries the group: the old grant covers nothing.
+    sb.run_with_groups("dave", &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure();
+    assign_active(&sb, "carol", "dave", &["--until", "+30m"], "on call again").assert_success();
+    let second = grant_id_of_dave(&sb);
+    assert_ne!(second, first, "the old grant is not revived");
+    sb.run("dave", &["sudo", "-n", "true"]).assert_success();
+}
+
+#[test]
+fn an_owners_one_second_review_is_refused_naming_the_minimum_and_nobody_is_suspended() {
+    let sb = site();
+    pim(
+        &sb,
+        "carol",
+        &["admin", "assign", "dave", "admin", "--until", "+2d"],
+    )
+    .assert_success();
+    // Its default (remove) would take dave's assignment before anyone could look.
+    pim(
+        &sb,
+        "carol",
+        &["admin", "review", "start", "admin", "--duration", "1s"],
+    )
+    .assert_failure()
+    .assert_stderr_contains("at least 1h ([daemon] min_review_duration)");
+    // Straight through the bus, past pim's checks; and longer than a year.
+    sb.call_pimd("carol", "AdminReviewStart", "stas", &["admin", "1", "0"])
+        .assert_failure()
+        .assert_stderr_contains("min_review_duration");
+    sb.call_pimd(
+        "carol",
+        "AdminReviewStart",
+        "stas",
+        &["admin", "31622400", "0"],
+    )
+    .assert_failure()
+    .assert_stderr_contains("at most 365d");
+    let refused = refusals_of(&sb, "carol");
+    assert_eq!(
+        refused,
+        vec![("review-start".to_string(), "admin".to_string()); 3],
+        "each refusal audited"
+    );
+    let roles = pim(&sb, "dave", &["--json", "roles"])
+        .assert_success()
+        .json();
+    assert!(
+        roles["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "admin"),
+        "dave's assignment stands: {roles}"
+    );
+    pim(
+        &sb,
+        "carol",
+        &["admin", "review", "start", "admin", "--duration", "1h"],
+    )
+    .assert_success();
+}
+
+#[test]
+fn a_reload_that_lowers_the_caps_brings_longer_assignments_within_them() {
+    let sb = site();
+    pim(
+        &sb,
+        "bob",
+        &["admin", "assign", "dave", "web", "--until", "+20d"],
+    )
+    .assert_success();
+    assign_active(&sb, "carol", "dave", &["--until", "+50m"], "on call").assert_success();
+    assert!(sb.is_member("dave", "sudo"));
+    let before = web_until(&sb).as_i64().expect("an end");
+
+    let lowered = CONFIG
+        .replace(
+            "max_active_assignment = \"1h\"",
+            "max_active_assignment = \"10s\"",
+        )
+        .replace(
+            "max_eligible_assignment = \"30d\"",
+            "max_eligible_assignment = \"1d\"",
+        );
+    assert_ne!(lowered, CONFIG);
+    sb.write_file(CONFIG_PATH, &lowered, 0o644);
+    sb.kill_pimd("HUP");
+    let capped = || {
+        sb.audit_records("root", &["--user", "dave"])
+            .into_iter()
+            .filter(|r| r["action"] == "assignment-capped")
+            .count()
+    };
+    sb.wait_until("both assignments capped", WAIT, || capped() == 2);
+    let after = web_until(&sb).as_i64().expect("an end");
+    assert!(
+        after < before && after <= before - 18 * 86_400,
+        "{after} {before}"
+    );
+    // dave is told (his end is within 14 days now), and the active one ends with its cap.
+    pim(&sb, "dave", &["status"])
+        .assert_success()
+        .assert_stdout_contains("'pim renew web -r REASON'");
+    sb.wait_until("the capped active assignment's end", WAIT, || {
+        !sb.is_member("dave", "sudo")
+    });
+    sb.run_with_groups("dave", &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure();
+    assert_eq!(capped(), 2, "once each");
 }

@@ -20,6 +20,8 @@ const CONFIG: &str = r#"
 [daemon]
 admins = ["%pim-admins"]
 auditors = ["audra"]
+# The short review below lasts 75 s.
+min_review_duration = "30s"
 
 [roles.docker]
 group = "deployers"
@@ -309,4 +311,37 @@ fn a_non_reviewer_non_admin_is_refused_every_review_call() {
         .json();
     assert_eq!(gina["decides_for"][0]["role"], "docker", "{gina}");
     assert_eq!(gina["decides_for"][0]["as"][0], "owner", "{gina}");
+}
+
+#[test]
+fn an_oversized_list_of_reviewers_over_the_bus_is_refused_naming_the_bound() {
+    let sb = site();
+    let start = |reviewers: &[String]| {
+        let count = reviewers.len().to_string();
+        let mut args = vec!["docker", "3600", count.as_str()];
+        args.extend(reviewers.iter().map(String::as_str));
+        sb.call_pimd("gina", "AdminReviewStart", "stas", &args)
+    };
+    // Twenty thousand entries, straight to pimd past pim's checks.
+    let many = vec!["alice".to_string(); 20_000];
+    start(&many)
+        .assert_failure()
+        .assert_stderr_contains("the reviewers name 20000 entries; at most 64 are allowed");
+    let long = vec!["owners".to_string(), "x".repeat(100_000)];
+    start(&long)
+        .assert_failure()
+        .assert_stderr_contains("a reviewer is 100000 bytes long");
+    // No review was started, each refusal is audited, and pimd answers on.
+    let none = pim(&sb, "gina", &["--json", "reviews"])
+        .assert_success()
+        .json();
+    assert!(none["reviews"].as_array().unwrap().is_empty(), "{none}");
+    let refused = sb
+        .audit_records("root", &[])
+        .into_iter()
+        .filter(|r| r["actor"] == "gina" && r["action"] == "review-start")
+        .filter(|r| r["outcome"] == "refused")
+        .count();
+    assert_eq!(refused, 2);
+    start(&["owners".to_string()]).assert_success();
 }

@@ -92,8 +92,6 @@ fn given_a_password_in_the_connection_string_then_it_is_refused_for_a_passfile()
     for conninfo in [
         "host=db dbname=pim password=secret",
         "host=db password = secret",
-        "postgresql://web7:secret@db/pim",
-        "postgresql://db/pim?user=web7&password=secret",
     ] {
         let (config, problems) = host_file(&format!("[fleet]\ndatabase = \"{conninfo}\"\n"));
         assert!(config.is_none(), "{conninfo}");
@@ -103,8 +101,19 @@ fn given_a_password_in_the_connection_string_then_it_is_refused_for_a_passfile()
             "{conninfo}: {errors:?}"
         );
     }
-    let (config, _) = host_file("[fleet]\ndatabase = \"postgresql://web7@db/pim\"\n");
+    let (config, _) = host_file("[fleet]\ndatabase = \"host=db passfile=/etc/pim/pgpass\"\n");
     assert!(config.is_some());
+}
+
+#[test]
+fn given_a_url_then_it_is_refused_for_the_key_value_form() {
+    let (config, problems) = host_file("[fleet]\ndatabase = \"postgresql://web7:secret@db/pim\"\n");
+    assert!(config.is_none());
+    let errors = errors(&problems);
+    assert!(
+        errors[0].contains("fleet.database: is a URL; write it in libpq's key=value form"),
+        "{errors:?}"
+    );
 }
 
 #[test]

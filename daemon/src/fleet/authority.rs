@@ -107,7 +107,9 @@ pub struct AdminProof<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorityError {
-    /// Not connected, connection lost, timeout: nothing was decided.
+    /// Not connected, connection lost, timeout: nothing was decided (or, when the
+    /// connection was lost after the commit, what was decided reaches every host through
+    /// its next snapshot: the caller must not count on it either way).
     #[error("the fleet's database is unreachable: {0}")]
     Unreachable(String),
     /// The database refused, with the PimError the caller should see (mapped from the

@@ -453,6 +453,9 @@ LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 DECLARE
     v bigint;
+    role_name text;
+    r jsonb;
+    wrong text;
 BEGIN
     IF policy_text IS NULL OR octet_length(policy_text) > 1048576 THEN
         PERFORM pim.refuse('PM002', 'the policy text is missing or longer than 1 MiB');
@@ -463,6 +466,29 @@ BEGIN
     END IF;
     IF jsonb_array_length(normalized -> 'admins') = 0 THEN
         PERFORM pim.refuse('PM002', 'the policy names no administrator by user name: nobody could push the next one');
+    END IF;
+    -- Every key the functions read, with its type: a missing one must not read as NULL
+    -- (NULL require_mfa would skip the code).
+    FOR role_name, r IN SELECT * FROM jsonb_each(normalized -> 'roles') LOOP
+        SELECT string_agg(k, ', ') INTO wrong FROM (VALUES
+            ('group', 'string'), ('hosts', 'array'), ('eligible_users', 'array'),
+            ('eligible_groups', 'array'), ('approver_users', 'array'),
+            ('approver_groups', 'array'), ('require_approval', 'boolean'),
+            ('approvals_required', 'number'), ('max_duration_secs', 'number'),
+            ('require_mfa', 'boolean'), ('request_ttl_secs', 'number')) AS want (k, t)
+        WHERE jsonb_typeof(r -> k) IS DISTINCT FROM t
+           OR (t = 'number' AND (r ->> k)::numeric < 1);
+        IF wrong IS NOT NULL THEN
+            PERFORM pim.refuse('PM002', format('the normalized policy''s role %s lacks or mistypes %s',
+                role_name, wrong));
+        END IF;
+    END LOOP;
+    SELECT string_agg(k, ', ') INTO wrong
+        FROM unnest(ARRAY['max_failures', 'failure_window_secs', 'lockout_secs']) AS k
+        WHERE normalized -> 'mfa' ? k AND (jsonb_typeof(normalized -> 'mfa' -> k) <> 'number'
+                                           OR (normalized -> 'mfa' ->> k)::numeric < 1);
+    IF wrong IS NOT NULL THEN
+        PERFORM pim.refuse('PM002', format('the normalized policy''s mfa mistypes %s', wrong));
     END IF;
     INSERT INTO pim.policies (text, normalized, pushed_by, pushed_at)
     VALUES (policy_text, normalized, pushed_by, pim.now_s()) RETURNING version INTO v;
@@ -651,7 +677,7 @@ BEGIN
                AND g.ended_at IS NULL AND g.ends_at > now_s) THEN
         PERFORM pim.refuse('PM009', format('%s already holds a live grant of %s', who, role_name));
     END IF;
-    IF (r ->> 'require_mfa')::boolean THEN
+    IF coalesce((r ->> 'require_mfa')::boolean, true) THEN
         refused := pim.spend_code(who, code, h.name, true);
         IF refused IS NOT NULL THEN
             RETURN refused;
@@ -660,7 +686,7 @@ BEGIN
     q := ROW(NULL, who, groups, role_name, duration_secs, reason, ticket, only_host, h.name,
         now_s, now_s + (r ->> 'request_ttl_secs')::bigint, (r ->> 'approvals_required')::integer,
         'pending', NULL)::pim.requests;
-    IF NOT (r ->> 'require_approval')::boolean THEN
+    IF NOT coalesce((r ->> 'require_approval')::boolean, true) THEN
         RETURN pim.start_grant(q, r, h.name);
     END IF;
     INSERT INTO pim.requests ("user", user_groups, role, duration_secs, reason, ticket, only_host,

@@ -15,7 +15,10 @@
 //! materialised twice. An assignment without an end gets a grant ending at [`NO_END`].
 //! Whatever removes or replaces an active assignment (unassign, a review, a new assignment),
 //! its grant ends through lost eligibility (`lost_active_assignment`): a marked grant no
-//! active assignment points to may not run, even for a user eligible another way.
+//! active assignment points to may not run, even for a user eligible another way, and PAM's
+//! access check does not count it meanwhile (`policy::assignment_grant_holds`, one rule for
+//! both). Only an active assignment that replaces the one a live grant belongs to, starting
+//! at once, carries that grant on; a grant nothing points at is never taken over again.
 //!
 //! **Caps** (`max_eligible_assignment`, `max_active_assignment`) bound the length from the
 //! assignment's start, or from now when it starts earlier, to its end; with a cap an
@@ -99,6 +102,18 @@ pub(super) fn check_cap(
         )));
     }
     Ok(())
+}
+
+/// The end `a` must take to hold its role's cap as configured now (`role`, lowered since it
+/// was made or renewed): its start, or now when that is later, plus the cap. `None` when it
+/// holds it already, or is over.
+pub(super) fn capped_end(role: &Role, a: &Assignment, now: i64) -> Option<i64> {
+    let cap = i64::try_from(cap_of(role, a.active).0?).unwrap_or(i64::MAX);
+    let limit = a.not_before.unwrap_or(now).max(now).saturating_add(cap);
+    match a.not_after {
+        Some(end) if end <= now || end <= limit => None,
+        _ => Some(limit),
+    }
 }
 
 /// Which notice is due for an assignment ending at `end`, given those sent: the bits to
@@ -283,6 +298,21 @@ impl Manager {
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }
+        // An active assignment that replaces one whose grant is live, and starts now, carries
+        // that grant on with its own end: no membership flap. Only the grant the replaced
+        // assignment points at: one no assignment points at (an unassign whose end of it did
+        // not go through) is never revived.
+        let carried = if active && given(not_before).is_none_or(|t| t <= now) {
+            self.store.read(|tx| {
+                let replaced = tx.assignment(user, role)?;
+                let live = tx.live_grant(user, role)?;
+                Ok::<_, StoreError>(
+                    live.filter(|g| replaced.is_some_and(|r| r.active && r.grant_id == Some(g.id))),
+                )
+            })?
+        } else {
+            None
+        };
         let assignment = Assignment {
             user: user.into(),
             role: role.into(),
@@ -294,8 +324,9 @@ impl Manager {
             } else {
                 String::new()
             },
-            grant_id: None,
+            grant_id: carried.as_ref().map(|g| g.id),
             notices_sent: notices_passed(given(not_after), now),
+            revision: 0,
         };
         let detail = format!(
             "{} {}",
@@ -303,14 +334,35 @@ impl Manager {
             window_text(assignment.not_before, assignment.not_after, now)
         );
         let entry = audit.entry(now, Outcome::Success, detail);
+        let end = assignment.not_after.unwrap_or(NO_END);
+        let carried_entry = carried.as_ref().map(|g| {
+            Audit::new(&caller.name, AuditAction::GrantStart)
+                .about(user, role)
+                .with_text(reason, "")
+                .entry(
+                    now,
+                    Outcome::Success,
+                    format!(
+                        "active assignment: live grant {} of the one it replaces carried on, \
+                         ends {}",
+                        g.id,
+                        describe(end, now)
+                    ),
+                )
+        });
         self.commit(|tx| {
             tx.put_assignment(&assignment, &caller.name, now)?;
-            Ok(tx.audit(entry)?)
+            tx.audit(entry)?;
+            if let (Some(grant), Some(entry)) = (&carried, carried_entry) {
+                tx.set_grant_end(grant.id, end)?;
+                tx.audit(entry)?;
+            }
+            Ok(())
         })?;
         let mut warnings = Vec::new();
-        // A live grant of the user's for the role (an earlier active assignment's included)
-        // is taken over by a new active assignment; otherwise the grant of an earlier active
-        // assignment, which no assignment points to now, ends below.
+        // The user's own live grant is taken over by a new active assignment; the grant of an
+        // earlier active assignment, which no assignment points to now, ends (below, or
+        // before the new one's grant starts).
         if active {
             if let Err(e) = self.start_active_assignments() {
                 warnings.push(format!(
@@ -342,7 +394,7 @@ impl Manager {
                 tx.assignment(&grant.user, &grant.role)?,
             ))
         })?;
-        if !marked || assignment.is_some_and(|a| a.active && a.grant_id == Some(grant.id)) {
+        if policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
             return Ok(None);
         }
         Ok(Some(format!(
@@ -378,11 +430,12 @@ impl Manager {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The grant of one active assignment: a live grant of the user's for the role is taken
-    /// over (its end moved to the assignment's: exactly for an earlier assignment's grant,
-    /// only when later for the user's own activation); otherwise a new grant,
-    /// added like any other. Refusals (the user holds the group outside PIM, the role is
-    /// gone) are audited and the assignment waits for the next reconciliation.
+    /// The grant of one active assignment: the user's own live grant of the role (their
+    /// activation) is taken over, its end moved to the assignment's when that is later;
+    /// otherwise a new grant, added like any other. A live grant of an earlier assignment,
+    /// which nothing points at any more, ends first: it is never revived. Refusals (the user
+    /// holds the group outside PIM, the role is gone) are audited and the assignment waits
+    /// for the next reconciliation.
     fn start_active_assignment(&mut self, a: &Assignment) -> Result<(), PimError> {
         let now = self.now();
         let end = a.not_after.unwrap_or(NO_END);
@@ -395,16 +448,24 @@ impl Manager {
                 PimError::NotFound(format!("role {} is no longer configured", a.role)),
             );
         };
-        let live = self.store.read(|tx| tx.live_grant(&a.user, &a.role))?;
+        let live = match self.store.read(|tx| tx.live_grant(&a.user, &a.role))? {
+            Some(orphan) if self.store.read(|tx| tx.grant_by_assignment(orphan.id))? => {
+                let (ended, warning) =
+                    self.end_grant_after_assignment_change(&a.user, &a.role, DAEMON, None);
+                if ended.is_none() {
+                    return Err(PimError::Internal(format!(
+                        "grant {} of an earlier assignment of {} to role {} has not ended \
+                         ({warning}); the new one's grant waits for it",
+                        orphan.id, a.user, a.role
+                    )));
+                }
+                None
+            }
+            own => own,
+        };
         if let Some(grant) = live {
-            // An earlier assignment's grant takes this one's end; the user's own activation
-            // is not cut short.
-            let earlier_assignment = self.store.read(|tx| tx.grant_by_assignment(grant.id))?;
-            let ends_at = if earlier_assignment {
-                end
-            } else {
-                grant.ends_at.max(end)
-            };
+            // The user's own activation is not cut short.
+            let ends_at = grant.ends_at.max(end);
             let entry = audit.entry(
                 now,
                 Outcome::Success,
@@ -465,6 +526,74 @@ impl Manager {
             "active assignment".into(),
         );
         Ok(())
+    }
+
+    /// Brings every assignment within its role's cap as configured now (a reload, or a start
+    /// with a new configuration, may have lowered it): see [`Self::hold_to_cap`].
+    pub(super) fn hold_assignments_to_caps(&mut self) -> Result<(), PimError> {
+        let now = self.now();
+        let config = self.config.clone();
+        let over: Vec<(&Role, Assignment, i64)> = self
+            .store
+            .read(|tx| tx.assignments())?
+            .into_iter()
+            .filter_map(|a| {
+                let role = config.role(&a.role)?;
+                let end = capped_end(role, &a, now)?;
+                Some((role, a, end))
+            })
+            .collect();
+        let mut first_error = None;
+        for (role, a, end) in over {
+            if let Err(e) = self.hold_to_cap(role, &a, end) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Moves the end of `a`, longer than the cap of `role` allows now, to `end`: the live
+    /// grant of an active one with it, audited in the same transaction. Its notices start
+    /// again for the new end (the notice job sends the one due at once), and a renewal filed
+    /// before is stale, as after any other change of the assignment.
+    fn hold_to_cap(&mut self, role: &Role, a: &Assignment, end: i64) -> Result<(), PimError> {
+        let now = self.now();
+        let live = match a.grant_id.filter(|_| a.active) {
+            Some(id) => self
+                .store
+                .read(|tx| tx.live_grant(&a.user, &a.role))?
+                .filter(|g| g.id == id && g.ends_at > end),
+            None => None,
+        };
+        let (cap, key) = cap_of(role, a.active);
+        let was = a.not_after.map_or("had no end".to_string(), |t| {
+            format!("was to end {}", describe(t, now))
+        });
+        let detail = format!(
+            "the {} assignment of {} to role {} ends {} ({key} is now {}; it {was}){}",
+            kind_name(a.active),
+            a.user,
+            a.role,
+            describe(end, now),
+            cap.map_or("permanent".to_string(), duration::format),
+            live.as_ref()
+                .map_or(String::new(), |g| format!("; grant {} ends with it", g.id))
+        );
+        let entry = Audit::new(DAEMON, AuditAction::AssignmentCapped)
+            .about(&a.user, &a.role)
+            .entry(now, Outcome::Success, detail);
+        let capped = Assignment {
+            not_after: Some(end),
+            notices_sent: 0,
+            ..a.clone()
+        };
+        self.commit(|tx| {
+            tx.put_assignment(&capped, DAEMON, now)?;
+            if let Some(grant) = &live {
+                tx.set_grant_end(grant.id, end)?;
+            }
+            Ok(tx.audit(entry)?)
+        })
     }
 
     /// Sends the notices that are due (14 days and 1 day before an assignment's end), each
@@ -647,6 +776,10 @@ impl Manager {
                 )));
             }
             check_cap(&role, assignment.active, Some(now), until, now)?;
+            let renewal = Renewal {
+                until,
+                revision: assignment.revision,
+            };
             if let Some(open) = self
                 .store
                 .read(|tx| tx.pending_renewal(&caller.name, role_name))?
@@ -657,9 +790,9 @@ impl Manager {
                     open.id, open.id
                 )));
             }
-            Ok((role, until))
+            Ok((role, renewal))
         })();
-        let (role, until) = match checked {
+        let (role, renewal) = match checked {
             Ok(v) => v,
             Err(e) => return self.refused(&audit, e),
         };
@@ -678,10 +811,10 @@ impl Manager {
         };
         let detail = format!(
             "renewal requested until {}",
-            until.map_or("no end".into(), |t| describe(t, now))
+            renewal.until.map_or("no end".into(), |t| describe(t, now))
         );
         let id = self.commit(|tx| {
-            let id = tx.insert_renewal(&request, until)?;
+            let id = tx.insert_renewal(&request, &renewal)?;
             tx.audit(audit.entry(now, Outcome::Success, format!("request {id}: {detail}")))?;
             Ok(id)
         })?;
@@ -695,7 +828,7 @@ impl Manager {
             "renewal".into(),
         );
         let request = Request { id, ..request };
-        Ok(self.request_detail(&request, Some(&Renewal { until }), Vec::new()))
+        Ok(self.request_detail(&request, Some(&renewal), Vec::new()))
     }
 
     /// Whether `caller` may decide `request`: for a renewal, whoever governs its role; for an
@@ -730,15 +863,28 @@ impl Manager {
         let audit = Audit::new(approver, AuditAction::RenewApprove)
             .about(&request.user, &request.role)
             .with_text(comment, "");
-        let Some(assignment) = assignment else {
+        let assignment = match assignment {
+            Some(a) if a.revision == renewal.revision => a,
             // Unassigned (or removed by a review) since: nothing to renew.
-            let why = "the assignment is gone; nothing to renew".to_string();
-            let entry = audit.entry(now, Outcome::Refused, format!("request {id}: {why}"));
-            self.commit(|tx| {
-                tx.decide_request(id, RequestState::Denied, now, DAEMON, &why)?;
-                Ok(tx.audit(entry)?)
-            })?;
-            return Err(PimError::Conflict(format!("request {id}: {why}")));
+            None => {
+                return self.end_stale_renewal(
+                    &audit,
+                    &request,
+                    "the assignment is gone; nothing to renew",
+                )
+            }
+            // Changed since (re-assigned, its end moved, unassigned and assigned again): the
+            // request asked about terms that no longer hold, and would overwrite the change.
+            Some(a) => {
+                let why = format!(
+                    "the assignment was changed after the renewal was filed (it is now {} {});                      nothing was renewed, and {} may ask again with 'pim renew {}'",
+                    kind_name(a.active),
+                    window_text(a.not_before, a.not_after, now),
+                    request.user,
+                    request.role
+                );
+                return self.end_stale_renewal(&audit, &request, &why);
+            }
         };
         // The cap as configured now (a reload may have lowered it since the request).
         if let Some(role) = self.config.role(&request.role) {
@@ -810,6 +956,33 @@ impl Manager {
             },
             vec![approver.to_string()],
         ))
+    }
+
+    /// Ends renewal `request` as stale, `why`: denied by pimd, audited (as `audit`, refused)
+    /// in the same transaction, and the approver told.
+    fn end_stale_renewal<T>(
+        &mut self,
+        audit: &Audit<'_>,
+        request: &Request,
+        why: &str,
+    ) -> Result<T, PimError> {
+        let (id, now) = (request.id, self.now());
+        let why = format!("stale: {why}");
+        let entry = audit.entry(now, Outcome::Refused, format!("request {id}: {why}"));
+        self.commit(|tx| {
+            tx.decide_request(id, RequestState::Denied, now, DAEMON, &why)?;
+            Ok(tx.audit(entry)?)
+        })?;
+        self.event(
+            EventKind::RequestDenied,
+            &request.user,
+            &request.role,
+            id,
+            0,
+            DAEMON,
+            why.clone(),
+        );
+        Err(PimError::Conflict(format!("request {id} is {why}")))
     }
 
     /// Who decides `request`, as the configuration names them: the role's approvers for an
@@ -916,6 +1089,17 @@ impl reconcile::Job for StartActiveAssignments {
 
     fn next_deadline(&self, m: &mut Manager, now: i64) -> Result<Option<i64>, PimError> {
         m.next_active_start(now)
+    }
+}
+
+/// Brings assignments within their role's cap when the configuration lowered it. It has no
+/// deadline: a cap changes only with the configuration, and reconciliation runs at once
+/// after a reload and at start.
+pub(super) struct HoldAssignmentsToCaps;
+
+impl reconcile::Job for HoldAssignmentsToCaps {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.hold_assignments_to_caps()
     }
 }
 

@@ -57,7 +57,7 @@ pub(super) trait Job {
 }
 
 /// The jobs, in the order they run: grants end before memberships no live grant needs are
-/// taken back.
+/// taken back; assignments are held to their caps before the notices of their ends go.
 const JOBS: &[&dyn Job] = &[
     &RecordUnrecordedRefusals,
     &ExpireGrants,
@@ -68,6 +68,7 @@ const JOBS: &[&dyn Job] = &[
     &chain::PublishAuditHead,
     &CompleteReviews,
     &StartRecurringReviews,
+    &super::assignments::HoldAssignmentsToCaps,
     &super::assignments::StartActiveAssignments,
     &super::assignments::AssignmentNotices,
 ];

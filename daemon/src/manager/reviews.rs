@@ -24,8 +24,32 @@ use std::collections::BTreeSet;
 /// An item whose user has not activated the role for this long is recommended for removal.
 pub const UNUSED_SECS: i64 = 30 * 86_400;
 
-/// The longest review one may start by hand.
+/// The longest review one may start by hand (the shortest is `[daemon] min_review_duration`).
 const MAX_REVIEW_SECS: u64 = 365 * 86_400;
+
+/// Refuses a one-off review's `--duration` (0: the role's `review_duration`, which the
+/// configuration sets) shorter than `min` (`[daemon] min_review_duration`) or longer than a
+/// year: a review that ends before anyone could look would apply its default (by default,
+/// removal) to everyone.
+pub(super) fn check_review_duration(duration_secs: u64, min: u64) -> Result<(), PimError> {
+    if duration_secs > MAX_REVIEW_SECS {
+        return Err(PimError::InvalidArgument(format!(
+            "a review lasts at most {}; this one would last {}: ask for less with --duration",
+            duration::format(MAX_REVIEW_SECS),
+            duration::format(duration_secs)
+        )));
+    }
+    if duration_secs != 0 && duration_secs < min {
+        return Err(PimError::InvalidArgument(format!(
+            "a review lasts at least {} ([daemon] min_review_duration), so that reviewers can \
+             decide before its default applies; this one would last {}: ask for more with \
+             --duration",
+            duration::format(min),
+            duration::format(duration_secs)
+        )));
+    }
+    Ok(())
+}
 
 /// The answer for a review the caller may not see, word for word the one for a review that
 /// does not exist.
@@ -294,11 +318,7 @@ impl Manager {
             let role = self.config.role(role_name).cloned().ok_or_else(|| {
                 PimError::NotFound(format!("there is no role {role_name} in the configuration"))
             })?;
-            if duration_secs > MAX_REVIEW_SECS {
-                return Err(PimError::InvalidArgument(
-                    "a review lasts at most 365d; ask for less with --duration".into(),
-                ));
-            }
+            check_review_duration(duration_secs, self.config.daemon.min_review_duration_secs)?;
             let parsed = reviewers
                 .iter()
                 .map(|r| Reviewer::parse(r).map_err(PimError::InvalidArgument))

@@ -327,16 +327,17 @@ pub fn given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip(
         reason: "on call".into(),
         grant_id: None,
         notices_sent: 0,
+        revision: 0,
     };
-    let (id, _) = store
+    let ((id, revision), _) = store
         .write(|tx| {
-            tx.put_assignment(&a, "carol", 50)?;
+            let revision = tx.put_assignment(&a, "carol", 50)?;
             let id = tx.insert_grant(&grant("alice", "admin"))?;
             tx.mark_grant_by_assignment(id)?;
             tx.set_assignment_grant("alice", "admin", id)?;
             tx.set_assignment_notices("alice", "admin", 3)?;
             tx.audit(entry("admin-assign-active"))?;
-            Ok::<_, StoreError>(id)
+            Ok::<_, StoreError>((id, revision))
         })
         .unwrap();
     let read = store
@@ -348,12 +349,65 @@ pub fn given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip(
         Assignment {
             grant_id: Some(id),
             notices_sent: 3,
+            revision,
             ..a
         }
     );
+    assert!(revision > 0, "a fresh revision, never the one given");
     assert_eq!(store.read(|tx| tx.assignments()).unwrap(), vec![read]);
     assert!(store.read(|tx| tx.grant_by_assignment(id)).unwrap());
     assert!(!store.read(|tx| tx.grant_by_assignment(id + 1)).unwrap());
+}
+
+pub fn given_an_assignment_put_again_or_removed_and_made_again_then_its_revision_is_new(
+    store: &mut dyn Store,
+) {
+    let a = Assignment {
+        user: "alice".into(),
+        role: "admin".into(),
+        not_after: Some(200),
+        ..Assignment::default()
+    };
+    let put = |store: &mut dyn Store| {
+        store
+            .write(|tx| {
+                let revision = tx.put_assignment(&a, "carol", 50)?;
+                tx.audit(entry("admin-assign"))?;
+                Ok::<_, StoreError>(revision)
+            })
+            .unwrap()
+            .0
+    };
+    let first = put(store);
+    let stored = |store: &mut dyn Store| {
+        store
+            .read(|tx| tx.assignment("alice", "admin"))
+            .unwrap()
+            .map(|a| a.revision)
+    };
+    assert_eq!(stored(store), Some(first));
+    // The same terms again: a new revision all the same.
+    let second = put(store);
+    assert!(second > first, "{second} after {first}");
+    // The notices and the grant it materialised as are not a new version.
+    store
+        .write(|tx| {
+            tx.set_assignment_notices("alice", "admin", 1)?;
+            tx.set_assignment_grant("alice", "admin", 7)?;
+            tx.audit(entry("assignment-notice"))
+        })
+        .unwrap();
+    assert_eq!(stored(store), Some(second));
+    // Removed, then made again with the same terms: never an earlier number.
+    store
+        .write(|tx| {
+            tx.delete_assignment("alice", "admin")?;
+            tx.audit(entry("admin-unassign"))
+        })
+        .unwrap();
+    let third = put(store);
+    assert!(third > second, "{third} after {second}");
+    assert_eq!(stored(store), Some(third));
 }
 
 pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation(
@@ -375,7 +429,13 @@ pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation
     let ((activation, renewal), _) = store
         .write(|tx| {
             let activation = tx.insert_request(&request)?;
-            let renewal = tx.insert_renewal(&request, Some(5000))?;
+            let renewal = tx.insert_renewal(
+                &request,
+                &Renewal {
+                    until: Some(5000),
+                    revision: 4,
+                },
+            )?;
             tx.audit(entry("renew-request"))?;
             Ok::<_, StoreError>((activation, renewal))
         })
@@ -387,7 +447,13 @@ pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation
                 activation
             );
             assert_eq!(tx.pending_renewal("alice", "admin")?.unwrap().id, renewal);
-            assert_eq!(tx.renewal(renewal)?, Some(Renewal { until: Some(5000) }));
+            assert_eq!(
+                tx.renewal(renewal)?,
+                Some(Renewal {
+                    until: Some(5000),
+                    revision: 4
+                })
+            );
             assert_eq!(tx.renewal(activation)?, None);
             assert_eq!(tx.pending_requests()?.len(), 2);
             Ok::<_, StoreError>(())
@@ -395,7 +461,13 @@ pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation
         .unwrap();
     // A second open renewal of the same role is refused by the database itself.
     let second = store.write(|tx| {
-        tx.insert_renewal(&request, None)?;
+        tx.insert_renewal(
+            &request,
+            &Renewal {
+                until: None,
+                revision: 4,
+            },
+        )?;
         tx.audit(entry("renew-request"))
     });
     assert!(second.is_err());
@@ -476,6 +548,7 @@ macro_rules! suite {
             given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies,
             given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there,
             given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip,
+            given_an_assignment_put_again_or_removed_and_made_again_then_its_revision_is_new,
             given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation,
             given_fleet_grants_and_markers_then_they_round_trip_and_markers_need_no_audit,
         );

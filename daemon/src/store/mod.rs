@@ -515,17 +515,19 @@ operations! {
         fn ending_done(grant_id: i64, at: i64) -> ();
         /// The warning `lead` seconds before `ends_at` of grant `grant_id` went at `at`.
         fn record_warning(grant_id: i64, ends_at: i64, lead: u64, at: i64) -> ();
-        /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`.
-        fn put_assignment(a: &Assignment, by: &str, at: i64) -> ();
+        /// Makes (or replaces) the assignment of `a.user` to `a.role`, by `by` at `at`, with a
+        /// revision no version of any assignment had before (`a.revision` is not used);
+        /// returns it.
+        fn put_assignment(a: &Assignment, by: &str, at: i64) -> i64;
         /// Marks grant `id` as the grant of an active assignment.
         fn mark_grant_by_assignment(id: i64) -> ();
         /// Records the grant active assignment `user`/`role` materialised as.
         fn set_assignment_grant(user: &str, role: &str, grant_id: i64) -> ();
         /// Records the notices of its end sent (bits of [`crate::model::NOTICE_14D`], ...).
         fn set_assignment_notices(user: &str, role: &str, sent: u32) -> ();
-        /// A new pending renewal request (as `insert_request`) asking `until`; returns its
+        /// A new pending renewal request (as `insert_request`) asking `renewal`; returns its
         /// id. Refused if `r.user` already has a pending renewal for `r.role`.
-        fn insert_renewal(r: &Request, until: Option<i64>) -> i64;
+        fn insert_renewal(r: &Request, renewal: &Renewal) -> i64;
         /// Starts (or restarts) an unconfirmed enrolment.
         fn put_pending_mfa(user: &str, secret: &[u8], at: i64) -> ();
         fn confirm_mfa(user: &str) -> ();

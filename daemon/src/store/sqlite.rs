@@ -248,6 +248,16 @@ CREATE TABLE suspensions (
 );
 "#,
     r#"
+-- An assignment's revision: each put_assignment gives it a number no version of any
+-- assignment had before (AUTOINCREMENT never hands a number out twice, so unassigning and
+-- assigning again gives a new one too). A renewal request keeps the revision it was filed
+-- against: approving it once the assignment changed is refused as stale. Assignments and
+-- renewals from before this migration share revision 0.
+CREATE TABLE assignment_revisions (n INTEGER PRIMARY KEY AUTOINCREMENT);
+ALTER TABLE assignments ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE requests ADD COLUMN renew_revision INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
 -- Fleet mode: a local grant that mirrors a grant of the fleet's authority carries its id
 -- (a fleet grant may be mirrored by several local grants in turn: one ends while the host is
 -- stale, the next starts when it is fresh again). One row each: the last successful
@@ -666,7 +676,7 @@ fn named<T: std::str::FromStr<Err = pim_common::vocab::UnknownName>>(
 }
 
 const ASSIGNMENT_COLUMNS: &str =
-    "user, role, not_before, not_after, active, reason, grant_id, notices_sent";
+    "user, role, not_before, not_after, active, reason, grant_id, notices_sent, revision";
 
 fn assignment_from_row(r: &Row<'_>) -> rusqlite::Result<Assignment> {
     Ok(Assignment {
@@ -678,6 +688,7 @@ fn assignment_from_row(r: &Row<'_>) -> rusqlite::Result<Assignment> {
         reason: r.get(5)?,
         grant_id: r.get(6)?,
         notices_sent: r.get(7)?,
+        revision: r.get(8)?,
     })
 }
 
@@ -1156,14 +1167,20 @@ impl Transaction for SqliteTx<'_> {
 
     // --- eligibility assignments ---
 
-    fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<(), StoreError> {
+    fn put_assignment(&self, a: &Assignment, by: &str, at: i64) -> Result<i64, StoreError> {
+        self.tx
+            .execute("INSERT INTO assignment_revisions DEFAULT VALUES", [])?;
+        let revision = self.tx.last_insert_rowid();
+        // Only the last number is needed for AUTOINCREMENT to go on from it.
+        self.tx
+            .execute("DELETE FROM assignment_revisions WHERE n < ?1", [revision])?;
         self.tx.execute(
             "INSERT INTO assignments (user, role, not_before, not_after, assigned_by, assigned_at,
-                 active, reason, grant_id, notices_sent)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 active, reason, grant_id, notices_sent, revision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (user, role) DO UPDATE SET not_before = ?3, not_after = ?4,
                  assigned_by = ?5, assigned_at = ?6, active = ?7, reason = ?8, grant_id = ?9,
-                 notices_sent = ?10",
+                 notices_sent = ?10, revision = ?11",
             params![
                 a.user,
                 a.role,
@@ -1174,10 +1191,11 @@ impl Transaction for SqliteTx<'_> {
                 a.active,
                 a.reason,
                 a.grant_id,
-                a.notices_sent
+                a.notices_sent,
+                revision
             ],
         )?;
-        Ok(())
+        Ok(revision)
     }
 
     fn assignments(&self) -> Result<Vec<Assignment>, StoreError> {
@@ -1419,18 +1437,23 @@ impl Transaction for SqliteTx<'_> {
         Ok(self
             .tx
             .query_row(
-                "SELECT renew_until FROM requests WHERE id = ?1 AND kind = 'renewal'",
+                "SELECT renew_until, renew_revision FROM requests WHERE id = ?1 AND kind = 'renewal'",
                 [id],
-                |r| Ok(Renewal { until: r.get(0)? }),
+                |r| {
+                    Ok(Renewal {
+                        until: r.get(0)?,
+                        revision: r.get(1)?,
+                    })
+                },
             )
             .optional()?)
     }
 
-    fn insert_renewal(&self, r: &Request, until: Option<i64>) -> Result<i64, StoreError> {
+    fn insert_renewal(&self, r: &Request, renewal: &Renewal) -> Result<i64, StoreError> {
         self.tx.execute(
             "INSERT INTO requests (user, role, grp, duration_secs, reason, ticket, created_at,
-                 expires_at, approvals_required, state, kind, renew_until)
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, 'pending', 'renewal', ?9)",
+                 expires_at, approvals_required, state, kind, renew_until, renew_revision)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, 'pending', 'renewal', ?9, ?10)",
             params![
                 r.user,
                 r.role,
@@ -1440,7 +1463,8 @@ impl Transaction for SqliteTx<'_> {
                 r.created_at,
                 r.expires_at,
                 r.approvals_required as i64,
-                until
+                renewal.until,
+                renewal.revision
             ],
         )?;
         Ok(self.tx.last_insert_rowid())

@@ -402,10 +402,12 @@ fn given_a_renewal_then_an_owner_approves_it_and_the_end_moves() {
     );
     assert_eq!(e.list_requests("gina"), vec![filed.id]);
     assert_eq!(e.m.show_request(&dave, filed.id).unwrap().id, filed.id);
-    // A non-owner approver of another role cannot decide it.
+    // A non-owner approver of another role cannot decide it, either way.
     e.enrol("bob");
     let code = e.code("bob");
     assert_err!(e.m.approve(&e.who("bob"), filed.id, "", &code), NotFound);
+    let code = e.code("bob");
+    assert_err!(e.m.deny(&e.who("bob"), filed.id, "no", &code), NotFound);
     // The requester cannot decide their own.
     assert_err!(e.m.approve(&dave, filed.id, "", ""), PermissionDenied);
 
@@ -608,4 +610,370 @@ fn given_an_active_assignment_then_the_warnings_and_on_end_of_grants_apply_to_it
         "{:?}",
         t.state().signals
     );
+}
+
+#[test]
+fn given_the_assignment_changed_after_a_renewal_was_filed_then_approving_it_is_refused_as_stale() {
+    // Each change an owner or admin may make between the filing and the approval: the
+    // approval must not put the renewal's end over it.
+    const END: i64 = T0 + 10 * DAY;
+    let (end, asked) = (END, END + 60 * DAY);
+    type Change = fn(&mut Env, &Caller);
+    let changes: [(&str, Change); 4] = [
+        ("its end moved", |e, gina| {
+            e.m.admin_assign(gina, "dave", "docker", 0, T0 + 2 * DAY)
+                .unwrap();
+        }),
+        ("re-assigned as an active one", |e, gina| {
+            e.m.admin_assign_active(gina, "dave", "docker", 0, T0 + 2 * DAY, "on call")
+                .unwrap();
+        }),
+        ("unassigned and assigned again, same terms", |e, gina| {
+            e.m.admin_unassign(gina, "dave", "docker").unwrap();
+            e.m.admin_assign(gina, "dave", "docker", 0, END).unwrap();
+        }),
+        ("assigned again, same terms", |e, gina| {
+            e.m.admin_assign(gina, "dave", "docker", 0, END).unwrap();
+        }),
+    ];
+    for (change, make) in changes {
+        let mut e = governed();
+        let gina = e.who("gina");
+        e.m.admin_assign(&gina, "dave", "docker", 0, end).unwrap();
+        let dave = e.who("dave");
+        let filed =
+            e.m.renew(&dave, "docker", asked, "still on the team")
+                .unwrap();
+        e.advance(HOUR);
+        make(&mut e, &gina);
+        let before =
+            e.m.store
+                .read(|tx| tx.assignment("dave", "docker"))
+                .unwrap()
+                .unwrap();
+        e.enrol("frank");
+        let code = e.code("frank");
+        let m = assert_err!(
+            e.m.approve(&e.who("frank"), filed.id, "ok", &code),
+            Conflict
+        );
+        assert!(
+            m.contains("stale") && m.contains("changed after the renewal was filed"),
+            "{change}: {m}"
+        );
+        assert!(m.contains("pim renew docker"), "{change}: {m}");
+        let after =
+            e.m.store
+                .read(|tx| tx.assignment("dave", "docker"))
+                .unwrap()
+                .unwrap();
+        assert_eq!(after, before, "{change}: the change stands");
+        assert_ne!(after.not_after, Some(asked), "{change}");
+        // The request ends as stale, audited; it cannot be approved later.
+        assert_eq!(e.request(filed.id).state, RequestState::Denied, "{change}");
+        let records = e.audited("renew-approve");
+        assert_eq!(records.len(), 1, "{change}");
+        assert_eq!(records[0].outcome, "refused", "{change}");
+        assert!(records[0].detail.contains("stale"), "{change}");
+        let code = e.code("frank");
+        assert_err!(
+            e.m.approve(&e.who("frank"), filed.id, "ok", &code),
+            Conflict
+        );
+        // dave may ask again, against the assignment as it is now.
+        e.set(e.now().max(after.not_after.unwrap() - 5 * DAY));
+        let again =
+            e.m.renew(&dave, "docker", after.not_after.unwrap() + 5 * DAY, "again")
+                .unwrap();
+        let code = e.code("frank");
+        e.m.approve(&e.who("frank"), again.id, "ok", &code).unwrap();
+    }
+}
+
+#[test]
+fn given_the_assignment_unchanged_since_the_renewal_then_its_notices_and_grant_do_not_make_it_stale(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let end = T0 + 20 * DAY;
+    e.m.admin_assign_active(&gina, "dave", "docker", T0 + DAY, end, "on call")
+        .unwrap();
+    e.set(end - 14 * DAY);
+    let dave = e.who("dave");
+    let filed =
+        e.m.renew(&dave, "docker", end + 10 * DAY, "on call longer")
+            .unwrap();
+    // Its start comes (materialised as a grant) and a notice goes out meanwhile.
+    e.advance(HOUR);
+    e.m.reconcile().unwrap();
+    assert_eq!(e.grants("dave").len(), 1);
+    assert_eq!(e.audited("assignment-notice").len(), 1);
+    e.enrol("gina");
+    let code = e.code("gina");
+    e.m.approve(&gina, filed.id, "ok", &code).unwrap();
+    assert_eq!(e.grants("dave")[0].ends_at, end + 10 * DAY);
+}
+
+/// Commits `change` with an audit record, as a path whose end of the grant did not go
+/// through would leave things: the assignment changed, the grant still live.
+fn change_assignment_only(e: &mut Env, change: impl FnOnce(&Tx) -> Result<(), StoreError>) {
+    let entry = Audit::new("test", AuditAction::AdminUnassign)
+        .about("alice", "docker")
+        .entry(e.now(), Outcome::Success, "changed");
+    e.m.commit(|tx| {
+        change(tx)?;
+        Ok(tx.audit(entry)?)
+    })
+    .unwrap();
+}
+
+#[test]
+fn given_an_active_assignment_unassigned_then_assigned_again_then_its_old_grant_neither_stands_nor_revives(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    let root = e.who("root");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let old = e.grants("alice")[0].clone();
+    let docker = groups(&["docker"]);
+    assert!(e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+    // Unassigned, its grant still live (its end did not go through): alice is standing
+    // eligible for docker, yet the grant stood on the assignment alone.
+    change_assignment_only(&mut e, |tx| {
+        tx.delete_assignment("alice", "docker").map(|_| ())
+    });
+    let refused = e.m.check_access(&root, "alice", &docker).unwrap();
+    assert!(!refused.allowed, "{refused:?}");
+    // Assigned again, eligible: nothing points at the old grant.
+    let eligible = Assignment {
+        user: "alice".into(),
+        role: "docker".into(),
+        not_after: Some(T0 + DAY),
+        ..Assignment::default()
+    };
+    change_assignment_only(&mut e, |tx| {
+        tx.put_assignment(&eligible, "gina", T0).map(|_| ())
+    });
+    assert!(!e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+    // Assigned again, active: the new one points at no grant until its own starts.
+    let active = Assignment {
+        active: true,
+        reason: "incident again".into(),
+        ..eligible
+    };
+    change_assignment_only(&mut e, |tx| {
+        tx.put_assignment(&active, "gina", T0).map(|_| ())
+    });
+    assert!(!e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+    // Reconciliation ends the old grant and starts the new one's own: never the old one.
+    e.m.reconcile().unwrap();
+    let grants = e.grants("alice");
+    assert_eq!(grants.len(), 1);
+    assert_ne!(grants[0].id, old.id, "the old grant is not revived");
+    assert_eq!(e.last_ended("alice", "docker").id, old.id);
+    assert!(e.m.check_access(&root, "alice", &docker).unwrap().allowed);
+}
+
+#[test]
+fn given_an_orphaned_grant_of_an_earlier_assignment_then_a_new_active_assignment_does_not_take_it_over(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + DAY, "incident response")
+        .unwrap();
+    let old = e.grants("alice")[0].clone();
+    change_assignment_only(&mut e, |tx| {
+        tx.delete_assignment("alice", "docker").map(|_| ())
+    });
+    // The owner assigns again at once, through the call: the old grant ends, a new one starts.
+    let warning =
+        e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 2 * DAY, "incident again")
+            .unwrap();
+    assert_eq!(warning, "");
+    let grants = e.grants("alice");
+    assert_eq!(grants.len(), 1);
+    assert_ne!(grants[0].id, old.id);
+    assert_eq!(grants[0].ends_at, T0 + 2 * DAY);
+    assert_eq!(e.last_ended("alice", "docker").id, old.id);
+    assert!(e.managed("alice", "docker"));
+}
+
+#[test]
+fn given_a_cap_then_the_end_an_assignment_must_take_counts_from_its_start_or_now() {
+    let mut role = docker_role(); // eligible capped at 180d, active at 30d
+    let a = |not_before, not_after, active| Assignment {
+        not_before,
+        not_after,
+        active,
+        ..Assignment::default()
+    };
+    let now = T0;
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now + 180 * DAY), false), now),
+        None
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now + 181 * DAY), false), now),
+        Some(now + 180 * DAY)
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, None, false), now),
+        Some(now + 180 * DAY),
+        "no end: the cap's"
+    );
+    assert_eq!(
+        capped_end(
+            &role,
+            &a(Some(now - 10 * DAY), Some(now + 200 * DAY), false),
+            now
+        ),
+        Some(now + 180 * DAY),
+        "started: from now"
+    );
+    assert_eq!(
+        capped_end(
+            &role,
+            &a(Some(now + 10 * DAY), Some(now + 200 * DAY), false),
+            now
+        ),
+        Some(now + 190 * DAY),
+        "to come: from its start"
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now + 31 * DAY), true), now),
+        Some(now + 30 * DAY),
+        "active: its own cap"
+    );
+    assert_eq!(
+        capped_end(&role, &a(None, Some(now - DAY), false), now),
+        None,
+        "over"
+    );
+    role.max_eligible_assignment_secs = None;
+    assert_eq!(
+        capped_end(&role, &a(None, None, false), now),
+        None,
+        "no cap"
+    );
+}
+
+#[test]
+fn given_a_reload_that_lowers_the_caps_then_longer_assignments_are_brought_within_them() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 170 * DAY)
+        .unwrap();
+    e.m.admin_assign(&gina, "erin", "docker", T0 + 10 * DAY, T0 + 170 * DAY)
+        .unwrap();
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 20 * DAY, "migration")
+        .unwrap();
+    e.m.admin_assign(&gina, "hank", "docker", 0, T0 + 25 * DAY)
+        .unwrap();
+    e.m.admin_assign(&e.who("root"), "dave", "db", 0, 0)
+        .unwrap();
+    let grant = e.grants("alice")[0].clone();
+    // alice asked for more before the caps were lowered.
+    e.set(T0 + 6 * DAY + 1);
+    let alice = e.who("alice");
+    let filed =
+        e.m.renew(&alice, "docker", T0 + 30 * DAY, "migration goes on")
+            .unwrap();
+    let now = e.now();
+    e.m.take_outbox();
+
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\nowners = [\"gina\"]\nmax_eligible_assignment = \"30d\"\n\
+         max_active_assignment = \"7d\"\n",
+    );
+    let text = replaced(
+        &text,
+        "[roles.db]\n",
+        "[roles.db]\nmax_eligible_assignment = \"10d\"\n",
+    );
+    e.reload(&text);
+    let end_of = |e: &mut Env, user: &str, role: &str| {
+        e.m.store
+            .read(|tx| tx.assignment(user, role))
+            .unwrap()
+            .unwrap()
+            .not_after
+    };
+    assert_eq!(end_of(&mut e, "dave", "docker"), Some(now + 30 * DAY));
+    assert_eq!(
+        end_of(&mut e, "erin", "docker"),
+        Some(T0 + 40 * DAY),
+        "from its start"
+    );
+    assert_eq!(end_of(&mut e, "alice", "docker"), Some(now + 7 * DAY));
+    assert_eq!(
+        end_of(&mut e, "hank", "docker"),
+        Some(T0 + 25 * DAY),
+        "within"
+    );
+    assert_eq!(
+        end_of(&mut e, "dave", "db"),
+        Some(now + 10 * DAY),
+        "had no end"
+    );
+    // The live grant of the active one ends with it; and the rest is as any end.
+    let grants = e.grants("alice");
+    assert_eq!((grants[0].id, grants[0].ends_at), (grant.id, now + 7 * DAY));
+    let capped = e.audited("assignment-capped");
+    let who: Vec<(&str, &str)> = capped
+        .iter()
+        .map(|r| (r.user.as_str(), r.role.as_str()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("alice", "docker"),
+            ("dave", "db"),
+            ("dave", "docker"),
+            ("erin", "docker")
+        ]
+    );
+    assert!(
+        capped
+            .iter()
+            .all(|r| r.actor == "pimd" && r.outcome == "success"),
+        "{capped:?}"
+    );
+    assert!(
+        capped[0].detail.contains("max_active_assignment is now 7d"),
+        "{}",
+        capped[0].detail
+    );
+    assert!(capped[0]
+        .detail
+        .contains(&format!("grant {} ends with it", grant.id)));
+    // Notices as usual: those whose new end is within 14 days get theirs at once.
+    let notices: Vec<(String, String)> = e
+        .audited("assignment-notice")
+        .into_iter()
+        .map(|r| (r.user, r.role))
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            ("alice".to_string(), "docker".to_string()),
+            ("dave".to_string(), "db".to_string())
+        ]
+    );
+    // alice's renewal was filed against the assignment as it was: stale.
+    e.enrol("gina");
+    let code = e.code("gina");
+    let m = assert_err!(e.m.approve(&gina, filed.id, "", &code), Conflict);
+    assert!(m.contains("stale"), "{m}");
+    // Once within the cap, it stays as it is.
+    e.advance(DAY);
+    e.m.reconcile().unwrap();
+    assert_eq!(e.audited("assignment-capped").len(), 4);
+    // The grant ends at the capped end.
+    e.set(now + 7 * DAY);
+    e.m.reconcile().unwrap();
+    assert!(e.grants("alice").is_empty());
+    assert!(!e.managed("alice", "docker"));
 }

@@ -7,13 +7,18 @@ use super::*;
 use crate::manager::test_support::*;
 
 /// The fixture with gina owning docker (eligible: alice and %ops, that is erin) and dave
-/// assigned to docker; `extra` goes into docker's table.
+/// assigned to docker; `extra` goes into docker's table. Reviews of a minute may be started.
 fn reviewed(extra: &str) -> Env {
     let mut e = env();
     let text = replaced(
         CONFIG,
         "[roles.docker]\n",
         &format!("[roles.docker]\nowners = [\"gina\"]\n{extra}"),
+    );
+    let text = replaced(
+        &text,
+        "[daemon]\n",
+        "[daemon]\nmin_review_duration = \"1m\"\n",
     );
     e.reload(&text);
     let root = e.who("root");
@@ -359,6 +364,11 @@ fn given_an_owner_suspended_by_a_review_then_reinstating_themselves_is_refused_a
         "[roles.docker]\n",
         "[roles.docker]\nowners = [\"alice\", \"gina\"]\n",
     );
+    let text = replaced(
+        &text,
+        "[daemon]\n",
+        "[daemon]\nmin_review_duration = \"1m\"\n",
+    );
     e.reload(&text);
     e.enrol("gina");
     let r = start(&mut e, "gina", 60, &[]).unwrap();
@@ -517,4 +527,62 @@ fn given_review_events_then_the_roles_owners_see_them_and_others_do_not() {
     assert!(e.m.may_see(&e.who("audra"), started));
     assert!(!e.m.may_see(&e.who("hank"), started));
     assert!(!e.m.may_see(&e.who("alice"), started));
+}
+
+#[test]
+fn given_review_durations_then_below_the_minimum_or_above_a_year_is_refused_naming_the_bound() {
+    let m = assert_err!(check_review_duration(1, 3600), InvalidArgument);
+    assert!(
+        m.contains("at least 1h") && m.contains("[daemon] min_review_duration"),
+        "{m}"
+    );
+    assert!(
+        m.contains("would last 1s") && m.contains("--duration"),
+        "{m}"
+    );
+    assert_err!(check_review_duration(3599, 3600), InvalidArgument);
+    assert!(check_review_duration(3600, 3600).is_ok());
+    assert!(check_review_duration(0, 3600).is_ok(), "the role's own");
+    assert!(check_review_duration(365 * 86_400, 3600).is_ok());
+    let m = assert_err!(
+        check_review_duration(365 * 86_400 + 1, 3600),
+        InvalidArgument
+    );
+    assert!(m.contains("at most 365d"), "{m}");
+    assert_err!(check_review_duration(u64::MAX, 3600), InvalidArgument);
+}
+
+#[test]
+fn given_an_owner_starting_a_one_second_review_then_refused_by_the_default_minimum_and_nobody_suspended(
+) {
+    // The attack: a review over before anyone can look, whose default removes everyone.
+    let mut e = env();
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\nowners = [\"gina\"]\n",
+    );
+    e.reload(&text);
+    assert_eq!(e.m.config().daemon.min_review_duration_secs, 3600);
+    for secs in [1, 3599, 365 * 86_400 + 1] {
+        let m = assert_err!(start(&mut e, "gina", secs, &[]), InvalidArgument);
+        assert!(
+            m.contains("min_review_duration") || m.contains("at most 365d"),
+            "{m}"
+        );
+    }
+    let refused = e.audited("review-start");
+    assert_eq!(refused.len(), 3);
+    assert!(refused
+        .iter()
+        .all(|r| r.outcome == "refused" && r.actor == "gina"));
+    e.advance(2);
+    e.m.reconcile().unwrap();
+    assert!(e.audited("review-apply").is_empty());
+    assert!(
+        e.docker_role_of("alice").is_some(),
+        "alice is still eligible"
+    );
+    let r = start(&mut e, "gina", 3600, &[]).unwrap();
+    assert_eq!(r.ends_at, e.now() + 3600);
 }
