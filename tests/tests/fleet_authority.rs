@@ -779,6 +779,36 @@ fn given_setup_run_again_then_schema_policy_and_hosts_are_kept() {
         call(&mut db1, "pim_api.snapshot(0)", &[]).unwrap()["host"],
         "db1"
     );
+    // Another host whose name makes the same login is refused; a dotted name is fine.
+    assert!(!authority.add_host("web7.eu", "web").is_empty());
+    let clash = authority.setup(&["--add-host", "web7-eu"]);
+    assert!(!clash.status.success(), "{clash:?}");
+    let clash_err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        clash_err.contains("pim_host_web7_eu exists already"),
+        "{clash_err}"
+    );
+    let upper = authority.setup(&["--add-host", "Web8"]);
+    assert!(String::from_utf8_lossy(&upper.stderr).contains("must be lower-case"));
+    // A schema newer than this pimd's is left alone.
+    authority
+        .admin()
+        .batch_execute("UPDATE pim.schema_version SET version = 99")
+        .unwrap();
+    let newer = authority.setup(&[]);
+    assert!(!newer.status.success(), "{newer:?}");
+    assert!(String::from_utf8_lossy(&newer.stderr).contains("schema version 99, newer"));
+    authority
+        .admin()
+        .batch_execute("UPDATE pim.schema_version SET version = 1")
+        .unwrap();
+    // No database to reach: a clear error, quickly.
+    let nowhere = Command::new(binary("pimd"))
+        .args(["--fleet-setup", "host=127.0.0.1 port=1 user=postgres"])
+        .output()
+        .unwrap();
+    assert_eq!(nowhere.status.code(), Some(1), "{nowhere:?}");
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("cannot connect to the database"));
     // A broken policy changes nothing.
     std::fs::write(&policy_file, "[roles.x]\nmax_duration = \"forever\"\n").unwrap();
     let broken = authority.setup(&["--policy", &policy_file]);

@@ -509,12 +509,13 @@ DECLARE
     password text := encode(pim_crypto.gen_random_bytes(24), 'hex');
 BEGIN
     PERFORM pim.check_name('the host', host_name);
-    IF host_name !~ '^[a-z0-9][a-z0-9-]{0,47}$' THEN
-        PERFORM pim.refuse('PM002', format('the host name %s must be lower-case letters, digits and -, at most 48',
+    IF host_name !~ '^[a-z0-9][a-z0-9.-]{0,53}$' THEN
+        PERFORM pim.refuse('PM002', format('the host name %s must be lower-case letters, digits, . and -, at most 54',
             quote_literal(host_name)));
     END IF;
     PERFORM pim.check_names('a tag', tags);
-    login := 'pim_host_' || replace(host_name, '-', '_');
+    -- web7.eu and web7-eu share a login name: the second is refused below.
+    login := 'pim_host_' || translate(host_name, '.-', '__');
     IF EXISTS (SELECT FROM pim.hosts WHERE name = host_name) THEN
         PERFORM pim.refuse('PM009', format('the host %s is already in the fleet', host_name));
     END IF;
