@@ -29,12 +29,15 @@ const USERS: &[&str] = &["alice", "bob", "carol", "dave"];
 /// The fleet's first policy: `admin` (sudo, every host, no approval), `ops` and `ops2`
 /// (groups ops and ops2, every host, no approval, durations down to seconds), `dbadmin`
 /// (sudo, hosts tagged db only, one approval by bob), `dbops` (group dbops, tag db, no
-/// approval). carol is the fleet's admin.
+/// approval). carol is the fleet's admin. Every role keeps the user's processes at the end
+/// (`on_end = "keep"`): the `pim` and `sudo` a test runs as the user carry the group, and the
+/// refusals of stale shells are what these tests look at.
 const POLICY: &str = r#"
 [daemon]
 admins = ["carol"]
 
 [roles.admin]
+on_end = "keep"
 group = "sudo"
 eligible = ["alice"]
 require_approval = false
@@ -42,6 +45,7 @@ max_duration = "2h"
 default_duration = "1h"
 
 [roles.ops]
+on_end = "keep"
 group = "ops"
 eligible = ["alice", "bob", "dave", "erin", "frank", "grace"]
 require_approval = false
@@ -49,6 +53,7 @@ max_duration = "1h"
 default_duration = "30m"
 
 [roles.ops2]
+on_end = "keep"
 group = "ops2"
 eligible = ["alice", "bob", "dave", "erin", "frank", "grace"]
 require_approval = false
@@ -56,6 +61,7 @@ max_duration = "1h"
 default_duration = "30m"
 
 [roles.dbadmin]
+on_end = "keep"
 group = "sudo"
 hosts = ["tag:db"]
 eligible = ["alice"]
@@ -66,6 +72,7 @@ max_duration = "2h"
 default_duration = "1h"
 
 [roles.dbops]
+on_end = "keep"
 group = "dbops"
 hosts = ["tag:db"]
 eligible = ["alice"]

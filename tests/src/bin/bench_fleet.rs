@@ -165,7 +165,7 @@ fn propagation(hosts: usize, rounds: usize) {
         fleet.add_user(a, &[]);
     }
     let policy = format!(
-        "[daemon]\nadmins = [\"ap01\"]\n\n[roles.dbadmin]\ngroup = \"dbadmin\"\n\
+        "[daemon]\nadmins = [\"ap01\"]\n\n[roles.dbadmin]\ngroup = \"dbadmin\"\non_end = \"keep\"\n\
          hosts = [\"tag:db\"]\neligible = [\"alice\"]\nrequire_mfa = false\n\
          require_approval = true\napprovers = [{}]\napprovals_required = 1\n\
          max_duration = \"1h\"\n",
@@ -176,6 +176,10 @@ fn propagation(hosts: usize, rounds: usize) {
             .join(", ")
     );
     fleet.setup(&policy, "10m");
+    // alice files and ends a request a round, more than the 30 calls a minute allowed.
+    for h in &fleet.hosts {
+        fleet.write_host_config(h, "10m", "\n[daemon]\ncalls_per_minute = 1000\n");
+    }
     fleet.start_pimds();
     let filer = &fleet.hosts[0].sb;
     let decider = &fleet.hosts[1].sb;
