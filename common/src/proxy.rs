@@ -3,7 +3,7 @@
 //! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
-    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
+    AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
     FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo,
     ReviewItemInfo, RoleInfo,
 };
@@ -203,4 +203,11 @@ pub trait Manager {
     /// Fleet mode: checks `policy` (a pim.toml's text) and stores it as the fleet's next
     /// policy version, which it returns.
     fn fleet_policy_push(&self, policy: &str, code: &str) -> Result<i64, PimError>;
+    /// Admins and auditors: the open alerts, or with `all` the resolved and dismissed ones too,
+    /// newest first.
+    fn list_alerts(&self, all: bool) -> Result<Vec<AlertInfo>, PimError>;
+
+    /// Admins: dismisses an open alert, for `reason`; it does not come back while its cause
+    /// persists.
+    fn dismiss_alert(&self, id: i64, reason: &str) -> Result<AlertInfo, PimError>;
 }

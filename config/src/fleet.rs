@@ -10,7 +10,8 @@
 //!
 //! In fleet mode the roles, the administrators and auditors and `[mfa]` come from the
 //! policy pushed to the database (`pim admin policy push FILE`, checked by [`parse_policy`]);
-//! a host's own file holds `[daemon]`'s host settings, `[audit]` and `[fleet]`, and the two
+//! a host's own file holds `[daemon]`'s host settings, `[audit]`, `[alerts]` (alerts are
+//! evaluated on each host) and `[fleet]`, and the two
 //! are put together by [`Config::in_fleet`].
 
 use super::{text, Cap, Checker, Config, Directory, Problem, Section};
@@ -42,6 +43,7 @@ const POLICY_ONLY: &[(&str, &str)] = &[
 const HOST_ONLY: &[&str] = &[
     "fleet",
     "audit",
+    "alerts",
     "daemon.database",
     "daemon.notify_command",
     "daemon.notify_timeout",
@@ -129,6 +131,7 @@ impl Config {
             mfa: policy.mfa.clone(),
             audit: self.audit.clone(),
             roles: policy.roles.clone(),
+            alerts: self.alerts.clone(),
             fleet: self.fleet.clone(),
         }
     }

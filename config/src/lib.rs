@@ -29,6 +29,8 @@ use toml::Spanned;
 
 mod review;
 pub use review::{ReviewDefault, Reviewer, DEFAULT_REVIEW_DURATION_SECS};
+mod alerts;
+pub use alerts::AlertsConfig;
 
 pub const DEFAULT_PATH: &str = "/etc/pim/pim.toml";
 /// No role grants its group for longer than a day.
@@ -98,7 +100,7 @@ const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
 /// More warnings than this before one end would only be noise.
 const MAX_WARNINGS: usize = 8;
 
-const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "fleet", "roles"];
+const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "fleet", "roles", "alerts"];
 const DAEMON_KEYS: &[&str] = &[
     "database",
     "admins",
@@ -308,6 +310,7 @@ pub struct Config {
     pub roles: BTreeMap<String, Role>,
     /// `[fleet]`: this host is one of a fleet (`None`: a host on its own).
     pub fleet: Option<FleetConfig>,
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -1001,6 +1004,7 @@ impl Checker<'_> {
         let fleet = self.section(&top, "fleet");
         let fleet = self.fleet(&fleet);
         self.fleet_split(&top, self.kind, fleet.is_some());
+        let alerts = self.section(&top, "alerts");
         Config {
             daemon: self.daemon(&daemon),
             mfa: self.mfa(&mfa),
@@ -1012,6 +1016,7 @@ impl Checker<'_> {
                 self.roles(&top)
             },
             fleet,
+            alerts: self.alerts(&alerts),
         }
     }
 
@@ -1370,7 +1375,7 @@ approvals_required = 1           # N distinct approvers
 request_ttl = "24h"              # an undecided request expires after this
 "#;
 
-    fn check(text: &str) -> (Option<Config>, Vec<Problem>) {
+    pub(crate) fn check(text: &str) -> (Option<Config>, Vec<Problem>) {
         parse(text, SOURCE, &HOST)
     }
 
@@ -1379,7 +1384,7 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     /// The config, asserting that it loaded without any problem at all.
-    fn clean(text: &str) -> Config {
+    pub(crate) fn clean(text: &str) -> Config {
         let (config, problems) = check(text);
         assert!(problems.is_empty(), "{problems:#?}");
         config.expect("config")
@@ -1396,7 +1401,7 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     /// The one error in `text`.
-    fn one_error(text: &str) -> Problem {
+    pub(crate) fn one_error(text: &str) -> Problem {
         let (config, problems) = check(text);
         assert!(config.is_none());
         let errors = of(&problems, Severity::Error);

@@ -33,11 +33,14 @@
 //!   standing eligibility and their reinstatement, and the roles a caller decides for;
 //! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
 //!   and the warnings before it;
+//! - `alerts`: the alerts' facts, their evaluation written with its audit, listing and
+//!   dismissing;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
 
 mod access;
 mod activation;
 mod admin;
+mod alerts;
 mod approvals;
 mod assignments;
 mod audit;
@@ -157,6 +160,9 @@ pub struct Manager {
     head: chain::HeadKeeper,
     /// `[fleet]`: the link to the fleet's authority; `None` for a host on its own.
     fleet: Option<fleet::Fleet>,
+    /// The last look at the host the alerts were evaluated with (nothing known before the
+    /// first: the kinds that need it are not judged).
+    host_look: crate::alerts::HostFacts,
 }
 
 /// What a summary record counts.
@@ -314,6 +320,7 @@ impl Manager {
             calls: CallLimiter::default(),
             head: chain::HeadKeeper::default(),
             fleet: None,
+            host_look: crate::alerts::HostFacts::default(),
         }
     }
 
