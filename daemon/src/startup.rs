@@ -6,7 +6,8 @@ use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
 use crate::alerts;
 use crate::clock::{Clock, SystemClock};
-use crate::manager::Manager;
+use crate::fleet::{self, authority::PgWakeup, conninfo::ConnInfo, sync::PgConnector};
+use crate::manager::{Connector, Fleet, Manager};
 use crate::pam_socket;
 use crate::processes::{ProcessTable, SystemProcesses};
 use crate::service::{AccessReaders, Core, ManagerService};
@@ -218,8 +219,21 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
     let head_file = crate::manager::head_file_of(&config.daemon.database);
+    let fleet = match &config.fleet {
+        Some(fleet) => {
+            let conninfo =
+                ConnInfo::parse(&fleet.database).map_err(|e| format!("[fleet] database: {e}"))?;
+            let name = fleet.host.clone().unwrap_or_else(|| host.clone());
+            eprintln!(
+                "pimd: fleet mode: host {name}, database user {}",
+                conninfo.user().unwrap_or("(default)")
+            );
+            Some((conninfo, name, fleet.max_staleness_secs))
+        }
+        None => None,
+    };
     let mut manager = Manager::new(
-        config,
+        config.clone(),
         store,
         Box::new(SystemAccounts),
         Box::new(SystemClock),
@@ -227,6 +241,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         host,
     );
     manager.set_head_file(head_file);
+    let fleet_link = fleet.map(|(conninfo, name, max_staleness)| {
+        let connector: Arc<dyn Connector> = Arc::new(PgConnector(conninfo.clone()));
+        manager.set_fleet(Fleet::new(connector.clone(), (*config).clone(), name));
+        (connector, conninfo, max_staleness)
+    });
     let core = Core::new(manager);
     access.watch_passes(core.clone());
 
@@ -288,6 +307,22 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         sweep_wake,
     ));
     tokio::spawn(bus_loop(core.clone(), access.clone()));
+    if let Some((connector, conninfo, max_staleness)) = fleet_link {
+        let managed = CoreManaged {
+            core: core.clone(),
+            access: access.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let wakeup = Box::new(PgWakeup::new(conninfo));
+        std::thread::Builder::new()
+            .name("fleet-sync".into())
+            .spawn(move || {
+                fleet::sync::run(connector, wakeup, managed, max_staleness, |line| {
+                    eprintln!("pimd: {line}")
+                })
+            })
+            .map_err(|e| format!("cannot start the fleet's sync thread: {e}"))?;
+    }
 
     loop {
         tokio::select! {
@@ -322,6 +357,38 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .await;
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
+}
+
+/// The manager as the fleet's sync thread reaches it: through the core (so that what a
+/// round leaves, audit lines and events, is published as for any call), from a thread of its
+/// own that blocks on the runtime for each local step.
+struct CoreManaged {
+    core: Arc<Core>,
+    access: Arc<AccessReaders>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl fleet::sync::Managed for CoreManaged {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        self.runtime.block_on(self.core.with_manager(f))
+    }
+
+    fn config_changed(&self) {
+        let access = self.access.clone();
+        let taken = self.runtime.block_on(self.core.with_manager(move |m| {
+            access.set_config(m.config_snapshot());
+            Ok(())
+        }));
+        if let Err(e) = taken {
+            eprintln!(
+                "pimd: fleet: the access check kept the previous policy: {}",
+                e.message()
+            );
+        }
+    }
 }
 
 /// The first pause before connecting to the bus again; it doubles up to [`BUS_RETRY_MAX`].

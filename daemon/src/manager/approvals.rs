@@ -5,6 +5,9 @@ use super::*;
 
 impl Manager {
     pub fn list_requests(&mut self, caller: &Caller) -> Result<Vec<RequestInfo>, PimError> {
+        if self.in_fleet() {
+            return self.fleet_requests(caller);
+        }
         let now = self.now();
         let pending = self.store.read(|tx| {
             let mut out = Vec::new();
@@ -142,6 +145,9 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_decide(caller, id, comment, code, true);
+        }
         match self.try_approve(caller, id, comment, code) {
             Ok(answer) => answer,
             Err(e) => {
@@ -351,6 +357,9 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_decide(caller, id, comment, code, false);
+        }
         let result = self.try_deny(caller, id, comment, code);
         self.audit_decision_refusal(caller, id, AuditAction::Deny, comment, result)
     }
@@ -411,6 +420,9 @@ impl Manager {
     }
 
     pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_cancel(caller, id);
+        }
         let audit = Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, "");
         let request = match self.store.read(|tx| tx.request(id))? {
             Some(r) if r.user == caller.name => r,

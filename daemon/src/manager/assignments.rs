@@ -737,6 +737,13 @@ impl Manager {
         until: i64,
         reason: &str,
     ) -> Result<RequestDetail, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::RenewRequest,
+                fleet::NotInFleet::Renewals,
+            );
+        }
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, AuditAction::RenewRequest)
             .about(&caller.name, name_or_empty(role_name))

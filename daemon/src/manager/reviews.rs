@@ -316,6 +316,9 @@ impl Manager {
         duration_secs: u64,
         reviewers: &[String],
     ) -> Result<ReviewInfo, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(caller, AuditAction::ReviewStart, fleet::NotInFleet::Reviews);
+        }
         let audit =
             Audit::new(&caller.name, AuditAction::ReviewStart).about("", name_or_empty(role_name));
         if let Err(e) = check_name("role", role_name) {
@@ -401,6 +404,13 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<ReviewItemInfo, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::ReviewDecide,
+                fleet::NotInFleet::Reviews,
+            );
+        }
         let result = self.try_review_decide(caller, id, user, decision, comment, code);
         let err = match result {
             Ok(value) => return Ok(value),
@@ -525,6 +535,13 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(), PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminReinstate,
+                fleet::NotInFleet::Reviews,
+            );
+        }
         let audit = Audit::new(&caller.name, AuditAction::AdminReinstate)
             .about(name_or_empty(user), name_or_empty(role));
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {

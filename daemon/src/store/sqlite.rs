@@ -10,11 +10,12 @@
 
 use super::{Key, ReadStore, Store, StoreError, Transaction};
 
+mod fleet;
 mod reviews;
 use crate::mfa::FailureState;
 use crate::model::{
-    AlertRow, AlertState, Assignment, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
-    PendingSecret, PendingSweep, Renewal, Request, RequestState, SweepRecheck,
+    AlertRow, AlertState, Assignment, AuditQuery, Ending, FleetSync, Grant, MfaRecord, NewAlert,
+    NewGrant, PendingSecret, PendingSweep, Renewal, Request, RequestState, SweepRecheck,
 };
 use crate::model::{Review, ReviewDecision, ReviewItem};
 use rusqlite::config::DbConfig;
@@ -313,6 +314,24 @@ WHERE kind = 'renewal' AND state = 'pending' AND renew_revision = 0 AND EXISTS (
     SELECT 1 FROM assignments a
     WHERE a.user = requests.user AND a.role = requests.role
       AND a.assigned_at > requests.created_at);
+"#,
+    r#"
+-- Fleet mode: a local grant that mirrors a grant of the fleet's authority carries its id
+-- (a fleet grant may be mirrored by several local grants in turn: one ends while the host is
+-- stale, the next starts when it is fresh again). One row each: the last successful
+-- synchronisation, and the last local audit record shipped to the fleet.
+ALTER TABLE grants ADD COLUMN fleet_id INTEGER;
+CREATE INDEX grants_live_fleet ON grants(fleet_id) WHERE ended_at IS NULL AND fleet_id IS NOT NULL;
+CREATE TABLE fleet_sync (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    synced_at       INTEGER NOT NULL,
+    db_now          INTEGER NOT NULL,
+    policy_version  INTEGER NOT NULL
+);
+CREATE TABLE fleet_shipped (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    through  INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1854,6 +1873,34 @@ impl Transaction for SqliteTx<'_> {
     fn reinstate(&self, user: &str, role: &str) -> Result<(bool, bool), StoreError> {
         let removed = reviews::reinstate(&self.tx, user, role)?;
         Ok((removed, removed))
+    }
+
+    fn fleet_id_of(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        fleet::fleet_id_of(&self.tx, id)
+    }
+
+    fn fleet_mirrored(&self) -> Result<Vec<(i64, Grant)>, StoreError> {
+        fleet::fleet_mirrored(&self.tx)
+    }
+
+    fn fleet_sync(&self) -> Result<Option<FleetSync>, StoreError> {
+        fleet::fleet_sync(&self.tx)
+    }
+
+    fn audit_shipped(&self) -> Result<i64, StoreError> {
+        fleet::audit_shipped(&self.tx)
+    }
+
+    fn mark_grant_from_fleet(&self, id: i64, fleet_id: i64) -> Result<(), StoreError> {
+        fleet::mark_grant_from_fleet(&self.tx, id, fleet_id)
+    }
+
+    fn set_fleet_sync(&self, sync: &FleetSync) -> Result<(), StoreError> {
+        fleet::set_fleet_sync(&self.tx, sync)
+    }
+
+    fn set_audit_shipped(&self, through: i64) -> Result<(), StoreError> {
+        fleet::set_audit_shipped(&self.tx, through)
     }
 
     fn commit(self: Box<Self>, _: Key) -> Result<(), StoreError> {
