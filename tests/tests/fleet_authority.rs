@@ -677,6 +677,14 @@ fn given_audit_shipped_again_after_a_partial_ship_then_each_record_is_stored_onc
         &[&bad.to_string()],
     );
     assert!(result.is_err(), "{result:?}");
+    // So is one without its local id, which would escape the once-only rule.
+    let mut anonymous = records(9..=9);
+    anonymous[0]["id"] = Value::Null;
+    let result = db1.query_one(
+        "SELECT pim_api.ship_audit($1::text::jsonb)",
+        &[&anonymous.to_string()],
+    );
+    assert!(result.is_err(), "{result:?}");
     assert_eq!(count("db1"), 8);
 }
 

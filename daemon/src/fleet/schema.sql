@@ -943,6 +943,11 @@ BEGIN
         PERFORM pim.refuse('PM002', 'ship_audit takes a list of at most 1000 records');
     END IF;
     FOR rec IN SELECT * FROM jsonb_array_elements(records) LOOP
+        -- The local id is what makes a retry harmless: a record without one is refused.
+        IF jsonb_typeof(rec -> 'id') IS DISTINCT FROM 'number'
+            OR jsonb_typeof(rec -> 'at') IS DISTINCT FROM 'number' THEN
+            PERFORM pim.refuse('PM002', 'a shipped audit record needs its local id and time');
+        END IF;
         INSERT INTO pim.audit (at, host, local_id, actor, action, "user", role, outcome, reason,
             ticket, detail, prev, hash)
         VALUES ((rec ->> 'at')::bigint, h.name, (rec ->> 'id')::bigint,

@@ -46,6 +46,8 @@ pub enum NotInFleet {
     Reviews,
     Extend,
     MfaReset,
+    DeviceChange,
+    RecoveryCodes,
 }
 
 impl NotInFleet {
@@ -55,7 +57,9 @@ impl NotInFleet {
             NotInFleet::Renewals => "renewals (pim renew)",
             NotInFleet::Reviews => "access reviews",
             NotInFleet::Extend => "extending a grant (pim extend); deactivate and activate again",
-            NotInFleet::MfaReset => "MFA resets and unlocks (run them in the fleet's database)",
+            NotInFleet::MfaReset => "MFA resets and unlocks",
+            NotInFleet::DeviceChange => "changing an enrolment's device (pim mfa enroll again)",
+            NotInFleet::RecoveryCodes => "recovery codes",
         }
     }
 }

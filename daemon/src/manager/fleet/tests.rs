@@ -395,6 +395,9 @@ fn given_fleet_mode_then_what_it_does_not_do_yet_is_refused_naming_the_limitatio
         assert_err!(f.e.m.admin_review_start(&frank, "admin", 0, &[]), Conflict),
         assert_err!(f.e.m.extend(&alice, "admin", 60, REASON, ""), Conflict),
         assert_err!(f.e.m.admin_mfa_reset(&frank, "alice"), Conflict),
+        assert_err!(f.e.m.admin_mfa_unlock(&frank, "alice"), Conflict),
+        assert_err!(f.e.m.mfa_rotate(&alice, "123456"), Conflict),
+        assert_err!(f.e.m.mfa_recovery_codes(&alice, "123456"), Conflict),
     ];
     for (message, what) in refusals.iter().zip([
         "assignments",
@@ -403,6 +406,9 @@ fn given_fleet_mode_then_what_it_does_not_do_yet_is_refused_naming_the_limitatio
         "access reviews",
         "extending a grant",
         "MFA resets",
+        "MFA resets and unlocks",
+        "changing an enrolment's device",
+        "recovery codes",
     ]) {
         assert!(
             message.starts_with(&format!("fleet mode does not support {what}")),
