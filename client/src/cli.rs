@@ -3,6 +3,14 @@
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
+Examples:
+  pim roles                                   what you may activate, and what each requires
+  pim activate admin -d 30m -r \"rotate the TLS keys\"   asks for the code
+  pim status                                  your grants, with the time left
+  pim deactivate admin
+
+Colour: errors and warnings are coloured when they go to a terminal, unless NO_COLOR is set.
+
 Exit status: 0 done; 1 refused or failed; 2 usage error; 3 (activate) the request waits for
 approval.
 
@@ -178,10 +186,21 @@ and sudoers, and which members of gated groups would be refused sudo.
 
 Exit status: 0 when no check failed (warnings and skipped checks do not count), 1 otherwise.";
 
+const ACTIVATE_HELP: &str = "\
+Examples:
+  pim activate                                 the roles you can activate
+  pim activate admin -d 30m -r \"rotate the TLS keys on web1\"
+                                               asks for the TOTP code on the terminal
+  printf '%s\\n' \"$code\" | pim --json activate admin -r \"nightly job\" --code -
+  pim activate db -d 1h -r \"restore the orders table\" -t CHG1234 --wait
+                                               waits for the approvers' decision
+  pim activate docker --shell                  then a shell that carries group docker";
+
 #[derive(Debug, Args)]
+#[command(after_help = ACTIVATE_HELP)]
 pub struct ActivateArgs {
-    /// The role to activate
-    pub role: String,
+    /// The role to activate (without it: the roles you can activate)
+    pub role: Option<String>,
     /// How long, e.g. 30m, 2h, 1h30m (default: the role's default)
     #[arg(short, long, value_name = "DURATION")]
     pub duration: Option<String>,
@@ -197,6 +216,10 @@ pub struct ActivateArgs {
     /// When approval is needed, wait for the decision (exit 0 granted, 1 refused)
     #[arg(long)]
     pub wait: bool,
+    /// Once granted, start a shell on this terminal that carries the role's group (newgrp
+    /// GROUP); with --wait, after the approval. Not with --json
+    #[arg(long)]
+    pub shell: bool,
 }
 
 #[derive(Debug, Args)]
@@ -215,7 +238,8 @@ pub struct RenewArgs {
 pub struct ExtendArgs {
     /// The role whose grant to extend
     pub role: String,
-    /// New time left from now, e.g. 1h (default: the role's default)
+    /// New time left from now, e.g. 1h, or +30m for 30 minutes after the current end
+    /// (default: the role's default)
     #[arg(short, long, value_name = "DURATION")]
     pub duration: Option<String>,
     /// Why you need more time (asked for when the role requires one and stdin is a terminal)
@@ -228,8 +252,15 @@ pub struct ExtendArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MfaCommand {
-    /// Start enrolment: prints the otpauth URI, the secret and a QR code
-    Enroll,
+    /// Start enrolment, or move an enrolment to a new device: prints the otpauth URI, the
+    /// secret and a QR code
+    #[command(after_long_help = ENROLL_HELP)]
+    Enroll {
+        /// When already enrolled: a code of your current device (or a recovery code), or - to
+        /// read it from stdin; asked for on the terminal otherwise
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
     /// Finish enrolment with a first code; prints one-time recovery codes
     Confirm {
         /// The code your authenticator app shows, or - to read it from stdin
@@ -246,7 +277,24 @@ pub enum MfaCommand {
     },
     /// Whether you are enrolled, locked out, and how many recovery codes are left
     Status,
+    /// Replace your recovery codes with ten new ones (the old ones stop working)
+    RecoveryCodes {
+        /// Your TOTP code (or a recovery code), or - to read it from stdin; asked for on the
+        /// terminal otherwise
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
 }
+
+const ENROLL_HELP: &str = "\
+Already enrolled, 'pim mfa enroll' moves your enrolment to a new device: it asks for a code of
+the current one (or a recovery code, if the device is lost) and shows a new secret. The current
+device keeps working until 'pim mfa confirm' takes a first code of the new one; your recovery
+codes stay. Without any code left, an administrator's 'pim admin mfa-reset' starts over.
+
+Examples:
+  pim mfa enroll                # scan the QR code, then:
+  pim mfa confirm               # type the code the app shows";
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
@@ -369,6 +417,11 @@ pub enum AdminCommand {
         /// The user whose enrolment is dropped
         user: String,
     },
+    /// End a user's MFA lockout after too many wrong codes, keeping their enrolment
+    MfaUnlock {
+        /// The user whose lockout ends
+        user: String,
+    },
     /// Access reviews: start a one-off review, show a review's record
     #[command(subcommand)]
     Review(AdminReviewCommand),
@@ -406,7 +459,7 @@ mod tests {
         let Command::Activate(a) = cli.command else {
             panic!("not activate")
         };
-        assert_eq!(a.role, "admin");
+        assert_eq!(a.role.as_deref(), Some("admin"));
         assert_eq!(a.duration.as_deref(), Some("1h"));
         assert_eq!(a.reason.as_deref(), Some("deploy"));
         assert_eq!(a.ticket.as_deref(), Some("INC1"));
@@ -536,6 +589,7 @@ mod tests {
             &["admin", "unassign"],
             &["admin", "revoke"],
             &["admin", "mfa-reset"],
+            &["admin", "mfa-unlock"],
         ] {
             let cmd = path.iter().fold(cli.clone(), |c, name| {
                 c.find_subcommand(name).unwrap().clone()
@@ -553,6 +607,54 @@ mod tests {
             cli.command,
             Command::Admin(AdminCommand::MfaReset { ref user }) if user == "bob"
         ));
+    }
+
+    #[test]
+    fn given_help_then_examples_are_shown() {
+        let mut cli = Cli::command();
+        cli.build();
+        let top = cli.render_long_help().to_string();
+        assert!(top.contains("Examples:\n  pim roles"), "{top}");
+        assert!(top.contains("NO_COLOR"), "{top}");
+        let activate = cli.find_subcommand_mut("activate").unwrap();
+        for help in [
+            activate.render_help().to_string(),
+            activate.render_long_help().to_string(),
+        ] {
+            assert!(help.contains("Examples:"), "{help}");
+            assert!(help.contains("pim activate docker --shell"), "{help}");
+            assert!(help.contains("--code -"), "{help}");
+        }
+    }
+
+    #[test]
+    fn given_the_mfa_lifecycle_commands_then_their_arguments_are_parsed() {
+        let cli = parse(&["mfa", "enroll", "--code", "-"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mfa(MfaCommand::Enroll { code: Some(ref c) }) if c == "-"
+        ));
+        assert!(matches!(
+            parse(&["mfa", "enroll"]).unwrap().command,
+            Command::Mfa(MfaCommand::Enroll { code: None })
+        ));
+        let cli = parse(&["mfa", "recovery-codes", "--code", "123456"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mfa(MfaCommand::RecoveryCodes { code: Some(ref c) }) if c == "123456"
+        ));
+        let cli = parse(&["admin", "mfa-unlock", "bob"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminCommand::MfaUnlock { ref user }) if user == "bob"
+        ));
+        assert_eq!(parse(&["admin", "mfa-unlock"]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            parse(&["mfa", "recovery-codes", "123456"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 
     #[test]
@@ -622,7 +724,11 @@ mod tests {
     #[test]
     fn given_unknown_command_or_missing_argument_then_usage_error() {
         assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
-        assert_eq!(parse(&["activate"]).unwrap_err().exit_code(), 2);
+        // `pim activate` alone lists the caller's roles, then exits 2 (commands::activate).
+        assert!(matches!(
+            parse(&["activate"]).unwrap().command,
+            Command::Activate(ActivateArgs { role: None, .. })
+        ));
         assert_eq!(parse(&["mfa", "confirm"]).unwrap_err().exit_code(), 2);
     }
 }

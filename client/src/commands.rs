@@ -4,6 +4,7 @@
 //! the daemon being up.
 
 mod governance;
+mod mfa;
 
 use crate::cli::{
     ActivateArgs, AdminCommand, ApproveArgs, AuditArgs, AuditCommand, Cli, Command, DenyArgs,
@@ -13,7 +14,7 @@ use crate::error::{daemon_message, Failure, EXIT_OK, EXIT_PENDING};
 use crate::input::{self, Console, Terminal};
 use crate::output::{self, to_json};
 use crate::time::{self, Clock};
-use crate::{csv, error};
+use crate::{colour, csv, error, groups};
 use futures_util::StreamExt;
 use pim_common::proxy::{EventStream, ManagerProxy};
 use pim_common::text::{self, escape, MAX_REASON_BYTES, MAX_TICKET_BYTES};
@@ -54,11 +55,16 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Deactivate { role } => deactivate(&role, json).await,
         Command::Extend(args) => extend(args, json, console).await,
         Command::Status => status(json).await,
-        Command::Mfa(MfaCommand::Enroll) => mfa_enroll(json).await,
-        Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
-            mfa_confirm(code.or(code_flag).as_deref(), json, console).await
+        Command::Mfa(MfaCommand::Enroll { code }) => {
+            mfa::enroll(code.as_deref(), json, console).await
         }
-        Command::Mfa(MfaCommand::Status) => mfa_status(json).await,
+        Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
+            mfa::confirm(code.or(code_flag).as_deref(), json, console).await
+        }
+        Command::Mfa(MfaCommand::Status) => mfa::status(json).await,
+        Command::Mfa(MfaCommand::RecoveryCodes { code }) => {
+            mfa::recovery_codes(code.as_deref(), json, console).await
+        }
         Command::Requests => requests(json).await,
         Command::Approve(args) => approve(args, json, console).await,
         Command::Deny(args) => deny(args, json, console).await,
@@ -246,10 +252,19 @@ async fn activate(
     json: bool,
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
-    check_name("role", &a.role)?;
+    let Some(role_name) = a.role.as_deref() else {
+        return Err(name_a_role().await);
+    };
+    check_name("role", role_name)?;
     let duration = duration_arg(a.duration.as_deref())?;
     check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
     check_text("ticket", a.ticket.as_deref(), MAX_TICKET_BYTES)?;
+    if a.shell && json {
+        // A shell after the JSON document is nothing a script could read.
+        return Err(Failure::Usage(
+            "--shell starts an interactive shell: not with --json".into(),
+        ));
+    }
 
     let proxy = connect().await?;
     // The role's policy decides what to ask for. A role the caller cannot see gets no prompts:
@@ -258,7 +273,7 @@ async fn activate(
         .list_roles()
         .await?
         .into_iter()
-        .find(|r| r.name == a.role);
+        .find(|r| r.name == role_name);
     // What the role's data and the caller's enrolment already refuse is said before any
     // prompt: a duration above the role's maximum, no enrolment for a role that needs a code.
     if let Some(role) = &role {
@@ -303,7 +318,7 @@ async fn activate(
     };
 
     let reply = proxy
-        .activate(&a.role, duration, &reason, &ticket, &code)
+        .activate(role_name, duration, &reason, &ticket, &code)
         .await?;
     let clock = Clock::system();
     match reply.state {
@@ -313,6 +328,9 @@ async fn activate(
                 || output::activate_json("active", Some(&reply.grant), None, clock.now),
                 || output::activated_text(&reply.grant, &clock),
             )?;
+            if a.shell {
+                return Err(groups::exec_shell(&reply.grant.group));
+            }
             Ok(Outcome::Done)
         }
         ActivationState::Pending if !a.wait => {
@@ -321,15 +339,34 @@ async fn activate(
                 || output::activate_json("pending", None, Some(&reply.request), clock.now),
                 || output::pending_text(&reply.request, &clock),
             )?;
+            if a.shell {
+                note("no shell yet: the request waits for approval ('pim activate --wait --shell' starts one once it is granted)");
+            }
             Ok(Outcome::Pending)
         }
         ActivationState::Pending => {
             if !json {
                 write_out(&output::pending_text(&reply.request, &clock))?;
             }
-            wait_for_decision(&proxy, events, owners, reply.request, json).await
+            let group = reply.request.group.clone();
+            let outcome = wait_for_decision(&proxy, events, owners, reply.request, json).await?;
+            if a.shell && outcome == Outcome::Done {
+                return Err(groups::exec_shell(&group));
+            }
+            Ok(outcome)
         }
     }
+}
+
+/// `pim activate` without a role: the roles the caller can activate (on stderr, beside the
+/// usage error: nothing was activated), when pimd answers.
+async fn name_a_role() -> Failure {
+    if let Ok(proxy) = connect().await {
+        if let Ok(roles) = proxy.list_roles().await {
+            note(output::roles_text(&roles, &Clock::system()).trim_end());
+        }
+    }
+    Failure::Usage("name the role to activate: pim activate ROLE (see 'pim roles')".into())
 }
 
 /// Asks the daemon for events; `None` (with a note) when that fails, since `--wait` can still
@@ -643,7 +680,8 @@ async fn deactivate(role: &str, json: bool) -> Result<Outcome, Failure> {
 
 async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<Outcome, Failure> {
     check_name("role", &a.role)?;
-    let duration = duration_arg(a.duration.as_deref())?;
+    let more = a.duration.as_deref().and_then(|d| d.strip_prefix('+'));
+    let duration = duration_arg(more.or(a.duration.as_deref()))?;
     check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
     let proxy = connect().await?;
     // Ask only when there is a live grant to extend; otherwise the daemon's refusal says why.
@@ -652,6 +690,10 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
         .await?
         .into_iter()
         .find(|r| r.name == a.role && r.active_until != 0);
+    let duration = match more {
+        Some(_) => time_left_after(&a.role, role.as_ref(), duration, Clock::system().now)?,
+        None => duration,
+    };
     let reason = ask_reason(role.as_ref(), "extending", a.reason.as_deref(), console)?;
     let code = ask_code(role.as_ref(), a.code.as_deref(), console)?;
     let activate = format!("'pim activate {}'", a.role);
@@ -673,73 +715,59 @@ async fn extend(a: ExtendArgs, json: bool, console: &mut dyn Console) -> Result<
     Ok(Outcome::Done)
 }
 
+/// `extend -d +D`: the time left from `now` that ends the live grant `role` D later than it
+/// ends now.
+fn time_left_after(
+    name: &str,
+    role: Option<&RoleInfo>,
+    more: u64,
+    now: i64,
+) -> Result<u64, Failure> {
+    let Some(ends) = role.map(|r| r.active_until) else {
+        return Err(PimError::NotFound(format!(
+            "you have no live grant of role {} to extend; activate it with 'pim activate {}'",
+            escape(name),
+            escape(name)
+        ))
+        .into());
+    };
+    Ok(u64::try_from(ends.saturating_sub(now))
+        .unwrap_or(0)
+        .saturating_add(more))
+}
+
 async fn status(json: bool) -> Result<Outcome, Failure> {
     let proxy = connect().await?;
     let (grants, requests, ends) = proxy.status().await?;
     // A pimd older than assignments' notices has no such call: the rest of status stands.
     let assignments = proxy.my_assignments().await.unwrap_or_default();
     let clock = Clock::system();
+    let carried = groups::carried();
+    let missing = groups::missing(&grants, &carried, groups::gid_of);
     emit(
         json,
         || {
+            let grant_json = |g: &GrantInfo| {
+                let mut m = output::object(output::status_grant_json(g, &ends, clock.now));
+                let has = groups::gid_of(&g.group).map(|gid| carried.contains(&gid));
+                m.insert("this_process_has_group".into(), json!(has));
+                Value::Object(m)
+            };
             json!({
-                "grants": grants.iter().map(|g| output::status_grant_json(g, &ends, clock.now)).collect::<Vec<_>>(),
+                "grants": grants.iter().map(grant_json).collect::<Vec<_>>(),
                 "requests": requests.iter().map(output::request_json).collect::<Vec<_>>(),
                 "assignments": assignments.iter().map(governance::assignment_json).collect::<Vec<_>>(),
             })
         },
         || {
             output::status_text(&grants, &requests, &ends, &clock)
+                + &colour::paint(
+                    &groups::missing_text(&missing),
+                    colour::Style::Warning,
+                    colour::stdout(),
+                )
                 + &governance::notices_text(&assignments)
         },
-    )?;
-    Ok(Outcome::Done)
-}
-
-// ---------------------------------------------------------------------------------------------
-// MFA
-
-async fn mfa_enroll(json: bool) -> Result<Outcome, Failure> {
-    let proxy = connect().await?;
-    let (uri, secret) = proxy.mfa_enroll().await?;
-    emit(
-        json,
-        || json!({ "uri": uri, "secret": secret }),
-        || {
-            output::enroll_text(
-                &uri,
-                &secret,
-                std::io::IsTerminal::is_terminal(&std::io::stdout()),
-            )
-        },
-    )?;
-    Ok(Outcome::Done)
-}
-
-async fn mfa_confirm(
-    code: Option<&str>,
-    json: bool,
-    console: &mut dyn Console,
-) -> Result<Outcome, Failure> {
-    let code = input::code(code, true, &input::current_user(), console)?;
-    let proxy = connect().await?;
-    let codes = proxy.mfa_confirm(&code).await?;
-    emit(
-        json,
-        || json!({ "recovery_codes": codes }),
-        || output::recovery_codes_text(&codes),
-    )?;
-    Ok(Outcome::Done)
-}
-
-async fn mfa_status(json: bool) -> Result<Outcome, Failure> {
-    let proxy = connect().await?;
-    let status = proxy.mfa_status().await?;
-    let clock = Clock::system();
-    emit(
-        json,
-        || output::mfa_status_json(&status),
-        || output::mfa_status_text(&status, &clock),
     )?;
     Ok(Outcome::Done)
 }
@@ -1073,6 +1101,7 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
         AdminCommand::Reinstate { user, role } => {
             return crate::reviews::reinstate(&user, &role, json).await
         }
+        AdminCommand::MfaUnlock { user } => return mfa::admin_unlock(&user, json).await,
         AdminCommand::MfaReset { user } => {
             check_name("user", &user)?;
             let proxy = connect().await?;
@@ -1120,6 +1149,25 @@ mod tests {
                 assert!(script.contains(word), "{shell:?} lacks {word}");
             }
         }
+    }
+
+    #[test]
+    fn given_extend_by_plus_a_duration_then_the_time_left_grows_by_it() {
+        let role = RoleInfo {
+            name: "admin".into(),
+            active_until: 10_000 + 600,
+            ..RoleInfo::default()
+        };
+        assert_eq!(
+            time_left_after("admin", Some(&role), 1800, 10_000).unwrap(),
+            2400
+        );
+        let err = time_left_after("admin", None, 1800, 10_000).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.message().unwrap().contains("pim activate admin"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod colour;
 mod commands;
 mod csv;
 mod doctor;
 mod error;
+mod groups;
 mod input;
 mod output;
 mod reviews;
@@ -24,7 +26,8 @@ async fn main() -> ExitCode {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(failure) => {
             if let Some(message) = failure.message() {
-                let _ = writeln!(std::io::stderr().lock(), "pim: {message}");
+                let prefix = colour::paint("pim:", colour::Style::Error, colour::stderr());
+                let _ = writeln!(std::io::stderr().lock(), "{prefix} {message}");
             }
             ExitCode::from(failure.exit_code())
         }

@@ -626,7 +626,7 @@ pub fn enroll_text(uri: &str, secret: &str, colour: bool) -> String {
         "Enter this secret in your authenticator app: "
     });
     out.push_str(&format!(
-        "{}\notpauth URI: {}\nThen finish with 'pim mfa confirm CODE', giving the code the app shows.\n",
+        "{}\notpauth URI: {}\nThen run 'pim mfa confirm' and type the code the app shows.\n",
         escape(secret),
         escape(uri)
     ));
@@ -691,9 +691,20 @@ pub fn recovery_codes_text(codes: &[String]) -> String {
     if codes.is_empty() {
         return out;
     }
-    out.push_str(
-        "\nRecovery codes (each works once, in place of a TOTP code, if you lose your device):\n\n",
-    );
+    out.push_str("\nRecovery codes");
+    out + &recovery_code_list(codes)
+}
+
+/// `pim mfa recovery-codes`: the new codes.
+pub fn new_recovery_codes_text(codes: &[String]) -> String {
+    String::from("New recovery codes; the ones you had before no longer work.\n\nRecovery codes")
+        + &recovery_code_list(codes)
+}
+
+/// The rest of a "Recovery codes" heading, the codes and how to keep them.
+fn recovery_code_list(codes: &[String]) -> String {
+    let mut out =
+        String::from(" (each works once, in place of a TOTP code, if you lose your device):\n\n");
     for code in codes {
         out.push_str(&format!("    {}\n", escape(code)));
     }
@@ -704,11 +715,27 @@ pub fn recovery_codes_text(codes: &[String]) -> String {
     out
 }
 
+/// Before the new secret of a change of device.
+pub fn new_device_text() -> String {
+    "Moving your MFA enrolment to a new device: your current device keeps working until the new \
+     one is confirmed.\n"
+        .into()
+}
+
+/// `pim mfa confirm` of a change of device.
+pub fn device_confirmed_text() -> String {
+    "New device confirmed: codes of the old one no longer work. Your recovery codes are \
+     unchanged ('pim mfa recovery-codes' replaces them).\n"
+        .into()
+}
+
 pub fn mfa_status_text(s: &MfaStatusInfo, clock: &Clock) -> String {
-    let enrolled = if s.enrolled {
+    let enrolled = if s.enrolled && s.pending {
+        "yes (a new device waits for its first code: run 'pim mfa confirm')".to_string()
+    } else if s.enrolled {
         "yes".to_string()
     } else if s.pending {
-        "no (enrolment started: finish it with 'pim mfa confirm CODE')".to_string()
+        "no (enrolment started: finish it with 'pim mfa confirm')".to_string()
     } else {
         "no (enrol with 'pim mfa enroll')".to_string()
     };
@@ -1162,7 +1189,8 @@ mod tests {
             lines[1].contains("mfa, reason (10+ chars), 1 approval"),
             "{text}"
         );
-        assert!(lines[1].contains("active, 59m left"), "{text}");
+        // 3599 s left: the nearest minute (issue 15, point 14), as activate said "in 1h".
+        assert!(lines[1].contains("active, 1h left"), "{text}");
         assert!(lines[1].contains("1h       2h"), "{text}");
         assert_eq!(
             roles_text(&[], &clock()),
@@ -1357,9 +1385,29 @@ mod tests {
             recovery_codes_left: 0,
         };
         let t = mfa_status_text(&s, &clock());
-        assert!(t.contains("pim mfa confirm CODE"), "{t}");
+        assert!(t.contains("'pim mfa confirm'"), "{t}");
         assert!(t.contains("until 2026-11-21 14:10 UTC (in 10m)"), "{t}");
         assert!(t.contains("Recent failures:      5"), "{t}");
+        let rotating = MfaStatusInfo {
+            enrolled: true,
+            ..s
+        };
+        let t = mfa_status_text(&rotating, &clock());
+        assert!(t.contains("yes (a new device waits"), "{t}");
+    }
+
+    #[test]
+    fn given_new_recovery_codes_then_text_lists_them_and_says_the_old_are_void() {
+        let codes = ["k7m2p-9xq4r".to_string(), "a1b2c-d3e4f".to_string()];
+        let t = new_recovery_codes_text(&codes);
+        assert!(t.contains("no longer work"), "{t}");
+        assert!(t.contains("    k7m2p-9xq4r\n    a1b2c-d3e4f\n"), "{t}");
+        assert!(t.contains("not shown again"), "{t}");
+        let first = recovery_codes_text(&codes);
+        assert!(
+            first.starts_with("MFA enrolment confirmed.\n\nRecovery codes (each works once"),
+            "{first}"
+        );
     }
 
     #[test]
@@ -1369,7 +1417,8 @@ mod tests {
         assert!(t.contains('▀') || t.contains('▄') || t.contains('█'), "{t}");
         assert!(t.contains("JBSWY3DPEHPK3PXP"));
         assert!(t.contains(uri));
-        assert!(t.contains("pim mfa confirm CODE"));
+        // The prompt, not a code on the command line.
+        assert!(t.contains("run 'pim mfa confirm' and type the code"), "{t}");
     }
 
     /// Rasterises terminal text the way a terminal shows it: `light_terminal` says whether the

@@ -120,7 +120,10 @@ pub fn local_second(unix: i64, tz: &TimeZone) -> String {
     local(unix, tz, "%Y-%m-%d %H:%M:%S")
 }
 
-/// A span in at most two units, rounded down: `45s`, `59m`, `1h5m`, `2d3h`.
+/// A span in at most two units: `45s`, `4m30s` (seconds under ten minutes, where they
+/// matter), then to the nearest minute: `59m`, `1h5m`, `2d3h`. Rounding, not truncating, so a
+/// span shown a second after another (a day's grant at its start, then in `pim status`) does
+/// not drop to `23h59m` from `1d`.
 pub fn span(secs: u64) -> String {
     const M: u64 = 60;
     const H: u64 = 3600;
@@ -133,8 +136,13 @@ pub fn span(secs: u64) -> String {
         }
     };
     if secs < M {
-        format!("{secs}s")
-    } else if secs < H {
+        return format!("{secs}s");
+    }
+    if secs < 10 * M {
+        return two(secs / M, "m", secs % M, "s");
+    }
+    let secs = (secs + M / 2) / M * M;
+    if secs < H {
         format!("{}m", secs / M)
     } else if secs < D {
         two(secs / H, "h", secs % H / M, "m")
@@ -269,10 +277,12 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn given_spans_then_two_units_rounded_down() {
+    fn given_spans_then_two_units_seconds_under_ten_minutes_else_the_nearest_minute() {
         assert_eq!(span(0), "0s");
         assert_eq!(span(45), "45s");
-        assert_eq!(span(3599), "59m");
+        assert_eq!(span(270), "4m30s");
+        assert_eq!(span(300), "5m");
+        assert_eq!(span(3540), "59m");
         assert_eq!(span(3600), "1h");
         assert_eq!(span(3900), "1h5m");
         assert_eq!(span(86400 + 3 * 3600 + 59), "1d3h");
@@ -280,8 +290,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn given_the_same_end_a_second_apart_then_the_span_reads_the_same() {
+        // A day's grant as activate shows it, then as pim status shows it a second later.
+        assert_eq!(span(86400), span(86399));
+        assert_eq!(span(3600), span(3599));
+        assert_eq!(relative(NOW + 86400, NOW + 1), "in 1d");
+    }
+
+    #[test]
     fn given_future_and_past_then_relative_reads_naturally() {
-        assert_eq!(relative(NOW + 3599, NOW), "in 59m");
+        assert_eq!(relative(NOW + 3540, NOW), "in 59m");
         assert_eq!(relative(NOW - 180, NOW), "3m ago");
         assert_eq!(relative(NOW, NOW), "now");
     }

@@ -48,10 +48,20 @@ pub trait Manager {
     /// Starts (or restarts) TOTP enrolment; returns the otpauth URI and the base32 secret.
     fn mfa_enroll(&self) -> Result<(String, String), PimError>;
 
-    /// Confirms enrolment with a first code; returns the one-time recovery codes.
+    /// Confirms enrolment with a first code; returns the one-time recovery codes. Confirms a
+    /// change of device with a first code of the new secret; returns no codes then (the
+    /// recovery codes stay).
     fn mfa_confirm(&self, code: &str) -> Result<Vec<String>, PimError>;
 
     fn mfa_status(&self) -> Result<MfaStatusInfo, PimError>;
+
+    /// Starts a change of device: `code` proves the current enrolment (TOTP or recovery
+    /// code); returns the new secret's otpauth URI and base32 form, which `mfa_confirm`
+    /// confirms. The current device works until then.
+    fn mfa_rotate(&self, code: &str) -> Result<(String, String), PimError>;
+
+    /// Replaces the caller's recovery codes after `code` proves MFA; returns the new ones.
+    fn mfa_recovery_codes(&self, code: &str) -> Result<Vec<String>, PimError>;
 
     /// Audit records at or after `since` (0: all), filtered by subject user and role ("" for any).
     /// Admins and auditors see every record; others only their own.
@@ -121,6 +131,9 @@ pub trait Manager {
     fn my_assignments(&self) -> Result<Vec<AssignmentInfo>, PimError>;
 
     fn admin_mfa_reset(&self, user: &str) -> Result<(), PimError>;
+
+    /// Ends `user`'s MFA lockout, keeping the enrolment (administrators).
+    fn admin_mfa_unlock(&self, user: &str) -> Result<(), PimError>;
 
     /// Roles the caller decides for other than by being eligible: as approver, owner, admin
     /// or reviewer of an open review.

@@ -80,7 +80,8 @@ pub struct ActivateReply {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct MfaStatusInfo {
     pub enrolled: bool,
-    /// Enrolment started but not yet confirmed with a first code.
+    /// Enrolment started but not yet confirmed with a first code; with `enrolled`, a change of
+    /// device started ('pim mfa enroll' while enrolled) and not yet confirmed.
     pub pending: bool,
     /// Lockout end; 0 when not locked.
     pub locked_until: i64,

@@ -118,6 +118,8 @@ vocabulary! {
         AdminAssignActive = "admin-assign-active",
         AdminGrants = "admin-grants",
         AdminMfaReset = "admin-mfa-reset",
+        /// A user's MFA lockout ended by an administrator (`pim admin mfa-unlock`).
+        AdminMfaUnlock = "admin-mfa-unlock",
         /// A suspension of standing eligibility lifted (`pim admin reinstate`).
         AdminReinstate = "admin-reinstate",
         AdminRevoke = "admin-revoke",
@@ -162,6 +164,11 @@ vocabulary! {
         MfaEnroll = "mfa-enroll",
         MfaFailure = "mfa-failure",
         MfaLockout = "mfa-lockout",
+        /// One's recovery codes replaced (`pim mfa recovery-codes`).
+        MfaRecoveryCodes = "mfa-recovery-codes",
+        /// A change of device started (`pim mfa enroll` while enrolled); `mfa-confirm`
+        /// finishes it.
+        MfaRotate = "mfa-rotate",
         MfaStatus = "mfa-status",
         NotifyFailed = "notify-failed",
         /// The processes that still carried an ended grant's group, ended.

@@ -77,6 +77,14 @@ pub struct MfaRecord {
     pub created_at: i64,
 }
 
+/// A secret waiting for its first code: the new device of a confirmed enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSecret {
+    pub secret: Vec<u8>,
+    /// When it was made.
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: i64,

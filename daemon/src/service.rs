@@ -965,6 +965,38 @@ impl ManagerService {
             .await
     }
 
+    async fn mfa_rotate(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        code: &str,
+    ) -> Result<(String, String), PimError> {
+        let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
+        self.limited_call(
+            &h,
+            AuditAction::MfaRotate,
+            Some(CallKind::Mfa),
+            args,
+            move |m, c, [code]| m.mfa_rotate(c, &code),
+        )
+        .await
+    }
+
+    async fn mfa_recovery_codes(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        code: &str,
+    ) -> Result<Vec<String>, PimError> {
+        let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
+        self.limited_call(
+            &h,
+            AuditAction::MfaRecoveryCodes,
+            Some(CallKind::Mfa),
+            args,
+            move |m, c, [code]| m.mfa_recovery_codes(c, &code),
+        )
+        .await
+    }
+
     async fn audit(
         &self,
         #[zbus(header)] h: Header<'_>,
@@ -1229,6 +1261,22 @@ impl ManagerService {
             Some(CallKind::Admin),
             args,
             move |m, c, [user]| m.admin_mfa_reset(c, &user),
+        )
+        .await
+    }
+
+    async fn admin_mfa_unlock(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+    ) -> Result<(), PimError> {
+        let args = bounded_copies([("user", user, text::MAX_NAME_BYTES)]);
+        self.limited_call(
+            &h,
+            AuditAction::AdminMfaUnlock,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [user]| m.admin_mfa_unlock(c, &user),
         )
         .await
     }

@@ -29,7 +29,7 @@ pub enum CallKind {
     Grants,
     /// approve, deny.
     Decisions,
-    /// mfa enroll, mfa confirm.
+    /// mfa enroll (and a change of device), mfa confirm, mfa recovery-codes.
     Mfa,
     /// The admin calls.
     Admin,
@@ -44,7 +44,7 @@ impl CallKind {
         match self {
             CallKind::Grants => "activate, extend, deactivate and cancel calls",
             CallKind::Decisions => "approve and deny calls",
-            CallKind::Mfa => "mfa enroll and confirm calls",
+            CallKind::Mfa => "mfa enroll, confirm and recovery-codes calls",
             CallKind::Admin => "admin calls",
             CallKind::Reads => "reading calls (roles, status, requests, audit, mfa status, grants)",
         }

@@ -589,6 +589,19 @@ fn service_is(service: Option<&str>, names: &[&str]) -> bool {
     service.is_some_and(|s| names.iter().any(|n| n.eq_ignore_ascii_case(s)))
 }
 
+/// The sudo services, whose own message after a refusal ("a password is required", or a
+/// password prompt) reads as if a password were the problem.
+const SUDO_SERVICES: &[&str] = &["sudo", "sudo-i"];
+
+/// The line shown after the refusal, for `service`: that what sudo says next only follows
+/// from it. It does not start with `pim: `, so the refusal stays the one line of pim's.
+pub fn afterword(service: Option<&str>) -> Option<&'static str> {
+    service_is(service, SUDO_SERVICES).then_some(
+        "(sudo's own message after this line, such as \"a password is required\", follows from \
+         pim's refusal above and can be ignored)",
+    )
+}
+
 /// The daemon's refusal as one safe line: control characters escaped, bounded in length, and a
 /// fallback when the daemon said nothing.
 fn user_message(message: &str, groups: &str) -> String {
@@ -610,6 +623,20 @@ fn user_message(message: &str, groups: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn given_a_sudo_service_then_the_refusal_is_followed_by_a_line_about_sudos_own_message() {
+        for service in ["sudo", "sudo-i", "SUDO"] {
+            let line = super::afterword(Some(service)).unwrap();
+            assert!(
+                line.contains("a password is required") && !line.starts_with("pim: "),
+                "{line}"
+            );
+        }
+        for service in [Some("su"), Some("login"), None] {
+            assert_eq!(super::afterword(service), None, "{service:?}");
+        }
+    }
+
     use super::*;
     use crate::args;
     use crate::pimd::DaemonFailure;

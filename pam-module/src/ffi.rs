@@ -168,7 +168,12 @@ fn account(pamh: &PamHandle<'_>, args: &[String]) -> c_int {
         pamh.log(line.level, &line.text);
     }
     if let Outcome::Deny(message) = &decision.outcome {
-        let status = pamh.error_message(message);
+        let mut status = pamh.error_message(message);
+        if let Some(afterword) = crate::decision::afterword(service.as_deref()) {
+            if status == PAM_SUCCESS {
+                status = pamh.error_message(afterword);
+            }
+        }
         if status != PAM_SUCCESS {
             pamh.log(
                 Level::Debug,

@@ -230,7 +230,7 @@ fn policy_file() -> PathBuf {
     workspace_root().join("packaging/dbus/org.pim.Manager1.conf")
 }
 
-fn now_unix() -> i64 {
+pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock before 1970")

@@ -272,7 +272,9 @@ fn given_a_user_with_no_role_looping_mfa_enroll_then_the_audit_grows_by_a_bounde
     let busy = out
         .stdout
         .lines()
-        .filter(|l| l.contains("too many mfa enroll and confirm calls: 30 a minute"))
+        .filter(|l| {
+            l.contains("too many mfa enroll, confirm and recovery-codes calls: 30 a minute")
+        })
         .count();
     assert_eq!(busy, CALLS - 30, "{}", out.stdout);
 

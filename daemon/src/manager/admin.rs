@@ -7,7 +7,11 @@
 use super::*;
 
 impl Manager {
-    fn require_admin(&mut self, caller: &Caller, audit: &Audit<'_>) -> Result<(), PimError> {
+    pub(super) fn require_admin(
+        &mut self,
+        caller: &Caller,
+        audit: &Audit<'_>,
+    ) -> Result<(), PimError> {
         if self.is_admin(caller) {
             return Ok(());
         }

@@ -1,9 +1,10 @@
-//! MFA: enrolment (enrol, confirm, status) and the verification of a TOTP or recovery code
+//! MFA: enrolment (enrol, confirm, status), its life after (a change of device, new recovery
+//! codes, an administrator ending a lockout) and the verification of a TOTP or recovery code
 //! that guards the calls which need one (`with_mfa`).
 
 use super::*;
 use crate::mfa::{self, FailureState};
-use crate::model::MfaRecord;
+use crate::model::{MfaRecord, PendingSecret};
 use pim_common::code_refusal::{CodeKind, CodeRefusal};
 
 /// A code judged on the enrolment and failure state read before the write.
@@ -44,6 +45,16 @@ fn code_refused(
     )
 }
 
+/// The refusal while MFA is locked until `until`; `just_now` when this wrong code locked it.
+fn locked_out(just_now: bool, until: i64, now: i64) -> PimError {
+    PimError::MfaLockedOut(format!(
+        "{}too many wrong codes, your MFA is locked until {} (an administrator can end it sooner \
+         with 'pim admin mfa-unlock')",
+        if just_now { "wrong code; " } else { "" },
+        describe(until, now)
+    ))
+}
+
 impl Manager {
     pub(super) fn mfa_policy(&self) -> LockoutPolicy {
         LockoutPolicy {
@@ -68,10 +79,7 @@ impl Manager {
             .filter(|r| r.confirmed)
             .ok_or_else(|| PimError::MfaNotEnrolled("you have no TOTP enrolment".into()))?;
         if let Err(until) = policy.check(&state, now) {
-            return Err(PimError::MfaLockedOut(format!(
-                "too many wrong codes; your MFA is locked until {}",
-                describe(until, now)
-            )));
+            return Err(locked_out(false, until, now));
         }
         let code = code.trim();
         if code.is_empty() {
@@ -153,10 +161,7 @@ impl Manager {
                 Outcome::Refused,
                 format!("locked until {}", describe(next.locked_until, now)),
             ))?;
-            return Err(PimError::MfaLockedOut(format!(
-                "wrong code; too many wrong codes, your MFA is locked until {}",
-                describe(next.locked_until, now)
-            )));
+            return Err(locked_out(true, next.locked_until, now));
         }
         Err(code_refused(kind, policy, &next, now))
     }
@@ -224,7 +229,9 @@ impl Manager {
                 return self.refused(
                     &audit,
                     PimError::Conflict(
-                        "you are already enrolled; to enrol a new device, ask an administrator to run 'pim admin mfa-reset' for you"
+                        "you are already enrolled; to move to a new device, prove a code of your \
+                         current one or a recovery code ('pim mfa enroll' asks for it); with \
+                         neither, an administrator's 'pim admin mfa-reset' starts over"
                             .into(),
                     ),
                 )
@@ -274,13 +281,26 @@ impl Manager {
         (created..created + PENDING_SECRET_SHOWN_SECS).contains(&now)
     }
 
-    pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
+    /// Runs `f` on the caller's own MFA (their name, and the record of `action` about them),
+    /// auditing its refusal.
+    fn own_mfa<T>(
+        &mut self,
+        caller: &Caller,
+        action: AuditAction,
+        f: impl FnOnce(&mut Self, &str, &Audit<'_>) -> Result<T, PimError>,
+    ) -> Result<T, PimError> {
         let user = caller.name.as_str();
-        let audit = Audit::new(user, AuditAction::MfaConfirm).about(user, "");
-        match self.try_mfa_confirm(user, code, &audit) {
-            Ok(codes) => Ok(codes),
+        let audit = Audit::new(user, action).about(user, "");
+        match f(self, user, &audit) {
+            Ok(value) => Ok(value),
             Err(e) => self.refused(&audit, e),
         }
+    }
+
+    pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
+        self.own_mfa(caller, AuditAction::MfaConfirm, |m, user, audit| {
+            m.try_mfa_confirm(user, code, audit)
+        })
     }
 
     fn try_mfa_confirm(
@@ -289,67 +309,230 @@ impl Manager {
         code: &str,
         audit: &Audit<'_>,
     ) -> Result<Vec<String>, PimError> {
-        let record = self
+        let (record, rotation) = self
             .store
-            .read(|tx| tx.mfa(user))?
-            .ok_or_else(|| PimError::MfaNotEnrolled("no enrolment to confirm".into()))?;
+            .read(|tx| Ok::<_, StoreError>((tx.mfa(user)?, tx.mfa_rotation(user)?)))?;
+        let record =
+            record.ok_or_else(|| PimError::MfaNotEnrolled("no enrolment to confirm".into()))?;
         if record.confirmed {
-            return Err(PimError::Conflict(
-                "your enrolment is already confirmed".into(),
-            ));
+            return match rotation {
+                Some(rotation) => self.confirm_rotation(user, code, rotation, audit),
+                None => Err(PimError::Conflict(
+                    "your enrolment is already confirmed".into(),
+                )),
+            };
         }
-        let policy = self.mfa_policy();
-        let now = self.now();
         let codes = mfa::generate_recovery_codes()?;
         let secret = TotpSecret::from_bytes(record.secret);
+        self.confirm_first_code(
+            user,
+            code,
+            &secret,
+            audit,
+            "wrong code while confirming enrolment",
+            |tx, step| {
+                tx.confirm_mfa(user)?;
+                tx.set_last_step(user, step)?;
+                let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
+                tx.replace_recovery_codes(user, &hashes)?;
+                Ok((
+                    format!("enrolled; {} recovery codes issued", hashes.len()),
+                    codes.iter().map(|c| c.plain.clone()).collect(),
+                ))
+            },
+        )
+    }
+
+    /// Checks a first code of a new `secret` (an enrolment's, or a new device's) and, in the
+    /// same transaction, runs `accepted` with its step: it does its writes and gives the audit
+    /// detail and the reply. A wrong code is counted towards the lockout and audited with
+    /// `wrong` instead; a lockout refuses before the code is looked at.
+    fn confirm_first_code<T>(
+        &mut self,
+        user: &str,
+        code: &str,
+        secret: &TotpSecret,
+        audit: &Audit<'_>,
+        wrong: &str,
+        accepted: impl FnOnce(&Tx, u64) -> Result<(String, T), PimError>,
+    ) -> Result<T, PimError> {
+        let policy = self.mfa_policy();
+        let now = self.now();
         self.commit(|tx| {
             let state = tx.failure_state(user)?;
             if let Err(until) = policy.check(&state, now) {
-                return Ok(Err(PimError::MfaLockedOut(format!(
-                    "too many wrong codes; your MFA is locked until {}",
-                    describe(until, now)
-                ))));
+                return Ok(Err(locked_out(false, until, now)));
             }
-            match mfa::verify_totp(&secret, code, now, None) {
-                TotpCheck::Accepted { step } => {
-                    tx.confirm_mfa(user)?;
-                    tx.set_last_step(user, step)?;
-                    let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
-                    tx.replace_recovery_codes(user, &hashes)?;
-                    tx.set_failure_state(user, &policy.record_success())?;
-                    tx.audit(audit.entry(
-                        now,
-                        Outcome::Success,
-                        format!("enrolled; {} recovery codes issued", hashes.len()),
-                    ))?;
-                    Ok(Ok(codes.iter().map(|c| c.plain.clone()).collect()))
+            let TotpCheck::Accepted { step } = mfa::verify_totp(secret, code, now, None) else {
+                let (next, newly_locked) = policy.record_failure(&state, now);
+                tx.set_failure_state(user, &next)?;
+                let failure = Audit {
+                    action: if newly_locked {
+                        AuditAction::MfaLockout
+                    } else {
+                        AuditAction::MfaFailure
+                    },
+                    ..audit.clone()
+                };
+                tx.audit(failure.entry(now, Outcome::Refused, wrong))?;
+                if newly_locked {
+                    return Ok(Err(locked_out(true, next.locked_until, now)));
                 }
-                TotpCheck::Replayed | TotpCheck::Wrong => {
-                    let (next, newly_locked) = policy.record_failure(&state, now);
-                    tx.set_failure_state(user, &next)?;
-                    let failure = Audit {
-                        action: if newly_locked {
-                            AuditAction::MfaLockout
-                        } else {
-                            AuditAction::MfaFailure
-                        },
-                        ..audit.clone()
-                    };
-                    tx.audit(failure.entry(
-                        now,
-                        Outcome::Refused,
-                        "wrong code while confirming enrolment",
-                    ))?;
-                    if newly_locked {
-                        return Ok(Err(PimError::MfaLockedOut(format!(
-                            "wrong code; too many wrong codes, your MFA is locked until {}",
-                            describe(next.locked_until, now)
-                        ))));
-                    }
-                    Ok(Err(code_refused(CodeKind::Totp, &policy, &next, now)))
-                }
-            }
+                return Ok(Err(code_refused(CodeKind::Totp, &policy, &next, now)));
+            };
+            // A refusal here rolls back its writes; nothing about the code is kept.
+            let (detail, reply) = accepted(tx, step)?;
+            tx.set_failure_state(user, &policy.record_success())?;
+            tx.audit(audit.entry(now, Outcome::Success, detail))?;
+            Ok(Ok(reply))
         })?
+    }
+
+    /// Starts a change of device for an enrolled caller who proves the enrolment's code (a
+    /// TOTP or a recovery code, as for any call that needs MFA): a new secret waits for its
+    /// first code (`mfa_confirm`) while the old one keeps working. Returns the new secret's
+    /// otpauth URI and base32 form. Starting again replaces a change not yet confirmed.
+    pub fn mfa_rotate(
+        &mut self,
+        caller: &Caller,
+        code: &str,
+    ) -> Result<(String, String), PimError> {
+        self.own_mfa(caller, AuditAction::MfaRotate, |m, user, audit| {
+            m.try_mfa_rotate(user, code, audit)
+        })
+    }
+
+    fn try_mfa_rotate(
+        &mut self,
+        user: &str,
+        code: &str,
+        audit: &Audit<'_>,
+    ) -> Result<(String, String), PimError> {
+        let secret = TotpSecret::generate()?;
+        let account = format!("{user}@{}", self.host);
+        let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+        let now = self.now();
+        self.with_mfa(user, code, true, |tx, proof| {
+            let replaced = match tx.mfa_rotation(user)? {
+                Some(earlier) => format!(
+                    " (in place of the one started {})",
+                    describe(earlier.created_at, now)
+                ),
+                None => String::new(),
+            };
+            tx.put_mfa_rotation(user, secret.as_bytes(), now)?;
+            Ok(tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "change of device started{replaced}; the current device works until a \
+                     code of the new one confirms it; {}",
+                    proof.describe()
+                ),
+            ))?)
+        })?;
+        Ok((uri, secret.base32()))
+    }
+
+    /// Finishes a change of device with a first code of the new secret: it becomes the
+    /// enrolment's, and the old one stops working. The recovery codes stay; the reply has none.
+    fn confirm_rotation(
+        &mut self,
+        user: &str,
+        code: &str,
+        rotation: PendingSecret,
+        audit: &Audit<'_>,
+    ) -> Result<Vec<String>, PimError> {
+        let now = self.now();
+        let secret = TotpSecret::from_bytes(rotation.secret);
+        self.confirm_first_code(
+            user,
+            code,
+            &secret,
+            audit,
+            "wrong code while confirming a new device",
+            |tx, step| {
+                if !tx.finish_mfa_rotation(user, step)? {
+                    return Err(PimError::Conflict(
+                        "your change of device is no longer in progress".into(),
+                    ));
+                }
+                let left = tx.recovery_codes_left(user)?;
+                let detail = format!(
+                    "new device confirmed (its secret from {}); the old device's codes no \
+                     longer work; {left} recovery codes kept",
+                    describe(rotation.created_at, now)
+                );
+                Ok((detail, Vec::new()))
+            },
+        )
+    }
+
+    /// Replaces the caller's recovery codes with new ones, after proving MFA (a TOTP or a
+    /// recovery code, which is spent as usual). Returns the new codes, shown once.
+    pub fn mfa_recovery_codes(
+        &mut self,
+        caller: &Caller,
+        code: &str,
+    ) -> Result<Vec<String>, PimError> {
+        self.own_mfa(caller, AuditAction::MfaRecoveryCodes, |m, user, audit| {
+            m.try_mfa_recovery_codes(user, code, audit)
+        })
+    }
+
+    fn try_mfa_recovery_codes(
+        &mut self,
+        user: &str,
+        code: &str,
+        audit: &Audit<'_>,
+    ) -> Result<Vec<String>, PimError> {
+        let codes = mfa::generate_recovery_codes()?;
+        let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
+        let now = self.now();
+        self.with_mfa(user, code, true, |tx, proof| {
+            let void = tx.recovery_codes_left(user)?;
+            tx.replace_recovery_codes(user, &hashes)?;
+            Ok(tx.audit(audit.entry(
+                now,
+                Outcome::Success,
+                format!(
+                    "{} new recovery codes issued; the {void} unused ones before no longer \
+                     work; {}",
+                    hashes.len(),
+                    proof.describe()
+                ),
+            ))?)
+        })?;
+        Ok(codes.into_iter().map(|c| c.plain).collect())
+    }
+
+    /// Ends `user`'s MFA lockout (and forgets their recent wrong codes) without touching the
+    /// enrolment: administrators only.
+    pub fn admin_mfa_unlock(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
+        let audit =
+            Audit::new(&caller.name, AuditAction::AdminMfaUnlock).about(name_or_empty(user), "");
+        self.require_admin(caller, &audit)?;
+        if let Err(e) = check_name("user", user) {
+            return self.refused(&audit, e);
+        }
+        let now = self.now();
+        let policy = self.mfa_policy();
+        let state = self.store.read(|tx| tx.failure_state(user))?;
+        let Err(until) = policy.check(&state, now) else {
+            return self.refused(
+                &audit,
+                PimError::NotFound(format!("{user}'s MFA is not locked out")),
+            );
+        };
+        let entry = audit.entry(
+            now,
+            Outcome::Success,
+            format!("lockout (until {}) ended", describe(until, now)),
+        );
+        self.commit(|tx| {
+            tx.set_failure_state(user, &policy.record_success())?;
+            Ok(tx.audit(entry)?)
+        })
     }
 
     pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
@@ -358,9 +541,11 @@ impl Manager {
         self.store.read(|tx| {
             let record = tx.mfa(&caller.name)?;
             let state = tx.failure_state(&caller.name)?;
+            let enrolled = record.as_ref().is_some_and(|r| r.confirmed);
             Ok(MfaStatusInfo {
-                enrolled: record.as_ref().is_some_and(|r| r.confirmed),
-                pending: record.as_ref().is_some_and(|r| !r.confirmed),
+                enrolled,
+                pending: record.as_ref().is_some_and(|r| !r.confirmed)
+                    || (enrolled && tx.mfa_rotation(&caller.name)?.is_some()),
                 locked_until: policy.check(&state, now).err().unwrap_or(0),
                 recent_failures: if now < state.window_start + policy.window_secs as i64 {
                     state.failures

@@ -233,6 +233,61 @@ pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
     assert_eq!(store.read(|tx| tx.recovery_codes_left("alice")).unwrap(), 1);
 }
 
+pub fn given_a_change_of_device_then_the_old_secret_stays_until_it_is_finished(
+    store: &mut dyn Store,
+) {
+    let write = |store: &mut dyn Store, f: &dyn Fn(&super::Tx) -> Result<bool, StoreError>| {
+        store
+            .write(|tx| {
+                let value = f(tx)?;
+                tx.audit(entry("mfa-enroll"))?;
+                Ok::<_, StoreError>(value)
+            })
+            .unwrap()
+            .0
+    };
+    write(store, &|tx| {
+        tx.put_pending_mfa("alice", b"old", 100)?;
+        tx.confirm_mfa("alice")?;
+        tx.set_last_step("alice", 7)?;
+        Ok(true)
+    });
+    assert!(!write(store, &|tx| tx.finish_mfa_rotation("alice", 9)));
+    write(store, &|tx| {
+        tx.put_mfa_rotation("alice", b"first", 110)?;
+        tx.put_mfa_rotation("alice", b"new", 120)?;
+        Ok(true)
+    });
+    let old = store.read(|tx| tx.mfa("alice")).unwrap().unwrap();
+    assert_eq!(
+        (old.secret.as_slice(), old.last_step),
+        (&b"old"[..], Some(7))
+    );
+    let pending = store.read(|tx| tx.mfa_rotation("alice")).unwrap().unwrap();
+    assert_eq!(
+        (pending.secret.as_slice(), pending.created_at),
+        (&b"new"[..], 120)
+    );
+    assert!(write(store, &|tx| tx.finish_mfa_rotation("alice", 9)));
+    let new = store.read(|tx| tx.mfa("alice")).unwrap().unwrap();
+    assert_eq!(
+        (
+            new.secret.as_slice(),
+            new.confirmed,
+            new.last_step,
+            new.created_at
+        ),
+        (&b"new"[..], true, Some(9), 120)
+    );
+    assert_eq!(store.read(|tx| tx.mfa_rotation("alice")).unwrap(), None);
+    // A reset drops a change in progress with the enrolment.
+    write(store, &|tx| {
+        tx.put_mfa_rotation("alice", b"newer", 130)?;
+        tx.delete_mfa("alice")
+    });
+    assert_eq!(store.read(|tx| tx.mfa_rotation("alice")).unwrap(), None);
+}
+
 pub fn given_audit_query_then_filters_apply(store: &mut dyn Store) {
     store
         .write(|tx| {
@@ -482,6 +537,7 @@ macro_rules! suite {
             given_a_live_grant_then_a_second_live_grant_for_the_same_role_is_refused,
             given_memberships_then_only_those_without_live_grants_are_orphaned,
             given_a_recovery_code_then_it_works_once,
+            given_a_change_of_device_then_the_old_secret_stays_until_it_is_finished,
             given_audit_query_then_filters_apply,
             given_a_change_in_a_read_transaction_then_it_is_refused,
             given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_something,

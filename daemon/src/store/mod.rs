@@ -73,8 +73,8 @@ pub mod conformance;
 
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Renewal,
-    Request, RequestState, Review, ReviewDecision, ReviewItem, SweepRecheck,
+    Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSecret,
+    PendingSweep, Renewal, Request, RequestState, Review, ReviewDecision, ReviewItem, SweepRecheck,
 };
 use pim_common::chain::{self, Head, CHECKPOINT_ACTION, GENESIS_ACTION, GENESIS_PREV};
 use pim_common::types::AuditRecord;
@@ -431,6 +431,8 @@ operations! {
         /// Every assignment (eligible and active), by user and role.
         fn assignments() -> Vec<Assignment>;
         fn mfa(user: &str) -> Option<MfaRecord>;
+        /// The new secret of a change of device that its code has not confirmed yet.
+        fn mfa_rotation(user: &str) -> Option<PendingSecret>;
         /// The user's wrong codes and lockout; the default if none is recorded.
         fn failure_state(user: &str) -> FailureState;
         fn recovery_codes_left(user: &str) -> u32;
@@ -513,6 +515,12 @@ operations! {
         /// Starts (or restarts) an unconfirmed enrolment.
         fn put_pending_mfa(user: &str, secret: &[u8], at: i64) -> ();
         fn confirm_mfa(user: &str) -> ();
+        /// Starts (or restarts) a change of a confirmed enrolment's device: `secret` waits for
+        /// its first code beside the enrolment's, which keeps working.
+        fn put_mfa_rotation(user: &str, secret: &[u8], at: i64) -> ();
+        /// The change of device is confirmed: its secret becomes the enrolment's, with `step`
+        /// (the confirming code's) as the last used step. False if there was none to finish.
+        fn finish_mfa_rotation(user: &str, step: u64) -> bool;
         /// Records the TOTP time step just accepted, so it and all earlier ones are dead.
         fn set_last_step(user: &str, step: u64) -> ();
         fn set_failure_state(user: &str, s: &FailureState) -> ();
@@ -545,8 +553,8 @@ operations! {
     removals {
         /// Removes the assignment of `user` to `role`; returns whether there was one.
         fn delete_assignment(user: &str, role: &str) -> bool;
-        /// Drops the enrolment, its recovery codes and its failure state. Returns whether
-        /// there was an enrolment.
+        /// Drops the enrolment, its recovery codes, its failure state and a change of device in
+        /// progress. Returns whether there was an enrolment.
         fn delete_mfa(user: &str) -> bool;
         /// Lifts a review's suspension of `user`'s standing eligibility for `role`; returns
         /// whether there was one.

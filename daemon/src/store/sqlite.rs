@@ -13,8 +13,8 @@ use super::{Key, ReadStore, Store, StoreError, Transaction};
 mod reviews;
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSweep, Renewal, Request,
-    RequestState, SweepRecheck,
+    Assignment, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSecret, PendingSweep,
+    Renewal, Request, RequestState, SweepRecheck,
 };
 use crate::model::{Review, ReviewDecision, ReviewItem};
 use rusqlite::config::DbConfig;
@@ -255,6 +255,16 @@ CREATE TABLE suspensions (
 CREATE TABLE assignment_revisions (n INTEGER PRIMARY KEY AUTOINCREMENT);
 ALTER TABLE assignments ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE requests ADD COLUMN renew_revision INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- A change of device in progress (issue 15): the new secret, made when its user proved the
+-- enrolment's code, until a code of the new secret confirms it; the enrolment's own secret
+-- keeps working meanwhile.
+CREATE TABLE mfa_rotations (
+    user        TEXT PRIMARY KEY,
+    secret      BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1297,13 +1307,56 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
+    fn mfa_rotation(&self, user: &str) -> Result<Option<PendingSecret>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT secret, created_at FROM mfa_rotations WHERE user = ?1",
+                [user],
+                |r| {
+                    Ok(PendingSecret {
+                        secret: r.get(0)?,
+                        created_at: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_mfa_rotation(&self, user: &str, secret: &[u8], at: i64) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO mfa_rotations (user, secret, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user) DO UPDATE SET secret = ?2, created_at = ?3",
+            params![user, secret, at],
+        )?;
+        Ok(())
+    }
+
+    fn finish_mfa_rotation(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let moved = self.tx.execute(
+            "UPDATE mfa SET
+                 secret = (SELECT secret FROM mfa_rotations WHERE user = ?1),
+                 created_at = (SELECT created_at FROM mfa_rotations WHERE user = ?1),
+                 last_step = ?2
+             WHERE user = ?1 AND confirmed = 1
+                 AND EXISTS (SELECT 1 FROM mfa_rotations WHERE user = ?1)",
+            params![user, step as i64],
+        )?;
+        self.tx
+            .execute("DELETE FROM mfa_rotations WHERE user = ?1", [user])?;
+        Ok(moved == 1)
+    }
+
     fn delete_mfa(&self, user: &str) -> Result<(bool, bool), StoreError> {
         let others = self
             .tx
             .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?
             + self
                 .tx
-                .execute("DELETE FROM mfa_failures WHERE user = ?1", [user])?;
+                .execute("DELETE FROM mfa_failures WHERE user = ?1", [user])?
+            + self
+                .tx
+                .execute("DELETE FROM mfa_rotations WHERE user = ?1", [user])?;
         let had = self.tx.execute("DELETE FROM mfa WHERE user = ?1", [user])? > 0;
         Ok((had, had || others > 0))
     }

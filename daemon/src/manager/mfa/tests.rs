@@ -165,3 +165,272 @@ fn given_mfa_status_then_its_fields_follow_the_enrolment() {
     assert!(status.enrolled && !status.pending);
     assert_eq!(status.recovery_codes_left, 10);
 }
+
+/// The raw bytes of a base32 secret as `mfa_enroll` or `mfa_rotate` give it.
+fn secret_bytes(base32: &str) -> Vec<u8> {
+    totp_rs::Secret::try_from_base32(base32)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+/// Alice enrolled, then starting a change of device with a code of her current one; the new
+/// secret's bytes.
+fn rotating_alice(e: &mut Env) -> Vec<u8> {
+    e.enrol("alice");
+    let code = e.code("alice");
+    let (uri, secret) = e.m.mfa_rotate(&e.who("alice"), &code).unwrap();
+    assert!(uri.contains(&format!("secret={secret}")), "{uri}");
+    secret_bytes(&secret)
+}
+
+#[test]
+fn given_a_change_of_device_then_the_old_secret_works_until_a_code_of_the_new_one_confirms_it() {
+    let mut e = env();
+    let old = {
+        e.enrol("alice");
+        e.mfa_record("alice").secret
+    };
+    let code = e.code("alice");
+    let (_, new) = e.m.mfa_rotate(&e.who("alice"), &code).unwrap();
+    let new = secret_bytes(&new);
+    assert_ne!(new, old);
+    let status = e.mfa_status("alice");
+    assert!(status.enrolled && status.pending, "{status:?}");
+    // Meanwhile the old device is the one that counts, and the new one proves nothing yet.
+    e.advance(30);
+    let new_code = code_at(&new, mfa::current_step(e.now()));
+    assert_err!(
+        e.activate("alice", "admin", 0, REASON, "", &new_code),
+        InvalidCode
+    );
+    e.activate_admin("alice", 0).unwrap();
+
+    let confirmed = e.m.mfa_confirm(&e.who("alice"), &new_code).unwrap();
+    assert!(confirmed.is_empty(), "no new recovery codes: {confirmed:?}");
+    let status = e.mfa_status("alice");
+    assert_eq!(
+        (status.enrolled, status.pending, status.recovery_codes_left),
+        (true, false, 10)
+    );
+    assert_eq!(e.mfa_record("alice").secret, new);
+    e.m.deactivate(&e.who("alice"), "admin").unwrap();
+    e.advance(30);
+    let old_code = code_at(&old, mfa::current_step(e.now()));
+    assert_err!(
+        e.activate("alice", "admin", 0, REASON, "", &old_code),
+        InvalidCode
+    );
+    // The confirming code's step is spent: the new device's next code works.
+    e.activate_admin("alice", 0).unwrap();
+    let rotate = e.audited("mfa-rotate");
+    assert_eq!(rotate.len(), 1, "{rotate:#?}");
+    assert!(
+        rotate[0].outcome == "success" && rotate[0].detail.contains("mfa totp"),
+        "{rotate:#?}"
+    );
+    let confirm = e.audited("mfa-confirm");
+    assert!(
+        confirm
+            .last()
+            .is_some_and(|r| r.outcome == "success" && r.detail.contains("new device confirmed")),
+        "{confirm:#?}"
+    );
+}
+
+#[test]
+fn given_a_change_of_device_without_a_valid_code_then_it_is_refused_and_nothing_is_pending() {
+    let mut e = env();
+    let alice = e.who("alice");
+    assert_err!(e.m.mfa_rotate(&alice, "123456"), MfaNotEnrolled);
+    e.enrol("alice");
+    assert_err!(e.m.mfa_rotate(&alice, ""), MfaRequired);
+    let wrong = e.wrong_code("alice");
+    assert_err!(e.m.mfa_rotate(&alice, &wrong), InvalidCode);
+    // A code already used is no proof either.
+    let last = e.mfa_record("alice").last_step.unwrap();
+    let used = e.code_for_step("alice", last);
+    assert_err!(e.m.mfa_rotate(&alice, &used), InvalidCode);
+    // The third wrong code locks her out, and a right one does not help now.
+    assert_err!(e.m.mfa_rotate(&alice, "k7m2p-9xq4r"), MfaLockedOut);
+    let right = e.code("alice");
+    assert_err!(e.m.mfa_rotate(&alice, &right), MfaLockedOut);
+    let status = e.mfa_status("alice");
+    assert!(status.enrolled && !status.pending, "{status:?}");
+    assert!(e
+        .m
+        .store
+        .read(|tx| tx.mfa_rotation("alice"))
+        .unwrap()
+        .is_none());
+    let outcomes: Vec<String> = e
+        .audited("mfa-rotate")
+        .into_iter()
+        .map(|r| r.outcome.to_string())
+        .collect();
+    assert_eq!(outcomes, ["refused"; 6]);
+    assert_eq!(e.audited("mfa-failure").len(), 3);
+    assert_eq!(e.audited("mfa-lockout").len(), 1);
+}
+
+#[test]
+fn given_a_change_of_device_then_a_code_of_the_old_device_does_not_confirm_it() {
+    let mut e = env();
+    let new = rotating_alice(&mut e);
+    let old_code = e.code("alice");
+    assert_err!(e.m.mfa_confirm(&e.who("alice"), &old_code), InvalidCode);
+    let status = e.mfa_status("alice");
+    assert!(status.enrolled && status.pending, "{status:?}");
+    assert_eq!(status.recent_failures, 1);
+    assert_ne!(e.mfa_record("alice").secret, new);
+    let failures = e.audited("mfa-failure");
+    assert!(
+        failures[0].detail.contains("confirming a new device"),
+        "{failures:#?}"
+    );
+}
+
+#[test]
+fn given_a_lost_device_then_a_recovery_code_starts_the_change_and_starting_again_replaces_it() {
+    let mut e = env();
+    let codes = e.enrol("alice");
+    let alice = e.who("alice");
+    let (_, first) = e.m.mfa_rotate(&alice, &codes[0]).unwrap();
+    let (_, second) = e.m.mfa_rotate(&alice, &codes[1]).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(e.mfa_status("alice").recovery_codes_left, 8);
+    let stale = code_at(&secret_bytes(&first), mfa::current_step(e.now()));
+    assert_err!(e.m.mfa_confirm(&alice, &stale), InvalidCode);
+    let fresh = code_at(&secret_bytes(&second), mfa::current_step(e.now()));
+    assert!(e.m.mfa_confirm(&alice, &fresh).unwrap().is_empty());
+    assert_eq!(e.mfa_record("alice").secret, secret_bytes(&second));
+    let rotate = e.audited("mfa-rotate");
+    assert!(
+        rotate[1].detail.contains("in place of the one started")
+            && rotate[1].detail.contains("recovery code (8 left)"),
+        "{rotate:#?}"
+    );
+}
+
+#[test]
+fn given_a_reset_during_a_change_of_device_then_the_change_goes_with_the_enrolment() {
+    let mut e = env();
+    let new = rotating_alice(&mut e);
+    e.m.admin_mfa_reset(&e.who("frank"), "alice").unwrap();
+    assert_eq!(e.mfa_status("alice"), MfaStatusInfo::default());
+    let code = code_at(&new, mfa::current_step(e.now()));
+    assert_err!(e.m.mfa_confirm(&e.who("alice"), &code), MfaNotEnrolled);
+}
+
+#[test]
+fn given_a_valid_code_then_recovery_codes_are_replaced_and_the_old_ones_stop_working() {
+    let mut e = env();
+    let old = e.enrol("alice");
+    let alice = e.who("alice");
+    let code = e.code("alice");
+    let new = e.m.mfa_recovery_codes(&alice, &code).unwrap();
+    assert_eq!(new.len(), mfa::RECOVERY_CODE_COUNT);
+    assert!(new.iter().all(|c| !old.contains(c)), "{new:?} {old:?}");
+    assert_eq!(e.mfa_status("alice").recovery_codes_left, 10);
+    assert_err!(
+        e.activate("alice", "admin", 0, REASON, "", &old[0]),
+        InvalidCode
+    );
+    e.activate("alice", "admin", 0, REASON, "", &new[0])
+        .unwrap();
+    assert_eq!(e.mfa_status("alice").recovery_codes_left, 9);
+    let records = e.audited("mfa-recovery-codes");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert!(
+        records[0].outcome == "success"
+            && records[0]
+                .detail
+                .contains("10 unused ones before no longer work"),
+        "{records:#?}"
+    );
+}
+
+#[test]
+fn given_recovery_codes_asked_without_a_valid_code_then_refused_and_the_old_codes_stay() {
+    let mut e = env();
+    let alice = e.who("alice");
+    assert_err!(e.m.mfa_recovery_codes(&alice, "123456"), MfaNotEnrolled);
+    let old = e.enrol("alice");
+    assert_err!(e.m.mfa_recovery_codes(&alice, ""), MfaRequired);
+    let wrong = e.wrong_code("alice");
+    assert_err!(e.m.mfa_recovery_codes(&alice, &wrong), InvalidCode);
+    assert_err!(e.m.mfa_recovery_codes(&alice, "k7m2p-9xq4r"), InvalidCode);
+    assert_eq!(e.mfa_status("alice").recovery_codes_left, 10);
+    e.activate("alice", "admin", 0, REASON, "", &old[0])
+        .unwrap();
+    let outcomes: Vec<String> = e
+        .audited("mfa-recovery-codes")
+        .into_iter()
+        .map(|r| r.outcome.to_string())
+        .collect();
+    assert_eq!(outcomes, ["refused"; 4]);
+}
+
+/// Alice, enrolled, locked out by three wrong codes.
+fn locked_out_alice(e: &mut Env) {
+    e.enrol("alice");
+    for _ in 0..3 {
+        let wrong = e.wrong_code("alice");
+        let _ = e.activate("alice", "admin", 0, REASON, "", &wrong);
+    }
+    assert_eq!(e.mfa_status("alice").locked_until, e.now() + 900);
+}
+
+#[test]
+fn given_a_locked_out_user_then_an_admin_ends_the_lockout_and_the_enrolment_stays() {
+    let mut e = env();
+    locked_out_alice(&mut e);
+    let secret = e.mfa_record("alice").secret;
+    e.m.admin_mfa_unlock(&e.who("frank"), "alice").unwrap();
+    let status = e.mfa_status("alice");
+    assert_eq!(
+        (status.enrolled, status.locked_until, status.recent_failures),
+        (true, 0, 0)
+    );
+    assert_eq!(e.mfa_record("alice").secret, secret);
+    e.activate_admin("alice", 0).unwrap();
+    let records = e.audited("admin-mfa-unlock");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(
+        (r.actor.as_str(), r.user.as_str(), r.outcome.as_str()),
+        ("frank", "alice", "success")
+    );
+    assert!(r.detail.contains("lockout (until"), "{r:?}");
+    // Nothing to end any more.
+    let msg = assert_err!(e.m.admin_mfa_unlock(&e.who("root"), "alice"), NotFound);
+    assert!(msg.contains("not locked out"), "{msg}");
+}
+
+#[test]
+fn given_a_non_admin_then_mfa_unlock_is_refused_audited_and_the_lockout_stays() {
+    let mut e = env();
+    locked_out_alice(&mut e);
+    for who in ["alice", "bob", "audra"] {
+        let msg = assert_err!(e.m.admin_mfa_unlock(&e.who(who), "alice"), PermissionDenied);
+        assert!(msg.contains("administrator"), "{msg}");
+    }
+    assert_eq!(e.mfa_status("alice").locked_until, e.now() + 900);
+    let outcomes: Vec<(String, String)> = e
+        .audited("admin-mfa-unlock")
+        .into_iter()
+        .map(|r| (r.actor, r.outcome.to_string()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("alice".into(), "refused".into()),
+            ("bob".into(), "refused".into()),
+            ("audra".into(), "refused".into())
+        ]
+    );
+    assert_err!(
+        e.m.admin_mfa_unlock(&e.who("frank"), "bad\nname"),
+        InvalidArgument
+    );
+}
