@@ -37,7 +37,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -366,11 +365,10 @@ impl Server {
         listener.set_nonblocking(true).map_err(failed)?;
         let (stop, stopped) = UnixStream::pair().map_err(failed)?;
         stopped.set_nonblocking(true).map_err(failed)?;
-        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(MAX_QUEUED);
-        let queued = Arc::new(Mutex::new(queued));
+        let jobs = Arc::new(Jobs::default());
         let mut threads = Vec::new();
         for mut decider in deciders {
-            let queued = queued.clone();
+            let queued = jobs.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("pam-socket".into())
@@ -383,7 +381,8 @@ impl Server {
                 .name("pam-socket-poll".into())
                 .spawn(move || {
                     abort_on_panic("the PAM socket's collector", || {
-                        collect(&listener, &stopped, allowed_uid, &jobs, &refuse)
+                        collect(&listener, &stopped, allowed_uid, &jobs, &refuse);
+                        jobs.close();
                     })
                 })
                 .map_err(failed)?,
@@ -403,18 +402,69 @@ impl Server {
     }
 }
 
+/// The complete requests waiting for a worker, oldest first, at most [`MAX_QUEUED`]. A
+/// request wakes one idle worker and no other (a channel's receiver behind a mutex would wake
+/// a second one to wait in its place, on the CPU the decision and sudo need).
+#[derive(Default)]
+struct Jobs {
+    queue: Mutex<JobQueue>,
+    added: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct JobQueue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Jobs {
+    /// Queues `job`, or gives it back when [`MAX_QUEUED`] wait already.
+    fn push(&self, job: Job) -> Result<(), Job> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.jobs.len() >= MAX_QUEUED {
+            return Err(job);
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        self.added.notify_one();
+        Ok(())
+    }
+
+    /// The oldest job, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                return Some(job);
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self
+                .added
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// No more jobs come: the workers finish what is queued and end.
+    fn close(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.added.notify_all();
+    }
+}
+
 /// A worker: decides and answers queued requests until the collector is gone and the queue
 /// empty.
-fn work(queued: &Mutex<std::sync::mpsc::Receiver<Job>>, decider: &mut Decider) {
-    loop {
-        let job = queued.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(Job {
-            mut stream,
-            request,
-        }) = job
-        else {
-            return;
-        };
+fn work(queued: &Jobs, decider: &mut Decider) {
+    while let Some(Job {
+        mut stream,
+        request,
+    }) = queued.pop()
+    {
         // A panic while deciding loses that connection (the module then denies), not the
         // thread: a thread gone would be one fewer for every later sudo.
         let id = request.id;
@@ -483,7 +533,7 @@ fn collect(
     listener: &UnixListener,
     stopped: &UnixStream,
     allowed_uid: u32,
-    jobs: &std::sync::mpsc::SyncSender<Job>,
+    jobs: &Jobs,
     refuse: &Refuser,
 ) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -542,11 +592,7 @@ fn collect(
 
 /// Reads what `connection` sent and hands on a whole request (or answers a malformed one);
 /// the connection back while its request is incomplete, `None` when it is done with.
-fn advance(
-    mut connection: Pending,
-    jobs: &std::sync::mpsc::SyncSender<Job>,
-    refuse: &Refuser,
-) -> Option<Pending> {
+fn advance(mut connection: Pending, jobs: &Jobs, refuse: &Refuser) -> Option<Pending> {
     read_some(&mut connection).ok()?;
     match progress(&connection.received) {
         Progress::Incomplete => Some(connection),
@@ -555,7 +601,7 @@ fn advance(
                 stream: connection.stream,
                 request,
             };
-            if let Err(TrySendError::Full(Job { request, .. })) = jobs.try_send(job) {
+            if let Err(Job { request, .. }) = jobs.push(job) {
                 // Hung up on (the module denies): a denial like any other, in the audit.
                 refuse(TurnedAway::Busy(request));
             }
@@ -574,7 +620,7 @@ fn advance(
 fn accept_all(
     listener: &UnixListener,
     allowed_uid: u32,
-    jobs: &std::sync::mpsc::SyncSender<Job>,
+    jobs: &Jobs,
     refuse: &Refuser,
     pending: &mut VecDeque<Pending>,
 ) {
