@@ -87,6 +87,8 @@ pub enum Command {
     Watch,
     /// The audit log (admins and auditors see everything; others their own records)
     Audit(AuditArgs),
+    /// Open alerts: drift from just-in-time access (admins and auditors)
+    Alerts(AlertsArgs),
     /// Ask for a longer eligible or active assignment (from 14 days before its end up to 30
     /// days after it); the role's owners or admins decide
     Renew(RenewArgs),
@@ -352,6 +354,29 @@ pub struct AuditArgs {
     pub csv: bool,
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AlertsArgs {
+    /// Include resolved and dismissed alerts
+    #[arg(long)]
+    pub all: bool,
+    #[command(subcommand)]
+    pub command: Option<AlertsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Dismiss an open alert (admins): it does not come back while its cause persists
+    Dismiss {
+        /// The alert's id
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+        /// Why it may be left as it is
+        #[arg(short, long, value_name = "REASON")]
+        reason: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the audit chain: report the first record where it breaks (exit 1), or how many
@@ -506,6 +531,36 @@ mod tests {
     fn given_bad_ids_then_usage_error() {
         for args in [&["approve", "x"][..], &["cancel", "0"], &["cancel", "-1"]] {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn given_alerts_then_listing_and_dismissing_parse_and_a_dismissal_needs_id_and_reason() {
+        let cli = parse(&["alerts", "--all", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(
+            cli.command,
+            Command::Alerts(AlertsArgs {
+                all: true,
+                command: None
+            })
+        ));
+        let cli = parse(&["alerts", "dismiss", "7", "-r", "known break-glass rule"]).unwrap();
+        let Command::Alerts(AlertsArgs {
+            command: Some(AlertsCommand::Dismiss { id, reason }),
+            ..
+        }) = cli.command
+        else {
+            panic!("not a dismissal");
+        };
+        assert_eq!((id, reason.as_str()), (7, "known break-glass rule"));
+        for bad in [
+            &["alerts", "dismiss", "7"][..],
+            &["alerts", "dismiss", "-r", "x"],
+            &["alerts", "dismiss", "0", "-r", "x"],
+            &["alerts", "--all", "dismiss", "7", "-r", "x"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
         }
     }
 

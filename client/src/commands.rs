@@ -75,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
             ..
         }) => crate::verify::run(args, json).await,
         Command::Audit(args) => audit(args, json).await,
+        Command::Alerts(args) => crate::alerts::run(args, json).await,
         Command::Renew(args) => governance::renew(args, json).await,
         Command::Show { id } => governance::show(id, json).await,
         Command::Wait { id } => governance::wait(id, json).await,
@@ -486,7 +487,10 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
             | EventKind::AssignmentEnding
             | EventKind::ReviewStarted
             | EventKind::ReviewEnded
-            | EventKind::EventsDropped,
+            | EventKind::EventsDropped
+            | EventKind::AlertRaised
+            | EventKind::AlertResolved
+            | EventKind::AlertDismissed,
             _,
         ))
         | None => (
@@ -559,7 +563,10 @@ async fn wait_for_decision(
                     | EventKind::AssignmentEnding
                     | EventKind::ReviewStarted
                     | EventKind::ReviewEnded
-                    | EventKind::EventsDropped => false,
+                    | EventKind::EventsDropped
+                    | EventKind::AlertRaised
+                    | EventKind::AlertResolved
+                    | EventKind::AlertDismissed => false,
                 },
                 Some(_) => false,
                 None => {

@@ -1,6 +1,7 @@
 //! `pim`: the client of pimd, the just-in-time group membership daemon.
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod cli;
 mod colour;
 mod commands;

@@ -98,7 +98,8 @@ pub fn hash(r: &AuditRecord) -> String {
     hex(&Sha256::digest(encode(r)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lower-case hex digits.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

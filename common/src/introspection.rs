@@ -188,9 +188,9 @@ pub fn member_name(rust_name: &str) -> String {
 mod tests {
     use super::*;
     use crate::types::{
-        AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-        GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo,
-        RoleInfo,
+        AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole,
+        EventInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo,
+        ReviewItemInfo, RoleInfo,
     };
     use zbus::Type;
 
@@ -262,6 +262,7 @@ mod tests {
                     "EventInfo" => EventInfo::SIGNATURE.to_string(),
                     "GrantEnd" => GrantEnd::SIGNATURE.to_string(),
                     "Verification" => crate::chain::Verification::SIGNATURE.to_string(),
+                    "AlertInfo" => AlertInfo::SIGNATURE.to_string(),
                     "AssignmentInfo" => AssignmentInfo::SIGNATURE.to_string(),
                     "RequestDetail" => RequestDetail::SIGNATURE.to_string(),
                     "DecidedRole" => DecidedRole::SIGNATURE.to_string(),

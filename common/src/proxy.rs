@@ -3,8 +3,9 @@
 //! (here: `introspection::tests`), so a method changed on one side only fails them.
 
 use crate::types::{
-    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
-    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
+    GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo,
+    RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -170,4 +171,12 @@ pub trait Manager {
     /// Root only (the PAM module): may `user`, who holds the gated `groups`, use them now? Yes
     /// only when each of them is covered by its own live grant or `permanent` listing.
     fn check_access(&self, user: &str, groups: Vec<String>) -> Result<AccessDecision, PimError>;
+
+    /// Admins and auditors: the open alerts, or with `all` the resolved and dismissed ones too,
+    /// newest first.
+    fn list_alerts(&self, all: bool) -> Result<Vec<AlertInfo>, PimError>;
+
+    /// Admins: dismisses an open alert, for `reason`; it does not come back while its cause
+    /// persists.
+    fn dismiss_alert(&self, id: i64, reason: &str) -> Result<AlertInfo, PimError>;
 }

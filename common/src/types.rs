@@ -141,6 +141,32 @@ pub struct EventInfo {
 #[path = "types/review.rs"]
 mod review;
 pub use review::{DecidedRole, ReviewInfo, ReviewItemInfo};
+/// One alert (`pim alerts`): drift from just-in-time access that an auditor must hear of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct AlertInfo {
+    pub id: i64,
+    /// `member-outside-pim`, `process-outside-grant`, `sudoers-outside-pim`,
+    /// `frequent-activation`, `stale-eligibility`, `too-many-privileged`, `weak-role` or
+    /// `break-glass-used`.
+    pub kind: String,
+    /// The kind and its subject (user, role, group, sudoers file): the same cause gives the
+    /// same key, so it is raised once.
+    pub key: String,
+    /// `open`, `resolved` (its cause went) or `dismissed`.
+    pub state: String,
+    /// Whom and which role it is about; empty when it is about none.
+    pub user: String,
+    pub role: String,
+    /// What was seen: where (a sudoers file and line, pids), who, how many.
+    pub detail: String,
+    pub raised_at: i64,
+    /// When it was resolved or dismissed; 0 while open.
+    pub closed_at: i64,
+    /// Who dismissed it and why; empty unless dismissed.
+    pub dismissed_by: String,
+    pub dismiss_reason: String,
+}
+
 /// The end of a grant that has none: an active assignment without an end (where the role's
 /// `max_active_assignment` is "permanent"). 9999-12-31T23:59:59Z, far from overflow.
 pub const NO_END: i64 = 253_402_300_799;

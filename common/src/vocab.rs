@@ -124,6 +124,14 @@ vocabulary! {
         AdminReinstate = "admin-reinstate",
         AdminRevoke = "admin-revoke",
         AdminUnassign = "admin-unassign",
+        /// An alert dismissed by an admin.
+        AlertDismiss = "alert-dismiss",
+        /// An alert raised (pimd, on what it saw).
+        AlertRaise = "alert-raise",
+        /// A dismissed alert whose cause went: its key is free for the cause's return.
+        AlertRelease = "alert-release",
+        /// An open alert whose cause went.
+        AlertResolve = "alert-resolve",
         Approve = "approve",
         /// An assignment's end brought within its role's cap, lowered since it was made.
         AssignmentCapped = "assignment-capped",
@@ -154,6 +162,7 @@ vocabulary! {
         GrantFailed = "grant-failed",
         /// The grant an approved request started.
         GrantStart = "grant-start",
+        ListAlerts = "list-alerts",
         ListRequests = "list-requests",
         /// The caller's open review items read (`pim reviews`).
         ListReviews = "list-reviews",
@@ -239,6 +248,10 @@ vocabulary! {
         GrantEnding = "grant-ending",
         /// The processes that still carried an ended grant's group were ended.
         ProcessesEnded = "processes-ended",
+        /// An alert was raised, resolved or dismissed (admins and auditors alone see these).
+        AlertRaised = "alert-raised",
+        AlertResolved = "alert-resolved",
+        AlertDismissed = "alert-dismissed",
         /// An assignment ends in 14 days or 1 day (`pim renew` asks for more).
         AssignmentEnding = "assignment-ending",
         /// An access review started: its reviewers have items to decide.
@@ -248,6 +261,16 @@ vocabulary! {
         /// More events of that kind about that role by that actor are not sent for up to a
         /// minute.
         EventsDropped = "events-dropped",
+    }
+}
+
+impl EventKind {
+    /// An alert's event: for admins and auditors alone.
+    pub fn is_alert(self) -> bool {
+        matches!(
+            self,
+            EventKind::AlertRaised | EventKind::AlertResolved | EventKind::AlertDismissed
+        )
     }
 }
 

@@ -27,6 +27,8 @@ use toml::Spanned;
 
 mod review;
 pub use review::{ReviewDefault, Reviewer, DEFAULT_REVIEW_DURATION_SECS};
+mod alerts;
+pub use alerts::AlertsConfig;
 
 pub const DEFAULT_PATH: &str = "/etc/pim/pim.toml";
 /// No role grants its group for longer than a day.
@@ -96,7 +98,7 @@ const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
 /// More warnings than this before one end would only be noise.
 const MAX_WARNINGS: usize = 8;
 
-const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "roles"];
+const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "roles", "alerts"];
 const DAEMON_KEYS: &[&str] = &[
     "database",
     "admins",
@@ -302,6 +304,7 @@ pub struct Config {
     pub mfa: MfaConfig,
     pub audit: AuditConfig,
     pub roles: BTreeMap<String, Role>,
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -980,11 +983,13 @@ impl Checker<'_> {
         let daemon = self.section(&top, "daemon");
         let mfa = self.section(&top, "mfa");
         let audit = self.section(&top, "audit");
+        let alerts = self.section(&top, "alerts");
         Config {
             daemon: self.daemon(&daemon),
             mfa: self.mfa(&mfa),
             audit: self.audit(&audit),
             roles: self.roles(&top),
+            alerts: self.alerts(&alerts),
         }
     }
 
@@ -1343,7 +1348,7 @@ approvals_required = 1           # N distinct approvers
 request_ttl = "24h"              # an undecided request expires after this
 "#;
 
-    fn check(text: &str) -> (Option<Config>, Vec<Problem>) {
+    pub(crate) fn check(text: &str) -> (Option<Config>, Vec<Problem>) {
         parse(text, SOURCE, &HOST)
     }
 
@@ -1352,7 +1357,7 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     /// The config, asserting that it loaded without any problem at all.
-    fn clean(text: &str) -> Config {
+    pub(crate) fn clean(text: &str) -> Config {
         let (config, problems) = check(text);
         assert!(problems.is_empty(), "{problems:#?}");
         config.expect("config")
@@ -1369,7 +1374,7 @@ request_ttl = "24h"              # an undecided request expires after this
     }
 
     /// The one error in `text`.
-    fn one_error(text: &str) -> Problem {
+    pub(crate) fn one_error(text: &str) -> Problem {
         let (config, problems) = check(text);
         assert!(config.is_none());
         let errors = of(&problems, Severity::Error);

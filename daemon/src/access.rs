@@ -44,8 +44,31 @@ pub fn check_question(user: &str, groups: &[String]) -> Result<(), PimError> {
     Ok(())
 }
 
-/// The answer for `user` holding `groups` at `now`, read in `tx`. The question must have
-/// passed [`check_question`].
+/// A group the check let through because the user is listed `permanent` in a role of it:
+/// what the `break-glass-used` alert is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermanentPass {
+    pub user: String,
+    pub role: String,
+    pub group: String,
+}
+
+/// The answer and, when it allows, the groups a `permanent` listing covered.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub answer: AccessDecision,
+    pub permanent: Vec<PermanentPass>,
+}
+
+/// Hears of every allowed check that a `permanent` listing covered (the PAM socket's readers
+/// and the manager's own check tell it, so the transport does not matter). It must not wait:
+/// sudo waits on the answer.
+pub trait PassWatcher: Send + Sync {
+    fn permanent_passed(&self, passes: Vec<PermanentPass>);
+}
+
+/// The answer for `user` holding `groups` at `now`, read in `tx`, and which groups a
+/// `permanent` listing covered. The question must have passed [`check_question`].
 pub fn decide(
     config: &Config,
     tx: &Tx,
@@ -53,15 +76,22 @@ pub fn decide(
     now: i64,
     user: &str,
     groups: &[String],
-) -> Result<AccessDecision, PimError> {
+) -> Result<Decided, PimError> {
+    let refused = |answer| {
+        Ok(Decided {
+            answer,
+            permanent: Vec::new(),
+        })
+    };
     if !accounts.user_exists(user) {
-        return Ok(refusal(format!(
+        return refused(refusal(format!(
             "pim: your account is not in this host's user database, so pim cannot vouch for group {}; ask an administrator",
             groups.join(",")
         )));
     }
     let in_group = |g: &str| accounts.in_group(user, g);
     let live = tx.live_grants_of(user)?;
+    let mut passes = Vec::new();
     for group in groups {
         let roles: Vec<&Role> = config
             .roles
@@ -71,7 +101,15 @@ pub fn decide(
         // A lookup that fails covers nothing.
         let permanent = roles
             .iter()
-            .any(|r| matches!(policy::any_matches(&r.permanent, user, &in_group), Ok(true)));
+            .find(|r| matches!(policy::any_matches(&r.permanent, user, &in_group), Ok(true)));
+        if let Some(role) = permanent {
+            passes.push(PermanentPass {
+                user: user.to_string(),
+                role: role.name.clone(),
+                group: group.clone(),
+            });
+            continue;
+        }
         let mut granted = false;
         for grant in live.iter().filter(|g| g.group == *group && g.ends_at > now) {
             if grant_stands(config, tx, &in_group, now, grant)? {
@@ -79,13 +117,16 @@ pub fn decide(
                 break;
             }
         }
-        if !permanent && !granted {
-            return uncovered(tx, accounts, now, user, group, &roles, &live);
+        if !granted {
+            return refused(uncovered(tx, accounts, now, user, group, &roles, &live)?);
         }
     }
-    Ok(AccessDecision {
-        allowed: true,
-        message: String::new(),
+    Ok(Decided {
+        answer: AccessDecision {
+            allowed: true,
+            message: String::new(),
+        },
+        permanent: passes,
     })
 }
 
@@ -189,6 +230,7 @@ pub struct AccessReader {
     store: Box<dyn ReadStore>,
     accounts: Box<dyn Accounts>,
     clock: Box<dyn Clock>,
+    watcher: Option<Arc<dyn PassWatcher>>,
 }
 
 impl AccessReader {
@@ -203,7 +245,13 @@ impl AccessReader {
             store: Box::new(store),
             accounts,
             clock,
+            watcher: None,
         }
+    }
+
+    /// From now on, tells `watcher` of every check a `permanent` listing let through.
+    pub fn watch_passes(&mut self, watcher: Arc<dyn PassWatcher>) {
+        self.watcher = Some(watcher);
     }
 
     /// Takes the configuration a reload installed.
@@ -216,8 +264,15 @@ impl AccessReader {
         check_question(user, groups)?;
         let now = self.clock.now();
         let (config, accounts) = (&self.config, &*self.accounts);
-        self.store
-            .read(|tx| decide(config, tx, accounts, now, user, groups))
+        let decided = self
+            .store
+            .read(|tx| decide(config, tx, accounts, now, user, groups))?;
+        if let Some(watcher) = &self.watcher {
+            if decided.answer.allowed && !decided.permanent.is_empty() {
+                watcher.permanent_passed(decided.permanent);
+            }
+        }
+        Ok(decided.answer)
     }
 }
 

@@ -36,6 +36,9 @@ pub trait Accounts: Send {
     /// The users listed as supplementary members of `group` (none when there is no such
     /// group). A lookup that fails is an error.
     fn group_members(&self, group: &str) -> Result<Vec<String>, AccountsError>;
+    /// The gid of `group` and the members its entry lists (what gpasswd edits); None when
+    /// there is no such group. A lookup that fails is an error.
+    fn group(&self, group: &str) -> Result<Option<(u32, Vec<String>)>, AccountsError>;
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
     fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
 }
@@ -148,6 +151,10 @@ impl Accounts for SystemAccounts {
             detail: e.to_string(),
         })?;
         Ok(account.map(|u| (u.uid.as_raw(), grp.gid.as_raw())))
+    }
+
+    fn group(&self, group: &str) -> Result<Option<(u32, Vec<String>)>, AccountsError> {
+        Ok(group_entry(group)?.map(|g| (g.gid.as_raw(), g.mem)))
     }
 
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
@@ -295,6 +302,18 @@ pub mod fake {
                 Some(5000 + rank as u32)
             });
             Ok(db.users.get(user).map(|(uid, _)| *uid).zip(gid))
+        }
+        fn group(&self, group: &str) -> Result<Option<(u32, Vec<String>)>, AccountsError> {
+            self.listed_in_group("", group)?;
+            let db = self.0.lock().unwrap();
+            let Some(members) = db.groups.get(group) else {
+                return Ok(None);
+            };
+            let gid = db.gids.get(group).copied().unwrap_or_else(|| {
+                let rank = db.groups.keys().position(|g| g == group).unwrap_or(0);
+                5000 + rank as u32
+            });
+            Ok(Some((gid, members.iter().cloned().collect())))
         }
         fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
             let mut db = self.0.lock().unwrap();

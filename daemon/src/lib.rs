@@ -10,6 +10,7 @@
 
 mod access;
 mod accounts;
+mod alerts;
 mod clock;
 mod ending;
 mod manager;

@@ -227,3 +227,58 @@ pub struct ReviewItem {
     /// What the review's end did, e.g. "kept (decided)", "removed (default)".
     pub result: Option<String>,
 }
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Open,
+    Resolved,
+    Dismissed,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Resolved => "resolved",
+            AlertState::Dismissed => "dismissed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => AlertState::Open,
+            "resolved" => AlertState::Resolved,
+            "dismissed" => AlertState::Dismissed,
+            _ => return None,
+        })
+    }
+}
+
+/// One alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub kind: String,
+    pub key: String,
+    pub state: AlertState,
+    pub user: String,
+    pub role: String,
+    pub detail: String,
+    pub raised_at: i64,
+    pub closed_at: Option<i64>,
+    pub dismissed_by: String,
+    pub dismiss_reason: String,
+    /// It stands for its key (open, or dismissed while its cause persists).
+    pub holds_key: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert<'a> {
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub user: &'a str,
+    pub role: &'a str,
+    pub detail: &'a str,
+    pub at: i64,
+}

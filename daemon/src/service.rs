@@ -2,14 +2,15 @@
 //! domain core on a blocking thread, then publish what it left behind (syslog lines, events
 //! for watchers, `notify_command`). No policy lives here.
 
-use crate::access::{AccessReader, MAX_USER_NAME_BYTES};
+use crate::access::{AccessReader, PassWatcher, PermanentPass, MAX_USER_NAME_BYTES};
 use crate::manager::{Caller, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
 use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
-    AccessDecision, ActivateReply, AssignmentInfo, AuditRecord, DecidedRole, EventInfo, GrantEnd,
-    GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
+    AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
+    GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo,
+    RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -146,6 +147,12 @@ fn bounded_reviewers(reviewers: &[&str]) -> Result<Vec<String>, PimError> {
     Ok(reviewers.iter().map(|r| r.to_string()).collect())
 }
 
+impl PassWatcher for Core {
+    fn permanent_passed(&self, passes: Vec<PermanentPass>) {
+        let _ = self.passes.try_send(passes);
+    }
+}
+
 /// An access denial for the audit.
 struct Denial {
     user: String,
@@ -190,6 +197,10 @@ pub struct Core {
     notify_queue: Option<mpsc::Sender<(EventInfo, Vec<Recipient>)>>,
     in_progress: InProgress,
     denials: DenialAudit,
+    /// PAM checks a `permanent` listing let through, on their way to the alerts
+    /// (`break-glass-used`): the answer never waits for the manager; beyond the queue's
+    /// length they are dropped (the alert is raised once anyway).
+    passes: mpsc::Sender<Vec<PermanentPass>>,
 }
 
 impl Core {
@@ -203,6 +214,7 @@ impl Core {
             (Some(sender), Some(receiver))
         };
         let (denial_queue, queued_denials) = mpsc::channel(DENIAL_QUEUE_LENGTH);
+        let (passes, queued_passes) = mpsc::channel(DENIAL_QUEUE_LENGTH);
         let core = Arc::new(Core {
             manager: Mutex::new(manager),
             syslog: Syslog::new(),
@@ -219,7 +231,9 @@ impl Core {
                 stop: Notify::new(),
                 writer: Mutex::new(None),
             },
+            passes,
         });
+        tokio::spawn(core.clone().raise_break_glass(queued_passes));
         let writer = tokio::spawn(core.clone().write_denials(queued_denials));
         *core
             .denials
@@ -235,6 +249,15 @@ impl Core {
             });
         }
         core
+    }
+
+    /// Raises `break-glass-used` for each permanent pass, one batch at a time.
+    async fn raise_break_glass(self: Arc<Self>, mut queued: mpsc::Receiver<Vec<PermanentPass>>) {
+        while let Some(passes) = queued.recv().await {
+            if let Err(e) = self.with_manager(move |m| m.break_glass_used(passes)).await {
+                eprintln!("pimd: cannot raise break-glass-used: {}", e.message());
+            }
+        }
     }
 
     /// Hands the PAM socket's denial of `user` to the same bounded audit as the bus's.
@@ -1364,6 +1387,17 @@ impl ManagerService {
         .await
     }
 
+    async fn list_alerts(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        all: bool,
+    ) -> Result<Vec<AlertInfo>, PimError> {
+        self.read_call(&h, AuditAction::ListAlerts, move |m, c| {
+            m.list_alerts(c, all)
+        })
+        .await
+    }
+
     async fn admin_reinstate(
         &self,
         #[zbus(header)] h: Header<'_>,
@@ -1383,6 +1417,23 @@ impl ManagerService {
         )
         .await
     }
+    async fn dismiss_alert(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        id: i64,
+        reason: &str,
+    ) -> Result<AlertInfo, PimError> {
+        let args = bounded_copies([("reason", reason, text::MAX_REASON_BYTES)]);
+        self.limited_call(
+            &h,
+            AuditAction::AlertDismiss,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [reason]| m.dismiss_alert(c, id, &reason),
+        )
+        .await
+    }
+
     async fn check_access(
         &self,
         #[zbus(header)] h: Header<'_>,
@@ -1473,6 +1524,20 @@ impl AccessReaders {
     /// The PAM socket's readers, one for each of its threads.
     pub fn pam_socket_readers(&self) -> Vec<Arc<Mutex<AccessReader>>> {
         self.pam_socket.clone()
+    }
+
+    /// From now on every reader tells `watcher` of the checks a `permanent` listing let
+    /// through.
+    pub fn watch_passes(&self, watcher: Arc<dyn PassWatcher>) {
+        for reader in [&self.guessing, &self.root]
+            .into_iter()
+            .chain(&self.pam_socket)
+        {
+            reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .watch_passes(watcher.clone());
+        }
     }
 
     /// Takes the configuration a reload installed.

@@ -4,6 +4,7 @@
 
 use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
+use crate::alerts;
 use crate::clock::{Clock, SystemClock};
 use crate::manager::Manager;
 use crate::pam_socket;
@@ -242,6 +243,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     );
     manager.set_head_file(head_file);
     let core = Core::new(manager);
+    access.watch_passes(core.clone());
 
     // The PAM module's socket answers from here on, whatever becomes of the bus, and before
     // the reconciliation below: that may take long (gpasswd, a slow user database), and a
@@ -258,14 +260,6 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     if let Err(e) = core.with_manager(|m| m.reconcile()).await {
         eprintln!("pimd: reconciliation at start: {}", e.message());
     }
-    // The audit chain's head as this pimd finds it (and a break against the head file, if
-    // one happened while pimd was down).
-    let _ = core
-        .with_manager(|m| {
-            m.publish_head(true);
-            Ok(())
-        })
-        .await;
     notify_ready();
 
     if let Some(problem) = crate::processes::proc_problem() {
@@ -277,6 +271,17 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             eprintln!("pimd: cannot audit: {}", e.message());
         }
     }
+    // The alerts' first look at the host, then the audit chain's head as this pimd starts
+    // (and a break against the head file, if one happened while pimd was down): published
+    // after every record start-up wrote, so that the head a remote log keeps covers them.
+    let processes: Arc<dyn ProcessTable> = Arc::new(SystemProcesses);
+    look_at_host_for_alerts(&core, &processes).await;
+    let _ = core
+        .with_manager(|m| {
+            m.publish_start_head();
+            Ok(())
+        })
+        .await;
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
     let end_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(expiry_loop(
@@ -288,6 +293,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Arc::new(SystemProcesses),
         end_wake,
     ));
+    let alert_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(alert_look_loop(core.clone(), processes, alert_wake.clone()));
     tokio::spawn(setgid_sweep_loop(
         core.clone(),
         Arc::new(SystemSetgidFiles),
@@ -302,6 +309,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             _ = hangup.recv() => {
                 let received = monotonic_ns();
                 record_reload(&reload(&core, &access, &config_path, received).await);
+                // The alerts with the new configuration, the host looked at again.
+                alert_wake.notify_one();
             }
         }
     }
@@ -698,6 +707,57 @@ async fn ending_loop(
             _ = tokio::time::sleep(wait) => {}
             _ = wake.notified() => {}
         }
+    }
+}
+
+/// The host is looked at for the alerts at least this often (and at start, and after a
+/// reload).
+const ALERT_LOOK_EVERY: Duration = Duration::from_secs(60);
+
+/// The alerts' look at the host after the first (made by start-up): every
+/// [`ALERT_LOOK_EVERY`], and at once when woken (a reload).
+async fn alert_look_loop(
+    core: Arc<Core>,
+    processes: Arc<dyn ProcessTable>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ALERT_LOOK_EVERY) => {}
+            _ = wake.notified() => {}
+        }
+        look_at_host_for_alerts(&core, &processes).await;
+    }
+}
+
+/// One look at the host for the alerts (/etc/group, /proc, the sudoers files), on the
+/// blocking pool and outside the manager, so that calls and PAM checks never wait for it;
+/// the manager then evaluates the alerts with it. Problems are said on stderr.
+async fn look_at_host_for_alerts(core: &Arc<Core>, processes: &Arc<dyn ProcessTable>) {
+    let groups = match core.with_manager(|m| Ok(m.alert_groups())).await {
+        Ok(groups) => groups,
+        Err(e) => {
+            eprintln!("pimd: alerts: {}", e.message());
+            return;
+        }
+    };
+    let processes = processes.clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        alerts::host::look(
+            &SystemAccounts,
+            &*processes,
+            &pim_sudoers::read_system,
+            &groups,
+        )
+    })
+    .await;
+    match looked {
+        Ok(facts) => {
+            if let Err(e) = core.with_manager(move |m| m.record_host_look(facts)).await {
+                eprintln!("pimd: alerts: {}", e.message());
+            }
+        }
+        Err(e) => eprintln!("pimd: alerts: the look at the host failed: {e}"),
     }
 }
 

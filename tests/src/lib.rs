@@ -230,6 +230,7 @@ fn policy_file() -> PathBuf {
     workspace_root().join("packaging/dbus/org.pim.Manager1.conf")
 }
 
+/// The time now, in seconds since the epoch (the sandbox shares the host's clock).
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pim_e2e::{Output, Sandbox, CONFIG_PATH};
+use pim_e2e::{Output, Sandbox, CONFIG_PATH, SANDBOX_DIR};
 use serde_json::Value;
 
 const DB: &str = "/var/lib/pim/pim.db";
@@ -161,14 +161,24 @@ fn given_a_row_inserted_with_sqlite3_then_verify_exits_1_naming_it() {
     assert_eq!((kind.as_str(), record), ("inserted", last + 1));
 }
 
-/// Some activity, then a restart of pimd, which logs its head at start (as it does every
-/// 100 records and every 5 minutes): the head it logged to syslog, `(ID, "ID:HASH")`.
+/// Some activity, then a restart of pimd: the head the new pimd logged at its start (see
+/// [`start_head`]).
 fn head_after_restart(sb: &Sandbox) -> (i64, String) {
     activity(sb, 4);
     sb.kill_pimd("TERM");
     sb.start_pimd();
-    let line = sb.wait_for_syslog_line("pimd's audit-head", DEADLINE, |l| {
-        l.contains("pimd[") && l.contains("audit-head ")
+    start_head(sb)
+}
+
+/// The head the running pimd logged to syslog at its start, once its start-up writes were
+/// done (as it does every 100 records and every 5 minutes): `(ID, "ID:HASH")`. Earlier
+/// lines are an earlier pimd's (at its start, after the alert its configuration raised, and
+/// at its stop).
+fn start_head(sb: &Sandbox) -> (i64, String) {
+    let pid = sb.read_file(&format!("{SANDBOX_DIR}/pimd.pid"));
+    let pimd = format!("pimd[{}]: ", pid.trim());
+    let line = sb.wait_for_syslog_line("the running pimd's audit-head", DEADLINE, |l| {
+        l.contains(&pimd) && l.contains("audit-head ")
     });
     let head = line
         .rsplit("audit-head ")
@@ -178,6 +188,28 @@ fn head_after_restart(sb: &Sandbox) -> (i64, String) {
         .to_string();
     let id = head.split(':').next().unwrap().parse().unwrap();
     (id, head)
+}
+
+#[test]
+fn given_a_record_written_as_pimd_starts_then_the_head_it_logs_covers_it_and_its_cut_is_caught() {
+    let sb = host("");
+    sb.kill_pimd("TERM");
+    // While pimd is down, root puts hank in sudo by hand: the restarted pimd raises
+    // member-outside-pim as it starts, before anyone calls it.
+    sb.run("root", &["gpasswd", "-a", "hank", "sudo"])
+        .assert_success();
+    sb.start_pimd();
+    let (id, head) = start_head(&sb);
+    let records = sb.audit_records("audra", &[]);
+    let last = records.last().unwrap();
+    assert_eq!(last["id"].as_i64(), Some(id), "{records:?}");
+    assert_eq!(last["action"], "alert-raise", "{last}");
+    assert_eq!(sb.read_file(HEAD_FILE).trim(), head);
+    // Root cuts that record and pimd's own copy of the head: the head in syslog catches it.
+    tamper(&sb, &format!("DELETE FROM audit WHERE id = {id};"));
+    sb.run("root", &["rm", "-f", HEAD_FILE]).assert_success();
+    let (kind, record, detail) = broken(&verify(&sb, "audra", &["--head", &head]));
+    assert_eq!((kind.as_str(), record), ("missing-tail", id), "{detail}");
 }
 
 #[test]

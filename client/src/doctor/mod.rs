@@ -17,6 +17,7 @@
 //! | groups | every role's group exists | yes |
 //! | pam-groups | every group pam_pim.so gates has a role; no role's group that sudoers names escapes the module | yes |
 //! | members | members of gated groups with neither a live grant nor a `permanent` listing | yes |
+//! | alerts | the alerts pimd has open (`pim alerts`) | yes |
 //!
 //! Exit status 0 when nothing failed (warnings and skipped checks included), 1 otherwise.
 //! Without root the checks that read root-only files are skipped, and say so.
@@ -64,10 +65,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use sudoers::{
-    check_group_source, check_sudoers_defaults, sudoers_groups, sudoers_sources_elsewhere,
-    sudoers_texts,
-};
+use sudoers::{check_group_source, check_sudoers_defaults, sudoers_sources_elsewhere};
 
 const PAM_DIR: &str = "/etc/pam.d";
 const SUDO_CONF: &str = "/etc/sudo.conf";
@@ -123,7 +121,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     ));
 
     if root {
-        let sudoers = sudoers_texts();
+        let sudoers = pim_sudoers::read_system();
         let elsewhere =
             sudoers_sources_elsewhere(&std::fs::read_to_string(NSSWITCH).unwrap_or_default());
         findings.push(check_sudoers_defaults(&sudoers, module_runs, &elsewhere));
@@ -140,7 +138,11 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
             Some(config) => {
                 findings.push(check_database(config));
                 findings.push(check_groups(config, &|g| HostAccounts.group_exists(g)));
-                findings.extend(check_pam_groups(config, &gated, &sudoers_groups(&sudoers)));
+                findings.extend(check_pam_groups(
+                    config,
+                    &gated,
+                    &pim_sudoers::groups(&sudoers),
+                ));
                 findings.push(check_members(config, &gated, connection.as_ref()).await);
             }
             None => {
@@ -150,6 +152,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
                 }
             }
         }
+        findings.push(checks::alerts::check_alerts(connection.as_ref()).await);
     } else {
         for check in [
             "sudoers",
@@ -159,6 +162,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
             "groups",
             "pam-groups",
             "members",
+            "alerts",
         ] {
             findings.push(Finding::skip(check, NEEDS_ROOT));
         }

@@ -1,15 +1,9 @@
-//! sudo's own files: `Set group_source` in /etc/sudo.conf, and the Defaults and `%group`
-//! names of every sudoers file sudo reads (includes followed).
+//! sudo's own files: `Set group_source` in /etc/sudo.conf, and the Defaults of every
+//! sudoers file sudo reads (read by the pim-sudoers crate, includes followed).
 
 use super::findings::Finding;
 use super::{list, show, MODULE};
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-const SUDOERS: &str = "/etc/sudoers";
-const SUDOERS_DIR: &str = "/etc/sudoers.d";
-/// sudo's own bound on nested includes.
-const MAX_SUDOERS_DEPTH: usize = 128;
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupSource {
@@ -68,112 +62,6 @@ pub fn check_group_source(sudo_conf: Option<&str>) -> Finding {
     }
 }
 
-/// The text of /etc/sudoers, of the files sudo reads from /etc/sudoers.d, and of every file
-/// an `@include`/`#include` or `@includedir`/`#includedir` brings in, wherever it is; read as
-/// root.
-pub fn sudoers_texts() -> Vec<(PathBuf, String)> {
-    let mut files = sudoers_files(
-        Path::new(SUDOERS),
-        &|path| std::fs::read_to_string(path).ok(),
-        &included_dir,
-    );
-    for path in included_dir(Path::new(SUDOERS_DIR)) {
-        if !files.iter().any(|(seen, _)| *seen == path) {
-            files.extend(sudoers_files(
-                &path,
-                &|path| std::fs::read_to_string(path).ok(),
-                &included_dir,
-            ));
-        }
-    }
-    files
-}
-
-/// The files of `dir` that sudo reads for `@includedir`, in its order: it skips names that
-/// contain a dot or end in ~.
-fn included_dir(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            !name.contains('.') && !name.ends_with('~')
-        })
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-}
-
-/// `first` and the files its include directives bring in, depth first as sudo reads them,
-/// each once. A relative path is relative to the including file's directory.
-pub fn sudoers_files(
-    first: &Path,
-    read: &dyn Fn(&Path) -> Option<String>,
-    list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
-) -> Vec<(PathBuf, String)> {
-    fn visit(
-        path: &Path,
-        depth: usize,
-        read: &dyn Fn(&Path) -> Option<String>,
-        list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
-        out: &mut Vec<(PathBuf, String)>,
-    ) {
-        if depth > MAX_SUDOERS_DEPTH || out.iter().any(|(seen, _)| seen == path) {
-            return;
-        }
-        let Some(text) = read(path) else { return };
-        out.push((path.to_path_buf(), text.clone()));
-        let base = path.parent().unwrap_or(Path::new("/"));
-        for (directive, target) in sudoers_includes(&text) {
-            let target = base.join(target);
-            if directive == "includedir" {
-                for file in list_dir(&target) {
-                    visit(&file, depth + 1, read, list_dir, out);
-                }
-            } else {
-                visit(&target, depth + 1, read, list_dir, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    visit(first, 0, read, list_dir, &mut out);
-    out
-}
-
-/// The include directives of sudoers text: (`include` or `includedir`, path), from
-/// `@include`, `#include`, `@includedir` and `#includedir` lines (a path may be quoted).
-pub fn sudoers_includes(text: &str) -> Vec<(&'static str, String)> {
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_start();
-        let Some(rest) = line.strip_prefix('@').or_else(|| line.strip_prefix('#')) else {
-            continue;
-        };
-        let (directive, path) = if let Some(path) = rest.strip_prefix("includedir") {
-            ("includedir", path)
-        } else if let Some(path) = rest.strip_prefix("include") {
-            ("include", path)
-        } else {
-            continue;
-        };
-        if !path.starts_with(char::is_whitespace) {
-            continue;
-        }
-        let path = path.trim();
-        let path = path
-            .strip_prefix('"')
-            .and_then(|p| p.strip_suffix('"'))
-            .unwrap_or(path);
-        if !path.is_empty() {
-            found.push((directive, path.to_string()));
-        }
-    }
-    found
-}
-
 /// The sources other than files that nsswitch.conf's `sudoers:` line names (sss, ldap, ...):
 /// rules doctor cannot read.
 pub fn sudoers_sources_elsewhere(nsswitch: &str) -> Vec<String> {
@@ -184,87 +72,6 @@ pub fn sudoers_sources_elsewhere(nsswitch: &str) -> Vec<String> {
         .filter(|source| *source != "files" && !source.starts_with('['))
         .map(str::to_string)
         .collect()
-}
-
-/// Groups named in sudoers (`%name`).
-pub fn sudoers_groups(sudoers: &[(PathBuf, String)]) -> BTreeSet<String> {
-    sudoers
-        .iter()
-        .flat_map(|(_, text)| sudoers_group_names(text))
-        .collect()
-}
-
-/// The code of a sudoers line: up to a `#` that starts a comment (`#1000`, a uid, does not).
-fn sudoers_code(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'#' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            return &line[..i];
-        }
-    }
-    line
-}
-
-/// The options of the `Defaults` lines of sudoers text (`Defaults`, `Defaults:user`,
-/// `Defaults>runas`, ...), each with its line number, as written (`!pam_acct_mgmt`,
-/// `targetpw`, `env_keep+=...`). Comments are skipped, continued lines joined. A binding may
-/// be a uid (`Defaults:#1000`) and, as sudo takes it, a list with blanks (`Defaults: alice`,
-/// `Defaults:alice, bob`).
-pub fn sudoers_defaults(text: &str) -> Vec<(usize, String)> {
-    let mut options = Vec::new();
-    let mut logical = String::new();
-    let mut first = 0;
-    for (index, line) in text.lines().enumerate() {
-        if logical.is_empty() {
-            first = index + 1;
-        }
-        match line.strip_suffix('\\') {
-            Some(head) => {
-                logical.push_str(head);
-                logical.push(' ');
-                continue;
-            }
-            None => logical.push_str(line),
-        }
-        let code = std::mem::take(&mut logical);
-        let Some(rest) = sudoers_code(&code).trim_start().strip_prefix("Defaults") else {
-            continue;
-        };
-        let settings = if rest.starts_with([':', '@', '>', '!']) {
-            after_binding(&rest[1..])
-        } else if rest.starts_with(char::is_whitespace) {
-            rest
-        } else {
-            continue;
-        };
-        for option in settings.split(',') {
-            let option = option.trim();
-            if !option.is_empty() {
-                options.push((first, option.to_string()));
-            }
-        }
-    }
-    options
-}
-
-/// What follows a Defaults binding list (`alice`, `alice, bob`, ` #1000`, `"x y"`): items
-/// separated by commas, blanks allowed around them.
-fn after_binding(text: &str) -> &str {
-    let mut rest = text.trim_start();
-    loop {
-        // One item: a quoted string, or up to a blank or a comma.
-        let end = if let Some(quoted) = rest.strip_prefix('"') {
-            quoted.find('"').map_or(rest.len(), |at| at + 2)
-        } else {
-            rest.find(|c: char| c.is_whitespace() || c == ',')
-                .unwrap_or(rest.len())
-        };
-        let after = rest[end..].trim_start();
-        match after.strip_prefix(',') {
-            Some(next) => rest = next.trim_start(),
-            None => return after,
-        }
-    }
 }
 
 /// sudoers Defaults that decide whom the module sees or whether it runs at all. `module_runs`:
@@ -278,7 +85,7 @@ pub fn check_sudoers_defaults(
     const CHECK: &str = "sudoers";
     let mut target_options = Vec::new();
     for (path, text) in sudoers {
-        for (line, option) in sudoers_defaults(text) {
+        for (line, option) in pim_sudoers::defaults(text) {
             let place = format!("{}:{line}", show(path));
             let name = option.replace(char::is_whitespace, "");
             if name == "!pam_acct_mgmt" {
@@ -343,68 +150,16 @@ pub fn check_sudoers_defaults(
     }
 }
 
-/// The `%group` names in sudoers text (comments skipped; `#123` uids are not comments).
-pub fn sudoers_group_names(text: &str) -> BTreeSet<String> {
-    let mut groups = BTreeSet::new();
-    for line in text.lines() {
-        let mut rest = sudoers_code(line);
-        while let Some(at) = rest.find('%') {
-            let after = &rest[at + 1..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-                .collect();
-            if !name.is_empty() {
-                groups.insert(name.clone());
-            }
-            rest = &after[name.len()..];
-        }
-    }
-    groups
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::doctor::findings::Status;
     use crate::doctor::pam::module_seen_to_run;
     use crate::doctor::testing::files;
+    use std::path::Path;
 
     #[test]
-    fn sudoers_defaults_are_read_with_their_lines() {
-        let text = "# Defaults !pam_acct_mgmt\nDefaults env_reset, !pam_acct_mgmt\n\
-                    Defaults:alice targetpw # why\nDefaults>root \\\n  rootpw,runaspw\n\
-                    alice ALL=(ALL) ALL\nDefaultsx foo\n";
-        assert_eq!(
-            sudoers_defaults(text),
-            [
-                (2, "env_reset".to_string()),
-                (2, "!pam_acct_mgmt".to_string()),
-                (3, "targetpw".to_string()),
-                (4, "rootpw".to_string()),
-                (4, "runaspw".to_string()),
-            ]
-        );
-    }
-
-    #[test]
-    fn given_defaults_bound_to_a_uid_or_to_a_list_with_blanks_then_their_options_are_read() {
-        let text = "Defaults:#1000 !pam_acct_mgmt\nDefaults>#0 targetpw\n\
-                    Defaults: alice !pam_acct_mgmt\nDefaults:alice, bob rootpw\n\
-                    Defaults:alice,bob ,  carol runaspw, env_reset # why\n\
-                    Defaults@\"host one\" !pam_acct_mgmt\n";
-        assert_eq!(
-            sudoers_defaults(text),
-            [
-                (1, "!pam_acct_mgmt".to_string()),
-                (2, "targetpw".to_string()),
-                (3, "!pam_acct_mgmt".to_string()),
-                (4, "rootpw".to_string()),
-                (5, "runaspw".to_string()),
-                (5, "env_reset".to_string()),
-                (6, "!pam_acct_mgmt".to_string()),
-            ]
-        );
+    fn given_defaults_bound_to_a_uid_then_the_option_still_counts() {
         let file = vec![(
             PathBuf::from("/etc/sudoers"),
             "Defaults:#1000 !pam_acct_mgmt\n".to_string(),
@@ -414,46 +169,13 @@ mod tests {
     }
 
     #[test]
-    fn given_include_directives_then_the_files_they_name_are_read_wherever_they_are() {
+    fn given_include_directives_then_the_included_files_are_judged_with_their_place() {
         let fs = files(&[
-            (
-                "/etc/sudoers",
-                "@include /opt/site/sudoers\n#include local\n@includedir /srv/rules\n\
-                 #includedir /etc/sudoers.d\n@include /etc/sudoers\n",
-            ),
+            ("/etc/sudoers", "@include /opt/site/sudoers\n"),
             ("/opt/site/sudoers", "Defaults !pam_acct_mgmt\n"),
-            ("/etc/local", "Defaults targetpw\n"),
-            ("/srv/rules/a", "Defaults rootpw\n"),
-            ("/etc/sudoers.d/b", "@include \"/opt/site/quoted file\"\n"),
-            ("/opt/site/quoted file", "Defaults runaspw\n"),
         ]);
         let read = |path: &Path| fs.get(path).cloned();
-        let list_dir = |dir: &Path| {
-            let mut found: Vec<PathBuf> = fs
-                .keys()
-                .filter(|p| p.parent() == Some(dir))
-                .cloned()
-                .collect();
-            found.sort();
-            found
-        };
-        let read_files: Vec<PathBuf> = sudoers_files(Path::new("/etc/sudoers"), &read, &list_dir)
-            .into_iter()
-            .map(|(path, _)| path)
-            .collect();
-        assert_eq!(
-            read_files,
-            [
-                "/etc/sudoers",
-                "/opt/site/sudoers",
-                "/etc/local",
-                "/srv/rules/a",
-                "/etc/sudoers.d/b",
-                "/opt/site/quoted file",
-            ]
-            .map(PathBuf::from)
-        );
-        let sudoers = sudoers_files(Path::new("/etc/sudoers"), &read, &list_dir);
+        let sudoers = pim_sudoers::files(Path::new("/etc/sudoers"), &read, &|_| Vec::new());
         let finding = check_sudoers_defaults(&sudoers, true, &[]);
         assert_eq!(finding.status, Status::Fail, "{finding:?}");
         assert!(
@@ -551,14 +273,5 @@ mod tests {
             .unwrap()
             .contains("Set group_source dynamic"));
         assert_eq!(check_group_source(None).status, Status::Warn);
-    }
-
-    #[test]
-    fn sudoers_group_names_skip_comments_but_not_uids() {
-        let text = "# %commented ALL=(ALL) ALL\n%sudo ALL=(ALL:ALL) ALL\n\
-                    #1000 ALL=(ALL) ALL\nUser_Alias A = %wheel, bob # %late\n\
-                    Defaults iolog_dir=/var/log/sudo-io/%{user}\n";
-        let names: Vec<String> = sudoers_group_names(text).into_iter().collect();
-        assert_eq!(names, ["sudo", "wheel"]);
     }
 }

@@ -23,11 +23,17 @@ impl Manager {
         access::check_question(user, groups)?;
         let now = self.now();
         let (config, accounts) = (&self.config, &*self.accounts);
-        let decision = self
+        let decided = self
             .store
             .read(|tx| access::decide(config, tx, accounts, now, user, groups))?;
+        let decision = decided.answer;
         if !decision.allowed {
             self.audit_access_denial(user, groups, &decision.message)?;
+        } else if !decided.permanent.is_empty() {
+            // The answer stands whatever becomes of the alert.
+            if let Err(e) = self.break_glass_used(decided.permanent) {
+                eprintln!("pimd: cannot raise break-glass-used: {}", e.message());
+            }
         }
         Ok(decision)
     }

@@ -107,6 +107,7 @@ impl Manager {
         let why = format!("unassigned by {}", caller.name);
         let (ended, warning) =
             self.end_grant_after_assignment_change(user, role, &caller.name, Some(&why));
+        self.alerts_after_change();
         Ok((ended.as_ref().map(grant_info).unwrap_or_default(), warning))
     }
 

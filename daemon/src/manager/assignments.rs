@@ -377,6 +377,7 @@ impl Manager {
         if !warning.is_empty() {
             warnings.push(warning);
         }
+        self.alerts_after_change();
         Ok(warnings.join("; "))
     }
 

@@ -38,8 +38,12 @@ impl Manager {
     }
 
     /// Whether `caller` may see `event` in `pim watch`: their own, those of roles they
-    /// approve or own, and everything for admins and auditors.
+    /// approve or own, and everything for admins and auditors. Alerts are for admins and
+    /// auditors alone, even the ones about the caller.
     pub fn may_see(&self, caller: &Caller, event: &EventInfo) -> bool {
+        if event.kind.is_alert() {
+            return self.is_auditor(caller);
+        }
         event.user == caller.name
             || self.is_auditor(caller)
             || self.approves(&caller.name, &event.role)

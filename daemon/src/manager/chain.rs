@@ -2,9 +2,11 @@
 //! port, which makes it): its head published to syslog and to a root-only head file beside
 //! the database, `pim audit verify`, and retention (`[audit] keep`).
 //!
-//! The head (`ID:HASH` of the last record) goes out at start, after every
-//! [`HEAD_EVERY_RECORDS`] records, by a reconcile job when it has moved for
-//! [`HEAD_EVERY_SECS`] (and hourly when it has not), and when pimd stops (if it moved): to syslog as `audit-head ID:HASH`, where
+//! The head (`ID:HASH` of the last record) goes out at start, once start-up's own writes are
+//! done (reconciliation, the first evaluation of the alerts: see
+//! [`Manager::publish_start_head`]), after every [`HEAD_EVERY_RECORDS`] records, by a
+//! reconcile job when it has moved for [`HEAD_EVERY_SECS`] (and hourly when it has not), and
+//! when pimd stops (if it moved): to syslog as `audit-head ID:HASH`, where
 //! a remote log keeps it beyond root's reach on this host, and to the head file
 //! (`DATABASE.audit-head`, 0600, replaced atomically). Before replacing the file, pimd checks
 //! that the head it holds is still in the log; when it is not (records were removed or
@@ -44,6 +46,9 @@ pub struct HeadKeeper {
     published_at: i64,
     /// When the periodic job last looked.
     looked_at: i64,
+    /// pimd is starting: the periodic job waits for the start's head (see
+    /// [`Manager::publish_start_head`]).
+    starting: bool,
     /// The break already logged (so it is logged once, not at every record).
     warned: Option<Head>,
 }
@@ -84,8 +89,20 @@ fn write_head_file(path: &Path, head: &Head) -> std::io::Result<()> {
 
 impl Manager {
     /// Where pimd keeps the chain's head (set once at start; none in the manager's tests).
+    /// From here until [`Manager::publish_start_head`], the periodic job publishes nothing.
     pub fn set_head_file(&mut self, path: PathBuf) {
         self.head.file = Some(path);
+        self.head.starting = true;
+    }
+
+    /// The head at start, published once pimd's start-up writes are done (what
+    /// reconciliation ended, the alerts its first look at the host raised): a head published
+    /// before them would leave them out of the head a remote log keeps until the next
+    /// publication, and a check of the last head taken at start would not cover them. Forced:
+    /// it shows that pimd is up, and checks the head file (a break while pimd was down).
+    pub fn publish_start_head(&mut self) {
+        self.head.starting = false;
+        self.publish_head(true);
     }
 
     /// Counts records just written; publishes the head when enough have been.
@@ -269,7 +286,7 @@ pub(super) struct PublishAuditHead;
 
 impl reconcile::Job for PublishAuditHead {
     fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError> {
-        if now >= m.head.looked_at + HEAD_EVERY_SECS {
+        if !m.head.starting && now >= m.head.looked_at + HEAD_EVERY_SECS {
             m.head.looked_at = now;
             m.publish_head(false);
         }

@@ -77,6 +77,7 @@ impl Manager {
             self.release_membership(&grant.user, &grant.group)?;
             return Err(err);
         }
+        self.alerts_after_change();
         Ok(())
     }
 
@@ -156,7 +157,9 @@ impl Manager {
             audit.actor,
             end_reason.into(),
         );
-        self.release_membership(&grant.user, &grant.group)
+        let released = self.release_membership(&grant.user, &grant.group);
+        self.alerts_after_change();
+        released
     }
 
     /// Takes back a membership PIM added, unless a live grant still needs it.

@@ -33,11 +33,14 @@
 //!   standing eligibility and their reinstatement, and the roles a caller decides for;
 //! - `ends`: the user's processes that still carry the group at a grant's end (ending.rs),
 //!   and the warnings before it;
+//! - `alerts`: the alerts' facts, their evaluation written with its audit, listing and
+//!   dismissing;
 //! - `test_support`: the tests' shared environment (fixture configuration, fakes, helpers).
 
 mod access;
 mod activation;
 mod admin;
+mod alerts;
 mod approvals;
 mod assignments;
 mod audit;
@@ -153,6 +156,9 @@ pub struct Manager {
     grant_starts: ends::GrantStarts,
     /// The audit chain's head, as published.
     head: chain::HeadKeeper,
+    /// The last look at the host the alerts were evaluated with (nothing known before the
+    /// first: the kinds that need it are not judged).
+    host_look: crate::alerts::HostFacts,
 }
 
 /// What a summary record counts.
@@ -309,6 +315,7 @@ impl Manager {
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
             head: chain::HeadKeeper::default(),
+            host_look: crate::alerts::HostFacts::default(),
         }
     }
 

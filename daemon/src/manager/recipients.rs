@@ -37,8 +37,16 @@ impl Manager {
         } else {
             "user"
         };
-        add(&event.user, about);
-        if let Some(role) = self.config.role(&event.role) {
+        // An alert is for admins alone (as in `pim watch`, where auditors see it too), not
+        // for the user it is about nor the role's approvers.
+        if !event.kind.is_alert() {
+            add(&event.user, about);
+        }
+        if let Some(role) = self
+            .config
+            .role(&event.role)
+            .filter(|_| !event.kind.is_alert())
+        {
             for name in self.names(&role.approvers) {
                 add(&name, "approver");
             }

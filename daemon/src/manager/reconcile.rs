@@ -65,12 +65,14 @@ const JOBS: &[&dyn Job] = &[
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
     &chain::PruneAudit,
-    &chain::PublishAuditHead,
     &CompleteReviews,
     &StartRecurringReviews,
     &super::assignments::HoldAssignmentsToCaps,
     &super::assignments::StartActiveAssignments,
     &super::assignments::AssignmentNotices,
+    &EvaluateAlerts,
+    // Last: a head it publishes covers what this round wrote.
+    &chain::PublishAuditHead,
 ];
 
 /// Does `f` with every one of `items`, even after one failed; the first error is returned.
@@ -194,6 +196,17 @@ impl Job for StartRecurringReviews {
             }
         }
         Ok(next)
+    }
+}
+
+/// Evaluates the alerts (see `manager/alerts.rs`) on the store and the last look at the host,
+/// after the jobs above have ended what was due; the look itself is made outside the manager
+/// (`startup`'s alert loop), like the set-group-ID sweep's walk.
+struct EvaluateAlerts;
+
+impl Job for EvaluateAlerts {
+    fn run(&self, m: &mut Manager, _now: i64) -> Result<(), PimError> {
+        m.evaluate_alerts()
     }
 }
 

@@ -144,7 +144,7 @@ pub(super) fn env_with(store: SqliteStore, clock: FakeClock) -> Env {
     let accounts = fixture_accounts();
     let config = fixture_config(&accounts);
     let processes = FakeProcesses::default();
-    let m = Manager::new(
+    let mut m = Manager::new(
         Arc::new(config),
         store,
         Box::new(accounts.clone()),
@@ -152,6 +152,10 @@ pub(super) fn env_with(store: SqliteStore, clock: FakeClock) -> Env {
         Box::new(processes.clone()),
         "host".into(),
     );
+    // As pimd does at start: the alerts the fixture calls for (its weak roles) are raised
+    // before the test begins, and their records and events are not the test's.
+    m.evaluate_alerts().unwrap();
+    m.take_outbox();
     Env {
         m,
         accounts,

@@ -3,9 +3,10 @@
 //! `crate::store::conformance::suite!(MyStore::open_empty_for_tests().unwrap());`
 //! (a new case is a function here and its name in [`suite!`]'s list).
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tx};
 use crate::model::{
-    Assignment, AuditEntry, AuditQuery, NewGrant, Outcome, Renewal, Request, RequestState,
+    AlertState, Assignment, AuditEntry, AuditQuery, NewAlert, NewGrant, Outcome, Renewal, Request,
+    RequestState,
 };
 use pim_common::types::AuditRecord;
 
@@ -369,6 +370,80 @@ pub fn given_a_removal_then_it_needs_an_audit_record_only_if_it_removed_somethin
     assert!(store.read(|tx| tx.mfa("alice")).unwrap().is_some());
 }
 
+pub fn given_alerts_then_one_holds_each_key_until_resolved_or_released(store: &mut dyn Store) {
+    let alert = |key: &'static str| NewAlert {
+        kind: "weak-role",
+        key,
+        user: "",
+        role: "lab",
+        detail: "no MFA",
+        at: 100,
+    };
+    let write = |store: &mut dyn Store, f: &dyn Fn(&Tx) -> Result<(), StoreError>| {
+        store
+            .write(|tx| {
+                f(tx)?;
+                tx.audit(entry("alert-resolve"))
+            })
+            .map(|_| ())
+    };
+    let raise = |store: &mut dyn Store| {
+        let mut id = 0;
+        store
+            .write(|tx| {
+                id = tx.insert_alert(&alert("weak-role:lab"))?;
+                tx.audit(entry("alert-raise"))
+            })
+            .unwrap();
+        id
+    };
+    let id = raise(store);
+    // A second alert of a held key is refused by the database itself.
+    let twice = write(store, &|tx| {
+        tx.insert_alert(&alert("weak-role:lab")).map(|_| ())
+    });
+    assert!(twice.is_err());
+    let held = store.read(|tx| tx.current_alert("weak-role:lab")).unwrap();
+    assert_eq!(held.unwrap().id, id);
+    // Dismissed: it keeps the key, and is no longer listed as open.
+    write(store, &|tx| tx.dismiss_alert(id, "frank", "known", 150)).unwrap();
+    let row = store.read(|tx| tx.alert(id)).unwrap().unwrap();
+    assert_eq!(row.state, AlertState::Dismissed);
+    assert_eq!(
+        (row.dismissed_by.as_str(), row.closed_at),
+        ("frank", Some(150))
+    );
+    assert!(row.holds_key);
+    assert!(store.read(|tx| tx.alerts(false, 10)).unwrap().is_empty());
+    assert_eq!(store.read(|tx| tx.alerts(true, 10)).unwrap().len(), 1);
+    // Released: the key is free for a new one, which resolves.
+    write(store, &|tx| tx.release_alert(id)).unwrap();
+    assert!(store.read(|tx| tx.current_alerts()).unwrap().is_empty());
+    let again = raise(store);
+    assert_ne!(again, id);
+    write(store, &|tx| tx.resolve_alert(again, 200)).unwrap();
+    let row = store.read(|tx| tx.alert(again)).unwrap().unwrap();
+    assert_eq!((row.state, row.holds_key), (AlertState::Resolved, false));
+    // Newest first.
+    let all = store.read(|tx| tx.alerts(true, 10)).unwrap();
+    assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), [again, id]);
+    // The last dismissal of each key of a kind: the one at 150 (the resolved one is none);
+    // dismissed again later, the later one.
+    let dismissals =
+        |store: &mut dyn Store, kind: &str| store.read(|tx| tx.alert_dismissals(kind)).unwrap();
+    assert_eq!(
+        dismissals(store, "weak-role"),
+        [("weak-role:lab".into(), 150)]
+    );
+    assert!(dismissals(store, "frequent-activation").is_empty());
+    let third = raise(store);
+    write(store, &|tx| tx.dismiss_alert(third, "frank", "again", 300)).unwrap();
+    assert_eq!(
+        dismissals(store, "weak-role"),
+        [("weak-role:lab".into(), 300)]
+    );
+}
+
 pub fn given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip(
     store: &mut dyn Store,
 ) {
@@ -544,6 +619,7 @@ macro_rules! suite {
             given_audit_records_then_each_is_chained_to_the_one_before,
             given_old_records_then_pruning_removes_them_with_a_checkpoint_and_the_rest_verifies,
             given_a_record_older_than_a_newer_one_before_it_then_pruning_stops_there,
+            given_alerts_then_one_holds_each_key_until_resolved_or_released,
             given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip,
             given_an_assignment_put_again_or_removed_and_made_again_then_its_revision_is_new,
             given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation,

@@ -73,8 +73,9 @@ pub mod conformance;
 
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSecret,
-    PendingSweep, Renewal, Request, RequestState, Review, ReviewDecision, ReviewItem, SweepRecheck,
+    AlertRow, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
+    PendingSecret, PendingSweep, Renewal, Request, RequestState, Review, ReviewDecision,
+    ReviewItem, SweepRecheck,
 };
 use pim_common::chain::{self, Head, CHECKPOINT_ACTION, GENESIS_ACTION, GENESIS_PREV};
 use pim_common::types::AuditRecord;
@@ -464,6 +465,25 @@ operations! {
         fn last_grant_start(user: &str, role: &str) -> Option<i64>;
         /// Whether a review suspended `user`'s standing eligibility for `role`.
         fn suspended(user: &str, role: &str) -> bool;
+        /// Every membership PIM added, as (user, group).
+        fn memberships() -> Vec<(String, String)>;
+        /// Every assignment (as `assignments`), with when it was made.
+        fn dated_assignments() -> Vec<(Assignment, i64)>;
+        /// The start of every grant that started at or after `since`, as (user, role, at).
+        fn grant_starts_since(since: i64) -> Vec<(String, String, i64)>;
+        /// The last start of a grant of each user and role, as (user, role, at).
+        fn last_grant_starts() -> Vec<(String, String, i64)>;
+        /// The time of the oldest audit record: since when pimd has been watching this host.
+        fn first_audit_at() -> Option<i64>;
+        /// The alerts that hold their keys (open, or dismissed while their cause persists).
+        fn current_alerts() -> Vec<AlertRow>;
+        /// The alert that holds `key`, if one does.
+        fn current_alert(key: &str) -> Option<AlertRow>;
+        fn alert(id: i64) -> Option<AlertRow>;
+        /// The open alerts, or with `all` every one; newest first, at most `limit`.
+        fn alerts(all: bool, limit: u32) -> Vec<AlertRow>;
+        /// The last dismissal of each key among the alerts of `kind`, as (key, at).
+        fn alert_dismissals(kind: &str) -> Vec<(String, i64)>;
     }
     writes {
         /// A new live grant; refused if `g.user` already holds a live grant of `g.role`.
@@ -549,6 +569,16 @@ operations! {
         fn complete_review(id: i64, at: i64) -> ();
         /// `user`'s standing eligibility for `role` no longer counts (kept if already so).
         fn suspend(user: &str, role: &str, review_id: i64, at: i64) -> ();
+        /// A new open alert holding its key; refused if another alert holds it. Returns its
+        /// id.
+        fn insert_alert(a: &NewAlert<'_>) -> i64;
+        /// Open alert `id` is resolved at `at`: its cause went, and its key is free.
+        fn resolve_alert(id: i64, at: i64) -> ();
+        /// Open alert `id` is dismissed by `by` at `at` for `reason`; it keeps its key while
+        /// its cause persists.
+        fn dismiss_alert(id: i64, by: &str, reason: &str, at: i64) -> ();
+        /// Dismissed alert `id`'s cause went: its key is free for the cause's return.
+        fn release_alert(id: i64) -> ();
     }
     removals {
         /// Removes the assignment of `user` to `role`; returns whether there was one.

@@ -13,8 +13,8 @@ use super::{Key, ReadStore, Store, StoreError, Transaction};
 mod reviews;
 use crate::mfa::FailureState;
 use crate::model::{
-    Assignment, AuditQuery, Ending, Grant, MfaRecord, NewGrant, PendingSecret, PendingSweep,
-    Renewal, Request, RequestState, SweepRecheck,
+    AlertRow, AlertState, Assignment, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
+    PendingSecret, PendingSweep, Renewal, Request, RequestState, SweepRecheck,
 };
 use crate::model::{Review, ReviewDecision, ReviewItem};
 use rusqlite::config::DbConfig;
@@ -265,6 +265,31 @@ CREATE TABLE mfa_rotations (
     secret      BLOB NOT NULL,
     created_at  INTEGER NOT NULL
 );
+"#,
+    r#"
+-- Alerts (see alerts.rs): one row per alert raised. holds_key: this row stands for its key
+-- (open, or dismissed while its cause persists), so the same cause is raised once; a
+-- resolved alert, or a dismissed one whose cause went, lets it go.
+CREATE TABLE alerts (
+    id              INTEGER PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('open', 'resolved', 'dismissed')),
+    user            TEXT NOT NULL,
+    role            TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    raised_at       INTEGER NOT NULL,
+    closed_at       INTEGER,
+    dismissed_by    TEXT NOT NULL DEFAULT '',
+    dismiss_reason  TEXT NOT NULL DEFAULT '',
+    holds_key       INTEGER NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX alerts_one_per_key ON alerts(key) WHERE holds_key = 1;
+CREATE INDEX alerts_open ON alerts(state) WHERE state = 'open';
+-- The alerts read grants by start: those of the last frequent_activation.within, and the
+-- last start of each user and role.
+CREATE INDEX grants_started ON grants(started_at);
+CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 "#,
 ];
 
@@ -615,6 +640,36 @@ fn verdict(entry: &Entry, place: Place, pimd_uid: u32) -> Verdict {
 }
 
 /// One transaction on a connection; dropped uncommitted, rusqlite rolls it back.
+fn alert_state(s: &str) -> rusqlite::Result<AlertState> {
+    AlertState::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown alert state {s}").into(),
+        )
+    })
+}
+
+const ALERT_COLUMNS: &str = "id, kind, key, state, user, role, detail, raised_at, closed_at, \
+                             dismissed_by, dismiss_reason, holds_key";
+
+fn alert_row(r: &Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        key: r.get(2)?,
+        state: alert_state(&r.get::<_, String>(3)?)?,
+        user: r.get(4)?,
+        role: r.get(5)?,
+        detail: r.get(6)?,
+        raised_at: r.get(7)?,
+        closed_at: r.get(8)?,
+        dismissed_by: r.get(9)?,
+        dismiss_reason: r.get(10)?,
+        holds_key: r.get(11)?,
+    })
+}
+
 struct SqliteTx<'c> {
     tx: rusqlite::Transaction<'c>,
 }
@@ -1260,6 +1315,130 @@ impl Transaction for SqliteTx<'_> {
             [now],
             |r| r.get(0),
         )?)
+    }
+
+    // --- alerts ---
+
+    fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT user, grp FROM memberships ORDER BY user, grp")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn dated_assignments(&self) -> Result<Vec<(Assignment, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS}, assigned_at FROM assignments ORDER BY user, role"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((assignment_from_row(r)?, r.get(8)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn grant_starts_since(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT user, role, started_at FROM grants WHERE started_at >= ?1
+             ORDER BY started_at",
+        )?;
+        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn last_grant_starts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT user, role, MAX(started_at) FROM grants GROUP BY user, role")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn first_audit_at(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .query_row("SELECT MIN(at) FROM audit", [], |r| r.get(0))?)
+    }
+
+    fn current_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE holds_key = 1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], alert_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn current_alert(&self, key: &str) -> Result<Option<AlertRow>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE holds_key = 1 AND key = ?1"),
+                [key],
+                alert_row,
+            )
+            .optional()?)
+    }
+
+    fn alert(&self, id: i64) -> Result<Option<AlertRow>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+                [id],
+                alert_row,
+            )
+            .optional()?)
+    }
+
+    fn alerts(&self, all: bool, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE ?1 OR state = 'open'
+             ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![all, limit], alert_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn alert_dismissals(&self, kind: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT key, MAX(closed_at) FROM alerts
+             WHERE kind = ?1 AND state = 'dismissed' AND closed_at IS NOT NULL
+             GROUP BY key ORDER BY key",
+        )?;
+        let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, StoreError> {
+        self.tx.execute(
+            "INSERT INTO alerts (kind, key, state, user, role, detail, raised_at, holds_key)
+             VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?6, 1)",
+            params![a.kind, a.key, a.user, a.role, a.detail, a.at],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn resolve_alert(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE alerts SET state = 'resolved', closed_at = ?2, holds_key = 0
+             WHERE id = ?1 AND state = 'open'",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    fn dismiss_alert(&self, id: i64, by: &str, reason: &str, at: i64) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE alerts SET state = 'dismissed', closed_at = ?2, dismissed_by = ?3,
+                 dismiss_reason = ?4
+             WHERE id = ?1 AND state = 'open'",
+            params![id, at, by, reason],
+        )?;
+        Ok(())
+    }
+
+    fn release_alert(&self, id: i64) -> Result<(), StoreError> {
+        self.tx
+            .execute("UPDATE alerts SET holds_key = 0 WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     // --- MFA ---

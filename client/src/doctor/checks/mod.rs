@@ -2,6 +2,7 @@
 //!
 //! | module | checks |
 //! | --- | --- |
+//! | [`alerts`] | alerts: the ones pimd has open |
 //! | [`bus`] | daemon, bus-policy, activation |
 //! | [`unit`] | service |
 //! | [`nosuid`] | nosuid |
@@ -11,6 +12,7 @@
 //! | [`pam_socket`] | pam-socket: pimd's socket for the module |
 //! | [`roles`] | groups, pam-groups, members: the configuration's roles against the host |
 
+pub mod alerts;
 pub mod bus;
 pub mod config;
 pub mod database;
