@@ -488,6 +488,7 @@ pub fn closed_message(id: i64, event: Option<&EventInfo>) -> (String, &'static s
             | EventKind::ReviewStarted
             | EventKind::ReviewEnded
             | EventKind::EventsDropped
+            | EventKind::MfaDeviceChangeByRecoveryCode
             | EventKind::AlertRaised
             | EventKind::AlertResolved
             | EventKind::AlertDismissed,
@@ -564,6 +565,7 @@ async fn wait_for_decision(
                     | EventKind::ReviewStarted
                     | EventKind::ReviewEnded
                     | EventKind::EventsDropped
+                    | EventKind::MfaDeviceChangeByRecoveryCode
                     | EventKind::AlertRaised
                     | EventKind::AlertResolved
                     | EventKind::AlertDismissed => false,

@@ -2,7 +2,7 @@
 //! inherits its groups from the shell it runs in, and a process keeps the groups it started
 //! with: a shell from before a grant does not carry its group (sudo there says "a password is
 //! required"), a fresh login or `newgrp GROUP` does. `pim status` says so; `pim activate
-//! --shell` starts that `newgrp` itself.
+//! --shell` starts such a shell itself, keeping the user's own primary group.
 
 use crate::error::Failure;
 use pim_common::text::escape;
@@ -66,14 +66,45 @@ pub fn missing_text(missing: &[String]) -> String {
         .collect()
 }
 
-/// Replaces this process with `newgrp GROUP`, a shell that carries the group, on the same
-/// terminal; returns only when that cannot start.
+/// Replaces this process with a shell that carries `group` on the same terminal; returns only
+/// when that cannot start. `newgrp GROUP` alone would make the group the shell's primary one,
+/// and files made there would belong to it, and stay so after the grant ends. So `sg` adds it
+/// (as primary), then `newgrp` back to the user's own primary group keeps it as supplementary:
+/// both keep the groups the process has and add the new one. Absolute paths: no PATH lookup.
 pub fn exec_shell(group: &str) -> Failure {
-    let err = std::process::Command::new("newgrp").arg(group).exec();
+    let Some(own) = own_primary_group() else {
+        return Failure::Failed(
+            "cannot find your primary group in the user and group databases; log in again to \
+             get a shell with the group"
+                .into(),
+        );
+    };
+    let err = std::process::Command::new(SG)
+        .arg(group)
+        .arg("-c")
+        .arg(format!("exec {NEWGRP} {}", sh_quoted(&own)))
+        .exec();
     Failure::Failed(format!(
-        "cannot start '{}': {err}; log in again to get a shell with the group",
-        shell_command(group)
+        "cannot start a shell with group {} ({SG}): {err}; log in again to get a shell with the \
+         group",
+        escape(group)
     ))
+}
+
+const SG: &str = "/usr/bin/sg";
+const NEWGRP: &str = "/usr/bin/newgrp";
+
+/// The name of the caller's primary group, as the user database has it (not this process's
+/// gid, which an earlier `newgrp` may have changed).
+fn own_primary_group() -> Option<String> {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
+    let group = nix::unistd::Group::from_gid(user.gid).ok()??;
+    Some(group.name)
+}
+
+/// `word` as one word for `sh -c`, whatever it holds.
+fn sh_quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]
@@ -120,6 +151,12 @@ mod tests {
         );
         assert!(text.contains("'newgrp docker'"), "{text}");
         assert_eq!(missing_text(&[]), "");
+    }
+
+    #[test]
+    fn given_any_group_name_then_it_is_one_word_for_the_shell() {
+        assert_eq!(sh_quoted("alice"), "'alice'");
+        assert_eq!(sh_quoted("a'b; rm -rf ~"), "'a'\\''b; rm -rf ~'");
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub fn mfa_status_json(s: &MfaStatusInfo) -> Value {
         "recovery_codes_left": s.recovery_codes_left,
     }));
     put_time(&mut m, "locked_until", s.locked_until);
+    put_time(&mut m, "device_change_until", s.device_change_until);
+    put_time(
+        &mut m,
+        "recovery_codes_issued_at",
+        s.recovery_codes_issued_at,
+    );
     Value::Object(m)
 }
 
@@ -730,7 +736,12 @@ pub fn device_confirmed_text() -> String {
 }
 
 pub fn mfa_status_text(s: &MfaStatusInfo, clock: &Clock) -> String {
-    let enrolled = if s.enrolled && s.pending {
+    let enrolled = if s.enrolled && s.device_change_until > 0 {
+        format!(
+            "yes (a new device waits for its first code until {}: run 'pim mfa confirm')",
+            time::local_with_relative(s.device_change_until, clock)
+        )
+    } else if s.enrolled && s.pending {
         "yes (a new device waits for its first code: run 'pim mfa confirm')".to_string()
     } else if s.enrolled {
         "yes".to_string()
@@ -756,6 +767,16 @@ pub fn mfa_status_text(s: &MfaStatusInfo, clock: &Clock) -> String {
             vec![
                 "Recovery codes left:".to_string(),
                 s.recovery_codes_left.to_string(),
+            ],
+            vec![
+                "Recovery codes from:".to_string(),
+                if s.recovery_codes_left == 0 && s.recovery_codes_issued_at == 0 {
+                    "none issued".to_string()
+                } else if s.recovery_codes_issued_at == 0 {
+                    "unknown (issued before pim recorded it)".to_string()
+                } else {
+                    time::local_with_relative(s.recovery_codes_issued_at, clock)
+                },
             ],
         ],
     )
@@ -1095,10 +1116,14 @@ mod tests {
             locked_until: 0,
             recent_failures: 1,
             recovery_codes_left: 9,
+            device_change_until: 0,
+            recovery_codes_issued_at: NOW,
         };
         let v = mfa_status_json(&s);
         assert_eq!(v["locked_until"], Value::Null);
         assert_eq!(v["locked_until_unix"], Value::Null);
+        assert_eq!(v["device_change_until"], Value::Null);
+        assert_eq!(v["recovery_codes_issued_at_unix"], NOW);
         assert_eq!(v["recovery_codes_left"], 9);
         assert_eq!(v["enrolled"], true);
     }
@@ -1383,8 +1408,11 @@ mod tests {
             locked_until: NOW + 600,
             recent_failures: 5,
             recovery_codes_left: 0,
+            device_change_until: 0,
+            recovery_codes_issued_at: 0,
         };
         let t = mfa_status_text(&s, &clock());
+        assert!(t.contains("Recovery codes from:  none issued"), "{t}");
         assert!(t.contains("'pim mfa confirm'"), "{t}");
         assert!(t.contains("until 2026-11-21 14:10 UTC (in 10m)"), "{t}");
         assert!(t.contains("Recent failures:      5"), "{t}");
@@ -1394,6 +1422,20 @@ mod tests {
         };
         let t = mfa_status_text(&rotating, &clock());
         assert!(t.contains("yes (a new device waits"), "{t}");
+        let expiring = MfaStatusInfo {
+            device_change_until: NOW + 600,
+            recovery_codes_issued_at: NOW - 3600,
+            ..rotating
+        };
+        let t = mfa_status_text(&expiring, &clock());
+        assert!(
+            t.contains("waits for its first code until 2026-11-21 14:10 UTC (in 10m)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Recovery codes from:  2026-11-21 13:00 UTC (1h ago)"),
+            "{t}"
+        );
     }
 
     #[test]

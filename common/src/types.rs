@@ -87,6 +87,10 @@ pub struct MfaStatusInfo {
     pub locked_until: i64,
     pub recent_failures: u32,
     pub recovery_codes_left: u32,
+    /// When a change of device still waiting for its first code expires; 0 when none is.
+    pub device_change_until: i64,
+    /// When the recovery codes were issued; 0 when unknown or none.
+    pub recovery_codes_issued_at: i64,
 }
 
 /// Records one `Audit` call returns at most: the oldest that match, so that asking again with

@@ -261,6 +261,9 @@ vocabulary! {
         /// More events of that kind about that role by that actor are not sent for up to a
         /// minute.
         EventsDropped = "events-dropped",
+        /// A change of MFA device was started with a recovery code (the lost-phone path, or
+        /// someone holding a leaked code): the user and administrators hear of it at once.
+        MfaDeviceChangeByRecoveryCode = "mfa-device-change-by-recovery-code",
     }
 }
 

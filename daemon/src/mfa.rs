@@ -131,7 +131,9 @@ pub fn verify_totp(
         if totp.check(code, step * STEP_SECS).is_some() {
             if last_used_step.is_some_and(|last| step <= last) {
                 matched_used = true;
-            } else if matched_fresh.is_none() {
+            } else {
+                // The highest: a code matching two steps of the window (a collision of six
+                // digits) must kill both, or it would be accepted again for the later one.
                 matched_fresh = Some(step);
             }
         }
@@ -383,6 +385,25 @@ mod tests {
         assert_eq!(
             verify_totp(&secret, &later, now, Some(step)),
             TotpCheck::Accepted { step: step + 1 }
+        );
+    }
+
+    #[test]
+    fn given_code_matching_two_steps_of_the_window_then_highest_recorded_and_not_reused() {
+        // With the RFC secret the codes of steps 153567 and 153569 are both 468457 (found by
+        // search), and both lie in the window around step 153568.
+        let secret = rfc_secret();
+        let (low, high) = (153_567, 153_569);
+        assert_eq!(code_at(&secret, low), "468457");
+        assert_eq!(code_at(&secret, high), "468457");
+        let now = (low as i64 + 1) * STEP_SECS as i64;
+        assert_eq!(
+            verify_totp(&secret, "468457", now, None),
+            TotpCheck::Accepted { step: high }
+        );
+        assert_eq!(
+            verify_totp(&secret, "468457", now, Some(high)),
+            TotpCheck::Replayed
         );
     }
 

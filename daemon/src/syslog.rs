@@ -32,6 +32,8 @@ const MONTHS: [&str; 12] = [
 pub enum Severity {
     Info,
     Notice,
+    /// Something a person should look at now (a change of MFA device by a recovery code).
+    Warning,
     Error,
 }
 
@@ -40,6 +42,7 @@ impl Severity {
         match self {
             Severity::Error => ::syslog::Severity::LOG_ERR,
             Severity::Notice => ::syslog::Severity::LOG_NOTICE,
+            Severity::Warning => ::syslog::Severity::LOG_WARNING,
             Severity::Info => ::syslog::Severity::LOG_INFO,
         }
     }
@@ -236,6 +239,7 @@ mod tests {
         for (severity, pri) in [
             (Severity::Info, "<86>"),
             (Severity::Notice, "<85>"),
+            (Severity::Warning, "<84>"),
             (Severity::Error, "<83>"),
         ] {
             assert!(

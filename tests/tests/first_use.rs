@@ -58,10 +58,14 @@ fn given_activate_shell_then_the_shell_it_starts_carries_the_group() {
     let out = sb.run_with_stdin(
         "alice",
         &["pim", "activate", "deploy", "--shell"],
-        "id -Gn\npim status\n",
+        "id -Gn\npim status\necho primary=$(id -gn)\nf=$(mktemp)\nstat -c file-group=%G \"$f\"\n",
     );
     out.assert_success().assert_stdout_contains("deploy");
-    // `id -Gn` of the new shell: newgrp makes the group its first.
+    // The granted group is supplementary: the shell's primary group stays alice's own, so a
+    // file made there does not belong to the privileged group (and outlive the grant so).
+    out.assert_stdout_contains("primary=alice")
+        .assert_stdout_contains("file-group=alice");
+    // `id -Gn` of the new shell: alice's own group and the granted one.
     assert!(
         out.stdout.lines().any(|l| {
             let groups: Vec<&str> = l.split_whitespace().collect();

@@ -6,8 +6,10 @@
 
 use pim_e2e::{now_unix, Authenticator, Output, Sandbox, CONFIG_PATH, TOTP_STEP};
 use serde_json::Value;
+use std::time::Duration;
 
 const REASON: &str = "rotate the TLS certificates";
+const WAIT: Duration = Duration::from_secs(10);
 
 const CONFIG: &str = r#"
 [daemon]
@@ -290,4 +292,114 @@ fn given_a_locked_out_user_then_only_an_administrator_ends_the_lockout_and_the_e
             pair("erin", "refused")
         ]
     );
+}
+
+#[test]
+fn given_a_leaked_recovery_code_then_it_gives_no_new_recovery_codes_and_a_change_of_device_by_it_is_loud(
+) {
+    let sb = site();
+    let (_, codes) = enrolled_alice(&sb);
+    let mut erin_watch = sb.spawn("erin", &["pim", "watch"]);
+    let mallory_watch = sb.spawn("mallory", &["pim", "watch"]);
+    for watch in [&erin_watch, &mallory_watch] {
+        sb.wait_until("the watch to follow events", WAIT, || {
+            watch.stderr_so_far().contains("following events")
+        });
+    }
+
+    // Whoever holds one recovery code cannot mint a fresh set (lasting control)...
+    pim_with_code(&sb, "alice", &["mfa", "recovery-codes"], &codes[0])
+        .assert_status(1)
+        .assert_stderr_contains("TOTP code of your current device");
+    sb.call_pimd("alice", "MfaRecoveryCodes", "s", &[&codes[0]])
+        .assert_failure();
+    assert_eq!(mfa_status(&sb, "alice")["recovery_codes_left"], 10);
+
+    // ...and moving the MFA to a new device with it (the lost-phone path) is heard of at once.
+    pim_with_code(&sb, "alice", &["--json", "mfa", "enroll"], &codes[1]).assert_success();
+    erin_watch.wait_for_stdout("mfa-device-change-by-recovery-code", WAIT);
+    sb.wait_for_syslog_line("the warning", WAIT, |l| {
+        l.starts_with("<84>")
+            && l.contains("change of MFA device for alice was started with a recovery code")
+    });
+    let rotate = sb.audit_records("root", &["--action", "mfa-rotate"]);
+    assert!(
+        rotate.iter().any(|r| r["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PROVED BY A RECOVERY CODE")),
+        "{rotate:#?}"
+    );
+    // `pim mfa status` shows the change waiting, until when, and when the codes were issued.
+    let status = mfa_status(&sb, "alice");
+    assert_eq!(status["recovery_codes_left"], 9, "{status}");
+    assert!(
+        status["device_change_until_unix"]
+            .as_i64()
+            .is_some_and(|t| t > now_unix()),
+        "{status}"
+    );
+    assert!(
+        status["recovery_codes_issued_at_unix"]
+            .as_i64()
+            .is_some_and(|t| t <= now_unix()),
+        "{status}"
+    );
+    pim(&sb, "alice", &["mfa", "status"])
+        .assert_success()
+        .assert_stdout_contains("a new device waits for its first code until")
+        .assert_stdout_contains("Recovery codes from:");
+    let mallory_saw = mallory_watch.kill();
+    assert!(
+        !mallory_saw.stdout.contains("mfa-device-change"),
+        "{mallory_saw}"
+    );
+    erin_watch.kill();
+}
+
+#[test]
+fn given_a_locked_out_administrator_then_they_cannot_end_their_own_lockout_nor_reset_their_own_mfa()
+{
+    let sb = site();
+    let mut phone = sb.enroll_mfa("erin");
+    for _ in 0..3 {
+        pim_with_code(
+            &sb,
+            "erin",
+            &["mfa", "recovery-codes"],
+            &wrong_code(&sb, phone.secret()),
+        )
+        .assert_status(1);
+    }
+    let locked = || {
+        mfa_status(&sb, "erin")["locked_until_unix"]
+            .as_i64()
+            .is_some_and(|t| t > now_unix())
+    };
+    assert!(locked());
+    pim(&sb, "erin", &["admin", "mfa-unlock", "erin"])
+        .assert_status(1)
+        .assert_stderr_contains("cannot end your own lockout");
+    sb.call_pimd("erin", "AdminMfaUnlock", "s", &["erin"])
+        .assert_failure();
+    pim(&sb, "erin", &["admin", "mfa-reset", "erin"])
+        .assert_status(1)
+        .assert_stderr_contains("cannot reset your own MFA");
+    assert!(locked());
+    assert!(mfa_status(&sb, "erin")["enrolled"] == true);
+    assert_eq!(
+        outcomes(&sb, "admin-mfa-unlock"),
+        [pair("erin", "refused"), pair("erin", "refused")]
+    );
+    assert_eq!(outcomes(&sb, "admin-mfa-reset"), [pair("erin", "refused")]);
+    // Root still may.
+    pim(&sb, "root", &["admin", "mfa-unlock", "erin"]).assert_success();
+    assert!(!locked());
+    pim_with_code(
+        &sb,
+        "erin",
+        &["mfa", "recovery-codes"],
+        &phone.next_code(&sb),
+    )
+    .assert_success();
 }

@@ -297,6 +297,7 @@ impl Manager {
         if let Err(e) = check_name("user", user) {
             return self.refused(&audit, e);
         }
+        self.refuse_own_mfa(caller, user, &audit, "reset your own MFA")?;
         let now = self.now();
         let entry = audit.entry(
             now,

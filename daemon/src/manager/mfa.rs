@@ -236,7 +236,7 @@ impl Manager {
                     ),
                 )
             }
-            Some(pending) if Self::reshown(pending.created_at, self.now()) => {
+            Some(pending) if Self::pending_fresh(pending.created_at, self.now()) => {
                 // Asked again soon after (the QR code was lost, the terminal closed): the same
                 // secret again. Each disclosure is audited; calls_per_minute bounds them.
                 let secret = TotpSecret::from_bytes(pending.secret);
@@ -274,10 +274,12 @@ impl Manager {
         Ok((uri, secret.base32()))
     }
 
-    /// Whether a pending enrolment's secret, made at `created`, may be shown again at `now`:
-    /// only within [`PENDING_SECRET_SHOWN_SECS`], so that a secret once seen by someone else
-    /// (a shared screen, a program that enrolled first) is not handed out for good.
-    fn reshown(created: i64, now: i64) -> bool {
+    /// Whether a pending secret made at `created` still counts at `now`: a first enrolment's
+    /// may be shown again, a change of device's may be confirmed, only within
+    /// [`PENDING_SECRET_SHOWN_SECS`], so that a secret once seen by someone else (a shared
+    /// screen, a program that enrolled first, a change started with a leaked recovery code) is
+    /// not good for ever.
+    fn pending_fresh(created: i64, now: i64) -> bool {
         (created..created + PENDING_SECRET_SHOWN_SECS).contains(&now)
     }
 
@@ -324,6 +326,7 @@ impl Manager {
         }
         let codes = mfa::generate_recovery_codes()?;
         let secret = TotpSecret::from_bytes(record.secret);
+        let now = self.now();
         self.confirm_first_code(
             user,
             code,
@@ -334,7 +337,7 @@ impl Manager {
                 tx.confirm_mfa(user)?;
                 tx.set_last_step(user, step)?;
                 let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
-                tx.replace_recovery_codes(user, &hashes)?;
+                tx.replace_recovery_codes(user, &hashes, now)?;
                 Ok((
                     format!("enrolled; {} recovery codes issued", hashes.len()),
                     codes.iter().map(|c| c.plain.clone()).collect(),
@@ -412,7 +415,7 @@ impl Manager {
         let account = format!("{user}@{}", self.host);
         let uri = mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
         let now = self.now();
-        self.with_mfa(user, code, true, |tx, proof| {
+        let by_recovery = self.with_mfa(user, code, true, |tx, proof| {
             let replaced = match tx.mfa_rotation(user)? {
                 Some(earlier) => format!(
                     " (in place of the one started {})",
@@ -421,16 +424,27 @@ impl Manager {
                 None => String::new(),
             };
             tx.put_mfa_rotation(user, secret.as_bytes(), now)?;
-            Ok(tx.audit(audit.entry(
+            let by_recovery = matches!(proof, MfaProof::RecoveryCode { .. });
+            let warning = if by_recovery {
+                "; PROVED BY A RECOVERY CODE, not the current device (a lost phone, or a leaked \
+                 code)"
+            } else {
+                ""
+            };
+            tx.audit(audit.entry(
                 now,
                 Outcome::Success,
                 format!(
                     "change of device started{replaced}; the current device works until a \
-                     code of the new one confirms it; {}",
+                     code of the new one confirms it; {}{warning}",
                     proof.describe()
                 ),
-            ))?)
+            ))?;
+            Ok(by_recovery)
         })?;
+        if by_recovery {
+            self.announce_rotation_by_recovery_code(user);
+        }
         Ok((uri, secret.base32()))
     }
 
@@ -444,6 +458,26 @@ impl Manager {
         audit: &Audit<'_>,
     ) -> Result<Vec<String>, PimError> {
         let now = self.now();
+        if !Self::pending_fresh(rotation.created_at, now) {
+            let expired = format!(
+                "the change of device started {} expired unconfirmed (after {} minutes) and was \
+                 dropped",
+                describe(rotation.created_at, now),
+                PENDING_SECRET_SHOWN_SECS / 60
+            );
+            let entry = Audit {
+                action: AuditAction::MfaRotate,
+                ..audit.clone()
+            }
+            .entry(now, Outcome::Refused, expired.clone());
+            self.commit(|tx| {
+                tx.delete_mfa_rotation(user)?;
+                Ok(tx.audit(entry)?)
+            })?;
+            return Err(PimError::Conflict(format!(
+                "{expired}: your current device still works; start again with 'pim mfa enroll'"
+            )));
+        }
         let secret = TotpSecret::from_bytes(rotation.secret);
         self.confirm_first_code(
             user,
@@ -452,7 +486,7 @@ impl Manager {
             audit,
             "wrong code while confirming a new device",
             |tx, step| {
-                if !tx.finish_mfa_rotation(user, step)? {
+                if !tx.finish_mfa_rotation(user, secret.as_bytes(), step)? {
                     return Err(PimError::Conflict(
                         "your change of device is no longer in progress".into(),
                     ));
@@ -468,8 +502,33 @@ impl Manager {
         )
     }
 
-    /// Replaces the caller's recovery codes with new ones, after proving MFA (a TOTP or a
-    /// recovery code, which is spent as usual). Returns the new codes, shown once.
+    /// A change of device proved by a recovery code is how a lost phone is replaced, and also
+    /// what a leaked recovery code allows: a warning in syslog and an event to the user and
+    /// administrators (`pim watch`, `notify_command`), so the user can answer within the
+    /// change's ten minutes with their device ('pim mfa enroll' again replaces the change).
+    fn announce_rotation_by_recovery_code(&mut self, user: &str) {
+        let text = format!(
+            "a change of MFA device for {user} was started with a recovery code, not the current \
+             device; if {user} did not, end it ('pim mfa enroll' with the current device's code \
+             replaces it) and replace the recovery codes"
+        );
+        self.outbox
+            .syslog
+            .push((Severity::Warning, text::escape(&text)));
+        self.event(
+            EventKind::MfaDeviceChangeByRecoveryCode,
+            user,
+            "",
+            0,
+            0,
+            user,
+            text,
+        );
+    }
+
+    /// Replaces the caller's recovery codes with new ones, after proving MFA with a TOTP code
+    /// of the current device: a recovery code is refused (else one leaked code would give a
+    /// fresh set, and lasting control). Returns the new codes, shown once.
     pub fn mfa_recovery_codes(
         &mut self,
         caller: &Caller,
@@ -486,12 +545,20 @@ impl Manager {
         code: &str,
         audit: &Audit<'_>,
     ) -> Result<Vec<String>, PimError> {
+        if mfa::looks_like_recovery_code(code.trim()) {
+            return Err(PimError::MfaRequired(
+                "new recovery codes need a TOTP code of your current device, not a recovery \
+                 code (without the device: 'pim mfa enroll' with a recovery code moves you to a \
+                 new one first)"
+                    .into(),
+            ));
+        }
         let codes = mfa::generate_recovery_codes()?;
         let hashes: Vec<String> = codes.iter().map(|c| c.hash.clone()).collect();
         let now = self.now();
         self.with_mfa(user, code, true, |tx, proof| {
             let void = tx.recovery_codes_left(user)?;
-            tx.replace_recovery_codes(user, &hashes)?;
+            tx.replace_recovery_codes(user, &hashes, now)?;
             Ok(tx.audit(audit.entry(
                 now,
                 Outcome::Success,
@@ -515,6 +582,7 @@ impl Manager {
         if let Err(e) = check_name("user", user) {
             return self.refused(&audit, e);
         }
+        self.refuse_own_mfa(caller, user, &audit, "end your own lockout")?;
         let now = self.now();
         let policy = self.mfa_policy();
         let state = self.store.read(|tx| tx.failure_state(user))?;
@@ -535,6 +603,27 @@ impl Manager {
         })
     }
 
+    /// An administrator's call on `user`'s MFA is refused when `user` is the caller (root
+    /// excepted): a stolen admin session must not undo the lockout that its wrong codes
+    /// caused, nor reset the MFA it cannot prove, which another administrator has to do.
+    pub(super) fn refuse_own_mfa(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        audit: &Audit<'_>,
+        what: &str,
+    ) -> Result<(), PimError> {
+        if caller.name != user || caller.is_root() {
+            return Ok(());
+        }
+        self.refused(
+            audit,
+            PimError::PermissionDenied(format!(
+                "an administrator cannot {what}: another administrator (or root) must"
+            )),
+        )
+    }
+
     pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
         let now = self.now();
         let policy = self.mfa_policy();
@@ -542,10 +631,17 @@ impl Manager {
             let record = tx.mfa(&caller.name)?;
             let state = tx.failure_state(&caller.name)?;
             let enrolled = record.as_ref().is_some_and(|r| r.confirmed);
+            let device_change_until = match tx.mfa_rotation(&caller.name)? {
+                Some(r) if enrolled && Self::pending_fresh(r.created_at, now) => {
+                    r.created_at + PENDING_SECRET_SHOWN_SECS
+                }
+                _ => 0,
+            };
             Ok(MfaStatusInfo {
                 enrolled,
-                pending: record.as_ref().is_some_and(|r| !r.confirmed)
-                    || (enrolled && tx.mfa_rotation(&caller.name)?.is_some()),
+                pending: record.as_ref().is_some_and(|r| !r.confirmed) || device_change_until > 0,
+                device_change_until,
+                recovery_codes_issued_at: tx.recovery_codes_issued_at(&caller.name)?,
                 locked_until: policy.check(&state, now).err().unwrap_or(0),
                 recent_failures: if now < state.window_start + policy.window_secs as i64 {
                     state.failures

@@ -210,10 +210,20 @@ pub fn given_memberships_then_only_those_without_live_grants_are_orphaned(store:
 pub fn given_a_recovery_code_then_it_works_once(store: &mut dyn Store) {
     store
         .write(|tx| {
-            tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()])?;
+            tx.replace_recovery_codes("alice", &["h1".into(), "h2".into()], 3)?;
             tx.audit(entry("mfa-confirm"))
         })
         .unwrap();
+    assert_eq!(
+        store
+            .read(|tx| tx.recovery_codes_issued_at("alice"))
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store.read(|tx| tx.recovery_codes_issued_at("bob")).unwrap(),
+        0
+    );
     let first = store
         .write(|tx| {
             let ok = tx.use_recovery_code("alice", "h1", 5)?;
@@ -253,7 +263,7 @@ pub fn given_a_change_of_device_then_the_old_secret_stays_until_it_is_finished(
         tx.set_last_step("alice", 7)?;
         Ok(true)
     });
-    assert!(!write(store, &|tx| tx.finish_mfa_rotation("alice", 9)));
+    assert!(!write(store, &|tx| tx.finish_mfa_rotation("alice", b"new", 9)));
     write(store, &|tx| {
         tx.put_mfa_rotation("alice", b"first", 110)?;
         tx.put_mfa_rotation("alice", b"new", 120)?;
@@ -269,7 +279,13 @@ pub fn given_a_change_of_device_then_the_old_secret_stays_until_it_is_finished(
         (pending.secret.as_slice(), pending.created_at),
         (&b"new"[..], 120)
     );
-    assert!(write(store, &|tx| tx.finish_mfa_rotation("alice", 9)));
+    // Only the secret the code was checked against is installed: one written since is not.
+    assert!(!write(store, &|tx| tx.finish_mfa_rotation("alice", b"first", 9)));
+    assert_eq!(
+        store.read(|tx| tx.mfa("alice")).unwrap().unwrap().secret,
+        b"old"
+    );
+    assert!(write(store, &|tx| tx.finish_mfa_rotation("alice", b"new", 9)));
     let new = store.read(|tx| tx.mfa("alice")).unwrap().unwrap();
     assert_eq!(
         (
@@ -280,6 +296,14 @@ pub fn given_a_change_of_device_then_the_old_secret_stays_until_it_is_finished(
         ),
         (&b"new"[..], true, Some(9), 120)
     );
+    assert_eq!(store.read(|tx| tx.mfa_rotation("alice")).unwrap(), None);
+    // An expired change is dropped, once.
+    write(store, &|tx| {
+        tx.put_mfa_rotation("alice", b"stale", 125)?;
+        Ok(true)
+    });
+    assert!(write(store, &|tx| tx.delete_mfa_rotation("alice")));
+    assert!(!write(store, &|tx| tx.delete_mfa_rotation("alice")));
     assert_eq!(store.read(|tx| tx.mfa_rotation("alice")).unwrap(), None);
     // A reset drops a change in progress with the enrolment.
     write(store, &|tx| {

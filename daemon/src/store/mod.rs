@@ -437,6 +437,9 @@ operations! {
         /// The user's wrong codes and lockout; the default if none is recorded.
         fn failure_state(user: &str) -> FailureState;
         fn recovery_codes_left(user: &str) -> u32;
+        /// When the user's recovery codes were issued; 0 if they have none, or if they were
+        /// issued before pim recorded it.
+        fn recovery_codes_issued_at(user: &str) -> i64;
         fn request(id: i64) -> Option<Request>;
         /// The user's pending activation request for `role` (renewals are not counted).
         fn pending_request(user: &str, role: &str) -> Option<Request>;
@@ -538,14 +541,17 @@ operations! {
         /// Starts (or restarts) a change of a confirmed enrolment's device: `secret` waits for
         /// its first code beside the enrolment's, which keeps working.
         fn put_mfa_rotation(user: &str, secret: &[u8], at: i64) -> ();
-        /// The change of device is confirmed: its secret becomes the enrolment's, with `step`
-        /// (the confirming code's) as the last used step. False if there was none to finish.
-        fn finish_mfa_rotation(user: &str, step: u64) -> bool;
+        /// The change of device is confirmed: its `secret` (the one the confirming code was
+        /// checked against) becomes the enrolment's, with `step` (the code's) as the last used
+        /// step. False if there was no change with that secret to finish.
+        fn finish_mfa_rotation(user: &str, secret: &[u8], step: u64) -> bool;
+        /// Drops the user's change of device in progress; false if there was none.
+        fn delete_mfa_rotation(user: &str) -> bool;
         /// Records the TOTP time step just accepted, so it and all earlier ones are dead.
         fn set_last_step(user: &str, step: u64) -> ();
         fn set_failure_state(user: &str, s: &FailureState) -> ();
         /// The user's recovery codes (their hashes) become `hashes`, all unused.
-        fn replace_recovery_codes(user: &str, hashes: &[String]) -> ();
+        fn replace_recovery_codes(user: &str, hashes: &[String], at: i64) -> ();
         /// Marks an unused recovery code used; false if there is no such unused code.
         fn use_recovery_code(user: &str, hash: &str, at: i64) -> bool;
         /// A new pending request (`r.id` and `r.state` are not used); returns its id.

@@ -291,6 +291,11 @@ CREATE INDEX alerts_open ON alerts(state) WHERE state = 'open';
 CREATE INDEX grants_started ON grants(started_at);
 CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 "#,
+    r#"
+-- When a user's recovery codes were issued (`pim mfa status` shows it); 0 for codes issued
+-- before this migration.
+ALTER TABLE recovery_codes ADD COLUMN issued_at INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The audit table's guard against deletion, which retention lifts for its own removal
@@ -1511,19 +1516,34 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    fn finish_mfa_rotation(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+    fn finish_mfa_rotation(
+        &self,
+        user: &str,
+        secret: &[u8],
+        step: u64,
+    ) -> Result<bool, StoreError> {
         let moved = self.tx.execute(
             "UPDATE mfa SET
-                 secret = (SELECT secret FROM mfa_rotations WHERE user = ?1),
-                 created_at = (SELECT created_at FROM mfa_rotations WHERE user = ?1),
+                 secret = ?3,
+                 created_at = (SELECT created_at FROM mfa_rotations
+                               WHERE user = ?1 AND secret = ?3),
                  last_step = ?2
              WHERE user = ?1 AND confirmed = 1
-                 AND EXISTS (SELECT 1 FROM mfa_rotations WHERE user = ?1)",
-            params![user, step as i64],
+                 AND EXISTS (SELECT 1 FROM mfa_rotations WHERE user = ?1 AND secret = ?3)",
+            params![user, step as i64, secret],
         )?;
-        self.tx
-            .execute("DELETE FROM mfa_rotations WHERE user = ?1", [user])?;
+        self.tx.execute(
+            "DELETE FROM mfa_rotations WHERE user = ?1 AND secret = ?2",
+            params![user, secret],
+        )?;
         Ok(moved == 1)
+    }
+
+    fn delete_mfa_rotation(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .tx
+            .execute("DELETE FROM mfa_rotations WHERE user = ?1", [user])?
+            > 0)
     }
 
     fn delete_mfa(&self, user: &str) -> Result<(bool, bool), StoreError> {
@@ -1568,16 +1588,30 @@ impl Transaction for SqliteTx<'_> {
         Ok(())
     }
 
-    fn replace_recovery_codes(&self, user: &str, hashes: &[String]) -> Result<(), StoreError> {
+    fn replace_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+        at: i64,
+    ) -> Result<(), StoreError> {
         self.tx
             .execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
         for hash in hashes {
             self.tx.execute(
-                "INSERT INTO recovery_codes (user, hash, used_at) VALUES (?1, ?2, NULL)",
-                [user, hash],
+                "INSERT INTO recovery_codes (user, hash, used_at, issued_at)
+                 VALUES (?1, ?2, NULL, ?3)",
+                params![user, hash, at],
             )?;
         }
         Ok(())
+    }
+
+    fn recovery_codes_issued_at(&self, user: &str) -> Result<i64, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT COALESCE(MAX(issued_at), 0) FROM recovery_codes WHERE user = ?1",
+            [user],
+            |r| r.get::<_, i64>(0),
+        )?)
     }
 
     fn use_recovery_code(&self, user: &str, hash: &str, at: i64) -> Result<bool, StoreError> {

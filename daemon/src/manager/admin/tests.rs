@@ -217,6 +217,8 @@ fn given_mfa_reset_then_the_user_is_unenrolled() {
             locked_until: 0,
             recent_failures: 0,
             recovery_codes_left: 0,
+            device_change_until: 0,
+            recovery_codes_issued_at: 0,
         }
     );
     assert_err!(

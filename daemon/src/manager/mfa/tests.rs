@@ -151,6 +151,7 @@ fn given_mfa_status_then_its_fields_follow_the_enrolment() {
         MfaStatusInfo {
             enrolled: true,
             recovery_codes_left: 10,
+            recovery_codes_issued_at: e.now(),
             ..Default::default()
         }
     );
@@ -359,7 +360,8 @@ fn given_recovery_codes_asked_without_a_valid_code_then_refused_and_the_old_code
     assert_err!(e.m.mfa_recovery_codes(&alice, ""), MfaRequired);
     let wrong = e.wrong_code("alice");
     assert_err!(e.m.mfa_recovery_codes(&alice, &wrong), InvalidCode);
-    assert_err!(e.m.mfa_recovery_codes(&alice, "k7m2p-9xq4r"), InvalidCode);
+    // A recovery code, even a wrong one, is refused for its kind (see the test below).
+    assert_err!(e.m.mfa_recovery_codes(&alice, "k7m2p-9xq4r"), MfaRequired);
     assert_eq!(e.mfa_status("alice").recovery_codes_left, 10);
     e.activate("alice", "admin", 0, REASON, "", &old[0])
         .unwrap();
@@ -433,4 +435,137 @@ fn given_a_non_admin_then_mfa_unlock_is_refused_audited_and_the_lockout_stays() 
         e.m.admin_mfa_unlock(&e.who("frank"), "bad\nname"),
         InvalidArgument
     );
+}
+
+#[test]
+fn given_an_admin_locked_out_then_they_cannot_end_their_own_lockout_nor_reset_their_mfa() {
+    let mut e = env();
+    e.enrol("frank");
+    let frank = e.who("frank");
+    for _ in 0..3 {
+        let wrong = e.wrong_code("frank");
+        let _ = e.m.mfa_recovery_codes(&frank, &wrong);
+    }
+    let locked_until = e.mfa_status("frank").locked_until;
+    assert_eq!(locked_until, e.now() + 900);
+    let msg = assert_err!(e.m.admin_mfa_unlock(&frank, "frank"), PermissionDenied);
+    assert!(msg.contains("cannot end your own lockout"), "{msg}");
+    let msg = assert_err!(e.m.admin_mfa_reset(&frank, "frank"), PermissionDenied);
+    assert!(msg.contains("cannot reset your own MFA"), "{msg}");
+    let status = e.mfa_status("frank");
+    assert_eq!((status.enrolled, status.locked_until), (true, locked_until));
+    for action in ["admin-mfa-unlock", "admin-mfa-reset"] {
+        let records = e.audited(action);
+        assert_eq!(records.len(), 1, "{records:#?}");
+        assert_eq!(
+            (records[0].actor.as_str(), records[0].outcome.as_str()),
+            ("frank", "refused"),
+            "{records:#?}"
+        );
+    }
+    // Root (or another administrator) still can.
+    e.m.admin_mfa_unlock(&e.who("root"), "frank").unwrap();
+    assert_eq!(e.mfa_status("frank").locked_until, 0);
+}
+
+#[test]
+fn given_a_leaked_recovery_code_then_it_cannot_replace_the_recovery_codes_and_is_not_spent() {
+    let mut e = env();
+    let codes = e.enrol("alice");
+    let alice = e.who("alice");
+    let msg = assert_err!(e.m.mfa_recovery_codes(&alice, &codes[0]), MfaRequired);
+    assert!(msg.contains("TOTP code of your current device"), "{msg}");
+    let status = e.mfa_status("alice");
+    assert_eq!(
+        (status.recovery_codes_left, status.recent_failures),
+        (10, 0)
+    );
+    let records = e.audited("mfa-recovery-codes");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].outcome, "refused", "{records:#?}");
+    // The device's code still can.
+    e.advance(HOUR);
+    let code = e.code("alice");
+    assert_eq!(e.m.mfa_recovery_codes(&alice, &code).unwrap().len(), 10);
+    assert_eq!(e.mfa_status("alice").recovery_codes_issued_at, e.now());
+}
+
+#[test]
+fn given_a_change_of_device_by_a_recovery_code_then_audited_as_such_and_the_user_and_admins_told() {
+    let mut e = env();
+    let codes = e.enrol("alice");
+    e.m.take_outbox();
+    let alice = e.who("alice");
+    e.m.mfa_rotate(&alice, &codes[0]).unwrap();
+    let outbox = e.m.take_outbox();
+    let events: Vec<_> = outbox
+        .events
+        .iter()
+        .filter(|ev| ev.kind == EventKind::MfaDeviceChangeByRecoveryCode)
+        .collect();
+    assert_eq!(events.len(), 1, "{:#?}", outbox.events);
+    assert_eq!(events[0].user, "alice");
+    assert!(e.m.may_see(&e.who("frank"), events[0]));
+    assert!(e.m.may_see(&alice, events[0]));
+    assert!(!e.m.may_see(&e.who("bob"), events[0]));
+    assert!(
+        outbox.syslog.iter().any(
+            |(severity, line)| *severity == crate::syslog::Severity::Warning
+                && line.contains("change of MFA device for alice was started with a recovery code")
+        ),
+        "{:?}",
+        outbox.syslog
+    );
+    let rotate = e.audited("mfa-rotate");
+    assert!(
+        rotate[0].detail.contains("PROVED BY A RECOVERY CODE"),
+        "{rotate:#?}"
+    );
+    // With the device's code: no alarm.
+    let code = e.code("alice");
+    e.m.mfa_rotate(&alice, &code).unwrap();
+    let outbox = e.m.take_outbox();
+    assert!(outbox.events.is_empty() && outbox.syslog.is_empty());
+}
+
+#[test]
+fn given_a_change_of_device_older_than_ten_minutes_then_confirm_refuses_drops_and_audits_it() {
+    let mut e = env();
+    let new = rotating_alice(&mut e);
+    let old = e.mfa_record("alice").secret;
+    let until = e.now() + PENDING_SECRET_SHOWN_SECS;
+    e.advance(PENDING_SECRET_SHOWN_SECS - 1);
+    let status = e.mfa_status("alice");
+    assert!(
+        status.pending && status.device_change_until == until,
+        "{status:?}"
+    );
+    e.advance(1);
+    let status = e.mfa_status("alice");
+    assert!(
+        !status.pending && status.device_change_until == 0,
+        "{status:?}"
+    );
+    let code = code_at(&new, mfa::current_step(e.now()));
+    let msg = assert_err!(e.m.mfa_confirm(&e.who("alice"), &code), Conflict);
+    assert!(
+        msg.contains("expired unconfirmed (after 10 minutes)"),
+        "{msg}"
+    );
+    assert!(e
+        .m
+        .store
+        .read(|tx| tx.mfa_rotation("alice"))
+        .unwrap()
+        .is_none());
+    assert_eq!(e.mfa_record("alice").secret, old);
+    let dropped = e.audited("mfa-rotate");
+    assert!(
+        dropped
+            .last()
+            .is_some_and(|r| r.outcome == "refused" && r.detail.contains("was dropped")),
+        "{dropped:#?}"
+    );
+    // Dropped: the next confirm finds nothing to confirm.
+    assert_err!(e.m.mfa_confirm(&e.who("alice"), &code), Conflict);
 }
