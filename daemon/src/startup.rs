@@ -157,6 +157,20 @@ pub fn start(config_path: &Path, check_only: bool) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 
+    // One pimd at a time, decided first (before the database is opened, let alone migrated)
+    // by a lock of root's in /run/pim rather than by the bus name: the PAM module's socket
+    // must not wait for the bus (nor go with it). Another pimd serving already: this one must
+    // change nothing. Held until the runtime has shut down, so that no task of this pimd is
+    // still writing when the next one starts.
+    let single = match pam_socket::lock_single_pimd() {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("pimd: not starting: {e}");
+            pause_before_failing();
+            return ExitCode::FAILURE;
+        }
+    };
+
     // One thread for the bus: a PAM check then never waits for a hand-over between worker
     // threads. Whatever blocks (SQLite writes, gpasswd) runs on tokio's blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -173,6 +187,7 @@ pub fn start(config_path: &Path, check_only: bool) -> ExitCode {
     // A set-group-ID walk may still run on the blocking pool: its sweep's state is in the
     // database and the next start goes on with it, so stopping does not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(single);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::NotStarted(e)) => {
@@ -249,23 +264,21 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     let core = Core::new(manager);
     access.watch_passes(core.clone());
 
-    // One pimd at a time, decided by a lock of root's in /run/pim rather than by the bus
-    // name: the PAM module's socket must not wait for the bus (nor go with it). Another pimd
-    // serving already: this one must change nothing (not even reconcile).
-    let _single = pam_socket::lock_single_pimd()?;
-    // Before anyone can reach us: end what ended while pimd was down (grants past their end,
-    // assignments over, eligibility a new configuration took away), so the first PAM check
-    // is already answered from a reconciled state.
-    if let Err(e) = core.with_manager(|m| m.reconcile()).await {
-        eprintln!("pimd: reconciliation at start: {}", e.message());
-    }
-    // The PAM module's socket answers from here on, whatever becomes of the bus.
+    // The PAM module's socket answers from here on, whatever becomes of the bus, and before
+    // the reconciliation below: that may take long (gpasswd, a slow user database), and a
+    // holder's sudo must not wait for it. The answer does not depend on it: a grant past its
+    // end, or no longer standing on its role, assignment and eligibility, covers nothing.
     let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;
     pam_socket.publish()?;
     eprintln!(
         "pimd: answering the PAM module on {}",
         pam_socket::PAM_SOCKET
     );
+    // End what ended while pimd was down (grants past their end, assignments over,
+    // eligibility a new configuration took away) before the bus is served.
+    if let Err(e) = core.with_manager(|m| m.reconcile()).await {
+        eprintln!("pimd: reconciliation at start: {}", e.message());
+    }
     notify_ready();
 
     if let Some(problem) = crate::processes::proc_problem() {

@@ -1316,11 +1316,8 @@ impl Transaction for SqliteTx<'_> {
     fn grant_by_assignment(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self
             .tx
-            .query_row(
-                "SELECT by_assignment FROM grants WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT by_assignment FROM grants WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
             .optional()?
             .unwrap_or(false))
     }
@@ -1344,13 +1341,10 @@ impl Transaction for SqliteTx<'_> {
     fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, StoreError> {
         Ok(self
             .tx
-            .query_row(
-                &format!(
-                    "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ?1 AND role = ?2"
-                ),
-                [user, role],
-                assignment_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ?1 AND role = ?2"
+            ))?
+            .query_row([user, role], assignment_from_row)
             .optional()?)
     }
 

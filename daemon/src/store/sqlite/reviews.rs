@@ -123,11 +123,8 @@ pub fn last_grant_start(
 
 pub fn suspended(tx: &Transaction<'_>, user: &str, role: &str) -> Result<bool, StoreError> {
     Ok(tx
-        .query_row(
-            "SELECT 1 FROM suspensions WHERE user = ?1 AND role = ?2",
-            [user, role],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM suspensions WHERE user = ?1 AND role = ?2")?
+        .query_row([user, role], |_| Ok(()))
         .optional()?
         .is_some())
 }
