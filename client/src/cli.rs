@@ -222,6 +222,9 @@ pub struct ActivateArgs {
     /// GROUP); with --wait, after the approval. Not with --json
     #[arg(long)]
     pub shell: bool,
+    /// Fleet mode: the grant applies on this host of the fleet only
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -436,6 +439,10 @@ pub enum AdminCommand {
         /// Why (recorded in the audit log)
         #[arg(short, long)]
         reason: Option<String>,
+        /// Fleet mode: your TOTP code (the fleet's database checks it), or - to read it
+        /// from stdin
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
     /// Drop a user's MFA enrolment (they enrol again with 'pim mfa enroll')
     MfaReset {
@@ -456,6 +463,41 @@ pub enum AdminCommand {
         user: String,
         /// The role of the suspension
         role: String,
+    },
+    /// Fleet mode: the fleet's hosts, when each was last seen and synchronised
+    Hosts,
+    /// Fleet mode: add a host to the fleet
+    #[command(subcommand)]
+    Host(AdminHostCommand),
+    /// Fleet mode: the policy every host of the fleet runs
+    #[command(subcommand)]
+    Policy(AdminPolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminHostCommand {
+    /// Add a host; prints its database password once
+    Add {
+        /// The host's name in the fleet (its [fleet] host)
+        name: String,
+        /// Tags the roles' hosts = ["tag:NAME"] match, comma-separated
+        #[arg(long, value_name = "T,...", value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Your TOTP code, or - to read it from stdin (asked for otherwise)
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminPolicyCommand {
+    /// Check FILE (a pim.toml of roles, admins and [mfa]) and store it as the next version
+    Push {
+        /// The policy file
+        file: std::path::PathBuf,
+        /// Your TOTP code, or - to read it from stdin (asked for otherwise)
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
 }
 

@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Renew(args) => governance::renew(args, json).await,
         Command::Show { id } => governance::show(id, json).await,
         Command::Wait { id } => governance::wait(id, json).await,
-        Command::Admin(cmd) => admin(cmd, json).await,
+        Command::Admin(cmd) => admin(cmd, json, console).await,
         Command::Doctor(args) => crate::doctor::run(args, json).await,
         Command::Reviews => crate::reviews::reviews(json).await,
         Command::Review(cmd) => crate::reviews::decide(cmd, json, console).await,
@@ -257,6 +257,9 @@ async fn activate(
         return Err(name_a_role().await);
     };
     check_name("role", role_name)?;
+    if let Some(host) = &a.host {
+        check_name("host", host)?;
+    }
     let duration = duration_arg(a.duration.as_deref())?;
     check_text("reason", a.reason.as_deref(), MAX_REASON_BYTES)?;
     check_text("ticket", a.ticket.as_deref(), MAX_TICKET_BYTES)?;
@@ -318,9 +321,18 @@ async fn activate(
         (None, None)
     };
 
-    let reply = proxy
-        .activate(role_name, duration, &reason, &ticket, &code)
-        .await?;
+    let reply = match &a.host {
+        Some(host) => {
+            proxy
+                .activate_on_host(role_name, duration, &reason, &ticket, &code, host)
+                .await?
+        }
+        None => {
+            proxy
+                .activate(role_name, duration, &reason, &ticket, &code)
+                .await?
+        }
+    };
     let clock = Clock::system();
     match reply.state {
         ActivationState::Active => {
@@ -980,8 +992,15 @@ pub fn assignment_window(
     Ok((from, until))
 }
 
-async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
+async fn admin(
+    cmd: AdminCommand,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
     match cmd {
+        AdminCommand::Hosts => return crate::fleet::hosts(json).await,
+        AdminCommand::Host(cmd) => return crate::fleet::host(cmd, json, console).await,
+        AdminCommand::Policy(cmd) => return crate::fleet::policy(cmd, json, console).await,
         AdminCommand::Grants => {
             let proxy = connect().await?;
             let grants = proxy.admin_grants().await?;
@@ -1083,15 +1102,28 @@ async fn admin(cmd: AdminCommand, json: bool) -> Result<Outcome, Failure> {
                 },
             )?;
         }
-        AdminCommand::Revoke { user, role, reason } => {
+        AdminCommand::Revoke {
+            user,
+            role,
+            reason,
+            code,
+        } => {
             check_name("user", &user)?;
             check_name("role", &role)?;
             check_text("reason", reason.as_deref(), MAX_REASON_BYTES)?;
             let proxy = connect().await?;
             let _term = outlive_the_grants_end();
-            let grant = proxy
-                .admin_revoke(&user, &role, reason.as_deref().unwrap_or(""))
-                .await?;
+            let reason = reason.as_deref().unwrap_or("");
+            // A code is for a fleet's database; a host on its own needs none.
+            let grant = match code {
+                Some(given) => {
+                    let code = input::code(Some(&given), true, &input::current_user(), console)?;
+                    proxy
+                        .admin_revoke_with_code(&user, &role, reason, &code)
+                        .await?
+                }
+                None => proxy.admin_revoke(&user, &role, reason).await?,
+            };
             let now = Clock::system().now;
             emit(
                 json,

@@ -8,6 +8,7 @@ mod commands;
 mod csv;
 mod doctor;
 mod error;
+mod fleet;
 mod groups;
 mod input;
 mod output;

@@ -4,8 +4,8 @@
 
 use crate::types::{
     AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-    GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo,
-    RoleInfo,
+    FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo,
+    ReviewItemInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -172,6 +172,37 @@ pub trait Manager {
     /// only when each of them is covered by its own live grant or `permanent` listing.
     fn check_access(&self, user: &str, groups: Vec<String>) -> Result<AccessDecision, PimError>;
 
+    /// Fleet mode: `activate` with the grant narrowed to the fleet's host `host`.
+    fn activate_on_host(
+        &self,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+        host: &str,
+    ) -> Result<ActivateReply, PimError>;
+
+    /// Fleet mode: `admin_revoke` with the administrator's TOTP code, which the fleet's
+    /// database checks.
+    fn admin_revoke_with_code(
+        &self,
+        user: &str,
+        role: &str,
+        reason: &str,
+        code: &str,
+    ) -> Result<GrantInfo, PimError>;
+
+    /// Fleet mode: the fleet's hosts (administrators and auditors).
+    fn fleet_hosts(&self) -> Result<Vec<FleetHostInfo>, PimError>;
+
+    /// Fleet mode: adds host `name` with `tags`; returns its database password (shown once).
+    fn fleet_host_add(&self, name: &str, tags: Vec<String>, code: &str)
+        -> Result<String, PimError>;
+
+    /// Fleet mode: checks `policy` (a pim.toml's text) and stores it as the fleet's next
+    /// policy version, which it returns.
+    fn fleet_policy_push(&self, policy: &str, code: &str) -> Result<i64, PimError>;
     /// Admins and auditors: the open alerts, or with `all` the resolved and dismissed ones too,
     /// newest first.
     fn list_alerts(&self, all: bool) -> Result<Vec<AlertInfo>, PimError>;

@@ -215,3 +215,16 @@ pub struct RequestDetail {
     /// the role's owners, the administrators and root).
     pub deciders: Vec<String>,
 }
+
+/// One host of the fleet (`pim admin hosts`); times are the database's, 0 when never.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetHostInfo {
+    pub name: String,
+    pub tags: Vec<String>,
+    /// The host's last call of any kind.
+    pub last_seen: i64,
+    /// The host's last snapshot.
+    pub last_sync: i64,
+    /// The host's clock minus the database's at that snapshot, in milliseconds.
+    pub skew_ms: i64,
+}

@@ -158,6 +158,18 @@ vocabulary! {
         EventsUndelivered = "events-undelivered",
         Expire = "expire",
         Extend = "extend",
+        /// A grant of the fleet's authority started on this host (its mirror), or its end
+        /// moved by the fleet.
+        FleetGrant = "fleet-grant",
+        /// A grant of the fleet ended on this host: the fleet no longer holds it, or the host
+        /// is stale (it starts again on resync while live).
+        FleetEnd = "fleet-end",
+        /// The fleet's hosts listed (`pim admin hosts`).
+        FleetHosts = "admin-hosts",
+        /// A host added to the fleet (`pim admin host add`).
+        FleetHostAdd = "admin-host-add",
+        /// A policy pushed to the fleet (`pim admin policy push`).
+        FleetPolicyPush = "admin-policy-push",
         /// A grant whose membership could not be added, ended.
         GrantFailed = "grant-failed",
         /// The grant an approved request started.

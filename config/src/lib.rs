@@ -14,6 +14,8 @@
 
 mod audit;
 pub use audit::AuditConfig;
+mod fleet;
+pub use fleet::{parse_policy, FleetConfig, HostScope, DEFAULT_MAX_STALENESS_SECS};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -98,7 +100,7 @@ const DEFAULT_WARN_BEFORE_SECS: [u64; 2] = [300, 60];
 /// More warnings than this before one end would only be noise.
 const MAX_WARNINGS: usize = 8;
 
-const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "roles", "alerts"];
+const TOP_KEYS: &[&str] = &["daemon", "mfa", "audit", "fleet", "roles", "alerts"];
 const DAEMON_KEYS: &[&str] = &[
     "database",
     "admins",
@@ -283,6 +285,8 @@ role_keys! {
     end_grace => end_grace_secs: u64 = DEFAULT_END_GRACE_SECS, duration(&END_GRACE_CAP);
     /// Lead times of the warnings before a grant's end, longest first, without repeats.
     warn_before => warn_before_secs: Vec<u64> = DEFAULT_WARN_BEFORE_SECS.to_vec(), durations(&ROLE_CAP, MAX_WARNINGS);
+    /// Where the role applies in a fleet: host names and `tag:NAME`s (default: every host).
+    hosts => hosts: Vec<HostScope> = Vec::new(), host_scopes();
 }
 
 impl Role {
@@ -304,6 +308,8 @@ pub struct Config {
     pub mfa: MfaConfig,
     pub audit: AuditConfig,
     pub roles: BTreeMap<String, Role>,
+    /// `[fleet]`: this host is one of a fleet (`None`: a host on its own).
+    pub fleet: Option<FleetConfig>,
     pub alerts: AlertsConfig,
 }
 
@@ -364,12 +370,24 @@ pub fn parse(
     source: &str,
     directory: &dyn Directory,
 ) -> (Option<Config>, Vec<Problem>) {
+    parse_as(text, source, directory, fleet::Kind::Host)
+}
+
+/// [`parse`] of a host's file or of a fleet's policy ([`parse_policy`]).
+fn parse_as(
+    text: &str,
+    source: &str,
+    directory: &dyn Directory,
+    kind: fleet::Kind,
+) -> (Option<Config>, Vec<Problem>) {
     let (doc, syntax_errors) = DeTable::parse_recoverable(text);
     let mut checker = Checker {
         text,
         source,
         directory,
+        kind,
         problems: Vec::new(),
+        min_review_duration_secs: DEFAULT_MIN_REVIEW_DURATION_SECS,
     };
     let config = checker.document(doc.get_ref());
 
@@ -508,7 +526,11 @@ struct Checker<'a> {
     text: &'a str,
     source: &'a str,
     directory: &'a dyn Directory,
+    kind: fleet::Kind,
     problems: Vec<Problem>,
+    /// `[daemon] min_review_duration`, read before the roles: a role's `review_duration`
+    /// shorter than it is worth a warning.
+    min_review_duration_secs: u64,
 }
 
 impl Checker<'_> {
@@ -983,12 +1005,23 @@ impl Checker<'_> {
         let daemon = self.section(&top, "daemon");
         let mfa = self.section(&top, "mfa");
         let audit = self.section(&top, "audit");
+        let fleet = self.section(&top, "fleet");
+        let fleet = self.fleet(&fleet);
+        self.fleet_split(&top, self.kind, fleet.is_some());
         let alerts = self.section(&top, "alerts");
+        let daemon = self.daemon(&daemon);
+        self.min_review_duration_secs = daemon.min_review_duration_secs;
         Config {
-            daemon: self.daemon(&daemon),
+            daemon,
             mfa: self.mfa(&mfa),
             audit: self.audit(&audit),
-            roles: self.roles(&top),
+            // A fleet host's roles are the policy's: none here, and no warning about that.
+            roles: if fleet.is_some() && self.kind == fleet::Kind::Host {
+                BTreeMap::new()
+            } else {
+                self.roles(&top)
+            },
+            fleet,
             alerts: self.alerts(&alerts),
         }
     }

@@ -178,6 +178,22 @@ impl Checker<'_> {
                  role has no owners; name owners, or other reviewers (\"admins\", users, %groups)",
             );
         }
+        let min = self.min_review_duration_secs;
+        if let Ok(Some(length)) = length {
+            if *length.get_ref() < min {
+                self.warn(
+                    s.key("review_duration"),
+                    &length.span(),
+                    format!(
+                        "{} is shorter than [daemon] min_review_duration {}: the role's reviews \
+                         last {} instead",
+                        duration::format(*length.get_ref()),
+                        duration::format(min),
+                        duration::format(min)
+                    ),
+                );
+            }
+        }
         let every = match every {
             Ok(Some(every)) => *every.get_ref(),
             _ => None,
@@ -235,11 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn given_a_review_duration_below_min_review_duration_then_a_warning_naming_both() {
+        let (config, problems) = role("review_duration = \"10m\"\n");
+        assert!(config.is_some(), "a warning, not an error");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert_eq!(p.severity, Severity::Warning);
+        assert_eq!(p.key, "roles.db.review_duration");
+        assert!(
+            p.message.contains("10m") && p.message.contains("min_review_duration 1h"),
+            "{}",
+            p.message
+        );
+        let (_, problems) =
+            role("review_duration = \"10m\"\n[daemon]\nmin_review_duration = \"5m\"\n");
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
     fn given_review_keys_then_each_is_read() {
         let (config, problems) = role(
             "review_every = \"90d\"\nreview_duration = \"30s\"\n\
              reviewers = [\"self\", \"owners\", \"admins\", \"carol\", \"%secops\"]\n\
-             review_default = \"recommendation\"\n",
+             review_default = \"recommendation\"\n\
+             [daemon]\nmin_review_duration = \"30s\"\n",
         );
         assert!(problems.is_empty(), "{problems:?}");
         let db = config.unwrap().roles["db"].clone();

@@ -12,6 +12,7 @@
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Clock};
+use crate::fleet::mirror::{self, Stale};
 use crate::manager::MAX_ACCESS_GROUPS;
 use crate::model::Grant;
 use crate::policy;
@@ -91,6 +92,12 @@ pub fn decide(
     }
     let in_group = |g: &str| accounts.in_group(user, g);
     let live = tx.live_grants_of(user)?;
+    let fleet = match &config.fleet {
+        Some(fleet) => Some(FleetVantage {
+            fresh: mirror::freshness(tx.fleet_sync()?.as_ref(), now, fleet.max_staleness_secs),
+        }),
+        None => None,
+    };
     let mut passes = Vec::new();
     for group in groups {
         let roles: Vec<&Role> = config
@@ -112,12 +119,20 @@ pub fn decide(
         }
         let mut granted = false;
         for grant in live.iter().filter(|g| g.group == *group && g.ends_at > now) {
-            if grant_stands(config, tx, &in_group, now, grant)? {
+            if grant_stands(config, tx, &in_group, now, grant, fleet.as_ref())? {
                 granted = true;
                 break;
             }
         }
         if !granted {
+            if let Some(Err(stale)) = fleet.as_ref().map(|f| &f.fresh) {
+                let max = config.fleet.as_ref().map_or(0, |f| f.max_staleness_secs);
+                return refused(refusal(format!(
+                    "pim: group {group} is not covered here: {}; grants from the fleet do not \
+                     count until it synchronises",
+                    stale.describe(now, max)
+                )));
+            }
             return refused(uncovered(tx, accounts, now, user, group, &roles, &live)?);
         }
     }
@@ -130,16 +145,27 @@ pub fn decide(
     })
 }
 
+/// A fleet host's view at the moment of the question: whether fleet grants count at all.
+struct FleetVantage {
+    fresh: Result<(), Stale>,
+}
+
 /// Whether a live grant still rests on what made it: its role, still of the grant's group;
 /// for the grant of an active assignment, that assignment, still pointing at it; and the
 /// user, still eligible or permanent. Reconciliation ends a grant that does not (audited);
 /// until it has, the answer must not wait for it, nor count on it.
+///
+/// A grant that mirrors the fleet's rests on the fleet's decision instead of local
+/// eligibility (the database checked it), and counts only while the host is fresh
+/// (see [`crate::fleet::mirror`]): a stale or skewed host refuses it even before the mirror
+/// ends it.
 fn grant_stands(
     config: &Config,
     tx: &Tx,
     in_group: &dyn Fn(&str) -> Result<bool, crate::accounts::AccountsError>,
     now: i64,
     grant: &Grant,
+    fleet: Option<&FleetVantage>,
 ) -> Result<bool, PimError> {
     let Some(role) = config.role(&grant.role) else {
         return Ok(false);
@@ -147,16 +173,22 @@ fn grant_stands(
     if role.group != grant.group {
         return Ok(false);
     }
+    // In the order of the manager's `lost_eligibility`, which ends the grants that do not.
+    let assignment = tx.assignment(&grant.user, &role.name)?;
+    let marked = tx.grant_by_assignment(grant.id)?;
+    if !policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
+        return Ok(false);
+    }
+    if let Some(fleet) = fleet {
+        if tx.fleet_id_of(grant.id)?.is_some() {
+            return Ok(fleet.fresh.is_ok());
+        }
+    }
     if matches!(
         policy::any_matches(&role.permanent, &grant.user, in_group),
         Ok(true)
     ) {
         return Ok(true);
-    }
-    let assignment = tx.assignment(&grant.user, &role.name)?;
-    let marked = tx.grant_by_assignment(grant.id)?;
-    if !policy::assignment_grant_holds(grant.id, marked, assignment.as_ref()) {
-        return Ok(false);
     }
     let suspended = tx.suspended(&grant.user, &role.name)?;
     let eligible = policy::eligibility(

@@ -13,6 +13,7 @@ mod accounts;
 mod alerts;
 mod clock;
 mod ending;
+mod fleet;
 mod manager;
 mod mfa;
 mod model;
@@ -27,6 +28,9 @@ mod store;
 mod syslog;
 mod throttle;
 
+pub use fleet::setup::{run as fleet_setup, USAGE as FLEET_SETUP_USAGE};
+// The seam to the fleet's database, for its tests against PostgreSQL (tests/tests/).
+pub use fleet::{authority, conninfo};
 pub use pim_config::DEFAULT_PATH;
 pub use processes::{freeze_as, FREEZE_ARG};
 pub use startup::{reload_running, start};

@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: pimd [--config PATH] [--check-config] [--reload PID]
+       pimd --fleet-setup ADMIN_CONNINFO [--policy FILE] [--add-host NAME [--tags T,...]]
 
   --config PATH    configuration file (default /etc/pim/pim.toml)
   --check-config   validate the configuration, print every problem, and exit
   --reload PID     make the running pimd PID re-read its configuration (SIGHUP), wait for its
                    answer and exit non-zero if it kept the old one (systemd's ExecReload)
+  --fleet-setup    create or upgrade the fleet's schema in PostgreSQL, store the first policy,
+                   add hosts (see 'pimd --fleet-setup --help')
   --version        print the version and exit";
 
 struct Options {
@@ -97,6 +100,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(pim_daemon::FREEZE_ARG) {
         return freeze_helper(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--fleet-setup") {
+        if matches!(args.get(2).map(String::as_str), Some("--help" | "-h")) {
+            println!("{}", pim_daemon::FLEET_SETUP_USAGE);
+            return ExitCode::SUCCESS;
+        }
+        return pim_daemon::fleet_setup(&args[2..]);
     }
     let options = match parse_args() {
         Ok(Some(o)) => o,

@@ -100,6 +100,17 @@ pub struct Request {
     pub state: RequestState,
 }
 
+/// The last successful synchronisation of a fleet host with the fleet's authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetSync {
+    /// When it happened, by this host's clock.
+    pub synced_at: i64,
+    /// The database's clock at that moment.
+    pub db_now: i64,
+    /// The policy version the authority had then.
+    pub policy_version: i64,
+}
+
 /// One audit record as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -216,6 +227,8 @@ pub struct ReviewItem {
     pub assigned: bool,
     /// That assignment is an active one (the group without activation).
     pub active: bool,
+    /// That assignment's revision: the end removes it only while it is unchanged.
+    pub revision: Option<i64>,
     pub recommendation: ReviewDecision,
     /// Why, e.g. "no activation in 30 days".
     pub recommendation_why: String,

@@ -37,7 +37,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -56,6 +55,9 @@ const MAX_PENDING: usize = 64;
 /// Complete requests waiting for a worker; beyond, a connection is hung up on (the module
 /// denies).
 const MAX_QUEUED: usize = 256;
+/// The reason audited for a check hung up on because [`MAX_QUEUED`] others waited already.
+const BUSY: &str =
+    "pim: access refused: pimd had too many checks waiting to answer this one; try again";
 /// How long writing an answer may take (it fits the socket's buffer: it never waits in
 /// practice).
 const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
@@ -69,26 +71,105 @@ pub const LOCK_FILE: &str = "/run/pim/pimd.lock";
 
 /// Takes the lock that makes this pimd the only one: an exclusive `flock` on [`LOCK_FILE`]
 /// (root's, in root's 0700 `/run/pim`), held for as long as the returned value lives; the
-/// kernel lets go of it when pimd ends, however it ends. Fails when another pimd holds it.
-/// The bus name is not what decides: the PAM module's socket is published before the bus is
-/// reached, and stays while the bus is away.
+/// kernel lets go of it when pimd ends, however it ends. Fails when another pimd holds it, or
+/// answers on [`PAM_SOCKET`] (its lock file was replaced or removed under it: the lock on
+/// the new file would not keep it out). The bus name is not what decides: the PAM module's
+/// socket is published before the bus is reached, and stays while the bus is away.
 pub fn lock_single_pimd() -> Result<Flock<std::fs::File>, String> {
     secure_directory(Path::new(PAM_SOCKET_DIR))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(LOCK_FILE)
-        .map_err(|e| format!("cannot open {LOCK_FILE}: {e}"))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
-        Errno::EWOULDBLOCK => format!(
-            "cannot own {}: another pimd is running (it holds {LOCK_FILE})",
+    let lock = lock_file(Path::new(LOCK_FILE))?;
+    if let Some(pid) = serving_pid(Path::new(PAM_SOCKET))? {
+        return Err(format!(
+            "cannot own {}: another pimd is running (pid {pid} answers on {PAM_SOCKET})",
             pim_common::BUS_NAME
-        ),
-        e => format!("cannot lock {LOCK_FILE}: {e}"),
-    })
+        ));
+    }
+    Ok(lock)
+}
+
+/// How many times a lock file replaced between its opening and its locking is opened again.
+const LOCK_TRIES: usize = 8;
+
+/// An exclusive lock on the file at `path`, created if need be, which is still at `path` once
+/// locked: a file replaced or removed between the open and the lock (a stopping pimd's, an
+/// administrator's `rm`) would be a lock nobody else takes.
+fn lock_file(path: &Path) -> Result<Flock<std::fs::File>, String> {
+    for _ in 0..LOCK_TRIES {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+                Errno::EWOULDBLOCK => format!(
+                    "cannot own {}: another pimd is running (it holds {})",
+                    pim_common::BUS_NAME,
+                    path.display()
+                ),
+                e => format!("cannot lock {}: {e}", path.display()),
+            })?;
+        if is_at(&lock, path)? {
+            return Ok(lock);
+        }
+    }
+    Err(format!(
+        "cannot lock {}: it was replaced {LOCK_TRIES} times while being locked",
+        path.display()
+    ))
+}
+
+/// Whether the open `file` is the one at `path` (same device and inode).
+fn is_at(file: &std::fs::File, path: &Path) -> Result<bool, String> {
+    let own = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(there) => Ok((there.dev(), there.ino()) == (own.dev(), own.ino())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// How long the look for another pimd on the socket may wait for its backlog.
+const SERVING_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The pid of the process answering on `socket`, `None` when nothing does (no file, or a
+/// socket a crashed pimd left behind). A backlog full past [`SERVING_CONNECT_TIMEOUT`] is
+/// someone listening, whose pid is not known (0).
+fn serving_pid(socket: &Path) -> Result<Option<i32>, String> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+    let failed = |e: Errno| {
+        format!(
+            "cannot tell whether a pimd answers on {}: {e}",
+            socket.display()
+        )
+    };
+    let address = UnixAddr::new(socket).map_err(failed)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(failed)?;
+    let timeout = nix::sys::time::TimeVal::new(SERVING_CONNECT_TIMEOUT.as_secs() as i64, 0);
+    socket::setsockopt(&fd, socket::sockopt::SendTimeout, &timeout).map_err(failed)?;
+    loop {
+        return match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &address) {
+            // Closed at once: the pimd there drops a connection that sends nothing.
+            Ok(()) => Ok(Some(
+                getsockopt(&fd, PeerCredentials).map_or(0, |p| p.pid()),
+            )),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ENOENT | Errno::ECONNREFUSED) => Ok(None),
+            Err(Errno::EAGAIN) => Ok(Some(0)),
+            Err(e) => Err(failed(e)),
+        };
+    }
 }
 
 /// pimd's listening socket for the PAM module.
@@ -129,6 +210,7 @@ impl PamSocket {
             .map_err(|e| format!("cannot read {}: {e}", bound_at.display()))?
             .ino();
         let refusals = Refusals::start(core.clone());
+        let busy = core.clone();
         let deciders = readers
             .into_iter()
             .map(|reader| {
@@ -140,7 +222,12 @@ impl PamSocket {
             listener,
             0,
             deciders,
-            Box::new(move |uid| refusals.refuse(uid)),
+            Box::new(move |turned| match turned {
+                TurnedAway::NotAllowed(uid) => refusals.refuse(uid),
+                TurnedAway::Busy(request) => {
+                    busy.queue_access_denial(request.user, request.groups, BUSY.into())
+                }
+            }),
         )?;
         Ok(PamSocket {
             bound_at,
@@ -237,8 +324,16 @@ fn decide(reader: &Mutex<AccessReader>, core: &Core, request: Request) -> Answer
 
 /// What a worker does with a complete request.
 type Decider = Box<dyn FnMut(Request) -> Answer + Send>;
-/// What is done with a connection of a uid that may not ask.
-type Refuser = Box<dyn Fn(u32) + Send>;
+/// A connection turned away without an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnedAway {
+    /// Of a uid that may not ask: hung up on before a byte was read.
+    NotAllowed(u32),
+    /// A whole request hung up on, [`MAX_QUEUED`] others waiting for a worker already.
+    Busy(Request),
+}
+/// What is done with a connection turned away.
+type Refuser = Box<dyn Fn(TurnedAway) + Send>;
 
 /// The threads behind the socket. One collector polls the listener and every accepted
 /// connection whose request is incomplete (at most [`MAX_PENDING`], each for at most
@@ -270,11 +365,10 @@ impl Server {
         listener.set_nonblocking(true).map_err(failed)?;
         let (stop, stopped) = UnixStream::pair().map_err(failed)?;
         stopped.set_nonblocking(true).map_err(failed)?;
-        let (jobs, queued) = std::sync::mpsc::sync_channel::<Job>(MAX_QUEUED);
-        let queued = Arc::new(Mutex::new(queued));
+        let jobs = Arc::new(Jobs::default());
         let mut threads = Vec::new();
         for mut decider in deciders {
-            let queued = queued.clone();
+            let queued = jobs.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("pam-socket".into())
@@ -287,7 +381,8 @@ impl Server {
                 .name("pam-socket-poll".into())
                 .spawn(move || {
                     abort_on_panic("the PAM socket's collector", || {
-                        collect(&listener, &stopped, allowed_uid, &jobs, &refuse)
+                        collect(&listener, &stopped, allowed_uid, &jobs, &refuse);
+                        jobs.close();
                     })
                 })
                 .map_err(failed)?,
@@ -307,18 +402,69 @@ impl Server {
     }
 }
 
+/// The complete requests waiting for a worker, oldest first, at most [`MAX_QUEUED`]. A
+/// request wakes one idle worker and no other (a channel's receiver behind a mutex would wake
+/// a second one to wait in its place, on the CPU the decision and sudo need).
+#[derive(Default)]
+struct Jobs {
+    queue: Mutex<JobQueue>,
+    added: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct JobQueue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Jobs {
+    /// Queues `job`, or gives it back when [`MAX_QUEUED`] wait already.
+    fn push(&self, job: Job) -> Result<(), Job> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.jobs.len() >= MAX_QUEUED {
+            return Err(job);
+        }
+        queue.jobs.push_back(job);
+        drop(queue);
+        self.added.notify_one();
+        Ok(())
+    }
+
+    /// The oldest job, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                return Some(job);
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self
+                .added
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// No more jobs come: the workers finish what is queued and end.
+    fn close(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.added.notify_all();
+    }
+}
+
 /// A worker: decides and answers queued requests until the collector is gone and the queue
 /// empty.
-fn work(queued: &Mutex<std::sync::mpsc::Receiver<Job>>, decider: &mut Decider) {
-    loop {
-        let job = queued.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(Job {
-            mut stream,
-            request,
-        }) = job
-        else {
-            return;
-        };
+fn work(queued: &Jobs, decider: &mut Decider) {
+    while let Some(Job {
+        mut stream,
+        request,
+    }) = queued.pop()
+    {
         // A panic while deciding loses that connection (the module then denies), not the
         // thread: a thread gone would be one fewer for every later sudo.
         let id = request.id;
@@ -387,7 +533,7 @@ fn collect(
     listener: &UnixListener,
     stopped: &UnixStream,
     allowed_uid: u32,
-    jobs: &std::sync::mpsc::SyncSender<Job>,
+    jobs: &Jobs,
     refuse: &Refuser,
 ) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -428,47 +574,53 @@ fn collect(
         if stop_ready {
             return;
         }
-        // Read what came, newest indexes first so that removing keeps the others in place.
-        for index in (0..ready.len()).rev() {
-            if !ready[index] {
-                continue;
-            }
-            match read_some(&mut pending[index]) {
-                Ok(()) => {}
-                Err(()) => {
-                    pending.remove(index);
-                    continue;
-                }
-            }
-            match progress(&pending[index].received) {
-                Progress::Incomplete => {}
-                Progress::Complete(request) => {
-                    let Some(Pending { stream, .. }) = pending.remove(index) else {
-                        continue;
-                    };
-                    if let Err(TrySendError::Full(_)) = jobs.try_send(Job { stream, request }) {
-                        eprintln!(
-                            "pimd: {MAX_QUEUED} checks on {PAM_SOCKET} wait already; one hung up on"
-                        );
-                    }
-                }
-                Progress::Malformed(id, why) => {
-                    if let Some(Pending { mut stream, .. }) = pending.remove(index) {
-                        let _ = write_reply(&mut stream, id, &Answer::Error(why));
-                    }
-                }
+        // Read what came, oldest first: when the queue is full, the later ones are hung up on.
+        let mut waiting = VecDeque::with_capacity(pending.len());
+        for (connection, ready) in pending.drain(..).zip(ready) {
+            if !ready {
+                waiting.push_back(connection);
+            } else if let Some(still) = advance(connection, jobs, refuse) {
+                waiting.push_back(still);
             }
         }
+        pending = waiting;
         if listener_ready {
-            accept_all(listener, allowed_uid, refuse, &mut pending);
+            accept_all(listener, allowed_uid, jobs, refuse, &mut pending);
         }
     }
 }
 
-/// Accepts what waits in the backlog.
+/// Reads what `connection` sent and hands on a whole request (or answers a malformed one);
+/// the connection back while its request is incomplete, `None` when it is done with.
+fn advance(mut connection: Pending, jobs: &Jobs, refuse: &Refuser) -> Option<Pending> {
+    read_some(&mut connection).ok()?;
+    match progress(&connection.received) {
+        Progress::Incomplete => Some(connection),
+        Progress::Complete(request) => {
+            let job = Job {
+                stream: connection.stream,
+                request,
+            };
+            if let Err(Job { request, .. }) = jobs.push(job) {
+                // Hung up on (the module denies): a denial like any other, in the audit.
+                refuse(TurnedAway::Busy(request));
+            }
+            None
+        }
+        Progress::Malformed(id, why) => {
+            let _ = write_reply(&mut connection.stream, id, &Answer::Error(why));
+            None
+        }
+    }
+}
+
+/// Accepts what waits in the backlog, and reads each request at once: the module writes it
+/// whole right after connecting, so it is there already, and goes to a worker without
+/// waiting among the incomplete ones (where a flood of silent connections would evict it).
 fn accept_all(
     listener: &UnixListener,
     allowed_uid: u32,
+    jobs: &Jobs,
     refuse: &Refuser,
     pending: &mut VecDeque<Pending>,
 ) {
@@ -493,22 +645,26 @@ fn accept_all(
         };
         if uid != allowed_uid {
             drop(stream);
-            refuse(uid);
+            refuse(TurnedAway::NotAllowed(uid));
             continue;
         }
         if stream.set_nonblocking(true).is_err() {
             continue;
         }
+        let accepted = Pending {
+            stream,
+            received: Vec::with_capacity(256),
+            deadline: Instant::now() + REQUEST_TIMEOUT,
+        };
+        let Some(incomplete) = advance(accepted, jobs, refuse) else {
+            continue;
+        };
         if pending.len() >= MAX_PENDING {
             // The oldest incomplete request goes: a client that sends nothing must not keep
             // out the ones that do.
             pending.pop_front();
         }
-        pending.push_back(Pending {
-            stream,
-            received: Vec::with_capacity(256),
-            deadline: Instant::now() + REQUEST_TIMEOUT,
-        });
+        pending.push_back(incomplete);
     }
 }
 
@@ -651,6 +807,158 @@ mod tests {
         let mut body = vec![0u8; header.body_len];
         stream.read_exact(&mut body)?;
         Ok(pam_socket::decode_reply(&body).unwrap())
+    }
+
+    /// A fresh temporary directory for one test's socket and lock.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pimd-pam-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Deciders that wait until `gate` opens, then allow.
+    fn gated_deciders(gate: &Arc<(Mutex<bool>, std::sync::Condvar)>) -> Vec<Decider> {
+        (0..WORKERS)
+            .map(|_| {
+                let gate = gate.clone();
+                Box::new(move |_: Request| {
+                    let (open, opened) = &*gate;
+                    let mut open = open.lock().unwrap();
+                    while !*open {
+                        open = opened.wait(open).unwrap();
+                    }
+                    Answer::Allowed
+                }) as Decider
+            })
+            .collect()
+    }
+
+    /// Reads a reply to `id`; `None` when pimd hung up without one.
+    fn reply(stream: &mut UnixStream, id: u64) -> Option<Answer> {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut head).ok()?;
+        let header = pam_socket::parse_reply_header(&head).unwrap();
+        assert_eq!(header.id, id);
+        let mut body = vec![0u8; header.body_len];
+        stream.read_exact(&mut body).unwrap();
+        Some(pam_socket::decode_reply(&body).unwrap())
+    }
+
+    #[test]
+    fn given_a_holders_request_and_then_a_flood_of_silent_connections_in_the_backlog_then_it_is_answered(
+    ) {
+        // All of them wait in the backlog and are accepted in one go: a request left to wait
+        // among the incomplete ones would be evicted by the silent connections after it.
+        let dir = temp_dir("backlog");
+        let path = dir.join("pam.socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut holder = UnixStream::connect(&path).unwrap();
+        holder
+            .write_all(&pam_socket::encode_request(5, "alice", &["sudo".into()]).unwrap())
+            .unwrap();
+        let silent: Vec<UnixStream> = (0..MAX_PENDING + 8)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        let gate = Arc::new((Mutex::new(true), std::sync::Condvar::new()));
+        let uid = nix::unistd::getuid().as_raw();
+        let server = Server::start(listener, uid, gated_deciders(&gate), Box::new(|_| {})).unwrap();
+        assert_eq!(reply(&mut holder, 5), Some(Answer::Allowed));
+        drop(silent);
+        server.stop();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_every_worker_busy_and_the_queue_full_then_the_check_hung_up_on_is_turned_away_as_busy()
+    {
+        let dir = temp_dir("busy");
+        let path = dir.join("pam.socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let turned = Arc::new(Mutex::new(Vec::<TurnedAway>::new()));
+        let seen = turned.clone();
+        let uid = nix::unistd::getuid().as_raw();
+        let server = Server::start(
+            listener,
+            uid,
+            gated_deciders(&gate),
+            Box::new(move |t| seen.lock().unwrap().push(t)),
+        )
+        .unwrap();
+        let asks = WORKERS + MAX_QUEUED + 1;
+        let mut clients: Vec<(u64, UnixStream)> = (0..asks as u64)
+            .map(|id| {
+                let mut stream = UnixStream::connect(&path).unwrap();
+                let user = format!("user{id}");
+                stream
+                    .write_all(&pam_socket::encode_request(id, &user, &["sudo".into()]).unwrap())
+                    .unwrap();
+                (id, stream)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while turned.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "nothing was turned away");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let hung_up: Vec<u64> = clients
+            .iter_mut()
+            .filter_map(|(id, stream)| match reply(stream, *id) {
+                Some(answer) => {
+                    assert_eq!(answer, Answer::Allowed);
+                    None
+                }
+                None => Some(*id),
+            })
+            .collect();
+        assert_eq!(hung_up.len(), 1, "{hung_up:?}");
+        let turned = turned.lock().unwrap().clone();
+        assert_eq!(
+            turned,
+            [TurnedAway::Busy(Request {
+                id: hung_up[0],
+                user: format!("user{}", hung_up[0]),
+                groups: vec!["sudo".into()],
+            })]
+        );
+        server.stop();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_a_lock_file_replaced_after_it_was_locked_then_the_lock_is_not_at_its_path() {
+        let dir = temp_dir("lock");
+        let path = dir.join("pimd.lock");
+        let lock = lock_file(&path).unwrap();
+        assert!(is_at(&lock, &path).unwrap());
+        assert!(lock_file(&path)
+            .unwrap_err()
+            .contains("another pimd is running"));
+        let other = dir.join("other");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(!is_at(&lock, &path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!is_at(&lock, &path).unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_a_listener_or_a_stale_socket_or_nothing_then_serving_pid_tells() {
+        let dir = temp_dir("serving");
+        let path = dir.join("pam.socket");
+        assert_eq!(serving_pid(&path).unwrap(), None);
+        let listener = UnixListener::bind(&path).unwrap();
+        assert_eq!(serving_pid(&path).unwrap(), Some(std::process::id() as i32));
+        drop(listener);
+        assert_eq!(serving_pid(&path).unwrap(), None, "a socket left behind");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

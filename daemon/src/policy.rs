@@ -174,6 +174,7 @@ pub mod tests {
             on_end: pim_config::OnEnd::Terminate,
             end_grace_secs: 10,
             warn_before_secs: vec![300, 60],
+            hosts: vec![],
         }
     }
 

@@ -9,8 +9,8 @@ use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
     AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-    GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo,
-    RoleInfo,
+    FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo,
+    ReviewItemInfo, RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -1414,6 +1414,125 @@ impl ManagerService {
             Some(CallKind::Admin),
             args,
             move |m, c, [user, role]| m.admin_reinstate(c, &user, &role),
+        )
+        .await
+    }
+
+    // --- fleet mode (manager/fleet.rs) ---
+
+    #[allow(clippy::too_many_arguments)]
+    async fn activate_on_host(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        role: &str,
+        duration_secs: u64,
+        reason: &str,
+        ticket: &str,
+        code: &str,
+        host: &str,
+    ) -> Result<ActivateReply, PimError> {
+        let args = bounded_copies([
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+            ("ticket", ticket, text::MAX_TICKET_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+            ("host", host, text::MAX_NAME_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::Activate,
+            Some(CallKind::Grants),
+            args,
+            move |m, c, [role, reason, ticket, code, host]| {
+                m.activate_on_host(c, &role, duration_secs, &reason, &ticket, &code, &host)
+            },
+        )
+        .await
+    }
+
+    async fn admin_revoke_with_code(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+        role: &str,
+        reason: &str,
+        code: &str,
+    ) -> Result<GrantInfo, PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("role", role, text::MAX_NAME_BYTES),
+            ("reason", reason, text::MAX_REASON_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::AdminRevoke,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [user, role, reason, code]| m.fleet_revoke(c, &user, &role, &reason, &code),
+        )
+        .await
+    }
+
+    async fn fleet_hosts(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+    ) -> Result<Vec<FleetHostInfo>, PimError> {
+        self.read_call(&h, AuditAction::FleetHosts, |m, c| m.fleet_hosts(c))
+            .await
+    }
+
+    async fn fleet_host_add(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        name: &str,
+        tags: Vec<String>,
+        code: &str,
+    ) -> Result<String, PimError> {
+        let args = bounded_copies([
+            ("name", name, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ])
+        .and_then(|copies| {
+            if tags.len() > crate::manager::MAX_HOST_TAGS {
+                return Err(PimError::InvalidArgument(format!(
+                    "{} tags given; a host has at most {}",
+                    tags.len(),
+                    crate::manager::MAX_HOST_TAGS
+                )));
+            }
+            for tag in &tags {
+                text::check_len("a tag", tag, text::MAX_NAME_BYTES)
+                    .map_err(PimError::InvalidArgument)?;
+            }
+            Ok((copies, tags))
+        });
+        self.limited_call(
+            &h,
+            AuditAction::FleetHostAdd,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, ([name, code], tags)| m.fleet_host_add(c, &name, &tags, &code),
+        )
+        .await
+    }
+
+    async fn fleet_policy_push(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        policy: &str,
+        code: &str,
+    ) -> Result<i64, PimError> {
+        let args = bounded_copies([
+            ("policy", policy, crate::manager::MAX_POLICY_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::FleetPolicyPush,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [policy, code]| m.fleet_policy_push(c, &policy, &code),
         )
         .await
     }

@@ -6,7 +6,8 @@ use crate::access::AccessReader;
 use crate::accounts::SystemAccounts;
 use crate::alerts;
 use crate::clock::{Clock, SystemClock};
-use crate::manager::Manager;
+use crate::fleet::{self, authority::PgWakeup, conninfo::ConnInfo, sync::PgConnector};
+use crate::manager::{Connector, Fleet, Manager};
 use crate::pam_socket;
 use crate::processes::{ProcessTable, SystemProcesses};
 use crate::service::{AccessReaders, Core, ManagerService};
@@ -156,6 +157,20 @@ pub fn start(config_path: &Path, check_only: bool) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG_ERRORS);
     };
 
+    // One pimd at a time, decided first (before the database is opened, let alone migrated)
+    // by a lock of root's in /run/pim rather than by the bus name: the PAM module's socket
+    // must not wait for the bus (nor go with it). Another pimd serving already: this one must
+    // change nothing. Held until the runtime has shut down, so that no task of this pimd is
+    // still writing when the next one starts.
+    let single = match pam_socket::lock_single_pimd() {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("pimd: not starting: {e}");
+            pause_before_failing();
+            return ExitCode::FAILURE;
+        }
+    };
+
     // One thread for the bus: a PAM check then never waits for a hand-over between worker
     // threads. Whatever blocks (SQLite writes, gpasswd) runs on tokio's blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -172,6 +187,7 @@ pub fn start(config_path: &Path, check_only: bool) -> ExitCode {
     // A set-group-ID walk may still run on the blocking pool: its sweep's state is in the
     // database and the next start goes on with it, so stopping does not wait for it.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(single);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::NotStarted(e)) => {
@@ -218,8 +234,21 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
     let head_file = crate::manager::head_file_of(&config.daemon.database);
+    let fleet = match &config.fleet {
+        Some(fleet) => {
+            let conninfo =
+                ConnInfo::parse(&fleet.database).map_err(|e| format!("[fleet] database: {e}"))?;
+            let name = fleet.host.clone().unwrap_or_else(|| host.clone());
+            eprintln!(
+                "pimd: fleet mode: host {name}, database user {}",
+                conninfo.user().unwrap_or("(default)")
+            );
+            Some((conninfo, name, fleet.max_staleness_secs))
+        }
+        None => None,
+    };
     let mut manager = Manager::new(
-        config,
+        config.clone(),
         store,
         Box::new(SystemAccounts),
         Box::new(SystemClock),
@@ -227,26 +256,29 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         host,
     );
     manager.set_head_file(head_file);
+    let fleet_link = fleet.map(|(conninfo, name, max_staleness)| {
+        let connector: Arc<dyn Connector> = Arc::new(PgConnector(conninfo.clone()));
+        manager.set_fleet(Fleet::new(connector.clone(), (*config).clone(), name));
+        (connector, conninfo, max_staleness)
+    });
     let core = Core::new(manager);
     access.watch_passes(core.clone());
 
-    // One pimd at a time, decided by a lock of root's in /run/pim rather than by the bus
-    // name: the PAM module's socket must not wait for the bus (nor go with it). Another pimd
-    // serving already: this one must change nothing (not even reconcile).
-    let _single = pam_socket::lock_single_pimd()?;
-    // Before anyone can reach us: end what ended while pimd was down (grants past their end,
-    // assignments over, eligibility a new configuration took away), so the first PAM check
-    // is already answered from a reconciled state.
-    if let Err(e) = core.with_manager(|m| m.reconcile()).await {
-        eprintln!("pimd: reconciliation at start: {}", e.message());
-    }
-    // The PAM module's socket answers from here on, whatever becomes of the bus.
+    // The PAM module's socket answers from here on, whatever becomes of the bus, and before
+    // the reconciliation below: that may take long (gpasswd, a slow user database), and a
+    // holder's sudo must not wait for it. The answer does not depend on it: a grant past its
+    // end, or no longer standing on its role, assignment and eligibility, covers nothing.
     let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;
     pam_socket.publish()?;
     eprintln!(
         "pimd: answering the PAM module on {}",
         pam_socket::PAM_SOCKET
     );
+    // End what ended while pimd was down (grants past their end, assignments over,
+    // eligibility a new configuration took away) before the bus is served.
+    if let Err(e) = core.with_manager(|m| m.reconcile()).await {
+        eprintln!("pimd: reconciliation at start: {}", e.message());
+    }
     notify_ready();
 
     if let Some(problem) = crate::processes::proc_problem() {
@@ -291,6 +323,22 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     let alert_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(alert_look_loop(core.clone(), host_look, alert_wake.clone()));
     tokio::spawn(bus_loop(core.clone(), access.clone()));
+    if let Some((connector, conninfo, max_staleness)) = fleet_link {
+        let managed = CoreManaged {
+            core: core.clone(),
+            access: access.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let wakeup = Box::new(PgWakeup::new(conninfo));
+        std::thread::Builder::new()
+            .name("fleet-sync".into())
+            .spawn(move || {
+                fleet::sync::run(connector, wakeup, managed, max_staleness, |line| {
+                    eprintln!("pimd: {line}")
+                })
+            })
+            .map_err(|e| format!("cannot start the fleet's sync thread: {e}"))?;
+    }
 
     loop {
         tokio::select! {
@@ -325,6 +373,38 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         .await;
     eprintln!("pimd: stopping; live grants stay recorded and end on schedule after restart");
     Ok(())
+}
+
+/// The manager as the fleet's sync thread reaches it: through the core (so that what a
+/// round leaves, audit lines and events, is published as for any call), from a thread of its
+/// own that blocks on the runtime for each local step.
+struct CoreManaged {
+    core: Arc<Core>,
+    access: Arc<AccessReaders>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl fleet::sync::Managed for CoreManaged {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        self.runtime.block_on(self.core.with_manager(f))
+    }
+
+    fn config_changed(&self) {
+        let access = self.access.clone();
+        let taken = self.runtime.block_on(self.core.with_manager(move |m| {
+            access.set_config(m.config_snapshot());
+            Ok(())
+        }));
+        if let Err(e) = taken {
+            eprintln!(
+                "pimd: fleet: the access check kept the previous policy: {}",
+                e.message()
+            );
+        }
+    }
 }
 
 /// The first pause before connecting to the bus again; it doubles up to [`BUS_RETRY_MAX`].

@@ -66,15 +66,33 @@ impl Accounts for SystemAccounts {
         managed: &[String],
         real_uid: u32,
     ) -> Result<Held, String> {
-        let mut gids = group_list(user, entry.gid)?;
+        // Each managed group looked up once, whichever gids are asked about.
+        let mut resolved = Vec::with_capacity(managed.len());
+        for group in managed {
+            let gid = Group::from_name(group)
+                .map_err(|e| format!("group database lookup of {group} failed: {e}"))?
+                .map(|g| g.gid.as_raw());
+            resolved.push((group.as_str(), gid));
+        }
+        let lookup = |group: &str| {
+            Ok(resolved
+                .iter()
+                .find(|(name, _)| *name == group)
+                .and_then(|(_, gid)| *gid))
+        };
+        // The process's own groups first (sudo's case): when they hold every managed group
+        // there is, the group database has nothing to add, and its walk (a whole /etc/group,
+        // or a directory's round trip) is spared.
+        let mut gids = vec![entry.gid];
         if real_uid == entry.uid {
             gids.extend(process_gids()?);
+            let held = held_groups(&gids, managed, lookup)?;
+            if held.groups.len() + held.missing.len() == managed.len() {
+                return Ok(held);
+            }
         }
-        held_groups(&gids, managed, |group| {
-            Group::from_name(group)
-                .map(|found| found.map(|g| g.gid.as_raw()))
-                .map_err(|e| format!("group database lookup of {group} failed: {e}"))
-        })
+        gids.extend(group_list(user, entry.gid)?);
+        held_groups(&gids, managed, lookup)
     }
 }
 

@@ -97,6 +97,9 @@ const REQUIRED_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3-minimal"),
 ];
 
+pub mod fleet;
+pub mod postgres;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 // ---------------------------------------------------------------------------------------------
@@ -436,6 +439,72 @@ impl Collector {
     }
 }
 
+/// `unshare` making the new mount, PID, network, UTS and IPC namespaces whose PID 1 is the
+/// command to come; killed with unshare (`--kill-child`), and with it everything inside.
+fn unshare_namespaces() -> Command {
+    let mut cmd = Command::new(host_tool("unshare"));
+    cmd.args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--net",
+        "--uts",
+        "--ipc",
+        "--propagation",
+        "private",
+        "--kill-child=KILL",
+        "--",
+    ]);
+    cmd
+}
+
+/// Spawns `cmd` (an [`unshare_namespaces`]) with its stdio piped (stdin is its lifeline) and
+/// a clean environment.
+fn spawn_pid1(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear()
+        .env("PATH", TOOL_DIRS.join(":"))
+        .env("LANG", "C.UTF-8");
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start unshare: {e}"))
+}
+
+/// Reads the stdout of a namespace's PID 1 (`child`) until it prints `READY`, within
+/// [`STARTUP_TIMEOUT`]. Returns every other line it printed (kept up to date afterwards),
+/// whether it got ready, and its stderr.
+fn wait_for_ready(child: &mut Child) -> (Arc<Mutex<String>>, bool, Collector) {
+    let stderr = Collector::new(child.stderr.take().expect("stderr is piped"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let printed = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel::<bool>();
+    {
+        let printed = Arc::clone(&printed);
+        thread::spawn(move || {
+            use std::io::BufRead;
+            let mut ready = false;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !ready && line.trim() == "READY" {
+                    ready = true;
+                    let _ = tx.send(true);
+                } else {
+                    let mut out = lock(&printed);
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            if !ready {
+                let _ = tx.send(false);
+            }
+        });
+    }
+    let ready = rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or(false);
+    (printed, ready, stderr)
+}
+
 /// Polls `child` until it exits or `deadline` passes.
 fn wait_child(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     let mut pause = Duration::from_millis(2);
@@ -455,6 +524,69 @@ fn wait_child(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 
 const PIPE_NOTE: &str = "[harness: the output pipe is still held open by a process the command \
                          left running; redirect the output of background processes]";
+
+/// Runs `cmd` to its end with `stdin` (or none), collecting its output; panics with what it
+/// printed after `limit`. `log_tail` is read when it ends (the daemon's log, for `Output`).
+fn run_to_end(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    display: String,
+    limit: Duration,
+    log_tail: impl Fn() -> String,
+) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run nsenter for {display}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let mut out = Collector::new(child.stdout.take().expect("stdout is piped"));
+    let mut err = Collector::new(child.stderr.take().expect("stderr is piped"));
+    let status = match wait_child(&mut child, Instant::now() + limit) {
+        Some(status) => status_code(status),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            out.finish(Duration::from_secs(2));
+            err.finish(Duration::from_secs(2));
+            panic!(
+                "command did not finish within {limit:?}:\n{}",
+                Output {
+                    status: -1,
+                    stdout: out.text(),
+                    stderr: err.text(),
+                    command: display,
+                    pimd_log_tail: log_tail(),
+                }
+            );
+        }
+    };
+    let out_done = out.finish(Duration::from_secs(5));
+    let err_done = err.finish(Duration::from_secs(1));
+    let stderr_note = if out_done && err_done {
+        String::new()
+    } else {
+        format!("\n{PIPE_NOTE}")
+    };
+    Output {
+        status,
+        stdout: out.text(),
+        stderr: err.text() + &stderr_note,
+        command: display,
+        pimd_log_tail: log_tail(),
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The sandbox
@@ -486,25 +618,12 @@ impl Sandbox {
         let marker = format!("pim-e2e-sandbox-{}-{id}", std::process::id());
         let root = workspace_root();
 
-        let mut cmd = Command::new(host_tool("unshare"));
-        cmd.args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--net",
-            "--uts",
-            "--ipc",
-            "--propagation",
-            "private",
-            "--kill-child=KILL",
-            "--",
-        ])
-        .arg(host_tool("bash"))
-        .arg(root.join("tests/sandbox/init.sh"))
-        .arg("--policy")
-        .arg(policy_file())
-        .args(["--marker", &marker]);
+        let mut cmd = unshare_namespaces();
+        cmd.arg(host_tool("bash"))
+            .arg(root.join("tests/sandbox/init.sh"))
+            .arg("--policy")
+            .arg(policy_file())
+            .args(["--marker", &marker]);
         let mut has_pimd = false;
         for name in ["pim", "pimd"] {
             if let Some(path) = find_binary(name) {
@@ -517,48 +636,14 @@ impl Sandbox {
             cmd.arg("--lib")
                 .arg(format!("pam_pim.so={}", path.display()));
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_clear()
-            .env("PATH", TOOL_DIRS.join(":"))
-            .env("LANG", "C.UTF-8");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start unshare: {e}"));
+        let mut child = spawn_pid1(cmd);
 
         // init.sh sends its stderr to stdout until READY; unshare's own complaints arrive on
         // stderr.
-        let stderr = Collector::new(child.stderr.take().expect("stderr is piped"));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let init_output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel::<bool>();
-        {
-            let init_output = Arc::clone(&init_output);
-            thread::spawn(move || {
-                use std::io::BufRead;
-                let mut ready = false;
-                for line in std::io::BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if !ready && line.trim() == "READY" {
-                        ready = true;
-                        let _ = tx.send(true);
-                    } else {
-                        let mut out = lock(&init_output);
-                        out.push_str(&line);
-                        out.push('\n');
-                    }
-                }
-                if !ready {
-                    let _ = tx.send(false);
-                }
-            });
-        }
-        let ready = rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or(false);
+        let (init_output, ready, mut stderr) = wait_for_ready(&mut child);
         if !ready {
             let _ = child.kill();
             let status = wait_child(&mut child, Instant::now() + Duration::from_secs(10));
-            let mut stderr = stderr;
             stderr.finish(Duration::from_secs(2));
             panic!(
                 "the sandbox did not come up (status {:?}).\n--- setup output ---\n{}\n\
@@ -639,62 +724,15 @@ impl Sandbox {
 
     fn exec(&self, words: &[String], stdin: Option<&[u8]>, display: String) -> Output {
         let mut cmd = self.nsenter();
-        cmd.args(words)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run nsenter for {display}: {e}"));
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin is piped");
-            let input = input.to_vec();
-            thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            });
-        }
-        let mut out = Collector::new(child.stdout.take().expect("stdout is piped"));
-        let mut err = Collector::new(child.stderr.take().expect("stderr is piped"));
+        cmd.args(words);
         // runas enforces the command timeout inside; this is the backstop.
-        let deadline = Instant::now() + self.command_timeout + Duration::from_secs(30);
-        let status = match wait_child(&mut child, deadline) {
-            Some(status) => status_code(status),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                out.finish(Duration::from_secs(2));
-                err.finish(Duration::from_secs(2));
-                panic!(
-                    "command did not finish within {:?}:\n{}",
-                    self.command_timeout,
-                    Output {
-                        status: -1,
-                        stdout: out.text(),
-                        stderr: err.text(),
-                        command: display,
-                        pimd_log_tail: self.pimd_log_tail(40),
-                    }
-                );
-            }
-        };
-        let out_done = out.finish(Duration::from_secs(5));
-        let err_done = err.finish(Duration::from_secs(1));
-        let stderr_note = if out_done && err_done {
-            String::new()
-        } else {
-            format!("\n{PIPE_NOTE}")
-        };
-        Output {
-            status,
-            stdout: out.text(),
-            stderr: err.text() + &stderr_note,
-            command: display,
-            pimd_log_tail: self.pimd_log_tail(40),
-        }
+        run_to_end(
+            cmd,
+            stdin,
+            display,
+            self.command_timeout + Duration::from_secs(30),
+            || self.pimd_log_tail(40),
+        )
     }
 
     fn run_inner(

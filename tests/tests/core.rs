@@ -2332,6 +2332,43 @@ fn given_pimd_serving_then_a_second_pimd_takes_nothing_and_changes_nothing() {
     assert!(sb.is_member("alice", "sudo"));
 }
 
+#[test]
+fn given_pimd_serving_and_its_lock_file_replaced_then_a_second_pimd_is_still_refused() {
+    // The first pimd's lock is on a file no longer at the path (tmpfiles cleaning /run, an
+    // administrator's rm): a second pimd would lock the new file and serve beside it.
+    let sb = host(
+        &config(
+            "",
+            &[role("admin", "sudo", &["alice"], "require_mfa = false")],
+        ),
+        &["sudo"],
+        &[("alice", &[])],
+    );
+    let socket_before = sb
+        .sh("root", "stat -c %i /run/pim/pam.socket")
+        .assert_success()
+        .stdout
+        .clone();
+    sb.sh(
+        "root",
+        "rm /run/pim/pimd.lock && install -m 0600 /dev/null /run/pim/pimd.lock",
+    )
+    .assert_success();
+    sb.run("root", &["pimd", "--config", CONFIG_PATH])
+        .assert_failure()
+        .assert_stderr_contains("another pimd is running");
+    assert!(sb.pimd_running());
+    let socket_after = sb
+        .sh("root", "stat -c %i /run/pim/pam.socket")
+        .assert_success()
+        .stdout
+        .clone();
+    assert_eq!(socket_after, socket_before, "the first pimd's socket stays");
+    sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
+        .assert_success();
+    assert!(sb.is_member("alice", "sudo"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prompt order: what the role's data and the enrolment refuse is said before a code is read
 // ---------------------------------------------------------------------------------------------

@@ -382,6 +382,53 @@ fn a_renewal_filed_before_the_owner_changed_the_assignment_is_refused_as_stale()
                 && r["detail"].as_str().is_some_and(|d| d.contains("stale"))
         });
     assert!(stale, "the stale approval is audited");
+    assert_eq!(
+        refusals_of(&sb, "bob"),
+        [("renew-approve".to_string(), "web".to_string())],
+        "audited once"
+    );
+}
+
+#[test]
+fn a_renewal_approved_after_an_owner_revoked_the_active_assignments_grant_does_not_bring_it_back() {
+    let sb = site();
+    assign_active(&sb, "carol", "dave", &["--until", "+30m"], "on call").assert_success();
+    sb.run("dave", &["sudo", "-n", "true"]).assert_success();
+    pim(
+        &sb,
+        "carol",
+        &["admin", "revoke", "dave", "admin", "-r", "off the rotation"],
+    )
+    .assert_success();
+    assert!(!sb.is_member("dave", "sudo"));
+    // dave asks for a renewal at once, and the owner approves it in passing.
+    let filed = pim(
+        &sb,
+        "dave",
+        &[
+            "--json",
+            "renew",
+            "admin",
+            "--until",
+            "+50m",
+            "-r",
+            "still on call",
+        ],
+    )
+    .assert_success()
+    .json();
+    let id = filed["request"]["id"].as_i64().expect("an id").to_string();
+    let mut phone: Authenticator = sb.enroll_mfa("carol");
+    let code = phone.next_code(&sb);
+    pim(&sb, "carol", &["approve", &id, "--code", &code]).assert_success();
+    let status = pim(&sb, "dave", &["--json", "status"])
+        .assert_success()
+        .json();
+    assert_eq!(status["grants"], Value::Array(Vec::new()), "{status}");
+    assert!(!sb.is_member("dave", "sudo"), "the revoke stands");
+    sb.run("dave", &["sudo", "-n", "true"]).assert_failure();
+    sb.run_with_groups("dave", &["sudo"], &["sudo", "-n", "true"])
+        .assert_failure();
 }
 
 /// The id of dave's live grant, as `pim status` tells him.

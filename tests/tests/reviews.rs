@@ -345,3 +345,43 @@ fn an_oversized_list_of_reviewers_over_the_bus_is_refused_naming_the_bound() {
     assert_eq!(refused, 2);
     start(&["owners".to_string()]).assert_success();
 }
+
+#[test]
+fn a_review_leaves_an_assignment_the_owner_changed_while_it_ran_and_says_so() {
+    let sb = site();
+    let id = start_review(&sb, "gina", &["--duration", "30s"]);
+    // Undecided, dave's item falls to the default (remove); meanwhile the owner renews
+    // his assignment on new terms, which no reviewer looked at.
+    pim(
+        &sb,
+        "gina",
+        &["admin", "assign", "dave", "docker", "--until", "+20d"],
+    )
+    .assert_success();
+    // Polled as root, whom the calls-per-minute limit does not slow.
+    let ids = id.to_string();
+    let ended = || {
+        let shown = pim(&sb, "root", &["--json", "admin", "review", "show", &ids]);
+        !shown.assert_success().json()["review"]["completed_at"].is_null()
+    };
+    sb.wait_until("the review's end", WAIT, ended);
+    let done = record(&sb, id);
+    assert_eq!(
+        result_of(&done, "dave"),
+        "removed: eligible assignment changed since the review started; not removed \
+         (default remove)",
+        "{done}"
+    );
+    // The owner's assignment stands: dave may still activate.
+    activate(&sb, "dave").assert_success();
+    let applied = sb
+        .audit_records("audra", &["--user", "dave"])
+        .into_iter()
+        .any(|r| {
+            r["action"] == "review-apply"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("changed since the review started; not removed"))
+        });
+    assert!(applied, "the review's record says what it left");
+}

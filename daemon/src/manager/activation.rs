@@ -237,6 +237,9 @@ impl Manager {
         ticket: &str,
         code: &str,
     ) -> Result<ActivateReply, PimError> {
+        if self.in_fleet() {
+            return self.fleet_activate(caller, role, duration_secs, reason, ticket, code, None);
+        }
         let role_label = name_or_empty(role);
         let (reason_text, ticket_text) = (
             text::for_record(reason, text::MAX_REASON_BYTES),
@@ -474,6 +477,9 @@ impl Manager {
     }
 
     pub fn deactivate(&mut self, caller: &Caller, role: &str) -> Result<GrantInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_deactivate(caller, role);
+        }
         let audit = Audit::new(&caller.name, AuditAction::Deactivate)
             .about(&caller.name, name_or_empty(role));
         let result = check_name("role", role).and_then(|_| {
@@ -498,6 +504,9 @@ impl Manager {
         reason: &str,
         code: &str,
     ) -> Result<GrantInfo, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(caller, AuditAction::Extend, fleet::NotInFleet::Extend);
+        }
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, AuditAction::Extend)
             .about(&caller.name, name_or_empty(role))
@@ -586,6 +595,6 @@ mod tests;
 
 /// The caller holds no live grant of `role`. What to run next depends on what they tried, so
 /// the client says it (`pim extend` and `pim deactivate` add their own next step).
-fn no_live_grant(role: &str) -> PimError {
+pub(super) fn no_live_grant(role: &str) -> PimError {
     PimError::NotFound(format!("you have no live grant for role {role}"))
 }

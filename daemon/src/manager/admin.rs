@@ -56,6 +56,13 @@ impl Manager {
         not_before: i64,
         not_after: i64,
     ) -> Result<String, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminAssign,
+                fleet::NotInFleet::Assignments,
+            );
+        }
         self.assign(caller, user, role, not_before, not_after, false, "")
     }
 
@@ -70,6 +77,13 @@ impl Manager {
         not_after: i64,
         reason: &str,
     ) -> Result<String, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminAssignActive,
+                fleet::NotInFleet::Assignments,
+            );
+        }
         self.assign(caller, user, role, not_before, not_after, true, reason)
     }
 
@@ -81,6 +95,13 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(GrantInfo, String), PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminUnassign,
+                fleet::NotInFleet::Assignments,
+            );
+        }
         let audit = Audit::new(&caller.name, AuditAction::AdminUnassign)
             .about(name_or_empty(user), name_or_empty(role));
         self.require_governor(caller, role, &audit)?;
@@ -129,6 +150,7 @@ impl Manager {
                 role.group, grant.group
             )));
         }
+        // In the order of the PAM check's `grant_stands`, which must not count what this ends.
         if let Some(lost) = self.lost_active_assignment(grant)? {
             return Ok(Some(lost));
         }
@@ -247,7 +269,17 @@ impl Manager {
     /// assignment's end, after a user left a %group, and at start for whatever happened while
     /// pimd was down.
     pub(super) fn end_every_grant_without_eligibility(&mut self) -> Result<(), PimError> {
-        let live = self.store.read(|tx| tx.live_grants())?;
+        // A fleet grant rests on the fleet's decision, not on local eligibility: the mirror
+        // ends it when the fleet does (or the host goes stale).
+        let live = self.store.read(|tx| {
+            let mut own = Vec::new();
+            for grant in tx.live_grants()? {
+                if tx.fleet_id_of(grant.id)?.is_none() {
+                    own.push(grant);
+                }
+            }
+            Ok::<_, StoreError>(own)
+        })?;
         self.end_grants_without_eligibility(live, DAEMON, None).1
     }
 
@@ -258,6 +290,9 @@ impl Manager {
         role: &str,
         reason: &str,
     ) -> Result<GrantInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_revoke(caller, user, role, reason, "");
+        }
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, AuditAction::AdminRevoke)
             .about(name_or_empty(user), name_or_empty(role))
@@ -291,6 +326,13 @@ impl Manager {
     }
 
     pub fn admin_mfa_reset(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminMfaReset,
+                fleet::NotInFleet::MfaReset,
+            );
+        }
         let audit =
             Audit::new(&caller.name, AuditAction::AdminMfaReset).about(name_or_empty(user), "");
         self.require_admin(caller, &audit)?;

@@ -5,6 +5,9 @@ use super::*;
 
 impl Manager {
     pub fn list_requests(&mut self, caller: &Caller) -> Result<Vec<RequestInfo>, PimError> {
+        if self.in_fleet() {
+            return self.fleet_requests(caller);
+        }
         let now = self.now();
         let pending = self.store.read(|tx| {
             let mut out = Vec::new();
@@ -142,17 +145,26 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
-        let result = self.try_approve(caller, id, comment, code);
-        self.audit_decision_refusal(caller, id, AuditAction::Approve, comment, result)
+        if self.in_fleet() {
+            return self.fleet_decide(caller, id, comment, code, true);
+        }
+        match self.try_approve(caller, id, comment, code) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.audit_decision_refusal(caller, id, AuditAction::Approve, comment, Err(e))
+            }
+        }
     }
 
+    /// The approval's answer, or (`Err`) a refusal still to audit. A refusal inside `Ok` is
+    /// audited already, with what it changed (a stale renewal ends denied): once is enough.
     fn try_approve(
         &mut self,
         caller: &Caller,
         id: i64,
         comment: &str,
         code: &str,
-    ) -> Result<RequestInfo, PimError> {
+    ) -> Result<Result<RequestInfo, PimError>, PimError> {
         policy::check_comment(comment)?;
         let (request, role) = self.decidable_request(caller, id)?;
         let already = self.store.read(|tx| tx.approvers_of(id))?;
@@ -210,10 +222,10 @@ impl Manager {
             comment.into(),
         );
         if (counted.len() as u32) < request.approvals_required {
-            return Ok(request_info(&request, counted));
+            return Ok(Ok(request_info(&request, counted)));
         }
         let state = self.complete_request(&request, &role, approver)?;
-        Ok(request_info(&Request { state, ..request }, counted))
+        Ok(Ok(request_info(&Request { state, ..request }, counted)))
     }
 
     /// Why a fully approved request cannot become a grant now, if anything stands in the way.
@@ -345,6 +357,9 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<RequestInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_decide(caller, id, comment, code, false);
+        }
         let result = self.try_deny(caller, id, comment, code);
         self.audit_decision_refusal(caller, id, AuditAction::Deny, comment, result)
     }
@@ -405,6 +420,9 @@ impl Manager {
     }
 
     pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_cancel(caller, id);
+        }
         let audit = Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, "");
         let request = match self.store.read(|tx| tx.request(id))? {
             Some(r) if r.user == caller.name => r,

@@ -34,8 +34,17 @@
 //! ids, `pim approve`, `pim deny`, `pim cancel`, `pim show`, expiry after [`RENEWAL_TTL`]),
 //! from 14 days before the assignment's end up to 30 days after it. Whoever may govern the
 //! role (`may_govern`) decides it, one approval suffices, with MFA as for approvals; on
-//! approval the assignment's end moves (the live grant of an active one with it), and a
-//! lapsed active assignment is materialised again.
+//! approval the assignment's end moves (the live grant of an active one with it, never to an
+//! end earlier than its own: a taken-over activation keeps a later end), and a lapsed active
+//! assignment is materialised again. An active assignment still running whose grant ended
+//! early (`pim admin revoke`, `pim deactivate`) is not: the renewal moves its end and the
+//! revoke stands (the user may activate under the role's policy meanwhile). Once it has lapsed,
+//! approving its renewal is a fresh decision, and it starts again.
+//!
+//! A cap lowered by a reload moves the end of the assignment's live grant down to the
+//! assignment's new end, even when that grant was the user's own activation taken over with a
+//! later end: the cap bounds the group's holding through the assignment, and the grant cannot
+//! tell the two ends apart (the user may activate again under the role's policy).
 
 use super::*;
 use crate::model::{Renewal, NOTICE_14D, NOTICE_1D};
@@ -303,12 +312,16 @@ impl Manager {
         // assignment points at: one no assignment points at (an unassign whose end of it did
         // not go through) is never revived.
         let carried = if active && given(not_before).is_none_or(|t| t <= now) {
+            // Of the role's group as configured now: a grant of the group it had before a
+            // reload is ended, not carried on.
+            let group = self.config.role(role).map(|r| r.group.clone());
             self.store.read(|tx| {
                 let replaced = tx.assignment(user, role)?;
                 let live = tx.live_grant(user, role)?;
-                Ok::<_, StoreError>(
-                    live.filter(|g| replaced.is_some_and(|r| r.active && r.grant_id == Some(g.id))),
-                )
+                Ok::<_, StoreError>(live.filter(|g| {
+                    group.as_deref() == Some(g.group.as_str())
+                        && replaced.is_some_and(|r| r.active && r.grant_id == Some(g.id))
+                }))
             })?
         } else {
             None
@@ -449,15 +462,20 @@ impl Manager {
                 PimError::NotFound(format!("role {} is no longer configured", a.role)),
             );
         };
+        // A live grant of an earlier assignment, or of the group the role granted before a
+        // reload, is never taken over: it ends (through lost eligibility) first.
         let live = match self.store.read(|tx| tx.live_grant(&a.user, &a.role))? {
-            Some(orphan) if self.store.read(|tx| tx.grant_by_assignment(orphan.id))? => {
+            Some(old)
+                if old.group != role.group
+                    || self.store.read(|tx| tx.grant_by_assignment(old.id))? =>
+            {
                 let (ended, warning) =
                     self.end_grant_after_assignment_change(&a.user, &a.role, DAEMON, None);
                 if ended.is_none() {
                     return Err(PimError::Internal(format!(
-                        "grant {} of an earlier assignment of {} to role {} has not ended \
-                         ({warning}); the new one's grant waits for it",
-                        orphan.id, a.user, a.role
+                        "grant {} of {} to role {} (of an earlier assignment, or of group {}) \
+                         has not ended ({warning}); the new one's grant waits for it",
+                        old.id, a.user, a.role, old.group
                     )));
                 }
                 None
@@ -719,6 +737,13 @@ impl Manager {
         until: i64,
         reason: &str,
     ) -> Result<RequestDetail, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::RenewRequest,
+                fleet::NotInFleet::Renewals,
+            );
+        }
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, AuditAction::RenewRequest)
             .about(&caller.name, name_or_empty(role_name))
@@ -839,7 +864,8 @@ impl Manager {
     }
 
     /// Approves renewal `request` (decided by `caller`, who may govern its role): one
-    /// approval moves the assignment's end; MFA as for approvals.
+    /// approval moves the assignment's end; MFA as for approvals. A stale renewal's refusal
+    /// comes inside `Ok`: it is audited already, with its end.
     pub(super) fn approve_renewal(
         &mut self,
         caller: &Caller,
@@ -847,7 +873,7 @@ impl Manager {
         renewal: Renewal,
         comment: &str,
         code: &str,
-    ) -> Result<RequestInfo, PimError> {
+    ) -> Result<Result<RequestInfo, PimError>, PimError> {
         let id = request.id;
         let now = self.now();
         let approver = caller.name.as_str();
@@ -871,7 +897,8 @@ impl Manager {
             // request asked about terms that no longer hold, and would overwrite the change.
             Some(a) => {
                 let why = format!(
-                    "the assignment was changed after the renewal was filed (it is now {} {});                      nothing was renewed, and {} may ask again with 'pim renew {}'",
+                    "the assignment was changed after the renewal was filed (it is now {} {}); \
+                     nothing was renewed, and {} may ask again with 'pim renew {}'",
                     kind_name(a.active),
                     window_text(a.not_before, a.not_after, now),
                     request.user,
@@ -894,11 +921,14 @@ impl Manager {
                 .find(|g| g.id == gid),
             None => None,
         };
+        // A lapsed active assignment starts again: a grant of its own, at once. One still
+        // running whose grant ended early (revoked by an owner or admin, or ended by its user)
+        // keeps that end: the renewal moves the assignment's end, it does not undo a revoke.
+        let lapsed = old_end.is_some_and(|t| t <= now);
         let renewed = Assignment {
             not_after: renewal.until,
             notices_sent: notices_passed(renewal.until, now),
-            // A lapsed active assignment starts again: a grant of its own, at once.
-            grant_id: if assignment.active && live_grant.is_none() {
+            grant_id: if assignment.active && live_grant.is_none() && lapsed {
                 None
             } else {
                 assignment.grant_id
@@ -918,7 +948,9 @@ impl Manager {
             tx.decide_request(id, RequestState::Approved, now, approver, comment)?;
             tx.put_assignment(&renewed, approver, now)?;
             if let Some(grant) = &live_grant {
-                tx.set_grant_end(grant.id, renewal.until.unwrap_or(NO_END))?;
+                // Never shorter: a grant that ends later than the assignment did is the user's
+                // own activation, taken over, and keeps its end.
+                tx.set_grant_end(grant.id, renewal.until.unwrap_or(NO_END).max(grant.ends_at))?;
             }
             Ok(tx.audit(audit.entry(
                 now,
@@ -943,23 +975,23 @@ impl Manager {
             // Reconciliation tries again if this does not go through.
             let _ = self.start_active_assignments();
         }
-        Ok(request_info(
+        Ok(Ok(request_info(
             &Request {
                 state: RequestState::Approved,
                 ..request
             },
             vec![approver.to_string()],
-        ))
+        )))
     }
 
     /// Ends renewal `request` as stale, `why`: denied by pimd, audited (as `audit`, refused)
-    /// in the same transaction, and the approver told.
+    /// in the same transaction, and the approver told (the refusal inside `Ok`: audited).
     fn end_stale_renewal<T>(
         &mut self,
         audit: &Audit<'_>,
         request: &Request,
         why: &str,
-    ) -> Result<T, PimError> {
+    ) -> Result<Result<T, PimError>, PimError> {
         let (id, now) = (request.id, self.now());
         let why = format!("stale: {why}");
         let entry = audit.entry(now, Outcome::Refused, format!("request {id}: {why}"));
@@ -976,7 +1008,7 @@ impl Manager {
             DAEMON,
             why.clone(),
         );
-        Err(PimError::Conflict(format!("request {id} is {why}")))
+        Ok(Err(PimError::Conflict(format!("request {id} is {why}"))))
     }
 
     /// Who decides `request`, as the configuration names them: the role's approvers for an

@@ -219,6 +219,9 @@ impl Manager {
     }
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_enroll(caller);
+        }
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
         let existing = self.store.read(|tx| tx.mfa(user))?;
@@ -300,6 +303,9 @@ impl Manager {
     }
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_confirm(caller, code);
+        }
         self.own_mfa(caller, AuditAction::MfaConfirm, |m, user, audit| {
             m.try_mfa_confirm(user, code, audit)
         })
@@ -400,6 +406,13 @@ impl Manager {
         caller: &Caller,
         code: &str,
     ) -> Result<(String, String), PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::MfaRotate,
+                fleet::NotInFleet::DeviceChange,
+            );
+        }
         self.own_mfa(caller, AuditAction::MfaRotate, |m, user, audit| {
             m.try_mfa_rotate(user, code, audit)
         })
@@ -534,6 +547,13 @@ impl Manager {
         caller: &Caller,
         code: &str,
     ) -> Result<Vec<String>, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::MfaRecoveryCodes,
+                fleet::NotInFleet::RecoveryCodes,
+            );
+        }
         self.own_mfa(caller, AuditAction::MfaRecoveryCodes, |m, user, audit| {
             m.try_mfa_recovery_codes(user, code, audit)
         })
@@ -576,6 +596,13 @@ impl Manager {
     /// Ends `user`'s MFA lockout (and forgets their recent wrong codes) without touching the
     /// enrolment: administrators only.
     pub fn admin_mfa_unlock(&mut self, caller: &Caller, user: &str) -> Result<(), PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminMfaUnlock,
+                fleet::NotInFleet::MfaReset,
+            );
+        }
         let audit =
             Audit::new(&caller.name, AuditAction::AdminMfaUnlock).about(name_or_empty(user), "");
         self.require_admin(caller, &audit)?;
@@ -625,6 +652,9 @@ impl Manager {
     }
 
     pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_status(caller);
+        }
         let now = self.now();
         let policy = self.mfa_policy();
         self.store.read(|tx| {

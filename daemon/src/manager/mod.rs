@@ -46,6 +46,7 @@ mod assignments;
 mod audit;
 mod chain;
 mod ends;
+mod fleet;
 mod grants;
 mod mfa;
 mod owners;
@@ -54,6 +55,7 @@ mod reconcile;
 mod reviews;
 
 pub use chain::head_file_of;
+pub use fleet::{Connector, Fleet, Mirrored, MAX_HOST_TAGS, MAX_POLICY_BYTES, SHIP_BATCH};
 pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
@@ -156,6 +158,8 @@ pub struct Manager {
     grant_starts: ends::GrantStarts,
     /// The audit chain's head, as published.
     head: chain::HeadKeeper,
+    /// `[fleet]`: the link to the fleet's authority; `None` for a host on its own.
+    fleet: Option<fleet::Fleet>,
     /// The last look at the host the alerts were evaluated with (nothing known before the
     /// first: the kinds that need it are not judged).
     host_look: crate::alerts::HostFacts,
@@ -315,6 +319,7 @@ impl Manager {
             events: RefusalLimiter::allowing(EVENTS_PER_WINDOW),
             calls: CallLimiter::default(),
             head: chain::HeadKeeper::default(),
+            fleet: None,
             host_look: crate::alerts::HostFacts::default(),
         }
     }
@@ -725,6 +730,12 @@ impl Manager {
                 "[daemon] database, notify_command and notify_timeout take effect only at a restart; restart pimd".into(),
             ));
         }
+        if config.fleet != self.config.fleet {
+            return Err(PimError::Conflict(
+                "[fleet] takes effect only at a restart; restart pimd".into(),
+            ));
+        }
+        let config = self.with_fleet_policy(config);
         let detail = format!("{} role(s)", config.roles.len());
         let entry = Audit::new(DAEMON, AuditAction::ConfigReload).entry(
             self.now(),

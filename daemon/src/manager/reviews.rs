@@ -143,6 +143,15 @@ fn review_info(r: &Review, items: Vec<ReviewItemInfo>) -> ReviewInfo {
     }
 }
 
+/// The summary's note of items decided for removal whose assignment changed (or went) since
+/// the review started, so that nothing was removed.
+fn unchanged_note(left: usize) -> String {
+    match left {
+        0 => String::new(),
+        n => format!(" ({n} to remove left: changed since the review started)"),
+    }
+}
+
 fn parse_default(text: &str) -> ReviewDefault {
     // Written by pimd from the configuration's own values; anything else is the safe default
     // of the key, which the configuration documents.
@@ -225,6 +234,7 @@ impl Manager {
                 .find(|a| a.user == user && a.not_after.is_none_or(|end| end > now));
             let assigned = assignment.is_some();
             let active = assignment.is_some_and(|a| a.active);
+            let revision = assignment.map(|a| a.revision);
             if !standing && !assigned {
                 continue;
             }
@@ -235,6 +245,7 @@ impl Manager {
                 standing,
                 assigned,
                 active,
+                revision,
                 recommendation,
                 recommendation_why: why,
                 decision: None,
@@ -305,6 +316,9 @@ impl Manager {
         duration_secs: u64,
         reviewers: &[String],
     ) -> Result<ReviewInfo, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(caller, AuditAction::ReviewStart, fleet::NotInFleet::Reviews);
+        }
         let audit =
             Audit::new(&caller.name, AuditAction::ReviewStart).about("", name_or_empty(role_name));
         if let Err(e) = check_name("role", role_name) {
@@ -332,7 +346,7 @@ impl Manager {
             parsed
         };
         let length = if duration_secs == 0 {
-            role.review_duration_secs
+            self.role_review_secs(&role)
         } else {
             duration_secs
         };
@@ -390,6 +404,13 @@ impl Manager {
         comment: &str,
         code: &str,
     ) -> Result<ReviewItemInfo, PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::ReviewDecide,
+                fleet::NotInFleet::Reviews,
+            );
+        }
         let result = self.try_review_decide(caller, id, user, decision, comment, code);
         let err = match result {
             Ok(value) => return Ok(value),
@@ -514,6 +535,13 @@ impl Manager {
         user: &str,
         role: &str,
     ) -> Result<(), PimError> {
+        if self.in_fleet() {
+            return self.not_in_fleet(
+                caller,
+                AuditAction::AdminReinstate,
+                fleet::NotInFleet::Reviews,
+            );
+        }
         let audit = Audit::new(&caller.name, AuditAction::AdminReinstate)
             .about(name_or_empty(user), name_or_empty(role));
         if let Err(e) = check_name("user", user).and(check_name("role", role)) {
@@ -546,103 +574,128 @@ impl Manager {
 
     /// Applies review `review`'s decisions and default, closes it, then ends the grants that
     /// stood on what it removed. Each item's result and the review's end are one transaction
-    /// with their audit records.
+    /// with their audit records. An assignment is removed only while it is the one the review
+    /// started with (same revision): one changed since (re-assigned, renewed, capped) was not
+    /// what the reviewers looked at, and stays; the record names what was removed as it is
+    /// now.
     pub(super) fn complete_review(&mut self, review: &Review) -> Result<(), PimError> {
         let now = self.now();
         let items = self.store.read(|tx| tx.review_items(review.id))?;
         let default = parse_default(&review.default_decision);
         let id = review.id;
-        let mut removed = Vec::new();
-        let mut entries = Vec::new();
-        let mut results = Vec::new();
-        for item in &items {
-            let (decision, how) = match (item.decision, &item.decided_by) {
-                (Some(d), Some(by)) => (d, format!("decided by {by}")),
+        let role = review.role.as_str();
+        let decided: Vec<(&ReviewItem, ReviewDecision, String)> = items
+            .iter()
+            .map(|item| match (item.decision, &item.decided_by) {
+                (Some(d), Some(by)) => (item, d, format!("decided by {by}")),
                 _ => (
+                    item,
                     default_for(default, item),
                     format!("default {}", default.as_str()),
                 ),
-            };
-            let result = match decision {
-                ReviewDecision::Keep => format!("kept ({how})"),
-                ReviewDecision::Remove => {
-                    let what: Vec<&str> = [
-                        ("standing entry suspended", item.standing),
-                        ("assignment removed", item.assigned && !item.active),
-                        ("active assignment removed", item.active),
-                    ]
-                    .into_iter()
-                    .filter(|(_, on)| *on)
-                    .map(|(w, _)| w)
-                    .collect();
-                    removed.push(item.clone());
-                    format!("removed: {} ({how})", what.join(", "))
-                }
-            };
-            let audit = Audit::new(DAEMON, AuditAction::ReviewApply)
-                .about(&item.user, &review.role)
-                .with_text(&item.comment, "");
-            entries.push(audit.entry(now, Outcome::Success, format!("review {id}: {result}")));
-            results.push((item.user.clone(), result));
-        }
-        let kept = items.len() - removed.len();
-        let summary = Audit::new(DAEMON, AuditAction::ReviewEnd)
-            .about("", &review.role)
-            .entry(
-                now,
-                Outcome::Success,
-                format!(
-                    "review {id} of role {} ended: {kept} kept, {} removed",
-                    review.role,
-                    removed.len()
-                ),
-            );
+            })
+            .collect();
         // An active assignment's grant ends with it below (its grant is the assignment's).
-        self.commit(|tx| {
-            for item in &removed {
-                if item.assigned {
-                    tx.delete_assignment(&item.user, &review.role)?;
-                }
-                if item.standing {
-                    tx.suspend(&item.user, &review.role, id, now)?;
-                }
-            }
-            for (user, result) in &results {
-                tx.set_review_item_result(id, user, result)?;
+        let (removed, kept, left) = self.commit(|tx| {
+            let (mut removed, mut kept, mut left) = (Vec::new(), 0, 0);
+            for (item, decision, how) in &decided {
+                let result = match decision {
+                    ReviewDecision::Keep => {
+                        kept += 1;
+                        format!("kept ({how})")
+                    }
+                    ReviewDecision::Remove => {
+                        let (mut what, mut took) = (Vec::new(), false);
+                        if item.standing {
+                            tx.suspend(&item.user, role, id, now)?;
+                            took = true;
+                            what.push("standing entry suspended".to_string());
+                        }
+                        if item.assigned {
+                            let now_assigned = tx.assignment(&item.user, role)?;
+                            match now_assigned {
+                                Some(a) if Some(a.revision) == item.revision => {
+                                    tx.delete_assignment(&item.user, role)?;
+                                    took = true;
+                                    what.push(if a.active {
+                                        "active assignment removed".to_string()
+                                    } else {
+                                        "assignment removed".to_string()
+                                    });
+                                }
+                                Some(a) => what.push(format!(
+                                    "{} assignment changed since the review started; not \
+                                     removed",
+                                    if a.active { "active" } else { "eligible" }
+                                )),
+                                None => {
+                                    what.push("assignment removed since the review started".into())
+                                }
+                            }
+                        }
+                        if took {
+                            removed.push(item.user.clone());
+                        } else {
+                            left += 1;
+                        }
+                        format!("removed: {} ({how})", what.join(", "))
+                    }
+                };
+                tx.set_review_item_result(id, &item.user, &result)?;
+                tx.audit(
+                    Audit::new(DAEMON, AuditAction::ReviewApply)
+                        .about(&item.user, role)
+                        .with_text(&item.comment, "")
+                        .entry(now, Outcome::Success, format!("review {id}: {result}")),
+                )?;
             }
             tx.complete_review(id, now)?;
-            for entry in entries {
-                tx.audit(entry)?;
-            }
-            Ok(tx.audit(summary)?)
+            tx.audit(
+                Audit::new(DAEMON, AuditAction::ReviewEnd)
+                    .about("", role)
+                    .entry(
+                        now,
+                        Outcome::Success,
+                        format!(
+                            "review {id} of role {role} ended: {kept} kept, {} removed{}",
+                            removed.len(),
+                            unchanged_note(left)
+                        ),
+                    ),
+            )?;
+            Ok((removed, kept, left))
         })?;
         self.event(
             EventKind::ReviewEnded,
             "",
-            &review.role,
+            role,
             0,
             0,
             DAEMON,
             format!(
-                "review {id} of role {}: {kept} kept, {} removed",
-                review.role,
-                removed.len()
+                "review {id} of role {role}: {kept} kept, {} removed{}",
+                removed.len(),
+                unchanged_note(left)
             ),
         );
         let why = format!("removed by access review {id}");
         let mut first_error = None;
-        for item in removed {
-            let (_, warning) = self.end_grant_after_assignment_change(
-                &item.user,
-                &review.role,
-                DAEMON,
-                Some(&why),
-            );
+        for user in removed {
+            let (_, warning) =
+                self.end_grant_after_assignment_change(&user, role, DAEMON, Some(&why));
             if !warning.is_empty() {
                 first_error.get_or_insert(PimError::Internal(warning));
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// How long a review of `role` that takes the role's own length lasts: its
+    /// `review_duration`, but never less than `[daemon] min_review_duration` (the checker
+    /// warns of a shorter one), which bounds every review alike.
+    fn role_review_secs(&self, role: &Role) -> u64 {
+        role.review_duration_secs
+            .max(self.config.daemon.min_review_duration_secs)
     }
 
     /// When `role`'s next recurring review is due (`None`: the role has none): at once when it
@@ -675,7 +728,7 @@ impl Manager {
             id: 0,
             role: role.name.clone(),
             started_at,
-            ends_at: now + role.review_duration_secs as i64,
+            ends_at: now + self.role_review_secs(role) as i64,
             reviewers: role.reviewers.iter().map(Reviewer::text).collect(),
             default_decision: role.review_default.as_str().into(),
             recurring: true,

@@ -387,11 +387,19 @@ impl Env {
     /// What SIGHUP does with `text`: takes it as the configuration, then reconciles at once.
     pub(super) fn reload(&mut self, text: &str) {
         assert_ne!(text, CONFIG, "a reload test must change the configuration");
+        let problems = self.take_config(text);
+        assert!(problems.is_empty(), "{problems:?}");
+        self.m.reconcile().unwrap();
+    }
+
+    /// Takes `text` (valid, warnings allowed) as the configuration without reconciling: a
+    /// reload whose reconciliation has not run yet. Returns the checker's warnings.
+    pub(super) fn take_config(&mut self, text: &str) -> Vec<config::Problem> {
         let (config, problems) =
             config::parse(text, "pim.toml", &HostDirectory(self.accounts.clone()));
-        assert!(problems.is_empty(), "{problems:?}");
-        self.m.replace_config(config.unwrap()).unwrap();
-        self.m.reconcile().unwrap();
+        let config = config.unwrap_or_else(|| panic!("{problems:?}"));
+        self.m.replace_config(config).unwrap();
+        problems
     }
 
     /// The eligibility-end records, as (actor, user, role, reason).

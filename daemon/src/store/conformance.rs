@@ -5,8 +5,8 @@
 
 use super::{Store, StoreError, Tx};
 use crate::model::{
-    AlertState, Assignment, AuditEntry, AuditQuery, NewAlert, NewGrant, Outcome, Renewal, Request,
-    RequestState,
+    AlertState, Assignment, AuditEntry, AuditQuery, FleetSync, NewAlert, NewGrant, Outcome,
+    Renewal, Request, RequestState,
 };
 use pim_common::types::AuditRecord;
 
@@ -626,6 +626,64 @@ pub fn given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation
     assert!(second.is_err());
 }
 
+pub fn given_fleet_grants_and_markers_then_they_round_trip_and_markers_need_no_audit(
+    store: &mut dyn Store,
+) {
+    let (own, mirrored) = store
+        .write(|tx| {
+            let own = tx.insert_grant(&grant("alice", "admin"))?;
+            let mirrored = tx.insert_grant(&grant("bob", "admin"))?;
+            tx.mark_grant_from_fleet(mirrored, 42)?;
+            tx.audit(entry("activate"))?;
+            Ok::<_, StoreError>((own, mirrored))
+        })
+        .unwrap()
+        .0;
+    let (of_own, of_mirrored, listed) = store
+        .read(|tx| {
+            Ok::<_, StoreError>((
+                tx.fleet_id_of(own)?,
+                tx.fleet_id_of(mirrored)?,
+                tx.fleet_mirrored()?,
+            ))
+        })
+        .unwrap();
+    assert_eq!((of_own, of_mirrored), (None, Some(42)));
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].0, listed[0].1.id), (42, mirrored));
+
+    // Markers: no audit record needed, the last one wins, the ship marker never goes back.
+    assert_eq!(store.read(|tx| tx.fleet_sync()).unwrap(), None);
+    assert_eq!(store.read(|tx| tx.audit_shipped()).unwrap(), 0);
+    let sync = FleetSync {
+        synced_at: 1000,
+        db_now: 998,
+        policy_version: 3,
+    };
+    store
+        .write(|tx| {
+            tx.set_fleet_sync(&FleetSync {
+                synced_at: 900,
+                ..sync
+            })?;
+            tx.set_fleet_sync(&sync)?;
+            tx.set_audit_shipped(7)?;
+            tx.set_audit_shipped(5)
+        })
+        .unwrap();
+    assert_eq!(store.read(|tx| tx.fleet_sync()).unwrap(), Some(sync));
+    assert_eq!(store.read(|tx| tx.audit_shipped()).unwrap(), 7);
+
+    // An ended mirror is no longer listed.
+    store
+        .write(|tx| {
+            tx.end_grant(mirrored, 150, "expired")?;
+            tx.audit(entry("expire"))
+        })
+        .unwrap();
+    assert!(store.read(|tx| tx.fleet_mirrored()).unwrap().is_empty());
+}
+
 /// One `#[test]` per case of this suite, each on the fresh store `$open` makes.
 macro_rules! suite {
     ($open:expr) => {
@@ -647,6 +705,7 @@ macro_rules! suite {
             given_an_active_assignment_then_its_fields_and_its_grant_mark_round_trip,
             given_an_assignment_put_again_or_removed_and_made_again_then_its_revision_is_new,
             given_a_renewal_then_it_is_a_request_of_its_own_kind_beside_an_activation,
+            given_fleet_grants_and_markers_then_they_round_trip_and_markers_need_no_audit,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {

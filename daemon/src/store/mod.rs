@@ -73,8 +73,8 @@ pub mod conformance;
 
 use crate::mfa::FailureState;
 use crate::model::{
-    AlertRow, Assignment, AuditEntry, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
-    PendingSecret, PendingSweep, Renewal, Request, RequestState, Review, ReviewDecision,
+    AlertRow, Assignment, AuditEntry, AuditQuery, Ending, FleetSync, Grant, MfaRecord, NewAlert,
+    NewGrant, PendingSecret, PendingSweep, Renewal, Request, RequestState, Review, ReviewDecision,
     ReviewItem, SweepRecheck,
 };
 use pim_common::chain::{self, Head, CHECKPOINT_ACTION, GENESIS_ACTION, GENESIS_PREV};
@@ -328,6 +328,9 @@ macro_rules! operations {
         removals {
             $( $(#[$ddoc:meta])* fn $remove:ident($($darg:ident: $dty:ty),*) -> $dout:ty; )*
         }
+        bookkeeping {
+            $( $(#[$bdoc:meta])* fn $keep:ident($($barg:ident: $bty:ty),*) -> $bout:ty; )*
+        }
     ) => {
         /// One transaction of a backend (see the module's doc). Each removal returns, beside
         /// its value, whether it removed anything: removing nothing is no change to audit.
@@ -338,6 +341,7 @@ macro_rules! operations {
                 $(#[$ddoc])*
                 fn $remove(&self, $($darg: $dty),*) -> Result<($dout, bool), StoreError>;
             )*
+            $( $(#[$bdoc])* fn $keep(&self, $($barg: $bty),*) -> Result<$bout, StoreError>; )*
             /// Appends one record to the audit log, which is append-only, as given: its id,
             /// `prev` and `hash` are the port's (see [`Tx::audit`]).
             fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
@@ -374,6 +378,12 @@ macro_rules! operations {
                         self.changed.set(true);
                     }
                     Ok(value)
+                }
+            )*
+            $(
+                $(#[$bdoc])*
+                pub fn $keep(&self, $($barg: $bty),*) -> Result<$bout, StoreError> {
+                    self.txn.$keep($($barg),*)
                 }
             )*
         }
@@ -468,6 +478,14 @@ operations! {
         fn last_grant_start(user: &str, role: &str) -> Option<i64>;
         /// Whether a review suspended `user`'s standing eligibility for `role`.
         fn suspended(user: &str, role: &str) -> bool;
+        /// The fleet grant local grant `id` mirrors; `None` for a grant of this host's own.
+        fn fleet_id_of(id: i64) -> Option<i64>;
+        /// Every live local grant that mirrors a fleet grant, with that grant's fleet id.
+        fn fleet_mirrored() -> Vec<(i64, Grant)>;
+        /// The last successful synchronisation with the fleet, if any.
+        fn fleet_sync() -> Option<FleetSync>;
+        /// The id of the last local audit record shipped to the fleet (0: none yet).
+        fn audit_shipped() -> i64;
         /// Every membership PIM added, as (user, group).
         fn memberships() -> Vec<(String, String)>;
         /// Every assignment (as `assignments`), with when it was made.
@@ -575,6 +593,8 @@ operations! {
         fn complete_review(id: i64, at: i64) -> ();
         /// `user`'s standing eligibility for `role` no longer counts (kept if already so).
         fn suspend(user: &str, role: &str, review_id: i64, at: i64) -> ();
+        /// Marks local grant `id` as the mirror of fleet grant `fleet_id`.
+        fn mark_grant_from_fleet(id: i64, fleet_id: i64) -> ();
         /// A new open alert holding its key; refused if another alert holds it. Returns its
         /// id.
         fn insert_alert(a: &NewAlert<'_>) -> i64;
@@ -595,5 +615,14 @@ operations! {
         /// Lifts a review's suspension of `user`'s standing eligibility for `role`; returns
         /// whether there was one.
         fn reinstate(user: &str, role: &str) -> bool;
+    }
+    // Markers of what was read from or sent to the fleet's authority: they grant and take
+    // nothing, so they carry no audit record (a record each 30 s snapshot, or for each
+    // shipment of records, which would itself need shipping, would only be noise).
+    bookkeeping {
+        /// Records a successful synchronisation with the fleet.
+        fn set_fleet_sync(sync: &FleetSync) -> ();
+        /// The local audit records up to `through` are in the fleet's audit.
+        fn set_audit_shipped(through: i64) -> ();
     }
 }

@@ -10,11 +10,12 @@
 
 use super::{Key, ReadStore, Store, StoreError, Transaction};
 
+mod fleet;
 mod reviews;
 use crate::mfa::FailureState;
 use crate::model::{
-    AlertRow, AlertState, Assignment, AuditQuery, Ending, Grant, MfaRecord, NewAlert, NewGrant,
-    PendingSecret, PendingSweep, Renewal, Request, RequestState, SweepRecheck,
+    AlertRow, AlertState, Assignment, AuditQuery, Ending, FleetSync, Grant, MfaRecord, NewAlert,
+    NewGrant, PendingSecret, PendingSweep, Renewal, Request, RequestState, SweepRecheck,
 };
 use crate::model::{Review, ReviewDecision, ReviewItem};
 use rusqlite::config::DbConfig;
@@ -295,6 +296,42 @@ CREATE INDEX grants_user_role_started ON grants(user, role, started_at);
 -- When a user's recovery codes were issued (`pim mfa status` shows it); 0 for codes issued
 -- before this migration.
 ALTER TABLE recovery_codes ADD COLUMN issued_at INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- A review item keeps the revision of the assignment it reviews: the review's end removes
+-- the assignment only while it is unchanged. Items of reviews still open take the revision
+-- their assignment has now (what the end removed before this migration).
+ALTER TABLE review_items ADD COLUMN revision INTEGER;
+UPDATE review_items SET revision = (
+    SELECT a.revision FROM assignments a JOIN reviews r ON r.id = review_items.review_id
+    WHERE a.user = review_items.user AND a.role = r.role)
+WHERE assigned = 1 AND review_id IN (SELECT id FROM reviews WHERE completed_at IS NULL);
+-- A pending renewal filed before revisions existed (revision 0) against an assignment made
+-- or changed after it was filed asked about terms that no longer hold: stale (-1 is no
+-- assignment's revision).
+UPDATE requests SET renew_revision = -1
+WHERE kind = 'renewal' AND state = 'pending' AND renew_revision = 0 AND EXISTS (
+    SELECT 1 FROM assignments a
+    WHERE a.user = requests.user AND a.role = requests.role
+      AND a.assigned_at > requests.created_at);
+"#,
+    r#"
+-- Fleet mode: a local grant that mirrors a grant of the fleet's authority carries its id
+-- (a fleet grant may be mirrored by several local grants in turn: one ends while the host is
+-- stale, the next starts when it is fresh again). One row each: the last successful
+-- synchronisation, and the last local audit record shipped to the fleet.
+ALTER TABLE grants ADD COLUMN fleet_id INTEGER;
+CREATE INDEX grants_live_fleet ON grants(fleet_id) WHERE ended_at IS NULL AND fleet_id IS NOT NULL;
+CREATE TABLE fleet_sync (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    synced_at       INTEGER NOT NULL,
+    db_now          INTEGER NOT NULL,
+    policy_version  INTEGER NOT NULL
+);
+CREATE TABLE fleet_shipped (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    through  INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1279,11 +1316,8 @@ impl Transaction for SqliteTx<'_> {
     fn grant_by_assignment(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self
             .tx
-            .query_row(
-                "SELECT by_assignment FROM grants WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT by_assignment FROM grants WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
             .optional()?
             .unwrap_or(false))
     }
@@ -1307,13 +1341,10 @@ impl Transaction for SqliteTx<'_> {
     fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, StoreError> {
         Ok(self
             .tx
-            .query_row(
-                &format!(
-                    "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ?1 AND role = ?2"
-                ),
-                [user, role],
-                assignment_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE user = ?1 AND role = ?2"
+            ))?
+            .query_row([user, role], assignment_from_row)
             .optional()?)
     }
 
@@ -1838,6 +1869,34 @@ impl Transaction for SqliteTx<'_> {
         Ok((removed, removed))
     }
 
+    fn fleet_id_of(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        fleet::fleet_id_of(&self.tx, id)
+    }
+
+    fn fleet_mirrored(&self) -> Result<Vec<(i64, Grant)>, StoreError> {
+        fleet::fleet_mirrored(&self.tx)
+    }
+
+    fn fleet_sync(&self) -> Result<Option<FleetSync>, StoreError> {
+        fleet::fleet_sync(&self.tx)
+    }
+
+    fn audit_shipped(&self) -> Result<i64, StoreError> {
+        fleet::audit_shipped(&self.tx)
+    }
+
+    fn mark_grant_from_fleet(&self, id: i64, fleet_id: i64) -> Result<(), StoreError> {
+        fleet::mark_grant_from_fleet(&self.tx, id, fleet_id)
+    }
+
+    fn set_fleet_sync(&self, sync: &FleetSync) -> Result<(), StoreError> {
+        fleet::set_fleet_sync(&self.tx, sync)
+    }
+
+    fn set_audit_shipped(&self, through: i64) -> Result<(), StoreError> {
+        fleet::set_audit_shipped(&self.tx, through)
+    }
+
     fn commit(self: Box<Self>, _: Key) -> Result<(), StoreError> {
         Ok(self.tx.commit()?)
     }
@@ -1929,6 +1988,50 @@ mod tests {
         let v = crate::store::conformance::verify(store);
         assert!(v.ok(), "{v:?}");
         assert_eq!((v.unchained, v.checked, v.genesis), (2, 2, 3));
+    }
+
+    #[test]
+    fn given_a_renewal_filed_before_revisions_against_terms_changed_since_then_the_upgrade_makes_it_stale(
+    ) {
+        // A database as the pimd before review-item revisions (the 12th migration) left it.
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..11] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 11).unwrap();
+        conn.execute_batch(
+            "INSERT INTO assignments (user, role, assigned_by, assigned_at)
+                 VALUES ('dave', 'docker', 'gina', 300), ('erin', 'docker', 'gina', 50);
+             INSERT INTO requests (id, user, role, grp, duration_secs, reason, ticket, created_at,
+                                   expires_at, approvals_required, state, kind, renew_until)
+                 VALUES (1, 'dave', 'docker', 'docker', 0, 'r', '', 100, 999, 1, 'pending',
+                         'renewal', 500),
+                        (2, 'erin', 'docker', 'docker', 0, 'r', '', 100, 999, 1, 'pending',
+                         'renewal', 500);
+             INSERT INTO reviews (id, role, started_at, ends_at, reviewers, default_decision,
+                                  recurring, started_by)
+                 VALUES (1, 'docker', 60, 900, 'owners', 'remove', 0, 'gina');
+             INSERT INTO review_items (review_id, user, standing, assigned, active,
+                                       recommendation, recommendation_why)
+                 VALUES (1, 'erin', 0, 1, 0, 'remove', 'never activated');",
+        )
+        .unwrap();
+        let mut sqlite = SqliteStore::setup(conn).unwrap();
+        let store: &mut dyn Store = &mut sqlite;
+        let revision =
+            |store: &mut dyn Store, id| store.read(|tx| tx.renewal(id)).unwrap().unwrap();
+        assert_eq!(
+            revision(store, 1).revision,
+            -1,
+            "dave's assignment was made after his renewal: stale"
+        );
+        assert_eq!(revision(store, 2).revision, 0, "erin's is unchanged since");
+        let items = store.read(|tx| tx.review_items(1)).unwrap();
+        assert_eq!(
+            items[0].revision,
+            Some(0),
+            "the open review's item, as it is now"
+        );
     }
 
     #[test]

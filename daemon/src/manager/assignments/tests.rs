@@ -977,3 +977,154 @@ fn given_a_reload_that_lowers_the_caps_then_longer_assignments_are_brought_withi
     assert!(e.grants("alice").is_empty());
     assert!(!e.managed("alice", "docker"));
 }
+
+fn assignment_of(e: &mut Env, user: &str, role: &str) -> Assignment {
+    e.m.store
+        .read(|tx| tx.assignment(user, role))
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn given_an_active_assignments_grant_revoked_or_deactivated_then_an_approved_renewal_does_not_bring_it_back(
+) {
+    for how in ["revoked by its owner", "deactivated by its user"] {
+        let mut e = governed();
+        let gina = e.who("gina");
+        let end = T0 + 10 * DAY;
+        e.m.admin_assign_active(&gina, "dave", "docker", 0, end, "on call")
+            .unwrap();
+        let dave = e.who("dave");
+        if how.starts_with("revoked") {
+            e.m.admin_revoke(&gina, "dave", "docker", "left the rotation")
+                .unwrap();
+        } else {
+            e.m.deactivate(&dave, "docker").unwrap();
+        }
+        assert!(e.grants("dave").is_empty(), "{how}");
+        // dave asks, and a busy admin approves.
+        let filed =
+            e.m.renew(&dave, "docker", end + 5 * DAY, "on call longer")
+                .unwrap();
+        e.enrol("frank");
+        let code = e.code("frank");
+        e.m.approve(&e.who("frank"), filed.id, "", &code).unwrap();
+        e.m.reconcile().unwrap();
+        assert!(e.grants("dave").is_empty(), "{how}: the end stands");
+        assert!(!e.managed("dave", "docker"), "{how}");
+        assert_eq!(
+            assignment_of(&mut e, "dave", "docker").not_after,
+            Some(end + 5 * DAY),
+            "{how}: the assignment is renewed"
+        );
+        // Only once it has lapsed does a renewal start it again (a fresh decision).
+        e.set(end + 5 * DAY + 1);
+        e.m.reconcile().unwrap();
+        let again =
+            e.m.renew(&dave, "docker", end + 20 * DAY, "on call again")
+                .unwrap();
+        let code = e.code("frank");
+        e.m.approve(&e.who("frank"), again.id, "", &code).unwrap();
+        assert_eq!(e.grants("dave").len(), 1, "{how}");
+    }
+}
+
+#[test]
+fn given_a_taken_over_activation_ending_after_the_renewed_end_then_the_renewal_keeps_its_end() {
+    let mut e = governed();
+    e.activate("alice", "docker", 2 * HOUR as u64, "", "", "")
+        .unwrap();
+    let own_end = e.grants("alice")[0].ends_at;
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 10 * 60, "on call")
+        .unwrap();
+    assert_eq!(e.grants("alice")[0].ends_at, own_end, "taken over");
+    let alice = e.who("alice");
+    let filed =
+        e.m.renew(&alice, "docker", T0 + HOUR, "a little longer")
+            .unwrap();
+    e.enrol("frank");
+    let code = e.code("frank");
+    e.m.approve(&e.who("frank"), filed.id, "", &code).unwrap();
+    assert_eq!(
+        assignment_of(&mut e, "alice", "docker").not_after,
+        Some(T0 + HOUR)
+    );
+    assert_eq!(
+        e.grants("alice")[0].ends_at,
+        own_end,
+        "never below the activation's own end"
+    );
+}
+
+#[test]
+fn given_a_stale_renewal_approved_then_the_refusal_is_audited_once() {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 10 * DAY)
+        .unwrap();
+    let filed =
+        e.m.renew(&e.who("dave"), "docker", T0 + 40 * DAY, "still here")
+            .unwrap();
+    e.m.admin_assign(&gina, "dave", "docker", 0, T0 + 2 * DAY)
+        .unwrap();
+    e.enrol("frank");
+    let code = e.code("frank");
+    let m = assert_err!(
+        e.m.approve(&e.who("frank"), filed.id, "ok", &code),
+        Conflict
+    );
+    assert!(
+        m.contains("filed (it is now eligible until") && !m.contains("  "),
+        "one space where the line continues: {m}"
+    );
+    let refusals: Vec<AuditRecord> = e
+        .audit_log()
+        .into_iter()
+        .filter(|r| r.actor == "frank" && r.outcome == "refused")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].action, "renew-approve");
+}
+
+#[test]
+fn given_the_roles_group_changed_then_a_new_active_assignment_does_not_carry_on_a_grant_of_the_old_group(
+) {
+    let mut e = governed();
+    let gina = e.who("gina");
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 5 * DAY, "on call")
+        .unwrap();
+    let old = e.grants("alice")[0].clone();
+    assert_eq!(old.group, "docker");
+    // The configuration now gives docker another group; reconciliation has not run yet.
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\ngroup = \"deploy\"\nowners = [\"gina\"]\n\
+         max_eligible_assignment = \"180d\"\n",
+    );
+    let text = replaced(
+        &text,
+        "[roles.wheel]\n",
+        "[roles.wheel]\nmax_active_assignment = \"permanent\"\n",
+    );
+    let (config, problems) =
+        pim_config::parse(&text, "pim.toml", &HostDirectory(e.accounts.clone()));
+    assert!(problems.is_empty(), "{problems:?}");
+    e.m.replace_config(config.unwrap()).unwrap();
+    e.m.admin_assign_active(&gina, "alice", "docker", 0, T0 + 6 * DAY, "on call")
+        .unwrap();
+    let grants = e.grants("alice");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_ne!(
+        grants[0].id, old.id,
+        "the old group's grant is not carried on"
+    );
+    assert_eq!(grants[0].group, "deploy");
+    assert_eq!(
+        assignment_of(&mut e, "alice", "docker").grant_id,
+        Some(grants[0].id)
+    );
+    assert!(!e.managed("alice", "docker"));
+    assert!(e.managed("alice", "deploy"));
+}

@@ -586,3 +586,99 @@ fn given_an_owner_starting_a_one_second_review_then_refused_by_the_default_minim
     let r = start(&mut e, "gina", 3600, &[]).unwrap();
     assert_eq!(r.ends_at, e.now() + 3600);
 }
+
+#[test]
+fn given_an_assignment_changed_during_a_review_then_its_end_leaves_it_and_says_so() {
+    let mut e = reviewed("");
+    let gina = e.who("gina");
+    e.m.admin_assign(&gina, "hank", "docker", 0, 0).unwrap();
+    let r = start(&mut e, "gina", 600, &[]).unwrap();
+    decide(&mut e, "gina", r.id, "dave", "remove").unwrap();
+    decide(&mut e, "gina", r.id, "hank", "remove").unwrap();
+    // While the review runs, an owner gives dave an active assignment: not what the
+    // reviewers looked at.
+    e.m.admin_assign_active(&gina, "dave", "docker", 0, e.now() + 2 * HOUR, "on call")
+        .unwrap();
+    assert!(e.managed("dave", "docker"));
+    e.set(r.ends_at);
+    e.m.reconcile().unwrap();
+    let done = show(&mut e, r.id);
+    assert_eq!(
+        result_of(&done, "dave"),
+        "removed: active assignment changed since the review started; not removed \
+         (decided by gina)"
+    );
+    assert_eq!(
+        result_of(&done, "hank"),
+        "removed: assignment removed (decided by gina)"
+    );
+    let dave =
+        e.m.store
+            .read(|tx| tx.assignment("dave", "docker"))
+            .unwrap();
+    assert!(dave.is_some_and(|a| a.active), "the change stands");
+    assert!(e.managed("dave", "docker"), "and its grant");
+    assert!(e.docker_role_of("hank").is_none());
+    let applied: Vec<AuditRecord> = e
+        .audited("review-apply")
+        .into_iter()
+        .filter(|r| r.user == "dave")
+        .collect();
+    assert_eq!(applied.len(), 1);
+    assert!(
+        applied[0]
+            .detail
+            .contains("changed since the review started; not removed"),
+        "{}",
+        applied[0].detail
+    );
+    let end = e.audited("review-end");
+    assert!(
+        // alice and erin (standing, default remove), hank; dave left.
+        end[0]
+            .detail
+            .contains("0 kept, 3 removed (1 to remove left"),
+        "{}",
+        end[0].detail
+    );
+}
+
+#[test]
+fn given_an_assignment_removed_during_a_review_then_its_end_says_nothing_was_left_to_remove() {
+    let mut e = reviewed("");
+    let r = start(&mut e, "gina", 600, &[]).unwrap();
+    decide(&mut e, "gina", r.id, "dave", "remove").unwrap();
+    e.m.admin_unassign(&e.who("gina"), "dave", "docker")
+        .unwrap();
+    e.set(r.ends_at);
+    e.m.reconcile().unwrap();
+    assert_eq!(
+        result_of(&show(&mut e, r.id), "dave"),
+        "removed: assignment removed since the review started (decided by gina)"
+    );
+}
+
+#[test]
+fn given_a_roles_review_duration_below_the_minimum_then_its_reviews_last_the_minimum() {
+    let mut e = env();
+    let text = replaced(
+        CONFIG,
+        "[roles.docker]\n",
+        "[roles.docker]\nowners = [\"gina\"]\nreview_every = \"1d\"\nreview_duration = \"30s\"\n",
+    );
+    let text = replaced(
+        &text,
+        "[daemon]\n",
+        "[daemon]\nmin_review_duration = \"10m\"\n",
+    );
+    let problems = e.take_config(&text);
+    assert_eq!(problems.len(), 1, "the checker warns: {problems:?}");
+    assert_eq!(problems[0].key, "roles.docker.review_duration");
+    e.m.reconcile().unwrap();
+    let now = e.now();
+    let recurring = e.m.list_reviews(&e.who("gina")).unwrap();
+    assert_eq!(recurring.len(), 1);
+    assert_eq!(recurring[0].ends_at, now + 600, "the minimum, not 30s");
+    let one_off = start(&mut e, "gina", 0, &[]).unwrap();
+    assert_eq!(one_off.ends_at, now + 600);
+}

@@ -55,6 +55,7 @@ fn item_from_row(r: &Row<'_>) -> rusqlite::Result<ReviewItem> {
         comment: r.get(9)?,
         result: r.get(10)?,
         active: r.get(11)?,
+        revision: r.get(12)?,
     })
 }
 
@@ -101,7 +102,7 @@ pub fn last_recurring_review(
 pub fn review_items(tx: &Transaction<'_>, id: i64) -> Result<Vec<ReviewItem>, StoreError> {
     let mut stmt = tx.prepare_cached(
         "SELECT review_id, user, standing, assigned, recommendation, recommendation_why,
-                decision, decided_by, decided_at, comment, result, active
+                decision, decided_by, decided_at, comment, result, active, revision
          FROM review_items WHERE review_id = ?1 ORDER BY user",
     )?;
     let rows = stmt.query_map([id], item_from_row)?;
@@ -122,11 +123,8 @@ pub fn last_grant_start(
 
 pub fn suspended(tx: &Transaction<'_>, user: &str, role: &str) -> Result<bool, StoreError> {
     Ok(tx
-        .query_row(
-            "SELECT 1 FROM suspensions WHERE user = ?1 AND role = ?2",
-            [user, role],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM suspensions WHERE user = ?1 AND role = ?2")?
+        .query_row([user, role], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -152,8 +150,8 @@ pub fn insert_review(tx: &Transaction<'_>, r: &Review) -> Result<i64, StoreError
 pub fn insert_review_item(tx: &Transaction<'_>, i: &ReviewItem) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO review_items (review_id, user, standing, assigned, active, recommendation,
-                                   recommendation_why)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                   recommendation_why, revision)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             i.review_id,
             i.user,
@@ -161,7 +159,8 @@ pub fn insert_review_item(tx: &Transaction<'_>, i: &ReviewItem) -> Result<(), St
             i.assigned,
             i.active,
             i.recommendation.as_str(),
-            i.recommendation_why
+            i.recommendation_why,
+            i.revision
         ],
     )?;
     Ok(())

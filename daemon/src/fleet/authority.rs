@@ -1,0 +1,669 @@
+//! The seam between pimd and the fleet's authority (PostgreSQL): a synchronous trait the
+//! manager calls off the async thread, and its PostgreSQL implementation. Every decision
+//! (eligibility, TOTP, approvals, end times) is taken inside the database by the
+//! `pim_api` functions of `schema.sql`; this side only carries the call and maps the
+//! database's refusals to the `PimError` the caller sees.
+
+use super::conninfo::ConnInfo;
+use pim_common::PimError;
+
+pub type Unix = i64; // seconds since the epoch, from the database's clock
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetGrant {
+    pub id: i64,
+    pub user: String,
+    pub role: String,
+    pub group: String,
+    pub started_at: Unix,
+    pub ends_at: Unix,
+    pub reason: String,
+    pub ticket: String,
+    pub request_id: Option<i64>,
+    pub only_host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub host: String,
+    pub db_now: Unix,
+    pub policy_version: i64,
+    pub grants: Vec<FleetGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub version: i64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActivationAsk<'a> {
+    pub user: &'a str,
+    pub user_groups: &'a [String],
+    pub role: &'a str,
+    pub duration_secs: u64,
+    pub reason: &'a str,
+    pub ticket: &'a str,
+    pub code: &'a str,
+    pub only_host: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activated {
+    Granted(FleetGrant),
+    Pending {
+        request_id: i64,
+        approvals_required: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    pub request_id: i64,
+    pub approver: &'a str,
+    pub approver_groups: &'a [String],
+    pub code: &'a str,
+    pub comment: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    Granted(FleetGrant),
+    StillPending { approvals: u32, required: u32 },
+    Denied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FleetRequest {
+    pub id: i64,
+    pub user: String,
+    pub role: String,
+    pub duration_secs: u64,
+    pub reason: String,
+    pub ticket: String,
+    pub created_at: Unix,
+    pub expires_at: Unix,
+    pub approvals: u32,
+    pub approvals_required: u32,
+    pub state: String,
+    pub only_host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub last_seen: Option<Unix>,
+    pub last_sync: Option<Unix>,
+    pub skew_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdminProof<'a> {
+    pub actor: &'a str,
+    pub code: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// Not connected, connection lost, timeout: nothing was decided (or, when the
+    /// connection was lost after the commit, what was decided reaches every host through
+    /// its next snapshot: the caller must not count on it either way).
+    #[error("the fleet's database is unreachable: {0}")]
+    Unreachable(String),
+    /// The database refused, with the PimError the caller should see (mapped from the
+    /// SQLSTATE/message the pim_api function raised: not eligible, invalid code, locked out,
+    /// permission denied, not found, conflict, invalid argument).
+    #[error("{0}")]
+    Refused(PimError),
+    /// Anything else (a bug, a schema mismatch): nothing was granted.
+    #[error("fleet database error: {0}")]
+    Database(String),
+}
+
+pub trait Authority: Send {
+    fn snapshot(&mut self) -> Result<Snapshot, AuthorityError>; // also records last_sync + skew
+    fn policy(&mut self, version: i64) -> Result<PolicyVersion, AuthorityError>;
+    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError>; // pending
+    fn confirm_enrolment(&mut self, user: &str, code: &str) -> Result<(), AuthorityError>;
+    fn mfa_enrolled(&mut self, user: &str) -> Result<bool, AuthorityError>;
+    fn activate(&mut self, ask: &ActivationAsk<'_>) -> Result<Activated, AuthorityError>;
+    fn approve(&mut self, d: &Decision<'_>) -> Result<Decided, AuthorityError>;
+    fn deny(&mut self, d: &Decision<'_>) -> Result<(), AuthorityError>;
+    fn cancel(&mut self, user: &str, request_id: i64) -> Result<(), AuthorityError>;
+    /// Open requests `approver` may decide (database decides who qualifies).
+    fn requests_for(
+        &mut self,
+        approver: &str,
+        approver_groups: &[String],
+    ) -> Result<Vec<FleetRequest>, AuthorityError>;
+    fn deactivate(&mut self, user: &str, role: &str) -> Result<Vec<i64>, AuthorityError>;
+    fn revoke(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        role: &str,
+        reason: &str,
+    ) -> Result<Vec<i64>, AuthorityError>;
+    fn expire_due(&mut self) -> Result<Vec<i64>, AuthorityError>;
+    /// Local audit records in chain order; returns how many were stored (a retry after a
+    /// partial ship must not duplicate: the database keys them by (host, local id)).
+    fn ship_audit(
+        &mut self,
+        records: &[pim_common::types::AuditRecord],
+    ) -> Result<usize, AuthorityError>;
+    fn push_policy(
+        &mut self,
+        proof: &AdminProof<'_>,
+        text: &str,
+        normalized: &serde_json::Value,
+    ) -> Result<i64, AuthorityError>;
+    /// Returns the new host's database password (shown once).
+    fn add_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+        tags: &[String],
+    ) -> Result<String, AuthorityError>;
+    fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError>;
+    /// Removes `user`'s enrolment (a lost device) on an administrator's proof. Added after
+    /// the seam was fixed: the default refuses, so that implementations without it build.
+    fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
+        let _ = (proof, user);
+        Err(AuthorityError::Refused(PimError::Conflict(
+            "this authority cannot reset an enrolment".into(),
+        )))
+    }
+}
+
+/// Blocks up to `timeout` for a NOTIFY on `pim_wake` (its own connection); Ok(true) if woken.
+pub trait Wakeup: Send {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, AuthorityError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// The PostgreSQL implementation.
+
+/// The authority over one connection, opened on the first call and again after it is lost;
+/// a call that cannot reach the database fails with `Unreachable`, having decided nothing.
+pub struct PgAuthority {
+    conninfo: ConnInfo,
+    client: Option<postgres::Client>,
+}
+
+impl PgAuthority {
+    /// Does not connect: pimd starts, and enforces its mirror, while the database is down.
+    pub fn new(conninfo: ConnInfo) -> PgAuthority {
+        PgAuthority {
+            conninfo,
+            client: None,
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut postgres::Client, AuthorityError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = None;
+            let client = self
+                .conninfo
+                .connect()
+                .map_err(AuthorityError::Unreachable)?;
+            self.client = Some(client);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| AuthorityError::Unreachable("not connected".into()))
+    }
+
+    /// Runs `SELECT <sql>` (one pim_api call, its own transaction) and returns the one
+    /// value; a returned `{"refused": ...}` becomes `Refused`.
+    fn call<T: postgres::types::FromSqlOwned>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<T, AuthorityError> {
+        let result = self.client()?.query_one(sql, params);
+        match result {
+            Ok(row) => row
+                .try_get(0)
+                .map_err(|e| AuthorityError::Database(e.to_string())),
+            Err(e) => {
+                let error = classify(&e);
+                if matches!(error, AuthorityError::Unreachable(_)) {
+                    self.client = None;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn call_json(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<serde_json::Value, AuthorityError> {
+        let value: serde_json::Value = self.call(sql, params)?;
+        match refusal(&value) {
+            Some(refused) => Err(refused),
+            None => Ok(value),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, AuthorityError> {
+    serde_json::from_value(value)
+        .map_err(|e| AuthorityError::Database(format!("unexpected answer from the database: {e}")))
+}
+
+fn ids(value: serde_json::Value) -> Result<Vec<i64>, AuthorityError> {
+    decode(value)
+}
+
+fn duration_param(secs: u64) -> Result<i64, AuthorityError> {
+    i64::try_from(secs).map_err(|_| {
+        AuthorityError::Refused(PimError::InvalidArgument(format!(
+            "a duration of {secs} seconds is too long"
+        )))
+    })
+}
+
+fn host_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// How many audit records one `pim_api.ship_audit` call takes (the function's own bound).
+const SHIP_BATCH: usize = 1000;
+
+impl Authority for PgAuthority {
+    fn snapshot(&mut self) -> Result<Snapshot, AuthorityError> {
+        let value = self.call_json("SELECT pim_api.snapshot($1)", &[&host_now_ms()])?;
+        let wire: wire::Snapshot = decode(value)?;
+        Ok(Snapshot {
+            host: wire.host,
+            db_now: wire.db_now,
+            policy_version: wire.policy_version,
+            grants: wire.grants.into_iter().map(FleetGrant::from).collect(),
+        })
+    }
+
+    fn policy(&mut self, version: i64) -> Result<PolicyVersion, AuthorityError> {
+        let value = self.call_json("SELECT pim_api.policy($1)", &[&version])?;
+        let wire: wire::Policy = decode(value)?;
+        Ok(PolicyVersion {
+            version: wire.version,
+            text: wire.text,
+        })
+    }
+
+    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError> {
+        self.call_json("SELECT pim_api.enrol($1, $2)", &[&user, &secret])
+            .map(drop)
+    }
+
+    fn confirm_enrolment(&mut self, user: &str, code: &str) -> Result<(), AuthorityError> {
+        self.call_json("SELECT pim_api.confirm_enrolment($1, $2)", &[&user, &code])
+            .map(drop)
+    }
+
+    fn mfa_enrolled(&mut self, user: &str) -> Result<bool, AuthorityError> {
+        self.call("SELECT pim_api.mfa_enrolled($1)", &[&user])
+    }
+
+    fn activate(&mut self, ask: &ActivationAsk<'_>) -> Result<Activated, AuthorityError> {
+        let duration = duration_param(ask.duration_secs)?;
+        let value = self.call_json(
+            "SELECT pim_api.activate($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &ask.user,
+                &ask.user_groups,
+                &ask.role,
+                &duration,
+                &ask.reason,
+                &ask.ticket,
+                &ask.code,
+                &ask.only_host,
+            ],
+        )?;
+        match decode::<wire::Outcome>(value)? {
+            wire::Outcome::Granted(grant) => Ok(Activated::Granted(grant.into())),
+            wire::Outcome::Pending {
+                request_id,
+                approvals_required,
+            } => Ok(Activated::Pending {
+                request_id,
+                approvals_required,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn approve(&mut self, d: &Decision<'_>) -> Result<Decided, AuthorityError> {
+        let value = self.call_json(
+            "SELECT pim_api.approve($1, $2, $3, $4, $5)",
+            &[
+                &d.request_id,
+                &d.approver,
+                &d.approver_groups,
+                &d.code,
+                &d.comment,
+            ],
+        )?;
+        match decode::<wire::Outcome>(value)? {
+            wire::Outcome::Granted(grant) => Ok(Decided::Granted(grant.into())),
+            wire::Outcome::StillPending {
+                approvals,
+                required,
+            } => Ok(Decided::StillPending {
+                approvals,
+                required,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn deny(&mut self, d: &Decision<'_>) -> Result<(), AuthorityError> {
+        let value = self.call_json(
+            "SELECT pim_api.deny($1, $2, $3, $4, $5)",
+            &[
+                &d.request_id,
+                &d.approver,
+                &d.approver_groups,
+                &d.code,
+                &d.comment,
+            ],
+        )?;
+        match decode::<wire::Outcome>(value)? {
+            wire::Outcome::Denied(true) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn cancel(&mut self, user: &str, request_id: i64) -> Result<(), AuthorityError> {
+        self.call_json("SELECT pim_api.cancel($1, $2)", &[&user, &request_id])
+            .map(drop)
+    }
+
+    fn requests_for(
+        &mut self,
+        approver: &str,
+        approver_groups: &[String],
+    ) -> Result<Vec<FleetRequest>, AuthorityError> {
+        let value = self.call_json(
+            "SELECT pim_api.requests_for($1, $2)",
+            &[&approver, &approver_groups],
+        )?;
+        decode(value)
+    }
+
+    fn deactivate(&mut self, user: &str, role: &str) -> Result<Vec<i64>, AuthorityError> {
+        ids(self.call_json("SELECT pim_api.deactivate($1, $2)", &[&user, &role])?)
+    }
+
+    fn revoke(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        role: &str,
+        reason: &str,
+    ) -> Result<Vec<i64>, AuthorityError> {
+        ids(self.call_json(
+            "SELECT pim_api.revoke($1, $2, $3, $4, $5)",
+            &[&proof.actor, &proof.code, &user, &role, &reason],
+        )?)
+    }
+
+    fn expire_due(&mut self) -> Result<Vec<i64>, AuthorityError> {
+        ids(self.call_json("SELECT pim_api.expire_due()", &[])?)
+    }
+
+    /// Returns how many of `records` the database holds after the call, stored now or by an
+    /// earlier (partial) ship: all of them, unless an error stopped it between batches.
+    fn ship_audit(
+        &mut self,
+        records: &[pim_common::types::AuditRecord],
+    ) -> Result<usize, AuthorityError> {
+        let mut held = 0;
+        for batch in records.chunks(SHIP_BATCH) {
+            let json = serde_json::to_value(batch)
+                .map_err(|e| AuthorityError::Database(format!("audit records: {e}")))?;
+            let _new: i64 = match self.call("SELECT pim_api.ship_audit($1)", &[&json]) {
+                Ok(new) => new,
+                Err(e) if held == 0 => return Err(e),
+                Err(_) => return Ok(held),
+            };
+            held += batch.len();
+        }
+        Ok(held)
+    }
+
+    fn push_policy(
+        &mut self,
+        proof: &AdminProof<'_>,
+        text: &str,
+        normalized: &serde_json::Value,
+    ) -> Result<i64, AuthorityError> {
+        let value = self.call_json(
+            "SELECT pim_api.push_policy($1, $2, $3, $4)",
+            &[&proof.actor, &proof.code, &text, normalized],
+        )?;
+        let wire: wire::Pushed = decode(value)?;
+        Ok(wire.version)
+    }
+
+    fn add_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+        tags: &[String],
+    ) -> Result<String, AuthorityError> {
+        let value = self.call_json(
+            "SELECT pim_api.add_host($1, $2, $3, $4)",
+            &[&proof.actor, &proof.code, &name, &tags],
+        )?;
+        let wire: wire::HostAdded = decode(value)?;
+        Ok(wire.password)
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
+        decode(self.call_json("SELECT pim_api.hosts()", &[])?)
+    }
+
+    fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
+        self.call_json(
+            "SELECT pim_api.mfa_reset($1, $2, $3)",
+            &[&proof.actor, &proof.code, &user],
+        )
+        .map(drop)
+    }
+}
+
+fn unexpected(outcome: &wire::Outcome) -> AuthorityError {
+    AuthorityError::Database(format!("unexpected answer from the database: {outcome:?}"))
+}
+
+/// The PimError kind of each SQLSTATE the pim_api functions raise (schema.sql's header).
+fn refused(sqlstate: &str, message: &str) -> Option<PimError> {
+    let message = pim_common::text::escape_unsafe(message);
+    Some(match sqlstate {
+        "PM001" => PimError::NotEligible(message),
+        "PM002" => PimError::InvalidArgument(message),
+        "PM003" => PimError::MfaRequired(message),
+        "PM004" => PimError::MfaNotEnrolled(message),
+        "PM005" => PimError::InvalidCode(message),
+        "PM006" => PimError::MfaLockedOut(message),
+        "PM007" => PimError::PermissionDenied(message),
+        "PM008" => PimError::NotFound(message),
+        "PM009" => PimError::Conflict(message),
+        _ => return None,
+    })
+}
+
+/// A refusal the function returned rather than raised (it keeps what it wrote, such as a
+/// wrong code's failure count).
+fn refusal(value: &serde_json::Value) -> Option<AuthorityError> {
+    let refused_value = value.get("refused")?;
+    let kind = refused_value.get("kind")?.as_str()?;
+    let message = refused_value.get("message")?.as_str()?;
+    Some(match refused(kind, message) {
+        Some(error) => AuthorityError::Refused(error),
+        None => AuthorityError::Database(format!("unknown refusal {kind}: {message}")),
+    })
+}
+
+/// What a failed call means for the caller. Nothing of a failed statement was committed.
+fn classify(error: &postgres::Error) -> AuthorityError {
+    let Some(db) = error.as_db_error() else {
+        // I/O, a closed connection, TLS, a client-side timeout: the database was not heard.
+        return AuthorityError::Unreachable(error.to_string());
+    };
+    let code = db.code().code();
+    if let Some(refusal) = refused(code, db.message()) {
+        return AuthorityError::Refused(refusal);
+    }
+    // 57014: statement_timeout; 08: connection exceptions; 57P: the server shutting down.
+    if code == "57014" || code.starts_with("08") || code.starts_with("57P") {
+        return AuthorityError::Unreachable(db.message().to_string());
+    }
+    AuthorityError::Database(format!("{code}: {}", db.message()))
+}
+
+/// The JSON the pim_api functions return.
+mod wire {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct Grant {
+        pub id: i64,
+        pub user: String,
+        pub role: String,
+        pub group: String,
+        pub started_at: i64,
+        pub ends_at: i64,
+        pub reason: String,
+        pub ticket: String,
+        pub request_id: Option<i64>,
+        pub only_host: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Snapshot {
+        pub host: String,
+        pub db_now: i64,
+        pub policy_version: i64,
+        pub grants: Vec<Grant>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Policy {
+        pub version: i64,
+        pub text: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Outcome {
+        Granted(Grant),
+        Pending {
+            request_id: i64,
+            approvals_required: u32,
+        },
+        StillPending {
+            approvals: u32,
+            required: u32,
+        },
+        Denied(bool),
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Pushed {
+        pub version: i64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct HostAdded {
+        pub password: String,
+    }
+}
+
+impl From<wire::Grant> for FleetGrant {
+    fn from(g: wire::Grant) -> FleetGrant {
+        FleetGrant {
+            id: g.id,
+            user: g.user,
+            role: g.role,
+            group: g.group,
+            started_at: g.started_at,
+            ends_at: g.ends_at,
+            reason: g.reason,
+            ticket: g.ticket,
+            request_id: g.request_id,
+            only_host: g.only_host,
+        }
+    }
+}
+
+/// Waits for `NOTIFY pim_wake` on a connection of its own.
+pub struct PgWakeup {
+    conninfo: ConnInfo,
+    client: Option<postgres::Client>,
+}
+
+impl PgWakeup {
+    /// Does not connect: the first `wait` does.
+    pub fn new(conninfo: ConnInfo) -> PgWakeup {
+        PgWakeup {
+            conninfo,
+            client: None,
+        }
+    }
+}
+
+impl Wakeup for PgWakeup {
+    /// A fresh connection counts as a wake: notifications sent while disconnected are lost,
+    /// so the caller must take a snapshot.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, AuthorityError> {
+        let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) else {
+            self.client = None;
+            let mut client = self
+                .conninfo
+                .connect()
+                .map_err(AuthorityError::Unreachable)?;
+            client
+                .batch_execute("LISTEN pim_wake")
+                .map_err(|e| classify(&e))?;
+            self.client = Some(client);
+            return Ok(true);
+        };
+        use postgres::fallible_iterator::FallibleIterator;
+        let woken = {
+            let mut notifications = client.notifications();
+            let woken = notifications.timeout_iter(timeout).next();
+            if let Ok(Some(_)) = woken {
+                // Coalesce what else arrived: one snapshot answers them all.
+                while let Ok(Some(_)) = notifications.iter().next() {}
+            }
+            woken
+        };
+        let closed = client.is_closed();
+        match woken {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) if !closed => Ok(false),
+            Ok(None) => {
+                self.client = None;
+                Err(AuthorityError::Unreachable(
+                    "the connection to the fleet's database was closed".into(),
+                ))
+            }
+            Err(e) => {
+                self.client = None;
+                Err(AuthorityError::Unreachable(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! The `[fleet] database` connection string (libpq `key=value` syntax) made into a
+//! connection: the keys tokio-postgres knows pass through; pimd handles the TLS keys
+//! (`sslmode` up to `verify-full`, `sslrootcert`, `sslcert`, `sslkey`) and `passfile`, read
+//! by pimd itself from a root-only pgpass file so that no password sits in pim.toml. A dead
+//! database must never hang a call: connects, statements and the TCP connection all have
+//! timeouts unless the string sets its own.
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use postgres::Config;
+use postgres_openssl::MakeTlsConnector;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a connection attempt may take when the string does not say (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one statement may run in the database (`statement_timeout`).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long sent data may stay unacknowledged before the connection counts as dead.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keepalives: a silent peer is noticed after IDLE + RETRIES * INTERVAL.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// What `sslmode` asks of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Disable,
+    /// TLS if the server offers it, unverified (libpq's default).
+    Prefer,
+    /// TLS, unverified unless `sslrootcert` is given (then as `VerifyCa`), as libpq does.
+    Require,
+    /// TLS, the chain verified against `sslrootcert` (or the system's roots).
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host.
+    VerifyFull,
+}
+
+/// A parsed connection string, ready to connect.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    config: Config,
+    tls: TlsMode,
+    root_cert: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl ConnInfo {
+    /// Parses `text`; reads the password from `passfile=` when the string has none.
+    pub fn parse(text: &str) -> Result<ConnInfo, String> {
+        let pairs = pairs(text)?;
+        let mut tls = TlsMode::Prefer;
+        let mut root_cert = None;
+        let (mut cert, mut key) = (None, None);
+        let mut passfile = None;
+        let mut rest = String::new();
+        for (key_name, value) in pairs {
+            match key_name.as_str() {
+                "sslmode" => tls = tls_mode(&value)?,
+                "sslrootcert" => root_cert = Some(PathBuf::from(value)),
+                "sslcert" => cert = Some(PathBuf::from(value)),
+                "sslkey" => key = Some(PathBuf::from(value)),
+                "passfile" => passfile = Some(PathBuf::from(value)),
+                _ => {
+                    let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+                    rest.push_str(&format!("{key_name}='{quoted}' "));
+                }
+            }
+        }
+        let client_cert = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("sslcert and sslkey go together: give both or neither".into()),
+        };
+        let mut config: Config = rest
+            .parse()
+            .map_err(|e| format!("the connection string is not valid: {e}"))?;
+        config.ssl_mode(match tls {
+            TlsMode::Disable => postgres::config::SslMode::Disable,
+            TlsMode::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        });
+        if config.get_password().is_none() {
+            if let Some(file) = passfile {
+                let password = read_passfile(&file, &config)?;
+                config.password(password);
+            }
+        }
+        apply_timeouts(&mut config);
+        Ok(ConnInfo {
+            config,
+            tls,
+            root_cert,
+            client_cert,
+        })
+    }
+
+    /// Opens a connection (blocking, within the connect timeout).
+    pub fn connect(&self) -> Result<postgres::Client, String> {
+        let tls = self
+            .tls_connector()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        self.config.connect(tls).map_err(|e| e.to_string())
+    }
+
+    /// The database user the string names (for messages).
+    pub fn user(&self) -> Option<&str> {
+        self.config.get_user()
+    }
+
+    fn tls_connector(&self) -> Result<MakeTlsConnector, openssl::error::ErrorStack> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        if let Some(root) = &self.root_cert {
+            builder.set_ca_file(root)?;
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            builder.set_certificate_chain_file(cert)?;
+            builder.set_private_key_file(key, SslFiletype::PEM)?;
+        }
+        let verify_chain = match self.tls {
+            TlsMode::VerifyCa | TlsMode::VerifyFull => true,
+            TlsMode::Require => self.root_cert.is_some(),
+            TlsMode::Disable | TlsMode::Prefer => false,
+        };
+        builder.set_verify(if verify_chain {
+            SslVerifyMode::PEER
+        } else {
+            SslVerifyMode::NONE
+        });
+        let mut connector = MakeTlsConnector::new(builder.build());
+        let verify_host = self.tls == TlsMode::VerifyFull;
+        connector.set_callback(move |config, _domain| {
+            config.set_verify_hostname(verify_host);
+            Ok(())
+        });
+        Ok(connector)
+    }
+}
+
+fn tls_mode(value: &str) -> Result<TlsMode, String> {
+    Ok(match value {
+        "disable" => TlsMode::Disable,
+        "prefer" => TlsMode::Prefer,
+        "require" => TlsMode::Require,
+        "verify-ca" => TlsMode::VerifyCa,
+        "verify-full" => TlsMode::VerifyFull,
+        other => {
+            return Err(format!(
+            "sslmode '{}' is not supported: use disable, prefer, require, verify-ca or verify-full",
+            pim_common::text::escape(other)
+        ))
+        }
+    })
+}
+
+/// Our timeouts, where the string sets none of its own.
+fn apply_timeouts(config: &mut Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    config.keepalives(true);
+    if config.get_keepalives_idle() > KEEPALIVE_IDLE {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
+    let options = config.get_options().unwrap_or("").to_string();
+    if !options.contains("statement_timeout") {
+        let ms = STATEMENT_TIMEOUT.as_millis();
+        config.options(format!("{options} -c statement_timeout={ms}").trim());
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("pimd");
+    }
+}
+
+/// The `key=value` pairs of a libpq connection string: values may be single-quoted, and a
+/// backslash escapes the next character.
+pub(crate) fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Err("give the connection string as key=value pairs, not a URL".into());
+    }
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_') {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if key.is_empty() || chars.next() != Some('=') {
+            return Err(format!(
+                "the connection string is not key=value pairs (at '{}')",
+                pim_common::text::escape(&key)
+            ));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\'') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                    None => return Err(format!("the value of {key} has no closing quote")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// The password for `config`'s host, port, database and user from a pgpass file, which
+/// must be root's and unreadable by others: it holds the host's database password.
+fn read_passfile(path: &Path, config: &Config) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("passfile {shown}: {e}"))?;
+    if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "passfile {shown} must be owned by root and readable by root only (chmod 600)"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("passfile {shown}: {e}"))?;
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(name)) => name.clone(),
+        Some(postgres::config::Host::Unix(dir)) => dir.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let user = config.get_user().unwrap_or("");
+    let dbname = config.get_dbname().unwrap_or(user);
+    passfile_password(&text, [&host, &port, dbname, user])
+        .ok_or_else(|| format!("no line of passfile {shown} matches {host}:{port}:{dbname}:{user}"))
+}
+
+/// The password of the first pgpass line whose four fields match `wanted` (`*` matches
+/// anything; `\:` and `\\` are escapes); comments start with `#`.
+pub(crate) fn passfile_password(text: &str, wanted: [&str; 4]) -> Option<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let fields = pgpass_fields(line);
+            let [host, port, db, user, password] = fields.as_slice() else {
+                return None;
+            };
+            let matches = [host, port, db, user]
+                .iter()
+                .zip(wanted)
+                .all(|(field, want)| field.as_str() == "*" || field.as_str() == want);
+            matches.then(|| password.clone())
+        })
+}
+
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => field.extend(chars.next()),
+            ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+use super::*;
+
+#[test]
+fn given_quoted_and_escaped_values_then_pairs_are_read_as_libpq_does() {
+    let got = pairs(r"host=db.example  dbname = 'my db' password='it\'s' user=a\ b").unwrap();
+    let want = [
+        ("host", "db.example"),
+        ("dbname", "my db"),
+        ("password", "it's"),
+        ("user", "a b"),
+    ];
+    let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn given_malformed_strings_then_the_error_says_what_is_wrong() {
+    assert!(pairs("postgres://u@h/db")
+        .unwrap_err()
+        .contains("not a URL"));
+    assert!(pairs("host").unwrap_err().contains("key=value"));
+    assert!(pairs("password='open")
+        .unwrap_err()
+        .contains("no closing quote"));
+    assert!(ConnInfo::parse("host=h sslmode=allow")
+        .unwrap_err()
+        .contains("sslmode 'allow' is not supported"));
+    assert!(ConnInfo::parse("host=h sslcert=/c")
+        .unwrap_err()
+        .contains("sslcert and sslkey go together"));
+    assert!(ConnInfo::parse("host=h frobnicate=1")
+        .unwrap_err()
+        .contains("not valid"));
+}
+
+#[test]
+fn given_a_string_without_timeouts_then_ours_are_set() {
+    let info = ConnInfo::parse("host=h user=web7 sslmode=verify-full").unwrap();
+    assert_eq!(info.tls, TlsMode::VerifyFull);
+    assert_eq!(info.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+    assert_eq!(info.config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+    assert_eq!(
+        info.config.get_options(),
+        Some("-c statement_timeout=10000")
+    );
+    let own = ConnInfo::parse("host=h connect_timeout=3 options='-c statement_timeout=1'").unwrap();
+    assert_eq!(
+        own.config.get_connect_timeout(),
+        Some(&Duration::from_secs(3))
+    );
+    assert_eq!(own.config.get_options(), Some("-c statement_timeout=1"));
+}
+
+#[test]
+fn given_pgpass_lines_then_the_first_match_wins_with_wildcards_and_escapes() {
+    let text = "# comment\n\
+                other:5432:pim:web7:nope\n\
+                db.example:*:pim:web7:pa\\:ss\\\\word\n\
+                *:*:*:*:fallback\n";
+    assert_eq!(
+        passfile_password(text, ["db.example", "5432", "pim", "web7"]).as_deref(),
+        Some("pa:ss\\word")
+    );
+    assert_eq!(
+        passfile_password(text, ["x", "1", "y", "z"]).as_deref(),
+        Some("fallback")
+    );
+    assert_eq!(passfile_password("a:b:c\n", ["a", "b", "c", "d"]), None);
+}
+
+#[test]
+fn given_a_passfile_others_can_read_then_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pim-passfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pgpass");
+    std::fs::write(&file, "*:*:*:*:secret\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let conninfo = format!("host=h user=web7 passfile={}", file.display());
+    let refused = ConnInfo::parse(&conninfo).unwrap_err();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let accepted = ConnInfo::parse(&conninfo);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(refused.contains("readable by root only"), "{refused}");
+    // The tests run as root (the e2e rules); the file is then root's.
+    assert_eq!(
+        accepted.unwrap().config.get_password(),
+        Some(&b"secret"[..])
+    );
+}

@@ -1,0 +1,260 @@
+//! An in-memory authority for the tests of the manager's fleet paths and of the sync rounds:
+//! it decides nothing itself (the tests say what it answers), records what it was asked, and
+//! can be cut off (`reachable = false`: every call, and every new connection, is
+//! `Unreachable`).
+
+use super::authority::*;
+use crate::manager::Connector;
+use pim_common::types::AuditRecord;
+use pim_common::PimError;
+use std::sync::{Arc, Mutex};
+
+/// What the fake authority holds and answers; shared by every connection to it.
+#[derive(Default)]
+pub struct FakeFleet {
+    pub reachable: bool,
+    pub host: String,
+    pub db_now: Unix,
+    pub policy_version: i64,
+    pub policy_text: String,
+    pub grants: Vec<FleetGrant>,
+    /// The next `activate` answer; `None`: refused as not eligible.
+    pub activation: Option<Activated>,
+    /// The next `approve` answer.
+    pub decision: Option<Decided>,
+    pub requests: Vec<FleetRequest>,
+    pub hosts: Vec<HostInfo>,
+    /// Shipped local records, as stored (keyed by local id: a repeat is not stored twice).
+    pub shipped: Vec<AuditRecord>,
+    /// At most this many records stored per `ship_audit` (a partial ship).
+    pub ship_limit: Option<usize>,
+    pub expired_calls: u32,
+    pub connections: u32,
+    /// What was asked, one line per call ("activate alice admin groups=[ops] host=None").
+    pub calls: Vec<String>,
+    pub pushed: Vec<(String, serde_json::Value)>,
+    pub enrolled: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeAuthority(pub Arc<Mutex<FakeFleet>>);
+
+impl FakeAuthority {
+    pub fn reachable(host: &str, db_now: Unix) -> FakeAuthority {
+        FakeAuthority(Arc::new(Mutex::new(FakeFleet {
+            reachable: true,
+            host: host.into(),
+            db_now,
+            policy_version: 1,
+            ..FakeFleet::default()
+        })))
+    }
+
+    pub fn fleet(&self) -> std::sync::MutexGuard<'_, FakeFleet> {
+        self.0.lock().unwrap()
+    }
+
+    fn call<T>(
+        &mut self,
+        line: String,
+        f: impl FnOnce(&mut FakeFleet) -> Result<T, AuthorityError>,
+    ) -> Result<T, AuthorityError> {
+        let mut fleet = self.fleet();
+        if !fleet.reachable {
+            return Err(AuthorityError::Unreachable("connection refused".into()));
+        }
+        fleet.calls.push(line);
+        f(&mut fleet)
+    }
+}
+
+impl Connector for FakeAuthority {
+    fn connect(&self) -> Result<Box<dyn Authority>, AuthorityError> {
+        let mut fleet = self.fleet();
+        if !fleet.reachable {
+            return Err(AuthorityError::Unreachable("connection refused".into()));
+        }
+        fleet.connections += 1;
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Authority for FakeAuthority {
+    fn snapshot(&mut self) -> Result<Snapshot, AuthorityError> {
+        self.call("snapshot".into(), |f| {
+            Ok(Snapshot {
+                host: f.host.clone(),
+                db_now: f.db_now,
+                policy_version: f.policy_version,
+                grants: f.grants.clone(),
+            })
+        })
+    }
+
+    fn policy(&mut self, version: i64) -> Result<PolicyVersion, AuthorityError> {
+        self.call(format!("policy {version}"), |f| {
+            Ok(PolicyVersion {
+                version,
+                text: f.policy_text.clone(),
+            })
+        })
+    }
+
+    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError> {
+        self.call(format!("enrol {user}"), |f| {
+            f.enrolled.push((user.into(), secret.to_vec()));
+            Ok(())
+        })
+    }
+
+    fn confirm_enrolment(&mut self, user: &str, code: &str) -> Result<(), AuthorityError> {
+        self.call(format!("confirm {user} {code}"), |_| Ok(()))
+    }
+
+    fn mfa_enrolled(&mut self, user: &str) -> Result<bool, AuthorityError> {
+        self.call(format!("enrolled? {user}"), |f| {
+            Ok(f.enrolled.iter().any(|(u, _)| u == user))
+        })
+    }
+
+    fn activate(&mut self, ask: &ActivationAsk<'_>) -> Result<Activated, AuthorityError> {
+        let line = format!(
+            "activate {} {} {}s groups={:?} code={} host={:?}",
+            ask.user, ask.role, ask.duration_secs, ask.user_groups, ask.code, ask.only_host
+        );
+        self.call(line, |f| match f.activation.take() {
+            Some(Activated::Granted(g)) => {
+                f.grants.push(g.clone());
+                Ok(Activated::Granted(g))
+            }
+            Some(pending) => Ok(pending),
+            None => Err(AuthorityError::Refused(PimError::NotEligible(
+                "you are not eligible for that role".into(),
+            ))),
+        })
+    }
+
+    fn approve(&mut self, d: &Decision<'_>) -> Result<Decided, AuthorityError> {
+        let line = format!("approve {} by {} code={}", d.request_id, d.approver, d.code);
+        self.call(line, |f| match f.decision.take() {
+            Some(Decided::Granted(g)) => {
+                f.grants.push(g.clone());
+                Ok(Decided::Granted(g))
+            }
+            Some(other) => Ok(other),
+            None => Err(AuthorityError::Refused(PimError::NotFound(format!(
+                "no request {}",
+                d.request_id
+            )))),
+        })
+    }
+
+    fn deny(&mut self, d: &Decision<'_>) -> Result<(), AuthorityError> {
+        self.call(format!("deny {} by {}", d.request_id, d.approver), |_| {
+            Ok(())
+        })
+    }
+
+    fn cancel(&mut self, user: &str, request_id: i64) -> Result<(), AuthorityError> {
+        self.call(format!("cancel {request_id} by {user}"), |_| Ok(()))
+    }
+
+    fn requests_for(
+        &mut self,
+        approver: &str,
+        approver_groups: &[String],
+    ) -> Result<Vec<FleetRequest>, AuthorityError> {
+        self.call(format!("requests {approver} {approver_groups:?}"), |f| {
+            Ok(f.requests.clone())
+        })
+    }
+
+    fn deactivate(&mut self, user: &str, role: &str) -> Result<Vec<i64>, AuthorityError> {
+        self.call(format!("deactivate {user} {role}"), |f| {
+            Ok(end_where(f, |g| g.user == user && g.role == role))
+        })
+    }
+
+    fn revoke(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        role: &str,
+        _reason: &str,
+    ) -> Result<Vec<i64>, AuthorityError> {
+        let line = format!(
+            "revoke {user} {role} by {} code={}",
+            proof.actor, proof.code
+        );
+        self.call(line, |f| {
+            Ok(end_where(f, |g| g.user == user && g.role == role))
+        })
+    }
+
+    fn expire_due(&mut self) -> Result<Vec<i64>, AuthorityError> {
+        self.call("expire_due".into(), |f| {
+            f.expired_calls += 1;
+            let now = f.db_now;
+            Ok(end_where(f, |g| g.ends_at <= now))
+        })
+    }
+
+    fn ship_audit(&mut self, records: &[AuditRecord]) -> Result<usize, AuthorityError> {
+        self.call(format!("ship {}", records.len()), |f| {
+            let take = f.ship_limit.unwrap_or(records.len()).min(records.len());
+            for r in &records[..take] {
+                if !f.shipped.iter().any(|s| s.id == r.id) {
+                    f.shipped.push(r.clone());
+                }
+            }
+            Ok(take)
+        })
+    }
+
+    fn push_policy(
+        &mut self,
+        proof: &AdminProof<'_>,
+        text: &str,
+        normalized: &serde_json::Value,
+    ) -> Result<i64, AuthorityError> {
+        self.call(
+            format!("push by {} code={}", proof.actor, proof.code),
+            |f| {
+                f.pushed.push((text.into(), normalized.clone()));
+                f.policy_version += 1;
+                f.policy_text = text.into();
+                Ok(f.policy_version)
+            },
+        )
+    }
+
+    fn add_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+        tags: &[String],
+    ) -> Result<String, AuthorityError> {
+        let line = format!("add_host {name} {tags:?} by {}", proof.actor);
+        self.call(line, |f| {
+            f.hosts.push(HostInfo {
+                name: name.into(),
+                tags: tags.to_vec(),
+                last_seen: None,
+                last_sync: None,
+                skew_ms: None,
+            });
+            Ok("s3cret-once".into())
+        })
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
+        self.call("hosts".into(), |f| Ok(f.hosts.clone()))
+    }
+}
+
+/// Removes the grants `which` picks; their ids.
+fn end_where(f: &mut FakeFleet, which: impl Fn(&FleetGrant) -> bool) -> Vec<i64> {
+    let ended: Vec<i64> = f.grants.iter().filter(|g| which(g)).map(|g| g.id).collect();
+    f.grants.retain(|g| !which(g));
+    ended
+}

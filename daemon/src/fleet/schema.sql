@@ -1,0 +1,1025 @@
+-- The fleet's authority: schema `pim` (tables, owned by pim_owner, readable by nobody else)
+-- and schema `pim_api` (the only door: SECURITY DEFINER functions, EXECUTE for pim_host).
+-- Applied by `pimd --fleet-setup` through a superuser connection, in one transaction, as
+-- often as wanted: every statement is idempotent (IF NOT EXISTS, OR REPLACE), and a
+-- pim.schema_version row says which version the functions are.
+--
+-- Invariants held here, whatever a host sends: a host is the login it connected with
+-- (session_user through pim.hosts.login, never an argument); a grant row is inserted only by
+-- pim_api.activate (after the user's fresh TOTP code, when the role needs it) or by
+-- pim_api.approve (after the last required approval, each with the approver's fresh code);
+-- a TOTP step is accepted once (the user's pim.mfa row is locked, step > last_step); wrong
+-- codes count and lock out as daemon/src/mfa.rs does; times come from now(); every change
+-- writes its pim.audit rows in the same transaction and wakes the hosts (NOTIFY pim_wake).
+--
+-- Refusals carry SQLSTATE class PM (see authority.rs: PM001 not eligible, PM002 invalid
+-- argument, PM003 MFA required, PM004 not enrolled, PM005 invalid code, PM006 locked out,
+-- PM007 permission denied, PM008 not found, PM009 conflict). A refusal that must keep what
+-- it wrote (a wrong code's failure count) is returned as {"refused": {"kind", "message"}}
+-- instead of raised, so the transaction commits.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pim_owner') THEN
+        -- CREATEROLE: pim_api.add_host creates the hosts' logins.
+        CREATE ROLE pim_owner NOLOGIN CREATEROLE;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pim_host') THEN
+        CREATE ROLE pim_host NOLOGIN;
+    END IF;
+END
+$$;
+
+CREATE SCHEMA IF NOT EXISTS pim_crypto;
+DO $$
+DECLARE
+    installed text;
+BEGIN
+    SELECT extnamespace::regnamespace::text INTO installed
+        FROM pg_extension WHERE extname = 'pgcrypto';
+    IF installed IS NULL THEN
+        CREATE EXTENSION pgcrypto SCHEMA pim_crypto;
+    ELSIF installed <> 'pim_crypto' THEN
+        RAISE EXCEPTION 'pgcrypto is installed in schema %, pim needs it in pim_crypto '
+            '(ALTER EXTENSION pgcrypto SET SCHEMA pim_crypto)', installed;
+    END IF;
+END
+$$;
+
+CREATE SCHEMA IF NOT EXISTS pim AUTHORIZATION pim_owner;
+CREATE SCHEMA IF NOT EXISTS pim_api AUTHORIZATION pim_owner;
+REVOKE ALL ON SCHEMA pim, pim_api, pim_crypto FROM PUBLIC;
+GRANT USAGE ON SCHEMA pim_crypto TO pim_owner;
+GRANT USAGE ON SCHEMA pim_api TO pim_host;
+-- PostgreSQL 16 and later: a CREATEROLE role grants only the roles it administers.
+GRANT pim_host TO pim_owner WITH ADMIN OPTION;
+
+SET LOCAL ROLE pim_owner;
+
+CREATE TABLE IF NOT EXISTS pim.schema_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS pim.policies (
+    version bigserial PRIMARY KEY,
+    text text NOT NULL,
+    normalized jsonb NOT NULL,
+    pushed_by text NOT NULL,
+    pushed_at bigint NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS pim.hosts (
+    name text PRIMARY KEY,
+    login name NOT NULL UNIQUE,
+    tags text[] NOT NULL DEFAULT '{}',
+    added_at bigint NOT NULL,
+    last_seen bigint,
+    last_sync bigint,
+    skew_ms bigint
+);
+
+CREATE TABLE IF NOT EXISTS pim.mfa (
+    "user" text PRIMARY KEY,
+    secret bytea NOT NULL,
+    confirmed boolean NOT NULL DEFAULT false,
+    last_step bigint,
+    failures integer NOT NULL DEFAULT 0,
+    window_start bigint NOT NULL DEFAULT 0,
+    locked_until bigint NOT NULL DEFAULT 0,
+    enrolled_at bigint NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS pim.requests (
+    id bigserial PRIMARY KEY,
+    "user" text NOT NULL,
+    -- The groups the filing host said the user is in (the database relied on its word).
+    user_groups text[] NOT NULL,
+    role text NOT NULL,
+    duration_secs bigint NOT NULL,
+    reason text NOT NULL,
+    ticket text NOT NULL,
+    only_host text,
+    filed_on text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    approvals_required integer NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'cancelled', 'expired')),
+    decided_at bigint
+);
+
+CREATE TABLE IF NOT EXISTS pim.approvals (
+    request_id bigint NOT NULL REFERENCES pim.requests (id),
+    approver text NOT NULL,
+    approver_groups text[] NOT NULL,
+    given_on text NOT NULL,
+    comment text NOT NULL,
+    at bigint NOT NULL,
+    PRIMARY KEY (request_id, approver)
+);
+
+CREATE TABLE IF NOT EXISTS pim.grants (
+    id bigserial PRIMARY KEY,
+    "user" text NOT NULL,
+    role text NOT NULL,
+    "group" text NOT NULL,
+    -- The role's host scope when granted ('{}': every host), narrowed by only_host.
+    scope text[] NOT NULL,
+    only_host text,
+    started_at bigint NOT NULL,
+    ends_at bigint NOT NULL,
+    reason text NOT NULL,
+    ticket text NOT NULL,
+    request_id bigint REFERENCES pim.requests (id),
+    granted_on text NOT NULL,
+    ended_at bigint,
+    end_reason text
+);
+CREATE INDEX IF NOT EXISTS grants_live ON pim.grants (ends_at) WHERE ended_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS pim.audit (
+    id bigserial PRIMARY KEY,
+    at bigint NOT NULL,
+    -- The host the record came from or the call was made on, stamped by the database.
+    host text NOT NULL,
+    -- The record's id in that host's local audit, for records it shipped; NULL for the
+    -- authority's own.
+    local_id bigint,
+    actor text NOT NULL,
+    action text NOT NULL,
+    "user" text NOT NULL,
+    role text NOT NULL,
+    outcome text NOT NULL,
+    reason text NOT NULL DEFAULT '',
+    ticket text NOT NULL DEFAULT '',
+    detail text NOT NULL DEFAULT '',
+    prev text NOT NULL DEFAULT '',
+    hash text NOT NULL DEFAULT '',
+    UNIQUE (host, local_id)
+);
+
+-- ---------------------------------------------------------------------------------------
+-- Internal helpers (schema pim: no host can reach them).
+
+CREATE OR REPLACE FUNCTION pim.now_s() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT floor(extract(epoch FROM now()))::bigint $$;
+
+CREATE OR REPLACE FUNCTION pim.refuse(kind text, message text) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = kind, MESSAGE = message; END $$;
+
+CREATE OR REPLACE FUNCTION pim.refusal(kind text, message text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT jsonb_build_object('refused', jsonb_build_object('kind', kind, 'message', message)) $$;
+
+-- A text argument: present, at most max_bytes, no control characters.
+CREATE OR REPLACE FUNCTION pim.check_text(what text, value text, max_bytes integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        PERFORM pim.refuse('PM002', what || ' is missing');
+    END IF;
+    IF octet_length(value) > max_bytes THEN
+        PERFORM pim.refuse('PM002', format('%s is longer than %s bytes', what, max_bytes));
+    END IF;
+    IF value ~ '[[:cntrl:]]' THEN
+        PERFORM pim.refuse('PM002', what || ' holds control characters');
+    END IF;
+    RETURN value;
+END
+$$;
+
+-- A user, group, role or host name: what pim-config's check_name accepts, at most 64 bytes.
+CREATE OR REPLACE FUNCTION pim.check_name(what text, value text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pim.check_text(what, value, 64);
+    IF value !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$' THEN
+        PERFORM pim.refuse('PM002', format('%s %s is not a valid name', what, quote_literal(value)));
+    END IF;
+    RETURN value;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim.check_names(what text, value text[]) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    one text;
+BEGIN
+    IF value IS NULL THEN
+        PERFORM pim.refuse('PM002', what || ' is missing');
+    END IF;
+    IF cardinality(value) > 1024 THEN
+        PERFORM pim.refuse('PM002', what || ' has more than 1024 names');
+    END IF;
+    FOREACH one IN ARRAY value LOOP
+        PERFORM pim.check_name(what, one);
+    END LOOP;
+    RETURN value;
+END
+$$;
+
+-- The calling host, from the login it connected with.
+CREATE OR REPLACE FUNCTION pim.caller() RETURNS pim.hosts
+LANGUAGE plpgsql STABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts;
+BEGIN
+    SELECT * INTO h FROM pim.hosts WHERE login = session_user;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM007', format('the database login %s is not a pim host', session_user));
+    END IF;
+    RETURN h;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim.current_policy() RETURNS pim.policies
+LANGUAGE plpgsql STABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    p pim.policies;
+BEGIN
+    SELECT * INTO p FROM pim.policies ORDER BY version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM008', 'the fleet has no policy yet (pimd --fleet-setup stores the first)');
+    END IF;
+    RETURN p;
+END
+$$;
+
+-- The role of the current policy, or a refusal.
+CREATE OR REPLACE FUNCTION pim.role(policy jsonb, role_name text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := policy -> 'roles' -> role_name;
+BEGIN
+    IF r IS NULL THEN
+        PERFORM pim.refuse('PM001', format('there is no role %s in the fleet''s policy', quote_literal(role_name)));
+    END IF;
+    RETURN r;
+END
+$$;
+
+-- Whether `who` (with `groups`, as the host resolved them) is named by the role's list:
+-- users under `users_key`, groups under `groups_key`.
+CREATE OR REPLACE FUNCTION pim.named(r jsonb, users_key text, groups_key text, who text, groups text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(r -> users_key, '[]') ? who
+        OR EXISTS (SELECT FROM jsonb_array_elements_text(coalesce(r -> groups_key, '[]')) g
+                   WHERE g = ANY (groups))
+$$;
+
+CREATE OR REPLACE FUNCTION pim.in_scope(scope text[], only_host text, h pim.hosts) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT (only_host IS NULL OR only_host = h.name)
+        AND (cardinality(scope) = 0
+             OR h.name = ANY (scope)
+             OR EXISTS (SELECT FROM unnest(h.tags) t WHERE 'tag:' || t = ANY (scope)))
+$$;
+
+CREATE OR REPLACE FUNCTION pim.scope_of(r jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT coalesce(array(SELECT jsonb_array_elements_text(r -> 'hosts')), '{}') $$;
+
+CREATE OR REPLACE FUNCTION pim.audit(host text, actor text, action text, who text, role text,
+    outcome text, detail text, reason text DEFAULT '', ticket text DEFAULT '') RETURNS void
+LANGUAGE sql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    INSERT INTO pim.audit (at, host, actor, action, "user", role, outcome, reason, ticket, detail)
+    VALUES (pim.now_s(), host, actor, action, who, role, outcome, reason, ticket, detail)
+$$;
+
+CREATE OR REPLACE FUNCTION pim.wake() RETURNS void
+LANGUAGE sql SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT pg_notify('pim_wake', '') $$;
+
+-- RFC 6238 TOTP (HMAC-SHA-1, 6 digits) of `step`, as daemon/src/mfa.rs computes it.
+CREATE OR REPLACE FUNCTION pim.totp(secret bytea, step bigint) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    mac bytea := pim_crypto.hmac(int8send(step), secret, 'sha1');
+    off integer := get_byte(mac, 19) & 15;
+    bin bigint;
+BEGIN
+    bin := ((get_byte(mac, off) & 127)::bigint << 24)
+         | (get_byte(mac, off + 1)::bigint << 16)
+         | (get_byte(mac, off + 2)::bigint << 8)
+         | get_byte(mac, off + 3)::bigint;
+    RETURN lpad((bin % 1000000)::text, 6, '0');
+END
+$$;
+
+-- Spends `code` for `who`: NULL when it is a fresh TOTP code (its step is recorded), else
+-- the refusal to return. The user's row is locked first, so the same code sent at once
+-- from many hosts is accepted once. A wrong or replayed code counts towards the lockout of
+-- the policy's [mfa] section and is audited; the caller must return the refusal (not
+-- raise it) so that this is committed. `need_confirmed`: whether the enrolment must be
+-- confirmed already (false while confirming it).
+CREATE OR REPLACE FUNCTION pim.spend_code(who text, code text, host text, need_confirmed boolean)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    m pim.mfa;
+    lockout jsonb := coalesce((pim.current_policy()).normalized -> 'mfa', '{}');
+    max_failures integer := coalesce((lockout ->> 'max_failures')::integer, 5);
+    window_secs bigint := coalesce((lockout ->> 'failure_window_secs')::bigint, 900);
+    lockout_secs bigint := coalesce((lockout ->> 'lockout_secs')::bigint, 900);
+    now_s bigint := pim.now_s();
+    now_step bigint := now_s / 30;
+    fresh bigint;
+    given text := btrim(coalesce(code, ''));
+BEGIN
+    SELECT * INTO m FROM pim.mfa WHERE "user" = who FOR UPDATE;
+    IF NOT FOUND OR m.confirmed <> need_confirmed THEN
+        IF need_confirmed THEN
+            RETURN pim.refusal('PM004', format('%s has no TOTP enrolment', who));
+        END IF;
+        RETURN pim.refusal('PM004', format('%s has no enrolment waiting for confirmation', who));
+    END IF;
+    IF now_s < m.locked_until THEN
+        RETURN pim.refusal('PM006', format('too many wrong codes; the MFA of %s is locked for %s more seconds',
+            who, m.locked_until - now_s));
+    END IF;
+    IF given = '' THEN
+        RETURN pim.refusal('PM003', 'a TOTP code is required');
+    END IF;
+    IF given ~ '^[0-9]{6}$' THEN
+        -- One step of skew either way; the latest fresh match wins, as in mfa::verify_totp.
+        FOR skew IN -1 .. 1 LOOP
+            IF pim.totp(m.secret, now_step + skew) = given
+                AND (m.last_step IS NULL OR now_step + skew > m.last_step) THEN
+                fresh := now_step + skew;
+            END IF;
+        END LOOP;
+    END IF;
+    IF fresh IS NOT NULL THEN
+        UPDATE pim.mfa SET last_step = fresh, failures = 0, window_start = 0, locked_until = 0
+            WHERE "user" = who;
+        RETURN NULL;
+    END IF;
+    IF m.failures = 0 OR now_s >= m.window_start + window_secs THEN
+        m.failures := 1;
+        m.window_start := now_s;
+    ELSE
+        m.failures := m.failures + 1;
+    END IF;
+    PERFORM pim.audit(host, who, 'mfa_failure', who, '', 'refused',
+        format('wrong or reused code (%s of %s)', m.failures, max_failures));
+    IF m.failures >= max_failures THEN
+        UPDATE pim.mfa SET failures = 0, window_start = m.window_start,
+            locked_until = now_s + lockout_secs WHERE "user" = who;
+        PERFORM pim.audit(host, who, 'mfa_lockout', who, '', 'refused',
+            format('locked for %s seconds', lockout_secs));
+        RETURN pim.refusal('PM006', format('wrong code; too many wrong codes, the MFA of %s is locked for %s seconds',
+            who, lockout_secs));
+    END IF;
+    UPDATE pim.mfa SET failures = m.failures, window_start = m.window_start WHERE "user" = who;
+    RETURN pim.refusal('PM005', format('the code is wrong or was already used; %s attempts left before a lockout',
+        max_failures - m.failures));
+END
+$$;
+
+-- NULL when `actor` is an administrator of the current policy (by name: the database does
+-- not take a host's word on group membership for this) and `code` is their fresh code.
+CREATE OR REPLACE FUNCTION pim.admin_proof(actor text, code text, host text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pim.check_name('the administrator', actor);
+    PERFORM pim.check_text('the code', code, 64);
+    IF NOT coalesce((pim.current_policy()).normalized -> 'admins', '[]') ? actor THEN
+        PERFORM pim.refuse('PM007', format('%s is not an administrator of the fleet', actor));
+    END IF;
+    RETURN pim.spend_code(actor, code, host, true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim.grant_json(g pim.grants) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('id', g.id, 'user', g."user", 'role', g.role, 'group', g."group",
+        'started_at', g.started_at, 'ends_at', g.ends_at, 'reason', g.reason,
+        'ticket', g.ticket, 'request_id', g.request_id, 'only_host', g.only_host)
+$$;
+
+CREATE OR REPLACE FUNCTION pim.request_json(q pim.requests) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('id', q.id, 'user', q."user", 'role', q.role,
+        'duration_secs', q.duration_secs, 'reason', q.reason, 'ticket', q.ticket,
+        'created_at', q.created_at, 'expires_at', q.expires_at,
+        'approvals', (SELECT count(*) FROM pim.approvals a WHERE a.request_id = q.id),
+        'approvals_required', q.approvals_required, 'state', q.state, 'only_host', q.only_host)
+$$;
+
+-- Starts the grant of request `q` (or of a direct activation when q.id is NULL).
+CREATE OR REPLACE FUNCTION pim.start_grant(q pim.requests, r jsonb, host text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    g pim.grants;
+    now_s bigint := pim.now_s();
+BEGIN
+    INSERT INTO pim.grants ("user", role, "group", scope, only_host, started_at, ends_at, reason,
+        ticket, request_id, granted_on)
+    VALUES (q."user", q.role, r ->> 'group', pim.scope_of(r), q.only_host, now_s,
+        now_s + q.duration_secs, q.reason, q.ticket, q.id, host)
+    RETURNING * INTO g;
+    PERFORM pim.audit(host, q."user", 'activate', q."user", q.role, 'success',
+        format('grant %s for %s s%s%s', g.id, q.duration_secs,
+            CASE WHEN q.only_host IS NULL THEN '' ELSE ' on host ' || q.only_host END,
+            CASE WHEN q.id IS NULL THEN '' ELSE ', request ' || q.id END),
+        q.reason, q.ticket);
+    PERFORM pim.wake();
+    RETURN jsonb_build_object('granted', pim.grant_json(g));
+END
+$$;
+
+-- Stores a policy version; used by setup (the first one) and pim_api.push_policy.
+CREATE OR REPLACE FUNCTION pim.store_policy(policy_text text, normalized jsonb, pushed_by text, host text)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v bigint;
+    role_name text;
+    r jsonb;
+    wrong text;
+BEGIN
+    IF policy_text IS NULL OR octet_length(policy_text) > 1048576 THEN
+        PERFORM pim.refuse('PM002', 'the policy text is missing or longer than 1 MiB');
+    END IF;
+    IF jsonb_typeof(normalized -> 'roles') IS DISTINCT FROM 'object'
+        OR jsonb_typeof(normalized -> 'admins') IS DISTINCT FROM 'array' THEN
+        PERFORM pim.refuse('PM002', 'the normalized policy needs "roles" (an object) and "admins" (a list)');
+    END IF;
+    IF jsonb_array_length(normalized -> 'admins') = 0 THEN
+        PERFORM pim.refuse('PM002', 'the policy names no administrator by user name: nobody could push the next one');
+    END IF;
+    -- Every key the functions read, with its type: a missing one must not read as NULL
+    -- (NULL require_mfa would skip the code).
+    FOR role_name, r IN SELECT * FROM jsonb_each(normalized -> 'roles') LOOP
+        SELECT string_agg(k, ', ') INTO wrong FROM (VALUES
+            ('group', 'string'), ('hosts', 'array'), ('eligible_users', 'array'),
+            ('eligible_groups', 'array'), ('approver_users', 'array'),
+            ('approver_groups', 'array'), ('require_approval', 'boolean'),
+            ('approvals_required', 'number'), ('max_duration_secs', 'number'),
+            ('require_mfa', 'boolean'), ('request_ttl_secs', 'number')) AS want (k, t)
+        WHERE jsonb_typeof(r -> k) IS DISTINCT FROM t
+           OR (t = 'number' AND (r ->> k)::numeric < 1);
+        IF wrong IS NOT NULL THEN
+            PERFORM pim.refuse('PM002', format('the normalized policy''s role %s lacks or mistypes %s',
+                role_name, wrong));
+        END IF;
+    END LOOP;
+    SELECT string_agg(k, ', ') INTO wrong
+        FROM unnest(ARRAY['max_failures', 'failure_window_secs', 'lockout_secs']) AS k
+        WHERE normalized -> 'mfa' ? k AND (jsonb_typeof(normalized -> 'mfa' -> k) <> 'number'
+                                           OR (normalized -> 'mfa' ->> k)::numeric < 1);
+    IF wrong IS NOT NULL THEN
+        PERFORM pim.refuse('PM002', format('the normalized policy''s mfa mistypes %s', wrong));
+    END IF;
+    INSERT INTO pim.policies (text, normalized, pushed_by, pushed_at)
+    VALUES (policy_text, normalized, pushed_by, pim.now_s()) RETURNING version INTO v;
+    PERFORM pim.audit(host, pushed_by, 'policy_push', '', '', 'success', format('policy version %s', v));
+    PERFORM pim.wake();
+    RETURN v;
+END
+$$;
+
+-- Adds host `host_name` with its login pim_host_<name>; returns the login's password
+-- (scram-sha-256 on the server). Adding an existing host is refused: its password stays.
+CREATE OR REPLACE FUNCTION pim.create_host(host_name text, tags text[], actor text, host text)
+RETURNS text
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    login text;
+    password text := encode(pim_crypto.gen_random_bytes(24), 'hex');
+BEGIN
+    PERFORM pim.check_name('the host', host_name);
+    IF host_name !~ '^[a-z0-9][a-z0-9.-]{0,53}$' THEN
+        PERFORM pim.refuse('PM002', format('the host name %s must be lower-case letters, digits, . and -, at most 54',
+            quote_literal(host_name)));
+    END IF;
+    PERFORM pim.check_names('a tag', tags);
+    -- web7.eu and web7-eu share a login name: the second is refused below.
+    login := 'pim_host_' || translate(host_name, '.-', '__');
+    IF EXISTS (SELECT FROM pim.hosts WHERE name = host_name) THEN
+        PERFORM pim.refuse('PM009', format('the host %s is already in the fleet', host_name));
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = login) THEN
+        PERFORM pim.refuse('PM009', format('a database role %s exists already', login));
+    END IF;
+    EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE pim_host', login, password);
+    INSERT INTO pim.hosts (name, login, tags, added_at) VALUES (host_name, login, tags, pim.now_s());
+    PERFORM pim.audit(host, actor, 'host_add', '', '', 'success',
+        format('host %s (tags %s)', host_name, array_to_string(tags, ',')));
+    RETURN password;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- pim_api: what a host may call. Each finds its host through pim.caller().
+
+CREATE OR REPLACE FUNCTION pim_api.snapshot(host_now_ms bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    db_now_ms bigint := floor(extract(epoch FROM now()) * 1000)::bigint;
+BEGIN
+    UPDATE pim.hosts SET last_seen = pim.now_s(), last_sync = pim.now_s(),
+        skew_ms = host_now_ms - db_now_ms WHERE name = h.name;
+    RETURN jsonb_build_object('host', h.name, 'db_now', pim.now_s(),
+        'policy_version', (SELECT coalesce(max(version), 0) FROM pim.policies),
+        'grants', coalesce((SELECT jsonb_agg(pim.grant_json(g) ORDER BY g.id) FROM pim.grants g
+            WHERE g.ended_at IS NULL AND g.ends_at > pim.now_s()
+              AND pim.in_scope(g.scope, g.only_host, h)), '[]'));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.policy(wanted bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    p pim.policies;
+BEGIN
+    SELECT * INTO p FROM pim.policies WHERE version = wanted;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM008', format('there is no policy version %s', wanted));
+    END IF;
+    RETURN jsonb_build_object('version', p.version, 'text', p.text);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.enrol(who text, secret bytea) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    IF secret IS NULL OR octet_length(secret) NOT BETWEEN 10 AND 64 THEN
+        PERFORM pim.refuse('PM002', 'a TOTP secret is 10 to 64 bytes');
+    END IF;
+    -- A confirmed enrolment is replaced only after an administrator's reset: otherwise any
+    -- host could swap in a secret it knows and then act as the user everywhere.
+    IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed) THEN
+        PERFORM pim.refuse('PM009', format('%s is already enrolled; to enrol a new device, ask an administrator to run ''pim admin mfa-reset''', who));
+    END IF;
+    INSERT INTO pim.mfa ("user", secret, enrolled_at) VALUES (who, secret, pim.now_s())
+    ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
+        enrolled_at = excluded.enrolled_at;
+    PERFORM pim.audit(h.name, who, 'mfa_enrol', who, '', 'pending', 'enrolment started');
+    RETURN '{}';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.confirm_enrolment(who text, code text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    refused jsonb;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.check_text('the code', code, 64);
+    refused := pim.spend_code(who, code, h.name, false);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    UPDATE pim.mfa SET confirmed = true WHERE "user" = who;
+    PERFORM pim.audit(h.name, who, 'mfa_confirm', who, '', 'success', 'enrolment confirmed');
+    RETURN '{}';
+END
+$$;
+
+-- An administrator removes `who`'s enrolment (a lost device): the user enrols again.
+CREATE OR REPLACE FUNCTION pim_api.mfa_reset(actor text, code text, who text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    refused jsonb;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    IF NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who) THEN
+        PERFORM pim.refuse('PM008', format('%s has no enrolment', who));
+    END IF;
+    refused := pim.admin_proof(actor, code, h.name);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    DELETE FROM pim.mfa WHERE "user" = who;
+    PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success', 'enrolment removed');
+    RETURN '{}';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.mfa_enrolled(who text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    RETURN EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.activate(who text, groups text[], role_name text,
+    duration_secs bigint, reason text, ticket text, code text, only_host text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    r jsonb;
+    q pim.requests;
+    target pim.hosts;
+    refused jsonb;
+    now_s bigint := pim.now_s();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.check_names('a group', groups);
+    PERFORM pim.check_name('the role', role_name);
+    PERFORM pim.check_text('the reason', reason, 1024);
+    PERFORM pim.check_text('the ticket', ticket, 256);
+    PERFORM pim.check_text('the code', code, 64);
+    r := pim.role((pim.current_policy()).normalized, role_name);
+    IF NOT pim.named(r, 'eligible_users', 'eligible_groups', who, groups) THEN
+        PERFORM pim.refuse('PM001', format('%s is not eligible for the role %s', who, role_name));
+    END IF;
+    IF duration_secs IS NULL OR duration_secs < 1 OR duration_secs > (r ->> 'max_duration_secs')::bigint THEN
+        PERFORM pim.refuse('PM002', format('the role %s grants 1 to %s seconds', role_name, r ->> 'max_duration_secs'));
+    END IF;
+    IF only_host IS NOT NULL THEN
+        SELECT * INTO target FROM pim.hosts WHERE name = only_host;
+        IF NOT FOUND THEN
+            PERFORM pim.refuse('PM008', format('there is no host %s in the fleet', quote_literal(only_host)));
+        END IF;
+        IF NOT pim.in_scope(pim.scope_of(r), NULL, target) THEN
+            PERFORM pim.refuse('PM002', format('the role %s does not apply on host %s', role_name, only_host));
+        END IF;
+    END IF;
+    IF EXISTS (SELECT FROM pim.grants g WHERE g."user" = who AND g.role = role_name
+               AND g.ended_at IS NULL AND g.ends_at > now_s) THEN
+        PERFORM pim.refuse('PM009', format('%s already holds a live grant of %s', who, role_name));
+    END IF;
+    IF coalesce((r ->> 'require_mfa')::boolean, true) THEN
+        refused := pim.spend_code(who, code, h.name, true);
+        IF refused IS NOT NULL THEN
+            RETURN refused;
+        END IF;
+    END IF;
+    q := ROW(NULL, who, groups, role_name, duration_secs, reason, ticket, only_host, h.name,
+        now_s, now_s + (r ->> 'request_ttl_secs')::bigint, (r ->> 'approvals_required')::integer,
+        'pending', NULL)::pim.requests;
+    IF NOT coalesce((r ->> 'require_approval')::boolean, true) THEN
+        RETURN pim.start_grant(q, r, h.name);
+    END IF;
+    INSERT INTO pim.requests ("user", user_groups, role, duration_secs, reason, ticket, only_host,
+        filed_on, created_at, expires_at, approvals_required, state)
+    VALUES (q."user", q.user_groups, q.role, q.duration_secs, q.reason, q.ticket, q.only_host,
+        q.filed_on, q.created_at, q.expires_at, q.approvals_required, q.state)
+    RETURNING * INTO q;
+    PERFORM pim.audit(h.name, who, 'request', who, role_name, 'pending',
+        format('request %s for %s s, %s approvals needed; groups as the host gave them: %s',
+            q.id, duration_secs, q.approvals_required, array_to_string(groups, ',')),
+        reason, ticket);
+    PERFORM pim.wake();
+    RETURN jsonb_build_object('pending', jsonb_build_object('request_id', q.id,
+        'approvals_required', q.approvals_required));
+END
+$$;
+
+-- The open request `id` locked, after the checks every decision shares: it is pending and
+-- not lapsed, `approver` qualifies under the current policy and is not the requester.
+CREATE OR REPLACE FUNCTION pim.decidable(id bigint, approver text, groups text[]) RETURNS pim.requests
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    q pim.requests;
+    r jsonb;
+BEGIN
+    PERFORM pim.check_name('the approver', approver);
+    PERFORM pim.check_names('a group', groups);
+    SELECT * INTO q FROM pim.requests WHERE requests.id = decidable.id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM008', format('there is no request %s', id));
+    END IF;
+    IF q.state <> 'pending' OR q.expires_at <= pim.now_s() THEN
+        PERFORM pim.refuse('PM009', format('request %s is %s', id,
+            CASE WHEN q.state = 'pending' THEN 'expired' ELSE q.state END));
+    END IF;
+    IF q."user" = approver THEN
+        PERFORM pim.refuse('PM007', 'you cannot decide your own request');
+    END IF;
+    r := (pim.current_policy()).normalized -> 'roles' -> q.role;
+    IF r IS NULL THEN
+        PERFORM pim.refuse('PM009', format('the role %s is no longer in the policy', q.role));
+    END IF;
+    IF NOT pim.named(r, 'approver_users', 'approver_groups', approver, groups) THEN
+        PERFORM pim.refuse('PM007', format('%s may not decide requests for %s', approver, q.role));
+    END IF;
+    IF EXISTS (SELECT FROM pim.approvals a WHERE a.request_id = q.id AND a.approver = decidable.approver) THEN
+        PERFORM pim.refuse('PM009', format('%s has already approved request %s', approver, id));
+    END IF;
+    RETURN q;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.approve(id bigint, approver text, groups text[], code text,
+    comment text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    q pim.requests := pim.decidable(id, approver, groups);
+    r jsonb := (pim.current_policy()).normalized -> 'roles' -> q.role;
+    refused jsonb;
+    given bigint;
+BEGIN
+    PERFORM pim.check_text('the comment', comment, 1024);
+    PERFORM pim.check_text('the code', code, 64);
+    -- The requester must still be eligible (their groups as the filing host gave them).
+    IF NOT pim.named(r, 'eligible_users', 'eligible_groups', q."user", q.user_groups) THEN
+        PERFORM pim.refuse('PM009', format('%s is no longer eligible for %s', q."user", q.role));
+    END IF;
+    refused := pim.spend_code(approver, code, h.name, true);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    INSERT INTO pim.approvals (request_id, approver, approver_groups, given_on, comment, at)
+    VALUES (q.id, approver, groups, h.name, comment, pim.now_s());
+    SELECT count(*) INTO given FROM pim.approvals a WHERE a.request_id = q.id;
+    PERFORM pim.audit(h.name, approver, 'approve', q."user", q.role, 'success',
+        format('request %s: approval %s of %s; groups as the host gave them: %s', q.id, given,
+            q.approvals_required, array_to_string(groups, ',')), comment);
+    IF given < q.approvals_required THEN
+        PERFORM pim.wake();
+        RETURN jsonb_build_object('still_pending', jsonb_build_object('approvals', given,
+            'required', q.approvals_required));
+    END IF;
+    UPDATE pim.requests SET state = 'approved', decided_at = pim.now_s() WHERE requests.id = q.id;
+    RETURN pim.start_grant(q, r, h.name);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.deny(id bigint, approver text, groups text[], code text,
+    comment text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    q pim.requests := pim.decidable(id, approver, groups);
+    refused jsonb;
+BEGIN
+    PERFORM pim.check_text('the comment', comment, 1024);
+    PERFORM pim.check_text('the code', code, 64);
+    refused := pim.spend_code(approver, code, h.name, true);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    UPDATE pim.requests SET state = 'denied', decided_at = pim.now_s() WHERE requests.id = q.id;
+    PERFORM pim.audit(h.name, approver, 'deny', q."user", q.role, 'success',
+        format('request %s denied', q.id), comment);
+    PERFORM pim.wake();
+    RETURN '{"denied": true}';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.cancel(who text, id bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    q pim.requests;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    SELECT * INTO q FROM pim.requests WHERE requests.id = cancel.id AND "user" = who FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM008', format('%s has no request %s', who, id));
+    END IF;
+    IF q.state <> 'pending' THEN
+        PERFORM pim.refuse('PM009', format('request %s is %s', id, q.state));
+    END IF;
+    UPDATE pim.requests SET state = 'cancelled', decided_at = pim.now_s() WHERE requests.id = q.id;
+    PERFORM pim.audit(h.name, who, 'cancel', who, q.role, 'success', format('request %s cancelled', id));
+    PERFORM pim.wake();
+    RETURN '{}';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.requests_for(approver text, groups text[]) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    roles jsonb := (pim.current_policy()).normalized -> 'roles';
+BEGIN
+    PERFORM pim.check_name('the approver', approver);
+    PERFORM pim.check_names('a group', groups);
+    RETURN coalesce((SELECT jsonb_agg(pim.request_json(q) ORDER BY q.id) FROM pim.requests q
+        WHERE q.state = 'pending' AND q.expires_at > pim.now_s() AND q."user" <> approver
+          AND roles ? q.role
+          AND pim.named(roles -> q.role, 'approver_users', 'approver_groups', approver, groups)
+          AND NOT EXISTS (SELECT FROM pim.approvals a WHERE a.request_id = q.id
+                          AND a.approver = requests_for.approver)), '[]');
+END
+$$;
+
+-- Ends the live grants of `who` for `role_name` (`why`: deactivated, revoked); their ids.
+CREATE OR REPLACE FUNCTION pim.end_grants(who text, role_name text, why text, actor text,
+    host text, reason text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    ended jsonb;
+BEGIN
+    WITH e AS (
+        UPDATE pim.grants SET ended_at = pim.now_s(), end_reason = why
+        WHERE "user" = who AND role = role_name AND ended_at IS NULL AND ends_at > pim.now_s()
+        RETURNING id
+    )
+    SELECT coalesce(jsonb_agg(id ORDER BY id), '[]') INTO ended FROM e;
+    IF jsonb_array_length(ended) = 0 THEN
+        PERFORM pim.refuse('PM008', format('%s holds no live grant of %s', who, role_name));
+    END IF;
+    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'revoke' ELSE 'deactivate' END,
+        who, role_name, 'success', format('grants %s %s', ended, why), reason);
+    PERFORM pim.wake();
+    RETURN ended;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.deactivate(who text, role_name text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.check_name('the role', role_name);
+    RETURN pim.end_grants(who, role_name, 'deactivated', who, h.name, '');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.revoke(actor text, code text, who text, role_name text,
+    reason text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    refused jsonb;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.check_name('the role', role_name);
+    PERFORM pim.check_text('the reason', reason, 1024);
+    IF NOT EXISTS (SELECT FROM pim.grants WHERE "user" = who AND role = role_name
+                   AND ended_at IS NULL AND ends_at > pim.now_s()) THEN
+        PERFORM pim.refuse('PM008', format('%s holds no live grant of %s', who, role_name));
+    END IF;
+    refused := pim.admin_proof(actor, code, h.name);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    RETURN pim.end_grants(who, role_name, 'revoked', actor, h.name, reason);
+END
+$$;
+
+-- Marks the grants past their end as ended (and lapses the requests past their expiry).
+-- Hosts race to call it: the row lock of UPDATE lets one transaction end each grant; the
+-- others find ended_at set and skip it, so each grant has one winner and one record.
+CREATE OR REPLACE FUNCTION pim_api.expire_due() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    g record;
+    ended jsonb := '[]';
+BEGIN
+    FOR g IN UPDATE pim.grants SET ended_at = ends_at, end_reason = 'expired'
+             WHERE ends_at <= pim.now_s() AND ended_at IS NULL
+             RETURNING id, "user", role LOOP
+        PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
+            format('grant %s expired', g.id));
+        ended := ended || to_jsonb(g.id);
+    END LOOP;
+    FOR g IN UPDATE pim.requests SET state = 'expired', decided_at = pim.now_s()
+             WHERE state = 'pending' AND expires_at <= pim.now_s()
+             RETURNING id, "user", role LOOP
+        PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
+            format('request %s lapsed', g.id));
+    END LOOP;
+    RETURN ended;
+END
+$$;
+
+-- Stores the host's local audit records (a JSON list of AuditRecord, at most 1000); a
+-- record already stored (same host, same local id) is skipped. Returns how many were new.
+CREATE OR REPLACE FUNCTION pim_api.ship_audit(records jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    rec jsonb;
+    stored bigint := 0;
+    n bigint;
+BEGIN
+    IF jsonb_typeof(records) IS DISTINCT FROM 'array' OR jsonb_array_length(records) > 1000 THEN
+        PERFORM pim.refuse('PM002', 'ship_audit takes a list of at most 1000 records');
+    END IF;
+    FOR rec IN SELECT * FROM jsonb_array_elements(records) LOOP
+        -- The local id is what makes a retry harmless: a record without one is refused.
+        IF jsonb_typeof(rec -> 'id') IS DISTINCT FROM 'number'
+            OR jsonb_typeof(rec -> 'at') IS DISTINCT FROM 'number' THEN
+            PERFORM pim.refuse('PM002', 'a shipped audit record needs its local id and time');
+        END IF;
+        INSERT INTO pim.audit (at, host, local_id, actor, action, "user", role, outcome, reason,
+            ticket, detail, prev, hash)
+        VALUES ((rec ->> 'at')::bigint, h.name, (rec ->> 'id')::bigint,
+            pim.check_text('actor', rec ->> 'actor', 256),
+            pim.check_text('action', rec ->> 'action', 64),
+            pim.check_text('user', rec ->> 'user', 256),
+            pim.check_text('role', rec ->> 'role', 256),
+            pim.check_text('outcome', rec ->> 'outcome', 64),
+            pim.check_text('reason', rec ->> 'reason', 4096),
+            pim.check_text('ticket', rec ->> 'ticket', 1024),
+            pim.check_text('detail', rec ->> 'detail', 4096),
+            pim.check_text('prev', rec ->> 'prev', 128),
+            pim.check_text('hash', rec ->> 'hash', 128))
+        ON CONFLICT (host, local_id) DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        stored := stored + n;
+    END LOOP;
+    UPDATE pim.hosts SET last_seen = pim.now_s() WHERE name = h.name;
+    RETURN stored;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.push_policy(actor text, code text, policy_text text,
+    normalized jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    refused jsonb := pim.admin_proof(actor, code, h.name);
+BEGIN
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    RETURN jsonb_build_object('version', pim.store_policy(policy_text, normalized, actor, h.name));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.add_host(actor text, code text, host_name text, tags text[])
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    refused jsonb := pim.admin_proof(actor, code, h.name);
+BEGIN
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    RETURN jsonb_build_object('password', pim.create_host(host_name, tags, actor, h.name));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.hosts() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+BEGIN
+    RETURN coalesce((SELECT jsonb_agg(jsonb_build_object('name', x.name, 'tags', to_jsonb(x.tags),
+        'last_seen', x.last_seen, 'last_sync', x.last_sync, 'skew_ms', x.skew_ms) ORDER BY x.name)
+        FROM pim.hosts x), '[]');
+END
+$$;
+
+RESET ROLE;
+
+-- Nobody but pim_host may call the API, and nobody else anything in pim: functions are
+-- executable by PUBLIC by default.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pim, pim_api FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA pim FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA pim FROM PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pim_api TO pim_host;
+
+INSERT INTO pim.schema_version (version) VALUES (1)
+ON CONFLICT (only_row) DO UPDATE SET version = excluded.version;

@@ -1,0 +1,666 @@
+use super::super::test_support::*;
+use super::*;
+use crate::fleet::fake::FakeAuthority;
+use crate::fleet::mirror::MAX_SKEW_SECS;
+use crate::fleet::sync::{self, Managed, RoundError};
+use std::cell::{Cell, RefCell};
+
+/// The manager reached directly, as the sync thread reaches it through pimd's core.
+struct Direct<'a> {
+    manager: RefCell<&'a mut Manager>,
+    config_changes: Cell<u32>,
+}
+
+impl Managed for Direct<'_> {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        f(&mut self.manager.borrow_mut())
+    }
+
+    fn config_changed(&self) {
+        self.config_changes.set(self.config_changes.get() + 1);
+    }
+}
+
+const LOCAL: &str = r#"
+[daemon]
+database = "/nonexistent/pim.db"
+
+[fleet]
+database = "host=db.example dbname=pim user=pim_host_web7 passfile=/etc/pim/pgpass"
+host = "web7"
+max_staleness = "10m"
+"#;
+
+const POLICY: &str = r#"
+[daemon]
+admins = ["%pim-admins"]
+
+[roles.admin]
+group = "sudo"
+eligible = ["alice", "%ops"]
+max_duration = "2h"
+hosts = ["tag:web"]
+
+[roles.docker]
+eligible = ["alice"]
+require_mfa = false
+require_justification = false
+"#;
+
+struct Fleet {
+    e: Env,
+    fake: FakeAuthority,
+}
+
+/// A fleet host web7 at T0 whose authority's clock agrees with its own, running POLICY
+/// (version 1), not synchronised yet.
+fn fleet_env() -> Fleet {
+    let mut e = env();
+    let directory = HostDirectory(e.accounts.clone());
+    let (local, problems) = pim_config::parse(LOCAL, "pim.toml", &directory);
+    assert!(problems.is_empty(), "{problems:?}");
+    let local = local.unwrap();
+    let fake = FakeAuthority::reachable("web7", T0);
+    fake.fleet().policy_text = POLICY.into();
+    e.m.set_fleet(super::Fleet::new(
+        Arc::new(fake.clone()),
+        local,
+        "web7".into(),
+    ));
+    e.m.apply_policy(1, POLICY).unwrap();
+    Fleet { e, fake }
+}
+
+fn fleet_grant(id: i64, user: &str, role: &str, group: &str, ends_at: i64) -> FleetGrant {
+    FleetGrant {
+        id,
+        user: user.into(),
+        role: role.into(),
+        group: group.into(),
+        started_at: T0,
+        ends_at,
+        reason: REASON.into(),
+        ticket: String::new(),
+        request_id: None,
+        only_host: None,
+    }
+}
+
+impl Fleet {
+    /// The mirror of a snapshot if the authority answers, else the staleness rule alone.
+    fn sync(&mut self) -> Mirrored {
+        let snapshot = self.fake.clone().snapshot().ok();
+        self.e.m.mirror(snapshot.as_ref()).unwrap()
+    }
+
+    /// One whole round of the sync thread; also how many times the configuration changed.
+    fn round(&mut self) -> (Result<sync::RoundReport, RoundError>, u32) {
+        let direct = Direct {
+            manager: RefCell::new(&mut self.e.m),
+            config_changes: Cell::new(0),
+        };
+        let mut authority = self.fake.clone();
+        let outcome = sync::round(&mut authority, &direct);
+        (outcome, direct.config_changes.get())
+    }
+
+    fn sudo_allowed(&mut self, user: &str) -> AccessDecision {
+        let root = self.e.who("root");
+        self.e
+            .m
+            .check_access(&root, user, &groups(&["sudo"]))
+            .unwrap()
+    }
+
+    fn in_sudo(&self, user: &str) -> bool {
+        self.e.accounts.members("sudo").contains(&user.to_string())
+    }
+
+    /// Both clocks move on.
+    fn advance(&mut self, secs: i64) {
+        self.e.advance(secs);
+        self.fake.fleet().db_now += secs;
+    }
+}
+
+#[test]
+fn given_a_snapshot_with_a_grant_then_it_is_mirrored_with_its_membership_and_audit() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    let report = f.sync();
+    assert_eq!((report.started, report.ended, report.stale), (1, 0, None));
+    assert!(f.in_sudo("alice"));
+    assert!(f.e.managed("alice", "sudo"));
+    assert!(f.sudo_allowed("alice").allowed);
+    let started = f.e.audited("fleet-grant");
+    assert_eq!(started.len(), 1);
+    assert!(
+        started[0].detail.contains("fleet grant 7 of group sudo"),
+        "{started:?}"
+    );
+    // The same snapshot again changes nothing.
+    let again = f.sync();
+    assert_eq!((again.started, again.ended), (0, 0));
+    assert_eq!(f.e.audited("fleet-grant").len(), 1);
+}
+
+#[test]
+fn given_the_fleet_drops_a_grant_then_the_mirror_ends_it_and_takes_the_membership_away() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    f.sync();
+    f.fake.fleet().grants.clear();
+    let report = f.sync();
+    assert_eq!(report.ended, 1);
+    assert!(!f.in_sudo("alice"));
+    assert!(!f.sudo_allowed("alice").allowed);
+    let ended = f.e.audited("fleet-end");
+    assert!(
+        ended[0].detail.contains("the fleet no longer holds it"),
+        "{ended:?}"
+    );
+}
+
+#[test]
+fn given_no_synchronisation_for_longer_than_max_staleness_then_pam_refuses_memberships_go_and_a_resync_restores_them(
+) {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    f.fake.fleet().reachable = false;
+
+    // Unreachable but within max_staleness: the grant still counts.
+    f.advance(300);
+    assert_eq!(f.sync().stale, None);
+    assert!(f.sudo_allowed("alice").allowed);
+
+    // Past max_staleness: PAM refuses at once, saying why, and the mirror ends the grant.
+    f.advance(301);
+    let refused = f.sudo_allowed("alice");
+    assert!(!refused.allowed);
+    assert!(
+        refused
+            .message
+            .contains("more than max_staleness (10m) ago"),
+        "{}",
+        refused.message
+    );
+    let report = f.sync();
+    assert!(report.stale.is_some());
+    assert_eq!(report.ended, 1);
+    assert!(!f.in_sudo("alice"));
+    let ended = f.e.audited("fleet-end");
+    assert!(ended[0]
+        .detail
+        .contains("it starts again when this host synchronises"));
+
+    // The authority answers again: the still-live grant comes back.
+    f.fake.fleet().reachable = true;
+    let report = f.sync();
+    assert_eq!((report.started, report.stale), (1, None));
+    assert!(f.in_sudo("alice"));
+    assert!(f.sudo_allowed("alice").allowed);
+}
+
+#[test]
+fn given_a_host_clock_skewed_from_the_database_s_then_fleet_grants_do_not_count() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    f.fake.fleet().db_now = T0 - MAX_SKEW_SECS - 5;
+    let report = f.sync();
+    let stale = report.stale.expect("skewed");
+    assert!(
+        stale.contains("35 s ahead of the fleet database's"),
+        "{stale}"
+    );
+    assert_eq!(report.started, 0);
+    assert!(!f.in_sudo("alice"));
+    assert!(!f.sudo_allowed("alice").allowed);
+
+    // The clock set right: the grant starts.
+    f.fake.fleet().db_now = T0;
+    assert_eq!(f.sync().started, 1);
+    assert!(f.sudo_allowed("alice").allowed);
+}
+
+#[test]
+fn given_a_fleet_grant_that_ends_then_local_expiry_ends_it_without_the_network() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 60)];
+    f.sync();
+    f.fake.fleet().reachable = false;
+    f.advance(60);
+    assert!(!f.sudo_allowed("alice").allowed);
+    f.e.m.reconcile().unwrap();
+    assert!(!f.in_sudo("alice"));
+    assert_eq!(f.e.audited("expire").len(), 1);
+    // Back in touch with a database that has not expired it yet: it is not started again.
+    f.fake.fleet().reachable = true;
+    assert_eq!(f.sync().started, 0);
+}
+
+#[test]
+fn given_an_unreachable_authority_then_activation_is_refused_naming_the_last_sync_and_nothing_changes(
+) {
+    let mut f = fleet_env();
+    f.sync();
+    f.fake.fleet().reachable = false;
+    f.advance(120);
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m.activate(&alice, "admin", 0, REASON, "", "123456"),
+        Internal
+    );
+    assert!(
+        e.contains("the fleet's database is unreachable (last synchronised 2m ago); new activations are refused until it answers; existing grants still end on time"),
+        "{e}"
+    );
+    assert!(!f.in_sudo("alice"));
+    assert!(f.e.audited("activate")[0].detail.contains("unreachable"));
+}
+
+#[test]
+fn given_fleet_mode_then_an_activation_goes_to_the_authority_with_the_policy_groups_and_is_mirrored_at_once(
+) {
+    let mut f = fleet_env();
+    f.e.accounts.add_group("ops", &["erin"]);
+    f.fake.fleet().activation = Some(Activated::Granted(fleet_grant(
+        9,
+        "erin",
+        "admin",
+        "sudo",
+        T0 + HOUR,
+    )));
+    let erin = f.e.who("erin");
+    let reply =
+        f.e.m
+            .fleet_activate(&erin, "admin", 0, REASON, "", "123456", Some("web7"))
+            .unwrap();
+    assert_eq!(reply.state, ActivationState::Active);
+    assert_eq!(reply.grant.id, 9);
+    let asked = f.fake.fleet().calls.clone();
+    assert!(
+        asked.contains(
+            &"activate erin admin 3600s groups=[\"ops\"] code=123456 host=Some(\"web7\")"
+                .to_string()
+        ),
+        "{asked:?}"
+    );
+    // Mirrored before the call returned.
+    assert!(f.in_sudo("erin"));
+    assert!(f.sudo_allowed("erin").allowed);
+}
+
+#[test]
+fn given_a_role_needing_approval_then_the_activation_is_pending_with_the_fleet_s_request() {
+    let mut f = fleet_env();
+    f.fake.fleet().activation = Some(Activated::Pending {
+        request_id: 31,
+        approvals_required: 2,
+    });
+    let alice = f.e.who("alice");
+    let reply =
+        f.e.m
+            .activate(&alice, "admin", 600, REASON, "", "123456")
+            .unwrap();
+    assert_eq!(reply.state, ActivationState::Pending);
+    assert_eq!(
+        (reply.request.id, reply.request.approvals_required),
+        (31, 2)
+    );
+    assert!(!f.in_sudo("alice"));
+}
+
+#[test]
+fn given_an_approval_that_grants_then_the_grant_is_mirrored_here() {
+    let mut f = fleet_env();
+    f.fake.fleet().decision = Some(Decided::Granted(fleet_grant(
+        4,
+        "alice",
+        "admin",
+        "sudo",
+        T0 + HOUR,
+    )));
+    let frank = f.e.who("frank");
+    let decided = f.e.m.approve(&frank, 31, "ok", "654321").unwrap();
+    assert_eq!(decided.state, RequestState::Approved);
+    assert!(f.in_sudo("alice"));
+    assert!(f
+        .fake
+        .fleet()
+        .calls
+        .contains(&"approve 31 by frank code=654321".to_string()));
+}
+
+#[test]
+fn given_a_refusal_by_the_database_then_the_caller_gets_it_and_it_is_audited_locally() {
+    let mut f = fleet_env();
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m.activate(&alice, "admin", 0, REASON, "", "1"),
+        NotEligible
+    );
+    assert!(e.contains("not eligible"));
+    let refused = f.e.audited("activate");
+    assert_eq!(refused[0].outcome, Outcome::Refused);
+}
+
+#[test]
+fn given_deactivate_and_revoke_then_they_go_to_the_authority_and_the_mirror_ends_the_grant() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![
+        fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR),
+        fleet_grant(8, "alice", "docker", "docker", T0 + HOUR),
+    ];
+    f.sync();
+    let alice = f.e.who("alice");
+    f.e.m.deactivate(&alice, "admin").unwrap();
+    assert!(!f.in_sudo("alice"));
+
+    // A revocation needs the admin's code, which the database checks.
+    let frank = f.e.who("frank");
+    let e = assert_err!(
+        f.e.m
+            .admin_revoke(&frank, "alice", "docker", "left the team"),
+        MfaRequired
+    );
+    assert!(e.contains("give --code CODE"), "{e}");
+    f.e.m
+        .fleet_revoke(&frank, "alice", "docker", "left the team", "112233")
+        .unwrap();
+    assert!(!f
+        .e
+        .accounts
+        .members("docker")
+        .contains(&"alice".to_string()));
+    assert!(f
+        .fake
+        .fleet()
+        .calls
+        .contains(&"revoke alice docker by frank code=112233".to_string()));
+}
+
+#[test]
+fn given_fleet_mode_then_what_it_does_not_do_yet_is_refused_naming_the_limitation() {
+    let mut f = fleet_env();
+    let frank = f.e.who("frank");
+    let alice = f.e.who("alice");
+    let refusals = [
+        assert_err!(f.e.m.admin_assign(&frank, "alice", "admin", 0, 0), Conflict),
+        assert_err!(f.e.m.admin_unassign(&frank, "alice", "admin"), Conflict),
+        assert_err!(f.e.m.renew(&alice, "admin", T0 + HOUR, REASON), Conflict),
+        assert_err!(f.e.m.admin_review_start(&frank, "admin", 0, &[]), Conflict),
+        assert_err!(f.e.m.extend(&alice, "admin", 60, REASON, ""), Conflict),
+        assert_err!(f.e.m.admin_mfa_reset(&frank, "alice"), Conflict),
+        assert_err!(f.e.m.admin_mfa_unlock(&frank, "alice"), Conflict),
+        assert_err!(f.e.m.mfa_rotate(&alice, "123456"), Conflict),
+        assert_err!(f.e.m.mfa_recovery_codes(&alice, "123456"), Conflict),
+    ];
+    for (message, what) in refusals.iter().zip([
+        "assignments",
+        "assignments",
+        "renewals",
+        "access reviews",
+        "extending a grant",
+        "MFA resets",
+        "MFA resets and unlocks",
+        "changing an enrolment's device",
+        "recovery codes",
+    ]) {
+        assert!(
+            message.starts_with(&format!("fleet mode does not support {what}")),
+            "{message}"
+        );
+    }
+    assert!(f.fake.fleet().calls.is_empty());
+}
+
+#[test]
+fn given_a_new_policy_version_then_applying_it_changes_the_roles_and_a_reload_keeps_them() {
+    let mut f = fleet_env();
+    assert_eq!(f.e.m.fleet_policy_version(), 1);
+    let next = POLICY.replace(
+        "[roles.docker]",
+        "[roles.deploy]\ngroup = \"deploy\"\neligible = [\"bob\"]\n\n[roles.docker]",
+    );
+    f.e.m.apply_policy(2, &next).unwrap();
+    assert!(f.e.m.config().role("deploy").is_some());
+    assert_eq!(f.e.m.fleet_policy_version(), 2);
+    let reload = f.e.audited("config-reload");
+    assert!(reload
+        .last()
+        .unwrap()
+        .detail
+        .contains("fleet policy version 2: 3 role(s)"));
+
+    // A policy that does not check is kept out: the running one stays.
+    let e = assert_err!(
+        f.e.m.apply_policy(3, "[roles.x]\nbogus = 1\n"),
+        InvalidArgument
+    );
+    assert!(e.contains("roles.x.bogus: unknown key"), "{e}");
+    assert!(f.e.m.config().role("deploy").is_some());
+
+    // SIGHUP re-reads the host's file: its settings change, the policy's roles stay.
+    let directory = HostDirectory(f.e.accounts.clone());
+    let local = LOCAL.replace("[fleet]", "calls_per_minute = 7\n\n[fleet]");
+    let (local, problems) = pim_config::parse(&local, "pim.toml", &directory);
+    assert!(problems.is_empty(), "{problems:?}");
+    f.e.m.replace_config(local.unwrap()).unwrap();
+    assert_eq!(f.e.m.config().daemon.calls_per_minute, 7);
+    assert!(f.e.m.config().role("deploy").is_some());
+    assert_eq!(f.e.m.config().daemon.admins.len(), 1);
+}
+
+#[test]
+fn given_a_policy_push_then_it_is_checked_first_and_sent_with_its_normalized_form() {
+    let mut f = fleet_env();
+    let frank = f.e.who("frank");
+    let e = assert_err!(
+        f.e.m.fleet_policy_push(
+            &frank,
+            "[fleet]\ndatabase = \"host=db\"\n[roles.a]\nmax_duration = \"48h\"\n",
+            "123456"
+        ),
+        InvalidArgument
+    );
+    assert!(e.contains("2 error(s); nothing was pushed"), "{e}");
+    assert!(e.contains("fleet: is each host's own setting"), "{e}");
+    assert!(
+        e.contains("roles.a.max_duration: 48h is over the 24h cap"),
+        "{e}"
+    );
+    assert!(f.fake.fleet().pushed.is_empty());
+
+    let version = f.e.m.fleet_policy_push(&frank, POLICY, "123456").unwrap();
+    assert_eq!(version, 2);
+    let pushed = f.fake.fleet().pushed.clone();
+    assert_eq!(pushed[0].0, POLICY);
+    assert_eq!(
+        pushed[0].1["roles"]["admin"]["hosts"],
+        serde_json::json!(["tag:web"])
+    );
+    let records = f.e.audited("admin-policy-push");
+    assert_eq!(records[0].outcome, Outcome::Refused);
+    assert!(
+        records[1].detail.contains("policy version 2 pushed"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn given_host_add_then_bad_names_are_refused_before_the_network_and_the_password_is_in_no_record() {
+    let mut f = fleet_env();
+    let frank = f.e.who("frank");
+    let e = assert_err!(
+        f.e.m.fleet_host_add(&frank, "web 8", &[], "123456"),
+        InvalidArgument
+    );
+    assert!(e.contains("host 'web 8' is not a valid name"), "{e}");
+    let e = assert_err!(
+        f.e.m
+            .fleet_host_add(&frank, "web8", &["d b".into()], "123456"),
+        InvalidArgument
+    );
+    assert!(e.contains("tag 'd b'"), "{e}");
+    assert!(f.fake.fleet().calls.is_empty());
+    let password =
+        f.e.m
+            .fleet_host_add(&frank, "web8", &["web".into()], "123456")
+            .unwrap();
+    assert_eq!(password, "s3cret-once");
+    assert!(f.e.audit_log().iter().all(|r| !r.detail.contains("s3cret")));
+    let hosts = f.e.m.fleet_hosts(&frank).unwrap();
+    assert_eq!(hosts[0].name, "web8");
+    let alice = f.e.who("alice");
+    assert_err!(f.e.m.fleet_hosts(&alice), PermissionDenied);
+}
+
+#[test]
+fn given_local_records_then_the_spool_is_given_in_order_after_the_shipped_marker() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    f.sync();
+    let spool = f.e.m.audit_to_ship().unwrap();
+    assert!(spool.len() >= 2);
+    assert!(spool.windows(2).all(|w| w[0].id < w[1].id));
+    f.e.m.audit_shipped(spool[0].id).unwrap();
+    let rest = f.e.m.audit_to_ship().unwrap();
+    assert_eq!(rest[0].id, spool[1].id);
+    f.e.m.audit_shipped(spool.last().unwrap().id).unwrap();
+    assert!(f.e.m.audit_to_ship().unwrap().is_empty());
+}
+
+#[test]
+fn given_fleet_enrolment_then_the_secret_goes_to_the_authority_and_not_the_local_store() {
+    let mut f = fleet_env();
+    let alice = f.e.who("alice");
+    let (uri, _) = f.e.m.mfa_enroll(&alice).unwrap();
+    assert!(uri.contains("alice%40web7"), "{uri}");
+    assert_eq!(f.fake.fleet().enrolled[0].0, "alice");
+    assert!(f.e.m.store.read(|tx| tx.mfa("alice")).unwrap().is_none());
+    assert!(f.e.m.mfa_confirm(&alice, "123456").unwrap().is_empty());
+    assert!(f.e.m.mfa_status(&alice).unwrap().enrolled);
+}
+
+#[test]
+fn given_no_fleet_then_nothing_routes_and_fleet_calls_say_so() {
+    let mut e = env();
+    let frank = e.who("frank");
+    let e2 = assert_err!(e.m.fleet_hosts(&frank), Conflict);
+    assert!(e2.contains("this host is not in a fleet"), "{e2}");
+    assert_eq!(e.m.mirror(None).unwrap(), Mirrored::default());
+}
+
+#[test]
+fn given_a_round_with_a_new_policy_then_it_is_taken_before_the_mirror_and_the_spool_is_shipped_in_order(
+) {
+    let mut f = fleet_env();
+    let next = POLICY.replace(
+        "[roles.docker]",
+        "[roles.deploy]\ngroup = \"deploy\"\neligible = [\"bob\"]\n\n[roles.docker]",
+    );
+    {
+        let mut fleet = f.fake.fleet();
+        fleet.policy_version = 2;
+        fleet.policy_text = next;
+        // Of a role only the new policy has: it starts in the same round.
+        fleet.grants = vec![fleet_grant(5, "bob", "deploy", "deploy", T0 + HOUR)];
+    }
+    let (outcome, changes) = f.round();
+    let report = outcome.unwrap();
+    assert_eq!(
+        (report.policy, changes, report.mirrored.started),
+        (Some(2), 1, 1)
+    );
+    assert!(f.e.accounts.members("deploy").contains(&"bob".to_string()));
+    let calls = f.fake.fleet().calls.clone();
+    assert_eq!(
+        &calls[..4],
+        ["snapshot", "policy 2", "expire_due", &calls[3]]
+    );
+    assert!(calls[3].starts_with("ship "), "{calls:?}");
+
+    // Shipped: every local record, in chain order, once; the next round ships nothing new.
+    let local: Vec<i64> = f.e.audit_log().iter().map(|r| r.id).collect();
+    let shipped: Vec<i64> = f.fake.fleet().shipped.iter().map(|r| r.id).collect();
+    assert_eq!(shipped, local);
+    assert_eq!(report.shipped, local.len());
+    let (again, changes) = f.round();
+    assert_eq!((again.unwrap().shipped, changes), (0, 0));
+}
+
+#[test]
+fn given_a_partial_ship_then_the_next_round_ships_the_rest_without_duplicates() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    f.fake.fleet().ship_limit = Some(1);
+    let first = f.round().0.unwrap();
+    assert_eq!(first.shipped, 1);
+    f.fake.fleet().ship_limit = None;
+    f.round().0.unwrap();
+    let shipped: Vec<i64> = f.fake.fleet().shipped.iter().map(|r| r.id).collect();
+    let local: Vec<i64> = f.e.audit_log().iter().map(|r| r.id).collect();
+    assert_eq!(shipped, local);
+}
+
+#[test]
+fn given_a_partition_then_rounds_fail_records_are_spooled_and_shipped_on_reconnect_and_grants_come_back(
+) {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.round().0.unwrap();
+    let shipped_before = f.fake.fleet().shipped.len();
+
+    f.fake.fleet().reachable = false;
+    f.advance(601);
+    // PAM refuses meanwhile (a local record of the partition), the round fails and ends the
+    // grant locally.
+    assert!(!f.sudo_allowed("alice").allowed);
+    assert!(matches!(f.round().0, Err(RoundError::Unreachable(_))));
+    assert!(!f.in_sudo("alice"));
+    assert_eq!(f.fake.fleet().shipped.len(), shipped_before);
+
+    f.fake.fleet().reachable = true;
+    let report = f.round().0.unwrap();
+    assert_eq!(report.mirrored.started, 1);
+    assert!(f.in_sudo("alice"));
+    let shipped: Vec<String> = f
+        .fake
+        .fleet()
+        .shipped
+        .iter()
+        .map(|r| r.action.to_string())
+        .collect();
+    for action in ["access-check", "fleet-end", "membership-remove"] {
+        assert!(
+            shipped.contains(&action.to_string()),
+            "{action}: {shipped:?}"
+        );
+    }
+    let ids: Vec<i64> = f.fake.fleet().shipped.iter().map(|r| r.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+#[test]
+fn given_a_policy_version_that_does_not_check_then_the_round_goes_on_with_the_running_one() {
+    let mut f = fleet_env();
+    {
+        let mut fleet = f.fake.fleet();
+        fleet.policy_version = 2;
+        fleet.policy_text = "[roles.admin]\nbogus = 1\n".into();
+        fleet.grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    }
+    let (outcome, changes) = f.round();
+    let report = outcome.unwrap();
+    assert_eq!((report.policy, changes), (None, 0));
+    assert!(
+        report.problems[0].contains("policy version 2 not taken"),
+        "{report:?}"
+    );
+    assert_eq!(report.mirrored.started, 1);
+    assert_eq!(f.e.m.fleet_policy_version(), 1);
+}

@@ -1,0 +1,736 @@
+//! Fleet mode end to end (issue 16): a real PostgreSQL 15 started by the test
+//! (tests/src/postgres.rs) and several hosts, each a full sandbox with its own pimd, bus,
+//! users and PAM stack in a network namespace of its own, linked to the database by a veth
+//! (tests/src/fleet.rs). Nothing here is mocked: the policy, the requests, approvals, grants,
+//! MFA and audit live in the database; each host mirrors its slice and runs gpasswd and PAM
+//! from it.
+//!
+//! The hosts share the machine's clock; every user has one [`Authenticator`] for the whole
+//! fleet, since a TOTP step is spent fleet-wide. A user has two codes at hand (the
+//! enrolment's and one more) before `next_code` waits for the next 30 s step.
+
+use std::sync::Barrier;
+use std::thread;
+use std::time::Duration;
+
+use pim_e2e::fleet::{Fleet, HostSpec};
+use pim_e2e::{Authenticator, Output, Sandbox, CONFIG_PATH};
+use serde_json::Value;
+
+/// Generous limit for what a wake-up should bring at once (it returns as soon as it does).
+const WAIT: Duration = Duration::from_secs(90);
+/// Limit for what needs a host to notice a cut, go stale or reconnect (max_staleness,
+/// the periodic snapshot, TCP timeouts and the reconnect backoff).
+const SLOW_WAIT: Duration = Duration::from_secs(300);
+
+const REASON: &str = "rotate the replication certificates";
+const USERS: &[&str] = &["alice", "bob", "carol", "dave"];
+
+/// The fleet's first policy: `admin` (sudo, every host, no approval), `ops` and `ops2`
+/// (groups ops and ops2, every host, no approval, durations down to seconds), `dbadmin`
+/// (sudo, hosts tagged db only, one approval by bob), `dbops` (group dbops, tag db, no
+/// approval). carol is the fleet's admin. Every role keeps the user's processes at the end
+/// (`on_end = "keep"`): the `pim` and `sudo` a test runs as the user carry the group, and the
+/// refusals of stale shells are what these tests look at.
+const POLICY: &str = r#"
+[daemon]
+admins = ["carol"]
+
+[roles.admin]
+on_end = "keep"
+group = "sudo"
+eligible = ["alice"]
+require_approval = false
+max_duration = "2h"
+default_duration = "1h"
+
+[roles.ops]
+on_end = "keep"
+group = "ops"
+eligible = ["alice", "bob", "dave", "erin", "frank", "grace"]
+require_approval = false
+max_duration = "1h"
+default_duration = "30m"
+
+[roles.ops2]
+on_end = "keep"
+group = "ops2"
+eligible = ["alice", "bob", "dave", "erin", "frank", "grace"]
+require_approval = false
+max_duration = "1h"
+default_duration = "30m"
+
+[roles.dbadmin]
+on_end = "keep"
+group = "sudo"
+hosts = ["tag:db"]
+eligible = ["alice"]
+require_approval = true
+approvers = ["bob"]
+approvals_required = 1
+max_duration = "2h"
+default_duration = "1h"
+
+[roles.dbops]
+on_end = "keep"
+group = "dbops"
+hosts = ["tag:db"]
+eligible = ["alice"]
+require_approval = false
+max_duration = "1h"
+"#;
+
+/// web1 (tag web), db1 and db2 (tag db).
+fn three_hosts() -> Vec<HostSpec> {
+    vec![
+        HostSpec::new("web1", &["web"]),
+        HostSpec::new("db1", &["db"]),
+        HostSpec::new("db2", &["db"]),
+    ]
+}
+
+/// A fleet of `specs` with `users` (and USERS) on every host, groups ops, ops2 and dbops,
+/// sudo for members of sudo and of ops, gated by pam_pim (groups sudo and ops), set up with [`POLICY`] and `max_staleness`,
+/// pimd running everywhere.
+fn fleet_with(specs: &[HostSpec], users: &[&str], max_staleness: &str) -> Fleet {
+    let fleet = Fleet::start(specs);
+    for group in ["ops", "ops2", "dbops"] {
+        fleet.add_group(group);
+    }
+    for user in USERS.iter().chain(users) {
+        fleet.add_user(user, &[]);
+    }
+    fleet.on_every_host(|h| {
+        h.sb.setup_sudo(Some("groups=sudo,ops"));
+        // ops is a gated group of its own: its members may sudo too, while a grant holds.
+        h.sb.write_file(
+            "/etc/sudoers.d/pim-e2e-ops",
+            "%ops ALL=(ALL:ALL) NOPASSWD: ALL\n",
+            0o440,
+        );
+    });
+    fleet.setup(POLICY, max_staleness);
+    fleet.start_pimds();
+    fleet
+}
+
+fn pim(sb: &Sandbox, user: &str, args: &[&str]) -> Output {
+    let mut argv = vec!["pim"];
+    argv.extend_from_slice(args);
+    sb.run(user, &argv)
+}
+
+/// `pim activate ROLE -d DURATION -r REASON --code NEXT` as `user` on `sb`.
+fn activate(
+    sb: &Sandbox,
+    user: &str,
+    phone: &mut Authenticator,
+    role: &str,
+    duration: &str,
+) -> Output {
+    let code = phone.next_code(sb);
+    pim(
+        sb,
+        user,
+        &[
+            "activate", role, "-d", duration, "-r", REASON, "--code", &code,
+        ],
+    )
+}
+
+/// Hosts where `user` is listed in `group`.
+fn hosts_with(fleet: &Fleet, user: &str, group: &str) -> Vec<String> {
+    fleet
+        .membership(user, group)
+        .into_iter()
+        .filter(|(_, member)| *member)
+        .map(|(host, _)| host)
+        .collect()
+}
+
+/// Names of `fleet`'s hosts among `names`, in the fleet's order (for comparing sets).
+fn names(fleet: &Fleet, names: &[&str]) -> Vec<String> {
+    fleet
+        .hosts
+        .iter()
+        .filter(|h| names.contains(&h.name.as_str()))
+        .map(|h| h.name.clone())
+        .collect()
+}
+
+/// The database's clock, in seconds since the epoch.
+fn db_now(fleet: &Fleet) -> i64 {
+    fleet
+        .db
+        .admin_sql("SELECT floor(extract(epoch FROM now()))::bigint")
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// Waits until `host` has taken a snapshot strictly after `since` (database seconds): what
+/// it mirrors now includes every change committed before `since`.
+#[track_caller]
+fn wait_synced_after(fleet: &Fleet, host: &str, since: i64) {
+    fleet.wait_until(
+        &format!("{host} to synchronise after {since}"),
+        SLOW_WAIT,
+        || {
+            let last = fleet.db.admin_sql(&format!(
+                "SELECT coalesce(last_sync, 0) FROM pim.hosts WHERE name = '{host}'"
+            ));
+            last.trim().parse::<i64>().unwrap_or(0) > since
+        },
+    );
+}
+
+/// `sudo -n true` as `user` on `sb` with exactly `groups` (a shell that logged in earlier).
+fn sudo_with_groups(sb: &Sandbox, user: &str, groups: &[&str]) -> Output {
+    sb.run_with_groups(user, groups, &["sudo", "-n", "true"])
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn given_the_bootstrap_then_each_host_logs_in_as_itself_and_setup_runs_again_safely() {
+    let fleet = Fleet::start(&three_hosts());
+    for user in USERS {
+        fleet.add_user(user, &[]);
+    }
+    for group in ["ops", "ops2", "dbops"] {
+        fleet.add_group(group);
+    }
+    fleet.setup(POLICY, "10m");
+    // Each host's pim.toml passes the checker, and its login (from its root-only pgpass, as
+    // pimd reads it) is its own: the database names it.
+    for host in &fleet.hosts {
+        host.sb
+            .run("root", &["pimd", "--check-config", "--config", CONFIG_PATH])
+            .assert_success();
+        let (login, _) = host.login();
+        let by_passfile = format!(
+            "host={} port=5432 dbname=pim user={login} passfile={}",
+            fleet.db.address(),
+            pim_e2e::fleet::PGPASS_PATH
+        );
+        let snapshot = host.psql(&by_passfile, "SELECT pim_api.snapshot(0) ->> 'host'");
+        assert_eq!(snapshot.assert_success().stdout_trimmed(), host.name);
+    }
+    let tags = fleet
+        .db
+        .admin_sql("SELECT name || ':' || array_to_string(tags, ',') FROM pim.hosts ORDER BY name");
+    assert_eq!(tags.trim(), "db1:db\ndb2:db\nweb1:web");
+    // Setup again (an upgrade): nothing changes, the policy is not stored twice, a host
+    // already there keeps its password.
+    let first = &fleet.hosts[0].sb;
+    let admin = fleet.db.admin_conninfo_tcp();
+    let policy_path = pim_e2e::fleet::POLICY_PATH;
+    for argv in [
+        vec!["pimd", "--fleet-setup", &admin, "--policy", policy_path],
+        vec![
+            "pimd",
+            "--fleet-setup",
+            &admin,
+            "--add-host",
+            "db1",
+            "--tags",
+            "db",
+        ],
+    ] {
+        first.run("root", &argv).assert_success();
+    }
+    assert_eq!(
+        fleet
+            .db
+            .admin_sql("SELECT count(*) FROM pim.policies")
+            .trim(),
+        "1"
+    );
+    let db1 = fleet.host("db1");
+    db1.psql(&db1.conninfo(&fleet.db), "SELECT 1")
+        .assert_success();
+    // A host's own login is no administrator: it cannot run the setup.
+    first
+        .run(
+            "root",
+            &[
+                "pimd",
+                "--fleet-setup",
+                &fleet.hosts[0].conninfo(&fleet.db),
+                "--policy",
+                policy_path,
+            ],
+        )
+        .assert_failure();
+    assert_eq!(
+        fleet
+            .db
+            .admin_sql("SELECT count(*) FROM pim.policies")
+            .trim(),
+        "1"
+    );
+}
+
+#[test]
+fn given_an_approval_on_one_host_then_every_in_scope_host_grants_and_no_other() {
+    let fleet = fleet_with(&three_hosts(), &[], "10m");
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut bob = fleet.sb("db2").enroll_mfa("bob");
+
+    // alice asks on db1 for dbadmin (hosts tagged db); bob approves on web1, out of scope.
+    let code = alice.next_code(fleet.sb("db1"));
+    let asked = pim(
+        fleet.sb("db1"),
+        "alice",
+        &[
+            "--json", "activate", "dbadmin", "-d", "30m", "-r", REASON, "--code", &code,
+        ],
+    );
+    asked.assert_status(3);
+    let id = asked.json()["request"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no request id:\n{asked}"));
+    let listed = pim(fleet.sb("web1"), "bob", &["--json", "requests"]);
+    let ids: Vec<i64> = listed.assert_success().json()["requests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no requests array:\n{listed}"))
+        .iter()
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    assert_eq!(ids, vec![id], "bob's requests on web1:\n{listed}");
+    let code = bob.next_code(fleet.sb("web1"));
+    pim(
+        fleet.sb("web1"),
+        "bob",
+        &[
+            "approve",
+            &id.to_string(),
+            "-c",
+            "go ahead",
+            "--code",
+            &code,
+        ],
+    )
+    .assert_success();
+    let approved_at = db_now(&fleet);
+
+    fleet.wait_until("alice in sudo on db1 and db2", WAIT, || {
+        fleet.sb("db1").is_member("alice", "sudo") && fleet.sb("db2").is_member("alice", "sudo")
+    });
+    for host in ["db1", "db2"] {
+        sudo_with_groups(fleet.sb(host), "alice", &["sudo"]).assert_success();
+    }
+    // web1 has mirrored everything committed up to the approval, and still has nothing.
+    wait_synced_after(&fleet, "web1", approved_at);
+    assert_eq!(
+        hosts_with(&fleet, "alice", "sudo"),
+        names(&fleet, &["db1", "db2"])
+    );
+    sudo_with_groups(fleet.sb("web1"), "alice", &["sudo"]).assert_failure();
+}
+
+#[test]
+fn given_one_enrolment_then_its_codes_work_on_every_host() {
+    let fleet = fleet_with(&three_hosts(), &[], "10m");
+    let mut alice = fleet.sb("db2").enroll_mfa("alice");
+    for host in &fleet.hosts {
+        let status = pim(&host.sb, "alice", &["--json", "mfa", "status"]);
+        assert_eq!(
+            status.assert_success().json()["enrolled"],
+            Value::Bool(true),
+            "{}:\n{status}",
+            host.name
+        );
+    }
+    // bob never enrolled: no host lets him activate.
+    pim(
+        fleet.sb("web1"),
+        "bob",
+        &["activate", "ops", "-r", REASON, "--code", "123456"],
+    )
+    .assert_failure();
+
+    activate(fleet.sb("web1"), "alice", &mut alice, "ops", "20m").assert_success();
+    fleet.wait_until("alice in ops on every host", WAIT, || {
+        hosts_with(&fleet, "alice", "ops").len() == fleet.hosts.len()
+    });
+    activate(fleet.sb("db1"), "alice", &mut alice, "dbops", "20m").assert_success();
+    fleet.wait_until("alice in dbops on db1 and db2", WAIT, || {
+        hosts_with(&fleet, "alice", "dbops") == names(&fleet, &["db1", "db2"])
+    });
+}
+
+#[test]
+fn given_the_same_code_from_two_hosts_at_once_then_it_is_accepted_exactly_once_many_times() {
+    // Six users, three codes each: eighteen races, about a minute of clock.
+    let racers = ["alice", "bob", "dave", "erin", "frank", "grace"];
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &["erin", "frank", "grace"],
+        "10m",
+    );
+    let mut phones: Vec<Authenticator> = racers
+        .iter()
+        .map(|u| fleet.sb("web1").enroll_mfa(u))
+        .collect();
+    let rounds = 3;
+    for round in 0..rounds {
+        for (user, phone) in racers.iter().zip(phones.iter_mut()) {
+            let code = phone.next_code(fleet.sb("web1"));
+            // Two roles, so that a second success could only come from the code counting twice.
+            let barrier = Barrier::new(2);
+            let (one, two) = thread::scope(|s| {
+                let race = |host: &'static str, role: &'static str| {
+                    let barrier = &barrier;
+                    let code = &code;
+                    let fleet = &fleet;
+                    s.spawn(move || {
+                        barrier.wait();
+                        pim(
+                            fleet.sb(host),
+                            user,
+                            &["activate", role, "-d", "10m", "-r", REASON, "--code", code],
+                        )
+                    })
+                };
+                let one = race("web1", "ops");
+                let two = race("web2", "ops2");
+                (one.join().unwrap(), two.join().unwrap())
+            });
+            assert!(
+                one.success() != two.success(),
+                "round {round}, {user}: exactly one of the two must be accepted:\n{one}\n{two}"
+            );
+            let (winner, role, loser) = if one.success() {
+                ("web1", "ops", &two)
+            } else {
+                ("web2", "ops2", &one)
+            };
+            assert!(
+                loser.stderr.to_lowercase().contains("code"),
+                "round {round}, {user}: the refusal should be about the code:\n{loser}"
+            );
+            pim(fleet.sb(winner), user, &["deactivate", role]).assert_success();
+        }
+    }
+    let grants = fleet
+        .db
+        .admin_sql("SELECT \"user\", count(*) FROM pim.grants GROUP BY \"user\" ORDER BY \"user\"");
+    let expected: Vec<String> = {
+        let mut users = racers.to_vec();
+        users.sort();
+        users.iter().map(|u| format!("{u}|{rounds}")).collect()
+    };
+    assert_eq!(grants.trim().lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn given_a_deactivation_on_one_host_then_every_host_ends_the_grant() {
+    let fleet = fleet_with(&three_hosts(), &[], "10m");
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let everywhere = names(&fleet, &["web1", "db1", "db2"]);
+
+    activate(fleet.sb("web1"), "alice", &mut alice, "ops", "30m").assert_success();
+    fleet.wait_until("alice in ops everywhere", WAIT, || {
+        hosts_with(&fleet, "alice", "ops") == everywhere
+    });
+    for host in &fleet.hosts {
+        sudo_with_groups(&host.sb, "alice", &["ops"]).assert_success();
+    }
+    pim(fleet.sb("db2"), "alice", &["deactivate", "ops"]).assert_success();
+    fleet.wait_until("alice out of ops everywhere", WAIT, || {
+        hosts_with(&fleet, "alice", "ops").is_empty()
+    });
+    // A shell still carrying ops gets no sudo on any host.
+    for host in &fleet.hosts {
+        sudo_with_groups(&host.sb, "alice", &["ops"]).assert_failure();
+    }
+}
+
+#[test]
+fn given_a_revocation_on_one_host_then_every_host_ends_the_grant() {
+    let fleet = fleet_with(&three_hosts(), &[], "10m");
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut carol = fleet.sb("db1").enroll_mfa("carol");
+    let everywhere = names(&fleet, &["web1", "db1", "db2"]);
+
+    activate(fleet.sb("db1"), "alice", &mut alice, "ops", "30m").assert_success();
+    fleet.wait_until("alice in ops everywhere", WAIT, || {
+        hosts_with(&fleet, "alice", "ops") == everywhere
+    });
+    // The database checks the admin's code: without one, or with bob's, nothing ends.
+    pim(
+        fleet.sb("web1"),
+        "bob",
+        &[
+            "admin",
+            "revoke",
+            "alice",
+            "ops",
+            "-r",
+            "not mine to end",
+            "--code",
+            "123456",
+        ],
+    )
+    .assert_failure();
+    assert_eq!(hosts_with(&fleet, "alice", "ops"), everywhere);
+    let code = carol.next_code(fleet.sb("web1"));
+    pim(
+        fleet.sb("web1"),
+        "carol",
+        &[
+            "admin",
+            "revoke",
+            "alice",
+            "ops",
+            "-r",
+            "left the on-call rota",
+            "--code",
+            &code,
+        ],
+    )
+    .assert_success();
+    fleet.wait_until(
+        "alice out of ops everywhere after the revocation",
+        WAIT,
+        || hosts_with(&fleet, "alice", "ops").is_empty(),
+    );
+    for host in &fleet.hosts {
+        sudo_with_groups(&host.sb, "alice", &["ops"]).assert_failure();
+    }
+}
+
+#[test]
+fn given_a_cut_host_then_it_fails_closed_and_catches_up_and_ships_its_audit_on_reconnect() {
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &[],
+        "90s",
+    );
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut bob = fleet.sb("web1").enroll_mfa("bob");
+    let mut dave = fleet.sb("web2").enroll_mfa("dave");
+
+    // alice: sudo for an hour, ops for a minute; both on both hosts.
+    activate(fleet.sb("web1"), "alice", &mut alice, "admin", "1h").assert_success();
+    activate(fleet.sb("web1"), "alice", &mut alice, "ops", "60s").assert_success();
+    fleet.wait_until("alice in sudo and ops on both hosts", WAIT, || {
+        fleet
+            .hosts
+            .iter()
+            .all(|h| h.sb.is_member("alice", "sudo") && h.sb.is_member("alice", "ops"))
+    });
+
+    sudo_with_groups(fleet.sb("web2"), "alice", &["ops"]).assert_success();
+    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_success();
+    fleet.link_down("web2");
+    let cut_at = db_now(&fleet);
+
+    // A new activation on the cut host is refused, saying why.
+    let refused = activate(fleet.sb("web2"), "dave", &mut dave, "ops", "10m");
+    refused
+        .assert_failure()
+        .assert_stderr_contains("unreachable");
+
+    // The expired grant ends on time there, and a shell still carrying ops gets no sudo.
+    fleet.wait_until("alice's ops to end on web2 while cut", SLOW_WAIT, || {
+        !fleet.sb("web2").is_member("alice", "ops")
+    });
+    sudo_with_groups(fleet.sb("web2"), "alice", &["ops"]).assert_failure();
+
+    // Meanwhile bob's new grant reaches web1 only.
+    activate(fleet.sb("web1"), "bob", &mut bob, "ops", "30m").assert_success();
+    fleet.wait_until("bob in ops on web1", WAIT, || {
+        fleet.sb("web1").is_member("bob", "ops")
+    });
+
+    // After max_staleness the live grant stops counting on web2 (not on web1).
+    fleet.wait_until(
+        "web2 to take alice's sudo away once stale",
+        SLOW_WAIT,
+        || !fleet.sb("web2").is_member("alice", "sudo"),
+    );
+    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_failure();
+    assert!(fleet.sb("web1").is_member("alice", "sudo"));
+    sudo_with_groups(fleet.sb("web1"), "alice", &["sudo"]).assert_success();
+    assert!(!fleet.sb("web2").is_member("bob", "ops"));
+    let local_records = local_audit_ids(fleet.sb("web2"));
+
+    fleet.link_up("web2");
+    fleet.wait_until(
+        "web2 to catch up: alice's sudo back, bob's ops there",
+        SLOW_WAIT,
+        || fleet.sb("web2").is_member("alice", "sudo") && fleet.sb("web2").is_member("bob", "ops"),
+    );
+    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_success();
+    // Every local record web2 wrote up to the reconnect is in the database, stamped web2,
+    // once: among them the PAM refusals and membership removals of the cut.
+    let last_local = *local_records.last().expect("web2 has local audit records");
+    fleet.wait_until("web2's spooled audit to be shipped", SLOW_WAIT, || {
+        let shipped = fleet.db.admin_sql(&format!(
+            "SELECT count(*) FROM pim.audit WHERE host = 'web2' AND local_id <= {last_local}"
+        ));
+        shipped.trim().parse::<usize>().unwrap_or(0) == local_records.len()
+    });
+    let during_cut = fleet.db.admin_sql(&format!(
+        "SELECT action || ':' || outcome FROM pim.audit WHERE host = 'web2' \
+         AND local_id IS NOT NULL AND \"user\" = 'alice' AND at >= {cut_at} ORDER BY local_id"
+    ));
+    assert!(
+        during_cut.contains("access-check:refused") && during_cut.contains("membership-remove"),
+        "web2's records of the cut were not shipped:\n{during_cut}"
+    );
+    // And now it takes new activations again.
+    activate(fleet.sb("web2"), "dave", &mut dave, "ops", "10m").assert_success();
+    fleet.wait_until("dave in ops on both hosts", WAIT, || {
+        hosts_with(&fleet, "dave", "ops").len() == 2
+    });
+}
+
+/// Ids of the records in `sb`'s local audit (`pim --json audit` as root), in order.
+fn local_audit_ids(sb: &Sandbox) -> Vec<i64> {
+    let mut ids: Vec<i64> = sb
+        .audit_records("root", &[])
+        .iter()
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn given_the_database_stopped_then_hosts_refuse_new_grants_end_old_ones_and_resync_after_restart() {
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &[],
+        "10m",
+    );
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut dave = fleet.sb("web2").enroll_mfa("dave");
+    activate(fleet.sb("web1"), "alice", &mut alice, "admin", "1h").assert_success();
+    activate(fleet.sb("web2"), "alice", &mut alice, "ops", "45s").assert_success();
+    fleet.wait_until("alice in sudo and ops on both hosts", WAIT, || {
+        fleet
+            .hosts
+            .iter()
+            .all(|h| h.sb.is_member("alice", "sudo") && h.sb.is_member("alice", "ops"))
+    });
+
+    fleet.db.stop();
+    activate(fleet.sb("web2"), "dave", &mut dave, "ops", "10m")
+        .assert_failure()
+        .assert_stderr_contains("unreachable");
+    // The live grant still counts (within max_staleness); the short one ends on time.
+    sudo_with_groups(fleet.sb("web1"), "alice", &["sudo"]).assert_success();
+    fleet.wait_until("alice's ops to end on both hosts", SLOW_WAIT, || {
+        hosts_with(&fleet, "alice", "ops").is_empty()
+    });
+
+    fleet.db.start_again();
+    let restarted_at = db_now(&fleet);
+    for host in ["web1", "web2"] {
+        wait_synced_after(&fleet, host, restarted_at);
+    }
+    // The authority marks the expired grant ended, once.
+    fleet.wait_until("the database to end alice's expired ops", WAIT, || {
+        fleet
+            .db
+            .admin_sql(
+                "SELECT count(*) FROM pim.grants WHERE \"user\" = 'alice' AND role = 'ops' \
+                 AND ended_at IS NOT NULL",
+            )
+            .trim()
+            == "1"
+    });
+    activate(fleet.sb("web2"), "dave", &mut dave, "ops", "10m").assert_success();
+    fleet.wait_until("dave in ops on both hosts", WAIT, || {
+        hosts_with(&fleet, "dave", "ops").len() == 2
+    });
+    assert_eq!(hosts_with(&fleet, "alice", "sudo").len(), 2);
+}
+
+#[test]
+fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_cannot_forge_its_name() {
+    let fleet = fleet_with(
+        &[
+            HostSpec::new("web1", &["web"]),
+            HostSpec::new("db1", &["db"]),
+        ],
+        &[],
+        "10m",
+    );
+    let mut alice = fleet.sb("db1").enroll_mfa("alice");
+    activate(fleet.sb("db1"), "alice", &mut alice, "dbops", "30m").assert_success();
+    fleet.wait_until("alice in dbops on db1", WAIT, || {
+        fleet.sb("db1").is_member("alice", "dbops")
+    });
+    let web1 = fleet.host("web1");
+    let db1 = fleet.host("db1");
+    let mine = web1.conninfo(&fleet.db);
+
+    // Its own slice: web1's snapshot is web1's and holds no grant of db1's scope.
+    let snapshot = web1.psql(&mine, "SELECT pim_api.snapshot(0)");
+    let snapshot: Value = serde_json::from_str(snapshot.assert_success().stdout_trimmed())
+        .unwrap_or_else(|e| panic!("snapshot is not JSON ({e}):\n{snapshot}"));
+    assert_eq!(snapshot["host"], "web1");
+    assert_eq!(snapshot["grants"], Value::Array(vec![]), "{snapshot}");
+    let theirs = db1.psql(&db1.conninfo(&fleet.db), "SELECT pim_api.snapshot(0)");
+    assert!(theirs.assert_success().stdout.contains("dbops"), "{theirs}");
+
+    // No table, no secret, no internal function.
+    for sql in [
+        "SELECT * FROM pim.grants",
+        "SELECT secret FROM pim.mfa",
+        "SELECT * FROM pim.audit",
+        "SELECT * FROM pim.hosts",
+        "SELECT pim.totp('\\x00'::bytea, 1)",
+        "SELECT rolpassword FROM pg_authid",
+        "CREATE TABLE pim_api.mine (x int)",
+        "CREATE TABLE public.mine (x int)",
+    ] {
+        let out = web1.psql(&mine, sql);
+        out.assert_failure();
+        assert!(
+            out.stderr.contains("permission denied"),
+            "{sql}: expected a permission error:\n{out}"
+        );
+    }
+
+    // Its name is the database's to say: no other role, no other login, no claimed host.
+    let (db1_login, _) = db1.login();
+    let (_, web1_password) = web1.login();
+    for sql in [
+        format!("SET ROLE {db1_login}"),
+        format!("SET SESSION AUTHORIZATION {db1_login}"),
+        "SET ROLE pim_owner".to_string(),
+    ] {
+        web1.psql(&mine, &sql)
+            .assert_failure()
+            .assert_stderr_contains("permission denied");
+    }
+    web1.psql(
+        &fleet.db.tcp_conninfo(&db1_login, &web1_password),
+        "SELECT 1",
+    )
+    .assert_failure()
+    .assert_stderr_contains("password authentication failed");
+    let forged = r#"SELECT pim_api.ship_audit('[{"id": 900001, "at": 1, "host": "db1",
+        "actor": "root", "action": "access-check", "user": "alice", "role": "dbops",
+        "outcome": "success", "reason": "", "ticket": "", "detail": "", "prev": "",
+        "hash": ""}]'::jsonb)"#;
+    web1.psql(&mine, forged).assert_success();
+    assert_eq!(
+        fleet
+            .db
+            .admin_sql("SELECT host FROM pim.audit WHERE local_id = 900001")
+            .trim(),
+        "web1"
+    );
+
+    // And a local user cannot take the host's password.
+    fleet
+        .sb("web1")
+        .run("alice", &["cat", pim_e2e::fleet::PGPASS_PATH])
+        .assert_failure();
+}

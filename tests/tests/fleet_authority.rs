@@ -1,0 +1,1285 @@
+//! The fleet's authority attacked as a host would: a real PostgreSQL (tests/src/postgres.rs)
+//! set up by `pimd --fleet-setup`, and hosts that connect with their own database login and
+//! password, as a root on a compromised host could, sending whatever SQL they like. The
+//! database alone must hold the invariants: a host reads nothing but what the pim_api
+//! functions give it (no table, no secret, no other host's grants), cannot be another host,
+//! gets no grant without the user's fresh TOTP code and the approvals, and the races between
+//! hosts (the same code sent at once, expiry) have one winner.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use pim_common::types::AuditRecord;
+use pim_common::PimError;
+use pim_daemon::authority::{
+    Activated, ActivationAsk, AdminProof, Authority as _, AuthorityError, Decided, Decision,
+    PgAuthority, PgWakeup, Wakeup as _,
+};
+use pim_daemon::conninfo::ConnInfo;
+use pim_e2e::binary;
+use pim_e2e::postgres::Postgres;
+use pim_e2e::{totp_code, TOTP_STEP};
+use postgres::{Client, NoTls};
+use serde_json::Value;
+
+/// The policy every test starts from: `dba` for hosts tagged db without approval, `ops` on
+/// every host with two approvals, `race0..7` for the concurrency test.
+fn policy() -> String {
+    let mut text = String::from(
+        r#"[daemon]
+admins = ["root", "ann"]
+
+[mfa]
+max_failures = 3
+failure_window = "5m"
+lockout = "15m"
+
+[roles.dba]
+group = "postgres"
+hosts = ["tag:db"]
+eligible = ["alice", "%dbas"]
+max_duration = "1h"
+
+[roles.ops]
+group = "sudo"
+eligible = ["alice"]
+require_approval = true
+approvers = ["carol", "dave", "%leads"]
+approvals_required = 2
+"#,
+    );
+    for n in 0..RACE_ROLES {
+        text.push_str(&format!(
+            "\n[roles.race{n}]\ngroup = \"race{n}\"\neligible = [\"%racers\"]\n"
+        ));
+    }
+    text
+}
+
+const RACE_ROLES: usize = 8;
+
+struct Authority {
+    pg: Postgres,
+    dir: PathBuf,
+}
+
+impl Authority {
+    /// A cluster set up with [`policy`] and the hosts `(name, tags)`; returns the hosts'
+    /// passwords in the same order.
+    fn start(hosts: &[(&str, &str)]) -> (Authority, Vec<String>) {
+        let pg = Postgres::start("10.77.0.1/16");
+        let dir = std::env::temp_dir().join(format!(
+            "pim-fleet-authority-{}-{}",
+            std::process::id(),
+            pim_e2e::postgres::random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.toml"), policy()).unwrap();
+        let authority = Authority { pg, dir };
+        let policy_file = authority.policy_file();
+        let out = authority.setup(&["--policy", &policy_file]);
+        assert!(out.status.success(), "{out:?}");
+        let passwords = hosts
+            .iter()
+            .map(|(name, tags)| authority.add_host(name, tags))
+            .collect();
+        (authority, passwords)
+    }
+
+    fn policy_file(&self) -> String {
+        self.dir.join("policy.toml").display().to_string()
+    }
+
+    /// `pimd --fleet-setup ADMIN_CONNINFO ARGS...`
+    fn setup(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary("pimd"))
+            .arg("--fleet-setup")
+            .arg(self.pg.admin_conninfo())
+            .args(args)
+            .output()
+            .expect("running pimd --fleet-setup")
+    }
+
+    fn add_host(&self, name: &str, tags: &str) -> String {
+        let out = self.setup(&["--add-host", name, "--tags", tags]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{out:?}");
+        stdout
+            .split_once(", password ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no password in {stdout:?}"))
+            .to_string()
+    }
+
+    fn admin(&self) -> Client {
+        Client::connect(&self.pg.admin_conninfo(), NoTls).expect("admin connection")
+    }
+
+    /// A connection as host `name`'s login, over the socket with its password.
+    fn host(&self, name: &str, password: &str) -> Client {
+        self.try_login(&format!("pim_host_{name}"), password)
+            .unwrap_or_else(|e| panic!("host {name} cannot log in: {e}"))
+    }
+
+    fn try_login(&self, login: &str, password: &str) -> Result<Client, postgres::Error> {
+        Client::connect(&self.conninfo(login, password), NoTls)
+    }
+
+    /// The libpq string of `login` with `password`, over the socket.
+    fn conninfo(&self, login: &str, password: &str) -> String {
+        self.pg.admin_conninfo().replace(
+            "user=postgres",
+            &format!("user={login} password='{password}'"),
+        )
+    }
+
+    /// pimd's own authority (the PostgreSQL implementation of the seam) as host `name`.
+    fn pimd_authority(&self, name: &str, password: &str) -> (PgAuthority, PgWakeup) {
+        let conninfo = ConnInfo::parse(&self.conninfo(&format!("pim_host_{name}"), password))
+            .expect("host conninfo");
+        (PgAuthority::new(conninfo.clone()), PgWakeup::new(conninfo))
+    }
+
+    /// `user` enrolled and confirmed (arranged as the administrator, so that each test
+    /// spends its codes only where it means to); returns the secret in base32.
+    fn enrolled(&self, user: &str) -> String {
+        let bytes = random_secret();
+        self.admin()
+            .execute(
+                "INSERT INTO pim.mfa (\"user\", secret, confirmed, enrolled_at) \
+                 VALUES ($1, $2, true, 0)",
+                &[&user, &bytes],
+            )
+            .unwrap();
+        base32(&bytes)
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.admin().query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn random_secret() -> Vec<u8> {
+    let hex = pim_e2e::postgres::random_hex(20);
+    (0..20)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    for chunk in bytes.chunks(5) {
+        let mut buf = [0u8; 5];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let n = buf.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let chars = (chunk.len() * 8).div_ceil(5);
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (35 - 5 * i)) & 31) as usize] as char);
+        }
+    }
+    out
+}
+
+fn now_step() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    now / TOTP_STEP
+}
+
+fn code(secret: &str, step: i64) -> String {
+    totp_code(secret, step * TOTP_STEP)
+}
+
+/// One pim_api call's JSON answer, or the database's error.
+fn call(
+    client: &mut Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Value, postgres::Error> {
+    let text: String = client
+        .query_one(&format!("SELECT ({sql})::text"), params)?
+        .get(0);
+    Ok(serde_json::from_str(&text).unwrap())
+}
+
+/// The SQLSTATE of a raised refusal.
+fn sqlstate(result: &Result<Value, postgres::Error>) -> String {
+    match result {
+        Err(e) => e
+            .as_db_error()
+            .map(|db| db.code().code().to_string())
+            .unwrap_or_else(|| format!("not a database error: {e}")),
+        Ok(v) => format!("no error: {v}"),
+    }
+}
+
+/// The kind of a returned refusal (`{"refused": {"kind": ...}}`), or "" when none.
+fn refused(result: &Result<Value, postgres::Error>) -> String {
+    match result {
+        Ok(v) => v["refused"]["kind"].as_str().unwrap_or("").to_string(),
+        Err(e) => format!("raised: {e}"),
+    }
+}
+
+fn activate(
+    client: &mut Client,
+    user: &str,
+    groups: &[&str],
+    role: &str,
+    code: &str,
+    only_host: Option<&str>,
+) -> Result<Value, postgres::Error> {
+    call(
+        client,
+        "pim_api.activate($1, $2, $3, 600, 'rotate the keys', '', $4, $5)",
+        &[&user, &groups, &role, &code, &only_host],
+    )
+}
+
+fn snapshot_grants(client: &mut Client) -> Vec<(String, String)> {
+    let snapshot = call(client, "pim_api.snapshot(0)", &[]).unwrap();
+    snapshot["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["user"].as_str().unwrap().to_string(),
+                g["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn given_a_host_login_then_it_reads_no_table_no_secret_and_no_helper() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let secret = authority.enrolled("alice");
+    let mut host = authority.host("db1", &passwords[0]);
+    for sql in [
+        "SELECT * FROM pim.mfa",
+        "SELECT * FROM pim.grants",
+        "SELECT * FROM pim.hosts",
+        "SELECT * FROM pim.audit",
+        "SELECT * FROM pim.policies",
+        "SELECT pim.totp('x'::bytea, 1)",
+        "SELECT pim.create_host('evil', '{}', 'me', 'me')",
+        "SELECT pim.store_policy('', '{}', 'me', 'me')",
+        "SELECT pim_crypto.gen_random_bytes(1)",
+        "UPDATE pim.mfa SET last_step = NULL",
+        "INSERT INTO pim.grants (\"user\") VALUES ('mallory')",
+        "CREATE FUNCTION pim_api.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "SET ROLE pim_owner",
+    ] {
+        let result = host.batch_execute(sql);
+        let code = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_db_error())
+            .map(|db| db.code().code().to_string());
+        // 42501: insufficient privilege (schema, table, function or role).
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {result:?}");
+    }
+    // What the API gives about MFA is a yes or no, never the secret.
+    let enrolled: bool = host
+        .query_one("SELECT pim_api.mfa_enrolled('alice')", &[])
+        .unwrap()
+        .get(0);
+    assert!(enrolled);
+    let every_answer = [
+        call(&mut host, "pim_api.snapshot(0)", &[]).unwrap(),
+        call(&mut host, "pim_api.hosts()", &[]).unwrap(),
+        call(&mut host, "pim_api.policy(1)", &[]).unwrap(),
+    ];
+    for answer in every_answer {
+        assert!(!answer.to_string().contains(&secret), "{answer}");
+    }
+    let fresh = code(&secret, now_step());
+    activate(&mut host, "alice", &[], "dba", &fresh, None).unwrap();
+    let answer = call(&mut host, "pim_api.snapshot(0)", &[]).unwrap();
+    assert!(!answer.to_string().contains(&secret));
+}
+
+#[test]
+fn given_a_host_then_the_database_names_it_by_its_login_and_it_cannot_be_another() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let secret = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    assert_eq!(
+        call(&mut db1, "pim_api.snapshot(0)", &[]).unwrap()["host"],
+        "db1"
+    );
+    for sql in [
+        "SET ROLE pim_host_web7",
+        "SET SESSION AUTHORIZATION pim_host_web7",
+    ] {
+        let result = db1.batch_execute(sql);
+        assert!(result.is_err(), "{sql} was allowed");
+    }
+    // Another host's password is not this one's.
+    assert!(authority.try_login("pim_host_web7", &passwords[0]).is_err());
+    // A login in pim_host that setup did not register is no host at all.
+    authority
+        .admin()
+        .batch_execute("CREATE ROLE pim_host_ghost LOGIN PASSWORD 'boo' IN ROLE pim_host")
+        .unwrap();
+    let mut ghost = authority.try_login("pim_host_ghost", "boo").unwrap();
+    let result = call(&mut ghost, "pim_api.snapshot(0)", &[]);
+    assert_eq!(sqlstate(&result), "PM007", "{result:?}");
+
+    // What db1 does is recorded as db1's, whatever it says.
+    let fresh = code(&secret, now_step());
+    let granted = activate(&mut db1, "alice", &[], "dba", &fresh, None).unwrap();
+    assert!(granted["granted"]["id"].is_i64(), "{granted}");
+    assert_eq!(
+        authority
+            .count("SELECT count(*) FROM pim.audit WHERE action = 'activate' AND host = 'db1'"),
+        1
+    );
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.grants WHERE granted_on = 'db1'"),
+        1
+    );
+}
+
+#[test]
+fn given_grants_scoped_to_hosts_then_each_host_sees_only_its_own() {
+    let (authority, passwords) =
+        Authority::start(&[("db1", "db"), ("db2", "db,eu"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    let bob = authority.enrolled("bob");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut db2 = authority.host("db2", &passwords[1]);
+    let mut web7 = authority.host("web7", &passwords[2]);
+    let step = now_step();
+
+    // dba applies to tag:db: alice's grant reaches db1 and db2, not web7.
+    let granted = activate(&mut web7, "alice", &[], "dba", &code(&alice, step), None).unwrap();
+    assert!(granted.get("granted").is_some(), "{granted}");
+    // bob is eligible through %dbas, as db1 says; narrowed to db2.
+    let narrowed = activate(
+        &mut db1,
+        "bob",
+        &["dbas"],
+        "dba",
+        &code(&bob, step),
+        Some("db2"),
+    )
+    .unwrap();
+    assert_eq!(narrowed["granted"]["only_host"], "db2", "{narrowed}");
+
+    let alice_dba = ("alice".to_string(), "dba".to_string());
+    let bob_dba = ("bob".to_string(), "dba".to_string());
+    assert_eq!(snapshot_grants(&mut db1), vec![alice_dba.clone()]);
+    assert_eq!(snapshot_grants(&mut db2), vec![alice_dba, bob_dba]);
+    assert_eq!(snapshot_grants(&mut web7), vec![]);
+
+    // Narrowing to a host outside the role's scope, or to no host, is refused.
+    let outside = activate(
+        &mut db1,
+        "bob",
+        &["dbas"],
+        "dba",
+        &code(&bob, step + 1),
+        Some("web7"),
+    );
+    assert_eq!(sqlstate(&outside), "PM002", "{outside:?}");
+    let nowhere = activate(
+        &mut db1,
+        "bob",
+        &["dbas"],
+        "dba",
+        &code(&bob, step + 1),
+        Some("nosuch"),
+    );
+    assert_eq!(sqlstate(&nowhere), "PM008", "{nowhere:?}");
+    // Not eligible: neither named nor in a named group.
+    let mallory = activate(&mut db1, "mallory", &["staff"], "dba", "123456", None);
+    assert_eq!(sqlstate(&mallory), "PM001", "{mallory:?}");
+}
+
+#[test]
+fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let secret = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let step = now_step();
+    let grants = || authority.count("SELECT count(*) FROM pim.grants");
+
+    let missing = activate(&mut db1, "alice", &[], "dba", "", None);
+    assert_eq!(refused(&missing), "PM003", "{missing:?}");
+    let unenrolled = activate(&mut db1, "mallory", &["dbas"], "dba", "123456", None);
+    assert_eq!(refused(&unenrolled), "PM004", "{unenrolled:?}");
+    // A code two steps old is outside the window.
+    let stale = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, step - 2),
+        None,
+    );
+    assert_eq!(refused(&stale), "PM005", "{stale:?}");
+    assert_eq!(grants(), 0);
+    // The wrong code was counted and audited: the refusal was returned, not raised.
+    assert_eq!(
+        authority.count("SELECT failures::bigint FROM pim.mfa WHERE \"user\" = 'alice'"),
+        1
+    );
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_failure'"),
+        1
+    );
+
+    let fresh = code(&secret, step);
+    let granted = activate(&mut db1, "alice", &[], "dba", &fresh, None).unwrap();
+    assert!(granted.get("granted").is_some(), "{granted}");
+    call(&mut db1, "pim_api.deactivate('alice', 'dba')", &[]).unwrap();
+    // The same code again, from this host or another connection: replayed.
+    let mut again = authority.host("db1", &passwords[0]);
+    let replayed = activate(&mut again, "alice", &[], "dba", &fresh, None);
+    assert_eq!(refused(&replayed), "PM005", "{replayed:?}");
+    assert_eq!(grants(), 1);
+
+    // Two more wrong codes reach max_failures = 3: locked, and then even a fresh code fails.
+    for _ in 0..2 {
+        let wrong = activate(&mut db1, "alice", &[], "dba", "000000", None);
+        assert!(
+            ["PM005", "PM006"].contains(&refused(&wrong).as_str()),
+            "{wrong:?}"
+        );
+    }
+    let locked = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, step + 1),
+        None,
+    );
+    assert_eq!(refused(&locked), "PM006", "{locked:?}");
+    assert_eq!(grants(), 1);
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        1
+    );
+}
+
+#[test]
+fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_second_fresh_one() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    let carol = authority.enrolled("carol");
+    let erin = authority.enrolled("erin");
+    let mallory = authority.enrolled("mallory");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let step = now_step();
+    let grants = || authority.count("SELECT count(*) FROM pim.grants");
+
+    let pending = activate(&mut db1, "alice", &[], "ops", &code(&alice, step), None).unwrap();
+    let id = pending["pending"]["request_id"].as_i64().unwrap();
+    assert_eq!(pending["pending"]["approvals_required"], 2);
+    assert_eq!(grants(), 0);
+
+    let approve = |client: &mut Client, who: &str, groups: &[&str], code: &str| {
+        call(
+            client,
+            "pim_api.approve($1, $2, $3, $4, 'ok')",
+            &[&id, &who, &groups, &code],
+        )
+    };
+    // The requester, and someone who is no approver, even claiming a group that is not one.
+    let own = approve(&mut web7, "alice", &[], &code(&alice, step + 1));
+    assert_eq!(sqlstate(&own), "PM007", "{own:?}");
+    let outsider = approve(&mut web7, "mallory", &["staff"], &code(&mallory, step));
+    assert_eq!(sqlstate(&outsider), "PM007", "{outsider:?}");
+    // An approver without a fresh code.
+    let wrong = approve(&mut web7, "carol", &[], "000000");
+    assert_eq!(refused(&wrong), "PM005", "{wrong:?}");
+    let first = approve(&mut web7, "carol", &[], &code(&carol, step)).unwrap();
+    assert_eq!(first["still_pending"]["approvals"], 1, "{first}");
+    assert_eq!(grants(), 0);
+    // The same approver twice does not count twice.
+    let twice = approve(&mut db1, "carol", &[], &code(&carol, step + 1));
+    assert_eq!(sqlstate(&twice), "PM009", "{twice:?}");
+    // erin approves through %leads, as web7 resolves her groups.
+    let second = approve(&mut web7, "erin", &["leads"], &code(&erin, step)).unwrap();
+    assert_eq!(second["granted"]["user"], "alice", "{second}");
+    assert_eq!(second["granted"]["request_id"], id);
+    assert_eq!(grants(), 1);
+    // Decided: nothing more to approve.
+    let late = approve(&mut web7, "dave", &[], "123456");
+    assert_eq!(sqlstate(&late), "PM009", "{late:?}");
+}
+
+#[test]
+fn given_the_same_code_from_many_connections_at_once_then_it_is_accepted_exactly_once() {
+    const USERS: usize = 12;
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let authority = Arc::new(authority);
+    let passwords = Arc::new(passwords);
+    for round in 0..USERS {
+        let user = format!("racer{round}");
+        let secret = authority.enrolled(&user);
+        let fresh = code(&secret, now_step());
+        // One connection per role, half of them from each host, all released at once:
+        // different roles, so only the code's single use can stop the others.
+        let barrier = Arc::new(Barrier::new(RACE_ROLES));
+        let racers: Vec<_> = (0..RACE_ROLES)
+            .map(|n| {
+                let (authority, passwords, barrier) =
+                    (authority.clone(), passwords.clone(), barrier.clone());
+                let (user, fresh) = (user.clone(), fresh.clone());
+                thread::spawn(move || {
+                    let host = ["db1", "web7"][n % 2];
+                    let mut client = authority.host(host, &passwords[n % 2]);
+                    barrier.wait();
+                    let role = format!("race{n}");
+                    activate(&mut client, &user, &["racers"], &role, &fresh, None)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let granted = results
+            .iter()
+            .filter(|r| matches!(r, Ok(v) if v.get("granted").is_some()))
+            .count();
+        assert_eq!(granted, 1, "round {round}: {results:?}");
+        for result in &results {
+            // The others are replays: wrong codes, which lock the user out (max_failures 3)
+            // as they would on one host.
+            let accepted = matches!(result, Ok(v) if v.get("granted").is_some());
+            let replay = ["PM005", "PM006"].contains(&refused(result).as_str());
+            assert!(accepted || replay, "{result:?}");
+        }
+        let rows = authority.count(&format!(
+            "SELECT count(*) FROM pim.grants WHERE \"user\" = '{user}'"
+        ));
+        assert_eq!(rows, 1, "round {round}");
+    }
+}
+
+#[test]
+fn given_hosts_racing_to_expire_a_grant_then_one_ends_it_and_one_record_is_written() {
+    const ROUNDS: usize = 10;
+    const RACERS: usize = 6;
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let authority = Arc::new(authority);
+    let passwords = Arc::new(passwords);
+    for round in 0..ROUNDS {
+        // A grant past its end (arranged by the administrator; grants are otherwise only
+        // made by activate and approve).
+        let id: i64 = authority
+            .admin()
+            .query_one(
+                "INSERT INTO pim.grants (\"user\", role, \"group\", scope, started_at, ends_at, \
+                 reason, ticket, granted_on) VALUES ('alice', 'dba', 'postgres', '{}', \
+                 pim.now_s() - 60, pim.now_s() - 1, 'r', '', 'db1') RETURNING id",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|n| {
+                let (authority, passwords, barrier) =
+                    (authority.clone(), passwords.clone(), barrier.clone());
+                thread::spawn(move || {
+                    let host = ["db1", "web7"][n % 2];
+                    let mut client = authority.host(host, &passwords[n % 2]);
+                    barrier.wait();
+                    call(&mut client, "pim_api.expire_due()", &[]).unwrap()
+                })
+            })
+            .collect();
+        let winners: usize = racers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .map(|ended| {
+                let ended = ended.as_array().unwrap().clone();
+                ended.iter().filter(|g| g.as_i64() == Some(id)).count()
+            })
+            .sum();
+        assert_eq!(winners, 1, "round {round}");
+        let records = authority.count(&format!(
+            "SELECT count(*) FROM pim.audit WHERE action = 'expire' \
+             AND detail = 'grant {id} expired'"
+        ));
+        assert_eq!(records, 1, "round {round}");
+    }
+}
+
+#[test]
+fn given_audit_shipped_again_after_a_partial_ship_then_each_record_is_stored_once() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let records = |ids: std::ops::RangeInclusive<i64>| -> Value {
+        ids.map(|id| {
+            serde_json::json!({"id": id, "at": 1_800_000_000 + id, "actor": "alice",
+                "action": "pam_denied", "user": "alice", "role": "dba", "outcome": "refused",
+                "reason": "", "ticket": "", "detail": format!("record {id}"), "prev": "",
+                "hash": ""})
+        })
+        .collect()
+    };
+    let ship = |client: &mut Client, batch: Value| -> i64 {
+        client
+            .query_one(
+                "SELECT pim_api.ship_audit($1::text::jsonb)",
+                &[&batch.to_string()],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(ship(&mut db1, records(1..=5)), 5);
+    // The retry overlaps what the first ship stored.
+    assert_eq!(ship(&mut db1, records(3..=8)), 3);
+    assert_eq!(ship(&mut db1, records(1..=8)), 0);
+    // Another host's records with the same local ids are its own, stamped with its name.
+    assert_eq!(ship(&mut web7, records(1..=2)), 2);
+    let count = |host: &str| {
+        authority.count(&format!(
+            "SELECT count(*) FROM pim.audit WHERE host = '{host}' AND local_id IS NOT NULL"
+        ))
+    };
+    assert_eq!((count("db1"), count("web7")), (8, 2));
+    let ids: BTreeSet<i64> = authority
+        .admin()
+        .query(
+            "SELECT local_id FROM pim.audit WHERE host = 'db1' AND local_id IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, (1..=8).collect());
+    // A record with a control character is refused whole.
+    let mut bad = records(9..=9);
+    bad[0]["detail"] = Value::from("evil\u{1b}[2J");
+    let result = db1.query_one(
+        "SELECT pim_api.ship_audit($1::text::jsonb)",
+        &[&bad.to_string()],
+    );
+    assert!(result.is_err(), "{result:?}");
+    // So is one without its local id, which would escape the once-only rule.
+    let mut anonymous = records(9..=9);
+    anonymous[0]["id"] = Value::Null;
+    let result = db1.query_one(
+        "SELECT pim_api.ship_audit($1::text::jsonb)",
+        &[&anonymous.to_string()],
+    );
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(count("db1"), 8);
+}
+
+#[test]
+fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let root = authority.enrolled("root");
+    let alice = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let step = now_step();
+    let normalized = r#"{"admins": ["root", "ann"], "roles": {}}"#;
+    let push = |client: &mut Client, actor: &str, code: &str| {
+        call(
+            client,
+            "pim_api.push_policy($1, $2, 'new text', $3::text::jsonb)",
+            &[&actor, &code, &normalized],
+        )
+    };
+    let versions = || authority.count("SELECT count(*) FROM pim.policies");
+
+    let not_admin = push(&mut db1, "alice", &code(&alice, step));
+    assert_eq!(sqlstate(&not_admin), "PM007", "{not_admin:?}");
+    let wrong = push(&mut db1, "root", "000000");
+    assert_eq!(refused(&wrong), "PM005", "{wrong:?}");
+    assert_eq!(versions(), 1);
+    let fresh = code(&root, step);
+    let pushed = push(&mut db1, "root", &fresh).unwrap();
+    assert_eq!(pushed["version"], 2, "{pushed}");
+    let replayed = push(&mut db1, "root", &fresh);
+    assert_eq!(refused(&replayed), "PM005", "{replayed:?}");
+    assert_eq!(versions(), 2);
+    // A policy that names no administrator would lock the fleet: refused.
+    let orphan = call(
+        &mut db1,
+        "pim_api.push_policy('root', $1, 't', '{\"admins\": [], \"roles\": {}}')",
+        &[&code(&root, step + 1)],
+    );
+    assert_eq!(sqlstate(&orphan), "PM002", "{orphan:?}");
+    // A role whose require_mfa is missing would read as no MFA: refused.
+    let lax = call(
+        &mut db1,
+        "pim_api.push_policy('root', $1, 't', $2::text::jsonb)",
+        &[
+            &code(&root, step + 1),
+            &r#"{"admins": ["root"], "roles": {"x": {"group": "x", "hosts": [],
+                "eligible_users": ["alice"], "eligible_groups": [], "approver_users": [],
+                "approver_groups": [], "require_approval": false, "approvals_required": 1,
+                "max_duration_secs": 60, "request_ttl_secs": 60}}}"#,
+        ],
+    );
+    assert_eq!(sqlstate(&lax), "PM002", "{lax:?}");
+    assert!(
+        format!("{lax:?}").contains("lacks or mistypes require_mfa"),
+        "{lax:?}"
+    );
+
+    // Adding a host takes the same proof; the new login works at once.
+    let refused_add = call(
+        &mut db1,
+        "pim_api.add_host('alice', $1, 'web9', '{web}')",
+        &[&code(&alice, step + 1)],
+    );
+    assert_eq!(sqlstate(&refused_add), "PM007", "{refused_add:?}");
+    let added = call(
+        &mut db1,
+        "pim_api.add_host('root', $1, 'web9', '{web}')",
+        &[&code(&root, step + 1)],
+    )
+    .unwrap();
+    let password = added["password"].as_str().unwrap();
+    let mut web9 = authority.host("web9", password);
+    assert_eq!(
+        call(&mut web9, "pim_api.snapshot(0)", &[]).unwrap()["host"],
+        "web9"
+    );
+}
+
+#[test]
+fn given_setup_run_again_then_schema_policy_and_hosts_are_kept() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let policy_file = authority.policy_file();
+    let again = authority.setup(&["--policy", &policy_file, "--add-host", "db1"]);
+    let stdout = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        stdout.contains("schema pim up to date (version 1)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("policy unchanged (version 1)"), "{stdout}");
+    assert!(
+        stdout.contains("host db1 is already in the fleet"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(", password "), "{stdout}");
+    assert!(stdout.contains("(tags [db])"), "{stdout}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.policies"), 1);
+    // The host's password still works.
+    let mut db1 = authority.host("db1", &passwords[0]);
+    assert_eq!(
+        call(&mut db1, "pim_api.snapshot(0)", &[]).unwrap()["host"],
+        "db1"
+    );
+    // Another host whose name makes the same login is refused; a dotted name is fine.
+    assert!(!authority.add_host("web7.eu", "web").is_empty());
+    let clash = authority.setup(&["--add-host", "web7-eu"]);
+    assert!(!clash.status.success(), "{clash:?}");
+    let clash_err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        clash_err.contains("pim_host_web7_eu exists already"),
+        "{clash_err}"
+    );
+    let upper = authority.setup(&["--add-host", "Web8"]);
+    assert!(String::from_utf8_lossy(&upper.stderr).contains("must be lower-case"));
+    // A schema newer than this pimd's is left alone.
+    authority
+        .admin()
+        .batch_execute("UPDATE pim.schema_version SET version = 99")
+        .unwrap();
+    let newer = authority.setup(&[]);
+    assert!(!newer.status.success(), "{newer:?}");
+    assert!(String::from_utf8_lossy(&newer.stderr).contains("schema version 99, newer"));
+    authority
+        .admin()
+        .batch_execute("UPDATE pim.schema_version SET version = 1")
+        .unwrap();
+    // No database to reach: a clear error, quickly.
+    let nowhere = Command::new(binary("pimd"))
+        .args(["--fleet-setup", "host=127.0.0.1 port=1 user=postgres"])
+        .output()
+        .unwrap();
+    assert_eq!(nowhere.status.code(), Some(1), "{nowhere:?}");
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("cannot connect to the database"));
+    // A broken policy changes nothing.
+    std::fs::write(&policy_file, "[roles.x]\nmax_duration = \"forever\"\n").unwrap();
+    let broken = authority.setup(&["--policy", &policy_file]);
+    assert!(!broken.status.success(), "{broken:?}");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("nothing was changed"));
+    assert_eq!(authority.count("SELECT count(*) FROM pim.policies"), 1);
+}
+
+#[test]
+fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stopped_one_is_unreachable(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let (mut db1, _) = authority.pimd_authority("db1", &passwords[0]);
+    let (mut web7, mut web7_wake) = authority.pimd_authority("web7", &passwords[1]);
+    let step = now_step();
+    let no_groups: Vec<String> = Vec::new();
+    // A fresh LISTEN connection counts as a wake: what was sent before it is unknown.
+    assert!(web7_wake.wait(Duration::from_secs(5)).unwrap());
+
+    // Enrolment through one host; then no host can swap in a secret of its own.
+    let bob_secret = random_secret();
+    let bob = base32(&bob_secret);
+    db1.enrol("bob", &bob_secret).unwrap();
+    assert!(!web7.mfa_enrolled("bob").unwrap());
+    db1.confirm_enrolment("bob", &code(&bob, step)).unwrap();
+    assert!(web7.mfa_enrolled("bob").unwrap());
+    let swapped = web7.enrol("bob", &random_secret());
+    assert!(
+        matches!(swapped, Err(AuthorityError::Refused(PimError::Conflict(_)))),
+        "{swapped:?}"
+    );
+
+    let bob_groups = vec!["dbas".to_string()];
+    fn ask<'a>(
+        user: &'a str,
+        user_groups: &'a [String],
+        role: &'a str,
+        code: &'a str,
+    ) -> ActivationAsk<'a> {
+        ActivationAsk {
+            user,
+            user_groups,
+            role,
+            duration_secs: 600,
+            reason: "rotate the keys",
+            ticket: "",
+            code,
+            only_host: None,
+        }
+    }
+    let fresh = code(&bob, step + 1);
+    let grant = match db1
+        .activate(&ask("bob", &bob_groups, "dba", &fresh))
+        .unwrap()
+    {
+        Activated::Granted(grant) => grant,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (grant.group.as_str(), grant.ends_at - grant.started_at),
+        ("postgres", 600)
+    );
+    let replayed = web7.activate(&ask("bob", &bob_groups, "dba", &fresh));
+    assert!(
+        matches!(replayed, Err(AuthorityError::Refused(_))),
+        "{replayed:?}"
+    );
+    // The grant's commit woke web7, though the grant is not for it.
+    assert!(web7_wake.wait(Duration::from_secs(10)).unwrap());
+    let snapshot = db1.snapshot().unwrap();
+    assert_eq!(
+        (snapshot.host.as_str(), snapshot.policy_version),
+        ("db1", 1)
+    );
+    assert_eq!(snapshot.grants, vec![grant.clone()]);
+    assert!(web7.snapshot().unwrap().grants.is_empty());
+    let hosts = web7.hosts().unwrap();
+    let db1_info = hosts.iter().find(|h| h.name == "db1").unwrap();
+    assert_eq!(db1_info.tags, vec!["db".to_string()]);
+    assert!(
+        db1_info.last_sync.is_some() && db1_info.skew_ms.is_some(),
+        "{db1_info:?}"
+    );
+    assert_eq!(db1.policy(1).unwrap().text, policy());
+    assert_eq!(db1.deactivate("bob", "dba").unwrap(), vec![grant.id]);
+    let again = db1.deactivate("bob", "dba");
+    assert!(
+        matches!(again, Err(AuthorityError::Refused(PimError::NotFound(_)))),
+        "{again:?}"
+    );
+
+    // Requests, approvals, a denial, a revocation.
+    let alice = authority.enrolled("alice");
+    let carol = authority.enrolled("carol");
+    let dave = authority.enrolled("dave");
+    let erin = authority.enrolled("erin");
+    let root = authority.enrolled("root");
+    let ann = authority.enrolled("ann");
+    let pending = |outcome| match outcome {
+        Activated::Pending {
+            request_id,
+            approvals_required: 2,
+        } => request_id,
+        other => panic!("{other:?}"),
+    };
+    let first = pending(
+        db1.activate(&ask("alice", &no_groups, "ops", &code(&alice, step)))
+            .unwrap(),
+    );
+    let second = pending(
+        db1.activate(&ask("alice", &no_groups, "ops", &code(&alice, step + 1)))
+            .unwrap(),
+    );
+    let open: Vec<i64> = web7
+        .requests_for("carol", &no_groups)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(open, vec![first, second]);
+    assert!(web7.requests_for("alice", &no_groups).unwrap().is_empty());
+    fn decision<'a>(
+        request_id: i64,
+        approver: &'a str,
+        approver_groups: &'a [String],
+        code: &'a str,
+    ) -> Decision<'a> {
+        Decision {
+            request_id,
+            approver,
+            approver_groups,
+            code,
+            comment: "ok",
+        }
+    }
+    web7.deny(&decision(second, "dave", &no_groups, &code(&dave, step)))
+        .unwrap();
+    let cancelled = db1.cancel("alice", second);
+    assert!(
+        matches!(
+            cancelled,
+            Err(AuthorityError::Refused(PimError::Conflict(_)))
+        ),
+        "{cancelled:?}"
+    );
+    let carol_code = code(&carol, step);
+    let half = web7
+        .approve(&decision(first, "carol", &no_groups, &carol_code))
+        .unwrap();
+    assert_eq!(
+        half,
+        Decided::StillPending {
+            approvals: 1,
+            required: 2
+        }
+    );
+    let leads = vec!["leads".to_string()];
+    let ops = match web7
+        .approve(&decision(first, "erin", &leads, &code(&erin, step)))
+        .unwrap()
+    {
+        Decided::Granted(grant) => grant,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((ops.user.as_str(), ops.request_id), ("alice", Some(first)));
+    assert_eq!(web7.snapshot().unwrap().grants, vec![ops.clone()]);
+    let not_admin = web7.revoke(
+        &AdminProof {
+            actor: "carol",
+            code: &code(&carol, step + 1),
+        },
+        "alice",
+        "ops",
+        "r",
+    );
+    assert!(
+        matches!(
+            not_admin,
+            Err(AuthorityError::Refused(PimError::PermissionDenied(_)))
+        ),
+        "{not_admin:?}"
+    );
+    let root_proof = AdminProof {
+        actor: "root",
+        code: &code(&root, step),
+    };
+    assert_eq!(
+        web7.revoke(&root_proof, "alice", "ops", "left the team")
+            .unwrap(),
+        vec![ops.id]
+    );
+    assert!(db1.expire_due().unwrap().is_empty());
+
+    // Administration: a policy push, a host, an enrolment reset.
+    let normalized = serde_json::json!({"admins": ["root", "ann"], "roles": {}});
+    let pushed = db1.push_policy(
+        &AdminProof {
+            actor: "ann",
+            code: &code(&ann, step),
+        },
+        "new",
+        &normalized,
+    );
+    assert_eq!(pushed.unwrap(), 2);
+    assert_eq!(web7.snapshot().unwrap().policy_version, 2);
+    let web9 = db1
+        .add_host(
+            &AdminProof {
+                actor: "ann",
+                code: &code(&ann, step + 1),
+            },
+            "web9",
+            &["web".to_string()],
+        )
+        .unwrap();
+    assert!(authority.try_login("pim_host_web9", &web9).is_ok());
+    db1.mfa_reset(
+        &AdminProof {
+            actor: "root",
+            code: &code(&root, step + 1),
+        },
+        "bob",
+    )
+    .unwrap();
+    assert!(!db1.mfa_enrolled("bob").unwrap());
+
+    // Local audit records shipped twice are held once.
+    let records: Vec<AuditRecord> = (1..=3)
+        .map(|id| AuditRecord {
+            id,
+            at: 1_800_000_000 + id,
+            actor: "alice".into(),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(db1.ship_audit(&records).unwrap(), 3);
+    assert_eq!(db1.ship_audit(&records).unwrap(), 3);
+    let shipped = "SELECT count(*) FROM pim.audit WHERE host = 'db1' AND local_id IS NOT NULL";
+    assert_eq!(authority.count(shipped), 3);
+
+    // The database stops: every call, and the wait for a wake, fails as unreachable.
+    while web7_wake.wait(Duration::from_millis(100)).unwrap() {}
+    authority.pg.stop();
+    let down = db1.snapshot();
+    assert!(
+        matches!(down, Err(AuthorityError::Unreachable(_))),
+        "{down:?}"
+    );
+    let waited = web7_wake.wait(Duration::from_secs(10));
+    assert!(
+        matches!(waited, Err(AuthorityError::Unreachable(_))),
+        "{waited:?}"
+    );
+    let refused_while_down = db1.activate(&ask("alice", &no_groups, "dba", "123456"));
+    assert!(matches!(
+        refused_while_down,
+        Err(AuthorityError::Unreachable(_))
+    ));
+    // Back up: the next call reconnects, and the new LISTEN counts as a wake.
+    authority.pg.start_again();
+    assert_eq!(db1.snapshot().unwrap().host, "db1");
+    assert!(web7_wake.wait(Duration::from_secs(10)).unwrap());
+}
+
+/// Runs `openssl ARGS` in `dir`; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA and a server certificate it signed for IP 127.0.0.1 (`ca.crt`, `server.crt`,
+/// `server.key`), and another CA that signed nothing (`other.crt`), in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    for ca in ["ca", "other"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=pim test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=pim-db",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+#[test]
+fn given_tls_modes_then_only_a_trusted_certificate_for_the_host_connects_when_verified() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let dir = authority.dir.clone();
+    make_certificates(&dir);
+    // The server's key and certificate, in its namespace's /run/pg, the postgres user's.
+    let pid = authority.pg.host_pid();
+    for name in ["server.crt", "server.key"] {
+        let target = format!("/proc/{pid}/root/run/pg/{name}");
+        std::fs::copy(dir.join(name), &target).unwrap();
+        let out =
+            authority
+                .pg
+                .run_root(&["chown", "postgres:postgres", &format!("/run/pg/{name}")]);
+        assert!(out.success(), "{out}");
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    authority.pg.admin_sql(
+        "ALTER SYSTEM SET ssl_cert_file = '/run/pg/server.crt'; \
+         ALTER SYSTEM SET ssl_key_file = '/run/pg/server.key'; \
+         ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf()",
+    );
+    authority
+        .pg
+        .wait_until("TLS to be on", Duration::from_secs(30), || {
+            authority.pg.admin_sql("SHOW ssl").trim() == "on"
+        });
+
+    // TCP to 127.0.0.1 exists only in the database's network namespace: connect from a
+    // thread moved there.
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let password = passwords[0].clone();
+    let ca = dir.join("ca.crt").display().to_string();
+    let other = dir.join("other.crt").display().to_string();
+    let admin_conninfo = authority.pg.admin_conninfo();
+    let (outcomes, over_tls) = thread::spawn(move || {
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let connect = |host: &str, tls: &str| {
+            let conninfo = format!(
+                "host={host} port=5432 dbname=pim user=pim_host_db1 password='{password}' {tls}"
+            );
+            PgAuthority::new(ConnInfo::parse(&conninfo).unwrap())
+        };
+        let attempt = |host: &str, tls: &str| connect(host, tls).snapshot().map(|s| s.host);
+        // While this verified connection is open, the server says it is TLS.
+        let mut verified = connect(
+            "127.0.0.1",
+            &format!("sslmode=verify-full sslrootcert={ca}"),
+        );
+        let first = verified.snapshot().map(|s| s.host);
+        let over_tls: i64 = Client::connect(&admin_conninfo, NoTls)
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl AND usename = 'pim_host_db1'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let outcomes = [
+            first,
+            attempt("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
+            attempt("127.0.0.1", "sslmode=require"),
+            attempt(
+                "127.0.0.1",
+                &format!("sslmode=verify-full sslrootcert={other}"),
+            ),
+            attempt("127.0.0.1", &format!("sslmode=require sslrootcert={other}")),
+            // The certificate names 127.0.0.1, not localhost.
+            attempt(
+                "localhost",
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+            ),
+            attempt("localhost", &format!("sslmode=verify-ca sslrootcert={ca}")),
+        ];
+        (outcomes, over_tls)
+    })
+    .join()
+    .unwrap();
+    let connected: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    assert_eq!(
+        connected,
+        [true, true, true, false, false, false, true],
+        "{outcomes:?}"
+    );
+    for refused in [&outcomes[3], &outcomes[4], &outcomes[5]] {
+        assert!(
+            matches!(refused, Err(AuthorityError::Unreachable(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(over_tls, 1);
+}
+
+#[test]
+fn given_a_call_stuck_behind_a_lock_then_it_ends_unreachable_within_the_statement_timeout() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let alice = authority.enrolled("alice");
+    let (mut db1, _) = authority.pimd_authority("db1", &passwords[0]);
+    // Someone holds alice's MFA row (as a stuck transaction of a dying database would).
+    let mut admin = authority.admin();
+    let mut stuck = admin.transaction().unwrap();
+    stuck
+        .execute(
+            "SELECT FROM pim.mfa WHERE \"user\" = 'alice' FOR UPDATE",
+            &[],
+        )
+        .unwrap();
+    let no_groups: Vec<String> = Vec::new();
+    let ask = ActivationAsk {
+        user: "alice",
+        user_groups: &no_groups,
+        role: "dba",
+        duration_secs: 600,
+        reason: "rotate the keys",
+        ticket: "",
+        code: &code(&alice, now_step()),
+        only_host: None,
+    };
+    // pimd's default statement_timeout ends the wait: unreachable, nothing granted.
+    let result = db1.activate(&ask);
+    assert!(
+        matches!(result, Err(AuthorityError::Unreachable(_))),
+        "{result:?}"
+    );
+    stuck.rollback().unwrap();
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+    // The connection is usable again and the code was not spent.
+    assert!(matches!(db1.activate(&ask), Ok(Activated::Granted(_))));
+}
