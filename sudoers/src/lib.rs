@@ -177,7 +177,7 @@ pub fn files(
         out.files.push((path.to_path_buf(), text.clone()));
         let base = path.parent().unwrap_or(Path::new("/"));
         for (directive, target) in includes(&text) {
-            let target = base.join(target);
+            let target = base.join(expand_host(&target, &short_host_name()));
             if directive == "includedir" {
                 for file in list_dir(&target) {
                     visit(&file, depth + 1, read, list_dir, out);
@@ -193,7 +193,9 @@ pub fn files(
 }
 
 /// The include directives of sudoers text: (`include` or `includedir`, path), from
-/// `@include`, `#include`, `@includedir` and `#includedir` lines (a path may be quoted).
+/// `@include`, `#include`, `@includedir` and `#includedir` lines, read as sudo reads them: a
+/// path quoted (`@include"x y"`, no blank needed before the quote) or with escaped blanks
+/// (`x\ y`), a comment allowed after it.
 pub fn includes(text: &str) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
     for line in text.lines() {
@@ -201,26 +203,73 @@ pub fn includes(text: &str) -> Vec<(&'static str, String)> {
         let Some(rest) = line.strip_prefix('@').or_else(|| line.strip_prefix('#')) else {
             continue;
         };
-        let (directive, path) = if let Some(path) = rest.strip_prefix("includedir") {
+        let (directive, rest) = if let Some(path) = rest.strip_prefix("includedir") {
             ("includedir", path)
         } else if let Some(path) = rest.strip_prefix("include") {
             ("include", path)
         } else {
             continue;
         };
-        if !path.starts_with(char::is_whitespace) {
+        if !rest.starts_with(|c: char| c.is_whitespace() || c == '"') {
             continue;
         }
-        let path = path.trim();
-        let path = path
-            .strip_prefix('"')
-            .and_then(|p| p.strip_suffix('"'))
-            .unwrap_or(path);
-        if !path.is_empty() {
-            found.push((directive, path.to_string()));
+        if let Some(path) = include_path(rest.trim_start()) {
+            found.push((directive, path));
         }
     }
     found
+}
+
+/// The path of an include line (after the directive and blanks), escapes taken away; None
+/// when there is none or something other than a comment follows it.
+fn include_path(text: &str) -> Option<String> {
+    let mut path = String::new();
+    let mut chars = text.chars();
+    let quoted = text.starts_with('"');
+    if quoted {
+        chars.next();
+    }
+    let mut closed = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => path.push(chars.next()?),
+            '"' if quoted => {
+                closed = true;
+                break;
+            }
+            c if !quoted && c.is_whitespace() => break,
+            c => path.push(c),
+        }
+    }
+    let after = chars.as_str().trim_start();
+    let well_ended = (closed || !quoted) && (after.is_empty() || after.starts_with('#'));
+    (well_ended && !path.is_empty()).then_some(path)
+}
+
+/// An include path with sudo's `%h` (the short host name) and `%%` expanded.
+pub fn expand_host(path: &str, short_host: &str) -> String {
+    let mut out = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('%', Some('h')) => {
+                out.push_str(short_host);
+                chars.next();
+            }
+            ('%', Some('%')) => {
+                out.push('%');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// This host's short name (up to the first `.`), as sudo expands `%h`.
+fn short_host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    name.trim().split('.').next().unwrap_or("").to_string()
 }
 
 /// The code of a sudoers line: up to a `#` that starts a comment (`#1000` and `#-1`, uids, do

@@ -467,3 +467,20 @@ fn given_a_file_sudo_refuses_then_it_is_left_out_and_named() {
     assert_eq!(read.refused.len(), 1, "{read:?}");
     assert!(read.refused[0].1.contains("everyone"), "{read:?}");
 }
+
+#[test]
+fn given_include_lines_then_they_are_read_with_sudos_grammar() {
+    let text = "@include /etc/a # a comment\n@include\"/etc/b c\"\n\
+                @include /etc/d\\ e\n#includedir /etc/f\n@include /etc/g junk\n";
+    assert_eq!(
+        includes(text),
+        [
+            ("include", "/etc/a".to_string()),
+            ("include", "/etc/b c".to_string()),
+            ("include", "/etc/d e".to_string()),
+            ("includedir", "/etc/f".to_string()),
+        ]
+    );
+    assert_eq!(expand_host("/etc/sudoers.%h", "web1"), "/etc/sudoers.web1");
+    assert_eq!(expand_host("/etc/100%%", "web1"), "/etc/100%");
+}
