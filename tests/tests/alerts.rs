@@ -271,7 +271,7 @@ fn given_a_process_with_a_managed_gid_and_no_grant_then_process_outside_grant_un
         sb.run("root", &["pgrep", "-u", "carl", "sleep"]).success()
     });
     look_again(&sb);
-    let alert = wait_open(&sb, "process-outside-grant:docker:carl");
+    let alert = wait_open(&sb, "process-outside-grant:docker");
     assert_eq!(alert["user"], "carl");
     assert!(alert["detail"].as_str().unwrap().contains("pid"), "{alert}");
     shell.kill();

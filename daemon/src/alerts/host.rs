@@ -28,6 +28,14 @@ pub fn look(
             Ok(Some((gid, listed))) => {
                 facts.gids.insert(group.clone(), gid);
                 members.insert(group.clone(), listed.into_iter().collect());
+                match accounts.primary_members(gid) {
+                    Ok(primary) => {
+                        facts
+                            .primary_members
+                            .insert(group.clone(), primary.into_iter().collect());
+                    }
+                    Err(_) => failed = true,
+                }
             }
             Ok(None) => {
                 members.insert(group.clone(), BTreeSet::new());
