@@ -225,7 +225,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
             "setpriv",
             "--no-new-privs",
             "--bounding-set",
-            "-all,+chown,+dac_override,+fowner,+kill,+audit_write",
+            "-all,+chown,+dac_override,+fowner,+kill,+setuid,+setgid,+audit_write",
             "--",
             "/usr/sbin/pimd",
         ],
