@@ -126,6 +126,8 @@ vocabulary! {
         AdminUnassign = "admin-unassign",
         /// An alert dismissed by an admin.
         AlertDismiss = "alert-dismiss",
+        /// Closed alerts older than `[audit] keep` removed.
+        AlertPrune = "alert-prune",
         /// An alert raised (pimd, on what it saw).
         AlertRaise = "alert-raise",
         /// A dismissed alert whose cause went: its key is free for the cause's return.

@@ -39,6 +39,8 @@ pub trait Accounts: Send {
     /// The gid of `group` and the members its entry lists (what gpasswd edits); None when
     /// there is no such group. A lookup that fails is an error.
     fn group(&self, group: &str) -> Result<Option<(u32, Vec<String>)>, AccountsError>;
+    /// The users of /etc/passwd whose primary group is `gid`.
+    fn primary_members(&self, gid: u32) -> Result<Vec<String>, AccountsError>;
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
     fn remove_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError>;
 }
@@ -97,6 +99,22 @@ impl SystemAccounts {
 }
 
 /// `group`'s entry (`None`: there is no such group), or why NSS could not say.
+/// Where the users' primary groups are read (sudo's `%group` matches them too).
+const PASSWD: &str = "/etc/passwd";
+
+/// The names of the `passwd` lines (name:password:uid:gid:...) whose gid is `gid`.
+fn users_of_primary_gid(passwd: &str, gid: u32) -> Vec<String> {
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let primary = fields.nth(2)?.parse::<u32>().ok()?;
+            (primary == gid && !name.is_empty()).then(|| name.to_string())
+        })
+        .collect()
+}
+
 fn group_entry(group: &str) -> Result<Option<nix::unistd::Group>, AccountsError> {
     nix::unistd::Group::from_name(group).map_err(|e| AccountsError::Lookup {
         what: format!("group {group}"),
@@ -157,6 +175,14 @@ impl Accounts for SystemAccounts {
         Ok(group_entry(group)?.map(|g| (g.gid.as_raw(), g.mem)))
     }
 
+    fn primary_members(&self, gid: u32) -> Result<Vec<String>, AccountsError> {
+        let passwd = std::fs::read_to_string(PASSWD).map_err(|e| AccountsError::Lookup {
+            what: PASSWD.into(),
+            detail: e.to_string(),
+        })?;
+        Ok(users_of_primary_gid(&passwd, gid))
+    }
+
     fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
         Self::gpasswd("-a", user, group)
     }
@@ -211,6 +237,12 @@ pub mod fake {
         }
         pub fn set_gid(&self, group: &str, gid: u32) {
             self.0.lock().unwrap().gids.insert(group.into(), gid);
+        }
+        /// `user`'s primary group becomes `group` (useradd -g).
+        pub fn set_primary(&self, user: &str, group: &str) {
+            if let Some(entry) = self.0.lock().unwrap().users.get_mut(user) {
+                entry.1 = group.into();
+            }
         }
         pub fn remove_user(&self, name: &str) {
             self.0.lock().unwrap().users.remove(name);
@@ -314,6 +346,22 @@ pub mod fake {
                 5000 + rank as u32
             });
             Ok(Some((gid, members.iter().cloned().collect())))
+        }
+        fn primary_members(&self, gid: u32) -> Result<Vec<String>, AccountsError> {
+            let names: Vec<String> = self.0.lock().unwrap().groups.keys().cloned().collect();
+            let mut primary = Vec::new();
+            for name in names {
+                if matches!(self.group(&name)?, Some((g, _)) if g == gid) {
+                    let db = self.0.lock().unwrap();
+                    primary.extend(
+                        db.users
+                            .iter()
+                            .filter(|(_, (_, p))| *p == name)
+                            .map(|(user, _)| user.clone()),
+                    );
+                }
+            }
+            Ok(primary)
         }
         fn add_member(&mut self, user: &str, group: &str) -> Result<(), AccountsError> {
             let mut db = self.0.lock().unwrap();

@@ -20,8 +20,18 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Above this a role's `max_duration` makes it `weak-role` (SPEC: "max_duration over 8h").
 pub const WEAK_MAX_DURATION_SECS: u64 = 8 * 3600;
 
-/// Process ids listed in one alert's detail, at most.
+/// Process ids listed in one alert's detail for each uid, at most.
 const MAX_PIDS_SHOWN: usize = 8;
+
+/// Uids (lowest first) listed in one `process-outside-grant` alert's detail, at most.
+const MAX_UIDS_SHOWN: usize = 16;
+
+/// Alerts of one kind that hold their keys at once, at most: past them, the rest of the
+/// kind's findings are one alert (see [`plan`]), so that no cause, however many its
+/// instances, floods the list and the audit log. Eight kinds of this many, and the
+/// break-glass alerts (one per permanent user and group), stay well within
+/// `pim alerts`'s listing.
+pub const MAX_ALERTS_PER_KIND: usize = 100;
 
 /// Bytes of SHA-256 kept in a sudoers rule's fingerprint (see [`rule_fingerprint`]).
 const RULE_FINGERPRINT_BYTES: usize = 16;
@@ -139,6 +149,9 @@ pub struct HostFacts {
     /// Members listed in /etc/group (the supplementary lists) of each group looked at: the
     /// managed ones and those the roles' `eligible` and `permanent` lists name.
     pub members: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// The users whose primary group (/etc/passwd) is each managed group: members too, for
+    /// sudo's `%group`, though /etc/group does not list them.
+    pub primary_members: BTreeMap<String, BTreeSet<String>>,
     /// The gid of each managed group.
     pub gids: BTreeMap<String, u32>,
     pub processes: Option<Vec<ProcessFact>>,
@@ -349,22 +362,30 @@ fn members_outside_pim(facts: &Facts, out: &mut Evaluation) {
         return;
     };
     out.judged.insert(AlertKind::MemberOutsidePim);
+    let none = BTreeSet::new();
     for (group, roles) in managed_groups(facts) {
-        for user in members.get(group).into_iter().flatten() {
+        let listed = members.get(group).unwrap_or(&none);
+        let primary = facts.host.primary_members.get(group).unwrap_or(&none);
+        for user in listed.union(primary) {
             let added = facts
                 .pim_members
                 .contains(&(user.clone(), group.to_string()));
             let permanent = roles.iter().any(|r| r.permanent.contains(user));
             if !added && !permanent {
                 let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+                let how = if listed.contains(user) {
+                    "in /etc/group"
+                } else {
+                    "by their primary group in /etc/passwd (sudo's %group counts it)"
+                };
                 out.findings.push(Finding::new(
                     AlertKind::MemberOutsidePim,
                     &[group, user],
                     user,
                     names.first().copied().unwrap_or(""),
                     format!(
-                        "{user} is a member of group {group} (role {}) in /etc/group, but pim did \
-                         not add them and they are not permanent",
+                        "{user} is a member of group {group} (role {}) {how}, but pim did not \
+                         add them and they are not permanent",
                         names.join(", ")
                     ),
                 ));
@@ -373,6 +394,8 @@ fn members_outside_pim(facts: &Facts, out: &mut Evaluation) {
     }
 }
 
+/// One alert per managed group, however many users carry it: a user with a subordinate uid
+/// range (newuidmap) may run thousands of uids, and an alert each would drown the real ones.
 fn processes_outside_grant(facts: &Facts, out: &mut Evaluation) {
     let Some(processes) = &facts.host.processes else {
         return;
@@ -382,51 +405,78 @@ fn processes_outside_grant(facts: &Facts, out: &mut Evaluation) {
         let Some(&gid) = facts.host.gids.get(group) else {
             continue;
         };
-        // The pids of each user carrying the group without a grant or a permanent listing.
-        let mut uncovered: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        // The pids of each uid carrying the group without a grant or a permanent listing.
+        let mut uncovered: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for process in processes.iter().filter(|p| p.gids.contains(&gid)) {
             // Root may take any group; a root process carrying one is no privilege gained.
             if process.uid == 0 {
                 continue;
             }
-            let user = facts
-                .host
-                .user_names
-                .get(&process.uid)
-                .cloned()
-                .unwrap_or_else(|| format!("#{}", process.uid));
+            let user = user_of(facts, process.uid);
             let covered = roles
                 .iter()
                 .any(|r| r.active.contains(&user) || r.permanent.contains(&user));
             if !covered {
-                uncovered.entry(user).or_default().push(process.pid);
+                uncovered.entry(process.uid).or_default().push(process.pid);
             }
         }
-        for (user, pids) in uncovered {
-            let shown: Vec<String> = pids
-                .iter()
-                .take(MAX_PIDS_SHOWN)
-                .map(u32::to_string)
-                .collect();
-            let more = pids.len().saturating_sub(MAX_PIDS_SHOWN);
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            out.findings.push(Finding::new(
-                AlertKind::ProcessOutsideGrant,
-                &[group, &user],
-                &user,
-                roles[0].name.as_str(),
-                format!(
-                    "{} process(es) of {user} carry group {group} (gid {gid}) without a live \
-                     grant or a permanent listing: pid {}{more}",
-                    pids.len(),
-                    shown.join(", ")
-                ),
-            ));
+        if uncovered.is_empty() {
+            continue;
         }
+        let users: Vec<String> = uncovered
+            .iter()
+            .take(MAX_UIDS_SHOWN)
+            .map(|(&uid, pids)| {
+                let shown: Vec<String> = pids
+                    .iter()
+                    .take(MAX_PIDS_SHOWN)
+                    .map(u32::to_string)
+                    .collect();
+                format!(
+                    "{} (uid {uid}): pid {}{}",
+                    user_of(facts, uid),
+                    shown.join(", "),
+                    more(pids.len(), MAX_PIDS_SHOWN)
+                )
+            })
+            .collect();
+        let processes: usize = uncovered.values().map(Vec::len).sum();
+        // Named only when it is one user's.
+        let user = match uncovered.keys().collect::<Vec<_>>()[..] {
+            [&uid] => user_of(facts, uid),
+            _ => String::new(),
+        };
+        out.findings.push(Finding::new(
+            AlertKind::ProcessOutsideGrant,
+            &[group],
+            &user,
+            roles[0].name.as_str(),
+            format!(
+                "{processes} process(es) of {} uid(s) carry group {group} (gid {gid}) without a \
+                 live grant or a permanent listing: {}{}",
+                uncovered.len(),
+                users.join("; "),
+                more(uncovered.len(), MAX_UIDS_SHOWN)
+            ),
+        ));
+    }
+}
+
+/// The name of `uid`'s user, or `#uid` when it has none.
+fn user_of(facts: &Facts, uid: u32) -> String {
+    facts
+        .host
+        .user_names
+        .get(&uid)
+        .cloned()
+        .unwrap_or_else(|| format!("#{uid}"))
+}
+
+/// " and N more" for what `total` items past the `shown` first leave out; "" for none.
+fn more(total: usize, shown: usize) -> String {
+    match total.saturating_sub(shown) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
     }
 }
 
@@ -605,22 +655,66 @@ pub enum Change {
     },
 }
 
+/// The key of the alert that stands for `kind`'s findings past [`MAX_ALERTS_PER_KIND`]
+/// ('*' is in no name, so no finding has it).
+pub fn overflow_key(kind: AlertKind) -> String {
+    format!("{}:*more", kind.as_str())
+}
+
 /// What turns `current` (the alerts that hold their keys) into what `evaluation` found: a
-/// finding without an alert is raised; an alert of a judged kind without a finding is resolved
-/// (open) or released (dismissed). Kinds not judged are left alone, and so is
-/// `break-glass-used` (see [`AlertKind::resolves`]).
+/// finding without an alert is raised, while its kind holds fewer than
+/// [`MAX_ALERTS_PER_KIND`] keys (the rest of the kind's findings are one alert, under
+/// [`overflow_key`]); an alert of a judged kind without a finding is resolved (open) or
+/// released (dismissed). Kinds not judged are left alone, and so is `break-glass-used` (see
+/// [`AlertKind::resolves`]).
 pub fn plan(current: &[Current], evaluation: &Evaluation) -> Vec<Change> {
     let held: BTreeSet<&str> = current.iter().map(|c| c.key.as_str()).collect();
-    let found: BTreeSet<&str> = evaluation.findings.iter().map(|f| f.key.as_str()).collect();
-    let mut changes: Vec<Change> = evaluation
+    let mut found: BTreeSet<String> = evaluation.findings.iter().map(|f| f.key.clone()).collect();
+    // The keys each kind keeps: its alerts still found (an open one is never pushed out by
+    // a new finding).
+    let mut kept: BTreeMap<AlertKind, usize> = BTreeMap::new();
+    for alert in current {
+        if found.contains(&alert.key) {
+            *kept.entry(alert.kind).or_default() += 1;
+        }
+    }
+    let mut changes = Vec::new();
+    let mut past_cap: BTreeMap<AlertKind, Vec<&Finding>> = BTreeMap::new();
+    for finding in evaluation
         .findings
         .iter()
         .filter(|f| !held.contains(f.key.as_str()))
-        .map(|f| Change::Raise(f.clone()))
-        .collect();
+    {
+        let count = kept.entry(finding.kind).or_default();
+        if *count < MAX_ALERTS_PER_KIND {
+            *count += 1;
+            changes.push(Change::Raise(finding.clone()));
+        } else {
+            past_cap.entry(finding.kind).or_default().push(finding);
+        }
+    }
+    for (kind, rest) in past_cap {
+        let key = overflow_key(kind);
+        if !held.contains(key.as_str()) {
+            changes.push(Change::Raise(Finding {
+                kind,
+                key: key.clone(),
+                user: String::new(),
+                role: String::new(),
+                detail: format!(
+                    "{} more {} findings, past the {MAX_ALERTS_PER_KIND} alerts of that kind \
+                     pim keeps at once; the first: {}",
+                    rest.len(),
+                    kind.as_str(),
+                    rest[0].detail
+                ),
+            }));
+        }
+        found.insert(key);
+    }
     for alert in current {
         let judged = alert.kind.resolves() && evaluation.judged.contains(&alert.kind);
-        if judged && !found.contains(alert.key.as_str()) {
+        if judged && !found.contains(&alert.key) {
             changes.push(match alert.standing {
                 Standing::Open => Change::Resolve { id: alert.id },
                 Standing::Dismissed => Change::Release { id: alert.id },

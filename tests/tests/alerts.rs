@@ -249,6 +249,21 @@ fn given_a_member_added_by_hand_then_member_outside_pim_dismissed_and_quiet_whil
 }
 
 #[test]
+fn given_a_user_whose_primary_group_is_a_managed_group_then_member_outside_pim() {
+    let sb = host();
+    // useradd -g sudo: /etc/group does not list mallory, but sudo's %sudo matches her.
+    sb.run("root", &["useradd", "-M", "-g", "sudo", "mallory"])
+        .assert_success();
+    look_again(&sb);
+    let alert = wait_open(&sb, "member-outside-pim:sudo:mallory");
+    assert_eq!(alert["user"], "mallory");
+    assert!(
+        alert["detail"].as_str().unwrap().contains("/etc/passwd"),
+        "{alert}"
+    );
+}
+
+#[test]
 fn given_a_process_with_a_managed_gid_and_no_grant_then_process_outside_grant_until_it_ends() {
     let sb = host();
     let carl_gid = sb
@@ -271,7 +286,7 @@ fn given_a_process_with_a_managed_gid_and_no_grant_then_process_outside_grant_un
         sb.run("root", &["pgrep", "-u", "carl", "sleep"]).success()
     });
     look_again(&sb);
-    let alert = wait_open(&sb, "process-outside-grant:docker:carl");
+    let alert = wait_open(&sb, "process-outside-grant:docker");
     assert_eq!(alert["user"], "carl");
     assert!(alert["detail"].as_str().unwrap().contains("pid"), "{alert}");
     shell.kill();

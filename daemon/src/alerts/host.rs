@@ -1,5 +1,6 @@
 //! The look at the host the alerts need, made outside the manager's lock (like the set-group-ID
-//! sweep's walk): the groups in /etc/group (through NSS), the process table (the `processes`
+//! sweep's walk): the groups in /etc/group (through NSS) and the users whose primary group
+//! each is (/etc/passwd), the process table (the `processes`
 //! port: /proc, or its fake), the sudoers files. Each part that cannot be read is left
 //! `None`, so its kind is not judged.
 
@@ -28,6 +29,14 @@ pub fn look(
             Ok(Some((gid, listed))) => {
                 facts.gids.insert(group.clone(), gid);
                 members.insert(group.clone(), listed.into_iter().collect());
+                match accounts.primary_members(gid) {
+                    Ok(primary) => {
+                        facts
+                            .primary_members
+                            .insert(group.clone(), primary.into_iter().collect());
+                    }
+                    Err(_) => failed = true,
+                }
             }
             Ok(None) => {
                 members.insert(group.clone(), BTreeSet::new());

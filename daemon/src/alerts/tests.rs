@@ -29,6 +29,7 @@ fn facts() -> Facts {
         last_activation: [(("alice".into(), "admin".into()), NOW - DAY)].into(),
         host: HostFacts {
             members: Some([("sudo".to_string(), BTreeSet::new())].into()),
+            primary_members: BTreeMap::new(),
             gids: [("sudo".to_string(), 27)].into(),
             processes: Some(Vec::new()),
             user_names: [(1000, "alice".to_string()), (1001, "bob".to_string())].into(),
@@ -77,14 +78,17 @@ fn given_a_member_pim_did_not_add_then_member_outside_pim() {
     assert!(!evaluate(&f).judged.contains(&AlertKind::MemberOutsidePim));
 }
 
-#[test]
-fn given_a_process_with_a_managed_gid_and_no_grant_then_process_outside_grant() {
-    let mut f = facts();
-    let process = |pid, uid, gids: &[u32]| ProcessFact {
+fn process(pid: u32, uid: u32, gids: &[u32]) -> ProcessFact {
+    ProcessFact {
         pid,
         uid,
         gids: gids.iter().copied().collect(),
-    };
+    }
+}
+
+#[test]
+fn given_a_process_with_a_managed_gid_and_no_grant_then_process_outside_grant() {
+    let mut f = facts();
     f.host.processes = Some(vec![
         process(10, 1001, &[1001, 27]),
         process(11, 1001, &[27]),
@@ -92,21 +96,125 @@ fn given_a_process_with_a_managed_gid_and_no_grant_then_process_outside_grant() 
         process(13, 0, &[0, 27]),
         process(14, 1002, &[1002]),
     ]);
-    assert_eq!(
-        keys(&f),
-        [
-            "process-outside-grant:sudo:alice",
-            "process-outside-grant:sudo:bob"
-        ]
+    // One alert for the group, naming each user's pids.
+    assert_eq!(keys(&f), ["process-outside-grant:sudo"]);
+    let found = &evaluate(&f).findings[0];
+    assert!(
+        found
+            .detail
+            .contains("alice (uid 1000): pid 12; bob (uid 1001): pid 10, 11"),
+        "{found:?}"
     );
-    let bob = &evaluate(&f).findings[1];
-    assert!(bob.detail.contains("pid 10, 11"), "{bob:?}");
+    assert_eq!(found.user, "", "two users: the alert is the group's");
     // alice's grant covers her process; root's never counts.
     f.roles[0].active.insert("alice".into());
-    assert_eq!(keys(&f), ["process-outside-grant:sudo:bob"]);
+    let found = &evaluate(&f).findings[0];
+    assert_eq!(found.user, "bob");
+    assert!(!found.detail.contains("alice"), "{found:?}");
     // A user without a name is named by uid.
     f.host.processes = Some(vec![process(20, 4242, &[27])]);
-    assert_eq!(keys(&f), ["process-outside-grant:sudo:#4242"]);
+    assert!(evaluate(&f).findings[0].detail.contains("#4242 (uid 4242)"));
+    // Nothing carries the group: no alert.
+    f.host.processes = Some(vec![process(14, 1002, &[1002])]);
+    assert!(keys(&f).is_empty());
+}
+
+#[test]
+fn given_thousands_of_subordinate_uids_carrying_a_managed_gid_then_one_alert_with_a_bounded_detail()
+{
+    let mut f = facts();
+    // A user's subordinate range (newuidmap): 65536 uids, none with a name.
+    f.host.processes = Some(
+        (0..65_536u32)
+            .map(|i| process(100_000 + i, 165_535 - i, &[27]))
+            .collect(),
+    );
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1, "one alert for the group");
+    let detail = &found[0].detail;
+    assert!(detail.len() < 2_000, "{} bytes", detail.len());
+    assert!(
+        detail.starts_with("65536 process(es) of 65536 uid(s) carry group sudo"),
+        "{detail}"
+    );
+    // The lowest uids first, then how many more.
+    assert!(
+        detail.contains("#100000 (uid 100000): pid 165535; #100001"),
+        "{detail}"
+    );
+    assert!(detail.contains("#100015 (uid 100015)"), "{detail}");
+    assert!(!detail.contains("uid 100016"), "{detail}");
+    assert!(detail.ends_with(" and 65520 more"), "{detail}");
+}
+
+#[test]
+fn given_more_findings_of_a_kind_than_the_cap_then_the_rest_are_one_alert_and_open_ones_stay() {
+    let mut f = facts();
+    let many: BTreeSet<String> = (0..MAX_ALERTS_PER_KIND + 50)
+        .map(|i| format!("user{i:04}"))
+        .collect();
+    f.host.members = Some([("sudo".to_string(), many)].into());
+    let evaluation = evaluate(&f);
+    let changes = plan(&[], &evaluation);
+    let raised: Vec<&Finding> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Raise(f) => f,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(raised.len(), MAX_ALERTS_PER_KIND + 1);
+    let overflow = raised.last().unwrap();
+    assert_eq!(overflow.key, "member-outside-pim:*more");
+    assert!(
+        overflow
+            .detail
+            .starts_with("50 more member-outside-pim findings, past the 100"),
+        "{overflow:?}"
+    );
+    assert!(overflow.detail.contains("user0100"), "{overflow:?}");
+    // On record as raised: the next evaluation changes nothing.
+    let current: Vec<Current> = raised
+        .iter()
+        .enumerate()
+        .map(|(id, f)| Current {
+            id: id as i64,
+            kind: f.kind,
+            key: f.key.clone(),
+            standing: Standing::Open,
+        })
+        .collect();
+    assert!(plan(&current, &evaluation).is_empty());
+    // A new member sorting first does not push an open alert out (nor is it resolved): it
+    // joins the overflow.
+    let mut members = f.host.members.clone().unwrap();
+    members.get_mut("sudo").unwrap().insert("aaron".into());
+    f.host.members = Some(members);
+    assert!(plan(&current, &evaluate(&f)).is_empty());
+    // Under the cap again: the overflow alert resolves, the others stay.
+    f.host.members = Some([("sudo".to_string(), set(&["user0000"]))].into());
+    let changes = plan(&current, &evaluate(&f));
+    assert_eq!(
+        changes.len(),
+        current.len() - 1,
+        "all but user0000's resolve"
+    );
+    assert!(changes.contains(&Change::Resolve {
+        id: MAX_ALERTS_PER_KIND as i64
+    }));
+}
+
+#[test]
+fn given_a_user_whose_primary_group_is_a_managed_group_then_member_outside_pim() {
+    let mut f = facts();
+    f.host.primary_members = [("sudo".to_string(), set(&["mallory", "root-bg"]))].into();
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "member-outside-pim:sudo:mallory");
+    assert!(
+        found[0].detail.contains("primary group in /etc/passwd"),
+        "{found:?}"
+    );
 }
 
 #[test]

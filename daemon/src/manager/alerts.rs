@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The actor of the alerts' own records.
 const ALERTS: &str = DAEMON;
 
-/// Alerts one listing returns, at most (newest first).
+/// Alerts one listing returns, at most (the open ones first, each newest first).
 pub const MAX_ALERTS_LISTED: u32 = 1000;
 
 fn alert_info(a: &AlertRow) -> AlertInfo {
@@ -325,7 +325,36 @@ impl Manager {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Admins and auditors: the open alerts, or with `all` every one, newest first.
+    /// Retention: removes the closed alerts (resolved, or dismissed and released) closed more
+    /// than `[audit] keep` ago, with an audit record of it in the same transaction. A
+    /// dismissal of `frequent-activation` says which activations it saw to: it is kept while
+    /// those may still be in the window.
+    fn prune_alerts(&mut self, now: i64) -> Result<(), PimError> {
+        let Some(keep) = self.config.audit.keep_secs else {
+            return Ok(());
+        };
+        let kept_for = keep.max(self.config.alerts.frequent_within_secs);
+        let before = now.saturating_sub(kept_for as i64);
+        self.commit(|tx| {
+            let removed = tx.delete_closed_alerts(before)?;
+            if removed > 0 {
+                let entry = Audit::new(ALERTS, AuditAction::AlertPrune).entry(
+                    now,
+                    Outcome::Success,
+                    format!(
+                        "{removed} closed alert(s) removed: closed more than {} ago \
+                         ([audit] keep)",
+                        pim_common::duration::format(kept_for)
+                    ),
+                );
+                tx.audit(entry)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Admins and auditors: the open alerts, or with `all` every one; the open ones first,
+    /// each newest first.
     pub fn list_alerts(&mut self, caller: &Caller, all: bool) -> Result<Vec<AlertInfo>, PimError> {
         if !self.is_auditor(caller) {
             let audit = Audit::new(&caller.name, AuditAction::ListAlerts);
@@ -394,6 +423,15 @@ impl Manager {
                 )),
             ),
         }
+    }
+}
+
+/// Retention of the closed alerts, at every round (see [`Manager::prune_alerts`]).
+pub(super) struct PruneAlerts;
+
+impl reconcile::Job for PruneAlerts {
+    fn run(&self, m: &mut Manager, now: i64) -> Result<(), PimError> {
+        m.prune_alerts(now)
     }
 }
 

@@ -65,6 +65,7 @@ const JOBS: &[&dyn Job] = &[
     &ReleaseOrphanedMemberships,
     &ExpireRequests,
     &chain::PruneAudit,
+    &super::alerts::PruneAlerts,
     &CompleteReviews,
     &StartRecurringReviews,
     &super::assignments::HoldAssignmentsToCaps,

@@ -501,7 +501,8 @@ operations! {
         /// The alert that holds `key`, if one does.
         fn current_alert(key: &str) -> Option<AlertRow>;
         fn alert(id: i64) -> Option<AlertRow>;
-        /// The open alerts, or with `all` every one; newest first, at most `limit`.
+        /// The open alerts, or with `all` every one; the open ones first, each newest first,
+        /// at most `limit`.
         fn alerts(all: bool, limit: u32) -> Vec<AlertRow>;
         /// The last dismissal of each key among the alerts of `kind`, as (key, at).
         fn alert_dismissals(kind: &str) -> Vec<(String, i64)>;
@@ -615,6 +616,9 @@ operations! {
         /// Lifts a review's suspension of `user`'s standing eligibility for `role`; returns
         /// whether there was one.
         fn reinstate(user: &str, role: &str) -> bool;
+        /// Removes the closed alerts (resolved, or dismissed and holding no key) closed before
+        /// `before`; returns how many.
+        fn delete_closed_alerts(before: i64) -> u64;
     }
     // Markers of what was read from or sent to the fleet's authority: they grant and take
     // nothing, so they carry no audit record (a record each 30 s snapshot, or for each

@@ -1433,7 +1433,7 @@ impl Transaction for SqliteTx<'_> {
     fn alerts(&self, all: bool, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE ?1 OR state = 'open'
-             ORDER BY id DESC LIMIT ?2"
+             ORDER BY state = 'open' DESC, id DESC LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![all, limit], alert_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1481,6 +1481,14 @@ impl Transaction for SqliteTx<'_> {
         self.tx
             .execute("UPDATE alerts SET holds_key = 0 WHERE id = ?1", [id])?;
         Ok(())
+    }
+
+    fn delete_closed_alerts(&self, before: i64) -> Result<(u64, bool), StoreError> {
+        let removed = self.tx.execute(
+            "DELETE FROM alerts WHERE holds_key = 0 AND state != 'open' AND closed_at < ?1",
+            [before],
+        )? as u64;
+        Ok((removed, removed > 0))
     }
 
     // --- MFA ---
@@ -2032,6 +2040,43 @@ mod tests {
             Some(0),
             "the open review's item, as it is now"
         );
+    }
+
+    #[test]
+    fn given_more_closed_alerts_than_the_limit_then_the_open_ones_are_listed_first() {
+        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        let store: &mut dyn Store = &mut sqlite;
+        let raise = |store: &mut dyn Store, key: &str| {
+            let alert = NewAlert {
+                kind: "weak-role",
+                key,
+                user: "",
+                role: "r",
+                detail: "d",
+                at: 10,
+            };
+            store
+                .write(|tx| {
+                    let id = tx.insert_alert(&alert)?;
+                    tx.audit(entry("alert-raise"))?;
+                    Ok::<_, StoreError>(id)
+                })
+                .unwrap()
+                .0
+        };
+        let open = raise(store, "old");
+        for key in ["a", "b", "c"] {
+            let id = raise(store, key);
+            store
+                .write(|tx| {
+                    tx.resolve_alert(id, 20)?;
+                    tx.audit(entry("alert-resolve"))
+                })
+                .unwrap();
+        }
+        let listed = store.read(|tx| tx.alerts(true, 2)).unwrap();
+        let ids: Vec<i64> = listed.iter().map(|a| a.id).collect();
+        assert_eq!(ids, [open, 4], "the open one, then the newest closed one");
     }
 
     #[test]

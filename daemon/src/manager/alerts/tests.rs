@@ -186,7 +186,7 @@ fn given_a_process_carrying_a_managed_gid_without_a_grant_then_process_outside_g
     let mut e = env();
     e.accounts.set_gid("sudo", 27);
     look(&mut e, vec![(4242, 1001, &[1001, 27])], "");
-    let key = "process-outside-grant:sudo:bob";
+    let key = "process-outside-grant:sudo";
     assert!(open_keys(&mut e).contains(&key.to_string()));
     let alert = alerts(&mut e, false)
         .into_iter()
@@ -400,4 +400,76 @@ fn given_more_privileged_users_than_the_maximum_then_too_many_privileged() {
         keys.contains(&"too-many-privileged:admin".to_string()),
         "{keys:?}"
     );
+}
+
+#[test]
+fn given_keep_then_closed_alerts_older_than_it_are_pruned_with_an_audit_record_and_open_ones_stay()
+{
+    let mut e = env();
+    let text = format!("[audit]\nkeep = \"1d\"\n{CONFIG}");
+    e.reload(&text);
+    // bob by hand in sudo (resolved once he is out), carl in docker (dismissed, released).
+    e.accounts.add_group("sudo", &["bob"]);
+    e.accounts.add_group("docker", &["carl"]);
+    look(&mut e, vec![], "");
+    let bob = id_of(&mut e, "member-outside-pim:sudo:bob");
+    let carl = id_of(&mut e, "member-outside-pim:docker:carl");
+    let frank = e.who("frank");
+    e.m.dismiss_alert(&frank, carl, "carl builds images")
+        .unwrap();
+    // And one dismissed whose cause persists: it holds its key, so it stays.
+    e.accounts.add_group("dbadmin", &["dave"]);
+    look(&mut e, vec![], "");
+    let dave = id_of(&mut e, "member-outside-pim:dbadmin:dave");
+    e.m.dismiss_alert(&frank, dave, "dave is the DBA").unwrap();
+    e.accounts.add_group("sudo", &[]);
+    e.accounts.add_group("docker", &[]);
+    look(&mut e, vec![], "");
+    let open_before = open_keys(&mut e);
+    // Not older than keep yet: kept.
+    e.m.reconcile().unwrap();
+    assert!(e.audited("alert-prune").is_empty());
+    e.advance(2 * 86_400);
+    e.m.reconcile().unwrap();
+    let ids: Vec<i64> = alerts(&mut e, true).iter().map(|a| a.id).collect();
+    assert!(!ids.contains(&bob) && !ids.contains(&carl), "{ids:?}");
+    assert!(ids.contains(&dave), "a dismissal holding its key stays");
+    assert_eq!(open_keys(&mut e), open_before, "open alerts stay");
+    let pruned = e.audited("alert-prune");
+    assert_eq!(pruned.len(), 1, "{pruned:?}");
+    assert!(
+        pruned[0].detail.starts_with("2 closed alert(s) removed"),
+        "{pruned:?}"
+    );
+    // Nothing more to remove: nothing written.
+    e.m.reconcile().unwrap();
+    assert_eq!(e.audited("alert-prune").len(), 1);
+}
+
+#[test]
+fn given_no_keep_then_closed_alerts_are_kept() {
+    let mut e = env();
+    e.accounts.add_group("sudo", &["bob"]);
+    look(&mut e, vec![], "");
+    let bob = id_of(&mut e, "member-outside-pim:sudo:bob");
+    e.accounts.add_group("sudo", &[]);
+    look(&mut e, vec![], "");
+    e.advance(1000 * 86_400);
+    e.m.reconcile().unwrap();
+    assert!(alerts(&mut e, true).iter().any(|a| a.id == bob));
+    assert!(e.audited("alert-prune").is_empty());
+}
+
+#[test]
+fn given_a_user_whose_primary_group_is_managed_then_member_outside_pim() {
+    let mut e = env();
+    // useradd -g sudo mallory: /etc/group does not list her.
+    e.accounts.add_user("mallory", 1066);
+    e.accounts.set_primary("mallory", "sudo");
+    look(&mut e, vec![], "");
+    let alert = alerts(&mut e, false)
+        .into_iter()
+        .find(|a| a.key == "member-outside-pim:sudo:mallory")
+        .expect("mallory's alert");
+    assert!(alert.detail.contains("/etc/passwd"), "{alert:?}");
 }
