@@ -234,7 +234,26 @@ fn refused(result: &Result<Value, postgres::Error>) -> String {
     }
 }
 
+/// Offers `user`'s `code` in a transaction of its own, as pimd does before each call that
+/// checks a code; the offer's own answer (a refusal, a lockout) is the caller's to check.
+fn offer(client: &mut Client, user: &str, code: &str) -> Result<Value, postgres::Error> {
+    call(client, "pim_api.offer_code($1, $2)", &[&user, &code])
+}
+
+/// `offer` then `activate`, as pimd calls them.
 fn activate(
+    client: &mut Client,
+    user: &str,
+    groups: &[&str],
+    role: &str,
+    code: &str,
+    only_host: Option<&str>,
+) -> Result<Value, postgres::Error> {
+    let _ = offer(client, user, code);
+    activate_unoffered(client, user, groups, role, code, only_host)
+}
+
+fn activate_unoffered(
     client: &mut Client,
     user: &str,
     groups: &[&str],
@@ -479,6 +498,93 @@ fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
 }
 
 #[test]
+fn given_wrong_codes_checked_in_transactions_rolled_back_then_they_still_lock_the_user_out() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let secret = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let failures =
+        || authority.count("SELECT failures::bigint FROM pim.mfa WHERE \"user\" = 'alice'");
+
+    // A code offered and checked in one transaction is not checked at all, fresh or not:
+    // the offer's count would go with a rollback.
+    db1.batch_execute("BEGIN").unwrap();
+    offer(&mut db1, "alice", &code(&secret, now_step())).unwrap();
+    let same = activate_unoffered(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, now_step()),
+        None,
+    );
+    db1.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(refused(&same), "PM003", "{same:?}");
+    // Nor is a code never offered.
+    let unoffered = activate_unoffered(&mut db1, "alice", &[], "dba", "123456", None);
+    assert_eq!(refused(&unoffered), "PM003", "{unoffered:?}");
+    assert_eq!(failures(), 0);
+
+    // The attack: each wrong code checked inside BEGIN ... ROLLBACK, or with a failing
+    // statement after it in the same implicit transaction (as a pipeline does).
+    for (n, guess) in ["000001", "000002", "000003"].into_iter().enumerate() {
+        offer(&mut db1, "alice", guess).unwrap();
+        if n % 2 == 0 {
+            db1.batch_execute("BEGIN").unwrap();
+            let wrong = activate_unoffered(&mut db1, "alice", &[], "dba", guess, None);
+            assert!(
+                ["PM005", "PM006"].contains(&refused(&wrong).as_str()),
+                "{wrong:?}"
+            );
+            db1.batch_execute("ROLLBACK").unwrap();
+        } else {
+            let pipelined = db1.simple_query(&format!(
+                "SELECT pim_api.activate('alice', '{{}}', 'dba', 600, 'r', '', '{guess}', NULL); \
+                 SELECT 1 / 0"
+            ));
+            assert!(pipelined.is_err(), "{pipelined:?}");
+        }
+        assert_eq!(failures(), n as i64 + 1, "guess {guess}");
+    }
+    // The next offer finds max_failures = 3 counted: locked out, audited, and a fresh code
+    // is refused.
+    let locked = offer(&mut db1, "alice", &code(&secret, now_step()));
+    assert_eq!(refused(&locked), "PM006", "{locked:?}");
+    let fresh = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, now_step()),
+        None,
+    );
+    assert_eq!(refused(&fresh), "PM006", "{fresh:?}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        1
+    );
+}
+
+#[test]
+fn given_a_host_login_then_it_runs_no_do_block_and_makes_no_temporary_table() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    for sql in [
+        "DO $$ BEGIN PERFORM pim_api.snapshot(0); END $$",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
+        "CREATE TEMP TABLE t (x int)",
+    ] {
+        let result = db1.batch_execute(sql);
+        let state = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_db_error())
+            .map(|db| db.code().code().to_string());
+        assert_eq!(state.as_deref(), Some("42501"), "{sql}: {result:?}");
+    }
+}
+
+#[test]
 fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_second_fresh_one() {
     let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
     let alice = authority.enrolled("alice");
@@ -496,6 +602,7 @@ fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_secon
     assert_eq!(grants(), 0);
 
     let approve = |client: &mut Client, who: &str, groups: &[&str], code: &str| {
+        let _ = offer(client, who, code);
         call(
             client,
             "pim_api.approve($1, $2, $3, $4, 'ok')",
@@ -697,6 +804,7 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
     let step = now_step();
     let normalized = r#"{"admins": ["root", "ann"], "roles": {}}"#;
     let push = |client: &mut Client, actor: &str, code: &str| {
+        let _ = offer(client, actor, code);
         call(
             client,
             "pim_api.push_policy($1, $2, 'new text', $3::text::jsonb)",
@@ -716,6 +824,8 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
     let replayed = push(&mut db1, "root", &fresh);
     assert_eq!(refused(&replayed), "PM005", "{replayed:?}");
     assert_eq!(versions(), 2);
+    // One offer of root's next code serves the calls below until one spends it.
+    offer(&mut db1, "root", &code(&root, step + 1)).unwrap();
     // A policy that names no administrator would lock the fleet: refused.
     let orphan = call(
         &mut db1,
