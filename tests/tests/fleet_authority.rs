@@ -268,6 +268,17 @@ fn activate_unoffered(
     )
 }
 
+/// `sql` fails with 42501: insufficient privilege (schema, table, function, language or role).
+fn assert_insufficient_privilege(client: &mut Client, sql: &str) {
+    let result = client.batch_execute(sql);
+    let code = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_db_error())
+        .map(|db| db.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("42501"), "{sql}: {result:?}");
+}
+
 fn snapshot_grants(client: &mut Client) -> Vec<(String, String)> {
     let snapshot = call(client, "pim_api.snapshot(0)", &[]).unwrap();
     snapshot["grants"]
@@ -303,14 +314,7 @@ fn given_a_host_login_then_it_reads_no_table_no_secret_and_no_helper() {
         "CREATE FUNCTION pim_api.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
         "SET ROLE pim_owner",
     ] {
-        let result = host.batch_execute(sql);
-        let code = result
-            .as_ref()
-            .err()
-            .and_then(|e| e.as_db_error())
-            .map(|db| db.code().code().to_string());
-        // 42501: insufficient privilege (schema, table, function or role).
-        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {result:?}");
+        assert_insufficient_privilege(&mut host, sql);
     }
     // What the API gives about MFA is a yes or no, never the secret.
     let enrolled: bool = host
@@ -574,13 +578,7 @@ fn given_a_host_login_then_it_runs_no_do_block_and_makes_no_temporary_table() {
         "CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
         "CREATE TEMP TABLE t (x int)",
     ] {
-        let result = db1.batch_execute(sql);
-        let state = result
-            .as_ref()
-            .err()
-            .and_then(|e| e.as_db_error())
-            .map(|db| db.code().code().to_string());
-        assert_eq!(state.as_deref(), Some("42501"), "{sql}: {result:?}");
+        assert_insufficient_privilege(&mut db1, sql);
     }
 }
 
