@@ -587,6 +587,7 @@ fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_secon
     let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
     let alice = authority.enrolled("alice");
     let carol = authority.enrolled("carol");
+    let dave = authority.enrolled("dave");
     let erin = authority.enrolled("erin");
     let mallory = authority.enrolled("mallory");
     let mut db1 = authority.host("db1", &passwords[0]);
@@ -621,14 +622,58 @@ fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_secon
     // The same approver twice does not count twice.
     let twice = approve(&mut db1, "carol", &[], &code(&carol, step + 1));
     assert_eq!(sqlstate(&twice), "PM009", "{twice:?}");
-    // erin approves through %leads, as web7 resolves her groups.
-    let second = approve(&mut web7, "erin", &["leads"], &code(&erin, step)).unwrap();
+    // erin is an approver through %leads only, as web7 says: the fleet does not count it.
+    let through_group = approve(&mut web7, "erin", &["leads"], &code(&erin, step));
+    assert_eq!(sqlstate(&through_group), "PM007", "{through_group:?}");
+    let second = approve(&mut web7, "dave", &[], &code(&dave, step)).unwrap();
     assert_eq!(second["granted"]["user"], "alice", "{second}");
     assert_eq!(second["granted"]["request_id"], id);
     assert_eq!(grants(), 1);
     // Decided: nothing more to approve.
-    let late = approve(&mut web7, "dave", &[], "123456");
+    let late = approve(&mut web7, "carol", &[], "123456");
     assert_eq!(sqlstate(&late), "PM009", "{late:?}");
+}
+
+#[test]
+fn given_a_host_enrolling_invented_approvers_in_an_approver_group_then_their_approvals_grant_nothing(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let alice = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let step = now_step();
+    let pending = activate(&mut db1, "alice", &[], "ops", &code(&alice, step), None).unwrap();
+    let id = pending["pending"]["request_id"].as_i64().unwrap();
+    // db1's root invents zz1 and zz2, enrols them with secrets of its own, says they are in
+    // %leads (an approver group of ops) and approves alice's request twice.
+    for user in ["zz1", "zz2"] {
+        let secret = random_secret();
+        call(&mut db1, "pim_api.enrol($1, $2)", &[&user, &secret]).unwrap();
+        let confirm = code(&base32(&secret), step);
+        offer(&mut db1, user, &confirm).unwrap();
+        let confirmed = call(
+            &mut db1,
+            "pim_api.confirm_enrolment($1, $2)",
+            &[&user, &confirm],
+        );
+        assert_eq!(refused(&confirmed), "", "{confirmed:?}");
+        let approval = code(&base32(&secret), step + 1);
+        offer(&mut db1, user, &approval).unwrap();
+        let approved = call(
+            &mut db1,
+            "pim_api.approve($1, $2, '{leads}', $3, 'ok')",
+            &[&id, &user, &approval],
+        );
+        assert_eq!(sqlstate(&approved), "PM007", "{approved:?}");
+        assert!(
+            format!("{approved:?}").contains("only through a group"),
+            "{approved:?}"
+        );
+    }
+    // Nor does the request show up for them to decide.
+    let listed = call(&mut db1, "pim_api.requests_for('zz1', '{leads}')", &[]).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    assert_eq!(authority.count("SELECT count(*) FROM pim.approvals"), 0);
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
 }
 
 #[test]
@@ -1020,7 +1065,6 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
     let alice = authority.enrolled("alice");
     let carol = authority.enrolled("carol");
     let dave = authority.enrolled("dave");
-    let erin = authority.enrolled("erin");
     let root = authority.enrolled("root");
     let ann = authority.enrolled("ann");
     let pending = |outcome| match outcome {
@@ -1081,9 +1125,8 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
             required: 2
         }
     );
-    let leads = vec!["leads".to_string()];
     let ops = match web7
-        .approve(&decision(first, "erin", &leads, &code(&erin, step)))
+        .approve(&decision(first, "dave", &no_groups, &code(&dave, step + 1)))
         .unwrap()
     {
         Decided::Granted(grant) => grant,

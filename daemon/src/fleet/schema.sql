@@ -805,7 +805,8 @@ END
 $$;
 
 -- The open request `id` locked, after the checks every decision shares: it is pending and
--- not lapsed, `approver` qualifies under the current policy and is not the requester.
+-- not lapsed, `approver` is named (by name) among the role's approvers of the current
+-- policy and is not the requester.
 CREATE OR REPLACE FUNCTION pim.decidable(id bigint, approver text, groups text[]) RETURNS pim.requests
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -830,7 +831,14 @@ BEGIN
     IF r IS NULL THEN
         PERFORM pim.refuse('PM009', format('the role %s is no longer in the policy', q.role));
     END IF;
-    IF NOT pim.named(r, 'approver_users', 'approver_groups', approver, groups) THEN
+    -- By name only: a group membership is the calling host's word, and a host could
+    -- enrol users of its own invention, say they are in the group and approve.
+    IF NOT pim.named(r, 'approver_users', 'approver_groups', approver, '{}') THEN
+        IF pim.named(r, 'approver_users', 'approver_groups', approver, groups) THEN
+            PERFORM pim.refuse('PM007', format('%s approves %s only through a group, which the fleet '
+                'does not count (the host vouches for it alone): name %s in the role''s approvers',
+                approver, q.role, approver));
+        END IF;
         PERFORM pim.refuse('PM007', format('%s may not decide requests for %s', approver, q.role));
     END IF;
     IF EXISTS (SELECT FROM pim.approvals a WHERE a.request_id = q.id AND a.approver = decidable.approver) THEN
@@ -934,7 +942,7 @@ BEGIN
     RETURN coalesce((SELECT jsonb_agg(pim.request_json(q) ORDER BY q.id) FROM pim.requests q
         WHERE q.state = 'pending' AND q.expires_at > pim.now_s() AND q."user" <> approver
           AND roles ? q.role
-          AND pim.named(roles -> q.role, 'approver_users', 'approver_groups', approver, groups)
+          AND pim.named(roles -> q.role, 'approver_users', 'approver_groups', approver, '{}')
           AND NOT EXISTS (SELECT FROM pim.approvals a WHERE a.request_id = q.id
                           AND a.approver = requests_for.approver)), '[]');
 END
