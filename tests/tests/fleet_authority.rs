@@ -392,9 +392,9 @@ fn given_grants_scoped_to_hosts_then_each_host_sees_only_its_own() {
     // dba applies to tag:db: alice's grant reaches db1 and db2, not web7.
     let granted = activate(&mut web7, "alice", &[], "dba", &code(&alice, step), None).unwrap();
     assert!(granted.get("granted").is_some(), "{granted}");
-    // bob is eligible through %dbas, as db1 says; narrowed to db2.
+    // bob is eligible through %dbas, as db2 says: the grant is for db2 alone.
     let narrowed = activate(
-        &mut db1,
+        &mut db2,
         "bob",
         &["dbas"],
         "dba",
@@ -413,19 +413,19 @@ fn given_grants_scoped_to_hosts_then_each_host_sees_only_its_own() {
     // Narrowing to a host outside the role's scope, or to no host, is refused.
     let outside = activate(
         &mut db1,
-        "bob",
-        &["dbas"],
+        "alice",
+        &[],
         "dba",
-        &code(&bob, step + 1),
+        &code(&alice, step + 1),
         Some("web7"),
     );
     assert_eq!(sqlstate(&outside), "PM002", "{outside:?}");
     let nowhere = activate(
         &mut db1,
-        "bob",
-        &["dbas"],
+        "alice",
+        &[],
         "dba",
-        &code(&bob, step + 1),
+        &code(&alice, step + 1),
         Some("nosuch"),
     );
     assert_eq!(sqlstate(&nowhere), "PM008", "{nowhere:?}");
@@ -674,6 +674,33 @@ fn given_a_host_enrolling_invented_approvers_in_an_approver_group_then_their_app
     assert_eq!(listed, serde_json::json!([]));
     assert_eq!(authority.count("SELECT count(*) FROM pim.approvals"), 0);
     assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+}
+
+#[test]
+fn given_a_user_eligible_only_through_a_group_a_host_claims_then_the_grant_is_for_that_host_alone()
+{
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("db2", "db")]);
+    let bob = authority.enrolled("bob");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut db2 = authority.host("db2", &passwords[1]);
+    let step = now_step();
+    // db1 says bob is in %dbas (dba's eligible group) and asks for db2, or for every host.
+    let elsewhere = activate(
+        &mut db1,
+        "bob",
+        &["dbas"],
+        "dba",
+        &code(&bob, step),
+        Some("db2"),
+    );
+    assert_eq!(sqlstate(&elsewhere), "PM001", "{elsewhere:?}");
+    let everywhere = activate(&mut db1, "bob", &["dbas"], "dba", &code(&bob, step), None).unwrap();
+    assert_eq!(everywhere["granted"]["only_host"], "db1", "{everywhere}");
+    assert!(snapshot_grants(&mut db2).is_empty());
+    assert_eq!(
+        snapshot_grants(&mut db1),
+        vec![("bob".into(), "dba".into())]
+    );
 }
 
 #[test]

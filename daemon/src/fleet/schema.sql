@@ -764,6 +764,17 @@ BEGIN
     IF duration_secs IS NULL OR duration_secs < 1 OR duration_secs > (r ->> 'max_duration_secs')::bigint THEN
         PERFORM pim.refuse('PM002', format('the role %s grants 1 to %s seconds', role_name, r ->> 'max_duration_secs'));
     END IF;
+    -- Eligible through groups only: the calling host alone vouches for them, so the grant is
+    -- for that host alone (another host's root could not otherwise claim a group for a user
+    -- and have them granted everywhere).
+    IF NOT pim.named(r, 'eligible_users', 'eligible_groups', who, '{}') THEN
+        IF only_host IS NOT NULL AND only_host <> h.name THEN
+            PERFORM pim.refuse('PM001', format('%s is eligible for the role %s through a group that only host %s '
+                'vouches for: the grant can be for that host only, not %s', who, role_name, h.name,
+                quote_literal(only_host)));
+        END IF;
+        only_host := h.name;
+    END IF;
     IF only_host IS NOT NULL THEN
         SELECT * INTO target FROM pim.hosts WHERE name = only_host;
         IF NOT FOUND THEN
