@@ -704,6 +704,41 @@ fn given_a_user_eligible_only_through_a_group_a_host_claims_then_the_grant_is_fo
 }
 
 #[test]
+fn given_an_enrolment_waiting_on_one_host_then_another_host_can_neither_replace_nor_confirm_it() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let bob = random_secret();
+    call(&mut db1, "pim_api.enrol('bob', $1)", &[&bob]).unwrap();
+    // web7 tries to swap in a secret it knows, then to confirm db1's with bob's own code.
+    let theirs = random_secret();
+    let swapped = call(&mut web7, "pim_api.enrol('bob', $1)", &[&theirs]);
+    assert_eq!(sqlstate(&swapped), "PM009", "{swapped:?}");
+    let fresh = code(&base32(&bob), now_step());
+    offer(&mut web7, "bob", &fresh).unwrap();
+    let confirmed_elsewhere = call(&mut web7, "pim_api.confirm_enrolment('bob', $1)", &[&fresh]);
+    assert_eq!(
+        sqlstate(&confirmed_elsewhere),
+        "PM004",
+        "{confirmed_elsewhere:?}"
+    );
+    // db1 confirms with the same code, still unspent; db1 may restart its own enrolment.
+    let confirmed = call(&mut db1, "pim_api.confirm_enrolment('bob', $1)", &[&fresh]).unwrap();
+    assert_eq!(confirmed, serde_json::json!({}));
+    call(&mut db1, "pim_api.enrol('carol', $1)", &[&theirs]).unwrap();
+    call(&mut db1, "pim_api.enrol('carol', $1)", &[&bob]).unwrap();
+    // An enrolment left unconfirmed past its 10 minutes may be started again elsewhere.
+    authority
+        .admin()
+        .execute(
+            "UPDATE pim.mfa SET enrolled_at = enrolled_at - 601 WHERE \"user\" = 'carol'",
+            &[],
+        )
+        .unwrap();
+    call(&mut web7, "pim_api.enrol('carol', $1)", &[&theirs]).unwrap();
+}
+
+#[test]
 fn given_the_same_code_from_many_connections_at_once_then_it_is_accepted_exactly_once() {
     const USERS: usize = 12;
     let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);

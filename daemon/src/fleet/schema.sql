@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS pim.mfa (
     locked_until bigint NOT NULL DEFAULT 0,
     enrolled_at bigint NOT NULL
 );
+-- The host an enrolment was started on: only it may confirm it, and no other host may
+-- replace it while it waits (pim.enrolment_ttl_secs).
+ALTER TABLE pim.mfa ADD COLUMN IF NOT EXISTS enrolled_on text;
 
 -- A TOTP code offered by pim_api.offer_code, in a transaction of its own: it was counted as
 -- a wrong code when offered, so rolling back the call that checks it undoes nothing.
@@ -346,6 +349,11 @@ $$;
 CREATE OR REPLACE FUNCTION pim.code_hash(who text, code text) RETURNS bytea
 LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT pim_crypto.digest(who || ':' || code, 'sha256') $$;
+
+-- How long a started enrolment waits for its confirmation (on the host that started it).
+CREATE OR REPLACE FUNCTION pim.enrolment_ttl_secs() RETURNS bigint
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 600::bigint $$;
 
 -- How long an offered code stays spendable (a TOTP code is good for at most 90 s).
 CREATE OR REPLACE FUNCTION pim.attempt_ttl_secs() RETURNS bigint
@@ -679,9 +687,15 @@ BEGIN
     IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed) THEN
         PERFORM pim.refuse('PM009', format('%s is already enrolled; to enrol a new device, ask an administrator to run ''pim admin mfa-reset''', who));
     END IF;
-    INSERT INTO pim.mfa ("user", secret, enrolled_at) VALUES (who, secret, pim.now_s())
+    IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND NOT confirmed
+               AND enrolled_on IS DISTINCT FROM h.name
+               AND enrolled_at > pim.now_s() - pim.enrolment_ttl_secs()) THEN
+        PERFORM pim.refuse('PM009', format('an enrolment of %s started on another host is waiting for '
+            'confirmation; try again in %s seconds', who, pim.enrolment_ttl_secs()));
+    END IF;
+    INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
-        enrolled_at = excluded.enrolled_at;
+        enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
     PERFORM pim.audit(h.name, who, 'mfa_enrol', who, '', 'pending', 'enrolment started');
     RETURN '{}';
 END
@@ -696,6 +710,11 @@ DECLARE
 BEGIN
     PERFORM pim.check_name('the user', who);
     PERFORM pim.check_text('the code', code, 64);
+    IF NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND NOT confirmed AND enrolled_on = h.name
+                   AND enrolled_at > pim.now_s() - pim.enrolment_ttl_secs()) THEN
+        PERFORM pim.refuse('PM004', format('%s has no enrolment started on this host in the last %s seconds '
+            'waiting for confirmation', who, pim.enrolment_ttl_secs()));
+    END IF;
     refused := pim.spend_code(who, code, h.name, false);
     IF refused IS NOT NULL THEN
         RETURN refused;
