@@ -234,7 +234,26 @@ fn refused(result: &Result<Value, postgres::Error>) -> String {
     }
 }
 
+/// Offers `user`'s `code` in a transaction of its own, as pimd does before each call that
+/// checks a code; the offer's own answer (a refusal, a lockout) is the caller's to check.
+fn offer(client: &mut Client, user: &str, code: &str) -> Result<Value, postgres::Error> {
+    call(client, "pim_api.offer_code($1, $2)", &[&user, &code])
+}
+
+/// `offer` then `activate`, as pimd calls them.
 fn activate(
+    client: &mut Client,
+    user: &str,
+    groups: &[&str],
+    role: &str,
+    code: &str,
+    only_host: Option<&str>,
+) -> Result<Value, postgres::Error> {
+    let _ = offer(client, user, code);
+    activate_unoffered(client, user, groups, role, code, only_host)
+}
+
+fn activate_unoffered(
     client: &mut Client,
     user: &str,
     groups: &[&str],
@@ -247,6 +266,17 @@ fn activate(
         "pim_api.activate($1, $2, $3, 600, 'rotate the keys', '', $4, $5)",
         &[&user, &groups, &role, &code, &only_host],
     )
+}
+
+/// `sql` fails with 42501: insufficient privilege (schema, table, function, language or role).
+fn assert_insufficient_privilege(client: &mut Client, sql: &str) {
+    let result = client.batch_execute(sql);
+    let code = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_db_error())
+        .map(|db| db.code().code().to_string());
+    assert_eq!(code.as_deref(), Some("42501"), "{sql}: {result:?}");
 }
 
 fn snapshot_grants(client: &mut Client) -> Vec<(String, String)> {
@@ -284,14 +314,7 @@ fn given_a_host_login_then_it_reads_no_table_no_secret_and_no_helper() {
         "CREATE FUNCTION pim_api.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
         "SET ROLE pim_owner",
     ] {
-        let result = host.batch_execute(sql);
-        let code = result
-            .as_ref()
-            .err()
-            .and_then(|e| e.as_db_error())
-            .map(|db| db.code().code().to_string());
-        // 42501: insufficient privilege (schema, table, function or role).
-        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {result:?}");
+        assert_insufficient_privilege(&mut host, sql);
     }
     // What the API gives about MFA is a yes or no, never the secret.
     let enrolled: bool = host
@@ -369,9 +392,9 @@ fn given_grants_scoped_to_hosts_then_each_host_sees_only_its_own() {
     // dba applies to tag:db: alice's grant reaches db1 and db2, not web7.
     let granted = activate(&mut web7, "alice", &[], "dba", &code(&alice, step), None).unwrap();
     assert!(granted.get("granted").is_some(), "{granted}");
-    // bob is eligible through %dbas, as db1 says; narrowed to db2.
+    // bob is eligible through %dbas, as db2 says: the grant is for db2 alone.
     let narrowed = activate(
-        &mut db1,
+        &mut db2,
         "bob",
         &["dbas"],
         "dba",
@@ -390,19 +413,19 @@ fn given_grants_scoped_to_hosts_then_each_host_sees_only_its_own() {
     // Narrowing to a host outside the role's scope, or to no host, is refused.
     let outside = activate(
         &mut db1,
-        "bob",
-        &["dbas"],
+        "alice",
+        &[],
         "dba",
-        &code(&bob, step + 1),
+        &code(&alice, step + 1),
         Some("web7"),
     );
     assert_eq!(sqlstate(&outside), "PM002", "{outside:?}");
     let nowhere = activate(
         &mut db1,
-        "bob",
-        &["dbas"],
+        "alice",
+        &[],
         "dba",
-        &code(&bob, step + 1),
+        &code(&alice, step + 1),
         Some("nosuch"),
     );
     assert_eq!(sqlstate(&nowhere), "PM008", "{nowhere:?}");
@@ -479,10 +502,92 @@ fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
 }
 
 #[test]
+fn given_wrong_codes_checked_in_transactions_rolled_back_then_they_still_lock_the_user_out() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let secret = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let failures =
+        || authority.count("SELECT failures::bigint FROM pim.mfa WHERE \"user\" = 'alice'");
+
+    // A code offered and checked in one transaction is not checked at all, fresh or not:
+    // the offer's count would go with a rollback.
+    db1.batch_execute("BEGIN").unwrap();
+    offer(&mut db1, "alice", &code(&secret, now_step())).unwrap();
+    let same = activate_unoffered(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, now_step()),
+        None,
+    );
+    db1.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(refused(&same), "PM003", "{same:?}");
+    // Nor is a code never offered.
+    let unoffered = activate_unoffered(&mut db1, "alice", &[], "dba", "123456", None);
+    assert_eq!(refused(&unoffered), "PM003", "{unoffered:?}");
+    assert_eq!(failures(), 0);
+
+    // The attack: each wrong code checked inside BEGIN ... ROLLBACK, or with a failing
+    // statement after it in the same implicit transaction (as a pipeline does).
+    for (n, guess) in ["000001", "000002", "000003"].into_iter().enumerate() {
+        offer(&mut db1, "alice", guess).unwrap();
+        if n % 2 == 0 {
+            db1.batch_execute("BEGIN").unwrap();
+            let wrong = activate_unoffered(&mut db1, "alice", &[], "dba", guess, None);
+            assert!(
+                ["PM005", "PM006"].contains(&refused(&wrong).as_str()),
+                "{wrong:?}"
+            );
+            db1.batch_execute("ROLLBACK").unwrap();
+        } else {
+            let pipelined = db1.simple_query(&format!(
+                "SELECT pim_api.activate('alice', '{{}}', 'dba', 600, 'r', '', '{guess}', NULL); \
+                 SELECT 1 / 0"
+            ));
+            assert!(pipelined.is_err(), "{pipelined:?}");
+        }
+        assert_eq!(failures(), n as i64 + 1, "guess {guess}");
+    }
+    // The next offer finds max_failures = 3 counted: locked out, audited, and a fresh code
+    // is refused.
+    let locked = offer(&mut db1, "alice", &code(&secret, now_step()));
+    assert_eq!(refused(&locked), "PM006", "{locked:?}");
+    let fresh = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, now_step()),
+        None,
+    );
+    assert_eq!(refused(&fresh), "PM006", "{fresh:?}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        1
+    );
+}
+
+#[test]
+fn given_a_host_login_then_it_runs_no_do_block_and_makes_no_temporary_table() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    for sql in [
+        "DO $$ BEGIN PERFORM pim_api.snapshot(0); END $$",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
+        "CREATE TEMP TABLE t (x int)",
+    ] {
+        assert_insufficient_privilege(&mut db1, sql);
+    }
+}
+
+#[test]
 fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_second_fresh_one() {
     let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
     let alice = authority.enrolled("alice");
     let carol = authority.enrolled("carol");
+    let dave = authority.enrolled("dave");
     let erin = authority.enrolled("erin");
     let mallory = authority.enrolled("mallory");
     let mut db1 = authority.host("db1", &passwords[0]);
@@ -496,6 +601,7 @@ fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_secon
     assert_eq!(grants(), 0);
 
     let approve = |client: &mut Client, who: &str, groups: &[&str], code: &str| {
+        let _ = offer(client, who, code);
         call(
             client,
             "pim_api.approve($1, $2, $3, $4, 'ok')",
@@ -516,14 +622,120 @@ fn given_a_role_needing_two_approvals_then_the_grant_starts_only_after_the_secon
     // The same approver twice does not count twice.
     let twice = approve(&mut db1, "carol", &[], &code(&carol, step + 1));
     assert_eq!(sqlstate(&twice), "PM009", "{twice:?}");
-    // erin approves through %leads, as web7 resolves her groups.
-    let second = approve(&mut web7, "erin", &["leads"], &code(&erin, step)).unwrap();
+    // erin is an approver through %leads only, as web7 says: the fleet does not count it.
+    let through_group = approve(&mut web7, "erin", &["leads"], &code(&erin, step));
+    assert_eq!(sqlstate(&through_group), "PM007", "{through_group:?}");
+    let second = approve(&mut web7, "dave", &[], &code(&dave, step)).unwrap();
     assert_eq!(second["granted"]["user"], "alice", "{second}");
     assert_eq!(second["granted"]["request_id"], id);
     assert_eq!(grants(), 1);
     // Decided: nothing more to approve.
-    let late = approve(&mut web7, "dave", &[], "123456");
+    let late = approve(&mut web7, "carol", &[], "123456");
     assert_eq!(sqlstate(&late), "PM009", "{late:?}");
+}
+
+#[test]
+fn given_a_host_enrolling_invented_approvers_in_an_approver_group_then_their_approvals_grant_nothing(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let alice = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let step = now_step();
+    let pending = activate(&mut db1, "alice", &[], "ops", &code(&alice, step), None).unwrap();
+    let id = pending["pending"]["request_id"].as_i64().unwrap();
+    // db1's root invents zz1 and zz2, enrols them with secrets of its own, says they are in
+    // %leads (an approver group of ops) and approves alice's request twice.
+    for user in ["zz1", "zz2"] {
+        let secret = random_secret();
+        call(&mut db1, "pim_api.enrol($1, $2)", &[&user, &secret]).unwrap();
+        let confirm = code(&base32(&secret), step);
+        offer(&mut db1, user, &confirm).unwrap();
+        let confirmed = call(
+            &mut db1,
+            "pim_api.confirm_enrolment($1, $2)",
+            &[&user, &confirm],
+        );
+        assert_eq!(refused(&confirmed), "", "{confirmed:?}");
+        let approval = code(&base32(&secret), step + 1);
+        offer(&mut db1, user, &approval).unwrap();
+        let approved = call(
+            &mut db1,
+            "pim_api.approve($1, $2, '{leads}', $3, 'ok')",
+            &[&id, &user, &approval],
+        );
+        assert_eq!(sqlstate(&approved), "PM007", "{approved:?}");
+        assert!(
+            format!("{approved:?}").contains("only through a group"),
+            "{approved:?}"
+        );
+    }
+    // Nor does the request show up for them to decide.
+    let listed = call(&mut db1, "pim_api.requests_for('zz1', '{leads}')", &[]).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+    assert_eq!(authority.count("SELECT count(*) FROM pim.approvals"), 0);
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+}
+
+#[test]
+fn given_a_user_eligible_only_through_a_group_a_host_claims_then_the_grant_is_for_that_host_alone()
+{
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("db2", "db")]);
+    let bob = authority.enrolled("bob");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut db2 = authority.host("db2", &passwords[1]);
+    let step = now_step();
+    // db1 says bob is in %dbas (dba's eligible group) and asks for db2, or for every host.
+    let elsewhere = activate(
+        &mut db1,
+        "bob",
+        &["dbas"],
+        "dba",
+        &code(&bob, step),
+        Some("db2"),
+    );
+    assert_eq!(sqlstate(&elsewhere), "PM001", "{elsewhere:?}");
+    let everywhere = activate(&mut db1, "bob", &["dbas"], "dba", &code(&bob, step), None).unwrap();
+    assert_eq!(everywhere["granted"]["only_host"], "db1", "{everywhere}");
+    assert!(snapshot_grants(&mut db2).is_empty());
+    assert_eq!(
+        snapshot_grants(&mut db1),
+        vec![("bob".into(), "dba".into())]
+    );
+}
+
+#[test]
+fn given_an_enrolment_waiting_on_one_host_then_another_host_can_neither_replace_nor_confirm_it() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let bob = random_secret();
+    call(&mut db1, "pim_api.enrol('bob', $1)", &[&bob]).unwrap();
+    // web7 tries to swap in a secret it knows, then to confirm db1's with bob's own code.
+    let theirs = random_secret();
+    let swapped = call(&mut web7, "pim_api.enrol('bob', $1)", &[&theirs]);
+    assert_eq!(sqlstate(&swapped), "PM009", "{swapped:?}");
+    let fresh = code(&base32(&bob), now_step());
+    offer(&mut web7, "bob", &fresh).unwrap();
+    let confirmed_elsewhere = call(&mut web7, "pim_api.confirm_enrolment('bob', $1)", &[&fresh]);
+    assert_eq!(
+        sqlstate(&confirmed_elsewhere),
+        "PM004",
+        "{confirmed_elsewhere:?}"
+    );
+    // db1 confirms with the same code, still unspent; db1 may restart its own enrolment.
+    let confirmed = call(&mut db1, "pim_api.confirm_enrolment('bob', $1)", &[&fresh]).unwrap();
+    assert_eq!(confirmed, serde_json::json!({}));
+    call(&mut db1, "pim_api.enrol('carol', $1)", &[&theirs]).unwrap();
+    call(&mut db1, "pim_api.enrol('carol', $1)", &[&bob]).unwrap();
+    // An enrolment left unconfirmed past its 10 minutes may be started again elsewhere.
+    authority
+        .admin()
+        .execute(
+            "UPDATE pim.mfa SET enrolled_at = enrolled_at - 601 WHERE \"user\" = 'carol'",
+            &[],
+        )
+        .unwrap();
+    call(&mut web7, "pim_api.enrol('carol', $1)", &[&theirs]).unwrap();
 }
 
 #[test]
@@ -697,6 +909,7 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
     let step = now_step();
     let normalized = r#"{"admins": ["root", "ann"], "roles": {}}"#;
     let push = |client: &mut Client, actor: &str, code: &str| {
+        let _ = offer(client, actor, code);
         call(
             client,
             "pim_api.push_policy($1, $2, 'new text', $3::text::jsonb)",
@@ -716,6 +929,8 @@ fn given_a_policy_push_or_host_add_then_only_an_admins_fresh_code_is_enough() {
     let replayed = push(&mut db1, "root", &fresh);
     assert_eq!(refused(&replayed), "PM005", "{replayed:?}");
     assert_eq!(versions(), 2);
+    // One offer of root's next code serves the calls below until one spends it.
+    offer(&mut db1, "root", &code(&root, step + 1)).unwrap();
     // A policy that names no administrator would lock the fleet: refused.
     let orphan = call(
         &mut db1,
@@ -912,7 +1127,6 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
     let alice = authority.enrolled("alice");
     let carol = authority.enrolled("carol");
     let dave = authority.enrolled("dave");
-    let erin = authority.enrolled("erin");
     let root = authority.enrolled("root");
     let ann = authority.enrolled("ann");
     let pending = |outcome| match outcome {
@@ -973,9 +1187,8 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
             required: 2
         }
     );
-    let leads = vec!["leads".to_string()];
     let ops = match web7
-        .approve(&decision(first, "erin", &leads, &code(&erin, step)))
+        .approve(&decision(first, "dave", &no_groups, &code(&dave, step + 1)))
         .unwrap()
     {
         Decided::Granted(grant) => grant,

@@ -237,6 +237,18 @@ impl PgAuthority {
         }
     }
 
+    /// Offers `user`'s code to the authority in a call (a transaction) of its own, before
+    /// the call that checks it: the database counts it as a wrong code until that call
+    /// finds it fresh, so no rollback of the checking call can undo the count. An empty
+    /// code is not offered (the checking call says a code is required, if it is).
+    fn offer_code(&mut self, user: &str, code: &str) -> Result<(), AuthorityError> {
+        if code.trim().is_empty() {
+            return Ok(());
+        }
+        self.call_json("SELECT pim_api.offer_code($1, $2)", &[&user, &code])
+            .map(drop)
+    }
+
     fn call_json(
         &mut self,
         sql: &str,
@@ -304,6 +316,7 @@ impl Authority for PgAuthority {
     }
 
     fn confirm_enrolment(&mut self, user: &str, code: &str) -> Result<(), AuthorityError> {
+        self.offer_code(user, code)?;
         self.call_json("SELECT pim_api.confirm_enrolment($1, $2)", &[&user, &code])
             .map(drop)
     }
@@ -314,6 +327,7 @@ impl Authority for PgAuthority {
 
     fn activate(&mut self, ask: &ActivationAsk<'_>) -> Result<Activated, AuthorityError> {
         let duration = duration_param(ask.duration_secs)?;
+        self.offer_code(ask.user, ask.code)?;
         let value = self.call_json(
             "SELECT pim_api.activate($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
@@ -341,6 +355,7 @@ impl Authority for PgAuthority {
     }
 
     fn approve(&mut self, d: &Decision<'_>) -> Result<Decided, AuthorityError> {
+        self.offer_code(d.approver, d.code)?;
         let value = self.call_json(
             "SELECT pim_api.approve($1, $2, $3, $4, $5)",
             &[
@@ -365,6 +380,7 @@ impl Authority for PgAuthority {
     }
 
     fn deny(&mut self, d: &Decision<'_>) -> Result<(), AuthorityError> {
+        self.offer_code(d.approver, d.code)?;
         let value = self.call_json(
             "SELECT pim_api.deny($1, $2, $3, $4, $5)",
             &[
@@ -409,6 +425,7 @@ impl Authority for PgAuthority {
         role: &str,
         reason: &str,
     ) -> Result<Vec<i64>, AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
         ids(self.call_json(
             "SELECT pim_api.revoke($1, $2, $3, $4, $5)",
             &[&proof.actor, &proof.code, &user, &role, &reason],
@@ -445,6 +462,7 @@ impl Authority for PgAuthority {
         text: &str,
         normalized: &serde_json::Value,
     ) -> Result<i64, AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
         let value = self.call_json(
             "SELECT pim_api.push_policy($1, $2, $3, $4)",
             &[&proof.actor, &proof.code, &text, normalized],
@@ -459,6 +477,7 @@ impl Authority for PgAuthority {
         name: &str,
         tags: &[String],
     ) -> Result<String, AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
         let value = self.call_json(
             "SELECT pim_api.add_host($1, $2, $3, $4)",
             &[&proof.actor, &proof.code, &name, &tags],
@@ -472,6 +491,7 @@ impl Authority for PgAuthority {
     }
 
     fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
         self.call_json(
             "SELECT pim_api.mfa_reset($1, $2, $3)",
             &[&proof.actor, &proof.code, &user],

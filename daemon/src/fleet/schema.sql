@@ -89,6 +89,22 @@ CREATE TABLE IF NOT EXISTS pim.mfa (
     locked_until bigint NOT NULL DEFAULT 0,
     enrolled_at bigint NOT NULL
 );
+-- The host an enrolment was started on: only it may confirm it, and no other host may
+-- replace it while it waits (pim.enrolment_ttl_secs).
+ALTER TABLE pim.mfa ADD COLUMN IF NOT EXISTS enrolled_on text;
+
+-- A TOTP code offered by pim_api.offer_code, in a transaction of its own: it was counted as
+-- a wrong code when offered, so rolling back the call that checks it undoes nothing.
+CREATE TABLE IF NOT EXISTS pim.code_attempts (
+    id bigserial PRIMARY KEY,
+    "user" text NOT NULL,
+    code_hash bytea NOT NULL,
+    xact xid8 NOT NULL,
+    host text NOT NULL,
+    created_at bigint NOT NULL,
+    used boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS code_attempts_user ON pim.code_attempts ("user", code_hash);
 
 CREATE TABLE IF NOT EXISTS pim.requests (
     id bigserial PRIMARY KEY,
@@ -319,27 +335,52 @@ BEGIN
 END
 $$;
 
+-- The [mfa] lockout rules of the current policy.
+CREATE OR REPLACE FUNCTION pim.lockout_rules(OUT max_failures integer, OUT window_secs bigint,
+    OUT lockout_secs bigint)
+LANGUAGE sql STABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((l ->> 'max_failures')::integer, 5),
+           coalesce((l ->> 'failure_window_secs')::bigint, 900),
+           coalesce((l ->> 'lockout_secs')::bigint, 900)
+    FROM (SELECT coalesce((pim.current_policy()).normalized -> 'mfa', '{}') AS l) x
+$$;
+
+CREATE OR REPLACE FUNCTION pim.code_hash(who text, code text) RETURNS bytea
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT pim_crypto.digest(who || ':' || code, 'sha256') $$;
+
+-- How long a started enrolment waits for its confirmation (on the host that started it).
+CREATE OR REPLACE FUNCTION pim.enrolment_ttl_secs() RETURNS bigint
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 600::bigint $$;
+
+-- How long an offered code stays spendable (a TOTP code is good for at most 90 s).
+CREATE OR REPLACE FUNCTION pim.attempt_ttl_secs() RETURNS bigint
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 120::bigint $$;
+
 -- Spends `code` for `who`: NULL when it is a fresh TOTP code (its step is recorded), else
--- the refusal to return. The user's row is locked first, so the same code sent at once
--- from many hosts is accepted once. A wrong or replayed code counts towards the lockout of
--- the policy's [mfa] section and is audited; the caller must return the refusal (not
--- raise it) so that this is committed. `need_confirmed`: whether the enrolment must be
--- confirmed already (false while confirming it).
+-- the refusal to return. The code must have been offered (pim_api.offer_code) by an
+-- earlier, committed transaction, which counted it as a wrong code up front: a caller that
+-- rolls this call back (BEGIN/ROLLBACK, a DO block, a failing statement pipelined after
+-- it) keeps the failure. A fresh code undoes the count. The user's row is locked first,
+-- so the same code sent at once from many hosts is accepted once. `need_confirmed`:
+-- whether the enrolment must be confirmed already (false while confirming it).
 CREATE OR REPLACE FUNCTION pim.spend_code(who text, code text, host text, need_confirmed boolean)
 RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 DECLARE
     m pim.mfa;
-    lockout jsonb := coalesce((pim.current_policy()).normalized -> 'mfa', '{}');
-    max_failures integer := coalesce((lockout ->> 'max_failures')::integer, 5);
-    window_secs bigint := coalesce((lockout ->> 'failure_window_secs')::bigint, 900);
-    lockout_secs bigint := coalesce((lockout ->> 'lockout_secs')::bigint, 900);
+    rules record;
     now_s bigint := pim.now_s();
     now_step bigint := now_s / 30;
     fresh bigint;
     given text := btrim(coalesce(code, ''));
+    attempt pim.code_attempts;
 BEGIN
+    SELECT * INTO rules FROM pim.lockout_rules();
     SELECT * INTO m FROM pim.mfa WHERE "user" = who FOR UPDATE;
     IF NOT FOUND OR m.confirmed <> need_confirmed THEN
         IF need_confirmed THEN
@@ -354,6 +395,19 @@ BEGIN
     IF given = '' THEN
         RETURN pim.refusal('PM003', 'a TOTP code is required');
     END IF;
+    SELECT * INTO attempt FROM pim.code_attempts a
+        WHERE a."user" = who AND a.code_hash = pim.code_hash(who, given) AND NOT a.used
+          AND a.xact <> pg_current_xact_id() AND a.created_at >= now_s - pim.attempt_ttl_secs()
+        ORDER BY a.id LIMIT 1 FOR UPDATE;
+    IF NOT FOUND AND EXISTS (SELECT FROM pim.code_attempts a WHERE a."user" = who
+                             AND a.code_hash = pim.code_hash(who, given) AND a.used) THEN
+        RETURN pim.refusal('PM005', 'the code was already used');
+    END IF;
+    IF NOT FOUND THEN
+        RETURN pim.refusal('PM003', format('the code was not offered first: call pim_api.offer_code(%s, code) '
+            'in a transaction of its own, then this', quote_literal(who)));
+    END IF;
+    UPDATE pim.code_attempts SET used = true WHERE id = attempt.id;
     IF given ~ '^[0-9]{6}$' THEN
         -- One step of skew either way; the latest fresh match wins, as in mfa::verify_totp.
         FOR skew IN -1 .. 1 LOOP
@@ -368,25 +422,26 @@ BEGIN
             WHERE "user" = who;
         RETURN NULL;
     END IF;
-    IF m.failures = 0 OR now_s >= m.window_start + window_secs THEN
-        m.failures := 1;
-        m.window_start := now_s;
-    ELSE
-        m.failures := m.failures + 1;
-    END IF;
+    -- The failure was counted when the code was offered.
     PERFORM pim.audit(host, who, 'mfa_failure', who, '', 'refused',
-        format('wrong or reused code (%s of %s)', m.failures, max_failures));
-    IF m.failures >= max_failures THEN
-        UPDATE pim.mfa SET failures = 0, window_start = m.window_start,
-            locked_until = now_s + lockout_secs WHERE "user" = who;
-        PERFORM pim.audit(host, who, 'mfa_lockout', who, '', 'refused',
-            format('locked for %s seconds', lockout_secs));
+        format('wrong or reused code (%s of %s)', m.failures, rules.max_failures));
+    IF m.failures >= rules.max_failures THEN
+        PERFORM pim.lock_out(who, host, rules.lockout_secs);
         RETURN pim.refusal('PM006', format('wrong code; too many wrong codes, the MFA of %s is locked for %s seconds',
-            who, lockout_secs));
+            who, rules.lockout_secs));
     END IF;
-    UPDATE pim.mfa SET failures = m.failures, window_start = m.window_start WHERE "user" = who;
     RETURN pim.refusal('PM005', format('the code is wrong or was already used; %s attempts left before a lockout',
-        max_failures - m.failures));
+        rules.max_failures - m.failures));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim.lock_out(who text, host text, lockout_secs bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE pim.mfa SET failures = 0, locked_until = pim.now_s() + lockout_secs WHERE "user" = who;
+    PERFORM pim.audit(host, who, 'mfa_lockout', who, '', 'refused',
+        format('locked for %s seconds', lockout_secs));
 END
 $$;
 
@@ -565,6 +620,58 @@ BEGIN
 END
 $$;
 
+-- Offers `code` for `who`, to be checked by the next call that needs it (activate, approve,
+-- deny, confirm_enrolment, or an administrator's call). It must be its own transaction: it
+-- counts the code as a wrong one now (undone when the code turns out fresh), and the
+-- checking call accepts only a code offered by an earlier transaction. Offering a code
+-- already waiting counts nothing more (hosts racing with the same code).
+CREATE OR REPLACE FUNCTION pim_api.offer_code(who text, code text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    m pim.mfa;
+    rules record;
+    now_s bigint := pim.now_s();
+    given text;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.check_text('the code', code, 64);
+    SELECT * INTO rules FROM pim.lockout_rules();
+    given := btrim(code);
+    IF given = '' THEN
+        RETURN pim.refusal('PM003', 'a TOTP code is required');
+    END IF;
+    SELECT * INTO m FROM pim.mfa WHERE "user" = who FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN pim.refusal('PM004', format('%s has no TOTP enrolment', who));
+    END IF;
+    IF now_s < m.locked_until THEN
+        RETURN pim.refusal('PM006', format('too many wrong codes; the MFA of %s is locked for %s more seconds',
+            who, m.locked_until - now_s));
+    END IF;
+    DELETE FROM pim.code_attempts a WHERE a."user" = who AND a.created_at < now_s - pim.attempt_ttl_secs();
+    IF EXISTS (SELECT FROM pim.code_attempts a WHERE a."user" = who
+               AND a.code_hash = pim.code_hash(who, given) AND NOT a.used) THEN
+        RETURN '{}';
+    END IF;
+    IF m.failures = 0 OR now_s >= m.window_start + rules.window_secs THEN
+        m.failures := 0;
+        m.window_start := now_s;
+    END IF;
+    IF m.failures >= rules.max_failures THEN
+        -- The wrong codes that reached the limit were checked by calls rolled back.
+        PERFORM pim.lock_out(who, h.name, rules.lockout_secs);
+        RETURN pim.refusal('PM006', format('too many wrong codes, the MFA of %s is locked for %s seconds',
+            who, rules.lockout_secs));
+    END IF;
+    UPDATE pim.mfa SET failures = m.failures + 1, window_start = m.window_start WHERE "user" = who;
+    INSERT INTO pim.code_attempts ("user", code_hash, xact, host, created_at)
+        VALUES (who, pim.code_hash(who, given), pg_current_xact_id(), h.name, now_s);
+    RETURN '{}';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pim_api.enrol(who text, secret bytea) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -580,9 +687,15 @@ BEGIN
     IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed) THEN
         PERFORM pim.refuse('PM009', format('%s is already enrolled; to enrol a new device, ask an administrator to run ''pim admin mfa-reset''', who));
     END IF;
-    INSERT INTO pim.mfa ("user", secret, enrolled_at) VALUES (who, secret, pim.now_s())
+    IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND NOT confirmed
+               AND enrolled_on IS DISTINCT FROM h.name
+               AND enrolled_at > pim.now_s() - pim.enrolment_ttl_secs()) THEN
+        PERFORM pim.refuse('PM009', format('an enrolment of %s started on another host is waiting for '
+            'confirmation; try again in %s seconds', who, pim.enrolment_ttl_secs()));
+    END IF;
+    INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
-        enrolled_at = excluded.enrolled_at;
+        enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
     PERFORM pim.audit(h.name, who, 'mfa_enrol', who, '', 'pending', 'enrolment started');
     RETURN '{}';
 END
@@ -597,6 +710,11 @@ DECLARE
 BEGIN
     PERFORM pim.check_name('the user', who);
     PERFORM pim.check_text('the code', code, 64);
+    IF NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND NOT confirmed AND enrolled_on = h.name
+                   AND enrolled_at > pim.now_s() - pim.enrolment_ttl_secs()) THEN
+        PERFORM pim.refuse('PM004', format('%s has no enrolment started on this host in the last %s seconds '
+            'waiting for confirmation', who, pim.enrolment_ttl_secs()));
+    END IF;
     refused := pim.spend_code(who, code, h.name, false);
     IF refused IS NOT NULL THEN
         RETURN refused;
@@ -665,6 +783,17 @@ BEGIN
     IF duration_secs IS NULL OR duration_secs < 1 OR duration_secs > (r ->> 'max_duration_secs')::bigint THEN
         PERFORM pim.refuse('PM002', format('the role %s grants 1 to %s seconds', role_name, r ->> 'max_duration_secs'));
     END IF;
+    -- Eligible through groups only: the calling host alone vouches for them, so the grant is
+    -- for that host alone (another host's root could not otherwise claim a group for a user
+    -- and have them granted everywhere).
+    IF NOT pim.named(r, 'eligible_users', 'eligible_groups', who, '{}') THEN
+        IF only_host IS NOT NULL AND only_host <> h.name THEN
+            PERFORM pim.refuse('PM001', format('%s is eligible for the role %s through a group that only host %s '
+                'vouches for: the grant can be for that host only, not %s', who, role_name, h.name,
+                quote_literal(only_host)));
+        END IF;
+        only_host := h.name;
+    END IF;
     IF only_host IS NOT NULL THEN
         SELECT * INTO target FROM pim.hosts WHERE name = only_host;
         IF NOT FOUND THEN
@@ -706,7 +835,8 @@ END
 $$;
 
 -- The open request `id` locked, after the checks every decision shares: it is pending and
--- not lapsed, `approver` qualifies under the current policy and is not the requester.
+-- not lapsed, `approver` is named (by name) among the role's approvers of the current
+-- policy and is not the requester.
 CREATE OR REPLACE FUNCTION pim.decidable(id bigint, approver text, groups text[]) RETURNS pim.requests
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -731,7 +861,14 @@ BEGIN
     IF r IS NULL THEN
         PERFORM pim.refuse('PM009', format('the role %s is no longer in the policy', q.role));
     END IF;
-    IF NOT pim.named(r, 'approver_users', 'approver_groups', approver, groups) THEN
+    -- By name only: a group membership is the calling host's word, and a host could
+    -- enrol users of its own invention, say they are in the group and approve.
+    IF NOT pim.named(r, 'approver_users', 'approver_groups', approver, '{}') THEN
+        IF pim.named(r, 'approver_users', 'approver_groups', approver, groups) THEN
+            PERFORM pim.refuse('PM007', format('%s approves %s only through a group, which the fleet '
+                'does not count (the host vouches for it alone): name %s in the role''s approvers',
+                approver, q.role, approver));
+        END IF;
         PERFORM pim.refuse('PM007', format('%s may not decide requests for %s', approver, q.role));
     END IF;
     IF EXISTS (SELECT FROM pim.approvals a WHERE a.request_id = q.id AND a.approver = decidable.approver) THEN
@@ -835,7 +972,7 @@ BEGIN
     RETURN coalesce((SELECT jsonb_agg(pim.request_json(q) ORDER BY q.id) FROM pim.requests q
         WHERE q.state = 'pending' AND q.expires_at > pim.now_s() AND q."user" <> approver
           AND roles ? q.role
-          AND pim.named(roles -> q.role, 'approver_users', 'approver_groups', approver, groups)
+          AND pim.named(roles -> q.role, 'approver_users', 'approver_groups', approver, '{}')
           AND NOT EXISTS (SELECT FROM pim.approvals a WHERE a.request_id = q.id
                           AND a.approver = requests_for.approver)), '[]');
 END
@@ -1020,6 +1157,16 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pim, pim_api FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA pim FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pim FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pim_api TO pim_host;
+-- Defence in depth: a host login runs no DO block or function of its own (which could roll
+-- back what a call wrote) and makes no temporary objects. The functions above keep
+-- working: a language's USAGE is checked when a function is created, by its owner.
+REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC;
+GRANT USAGE ON LANGUAGE plpgsql TO pim_owner;
+DO $$
+BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+END
+$$;
 
 INSERT INTO pim.schema_version (version) VALUES (1)
 ON CONFLICT (only_row) DO UPDATE SET version = excluded.version;
