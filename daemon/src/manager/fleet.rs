@@ -304,7 +304,12 @@ impl Manager {
             .and(check_text("the reason", reason, text::MAX_REASON_BYTES))
             .and(check_text("the ticket", ticket, text::MAX_TICKET_BYTES))
             .and(check_code(code))
-            .and(only_host.map_or(Ok(()), |h| check_name("host", h)));
+            .and(only_host.map_or(Ok(()), |h| check_name("host", h)))
+            // The role's own rules on the reason and ticket, as a local activation applies
+            // them (the database does not know them all).
+            .and(self.config.role(role).map_or(Ok(()), |r| {
+                policy::check_reason(r, reason).and(policy::check_ticket(r, ticket))
+            }));
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }

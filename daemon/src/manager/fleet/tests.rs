@@ -664,3 +664,35 @@ fn given_a_policy_version_that_does_not_check_then_the_round_goes_on_with_the_ru
     assert_eq!(report.mirrored.started, 1);
     assert_eq!(f.e.m.fleet_policy_version(), 1);
 }
+
+#[test]
+fn given_a_role_s_reason_and_ticket_rules_then_a_fleet_activation_breaking_them_is_refused_before_the_authority(
+) {
+    let mut f = fleet_env();
+    let strict = format!(
+        "{POLICY}\n[roles.strict]\ngroup = \"sudo\"\neligible = [\"alice\"]\n\
+         min_justification = 30\nrequire_ticket = true\nticket_pattern = \"^INC-[0-9]+$\"\n"
+    );
+    f.fake.fleet().policy_text = strict.clone();
+    f.e.m.apply_policy(2, &strict).unwrap();
+    let alice = f.e.who("alice");
+    let long_reason = "rotate the TLS keys of the web tier today";
+    for (reason, ticket, why) in [
+        ("too short", "INC-1", "at least 30"),
+        (long_reason, "", "requires a ticket"),
+        (long_reason, "JIRA-1", "does not match"),
+    ] {
+        let e = assert_err!(
+            f.e.m
+                .fleet_activate(&alice, "strict", 0, reason, ticket, "123456", None),
+            InvalidArgument
+        );
+        assert!(e.contains(why), "{e}");
+    }
+    let asked = f.fake.fleet().calls.clone();
+    assert!(
+        !asked.iter().any(|c| c.starts_with("activate")),
+        "{asked:?}"
+    );
+    assert_eq!(f.e.audited("activate").len(), 3);
+}
