@@ -37,6 +37,11 @@ const MAX_CODE_BYTES: usize = 64;
 
 /// At most this many tags per host.
 pub const MAX_HOST_TAGS: usize = 32;
+/// The bounds `pim_api.ship_audit` puts on a shipped record's names (actor, user, role),
+/// reason and detail, and ticket, in bytes.
+const SHIPPED_NAME_BYTES: usize = 256;
+const SHIPPED_TEXT_BYTES: usize = 4096;
+const SHIPPED_TICKET_BYTES: usize = 1024;
 
 /// What fleet mode does not do yet, for the refusal that names it.
 #[derive(Debug, Clone, Copy)]
@@ -665,6 +670,7 @@ impl Manager {
             check_name("host", name)
                 .and(tags.iter().try_for_each(|t| check_name("tag", t)))
                 .and(check_code(code))
+                .and(self.fleet_admin_named(caller))
         };
         if let Err(e) = checked {
             return self.refused(&audit, e);
@@ -704,7 +710,9 @@ impl Manager {
                 policy_text.len()
             )))
         } else {
-            check_code(code).and_then(|()| self.check_policy(policy_text).map(|_| ()))
+            check_code(code)
+                .and(self.fleet_admin_named(caller))
+                .and_then(|()| self.check_policy(policy_text).map(|_| ()))
         };
         if let Err(e) = checked {
             return self.refused(&audit, e);
@@ -730,6 +738,22 @@ impl Manager {
             }
             Err(e) => self.refused(&audit, e),
         }
+    }
+
+    /// Whether the current policy names the caller among its administrators (the database
+    /// still decides, with the admin's code): a local user no policy names gets no call to
+    /// the database, and no refusal of its making in the audit.
+    fn fleet_admin_named(&self, caller: &Caller) -> Result<(), PimError> {
+        if self
+            .listed(&self.config.daemon.admins, &caller.name)
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        Err(PimError::PermissionDenied(format!(
+            "this needs a fleet administrator; the fleet's policy does not name {} in its admins",
+            caller.name
+        )))
     }
 
     /// A policy's text through the configuration's checker: every error, one a line.
@@ -979,15 +1003,34 @@ impl Manager {
 
     /// Local audit records not shipped to the fleet yet, oldest first, at most
     /// [`SHIP_BATCH`].
+    /// Each record's text escaped and cut to what `pim_api.ship_audit` takes (control
+    /// characters refused, a bound per field): a record that would be refused must not
+    /// stall the spool (a refused policy's errors hold newlines).
     pub fn audit_to_ship(&mut self) -> Result<Vec<AuditRecord>, PimError> {
         let after = self.store.read(|tx| tx.audit_shipped())?;
-        Ok(self.store.read(|tx| tx.audit_chain(after, SHIP_BATCH))?)
+        let records = self.store.read(|tx| tx.audit_chain(after, SHIP_BATCH))?;
+        Ok(records.into_iter().map(for_shipping).collect())
     }
 
     /// Records that the local audit up to `through` is in the fleet's.
     pub fn audit_shipped(&mut self, through: i64) -> Result<(), PimError> {
         self.store.write(|tx| tx.set_audit_shipped(through))?;
         Ok(())
+    }
+}
+
+/// `record` as `pim_api.ship_audit` takes it: each text within that function's bound for
+/// it, control characters escaped.
+fn for_shipping(record: AuditRecord) -> AuditRecord {
+    let fit = |text: &str, max: usize| text::for_record(text, max);
+    AuditRecord {
+        actor: fit(&record.actor, SHIPPED_NAME_BYTES),
+        user: fit(&record.user, SHIPPED_NAME_BYTES),
+        role: fit(&record.role, SHIPPED_NAME_BYTES),
+        reason: fit(&record.reason, SHIPPED_TEXT_BYTES),
+        ticket: fit(&record.ticket, SHIPPED_TICKET_BYTES),
+        detail: fit(&record.detail, SHIPPED_TEXT_BYTES),
+        ..record
     }
 }
 

@@ -696,3 +696,59 @@ fn given_a_role_s_reason_and_ticket_rules_then_a_fleet_activation_breaking_them_
     );
     assert_eq!(f.e.audited("activate").len(), 3);
 }
+
+#[test]
+fn given_a_refused_policy_push_with_newlines_in_its_error_then_the_audit_still_ships_escaped() {
+    let mut f = fleet_env();
+    let frank = f.e.who("frank");
+    let bad = "[roles.a]\nbogus = 1\n[roles.b]\nbogus = 2\n";
+    assert_err!(
+        f.e.m.fleet_policy_push(&frank, bad, "123456"),
+        InvalidArgument
+    );
+    let refused = f.e.audited("admin-policy-push");
+    assert!(refused[0].detail.contains('\n'), "{refused:?}");
+
+    let (outcome, _) = f.round();
+    let report = outcome.unwrap();
+    let local: Vec<i64> = f.e.audit_log().iter().map(|r| r.id).collect();
+    let shipped = f.fake.fleet().shipped.clone();
+    assert_eq!(shipped.iter().map(|r| r.id).collect::<Vec<_>>(), local);
+    assert_eq!(report.shipped, local.len());
+    let push = shipped
+        .iter()
+        .find(|r| r.id == refused[0].id)
+        .expect("the refused push shipped");
+    assert!(!push.detail.chars().any(char::is_control), "{push:?}");
+    assert!(push.detail.contains("2 error(s)"), "{push:?}");
+}
+
+#[test]
+fn given_a_user_the_policy_does_not_name_as_admin_then_policy_push_and_host_add_are_refused_locally(
+) {
+    let mut f = fleet_env();
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m.fleet_policy_push(&alice, POLICY, "123456"),
+        PermissionDenied
+    );
+    assert!(
+        e.contains("the fleet's policy does not name alice in its admins"),
+        "{e}"
+    );
+    assert_err!(
+        f.e.m.fleet_host_add(&alice, "web8", &[], "123456"),
+        PermissionDenied
+    );
+    let calls = f.fake.fleet().calls.clone();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("push") || c.starts_with("add")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        f.e.audited("admin-policy-push")[0].outcome,
+        Outcome::Refused
+    );
+}
