@@ -85,6 +85,10 @@ pub struct Fleet {
     policy: Option<Config>,
     /// Fleet grants this host does not start, already audited (once each, not every round).
     ignored: BTreeSet<(i64, String)>,
+    /// The sync thread's last round got no answer from the authority: calls fail at once
+    /// as unreachable instead of each waiting out its own timeouts (under the manager's
+    /// lock, which expiry needs) until a round gets an answer again.
+    known_unreachable: bool,
 }
 
 impl Fleet {
@@ -105,6 +109,7 @@ impl Fleet {
             policy_version: 0,
             policy: None,
             ignored: BTreeSet::new(),
+            known_unreachable: false,
         }
     }
 }
@@ -224,6 +229,9 @@ impl Manager {
                 "this host is not in a fleet ([fleet] is not configured)".into(),
             ));
         };
+        if fleet.known_unreachable {
+            return Err(self.unreachable());
+        }
         let outcome = match fleet.authority.as_mut() {
             Some(authority) => f(authority.as_mut()),
             None => match fleet.connector.connect() {
@@ -781,9 +789,10 @@ impl Manager {
     /// did not), applies staleness alone: a stale host ends every mirrored grant. Records the
     /// synchronisation.
     pub fn mirror(&mut self, snapshot: Option<&Snapshot>) -> Result<Mirrored, PimError> {
-        let Some(fleet) = self.fleet.as_ref() else {
+        let Some(fleet) = self.fleet.as_mut() else {
             return Ok(Mirrored::default());
         };
+        fleet.known_unreachable = snapshot.is_none();
         let max_staleness = fleet.max_staleness;
         let now = self.now();
         if let Some(s) = snapshot {

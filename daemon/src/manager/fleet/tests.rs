@@ -752,3 +752,38 @@ fn given_a_user_the_policy_does_not_name_as_admin_then_policy_push_and_host_add_
         Outcome::Refused
     );
 }
+
+#[test]
+fn given_the_sync_found_the_authority_unreachable_then_calls_fail_fast_until_a_round_answers() {
+    let mut f = fleet_env();
+    f.fake.fleet().reachable = false;
+    f.sync();
+    // Answering again, but no round has seen it yet: no call waits on the network.
+    f.fake.fleet().reachable = true;
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m
+            .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None),
+        Internal
+    );
+    assert!(e.contains("the fleet's database is unreachable"), "{e}");
+    let calls = f.fake.fleet().calls.clone();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("activate")),
+        "{calls:?}"
+    );
+    // A round that gets an answer lifts it.
+    f.sync();
+    f.fake.fleet().activation = Some(Activated::Granted(fleet_grant(
+        9,
+        "alice",
+        "admin",
+        "sudo",
+        T0 + HOUR,
+    )));
+    let reply =
+        f.e.m
+            .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None)
+            .unwrap();
+    assert_eq!(reply.state, ActivationState::Active);
+}
