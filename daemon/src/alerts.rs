@@ -145,6 +145,16 @@ pub struct HostFacts {
     /// User names of the uids the processes run as.
     pub user_names: BTreeMap<u32, String>,
     pub sudoers: Option<Vec<RootRule>>,
+    /// Sudoers files that should have been read and could not be, with why: while there is
+    /// one, what sudo grants is unknown, so `sudoers-outside-pim` is not judged (its alerts
+    /// stay as they are) and each such file is an alert of its own.
+    pub sudoers_unreadable: Vec<(std::path::PathBuf, String)>,
+    /// Lines of the sudoers files pim cannot read with sudo's grammar: each an alert (what
+    /// sudo makes of it may be root for someone).
+    pub sudoers_unparsed: Vec<pim_sudoers::Unparsed>,
+    /// Sudoers files sudo refuses (owner or mode), with why: they grant nothing, but someone
+    /// put them there (and a fix of the mode brings their rules in).
+    pub sudoers_refused: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Everything one evaluation looks at.
@@ -449,7 +459,53 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
     let Some(rules) = &facts.host.sudoers else {
         return;
     };
-    out.judged.insert(AlertKind::SudoersOutsidePim);
+    // Files pim cannot read (the view is then not judged) and files sudo refuses.
+    let problems = [
+        (
+            &facts.host.sudoers_unreadable,
+            "unreadable",
+            "pim cannot read this sudoers file",
+            "so it cannot tell what sudo grants: the sudoers alerts stay as they are until it can",
+        ),
+        (
+            &facts.host.sudoers_refused,
+            "refused",
+            "sudo refuses this sudoers file",
+            "it grants nothing as it is, but someone put it there",
+        ),
+    ];
+    for (files, tag, what, meaning) in problems {
+        for (path, why) in files {
+            let file = pim_common::text::escape(&path.display().to_string());
+            let why = pim_common::text::escape(why);
+            out.findings.push(Finding::new(
+                AlertKind::SudoersOutsidePim,
+                &[&file, tag],
+                "",
+                "",
+                format!("{file}: {what} ({why}); {meaning}"),
+            ));
+        }
+    }
+    if facts.host.sudoers_unreadable.is_empty() {
+        out.judged.insert(AlertKind::SudoersOutsidePim);
+    }
+    for line in &facts.host.sudoers_unparsed {
+        let file = pim_common::text::escape(&line.file.display().to_string());
+        let fingerprint =
+            pim_common::chain::hex(&Sha256::digest(line.text.as_bytes())[..RULE_FINGERPRINT_BYTES]);
+        out.findings.push(Finding::new(
+            AlertKind::SudoersOutsidePim,
+            &[&file, "unparsed", &fingerprint],
+            "",
+            "",
+            format!(
+                "{file}:{}: a sudoers line pim cannot read (it may give root): {}",
+                line.line,
+                pim_common::text::escape(&line.text)
+            ),
+        ));
+    }
     let managed = managed_groups(facts);
     let groups: BTreeSet<&str> = managed.keys().copied().collect();
     let gids: BTreeSet<u32> = groups
@@ -457,7 +513,29 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
         .filter_map(|g| facts.host.gids.get(*g).copied())
         .collect();
     for rule in rules {
-        let file = rule.file.display().to_string();
+        // The groups pim manages (or every group) it lets commands run with, without pim.
+        let managed_given: Vec<String> = rule
+            .groups
+            .iter()
+            .filter(|g| match g {
+                Who::All => true,
+                Who::Group(name) => groups.contains(name.as_str()),
+                Who::Gid(gid) => gids.contains(gid),
+                _ => false,
+            })
+            .map(|g| match g {
+                Who::All => "ALL".to_string(),
+                Who::Group(name) => name.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let gives = match (rule.root, managed_given.is_empty()) {
+            (true, true) => "root".to_string(),
+            (true, false) => format!("root and group {}", managed_given.join(", ")),
+            (false, false) => format!("group {} (sudo -g)", managed_given.join(", ")),
+            (false, true) => continue,
+        };
+        let file = pim_common::text::escape(&rule.file.display().to_string());
         let fingerprint = rule_fingerprint(rule);
         for who in rule.who.iter().filter(|w| !through_pim(w, &groups, &gids)) {
             let subject = who.to_string();
@@ -471,8 +549,8 @@ fn sudoers_outside_pim(facts: &Facts, out: &mut Evaluation) {
                 user,
                 "",
                 format!(
-                    "{file}:{}: sudoers gives root to {subject} other than through a group pim \
-                     manages: {}",
+                    "{file}:{}: sudoers gives {gives} to {subject} other than through a group \
+                     pim manages: {}",
                     rule.line,
                     pim_common::text::escape(&rule.text)
                 ),

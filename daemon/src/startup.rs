@@ -290,17 +290,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
             eprintln!("pimd: cannot audit: {}", e.message());
         }
     }
-    // The alerts' first look at the host, then the audit chain's head as this pimd starts
-    // (and a break against the head file, if one happened while pimd was down): published
-    // after every record start-up wrote, so that the head a remote log keeps covers them.
-    let processes: Arc<dyn ProcessTable> = Arc::new(SystemProcesses);
-    look_at_host_for_alerts(&core, &processes).await;
-    let _ = core
-        .with_manager(|m| {
-            m.publish_start_head();
-            Ok(())
-        })
-        .await;
+    // Grants end on time whatever the alerts' look at the host does: the expiry, ending and
+    // sweep loops run before it.
     let sweep_wake = Arc::new(tokio::sync::Notify::new());
     let end_wake = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(expiry_loop(
@@ -312,13 +303,25 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Arc::new(SystemProcesses),
         end_wake,
     ));
-    let alert_wake = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(alert_look_loop(core.clone(), processes, alert_wake.clone()));
     tokio::spawn(setgid_sweep_loop(
         core.clone(),
         Arc::new(SystemSetgidFiles),
         sweep_wake,
     ));
+    // The alerts' first look at the host (bounded: see [`HostLook`]), then the audit chain's
+    // head as this pimd starts (and a break against the head file, if one happened while
+    // pimd was down): published after every record start-up wrote, so that the head a
+    // remote log keeps covers them.
+    let mut host_look = HostLook::new(Arc::new(SystemProcesses));
+    host_look.look(&core).await;
+    let _ = core
+        .with_manager(|m| {
+            m.publish_start_head();
+            Ok(())
+        })
+        .await;
+    let alert_wake = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(alert_look_loop(core.clone(), host_look, alert_wake.clone()));
     tokio::spawn(bus_loop(core.clone(), access.clone()));
     if let Some((connector, conninfo, max_staleness)) = fleet_link {
         let managed = CoreManaged {
@@ -781,50 +784,81 @@ async fn ending_loop(
 /// reload).
 const ALERT_LOOK_EVERY: Duration = Duration::from_secs(60);
 
+/// A look at the host that has not answered within this is left to finish on its own: the
+/// start-up goes on (the audit head is published) and the loop waits for it next time.
+const ALERT_LOOK_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The alerts' look at the host after the first (made by start-up): every
 /// [`ALERT_LOOK_EVERY`], and at once when woken (a reload).
-async fn alert_look_loop(
-    core: Arc<Core>,
-    processes: Arc<dyn ProcessTable>,
-    wake: Arc<tokio::sync::Notify>,
-) {
+async fn alert_look_loop(core: Arc<Core>, mut host_look: HostLook, wake: Arc<tokio::sync::Notify>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ALERT_LOOK_EVERY) => {}
             _ = wake.notified() => {}
         }
-        look_at_host_for_alerts(&core, &processes).await;
+        host_look.look(&core).await;
     }
 }
 
-/// One look at the host for the alerts (/etc/group, /proc, the sudoers files), on the
-/// blocking pool and outside the manager, so that calls and PAM checks never wait for it;
-/// the manager then evaluates the alerts with it. Problems are said on stderr.
-async fn look_at_host_for_alerts(core: &Arc<Core>, processes: &Arc<dyn ProcessTable>) {
-    let groups = match core.with_manager(|m| Ok(m.alert_groups())).await {
-        Ok(groups) => groups,
-        Err(e) => {
-            eprintln!("pimd: alerts: {}", e.message());
-            return;
+/// The looks at the host for the alerts (/etc/group, /proc, the sudoers files), on the
+/// blocking pool and outside the manager, so that calls and PAM checks never wait for one;
+/// each bounded by [`ALERT_LOOK_TIMEOUT`] (a hung NSS source or file system must not hold
+/// start-up), and never more than one at a time (one that overran is waited for again
+/// rather than another started beside it).
+struct HostLook {
+    processes: Arc<dyn ProcessTable>,
+    overrun: Option<tokio::task::JoinHandle<alerts::HostFacts>>,
+}
+
+impl HostLook {
+    fn new(processes: Arc<dyn ProcessTable>) -> Self {
+        HostLook {
+            processes,
+            overrun: None,
         }
-    };
-    let processes = processes.clone();
-    let looked = tokio::task::spawn_blocking(move || {
-        alerts::host::look(
-            &SystemAccounts,
-            &*processes,
-            &pim_sudoers::read_system,
-            &groups,
-        )
-    })
-    .await;
-    match looked {
-        Ok(facts) => {
-            if let Err(e) = core.with_manager(move |m| m.record_host_look(facts)).await {
-                eprintln!("pimd: alerts: {}", e.message());
+    }
+
+    /// One look, and the manager evaluates the alerts with it. Problems are said on stderr,
+    /// an overrun in syslog as well.
+    async fn look(&mut self, core: &Arc<Core>) {
+        let mut looking = match self.overrun.take() {
+            Some(looking) => looking,
+            None => {
+                let groups = match core.with_manager(|m| Ok(m.alert_groups())).await {
+                    Ok(groups) => groups,
+                    Err(e) => {
+                        eprintln!("pimd: alerts: {}", e.message());
+                        return;
+                    }
+                };
+                let processes = self.processes.clone();
+                tokio::task::spawn_blocking(move || {
+                    alerts::host::look(
+                        &SystemAccounts,
+                        &*processes,
+                        &pim_sudoers::read_system,
+                        &groups,
+                    )
+                })
+            }
+        };
+        match tokio::time::timeout(ALERT_LOOK_TIMEOUT, &mut looking).await {
+            Ok(Ok(facts)) => {
+                if let Err(e) = core.with_manager(move |m| m.record_host_look(facts)).await {
+                    eprintln!("pimd: alerts: {}", e.message());
+                }
+            }
+            Ok(Err(e)) => eprintln!("pimd: alerts: the look at the host failed: {e}"),
+            Err(_) => {
+                self.overrun = Some(looking);
+                let _ = core
+                    .with_manager(|m| {
+                        m.alert_look_overran(ALERT_LOOK_TIMEOUT.as_secs());
+                        Ok(())
+                    })
+                    .await;
             }
         }
-        Err(e) => eprintln!("pimd: alerts: the look at the host failed: {e}"),
     }
 }
 

@@ -20,23 +20,104 @@ const MAX_DEPTH: usize = 128;
 /// Alias expansion deeper than this is a loop (sudo refuses such files; we stop).
 const MAX_ALIAS_DEPTH: usize = 64;
 
+/// Bytes of one sudoers file pim reads, at most: a larger one is not read (and so the view
+/// is not judged), so that a huge file cannot hold the look at the host.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The sudoers files as read: the text of each file sudo reads, and the files that should
+/// have been read and could not be (what they grant is unknown: the view is not judged).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sudoers {
+    pub files: Vec<(PathBuf, String)>,
+    /// Each file that could not be read, with why.
+    pub unreadable: Vec<(PathBuf, String)>,
+    /// Each file sudo refuses to read (its owner or mode), with why: it grants nothing, but
+    /// someone put it there.
+    pub refused: Vec<(PathBuf, String)>,
+}
+
+/// What reading one file gave.
+pub enum FileRead {
+    Text(String),
+    /// Not a file sudo reads (missing, or not a regular file: sudo requires one): it grants
+    /// nothing.
+    Skipped,
+    /// It could not be read, for this reason.
+    Failed(String),
+    /// sudo refuses it (owner or mode), for this reason.
+    Refused(String),
+}
+
+/// Why sudo refuses a sudoers file of this owner, group and mode (its `sudo_secure_file`):
+/// not owned by root, writable by all, or writable by a group other than root's.
+pub fn refused_for(uid: u32, gid: u32, mode: u32) -> Option<String> {
+    if uid != 0 {
+        Some(format!("it is owned by uid {uid}, not root"))
+    } else if mode & 0o002 != 0 {
+        Some("it is writable by everyone".into())
+    } else if mode & 0o020 != 0 && gid != 0 {
+        Some(format!("it is writable by group {gid}"))
+    } else {
+        None
+    }
+}
+
 /// The text of /etc/sudoers, of the files sudo reads from /etc/sudoers.d, and of every file
-/// an include directive brings in, wherever it is; read as root (unreadable files are left
-/// out).
-pub fn read_system() -> Vec<(PathBuf, String)> {
+/// an include directive brings in, wherever it is; read as root.
+pub fn read_system() -> Sudoers {
     read_from(Path::new(SUDOERS), Path::new(SUDOERS_DIR))
 }
 
+/// One sudoers file as sudo would take it: opened without waiting (a FIFO must not hold the
+/// reader), only a regular file, at most [`MAX_FILE_BYTES`], bytes that are not UTF-8
+/// replaced (a rule around them is still read).
+pub fn read_file(path: &Path) -> FileRead {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return FileRead::Skipped,
+        Err(e) => return FileRead::Failed(e.to_string()),
+    };
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) => return FileRead::Failed(e.to_string()),
+    };
+    if !meta.is_file() {
+        return FileRead::Skipped;
+    }
+    if let Some(why) = refused_for(meta.uid(), meta.gid(), meta.mode()) {
+        return FileRead::Refused(why);
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return FileRead::Failed(format!("it is larger than {MAX_FILE_BYTES} bytes"));
+    }
+    let mut bytes = Vec::new();
+    match file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 > MAX_FILE_BYTES => {
+            FileRead::Failed(format!("it is larger than {MAX_FILE_BYTES} bytes"))
+        }
+        Ok(_) => FileRead::Text(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => FileRead::Failed(e.to_string()),
+    }
+}
+
 /// [`read_system`] with other places for /etc/sudoers and /etc/sudoers.d (tests, sandboxes).
-pub fn read_from(sudoers: &Path, dir: &Path) -> Vec<(PathBuf, String)> {
-    let read = |path: &Path| std::fs::read_to_string(path).ok();
-    let mut found = files(sudoers, &read, &included_dir);
+pub fn read_from(sudoers: &Path, dir: &Path) -> Sudoers {
+    let mut found = files(sudoers, &read_file, &included_dir);
     // Debian's /etc/sudoers ends with `@includedir /etc/sudoers.d`; one without the directive
     // does not read the directory, but a file put there is still worth an alert (a later edit
     // of /etc/sudoers brings it in), so the directory is always read, after.
     for path in included_dir(dir) {
-        if !found.iter().any(|(seen, _)| *seen == path) {
-            found.extend(files(&path, &read, &included_dir));
+        if !found.files.iter().any(|(seen, _)| *seen == path) {
+            let more = files(&path, &read_file, &included_dir);
+            found.files.extend(more.files);
+            found.unreadable.extend(more.unreadable);
+            found.refused.extend(more.refused);
         }
     }
     found
@@ -64,27 +145,39 @@ pub fn read_in_dir(name: &str) -> bool {
 }
 
 /// `first` and the files its include directives bring in, depth first as sudo reads them,
-/// each once. A relative path is relative to the including file's directory.
+/// each once, and those that could not be read. A relative path is relative to the including
+/// file's directory.
 pub fn files(
     first: &Path,
-    read: &dyn Fn(&Path) -> Option<String>,
+    read: &dyn Fn(&Path) -> FileRead,
     list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
-) -> Vec<(PathBuf, String)> {
+) -> Sudoers {
     fn visit(
         path: &Path,
         depth: usize,
-        read: &dyn Fn(&Path) -> Option<String>,
+        read: &dyn Fn(&Path) -> FileRead,
         list_dir: &dyn Fn(&Path) -> Vec<PathBuf>,
-        out: &mut Vec<(PathBuf, String)>,
+        out: &mut Sudoers,
     ) {
-        if depth > MAX_DEPTH || out.iter().any(|(seen, _)| seen == path) {
+        if depth > MAX_DEPTH || out.files.iter().any(|(seen, _)| seen == path) {
             return;
         }
-        let Some(text) = read(path) else { return };
-        out.push((path.to_path_buf(), text.clone()));
+        let text = match read(path) {
+            FileRead::Text(text) => text,
+            FileRead::Skipped => return,
+            FileRead::Failed(why) => {
+                out.unreadable.push((path.to_path_buf(), why));
+                return;
+            }
+            FileRead::Refused(why) => {
+                out.refused.push((path.to_path_buf(), why));
+                return;
+            }
+        };
+        out.files.push((path.to_path_buf(), text.clone()));
         let base = path.parent().unwrap_or(Path::new("/"));
         for (directive, target) in includes(&text) {
-            let target = base.join(target);
+            let target = base.join(expand_host(&target, &short_host_name()));
             if directive == "includedir" {
                 for file in list_dir(&target) {
                     visit(&file, depth + 1, read, list_dir, out);
@@ -94,13 +187,15 @@ pub fn files(
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out = Sudoers::default();
     visit(first, 0, read, list_dir, &mut out);
     out
 }
 
 /// The include directives of sudoers text: (`include` or `includedir`, path), from
-/// `@include`, `#include`, `@includedir` and `#includedir` lines (a path may be quoted).
+/// `@include`, `#include`, `@includedir` and `#includedir` lines, read as sudo reads them: a
+/// path quoted (`@include"x y"`, no blank needed before the quote) or with escaped blanks
+/// (`x\ y`), a comment allowed after it.
 pub fn includes(text: &str) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
     for line in text.lines() {
@@ -108,42 +203,95 @@ pub fn includes(text: &str) -> Vec<(&'static str, String)> {
         let Some(rest) = line.strip_prefix('@').or_else(|| line.strip_prefix('#')) else {
             continue;
         };
-        let (directive, path) = if let Some(path) = rest.strip_prefix("includedir") {
+        let (directive, rest) = if let Some(path) = rest.strip_prefix("includedir") {
             ("includedir", path)
         } else if let Some(path) = rest.strip_prefix("include") {
             ("include", path)
         } else {
             continue;
         };
-        if !path.starts_with(char::is_whitespace) {
+        if !rest.starts_with(|c: char| c.is_whitespace() || c == '"') {
             continue;
         }
-        let path = path.trim();
-        let path = path
-            .strip_prefix('"')
-            .and_then(|p| p.strip_suffix('"'))
-            .unwrap_or(path);
-        if !path.is_empty() {
-            found.push((directive, path.to_string()));
+        if let Some(path) = include_path(rest.trim_start()) {
+            found.push((directive, path));
         }
     }
     found
 }
 
-/// The code of a sudoers line: up to a `#` that starts a comment (`#1000`, a uid, does not;
-/// nor does an escaped `\#`).
+/// The path of an include line (after the directive and blanks), escapes taken away; None
+/// when there is none or something other than a comment follows it.
+fn include_path(text: &str) -> Option<String> {
+    let mut path = String::new();
+    let mut chars = text.chars();
+    let quoted = text.starts_with('"');
+    if quoted {
+        chars.next();
+    }
+    let mut closed = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => path.push(chars.next()?),
+            '"' if quoted => {
+                closed = true;
+                break;
+            }
+            c if !quoted && c.is_whitespace() => break,
+            c => path.push(c),
+        }
+    }
+    let after = chars.as_str().trim_start();
+    let well_ended = (closed || !quoted) && (after.is_empty() || after.starts_with('#'));
+    (well_ended && !path.is_empty()).then_some(path)
+}
+
+/// An include path with sudo's `%h` (the short host name) and `%%` expanded.
+pub fn expand_host(path: &str, short_host: &str) -> String {
+    let mut out = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('%', Some('h')) => {
+                out.push_str(short_host);
+                chars.next();
+            }
+            ('%', Some('%')) => {
+                out.push('%');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// This host's short name (up to the first `.`), as sudo expands `%h`.
+fn short_host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    name.trim().split('.').next().unwrap_or("").to_string()
+}
+
+/// The code of a sudoers line: up to a `#` that starts a comment (`#1000` and `#-1`, uids, do
+/// not; nor does an escaped `\#`).
 pub fn code(line: &str) -> &str {
     let bytes = line.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 1,
-            b'#' if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => return &line[..i],
+            b'#' if !is_uid(&bytes[i + 1..]) => return &line[..i],
             _ => {}
         }
         i += 1;
     }
     line
+}
+
+/// Whether what follows a `#` makes it a uid: digits, after an optional `-` (sudo's `#-1`).
+fn is_uid(after: &[u8]) -> bool {
+    let digits = after.strip_prefix(b"-").unwrap_or(after);
+    digits.first().is_some_and(u8::is_ascii_digit)
 }
 
 /// The logical lines of sudoers text: comments dropped, lines ending in `\` joined with the
@@ -157,7 +305,8 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
             first = index + 1;
         }
         let line = code(line);
-        match line.strip_suffix('\\') {
+        // `\` then blanks at the end of a line continues it, as in sudo.
+        match line.trim_end_matches([' ', '\t']).strip_suffix('\\') {
             Some(head) => {
                 logical.push_str(head);
                 logical.push(' ');
@@ -305,7 +454,8 @@ impl Who {
     }
 }
 
-/// A rule that lets the users it names run commands as root: where it is, whom it names (the
+/// A rule that lets the users it names run commands as root, or with a group (`sudo -g`):
+/// where it is, whom it names (the
 /// items that match positively, aliases expanded), its text, and the definitions of the
 /// aliases it uses (what it grants depends on them as much as on its text).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -314,6 +464,11 @@ pub struct RootRule {
     /// 1-based, the line the rule starts on.
     pub line: usize,
     pub who: Vec<Who>,
+    /// Whether it gives root; when not, it gives `groups`.
+    pub root: bool,
+    /// The groups its run-as group lists let its commands run with (`sudo -g`): `ALL`, a
+    /// group (`Who::Group`) or a gid (`Who::Gid`, written `#gid` there).
+    pub groups: Vec<Who>,
     pub text: String,
     /// The aliases its text uses, directly or through other aliases, each as
     /// `Kind NAME = items`, sorted.
@@ -337,41 +492,95 @@ struct AllAliases {
 /// anywhere in the files (sudo requires definition before use; a file that breaks that is
 /// refused by visudo, and reported here anyway).
 pub fn root_rules(files: &[(PathBuf, String)]) -> Vec<RootRule> {
+    read_rules(files)
+        .root
+        .into_iter()
+        .filter(|r| r.root)
+        .collect()
+}
+
+/// A logical line pim cannot read with sudo's grammar: what sudo makes of it is unknown (it
+/// may give root), so it is reported rather than passed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unparsed {
+    pub file: PathBuf,
+    pub line: usize,
+    pub text: String,
+}
+
+/// What the rules of the files are: those that give root ([`root_rules`]) or a run-as group,
+/// and the lines
+/// that are neither a `Defaults` line, an alias definition, an include nor a rule pim reads
+/// to the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub root: Vec<RootRule>,
+    pub unparsed: Vec<Unparsed>,
+}
+
+/// Whether a logical line is a `Defaults` line: the keyword alone, or followed by a blank or
+/// a binding (`:`, `@`, `>`, `!`); `Defaultsx` is a user name (sudo takes the longest word).
+fn is_defaults(code: &str) -> bool {
+    code.strip_prefix("Defaults").is_some_and(|rest| {
+        rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace() || ":@>!".contains(c))
+    })
+}
+
+/// [`root_rules`], and the lines pim cannot read; a run-as group counts as root (see
+/// [`read_rules_knowing`]).
+pub fn read_rules(files: &[(PathBuf, String)]) -> Rules {
+    read_rules_knowing(files, &|_| false)
+}
+
+/// [`read_rules`], knowing which run-as groups root is provably not in.
+pub fn read_rules_knowing(files: &[(PathBuf, String)], root_outside: &RootOutside<'_>) -> Rules {
     let mut aliases = AllAliases::default();
     let mut specs = Vec::new();
+    let mut out = Rules::default();
     for (path, text) in files {
         for (line, code) in logical_lines(text) {
             let word = code.split_whitespace().next().unwrap_or("");
+            let mut host_aliases = Aliases::new();
             let table = match word {
-                "User_Alias" => Some(&mut aliases.user),
-                "Runas_Alias" => Some(&mut aliases.runas),
-                "Cmnd_Alias" | "Cmd_Alias" => Some(&mut aliases.cmnd),
-                "Host_Alias" => None,
+                "User_Alias" => &mut aliases.user,
+                "Runas_Alias" => &mut aliases.runas,
+                "Cmnd_Alias" | "Cmd_Alias" => &mut aliases.cmnd,
+                "Host_Alias" => &mut host_aliases,
                 _ => {
-                    if !word.starts_with("Defaults") && !code.starts_with('@') {
+                    let include = ["@include ", "@includedir ", "@include\"", "@includedir\""]
+                        .iter()
+                        .any(|d| code.starts_with(d));
+                    if !is_defaults(&code) && !include {
                         specs.push((path.clone(), line, code));
                     }
                     continue;
                 }
             };
-            if let Some(table) = table {
-                define_aliases(&code[word.len()..], table);
+            if !define_aliases(&code[word.len()..], table) {
+                out.unparsed.push(Unparsed {
+                    file: path.clone(),
+                    line,
+                    text: code,
+                });
             }
         }
     }
-    specs
-        .into_iter()
-        .filter_map(|(file, line, text)| {
-            let who = root_grant(&text, &aliases)?;
-            Some(RootRule {
+    for (file, line, text) in specs {
+        match root_grant(&text, &aliases, root_outside) {
+            None => out.unparsed.push(Unparsed { file, line, text }),
+            Some(grant) if grant.who.is_empty() || !grant.root && grant.groups.is_empty() => {}
+            Some(grant) => out.root.push(RootRule {
                 file,
                 line,
-                who,
+                who: grant.who,
+                root: grant.root,
+                groups: grant.groups,
                 aliases: aliases_used(&text, &aliases),
                 text,
-            })
-        })
-        .collect()
+            }),
+        }
+    }
+    out
 }
 
 /// The definitions of the aliases `text` uses, directly or through other aliases, as
@@ -401,18 +610,33 @@ fn aliases_used(text: &str, aliases: &AllAliases) -> Vec<String> {
     used.into_iter().collect()
 }
 
-/// `NAME = a, b : NAME2 = c` into `table`.
-fn define_aliases(text: &str, table: &mut Aliases) {
+/// `NAME = a, b : NAME2 = c` into `table`; false when a definition is not `NAME = items`
+/// (NAME in capitals, digits and `_`, starting with a capital). A name defined again keeps
+/// its first definition, as sudo does.
+fn define_aliases(text: &str, table: &mut Aliases) -> bool {
+    let mut read = true;
     for definition in split_outside(text, ':') {
-        if let Some((name, items)) = definition.split_once('=') {
-            let items = split_outside(items, ',')
-                .into_iter()
-                .map(|i| i.trim().to_string())
-                .filter(|i| !i.is_empty())
-                .collect();
-            table.insert(name.trim().to_string(), items);
+        let Some((name, items)) = definition.split_once('=') else {
+            read = false;
+            continue;
+        };
+        let name = name.trim();
+        let well_named = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        let items: Vec<String> = split_outside(items, ',')
+            .into_iter()
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty())
+            .collect();
+        if !well_named || items.is_empty() {
+            read = false;
+            continue;
         }
+        table.entry(name.to_string()).or_insert(items);
     }
+    read
 }
 
 /// `text` split at `sep`, except where escaped with `\`, inside parentheses or quotes.
@@ -518,14 +742,28 @@ fn matching(items: &[String], aliases: &Aliases) -> Vec<Who> {
 
 /// Whether a run-as user list lets the command run as root: the last item that matches root
 /// (`ALL`, `root`, `#0`) decides, as in sudo.
-fn runas_root(items: &[String], aliases: &Aliases) -> bool {
+///
+/// A group, netgroup or plugin group (`%wheel`, `%#0`, `%:admins`, `+ops`) lets `sudo -u
+/// root` work when root is in it: it counts as root unless `root_outside` says root is
+/// provably not in it. A negated one is not taken to leave root out (root may not be in it).
+fn runas_root(items: &[String], aliases: &Aliases, root_outside: &RootOutside<'_>) -> bool {
     let mut expanded = Vec::new();
     expand_who(items, aliases, 0, &mut expanded);
     expanded
         .into_iter()
-        .rfind(|(w, _)| matches!(w, Who::All | Who::Uid(0)) || *w == Who::User("root".into()))
+        .rfind(|(w, positive)| match w {
+            Who::All | Who::Uid(0) => true,
+            Who::User(name) => name == "root",
+            Who::Group(_) | Who::Gid(_) | Who::NonUnixGroup(_) | Who::Netgroup(_) => {
+                *positive && !root_outside(w)
+            }
+            Who::Uid(_) => false,
+        })
         .is_some_and(|(_, positive)| positive)
 }
+
+/// Whether root is provably not a member of a group (or netgroup) a run-as list names.
+pub type RootOutside<'a> = dyn Fn(&Who) -> bool + 'a;
 
 /// Whether a command list item (after its run-as, options and tags) is a command granted
 /// (not negated, not an alias of negated commands only).
@@ -561,114 +799,299 @@ const OPTIONS: &[&str] = &[
     "LIMITPRIVS=",
 ];
 
-/// Strips options, tags (`NOPASSWD:` and the like) and digests (`sha256:...`) from the front
-/// of a command.
-fn strip_tags(mut command: &str) -> &str {
-    loop {
-        command = command.trim_start();
-        let word_end = command.find(char::is_whitespace).unwrap_or(command.len());
-        let word = &command[..word_end];
-        if OPTIONS.iter().any(|o| word.starts_with(o)) {
-            command = &command[word_end..];
-            continue;
-        }
-        if let Some(colon) = command.find(':') {
-            let tag = &command[..colon];
-            let is_tag = !tag.is_empty() && tag.chars().all(|c| c.is_ascii_uppercase() || c == '_');
-            let is_digest = ["sha224", "sha256", "sha384", "sha512"].contains(&tag);
-            if is_tag {
-                command = &command[colon + 1..];
-                continue;
-            }
-            if is_digest {
-                let rest = command[colon + 1..].trim_start();
-                let digest_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                command = &rest[digest_end..];
-                continue;
-            }
-        }
-        return command;
-    }
+/// sudo's tags: only these, followed by `:`, are tags (`ALL:` is not one; there a `:`
+/// separates host specifications).
+const TAGS: &[&str] = &[
+    "NOPASSWD",
+    "PASSWD",
+    "NOEXEC",
+    "EXEC",
+    "SETENV",
+    "NOSETENV",
+    "LOG_INPUT",
+    "NOLOG_INPUT",
+    "LOG_OUTPUT",
+    "NOLOG_OUTPUT",
+    "MAIL",
+    "NOMAIL",
+    "FOLLOW",
+    "NOFOLLOW",
+    "INTERCEPT",
+    "NOINTERCEPT",
+];
+
+const DIGESTS: &[&str] = &["sha224", "sha256", "sha384", "sha512"];
+
+/// One command of a rule: its run-as list (users, and groups after `:`) if it gives one, and
+/// the command as written (escapes removed), with its `!`s.
+struct CmndSpec {
+    runas: Option<(Vec<String>, Vec<String>)>,
+    command: String,
 }
 
-/// Whom a user specification lets run a command as root, or None when it lets nobody.
-fn root_grant(spec: &str, aliases: &AllAliases) -> Option<Vec<Who>> {
-    let (users, rest) = user_list(spec);
-    if users.iter().all(|u| u.is_empty()) || rest.is_empty() {
-        return None;
+/// A cursor over what follows a user list, read with sudo's grammar:
+/// `hosts = cmndspec, cmndspec : hosts = cmndspec`, a cmndspec being
+/// `[(runas)] [options] [tags] [digest] [!]command [args]`.
+struct Scan<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn blanks(&mut self) {
+        while self.text.get(self.at).is_some_and(u8::is_ascii_whitespace) {
+            self.at += 1;
+        }
     }
-    let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
-    // Host specs: `HOSTS = cmnds : HOSTS = cmnds`; a `:` that separates them is one followed
-    // by a host list and `=`.
-    let mut granted = false;
-    for host_spec in host_specs(rest) {
-        let Some((_, commands)) = host_spec.split_once('=') else {
-            continue;
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.blanks();
+        if self.peek() == Some(c) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A word: up to a blank or one of `stop`, `\` escaping the next character; as written.
+    fn word(&mut self, stop: &[u8]) -> &str {
+        self.blanks();
+        let start = self.at;
+        while let Some(c) = self.peek() {
+            if c == b'\\' {
+                self.at = (self.at + 2).min(self.text.len());
+                continue;
+            }
+            if c.is_ascii_whitespace() || stop.contains(&c) {
+                break;
+            }
+            self.at += 1;
+        }
+        std::str::from_utf8(&self.text[start..self.at]).unwrap_or("")
+    }
+
+    /// Whether `keyword`, then blanks, then `:` follow; if so they are consumed.
+    fn keyword_colon(&mut self, keyword: &str) -> bool {
+        let rest = &self.text[self.at..];
+        if !rest.starts_with(keyword.as_bytes()) {
+            return false;
+        }
+        let mut end = keyword.len();
+        while rest.get(end).is_some_and(u8::is_ascii_whitespace) {
+            end += 1;
+        }
+        if rest.get(end) == Some(&b':') {
+            self.at += end + 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A list of words separated by `,` (each maybe with `!`s), as written.
+    fn list(&mut self, stop: &[u8]) -> Option<Vec<String>> {
+        let mut items = Vec::new();
+        loop {
+            let mut item = String::new();
+            while self.eat(b'!') {
+                item.push('!');
+            }
+            let word = self.word(stop);
+            if word.is_empty() {
+                return None;
+            }
+            item.push_str(&unescape(word));
+            items.push(item);
+            if !self.eat(b',') {
+                return Some(items);
+            }
+        }
+    }
+
+    fn cmndspec(&mut self) -> Option<CmndSpec> {
+        let mut spec = CmndSpec {
+            runas: None,
+            command: String::new(),
         };
-        // The run-as list carries over to the next commands until another is given.
-        let mut root = true;
-        for command in split_outside(commands, ',') {
-            let mut command = command.trim_start();
-            if let Some(inner) = command.strip_prefix('(') {
-                let close = inner.find(')').unwrap_or(inner.len());
-                let runas = &inner[..close];
-                let (users_part, _groups) = runas.split_once(':').unwrap_or((runas, ""));
-                let items: Vec<String> = split_outside(users_part, ',')
-                    .into_iter()
-                    .map(|i| i.trim().to_string())
-                    .filter(|i| !i.is_empty())
-                    .collect();
-                // `()` and `(:group)` run as the invoking user; `(root)`, `(ALL)` as root.
-                root = runas_root(&items, &aliases.runas);
-                command = inner.get(close + 1..).unwrap_or("");
+        if self.eat(b'(') {
+            let mut users = Vec::new();
+            let mut groups = Vec::new();
+            self.blanks();
+            if !matches!(self.peek(), Some(b':' | b')')) {
+                users = self.list(b",:()=")?;
             }
-            if root && command_granted(strip_tags(command), &aliases.cmnd, 0) {
-                granted = true;
-            }
-        }
-    }
-    if !granted {
-        return None;
-    }
-    let who = matching(&users, &aliases.user);
-    (!who.is_empty()).then_some(who)
-}
-
-/// The host specifications of what follows a user list: split at each `:` (outside
-/// parentheses, not escaped, not ending a tag or a digest) that is followed by `HOSTS =`.
-fn host_specs(rest: &str) -> Vec<&str> {
-    let mut specs = Vec::new();
-    let mut start = 0;
-    let mut depth = 0usize;
-    let bytes = rest.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 1,
-            b'(' => depth += 1,
-            b')' => depth = depth.saturating_sub(1),
-            b':' if depth == 0 => {
-                let before = rest[start..i]
-                    .rsplit(|c: char| c.is_whitespace() || c == ',')
-                    .next()
-                    .unwrap_or("");
-                let tag = !before.is_empty()
-                    && (before.chars().all(|c| c.is_ascii_uppercase() || c == '_')
-                        || before.starts_with("sha"));
-                let after = &rest[i + 1..];
-                let next_spec = after.split(',').next().unwrap_or("").contains('=')
-                    && rest[start..i].contains('=');
-                if !tag && next_spec {
-                    specs.push(&rest[start..i]);
-                    start = i + 1;
+            if self.eat(b':') {
+                self.blanks();
+                if self.peek() != Some(b')') {
+                    groups = self.list(b",:()=")?;
                 }
             }
-            _ => {}
+            if !self.eat(b')') {
+                return None;
+            }
+            spec.runas = Some((users, groups));
         }
-        i += 1;
+        loop {
+            self.blanks();
+            let rest = &self.text[self.at..];
+            if let Some(option) = OPTIONS.iter().find(|o| rest.starts_with(o.as_bytes())) {
+                self.at += option.len();
+                if self.word(b",:=").is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            if TAGS.iter().any(|t| self.keyword_colon(t)) {
+                continue;
+            }
+            if DIGESTS.iter().any(|d| self.keyword_colon(d)) {
+                if self.word(b",:=").is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            break;
+        }
+        while self.eat(b'!') {
+            spec.command.push('!');
+        }
+        // The command and its arguments: quotes and parentheses are ordinary characters here;
+        // an unescaped `,` or `:` ends it (`=` may not appear unescaped).
+        self.blanks();
+        let start = self.at;
+        while let Some(c) = self.peek() {
+            match c {
+                b'\\' => self.at = (self.at + 2).min(self.text.len()),
+                b',' | b':' | b'=' => break,
+                _ => self.at += 1,
+            }
+        }
+        let written = std::str::from_utf8(&self.text[start..self.at])
+            .ok()?
+            .trim_end();
+        if written.is_empty() {
+            return None;
+        }
+        spec.command.push_str(&unescape(written));
+        Some(spec)
     }
-    specs.push(&rest[start..]);
-    specs
+
+    /// The privileges: for each host specification, its commands; None when the text is not
+    /// what sudo's grammar allows.
+    fn privileges(&mut self) -> Option<Vec<Vec<CmndSpec>>> {
+        let mut privileges = Vec::new();
+        loop {
+            self.list(b",:=()")?;
+            if !self.eat(b'=') {
+                return None;
+            }
+            let mut commands = Vec::new();
+            loop {
+                commands.push(self.cmndspec()?);
+                if !self.eat(b',') {
+                    break;
+                }
+            }
+            privileges.push(commands);
+            self.blanks();
+            match self.peek() {
+                None => return Some(privileges),
+                Some(b':') => self.at += 1,
+                Some(_) => return None,
+            }
+        }
+    }
+}
+
+/// A word as sudo reads it: `\x41` is the byte 0x41, `\c` is `c`.
+fn unescape(word: &str) -> String {
+    let bytes = word.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 1 < bytes.len() {
+            let hex = bytes
+                .get(i + 2..i + 4)
+                .filter(|_| bytes[i + 1] == b'x')
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 4;
+                }
+                None => {
+                    out.push(bytes[i + 1]);
+                    i += 2;
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a user specification gives: whom, whether root, and the groups a run-as group list
+/// lets its commands run with (`sudo -g`: `ALL`, a name or `#gid`).
+struct Grant {
+    who: Vec<Who>,
+    root: bool,
+    groups: Vec<Who>,
+}
+
+/// What a user specification gives; None when pim cannot read it with sudo's grammar.
+fn root_grant(spec: &str, aliases: &AllAliases, root_outside: &RootOutside<'_>) -> Option<Grant> {
+    let (users, rest) = user_list(spec);
+    if users.iter().any(|u| u.is_empty()) || rest.is_empty() {
+        return None;
+    }
+    let users: Vec<String> = users.iter().map(|u| unescape(u)).collect();
+    let privileges = Scan {
+        text: rest.as_bytes(),
+        at: 0,
+    }
+    .privileges()?;
+    let mut root_granted = false;
+    let mut groups = Vec::new();
+    for commands in privileges {
+        // The run-as list carries over to the next commands until another is given.
+        let mut root = true;
+        let mut runas_groups: Vec<Who> = Vec::new();
+        for spec in commands {
+            if let Some((users, group_items)) = &spec.runas {
+                // `()` and `(:group)` run as the invoking user; `(root)`, `(ALL)` as root.
+                root = runas_root(users, &aliases.runas, root_outside);
+                runas_groups = matching(group_items, &aliases.runas)
+                    .into_iter()
+                    .map(|w| match w {
+                        Who::User(name) => Who::Group(name),
+                        Who::Uid(gid) => Who::Gid(gid),
+                        other => other,
+                    })
+                    .collect();
+            }
+            if command_granted(&spec.command, &aliases.cmnd, 0) {
+                root_granted |= root;
+                for group in &runas_groups {
+                    if !groups.contains(group) {
+                        groups.push(group.clone());
+                    }
+                }
+            }
+        }
+    }
+    Some(Grant {
+        who: matching(&users, &aliases.user),
+        root: root_granted,
+        groups,
+    })
 }
 
 #[cfg(test)]

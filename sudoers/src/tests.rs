@@ -199,7 +199,11 @@ fn given_include_directives_then_the_files_they_name_are_read_wherever_they_are(
     .into_iter()
     .map(|(p, t)| (PathBuf::from(p), t.to_string()))
     .collect();
-    let read = |path: &Path| fs.get(path).cloned();
+    let read = |path: &Path| {
+        fs.get(path)
+            .cloned()
+            .map_or(FileRead::Skipped, FileRead::Text)
+    };
     let list_dir = |dir: &Path| {
         let mut found: Vec<PathBuf> = fs
             .keys()
@@ -210,6 +214,7 @@ fn given_include_directives_then_the_files_they_name_are_read_wherever_they_are(
         found
     };
     let read_files: Vec<PathBuf> = files(Path::new("/etc/sudoers"), &read, &list_dir)
+        .files
         .into_iter()
         .map(|(path, _)| path)
         .collect();
@@ -249,4 +254,233 @@ fn sudoers_group_names_skip_comments_but_not_uids() {
                 Defaults iolog_dir=/var/log/sudo-io/%{user}\n";
     let names: Vec<String> = group_names(text).into_iter().collect();
     assert_eq!(names, ["sudo", "wheel"]);
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pim-sudoers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn given_a_fifo_in_the_directory_then_reading_does_not_wait_and_skips_it() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(dir.join("rules"), "alice ALL=(ALL) ALL\n").unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let paths: Vec<&PathBuf> = read.files.iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, [&dir.join("rules")]);
+    assert!(read.unreadable.is_empty(), "{read:?}");
+}
+
+#[test]
+fn given_a_file_over_the_size_cap_then_it_is_unreadable_not_left_out() {
+    let dir = temp_dir("big");
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(read.files.is_empty());
+    assert_eq!(read.unreadable.len(), 1, "{read:?}");
+    assert_eq!(read.unreadable[0].0, big);
+    assert!(read.unreadable[0].1.contains("larger than"), "{read:?}");
+}
+
+#[test]
+fn given_bytes_that_are_not_utf8_then_the_file_and_its_rules_are_still_read() {
+    let dir = temp_dir("latin1");
+    let mut text = b"# caf\xe9\nmallory ALL=(ALL) ALL\n@include ".to_vec();
+    text.extend(dir.join("more.rules").to_string_lossy().as_bytes());
+    text.push(b'\n');
+    std::fs::write(dir.join("site"), text).unwrap();
+    std::fs::write(dir.join("more.rules"), b"eve ALL=(ALL) ALL # \xff\n").unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let who: Vec<String> = root_rules(&read.files)
+        .iter()
+        .flat_map(|r| r.who.iter().map(Who::to_string))
+        .collect();
+    assert_eq!(who, ["mallory", "eve"]);
+}
+
+#[test]
+fn given_an_include_that_cannot_be_read_then_it_is_named_as_unreadable() {
+    let read = |path: &Path| match path.to_str() {
+        Some("/etc/sudoers") => FileRead::Text("@include /etc/secret\n".into()),
+        _ => FileRead::Failed("Permission denied".into()),
+    };
+    let read = files(Path::new("/etc/sudoers"), &read, &|_| Vec::new());
+    assert_eq!(read.files.len(), 1);
+    assert_eq!(
+        read.unreadable,
+        [(
+            PathBuf::from("/etc/secret"),
+            "Permission denied".to_string()
+        )]
+    );
+}
+
+/// The lines of `text` pim cannot read, by line number.
+fn unparsed(text: &str) -> Vec<usize> {
+    read_rules(&one(text))
+        .unparsed
+        .iter()
+        .map(|u| u.line)
+        .collect()
+}
+
+/// Lines sudo reads as rules giving root (as the attacks of the review wrote them), each
+/// with whom pim must see getting root.
+const ATTACKS: &[(&str, &[&str])] = &[
+    // Only sudo's tag keywords are tags: here `:` starts a second host spec.
+    ("attacker ALL=(nobody) ALL:ALL=(ALL) ALL", &["attacker"]),
+    // Quotes are ordinary in a command's arguments; `,` ends the command.
+    (
+        "attacker ALL=(nobody) /bin/echo \", (root) /bin/sh",
+        &["attacker"],
+    ),
+    // `#-1` is a uid, not a comment.
+    ("#-1,attacker ALL=(ALL) ALL", &["#-1", "attacker"]),
+    // The longest word: Defaultsx is a user name.
+    (
+        "Defaultsx,attacker ALL=(ALL) ALL",
+        &["Defaultsx", "attacker"],
+    ),
+    // A backslash is taken away when reading a word.
+    ("attacker ALL=(r\\oot) ALL", &["attacker"]),
+    ("attacker ALL=(r\\x6fot) ALL", &["attacker"]),
+];
+
+#[test]
+fn given_lines_sudo_reads_as_root_rules_then_pim_reads_them_so() {
+    for (line, expected) in ATTACKS {
+        assert_eq!(who(&format!("{line}\n")), [expected.to_vec()], "{line}");
+        assert!(unparsed(&format!("{line}\n")).is_empty(), "{line}");
+    }
+}
+
+#[test]
+fn given_a_continuation_with_blanks_after_the_backslash_then_the_lines_are_joined() {
+    assert_eq!(
+        who("attacker ALL=(nobody) ALL, \\  \n (root) /bin/sh\n"),
+        [["attacker"]]
+    );
+}
+
+#[test]
+fn given_an_alias_defined_twice_then_the_first_definition_holds() {
+    let text = "Runas_Alias R = root\nRunas_Alias R = nobody\nattacker ALL=(R) ALL\n";
+    assert_eq!(who(text), [["attacker"]]);
+}
+
+#[test]
+fn given_lines_pim_cannot_read_then_each_is_reported_with_its_line() {
+    let text = "Defaults env_reset\nalice ALL=(ALL) ALL\nthis is not sudoers\n\
+                User_Alias lower = bob\nbob ALL = (root\ncarl ALL=(ALL) /bin/a = b\n\
+                @include /etc/x\n";
+    let mut lines = unparsed(text);
+    lines.sort_unstable();
+    assert_eq!(lines, [3, 4, 5, 6]);
+    let rules = read_rules(&one(text));
+    assert!(rules
+        .unparsed
+        .iter()
+        .any(|u| u.text == "this is not sudoers"));
+    assert_eq!(rules.root.len(), 1);
+}
+
+/// sudo's own parser agrees that each attack line is a valid rule (so pim must read it).
+#[test]
+fn given_visudo_then_it_accepts_every_attack_line() {
+    if !Path::new("/usr/sbin/visudo").exists() {
+        eprintln!("visudo is not installed: skipped");
+        return;
+    }
+    let dir = temp_dir("visudo");
+    for (index, (line, _)) in ATTACKS.iter().enumerate() {
+        let file = dir.join(format!("case{index}"));
+        std::fs::write(&file, format!("{line}\n")).unwrap();
+        let out = std::process::Command::new("/usr/sbin/visudo")
+            .args(["-c", "-q", "-f"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "visudo refuses {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn given_a_run_as_group_then_it_counts_as_root_unless_root_is_provably_outside() {
+    for line in [
+        "attacker ALL=(%root) ALL\n",
+        "attacker ALL=(%#0) ALL\n",
+        "attacker ALL=(%wheel) ALL\n",
+        "attacker ALL=(%:admins) ALL\n",
+        "attacker ALL=(+ops) ALL\n",
+        "attacker ALL=(ALL, !%wheel) ALL\n",
+    ] {
+        assert_eq!(who(line), [["attacker"]], "{line}");
+    }
+    // Told that root is not in wheel: not a root rule.
+    let outside = |w: &Who| *w == Who::Group("wheel".into());
+    let rules = read_rules_knowing(&one("attacker ALL=(%wheel) ALL\n"), &outside);
+    assert!(
+        rules.root.is_empty() && rules.unparsed.is_empty(),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn given_owners_and_modes_then_those_sudo_refuses_are_refused() {
+    assert_eq!(refused_for(0, 0, 0o100440), None);
+    assert_eq!(refused_for(0, 0, 0o100660), None);
+    assert!(refused_for(1000, 0, 0o100440).unwrap().contains("uid 1000"));
+    assert!(refused_for(0, 0, 0o100446).unwrap().contains("everyone"));
+    assert!(refused_for(0, 27, 0o100460).unwrap().contains("group 27"));
+}
+
+#[test]
+fn given_a_file_sudo_refuses_then_it_is_left_out_and_named() {
+    let dir = temp_dir("refused");
+    let file = dir.join("open");
+    std::fs::write(&file, "alice ALL=(ALL) ALL\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let read = read_from(&dir.join("no-sudoers"), &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        read.files.is_empty() && read.unreadable.is_empty(),
+        "{read:?}"
+    );
+    assert_eq!(read.refused.len(), 1, "{read:?}");
+    assert!(read.refused[0].1.contains("everyone"), "{read:?}");
+}
+
+#[test]
+fn given_include_lines_then_they_are_read_with_sudos_grammar() {
+    let text = "@include /etc/a # a comment\n@include\"/etc/b c\"\n\
+                @include /etc/d\\ e\n#includedir /etc/f\n@include /etc/g junk\n";
+    assert_eq!(
+        includes(text),
+        [
+            ("include", "/etc/a".to_string()),
+            ("include", "/etc/b c".to_string()),
+            ("include", "/etc/d e".to_string()),
+            ("includedir", "/etc/f".to_string()),
+        ]
+    );
+    assert_eq!(expand_host("/etc/sudoers.%h", "web1"), "/etc/sudoers.web1");
+    assert_eq!(expand_host("/etc/100%%", "web1"), "/etc/100%");
 }

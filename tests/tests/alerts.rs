@@ -40,6 +40,11 @@ require_justification = false
 "#;
 
 fn host() -> Sandbox {
+    host_with(|_| {})
+}
+
+/// [`host`], with `before` done to it before pimd starts.
+fn host_with(before: impl FnOnce(&Sandbox)) -> Sandbox {
     let sb = Sandbox::start();
     for group in ["docker", "pim-admins", "pim-auditors"] {
         sb.add_group(group);
@@ -52,6 +57,7 @@ fn host() -> Sandbox {
     sb.add_user("frank", &["pim-admins"]);
     sb.write_file(CONFIG_PATH, CONFIG, 0o644);
     sb.setup_sudo(Some("groups=sudo,docker"));
+    before(&sb);
     sb.start_pimd();
     sb
 }
@@ -306,6 +312,46 @@ fn given_a_sudoers_file_giving_alice_root_then_sudoers_outside_pim_with_file_and
         .iter()
         .any(|a| key_starts(a, &sudoers_key("/etc/sudoers", "root"))));
     sb.run("root", &["rm", "/etc/sudoers.d/local"])
+        .assert_success();
+    look_again(&sb);
+    wait_state(&sb, id(&alert), "resolved");
+}
+
+#[test]
+fn given_a_fifo_and_a_non_utf8_file_in_sudoers_d_at_start_then_pimd_serves_and_still_reads_the_rules(
+) {
+    // A FIFO nobody writes to: opening it to read would wait for ever.
+    let sb = host_with(|sb| {
+        sb.sh("root", "mkfifo /etc/sudoers.d/pipe").assert_success();
+        sb.sh(
+            "root",
+            "printf 'mallory ALL=(ALL) ALL # caf\\351\\n' > /etc/sudoers.d/latin1 && \
+             chmod 440 /etc/sudoers.d/latin1",
+        )
+        .assert_success();
+    });
+    let mallory = sudoers_key("/etc/sudoers.d/latin1", "mallory");
+    let alert = wait_open_where(&sb, &mallory, |a| key_starts(a, &mallory));
+    assert!(
+        alert["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("/etc/sudoers.d/latin1:1:"),
+        "{alert}"
+    );
+    // A file pim cannot read (over its size cap): an alert naming it, and mallory's stays
+    // open (what that file grants is unknown, not gone).
+    sb.sh(
+        "root",
+        "head -c 2000000 /dev/zero | tr '\\0' '#' > /etc/sudoers.d/huge && \
+         rm /etc/sudoers.d/latin1",
+    )
+    .assert_success();
+    look_again(&sb);
+    wait_open(&sb, "sudoers-outside-pim:/etc/sudoers.d/huge:unreadable");
+    assert_eq!(wait_state(&sb, id(&alert), "open")["id"], alert["id"]);
+    // Readable again: judged, and mallory's rule is gone.
+    sb.run("root", &["rm", "/etc/sudoers.d/huge"])
         .assert_success();
     look_again(&sb);
     wait_state(&sb, id(&alert), "resolved");

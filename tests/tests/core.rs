@@ -2051,17 +2051,15 @@ fn given_an_assignment_cut_to_seconds_then_the_grant_ends_at_its_end_even_with_p
 fn given_a_reload_that_takes_eligibility_away_then_those_grants_end_and_the_still_eligible_keep_theirs(
 ) {
     // alice is eligible for admin by name and through %ops, erin by name only, carol through
-    // %ops only; web is alice's.
+    // %ops only; web is alice's. on_end = "keep": the `pim status` polls run across the
+    // grants' ends, and one started while the user still held sudo would be ended with the
+    // grant (exit 143); this test is about which grants end, not their processes (ending.rs).
+    const KEEP: &str = "require_mfa = false\non_end = \"keep\"";
     let first = config(
         "",
         &[
-            role(
-                "admin",
-                "sudo",
-                &["alice", "erin", "%ops"],
-                "require_mfa = false",
-            ),
-            role("web", "www-data", &["alice"], "require_mfa = false"),
+            role("admin", "sudo", &["alice", "erin", "%ops"], KEEP),
+            role("web", "www-data", &["alice"], KEEP),
         ],
     );
     let sb = host(
@@ -2077,10 +2075,7 @@ fn given_a_reload_that_takes_eligibility_away_then_those_grants_end_and_the_stil
 
     // The names go from admin's list and role web goes: erin's grant and alice's web end;
     // alice keeps admin through %ops, and so does carol.
-    let second = config(
-        "",
-        &[role("admin", "sudo", &["%ops"], "require_mfa = false")],
-    );
+    let second = config("", &[role("admin", "sudo", &["%ops"], KEEP)]);
     sb.write_file(CONFIG_PATH, &second, 0o644);
     sb.kill_pimd("HUP");
     sb.wait_until("the reload to end erin's grant", COMMAND_DEADLINE, || {

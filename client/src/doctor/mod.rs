@@ -121,7 +121,7 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
     ));
 
     if root {
-        let sudoers = pim_sudoers::read_system();
+        let sudoers = pim_sudoers::read_system().files;
         let elsewhere =
             sudoers_sources_elsewhere(&std::fs::read_to_string(NSSWITCH).unwrap_or_default());
         findings.push(check_sudoers_defaults(&sudoers, module_runs, &elsewhere));

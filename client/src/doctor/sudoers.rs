@@ -174,8 +174,12 @@ mod tests {
             ("/etc/sudoers", "@include /opt/site/sudoers\n"),
             ("/opt/site/sudoers", "Defaults !pam_acct_mgmt\n"),
         ]);
-        let read = |path: &Path| fs.get(path).cloned();
-        let sudoers = pim_sudoers::files(Path::new("/etc/sudoers"), &read, &|_| Vec::new());
+        let read = |path: &Path| {
+            fs.get(path)
+                .cloned()
+                .map_or(pim_sudoers::FileRead::Skipped, pim_sudoers::FileRead::Text)
+        };
+        let sudoers = pim_sudoers::files(Path::new("/etc/sudoers"), &read, &|_| Vec::new()).files;
         let finding = check_sudoers_defaults(&sudoers, true, &[]);
         assert_eq!(finding.status, Status::Fail, "{finding:?}");
         assert!(

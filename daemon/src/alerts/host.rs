@@ -6,11 +6,11 @@
 use super::{HostFacts, ProcessFact};
 use crate::accounts::Accounts;
 use crate::processes::{Process, ProcessTable};
+use pim_sudoers::Who;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 /// Where the sudoers files are read from.
-pub type SudoersSource = dyn Fn() -> Vec<(PathBuf, String)> + Send + Sync;
+pub type SudoersSource = dyn Fn() -> pim_sudoers::Sudoers + Send + Sync;
 
 /// Looks at the host: `groups` (the managed ones and those the roles' lists name), the
 /// processes and the names of the users they run as, and the sudoers rules that give root.
@@ -54,7 +54,21 @@ pub fn look(
         }
         facts.processes = Some(carrying);
     }
-    facts.sudoers = Some(pim_sudoers::root_rules(&sudoers()));
+    let read = sudoers();
+    // A run-as `%group` lets `sudo -u root` work when root is in the group: only a group
+    // that is found, is not root's gid 0 and does not list root is known to leave root out.
+    let root_outside = |who: &Who| match who {
+        Who::Group(name) => matches!(
+            accounts.group(name),
+            Ok(Some((gid, listed))) if gid != 0 && !listed.iter().any(|u| u == "root")
+        ),
+        _ => false,
+    };
+    let rules = pim_sudoers::read_rules_knowing(&read.files, &root_outside);
+    facts.sudoers = Some(rules.root);
+    facts.sudoers_unparsed = rules.unparsed;
+    facts.sudoers_unreadable = read.unreadable;
+    facts.sudoers_refused = read.refused;
     facts
 }
 
@@ -82,6 +96,7 @@ mod tests {
     use super::*;
     use crate::accounts::fake::FakeAccounts;
     use crate::processes::fake::FakeProcesses;
+    use std::path::PathBuf;
 
     #[test]
     fn given_the_host_then_groups_processes_and_sudoers_are_looked_at() {
@@ -94,11 +109,12 @@ mod tests {
         processes.add(11, 1001, 1001, &[1001], "bash");
         // A process whose primary (real, effective, saved) gid is the group carries it too.
         processes.add(12, 1001, 27, &[], "sg sudo bash");
-        let sudoers = || {
-            vec![(
+        let sudoers = || pim_sudoers::Sudoers {
+            files: vec![(
                 PathBuf::from("/etc/sudoers.d/x"),
                 "bob ALL=(ALL) ALL\n".to_string(),
-            )]
+            )],
+            ..Default::default()
         };
         let groups: BTreeSet<String> = ["sudo".to_string()].into();
         let facts = look(&accounts, &processes, &sudoers, &groups);
@@ -114,5 +130,32 @@ mod tests {
         processes.state().fail_list = true;
         let facts = look(&accounts, &processes, &sudoers, &groups);
         assert!(facts.members.is_none() && facts.processes.is_none());
+    }
+
+    #[test]
+    fn given_a_run_as_group_then_it_gives_root_when_root_is_in_it() {
+        let accounts = FakeAccounts::default();
+        accounts.add_user("root", 0);
+        accounts.add_group("wheel", &["root"]);
+        accounts.set_gid("wheel", 10);
+        accounts.add_group("staff", &["bob"]);
+        accounts.set_gid("staff", 50);
+        let processes = FakeProcesses::default();
+        let sudoers = || pim_sudoers::Sudoers {
+            files: vec![(
+                PathBuf::from("/etc/sudoers.d/x"),
+                "eve ALL=(%wheel) ALL\nmallory ALL=(%staff) ALL\n".to_string(),
+            )],
+            ..Default::default()
+        };
+        let facts = look(&accounts, &processes, &sudoers, &BTreeSet::new());
+        let who: Vec<String> = facts
+            .sudoers
+            .unwrap()
+            .iter()
+            .filter(|r| r.root)
+            .flat_map(|r| r.who.iter().map(Who::to_string))
+            .collect();
+        assert_eq!(who, ["eve"]);
     }
 }

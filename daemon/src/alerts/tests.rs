@@ -33,6 +33,9 @@ fn facts() -> Facts {
             processes: Some(Vec::new()),
             user_names: [(1000, "alice".to_string()), (1001, "bob".to_string())].into(),
             sudoers: Some(Vec::new()),
+            sudoers_unreadable: Vec::new(),
+            sudoers_unparsed: Vec::new(),
+            sudoers_refused: Vec::new(),
         },
         ..Facts::default()
     }
@@ -132,6 +135,124 @@ fn given_sudoers_rules_then_only_those_around_managed_groups_alert_with_file_and
     assert!(
         found[1].detail.starts_with("/etc/sudoers.d/local:4: "),
         "{found:?}"
+    );
+}
+
+#[test]
+fn given_an_unreadable_sudoers_file_then_its_own_alert_and_the_open_sudoers_alerts_stay() {
+    let mut f = facts();
+    let files = vec![(
+        PathBuf::from("/etc/sudoers.d/local"),
+        "alice ALL=(ALL) ALL\n".to_string(),
+    )];
+    f.host.sudoers = Some(pim_sudoers::root_rules(&files));
+    let before = evaluate(&f);
+    let alice = before.findings[0].key.clone();
+    let open = [Current {
+        id: 1,
+        kind: AlertKind::SudoersOutsidePim,
+        key: alice,
+        standing: Standing::Open,
+    }];
+    // The file now cannot be read: its rules are not seen, but that is not "rules gone".
+    f.host.sudoers = Some(Vec::new());
+    f.host.sudoers_unreadable = vec![(
+        PathBuf::from("/etc/sudoers.d/local"),
+        "Permission denied".into(),
+    )];
+    let evaluation = evaluate(&f);
+    assert!(!evaluation.judged.contains(&AlertKind::SudoersOutsidePim));
+    assert_eq!(
+        keys(&f),
+        ["sudoers-outside-pim:/etc/sudoers.d/local:unreadable"]
+    );
+    assert!(
+        evaluation.findings[0].detail.contains("Permission denied"),
+        "{evaluation:?}"
+    );
+    let changes = plan(&open, &evaluation);
+    assert!(
+        matches!(&changes[..], [Change::Raise(f)] if f.key.ends_with(":unreadable")),
+        "{changes:?}"
+    );
+}
+
+#[test]
+fn given_a_sudoers_file_name_with_control_characters_then_key_and_detail_are_escaped() {
+    let mut f = facts();
+    let files = vec![(
+        PathBuf::from("/etc/sudoers.d/x\x1b[2Jy"),
+        "alice ALL=(ALL) ALL\n".to_string(),
+    )];
+    f.host.sudoers = Some(pim_sudoers::root_rules(&files));
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].key.contains('\x1b'), "{found:?}");
+    assert!(!found[0].detail.contains('\x1b'), "{found:?}");
+}
+
+#[test]
+fn given_a_sudoers_line_pim_cannot_read_then_it_is_an_alert_of_its_own() {
+    let mut f = facts();
+    let files = vec![(
+        PathBuf::from("/etc/sudoers.d/local"),
+        "# x\nalice ALL=(ALL) ALL junk = here\n".to_string(),
+    )];
+    let rules = pim_sudoers::read_rules(&files);
+    f.host.sudoers = Some(rules.root);
+    f.host.sudoers_unparsed = rules.unparsed;
+    let found = evaluate(&f).findings;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .key
+            .starts_with("sudoers-outside-pim:/etc/sudoers.d/local:unparsed:"),
+        "{found:?}"
+    );
+    assert!(
+        found[0]
+            .detail
+            .starts_with("/etc/sudoers.d/local:2: a sudoers line pim cannot read"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn given_a_rule_giving_a_managed_group_or_any_group_through_sudo_g_then_sudoers_outside_pim() {
+    let mut f = facts();
+    let text = "alice ALL=(:sudo) ALL\nbob ALL=(:ALL) /bin/ls\ncarl ALL=(:#27) ALL\n\
+                dave ALL=(:video) ALL\n";
+    let files = vec![(PathBuf::from("/etc/sudoers.d/local"), text.to_string())];
+    f.host.sudoers = Some(pim_sudoers::read_rules(&files).root);
+    let found = evaluate(&f).findings;
+    let users: Vec<&str> = found.iter().map(|f| f.user.as_str()).collect();
+    assert_eq!(users, ["alice", "bob", "carl"], "{found:?}");
+    assert!(
+        found[0]
+            .detail
+            .contains("gives group sudo (sudo -g) to alice"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn given_a_sudoers_file_sudo_refuses_then_an_alert_says_it_is_there_and_the_view_is_judged() {
+    let mut f = facts();
+    f.host.sudoers_refused = vec![(
+        PathBuf::from("/etc/sudoers.d/open"),
+        "it is writable by everyone".into(),
+    )];
+    let evaluation = evaluate(&f);
+    assert!(evaluation.judged.contains(&AlertKind::SudoersOutsidePim));
+    assert_eq!(
+        keys(&f),
+        ["sudoers-outside-pim:/etc/sudoers.d/open:refused"]
+    );
+    assert!(
+        evaluation.findings[0]
+            .detail
+            .contains("writable by everyone"),
+        "{evaluation:?}"
     );
 }
 

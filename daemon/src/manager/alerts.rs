@@ -49,6 +49,19 @@ impl Manager {
         groups
     }
 
+    /// The look at the host for the alerts has not answered within `secs`: said in syslog
+    /// and on stderr (the alerts of the host wait for it; everything else goes on).
+    pub fn alert_look_overran(&mut self, secs: u64) {
+        let message = format!(
+            "alerts: the look at the host (groups, processes, sudoers) has not answered within \
+             {secs}s; the host's alerts are judged when it does"
+        );
+        eprintln!("pimd: warning: {message}");
+        self.outbox
+            .syslog
+            .push((crate::syslog::Severity::Notice, message));
+    }
+
     /// Takes a new look at the host and evaluates every alert with it.
     pub fn record_host_look(&mut self, host: HostFacts) -> Result<(), PimError> {
         self.host_look = host;

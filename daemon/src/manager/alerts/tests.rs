@@ -20,7 +20,10 @@ fn look(e: &mut Env, listed: Vec<Proc>, sudoers: &str) {
         processes.add(pid, uid, uid, groups, "sh");
     }
     let text = sudoers.to_string();
-    let read = move || vec![(PathBuf::from("/etc/sudoers.d/local"), text.clone())];
+    let read = move || pim_sudoers::Sudoers {
+        files: vec![(PathBuf::from("/etc/sudoers.d/local"), text.clone())],
+        ..Default::default()
+    };
     let groups = e.m.alert_groups();
     let facts = host::look(&e.accounts, &processes, &read, &groups);
     e.m.record_host_look(facts).unwrap();

@@ -183,7 +183,12 @@ fn given_keep_then_reconcile_removes_older_records_with_a_checkpoint_that_verifi
 fn look_at_host(e: &mut Env) {
     let processes = crate::processes::fake::FakeProcesses::default();
     let groups = e.m.alert_groups();
-    let facts = crate::alerts::host::look(&e.accounts, &processes, &Vec::new, &groups);
+    let facts = crate::alerts::host::look(
+        &e.accounts,
+        &processes,
+        &pim_sudoers::Sudoers::default,
+        &groups,
+    );
     e.m.record_host_look(facts).unwrap();
 }
 
