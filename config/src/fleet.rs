@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [fleet]
-//! database = "host=db.example dbname=pim user=pim_host_web7 sslmode=verify-full passfile=/etc/pim/pgpass"
+//! database = "host=db.example dbname=pim user=pim_host_web7 sslmode=verify-full sslrootcert=/etc/pim/fleet-ca.pem passfile=/etc/pim/pgpass"
 //! host = "web7"            # default: the host's name
 //! max_staleness = "10m"    # default 10m
 //! ```

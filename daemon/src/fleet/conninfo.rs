@@ -5,7 +5,9 @@
 //! database must never hang a call: connects, statements and the TCP connection all have
 //! timeouts unless the string sets its own.
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
 use postgres::Config;
 use postgres_openssl::MakeTlsConnector;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ pub enum TlsMode {
     Prefer,
     /// TLS, unverified unless `sslrootcert` is given (then as `VerifyCa`), as libpq does.
     Require,
-    /// TLS, the chain verified against `sslrootcert` (or the system's roots).
+    /// TLS, the chain verified against `sslrootcert`'s certificates (and no others).
     VerifyCa,
     /// As `VerifyCa`, and the certificate names the host.
     VerifyFull,
@@ -67,6 +69,14 @@ impl ConnInfo {
                 }
             }
         }
+        if matches!(tls, TlsMode::VerifyCa | TlsMode::VerifyFull) && root_cert.is_none() {
+            return Err(
+                "sslmode verify-ca and verify-full need sslrootcert=FILE, the CA \
+                        certificate(s) that signed the database's certificate: pimd trusts \
+                        those only, never the system's CAs"
+                    .into(),
+            );
+        }
         let client_cert = match (cert, key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -97,9 +107,7 @@ impl ConnInfo {
 
     /// Opens a connection (blocking, within the connect timeout).
     pub fn connect(&self) -> Result<postgres::Client, String> {
-        let tls = self
-            .tls_connector()
-            .map_err(|e| format!("TLS setup: {e}"))?;
+        let tls = self.tls_connector()?;
         self.config.connect(tls).map_err(|e| e.to_string())
     }
 
@@ -108,15 +116,8 @@ impl ConnInfo {
         self.config.get_user()
     }
 
-    fn tls_connector(&self) -> Result<MakeTlsConnector, openssl::error::ErrorStack> {
-        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
-        if let Some(root) = &self.root_cert {
-            builder.set_ca_file(root)?;
-        }
-        if let Some((cert, key)) = &self.client_cert {
-            builder.set_certificate_chain_file(cert)?;
-            builder.set_private_key_file(key, SslFiletype::PEM)?;
-        }
+    fn tls_connector(&self) -> Result<MakeTlsConnector, String> {
+        let mut builder = self.ssl_builder()?;
         let verify_chain = match self.tls {
             TlsMode::VerifyCa | TlsMode::VerifyFull => true,
             TlsMode::Require => self.root_cert.is_some(),
@@ -134,6 +135,32 @@ impl ConnInfo {
             Ok(())
         });
         Ok(connector)
+    }
+
+    /// The TLS client settings: the server is trusted on `sslrootcert`'s certificates only,
+    /// as libpq does, never on the system's CAs (any public CA could then pose as the
+    /// authority).
+    fn ssl_builder(&self) -> Result<SslConnectorBuilder, String> {
+        let setup = |e: openssl::error::ErrorStack| format!("TLS setup: {e}");
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(setup)?;
+        let mut store = X509StoreBuilder::new().map_err(setup)?;
+        if let Some(root) = &self.root_cert {
+            let shown = root.display();
+            let pem = std::fs::read(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+            let certs = X509::stack_from_pem(&pem)
+                .map_err(|e| format!("sslrootcert {shown} is not PEM certificates: {e}"))?;
+            for cert in certs {
+                store.add_cert(cert).map_err(setup)?;
+            }
+        }
+        builder.set_cert_store(store.build());
+        if let Some((cert, key)) = &self.client_cert {
+            builder.set_certificate_chain_file(cert).map_err(setup)?;
+            builder
+                .set_private_key_file(key, SslFiletype::PEM)
+                .map_err(setup)?;
+        }
+        Ok(builder)
     }
 }
 

@@ -201,6 +201,18 @@ impl Authority for FakeAuthority {
 
     fn ship_audit(&mut self, records: &[AuditRecord]) -> Result<usize, AuthorityError> {
         self.call(format!("ship {}", records.len()), |f| {
+            // As pim_api.ship_audit: a control character or an oversized text refuses the
+            // whole batch.
+            let refused = records.iter().any(|r| {
+                [&r.actor, &r.user, &r.role, &r.reason, &r.ticket, &r.detail]
+                    .iter()
+                    .any(|t| t.len() > 4096 || t.chars().any(char::is_control))
+            });
+            if refused {
+                return Err(AuthorityError::Refused(PimError::InvalidArgument(
+                    "a shipped audit record holds a control character or is too long".into(),
+                )));
+            }
             let take = f.ship_limit.unwrap_or(records.len()).min(records.len());
             for r in &records[..take] {
                 if !f.shipped.iter().any(|s| s.id == r.id) {

@@ -37,6 +37,11 @@ const MAX_CODE_BYTES: usize = 64;
 
 /// At most this many tags per host.
 pub const MAX_HOST_TAGS: usize = 32;
+/// The bounds `pim_api.ship_audit` puts on a shipped record's names (actor, user, role),
+/// reason and detail, and ticket, in bytes.
+const SHIPPED_NAME_BYTES: usize = 256;
+const SHIPPED_TEXT_BYTES: usize = 4096;
+const SHIPPED_TICKET_BYTES: usize = 1024;
 
 /// What fleet mode does not do yet, for the refusal that names it.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +85,10 @@ pub struct Fleet {
     policy: Option<Config>,
     /// Fleet grants this host does not start, already audited (once each, not every round).
     ignored: BTreeSet<(i64, String)>,
+    /// The sync thread's last round got no answer from the authority: calls fail at once
+    /// as unreachable instead of each waiting out its own timeouts (under the manager's
+    /// lock, which expiry needs) until a round gets an answer again.
+    known_unreachable: bool,
 }
 
 impl Fleet {
@@ -100,6 +109,7 @@ impl Fleet {
             policy_version: 0,
             policy: None,
             ignored: BTreeSet::new(),
+            known_unreachable: false,
         }
     }
 }
@@ -219,6 +229,9 @@ impl Manager {
                 "this host is not in a fleet ([fleet] is not configured)".into(),
             ));
         };
+        if fleet.known_unreachable {
+            return Err(self.unreachable());
+        }
         let outcome = match fleet.authority.as_mut() {
             Some(authority) => f(authority.as_mut()),
             None => match fleet.connector.connect() {
@@ -304,7 +317,12 @@ impl Manager {
             .and(check_text("the reason", reason, text::MAX_REASON_BYTES))
             .and(check_text("the ticket", ticket, text::MAX_TICKET_BYTES))
             .and(check_code(code))
-            .and(only_host.map_or(Ok(()), |h| check_name("host", h)));
+            .and(only_host.map_or(Ok(()), |h| check_name("host", h)))
+            // The role's own rules on the reason and ticket, as a local activation applies
+            // them (the database does not know them all).
+            .and(self.config.role(role).map_or(Ok(()), |r| {
+                policy::check_reason(r, reason).and(policy::check_ticket(r, ticket))
+            }));
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }
@@ -660,6 +678,7 @@ impl Manager {
             check_name("host", name)
                 .and(tags.iter().try_for_each(|t| check_name("tag", t)))
                 .and(check_code(code))
+                .and(self.fleet_admin_named(caller))
         };
         if let Err(e) = checked {
             return self.refused(&audit, e);
@@ -699,7 +718,9 @@ impl Manager {
                 policy_text.len()
             )))
         } else {
-            check_code(code).and_then(|()| self.check_policy(policy_text).map(|_| ()))
+            check_code(code)
+                .and(self.fleet_admin_named(caller))
+                .and_then(|()| self.check_policy(policy_text).map(|_| ()))
         };
         if let Err(e) = checked {
             return self.refused(&audit, e);
@@ -727,6 +748,22 @@ impl Manager {
         }
     }
 
+    /// Whether the current policy names the caller among its administrators (the database
+    /// still decides, with the admin's code): a local user no policy names gets no call to
+    /// the database, and no refusal of its making in the audit.
+    fn fleet_admin_named(&self, caller: &Caller) -> Result<(), PimError> {
+        if self
+            .listed(&self.config.daemon.admins, &caller.name)
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        Err(PimError::PermissionDenied(format!(
+            "this needs a fleet administrator; the fleet's policy does not name {} in its admins",
+            caller.name
+        )))
+    }
+
     /// A policy's text through the configuration's checker: every error, one a line.
     fn check_policy(&self, policy_text: &str) -> Result<Config, PimError> {
         let (config, problems) =
@@ -752,9 +789,10 @@ impl Manager {
     /// did not), applies staleness alone: a stale host ends every mirrored grant. Records the
     /// synchronisation.
     pub fn mirror(&mut self, snapshot: Option<&Snapshot>) -> Result<Mirrored, PimError> {
-        let Some(fleet) = self.fleet.as_ref() else {
+        let Some(fleet) = self.fleet.as_mut() else {
             return Ok(Mirrored::default());
         };
+        fleet.known_unreachable = snapshot.is_none();
         let max_staleness = fleet.max_staleness;
         let now = self.now();
         if let Some(s) = snapshot {
@@ -974,15 +1012,34 @@ impl Manager {
 
     /// Local audit records not shipped to the fleet yet, oldest first, at most
     /// [`SHIP_BATCH`].
+    /// Each record's text escaped and cut to what `pim_api.ship_audit` takes (control
+    /// characters refused, a bound per field): a record that would be refused must not
+    /// stall the spool (a refused policy's errors hold newlines).
     pub fn audit_to_ship(&mut self) -> Result<Vec<AuditRecord>, PimError> {
         let after = self.store.read(|tx| tx.audit_shipped())?;
-        Ok(self.store.read(|tx| tx.audit_chain(after, SHIP_BATCH))?)
+        let records = self.store.read(|tx| tx.audit_chain(after, SHIP_BATCH))?;
+        Ok(records.into_iter().map(for_shipping).collect())
     }
 
     /// Records that the local audit up to `through` is in the fleet's.
     pub fn audit_shipped(&mut self, through: i64) -> Result<(), PimError> {
         self.store.write(|tx| tx.set_audit_shipped(through))?;
         Ok(())
+    }
+}
+
+/// `record` as `pim_api.ship_audit` takes it: each text within that function's bound for
+/// it, control characters escaped.
+fn for_shipping(record: AuditRecord) -> AuditRecord {
+    let fit = |text: &str, max: usize| text::for_record(text, max);
+    AuditRecord {
+        actor: fit(&record.actor, SHIPPED_NAME_BYTES),
+        user: fit(&record.user, SHIPPED_NAME_BYTES),
+        role: fit(&record.role, SHIPPED_NAME_BYTES),
+        reason: fit(&record.reason, SHIPPED_TEXT_BYTES),
+        ticket: fit(&record.ticket, SHIPPED_TICKET_BYTES),
+        detail: fit(&record.detail, SHIPPED_TEXT_BYTES),
+        ..record
     }
 }
 

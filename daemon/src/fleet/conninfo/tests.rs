@@ -25,6 +25,10 @@ fn given_malformed_strings_then_the_error_says_what_is_wrong() {
     assert!(ConnInfo::parse("host=h sslmode=allow")
         .unwrap_err()
         .contains("sslmode 'allow' is not supported"));
+    for mode in ["verify-ca", "verify-full"] {
+        let refused = ConnInfo::parse(&format!("host=h sslmode={mode}")).unwrap_err();
+        assert!(refused.contains("need sslrootcert=FILE"), "{refused}");
+    }
     assert!(ConnInfo::parse("host=h sslcert=/c")
         .unwrap_err()
         .contains("sslcert and sslkey go together"));
@@ -35,7 +39,8 @@ fn given_malformed_strings_then_the_error_says_what_is_wrong() {
 
 #[test]
 fn given_a_string_without_timeouts_then_ours_are_set() {
-    let info = ConnInfo::parse("host=h user=web7 sslmode=verify-full").unwrap();
+    let info = ConnInfo::parse("host=h user=web7 sslmode=verify-full sslrootcert=/etc/pim/ca.crt")
+        .unwrap();
     assert_eq!(info.tls, TlsMode::VerifyFull);
     assert_eq!(info.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
     assert_eq!(info.config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
@@ -87,4 +92,50 @@ fn given_a_passfile_others_can_read_then_it_is_refused() {
         accepted.unwrap().config.get_password(),
         Some(&b"secret"[..])
     );
+}
+
+/// A self-signed CA certificate, PEM.
+fn ca_pem(name: &str) -> Vec<u8> {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509Name};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut subject = X509Name::builder().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let mut cert = X509::builder().unwrap();
+    cert.set_version(2).unwrap();
+    cert.set_subject_name(&subject).unwrap();
+    cert.set_issuer_name(&subject).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    cert.build().to_pem().unwrap()
+}
+
+#[test]
+fn given_sslrootcert_then_only_its_certificates_are_trusted_not_the_systems() {
+    let root = std::env::temp_dir().join(format!("pim-rootcert-{}.crt", std::process::id()));
+    std::fs::write(&root, ca_pem("pim fleet test ca")).unwrap();
+    let conninfo = format!("host=h sslmode=verify-full sslrootcert={}", root.display());
+    let builder = ConnInfo::parse(&conninfo).unwrap().ssl_builder();
+    std::fs::remove_file(&root).unwrap();
+    let connector = builder.unwrap().build();
+    let trusted: Vec<String> = connector
+        .context()
+        .cert_store()
+        .all_certificates()
+        .iter()
+        .map(|cert| format!("{:?}", cert.subject_name()))
+        .collect();
+    assert_eq!(trusted.len(), 1, "{:?}", &trusted[..trusted.len().min(3)]);
+    assert!(trusted[0].contains("pim fleet test ca"), "{trusted:?}");
+}
+
+#[test]
+fn given_an_unreadable_sslrootcert_then_the_error_names_it() {
+    let info = ConnInfo::parse("host=h sslmode=verify-full sslrootcert=/nonexistent/ca.crt");
+    let error = info.unwrap().ssl_builder().err().unwrap();
+    assert!(error.contains("sslrootcert /nonexistent/ca.crt"), "{error}");
 }

@@ -664,3 +664,126 @@ fn given_a_policy_version_that_does_not_check_then_the_round_goes_on_with_the_ru
     assert_eq!(report.mirrored.started, 1);
     assert_eq!(f.e.m.fleet_policy_version(), 1);
 }
+
+#[test]
+fn given_a_role_s_reason_and_ticket_rules_then_a_fleet_activation_breaking_them_is_refused_before_the_authority(
+) {
+    let mut f = fleet_env();
+    let strict = format!(
+        "{POLICY}\n[roles.strict]\ngroup = \"sudo\"\neligible = [\"alice\"]\n\
+         min_justification = 30\nrequire_ticket = true\nticket_pattern = \"^INC-[0-9]+$\"\n"
+    );
+    f.fake.fleet().policy_text = strict.clone();
+    f.e.m.apply_policy(2, &strict).unwrap();
+    let alice = f.e.who("alice");
+    let long_reason = "rotate the TLS keys of the web tier today";
+    for (reason, ticket, why) in [
+        ("too short", "INC-1", "at least 30"),
+        (long_reason, "", "requires a ticket"),
+        (long_reason, "JIRA-1", "does not match"),
+    ] {
+        let e = assert_err!(
+            f.e.m
+                .fleet_activate(&alice, "strict", 0, reason, ticket, "123456", None),
+            InvalidArgument
+        );
+        assert!(e.contains(why), "{e}");
+    }
+    let asked = f.fake.fleet().calls.clone();
+    assert!(
+        !asked.iter().any(|c| c.starts_with("activate")),
+        "{asked:?}"
+    );
+    assert_eq!(f.e.audited("activate").len(), 3);
+}
+
+#[test]
+fn given_a_refused_policy_push_with_newlines_in_its_error_then_the_audit_still_ships_escaped() {
+    let mut f = fleet_env();
+    let frank = f.e.who("frank");
+    let bad = "[roles.a]\nbogus = 1\n[roles.b]\nbogus = 2\n";
+    assert_err!(
+        f.e.m.fleet_policy_push(&frank, bad, "123456"),
+        InvalidArgument
+    );
+    let refused = f.e.audited("admin-policy-push");
+    assert!(refused[0].detail.contains('\n'), "{refused:?}");
+
+    let (outcome, _) = f.round();
+    let report = outcome.unwrap();
+    let local: Vec<i64> = f.e.audit_log().iter().map(|r| r.id).collect();
+    let shipped = f.fake.fleet().shipped.clone();
+    assert_eq!(shipped.iter().map(|r| r.id).collect::<Vec<_>>(), local);
+    assert_eq!(report.shipped, local.len());
+    let push = shipped
+        .iter()
+        .find(|r| r.id == refused[0].id)
+        .expect("the refused push shipped");
+    assert!(!push.detail.chars().any(char::is_control), "{push:?}");
+    assert!(push.detail.contains("2 error(s)"), "{push:?}");
+}
+
+#[test]
+fn given_a_user_the_policy_does_not_name_as_admin_then_policy_push_and_host_add_are_refused_locally(
+) {
+    let mut f = fleet_env();
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m.fleet_policy_push(&alice, POLICY, "123456"),
+        PermissionDenied
+    );
+    assert!(
+        e.contains("the fleet's policy does not name alice in its admins"),
+        "{e}"
+    );
+    assert_err!(
+        f.e.m.fleet_host_add(&alice, "web8", &[], "123456"),
+        PermissionDenied
+    );
+    let calls = f.fake.fleet().calls.clone();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("push") || c.starts_with("add")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        f.e.audited("admin-policy-push")[0].outcome,
+        Outcome::Refused
+    );
+}
+
+#[test]
+fn given_the_sync_found_the_authority_unreachable_then_calls_fail_fast_until_a_round_answers() {
+    let mut f = fleet_env();
+    f.fake.fleet().reachable = false;
+    f.sync();
+    // Answering again, but no round has seen it yet: no call waits on the network.
+    f.fake.fleet().reachable = true;
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m
+            .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None),
+        Internal
+    );
+    assert!(e.contains("the fleet's database is unreachable"), "{e}");
+    let calls = f.fake.fleet().calls.clone();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("activate")),
+        "{calls:?}"
+    );
+    // A round that gets an answer lifts it.
+    f.sync();
+    f.fake.fleet().activation = Some(Activated::Granted(fleet_grant(
+        9,
+        "alice",
+        "admin",
+        "sudo",
+        T0 + HOUR,
+    )));
+    let reply =
+        f.e.m
+            .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None)
+            .unwrap();
+    assert_eq!(reply.state, ActivationState::Active);
+}
