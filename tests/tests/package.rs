@@ -315,6 +315,7 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
     assert_eq!(
         needs_root,
         [
+            "sudoers",
             "config",
             "reload",
             "database",
