@@ -2275,6 +2275,13 @@ fn given_gpasswd_failing_at_unassign_then_the_unassignment_succeeds_with_a_warni
         .assert_stdout_contains("Ended dave's grant of admin, which depended on it.")
         .assert_stderr_contains("pim: warning: ending dave's grant of admin did not complete: ")
         .assert_stderr_contains("gpasswd -d dave sudo failed");
+    // dave is still in sudo, so a process of dave's started before pimd has ended those of the
+    // grant is one of them: wait for that ending before running anything as dave.
+    sb.wait_until("pimd to end dave's processes", COMMAND_DEADLINE, || {
+        sb.audit_records("root", &[])
+            .iter()
+            .any(|r| r["action"] == "processes-end" && r["user"] == "dave")
+    });
     assert!(grants_of(&sb, "dave").is_empty());
     assert!(
         sb.is_member("dave", "sudo"),
