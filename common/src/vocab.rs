@@ -170,6 +170,10 @@ vocabulary! {
         FleetHosts = "admin-hosts",
         /// A host added to the fleet (`pim admin host add`).
         FleetHostAdd = "admin-host-add",
+        /// A host disabled in the fleet (`pim admin host disable`).
+        FleetHostDisable = "admin-host-disable",
+        /// A disabled host let back into the fleet (`pim admin host enable`).
+        FleetHostEnable = "admin-host-enable",
         /// A policy pushed to the fleet (`pim admin policy push`).
         FleetPolicyPush = "admin-policy-push",
         /// A grant whose membership could not be added, ended.

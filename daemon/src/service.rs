@@ -1517,6 +1517,46 @@ impl ManagerService {
         .await
     }
 
+    async fn fleet_host_disable(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        name: &str,
+        code: &str,
+    ) -> Result<(Vec<i64>, Vec<i64>), PimError> {
+        let args = bounded_copies([
+            ("name", name, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::FleetHostDisable,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [name, code]| m.fleet_host_disable(c, &name, &code),
+        )
+        .await
+    }
+
+    async fn fleet_host_enable(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        name: &str,
+        code: &str,
+    ) -> Result<(), PimError> {
+        let args = bounded_copies([
+            ("name", name, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::FleetHostEnable,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [name, code]| m.fleet_host_enable(c, &name, &code),
+        )
+        .await
+    }
+
     async fn fleet_policy_push(
         &self,
         #[zbus(header)] h: Header<'_>,

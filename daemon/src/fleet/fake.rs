@@ -254,8 +254,34 @@ impl Authority for FakeAuthority {
                 last_seen: None,
                 last_sync: None,
                 skew_ms: None,
+                disabled_at: None,
+                disabled_by: None,
             });
             Ok("s3cret-once".into())
+        })
+    }
+
+    /// Marks the host disabled and ends the grants for it alone, as the database does.
+    fn disable_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+    ) -> Result<HostDisabled, AuthorityError> {
+        let line = format!("disable_host {name} by {}", proof.actor);
+        self.call(line, |f| {
+            let db_now = f.db_now;
+            let Some(host) = f.hosts.iter_mut().find(|h| h.name == name) else {
+                return Err(AuthorityError::Refused(PimError::NotFound(format!(
+                    "there is no host '{name}' in the fleet"
+                ))));
+            };
+            host.disabled_at = Some(db_now);
+            host.disabled_by = Some(proof.actor.to_string());
+            let grants_ended = end_where(f, |g| g.only_host.as_deref() == Some(name));
+            Ok(HostDisabled {
+                grants_ended,
+                requests_cancelled: Vec::new(),
+            })
         })
     }
 

@@ -12,7 +12,7 @@ use super::activation::no_live_grant;
 use super::*;
 use crate::fleet::authority::{
     self as fa, Activated, AdminProof, Authority, AuthorityError, Decided, Decision, FleetGrant,
-    FleetRequest, HostInfo, Snapshot,
+    FleetRequest, HostDisabled, HostInfo, Snapshot,
 };
 use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
@@ -149,8 +149,7 @@ fn fleet_request_info(r: &FleetRequest, group: &str) -> RequestInfo {
         expires_at: r.expires_at,
         state: r.state.parse().unwrap_or(RequestState::Pending),
         approvals_required: r.approvals_required,
-        // The database counts approvals; their names stay in its audit.
-        approved_by: vec![String::new(); r.approvals as usize],
+        approved_by: r.approved_by.clone(),
     }
 }
 
@@ -161,7 +160,16 @@ fn fleet_host_info(h: &HostInfo) -> FleetHostInfo {
         last_seen: h.last_seen.unwrap_or(0),
         last_sync: h.last_sync.unwrap_or(0),
         skew_ms: h.skew_ms.unwrap_or(0),
+        disabled_at: h.disabled_at.unwrap_or(0),
+        disabled_by: h.disabled_by.clone().unwrap_or_default(),
     }
+}
+
+/// The audit of an administrator's change to host `name` of the fleet.
+fn host_audit<'a>(caller: &'a Caller, action: AuditAction, name: &'a str) -> Audit<'a> {
+    Audit::new(&caller.name, action)
+        .about("", "")
+        .with_text(name_or_empty(name), "")
 }
 
 fn check_code(code: &str) -> Result<(), PimError> {
@@ -620,9 +628,11 @@ impl Manager {
 
     pub(super) fn fleet_mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
         let audit = Audit::new(&caller.name, AuditAction::MfaStatus).about(&caller.name, "");
-        match self.on_authority(|a| a.mfa_enrolled(&caller.name)) {
-            Ok(enrolled) => Ok(MfaStatusInfo {
-                enrolled,
+        match self.on_authority(|a| a.mfa_state(&caller.name)) {
+            Ok(state) => Ok(MfaStatusInfo {
+                enrolled: state.enrolled,
+                locked_until: state.locked_until,
+                recent_failures: state.recent_failures,
                 ..MfaStatusInfo::default()
             }),
             Err(e) => self.refused(&audit, e),
@@ -699,6 +709,88 @@ impl Manager {
             }
             Err(e) => self.refused(&audit, e),
         }
+    }
+
+    /// `pim admin host disable NAME`: the database checks the admin's code, refuses the
+    /// host's login and calls from then on, ends the grants for it alone and cancels the
+    /// pending requests it filed; returns the ids of those grants and requests.
+    pub fn fleet_host_disable(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        code: &str,
+    ) -> Result<(Vec<i64>, Vec<i64>), PimError> {
+        let audit = host_audit(caller, AuditAction::FleetHostDisable, name);
+        if let Err(e) = self.fleet_host_admin_checks(caller, name, code) {
+            return self.refused(&audit, e);
+        }
+        let proof = AdminProof {
+            actor: &caller.name,
+            code,
+        };
+        match self.on_authority(|a| a.disable_host(&proof, name)) {
+            Ok(HostDisabled {
+                grants_ended,
+                requests_cancelled,
+            }) => {
+                let entry = audit.entry(
+                    self.now(),
+                    Outcome::Success,
+                    format!(
+                        "host {name} disabled in the fleet; grants ended {grants_ended:?}, \
+                         requests cancelled {requests_cancelled:?}"
+                    ),
+                );
+                self.commit(|tx| Ok(tx.audit(entry)?))?;
+                self.resync_after_change();
+                Ok((grants_ended, requests_cancelled))
+            }
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    /// `pim admin host enable NAME`: lets a disabled host back in (its grants do not return).
+    pub fn fleet_host_enable(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        code: &str,
+    ) -> Result<(), PimError> {
+        let audit = host_audit(caller, AuditAction::FleetHostEnable, name);
+        let enabled = self
+            .fleet_host_admin_checks(caller, name, code)
+            .and_then(|()| {
+                let proof = AdminProof {
+                    actor: &caller.name,
+                    code,
+                };
+                self.on_authority(|a| a.enable_host(&proof, name))
+            });
+        if let Err(e) = enabled {
+            return self.refused(&audit, e);
+        }
+        let entry = audit.entry(
+            self.now(),
+            Outcome::Success,
+            format!("host {name} enabled in the fleet"),
+        );
+        self.commit(|tx| Ok(tx.audit(entry)?))?;
+        Ok(())
+    }
+
+    /// What `host disable` and `host enable` check before the network.
+    fn fleet_host_admin_checks(
+        &self,
+        caller: &Caller,
+        name: &str,
+        code: &str,
+    ) -> Result<(), PimError> {
+        if !self.in_fleet() {
+            return Err(not_a_fleet_host());
+        }
+        check_name("host", name)
+            .and(check_code(code))
+            .and(self.fleet_admin_named(caller))
     }
 
     /// `pim admin policy push FILE`: checked here with the configuration's own checker, then

@@ -93,3 +93,23 @@ fn given_no_database_then_every_call_is_unreachable_and_nothing_hangs() {
         Err(AuthorityError::Unreachable(_))
     ));
 }
+
+#[test]
+fn given_an_authority_of_another_schema_version_then_it_is_refused_naming_what_to_do() {
+    assert_eq!(schema_mismatch(Some(SCHEMA_VERSION)), None);
+    let older = schema_mismatch(Some(SCHEMA_VERSION - 1)).unwrap();
+    assert!(
+        older.contains("older") && older.contains("pimd --fleet-setup"),
+        "{older}"
+    );
+    let none = schema_mismatch(None).unwrap();
+    assert!(
+        none.contains("version none") && none.contains("pimd --fleet-setup"),
+        "{none}"
+    );
+    let newer = schema_mismatch(Some(SCHEMA_VERSION + 1)).unwrap();
+    assert!(
+        newer.contains("newer") && newer.contains("upgrade pim"),
+        "{newer}"
+    );
+}
