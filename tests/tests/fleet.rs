@@ -734,3 +734,76 @@ fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_canno
         .run("alice", &["cat", pim_e2e::fleet::PGPASS_PATH])
         .assert_failure();
 }
+
+// --- A host an administrator disables (issue 16, review finding 6). ---
+
+#[test]
+fn given_a_disabled_host_then_its_grants_for_it_alone_end_and_it_fails_closed_until_enabled() {
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &[],
+        "90s",
+    );
+    let mut alice = fleet.sb("web2").enroll_mfa("alice");
+    let mut carol = fleet.sb("web1").enroll_mfa("carol");
+    // alice: ops for web2 alone, sudo on every host.
+    let code = alice.next_code(fleet.sb("web2"));
+    pim(
+        fleet.sb("web2"),
+        "alice",
+        &[
+            "activate", "ops", "-d", "30m", "-r", REASON, "--host", "web2", "--code", &code,
+        ],
+    )
+    .assert_success();
+    activate(fleet.sb("web2"), "alice", &mut alice, "admin", "1h").assert_success();
+    fleet.wait_until("alice in sudo on both hosts, in ops on web2", WAIT, || {
+        hosts_with(&fleet, "alice", "sudo") == names(&fleet, &["web1", "web2"])
+            && hosts_with(&fleet, "alice", "ops") == names(&fleet, &["web2"])
+    });
+
+    // Only a fleet admin's fresh code disables a host.
+    pim(
+        fleet.sb("web1"),
+        "alice",
+        &["admin", "host", "disable", "web2", "--code", "123456"],
+    )
+    .assert_failure();
+    let code = carol.next_code(fleet.sb("web1"));
+    pim(
+        fleet.sb("web1"),
+        "carol",
+        &["admin", "host", "disable", "web2", "--code", &code],
+    )
+    .assert_success()
+    .assert_stdout_contains("1 grant(s) for it alone ended");
+    pim(fleet.sb("web1"), "carol", &["admin", "hosts"])
+        .assert_success()
+        .assert_stdout_contains("disabled by carol");
+    let live = fleet.db.admin_sql(
+        "SELECT role FROM pim.grants WHERE \"user\" = 'alice' AND ended_at IS NULL ORDER BY role",
+    );
+    assert_eq!(live.trim(), "admin", "{live}");
+
+    // web2 can no longer reach the fleet: a new activation is refused, and once stale it
+    // takes alice's memberships away (sudo too: it cannot know the fleet still holds it).
+    activate(fleet.sb("web2"), "alice", &mut alice, "ops2", "10m").assert_failure();
+    fleet.wait_until("web2 to end alice's memberships", SLOW_WAIT, || {
+        !fleet.sb("web2").is_member("alice", "ops") && !fleet.sb("web2").is_member("alice", "sudo")
+    });
+    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_failure();
+    assert!(fleet.sb("web1").is_member("alice", "sudo"));
+
+    // Enabled again, web2 takes the fleet's grants back: sudo, not the ended ops.
+    let code = carol.next_code(fleet.sb("web1"));
+    pim(
+        fleet.sb("web1"),
+        "carol",
+        &["admin", "host", "enable", "web2", "--code", &code],
+    )
+    .assert_success();
+    fleet.wait_until("alice back in sudo on web2", SLOW_WAIT, || {
+        fleet.sb("web2").is_member("alice", "sudo")
+    });
+    assert!(!fleet.sb("web2").is_member("alice", "ops"));
+}
