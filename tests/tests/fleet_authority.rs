@@ -1829,3 +1829,48 @@ fn given_an_authority_of_another_schema_version_then_pimd_takes_nothing_from_it(
     let why = refusal(&mut newer);
     assert!(why.contains("newer"), "{why}");
 }
+
+#[test]
+fn given_an_approval_then_the_request_names_its_approver_to_whoever_may_see_it() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    let carol = authority.enrolled("carol");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let pending = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "ops",
+        &code(&alice, now_step()),
+        None,
+    )
+    .unwrap();
+    let id = pending["pending"]["request_id"].as_i64().unwrap();
+    let carol_code = code(&carol, now_step());
+    offer(&mut web7, "carol", &carol_code).unwrap();
+    call(
+        &mut web7,
+        "pim_api.approve($1, 'carol', '{}', $2, 'ok')",
+        &[&id, &carol_code],
+    )
+    .unwrap();
+
+    let for_dave = call(&mut web7, "pim_api.requests_for('dave', '{}')", &[]).unwrap();
+    assert_eq!(
+        for_dave[0]["approved_by"],
+        serde_json::json!(["carol"]),
+        "{for_dave}"
+    );
+    for viewer in ["alice", "dave", "ann"] {
+        let shown = call(&mut db1, "pim_api.request($1, $2)", &[&viewer, &id]).unwrap();
+        assert_eq!(
+            shown["approved_by"],
+            serde_json::json!(["carol"]),
+            "{viewer}: {shown}"
+        );
+    }
+    // Anyone else is told there is no such request.
+    let hidden = call(&mut db1, "pim_api.request('mallory', $1)", &[&id]);
+    assert_eq!(sqlstate(&hidden), "PM008", "{hidden:?}");
+}

@@ -285,6 +285,19 @@ impl Authority for FakeAuthority {
         })
     }
 
+    /// Any request it holds, for anyone (the database decides who may see it).
+    fn request(&mut self, viewer: &str, id: i64) -> Result<FleetRequest, AuthorityError> {
+        self.call(format!("request {id} for {viewer}"), |f| {
+            f.requests
+                .iter()
+                .find(|r| r.id == id)
+                .cloned()
+                .ok_or_else(|| {
+                    AuthorityError::Refused(PimError::NotFound(format!("no request {id}")))
+                })
+        })
+    }
+
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
         self.call("hosts".into(), |f| Ok(f.hosts.clone()))
     }

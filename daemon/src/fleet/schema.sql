@@ -1400,6 +1400,27 @@ BEGIN
 END
 $$;
 
+-- Request `id` for `viewer` (`pim show`): its requester, an approver of its role or an
+-- administrator, by name; anyone else gets the answer a request that does not exist gets.
+CREATE OR REPLACE FUNCTION pim_api.request(viewer text, id bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    normalized jsonb := (pim.current_policy()).normalized;
+    q pim.requests;
+BEGIN
+    PERFORM pim.check_name('the viewer', viewer);
+    SELECT * INTO q FROM pim.requests WHERE requests.id = request.id;
+    IF NOT FOUND OR NOT (q."user" = viewer
+            OR coalesce(normalized -> 'admins', '[]') ? viewer
+            OR pim.named(normalized -> 'roles' -> q.role, 'approver_users', 'approver_groups', viewer, '{}')) THEN
+        PERFORM pim.refuse('PM008', format('there is no request %s that %s may see', id, viewer));
+    END IF;
+    RETURN pim.request_json(q);
+END
+$$;
+
 -- The schema version these functions are (pimd refuses an authority whose version it does
 -- not speak). Open to any host, disabled or not: it reveals nothing else.
 CREATE OR REPLACE FUNCTION pim_api.schema_version() RETURNS integer

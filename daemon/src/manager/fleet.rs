@@ -16,7 +16,7 @@ use crate::fleet::authority::{
 };
 use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
-use pim_common::types::FleetHostInfo;
+use pim_common::types::{FleetHostInfo, RequestDetail};
 use std::collections::BTreeSet;
 
 /// Opens connections to the fleet's authority: the PostgreSQL one in pimd, a fake in tests.
@@ -485,6 +485,40 @@ impl Manager {
                 state: RequestState::Cancelled,
                 ..RequestInfo::default()
             }),
+            Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
+        }
+    }
+
+    /// `pim show ID` in fleet mode: the database says whether the caller may see it.
+    pub(super) fn fleet_show_request(
+        &mut self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<RequestDetail, PimError> {
+        let audit = Audit::new(&caller.name, AuditAction::ShowRequest).about(&caller.name, "");
+        match self.on_authority(|a| a.request(&caller.name, id)) {
+            Ok(r) => {
+                let group = self
+                    .config
+                    .role(&r.role)
+                    .map(|role| role.group.clone())
+                    .unwrap_or_default();
+                let info = fleet_request_info(&r, &group);
+                let request = crate::model::Request {
+                    id: info.id,
+                    user: info.user,
+                    role: info.role,
+                    group: info.group,
+                    duration_secs: info.duration_secs,
+                    reason: info.reason,
+                    ticket: info.ticket,
+                    created_at: info.created_at,
+                    expires_at: info.expires_at,
+                    approvals_required: info.approvals_required,
+                    state: info.state,
+                };
+                Ok(self.request_detail(&request, None, info.approved_by))
+            }
             Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
         }
     }
