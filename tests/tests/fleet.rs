@@ -807,3 +807,44 @@ fn given_a_disabled_host_then_its_grants_for_it_alone_end_and_it_fails_closed_un
     });
     assert!(!fleet.sb("web2").is_member("alice", "ops"));
 }
+
+#[test]
+fn given_wrong_codes_through_one_host_then_alice_is_locked_out_there_and_not_on_the_other() {
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &[],
+        "10m",
+    );
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    // max_failures is 5 (the default): web2's fifth wrong code locks her out there.
+    for _ in 0..5 {
+        pim(
+            fleet.sb("web2"),
+            "alice",
+            &[
+                "activate", "ops", "-d", "10m", "-r", REASON, "--code", "000000",
+            ],
+        )
+        .assert_failure();
+    }
+    activate(fleet.sb("web2"), "alice", &mut alice, "ops", "10m")
+        .assert_failure()
+        .assert_stderr_contains("locked on that host");
+    let locked_out = |host: &str| {
+        let status = pim(fleet.sb(host), "alice", &["mfa", "status"]);
+        status.assert_success();
+        let line = status.stdout.lines().find(|l| l.starts_with("Locked out:"));
+        line.unwrap_or_else(|| panic!("no lockout line: {status}"))
+            .trim_start_matches("Locked out:")
+            .trim()
+            .to_string()
+    };
+    let on_web2 = locked_out("web2");
+    assert!(on_web2.starts_with("until"), "{on_web2}");
+    // On web1 she is not locked out: her next code grants, everywhere.
+    assert_eq!(locked_out("web1"), "no");
+    activate(fleet.sb("web1"), "alice", &mut alice, "ops", "10m").assert_success();
+    fleet.wait_until("alice in ops on both hosts", WAIT, || {
+        hosts_with(&fleet, "alice", "ops") == names(&fleet, &["web1", "web2"])
+    });
+}
