@@ -34,6 +34,9 @@ pub struct FakeFleet {
     pub calls: Vec<String>,
     pub pushed: Vec<(String, serde_json::Value)>,
     pub enrolled: Vec<(String, Vec<u8>)>,
+    /// Set: every snapshot fails with this `Database` error (an authority pimd refuses,
+    /// such as one of another schema version).
+    pub refused: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -82,6 +85,9 @@ impl Connector for FakeAuthority {
 impl Authority for FakeAuthority {
     fn snapshot(&mut self) -> Result<Snapshot, AuthorityError> {
         self.call("snapshot".into(), |f| {
+            if let Some(why) = &f.refused {
+                return Err(AuthorityError::Database(why.clone()));
+            }
             Ok(Snapshot {
                 host: f.host.clone(),
                 db_now: f.db_now,

@@ -89,6 +89,9 @@ pub struct Fleet {
     /// as unreachable instead of each waiting out its own timeouts (under the manager's
     /// lock, which expiry needs) until a round gets an answer again.
     known_unreachable: bool,
+    /// Why the sync thread's last round took nothing from an authority that answered
+    /// (another schema version, this host disabled): what calls then fail with.
+    refused: Option<String>,
 }
 
 impl Fleet {
@@ -110,6 +113,7 @@ impl Fleet {
             policy: None,
             ignored: BTreeSet::new(),
             known_unreachable: false,
+            refused: None,
         }
     }
 }
@@ -213,6 +217,14 @@ impl Manager {
         )
     }
 
+    /// The sync thread's round got `why` from the authority instead of a snapshot (it was
+    /// mirrored as no answer): calls fail with it until a snapshot comes.
+    pub fn authority_refused(&mut self, why: String) {
+        if let Some(fleet) = self.fleet.as_mut() {
+            fleet.refused = Some(why);
+        }
+    }
+
     /// How long ago the last synchronisation was, for messages.
     fn last_sync_told(&mut self) -> String {
         let now = self.now();
@@ -237,6 +249,13 @@ impl Manager {
                 "this host is not in a fleet ([fleet] is not configured)".into(),
             ));
         };
+        if let (true, Some(why)) = (fleet.known_unreachable, &fleet.refused) {
+            return Err(PimError::Internal(format!(
+                "this host takes nothing from the fleet's database: {}; new activations are \
+                 refused until that is fixed; existing grants still end on time",
+                text::escape(why)
+            )));
+        }
         if fleet.known_unreachable {
             return Err(self.unreachable());
         }
@@ -919,6 +938,9 @@ impl Manager {
             return Ok(Mirrored::default());
         };
         fleet.known_unreachable = snapshot.is_none();
+        if snapshot.is_some() {
+            fleet.refused = None;
+        }
         let max_staleness = fleet.max_staleness;
         let now = self.now();
         if let Some(s) = snapshot {

@@ -857,3 +857,32 @@ fn given_fleet_requests_with_approvals_then_list_and_show_name_the_approvers() {
     );
     assert_err!(f.e.m.show_request(&alice, 32), NotFound);
 }
+
+#[test]
+fn given_an_authority_the_sync_refuses_then_calls_fail_saying_why_until_a_snapshot_comes() {
+    let mut f = fleet_env();
+    f.fake.fleet().refused = Some(
+        "the fleet's database has schema version 1, older than version 2 which this pimd \
+         speaks; nothing is taken from it: an administrator runs 'pimd --fleet-setup \
+         ADMIN_CONNINFO' again"
+            .into(),
+    );
+    let (outcome, _) = f.round();
+    assert!(outcome.is_err());
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m.activate(&alice, "admin", 600, REASON, "", "123456"),
+        Internal
+    );
+    assert!(
+        e.contains("takes nothing from the fleet's database") && e.contains("pimd --fleet-setup"),
+        "{e}"
+    );
+    f.fake.fleet().refused = None;
+    f.round().0.unwrap();
+    f.fake.fleet().activation = None;
+    assert_err!(
+        f.e.m.activate(&alice, "admin", 600, REASON, "", "123456"),
+        NotEligible
+    );
+}
