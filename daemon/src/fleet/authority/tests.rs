@@ -76,8 +76,8 @@ fn given_the_functions_answers_then_they_decode_to_the_outcomes() {
 
 #[test]
 fn given_no_database_then_every_call_is_unreachable_and_nothing_hangs() {
-    // A port nothing listens on: the connection is refused at once.
-    let conninfo = ConnInfo::parse("host=127.0.0.1 port=1 user=web7 dbname=pim").unwrap();
+    // A socket nothing listens on: the connection is refused at once.
+    let conninfo = ConnInfo::parse("host=/nonexistent port=1 user=web7 dbname=pim").unwrap();
     let mut authority = PgAuthority::new(conninfo.clone());
     assert!(matches!(
         authority.snapshot(),
