@@ -108,10 +108,11 @@ impl ConnInfo {
         })
     }
 
-    /// Opens a connection (blocking, within the connect timeout).
+    /// Opens a connection (blocking, within the connect timeout). The error says why, down
+    /// to its cause (a certificate from an unknown CA, a name mismatch): what pimd logs.
     pub fn connect(&self) -> Result<postgres::Client, String> {
         let tls = self.tls_connector()?;
-        self.config.connect(tls).map_err(|e| e.to_string())
+        self.config.connect(tls).map_err(|e| with_causes(&e))
     }
 
     /// The database user the string names (for messages).
@@ -148,7 +149,16 @@ impl ConnInfo {
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(setup)?;
         let mut store = X509StoreBuilder::new().map_err(setup)?;
         if let Some(root) = &self.root_cert {
+            use std::os::unix::fs::MetadataExt;
             let shown = root.display();
+            let meta = std::fs::metadata(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+            if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+                return Err(format!(
+                    "sslrootcert {shown} must be owned by root and writable by root only \
+                     (chmod 644): whoever can change it chooses whom pimd trusts as the \
+                     fleet's database"
+                ));
+            }
             let pem = std::fs::read(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
             let certs = X509::stack_from_pem(&pem)
                 .map_err(|e| format!("sslrootcert {shown} is not PEM certificates: {e}"))?;
@@ -165,6 +175,22 @@ impl ConnInfo {
         }
         Ok(builder)
     }
+}
+
+/// `error` and its sources, each once ("error performing TLS handshake: ...: hostname
+/// mismatch"): tokio-postgres's message alone leaves the cause out.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn tls_mode(value: &str) -> Result<TlsMode, String> {

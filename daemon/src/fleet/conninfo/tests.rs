@@ -138,3 +138,16 @@ fn given_an_unreadable_sslrootcert_then_the_error_names_it() {
     let error = info.unwrap().ssl_builder().err().unwrap();
     assert!(error.contains("sslrootcert /nonexistent/ca.crt"), "{error}");
 }
+
+#[test]
+fn given_an_sslrootcert_others_can_write_then_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::env::temp_dir().join(format!("pim-rootcert-w-{}.crt", std::process::id()));
+    std::fs::write(&root, ca_pem("pim fleet test ca")).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let conninfo = format!("host=h sslmode=verify-full sslrootcert={}", root.display());
+    let refused = ConnInfo::parse(&conninfo).unwrap().ssl_builder().err();
+    std::fs::remove_file(&root).unwrap();
+    let refused = refused.unwrap();
+    assert!(refused.contains("writable by root only"), "{refused}");
+}
