@@ -1510,8 +1510,21 @@ fn given_a_host_idling_in_a_transaction_holding_a_users_row_then_it_is_cut_off_a
 ) {
     let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
     let alice = authority.enrolled("alice");
-    // db1's root turns its own session's timeouts off, locks alice's MFA row (offering a
-    // code does) and keeps the transaction open.
+    authority.enrolled("bob");
+    let mut web7 = authority.host("web7", &passwords[1]);
+    // A session left idle in a transaction that holds bob's MFA row (offering a code locks
+    // it) ends on its login's idle_in_transaction_session_timeout; web7 then gets through.
+    let mut idle = authority.host("db1", &passwords[0]);
+    idle.batch_execute("BEGIN").unwrap();
+    offer(&mut idle, "bob", "000000").unwrap();
+    authority
+        .pg
+        .wait_until("web7 to get bob's row", Duration::from_secs(60), || {
+            offer(&mut web7, "bob", "111111").is_ok()
+        });
+    assert!(idle.simple_query("SELECT 1").is_err());
+    // db1's root turns its own session's timeouts off, locks alice's MFA row and keeps the
+    // transaction open.
     let mut db1 = authority.host("db1", &passwords[0]);
     db1.batch_execute(
         "SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; \
@@ -1521,13 +1534,11 @@ fn given_a_host_idling_in_a_transaction_holding_a_users_row_then_it_is_cut_off_a
     offer(&mut db1, "alice", "000000").unwrap();
     // web7 waits at most its lock_timeout on each try, and gets through once the database
     // has ended db1's transaction (older than 30 s, on the next call).
-    let mut web7 = authority.host("web7", &passwords[1]);
-    let fresh = code(&alice, now_step());
     let mut tries = Vec::new();
     authority
         .pg
         .wait_until("web7 to get alice's row", Duration::from_secs(120), || {
-            let result = offer(&mut web7, "alice", &fresh);
+            let result = offer(&mut web7, "alice", "111111");
             let through = result.is_ok();
             tries.push(sqlstate(&result));
             through
@@ -1536,7 +1547,8 @@ fn given_a_host_idling_in_a_transaction_holding_a_users_row_then_it_is_cut_off_a
         tries[..tries.len() - 1].iter().all(|s| s == "55P03"),
         "{tries:?}"
     );
-    let granted = activate_unoffered(&mut web7, "alice", &[], "ops", &fresh, None);
+    let fresh = code(&alice, now_step());
+    let granted = activate(&mut web7, "alice", &[], "ops", &fresh, None);
     assert!(
         granted
             .as_ref()
