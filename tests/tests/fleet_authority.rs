@@ -1615,3 +1615,62 @@ fn given_an_oversized_ship_audit_batch_then_it_is_refused_whole_and_pimd_ships_i
     assert_eq!(pimd.ship_audit(&records(150, 4096)).unwrap(), 150);
     assert_eq!(shipped(), 150);
 }
+
+#[test]
+fn given_a_host_listening_without_reading_then_it_is_cut_off_and_the_notify_queue_drains() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    // web7's root LISTENs in psql and then reads nothing: psql waits on its input, the
+    // notifications pile up in the socket and the backend blocks writing them, holding the
+    // NOTIFY queue's tail for everyone.
+    let mut listener = Command::new(format!("{}/psql", pim_e2e::postgres::PG_BIN))
+        .args(["--no-psqlrc", "--quiet", "--dbname"])
+        .arg(authority.conninfo("pim_host_web7", &passwords[1]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = listener.stdin.as_mut().unwrap();
+        stdin.write_all(b"LISTEN pim_wake;\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    let listening = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pim_host_web7'";
+    let blocked = format!("{listening} AND wait_event = 'ClientWrite'");
+    authority
+        .pg
+        .wait_until("web7 to listen", Duration::from_secs(30), || {
+            authority.count(&format!(
+                "{listening} AND query LIKE 'LISTEN%' AND state = 'idle'"
+            )) == 1
+        });
+    // 3,000 notifications of 7.9 kB (24 MB), as any session may send them.
+    authority.pg.admin_sql(
+        "SELECT count(pg_notify('pim_wake', lpad(g::text, 7900, 'x'))) \
+         FROM generate_series(1, 3000) g",
+    );
+    authority.pg.wait_until(
+        "web7's backend to block writing",
+        Duration::from_secs(30),
+        || authority.count(&blocked) == 1,
+    );
+    assert!(authority.count("SELECT count(*) WHERE pg_notification_queue_usage() > 0") == 1);
+    // Any host's next call ends it, and the queue's tail moves on.
+    let mut db1 = authority.host("db1", &passwords[0]);
+    authority
+        .pg
+        .wait_until("web7's listener to be cut", Duration::from_secs(30), || {
+            snapshot_grants(&mut db1);
+            authority.count(listening) == 0
+        });
+    authority
+        .pg
+        .wait_until("the NOTIFY queue to drain", Duration::from_secs(30), || {
+            authority.count("SELECT count(*) WHERE pg_notification_queue_usage() = 0") == 1
+        });
+    assert!(authority.pg.log().contains(
+        "pim: ended a session of host web7 stuck in a transaction or a write (idle, ClientWrite)"
+    ));
+    let _ = listener.kill();
+    let _ = listener.wait();
+}
