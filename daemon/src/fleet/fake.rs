@@ -34,6 +34,14 @@ pub struct FakeFleet {
     pub calls: Vec<String>,
     pub pushed: Vec<(String, serde_json::Value)>,
     pub enrolled: Vec<(String, Vec<u8>)>,
+    /// The next call waits here (as on a database that does not answer) until released.
+    pub hold: Option<Hold>,
+}
+
+/// A call held: it says when it is waiting, then waits for the release.
+pub struct Hold {
+    pub waiting: std::sync::mpsc::Sender<()>,
+    pub release: std::sync::mpsc::Receiver<()>,
 }
 
 #[derive(Clone, Default)]
@@ -59,6 +67,11 @@ impl FakeAuthority {
         line: String,
         f: impl FnOnce(&mut FakeFleet) -> Result<T, AuthorityError>,
     ) -> Result<T, AuthorityError> {
+        let hold = self.fleet().hold.take();
+        if let Some(hold) = hold {
+            let _ = hold.waiting.send(());
+            let _ = hold.release.recv();
+        }
         let mut fleet = self.fleet();
         if !fleet.reachable {
             return Err(AuthorityError::Unreachable("connection refused".into()));
