@@ -1004,19 +1004,20 @@ impl Manager {
             .known_unreachable
             .store(snapshot.is_none(), Ordering::SeqCst);
         let max_staleness = fleet.max_staleness;
-        let now = self.now();
+        let (now, boot) = (self.now(), self.clock.boot());
         if let Some(s) = snapshot {
             let sync = FleetSync {
                 synced_at: now,
                 db_now: s.db_now,
                 policy_version: s.policy_version,
+                boot: boot.clone(),
             };
             self.store.write(|tx| tx.set_fleet_sync(&sync))?;
         }
         let (mirrored, sync) = self
             .store
             .read(|tx| Ok::<_, StoreError>((tx.fleet_mirrored()?, tx.fleet_sync()?)))?;
-        let fresh = mirror::freshness(sync.as_ref(), now, max_staleness);
+        let fresh = mirror::freshness(sync.as_ref(), now, &boot, max_staleness);
         let stale = fresh.as_ref().err().map(|s| s.describe(now, max_staleness));
         let plan = mirror::plan(
             &self.config,

@@ -845,3 +845,36 @@ fn given_a_call_waiting_for_the_database_then_expiry_ends_a_due_grant_meanwhile(
     let e = assert_err!(then(&mut f.e.m).inline(&mut f.e.m), NotEligible);
     assert!(e.contains("not eligible"), "{e}");
 }
+
+#[test]
+fn given_the_wall_clock_set_back_in_a_partition_then_fleet_grants_still_go_stale() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    f.fake.fleet().reachable = false;
+    // Someone sets the clock back as time passes: by the wall clock, the last
+    // synchronisation stays a minute old.
+    f.e.clock.step_wall(-600);
+    f.advance(601);
+    assert!(!f.sudo_allowed("alice").allowed);
+    let report = f.sync();
+    assert_eq!(report.ended, 1);
+    assert!(report.stale.unwrap().contains("more than max_staleness"));
+    assert!(!f.in_sudo("alice"));
+}
+
+#[test]
+fn given_a_reboot_then_fleet_grants_wait_for_a_synchronisation_of_this_boot() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    f.e.clock.reboot();
+    f.fake.fleet().reachable = false;
+    assert!(!f.sudo_allowed("alice").allowed);
+    let report = f.sync();
+    assert_eq!(report.ended, 1);
+    assert!(report.stale.unwrap().contains("since it booted"));
+    f.fake.fleet().reachable = true;
+    assert_eq!(f.sync().started, 1);
+    assert!(f.sudo_allowed("alice").allowed);
+}
