@@ -28,6 +28,8 @@ pub struct FakeFleet {
     pub shipped: Vec<AuditRecord>,
     /// At most this many records stored per `ship_audit` (a partial ship).
     pub ship_limit: Option<usize>,
+    /// Shipped records about this role are refused as invalid (the whole batch with them).
+    pub refuse_role: Option<String>,
     pub expired_calls: u32,
     pub connections: u32,
     /// What was asked, one line per call ("activate alice admin groups=[ops] host=None").
@@ -220,6 +222,7 @@ impl Authority for FakeAuthority {
                 [&r.actor, &r.user, &r.role, &r.reason, &r.ticket, &r.detail]
                     .iter()
                     .any(|t| t.len() > 4096 || t.chars().any(char::is_control))
+                    || f.refuse_role.as_ref() == Some(&r.role)
             });
             if refused {
                 return Err(AuthorityError::Refused(PimError::InvalidArgument(

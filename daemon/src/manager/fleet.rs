@@ -1232,6 +1232,21 @@ impl Manager {
         Ok(records.into_iter().map(for_shipping).collect())
     }
 
+    /// Says (syslog, error) which local audit records went to the fleet only as stand-ins,
+    /// and why the fleet's database refused them as written: at most [`SHIP_BATCH`] a call.
+    pub fn audit_set_aside(&mut self, set_aside: &[(i64, String)]) {
+        for (id, why) in set_aside {
+            self.outbox.syslog.push((
+                Severity::Error,
+                format!(
+                    "fleet: local audit record {id} was refused by the fleet's database and \
+                     shipped as a stand-in without its text: {}",
+                    text::for_record(why, text::MAX_REASON_BYTES)
+                ),
+            ));
+        }
+    }
+
     /// Records that the local audit up to `through` is in the fleet's.
     pub fn audit_shipped(&mut self, through: i64) -> Result<(), PimError> {
         self.store.write(|tx| tx.set_audit_shipped(through))?;

@@ -878,3 +878,57 @@ fn given_a_reboot_then_fleet_grants_wait_for_a_synchronisation_of_this_boot() {
     assert_eq!(f.sync().started, 1);
     assert!(f.sudo_allowed("alice").allowed);
 }
+
+#[test]
+fn given_a_record_the_authority_refuses_then_it_goes_as_a_stand_in_and_the_rest_are_shipped() {
+    let mut f = fleet_env();
+    f.round().0.unwrap();
+    f.fake.fleet().refuse_role = Some("docker".into());
+    let alice = f.e.who("alice");
+    // Refused by the fake (no answer set): a local record about role docker.
+    let _ = f.e.m.deactivate(&alice, "docker");
+    let _ = f.e.m.deactivate(&alice, "admin");
+    let (report, _) = f.round();
+    let report = report.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let shipped = f.fake.fleet().shipped.clone();
+    let local = f.e.audited("deactivate");
+    assert_eq!(local.len(), 2);
+    let stand_in = shipped.iter().find(|r| r.id == local[0].id).unwrap();
+    assert_eq!(
+        (stand_in.role.as_str(), stand_in.hash.as_str()),
+        ("", local[0].hash.as_str())
+    );
+    assert!(
+        stand_in.detail.contains("not shipped as written"),
+        "{}",
+        stand_in.detail
+    );
+    let after = shipped.iter().find(|r| r.id == local[1].id).unwrap();
+    assert_eq!(after.role, "admin");
+    let logged = f.e.m.take_outbox().syslog;
+    assert!(
+        logged
+            .iter()
+            .any(|(_, line)| line.contains(&format!("local audit record {}", local[0].id))),
+        "{logged:?}"
+    );
+    // Nothing is left to ship.
+    assert!(f.e.m.audit_to_ship().unwrap().is_empty());
+}
+
+#[test]
+fn given_the_authority_unreachable_while_shipping_then_the_spool_waits_for_the_next_round() {
+    let mut f = fleet_env();
+    f.round().0.unwrap();
+    let alice = f.e.who("alice");
+    let _ = f.e.m.deactivate(&alice, "docker");
+    let before = f.e.m.audit_to_ship().unwrap().len();
+    assert!(before > 0);
+    f.fake.fleet().reachable = false;
+    assert!(f.round().0.is_err());
+    assert!(f.e.m.audit_to_ship().unwrap().len() >= before);
+    f.fake.fleet().reachable = true;
+    f.round().0.unwrap();
+    assert!(f.e.m.audit_to_ship().unwrap().is_empty());
+}
