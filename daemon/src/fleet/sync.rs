@@ -177,7 +177,10 @@ pub fn round(
         };
         if !set_aside.is_empty() {
             managed
-                .run(move |m| Ok(m.audit_set_aside(&set_aside)))
+                .run(move |m| {
+                    m.audit_set_aside(&set_aside);
+                    Ok(())
+                })
                 .map_err(RoundError::Local)?;
         }
         if stored == 0 {
@@ -215,12 +218,11 @@ fn ship(
         let single = match authority.ship_audit(std::slice::from_ref(record)) {
             Err(AuthorityError::Refused(PimError::InvalidArgument(why))) => {
                 let stand_in = stand_in(record, &why);
-                authority
-                    .ship_audit(std::slice::from_ref(&stand_in))
-                    .map(|n| {
-                        set_aside.push((record.id, why));
-                        n
-                    })
+                let shipped = authority.ship_audit(std::slice::from_ref(&stand_in));
+                if shipped.is_ok() {
+                    set_aside.push((record.id, why));
+                }
+                shipped
             }
             other => other,
         };
