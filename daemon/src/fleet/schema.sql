@@ -1067,6 +1067,45 @@ $$;
 
 -- Stores the host's local audit records (a JSON list of AuditRecord, at most 1000); a
 -- record already stored (same host, same local id) is skipped. Returns how many were new.
+-- A host's shipped audit continues its own chain: a new record's local id is above every one
+-- it shipped, and its prev is the hash of the last one (its first shipment starts anywhere:
+-- the host had a history before it joined); a record shipped again is the one stored. A gap
+-- or a fork is refused, naming the records, and nothing of the batch is stored.
+CREATE OR REPLACE FUNCTION pim.check_shipped_chain(host_name text, rec jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    shipped_id bigint := (rec ->> 'id')::bigint;
+    stored pim.audit;
+    last pim.audit;
+BEGIN
+    -- One shipment of a host at a time: the last record cannot move under this one.
+    PERFORM 1 FROM pim.hosts WHERE name = host_name FOR UPDATE;
+    SELECT * INTO stored FROM pim.audit WHERE host = host_name AND local_id = shipped_id;
+    IF FOUND THEN
+        IF stored.hash IS DISTINCT FROM rec ->> 'hash' THEN
+            PERFORM pim.refuse('PM009', format('local audit record %s differs from the one '
+                'this host shipped before: a fork of its audit chain', shipped_id));
+        END IF;
+        RETURN;
+    END IF;
+    SELECT * INTO last FROM pim.audit WHERE host = host_name AND local_id IS NOT NULL
+        ORDER BY local_id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF shipped_id < last.local_id THEN
+        PERFORM pim.refuse('PM009', format('local audit record %s comes after record %s was '
+            'shipped: local ids must increase', shipped_id, last.local_id));
+    END IF;
+    IF rec ->> 'prev' IS DISTINCT FROM last.hash THEN
+        PERFORM pim.refuse('PM009', format('local audit record %s does not follow record %s, '
+            'the last this host shipped (its prev is not that record''s hash): a gap or a '
+            'fork in its audit chain', shipped_id, last.local_id));
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pim_api.ship_audit(records jsonb) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -1085,6 +1124,7 @@ BEGIN
             OR jsonb_typeof(rec -> 'at') IS DISTINCT FROM 'number' THEN
             PERFORM pim.refuse('PM002', 'a shipped audit record needs its local id and time');
         END IF;
+        PERFORM pim.check_shipped_chain(h.name, rec);
         INSERT INTO pim.audit (at, host, local_id, actor, action, "user", role, outcome, reason,
             ticket, detail, prev, hash)
         VALUES ((rec ->> 'at')::bigint, h.name, (rec ->> 'id')::bigint,
