@@ -463,7 +463,7 @@ fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
         1
     );
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_failure'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-failure'"),
         1
     );
 
@@ -496,7 +496,7 @@ fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
     assert_eq!(refused(&locked), "PM006", "{locked:?}");
     assert_eq!(grants(), 1);
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-lockout'"),
         1
     );
 }
@@ -564,7 +564,7 @@ fn given_wrong_codes_checked_in_transactions_rolled_back_then_they_still_lock_th
     assert_eq!(refused(&fresh), "PM006", "{fresh:?}");
     assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-lockout'"),
         1
     );
 }

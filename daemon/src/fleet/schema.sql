@@ -306,6 +306,8 @@ CREATE OR REPLACE FUNCTION pim.scope_of(r jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT coalesce(array(SELECT jsonb_array_elements_text(r -> 'hosts')), '{}') $$;
 
+-- A record of the authority's own. Its action is a name of pim_common::vocab::AuditAction
+-- (kebab-case), the vocabulary of the records hosts ship: one vocabulary in pim.audit.
 CREATE OR REPLACE FUNCTION pim.audit(host text, actor text, action text, who text, role text,
     outcome text, detail text, reason text DEFAULT '', ticket text DEFAULT '') RETURNS void
 LANGUAGE sql SET search_path = pim, pg_catalog, pg_temp
@@ -423,7 +425,7 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The failure was counted when the code was offered.
-    PERFORM pim.audit(host, who, 'mfa_failure', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-failure', who, '', 'refused',
         format('wrong or reused code (%s of %s)', m.failures, rules.max_failures));
     IF m.failures >= rules.max_failures THEN
         PERFORM pim.lock_out(who, host, rules.lockout_secs);
@@ -440,7 +442,7 @@ LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE pim.mfa SET failures = 0, locked_until = pim.now_s() + lockout_secs WHERE "user" = who;
-    PERFORM pim.audit(host, who, 'mfa_lockout', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-lockout', who, '', 'refused',
         format('locked for %s seconds', lockout_secs));
 END
 $$;
@@ -547,7 +549,7 @@ BEGIN
     END IF;
     INSERT INTO pim.policies (text, normalized, pushed_by, pushed_at)
     VALUES (policy_text, normalized, pushed_by, pim.now_s()) RETURNING version INTO v;
-    PERFORM pim.audit(host, pushed_by, 'policy_push', '', '', 'success', format('policy version %s', v));
+    PERFORM pim.audit(host, pushed_by, 'admin-policy-push', '', '', 'success', format('policy version %s', v));
     PERFORM pim.wake();
     RETURN v;
 END
@@ -579,7 +581,7 @@ BEGIN
     END IF;
     EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE pim_host', login, password);
     INSERT INTO pim.hosts (name, login, tags, added_at) VALUES (host_name, login, tags, pim.now_s());
-    PERFORM pim.audit(host, actor, 'host_add', '', '', 'success',
+    PERFORM pim.audit(host, actor, 'admin-host-add', '', '', 'success',
         format('host %s (tags %s)', host_name, array_to_string(tags, ',')));
     RETURN password;
 END
@@ -696,7 +698,7 @@ BEGIN
     INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
         enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
-    PERFORM pim.audit(h.name, who, 'mfa_enrol', who, '', 'pending', 'enrolment started');
+    PERFORM pim.audit(h.name, who, 'mfa-enroll', who, '', 'pending', 'enrolment started');
     RETURN '{}';
 END
 $$;
@@ -720,7 +722,7 @@ BEGIN
         RETURN refused;
     END IF;
     UPDATE pim.mfa SET confirmed = true WHERE "user" = who;
-    PERFORM pim.audit(h.name, who, 'mfa_confirm', who, '', 'success', 'enrolment confirmed');
+    PERFORM pim.audit(h.name, who, 'mfa-confirm', who, '', 'success', 'enrolment confirmed');
     RETURN '{}';
 END
 $$;
@@ -742,7 +744,7 @@ BEGIN
         RETURN refused;
     END IF;
     DELETE FROM pim.mfa WHERE "user" = who;
-    PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success', 'enrolment removed');
+    PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success', 'enrolment removed');
     RETURN '{}';
 END
 $$;
@@ -995,7 +997,7 @@ BEGIN
     IF jsonb_array_length(ended) = 0 THEN
         PERFORM pim.refuse('PM008', format('%s holds no live grant of %s', who, role_name));
     END IF;
-    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'revoke' ELSE 'deactivate' END,
+    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'admin-revoke' ELSE 'deactivate' END,
         who, role_name, 'success', format('grants %s %s', ended, why), reason);
     PERFORM pim.wake();
     RETURN ended;
@@ -1058,7 +1060,7 @@ BEGIN
     FOR g IN UPDATE pim.requests SET state = 'expired', decided_at = pim.now_s()
              WHERE state = 'pending' AND expires_at <= pim.now_s()
              RETURNING id, "user", role LOOP
-        PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
+        PERFORM pim.audit(h.name, 'pimd', 'request-expire', g."user", g.role, 'success',
             format('request %s lapsed', g.id));
     END LOOP;
     RETURN ended;
