@@ -1850,6 +1850,49 @@ mod tests {
         Core::new(manager)
     }
 
+    #[tokio::test]
+    async fn given_a_fleet_call_waiting_for_the_database_then_the_manager_answers_meanwhile() {
+        use crate::fleet::fake::{FakeAuthority, Hold};
+        let fake = FakeAuthority::reachable("web7", 0);
+        let (waiting, is_waiting) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        fake.fleet().hold = Some(Hold {
+            waiting,
+            release: released,
+        });
+        let core = core();
+        let config = core.with_manager(|m| Ok(m.config().clone())).await.unwrap();
+        let connector = Arc::new(fake.clone());
+        core.with_manager(move |m| {
+            m.set_fleet(crate::manager::Fleet::new(connector, config, "web7".into()));
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let alice = Caller {
+            uid: 1000,
+            name: "alice".into(),
+        };
+        let call = core
+            .with_manager(move |m| Ok(m.fleet_mfa_status(&alice)))
+            .await
+            .unwrap();
+        let pending = tokio::spawn({
+            let core = core.clone();
+            async move { core.finish_steps(call).await }
+        });
+        tokio::task::spawn_blocking(move || is_waiting.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // Expiry's turn on the manager while the call waits for the database.
+        core.with_manager(|m| m.reconcile()).await.unwrap();
+        release.send(()).unwrap();
+        let status = pending.await.unwrap().unwrap();
+        assert!(!status.enrolled);
+        assert_eq!(fake.fleet().calls, ["enrolled? alice"]);
+    }
+
     /// A host with role admin (group sudo) that alice is eligible for and has not activated,
     /// its database in a file of its own: a core on it and the access check's readers.
     pub(super) struct AccessHost {
