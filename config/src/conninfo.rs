@@ -49,14 +49,29 @@ pub fn pairs(conninfo: &str) -> Result<Vec<(String, String)>, String> {
                 }
             }
         }
+        // libpq lets a later key override an earlier one, but the TCP client pimd uses adds
+        // up repeated hosts: `host=db host=/run/postgresql` would pass the transport rule
+        // on the last and connect to the first. One of each, so every reader agrees.
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(format!(
+                "the connection string gives {} more than once: give each key once",
+                text::escape(&key)
+            ));
+        }
         out.push((key, value));
     }
 }
 
+/// The CA file trusted when `sslrootcert` is not given: libpq's default for root
+/// (`~/.postgresql/root.crt`, root's home being /root), so that a string written for libpq
+/// means the same to pimd. pimd reads no environment to find it.
+pub const DEFAULT_SSLROOTCERT: &str = "/root/.postgresql/root.crt";
+
 /// The fleet's database is reached over a Unix socket (`host=/path`) or over TCP with TLS
 /// that verifies the server against a CA file of its own: `sslmode=verify-full` (the chain
-/// and the name) with `sslrootcert=FILE`. Anything weaker lets whoever sits on the network
-/// pose as the authority and serve a policy and grants of its choosing: root on every host.
+/// and the name) with `sslrootcert=FILE`, or [`DEFAULT_SSLROOTCERT`] when it is not given.
+/// Anything weaker lets whoever sits on the network pose as the authority and serve a policy
+/// and grants of its choosing: root on every host.
 pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
     let last = |key: &str| {
         pairs
@@ -94,11 +109,30 @@ pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
             text::escape(mode)
         ));
     }
-    if last("sslrootcert").is_none_or(str::is_empty) {
+    if last("sslrootcert").is_some_and(str::is_empty) {
         return Err(format!(
-            "connects over TCP ({}) with sslmode=verify-full but no sslrootcert: {fix}",
+            "connects over TCP ({}) with sslmode=verify-full but an empty sslrootcert: {fix}",
             text::escape(first)
         ));
+    }
+    // verify-full checks the certificate against the host name pimd connects to; an address
+    // alone (hostaddr without a name in host at its place) leaves no name to check, and
+    // any certificate of the CA would do.
+    let addresses = listed("hostaddr");
+    if !addresses.is_empty() {
+        let names = last("host")
+            .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let named = names.len() == addresses.len()
+            && names.iter().all(|n| !n.is_empty() && !n.starts_with('/'));
+        if !named {
+            return Err(format!(
+                "connects over TCP ({}) by hostaddr without the host name its certificate \
+                 must carry: give host=NAME for each hostaddr (as many, in the same order), \
+                 so that sslmode=verify-full has a name to check",
+                text::escape(first)
+            ));
+        }
     }
     Ok(())
 }

@@ -714,11 +714,22 @@ fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_canno
     web1.psql(&fleet.conninfo(&db1_login, &web1_password), "SELECT 1")
         .assert_failure()
         .assert_stderr_contains("password authentication failed");
-    let forged = r#"SELECT pim_api.ship_audit('[{"id": 900001, "at": 1, "host": "db1",
-        "actor": "root", "action": "access-check", "user": "alice", "role": "dbops",
-        "outcome": "success", "reason": "", "ticket": "", "detail": "", "prev": "",
-        "hash": ""}]'::jsonb)"#;
-    web1.psql(&mine, forged).assert_success();
+    // The record must follow web1's shipped chain (ship_audit checks it): its prev is the
+    // hash of the last record web1 shipped, read again should pimd ship one meanwhile.
+    fleet.wait_until("web1 to ship a record claiming db1", WAIT, || {
+        let prev = fleet.db.admin_sql(
+            "SELECT hash FROM pim.audit WHERE host = 'web1' AND local_id IS NOT NULL \
+             ORDER BY local_id DESC LIMIT 1",
+        );
+        let forged = format!(
+            r#"SELECT pim_api.ship_audit('[{{"id": 900001, "at": 1, "host": "db1",
+            "actor": "root", "action": "access-check", "user": "alice", "role": "dbops",
+            "outcome": "success", "reason": "", "ticket": "", "detail": "", "prev": "{}",
+            "hash": "forged"}}]'::jsonb)"#,
+            prev.trim()
+        );
+        web1.psql(&mine, &forged).success()
+    });
     assert_eq!(
         fleet
             .db

@@ -336,6 +336,8 @@ CREATE OR REPLACE FUNCTION pim.scope_of(r jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT coalesce(array(SELECT jsonb_array_elements_text(r -> 'hosts')), '{}') $$;
 
+-- A record of the authority's own. Its action is a name of pim_common::vocab::AuditAction
+-- (kebab-case), the vocabulary of the records hosts ship: one vocabulary in pim.audit.
 CREATE OR REPLACE FUNCTION pim.audit(host text, actor text, action text, who text, role text,
     outcome text, detail text, reason text DEFAULT '', ticket text DEFAULT '') RETURNS void
 LANGUAGE sql SET search_path = pim, pg_catalog, pg_temp
@@ -521,7 +523,7 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The failure was counted when the code was offered.
-    PERFORM pim.audit(host, who, 'mfa_failure', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-failure', who, '', 'refused',
         format('wrong or reused code (%s of %s on host %s, %s of %s on every host)', f.failures,
             rules.max_failures, f.host, m.failures, rules.max_failures * pim.fleet_lockout_factor()));
     IF m.failures >= rules.max_failures * pim.fleet_lockout_factor() THEN
@@ -552,7 +554,7 @@ BEGIN
         UPDATE pim.mfa_host_failures x SET failures = 0, locked_until = pim.now_s() + lockout_secs
             WHERE x."user" = who AND x.host = on_host;
     END IF;
-    PERFORM pim.audit(host, who, 'mfa_lockout', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-lockout', who, '', 'refused',
         CASE WHEN on_host IS NULL THEN format('locked on every host for %s seconds', lockout_secs)
              ELSE format('locked on host %s for %s seconds', on_host, lockout_secs) END);
 END
@@ -662,7 +664,7 @@ BEGIN
     END IF;
     INSERT INTO pim.policies (text, normalized, pushed_by, pushed_at)
     VALUES (policy_text, normalized, pushed_by, pim.now_s()) RETURNING version INTO v;
-    PERFORM pim.audit(host, pushed_by, 'policy_push', '', '', 'success', format('policy version %s', v));
+    PERFORM pim.audit(host, pushed_by, 'admin-policy-push', '', '', 'success', format('policy version %s', v));
     PERFORM pim.wake();
     RETURN v;
 END
@@ -695,7 +697,7 @@ BEGIN
     EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE pim_host', login, password);
     PERFORM pim.limit_host_login(login);
     INSERT INTO pim.hosts (name, login, tags, added_at) VALUES (host_name, login, tags, pim.now_s());
-    PERFORM pim.audit(host, actor, 'host_add', '', '', 'success',
+    PERFORM pim.audit(host, actor, 'admin-host-add', '', '', 'success',
         format('host %s (tags %s)', host_name, array_to_string(tags, ',')));
     RETURN password;
 END
@@ -776,10 +778,17 @@ BEGIN
         WHERE a.pid <> pg_backend_pid()
           AND (a.xact_start < clock_timestamp() - make_interval(secs => pim.host_transaction_max_secs())
                OR (a.state = 'idle' AND a.wait_event = 'ClientWrite')) LOOP
-        IF pg_terminate_backend(stuck.pid) THEN
-            RAISE LOG 'pim: ended a session of host % stuck in a transaction or a write (%, %)',
-                stuck.name, stuck.state, coalesce(stuck.wait_event, '-');
-        END IF;
+        -- A session pim_owner may not end (a host login made a superuser by hand) must not
+        -- make every host's calls fail: logged, and the call goes on.
+        BEGIN
+            IF pg_terminate_backend(stuck.pid) THEN
+                RAISE LOG 'pim: ended a session of host % stuck in a transaction or a write (%, %)',
+                    stuck.name, stuck.state, coalesce(stuck.wait_event, '-');
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE LOG 'pim: cannot end the stuck session % of host %: %', stuck.pid, stuck.name,
+                SQLERRM;
+        END;
     END LOOP;
 END
 $$;
@@ -919,7 +928,7 @@ BEGIN
     INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
         enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
-    PERFORM pim.audit(h.name, who, 'mfa_enrol', who, '', 'pending', 'enrolment started');
+    PERFORM pim.audit(h.name, who, 'mfa-enroll', who, '', 'pending', 'enrolment started');
     RETURN '{}';
 END
 $$;
@@ -943,7 +952,7 @@ BEGIN
         RETURN refused;
     END IF;
     UPDATE pim.mfa SET confirmed = true WHERE "user" = who;
-    PERFORM pim.audit(h.name, who, 'mfa_confirm', who, '', 'success', 'enrolment confirmed');
+    PERFORM pim.audit(h.name, who, 'mfa-confirm', who, '', 'success', 'enrolment confirmed');
     RETURN '{}';
 END
 $$;
@@ -966,7 +975,7 @@ BEGIN
     END IF;
     DELETE FROM pim.mfa WHERE "user" = who;
     DELETE FROM pim.mfa_host_failures x WHERE x."user" = who;
-    PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success', 'enrolment removed');
+    PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success', 'enrolment removed');
     RETURN '{}';
 END
 $$;
@@ -1226,7 +1235,7 @@ BEGIN
     IF jsonb_array_length(ended) = 0 THEN
         PERFORM pim.refuse('PM008', format('%s holds no live grant of %s', who, role_name));
     END IF;
-    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'revoke' ELSE 'deactivate' END,
+    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'admin-revoke' ELSE 'deactivate' END,
         who, role_name, 'success', format('grants %s %s', ended, why), reason);
     PERFORM pim.wake();
     RETURN ended;
@@ -1291,17 +1300,23 @@ DECLARE
     g record;
     ended jsonb := '[]';
 BEGIN
+    -- Rows another session holds are left to it (it expires them, or the next round here
+    -- does): a host idling on a locked row must not stall every other host's round.
     FOR g IN UPDATE pim.grants SET ended_at = ends_at, end_reason = 'expired'
-             WHERE ends_at <= pim.now_s() AND ended_at IS NULL
+             WHERE id IN (SELECT id FROM pim.grants
+                          WHERE ends_at <= pim.now_s() AND ended_at IS NULL
+                          FOR UPDATE SKIP LOCKED)
              RETURNING id, "user", role LOOP
         PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
             format('grant %s expired', g.id));
         ended := ended || to_jsonb(g.id);
     END LOOP;
     FOR g IN UPDATE pim.requests SET state = 'expired', decided_at = pim.now_s()
-             WHERE state = 'pending' AND expires_at <= pim.now_s()
+             WHERE id IN (SELECT id FROM pim.requests
+                          WHERE state = 'pending' AND expires_at <= pim.now_s()
+                          FOR UPDATE SKIP LOCKED)
              RETURNING id, "user", role LOOP
-        PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
+        PERFORM pim.audit(h.name, 'pimd', 'request-expire', g."user", g.role, 'success',
             format('request %s lapsed', g.id));
     END LOOP;
     RETURN ended;
@@ -1311,6 +1326,45 @@ $$;
 -- Stores the host's local audit records (a JSON list of AuditRecord, at most 1000 and
 -- pim.ship_max_bytes() of JSON); a record already stored (same host, same local id) is
 -- skipped. Returns how many were new.
+-- A host's shipped audit continues its own chain: a new record's local id is above every one
+-- it shipped, and its prev is the hash of the last one (its first shipment starts anywhere:
+-- the host had a history before it joined); a record shipped again is the one stored. A gap
+-- or a fork is refused, naming the records, and nothing of the batch is stored.
+CREATE OR REPLACE FUNCTION pim.check_shipped_chain(host_name text, rec jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    shipped_id bigint := (rec ->> 'id')::bigint;
+    stored pim.audit;
+    last pim.audit;
+BEGIN
+    -- One shipment of a host at a time: the last record cannot move under this one.
+    PERFORM 1 FROM pim.hosts WHERE name = host_name FOR UPDATE;
+    SELECT * INTO stored FROM pim.audit WHERE host = host_name AND local_id = shipped_id;
+    IF FOUND THEN
+        IF stored.hash IS DISTINCT FROM rec ->> 'hash' THEN
+            PERFORM pim.refuse('PM009', format('local audit record %s differs from the one '
+                'this host shipped before: a fork of its audit chain', shipped_id));
+        END IF;
+        RETURN;
+    END IF;
+    SELECT * INTO last FROM pim.audit WHERE host = host_name AND local_id IS NOT NULL
+        ORDER BY local_id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF shipped_id < last.local_id THEN
+        PERFORM pim.refuse('PM009', format('local audit record %s comes after record %s was '
+            'shipped: local ids must increase', shipped_id, last.local_id));
+    END IF;
+    IF rec ->> 'prev' IS DISTINCT FROM last.hash THEN
+        PERFORM pim.refuse('PM009', format('local audit record %s does not follow record %s, '
+            'the last this host shipped (its prev is not that record''s hash): a gap or a '
+            'fork in its audit chain', shipped_id, last.local_id));
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pim_api.ship_audit(records jsonb) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -1332,6 +1386,7 @@ BEGIN
             OR jsonb_typeof(rec -> 'at') IS DISTINCT FROM 'number' THEN
             PERFORM pim.refuse('PM002', 'a shipped audit record needs its local id and time');
         END IF;
+        PERFORM pim.check_shipped_chain(h.name, rec);
         INSERT INTO pim.audit (at, host, local_id, actor, action, "user", role, outcome, reason,
             ticket, detail, prev, hash)
         VALUES ((rec ->> 'at')::bigint, h.name, (rec ->> 'id')::bigint,
@@ -1447,7 +1502,7 @@ BEGIN
     FOR g IN UPDATE pim.grants SET ended_at = pim.now_s(), end_reason = 'host disabled'
              WHERE only_host = host_name AND ended_at IS NULL AND ends_at > pim.now_s()
              RETURNING id, "user", role LOOP
-        PERFORM pim.audit(h.name, actor, 'revoke', g."user", g.role, 'success',
+        PERFORM pim.audit(h.name, actor, 'admin-revoke', g."user", g.role, 'success',
             format('grant %s ended: its host %s was disabled', g.id, host_name));
         ended := ended || to_jsonb(g.id);
     END LOOP;
@@ -1459,7 +1514,7 @@ BEGIN
             format('request %s cancelled: its host %s was disabled', g.id, host_name));
         cancelled := cancelled || to_jsonb(g.id);
     END LOOP;
-    PERFORM pim.audit(h.name, actor, 'host_disable', '', '', 'success',
+    PERFORM pim.audit(h.name, actor, 'admin-host-disable', '', '', 'success',
         format('host %s disabled; grants ended %s, requests cancelled %s', host_name, ended, cancelled));
     PERFORM pim.wake();
     RETURN jsonb_build_object('grants_ended', ended, 'requests_cancelled', cancelled);
@@ -1484,7 +1539,7 @@ BEGIN
     END IF;
     UPDATE pim.hosts SET disabled_at = NULL, disabled_by = NULL WHERE name = host_name;
     EXECUTE format('ALTER ROLE %I LOGIN', target.login);
-    PERFORM pim.audit(h.name, actor, 'host_enable', '', '', 'success', format('host %s enabled', host_name));
+    PERFORM pim.audit(h.name, actor, 'admin-host-enable', '', '', 'success', format('host %s enabled', host_name));
     PERFORM pim.wake();
     RETURN '{}';
 END

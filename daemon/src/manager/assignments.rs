@@ -1075,7 +1075,7 @@ impl Manager {
     /// auditors. Anyone else gets the answer a request that does not exist gets.
     pub fn show_request(&mut self, caller: &Caller, id: i64) -> Result<RequestDetail, PimError> {
         if self.in_fleet() {
-            return self.fleet_show_request(caller, id);
+            return self.fleet_show_request(caller, id).inline(self);
         }
         let found = self.store.read(|tx| {
             let Some(r) = tx.request(id)? else {

@@ -220,7 +220,7 @@ impl Manager {
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_enroll(caller);
+            return self.fleet_mfa_enroll(caller).inline(self);
         }
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
@@ -304,7 +304,7 @@ impl Manager {
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_confirm(caller, code);
+            return self.fleet_mfa_confirm(caller, code).inline(self);
         }
         self.own_mfa(caller, AuditAction::MfaConfirm, |m, user, audit| {
             m.try_mfa_confirm(user, code, audit)
@@ -653,7 +653,7 @@ impl Manager {
 
     pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_status(caller);
+            return self.fleet_mfa_status(caller).inline(self);
         }
         let now = self.now();
         let policy = self.mfa_policy();

@@ -5,10 +5,6 @@ fn given_malformed_strings_then_the_error_says_what_is_wrong() {
     assert!(ConnInfo::parse("host=/run/pg sslmode=allow")
         .unwrap_err()
         .contains("sslmode 'allow' is not supported"));
-    for mode in ["verify-ca", "verify-full"] {
-        let refused = ConnInfo::parse(&format!("host=/run/pg sslmode={mode}")).unwrap_err();
-        assert!(refused.contains("need sslrootcert=FILE"), "{refused}");
-    }
     assert!(ConnInfo::parse("host=/run/pg sslcert=/c")
         .unwrap_err()
         .contains("sslcert and sslkey go together"));
@@ -18,12 +14,12 @@ fn given_malformed_strings_then_the_error_says_what_is_wrong() {
 }
 
 #[test]
-fn given_tcp_without_verify_full_and_sslrootcert_then_pimd_refuses_to_connect() {
+fn given_tcp_without_verify_full_or_with_an_empty_sslrootcert_then_pimd_refuses_to_connect() {
     for conninfo in [
         "host=db.example user=pim_host_web7",
         "host=db.example sslmode=require",
         "host=db.example sslmode=verify-ca sslrootcert=/etc/pim/fleet-ca.pem",
-        "host=db.example sslmode=verify-full",
+        "host=db.example sslmode=verify-full sslrootcert=''",
     ] {
         let refused = ConnInfo::parse(conninfo).unwrap_err();
         assert!(
@@ -133,6 +129,20 @@ fn given_sslrootcert_then_only_its_certificates_are_trusted_not_the_systems() {
 }
 
 #[test]
+fn given_verify_full_without_sslrootcert_then_libpqs_default_file_for_root_is_the_one_trusted() {
+    for conninfo in [
+        "host=db.example sslmode=verify-full",
+        "host=/run/postgresql sslmode=verify-ca",
+    ] {
+        let info = ConnInfo::parse(conninfo).unwrap();
+        assert_eq!(
+            info.root_cert.as_deref(),
+            Some(Path::new("/root/.postgresql/root.crt"))
+        );
+    }
+}
+
+#[test]
 fn given_an_unreadable_sslrootcert_then_the_error_names_it() {
     let info = ConnInfo::parse("host=h sslmode=verify-full sslrootcert=/nonexistent/ca.crt");
     let error = info.unwrap().ssl_builder().err().unwrap();
@@ -150,4 +160,47 @@ fn given_an_sslrootcert_others_can_write_then_it_is_refused() {
     std::fs::remove_file(&root).unwrap();
     let refused = refused.unwrap();
     assert!(refused.contains("writable by root only"), "{refused}");
+}
+
+#[test]
+fn given_an_sslrootcert_link_or_in_a_directory_others_can_write_then_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pim-rootcert-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let real = dir.join("real.crt");
+    std::fs::write(&real, ca_pem("pim fleet test ca")).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A link: whoever made it chooses the file (the system's whole CA bundle, say).
+    let link = dir.join("link.crt");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let refused = ConnInfo::parse(&format!(
+        "host=h sslmode=verify-full sslrootcert={}",
+        link.display()
+    ))
+    .unwrap()
+    .ssl_builder()
+    .err()
+    .unwrap();
+    assert!(refused.contains("link.crt"), "{refused}");
+    // A directory others can write (not sticky): the file can be swapped under pimd.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = ConnInfo::parse(&format!(
+        "host=h sslmode=verify-full sslrootcert={}",
+        real.display()
+    ))
+    .unwrap()
+    .ssl_builder()
+    .err()
+    .unwrap();
+    assert!(refused.contains("is not root's alone"), "{refused}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(ConnInfo::parse(&format!(
+        "host=h sslmode=verify-full sslrootcert={}",
+        real.display()
+    ))
+    .unwrap()
+    .ssl_builder()
+    .is_ok());
+    std::fs::remove_dir_all(dir).unwrap();
 }
