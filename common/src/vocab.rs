@@ -170,6 +170,8 @@ vocabulary! {
         FleetHosts = "admin-hosts",
         /// A host added to the fleet (`pim admin host add`).
         FleetHostAdd = "admin-host-add",
+        /// An enrolment ticket issued in the fleet (`pim admin mfa-ticket`).
+        FleetMfaTicket = "admin-mfa-ticket",
         /// A policy pushed to the fleet (`pim admin policy push`).
         FleetPolicyPush = "admin-policy-push",
         /// A grant whose membership could not be added, ended.

@@ -967,6 +967,22 @@ impl ManagerService {
         .await
     }
 
+    async fn mfa_enroll_with_ticket(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        ticket: &str,
+    ) -> Result<(String, String), PimError> {
+        let args = bounded_copies([("ticket", ticket, crate::manager::MAX_TICKET_BYTES)]);
+        self.limited_call(
+            &h,
+            AuditAction::MfaEnroll,
+            Some(CallKind::Mfa),
+            args,
+            move |m, c, [ticket]| m.mfa_enroll_with_ticket(c, &ticket),
+        )
+        .await
+    }
+
     async fn mfa_confirm(
         &self,
         #[zbus(header)] h: Header<'_>,
@@ -1513,6 +1529,26 @@ impl ManagerService {
             Some(CallKind::Admin),
             args,
             move |m, c, ([name, code], tags)| m.fleet_host_add(c, &name, &tags, &code),
+        )
+        .await
+    }
+
+    async fn fleet_mfa_ticket(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+        code: &str,
+    ) -> Result<String, PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_call(
+            &h,
+            AuditAction::FleetMfaTicket,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [user, code]| m.fleet_mfa_ticket(c, &user, &code),
         )
         .await
     }

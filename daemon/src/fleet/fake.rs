@@ -34,6 +34,8 @@ pub struct FakeFleet {
     pub calls: Vec<String>,
     pub pushed: Vec<(String, serde_json::Value)>,
     pub enrolled: Vec<(String, Vec<u8>)>,
+    /// The enrolment tickets issued and not used yet, (user, ticket): enrol takes only these.
+    pub tickets: Vec<(String, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -100,8 +102,15 @@ impl Authority for FakeAuthority {
         })
     }
 
-    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError> {
-        self.call(format!("enrol {user}"), |f| {
+    fn enrol(&mut self, user: &str, secret: &[u8], ticket: &str) -> Result<(), AuthorityError> {
+        self.call(format!("enrol {user} ticket={ticket}"), |f| {
+            let issued = (user.to_string(), ticket.to_string());
+            if !f.tickets.contains(&issued) {
+                return Err(AuthorityError::Refused(PimError::NotFound(format!(
+                    "{user} has no enrolment ticket waiting"
+                ))));
+            }
+            f.tickets.retain(|t| *t != issued);
             f.enrolled.push((user.into(), secret.to_vec()));
             Ok(())
         })
@@ -261,6 +270,16 @@ impl Authority for FakeAuthority {
 
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
         self.call("hosts".into(), |f| Ok(f.hosts.clone()))
+    }
+
+    fn mfa_ticket(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<String, AuthorityError> {
+        let line = format!("mfa_ticket {user} by {} code={}", proof.actor, proof.code);
+        self.call(line, |f| {
+            let ticket = format!("TICKET-{user}-{}", f.tickets.len() + 1);
+            f.tickets.retain(|(u, _)| u != user);
+            f.tickets.push((user.into(), ticket.clone()));
+            Ok(ticket)
+        })
     }
 }
 

@@ -35,6 +35,10 @@ pub const MAX_POLICY_BYTES: usize = 1 << 20;
 /// longer; anything beyond this is not a code).
 const MAX_CODE_BYTES: usize = 64;
 
+/// Longest enrolment ticket taken before any work (they are 23 characters with dashes; the
+/// database's own bound).
+pub const MAX_TICKET_BYTES: usize = 64;
+
 /// At most this many tags per host.
 pub const MAX_HOST_TAGS: usize = 32;
 /// The bounds `pim_api.ship_audit` puts on a shipped record's names (actor, user, role),
@@ -172,6 +176,30 @@ fn check_code(code: &str) -> Result<(), PimError> {
         )));
     }
     text::check("the code", code, MAX_CODE_BYTES).map_err(PimError::InvalidArgument)
+}
+
+/// An enrolment ticket as `pim mfa enroll --ticket` gives it: present (fleet mode enrols
+/// with one only), bounded, printable. The database decides whether it is `user`'s.
+fn check_ticket(user: &str, ticket: &str) -> Result<(), PimError> {
+    if ticket.trim().is_empty() {
+        return Err(PimError::PermissionDenied(format!(
+            "in fleet mode a first enrolment needs the one-time enrolment ticket a fleet \
+             administrator issues for you ('pim admin mfa-ticket {user}'); then run \
+             'pim mfa enroll --ticket TICKET'"
+        )));
+    }
+    text::check("the enrolment ticket", ticket, MAX_TICKET_BYTES).map_err(PimError::InvalidArgument)
+}
+
+/// In fleet mode an administrator's call carries their code, for the database to check.
+fn require_admin_code(code: &str, what: &str) -> Result<(), PimError> {
+    if code.is_empty() {
+        return Err(PimError::MfaRequired(format!(
+            "in fleet mode the fleet's database checks an administrator's TOTP code for {what}; \
+             give --code CODE"
+        )));
+    }
+    Ok(())
 }
 
 fn check_text(what: &str, value: &str, max: usize) -> Result<(), PimError> {
@@ -538,15 +566,7 @@ impl Manager {
             .and(check_name("role", role))
             .and(check_text("the reason", reason, text::MAX_REASON_BYTES))
             .and(check_code(code))
-            .and(if code.is_empty() {
-                Err(PimError::MfaRequired(
-                    "in fleet mode the fleet's database checks an administrator's TOTP code \
-                     for a revocation; give --code CODE"
-                        .into(),
-                ))
-            } else {
-                Ok(())
-            });
+            .and(require_admin_code(code, "a revocation"));
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }
@@ -568,27 +588,73 @@ impl Manager {
         }
     }
 
-    /// `pim mfa enroll` in fleet mode: the secret goes to the database (pending until its
-    /// first code), never into the local store.
+    /// `pim mfa enroll --ticket T` in fleet mode: the secret goes to the database (pending
+    /// until its first code), never into the local store. The database takes it only with
+    /// the enrolment ticket a fleet administrator issued for the caller: otherwise the first
+    /// host to ask would enrol an administrator the policy names with a secret of its own.
     pub(super) fn fleet_mfa_enroll(
         &mut self,
         caller: &Caller,
+        ticket: &str,
     ) -> Result<(String, String), PimError> {
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
+        if let Err(e) = check_ticket(user, ticket) {
+            return self.refused(&audit, e);
+        }
         let secret = TotpSecret::generate()?;
         let account = format!("{user}@{}", self.fleet_host());
         let uri = crate::mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
-        match self.on_authority(|a| a.enrol(user, secret.as_bytes())) {
+        match self.on_authority(|a| a.enrol(user, secret.as_bytes(), ticket)) {
             Ok(()) => {
                 let now = self.now();
                 let entry = audit.entry(
                     now,
                     Outcome::Success,
-                    "fleet enrolment started; awaiting first code",
+                    "fleet enrolment started with an enrolment ticket; awaiting first code",
                 );
                 self.commit(|tx| Ok(tx.audit(entry)?))?;
                 Ok((uri, secret.base32()))
+            }
+            Err(e) => self.refused(&audit, e),
+        }
+    }
+
+    /// `pim admin mfa-ticket USER`: a fleet administrator (their code checked by the database)
+    /// issues USER's one-time enrolment ticket, which replaces any earlier one. The ticket is
+    /// returned once and is in no record.
+    pub fn fleet_mfa_ticket(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        code: &str,
+    ) -> Result<String, PimError> {
+        let audit =
+            Audit::new(&caller.name, AuditAction::FleetMfaTicket).about(name_or_empty(user), "");
+        let checked = if !self.in_fleet() {
+            Err(not_a_fleet_host())
+        } else {
+            check_name("user", user)
+                .and(check_code(code))
+                .and(require_admin_code(code, "an enrolment ticket"))
+                .and(self.fleet_admin_named(caller))
+        };
+        if let Err(e) = checked {
+            return self.refused(&audit, e);
+        }
+        let proof = AdminProof {
+            actor: &caller.name,
+            code,
+        };
+        match self.on_authority(|a| a.mfa_ticket(&proof, user)) {
+            Ok(ticket) => {
+                let entry = audit.entry(
+                    self.now(),
+                    Outcome::Success,
+                    format!("enrolment ticket issued for {user}; any earlier one is void"),
+                );
+                self.commit(|tx| Ok(tx.audit(entry)?))?;
+                Ok(ticket)
             }
             Err(e) => self.refused(&audit, e),
         }

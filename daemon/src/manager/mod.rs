@@ -55,7 +55,9 @@ mod reconcile;
 mod reviews;
 
 pub use chain::head_file_of;
-pub use fleet::{Connector, Fleet, Mirrored, MAX_HOST_TAGS, MAX_POLICY_BYTES, SHIP_BATCH};
+pub use fleet::{
+    Connector, Fleet, Mirrored, MAX_HOST_TAGS, MAX_POLICY_BYTES, MAX_TICKET_BYTES, SHIP_BATCH,
+};
 pub use recipients::Recipient;
 
 use crate::accounts::Accounts;
