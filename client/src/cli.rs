@@ -462,6 +462,9 @@ pub enum AdminCommand {
     MfaTicket {
         /// The user who enrols with it
         user: String,
+        /// Remove the user's enrolment first (a lost device): their old device stops working
+        #[arg(long)]
+        reset: bool,
         /// Your TOTP code, or - to read it from stdin (asked for otherwise)
         #[arg(long, value_name = "CODE")]
         code: Option<String>,
@@ -761,8 +764,18 @@ mod tests {
         let cli = parse(&["admin", "mfa-ticket", "alice", "--code", "123456"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Admin(AdminCommand::MfaTicket { ref user, code: Some(ref c) })
+            Command::Admin(AdminCommand::MfaTicket { ref user, reset: false, code: Some(ref c) })
                 if user == "alice" && c == "123456"
+        ));
+        assert!(matches!(
+            parse(&["admin", "mfa-ticket", "bob", "--reset"])
+                .unwrap()
+                .command,
+            Command::Admin(AdminCommand::MfaTicket {
+                reset: true,
+                code: None,
+                ..
+            })
         ));
         let cli = parse(&["mfa", "recovery-codes", "--code", "123456"]).unwrap();
         assert!(matches!(

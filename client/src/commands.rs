@@ -1002,8 +1002,8 @@ async fn admin(
         AdminCommand::Hosts => return crate::fleet::hosts(json).await,
         AdminCommand::Host(cmd) => return crate::fleet::host(cmd, json, console).await,
         AdminCommand::Policy(cmd) => return crate::fleet::policy(cmd, json, console).await,
-        AdminCommand::MfaTicket { user, code } => {
-            return crate::fleet::mfa_ticket(&user, code.as_deref(), json, console).await
+        AdminCommand::MfaTicket { user, reset, code } => {
+            return crate::fleet::mfa_ticket(&user, reset, code.as_deref(), json, console).await
         }
         AdminCommand::Grants => {
             let proxy = connect().await?;

@@ -106,9 +106,10 @@ pub async fn host(
     Ok(Outcome::Done)
 }
 
-/// `pim admin mfa-ticket USER`: prints USER's one-time enrolment ticket.
+/// `pim admin mfa-ticket USER [--reset]`: prints USER's one-time enrolment ticket.
 pub async fn mfa_ticket(
     user: &str,
+    reset: bool,
     code: Option<&str>,
     json: bool,
     console: &mut dyn Console,
@@ -116,13 +117,18 @@ pub async fn mfa_ticket(
     check_name("user", user)?;
     let proxy = connect().await?;
     let code = input::code(code, true, &input::current_user(), console)?;
-    let ticket = proxy.fleet_mfa_ticket(user, &code).await?;
+    let ticket = proxy.fleet_mfa_ticket(user, &code, reset).await?;
     emit(
         json,
-        || json!({ "user": user, "ticket": ticket }),
+        || json!({ "user": user, "reset": reset, "ticket": ticket }),
         || {
+            let reset = if reset {
+                format!("Removed the MFA enrolment of {}. ", escape(user))
+            } else {
+                String::new()
+            };
             format!(
-                "Enrolment ticket for {user}, shown this once and good for 24 hours (any \
+                "{reset}Enrolment ticket for {user}, shown this once and good for 24 hours (any \
                  earlier one is void): hand it to {user} in person or over a channel you \
                  trust; they run 'pim mfa enroll --ticket TICKET' on any host of the fleet.\n{}\n",
                 escape(&ticket),

@@ -205,8 +205,8 @@ pub trait Manager {
         -> Result<String, PimError>;
 
     /// Fleet mode: issues `user`'s one-time enrolment ticket (shown once), replacing any
-    /// earlier one.
-    fn fleet_mfa_ticket(&self, user: &str, code: &str) -> Result<String, PimError>;
+    /// earlier one; with `reset`, `user`'s enrolment is removed first (a lost device).
+    fn fleet_mfa_ticket(&self, user: &str, code: &str, reset: bool) -> Result<String, PimError>;
 
     /// Fleet mode: checks `policy` (a pim.toml's text) and stores it as the fleet's next
     /// policy version, which it returns.

@@ -1538,6 +1538,7 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         user: &str,
         code: &str,
+        reset: bool,
     ) -> Result<String, PimError> {
         let args = bounded_copies([
             ("user", user, text::MAX_NAME_BYTES),
@@ -1548,7 +1549,7 @@ impl ManagerService {
             AuditAction::FleetMfaTicket,
             Some(CallKind::Admin),
             args,
-            move |m, c, [user, code]| m.fleet_mfa_ticket(c, &user, &code),
+            move |m, c, [user, code]| m.fleet_mfa_ticket(c, &user, &code, reset),
         )
         .await
     }

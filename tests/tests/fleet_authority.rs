@@ -993,7 +993,7 @@ fn given_a_host_login_then_it_cannot_read_or_make_tickets_without_an_admins_fres
         let _ = offer(client, actor, code);
         call(
             client,
-            "pim_api.mfa_ticket($1, $2, $3)",
+            "pim_api.mfa_ticket($1, $2, $3, false)",
             &[&actor, &code, &who],
         )
     };
@@ -1022,6 +1022,49 @@ fn given_a_host_login_then_it_cannot_read_or_make_tickets_without_an_admins_fres
         authority.count(
             "SELECT count(*) FROM pim.audit WHERE action = 'mfa_ticket' AND actor = 'ann' \
              AND \"user\" = 'bob' AND host = 'db1'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn given_a_reset_with_an_admins_code_then_the_old_device_stops_and_only_the_new_ticket_enrols() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let ann = authority.enrolled("ann");
+    let root = authority.enrolled("root");
+    let bob = authority.enrolled("bob");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let step = now_step();
+    let reset = |client: &mut Client, actor: &str, code: &str, who: &str| {
+        let _ = offer(client, actor, code);
+        call(
+            client,
+            "pim_api.mfa_ticket($1, $2, $3, true)",
+            &[&actor, &code, &who],
+        )
+    };
+    // A host without an administrator's fresh code resets nothing; ann not her own.
+    let wrong = reset(&mut db1, "ann", "000000", "bob");
+    assert_eq!(refused(&wrong), "PM005", "{wrong:?}");
+    let own = reset(&mut db1, "ann", &code(&ann, step), "ann");
+    assert_eq!(sqlstate(&own), "PM007", "{own:?}");
+    let nobody = reset(&mut db1, "ann", &code(&ann, step), "zed");
+    assert_eq!(sqlstate(&nobody), "PM008", "{nobody:?}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.mfa"), 3);
+    // root resets bob: his old device's code is no longer taken, the ticket enrols anew.
+    let issued = reset(&mut db1, "root", &code(&root, step), "bob").unwrap();
+    let ticket = issued["ticket"].as_str().unwrap().to_string();
+    let old = activate(&mut db1, "bob", &["dbas"], "dba", &code(&bob, step), None);
+    assert_eq!(refused(&old), "PM004", "{old:?}");
+    let new = random_secret();
+    assert_eq!(
+        enrol(&mut db1, "bob", &new, &ticket).unwrap(),
+        serde_json::json!({})
+    );
+    assert_eq!(
+        authority.count(
+            "SELECT count(*) FROM pim.audit WHERE action = 'mfa_reset' AND actor = 'root' \
+             AND \"user\" = 'bob'"
         ),
         1
     );

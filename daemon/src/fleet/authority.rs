@@ -170,8 +170,14 @@ pub trait Authority: Send {
     ) -> Result<String, AuthorityError>;
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError>;
     /// Issues `user`'s one-time enrolment ticket (replacing any earlier one) on an
-    /// administrator's proof; returns it (shown once).
-    fn mfa_ticket(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<String, AuthorityError>;
+    /// administrator's proof; returns it (shown once). With `reset`, `user`'s enrolment is
+    /// removed first (a lost device), in the same transaction.
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError>;
     /// Removes `user`'s enrolment (a lost device) on an administrator's proof. Added after
     /// the seam was fixed: the default refuses, so that implementations without it build.
     fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
@@ -503,11 +509,16 @@ impl Authority for PgAuthority {
         decode(self.call_json("SELECT pim_api.hosts()", &[])?)
     }
 
-    fn mfa_ticket(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<String, AuthorityError> {
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError> {
         self.offer_code(proof.actor, proof.code)?;
         let value = self.call_json(
-            "SELECT pim_api.mfa_ticket($1, $2, $3)",
-            &[&proof.actor, &proof.code, &user],
+            "SELECT pim_api.mfa_ticket($1, $2, $3, $4)",
+            &[&proof.actor, &proof.code, &user, &reset],
         )?;
         let wire: wire::Ticket = decode(value)?;
         Ok(wire.ticket)

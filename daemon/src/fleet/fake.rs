@@ -272,9 +272,20 @@ impl Authority for FakeAuthority {
         self.call("hosts".into(), |f| Ok(f.hosts.clone()))
     }
 
-    fn mfa_ticket(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<String, AuthorityError> {
-        let line = format!("mfa_ticket {user} by {} code={}", proof.actor, proof.code);
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError> {
+        let line = format!(
+            "mfa_ticket {user} by {} code={} reset={reset}",
+            proof.actor, proof.code
+        );
         self.call(line, |f| {
+            if reset {
+                f.enrolled.retain(|(u, _)| u != user);
+            }
             let ticket = format!("TICKET-{user}-{}", f.tickets.len() + 1);
             f.tickets.retain(|(u, _)| u != user);
             f.tickets.push((user.into(), ticket.clone()));

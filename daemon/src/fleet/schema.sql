@@ -800,7 +800,10 @@ END
 $$;
 
 -- An administrator issues `who`'s enrolment ticket; returns {"ticket": ...}, shown once.
-CREATE OR REPLACE FUNCTION pim_api.mfa_ticket(actor text, code text, who text) RETURNS jsonb
+-- With `reset` (a lost device) `who`'s enrolment is removed first, in the same transaction:
+-- their old device stops working and the ticket enrols a new one.
+CREATE OR REPLACE FUNCTION pim_api.mfa_ticket(actor text, code text, who text, reset boolean)
+RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -808,10 +811,27 @@ DECLARE
     refused jsonb;
 BEGIN
     PERFORM pim.check_name('the user', who);
-    PERFORM pim.refuse_enrolled_ticket(who);
+    IF reset IS NULL THEN
+        PERFORM pim.refuse('PM002', 'reset is missing');
+    END IF;
+    IF reset AND actor = who THEN
+        PERFORM pim.refuse('PM007', 'an administrator cannot reset their own enrolment: another administrator must');
+    END IF;
+    IF reset AND NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who) THEN
+        PERFORM pim.refuse('PM008', format('%s has no enrolment to reset', who));
+    END IF;
+    IF NOT reset THEN
+        PERFORM pim.refuse_enrolled_ticket(who);
+    END IF;
     refused := pim.admin_proof(actor, code, h.name);
     IF refused IS NOT NULL THEN
         RETURN refused;
+    END IF;
+    IF reset THEN
+        DELETE FROM pim.mfa WHERE "user" = who;
+        DELETE FROM pim.code_attempts WHERE "user" = who;
+        PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success',
+            'enrolment removed; a new enrolment ticket follows');
     END IF;
     RETURN jsonb_build_object('ticket', pim.issue_enrolment_ticket(who, actor, h.name));
 END
@@ -928,6 +948,7 @@ END
 $$;
 -- Before enrolment tickets, enrol took no ticket: a database set up then loses that door.
 DROP FUNCTION IF EXISTS pim_api.enrol(text, bytea);
+DROP FUNCTION IF EXISTS pim_api.mfa_ticket(text, text, text);
 
 CREATE OR REPLACE FUNCTION pim_api.confirm_enrolment(who text, code text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp

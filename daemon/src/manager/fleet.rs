@@ -620,14 +620,16 @@ impl Manager {
         }
     }
 
-    /// `pim admin mfa-ticket USER`: a fleet administrator (their code checked by the database)
-    /// issues USER's one-time enrolment ticket, which replaces any earlier one. The ticket is
-    /// returned once and is in no record.
+    /// `pim admin mfa-ticket USER [--reset]`: a fleet administrator (their code checked by
+    /// the database) issues USER's one-time enrolment ticket, which replaces any earlier one;
+    /// with `reset` (a lost device) USER's enrolment is removed first. The ticket is returned
+    /// once and is in no record.
     pub fn fleet_mfa_ticket(
         &mut self,
         caller: &Caller,
         user: &str,
         code: &str,
+        reset: bool,
     ) -> Result<String, PimError> {
         let audit =
             Audit::new(&caller.name, AuditAction::FleetMfaTicket).about(name_or_empty(user), "");
@@ -642,17 +644,21 @@ impl Manager {
         if let Err(e) = checked {
             return self.refused(&audit, e);
         }
+        if reset {
+            self.refuse_own_mfa(caller, user, &audit, "reset your own enrolment")?;
+        }
         let proof = AdminProof {
             actor: &caller.name,
             code,
         };
-        match self.on_authority(|a| a.mfa_ticket(&proof, user)) {
+        match self.on_authority(|a| a.mfa_ticket(&proof, user, reset)) {
             Ok(ticket) => {
-                let entry = audit.entry(
-                    self.now(),
-                    Outcome::Success,
-                    format!("enrolment ticket issued for {user}; any earlier one is void"),
-                );
+                let detail = if reset {
+                    format!("enrolment of {user} removed and a new enrolment ticket issued")
+                } else {
+                    format!("enrolment ticket issued for {user}; any earlier one is void")
+                };
+                let entry = audit.entry(self.now(), Outcome::Success, detail);
                 self.commit(|tx| Ok(tx.audit(entry)?))?;
                 Ok(ticket)
             }
