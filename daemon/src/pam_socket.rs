@@ -7,11 +7,12 @@
 //! bus is away): a second pimd never replaces the first's socket, and a restarted pimd replaces
 //! the one a crash left behind without a moment where the path is missing.
 //!
-//! One thread polls the listener and the accepted connections whose request is incomplete
-//! (bounded in number and in time, see [`Server`]); [`WORKERS`] threads decide the complete
-//! requests, each with its own read-only [`AccessReader`]: nothing they take is shared with the
-//! manager (activations, MFA, audit writes) or the async runtime, so sudo's answer never waits
-//! behind other callers' work, and a client that connects and sends nothing holds no worker.
+//! [`WORKERS`] threads answer it, each with its own read-only [`AccessReader`]: nothing they
+//! take is shared with the manager (activations, MFA, audit writes) or the async runtime, so
+//! sudo's answer never waits behind other callers' work. One of them at a time polls the
+//! listener and the accepted connections whose request is incomplete (bounded in number and in
+//! time, see [`Server`]), and decides the first whole request itself once another thread took
+//! the polling over; a client that connects and sends nothing holds no thread.
 //! What is more waits in the kernel's backlog (bounded; the module's `timeout=` bounds its
 //! connect there). At stop, the threads are stopped and joined before the denial audit is
 //! finished, so that no denial comes after it.
@@ -43,9 +44,10 @@ use tokio::sync::mpsc;
 
 pub use pim_common::pam_socket::{PAM_SOCKET, PAM_SOCKET_DIR};
 
-/// Threads deciding the complete requests, each with its own reader: a decision takes no lock
-/// shared with the manager, and a stalled client never holds one of them (see [`Server`]).
-pub const WORKERS: usize = 4;
+/// Threads answering the socket, each with its own reader: a decision takes no lock shared
+/// with the manager, and a stalled client never holds one of them. One polls while the
+/// others decide (see [`Server`]).
+pub const WORKERS: usize = 5;
 /// How long a connection may take to send its whole request after it was accepted. The module
 /// writes it whole right after connecting, so this only bounds a stopped or broken client;
 /// while it waits it holds no thread, only a place among [`MAX_PENDING`].
@@ -322,28 +324,77 @@ fn decide(reader: &Mutex<AccessReader>, core: &Core, request: Request) -> Answer
     }
 }
 
-/// What a worker does with a complete request.
+/// What a thread does with a complete request.
 type Decider = Box<dyn FnMut(Request) -> Answer + Send>;
 /// A connection turned away without an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnedAway {
     /// Of a uid that may not ask: hung up on before a byte was read.
     NotAllowed(u32),
-    /// A whole request hung up on, [`MAX_QUEUED`] others waiting for a worker already.
+    /// A whole request hung up on, [`MAX_QUEUED`] others waiting for a thread already.
     Busy(Request),
 }
 /// What is done with a connection turned away.
-type Refuser = Box<dyn Fn(TurnedAway) + Send>;
+type Refuser = Box<dyn Fn(TurnedAway) + Send + Sync>;
 
-/// The threads behind the socket. One collector polls the listener and every accepted
-/// connection whose request is incomplete (at most [`MAX_PENDING`], each for at most
-/// [`REQUEST_TIMEOUT`]; one more evicts the oldest): a client that connects and sends nothing
-/// (a holder can SIGSTOP their own sudo right after it connected) holds no thread. Complete
-/// requests go to the workers, which only decide and answer.
+/// The threads behind the socket, one per decider. One at a time leads: it polls the listener
+/// and every accepted connection whose request is incomplete (at most [`MAX_PENDING`], each
+/// for at most [`REQUEST_TIMEOUT`]; one more evicts the oldest), so that a client that
+/// connects and sends nothing (a holder can SIGSTOP their own sudo right after it connected)
+/// holds no thread. Once a request is whole, the leader hands the polling to an idle thread
+/// and decides that request itself: a check wakes one thread in pimd, not two (a collector,
+/// then a worker), and on a busy host each wake-up is a wait for the CPU that sudo's
+/// answer waits behind. With no thread idle, the leader queues the request (at most
+/// [`MAX_QUEUED`]) for the next thread that is done, and goes on polling.
 pub struct Server {
-    /// Written to (or dropped) to stop the collector.
+    /// Written to (or dropped) to wake the leader when stopping.
     stop: UnixStream,
+    shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the threads share.
+struct Shared {
+    state: Mutex<State>,
+    woken: std::sync::Condvar,
+    listener: UnixListener,
+    /// Readable once the server stops.
+    stopped: UnixStream,
+    allowed_uid: u32,
+    refuse: Refuser,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Whole requests waiting for a thread, oldest first.
+    jobs: VecDeque<Job>,
+    /// The incomplete connections, here while no thread leads (the leader holds them).
+    polling: Option<VecDeque<Pending>>,
+    /// Threads waiting to be woken, not counting those woken already.
+    idle: usize,
+    /// Wake-ups given and not taken yet (a condition variable may also wake a thread for
+    /// nothing, which must not count as one).
+    wakes: usize,
+    /// Stopping: nothing more is accepted; what is queued is still answered.
+    closed: bool,
+}
+
+impl State {
+    /// Wakes up to `n` idle threads.
+    fn wake(&mut self, n: usize, woken: &std::sync::Condvar) {
+        let n = n.min(self.idle);
+        self.idle -= n;
+        self.wakes += n;
+        for _ in 0..n {
+            woken.notify_one();
+        }
+    }
 }
 
 /// A complete request on its connection.
@@ -354,7 +405,7 @@ struct Job {
 
 impl Server {
     /// Serves `listener`: requests of `allowed_uid` (root, for pimd) are decided by the
-    /// `deciders`, one worker thread each; connections of anyone else go to `refuse`.
+    /// `deciders`, one thread each; connections of anyone else go to `refuse`.
     pub fn start(
         listener: UnixListener,
         allowed_uid: u32,
@@ -365,35 +416,51 @@ impl Server {
         listener.set_nonblocking(true).map_err(failed)?;
         let (stop, stopped) = UnixStream::pair().map_err(failed)?;
         stopped.set_nonblocking(true).map_err(failed)?;
-        let jobs = Arc::new(Jobs::default());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                polling: Some(VecDeque::new()),
+                ..State::default()
+            }),
+            woken: std::sync::Condvar::new(),
+            listener,
+            stopped,
+            allowed_uid,
+            refuse,
+        });
+        // Returns once every thread runs: a thread not started yet would neither take a
+        // queued request nor the polling, and checks would be turned away as busy meanwhile.
+        let running = Arc::new(std::sync::Barrier::new(deciders.len() + 1));
         let mut threads = Vec::new();
         for mut decider in deciders {
-            let queued = jobs.clone();
+            let (shared, running) = (shared.clone(), running.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("pam-socket".into())
-                    .spawn(move || work(&queued, &mut decider))
+                    .spawn(move || {
+                        running.wait();
+                        serve(&shared, &mut decider)
+                    })
                     .map_err(failed)?,
             );
         }
-        threads.push(
-            std::thread::Builder::new()
-                .name("pam-socket-poll".into())
-                .spawn(move || {
-                    abort_on_panic("the PAM socket's collector", || {
-                        collect(&listener, &stopped, allowed_uid, &jobs, &refuse);
-                        jobs.close();
-                    })
-                })
-                .map_err(failed)?,
-        );
-        Ok(Server { stop, threads })
+        running.wait();
+        Ok(Server {
+            stop,
+            shared,
+            threads,
+        })
     }
 
-    /// Stops the collector (no connection is accepted after), lets the workers answer what is
+    /// Stops accepting (no connection is accepted after), lets the threads answer what is
     /// queued, and waits for every thread.
     pub fn stop(self) {
-        let Server { stop, threads } = self;
+        let Server {
+            stop,
+            shared,
+            threads,
+        } = self;
+        shared.lock().closed = true;
+        shared.woken.notify_all();
         let _ = (&stop).write_all(b"x");
         drop(stop);
         for thread in threads {
@@ -402,80 +469,61 @@ impl Server {
     }
 }
 
-/// The complete requests waiting for a worker, oldest first, at most [`MAX_QUEUED`]. A
-/// request wakes one idle worker and no other (a channel's receiver behind a mutex would wake
-/// a second one to wait in its place, on the CPU the decision and sudo need).
-#[derive(Default)]
-struct Jobs {
-    queue: Mutex<JobQueue>,
-    added: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct JobQueue {
-    jobs: VecDeque<Job>,
-    closed: bool,
-}
-
-impl Jobs {
-    /// Queues `job`, or gives it back when [`MAX_QUEUED`] wait already.
-    fn push(&self, job: Job) -> Result<(), Job> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.jobs.len() >= MAX_QUEUED {
-            return Err(job);
+/// A thread: answers queued requests first, leads when nobody does, waits otherwise; until
+/// the server stops and the queue is empty.
+fn serve(shared: &Shared, decider: &mut Decider) {
+    let mut state = shared.lock();
+    loop {
+        if let Some(job) = state.jobs.pop_front() {
+            drop(state);
+            answer(job, decider);
+            state = shared.lock();
+            continue;
         }
-        queue.jobs.push_back(job);
-        drop(queue);
-        self.added.notify_one();
-        Ok(())
-    }
-
-    /// The oldest job, waiting for one; `None` once closed and empty.
-    fn pop(&self) -> Option<Job> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(job) = queue.jobs.pop_front() {
-                return Some(job);
+        if state.closed {
+            return;
+        }
+        if let Some(polling) = state.polling.take() {
+            drop(state);
+            // A leader that died would leave the socket file with nobody accepting, which
+            // the module takes for an absent pimd: better that pimd dies and is restarted.
+            let mine = abort_on_panic("the PAM socket's poller", || lead(shared, polling));
+            if let Some(job) = mine {
+                answer(job, decider);
             }
-            if queue.closed {
-                return None;
-            }
-            queue = self
-                .added
-                .wait(queue)
+            state = shared.lock();
+            continue;
+        }
+        state.idle += 1;
+        while state.wakes == 0 && !state.closed {
+            state = shared
+                .woken
+                .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-    }
-
-    /// No more jobs come: the workers finish what is queued and end.
-    fn close(&self) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .closed = true;
-        self.added.notify_all();
+        if state.wakes > 0 {
+            state.wakes -= 1;
+        } else {
+            state.idle -= 1;
+        }
     }
 }
 
-/// A worker: decides and answers queued requests until the collector is gone and the queue
-/// empty.
-fn work(queued: &Jobs, decider: &mut Decider) {
-    while let Some(Job {
+/// Decides `job` and writes the answer.
+fn answer(job: Job, decider: &mut Decider) {
+    let Job {
         mut stream,
         request,
-    }) = queued.pop()
-    {
-        // A panic while deciding loses that connection (the module then denies), not the
-        // thread: a thread gone would be one fewer for every later sudo.
-        let id = request.id;
-        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decider(request)));
-        match answered {
-            Ok(answer) => {
-                let _ = write_reply(&mut stream, id, &answer);
-            }
-            Err(_) => {
-                eprintln!("pimd: answering on {PAM_SOCKET} failed (a panic); the check was denied")
-            }
+    } = job;
+    // A panic while deciding loses that connection (the module then denies), not the
+    // thread: a thread gone would be one fewer for every later sudo.
+    let id = request.id;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decider(request))) {
+        Ok(answer) => {
+            let _ = write_reply(&mut stream, id, &answer);
+        }
+        Err(_) => {
+            eprintln!("pimd: answering on {PAM_SOCKET} failed (a panic); the check was denied")
         }
     }
 }
@@ -527,16 +575,10 @@ fn abort_on_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The collector (see [`Server`]): accepts, checks the caller, gathers each request, hands it
-/// on; until `stopped` becomes readable or closes.
-fn collect(
-    listener: &UnixListener,
-    stopped: &UnixStream,
-    allowed_uid: u32,
-    jobs: &Jobs,
-    refuse: &Refuser,
-) {
-    let mut pending: VecDeque<Pending> = VecDeque::new();
+/// The leader (see [`Server`]): accepts, checks the caller, gathers each request; returns
+/// the request this thread is to decide once another thread took the polling over, or `None`
+/// when the server stops.
+fn lead(shared: &Shared, mut pending: VecDeque<Pending>) -> Option<Job> {
     loop {
         let now = Instant::now();
         // Past their deadline: hung up on.
@@ -548,8 +590,8 @@ fn collect(
             .map_or(1000, |left| left.as_millis().clamp(1, 1000) as u16);
         let (stop_ready, listener_ready, ready) = {
             let mut fds = Vec::with_capacity(pending.len() + 2);
-            fds.push(PollFd::new(stopped.as_fd(), PollFlags::POLLIN));
-            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(shared.stopped.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(shared.listener.as_fd(), PollFlags::POLLIN));
             fds.extend(
                 pending
                     .iter()
@@ -572,39 +614,77 @@ fn collect(
             )
         };
         if stop_ready {
-            return;
+            return None;
         }
         // Read what came, oldest first: when the queue is full, the later ones are hung up on.
+        let mut whole = Vec::new();
         let mut waiting = VecDeque::with_capacity(pending.len());
         for (connection, ready) in pending.drain(..).zip(ready) {
             if !ready {
                 waiting.push_back(connection);
-            } else if let Some(still) = advance(connection, jobs, refuse) {
+            } else if let Some(still) = advance(connection, &mut whole) {
                 waiting.push_back(still);
             }
         }
         pending = waiting;
         if listener_ready {
-            accept_all(listener, allowed_uid, jobs, refuse, &mut pending);
+            accept_all(shared, &mut pending, &mut whole);
         }
+        if whole.is_empty() {
+            continue;
+        }
+        let mut state = shared.lock();
+        // One idle thread to take the polling over and one for each request queued.
+        // (Requests queued earlier have the wake-ups they were given.)
+        if state.idle >= whole.len() && !state.closed {
+            let mine = whole.remove(0);
+            let (queued, busy) = queue(&mut state, whole);
+            state.polling = Some(pending);
+            state.wake(queued + 1, &shared.woken);
+            drop(state);
+            turn_away(shared, busy);
+            return Some(mine);
+        }
+        let (queued, busy) = queue(&mut state, whole);
+        state.wake(queued, &shared.woken);
+        drop(state);
+        turn_away(shared, busy);
     }
 }
 
-/// Reads what `connection` sent and hands on a whole request (or answers a malformed one);
+/// Queues `jobs`, oldest first: how many were queued, and the requests of those beyond
+/// [`MAX_QUEUED`].
+fn queue(state: &mut State, jobs: Vec<Job>) -> (usize, Vec<Request>) {
+    let mut busy = Vec::new();
+    let before = state.jobs.len();
+    for job in jobs {
+        if state.jobs.len() >= MAX_QUEUED {
+            // Hung up on (the module denies): a denial like any other, in the audit.
+            busy.push(job.request);
+        } else {
+            state.jobs.push_back(job);
+        }
+    }
+    (state.jobs.len() - before, busy)
+}
+
+fn turn_away(shared: &Shared, busy: Vec<Request>) {
+    for request in busy {
+        (shared.refuse)(TurnedAway::Busy(request));
+    }
+}
+
+/// Reads what `connection` sent; a whole request goes to `whole` (a malformed one is answered);
 /// the connection back while its request is incomplete, `None` when it is done with.
-fn advance(mut connection: Pending, jobs: &Jobs, refuse: &Refuser) -> Option<Pending> {
+fn advance(mut connection: Pending, whole: &mut Vec<Job>) -> Option<Pending> {
     read_some(&mut connection).ok()?;
     match progress(&connection.received) {
         Progress::Incomplete => Some(connection),
         Progress::Complete(request) => {
-            let job = Job {
+            whole.push(Job {
                 stream: connection.stream,
                 request,
-            };
-            if let Err(Job { request, .. }) = jobs.push(job) {
-                // Hung up on (the module denies): a denial like any other, in the audit.
-                refuse(TurnedAway::Busy(request));
-            }
+            });
             None
         }
         Progress::Malformed(id, why) => {
@@ -615,17 +695,11 @@ fn advance(mut connection: Pending, jobs: &Jobs, refuse: &Refuser) -> Option<Pen
 }
 
 /// Accepts what waits in the backlog, and reads each request at once: the module writes it
-/// whole right after connecting, so it is there already, and goes to a worker without
-/// waiting among the incomplete ones (where a flood of silent connections would evict it).
-fn accept_all(
-    listener: &UnixListener,
-    allowed_uid: u32,
-    jobs: &Jobs,
-    refuse: &Refuser,
-    pending: &mut VecDeque<Pending>,
-) {
+/// whole right after connecting, so it is there already, and is decided without waiting
+/// among the incomplete ones (where a flood of silent connections would evict it).
+fn accept_all(shared: &Shared, pending: &mut VecDeque<Pending>, whole: &mut Vec<Job>) {
     loop {
-        let stream = match listener.accept() {
+        let stream = match shared.listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -643,9 +717,9 @@ fn accept_all(
                 continue;
             }
         };
-        if uid != allowed_uid {
+        if uid != shared.allowed_uid {
             drop(stream);
-            refuse(TurnedAway::NotAllowed(uid));
+            (shared.refuse)(TurnedAway::NotAllowed(uid));
             continue;
         }
         if stream.set_nonblocking(true).is_err() {
@@ -656,7 +730,7 @@ fn accept_all(
             received: Vec::with_capacity(256),
             deadline: Instant::now() + REQUEST_TIMEOUT,
         };
-        let Some(incomplete) = advance(accepted, jobs, refuse) else {
+        let Some(incomplete) = advance(accepted, whole) else {
             continue;
         };
         if pending.len() >= MAX_PENDING {
@@ -817,12 +891,17 @@ mod tests {
         dir
     }
 
-    /// Deciders that wait until `gate` opens, then allow.
-    fn gated_deciders(gate: &Arc<(Mutex<bool>, std::sync::Condvar)>) -> Vec<Decider> {
+    /// Deciders that count the decisions begun in `begun`, wait until `gate` opens, then
+    /// allow.
+    fn gated_deciders(
+        gate: &Arc<(Mutex<bool>, std::sync::Condvar)>,
+        begun: &Arc<AtomicUsize>,
+    ) -> Vec<Decider> {
         (0..WORKERS)
             .map(|_| {
-                let gate = gate.clone();
+                let (gate, begun) = (gate.clone(), begun.clone());
                 Box::new(move |_: Request| {
+                    begun.fetch_add(1, Ordering::SeqCst);
                     let (open, opened) = &*gate;
                     let mut open = open.lock().unwrap();
                     while !*open {
@@ -865,9 +944,62 @@ mod tests {
             .collect();
         let gate = Arc::new((Mutex::new(true), std::sync::Condvar::new()));
         let uid = nix::unistd::getuid().as_raw();
-        let server = Server::start(listener, uid, gated_deciders(&gate), Box::new(|_| {})).unwrap();
+        let begun = Arc::new(AtomicUsize::new(0));
+        let server = Server::start(
+            listener,
+            uid,
+            gated_deciders(&gate, &begun),
+            Box::new(|_| {}),
+        )
+        .unwrap();
         assert_eq!(reply(&mut holder, 5), Some(Answer::Allowed));
         drop(silent);
+        server.stop();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn given_checks_held_up_in_their_decision_then_the_next_ones_are_still_accepted_and_answered() {
+        // The thread that accepted a check decides it, so another must have taken the polling
+        // over: while all threads but two hang in a decision, checks keep being answered.
+        let dir = temp_dir("handover");
+        let path = dir.join("pam.socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let deciders = (0..WORKERS)
+            .map(|_| {
+                let gate = gate.clone();
+                Box::new(move |request: Request| {
+                    if request.user == "slow" {
+                        let (open, opened) = &*gate;
+                        let mut open = open.lock().unwrap();
+                        while !*open {
+                            open = opened.wait(open).unwrap();
+                        }
+                    }
+                    Answer::Allowed
+                }) as Decider
+            })
+            .collect();
+        let uid = nix::unistd::getuid().as_raw();
+        let server = Server::start(listener, uid, deciders, Box::new(|_| {})).unwrap();
+        let held: Vec<UnixStream> = (0..WORKERS as u64 - 2)
+            .map(|id| {
+                let mut stream = UnixStream::connect(&path).unwrap();
+                stream
+                    .write_all(&pam_socket::encode_request(id, "slow", &["sudo".into()]).unwrap())
+                    .unwrap();
+                stream
+            })
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(ask(&path, Duration::from_secs(5)).unwrap(), Answer::Allowed);
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        for (id, mut stream) in held.into_iter().enumerate() {
+            assert_eq!(reply(&mut stream, id as u64), Some(Answer::Allowed));
+        }
         server.stop();
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -882,24 +1014,35 @@ mod tests {
         let turned = Arc::new(Mutex::new(Vec::<TurnedAway>::new()));
         let seen = turned.clone();
         let uid = nix::unistd::getuid().as_raw();
+        let begun = Arc::new(AtomicUsize::new(0));
         let server = Server::start(
             listener,
             uid,
-            gated_deciders(&gate),
+            gated_deciders(&gate, &begun),
             Box::new(move |t| seen.lock().unwrap().push(t)),
         )
         .unwrap();
-        let asks = WORKERS + MAX_QUEUED + 1;
-        let mut clients: Vec<(u64, UnixStream)> = (0..asks as u64)
-            .map(|id| {
-                let mut stream = UnixStream::connect(&path).unwrap();
-                let user = format!("user{id}");
-                stream
-                    .write_all(&pam_socket::encode_request(id, &user, &["sudo".into()]).unwrap())
-                    .unwrap();
-                (id, stream)
-            })
-            .collect();
+        let connect = |id: u64| {
+            let mut stream = UnixStream::connect(&path).unwrap();
+            let user = format!("user{id}");
+            stream
+                .write_all(&pam_socket::encode_request(id, &user, &["sudo".into()]).unwrap())
+                .unwrap();
+            (id, stream)
+        };
+        // Every thread but the one polling decides (and waits at the gate), MAX_QUEUED wait
+        // for them, and one more is hung up on.
+        let deciding = WORKERS as u64 - 1;
+        let mut clients: Vec<(u64, UnixStream)> = (0..deciding).map(connect).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while begun.load(Ordering::SeqCst) < deciding as usize {
+            assert!(
+                Instant::now() < deadline,
+                "the threads did not all start deciding"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        clients.extend((deciding..deciding + MAX_QUEUED as u64 + 1).map(connect));
         let deadline = Instant::now() + Duration::from_secs(30);
         while turned.lock().unwrap().is_empty() {
             assert!(Instant::now() < deadline, "nothing was turned away");
