@@ -748,7 +748,7 @@ fn ticket_in(out: &Output) -> String {
 }
 
 #[test]
-fn given_an_admins_ticket_issued_on_one_host_then_alice_enrols_on_another_and_her_codes_work_on_both(
+fn given_an_admins_ticket_on_one_host_then_alice_enrols_on_another_her_codes_work_on_both_until_a_reset(
 ) {
     let fleet = fleet_with(&three_hosts(), &[], "10m");
     // Bootstrap: no administrator is enrolled to issue carol's ticket; setup does.
@@ -815,6 +815,28 @@ fn given_an_admins_ticket_issued_on_one_host_then_alice_enrols_on_another_and_he
                 && hosts_with(&fleet, "alice", "dbops") == names(&fleet, &["db1", "db2"])
         },
     );
+    // alice lost her phone: carol resets her on db2 and hands over a new ticket; the old
+    // phone's codes stop working on every host, the new enrolment's work.
+    let code = carol.next_code(fleet.sb("db2"));
+    let reset = pim(
+        fleet.sb("db2"),
+        "carol",
+        &["admin", "mfa-ticket", "alice", "--reset", "--code", &code],
+    );
+    let renewed = ticket_in(reset.assert_success());
+    let old_phone = activate(fleet.sb("web1"), "alice", &mut alice, "ops2", "20m");
+    assert!(
+        old_phone
+            .assert_failure()
+            .stderr
+            .contains("no TOTP enrolment"),
+        "{old_phone}"
+    );
+    let mut alice = fleet
+        .sb("web1")
+        .enroll_mfa_with("alice", &["--ticket", &renewed]);
+    activate(fleet.sb("db2"), "alice", &mut alice, "ops2", "20m").assert_success();
+
     // The fleet's audit holds the issue and the use, never the ticket.
     let audit = fleet.db.admin_sql(
         "SELECT action || ' ' || actor || ' ' || \"user\" || ' ' || host FROM pim.audit \
@@ -822,6 +844,7 @@ fn given_an_admins_ticket_issued_on_one_host_then_alice_enrols_on_another_and_he
     );
     assert!(audit.contains("mfa_ticket carol alice web1"), "{audit}");
     assert!(audit.contains("mfa_enrol alice alice db1"), "{audit}");
+    assert!(audit.contains("mfa_enrol alice alice web1"), "{audit}");
     let leaked = fleet.db.admin_sql(&format!(
         "SELECT count(*) FROM pim.audit WHERE detail LIKE '%{alices}%' \
          OR detail LIKE '%{}%'",
