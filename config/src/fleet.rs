@@ -228,8 +228,9 @@ impl Checker<'_> {
     }
 }
 
-/// A connection string pimd may keep in its file: bounded, one line, and without a password
-/// (a root-only pgpass file named by `passfile=`, or a client certificate, instead).
+/// A connection string pimd may keep in its file: bounded, one line, without a password (a
+/// root-only pgpass file named by `passfile=`, or a client certificate, instead), and over a
+/// Unix socket or verified TLS ([`super::conninfo::check_transport`]).
 fn check_conninfo(conninfo: &str) -> Result<(), String> {
     if conninfo.trim().is_empty() {
         return Err("is empty; give the libpq connection string of the fleet's database".into());
@@ -256,7 +257,7 @@ fn check_conninfo(conninfo: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    Ok(())
+    super::conninfo::check_transport(&super::conninfo::pairs(conninfo)?)
 }
 
 #[cfg(test)]

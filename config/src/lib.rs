@@ -14,6 +14,7 @@
 
 mod audit;
 pub use audit::AuditConfig;
+pub mod conninfo;
 mod fleet;
 pub use fleet::{parse_policy, FleetConfig, HostScope, DEFAULT_MAX_STALENESS_SECS};
 

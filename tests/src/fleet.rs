@@ -16,6 +16,9 @@
 //! FILE` on the first host (with the superuser's password over TCP), then `pimd --fleet-setup
 //! ADMIN_CONNINFO --add-host NAME --tags T,...` for every host, whose printed password goes
 //! into that host's root-only pgpass file named by `passfile=` in its `[fleet] database`.
+//! Every connection over the fleet's network is TLS, verified as pimd requires
+//! (`sslmode=verify-full`) against the database's test CA, which every host keeps at
+//! [`CA_PATH`].
 #![forbid(unsafe_code)]
 
 use std::thread;
@@ -30,6 +33,9 @@ pub const DB_ADDRESS: &str = "10.77.0.1/16";
 pub const POLICY_PATH: &str = "/etc/pim/fleet-policy.toml";
 /// Each host's pgpass file (root only), named by `passfile=` in its `[fleet] database`.
 pub const PGPASS_PATH: &str = "/etc/pim/fleet.pgpass";
+/// Each host's copy of the CA certificate that signed the database's (root's, 0644), named
+/// by `sslrootcert=`.
+pub const CA_PATH: &str = "/etc/pim/fleet-ca.pem";
 /// Default `max_staleness` of the hosts' `[fleet]` sections.
 pub const DEFAULT_MAX_STALENESS: &str = "10m";
 
@@ -75,7 +81,7 @@ impl FleetHost {
     /// libpq connection string of this host's own login, over its link (as pimd connects).
     pub fn conninfo(&self, db: &Postgres) -> String {
         let (user, password) = self.login();
-        db.tcp_conninfo(&user, &password)
+        db.tls_conninfo(&user, &password, CA_PATH)
     }
 
     /// `psql` run on this host (in its sandbox, as root) with `conninfo`: what a host's root
@@ -129,10 +135,24 @@ impl Fleet {
                     login: std::sync::Mutex::new(None),
                 };
                 cable(&db, &host);
+                host.sb.write_file(CA_PATH, &db.ca_pem(), 0o644);
                 host
             })
             .collect();
         Fleet { db, hosts }
+    }
+
+    /// libpq connection string of the database's superuser (with its password) for a host:
+    /// over TCP, verified against [`CA_PATH`].
+    pub fn admin_conninfo(&self) -> String {
+        self.db
+            .tls_conninfo("postgres", self.db.admin_password(), CA_PATH)
+    }
+
+    /// libpq connection string of `login` with `password` for a host, as
+    /// [`Fleet::admin_conninfo`].
+    pub fn conninfo(&self, login: &str, password: &str) -> String {
+        self.db.tls_conninfo(login, password, CA_PATH)
     }
 
     /// The host called `name`; panics if there is none.
@@ -203,7 +223,7 @@ impl Fleet {
                 &[
                     "pimd",
                     "--fleet-setup",
-                    &self.db.admin_conninfo_tcp(),
+                    &self.admin_conninfo(),
                     "--policy",
                     POLICY_PATH,
                 ],
@@ -220,7 +240,7 @@ impl Fleet {
     #[track_caller]
     pub fn add_host(&self, host: &FleetHost) {
         let tags = host.tags.join(",");
-        let admin = self.db.admin_conninfo_tcp();
+        let admin = self.admin_conninfo();
         let mut argv = vec!["pimd", "--fleet-setup", &admin, "--add-host", &host.name];
         if !tags.is_empty() {
             argv.extend(["--tags", &tags]);
@@ -278,7 +298,8 @@ impl Fleet {
         let config = format!(
             "[fleet]\n\
              database = \"host={} port={PG_PORT} dbname={PG_DATABASE} user={login} \
-             passfile={PGPASS_PATH} connect_timeout=5\"\n\
+             passfile={PGPASS_PATH} connect_timeout=5 sslmode=verify-full \
+             sslrootcert={CA_PATH}\"\n\
              host = \"{}\"\n\
              max_staleness = \"{max_staleness}\"\n\
              {extra}",

@@ -19,6 +19,12 @@
 //! (reachable only by root, through `/proc/<pid>/root`, see [`Postgres::admin_conninfo`]);
 //! every other connection, TCP or socket, needs a password checked with scram-sha-256,
 //! `postgres`'s too ([`Postgres::admin_conninfo_tcp`]).
+//!
+//! TLS: TCP connections must use it (`hostssl`). At start a test CA and a server certificate
+//! it signed for the database's address and 127.0.0.1 are made with `openssl` in
+//! [`TLS_DIR`] (the cluster's tmpfs); [`Postgres::ca_pem`] is the CA certificate the
+//! clients trust, [`Postgres::serve_certificate`] swaps the server's certificate for one an
+//! attacker could hold (another CA's, or the right CA's for another name).
 #![forbid(unsafe_code)]
 
 use std::fs;
@@ -45,6 +51,12 @@ pub const PG_PORT: u16 = 5432;
 pub const PG_DATABASE: &str = "pim";
 
 const DATA_DIR: &str = "/run/pg/data";
+/// The test CA, the server's certificates and keys (the `postgres` user's, mode 0600).
+pub const TLS_DIR: &str = "/run/pg/tls";
+/// The trusted CA's certificate, as a path inside the database's namespaces.
+pub const CA_FILE: &str = "/run/pg/tls/ca.crt";
+/// A name the trusted CA certifies that is not the database's.
+const OTHER_NAME: &str = "10.77.0.99";
 const SOCKET_DIR: &str = "/run/pg/socket";
 const LOG_FILE: &str = "/run/pg/postgres.log";
 /// How long one command in the namespace (initdb, pg_ctl, psql) may take.
@@ -65,6 +77,46 @@ ip link set fleet0 up
 echo READY
 exec >>/run/pg/namespace.log 2>&1
 while IFS= read -r _; do :; done
+"#;
+
+/// The certificate the server presents ([`Postgres::serve_certificate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerCertificate {
+    /// Signed by the trusted CA for the database's address and 127.0.0.1 (the default).
+    Trusted,
+    /// For the same names, signed by a CA nobody trusts: an attacker posing as the database.
+    OtherCa,
+    /// Signed by the trusted CA, for another name only: a certificate meant for another
+    /// server, replayed by an attacker who has its key.
+    OtherName,
+}
+
+impl ServerCertificate {
+    fn file_stem(self) -> &'static str {
+        match self {
+            ServerCertificate::Trusted => "server",
+            ServerCertificate::OtherCa => "server-other-ca",
+            ServerCertificate::OtherName => "server-other-name",
+        }
+    }
+}
+
+/// Makes a CA (`ca NAME CN`) or a server certificate (`server NAME CA SUBJECT_ALT_NAME`) in
+/// the current directory: EC P-256 keys (fast to make), valid two days.
+const CERTIFICATE_SCRIPT: &str = r#"set -euo pipefail
+umask 077
+cd "$1"
+shift
+key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+case "$1" in
+ca) openssl req -x509 "${key[@]}" -days 2 -subj "/CN=$3" -keyout "$2.key" -out "$2.crt" ;;
+server)
+    openssl req -new "${key[@]}" -subj /CN=pim-db -keyout "$2.key" -out "$2.csr"
+    printf 'subjectAltName = %s
+' "$4" >"$2.ext"
+    openssl x509 -req -in "$2.csr" -CA "$3.crt" -CAkey "$3.key" -CAcreateserial -days 2         -extfile "$2.ext" -out "$2.crt"
+    ;;
+esac 2>&1
 "#;
 
 /// A PostgreSQL cluster in namespaces of its own; dropping it ends it and everything in it.
@@ -126,6 +178,7 @@ impl Postgres {
             admin_password: random_hex(16),
         };
         pg.init(settings);
+        pg.make_certificates();
         pg.start_server();
         pg.superuser_sql("postgres", &format!("CREATE DATABASE {PG_DATABASE}"));
         pg
@@ -170,7 +223,10 @@ impl Postgres {
         let mut conf = format!(
             "\n# pim-e2e\nlisten_addresses = '127.0.0.1,{}'\nport = {PG_PORT}\n\
              unix_socket_directories = '{SOCKET_DIR}'\n\
-             log_line_prefix = '%m [%p] %u@%d '\n",
+             log_line_prefix = '%m [%p] %u@%d '\n\
+             ssl = on\n\
+             ssl_cert_file = '{TLS_DIR}/served.crt'\n\
+             ssl_key_file = '{TLS_DIR}/served.key'\n",
             self.address
         );
         for (name, value) in settings {
@@ -178,11 +234,11 @@ impl Postgres {
         }
         let hba =
             "# pim-e2e: the superuser on the socket (root only, see tests/src/postgres.rs);\n\
-                   # everyone else with a password.\n\
+                   # everyone else with a password, over TLS on TCP.\n\
                    local all postgres trust\n\
                    local all all scram-sha-256\n\
-                   host all all 0.0.0.0/0 scram-sha-256\n\
-                   host all all ::/0 scram-sha-256\n";
+                   hostssl all all 0.0.0.0/0 scram-sha-256\n\
+                   hostssl all all ::/0 scram-sha-256\n";
         let script = r#"set -e
 install -d -o postgres -g postgres -m 0700 "$3"
 printf '%s' "$1" >>"$4/postgresql.conf"
@@ -194,6 +250,86 @@ printf '%s' "$2" >"$4/pg_hba.conf""#;
             ],
         )
         .assert_success();
+    }
+
+    /// The test CA and the server's certificate for [`Postgres::address`] and 127.0.0.1, in
+    /// [`TLS_DIR`], served.
+    fn make_certificates(&self) {
+        self.run_as("postgres", &["install", "-d", "-m", "0700", TLS_DIR])
+            .assert_success();
+        self.certificate(&["ca", "ca", "pim e2e fleet CA"]);
+        let names = format!("IP:{},IP:127.0.0.1", self.address);
+        self.certificate(&["server", "server", "ca", &names]);
+        self.copy_served(ServerCertificate::Trusted);
+    }
+
+    fn certificate(&self, args: &[&str]) {
+        let mut argv = vec!["bash", "-c", CERTIFICATE_SCRIPT, "bash", TLS_DIR];
+        argv.extend_from_slice(args);
+        self.run_as("postgres", &argv).assert_success();
+    }
+
+    fn copy_served(&self, cert: ServerCertificate) {
+        let stem = cert.file_stem();
+        let script = r#"set -e; cd "$1"; cp "$2.crt" served.crt; cp "$2.key" served.key"#;
+        self.run_as("postgres", &["bash", "-c", script, "bash", TLS_DIR, stem])
+            .assert_success();
+    }
+
+    /// The trusted CA's certificate (PEM), for the clients' `sslrootcert`.
+    pub fn ca_pem(&self) -> String {
+        let path = format!("/proc/{}/root{CA_FILE}", self.pid1);
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Makes the server present `cert` to new connections (open ones keep theirs): the
+    /// files are swapped, the configuration reloaded, and this returns once a TLS handshake
+    /// on 127.0.0.1 shows the new certificate.
+    #[track_caller]
+    pub fn serve_certificate(&self, cert: ServerCertificate) {
+        let stem = cert.file_stem();
+        let made = format!("/proc/{}/root{TLS_DIR}/{stem}.crt", self.pid1);
+        if fs::metadata(&made).is_err() {
+            let names = format!("IP:{},IP:127.0.0.1", self.address);
+            match cert {
+                ServerCertificate::Trusted => unreachable!("made at start"),
+                ServerCertificate::OtherCa => {
+                    self.certificate(&["ca", "other-ca", "pim e2e fleet CA"]);
+                    self.certificate(&["server", stem, "other-ca", &names]);
+                }
+                ServerCertificate::OtherName => {
+                    let other = format!("IP:{OTHER_NAME},DNS:not-the-database");
+                    self.certificate(&["server", stem, "ca", &other]);
+                }
+            }
+        }
+        self.copy_served(cert);
+        self.admin_sql("SELECT pg_reload_conf()");
+        let want = self.fingerprint(&format!("{TLS_DIR}/{stem}.crt"));
+        let script = format!(
+            "openssl s_client -starttls postgres -connect 127.0.0.1:{PG_PORT} </dev/null              2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        );
+        self.wait_until(
+            &format!("the server to present {cert:?}"),
+            Duration::from_secs(30),
+            || self.run_as("root", &["bash", "-c", &script]).stdout.trim() == want,
+        );
+    }
+
+    fn fingerprint(&self, path: &str) -> String {
+        let out = self.run_as(
+            "root",
+            &[
+                "openssl",
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+                "-in",
+                path,
+            ],
+        );
+        out.assert_success().stdout.trim().to_string()
     }
 
     fn start_server(&self) {
@@ -325,18 +461,27 @@ mv "$1/pg_hba.conf.new" "$1/pg_hba.conf""#;
     }
 
     /// libpq connection string of the superuser over TCP to [`Postgres::address`], with its
-    /// password: for a host linked to the database's network.
+    /// password, for [`Postgres::psql`] (the CA file as seen in the database's namespace).
     pub fn admin_conninfo_tcp(&self) -> String {
         self.tcp_conninfo("postgres", &self.admin_password)
     }
 
-    /// libpq connection string of `user` with `password` over TCP to [`Postgres::address`].
+    /// libpq connection string of `user` with `password` over TCP to [`Postgres::address`],
+    /// for [`Postgres::psql`] (the CA file as seen in the database's namespace).
     pub fn tcp_conninfo(&self, user: &str, password: &str) -> String {
+        self.tls_conninfo(user, password, CA_FILE)
+    }
+
+    /// libpq connection string of `user` with `password` over TCP to [`Postgres::address`],
+    /// verifying the server's certificate and name against the CA certificate at `ca_file`
+    /// (where the connecting side keeps [`Postgres::ca_pem`]).
+    pub fn tls_conninfo(&self, user: &str, password: &str, ca_file: &str) -> String {
         format!(
             "host={} port={PG_PORT} dbname={PG_DATABASE} user={user} password={} \
-             connect_timeout=10",
+             connect_timeout=10 sslmode=verify-full sslrootcert={}",
             self.address,
-            conninfo_value(password)
+            conninfo_value(password),
+            conninfo_value(ca_file)
         )
     }
 

@@ -209,9 +209,11 @@ fn given_the_bootstrap_then_each_host_logs_in_as_itself_and_setup_runs_again_saf
             .assert_success();
         let (login, _) = host.login();
         let by_passfile = format!(
-            "host={} port=5432 dbname=pim user={login} passfile={}",
+            "host={} port=5432 dbname=pim user={login} passfile={} sslmode=verify-full \
+             sslrootcert={}",
             fleet.db.address(),
-            pim_e2e::fleet::PGPASS_PATH
+            pim_e2e::fleet::PGPASS_PATH,
+            pim_e2e::fleet::CA_PATH
         );
         let snapshot = host.psql(&by_passfile, "SELECT pim_api.snapshot(0) ->> 'host'");
         assert_eq!(snapshot.assert_success().stdout_trimmed(), host.name);
@@ -223,7 +225,7 @@ fn given_the_bootstrap_then_each_host_logs_in_as_itself_and_setup_runs_again_saf
     // Setup again (an upgrade): nothing changes, the policy is not stored twice, a host
     // already there keeps its password.
     let first = &fleet.hosts[0].sb;
-    let admin = fleet.db.admin_conninfo_tcp();
+    let admin = fleet.admin_conninfo();
     let policy_path = pim_e2e::fleet::POLICY_PATH;
     for argv in [
         vec!["pimd", "--fleet-setup", &admin, "--policy", policy_path],
@@ -707,12 +709,9 @@ fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_canno
             .assert_failure()
             .assert_stderr_contains("permission denied");
     }
-    web1.psql(
-        &fleet.db.tcp_conninfo(&db1_login, &web1_password),
-        "SELECT 1",
-    )
-    .assert_failure()
-    .assert_stderr_contains("password authentication failed");
+    web1.psql(&fleet.conninfo(&db1_login, &web1_password), "SELECT 1")
+        .assert_failure()
+        .assert_stderr_contains("password authentication failed");
     let forged = r#"SELECT pim_api.ship_audit('[{"id": 900001, "at": 1, "host": "db1",
         "actor": "root", "action": "access-check", "user": "alice", "role": "dbops",
         "outcome": "success", "reason": "", "ticket": "", "detail": "", "prev": "",
@@ -757,7 +756,7 @@ fn given_an_admins_ticket_on_one_host_then_alice_enrols_on_another_her_codes_wor
         &[
             "pimd",
             "--fleet-setup",
-            &fleet.db.admin_conninfo_tcp(),
+            &fleet.admin_conninfo(),
             "--enrol-admin",
             "carol",
         ],
@@ -851,4 +850,114 @@ fn given_an_admins_ticket_on_one_host_then_alice_enrols_on_another_her_codes_wor
         alices.replace('-', "")
     ));
     assert_eq!(leaked.trim(), "0");
+}
+
+// --- TLS: the authority is the database whose certificate the fleet's CA signed for its name.
+
+#[test]
+fn given_sslmode_require_over_tcp_then_the_checker_names_the_key_and_neither_pimd_nor_the_setup_connects(
+) {
+    let sb = Sandbox::start();
+    sb.write_file(
+        CONFIG_PATH,
+        "[fleet]\n\
+         database = \"host=10.77.0.1 port=5432 dbname=pim user=pim_host_web1 \
+         passfile=/etc/pim/fleet.pgpass sslmode=require\"\n\
+         host = \"web1\"\n",
+        0o644,
+    );
+    let refusal = "fleet.database: connects over TCP (10.77.0.1) with sslmode=require: the \
+                   database could be anyone on the network; write sslmode=verify-full \
+                   sslrootcert=FILE";
+    sb.run("root", &["pimd", "--check-config", "--config", CONFIG_PATH])
+        .assert_failure()
+        .assert_stderr_contains(&format!("{CONFIG_PATH}:2: {refusal}"));
+    sb.run("root", &["pimd", "--config", CONFIG_PATH])
+        .assert_status(78)
+        .assert_stderr_contains(refusal);
+    assert!(!sb.bus_name_owned("org.pim.Manager1"));
+    // The administrator's string of --fleet-setup follows the same rule.
+    for tls in [
+        "",
+        "sslmode=require",
+        "sslmode=verify-ca sslrootcert=/etc/pim/ca.pem",
+    ] {
+        let admin = format!("host=10.77.0.1 dbname=pim user=postgres {tls}");
+        sb.run(
+            "root",
+            &["pimd", "--fleet-setup", &admin, "--add-host", "web9"],
+        )
+        .assert_failure()
+        .assert_stderr_contains("connects over TCP (10.77.0.1)")
+        .assert_stderr_contains("nothing was changed");
+    }
+}
+
+/// How many lines of `host`'s pimd log say `what`.
+fn log_lines(fleet: &Fleet, host: &str, what: &str) -> usize {
+    fleet
+        .sb(host)
+        .pimd_log()
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+#[test]
+fn given_an_authority_with_another_cas_certificate_or_one_for_another_name_then_the_host_syncs_nothing_and_says_why(
+) {
+    use pim_e2e::postgres::ServerCertificate;
+    let fleet = Fleet::start(&[HostSpec::new("web1", &["web"])]);
+    for user in USERS {
+        fleet.add_user(user, &[]);
+    }
+    for group in ["ops", "ops2", "dbops"] {
+        fleet.add_group(group);
+    }
+    fleet.setup(POLICY, "10m");
+    // A live grant in the database: a host that synchronised would make alice a member.
+    fleet.db.admin_sql(
+        "INSERT INTO pim.grants (\"user\", role, \"group\", scope, started_at, ends_at, reason, \
+         ticket, granted_on) VALUES ('alice', 'ops', 'ops', '{}', pim.now_s(), \
+         pim.now_s() + 3600, 'on call', '', 'web1')",
+    );
+    // Someone on the network answers at the database's address with a certificate of its own
+    // CA; then with one of the fleet's CA made for another name.
+    let web1 = fleet.sb("web1");
+    for (served, why) in [
+        (
+            ServerCertificate::OtherCa,
+            "unable to get local issuer certificate",
+        ),
+        (ServerCertificate::OtherName, "IP address mismatch"),
+    ] {
+        if web1.pimd_running() {
+            web1.kill_pimd("TERM");
+        }
+        fleet.db.serve_certificate(served);
+        let before = log_lines(&fleet, "web1", why);
+        fleet.start_pimds();
+        fleet.wait_until(&format!("web1's pimd to refuse {served:?}"), WAIT, || {
+            log_lines(&fleet, "web1", why) > before
+        });
+        assert!(
+            web1.pimd_log().contains("certificate verify failed"),
+            "{}",
+            web1.pimd_log_tail(20)
+        );
+        assert!(!web1.is_member("alice", "ops"));
+        let last_sync = fleet
+            .db
+            .admin_sql("SELECT coalesce(last_sync, 0) FROM pim.hosts WHERE name = 'web1'");
+        assert_eq!(last_sync.trim(), "0");
+        // What needs the authority is refused, saying so.
+        pim(web1, "alice", &["mfa", "enroll"])
+            .assert_failure()
+            .assert_stderr_contains("the fleet's database is unreachable");
+    }
+    // The real certificate again: the same host synchronises and mirrors the grant.
+    fleet.db.serve_certificate(ServerCertificate::Trusted);
+    fleet.wait_until("web1 to synchronise", SLOW_WAIT, || {
+        web1.is_member("alice", "ops")
+    });
 }

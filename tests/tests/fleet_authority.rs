@@ -21,7 +21,7 @@ use pim_daemon::authority::{
 };
 use pim_daemon::conninfo::ConnInfo;
 use pim_e2e::binary;
-use pim_e2e::postgres::Postgres;
+use pim_e2e::postgres::{Postgres, ServerCertificate};
 use pim_e2e::{totp_code, TOTP_STEP};
 use postgres::{Client, NoTls};
 use serde_json::Value;
@@ -1387,7 +1387,7 @@ fn given_setup_run_again_then_schema_policy_and_hosts_are_kept() {
         .unwrap();
     // No database to reach: a clear error, quickly.
     let nowhere = Command::new(binary("pimd"))
-        .args(["--fleet-setup", "host=127.0.0.1 port=1 user=postgres"])
+        .args(["--fleet-setup", "host=/nonexistent port=1 user=postgres"])
         .output()
         .unwrap();
     assert_eq!(nowhere.status.code(), Some(1), "{nowhere:?}");
@@ -1655,170 +1655,98 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
     assert!(web7_wake.wait(Duration::from_secs(10)).unwrap());
 }
 
-/// Runs `openssl ARGS` in `dir`; panics with its output when it fails.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-/// A CA and a server certificate it signed for IP 127.0.0.1 (`ca.crt`, `server.crt`,
-/// `server.key`), and another CA that signed nothing (`other.crt`), in `dir`.
-fn make_certificates(dir: &std::path::Path) {
-    for ca in ["ca", "other"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=pim test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.crt"),
-            ],
+#[test]
+fn given_tcp_then_only_verify_full_against_the_ca_file_connects_and_a_wrong_certificate_is_refused()
+{
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let pg = &authority.pg;
+    let ca = pg.ca_pem();
+    let ca_file = authority.dir.join("ca.crt");
+    std::fs::write(&ca_file, ca).unwrap();
+    let ca = ca_file.display().to_string();
+    let conninfo = |host: &str, tls: &str| {
+        format!(
+            "host={host} port=5432 dbname=pim user=pim_host_db1 password='{}' {tls}",
+            passwords[0]
+        )
+    };
+    // Over TCP, anything but verify-full with a CA file is refused before connecting.
+    for tls in [
+        String::new(),
+        "sslmode=disable".into(),
+        "sslmode=require".into(),
+        format!("sslmode=require sslrootcert={ca}"),
+        format!("sslmode=verify-ca sslrootcert={ca}"),
+        "sslmode=verify-full".into(),
+    ] {
+        let refused = ConnInfo::parse(&conninfo("127.0.0.1", &tls)).unwrap_err();
+        assert!(
+            refused.contains("connects over TCP (127.0.0.1)"),
+            "{tls}: {refused}"
         );
     }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=pim-db",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
-}
-
-#[test]
-fn given_tls_modes_then_only_a_trusted_certificate_for_the_host_connects_when_verified() {
-    let (authority, passwords) = Authority::start(&[("db1", "db")]);
-    let dir = authority.dir.clone();
-    make_certificates(&dir);
-    // The server's key and certificate, in its namespace's /run/pg, the postgres user's.
-    let pid = authority.pg.host_pid();
-    for name in ["server.crt", "server.key"] {
-        let target = format!("/proc/{pid}/root/run/pg/{name}");
-        std::fs::copy(dir.join(name), &target).unwrap();
-        let out =
-            authority
-                .pg
-                .run_root(&["chown", "postgres:postgres", &format!("/run/pg/{name}")]);
-        assert!(out.success(), "{out}");
-        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-    }
-    authority.pg.admin_sql(
-        "ALTER SYSTEM SET ssl_cert_file = '/run/pg/server.crt'; \
-         ALTER SYSTEM SET ssl_key_file = '/run/pg/server.key'; \
-         ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf()",
-    );
-    authority
-        .pg
-        .wait_until("TLS to be on", Duration::from_secs(30), || {
-            authority.pg.admin_sql("SHOW ssl").trim() == "on"
-        });
 
     // TCP to 127.0.0.1 exists only in the database's network namespace: connect from a
     // thread moved there.
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    let password = passwords[0].clone();
-    let ca = dir.join("ca.crt").display().to_string();
-    let other = dir.join("other.crt").display().to_string();
-    let admin_conninfo = authority.pg.admin_conninfo();
-    let (outcomes, over_tls) = thread::spawn(move || {
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let connect = |host: &str, tls: &str| {
-            let conninfo = format!(
-                "host={host} port=5432 dbname=pim user=pim_host_db1 password='{password}' {tls}"
-            );
-            PgAuthority::new(ConnInfo::parse(&conninfo).unwrap())
-        };
-        let attempt = |host: &str, tls: &str| connect(host, tls).snapshot().map(|s| s.host);
-        // While this verified connection is open, the server says it is TLS.
-        let mut verified = connect(
-            "127.0.0.1",
-            &format!("sslmode=verify-full sslrootcert={ca}"),
-        );
-        let first = verified.snapshot().map(|s| s.host);
-        let over_tls: i64 = Client::connect(&admin_conninfo, NoTls)
-            .unwrap()
-            .query_one(
-                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
-                 WHERE ssl AND usename = 'pim_host_db1'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        let outcomes = [
-            first,
-            attempt("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")),
-            attempt("127.0.0.1", "sslmode=require"),
-            attempt(
-                "127.0.0.1",
-                &format!("sslmode=verify-full sslrootcert={other}"),
-            ),
-            attempt("127.0.0.1", &format!("sslmode=require sslrootcert={other}")),
-            // The certificate names 127.0.0.1, not localhost.
-            attempt(
-                "localhost",
-                &format!("sslmode=verify-full sslrootcert={ca}"),
-            ),
-            attempt("localhost", &format!("sslmode=verify-ca sslrootcert={ca}")),
-        ];
-        (outcomes, over_tls)
-    })
-    .join()
-    .unwrap();
-    let connected: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
-    assert_eq!(
-        connected,
-        [true, true, true, false, false, false, true],
-        "{outcomes:?}"
-    );
-    for refused in [&outcomes[3], &outcomes[4], &outcomes[5]] {
-        assert!(
-            matches!(refused, Err(AuthorityError::Unreachable(_))),
-            "{refused:?}"
-        );
-    }
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", pg.host_pid())).unwrap();
+    let verified = format!("sslmode=verify-full sslrootcert={ca}");
+    let attempt = |host: &str| {
+        let info = ConnInfo::parse(&conninfo(host, &verified)).unwrap();
+        PgAuthority::new(info).snapshot().map(|s| s.host)
+    };
+    let admin_conninfo = pg.admin_conninfo();
+    let (trusted, localhost, over_tls, other_ca, other_name) = thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let info = ConnInfo::parse(&conninfo("127.0.0.1", &verified)).unwrap();
+            let mut open = PgAuthority::new(info);
+            let trusted = open.snapshot().map(|s| s.host);
+            // While this verified connection is open, the server says it is TLS.
+            let over_tls: i64 = Client::connect(&admin_conninfo, NoTls)
+                .unwrap()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                     WHERE ssl AND usename = 'pim_host_db1'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            // The certificate names 127.0.0.1 and the database's address, not localhost.
+            let localhost = attempt("localhost");
+            pg.serve_certificate(ServerCertificate::OtherCa);
+            let other_ca = attempt("127.0.0.1");
+            pg.serve_certificate(ServerCertificate::OtherName);
+            let other_name = attempt("127.0.0.1");
+            pg.serve_certificate(ServerCertificate::Trusted);
+            (trusted, localhost, over_tls, other_ca, other_name)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(trusted.as_deref().ok(), Some("db1"), "{trusted:?}");
     assert_eq!(over_tls, 1);
+    for (what, refused) in [
+        ("localhost", &localhost),
+        ("another CA", &other_ca),
+        ("another name", &other_name),
+    ] {
+        match refused {
+            Err(AuthorityError::Unreachable(why)) => {
+                assert!(why.contains("certificate verify failed"), "{what}: {why}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // The Unix socket needs no TLS (the harness's host connections above all use it).
+    assert_eq!(
+        authority
+            .pimd_authority("db1", &passwords[0])
+            .0
+            .snapshot()
+            .unwrap()
+            .host,
+        "db1"
+    );
 }
 
 #[test]
@@ -1856,4 +1784,254 @@ fn given_a_call_stuck_behind_a_lock_then_it_ends_unreachable_within_the_statemen
     assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
     // The connection is usable again and the code was not spent.
     assert!(matches!(db1.activate(&ask), Ok(Activated::Granted(_))));
+}
+
+// --- Limits on what one host takes from the authority as a whole (review finding 7).
+
+/// `login`'s connection limit and session defaults, as the database holds them.
+fn login_limits(authority: &Authority, login: &str) -> (i32, Vec<String>) {
+    let mut admin = authority.admin();
+    let limit: i32 = admin
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&login],
+        )
+        .unwrap()
+        .get(0);
+    let settings: Vec<String> = admin
+        .query(
+            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_roles r \
+             ON r.oid = s.setrole WHERE r.rolname = $1 AND s.setdatabase = 0 ORDER BY 1",
+            &[&login],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    (limit, settings)
+}
+
+#[test]
+fn given_a_host_opening_more_connections_than_its_limit_then_the_extra_ones_are_refused_and_others_connect(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let (limit, settings) = login_limits(&authority, "pim_host_db1");
+    assert_eq!(limit, 6);
+    assert_eq!(
+        settings,
+        [
+            "idle_in_transaction_session_timeout=10s",
+            "lock_timeout=5s",
+            "statement_timeout=10s",
+            "tcp_keepalives_count=3",
+            "tcp_keepalives_idle=10",
+            "tcp_keepalives_interval=3",
+            "tcp_user_timeout=15000",
+        ]
+    );
+    // A host added before the limits existed gets them when setup runs again.
+    authority
+        .admin()
+        .batch_execute(
+            "ALTER ROLE pim_host_web7 CONNECTION LIMIT -1; ALTER ROLE pim_host_web7 RESET ALL",
+        )
+        .unwrap();
+    assert_eq!(login_limits(&authority, "pim_host_web7"), (-1, vec![]));
+    let again = authority.setup(&[]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(login_limits(&authority, "pim_host_web7"), (limit, settings));
+
+    let held: Vec<Client> = (0..limit)
+        .map(|_| authority.host("db1", &passwords[0]))
+        .collect();
+    let extra = authority.try_login("pim_host_db1", &passwords[0]);
+    let refused = match extra {
+        Err(e) => e
+            .as_db_error()
+            .map_or(e.to_string(), |db| db.message().to_string()),
+        Ok(_) => "connected".into(),
+    };
+    assert!(
+        refused.contains("too many connections for role \"pim_host_db1\""),
+        "{refused}"
+    );
+    // The other host is not held up, and db1 connects again once it lets one go.
+    let mut web7 = authority.host("web7", &passwords[1]);
+    assert_eq!(snapshot_grants(&mut web7), []);
+    drop(held);
+    authority
+        .pg
+        .wait_until("db1 to connect again", Duration::from_secs(30), || {
+            authority.try_login("pim_host_db1", &passwords[0]).is_ok()
+        });
+}
+
+#[test]
+fn given_a_host_idling_in_a_transaction_holding_a_users_row_then_it_is_cut_off_and_other_hosts_proceed(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    authority.enrolled("bob");
+    let mut web7 = authority.host("web7", &passwords[1]);
+    // A session left idle in a transaction that holds bob's MFA row (offering a code locks
+    // it) ends on its login's idle_in_transaction_session_timeout; web7 then gets through.
+    let mut idle = authority.host("db1", &passwords[0]);
+    idle.batch_execute("BEGIN").unwrap();
+    offer(&mut idle, "bob", "000000").unwrap();
+    authority
+        .pg
+        .wait_until("web7 to get bob's row", Duration::from_secs(60), || {
+            offer(&mut web7, "bob", "111111").is_ok()
+        });
+    assert!(idle.simple_query("SELECT 1").is_err());
+    // db1's root turns its own session's timeouts off, locks alice's MFA row and keeps the
+    // transaction open.
+    let mut db1 = authority.host("db1", &passwords[0]);
+    db1.batch_execute(
+        "SET idle_in_transaction_session_timeout = 0; SET statement_timeout = 0; \
+         SET lock_timeout = 0; BEGIN",
+    )
+    .unwrap();
+    offer(&mut db1, "alice", "000000").unwrap();
+    // web7 waits at most its lock_timeout on each try, and gets through once the database
+    // has ended db1's transaction (older than 30 s, on the next call).
+    let mut tries = Vec::new();
+    authority
+        .pg
+        .wait_until("web7 to get alice's row", Duration::from_secs(120), || {
+            let result = offer(&mut web7, "alice", "111111");
+            let through = result.is_ok();
+            tries.push(sqlstate(&result));
+            through
+        });
+    assert!(
+        tries[..tries.len() - 1].iter().all(|s| s == "55P03"),
+        "{tries:?}"
+    );
+    let fresh = code(&alice, now_step());
+    let granted = activate(&mut web7, "alice", &[], "ops", &fresh, None);
+    assert!(
+        granted
+            .as_ref()
+            .is_ok_and(|v| v.get("granted").is_some() || v.get("pending").is_some()),
+        "{granted:?}"
+    );
+    // db1's session is gone, with nothing it held: its offer (a failure counted) was
+    // rolled back with it.
+    assert!(db1.simple_query("SELECT 1").is_err());
+    assert!(
+        authority
+            .pg
+            .log()
+            .contains("pim: ended a session of host db1 stuck in a transaction"),
+        "{}",
+        authority.pg.log_tail(20)
+    );
+}
+
+#[test]
+fn given_an_oversized_ship_audit_batch_then_it_is_refused_whole_and_pimd_ships_it_in_smaller_ones()
+{
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let records = |count: i64, text_bytes: usize| -> Vec<AuditRecord> {
+        (1..=count)
+            .map(|id| AuditRecord {
+                id,
+                at: 1_800_000_000 + id,
+                actor: "alice".into(),
+                user: "alice".into(),
+                reason: "r".repeat(text_bytes),
+                detail: "d".repeat(text_bytes),
+                ..AuditRecord::default()
+            })
+            .collect()
+    };
+    let shipped = || {
+        authority
+            .count("SELECT count(*) FROM pim.audit WHERE host = 'db1' AND local_id IS NOT NULL")
+    };
+    // Too many records, or too many bytes (150 records of 8 kB: 1.2 MB): refused before any
+    // is stored.
+    for batch in [records(1001, 1), records(150, 4096)] {
+        let json = serde_json::to_value(&batch).unwrap();
+        let result = call(&mut db1, "pim_api.ship_audit($1)", &[&json]);
+        assert_eq!(sqlstate(&result), "PM002");
+        let message = result
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .message()
+            .to_string();
+        assert!(
+            message.contains(
+                "at most 1000 records and 1048576 bytes of JSON a call; ship in smaller batches"
+            ),
+            "{message}"
+        );
+        assert_eq!(shipped(), 0);
+    }
+    // pimd's authority ships the same spool in calls the function takes.
+    let (mut pimd, _) = authority.pimd_authority("db1", &passwords[0]);
+    assert_eq!(pimd.ship_audit(&records(150, 4096)).unwrap(), 150);
+    assert_eq!(shipped(), 150);
+}
+
+#[test]
+fn given_a_host_listening_without_reading_then_it_is_cut_off_and_the_notify_queue_drains() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    // web7's root LISTENs in psql and then reads nothing: psql waits on its input, the
+    // notifications pile up in the socket and the backend blocks writing them, holding the
+    // NOTIFY queue's tail for everyone.
+    let mut listener = Command::new(format!("{}/psql", pim_e2e::postgres::PG_BIN))
+        .args(["--no-psqlrc", "--quiet", "--dbname"])
+        .arg(authority.conninfo("pim_host_web7", &passwords[1]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = listener.stdin.as_mut().unwrap();
+        stdin.write_all(b"LISTEN pim_wake;\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    let listening = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pim_host_web7'";
+    let blocked = format!("{listening} AND wait_event = 'ClientWrite'");
+    authority
+        .pg
+        .wait_until("web7 to listen", Duration::from_secs(30), || {
+            authority.count(&format!(
+                "{listening} AND query LIKE 'LISTEN%' AND state = 'idle'"
+            )) == 1
+        });
+    // 3,000 notifications of 7.9 kB (24 MB), as any session may send them.
+    authority.pg.admin_sql(
+        "SELECT count(pg_notify('pim_wake', lpad(g::text, 7900, 'x'))) \
+         FROM generate_series(1, 3000) g",
+    );
+    authority.pg.wait_until(
+        "web7's backend to block writing",
+        Duration::from_secs(30),
+        || authority.count(&blocked) == 1,
+    );
+    assert!(authority.count("SELECT count(*) WHERE pg_notification_queue_usage() > 0") == 1);
+    // Any host's next call ends it, and the queue's tail moves on.
+    let mut db1 = authority.host("db1", &passwords[0]);
+    authority
+        .pg
+        .wait_until("web7's listener to be cut", Duration::from_secs(30), || {
+            snapshot_grants(&mut db1);
+            authority.count(listening) == 0
+        });
+    authority
+        .pg
+        .wait_until("the NOTIFY queue to drain", Duration::from_secs(30), || {
+            authority.count("SELECT count(*) WHERE pg_notification_queue_usage() = 0") == 1
+        });
+    assert!(authority.pg.log().contains(
+        "pim: ended a session of host web7 stuck in a transaction or a write (idle, ClientWrite)"
+    ));
+    let _ = listener.kill();
+    let _ = listener.wait();
 }

@@ -32,7 +32,7 @@ fn given_a_fresh_cluster_then_it_answers_keeps_its_data_across_restarts_and_want
     assert_eq!(tcp.assert_success().stdout_trimmed(), "7");
     let methods = pg.admin_sql(
         "SELECT string_agg(DISTINCT auth_method, ',') FROM pg_hba_file_rules \
-         WHERE type = 'host'; SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'web1'",
+         WHERE type = 'hostssl'; SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'web1'",
     );
     assert_eq!(methods.trim(), "scram-sha-256\nSCRAM-SHA-256$");
     pg.psql(&pg.tcp_conninfo("web1", "wrong horse"), "SELECT 1")
@@ -93,7 +93,7 @@ fn given_a_fleet_then_each_host_reaches_the_database_and_a_cut_link_cuts_that_ho
     fleet.add_user("alice", &["ops"]);
     for host in &fleet.hosts {
         assert!(fleet.reaches_database(&host.name), "{}", host.name);
-        let out = host.psql(&fleet.db.admin_conninfo_tcp(), "SELECT inet_client_addr()");
+        let out = host.psql(&fleet.admin_conninfo(), "SELECT inet_client_addr()");
         assert_eq!(out.assert_success().stdout_trimmed(), host.address);
     }
 

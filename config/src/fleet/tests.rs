@@ -28,7 +28,7 @@ fn errors(problems: &[Problem]) -> Vec<String> {
 }
 
 const FLEET: &str = r#"[fleet]
-database = "host=db.example dbname=pim user=pim_host_web7 sslmode=verify-full passfile=/etc/pim/pgpass"
+database = "host=db.example dbname=pim user=pim_host_web7 sslmode=verify-full sslrootcert=/etc/pim/fleet-ca.pem passfile=/etc/pim/pgpass"
 host = "web7"
 max_staleness = "2m"
 "#;
@@ -54,7 +54,7 @@ fn given_no_fleet_section_then_the_host_stands_alone_and_roles_are_its_own() {
 
 #[test]
 fn given_fleet_defaults_then_ten_minutes_and_the_hostname_apply() {
-    let (config, problems) = host_file("[fleet]\ndatabase = \"host=db dbname=pim\"\n");
+    let (config, problems) = host_file("[fleet]\ndatabase = \"host=/run/postgresql dbname=pim\"\n");
     assert!(errors(&problems).is_empty(), "{problems:?}");
     let fleet = config.unwrap().fleet.unwrap();
     assert_eq!(fleet.host, None);
@@ -101,8 +101,32 @@ fn given_a_password_in_the_connection_string_then_it_is_refused_for_a_passfile()
             "{conninfo}: {errors:?}"
         );
     }
-    let (config, _) = host_file("[fleet]\ndatabase = \"host=db passfile=/etc/pim/pgpass\"\n");
+    let (config, _) =
+        host_file("[fleet]\ndatabase = \"host=/run/postgresql passfile=/etc/pim/pgpass\"\n");
     assert!(config.is_some());
+}
+
+#[test]
+fn given_tcp_without_verify_full_and_a_ca_file_then_the_database_key_is_refused_naming_the_fix() {
+    for conninfo in [
+        "host=db.example dbname=pim passfile=/etc/pim/pgpass",
+        "host=db.example sslmode=require passfile=/etc/pim/pgpass",
+        "host=db.example sslmode=verify-ca sslrootcert=/etc/pim/fleet-ca.pem",
+        "host=db.example sslmode=verify-full",
+    ] {
+        let (config, problems) = host_file(&format!("[fleet]\ndatabase = \"{conninfo}\"\n"));
+        assert!(config.is_none(), "{conninfo}");
+        let errors = errors(&problems);
+        assert_eq!(errors.len(), 1, "{conninfo}: {errors:?}");
+        assert!(
+            errors[0].contains(":2: fleet.database: connects over TCP (db.example)"),
+            "{conninfo}: {errors:?}"
+        );
+        assert!(
+            errors[0].contains("write sslmode=verify-full sslrootcert=FILE"),
+            "{conninfo}: {errors:?}"
+        );
+    }
 }
 
 #[test]
@@ -148,7 +172,7 @@ fn given_fleet_mode_then_roles_admins_and_mfa_in_the_host_file_are_errors() {
 #[test]
 fn given_a_policy_then_host_settings_in_it_are_errors_and_roles_are_read() {
     let (config, problems) = policy_file(
-        "[daemon]\nadmins = [\"alice\"]\ndatabase = \"/var/lib/pim/pim.db\"\n[fleet]\ndatabase = \"host=db\"\n[roles.admin]\ngroup = \"sudo\"\n",
+        "[daemon]\nadmins = [\"alice\"]\ndatabase = \"/var/lib/pim/pim.db\"\n[fleet]\ndatabase = \"host=/run/postgresql\"\n[roles.admin]\ngroup = \"sudo\"\n",
     );
     assert!(config.is_none());
     let errors = errors(&problems);

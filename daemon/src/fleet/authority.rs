@@ -299,6 +299,36 @@ fn host_now_ms() -> i64 {
 
 /// How many audit records one `pim_api.ship_audit` call takes (the function's own bound).
 const SHIP_BATCH: usize = 1000;
+/// How much JSON pimd sends in one `pim_api.ship_audit` call: half the function's bound
+/// (`pim.ship_max_bytes()`, 1 MiB, measured on the database's rendering, which adds a few
+/// spaces a record).
+const SHIP_BATCH_BYTES: usize = 512 * 1024;
+
+/// `records` cut into the batches of at most [`SHIP_BATCH`] records and
+/// [`SHIP_BATCH_BYTES`] of JSON that `pim_api.ship_audit` takes, in order. A record is
+/// never larger than a batch (shipped records are cut to the function's bounds first).
+fn ship_batches(
+    records: &[pim_common::types::AuditRecord],
+) -> Result<Vec<serde_json::Value>, AuthorityError> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 2;
+    for record in records {
+        let json = serde_json::to_value(record)
+            .map_err(|e| AuthorityError::Database(format!("audit records: {e}")))?;
+        let size = json.to_string().len() + 1;
+        if !batch.is_empty() && (batch.len() == SHIP_BATCH || bytes + size > SHIP_BATCH_BYTES) {
+            batches.push(serde_json::Value::Array(std::mem::take(&mut batch)));
+            bytes = 2;
+        }
+        bytes += size;
+        batch.push(json);
+    }
+    if !batch.is_empty() {
+        batches.push(serde_json::Value::Array(batch));
+    }
+    Ok(batches)
+}
 
 impl Authority for PgAuthority {
     fn snapshot(&mut self) -> Result<Snapshot, AuthorityError> {
@@ -462,15 +492,14 @@ impl Authority for PgAuthority {
         records: &[pim_common::types::AuditRecord],
     ) -> Result<usize, AuthorityError> {
         let mut held = 0;
-        for batch in records.chunks(SHIP_BATCH) {
-            let json = serde_json::to_value(batch)
-                .map_err(|e| AuthorityError::Database(format!("audit records: {e}")))?;
-            let _new: i64 = match self.call("SELECT pim_api.ship_audit($1)", &[&json]) {
+        for batch in ship_batches(records)? {
+            let records_in = batch.as_array().map_or(0, Vec::len);
+            let _new: i64 = match self.call("SELECT pim_api.ship_audit($1)", &[&batch]) {
                 Ok(new) => new,
                 Err(e) if held == 0 => return Err(e),
                 Err(_) => return Ok(held),
             };
-            held += batch.len();
+            held += records_in;
         }
         Ok(held)
     }
@@ -577,8 +606,9 @@ fn classify(error: &postgres::Error) -> AuthorityError {
     if let Some(refusal) = refused(code, db.message()) {
         return AuthorityError::Refused(refusal);
     }
-    // 57014: statement_timeout; 08: connection exceptions; 57P: the server shutting down.
-    if code == "57014" || code.starts_with("08") || code.starts_with("57P") {
+    // 57014: statement_timeout; 55P03: lock_timeout (a row another session holds);
+    // 08: connection exceptions; 57P: the server shutting down.
+    if ["57014", "55P03"].contains(&code) || code.starts_with("08") || code.starts_with("57P") {
         return AuthorityError::Unreachable(db.message().to_string());
     }
     AuthorityError::Database(format!("{code}: {}", db.message()))

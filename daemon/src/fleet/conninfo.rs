@@ -1,9 +1,11 @@
 //! The `[fleet] database` connection string (libpq `key=value` syntax) made into a
 //! connection: the keys tokio-postgres knows pass through; pimd handles the TLS keys
 //! (`sslmode` up to `verify-full`, `sslrootcert`, `sslcert`, `sslkey`) and `passfile`, read
-//! by pimd itself from a root-only pgpass file so that no password sits in pim.toml. A dead
-//! database must never hang a call: connects, statements and the TCP connection all have
-//! timeouts unless the string sets its own.
+//! by pimd itself from a root-only pgpass file so that no password sits in pim.toml. Over
+//! TCP only `verify-full` with `sslrootcert` is accepted
+//! ([`pim_config::conninfo::check_transport`]): anything less lets the network pose as the
+//! authority. A dead database must never hang a call: connects, statements and the TCP
+//! connection all have timeouts unless the string sets its own.
 
 use openssl::ssl::{SslConnector, SslConnectorBuilder, SslFiletype, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
@@ -50,7 +52,8 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// Parses `text`; reads the password from `passfile=` when the string has none.
     pub fn parse(text: &str) -> Result<ConnInfo, String> {
-        let pairs = pairs(text)?;
+        let pairs = pim_config::conninfo::pairs(text)?;
+        pim_config::conninfo::check_transport(&pairs)?;
         let mut tls = TlsMode::Prefer;
         let mut root_cert = None;
         let (mut cert, mut key) = (None, None);
@@ -105,10 +108,11 @@ impl ConnInfo {
         })
     }
 
-    /// Opens a connection (blocking, within the connect timeout).
+    /// Opens a connection (blocking, within the connect timeout). The error says why, down
+    /// to its cause (a certificate from an unknown CA, a name mismatch): what pimd logs.
     pub fn connect(&self) -> Result<postgres::Client, String> {
         let tls = self.tls_connector()?;
-        self.config.connect(tls).map_err(|e| e.to_string())
+        self.config.connect(tls).map_err(|e| with_causes(&e))
     }
 
     /// The database user the string names (for messages).
@@ -145,7 +149,16 @@ impl ConnInfo {
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(setup)?;
         let mut store = X509StoreBuilder::new().map_err(setup)?;
         if let Some(root) = &self.root_cert {
+            use std::os::unix::fs::MetadataExt;
             let shown = root.display();
+            let meta = std::fs::metadata(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+            if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+                return Err(format!(
+                    "sslrootcert {shown} must be owned by root and writable by root only \
+                     (chmod 644): whoever can change it chooses whom pimd trusts as the \
+                     fleet's database"
+                ));
+            }
             let pem = std::fs::read(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
             let certs = X509::stack_from_pem(&pem)
                 .map_err(|e| format!("sslrootcert {shown} is not PEM certificates: {e}"))?;
@@ -162,6 +175,22 @@ impl ConnInfo {
         }
         Ok(builder)
     }
+}
+
+/// `error` and its sources, each once ("error performing TLS handshake: ...: hostname
+/// mismatch"): tokio-postgres's message alone leaves the cause out.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn tls_mode(value: &str) -> Result<TlsMode, String> {
@@ -205,54 +234,6 @@ fn apply_timeouts(config: &mut Config) {
     }
     if config.get_application_name().is_none() {
         config.application_name("pimd");
-    }
-}
-
-/// The `key=value` pairs of a libpq connection string: values may be single-quoted, and a
-/// backslash escapes the next character.
-pub(crate) fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Err("give the connection string as key=value pairs, not a URL".into());
-    }
-    let mut out = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Ok(out);
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_') {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if key.is_empty() || chars.next() != Some('=') {
-            return Err(format!(
-                "the connection string is not key=value pairs (at '{}')",
-                pim_common::text::escape(&key)
-            ));
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next() {
-                    Some('\'') => break,
-                    Some('\\') => value.extend(chars.next()),
-                    Some(c) => value.push(c),
-                    None => return Err(format!("the value of {key} has no closing quote")),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        out.push((key, value));
     }
 }
 

@@ -267,13 +267,15 @@ BEGIN
 END
 $$;
 
--- The calling host, from the login it connected with.
+-- The calling host, from the login it connected with. Every call first ends the host
+-- sessions stuck in a transaction (pim.cut_stuck_hosts, below).
 CREATE OR REPLACE FUNCTION pim.caller() RETURNS pim.hosts
-LANGUAGE plpgsql STABLE SET search_path = pim, pg_catalog, pg_temp
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 DECLARE
     h pim.hosts;
 BEGIN
+    PERFORM pim.cut_stuck_hosts();
     SELECT * INTO h FROM pim.hosts WHERE login = session_user;
     IF NOT FOUND THEN
         PERFORM pim.refuse('PM007', format('the database login %s is not a pim host', session_user));
@@ -606,10 +608,94 @@ BEGIN
         PERFORM pim.refuse('PM009', format('a database role %s exists already', login));
     END IF;
     EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE pim_host', login, password);
+    PERFORM pim.limit_host_login(login);
     INSERT INTO pim.hosts (name, login, tags, added_at) VALUES (host_name, login, tags, pim.now_s());
     PERFORM pim.audit(host, actor, 'host_add', '', '', 'success',
         format('host %s (tags %s)', host_name, array_to_string(tags, ',')));
     RETURN password;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Limits on what one host can take from the authority as a whole (review finding 7). A
+-- host's login may hold few connections, and its sessions carry timeouts; but a host's
+-- root can SET those in its own session, so the database itself also ends, on any call,
+-- the host sessions stuck in a transaction (whose locks would hold every other host up).
+
+-- Connections one host login may hold: pimd holds three (calls, the sync's calls, LISTEN),
+-- and as many again while the server has not yet noticed a dead link's (see the keepalives
+-- below).
+CREATE OR REPLACE FUNCTION pim.host_connection_limit() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 6 $$;
+
+-- The longest a host's transaction may last (pimd's are one call each, within its 10 s
+-- statement_timeout) before any call ends its session.
+CREATE OR REPLACE FUNCTION pim.host_transaction_max_secs() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 30 $$;
+
+-- The most JSON one pim_api.ship_audit call takes (a record is at most about 11 kB).
+CREATE OR REPLACE FUNCTION pim.ship_max_bytes() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 1048576 $$;
+
+-- `login`'s connection limit and session defaults. pim_owner is made a member of it so
+-- that pim.cut_stuck_hosts sees and ends its sessions (the login has nothing pim_owner
+-- lacks: EXECUTE on pim_api, which pim_owner owns).
+CREATE OR REPLACE FUNCTION pim.limit_host_login(login text) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    setting text[];
+BEGIN
+    EXECUTE format('ALTER ROLE %I CONNECTION LIMIT %s', login, pim.host_connection_limit());
+    FOREACH setting SLICE 1 IN ARRAY ARRAY[
+        ['statement_timeout', '10s'],
+        ['lock_timeout', '5s'],
+        ['idle_in_transaction_session_timeout', '10s'],
+        -- A host gone from the network frees its connections in about 20 s.
+        ['tcp_keepalives_idle', '10'],
+        ['tcp_keepalives_interval', '3'],
+        ['tcp_keepalives_count', '3'],
+        ['tcp_user_timeout', '15000']] LOOP
+        EXECUTE format('ALTER ROLE %I SET %I = %L', login, setting[1], setting[2]);
+    END LOOP;
+    IF NOT pg_has_role('pim_owner', login, 'USAGE') THEN
+        EXECUTE format('GRANT %I TO pim_owner', login);
+    END IF;
+END
+$$;
+
+-- When did a call last look for stuck host sessions (epoch seconds)? A sequence: no host
+-- can hold it locked, and a look is neither undone by a rollback nor waits for one.
+CREATE SEQUENCE IF NOT EXISTS pim.stuck_hosts_looked_at;
+
+-- Ends the host sessions whose transaction has lasted longer than
+-- pim.host_transaction_max_secs() (idle holding row locks, or in pg_sleep), and those
+-- blocked writing to a host that does not read them (a LISTEN that holds the NOTIFY
+-- queue's tail); at most one look every 5 s, whoever calls.
+CREATE OR REPLACE FUNCTION pim.cut_stuck_hosts() RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_s bigint := floor(extract(epoch FROM clock_timestamp()))::bigint;
+    stuck record;
+BEGIN
+    IF (SELECT last_value FROM pim.stuck_hosts_looked_at) > now_s - 5 THEN
+        RETURN;
+    END IF;
+    PERFORM setval('pim.stuck_hosts_looked_at', now_s);
+    FOR stuck IN SELECT a.pid, h.name, a.state, a.wait_event
+        FROM pg_stat_activity a JOIN pim.hosts h ON h.login = a.usename
+        WHERE a.pid <> pg_backend_pid()
+          AND (a.xact_start < clock_timestamp() - make_interval(secs => pim.host_transaction_max_secs())
+               OR (a.state = 'idle' AND a.wait_event = 'ClientWrite')) LOOP
+        IF pg_terminate_backend(stuck.pid) THEN
+            RAISE LOG 'pim: ended a session of host % stuck in a transaction or a write (%, %)',
+                stuck.name, stuck.state, coalesce(stuck.wait_event, '-');
+        END IF;
+    END LOOP;
 END
 $$;
 
@@ -1314,8 +1400,9 @@ BEGIN
 END
 $$;
 
--- Stores the host's local audit records (a JSON list of AuditRecord, at most 1000); a
--- record already stored (same host, same local id) is skipped. Returns how many were new.
+-- Stores the host's local audit records (a JSON list of AuditRecord, at most 1000 and
+-- pim.ship_max_bytes() of JSON); a record already stored (same host, same local id) is
+-- skipped. Returns how many were new.
 CREATE OR REPLACE FUNCTION pim_api.ship_audit(records jsonb) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -1325,8 +1412,11 @@ DECLARE
     stored bigint := 0;
     n bigint;
 BEGIN
-    IF jsonb_typeof(records) IS DISTINCT FROM 'array' OR jsonb_array_length(records) > 1000 THEN
-        PERFORM pim.refuse('PM002', 'ship_audit takes a list of at most 1000 records');
+    -- Bounded before any work; a refusal stores nothing (pimd ships in smaller batches).
+    IF jsonb_typeof(records) IS DISTINCT FROM 'array' OR jsonb_array_length(records) > 1000
+        OR octet_length(records::text) > pim.ship_max_bytes() THEN
+        PERFORM pim.refuse('PM002', format('ship_audit takes a list of at most 1000 records '
+            'and %s bytes of JSON a call; ship in smaller batches', pim.ship_max_bytes()));
     END IF;
     FOR rec IN SELECT * FROM jsonb_array_elements(records) LOOP
         -- The local id is what makes a retry harmless: a record without one is refused.
@@ -1416,6 +1506,9 @@ BEGIN
     EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
 END
 $$;
+
+-- The limits on hosts added before them (setup is run again after an upgrade).
+SELECT pim.limit_host_login(login) FROM pim.hosts;
 
 INSERT INTO pim.schema_version (version) VALUES (1)
 ON CONFLICT (only_row) DO UPDATE SET version = excluded.version;

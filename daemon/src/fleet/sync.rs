@@ -199,6 +199,11 @@ impl Connector for PgConnector {
     }
 }
 
+/// The least time from one round to the next: any session may `NOTIFY pim_wake` (NOTIFY
+/// needs no privilege in PostgreSQL), so a flood of them must not become a flood of
+/// snapshots from every host.
+const MIN_ROUND_GAP: Duration = Duration::from_secs(1);
+
 /// The sync thread: a round, then a wait for a NOTIFY (on its own connection) until the
 /// next one is due. Runs for as long as pimd does; logs what it cannot do.
 pub fn run(
@@ -209,10 +214,12 @@ pub fn run(
     log: impl Fn(&str),
 ) {
     let interval = snapshot_interval(max_staleness_secs);
+    let round_gap = interval.min(MIN_ROUND_GAP);
     let mut backoff = Backoff::new(interval);
     let mut authority: Option<Box<dyn Authority>> = None;
     let mut was_failing = false;
     loop {
+        let started = std::time::Instant::now();
         let outcome = match authority.as_mut() {
             Some(a) => round(a.as_mut(), &managed),
             None => match connector.connect() {
@@ -251,6 +258,9 @@ pub fn run(
         // A NOTIFY ends the wait early; a wake-up connection that fails waits the pause out.
         if wakeup.wait(pause).is_err() {
             std::thread::sleep(pause);
+        }
+        if let Some(rest) = round_gap.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
         }
     }
 }

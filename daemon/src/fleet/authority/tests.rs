@@ -76,8 +76,8 @@ fn given_the_functions_answers_then_they_decode_to_the_outcomes() {
 
 #[test]
 fn given_no_database_then_every_call_is_unreachable_and_nothing_hangs() {
-    // A port nothing listens on: the connection is refused at once.
-    let conninfo = ConnInfo::parse("host=127.0.0.1 port=1 user=web7 dbname=pim").unwrap();
+    // A socket nothing listens on: the connection is refused at once.
+    let conninfo = ConnInfo::parse("host=/nonexistent port=1 user=web7 dbname=pim").unwrap();
     let mut authority = PgAuthority::new(conninfo.clone());
     assert!(matches!(
         authority.snapshot(),
@@ -92,4 +92,37 @@ fn given_no_database_then_every_call_is_unreachable_and_nothing_hangs() {
         wakeup.wait(std::time::Duration::from_millis(10)),
         Err(AuthorityError::Unreachable(_))
     ));
+}
+
+#[test]
+fn given_a_spool_of_large_records_then_it_ships_in_batches_within_the_functions_bounds() {
+    use pim_common::types::AuditRecord;
+    let record = |id: i64, text_bytes: usize| AuditRecord {
+        id,
+        at: 1,
+        detail: "d".repeat(text_bytes),
+        reason: "r".repeat(text_bytes),
+        ..AuditRecord::default()
+    };
+    // 300 records of about 8 kB: 2.4 MB, more than one call takes.
+    let large: Vec<AuditRecord> = (1..=300).map(|id| record(id, 4096)).collect();
+    let batches = ship_batches(&large).unwrap();
+    assert!(batches.len() >= 5, "{}", batches.len());
+    let mut ids = Vec::new();
+    for batch in &batches {
+        assert!(batch.to_string().len() <= SHIP_BATCH_BYTES);
+        let records = batch.as_array().unwrap();
+        assert!(records.len() <= SHIP_BATCH);
+        ids.extend(records.iter().map(|r| r["id"].as_i64().unwrap()));
+    }
+    assert_eq!(ids, (1..=300).collect::<Vec<_>>(), "in order, each once");
+    // Small records: by count.
+    let small: Vec<AuditRecord> = (1..=2500).map(|id| record(id, 10)).collect();
+    let sizes: Vec<usize> = ship_batches(&small)
+        .unwrap()
+        .iter()
+        .map(|b| b.as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    assert!(ship_batches(&[]).unwrap().is_empty());
 }

@@ -1,40 +1,38 @@
 use super::*;
 
 #[test]
-fn given_quoted_and_escaped_values_then_pairs_are_read_as_libpq_does() {
-    let got = pairs(r"host=db.example  dbname = 'my db' password='it\'s' user=a\ b").unwrap();
-    let want = [
-        ("host", "db.example"),
-        ("dbname", "my db"),
-        ("password", "it's"),
-        ("user", "a b"),
-    ];
-    let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    assert_eq!(got, want);
-}
-
-#[test]
 fn given_malformed_strings_then_the_error_says_what_is_wrong() {
-    assert!(pairs("postgres://u@h/db")
-        .unwrap_err()
-        .contains("not a URL"));
-    assert!(pairs("host").unwrap_err().contains("key=value"));
-    assert!(pairs("password='open")
-        .unwrap_err()
-        .contains("no closing quote"));
-    assert!(ConnInfo::parse("host=h sslmode=allow")
+    assert!(ConnInfo::parse("host=/run/pg sslmode=allow")
         .unwrap_err()
         .contains("sslmode 'allow' is not supported"));
     for mode in ["verify-ca", "verify-full"] {
-        let refused = ConnInfo::parse(&format!("host=h sslmode={mode}")).unwrap_err();
+        let refused = ConnInfo::parse(&format!("host=/run/pg sslmode={mode}")).unwrap_err();
         assert!(refused.contains("need sslrootcert=FILE"), "{refused}");
     }
-    assert!(ConnInfo::parse("host=h sslcert=/c")
+    assert!(ConnInfo::parse("host=/run/pg sslcert=/c")
         .unwrap_err()
         .contains("sslcert and sslkey go together"));
-    assert!(ConnInfo::parse("host=h frobnicate=1")
+    assert!(ConnInfo::parse("host=/run/pg frobnicate=1")
         .unwrap_err()
         .contains("not valid"));
+}
+
+#[test]
+fn given_tcp_without_verify_full_and_sslrootcert_then_pimd_refuses_to_connect() {
+    for conninfo in [
+        "host=db.example user=pim_host_web7",
+        "host=db.example sslmode=require",
+        "host=db.example sslmode=verify-ca sslrootcert=/etc/pim/fleet-ca.pem",
+        "host=db.example sslmode=verify-full",
+    ] {
+        let refused = ConnInfo::parse(conninfo).unwrap_err();
+        assert!(
+            refused.contains("connects over TCP (db.example)"),
+            "{conninfo}: {refused}"
+        );
+    }
+    let socket = ConnInfo::parse("host=/run/postgresql user=pim_host_web7").unwrap();
+    assert_eq!(socket.tls, TlsMode::Prefer);
 }
 
 #[test]
@@ -48,7 +46,8 @@ fn given_a_string_without_timeouts_then_ours_are_set() {
         info.config.get_options(),
         Some("-c statement_timeout=10000")
     );
-    let own = ConnInfo::parse("host=h connect_timeout=3 options='-c statement_timeout=1'").unwrap();
+    let own =
+        ConnInfo::parse("host=/run/pg connect_timeout=3 options='-c statement_timeout=1'").unwrap();
     assert_eq!(
         own.config.get_connect_timeout(),
         Some(&Duration::from_secs(3))
@@ -81,7 +80,7 @@ fn given_a_passfile_others_can_read_then_it_is_refused() {
     let file = dir.join("pgpass");
     std::fs::write(&file, "*:*:*:*:secret\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let conninfo = format!("host=h user=web7 passfile={}", file.display());
+    let conninfo = format!("host=/run/pg user=web7 passfile={}", file.display());
     let refused = ConnInfo::parse(&conninfo).unwrap_err();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let accepted = ConnInfo::parse(&conninfo);
@@ -138,4 +137,17 @@ fn given_an_unreadable_sslrootcert_then_the_error_names_it() {
     let info = ConnInfo::parse("host=h sslmode=verify-full sslrootcert=/nonexistent/ca.crt");
     let error = info.unwrap().ssl_builder().err().unwrap();
     assert!(error.contains("sslrootcert /nonexistent/ca.crt"), "{error}");
+}
+
+#[test]
+fn given_an_sslrootcert_others_can_write_then_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::env::temp_dir().join(format!("pim-rootcert-w-{}.crt", std::process::id()));
+    std::fs::write(&root, ca_pem("pim fleet test ca")).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let conninfo = format!("host=h sslmode=verify-full sslrootcert={}", root.display());
+    let refused = ConnInfo::parse(&conninfo).unwrap().ssl_builder().err();
+    std::fs::remove_file(&root).unwrap();
+    let refused = refused.unwrap();
+    assert!(refused.contains("writable by root only"), "{refused}");
 }

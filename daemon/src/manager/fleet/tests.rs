@@ -29,7 +29,7 @@ const LOCAL: &str = r#"
 database = "/nonexistent/pim.db"
 
 [fleet]
-database = "host=db.example dbname=pim user=pim_host_web7 passfile=/etc/pim/pgpass"
+database = "host=db.example dbname=pim user=pim_host_web7 sslmode=verify-full sslrootcert=/etc/pim/fleet-ca.pem passfile=/etc/pim/pgpass"
 host = "web7"
 max_staleness = "10m"
 "#;
@@ -462,7 +462,7 @@ fn given_a_policy_push_then_it_is_checked_first_and_sent_with_its_normalized_for
     let e = assert_err!(
         f.e.m.fleet_policy_push(
             &frank,
-            "[fleet]\ndatabase = \"host=db\"\n[roles.a]\nmax_duration = \"48h\"\n",
+            "[fleet]\ndatabase = \"host=/run/postgresql\"\n[roles.a]\nmax_duration = \"48h\"\n",
             "123456"
         ),
         InvalidArgument
