@@ -53,10 +53,16 @@ pub fn pairs(conninfo: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// The CA file trusted when `sslrootcert` is not given: libpq's default for root
+/// (`~/.postgresql/root.crt`, root's home being /root), so that a string written for libpq
+/// means the same to pimd. pimd reads no environment to find it.
+pub const DEFAULT_SSLROOTCERT: &str = "/root/.postgresql/root.crt";
+
 /// The fleet's database is reached over a Unix socket (`host=/path`) or over TCP with TLS
 /// that verifies the server against a CA file of its own: `sslmode=verify-full` (the chain
-/// and the name) with `sslrootcert=FILE`. Anything weaker lets whoever sits on the network
-/// pose as the authority and serve a policy and grants of its choosing: root on every host.
+/// and the name) with `sslrootcert=FILE`, or [`DEFAULT_SSLROOTCERT`] when it is not given.
+/// Anything weaker lets whoever sits on the network pose as the authority and serve a policy
+/// and grants of its choosing: root on every host.
 pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
     let last = |key: &str| {
         pairs
@@ -94,9 +100,9 @@ pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
             text::escape(mode)
         ));
     }
-    if last("sslrootcert").is_none_or(str::is_empty) {
+    if last("sslrootcert").is_some_and(str::is_empty) {
         return Err(format!(
-            "connects over TCP ({}) with sslmode=verify-full but no sslrootcert: {fix}",
+            "connects over TCP ({}) with sslmode=verify-full but an empty sslrootcert: {fix}",
             text::escape(first)
         ));
     }

@@ -1670,14 +1670,15 @@ fn given_tcp_then_only_verify_full_against_the_ca_file_connects_and_a_wrong_cert
             passwords[0]
         )
     };
-    // Over TCP, anything but verify-full with a CA file is refused before connecting.
+    // Over TCP, anything but verify-full with a CA file (libpq's default one when none is
+    // named) is refused before connecting.
     for tls in [
         String::new(),
         "sslmode=disable".into(),
         "sslmode=require".into(),
         format!("sslmode=require sslrootcert={ca}"),
         format!("sslmode=verify-ca sslrootcert={ca}"),
-        "sslmode=verify-full".into(),
+        "sslmode=verify-full sslrootcert=''".into(),
     ] {
         let refused = ConnInfo::parse(&conninfo("127.0.0.1", &tls)).unwrap_err();
         assert!(

@@ -37,7 +37,6 @@ fn given_tcp_without_verified_tls_then_the_transport_is_refused_naming_the_fix()
         "host=db.example sslmode=require",
         "host=db.example sslmode=require sslrootcert=/etc/pim/fleet-ca.pem",
         "host=db.example sslmode=verify-ca sslrootcert=/etc/pim/fleet-ca.pem",
-        "host=10.0.0.5 sslmode=verify-full",
         "host=10.0.0.5 sslmode=verify-full sslrootcert=''",
         // A socket first and a TCP standby second: the standby counts.
         "host=/run/postgresql,db2.example sslmode=require",
@@ -68,6 +67,8 @@ fn given_tcp_without_verified_tls_then_the_transport_is_refused_naming_the_fix()
 fn given_verify_full_with_a_ca_file_or_a_unix_socket_then_the_transport_is_accepted() {
     for conninfo in [
         "host=db.example sslmode=verify-full sslrootcert=/etc/pim/fleet-ca.pem",
+        // SPEC's example: the CA is libpq's default file, DEFAULT_SSLROOTCERT.
+        "host=db.example dbname=pim user=web7 sslmode=verify-full",
         "host=db1,db2 sslmode=verify-full sslrootcert=/etc/pim/fleet-ca.pem",
         "hostaddr=10.0.0.5 host=db sslmode=verify-full sslrootcert=/etc/pim/fleet-ca.pem",
         "host=/run/postgresql dbname=pim",

@@ -2,7 +2,7 @@
 //! connection: the keys tokio-postgres knows pass through; pimd handles the TLS keys
 //! (`sslmode` up to `verify-full`, `sslrootcert`, `sslcert`, `sslkey`) and `passfile`, read
 //! by pimd itself from a root-only pgpass file so that no password sits in pim.toml. Over
-//! TCP only `verify-full` with `sslrootcert` is accepted
+//! TCP only `verify-full` is accepted, against `sslrootcert` (libpq's default file for root when not given)
 //! ([`pim_config::conninfo::check_transport`]): anything less lets the network pose as the
 //! authority. A dead database must never hang a call: connects, statements and the TCP
 //! connection all have timeouts unless the string sets its own.
@@ -73,12 +73,9 @@ impl ConnInfo {
             }
         }
         if matches!(tls, TlsMode::VerifyCa | TlsMode::VerifyFull) && root_cert.is_none() {
-            return Err(
-                "sslmode verify-ca and verify-full need sslrootcert=FILE, the CA \
-                        certificate(s) that signed the database's certificate: pimd trusts \
-                        those only, never the system's CAs"
-                    .into(),
-            );
+            // As libpq: the CA certificate(s) that signed the database's certificate are in
+            // root's ~/.postgresql/root.crt; pimd trusts those only, never the system's CAs.
+            root_cert = Some(PathBuf::from(pim_config::conninfo::DEFAULT_SSLROOTCERT));
         }
         let client_cert = match (cert, key) {
             (Some(cert), Some(key)) => Some((cert, key)),

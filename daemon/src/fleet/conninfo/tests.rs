@@ -5,10 +5,6 @@ fn given_malformed_strings_then_the_error_says_what_is_wrong() {
     assert!(ConnInfo::parse("host=/run/pg sslmode=allow")
         .unwrap_err()
         .contains("sslmode 'allow' is not supported"));
-    for mode in ["verify-ca", "verify-full"] {
-        let refused = ConnInfo::parse(&format!("host=/run/pg sslmode={mode}")).unwrap_err();
-        assert!(refused.contains("need sslrootcert=FILE"), "{refused}");
-    }
     assert!(ConnInfo::parse("host=/run/pg sslcert=/c")
         .unwrap_err()
         .contains("sslcert and sslkey go together"));
@@ -18,12 +14,12 @@ fn given_malformed_strings_then_the_error_says_what_is_wrong() {
 }
 
 #[test]
-fn given_tcp_without_verify_full_and_sslrootcert_then_pimd_refuses_to_connect() {
+fn given_tcp_without_verify_full_or_with_an_empty_sslrootcert_then_pimd_refuses_to_connect() {
     for conninfo in [
         "host=db.example user=pim_host_web7",
         "host=db.example sslmode=require",
         "host=db.example sslmode=verify-ca sslrootcert=/etc/pim/fleet-ca.pem",
-        "host=db.example sslmode=verify-full",
+        "host=db.example sslmode=verify-full sslrootcert=''",
     ] {
         let refused = ConnInfo::parse(conninfo).unwrap_err();
         assert!(
@@ -130,6 +126,20 @@ fn given_sslrootcert_then_only_its_certificates_are_trusted_not_the_systems() {
         .collect();
     assert_eq!(trusted.len(), 1, "{:?}", &trusted[..trusted.len().min(3)]);
     assert!(trusted[0].contains("pim fleet test ca"), "{trusted:?}");
+}
+
+#[test]
+fn given_verify_full_without_sslrootcert_then_libpqs_default_file_for_root_is_the_one_trusted() {
+    for conninfo in [
+        "host=db.example sslmode=verify-full",
+        "host=/run/postgresql sslmode=verify-ca",
+    ] {
+        let info = ConnInfo::parse(conninfo).unwrap();
+        assert_eq!(
+            info.root_cert.as_deref(),
+            Some(Path::new("/root/.postgresql/root.crt"))
+        );
+    }
 }
 
 #[test]
