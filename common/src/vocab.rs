@@ -195,6 +195,10 @@ vocabulary! {
         /// finishes it.
         MfaRotate = "mfa-rotate",
         MfaStatus = "mfa-status",
+        /// A wrong enrolment ticket offered in the fleet (`pim mfa enroll --ticket`).
+        MfaTicketFailure = "mfa-ticket-failure",
+        /// A user's enrolment ticket voided after `[mfa] max_failures` wrong ones.
+        MfaTicketVoid = "mfa-ticket-void",
         NotifyFailed = "notify-failed",
         /// The processes that still carried an ended grant's group, ended.
         ProcessesEnd = "processes-end",

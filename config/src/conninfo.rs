@@ -49,6 +49,15 @@ pub fn pairs(conninfo: &str) -> Result<Vec<(String, String)>, String> {
                 }
             }
         }
+        // libpq lets a later key override an earlier one, but the TCP client pimd uses adds
+        // up repeated hosts: `host=db host=/run/postgresql` would pass the transport rule
+        // on the last and connect to the first. One of each, so every reader agrees.
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(format!(
+                "the connection string gives {} more than once: give each key once",
+                text::escape(&key)
+            ));
+        }
         out.push((key, value));
     }
 }
@@ -105,6 +114,25 @@ pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
             "connects over TCP ({}) with sslmode=verify-full but an empty sslrootcert: {fix}",
             text::escape(first)
         ));
+    }
+    // verify-full checks the certificate against the host name pimd connects to; an address
+    // alone (hostaddr without a name in host at its place) leaves no name to check, and
+    // any certificate of the CA would do.
+    let addresses = listed("hostaddr");
+    if !addresses.is_empty() {
+        let names = last("host")
+            .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let named = names.len() == addresses.len()
+            && names.iter().all(|n| !n.is_empty() && !n.starts_with('/'));
+        if !named {
+            return Err(format!(
+                "connects over TCP ({}) by hostaddr without the host name its certificate \
+                 must carry: give host=NAME for each hostaddr (as many, in the same order), \
+                 so that sslmode=verify-full has a name to check",
+                text::escape(first)
+            ));
+        }
     }
     Ok(())
 }

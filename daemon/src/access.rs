@@ -11,7 +11,7 @@
 //! one for answers guessed while the bus says who a new caller is, one for root's alone.
 
 use crate::accounts::Accounts;
-use crate::clock::{describe, Clock};
+use crate::clock::{describe, Boot, Clock};
 use crate::fleet::mirror::{self, Stale};
 use crate::manager::MAX_ACCESS_GROUPS;
 use crate::model::Grant;
@@ -74,7 +74,7 @@ pub fn decide(
     config: &Config,
     tx: &Tx,
     accounts: &dyn Accounts,
-    now: i64,
+    (now, boot): (i64, &Boot),
     user: &str,
     groups: &[String],
 ) -> Result<Decided, PimError> {
@@ -94,7 +94,12 @@ pub fn decide(
     let live = tx.live_grants_of(user)?;
     let fleet = match &config.fleet {
         Some(fleet) => Some(FleetVantage {
-            fresh: mirror::freshness(tx.fleet_sync()?.as_ref(), now, fleet.max_staleness_secs),
+            fresh: mirror::freshness(
+                tx.fleet_sync()?.as_ref(),
+                now,
+                boot,
+                fleet.max_staleness_secs,
+            ),
         }),
         None => None,
     };
@@ -294,11 +299,11 @@ impl AccessReader {
     /// The answer for root's question about `user` (see [`decide`]); not audited here.
     pub fn decide(&mut self, user: &str, groups: &[String]) -> Result<AccessDecision, PimError> {
         check_question(user, groups)?;
-        let now = self.clock.now();
+        let (now, boot) = (self.clock.now(), self.clock.boot());
         let (config, accounts) = (&self.config, &*self.accounts);
         let decided = self
             .store
-            .read(|tx| decide(config, tx, accounts, now, user, groups))?;
+            .read(|tx| decide(config, tx, accounts, (now, &boot), user, groups))?;
         if let Some(watcher) = &self.watcher {
             if decided.answer.allowed && !decided.permanent.is_empty() {
                 watcher.permanent_passed(decided.permanent);

@@ -1,14 +1,29 @@
-//! Time as the domain logic sees it: whole seconds since the Unix epoch, from a clock that
-//! tests can set.
+//! Time as the domain logic sees it: whole seconds since the Unix epoch, and the time since
+//! the host booted (which nobody can set back), from a clock that tests can set.
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send {
     fn now(&self) -> i64;
+    /// Where this boot of the host is (see [`Boot`]).
+    fn boot(&self) -> Boot;
+}
+
+/// Seconds since the host booted, suspended time included (CLOCK_BOOTTIME: it only moves
+/// forward, whatever is done to the wall clock), and which boot that is (the kernel's boot
+/// id; empty when it cannot be read). Two of them compare only under the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Boot {
+    pub id: String,
+    pub secs: i64,
 }
 
 /// The real clock.
 pub struct SystemClock;
+
+/// The kernel's id of this boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
@@ -17,30 +32,76 @@ impl Clock for SystemClock {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     }
+
+    fn boot(&self) -> Boot {
+        // The id cannot change while this process lives.
+        static ID: OnceLock<String> = OnceLock::new();
+        let id = ID.get_or_init(|| {
+            std::fs::read_to_string(BOOT_ID)
+                .map(|id| id.trim().to_string())
+                .unwrap_or_default()
+        });
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+            Ok(t) => Boot {
+                id: id.clone(),
+                secs: t.tv_sec(),
+            },
+            // No boot time: no id either, so that nothing compares as fresh.
+            Err(_) => Boot::default(),
+        }
+    }
 }
 
 #[cfg(test)]
 pub mod fake {
-    use super::Clock;
+    use super::{Boot, Clock};
     use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::Arc;
 
-    /// A clock that only moves when told to; clones share the same time.
+    /// A clock that only moves when told to; clones share the same time. Time passing moves
+    /// the wall clock and the boot time alike; the wall clock can also be set on its own, and
+    /// the host rebooted.
     #[derive(Clone)]
-    pub struct FakeClock(Arc<AtomicI64>);
+    pub struct FakeClock(Arc<Times>);
+
+    struct Times {
+        wall: AtomicI64,
+        boot_secs: AtomicI64,
+        boots: AtomicI64,
+    }
 
     impl FakeClock {
         pub fn at(now: i64) -> Self {
-            FakeClock(Arc::new(AtomicI64::new(now)))
+            FakeClock(Arc::new(Times {
+                wall: AtomicI64::new(now),
+                boot_secs: AtomicI64::new(1000),
+                boots: AtomicI64::new(1),
+            }))
         }
         pub fn advance(&self, secs: i64) {
-            self.0.fetch_add(secs, Ordering::SeqCst);
+            self.0.wall.fetch_add(secs, Ordering::SeqCst);
+            self.0.boot_secs.fetch_add(secs, Ordering::SeqCst);
+        }
+        /// Sets the wall clock `secs` on (back when negative); no time passes.
+        pub fn step_wall(&self, secs: i64) {
+            self.0.wall.fetch_add(secs, Ordering::SeqCst);
+        }
+        /// A new boot, just started (the wall clock goes on).
+        pub fn reboot(&self) {
+            self.0.boots.fetch_add(1, Ordering::SeqCst);
+            self.0.boot_secs.store(0, Ordering::SeqCst);
         }
     }
 
     impl Clock for FakeClock {
         fn now(&self) -> i64 {
-            self.0.load(Ordering::SeqCst)
+            self.0.wall.load(Ordering::SeqCst)
+        }
+        fn boot(&self) -> Boot {
+            Boot {
+                id: format!("boot-{}", self.0.boots.load(Ordering::SeqCst)),
+                secs: self.0.boot_secs.load(Ordering::SeqCst),
+            }
         }
     }
 }

@@ -101,7 +101,7 @@ pub struct Request {
 }
 
 /// The last successful synchronisation of a fleet host with the fleet's authority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetSync {
     /// When it happened, by this host's clock.
     pub synced_at: i64,
@@ -109,6 +109,9 @@ pub struct FleetSync {
     pub db_now: i64,
     /// The policy version the authority had then.
     pub policy_version: i64,
+    /// Where this host's boot was then: staleness is measured on it too, which no setting of
+    /// the wall clock moves back.
+    pub boot: crate::clock::Boot,
 }
 
 /// One audit record as written.

@@ -3,7 +3,7 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, PassWatcher, PermanentPass, MAX_USER_NAME_BYTES};
-use crate::manager::{Caller, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
+use crate::manager::{Caller, FleetCall, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
 use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
@@ -372,6 +372,25 @@ impl Core {
         .map_err(|e| PimError::Internal(format!("pimd worker failed: {e}; nothing was changed")))?;
         self.publish(outbox).await;
         result
+    }
+
+    /// Runs the rest of a call in steps: each network part on a blocking thread with the
+    /// manager's lock free (expiry, the mirror and the audit go on while the fleet's database
+    /// is slow or gone), each step after it on the manager.
+    pub async fn finish_steps<T: Send + 'static>(
+        self: &Arc<Self>,
+        mut call: FleetCall<T>,
+    ) -> Result<T, PimError> {
+        loop {
+            let network = match call {
+                FleetCall::Done(result) => return result,
+                FleetCall::Remote(network) => network,
+            };
+            let then = tokio::task::spawn_blocking(network).await.map_err(|e| {
+                PimError::Internal(format!("pimd worker failed: {e}; nothing was changed"))
+            })?;
+            call = self.with_manager(move |m| Ok(then(m))).await?;
+        }
     }
 
     /// Takes what the manager left behind and, while its lock is still held, works out which
@@ -776,11 +795,7 @@ impl ManagerService {
         .await
     }
 
-    /// Runs `f` on `args` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`]
-    /// at once; for a call of kind `limit`, at most the kind's calls a minute;
-    /// and only when `args` is not an error (the arguments' own copies, made once
-    /// [`bounded_copies`] made them within bounds). Else the call is refused as `action` and
-    /// the refusal audited.
+    /// [`Self::limited_steps`] of a call that needs no fleet authority.
     async fn limited_call<A: Send + 'static, T: Send + 'static>(
         &self,
         header: &Header<'_>,
@@ -789,21 +804,58 @@ impl ManagerService {
         args: Result<A, PimError>,
         f: impl FnOnce(&mut Manager, &Caller, A) -> Result<T, PimError> + Send + 'static,
     ) -> Result<T, PimError> {
+        self.limited_steps(header, action, limit, args, move |m, c, a| {
+            FleetCall::Done(f(m, c, a))
+        })
+        .await
+    }
+
+    /// A reading call in steps (it may need the fleet's authority), as [`Self::read_call`].
+    async fn read_steps<T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        action: AuditAction,
+        f: impl FnOnce(&mut Manager, &Caller) -> FleetCall<T> + Send + 'static,
+    ) -> Result<T, PimError> {
+        self.limited_steps(header, action, Some(CallKind::Reads), Ok(()), |m, c, ()| {
+            f(m, c)
+        })
+        .await
+    }
+
+    /// Runs `f` on `args` for the caller within the limits: at most [`MAX_CALLS_IN_PROGRESS`]
+    /// at once; for a call of kind `limit`, at most the kind's calls a minute;
+    /// and only when `args` is not an error (the arguments' own copies, made once
+    /// [`bounded_copies`] made them within bounds). Else the call is refused as `action` and
+    /// the refusal audited. A call to the fleet's authority runs its network parts with the
+    /// manager free ([`Core::finish_steps`]).
+    async fn limited_steps<A: Send + 'static, T: Send + 'static>(
+        &self,
+        header: &Header<'_>,
+        action: AuditAction,
+        limit: Option<CallKind>,
+        args: Result<A, PimError>,
+        f: impl FnOnce(&mut Manager, &Caller, A) -> FleetCall<T> + Send + 'static,
+    ) -> Result<T, PimError> {
         let uid = self.caller_uid(header).await?;
         let place = self.core.in_progress.enter(uid)?;
-        let result = self
+        let first = self
             .core
             .with_manager(move |m| {
                 let caller = m.caller(uid)?;
                 if let Some(kind) = limit {
                     m.admit_call(&caller, action, kind)?;
                 }
-                match args {
+                Ok(match args {
                     Ok(args) => f(m, &caller, args),
-                    Err(e) => m.refuse_call(&caller, action, e),
-                }
+                    Err(e) => FleetCall::Done(m.refuse_call(&caller, action, e)),
+                })
             })
             .await;
+        let result = match first {
+            Ok(call) => self.core.finish_steps(call).await,
+            Err(e) => Err(e),
+        };
         // Calls are turned away only while others run: each one that ends hands over those
         // turned away meanwhile, so the last to end leaves none uncounted.
         drop(place);
@@ -891,13 +943,16 @@ impl ManagerService {
             ("ticket", ticket, text::MAX_TICKET_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::Activate,
             Some(CallKind::Grants),
             args,
             move |m, c, [role, reason, ticket, code]| {
-                m.activate(c, &role, duration_secs, &reason, &ticket, &code)
+                m.fleet_or_local(
+                    |m| m.fleet_activate(c, &role, duration_secs, &reason, &ticket, &code, None),
+                    |m| m.activate(c, &role, duration_secs, &reason, &ticket, &code),
+                )
             },
         )
         .await
@@ -909,12 +964,14 @@ impl ManagerService {
         role: &str,
     ) -> Result<GrantInfo, PimError> {
         let args = bounded_copies([("role", role, text::MAX_NAME_BYTES)]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::Deactivate,
             Some(CallKind::Grants),
             args,
-            move |m, c, [role]| m.deactivate(c, &role),
+            move |m, c, [role]| {
+                m.fleet_or_local(|m| m.fleet_deactivate(c, &role), |m| m.deactivate(c, &role))
+            },
         )
         .await
     }
@@ -957,12 +1014,12 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<(String, String), PimError> {
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::MfaEnroll,
             Some(CallKind::Mfa),
             Ok(()),
-            |m, c, ()| m.mfa_enroll(c),
+            |m, c, ()| m.fleet_or_local(|m| m.fleet_mfa_enroll(c, ""), |m| m.mfa_enroll(c)),
         )
         .await
     }
@@ -973,12 +1030,17 @@ impl ManagerService {
         ticket: &str,
     ) -> Result<(String, String), PimError> {
         let args = bounded_copies([("ticket", ticket, crate::manager::MAX_TICKET_BYTES)]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::MfaEnroll,
             Some(CallKind::Mfa),
             args,
-            move |m, c, [ticket]| m.mfa_enroll_with_ticket(c, &ticket),
+            move |m, c, [ticket]| {
+                m.fleet_or_local(
+                    |m| m.fleet_mfa_enroll(c, &ticket),
+                    |m| m.mfa_enroll_with_ticket(c, &ticket),
+                )
+            },
         )
         .await
     }
@@ -989,19 +1051,26 @@ impl ManagerService {
         code: &str,
     ) -> Result<Vec<String>, PimError> {
         let args = bounded_copies([("code", code, text::MAX_CODE_BYTES)]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::MfaConfirm,
             Some(CallKind::Mfa),
             args,
-            move |m, c, [code]| m.mfa_confirm(c, &code),
+            move |m, c, [code]| {
+                m.fleet_or_local(
+                    |m| m.fleet_mfa_confirm(c, &code),
+                    |m| m.mfa_confirm(c, &code),
+                )
+            },
         )
         .await
     }
 
     async fn mfa_status(&self, #[zbus(header)] h: Header<'_>) -> Result<MfaStatusInfo, PimError> {
-        self.read_call(&h, AuditAction::MfaStatus, |m, c| m.mfa_status(c))
-            .await
+        self.read_steps(&h, AuditAction::MfaStatus, |m, c| {
+            m.fleet_or_local(|m| m.fleet_mfa_status(c), |m| m.mfa_status(c))
+        })
+        .await
     }
 
     async fn mfa_rotate(
@@ -1079,8 +1148,10 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<RequestInfo>, PimError> {
-        self.read_call(&h, AuditAction::ListRequests, |m, c| m.list_requests(c))
-            .await
+        self.read_steps(&h, AuditAction::ListRequests, |m, c| {
+            m.fleet_or_local(|m| m.fleet_requests(c), |m| m.list_requests(c))
+        })
+        .await
     }
 
     async fn approve(
@@ -1094,12 +1165,17 @@ impl ManagerService {
             ("comment", comment, text::MAX_REASON_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::Approve,
             Some(CallKind::Decisions),
             args,
-            move |m, c, [comment, code]| m.approve(c, id, &comment, &code),
+            move |m, c, [comment, code]| {
+                m.fleet_or_local(
+                    |m| m.fleet_decide(c, id, &comment, &code, true),
+                    |m| m.approve(c, id, &comment, &code),
+                )
+            },
         )
         .await
     }
@@ -1115,12 +1191,17 @@ impl ManagerService {
             ("comment", comment, text::MAX_REASON_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::Deny,
             Some(CallKind::Decisions),
             args,
-            move |m, c, [comment, code]| m.deny(c, id, &comment, &code),
+            move |m, c, [comment, code]| {
+                m.fleet_or_local(
+                    |m| m.fleet_decide(c, id, &comment, &code, false),
+                    |m| m.deny(c, id, &comment, &code),
+                )
+            },
         )
         .await
     }
@@ -1130,12 +1211,12 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<RequestInfo, PimError> {
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::Cancel,
             Some(CallKind::Grants),
             Ok(()),
-            move |m, c, ()| m.cancel(c, id),
+            move |m, c, ()| m.fleet_or_local(|m| m.fleet_cancel(c, id), |m| m.cancel(c, id)),
         )
         .await
     }
@@ -1278,12 +1359,17 @@ impl ManagerService {
             ("role", role, text::MAX_NAME_BYTES),
             ("reason", reason, text::MAX_REASON_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::AdminRevoke,
             Some(CallKind::Admin),
             args,
-            move |m, c, [user, role, reason]| m.admin_revoke(c, &user, &role, &reason),
+            move |m, c, [user, role, reason]| {
+                m.fleet_or_local(
+                    |m| m.fleet_revoke(c, &user, &role, &reason, ""),
+                    |m| m.admin_revoke(c, &user, &role, &reason),
+                )
+            },
         )
         .await
     }
@@ -1454,7 +1540,7 @@ impl ManagerService {
             ("code", code, text::MAX_CODE_BYTES),
             ("host", host, text::MAX_NAME_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::Activate,
             Some(CallKind::Grants),
@@ -1480,7 +1566,7 @@ impl ManagerService {
             ("reason", reason, text::MAX_REASON_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::AdminRevoke,
             Some(CallKind::Admin),
@@ -1494,7 +1580,7 @@ impl ManagerService {
         &self,
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<FleetHostInfo>, PimError> {
-        self.read_call(&h, AuditAction::FleetHosts, |m, c| m.fleet_hosts(c))
+        self.read_steps(&h, AuditAction::FleetHosts, |m, c| m.fleet_hosts(c))
             .await
     }
 
@@ -1523,7 +1609,7 @@ impl ManagerService {
             }
             Ok((copies, tags))
         });
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::FleetHostAdd,
             Some(CallKind::Admin),
@@ -1544,7 +1630,7 @@ impl ManagerService {
             ("user", user, text::MAX_NAME_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::FleetMfaTicket,
             Some(CallKind::Admin),
@@ -1564,7 +1650,7 @@ impl ManagerService {
             ("policy", policy, crate::manager::MAX_POLICY_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
         ]);
-        self.limited_call(
+        self.limited_steps(
             &h,
             AuditAction::FleetPolicyPush,
             Some(CallKind::Admin),
@@ -1804,6 +1890,49 @@ mod tests {
             "host".into(),
         );
         Core::new(manager)
+    }
+
+    #[tokio::test]
+    async fn given_a_fleet_call_waiting_for_the_database_then_the_manager_answers_meanwhile() {
+        use crate::fleet::fake::{FakeAuthority, Hold};
+        let fake = FakeAuthority::reachable("web7", 0);
+        let (waiting, is_waiting) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        fake.fleet().hold = Some(Hold {
+            waiting,
+            release: released,
+        });
+        let core = core();
+        let config = core.with_manager(|m| Ok(m.config().clone())).await.unwrap();
+        let connector = Arc::new(fake.clone());
+        core.with_manager(move |m| {
+            m.set_fleet(crate::manager::Fleet::new(connector, config, "web7".into()));
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let alice = Caller {
+            uid: 1000,
+            name: "alice".into(),
+        };
+        let call = core
+            .with_manager(move |m| Ok(m.fleet_mfa_status(&alice)))
+            .await
+            .unwrap();
+        let pending = tokio::spawn({
+            let core = core.clone();
+            async move { core.finish_steps(call).await }
+        });
+        tokio::task::spawn_blocking(move || is_waiting.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // Expiry's turn on the manager while the call waits for the database.
+        core.with_manager(|m| m.reconcile()).await.unwrap();
+        release.send(()).unwrap();
+        let status = pending.await.unwrap().unwrap();
+        assert!(!status.enrolled);
+        assert_eq!(fake.fleet().calls, ["enrolled? alice"]);
     }
 
     /// A host with role admin (group sudo) that alice is eligible for and has not activated,

@@ -712,11 +712,22 @@ fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_canno
     web1.psql(&fleet.conninfo(&db1_login, &web1_password), "SELECT 1")
         .assert_failure()
         .assert_stderr_contains("password authentication failed");
-    let forged = r#"SELECT pim_api.ship_audit('[{"id": 900001, "at": 1, "host": "db1",
-        "actor": "root", "action": "access-check", "user": "alice", "role": "dbops",
-        "outcome": "success", "reason": "", "ticket": "", "detail": "", "prev": "",
-        "hash": ""}]'::jsonb)"#;
-    web1.psql(&mine, forged).assert_success();
+    // The record must follow web1's shipped chain (ship_audit checks it): its prev is the
+    // hash of the last record web1 shipped, read again should pimd ship one meanwhile.
+    fleet.wait_until("web1 to ship a record claiming db1", WAIT, || {
+        let prev = fleet.db.admin_sql(
+            "SELECT hash FROM pim.audit WHERE host = 'web1' AND local_id IS NOT NULL \
+             ORDER BY local_id DESC LIMIT 1",
+        );
+        let forged = format!(
+            r#"SELECT pim_api.ship_audit('[{{"id": 900001, "at": 1, "host": "db1",
+            "actor": "root", "action": "access-check", "user": "alice", "role": "dbops",
+            "outcome": "success", "reason": "", "ticket": "", "detail": "", "prev": "{}",
+            "hash": "forged"}}]'::jsonb)"#,
+            prev.trim()
+        );
+        web1.psql(&mine, &forged).success()
+    });
     assert_eq!(
         fleet
             .db
@@ -839,11 +850,14 @@ fn given_an_admins_ticket_on_one_host_then_alice_enrols_on_another_her_codes_wor
     // The fleet's audit holds the issue and the use, never the ticket.
     let audit = fleet.db.admin_sql(
         "SELECT action || ' ' || actor || ' ' || \"user\" || ' ' || host FROM pim.audit \
-         WHERE action IN ('mfa_ticket', 'mfa_enrol') ORDER BY id",
+         WHERE action IN ('admin-mfa-ticket', 'mfa-enroll') ORDER BY id",
     );
-    assert!(audit.contains("mfa_ticket carol alice web1"), "{audit}");
-    assert!(audit.contains("mfa_enrol alice alice db1"), "{audit}");
-    assert!(audit.contains("mfa_enrol alice alice web1"), "{audit}");
+    assert!(
+        audit.contains("admin-mfa-ticket carol alice web1"),
+        "{audit}"
+    );
+    assert!(audit.contains("mfa-enroll alice alice db1"), "{audit}");
+    assert!(audit.contains("mfa-enroll alice alice web1"), "{audit}");
     let leaked = fleet.db.admin_sql(&format!(
         "SELECT count(*) FROM pim.audit WHERE detail LIKE '%{alices}%' \
          OR detail LIKE '%{}%'",

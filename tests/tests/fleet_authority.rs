@@ -491,7 +491,7 @@ fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
         1
     );
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_failure'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-failure'"),
         1
     );
 
@@ -524,7 +524,7 @@ fn given_no_fresh_code_then_no_grant_and_wrong_codes_lock_the_user_out() {
     assert_eq!(refused(&locked), "PM006", "{locked:?}");
     assert_eq!(grants(), 1);
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-lockout'"),
         1
     );
 }
@@ -592,7 +592,7 @@ fn given_wrong_codes_checked_in_transactions_rolled_back_then_they_still_lock_th
     assert_eq!(refused(&fresh), "PM006", "{fresh:?}");
     assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_lockout'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-lockout'"),
         1
     );
 }
@@ -887,12 +887,12 @@ fn given_a_ticket_for_alice_then_it_enrols_alice_once_and_never_bob_and_expires(
     );
     // Each issue and each use is in the fleet's audit; no ticket is.
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_ticket'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'admin-mfa-ticket'"),
         5
     );
     assert_eq!(
         authority.count(
-            "SELECT count(*) FROM pim.audit WHERE action = 'mfa_enrol' AND detail LIKE '%ticket%'"
+            "SELECT count(*) FROM pim.audit WHERE action = 'mfa-enroll' AND detail LIKE '%ticket%'"
         ),
         2
     );
@@ -957,7 +957,7 @@ fn given_wrong_tickets_even_checked_in_transactions_rolled_back_then_the_ticket_
     assert_eq!(refused(&gone), "PM008", "{gone:?}");
     assert_eq!(authority.count("SELECT count(*) FROM pim.mfa"), 0);
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa_ticket_void'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-ticket-void'"),
         1
     );
 
@@ -1020,7 +1020,7 @@ fn given_a_host_login_then_it_cannot_read_or_make_tickets_without_an_admins_fres
     );
     assert_eq!(
         authority.count(
-            "SELECT count(*) FROM pim.audit WHERE action = 'mfa_ticket' AND actor = 'ann' \
+            "SELECT count(*) FROM pim.audit WHERE action = 'admin-mfa-ticket' AND actor = 'ann' \
              AND \"user\" = 'bob' AND host = 'db1'"
         ),
         1
@@ -1063,7 +1063,7 @@ fn given_a_reset_with_an_admins_code_then_the_old_device_stops_and_only_the_new_
     );
     assert_eq!(
         authority.count(
-            "SELECT count(*) FROM pim.audit WHERE action = 'mfa_reset' AND actor = 'root' \
+            "SELECT count(*) FROM pim.audit WHERE action = 'admin-mfa-reset' AND actor = 'root' \
              AND \"user\" = 'bob'"
         ),
         1
@@ -1258,6 +1258,68 @@ fn given_audit_shipped_again_after_a_partial_ship_then_each_record_is_stored_onc
     );
     assert!(result.is_err(), "{result:?}");
     assert_eq!(count("db1"), 8);
+}
+
+#[test]
+fn given_shipped_audit_with_a_gap_or_a_fork_then_it_is_refused_naming_the_records() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    // A chain: record i's hash is "h{i}", its prev the hash before it.
+    let record = |id: i64, prev: &str| -> Value {
+        serde_json::json!({"id": id, "at": 1_800_000_000 + id, "actor": "alice",
+            "action": "access-check", "user": "alice", "role": "dba", "outcome": "refused",
+            "reason": "", "ticket": "", "detail": format!("record {id}"), "prev": prev,
+            "hash": format!("h{id}")})
+    };
+    let ship = |client: &mut Client, batch: Vec<Value>| {
+        client
+            .query_one(
+                "SELECT pim_api.ship_audit($1::text::jsonb)",
+                &[&Value::from(batch).to_string()],
+            )
+            .map(|row| row.get::<_, i64>(0))
+    };
+    // The first shipment starts anywhere; the next record follows the last.
+    assert_eq!(
+        ship(&mut db1, vec![record(10, "h9"), record(11, "h10")]).unwrap(),
+        2
+    );
+    assert_eq!(ship(&mut db1, vec![record(12, "h11")]).unwrap(), 1);
+    // A retry of stored records is harmless.
+    assert_eq!(
+        ship(&mut db1, vec![record(11, "h10"), record(12, "h11")]).unwrap(),
+        0
+    );
+    let refused = |result: Result<i64, postgres::Error>| {
+        let e = result.unwrap_err();
+        let db = e.as_db_error().expect("a refusal of the database's");
+        (db.code().code().to_string(), db.message().to_string())
+    };
+    // A gap: record 14's prev is not record 12's hash (13 never came).
+    let (code, message) = refused(ship(&mut db1, vec![record(14, "h13")]));
+    assert_eq!(code, "PM009");
+    assert!(
+        message.contains("record 14 does not follow record 12"),
+        "{message}"
+    );
+    // A fork: record 12 again with another hash.
+    let mut forked = record(12, "h11");
+    forked["hash"] = Value::from("other");
+    let (code, message) = refused(ship(&mut db1, vec![forked]));
+    assert_eq!(code, "PM009");
+    assert!(message.contains("record 12 differs"), "{message}");
+    // Going back below the last shipped id.
+    let (_, message) = refused(ship(&mut db1, vec![record(5, "h12")]));
+    assert!(message.contains("ids must increase"), "{message}");
+    // A refused batch stores nothing, not even its good records before the break.
+    let (_, message) = refused(ship(&mut db1, vec![record(13, "h12"), record(15, "h99")]));
+    assert!(
+        message.contains("record 15 does not follow record 13"),
+        "{message}"
+    );
+    let stored = authority
+        .count("SELECT count(*) FROM pim.audit WHERE host = 'db1' AND local_id IS NOT NULL");
+    assert_eq!(stored, 3);
 }
 
 #[test]

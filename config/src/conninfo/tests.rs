@@ -42,8 +42,6 @@ fn given_tcp_without_verified_tls_then_the_transport_is_refused_naming_the_fix()
         "host=/run/postgresql,db2.example sslmode=require",
         // hostaddr is TCP whatever host says (host is then only the name checked).
         "host=/run/postgresql hostaddr=10.0.0.5",
-        // The last sslmode wins, as in libpq.
-        "host=db sslmode=verify-full sslrootcert=/ca.pem sslmode=require",
     ] {
         let refused = transport(conninfo).unwrap_err();
         assert!(
@@ -77,4 +75,43 @@ fn given_verify_full_with_a_ca_file_or_a_unix_socket_then_the_transport_is_accep
     ] {
         assert_eq!(transport(conninfo), Ok(()), "{conninfo}");
     }
+}
+
+#[test]
+fn given_a_key_twice_then_the_string_is_refused_naming_it() {
+    // The TCP client adds up repeated hosts: the rule would see the socket, pimd would
+    // connect to db.example first, unverified.
+    for (conninfo, key) in [
+        ("host=db.example host=/run/postgresql", "host"),
+        (
+            "host=db sslmode=verify-full sslrootcert=/ca.pem sslmode=require",
+            "sslmode",
+        ),
+    ] {
+        let refused = pairs(conninfo).unwrap_err();
+        assert!(
+            refused.contains(&format!("gives {key} more than once")),
+            "{conninfo}: {refused}"
+        );
+    }
+}
+
+#[test]
+fn given_hostaddr_without_a_host_name_at_its_place_then_verify_full_is_refused() {
+    // verify-full with no name checks nothing but the chain: any certificate of the CA
+    // (another host's) would pass.
+    for conninfo in [
+        "hostaddr=10.0.0.5 sslmode=verify-full sslrootcert=/ca.pem",
+        "host=/run/postgresql hostaddr=10.0.0.5 sslmode=verify-full sslrootcert=/ca.pem",
+        "host=db1 hostaddr=10.0.0.5,10.0.0.6 sslmode=verify-full sslrootcert=/ca.pem",
+        "host=db1,/run/postgresql hostaddr=10.0.0.5,10.0.0.6 sslmode=verify-full sslrootcert=/ca.pem",
+    ] {
+        let refused = transport(conninfo).unwrap_err();
+        assert!(
+            refused.contains("by hostaddr without the host name"),
+            "{conninfo}: {refused}"
+        );
+    }
+    transport("host=db1,db2 hostaddr=10.0.0.5,10.0.0.6 sslmode=verify-full sslrootcert=/ca.pem")
+        .unwrap();
 }

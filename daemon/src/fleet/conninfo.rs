@@ -131,7 +131,13 @@ impl ConnInfo {
         });
         let mut connector = MakeTlsConnector::new(builder.build());
         let verify_host = self.tls == TlsMode::VerifyFull;
-        connector.set_callback(move |config, _domain| {
+        connector.set_callback(move |config, domain| {
+            // OpenSSL takes an empty name for "no name to check": verify-full without a
+            // name would verify the chain only. The transport rule refuses such strings;
+            // this holds whatever reaches here.
+            if verify_host && domain.is_empty() {
+                return Err(openssl::error::ErrorStack::get());
+            }
             config.set_verify_hostname(verify_host);
             Ok(())
         });
@@ -146,17 +152,8 @@ impl ConnInfo {
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(setup)?;
         let mut store = X509StoreBuilder::new().map_err(setup)?;
         if let Some(root) = &self.root_cert {
-            use std::os::unix::fs::MetadataExt;
+            let pem = read_root_only(root)?;
             let shown = root.display();
-            let meta = std::fs::metadata(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
-            if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-                return Err(format!(
-                    "sslrootcert {shown} must be owned by root and writable by root only \
-                     (chmod 644): whoever can change it chooses whom pimd trusts as the \
-                     fleet's database"
-                ));
-            }
-            let pem = std::fs::read(root).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
             let certs = X509::stack_from_pem(&pem)
                 .map_err(|e| format!("sslrootcert {shown} is not PEM certificates: {e}"))?;
             for cert in certs {
@@ -172,6 +169,51 @@ impl ConnInfo {
         }
         Ok(builder)
     }
+}
+
+/// The CA file's contents, read from the file whose owner and mode were checked (opened once,
+/// no link followed), in directories only root can change: whoever can change it, or put
+/// another file in its place, chooses whom pimd trusts as the fleet's database.
+fn read_root_only(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let shown = path.display();
+    let unsafe_place = |what: String| {
+        format!(
+            "sslrootcert {shown}: {what}; it must be root's and writable by root only (chmod \
+             644), in directories only root can write"
+        )
+    };
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+        // A sticky directory (/tmp) lets nobody but root move root's files in it.
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky) {
+            return Err(unsafe_place(format!(
+                "{} is not root's alone",
+                dir.display()
+            )));
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(unsafe_place("it is not a file of root's alone".into()));
+    }
+    let mut pem = Vec::new();
+    file.read_to_end(&mut pem)
+        .map_err(|e| format!("sslrootcert {shown}: {e}"))?;
+    Ok(pem)
 }
 
 /// `error` and its sources, each once ("error performing TLS handshake: ...: hostname

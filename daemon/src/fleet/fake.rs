@@ -28,6 +28,8 @@ pub struct FakeFleet {
     pub shipped: Vec<AuditRecord>,
     /// At most this many records stored per `ship_audit` (a partial ship).
     pub ship_limit: Option<usize>,
+    /// Shipped records about this role are refused as invalid (the whole batch with them).
+    pub refuse_role: Option<String>,
     pub expired_calls: u32,
     pub connections: u32,
     /// What was asked, one line per call ("activate alice admin groups=[ops] host=None").
@@ -36,6 +38,14 @@ pub struct FakeFleet {
     pub enrolled: Vec<(String, Vec<u8>)>,
     /// The enrolment tickets issued and not used yet, (user, ticket): enrol takes only these.
     pub tickets: Vec<(String, String)>,
+    /// The next call waits here (as on a database that does not answer) until released.
+    pub hold: Option<Hold>,
+}
+
+/// A call held: it says when it is waiting, then waits for the release.
+pub struct Hold {
+    pub waiting: std::sync::mpsc::Sender<()>,
+    pub release: std::sync::mpsc::Receiver<()>,
 }
 
 #[derive(Clone, Default)]
@@ -61,6 +71,11 @@ impl FakeAuthority {
         line: String,
         f: impl FnOnce(&mut FakeFleet) -> Result<T, AuthorityError>,
     ) -> Result<T, AuthorityError> {
+        let hold = self.fleet().hold.take();
+        if let Some(hold) = hold {
+            let _ = hold.waiting.send(());
+            let _ = hold.release.recv();
+        }
         let mut fleet = self.fleet();
         if !fleet.reachable {
             return Err(AuthorityError::Unreachable("connection refused".into()));
@@ -216,6 +231,7 @@ impl Authority for FakeAuthority {
                 [&r.actor, &r.user, &r.role, &r.reason, &r.ticket, &r.detail]
                     .iter()
                     .any(|t| t.len() > 4096 || t.chars().any(char::is_control))
+                    || f.refuse_role.as_ref() == Some(&r.role)
             });
             if refused {
                 return Err(AuthorityError::Refused(PimError::InvalidArgument(

@@ -4,12 +4,14 @@
 //!
 //! Partitions fail closed: a fleet grant counts only while `now < ends_at`, the last
 //! successful synchronisation is at most `max_staleness` old and the host's clock was within
-//! [`MAX_SKEW_SECS`] of the database's then. A stale host ends its mirrored grants locally
+//! [`MAX_SKEW_SECS`] of the database's then. Its age is measured on the wall clock and on the
+//! time since boot (CLOCK_BOOTTIME, which no setting of the clock moves back): a wall clock
+//! set back does not make an old synchronisation recent, and one from another boot is stale. A stale host ends its mirrored grants locally
 //! (their memberships go, PAM refuses them); the next fresh snapshot that still holds them
 //! starts them again, as new local grants of the same fleet grant.
 
 use super::authority::FleetGrant;
-use crate::clock::describe;
+use crate::clock::{describe, Boot};
 use crate::model::{FleetSync, Grant};
 use pim_config::Config;
 
@@ -27,6 +29,8 @@ pub enum Stale {
     TooLong { synced_at: i64 },
     /// The host's clock was `skew` seconds ahead of the database's (negative: behind).
     Skewed { skew: i64 },
+    /// The last one was in another boot of the host (or the boot cannot be told).
+    OtherBoot,
 }
 
 impl Stale {
@@ -49,12 +53,21 @@ impl Stale {
                 skew.unsigned_abs(),
                 if *skew > 0 { "ahead of" } else { "behind" }
             ),
+            Stale::OtherBoot => "this host has not synchronised with the fleet's database since \
+                                 it booted"
+                .to_string(),
         }
     }
 }
 
-/// Whether fleet grants count at `now`, given the last successful synchronisation.
-pub fn freshness(sync: Option<&FleetSync>, now: i64, max_staleness: u64) -> Result<(), Stale> {
+/// Whether fleet grants count at `now` (and `boot`), given the last successful
+/// synchronisation.
+pub fn freshness(
+    sync: Option<&FleetSync>,
+    now: i64,
+    boot: &Boot,
+    max_staleness: u64,
+) -> Result<(), Stale> {
     let Some(sync) = sync else {
         return Err(Stale::NeverSynced);
     };
@@ -67,7 +80,15 @@ pub fn freshness(sync: Option<&FleetSync>, now: i64, max_staleness: u64) -> Resu
     if age < -MAX_SKEW_SECS {
         return Err(Stale::Skewed { skew: -age });
     }
-    if age > max_staleness as i64 {
+    if sync.boot.id.is_empty() || sync.boot.id != boot.id {
+        return Err(Stale::OtherBoot);
+    }
+    let boot_age = boot.secs - sync.boot.secs;
+    if boot_age < 0 {
+        // The time since boot only moves forward: this is not the boot it says it is.
+        return Err(Stale::OtherBoot);
+    }
+    if age.max(boot_age) > max_staleness as i64 {
         return Err(Stale::TooLong {
             synced_at: sync.synced_at,
         });

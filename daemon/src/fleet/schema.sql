@@ -336,6 +336,8 @@ CREATE OR REPLACE FUNCTION pim.scope_of(r jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT coalesce(array(SELECT jsonb_array_elements_text(r -> 'hosts')), '{}') $$;
 
+-- A record of the authority's own. Its action is a name of pim_common::vocab::AuditAction
+-- (kebab-case), the vocabulary of the records hosts ship: one vocabulary in pim.audit.
 CREATE OR REPLACE FUNCTION pim.audit(host text, actor text, action text, who text, role text,
     outcome text, detail text, reason text DEFAULT '', ticket text DEFAULT '') RETURNS void
 LANGUAGE sql SET search_path = pim, pg_catalog, pg_temp
@@ -453,7 +455,7 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The failure was counted when the code was offered.
-    PERFORM pim.audit(host, who, 'mfa_failure', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-failure', who, '', 'refused',
         format('wrong or reused code (%s of %s)', m.failures, rules.max_failures));
     IF m.failures >= rules.max_failures THEN
         PERFORM pim.lock_out(who, host, rules.lockout_secs);
@@ -470,7 +472,7 @@ LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE pim.mfa SET failures = 0, locked_until = pim.now_s() + lockout_secs WHERE "user" = who;
-    PERFORM pim.audit(host, who, 'mfa_lockout', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-lockout', who, '', 'refused',
         format('locked for %s seconds', lockout_secs));
 END
 $$;
@@ -577,7 +579,7 @@ BEGIN
     END IF;
     INSERT INTO pim.policies (text, normalized, pushed_by, pushed_at)
     VALUES (policy_text, normalized, pushed_by, pim.now_s()) RETURNING version INTO v;
-    PERFORM pim.audit(host, pushed_by, 'policy_push', '', '', 'success', format('policy version %s', v));
+    PERFORM pim.audit(host, pushed_by, 'admin-policy-push', '', '', 'success', format('policy version %s', v));
     PERFORM pim.wake();
     RETURN v;
 END
@@ -610,7 +612,7 @@ BEGIN
     EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE pim_host', login, password);
     PERFORM pim.limit_host_login(login);
     INSERT INTO pim.hosts (name, login, tags, added_at) VALUES (host_name, login, tags, pim.now_s());
-    PERFORM pim.audit(host, actor, 'host_add', '', '', 'success',
+    PERFORM pim.audit(host, actor, 'admin-host-add', '', '', 'success',
         format('host %s (tags %s)', host_name, array_to_string(tags, ',')));
     RETURN password;
 END
@@ -691,10 +693,17 @@ BEGIN
         WHERE a.pid <> pg_backend_pid()
           AND (a.xact_start < clock_timestamp() - make_interval(secs => pim.host_transaction_max_secs())
                OR (a.state = 'idle' AND a.wait_event = 'ClientWrite')) LOOP
-        IF pg_terminate_backend(stuck.pid) THEN
-            RAISE LOG 'pim: ended a session of host % stuck in a transaction or a write (%, %)',
-                stuck.name, stuck.state, coalesce(stuck.wait_event, '-');
-        END IF;
+        -- A session pim_owner may not end (a host login made a superuser by hand) must not
+        -- make every host's calls fail: logged, and the call goes on.
+        BEGIN
+            IF pg_terminate_backend(stuck.pid) THEN
+                RAISE LOG 'pim: ended a session of host % stuck in a transaction or a write (%, %)',
+                    stuck.name, stuck.state, coalesce(stuck.wait_event, '-');
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE LOG 'pim: cannot end the stuck session % of host %: %', stuck.pid, stuck.name,
+                SQLERRM;
+        END;
     END LOOP;
 END
 $$;
@@ -811,7 +820,7 @@ BEGIN
         issued_by = excluded.issued_by, issued_on = excluded.issued_on,
         issued_at = excluded.issued_at, expires_at = excluded.expires_at, failures = 0;
     DELETE FROM pim.ticket_attempts WHERE "user" = who;
-    PERFORM pim.audit(host, actor, 'mfa_ticket', who, '', 'success',
+    PERFORM pim.audit(host, actor, 'admin-mfa-ticket', who, '', 'success',
         format('enrolment ticket issued, good for %s s%s', pim.ticket_ttl_secs(),
             CASE WHEN replaced THEN '; the earlier ticket is void' ELSE '' END));
     RETURN regexp_replace(ticket, '(.{5})(?!$)', '\1-', 'g');
@@ -878,7 +887,7 @@ AS $$
 BEGIN
     DELETE FROM pim.enrolment_tickets WHERE "user" = who;
     DELETE FROM pim.ticket_attempts WHERE "user" = who;
-    PERFORM pim.audit(host, who, 'mfa_ticket_void', who, '', 'refused',
+    PERFORM pim.audit(host, who, 'mfa-ticket-void', who, '', 'refused',
         format('enrolment ticket void after %s wrong tickets', failures));
     RETURN pim.refusal('PM006', format('too many wrong enrolment tickets: the ticket of %s is void; '
         'ask a fleet administrator for a new one (''pim admin mfa-ticket %s'')', who, who));
@@ -916,7 +925,7 @@ BEGIN
     IF reset THEN
         DELETE FROM pim.mfa WHERE "user" = who;
         DELETE FROM pim.code_attempts WHERE "user" = who;
-        PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success',
+        PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success',
             'enrolment removed; a new enrolment ticket follows');
     END IF;
     RETURN jsonb_build_object('ticket', pim.issue_enrolment_ticket(who, actor, h.name));
@@ -1014,7 +1023,7 @@ BEGIN
     IF attempt.ticket_hash <> t.ticket_hash THEN
         -- The failure was counted when the ticket was offered.
         SELECT * INTO rules FROM pim.lockout_rules();
-        PERFORM pim.audit(h.name, who, 'mfa_ticket_failure', who, '', 'refused',
+        PERFORM pim.audit(h.name, who, 'mfa-ticket-failure', who, '', 'refused',
             format('wrong enrolment ticket (%s of %s)', t.failures, rules.max_failures));
         IF t.failures >= rules.max_failures THEN
             RETURN pim.void_ticket(who, h.name, t.failures);
@@ -1027,7 +1036,7 @@ BEGIN
     INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
         enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
-    PERFORM pim.audit(h.name, who, 'mfa_enrol', who, '', 'pending',
+    PERFORM pim.audit(h.name, who, 'mfa-enroll', who, '', 'pending',
         format('enrolment started with the ticket %s issued on %s', t.issued_by, t.issued_on));
     RETURN '{}';
 END
@@ -1055,7 +1064,7 @@ BEGIN
         RETURN refused;
     END IF;
     UPDATE pim.mfa SET confirmed = true WHERE "user" = who;
-    PERFORM pim.audit(h.name, who, 'mfa_confirm', who, '', 'success', 'enrolment confirmed');
+    PERFORM pim.audit(h.name, who, 'mfa-confirm', who, '', 'success', 'enrolment confirmed');
     RETURN '{}';
 END
 $$;
@@ -1077,7 +1086,7 @@ BEGIN
         RETURN refused;
     END IF;
     DELETE FROM pim.mfa WHERE "user" = who;
-    PERFORM pim.audit(h.name, actor, 'mfa_reset', who, '', 'success', 'enrolment removed');
+    PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success', 'enrolment removed');
     RETURN '{}';
 END
 $$;
@@ -1330,7 +1339,7 @@ BEGIN
     IF jsonb_array_length(ended) = 0 THEN
         PERFORM pim.refuse('PM008', format('%s holds no live grant of %s', who, role_name));
     END IF;
-    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'revoke' ELSE 'deactivate' END,
+    PERFORM pim.audit(host, actor, CASE why WHEN 'revoked' THEN 'admin-revoke' ELSE 'deactivate' END,
         who, role_name, 'success', format('grants %s %s', ended, why), reason);
     PERFORM pim.wake();
     RETURN ended;
@@ -1383,17 +1392,23 @@ DECLARE
     g record;
     ended jsonb := '[]';
 BEGIN
+    -- Rows another session holds are left to it (it expires them, or the next round here
+    -- does): a host idling on a locked row must not stall every other host's round.
     FOR g IN UPDATE pim.grants SET ended_at = ends_at, end_reason = 'expired'
-             WHERE ends_at <= pim.now_s() AND ended_at IS NULL
+             WHERE id IN (SELECT id FROM pim.grants
+                          WHERE ends_at <= pim.now_s() AND ended_at IS NULL
+                          FOR UPDATE SKIP LOCKED)
              RETURNING id, "user", role LOOP
         PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
             format('grant %s expired', g.id));
         ended := ended || to_jsonb(g.id);
     END LOOP;
     FOR g IN UPDATE pim.requests SET state = 'expired', decided_at = pim.now_s()
-             WHERE state = 'pending' AND expires_at <= pim.now_s()
+             WHERE id IN (SELECT id FROM pim.requests
+                          WHERE state = 'pending' AND expires_at <= pim.now_s()
+                          FOR UPDATE SKIP LOCKED)
              RETURNING id, "user", role LOOP
-        PERFORM pim.audit(h.name, 'pimd', 'expire', g."user", g.role, 'success',
+        PERFORM pim.audit(h.name, 'pimd', 'request-expire', g."user", g.role, 'success',
             format('request %s lapsed', g.id));
     END LOOP;
     RETURN ended;
@@ -1403,6 +1418,45 @@ $$;
 -- Stores the host's local audit records (a JSON list of AuditRecord, at most 1000 and
 -- pim.ship_max_bytes() of JSON); a record already stored (same host, same local id) is
 -- skipped. Returns how many were new.
+-- A host's shipped audit continues its own chain: a new record's local id is above every one
+-- it shipped, and its prev is the hash of the last one (its first shipment starts anywhere:
+-- the host had a history before it joined); a record shipped again is the one stored. A gap
+-- or a fork is refused, naming the records, and nothing of the batch is stored.
+CREATE OR REPLACE FUNCTION pim.check_shipped_chain(host_name text, rec jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    shipped_id bigint := (rec ->> 'id')::bigint;
+    stored pim.audit;
+    last pim.audit;
+BEGIN
+    -- One shipment of a host at a time: the last record cannot move under this one.
+    PERFORM 1 FROM pim.hosts WHERE name = host_name FOR UPDATE;
+    SELECT * INTO stored FROM pim.audit WHERE host = host_name AND local_id = shipped_id;
+    IF FOUND THEN
+        IF stored.hash IS DISTINCT FROM rec ->> 'hash' THEN
+            PERFORM pim.refuse('PM009', format('local audit record %s differs from the one '
+                'this host shipped before: a fork of its audit chain', shipped_id));
+        END IF;
+        RETURN;
+    END IF;
+    SELECT * INTO last FROM pim.audit WHERE host = host_name AND local_id IS NOT NULL
+        ORDER BY local_id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF shipped_id < last.local_id THEN
+        PERFORM pim.refuse('PM009', format('local audit record %s comes after record %s was '
+            'shipped: local ids must increase', shipped_id, last.local_id));
+    END IF;
+    IF rec ->> 'prev' IS DISTINCT FROM last.hash THEN
+        PERFORM pim.refuse('PM009', format('local audit record %s does not follow record %s, '
+            'the last this host shipped (its prev is not that record''s hash): a gap or a '
+            'fork in its audit chain', shipped_id, last.local_id));
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pim_api.ship_audit(records jsonb) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -1424,6 +1478,7 @@ BEGIN
             OR jsonb_typeof(rec -> 'at') IS DISTINCT FROM 'number' THEN
             PERFORM pim.refuse('PM002', 'a shipped audit record needs its local id and time');
         END IF;
+        PERFORM pim.check_shipped_chain(h.name, rec);
         INSERT INTO pim.audit (at, host, local_id, actor, action, "user", role, outcome, reason,
             ticket, detail, prev, hash)
         VALUES ((rec ->> 'at')::bigint, h.name, (rec ->> 'id')::bigint,

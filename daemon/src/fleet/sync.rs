@@ -9,6 +9,7 @@
 use super::authority::{Authority, AuthorityError, PgAuthority, Wakeup};
 use super::conninfo::ConnInfo;
 use crate::manager::{Connector, Manager, Mirrored};
+use pim_common::types::AuditRecord;
 use pim_common::PimError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,13 +168,21 @@ pub fn round(
         if batch.is_empty() {
             break;
         }
-        let stored = match authority.ship_audit(&batch) {
-            Ok(stored) => stored.min(batch.len()),
+        let (stored, set_aside) = match ship(authority, &batch) {
+            Ok(shipped) => shipped,
             Err(e) => {
                 problem(e, "shipping the audit", &mut report)?;
                 break;
             }
         };
+        if !set_aside.is_empty() {
+            managed
+                .run(move |m| {
+                    m.audit_set_aside(&set_aside);
+                    Ok(())
+                })
+                .map_err(RoundError::Local)?;
+        }
         if stored == 0 {
             break;
         }
@@ -187,6 +196,65 @@ pub fn round(
         }
     }
     Ok(report)
+}
+
+/// Ships `batch` (in chain order): how many of its first records the authority holds now,
+/// and which of them went only as a stand-in, with why. When the authority refuses the
+/// batch as invalid, its records go one at a time and a record refused on its own goes as
+/// [`stand_in`] (the same place in the chain, none of its text), so that one record cannot
+/// stall the spool. Other errors (unreachable, a break in the chain) are the caller's:
+/// shipping retries next round.
+fn ship(
+    authority: &mut dyn Authority,
+    batch: &[AuditRecord],
+) -> Result<(usize, Vec<(i64, String)>), AuthorityError> {
+    match authority.ship_audit(batch) {
+        Ok(stored) => return Ok((stored.min(batch.len()), Vec::new())),
+        Err(AuthorityError::Refused(PimError::InvalidArgument(_))) => {}
+        Err(e) => return Err(e),
+    }
+    let mut set_aside = Vec::new();
+    for (held, record) in batch.iter().enumerate() {
+        let single = match authority.ship_audit(std::slice::from_ref(record)) {
+            Err(AuthorityError::Refused(PimError::InvalidArgument(why))) => {
+                let stand_in = stand_in(record, &why);
+                let shipped = authority.ship_audit(std::slice::from_ref(&stand_in));
+                if shipped.is_ok() {
+                    set_aside.push((record.id, why));
+                }
+                shipped
+            }
+            other => other,
+        };
+        match single {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return Ok((held, set_aside)),
+            Err(e) if held == 0 => return Err(e),
+            Err(_) => return Ok((held, set_aside)),
+        }
+    }
+    Ok((batch.len(), set_aside))
+}
+
+/// Longest refusal quoted in a stand-in.
+const WHY_BYTES: usize = 512;
+
+/// What goes to the fleet's audit in place of `record`, which it refused (`why`): the same
+/// id, time, action, outcome and place in the chain (prev and hash), no text of its own.
+fn stand_in(record: &AuditRecord, why: &str) -> AuditRecord {
+    AuditRecord {
+        actor: String::new(),
+        user: String::new(),
+        role: String::new(),
+        reason: String::new(),
+        ticket: String::new(),
+        detail: format!(
+            "not shipped as written (the fleet's database refused it: {}); this host's local \
+             audit holds it",
+            pim_common::text::for_record(why, WHY_BYTES)
+        ),
+        ..record.clone()
+    }
 }
 
 /// Connections to the fleet's PostgreSQL, as `[fleet] database` names it (each connects on

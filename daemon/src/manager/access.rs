@@ -21,11 +21,11 @@ impl Manager {
             );
         }
         access::check_question(user, groups)?;
-        let now = self.now();
+        let (now, boot) = (self.now(), self.clock.boot());
         let (config, accounts) = (&self.config, &*self.accounts);
         let decided = self
             .store
-            .read(|tx| access::decide(config, tx, accounts, now, user, groups))?;
+            .read(|tx| access::decide(config, tx, accounts, (now, &boot), user, groups))?;
         let decision = decided.answer;
         if !decision.allowed {
             self.audit_access_denial(user, groups, &decision.message)?;

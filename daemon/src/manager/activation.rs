@@ -238,7 +238,9 @@ impl Manager {
         code: &str,
     ) -> Result<ActivateReply, PimError> {
         if self.in_fleet() {
-            return self.fleet_activate(caller, role, duration_secs, reason, ticket, code, None);
+            return self
+                .fleet_activate(caller, role, duration_secs, reason, ticket, code, None)
+                .inline(self);
         }
         let role_label = name_or_empty(role);
         let (reason_text, ticket_text) = (
@@ -478,7 +480,7 @@ impl Manager {
 
     pub fn deactivate(&mut self, caller: &Caller, role: &str) -> Result<GrantInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_deactivate(caller, role);
+            return self.fleet_deactivate(caller, role).inline(self);
         }
         let audit = Audit::new(&caller.name, AuditAction::Deactivate)
             .about(&caller.name, name_or_empty(role));

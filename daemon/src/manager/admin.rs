@@ -291,7 +291,9 @@ impl Manager {
         reason: &str,
     ) -> Result<GrantInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_revoke(caller, user, role, reason, "");
+            return self
+                .fleet_revoke(caller, user, role, reason, "")
+                .inline(self);
         }
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, AuditAction::AdminRevoke)

@@ -6,7 +6,7 @@ use super::*;
 impl Manager {
     pub fn list_requests(&mut self, caller: &Caller) -> Result<Vec<RequestInfo>, PimError> {
         if self.in_fleet() {
-            return self.fleet_requests(caller);
+            return self.fleet_requests(caller).inline(self);
         }
         let now = self.now();
         let pending = self.store.read(|tx| {
@@ -146,7 +146,9 @@ impl Manager {
         code: &str,
     ) -> Result<RequestInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_decide(caller, id, comment, code, true);
+            return self
+                .fleet_decide(caller, id, comment, code, true)
+                .inline(self);
         }
         match self.try_approve(caller, id, comment, code) {
             Ok(answer) => answer,
@@ -358,7 +360,9 @@ impl Manager {
         code: &str,
     ) -> Result<RequestInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_decide(caller, id, comment, code, false);
+            return self
+                .fleet_decide(caller, id, comment, code, false)
+                .inline(self);
         }
         let result = self.try_deny(caller, id, comment, code);
         self.audit_decision_refusal(caller, id, AuditAction::Deny, comment, result)
@@ -421,7 +425,7 @@ impl Manager {
 
     pub fn cancel(&mut self, caller: &Caller, id: i64) -> Result<RequestInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_cancel(caller, id);
+            return self.fleet_cancel(caller, id).inline(self);
         }
         let audit = Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, "");
         let request = match self.store.read(|tx| tx.request(id))? {

@@ -18,6 +18,8 @@ use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
 use pim_common::types::FleetHostInfo;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Opens connections to the fleet's authority: the PostgreSQL one in pimd, a fake in tests.
 pub trait Connector: Send + Sync {
@@ -73,12 +75,10 @@ impl NotInFleet {
     }
 }
 
-/// The manager's link to the fleet: its own connection to the authority (opened when a call
-/// needs it, dropped when it fails), this host's name and the host's own configuration,
-/// which each policy version is put together with.
+/// The manager's link to the fleet: the clients' connection to the authority, this host's
+/// name and the host's own configuration, which each policy version is put together with.
 pub struct Fleet {
-    connector: Arc<dyn Connector>,
-    authority: Option<Box<dyn Authority>>,
+    link: AuthorityLink,
     host: String,
     max_staleness: u64,
     /// This host's pim.toml: `[daemon]`'s host settings, `[audit]`, `[fleet]`.
@@ -89,10 +89,6 @@ pub struct Fleet {
     policy: Option<Config>,
     /// Fleet grants this host does not start, already audited (once each, not every round).
     ignored: BTreeSet<(i64, String)>,
-    /// The sync thread's last round got no answer from the authority: calls fail at once
-    /// as unreachable instead of each waiting out its own timeouts (under the manager's
-    /// lock, which expiry needs) until a round gets an answer again.
-    known_unreachable: bool,
 }
 
 impl Fleet {
@@ -105,16 +101,145 @@ impl Fleet {
                 f.max_staleness_secs
             });
         Fleet {
-            connector,
-            authority: None,
+            link: AuthorityLink(Arc::new(LinkState {
+                connector,
+                authority: Mutex::new(None),
+                known_unreachable: AtomicBool::new(false),
+            })),
             host,
             max_staleness,
             local,
             policy_version: 0,
             policy: None,
             ignored: BTreeSet::new(),
-            known_unreachable: false,
         }
+    }
+}
+
+/// The connection the clients' calls share (opened when a call needs it, dropped when it
+/// fails), behind a lock of its own: a call that waits for the database holds this one,
+/// never the manager's, which expiry, the mirror and the audit need.
+#[derive(Clone)]
+pub struct AuthorityLink(Arc<LinkState>);
+
+struct LinkState {
+    connector: Arc<dyn Connector>,
+    authority: Mutex<Option<Box<dyn Authority>>>,
+    /// The sync thread's last round got no answer from the authority: calls fail at once
+    /// as unreachable instead of each waiting out its own timeouts, until a round gets an
+    /// answer again.
+    known_unreachable: AtomicBool,
+}
+
+impl AuthorityLink {
+    /// Runs `f` on the authority, connecting first if needed. A connection that failed is
+    /// dropped (the next call connects again); nothing was decided then.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Authority) -> Result<R, AuthorityError>,
+    ) -> Result<R, AuthorityError> {
+        if self.0.known_unreachable.load(Ordering::SeqCst) {
+            return Err(AuthorityError::Unreachable(
+                "the last synchronisation got no answer".into(),
+            ));
+        }
+        let mut authority = self
+            .0
+            .authority
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let outcome = match authority.as_mut() {
+            Some(a) => f(a.as_mut()),
+            None => match self.0.connector.connect() {
+                Ok(a) => f(authority.insert(a).as_mut()),
+                Err(e) => Err(e),
+            },
+        };
+        if matches!(
+            outcome,
+            Err(AuthorityError::Unreachable(_) | AuthorityError::Database(_))
+        ) {
+            *authority = None;
+        }
+        outcome
+    }
+}
+
+/// A call that needs the fleet's authority, taken apart so that the network never holds the
+/// manager's lock (a database that does not answer takes 10-25 s a call, and expiry must not
+/// wait for it): what needs the manager (checks, refusals, the caller's groups), then the
+/// network part alone, then the manager again (records, the mirror), which may lead to
+/// another network part.
+pub enum FleetCall<T> {
+    Done(Result<T, PimError>),
+    /// The network part; it returns what follows it, on the manager.
+    Remote(Box<dyn FnOnce() -> Then<T> + Send>),
+}
+
+/// What follows a call's network part, on the manager.
+pub type Then<T> = Box<dyn FnOnce(&mut Manager) -> FleetCall<T> + Send>;
+
+impl<T> FleetCall<T> {
+    /// Every step with `m` at hand throughout: for callers that hold the manager anyway
+    /// (tests, the manager's own entry points); pimd's core runs the steps apart.
+    pub fn inline(mut self, m: &mut Manager) -> Result<T, PimError> {
+        loop {
+            match self {
+                FleetCall::Done(result) => return result,
+                FleetCall::Remote(network) => self = network()(m),
+            }
+        }
+    }
+}
+
+/// An [`AdminProof`] that outlives the call's arguments, for the network part.
+struct KeptProof {
+    actor: String,
+    code: String,
+}
+
+impl KeptProof {
+    fn of(caller: &Caller, code: &str) -> KeptProof {
+        KeptProof {
+            actor: caller.name.clone(),
+            code: code.to_string(),
+        }
+    }
+
+    fn proof(&self) -> AdminProof<'_> {
+        AdminProof {
+            actor: &self.actor,
+            code: &self.code,
+        }
+    }
+}
+
+/// An [`Audit`] that outlives the call's arguments, for the records made after the network.
+struct KeptAudit {
+    actor: String,
+    action: AuditAction,
+    user: String,
+    role: String,
+    reason: String,
+    ticket: String,
+}
+
+impl KeptAudit {
+    fn of(audit: &Audit<'_>) -> KeptAudit {
+        KeptAudit {
+            actor: audit.actor.to_string(),
+            action: audit.action,
+            user: audit.user.to_string(),
+            role: audit.role.to_string(),
+            reason: audit.reason.to_string(),
+            ticket: audit.ticket.to_string(),
+        }
+    }
+
+    fn audit(&self) -> Audit<'_> {
+        Audit::new(&self.actor, self.action)
+            .about(&self.user, &self.role)
+            .with_text(&self.reason, &self.ticket)
     }
 }
 
@@ -215,6 +340,20 @@ impl Manager {
         self.fleet.is_some()
     }
 
+    /// `fleet`'s steps in fleet mode, else `local`'s answer: for pimd's core, which runs the
+    /// steps of a fleet call apart.
+    pub fn fleet_or_local<T>(
+        &mut self,
+        fleet: impl FnOnce(&mut Manager) -> FleetCall<T>,
+        local: impl FnOnce(&mut Manager) -> Result<T, PimError>,
+    ) -> FleetCall<T> {
+        if self.in_fleet() {
+            fleet(self)
+        } else {
+            FleetCall::Done(local(self))
+        }
+    }
+
     /// The refusal of what fleet mode does not do yet, audited like any refusal.
     pub(super) fn not_in_fleet<T>(
         &mut self,
@@ -246,43 +385,63 @@ impl Manager {
         }
     }
 
-    /// Runs `f` on the authority, connecting first if needed. A connection that failed is
-    /// dropped (the next call connects again); nothing was decided then.
-    pub(super) fn on_authority<T>(
-        &mut self,
-        f: impl FnOnce(&mut dyn Authority) -> Result<T, AuthorityError>,
-    ) -> Result<T, PimError> {
-        let Some(fleet) = self.fleet.as_mut() else {
-            return Err(PimError::Internal(
+    /// `call` on the authority outside the manager's lock, then `then` with its outcome on
+    /// the manager (a refusal as the caller should see it; unreachable said so).
+    fn on_authority<R: Send + 'static, T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut dyn Authority) -> Result<R, AuthorityError> + Send + 'static,
+        then: impl FnOnce(&mut Manager, Result<R, PimError>) -> FleetCall<T> + Send + 'static,
+    ) -> FleetCall<T> {
+        let Some(link) = self.fleet.as_ref().map(|f| f.link.clone()) else {
+            return FleetCall::Done(Err(PimError::Internal(
                 "this host is not in a fleet ([fleet] is not configured)".into(),
-            ));
+            )));
         };
-        if fleet.known_unreachable {
-            return Err(self.unreachable());
-        }
-        let outcome = match fleet.authority.as_mut() {
-            Some(authority) => f(authority.as_mut()),
-            None => match fleet.connector.connect() {
-                Ok(authority) => f(fleet.authority.insert(authority).as_mut()),
-                Err(e) => Err(e),
-            },
-        };
+        FleetCall::Remote(Box::new(move || {
+            let outcome = link.call(call);
+            Box::new(move |m: &mut Manager| {
+                let outcome = m.authority_outcome(outcome);
+                then(m, outcome)
+            })
+        }))
+    }
+
+    /// The authority's answer as the caller sees it.
+    fn authority_outcome<R>(&mut self, outcome: Result<R, AuthorityError>) -> Result<R, PimError> {
         match outcome {
             Ok(value) => Ok(value),
             Err(AuthorityError::Refused(e)) => Err(e),
-            Err(AuthorityError::Unreachable(why)) => {
-                fleet.authority = None;
-                let _ = why;
-                Err(self.unreachable())
-            }
-            Err(AuthorityError::Database(why)) => {
-                fleet.authority = None;
-                Err(PimError::Internal(format!(
-                    "the fleet's database failed: {}; nothing was changed",
-                    text::escape(&why)
-                )))
-            }
+            Err(AuthorityError::Unreachable(_)) => Err(self.unreachable()),
+            Err(AuthorityError::Database(why)) => Err(PimError::Internal(format!(
+                "the fleet's database failed: {}; nothing was changed",
+                text::escape(&why)
+            ))),
         }
+    }
+
+    /// `then` as the whole answer when the authority answered, else the refusal audited.
+    fn answered<R, T>(
+        &mut self,
+        kept: &KeptAudit,
+        subject: &str,
+        outcome: Result<R, PimError>,
+        then: impl FnOnce(&mut Manager, R) -> FleetCall<T>,
+    ) -> FleetCall<T> {
+        match outcome {
+            Ok(value) => then(self, value),
+            Err(e) => FleetCall::Done(self.refused_about(&kept.audit(), subject, e)),
+        }
+    }
+
+    /// `answer`, once its success is in the audit.
+    fn succeeded<T>(
+        &mut self,
+        kept: &KeptAudit,
+        detail: impl Into<String>,
+        answer: T,
+    ) -> FleetCall<T> {
+        let entry = kept.audit().entry(self.now(), Outcome::Success, detail);
+        FleetCall::Done(self.commit(|tx| Ok(tx.audit(entry)?)).map(|()| answer))
     }
 
     /// The refusal of a call that needs the authority while it does not answer.
@@ -333,7 +492,7 @@ impl Manager {
         ticket: &str,
         code: &str,
         only_host: Option<&str>,
-    ) -> Result<ActivateReply, PimError> {
+    ) -> FleetCall<ActivateReply> {
         let (reason_text, ticket_text) = (
             text::for_record(reason, text::MAX_REASON_BYTES),
             text::for_record(ticket, text::MAX_TICKET_BYTES),
@@ -352,55 +511,64 @@ impl Manager {
                 policy::check_reason(r, reason).and(policy::check_ticket(r, ticket))
             }));
         if let Err(e) = checked {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
+        let kept = KeptAudit::of(&audit);
         let duration_secs = match (duration_secs, self.config.role(role)) {
             (0, Some(r)) => r.default_duration_secs,
             (d, _) => d,
         };
         let groups = self.policy_groups_of(&caller.name);
-        let ask = fa::ActivationAsk {
-            user: &caller.name,
-            user_groups: &groups,
-            role,
+        let pending = RequestInfo {
+            user: caller.name.clone(),
+            role: role.to_string(),
+            group: self
+                .config
+                .role(role)
+                .map(|r| r.group.clone())
+                .unwrap_or_default(),
             duration_secs,
-            reason,
-            ticket,
-            code,
-            only_host,
+            reason: reason.to_string(),
+            ticket: ticket.to_string(),
+            ..RequestInfo::default()
         };
-        match self.on_authority(|a| a.activate(&ask)) {
-            Ok(Activated::Granted(grant)) => {
-                self.resync_after_change();
-                Ok(ActivateReply {
-                    state: ActivationState::Active,
-                    grant: fleet_grant_info(&grant),
-                    request: RequestInfo::default(),
+        let (code, only_host) = (code.to_string(), only_host.map(str::to_string));
+        let asked = pending.clone();
+        self.on_authority(
+            move |a| {
+                a.activate(&fa::ActivationAsk {
+                    user: &asked.user,
+                    user_groups: &groups,
+                    role: &asked.role,
+                    duration_secs,
+                    reason: &asked.reason,
+                    ticket: &asked.ticket,
+                    code: &code,
+                    only_host: only_host.as_deref(),
                 })
-            }
-            Ok(Activated::Pending {
-                request_id,
-                approvals_required,
-            }) => {
-                let group = self.config.role(role).map(|r| r.group.clone());
-                Ok(ActivateReply {
-                    state: ActivationState::Pending,
-                    grant: GrantInfo::default(),
-                    request: RequestInfo {
-                        id: request_id,
-                        user: caller.name.clone(),
-                        role: role.to_string(),
-                        group: group.unwrap_or_default(),
-                        duration_secs,
-                        reason: reason.to_string(),
-                        ticket: ticket.to_string(),
+            },
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, activated| match activated {
+                    Activated::Granted(grant) => m.resync_after_change(ActivateReply {
+                        state: ActivationState::Active,
+                        grant: fleet_grant_info(&grant),
+                        request: RequestInfo::default(),
+                    }),
+                    Activated::Pending {
+                        request_id,
                         approvals_required,
-                        ..RequestInfo::default()
-                    },
+                    } => FleetCall::Done(Ok(ActivateReply {
+                        state: ActivationState::Pending,
+                        grant: GrantInfo::default(),
+                        request: RequestInfo {
+                            id: request_id,
+                            approvals_required,
+                            ..pending
+                        },
+                    })),
                 })
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+            },
+        )
     }
 
     /// `pim activate ROLE --host H`: only in fleet mode.
@@ -414,43 +582,49 @@ impl Manager {
         ticket: &str,
         code: &str,
         host: &str,
-    ) -> Result<ActivateReply, PimError> {
+    ) -> FleetCall<ActivateReply> {
         if !self.in_fleet() {
             let audit = Audit::new(&caller.name, AuditAction::Activate)
                 .about(&caller.name, name_or_empty(role));
-            return self.refused(
+            return FleetCall::Done(self.refused(
                 &audit,
                 PimError::InvalidArgument(
                     "--host narrows a grant to one host of a fleet; this host is not in a fleet,                      so leave --host out"
                         .into(),
                 ),
-            );
+            ));
         }
         let only_host = (!host.is_empty()).then_some(host);
         self.fleet_activate(caller, role, duration_secs, reason, ticket, code, only_host)
     }
 
     /// A snapshot right after a change this host asked for, so that the caller's answer
-    /// already holds here; if it fails, the sync loop's next round catches up.
-    fn resync_after_change(&mut self) {
-        if let Ok(snapshot) = self.on_authority(|a| a.snapshot()) {
-            if let Err(e) = self.mirror(Some(&snapshot)) {
-                self.outbox.syslog.push((
-                    Severity::Error,
-                    format!("fleet: mirroring after a change failed: {}", e.message()),
-                ));
-            }
-        }
+    /// (`answer`) already holds here; if it fails, the sync loop's next round catches up.
+    fn resync_after_change<T: Send + 'static>(&mut self, answer: T) -> FleetCall<T> {
+        self.on_authority(
+            |a| a.snapshot(),
+            move |m, snapshot| {
+                if let Ok(snapshot) = snapshot {
+                    if let Err(e) = m.mirror(Some(&snapshot)) {
+                        m.outbox.syslog.push((
+                            Severity::Error,
+                            format!("fleet: mirroring after a change failed: {}", e.message()),
+                        ));
+                    }
+                }
+                FleetCall::Done(Ok(answer))
+            },
+        )
     }
 
-    pub(super) fn fleet_decide(
+    pub fn fleet_decide(
         &mut self,
         caller: &Caller,
         id: i64,
         comment: &str,
         code: &str,
         approve: bool,
-    ) -> Result<RequestInfo, PimError> {
+    ) -> FleetCall<RequestInfo> {
         let action = if approve {
             AuditAction::Approve
         } else {
@@ -460,93 +634,116 @@ impl Manager {
         let audit = Audit::new(&caller.name, action).with_text(&comment_text, "");
         let checked = policy::check_comment(comment).and(check_code(code));
         if let Err(e) = checked {
-            return self.refused_about(&audit, &format!("request {id}"), e);
+            return FleetCall::Done(self.refused_about(&audit, &format!("request {id}"), e));
         }
+        let kept = KeptAudit::of(&audit);
         let groups = self.policy_groups_of(&caller.name);
-        let decision = Decision {
-            request_id: id,
-            approver: &caller.name,
-            approver_groups: &groups,
-            code,
-            comment,
-        };
-        let decided = if approve {
-            self.on_authority(|a| a.approve(&decision))
-        } else {
-            self.on_authority(|a| a.deny(&decision))
-                .map(|()| Decided::Denied)
-        };
-        let state = match decided {
-            Ok(Decided::Granted(_)) => {
-                self.resync_after_change();
-                RequestState::Approved
-            }
-            Ok(Decided::StillPending { .. }) => RequestState::Pending,
-            Ok(Decided::Denied) => RequestState::Denied,
-            Err(e) => return self.refused_about(&audit, &format!("request {id}"), e),
-        };
-        Ok(RequestInfo {
-            id,
-            state,
-            ..RequestInfo::default()
-        })
-    }
-
-    pub(super) fn fleet_cancel(
-        &mut self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<RequestInfo, PimError> {
-        let audit = Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, "");
-        match self.on_authority(|a| a.cancel(&caller.name, id)) {
-            Ok(()) => Ok(RequestInfo {
-                id,
-                user: caller.name.clone(),
-                state: RequestState::Cancelled,
-                ..RequestInfo::default()
-            }),
-            Err(e) => self.refused_about(&audit, &format!("request {id}"), e),
-        }
-    }
-
-    pub(super) fn fleet_requests(&mut self, caller: &Caller) -> Result<Vec<RequestInfo>, PimError> {
-        let audit = Audit::new(&caller.name, AuditAction::ListRequests).about(&caller.name, "");
-        let groups = self.policy_groups_of(&caller.name);
-        match self.on_authority(|a| a.requests_for(&caller.name, &groups)) {
-            Ok(requests) => Ok(requests
-                .iter()
-                .map(|r| {
-                    let group = self
-                        .config
-                        .role(&r.role)
-                        .map(|role| role.group.clone())
-                        .unwrap_or_default();
-                    fleet_request_info(r, &group)
+        let (approver, code, comment) =
+            (caller.name.clone(), code.to_string(), comment.to_string());
+        self.on_authority(
+            move |a| {
+                let decision = Decision {
+                    request_id: id,
+                    approver: &approver,
+                    approver_groups: &groups,
+                    code: &code,
+                    comment: &comment,
+                };
+                if approve {
+                    a.approve(&decision)
+                } else {
+                    a.deny(&decision).map(|()| Decided::Denied)
+                }
+            },
+            move |m, outcome| {
+                m.answered(&kept, &format!("request {id}"), outcome, |m, decided| {
+                    let info = |state| RequestInfo {
+                        id,
+                        state,
+                        ..RequestInfo::default()
+                    };
+                    match decided {
+                        Decided::Granted(_) => m.resync_after_change(info(RequestState::Approved)),
+                        Decided::StillPending { .. } => {
+                            FleetCall::Done(Ok(info(RequestState::Pending)))
+                        }
+                        Decided::Denied => FleetCall::Done(Ok(info(RequestState::Denied))),
+                    }
                 })
-                .collect()),
-            Err(e) => self.refused(&audit, e),
-        }
+            },
+        )
     }
 
-    pub(super) fn fleet_deactivate(
-        &mut self,
-        caller: &Caller,
-        role: &str,
-    ) -> Result<GrantInfo, PimError> {
+    pub fn fleet_cancel(&mut self, caller: &Caller, id: i64) -> FleetCall<RequestInfo> {
+        let kept =
+            KeptAudit::of(&Audit::new(&caller.name, AuditAction::Cancel).about(&caller.name, ""));
+        let user = caller.name.clone();
+        self.on_authority(
+            move |a| a.cancel(&user, id),
+            move |m, outcome| {
+                m.answered(&kept, &format!("request {id}"), outcome, |_, ()| {
+                    FleetCall::Done(Ok(RequestInfo {
+                        id,
+                        user: kept.user.clone(),
+                        state: RequestState::Cancelled,
+                        ..RequestInfo::default()
+                    }))
+                })
+            },
+        )
+    }
+
+    pub fn fleet_requests(&mut self, caller: &Caller) -> FleetCall<Vec<RequestInfo>> {
+        let kept = KeptAudit::of(
+            &Audit::new(&caller.name, AuditAction::ListRequests).about(&caller.name, ""),
+        );
+        let groups = self.policy_groups_of(&caller.name);
+        let approver = caller.name.clone();
+        self.on_authority(
+            move |a| a.requests_for(&approver, &groups),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, requests| {
+                    FleetCall::Done(Ok(requests
+                        .iter()
+                        .map(|r| {
+                            let group = m
+                                .config
+                                .role(&r.role)
+                                .map(|role| role.group.clone())
+                                .unwrap_or_default();
+                            fleet_request_info(r, &group)
+                        })
+                        .collect()))
+                })
+            },
+        )
+    }
+
+    pub fn fleet_deactivate(&mut self, caller: &Caller, role: &str) -> FleetCall<GrantInfo> {
         let audit = Audit::new(&caller.name, AuditAction::Deactivate)
             .about(&caller.name, name_or_empty(role));
         if let Err(e) = check_name("role", role) {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
-        let local = self.store.read(|tx| tx.live_grant(&caller.name, role))?;
-        match self.on_authority(|a| a.deactivate(&caller.name, role)) {
-            Ok(ended) if ended.is_empty() => self.refused(&audit, no_live_grant(role)),
-            Ok(_) => {
-                self.resync_after_change();
-                Ok(local.as_ref().map(grant_info).unwrap_or_default())
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+        let kept = KeptAudit::of(&audit);
+        let local = match self.store.read(|tx| tx.live_grant(&caller.name, role)) {
+            Ok(local) => local,
+            Err(e) => return FleetCall::Done(Err(e.into())),
+        };
+        let (user, role) = (caller.name.clone(), role.to_string());
+        self.on_authority(
+            move |a| a.deactivate(&user, &role),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ended| {
+                    if ended.is_empty() {
+                        return FleetCall::Done(
+                            m.refused(&kept.audit(), no_live_grant(&kept.role)),
+                        );
+                    }
+                    m.resync_after_change(local.as_ref().map(grant_info).unwrap_or_default())
+                })
+            },
+        )
     }
 
     /// `pim admin revoke` in fleet mode: the database checks the admin's code.
@@ -557,7 +754,7 @@ impl Manager {
         role: &str,
         reason: &str,
         code: &str,
-    ) -> Result<GrantInfo, PimError> {
+    ) -> FleetCall<GrantInfo> {
         let reason_text = text::for_record(reason, text::MAX_REASON_BYTES);
         let audit = Audit::new(&caller.name, AuditAction::AdminRevoke)
             .about(name_or_empty(user), name_or_empty(role))
@@ -568,56 +765,76 @@ impl Manager {
             .and(check_code(code))
             .and(require_admin_code(code, "a revocation"));
         if let Err(e) = checked {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
-        let local = self.store.read(|tx| tx.live_grant(user, role))?;
-        let proof = AdminProof {
-            actor: &caller.name,
-            code,
+        let kept = KeptAudit::of(&audit);
+        let local = match self.store.read(|tx| tx.live_grant(user, role)) {
+            Ok(local) => local,
+            Err(e) => return FleetCall::Done(Err(e.into())),
         };
-        match self.on_authority(|a| a.revoke(&proof, user, role, reason)) {
-            Ok(ended) if ended.is_empty() => self.refused(
-                &audit,
-                PimError::NotFound(format!("{user} has no live grant for role {role}")),
-            ),
-            Ok(_) => {
-                self.resync_after_change();
-                Ok(local.as_ref().map(grant_info).unwrap_or_default())
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+        let (proof, user, role, reason) = (
+            KeptProof::of(caller, code),
+            user.to_string(),
+            role.to_string(),
+            reason.to_string(),
+        );
+        self.on_authority(
+            move |a| a.revoke(&proof.proof(), &user, &role, &reason),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ended| {
+                    if ended.is_empty() {
+                        let e = PimError::NotFound(format!(
+                            "{} has no live grant for role {}",
+                            kept.user, kept.role
+                        ));
+                        return FleetCall::Done(m.refused(&kept.audit(), e));
+                    }
+                    m.resync_after_change(local.as_ref().map(grant_info).unwrap_or_default())
+                })
+            },
+        )
     }
 
     /// `pim mfa enroll --ticket T` in fleet mode: the secret goes to the database (pending
     /// until its first code), never into the local store. The database takes it only with
     /// the enrolment ticket a fleet administrator issued for the caller: otherwise the first
     /// host to ask would enrol an administrator the policy names with a secret of its own.
-    pub(super) fn fleet_mfa_enroll(
+    pub fn fleet_mfa_enroll(
         &mut self,
         caller: &Caller,
         ticket: &str,
-    ) -> Result<(String, String), PimError> {
+    ) -> FleetCall<(String, String)> {
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
         if let Err(e) = check_ticket(user, ticket) {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
-        let secret = TotpSecret::generate()?;
-        let account = format!("{user}@{}", self.fleet_host());
-        let uri = crate::mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
-        match self.on_authority(|a| a.enrol(user, secret.as_bytes(), ticket)) {
-            Ok(()) => {
-                let now = self.now();
-                let entry = audit.entry(
-                    now,
-                    Outcome::Success,
-                    "fleet enrolment started with an enrolment ticket; awaiting first code",
-                );
-                self.commit(|tx| Ok(tx.audit(entry)?))?;
-                Ok((uri, secret.base32()))
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+        let kept = KeptAudit::of(&audit);
+        let made = TotpSecret::generate().and_then(|secret| {
+            let account = format!("{user}@{}", self.fleet_host());
+            let uri = crate::mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
+            Ok((secret, uri))
+        });
+        let (secret, uri) = match made {
+            Ok(made) => made,
+            Err(e) => return FleetCall::Done(Err(e.into())),
+        };
+        let (user, bytes, base32, ticket) = (
+            user.to_string(),
+            secret.as_bytes().to_vec(),
+            secret.base32(),
+            ticket.to_string(),
+        );
+        self.on_authority(
+            move |a| a.enrol(&user, &bytes, &ticket),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ()| {
+                    let started =
+                        "fleet enrolment started with an enrolment ticket; awaiting first code";
+                    m.succeeded(&kept, started, (uri, base32))
+                })
+            },
+        )
     }
 
     /// `pim admin mfa-ticket USER [--reset]`: a fleet administrator (their code checked by
@@ -630,7 +847,7 @@ impl Manager {
         user: &str,
         code: &str,
         reset: bool,
-    ) -> Result<String, PimError> {
+    ) -> FleetCall<String> {
         let audit =
             Audit::new(&caller.name, AuditAction::FleetMfaTicket).about(name_or_empty(user), "");
         let checked = if !self.in_fleet() {
@@ -642,63 +859,66 @@ impl Manager {
                 .and(self.fleet_admin_named(caller))
         };
         if let Err(e) = checked {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
         if reset {
-            self.refuse_own_mfa(caller, user, &audit, "reset your own enrolment")?;
-        }
-        let proof = AdminProof {
-            actor: &caller.name,
-            code,
-        };
-        match self.on_authority(|a| a.mfa_ticket(&proof, user, reset)) {
-            Ok(ticket) => {
-                let detail = if reset {
-                    format!("enrolment of {user} removed and a new enrolment ticket issued")
-                } else {
-                    format!("enrolment ticket issued for {user}; any earlier one is void")
-                };
-                let entry = audit.entry(self.now(), Outcome::Success, detail);
-                self.commit(|tx| Ok(tx.audit(entry)?))?;
-                Ok(ticket)
+            if let Err(e) = self.refuse_own_mfa(caller, user, &audit, "reset your own enrolment") {
+                return FleetCall::Done(Err(e));
             }
-            Err(e) => self.refused(&audit, e),
         }
+        let kept = KeptAudit::of(&audit);
+        let (proof, user) = (KeptProof::of(caller, code), user.to_string());
+        self.on_authority(
+            move |a| a.mfa_ticket(&proof.proof(), &user, reset),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ticket| {
+                    let user = &kept.user;
+                    let detail = if reset {
+                        format!("enrolment of {user} removed and a new enrolment ticket issued")
+                    } else {
+                        format!("enrolment ticket issued for {user}; any earlier one is void")
+                    };
+                    m.succeeded(&kept, detail, ticket)
+                })
+            },
+        )
     }
 
-    pub(super) fn fleet_mfa_confirm(
-        &mut self,
-        caller: &Caller,
-        code: &str,
-    ) -> Result<Vec<String>, PimError> {
+    pub fn fleet_mfa_confirm(&mut self, caller: &Caller, code: &str) -> FleetCall<Vec<String>> {
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaConfirm).about(user, "");
         if let Err(e) = check_code(code) {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
-        match self.on_authority(|a| a.confirm_enrolment(user, code)) {
-            Ok(()) => {
-                let entry = audit.entry(
-                    self.now(),
-                    Outcome::Success,
-                    "fleet enrolment confirmed (no recovery codes in fleet mode)",
-                );
-                self.commit(|tx| Ok(tx.audit(entry)?))?;
-                Ok(Vec::new())
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+        let kept = KeptAudit::of(&audit);
+        let (user, code) = (user.to_string(), code.to_string());
+        self.on_authority(
+            move |a| a.confirm_enrolment(&user, &code),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ()| {
+                    let confirmed = "fleet enrolment confirmed (no recovery codes in fleet mode)";
+                    m.succeeded(&kept, confirmed, Vec::new())
+                })
+            },
+        )
     }
 
-    pub(super) fn fleet_mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
-        let audit = Audit::new(&caller.name, AuditAction::MfaStatus).about(&caller.name, "");
-        match self.on_authority(|a| a.mfa_enrolled(&caller.name)) {
-            Ok(enrolled) => Ok(MfaStatusInfo {
-                enrolled,
-                ..MfaStatusInfo::default()
-            }),
-            Err(e) => self.refused(&audit, e),
-        }
+    pub fn fleet_mfa_status(&mut self, caller: &Caller) -> FleetCall<MfaStatusInfo> {
+        let kept = KeptAudit::of(
+            &Audit::new(&caller.name, AuditAction::MfaStatus).about(&caller.name, ""),
+        );
+        let user = caller.name.clone();
+        self.on_authority(
+            move |a| a.mfa_enrolled(&user),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |_, enrolled| {
+                    FleetCall::Done(Ok(MfaStatusInfo {
+                        enrolled,
+                        ..MfaStatusInfo::default()
+                    }))
+                })
+            },
+        )
     }
 
     fn fleet_host(&self) -> String {
@@ -708,23 +928,28 @@ impl Manager {
     }
 
     /// `pim admin hosts`: the fleet's hosts, for admins and auditors of the policy.
-    pub fn fleet_hosts(&mut self, caller: &Caller) -> Result<Vec<FleetHostInfo>, PimError> {
+    pub fn fleet_hosts(&mut self, caller: &Caller) -> FleetCall<Vec<FleetHostInfo>> {
         let audit = Audit::new(&caller.name, AuditAction::FleetHosts).about(&caller.name, "");
         if !self.in_fleet() {
-            return self.refused(&audit, not_a_fleet_host());
+            return FleetCall::Done(self.refused(&audit, not_a_fleet_host()));
         }
         if !self.is_auditor(caller) {
-            return self.refused(
+            return FleetCall::Done(self.refused(
                 &audit,
                 PimError::PermissionDenied(
                     "only administrators and auditors may list the fleet's hosts".into(),
                 ),
-            );
+            ));
         }
-        match self.on_authority(|a| a.hosts()) {
-            Ok(hosts) => Ok(hosts.iter().map(fleet_host_info).collect()),
-            Err(e) => self.refused(&audit, e),
-        }
+        let kept = KeptAudit::of(&audit);
+        self.on_authority(
+            |a| a.hosts(),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |_, hosts| {
+                    FleetCall::Done(Ok(hosts.iter().map(fleet_host_info).collect()))
+                })
+            },
+        )
     }
 
     /// `pim admin host add NAME [--tags T,...]`: returns the new host's database password
@@ -735,7 +960,7 @@ impl Manager {
         name: &str,
         tags: &[String],
         code: &str,
-    ) -> Result<String, PimError> {
+    ) -> FleetCall<String> {
         let audit = Audit::new(&caller.name, AuditAction::FleetHostAdd)
             .about("", "")
             .with_text(name_or_empty(name), "");
@@ -753,24 +978,19 @@ impl Manager {
                 .and(self.fleet_admin_named(caller))
         };
         if let Err(e) = checked {
-            return self.refused(&audit, e);
+            return FleetCall::Done(self.refused(&audit, e));
         }
-        let proof = AdminProof {
-            actor: &caller.name,
-            code,
-        };
-        match self.on_authority(|a| a.add_host(&proof, name, tags)) {
-            Ok(password) => {
-                let entry = audit.entry(
-                    self.now(),
-                    Outcome::Success,
-                    format!("host {name} added to the fleet, tags [{}]", tags.join(",")),
-                );
-                self.commit(|tx| Ok(tx.audit(entry)?))?;
-                Ok(password)
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+        let kept = KeptAudit::of(&audit);
+        let (proof, name, tags) = (KeptProof::of(caller, code), name.to_string(), tags.to_vec());
+        let added = format!("host {name} added to the fleet, tags [{}]", tags.join(","));
+        self.on_authority(
+            move |a| a.add_host(&proof.proof(), &name, &tags),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, password| {
+                    m.succeeded(&kept, added, password)
+                })
+            },
+        )
     }
 
     /// `pim admin policy push FILE`: checked here with the configuration's own checker, then
@@ -780,7 +1000,7 @@ impl Manager {
         caller: &Caller,
         policy_text: &str,
         code: &str,
-    ) -> Result<i64, PimError> {
+    ) -> FleetCall<i64> {
         let audit = Audit::new(&caller.name, AuditAction::FleetPolicyPush).about("", "");
         let checked = if !self.in_fleet() {
             Err(not_a_fleet_host())
@@ -792,32 +1012,25 @@ impl Manager {
         } else {
             check_code(code)
                 .and(self.fleet_admin_named(caller))
-                .and_then(|()| self.check_policy(policy_text).map(|_| ()))
+                .and_then(|()| self.check_policy(policy_text))
         };
-        if let Err(e) = checked {
-            return self.refused(&audit, e);
-        }
-        let policy = self.check_policy(policy_text)?;
+        let policy = match checked {
+            Ok(policy) => policy,
+            Err(e) => return FleetCall::Done(self.refused(&audit, e)),
+        };
+        let kept = KeptAudit::of(&audit);
         let normalized = crate::fleet::policy::normalize(&policy);
-        let proof = AdminProof {
-            actor: &caller.name,
-            code,
-        };
-        match self.on_authority(|a| a.push_policy(&proof, policy_text, &normalized)) {
-            Ok(version) => {
-                let entry = audit.entry(
-                    self.now(),
-                    Outcome::Success,
-                    format!(
-                        "policy version {version} pushed ({} role(s))",
-                        policy.roles.len()
-                    ),
-                );
-                self.commit(|tx| Ok(tx.audit(entry)?))?;
-                Ok(version)
-            }
-            Err(e) => self.refused(&audit, e),
-        }
+        let roles = policy.roles.len();
+        let (proof, policy_text) = (KeptProof::of(caller, code), policy_text.to_string());
+        self.on_authority(
+            move |a| a.push_policy(&proof.proof(), &policy_text, &normalized),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, version| {
+                    let pushed = format!("policy version {version} pushed ({roles} role(s))");
+                    m.succeeded(&kept, pushed, version)
+                })
+            },
+        )
     }
 
     /// Whether the current policy names the caller among its administrators (the database
@@ -864,21 +1077,26 @@ impl Manager {
         let Some(fleet) = self.fleet.as_mut() else {
             return Ok(Mirrored::default());
         };
-        fleet.known_unreachable = snapshot.is_none();
+        fleet
+            .link
+            .0
+            .known_unreachable
+            .store(snapshot.is_none(), Ordering::SeqCst);
         let max_staleness = fleet.max_staleness;
-        let now = self.now();
+        let (now, boot) = (self.now(), self.clock.boot());
         if let Some(s) = snapshot {
             let sync = FleetSync {
                 synced_at: now,
                 db_now: s.db_now,
                 policy_version: s.policy_version,
+                boot: boot.clone(),
             };
             self.store.write(|tx| tx.set_fleet_sync(&sync))?;
         }
         let (mirrored, sync) = self
             .store
             .read(|tx| Ok::<_, StoreError>((tx.fleet_mirrored()?, tx.fleet_sync()?)))?;
-        let fresh = mirror::freshness(sync.as_ref(), now, max_staleness);
+        let fresh = mirror::freshness(sync.as_ref(), now, &boot, max_staleness);
         let stale = fresh.as_ref().err().map(|s| s.describe(now, max_staleness));
         let plan = mirror::plan(
             &self.config,
@@ -1091,6 +1309,21 @@ impl Manager {
         let after = self.store.read(|tx| tx.audit_shipped())?;
         let records = self.store.read(|tx| tx.audit_chain(after, SHIP_BATCH))?;
         Ok(records.into_iter().map(for_shipping).collect())
+    }
+
+    /// Says (syslog, error) which local audit records went to the fleet only as stand-ins,
+    /// and why the fleet's database refused them as written: at most [`SHIP_BATCH`] a call.
+    pub fn audit_set_aside(&mut self, set_aside: &[(i64, String)]) {
+        for (id, why) in set_aside {
+            self.outbox.syslog.push((
+                Severity::Error,
+                format!(
+                    "fleet: local audit record {id} was refused by the fleet's database and \
+                     shipped as a stand-in without its text: {}",
+                    text::for_record(why, text::MAX_REASON_BYTES)
+                ),
+            ));
+        }
     }
 
     /// Records that the local audit up to `through` is in the fleet's.

@@ -220,7 +220,7 @@ impl Manager {
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_enroll(caller, "");
+            return self.fleet_mfa_enroll(caller, "").inline(self);
         }
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
@@ -285,7 +285,7 @@ impl Manager {
         ticket: &str,
     ) -> Result<(String, String), PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_enroll(caller, ticket);
+            return self.fleet_mfa_enroll(caller, ticket).inline(self);
         }
         let audit = Audit::new(&caller.name, AuditAction::MfaEnroll).about(&caller.name, "");
         self.refused(
@@ -325,7 +325,7 @@ impl Manager {
 
     pub fn mfa_confirm(&mut self, caller: &Caller, code: &str) -> Result<Vec<String>, PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_confirm(caller, code);
+            return self.fleet_mfa_confirm(caller, code).inline(self);
         }
         self.own_mfa(caller, AuditAction::MfaConfirm, |m, user, audit| {
             m.try_mfa_confirm(user, code, audit)
@@ -674,7 +674,7 @@ impl Manager {
 
     pub fn mfa_status(&mut self, caller: &Caller) -> Result<MfaStatusInfo, PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_status(caller);
+            return self.fleet_mfa_status(caller).inline(self);
         }
         let now = self.now();
         let policy = self.mfa_policy();

@@ -659,12 +659,16 @@ pub fn given_fleet_grants_and_markers_then_they_round_trip_and_markers_need_no_a
         synced_at: 1000,
         db_now: 998,
         policy_version: 3,
+        boot: crate::clock::Boot {
+            id: "boot-1".into(),
+            secs: 77,
+        },
     };
     store
         .write(|tx| {
             tx.set_fleet_sync(&FleetSync {
                 synced_at: 900,
-                ..sync
+                ..sync.clone()
             })?;
             tx.set_fleet_sync(&sync)?;
             tx.set_audit_shipped(7)?;

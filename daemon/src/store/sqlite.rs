@@ -333,6 +333,13 @@ CREATE TABLE fleet_shipped (
     through  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Fleet mode: the last synchronisation's place in the host's boot (CLOCK_BOOTTIME and the
+-- boot id), so that a wall clock set back cannot make it look recent. A row from before
+-- has no boot: stale until the next synchronisation.
+ALTER TABLE fleet_sync ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE fleet_sync ADD COLUMN boot_secs INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The audit table's guard against deletion, which retention lifts for its own removal

@@ -161,3 +161,46 @@ fn given_an_sslrootcert_others_can_write_then_it_is_refused() {
     let refused = refused.unwrap();
     assert!(refused.contains("writable by root only"), "{refused}");
 }
+
+#[test]
+fn given_an_sslrootcert_link_or_in_a_directory_others_can_write_then_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("pim-rootcert-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let real = dir.join("real.crt");
+    std::fs::write(&real, ca_pem("pim fleet test ca")).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A link: whoever made it chooses the file (the system's whole CA bundle, say).
+    let link = dir.join("link.crt");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let refused = ConnInfo::parse(&format!(
+        "host=h sslmode=verify-full sslrootcert={}",
+        link.display()
+    ))
+    .unwrap()
+    .ssl_builder()
+    .err()
+    .unwrap();
+    assert!(refused.contains("link.crt"), "{refused}");
+    // A directory others can write (not sticky): the file can be swapped under pimd.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = ConnInfo::parse(&format!(
+        "host=h sslmode=verify-full sslrootcert={}",
+        real.display()
+    ))
+    .unwrap()
+    .ssl_builder()
+    .err()
+    .unwrap();
+    assert!(refused.contains("is not root's alone"), "{refused}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(ConnInfo::parse(&format!(
+        "host=h sslmode=verify-full sslrootcert={}",
+        real.display()
+    ))
+    .unwrap()
+    .ssl_builder()
+    .is_ok());
+    std::fs::remove_dir_all(dir).unwrap();
+}

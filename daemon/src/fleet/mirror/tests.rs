@@ -53,31 +53,55 @@ fn local(id: i64, user: &str, role: &str, ends_at: i64) -> Grant {
     }
 }
 
+/// The time since boot at NOW (the host booted BOOTED seconds before NOW).
+const BOOTED: i64 = 10_000;
+
+fn boot_now() -> Boot {
+    Boot {
+        id: "boot-1".into(),
+        secs: BOOTED,
+    }
+}
+
+/// A synchronisation at `at` by the wall clock, which has not been set since.
 fn synced(at: i64, db_now: i64) -> FleetSync {
     FleetSync {
         synced_at: at,
         db_now,
         policy_version: 1,
+        boot: Boot {
+            id: "boot-1".into(),
+            secs: BOOTED - (NOW - at),
+        },
     }
 }
 
 #[test]
 fn given_a_recent_synchronisation_with_clocks_agreeing_then_the_host_is_fresh() {
     let sync = synced(NOW - 60, NOW - 58);
-    assert_eq!(freshness(Some(&sync), NOW, TEN_MINUTES), Ok(()));
+    assert_eq!(
+        freshness(Some(&sync), NOW, &boot_now(), TEN_MINUTES),
+        Ok(())
+    );
     let sync = synced(NOW - TEN_MINUTES as i64, NOW - TEN_MINUTES as i64);
-    assert_eq!(freshness(Some(&sync), NOW, TEN_MINUTES), Ok(()));
+    assert_eq!(
+        freshness(Some(&sync), NOW, &boot_now(), TEN_MINUTES),
+        Ok(())
+    );
 }
 
 #[test]
 fn given_no_synchronisation_yet_then_the_host_is_stale() {
-    assert_eq!(freshness(None, NOW, TEN_MINUTES), Err(Stale::NeverSynced));
+    assert_eq!(
+        freshness(None, NOW, &boot_now(), TEN_MINUTES),
+        Err(Stale::NeverSynced)
+    );
 }
 
 #[test]
 fn given_the_last_synchronisation_older_than_max_staleness_then_the_host_is_stale() {
     let at = NOW - TEN_MINUTES as i64 - 1;
-    let stale = freshness(Some(&synced(at, at)), NOW, TEN_MINUTES).unwrap_err();
+    let stale = freshness(Some(&synced(at, at)), NOW, &boot_now(), TEN_MINUTES).unwrap_err();
     assert_eq!(stale, Stale::TooLong { synced_at: at });
     let told = stale.describe(NOW, TEN_MINUTES);
     assert!(told.contains("more than max_staleness (10m) ago"), "{told}");
@@ -85,13 +109,14 @@ fn given_the_last_synchronisation_older_than_max_staleness_then_the_host_is_stal
 
 #[test]
 fn given_a_clock_skewed_from_the_database_s_then_the_host_is_stale_either_way() {
-    let ahead = freshness(Some(&synced(NOW, NOW - 31)), NOW, TEN_MINUTES).unwrap_err();
+    let ahead = freshness(Some(&synced(NOW, NOW - 31)), NOW, &boot_now(), TEN_MINUTES).unwrap_err();
     assert_eq!(ahead, Stale::Skewed { skew: 31 });
     assert!(ahead.describe(NOW, TEN_MINUTES).contains("31 s ahead of"));
-    let behind = freshness(Some(&synced(NOW, NOW + 45)), NOW, TEN_MINUTES).unwrap_err();
+    let behind =
+        freshness(Some(&synced(NOW, NOW + 45)), NOW, &boot_now(), TEN_MINUTES).unwrap_err();
     assert!(behind.describe(NOW, TEN_MINUTES).contains("45 s behind"));
     assert_eq!(
-        freshness(Some(&synced(NOW, NOW + 30)), NOW, TEN_MINUTES),
+        freshness(Some(&synced(NOW, NOW + 30)), NOW, &boot_now(), TEN_MINUTES),
         Ok(())
     );
 }
@@ -100,9 +125,56 @@ fn given_a_clock_skewed_from_the_database_s_then_the_host_is_stale_either_way() 
 fn given_a_clock_set_back_before_the_last_synchronisation_then_the_host_is_stale() {
     let sync = synced(NOW + 120, NOW + 120);
     assert!(matches!(
-        freshness(Some(&sync), NOW, TEN_MINUTES),
+        freshness(Some(&sync), NOW, &boot_now(), TEN_MINUTES),
         Err(Stale::Skewed { .. })
     ));
+}
+
+#[test]
+fn given_the_wall_clock_set_back_after_a_synchronisation_then_its_age_since_boot_still_counts() {
+    // Synchronised 11 minutes ago by the time since boot; the wall clock was then set back
+    // 11 minutes, so by it the synchronisation is just now.
+    let sync = FleetSync {
+        boot: Boot {
+            id: "boot-1".into(),
+            secs: BOOTED - 660,
+        },
+        ..synced(NOW, NOW)
+    };
+    assert_eq!(
+        freshness(Some(&sync), NOW, &boot_now(), TEN_MINUTES),
+        Err(Stale::TooLong { synced_at: NOW })
+    );
+}
+
+#[test]
+fn given_a_synchronisation_from_another_boot_or_none_recorded_then_the_host_is_stale() {
+    let sync = synced(NOW - 60, NOW - 60);
+    let rebooted = Boot {
+        id: "boot-2".into(),
+        secs: 30,
+    };
+    let stale = freshness(Some(&sync), NOW, &rebooted, TEN_MINUTES).unwrap_err();
+    assert_eq!(stale, Stale::OtherBoot);
+    assert!(stale.describe(NOW, TEN_MINUTES).contains("since it booted"));
+    // A row from before boots were recorded.
+    let unknown = FleetSync {
+        boot: Boot::default(),
+        ..sync.clone()
+    };
+    assert_eq!(
+        freshness(Some(&unknown), NOW, &boot_now(), TEN_MINUTES),
+        Err(Stale::OtherBoot)
+    );
+    // Nor does a boot that cannot be read now compare as the recorded one.
+    let unreadable = FleetSync {
+        boot: Boot::default(),
+        ..sync
+    };
+    assert_eq!(
+        freshness(Some(&unreadable), NOW, &Boot::default(), TEN_MINUTES),
+        Err(Stale::OtherBoot)
+    );
 }
 
 #[test]

@@ -278,6 +278,7 @@ fn given_fleet_mode_then_an_activation_goes_to_the_authority_with_the_policy_gro
     let reply =
         f.e.m
             .fleet_activate(&erin, "admin", 0, REASON, "", "123456", Some("web7"))
+            .inline(&mut f.e.m)
             .unwrap();
     assert_eq!(reply.state, ActivationState::Active);
     assert_eq!(reply.grant.id, 9);
@@ -370,6 +371,7 @@ fn given_deactivate_and_revoke_then_they_go_to_the_authority_and_the_mirror_ends
     assert!(e.contains("give --code CODE"), "{e}");
     f.e.m
         .fleet_revoke(&frank, "alice", "docker", "left the team", "112233")
+        .inline(&mut f.e.m)
         .unwrap();
     assert!(!f
         .e
@@ -460,11 +462,13 @@ fn given_a_policy_push_then_it_is_checked_first_and_sent_with_its_normalized_for
     let mut f = fleet_env();
     let frank = f.e.who("frank");
     let e = assert_err!(
-        f.e.m.fleet_policy_push(
-            &frank,
-            "[fleet]\ndatabase = \"host=/run/postgresql\"\n[roles.a]\nmax_duration = \"48h\"\n",
-            "123456"
-        ),
+        f.e.m
+            .fleet_policy_push(
+                &frank,
+                "[fleet]\ndatabase = \"host=/run/postgresql\"\n[roles.a]\nmax_duration = \"48h\"\n",
+                "123456"
+            )
+            .inline(&mut f.e.m),
         InvalidArgument
     );
     assert!(e.contains("2 error(s); nothing was pushed"), "{e}");
@@ -475,7 +479,11 @@ fn given_a_policy_push_then_it_is_checked_first_and_sent_with_its_normalized_for
     );
     assert!(f.fake.fleet().pushed.is_empty());
 
-    let version = f.e.m.fleet_policy_push(&frank, POLICY, "123456").unwrap();
+    let version =
+        f.e.m
+            .fleet_policy_push(&frank, POLICY, "123456")
+            .inline(&mut f.e.m)
+            .unwrap();
     assert_eq!(version, 2);
     let pushed = f.fake.fleet().pushed.clone();
     assert_eq!(pushed[0].0, POLICY);
@@ -496,13 +504,16 @@ fn given_host_add_then_bad_names_are_refused_before_the_network_and_the_password
     let mut f = fleet_env();
     let frank = f.e.who("frank");
     let e = assert_err!(
-        f.e.m.fleet_host_add(&frank, "web 8", &[], "123456"),
+        f.e.m
+            .fleet_host_add(&frank, "web 8", &[], "123456")
+            .inline(&mut f.e.m),
         InvalidArgument
     );
     assert!(e.contains("host 'web 8' is not a valid name"), "{e}");
     let e = assert_err!(
         f.e.m
-            .fleet_host_add(&frank, "web8", &["d b".into()], "123456"),
+            .fleet_host_add(&frank, "web8", &["d b".into()], "123456")
+            .inline(&mut f.e.m),
         InvalidArgument
     );
     assert!(e.contains("tag 'd b'"), "{e}");
@@ -510,13 +521,17 @@ fn given_host_add_then_bad_names_are_refused_before_the_network_and_the_password
     let password =
         f.e.m
             .fleet_host_add(&frank, "web8", &["web".into()], "123456")
+            .inline(&mut f.e.m)
             .unwrap();
     assert_eq!(password, "s3cret-once");
     assert!(f.e.audit_log().iter().all(|r| !r.detail.contains("s3cret")));
-    let hosts = f.e.m.fleet_hosts(&frank).unwrap();
+    let hosts = f.e.m.fleet_hosts(&frank).inline(&mut f.e.m).unwrap();
     assert_eq!(hosts[0].name, "web8");
     let alice = f.e.who("alice");
-    assert_err!(f.e.m.fleet_hosts(&alice), PermissionDenied);
+    assert_err!(
+        f.e.m.fleet_hosts(&alice).inline(&mut f.e.m),
+        PermissionDenied
+    );
 }
 
 #[test]
@@ -542,6 +557,7 @@ fn given_fleet_enrolment_then_the_secret_goes_to_the_authority_and_not_the_local
     let ticket =
         f.e.m
             .fleet_mfa_ticket(&frank, "alice", "112233", false)
+            .inline(&mut f.e.m)
             .unwrap();
     let (uri, _) = f.e.m.mfa_enroll_with_ticket(&alice, &ticket).unwrap();
     assert!(uri.contains("alice%40web7"), "{uri}");
@@ -585,6 +601,7 @@ fn given_an_enrolment_ticket_then_the_authority_gets_it_and_no_record_holds_it()
     let ticket =
         f.e.m
             .fleet_mfa_ticket(&frank, "alice", "112233", false)
+            .inline(&mut f.e.m)
             .unwrap();
     // bob cannot use alice's ticket: the authority refuses it, and the refusal is audited.
     let bob = f.e.who("bob");
@@ -618,18 +635,22 @@ fn given_mfa_ticket_with_reset_then_the_enrolment_goes_and_the_new_ticket_enrols
     let ticket =
         f.e.m
             .fleet_mfa_ticket(&frank, "alice", "112233", false)
+            .inline(&mut f.e.m)
             .unwrap();
     f.e.m.mfa_enroll_with_ticket(&alice, &ticket).unwrap();
     assert!(f.e.m.mfa_status(&alice).unwrap().enrolled);
     let ticket =
         f.e.m
             .fleet_mfa_ticket(&frank, "alice", "223344", true)
+            .inline(&mut f.e.m)
             .unwrap();
     assert!(!f.e.m.mfa_status(&alice).unwrap().enrolled);
     f.e.m.mfa_enroll_with_ticket(&alice, &ticket).unwrap();
     // An administrator does not reset their own enrolment (nothing reaches the authority).
     let e = assert_err!(
-        f.e.m.fleet_mfa_ticket(&frank, "frank", "334455", true),
+        f.e.m
+            .fleet_mfa_ticket(&frank, "frank", "334455", true)
+            .inline(&mut f.e.m),
         PermissionDenied
     );
     assert!(e.contains("cannot reset your own enrolment"), "{e}");
@@ -653,18 +674,24 @@ fn given_mfa_ticket_then_only_an_administrator_with_a_code_reaches_the_authority
     let mut f = fleet_env();
     let alice = f.e.who("alice");
     let e = assert_err!(
-        f.e.m.fleet_mfa_ticket(&alice, "bob", "112233", false),
+        f.e.m
+            .fleet_mfa_ticket(&alice, "bob", "112233", false)
+            .inline(&mut f.e.m),
         PermissionDenied
     );
     assert!(e.contains("does not name alice in its admins"), "{e}");
     let frank = f.e.who("frank");
     let e = assert_err!(
-        f.e.m.fleet_mfa_ticket(&frank, "bob", "", false),
+        f.e.m
+            .fleet_mfa_ticket(&frank, "bob", "", false)
+            .inline(&mut f.e.m),
         MfaRequired
     );
     assert!(e.contains("give --code CODE"), "{e}");
     let e = assert_err!(
-        f.e.m.fleet_mfa_ticket(&frank, "b ob", "112233", false),
+        f.e.m
+            .fleet_mfa_ticket(&frank, "b ob", "112233", false)
+            .inline(&mut f.e.m),
         InvalidArgument
     );
     assert!(e.contains("not a valid name"), "{e}");
@@ -686,7 +713,8 @@ fn given_no_fleet_then_enrolment_tickets_are_refused_and_enrolment_is_as_before(
     assert!(msg.contains("not in a fleet"), "{msg}");
     let frank = e.who("frank");
     let msg = assert_err!(
-        e.m.fleet_mfa_ticket(&frank, "alice", "123456", false),
+        e.m.fleet_mfa_ticket(&frank, "alice", "123456", false)
+            .inline(&mut e.m),
         Conflict
     );
     assert!(msg.contains("not in a fleet"), "{msg}");
@@ -698,7 +726,7 @@ fn given_no_fleet_then_enrolment_tickets_are_refused_and_enrolment_is_as_before(
 fn given_no_fleet_then_nothing_routes_and_fleet_calls_say_so() {
     let mut e = env();
     let frank = e.who("frank");
-    let e2 = assert_err!(e.m.fleet_hosts(&frank), Conflict);
+    let e2 = assert_err!(e.m.fleet_hosts(&frank).inline(&mut e.m), Conflict);
     assert!(e2.contains("this host is not in a fleet"), "{e2}");
     assert_eq!(e.m.mirror(None).unwrap(), Mirrored::default());
 }
@@ -832,7 +860,8 @@ fn given_a_role_s_reason_and_ticket_rules_then_a_fleet_activation_breaking_them_
     ] {
         let e = assert_err!(
             f.e.m
-                .fleet_activate(&alice, "strict", 0, reason, ticket, "123456", None),
+                .fleet_activate(&alice, "strict", 0, reason, ticket, "123456", None)
+                .inline(&mut f.e.m),
             InvalidArgument
         );
         assert!(e.contains(why), "{e}");
@@ -851,7 +880,9 @@ fn given_a_refused_policy_push_with_newlines_in_its_error_then_the_audit_still_s
     let frank = f.e.who("frank");
     let bad = "[roles.a]\nbogus = 1\n[roles.b]\nbogus = 2\n";
     assert_err!(
-        f.e.m.fleet_policy_push(&frank, bad, "123456"),
+        f.e.m
+            .fleet_policy_push(&frank, bad, "123456")
+            .inline(&mut f.e.m),
         InvalidArgument
     );
     let refused = f.e.audited("admin-policy-push");
@@ -877,7 +908,9 @@ fn given_a_user_the_policy_does_not_name_as_admin_then_policy_push_and_host_add_
     let mut f = fleet_env();
     let alice = f.e.who("alice");
     let e = assert_err!(
-        f.e.m.fleet_policy_push(&alice, POLICY, "123456"),
+        f.e.m
+            .fleet_policy_push(&alice, POLICY, "123456")
+            .inline(&mut f.e.m),
         PermissionDenied
     );
     assert!(
@@ -885,7 +918,9 @@ fn given_a_user_the_policy_does_not_name_as_admin_then_policy_push_and_host_add_
         "{e}"
     );
     assert_err!(
-        f.e.m.fleet_host_add(&alice, "web8", &[], "123456"),
+        f.e.m
+            .fleet_host_add(&alice, "web8", &[], "123456")
+            .inline(&mut f.e.m),
         PermissionDenied
     );
     let calls = f.fake.fleet().calls.clone();
@@ -911,7 +946,8 @@ fn given_the_sync_found_the_authority_unreachable_then_calls_fail_fast_until_a_r
     let alice = f.e.who("alice");
     let e = assert_err!(
         f.e.m
-            .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None),
+            .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None)
+            .inline(&mut f.e.m),
         Internal
     );
     assert!(e.contains("the fleet's database is unreachable"), "{e}");
@@ -932,6 +968,128 @@ fn given_the_sync_found_the_authority_unreachable_then_calls_fail_fast_until_a_r
     let reply =
         f.e.m
             .fleet_activate(&alice, "admin", 0, REASON, "", "123456", None)
+            .inline(&mut f.e.m)
             .unwrap();
     assert_eq!(reply.state, ActivationState::Active);
+}
+
+#[test]
+fn given_a_call_waiting_for_the_database_then_expiry_ends_a_due_grant_meanwhile() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + HOUR)];
+    f.sync();
+    assert!(f.in_sudo("alice"));
+    let (waiting, is_waiting) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
+    f.fake.fleet().hold = Some(crate::fleet::fake::Hold {
+        waiting,
+        release: released,
+    });
+    let erin = f.e.who("erin");
+    let FleetCall::Remote(network) =
+        f.e.m
+            .fleet_activate(&erin, "docker", 0, REASON, "", "", None)
+    else {
+        panic!("the activation did not go to the authority");
+    };
+    // The network part runs on a thread of its own, as pimd's core runs it: it holds
+    // nothing of the manager's.
+    let pending = std::thread::spawn(network);
+    is_waiting.recv().unwrap();
+    f.advance(HOUR);
+    f.e.m.reconcile().unwrap();
+    assert!(!f.in_sudo("alice"), "the grant outlived its end");
+    assert_eq!(f.e.audited("expire").len(), 1);
+    release.send(()).unwrap();
+    let then = pending.join().unwrap();
+    // The fake was told no answer: the refusal is recorded once the manager is back.
+    let e = assert_err!(then(&mut f.e.m).inline(&mut f.e.m), NotEligible);
+    assert!(e.contains("not eligible"), "{e}");
+}
+
+#[test]
+fn given_the_wall_clock_set_back_in_a_partition_then_fleet_grants_still_go_stale() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    f.fake.fleet().reachable = false;
+    // Someone sets the clock back as time passes: by the wall clock, the last
+    // synchronisation stays a minute old.
+    f.e.clock.step_wall(-600);
+    f.advance(601);
+    assert!(!f.sudo_allowed("alice").allowed);
+    let report = f.sync();
+    assert_eq!(report.ended, 1);
+    assert!(report.stale.unwrap().contains("more than max_staleness"));
+    assert!(!f.in_sudo("alice"));
+}
+
+#[test]
+fn given_a_reboot_then_fleet_grants_wait_for_a_synchronisation_of_this_boot() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    f.e.clock.reboot();
+    f.fake.fleet().reachable = false;
+    assert!(!f.sudo_allowed("alice").allowed);
+    let report = f.sync();
+    assert_eq!(report.ended, 1);
+    assert!(report.stale.unwrap().contains("since it booted"));
+    f.fake.fleet().reachable = true;
+    assert_eq!(f.sync().started, 1);
+    assert!(f.sudo_allowed("alice").allowed);
+}
+
+#[test]
+fn given_a_record_the_authority_refuses_then_it_goes_as_a_stand_in_and_the_rest_are_shipped() {
+    let mut f = fleet_env();
+    f.round().0.unwrap();
+    f.fake.fleet().refuse_role = Some("docker".into());
+    let alice = f.e.who("alice");
+    // Refused by the fake (no answer set): a local record about role docker.
+    let _ = f.e.m.deactivate(&alice, "docker");
+    let _ = f.e.m.deactivate(&alice, "admin");
+    let (report, _) = f.round();
+    let report = report.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let shipped = f.fake.fleet().shipped.clone();
+    let local = f.e.audited("deactivate");
+    assert_eq!(local.len(), 2);
+    let stand_in = shipped.iter().find(|r| r.id == local[0].id).unwrap();
+    assert_eq!(
+        (stand_in.role.as_str(), stand_in.hash.as_str()),
+        ("", local[0].hash.as_str())
+    );
+    assert!(
+        stand_in.detail.contains("not shipped as written"),
+        "{}",
+        stand_in.detail
+    );
+    let after = shipped.iter().find(|r| r.id == local[1].id).unwrap();
+    assert_eq!(after.role, "admin");
+    let logged = f.e.m.take_outbox().syslog;
+    assert!(
+        logged
+            .iter()
+            .any(|(_, line)| line.contains(&format!("local audit record {}", local[0].id))),
+        "{logged:?}"
+    );
+    // Nothing is left to ship.
+    assert!(f.e.m.audit_to_ship().unwrap().is_empty());
+}
+
+#[test]
+fn given_the_authority_unreachable_while_shipping_then_the_spool_waits_for_the_next_round() {
+    let mut f = fleet_env();
+    f.round().0.unwrap();
+    let alice = f.e.who("alice");
+    let _ = f.e.m.deactivate(&alice, "docker");
+    let before = f.e.m.audit_to_ship().unwrap().len();
+    assert!(before > 0);
+    f.fake.fleet().reachable = false;
+    assert!(f.round().0.is_err());
+    assert!(f.e.m.audit_to_ship().unwrap().len() >= before);
+    f.fake.fleet().reachable = true;
+    f.round().0.unwrap();
+    assert!(f.e.m.audit_to_ship().unwrap().is_empty());
 }

@@ -43,13 +43,18 @@ pub fn mark_grant_from_fleet(
 pub fn fleet_sync(tx: &Transaction<'_>) -> Result<Option<FleetSync>, StoreError> {
     Ok(tx
         .query_row(
-            "SELECT synced_at, db_now, policy_version FROM fleet_sync WHERE id = 1",
+            "SELECT synced_at, db_now, policy_version, boot_id, boot_secs FROM fleet_sync
+             WHERE id = 1",
             [],
             |r| {
                 Ok(FleetSync {
                     synced_at: r.get(0)?,
                     db_now: r.get(1)?,
                     policy_version: r.get(2)?,
+                    boot: crate::clock::Boot {
+                        id: r.get(3)?,
+                        secs: r.get(4)?,
+                    },
                 })
             },
         )
@@ -58,9 +63,17 @@ pub fn fleet_sync(tx: &Transaction<'_>) -> Result<Option<FleetSync>, StoreError>
 
 pub fn set_fleet_sync(tx: &Transaction<'_>, s: &FleetSync) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO fleet_sync (id, synced_at, db_now, policy_version) VALUES (1, ?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET synced_at = ?1, db_now = ?2, policy_version = ?3",
-        params![s.synced_at, s.db_now, s.policy_version],
+        "INSERT INTO fleet_sync (id, synced_at, db_now, policy_version, boot_id, boot_secs)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET synced_at = ?1, db_now = ?2, policy_version = ?3,
+             boot_id = ?4, boot_secs = ?5",
+        params![
+            s.synced_at,
+            s.db_now,
+            s.policy_version,
+            s.boot.id,
+            s.boot.secs
+        ],
     )?;
     Ok(())
 }
