@@ -26,8 +26,9 @@ pub struct FakeFleet {
     pub hosts: Vec<HostInfo>,
     /// Shipped local records, as stored (keyed by local id: a repeat is not stored twice).
     pub shipped: Vec<AuditRecord>,
-    /// At most this many records stored per `ship_audit` (a partial ship).
-    pub ship_limit: Option<usize>,
+    /// The next `ship_audit` stores its records and its answer is lost (the host sees the
+    /// connection fail).
+    pub lose_ship_answer: bool,
     /// Shipped records about this role are refused as invalid (the whole batch with them).
     pub refuse_role: Option<String>,
     pub expired_calls: u32,
@@ -238,13 +239,18 @@ impl Authority for FakeAuthority {
                     "a shipped audit record holds a control character or is too long".into(),
                 )));
             }
-            let take = f.ship_limit.unwrap_or(records.len()).min(records.len());
-            for r in &records[..take] {
+            // All or nothing, as one transaction; the count is of the new ones only.
+            let mut new = 0;
+            for r in records {
                 if !f.shipped.iter().any(|s| s.id == r.id) {
                     f.shipped.push(r.clone());
+                    new += 1;
                 }
             }
-            Ok(take)
+            if std::mem::take(&mut f.lose_ship_answer) {
+                return Err(AuthorityError::Unreachable("the answer was lost".into()));
+            }
+            Ok(new)
         })
     }
 
