@@ -37,6 +37,8 @@ pub struct FakeFleet {
     pub calls: Vec<String>,
     pub pushed: Vec<(String, serde_json::Value)>,
     pub enrolled: Vec<(String, Vec<u8>)>,
+    /// The enrolment tickets issued and not used yet, (user, ticket): enrol takes only these.
+    pub tickets: Vec<(String, String)>,
     /// The next call waits here (as on a database that does not answer) until released.
     pub hold: Option<Hold>,
 }
@@ -116,8 +118,15 @@ impl Authority for FakeAuthority {
         })
     }
 
-    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError> {
-        self.call(format!("enrol {user}"), |f| {
+    fn enrol(&mut self, user: &str, secret: &[u8], ticket: &str) -> Result<(), AuthorityError> {
+        self.call(format!("enrol {user} ticket={ticket}"), |f| {
+            let issued = (user.to_string(), ticket.to_string());
+            if !f.tickets.contains(&issued) {
+                return Err(AuthorityError::Refused(PimError::NotFound(format!(
+                    "{user} has no enrolment ticket waiting"
+                ))));
+            }
+            f.tickets.retain(|t| *t != issued);
             f.enrolled.push((user.into(), secret.to_vec()));
             Ok(())
         })
@@ -283,6 +292,27 @@ impl Authority for FakeAuthority {
 
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
         self.call("hosts".into(), |f| Ok(f.hosts.clone()))
+    }
+
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError> {
+        let line = format!(
+            "mfa_ticket {user} by {} code={} reset={reset}",
+            proof.actor, proof.code
+        );
+        self.call(line, |f| {
+            if reset {
+                f.enrolled.retain(|(u, _)| u != user);
+            }
+            let ticket = format!("TICKET-{user}-{}", f.tickets.len() + 1);
+            f.tickets.retain(|(u, _)| u != user);
+            f.tickets.push((user.into(), ticket.clone()));
+            Ok(ticket)
+        })
     }
 }
 
