@@ -265,6 +265,10 @@ pub enum MfaCommand {
         /// read it from stdin; asked for on the terminal otherwise
         #[arg(long, value_name = "CODE")]
         code: Option<String>,
+        /// Fleet mode: the one-time enrolment ticket a fleet administrator issued for you
+        /// ('pim admin mfa-ticket USER'), or - to read it from stdin
+        #[arg(long, value_name = "TICKET", conflicts_with = "code")]
+        ticket: Option<String>,
     },
     /// Finish enrolment with a first code; prints one-time recovery codes
     Confirm {
@@ -297,9 +301,13 @@ the current one (or a recovery code, if the device is lost) and shows a new secr
 device keeps working until 'pim mfa confirm' takes a first code of the new one; your recovery
 codes stay. Without any code left, an administrator's 'pim admin mfa-reset' starts over.
 
+In fleet mode a first enrolment takes the one-time ticket a fleet administrator issued for you
+with 'pim admin mfa-ticket USER': 'pim mfa enroll --ticket TICKET' on any host of the fleet.
+
 Examples:
   pim mfa enroll                # scan the QR code, then:
-  pim mfa confirm               # type the code the app shows";
+  pim mfa confirm               # type the code the app shows
+  pim mfa enroll --ticket -     # fleet mode: the ticket read from stdin";
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
@@ -448,6 +456,18 @@ pub enum AdminCommand {
     MfaReset {
         /// The user whose enrolment is dropped
         user: String,
+    },
+    /// Fleet mode: issue a user's one-time enrolment ticket (shown once, good for 24 hours;
+    /// it replaces any earlier one), for 'pim mfa enroll --ticket TICKET'
+    MfaTicket {
+        /// The user who enrols with it
+        user: String,
+        /// Remove the user's enrolment first (a lost device): their old device stops working
+        #[arg(long)]
+        reset: bool,
+        /// Your TOTP code, or - to read it from stdin (asked for otherwise)
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
     },
     /// End a user's MFA lockout after too many wrong codes, keeping their enrolment
     MfaUnlock {
@@ -745,11 +765,33 @@ mod tests {
         let cli = parse(&["mfa", "enroll", "--code", "-"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Mfa(MfaCommand::Enroll { code: Some(ref c) }) if c == "-"
+            Command::Mfa(MfaCommand::Enroll { code: Some(ref c), .. }) if c == "-"
         ));
         assert!(matches!(
             parse(&["mfa", "enroll"]).unwrap().command,
-            Command::Mfa(MfaCommand::Enroll { code: None })
+            Command::Mfa(MfaCommand::Enroll { code: None, .. })
+        ));
+        let cli = parse(&["mfa", "enroll", "--ticket", "-"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mfa(MfaCommand::Enroll { code: None, ticket: Some(ref t) }) if t == "-"
+        ));
+        assert!(parse(&["mfa", "enroll", "--ticket", "T", "--code", "1"]).is_err());
+        let cli = parse(&["admin", "mfa-ticket", "alice", "--code", "123456"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminCommand::MfaTicket { ref user, reset: false, code: Some(ref c) })
+                if user == "alice" && c == "123456"
+        ));
+        assert!(matches!(
+            parse(&["admin", "mfa-ticket", "bob", "--reset"])
+                .unwrap()
+                .command,
+            Command::Admin(AdminCommand::MfaTicket {
+                reset: true,
+                code: None,
+                ..
+            })
         ));
         let cli = parse(&["mfa", "recovery-codes", "--code", "123456"]).unwrap();
         assert!(matches!(

@@ -55,9 +55,10 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Deactivate { role } => deactivate(&role, json).await,
         Command::Extend(args) => extend(args, json, console).await,
         Command::Status => status(json).await,
-        Command::Mfa(MfaCommand::Enroll { code }) => {
-            mfa::enroll(code.as_deref(), json, console).await
-        }
+        Command::Mfa(MfaCommand::Enroll { code, ticket }) => match ticket {
+            Some(ticket) => mfa::enroll_with_ticket(&ticket, json, console).await,
+            None => mfa::enroll(code.as_deref(), json, console).await,
+        },
         Command::Mfa(MfaCommand::Confirm { code, code_flag }) => {
             mfa::confirm(code.or(code_flag).as_deref(), json, console).await
         }
@@ -1001,6 +1002,9 @@ async fn admin(
         AdminCommand::Hosts => return crate::fleet::hosts(json).await,
         AdminCommand::Host(cmd) => return crate::fleet::host(cmd, json, console).await,
         AdminCommand::Policy(cmd) => return crate::fleet::policy(cmd, json, console).await,
+        AdminCommand::MfaTicket { user, reset, code } => {
+            return crate::fleet::mfa_ticket(&user, reset, code.as_deref(), json, console).await
+        }
         AdminCommand::Grants => {
             let proxy = connect().await?;
             let grants = proxy.admin_grants().await?;

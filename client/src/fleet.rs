@@ -1,5 +1,5 @@
 //! Fleet mode on the client side: `pim admin hosts`, `pim admin host add|disable|enable`,
-//! `pim admin policy push`. The daemon (and, behind it, the fleet's database) decides; this side reads the
+//! `pim admin policy push`, `pim admin mfa-ticket`. The daemon (and, behind it, the fleet's database) decides; this side reads the
 //! arguments, asks for the administrator's code and prints the answer.
 
 use crate::cli::{AdminHostCommand, AdminPolicyCommand};
@@ -182,6 +182,39 @@ async fn enable(
                 "Enabled host {}: it logs in and synchronises again (the grants ended when it \
                  was disabled stay ended).\n",
                 escape(name)
+            )
+        },
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// `pim admin mfa-ticket USER [--reset]`: prints USER's one-time enrolment ticket.
+pub async fn mfa_ticket(
+    user: &str,
+    reset: bool,
+    code: Option<&str>,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    check_name("user", user)?;
+    let proxy = connect().await?;
+    let code = input::code(code, true, &input::current_user(), console)?;
+    let ticket = proxy.fleet_mfa_ticket(user, &code, reset).await?;
+    emit(
+        json,
+        || json!({ "user": user, "reset": reset, "ticket": ticket }),
+        || {
+            let reset = if reset {
+                format!("Removed the MFA enrolment of {}. ", escape(user))
+            } else {
+                String::new()
+            };
+            format!(
+                "{reset}Enrolment ticket for {user}, shown this once and good for 24 hours (any \
+                 earlier one is void): hand it to {user} in person or over a channel you \
+                 trust; they run 'pim mfa enroll --ticket TICKET' on any host of the fleet.\n{}\n",
+                escape(&ticket),
+                user = escape(user),
             )
         },
     )?;

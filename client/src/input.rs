@@ -104,6 +104,33 @@ pub fn code(
     Ok(code)
 }
 
+/// Longest enrolment ticket sent (pimd's own bound).
+const MAX_TICKET_BYTES: usize = 64;
+
+/// The enrolment ticket `--ticket` gives: the ticket, or `-` for one line of standard input.
+pub fn ticket(given: &str, console: &mut dyn Console) -> Result<String, Failure> {
+    let (ticket, from) =
+        match given {
+            "-" => match console.read_line() {
+                Ok(Some(line)) => (line, "the ticket on standard input"),
+                Ok(None) => return Err(Failure::Usage(
+                    "--ticket -: standard input ended before a ticket; pipe one line holding it"
+                        .into(),
+                )),
+                Err(e) => return Err(io_failure("the ticket from standard input", e)),
+            },
+            ticket => (ticket.to_string(), "--ticket"),
+        };
+    let ticket = ticket.trim().to_string();
+    if ticket.is_empty() {
+        return Err(Failure::Usage(format!(
+            "{from} is empty; give the enrolment ticket a fleet administrator issued for you"
+        )));
+    }
+    text::check(from, &ticket, MAX_TICKET_BYTES).map_err(Failure::Usage)?;
+    Ok(ticket)
+}
+
 /// A reason (or other line of text) from the command line, or asked for on the terminal when
 /// `ask` holds a prompt and standard input is a terminal; "" otherwise.
 pub fn text_or_ask(

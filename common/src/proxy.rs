@@ -49,6 +49,10 @@ pub trait Manager {
     /// Starts (or restarts) TOTP enrolment; returns the otpauth URI and the base32 secret.
     fn mfa_enroll(&self) -> Result<(String, String), PimError>;
 
+    /// Fleet mode: starts enrolment with the one-time ticket a fleet administrator issued;
+    /// returns the otpauth URI and the base32 secret.
+    fn mfa_enroll_with_ticket(&self, ticket: &str) -> Result<(String, String), PimError>;
+
     /// Confirms enrolment with a first code; returns the one-time recovery codes. Confirms a
     /// change of device with a first code of the new secret; returns no codes then (the
     /// recovery codes stay).
@@ -206,6 +210,10 @@ pub trait Manager {
 
     /// Fleet mode: lets disabled host `name` back into the fleet.
     fn fleet_host_enable(&self, name: &str, code: &str) -> Result<(), PimError>;
+
+    /// Fleet mode: issues `user`'s one-time enrolment ticket (shown once), replacing any
+    /// earlier one; with `reset`, `user`'s enrolment is removed first (a lost device).
+    fn fleet_mfa_ticket(&self, user: &str, code: &str, reset: bool) -> Result<String, PimError>;
 
     /// Fleet mode: checks `policy` (a pim.toml's text) and stores it as the fleet's next
     /// policy version, which it returns.

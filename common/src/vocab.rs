@@ -174,6 +174,8 @@ vocabulary! {
         FleetHostDisable = "admin-host-disable",
         /// A disabled host let back into the fleet (`pim admin host enable`).
         FleetHostEnable = "admin-host-enable",
+        /// An enrolment ticket issued in the fleet (`pim admin mfa-ticket`).
+        FleetMfaTicket = "admin-mfa-ticket",
         /// A policy pushed to the fleet (`pim admin policy push`).
         FleetPolicyPush = "admin-policy-push",
         /// A grant whose membership could not be added, ended.
@@ -197,6 +199,10 @@ vocabulary! {
         /// finishes it.
         MfaRotate = "mfa-rotate",
         MfaStatus = "mfa-status",
+        /// A wrong enrolment ticket offered in the fleet (`pim mfa enroll --ticket`).
+        MfaTicketFailure = "mfa-ticket-failure",
+        /// A user's enrolment ticket voided after `[mfa] max_failures` wrong ones.
+        MfaTicketVoid = "mfa-ticket-void",
         NotifyFailed = "notify-failed",
         /// The processes that still carried an ended grant's group, ended.
         ProcessesEnd = "processes-end",

@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: pimd [--config PATH] [--check-config] [--reload PID]
        pimd --fleet-setup ADMIN_CONNINFO [--policy FILE] [--add-host NAME [--tags T,...]]
+                          [--enrol-admin NAME]...
 
   --config PATH    configuration file (default /etc/pim/pim.toml)
   --check-config   validate the configuration, print every problem, and exit
   --reload PID     make the running pimd PID re-read its configuration (SIGHUP), wait for its
                    answer and exit non-zero if it kept the old one (systemd's ExecReload)
   --fleet-setup    create or upgrade the fleet's schema in PostgreSQL, store the first policy,
-                   add hosts (see 'pimd --fleet-setup --help')
+                   add hosts, issue the first administrators' enrolment tickets
+                   (see 'pimd --fleet-setup --help')
   --version        print the version and exit";
 
 struct Options {

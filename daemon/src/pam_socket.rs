@@ -891,6 +891,15 @@ mod tests {
         dir
     }
 
+    /// Waits until `gate` is open.
+    fn wait_open(gate: &(Mutex<bool>, std::sync::Condvar)) {
+        let (open, opened) = gate;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = opened.wait(open).unwrap();
+        }
+    }
+
     /// Deciders that count the decisions begun in `begun`, wait until `gate` opens, then
     /// allow.
     fn gated_deciders(
@@ -902,11 +911,7 @@ mod tests {
                 let (gate, begun) = (gate.clone(), begun.clone());
                 Box::new(move |_: Request| {
                     begun.fetch_add(1, Ordering::SeqCst);
-                    let (open, opened) = &*gate;
-                    let mut open = open.lock().unwrap();
-                    while !*open {
-                        open = opened.wait(open).unwrap();
-                    }
+                    wait_open(&gate);
                     Answer::Allowed
                 }) as Decider
             })
@@ -971,11 +976,7 @@ mod tests {
                 let gate = gate.clone();
                 Box::new(move |request: Request| {
                     if request.user == "slow" {
-                        let (open, opened) = &*gate;
-                        let mut open = open.lock().unwrap();
-                        while !*open {
-                            open = opened.wait(open).unwrap();
-                        }
+                        wait_open(&gate);
                     }
                     Answer::Allowed
                 }) as Decider

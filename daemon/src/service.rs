@@ -1019,7 +1019,28 @@ impl ManagerService {
             AuditAction::MfaEnroll,
             Some(CallKind::Mfa),
             Ok(()),
-            |m, c, ()| m.fleet_or_local(|m| m.fleet_mfa_enroll(c), |m| m.mfa_enroll(c)),
+            |m, c, ()| m.fleet_or_local(|m| m.fleet_mfa_enroll(c, ""), |m| m.mfa_enroll(c)),
+        )
+        .await
+    }
+
+    async fn mfa_enroll_with_ticket(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        ticket: &str,
+    ) -> Result<(String, String), PimError> {
+        let args = bounded_copies([("ticket", ticket, crate::manager::MAX_TICKET_BYTES)]);
+        self.limited_steps(
+            &h,
+            AuditAction::MfaEnroll,
+            Some(CallKind::Mfa),
+            args,
+            move |m, c, [ticket]| {
+                m.fleet_or_local(
+                    |m| m.fleet_mfa_enroll(c, &ticket),
+                    |m| m.mfa_enroll_with_ticket(c, &ticket),
+                )
+            },
         )
         .await
     }
@@ -1634,6 +1655,27 @@ impl ManagerService {
             Some(CallKind::Admin),
             args,
             move |m, c, [name, code]| m.fleet_host_enable(c, &name, &code),
+        )
+        .await
+    }
+
+    async fn fleet_mfa_ticket(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        user: &str,
+        code: &str,
+        reset: bool,
+    ) -> Result<String, PimError> {
+        let args = bounded_copies([
+            ("user", user, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_steps(
+            &h,
+            AuditAction::FleetMfaTicket,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [user, code]| m.fleet_mfa_ticket(c, &user, &code, reset),
         )
         .await
     }

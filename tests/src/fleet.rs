@@ -25,7 +25,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::postgres::{psql_argv, Postgres, BRIDGE, PG_DATABASE, PG_PORT};
-use crate::{host_tool, Output, Sandbox, CONFIG_PATH};
+use crate::{host_tool, Authenticator, Output, Sandbox, CONFIG_PATH};
 
 /// The database's address on the fleet's network.
 pub const DB_ADDRESS: &str = "10.77.0.1/16";
@@ -267,6 +267,27 @@ impl Fleet {
             0o600,
         );
         *crate::lock(&host.login) = Some((login, password));
+    }
+
+    /// `user`'s one-time enrolment ticket, issued through the database's administrator as
+    /// `pimd --fleet-setup --enrol-admin` issues one (a fleet admin's `pim admin
+    /// mfa-ticket` is the everyday way, tested on its own).
+    #[track_caller]
+    pub fn enrolment_ticket(&self, user: &str) -> String {
+        self.db
+            .admin_sql(&format!(
+                "SELECT pim.issue_enrolment_ticket('{user}', 'e2e', 'e2e')"
+            ))
+            .trim()
+            .to_string()
+    }
+
+    /// `user` enrolled on host `host` with a ticket ([`Fleet::enrolment_ticket`]) and
+    /// confirmed; their authenticator, good on every host.
+    #[track_caller]
+    pub fn enroll_mfa(&self, host: &str, user: &str) -> Authenticator {
+        let ticket = self.enrolment_ticket(user);
+        self.sb(host).enroll_mfa_with(user, &["--ticket", &ticket])
     }
 
     /// `host`'s `/etc/pim/pim.toml`: `[fleet]` pointing at the database through its own login

@@ -921,7 +921,16 @@ fi"#;
     /// everything when either step fails. pimd must be running.
     #[track_caller]
     pub fn enroll_mfa(&self, user: &str) -> Authenticator {
-        let enroll = self.run(user, &["pim", "--json", "mfa", "enroll"]);
+        self.enroll_mfa_with(user, &[])
+    }
+
+    /// [`Sandbox::enroll_mfa`] with more arguments to `pim mfa enroll` (a fleet's
+    /// `--ticket T`).
+    #[track_caller]
+    pub fn enroll_mfa_with(&self, user: &str, args: &[&str]) -> Authenticator {
+        let mut argv = vec!["pim", "--json", "mfa", "enroll"];
+        argv.extend_from_slice(args);
+        let enroll = self.run(user, &argv);
         let doc = enroll.assert_success().json();
         let Some(secret) = doc["secret"].as_str() else {
             panic!("no secret in `pim mfa enroll`'s JSON:\n{enroll}");

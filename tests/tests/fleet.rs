@@ -276,8 +276,8 @@ fn given_the_bootstrap_then_each_host_logs_in_as_itself_and_setup_runs_again_saf
 #[test]
 fn given_an_approval_on_one_host_then_every_in_scope_host_grants_and_no_other() {
     let fleet = fleet_with(&three_hosts(), &[], "10m");
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
-    let mut bob = fleet.sb("db2").enroll_mfa("bob");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
+    let mut bob = fleet.enroll_mfa("db2", "bob");
 
     // alice asks on db1 for dbadmin (hosts tagged db); bob approves on web1, out of scope.
     let code = alice.next_code(fleet.sb("db1"));
@@ -334,7 +334,7 @@ fn given_an_approval_on_one_host_then_every_in_scope_host_grants_and_no_other() 
 #[test]
 fn given_one_enrolment_then_its_codes_work_on_every_host() {
     let fleet = fleet_with(&three_hosts(), &[], "10m");
-    let mut alice = fleet.sb("db2").enroll_mfa("alice");
+    let mut alice = fleet.enroll_mfa("db2", "alice");
     for host in &fleet.hosts {
         let status = pim(&host.sb, "alice", &["--json", "mfa", "status"]);
         assert_eq!(
@@ -371,10 +371,8 @@ fn given_the_same_code_from_two_hosts_at_once_then_it_is_accepted_exactly_once_m
         &["erin", "frank", "grace"],
         "10m",
     );
-    let mut phones: Vec<Authenticator> = racers
-        .iter()
-        .map(|u| fleet.sb("web1").enroll_mfa(u))
-        .collect();
+    let mut phones: Vec<Authenticator> =
+        racers.iter().map(|u| fleet.enroll_mfa("web1", u)).collect();
     let rounds = 3;
     for round in 0..rounds {
         for (user, phone) in racers.iter().zip(phones.iter_mut()) {
@@ -429,7 +427,7 @@ fn given_the_same_code_from_two_hosts_at_once_then_it_is_accepted_exactly_once_m
 #[test]
 fn given_a_deactivation_on_one_host_then_every_host_ends_the_grant() {
     let fleet = fleet_with(&three_hosts(), &[], "10m");
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
     let everywhere = names(&fleet, &["web1", "db1", "db2"]);
 
     activate(fleet.sb("web1"), "alice", &mut alice, "ops", "30m").assert_success();
@@ -452,8 +450,8 @@ fn given_a_deactivation_on_one_host_then_every_host_ends_the_grant() {
 #[test]
 fn given_a_revocation_on_one_host_then_every_host_ends_the_grant() {
     let fleet = fleet_with(&three_hosts(), &[], "10m");
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
-    let mut carol = fleet.sb("db1").enroll_mfa("carol");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
+    let mut carol = fleet.enroll_mfa("db1", "carol");
     let everywhere = names(&fleet, &["web1", "db1", "db2"]);
 
     activate(fleet.sb("db1"), "alice", &mut alice, "ops", "30m").assert_success();
@@ -510,9 +508,9 @@ fn given_a_cut_host_then_it_fails_closed_and_catches_up_and_ships_its_audit_on_r
         &[],
         "90s",
     );
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
-    let mut bob = fleet.sb("web1").enroll_mfa("bob");
-    let mut dave = fleet.sb("web2").enroll_mfa("dave");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
+    let mut bob = fleet.enroll_mfa("web1", "bob");
+    let mut dave = fleet.enroll_mfa("web2", "dave");
 
     // alice: sudo for an hour, ops for a minute; both on both hosts.
     activate(fleet.sb("web1"), "alice", &mut alice, "admin", "1h").assert_success();
@@ -608,8 +606,8 @@ fn given_the_database_stopped_then_hosts_refuse_new_grants_end_old_ones_and_resy
         &[],
         "10m",
     );
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
-    let mut dave = fleet.sb("web2").enroll_mfa("dave");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
+    let mut dave = fleet.enroll_mfa("web2", "dave");
     activate(fleet.sb("web1"), "alice", &mut alice, "admin", "1h").assert_success();
     activate(fleet.sb("web2"), "alice", &mut alice, "ops", "45s").assert_success();
     fleet.wait_until("alice in sudo and ops on both hosts", WAIT, || {
@@ -662,7 +660,7 @@ fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_canno
         &[],
         "10m",
     );
-    let mut alice = fleet.sb("db1").enroll_mfa("alice");
+    let mut alice = fleet.enroll_mfa("db1", "alice");
     activate(fleet.sb("db1"), "alice", &mut alice, "dbops", "30m").assert_success();
     fleet.wait_until("alice in dbops on db1", WAIT, || {
         fleet.sb("db1").is_member("alice", "dbops")
@@ -857,6 +855,129 @@ fn given_wrong_codes_through_one_host_then_alice_is_locked_out_there_and_not_on_
     fleet.wait_until("alice in ops on both hosts", WAIT, || {
         hosts_with(&fleet, "alice", "ops") == names(&fleet, &["web1", "web2"])
     });
+}
+
+/// The ticket `pimd --fleet-setup --enrol-admin` or `pim admin mfa-ticket` printed: the last
+/// line of the text output, or the JSON's `ticket`.
+fn ticket_in(out: &Output) -> String {
+    out.stdout
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.len() == 23 && w.matches('-').count() == 3)
+        })
+        .unwrap_or_else(|| panic!("no ticket printed:\n{out}"))
+        .to_string()
+}
+
+#[test]
+fn given_an_admins_ticket_on_one_host_then_alice_enrols_on_another_her_codes_work_on_both_until_a_reset(
+) {
+    let fleet = fleet_with(&three_hosts(), &[], "10m");
+    // Bootstrap: no administrator is enrolled to issue carol's ticket; setup does.
+    let setup = fleet.sb("web1").run(
+        "root",
+        &[
+            "pimd",
+            "--fleet-setup",
+            &fleet.admin_conninfo(),
+            "--enrol-admin",
+            "carol",
+        ],
+    );
+    let carols = ticket_in(setup.assert_success());
+    let mut carol = fleet
+        .sb("web1")
+        .enroll_mfa_with("carol", &["--ticket", &carols]);
+
+    // alice, on db1, without a ticket: refused, told what to do.
+    let bare = pim(fleet.sb("db1"), "alice", &["mfa", "enroll"]);
+    assert!(
+        bare.assert_failure()
+            .stderr
+            .contains("'pim admin mfa-ticket alice'"),
+        "{bare}"
+    );
+    // carol issues alice's ticket on web1 with her code; alice enrols on db1 with it,
+    // read from stdin.
+    let code = carol.next_code(fleet.sb("web1"));
+    let issued = pim(
+        fleet.sb("web1"),
+        "carol",
+        &["admin", "mfa-ticket", "alice", "--code", &code],
+    );
+    let alices = ticket_in(issued.assert_success());
+    let enroll = fleet.sb("db1").run_with_stdin(
+        "alice",
+        &["pim", "--json", "mfa", "enroll", "--ticket", "-"],
+        &format!("{alices}\n"),
+    );
+    let secret = enroll.assert_success().json()["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no secret:\n{enroll}"))
+        .to_string();
+    let mut alice = Authenticator::new(&secret);
+    let first = alice.next_code(fleet.sb("db1"));
+    pim(fleet.sb("db1"), "alice", &["mfa", "confirm", &first]).assert_success();
+    // Used: bob gets nothing from it on db2, nor alice again.
+    pim(
+        fleet.sb("db2"),
+        "bob",
+        &["mfa", "enroll", "--ticket", &alices],
+    )
+    .assert_failure();
+
+    // Her codes work on db1 (where she enrolled) and on web1.
+    activate(fleet.sb("web1"), "alice", &mut alice, "ops", "20m").assert_success();
+    activate(fleet.sb("db1"), "alice", &mut alice, "dbops", "20m").assert_success();
+    fleet.wait_until(
+        "alice in ops everywhere and dbops on db1 and db2",
+        WAIT,
+        || {
+            hosts_with(&fleet, "alice", "ops").len() == fleet.hosts.len()
+                && hosts_with(&fleet, "alice", "dbops") == names(&fleet, &["db1", "db2"])
+        },
+    );
+    // alice lost her phone: carol resets her on db2 and hands over a new ticket; the old
+    // phone's codes stop working on every host, the new enrolment's work.
+    let code = carol.next_code(fleet.sb("db2"));
+    let reset = pim(
+        fleet.sb("db2"),
+        "carol",
+        &["admin", "mfa-ticket", "alice", "--reset", "--code", &code],
+    );
+    let renewed = ticket_in(reset.assert_success());
+    let old_phone = activate(fleet.sb("web1"), "alice", &mut alice, "ops2", "20m");
+    assert!(
+        old_phone
+            .assert_failure()
+            .stderr
+            .contains("no TOTP enrolment"),
+        "{old_phone}"
+    );
+    let mut alice = fleet
+        .sb("web1")
+        .enroll_mfa_with("alice", &["--ticket", &renewed]);
+    activate(fleet.sb("db2"), "alice", &mut alice, "ops2", "20m").assert_success();
+
+    // The fleet's audit holds the issue and the use, never the ticket.
+    let audit = fleet.db.admin_sql(
+        "SELECT action || ' ' || actor || ' ' || \"user\" || ' ' || host FROM pim.audit \
+         WHERE action IN ('admin-mfa-ticket', 'mfa-enroll') ORDER BY id",
+    );
+    assert!(
+        audit.contains("admin-mfa-ticket carol alice web1"),
+        "{audit}"
+    );
+    assert!(audit.contains("mfa-enroll alice alice db1"), "{audit}");
+    assert!(audit.contains("mfa-enroll alice alice web1"), "{audit}");
+    let leaked = fleet.db.admin_sql(&format!(
+        "SELECT count(*) FROM pim.audit WHERE detail LIKE '%{alices}%' \
+         OR detail LIKE '%{}%'",
+        alices.replace('-', "")
+    ));
+    assert_eq!(leaked.trim(), "0");
 }
 
 // --- TLS: the authority is the database whose certificate the fleet's CA signed for its name.

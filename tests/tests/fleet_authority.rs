@@ -158,6 +158,18 @@ impl Authority {
         base32(&bytes)
     }
 
+    /// `user`'s enrolment ticket, issued as `pimd --fleet-setup --enrol-admin` issues one
+    /// (through the trusted administrator's connection).
+    fn ticket(&self, user: &str) -> String {
+        self.admin()
+            .query_one(
+                "SELECT pim.issue_enrolment_ticket($1, 'test', 'test')",
+                &[&user],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     fn count(&self, sql: &str) -> i64 {
         self.admin().query_one(sql, &[]).unwrap().get(0)
     }
@@ -238,6 +250,22 @@ fn refused(result: &Result<Value, postgres::Error>) -> String {
 /// checks a code; the offer's own answer (a refusal, a lockout) is the caller's to check.
 fn offer(client: &mut Client, user: &str, code: &str) -> Result<Value, postgres::Error> {
     call(client, "pim_api.offer_code($1, $2)", &[&user, &code])
+}
+
+/// `ticket` offered for `user` in a transaction of its own, then `pim_api.enrol`, as pimd
+/// calls them; the answer of enrol.
+fn enrol(
+    client: &mut Client,
+    user: &str,
+    secret: &[u8],
+    ticket: &str,
+) -> Result<Value, postgres::Error> {
+    let _ = call(client, "pim_api.offer_ticket($1, $2)", &[&user, &ticket]);
+    call(
+        client,
+        "pim_api.enrol($1, $2, $3)",
+        &[&user, &secret, &ticket],
+    )
 }
 
 /// `offer` then `activate`, as pimd calls them.
@@ -647,7 +675,9 @@ fn given_a_host_enrolling_invented_approvers_in_an_approver_group_then_their_app
     // %leads (an approver group of ops) and approves alice's request twice.
     for user in ["zz1", "zz2"] {
         let secret = random_secret();
-        call(&mut db1, "pim_api.enrol($1, $2)", &[&user, &secret]).unwrap();
+        let ticket = authority.ticket(user);
+        let enrolled = enrol(&mut db1, user, &secret, &ticket);
+        assert_eq!(refused(&enrolled), "", "{enrolled:?}");
         let confirm = code(&base32(&secret), step);
         offer(&mut db1, user, &confirm).unwrap();
         let confirmed = call(
@@ -709,10 +739,16 @@ fn given_an_enrolment_waiting_on_one_host_then_another_host_can_neither_replace_
     let mut db1 = authority.host("db1", &passwords[0]);
     let mut web7 = authority.host("web7", &passwords[1]);
     let bob = random_secret();
-    call(&mut db1, "pim_api.enrol('bob', $1)", &[&bob]).unwrap();
-    // web7 tries to swap in a secret it knows, then to confirm db1's with bob's own code.
+    let ticket = authority.ticket("bob");
+    assert_eq!(
+        enrol(&mut db1, "bob", &bob, &ticket).unwrap(),
+        serde_json::json!({})
+    );
+    // web7 tries to swap in a secret it knows (with a ticket of bob's it got somehow), then
+    // to confirm db1's with bob's own code.
     let theirs = random_secret();
-    let swapped = call(&mut web7, "pim_api.enrol('bob', $1)", &[&theirs]);
+    let ticket = authority.ticket("bob");
+    let swapped = enrol(&mut web7, "bob", &theirs, &ticket);
     assert_eq!(sqlstate(&swapped), "PM009", "{swapped:?}");
     let fresh = code(&base32(&bob), now_step());
     offer(&mut web7, "bob", &fresh).unwrap();
@@ -725,8 +761,13 @@ fn given_an_enrolment_waiting_on_one_host_then_another_host_can_neither_replace_
     // db1 confirms with the same code, still unspent; db1 may restart its own enrolment.
     let confirmed = call(&mut db1, "pim_api.confirm_enrolment('bob', $1)", &[&fresh]).unwrap();
     assert_eq!(confirmed, serde_json::json!({}));
-    call(&mut db1, "pim_api.enrol('carol', $1)", &[&theirs]).unwrap();
-    call(&mut db1, "pim_api.enrol('carol', $1)", &[&bob]).unwrap();
+    for secret in [&theirs, &bob] {
+        let ticket = authority.ticket("carol");
+        assert_eq!(
+            enrol(&mut db1, "carol", secret, &ticket).unwrap(),
+            serde_json::json!({})
+        );
+    }
     // An enrolment left unconfirmed past its 10 minutes may be started again elsewhere.
     authority
         .admin()
@@ -735,7 +776,326 @@ fn given_an_enrolment_waiting_on_one_host_then_another_host_can_neither_replace_
             &[],
         )
         .unwrap();
-    call(&mut web7, "pim_api.enrol('carol', $1)", &[&theirs]).unwrap();
+    let ticket = authority.ticket("carol");
+    assert_eq!(
+        enrol(&mut web7, "carol", &theirs, &ticket).unwrap(),
+        serde_json::json!({})
+    );
+}
+
+// --- Enrolment tickets (review finding 3): no host enrols anyone on its own. ---
+
+/// The printed ticket in `pimd --fleet-setup --enrol-admin`'s output for `user`.
+fn printed_ticket(stdout: &str, user: &str) -> String {
+    let prefix = format!("enrolment ticket for {user}: ");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ticket for {user} in {stdout:?}"))
+        .to_string()
+}
+
+#[test]
+fn given_no_ticket_then_a_host_enrols_nobody_not_even_an_unenrolled_admin_of_the_policy() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    // The attack: ann is an administrator of the policy and not enrolled yet.
+    let enrolled: bool = db1
+        .query_one("SELECT pim_api.mfa_enrolled('ann')", &[])
+        .unwrap()
+        .get(0);
+    assert!(!enrolled);
+    let mine = random_secret();
+    let bare = call(&mut db1, "pim_api.enrol('ann', $1, '')", &[&mine]);
+    assert_eq!(sqlstate(&bare), "PM007", "{bare:?}");
+    assert!(
+        format!("{bare:?}").contains("pim admin mfa-ticket ann"),
+        "{bare:?}"
+    );
+    let null = call(&mut db1, "pim_api.enrol('ann', $1, NULL)", &[&mine]);
+    assert_eq!(sqlstate(&null), "PM007", "{null:?}");
+    // A made-up ticket, offered as pimd would: there is none to guess at.
+    let guessed = enrol(&mut db1, "ann", &mine, "AAAAA-AAAAA-AAAAA-AAAAA");
+    assert_eq!(refused(&guessed), "PM008", "{guessed:?}");
+    // The old two-argument enrol is gone.
+    let old = call(&mut db1, "pim_api.enrol('ann', $1)", &[&mine]);
+    assert_eq!(sqlstate(&old), "42883", "{old:?}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.mfa"), 0);
+}
+
+#[test]
+fn given_a_ticket_for_alice_then_it_enrols_alice_once_and_never_bob_and_expires() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let alices = authority.ticket("alice");
+    assert!(
+        alices.len() == 23 && alices.split('-').all(|g| g.len() == 5),
+        "{alices}"
+    );
+    // bob has no ticket; then one of his own, which alice's is not.
+    let for_bob = enrol(&mut web7, "bob", &random_secret(), &alices);
+    assert_eq!(refused(&for_bob), "PM008", "{for_bob:?}");
+    let _bobs = authority.ticket("bob");
+    let for_bob = enrol(&mut web7, "bob", &random_secret(), &alices);
+    assert_eq!(refused(&for_bob), "PM005", "{for_bob:?}");
+    // alice's works, typed in lower case without its dashes, once.
+    let typed = alices.replace('-', "").to_lowercase();
+    let secret = random_secret();
+    assert_eq!(
+        enrol(&mut db1, "alice", &secret, &typed).unwrap(),
+        serde_json::json!({})
+    );
+    let again = enrol(&mut db1, "alice", &random_secret(), &alices);
+    assert_eq!(refused(&again), "PM008", "{again:?}");
+    let fresh = code(&base32(&secret), now_step());
+    offer(&mut db1, "alice", &fresh).unwrap();
+    call(
+        &mut db1,
+        "pim_api.confirm_enrolment('alice', $1)",
+        &[&fresh],
+    )
+    .unwrap();
+    // Enrolled: no ticket is issued for her until a reset.
+    let issued = authority
+        .admin()
+        .query_one("SELECT pim.issue_enrolment_ticket('alice', 't', 't')", &[]);
+    assert!(
+        format!("{issued:?}").contains("alice is enrolled already"),
+        "{issued:?}"
+    );
+    // A ticket past its 24 hours is refused.
+    let carols = authority.ticket("carol");
+    authority
+        .admin()
+        .execute(
+            "UPDATE pim.enrolment_tickets SET expires_at = pim.now_s() - 1 WHERE \"user\" = 'carol'",
+            &[],
+        )
+        .unwrap();
+    let expired = enrol(&mut db1, "carol", &random_secret(), &carols);
+    assert_eq!(refused(&expired), "PM008", "{expired:?}");
+    // A new ticket voids the earlier one.
+    let first = authority.ticket("dave");
+    let second = authority.ticket("dave");
+    let voided = enrol(&mut db1, "dave", &random_secret(), &first);
+    assert_eq!(refused(&voided), "PM005", "{voided:?}");
+    assert_eq!(
+        enrol(&mut db1, "dave", &random_secret(), &second).unwrap(),
+        serde_json::json!({})
+    );
+    // Each issue and each use is in the fleet's audit; no ticket is.
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'admin-mfa-ticket'"),
+        5
+    );
+    assert_eq!(
+        authority.count(
+            "SELECT count(*) FROM pim.audit WHERE action = 'mfa-enroll' AND detail LIKE '%ticket%'"
+        ),
+        2
+    );
+    for ticket in [&alices, &carols, &first, &second] {
+        let holding = authority.admin().query_one(
+            "SELECT count(*) FROM pim.audit WHERE detail LIKE '%' || $1 || '%'",
+            &[&ticket.replace('-', "")],
+        );
+        assert_eq!(holding.unwrap().get::<_, i64>(0), 0);
+    }
+}
+
+#[test]
+fn given_wrong_tickets_even_checked_in_transactions_rolled_back_then_the_ticket_is_void() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let ticket = authority.ticket("alice");
+    let failures = || {
+        authority
+            .count("SELECT failures::bigint FROM pim.enrolment_tickets WHERE \"user\" = 'alice'")
+    };
+    let secret = random_secret();
+    // Offered and checked in one transaction: not checked at all.
+    db1.batch_execute("BEGIN").unwrap();
+    let _ = call(&mut db1, "pim_api.offer_ticket('alice', $1)", &[&ticket]);
+    let same = call(
+        &mut db1,
+        "pim_api.enrol('alice', $1, $2)",
+        &[&secret, &ticket],
+    );
+    db1.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(refused(&same), "PM003", "{same:?}");
+    // The attack: guesses checked inside BEGIN ... ROLLBACK, or with a failing statement
+    // pipelined after them; each still counts (max_failures = 3).
+    for (n, guess) in ["AAAAA", "BBBBB", "CCCCC"].into_iter().enumerate() {
+        let offered = call(&mut db1, "pim_api.offer_ticket('alice', $1)", &[&guess]).unwrap();
+        assert_eq!(offered, serde_json::json!({}), "the offer tells nothing");
+        if n % 2 == 0 {
+            db1.batch_execute("BEGIN").unwrap();
+            let wrong = call(
+                &mut db1,
+                "pim_api.enrol('alice', $1, $2)",
+                &[&secret, &guess],
+            );
+            assert!(
+                ["PM005", "PM006"].contains(&refused(&wrong).as_str()),
+                "{wrong:?}"
+            );
+            db1.batch_execute("ROLLBACK").unwrap();
+        } else {
+            let pipelined = db1.simple_query(&format!(
+                "SELECT pim_api.enrol('alice', '\\x00112233445566778899', '{guess}'); SELECT 1 / 0"
+            ));
+            assert!(pipelined.is_err(), "{pipelined:?}");
+        }
+        assert_eq!(failures(), n as i64 + 1, "guess {guess}");
+    }
+    // The right ticket now finds the count at the limit: void, audited, and gone.
+    let late = call(&mut db1, "pim_api.offer_ticket('alice', $1)", &[&ticket]);
+    assert_eq!(refused(&late), "PM006", "{late:?}");
+    let gone = enrol(&mut db1, "alice", &secret, &ticket);
+    assert_eq!(refused(&gone), "PM008", "{gone:?}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.mfa"), 0);
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'mfa-ticket-void'"),
+        1
+    );
+
+    // Plain wrong tickets, committed: attempts left, then void at the third.
+    let ticket = authority.ticket("bob");
+    for (n, guess) in ["AAAAA", "BBBBB", "CCCCC"].into_iter().enumerate() {
+        let wrong = enrol(&mut db1, "bob", &secret, guess);
+        let want = if n < 2 { "PM005" } else { "PM006" };
+        assert_eq!(refused(&wrong), want, "{wrong:?}");
+    }
+    let gone = enrol(&mut db1, "bob", &secret, &ticket);
+    assert_eq!(refused(&gone), "PM008", "{gone:?}");
+}
+
+#[test]
+fn given_a_host_login_then_it_cannot_read_or_make_tickets_without_an_admins_fresh_code() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let ann = authority.enrolled("ann");
+    let mallory = authority.enrolled("mallory");
+    let _ = authority.ticket("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    for sql in [
+        "SELECT * FROM pim.enrolment_tickets",
+        "SELECT * FROM pim.ticket_attempts",
+        "UPDATE pim.enrolment_tickets SET failures = 0",
+        "SELECT pim.issue_enrolment_ticket('alice', 'me', 'me')",
+        "SELECT pim.ticket_hash('alice', 'x')",
+    ] {
+        assert_insufficient_privilege(&mut db1, sql);
+    }
+    let step = now_step();
+    let issue = |client: &mut Client, actor: &str, code: &str, who: &str| {
+        let _ = offer(client, actor, code);
+        call(
+            client,
+            "pim_api.mfa_ticket($1, $2, $3, false)",
+            &[&actor, &code, &who],
+        )
+    };
+    // mallory is no administrator; ann's wrong code or none is no proof.
+    let not_admin = issue(&mut db1, "mallory", &code(&mallory, step), "bob");
+    assert_eq!(sqlstate(&not_admin), "PM007", "{not_admin:?}");
+    let wrong = issue(&mut db1, "ann", "000000", "bob");
+    assert_eq!(refused(&wrong), "PM005", "{wrong:?}");
+    let none = issue(&mut db1, "ann", "", "bob");
+    assert_eq!(refused(&none), "PM003", "{none:?}");
+    // ann's fresh code on db1: bob's ticket, which enrols bob through web7 (pimd's side).
+    let issued = issue(&mut db1, "ann", &code(&ann, step), "bob").unwrap();
+    let ticket = issued["ticket"].as_str().unwrap().to_string();
+    let (mut web7, _) = authority.pimd_authority("web7", &passwords[1]);
+    let bob = random_secret();
+    web7.enrol("bob", &bob, &ticket).unwrap();
+    web7.confirm_enrolment("bob", &code(&base32(&bob), step))
+        .unwrap();
+    assert!(web7.mfa_enrolled("bob").unwrap());
+    let reused = web7.enrol("carol", &random_secret(), &ticket);
+    assert!(
+        matches!(reused, Err(AuthorityError::Refused(PimError::NotFound(_)))),
+        "{reused:?}"
+    );
+    assert_eq!(
+        authority.count(
+            "SELECT count(*) FROM pim.audit WHERE action = 'admin-mfa-ticket' AND actor = 'ann' \
+             AND \"user\" = 'bob' AND host = 'db1'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn given_a_reset_with_an_admins_code_then_the_old_device_stops_and_only_the_new_ticket_enrols() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let ann = authority.enrolled("ann");
+    let root = authority.enrolled("root");
+    let bob = authority.enrolled("bob");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let step = now_step();
+    let reset = |client: &mut Client, actor: &str, code: &str, who: &str| {
+        let _ = offer(client, actor, code);
+        call(
+            client,
+            "pim_api.mfa_ticket($1, $2, $3, true)",
+            &[&actor, &code, &who],
+        )
+    };
+    // A host without an administrator's fresh code resets nothing; ann not her own.
+    let wrong = reset(&mut db1, "ann", "000000", "bob");
+    assert_eq!(refused(&wrong), "PM005", "{wrong:?}");
+    let own = reset(&mut db1, "ann", &code(&ann, step), "ann");
+    assert_eq!(sqlstate(&own), "PM007", "{own:?}");
+    let nobody = reset(&mut db1, "ann", &code(&ann, step), "zed");
+    assert_eq!(sqlstate(&nobody), "PM008", "{nobody:?}");
+    assert_eq!(authority.count("SELECT count(*) FROM pim.mfa"), 3);
+    // root resets bob: his old device's code is no longer taken, the ticket enrols anew.
+    let issued = reset(&mut db1, "root", &code(&root, step), "bob").unwrap();
+    let ticket = issued["ticket"].as_str().unwrap().to_string();
+    let old = activate(&mut db1, "bob", &["dbas"], "dba", &code(&bob, step), None);
+    assert_eq!(refused(&old), "PM004", "{old:?}");
+    let new = random_secret();
+    assert_eq!(
+        enrol(&mut db1, "bob", &new, &ticket).unwrap(),
+        serde_json::json!({})
+    );
+    assert_eq!(
+        authority.count(
+            "SELECT count(*) FROM pim.audit WHERE action = 'admin-mfa-reset' AND actor = 'root' \
+             AND \"user\" = 'bob'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn given_setup_with_enrol_admin_then_it_prints_a_ticket_for_an_admin_the_policy_names_only() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let out = authority.setup(&["--enrol-admin", "ann"]);
+    assert!(out.status.success(), "{out:?}");
+    let ticket = printed_ticket(&String::from_utf8_lossy(&out.stdout), "ann");
+    let not_admin = authority.setup(&["--enrol-admin", "alice"]);
+    assert!(!not_admin.status.success(), "{not_admin:?}");
+    let stderr = String::from_utf8_lossy(&not_admin.stderr);
+    assert!(
+        stderr.contains("does not name this user in its admins"),
+        "{stderr}"
+    );
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.enrolment_tickets"),
+        1
+    );
+    let (mut db1, _) = authority.pimd_authority("db1", &passwords[0]);
+    let secret = random_secret();
+    db1.enrol("ann", &secret, &ticket).unwrap();
+    db1.confirm_enrolment("ann", &code(&base32(&secret), now_step()))
+        .unwrap();
+    // Enrolled: setup issues her no second ticket.
+    let again = authority.setup(&["--enrol-admin", "ann"]);
+    assert!(!again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("ann is enrolled already"));
 }
 
 #[test]
@@ -1116,11 +1476,12 @@ fn given_pimds_authority_then_every_call_is_decided_in_the_database_and_a_stoppe
     // Enrolment through one host; then no host can swap in a secret of its own.
     let bob_secret = random_secret();
     let bob = base32(&bob_secret);
-    db1.enrol("bob", &bob_secret).unwrap();
+    db1.enrol("bob", &bob_secret, &authority.ticket("bob"))
+        .unwrap();
     assert!(!web7.mfa_enrolled("bob").unwrap());
     db1.confirm_enrolment("bob", &code(&bob, step)).unwrap();
     assert!(web7.mfa_enrolled("bob").unwrap());
-    let swapped = web7.enrol("bob", &random_secret());
+    let swapped = web7.enrol("bob", &random_secret(), "AAAAA-AAAAA-AAAAA-AAAAA");
     assert!(
         matches!(swapped, Err(AuthorityError::Refused(PimError::Conflict(_)))),
         "{swapped:?}"

@@ -33,13 +33,31 @@ pub(super) async fn enroll(
         }
         proxy.mfa_enroll().await?
     };
+    show_secret(&uri, &secret, new_device, json)
+}
+
+/// `pim mfa enroll --ticket T`: a first enrolment in fleet mode, with the one-time ticket a
+/// fleet administrator issued.
+pub(super) async fn enroll_with_ticket(
+    ticket: &str,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    let ticket = input::ticket(ticket, console)?;
+    let proxy = connect().await?;
+    let (uri, secret) = proxy.mfa_enroll_with_ticket(&ticket).await?;
+    show_secret(&uri, &secret, false, json)
+}
+
+/// Prints a new secret: its otpauth URI, the secret and a QR code.
+fn show_secret(uri: &str, secret: &str, new_device: bool, json: bool) -> Result<Outcome, Failure> {
     emit(
         json,
         || json!({ "uri": uri, "secret": secret, "new_device": new_device }),
         || {
             let qr = output::enroll_text(
-                &uri,
-                &secret,
+                uri,
+                secret,
                 std::io::IsTerminal::is_terminal(&std::io::stdout()),
             );
             if new_device {

@@ -112,7 +112,7 @@ fn given_tcp_without_verify_full_and_a_ca_file_then_the_database_key_is_refused_
         "host=db.example dbname=pim passfile=/etc/pim/pgpass",
         "host=db.example sslmode=require passfile=/etc/pim/pgpass",
         "host=db.example sslmode=verify-ca sslrootcert=/etc/pim/fleet-ca.pem",
-        "host=db.example sslmode=verify-full",
+        "host=db.example sslmode=verify-full sslrootcert=''",
     ] {
         let (config, problems) = host_file(&format!("[fleet]\ndatabase = \"{conninfo}\"\n"));
         assert!(config.is_none(), "{conninfo}");

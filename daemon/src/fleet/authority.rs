@@ -156,7 +156,9 @@ pub enum AuthorityError {
 pub trait Authority: Send {
     fn snapshot(&mut self) -> Result<Snapshot, AuthorityError>; // also records last_sync + skew
     fn policy(&mut self, version: i64) -> Result<PolicyVersion, AuthorityError>;
-    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError>; // pending
+    /// Starts `user`'s enrolment (pending until confirmed) with the enrolment ticket a fleet
+    /// administrator issued for them.
+    fn enrol(&mut self, user: &str, secret: &[u8], ticket: &str) -> Result<(), AuthorityError>;
     fn confirm_enrolment(&mut self, user: &str, code: &str) -> Result<(), AuthorityError>;
     fn mfa_enrolled(&mut self, user: &str) -> Result<bool, AuthorityError>;
     fn activate(&mut self, ask: &ActivationAsk<'_>) -> Result<Activated, AuthorityError>;
@@ -198,6 +200,15 @@ pub trait Authority: Send {
         tags: &[String],
     ) -> Result<String, AuthorityError>;
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError>;
+    /// Issues `user`'s one-time enrolment ticket (replacing any earlier one) on an
+    /// administrator's proof; returns it (shown once). With `reset`, `user`'s enrolment is
+    /// removed first (a lost device), in the same transaction.
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError>;
     /// Removes `user`'s enrolment (a lost device) on an administrator's proof. Added after
     /// the seam was fixed: the default refuses, so that implementations without it build.
     fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
@@ -439,9 +450,17 @@ impl Authority for PgAuthority {
         })
     }
 
-    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError> {
-        self.call_json("SELECT pim_api.enrol($1, $2)", &[&user, &secret])
-            .map(drop)
+    /// The ticket is offered in a call of its own first, as codes are: the database counts
+    /// it as a wrong one until enrol finds it right.
+    fn enrol(&mut self, user: &str, secret: &[u8], ticket: &str) -> Result<(), AuthorityError> {
+        if !ticket.trim().is_empty() {
+            self.call_json("SELECT pim_api.offer_ticket($1, $2)", &[&user, &ticket])?;
+        }
+        self.call_json(
+            "SELECT pim_api.enrol($1, $2, $3)",
+            &[&user, &secret, &ticket],
+        )
+        .map(drop)
     }
 
     fn confirm_enrolment(&mut self, user: &str, code: &str) -> Result<(), AuthorityError> {
@@ -647,6 +666,21 @@ impl Authority for PgAuthority {
         decode(self.call_json("SELECT pim_api.mfa_status($1)", &[&user])?)
     }
 
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
+        let value = self.call_json(
+            "SELECT pim_api.mfa_ticket($1, $2, $3, $4)",
+            &[&proof.actor, &proof.code, &user, &reset],
+        )?;
+        let wire: wire::Ticket = decode(value)?;
+        Ok(wire.ticket)
+    }
+
     fn mfa_reset(&mut self, proof: &AdminProof<'_>, user: &str) -> Result<(), AuthorityError> {
         self.offer_code(proof.actor, proof.code)?;
         self.call_json(
@@ -763,6 +797,11 @@ mod wire {
     #[derive(Debug, Deserialize)]
     pub struct HostAdded {
         pub password: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Ticket {
+        pub ticket: String,
     }
 }
 

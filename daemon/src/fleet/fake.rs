@@ -26,8 +26,9 @@ pub struct FakeFleet {
     pub hosts: Vec<HostInfo>,
     /// Shipped local records, as stored (keyed by local id: a repeat is not stored twice).
     pub shipped: Vec<AuditRecord>,
-    /// At most this many records stored per `ship_audit` (a partial ship).
-    pub ship_limit: Option<usize>,
+    /// The next `ship_audit` stores its records and its answer is lost (the host sees the
+    /// connection fail).
+    pub lose_ship_answer: bool,
     /// Shipped records about this role are refused as invalid (the whole batch with them).
     pub refuse_role: Option<String>,
     pub expired_calls: u32,
@@ -39,6 +40,8 @@ pub struct FakeFleet {
     /// Set: every snapshot fails with this `Database` error (an authority pimd refuses,
     /// such as one of another schema version).
     pub refused: Option<String>,
+    /// The enrolment tickets issued and not used yet, (user, ticket): enrol takes only these.
+    pub tickets: Vec<(String, String)>,
     /// The next call waits here (as on a database that does not answer) until released.
     pub hold: Option<Hold>,
 }
@@ -121,8 +124,15 @@ impl Authority for FakeAuthority {
         })
     }
 
-    fn enrol(&mut self, user: &str, secret: &[u8]) -> Result<(), AuthorityError> {
-        self.call(format!("enrol {user}"), |f| {
+    fn enrol(&mut self, user: &str, secret: &[u8], ticket: &str) -> Result<(), AuthorityError> {
+        self.call(format!("enrol {user} ticket={ticket}"), |f| {
+            let issued = (user.to_string(), ticket.to_string());
+            if !f.tickets.contains(&issued) {
+                return Err(AuthorityError::Refused(PimError::NotFound(format!(
+                    "{user} has no enrolment ticket waiting"
+                ))));
+            }
+            f.tickets.retain(|t| *t != issued);
             f.enrolled.push((user.into(), secret.to_vec()));
             Ok(())
         })
@@ -235,13 +245,18 @@ impl Authority for FakeAuthority {
                     "a shipped audit record holds a control character or is too long".into(),
                 )));
             }
-            let take = f.ship_limit.unwrap_or(records.len()).min(records.len());
-            for r in &records[..take] {
+            // All or nothing, as one transaction; the count is of the new ones only.
+            let mut new = 0;
+            for r in records {
                 if !f.shipped.iter().any(|s| s.id == r.id) {
                     f.shipped.push(r.clone());
+                    new += 1;
                 }
             }
-            Ok(take)
+            if std::mem::take(&mut f.lose_ship_answer) {
+                return Err(AuthorityError::Unreachable("the answer was lost".into()));
+            }
+            Ok(new)
         })
     }
 
@@ -322,6 +337,27 @@ impl Authority for FakeAuthority {
 
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
         self.call("hosts".into(), |f| Ok(f.hosts.clone()))
+    }
+
+    fn mfa_ticket(
+        &mut self,
+        proof: &AdminProof<'_>,
+        user: &str,
+        reset: bool,
+    ) -> Result<String, AuthorityError> {
+        let line = format!(
+            "mfa_ticket {user} by {} code={} reset={reset}",
+            proof.actor, proof.code
+        );
+        self.call(line, |f| {
+            if reset {
+                f.enrolled.retain(|(u, _)| u != user);
+            }
+            let ticket = format!("TICKET-{user}-{}", f.tickets.len() + 1);
+            f.tickets.retain(|(u, _)| u != user);
+            f.tickets.push((user.into(), ticket.clone()));
+            Ok(ticket)
+        })
     }
 }
 

@@ -95,6 +95,34 @@ CREATE TABLE IF NOT EXISTS pim.mfa (
 -- replace it while it waits (pim.enrolment_ttl_secs).
 ALTER TABLE pim.mfa ADD COLUMN IF NOT EXISTS enrolled_on text;
 
+-- Enrolment tickets: a user without a confirmed enrolment enrols only with the one-time
+-- ticket a fleet administrator issued for them (pim_api.mfa_ticket, or pimd --fleet-setup
+-- --enrol-admin for the first administrators); otherwise the first host to ask would enrol
+-- an administrator the policy names with a secret of its own. One ticket per user (a new
+-- one replaces it), stored hashed, bound to the user, single use, expiring; wrong tickets
+-- count on it and void it at the [mfa] max_failures.
+CREATE TABLE IF NOT EXISTS pim.enrolment_tickets (
+    "user" text PRIMARY KEY,
+    ticket_hash bytea NOT NULL,
+    issued_by text NOT NULL,
+    issued_on text NOT NULL,
+    issued_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    failures integer NOT NULL DEFAULT 0
+);
+-- A ticket offered by pim_api.offer_ticket, in a transaction of its own (as code_attempts):
+-- it counted as a wrong ticket when offered, so rolling back pim_api.enrol undoes nothing.
+CREATE TABLE IF NOT EXISTS pim.ticket_attempts (
+    id bigserial PRIMARY KEY,
+    "user" text NOT NULL,
+    ticket_hash bytea NOT NULL,
+    xact xid8 NOT NULL,
+    host text NOT NULL,
+    created_at bigint NOT NULL,
+    used boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS ticket_attempts_user ON pim.ticket_attempts ("user", ticket_hash);
+
 -- A TOTP code offered by pim_api.offer_code, in a transaction of its own: it was counted as
 -- a wrong code when offered, so rolling back the call that checks it undoes nothing.
 CREATE TABLE IF NOT EXISTS pim.code_attempts (
@@ -904,20 +932,207 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION pim_api.enrol(who text, secret bytea) RETURNS jsonb
+-- Issues `who`'s enrolment ticket (replacing any earlier one) and returns it, shown once:
+-- 20 base32 characters (100 random bits) in groups of five. Called by pim_api.mfa_ticket
+-- after an administrator's proof and by pimd --fleet-setup --enrol-admin (a superuser).
+CREATE OR REPLACE FUNCTION pim.issue_enrolment_ticket(who text, actor text, host text) RETURNS text
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    alphabet constant text := 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+    random bytea := pim_crypto.gen_random_bytes(20);
+    ticket text;
+    replaced boolean;
+    now_s bigint := pim.now_s();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.refuse_enrolled_ticket(who);
+    -- 256 is a multiple of 32: each byte's low five bits are uniform.
+    SELECT string_agg(substr(alphabet, (get_byte(random, i) & 31) + 1, 1), '' ORDER BY i)
+        INTO ticket FROM generate_series(0, 19) AS i;
+    replaced := EXISTS (SELECT FROM pim.enrolment_tickets WHERE "user" = who);
+    INSERT INTO pim.enrolment_tickets ("user", ticket_hash, issued_by, issued_on, issued_at, expires_at)
+    VALUES (who, pim.ticket_hash(who, ticket), actor, host, now_s, now_s + pim.ticket_ttl_secs())
+    ON CONFLICT ("user") DO UPDATE SET ticket_hash = excluded.ticket_hash,
+        issued_by = excluded.issued_by, issued_on = excluded.issued_on,
+        issued_at = excluded.issued_at, expires_at = excluded.expires_at, failures = 0;
+    DELETE FROM pim.ticket_attempts WHERE "user" = who;
+    PERFORM pim.audit(host, actor, 'admin-mfa-ticket', who, '', 'success',
+        format('enrolment ticket issued, good for %s s%s', pim.ticket_ttl_secs(),
+            CASE WHEN replaced THEN '; the earlier ticket is void' ELSE '' END));
+    RETURN regexp_replace(ticket, '(.{5})(?!$)', '\1-', 'g');
+END
+$$;
+
+-- A ticket is for a first enrolment (or one after a reset): refused for an enrolled user.
+CREATE OR REPLACE FUNCTION pim.refuse_enrolled_ticket(who text) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed) THEN
+        PERFORM pim.refuse('PM009', format('%s is enrolled already: an enrolment ticket is for a first '
+            'enrolment, or one after ''pim admin mfa-reset %s''', who, who));
+    END IF;
+END
+$$;
+
+-- How long an enrolment ticket stays good.
+CREATE OR REPLACE FUNCTION pim.ticket_ttl_secs() RETURNS bigint
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 86400::bigint $$;
+
+-- A ticket as typed (any case, with or without the dashes and spaces) hashed with its user:
+-- a ticket of alice's is no ticket of bob's.
+CREATE OR REPLACE FUNCTION pim.ticket_hash(who text, ticket text) RETURNS bytea
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT pim_crypto.digest('ticket:' || who || ':' || upper(translate(ticket, '- ', '')), 'sha256') $$;
+
+-- The refusal of an enrolment of `who`, enrolled already.
+CREATE OR REPLACE FUNCTION pim.already_enrolled(who text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT pim.refusal('PM009', format('%s is already enrolled; to enrol a new device, ask an administrator '
+        'to run ''pim admin mfa-reset''', who))
+$$;
+
+-- The refusal when `who` has no ticket to use.
+CREATE OR REPLACE FUNCTION pim.no_ticket(who text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+    SELECT pim.refusal('PM008', format('%s has no enrolment ticket waiting (none was issued, it was used, '
+        'it expired, or wrong tickets voided it): ask a fleet administrator for one '
+        '(''pim admin mfa-ticket %s'')', who, who))
+$$;
+
+-- `who`'s ticket, locked, while it is good; a row of NULLs when there is none.
+CREATE OR REPLACE FUNCTION pim.waiting_ticket(who text) RETURNS pim.enrolment_tickets
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    t pim.enrolment_tickets;
+BEGIN
+    SELECT * INTO t FROM pim.enrolment_tickets x WHERE x."user" = who AND x.expires_at > pim.now_s()
+        FOR UPDATE;
+    RETURN t;
+END
+$$;
+
+-- Voids `who`'s ticket after too many wrong ones; the refusal to return.
+CREATE OR REPLACE FUNCTION pim.void_ticket(who text, host text, failures integer) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM pim.enrolment_tickets WHERE "user" = who;
+    DELETE FROM pim.ticket_attempts WHERE "user" = who;
+    PERFORM pim.audit(host, who, 'mfa-ticket-void', who, '', 'refused',
+        format('enrolment ticket void after %s wrong tickets', failures));
+    RETURN pim.refusal('PM006', format('too many wrong enrolment tickets: the ticket of %s is void; '
+        'ask a fleet administrator for a new one (''pim admin mfa-ticket %s'')', who, who));
+END
+$$;
+
+-- An administrator issues `who`'s enrolment ticket; returns {"ticket": ...}, shown once.
+-- With `reset` (a lost device) `who`'s enrolment is removed first, in the same transaction:
+-- their old device stops working and the ticket enrols a new one.
+CREATE OR REPLACE FUNCTION pim_api.mfa_ticket(actor text, code text, who text, reset boolean)
+RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
 DECLARE
     h pim.hosts := pim.caller();
+    refused jsonb;
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    IF reset IS NULL THEN
+        PERFORM pim.refuse('PM002', 'reset is missing');
+    END IF;
+    IF reset AND actor = who THEN
+        PERFORM pim.refuse('PM007', 'an administrator cannot reset their own enrolment: another administrator must');
+    END IF;
+    IF reset AND NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who) THEN
+        PERFORM pim.refuse('PM008', format('%s has no enrolment to reset', who));
+    END IF;
+    IF NOT reset THEN
+        PERFORM pim.refuse_enrolled_ticket(who);
+    END IF;
+    refused := pim.admin_proof(actor, code, h.name);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    IF reset THEN
+        DELETE FROM pim.mfa WHERE "user" = who;
+        DELETE FROM pim.code_attempts WHERE "user" = who;
+        DELETE FROM pim.mfa_host_failures x WHERE x."user" = who;
+        PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success',
+            'enrolment removed; a new enrolment ticket follows');
+    END IF;
+    RETURN jsonb_build_object('ticket', pim.issue_enrolment_ticket(who, actor, h.name));
+END
+$$;
+
+-- Offers `ticket` for `who`, to be checked by the pim_api.enrol that follows, in a
+-- transaction of its own: as pim_api.offer_code does for codes, it counts the ticket as a
+-- wrong one now and tells nothing of whether it is right, so no rollback of enrol undoes
+-- the count. Offering a ticket already waiting counts nothing more.
+CREATE OR REPLACE FUNCTION pim_api.offer_ticket(who text, ticket text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    t pim.enrolment_tickets;
+    rules record;
+    now_s bigint := pim.now_s();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    PERFORM pim.check_text('the ticket', ticket, 64);
+    IF btrim(ticket) = '' THEN
+        RETURN pim.refusal('PM003', 'an enrolment ticket is required');
+    END IF;
+    IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed) THEN
+        RETURN pim.already_enrolled(who);
+    END IF;
+    SELECT * INTO rules FROM pim.lockout_rules();
+    t := pim.waiting_ticket(who);
+    IF t."user" IS NULL THEN
+        RETURN pim.no_ticket(who);
+    END IF;
+    DELETE FROM pim.ticket_attempts a WHERE a."user" = who AND a.created_at < now_s - pim.attempt_ttl_secs();
+    IF EXISTS (SELECT FROM pim.ticket_attempts a WHERE a."user" = who
+               AND a.ticket_hash = pim.ticket_hash(who, ticket) AND NOT a.used) THEN
+        RETURN '{}';
+    END IF;
+    IF t.failures >= rules.max_failures THEN
+        -- The wrong tickets that reached the limit were checked by enrol calls rolled back.
+        RETURN pim.void_ticket(who, h.name, t.failures);
+    END IF;
+    UPDATE pim.enrolment_tickets SET failures = t.failures + 1 WHERE "user" = who;
+    INSERT INTO pim.ticket_attempts ("user", ticket_hash, xact, host, created_at)
+        VALUES (who, pim.ticket_hash(who, ticket), pg_current_xact_id(), h.name, now_s);
+    RETURN '{}';
+END
+$$;
+
+-- Starts `who`'s enrolment with `secret` (pending until confirm_enrolment on this host). It
+-- takes `who`'s enrolment ticket, offered by pim_api.offer_ticket in an earlier
+-- transaction, and uses it up.
+CREATE OR REPLACE FUNCTION pim_api.enrol(who text, secret bytea, ticket text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    t pim.enrolment_tickets;
+    attempt pim.ticket_attempts;
+    rules record;
 BEGIN
     PERFORM pim.check_name('the user', who);
     IF secret IS NULL OR octet_length(secret) NOT BETWEEN 10 AND 64 THEN
         PERFORM pim.refuse('PM002', 'a TOTP secret is 10 to 64 bytes');
     END IF;
+    PERFORM pim.check_text('the ticket', coalesce(ticket, ''), 64);
     -- A confirmed enrolment is replaced only after an administrator's reset: otherwise any
     -- host could swap in a secret it knows and then act as the user everywhere.
     IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND confirmed) THEN
-        PERFORM pim.refuse('PM009', format('%s is already enrolled; to enrol a new device, ask an administrator to run ''pim admin mfa-reset''', who));
+        RETURN pim.already_enrolled(who);
     END IF;
     IF EXISTS (SELECT FROM pim.mfa WHERE "user" = who AND NOT confirmed
                AND enrolled_on IS DISTINCT FROM h.name
@@ -925,13 +1140,48 @@ BEGIN
         PERFORM pim.refuse('PM009', format('an enrolment of %s started on another host is waiting for '
             'confirmation; try again in %s seconds', who, pim.enrolment_ttl_secs()));
     END IF;
+    IF btrim(coalesce(ticket, '')) = '' THEN
+        PERFORM pim.refuse('PM007', format('enrolling in the fleet needs the enrolment ticket a fleet '
+            'administrator issues for %s (''pim admin mfa-ticket %s''), given with ''pim mfa enroll --ticket TICKET''',
+            who, who));
+    END IF;
+    t := pim.waiting_ticket(who);
+    IF t."user" IS NULL THEN
+        RETURN pim.no_ticket(who);
+    END IF;
+    SELECT * INTO attempt FROM pim.ticket_attempts a
+        WHERE a."user" = who AND a.ticket_hash = pim.ticket_hash(who, ticket) AND NOT a.used
+          AND a.xact <> pg_current_xact_id() AND a.created_at >= pim.now_s() - pim.attempt_ttl_secs()
+        ORDER BY a.id LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN pim.refusal('PM003', format('the ticket was not offered first: call pim_api.offer_ticket(%s, ticket) '
+            'in a transaction of its own, then this', quote_literal(who)));
+    END IF;
+    UPDATE pim.ticket_attempts SET used = true WHERE id = attempt.id;
+    IF attempt.ticket_hash <> t.ticket_hash THEN
+        -- The failure was counted when the ticket was offered.
+        SELECT * INTO rules FROM pim.lockout_rules();
+        PERFORM pim.audit(h.name, who, 'mfa-ticket-failure', who, '', 'refused',
+            format('wrong enrolment ticket (%s of %s)', t.failures, rules.max_failures));
+        IF t.failures >= rules.max_failures THEN
+            RETURN pim.void_ticket(who, h.name, t.failures);
+        END IF;
+        RETURN pim.refusal('PM005', format('the enrolment ticket is wrong; %s attempts left before it is void',
+            rules.max_failures - t.failures));
+    END IF;
+    DELETE FROM pim.enrolment_tickets WHERE "user" = who;
+    DELETE FROM pim.ticket_attempts WHERE "user" = who;
     INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
         enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
-    PERFORM pim.audit(h.name, who, 'mfa-enroll', who, '', 'pending', 'enrolment started');
+    PERFORM pim.audit(h.name, who, 'mfa-enroll', who, '', 'pending',
+        format('enrolment started with the ticket %s issued on %s', t.issued_by, t.issued_on));
     RETURN '{}';
 END
 $$;
+-- Before enrolment tickets, enrol took no ticket: a database set up then loses that door.
+DROP FUNCTION IF EXISTS pim_api.enrol(text, bytea);
+DROP FUNCTION IF EXISTS pim_api.mfa_ticket(text, text, text);
 
 CREATE OR REPLACE FUNCTION pim_api.confirm_enrolment(who text, code text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp

@@ -1,7 +1,8 @@
-//! `pimd --fleet-setup ADMIN_CONNINFO [--policy FILE] [--add-host NAME [--tags T,...]]`:
-//! creates or upgrades the authority's schema (schema.sql) through an administrator's
-//! connection, stores the first policy version (there is no fleet administrator yet to
-//! sign a push), and adds the first hosts. Safe to run again: the schema is applied
+//! `pimd --fleet-setup ADMIN_CONNINFO [--policy FILE] [--add-host NAME [--tags T,...]]
+//! [--enrol-admin NAME]...`: creates or upgrades the authority's schema (schema.sql) through
+//! an administrator's connection, stores the first policy version (there is no fleet
+//! administrator yet to sign a push), adds the first hosts, and issues the first
+//! administrators' enrolment tickets (no administrator is enrolled yet to issue them). Safe to run again: the schema is applied
 //! idempotently, an unchanged policy is not stored twice, a host already there keeps its
 //! password. Everything happens in one transaction, so a failure changes nothing.
 
@@ -24,11 +25,16 @@ const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 pub const USAGE: &str =
     "usage: pimd --fleet-setup ADMIN_CONNINFO [--policy FILE] [--add-host NAME [--tags T,...]]
+                          [--enrol-admin NAME]...
 
   ADMIN_CONNINFO   libpq key=value string of a PostgreSQL superuser (password= or passfile=)
   --policy FILE    the fleet's policy (required on the first run; stored when it changed)
   --add-host NAME  add a host and print its database password once
-  --tags T,...     the new host's tags (for roles' hosts = [\"tag:T\"])";
+  --tags T,...     the new host's tags (for roles' hosts = [\"tag:T\"])
+  --enrol-admin NAME
+                   print a one-time enrolment ticket for NAME, an administrator the policy
+                   names and not enrolled yet ('pim mfa enroll --ticket TICKET' on any host);
+                   may be repeated";
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct SetupArgs {
@@ -37,6 +43,8 @@ pub struct SetupArgs {
     pub add_host: Option<String>,
     /// `None`: not given (a host already there keeps its tags).
     pub tags: Option<Vec<String>>,
+    /// Administrators to issue enrolment tickets for, in the order given.
+    pub enrol_admins: Vec<String>,
 }
 
 /// The arguments after `--fleet-setup`.
@@ -52,6 +60,7 @@ pub fn parse_args(args: &[String]) -> Result<SetupArgs, String> {
         policy: None,
         add_host: None,
         tags: None,
+        enrol_admins: Vec::new(),
     };
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -62,6 +71,7 @@ pub fn parse_args(args: &[String]) -> Result<SetupArgs, String> {
         match arg.as_str() {
             "--policy" => parsed.policy = Some(PathBuf::from(value("a file")?)),
             "--add-host" => parsed.add_host = Some(value("a host name")?),
+            "--enrol-admin" => parsed.enrol_admins.push(value("a user name")?),
             "--tags" => {
                 let list = value("a comma-separated list of tags")?;
                 let tags = list.split(',').map(str::trim).filter(|t| !t.is_empty());
@@ -204,8 +214,42 @@ fn setup(args: &SetupArgs) -> Result<Vec<String>, String> {
             ));
         }
     }
+    for name in &args.enrol_admins {
+        report.push(enrolment_ticket(&mut tx, name)?);
+    }
     tx.commit().map_err(db)?;
     Ok(report)
+}
+
+/// Issues the enrolment ticket of `name`, an administrator the current policy names: the
+/// first administrators' way in, since no enrolled administrator can issue theirs. A
+/// ticket issued before for `name` is void.
+fn enrolment_ticket(tx: &mut postgres::Transaction<'_>, name: &str) -> Result<String, String> {
+    let named: bool = tx
+        .query_one(
+            "SELECT coalesce((pim.current_policy()).normalized -> 'admins', '[]') ? $1",
+            &[&name],
+        )
+        .map_err(db)?
+        .get(0);
+    if !named {
+        return Err(format!(
+            "--enrol-admin {}: the fleet's policy does not name this user in its admins; \
+             other users get their ticket from an administrator ('pim admin mfa-ticket USER')",
+            pim_common::text::escape(name)
+        ));
+    }
+    let ticket: String = tx
+        .query_one(
+            "SELECT pim.issue_enrolment_ticket($1, $2, $2)",
+            &[&name, &SETUP_ACTOR],
+        )
+        .map_err(db)?
+        .get(0);
+    Ok(format!(
+        "enrolment ticket for {name}: {ticket} (shown once, good for 24 hours: {name} runs \
+         'pim mfa enroll --ticket {ticket}' on any host of the fleet)"
+    ))
 }
 
 /// The policy file's text and its normalized JSON, after the configuration checker.

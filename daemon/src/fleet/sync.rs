@@ -217,8 +217,12 @@ fn ship(
     authority: &mut dyn Authority,
     batch: &[AuditRecord],
 ) -> Result<(usize, Vec<(i64, String)>), AuthorityError> {
+    // A call that succeeds leaves the authority holding every record it was given: those
+    // it stored now and those it had (a retry after a lost answer; the chain check holds
+    // them to the same hash). What it counts is only the new ones, so it says nothing of
+    // how far the spool got.
     match authority.ship_audit(batch) {
-        Ok(stored) => return Ok((stored.min(batch.len()), Vec::new())),
+        Ok(_) => return Ok((batch.len(), Vec::new())),
         Err(AuthorityError::Refused(PimError::InvalidArgument(_))) => {}
         Err(e) => return Err(e),
     }
@@ -236,8 +240,7 @@ fn ship(
             other => other,
         };
         match single {
-            Ok(n) if n > 0 => {}
-            Ok(_) => return Ok((held, set_aside)),
+            Ok(_) => {}
             Err(e) if held == 0 => return Err(e),
             Err(_) => return Ok((held, set_aside)),
         }

@@ -37,6 +37,10 @@ pub const MAX_POLICY_BYTES: usize = 1 << 20;
 /// longer; anything beyond this is not a code).
 const MAX_CODE_BYTES: usize = 64;
 
+/// Longest enrolment ticket taken before any work (they are 23 characters with dashes; the
+/// database's own bound).
+pub const MAX_TICKET_BYTES: usize = 64;
+
 /// At most this many tags per host.
 pub const MAX_HOST_TAGS: usize = 32;
 /// The bounds `pim_api.ship_audit` puts on a shipped record's names (actor, user, role),
@@ -332,6 +336,30 @@ fn check_code(code: &str) -> Result<(), PimError> {
         )));
     }
     text::check("the code", code, MAX_CODE_BYTES).map_err(PimError::InvalidArgument)
+}
+
+/// An enrolment ticket as `pim mfa enroll --ticket` gives it: present (fleet mode enrols
+/// with one only), bounded, printable. The database decides whether it is `user`'s.
+fn check_ticket(user: &str, ticket: &str) -> Result<(), PimError> {
+    if ticket.trim().is_empty() {
+        return Err(PimError::PermissionDenied(format!(
+            "in fleet mode a first enrolment needs the one-time enrolment ticket a fleet \
+             administrator issues for you ('pim admin mfa-ticket {user}'); then run \
+             'pim mfa enroll --ticket TICKET'"
+        )));
+    }
+    text::check("the enrolment ticket", ticket, MAX_TICKET_BYTES).map_err(PimError::InvalidArgument)
+}
+
+/// In fleet mode an administrator's call carries their code, for the database to check.
+fn require_admin_code(code: &str, what: &str) -> Result<(), PimError> {
+    if code.is_empty() {
+        return Err(PimError::MfaRequired(format!(
+            "in fleet mode the fleet's database checks an administrator's TOTP code for {what}; \
+             give --code CODE"
+        )));
+    }
+    Ok(())
 }
 
 fn check_text(what: &str, value: &str, max: usize) -> Result<(), PimError> {
@@ -813,15 +841,7 @@ impl Manager {
             .and(check_name("role", role))
             .and(check_text("the reason", reason, text::MAX_REASON_BYTES))
             .and(check_code(code))
-            .and(if code.is_empty() {
-                Err(PimError::MfaRequired(
-                    "in fleet mode the fleet's database checks an administrator's TOTP code \
-                     for a revocation; give --code CODE"
-                        .into(),
-                ))
-            } else {
-                Ok(())
-            });
+            .and(require_admin_code(code, "a revocation"));
         if let Err(e) = checked {
             return FleetCall::Done(self.refused(&audit, e));
         }
@@ -853,11 +873,21 @@ impl Manager {
         )
     }
 
-    /// `pim mfa enroll` in fleet mode: the secret goes to the database (pending until its
-    /// first code), never into the local store.
-    pub fn fleet_mfa_enroll(&mut self, caller: &Caller) -> FleetCall<(String, String)> {
+    /// `pim mfa enroll --ticket T` in fleet mode: the secret goes to the database (pending
+    /// until its first code), never into the local store. The database takes it only with
+    /// the enrolment ticket a fleet administrator issued for the caller: otherwise the first
+    /// host to ask would enrol an administrator the policy names with a secret of its own.
+    pub fn fleet_mfa_enroll(
+        &mut self,
+        caller: &Caller,
+        ticket: &str,
+    ) -> FleetCall<(String, String)> {
         let user = caller.name.as_str();
-        let kept = KeptAudit::of(&Audit::new(user, AuditAction::MfaEnroll).about(user, ""));
+        let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
+        if let Err(e) = check_ticket(user, ticket) {
+            return FleetCall::Done(self.refused(&audit, e));
+        }
+        let kept = KeptAudit::of(&audit);
         let made = TotpSecret::generate().and_then(|secret| {
             let account = format!("{user}@{}", self.fleet_host());
             let uri = crate::mfa::otpauth_uri(&secret, &self.config.mfa.issuer, &account)?;
@@ -867,17 +897,66 @@ impl Manager {
             Ok(made) => made,
             Err(e) => return FleetCall::Done(Err(e.into())),
         };
-        let (user, bytes, base32) = (
+        let (user, bytes, base32, ticket) = (
             user.to_string(),
             secret.as_bytes().to_vec(),
             secret.base32(),
+            ticket.to_string(),
         );
         self.on_authority(
-            move |a| a.enrol(&user, &bytes),
+            move |a| a.enrol(&user, &bytes, &ticket),
             move |m, outcome| {
                 m.answered(&kept, "", outcome, |m, ()| {
-                    let started = "fleet enrolment started; awaiting first code";
+                    let started =
+                        "fleet enrolment started with an enrolment ticket; awaiting first code";
                     m.succeeded(&kept, started, (uri, base32))
+                })
+            },
+        )
+    }
+
+    /// `pim admin mfa-ticket USER [--reset]`: a fleet administrator (their code checked by
+    /// the database) issues USER's one-time enrolment ticket, which replaces any earlier one;
+    /// with `reset` (a lost device) USER's enrolment is removed first. The ticket is returned
+    /// once and is in no record.
+    pub fn fleet_mfa_ticket(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        code: &str,
+        reset: bool,
+    ) -> FleetCall<String> {
+        let audit =
+            Audit::new(&caller.name, AuditAction::FleetMfaTicket).about(name_or_empty(user), "");
+        let checked = if !self.in_fleet() {
+            Err(not_a_fleet_host())
+        } else {
+            check_name("user", user)
+                .and(check_code(code))
+                .and(require_admin_code(code, "an enrolment ticket"))
+                .and(self.fleet_admin_named(caller))
+        };
+        if let Err(e) = checked {
+            return FleetCall::Done(self.refused(&audit, e));
+        }
+        if reset {
+            if let Err(e) = self.refuse_own_mfa(caller, user, &audit, "reset your own enrolment") {
+                return FleetCall::Done(Err(e));
+            }
+        }
+        let kept = KeptAudit::of(&audit);
+        let (proof, user) = (KeptProof::of(caller, code), user.to_string());
+        self.on_authority(
+            move |a| a.mfa_ticket(&proof.proof(), &user, reset),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ticket| {
+                    let user = &kept.user;
+                    let detail = if reset {
+                        format!("enrolment of {user} removed and a new enrolment ticket issued")
+                    } else {
+                        format!("enrolment ticket issued for {user}; any earlier one is void")
+                    };
+                    m.succeeded(&kept, detail, ticket)
                 })
             },
         )

@@ -220,7 +220,7 @@ impl Manager {
 
     pub fn mfa_enroll(&mut self, caller: &Caller) -> Result<(String, String), PimError> {
         if self.in_fleet() {
-            return self.fleet_mfa_enroll(caller).inline(self);
+            return self.fleet_mfa_enroll(caller, "").inline(self);
         }
         let user = caller.name.as_str();
         let audit = Audit::new(user, AuditAction::MfaEnroll).about(user, "");
@@ -275,6 +275,27 @@ impl Manager {
             Ok(tx.audit(audit.entry(now, Outcome::Success, detail))?)
         })?;
         Ok((uri, secret.base32()))
+    }
+
+    /// `pim mfa enroll --ticket T`: fleet mode's enrolment, with the ticket a fleet
+    /// administrator issued. A host on its own has no tickets: refused, naming the way.
+    pub fn mfa_enroll_with_ticket(
+        &mut self,
+        caller: &Caller,
+        ticket: &str,
+    ) -> Result<(String, String), PimError> {
+        if self.in_fleet() {
+            return self.fleet_mfa_enroll(caller, ticket).inline(self);
+        }
+        let audit = Audit::new(&caller.name, AuditAction::MfaEnroll).about(&caller.name, "");
+        self.refused(
+            &audit,
+            PimError::InvalidArgument(
+                "enrolment tickets are for fleet mode and this host is not in a fleet: run \
+                 'pim mfa enroll' without --ticket"
+                    .into(),
+            ),
+        )
     }
 
     /// Whether a pending secret made at `created` still counts at `now`: a first enrolment's

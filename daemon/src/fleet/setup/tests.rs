@@ -14,6 +14,10 @@ fn given_setup_arguments_then_they_are_read() {
         "web7",
         "--tags",
         "db, web,",
+        "--enrol-admin",
+        "carol",
+        "--enrol-admin",
+        "ann",
     ]))
     .unwrap();
     assert_eq!(
@@ -23,6 +27,7 @@ fn given_setup_arguments_then_they_are_read() {
             policy: Some(PathBuf::from("/etc/pim/policy.toml")),
             add_host: Some("web7".into()),
             tags: Some(vec!["db".into(), "web".into()]),
+            enrol_admins: vec!["carol".into(), "ann".into()],
         }
     );
 }
@@ -38,6 +43,7 @@ fn given_wrong_setup_arguments_then_the_error_names_what_is_wrong() {
         (&["c", "--policy"], "--policy needs a file"),
         (&["c", "--add-host"], "--add-host needs a host name"),
         (&["c", "--tags", "a"], "--tags goes with --add-host"),
+        (&["c", "--enrol-admin"], "--enrol-admin needs a user name"),
         (&["c", "--frob"], "unknown argument '--frob'"),
     ];
     for (words, want) in cases {
