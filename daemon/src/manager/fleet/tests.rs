@@ -573,7 +573,7 @@ fn given_fleet_mode_and_no_ticket_then_enrolment_is_refused_naming_the_administr
     let alice = f.e.who("alice");
     let e = assert_err!(f.e.m.mfa_enroll(&alice), PermissionDenied);
     assert!(e.contains("'pim admin mfa-ticket alice'"), "{e}");
-    assert!(e.contains("pim mfa enroll --ticket TICKET"), "{e}");
+    assert!(e.contains("pim mfa enroll --ticket -"), "{e}");
     let e = assert_err!(f.e.m.mfa_enroll_with_ticket(&alice, "  "), PermissionDenied);
     assert!(e.contains("enrolment ticket"), "{e}");
     let long = "A".repeat(MAX_TICKET_BYTES + 1);
