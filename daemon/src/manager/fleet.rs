@@ -1366,5 +1366,7 @@ impl pim_config::Directory for AccountsDirectory<'_> {
     }
 }
 
+mod state;
+
 #[cfg(test)]
 mod tests;
