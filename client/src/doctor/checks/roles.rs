@@ -331,6 +331,7 @@ pub async fn check_members(
 mod tests {
     use super::*;
     use crate::doctor::findings::Status;
+    use crate::doctor::testing::config_file;
 
     /// A configuration of roles (name, group, permanent), read as pimd reads it.
     fn summary(roles: &[(&str, &str, &[&str])]) -> Roles {
@@ -340,23 +341,7 @@ mod tests {
                 format!("[roles.{role}]\ngroup = \"{group}\"\npermanent = {permanent:?}\n")
             })
             .collect();
-        let (model, problems) = pim_config::parse(&text, "/etc/pim/pim.toml", &EveryAccount);
-        Roles::of_file(&ConfigFile {
-            path: PathBuf::from("/etc/pim/pim.toml"),
-            model: model.unwrap_or_else(|| panic!("{problems:?}")),
-        })
-    }
-
-    /// Every user and group exists.
-    struct EveryAccount;
-
-    impl pim_config::Directory for EveryAccount {
-        fn user_exists(&self, _: &str) -> bool {
-            true
-        }
-        fn group_exists(&self, _: &str) -> bool {
-            true
-        }
+        Roles::of_file(&config_file(&text))
     }
 
     #[test]

@@ -1,25 +1,9 @@
 use super::*;
 use crate::doctor::findings::Status;
-use std::path::PathBuf;
+use crate::doctor::testing::config_file;
 
 fn config() -> ConfigFile {
-    let text = "[fleet]\ndatabase = \"host=/run/postgresql dbname=pim\"\n";
-    let (model, problems) = pim_config::parse(text, "/etc/pim/pim.toml", &EveryAccount);
-    ConfigFile {
-        path: PathBuf::from("/etc/pim/pim.toml"),
-        model: model.unwrap_or_else(|| panic!("{problems:?}")),
-    }
-}
-
-struct EveryAccount;
-
-impl pim_config::Directory for EveryAccount {
-    fn user_exists(&self, _: &str) -> bool {
-        true
-    }
-    fn group_exists(&self, _: &str) -> bool {
-        true
-    }
+    config_file("[fleet]\ndatabase = \"host=/run/postgresql dbname=pim\"\n")
 }
 
 fn fleet(database: &str) -> FleetConfig {
