@@ -1159,6 +1159,17 @@ fn given_a_fleet_host_with_a_policy_then_doctor_judges_the_fleets_roles_and_its_
     let (status, message) = finding(&report, "fleet");
     assert_eq!(status, "ok", "{message}");
     assert!(message.contains("over TCP"), "{message}");
+
+    // The state doctor reads is root's: not even the fleet's administrator (carol) gets it.
+    let sb = fleet.sb("web1");
+    for caller in ["alice", "carol"] {
+        sb.call_pimd(caller, "FleetState", "", &[])
+            .assert_failure()
+            .assert_stderr_contains("only root may read pimd's fleet state");
+    }
+    sb.call_pimd("root", "FleetState", "", &[])
+        .assert_success()
+        .assert_stdout_contains("\"web1\"");
 }
 
 #[test]
