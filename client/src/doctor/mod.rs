@@ -40,7 +40,7 @@
 //! | [`findings`] | what a check reports (`Finding`, `Status`) and the report, as text or JSON |
 //! | [`pam`] | the PAM module's place and sudo's account stacks, read as Linux-PAM reads them; the module's arguments are judged with its own grammar (`pim-pam-args`) |
 //! | [`sudoers`] | /etc/sudo.conf and the sudoers files sudo reads |
-//! | [`checks`] | the other checks: the daemon and its bus files, the unit, mounts, and the configuration (judged with pimd's own model, `pim-config`) with the database, groups and members it names |
+//! | [`checks`] | the other checks: the daemon and its bus files, the unit, mounts, and the configuration (judged with pimd's own model, `pim-config`) with the database, groups and members it names (on a fleet host: the fleet's policy as pimd runs it), and a fleet host's `[fleet]`, link and unit |
 //!
 //! This file runs them in order and prints the report.
 

@@ -131,16 +131,14 @@ pub fn check_fleet_link(state: &FleetStateInfo, now: i64) -> Finding {
         }
         return Finding::warn(CHECK, message, fix);
     }
-    let figures = format!(
-        "last synchronised {} ago (max_staleness {}), clock skew {} s, policy version {}",
-        duration::format(now.saturating_sub(state.last_sync).max(0) as u64),
-        duration::format(state.max_staleness_secs),
+    let skew_and_version = format!(
+        "clock skew {} s, policy version {}",
         state.last_sync - state.db_now,
         state.policy_version
     );
     if !state.stale.is_empty() {
         let mut message = format!(
-            "stale: {}; pimd refuses fleet grants until it synchronises ({figures})",
+            "stale: {}; pimd refuses fleet grants until it synchronises ({skew_and_version})",
             escape(&state.stale)
         );
         if state.unreachable {
@@ -148,6 +146,11 @@ pub fn check_fleet_link(state: &FleetStateInfo, now: i64) -> Finding {
         }
         return Finding::fail(CHECK, message, fix);
     }
+    let figures = format!(
+        "last synchronised {} ago (max_staleness {}), {skew_and_version}",
+        duration::format(now.saturating_sub(state.last_sync).max(0) as u64),
+        duration::format(state.max_staleness_secs),
+    );
     if state.unreachable {
         return Finding::warn(
             CHECK,
