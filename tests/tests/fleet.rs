@@ -1170,6 +1170,20 @@ fn given_a_fleet_host_with_a_policy_then_doctor_judges_the_fleets_roles_and_its_
     sb.call_pimd("root", "FleetState", "", &[])
         .assert_success()
         .assert_stdout_contains("\"web1\"");
+
+    // Without pimd nothing says which roles the host runs: the role checks skip, saying why,
+    // rather than judge the host file's (it has none).
+    sb.kill_pimd("TERM");
+    let report = doctor(sb);
+    for check in ["groups", "pam-groups", "members"] {
+        let (status, message) = finding(&report, check);
+        assert_eq!(status, "skip", "{check}: {message}");
+        assert!(
+            message.starts_with("roles come from the fleet policy; "),
+            "{check}: {message}"
+        );
+    }
+    assert_eq!(finding(&report, "fleet-link").0, "skip", "{report:#?}");
 }
 
 #[test]
