@@ -752,8 +752,8 @@ fn given_a_disabled_host_then_its_grants_for_it_alone_end_and_it_fails_closed_un
         &[],
         "90s",
     );
-    let mut alice = fleet.sb("web2").enroll_mfa("alice");
-    let mut carol = fleet.sb("web1").enroll_mfa("carol");
+    let mut alice = fleet.enroll_mfa("web2", "alice");
+    let mut carol = fleet.enroll_mfa("web1", "carol");
     // alice: ops for web2 alone, sudo on every host.
     let code = alice.next_code(fleet.sb("web2"));
     pim(
@@ -823,7 +823,7 @@ fn given_wrong_codes_through_one_host_then_alice_is_locked_out_there_and_not_on_
         &[],
         "10m",
     );
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
     // max_failures is 5 (the default): web2's fifth wrong code locks her out there.
     for _ in 0..5 {
         pim(

@@ -1887,7 +1887,7 @@ fn given_wrong_codes_from_one_host_then_alice_is_locked_out_there_alone_and_it_a
         "{locked:?}"
     );
     assert_eq!(
-        audit_count(&authority, "mfa_lockout", "locked on host web7%"),
+        audit_count(&authority, "mfa-lockout", "locked on host web7%"),
         1
     );
     // ... which does not lock her out on db1: her fresh code there is taken.
@@ -1949,7 +1949,7 @@ fn given_ten_hosts_each_at_their_limit_then_alice_is_locked_out_on_every_host() 
         assert_eq!(locked_everywhere(), expected, "after host {n}");
     }
     assert_eq!(
-        audit_count(&authority, "mfa_lockout", "locked on every host%"),
+        audit_count(&authority, "mfa-lockout", "locked on every host%"),
         1
     );
     // The eleventh host, which sent no wrong code, refuses her fresh code too.
@@ -2098,7 +2098,7 @@ fn given_a_disabled_host_then_it_cannot_log_in_nor_call_and_its_own_grants_and_r
         1
     );
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'host_disable'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'admin-host-disable'"),
         1
     );
 
