@@ -14,19 +14,19 @@
 //! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid`, and no network, FUSE or ramfs mount (never swept by pimd) allows set-ID bits | |
 //! | config | /etc/pim/pim.toml: owner, mode, and what `pimd --check-config` says of it (the same reader, `pim-config`) | yes |
 //! | database | the database's directory (0700) and files (0600), owned by root | yes |
-//! | groups | every role's group exists | yes |
-//! | pam-groups | every group pam_pim.so gates has a role; no role's group that sudoers names escapes the module | yes |
-//! | members | members of gated groups with neither a live grant nor a `permanent` listing | yes |
 //! | fleet | fleet hosts: `[fleet]` as pimd reads it, and the files its database string makes pimd trust (the CA file, `sslrootcert` or libpq's default /root/.postgresql/root.crt; a `passfile`), with pimd's rule: regular, root's, writable (the passfile: readable) by root only, in directories only root can change | yes |
 //! | fleet-link | fleet hosts: what pimd says of its link to the fleet's database (`FleetState`, root only): fails when the host is stale (it refuses fleet grants), warns when it never synchronised, when its last round got no answer or when it did not take the fleet's policy version; else the figures (age of the last synchronisation, max_staleness, clock skew, policy version) | yes |
 //! | fleet-unit | fleet hosts under systemd: pimd.service may reach the database's addresses (`systemctl show pimd -p PrivateNetwork -p IPAddressAllow -p IPAddressDeny`, drop-ins included; packaging/fleet/pimd-fleet-network.conf); nothing needed over a Unix socket | yes |
+//! | groups | every role's group exists | yes |
+//! | pam-groups | every group pam_pim.so gates has a role; no role's group that sudoers names escapes the module | yes |
+//! | members | members of gated groups with neither a live grant nor a `permanent` listing | yes |
+//! | alerts | the alerts pimd has open (`pim alerts`) | yes |
 //!
 //! On a fleet host (`[fleet]` in pim.toml) the roles that groups, pam-groups and members judge
 //! are the fleet's policy as pimd runs it (asked over the bus); while pimd is not reachable or
 //! has no policy yet, those three are skipped and say why. The fleet checks are left out of a
 //! single host's report, and of a report made without root (the configuration, which says
 //! whether the host is in a fleet, is root's): a single host's report is as before.
-//! | alerts | the alerts pimd has open (`pim alerts`) | yes |
 //!
 //! Exit status 0 when nothing failed (warnings and skipped checks included), 1 otherwise.
 //! Without root the checks that read root-only files are skipped, and say so.

@@ -183,6 +183,12 @@ pub fn check_fleet_unit(fleet: &FleetConfig) -> Finding {
     if !Path::new("/run/systemd/system").is_dir() {
         return Finding::skip(CHECK, "systemd is not running on this host");
     }
+    let Ok(pairs) = pim_config::conninfo::pairs(&fleet.database) else {
+        return Finding::skip(
+            CHECK,
+            "[fleet] database is not a connection string (see fleet)",
+        );
+    };
     let output = Command::new("systemctl")
         .args([
             "show",
@@ -198,10 +204,7 @@ pub fn check_fleet_unit(fleet: &FleetConfig) -> Finding {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output();
     match output {
-        Ok(o) if o.status.success() => judge_unit(
-            &String::from_utf8_lossy(&o.stdout),
-            &pim_config::conninfo::pairs(&fleet.database).unwrap_or_default(),
-        ),
+        Ok(o) if o.status.success() => judge_unit(&String::from_utf8_lossy(&o.stdout), &pairs),
         Ok(o) => Finding::skip(
             CHECK,
             format!(
