@@ -1539,5 +1539,7 @@ impl pim_config::Directory for AccountsDirectory<'_> {
     }
 }
 
+mod state;
+
 #[cfg(test)]
 mod tests;

@@ -50,14 +50,14 @@ require_mfa = false
 require_justification = false
 "#;
 
-struct Fleet {
-    e: Env,
-    fake: FakeAuthority,
+pub(super) struct Fleet {
+    pub(super) e: Env,
+    pub(super) fake: FakeAuthority,
 }
 
 /// A fleet host web7 at T0 whose authority's clock agrees with its own, running POLICY
 /// (version 1), not synchronised yet.
-fn fleet_env() -> Fleet {
+pub(super) fn fleet_env() -> Fleet {
     let mut e = env();
     let directory = HostDirectory(e.accounts.clone());
     let (local, problems) = pim_config::parse(LOCAL, "pim.toml", &directory);
@@ -91,7 +91,7 @@ fn fleet_grant(id: i64, user: &str, role: &str, group: &str, ends_at: i64) -> Fl
 
 impl Fleet {
     /// The mirror of a snapshot if the authority answers, else the staleness rule alone.
-    fn sync(&mut self) -> Mirrored {
+    pub(super) fn sync(&mut self) -> Mirrored {
         let snapshot = self.fake.clone().snapshot().ok();
         self.e.m.mirror(snapshot.as_ref()).unwrap()
     }
@@ -120,7 +120,7 @@ impl Fleet {
     }
 
     /// Both clocks move on.
-    fn advance(&mut self, secs: i64) {
+    pub(super) fn advance(&mut self, secs: i64) {
         self.e.advance(secs);
         self.fake.fleet().db_now += secs;
     }
