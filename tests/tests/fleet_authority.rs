@@ -2098,3 +2098,86 @@ fn given_a_host_listening_without_reading_then_it_is_cut_off_and_the_notify_queu
     let _ = listener.kill();
     let _ = listener.wait();
 }
+
+#[test]
+fn given_a_database_whose_encoding_is_not_utf8_then_setup_refuses_it_naming_createdb_and_creates_nothing(
+) {
+    let pg = Postgres::start("10.77.0.1/16");
+    Client::connect(&pg.admin_conninfo(), NoTls)
+        .expect("admin connection")
+        .batch_execute(
+            "CREATE DATABASE pim_ascii ENCODING 'SQL_ASCII' TEMPLATE template0 \
+             LC_COLLATE 'C' LC_CTYPE 'C'",
+        )
+        .unwrap();
+    let conninfo = pg
+        .admin_conninfo()
+        .split_whitespace()
+        .map(|pair| match pair.starts_with("dbname=") {
+            true => "dbname=pim_ascii",
+            false => pair,
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let dir = std::env::temp_dir().join(format!(
+        "pim-fleet-ascii-{}-{}",
+        std::process::id(),
+        pim_e2e::postgres::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join("policy.toml");
+    std::fs::write(&policy_file, policy()).unwrap();
+    let out = Command::new(binary("pimd"))
+        .arg("--fleet-setup")
+        .arg(&conninfo)
+        .arg("--policy")
+        .arg(&policy_file)
+        .args(["--add-host", "web7"])
+        .output()
+        .expect("running pimd --fleet-setup");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server_encoding is SQL_ASCII, not UTF8"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("createdb -E UTF8 -T template0"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "{out:?}");
+    // Nothing in that database, nor in the cluster (the roles are the cluster's).
+    let mut ascii = Client::connect(&conninfo, NoTls).expect("the SQL_ASCII database");
+    let count =
+        |client: &mut Client, sql: &str| -> i64 { client.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(
+        count(
+            &mut ascii,
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('pim', 'pim_api', 'pim_crypto')"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut ascii,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut ascii,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pim\\_%'"
+        ),
+        0
+    );
+    // pimd's own connections ask for UTF-8 text, whatever the server's encoding.
+    let mut pimds = ConnInfo::parse(&conninfo)
+        .expect("conninfo")
+        .connect()
+        .expect("pimd's connection");
+    let client_encoding: String = pimds
+        .query_one("SELECT current_setting('client_encoding')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(client_encoding, "UTF8");
+}
