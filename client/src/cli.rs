@@ -486,7 +486,7 @@ pub enum AdminCommand {
     },
     /// Fleet mode: the fleet's hosts, when each was last seen and synchronised
     Hosts,
-    /// Fleet mode: add a host to the fleet
+    /// Fleet mode: add, disable or enable a host of the fleet
     #[command(subcommand)]
     Host(AdminHostCommand),
     /// Fleet mode: the policy every host of the fleet runs
@@ -503,6 +503,22 @@ pub enum AdminHostCommand {
         /// Tags the roles' hosts = ["tag:NAME"] match, comma-separated
         #[arg(long, value_name = "T,...", value_delimiter = ',')]
         tags: Vec<String>,
+        /// Your TOTP code, or - to read it from stdin (asked for otherwise)
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+    /// Disable a host: its database login and calls are refused, the grants for it alone end
+    Disable {
+        /// The host's name in the fleet
+        name: String,
+        /// Your TOTP code, or - to read it from stdin (asked for otherwise)
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+    /// Let a disabled host back into the fleet
+    Enable {
+        /// The host's name in the fleet
+        name: String,
         /// Your TOTP code, or - to read it from stdin (asked for otherwise)
         #[arg(long, value_name = "CODE")]
         code: Option<String>,

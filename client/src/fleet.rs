@@ -1,5 +1,5 @@
-//! Fleet mode on the client side: `pim admin hosts`, `pim admin host add`, `pim admin policy
-//! push`, `pim admin mfa-ticket`. The daemon (and, behind it, the fleet's database) decides; this side reads the
+//! Fleet mode on the client side: `pim admin hosts`, `pim admin host add|disable|enable`,
+//! `pim admin policy push`, `pim admin mfa-ticket`. The daemon (and, behind it, the fleet's database) decides; this side reads the
 //! arguments, asks for the administrator's code and prints the answer.
 
 use crate::cli::{AdminHostCommand, AdminPolicyCommand};
@@ -23,6 +23,8 @@ fn host_json(h: &FleetHostInfo) -> Value {
         "last_seen": at(h.last_seen),
         "last_sync": at(h.last_sync),
         "skew_ms": (h.last_sync != 0).then_some(h.skew_ms),
+        "disabled_at": at(h.disabled_at),
+        "disabled_by": (h.disabled_at != 0).then_some(&h.disabled_by),
     })
 }
 
@@ -54,12 +56,28 @@ fn hosts_text(hosts: &[FleetHostInfo], now: i64) -> String {
                 } else {
                     format!("{} ms", h.skew_ms)
                 },
+                if h.disabled_at == 0 {
+                    "enabled".into()
+                } else {
+                    format!(
+                        "disabled by {} {}",
+                        escape(&h.disabled_by),
+                        time::relative(h.disabled_at, now)
+                    )
+                },
             ]
         })
         .collect();
     table(
         "",
-        &["HOST", "TAGS", "LAST SEEN", "LAST SYNC", "CLOCK SKEW"],
+        &[
+            "HOST",
+            "TAGS",
+            "LAST SEEN",
+            "LAST SYNC",
+            "CLOCK SKEW",
+            "STATE",
+        ],
         &rows,
     )
 }
@@ -81,7 +99,13 @@ pub async fn host(
     json: bool,
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
-    let AdminHostCommand::Add { name, tags, code } = cmd;
+    let (name, tags, code) = match cmd {
+        AdminHostCommand::Add { name, tags, code } => (name, tags, code),
+        AdminHostCommand::Disable { name, code } => {
+            return disable(&name, code, json, console).await
+        }
+        AdminHostCommand::Enable { name, code } => return enable(&name, code, json, console).await,
+    };
     check_name("host", &name)?;
     for tag in &tags {
         check_name("tag", tag)?;
@@ -100,6 +124,64 @@ pub async fn host(
                 escape(&name),
                 escape(&name),
                 escape(&password)
+            )
+        },
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// What changing host `name` needs first: a checked name, the daemon, the admin's code.
+async fn host_change(
+    name: &str,
+    code: Option<String>,
+    console: &mut dyn Console,
+) -> Result<(pim_common::proxy::ManagerProxy<'static>, String), Failure> {
+    check_name("host", name)?;
+    let proxy = connect().await?;
+    let code = input::code(code.as_deref(), true, &input::current_user(), console)?;
+    Ok((proxy, code))
+}
+
+async fn disable(
+    name: &str,
+    code: Option<String>,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    let (proxy, code) = host_change(name, code, console).await?;
+    let (grants, requests) = proxy.fleet_host_disable(name, &code).await?;
+    emit(
+        json,
+        || json!({ "host": name, "grants_ended": grants, "requests_cancelled": requests }),
+        || {
+            format!(
+                "Disabled host {}: the fleet refuses its database login and its calls; {} \
+                 grant(s) for it alone ended, {} pending request(s) it filed cancelled.\n",
+                escape(name),
+                grants.len(),
+                requests.len()
+            )
+        },
+    )?;
+    Ok(Outcome::Done)
+}
+
+async fn enable(
+    name: &str,
+    code: Option<String>,
+    json: bool,
+    console: &mut dyn Console,
+) -> Result<Outcome, Failure> {
+    let (proxy, code) = host_change(name, code, console).await?;
+    proxy.fleet_host_enable(name, &code).await?;
+    emit(
+        json,
+        || json!({ "host": name, "enabled": true }),
+        || {
+            format!(
+                "Enabled host {}: it logs in and synchronises again (the grants ended when it \
+                 was disabled stay ended).\n",
+                escape(name)
             )
         },
     )?;
@@ -183,6 +265,13 @@ mod tests {
                 last_seen: now - 5,
                 last_sync: now - 20,
                 skew_ms: -12,
+                ..FleetHostInfo::default()
+            },
+            FleetHostInfo {
+                name: "db9".into(),
+                disabled_at: now - 60,
+                disabled_by: "carol".into(),
+                ..FleetHostInfo::default()
             },
             FleetHostInfo {
                 name: "db1".into(),
@@ -197,8 +286,10 @@ mod tests {
             "{text}"
         );
         assert!(lines[1].contains("-12 ms"), "{text}");
-        assert!(lines[2].contains("never"), "{text}");
-        let doc = host_json(&hosts[1]);
+        assert!(lines[1].contains("enabled"), "{text}");
+        assert!(lines[2].contains("disabled by carol 1m ago"), "{text}");
+        assert!(lines[3].contains("never"), "{text}");
+        let doc = host_json(&hosts[2]);
         assert_eq!(doc["last_sync"], Value::Null);
         assert_eq!(doc["skew_ms"], Value::Null);
     }

@@ -204,6 +204,13 @@ pub trait Manager {
     fn fleet_host_add(&self, name: &str, tags: Vec<String>, code: &str)
         -> Result<String, PimError>;
 
+    /// Fleet mode: disables host `name` (its login, its calls, its grants for it alone);
+    /// returns the ids of the grants ended and of the pending requests cancelled.
+    fn fleet_host_disable(&self, name: &str, code: &str) -> Result<(Vec<i64>, Vec<i64>), PimError>;
+
+    /// Fleet mode: lets disabled host `name` back into the fleet.
+    fn fleet_host_enable(&self, name: &str, code: &str) -> Result<(), PimError>;
+
     /// Fleet mode: issues `user`'s one-time enrolment ticket (shown once), replacing any
     /// earlier one; with `reset`, `user`'s enrolment is removed first (a lost device).
     fn fleet_mfa_ticket(&self, user: &str, code: &str, reset: bool) -> Result<String, PimError>;

@@ -227,4 +227,7 @@ pub struct FleetHostInfo {
     pub last_sync: i64,
     /// The host's clock minus the database's at that snapshot, in milliseconds.
     pub skew_ms: i64,
+    /// When an administrator disabled the host (0: it is enabled), and who.
+    pub disabled_at: i64,
+    pub disabled_by: String,
 }

@@ -170,6 +170,10 @@ vocabulary! {
         FleetHosts = "admin-hosts",
         /// A host added to the fleet (`pim admin host add`).
         FleetHostAdd = "admin-host-add",
+        /// A host disabled in the fleet (`pim admin host disable`).
+        FleetHostDisable = "admin-host-disable",
+        /// A disabled host let back into the fleet (`pim admin host enable`).
+        FleetHostEnable = "admin-host-enable",
         /// An enrolment ticket issued in the fleet (`pim admin mfa-ticket`).
         FleetMfaTicket = "admin-mfa-ticket",
         /// A policy pushed to the fleet (`pim admin policy push`).

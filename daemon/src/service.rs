@@ -1307,8 +1307,8 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         id: i64,
     ) -> Result<RequestDetail, PimError> {
-        self.read_call(&h, AuditAction::ShowRequest, move |m, c| {
-            m.show_request(c, id)
+        self.read_steps(&h, AuditAction::ShowRequest, move |m, c| {
+            m.fleet_or_local(|m| m.fleet_show_request(c, id), |m| m.show_request(c, id))
         })
         .await
     }
@@ -1615,6 +1615,46 @@ impl ManagerService {
             Some(CallKind::Admin),
             args,
             move |m, c, ([name, code], tags)| m.fleet_host_add(c, &name, &tags, &code),
+        )
+        .await
+    }
+
+    async fn fleet_host_disable(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        name: &str,
+        code: &str,
+    ) -> Result<(Vec<i64>, Vec<i64>), PimError> {
+        let args = bounded_copies([
+            ("name", name, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_steps(
+            &h,
+            AuditAction::FleetHostDisable,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [name, code]| m.fleet_host_disable(c, &name, &code),
+        )
+        .await
+    }
+
+    async fn fleet_host_enable(
+        &self,
+        #[zbus(header)] h: Header<'_>,
+        name: &str,
+        code: &str,
+    ) -> Result<(), PimError> {
+        let args = bounded_copies([
+            ("name", name, text::MAX_NAME_BYTES),
+            ("code", code, text::MAX_CODE_BYTES),
+        ]);
+        self.limited_steps(
+            &h,
+            AuditAction::FleetHostEnable,
+            Some(CallKind::Admin),
+            args,
+            move |m, c, [name, code]| m.fleet_host_enable(c, &name, &code),
         )
         .await
     }

@@ -743,6 +743,120 @@ fn given_a_hosts_database_login_then_it_reads_its_slice_only_no_secret_and_canno
         .assert_failure();
 }
 
+// --- A host an administrator disables (issue 16, review finding 6). ---
+
+#[test]
+fn given_a_disabled_host_then_its_grants_for_it_alone_end_and_it_fails_closed_until_enabled() {
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &[],
+        "90s",
+    );
+    let mut alice = fleet.sb("web2").enroll_mfa("alice");
+    let mut carol = fleet.sb("web1").enroll_mfa("carol");
+    // alice: ops for web2 alone, sudo on every host.
+    let code = alice.next_code(fleet.sb("web2"));
+    pim(
+        fleet.sb("web2"),
+        "alice",
+        &[
+            "activate", "ops", "-d", "30m", "-r", REASON, "--host", "web2", "--code", &code,
+        ],
+    )
+    .assert_success();
+    activate(fleet.sb("web2"), "alice", &mut alice, "admin", "1h").assert_success();
+    fleet.wait_until("alice in sudo on both hosts, in ops on web2", WAIT, || {
+        hosts_with(&fleet, "alice", "sudo") == names(&fleet, &["web1", "web2"])
+            && hosts_with(&fleet, "alice", "ops") == names(&fleet, &["web2"])
+    });
+
+    // Only a fleet admin's fresh code disables a host.
+    pim(
+        fleet.sb("web1"),
+        "alice",
+        &["admin", "host", "disable", "web2", "--code", "123456"],
+    )
+    .assert_failure();
+    let code = carol.next_code(fleet.sb("web1"));
+    pim(
+        fleet.sb("web1"),
+        "carol",
+        &["admin", "host", "disable", "web2", "--code", &code],
+    )
+    .assert_success()
+    .assert_stdout_contains("1 grant(s) for it alone ended");
+    pim(fleet.sb("web1"), "carol", &["admin", "hosts"])
+        .assert_success()
+        .assert_stdout_contains("disabled by carol");
+    let live = fleet.db.admin_sql(
+        "SELECT role FROM pim.grants WHERE \"user\" = 'alice' AND ended_at IS NULL ORDER BY role",
+    );
+    assert_eq!(live.trim(), "admin", "{live}");
+
+    // web2 can no longer reach the fleet: a new activation is refused, and once stale it
+    // takes alice's memberships away (sudo too: it cannot know the fleet still holds it).
+    activate(fleet.sb("web2"), "alice", &mut alice, "ops2", "10m").assert_failure();
+    fleet.wait_until("web2 to end alice's memberships", SLOW_WAIT, || {
+        !fleet.sb("web2").is_member("alice", "ops") && !fleet.sb("web2").is_member("alice", "sudo")
+    });
+    sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_failure();
+    assert!(fleet.sb("web1").is_member("alice", "sudo"));
+
+    // Enabled again, web2 takes the fleet's grants back: sudo, not the ended ops.
+    let code = carol.next_code(fleet.sb("web1"));
+    pim(
+        fleet.sb("web1"),
+        "carol",
+        &["admin", "host", "enable", "web2", "--code", &code],
+    )
+    .assert_success();
+    fleet.wait_until("alice back in sudo on web2", SLOW_WAIT, || {
+        fleet.sb("web2").is_member("alice", "sudo")
+    });
+    assert!(!fleet.sb("web2").is_member("alice", "ops"));
+}
+
+#[test]
+fn given_wrong_codes_through_one_host_then_alice_is_locked_out_there_and_not_on_the_other() {
+    let fleet = fleet_with(
+        &[HostSpec::new("web1", &[]), HostSpec::new("web2", &[])],
+        &[],
+        "10m",
+    );
+    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    // max_failures is 5 (the default): web2's fifth wrong code locks her out there.
+    for _ in 0..5 {
+        pim(
+            fleet.sb("web2"),
+            "alice",
+            &[
+                "activate", "ops", "-d", "10m", "-r", REASON, "--code", "000000",
+            ],
+        )
+        .assert_failure();
+    }
+    activate(fleet.sb("web2"), "alice", &mut alice, "ops", "10m")
+        .assert_failure()
+        .assert_stderr_contains("locked on that host");
+    let locked_out = |host: &str| {
+        let status = pim(fleet.sb(host), "alice", &["mfa", "status"]);
+        status.assert_success();
+        let line = status.stdout.lines().find(|l| l.starts_with("Locked out:"));
+        line.unwrap_or_else(|| panic!("no lockout line: {status}"))
+            .trim_start_matches("Locked out:")
+            .trim()
+            .to_string()
+    };
+    let on_web2 = locked_out("web2");
+    assert!(on_web2.starts_with("until"), "{on_web2}");
+    // On web1 she is not locked out: her next code grants, everywhere.
+    assert_eq!(locked_out("web1"), "no");
+    activate(fleet.sb("web1"), "alice", &mut alice, "ops", "10m").assert_success();
+    fleet.wait_until("alice in ops on both hosts", WAIT, || {
+        hosts_with(&fleet, "alice", "ops") == names(&fleet, &["web1", "web2"])
+    });
+}
+
 /// The ticket `pimd --fleet-setup --enrol-admin` or `pim admin mfa-ticket` printed: the last
 /// line of the text output, or the JSON's `ticket`.
 fn ticket_in(out: &Output) -> String {

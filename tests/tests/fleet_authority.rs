@@ -1407,7 +1407,7 @@ fn given_setup_run_again_then_schema_policy_and_hosts_are_kept() {
     let stdout = String::from_utf8_lossy(&again.stdout).to_string();
     assert!(again.status.success(), "{again:?}");
     assert!(
-        stdout.contains("schema pim up to date (version 1)"),
+        stdout.contains("schema pim up to date (version 2)"),
         "{stdout}"
     );
     assert!(stdout.contains("policy unchanged (version 1)"), "{stdout}");
@@ -1847,6 +1847,384 @@ fn given_a_call_stuck_behind_a_lock_then_it_ends_unreachable_within_the_statemen
     assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
     // The connection is usable again and the code was not spent.
     assert!(matches!(db1.activate(&ask), Ok(Activated::Granted(_))));
+}
+
+// --- A host is an untrusted peer: what one host can do to users of the others (issue 16,
+// review finding 6). ---
+
+fn alice_failures_fleet_wide(authority: &Authority) -> i64 {
+    authority.count("SELECT failures::bigint FROM pim.mfa WHERE \"user\" = 'alice'")
+}
+
+fn audit_count(authority: &Authority, action: &str, detail_like: &str) -> i64 {
+    authority.count(&format!(
+        "SELECT count(*) FROM pim.audit WHERE action = '{action}' AND detail LIKE '{detail_like}'"
+    ))
+}
+
+#[test]
+fn given_wrong_codes_from_one_host_then_alice_is_locked_out_there_alone_and_it_adds_at_most_its_limit(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let secret = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    // web7 guesses alice's code until it is locked out (max_failures = 3)...
+    for guess in ["000001", "000002", "000003"] {
+        let wrong = activate(&mut web7, "alice", &[], "dba", guess, None);
+        assert!(
+            ["PM005", "PM006"].contains(&refused(&wrong).as_str()),
+            "{wrong:?}"
+        );
+    }
+    let locked = offer(&mut web7, "alice", "000004");
+    assert_eq!(refused(&locked), "PM006", "{locked:?}");
+    assert!(
+        locked.as_ref().unwrap()["refused"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on host web7"),
+        "{locked:?}"
+    );
+    assert_eq!(
+        audit_count(&authority, "mfa_lockout", "locked on host web7%"),
+        1
+    );
+    // ... which does not lock her out on db1: her fresh code there is taken.
+    let granted = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, now_step()),
+        None,
+    )
+    .unwrap();
+    assert!(granted.get("granted").is_some(), "{granted}");
+    assert_eq!(alice_failures_fleet_wide(&authority), 3);
+    // Once web7's own lockout is over, its further wrong codes in the same fleet window no
+    // longer count towards the fleet-wide lockout: one host adds at most its own limit.
+    authority
+        .admin()
+        .execute(
+            "UPDATE pim.mfa_host_failures SET locked_until = 0 WHERE host = 'web7'",
+            &[],
+        )
+        .unwrap();
+    for guess in ["000005", "000006"] {
+        let wrong = activate(&mut web7, "alice", &[], "ops", guess, None);
+        assert_eq!(refused(&wrong), "PM005", "{wrong:?}");
+    }
+    assert_eq!(alice_failures_fleet_wide(&authority), 3);
+}
+
+#[test]
+fn given_ten_hosts_each_at_their_limit_then_alice_is_locked_out_on_every_host() {
+    let names: Vec<String> = (0..11).map(|n| format!("h{n}")).collect();
+    let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "db")).collect();
+    let (authority, passwords) = Authority::start(&specs);
+    let secret = authority.enrolled("alice");
+    let locked_everywhere = || {
+        authority
+            .count("SELECT count(*) FROM pim.mfa WHERE \"user\" = 'alice' AND locked_until > 0")
+    };
+    for (n, password) in passwords.iter().enumerate().take(10) {
+        let mut host = authority.host(&names[n], password);
+        for guess in 0..3 {
+            let wrong = activate(
+                &mut host,
+                "alice",
+                &[],
+                "dba",
+                &format!("{:06}", 100 * n + guess),
+                None,
+            );
+            assert!(
+                ["PM005", "PM006"].contains(&refused(&wrong).as_str()),
+                "{wrong:?}"
+            );
+        }
+        // Nine hosts at their limit are not enough.
+        let expected = i64::from(n == 9);
+        assert_eq!(locked_everywhere(), expected, "after host {n}");
+    }
+    assert_eq!(
+        audit_count(&authority, "mfa_lockout", "locked on every host%"),
+        1
+    );
+    // The eleventh host, which sent no wrong code, refuses her fresh code too.
+    let mut h10 = authority.host(&names[10], &passwords[10]);
+    let fresh = activate(
+        &mut h10,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, now_step()),
+        None,
+    );
+    assert_eq!(refused(&fresh), "PM006", "{fresh:?}");
+    assert!(
+        fresh.as_ref().unwrap()["refused"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on every host"),
+        "{fresh:?}"
+    );
+    assert_eq!(authority.count("SELECT count(*) FROM pim.grants"), 0);
+}
+
+#[test]
+fn given_a_grant_for_host_a_alone_then_host_b_can_neither_end_it_nor_cancel_her_request_filed_on_a()
+{
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("db2", "db"), ("web7", "web")]);
+    let secret = authority.enrolled("alice");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut db2 = authority.host("db2", &passwords[1]);
+    let mut web7 = authority.host("web7", &passwords[2]);
+    let step = now_step();
+    let granted = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "dba",
+        &code(&secret, step),
+        Some("db1"),
+    )
+    .unwrap();
+    assert!(granted.get("granted").is_some(), "{granted}");
+    let pending = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "ops",
+        &code(&secret, step + 1),
+        None,
+    )
+    .unwrap();
+    let request = pending["pending"]["request_id"].as_i64().unwrap();
+
+    // db2 (in the role's scope, not in the grant's) and web7 (in neither) try, twice each.
+    for host in [&mut db2, &mut web7] {
+        for _ in 0..2 {
+            let ended = call(host, "pim_api.deactivate('alice', 'dba')", &[]);
+            assert_eq!(refused(&ended), "PM007", "{ended:?}");
+            let cancelled = call(host, "pim_api.cancel('alice', $1)", &[&request]);
+            assert_eq!(refused(&cancelled), "PM007", "{cancelled:?}");
+        }
+    }
+    let live = authority.count("SELECT count(*) FROM pim.grants WHERE ended_at IS NULL");
+    assert_eq!(live, 1);
+    let state = authority
+        .admin()
+        .query_one("SELECT state FROM pim.requests WHERE id = $1", &[&request]);
+    assert_eq!(state.unwrap().get::<_, String>(0), "pending");
+    // Each refusal is audited, once a minute per host and kind: repeating it fills nothing.
+    let refusals = |action: &str| {
+        authority.count(&format!(
+            "SELECT count(*) FROM pim.audit WHERE action = '{action}' AND outcome = 'refused'"
+        ))
+    };
+    assert_eq!(refusals("deactivate"), 2);
+    assert_eq!(refusals("cancel"), 2);
+
+    // The host they are for can.
+    call(&mut db1, "pim_api.cancel('alice', $1)", &[&request]).unwrap();
+    let ended = call(&mut db1, "pim_api.deactivate('alice', 'dba')", &[]).unwrap();
+    assert_eq!(ended.as_array().map(Vec::len), Some(1), "{ended}");
+}
+
+#[test]
+fn given_a_disabled_host_then_it_cannot_log_in_nor_call_and_its_own_grants_and_requests_end() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("db2", "db")]);
+    let alice = authority.enrolled("alice");
+    let ann = authority.enrolled("ann");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut db2 = authority.host("db2", &passwords[1]);
+    let step = now_step();
+    // On db2: a grant for db2 alone, one for every db host, and a pending request.
+    let own = activate(
+        &mut db2,
+        "alice",
+        &[],
+        "dba",
+        &code(&alice, step),
+        Some("db2"),
+    );
+    assert!(own.as_ref().unwrap().get("granted").is_some(), "{own:?}");
+    let request = activate(&mut db2, "alice", &[], "ops", &code(&alice, step + 1), None).unwrap();
+    let request = request["pending"]["request_id"].as_i64().unwrap();
+    authority
+        .admin()
+        .execute(
+            "INSERT INTO pim.grants (\"user\", role, \"group\", scope, started_at, ends_at, \
+             reason, ticket, granted_on) \
+             VALUES ('bob', 'dba', 'postgres', '{tag:db}', 0, pim.now_s() + 600, 'r', '', 'db2')",
+            &[],
+        )
+        .unwrap();
+
+    // A host disables neither itself nor anything without an admin's fresh code.
+    let itself = call(
+        &mut db2,
+        "pim_api.disable_host('ann', '123456', 'db2')",
+        &[],
+    );
+    assert_eq!(sqlstate(&itself), "PM009", "{itself:?}");
+    let _ = offer(&mut db1, "alice", "123456");
+    let not_admin = call(
+        &mut db1,
+        "pim_api.disable_host('alice', '123456', 'db2')",
+        &[],
+    );
+    assert_eq!(sqlstate(&not_admin), "PM007", "{not_admin:?}");
+
+    let ann_code = code(&ann, step);
+    offer(&mut db1, "ann", &ann_code).unwrap();
+    let disabled = call(
+        &mut db1,
+        "pim_api.disable_host('ann', $1, 'db2')",
+        &[&ann_code],
+    )
+    .unwrap();
+    assert_eq!(
+        disabled["grants_ended"].as_array().map(Vec::len),
+        Some(1),
+        "{disabled}"
+    );
+    assert_eq!(disabled["requests_cancelled"], serde_json::json!([request]));
+    // Bob's grant for every db host stays: its code was checked here, not taken on db2's word.
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.grants WHERE ended_at IS NULL"),
+        1
+    );
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'host_disable'"),
+        1
+    );
+
+    // db2's open session was ended and its login refused.
+    assert!(call(&mut db2, "pim_api.snapshot(0)", &[]).is_err());
+    assert!(authority.try_login("pim_host_db2", &passwords[1]).is_err());
+    // A session that got in anyway (its login let back by hand) is refused every call.
+    authority
+        .admin()
+        .batch_execute("ALTER ROLE pim_host_db2 LOGIN")
+        .unwrap();
+    let mut sneaked = authority.host("db2", &passwords[1]);
+    let snapshot = call(&mut sneaked, "pim_api.snapshot(0)", &[]);
+    assert_eq!(sqlstate(&snapshot), "PM007", "{snapshot:?}");
+    let offered = offer(&mut sneaked, "alice", "123456");
+    assert_eq!(sqlstate(&offered), "PM007", "{offered:?}");
+    authority
+        .admin()
+        .batch_execute("ALTER ROLE pim_host_db2 NOLOGIN")
+        .unwrap();
+    // The fleet's hosts list says so.
+    let hosts = call(&mut db1, "pim_api.hosts()", &[]).unwrap();
+    let db2_row = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "db2")
+        .unwrap();
+    assert_eq!(db2_row["disabled_by"], "ann", "{hosts}");
+
+    // Enabled again: it logs in and calls, and what ended stays ended.
+    let ann_code = code(&ann, step + 1);
+    offer(&mut db1, "ann", &ann_code).unwrap();
+    call(
+        &mut db1,
+        "pim_api.enable_host('ann', $1, 'db2')",
+        &[&ann_code],
+    )
+    .unwrap();
+    let mut db2 = authority.host("db2", &passwords[1]);
+    assert_eq!(
+        snapshot_grants(&mut db2),
+        vec![("bob".to_string(), "dba".to_string())]
+    );
+}
+
+#[test]
+fn given_an_authority_of_another_schema_version_then_pimd_takes_nothing_from_it() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let (mut pimd, _) = authority.pimd_authority("db1", &passwords[0]);
+    pimd.snapshot().expect("the current version is spoken");
+    let refusal = |pimd: &mut PgAuthority| match pimd.snapshot() {
+        Err(AuthorityError::Database(why)) => why,
+        other => panic!("expected a refusal of the schema version, got {other:?}"),
+    };
+    // A version 1 authority has no pim_api.schema_version: refused as older.
+    authority
+        .admin()
+        .batch_execute(
+            "DROP FUNCTION pim_api.schema_version(); UPDATE pim.schema_version SET version = 1",
+        )
+        .unwrap();
+    let (mut old, _) = authority.pimd_authority("db1", &passwords[0]);
+    let why = refusal(&mut old);
+    assert!(
+        why.contains("version 1, older") && why.contains("pimd --fleet-setup"),
+        "{why}"
+    );
+    // Set up again, it is spoken; a newer one is refused.
+    let policy_file = authority.policy_file();
+    let again = authority.setup(&["--policy", &policy_file]);
+    assert!(again.status.success(), "{again:?}");
+    let (mut current, _) = authority.pimd_authority("db1", &passwords[0]);
+    current.snapshot().expect("spoken again after setup");
+    authority
+        .admin()
+        .batch_execute("UPDATE pim.schema_version SET version = version + 1")
+        .unwrap();
+    let (mut newer, _) = authority.pimd_authority("db1", &passwords[0]);
+    let why = refusal(&mut newer);
+    assert!(why.contains("newer"), "{why}");
+}
+
+#[test]
+fn given_an_approval_then_the_request_names_its_approver_to_whoever_may_see_it() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    let carol = authority.enrolled("carol");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let pending = activate(
+        &mut db1,
+        "alice",
+        &[],
+        "ops",
+        &code(&alice, now_step()),
+        None,
+    )
+    .unwrap();
+    let id = pending["pending"]["request_id"].as_i64().unwrap();
+    let carol_code = code(&carol, now_step());
+    offer(&mut web7, "carol", &carol_code).unwrap();
+    call(
+        &mut web7,
+        "pim_api.approve($1, 'carol', '{}', $2, 'ok')",
+        &[&id, &carol_code],
+    )
+    .unwrap();
+
+    let for_dave = call(&mut web7, "pim_api.requests_for('dave', '{}')", &[]).unwrap();
+    assert_eq!(
+        for_dave[0]["approved_by"],
+        serde_json::json!(["carol"]),
+        "{for_dave}"
+    );
+    for viewer in ["alice", "dave", "ann"] {
+        let shown = call(&mut db1, "pim_api.request($1, $2)", &[&viewer, &id]).unwrap();
+        assert_eq!(
+            shown["approved_by"],
+            serde_json::json!(["carol"]),
+            "{viewer}: {shown}"
+        );
+    }
+    // Anyone else is told there is no such request.
+    let hidden = call(&mut db1, "pim_api.request('mallory', $1)", &[&id]);
+    assert_eq!(sqlstate(&hidden), "PM008", "{hidden:?}");
 }
 
 // --- Limits on what one host takes from the authority as a whole (review finding 7).

@@ -9,6 +9,11 @@ use pim_common::PimError;
 
 pub type Unix = i64; // seconds since the epoch, from the database's clock
 
+/// The version of the authority's schema (schema.sql records it in pim.schema_version) this
+/// pimd speaks: it takes nothing from an authority of another version, older or newer.
+/// Bump it with any change of what a pim_api function takes, returns or expects around it.
+pub const SCHEMA_VERSION: i32 = 2;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetGrant {
     pub id: i64,
@@ -88,6 +93,9 @@ pub struct FleetRequest {
     pub approvals_required: u32,
     pub state: String,
     pub only_host: Option<String>,
+    /// The approvers so far, in the order they approved.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -97,6 +105,29 @@ pub struct HostInfo {
     pub last_seen: Option<Unix>,
     pub last_sync: Option<Unix>,
     pub skew_ms: Option<i64>,
+    /// When an administrator disabled the host, and who; `None`: it is enabled.
+    #[serde(default)]
+    pub disabled_at: Option<Unix>,
+    #[serde(default)]
+    pub disabled_by: Option<String>,
+}
+
+/// What `disable_host` ended: the grants for that host alone and the pending requests it
+/// filed or that were for it alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct HostDisabled {
+    pub grants_ended: Vec<i64>,
+    pub requests_cancelled: Vec<i64>,
+}
+
+/// What applies to a user's MFA on this host (`pim mfa status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct MfaState {
+    pub enrolled: bool,
+    /// The end of the lockout that applies here (this host's or every host's); 0: none.
+    pub locked_until: Unix,
+    /// This host's wrong codes in the current window.
+    pub recent_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -186,6 +217,39 @@ pub trait Authority: Send {
             "this authority cannot reset an enrolment".into(),
         )))
     }
+    /// Disables host `name` on an administrator's proof (its login, its calls, its grants
+    /// for it alone, its pending requests). Added after the seam was fixed, as `mfa_reset`.
+    fn disable_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+    ) -> Result<HostDisabled, AuthorityError> {
+        let _ = (proof, name);
+        Err(AuthorityError::Refused(PimError::Conflict(
+            "this authority cannot disable a host".into(),
+        )))
+    }
+    fn enable_host(&mut self, proof: &AdminProof<'_>, name: &str) -> Result<(), AuthorityError> {
+        let _ = (proof, name);
+        Err(AuthorityError::Refused(PimError::Conflict(
+            "this authority cannot enable a host".into(),
+        )))
+    }
+    /// Request `id` as `viewer` may see it (`pim show`): the requester, an approver, an
+    /// administrator. Added after the seam was fixed, as `mfa_reset`.
+    fn request(&mut self, viewer: &str, id: i64) -> Result<FleetRequest, AuthorityError> {
+        let _ = (viewer, id);
+        Err(AuthorityError::Refused(PimError::Conflict(
+            "this authority cannot show a request".into(),
+        )))
+    }
+    /// The user's enrolment and the lockout that applies on this host.
+    fn mfa_state(&mut self, user: &str) -> Result<MfaState, AuthorityError> {
+        Ok(MfaState {
+            enrolled: self.mfa_enrolled(user)?,
+            ..MfaState::default()
+        })
+    }
 }
 
 /// Blocks up to `timeout` for a NOTIFY on `pim_wake` (its own connection); Ok(true) if woken.
@@ -215,10 +279,11 @@ impl PgAuthority {
     fn client(&mut self) -> Result<&mut postgres::Client, AuthorityError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;
-            let client = self
+            let mut client = self
                 .conninfo
                 .connect()
                 .map_err(AuthorityError::Unreachable)?;
+            check_schema_version(&mut client)?;
             self.client = Some(client);
         }
         self.client
@@ -270,6 +335,40 @@ impl PgAuthority {
             Some(refused) => Err(refused),
             None => Ok(value),
         }
+    }
+}
+
+/// Refuses (fails closed, the connection unused) an authority whose schema this pimd does
+/// not speak; before version 2 there was no pim_api.schema_version.
+fn check_schema_version(client: &mut postgres::Client) -> Result<(), AuthorityError> {
+    let found = match client.query_one("SELECT pim_api.schema_version()", &[]) {
+        Ok(row) => row
+            .try_get::<_, Option<i32>>(0)
+            .map_err(|e| AuthorityError::Database(e.to_string()))?,
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_FUNCTION) => Some(1),
+        Err(e) => return Err(classify(&e)),
+    };
+    match schema_mismatch(found) {
+        Some(why) => Err(AuthorityError::Database(why)),
+        None => Ok(()),
+    }
+}
+
+/// Why an authority of schema version `found` (`None`: none recorded) is refused, if it is.
+pub fn schema_mismatch(found: Option<i32>) -> Option<String> {
+    match found {
+        Some(v) if v == SCHEMA_VERSION => None,
+        Some(v) if v > SCHEMA_VERSION => Some(format!(
+            "the fleet's database has schema version {v}, newer than version \
+             {SCHEMA_VERSION} which this pimd speaks; nothing is taken from it: upgrade pim on \
+             this host"
+        )),
+        found => Some(format!(
+            "the fleet's database has schema version {}, older than version {SCHEMA_VERSION} \
+             which this pimd speaks; nothing is taken from it: an administrator runs \
+             'pimd --fleet-setup ADMIN_CONNINFO' again with this version of pim to upgrade it",
+            found.map_or_else(|| "none".to_string(), |v| v.to_string())
+        )),
     }
 }
 
@@ -536,6 +635,35 @@ impl Authority for PgAuthority {
 
     fn hosts(&mut self) -> Result<Vec<HostInfo>, AuthorityError> {
         decode(self.call_json("SELECT pim_api.hosts()", &[])?)
+    }
+
+    fn disable_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+    ) -> Result<HostDisabled, AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
+        decode(self.call_json(
+            "SELECT pim_api.disable_host($1, $2, $3)",
+            &[&proof.actor, &proof.code, &name],
+        )?)
+    }
+
+    fn enable_host(&mut self, proof: &AdminProof<'_>, name: &str) -> Result<(), AuthorityError> {
+        self.offer_code(proof.actor, proof.code)?;
+        self.call_json(
+            "SELECT pim_api.enable_host($1, $2, $3)",
+            &[&proof.actor, &proof.code, &name],
+        )
+        .map(drop)
+    }
+
+    fn request(&mut self, viewer: &str, id: i64) -> Result<FleetRequest, AuthorityError> {
+        decode(self.call_json("SELECT pim_api.request($1, $2)", &[&viewer, &id])?)
+    }
+
+    fn mfa_state(&mut self, user: &str) -> Result<MfaState, AuthorityError> {
+        decode(self.call_json("SELECT pim_api.mfa_status($1)", &[&user])?)
     }
 
     fn mfa_ticket(

@@ -40,6 +40,9 @@ pub struct FakeFleet {
     pub calls: Vec<String>,
     pub pushed: Vec<(String, serde_json::Value)>,
     pub enrolled: Vec<(String, Vec<u8>)>,
+    /// Set: every snapshot fails with this `Database` error (an authority pimd refuses,
+    /// such as one of another schema version).
+    pub refused: Option<String>,
     /// The enrolment tickets issued and not used yet, (user, ticket): enrol takes only these.
     pub tickets: Vec<(String, String)>,
     /// The next call waits here (as on a database that does not answer) until released.
@@ -121,6 +124,9 @@ impl Connector for FakeAuthority {
 impl Authority for FakeAuthority {
     fn snapshot(&mut self) -> Result<Snapshot, AuthorityError> {
         self.call("snapshot".into(), |f| {
+            if let Some(why) = &f.refused {
+                return Err(AuthorityError::Database(why.clone()));
+            }
             Ok(Snapshot {
                 host: f.host.clone(),
                 db_now: f.db_now,
@@ -309,8 +315,47 @@ impl Authority for FakeAuthority {
                 last_seen: None,
                 last_sync: None,
                 skew_ms: None,
+                disabled_at: None,
+                disabled_by: None,
             });
             Ok("s3cret-once".into())
+        })
+    }
+
+    /// Marks the host disabled and ends the grants for it alone, as the database does.
+    fn disable_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+    ) -> Result<HostDisabled, AuthorityError> {
+        let line = format!("disable_host {name} by {}", proof.actor);
+        self.call(line, |f| {
+            let db_now = f.db_now;
+            let Some(host) = f.hosts.iter_mut().find(|h| h.name == name) else {
+                return Err(AuthorityError::Refused(PimError::NotFound(format!(
+                    "there is no host '{name}' in the fleet"
+                ))));
+            };
+            host.disabled_at = Some(db_now);
+            host.disabled_by = Some(proof.actor.to_string());
+            let grants_ended = end_where(f, |g| g.only_host.as_deref() == Some(name));
+            Ok(HostDisabled {
+                grants_ended,
+                requests_cancelled: Vec::new(),
+            })
+        })
+    }
+
+    /// Any request it holds, for anyone (the database decides who may see it).
+    fn request(&mut self, viewer: &str, id: i64) -> Result<FleetRequest, AuthorityError> {
+        self.call(format!("request {id} for {viewer}"), |f| {
+            f.requests
+                .iter()
+                .find(|r| r.id == id)
+                .cloned()
+                .ok_or_else(|| {
+                    AuthorityError::Refused(PimError::NotFound(format!("no request {id}")))
+                })
         })
     }
 

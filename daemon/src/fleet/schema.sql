@@ -53,6 +53,8 @@ GRANT USAGE ON SCHEMA pim_crypto TO pim_owner;
 GRANT USAGE ON SCHEMA pim_api TO pim_host;
 -- PostgreSQL 16 and later: a CREATEROLE role grants only the roles it administers.
 GRANT pim_host TO pim_owner WITH ADMIN OPTION;
+-- pim_api.disable_host ends the disabled host's open sessions.
+GRANT pg_signal_backend TO pim_owner;
 
 SET LOCAL ROLE pim_owner;
 
@@ -133,6 +135,28 @@ CREATE TABLE IF NOT EXISTS pim.code_attempts (
     used boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS code_attempts_user ON pim.code_attempts ("user", code_hash);
+
+-- Wrong codes per (user, host): a host is an untrusted peer, so its wrong codes lock the
+-- user out on that host alone, with the policy's [mfa] rules. The fleet-wide lockout
+-- (pim.mfa's failures, window_start, locked_until) takes pim.fleet_lockout_factor() times
+-- max_failures, to which one host adds at most max_failures per fleet window (fleet_share
+-- in the window starting at fleet_window): no single host can lock a user out of the
+-- others, and many hosts guessing together are still stopped.
+CREATE TABLE IF NOT EXISTS pim.mfa_host_failures (
+    "user" text NOT NULL,
+    host text NOT NULL,
+    failures integer NOT NULL DEFAULT 0,
+    window_start bigint NOT NULL DEFAULT 0,
+    locked_until bigint NOT NULL DEFAULT 0,
+    fleet_share integer NOT NULL DEFAULT 0,
+    fleet_window bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY ("user", host)
+);
+
+-- A host an administrator disabled (pim_api.disable_host): its login is NOLOGIN and
+-- pim.caller() refuses its calls.
+ALTER TABLE pim.hosts ADD COLUMN IF NOT EXISTS disabled_at bigint;
+ALTER TABLE pim.hosts ADD COLUMN IF NOT EXISTS disabled_by text;
 
 CREATE TABLE IF NOT EXISTS pim.requests (
     id bigserial PRIMARY KEY,
@@ -280,6 +304,10 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM pim.refuse('PM007', format('the database login %s is not a pim host', session_user));
     END IF;
+    IF h.disabled_at IS NOT NULL THEN
+        PERFORM pim.refuse('PM007', format('the host %s was disabled by %s; the fleet refuses its calls '
+            '(an administrator runs ''pim admin host enable %s'' to let it back)', h.name, h.disabled_by, h.name));
+    END IF;
     RETURN h;
 END
 $$;
@@ -346,6 +374,21 @@ AS $$
     VALUES (pim.now_s(), host, actor, action, who, role, outcome, reason, ticket, detail)
 $$;
 
+-- Audits a host's refused call, at most once a minute per host and action: the refusal is
+-- worth a record, a host repeating it must not fill the audit.
+CREATE OR REPLACE FUNCTION pim.audit_refusal(host text, actor text, action text, who text,
+    role text, detail text) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pim.audit a WHERE a.host = audit_refusal.host AND a.local_id IS NULL
+                   AND a.action = audit_refusal.action AND a.outcome = 'refused'
+                   AND a.at > pim.now_s() - 60) THEN
+        PERFORM pim.audit(host, actor, action, who, role, 'refused', detail);
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pim.wake() RETURNS void
 LANGUAGE sql SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT pg_notify('pim_wake', '') $$;
@@ -392,11 +435,51 @@ CREATE OR REPLACE FUNCTION pim.attempt_ttl_secs() RETURNS bigint
 LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT 120::bigint $$;
 
+-- How many hosts at their own limit lock a user out on every host.
+CREATE OR REPLACE FUNCTION pim.fleet_lockout_factor() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 10 $$;
+
+-- `who`'s wrong codes from `host`, locked for update (created when there are none yet).
+-- The caller holds `who`'s pim.mfa row lock, which orders the counting.
+CREATE OR REPLACE FUNCTION pim.host_failures(who text, host text) RETURNS pim.mfa_host_failures
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    f pim.mfa_host_failures;
+BEGIN
+    INSERT INTO pim.mfa_host_failures ("user", host) VALUES (who, host) ON CONFLICT DO NOTHING;
+    SELECT * INTO f FROM pim.mfa_host_failures x WHERE x."user" = who AND x.host = host_failures.host
+        FOR UPDATE;
+    RETURN f;
+END
+$$;
+
+-- The refusal of a code while `who` is locked out on every host (`m`) or on `host` (`f`),
+-- else NULL.
+CREATE OR REPLACE FUNCTION pim.locked_refusal(m pim.mfa, f pim.mfa_host_failures) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_s bigint := pim.now_s();
+BEGIN
+    IF now_s < m.locked_until THEN
+        RETURN pim.refusal('PM006', format('too many wrong codes on the fleet''s hosts; the MFA of %s is locked '
+            'on every host for %s more seconds', m."user", m.locked_until - now_s));
+    END IF;
+    IF now_s < f.locked_until THEN
+        RETURN pim.refusal('PM006', format('too many wrong codes on host %s; the MFA of %s is locked on that '
+            'host for %s more seconds', f.host, m."user", f.locked_until - now_s));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Spends `code` for `who`: NULL when it is a fresh TOTP code (its step is recorded), else
 -- the refusal to return. The code must have been offered (pim_api.offer_code) by an
 -- earlier, committed transaction, which counted it as a wrong code up front: a caller that
 -- rolls this call back (BEGIN/ROLLBACK, a DO block, a failing statement pipelined after
--- it) keeps the failure. A fresh code undoes the count. The user's row is locked first,
+-- it) keeps the failure. A fresh code undoes the offering host's count. The user's row is locked first,
 -- so the same code sent at once from many hosts is accepted once. `need_confirmed`:
 -- whether the enrolment must be confirmed already (false while confirming it).
 CREATE OR REPLACE FUNCTION pim.spend_code(who text, code text, host text, need_confirmed boolean)
@@ -411,6 +494,8 @@ DECLARE
     fresh bigint;
     given text := btrim(coalesce(code, ''));
     attempt pim.code_attempts;
+    f pim.mfa_host_failures;
+    locked jsonb;
 BEGIN
     SELECT * INTO rules FROM pim.lockout_rules();
     SELECT * INTO m FROM pim.mfa WHERE "user" = who FOR UPDATE;
@@ -420,9 +505,10 @@ BEGIN
         END IF;
         RETURN pim.refusal('PM004', format('%s has no enrolment waiting for confirmation', who));
     END IF;
-    IF now_s < m.locked_until THEN
-        RETURN pim.refusal('PM006', format('too many wrong codes; the MFA of %s is locked for %s more seconds',
-            who, m.locked_until - now_s));
+    f := pim.host_failures(who, host);
+    locked := pim.locked_refusal(m, f);
+    IF locked IS NOT NULL THEN
+        RETURN locked;
     END IF;
     IF given = '' THEN
         RETURN pim.refusal('PM003', 'a TOTP code is required');
@@ -440,6 +526,10 @@ BEGIN
             'in a transaction of its own, then this', quote_literal(who)));
     END IF;
     UPDATE pim.code_attempts SET used = true WHERE id = attempt.id;
+    -- The code counted on the host that offered it (hosts racing with one code offer it once).
+    IF attempt.host <> host THEN
+        f := pim.host_failures(who, attempt.host);
+    END IF;
     IF given ~ '^[0-9]{6}$' THEN
         -- One step of skew either way; the latest fresh match wins, as in mfa::verify_totp.
         FOR skew IN -1 .. 1 LOOP
@@ -450,30 +540,51 @@ BEGIN
         END LOOP;
     END IF;
     IF fresh IS NOT NULL THEN
-        UPDATE pim.mfa SET last_step = fresh, failures = 0, window_start = 0, locked_until = 0
+        -- The user proved themselves on the host that offered the code: its wrong codes (and
+        -- its share of the fleet-wide count) are forgiven; other hosts' stand.
+        UPDATE pim.mfa SET last_step = fresh,
+            failures = CASE WHEN f.fleet_window = m.window_start
+                            THEN greatest(m.failures - f.fleet_share, 0) ELSE m.failures END
             WHERE "user" = who;
+        UPDATE pim.mfa_host_failures x SET failures = 0, window_start = 0, locked_until = 0, fleet_share = 0
+            WHERE x."user" = who AND x.host = f.host;
         RETURN NULL;
     END IF;
     -- The failure was counted when the code was offered.
     PERFORM pim.audit(host, who, 'mfa-failure', who, '', 'refused',
-        format('wrong or reused code (%s of %s)', m.failures, rules.max_failures));
-    IF m.failures >= rules.max_failures THEN
-        PERFORM pim.lock_out(who, host, rules.lockout_secs);
-        RETURN pim.refusal('PM006', format('wrong code; too many wrong codes, the MFA of %s is locked for %s seconds',
-            who, rules.lockout_secs));
+        format('wrong or reused code (%s of %s on host %s, %s of %s on every host)', f.failures,
+            rules.max_failures, f.host, m.failures, rules.max_failures * pim.fleet_lockout_factor()));
+    IF m.failures >= rules.max_failures * pim.fleet_lockout_factor() THEN
+        PERFORM pim.lock_out(who, NULL, host, rules.lockout_secs);
+        RETURN pim.refusal('PM006', format('wrong code; too many wrong codes on the fleet''s hosts, the MFA of %s '
+            'is locked on every host for %s seconds', who, rules.lockout_secs));
+    END IF;
+    IF f.failures >= rules.max_failures THEN
+        PERFORM pim.lock_out(who, f.host, host, rules.lockout_secs);
+        RETURN pim.refusal('PM006', format('wrong code; too many wrong codes on host %s, the MFA of %s is locked '
+            'on that host for %s seconds', f.host, who, rules.lockout_secs));
     END IF;
     RETURN pim.refusal('PM005', format('the code is wrong or was already used; %s attempts left before a lockout',
-        rules.max_failures - m.failures));
+        rules.max_failures - f.failures));
 END
 $$;
 
-CREATE OR REPLACE FUNCTION pim.lock_out(who text, host text, lockout_secs bigint) RETURNS void
+-- Locks `who` out on host `on_host`, or on every host when it is NULL; `host` made the call.
+DROP FUNCTION IF EXISTS pim.lock_out(text, text, bigint);
+CREATE OR REPLACE FUNCTION pim.lock_out(who text, on_host text, host text, lockout_secs bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE pim.mfa SET failures = 0, locked_until = pim.now_s() + lockout_secs WHERE "user" = who;
+    IF on_host IS NULL THEN
+        UPDATE pim.mfa SET failures = 0, window_start = 0, locked_until = pim.now_s() + lockout_secs
+            WHERE "user" = who;
+    ELSE
+        UPDATE pim.mfa_host_failures x SET failures = 0, locked_until = pim.now_s() + lockout_secs
+            WHERE x."user" = who AND x.host = on_host;
+    END IF;
     PERFORM pim.audit(host, who, 'mfa-lockout', who, '', 'refused',
-        format('locked for %s seconds', lockout_secs));
+        CASE WHEN on_host IS NULL THEN format('locked on every host for %s seconds', lockout_secs)
+             ELSE format('locked on host %s for %s seconds', on_host, lockout_secs) END);
 END
 $$;
 
@@ -507,6 +618,8 @@ AS $$
         'duration_secs', q.duration_secs, 'reason', q.reason, 'ticket', q.ticket,
         'created_at', q.created_at, 'expires_at', q.expires_at,
         'approvals', (SELECT count(*) FROM pim.approvals a WHERE a.request_id = q.id),
+        'approved_by', coalesce((SELECT jsonb_agg(a.approver ORDER BY a.at, a.approver)
+            FROM pim.approvals a WHERE a.request_id = q.id), '[]'),
         'approvals_required', q.approvals_required, 'state', q.state, 'only_host', q.only_host)
 $$;
 
@@ -754,6 +867,8 @@ AS $$
 DECLARE
     h pim.hosts := pim.caller();
     m pim.mfa;
+    f pim.mfa_host_failures;
+    locked jsonb;
     rules record;
     now_s bigint := pim.now_s();
     given text;
@@ -769,26 +884,48 @@ BEGIN
     IF NOT FOUND THEN
         RETURN pim.refusal('PM004', format('%s has no TOTP enrolment', who));
     END IF;
-    IF now_s < m.locked_until THEN
-        RETURN pim.refusal('PM006', format('too many wrong codes; the MFA of %s is locked for %s more seconds',
-            who, m.locked_until - now_s));
+    f := pim.host_failures(who, h.name);
+    locked := pim.locked_refusal(m, f);
+    IF locked IS NOT NULL THEN
+        RETURN locked;
     END IF;
     DELETE FROM pim.code_attempts a WHERE a."user" = who AND a.created_at < now_s - pim.attempt_ttl_secs();
     IF EXISTS (SELECT FROM pim.code_attempts a WHERE a."user" = who
                AND a.code_hash = pim.code_hash(who, given) AND NOT a.used) THEN
         RETURN '{}';
     END IF;
+    -- This host's window, the fleet's window, and this host's share in the fleet's.
+    IF f.failures = 0 OR now_s >= f.window_start + rules.window_secs THEN
+        f.failures := 0;
+        f.window_start := now_s;
+    END IF;
     IF m.failures = 0 OR now_s >= m.window_start + rules.window_secs THEN
         m.failures := 0;
         m.window_start := now_s;
     END IF;
-    IF m.failures >= rules.max_failures THEN
-        -- The wrong codes that reached the limit were checked by calls rolled back.
-        PERFORM pim.lock_out(who, h.name, rules.lockout_secs);
-        RETURN pim.refusal('PM006', format('too many wrong codes, the MFA of %s is locked for %s seconds',
-            who, rules.lockout_secs));
+    IF f.fleet_window <> m.window_start THEN
+        f.fleet_share := 0;
+        f.fleet_window := m.window_start;
     END IF;
-    UPDATE pim.mfa SET failures = m.failures + 1, window_start = m.window_start WHERE "user" = who;
+    -- The wrong codes that reached a limit were checked by calls rolled back.
+    IF m.failures >= rules.max_failures * pim.fleet_lockout_factor() THEN
+        PERFORM pim.lock_out(who, NULL, h.name, rules.lockout_secs);
+        RETURN pim.refusal('PM006', format('too many wrong codes on the fleet''s hosts, the MFA of %s is locked '
+            'on every host for %s seconds', who, rules.lockout_secs));
+    END IF;
+    IF f.failures >= rules.max_failures THEN
+        PERFORM pim.lock_out(who, h.name, h.name, rules.lockout_secs);
+        RETURN pim.refusal('PM006', format('too many wrong codes on host %s, the MFA of %s is locked on that '
+            'host for %s seconds', h.name, who, rules.lockout_secs));
+    END IF;
+    IF f.fleet_share < rules.max_failures THEN
+        f.fleet_share := f.fleet_share + 1;
+        m.failures := m.failures + 1;
+    END IF;
+    UPDATE pim.mfa SET failures = m.failures, window_start = m.window_start WHERE "user" = who;
+    UPDATE pim.mfa_host_failures x SET failures = f.failures + 1, window_start = f.window_start,
+        fleet_share = f.fleet_share, fleet_window = f.fleet_window
+        WHERE x."user" = who AND x.host = h.name;
     INSERT INTO pim.code_attempts ("user", code_hash, xact, host, created_at)
         VALUES (who, pim.code_hash(who, given), pg_current_xact_id(), h.name, now_s);
     RETURN '{}';
@@ -925,6 +1062,7 @@ BEGIN
     IF reset THEN
         DELETE FROM pim.mfa WHERE "user" = who;
         DELETE FROM pim.code_attempts WHERE "user" = who;
+        DELETE FROM pim.mfa_host_failures x WHERE x."user" = who;
         PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success',
             'enrolment removed; a new enrolment ticket follows');
     END IF;
@@ -1086,6 +1224,7 @@ BEGIN
         RETURN refused;
     END IF;
     DELETE FROM pim.mfa WHERE "user" = who;
+    DELETE FROM pim.mfa_host_failures x WHERE x."user" = who;
     PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success', 'enrolment removed');
     RETURN '{}';
 END
@@ -1297,6 +1436,13 @@ BEGIN
     IF q.state <> 'pending' THEN
         PERFORM pim.refuse('PM009', format('request %s is %s', id, q.state));
     END IF;
+    -- The user's word is only the filing host's: another host cannot withdraw it.
+    IF q.filed_on <> h.name THEN
+        PERFORM pim.audit_refusal(h.name, who, 'cancel', who, q.role,
+            format('request %s was filed on host %s, not this one', id, q.filed_on));
+        RETURN pim.refusal('PM007', format('request %s was filed on host %s; only that host can cancel it',
+            id, q.filed_on));
+    END IF;
     UPDATE pim.requests SET state = 'cancelled', decided_at = pim.now_s() WHERE requests.id = q.id;
     PERFORM pim.audit(h.name, who, 'cancel', who, q.role, 'success', format('request %s cancelled', id));
     PERFORM pim.wake();
@@ -1354,6 +1500,18 @@ DECLARE
 BEGIN
     PERFORM pim.check_name('the user', who);
     PERFORM pim.check_name('the role', role_name);
+    -- Only a host the grant applies on speaks for its user: another host could otherwise
+    -- end anyone's grant anywhere.
+    IF EXISTS (SELECT FROM pim.grants g WHERE g."user" = who AND g.role = role_name
+               AND g.ended_at IS NULL AND g.ends_at > pim.now_s())
+       AND NOT EXISTS (SELECT FROM pim.grants g WHERE g."user" = who AND g.role = role_name
+               AND g.ended_at IS NULL AND g.ends_at > pim.now_s()
+               AND pim.in_scope(g.scope, g.only_host, h)) THEN
+        PERFORM pim.audit_refusal(h.name, who, 'deactivate', who, role_name,
+            'the grant does not apply on this host');
+        RETURN pim.refusal('PM007', format('the grant of %s to %s does not apply on host %s, which cannot end it',
+            role_name, who, h.name));
+    END IF;
     RETURN pim.end_grants(who, role_name, 'deactivated', who, h.name, '');
 END
 $$;
@@ -1538,8 +1696,153 @@ DECLARE
     h pim.hosts := pim.caller();
 BEGIN
     RETURN coalesce((SELECT jsonb_agg(jsonb_build_object('name', x.name, 'tags', to_jsonb(x.tags),
-        'last_seen', x.last_seen, 'last_sync', x.last_sync, 'skew_ms', x.skew_ms) ORDER BY x.name)
+        'last_seen', x.last_seen, 'last_sync', x.last_sync, 'skew_ms', x.skew_ms,
+        'disabled_at', x.disabled_at, 'disabled_by', x.disabled_by) ORDER BY x.name)
         FROM pim.hosts x), '[]');
+END
+$$;
+
+-- Host `host_name` locked for an administrator's change, or a refusal.
+CREATE OR REPLACE FUNCTION pim.host_for_update(host_name text) RETURNS pim.hosts
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    target pim.hosts;
+BEGIN
+    PERFORM pim.check_name('the host', host_name);
+    SELECT * INTO target FROM pim.hosts WHERE name = host_name FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM008', format('there is no host %s in the fleet', quote_literal(host_name)));
+    END IF;
+    RETURN target;
+END
+$$;
+
+-- An administrator disables host `host_name` (a host compromised or retired): its login
+-- can no longer log in, its open sessions end, pim.caller() refuses whatever it still
+-- sends, the grants for it alone end and the pending requests it filed or that are for it
+-- alone are cancelled. Other grants are left: their codes were checked here.
+CREATE OR REPLACE FUNCTION pim_api.disable_host(actor text, code text, host_name text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    target pim.hosts;
+    refused jsonb;
+    ended jsonb;
+    cancelled jsonb;
+    g record;
+BEGIN
+    target := pim.host_for_update(host_name);
+    IF target.name = h.name THEN
+        PERFORM pim.refuse('PM009', format('host %s cannot disable itself; run this on another host', h.name));
+    END IF;
+    IF target.disabled_at IS NOT NULL THEN
+        PERFORM pim.refuse('PM009', format('the host %s is already disabled', host_name));
+    END IF;
+    refused := pim.admin_proof(actor, code, h.name);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    UPDATE pim.hosts SET disabled_at = pim.now_s(), disabled_by = actor WHERE name = host_name;
+    EXECUTE format('ALTER ROLE %I NOLOGIN', target.login);
+    PERFORM pg_terminate_backend(a.pid) FROM pg_stat_activity a
+        WHERE a.usename = target.login AND a.pid <> pg_backend_pid();
+    ended := '[]';
+    FOR g IN UPDATE pim.grants SET ended_at = pim.now_s(), end_reason = 'host disabled'
+             WHERE only_host = host_name AND ended_at IS NULL AND ends_at > pim.now_s()
+             RETURNING id, "user", role LOOP
+        PERFORM pim.audit(h.name, actor, 'admin-revoke', g."user", g.role, 'success',
+            format('grant %s ended: its host %s was disabled', g.id, host_name));
+        ended := ended || to_jsonb(g.id);
+    END LOOP;
+    cancelled := '[]';
+    FOR g IN UPDATE pim.requests SET state = 'cancelled', decided_at = pim.now_s()
+             WHERE state = 'pending' AND (filed_on = host_name OR only_host = host_name)
+             RETURNING id, "user", role LOOP
+        PERFORM pim.audit(h.name, actor, 'cancel', g."user", g.role, 'success',
+            format('request %s cancelled: its host %s was disabled', g.id, host_name));
+        cancelled := cancelled || to_jsonb(g.id);
+    END LOOP;
+    PERFORM pim.audit(h.name, actor, 'admin-host-disable', '', '', 'success',
+        format('host %s disabled; grants ended %s, requests cancelled %s', host_name, ended, cancelled));
+    PERFORM pim.wake();
+    RETURN jsonb_build_object('grants_ended', ended, 'requests_cancelled', cancelled);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pim_api.enable_host(actor text, code text, host_name text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    target pim.hosts;
+    refused jsonb;
+BEGIN
+    target := pim.host_for_update(host_name);
+    IF target.disabled_at IS NULL THEN
+        PERFORM pim.refuse('PM009', format('the host %s is not disabled', host_name));
+    END IF;
+    refused := pim.admin_proof(actor, code, h.name);
+    IF refused IS NOT NULL THEN
+        RETURN refused;
+    END IF;
+    UPDATE pim.hosts SET disabled_at = NULL, disabled_by = NULL WHERE name = host_name;
+    EXECUTE format('ALTER ROLE %I LOGIN', target.login);
+    PERFORM pim.audit(h.name, actor, 'admin-host-enable', '', '', 'success', format('host %s enabled', host_name));
+    PERFORM pim.wake();
+    RETURN '{}';
+END
+$$;
+
+-- Request `id` for `viewer` (`pim show`): its requester, an approver of its role or an
+-- administrator, by name; anyone else gets the answer a request that does not exist gets.
+CREATE OR REPLACE FUNCTION pim_api.request(viewer text, id bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    normalized jsonb := (pim.current_policy()).normalized;
+    q pim.requests;
+BEGIN
+    PERFORM pim.check_name('the viewer', viewer);
+    SELECT * INTO q FROM pim.requests WHERE requests.id = request.id;
+    IF NOT FOUND OR NOT (q."user" = viewer
+            OR coalesce(normalized -> 'admins', '[]') ? viewer
+            OR pim.named(normalized -> 'roles' -> q.role, 'approver_users', 'approver_groups', viewer, '{}')) THEN
+        PERFORM pim.refuse('PM008', format('there is no request %s that %s may see', id, viewer));
+    END IF;
+    RETURN pim.request_json(q);
+END
+$$;
+
+-- The schema version these functions are (pimd refuses an authority whose version it does
+-- not speak). Open to any host, disabled or not: it reveals nothing else.
+CREATE OR REPLACE FUNCTION pim_api.schema_version() RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT version FROM pim.schema_version $$;
+
+-- What applies to `who`'s MFA on the calling host: enrolled, the lockout (this host's or
+-- every host's, whichever ends later; 0: none) and this host's recent wrong codes.
+CREATE OR REPLACE FUNCTION pim_api.mfa_status(who text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    h pim.hosts := pim.caller();
+    m pim.mfa;
+    f pim.mfa_host_failures;
+    rules record;
+    now_s bigint := pim.now_s();
+BEGIN
+    PERFORM pim.check_name('the user', who);
+    SELECT * INTO rules FROM pim.lockout_rules();
+    SELECT * INTO m FROM pim.mfa WHERE "user" = who;
+    SELECT * INTO f FROM pim.mfa_host_failures x WHERE x."user" = who AND x.host = h.name;
+    RETURN jsonb_build_object('enrolled', coalesce(m.confirmed, false),
+        'locked_until', (SELECT coalesce(max(u), 0) FROM unnest(ARRAY[m.locked_until, f.locked_until]) u
+                         WHERE u > now_s),
+        'recent_failures', CASE WHEN f.window_start + rules.window_secs > now_s
+                                THEN coalesce(f.failures, 0) ELSE 0 END);
 END
 $$;
 
@@ -1565,5 +1868,5 @@ $$;
 -- The limits on hosts added before them (setup is run again after an upgrade).
 SELECT pim.limit_host_login(login) FROM pim.hosts;
 
-INSERT INTO pim.schema_version (version) VALUES (1)
+INSERT INTO pim.schema_version (version) VALUES (2)
 ON CONFLICT (only_row) DO UPDATE SET version = excluded.version;

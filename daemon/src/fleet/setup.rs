@@ -6,6 +6,7 @@
 //! idempotently, an unchanged policy is not stored twice, a host already there keeps its
 //! password. Everything happens in one transaction, so a failure changes nothing.
 
+use super::authority::SCHEMA_VERSION;
 use super::conninfo::ConnInfo;
 use super::policy;
 use crate::accounts::SystemAccounts;
@@ -15,8 +16,6 @@ use std::process::ExitCode;
 
 /// The authority's schema, applied as a whole on every run.
 const SCHEMA: &str = include_str!("schema.sql");
-/// The version schema.sql records in pim.schema_version.
-const SCHEMA_VERSION: i32 = 1;
 /// Held for the transaction: two setups at once apply one after the other.
 const SETUP_LOCK: i64 = 0x7069_6d5f_7365_7475; // "pim_setu"
 /// How the records of what setup does name the host they came from.

@@ -130,6 +130,15 @@ pub fn round(
         Err(e) => {
             let why = e.to_string();
             managed.run(|m| m.mirror(None)).map_err(RoundError::Local)?;
+            if let AuthorityError::Database(refused) = &e {
+                let refused = refused.clone();
+                managed
+                    .run(move |m| {
+                        m.authority_refused(refused);
+                        Ok(())
+                    })
+                    .map_err(RoundError::Local)?;
+            }
             return Err(match e {
                 AuthorityError::Unreachable(why) => RoundError::Unreachable(why),
                 _ => RoundError::Local(PimError::Internal(why)),

@@ -1034,7 +1034,7 @@ impl Manager {
         names
     }
 
-    fn request_detail(
+    pub(super) fn request_detail(
         &self,
         r: &Request,
         renewal: Option<&Renewal>,
@@ -1074,6 +1074,9 @@ impl Manager {
     /// full, for whoever may see it: its requester, whoever may decide it, administrators and
     /// auditors. Anyone else gets the answer a request that does not exist gets.
     pub fn show_request(&mut self, caller: &Caller, id: i64) -> Result<RequestDetail, PimError> {
+        if self.in_fleet() {
+            return self.fleet_show_request(caller, id).inline(self);
+        }
         let found = self.store.read(|tx| {
             let Some(r) = tx.request(id)? else {
                 return Ok::<_, PimError>(None);

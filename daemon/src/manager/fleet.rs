@@ -13,11 +13,11 @@ use super::*;
 use crate::clock::Boot;
 use crate::fleet::authority::{
     self as fa, Activated, AdminProof, Authority, AuthorityError, Decided, Decision, FleetGrant,
-    FleetRequest, HostInfo, Snapshot,
+    FleetRequest, HostDisabled, HostInfo, Snapshot,
 };
 use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
-use pim_common::types::FleetHostInfo;
+use pim_common::types::{FleetHostInfo, RequestDetail};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -111,6 +111,7 @@ impl Fleet {
                 connector,
                 authority: Mutex::new(None),
                 known_unreachable: AtomicBool::new(false),
+                refused: Mutex::new(None),
             })),
             host,
             max_staleness,
@@ -137,6 +138,9 @@ struct LinkState {
     /// as unreachable instead of each waiting out its own timeouts, until a round gets an
     /// answer again.
     known_unreachable: AtomicBool,
+    /// Why the sync thread's last round took nothing from an authority that answered
+    /// (another schema version, this host disabled): what calls then fail with.
+    refused: Mutex<Option<String>>,
 }
 
 impl AuthorityLink {
@@ -147,6 +151,13 @@ impl AuthorityLink {
         f: impl FnOnce(&mut dyn Authority) -> Result<R, AuthorityError>,
     ) -> Result<R, AuthorityError> {
         if self.0.known_unreachable.load(Ordering::SeqCst) {
+            if let Some(why) = self.refused() {
+                return Err(AuthorityError::Refused(PimError::Internal(format!(
+                    "this host takes nothing from the fleet's database: {}; new activations \
+                     are refused until that is fixed; existing grants still end on time",
+                    text::escape(&why)
+                ))));
+            }
             return Err(AuthorityError::Unreachable(
                 "the last synchronisation got no answer".into(),
             ));
@@ -170,6 +181,22 @@ impl AuthorityLink {
             *authority = None;
         }
         outcome
+    }
+
+    fn refused(&self) -> Option<String> {
+        self.0
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_refused(&self, why: Option<String>) {
+        *self
+            .0
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why;
     }
 }
 
@@ -305,8 +332,7 @@ fn fleet_request_info(r: &FleetRequest, group: &str) -> RequestInfo {
         expires_at: r.expires_at,
         state: r.state.parse().unwrap_or(RequestState::Pending),
         approvals_required: r.approvals_required,
-        // The database counts approvals; their names stay in its audit.
-        approved_by: vec![String::new(); r.approvals as usize],
+        approved_by: r.approved_by.clone(),
     }
 }
 
@@ -317,7 +343,16 @@ fn fleet_host_info(h: &HostInfo) -> FleetHostInfo {
         last_seen: h.last_seen.unwrap_or(0),
         last_sync: h.last_sync.unwrap_or(0),
         skew_ms: h.skew_ms.unwrap_or(0),
+        disabled_at: h.disabled_at.unwrap_or(0),
+        disabled_by: h.disabled_by.clone().unwrap_or_default(),
     }
+}
+
+/// The audit of an administrator's change to host `name` of the fleet.
+fn host_audit<'a>(caller: &'a Caller, action: AuditAction, name: &'a str) -> Audit<'a> {
+    Audit::new(&caller.name, action)
+        .about("", "")
+        .with_text(name_or_empty(name), "")
 }
 
 fn check_code(code: &str) -> Result<(), PimError> {
@@ -397,6 +432,14 @@ impl Manager {
                 what.describe()
             )),
         )
+    }
+
+    /// The sync thread's round got `why` from the authority instead of a snapshot (it was
+    /// mirrored as no answer): calls fail with it until a snapshot comes.
+    pub fn authority_refused(&mut self, why: String) {
+        if let Some(fleet) = self.fleet.as_ref() {
+            fleet.link.set_refused(Some(why));
+        }
     }
 
     /// How long ago the last synchronisation was, for messages.
@@ -721,6 +764,41 @@ impl Manager {
         )
     }
 
+    /// `pim show ID` in fleet mode: the database says whether the caller may see it.
+    pub fn fleet_show_request(&mut self, caller: &Caller, id: i64) -> FleetCall<RequestDetail> {
+        let kept = KeptAudit::of(
+            &Audit::new(&caller.name, AuditAction::ShowRequest).about(&caller.name, ""),
+        );
+        let viewer = caller.name.clone();
+        self.on_authority(
+            move |a| a.request(&viewer, id),
+            move |m, outcome| {
+                m.answered(&kept, &format!("request {id}"), outcome, |m, r| {
+                    let group = m
+                        .config
+                        .role(&r.role)
+                        .map(|role| role.group.clone())
+                        .unwrap_or_default();
+                    let info = fleet_request_info(&r, &group);
+                    let request = crate::model::Request {
+                        id: info.id,
+                        user: info.user,
+                        role: info.role,
+                        group: info.group,
+                        duration_secs: info.duration_secs,
+                        reason: info.reason,
+                        ticket: info.ticket,
+                        created_at: info.created_at,
+                        expires_at: info.expires_at,
+                        approvals_required: info.approvals_required,
+                        state: info.state,
+                    };
+                    FleetCall::Done(Ok(m.request_detail(&request, None, info.approved_by)))
+                })
+            },
+        )
+    }
+
     pub fn fleet_requests(&mut self, caller: &Caller) -> FleetCall<Vec<RequestInfo>> {
         let kept = KeptAudit::of(
             &Audit::new(&caller.name, AuditAction::ListRequests).about(&caller.name, ""),
@@ -937,11 +1015,13 @@ impl Manager {
         );
         let user = caller.name.clone();
         self.on_authority(
-            move |a| a.mfa_enrolled(&user),
+            move |a| a.mfa_state(&user),
             move |m, outcome| {
-                m.answered(&kept, "", outcome, |_, enrolled| {
+                m.answered(&kept, "", outcome, |_, state| {
                     FleetCall::Done(Ok(MfaStatusInfo {
-                        enrolled,
+                        enrolled: state.enrolled,
+                        locked_until: state.locked_until,
+                        recent_failures: state.recent_failures,
                         ..MfaStatusInfo::default()
                     }))
                 })
@@ -1019,6 +1099,75 @@ impl Manager {
                 })
             },
         )
+    }
+
+    /// `pim admin host disable NAME`: the database checks the admin's code, refuses the
+    /// host's login and calls from then on, ends the grants for it alone and cancels the
+    /// pending requests it filed; returns the ids of those grants and requests.
+    pub fn fleet_host_disable(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        code: &str,
+    ) -> FleetCall<(Vec<i64>, Vec<i64>)> {
+        let audit = host_audit(caller, AuditAction::FleetHostDisable, name);
+        if let Err(e) = self.fleet_host_admin_checks(caller, name, code) {
+            return FleetCall::Done(self.refused(&audit, e));
+        }
+        let kept = KeptAudit::of(&audit);
+        let (proof, host) = (KeptProof::of(caller, code), name.to_string());
+        let name = host.clone();
+        self.on_authority(
+            move |a| a.disable_host(&proof.proof(), &host),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, disabled: HostDisabled| {
+                    let HostDisabled {
+                        grants_ended,
+                        requests_cancelled,
+                    } = disabled;
+                    let detail = format!(
+                        "host {name} disabled in the fleet; grants ended {grants_ended:?}, \
+                         requests cancelled {requests_cancelled:?}"
+                    );
+                    match m.succeeded(&kept, detail, (grants_ended, requests_cancelled)) {
+                        FleetCall::Done(Ok(answer)) => m.resync_after_change(answer),
+                        other => other,
+                    }
+                })
+            },
+        )
+    }
+
+    /// `pim admin host enable NAME`: lets a disabled host back in (its grants do not return).
+    pub fn fleet_host_enable(&mut self, caller: &Caller, name: &str, code: &str) -> FleetCall<()> {
+        let audit = host_audit(caller, AuditAction::FleetHostEnable, name);
+        if let Err(e) = self.fleet_host_admin_checks(caller, name, code) {
+            return FleetCall::Done(self.refused(&audit, e));
+        }
+        let kept = KeptAudit::of(&audit);
+        let (proof, name) = (KeptProof::of(caller, code), name.to_string());
+        let enabled = format!("host {name} enabled in the fleet");
+        self.on_authority(
+            move |a| a.enable_host(&proof.proof(), &name),
+            move |m, outcome| {
+                m.answered(&kept, "", outcome, |m, ()| m.succeeded(&kept, enabled, ()))
+            },
+        )
+    }
+
+    /// What `host disable` and `host enable` check before the network.
+    fn fleet_host_admin_checks(
+        &self,
+        caller: &Caller,
+        name: &str,
+        code: &str,
+    ) -> Result<(), PimError> {
+        if !self.in_fleet() {
+            return Err(not_a_fleet_host());
+        }
+        check_name("host", name)
+            .and(check_code(code))
+            .and(self.fleet_admin_named(caller))
     }
 
     /// `pim admin policy push FILE`: checked here with the configuration's own checker, then
@@ -1126,6 +1275,9 @@ impl Manager {
             .0
             .known_unreachable
             .store(fetched.is_none(), Ordering::SeqCst);
+        if fetched.is_some() {
+            fleet.link.set_refused(None);
+        }
         let superseded = fetched.is_some_and(|f| f.fetch.number < fleet.newest_mirrored);
         let fetched = fetched.filter(|_| !superseded);
         if let Some(f) = fetched {

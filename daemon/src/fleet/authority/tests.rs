@@ -95,6 +95,26 @@ fn given_no_database_then_every_call_is_unreachable_and_nothing_hangs() {
 }
 
 #[test]
+fn given_an_authority_of_another_schema_version_then_it_is_refused_naming_what_to_do() {
+    assert_eq!(schema_mismatch(Some(SCHEMA_VERSION)), None);
+    let older = schema_mismatch(Some(SCHEMA_VERSION - 1)).unwrap();
+    assert!(
+        older.contains("older") && older.contains("pimd --fleet-setup"),
+        "{older}"
+    );
+    let none = schema_mismatch(None).unwrap();
+    assert!(
+        none.contains("version none") && none.contains("pimd --fleet-setup"),
+        "{none}"
+    );
+    let newer = schema_mismatch(Some(SCHEMA_VERSION + 1)).unwrap();
+    assert!(
+        newer.contains("newer") && newer.contains("upgrade pim"),
+        "{newer}"
+    );
+}
+
+#[test]
 fn given_a_spool_of_large_records_then_it_ships_in_batches_within_the_functions_bounds() {
     use pim_common::types::AuditRecord;
     let record = |id: i64, text_bytes: usize| AuditRecord {

@@ -59,10 +59,16 @@ fn given_the_schema_then_it_records_this_pimds_version() {
 }
 
 /// The action names the authority writes into `pim.audit` (the third argument of each
-/// `pim.audit(...)` call in the schema; each branch of a CASE).
+/// `pim.audit(...)` and `pim.audit_refusal(...)` call in the schema; each branch of a CASE).
 fn authority_audit_actions() -> Vec<String> {
     let mut actions = Vec::new();
-    for call in SCHEMA.split("PERFORM pim.audit(").skip(1) {
+    for call in SCHEMA.split("PERFORM pim.audit").skip(1) {
+        let Some(call) = call
+            .strip_prefix('(')
+            .or_else(|| call.strip_prefix("_refusal("))
+        else {
+            continue;
+        };
         let (mut depth, mut commas, mut third) = (0, 0, String::new());
         for c in call.chars() {
             match c {
@@ -83,6 +89,10 @@ fn authority_audit_actions() -> Vec<String> {
             }
         }
         let third = third.trim();
+        if third == "action" {
+            // pim.audit_refusal passing on its caller's action, checked at that call.
+            continue;
+        }
         let literals: Vec<&str> = third.split('\'').skip(1).step_by(2).collect();
         if third.starts_with("CASE") {
             // CASE x WHEN 'a' THEN 'action' ... ELSE 'action' END: every other literal.

@@ -992,6 +992,116 @@ fn given_the_sync_found_the_authority_unreachable_then_calls_fail_fast_until_a_r
     assert_eq!(reply.state, ActivationState::Active);
 }
 
+// --- A host an administrator disables; approver names (issue 16, review finding 6). ---
+
+#[test]
+fn given_host_disable_then_only_a_named_admin_reaches_the_database_and_the_host_shows_disabled() {
+    let mut f = fleet_env();
+    let frank = f.e.who("frank");
+    f.e.m
+        .fleet_host_add(&frank, "web8", &[], "123456")
+        .inline(&mut f.e.m)
+        .unwrap();
+    let mut only_web8 = fleet_grant(9, "alice", "docker", "docker", T0 + HOUR);
+    only_web8.only_host = Some("web8".into());
+    f.fake.fleet().grants.push(only_web8);
+    f.fake.fleet().calls.clear();
+
+    let alice = f.e.who("alice");
+    assert_err!(
+        f.e.m
+            .fleet_host_disable(&alice, "web8", "123456")
+            .inline(&mut f.e.m),
+        PermissionDenied
+    );
+    assert_err!(
+        f.e.m
+            .fleet_host_disable(&frank, "web 8", "123456")
+            .inline(&mut f.e.m),
+        InvalidArgument
+    );
+    assert!(f.fake.fleet().calls.is_empty());
+
+    let (grants, requests) =
+        f.e.m
+            .fleet_host_disable(&frank, "web8", "654321")
+            .inline(&mut f.e.m)
+            .unwrap();
+    assert_eq!((grants, requests), (vec![9], vec![]));
+    let hosts = f.e.m.fleet_hosts(&frank).inline(&mut f.e.m).unwrap();
+    assert_eq!(
+        (hosts[0].disabled_at, hosts[0].disabled_by.as_str()),
+        (T0, "frank")
+    );
+    let records = f.e.audit_log();
+    assert!(
+        records.iter().any(|r| r.action == "admin-host-disable"
+            && r.outcome == "success"
+            && r.detail.contains("grants ended [9]")),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn given_fleet_requests_with_approvals_then_list_and_show_name_the_approvers() {
+    let mut f = fleet_env();
+    f.fake.fleet().requests.push(FleetRequest {
+        id: 31,
+        user: "alice".into(),
+        role: "admin".into(),
+        duration_secs: 600,
+        reason: REASON.into(),
+        ticket: String::new(),
+        created_at: T0,
+        expires_at: T0 + HOUR,
+        approvals: 1,
+        approvals_required: 2,
+        state: "pending".into(),
+        only_host: None,
+        approved_by: vec!["carol".into()],
+    });
+    let frank = f.e.who("frank");
+    let listed = f.e.m.list_requests(&frank).unwrap();
+    assert_eq!(listed[0].approved_by, vec!["carol".to_string()]);
+    let alice = f.e.who("alice");
+    let shown = f.e.m.show_request(&alice, 31).unwrap();
+    assert_eq!(shown.approved_by, vec!["carol".to_string()]);
+    assert_eq!(
+        (shown.group.as_str(), shown.state.as_str()),
+        ("sudo", "pending")
+    );
+    assert_err!(f.e.m.show_request(&alice, 32), NotFound);
+}
+
+#[test]
+fn given_an_authority_the_sync_refuses_then_calls_fail_saying_why_until_a_snapshot_comes() {
+    let mut f = fleet_env();
+    f.fake.fleet().refused = Some(
+        "the fleet's database has schema version 1, older than version 2 which this pimd \
+         speaks; nothing is taken from it: an administrator runs 'pimd --fleet-setup \
+         ADMIN_CONNINFO' again"
+            .into(),
+    );
+    let (outcome, _) = f.round();
+    assert!(outcome.is_err());
+    let alice = f.e.who("alice");
+    let e = assert_err!(
+        f.e.m.activate(&alice, "admin", 600, REASON, "", "123456"),
+        Internal
+    );
+    assert!(
+        e.contains("takes nothing from the fleet's database") && e.contains("pimd --fleet-setup"),
+        "{e}"
+    );
+    f.fake.fleet().refused = None;
+    f.round().0.unwrap();
+    f.fake.fleet().activation = None;
+    assert_err!(
+        f.e.m.activate(&alice, "admin", 600, REASON, "", "123456"),
+        NotEligible
+    );
+}
+
 #[test]
 fn given_a_call_waiting_for_the_database_then_expiry_ends_a_due_grant_meanwhile() {
     let mut f = fleet_env();
