@@ -2457,11 +2457,11 @@ fn given_a_host_listening_without_reading_then_it_is_cut_off_and_the_notify_queu
         || authority.count(&blocked) == 1,
     );
     assert!(authority.count("SELECT count(*) WHERE pg_notification_queue_usage() > 0") == 1);
-    // Any host's next call ends it, and the queue's tail moves on.
+    // Any host's call ends it once it has been stuck for 20 s, and the queue's tail moves on.
     let mut db1 = authority.host("db1", &passwords[0]);
     authority
         .pg
-        .wait_until("web7's listener to be cut", Duration::from_secs(30), || {
+        .wait_until("web7's listener to be cut", Duration::from_secs(60), || {
             snapshot_grants(&mut db1);
             authority.count(listening) == 0
         });
@@ -2558,4 +2558,72 @@ fn given_a_database_whose_encoding_is_not_utf8_then_setup_refuses_it_naming_crea
         .unwrap()
         .get(0);
     assert_eq!(client_encoding, "UTF8");
+}
+
+#[test]
+fn given_a_host_flooding_notifies_then_another_host_s_listener_reads_them_is_not_cut_and_its_grant_arrives(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    let (mut db1, mut wakeup) = authority.pimd_authority("db1", &passwords[0]);
+    // pimd's listener connects (a fresh connection counts as a wake).
+    assert!(wakeup.wait(Duration::from_secs(10)).unwrap());
+    let db1_sessions = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pim_host_db1'";
+    authority
+        .pg
+        .wait_until("db1 to listen", Duration::from_secs(30), || {
+            authority.count(db1_sessions) == 1
+        });
+    let listener: i32 = authority
+        .admin()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE usename = 'pim_host_db1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // web7's root floods: 50,000 notifications with distinct payloads (none is folded
+    // into another by PostgreSQL), more than a socket holds unread.
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let flood: String = (0..50_000)
+        .map(|n| format!("NOTIFY pim_wake, 'flood {n}';"))
+        .collect();
+    web7.batch_execute(&flood).unwrap();
+    // Meanwhile db1's sync does what a round does, without waiting for a wake: its calls
+    // look for stuck sessions, as every host's do.
+    authority
+        .pg
+        .wait_until("the NOTIFY queue to drain", Duration::from_secs(60), || {
+            db1.snapshot().unwrap();
+            authority.count("SELECT count(*) WHERE pg_notification_queue_usage() = 0") == 1
+        });
+    let alive = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {listener}");
+    assert_eq!(authority.count(&alive), 1, "db1's listener was cut");
+    // The flood is one wake (or a few); once they are taken, a grant's wake still comes.
+    while wakeup.wait(Duration::from_secs(1)).unwrap() {}
+    let granted = activate(
+        &mut web7,
+        "alice",
+        &[],
+        "dba",
+        &code(&alice, now_step()),
+        None,
+    )
+    .unwrap();
+    assert!(granted.get("granted").is_some(), "{granted}");
+    assert!(
+        wakeup.wait(Duration::from_secs(30)).unwrap(),
+        "no wake after the grant"
+    );
+    let snapshot = db1.snapshot().unwrap();
+    assert!(
+        snapshot
+            .grants
+            .iter()
+            .any(|g| g.user == "alice" && g.role == "dba"),
+        "{:?}",
+        snapshot.grants.len()
+    );
+    assert_eq!(authority.count(&alive), 1, "db1's listener was cut");
+    assert!(!authority.pg.log().contains("ended a session of host db1"));
 }
