@@ -149,18 +149,45 @@ async fn disable(
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
     let (proxy, code) = host_change(name, code, console).await?;
-    let (grants, requests) = proxy.fleet_host_disable(name, &code).await?;
+    let disabled = proxy.fleet_host_disable(name, &code).await?;
     emit(
         json,
-        || json!({ "host": name, "grants_ended": grants, "requests_cancelled": requests }),
         || {
-            format!(
+            json!({
+                "host": name,
+                "grants_ended": disabled.grants_ended,
+                "requests_cancelled": disabled.requests_cancelled,
+                "approvals_withdrawn": disabled.approvals_withdrawn,
+                "tickets_void": disabled.tickets_void,
+                "enrolled_there": disabled.enrolled_there,
+            })
+        },
+        || {
+            let mut text = format!(
                 "Disabled host {}: the fleet refuses its database login and its calls; {} \
-                 grant(s) for it alone ended, {} pending request(s) it filed cancelled.\n",
+                 grant(s) for it alone ended, {} pending request(s) it filed cancelled, {} \
+                 pending request(s) lost the approvals given on it, {} enrolment ticket(s) \
+                 shown on it are void.\n",
                 escape(name),
-                grants.len(),
-                requests.len()
-            )
+                disabled.grants_ended.len(),
+                disabled.requests_cancelled.len(),
+                disabled.approvals_withdrawn.len(),
+                disabled.tickets_void.len(),
+            );
+            if !disabled.enrolled_there.is_empty() {
+                text.push_str(&format!(
+                    "These users enrolled on it, so whoever had the host may hold their TOTP \
+                     secrets: issue each a new ticket with 'pim admin mfa-ticket USER --reset': \
+                     {}\n",
+                    disabled
+                        .enrolled_there
+                        .iter()
+                        .map(|u| escape(u))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            text
         },
     )?;
     Ok(Outcome::Done)
@@ -173,15 +200,19 @@ async fn enable(
     console: &mut dyn Console,
 ) -> Result<Outcome, Failure> {
     let (proxy, code) = host_change(name, code, console).await?;
-    proxy.fleet_host_enable(name, &code).await?;
+    let password = proxy.fleet_host_enable(name, &code).await?;
     emit(
         json,
-        || json!({ "host": name, "enabled": true }),
+        || json!({ "host": name, "enabled": true, "password": password }),
         || {
             format!(
-                "Enabled host {}: it logs in and synchronises again (the grants ended when it \
-                 was disabled stay ended).\n",
-                escape(name)
+                "Enabled host {}: the grants ended when it was disabled stay ended. Its \
+                 database login pim_host_{} has a new password, below, shown this once (the \
+                 old one may be known to whoever had the host): put it in the host's \
+                 root-only pgpass file; the host logs in and synchronises again with it.\n{}\n",
+                escape(name),
+                escape(name),
+                escape(&password)
             )
         },
     )?;

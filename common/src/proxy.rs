@@ -4,8 +4,8 @@
 
 use crate::types::{
     AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-    FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo,
-    ReviewItemInfo, RoleInfo,
+    FleetHostDisabled, FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail,
+    RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -204,12 +204,13 @@ pub trait Manager {
     fn fleet_host_add(&self, name: &str, tags: Vec<String>, code: &str)
         -> Result<String, PimError>;
 
-    /// Fleet mode: disables host `name` (its login, its calls, its grants for it alone);
-    /// returns the ids of the grants ended and of the pending requests cancelled.
-    fn fleet_host_disable(&self, name: &str, code: &str) -> Result<(Vec<i64>, Vec<i64>), PimError>;
+    /// Fleet mode: disables host `name` (its login, its calls, its grants for it alone,
+    /// the tickets shown and approvals given on it); says what it ended.
+    fn fleet_host_disable(&self, name: &str, code: &str) -> Result<FleetHostDisabled, PimError>;
 
-    /// Fleet mode: lets disabled host `name` back into the fleet.
-    fn fleet_host_enable(&self, name: &str, code: &str) -> Result<(), PimError>;
+    /// Fleet mode: lets disabled host `name` back into the fleet with a new database
+    /// password, which it returns (shown once).
+    fn fleet_host_enable(&self, name: &str, code: &str) -> Result<String, PimError>;
 
     /// Fleet mode: issues `user`'s one-time enrolment ticket (shown once), replacing any
     /// earlier one; with `reset`, `user`'s enrolment is removed first (a lost device).

@@ -216,6 +216,20 @@ pub struct RequestDetail {
     pub deciders: Vec<String>,
 }
 
+/// What `pim admin host disable` did: the grants for that host alone it ended and the
+/// pending requests it cancelled, the requests whose approvals given on the host no longer
+/// count, the users whose enrolment tickets shown there are void; and the users who
+/// enrolled there (their secrets were made on that host: issue them new tickets with
+/// `pim admin mfa-ticket USER --reset`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetHostDisabled {
+    pub grants_ended: Vec<i64>,
+    pub requests_cancelled: Vec<i64>,
+    pub approvals_withdrawn: Vec<i64>,
+    pub tickets_void: Vec<String>,
+    pub enrolled_there: Vec<String>,
+}
+
 /// One host of the fleet (`pim admin hosts`); times are the database's, 0 when never.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct FleetHostInfo {

@@ -9,8 +9,8 @@ use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
     AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-    FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo,
-    ReviewItemInfo, RoleInfo,
+    FleetHostDisabled, FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail,
+    RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -1624,7 +1624,7 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         name: &str,
         code: &str,
-    ) -> Result<(Vec<i64>, Vec<i64>), PimError> {
+    ) -> Result<FleetHostDisabled, PimError> {
         let args = bounded_copies([
             ("name", name, text::MAX_NAME_BYTES),
             ("code", code, text::MAX_CODE_BYTES),
@@ -1644,7 +1644,7 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
         name: &str,
         code: &str,
-    ) -> Result<(), PimError> {
+    ) -> Result<String, PimError> {
         let args = bounded_copies([
             ("name", name, text::MAX_NAME_BYTES),
             ("code", code, text::MAX_CODE_BYTES),

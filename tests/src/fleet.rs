@@ -247,7 +247,13 @@ impl Fleet {
         }
         let out = self.hosts[0].sb.run("root", &argv);
         out.assert_success();
-        let password = printed_password(&out);
+        self.set_host_password(host, &printed_password(&out));
+    }
+
+    /// `host`'s pgpass file with `password` for its login (as `--add-host` or `pim admin
+    /// host enable` printed it).
+    #[track_caller]
+    pub fn set_host_password(&self, host: &FleetHost, password: &str) {
         let login = self
             .db
             .admin_sql(&format!(
@@ -262,11 +268,11 @@ impl Fleet {
             &format!(
                 "{}:{PG_PORT}:{PG_DATABASE}:{login}:{}\n",
                 self.db.address(),
-                pgpass_escape(&password)
+                pgpass_escape(password)
             ),
             0o600,
         );
-        *crate::lock(&host.login) = Some((login, password));
+        *crate::lock(&host.login) = Some((login, password.to_string()));
     }
 
     /// `user`'s one-time enrolment ticket, issued through the database's administrator as

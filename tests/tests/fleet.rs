@@ -752,8 +752,8 @@ fn given_a_disabled_host_then_its_grants_for_it_alone_end_and_it_fails_closed_un
         &[],
         "90s",
     );
-    let mut alice = fleet.sb("web2").enroll_mfa("alice");
-    let mut carol = fleet.sb("web1").enroll_mfa("carol");
+    let mut alice = fleet.enroll_mfa("web2", "alice");
+    let mut carol = fleet.enroll_mfa("web1", "carol");
     // alice: ops for web2 alone, sudo on every host.
     let code = alice.next_code(fleet.sb("web2"));
     pim(
@@ -802,14 +802,26 @@ fn given_a_disabled_host_then_its_grants_for_it_alone_end_and_it_fails_closed_un
     sudo_with_groups(fleet.sb("web2"), "alice", &["sudo"]).assert_failure();
     assert!(fleet.sb("web1").is_member("alice", "sudo"));
 
-    // Enabled again, web2 takes the fleet's grants back: sudo, not the ended ops.
+    // Enabled again with a new database password (whoever had web2 may know the old one):
+    // with the old one web2 stays out; given the new one, it takes the fleet's grants back:
+    // sudo, not the ended ops.
     let code = carol.next_code(fleet.sb("web1"));
-    pim(
+    let enabled = pim(
         fleet.sb("web1"),
         "carol",
-        &["admin", "host", "enable", "web2", "--code", &code],
-    )
-    .assert_success();
+        &["--json", "admin", "host", "enable", "web2", "--code", &code],
+    );
+    let password = enabled.assert_success().json()["password"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no password in `pim admin host enable`'s JSON:\n{enabled}"))
+        .to_string();
+    let (login, old_password) = fleet.host("web2").login();
+    assert_ne!(password, old_password);
+    fleet
+        .host("web2")
+        .psql(&fleet.conninfo(&login, &old_password), "SELECT 1")
+        .assert_failure();
+    fleet.set_host_password(fleet.host("web2"), &password);
     fleet.wait_until("alice back in sudo on web2", SLOW_WAIT, || {
         fleet.sb("web2").is_member("alice", "sudo")
     });
@@ -823,7 +835,7 @@ fn given_wrong_codes_through_one_host_then_alice_is_locked_out_there_and_not_on_
         &[],
         "10m",
     );
-    let mut alice = fleet.sb("web1").enroll_mfa("alice");
+    let mut alice = fleet.enroll_mfa("web1", "alice");
     // max_failures is 5 (the default): web2's fifth wrong code locks her out there.
     for _ in 0..5 {
         pim(

@@ -1887,7 +1887,7 @@ fn given_wrong_codes_from_one_host_then_alice_is_locked_out_there_alone_and_it_a
         "{locked:?}"
     );
     assert_eq!(
-        audit_count(&authority, "mfa_lockout", "locked on host web7%"),
+        audit_count(&authority, "mfa-lockout", "locked on host web7%"),
         1
     );
     // ... which does not lock her out on db1: her fresh code there is taken.
@@ -1949,7 +1949,7 @@ fn given_ten_hosts_each_at_their_limit_then_alice_is_locked_out_on_every_host() 
         assert_eq!(locked_everywhere(), expected, "after host {n}");
     }
     assert_eq!(
-        audit_count(&authority, "mfa_lockout", "locked on every host%"),
+        audit_count(&authority, "mfa-lockout", "locked on every host%"),
         1
     );
     // The eleventh host, which sent no wrong code, refuses her fresh code too.
@@ -2062,6 +2062,30 @@ fn given_a_disabled_host_then_it_cannot_log_in_nor_call_and_its_own_grants_and_r
             &[],
         )
         .unwrap();
+    // What db2's root saw or gave: a ticket shown there, alice's enrolment made there, an
+    // approval given there to a request filed on db1.
+    let on_db1: i64 = authority
+        .admin()
+        .query_one(
+            "INSERT INTO pim.requests (\"user\", user_groups, role, duration_secs, reason, \
+             ticket, filed_on, created_at, expires_at, approvals_required, state) \
+             SELECT \"user\", user_groups, role, duration_secs, reason, ticket, 'db1', \
+             created_at, expires_at, approvals_required, state FROM pim.requests WHERE id = $1 \
+             RETURNING id",
+            &[&request],
+        )
+        .unwrap()
+        .get(0);
+    authority
+        .admin()
+        .batch_execute(&format!(
+            "SELECT pim.issue_enrolment_ticket('dave', 'ann', 'db2'); \
+             SELECT pim.issue_enrolment_ticket('erin', 'ann', 'db1'); \
+             UPDATE pim.mfa SET enrolled_on = 'db2' WHERE \"user\" = 'alice'; \
+             INSERT INTO pim.approvals (request_id, approver, approver_groups, given_on, \
+             comment, at) VALUES ({on_db1}, 'bob', '{{}}', 'db2', 'ok', 0)"
+        ))
+        .unwrap();
 
     // A host disables neither itself nor anything without an admin's fresh code.
     let itself = call(
@@ -2092,13 +2116,39 @@ fn given_a_disabled_host_then_it_cannot_log_in_nor_call_and_its_own_grants_and_r
         "{disabled}"
     );
     assert_eq!(disabled["requests_cancelled"], serde_json::json!([request]));
+    assert_eq!(
+        disabled["tickets_void"],
+        serde_json::json!(["dave"]),
+        "{disabled}"
+    );
+    assert_eq!(
+        disabled["approvals_withdrawn"],
+        serde_json::json!([on_db1]),
+        "{disabled}"
+    );
+    assert_eq!(
+        disabled["enrolled_there"],
+        serde_json::json!(["alice"]),
+        "{disabled}"
+    );
+    assert_eq!(
+        authority.count("SELECT count(*) FROM pim.enrolment_tickets"),
+        1,
+        "erin's ticket, shown on db1, stays"
+    );
+    assert_eq!(
+        authority.count(&format!(
+            "SELECT count(*) FROM pim.approvals WHERE request_id = {on_db1}"
+        )),
+        0
+    );
     // Bob's grant for every db host stays: its code was checked here, not taken on db2's word.
     assert_eq!(
         authority.count("SELECT count(*) FROM pim.grants WHERE ended_at IS NULL"),
         1
     );
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'host_disable'"),
+        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'admin-host-disable'"),
         1
     );
 
@@ -2129,16 +2179,20 @@ fn given_a_disabled_host_then_it_cannot_log_in_nor_call_and_its_own_grants_and_r
         .unwrap();
     assert_eq!(db2_row["disabled_by"], "ann", "{hosts}");
 
-    // Enabled again: it logs in and calls, and what ended stays ended.
+    // Enabled again with a new password (whoever had db2 may know the old one): it logs in
+    // with that one only, calls, and what ended stays ended.
     let ann_code = code(&ann, step + 1);
     offer(&mut db1, "ann", &ann_code).unwrap();
-    call(
+    let enabled = call(
         &mut db1,
         "pim_api.enable_host('ann', $1, 'db2')",
         &[&ann_code],
     )
     .unwrap();
-    let mut db2 = authority.host("db2", &passwords[1]);
+    let password = enabled["password"].as_str().unwrap();
+    assert_ne!(password, passwords[1]);
+    assert!(authority.try_login("pim_host_db2", &passwords[1]).is_err());
+    let mut db2 = authority.host("db2", password);
     assert_eq!(
         snapshot_grants(&mut db2),
         vec![("bob".to_string(), "dba".to_string())]
@@ -2475,6 +2529,62 @@ fn given_a_host_listening_without_reading_then_it_is_cut_off_and_the_notify_queu
     ));
     let _ = listener.kill();
     let _ = listener.wait();
+}
+
+#[test]
+fn given_a_host_holding_its_own_row_in_an_open_transaction_then_an_admin_still_disables_it() {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("db2", "db")]);
+    let ann = authority.enrolled("ann");
+    let mut db1 = authority.host("db1", &passwords[0]);
+    // db2's root, expecting to be disabled, keeps a transaction open on each of its
+    // connections holding its own row of pim.hosts (a snapshot writes it), so that the
+    // disabling would wait for that lock and fail.
+    let mut holders: Vec<Client> = (0..3)
+        .map(|_| authority.host("db2", &passwords[1]))
+        .collect();
+    holders[0]
+        .batch_execute("BEGIN; SELECT pim_api.snapshot(0)")
+        .unwrap();
+    let ann_code = code(&ann, now_step());
+    offer(&mut db1, "ann", &ann_code).unwrap();
+    let disabled = call(
+        &mut db1,
+        "pim_api.disable_host('ann', $1, 'db2')",
+        &[&ann_code],
+    );
+    assert!(disabled.is_ok(), "{disabled:?}");
+    // Its sessions were ended first, the one holding the lock with them.
+    for holder in &mut holders {
+        assert!(holder.batch_execute("SELECT 1").is_err());
+    }
+    assert!(authority.try_login("pim_host_db2", &passwords[1]).is_err());
+}
+
+#[test]
+fn given_a_host_login_then_it_may_neither_sleep_nor_take_advisory_locks() {
+    let (authority, passwords) = Authority::start(&[("db1", "db")]);
+    let mut db1 = authority.host("db1", &passwords[0]);
+    // A sleep holds a transaction's locks as long as the host likes; a session's advisory
+    // lock outlives any transaction and would hang every `pimd --fleet-setup`.
+    for sql in [
+        "SELECT pg_sleep(0)",
+        "SELECT pg_sleep_for('0 s')",
+        "SELECT pg_advisory_lock(8101000000000000000)",
+        "SELECT pg_try_advisory_lock(1, 2)",
+        "SELECT pg_advisory_xact_lock(1)",
+    ] {
+        let e = db1.batch_execute(sql).expect_err(sql);
+        assert_eq!(
+            e.as_db_error().map(|db| db.code().code()),
+            Some("42501"),
+            "{sql}: {e}"
+        );
+    }
+    // The setup itself (the database's administrator) still takes its lock.
+    authority
+        .admin()
+        .batch_execute("SELECT pg_advisory_xact_lock(1)")
+        .unwrap();
 }
 
 #[test]

@@ -114,12 +114,20 @@ pub struct HostInfo {
     pub disabled_by: Option<String>,
 }
 
-/// What `disable_host` ended: the grants for that host alone and the pending requests it
-/// filed or that were for it alone.
+/// What `disable_host` ended: the grants for that host alone, the pending requests it
+/// filed or that were for it alone, the approvals given on it to pending requests (their
+/// ids), the enrolment tickets shown on it (their users); and who enrolled on it (their
+/// secrets were made there, so an administrator re-issues them tickets).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct HostDisabled {
     pub grants_ended: Vec<i64>,
     pub requests_cancelled: Vec<i64>,
+    #[serde(default)]
+    pub approvals_withdrawn: Vec<i64>,
+    #[serde(default)]
+    pub tickets_void: Vec<String>,
+    #[serde(default)]
+    pub enrolled_there: Vec<String>,
 }
 
 /// What applies to a user's MFA on this host (`pim mfa status`).
@@ -231,7 +239,13 @@ pub trait Authority: Send {
             "this authority cannot disable a host".into(),
         )))
     }
-    fn enable_host(&mut self, proof: &AdminProof<'_>, name: &str) -> Result<(), AuthorityError> {
+    /// Lets disabled host `name` back with a new database password, which it returns (shown
+    /// once): the old one may be known to whoever had the host.
+    fn enable_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+    ) -> Result<String, AuthorityError> {
         let _ = (proof, name);
         Err(AuthorityError::Refused(PimError::Conflict(
             "this authority cannot enable a host".into(),
@@ -651,13 +665,18 @@ impl Authority for PgAuthority {
         )?)
     }
 
-    fn enable_host(&mut self, proof: &AdminProof<'_>, name: &str) -> Result<(), AuthorityError> {
+    fn enable_host(
+        &mut self,
+        proof: &AdminProof<'_>,
+        name: &str,
+    ) -> Result<String, AuthorityError> {
         self.offer_code(proof.actor, proof.code)?;
-        self.call_json(
+        let value = self.call_json(
             "SELECT pim_api.enable_host($1, $2, $3)",
             &[&proof.actor, &proof.code, &name],
-        )
-        .map(drop)
+        )?;
+        let wire: wire::HostAdded = decode(value)?;
+        Ok(wire.password)
     }
 
     fn request(&mut self, viewer: &str, id: i64) -> Result<FleetRequest, AuthorityError> {

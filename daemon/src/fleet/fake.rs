@@ -341,7 +341,7 @@ impl Authority for FakeAuthority {
             let grants_ended = end_where(f, |g| g.only_host.as_deref() == Some(name));
             Ok(HostDisabled {
                 grants_ended,
-                requests_cancelled: Vec::new(),
+                ..HostDisabled::default()
             })
         })
     }

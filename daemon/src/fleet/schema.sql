@@ -53,8 +53,10 @@ GRANT USAGE ON SCHEMA pim_crypto TO pim_owner;
 GRANT USAGE ON SCHEMA pim_api TO pim_host;
 -- PostgreSQL 16 and later: a CREATEROLE role grants only the roles it administers.
 GRANT pim_host TO pim_owner WITH ADMIN OPTION;
--- pim_api.disable_host ends the disabled host's open sessions.
-GRANT pg_signal_backend TO pim_owner;
+-- pim_owner ends host sessions (pim.cut_stuck_hosts, pim_api.disable_host) as a member of
+-- each host login (pim.limit_host_login), not with pg_signal_backend, which would let it end
+-- any other application's sessions too (granted by an earlier version).
+REVOKE pg_signal_backend FROM pim_owner;
 
 SET LOCAL ROLE pim_owner;
 
@@ -225,6 +227,9 @@ CREATE TABLE IF NOT EXISTS pim.audit (
     hash text NOT NULL DEFAULT '',
     UNIQUE (host, local_id)
 );
+-- pim.audit_refusal's look for a recent refusal, without walking a host's whole history.
+CREATE INDEX IF NOT EXISTS audit_host_refusals ON pim.audit (host, action, at)
+    WHERE local_id IS NULL AND outcome = 'refused';
 
 -- ---------------------------------------------------------------------------------------
 -- Internal helpers (schema pim: no host can reach them).
@@ -776,8 +781,14 @@ BEGIN
         ['tcp_user_timeout', '15000']] LOOP
         EXECUTE format('ALTER ROLE %I SET %I = %L', login, setting[1], setting[2]);
     END LOOP;
-    IF NOT pg_has_role('pim_owner', login, 'USAGE') THEN
-        EXECUTE format('GRANT %I TO pim_owner', login);
+    -- WITH ADMIN OPTION: from PostgreSQL 16 on, pim_owner may alter (disable, enable) only
+    -- the roles it administers, and setup (a superuser) creates the first hosts' logins.
+    IF NOT pg_has_role('pim_owner', login, 'USAGE')
+       OR NOT EXISTS (SELECT FROM pg_auth_members m
+                      WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = login)
+                        AND m.member = (SELECT oid FROM pg_roles WHERE rolname = 'pim_owner')
+                        AND m.admin_option) THEN
+        EXECUTE format('GRANT %I TO pim_owner WITH ADMIN OPTION', login);
     END IF;
 END
 $$;
@@ -795,10 +806,12 @@ LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
 AS $$ SELECT 20 $$;
 
 -- Ends the host sessions whose transaction has lasted longer than
--- pim.host_transaction_max_secs() (idle holding row locks, or in pg_sleep), and those
--- blocked writing to a host that does not read them (a LISTEN that holds the NOTIFY
--- queue's tail) once they have been idle for pim.host_write_stuck_secs(), or at once when
--- the NOTIFY queue is half full (every commit that notifies fails when it is full); at
+-- pim.host_transaction_max_secs() (a long statement holding row locks), those idle in a
+-- transaction for 2 s (pimd never is: each call is one statement; a host holding locks
+-- between statements, transaction after transaction, would keep others waiting on them),
+-- and those blocked writing to a host that does not read them (a LISTEN that holds the
+-- NOTIFY queue's tail) once they have been idle for pim.host_write_stuck_secs(), or at once
+-- when the NOTIFY queue is half full (every commit that notifies fails when it is full); at
 -- most one look every 5 s, whoever calls.
 CREATE OR REPLACE FUNCTION pim.cut_stuck_hosts() RETURNS void
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
@@ -815,6 +828,8 @@ BEGIN
         FROM pg_stat_activity a JOIN pim.hosts h ON h.login = a.usename
         WHERE a.pid <> pg_backend_pid()
           AND (a.xact_start < clock_timestamp() - make_interval(secs => pim.host_transaction_max_secs())
+               OR (a.state IN ('idle in transaction', 'idle in transaction (aborted)')
+                   AND a.state_change < clock_timestamp() - interval '2 seconds')
                OR (a.state = 'idle' AND a.wait_event = 'ClientWrite'
                    AND (a.state_change < clock_timestamp() - make_interval(secs => pim.host_write_stuck_secs())
                         OR pg_notification_queue_usage() >= 0.5))) LOOP
@@ -1730,10 +1745,48 @@ BEGIN
 END
 $$;
 
--- An administrator disables host `host_name` (a host compromised or retired): its login
--- can no longer log in, its open sessions end, pim.caller() refuses whatever it still
--- sends, the grants for it alone end and the pending requests it filed or that are for it
--- alone are cancelled. Other grants are left: their codes were checked here.
+-- Host `host_name`, read without a lock (its own sessions may hold its row), or a refusal.
+CREATE OR REPLACE FUNCTION pim.host_named(host_name text) RETURNS pim.hosts
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    target pim.hosts;
+BEGIN
+    PERFORM pim.check_name('the host', host_name);
+    SELECT * INTO target FROM pim.hosts WHERE name = host_name;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM008', format('there is no host %s in the fleet', quote_literal(host_name)));
+    END IF;
+    RETURN target;
+END
+$$;
+
+-- Ends every session of `login` but the caller's, waiting up to 3 s for each to be gone
+-- (and its locks with it).
+CREATE OR REPLACE FUNCTION pim.end_sessions_of(login text) RETURNS void
+LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+BEGIN
+    FOR a IN SELECT pid FROM pg_stat_activity WHERE usename = login AND pid <> pg_backend_pid() LOOP
+        BEGIN
+            PERFORM pg_terminate_backend(a.pid, 3000);
+        EXCEPTION WHEN insufficient_privilege OR query_canceled THEN
+            RAISE LOG 'pim: cannot end session % of %: %', a.pid, login, SQLERRM;
+        END;
+    END LOOP;
+END
+$$;
+
+-- An administrator disables host `host_name` (a host compromised or retired): its open
+-- sessions end first (whatever locks they held with them, so that a hostile host cannot
+-- hold off its own disabling), its login can no longer log in, pim.caller() refuses
+-- whatever it still sends, the grants for it alone end, the pending requests it filed or
+-- that are for it alone are cancelled, the enrolment tickets shown on it are void and the
+-- approvals given on it no longer count for pending requests. Other grants are left: their
+-- codes were checked here. The users who enrolled on it are named (their secrets were made
+-- there: an administrator re-issues them tickets with `pim admin mfa-ticket USER --reset`).
 CREATE OR REPLACE FUNCTION pim_api.disable_host(actor text, code text, host_name text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -1743,9 +1796,12 @@ DECLARE
     refused jsonb;
     ended jsonb;
     cancelled jsonb;
+    voided jsonb;
+    withdrawn jsonb;
+    enrolled jsonb;
     g record;
 BEGIN
-    target := pim.host_for_update(host_name);
+    target := pim.host_named(host_name);
     IF target.name = h.name THEN
         PERFORM pim.refuse('PM009', format('host %s cannot disable itself; run this on another host', h.name));
     END IF;
@@ -1756,10 +1812,15 @@ BEGIN
     IF refused IS NOT NULL THEN
         RETURN refused;
     END IF;
+    PERFORM pim.end_sessions_of(target.login);
+    target := pim.host_for_update(host_name);
+    IF target.disabled_at IS NOT NULL THEN
+        PERFORM pim.refuse('PM009', format('the host %s is already disabled', host_name));
+    END IF;
     UPDATE pim.hosts SET disabled_at = pim.now_s(), disabled_by = actor WHERE name = host_name;
     EXECUTE format('ALTER ROLE %I NOLOGIN', target.login);
-    PERFORM pg_terminate_backend(a.pid) FROM pg_stat_activity a
-        WHERE a.usename = target.login AND a.pid <> pg_backend_pid();
+    -- A session that logged in again while the above waited for its lock.
+    PERFORM pim.end_sessions_of(target.login);
     ended := '[]';
     FOR g IN UPDATE pim.grants SET ended_at = pim.now_s(), end_reason = 'host disabled'
              WHERE only_host = host_name AND ended_at IS NULL AND ends_at > pim.now_s()
@@ -1776,10 +1837,32 @@ BEGIN
             format('request %s cancelled: its host %s was disabled', g.id, host_name));
         cancelled := cancelled || to_jsonb(g.id);
     END LOOP;
+    voided := '[]';
+    FOR g IN DELETE FROM pim.enrolment_tickets WHERE issued_on = host_name
+             RETURNING "user", issued_by LOOP
+        PERFORM pim.audit(h.name, actor, 'mfa-ticket-void', g."user", '', 'success',
+            format('the enrolment ticket %s issued on host %s is void: the host was disabled',
+                g.issued_by, host_name));
+        voided := voided || to_jsonb(g."user");
+    END LOOP;
+    withdrawn := '[]';
+    FOR g IN DELETE FROM pim.approvals a USING pim.requests q
+             WHERE a.request_id = q.id AND q.state = 'pending' AND a.given_on = host_name
+             RETURNING q.id, q."user", q.role, a.approver LOOP
+        PERFORM pim.audit(h.name, actor, 'approve', g."user", g.role, 'refused',
+            format('the approval of request %s by %s, given on host %s, no longer counts: the host was disabled',
+                g.id, g.approver, host_name));
+        withdrawn := withdrawn || to_jsonb(g.id);
+    END LOOP;
+    enrolled := coalesce((SELECT jsonb_agg("user" ORDER BY "user") FROM pim.mfa
+                          WHERE enrolled_on = host_name), '[]');
     PERFORM pim.audit(h.name, actor, 'admin-host-disable', '', '', 'success',
-        format('host %s disabled; grants ended %s, requests cancelled %s', host_name, ended, cancelled));
+        format('host %s disabled; grants ended %s, requests cancelled %s, tickets void %s, '
+               'approvals withdrawn from requests %s; enrolled on it: %s',
+               host_name, ended, cancelled, voided, withdrawn, enrolled));
     PERFORM pim.wake();
-    RETURN jsonb_build_object('grants_ended', ended, 'requests_cancelled', cancelled);
+    RETURN jsonb_build_object('grants_ended', ended, 'requests_cancelled', cancelled,
+        'tickets_void', voided, 'approvals_withdrawn', withdrawn, 'enrolled_there', enrolled);
 END
 $$;
 
@@ -1790,6 +1873,7 @@ DECLARE
     h pim.hosts := pim.caller();
     target pim.hosts;
     refused jsonb;
+    password text := encode(pim_crypto.gen_random_bytes(24), 'hex');
 BEGIN
     target := pim.host_for_update(host_name);
     IF target.disabled_at IS NULL THEN
@@ -1800,10 +1884,12 @@ BEGIN
         RETURN refused;
     END IF;
     UPDATE pim.hosts SET disabled_at = NULL, disabled_by = NULL WHERE name = host_name;
-    EXECUTE format('ALTER ROLE %I LOGIN', target.login);
-    PERFORM pim.audit(h.name, actor, 'admin-host-enable', '', '', 'success', format('host %s enabled', host_name));
+    -- A new password: whoever had the host may know the old one.
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', target.login, password);
+    PERFORM pim.audit(h.name, actor, 'admin-host-enable', '', '', 'success',
+        format('host %s enabled with a new database password', host_name));
     PERFORM pim.wake();
-    RETURN '{}';
+    RETURN jsonb_build_object('password', password);
 END
 $$;
 
@@ -1871,6 +1957,19 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pim_api TO pim_host;
 -- working: a language's USAGE is checked when a function is created, by its owner.
 REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC;
 GRANT USAGE ON LANGUAGE plpgsql TO pim_owner;
+-- Nor does it sleep holding locks, or take advisory locks (a session-level one outlives
+-- any transaction and would hang every `pimd --fleet-setup`): calls are one statement each.
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_sleep(double precision),
+    pg_catalog.pg_sleep_for(interval), pg_catalog.pg_sleep_until(timestamp with time zone),
+    pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_advisory_lock(integer, integer),
+    pg_catalog.pg_advisory_lock_shared(bigint), pg_catalog.pg_advisory_lock_shared(integer, integer),
+    pg_catalog.pg_try_advisory_lock(bigint), pg_catalog.pg_try_advisory_lock(integer, integer),
+    pg_catalog.pg_try_advisory_lock_shared(bigint), pg_catalog.pg_try_advisory_lock_shared(integer, integer),
+    pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock(integer, integer),
+    pg_catalog.pg_advisory_xact_lock_shared(bigint), pg_catalog.pg_advisory_xact_lock_shared(integer, integer),
+    pg_catalog.pg_try_advisory_xact_lock(bigint), pg_catalog.pg_try_advisory_xact_lock(integer, integer),
+    pg_catalog.pg_try_advisory_xact_lock_shared(bigint), pg_catalog.pg_try_advisory_xact_lock_shared(integer, integer)
+    FROM PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());

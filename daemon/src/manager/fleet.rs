@@ -17,7 +17,7 @@ use crate::fleet::authority::{
 };
 use crate::fleet::mirror::{self, EndWhy};
 use crate::model::FleetSync;
-use pim_common::types::{FleetHostInfo, RequestDetail};
+use pim_common::types::{FleetHostDisabled, FleetHostInfo, RequestDetail};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -1102,14 +1102,15 @@ impl Manager {
     }
 
     /// `pim admin host disable NAME`: the database checks the admin's code, refuses the
-    /// host's login and calls from then on, ends the grants for it alone and cancels the
-    /// pending requests it filed; returns the ids of those grants and requests.
+    /// host's login and calls from then on, ends the grants for it alone, cancels the
+    /// pending requests it filed, voids the tickets shown on it and withdraws the approvals
+    /// given on it; returns what [`HostDisabled`] holds.
     pub fn fleet_host_disable(
         &mut self,
         caller: &Caller,
         name: &str,
         code: &str,
-    ) -> FleetCall<(Vec<i64>, Vec<i64>)> {
+    ) -> FleetCall<FleetHostDisabled> {
         let audit = host_audit(caller, AuditAction::FleetHostDisable, name);
         if let Err(e) = self.fleet_host_admin_checks(caller, name, code) {
             return FleetCall::Done(self.refused(&audit, e));
@@ -1124,12 +1125,24 @@ impl Manager {
                     let HostDisabled {
                         grants_ended,
                         requests_cancelled,
+                        approvals_withdrawn,
+                        tickets_void,
+                        enrolled_there,
                     } = disabled;
                     let detail = format!(
                         "host {name} disabled in the fleet; grants ended {grants_ended:?}, \
-                         requests cancelled {requests_cancelled:?}"
+                         requests cancelled {requests_cancelled:?}, approvals withdrawn from \
+                         requests {approvals_withdrawn:?}, tickets void {tickets_void:?}, \
+                         enrolled on it {enrolled_there:?}"
                     );
-                    match m.succeeded(&kept, detail, (grants_ended, requests_cancelled)) {
+                    let answer = FleetHostDisabled {
+                        grants_ended,
+                        requests_cancelled,
+                        approvals_withdrawn,
+                        tickets_void,
+                        enrolled_there,
+                    };
+                    match m.succeeded(&kept, detail, answer) {
                         FleetCall::Done(Ok(answer)) => m.resync_after_change(answer),
                         other => other,
                     }
@@ -1138,8 +1151,14 @@ impl Manager {
         )
     }
 
-    /// `pim admin host enable NAME`: lets a disabled host back in (its grants do not return).
-    pub fn fleet_host_enable(&mut self, caller: &Caller, name: &str, code: &str) -> FleetCall<()> {
+    /// `pim admin host enable NAME`: lets a disabled host back in (its grants do not return)
+    /// with a new database password, which it returns.
+    pub fn fleet_host_enable(
+        &mut self,
+        caller: &Caller,
+        name: &str,
+        code: &str,
+    ) -> FleetCall<String> {
         let audit = host_audit(caller, AuditAction::FleetHostEnable, name);
         if let Err(e) = self.fleet_host_admin_checks(caller, name, code) {
             return FleetCall::Done(self.refused(&audit, e));
@@ -1150,7 +1169,9 @@ impl Manager {
         self.on_authority(
             move |a| a.enable_host(&proof.proof(), &name),
             move |m, outcome| {
-                m.answered(&kept, "", outcome, |m, ()| m.succeeded(&kept, enabled, ()))
+                m.answered(&kept, "", outcome, |m, password| {
+                    m.succeeded(&kept, enabled, password)
+                })
             },
         )
     }

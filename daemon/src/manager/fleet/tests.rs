@@ -1022,12 +1022,15 @@ fn given_host_disable_then_only_a_named_admin_reaches_the_database_and_the_host_
     );
     assert!(f.fake.fleet().calls.is_empty());
 
-    let (grants, requests) =
+    let disabled =
         f.e.m
             .fleet_host_disable(&frank, "web8", "654321")
             .inline(&mut f.e.m)
             .unwrap();
-    assert_eq!((grants, requests), (vec![9], vec![]));
+    assert_eq!(
+        (disabled.grants_ended, disabled.requests_cancelled),
+        (vec![9], vec![])
+    );
     let hosts = f.e.m.fleet_hosts(&frank).inline(&mut f.e.m).unwrap();
     assert_eq!(
         (hosts[0].disabled_at, hosts[0].disabled_by.as_str()),
