@@ -302,7 +302,8 @@ device keeps working until 'pim mfa confirm' takes a first code of the new one; 
 codes stay. Without any code left, an administrator's 'pim admin mfa-reset' starts over.
 
 In fleet mode a first enrolment takes the one-time ticket a fleet administrator issued for you
-with 'pim admin mfa-ticket USER': 'pim mfa enroll --ticket TICKET' on any host of the fleet.
+with 'pim admin mfa-ticket USER': 'pim mfa enroll --ticket -' on any host of the fleet reads it
+from standard input (kept out of ps and shell history; '--ticket TICKET' works too).
 
 Examples:
   pim mfa enroll                # scan the QR code, then:

@@ -243,7 +243,8 @@ pub async fn mfa_ticket(
             format!(
                 "{reset}Enrolment ticket for {user}, shown this once and good for 24 hours (any \
                  earlier one is void): hand it to {user} in person or over a channel you \
-                 trust; they run 'pim mfa enroll --ticket TICKET' on any host of the fleet.\n{}\n",
+                 trust; they run 'pim mfa enroll --ticket -' on any host of the fleet and paste \
+                 it (a ticket on the command line shows in ps and shell history).\n{}\n",
                 escape(&ticket),
                 user = escape(user),
             )

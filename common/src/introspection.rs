@@ -189,8 +189,8 @@ mod tests {
     use super::*;
     use crate::types::{
         AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole,
-        EventInfo, FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail, RequestInfo,
-        ReviewInfo, ReviewItemInfo, RoleInfo,
+        EventInfo, FleetHostDisabled, FleetHostInfo, FleetStateInfo, GrantEnd, GrantInfo,
+        MfaStatusInfo, RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
     };
     use zbus::Type;
 
@@ -269,6 +269,8 @@ mod tests {
                     "ReviewInfo" => ReviewInfo::SIGNATURE.to_string(),
                     "ReviewItemInfo" => ReviewItemInfo::SIGNATURE.to_string(),
                     "FleetHostInfo" => FleetHostInfo::SIGNATURE.to_string(),
+                    "FleetStateInfo" => FleetStateInfo::SIGNATURE.to_string(),
+                    "FleetHostDisabled" => FleetHostDisabled::SIGNATURE.to_string(),
                     other => panic!("type {other} in the proxy: add it to this test's table"),
                 }
             }

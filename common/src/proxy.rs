@@ -4,8 +4,8 @@
 
 use crate::types::{
     AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-    FleetHostDisabled, FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail,
-    RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
+    FleetHostDisabled, FleetHostInfo, FleetStateInfo, GrantEnd, GrantInfo, MfaStatusInfo,
+    RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use crate::PimError;
 use zbus::proxy;
@@ -219,6 +219,11 @@ pub trait Manager {
     /// Fleet mode: checks `policy` (a pim.toml's text) and stores it as the fleet's next
     /// policy version, which it returns.
     fn fleet_policy_push(&self, policy: &str, code: &str) -> Result<i64, PimError>;
+
+    /// Fleet mode, root only (`pim doctor`): the policy pimd runs on (its version and roles)
+    /// and its link to the fleet's authority (last synchronisation, staleness).
+    fn fleet_state(&self) -> Result<FleetStateInfo, PimError>;
+
     /// Admins and auditors: the open alerts, or with `all` the resolved and dismissed ones too,
     /// newest first.
     fn list_alerts(&self, all: bool) -> Result<Vec<AlertInfo>, PimError>;

@@ -245,3 +245,36 @@ pub struct FleetHostInfo {
     pub disabled_at: i64,
     pub disabled_by: String,
 }
+
+/// A role of the configuration pimd runs on, as much as `pim doctor` judges against the
+/// host: its group and its `permanent` principals (users and %groups).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct RunningRoleInfo {
+    pub name: String,
+    pub group: String,
+    pub permanent: Vec<String>,
+}
+
+/// Fleet mode, root only (`pim doctor`): the policy pimd runs on and its link to the
+/// fleet's authority. Times are this host's, 0 when never.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FleetStateInfo {
+    /// This host's name in the fleet.
+    pub host: String,
+    /// The policy version the running configuration comes from; 0: none yet (no roles).
+    pub policy_version: i64,
+    /// The running configuration's roles (none without a policy).
+    pub roles: Vec<RunningRoleInfo>,
+    /// The last successful synchronisation.
+    pub last_sync: i64,
+    /// The database's clock at that synchronisation.
+    pub db_now: i64,
+    /// The policy version the authority had then.
+    pub synced_policy_version: i64,
+    pub max_staleness_secs: u64,
+    /// Why fleet grants do not count now (pimd refuses them); empty when the host is fresh.
+    pub stale: String,
+    /// The last synchronisation round got no snapshot: the database did not answer, or
+    /// refused this host (pimd's log says which).
+    pub unreachable: bool,
+}

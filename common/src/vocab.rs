@@ -178,6 +178,8 @@ vocabulary! {
         FleetMfaTicket = "admin-mfa-ticket",
         /// A policy pushed to the fleet (`pim admin policy push`).
         FleetPolicyPush = "admin-policy-push",
+        /// pimd's fleet state read (`pim doctor`, root only).
+        FleetState = "fleet-state",
         /// A grant whose membership could not be added, ended.
         GrantFailed = "grant-failed",
         /// The grant an approved request started.

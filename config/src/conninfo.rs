@@ -67,34 +67,49 @@ pub fn pairs(conninfo: &str) -> Result<Vec<(String, String)>, String> {
 /// means the same to pimd. pimd reads no environment to find it.
 pub const DEFAULT_SSLROOTCERT: &str = "/root/.postgresql/root.crt";
 
+/// The places the string connects to over TCP: its `hostaddr` addresses and its `host`
+/// names that are not socket directories (libpq: hostaddr is always TCP; a host starting
+/// with '/' is a socket directory). Empty: a Unix socket only.
+pub fn tcp_hosts(pairs: &[(String, String)]) -> Vec<&str> {
+    listed(pairs, "hostaddr")
+        .into_iter()
+        .chain(
+            listed(pairs, "host")
+                .into_iter()
+                .filter(|h| !h.starts_with('/')),
+        )
+        .collect()
+}
+
+/// The value of the last `key` given.
+pub fn last<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The comma-separated values of the last `key` (libpq's lists of hosts and addresses).
+fn listed<'a>(pairs: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    last(pairs, key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The fleet's database is reached over a Unix socket (`host=/path`) or over TCP with TLS
 /// that verifies the server against a CA file of its own: `sslmode=verify-full` (the chain
 /// and the name) with `sslrootcert=FILE`, or [`DEFAULT_SSLROOTCERT`] when it is not given.
 /// Anything weaker lets whoever sits on the network pose as the authority and serve a policy
 /// and grants of its choosing: root on every host.
 pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
-    let last = |key: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let listed = |key: &str| -> Vec<&str> {
-        last(key)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // libpq: hostaddr is always TCP; a host starting with '/' is a socket directory.
-    let tcp: Vec<&str> = listed("hostaddr")
-        .into_iter()
-        .chain(listed("host").into_iter().filter(|h| !h.starts_with('/')))
-        .collect();
+    let last = |key: &str| last(pairs, key);
+    let tcp = tcp_hosts(pairs);
     let Some(first) = tcp.first() else {
         return Ok(());
     };
@@ -118,7 +133,7 @@ pub fn check_transport(pairs: &[(String, String)]) -> Result<(), String> {
     // verify-full checks the certificate against the host name pimd connects to; an address
     // alone (hostaddr without a name in host at its place) leaves no name to check, and
     // any certificate of the CA would do.
-    let addresses = listed("hostaddr");
+    let addresses = listed(pairs, "hostaddr");
     if !addresses.is_empty() {
         let names = last("host")
             .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>())

@@ -16,6 +16,7 @@ mod audit;
 pub use audit::AuditConfig;
 pub mod conninfo;
 mod fleet;
+pub mod fleet_files;
 pub use fleet::{parse_policy, FleetConfig, HostScope, DEFAULT_MAX_STALENESS_SECS};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -9,8 +9,8 @@ use crate::syslog::{Severity, Syslog};
 use crate::throttle::CallKind;
 use pim_common::types::{
     AccessDecision, ActivateReply, AlertInfo, AssignmentInfo, AuditRecord, DecidedRole, EventInfo,
-    FleetHostDisabled, FleetHostInfo, GrantEnd, GrantInfo, MfaStatusInfo, RequestDetail,
-    RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
+    FleetHostDisabled, FleetHostInfo, FleetStateInfo, GrantEnd, GrantInfo, MfaStatusInfo,
+    RequestDetail, RequestInfo, ReviewInfo, ReviewItemInfo, RoleInfo,
 };
 use pim_common::vocab::AuditAction;
 use pim_common::{text, PimError, INTERFACE, OBJECT_PATH};
@@ -1581,6 +1581,11 @@ impl ManagerService {
         #[zbus(header)] h: Header<'_>,
     ) -> Result<Vec<FleetHostInfo>, PimError> {
         self.read_steps(&h, AuditAction::FleetHosts, |m, c| m.fleet_hosts(c))
+            .await
+    }
+
+    async fn fleet_state(&self, #[zbus(header)] h: Header<'_>) -> Result<FleetStateInfo, PimError> {
+        self.read_call(&h, AuditAction::FleetState, |m, c| m.fleet_state(c))
             .await
     }
 

@@ -1101,3 +1101,118 @@ fn given_an_authority_with_another_cas_certificate_or_one_for_another_name_then_
         web1.is_member("alice", "ops")
     });
 }
+
+/// `pim --json doctor` as root on `sb`: each check's status and message, in order.
+fn doctor(sb: &Sandbox) -> Vec<(String, String, String)> {
+    let out = sb.run("root", &["pim", "--json", "doctor"]);
+    out.json()["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks in:\n{out}"))
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or("").to_string();
+            (field("check"), field("status"), field("message"))
+        })
+        .collect()
+}
+
+/// The status and message of `check` in a doctor report.
+#[track_caller]
+fn finding<'a>(report: &'a [(String, String, String)], check: &str) -> (&'a str, &'a str) {
+    let found: Vec<_> = report.iter().filter(|(c, _, _)| c == check).collect();
+    assert_eq!(found.len(), 1, "{check} in {report:#?}");
+    (found[0].1.as_str(), found[0].2.as_str())
+}
+
+/// Waits until doctor's fleet-link on `host` says `status`; returns that report.
+#[track_caller]
+fn doctor_once_link_is(
+    fleet: &Fleet,
+    host: &str,
+    status: &str,
+    timeout: Duration,
+) -> Vec<(String, String, String)> {
+    let mut report = Vec::new();
+    fleet.wait_until(
+        &format!("doctor's fleet-link on {host} to say {status}"),
+        timeout,
+        || {
+            report = doctor(fleet.sb(host));
+            report
+                .iter()
+                .any(|(c, s, _)| c == "fleet-link" && s == status)
+        },
+    );
+    report
+}
+
+#[test]
+fn given_a_fleet_host_with_a_policy_then_doctor_judges_the_fleets_roles_and_its_link() {
+    let fleet = fleet_with(&[HostSpec::new("web1", &["web"])], &[], "10m");
+    let report = doctor_once_link_is(&fleet, "web1", "ok", WAIT);
+
+    // The roles are the policy's, not the host file's (which has none).
+    let (status, message) = finding(&report, "groups");
+    assert_eq!(status, "ok", "{report:#?}");
+    assert!(
+        message.contains("dbops, ops, ops2, sudo"),
+        "groups did not judge the fleet's roles: {message}"
+    );
+    let (status, message) = finding(&report, "pam-groups");
+    assert_eq!(status, "ok", "{report:#?}");
+    assert!(message.contains("ops, sudo"), "{message}");
+    assert_ne!(finding(&report, "members").0, "skip", "{report:#?}");
+
+    let (status, message) = finding(&report, "fleet-link");
+    assert!(
+        message.contains("max_staleness 10m") && message.contains("policy version 1"),
+        "{status}: {message}"
+    );
+    let (status, message) = finding(&report, "fleet");
+    assert_eq!(status, "ok", "{message}");
+    assert!(message.contains("over TCP"), "{message}");
+
+    // The state doctor reads is root's: not even the fleet's administrator (carol) gets it.
+    let sb = fleet.sb("web1");
+    for caller in ["alice", "carol"] {
+        sb.call_pimd(caller, "FleetState", "", &[])
+            .assert_failure()
+            .assert_stderr_contains("only root may read pimd's fleet state");
+    }
+    sb.call_pimd("root", "FleetState", "", &[])
+        .assert_success()
+        .assert_stdout_contains("\"web1\"");
+
+    // Without pimd nothing says which roles the host runs: the role checks skip, saying why,
+    // rather than judge the host file's (it has none).
+    sb.kill_pimd("TERM");
+    let report = doctor(sb);
+    for check in ["groups", "pam-groups", "members"] {
+        let (status, message) = finding(&report, check);
+        assert_eq!(status, "skip", "{check}: {message}");
+        assert!(
+            message.starts_with("roles come from the fleet policy; "),
+            "{check}: {message}"
+        );
+    }
+    assert_eq!(finding(&report, "fleet-link").0, "skip", "{report:#?}");
+}
+
+#[test]
+fn given_a_fleet_host_cut_past_max_staleness_then_doctor_fails_its_fleet_link() {
+    let fleet = fleet_with(&[HostSpec::new("web1", &["web"])], &[], "90s");
+    doctor_once_link_is(&fleet, "web1", "ok", WAIT);
+    fleet.link_down("web1");
+
+    let report = doctor_once_link_is(&fleet, "web1", "fail", SLOW_WAIT);
+    let (_, message) = finding(&report, "fleet-link");
+    assert!(
+        message.contains("more than max_staleness (1m30s) ago")
+            && message.contains("pimd refuses fleet grants"),
+        "{message}"
+    );
+    let out = fleet.sb("web1").run("root", &["pim", "doctor"]);
+    assert_eq!(out.status, 1, "doctor passed a stale host:\n{out}");
+    // The policy pimd runs stays: the role checks still judge its roles.
+    assert_eq!(finding(&report, "groups").0, "ok", "{report:#?}");
+}

@@ -14,10 +14,19 @@
 //! | nosuid | places any user can write (/home, /tmp, /var/tmp, /dev/shm, world-writable mount points) are on mounts with `nosuid`, and no network, FUSE or ramfs mount (never swept by pimd) allows set-ID bits | |
 //! | config | /etc/pim/pim.toml: owner, mode, and what `pimd --check-config` says of it (the same reader, `pim-config`) | yes |
 //! | database | the database's directory (0700) and files (0600), owned by root | yes |
+//! | fleet | fleet hosts: `[fleet]` as pimd reads it, and the files its database string makes pimd trust (the CA file, `sslrootcert` or libpq's default /root/.postgresql/root.crt; a `passfile`), with pimd's rule: regular, root's, writable (the passfile: readable) by root only, in directories only root can change | yes |
+//! | fleet-link | fleet hosts: what pimd says of its link to the fleet's database (`FleetState`, root only): fails when the host is stale (it refuses fleet grants), warns when it never synchronised, when its last round got no answer or when it did not take the fleet's policy version; else the figures (age of the last synchronisation, max_staleness, clock skew, policy version) | yes |
+//! | fleet-unit | fleet hosts under systemd: pimd.service may reach the database's addresses (`systemctl show pimd -p PrivateNetwork -p IPAddressAllow -p IPAddressDeny`, drop-ins included; packaging/fleet/pimd-fleet-network.conf); nothing needed over a Unix socket | yes |
 //! | groups | every role's group exists | yes |
 //! | pam-groups | every group pam_pim.so gates has a role; no role's group that sudoers names escapes the module | yes |
 //! | members | members of gated groups with neither a live grant nor a `permanent` listing | yes |
 //! | alerts | the alerts pimd has open (`pim alerts`) | yes |
+//!
+//! On a fleet host (`[fleet]` in pim.toml) the roles that groups, pam-groups and members judge
+//! are the fleet's policy as pimd runs it (asked over the bus); while pimd is not reachable or
+//! has no policy yet, those three are skipped and say why. The fleet checks are left out of a
+//! single host's report, and of a report made without root (the configuration, which says
+//! whether the host is in a fleet, is root's): a single host's report is as before.
 //!
 //! Exit status 0 when nothing failed (warnings and skipped checks included), 1 otherwise.
 //! Without root the checks that read root-only files are skipped, and say so.
@@ -31,7 +40,7 @@
 //! | [`findings`] | what a check reports (`Finding`, `Status`) and the report, as text or JSON |
 //! | [`pam`] | the PAM module's place and sudo's account stacks, read as Linux-PAM reads them; the module's arguments are judged with its own grammar (`pim-pam-args`) |
 //! | [`sudoers`] | /etc/sudo.conf and the sudoers files sudo reads |
-//! | [`checks`] | the other checks: the daemon and its bus files, the unit, mounts, and the configuration (judged with pimd's own model, `pim-config`) with the database, groups and members it names |
+//! | [`checks`] | the other checks: the daemon and its bus files, the unit, mounts, and the configuration (judged with pimd's own model, `pim-config`) with the database, groups and members it names (on a fleet host: the fleet's policy as pimd runs it), and a fleet host's `[fleet]`, link and unit |
 //!
 //! This file runs them in order and prints the report.
 
@@ -49,9 +58,10 @@ use crate::output::to_json;
 use checks::bus::{check_bus_files, check_daemon};
 use checks::config::{check_config, check_reload};
 use checks::database::check_database;
+use checks::fleet::{check_fleet, check_fleet_link, check_fleet_unit, fleet_state};
 use checks::hidepid::check_hidepid;
 use checks::nosuid::check_nosuid;
-use checks::roles::{check_groups, check_members, check_pam_groups};
+use checks::roles::{check_groups, check_members, check_pam_groups, Roles};
 use checks::unit::check_service;
 use checks::HostAccounts;
 use findings::{report_json, report_text, Finding, Status};
@@ -60,6 +70,7 @@ use pam::{
 };
 use pim_common::reload::LAST_RELOAD_PATH;
 use pim_common::text::escape;
+use pim_config::fleet_files::check_trusted;
 use pim_config::Directory;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -86,6 +97,13 @@ fn list(names: &[String]) -> String {
         .map(|n| escape(n))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Seconds since the epoch, for the ages fleet-link prints.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
@@ -137,13 +155,38 @@ pub async fn run(args: DoctorArgs, json: bool) -> Result<Outcome, Failure> {
         match &config {
             Some(config) => {
                 findings.push(check_database(config));
-                findings.push(check_groups(config, &|g| HostAccounts.group_exists(g)));
-                findings.extend(check_pam_groups(
-                    config,
-                    &gated,
-                    &pim_sudoers::groups(&sudoers),
-                ));
-                findings.push(check_members(config, &gated, connection.as_ref()).await);
+                let roles = match &config.model.fleet {
+                    None => Ok(Roles::of_file(config)),
+                    Some(fleet) => {
+                        let state = fleet_state(connection.as_ref()).await;
+                        findings.push(check_fleet(config, fleet, &check_trusted));
+                        findings.push(match &state {
+                            Ok(state) => check_fleet_link(state, unix_now()),
+                            Err(why) => Finding::skip("fleet-link", why.clone()),
+                        });
+                        findings.push(check_fleet_unit(fleet));
+                        state
+                            .as_ref()
+                            .map_err(|why| format!("roles come from the fleet policy; {why}"))
+                            .and_then(Roles::of_fleet)
+                    }
+                };
+                match roles {
+                    Ok(roles) => {
+                        findings.push(check_groups(&roles, &|g| HostAccounts.group_exists(g)));
+                        findings.extend(check_pam_groups(
+                            &roles,
+                            &gated,
+                            &pim_sudoers::groups(&sudoers),
+                        ));
+                        findings.push(check_members(&roles, &gated, connection.as_ref()).await);
+                    }
+                    Err(why) => {
+                        for check in ["groups", "pam-groups", "members"] {
+                            findings.push(Finding::skip(check, why.clone()));
+                        }
+                    }
+                }
             }
             None => {
                 let why = "skipped: the configuration could not be read, or pimd would not take it (see config)";

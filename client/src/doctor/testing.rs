@@ -1,5 +1,7 @@
-//! What the tests of doctor's parts share: scratch directories and in-memory file trees.
+//! What the tests of doctor's parts share: scratch directories, in-memory file trees and
+//! configurations read as pimd reads them.
 
+use crate::doctor::checks::config::ConfigFile;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,4 +37,25 @@ pub fn files(entries: &[(&str, &str)]) -> HashMap<PathBuf, String> {
         .iter()
         .map(|(p, t)| (PathBuf::from(p), t.to_string()))
         .collect()
+}
+
+/// Every user and group exists.
+pub struct EveryAccount;
+
+impl pim_config::Directory for EveryAccount {
+    fn user_exists(&self, _: &str) -> bool {
+        true
+    }
+    fn group_exists(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// `text` as pimd reads /etc/pim/pim.toml (every account existing); it must be valid.
+pub fn config_file(text: &str) -> ConfigFile {
+    let (model, problems) = pim_config::parse(text, "/etc/pim/pim.toml", &EveryAccount);
+    ConfigFile {
+        path: PathBuf::from("/etc/pim/pim.toml"),
+        model: model.unwrap_or_else(|| panic!("{problems:?}")),
+    }
 }

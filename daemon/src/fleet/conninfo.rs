@@ -47,10 +47,14 @@ pub struct ConnInfo {
     tls: TlsMode,
     root_cert: Option<PathBuf>,
     client_cert: Option<(PathBuf, PathBuf)>,
+    /// Read again at each connection, as libpq does: a new password written there (`pim
+    /// admin host enable` gives one) is taken without a restart.
+    passfile: Option<PathBuf>,
 }
 
 impl ConnInfo {
-    /// Parses `text`; reads the password from `passfile=` when the string has none.
+    /// Parses `text`; reads the password from `passfile=` when the string has none (and
+    /// again at each connection).
     pub fn parse(text: &str) -> Result<ConnInfo, String> {
         let pairs = pim_config::conninfo::pairs(text)?;
         pim_config::conninfo::check_transport(&pairs)?;
@@ -90,11 +94,9 @@ impl ConnInfo {
             TlsMode::Prefer => postgres::config::SslMode::Prefer,
             _ => postgres::config::SslMode::Require,
         });
-        if config.get_password().is_none() {
-            if let Some(file) = passfile {
-                let password = read_passfile(&file, &config)?;
-                config.password(password);
-            }
+        let passfile = passfile.filter(|_| config.get_password().is_none());
+        if let Some(file) = &passfile {
+            config.password(read_passfile(file, &config)?);
         }
         apply_timeouts(&mut config);
         Ok(ConnInfo {
@@ -102,6 +104,7 @@ impl ConnInfo {
             tls,
             root_cert,
             client_cert,
+            passfile,
         })
     }
 
@@ -109,7 +112,11 @@ impl ConnInfo {
     /// to its cause (a certificate from an unknown CA, a name mismatch): what pimd logs.
     pub fn connect(&self) -> Result<postgres::Client, String> {
         let tls = self.tls_connector()?;
-        self.config.connect(tls).map_err(|e| with_causes(&e))
+        let mut config = self.config.clone();
+        if let Some(file) = &self.passfile {
+            config.password(read_passfile(file, &config)?);
+        }
+        config.connect(tls).map_err(|e| with_causes(&e))
     }
 
     /// The database user the string names (for messages).

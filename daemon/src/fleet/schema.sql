@@ -1169,7 +1169,7 @@ BEGIN
     END IF;
     IF btrim(coalesce(ticket, '')) = '' THEN
         PERFORM pim.refuse('PM007', format('enrolling in the fleet needs the enrolment ticket a fleet '
-            'administrator issues for %s (''pim admin mfa-ticket %s''), given with ''pim mfa enroll --ticket TICKET''',
+            'administrator issues for %s (''pim admin mfa-ticket %s''), given with ''pim mfa enroll --ticket -''',
             who, who));
     END IF;
     t := pim.waiting_ticket(who);
@@ -1198,9 +1198,16 @@ BEGIN
     END IF;
     DELETE FROM pim.enrolment_tickets WHERE "user" = who;
     DELETE FROM pim.ticket_attempts WHERE "user" = who;
+    -- Only a pending enrolment is replaced: one confirmed since the check above (a race
+    -- with confirm_enrolment) keeps the secret its code confirmed.
     INSERT INTO pim.mfa ("user", secret, enrolled_at, enrolled_on) VALUES (who, secret, pim.now_s(), h.name)
     ON CONFLICT ("user") DO UPDATE SET secret = excluded.secret, last_step = NULL,
-        enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on;
+        enrolled_at = excluded.enrolled_at, enrolled_on = excluded.enrolled_on
+        WHERE NOT pim.mfa.confirmed;
+    IF NOT FOUND THEN
+        PERFORM pim.refuse('PM009', format('%s has just confirmed an enrolment; an administrator resets it first '
+            '(pim admin mfa-ticket %s --reset)', who, who));
+    END IF;
     PERFORM pim.audit(h.name, who, 'mfa-enroll', who, '', 'pending',
         format('enrolment started with the ticket %s issued on %s', t.issued_by, t.issued_on));
     RETURN '{}';
@@ -1246,11 +1253,18 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pim.mfa WHERE "user" = who) THEN
         PERFORM pim.refuse('PM008', format('%s has no enrolment', who));
     END IF;
+    IF actor = who THEN
+        PERFORM pim.refuse('PM007', 'an administrator cannot reset their own enrolment: another administrator must');
+    END IF;
     refused := pim.admin_proof(actor, code, h.name);
     IF refused IS NOT NULL THEN
         RETURN refused;
     END IF;
+    -- As mfa_ticket's reset, without the new ticket: nothing of the old device stays usable.
     DELETE FROM pim.mfa WHERE "user" = who;
+    DELETE FROM pim.code_attempts WHERE "user" = who;
+    DELETE FROM pim.enrolment_tickets WHERE "user" = who;
+    DELETE FROM pim.ticket_attempts WHERE "user" = who;
     DELETE FROM pim.mfa_host_failures x WHERE x."user" = who;
     PERFORM pim.audit(h.name, actor, 'admin-mfa-reset', who, '', 'success', 'enrolment removed');
     RETURN '{}';

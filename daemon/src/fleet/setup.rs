@@ -33,7 +33,7 @@ pub const USAGE: &str =
   --tags T,...     the new host's tags (for roles' hosts = [\"tag:T\"])
   --enrol-admin NAME
                    print a one-time enrolment ticket for NAME, an administrator the policy
-                   names and not enrolled yet ('pim mfa enroll --ticket TICKET' on any host);
+                   names and not enrolled yet ('pim mfa enroll --ticket -' on any host);
                    may be repeated";
 
 #[derive(Debug, PartialEq, Eq)]

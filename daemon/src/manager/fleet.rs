@@ -372,7 +372,7 @@ fn check_ticket(user: &str, ticket: &str) -> Result<(), PimError> {
         return Err(PimError::PermissionDenied(format!(
             "in fleet mode a first enrolment needs the one-time enrolment ticket a fleet \
              administrator issues for you ('pim admin mfa-ticket {user}'); then run \
-             'pim mfa enroll --ticket TICKET'"
+             'pim mfa enroll --ticket -' and paste it (kept out of ps and shell history)"
         )));
     }
     text::check("the enrolment ticket", ticket, MAX_TICKET_BYTES).map_err(PimError::InvalidArgument)
@@ -1589,6 +1589,8 @@ impl pim_config::Directory for AccountsDirectory<'_> {
         self.0.group_exists(name)
     }
 }
+
+mod state;
 
 #[cfg(test)]
 mod tests;

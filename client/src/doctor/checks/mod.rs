@@ -10,12 +10,14 @@
 //! | [`config`] | config (judged by `pim-config`, pimd's own model), reload |
 //! | [`database`] | database |
 //! | [`pam_socket`] | pam-socket: pimd's socket for the module |
-//! | [`roles`] | groups, pam-groups, members: the configuration's roles against the host |
+//! | [`roles`] | groups, pam-groups, members: the roles pimd runs on (the file's, or on a fleet host the fleet's policy) against the host |
+//! | [`fleet`] | fleet, fleet-link, fleet-unit: a fleet host's `[fleet]`, link and unit |
 
 pub mod alerts;
 pub mod bus;
 pub mod config;
 pub mod database;
+pub mod fleet;
 pub mod hidepid;
 pub mod nosuid;
 pub mod pam_socket;

@@ -1,35 +1,147 @@
-//! The configuration's roles against the host: their groups exist, the groups the module gates
+//! The roles pimd runs on against the host: their groups exist, the groups the module gates
 //! have roles (and sudoers' groups are gated), and who holds a gated group without a grant.
+//! The roles are the configuration file's on a host of its own, the fleet's policy (as pimd
+//! says it runs it) on a fleet host.
 
 use super::config::ConfigFile;
 use crate::doctor::findings::Finding;
 use crate::doctor::{list, show, BUS_TIMEOUT, MODULE};
 use pim_common::proxy::ManagerProxy;
 use pim_common::text::escape;
+use pim_common::types::FleetStateInfo;
 use pim_config::Principal;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
-pub fn check_groups(config: &ConfigFile, exists: &dyn Fn(&str) -> bool) -> Finding {
+/// What the role checks judge of one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleGroup {
+    pub name: String,
+    pub group: String,
+    pub permanent: Vec<Principal>,
+}
+
+/// Where the roles come from, for the findings to say where to change them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleSource {
+    File(PathBuf),
+    /// The fleet's policy, at the version pimd runs.
+    Fleet {
+        version: i64,
+    },
+}
+
+/// The roles pimd runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    pub source: RoleSource,
+    pub roles: Vec<RoleGroup>,
+}
+
+impl Roles {
+    /// A host of its own: the file's roles.
+    pub fn of_file(config: &ConfigFile) -> Roles {
+        Roles {
+            source: RoleSource::File(config.path.clone()),
+            roles: config
+                .model
+                .roles
+                .values()
+                .map(|r| RoleGroup {
+                    name: r.name.clone(),
+                    group: r.group.clone(),
+                    permanent: r.permanent.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A fleet host: the policy pimd runs, or why there is none to judge (the reason the
+    /// role checks are skipped with).
+    pub fn of_fleet(state: &FleetStateInfo) -> Result<Roles, String> {
+        if state.policy_version == 0 {
+            return Err(
+                "roles come from the fleet policy; pimd has none yet (see fleet-link)".into(),
+            );
+        }
+        let roles = state
+            .roles
+            .iter()
+            .map(|r| {
+                let permanent = r
+                    .permanent
+                    .iter()
+                    .map(|p| Principal::parse(p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        format!(
+                            "roles come from the fleet policy; pimd named a permanent principal                              of role {} that is not one: {}",
+                            escape(&r.name),
+                            escape(&e)
+                        )
+                    })?;
+                Ok(RoleGroup {
+                    name: r.name.clone(),
+                    group: r.group.clone(),
+                    permanent,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Roles {
+            source: RoleSource::Fleet {
+                version: state.policy_version,
+            },
+            roles,
+        })
+    }
+
+    /// Where the roles are, as printed: "/etc/pim/pim.toml", "the fleet's policy (version 3)".
+    fn shown(&self) -> String {
+        match &self.source {
+            RoleSource::File(path) => show(path),
+            RoleSource::Fleet { version } => format!("the fleet's policy (version {version})"),
+        }
+    }
+
+    /// Where to add a role, for a fix.
+    fn where_to_add(&self) -> String {
+        match &self.source {
+            RoleSource::File(path) => show(path),
+            RoleSource::Fleet { .. } => {
+                "the fleet's policy file, then pim admin policy push FILE".to_string()
+            }
+        }
+    }
+}
+
+pub fn check_groups(roles: &Roles, exists: &dyn Fn(&str) -> bool) -> Finding {
     const CHECK: &str = "groups";
-    if config.model.roles.is_empty() {
+    if roles.roles.is_empty() {
+        let fix = match roles.source {
+            RoleSource::File(_) => {
+                "add a [roles.NAME] table (the shipped file has commented examples)".to_string()
+            }
+            RoleSource::Fleet { .. } => {
+                format!("add a [roles.NAME] table to {}", roles.where_to_add())
+            }
+        };
         return Finding::warn(
             CHECK,
             format!(
                 "{} defines no roles: nobody can activate anything",
-                show(&config.path)
+                roles.shown()
             ),
-            "add a [roles.NAME] table (the shipped file has commented examples)",
+            fix,
         );
     }
-    let missing: Vec<String> = config
-        .model
+    let missing: Vec<String> = roles
         .roles
-        .values()
+        .iter()
         .filter(|role| !exists(&role.group))
         .map(|role| format!("{} (role {})", escape(&role.group), escape(&role.name)))
         .collect();
     if missing.is_empty() {
-        let groups: BTreeSet<&String> = config.model.roles.values().map(|r| &r.group).collect();
+        let groups: BTreeSet<&String> = roles.roles.iter().map(|r| &r.group).collect();
         Finding::pass(
             CHECK,
             format!(
@@ -51,12 +163,12 @@ pub fn check_groups(config: &ConfigFile, exists: &dyn Fn(&str) -> bool) -> Findi
 }
 
 pub fn check_pam_groups(
-    config: &ConfigFile,
+    roles: &Roles,
     gated: &[String],
     sudoers: &BTreeSet<String>,
 ) -> Vec<Finding> {
     const CHECK: &str = "pam-groups";
-    let role_groups: BTreeSet<&String> = config.model.roles.values().map(|r| &r.group).collect();
+    let role_groups: BTreeSet<&String> = roles.roles.iter().map(|r| &r.group).collect();
     let mut findings = Vec::new();
     if gated.is_empty() {
         findings.push(Finding::skip(
@@ -82,7 +194,7 @@ pub fn check_pam_groups(
                 "add a role with group = \"{}\" to {} (list standing members in its \
                  permanent), or take the group off the module's groups=",
                 escape(&orphans[0]),
-                show(&config.path)
+                roles.where_to_add()
             ),
         ));
     }
@@ -121,7 +233,7 @@ pub fn check_pam_groups(
 
 /// Members of gated groups who would be refused sudo: neither a live grant nor `permanent`.
 pub fn standing_members(
-    config: &ConfigFile,
+    roles: &Roles,
     gated: &[String],
     members_of: &dyn Fn(&str) -> Vec<String>,
     granted: &BTreeSet<(String, String)>,
@@ -129,7 +241,7 @@ pub fn standing_members(
     let mut standing = BTreeMap::new();
     for group in gated {
         let mut permanent = BTreeSet::new();
-        for role in config.model.roles.values().filter(|r| &r.group == group) {
+        for role in roles.roles.iter().filter(|r| &r.group == group) {
             for principal in &role.permanent {
                 match principal {
                     Principal::Group(unix_group) => permanent.extend(members_of(unix_group)),
@@ -151,7 +263,7 @@ pub fn standing_members(
 }
 
 pub async fn check_members(
-    config: &ConfigFile,
+    roles: &Roles,
     gated: &[String],
     connection: Option<&zbus::Connection>,
 ) -> Finding {
@@ -188,7 +300,7 @@ pub async fn check_members(
         Ok(Some(g)) => g.mem,
         _ => Vec::new(),
     };
-    let standing = standing_members(config, gated, &members_of, &granted);
+    let standing = standing_members(roles, gated, &members_of, &granted);
     if standing.is_empty() {
         return Finding::pass(
             CHECK,
@@ -219,33 +331,17 @@ pub async fn check_members(
 mod tests {
     use super::*;
     use crate::doctor::findings::Status;
-    use std::path::PathBuf;
+    use crate::doctor::testing::config_file;
 
     /// A configuration of roles (name, group, permanent), read as pimd reads it.
-    fn summary(roles: &[(&str, &str, &[&str])]) -> ConfigFile {
+    fn summary(roles: &[(&str, &str, &[&str])]) -> Roles {
         let text: String = roles
             .iter()
             .map(|(role, group, permanent)| {
                 format!("[roles.{role}]\ngroup = \"{group}\"\npermanent = {permanent:?}\n")
             })
             .collect();
-        let (model, problems) = pim_config::parse(&text, "/etc/pim/pim.toml", &EveryAccount);
-        ConfigFile {
-            path: PathBuf::from("/etc/pim/pim.toml"),
-            model: model.unwrap_or_else(|| panic!("{problems:?}")),
-        }
-    }
-
-    /// Every user and group exists.
-    struct EveryAccount;
-
-    impl pim_config::Directory for EveryAccount {
-        fn user_exists(&self, _: &str) -> bool {
-            true
-        }
-        fn group_exists(&self, _: &str) -> bool {
-            true
-        }
+        Roles::of_file(&config_file(&text))
     }
 
     #[test]
@@ -295,6 +391,91 @@ mod tests {
             .collect();
         let standing = standing_members(&config, &["sudo".into()], &members_of, &granted);
         assert_eq!(standing.len(), 1);
+        assert_eq!(standing["sudo"], ["bob"]);
+    }
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+    use crate::doctor::findings::Status;
+    use pim_common::types::RunningRoleInfo;
+
+    fn fleet_state(version: i64, roles: &[(&str, &str, &[&str])]) -> FleetStateInfo {
+        FleetStateInfo {
+            host: "web7".into(),
+            policy_version: version,
+            roles: roles
+                .iter()
+                .map(|(name, group, permanent)| RunningRoleInfo {
+                    name: name.to_string(),
+                    group: group.to_string(),
+                    permanent: permanent.iter().map(|p| p.to_string()).collect(),
+                })
+                .collect(),
+            ..FleetStateInfo::default()
+        }
+    }
+
+    #[test]
+    fn given_a_fleet_host_whose_pimd_has_no_policy_yet_then_the_role_checks_have_a_reason_to_skip()
+    {
+        let why = Roles::of_fleet(&fleet_state(0, &[])).unwrap_err();
+        assert!(
+            why.contains("roles come from the fleet policy; pimd has none yet"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn given_the_fleets_roles_then_the_role_checks_judge_them_and_say_where_to_change_them() {
+        let roles = Roles::of_fleet(&fleet_state(
+            3,
+            &[("admin", "sudo", &["breakglass", "%oncall"])],
+        ))
+        .unwrap();
+        assert_eq!(
+            roles.roles[0].permanent,
+            [
+                Principal::User("breakglass".into()),
+                Principal::Group("oncall".into())
+            ]
+        );
+        assert_eq!(check_groups(&roles, &|g| g == "sudo").status, Status::Pass);
+        let missing = check_groups(&roles, &|_| false);
+        assert_eq!(missing.status, Status::Fail);
+        assert!(missing.message.contains("sudo (role admin)"), "{missing:?}");
+
+        let sudoers = BTreeSet::new();
+        let gated = check_pam_groups(&roles, &["sudo".into()], &sudoers);
+        assert_eq!(gated[0].status, Status::Pass, "{gated:?}");
+        let orphan = check_pam_groups(&roles, &["wheel".into()], &sudoers);
+        assert_eq!(orphan[0].status, Status::Fail);
+        assert!(
+            orphan[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("pim admin policy push"),
+            "{orphan:?}"
+        );
+
+        let empty = check_groups(&Roles::of_fleet(&fleet_state(3, &[])).unwrap(), &|_| true);
+        assert_eq!(empty.status, Status::Warn);
+        assert!(
+            empty
+                .message
+                .contains("the fleet's policy (version 3) defines no roles"),
+            "{empty:?}"
+        );
+    }
+
+    #[test]
+    fn given_the_fleets_permanent_members_then_they_are_not_standing_members() {
+        let roles =
+            Roles::of_fleet(&fleet_state(1, &[("admin", "sudo", &["breakglass"])])).unwrap();
+        let members_of = |_: &str| vec!["breakglass".to_string(), "bob".to_string()];
+        let standing = standing_members(&roles, &["sudo".into()], &members_of, &BTreeSet::new());
         assert_eq!(standing["sudo"], ["bob"]);
     }
 }

@@ -50,14 +50,14 @@ require_mfa = false
 require_justification = false
 "#;
 
-struct Fleet {
-    e: Env,
-    fake: FakeAuthority,
+pub(super) struct Fleet {
+    pub(super) e: Env,
+    pub(super) fake: FakeAuthority,
 }
 
 /// A fleet host web7 at T0 whose authority's clock agrees with its own, running POLICY
 /// (version 1), not synchronised yet.
-fn fleet_env() -> Fleet {
+pub(super) fn fleet_env() -> Fleet {
     let mut e = env();
     let directory = HostDirectory(e.accounts.clone());
     let (local, problems) = pim_config::parse(LOCAL, "pim.toml", &directory);
@@ -91,7 +91,7 @@ fn fleet_grant(id: i64, user: &str, role: &str, group: &str, ends_at: i64) -> Fl
 
 impl Fleet {
     /// The mirror of a snapshot if the authority answers, else the staleness rule alone.
-    fn sync(&mut self) -> Mirrored {
+    pub(super) fn sync(&mut self) -> Mirrored {
         let fetch = self.e.m.fleet_fetch_begins();
         let fetched = self
             .fake
@@ -126,7 +126,7 @@ impl Fleet {
     }
 
     /// Both clocks move on.
-    fn advance(&mut self, secs: i64) {
+    pub(super) fn advance(&mut self, secs: i64) {
         self.e.advance(secs);
         self.fake.fleet().db_now += secs;
     }
@@ -579,7 +579,7 @@ fn given_fleet_mode_and_no_ticket_then_enrolment_is_refused_naming_the_administr
     let alice = f.e.who("alice");
     let e = assert_err!(f.e.m.mfa_enroll(&alice), PermissionDenied);
     assert!(e.contains("'pim admin mfa-ticket alice'"), "{e}");
-    assert!(e.contains("pim mfa enroll --ticket TICKET"), "{e}");
+    assert!(e.contains("pim mfa enroll --ticket -"), "{e}");
     let e = assert_err!(f.e.m.mfa_enroll_with_ticket(&alice, "  "), PermissionDenied);
     assert!(e.contains("enrolment ticket"), "{e}");
     let long = "A".repeat(MAX_TICKET_BYTES + 1);
