@@ -23,7 +23,7 @@ pub struct Boot {
 pub struct SystemClock;
 
 /// The kernel's id of this boot.
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
@@ -34,16 +34,19 @@ impl Clock for SystemClock {
     }
 
     fn boot(&self) -> Boot {
-        // The id cannot change while this process lives.
+        // The id cannot change while this process lives; one that could not be read is
+        // read again next time.
         static ID: OnceLock<String> = OnceLock::new();
-        let id = ID.get_or_init(|| {
-            std::fs::read_to_string(BOOT_ID)
-                .map(|id| id.trim().to_string())
-                .unwrap_or_default()
-        });
+        let id = match ID.get() {
+            Some(id) => id.clone(),
+            None => match std::fs::read_to_string(BOOT_ID) {
+                Ok(id) if !id.trim().is_empty() => ID.get_or_init(|| id.trim().to_string()).clone(),
+                _ => String::new(),
+            },
+        };
         match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
             Ok(t) => Boot {
-                id: id.clone(),
+                id,
                 secs: t.tv_sec(),
             },
             // No boot time: no id either, so that nothing compares as fresh.
@@ -55,7 +58,7 @@ impl Clock for SystemClock {
 #[cfg(test)]
 pub mod fake {
     use super::{Boot, Clock};
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Arc;
 
     /// A clock that only moves when told to; clones share the same time. Time passing moves
@@ -68,6 +71,7 @@ pub mod fake {
         wall: AtomicI64,
         boot_secs: AtomicI64,
         boots: AtomicI64,
+        boot_id_lost: AtomicBool,
     }
 
     impl FakeClock {
@@ -76,6 +80,7 @@ pub mod fake {
                 wall: AtomicI64::new(now),
                 boot_secs: AtomicI64::new(1000),
                 boots: AtomicI64::new(1),
+                boot_id_lost: AtomicBool::new(false),
             }))
         }
         pub fn advance(&self, secs: i64) {
@@ -85,6 +90,10 @@ pub mod fake {
         /// Sets the wall clock `secs` on (back when negative); no time passes.
         pub fn step_wall(&self, secs: i64) {
             self.0.wall.fetch_add(secs, Ordering::SeqCst);
+        }
+        /// The boot id cannot be read from now on (as when /proc is not mounted).
+        pub fn lose_boot_id(&self) {
+            self.0.boot_id_lost.store(true, Ordering::SeqCst);
         }
         /// A new boot, just started (the wall clock goes on).
         pub fn reboot(&self) {
@@ -98,8 +107,13 @@ pub mod fake {
             self.0.wall.load(Ordering::SeqCst)
         }
         fn boot(&self) -> Boot {
+            let id = if self.0.boot_id_lost.load(Ordering::SeqCst) {
+                String::new()
+            } else {
+                format!("boot-{}", self.0.boots.load(Ordering::SeqCst))
+            };
             Boot {
-                id: format!("boot-{}", self.0.boots.load(Ordering::SeqCst)),
+                id,
                 secs: self.0.boot_secs.load(Ordering::SeqCst),
             }
         }

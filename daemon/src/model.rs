@@ -103,9 +103,10 @@ pub struct Request {
 /// The last successful synchronisation of a fleet host with the fleet's authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetSync {
-    /// When it happened, by this host's clock.
+    /// When its snapshot's fetch began, by this host's clock (a slow answer is no fresher).
     pub synced_at: i64,
-    /// The database's clock at that moment.
+    /// The database's clock at that moment, as near as the host can tell
+    /// ([`crate::fleet::mirror::db_clock_at`]).
     pub db_now: i64,
     /// The policy version the authority had then.
     pub policy_version: i64,

@@ -2511,11 +2511,11 @@ fn given_a_host_listening_without_reading_then_it_is_cut_off_and_the_notify_queu
         || authority.count(&blocked) == 1,
     );
     assert!(authority.count("SELECT count(*) WHERE pg_notification_queue_usage() > 0") == 1);
-    // Any host's next call ends it, and the queue's tail moves on.
+    // Any host's call ends it once it has been stuck for 20 s, and the queue's tail moves on.
     let mut db1 = authority.host("db1", &passwords[0]);
     authority
         .pg
-        .wait_until("web7's listener to be cut", Duration::from_secs(30), || {
+        .wait_until("web7's listener to be cut", Duration::from_secs(60), || {
             snapshot_grants(&mut db1);
             authority.count(listening) == 0
         });
@@ -2585,4 +2585,155 @@ fn given_a_host_login_then_it_may_neither_sleep_nor_take_advisory_locks() {
         .admin()
         .batch_execute("SELECT pg_advisory_xact_lock(1)")
         .unwrap();
+}
+
+#[test]
+fn given_a_database_whose_encoding_is_not_utf8_then_setup_refuses_it_naming_createdb_and_creates_nothing(
+) {
+    let pg = Postgres::start("10.77.0.1/16");
+    Client::connect(&pg.admin_conninfo(), NoTls)
+        .expect("admin connection")
+        .batch_execute(
+            "CREATE DATABASE pim_ascii ENCODING 'SQL_ASCII' TEMPLATE template0 \
+             LC_COLLATE 'C' LC_CTYPE 'C'",
+        )
+        .unwrap();
+    let conninfo = pg
+        .admin_conninfo()
+        .split_whitespace()
+        .map(|pair| match pair.starts_with("dbname=") {
+            true => "dbname=pim_ascii",
+            false => pair,
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let dir = std::env::temp_dir().join(format!(
+        "pim-fleet-ascii-{}-{}",
+        std::process::id(),
+        pim_e2e::postgres::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy_file = dir.join("policy.toml");
+    std::fs::write(&policy_file, policy()).unwrap();
+    let out = Command::new(binary("pimd"))
+        .arg("--fleet-setup")
+        .arg(&conninfo)
+        .arg("--policy")
+        .arg(&policy_file)
+        .args(["--add-host", "web7"])
+        .output()
+        .expect("running pimd --fleet-setup");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server_encoding is SQL_ASCII, not UTF8"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("createdb -E UTF8 -T template0"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "{out:?}");
+    // Nothing in that database, nor in the cluster (the roles are the cluster's).
+    let mut ascii = Client::connect(&conninfo, NoTls).expect("the SQL_ASCII database");
+    let count =
+        |client: &mut Client, sql: &str| -> i64 { client.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(
+        count(
+            &mut ascii,
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('pim', 'pim_api', 'pim_crypto')"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut ascii,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut ascii,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pim\\_%'"
+        ),
+        0
+    );
+    // pimd's own connections ask for UTF-8 text, whatever the server's encoding.
+    let mut pimds = ConnInfo::parse(&conninfo)
+        .expect("conninfo")
+        .connect()
+        .expect("pimd's connection");
+    let client_encoding: String = pimds
+        .query_one("SELECT current_setting('client_encoding')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(client_encoding, "UTF8");
+}
+
+#[test]
+fn given_a_host_flooding_notifies_then_another_host_s_listener_reads_them_is_not_cut_and_its_grant_arrives(
+) {
+    let (authority, passwords) = Authority::start(&[("db1", "db"), ("web7", "web")]);
+    let alice = authority.enrolled("alice");
+    let (mut db1, mut wakeup) = authority.pimd_authority("db1", &passwords[0]);
+    // pimd's listener connects (a fresh connection counts as a wake).
+    assert!(wakeup.wait(Duration::from_secs(10)).unwrap());
+    let db1_sessions = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pim_host_db1'";
+    authority
+        .pg
+        .wait_until("db1 to listen", Duration::from_secs(30), || {
+            authority.count(db1_sessions) == 1
+        });
+    let listener: i32 = authority
+        .admin()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE usename = 'pim_host_db1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // web7's root floods: 50,000 notifications with distinct payloads (none is folded
+    // into another by PostgreSQL), more than a socket holds unread.
+    let mut web7 = authority.host("web7", &passwords[1]);
+    let flood: String = (0..50_000)
+        .map(|n| format!("NOTIFY pim_wake, 'flood {n}';"))
+        .collect();
+    web7.batch_execute(&flood).unwrap();
+    // Meanwhile db1's sync does what a round does, without waiting for a wake: its calls
+    // look for stuck sessions, as every host's do.
+    authority
+        .pg
+        .wait_until("the NOTIFY queue to drain", Duration::from_secs(60), || {
+            db1.snapshot().unwrap();
+            authority.count("SELECT count(*) WHERE pg_notification_queue_usage() = 0") == 1
+        });
+    let alive = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {listener}");
+    assert_eq!(authority.count(&alive), 1, "db1's listener was cut");
+    // The flood is one wake (or a few); once they are taken, a grant's wake still comes.
+    while wakeup.wait(Duration::from_secs(1)).unwrap() {}
+    let granted = activate(
+        &mut web7,
+        "alice",
+        &[],
+        "dba",
+        &code(&alice, now_step()),
+        None,
+    )
+    .unwrap();
+    assert!(granted.get("granted").is_some(), "{granted}");
+    assert!(
+        wakeup.wait(Duration::from_secs(30)).unwrap(),
+        "no wake after the grant"
+    );
+    let snapshot = db1.snapshot().unwrap();
+    assert!(
+        snapshot
+            .grants
+            .iter()
+            .any(|g| g.user == "alice" && g.role == "dba"),
+        "{:?}",
+        snapshot.grants.len()
+    );
+    assert_eq!(authority.count(&alive), 1, "db1's listener was cut");
+    assert!(!authority.pg.log().contains("ended a session of host db1"));
 }

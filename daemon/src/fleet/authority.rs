@@ -6,6 +6,8 @@
 
 use super::conninfo::ConnInfo;
 use pim_common::PimError;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 pub type Unix = i64; // seconds since the epoch, from the database's clock
 
@@ -841,18 +843,28 @@ impl From<wire::Grant> for FleetGrant {
     }
 }
 
-/// Waits for `NOTIFY pim_wake` on a connection of its own.
+/// Waits for `NOTIFY pim_wake` on a connection of its own, which a thread reads all the
+/// time: a session whose notifications pile up unread blocks the NOTIFY queue for every
+/// session of the database, and the database ends it (pim.cut_stuck_hosts). A flood of
+/// NOTIFYs (any login may send them) is read and folded into one wake.
 pub struct PgWakeup {
     conninfo: ConnInfo,
-    client: Option<postgres::Client>,
+    /// The listening thread's wakes (at most one waiting: it stands for any number), or how
+    /// its connection ended; `None`: not listening.
+    wakes: Option<Receiver<Result<(), String>>>,
 }
+
+/// How often the listening thread runs a query: the database then sees its session active
+/// lately, as pim.cut_stuck_hosts asks of a session it may find writing, and a connection
+/// that died shows.
+const LISTEN_PING: Duration = Duration::from_secs(5);
 
 impl PgWakeup {
     /// Does not connect: the first `wait` does.
     pub fn new(conninfo: ConnInfo) -> PgWakeup {
         PgWakeup {
             conninfo,
-            client: None,
+            wakes: None,
         }
     }
 }
@@ -861,8 +873,7 @@ impl Wakeup for PgWakeup {
     /// A fresh connection counts as a wake: notifications sent while disconnected are lost,
     /// so the caller must take a snapshot.
     fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, AuthorityError> {
-        let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) else {
-            self.client = None;
+        let Some(wakes) = self.wakes.as_ref() else {
             let mut client = self
                 .conninfo
                 .connect()
@@ -870,33 +881,64 @@ impl Wakeup for PgWakeup {
             client
                 .batch_execute("LISTEN pim_wake")
                 .map_err(|e| classify(&e))?;
-            self.client = Some(client);
+            let (wake, wakes) = sync_channel(1);
+            std::thread::Builder::new()
+                .name("pim-fleet-listen".into())
+                .spawn(move || listen(client, wake))
+                .map_err(|e| AuthorityError::Database(format!("cannot start a thread: {e}")))?;
+            self.wakes = Some(wakes);
             return Ok(true);
         };
-        use postgres::fallible_iterator::FallibleIterator;
-        let woken = {
-            let mut notifications = client.notifications();
-            let woken = notifications.timeout_iter(timeout).next();
-            if let Ok(Some(_)) = woken {
-                // Coalesce what else arrived: one snapshot answers them all.
-                while let Ok(Some(_)) = notifications.iter().next() {}
+        match wakes.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(true),
+            Err(RecvTimeoutError::Timeout) => Ok(false),
+            Ok(Err(why)) => {
+                self.wakes = None;
+                Err(AuthorityError::Unreachable(why))
             }
-            woken
-        };
-        let closed = client.is_closed();
-        match woken {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) if !closed => Ok(false),
-            Ok(None) => {
-                self.client = None;
+            Err(RecvTimeoutError::Disconnected) => {
+                self.wakes = None;
                 Err(AuthorityError::Unreachable(
                     "the connection to the fleet's database was closed".into(),
                 ))
             }
-            Err(e) => {
-                self.client = None;
-                Err(AuthorityError::Unreachable(e.to_string()))
+        }
+    }
+}
+
+/// The listening thread: reads every notification as it comes and says that something
+/// happened (a wake already waiting says it for this one too), runs a query every
+/// [`LISTEN_PING`], and ends with how its connection ended.
+fn listen(mut client: postgres::Client, wake: SyncSender<Result<(), String>>) {
+    use postgres::fallible_iterator::FallibleIterator;
+    loop {
+        let ping_at = Instant::now() + LISTEN_PING;
+        let read = {
+            let mut notifications = client.notifications();
+            let mut arriving = notifications.timeout_iter(LISTEN_PING);
+            loop {
+                match arriving.next() {
+                    Ok(Some(_)) => match wake.try_send(Ok(())) {
+                        Ok(()) | Err(TrySendError::Full(_)) => {}
+                        Err(TrySendError::Disconnected(_)) => return,
+                    },
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e.to_string()),
+                }
+                if Instant::now() >= ping_at {
+                    break Ok(());
+                }
             }
+        };
+        let ended = read.and_then(|()| {
+            if client.is_closed() {
+                return Err("the connection to the fleet's database was closed".to_string());
+            }
+            client.batch_execute("SELECT 1").map_err(|e| e.to_string())
+        });
+        if let Err(why) = ended {
+            let _ = wake.send(Err(why));
+            return;
         }
     }
 }

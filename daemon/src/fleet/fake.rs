@@ -31,6 +31,9 @@ pub struct FakeFleet {
     pub lose_ship_answer: bool,
     /// Shipped records about this role are refused as invalid (the whole batch with them).
     pub refuse_role: Option<String>,
+    /// Shipped records whose reason holds this text are refused as invalid (the whole batch
+    /// with them).
+    pub refuse_reason: Option<String>,
     pub expired_calls: u32,
     pub connections: u32,
     /// What was asked, one line per call ("activate alice admin groups=[ops] host=None").
@@ -44,12 +47,22 @@ pub struct FakeFleet {
     pub tickets: Vec<(String, String)>,
     /// The next call waits here (as on a database that does not answer) until released.
     pub hold: Option<Hold>,
+    /// The next call is answered, and its answer waits here until released (as a snapshot
+    /// read before a change that commits while the answer is on its way).
+    pub hold_answer: Option<Hold>,
 }
 
 /// A call held: it says when it is waiting, then waits for the release.
 pub struct Hold {
     pub waiting: std::sync::mpsc::Sender<()>,
     pub release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Hold {
+    fn wait(self) {
+        let _ = self.waiting.send(());
+        let _ = self.release.recv();
+    }
 }
 
 #[derive(Clone, Default)]
@@ -75,17 +88,25 @@ impl FakeAuthority {
         line: String,
         f: impl FnOnce(&mut FakeFleet) -> Result<T, AuthorityError>,
     ) -> Result<T, AuthorityError> {
-        let hold = self.fleet().hold.take();
+        let (hold, hold_answer) = {
+            let mut fleet = self.fleet();
+            (fleet.hold.take(), fleet.hold_answer.take())
+        };
         if let Some(hold) = hold {
-            let _ = hold.waiting.send(());
-            let _ = hold.release.recv();
+            hold.wait();
         }
-        let mut fleet = self.fleet();
-        if !fleet.reachable {
-            return Err(AuthorityError::Unreachable("connection refused".into()));
+        let answer = {
+            let mut fleet = self.fleet();
+            if !fleet.reachable {
+                return Err(AuthorityError::Unreachable("connection refused".into()));
+            }
+            fleet.calls.push(line);
+            f(&mut fleet)
+        };
+        if let Some(hold) = hold_answer {
+            hold.wait();
         }
-        fleet.calls.push(line);
-        f(&mut fleet)
+        answer
     }
 }
 
@@ -239,6 +260,9 @@ impl Authority for FakeAuthority {
                     .iter()
                     .any(|t| t.len() > 4096 || t.chars().any(char::is_control))
                     || f.refuse_role.as_ref() == Some(&r.role)
+                    || f.refuse_reason
+                        .as_ref()
+                        .is_some_and(|t| r.reason.contains(t))
             });
             if refused {
                 return Err(AuthorityError::Refused(PimError::InvalidArgument(

@@ -29,8 +29,11 @@ pub enum Stale {
     TooLong { synced_at: i64 },
     /// The host's clock was `skew` seconds ahead of the database's (negative: behind).
     Skewed { skew: i64 },
-    /// The last one was in another boot of the host (or the boot cannot be told).
+    /// The last one was in another boot of the host.
     OtherBoot,
+    /// This host cannot tell which boot it is in (the kernel's boot id or the time since
+    /// boot cannot be read).
+    BootUnknown,
 }
 
 impl Stale {
@@ -56,6 +59,11 @@ impl Stale {
             Stale::OtherBoot => "this host has not synchronised with the fleet's database since \
                                  it booted"
                 .to_string(),
+            Stale::BootUnknown => format!(
+                "this host cannot read its boot id ({}) or its time since boot, so the age \
+                 of its last synchronisation with the fleet's database cannot be trusted",
+                crate::clock::BOOT_ID
+            ),
         }
     }
 }
@@ -80,6 +88,11 @@ pub fn freshness(
     if age < -MAX_SKEW_SECS {
         return Err(Stale::Skewed { skew: -age });
     }
+    if boot.id.is_empty() {
+        return Err(Stale::BootUnknown);
+    }
+    // A row without a boot was written before boots were recorded (or while the id could
+    // not be read): it is from no boot this one can be compared with.
     if sync.boot.id.is_empty() || sync.boot.id != boot.id {
         return Err(Stale::OtherBoot);
     }
@@ -94,6 +107,16 @@ pub fn freshness(
         });
     }
     Ok(())
+}
+
+/// The database's clock when a fetch began at `began_at` (this host's clock), given the
+/// `db_now` its snapshot carries and the host's clock `answered_at` when the answer came:
+/// the database read its clock somewhere in between, so a host whose clock agrees with it
+/// finds it there, and only a clock outside that span is off (by the least it can be).
+/// A slow answer thus makes the synchronisation no fresher and the clocks no more apart.
+pub fn db_clock_at(began_at: i64, answered_at: i64, db_now: i64) -> i64 {
+    let took = answered_at.saturating_sub(began_at).max(0);
+    began_at.clamp(db_now.saturating_sub(took), db_now)
 }
 
 /// Why a mirrored grant ends locally.

@@ -797,12 +797,22 @@ $$;
 -- can hold it locked, and a look is neither undone by a rollback nor waits for one.
 CREATE SEQUENCE IF NOT EXISTS pim.stuck_hosts_looked_at;
 
+-- How long a host session may sit idle blocked writing to its host (ClientWrite: a LISTEN
+-- whose notifications the host does not read) before it is ended. pimd's listener reads
+-- them as they come and runs a query every 5 s, so its session is never idle that long: a
+-- flood of NOTIFYs (any login may send them) keeps it busy reading, not cut off.
+CREATE OR REPLACE FUNCTION pim.host_write_stuck_secs() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pim, pg_catalog, pg_temp
+AS $$ SELECT 20 $$;
+
 -- Ends the host sessions whose transaction has lasted longer than
 -- pim.host_transaction_max_secs() (a long statement holding row locks), those idle in a
 -- transaction for 2 s (pimd never is: each call is one statement; a host holding locks
 -- between statements, transaction after transaction, would keep others waiting on them),
 -- and those blocked writing to a host that does not read them (a LISTEN that holds the
--- NOTIFY queue's tail); at most one look every 5 s, whoever calls.
+-- NOTIFY queue's tail) once they have been idle for pim.host_write_stuck_secs(), or at once
+-- when the NOTIFY queue is half full (every commit that notifies fails when it is full); at
+-- most one look every 5 s, whoever calls.
 CREATE OR REPLACE FUNCTION pim.cut_stuck_hosts() RETURNS void
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
@@ -820,7 +830,9 @@ BEGIN
           AND (a.xact_start < clock_timestamp() - make_interval(secs => pim.host_transaction_max_secs())
                OR (a.state IN ('idle in transaction', 'idle in transaction (aborted)')
                    AND a.state_change < clock_timestamp() - interval '2 seconds')
-               OR (a.state = 'idle' AND a.wait_event = 'ClientWrite')) LOOP
+               OR (a.state = 'idle' AND a.wait_event = 'ClientWrite'
+                   AND (a.state_change < clock_timestamp() - make_interval(secs => pim.host_write_stuck_secs())
+                        OR pg_notification_queue_usage() >= 0.5))) LOOP
         -- A session pim_owner may not end (a host login made a superuser by hand) must not
         -- make every host's calls fail: logged, and the call goes on.
         BEGIN

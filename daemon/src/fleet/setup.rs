@@ -120,6 +120,7 @@ fn setup(args: &SetupArgs) -> Result<Vec<String>, String> {
     let mut client = conninfo
         .connect()
         .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    check_encoding(&mut client)?;
     let mut tx = client.transaction().map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK])
         .map_err(db)?;
@@ -219,6 +220,26 @@ fn setup(args: &SetupArgs) -> Result<Vec<String>, String> {
     }
     tx.commit().map_err(db)?;
     Ok(report)
+}
+
+/// Refuses a database whose text is not UTF-8: the hosts' text (names, reasons, audit
+/// records) is UTF-8, and one that such a database cannot hold would be refused every time
+/// it is shipped, stalling that host's audit. (pimd's connections ask for UTF8 as their
+/// client_encoding, as the driver always does.)
+fn check_encoding(client: &mut postgres::Client) -> Result<(), String> {
+    let encoding: String = client
+        .query_one("SELECT current_setting('server_encoding')", &[])
+        .map_err(db)?
+        .get(0);
+    if encoding != "UTF8" {
+        return Err(format!(
+            "the database's server_encoding is {}, not UTF8: text that is not UTF-8 (a \
+             user's reason, say) would stall their host's audit shipping; create the \
+             database with `createdb -E UTF8 -T template0 NAME` and run the setup on it",
+            pim_common::text::escape(&encoding)
+        ));
+    }
+    Ok(())
 }
 
 /// Issues the enrolment ticket of `name`, an administrator the current policy names: the

@@ -8,7 +8,7 @@
 
 use super::authority::{Authority, AuthorityError, PgAuthority, Wakeup};
 use super::conninfo::ConnInfo;
-use crate::manager::{Connector, Manager, Mirrored};
+use crate::manager::{Connector, Fetched, Manager, Mirrored};
 use pim_common::types::AuditRecord;
 use pim_common::PimError;
 use std::sync::Arc;
@@ -122,6 +122,9 @@ pub fn round(
     managed: &impl Managed,
 ) -> Result<RoundReport, RoundError> {
     let mut report = RoundReport::default();
+    let fetch = managed
+        .run(|m| Ok(m.fleet_fetch_begins()))
+        .map_err(RoundError::Local)?;
     let snapshot = match authority.snapshot() {
         Ok(snapshot) => snapshot,
         Err(e) => {
@@ -163,7 +166,9 @@ pub fn round(
             Err(e) => problem(e, "fetching the policy", &mut report)?,
         }
     }
-    match managed.run(move |m| m.mirror(Some(&snapshot))) {
+    // A call's own snapshot (after a change it made) may have been mirrored meanwhile: then
+    // this older one is dropped (`superseded`) and the round goes on.
+    match managed.run(move |m| m.mirror(Some(&Fetched { fetch, snapshot }))) {
         Ok(mirrored) => report.mirrored = mirrored,
         Err(e) => report.problems.push(format!("mirroring: {}", e.message())),
     }
@@ -210,9 +215,9 @@ pub fn round(
 /// Ships `batch` (in chain order): how many of its first records the authority holds now,
 /// and which of them went only as a stand-in, with why. When the authority refuses the
 /// batch as invalid, its records go one at a time and a record refused on its own goes as
-/// [`stand_in`] (the same place in the chain, none of its text), so that one record cannot
-/// stall the spool. Other errors (unreachable, a break in the chain) are the caller's:
-/// shipping retries next round.
+/// [`stand_in`] (the same place in the chain, who acted and about whom, none of its free
+/// text), so that one record cannot stall the spool. Other errors (unreachable, a break in
+/// the chain) are the caller's: shipping retries next round.
 fn ship(
     authority: &mut dyn Authority,
     batch: &[AuditRecord],
@@ -230,8 +235,7 @@ fn ship(
     for (held, record) in batch.iter().enumerate() {
         let single = match authority.ship_audit(std::slice::from_ref(record)) {
             Err(AuthorityError::Refused(PimError::InvalidArgument(why))) => {
-                let stand_in = stand_in(record, &why);
-                let shipped = authority.ship_audit(std::slice::from_ref(&stand_in));
+                let shipped = ship_stand_in(authority, record, &why);
                 if shipped.is_ok() {
                     set_aside.push((record.id, why));
                 }
@@ -248,16 +252,37 @@ fn ship(
     Ok((batch.len(), set_aside))
 }
 
+/// Ships the [`stand_in`] of `record`, which the authority refused (`why`); should it
+/// refuse the names too (they are valid, bounded and escaped here: it should not), the
+/// stand-in goes without them, so that the spool still moves on.
+fn ship_stand_in(
+    authority: &mut dyn Authority,
+    record: &AuditRecord,
+    why: &str,
+) -> Result<usize, AuthorityError> {
+    let named = stand_in(record, why);
+    match authority.ship_audit(std::slice::from_ref(&named)) {
+        Err(AuthorityError::Refused(PimError::InvalidArgument(_))) => {
+            let unnamed = AuditRecord {
+                actor: String::new(),
+                user: String::new(),
+                role: String::new(),
+                ..named
+            };
+            authority.ship_audit(std::slice::from_ref(&unnamed))
+        }
+        other => other,
+    }
+}
+
 /// Longest refusal quoted in a stand-in.
 const WHY_BYTES: usize = 512;
 
 /// What goes to the fleet's audit in place of `record`, which it refused (`why`): the same
-/// id, time, action, outcome and place in the chain (prev and hash), no text of its own.
+/// id, time, actor, action, user, role, outcome and place in the chain (prev and hash), and
+/// none of its free text (reason, ticket, detail), which is what a refusal is about.
 fn stand_in(record: &AuditRecord, why: &str) -> AuditRecord {
     AuditRecord {
-        actor: String::new(),
-        user: String::new(),
-        role: String::new(),
         reason: String::new(),
         ticket: String::new(),
         detail: format!(

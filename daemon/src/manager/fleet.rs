@@ -10,6 +10,7 @@
 
 use super::activation::no_live_grant;
 use super::*;
+use crate::clock::Boot;
 use crate::fleet::authority::{
     self as fa, Activated, AdminProof, Authority, AuthorityError, Decided, Decision, FleetGrant,
     FleetRequest, HostDisabled, HostInfo, Snapshot,
@@ -89,6 +90,11 @@ pub struct Fleet {
     policy: Option<Config>,
     /// Fleet grants this host does not start, already audited (once each, not every round).
     ignored: BTreeSet<(i64, String)>,
+    /// How many snapshot fetches have begun, and the number of the newest one mirrored: the
+    /// sync thread's fetch and a call's own (after a revocation, say) overlap, and a snapshot
+    /// read before one already mirrored would start a revoked grant again.
+    fetches_begun: u64,
+    newest_mirrored: u64,
 }
 
 impl Fleet {
@@ -113,6 +119,8 @@ impl Fleet {
             policy_version: 0,
             policy: None,
             ignored: BTreeSet::new(),
+            fetches_begun: 0,
+            newest_mirrored: 0,
         }
     }
 }
@@ -277,6 +285,25 @@ pub struct Mirrored {
     pub ended: usize,
     /// Why fleet grants do not count now, if they do not.
     pub stale: Option<String>,
+    /// The snapshot was older than one already mirrored, and was dropped (only the
+    /// staleness rule was applied).
+    pub superseded: bool,
+}
+
+/// A snapshot fetch, as the manager numbers and dates it (under its lock) just before the
+/// fetch begins: snapshots are mirrored in that order, and one is as fresh as the moment its
+/// fetch began, however long the answer took.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    number: u64,
+    began_at: i64,
+    boot: Boot,
+}
+
+/// A snapshot and the fetch that brought it.
+pub struct Fetched {
+    pub fetch: Fetch,
+    pub snapshot: Snapshot,
 }
 
 fn fleet_grant_info(g: &FleetGrant) -> GrantInfo {
@@ -644,11 +671,12 @@ impl Manager {
     /// A snapshot right after a change this host asked for, so that the caller's answer
     /// (`answer`) already holds here; if it fails, the sync loop's next round catches up.
     fn resync_after_change<T: Send + 'static>(&mut self, answer: T) -> FleetCall<T> {
+        let fetch = self.fleet_fetch_begins();
         self.on_authority(
             |a| a.snapshot(),
             move |m, snapshot| {
                 if let Ok(snapshot) = snapshot {
-                    if let Err(e) = m.mirror(Some(&snapshot)) {
+                    if let Err(e) = m.mirror(Some(&Fetched { fetch, snapshot })) {
                         m.outbox.syslog.push((
                             Severity::Error,
                             format!("fleet: mirroring after a change failed: {}", e.message()),
@@ -1240,10 +1268,26 @@ impl Manager {
 
     // --- the mirror ---
 
-    /// Makes the local mirror equal `snapshot` (the authority answered) or, with `None` (it
-    /// did not), applies staleness alone: a stale host ends every mirrored grant. Records the
-    /// synchronisation.
-    pub fn mirror(&mut self, snapshot: Option<&Snapshot>) -> Result<Mirrored, PimError> {
+    /// Numbers and dates a snapshot fetch about to begin (see [`Fetch`]).
+    pub fn fleet_fetch_begins(&mut self) -> Fetch {
+        let (began_at, boot) = (self.now(), self.clock.boot());
+        let number = self.fleet.as_mut().map_or(0, |f| {
+            f.fetches_begun += 1;
+            f.fetches_begun
+        });
+        Fetch {
+            number,
+            began_at,
+            boot,
+        }
+    }
+
+    /// Makes the local mirror equal the snapshot `fetched` (the authority answered) or, with
+    /// `None` (it did not), applies staleness alone: a stale host ends every mirrored grant.
+    /// Records the synchronisation, dated when its fetch began. A snapshot whose fetch began
+    /// before that of one already mirrored is older than what the mirror holds: it is
+    /// dropped, and only staleness applies.
+    pub fn mirror(&mut self, fetched: Option<&Fetched>) -> Result<Mirrored, PimError> {
         let Some(fleet) = self.fleet.as_mut() else {
             return Ok(Mirrored::default());
         };
@@ -1251,21 +1295,27 @@ impl Manager {
             .link
             .0
             .known_unreachable
-            .store(snapshot.is_none(), Ordering::SeqCst);
-        if snapshot.is_some() {
+            .store(fetched.is_none(), Ordering::SeqCst);
+        if fetched.is_some() {
             fleet.link.set_refused(None);
+        }
+        let superseded = fetched.is_some_and(|f| f.fetch.number < fleet.newest_mirrored);
+        let fetched = fetched.filter(|_| !superseded);
+        if let Some(f) = fetched {
+            fleet.newest_mirrored = f.fetch.number;
         }
         let max_staleness = fleet.max_staleness;
         let (now, boot) = (self.now(), self.clock.boot());
-        if let Some(s) = snapshot {
+        if let Some(Fetched { fetch, snapshot }) = fetched {
             let sync = FleetSync {
-                synced_at: now,
-                db_now: s.db_now,
-                policy_version: s.policy_version,
-                boot: boot.clone(),
+                synced_at: fetch.began_at,
+                db_now: mirror::db_clock_at(fetch.began_at, now, snapshot.db_now),
+                policy_version: snapshot.policy_version,
+                boot: fetch.boot.clone(),
             };
             self.store.write(|tx| tx.set_fleet_sync(&sync))?;
         }
+        let snapshot = fetched.map(|f| &f.snapshot);
         let (mirrored, sync) = self
             .store
             .read(|tx| Ok::<_, StoreError>((tx.fleet_mirrored()?, tx.fleet_sync()?)))?;
@@ -1281,6 +1331,7 @@ impl Manager {
         let mut first_error = None;
         let mut report = Mirrored {
             stale,
+            superseded,
             ..Mirrored::default()
         };
         for (grant, why) in &plan.end {

@@ -56,8 +56,8 @@ mod reviews;
 
 pub use chain::head_file_of;
 pub use fleet::{
-    Connector, Fleet, FleetCall, Mirrored, MAX_HOST_TAGS, MAX_POLICY_BYTES, MAX_TICKET_BYTES,
-    SHIP_BATCH,
+    Connector, Fetched, Fleet, FleetCall, Mirrored, MAX_HOST_TAGS, MAX_POLICY_BYTES,
+    MAX_TICKET_BYTES, SHIP_BATCH,
 };
 pub use recipients::Recipient;
 

@@ -166,15 +166,41 @@ fn given_a_synchronisation_from_another_boot_or_none_recorded_then_the_host_is_s
         freshness(Some(&unknown), NOW, &boot_now(), TEN_MINUTES),
         Err(Stale::OtherBoot)
     );
-    // Nor does a boot that cannot be read now compare as the recorded one.
-    let unreadable = FleetSync {
-        boot: Boot::default(),
-        ..sync
-    };
-    assert_eq!(
-        freshness(Some(&unreadable), NOW, &Boot::default(), TEN_MINUTES),
-        Err(Stale::OtherBoot)
-    );
+}
+
+#[test]
+fn given_a_boot_id_that_cannot_be_read_then_the_host_is_stale_and_the_reason_says_so() {
+    let sync = synced(NOW - 60, NOW - 60);
+    let unreadable = Boot::default();
+    for recorded in [
+        sync.clone(),
+        FleetSync {
+            boot: Boot::default(),
+            ..sync
+        },
+    ] {
+        let stale = freshness(Some(&recorded), NOW, &unreadable, TEN_MINUTES).unwrap_err();
+        assert_eq!(stale, Stale::BootUnknown);
+        let told = stale.describe(NOW, TEN_MINUTES);
+        assert!(told.contains("cannot read its boot id"), "{told}");
+        assert!(!told.contains("booted"), "{told}");
+    }
+}
+
+#[test]
+fn given_a_fetch_then_the_database_s_clock_is_placed_at_its_beginning_as_near_as_can_be_told() {
+    // The answer came 20 s after the fetch began; the database read its clock in between.
+    let (began, answered) = (NOW, NOW + 20);
+    // Clocks that agree: the database's is the host's.
+    assert_eq!(db_clock_at(began, answered, NOW + 10), began);
+    assert_eq!(db_clock_at(began, answered, NOW + 20), began);
+    // The host 50 s ahead: its clock was at least 50 s ahead when the fetch began.
+    assert_eq!(db_clock_at(began, answered, NOW - 50), NOW - 50);
+    // The host 50 s behind: at least 50 s behind, however long the answer took.
+    assert_eq!(db_clock_at(began, answered, NOW + 70), NOW + 50);
+    // An answer "before" the fetch (the wall clock set back meanwhile): the database's own
+    // reading, as for an answer at once.
+    assert_eq!(db_clock_at(began, NOW - 5, NOW + 3), NOW + 3);
 }
 
 #[test]

@@ -92,8 +92,14 @@ fn fleet_grant(id: i64, user: &str, role: &str, group: &str, ends_at: i64) -> Fl
 impl Fleet {
     /// The mirror of a snapshot if the authority answers, else the staleness rule alone.
     pub(super) fn sync(&mut self) -> Mirrored {
-        let snapshot = self.fake.clone().snapshot().ok();
-        self.e.m.mirror(snapshot.as_ref()).unwrap()
+        let fetch = self.e.m.fleet_fetch_begins();
+        let fetched = self
+            .fake
+            .clone()
+            .snapshot()
+            .ok()
+            .map(|snapshot| Fetched { fetch, snapshot });
+        self.e.m.mirror(fetched.as_ref()).unwrap()
     }
 
     /// One whole round of the sync thread; also how many times the configuration changed.
@@ -1218,4 +1224,159 @@ fn given_the_authority_unreachable_while_shipping_then_the_spool_waits_for_the_n
     f.fake.fleet().reachable = true;
     f.round().0.unwrap();
     assert!(f.e.m.audit_to_ship().unwrap().is_empty());
+}
+
+/// The manager shared by the sync thread and a call, as pimd's core shares it.
+struct Shared<'a>(Mutex<&'a mut Manager>);
+
+impl Managed for Shared<'_> {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Manager) -> Result<T, PimError> + Send + 'static,
+    ) -> Result<T, PimError> {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    fn config_changed(&self) {}
+}
+
+#[test]
+fn given_a_round_s_snapshot_read_before_a_revocation_and_mirrored_after_it_then_the_grant_stays_ended(
+) {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(8, "alice", "docker", "docker", T0 + HOUR)];
+    f.sync();
+    let in_docker = |f: &Fleet| {
+        f.e.accounts
+            .members("docker")
+            .contains(&"alice".to_string())
+    };
+    assert!(in_docker(&f));
+    let (waiting, is_waiting) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel();
+    f.fake.fleet().hold_answer = Some(crate::fleet::fake::Hold {
+        waiting,
+        release: released,
+    });
+    let frank = f.e.who("frank");
+    let mut authority = f.fake.clone();
+    let shared = Shared(Mutex::new(&mut f.e.m));
+    let report = std::thread::scope(|s| {
+        let round = s.spawn(|| sync::round(&mut authority, &shared));
+        // The round's snapshot (A) holds alice's grant; its answer is on its way.
+        is_waiting.recv().unwrap();
+        {
+            let mut guard = shared.0.lock().unwrap();
+            let m = &mut **guard;
+            // The revocation, and its own snapshot (B) mirrored at once.
+            m.fleet_revoke(&frank, "alice", "docker", "left the team", "112233")
+                .inline(m)
+                .unwrap();
+        }
+        release.send(()).unwrap();
+        round.join().unwrap()
+    })
+    .unwrap();
+    assert!(report.mirrored.superseded, "{report:?}");
+    assert_eq!(report.mirrored.started, 0);
+    assert!(!in_docker(&f), "the revoked grant started again");
+    let started: Vec<_> =
+        f.e.audited("fleet-grant")
+            .into_iter()
+            .filter(|r| r.outcome == Outcome::Success)
+            .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    // The next round mirrors as usual.
+    let (next, _) = f.round();
+    assert!(!next.unwrap().mirrored.superseded);
+    assert!(!in_docker(&f));
+}
+
+#[test]
+fn given_a_snapshot_slow_to_arrive_then_it_is_as_fresh_as_when_its_fetch_began() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    let fetch = f.e.m.fleet_fetch_begins();
+    // The database reads its clock 10 s into the fetch; the answer comes 10 s later.
+    f.advance(10);
+    let snapshot = f.fake.clone().snapshot().unwrap();
+    f.advance(10);
+    let report = f.e.m.mirror(Some(&Fetched { fetch, snapshot })).unwrap();
+    // The 20 s it took are no skew of the clocks.
+    assert_eq!((report.started, report.stale), (1, None));
+    let sync = f.e.m.store.read(|tx| tx.fleet_sync()).unwrap().unwrap();
+    assert_eq!((sync.synced_at, sync.db_now), (T0, T0));
+    assert!(f.sudo_allowed("alice").allowed);
+    // max_staleness (10 min) runs from when the fetch began, not from when it was mirrored.
+    f.fake.fleet().reachable = false;
+    f.advance(600 - 20 + 1);
+    assert!(!f.sudo_allowed("alice").allowed);
+    let report = f.sync();
+    let stale = report.stale.unwrap();
+    assert!(stale.contains("more than max_staleness"), "{stale}");
+    assert!(!f.in_sudo("alice"));
+}
+
+#[test]
+fn given_a_record_refused_for_its_free_text_then_its_stand_in_keeps_who_acted_and_about_whom() {
+    let mut f = fleet_env();
+    f.round().0.unwrap();
+    f.fake.fleet().refuse_reason = Some("UNSHIPPABLE".into());
+    let alice = f.e.who("alice");
+    // The fake has no answer set: the activation is refused and audited here, reason and all.
+    let _ =
+        f.e.m
+            .fleet_activate(&alice, "docker", 0, "keys UNSHIPPABLE", "", "", None)
+            .inline(&mut f.e.m);
+    let (report, _) = f.round();
+    let report = report.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let local = f.e.audited("activate");
+    let local = local.last().unwrap();
+    assert!(local.reason.contains("UNSHIPPABLE"), "{local:?}");
+    let shipped = f.fake.fleet().shipped.clone();
+    let stand_in = shipped.iter().find(|r| r.id == local.id).unwrap();
+    assert_eq!(
+        (
+            stand_in.actor.as_str(),
+            stand_in.user.as_str(),
+            stand_in.role.as_str(),
+            stand_in.action.as_str(),
+            stand_in.hash.as_str()
+        ),
+        ("alice", "alice", "docker", "activate", local.hash.as_str())
+    );
+    assert_eq!(
+        (stand_in.reason.as_str(), stand_in.ticket.as_str()),
+        ("", "")
+    );
+    assert!(
+        stand_in.detail.contains("not shipped as written"),
+        "{}",
+        stand_in.detail
+    );
+    assert!(f.e.m.audit_to_ship().unwrap().is_empty());
+}
+
+#[test]
+fn given_the_boot_id_cannot_be_read_then_fleet_grants_do_not_count_and_the_reason_says_so() {
+    let mut f = fleet_env();
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    assert!(f.sudo_allowed("alice").allowed);
+    f.e.clock.lose_boot_id();
+    assert!(!f.sudo_allowed("alice").allowed);
+    // Even a fresh snapshot: the age of a synchronisation cannot be told.
+    let report = f.sync();
+    assert_eq!(report.ended, 1);
+    let stale = report.stale.unwrap();
+    assert!(stale.contains("cannot read its boot id"), "{stale}");
+    assert!(!stale.contains("booted"), "{stale}");
+    assert!(!f.in_sudo("alice"));
+    let ended = f.e.audited("fleet-end");
+    assert!(
+        ended[0].detail.contains("cannot read its boot id"),
+        "{}",
+        ended[0].detail
+    );
 }
