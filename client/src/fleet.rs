@@ -207,10 +207,10 @@ async fn enable(
         || {
             format!(
                 "Enabled host {}: the grants ended when it was disabled stay ended. Its \
-                 database login pim_host_{} has a new password, below, shown this once (the \
-                 old one may be known to whoever had the host): put it in the host's \
-                 root-only pgpass file; the host logs in and synchronises again with it.\n{}\n",
-                escape(name),
+                 database login has a new password, below, shown this once (the old one may \
+                 be known to whoever had the host): put it in the host's root-only pgpass \
+                 file in place of the old one; the host logs in and synchronises again with \
+                 it.\n{}\n",
                 escape(name),
                 escape(&password)
             )

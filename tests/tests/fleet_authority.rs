@@ -2148,7 +2148,10 @@ fn given_a_disabled_host_then_it_cannot_log_in_nor_call_and_its_own_grants_and_r
         1
     );
     assert_eq!(
-        authority.count("SELECT count(*) FROM pim.audit WHERE action = 'admin-host-disable'"),
+        authority.count(
+            "SELECT count(*) FROM pim.audit WHERE action = 'admin-host-disable' \
+             AND detail LIKE 'host db2 disabled;%'"
+        ),
         1
     );
 

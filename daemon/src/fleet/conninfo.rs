@@ -113,8 +113,14 @@ impl ConnInfo {
     pub fn connect(&self) -> Result<postgres::Client, String> {
         let tls = self.tls_connector()?;
         let mut config = self.config.clone();
-        if let Some(file) = &self.passfile {
-            config.password(read_passfile(file, &config)?);
+        // A passfile caught half-written, or replaced with the wrong mode, leaves the
+        // password read before in place rather than stopping every reconnection.
+        if let Some(password) = self
+            .passfile
+            .as_ref()
+            .and_then(|file| read_passfile(file, &config).ok())
+        {
+            config.password(password);
         }
         config.connect(tls).map_err(|e| with_causes(&e))
     }

@@ -788,7 +788,13 @@ BEGIN
                       WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = login)
                         AND m.member = (SELECT oid FROM pg_roles WHERE rolname = 'pim_owner')
                         AND m.admin_option) THEN
-        EXECUTE format('GRANT %I TO pim_owner WITH ADMIN OPTION', login);
+        -- From PostgreSQL 16 on a grant says whether it passes the role's privileges on;
+        -- ending a login's sessions needs them (pim_owner holds no pg_signal_backend).
+        IF current_setting('server_version_num')::integer >= 160000 THEN
+            EXECUTE format('GRANT %I TO pim_owner WITH ADMIN TRUE, INHERIT TRUE', login);
+        ELSE
+            EXECUTE format('GRANT %I TO pim_owner WITH ADMIN OPTION', login);
+        END IF;
     END IF;
 END
 $$;
@@ -1776,20 +1782,33 @@ END
 $$;
 
 -- Ends every session of `login` but the caller's, waiting up to 3 s for each to be gone
--- (and its locks with it).
+-- (and its locks with it), and again for those that logged in meanwhile, until none is
+-- left; one it may not end is an error (a disable must not say done while the host is in).
 CREATE OR REPLACE FUNCTION pim.end_sessions_of(login text) RETURNS void
 LANGUAGE plpgsql SET search_path = pim, pg_catalog, pg_temp
 AS $$
 DECLARE
     a record;
+    found_one boolean;
 BEGIN
-    FOR a IN SELECT pid FROM pg_stat_activity WHERE usename = login AND pid <> pg_backend_pid() LOOP
-        BEGIN
-            PERFORM pg_terminate_backend(a.pid, 3000);
-        EXCEPTION WHEN insufficient_privilege OR query_canceled THEN
-            RAISE LOG 'pim: cannot end session % of %: %', a.pid, login, SQLERRM;
-        END;
+    FOR attempt IN 1..5 LOOP
+        -- pg_stat_activity is read once per transaction unless its snapshot is cleared.
+        PERFORM pg_stat_clear_snapshot();
+        found_one := false;
+        FOR a IN SELECT pid FROM pg_stat_activity WHERE usename = login AND pid <> pg_backend_pid() LOOP
+            found_one := true;
+            IF NOT pg_terminate_backend(a.pid, 3000) THEN
+                RAISE LOG 'pim: session % of % did not end within 3 s', a.pid, login;
+            END IF;
+        END LOOP;
+        IF NOT found_one THEN
+            RETURN;
+        END IF;
     END LOOP;
+    PERFORM pg_stat_clear_snapshot();
+    IF EXISTS (SELECT FROM pg_stat_activity WHERE usename = login AND pid <> pg_backend_pid()) THEN
+        PERFORM pim.refuse('PM009', format('the sessions of %s keep coming back; try again', login));
+    END IF;
 END
 $$;
 
@@ -1863,7 +1882,7 @@ BEGIN
     FOR g IN DELETE FROM pim.approvals a USING pim.requests q
              WHERE a.request_id = q.id AND q.state = 'pending' AND a.given_on = host_name
              RETURNING q.id, q."user", q.role, a.approver LOOP
-        PERFORM pim.audit(h.name, actor, 'approve', g."user", g.role, 'refused',
+        PERFORM pim.audit(h.name, actor, 'admin-host-disable', g."user", g.role, 'success',
             format('the approval of request %s by %s, given on host %s, no longer counts: the host was disabled',
                 g.id, g.approver, host_name));
         withdrawn := withdrawn || to_jsonb(g.id);
@@ -1897,6 +1916,8 @@ BEGIN
     IF refused IS NOT NULL THEN
         RETURN refused;
     END IF;
+    -- A session left from before the disable must not come back with the host.
+    PERFORM pim.end_sessions_of(target.login);
     UPDATE pim.hosts SET disabled_at = NULL, disabled_by = NULL WHERE name = host_name;
     -- A new password: whoever had the host may know the old one.
     EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', target.login, password);
