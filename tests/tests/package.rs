@@ -286,6 +286,21 @@ fn given_the_deb_when_installed_then_the_core_scenario_runs_on_installed_files_a
     sb.wait_until("alice's grant to expire", DEADLINE, || {
         !sb.is_member("alice", "sudo")
     });
+    // Until pimd has ended the processes that carry the group, a shell started with it is
+    // one of them (a race CI hit: the sudo below was killed, exit 137): wait for that end.
+    sb.wait_until(
+        "pimd to end alice's processes of the grant",
+        DEADLINE,
+        || {
+            sb.audit_records("root", &[]).iter().any(|r| {
+                r["action"] == "processes-end"
+                    && r["user"] == "alice"
+                    && r["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("none left"))
+            })
+        },
+    );
     sb.run_with_groups("alice", &["sudo"], &["sudo", "-n", "true"])
         .assert_failure()
         .assert_stderr_contains("pim: your grant for role admin (group sudo) ended");
