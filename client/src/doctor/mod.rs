@@ -91,10 +91,10 @@ fn show(path: &Path) -> String {
 }
 
 /// Names as printed: escaped, comma-separated.
-fn list(names: &[String]) -> String {
+fn list<S: AsRef<str>>(names: &[S]) -> String {
     names
         .iter()
-        .map(|n| escape(n))
+        .map(|n| escape(n.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }

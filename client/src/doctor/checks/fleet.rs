@@ -4,7 +4,7 @@
 
 use super::config::ConfigFile;
 use crate::doctor::findings::Finding;
-use crate::doctor::{show, BUS_TIMEOUT};
+use crate::doctor::{list, show, BUS_TIMEOUT};
 use pim_common::duration;
 use pim_common::proxy::ManagerProxy;
 use pim_common::text::escape;
@@ -83,10 +83,7 @@ pub fn check_fleet(
     let reached = if tcp.is_empty() {
         "over a Unix socket".to_string()
     } else {
-        format!(
-            "over TCP to {} with sslmode=verify-full",
-            tcp.iter().map(|h| escape(h)).collect::<Vec<_>>().join(", ")
-        )
+        format!("over TCP to {} with sslmode=verify-full", list(&tcp))
     };
     let trusted: Vec<String> = files
         .iter()
@@ -306,11 +303,7 @@ pub fn judge_unit(shown: &str, pairs: &[(String, String)]) -> Finding {
         message.push_str(&format!(
             "; [fleet] database names {} by name: their addresses (and the resolver) must be \
              among those",
-            named
-                .iter()
-                .map(|h| escape(h))
-                .collect::<Vec<_>>()
-                .join(", ")
+            list(&named)
         ));
     }
     Finding::pass(CHECK, message)
