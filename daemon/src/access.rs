@@ -14,7 +14,7 @@ use crate::accounts::Accounts;
 use crate::clock::{describe, Boot, Clock};
 use crate::fleet::mirror::{self, Stale};
 use crate::manager::MAX_ACCESS_GROUPS;
-use crate::model::Grant;
+use crate::model::{Assignment, FleetSync, Grant};
 use crate::policy;
 use crate::store::{ReadStore, Tx};
 use pim_common::text;
@@ -68,12 +68,67 @@ pub trait PassWatcher: Send + Sync {
     fn permanent_passed(&self, passes: Vec<PermanentPass>);
 }
 
+/// What [`decide`] reads of the state: a transaction's, or the snapshot the PAM socket keeps in
+/// memory ([`crate::access_snapshot`]), which errs on what it does not hold.
+pub trait AccessFacts {
+    fn live_grants_of(&self, user: &str) -> Result<Vec<Grant>, PimError>;
+    fn fleet_sync(&self) -> Result<Option<FleetSync>, PimError>;
+    fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, PimError>;
+    fn grant_by_assignment(&self, id: i64) -> Result<bool, PimError>;
+    fn fleet_id_of(&self, id: i64) -> Result<Option<i64>, PimError>;
+    fn suspended(&self, user: &str, role: &str) -> Result<bool, PimError>;
+    fn last_ended_grant(&self, user: &str, groups: &[String]) -> Result<Option<Grant>, PimError>;
+}
+
+impl AccessFacts for Tx<'_> {
+    fn live_grants_of(&self, user: &str) -> Result<Vec<Grant>, PimError> {
+        Ok(Tx::live_grants_of(self, user)?)
+    }
+    fn fleet_sync(&self) -> Result<Option<FleetSync>, PimError> {
+        Ok(Tx::fleet_sync(self)?)
+    }
+    fn assignment(&self, user: &str, role: &str) -> Result<Option<Assignment>, PimError> {
+        Ok(Tx::assignment(self, user, role)?)
+    }
+    fn grant_by_assignment(&self, id: i64) -> Result<bool, PimError> {
+        Ok(Tx::grant_by_assignment(self, id)?)
+    }
+    fn fleet_id_of(&self, id: i64) -> Result<Option<i64>, PimError> {
+        Ok(Tx::fleet_id_of(self, id)?)
+    }
+    fn suspended(&self, user: &str, role: &str) -> Result<bool, PimError> {
+        Ok(Tx::suspended(self, user, role)?)
+    }
+    fn last_ended_grant(&self, user: &str, groups: &[String]) -> Result<Option<Grant>, PimError> {
+        Ok(Tx::last_ended_grant(self, user, groups)?)
+    }
+}
+
+/// What [`decide`] asks of the user and group databases.
+pub trait AccessAccounts {
+    fn user_exists(&self, name: &str) -> bool;
+    /// A lookup that fails is an error, never a "no".
+    fn in_group(&self, user: &str, group: &str) -> Result<bool, crate::accounts::AccountsError>;
+}
+
+impl<A: Accounts + ?Sized> AccessAccounts for A {
+    fn user_exists(&self, name: &str) -> bool {
+        Accounts::user_exists(self, name)
+    }
+    fn in_group(&self, user: &str, group: &str) -> Result<bool, crate::accounts::AccountsError> {
+        Accounts::in_group(self, user, group)
+    }
+}
+
 /// The answer for `user` holding `groups` at `now`, read in `tx`, and which groups a
 /// `permanent` listing covered. The question must have passed [`check_question`].
+///
+/// A fact that cannot be read or looked up never covers a group: the answer only allows what
+/// every fact it needed said.
 pub fn decide(
     config: &Config,
-    tx: &Tx,
-    accounts: &dyn Accounts,
+    tx: &dyn AccessFacts,
+    accounts: &(impl AccessAccounts + ?Sized),
     (now, boot): (i64, &Boot),
     user: &str,
     groups: &[String],
@@ -166,7 +221,7 @@ struct FleetVantage {
 /// ends it.
 fn grant_stands(
     config: &Config,
-    tx: &Tx,
+    tx: &dyn AccessFacts,
     in_group: &dyn Fn(&str) -> Result<bool, crate::accounts::AccountsError>,
     now: i64,
     grant: &Grant,
@@ -217,8 +272,8 @@ fn refusal(message: String) -> AccessDecision {
 /// The refusal for `group`, which nothing covers: the grant of it that ended last, else the
 /// role to activate, else that no role grants it.
 fn uncovered(
-    tx: &Tx,
-    accounts: &dyn Accounts,
+    tx: &dyn AccessFacts,
+    accounts: &(impl AccessAccounts + ?Sized),
     now: i64,
     user: &str,
     group: &str,

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod access_snapshot;
 mod accounts;
 mod alerts;
 mod clock;

@@ -11,8 +11,11 @@
 //! take is shared with the manager (activations, MFA, audit writes) or the async runtime, so
 //! sudo's answer never waits behind other callers' work. One of them at a time polls the
 //! listener and the accepted connections whose request is incomplete (bounded in number and in
-//! time, see [`Server`]), and decides the first whole request itself once another thread took
-//! the polling over; a client that connects and sends nothing holds no thread.
+//! time, see [`Server`]). A whole request that the access snapshot allows
+//! ([`crate::access_snapshot`]: in memory, read again after each commit) is answered there and
+//! then, with no other thread woken; any other is decided in full on the database by the
+//! thread that read it, once another took the polling over. A client that connects and sends
+//! nothing holds no thread.
 //! What is more waits in the kernel's backlog (bounded; the module's `timeout=` bounds its
 //! connect there). At stop, the threads are stopped and joined before the denial audit is
 //! finished, so that no denial comes after it.
@@ -24,6 +27,7 @@
 //! Denials go to the same bounded denial audit as the bus's.
 
 use crate::access::AccessReader;
+use crate::access_snapshot::AccessSnapshots;
 use crate::service::Core;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -193,6 +197,7 @@ impl PamSocket {
     pub fn start(
         core: Arc<Core>,
         readers: Vec<Arc<Mutex<AccessReader>>>,
+        snapshots: Option<Arc<AccessSnapshots>>,
     ) -> Result<PamSocket, String> {
         let path = PathBuf::from(PAM_SOCKET);
         let dir = Path::new(PAM_SOCKET_DIR);
@@ -220,9 +225,14 @@ impl PamSocket {
                 Box::new(move |request: Request| decide(&reader, &core, request)) as Decider
             })
             .collect();
+        let quick: Quick = match snapshots {
+            Some(snapshots) => Box::new(move |r| snapshots.allows(&r.user, &r.groups)),
+            None => Box::new(|_| false),
+        };
         let server = Server::start(
             listener,
             0,
+            quick,
             deciders,
             Box::new(move |turned| match turned {
                 TurnedAway::NotAllowed(uid) => refusals.refuse(uid),
@@ -326,6 +336,9 @@ fn decide(reader: &Mutex<AccessReader>, core: &Core, request: Request) -> Answer
 
 /// What a thread does with a complete request.
 type Decider = Box<dyn FnMut(Request) -> Answer + Send>;
+/// Whether a complete request is allowed at once, by what pimd keeps in memory
+/// ([`crate::access_snapshot`]); false hands it to a [`Decider`]. It must not wait.
+type Quick = Box<dyn Fn(&Request) -> bool + Send + Sync>;
 /// A connection turned away without an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnedAway {
@@ -361,6 +374,7 @@ struct Shared {
     /// Readable once the server stops.
     stopped: UnixStream,
     allowed_uid: u32,
+    quick: Quick,
     refuse: Refuser,
 }
 
@@ -404,11 +418,13 @@ struct Job {
 }
 
 impl Server {
-    /// Serves `listener`: requests of `allowed_uid` (root, for pimd) are decided by the
-    /// `deciders`, one thread each; connections of anyone else go to `refuse`.
+    /// Serves `listener`: requests of `allowed_uid` (root, for pimd) that `quick` allows are
+    /// answered by the thread that read them, the others are decided by the `deciders`, one
+    /// thread each; connections of anyone else go to `refuse`.
     pub fn start(
         listener: UnixListener,
         allowed_uid: u32,
+        quick: Quick,
         deciders: Vec<Decider>,
         refuse: Refuser,
     ) -> Result<Server, String> {
@@ -425,6 +441,7 @@ impl Server {
             listener,
             stopped,
             allowed_uid,
+            quick,
             refuse,
         });
         // Returns once every thread runs: a thread not started yet would neither take a
@@ -630,6 +647,7 @@ fn lead(shared: &Shared, mut pending: VecDeque<Pending>) -> Option<Job> {
         if listener_ready {
             accept_all(shared, &mut pending, &mut whole);
         }
+        whole.retain_mut(|job| !answered_at_once(shared, job));
         if whole.is_empty() {
             continue;
         }
@@ -650,6 +668,17 @@ fn lead(shared: &Shared, mut pending: VecDeque<Pending>) -> Option<Job> {
         drop(state);
         turn_away(shared, busy);
     }
+}
+
+/// Answers `job` here if it is allowed at once (no thread is woken for it); whether it was.
+/// A panic in the quick answer hands the request to a decider.
+fn answered_at_once(shared: &Shared, job: &mut Job) -> bool {
+    let quick = || (shared.quick)(&job.request);
+    if !std::panic::catch_unwind(std::panic::AssertUnwindSafe(quick)).unwrap_or(false) {
+        return false;
+    }
+    let _ = write_reply(&mut job.stream, job.request.id, &Answer::Allowed);
+    true
 }
 
 /// Queues `jobs`, oldest first: how many were queued, and the requests of those beyond
@@ -865,7 +894,14 @@ mod tests {
             })
             .collect();
         let uid = nix::unistd::getuid().as_raw();
-        let server = Server::start(listener, uid, deciders, Box::new(|_| {})).unwrap();
+        let server = Server::start(
+            listener,
+            uid,
+            Box::new(|_| false),
+            deciders,
+            Box::new(|_| {}),
+        )
+        .unwrap();
         (server, path, decided)
     }
 
@@ -953,6 +989,7 @@ mod tests {
         let server = Server::start(
             listener,
             uid,
+            Box::new(|_| false),
             gated_deciders(&gate, &begun),
             Box::new(|_| {}),
         )
@@ -983,7 +1020,14 @@ mod tests {
             })
             .collect();
         let uid = nix::unistd::getuid().as_raw();
-        let server = Server::start(listener, uid, deciders, Box::new(|_| {})).unwrap();
+        let server = Server::start(
+            listener,
+            uid,
+            Box::new(|_| false),
+            deciders,
+            Box::new(|_| {}),
+        )
+        .unwrap();
         let held: Vec<UnixStream> = (0..WORKERS as u64 - 2)
             .map(|id| {
                 let mut stream = UnixStream::connect(&path).unwrap();
@@ -1019,6 +1063,7 @@ mod tests {
         let server = Server::start(
             listener,
             uid,
+            Box::new(|_| false),
             gated_deciders(&gate, &begun),
             Box::new(move |t| seen.lock().unwrap().push(t)),
         )
@@ -1073,6 +1118,71 @@ mod tests {
         );
         server.stop();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A server whose quick answer allows `quick_user` (or panics for `panic_user`), and whose
+    /// deciders count what they decide.
+    fn quick_server(name: &str) -> (Server, PathBuf, Arc<AtomicUsize>) {
+        let dir = std::env::temp_dir().join(format!("pimd-pam-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pam.socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let decided = Arc::new(AtomicUsize::new(0));
+        let deciders = (0..WORKERS)
+            .map(|_| {
+                let decided = decided.clone();
+                Box::new(move |_: Request| {
+                    decided.fetch_add(1, Ordering::SeqCst);
+                    Answer::Refused("pim: decided in full".into())
+                }) as Decider
+            })
+            .collect();
+        let quick: Quick = Box::new(|request| match request.user.as_str() {
+            "quick_user" => true,
+            "panic_user" => panic!("a quick answer that panics"),
+            _ => false,
+        });
+        let uid = nix::unistd::getuid().as_raw();
+        let server = Server::start(listener, uid, quick, deciders, Box::new(|_| {})).unwrap();
+        (server, path, decided)
+    }
+
+    fn ask_as(path: &Path, user: &str) -> Answer {
+        let mut stream = UnixStream::connect(path).unwrap();
+        stream
+            .write_all(&pam_socket::encode_request(9, user, &["sudo".into()]).unwrap())
+            .unwrap();
+        reply(&mut stream, 9).unwrap()
+    }
+
+    #[test]
+    fn given_a_request_the_quick_answer_allows_then_no_decider_is_asked() {
+        let (server, path, decided) = quick_server("quick");
+        for _ in 0..20 {
+            assert_eq!(ask_as(&path, "quick_user"), Answer::Allowed);
+        }
+        assert_eq!(decided.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            ask_as(&path, "other"),
+            Answer::Refused("pim: decided in full".into())
+        );
+        assert_eq!(decided.load(Ordering::SeqCst), 1);
+        server.stop();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn given_a_quick_answer_that_panics_then_the_request_is_decided_in_full_and_the_server_lives() {
+        let (server, path, decided) = quick_server("quickpanic");
+        assert_eq!(
+            ask_as(&path, "panic_user"),
+            Answer::Refused("pim: decided in full".into())
+        );
+        assert_eq!(decided.load(Ordering::SeqCst), 1);
+        assert_eq!(ask_as(&path, "quick_user"), Answer::Allowed);
+        server.stop();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

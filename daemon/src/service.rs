@@ -3,6 +3,7 @@
 //! for watchers, `notify_command`). No policy lives here.
 
 use crate::access::{AccessReader, PassWatcher, PermanentPass, MAX_USER_NAME_BYTES};
+use crate::access_snapshot::AccessSnapshots;
 use crate::manager::{Caller, FleetCall, Manager, Outbox, Recipient, MAX_ACCESS_GROUPS};
 use crate::model::{AuditEntry, Outcome};
 use crate::syslog::{Severity, Syslog};
@@ -1789,6 +1790,8 @@ pub struct AccessReaders {
     guesses: Arc<Semaphore>,
     root: Arc<Mutex<AccessReader>>,
     pam_socket: Vec<Arc<Mutex<AccessReader>>>,
+    /// The PAM socket's quick answer, which a reload must reach as it reaches the readers.
+    snapshots: Option<Arc<AccessSnapshots>>,
 }
 
 impl AccessReaders {
@@ -1796,6 +1799,7 @@ impl AccessReaders {
         guessing: AccessReader,
         root: AccessReader,
         pam_socket: Vec<AccessReader>,
+        snapshots: Option<Arc<AccessSnapshots>>,
     ) -> Arc<AccessReaders> {
         Arc::new(AccessReaders {
             guessing: Arc::new(Mutex::new(guessing)),
@@ -1805,6 +1809,7 @@ impl AccessReaders {
                 .into_iter()
                 .map(|r| Arc::new(Mutex::new(r)))
                 .collect(),
+            snapshots,
         })
     }
 
@@ -1827,8 +1832,16 @@ impl AccessReaders {
         }
     }
 
+    /// The PAM socket's quick answer, if it has one.
+    pub fn snapshots(&self) -> Option<Arc<AccessSnapshots>> {
+        self.snapshots.clone()
+    }
+
     /// Takes the configuration a reload installed.
     pub fn set_config(&self, config: Arc<Config>) {
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.set_config(config.clone());
+        }
         for reader in [&self.guessing, &self.root]
             .into_iter()
             .chain(&self.pam_socket)
@@ -2020,7 +2033,7 @@ mod tests {
                     Box::new(FakeClock::at(1_800_000_000)),
                 )
             };
-            let access = AccessReaders::new(reader(), reader(), vec![]);
+            let access = AccessReaders::new(reader(), reader(), vec![], None);
             AccessHost {
                 dir,
                 core: Core::new(manager),

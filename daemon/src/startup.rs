@@ -3,6 +3,7 @@
 //! reconcile on schedule and sweep set-group-ID files. `main.rs` only reads the arguments.
 
 use crate::access::AccessReader;
+use crate::access_snapshot::AccessSnapshots;
 use crate::accounts::SystemAccounts;
 use crate::alerts;
 use crate::clock::{Clock, SystemClock};
@@ -228,7 +229,13 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     let pam_socket_readers = (0..pam_socket::WORKERS)
         .map(|_| reader())
         .collect::<Result<_, _>>()?;
-    let access = AccessReaders::new(reader()?, reader()?, pam_socket_readers);
+    // The PAM socket's quick answer, read again after each commit by a thread of its own.
+    let snapshots = AccessSnapshots::new(config.clone(), Box::new(SystemClock));
+    snapshots.start(
+        Box::new(SqliteStore::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?),
+        Box::new(SystemAccounts),
+    )?;
+    let access = AccessReaders::new(reader()?, reader()?, pam_socket_readers, Some(snapshots));
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -268,7 +275,11 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     // the reconciliation below: that may take long (gpasswd, a slow user database), and a
     // holder's sudo must not wait for it. The answer does not depend on it: a grant past its
     // end, or no longer standing on its role, assignment and eligibility, covers nothing.
-    let mut pam_socket = pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers())?;
+    let mut pam_socket = pam_socket::PamSocket::start(
+        core.clone(),
+        access.pam_socket_readers(),
+        access.snapshots(),
+    )?;
     pam_socket.publish()?;
     eprintln!(
         "pimd: answering the PAM module on {}",

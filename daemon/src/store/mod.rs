@@ -66,6 +66,7 @@
 //! unique indexes here: any backend must refuse the second one in the database itself, not by
 //! reading first, or two hosts activating at once both win.
 
+pub mod commits;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -143,7 +144,7 @@ impl dyn Store + '_ {
         if changed.get() && audited.is_empty() {
             return Err(StoreError::Unaudited.into());
         }
-        txn.commit(Key(()))?;
+        commits::counted(|| txn.commit(Key(())))?;
         Ok((value, audited))
     }
 
