@@ -8,16 +8,19 @@
 //! databases that look nothing up: a group membership the answer would need is an error,
 //! which covers nothing (so a holder eligible through a group is answered by the full check).
 //! Whatever is not an allowance (a refusal, a fact the snapshot does not hold, a `permanent`
-//! pass, which the break-glass alert must hear of) goes to the full check on the database,
-//! which words the refusal and audits it.
+//! pass, which the break-glass alert must hear of, and any question about a group some role
+//! lists `permanent` through a group, which only a lookup can settle) goes to the full check
+//! on the database, which words the refusal and audits it.
 //!
 //! A snapshot counts only while no commit was begun since it was read ([`commits`]): a grant
 //! ended, an assignment changed or a fleet synchronisation reaches the next check at once,
 //! read from the database until the snapshot is read again; a reload drops it. Times are not
 //! in it: each answer compares the grants' ends and the fleet's freshness with the clock of
 //! the moment. Whether a user with a live grant exists is looked up when the snapshot is
-//! read: the module only asks about a user its own lookup found, so this is a second look,
-//! which the full check repeats on every refusal.
+//! read, which is at least every [`MAX_AGE`] / 3, and a snapshot older than [`MAX_AGE`] is not
+//! trusted: the module only asks about a user its own lookup found, so this is a second look,
+//! which the full check repeats on every refusal. Writing the database by hand while pimd
+//! runs is not seen until pimd's next commit or that age (the README says not to).
 #![forbid(unsafe_code)]
 
 use crate::access::{self, AccessAccounts, AccessFacts};
@@ -26,7 +29,7 @@ use crate::clock::Clock;
 use crate::model::{Assignment, FleetSync, Grant};
 use crate::store::{commits, ReadStore};
 use pim_common::PimError;
-use pim_config::Config;
+use pim_config::{Config, Principal};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -35,6 +38,8 @@ use std::time::{Duration, Instant};
 pub struct AccessSnapshot {
     /// The [`commits::settled`] count it was read at.
     commits: u64,
+    /// When: the users' existence is as of then (see [`MAX_AGE`]).
+    read_at: Instant,
     config: Arc<Config>,
     /// Live grants by user, the soonest to end first (as `live_grants_of` gives them).
     live: HashMap<String, Vec<Grant>>,
@@ -58,16 +63,17 @@ fn key(user: &str, role: &str) -> (String, String) {
 }
 
 impl AccessSnapshot {
-    /// Reads it from `store` at the settled count `commits`, with `config`.
+    /// Reads it from `store` at the settled count `at`, with `config`.
     pub fn read(
-        commits: u64,
+        at: u64,
         config: Arc<Config>,
         store: &mut dyn ReadStore,
         accounts: &dyn Accounts,
     ) -> Result<AccessSnapshot, PimError> {
         let mut snapshot = store.read(|tx| -> Result<AccessSnapshot, PimError> {
             let mut snapshot = AccessSnapshot {
-                commits,
+                commits: at,
+                read_at: Instant::now(),
                 config: config.clone(),
                 live: HashMap::new(),
                 assignments: HashMap::new(),
@@ -112,6 +118,18 @@ impl AccessSnapshot {
     /// module's doc: false is "ask the full check", never a refusal).
     pub fn allows(&self, clock: &dyn Clock, user: &str, groups: &[String]) -> bool {
         if access::check_question(user, groups).is_err() {
+            return false;
+        }
+        // A `permanent` listing through a group would be a break-glass pass the alert must
+        // hear of, and only a lookup can tell: not answered here, even when a grant covers it.
+        let permanent_by_group = self.config.roles.values().any(|role| {
+            groups.contains(&role.group)
+                && role
+                    .permanent
+                    .iter()
+                    .any(|p| matches!(p, Principal::Group(_)))
+        });
+        if permanent_by_group {
             return false;
         }
         let (now, boot) = (clock.now(), clock.boot());
@@ -171,6 +189,9 @@ impl AccessAccounts for NoLookups<'_> {
 
 /// How long the reading thread waits for a commit before it looks again anyway.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// A snapshot older than this is not trusted, commit or not: what the user database said of
+/// each holder is at most this old. The thread reads a new one after a third of it.
+const MAX_AGE: Duration = Duration::from_secs(30);
 /// After each reading, the thread rests this many times as long as it took: however often
 /// commits come, reading snapshots takes at most a fifth of one CPU.
 const REST_FACTOR: u32 = 4;
@@ -217,7 +238,10 @@ impl AccessSnapshots {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match current {
-            Some(snapshot) if commits::settled() == Some(snapshot.commits) => {
+            Some(snapshot)
+                if commits::settled() == Some(snapshot.commits)
+                    && snapshot.read_at.elapsed() < MAX_AGE =>
+            {
                 snapshot.allows(&*self.clock, user, groups)
             }
             _ => false,
@@ -229,8 +253,14 @@ impl AccessSnapshots {
     pub fn set_config(&self, config: Arc<Config>) {
         let mut held = self.config.lock().unwrap_or_else(PoisonError::into_inner);
         *held = config;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = None;
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         drop(held);
+        // Freed here, not under the lock the PAM socket's answer takes.
+        drop(old);
         commits::nudge();
     }
 
@@ -255,16 +285,24 @@ impl AccessSnapshots {
         if !Arc::ptr_eq(&held, &snapshot.config) || commits::settled() != Some(seen) {
             return Ok(false);
         }
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(snapshot));
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(Arc::new(snapshot));
+        drop(held);
+        drop(old);
         Ok(true)
     }
 
-    /// The count and configuration of the current snapshot, if there is one.
+    /// The count and configuration of the current snapshot, if there is one young enough
+    /// not to be read again yet.
     fn current_at(&self) -> Option<(u64, Arc<Config>)> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
+            .filter(|s| s.read_at.elapsed() < MAX_AGE / 3)
             .map(|s| (s.commits, s.config.clone()))
     }
 }
@@ -297,7 +335,11 @@ fn keep_reading(
             continue;
         }
         let started = Instant::now();
-        match strong.refresh(store, accounts) {
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            strong.refresh(store, accounts)
+        }))
+        .unwrap_or_else(|_| Err(PimError::Internal("reading it panicked".into())));
+        match read {
             Ok(_) => failing = false,
             Err(e) => {
                 if !failing {
@@ -463,14 +505,51 @@ mod tests {
     fn given_a_holder_eligible_through_a_group_then_the_snapshot_leaves_it_to_the_full_check() {
         let mut host = host("group");
         host.activate("olga", 1001);
+        host.activate("alice", 1000);
         assert!(!host.answer("olga", &["sudo"]));
+        assert!(
+            host.answer("alice", &["sudo"]),
+            "the same snapshot allows a holder by name"
+        );
     }
 
     #[test]
     fn given_a_user_the_user_database_lost_then_the_snapshot_leaves_it_to_the_full_check() {
         let mut host = host("gone");
         host.activate("alice", 1000);
+        assert!(host.answer("alice", &["sudo"]));
+        let same = config(ADMIN, &host.accounts);
         host.accounts.remove_user("alice");
+        // Read again (the user database is looked at each time a snapshot is read).
+        host.snapshots.set_config(same);
+        assert!(!host.answer("alice", &["sudo"]));
+    }
+
+    /// ADMIN with `permanent` added: what a reload after alice's activation may bring.
+    fn admin_with_permanent(host: &Host, permanent: &str) -> Arc<Config> {
+        let text = format!("{ADMIN}permanent = [\"{permanent}\"]\n");
+        config(&text, &host.accounts)
+    }
+
+    #[test]
+    fn given_a_grant_and_a_permanent_listing_through_a_group_then_the_full_check_answers() {
+        let mut host = host("permgroup");
+        host.activate("alice", 1000);
+        assert!(host.answer("alice", &["sudo"]));
+        // alice is in %oncall, listed permanent: a pass the break-glass alert must hear of,
+        // which only the full check's lookup finds, even though her grant would cover sudo.
+        host.accounts.add_group("oncall", &["alice"]);
+        let reloaded = admin_with_permanent(&host, "%oncall");
+        host.snapshots.set_config(reloaded);
+        assert!(!host.answer("alice", &["sudo"]));
+    }
+
+    #[test]
+    fn given_a_permanent_listing_by_name_then_the_full_check_answers() {
+        let mut host = host("permname");
+        host.activate("alice", 1000);
+        let reloaded = admin_with_permanent(&host, "alice");
+        host.snapshots.set_config(reloaded);
         assert!(!host.answer("alice", &["sudo"]));
     }
 

@@ -8,8 +8,9 @@
 //! the one a crash left behind without a moment where the path is missing.
 //!
 //! [`WORKERS`] threads answer it, each with its own read-only [`AccessReader`]: nothing they
-//! take is shared with the manager (activations, MFA, audit writes) or the async runtime, so
-//! sudo's answer never waits behind other callers' work. One of them at a time polls the
+//! take is shared with the manager (activations, MFA, audit writes) or the async runtime but
+//! the access snapshot's lock, which a reload holds only to drop the snapshot, so sudo's
+//! answer never waits behind other callers' work. One of them at a time polls the
 //! listener and the accepted connections whose request is incomplete (bounded in number and in
 //! time, see [`Server`]). A whole request that the access snapshot allows
 //! ([`crate::access_snapshot`]: in memory, read again after each commit) is answered there and
