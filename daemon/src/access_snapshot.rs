@@ -52,6 +52,8 @@ pub struct AccessSnapshot {
     fleet_sync: Option<FleetSync>,
     /// The users with a live grant whom the user database knew when it was read.
     known_users: HashSet<String>,
+    /// The groups of roles that list someone `permanent` through a group.
+    permanent_by_group: HashSet<String>,
 }
 
 fn not_held() -> PimError {
@@ -82,6 +84,16 @@ impl AccessSnapshot {
                 fleet_ids: HashMap::new(),
                 fleet_sync: tx.fleet_sync()?,
                 known_users: HashSet::new(),
+                permanent_by_group: config
+                    .roles
+                    .values()
+                    .filter(|role| {
+                        role.permanent
+                            .iter()
+                            .any(|p| matches!(p, Principal::Group(_)))
+                    })
+                    .map(|role| role.group.clone())
+                    .collect(),
             };
             for grant in tx.live_grants()? {
                 let held = key(&grant.user, &grant.role);
@@ -122,14 +134,7 @@ impl AccessSnapshot {
         }
         // A `permanent` listing through a group would be a break-glass pass the alert must
         // hear of, and only a lookup can tell: not answered here, even when a grant covers it.
-        let permanent_by_group = self.config.roles.values().any(|role| {
-            groups.contains(&role.group)
-                && role
-                    .permanent
-                    .iter()
-                    .any(|p| matches!(p, Principal::Group(_)))
-        });
-        if permanent_by_group {
+        if groups.iter().any(|g| self.permanent_by_group.contains(g)) {
             return false;
         }
         let (now, boot) = (clock.now(), clock.boot());
@@ -382,6 +387,13 @@ mod tests {
         reader: Box<dyn ReadStore>,
     }
 
+    fn caller(name: &str, uid: u32) -> Caller {
+        Caller {
+            uid,
+            name: name.into(),
+        }
+    }
+
     fn config(text: &str, accounts: &FakeAccounts) -> Arc<Config> {
         let (config, problems) = config::parse(text, "pim.toml", accounts);
         assert!(problems.is_empty(), "{problems:?}");
@@ -420,12 +432,8 @@ mod tests {
 
     impl Host {
         fn activate(&mut self, user: &str, uid: u32) {
-            let caller = Caller {
-                uid,
-                name: user.into(),
-            };
             self.manager
-                .activate(&caller, "admin", 3600, "", "", "")
+                .activate(&caller(user, uid), "admin", 3600, "", "", "")
                 .unwrap();
         }
         /// The snapshot's answer, from a snapshot that was current throughout: other tests
@@ -481,11 +489,9 @@ mod tests {
         let mut host = host("ended");
         host.activate("alice", 1000);
         assert!(host.answer("alice", &["sudo"]));
-        let alice = Caller {
-            uid: 1000,
-            name: "alice".into(),
-        };
-        host.manager.deactivate(&alice, "admin").unwrap();
+        host.manager
+            .deactivate(&caller("alice", 1000), "admin")
+            .unwrap();
         // The snapshot still lists the grant: the commit alone makes it count for nothing.
         assert!(host.snapshots.current_at().is_some());
         assert!(!host.allows("alice", &["sudo"]));

@@ -198,7 +198,7 @@ impl PamSocket {
     pub fn start(
         core: Arc<Core>,
         readers: Vec<Arc<Mutex<AccessReader>>>,
-        snapshots: Option<Arc<AccessSnapshots>>,
+        snapshots: Arc<AccessSnapshots>,
     ) -> Result<PamSocket, String> {
         let path = PathBuf::from(PAM_SOCKET);
         let dir = Path::new(PAM_SOCKET_DIR);
@@ -226,10 +226,7 @@ impl PamSocket {
                 Box::new(move |request: Request| decide(&reader, &core, request)) as Decider
             })
             .collect();
-        let quick: Quick = match snapshots {
-            Some(snapshots) => Box::new(move |r| snapshots.allows(&r.user, &r.groups)),
-            None => Box::new(|_| false),
-        };
+        let quick: Quick = Box::new(move |r| snapshots.allows(&r.user, &r.groups));
         let server = Server::start(
             listener,
             0,
@@ -877,10 +874,7 @@ mod tests {
         delay: Duration,
         begun: Arc<AtomicUsize>,
     ) -> (Server, PathBuf, Arc<AtomicUsize>) {
-        let dir = std::env::temp_dir().join(format!("pimd-pam-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pam.socket");
+        let path = temp_dir(name).join("pam.socket");
         let listener = UnixListener::bind(&path).unwrap();
         let decided = Arc::new(AtomicUsize::new(0));
         let deciders = (0..WORKERS)
@@ -908,9 +902,14 @@ mod tests {
 
     /// The module's exchange, bounded by `timeout` as its `timeout=` bounds it.
     fn ask(path: &Path, timeout: Duration) -> std::io::Result<Answer> {
+        ask_about(path, "alice", timeout)
+    }
+
+    /// [`ask`] about `user`.
+    fn ask_about(path: &Path, user: &str, timeout: Duration) -> std::io::Result<Answer> {
         let mut stream = UnixStream::connect(path)?;
         stream.set_read_timeout(Some(timeout))?;
-        stream.write_all(&pam_socket::encode_request(7, "alice", &["sudo".into()]).unwrap())?;
+        stream.write_all(&pam_socket::encode_request(7, user, &["sudo".into()]).unwrap())?;
         let mut head = [0u8; HEADER_BYTES];
         stream.read_exact(&mut head)?;
         let header = pam_socket::parse_reply_header(&head).unwrap();
@@ -1124,10 +1123,7 @@ mod tests {
     /// A server whose quick answer allows `quick_user` (or panics for `panic_user`), and whose
     /// deciders count what they decide.
     fn quick_server(name: &str) -> (Server, PathBuf, Arc<AtomicUsize>) {
-        let dir = std::env::temp_dir().join(format!("pimd-pam-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pam.socket");
+        let path = temp_dir(name).join("pam.socket");
         let listener = UnixListener::bind(&path).unwrap();
         let decided = Arc::new(AtomicUsize::new(0));
         let deciders = (0..WORKERS)
@@ -1150,11 +1146,7 @@ mod tests {
     }
 
     fn ask_as(path: &Path, user: &str) -> Answer {
-        let mut stream = UnixStream::connect(path).unwrap();
-        stream
-            .write_all(&pam_socket::encode_request(9, user, &["sudo".into()]).unwrap())
-            .unwrap();
-        reply(&mut stream, 9).unwrap()
+        ask_about(path, user, Duration::from_secs(10)).unwrap()
     }
 
     #[test]

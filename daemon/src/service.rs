@@ -1832,11 +1832,6 @@ impl AccessReaders {
         }
     }
 
-    /// The PAM socket's quick answer, if it has one.
-    pub fn snapshots(&self) -> Option<Arc<AccessSnapshots>> {
-        self.snapshots.clone()
-    }
-
     /// Takes the configuration a reload installed.
     pub fn set_config(&self, config: Arc<Config>) {
         if let Some(snapshots) = &self.snapshots {

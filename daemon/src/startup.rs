@@ -235,7 +235,12 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Box::new(SqliteStore::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?),
         Box::new(SystemAccounts),
     )?;
-    let access = AccessReaders::new(reader()?, reader()?, pam_socket_readers, Some(snapshots));
+    let access = AccessReaders::new(
+        reader()?,
+        reader()?,
+        pam_socket_readers,
+        Some(snapshots.clone()),
+    );
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -275,11 +280,8 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
     // the reconciliation below: that may take long (gpasswd, a slow user database), and a
     // holder's sudo must not wait for it. The answer does not depend on it: a grant past its
     // end, or no longer standing on its role, assignment and eligibility, covers nothing.
-    let mut pam_socket = pam_socket::PamSocket::start(
-        core.clone(),
-        access.pam_socket_readers(),
-        access.snapshots(),
-    )?;
+    let mut pam_socket =
+        pam_socket::PamSocket::start(core.clone(), access.pam_socket_readers(), snapshots)?;
     pam_socket.publish()?;
     eprintln!(
         "pimd: answering the PAM module on {}",
