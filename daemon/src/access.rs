@@ -7,8 +7,8 @@
 //! read-only handle on the store ([`ReadStore`]; with SQLite, a read-only connection that WAL
 //! lets read while the manager writes) and a snapshot of the configuration that a reload
 //! swaps. No lock that activations, MFA or audit writes hold is
-//! taken on the way. pimd keeps two, used off its async thread (`service::AccessReaders`):
-//! one for answers guessed while the bus says who a new caller is, one for root's alone.
+//! taken on the way. pimd keeps one for root's questions on the bus and one for each thread
+//! of the PAM socket (`service::AccessReaders`), each used off its async thread.
 
 use crate::accounts::Accounts;
 use crate::clock::{describe, Boot, Clock};

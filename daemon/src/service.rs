@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use zbus::message::Header;
 use zbus::names::{BusName, OwnedUniqueName};
@@ -743,31 +743,24 @@ impl ManagerService {
         Ok(uid)
     }
 
-    /// The PAM module's question from a caller not yet known. Sudo waits on it, so it never
-    /// waits behind other callers' work: the answer comes from the access check's own read
-    /// path, which holds nothing the manager's writers hold, off the async thread. Who is
-    /// calling (a round trip to the bus, for a new connection, as each PAM check is) and what
-    /// the answer would be for root (a read) do not depend on each other: both are worked out
-    /// at once when no other such guess is in progress, and the answer is used only if the
-    /// caller is root; otherwise root's answer is read once the bus has said who it is.
+    /// The access question from a bus caller. Root's answer never waits
+    /// behind other callers' work: it comes from the access check's own read path, which holds
+    /// nothing the manager's writers hold, off the async thread. Nothing is read before the bus
+    /// has said who is calling: the PAM module asks on pimd's own socket, and a read started
+    /// on the chance that a bus caller is root would be work done for every flooder's call.
     async fn answer_access(
         &self,
         h: &Header<'_>,
         user: String,
         groups: Vec<String>,
     ) -> Result<AccessDecision, PimError> {
-        // A connection already known to be root's has nothing to guess.
-        let guess = match self.kept_uid(h) {
-            Some(0) => None,
-            _ => self.access.guess(&user, &groups),
-        };
         if self.caller_uid(h).await? != 0 {
-            // Refused and audited there; a guess in progress finishes on its own.
+            // Refused and audited there.
             return self
                 .access_check_call(h, move |m, c| m.check_access(c, &user, &groups))
                 .await;
         }
-        answer_root(&self.core, &self.access, guess, user, groups).await
+        answer_root(&self.core, &self.access, user, groups).await
     }
 
     /// An access check the manager answers itself (asked by a caller other than root, or with
@@ -1731,8 +1724,7 @@ impl ManagerService {
         let oversized = user.len() > MAX_USER_NAME_BYTES
             || groups.len() > MAX_ACCESS_GROUPS
             || groups.iter().any(|g| g.len() > text::MAX_NAME_BYTES);
-        let known_not_root = self.kept_uid(&h).is_some_and(|uid| uid != 0);
-        if oversized || known_not_root {
+        if oversized {
             // Refused (and audited for non-root callers) without any work on their behalf,
             // from copies no longer than it takes to say what is wrong.
             let (user, groups) = bounded_question(user, &groups);
@@ -1748,20 +1740,15 @@ impl ManagerService {
     }
 }
 
-/// Root's answer to the PAM module's question: `guess` if one was made, else read on the
-/// reader only root's questions use. Never waits for the manager: a denial is queued for the
-/// audit.
+/// Root's answer to the access question, read on the reader only root's questions use. Never
+/// waits for the manager: a denial is queued for the audit.
 async fn answer_root(
     core: &Core,
     access: &Arc<AccessReaders>,
-    guess: Option<JoinHandle<Result<AccessDecision, PimError>>>,
     user: String,
     groups: Vec<String>,
 ) -> Result<AccessDecision, PimError> {
-    let decision = match guess {
-        Some(guess) => guess.await.map_err(worker_failed)??,
-        None => access.answer_root(user.clone(), groups.clone()).await?,
-    };
+    let decision = access.answer_root(user.clone(), groups.clone()).await?;
     if !decision.allowed {
         core.queue_denial(Denial {
             user,
@@ -1776,18 +1763,10 @@ fn worker_failed(e: tokio::task::JoinError) -> PimError {
     PimError::Internal(format!("pimd worker failed: {e}"))
 }
 
-/// Reads for CheckAccess at once on behalf of callers whose uid is not known yet: an unknown
-/// caller may be anyone, and each read may wait on NSS (names of the caller's choosing defeat
-/// sssd's negative cache) and SQLite. Callers beyond it wait for the bus to say who they are.
-const GUESSES_AT_ONCE: usize = 1;
-
-/// CheckAccess's read path: one reader for guesses on behalf of callers not known yet, one
-/// that only questions from root use, each on a blocking thread. A caller that is not root
-/// can keep the first busy, never the second. And one for each thread of the PAM socket
-/// ([`crate::pam_socket`]), which only that thread uses.
+/// CheckAccess's read path: one reader that only questions from root on the bus use, on a
+/// blocking thread (a caller that is not root never reaches it), and one for each thread of
+/// the PAM socket ([`crate::pam_socket`]), which only that thread uses.
 pub struct AccessReaders {
-    guessing: Arc<Mutex<AccessReader>>,
-    guesses: Arc<Semaphore>,
     root: Arc<Mutex<AccessReader>>,
     pam_socket: Vec<Arc<Mutex<AccessReader>>>,
     /// The PAM socket's quick answer, which a reload must reach as it reaches the readers.
@@ -1796,14 +1775,11 @@ pub struct AccessReaders {
 
 impl AccessReaders {
     pub fn new(
-        guessing: AccessReader,
         root: AccessReader,
         pam_socket: Vec<AccessReader>,
         snapshots: Option<Arc<AccessSnapshots>>,
     ) -> Arc<AccessReaders> {
         Arc::new(AccessReaders {
-            guessing: Arc::new(Mutex::new(guessing)),
-            guesses: Arc::new(Semaphore::new(GUESSES_AT_ONCE)),
             root: Arc::new(Mutex::new(root)),
             pam_socket: pam_socket
                 .into_iter()
@@ -1821,10 +1797,7 @@ impl AccessReaders {
     /// From now on every reader tells `watcher` of the checks a `permanent` listing let
     /// through.
     pub fn watch_passes(&self, watcher: Arc<dyn PassWatcher>) {
-        for reader in [&self.guessing, &self.root]
-            .into_iter()
-            .chain(&self.pam_socket)
-        {
+        for reader in std::iter::once(&self.root).chain(&self.pam_socket) {
             reader
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -1837,30 +1810,12 @@ impl AccessReaders {
         if let Some(snapshots) = &self.snapshots {
             snapshots.set_config(config.clone());
         }
-        for reader in [&self.guessing, &self.root]
-            .into_iter()
-            .chain(&self.pam_socket)
-        {
+        for reader in std::iter::once(&self.root).chain(&self.pam_socket) {
             reader
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .set_config(config.clone());
         }
-    }
-
-    /// Starts reading root's answer for a caller not known yet, unless another such read is in
-    /// progress.
-    fn guess(
-        &self,
-        user: &str,
-        groups: &[String],
-    ) -> Option<JoinHandle<Result<AccessDecision, PimError>>> {
-        let place = self.guesses.clone().try_acquire_owned().ok()?;
-        let (reader, user, groups) = (self.guessing.clone(), user.to_owned(), groups.to_vec());
-        Some(tokio::task::spawn_blocking(move || {
-            let _place = place;
-            read(&reader, &user, &groups)
-        }))
     }
 
     /// Root's answer, read on the reader no other caller uses.
@@ -2028,7 +1983,7 @@ mod tests {
                     Box::new(FakeClock::at(1_800_000_000)),
                 )
             };
-            let access = AccessReaders::new(reader(), reader(), vec![], None);
+            let access = AccessReaders::new(reader(), vec![], None);
             AccessHost {
                 dir,
                 core: Core::new(manager),
@@ -2087,28 +2042,19 @@ mod tests {
         let host = AccessHost::new("busy");
         let sudo = vec!["sudo".to_string()];
         let busy = host.core.manager.lock().unwrap();
-        // With a guess made for a caller not known yet, and without one.
-        for guess in [host.access.guess("alice", &sudo), None] {
-            let decision = without_waiting(
-                "the access check",
-                answer_root(
-                    &host.core,
-                    &host.access,
-                    guess,
-                    "alice".into(),
-                    sudo.clone(),
-                ),
-            )
-            .await
-            .unwrap();
-            assert!(!decision.allowed);
-            assert!(
-                decision.message.contains("run 'pim activate admin'"),
-                "{decision:?}"
-            );
-        }
+        let decision = without_waiting(
+            "the access check",
+            answer_root(&host.core, &host.access, "alice".into(), sudo.clone()),
+        )
+        .await
+        .unwrap();
+        assert!(!decision.allowed);
+        assert!(
+            decision.message.contains("run 'pim activate admin'"),
+            "{decision:?}"
+        );
         drop(busy);
-        assert_eq!(host.access_denials_audited().await, (2, 0));
+        assert_eq!(host.access_denials_audited().await, (1, 0));
     }
 
     #[tokio::test]
@@ -2128,30 +2074,6 @@ mod tests {
         let (one_by_one, counted) = host.access_denials_audited().await;
         assert_eq!(one_by_one, crate::refusals::RECORDS_PER_WINDOW as usize);
         assert_eq!(one_by_one + counted as usize, total);
-    }
-
-    #[tokio::test]
-    // Holding the lock while the access path runs is the point.
-    #[allow(clippy::await_holding_lock)]
-    async fn given_a_guess_in_progress_then_the_next_unknown_caller_waits_and_root_is_answered() {
-        let host = AccessHost::new("guesses");
-        let sudo = vec!["sudo".to_string()];
-        // A guess held up (NSS or SQLite slow for a name of a flooder's choosing).
-        let slow = host.access.guessing.lock().unwrap();
-        let held_up = host.access.guess("nosuch-1", &sudo);
-        assert!(held_up.is_some());
-        assert!(host.access.guess("nosuch-2", &sudo).is_none());
-        let decision = without_waiting(
-            "root's access check",
-            answer_root(&host.core, &host.access, None, "alice".into(), sudo.clone()),
-        )
-        .await
-        .unwrap();
-        assert!(!decision.allowed, "{decision:?}");
-        drop(slow);
-        let guessed = held_up.unwrap().await.unwrap().unwrap();
-        assert!(guessed.message.contains("not in this host's user database"));
-        assert!(host.access.guess("nosuch-3", &sudo).is_some());
     }
 
     fn name(n: usize) -> OwnedUniqueName {

@@ -235,12 +235,7 @@ async fn run(config: config::Config, config_path: PathBuf) -> Result<(), RunErro
         Box::new(SqliteStore::open_read_only(&config.daemon.database).map_err(|e| e.to_string())?),
         Box::new(SystemAccounts),
     )?;
-    let access = AccessReaders::new(
-        reader()?,
-        reader()?,
-        pam_socket_readers,
-        Some(snapshots.clone()),
-    );
+    let access = AccessReaders::new(reader()?, pam_socket_readers, Some(snapshots.clone()));
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -412,9 +412,9 @@ fn given_a_user_asking_check_access_about_random_names_on_a_fresh_connection_eac
     let silent_dns = slow_lookups_of_unknown_names(&sb);
     sb.run("alice", &["pim", "activate", "admin", "-r", REASON])
         .assert_success();
-    // Six loops, each call on a new connection (pimd does not know the caller yet, so it may
-    // start on root's answer while it asks the bus who it is) about a name nobody has, which
-    // the user database takes seconds to say.
+    // Six loops, each call on a new connection (pimd does not know the caller yet) about a
+    // name nobody has, which the user database takes seconds to say: nothing may be looked
+    // up on the caller's behalf before the bus has said who it is.
     let result = flood(&sb, &["6", "100000", "0", "CheckAccess"], || {
         sudo_succeeds(&sb, 10)
     });
