@@ -743,11 +743,11 @@ impl ManagerService {
         Ok(uid)
     }
 
-    /// The access question from a bus caller. Root's answer never waits
-    /// behind other callers' work: it comes from the access check's own read path, which holds
-    /// nothing the manager's writers hold, off the async thread. Nothing is read before the bus
-    /// has said who is calling: the PAM module asks on pimd's own socket, and a read started
-    /// on the chance that a bus caller is root would be work done for every flooder's call.
+    /// The access question from a bus caller. Root's answer never waits behind other callers'
+    /// work: it comes from the access check's own read path, which holds nothing the manager's
+    /// writers hold, off the async thread. Nothing is read before the bus has said who is
+    /// calling: the PAM module asks on pimd's own socket, and a read started on the chance that
+    /// a bus caller is root would be work done for every flooder's call.
     async fn answer_access(
         &self,
         h: &Header<'_>,
