@@ -1284,9 +1284,11 @@ impl Manager {
 
     /// Makes the local mirror equal the snapshot `fetched` (the authority answered) or, with
     /// `None` (it did not), applies staleness alone: a stale host ends every mirrored grant.
-    /// Records the synchronisation, dated when its fetch began. A snapshot whose fetch began
-    /// before that of one already mirrored is older than what the mirror holds: it is
-    /// dropped, and only staleness applies.
+    /// Records the synchronisation, dated when its fetch began, once the grants the snapshot
+    /// ends are over and the ends it moves are in place (until then the record before keeps
+    /// PAM refusing what a stale host holds), and starts its new grants only after that. A
+    /// snapshot whose fetch began before that of one already mirrored is older than what the
+    /// mirror holds: it is dropped, and only staleness applies.
     pub fn mirror(&mut self, fetched: Option<&Fetched>) -> Result<Mirrored, PimError> {
         let Some(fleet) = self.fleet.as_mut() else {
             return Ok(Mirrored::default());
@@ -1306,20 +1308,22 @@ impl Manager {
         }
         let max_staleness = fleet.max_staleness;
         let (now, boot) = (self.now(), self.clock.boot());
-        if let Some(Fetched { fetch, snapshot }) = fetched {
-            let sync = FleetSync {
-                synced_at: fetch.began_at,
-                db_now: mirror::db_clock_at(fetch.began_at, now, snapshot.db_now),
-                policy_version: snapshot.policy_version,
-                boot: fetch.boot.clone(),
-            };
-            self.store.write(|tx| tx.set_fleet_sync(&sync))?;
-        }
+        let synced = fetched.map(|Fetched { fetch, snapshot }| FleetSync {
+            synced_at: fetch.began_at,
+            db_now: mirror::db_clock_at(fetch.began_at, now, snapshot.db_now),
+            policy_version: snapshot.policy_version,
+            boot: fetch.boot.clone(),
+        });
         let snapshot = fetched.map(|f| &f.snapshot);
-        let (mirrored, sync) = self
+        let (mirrored, recorded) = self
             .store
             .read(|tx| Ok::<_, StoreError>((tx.fleet_mirrored()?, tx.fleet_sync()?)))?;
-        let fresh = mirror::freshness(sync.as_ref(), now, &boot, max_staleness);
+        let fresh = mirror::freshness(
+            synced.as_ref().or(recorded.as_ref()),
+            now,
+            &boot,
+            max_staleness,
+        );
         let stale = fresh.as_ref().err().map(|s| s.describe(now, max_staleness));
         let plan = mirror::plan(
             &self.config,
@@ -1342,6 +1346,7 @@ impl Manager {
                 }
             }
         }
+        let mut moved_all = true;
         for (grant, ends_at) in &plan.moved {
             let audit = Audit::new(DAEMON, AuditAction::FleetGrant).about(&grant.user, &grant.role);
             let entry = audit.entry(
@@ -1357,8 +1362,22 @@ impl Manager {
                 tx.set_grant_end(grant.id, *ends_at)?;
                 Ok(tx.audit(entry)?)
             }) {
+                moved_all = false;
                 first_error.get_or_insert(e);
             }
+        }
+        if let Some(sync) = &synced {
+            // A grant the fleet revoked or shortened must not count under the new record: if
+            // one is still live (its end did not commit) or kept its old end, the record
+            // before stays, stale or soon stale, and the next round tries again.
+            let unsettled =
+                !moved_all || (report.ended < plan.end.len() && self.any_still_mirrored(&plan.end));
+            if let Some(e) = first_error.take_if(|_| unsettled) {
+                return Err(e);
+            }
+            // Nothing starts on a synchronisation that is not recorded: PAM would refuse it,
+            // but a membership such as docker's is used without asking PAM.
+            self.store.write(|tx| tx.set_fleet_sync(sync))?;
         }
         for g in &plan.start {
             match self.start_mirrored(g, now) {
@@ -1391,6 +1410,17 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(report), Err)
+    }
+
+    /// Whether any of the grants `ended` is still a live mirrored grant; an unreadable store
+    /// says yes.
+    fn any_still_mirrored(&mut self, ended: &[(Grant, EndWhy)]) -> bool {
+        self.store
+            .read(|tx| tx.fleet_mirrored())
+            .map_or(true, |live| {
+                live.iter()
+                    .any(|(_, g)| ended.iter().any(|(e, _)| e.id == g.id))
+            })
     }
 
     fn end_mirrored(

@@ -1,9 +1,12 @@
 use super::super::test_support::*;
 use super::*;
+use crate::clock::fake::FakeClock;
 use crate::fleet::fake::FakeAuthority;
 use crate::fleet::mirror::MAX_SKEW_SECS;
 use crate::fleet::sync::{self, Managed, RoundError};
+use crate::store::sqlite::SqliteStore;
 use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
 
 /// The manager reached directly, as the sync thread reaches it through pimd's core.
 struct Direct<'a> {
@@ -58,7 +61,11 @@ pub(super) struct Fleet {
 /// A fleet host web7 at T0 whose authority's clock agrees with its own, running POLICY
 /// (version 1), not synchronised yet.
 pub(super) fn fleet_env() -> Fleet {
-    let mut e = env();
+    fleet_env_on(env())
+}
+
+/// [`fleet_env`] on the pimd of `e`.
+fn fleet_env_on(mut e: Env) -> Fleet {
     let directory = HostDirectory(e.accounts.clone());
     let (local, problems) = pim_config::parse(LOCAL, "pim.toml", &directory);
     assert!(problems.is_empty(), "{problems:?}");
@@ -92,6 +99,10 @@ fn fleet_grant(id: i64, user: &str, role: &str, group: &str, ends_at: i64) -> Fl
 impl Fleet {
     /// The mirror of a snapshot if the authority answers, else the staleness rule alone.
     pub(super) fn sync(&mut self) -> Mirrored {
+        self.try_sync().unwrap()
+    }
+
+    fn try_sync(&mut self) -> Result<Mirrored, PimError> {
         let fetch = self.e.m.fleet_fetch_begins();
         let fetched = self
             .fake
@@ -99,7 +110,13 @@ impl Fleet {
             .snapshot()
             .ok()
             .map(|snapshot| Fetched { fetch, snapshot });
-        self.e.m.mirror(fetched.as_ref()).unwrap()
+        self.e.m.mirror(fetched.as_ref())
+    }
+
+    /// When the synchronisation on record began.
+    fn synced_at(&mut self) -> Option<i64> {
+        let recorded = self.e.m.store.read(|tx| tx.fleet_sync()).unwrap();
+        recorded.map(|s| s.synced_at)
     }
 
     /// One whole round of the sync thread; also how many times the configuration changed.
@@ -1379,4 +1396,156 @@ fn given_the_boot_id_cannot_be_read_then_fleet_grants_do_not_count_and_the_reaso
         "{}",
         ended[0].detail
     );
+}
+
+/// web7 on a database file of its own, to which `sql` is applied through a connection of the
+/// test's (triggers that make one write fail). Alice's fleet grant 7 of admin (sudo) is
+/// mirrored at T0; then no round runs until the host is past max_staleness, so the local
+/// grant is still live while PAM refuses it; then the fleet revokes 7 and gives alice grant 8
+/// of docker. The directory is the caller's to remove.
+fn stale_host_after_a_revocation(name: &str, sql: &str) -> (Fleet, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("pim-mirror-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("pim.db");
+    let mut f = fleet_env_on(env_with(SqliteStore::open(&db).unwrap(), FakeClock::at(T0)));
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
+    f.sync();
+    assert!(f.sudo_allowed("alice").allowed);
+    f.advance(601);
+    assert!(!f.sudo_allowed("alice").allowed, "stale");
+    assert!(
+        f.in_sudo("alice"),
+        "no round ran: the membership is still there"
+    );
+    f.fake.fleet().grants = vec![fleet_grant(8, "alice", "docker", "docker", T0 + HOUR)];
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+    (f, dir)
+}
+
+/// Grant 7 was ended in the database and is refused by PAM.
+fn assert_seven_ended(f: &mut Fleet) {
+    let ended = f.e.audited("fleet-end");
+    assert!(
+        ended
+            .iter()
+            .any(|r| r.detail.contains("the fleet no longer holds it")),
+        "{ended:?}"
+    );
+    assert!(!f.sudo_allowed("alice").allowed);
+}
+
+/// A trigger that makes any change of local grant 7's `column` fail with a disk I/O error.
+fn seven_fails_to_change(column: &str) -> String {
+    format!(
+        "CREATE TRIGGER seven_fails BEFORE UPDATE OF {column} ON grants WHEN OLD.fleet_id = 7
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;"
+    )
+}
+
+/// A round fails with `why`, the record before stays (T0's), and PAM refuses alice as stale.
+fn assert_round_fails_and_stays_stale(f: &mut Fleet, why: &str) {
+    let error = f.try_sync().unwrap_err();
+    assert!(error.message().contains(why), "{error:?}");
+    assert_eq!(f.synced_at(), Some(T0), "no fresh record");
+    let refused = f.sudo_allowed("alice");
+    assert!(!refused.allowed);
+    assert!(
+        refused.message.contains("max_staleness"),
+        "{}",
+        refused.message
+    );
+}
+
+fn in_docker(f: &Fleet) -> bool {
+    f.e.accounts
+        .members("docker")
+        .contains(&"alice".to_string())
+}
+
+/// The attack: a host past max_staleness holds a grant the fleet has since revoked. Were the
+/// fresh synchronisation recorded before that grant ends, PAM would let the revoked grant
+/// through in between.
+#[test]
+fn given_a_stale_host_and_a_revocation_then_the_grant_has_ended_before_the_fresh_sync_is_recorded()
+{
+    let (mut f, dir) = stale_host_after_a_revocation(
+        "order",
+        "CREATE TRIGGER revoked_still_live BEFORE UPDATE ON fleet_sync
+         WHEN EXISTS (SELECT 1 FROM grants WHERE fleet_id = 7 AND ended_at IS NULL)
+         BEGIN SELECT RAISE(ABORT, 'fresh sync recorded while revoked grant 7 is live'); END;",
+    );
+    let report = f.sync();
+    assert_eq!((report.ended, report.started, report.stale), (1, 1, None));
+    assert_eq!(f.synced_at(), Some(T0 + 601));
+    assert_seven_ended(&mut f);
+    assert!(!f.in_sudo("alice"));
+    assert!(in_docker(&f), "grant 8 started on the recorded sync");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn given_a_revocation_and_a_sync_that_cannot_be_recorded_then_the_grant_ends_and_nothing_starts() {
+    let (mut f, dir) = stale_host_after_a_revocation(
+        "full",
+        "CREATE TRIGGER disk_full BEFORE UPDATE ON fleet_sync
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    let error = f.try_sync().unwrap_err();
+    assert!(error.message().contains("disk is full"), "{error:?}");
+    assert_eq!(f.synced_at(), Some(T0), "the record before stays");
+    assert_seven_ended(&mut f);
+    assert!(!f.in_sudo("alice"));
+    assert!(
+        !in_docker(&f),
+        "no grant starts on a sync that is not on record"
+    );
+    assert_eq!(f.e.audited("fleet-grant").len(), 1, "only grant 7's start");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn given_a_revocation_whose_end_fails_then_no_fresh_sync_is_recorded_and_the_host_stays_stale() {
+    let (mut f, dir) = stale_host_after_a_revocation("end", &seven_fails_to_change("ended_at"));
+    assert_round_fails_and_stays_stale(&mut f, "disk I/O error");
+    assert!(!in_docker(&f));
+
+    // Once the store takes writes again, the next round ends 7 and starts 8.
+    rusqlite::Connection::open(dir.join("pim.db"))
+        .unwrap()
+        .execute_batch("DROP TRIGGER seven_fails;")
+        .unwrap();
+    let report = f.sync();
+    assert_eq!((report.ended, report.started), (1, 1));
+    assert_seven_ended(&mut f);
+    assert!(in_docker(&f));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A membership that could not be taken back is not a grant: the end is committed, PAM
+/// refuses it, and reconciliation takes the membership later; the sync is recorded.
+#[test]
+fn given_a_revocation_whose_membership_removal_fails_then_the_sync_is_recorded_and_the_grant_refused(
+) {
+    let (mut f, dir) = stale_host_after_a_revocation("release", "");
+    f.e.accounts.fail_next_remove();
+    let error = f.try_sync().unwrap_err();
+    assert!(error.message().contains("gpasswd"), "{error:?}");
+    assert_eq!(f.synced_at(), Some(T0 + 601));
+    assert_seven_ended(&mut f);
+    assert!(f.in_sudo("alice"), "the removal failed");
+    assert!(in_docker(&f));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The fleet shortened grant 7 (to T0 + 700, from T0 + 2 h); a move that does not commit must
+/// not let the old end count under a fresh record.
+#[test]
+fn given_a_stale_host_and_a_shortened_grant_whose_move_fails_then_no_fresh_sync_is_recorded() {
+    let (mut f, dir) = stale_host_after_a_revocation("move", &seven_fails_to_change("ends_at"));
+    f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 700)];
+    assert_round_fails_and_stays_stale(&mut f, "disk I/O error");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
