@@ -1367,12 +1367,15 @@ impl Manager {
             }
         }
         if let Some(sync) = &synced {
-            // A grant the fleet revoked or shortened must not count under the new record: if
+            // A grant the fleet revoked or shortened must not count under a fresh record: if
             // one is still live (its end did not commit) or kept its old end, the record
-            // before stays, stale or soon stale, and the next round tries again.
-            let unsettled =
-                !moved_all || (report.ended < plan.end.len() && self.any_still_mirrored(&plan.end));
+            // before stays, and the next round tries again. A stale record is written
+            // whatever failed: it only makes PAM refuse more.
+            let unsettled = report.stale.is_none()
+                && (!moved_all
+                    || (report.ended < plan.end.len() && self.any_still_mirrored(&plan.end)));
             if let Some(e) = first_error.take_if(|_| unsettled) {
+                self.end_if_stale_on_record(recorded.as_ref(), now, &boot, max_staleness);
                 return Err(e);
             }
             // Nothing starts on a synchronisation that is not recorded: PAM would refuse it,
@@ -1410,6 +1413,28 @@ impl Manager {
             }
         }
         first_error.map_or(Ok(report), Err)
+    }
+
+    /// After a round that left the record before in place: once that record is stale, the
+    /// mirrored grants still live end as on any stale host, however fresh the snapshot that
+    /// could not be recorded was. An end that fails here waits for the next round, which the
+    /// round's own error already calls for.
+    fn end_if_stale_on_record(
+        &mut self,
+        recorded: Option<&FleetSync>,
+        now: i64,
+        boot: &Boot,
+        max_staleness: u64,
+    ) {
+        let Err(stale) = mirror::freshness(recorded, now, boot, max_staleness) else {
+            return;
+        };
+        let Ok(live) = self.store.read(|tx| tx.fleet_mirrored()) else {
+            return;
+        };
+        for (_, grant) in live {
+            let _ = self.end_mirrored(&grant, &EndWhy::Stale(stale.clone()), now, max_staleness);
+        }
     }
 
     /// Whether any of the grants `ended` is still a live mirrored grant; an unreadable store

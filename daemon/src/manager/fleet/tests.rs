@@ -6,7 +6,7 @@ use crate::fleet::mirror::MAX_SKEW_SECS;
 use crate::fleet::sync::{self, Managed, RoundError};
 use crate::store::sqlite::SqliteStore;
 use std::cell::{Cell, RefCell};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The manager reached directly, as the sync thread reaches it through pimd's core.
 struct Direct<'a> {
@@ -1398,19 +1398,35 @@ fn given_the_boot_id_cannot_be_read_then_fleet_grants_do_not_count_and_the_reaso
     );
 }
 
-/// web7 on a database file of its own, to which `sql` is applied through a connection of the
-/// test's (triggers that make one write fail). Alice's fleet grant 7 of admin (sudo) is
-/// mirrored at T0; then no round runs until the host is past max_staleness, so the local
-/// grant is still live while PAM refuses it; then the fleet revokes 7 and gives alice grant 8
-/// of docker. The directory is the caller's to remove.
-fn stale_host_after_a_revocation(name: &str, sql: &str) -> (Fleet, PathBuf) {
+/// web7 on a database file of its own in a fresh directory, the caller's to remove; alice's
+/// fleet grant 7 of admin (sudo) is mirrored at T0.
+fn fleet_on_file(name: &str) -> (Fleet, PathBuf) {
     let dir = std::env::temp_dir().join(format!("pim-mirror-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let db = dir.join("pim.db");
-    let mut f = fleet_env_on(env_with(SqliteStore::open(&db).unwrap(), FakeClock::at(T0)));
+    let mut f = fleet_env_on(env_with(
+        SqliteStore::open(&dir.join("pim.db")).unwrap(),
+        FakeClock::at(T0),
+    ));
     f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 2 * HOUR)];
     f.sync();
     assert!(f.sudo_allowed("alice").allowed);
+    (f, dir)
+}
+
+/// `sql` run on the database in `dir` through a connection of the test's own (triggers that
+/// make one write fail).
+fn run_sql(dir: &Path, sql: &str) {
+    rusqlite::Connection::open(dir.join("pim.db"))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// [`fleet_on_file`] with `sql` run on it, after no round ran until the host was past
+/// max_staleness (so grant 7 is still live while PAM refuses it) and the fleet revoked 7 and
+/// gave alice grant 8 of docker.
+fn stale_host_after_a_revocation(name: &str, sql: &str) -> (Fleet, PathBuf) {
+    let (mut f, dir) = fleet_on_file(name);
     f.advance(601);
     assert!(!f.sudo_allowed("alice").allowed, "stale");
     assert!(
@@ -1418,10 +1434,7 @@ fn stale_host_after_a_revocation(name: &str, sql: &str) -> (Fleet, PathBuf) {
         "no round ran: the membership is still there"
     );
     f.fake.fleet().grants = vec![fleet_grant(8, "alice", "docker", "docker", T0 + HOUR)];
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch(sql)
-        .unwrap();
+    run_sql(&dir, sql);
     (f, dir)
 }
 
@@ -1513,10 +1526,7 @@ fn given_a_revocation_whose_end_fails_then_no_fresh_sync_is_recorded_and_the_hos
     assert!(!in_docker(&f));
 
     // Once the store takes writes again, the next round ends 7 and starts 8.
-    rusqlite::Connection::open(dir.join("pim.db"))
-        .unwrap()
-        .execute_batch("DROP TRIGGER seven_fails;")
-        .unwrap();
+    run_sql(&dir, "DROP TRIGGER seven_fails;");
     let report = f.sync();
     assert_eq!((report.ended, report.started), (1, 1));
     assert_seven_ended(&mut f);
@@ -1547,5 +1557,71 @@ fn given_a_stale_host_and_a_shortened_grant_whose_move_fails_then_no_fresh_sync_
     let (mut f, dir) = stale_host_after_a_revocation("move", &seven_fails_to_change("ends_at"));
     f.fake.fleet().grants = vec![fleet_grant(7, "alice", "admin", "sudo", T0 + 700)];
     assert_round_fails_and_stays_stale(&mut f, "disk I/O error");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The new record is stale itself (the database's clock is more than MAX_SKEW_SECS from the
+/// host's): it is written though the end of the revoked grant failed, as it only makes PAM
+/// refuse more; the record before, still fresh, would let the revoked grant through.
+#[test]
+fn given_a_revocation_whose_end_fails_and_a_skewed_clock_then_the_skewed_record_is_written_and_pam_refuses(
+) {
+    let (mut f, dir) = fleet_on_file("skew");
+    f.advance(100);
+    f.fake.fleet().grants.clear();
+    f.fake.fleet().db_now += MAX_SKEW_SECS + 10;
+    run_sql(&dir, &seven_fails_to_change("ended_at"));
+    let error = f.try_sync().unwrap_err();
+    assert!(error.message().contains("disk I/O error"), "{error:?}");
+    assert_eq!(f.synced_at(), Some(T0 + 100));
+    let refused = f.sudo_allowed("alice");
+    assert!(!refused.allowed);
+    assert!(refused.message.contains("clock"), "{}", refused.message);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One grant's move keeps failing, so no fresh record is written: once the record before is
+/// stale, the host takes every fleet grant's membership away as any stale host does (docker's
+/// is used without PAM), and nothing new starts; they come back once a round is recorded.
+#[test]
+fn given_a_move_that_keeps_failing_then_past_max_staleness_the_mirrored_grants_end_as_on_any_stale_host(
+) {
+    let (mut f, dir) = fleet_on_file("stuck");
+    f.fake
+        .fleet()
+        .grants
+        .push(fleet_grant(9, "alice", "docker", "docker", T0 + 2 * HOUR));
+    f.sync();
+    assert!(in_docker(&f));
+    run_sql(&dir, &seven_fails_to_change("ends_at"));
+    f.fake.fleet().grants[0].ends_at = T0 + HOUR;
+    f.fake
+        .fleet()
+        .grants
+        .push(fleet_grant(10, "bob", "admin", "sudo", T0 + 2 * HOUR));
+    for _ in 0..10 {
+        f.advance(60);
+        assert!(f.try_sync().is_err());
+        assert_eq!(f.synced_at(), Some(T0));
+        assert!(in_docker(&f), "the record before is not stale yet");
+    }
+    f.advance(60);
+    assert!(f.try_sync().is_err());
+    assert!(!in_docker(&f));
+    assert!(!f.in_sudo("alice"));
+    assert!(!f.in_sudo("bob"), "nothing starts on a round not recorded");
+    let stale_ends = f.e.audited("fleet-end");
+    assert_eq!(stale_ends.len(), 2, "{stale_ends:?}");
+    assert!(
+        stale_ends
+            .iter()
+            .all(|r| r.detail.contains("max_staleness")),
+        "{stale_ends:?}"
+    );
+
+    run_sql(&dir, "DROP TRIGGER seven_fails;");
+    let report = f.sync();
+    assert_eq!((report.started, report.stale), (3, None));
+    assert!(in_docker(&f) && f.in_sudo("alice") && f.in_sudo("bob"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
