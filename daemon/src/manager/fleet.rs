@@ -1374,13 +1374,19 @@ impl Manager {
             let unsettled = report.stale.is_none()
                 && (!moved_all
                     || (report.ended < plan.end.len() && self.any_still_mirrored(&plan.end)));
-            if let Some(e) = first_error.take_if(|_| unsettled) {
+            let recorded_now = match first_error.take_if(|_| unsettled) {
+                Some(e) => Err(e),
+                None => self
+                    .store
+                    .write(|tx| tx.set_fleet_sync(sync))
+                    .map_err(PimError::from),
+            };
+            // Nothing starts on a synchronisation that is not recorded: PAM would refuse it,
+            // but a membership such as docker's is used without asking PAM.
+            if let Err(e) = recorded_now {
                 self.end_if_stale_on_record(recorded.as_ref(), now, &boot, max_staleness);
                 return Err(e);
             }
-            // Nothing starts on a synchronisation that is not recorded: PAM would refuse it,
-            // but a membership such as docker's is used without asking PAM.
-            self.store.write(|tx| tx.set_fleet_sync(sync))?;
         }
         for g in &plan.start {
             match self.start_mirrored(g, now) {
@@ -1417,8 +1423,8 @@ impl Manager {
 
     /// After a round that left the record before in place: once that record is stale, the
     /// mirrored grants still live end as on any stale host, however fresh the snapshot that
-    /// could not be recorded was. An end that fails here waits for the next round, which the
-    /// round's own error already calls for.
+    /// could not be recorded was. An end that fails here is logged and waits for the next
+    /// round.
     fn end_if_stale_on_record(
         &mut self,
         recorded: Option<&FleetSync>,
@@ -1433,7 +1439,18 @@ impl Manager {
             return;
         };
         for (_, grant) in live {
-            let _ = self.end_mirrored(&grant, &EndWhy::Stale(stale.clone()), now, max_staleness);
+            if let Err(e) =
+                self.end_mirrored(&grant, &EndWhy::Stale(stale.clone()), now, max_staleness)
+            {
+                self.outbox.syslog.push((
+                    Severity::Error,
+                    format!(
+                        "fleet: ending grant {} on a stale host failed: {}",
+                        grant.id,
+                        e.message()
+                    ),
+                ));
+            }
         }
     }
 

@@ -1413,6 +1413,18 @@ fn fleet_on_file(name: &str) -> (Fleet, PathBuf) {
     (f, dir)
 }
 
+/// [`fleet_on_file`], alice's fleet grant 9 of docker mirrored too.
+fn fleet_on_file_with_docker(name: &str) -> (Fleet, PathBuf) {
+    let (mut f, dir) = fleet_on_file(name);
+    f.fake
+        .fleet()
+        .grants
+        .push(fleet_grant(9, "alice", "docker", "docker", T0 + 2 * HOUR));
+    f.sync();
+    assert!(in_docker(&f));
+    (f, dir)
+}
+
 /// `sql` run on the database in `dir` through a connection of the test's own (triggers that
 /// make one write fail).
 fn run_sql(dir: &Path, sql: &str) {
@@ -1586,13 +1598,7 @@ fn given_a_revocation_whose_end_fails_and_a_skewed_clock_then_the_skewed_record_
 #[test]
 fn given_a_move_that_keeps_failing_then_past_max_staleness_the_mirrored_grants_end_as_on_any_stale_host(
 ) {
-    let (mut f, dir) = fleet_on_file("stuck");
-    f.fake
-        .fleet()
-        .grants
-        .push(fleet_grant(9, "alice", "docker", "docker", T0 + 2 * HOUR));
-    f.sync();
-    assert!(in_docker(&f));
+    let (mut f, dir) = fleet_on_file_with_docker("stuck");
     run_sql(&dir, &seven_fails_to_change("ends_at"));
     f.fake.fleet().grants[0].ends_at = T0 + HOUR;
     f.fake
@@ -1623,5 +1629,36 @@ fn given_a_move_that_keeps_failing_then_past_max_staleness_the_mirrored_grants_e
     let report = f.sync();
     assert_eq!((report.started, report.stale), (3, None));
     assert!(in_docker(&f) && f.in_sudo("alice") && f.in_sudo("bob"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The fresh record cannot be written, round after round: once the record on file is stale,
+/// the grants the fleet still holds end as on any stale host (their docker membership would
+/// otherwise outlive PAM's refusal), and they come back once a round is recorded.
+#[test]
+fn given_a_sync_that_keeps_failing_to_be_recorded_then_past_max_staleness_the_mirrored_grants_end()
+{
+    let (mut f, dir) = fleet_on_file_with_docker("unrecorded");
+    run_sql(
+        &dir,
+        "CREATE TRIGGER disk_full BEFORE UPDATE ON fleet_sync
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    f.advance(300);
+    assert!(f.try_sync().is_err());
+    assert!(
+        in_docker(&f) && f.in_sudo("alice"),
+        "the record on file is fresh"
+    );
+    f.advance(301);
+    let error = f.try_sync().unwrap_err();
+    assert!(error.message().contains("disk is full"), "{error:?}");
+    assert!(!in_docker(&f) && !f.in_sudo("alice"));
+    assert_eq!(f.e.audited("fleet-end").len(), 2);
+
+    run_sql(&dir, "DROP TRIGGER disk_full;");
+    let report = f.sync();
+    assert_eq!((report.started, report.stale), (2, None));
+    assert!(in_docker(&f) && f.in_sudo("alice"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
