@@ -1415,6 +1415,10 @@ impl Manager {
                 format!("fleet grant {id} not started on this host: {why}"),
             );
             if let Err(e) = self.commit(|tx| Ok(tx.audit(entry)?)) {
+                // Not on record: the next round says it again.
+                if let Some(f) = self.fleet.as_mut() {
+                    f.ignored.remove(&(id, why));
+                }
                 first_error.get_or_insert(e);
             }
         }

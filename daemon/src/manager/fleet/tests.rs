@@ -1662,3 +1662,33 @@ fn given_a_sync_that_keeps_failing_to_be_recorded_then_past_max_staleness_the_mi
     assert!(in_docker(&f) && f.in_sudo("alice"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A fleet grant this host does not start is audited once; an audit record that could not be
+/// written is not taken for written.
+#[test]
+fn given_the_record_of_a_grant_not_started_cannot_be_written_then_the_next_round_writes_it() {
+    let (mut f, dir) = fleet_on_file("ignored");
+    run_sql(
+        &dir,
+        "CREATE TRIGGER audit_full BEFORE INSERT ON audit WHEN NEW.detail LIKE '%not started%'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    f.fake
+        .fleet()
+        .grants
+        .push(fleet_grant(11, "alice", "nosuchrole", "sudo", T0 + HOUR));
+    let not_started = |f: &mut Fleet| {
+        f.e.audited("fleet-grant")
+            .into_iter()
+            .filter(|r| r.detail.contains("fleet grant 11 not started"))
+            .count()
+    };
+    assert!(f.try_sync().is_err());
+    assert_eq!(not_started(&mut f), 0);
+    run_sql(&dir, "DROP TRIGGER audit_full;");
+    f.sync();
+    assert_eq!(not_started(&mut f), 1);
+    f.sync();
+    assert_eq!(not_started(&mut f), 1, "once");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
