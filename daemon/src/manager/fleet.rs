@@ -1388,9 +1388,11 @@ impl Manager {
                 return Err(e);
             }
         }
+        let mut not_started = Vec::new();
         for g in &plan.start {
             match self.start_mirrored(g, now) {
-                Ok(()) => report.started += 1,
+                Ok(None) => report.started += 1,
+                Ok(Some(why)) => not_started.push((g.clone(), why)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -1399,6 +1401,7 @@ impl Manager {
         let ignored: Vec<(i64, String, String, String)> = plan
             .ignored
             .iter()
+            .chain(&not_started)
             .filter(|(g, why)| {
                 self.fleet
                     .as_mut()
@@ -1498,20 +1501,27 @@ impl Manager {
         self.end_grant(grant, &audit, end_reason, detail)
     }
 
-    fn start_mirrored(&mut self, g: &FleetGrant, now: i64) -> Result<(), PimError> {
+    /// Starts fleet grant `g` here, or says why this host cannot (`Ok(Some(why))`: the user
+    /// holds the group outside PIM, or the user or the group is not here). What cannot start
+    /// is tried again each round but said once, as a grant the plan ignores: a fleet grant
+    /// for a user some hosts of its scope do not have would otherwise fill their audit.
+    fn start_mirrored(&mut self, g: &FleetGrant, now: i64) -> Result<Option<String>, PimError> {
         let Some(role) = self.config.role(&g.role).cloned() else {
-            return Ok(());
+            return Ok(Some(format!(
+                "role '{}' is not in this host's policy",
+                pim_common::text::escape(&g.role)
+            )));
         };
         let audit = Audit::new(DAEMON, AuditAction::FleetGrant)
             .about(&g.user, &g.role)
             .with_text(&g.reason, &g.ticket);
-        if let Err(e) = self
+        let ids = match self
             .check_unmanaged_membership(&g.user, &role)
             .and_then(|()| self.ids_for_grant(&g.user, &g.group))
         {
-            return self.refused_about(&audit, &format!("fleet grant {}", g.id), e);
-        }
-        let ids = self.ids_for_grant(&g.user, &g.group)?;
+            Ok(ids) => ids,
+            Err(e) => return Ok(Some(e.message())),
+        };
         let entry = audit.entry(
             now,
             Outcome::Success,
@@ -1549,7 +1559,7 @@ impl Manager {
             DAEMON,
             format!("fleet grant {}", g.id),
         );
-        Ok(())
+        Ok(None)
     }
 
     /// A new policy version from the fleet: checked like a file, put together with this

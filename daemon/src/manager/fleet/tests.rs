@@ -1692,3 +1692,39 @@ fn given_the_record_of_a_grant_not_started_cannot_be_written_then_the_next_round
     assert_eq!(not_started(&mut f), 1, "once");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The fleet grants a user this host has in the group outside PIM (PIM must never take such a
+/// membership), and one it does not have at all: neither starts, each is said once and not
+/// every round, and the first starts once the membership outside PIM is gone.
+#[test]
+fn given_fleet_grants_this_host_cannot_start_then_each_is_audited_once_and_tried_each_round() {
+    let mut f = fleet_env();
+    f.e.accounts.add_group("docker", &["alice"]);
+    f.fake.fleet().grants = vec![
+        fleet_grant(9, "alice", "docker", "docker", T0 + HOUR),
+        fleet_grant(12, "zoe", "admin", "sudo", T0 + HOUR),
+    ];
+    let said = |f: &mut Fleet, id: i64| {
+        f.e.audited("fleet-grant")
+            .into_iter()
+            .filter(|r| r.detail.contains(&format!("fleet grant {id} not started")))
+            .map(|r| r.detail)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..3 {
+        let report = f.sync();
+        assert_eq!(report.started, 0);
+        f.advance(30);
+    }
+    let alice = said(&mut f, 9);
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert!(alice[0].contains("outside PIM"), "{alice:?}");
+    let zoe = said(&mut f, 12);
+    assert_eq!(zoe.len(), 1, "{zoe:?}");
+    assert!(zoe[0].contains("does not exist"), "{zoe:?}");
+    assert!(!f.e.managed("alice", "docker"));
+
+    f.e.accounts.add_group("docker", &[]);
+    assert_eq!(f.sync().started, 1);
+    assert!(f.e.managed("alice", "docker") && in_docker(&f));
+}
