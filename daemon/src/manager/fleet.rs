@@ -1398,10 +1398,14 @@ impl Manager {
                 }
             }
         }
-        let ignored: Vec<(i64, String, String, String)> = plan
-            .ignored
-            .iter()
-            .chain(&not_started)
+        let unstarted = || plan.ignored.iter().chain(&not_started);
+        if let (Some(_), Some(f)) = (&synced, self.fleet.as_mut()) {
+            // What this snapshot no longer holds back is said again if it comes back.
+            let now_held_back: BTreeSet<_> = unstarted().map(|(g, why)| (g.id, why)).collect();
+            f.ignored
+                .retain(|(id, why)| now_held_back.contains(&(*id, why)));
+        }
+        let ignored: Vec<(i64, String, String, String)> = unstarted()
             .filter(|(g, why)| {
                 self.fleet
                     .as_mut()
@@ -1502,9 +1506,10 @@ impl Manager {
     }
 
     /// Starts fleet grant `g` here, or says why this host cannot (`Ok(Some(why))`: the user
-    /// holds the group outside PIM, or the user or the group is not here). What cannot start
-    /// is tried again each round but said once, as a grant the plan ignores: a fleet grant
-    /// for a user some hosts of its scope do not have would otherwise fill their audit.
+    /// holds the group outside PIM or as a permanent member, or is not a user here). That is
+    /// tried again each round but said once, as a grant the plan ignores: a fleet grant for a
+    /// user some hosts of its scope do not have would otherwise fill their audit. A failure
+    /// (a lookup, the store, a group missing) is audited and fails the round, each time.
     fn start_mirrored(&mut self, g: &FleetGrant, now: i64) -> Result<Option<String>, PimError> {
         let Some(role) = self.config.role(&g.role).cloned() else {
             return Ok(Some(format!(
@@ -1515,12 +1520,15 @@ impl Manager {
         let audit = Audit::new(DAEMON, AuditAction::FleetGrant)
             .about(&g.user, &g.role)
             .with_text(&g.reason, &g.ticket);
+        let subject = format!("fleet grant {}", g.id);
         let ids = match self
             .check_unmanaged_membership(&g.user, &role)
-            .and_then(|()| self.ids_for_grant(&g.user, &g.group))
+            .and_then(|()| self.known_ids(&g.user, &g.group))
         {
-            Ok(ids) => ids,
-            Err(e) => return Ok(Some(e.message())),
+            Ok(Some(ids)) => ids,
+            Ok(None) => return Ok(Some(format!("user {} does not exist here", g.user))),
+            Err(PimError::AlreadyMember(why)) => return Ok(Some(why)),
+            Err(e) => return self.refused_about(&audit, &subject, e),
         };
         let entry = audit.entry(
             now,

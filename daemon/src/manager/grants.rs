@@ -86,15 +86,25 @@ impl Manager {
     /// user is gone by then or the group's name means another gid. A failed lookup refuses
     /// the grant.
     pub(super) fn ids_for_grant(&self, user: &str, group: &str) -> Result<(u32, u32), PimError> {
-        match self.accounts.ids(user, group) {
-            Ok(Some(ids)) => Ok(ids),
-            Ok(None) => Err(PimError::Internal(format!(
+        self.known_ids(user, group)?.ok_or_else(|| {
+            PimError::Internal(format!(
                 "user {user} or group {group} does not exist; nothing was granted"
-            ))),
-            Err(e) => Err(PimError::Internal(format!(
+            ))
+        })
+    }
+
+    /// [`Self::ids_for_grant`], with a user or group that does not exist told apart (`None`)
+    /// from a lookup that failed.
+    pub(super) fn known_ids(
+        &self,
+        user: &str,
+        group: &str,
+    ) -> Result<Option<(u32, u32)>, PimError> {
+        self.accounts.ids(user, group).map_err(|e| {
+            PimError::Internal(format!(
                 "cannot look up the ids of {user} and group {group}: {e}; nothing was granted"
-            ))),
-        }
+            ))
+        })
     }
 
     /// Inserts a grant and the membership record in `tx`.

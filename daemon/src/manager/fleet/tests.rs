@@ -1721,10 +1721,56 @@ fn given_fleet_grants_this_host_cannot_start_then_each_is_audited_once_and_tried
     assert!(alice[0].contains("outside PIM"), "{alice:?}");
     let zoe = said(&mut f, 12);
     assert_eq!(zoe.len(), 1, "{zoe:?}");
-    assert!(zoe[0].contains("does not exist"), "{zoe:?}");
+    assert!(zoe[0].contains("user zoe does not exist here"), "{zoe:?}");
     assert!(!f.e.managed("alice", "docker"));
 
     f.e.accounts.add_group("docker", &[]);
     assert_eq!(f.sync().started, 1);
     assert!(f.e.managed("alice", "docker") && in_docker(&f));
+}
+
+/// A lookup that fails is no reason to stop saying so: it is audited as an error and fails
+/// the round each time, and nothing starts.
+#[test]
+fn given_a_group_lookup_that_fails_then_the_fleet_grant_does_not_start_and_each_round_says_so() {
+    let mut f = fleet_env();
+    f.e.accounts.unreachable("docker");
+    f.fake.fleet().grants = vec![fleet_grant(9, "alice", "docker", "docker", T0 + HOUR)];
+    for round in 1..=2 {
+        let error = f.try_sync().unwrap_err();
+        assert!(error.message().contains("docker"), "{error:?}");
+        let errors: Vec<_> =
+            f.e.audited("fleet-grant")
+                .into_iter()
+                .filter(|r| r.outcome == "error" && r.detail.starts_with("fleet grant 9:"))
+                .collect();
+        assert_eq!(errors.len(), round, "{errors:?}");
+    }
+    assert!(!in_docker(&f));
+    f.e.accounts.reachable("docker");
+    assert_eq!(f.sync().started, 1);
+}
+
+/// A grant held back is said once while the fleet keeps sending it, and again if it comes
+/// back after the fleet stopped sending it.
+#[test]
+fn given_a_grant_held_back_that_leaves_the_snapshot_and_comes_back_then_it_is_said_again() {
+    let mut f = fleet_env();
+    f.e.accounts.add_group("docker", &["alice"]);
+    let nine = fleet_grant(9, "alice", "docker", "docker", T0 + HOUR);
+    let said = |f: &mut Fleet| {
+        f.e.audited("fleet-grant")
+            .iter()
+            .filter(|r| r.detail.contains("fleet grant 9 not started"))
+            .count()
+    };
+    f.fake.fleet().grants = vec![nine.clone()];
+    f.sync();
+    f.sync();
+    assert_eq!(said(&mut f), 1);
+    f.fake.fleet().grants.clear();
+    f.sync();
+    f.fake.fleet().grants = vec![nine];
+    f.sync();
+    assert_eq!(said(&mut f), 2);
 }
