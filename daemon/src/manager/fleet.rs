@@ -1506,7 +1506,7 @@ impl Manager {
     }
 
     /// Starts fleet grant `g` here, or says why this host cannot (`Ok(Some(why))`: the user
-    /// holds the group outside PIM or as a permanent member, or is not a user here). That is
+    /// holds the group outside PIM or as a permanent member, or is not found here). That is
     /// tried again each round but said once, as a grant the plan ignores: a fleet grant for a
     /// user some hosts of its scope do not have would otherwise fill their audit. A failure
     /// (a lookup, the store, a group missing) is audited and fails the round, each time.
@@ -1526,7 +1526,13 @@ impl Manager {
             .and_then(|()| self.known_ids(&g.user, &g.group))
         {
             Ok(Some(ids)) => ids,
-            Ok(None) => return Ok(Some(format!("user {} does not exist here", g.user))),
+            // As getpwnam says it: a directory that did not answer can look the same.
+            Ok(None) => {
+                return Ok(Some(format!(
+                    "user {} or group {} is not found on this host",
+                    g.user, g.group
+                )))
+            }
             Err(PimError::AlreadyMember(why)) => return Ok(Some(why)),
             Err(e) => return self.refused_about(&audit, &subject, e),
         };

@@ -93,8 +93,8 @@ impl Manager {
         })
     }
 
-    /// [`Self::ids_for_grant`], with a user or group that does not exist told apart (`None`)
-    /// from a lookup that failed.
+    /// [`Self::ids_for_grant`], with a user or group not found (`None`) told apart from a
+    /// lookup that reported an error.
     pub(super) fn known_ids(
         &self,
         user: &str,
