@@ -1571,7 +1571,7 @@ impl Manager {
             grant.request_id.unwrap_or(0),
             grant.id,
             DAEMON,
-            format!("fleet grant {}", g.id),
+            subject,
         );
         Ok(None)
     }

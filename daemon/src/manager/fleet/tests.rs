@@ -1462,6 +1462,15 @@ fn assert_seven_ended(f: &mut Fleet) {
     assert!(!f.sudo_allowed("alice").allowed);
 }
 
+/// The audit records saying that fleet grant `id` was not started here.
+fn said_not_started(f: &mut Fleet, id: i64) -> Vec<String> {
+    f.e.audited("fleet-grant")
+        .into_iter()
+        .filter(|r| r.detail.contains(&format!("fleet grant {id} not started")))
+        .map(|r| r.detail)
+        .collect()
+}
+
 /// A trigger that makes any change of local grant 7's `column` fail with a disk I/O error.
 fn seven_fails_to_change(column: &str) -> String {
     format!(
@@ -1677,19 +1686,13 @@ fn given_the_record_of_a_grant_not_started_cannot_be_written_then_the_next_round
         .fleet()
         .grants
         .push(fleet_grant(11, "alice", "nosuchrole", "sudo", T0 + HOUR));
-    let not_started = |f: &mut Fleet| {
-        f.e.audited("fleet-grant")
-            .into_iter()
-            .filter(|r| r.detail.contains("fleet grant 11 not started"))
-            .count()
-    };
     assert!(f.try_sync().is_err());
-    assert_eq!(not_started(&mut f), 0);
+    assert_eq!(said_not_started(&mut f, 11).len(), 0);
     run_sql(&dir, "DROP TRIGGER audit_full;");
     f.sync();
-    assert_eq!(not_started(&mut f), 1);
+    assert_eq!(said_not_started(&mut f, 11).len(), 1);
     f.sync();
-    assert_eq!(not_started(&mut f), 1, "once");
+    assert_eq!(said_not_started(&mut f, 11).len(), 1, "once");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -1704,22 +1707,15 @@ fn given_fleet_grants_this_host_cannot_start_then_each_is_audited_once_and_tried
         fleet_grant(9, "alice", "docker", "docker", T0 + HOUR),
         fleet_grant(12, "zoe", "admin", "sudo", T0 + HOUR),
     ];
-    let said = |f: &mut Fleet, id: i64| {
-        f.e.audited("fleet-grant")
-            .into_iter()
-            .filter(|r| r.detail.contains(&format!("fleet grant {id} not started")))
-            .map(|r| r.detail)
-            .collect::<Vec<_>>()
-    };
     for _ in 0..3 {
         let report = f.sync();
         assert_eq!(report.started, 0);
         f.advance(30);
     }
-    let alice = said(&mut f, 9);
+    let alice = said_not_started(&mut f, 9);
     assert_eq!(alice.len(), 1, "{alice:?}");
     assert!(alice[0].contains("outside PIM"), "{alice:?}");
-    let zoe = said(&mut f, 12);
+    let zoe = said_not_started(&mut f, 12);
     assert_eq!(zoe.len(), 1, "{zoe:?}");
     assert!(
         zoe[0].contains("user zoe or group sudo is not found on this host"),
@@ -1761,19 +1757,13 @@ fn given_a_grant_held_back_that_leaves_the_snapshot_and_comes_back_then_it_is_sa
     let mut f = fleet_env();
     f.e.accounts.add_group("docker", &["alice"]);
     let nine = fleet_grant(9, "alice", "docker", "docker", T0 + HOUR);
-    let said = |f: &mut Fleet| {
-        f.e.audited("fleet-grant")
-            .iter()
-            .filter(|r| r.detail.contains("fleet grant 9 not started"))
-            .count()
-    };
     f.fake.fleet().grants = vec![nine.clone()];
     f.sync();
     f.sync();
-    assert_eq!(said(&mut f), 1);
+    assert_eq!(said_not_started(&mut f, 9).len(), 1);
     f.fake.fleet().grants.clear();
     f.sync();
     f.fake.fleet().grants = vec![nine];
     f.sync();
-    assert_eq!(said(&mut f), 2);
+    assert_eq!(said_not_started(&mut f, 9).len(), 2);
 }
